@@ -1,0 +1,5 @@
+import sys
+
+from ust.cli import main
+
+sys.exit(main())
