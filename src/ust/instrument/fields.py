@@ -1,0 +1,164 @@
+"""Field types of typed tracepoints: the TRACE_EVENT field macros, as values.
+
+A field type says three things, all fixed at declaration:
+  * how the C fast path serializes a Python argument (``code`` and ``size``),
+  * how the CTF metadata declares it (read by ``ust.ctf.metadata``),
+  * how the argument is validated (range of integers, element type of arrays).
+
+Wire layout (little-endian, byte-packed like LTTng-UST on x86 — every CTF
+``align`` is 8 bits):
+  integer / enum  size/8 bytes, two's complement
+  float32/64      IEEE 754, 4 or 8 bytes
+  boolean         1 byte, 0 or 1 (declared as an enum FALSE/TRUE over uint8)
+  string          UTF-8 bytes then NUL (an embedded NUL ends the string)
+  bytes           uint32 length, then the bytes (a sequence of hex uint8)
+  array(T, n)     n elements of T
+  sequence(T)     uint32 length, then the elements of T
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+# Codes shared with the C fast path (ring.c: enum ust_field_code). Keep in sync.
+CODE_SINT = 1
+CODE_UINT = 2
+CODE_FLOAT = 3
+CODE_BOOL = 4
+CODE_STRING = 5
+CODE_BYTES = 6
+CODE_ARRAY = 7
+CODE_SEQUENCE = 8
+CODE_ENUM = 9
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """A field type. ``size`` is in bits for scalars; ``length`` for arrays."""
+
+    kind: str  # "int", "float", "bool", "string", "bytes", "array", "sequence", "enum"
+    size: int = 0
+    signed: bool = False
+    base: int = 10
+    element: "FieldType | None" = None
+    length: int = 0
+    mapping: tuple = ()  # enum: ((label, lo, hi), ...)
+    name: str = ""  # the user-facing name, for error messages and repr
+
+    def __repr__(self) -> str:
+        return f"ust.{self.name}" if self.name else f"FieldType({self.kind})"
+
+    @property
+    def code(self) -> int:
+        return {
+            "int": CODE_SINT if self.signed else CODE_UINT,
+            "float": CODE_FLOAT,
+            "bool": CODE_BOOL,
+            "string": CODE_STRING,
+            "bytes": CODE_BYTES,
+            "array": CODE_ARRAY,
+            "sequence": CODE_SEQUENCE,
+            "enum": CODE_ENUM,
+        }[self.kind]
+
+    @property
+    def is_scalar_number(self) -> bool:
+        return self.kind in ("int", "float", "bool", "enum")
+
+
+def _int(bits: int, signed: bool) -> FieldType:
+    return FieldType("int", bits, signed, 10, name=("" if signed else "u") + f"int{bits}")
+
+
+int8, int16, int32, int64 = (_int(b, True) for b in (8, 16, 32, 64))
+uint8, uint16, uint32, uint64 = (_int(b, False) for b in (8, 16, 32, 64))
+float32 = FieldType("float", 32, True, name="float32")
+float64 = FieldType("float", 64, True, name="float64")
+boolean = FieldType("bool", 8, False, name="boolean")
+string = FieldType("string", name="string")
+bytes_ = FieldType("bytes", name="bytes")
+
+
+def hex(t: FieldType) -> FieldType:  # noqa: A001 - mirrors the display-base name users expect
+    """The same integer type, displayed in base 16 (LTTng's ctf_integer_hex)."""
+    if t.kind != "int":
+        raise TypeError(f"ust.hex() expects an integer type, got {t!r}")
+    return FieldType("int", t.size, t.signed, 16, name=f"hex({t.name})")
+
+
+def array(element: FieldType, length: int) -> FieldType:
+    """A fixed-length array of a numeric scalar type."""
+    if not isinstance(element, FieldType) or not element.is_scalar_number:
+        raise TypeError(f"ust.array() expects a numeric scalar element type, got {element!r}")
+    if not isinstance(length, int) or isinstance(length, bool) or not 0 < length <= 65536:
+        raise ValueError(f"ust.array() length must be an int in 1..65536, got {length!r}")
+    return FieldType("array", element=element, length=length, name=f"array({element.name}, {length})")
+
+
+def sequence(element: FieldType) -> FieldType:
+    """A variable-length sequence of a numeric scalar type (uint32 length prefix)."""
+    if not isinstance(element, FieldType) or not element.is_scalar_number:
+        raise TypeError(f"ust.sequence() expects a numeric scalar element type, got {element!r}")
+    return FieldType("sequence", element=element, name=f"sequence({element.name})")
+
+
+def enum(container: FieldType, labels: Mapping[str, "int | tuple[int, int]"]) -> FieldType:
+    """An enumeration over an integer type: {"NAME": value or (lo, hi)}.
+
+    A tracepoint argument for an enum field may be the integer value or a label.
+    """
+    if not isinstance(container, FieldType) or container.kind != "int":
+        raise TypeError(f"ust.enum() expects an integer container type, got {container!r}")
+    if not labels:
+        raise ValueError("ust.enum() needs at least one label")
+    lo_lim, hi_lim = int_range(container)
+    items = []
+    for label, value in labels.items():
+        if not isinstance(label, str) or not label:
+            raise TypeError(f"ust.enum() labels must be non-empty strings, got {label!r}")
+        if isinstance(value, tuple):
+            if len(value) != 2:
+                raise ValueError(f"ust.enum() range for {label!r} must be (lo, hi), got {value!r}")
+            lo, hi = value
+        else:
+            lo = hi = value
+        for v in (lo, hi):
+            if not isinstance(v, int) or isinstance(v, bool) or not lo_lim <= v <= hi_lim:
+                raise ValueError(f"ust.enum() value {v!r} of {label!r} does not fit in {container!r}")
+        if lo > hi:
+            raise ValueError(f"ust.enum() range for {label!r} is empty: {lo} > {hi}")
+        items.append((label, lo, hi))
+    return FieldType(
+        "enum", container.size, container.signed, container.base, element=container, mapping=tuple(items), name="enum"
+    )
+
+
+def int_range(t: FieldType) -> tuple[int, int]:
+    if t.signed:
+        return -(1 << (t.size - 1)), (1 << (t.size - 1)) - 1
+    return 0, (1 << t.size) - 1
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: FieldType
+
+
+@dataclass
+class EventDecl:
+    """What a tracepoint declares: everything the metadata needs to describe it."""
+
+    name: str  # "provider:event"
+    fields: tuple[Field, ...]
+    loglevel: int
+    kind: str = "tracepoint"  # or "marker", "logging", "probe"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def provider(self) -> str:
+        return self.name.split(":", 1)[0]
+
+    def signature(self) -> tuple:
+        return tuple((f.name, f.type) for f in self.fields)
