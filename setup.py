@@ -7,7 +7,7 @@ setup(
             "ust._ring._ring",
             sources=["src/ust/_ring/ring.c"],
             depends=["src/ust/_ring/ring.h"],
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wno-missing-braces"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-braces"],
         )
     ]
 )
