@@ -67,3 +67,8 @@ __all__ = [
     "EMERG", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG_SYSTEM", "DEBUG_PROGRAM",
     "DEBUG_PROCESS", "DEBUG_MODULE", "DEBUG_UNIT", "DEBUG_FUNCTION", "DEBUG_LINE", "DEBUG",
 ]
+
+# Register with the session daemons, if any run (a background thread; never blocks, never raises).
+from ust import agent as _agent  # noqa: E402
+
+_agent.start()

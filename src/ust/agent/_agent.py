@@ -53,6 +53,35 @@ def _procname() -> str:
         return os.path.basename(sys.executable) or "python"
 
 
+def _context_now() -> dict:
+    t = threading.current_thread()
+    return {"vpid": os.getpid(), "vtid": threading.get_native_id(), "procname": _procname(),
+            "thread_name": t.name, "cpu_id": _cpu()}
+
+
+def _cpu() -> int:
+    try:
+        return os.sched_getcpu() if hasattr(os, "sched_getcpu") else 0
+    except OSError:
+        return 0
+
+
+def _predicate(flt: Any, decl: Any):
+    """The callable the C fast path runs before writing: f(*args) -> bool."""
+    names = [f.name for f in decl.fields]
+    matches = flt.matches
+    if getattr(flt, "context_fields", None):
+        def keep_ctx(*args: Any) -> bool:
+            return matches(dict(zip(names, args)), _context_now())
+
+        return keep_ctx
+
+    def keep(*args: Any) -> bool:
+        return matches(dict(zip(names, args)), None)
+
+    return keep
+
+
 def _handle_key(handle: Any) -> str:
     return protocol.decl_key(protocol.decl_to_json(handle.decl))
 
@@ -296,10 +325,12 @@ class Connection:
         key = msg["key"]
         if key in self.channels:
             return
-        from ust._ring import _ring
+        from ust._ring import Buffer, Channel
+        from ust.instrument import context as ctx
 
-        buffers = [_ring.Buffer.attach(fd) for fd in fds]
-        channel = _ring.Channel(buffers, tuple(msg.get("context", ())))
+        buffers = [Buffer.attach(fd) for fd in fds]
+        c_ctx, py_ctx = ctx.normalize(msg.get("context", ()))
+        channel = Channel(buffers, c_ctx, [ctx.py_callable(n) for n in py_ctx])
         self.channels[key] = (channel, msg["session"], bool(msg.get("shared")), buffers)
 
     def _filter(self, expr: str | None) -> Any:
@@ -310,10 +341,7 @@ class Connection:
         return compile_filter(expr)
 
     def _attach_one(self, h: Any, channel: Any, eid: int, flt: Any) -> None:
-        if flt is None:
-            h.tp.attach(channel, eid)
-        else:
-            h.tp.attach(channel, eid, flt)
+        h.tp.attach(channel, eid, None if flt is None else _predicate(flt, h.decl))
 
     def _cmd_attach(self, msg: dict, fds: list[int]) -> None:
         key, dk, eid = msg["key"], msg["decl_key"], msg["event_id"]
@@ -373,11 +401,26 @@ _AGENT_PID = 0
 _FORK_HOOKED = False
 
 
+_TOOLS = ("ust", "ust-sessiond", "ust-consumerd", "ust-relayd")
+
+
+def _is_tool() -> bool:
+    """The ust command and daemons import ust too: they are not applications."""
+    if os.path.basename(sys.argv[0] if sys.argv else "") in _TOOLS:
+        return True
+    argv = getattr(sys, "orig_argv", [])
+    for i, a in enumerate(argv[:-1]):
+        if a == "-m":
+            mod = argv[i + 1]
+            return mod == "ust" or mod.startswith(("ust.cli", "ust.daemon"))
+    return False
+
+
 def start() -> None:
     """Start the agent (idempotent, cheap, never raises, no-op when UST_AGENT=0)."""
     global _AGENT, _AGENT_PID, _FORK_HOOKED
     try:
-        if os.environ.get("UST_AGENT", "1") == "0":
+        if os.environ.get("UST_AGENT", "1") == "0" or _is_tool():
             return
         if _AGENT is not None and _AGENT_PID == os.getpid():
             return

@@ -290,7 +290,7 @@ def run_disable_event(args: argparse.Namespace, out) -> int:
     return 0
 
 
-CONTEXT_TYPES = ("vpid", "vtid", "procname", "thread_name", "cpu_id", "ppid", "asyncio_task")
+CONTEXT_TYPES = ("vpid", "vtid", "procname", "cpu_id", "thread_name", "asyncio_task")
 
 
 def add_add_context(p: argparse.ArgumentParser) -> None:

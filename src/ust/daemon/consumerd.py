@@ -54,17 +54,26 @@ def _ring():
 
 
 def metadata_text(trace: "TraceOut") -> str:
-    from ust.ctf import metadata
+    from ust.ctf import metadata as md
+    from ust.instrument import context as ctx
 
-    return metadata.metadata_text(
+    info = md.TraceInfo(
         uuid=bytes.fromhex(trace.uuid.replace("-", "")),
-        clock_offset=trace.clock_offset,
-        channels=[
-            (ch.stream_id, tuple(ch.context), [(eid, decl) for eid, decl in sorted(ch.events.items())])
-            for ch in sorted(trace.channels.values(), key=lambda c: c.stream_id)
-        ],
-        env=trace.env,
+        clock_offset_ns=trace.clock_offset,
+        trace_name=trace.env.get("trace_name", "ust"),
+        buffering=trace.env.get("trace_buffering_scheme", "uid"),
+        buffering_id=trace.env.get("buffering_id", 0),
+        env_extra={k: v for k, v in trace.env.items()
+                   if k in ("procname", "vpid", "hostname") and v not in (None, "")},
+        creation_time=trace.created,
+        clock_uuid=trace.clock_uuid,
     )
+    streams, events = [], []
+    for ch in sorted(trace.channels.values(), key=lambda c: c.stream_id):
+        c_ctx, py_ctx = ctx.normalize(ch.context)
+        streams.append(md.StreamClass(ch.stream_id, ch.name, c_ctx + py_ctx))
+        events.extend((eid, ch.stream_id, decl) for eid, decl in sorted(ch.events.items()))
+    return md.metadata_text(info, streams, events)
 
 
 # ---------------------------------------------------------------------------
@@ -74,7 +83,8 @@ def metadata_text(trace: "TraceOut") -> str:
 class StreamFile:
     """``<chan>_<cpu>``, or ``<chan>_<cpu>_<n>`` rotated at ``size`` bytes keeping ``count`` files."""
 
-    def __init__(self, directory: str, name: str, size: int = 0, count: int = 0):
+    def __init__(self, directory: str, name: str, size: int = 0, count: int = 0, truncate: bool = False):
+        self.truncate = truncate
         self.directory = directory
         self.name = name
         self.size = size
@@ -90,10 +100,11 @@ class StreamFile:
         return os.path.join(self.directory, self.name)
 
     def _open(self) -> None:
-        self.fd = os.open(self._path(self.index), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_TRUNC if self.truncate else 0)
+        self.fd = os.open(self._path(self.index), flags, 0o600)
         self.written = os.fstat(self.fd).st_size
 
-    def write(self, packet: Any) -> None:
+    def write_packet(self, packet: Any) -> None:
         n = len(packet)
         if self.size and self.written and self.written + n > self.size:
             os.close(self.fd)
@@ -141,21 +152,37 @@ class TraceOut:
     drain: bool
     env: dict
     channels: dict[str, ChannelOut] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    clock_uuid: bytes = field(default_factory=lambda: __import__("uuid").uuid4().bytes)
 
 
-def _drain(buf: Any, out: StreamFile | None) -> int:
-    """Write every complete packet of ``buf``; returns the number of packets."""
+def _drain(buf: Any, out: StreamFile | None, force: bool = False) -> int:
+    """Write every complete packet of ``buf``; returns the number of packets.
+
+    ``force``: also take the packets a dead writer left uncommitted.
+    """
     n = 0
     while True:
-        packet = buf.get_subbuf()
+        packet = buf.get_subbuf(force=force)
         if packet is None:
             return n
         try:
             if out is not None:
-                out.write(packet)
+                out.write_packet(packet)
         finally:
+            packet.release()
             buf.put_subbuf()
         n += 1
+
+
+FLUSH_GRACE = 0.2
+
+
+def _incomplete(buf: Any) -> bool:
+    if buf.overwrite:
+        return False
+    c = buf.counters()
+    return c["write_offset"] - c["consumed"] >= buf.subbuf_size
 
 
 class Consumer:
@@ -233,7 +260,7 @@ class Consumer:
             ch.buffers = [ring.Buffer.attach(fd) for fd in fds]
         else:
             uuid = bytes.fromhex(t.uuid.replace("-", ""))
-            ncpu = os.cpu_count() or 1
+            ncpu = os.sysconf("SC_NPROCESSORS_CONF") or 1
             ch.buffers = [
                 ring.Buffer.create(subbuf_size, num_subbuf, overwrite=overwrite, stream_id=stream_id, cpu=cpu,
                                    uuid=uuid)
@@ -275,7 +302,7 @@ class Consumer:
             for ch in t.channels.values():
                 for cpu, buf in enumerate(ch.buffers):
                     buf.flush()
-                    out = StreamFile(dest, f"{ch.name}_{cpu}")
+                    out = StreamFile(dest, f"{ch.name}_{cpu}", truncate=True)
                     try:
                         n += _drain(buf, out)
                     finally:
@@ -309,14 +336,32 @@ class Consumer:
             os.close(fd)
         os.replace(tmp, os.path.join(directory, "metadata"))
 
-    def _flush(self, t: TraceOut) -> int:
+    def _flush(self, t: TraceOut, final: bool = False) -> int:
+        """Close partial packets and write everything (applications have stopped writing).
+
+        A writer may still be between reserve and commit (another thread of an
+        application that is detaching): it gets FLUSH_GRACE to commit. After
+        that, what stays uncommitted belongs to a dead writer (a SIGKILLed
+        application) and is taken as it is (``force``), so nothing committed
+        around it is lost.
+        """
+        if not t.drain:
+            return 0
+        streams = [(buf, ch.files[cpu], ch) for ch in t.channels.values() for cpu, buf in enumerate(ch.buffers)]
         n = 0
-        for ch in t.channels.values():
-            for cpu, buf in enumerate(ch.buffers):
-                buf.flush()
-                if t.drain:
-                    n += _drain(buf, ch.files[cpu])
-                    ch.files[cpu].sync()
+        for buf, out, _ in streams:
+            buf.flush()
+            n += _drain(buf, out)
+        deadline = time.monotonic() + FLUSH_GRACE
+        while time.monotonic() < deadline and any(_incomplete(buf) for buf, _, _ in streams):
+            time.sleep(0.005)
+            for buf, out, _ in streams:
+                n += _drain(buf, out)
+        for buf, out, _ in streams:
+            buf.flush(final=True)  # an empty packet carrying the last lost-event count
+            n += _drain(buf, out)
+            n += _drain(buf, out, force=True)
+            out.sync()
         return n
 
     def _close(self, t: TraceOut) -> None:
@@ -339,6 +384,18 @@ class Consumer:
                 self._close(t)
             self.traces.clear()
 
+    def _drain_pass(self) -> int:
+        n = 0
+        for t in self.traces.values():
+            if t.drain:
+                for ch in t.channels.values():
+                    for cpu, buf in enumerate(ch.buffers):
+                        try:
+                            n += _drain(buf, ch.files[cpu])
+                        except OSError as exc:
+                            _log(f"writing {ch.name}_{cpu}: {exc}")
+        return n
+
     def _drain_loop(self) -> None:
         while True:
             with self.lock:
@@ -359,22 +416,20 @@ class Consumer:
                                         buf.flush()
                                 ch.next_switch = now + st / 1e6
                             timeout = min(timeout, max(0.0, ch.next_switch - now))
-                        if t.drain:
-                            for cpu, buf in enumerate(ch.buffers):
-                                try:
-                                    _drain(buf, ch.files[cpu])
-                                except OSError as exc:
-                                    _log(f"writing {ch.name}_{cpu}: {exc}")
+                got = self._drain_pass()
                 sleepers = [buf for t in self.traces.values() if t.drain
                             for ch in t.channels.values() for buf in ch.buffers]
-                for buf in sleepers:
-                    buf.reader_sleep(True)
+                if not got:
+                    for buf in sleepers:
+                        buf.reader_sleep(True)
+                    got = self._drain_pass()  # a packet may have completed meanwhile
             try:
-                select.select([self.efd], [], [], max(timeout, 0.001))
-                try:
-                    os.eventfd_read(self.efd)
-                except BlockingIOError:
-                    pass
+                if not got:
+                    select.select([self.efd], [], [], max(timeout, 0.001))
+                    try:
+                        os.eventfd_read(self.efd)
+                    except BlockingIOError:
+                        pass
             finally:
                 with self.lock:
                     for buf in sleepers:

@@ -53,7 +53,7 @@ from ust.errors import ProtocolError, SessionError, UstError
 
 MAX_CONNECTIONS = 512
 APP_ACK_TIMEOUT = 3.0
-CONTEXTS = ("vpid", "vtid", "procname", "thread_name", "cpu_id", "ppid", "asyncio_task")
+CONTEXTS = ("vpid", "vtid", "procname", "cpu_id", "thread_name", "asyncio_task")
 DEFAULT_CHANNEL = "channel0"
 
 
@@ -798,9 +798,8 @@ class SessionDaemon:
         self.consumer.add_trace({
             "key": key, "path": path, "uuid": t.uuid, "clock_offset": s.clock_offset,
             "drain": not s.snapshot, "session": s.name,
-            "env": {"domain": "ust", "tracer_name": "ust", "trace_name": s.name,
-                    "trace_buffering_scheme": owner[0], "procname": app.procname,
-                    "vpid": app.pid if owner[0] == "pid" else 0, "uid": app.uid},
+            "env": {"trace_name": s.name, "trace_buffering_scheme": owner[0], "buffering_id": owner[1],
+                    **({"procname": app.procname, "vpid": app.pid} if owner[0] == "pid" else {})},
         })
         s.traces[owner] = t
         return t
