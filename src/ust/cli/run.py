@@ -95,6 +95,7 @@ def run(args: argparse.Namespace, out) -> int:
         env = dict(os.environ)
         env["UST_RUN_TOKEN"] = token
         env["UST_AGENT_SYNC"] = "1"
+        env["UST_AGENT"] = "1"
         env["UST_HOME"] = c.rundir
         try:
             proc = subprocess.Popen(cmd, env=env)

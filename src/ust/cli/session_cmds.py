@@ -35,11 +35,8 @@ def _current(args: argparse.Namespace, attr: str = "session") -> str:
     return name
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except SessionError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _size(text: str | None) -> int | None:
+    return None if text is None else parse_size(text)  # errors: one line, from main()
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -209,7 +206,7 @@ def add_enable_channel(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="channel name")
     _session_arg(p)
     _domain_args(p)
-    p.add_argument("--subbuf-size", type=_size, metavar="SIZE", help="sub-buffer size, a power of two (4k, 256k, 1M)")
+    p.add_argument("--subbuf-size", metavar="SIZE", help="sub-buffer size, a power of two (4k, 256k, 1M)")
     p.add_argument("--num-subbuf", type=int, metavar="N", help="number of sub-buffers, a power of two")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_const", const=True, dest="overwrite",
@@ -223,16 +220,16 @@ def add_enable_channel(p: argparse.ArgumentParser) -> None:
                      help="one set of buffers per process")
     p.add_argument("--switch-timer", type=int, metavar="USEC", help="flush partial packets every USEC µs")
     p.add_argument("--read-timer", type=int, metavar="USEC", help="poll the buffers every USEC µs")
-    p.add_argument("--tracefile-size", type=_size, metavar="SIZE", help="rotate stream files at SIZE bytes")
+    p.add_argument("--tracefile-size", metavar="SIZE", help="rotate stream files at SIZE bytes")
     p.add_argument("--tracefile-count", type=int, metavar="N", help="keep at most N files per stream")
 
 
 def run_enable_channel(args: argparse.Namespace, out) -> int:
     session = _current(args)
     with _client() as c:
-        c.enable_channel(session, args.name, subbuf_size=args.subbuf_size, num_subbuf=args.num_subbuf,
+        c.enable_channel(session, args.name, subbuf_size=_size(args.subbuf_size), num_subbuf=args.num_subbuf,
                          overwrite=args.overwrite, buffers=args.buffers, switch_timer=args.switch_timer,
-                         read_timer=args.read_timer, tracefile_size=args.tracefile_size,
+                         read_timer=args.read_timer, tracefile_size=_size(args.tracefile_size),
                          tracefile_count=args.tracefile_count)
     print(f"Channel {args.name} enabled in session {session}", file=out)
     return 0

@@ -119,7 +119,7 @@ class Session:
     clock_offset: int = 0
     traces: dict[tuple[str, int], Trace] = field(default_factory=dict)
     snapshot_count: int = 0
-    live_apps: set = field(default_factory=set)  # pids synced while active
+    trace_paths: list = field(default_factory=list)  # after destroy
 
     @property
     def buffers(self) -> str:
@@ -505,7 +505,9 @@ class SessionDaemon:
     def cmd_destroy(self, session: str) -> dict:
         s = self._session(session)
         self._destroy(s)
-        return {"session": s.summary()}
+        summary = s.summary()
+        summary["traces"] = s.trace_paths
+        return {"session": summary}
 
     def _destroy(self, s: Session) -> None:
         if s.active:
@@ -519,6 +521,7 @@ class SessionDaemon:
                         os.close(fd)
                     except OSError:
                         pass
+        s.trace_paths = [t.path for t in s.traces.values()]
         s.traces.clear()
         self.sessions.pop(s.name, None)
 
