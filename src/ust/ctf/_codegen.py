@@ -77,6 +77,13 @@ def fmt_list(items) -> str:
     return "[ " + ", ".join([f"[{i}] = {x}" for i, x in enumerate(items)]) + " ]"
 
 
+def fmt_list_nn(items) -> str:
+    """An array without its indices (babeltrace2 with field names off)."""
+    if not items:
+        return "[ ]"
+    return "[ " + ", ".join([str(x) for x in items]) + " ]"
+
+
 def make_enum_fmt(enum: EnumType):
     cache = {}
 
@@ -116,7 +123,8 @@ class _Gen:
         self.lines: list[str] = []
         self.indent = 1
         self.consts: dict[str, object] = {
-            "fmt_str": fmt_str, "fmt_float": fmt_float, "fmt_list": fmt_list, "decode_text": decode_text,
+            "fmt_str": fmt_str, "fmt_float": fmt_float, "decode_text": decode_text,
+            "fmt_list": fmt_list if names else fmt_list_nn,
             "Unsupported": Unsupported, "VariantError": ValueError,
         }
         self.nvar = 0

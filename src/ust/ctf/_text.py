@@ -101,15 +101,12 @@ class TextFormat:
         self._prefix_cache = {}
 
     # -- per trace / per event class -----------------------------------------
-    def trace_prefix(self, trace) -> str:
+    def trace_prefix(self, trace) -> list:
+        """[(label, text)] of the trace fields shown before the event name."""
         r = self._prefix_cache.get(id(trace))
         if r is not None:
             return r
         env = trace.env
-        out = []
-        nh = self.names_header
-        if self.f_trace:
-            out.append(("trace = " if nh else "") + trace.name + (", " if nh else ""))
         dom = []
         for flag, key, label in ((self.f_hostname, "hostname", "trace:hostname"),
                                  (self.f_domain, "domain", "trace:domain"),
@@ -118,29 +115,24 @@ class TextFormat:
             if not flag or key not in env:
                 continue
             v = env[key]
-            s = f"({v})" if key == "vpid" else str(v)
-            dom.append((label, s))
-        if nh:
-            s = "".join(out) + ", ".join(f"{label} = {s}" for label, s in dom)
-            if dom:
-                s += ", "
-        else:
-            s = "".join(out) + ":".join(s for _, s in dom)
-            if dom:
-                s += " "
-        self._prefix_cache[id(trace)] = s
-        return s
+            dom.append((label, f"({v})" if key == "vpid" else str(v)))
+        self._prefix_cache[id(trace)] = dom
+        return dom
 
-    def event_head(self, ec) -> str:
-        s = ""
+    def event_head(self, ec, trace) -> str:
+        """Everything between the timestamp/delta and the first scope."""
+        dom = list(self.trace_prefix(trace))
         if self.f_loglevel and ec.loglevel is not None:
-            lname = LOGLEVEL_NAMES.get(ec.loglevel, "")
-            if self.names_header:
-                s += f"loglevel = {lname} ({ec.loglevel}), "
-            else:
-                s += f"{lname} ({ec.loglevel}) "
+            dom.append(("loglevel", f"{LOGLEVEL_NAMES.get(ec.loglevel, '')} ({ec.loglevel})"))
         if self.names_header:
+            s = f"trace = {trace.name}, " if self.f_trace else ""
+            if s and dom:
+                s += ", "  # babeltrace2 2.0 prints an empty item here
+            s += "".join(f"{label} = {text}, " for label, text in dom)
             return s + f"name = {ec.name}, "
+        s = trace.name if self.f_trace else ""
+        if dom:
+            s += ":".join(text for _, text in dom) + " "
         return s + ec.name + ": "
 
     def packet_context_text(self, typ, values) -> str:

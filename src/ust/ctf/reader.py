@@ -374,7 +374,6 @@ class StreamFile:
         cur = 0
         names = fmt.names_payload
         ctx_names = fmt.names_context
-        host = fmt.trace_prefix(trace)
         sctx_pfx = fmt.scope_prefix("stream.event.context")
         ectx_pfx = fmt.scope_prefix("event.context")
         fld_pfx = fmt.scope_prefix("event.fields")
@@ -416,7 +415,7 @@ class StreamFile:
                         if ectx is not None:
                             ectx = codec.get(("ectx", eid), ec.context, "text", f"event {ec.name!r} context",
                                              ctx_names)
-                        head = host + fmt.event_head(ec) + pctx_txt
+                        head = fmt.event_head(ec, trace) + pctx_txt
                         if matches:
                             _, ectx_d, efields_d = codec.event(eid, "dict")
                         else:
