@@ -115,6 +115,12 @@ def decode_text(raw: bytes) -> str:
 # --------------------------------------------------------------------------
 
 
+def _signed_mask(size, digit_bits):
+    """Negative numbers in hex/octal: two's complement over whole digits (like babeltrace2)."""
+    bits = -(-size // digit_bits) * digit_bits
+    return (1 << bits) - 1
+
+
 class _Gen:
     def __init__(self, mode: str, what: str, special_header: bool = False, names: bool = True):
         self.mode = mode
@@ -316,12 +322,11 @@ class _Gen:
     def int_text(self, t: IntType, var):
         if t.base == 10:
             return var
-        mask = (1 << t.size) - 1
-        v = f"({var} & {mask})" if t.signed else var
         if t.base == 16:
-            return f'"0x%X" % {v}'
+            return f'"0x%X" % ({var} & {_signed_mask(t.size, 4)})' if t.signed else f'"0x%X" % {var}'
         if t.base == 8:
-            return f'"0%o" % {v}'
+            return f'"0%o" % ({var} & {_signed_mask(t.size, 3)})' if t.signed else f'"0%o" % {var}'
+        v = f"({var} & {(1 << t.size) - 1})" if t.signed else var
         return f'"0b" + format({v}, "0{t.size}b")'
 
     def gen_float(self, t: FloatType, hint):

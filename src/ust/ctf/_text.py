@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from ._codegen import display_name, fmt_float, fmt_list, fmt_str, make_enum_fmt
+from ._codegen import _signed_mask, display_name, fmt_float, fmt_list, fmt_str, make_enum_fmt
 from .tsdl import ArrayType, EnumType, FloatType, IntType, SequenceType, StringType, StructType
 
 LOGLEVEL_NAMES = {
@@ -27,12 +27,12 @@ def format_value(typ, v, names=True) -> str:
     if isinstance(typ, IntType):
         if typ.base == 10:
             return str(v)
+        if typ.base == 16:
+            return "0x%X" % (v & _signed_mask(typ.size, 4) if typ.signed else v)
+        if typ.base == 8:
+            return "0%o" % (v & _signed_mask(typ.size, 3) if typ.signed else v)
         if typ.signed:
             v &= (1 << typ.size) - 1
-        if typ.base == 16:
-            return "0x%X" % v
-        if typ.base == 8:
-            return "0%o" % v
         return "0b" + format(v, f"0{typ.size}b")
     if isinstance(typ, FloatType):
         return fmt_float(v)
