@@ -6,7 +6,7 @@ Grammar (lowest precedence first)::
     and_expr   := not_expr ( "&&" not_expr )*
     not_expr   := "!" not_expr | comparison
     comparison := operand ( ("==" | "!=" | "<" | "<=" | ">" | ">=") operand )?
-    operand    := "(" expr ")" | INTEGER | FLOAT | STRING | reference
+    operand    := "(" expr ")" | ["-" | "+"] (INTEGER | FLOAT) | STRING | reference
     reference  := ["$ctx." | "$app."] NAME ( "." NAME | "[" INTEGER "]" )*
 
 Semantics follow LTTng: a comparison whose field is missing, or whose
@@ -37,7 +37,7 @@ _NUM = (int, float)
 # --------------------------------------------------------------------------
 
 _OPS2 = ("==", "!=", "<=", ">=", "&&", "||")
-_OPS1 = "<>!()[]."
+_OPS1 = "<>!()[].-+"
 
 
 class _Tok:
@@ -299,8 +299,13 @@ class _Parser:
         if t.kind in ("int", "float"):
             self.next()
             return _Lit(t.value, t.pos)
-        if t.kind == "op" and t.value == "-" :
-            raise self.error("unexpected '-'")
+        if t.kind == "op" and t.value in "-+":
+            self.next()
+            n = self.peek()
+            if n.kind not in ("int", "float"):
+                raise self.error(f"expected a number after {t.value!r}, got {_desc(n)}", n)
+            self.next()
+            return _Lit(-n.value if t.value == "-" else n.value, t.pos)
         if t.kind == "str":
             self.next()
             return _Glob(t.value, t.pos)

@@ -355,6 +355,9 @@ class StreamFile:
                         p, fields = efields(b, p)
                     else:
                         fields = {}
+                    if p <= p0:
+                        raise TraceFormatError("event of size zero (no event header): cannot advance", path,
+                                               pk.offset + p0)
                     ns = origin + cur if freq == 1_000_000_000 else origin + cur * 1_000_000_000 // freq
                     yield ns, order, Event(ec.name, ns, cur, cpu, fields, context, self, ec)
             except _DECODE_ERRORS as exc:
@@ -447,6 +450,9 @@ class StreamFile:
                     if efields is not None:
                         p, t = efields(b, p)
                         s = s + ", " + fld_pfx + t if s[-1] != " " else s + fld_pfx + t
+                    if p <= p0:
+                        raise TraceFormatError("event of size zero (no event header): cannot advance", path,
+                                               pk.offset + p0)
                     ns = origin + cur if freq == 1_000_000_000 else origin + cur * 1_000_000_000 // freq
                     yield ns, order, cur, s
             except _DECODE_ERRORS as exc:
