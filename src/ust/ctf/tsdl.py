@@ -468,7 +468,28 @@ class Parser:
         return t.value
 
     # -- top level ---------------------------------------------------------
+    def prescan_byte_order(self):
+        """'native' means the trace's byte order, even for types declared
+        before the trace block (LTTng declares its typealiases first)."""
+        toks = self.toks
+        depth = 0
+        in_trace = False
+        for j, tk in enumerate(toks):
+            if tk.kind == PUNCT and tk.value == "{":
+                if depth == 0 and j and toks[j - 1].kind == ID and toks[j - 1].value == "trace":
+                    in_trace = True
+                depth += 1
+            elif tk.kind == PUNCT and tk.value == "}":
+                depth -= 1
+                if depth == 0:
+                    in_trace = False
+            elif (in_trace and depth == 1 and tk.kind == ID and tk.value == "byte_order"
+                  and j + 2 < len(toks) and toks[j + 1].value == "="):
+                self.md.byte_order = self._order(toks[j + 2].value) if toks[j + 2].value != "native" else "le"
+                return
+
     def parse(self) -> Metadata:
+        self.prescan_byte_order()
         while self.peek().kind != EOF:
             self.top_statement()
         md = self.md
@@ -820,22 +841,6 @@ class Parser:
         return values, types
 
     def block_trace(self):
-        save_i = self.i
-        # byte_order must be known before types inside the block are built
-        depth = 0
-        j = self.i
-        while self.toks[j].kind != EOF:
-            tk = self.toks[j]
-            if tk.kind == PUNCT and tk.value == "{":
-                depth += 1
-            elif tk.kind == PUNCT and tk.value == "}":
-                if depth == 0:
-                    break
-                depth -= 1
-            elif depth == 0 and tk.kind == ID and tk.value == "byte_order" and self.toks[j + 1].value == "=":
-                self.md.byte_order = self._order(self.toks[j + 2].value)
-            j += 1
-        self.i = save_i
         values, types = self.block_entries()
         md = self.md
         md.major = values.get("major", 1)
