@@ -102,10 +102,36 @@ def run(args, out) -> int:
         pass
     if args.json:
         lines = _json_lines(read_events(traces, on_disc), filt)
+    elif filt is None:
+        from ust.ctf._fasttext import iter_lines
+        from ust.ctf.reader import ordered_streams
+        _pump_batches(iter_lines(ordered_streams(traces), fmt, on_disc), write, flush, interactive)
+        return 0
     else:
         lines = _text_lines(read_text(traces, fmt, on_disc, filt), fmt)
     _pump(lines, write, flush, interactive)
     return 0
+
+
+def _pump_batches(batches, write, flush, interactive):
+    """Write lists of lines: the very first line at once, then whole batches."""
+    first = True
+    for lines in batches:
+        if not lines:
+            continue
+        if first:
+            write(lines[0])
+            flush()
+            first = False
+            lines = lines[1:]
+        if interactive:
+            for ln in lines:
+                write(ln)
+                flush()
+            continue
+        for i in range(0, len(lines), 4096):
+            write("".join(lines[i:i + 4096]))
+    flush()
 
 
 def _pump(lines, write, flush, interactive):

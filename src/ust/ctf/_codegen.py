@@ -315,8 +315,15 @@ class _Gen:
                 self._advance(nb)
                 self.bit = 0
         if self.header and t.clock is not None:
+            # the clock value: a full one, or its low bits (wrap-around: at
+            # most one wrap since the previous timestamp of the stream)
             self.flush()
-            self.emit(f"ts = {var}; tsb = {t.size}")
+            if t.size >= 64:
+                self.emit(f"cur = {var}")
+            else:
+                m = (1 << t.size) - 1
+                self.emit(f"low = cur & {m}")
+                self.emit(f"cur = cur - low + {var} if {var} >= low else cur - low + {var} + {m + 1}")
         return var, self.int_text(t, var)
 
     def int_text(self, t: IntType, var):
@@ -545,16 +552,19 @@ def compile_struct(typ: StructType | None, mode: str, what: str, names: bool = T
 
 
 def compile_header(typ: StructType, what: str):
-    """f(b, p) -> (p, event_id, ts_value, ts_bits) for an event header.
+    """f(b, p, cur) -> (p, event_id, cur) for an event header.
 
-    The event id is the last integer field named ``id`` decoded (the extended
-    id of LTTng's headers, inside the variant, comes after the enum and wins),
-    the timestamp the last clock-mapped integer decoded. ts_bits is 0 when the
-    header has no timestamp.
+    ``cur`` is the stream's current clock value, updated from the header's
+    timestamp. The event id is the last integer field named ``id`` decoded
+    (the extended id of LTTng's headers, inside the variant, comes after the
+    enum and wins).
     """
     g = _Gen("dict", what, special_header=True)
-    g.emit("eid = 0; ts = 0; tsb = 0")
+    g.emit("eid = 0")
     g.gen(typ, "h")
     g.flush()
     g.settle_bits()
-    return _build(g, "decode_header", "eid", ", ts, tsb")
+    src = ["def decode_header(b, p, cur):"] + g.lines + ["    return p, eid, cur"]
+    ns = dict(g.consts)
+    exec(compile("\n".join(src) + "\n", f"<ust.ctf decoder {what}>", "exec"), ns)
+    return ns["decode_header"]

@@ -156,12 +156,16 @@ class TextFormat:
         sec, frac = divmod(ns, 1_000_000_000)
         if self.clock_seconds:
             return "%d.%09d" % (sec, frac)
+        return "%s.%09d" % (self.sec_text(sec), frac)
+
+    def sec_text(self, sec: int) -> str:
+        """The whole-second part of a time of day (cached: it changes rarely)."""
         cs, ctext = self._sec_cache
         if cs != sec:
             tm = time.gmtime(sec) if self.clock_gmt else time.localtime(sec)
             ctext = time.strftime("%Y-%m-%d %H:%M:%S" if self.clock_date else "%H:%M:%S", tm)
             self._sec_cache = (sec, ctext)
-        return "%s.%09d" % (ctext, frac)
+        return ctext
 
     def delta_text(self, prev, cur) -> str:
         if self.clock_cycles:

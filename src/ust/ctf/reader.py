@@ -327,13 +327,7 @@ class StreamFile:
                 while p < end:
                     p0 = p
                     if hdr is not None:
-                        p, eid, ts, tsb = hdr(b, p)
-                        if tsb == 64:
-                            cur = ts
-                        elif tsb:
-                            m = (1 << tsb) - 1
-                            low = cur & m
-                            cur = cur - low + ts if ts >= low else cur - low + ts + m + 1
+                        p, eid, cur = hdr(b, p, cur)
                     else:
                         eid = 0
                     ent = evcache.get(eid)
@@ -400,13 +394,7 @@ class StreamFile:
                 while p < end:
                     p0 = p
                     if hdr is not None:
-                        p, eid, ts, tsb = hdr(b, p)
-                        if tsb == 64:
-                            cur = ts
-                        elif tsb:
-                            m = (1 << tsb) - 1
-                            low = cur & m
-                            cur = cur - low + ts if ts >= low else cur - low + ts + m + 1
+                        p, eid, cur = hdr(b, p, cur)
                     else:
                         eid = 0
                     ent = evcache.get(eid)
@@ -512,7 +500,7 @@ def open_traces(paths) -> list[Trace]:
     return traces
 
 
-def _ordered_streams(traces):
+def ordered_streams(traces):
     streams = []
     for t in traces:
         streams.extend(t.streams)
@@ -564,14 +552,14 @@ def merge(iterables):
 def read_trace(path, on_discarded=None):
     """Events of every CTF trace under ``path`` (one or several), in time order."""
     traces = open_traces(path)
-    streams = _ordered_streams(traces)
+    streams = ordered_streams(traces)
     gens = [s.events(i, on_discarded) for i, s in enumerate(streams)]
     for _ns, _o, ev in merge(gens):
         yield ev
 
 
 def read_text(traces, fmt, on_discarded=None, filt=None):
-    streams = _ordered_streams(traces)
+    streams = ordered_streams(traces)
     gens = [s.text_events(i, fmt, on_discarded, filt) for i, s in enumerate(streams)]
     if len(gens) == 1:
         return gens[0]
@@ -579,7 +567,7 @@ def read_text(traces, fmt, on_discarded=None, filt=None):
 
 
 def read_events(traces, on_discarded=None):
-    streams = _ordered_streams(traces)
+    streams = ordered_streams(traces)
     gens = [s.events(i, on_discarded) for i, s in enumerate(streams)]
     return merge(gens)
 
