@@ -141,6 +141,7 @@ class _Gen:
         self.rem = 0
         self.scopes: list[dict[str, tuple[str, object]]] = []
         self.header = special_header
+        self.deferred: list[str] = []
 
     # -- helpers -------------------------------------------------------------
     def var(self, hint="v"):
@@ -172,6 +173,16 @@ class _Gen:
         self.emit(f"p += {S.size}")
         self._advance(S.size)
         self.run = []
+        for line in self.deferred:
+            self.emit(line)
+        self.deferred = []
+
+    def emit_after(self, var, line):
+        """Emit line once var is decoded (now, or right after its run is unpacked)."""
+        if any(v == var for v, _, _ in self.run):
+            self.deferred.append(line)
+        else:
+            self.emit(line)
 
     def _advance(self, nbytes):
         if self.mod > 1:
@@ -244,8 +255,10 @@ class _Gen:
         raise Unsupported(f"cannot resolve reference {ref!r} in {self.what}")
 
     # -- types ---------------------------------------------------------------------
-    def gen(self, typ, name_hint="v"):
-        """Emit code decoding one value of typ; return (value_expr, text_expr, scope_entry)."""
+    def gen(self, typ, name_hint="v", inline=False):
+        """Emit code decoding one value of typ; return (value_expr, text_expr, scope_entry).
+
+        inline: a struct's value is returned as an expression, not assigned."""
         if isinstance(typ, EnumType):
             var, _ = self.gen_int(typ.container, name_hint)
             fmt = self.const(make_enum_fmt(typ), "E")
@@ -260,12 +273,12 @@ class _Gen:
             self.flush()
             var = self.var(name_hint)
             self.emit("e = b.index(0, p)")
-            self.emit(f"{var} = decode_text(b[p:e])")
+            self.emit(f"{var} = b[p:e].decode('utf-8', 'surrogateescape')")
             self.emit("p = e + 1")
             self.unknown_pos()
-            return var, f"fmt_str({var})", typ
+            return var, self.str_text(var), typ
         if isinstance(typ, StructType):
-            return self.gen_struct(typ, name_hint)
+            return self.gen_struct(typ, name_hint, inline)
         if isinstance(typ, ArrayType):
             return self.gen_array(typ.element, str(typ.length), typ.length, name_hint, typ)
         if isinstance(typ, SequenceType):
@@ -317,24 +330,37 @@ class _Gen:
         if self.header and t.clock is not None:
             # the clock value: a full one, or its low bits (wrap-around: at
             # most one wrap since the previous timestamp of the stream)
-            self.flush()
             if t.size >= 64:
-                self.emit(f"cur = {var}")
+                self.emit_after(var, f"cur = {var}")
             else:
                 m = (1 << t.size) - 1
-                self.emit(f"low = cur & {m}")
-                self.emit(f"cur = cur - low + {var} if {var} >= low else cur - low + {var} + {m + 1}")
+                self.emit_after(var, f"low = cur & {m}; cur = cur - low + {var} if {var} >= low "
+                                     f"else cur - low + {var} + {m + 1}")
         return var, self.int_text(t, var)
 
-    def int_text(self, t: IntType, var):
-        if t.base == 10:
+    def str_text(self, var):
+        """Text of a string value (a temporary): quoted as is unless it needs escapes."""
+        if self.mode != "text":
             return var
+        t = "t" + var
+        self.emit(f"""{t} = '"' + {var} + '"' if {var}.isprintable() and '"' not in {var} and '\\\\' not in {var} """
+                  f"""else fmt_str({var})""")
+        return t
+
+    def int_text(self, t: IntType, var):
+        """Text template of an integer (a _T with \\0 holes)."""
+        if t.base == 10:
+            return _T(f"\0{var}\0")
         if t.base == 16:
-            return f'"0x%X" % ({var} & {_signed_mask(t.size, 4)})' if t.signed else f'"0x%X" % {var}'
+            return _T(f"0x\0({var} & {_signed_mask(t.size, 4)}):X\0" if t.signed else f"0x\0{var}:X\0")
         if t.base == 8:
-            return f'"0%o" % ({var} & {_signed_mask(t.size, 3)})' if t.signed else f'"0%o" % {var}'
+            return _T(f"0\0({var} & {_signed_mask(t.size, 3)}):o\0" if t.signed else f"0\0{var}:o\0")
         v = f"({var} & {(1 << t.size) - 1})" if t.signed else var
-        return f'"0b" + format({v}, "0{t.size}b")'
+        return _T(f"0b\0{v}:0{t.size}b\0")
+
+    def int_expr(self, t: IntType, var):
+        """Text of an integer as a Python expression."""
+        return _tmpl_expr(self.int_text(t, var))
 
     def gen_float(self, t: FloatType, hint):
         self.align_bits(t.align)
@@ -347,7 +373,7 @@ class _Gen:
             self.flush()
         self.run_order = order
         self.run.append((var, code, order))
-        return var, f"fmt_float({var})", t
+        return var, _T(f"\0{var}:g\0"), t
 
     def gen_array(self, elem, count_expr, count_static, hint, typ):
         var = self.var(hint)
@@ -371,13 +397,13 @@ class _Gen:
             self.emit(f"if p + {n} > len(b): raise IndexError")
             self.emit(f"r = b[p:p + {n}]")
             self.emit("z = r.find(0)")
-            self.emit(f"{var} = decode_text(r if z < 0 else r[:z])")
+            self.emit(f"{var} = (r if z < 0 else r[:z]).decode('utf-8', 'surrogateescape')")
             self.emit(f"p += {n}")
             if count_static is not None:
                 self._advance(count_static)
             else:
                 self.unknown_pos()
-            return var, f"fmt_str({var})", typ
+            return var, self.str_text(var), typ
         if scalar_code is not None:
             self.flush()
             self.settle_bits()
@@ -400,7 +426,7 @@ class _Gen:
             if isinstance(elem, FloatType):
                 return var, f"fmt_list([fmt_float(x) for x in {var}])", typ
             if isinstance(elem, IntType) and elem.base != 10:
-                return var, f"fmt_list([{self.int_text(elem, 'x')} for x in {var}])", typ
+                return var, f"fmt_list([{self.int_expr(elem, 'x')} for x in {var}])", typ
             return var, f"fmt_list({var})", typ
         # general element: loop over a nested generated function
         sub = compile_type(elem, self.mode, f"{self.what} element", self.names)
@@ -418,7 +444,7 @@ class _Gen:
             return var, f"fmt_list({var})", typ
         return var, var, typ
 
-    def gen_struct(self, t: StructType, hint):
+    def gen_struct(self, t: StructType, hint, inline=False):
         if t.min_align > 1:
             self.align_bits(t.min_align)
         scope: dict = {}
@@ -432,25 +458,26 @@ class _Gen:
                 scope[name] = (v, ft)
             parts.append((display_name(name), v, txt))
             if self.header and name == "id" and isinstance(ft, (IntType, EnumType)):
-                self.flush()
-                self.emit(f"eid = {v}")
+                self.emit_after(v, f"eid = {v}")
         self.scopes.pop()
         nested = _Nested({n: scope[n] for n, _ in t.fields})
         if self.header:
-            expr = "None"
-        elif self.mode == "dict":
+            return "None", "None", nested
+        if self.mode == "dict":
             expr = "{" + ", ".join(f"{n!r}: {v}" for n, v, _ in parts) + "}"
         else:
             if not parts:
                 expr = '"{ }"'
             else:
                 if self.names:
-                    expr = _fstring("{ " + ", ".join(f"{n} = \0{txt}\0" for n, _, txt in parts) + " }")
+                    expr = _T("{ " + ", ".join(f"{n} = {_tmpl(txt)}" for n, _, txt in parts) + " }")
                 else:
-                    expr = _fstring("{ " + ", ".join(f"\0{txt}\0" for n, _, txt in parts) + " }")
+                    expr = _T("{ " + ", ".join(_tmpl(txt) for n, _, txt in parts) + " }")
+        self.flush()
+        if inline:
+            return expr, expr, nested
         var = self.var("s")
-        self.flush_if_needed_for(expr)
-        self.emit(f"{var} = {expr}")
+        self.emit(f"{var} = {_tmpl_expr(expr)}")
         nested.var = var
         return var, var, nested
 
@@ -480,12 +507,14 @@ class _Gen:
             self.bit, self.mod, self.rem = state0
             v, txt, entry = self.gen(otyp, "o")
             self.flush()
-            if self.mode == "dict":
+            if self.header:
+                self.emit("pass")
+            elif self.mode == "dict":
                 self.emit(f"{var} = {v}")
             elif not self.names:
-                self.emit(f"{var} = {_fstring('{ ' + chr(0) + txt + chr(0) + ' }')}")
+                self.emit(f"{var} = {_fstring('{ ' + _tmpl(txt) + ' }')}")
             else:
-                self.emit(f"{var} = {_fstring('{ ' + display_name(oname) + ' = ' + chr(0) + txt + chr(0) + ' }')}")
+                self.emit(f"{var} = {_fstring('{ ' + display_name(oname) + ' = ' + _tmpl(txt) + ' }')}")
             ends.append((self.bit, self.mod, self.rem))
             self.indent -= 1
         if first:
@@ -507,6 +536,25 @@ class _Nested:
     def __init__(self, members):
         self.members = members
         self.var = None
+
+
+class _T(str):
+    """A text template: literal text with \\0expr[:spec]\\0 holes."""
+
+
+def _tmpl(txt) -> str:
+    """A text (template or plain expression) as a template."""
+    return txt if isinstance(txt, _T) else f"\0{txt}\0"
+
+
+def _tmpl_expr(txt) -> str:
+    """A text (template or plain expression) as a Python expression."""
+    if not isinstance(txt, _T):
+        return txt
+    parts = txt.split("\0")
+    if len(parts) == 3 and parts[0] == parts[2] == "" and ":" not in parts[1]:
+        return parts[1]
+    return _fstring(txt)
 
 
 def _fstring(template: str) -> str:
@@ -541,7 +589,7 @@ def compile_type(typ, mode: str, what: str, names: bool = True):
     v, txt, _ = g.gen(typ, "r")
     g.flush()
     g.settle_bits()
-    return _build(g, "decode", v if mode == "dict" else txt)
+    return _build(g, "decode", v if mode == "dict" else _tmpl_expr(txt))
 
 
 def compile_struct(typ: StructType | None, mode: str, what: str, names: bool = True):

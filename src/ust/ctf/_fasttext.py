@@ -26,7 +26,7 @@ from bisect import bisect_left
 from ust.errors import TraceFormatError
 
 from . import _codegen
-from ._codegen import _fstring, _Gen
+from ._codegen import _fstring, _Gen, _tmpl
 
 _CHAIN_MAX = 48
 
@@ -60,7 +60,7 @@ def compile_packet_text(codec, fmt, trace):
         sv, stxt, _ = g.gen(sc.event_context, "c")
         g.flush()
         g.settle_bits()
-        pieces.append(fmt.scope_prefix("stream.event.context") + "\0" + stxt + "\0")
+        pieces.append(fmt.scope_prefix("stream.event.context") + _tmpl(stxt))
     state = (g.mod, g.rem)
     events = sorted(sc.events.items())
     use_chain = len(events) <= _CHAIN_MAX
@@ -77,13 +77,13 @@ def compile_packet_text(codec, fmt, trace):
                 _, etxt, _ = g.gen(ec.context, "x")
                 g.flush()
                 g.settle_bits()
-                parts.append(fmt.scope_prefix("event.context") + "\0" + etxt + "\0")
+                parts.append(fmt.scope_prefix("event.context") + _tmpl(etxt))
             if ec.fields is not None:
                 g.names = fmt.names_payload
-                _, ftxt, _ = g.gen(ec.fields, "f")
+                _, ftxt, _ = g.gen(ec.fields, "f", inline=True)
                 g.flush()
                 g.settle_bits()
-                parts.append(fmt.scope_prefix("event.fields") + "\0" + ftxt + "\0")
+                parts.append(fmt.scope_prefix("event.fields") + _tmpl(ftxt))
             head = fmt.event_head(ec, trace)
             hname = g.const(head, "HEAD")
             tmpl = "\0" + hname + "\0\0pctx\0" + ", ".join(parts)
@@ -133,12 +133,12 @@ def _per_event_text(codec, fmt, trace, ec, pieces_prefix):
         g.names = fmt.names_context
         _, etxt, _ = g.gen(ec.context, "x")
         g.flush()
-        parts.append(fmt.scope_prefix("event.context") + "\0" + etxt + "\0")
+        parts.append(fmt.scope_prefix("event.context") + _tmpl(etxt))
     if ec.fields is not None:
         g.names = fmt.names_payload
         _, ftxt, _ = g.gen(ec.fields, "f")
         g.flush()
-        parts.append(fmt.scope_prefix("event.fields") + "\0" + ftxt + "\0")
+        parts.append(fmt.scope_prefix("event.fields") + _tmpl(ftxt))
     g.settle_bits()
     rest = ", ".join(parts)
     if rest and pieces_prefix:
@@ -294,6 +294,8 @@ def iter_lines(streams, fmt, on_discarded=None):
     nh = fmt.names_header
     sec_text = fmt.sec_text
     seconds = fmt.clock_seconds
+    base = next_sec = 0
+    stext = ""
     for keys, cycs, txts, origin in merged_text(streams, fmt, on_discarded):
         out = []
         append = out.append
@@ -310,26 +312,32 @@ def iter_lines(streams, fmt, on_discarded=None):
                     append(f"timestamp = {c:020d}, {t}\n" if nh else f"[{c:020d}] {t}\n")
             yield out
             continue
-        last_sec = None
-        stext = ""
+        o = origin or 0
         for k, t in zip(keys, txts):
-            ns = k if origin is None else origin + k
-            sec = ns // 1_000_000_000
-            if sec != last_sec:
-                last_sec = sec
+            ns = k + o
+            if not (base <= ns < next_sec):
+                sec = ns // 1_000_000_000
+                base = sec * 1_000_000_000
+                next_sec = base + 1_000_000_000
                 stext = str(sec) if seconds else sec_text(sec)
-            frac = ns - sec * 1_000_000_000
             if delta:
                 if prev is None:
-                    d = "(+?.?????????)"
+                    d = "+?.?????????"
                 else:
                     dd = ns - prev
-                    d = f"(+{dd // 1_000_000_000}.{dd % 1_000_000_000:09d})"
+                    if 0 <= dd < 1_000_000_000:
+                        prev = ns
+                        if nh:
+                            append(f"timestamp = {stext}.{ns - base:09d}, delta = +0.{dd:09d}, {t}\n")
+                        else:
+                            append(f"[{stext}.{ns - base:09d}] (+0.{dd:09d}) {t}\n")
+                        continue
+                    d = f"+{dd // 1_000_000_000}.{dd % 1_000_000_000:09d}"
                 prev = ns
                 if nh:
-                    append(f"timestamp = {stext}.{frac:09d}, delta = {d[1:-1]}, {t}\n")
+                    append(f"timestamp = {stext}.{ns - base:09d}, delta = {d}, {t}\n")
                 else:
-                    append(f"[{stext}.{frac:09d}] {d} {t}\n")
+                    append(f"[{stext}.{ns - base:09d}] ({d}) {t}\n")
             else:
-                append(f"timestamp = {stext}.{frac:09d}, {t}\n" if nh else f"[{stext}.{frac:09d}] {t}\n")
+                append(f"timestamp = {stext}.{ns - base:09d}, {t}\n" if nh else f"[{stext}.{ns - base:09d}] {t}\n")
         yield out
