@@ -50,6 +50,12 @@ def _consume(path):
     for ev in ust.ctf.read_trace(path):
         n += 1
         assert n < 1_000_000
+    # and the text path of `ust view` (generated per-packet decoders)
+    from ust.ctf._fasttext import iter_lines
+    from ust.ctf._text import TextFormat
+    from ust.ctf.reader import open_traces, ordered_streams
+    for _ in iter_lines(ordered_streams(open_traces(path)), TextFormat()):
+        pass
     return n
 
 

@@ -190,7 +190,10 @@ class _StreamText:
                 k = ("packet_text", id(self.fmt))
                 dec = codec._cache.get(k)
                 if dec is None:
-                    dec = codec._cache[k] = (compile_packet_text(codec, self.fmt, self.trace), _has_more(codec))
+                    from .reader import _Compiling
+                    with _Compiling(self.trace):
+                        dec = (compile_packet_text(codec, self.fmt, self.trace), _has_more(codec))
+                    codec._cache[k] = dec
                 self._decoders[id(codec)] = dec
             if pk.ts_begin is not None:
                 self.cur = pk.ts_begin

@@ -86,6 +86,21 @@ class Discarded:
 # --------------------------------------------------------------------------
 
 
+class _Compiling:
+    """Give decoder-generation errors (metadata the reader cannot handle) the metadata path."""
+
+    def __init__(self, trace):
+        self.path = os.path.join(trace.path, "metadata")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is not None and issubclass(et, TraceFormatError) and ev.path is None:
+            raise TraceFormatError(str(ev), self.path, None) from None
+        return False
+
+
 class Trace:
     """One CTF trace: a directory with a metadata file and stream files."""
 
@@ -104,7 +119,8 @@ class Trace:
         self.name = name
         self.uuid = md.uuid
         self._codecs = {}
-        self._ph_dict = _codegen.compile_struct(md.packet_header, "dict", "packet header")
+        with _Compiling(self):
+            self._ph_dict = _codegen.compile_struct(md.packet_header, "dict", "packet header")
         self.streams = []
         names = []
         try:
@@ -129,7 +145,8 @@ class Trace:
             sc = self.metadata.streams.get(stream_id)
             if sc is None:
                 return None
-            c = self._codecs[stream_id] = StreamCodec(self, sc)
+            with _Compiling(self):
+                c = self._codecs[stream_id] = StreamCodec(self, sc)
         return c
 
     def host_prefix(self):
@@ -159,7 +176,8 @@ class StreamCodec:
         try:
             return self._cache[k]
         except KeyError:
-            fn = self._cache[k] = _codegen.compile_struct(typ, mode, what, names)
+            with _Compiling(self.trace):
+                fn = self._cache[k] = _codegen.compile_struct(typ, mode, what, names)
             return fn
 
     def stream_context(self, mode, names=True):
