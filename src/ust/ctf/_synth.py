@@ -79,7 +79,7 @@ struct event_header_large {{
 stream {{
 	id = 0;
 	event.header := struct event_header_{header};
-	packet.context := struct packet_context;
+	packet.context := struct packet_context;{context}
 }};
 """
 
@@ -96,7 +96,7 @@ class Synth:
     """
 
     def __init__(self, path, header="large", hostname="synth", offset=1_700_000_000_000_000_000,
-                 packet_size=65536):
+                 packet_size=65536, context=None):
         self.path = path
         self.header = header
         self.uuid = _uuid.uuid4()
@@ -104,6 +104,7 @@ class Synth:
         self.offset = offset
         self.packet_size = packet_size
         self.classes = []
+        self.context = context or []  # stream event context: [(name, tsdl type, code)]
 
     def event_class(self, name, fields, loglevel=13):
         cid = len(self.classes)
@@ -111,17 +112,22 @@ class Synth:
         return cid
 
     def metadata(self):
+        ctx = ""
+        if self.context:
+            ctx = "\n\tevent.context := struct {\n" + "".join(f"\t\t{t} {n};\n" for n, t, _ in self.context) + "\t};"
         out = [_METADATA_HEAD.format(uuid=self.uuid, hostname=self.hostname, offset=self.offset,
-                                     header=self.header)]
+                                     header=self.header, context=ctx)]
         for cid, (name, fields, ll) in enumerate(self.classes):
             decl = "".join(f"\t\t{t} {n};\n" for n, t, _ in fields)
             out.append(f'event {{\n\tname = "{name}";\n\tid = {cid};\n\tstream_id = 0;\n\tloglevel = {ll};\n'
                        f'\tfields := struct {{\n{decl}\t}};\n}};\n\n')
         return "".join(out)
 
-    def _encode(self, cid, values):
+    def _encode(self, cid, values, ctx=()):
         fields = self.classes[cid][1]
         out = []
+        for (_, _, code), v in zip(self.context, ctx):
+            out.append(v.encode("utf-8", "surrogateescape") + b"\0" if code == "s" else struct.pack("<" + code, v))
         for (_, _, code), v in zip(fields, values):
             if code == "s":
                 out.append(v.encode("utf-8", "surrogateescape") + b"\0")
@@ -139,7 +145,7 @@ class Synth:
         return struct.pack("<BIQ", 31, cid, ts)
 
     def write(self, events, stream_name="chan_0", cpu=0, discarded_at=None):
-        """events: iterable of (ts, cid, values), sorted by ts.
+        """events: iterable of (ts, cid, values[, context values]), sorted by ts.
 
         discarded_at: {packet_index: cumulative events_discarded} to report.
         """
@@ -170,8 +176,9 @@ class Synth:
                 used = HEADER_SIZE
                 first_ts = None
 
-            for ts, cid, values in events:
-                payload = self._encode(cid, values)
+            for ev in events:
+                ts, cid, values = ev[:3]
+                payload = self._encode(cid, values, ev[3] if len(ev) > 3 else ())
                 hdr = self._header(cid, ts, prev_ts if first_ts is not None else -1)
                 if used + len(hdr) + len(payload) > psize:
                     flush(last_ts)
