@@ -1,0 +1,31 @@
+"""`ust export TRACE --format chrome|parquet -o OUT`."""
+
+from __future__ import annotations
+
+HELP = "export a trace: Chrome/Perfetto trace JSON, or Parquet (one table per event name)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("trace", nargs="+", help="trace directory")
+    parser.add_argument("--format", choices=("chrome", "parquet"), default="chrome")
+    parser.add_argument("-o", "--output", metavar="PATH",
+                        help="output file (chrome; default trace.json) or directory (parquet; default parquet/)")
+    parser.add_argument("--begin", metavar="NAME", help="chrome: begin event of slices")
+    parser.add_argument("--end", metavar="NAME", help="chrome: end event of slices")
+
+
+def run(args, out) -> int:
+    from ust.analysis.export import export_chrome, export_parquet
+    from ust.errors import UstError
+
+    if (args.begin is None) != (args.end is None):
+        raise UstError("--begin and --end go together")
+    if args.format == "chrome":
+        dest = args.output or "trace.json"
+        n = export_chrome(args.trace, dest, args.begin, args.end, progress=True)
+        out.write(f"wrote {n} trace events to {dest}\n")
+    else:
+        dest = args.output or "parquet"
+        files = export_parquet(args.trace, dest, progress=True)
+        out.write(f"wrote {len(files)} tables to {dest}/\n")
+    return 0

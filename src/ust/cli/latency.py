@@ -1,0 +1,34 @@
+"""`ust latency TRACE --begin NAME --end NAME [--key FIELD]`."""
+
+from __future__ import annotations
+
+import json
+
+HELP = "latency between begin/end event pairs: count, min, mean, p50, p90, p99, max, histogram"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("trace", nargs="+", help="trace directory")
+    parser.add_argument("--begin", required=True, metavar="NAME", help="name of the begin event")
+    parser.add_argument("--end", required=True, metavar="NAME", help="name of the end event")
+    parser.add_argument("--key", metavar="FIELD",
+                        help="pair by this field's value (payload or context; $ctx.NAME) instead of by thread")
+    parser.add_argument("--bins", type=int, default=20, help="histogram bins (default 20)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run(args, out) -> int:
+    from ust.analysis.latency import format_latency, latency
+    from ust.errors import UstError
+
+    if args.bins <= 0:
+        raise UstError("--bins must be positive")
+    res = latency(args.trace, args.begin, args.end, args.key, progress=True)
+    if args.json:
+        d = res.summary()
+        d.update(begin=res.begin, end=res.end, key=res.key, unmatched_begin=res.unmatched_begin,
+                 unmatched_end=res.unmatched_end)
+        out.write(json.dumps(d) + "\n")
+    else:
+        out.write(format_latency(res, bins=args.bins))
+    return 0 if res.count or not (res.unmatched_begin or res.unmatched_end) else 1

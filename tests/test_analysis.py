@@ -1,0 +1,143 @@
+"""stats, latency, export, plot: as functions and as subcommands."""
+
+import json
+
+import pytest
+
+from ust.analysis import export_chrome, latency, trace_stats
+from ust.ctf._synth import Synth
+
+from reader_support import FIXTURES, run_cli
+
+CTX = [("_vpid", "integer { size = 32; align = 8; signed = 1; }", "i"),
+       ("_vtid", "integer { size = 32; align = 8; signed = 1; }", "i"),
+       ("_procname", "string", "s")]
+
+
+def _req_trace(path):
+    """Two threads doing requests: begin/end pairs with known durations (ns)."""
+    s = Synth(path, context=CTX)
+    b = s.event_class("app:begin", [("_req", "integer { size = 32; align = 8; signed = 0; }", "I")])
+    e = s.event_class("app:end", [("_req", "integer { size = 32; align = 8; signed = 0; }", "I")])
+    evs = []
+    durations = []
+    t = 1000
+    for i in range(100):
+        tid = 11 if i % 2 else 12
+        d = 1000 * (i + 1)
+        durations.append(d)
+        evs.append((t, b, (i,), (10, tid, "app")))
+        evs.append((t + d, e, (i,), (10, tid, "app")))
+        t += 10  # overlapping requests on two threads: per-thread pairing matters
+    evs.sort(key=lambda x: x[0])
+    s.write(evs)
+    return path, sorted(durations)
+
+
+def test_stats_fixture():
+    st = trace_stats(FIXTURES / "ust-uid-contexts")
+    assert st.total.count == 1460
+    assert st.discarded_events == 540
+    assert {k: c.count for k, c in st.by_name.items()} == {n: 292 for n in
+                                                            ("demo:ints", "demo:floats", "demo:text",
+                                                             "demo:arrays", "demo:enums")}
+    assert sum(c.count for c in st.by_thread.values()) == 1460
+    assert {k[1] for k in st.by_thread} == {7788, 7789}
+    assert st.total.first_ns < st.total.last_ns
+
+
+def test_stats_per_pid_processes():
+    st = trace_stats(FIXTURES / "ust-pid")
+    assert {k[0]: c.count for k, c in st.by_process.items()} == {15772: 300, 15777: 300}
+
+
+def test_stats_cli_json():
+    rc, out, _ = run_cli(["stats", "--json", str(FIXTURES / "ust-snapshot")])
+    d = json.loads(out)
+    assert rc == 0 and d["total"]["count"] == 181
+
+
+def test_latency_per_thread(tmp_path):
+    path, durations = _req_trace(tmp_path / "t")
+    # pairing by thread is LIFO per thread; requests overlap, so compare with the key pairing too
+    by_key = latency(path, "app:begin", "app:end", key="req")
+    assert by_key.durations == durations
+    assert by_key.unmatched_begin == by_key.unmatched_end == 0
+    s = by_key.summary()
+    assert s["min"] == 1000 and s["max"] == 100000 and s["p50"] == 50000 and s["p99"] == 99000
+    per_thread = latency(path, "app:begin", "app:end")
+    assert per_thread.count == 100 and per_thread.unmatched_begin == 0
+
+
+def test_latency_cli(tmp_path):
+    path, _ = _req_trace(tmp_path / "t")
+    rc, out, _ = run_cli(["latency", str(path), "--begin", "app:begin", "--end", "app:end", "--key", "req"])
+    text = out.decode()
+    assert rc == 0 and "100 pairs" in text and "p99" in text and "#" in text
+
+
+def test_export_chrome(tmp_path):
+    path, _ = _req_trace(tmp_path / "t")
+    dest = tmp_path / "out.json"
+    export_chrome(path, dest, begin="app:begin", end="app:end")
+    doc = json.loads(dest.read_text())
+    evs = doc["traceEvents"]
+    slices = [e for e in evs if e["ph"] == "X"]
+    assert len(slices) == 100
+    assert {e["tid"] for e in slices} == {11, 12} and all(e["pid"] == 10 for e in slices)
+    assert any(e["ph"] == "M" and e["args"]["name"] == "app" for e in evs)
+
+
+def test_export_chrome_fixture_cli(tmp_path):
+    dest = tmp_path / "x.json"
+    rc, out, _ = run_cli(["export", str(FIXTURES / "ust-pid"), "--format", "chrome", "-o", str(dest)])
+    doc = json.loads(dest.read_text())
+    inst = [e for e in doc["traceEvents"] if e["ph"] == "i"]
+    assert rc == 0 and len(inst) == 600
+    assert {e["pid"] for e in inst} == {15772, 15777}
+
+
+def test_export_parquet(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    rc, out, err = run_cli(["export", str(FIXTURES / "ust-uid-contexts"), "--format", "parquet",
+                            "-o", str(tmp_path / "pq")])
+    assert rc == 0, err
+    t = pq.read_table(tmp_path / "pq" / "demo_ints.parquet")
+    assert t.num_rows == 292 and "u64hex" in t.column_names and "vtid" in t.column_names
+
+
+def test_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    path, _ = _req_trace(tmp_path / "t")
+    rc, out, err = run_cli(["plot", str(path), "-o", str(tmp_path / "p.png"), "--begin", "app:begin",
+                            "--end", "app:end"])
+    assert rc == 0, err
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_optional_dependency_missing_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+    real = builtins.__import__
+
+    def fake(name, *a, **k):
+        if name.startswith(("matplotlib", "pyarrow")):
+            raise ImportError(name)
+        return real(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", fake)
+    rc, _, err = run_cli(["plot", str(FIXTURES / "ust-pid"), "-o", str(tmp_path / "p.png")])
+    assert rc != 0 and "matplotlib" in err and err.count("\n") == 1
+    rc, _, err = run_cli(["export", str(FIXTURES / "ust-pid"), "--format", "parquet", "-o", str(tmp_path)])
+    assert rc != 0 and "pyarrow" in err
+
+
+def test_bulk_columns_agree_with_events():
+    np = pytest.importorskip("numpy")
+    import ust.ctf
+    cols = ust.ctf.read_columns(FIXTURES / "ust-pid")
+    evs = list(ust.ctf.read_trace(FIXTURES / "ust-pid"))
+    for name, table in cols.items():
+        mine = [e for e in evs if e.name == name]
+        assert table["timestamp"].tolist() == [e.timestamp for e in mine]
+        for field in mine[0].fields:
+            assert table[field].tolist() == [e.fields[field] for e in mine]
+    assert isinstance(cols["demo:ints"]["i64"], np.ndarray)
