@@ -191,3 +191,32 @@ def test_a_writer_killed_with_sigkill_loses_nothing_it_committed(tmp_path):
     vals = [v for p in take_all(buf, force=True) for v in values_in(p)]
     assert vals[:committed] == list(range(committed))
     assert len(vals) <= committed + 1  # at most the one in flight when it died
+
+
+def blobs_in(packet):
+    h = header(packet)
+    pos, end, out = PACKET_HEADER_SIZE, h["content_size"] // 8, []
+    while pos < end:
+        (eid,) = struct.unpack_from("<H", packet, pos)
+        pos += 6 if eid != 65535 else 14
+        (n,) = struct.unpack_from("<I", packet, pos)
+        out.append(packet[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    assert pos == end
+    return out
+
+
+def test_events_of_every_size_fill_packets_to_every_boundary():
+    buf, ch = make(4096, 256)
+    sent = [bytes([k % 251]) * (k % 301) for k in range(3000)]
+    tp_blob.attach(ch, 1)
+    try:
+        for b in sent:
+            tp_blob(b)
+    finally:
+        tp_blob.detach(ch)
+    buf.flush()
+    packets = take_all(buf)
+    assert [h["seq"] for h in map(header, packets)] == list(range(len(packets)))
+    assert [b for p in packets for b in blobs_in(p)] == sent
+    assert buf.counters()["lost_full"] == 0

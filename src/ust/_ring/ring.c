@@ -302,7 +302,10 @@ INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, st
         extended = event_id >= UST_EVENT_ID_EXTENDED ||
                    (!new_packet && (ts >> 32) != (LOAD_RELAXED(&h->last_timestamp) >> 32));
         hdr = extended ? UST_EVENT_HEADER_EXTENDED : UST_EVENT_HEADER_COMPACT;
-        if (!new_packet && in_sb + hdr + payload > b->sbsize) {
+        /* An event never ends exactly on a sub-buffer boundary: write_offset
+         * on a boundary means "the previous packet is closed", so filling a
+         * packet to the last byte would leave it open with nobody to close it. */
+        if (!new_packet && in_sb + hdr + payload >= b->sbsize) {
             close_old = 1;
             new_packet = 1;
             begin = old - in_sb + b->sbsize;
@@ -310,7 +313,7 @@ INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, st
             hdr = extended ? UST_EVENT_HEADER_EXTENDED : UST_EVENT_HEADER_COMPACT;
         }
         need = hdr + payload + (new_packet ? UST_PACKET_HEADER_SIZE : 0);
-        if (UNLIKELY(need > b->sbsize)) {
+        if (UNLIKELY(need >= b->sbsize)) {
             count_lost(&h->lost_big);
             return -1;
         }
