@@ -623,6 +623,50 @@ static PyObject *Buffer_get_subbuf(BufferObject *b, PyObject *args, PyObject *kw
     return PyMemoryView_FromObject((PyObject *)b);
 }
 
+/* Drain complete packets straight to a file descriptor, without the GIL:
+ * an in-process consumer must not need the GIL once per packet while the
+ * application's threads hold it. One reader per stream, as everywhere. */
+static PyObject *Buffer_drain_to(BufferObject *b, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"fd", "force", "limit", NULL};
+    int fd, force = 0;
+    Py_ssize_t limit = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i|$pn", kwlist, &fd, &force, &limit))
+        return NULL;
+    if (b->holding) {
+        PyErr_SetString(PyExc_RuntimeError, "drain_to() while a packet is held: call put_subbuf() first");
+        return NULL;
+    }
+    unsigned long long packets = 0, bytes = 0;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while ((limit < 0 || (Py_ssize_t)packets < limit) && ring_get(b, force)) {
+        const char *p = phys_base(b, b->held_phys);
+        size_t len = (size_t)b->held_len, off = 0;
+        while (off < len) {
+            ssize_t n = write(fd, p + off, len - off);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                err = errno;
+                break;
+            }
+            off += (size_t)n;
+        }
+        ring_put(b); /* on a write error the packet is lost: the error says so */
+        if (err)
+            break;
+        packets++;
+        bytes += len;
+    }
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return Py_BuildValue("(KK)", packets, bytes);
+}
+
 static PyObject *Buffer_put_subbuf(BufferObject *b, PyObject *unused)
 {
     if (!b->holding) {
@@ -708,6 +752,8 @@ static PyMethodDef Buffer_methods[] = {
     {"get_subbuf", (PyCFunction)(void (*)(void))Buffer_get_subbuf, METH_VARARGS | METH_KEYWORDS,
      "get_subbuf(*, force=False) -> memoryview | None: take the next complete packet"},
     {"put_subbuf", (PyCFunction)Buffer_put_subbuf, METH_NOARGS, "release the packet taken by get_subbuf()"},
+    {"drain_to", (PyCFunction)(void (*)(void))Buffer_drain_to, METH_VARARGS | METH_KEYWORDS,
+     "drain_to(fd, *, force=False, limit=-1) -> (packets, bytes): write complete packets to fd, GIL released"},
     {"flush", (PyCFunction)(void (*)(void))Buffer_flush, METH_VARARGS | METH_KEYWORDS,
      "flush(*, final=False) -> bool: close the current partial packet"},
     {"counters", (PyCFunction)Buffer_counters, METH_NOARGS, "lost and read counters"},
