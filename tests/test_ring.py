@@ -220,3 +220,24 @@ def test_events_of_every_size_fill_packets_to_every_boundary():
     assert [h["seq"] for h in map(header, packets)] == list(range(len(packets)))
     assert [b for p in packets for b in blobs_in(p)] == sent
     assert buf.counters()["lost_full"] == 0
+
+
+def test_a_new_reader_recovers_after_a_reader_died_holding_a_packet():
+    buf, ch = make(4096, 4)
+    tp_u32.attach(ch, 0)
+    try:
+        for i in range(1000):
+            tp_u32(i)
+        held = buf.get_subbuf()  # this reader "dies" holding packet 0
+        first = values_in(bytes(held))
+        held.release()
+        other = Buffer.attach(buf.fd)  # a restarted consumer maps the same buffer
+        for i in range(1000, 3000):
+            tp_u32(i)
+    finally:
+        tp_u32.detach(ch)
+    other.flush()
+    vals = [v for p in take_all(other) for v in values_in(p)]
+    assert vals and vals[-1] == vals[0] + len(vals) - 1  # a clean, contiguous run after the lost packet
+    assert vals[0] == first[-1] + 1
+    assert other.counters()["lost_full"] > 0  # the buffer was full while nobody read

@@ -121,6 +121,7 @@ typedef struct {
     unsigned sbshift, bufshift;
     /* reader state (process-local: one reader per stream) */
     int holding;
+    int reader_ready; /* this process has checked the reader state it inherits */
     uint64_t held_pos;
     uint32_t held_phys;
     uint64_t held_len;
@@ -410,9 +411,32 @@ static int ring_flush(BufferObject *b, int emit_empty)
  * (b->held_*), 0 if none is complete yet. With force (every writer gone),
  * a closed packet whose commit count is short (a writer died between
  * reserve and commit) is taken too, cut at its committed prefix. */
+/* A reader starting on a buffer another reader used (a consumer restarted
+ * after a crash) cannot trust reader_spare: the dead reader may have swapped
+ * it into the table, or died holding a packet. The spare is, by
+ * construction, the one physical sub-buffer no slot refers to: recompute it.
+ * (Writers never change a slot's physical index, only the reader does.) */
+static void reader_recover(BufferObject *b)
+{
+    char seen[4097] = {0};
+    for (uint64_t i = 0; i < b->nsub; i++) {
+        uint32_t phys = SLOT_PHYS(LOAD_ACQUIRE(&b->slots[i].table));
+        if (phys <= b->nsub)
+            seen[phys] = 1;
+    }
+    for (uint64_t p = 0; p <= b->nsub; p++)
+        if (!seen[p]) {
+            STORE_RELAXED(&b->h->reader_spare, (uint32_t)p);
+            break;
+        }
+    b->reader_ready = 1;
+}
+
 static int ring_get(BufferObject *b, int force)
 {
     struct ust_shm_header *h = b->h;
+    if (UNLIKELY(!b->reader_ready))
+        reader_recover(b);
     uint64_t pos = LOAD_RELAXED(&h->consumed);
     for (;;) {
         uint64_t w = LOAD_ACQUIRE(&h->write_offset);
@@ -450,7 +474,10 @@ static int ring_get(BufferObject *b, int force)
                 uint64_t end = ph->content_size / 8;
                 if (end > b->sbsize)
                     end = b->sbsize;
-                end = end > hole ? end - hole : 0;
+                if (end <= UST_PACKET_HEADER_SIZE)
+                    end = c - lap * b->sbsize; /* never closed: all committed bytes are content */
+                else
+                    end = end > hole ? end - hole : 0; /* closed: the padding was committed */
                 ph->content_size = ph->packet_size = end * 8;
             }
             uint64_t len = ph->packet_size / 8;
@@ -472,6 +499,10 @@ static int ring_get(BufferObject *b, int force)
         }
         if (h->overwrite && (SLOT_LAP(v) > lap || c > full)) {
             pos += b->sbsize; /* the writer lapped us while we looked */
+            continue;
+        }
+        if (SLOT_LAP(v) == lap && (v & SLOT_READ)) {
+            pos += b->sbsize; /* taken by a reader that died before releasing it */
             continue;
         }
         STORE_RELEASE(&h->consumed, pos);
