@@ -1,0 +1,207 @@
+"""`ust view TRACE`: print the events of a trace like babeltrace2 does."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+HELP = "print the events of one or more traces (babeltrace2's text format, or JSON lines)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("trace", nargs="+", help="trace directory (searched recursively for CTF traces)")
+    parser.add_argument("--clock-cycles", action="store_true", help="print timestamps in clock cycles")
+    parser.add_argument("--clock-seconds", action="store_true", help="print timestamps as [sec.ns]")
+    parser.add_argument("--clock-date", action="store_true", help="print the date with the time of day")
+    parser.add_argument("--clock-gmt", action="store_true", help="print the time of day in UTC, not local time")
+    parser.add_argument("--no-delta", action="store_true", help="do not print the time since the previous event")
+    parser.add_argument("-n", "--names", default="payload,context", metavar="LIST",
+                        help="field names to print: payload, context, scope, header, all, none "
+                             "(comma-separated; default: payload,context)")
+    parser.add_argument("-f", "--fields", default="trace:hostname,trace:procname,trace:vpid", metavar="LIST",
+                        help="extra fields: trace, trace:hostname, trace:domain, trace:procname, trace:vpid, "
+                             "loglevel, all (default: trace:hostname,trace:procname,trace:vpid)")
+    parser.add_argument("--filter", metavar="EXPR", help="only events matching this LTTng filter expression")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def _binary_writer(out):
+    """A write(str) that keeps undecodable trace bytes as they were."""
+    buf = getattr(out, "buffer", None)
+    if buf is not None:
+        try:
+            out.flush()
+        except (OSError, ValueError):
+            pass
+
+        def write(s):
+            buf.write(s.encode("utf-8", "surrogateescape"))
+
+        def flush():
+            buf.flush()
+        return write, flush
+
+    def write(s):
+        out.write(s.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+    def flush():
+        try:
+            out.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    return write, flush
+
+
+def discarded_printer(fmt, err=None):
+    """on_discarded callback printing babeltrace2-like warnings on stderr."""
+    err = err or sys.stderr
+
+    def show(d):
+        trace = d.stream.trace
+        import os
+
+        def when(c):
+            if c is None:
+                return "?"
+            return fmt.ns_text(trace.cycles_to_ns(c))
+        uuid = ""
+        if trace.uuid:
+            import uuid as _u
+            uuid = f" (UUID: {_u.UUID(bytes=trace.uuid)})"
+        what = f"lost {d.count} trace packets" if d.packets else f"discarded {d.count} events"
+        sc = d.stream.stream_class_id if d.stream.stream_class_id is not None else 0
+        sid = d.stream.instance_id if d.stream.instance_id is not None else 0
+        err.write(f"WARNING: Tracer {what} between [{when(d.begin_cycles)}] and [{when(d.end_cycles)}] "
+                  f"in trace \"{trace.name}\"{uuid} within stream \"{os.path.abspath(d.stream.path)}\" "
+                  f"(stream class ID: {sc}, stream ID: {sid}).\n")
+        try:
+            err.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    return show
+
+
+def run(args, out) -> int:
+    from ust.ctf._text import TextFormat
+    from ust.ctf.reader import open_traces, read_events, read_text
+
+    filt = None
+    if args.filter:
+        from ust.filter import compile_filter
+        filt = compile_filter(args.filter)
+    fmt = TextFormat(names=args.names, fields=args.fields, clock_cycles=args.clock_cycles,
+                     clock_seconds=args.clock_seconds, clock_date=args.clock_date, clock_gmt=args.clock_gmt,
+                     delta=not args.no_delta)
+    traces = open_traces(args.trace)
+    on_disc = discarded_printer(fmt)
+    write, flush = _binary_writer(out)
+    interactive = False
+    try:
+        interactive = out.isatty()
+    except (AttributeError, ValueError):
+        pass
+    if args.json:
+        lines = _json_lines(read_events(traces, on_disc), filt)
+    elif filt is None:
+        from ust.ctf._fasttext import iter_lines
+        from ust.ctf.reader import ordered_streams
+        _pump_batches(iter_lines(ordered_streams(traces), fmt, on_disc), write, flush, interactive)
+        return 0
+    else:
+        lines = _text_lines(read_text(traces, fmt, on_disc, filt), fmt)
+    _pump(lines, write, flush, interactive)
+    return 0
+
+
+def _pump_batches(batches, write, flush, interactive):
+    """Write lists of lines: the very first line at once, then whole batches."""
+    first = True
+    for lines in batches:
+        if not lines:
+            continue
+        if first:
+            write(lines[0])
+            flush()
+            first = False
+            lines = lines[1:]
+        if interactive:
+            for ln in lines:
+                write(ln)
+                flush()
+            continue
+        for i in range(0, len(lines), 4096):
+            write("".join(lines[i:i + 4096]))
+    flush()
+
+
+def _pump(lines, write, flush, interactive):
+    """Write lines: the first at once, then in big chunks (or line by line on a terminal)."""
+    it = iter(lines)
+    for line in it:
+        write(line)
+        flush()
+        break
+    if interactive:
+        for line in it:
+            write(line)
+            flush()
+        return
+    chunk = []
+    append = chunk.append
+    n = 0
+    for line in it:
+        append(line)
+        n += 1
+        if n >= 2048:
+            write("".join(chunk))
+            chunk.clear()
+            n = 0
+    if chunk:
+        write("".join(chunk))
+    flush()
+
+
+def _text_lines(records, fmt):
+    prev = None
+    delta = fmt.delta
+    cycles = fmt.clock_cycles
+    ns_text = fmt.ns_text
+    nh = fmt.names_header
+    for ns, _order, cyc, rest in records:
+        t = ("%020d" % cyc) if cycles else ns_text(ns)
+        if nh:
+            head = f"timestamp = {t}, "
+            if delta:
+                d = fmt.delta_text(prev, cyc if cycles else ns)
+                head += f"delta = {d[1:-1]}, "
+        else:
+            head = f"[{t}] "
+            if delta:
+                head += fmt.delta_text(prev, cyc if cycles else ns) + " "
+        prev = cyc if cycles else ns
+        yield head + rest + "\n"
+
+
+def _jsonable(v):
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        return str(v)
+    if isinstance(v, (bytes, bytearray)):
+        return v.hex()
+    return v
+
+
+def _json_lines(records, filt):
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    for ns, _order, ev in records:
+        if filt is not None and not filt.matches(ev.fields, ev.context):
+            continue
+        obj = {"timestamp": ns, "cycles": ev.cycles, "name": ev.name, "cpu_id": ev.cpu_id,
+               "trace": ev.stream.trace.name, "context": _jsonable(ev.context), "fields": _jsonable(ev.fields)}
+        try:
+            yield dumps(obj) + "\n"
+        except (ValueError, TypeError):
+            yield json.dumps(obj, default=str) + "\n"

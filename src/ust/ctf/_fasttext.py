@@ -1,0 +1,346 @@
+"""The fast text path of ``ust view``: whole packets decoded by one generated
+function, streams merged in batches by C-level sorts.
+
+Per stream class (and text format), one function is generated::
+
+    decode_packet(b, p, end, cur, pctx, out_cyc, out_txt) -> cur
+
+It loops over the events of one packet with the event header, the stream
+and event contexts and every event class's payload *inlined* (dispatch on the
+event id by an if/elif chain), appending each event's clock value to
+``out_cyc`` and its text (everything after the timestamp and delta) to
+``out_txt``. There is no Python call per field and one per event at most
+(strings, enums, lists).
+
+Merging: each stream keeps a buffer of decoded events. With H the smallest
+"last timestamp" among the buffers of live streams, every buffered event
+earlier than H can be emitted: they are concatenated in stream order and
+sorted by timestamp (a stable sort, so ties keep stream order, then file
+order). The streams whose buffer ends at H load their next packet.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from ust.errors import TraceFormatError
+
+from . import _codegen
+from ._codegen import _fstring, _Gen, _tmpl
+
+_CHAIN_MAX = 48
+
+
+def compile_packet_text(codec, fmt, trace):
+    sc = codec.sc
+    what = f"stream class {sc.id}"
+    g = _Gen("text", what, special_header=True, names=fmt.names_payload)
+    g.indent = 2
+    lines_head = ["def decode_packet(b, p, end, cur, pctx, out_cyc, out_txt):",
+                  "    cyc_append = out_cyc.append",
+                  "    txt_append = out_txt.append",
+                  "    p0 = p",
+                  "    try:",
+                  "     while p < end:"]
+    g.lines = []
+    g.indent = 2
+    g.emit("p0 = p")
+    if sc.event_header is not None:
+        g.emit("eid = 0")
+        g.gen(sc.event_header, "h")
+        g.flush()
+        g.settle_bits()
+    else:
+        g.emit("eid = 0")
+    g.header = False
+    pieces = []  # f-string template parts, \0expr\0 holes
+    if sc.event_context is not None:
+        g.names = fmt.names_context
+        g.consts["fmt_list"] = _codegen.fmt_list if g.names else _codegen.fmt_list_nn
+        sv, stxt, _ = g.gen(sc.event_context, "c")
+        g.flush()
+        g.settle_bits()
+        pieces.append(fmt.scope_prefix("stream.event.context") + _tmpl(stxt))
+    state = (g.mod, g.rem)
+    events = sorted(sc.events.items())
+    use_chain = len(events) <= _CHAIN_MAX
+    if use_chain:
+        first = True
+        for eid, ec in events:
+            g.emit(("if " if first else "elif ") + f"eid == {eid}:")
+            first = False
+            g.indent += 1
+            g.mod, g.rem = state
+            parts = list(pieces)
+            if ec.context is not None:
+                g.names = fmt.names_context
+                _, etxt, _ = g.gen(ec.context, "x")
+                g.flush()
+                g.settle_bits()
+                parts.append(fmt.scope_prefix("event.context") + _tmpl(etxt))
+            if ec.fields is not None:
+                g.names = fmt.names_payload
+                _, ftxt, _ = g.gen(ec.fields, "f", inline=True)
+                g.flush()
+                g.settle_bits()
+                parts.append(fmt.scope_prefix("event.fields") + _tmpl(ftxt))
+            head = fmt.event_head(ec, trace)
+            hname = g.const(head, "HEAD")
+            tmpl = "\0" + hname + "\0\0pctx\0" + ", ".join(parts)
+            g.emit(f"txt_append({_fstring(tmpl)})")
+            g.indent -= 1
+        g.emit("else:")
+        g.emit("    raise LookupError('unknown event id %d' % eid)")
+    else:
+        # many event classes: a dict of per-class functions
+        funcs = {}
+        for eid, ec in events:
+            funcs[eid] = _per_event_text(codec, fmt, trace, ec, pieces_prefix=bool(pieces))
+        dname = g.const(funcs, "EVENTS")
+        g.emit(f"fn = {dname}.get(eid)")
+        g.emit("if fn is None: raise LookupError('unknown event id %d' % eid)")
+        if pieces:
+            g.emit(f"stxt = {_fstring(', '.join(pieces))}")
+            g.emit("p, t = fn(b, p)")
+            g.emit("txt_append(t[0] + pctx + stxt + t[1])")
+        else:
+            g.emit("p, t = fn(b, p)")
+            g.emit("txt_append(t[0] + pctx + t[1])")
+    g.emit("if p <= p0: raise LookupError('event of size zero')")
+    g.emit("cyc_append(cur)")
+    g.lines.append("    except (struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError) as exc:")
+    g.lines.append("        raise PacketError(p0, exc) from None")
+    g.lines.append("    return cur")
+    import struct as _struct
+    g.consts["struct_error"] = _struct.error
+    g.consts["PacketError"] = PacketError
+    src = "\n".join(lines_head + g.lines) + "\n"
+    ns = dict(g.consts)
+    try:
+        exec(compile(src, f"<ust.ctf packet decoder {what}>", "exec"), ns)
+    except SyntaxError as exc:
+        raise _codegen.Unsupported(f"cannot compile the packet decoder of {what}: {exc}") from None
+    fn = ns["decode_packet"]
+    fn.__source__ = src
+    return fn
+
+
+def _per_event_text(codec, fmt, trace, ec, pieces_prefix):
+    """(b, p) -> (p, (head, rest)) for one event class (many-classes fallback)."""
+    g = _Gen("text", f"event {ec.name!r}", names=fmt.names_payload)
+    parts = []
+    if ec.context is not None:
+        g.names = fmt.names_context
+        _, etxt, _ = g.gen(ec.context, "x")
+        g.flush()
+        parts.append(fmt.scope_prefix("event.context") + _tmpl(etxt))
+    if ec.fields is not None:
+        g.names = fmt.names_payload
+        _, ftxt, _ = g.gen(ec.fields, "f")
+        g.flush()
+        parts.append(fmt.scope_prefix("event.fields") + _tmpl(ftxt))
+    g.settle_bits()
+    rest = ", ".join(parts)
+    if rest and pieces_prefix:
+        rest = ", " + rest
+    head = g.const(fmt.event_head(ec, trace), "HEAD")
+    expr = f"({head}, {_fstring(rest) if rest else repr('')})"
+    return _codegen._build(g, "decode_event", expr)
+
+
+class PacketError(Exception):
+    def __init__(self, offset, exc):
+        self.offset = offset
+        self.exc = exc
+
+
+# --------------------------------------------------------------------------
+# Streams -> merged lines
+# --------------------------------------------------------------------------
+
+
+class _StreamText:
+    """Decoded-but-not-emitted events of one stream: parallel lists from ``start``."""
+
+    def __init__(self, stream, fmt, on_discarded, same_clock):
+        self.stream = stream
+        self.fmt = fmt
+        self.packets = stream.packets(on_discarded)
+        self.cyc = []
+        self.key = self.cyc if same_clock else []
+        self.txt = []
+        self.start = 0
+        self.done = False
+        self.cur = 0
+        self.trace = stream.trace
+        self.same_clock = same_clock
+        self._decoders = {}
+
+    def load(self):
+        """Decode the next packet holding events into the buffer; False at the end."""
+        while True:
+            try:
+                pk = next(self.packets)
+            except StopIteration:
+                self.done = True
+                return False
+            codec = pk.codec
+            dec = self._decoders.get(id(codec))
+            if dec is None:
+                k = ("packet_text", id(self.fmt))
+                dec = codec._cache.get(k)
+                if dec is None:
+                    from .reader import _Compiling
+                    with _Compiling(self.trace):
+                        dec = (compile_packet_text(codec, self.fmt, self.trace), _has_more(codec))
+                    codec._cache[k] = dec
+                self._decoders[id(codec)] = dec
+            if pk.ts_begin is not None:
+                self.cur = pk.ts_begin
+            pctx = self.fmt.packet_context_text(codec.sc.packet_context, pk.context)
+            if pctx and dec[1]:
+                pctx += ", "
+            if self.start:
+                del self.cyc[: self.start]
+                del self.txt[: self.start]
+                if not self.same_clock:
+                    del self.key[: self.start]
+                self.start = 0
+            n0 = len(self.cyc)
+            try:
+                self.cur = dec[0](pk.data, pk.events_start, pk.content_bits // 8, self.cur, pctx, self.cyc,
+                                  self.txt)
+            except PacketError as e:
+                from .reader import _why
+                raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", self.stream.path,
+                                       pk.offset + e.offset) from None
+            if len(self.cyc) > n0:
+                if not self.same_clock:
+                    tr = self.trace
+                    if tr.freq == 1_000_000_000:
+                        o = tr.origin_ns
+                        self.key.extend([o + c for c in self.cyc[n0:]])
+                    else:
+                        self.key.extend([tr.cycles_to_ns(c) for c in self.cyc[n0:]])
+                return True
+
+
+def _has_more(codec):
+    """Whether something follows the packet context on each line."""
+    sc = codec.sc
+    if sc.event_context is not None:
+        return True
+    return any(ec.fields is not None or ec.context is not None for ec in sc.events.values())
+
+
+def merged_text(streams, fmt, on_discarded=None):
+    """Yield batches (keys, cycles, texts, origin) in time order.
+
+    When every stream shares one clock (same origin and frequency), keys are
+    the cycles themselves and ns = origin + cycles (1 GHz clocks); otherwise
+    keys are ns from the Epoch and origin is None.
+    """
+    clocks = {(s.trace.origin_ns, s.trace.freq) for s in streams}
+    same_clock = len(clocks) <= 1
+    origin = None
+    if same_clock and clocks:
+        o, f = next(iter(clocks))
+        origin = o if f == 1_000_000_000 else None
+        if origin is None:
+            same_clock = False
+    ss = [_StreamText(s, fmt, on_discarded, same_clock) for s in streams]
+    active = [s for s in ss if s.load()]
+    if len(active) == 1:
+        st = active[0]
+        while True:
+            k = st.key[st.start:]
+            yield k, (k if same_clock else st.cyc[st.start:]), st.txt[st.start:], origin
+            st.start = len(st.cyc)
+            if not st.load():
+                return
+    while active:
+        lasts = [s.key[-1] for s in active if not s.done]
+        h = min(lasts) if lasts else None
+        keys, cycs, txts = [], [], []
+        for s in active:
+            i = len(s.key) if h is None else bisect_left(s.key, h, s.start)
+            if i > s.start:
+                keys.extend(s.key[s.start:i])
+                if not same_clock:
+                    cycs.extend(s.cyc[s.start:i])
+                txts.extend(s.txt[s.start:i])
+                s.start = i
+        if keys:
+            order = sorted(range(len(keys)), key=keys.__getitem__)
+            keys = [keys[i] for i in order]
+            txts = [txts[i] for i in order]
+            cycs = keys if same_clock else [cycs[i] for i in order]
+            yield keys, cycs, txts, origin
+        if h is None:
+            return
+        nxt = []
+        for s in active:
+            if not s.done and s.key[-1] == h:
+                s.load()
+            if s.start < len(s.key):
+                nxt.append(s)
+            elif not s.done and s.load():
+                nxt.append(s)
+        active = nxt
+
+
+def iter_lines(streams, fmt, on_discarded=None):
+    """Lists of output lines of ``ust view`` (fast path), with timestamps and deltas."""
+    prev = None
+    cycles_mode = fmt.clock_cycles
+    delta = fmt.delta
+    nh = fmt.names_header
+    sec_text = fmt.sec_text
+    seconds = fmt.clock_seconds
+    base = next_sec = 0
+    stext = ""
+    for keys, cycs, txts, origin in merged_text(streams, fmt, on_discarded):
+        out = []
+        append = out.append
+        if cycles_mode:
+            for c, t in zip(cycs, txts):
+                if delta:
+                    d = "(+????????????)" if prev is None else "(+%012d)" % (c - prev)
+                    prev = c
+                    if nh:
+                        append(f"timestamp = {c:020d}, delta = {d[1:-1]}, {t}\n")
+                    else:
+                        append(f"[{c:020d}] {d} {t}\n")
+                else:
+                    append(f"timestamp = {c:020d}, {t}\n" if nh else f"[{c:020d}] {t}\n")
+            yield out
+            continue
+        o = origin or 0
+        for k, t in zip(keys, txts):
+            ns = k + o
+            if not (base <= ns < next_sec):
+                sec = ns // 1_000_000_000
+                base = sec * 1_000_000_000
+                next_sec = base + 1_000_000_000
+                stext = str(sec) if seconds else sec_text(sec)
+            if delta:
+                if prev is None:
+                    d = "+?.?????????"
+                else:
+                    dd = ns - prev
+                    if 0 <= dd < 1_000_000_000:
+                        prev = ns
+                        if nh:
+                            append(f"timestamp = {stext}.{ns - base:09d}, delta = +0.{dd:09d}, {t}\n")
+                        else:
+                            append(f"[{stext}.{ns - base:09d}] (+0.{dd:09d}) {t}\n")
+                        continue
+                    d = f"+{dd // 1_000_000_000}.{dd % 1_000_000_000:09d}"
+                prev = ns
+                if nh:
+                    append(f"timestamp = {stext}.{ns - base:09d}, delta = {d}, {t}\n")
+                else:
+                    append(f"[{stext}.{ns - base:09d}] ({d}) {t}\n")
+            else:
+                append(f"timestamp = {stext}.{ns - base:09d}, {t}\n" if nh else f"[{stext}.{ns - base:09d}] {t}\n")
+        yield out
