@@ -46,11 +46,15 @@ from ust.instrument.loglevels import (
     NOTICE,
     WARNING,
 )
+from ust.instrument.logbridge import install_logging, logging_handler
 from ust.instrument.marker import mark
 from ust.instrument.tracepoint import tracepoint
 from ust.session import Session
 
 __version__ = "0.1.0"
+
+if __import__("os").environ.get("UST_LOGGING", "") not in ("", "0"):
+    install_logging()
 
 
 def read_trace(path):
@@ -61,7 +65,7 @@ def read_trace(path):
 
 
 __all__ = [
-    "tracepoint", "mark", "Session", "read_trace",
+    "tracepoint", "mark", "Session", "read_trace", "logging_handler", "install_logging",
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "hex",
     "float32", "float64", "boolean", "string", "bytes", "array", "sequence", "enum",
     "EMERG", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG_SYSTEM", "DEBUG_PROGRAM",

@@ -121,6 +121,7 @@ typedef struct {
     unsigned sbshift, bufshift;
     /* reader state (process-local: one reader per stream) */
     int holding;
+    int reader_ready; /* this process has checked the reader state it inherits */
     uint64_t held_pos;
     uint32_t held_phys;
     uint64_t held_len;
@@ -302,7 +303,10 @@ INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, st
         extended = event_id >= UST_EVENT_ID_EXTENDED ||
                    (!new_packet && (ts >> 32) != (LOAD_RELAXED(&h->last_timestamp) >> 32));
         hdr = extended ? UST_EVENT_HEADER_EXTENDED : UST_EVENT_HEADER_COMPACT;
-        if (!new_packet && in_sb + hdr + payload > b->sbsize) {
+        /* An event never ends exactly on a sub-buffer boundary: write_offset
+         * on a boundary means "the previous packet is closed", so filling a
+         * packet to the last byte would leave it open with nobody to close it. */
+        if (!new_packet && in_sb + hdr + payload >= b->sbsize) {
             close_old = 1;
             new_packet = 1;
             begin = old - in_sb + b->sbsize;
@@ -310,7 +314,7 @@ INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, st
             hdr = extended ? UST_EVENT_HEADER_EXTENDED : UST_EVENT_HEADER_COMPACT;
         }
         need = hdr + payload + (new_packet ? UST_PACKET_HEADER_SIZE : 0);
-        if (UNLIKELY(need > b->sbsize)) {
+        if (UNLIKELY(need >= b->sbsize)) {
             count_lost(&h->lost_big);
             return -1;
         }
@@ -407,9 +411,32 @@ static int ring_flush(BufferObject *b, int emit_empty)
  * (b->held_*), 0 if none is complete yet. With force (every writer gone),
  * a closed packet whose commit count is short (a writer died between
  * reserve and commit) is taken too, cut at its committed prefix. */
+/* A reader starting on a buffer another reader used (a consumer restarted
+ * after a crash) cannot trust reader_spare: the dead reader may have swapped
+ * it into the table, or died holding a packet. The spare is, by
+ * construction, the one physical sub-buffer no slot refers to: recompute it.
+ * (Writers never change a slot's physical index, only the reader does.) */
+static void reader_recover(BufferObject *b)
+{
+    char seen[4097] = {0};
+    for (uint64_t i = 0; i < b->nsub; i++) {
+        uint32_t phys = SLOT_PHYS(LOAD_ACQUIRE(&b->slots[i].table));
+        if (phys <= b->nsub)
+            seen[phys] = 1;
+    }
+    for (uint64_t p = 0; p <= b->nsub; p++)
+        if (!seen[p]) {
+            STORE_RELAXED(&b->h->reader_spare, (uint32_t)p);
+            break;
+        }
+    b->reader_ready = 1;
+}
+
 static int ring_get(BufferObject *b, int force)
 {
     struct ust_shm_header *h = b->h;
+    if (UNLIKELY(!b->reader_ready))
+        reader_recover(b);
     uint64_t pos = LOAD_RELAXED(&h->consumed);
     for (;;) {
         uint64_t w = LOAD_ACQUIRE(&h->write_offset);
@@ -447,7 +474,10 @@ static int ring_get(BufferObject *b, int force)
                 uint64_t end = ph->content_size / 8;
                 if (end > b->sbsize)
                     end = b->sbsize;
-                end = end > hole ? end - hole : 0;
+                if (end <= UST_PACKET_HEADER_SIZE)
+                    end = c - lap * b->sbsize; /* never closed: all committed bytes are content */
+                else
+                    end = end > hole ? end - hole : 0; /* closed: the padding was committed */
                 ph->content_size = ph->packet_size = end * 8;
             }
             uint64_t len = ph->packet_size / 8;
@@ -469,6 +499,10 @@ static int ring_get(BufferObject *b, int force)
         }
         if (h->overwrite && (SLOT_LAP(v) > lap || c > full)) {
             pos += b->sbsize; /* the writer lapped us while we looked */
+            continue;
+        }
+        if (SLOT_LAP(v) == lap && (v & SLOT_READ)) {
+            pos += b->sbsize; /* taken by a reader that died before releasing it */
             continue;
         }
         STORE_RELEASE(&h->consumed, pos);
@@ -620,6 +654,50 @@ static PyObject *Buffer_get_subbuf(BufferObject *b, PyObject *args, PyObject *kw
     return PyMemoryView_FromObject((PyObject *)b);
 }
 
+/* Drain complete packets straight to a file descriptor, without the GIL:
+ * an in-process consumer must not need the GIL once per packet while the
+ * application's threads hold it. One reader per stream, as everywhere. */
+static PyObject *Buffer_drain_to(BufferObject *b, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"fd", "force", "limit", NULL};
+    int fd, force = 0;
+    Py_ssize_t limit = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "i|$pn", kwlist, &fd, &force, &limit))
+        return NULL;
+    if (b->holding) {
+        PyErr_SetString(PyExc_RuntimeError, "drain_to() while a packet is held: call put_subbuf() first");
+        return NULL;
+    }
+    unsigned long long packets = 0, bytes = 0;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while ((limit < 0 || (Py_ssize_t)packets < limit) && ring_get(b, force)) {
+        const char *p = phys_base(b, b->held_phys);
+        size_t len = (size_t)b->held_len, off = 0;
+        while (off < len) {
+            ssize_t n = write(fd, p + off, len - off);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                err = errno;
+                break;
+            }
+            off += (size_t)n;
+        }
+        ring_put(b); /* on a write error the packet is lost: the error says so */
+        if (err)
+            break;
+        packets++;
+        bytes += len;
+    }
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return Py_BuildValue("(KK)", packets, bytes);
+}
+
 static PyObject *Buffer_put_subbuf(BufferObject *b, PyObject *unused)
 {
     if (!b->holding) {
@@ -705,6 +783,8 @@ static PyMethodDef Buffer_methods[] = {
     {"get_subbuf", (PyCFunction)(void (*)(void))Buffer_get_subbuf, METH_VARARGS | METH_KEYWORDS,
      "get_subbuf(*, force=False) -> memoryview | None: take the next complete packet"},
     {"put_subbuf", (PyCFunction)Buffer_put_subbuf, METH_NOARGS, "release the packet taken by get_subbuf()"},
+    {"drain_to", (PyCFunction)(void (*)(void))Buffer_drain_to, METH_VARARGS | METH_KEYWORDS,
+     "drain_to(fd, *, force=False, limit=-1) -> (packets, bytes): write complete packets to fd, GIL released"},
     {"flush", (PyCFunction)(void (*)(void))Buffer_flush, METH_VARARGS | METH_KEYWORDS,
      "flush(*, final=False) -> bool: close the current partial packet"},
     {"counters", (PyCFunction)Buffer_counters, METH_NOARGS, "lost and read counters"},
@@ -996,7 +1076,15 @@ INLINE void store_scalar(char *p, uint8_t code, uint8_t size, const ArgValue *v)
             memcpy(p, &v->v.d, 8);
         }
     } else {
-        memcpy(p, &v->v.u, size); /* little-endian: the low bytes come first */
+        /* little-endian: the low bytes come first. Fixed-size copies compile
+         * to single moves; a variable-size memcpy became `rep movs`, which
+         * cost a third of the call. */
+        switch (size) {
+        case 1: *p = (char)v->v.u; break;
+        case 2: { uint16_t x = (uint16_t)v->v.u; memcpy(p, &x, 2); break; }
+        case 4: { uint32_t x = (uint32_t)v->v.u; memcpy(p, &x, 4); break; }
+        default: memcpy(p, &v->v.u, 8);
+        }
     }
 }
 

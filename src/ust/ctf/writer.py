@@ -57,20 +57,13 @@ class StreamFile:
 def drain(buffer, out: StreamFile, *, force: bool = False, limit: int | None = None) -> int:
     """Move every complete packet from ``buffer`` to ``out``; returns how many.
 
-    With force (all writers gone), also take packets a dead writer left short.
+    The copy loop runs in C without the GIL. With force (all writers gone),
+    also take packets a dead writer left short.
     """
-    n = 0
-    while limit is None or n < limit:
-        packet = buffer.get_subbuf(force=force)
-        if packet is None:
-            break
-        try:
-            out.write_packet(packet)
-        finally:
-            packet.release()
-            buffer.put_subbuf()
-        n += 1
-    return n
+    packets, nbytes = buffer.drain_to(out.fd, force=force, limit=-1 if limit is None else limit)
+    out.packets += packets
+    out.bytes_written += nbytes
+    return packets
 
 
 class EventIdFile:
