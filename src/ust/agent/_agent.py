@@ -172,6 +172,7 @@ class Connection:
         self.channels: dict[str, tuple] = inherited.get("channels", {})
         self.attached: dict[tuple[str, str], tuple[int, list, Any]] = inherited.get("attached", {})
         self.confirmed: set | None = set() if inherited else None
+        self.wakeup_fd: int = inherited.get("wakeup_fd", -1)
         self.thread = threading.Thread(target=self._run, name=f"ust-agent:{rundir}", daemon=True)
 
     # -- called from other threads ----------------------------------------------
@@ -199,7 +200,7 @@ class Connection:
                         h.tp.detach(ch[0])
                     except Exception:
                         pass
-        return {"channels": channels, "attached": attached}
+        return {"channels": channels, "attached": attached, "wakeup_fd": self.wakeup_fd}
 
     # -- the thread ------------------------------------------------------------------
 
@@ -328,7 +329,16 @@ class Connection:
         from ust._ring import Buffer, Channel
         from ust.instrument import context as ctx
 
-        buffers = [Buffer.attach(fd) for fd in fds]
+        nbuf = int(msg.get("ncpu", len(fds)))
+        buffers = [Buffer.attach(fd) for fd in fds[:nbuf]]
+        if msg.get("wakeup") and len(fds) > nbuf:
+            # The consumer's wake-up eventfd, one per daemon: keep one copy per
+            # connection (never closed: a buffer may still hold its number).
+            if self.wakeup_fd < 0:
+                self.wakeup_fd = os.dup(fds[nbuf])
+                os.set_inheritable(self.wakeup_fd, False)
+            for b in buffers:
+                b.set_wakeup_fd(self.wakeup_fd)
         c_ctx, py_ctx = ctx.normalize(msg.get("context", ()))
         channel = Channel(buffers, c_ctx, [ctx.py_callable(n) for n in py_ctx])
         self.channels[key] = (channel, msg["session"], bool(msg.get("shared")), buffers)
@@ -388,6 +398,7 @@ class Connection:
             self._detach(akey)
         self.channels.clear()
         self.confirmed = None
+        self.wakeup_fd = -1  # the next daemon sends its own
         for ev in self.waiters.values():
             ev.set()
         self.waiters.clear()

@@ -259,6 +259,7 @@ SCHEMAS: dict[str, dict] = {
     "stop": {"session": is_name},
     "snapshot_record": {"session": is_name, "output?": optional(string())},
     "shutdown": {},
+    "stats": {},
 }
 
 APP_SCHEMAS = {
@@ -486,6 +487,13 @@ class SessionDaemon:
     def cmd_ping(self) -> dict:
         return {"pid": os.getpid(), "version": protocol.PROTOCOL_VERSION,
                 "consumer_pid": self.consumer.pid if self.consumer else None}
+
+    def cmd_stats(self) -> dict:
+        """The consumer's counters of every buffer (lost events, packets read...)."""
+        if self.consumer is None:
+            return {"traces": {}}
+        reply, _ = self.consumer.call({"cmd": "stats"})
+        return {"traces": reply["traces"]}
 
     def cmd_shutdown(self) -> dict:
         return {}
@@ -847,8 +855,8 @@ class SessionDaemon:
             if ckey not in st["channels"]:
                 ack = app.command({
                     "cmd": "add_channel", "session": s.name, "key": ckey, "context": list(conf.context),
-                    "shared": t.owner[0] == "uid", "ncpu": len(tc.fds),
-                }, tc.fds)
+                    "shared": t.owner[0] == "uid", "ncpu": len(tc.fds), "wakeup": True,
+                }, tc.fds + [self.consumer.wakeup_fd])
                 if not ack or not ack.get("ok"):
                     _log(f"app {app.pid} could not map channel {ckey}: {ack and ack.get('error')}")
                     continue
