@@ -319,3 +319,76 @@ def test_sigkill_consumer_while_draining(ust_env):
     assert lost == 0
     # every event committed before the app was killed, once, in order
     assert len(v) >= last and v == list(range(len(v)))
+
+
+def test_ust_run_per_pid_buffers_with_fork(ust_env):
+    out = os.path.join(ust_env.home, "run")
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "run", "-q", "--buffers-pid", "-o", out, "--",
+                        sys.executable, SERVICE, "--workers", "2", "--iterations", "20"],
+                       env=ust_env.env(UST_AGENT="0"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    dirs = sorted(glob.glob(os.path.join(out, "ust", "pid", "*")))
+    assert len(dirs) == 3
+    got = sorted(tuple(sorted(counts(read_events(d)).items())) for d in dirs)
+    worker = (("service:request", 20), ("service:slow", 2))
+    assert got == sorted([worker, worker, (("service:tick", 1),)])
+
+
+def test_switch_timer_makes_events_visible_while_tracing(ust_env):
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-channel", "channel0", "--switch-timer", "50000", "--read-timer", "50000")
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
+    app.send("emit app:alpha 3")  # far less than a packet: only the switch timer writes it out
+
+    def on_disk():
+        try:
+            return values(read_events(ust_env.out)) == [0, 1, 2]
+        except AssertionError:
+            return False
+
+    wait_until(on_disk, what="the partial packet to reach the disk")
+    assert ust_env.client().get_session("s")["active"]
+    ust_env.ust("stop")
+
+
+def test_tracefile_rotation(ust_env):
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-channel", "channel0", "--subbuf-size", "4k", "--num-subbuf", "64",
+                "--tracefile-size", "8k", "--tracefile-count", "3")
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
+    app.send("emit app:alpha 10000")
+    ust_env.ust("stop")
+    d = glob.glob(os.path.join(ust_env.out, "ust", "uid", "*", "64-bit"))[0]
+    for cpu_files in ({f for f in os.listdir(d) if f.startswith(f"channel0_{cpu}_")} for cpu in range(8)):
+        assert len(cpu_files) <= 3
+    assert all(os.path.getsize(os.path.join(d, f)) <= 8192 for f in os.listdir(d) if f.startswith("channel0_"))
+    v = values(read_events(ust_env.out))
+    assert v and v[-1] == 9999 and v == list(range(v[0], 10000))  # the newest files are kept
+
+
+def test_list_apps_and_sessions(ust_env):
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    _, out, _ = ust_env.ust("list", "--apps")
+    assert f"PID {app.pid}:" in out and "app:alpha (loglevel: TRACE_INFO)" in out
+    ust_env.ust("create", "s1", "-o", ust_env.out)
+    ust_env.ust("enable-event", "app:*", "-x", "app:beta", "--filter", "v > 1")
+    _, out, _ = ust_env.ust("list")
+    assert "s1" in out and "[inactive]" in out
+    _, out, _ = ust_env.ust("list", "s1")
+    assert "app:* [enabled] (excluding app:beta; filter: v > 1)" in out
+    _, out, _ = ust_env.ust("status")
+    assert "Tracing session s1 (current)" in out
+    _, out, _ = ust_env.ust("help", "enable-event")
+    assert "--loglevel-only" in out
+    ust_env.ust("destroy", "s1")
+    _, out, _ = ust_env.ust("list")
+    assert "No session" in out

@@ -471,7 +471,10 @@ def _after_fork() -> None:
         except Exception:
             pass
         agent = Agent(inherited)
-        agent.sync = False  # a forked child must not wait
+        # Under `ust run` (sync) the child waits for its registration too, as
+        # LTTng-UST's fork handler does: its first events are recorded even
+        # with per-PID buffers. Otherwise it never waits.
+        agent.sync = old.sync
         _AGENT = agent
         _AGENT_PID = os.getpid()
         agent.start()
