@@ -392,3 +392,22 @@ def test_list_apps_and_sessions(ust_env):
     ust_env.ust("destroy", "s1")
     _, out, _ = ust_env.ust("list")
     assert "No session" in out
+
+
+def test_stopped_app_does_not_block_the_others(ust_env):
+    frozen, live = ust_env.app(), ust_env.app()
+    for app in (frozen, live):
+        ust_env.wait_registered(app.pid)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        ust_env.ust("create", "s", "-o", ust_env.out)
+        ust_env.ust("enable-event", "app:alpha,app:beta,app:gamma")
+        ust_env.ust("start")
+        live.send("emit app:alpha 7")
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    # the frozen app comes back, re-registers and is traced
+    wait_until(lambda: '"attached": 3' in frozen.send("agent"), what="the thawed app to be traced")
+    frozen.send("emit app:beta 5")
+    ust_env.ust("stop")
+    assert counts(read_events(ust_env.out)) == {"app:alpha": 7, "app:beta": 5}

@@ -157,3 +157,43 @@ def test_register_must_match_peer_credentials(ust_env):
     assert not reply["ok"] and "the socket says pid" in reply["error"]
     s.close()
     assert c.list_apps() == []
+
+
+def test_fuzz_application_path(ust_env):
+    """Malformed registrations and junk from a registered app: error replies, the daemon serves on."""
+    c = ust_env.client()
+    c.ping()
+    rng = random.Random(99)
+    good_tp = {"name": "p:e", "loglevel": 6, "kind": "tracepoint",
+               "fields": [["v", {"kind": "int", "size": 64, "signed": True, "base": 10, "length": 0,
+                                 "name": "int64"}]]}
+    for i in range(100):
+        s = connect(ust_env.home)
+        try:
+            tp = json.loads(json.dumps(good_tp))
+            victim = rng.choice([tp, tp["fields"][0][1], tp["fields"][0]])
+            if isinstance(victim, dict):
+                victim[rng.choice(list(victim))] = rng.choice(JUNK_VALUES)
+            else:
+                victim[rng.randrange(2)] = rng.choice(JUNK_VALUES)
+            reg = {"cmd": "register", "pid": os.getpid(), "uid": os.getuid(), "procname": "fuzz",
+                   "tracepoints": [tp], "seq": 1}
+            protocol.send_msg(s, reg)
+            reply, _ = protocol.recv_msg(s)
+            assert reply.get("re") == 1 and isinstance(reply.get("ok"), bool)
+            if reply["ok"]:
+                # registered: now junk on the app connection
+                s.sendall(raw_frames(rng))
+                protocol.send_msg(s, {"cmd": rng.choice(["declare", "nope"]), "tracepoints": 5, "seq": 2})
+        except (ConnectionError, protocol.ConnectionClosed):
+            pass
+        finally:
+            s.close()
+    assert c.ping()["pid"]
+    wait_until_no_app(c)
+
+
+def wait_until_no_app(c):
+    from daemon_util import wait_until
+
+    wait_until(lambda: c.list_apps() == [], what="fuzz apps to be dropped")

@@ -180,7 +180,10 @@ class App:
             return None
         if not slot[0].wait(APP_ACK_TIMEOUT):
             self.pending.pop(seq, None)
-            _log(f"app {self.pid} did not acknowledge {msg.get('cmd')} in {APP_ACK_TIMEOUT}s")
+            # A stopped or wedged application: drop it rather than make every
+            # later command wait. Its agent reconnects when it runs again.
+            _log(f"app {self.pid} did not acknowledge {msg.get('cmd')} in {APP_ACK_TIMEOUT}s; dropping it")
+            self.kill("unresponsive")
             return None
         return slot[1]
 
