@@ -14,7 +14,6 @@ import argparse
 import collections
 import datetime
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,28 +40,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD ARGS...", help="the program to run")
 
 
-def _summary(path: str) -> tuple[int, collections.Counter] | None:
-    """Count events per name with babeltrace2 when available (None otherwise)."""
-    bt = shutil.which("babeltrace2")
-    if not bt:
-        return None
+def _summary(path: str) -> tuple[int, collections.Counter, int] | None:
+    """(events, count per name, discarded events), read with ust's own reader; None if unreadable."""
     try:
-        r = subprocess.run([bt, path], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if r.returncode != 0:
+        from ust.ctf.reader import read_trace
+    except ImportError:
         return None
     counts: collections.Counter = collections.Counter()
-    total = 0
-    for line in r.stdout.splitlines():
-        # "[12:00:00.000000000] (+?.?????????) host prov:event: { cpu_id = 0 }, { ... }"
-        parts = line.split(" ")
-        for word in parts[2:5]:
-            if word.endswith(":") and ":" in word[:-1]:
-                counts[word[:-1]] += 1
-                total += 1
-                break
-    return total, counts
+    lost = [0]
+
+    def on_discarded(d) -> None:
+        if not getattr(d, "packets", False):
+            lost[0] += d.count
+
+    try:
+        for ev in read_trace(path, on_discarded):
+            counts[ev.name] += 1
+    except Exception:  # the summary is a courtesy: never fail the run over it
+        return None
+    return sum(counts.values()), counts, lost[0]
 
 
 def run(args: argparse.Namespace, out) -> int:
@@ -118,8 +114,9 @@ def run(args: argparse.Namespace, out) -> int:
             print(f"  {where}", file=sys.stderr)
             summary = _summary(output)
             if summary is not None:
-                total, counts = summary
-                print(f"ust: {total} events", file=sys.stderr)
+                total, counts, lost = summary
+                discarded = f" ({lost} discarded: use larger buffers)" if lost else ""
+                print(f"ust: {total} events{discarded}", file=sys.stderr)
                 for ev, n in counts.most_common(10):
                     print(f"  {n:>10}  {ev}", file=sys.stderr)
                 if len(counts) > 10:

@@ -332,6 +332,9 @@ def run_stop(args: argparse.Namespace, out) -> int:
     with _client() as c:
         s = c.stop(name)
     print(f"Tracing stopped for session {name}", file=out)
+    if s.get("lost"):
+        print(f"Warning: {s['lost']} events were discarded (buffers full): use larger or more sub-buffers "
+              "(enable-channel --subbuf-size/--num-subbuf)", file=out)
     if not s["snapshot"]:
         print(f"Trace written in {s['output']}", file=out)
     return 0

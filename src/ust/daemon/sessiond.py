@@ -676,7 +676,20 @@ class SessionDaemon:
         if not s.active:
             raise SessionError(f"session {session!r} is not active")
         self._stop(s)
-        return {"session": s.summary()}
+        return {"session": s.summary(), "lost": self._lost(s)}
+
+    def _lost(self, s: Session) -> int:
+        """Events discarded so far (buffers full), over every buffer of the session."""
+        if not s.traces or self.consumer is None:
+            return 0
+        try:
+            reply, _ = self.consumer.call({"cmd": "stats"})
+        except UstError:
+            return 0
+        keys = {t.key for t in s.traces.values()}
+        return sum(b.get("lost_full", 0) + b.get("lost_big", 0)
+                   for key, chans in reply["traces"].items() if key in keys
+                   for bufs in chans.values() for b in bufs)
 
     def _stop(self, s: Session) -> None:
         s.active = False
