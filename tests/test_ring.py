@@ -287,6 +287,8 @@ def test_concurrent_reader_and_two_writer_processes_never_see_a_torn_packet(over
     c = buf.counters()
     for w in (1, 2):
         assert got[w] == sorted(set(got[w])), "a writer's values went backwards or repeated: torn read"
-        assert got[w] and got[w][-1] == n - 1 if not c["lost_full"] else True
+        if not overwrite and not c["lost_full"]:
+            assert got[w][-1] == n - 1
+        # (overwrite: one writer's last packets may be overwritten by the other's, as they should)
     if not overwrite:
         assert len(got[1]) + len(got[2]) + c["lost_full"] == 2 * n
