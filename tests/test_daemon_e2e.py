@@ -411,3 +411,29 @@ def test_stopped_app_does_not_block_the_others(ust_env):
     frozen.send("emit app:beta 5")
     ust_env.ust("stop")
     assert counts(read_events(ust_env.out)) == {"app:alpha": 7, "app:beta": 5}
+
+
+def test_sigkill_sessiond_consumer_writes_out_and_exits(ust_env):
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
+    app.send("emit app:alpha 10")
+    info = ust_env.client().ping()
+    os.kill(info["pid"], signal.SIGKILL)
+
+    def gone(pid):
+        try:
+            os.kill(pid, 0)
+            return False
+        except ProcessLookupError:
+            return True
+
+    wait_until(lambda: gone(info["consumer_pid"]), what="the orphaned consumer to exit")
+    assert values(read_events(ust_env.out)) == list(range(10))
+    # the agent detached; a new daemon starts over a stale pid file and socket
+    wait_until(lambda: '"attached": 0' in app.send("agent"), what="agent to detach")
+    assert ust_env.client().ping()["pid"] != info["pid"]
+    ust_env.wait_registered(app.pid)

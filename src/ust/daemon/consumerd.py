@@ -215,6 +215,9 @@ class Consumer:
                 break
             if msg.get("cmd") == "quit":
                 break
+        # The sessiond is gone (quit, or killed): write out what the buffers hold.
+        with self.lock:
+            self.flush_all()
         self.close_all()
 
     def handle(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
