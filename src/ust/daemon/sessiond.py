@@ -161,31 +161,41 @@ class App:
         #                  "attached": {(chan key, tp name): (event id, filter)}}
         self.state: dict[str, dict] = {}
 
-    def command(self, msg: dict, fds: list[int] = (), wait: bool = True) -> dict | None:
-        """Send a command; wait for its acknowledgement (APP_ACK_TIMEOUT)."""
-        if not self.alive:
-            return None
-        with self.send_lock:
-            self.seq += 1
-            seq = self.seq
-            slot = [threading.Event(), None]
-            self.pending[seq] = slot
-            try:
-                protocol.send_msg(self.sock, {**msg, "seq": seq}, fds)
-            except (OSError, ProtocolError) as exc:
-                self.pending.pop(seq, None)
-                self.kill(f"send failed: {exc}")
-                return None
-        if not wait:
-            return None
-        if not slot[0].wait(APP_ACK_TIMEOUT):
-            self.pending.pop(seq, None)
-            # A stopped or wedged application: drop it rather than make every
-            # later command wait. Its agent reconnects when it runs again.
-            _log(f"app {self.pid} did not acknowledge {msg.get('cmd')} in {APP_ACK_TIMEOUT}s; dropping it")
-            self.kill("unresponsive")
-            return None
-        return slot[1]
+    def command(self, msg: dict, fds: list[int] = ()) -> dict | None:
+        """Send a command; wait for its acknowledgement (APP_ACK_TIMEOUT). None: no answer."""
+        return self.pipeline([(msg, fds)])[0]
+
+    def pipeline(self, msgs: list[tuple[dict, list[int]]]) -> list[dict | None]:
+        """Send several commands at once, then wait for every acknowledgement.
+
+        The agent answers in order; one round trip instead of len(msgs).
+        """
+        slots = []
+        for msg, fds in msgs:
+            if not self.alive:
+                break
+            with self.send_lock:
+                self.seq += 1
+                seq = self.seq
+                slot = [threading.Event(), None, seq, msg.get("cmd")]
+                self.pending[seq] = slot
+                try:
+                    protocol.send_msg(self.sock, {**msg, "seq": seq}, fds)
+                except (OSError, ProtocolError) as exc:
+                    self.pending.pop(seq, None)
+                    self.kill(f"send failed: {exc}")
+                    break
+            slots.append(slot)
+        deadline = time.monotonic() + APP_ACK_TIMEOUT
+        for slot in slots:
+            if not slot[0].wait(max(0.0, deadline - time.monotonic())):
+                self.pending.pop(slot[2], None)
+                # A stopped or wedged application: drop it rather than make every
+                # later command wait. Its agent reconnects when it runs again.
+                _log(f"app {self.pid} did not acknowledge {slot[3]} in {APP_ACK_TIMEOUT}s; dropping it")
+                self.kill("unresponsive")
+                break
+        return [slot[1] for slot in slots] + [None] * (len(msgs) - len(slots))
 
     def reply(self, seq: int, msg: dict) -> None:
         with self.send_lock:
@@ -890,20 +900,27 @@ class SessionDaemon:
                 # Metadata first: an event is never in a stream before it is described.
                 self.consumer.add_events(t.key, chan_name, new_events)
         attached = st["attached"]
+        msgs, todo = [], []
         for key in [k for k in attached if k not in desired or attached[k] != desired[k]]:
             ckey, name, _ = key
-            app.command({"cmd": "detach", "key": ckey, "tracepoint": name, "event_id": attached[key][0]})
+            msgs.append(({"cmd": "detach", "key": ckey, "tracepoint": name, "event_id": attached[key][0]}, []))
             del attached[key]
         for key, (eid, flt) in desired.items():
             if key in attached:
                 continue
             ckey, name, _ = key
-            ack = app.command({"cmd": "attach", "key": ckey, "tracepoint": name, "event_id": eid, "filter": flt,
-                               "decl_key": key[2]})
+            msgs.append(({"cmd": "attach", "key": ckey, "tracepoint": name, "event_id": eid, "filter": flt,
+                          "decl_key": key[2]}, []))
+            todo.append((len(msgs) - 1, key, (eid, flt)))
+        if not msgs:
+            return
+        acks = app.pipeline(msgs)
+        for i, key, value in todo:
+            ack = acks[i]
             if ack and ack.get("ok"):
-                attached[key] = (eid, flt)
+                attached[key] = value
             elif ack:
-                _log(f"app {app.pid}: attach {name} failed: {ack.get('error')}")
+                _log(f"app {app.pid}: attach {key[1]} failed: {ack.get('error')}")
 
 
 def _validate_filter(expr: str) -> None:
