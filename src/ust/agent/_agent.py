@@ -139,7 +139,7 @@ class Agent:
             for c in self.conns:
                 ev = threading.Event() if self.sync else None
                 c.post(("declare", k, ev))
-                if ev is not None and c.registered.is_set():
+                if ev is not None and c.connected.is_set():
                     waits.append(ev)
             deadline = time.monotonic() + SYNC_TIMEOUT
             for ev in waits:
@@ -162,7 +162,8 @@ class Connection:
         self.agent = agent
         self.rundir = rundir
         self.sock: socket.socket | None = None
-        self.registered = threading.Event()
+        self.registered = threading.Event()  # the first attempt is over (sync start waits on it)
+        self.connected = threading.Event()  # registered with a daemon right now
         self.outbox: list = []
         self.outbox_lock = threading.Lock()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -302,6 +303,7 @@ class Connection:
                 for key in [k for k in self.channels if not any(a[0] == k for a in self.attached)]:
                     self.channels.pop(key, None)
                 self.confirmed = None
+            self.connected.set()
             self.registered.set()
             return
         ev = self.waiters.pop(seq, None)
@@ -393,7 +395,12 @@ class Connection:
             self.channels.pop(k, None)
 
     def _drop_all(self) -> None:
-        """The daemon went away: stop recording into its buffers."""
+        """The daemon went away: stop recording into its buffers, release waiters."""
+        self.connected.clear()
+        with self.outbox_lock:
+            for item in self.outbox:
+                if item[0] == "declare" and item[2] is not None:
+                    item[2].set()
         for akey in list(self.attached):
             self._detach(akey)
         self.channels.clear()
