@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import grp
 import json
 import os
@@ -334,6 +335,15 @@ class SessionDaemon:
     def serve(self) -> None:
         paths.ensure_private_dir(self.rundir)
         sock_path = paths.socket_path(self.rundir)
+        # One daemon per runtime directory, even when two `ust` commands start
+        # one at the same time: the lock is held for the daemon's lifetime.
+        self._lock_fd = os.open(os.path.join(self.rundir, "sessiond.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                                0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise UstError(f"a session daemon already runs in {self.rundir}") from None
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(sock_path)
