@@ -585,6 +585,7 @@ class SessionDaemon:
                 raise SessionError(f"channel {channel!r} already exists in session {session!r}; "
                                    "its settings cannot be changed")
             ch.enabled = True
+            self._sync_all(s)
             return {"channel": ch.to_json()}
         if s.active:
             raise SessionError(f"cannot add channel {channel!r}: session {session!r} is active (stop it first)")
