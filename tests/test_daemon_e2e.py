@@ -437,3 +437,27 @@ def test_sigkill_sessiond_consumer_writes_out_and_exits(ust_env):
     wait_until(lambda: '"attached": 0' in app.send("agent"), what="agent to detach")
     assert ust_env.client().ping()["pid"] != info["pid"]
     ust_env.wait_registered(app.pid)
+
+
+def test_ust_run_program_that_never_imports_ust(ust_env):
+    """`ust run -l`: the logging records of a plain Python program, and its own sitecustomize still runs."""
+    site = os.path.join(ust_env.home, "site")
+    os.makedirs(site)
+    with open(os.path.join(site, "sitecustomize.py"), "w") as f:
+        f.write("import builtins\nbuiltins.USER_SITE_RAN = True\n")
+    code = ("import builtins, logging, os\n"
+            "assert builtins.USER_SITE_RAN\n"
+            "logging.getLogger('svc').error('failed %d', 7)\n"
+            "if os.fork() == 0:\n"
+            "    logging.getLogger('child').warning('from the child')\n"
+            "    os._exit(0)\n"
+            "os.wait()\n")
+    out = os.path.join(ust_env.home, "run")
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "run", "-l", "-o", out, "--", sys.executable, "-c", code],
+                       env=ust_env.env(UST_AGENT="0", PYTHONPATH=site + os.pathsep + os.environ.get("PYTHONPATH", "")),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    events = read_events(out)
+    assert counts(events) == {"lttng_python:event": 2}
+    text = " ".join(rest for _, rest in events)
+    assert 'msg = "failed 7"' in text and 'logger_name = "svc"' in text and 'msg = "from the child"' in text

@@ -2,7 +2,10 @@
 
 Creates a session that records only this program and its descendants (they
 inherit ``UST_RUN_TOKEN``), starts it, runs the program with its agent in
-synchronous mode (``UST_AGENT_SYNC=1``: tracing is on from the first line),
+synchronous mode (``UST_AGENT_SYNC=1``: tracing is on from the first line;
+a ``sitecustomize`` put first on ``PYTHONPATH`` imports ``ust`` into every
+Python process started, so even programs that never import it register, and
+``--logging`` records their ``logging`` records),
 stops and destroys the session when the program exits, then prints where the
 trace is and how many events of each kind it holds. Exits with the program's
 status.
@@ -36,6 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buffers-pid", action="store_true", help="one trace directory per process")
     p.add_argument("--subbuf-size", metavar="SIZE", help="sub-buffer size (default 128k)")
     p.add_argument("--num-subbuf", type=int, metavar="N", help="number of sub-buffers (default 4)")
+    p.add_argument("-l", "--logging", action="store_true",
+                   help="record the program's `logging` records (lttng_python:event), no code change needed")
+    p.add_argument("--no-inject", action="store_true",
+                   help="do not import ust into Python programs that do not import it themselves")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but the program's output")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD ARGS...", help="the program to run")
 
@@ -93,6 +100,11 @@ def run(args: argparse.Namespace, out) -> int:
         env["UST_AGENT_SYNC"] = "1"
         env["UST_AGENT"] = "1"
         env["UST_HOME"] = c.rundir
+        if not args.no_inject:
+            inject = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent", "_inject")
+            env["PYTHONPATH"] = inject + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        if args.logging:
+            env["UST_LOGGING"] = "1"
         try:
             proc = subprocess.Popen(cmd, env=env)
         except OSError as exc:
