@@ -1004,7 +1004,8 @@ static int convert_scalar(TracepointObject *tp, FieldSpec *f, uint8_t code, uint
             }
             o = val;
         }
-        /* fall through: the value as an integer of the container type */
+        /* then the value as an integer of the container type */
+        __attribute__((fallthrough));
     case F_SINT:
     case F_UINT: {
         if (!PyLong_Check(o)) {
