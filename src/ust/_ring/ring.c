@@ -1004,7 +1004,8 @@ static int convert_scalar(TracepointObject *tp, FieldSpec *f, uint8_t code, uint
             }
             o = val;
         }
-        /* fall through: the value as an integer of the container type */
+        /* then the value as an integer of the container type */
+        __attribute__((fallthrough));
     case F_SINT:
     case F_UINT: {
         if (!PyLong_Check(o)) {
@@ -1420,16 +1421,20 @@ static PyObject *Tracepoint_new(PyTypeObject *type, PyObject *args, PyObject *kw
     return (PyObject *)tp;
 }
 
-static void free_attachlist(PyObject *capsule)
+static void attachlist_free(AttachList *al)
 {
-    AttachList *al = PyCapsule_GetPointer(capsule, "ust.attachlist");
-    if (!al)
-        return;
     for (int i = 0; i < al->n; i++) {
         Py_XDECREF(al->a[i].channel);
         Py_XDECREF(al->a[i].filter);
     }
     PyMem_Free(al);
+}
+
+static void free_attachlist(PyObject *capsule)
+{
+    AttachList *al = PyCapsule_GetPointer(capsule, "ust.attachlist");
+    if (al)
+        attachlist_free(al);
 }
 
 /* Publish a new attachment list; the old one is retired, not freed. Called
@@ -1443,7 +1448,7 @@ static int publish(TracepointObject *tp, AttachList *nl)
     if (nl) {
         PyObject *cap = PyCapsule_New(nl, "ust.attachlist", free_attachlist);
         if (!cap) {
-            free_attachlist(NULL);
+            attachlist_free(nl);
             return -1;
         }
         if (PyList_Append(tp->retired, cap) < 0) {
@@ -1474,6 +1479,17 @@ static AttachList *copy_list(TracepointObject *tp, ChannelObject *skip)
     return nl;
 }
 
+/* attach/detach copy the current list and publish a new one: two of them at
+ * once would lose an update. With the GIL each runs whole; without it, a
+ * per-object critical section serializes them (writers never take it). */
+#ifdef Py_GIL_DISABLED
+#define UPDATE_BEGIN(tp) Py_BEGIN_CRITICAL_SECTION(tp)
+#define UPDATE_END Py_END_CRITICAL_SECTION()
+#else
+#define UPDATE_BEGIN(tp) {
+#define UPDATE_END }
+#endif
+
 static PyObject *Tracepoint_attach(TracepointObject *tp, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"channel", "event_id", "filter", NULL};
@@ -1484,18 +1500,21 @@ static PyObject *Tracepoint_attach(TracepointObject *tp, PyObject *args, PyObjec
         return NULL;
     if (filter != Py_None && !PyCallable_Check(filter))
         return PyErr_Format(PyExc_TypeError, "filter must be callable or None");
+    int rc = -1;
+    UPDATE_BEGIN(tp);
     AttachList *nl = copy_list(tp, ch);
-    if (!nl)
-        return NULL;
-    if (nl->n >= MAX_ATTACH) {
-        Py_XDECREF(PyCapsule_New(nl, "ust.attachlist", free_attachlist));
-        return PyErr_Format(PyExc_ValueError, "%U: attached to too many channels (max %d)", tp->name, MAX_ATTACH);
+    if (nl && nl->n >= MAX_ATTACH) {
+        attachlist_free(nl);
+        PyErr_Format(PyExc_ValueError, "%U: attached to too many channels (max %d)", tp->name, MAX_ATTACH);
+    } else if (nl) {
+        nl->a[nl->n].channel = (ChannelObject *)Py_NewRef(ch);
+        nl->a[nl->n].event_id = event_id;
+        nl->a[nl->n].filter = filter == Py_None ? NULL : Py_NewRef(filter);
+        nl->n++;
+        rc = publish(tp, nl);
     }
-    nl->a[nl->n].channel = (ChannelObject *)Py_NewRef(ch);
-    nl->a[nl->n].event_id = event_id;
-    nl->a[nl->n].filter = filter == Py_None ? NULL : Py_NewRef(filter);
-    nl->n++;
-    if (publish(tp, nl) < 0)
+    UPDATE_END;
+    if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -1504,17 +1523,24 @@ static PyObject *Tracepoint_detach(TracepointObject *tp, PyObject *arg)
 {
     if (!PyObject_TypeCheck(arg, &Channel_Type))
         return PyErr_Format(PyExc_TypeError, "detach() expects a Channel");
+    int rc = -1;
+    UPDATE_BEGIN(tp);
     AttachList *nl = copy_list(tp, (ChannelObject *)arg);
-    if (!nl)
-        return NULL;
-    if (publish(tp, nl) < 0)
+    if (nl)
+        rc = publish(tp, nl);
+    UPDATE_END;
+    if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *Tracepoint_detach_all(TracepointObject *tp, PyObject *unused)
 {
-    if (publish(tp, NULL) < 0)
+    int rc;
+    UPDATE_BEGIN(tp);
+    rc = publish(tp, NULL);
+    UPDATE_END;
+    if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
 }
