@@ -234,6 +234,6 @@ def test_peer_credentials_refuse_other_users(ust_env):
     )
     r = subprocess.run([sys.executable, "-c", code, os.path.join(ust_env.home, "sessiond.sock")],
                        capture_output=True, text=True, env=ust_env.env(UST_AGENT="0"), timeout=30)
-    assert "permission denied for uid 65534" in r.stdout, r.stderr
+    assert "permission denied for uid 65534" in r.stdout, (r.stdout, r.stderr)
     os.chmod(ust_env.home, 0o700)
     assert c.ping()["pid"]

@@ -171,6 +171,9 @@ class App:
 
         The agent answers in order; one round trip instead of len(msgs).
         """
+        return self.wait_many(self.send_many(msgs), len(msgs))
+
+    def send_many(self, msgs: list[tuple[dict, list[int]]]) -> list[list]:
         slots = []
         for msg, fds in msgs:
             if not self.alive:
@@ -187,6 +190,9 @@ class App:
                     self.kill(f"send failed: {exc}")
                     break
             slots.append(slot)
+        return slots
+
+    def wait_many(self, slots: list[list], n: int) -> list[dict | None]:
         deadline = time.monotonic() + APP_ACK_TIMEOUT
         for slot in slots:
             if not slot[0].wait(max(0.0, deadline - time.monotonic())):
@@ -196,7 +202,7 @@ class App:
                 _log(f"app {self.pid} did not acknowledge {slot[3]} in {APP_ACK_TIMEOUT}s; dropping it")
                 self.kill("unresponsive")
                 break
-        return [slot[1] for slot in slots] + [None] * (len(msgs) - len(slots))
+        return [slot[1] for slot in slots] + [None] * (n - len(slots))
 
     def reply(self, seq: int, msg: dict) -> None:
         with self.send_lock:
@@ -825,8 +831,11 @@ class SessionDaemon:
     def _sync_all(self, s: Session) -> None:
         if not s.active:
             return
-        for app in list(self.apps.values()):
-            self._sync_app(s, app)
+        # Send to every application first, then collect: one round trip in all.
+        finishers = [self._sync_app(s, app, wait=False) for app in list(self.apps.values())]
+        for finish in finishers:
+            if finish is not None:
+                finish()
 
     def _app_in_session(self, s: Session, app: App) -> bool:
         return app.alive and (s.token is None or s.token == app.token)
@@ -866,8 +875,12 @@ class SessionDaemon:
             t.channels[conf.name] = tc
         return tc
 
-    def _sync_app(self, s: Session, app: App) -> None:
-        """Make ``app`` record exactly what the rules of active session ``s`` select."""
+    def _sync_app(self, s: Session, app: App, wait: bool = True):
+        """Make ``app`` record exactly what the rules of active session ``s`` select.
+
+        With ``wait=False`` the commands are sent and a function that waits for
+        their acknowledgements (and records the outcome) is returned.
+        """
         if not s.active or not self._app_in_session(s, app):
             return
         # What the rules select, per channel: tracepoint decl -> filter.
@@ -884,20 +897,19 @@ class SessionDaemon:
             return
         t = self._trace_for(s, app)
         st = app.state.setdefault(s.name, {"channels": set(), "attached": {}})
-        desired: dict[tuple[str, str], tuple[int, str | None]] = {}
+        desired: dict[tuple[str, str, str], tuple[int, str | None]] = {}
+        msgs: list[tuple[dict, list[int]]] = []
+        new_channels: list[tuple[int, str]] = []  # (message index, channel key)
         for chan_name, items in wanted.items():
             conf = s.channels[chan_name]
             tc = self._trace_channel(s, t, conf)
             ckey = f"{t.key}/{chan_name}"
             if ckey not in st["channels"]:
-                ack = app.command({
+                msgs.append(({
                     "cmd": "add_channel", "session": s.name, "key": ckey, "context": list(conf.context),
                     "shared": t.owner[0] == "uid", "ncpu": len(tc.fds), "wakeup": True,
-                }, tc.fds + [self.consumer.wakeup_fd])
-                if not ack or not ack.get("ok"):
-                    _log(f"app {app.pid} could not map channel {ckey}: {ack and ack.get('error')}")
-                    continue
-                st["channels"].add(ckey)
+                }, tc.fds + [self.consumer.wakeup_fd]))
+                new_channels.append((len(msgs) - 1, ckey))
             new_events = []
             for d, flt in items:
                 k = protocol.decl_key(d)
@@ -911,7 +923,7 @@ class SessionDaemon:
                 # Metadata first: an event is never in a stream before it is described.
                 self.consumer.add_events(t.key, chan_name, new_events)
         attached = st["attached"]
-        msgs, todo = [], []
+        todo = []
         for key in [k for k in attached if k not in desired or attached[k] != desired[k]]:
             ckey, name, _ = key
             msgs.append(({"cmd": "detach", "key": ckey, "tracepoint": name, "event_id": attached[key][0]}, []))
@@ -924,14 +936,28 @@ class SessionDaemon:
                           "decl_key": key[2]}, []))
             todo.append((len(msgs) - 1, key, (eid, flt)))
         if not msgs:
-            return
-        acks = app.pipeline(msgs)
-        for i, key, value in todo:
-            ack = acks[i]
-            if ack and ack.get("ok"):
-                attached[key] = value
-            elif ack:
-                _log(f"app {app.pid}: attach {key[1]} failed: {ack.get('error')}")
+            return None
+        slots = app.send_many(msgs)
+
+        def finish() -> None:
+            acks = app.wait_many(slots, len(msgs))
+            for i, ckey in new_channels:
+                ack = acks[i]
+                if ack and ack.get("ok"):
+                    st["channels"].add(ckey)
+                elif ack:
+                    _log(f"app {app.pid} could not map channel {ckey}: {ack.get('error')}")
+            for i, key, value in todo:
+                ack = acks[i]
+                if ack and ack.get("ok"):
+                    attached[key] = value
+                elif ack:
+                    _log(f"app {app.pid}: attach {key[1]} failed: {ack.get('error')}")
+
+        if wait:
+            finish()
+            return None
+        return finish
 
 
 def _validate_filter(expr: str) -> None:
