@@ -250,6 +250,7 @@ class Connection:
         reg_seq = self._send({
             "cmd": "register", "pid": os.getpid(), "ppid": os.getppid(), "uid": os.getuid(),
             "procname": _procname(), "token": os.environ.get("UST_RUN_TOKEN"), "tracepoints": decls,
+            "cmdline": " ".join(getattr(sys, "orig_argv", sys.argv))[:512],
         })
         while True:
             r, _, _ = select.select([self.sock, self.wake_r], [], [])

@@ -163,7 +163,8 @@ def run_list(args: argparse.Namespace, out) -> int:
             if not apps:
                 print("No application registered.", file=out)
             for a in apps:
-                print(f"PID {a['pid']}: {a['procname']} (uid {a['uid']})", file=out)
+                cmd = f": {a['cmdline']}" if a.get("cmdline") else ""
+                print(f"PID {a['pid']}: {a['procname']} (uid {a['uid']}){cmd}", file=out)
                 for tp in a["tracepoints"]:
                     print(f"    {tp['name']} (loglevel: {loglevel_name(tp['loglevel'])}) ({tp['kind']})", file=out)
             return 0

@@ -64,6 +64,7 @@ class AppInfo(TypedDict):
     ppid: int
     uid: int
     procname: str
+    cmdline: str  # the command line, as the process started
     registered: float
     tracepoints: list[dict]  # {"name", "loglevel", "kind"}
 

@@ -152,6 +152,7 @@ class App:
         self.ppid = info.get("ppid", 0)
         self.procname = info["procname"]
         self.token = info.get("token")
+        self.cmdline = info.get("cmdline", "")
         self.decls: dict[str, dict] = {}  # decl_key -> decl json
         self.registered = time.time()
         self.send_lock = threading.Lock()
@@ -233,6 +234,7 @@ class App:
             "ppid": self.ppid,
             "uid": self.uid,
             "procname": self.procname,
+            "cmdline": self.cmdline,
             "registered": self.registered,
             "tracepoints": sorted(
                 ({"name": d["name"], "loglevel": d["loglevel"], "kind": d["kind"]} for d in self.decls.values()),
@@ -289,6 +291,7 @@ APP_SCHEMAS = {
         "uid": uint(1 << 32),
         "procname": string(256),
         "token?": optional(string(128)),
+        "cmdline?": string(512),
         "tracepoints": list_of(protocol.check_decl, 65536),
         "seq": uint(1 << 62),
     },
