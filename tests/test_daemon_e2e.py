@@ -461,3 +461,35 @@ def test_ust_run_program_that_never_imports_ust(ust_env):
     assert counts(events) == {"lttng_python:event": 2}
     text = " ".join(rest for _, rest in events)
     assert 'msg = "failed 7"' in text and 'logger_name = "svc"' in text and 'msg = "from the child"' in text
+
+
+def test_app_registers_with_user_and_system_daemons(ust_env):
+    """An agent registers with every reachable daemon; each session gets the events it asked for."""
+    import shutil
+    import tempfile
+
+    from ust.control import Client, start_sessiond, stop_sessiond
+
+    system = tempfile.mkdtemp(prefix="ust-sys-")
+    try:
+        start_sessiond(system)
+        sysc = Client(system)
+        sysc.create_session("sys", output=os.path.join(system, "trace"))
+        sysc.enable_events("sys", "app:beta")
+        sysc.start("sys")
+        ust_env.ust("create", "mine", "-o", ust_env.out)
+        ust_env.ust("enable-event", "app:alpha")
+        ust_env.ust("start")
+        app = ust_env.app(UST_SYSTEM_HOME=system)
+        ust_env.wait_registered(app.pid)
+        wait_until(lambda: any(a["pid"] == app.pid for a in sysc.list_apps()), what="system registration")
+        wait_until(lambda: app.send("agent").count('"attached": 1') == 2, what="both sessions applied")
+        app.send("emit app:alpha 3")
+        app.send("emit app:beta 4")
+        ust_env.ust("stop")
+        sysc.stop("sys")
+        assert counts(read_events(ust_env.out)) == {"app:alpha": 3}
+        assert counts(read_events(os.path.join(system, "trace"))) == {"app:beta": 4}
+    finally:
+        stop_sessiond(system)
+        shutil.rmtree(system, ignore_errors=True)

@@ -314,7 +314,7 @@ class SessionDaemon:
         self.nconn = 0
         self.nconn_lock = threading.Lock()
         self.listener: socket.socket | None = None
-        self.system = os.getuid() == 0 and os.path.abspath(rundir) == paths.SYSTEM_RUNDIR
+        self.system = os.getuid() == 0 and os.path.abspath(rundir) == paths.system_rundir()
         self.consumer = ConsumerLink(rundir) if consumer else None
         self._next_stream_id = 0
 
