@@ -288,14 +288,14 @@ def test_cli_errors(ust_env):
 
 def test_sigkill_consumer_while_draining(ust_env):
     ust_env.ust("create", "s", "-o", ust_env.out)
-    # 2 MiB per CPU: the ~100k events written while no consumer runs fit
-    ust_env.ust("enable-channel", "channel0", "--subbuf-size", "64k", "--num-subbuf", "32")
+    # 16 MiB per CPU: the events written while no consumer runs fit even on a loaded machine
+    ust_env.ust("enable-channel", "channel0", "--subbuf-size", "512k", "--num-subbuf", "32")
     ust_env.ust("enable-event", "app:alpha")
     ust_env.ust("start")
     app = ust_env.app()
     ust_env.wait_registered(app.pid)
     wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
-    app.proc.stdin.write("loop app:alpha 2\n")  # ~2 ms pause every 1000 events
+    app.proc.stdin.write("loop app:alpha 5\n")  # a 5 ms pause every 1000 events
     app.proc.stdin.flush()
 
     def reach(n):
