@@ -134,13 +134,13 @@ def test_per_pid_buffers(ust_env):
 
 def test_sigkill_app_loses_no_committed_event(ust_env):
     ust_env.ust("create", "s", "-o", ust_env.out)
-    ust_env.ust("enable-channel", "channel0", "--subbuf-size", "4k", "--num-subbuf", "64")
+    ust_env.ust("enable-channel", "channel0", "--subbuf-size", "64k", "--num-subbuf", "64")
     ust_env.ust("enable-event", "app:alpha")
     ust_env.ust("start")
     app = ust_env.app()
     ust_env.wait_registered(app.pid)
     wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
-    app.proc.stdin.write("loop app:alpha\n")
+    app.proc.stdin.write("loop app:alpha 1\n")
     app.proc.stdin.flush()
     last = 0
     while last < 5000:
