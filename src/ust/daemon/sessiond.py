@@ -724,10 +724,13 @@ class SessionDaemon:
     def _stop(self, s: Session) -> None:
         s.active = False
         # 1. Every application stops writing (detach): what is committed is final.
+        pending = []
         for app in list(self.apps.values()):
             if s.name in app.state:
-                app.command({"cmd": "remove_session", "session": s.name})
+                pending.append((app, app.send_many([({"cmd": "remove_session", "session": s.name}, [])])))
                 app.state.pop(s.name, None)
+        for app, slots in pending:  # all sent, now all acknowledged
+            app.wait_many(slots, 1)
         # 2. The consumer closes the partial packets and writes everything.
         if s.traces and self.consumer is not None:
             self.consumer.flush([t.key for t in s.traces.values()])
