@@ -223,14 +223,19 @@ def test_peer_credentials_refuse_other_users(ust_env):
     c.ping()
     os.chmod(ust_env.home, 0o755)
     os.chmod(os.path.join(ust_env.home, "sessiond.sock"), 0o666)
+    # a bare client (no ust import): the framing by hand
     code = (
-        "import os, socket, sys, json\n"
-        f"sys.path.insert(0, {os.path.join(os.path.dirname(os.path.dirname(__file__)), 'src')!r})\n"
-        "from ust.daemon import protocol\n"
+        "import json, os, socket, struct, sys\n"
         "os.setgid(65534); os.setuid(65534)\n"
         "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
-        "protocol.send_msg(s, {'cmd': 'list'})\n"
-        "print(protocol.recv_msg(s)[0])\n"
+        "body = json.dumps({'cmd': 'list'}).encode()\n"
+        "s.sendall(struct.pack('!4sHHI', b'UST\\0', 1, 0, len(body)) + body)\n"
+        "data = b''\n"
+        "while True:\n"
+        "    chunk = s.recv(65536)\n"
+        "    if not chunk: break\n"
+        "    data += chunk\n"
+        "print(json.loads(data[12:]))\n"
     )
     r = subprocess.run([sys.executable, "-c", code, os.path.join(ust_env.home, "sessiond.sock")],
                        capture_output=True, text=True, env=ust_env.env(UST_AGENT="0"), timeout=30)
