@@ -446,10 +446,7 @@ class SessionDaemon:
         try:
             pid, uid, gid = protocol.peer_credentials(conn)
             if not self.peer_allowed(uid, gid):
-                try:
-                    protocol.send_msg(conn, protocol.error_reply(f"permission denied for uid {uid}"))
-                finally:
-                    conn.close()
+                self._reply_and_hang_up(conn, protocol.error_reply(f"permission denied for uid {uid}"))
                 return
             conn.settimeout(None)
             while not self.stopping.is_set():
@@ -459,7 +456,7 @@ class SessionDaemon:
                     return
                 except ProtocolError as exc:
                     # Framing is lost after a bad header: answer, then hang up.
-                    self._send(conn, protocol.error_reply(f"bad message: {exc}"))
+                    self._reply_and_hang_up(conn, protocol.error_reply(f"bad message: {exc}"))
                     return
                 for fd in fds:  # clients never send descriptors
                     os.close(fd)
@@ -481,6 +478,23 @@ class SessionDaemon:
                 conn.close()
             except OSError:
                 pass
+
+    @staticmethod
+    def _reply_and_hang_up(conn: socket.socket, reply: dict) -> None:
+        """Answer, then close without a reset: closing with unread input would
+        make the kernel reset the connection and the peer could lose the answer."""
+        try:
+            conn.settimeout(1.0)
+            protocol.send_msg(conn, reply)
+            conn.shutdown(socket.SHUT_WR)
+            total = 0
+            while total < protocol.MAX_BODY + protocol.HEADER.size:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                total += len(chunk)
+        except (OSError, ProtocolError):
+            pass
 
     @staticmethod
     def _send(conn: socket.socket, reply: dict) -> bool:
