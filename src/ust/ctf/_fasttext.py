@@ -46,7 +46,8 @@ def compile_packet_text(codec, fmt, trace):
     g.indent = 2
     g.emit("p0 = p")
     if sc.event_header is not None:
-        g.emit("eid = 0")
+        if _codegen.lttng_header_kind(sc.event_header) is None:
+            g.emit("eid = 0")
         g.gen(sc.event_header, "h")
         g.flush()
         g.settle_bits()
@@ -106,7 +107,8 @@ def compile_packet_text(codec, fmt, trace):
         else:
             g.emit("p, t = fn(b, p)")
             g.emit("txt_append(t[0] + pctx + t[1])")
-    g.emit("if p <= p0: raise LookupError('event of size zero')")
+    if sc.event_header is None or _codegen.lttng_header_kind(sc.event_header) is None:
+        g.emit("if p <= p0: raise LookupError('event of size zero')")
     g.emit("cyc_append(cur)")
     g.lines.append("    except (struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError) as exc:")
     g.lines.append("        raise PacketError(p0, exc) from None")
