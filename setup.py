@@ -1,4 +1,4 @@
-# The only compiled part of ust: the ring buffer and the tracepoint call.
+# Compiled parts of ust: the ring buffer and the tracepoint call; and an optional helper of the reader.
 from setuptools import Extension, setup
 
 setup(
@@ -8,6 +8,14 @@ setup(
             sources=["src/ust/_ring/ring.c"],
             depends=["src/ust/_ring/ring.h"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wno-missing-braces"],
-        )
+        ),
+        # The trace reader's text output (timestamps, deltas, encoding); optional:
+        # ust.ctf falls back to pure Python when it is not built.
+        Extension(
+            "ust.ctf._decode",
+            sources=["src/ust/ctf/_decode.c"],
+            extra_compile_args=["-O2", "-std=c11", "-D_GNU_SOURCE", "-Wall"],
+            optional=True,
+        ),
     ]
 )

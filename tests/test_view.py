@@ -141,3 +141,34 @@ def test_synthetic_trace_matches_live_babeltrace2(tmp_path, header, opts):
     assert rc == 0
     assert out == bout
     assert _norm_stderr(err) == _norm_stderr(berr)
+
+
+# --------------------------------------------------------------------------
+# the C formatter (ust.ctf._decode) and its pure-Python fallback agree
+# --------------------------------------------------------------------------
+
+FORMAT_OPTIONS = [[], ["--clock-cycles"], ["--clock-cycles", "--no-delta"], ["--clock-seconds"], ["--clock-date"],
+                  ["--clock-gmt"], ["--no-delta"], ["-n", "header"], ["-n", "all", "--clock-cycles"]]
+
+
+@pytest.mark.parametrize("opts", FORMAT_OPTIONS, ids=lambda o: " ".join(o) or "default")
+@pytest.mark.parametrize("tz", ["UTC", "America/Montreal", "Asia/Kolkata"])
+def test_c_and_python_formatting_agree(monkeypatch, opts, tz):
+    import time
+
+    from ust.ctf import _fasttext
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        path = str(FIXTURES / "ust-pid")
+        rc, with_c, _ = run_cli(["view", *opts, path])
+        monkeypatch.setattr(_fasttext, "_decode", None)
+        rc2, without_c, _ = run_cli(["view", *opts, path])
+        assert rc == rc2 == 0
+        assert with_c == without_c
+        if HAVE_BT2:
+            bout, _ = _bt2([*opts, path])
+            assert with_c == bout
+    finally:
+        monkeypatch.undo()
+        time.tzset()

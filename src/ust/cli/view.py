@@ -105,14 +105,14 @@ def run(args, out) -> int:
     elif filt is None:
         import gc
 
-        from ust.ctf._fasttext import iter_lines
+        from ust.ctf._fasttext import iter_bytes
         from ust.ctf.reader import ordered_streams
         # the decoders make millions of short-lived tuples, all freed by reference
         # counting: the cyclic GC would only rescan them (~25% of the time)
         gc_was = gc.isenabled()
         gc.disable()
         try:
-            _pump_batches(iter_lines(ordered_streams(traces), fmt, on_disc), write, flush, interactive)
+            _pump_bytes(iter_bytes(ordered_streams(traces), fmt, on_disc), out, write, flush, interactive)
         finally:
             if gc_was:
                 gc.enable()
@@ -121,6 +121,26 @@ def run(args, out) -> int:
         lines = _text_lines(read_text(traces, fmt, on_disc, filt), fmt)
     _pump(lines, write, flush, interactive)
     return 0
+
+
+def _pump_bytes(chunks, out, write, flush, interactive):
+    """Write encoded chunks; the first line at once, and line by line on a terminal."""
+    buf = getattr(out, "buffer", None)
+    first = True
+    for data in chunks:
+        if not data:
+            continue
+        if buf is None:
+            write(data.decode("utf-8", "surrogateescape"))
+            continue
+        if first or interactive:
+            first = False
+            for line in data.splitlines(keepends=True):
+                buf.write(line)
+                buf.flush()
+            continue
+        buf.write(data)
+    flush()
 
 
 def _pump_batches(batches, write, flush, interactive):

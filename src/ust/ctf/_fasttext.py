@@ -346,3 +346,42 @@ def iter_lines(streams, fmt, on_discarded=None):
             else:
                 append(f"timestamp = {stext}.{ns - base:09d}, {t}\n" if nh else f"[{stext}.{ns - base:09d}] {t}\n")
         yield out
+
+
+try:
+    from . import _decode
+except ImportError:  # not built: the pure-Python formatting above is used
+    _decode = None
+
+
+def iter_bytes(streams, fmt, on_discarded=None, use_c=True):
+    """Encoded output of ``ust view`` (fast path) in chunks of bytes.
+
+    Timestamps, deltas, joining and encoding are done by the C helper
+    ``_decode.format_lines`` when it is built, else by ``iter_lines``.
+    """
+    if _decode is None or not use_c:
+        for lines in iter_lines(streams, fmt, on_discarded):
+            yield "".join(lines).encode("utf-8", "surrogateescape")
+        return
+    flags = 0
+    if fmt.clock_cycles:
+        flags |= _decode.CYCLES
+    if fmt.clock_seconds:
+        flags |= _decode.SECONDS
+    if fmt.clock_gmt:
+        flags |= _decode.GMT
+    if fmt.clock_date:
+        flags |= _decode.DATE
+    if fmt.delta:
+        flags |= _decode.DELTA
+    if fmt.names_header:
+        flags |= _decode.NAMES_HEADER
+    prev = None
+    fl = _decode.format_lines
+    for keys, cycs, txts, origin in merged_text(streams, fmt, on_discarded):
+        if fmt.clock_cycles:
+            data, prev = fl(cycs, txts, 0, flags, prev)
+        else:
+            data, prev = fl(keys, txts, origin or 0, flags, prev)
+        yield data
