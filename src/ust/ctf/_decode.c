@@ -310,9 +310,198 @@ fail:
     return NULL;
 }
 
+/* ------------------------------------------------------------------------ */
+/* scan_events: where the events of a packet are (the bulk path)            */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * scan_events(data, p, end, cur, header_kind, programs) -> (eids, offsets, cycles, cur)
+ *
+ * Walks the events of one packet without decoding their fields: for each
+ * event, its id (uint32), the offset in `data` just after its header (uint32)
+ * and its clock value (uint64), returned as three bytes objects (native
+ * arrays). header_kind: 1 = LTTng's large event header, 2 = the compact one
+ * (both little-endian). programs: a tuple indexed by event id; each item is
+ * None (unknown id: an error) or a bytes object of int32 ops skipping the
+ * stream event context, the event context and the payload:
+ *
+ *   OP_FIXED n                     skip n bytes
+ *   OP_STRING                      skip past the next NUL
+ *   OP_ALIGN a                     align the offset (relative to the packet) to a bytes
+ *   OP_SEQ size back elem          n = little-endian unsigned of `size` bytes found
+ *                                  `back` bytes before the offset; skip n * elem bytes
+ *
+ * Errors raise ValueError("...at offset N") with the event's offset.
+ */
+
+enum { OP_FIXED = 1, OP_STRING = 2, OP_ALIGN = 3, OP_SEQ = 4 };
+
+static PyObject *scan_error(const char *what, Py_ssize_t off)
+{
+    PyErr_Format(PyExc_ValueError, "%s|%zd", what, off);
+    return NULL;
+}
+
+static PyObject *scan_events(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t p, end;
+    unsigned long long cur;
+    int kind;
+    PyObject *programs;
+    if (!PyArg_ParseTuple(args, "y*nnKiO!", &view, &p, &end, &cur, &kind, &PyTuple_Type, &programs))
+        return NULL;
+    const unsigned char *d = view.buf;
+    if (end > view.len || p < 0 || p > end || end > 0xFFFFFFFFLL) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "bad packet bounds|0");
+        return NULL;
+    }
+    Py_ssize_t nprog = PyTuple_GET_SIZE(programs);
+    Py_ssize_t cap = (end - p) / 2 + 1, n = 0; /* an event takes at least 2 bytes (large) or 4 (compact) */
+    uint32_t *eids = PyMem_Malloc(sizeof(uint32_t) * (size_t)cap);
+    uint32_t *offs = PyMem_Malloc(sizeof(uint32_t) * (size_t)cap);
+    uint64_t *cycs = PyMem_Malloc(sizeof(uint64_t) * (size_t)cap);
+    PyObject *result = NULL;
+    if (!eids || !offs || !cycs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    while (p < end) {
+        Py_ssize_t p0 = p;
+        uint32_t eid;
+        if (kind == 1) {
+            if (end - p < 6) {
+                scan_error("truncated event header", p0);
+                goto done;
+            }
+            uint16_t id16;
+            uint32_t ts;
+            memcpy(&id16, d + p, 2);
+            if (id16 != 65535) {
+                memcpy(&ts, d + p + 2, 4);
+                uint64_t low = cur & 0xFFFFFFFFull;
+                cur = cur - low + ts + (ts >= low ? 0 : 0x100000000ull);
+                eid = id16;
+                p += 6;
+            } else {
+                if (end - p < 14) {
+                    scan_error("truncated event header", p0);
+                    goto done;
+                }
+                memcpy(&eid, d + p + 2, 4);
+                memcpy(&cur, d + p + 6, 8);
+                p += 14;
+            }
+        } else {
+            if (end - p < 4) {
+                scan_error("truncated event header", p0);
+                goto done;
+            }
+            uint32_t w;
+            memcpy(&w, d + p, 4);
+            eid = w & 31;
+            if (eid != 31) {
+                uint64_t ts = w >> 5, low = cur & 0x7FFFFFFull;
+                cur = cur - low + ts + (ts >= low ? 0 : 0x8000000ull);
+                p += 4;
+            } else {
+                if (end - p < 13) {
+                    scan_error("truncated event header", p0);
+                    goto done;
+                }
+                memcpy(&eid, d + p + 1, 4);
+                memcpy(&cur, d + p + 5, 8);
+                p += 13;
+            }
+        }
+        if ((Py_ssize_t)eid >= nprog || PyTuple_GET_ITEM(programs, eid) == Py_None) {
+            scan_error("unknown event id", p0);
+            goto done;
+        }
+        eids[n] = eid;
+        offs[n] = (uint32_t)p;
+        cycs[n] = cur;
+        n++;
+        PyObject *prog = PyTuple_GET_ITEM(programs, eid);
+        const int32_t *op = (const int32_t *)PyBytes_AS_STRING(prog);
+        const int32_t *op_end = op + PyBytes_GET_SIZE(prog) / 4;
+        while (op < op_end) {
+            switch (op[0]) {
+            case OP_FIXED:
+                p += op[1];
+                op += 2;
+                break;
+            case OP_STRING: {
+                const unsigned char *z = p < end ? memchr(d + p, 0, (size_t)(end - p)) : NULL;
+                if (!z) {
+                    scan_error("unterminated string", p0);
+                    goto done;
+                }
+                p = (z - d) + 1;
+                op += 1;
+                break;
+            }
+            case OP_ALIGN:
+                p = (p + op[1] - 1) & ~(Py_ssize_t)(op[1] - 1);
+                op += 2;
+                break;
+            case OP_SEQ: {
+                int size = op[1], back = op[2], elem = op[3];
+                if (p - back < 0 || p - back + size > end) {
+                    scan_error("data runs past the end of the packet", p0);
+                    goto done;
+                }
+                uint64_t len = 0;
+                for (int i = size - 1; i >= 0; i--)
+                    len = (len << 8) | d[p - back + i];
+                if (len > (uint64_t)(end - p) || (elem && len * (uint64_t)elem > (uint64_t)(end - p))) {
+                    scan_error("data runs past the end of the packet", p0);
+                    goto done;
+                }
+                p += (Py_ssize_t)(len * (uint64_t)elem);
+                op += 4;
+                break;
+            }
+            default:
+                PyErr_SetString(PyExc_SystemError, "bad scan program");
+                goto done;
+            }
+            if (p > end) {
+                scan_error("data runs past the end of the packet", p0);
+                goto done;
+            }
+        }
+        if (p <= p0) {
+            scan_error("event of size zero", p0);
+            goto done;
+        }
+    }
+    {
+        PyObject *a = PyBytes_FromStringAndSize((const char *)eids, (Py_ssize_t)(n * sizeof(uint32_t)));
+        PyObject *b = PyBytes_FromStringAndSize((const char *)offs, (Py_ssize_t)(n * sizeof(uint32_t)));
+        PyObject *c = PyBytes_FromStringAndSize((const char *)cycs, (Py_ssize_t)(n * sizeof(uint64_t)));
+        if (a && b && c)
+            result = Py_BuildValue("(NNNK)", a, b, c, cur);
+        else {
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            Py_XDECREF(c);
+        }
+    }
+done:
+    PyMem_Free(eids);
+    PyMem_Free(offs);
+    PyMem_Free(cycs);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"format_lines", format_lines, METH_VARARGS,
      "format_lines(keys, texts, origin, flags, prev) -> (bytes, prev): timestamped lines of `ust view`."},
+    {"scan_events", scan_events, METH_VARARGS,
+     "scan_events(data, p, end, cur, header_kind, programs) -> (eids, offsets, cycles, cur): event positions."},
     {NULL, NULL, 0, NULL},
 };
 
