@@ -30,6 +30,23 @@ sys.path.insert(0, os.path.join(HERE, "..", "src"))
 from ust.ctf._synth import Synth  # noqa: E402
 
 
+def make_simple_trace(path, n):
+    """Simple events only: three integers each (the bulk path's best case)."""
+    s = Synth(path, hostname="bench", packet_size=1 << 20)
+    a = s.event_class("bench:ints", [
+        ("_a", "integer { size = 64; align = 8; signed = 1; }", "q"),
+        ("_b", "integer { size = 32; align = 8; signed = 0; }", "I"),
+        ("_c", "integer { size = 16; align = 8; signed = 0; base = 16; }", "H")])
+    for cpu in (0, 1):
+        def gen(cpu=cpu):
+            ts = 1_000_000 + cpu * 37
+            for i in range(n // 2):
+                ts += 97 + (i % 13)
+                yield ts, a, (-i, i & 0xFFFFFFFF, i & 0xFFFF)
+        s.write(gen(), stream_name=f"chan_{cpu}", cpu=cpu)
+    return path
+
+
 def make_trace(path, n):
     s = Synth(path, hostname="bench", packet_size=1 << 20)
     a = s.event_class("bench:ints", [
@@ -103,6 +120,9 @@ def main():
         t0 = time.perf_counter()
         make_trace(trace, args.events)
         print(f"generated {args.events} events in {time.perf_counter() - t0:.1f} s: {trace}")
+    simple = os.path.join(tmp, "simple")
+    if not os.path.exists(os.path.join(simple, "metadata")):
+        make_simple_trace(simple, args.events)
     n = args.events
     env_py = [sys.executable, "-m", "ust.cli"]
     os.environ["PYTHONPATH"] = os.path.join(HERE, "..", "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
@@ -119,6 +139,12 @@ def main():
 
     res["ust bulk (read_columns)"] = timed(bulk, args.repeat)
 
+    def bulk_simple():
+        cols = ust.ctf.read_columns(simple)
+        assert sum(len(c["timestamp"]) for c in cols.values()) == n
+
+    res["ust bulk, simple events"] = timed(bulk_simple, args.repeat)
+
     def objects():
         k = 0
         for _ in ust.ctf.read_trace(trace):
@@ -134,7 +160,8 @@ def main():
         # babeltrace2's bindings, iterating every event and reading its time and payload
         code = (BT2_SNIPPET % (trace, n))
         res["bt2 python bindings"] = timed(lambda: subprocess.run([bt2_python, "-c", code], check=True), 1)
-    print(f"\n{n} events, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"\n{n} events (half 3 integers, half an integer and a string; 'simple': all 3 integers), "
+          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     for k, v in res.items():
         print(f"  {k:28s} {v:8.2f} s  {n / v / 1e6:7.2f} M events/s")
     if "babeltrace2" in res:
