@@ -172,3 +172,40 @@ def test_c_and_python_formatting_agree(monkeypatch, opts, tz):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_lost_packets_warning(tmp_path):
+    """A packet sequence-number gap is reported like babeltrace2 does."""
+    import struct
+
+    from ust.ctf._synth import Synth
+    s = Synth(tmp_path / "t", packet_size=4096)
+    c = s.event_class("x:y", [("_v", "integer { size = 32; align = 8; signed = 0; }", "I")])
+    s.write(((1000 + i * 1000, c, (i,)) for i in range(3000)))
+    stream = tmp_path / "t" / "chan_0"
+    data = bytearray(stream.read_bytes())
+    for i, off in enumerate(range(0, len(data), 4096)):
+        struct.pack_into("<Q", data, off + 64, i if i < 3 else i + 2)  # packet_seq_num: 0 1 2 5 6 ...
+    stream.write_bytes(bytes(data))
+    rc, out, err = run_cli(["view", "--clock-gmt", str(tmp_path / "t")])
+    assert rc == 0
+    assert err.startswith("WARNING: Tracer discarded 2 packets between [22:13:20.001200000] and "
+                          "[22:13:20.001201000] in trace \"synth\"")
+    if HAVE_BT2:
+        bout, berr = _bt2(["--clock-gmt", str(tmp_path / "t")])
+        assert out == bout and _norm_stderr(err) == _norm_stderr(berr)
+
+
+def test_import_is_standard_library_only():
+    code = ("import sys, sysconfig\n"
+            "before = set(sys.modules)\n"
+            "import ust.ctf, ust.filter, ust.analysis\n"
+            "std = sysconfig.get_paths()['stdlib']\n"
+            "bad = [m for m in set(sys.modules) - before if not m.startswith('ust')\n"
+            "       and getattr(sys.modules[m], '__file__', None)\n"
+            "       and not sys.modules[m].__file__.startswith(std)]\n"
+            "print(bad)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(p) for p in sys.path if p]))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"

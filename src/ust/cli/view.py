@@ -68,7 +68,7 @@ def discarded_printer(fmt, err=None):
         if trace.uuid:
             import uuid as _u
             uuid = f" (UUID: {_u.UUID(bytes=trace.uuid)})"
-        what = f"lost {d.count} trace packets" if d.packets else f"discarded {d.count} events"
+        what = f"discarded {d.count} packets" if d.packets else f"discarded {d.count} events"
         sc = d.stream.stream_class_id if d.stream.stream_class_id is not None else 0
         sid = d.stream.instance_id if d.stream.instance_id is not None else 0
         err.write(f"WARNING: Tracer {what} between [{when(d.begin_cycles)}] and [{when(d.end_cycles)}] "
