@@ -151,6 +151,24 @@ FORMAT_OPTIONS = [[], ["--clock-cycles"], ["--clock-cycles", "--no-delta"], ["--
                   ["--clock-gmt"], ["--no-delta"], ["-n", "header"], ["-n", "all", "--clock-cycles"]]
 
 
+@pytest.mark.parametrize("opts", FORMAT_OPTIONS + [["-n", "none"], ["-n", "scope"], ["-f", "all"]],
+                         ids=lambda o: " ".join(o) or "default")
+@pytest.mark.parametrize("source", ["synthetic-large", "synthetic-compact", "ust-uid-contexts"])
+def test_c_renderer_and_python_decoders_agree(tmp_path, monkeypatch, opts, source):
+    """_decode.render_packet/format_lines against the generated Python decoders."""
+    from ust.ctf import _fasttext
+    if source.startswith("synthetic"):
+        path = str(_synthetic(tmp_path / "t", source.split("-")[1]))
+    else:
+        path = str(FIXTURES / source)
+    rc, with_c, err_c = run_cli(["view", *opts, path])
+    monkeypatch.setattr(_fasttext, "_decode", None)
+    rc2, without_c, err_py = run_cli(["view", *opts, path])
+    assert rc == rc2 == 0
+    assert with_c == without_c
+    assert err_c == err_py
+
+
 @pytest.mark.parametrize("opts", FORMAT_OPTIONS, ids=lambda o: " ".join(o) or "default")
 @pytest.mark.parametrize("tz", ["UTC", "America/Montreal", "Asia/Kolkata"])
 def test_c_and_python_formatting_agree(monkeypatch, opts, tz):
