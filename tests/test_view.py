@@ -227,3 +227,17 @@ def test_import_is_standard_library_only():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+def test_huge_timestamps_do_not_crash(tmp_path):
+    """Clock values near 2**64 (beyond time_t and int64 ns): printed, never a traceback."""
+    from ust.ctf._synth import Synth
+    s = Synth(tmp_path / "t")
+    c = s.event_class("x:y", [("_v", "integer { size = 32; align = 8; signed = 0; }", "I")])
+    s.write([(2**64 - 5000 + i, c, (i,)) for i in range(3)])
+    for opts in ([], ["--clock-cycles"], ["--clock-date"], ["--json"]):
+        rc, out, err = run_cli(["view", *opts, str(tmp_path / "t")])
+        assert rc == 0, err
+        assert out.count(b"\n") == 3
+    rc, out, _ = run_cli(["view", "--clock-cycles", "--no-delta", str(tmp_path / "t")])
+    assert out.splitlines()[0].startswith(b"[18446744073709546616] synth x:y:")

@@ -461,59 +461,66 @@ def merged_text(streams, fmt, on_discarded=None, use_c=True):
 
 def iter_lines(streams, fmt, on_discarded=None, use_c=False):
     """Lists of output lines of ``ust view`` (fast path), with timestamps and deltas."""
-    prev = None
+    state = [None, 0, 0, ""]  # prev, base, next_sec, sec text
+    for keys, cycs, txts, origin in merged_text(streams, fmt, on_discarded, use_c):
+        yield format_batch(keys, cycs, txts, origin, fmt, state)
+
+
+def format_batch(keys, cycs, txts, origin, fmt, state):
+    """Timestamped lines of one merged batch (pure Python); state carries prev across batches."""
+    prev, base, next_sec, stext = state
     cycles_mode = fmt.clock_cycles
     delta = fmt.delta
     nh = fmt.names_header
     sec_text = fmt.sec_text
     seconds = fmt.clock_seconds
-    base = next_sec = 0
-    stext = ""
-    for keys, cycs, txts, origin in merged_text(streams, fmt, on_discarded, use_c):
-        out = []
-        append = out.append
-        if cycles_mode:
-            for c, t in zip(cycs, txts):
-                if delta:
-                    d = "(+????????????)" if prev is None else "(+%012d)" % (c - prev)
-                    prev = c
-                    if nh:
-                        append(f"timestamp = {c:020d}, delta = {d[1:-1]}, {t}\n")
-                    else:
-                        append(f"[{c:020d}] {d} {t}\n")
-                else:
-                    append(f"timestamp = {c:020d}, {t}\n" if nh else f"[{c:020d}] {t}\n")
-            yield out
-            continue
-        o = origin or 0
-        for k, t in zip(keys, txts):
-            ns = k + o
-            if not (base <= ns < next_sec):
-                sec = ns // 1_000_000_000
-                base = sec * 1_000_000_000
-                next_sec = base + 1_000_000_000
-                stext = str(sec) if seconds else sec_text(sec)
+    out = []
+    append = out.append
+    if cycles_mode:
+        for c, t in zip(cycs, txts):
             if delta:
-                if prev is None:
-                    d = "+?.?????????"
-                else:
-                    dd = ns - prev
-                    if 0 <= dd < 1_000_000_000:
-                        prev = ns
-                        if nh:
-                            append(f"timestamp = {stext}.{ns - base:09d}, delta = +0.{dd:09d}, {t}\n")
-                        else:
-                            append(f"[{stext}.{ns - base:09d}] (+0.{dd:09d}) {t}\n")
-                        continue
-                    d = f"+{dd // 1_000_000_000}.{dd % 1_000_000_000:09d}"
-                prev = ns
+                d = "(+????????????)" if prev is None else "(+%012d)" % (c - prev)
+                prev = c
                 if nh:
-                    append(f"timestamp = {stext}.{ns - base:09d}, delta = {d}, {t}\n")
+                    append(f"timestamp = {c:020d}, delta = {d[1:-1]}, {t}\n")
                 else:
-                    append(f"[{stext}.{ns - base:09d}] ({d}) {t}\n")
+                    append(f"[{c:020d}] {d} {t}\n")
             else:
-                append(f"timestamp = {stext}.{ns - base:09d}, {t}\n" if nh else f"[{stext}.{ns - base:09d}] {t}\n")
-        yield out
+                prev = c
+                append(f"timestamp = {c:020d}, {t}\n" if nh else f"[{c:020d}] {t}\n")
+        state[0] = prev
+        return out
+    o = origin or 0
+    for k, t in zip(keys, txts):
+        ns = k + o
+        if not (base <= ns < next_sec):
+            sec = ns // 1_000_000_000
+            base = sec * 1_000_000_000
+            next_sec = base + 1_000_000_000
+            stext = str(sec) if seconds else sec_text(sec)
+        if delta:
+            if prev is None:
+                d = "+?.?????????"
+            else:
+                dd = ns - prev
+                if 0 <= dd < 1_000_000_000:
+                    prev = ns
+                    if nh:
+                        append(f"timestamp = {stext}.{ns - base:09d}, delta = +0.{dd:09d}, {t}\n")
+                    else:
+                        append(f"[{stext}.{ns - base:09d}] (+0.{dd:09d}) {t}\n")
+                    continue
+                d = f"+{dd // 1_000_000_000}.{dd % 1_000_000_000:09d}"
+            prev = ns
+            if nh:
+                append(f"timestamp = {stext}.{ns - base:09d}, delta = {d}, {t}\n")
+            else:
+                append(f"[{stext}.{ns - base:09d}] ({d}) {t}\n")
+        else:
+            prev = ns
+            append(f"timestamp = {stext}.{ns - base:09d}, {t}\n" if nh else f"[{stext}.{ns - base:09d}] {t}\n")
+    state[:] = [prev, base, next_sec, stext]
+    return out
 
 
 try:
@@ -545,11 +552,17 @@ def iter_bytes(streams, fmt, on_discarded=None, use_c=True):
         flags |= _decode.DELTA
     if fmt.names_header:
         flags |= _decode.NAMES_HEADER
-    prev = None
+    state = [None, 0, 0, ""]
     fl = _decode.format_lines
     for keys, cycs, txts, origin in merged_text(streams, fmt, on_discarded):
-        if fmt.clock_cycles:
-            data, prev = fl(cycs, txts, 0, flags, prev)
-        else:
-            data, prev = fl(keys, txts, origin or 0, flags, prev)
+        try:
+            if fmt.clock_cycles:
+                data, state[0] = fl(cycs, txts, 0, flags, state[0])
+            else:
+                data, state[0] = fl(keys, txts, origin or 0, flags, state[0])
+            state[2] = 0  # the Python formatter's second cache is stale now
+        except OverflowError:
+            # a clock value beyond 64 bits or beyond the C library's time range
+            state[1] = state[2] = 0
+            data = "".join(format_batch(keys, cycs, txts, origin, fmt, state)).encode("utf-8", "surrogateescape")
         yield data

@@ -162,8 +162,11 @@ class TextFormat:
         """The whole-second part of a time of day (cached: it changes rarely)."""
         cs, ctext = self._sec_cache
         if cs != sec:
-            tm = time.gmtime(sec) if self.clock_gmt else time.localtime(sec)
-            ctext = time.strftime("%Y-%m-%d %H:%M:%S" if self.clock_date else "%H:%M:%S", tm)
+            try:
+                tm = time.gmtime(sec) if self.clock_gmt else time.localtime(sec)
+                ctext = time.strftime("%Y-%m-%d %H:%M:%S" if self.clock_date else "%H:%M:%S", tm)
+            except (OverflowError, ValueError, OSError):
+                ctext = str(sec)  # beyond the platform's time range: seconds since the Epoch
             self._sec_cache = (sec, ctext)
         return ctext
 

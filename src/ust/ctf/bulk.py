@@ -138,6 +138,8 @@ class _ProgramBuilder:
         self.scopes = []
 
     def fixed_bytes(self, n):
+        if n > 1 << 30 or self.pos + n > 1 << 30:
+            raise _NoProgram  # a skip that does not fit an int32 op: the Python path
         if self.ops and self.ops[-2:-1] == [OP_FIXED] and len(self.ops) >= 2 and self._last_is_fixed:
             self.ops[-1] += n
         else:
