@@ -241,3 +241,34 @@ def test_huge_timestamps_do_not_crash(tmp_path):
         assert out.count(b"\n") == 3
     rc, out, _ = run_cli(["view", "--clock-cycles", "--no-delta", str(tmp_path / "t")])
     assert out.splitlines()[0].startswith(b"[18446744073709546616] synth x:y:")
+
+
+def test_big_endian_trace(tmp_path):
+    """A big-endian trace (the generated Python decoders; the C paths are little-endian only)."""
+    from ust.ctf._synth import Synth
+    s = Synth(tmp_path / "t", byte_order="be", packet_size=4096, context=[
+        ("_vtid", "integer { size = 32; align = 8; signed = 1; }", "i")])
+    a = s.event_class("be:x", [("_a", "integer { size = 16; align = 8; signed = 1; base = 16; }", "h"),
+                               ("_b", "integer { size = 64; align = 8; signed = 0; }", "Q"),
+                               ("_d", "floating_point { exp_dig = 11; mant_dig = 53; align = 8; }", "d"),
+                               ("_s", "string", "s")])
+    s.write([(1000 + 77 * i, a, (-i, i * 2**40, i / 3, f"s{i}"), (i % 3,)) for i in range(2000)])
+    rc, out, err = run_cli(["view", "--clock-cycles", "--no-delta", str(tmp_path / "t")])
+    assert rc == 0, err
+    first = out.splitlines()[1].decode()
+    assert "{ vtid = 1 }, { a = 0xFFFF, b = 1099511627776, d = 0.333333, s = \"s1\" }" in first
+    if HAVE_BT2:
+        for opts in ([], ["--clock-cycles", "--no-delta"], ["-n", "none"]):
+            rc, out, err = run_cli(["view", *opts, str(tmp_path / "t")])
+            bout, berr = _bt2([*opts, str(tmp_path / "t")])
+            assert out == bout
+    import ust.ctf
+    evs = list(ust.ctf.read_trace(tmp_path / "t"))
+    assert evs[5].fields == {"a": -5, "b": 5 * 2**40, "d": 5 / 3, "s": "s5"} and evs[5].context == {"cpu_id": 0,
+                                                                                                    "vtid": 2}
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return
+    cols = ust.ctf.read_columns(tmp_path / "t")["be:x"]
+    assert cols["b"].tolist() == [e.fields["b"] for e in evs] and cols["vtid"].tolist() == [e.context["vtid"] for e in evs]
