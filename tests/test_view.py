@@ -272,3 +272,26 @@ def test_big_endian_trace(tmp_path):
         return
     cols = ust.ctf.read_columns(tmp_path / "t")["be:x"]
     assert cols["b"].tolist() == [e.fields["b"] for e in evs] and cols["vtid"].tolist() == [e.context["vtid"] for e in evs]
+
+
+def test_variants_and_nested_structs(tmp_path):
+    """Payload variants (tagged by an enum) and nested structs: text like babeltrace2, values in the API."""
+    from ust.ctf._synth import Synth
+    s = Synth(tmp_path / "t", packet_size=4096)
+    en = "enum : integer { size = 8; align = 8; signed = 0; } { A = 0, B = 1 }"
+    var = "variant <_tag> { string A; integer { size = 32; align = 8; signed = 1; } B; }"
+    st = "struct { integer { size = 16; align = 8; signed = 0; } x; }"
+    a = s.event_class("v:a", [("_tag", en, "B"), ("_v", var, "s"), ("_n", st, "H")])
+    b = s.event_class("v:b", [("_tag", en, "B"), ("_v", var, "i")])
+    s.write([(1000 + i, b, (1, -i)) if i % 2 else (1000 + i, a, (0, f"str{i}", i)) for i in range(10)])
+    rc, out, _ = run_cli(["view", "--clock-cycles", "--no-delta", str(tmp_path / "t")])
+    lines = out.decode().splitlines()
+    assert lines[0].endswith('{ tag = ( "A" : container = 0 ), v = { "str0" }, n = { x = 0 } }')
+    assert lines[1].endswith('{ tag = ( "B" : container = 1 ), v = { -1 } }')
+    import ust.ctf
+    evs = list(ust.ctf.read_trace(tmp_path / "t"))
+    assert evs[0].fields == {"tag": 0, "v": "str0", "n": {"x": 0}} and evs[1].fields == {"tag": 1, "v": -1}
+    if HAVE_BT2:
+        for opts in ([], ["-n", "none"]):
+            rc, out, _ = run_cli(["view", *opts, str(tmp_path / "t")])
+            assert out == _bt2([*opts, str(tmp_path / "t")])[0]

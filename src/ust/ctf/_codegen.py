@@ -545,10 +545,9 @@ class _Gen:
                 self.emit("pass")
             elif self.mode == "dict":
                 self.emit(f"{var} = {v}")
-            elif not self.names:
-                self.emit(f"{var} = {_fstring('{ ' + _tmpl(txt) + ' }')}")
             else:
-                self.emit(f"{var} = {_fstring('{ ' + display_name(oname) + ' = ' + _tmpl(txt) + ' }')}")
+                # babeltrace2 prints the selected option's value without its name
+                self.emit(f"{var} = {_fstring('{ ' + _tmpl(txt) + ' }')}")
             ends.append((self.bit, self.mod, self.rem))
             self.indent -= 1
         if first:
