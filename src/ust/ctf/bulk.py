@@ -17,6 +17,7 @@ numpy is imported here only, when the function is called.
 
 from __future__ import annotations
 
+import os
 import struct
 
 from ust.errors import TraceFormatError
@@ -290,11 +291,14 @@ def _read_columns(np, traces, names, on_discarded):
     streams = ordered_streams(traces)
     parts = {}  # event name -> [dict column -> array] (one per stream and class)
     infos = {}  # (trace id, stream class id) -> per-class state
+    # events located by the C scanner, per (trace, stream class), over all its stream files:
+    # offsets are in the concatenation of those files (file_base + offset in the file)
+    scans = {}  # key -> ([eids], [offsets], [cycles], [cpus], [paths], [file sizes], trace)
     for s in streams:
         trace = s.trace
         cur = 0
         lists = {}  # key -> {eid: [list per column]} (Python-decoded rows of this stream)
-        scans = {}  # key -> ([eids bytes], [abs offsets arrays], [cycles bytes], [cpu arrays])
+        file_base = {}  # key -> base offset of this file in the key's concatenation
         for pk in s.packets(on_discarded):
             sc = pk.codec.sc
             key = (id(trace), sc.id)
@@ -326,11 +330,18 @@ def _read_columns(np, traces, names, on_discarded):
                                        pk.offset + int(off or 0)) from None
             if not eids_b:
                 continue
-            sc_scan = scans.setdefault(key, ([], [], [], []))
+            sc_scan = scans.get(key)
+            if sc_scan is None:
+                sc_scan = scans[key] = ([], [], [], [], [], [], trace)
+            base = file_base.get(key)
+            if base is None:
+                base = file_base[key] = sum(sc_scan[5])
+                sc_scan[4].append(s.path)
+                sc_scan[5].append(os.path.getsize(s.path))
             eids = np.frombuffer(eids_b, dtype=np.uint32)
             offs = np.frombuffer(offs_b, dtype=np.uint32)
             sc_scan[0].append(eids)
-            sc_scan[1].append(offs.astype(np.int64) + pk.offset)
+            sc_scan[1].append(offs.astype(np.int64) + (base + pk.offset))
             sc_scan[2].append(np.frombuffer(cycs_b, dtype=np.uint64))
             sc_scan[3].append(np.full(len(eids), -1 if cpu is None else cpu, dtype=np.int64))
             if info.variable:
@@ -345,49 +356,59 @@ def _read_columns(np, traces, names, on_discarded):
             for eid, r in rows.items():
                 if r[0]:
                     _add_part(np, parts, names, info, eid, r, trace)
-        for key, (e_l, o_l, c_l, cpu_l) in scans.items():
-            info = infos[key]
-            eids = np.concatenate(e_l)
-            offs = np.concatenate(o_l)
-            cycs = np.concatenate(c_l)
-            cpus = np.concatenate(cpu_l)
-            raw = None
-            for eid, layout in info.prog[2].items():
-                if layout is None:
-                    continue
-                ec = info.sc.events[eid]
-                if names is not None and ec.name not in names:
-                    continue
-                mask = eids == eid
-                if not mask.any():
-                    continue
-                if raw is None:
-                    raw = np.memmap(s.path, dtype=np.uint8, mode="r")
-                fields, size = layout
-                o = offs[mask]
-                cols = {"cycles": cycs[mask], "cpu_id": cpus[mask]}
-                if fields:
-                    # every window of `size` bytes of the file, without copying; rows = n windows
-                    win = np.lib.stride_tricks.as_strided(raw, shape=(raw.size - size + 1, size), strides=(1, 1),
-                                                          writeable=False)
-                    block = win[o]
-                    dt = np.dtype({"names": [f[0] for f in fields], "formats": [f[1] for f in fields],
-                                   "offsets": [f[2] for f in fields], "itemsize": size})
-                    rec = block.view(dt).reshape(-1)
-                    for fname, code, _ in fields:
-                        kind = np.dtype(code).kind
-                        target = np.float64 if kind == "f" else (np.uint64 if code.endswith("u8") else np.int64)
-                        cols[fname] = rec[fname].astype(target)
-                _add_columns(np, parts, ec.name, cols, trace)
-            del raw
+    for key, (e_l, o_l, c_l, cpu_l, paths, sizes, trace) in scans.items():
+        info = infos[key]
+        eids = np.concatenate(e_l)
+        offs = np.concatenate(o_l)
+        cycs = np.concatenate(c_l)
+        cpus = np.concatenate(cpu_l)
+        raw = None
+        for eid, layout in info.prog[2].items():
+            if layout is None:
+                continue
+            ec = info.sc.events[eid]
+            if names is not None and ec.name not in names:
+                continue
+            mask = eids == eid
+            if not mask.any():
+                continue
+            if raw is None:
+                maps = [np.memmap(p, dtype=np.uint8, mode="r") for p in paths]
+                raw = maps[0] if len(maps) == 1 else np.concatenate(maps)
+                del maps
+            fields, size = layout
+            o = offs[mask]
+            c = cycs[mask]
+            cpu = cpus[mask]
+            if len(paths) > 1 and len(c) > 1 and not bool(np.all(c[1:] >= c[:-1])):
+                # several stream files: time order before gathering, so no column is reordered later
+                order = np.argsort(c, kind="stable")
+                o, c, cpu = o[order], c[order], cpu[order]
+            cols = {"cycles": c, "cpu_id": cpu}
+            if fields:
+                # every window of `size` bytes of the file, without copying; rows = n windows
+                win = np.lib.stride_tricks.as_strided(raw, shape=(raw.size - size + 1, size), strides=(1, 1),
+                                                      writeable=False)
+                block = win[o]
+                dt = np.dtype({"names": [f[0] for f in fields], "formats": [f[1] for f in fields],
+                               "offsets": [f[2] for f in fields], "itemsize": size})
+                rec = block.view(dt).reshape(-1)
+                for fname, code, _ in fields:
+                    kind = np.dtype(code).kind
+                    target = np.float64 if kind == "f" else (np.uint64 if code.endswith("u8") else np.int64)
+                    cols[fname] = rec[fname].astype(target)
+            _add_columns(np, parts, ec.name, cols, trace)
+        del raw
     out = {}
     for name, plist in parts.items():
         if len(plist) == 1:
             table = plist[0]
         else:
             table = {k: np.concatenate([p[k] for p in plist]) for k in plist[0]}
-            order = np.argsort(table["timestamp"], kind="stable")
-            table = {k: v[order] for k, v in table.items()}
+            ts = table["timestamp"]
+            if not bool(np.all(ts[1:] >= ts[:-1])):
+                order = np.argsort(ts, kind="stable")
+                table = {k: v[order] for k, v in table.items()}
         ordered = {"timestamp": table.pop("timestamp")}
         ordered.update(table)
         out[name] = ordered
