@@ -377,9 +377,10 @@ def _read_columns(np, traces, names, on_discarded):
                 raw = maps[0] if len(maps) == 1 else np.concatenate(maps)
                 del maps
             fields, size = layout
-            o = offs[mask]
-            c = cycs[mask]
-            cpu = cpus[mask]
+            if mask.all():
+                o, c, cpu = offs, cycs, cpus
+            else:
+                o, c, cpu = offs[mask], cycs[mask], cpus[mask]
             if len(paths) > 1 and len(c) > 1 and not bool(np.all(c[1:] >= c[:-1])):
                 # several stream files: time order before gathering, so no column is reordered later
                 order = np.argsort(c, kind="stable")
