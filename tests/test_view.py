@@ -295,3 +295,27 @@ def test_variants_and_nested_structs(tmp_path):
         for opts in ([], ["-n", "none"]):
             rc, out, _ = run_cli(["view", *opts, str(tmp_path / "t")])
             assert out == _bt2([*opts, str(tmp_path / "t")])[0]
+
+
+def test_ties_across_traces_and_streams(tmp_path):
+    """Equal timestamps: babeltrace2's order (trace UUID, then stream instance id), the same in every path."""
+    import uuid
+
+    import ust.ctf
+    from ust.ctf._synth import Synth
+    for name, u in (("zz", "d6753e8a-74b4-4d76-877b-24463f620322"), ("aa", "ff2c6b87-2617-460b-be2c-d32ab57afc0c"),
+                    ("mm", "ee7a4ffb-c1ee-462e-9e84-c91c468e315c")):
+        s = Synth(tmp_path / name, packet_size=4096, hostname=name)
+        s.uuid = uuid.UUID(u)
+        a = s.event_class("x:a", [("_v", "integer { size = 32; align = 8; signed = 0; }", "I")])
+        b = s.event_class("x:b", [("_v", "integer { size = 32; align = 8; signed = 0; }", "I")])
+        s.write([(1000 + i * 10, b, (i,)) for i in range(20)], stream_name="chan_0", cpu=7)
+        s.write([(1000 + i * 10, a, (i,)) for i in range(20)], stream_name="chan_1", cpu=3)
+    rc, out, _ = run_cli(["view", "--clock-cycles", "--no-delta", str(tmp_path)])
+    heads = [ln.split(b" { ")[0].split(b"] ")[1] + ln.split(b"cpu_id = ")[1][:1] for ln in out.splitlines()[:6]]
+    assert heads == [b"zz x:a:3", b"zz x:b:7", b"mm x:a:3", b"mm x:b:7", b"aa x:a:3", b"aa x:b:7"]
+    evs = list(ust.ctf.read_trace(tmp_path))
+    assert [(e.trace.hostname, e.cpu_id) for e in evs[:6]] == [("zz", 3), ("zz", 7), ("mm", 3), ("mm", 7),
+                                                                 ("aa", 3), ("aa", 7)]
+    if HAVE_BT2:
+        assert out == _bt2(["--clock-cycles", "--no-delta", str(tmp_path)])[0]

@@ -10,9 +10,9 @@ Layering:
     holding a ``metadata`` file), ``read_trace`` merges all their streams by
     timestamp (nanoseconds from the Epoch).
 
-Ties between streams (same timestamp) are broken by a stable stream order:
-trace (its name), then stream class id, then stream instance id, then file
-name. Within one stream, file order is kept.
+Ties between streams (same timestamp) are broken by a stable stream order,
+babeltrace2's as observed: trace UUID, trace name, stream class id, stream
+instance id, then file name. Within one stream, file order is kept.
 
 Every malformed input raises ``TraceFormatError(message, path, offset)``.
 """
@@ -527,7 +527,8 @@ def ordered_streams(traces):
     for s in streams:
         for _ in s.packets():
             break
-        keyed.append(((s.trace.name, s.stream_class_id if s.stream_class_id is not None else -1,
+        keyed.append(((s.trace.uuid or b"", s.trace.name,
+                       s.stream_class_id if s.stream_class_id is not None else -1,
                        s.instance_id if s.instance_id is not None else -1, s.path), s))
     keyed.sort(key=lambda kv: kv[0])
     return [s for _, s in keyed]
