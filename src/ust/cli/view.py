@@ -83,7 +83,7 @@ def discarded_printer(fmt, err=None):
 
 def run(args, out) -> int:
     from ust.ctf._text import TextFormat
-    from ust.ctf.reader import open_traces, read_events, read_text
+    from ust.ctf.reader import iter_events, open_traces, read_text
 
     filt = None
     if args.filter:
@@ -101,7 +101,7 @@ def run(args, out) -> int:
     except (AttributeError, ValueError):
         pass
     if args.json:
-        lines = _json_lines(read_events(traces, on_disc), filt)
+        lines = _json_lines(iter_events(traces, on_disc), filt)
     elif filt is None:
         import gc
 
@@ -226,10 +226,10 @@ def _jsonable(v):
 
 def _json_lines(records, filt):
     dumps = json.JSONEncoder(separators=(",", ":")).encode
-    for ns, _order, ev in records:
+    for ev in records:
         if filt is not None and not filt.matches(ev.fields, ev.context):
             continue
-        obj = {"timestamp": ns, "cycles": ev.cycles, "name": ev.name, "cpu_id": ev.cpu_id,
+        obj = {"timestamp": ev.timestamp, "cycles": ev.cycles, "name": ev.name, "cpu_id": ev.cpu_id,
                "trace": ev.stream.trace.name, "context": _jsonable(ev.context), "fields": _jsonable(ev.fields)}
         try:
             yield dumps(obj) + "\n"

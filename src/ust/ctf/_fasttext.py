@@ -403,7 +403,7 @@ def _has_more(codec):
     return any(ec.fields is not None or ec.context is not None for ec in sc.events.values())
 
 
-def merged_text(streams, fmt, on_discarded=None, use_c=True):
+def merged_text(streams, fmt, on_discarded=None, use_c=True, factory=None):
     """Yield batches (keys, cycles, texts, origin) in time order.
 
     When every stream shares one clock (same origin and frequency), keys are
@@ -418,7 +418,10 @@ def merged_text(streams, fmt, on_discarded=None, use_c=True):
         origin = o if f == 1_000_000_000 else None
         if origin is None:
             same_clock = False
-    ss = [_StreamText(s, fmt, on_discarded, same_clock, use_c) for s in streams]
+    if factory is None:
+        ss = [_StreamText(s, fmt, on_discarded, same_clock, use_c) for s in streams]
+    else:
+        ss = [factory(s, same_clock) for s in streams]
     active = [s for s in ss if s.load()]
     if len(active) == 1:
         st = active[0]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import mmap
+from operator import itemgetter as _itemgetter
 import os
 import struct
 from dataclasses import dataclass
@@ -45,26 +46,32 @@ LOGLEVEL_NAMES = {
 }
 
 
-class Event:
-    """One event. ``timestamp`` is in ns from the Epoch (the clock's offset
-    applied); ``cycles`` the raw clock value; ``fields``/``context`` are dicts
-    (field names without CTF's leading underscore)."""
+class Event(tuple):
+    """One event, an immutable record.
 
-    __slots__ = ("name", "timestamp", "cycles", "cpu_id", "fields", "context", "stream", "event_class")
+    ``timestamp`` is in ns from the Epoch (the clock's offset applied);
+    ``cycles`` the raw clock value; ``fields``/``context`` are dicts (field
+    names without CTF's leading underscore); ``stream``/``trace`` where it
+    comes from; ``event_class`` its metadata.
+    """
 
-    def __init__(self, name, timestamp, cycles, cpu_id, fields, context, stream, event_class):
-        self.name = name
-        self.timestamp = timestamp
-        self.cycles = cycles
-        self.cpu_id = cpu_id
-        self.fields = fields
-        self.context = context
-        self.stream = stream
-        self.event_class = event_class
+    __slots__ = ()
+
+    def __new__(cls, name, timestamp, cycles, cpu_id, fields, context, stream, event_class):
+        return tuple.__new__(cls, (name, timestamp, cycles, cpu_id, fields, context, stream, event_class))
+
+    name = property(_itemgetter(0), doc="event name, e.g. 'provider:event'")
+    timestamp = property(_itemgetter(1), doc="ns from the Epoch")
+    cycles = property(_itemgetter(2), doc="raw clock value")
+    cpu_id = property(_itemgetter(3), doc="CPU from the packet context, or None")
+    fields = property(_itemgetter(4), doc="payload: dict")
+    context = property(_itemgetter(5), doc="stream event context + event context (+ packet context): dict")
+    stream = property(_itemgetter(6), doc="the StreamFile")
+    event_class = property(_itemgetter(7), doc="the tsdl.EventClass")
 
     @property
     def trace(self):
-        return self.stream.trace
+        return self[6].trace
 
     def __repr__(self):
         return f"Event({self.name!r}, timestamp={self.timestamp}, cpu_id={self.cpu_id}, fields={self.fields!r})"
@@ -569,12 +576,27 @@ def merge(iterables):
 
 
 def read_trace(path, on_discarded=None):
-    """Events of every CTF trace under ``path`` (one or several), in time order."""
-    traces = open_traces(path)
+    """Events of every CTF trace under ``path`` (one or several), in time order.
+
+    Whole packets are decoded by generated functions and streams merged in
+    batches (``_fastevents``); ``StreamFile.events`` is the simple
+    event-by-event reference the tests compare it with.
+    """
+    return iter_events(open_traces(path), on_discarded)
+
+
+def iter_events(traces, on_discarded=None):
+    """Events of opened traces, in time order (the fast path of read_trace)."""
+    from ._fastevents import StreamEvents
+    from ._fasttext import merged_text
+
     streams = ordered_streams(traces)
-    gens = [s.events(i, on_discarded) for i, s in enumerate(streams)]
-    for _ns, _o, ev in merge(gens):
-        yield ev
+
+    def factory(s, same_clock):
+        return StreamEvents(s, on_discarded, same_clock, Event)
+
+    for _keys, _cycs, evs, _origin in merged_text(streams, None, on_discarded, factory=factory):
+        yield from evs
 
 
 def read_text(traces, fmt, on_discarded=None, filt=None):
