@@ -20,7 +20,10 @@ class PacketError(Exception):
 
 
 def compile_packet_events(codec, trace, event_type):
-    """decode_packet(b, p, end, cur, pctx, cpu, stream, out_cyc, out_ev) -> cur."""
+    """decode_packet(b, p, end, cur, pctx, cpu, stream, out_cyc, out_ev, limit) -> (cur, p).
+
+    Decodes at most ``limit`` events from offset p (a chunk: fewer live
+    objects at once keeps the cyclic GC cheap)."""
     sc = codec.sc
     what = f"stream class {sc.id}"
     g = _Gen("dict", what, special_header=True)
@@ -76,7 +79,9 @@ def compile_packet_events(codec, trace, event_type):
     if not lttng:
         g.emit("if p <= p0: raise LookupError('event of size zero')")
     g.emit("cyc_append(cur)")
-    head = ["def decode_packet(b, p, end, cur, pctx, cpu, stream, out_cyc, out_ev):",
+    g.emit("limit -= 1")
+    g.emit("if not limit: break")
+    head = ["def decode_packet(b, p, end, cur, pctx, cpu, stream, out_cyc, out_ev, limit):",
             "    cyc_append = out_cyc.append",
             "    ev_append = out_ev.append",
             "    p0 = p",
@@ -84,7 +89,7 @@ def compile_packet_events(codec, trace, event_type):
             "     while p < end:"]
     tail = ["    except (struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError) as exc:",
             "        raise PacketError(p0, exc) from None",
-            "    return cur"]
+            "    return cur, p"]
     g.consts.update(struct_error=struct.error, PacketError=PacketError, new=tuple.__new__, Event=event_type)
     src = "\n".join(head + g.lines + tail) + "\n"
     ns = dict(g.consts)
@@ -113,27 +118,39 @@ class StreamEvents:
         self.same_clock = same_clock
         self.event_type = event_type
         self._decoders = {}
+        self.pk = None
+        self.p = 0
+
+    CHUNK = 2048
 
     def load(self):
         from .reader import SPECIAL_PACKET_FIELDS, _Compiling, _why
         while True:
-            try:
-                pk = next(self.packets)
-            except StopIteration:
-                self.done = True
-                return False
-            codec = pk.codec
-            dec = self._decoders.get(id(codec))
-            if dec is None:
-                dec = codec._cache.get("packet_events")
+            pk = self.pk
+            if pk is None or self.p >= pk.content_bits // 8:
+                try:
+                    pk = self.pk = next(self.packets)
+                except StopIteration:
+                    self.pk = None
+                    self.done = True
+                    return False
+                codec = pk.codec
+                dec = self._decoders.get(id(codec))
                 if dec is None:
-                    with _Compiling(self.trace):
-                        dec = codec._cache["packet_events"] = compile_packet_events(codec, self.trace,
-                                                                                     self.event_type)
-                self._decoders[id(codec)] = dec
-            if pk.ts_begin is not None:
-                self.cur = pk.ts_begin
-            pctx = {k: v for k, v in pk.context.items() if k not in SPECIAL_PACKET_FIELDS}
+                    dec = codec._cache.get("packet_events")
+                    if dec is None:
+                        with _Compiling(self.trace):
+                            dec = codec._cache["packet_events"] = compile_packet_events(codec, self.trace,
+                                                                                         self.event_type)
+                    self._decoders[id(codec)] = dec
+                self.dec = dec
+                if pk.ts_begin is not None:
+                    self.cur = pk.ts_begin
+                self.pctx = {k: v for k, v in pk.context.items() if k not in SPECIAL_PACKET_FIELDS}
+                self.cpu = pk.context.get("cpu_id")
+                self.p = pk.events_start
+                if self.p >= pk.content_bits // 8:
+                    continue
             if self.start:
                 del self.cyc[: self.start]
                 del self.txt[: self.start]
@@ -142,8 +159,8 @@ class StreamEvents:
                 self.start = 0
             n0 = len(self.cyc)
             try:
-                self.cur = dec(pk.data, pk.events_start, pk.content_bits // 8, self.cur, pctx,
-                               pk.context.get("cpu_id"), self.stream, self.cyc, self.txt)
+                self.cur, self.p = self.dec(pk.data, self.p, pk.content_bits // 8, self.cur, self.pctx, self.cpu,
+                                            self.stream, self.cyc, self.txt, self.CHUNK)
             except PacketError as e:
                 raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", self.stream.path,
                                        pk.offset + e.offset) from None

@@ -42,7 +42,7 @@ env {{
 
 clock {{
 	name = "monotonic";
-	freq = 1000000000;
+	freq = {freq};
 	offset = {offset};
 }};
 
@@ -96,7 +96,7 @@ class Synth:
     """
 
     def __init__(self, path, header="large", hostname="synth", offset=1_700_000_000_000_000_000,
-                 packet_size=65536, context=None, byte_order="le"):
+                 packet_size=65536, context=None, byte_order="le", freq=1_000_000_000):
         self.path = path
         self.header = header
         self.uuid = _uuid.uuid4()
@@ -109,6 +109,7 @@ class Synth:
             raise ValueError("byte_order: 'le', or 'be' with the large header")
         self.byte_order = byte_order
         self.bo = "<" if byte_order == "le" else ">"
+        self.freq = freq
 
     def event_class(self, name, fields, loglevel=13):
         cid = len(self.classes)
@@ -120,7 +121,7 @@ class Synth:
         if self.context:
             ctx = "\n\tevent.context := struct {\n" + "".join(f"\t\t{t} {n};\n" for n, t, _ in self.context) + "\t};"
         out = [_METADATA_HEAD.format(uuid=self.uuid, hostname=self.hostname, offset=self.offset,
-                                     header=self.header, context=ctx, byte_order=self.byte_order)]
+                                     header=self.header, context=ctx, byte_order=self.byte_order, freq=self.freq)]
         for cid, (name, fields, ll) in enumerate(self.classes):
             decl = "".join(f"\t\t{t} {n};\n" for n, t, _ in fields)
             out.append(f'event {{\n\tname = "{name}";\n\tid = {cid};\n\tstream_id = 0;\n\tloglevel = {ll};\n'
