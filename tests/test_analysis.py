@@ -145,7 +145,7 @@ def test_bulk_columns_agree_with_events():
 
 @pytest.mark.parametrize("name", ["ust-pid", "ust-uid-contexts", "ust-snapshot", "ust-python-agent"])
 def test_bulk_c_scan_and_python_agree(monkeypatch, name):
-    np = pytest.importorskip("numpy")
+    pytest.importorskip("numpy")
     import ust.ctf
     from ust.ctf import _fasttext
     with_c = ust.ctf.read_columns(FIXTURES / name)
@@ -167,7 +167,7 @@ def test_bulk_c_scan_and_python_agree(monkeypatch, name):
 
 @pytest.mark.parametrize("header", ["large", "compact"])
 def test_bulk_synthetic_headers(tmp_path, header):
-    np = pytest.importorskip("numpy")
+    pytest.importorskip("numpy")
     import ust.ctf
     s = Synth(tmp_path / "t", header=header, packet_size=4096, context=CTX)
     a = s.event_class("x:fixed", [("_v", "integer { size = 64; align = 8; signed = 1; }", "q"),

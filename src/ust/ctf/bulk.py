@@ -22,7 +22,6 @@ import struct
 
 from ust.errors import TraceFormatError
 
-from . import _codegen
 from ._codegen import _Gen, display_name
 from .tsdl import ArrayType, EnumType, FloatType, IntType, SequenceType, StringType, StructType
 

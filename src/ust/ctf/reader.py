@@ -30,7 +30,7 @@ from ust.errors import TraceFormatError
 
 from . import _codegen
 from ._text import format_struct
-from .tsdl import IntType, EnumType, StructType, read_metadata_file
+from .tsdl import StructType, read_metadata_file
 
 PACKET_MAGIC = 0xC1FC1FC1
 # packet-context fields with a meaning of their own (babeltrace2 does not print them)
@@ -38,12 +38,6 @@ SPECIAL_PACKET_FIELDS = frozenset(
     ["timestamp_begin", "timestamp_end", "content_size", "packet_size", "packet_seq_num", "events_discarded"])
 _DECODE_ERRORS = (struct.error, ValueError, IndexError, KeyError, OverflowError, MemoryError, TypeError)
 
-LOGLEVEL_NAMES = {
-    0: "TRACE_EMERG", 1: "TRACE_ALERT", 2: "TRACE_CRIT", 3: "TRACE_ERR", 4: "TRACE_WARNING", 5: "TRACE_NOTICE",
-    6: "TRACE_INFO", 7: "TRACE_DEBUG_SYSTEM", 8: "TRACE_DEBUG_PROGRAM", 9: "TRACE_DEBUG_PROCESS",
-    10: "TRACE_DEBUG_MODULE", 11: "TRACE_DEBUG_UNIT", 12: "TRACE_DEBUG_FUNCTION", 13: "TRACE_DEBUG_LINE",
-    14: "TRACE_DEBUG",
-}
 
 
 class Event(tuple):
@@ -622,5 +616,5 @@ def format_packet_context(sc_packet_context: StructType | None, values: dict, na
     return format_struct(StructType(fields), values, names)
 
 
-__all__ = ["Event", "Trace", "StreamFile", "Discarded", "read_trace", "open_traces", "merge",
-           "find_trace_dirs", "LOGLEVEL_NAMES", "IntType", "EnumType"]
+__all__ = ["Event", "Trace", "StreamFile", "Discarded", "read_trace", "iter_events", "open_traces", "merge",
+           "find_trace_dirs", "ordered_streams"]
