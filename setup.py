@@ -7,10 +7,11 @@ setup(
             "ust._ring._ring",
             sources=["src/ust/_ring/ring.c"],
             depends=["src/ust/_ring/ring.h"],
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wno-missing-braces"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-braces"],
         ),
-        # The trace reader's text output (timestamps, deltas, encoding); optional:
-        # ust.ctf falls back to pure Python when it is not built.
+        # The trace reader's C helper (view's packet rendering and line formatting,
+        # the bulk path's event scanner); optional: ust.ctf falls back to pure
+        # Python when it is not built (see docs/reader.md).
         Extension(
             "ust.ctf._decode",
             sources=["src/ust/ctf/_decode.c"],

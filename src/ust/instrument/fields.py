@@ -162,3 +162,56 @@ class EventDecl:
 
     def signature(self) -> tuple:
         return tuple((f.name, f.type) for f in self.fields)
+
+
+# ---------------------------------------------------------------------------
+# Plain-data form of declarations: crosses process boundaries (forked
+# children, the session daemon) as JSON.
+
+
+def type_to_dict(t: FieldType) -> dict:
+    d = {"kind": t.kind, "size": t.size, "signed": t.signed, "base": t.base, "name": t.name}
+    if t.element is not None:
+        d["element"] = type_to_dict(t.element)
+    if t.length:
+        d["length"] = t.length
+    if t.mapping:
+        d["mapping"] = [list(m) for m in t.mapping]
+    return d
+
+
+def type_from_dict(d: dict) -> FieldType:
+    kinds = ("int", "float", "bool", "string", "bytes", "array", "sequence", "enum")
+    if not isinstance(d, dict) or d.get("kind") not in kinds:
+        raise ValueError(f"not a field type: {d!r}")
+    element = type_from_dict(d["element"]) if d.get("element") is not None else None
+    mapping = tuple((str(m[0]), int(m[1]), int(m[2])) for m in d.get("mapping", ()))
+    size = int(d.get("size", 0))
+    if d["kind"] in ("int", "enum") and size not in (8, 16, 32, 64):
+        raise ValueError(f"bad integer size {size}")
+    if d["kind"] == "float" and size not in (32, 64):
+        raise ValueError(f"bad float size {size}")
+    return FieldType(
+        d["kind"], size, bool(d.get("signed", False)), int(d.get("base", 10)),
+        element, int(d.get("length", 0)), mapping, str(d.get("name", "")),
+    )
+
+
+def decl_to_dict(decl: EventDecl) -> dict:
+    return {
+        "name": decl.name,
+        "loglevel": decl.loglevel,
+        "kind": decl.kind,
+        "fields": [[f.name, type_to_dict(f.type)] for f in decl.fields],
+        "extra": decl.extra,
+    }
+
+
+def decl_from_dict(d: dict) -> EventDecl:
+    return EventDecl(
+        str(d["name"]),
+        tuple(Field(str(n), type_from_dict(t)) for n, t in d["fields"]),
+        int(d["loglevel"]),
+        str(d.get("kind", "tracepoint")),
+        dict(d.get("extra") or {}),
+    )

@@ -1,0 +1,137 @@
+"""Daemon benchmark: tracepoint cost with daemon-managed buffers vs the embedded
+session, and the cost of `ust run` around a program.
+
+    python bench/bench_daemon.py [--quick]
+
+Both sessions record into the same ring buffer (ust._ring): the daemon's in
+shared memory created by ust-consumerd and drained by it in another process,
+the embedded one drained by a thread of this process. Figures are ratios
+measured in one run (the machine is shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import repeat
+
+HOME = tempfile.mkdtemp(prefix="ust-bench-")
+os.environ["UST_HOME"] = HOME  # before `import ust`: the agent of this process uses this daemon
+os.environ["UST_AGENT_RETRY"] = "0.05"
+os.environ.pop("UST_AGENT", None)
+
+import ust  # noqa: E402
+from ust.control import Client, stop_sessiond  # noqa: E402
+
+S10 = "abcdefghij"
+
+
+def best_ns_per_call(fn, n: int, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        fn(n)
+        best = min(best, (time.perf_counter_ns() - t0) / n)
+    return best
+
+
+def empty(a, b):
+    pass
+
+
+def loop_of(f):
+    def loop(n):
+        for _ in repeat(None, n):
+            f(1, S10)
+
+    return loop
+
+
+def wait_for(cond, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: timed out waiting for the daemon")
+        time.sleep(0.01)
+
+
+def tracepoint_costs(n: int, repeats: int) -> dict:
+    out_dir = os.path.join(HOME, "traces")
+    c = Client(HOME)
+    c.create_session("bench", output=os.path.join(out_dir, "daemon"))
+    c.enable_channel("bench", "channel0", subbuf_size="1M", num_subbuf=16)
+    c.enable_events("bench", "bench:daemon")
+    c.start("bench")
+    tp_daemon = ust.tracepoint("bench:daemon", {"i": ust.int32, "s": ust.string}, ust.INFO)
+    tp_embedded = ust.tracepoint("bench:embedded", {"i": ust.int32, "s": ust.string}, ust.INFO)
+    wait_for(lambda: any(x["attached"] for x in ust.agent.status().get("connections", [])))
+
+    res = {"empty": best_ns_per_call(loop_of(empty), n, repeats)}
+    res["disabled"] = best_ns_per_call(loop_of(tp_embedded), n, repeats)
+    res["daemon"] = best_ns_per_call(loop_of(tp_daemon), n, repeats)
+    c.stop("bench")
+    with ust.Session(os.path.join(out_dir, "embedded"), events=["bench:embedded"], subbuf_size=1 << 20,
+                     num_subbuf=16) as s:
+        res["embedded"] = best_ns_per_call(loop_of(tp_embedded), n, repeats)
+    res["embedded_lost"] = s.lost
+    c.destroy_session("bench")
+    return res
+
+
+def run_overhead(runs: int) -> dict:
+    env = dict(os.environ)
+    env["UST_HOME"] = HOME
+
+    def timed(cmd):
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    plain = timed([sys.executable, "-c", "pass"])
+    plain_import = timed([sys.executable, "-c", "import ust"])
+    out = os.path.join(HOME, "run-trace")
+    run = timed([sys.executable, "-m", "ust.cli", "run", "-q", "-o", out, "--", sys.executable, "-c", "pass"])
+    run_import = timed([sys.executable, "-m", "ust.cli", "run", "-q", "-o", out, "--", sys.executable, "-c",
+                        "import ust"])
+    return {"plain": plain, "plain_import": plain_import, "run": run, "run_import": run_import}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    n, repeats, runs = (200_000, 3, 5) if args.quick else (1_000_000, 5, 11)
+    try:
+        c = Client(HOME)
+        c.ping()  # starts ust-sessiond (and its consumer)
+        r = tracepoint_costs(n, repeats)
+        print(f"bench_daemon: {n} events x {repeats} repeats, best run")
+        print(f"  empty Python call            {r['empty']:7.1f} ns")
+        print(f"  disabled tracepoint          {r['disabled']:7.1f} ns   {r['disabled'] / r['empty']:.2f}x empty")
+        print(f"  enabled, embedded session    {r['embedded']:7.1f} ns   {r['embedded'] / r['empty']:.2f}x empty")
+        print(f"  enabled, daemon buffers      {r['daemon']:7.1f} ns   {r['daemon'] / r['empty']:.2f}x empty, "
+              f"{r['daemon'] / r['embedded']:.2f}x embedded")
+        o = run_overhead(runs)
+        print(f"ust run overhead (median of {runs}, sessiond already running):")
+        print(f"  python -c pass               {o['plain'] * 1e3:7.1f} ms")
+        print(f"  ust run -- python -c pass    {o['run'] * 1e3:7.1f} ms   +{(o['run'] - o['plain']) * 1e3:.1f} ms")
+        print(f"  python -c 'import ust'       {o['plain_import'] * 1e3:7.1f} ms")
+        print(f"  ust run -- python -c 'import ust' {o['run_import'] * 1e3:7.1f} ms   "
+              f"+{(o['run_import'] - o['plain_import']) * 1e3:.1f} ms")
+    finally:
+        stop_sessiond(HOME)
+        shutil.rmtree(HOME, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""The compiled core: the ring buffer and the tracepoint call (see ring.c)."""
+
+from ust._ring._ring import PACKET_HEADER_SIZE, Buffer, Channel, Tracepoint, clock_now, refresh_process_facts
+
+__all__ = ["Buffer", "Channel", "Tracepoint", "clock_now", "refresh_process_facts", "PACKET_HEADER_SIZE"]

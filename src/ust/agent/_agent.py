@@ -1,0 +1,482 @@
+"""The in-app agent: one daemon thread per reachable session daemon.
+
+Nothing here runs in the application's threads except ``start()`` (creates a
+thread) and the registry callback (queues a declaration and pokes a pipe).
+The application never waits for a daemon — except under ``ust run``
+(``UST_AGENT_SYNC=1``), where tracing must start at the program's first line:
+then ``start()`` waits (at most SYNC_TIMEOUT) for the registration, and each
+tracepoint declaration waits for the daemon to have enabled it.
+
+Per connection the agent keeps:
+  channels  key -> (Channel, session, shared, buffers)
+  attached  (key, decl_key) -> (event_id, [handles], filter)
+Commands from the sessiond are idempotent, so after a fork the child (which
+inherits its parent's shared per-UID mappings) re-registers and is told the
+same things again without recording an event twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from ust.daemon import paths, protocol
+from ust.daemon.protocol import ConnectionClosed
+
+SYNC_TIMEOUT = 5.0
+
+
+def _debug(msg: str) -> None:
+    if os.environ.get("UST_AGENT_DEBUG"):
+        print(f"ust-agent[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+def _registry():
+    try:
+        from ust.instrument.registry import REGISTRY
+    except ImportError:
+        return None
+    return REGISTRY
+
+
+def _procname() -> str:
+    try:
+        with open("/proc/self/comm") as f:
+            return f.read().strip() or "python"
+    except OSError:
+        return os.path.basename(sys.executable) or "python"
+
+
+def _context_now() -> dict:
+    t = threading.current_thread()
+    return {"vpid": os.getpid(), "vtid": threading.get_native_id(), "procname": _procname(),
+            "thread_name": t.name, "cpu_id": _cpu()}
+
+
+def _cpu() -> int:
+    try:
+        return os.sched_getcpu() if hasattr(os, "sched_getcpu") else 0
+    except OSError:
+        return 0
+
+
+def _predicate(flt: Any, decl: Any):
+    """The callable the C fast path runs before writing: f(*args) -> bool."""
+    names = [f.name for f in decl.fields]
+    matches = flt.matches
+    if getattr(flt, "context_fields", None):
+        def keep_ctx(*args: Any) -> bool:
+            return matches(dict(zip(names, args)), _context_now())
+
+        return keep_ctx
+
+    def keep(*args: Any) -> bool:
+        return matches(dict(zip(names, args)), None)
+
+    return keep
+
+
+def _handle_key(handle: Any) -> str:
+    return protocol.decl_key(protocol.decl_to_json(handle.decl))
+
+
+class Agent:
+    def __init__(self, inherited: dict | None = None):
+        self.sync = os.environ.get("UST_AGENT_SYNC") == "1"
+        self.retry = float(os.environ.get("UST_AGENT_RETRY", "1.0"))
+        self.lock = threading.Lock()
+        self.handles: dict[str, list] = {}  # decl_key -> handles
+        self.decls: dict[str, dict] = {}  # decl_key -> decl json
+        self.conns: list[Connection] = []
+        self.dead = False  # set in a forked child: this agent's threads do not exist there
+        inherited = inherited or {}
+        for rundir in paths.agent_rundirs():
+            self.conns.append(Connection(self, rundir, inherited.get(rundir)))
+
+    def start(self) -> None:
+        reg = _registry()
+        if reg is not None:
+            reg.subscribe(self._declared)
+            for h in reg.all():
+                self._add_handle(h)
+        for c in self.conns:
+            c.thread.start()
+        if self.sync:
+            deadline = time.monotonic() + SYNC_TIMEOUT
+            for c in self.conns:
+                c.registered.wait(max(0.0, deadline - time.monotonic()))
+
+    def _add_handle(self, h: Any) -> str | None:
+        try:
+            d = protocol.decl_to_json(h.decl)
+        except Exception:
+            return None
+        k = protocol.decl_key(d)
+        with self.lock:
+            self.handles.setdefault(k, []).append(h)
+            new = k not in self.decls
+            self.decls[k] = d
+        return k if new else None
+
+    def _declared(self, handle: Any) -> None:
+        """REGISTRY callback, in the declaring thread: queue, never block (but in sync mode)."""
+        if self.dead:
+            return
+        try:
+            k = self._add_handle(handle)
+            if k is None:
+                # Same declaration again: attach the new handle where its twin is.
+                for c in self.conns:
+                    c.post(("twin", handle))
+                return
+            waits = []
+            for c in self.conns:
+                ev = threading.Event() if self.sync else None
+                c.post(("declare", k, ev))
+                if ev is not None and c.registered.is_set():
+                    waits.append(ev)
+            deadline = time.monotonic() + SYNC_TIMEOUT
+            for ev in waits:
+                ev.wait(max(0.0, deadline - time.monotonic()))
+        except Exception as exc:  # never let tracing break the application
+            _debug(f"declare failed: {exc}")
+
+    def snapshot_for_fork(self) -> dict:
+        """In the child after fork: keep the shared mappings, drop the private ones."""
+        out = {}
+        for c in self.conns:
+            out[c.rundir] = c.fork_state()
+        return out
+
+
+class Connection:
+    """The agent's link with one session daemon, in its own thread."""
+
+    def __init__(self, agent: Agent, rundir: str, inherited: dict | None):
+        self.agent = agent
+        self.rundir = rundir
+        self.sock: socket.socket | None = None
+        self.registered = threading.Event()
+        self.outbox: list = []
+        self.outbox_lock = threading.Lock()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.seq = 0
+        self.waiters: dict[int, threading.Event] = {}
+        inherited = inherited or {}
+        self.channels: dict[str, tuple] = inherited.get("channels", {})
+        self.attached: dict[tuple[str, str], tuple[int, list, Any]] = inherited.get("attached", {})
+        self.confirmed: set | None = set() if inherited else None
+        self.thread = threading.Thread(target=self._run, name=f"ust-agent:{rundir}", daemon=True)
+
+    # -- called from other threads ----------------------------------------------
+
+    def post(self, item: tuple) -> None:
+        with self.outbox_lock:
+            self.outbox.append(item)
+        if self.agent.dead:
+            return
+        try:
+            os.write(self.wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def fork_state(self) -> dict:
+        channels = {k: v for k, v in self.channels.items() if v[2]}
+        attached = {}
+        for (key, dk), (eid, handles, flt) in self.attached.items():
+            if key in channels:
+                attached[(key, dk)] = (eid, handles, flt)
+            else:
+                ch = self.channels.get(key)
+                for h in handles:
+                    try:
+                        h.tp.detach(ch[0])
+                    except Exception:
+                        pass
+        return {"channels": channels, "attached": attached}
+
+    # -- the thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        path = paths.socket_path(self.rundir)
+        while True:
+            try:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+                self.sock.connect(path)
+            except OSError:
+                self._close()
+                if self.agent.sync and not self.registered.is_set():
+                    self.registered.set()  # no daemon: do not hold the application
+                self._drop_all()
+                time.sleep(self.agent.retry)
+                continue
+            try:
+                self._session()
+            except (OSError, ConnectionClosed, protocol.ProtocolError) as exc:
+                _debug(f"connection to {path} lost: {exc}")
+            except Exception as exc:
+                _debug(f"agent error: {exc!r}")
+            self._close()
+            self._drop_all()
+            time.sleep(self.agent.retry)
+
+    def _close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    def _send(self, msg: dict) -> int:
+        self.seq += 1
+        protocol.send_msg(self.sock, {**msg, "seq": self.seq})
+        return self.seq
+
+    def _session(self) -> None:
+        with self.agent.lock:
+            decls = list(self.agent.decls.values())
+            known = set(self.agent.decls)
+        with self.outbox_lock:  # declarations queued so far are in this registration
+            self.outbox = [x for x in self.outbox if x[0] != "declare" or x[1] not in known or x[2] is not None]
+        reg_seq = self._send({
+            "cmd": "register", "pid": os.getpid(), "ppid": os.getppid(), "uid": os.getuid(),
+            "procname": _procname(), "token": os.environ.get("UST_RUN_TOKEN"), "tracepoints": decls,
+        })
+        while True:
+            r, _, _ = select.select([self.sock, self.wake_r], [], [])
+            if self.wake_r in r:
+                try:
+                    os.read(self.wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                with self.outbox_lock:
+                    items, self.outbox = self.outbox, []
+                for item in items:
+                    self._outgoing(item)
+            if self.sock in r:
+                msg, fds = protocol.recv_msg(self.sock)
+                try:
+                    if "re" in msg:
+                        self._reply(msg, reg_seq)
+                    else:
+                        self._command(msg, fds)
+                finally:
+                    for fd in fds:
+                        try:
+                            os.close(fd)
+                        except OSError:
+                            pass
+
+    def _outgoing(self, item: tuple) -> None:
+        if item[0] == "declare":
+            _, k, ev = item
+            d = self.agent.decls.get(k)
+            seq = self._send({"cmd": "declare", "tracepoints": [d]})
+            if ev is not None:
+                self.waiters[seq] = ev
+        elif item[0] == "twin":
+            h = item[1]
+            k = _handle_key(h)
+            for (key, dk), (eid, handles, flt) in self.attached.items():
+                if dk == k and h not in handles:
+                    self._attach_one(h, self.channels[key][0], eid, flt)
+                    handles.append(h)
+
+    def _reply(self, msg: dict, reg_seq: int) -> None:
+        seq = msg.get("re")
+        if seq == reg_seq:
+            if not msg.get("ok"):
+                _debug(f"registration refused: {msg.get('error')}")
+            if self.confirmed is not None:
+                # After a fork: what the daemon did not confirm is not ours any more.
+                for key in [k for k in self.attached if k not in self.confirmed]:
+                    self._detach(key)
+                for key in [k for k in self.channels if not any(a[0] == k for a in self.attached)]:
+                    self.channels.pop(key, None)
+                self.confirmed = None
+            self.registered.set()
+            return
+        ev = self.waiters.pop(seq, None)
+        if ev is not None:
+            ev.set()
+
+    # -- commands from the sessiond --------------------------------------------------
+
+    def _command(self, msg: dict, fds: list[int]) -> None:
+        seq = msg.get("seq", 0)
+        try:
+            fn = getattr(self, "_cmd_" + str(msg.get("cmd")), None)
+            if fn is None:
+                raise protocol.ProtocolError(f"unknown agent command {msg.get('cmd')!r}")
+            fn(msg, fds)
+            reply = protocol.ok_reply()
+        except Exception as exc:
+            reply = protocol.error_reply(f"{type(exc).__name__}: {exc}")
+        protocol.send_msg(self.sock, {**reply, "re": seq})
+
+    def _cmd_add_channel(self, msg: dict, fds: list[int]) -> None:
+        key = msg["key"]
+        if key in self.channels:
+            return
+        from ust._ring import Buffer, Channel
+        from ust.instrument import context as ctx
+
+        buffers = [Buffer.attach(fd) for fd in fds]
+        c_ctx, py_ctx = ctx.normalize(msg.get("context", ()))
+        channel = Channel(buffers, c_ctx, [ctx.py_callable(n) for n in py_ctx])
+        self.channels[key] = (channel, msg["session"], bool(msg.get("shared")), buffers)
+
+    def _filter(self, expr: str | None) -> Any:
+        if not expr:
+            return None
+        from ust.filter import compile_filter
+
+        return compile_filter(expr)
+
+    def _attach_one(self, h: Any, channel: Any, eid: int, flt: Any) -> None:
+        h.tp.attach(channel, eid, None if flt is None else _predicate(flt, h.decl))
+
+    def _cmd_attach(self, msg: dict, fds: list[int]) -> None:
+        key, dk, eid = msg["key"], msg["decl_key"], msg["event_id"]
+        if self.confirmed is not None:
+            self.confirmed.add((key, dk))
+        cur = self.attached.get((key, dk))
+        if cur is not None:
+            if cur[0] == eid and not msg.get("filter"):
+                return
+            self._detach((key, dk))
+        channel = self.channels[key][0]
+        flt = self._filter(msg.get("filter"))
+        handles = list(self.agent.handles.get(dk, ()))
+        for h in handles:
+            self._attach_one(h, channel, eid, flt)
+        self.attached[(key, dk)] = (eid, handles, flt)
+
+    def _detach(self, akey: tuple) -> None:
+        entry = self.attached.pop(akey, None)
+        ch = self.channels.get(akey[0])
+        if entry is None or ch is None:
+            return
+        for h in entry[1]:
+            try:
+                h.tp.detach(ch[0])
+            except Exception:
+                pass
+
+    def _cmd_detach(self, msg: dict, fds: list[int]) -> None:
+        key = msg["key"]
+        for akey in [a for a in self.attached if a[0] == key and self.attached[a][0] == msg["event_id"]]:
+            self._detach(akey)
+
+    def _cmd_remove_session(self, msg: dict, fds: list[int]) -> None:
+        keys = [k for k, v in self.channels.items() if v[1] == msg["session"]]
+        for akey in [a for a in self.attached if a[0] in keys]:
+            self._detach(akey)
+        for k in keys:
+            self.channels.pop(k, None)
+
+    def _drop_all(self) -> None:
+        """The daemon went away: stop recording into its buffers."""
+        for akey in list(self.attached):
+            self._detach(akey)
+        self.channels.clear()
+        self.confirmed = None
+        for ev in self.waiters.values():
+            ev.set()
+        self.waiters.clear()
+
+
+# ---------------------------------------------------------------------------
+# process-wide
+
+_AGENT: Agent | None = None
+_AGENT_PID = 0
+_FORK_HOOKED = False
+
+
+_TOOLS = ("ust", "ust-sessiond", "ust-consumerd", "ust-relayd")
+
+
+def _is_tool() -> bool:
+    """The ust command and daemons import ust too: they are not applications."""
+    if os.path.basename(sys.argv[0] if sys.argv else "") in _TOOLS:
+        return True
+    argv = getattr(sys, "orig_argv", [])
+    for i, a in enumerate(argv[:-1]):
+        if a == "-m":
+            mod = argv[i + 1]
+            return mod == "ust" or mod.startswith(("ust.cli", "ust.daemon"))
+    return False
+
+
+def start() -> None:
+    """Start the agent (idempotent, cheap, never raises, no-op when UST_AGENT=0)."""
+    global _AGENT, _AGENT_PID, _FORK_HOOKED
+    try:
+        if os.environ.get("UST_AGENT", "1") == "0" or _is_tool():
+            return
+        if _AGENT is not None and _AGENT_PID == os.getpid():
+            return
+        if not _FORK_HOOKED:
+            os.register_at_fork(after_in_child=_after_fork)
+            _FORK_HOOKED = True
+        _AGENT = Agent()
+        _AGENT_PID = os.getpid()
+        _AGENT.start()
+    except Exception as exc:
+        _debug(f"agent not started: {exc!r}")
+
+
+def _after_fork() -> None:
+    global _AGENT, _AGENT_PID
+    try:
+        old = _AGENT
+        if old is None or _AGENT_PID == os.getpid():
+            return
+        old.dead = True
+        inherited = old.snapshot_for_fork()
+        for c in old.conns:
+            for fd in (c.wake_r, c.wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            if c.sock is not None:
+                try:
+                    c.sock.close()
+                except OSError:
+                    pass
+        try:
+            reg = _registry()
+            if reg is not None and hasattr(reg, "unsubscribe"):
+                reg.unsubscribe(old._declared)
+        except Exception:
+            pass
+        agent = Agent(inherited)
+        agent.sync = False  # a forked child must not wait
+        _AGENT = agent
+        _AGENT_PID = os.getpid()
+        agent.start()
+    except Exception as exc:
+        _debug(f"agent not restarted after fork: {exc!r}")
+
+
+def status() -> dict:
+    """What the agent is connected to (for tests and `ust list --apps`)."""
+    a = _AGENT
+    if a is None or _AGENT_PID != os.getpid():
+        return {"running": False}
+    return {
+        "running": True,
+        "connections": [
+            {"rundir": c.rundir, "registered": c.registered.is_set(), "channels": sorted(c.channels),
+             "attached": len(c.attached)} for c in a.conns
+        ],
+    }

@@ -1,0 +1,374 @@
+"""Session commands of `ust`: create, destroy, list, status, set-session,
+enable-channel, enable-event, disable-event, add-context, start, stop, snapshot.
+
+Each is a thin layer over ``ust.control.Client``: parse, call, print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+
+from ust.control import Client, get_current_session, set_current_session
+from ust.daemon.rules import loglevel_name, parse_size
+from ust.errors import SessionError
+
+
+def _client() -> Client:
+    return Client()
+
+
+def _session_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-s", "--session", metavar="NAME", help="session to act on (default: the current session)")
+
+
+def _domain_args(p: argparse.ArgumentParser) -> None:
+    # lttng's domain flags, accepted so muscle memory works; ust has one domain.
+    p.add_argument("-u", "--userspace", "-p", "--python", action="store_true", help=argparse.SUPPRESS)
+
+
+def _current(args: argparse.Namespace, attr: str = "session") -> str:
+    name = getattr(args, attr, None) or get_current_session()
+    if not name:
+        raise SessionError("no session given and no current session: create one with `ust create NAME`")
+    return name
+
+
+def _size(text: str | None) -> int | None:
+    return None if text is None else parse_size(text)  # errors: one line, from main()
+
+
+def _split(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or ():
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out
+
+
+def _fmt_size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
+
+
+# ---------------------------------------------------------------------------
+# create / destroy / set-session
+
+
+def add_create(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", nargs="?", help="session name (default: auto-YYYYmmdd-HHMMSS)")
+    p.add_argument("-o", "--output", metavar="DIR", help="trace directory (default: ~/ust-traces/NAME-DATE)")
+    p.add_argument("--snapshot", action="store_true", help="flight-recorder session: overwrite channels, "
+                   "written by `ust snapshot record` only")
+
+
+def run_create(args: argparse.Namespace, out) -> int:
+    name = args.name or "auto-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    with _client() as c:
+        s = c.create_session(name, output=args.output, snapshot=args.snapshot)
+    set_current_session(name)
+    kind = "Snapshot session" if s["snapshot"] else "Session"
+    print(f"{kind} {name} created.", file=out)
+    print(f"Traces will be written in {s['output']}", file=out)
+    return 0
+
+
+def add_destroy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", nargs="?", help="session to destroy (default: the current session)")
+    p.add_argument("-a", "--all", action="store_true", help="destroy every session")
+
+
+def run_destroy(args: argparse.Namespace, out) -> int:
+    with _client() as c:
+        if args.all:
+            names = [s["name"] for s in c.list_sessions()]
+        else:
+            names = [args.name or _current(args, "name")]
+        for name in names:
+            s = c.destroy_session(name)
+            print(f"Session {name} destroyed.", file=out)
+            if s["traces"]:
+                print(f"Trace written in {s['output']}", file=out)
+            if get_current_session() == name:
+                set_current_session(None)
+    return 0
+
+
+def add_set_session(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="the session later commands act on")
+
+
+def run_set_session(args: argparse.Namespace, out) -> int:
+    with _client() as c:
+        c.get_session(args.name)  # must exist
+    set_current_session(args.name)
+    print(f"Session set to {args.name}", file=out)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# list / status
+
+
+def _print_session(s: dict, out, current: str | None) -> None:
+    state = "active" if s["active"] else "inactive"
+    mark = " (current)" if s["name"] == current else ""
+    snap = " [snapshot]" if s["snapshot"] else ""
+    print(f"Tracing session {s['name']}{mark}: [{state}]{snap}", file=out)
+    print(f"    Trace output: {s['output']}", file=out)
+    print(f"    Buffers: per-{s['buffers']}", file=out)
+    if not s["channels"]:
+        print("\n    No channel.", file=out)
+    for ch in s["channels"]:
+        mode = "overwrite" if ch["overwrite"] else "discard"
+        en = "enabled" if ch["enabled"] else "disabled"
+        print(f"\n    - {ch['name']}: [{en}]", file=out)
+        print(f"        sub-buffers: {ch['num_subbuf']} x {_fmt_size(ch['subbuf_size'])}, {mode} mode", file=out)
+        timers = f"switch timer {ch['switch_timer']} us, read timer {ch['read_timer']} us"
+        print(f"        {timers}", file=out)
+        if ch["tracefile_size"]:
+            count = ch["tracefile_count"] or "unlimited"
+            print(f"        trace files: {_fmt_size(ch['tracefile_size'])} each, {count} kept", file=out)
+        if ch["context"]:
+            print(f"        context: {', '.join(ch['context'])}", file=out)
+        rules = [r for r in s["rules"] if r["channel"] == ch["name"]]
+        print("        Event rules:" if rules else "        No event rule.", file=out)
+        for r in rules:
+            extra = []
+            if r["exclusions"]:
+                extra.append("excluding " + ", ".join(r["exclusions"]))
+            if r["loglevel_type"] == "range":
+                extra.append(f"loglevel <= {loglevel_name(r['loglevel'])}")
+            elif r["loglevel_type"] == "single":
+                extra.append(f"loglevel == {loglevel_name(r['loglevel'])}")
+            if r["filter"]:
+                extra.append(f"filter: {r['filter']}")
+            en = "enabled" if r["enabled"] else "disabled"
+            tail = f" ({'; '.join(extra)})" if extra else ""
+            print(f"          {r['pattern']} [{en}]{tail}", file=out)
+
+
+def add_list(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", nargs="?", help="show this session's channels and event rules")
+    p.add_argument("--apps", action="store_true", help="list the running applications and their tracepoints")
+    _domain_args(p)
+
+
+def run_list(args: argparse.Namespace, out) -> int:
+    with _client() as c:
+        if args.apps:
+            apps = c.list_apps()
+            if not apps:
+                print("No application registered.", file=out)
+            for a in apps:
+                print(f"PID {a['pid']}: {a['procname']} (uid {a['uid']})", file=out)
+                for tp in a["tracepoints"]:
+                    print(f"    {tp['name']} (loglevel: {loglevel_name(tp['loglevel'])}) ({tp['kind']})", file=out)
+            return 0
+        current = get_current_session()
+        if args.name:
+            _print_session(c.get_session(args.name), out, current)
+            return 0
+        sessions = c.list_sessions()
+        if not sessions:
+            print("No session. Create one with `ust create NAME`.", file=out)
+            return 0
+        print("Available tracing sessions:", file=out)
+        for i, s in enumerate(sessions, 1):
+            state = "active" if s["active"] else "inactive"
+            mark = " (current)" if s["name"] == current else ""
+            snap = " [snapshot]" if s["snapshot"] else ""
+            print(f"  {i}) {s['name']} ({s['output']}) [{state}]{snap}{mark}", file=out)
+        print("\nUse `ust list NAME` for a session's channels and event rules.", file=out)
+    return 0
+
+
+def add_status(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run_status(args: argparse.Namespace, out) -> int:
+    name = get_current_session()
+    if not name:
+        raise SessionError("no current session: create one with `ust create NAME` or choose one with `ust set-session`")
+    with _client() as c:
+        _print_session(c.get_session(name), out, name)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# channels, events, contexts
+
+
+def add_enable_channel(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", help="channel name")
+    _session_arg(p)
+    _domain_args(p)
+    p.add_argument("--subbuf-size", metavar="SIZE", help="sub-buffer size, a power of two (4k, 256k, 1M)")
+    p.add_argument("--num-subbuf", type=int, metavar="N", help="number of sub-buffers, a power of two")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_const", const=True, dest="overwrite",
+                      help="flight recorder: overwrite the oldest data when full")
+    mode.add_argument("--discard", action="store_const", const=False, dest="overwrite",
+                      help="drop new events when full (the default)")
+    buf = p.add_mutually_exclusive_group()
+    buf.add_argument("--buffers-uid", action="store_const", const="uid", dest="buffers",
+                     help="one set of buffers per user, shared by its processes (the default)")
+    buf.add_argument("--buffers-pid", action="store_const", const="pid", dest="buffers",
+                     help="one set of buffers per process")
+    p.add_argument("--switch-timer", type=int, metavar="USEC", help="flush partial packets every USEC µs")
+    p.add_argument("--read-timer", type=int, metavar="USEC", help="poll the buffers every USEC µs")
+    p.add_argument("--tracefile-size", metavar="SIZE", help="rotate stream files at SIZE bytes")
+    p.add_argument("--tracefile-count", type=int, metavar="N", help="keep at most N files per stream")
+
+
+def run_enable_channel(args: argparse.Namespace, out) -> int:
+    session = _current(args)
+    with _client() as c:
+        c.enable_channel(session, args.name, subbuf_size=_size(args.subbuf_size), num_subbuf=args.num_subbuf,
+                         overwrite=args.overwrite, buffers=args.buffers, switch_timer=args.switch_timer,
+                         read_timer=args.read_timer, tracefile_size=_size(args.tracefile_size),
+                         tracefile_count=args.tracefile_count)
+    print(f"Channel {args.name} enabled in session {session}", file=out)
+    return 0
+
+
+def add_enable_event(p: argparse.ArgumentParser) -> None:
+    p.add_argument("patterns", metavar="PATTERN[,PATTERN...]", nargs="?",
+                   help="event names; `*` matches anything (app:*, *request*)")
+    _session_arg(p)
+    _domain_args(p)
+    p.add_argument("-c", "--channel", metavar="NAME", help="channel (default: channel0, created if needed)")
+    p.add_argument("-a", "--all", action="store_true", help="every event (the pattern `*`)")
+    p.add_argument("-x", "--exclude", action="append", metavar="NAME[,NAME...]",
+                   help="names (with `*`) not to enable, with a wildcard pattern")
+    p.add_argument("-f", "--filter", metavar="EXPR", help="record only events for which EXPR is true "
+                   "(LTTng's filter language: 'size > 100 && name == \"x*\"')")
+    lvl = p.add_mutually_exclusive_group()
+    lvl.add_argument("--loglevel", metavar="LEVEL", help="events at least as severe as LEVEL (TRACE_WARNING, ERROR...)")
+    lvl.add_argument("--loglevel-only", metavar="LEVEL", help="events of exactly LEVEL")
+
+
+def run_enable_event(args: argparse.Namespace, out) -> int:
+    session = _current(args)
+    patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
+    if not patterns:
+        raise SessionError("give an event pattern, or --all")
+    level = args.loglevel if args.loglevel is not None else args.loglevel_only
+    with _client() as c:
+        rules = c.enable_events(session, patterns, channel=args.channel, exclusions=_split(args.exclude),
+                                filter=args.filter, loglevel=level, loglevel_only=args.loglevel_only is not None)
+    for r in rules:
+        extra = f" (filter: {r['filter']})" if r["filter"] else ""
+        if r["exclusions"]:
+            extra += f" (excluding {', '.join(r['exclusions'])})"
+        print(f"Event {r['pattern']} enabled in channel {r['channel']}{extra}", file=out)
+    return 0
+
+
+def add_disable_event(p: argparse.ArgumentParser) -> None:
+    p.add_argument("patterns", metavar="PATTERN[,PATTERN...]", nargs="?", help="patterns given to enable-event")
+    _session_arg(p)
+    _domain_args(p)
+    p.add_argument("-c", "--channel", metavar="NAME", help="channel (default: channel0)")
+    p.add_argument("-a", "--all", action="store_true", help="every event rule of the channel")
+
+
+def run_disable_event(args: argparse.Namespace, out) -> int:
+    session = _current(args)
+    patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
+    if not patterns:
+        raise SessionError("give an event pattern, or --all")
+    with _client() as c:
+        n = c.disable_events(session, patterns, channel=args.channel)
+    print(f"{n} event rule{'s' if n != 1 else ''} disabled in session {session}", file=out)
+    return 0
+
+
+CONTEXT_TYPES = ("vpid", "vtid", "procname", "cpu_id", "thread_name", "asyncio_task")
+
+
+def add_add_context(p: argparse.ArgumentParser) -> None:
+    _session_arg(p)
+    _domain_args(p)
+    p.add_argument("-c", "--channel", metavar="NAME", help="channel (default: every channel)")
+    p.add_argument("-t", "--type", action="append", required=True, metavar="TYPE", dest="types",
+                   help=f"context field: {', '.join(CONTEXT_TYPES)}")
+
+
+def run_add_context(args: argparse.Namespace, out) -> int:
+    session = _current(args)
+    types = _split(args.types)
+    for t in types:
+        if t not in CONTEXT_TYPES:
+            raise SessionError(f"unknown context type {t!r}: expected one of {', '.join(CONTEXT_TYPES)}")
+    with _client() as c:
+        chans = c.add_context(session, types, channel=args.channel)
+    print(f"Context {', '.join(types)} added to channel{'s' if len(chans) != 1 else ''} {', '.join(chans)}",
+          file=out)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# start / stop / snapshot
+
+
+def add_start_stop(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", nargs="?", help="session (default: the current session)")
+
+
+def run_start(args: argparse.Namespace, out) -> int:
+    name = args.name or _current(args, "name")
+    with _client() as c:
+        c.start(name)
+    print(f"Tracing started for session {name}", file=out)
+    return 0
+
+
+def run_stop(args: argparse.Namespace, out) -> int:
+    name = args.name or _current(args, "name")
+    with _client() as c:
+        s = c.stop(name)
+    print(f"Tracing stopped for session {name}", file=out)
+    if not s["snapshot"]:
+        print(f"Trace written in {s['output']}", file=out)
+    return 0
+
+
+def add_snapshot(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    rec = sub.add_parser("record", help="write the current contents of the buffers",
+                         description="write the current contents of a snapshot session's buffers "
+                                     "without stopping it")
+    _session_arg(rec)
+    rec.add_argument("-o", "--output", metavar="DIR", help="where (default: the session's output directory)")
+
+
+def run_snapshot(args: argparse.Namespace, out) -> int:
+    if getattr(args, "action", None) != "record":
+        raise SessionError("expected `ust snapshot record [-s SESSION] [-o DIR]`")
+    session = _current(args)
+    with _client() as c:
+        path = c.snapshot_record(session, output=args.output)
+    print(f"Snapshot recorded in {path}", file=out)
+    return 0
+
+
+COMMAND_TABLE = {
+    "create": ("create a tracing session", add_create, run_create),
+    "destroy": ("destroy a tracing session (its trace stays on disk)", add_destroy, run_destroy),
+    "list": ("list sessions, a session's channels and rules, or running applications", add_list, run_list),
+    "status": ("show the current session", add_status, run_status),
+    "set-session": ("choose the current session", add_set_session, run_set_session),
+    "enable-channel": ("create a channel (buffer sizes, mode, timers, trace files)", add_enable_channel,
+                       run_enable_channel),
+    "enable-event": ("enable events by name pattern, with filters and log levels", add_enable_event,
+                     run_enable_event),
+    "disable-event": ("disable event rules", add_disable_event, run_disable_event),
+    "add-context": ("add context fields (vpid, vtid, procname...) to events", add_add_context, run_add_context),
+    "start": ("start tracing", add_start_stop, run_start),
+    "stop": ("stop tracing; the trace is complete when it returns", add_start_stop, run_stop),
+    "snapshot": ("snapshot record: write a snapshot session's buffers", add_snapshot, run_snapshot),
+}

@@ -1,0 +1,215 @@
+"""The session daemon's side of ust-consumerd: spawn, supervise, talk.
+
+The consumer is a child process connected by a socketpair. Requests are
+serialized (one in flight). Everything the consumer was told (traces, channels
+with their buffer descriptors, events) is kept in a replay log, so when the
+consumer dies a new one is spawned, receives the *same* shared-memory buffers
+and carries on draining them: applications never notice, and what they
+committed while no consumer ran is still in the buffers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from ust.daemon import protocol
+from ust.errors import DaemonError, ProtocolError
+
+READY_TIMEOUT = 15.0
+REQUEST_TIMEOUT = 60.0
+
+
+def _log(msg: str) -> None:
+    print(f"ust-sessiond[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+class ConsumerLink:
+    def __init__(self, rundir: str):
+        self.rundir = rundir
+        self.cv = threading.Condition()
+        self.sock: socket.socket | None = None
+        self.proc: subprocess.Popen | None = None
+        self.ready = False
+        self.stopping = False
+        self.restarts = 0
+        # replay log: trace key -> {"trace": msg, "channels": [(msg, fds)], "events": [msg]}
+        self.log: dict[str, dict] = {}
+        self.thread: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.ready else None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._supervise, name="consumer-supervisor", daemon=True)
+        self.thread.start()
+        with self.cv:
+            self.cv.wait_for(lambda: self.ready or self.stopping, READY_TIMEOUT)
+
+    def _spawn(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["UST_AGENT"] = "0"  # the consumer must never trace itself
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ust.daemon.consumerd", "--fd", str(child.fileno())],
+            pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL,
+        )
+        child.close()
+        parent.settimeout(REQUEST_TIMEOUT)
+        self.sock = parent
+        self._call_locked({"cmd": "ping"})
+
+    def _replay(self) -> None:
+        for entry in self.log.values():
+            self._call_locked(entry["trace"])
+            for msg, fds in entry["channels"]:
+                self._call_locked({**msg, "attach": True}, fds)
+            if entry["events"]:
+                for ev in entry["events"]:
+                    self._call_locked(ev)
+
+    def _supervise(self) -> None:
+        backoff = 0.1
+        while True:
+            with self.cv:
+                if self.stopping:
+                    return
+                try:
+                    self._spawn()
+                    self._replay()
+                    self.ready = True
+                    backoff = 0.1
+                except (OSError, ProtocolError, DaemonError) as exc:
+                    _log(f"consumer failed to start: {exc}")
+                    self._kill_locked()
+                self.cv.notify_all()
+                proc = self.proc
+            if proc is not None and self.ready:
+                proc.wait()
+            with self.cv:
+                self.ready = False
+                if self.stopping:
+                    self.cv.notify_all()
+                    return
+                code = proc.returncode if proc is not None else None
+                _log(f"consumer daemon exited (status {code}); restarting it")
+                self.restarts += 1
+                self._close_sock()
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _close_sock(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+    def _kill_locked(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_sock()
+
+    def stop(self) -> None:
+        with self.cv:
+            self.stopping = True
+            if self.ready and self.sock is not None:
+                try:
+                    self._call_locked({"cmd": "quit"})
+                except (OSError, ProtocolError, DaemonError):
+                    pass
+            proc = self.proc
+        if proc is not None:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        with self.cv:
+            self._close_sock()
+            for entry in self.log.values():
+                for _, fds in entry["channels"]:
+                    for fd in fds:
+                        try:
+                            os.close(fd)
+                        except OSError:
+                            pass
+            self.log.clear()
+
+    # -- requests ------------------------------------------------------------------
+
+    def _call_locked(self, msg: dict, fds: list[int] = ()) -> tuple[dict, list[int]]:
+        if self.sock is None:
+            raise DaemonError("the consumer daemon is not running")
+        try:
+            protocol.send_msg(self.sock, msg, fds)
+            reply, rfds = protocol.recv_msg(self.sock)
+        except (OSError, ProtocolError) as exc:
+            self.ready = False
+            raise DaemonError(f"lost the consumer daemon during {msg.get('cmd')}: {exc}") from None
+        if not reply.get("ok"):
+            for fd in rfds:
+                os.close(fd)
+            raise DaemonError(f"consumer daemon: {reply.get('error', 'request failed')}")
+        return reply, rfds
+
+    def call(self, msg: dict, fds: list[int] = (), retry: bool = True) -> tuple[dict, list[int]]:
+        """One request; if the consumer dies under it, wait for its successor and retry once."""
+        with self.cv:
+            for attempt in (0, 1):
+                if not self.cv.wait_for(lambda: self.ready or self.stopping, READY_TIMEOUT) or self.stopping:
+                    raise DaemonError("the consumer daemon is not running")
+                try:
+                    return self._call_locked(msg, fds)
+                except DaemonError:
+                    if not retry or attempt:
+                        raise
+                    if self.proc is not None and self.proc.poll() is None:
+                        raise
+                    self.cv.wait_for(lambda: not self.ready or self.stopping, 2.0)
+        raise DaemonError("unreachable")
+
+    def add_trace(self, msg: dict) -> None:
+        full = {"cmd": "add_trace", **msg}
+        with self.cv:
+            self.call(full)
+            self.log[msg["key"]] = {"trace": full, "channels": [], "events": []}
+
+    def add_channel(self, trace: str, conf: dict) -> list[int]:
+        """Create the channel's buffers (one per CPU); returns their descriptors (ours to keep)."""
+        msg = {"cmd": "add_channel", "trace": trace, **conf}
+        with self.cv:
+            _, fds = self.call(msg)
+            self.log[trace]["channels"].append((msg, list(fds)))
+        return fds
+
+    def add_events(self, trace: str, channel: str, events: list[dict]) -> None:
+        msg = {"cmd": "add_events", "trace": trace, "channel": channel, "events": events}
+        with self.cv:
+            self.call(msg)
+            self.log[trace]["events"].append(msg)
+
+    def flush(self, traces: list[str]) -> None:
+        self.call({"cmd": "flush", "traces": traces})
+
+    def snapshot(self, targets: dict[str, str]) -> None:
+        self.call({"cmd": "snapshot", "targets": targets})
+
+    def remove_traces(self, traces: list[str]) -> None:
+        with self.cv:
+            try:
+                self.call({"cmd": "remove_traces", "traces": traces})
+            finally:
+                for key in traces:
+                    self.log.pop(key, None)  # the session closes the fds it holds

@@ -1,0 +1,456 @@
+"""ust-consumerd: owns the shared-memory buffers and drains them to CTF files.
+
+Spawned by ust-sessiond with one end of a socketpair (``--fd N``); it serves
+the sessiond's requests one at a time on it and exits when it closes.
+
+* ``add_trace``      a trace directory (uid or pid owner), its uuid and clock offset
+* ``add_channel``    creates one ``Buffer`` per CPU and answers with their fds
+                     (SCM_RIGHTS); with ``attach`` (after a restart) maps the
+                     fds it is given instead, and carries on where its dead
+                     predecessor stopped (the read position is in the buffer)
+* ``add_events``     new event ids: the metadata file is rewritten to describe them
+                     *before* the sessiond lets any application record them
+* ``flush``          closes every partial packet and writes everything: when it
+                     answers, the trace on disk is complete
+* ``snapshot``       flush + copy the current contents of overwrite buffers
+* ``remove_traces``  flush, close, unmap
+
+A drain thread sleeps on one eventfd (written by applications when a packet
+completes while the reader sleeps) with the smallest read timer as timeout,
+and fires the switch timers (``buf.flush()`` on idle channels).
+Packets are written as they are: no event is decoded or re-encoded here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import socket
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from ust.daemon import protocol
+from ust.daemon.protocol import ConnectionClosed
+from ust.errors import ProtocolError, UstError
+
+
+def _log(msg: str) -> None:
+    print(f"ust-consumerd[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# the core (ust._ring, ust.ctf): the one place this module touches it
+
+
+def _ring():
+    from ust._ring import _ring
+
+    return _ring
+
+
+def metadata_text(trace: "TraceOut") -> str:
+    from ust.ctf import metadata as md
+    from ust.instrument import context as ctx
+
+    info = md.TraceInfo(
+        uuid=bytes.fromhex(trace.uuid.replace("-", "")),
+        clock_offset_ns=trace.clock_offset,
+        trace_name=trace.env.get("trace_name", "ust"),
+        buffering=trace.env.get("trace_buffering_scheme", "uid"),
+        buffering_id=trace.env.get("buffering_id", 0),
+        env_extra={k: v for k, v in trace.env.items()
+                   if k in ("procname", "vpid", "hostname") and v not in (None, "")},
+        creation_time=trace.created,
+        clock_uuid=trace.clock_uuid,
+    )
+    streams, events = [], []
+    for ch in sorted(trace.channels.values(), key=lambda c: c.stream_id):
+        c_ctx, py_ctx = ctx.normalize(ch.context)
+        streams.append(md.StreamClass(ch.stream_id, ch.name, c_ctx + py_ctx))
+        events.extend((eid, ch.stream_id, decl) for eid, decl in sorted(ch.events.items()))
+    return md.metadata_text(info, streams, events)
+
+
+# ---------------------------------------------------------------------------
+# streams and traces
+
+
+class StreamFile:
+    """``<chan>_<cpu>``, or ``<chan>_<cpu>_<n>`` rotated at ``size`` bytes keeping ``count`` files."""
+
+    def __init__(self, directory: str, name: str, size: int = 0, count: int = 0, truncate: bool = False):
+        self.truncate = truncate
+        self.directory = directory
+        self.name = name
+        self.size = size
+        self.count = count
+        self.index = 0
+        self.written = 0
+        self.fd = -1
+        self._open()
+
+    def _path(self, index: int) -> str:
+        if self.size:
+            return os.path.join(self.directory, f"{self.name}_{index}")
+        return os.path.join(self.directory, self.name)
+
+    def _open(self) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_TRUNC if self.truncate else 0)
+        self.fd = os.open(self._path(self.index), flags, 0o600)
+        self.written = os.fstat(self.fd).st_size
+
+    def write_packet(self, packet: Any) -> None:
+        n = len(packet)
+        if self.size and self.written and self.written + n > self.size:
+            os.close(self.fd)
+            self.index += 1
+            if self.count and self.index >= self.count:
+                try:
+                    os.unlink(self._path(self.index - self.count))
+                except FileNotFoundError:
+                    pass
+            self._open()
+        view = memoryview(packet)
+        while view:
+            done = os.write(self.fd, view)
+            view = view[done:]
+        self.written += n
+
+    def sync(self) -> None:
+        if self.fd >= 0:
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass
+class ChannelOut:
+    name: str
+    stream_id: int
+    conf: dict
+    context: list[str]
+    buffers: list[Any] = field(default_factory=list)
+    files: list[StreamFile] = field(default_factory=list)
+    events: dict[int, Any] = field(default_factory=dict)  # id -> EventDecl
+    next_switch: float = 0.0
+
+
+@dataclass
+class TraceOut:
+    key: str
+    path: str
+    uuid: str
+    clock_offset: int
+    drain: bool
+    env: dict
+    channels: dict[str, ChannelOut] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    clock_uuid: bytes = field(default_factory=lambda: __import__("uuid").uuid4().bytes)
+
+
+def _drain(buf: Any, out: StreamFile | None, force: bool = False) -> int:
+    """Write every complete packet of ``buf``; returns the number of packets.
+
+    ``force``: also take the packets a dead writer left uncommitted.
+    """
+    n = 0
+    while True:
+        packet = buf.get_subbuf(force=force)
+        if packet is None:
+            return n
+        try:
+            if out is not None:
+                out.write_packet(packet)
+        finally:
+            packet.release()
+            buf.put_subbuf()
+        n += 1
+
+
+FLUSH_GRACE = 0.2
+
+
+def _incomplete(buf: Any) -> bool:
+    if buf.overwrite:
+        return False
+    c = buf.counters()
+    return c["write_offset"] - c["consumed"] >= buf.subbuf_size
+
+
+class Consumer:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.lock = threading.Lock()
+        self.traces: dict[str, TraceOut] = {}
+        self.efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.stopping = False
+
+    # -- serving -------------------------------------------------------------------
+
+    def serve(self) -> None:
+        threading.Thread(target=self._drain_loop, name="drain", daemon=True).start()
+        while True:
+            try:
+                msg, fds = protocol.recv_msg(self.sock)
+            except ConnectionClosed:
+                break
+            except ProtocolError as exc:
+                _log(f"bad request from the sessiond: {exc}")
+                break
+            reply, rfds = self.handle(msg, fds)
+            try:
+                protocol.send_msg(self.sock, reply, rfds)
+            except OSError:
+                break
+            if msg.get("cmd") == "quit":
+                break
+        self.close_all()
+
+    def handle(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
+        cmd = msg.get("cmd")
+        try:
+            fn = getattr(self, "cmd_" + str(cmd), None)
+            if fn is None:
+                raise ProtocolError(f"unknown consumer command {cmd!r}")
+            args = {k: v for k, v in msg.items() if k != "cmd"}
+            with self.lock:
+                result, rfds = fn(fds, **args)
+            return protocol.ok_reply(**result), rfds
+        except (UstError, OSError, ValueError, TypeError, KeyError) as exc:
+            _log(f"{cmd} failed:\n{traceback.format_exc()}")
+            return protocol.error_reply(f"{type(exc).__name__}: {exc}"), []
+        finally:
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def cmd_ping(self, fds) -> tuple[dict, list]:
+        return {"pid": os.getpid()}, []
+
+    def cmd_quit(self, fds) -> tuple[dict, list]:
+        self.flush_all()
+        return {}, []
+
+    def cmd_add_trace(self, fds, key: str, path: str, uuid: str, clock_offset: int, drain: bool,
+                      env: dict, session: str = "") -> tuple[dict, list]:
+        if key not in self.traces:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            self.traces[key] = TraceOut(key, path, uuid, clock_offset, drain, env)
+        return {}, []
+
+    def cmd_add_channel(self, fds, trace: str, name: str, stream_id: int, subbuf_size: int, num_subbuf: int,
+                        overwrite: bool, context: list, attach: bool = False, **timers: Any) -> tuple[dict, list]:
+        t = self.traces[trace]
+        if name in t.channels:
+            return {}, [b.fd for b in t.channels[name].buffers]
+        ring = _ring()
+        ch = ChannelOut(name, stream_id, dict(timers, subbuf_size=subbuf_size, num_subbuf=num_subbuf,
+                                              overwrite=overwrite), list(context))
+        if attach:
+            ch.buffers = [ring.Buffer.attach(fd) for fd in fds]
+        else:
+            uuid = bytes.fromhex(t.uuid.replace("-", ""))
+            ncpu = os.sysconf("SC_NPROCESSORS_CONF") or 1
+            ch.buffers = [
+                ring.Buffer.create(subbuf_size, num_subbuf, overwrite=overwrite, stream_id=stream_id, cpu=cpu,
+                                   uuid=uuid)
+                for cpu in range(ncpu)
+            ]
+        for buf in ch.buffers:
+            buf.set_wakeup_fd(self.efd)
+        if t.drain:
+            size, count = timers.get("tracefile_size", 0), timers.get("tracefile_count", 0)
+            ch.files = [StreamFile(t.path, f"{name}_{cpu}", size, count) for cpu in range(len(ch.buffers))]
+        t.channels[name] = ch
+        self._write_metadata(t)
+        return {"streams": len(ch.buffers)}, ([] if attach else [b.fd for b in ch.buffers])
+
+    def cmd_add_events(self, fds, trace: str, channel: str, events: list) -> tuple[dict, list]:
+        t = self.traces[trace]
+        ch = t.channels[channel]
+        for ev in events:
+            ch.events[ev["id"]] = protocol.decl_from_json(ev["decl"])
+        self._write_metadata(t)
+        return {}, []
+
+    def cmd_flush(self, fds, traces: list) -> tuple[dict, list]:
+        n = 0
+        for key in traces:
+            t = self.traces.get(key)
+            if t is not None:
+                n += self._flush(t)
+        return {"packets": n}, []
+
+    def cmd_snapshot(self, fds, targets: dict) -> tuple[dict, list]:
+        n = 0
+        for key, dest in targets.items():
+            t = self.traces.get(key)
+            if t is None:
+                continue
+            os.makedirs(dest, mode=0o700, exist_ok=True)
+            self._write_metadata(t, dest)
+            for ch in t.channels.values():
+                for cpu, buf in enumerate(ch.buffers):
+                    buf.flush()
+                    out = StreamFile(dest, f"{ch.name}_{cpu}", truncate=True)
+                    try:
+                        n += _drain(buf, out)
+                    finally:
+                        out.close()
+        return {"packets": n}, []
+
+    def cmd_remove_traces(self, fds, traces: list) -> tuple[dict, list]:
+        for key in traces:
+            t = self.traces.pop(key, None)
+            if t is not None:
+                self._flush(t)
+                self._close(t)
+        return {}, []
+
+    # -- work ----------------------------------------------------------------------
+
+    def _write_metadata(self, t: TraceOut, directory: str | None = None) -> None:
+        directory = directory or t.path
+        if not t.drain and directory == t.path:
+            return  # snapshot sessions write metadata with each snapshot only
+        text = metadata_text(t)
+        tmp = os.path.join(directory, ".metadata.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            data = text.encode() if isinstance(text, str) else bytes(text)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, os.path.join(directory, "metadata"))
+
+    def _flush(self, t: TraceOut, final: bool = False) -> int:
+        """Close partial packets and write everything (applications have stopped writing).
+
+        A writer may still be between reserve and commit (another thread of an
+        application that is detaching): it gets FLUSH_GRACE to commit. After
+        that, what stays uncommitted belongs to a dead writer (a SIGKILLed
+        application) and is taken as it is (``force``), so nothing committed
+        around it is lost.
+        """
+        if not t.drain:
+            return 0
+        streams = [(buf, ch.files[cpu], ch) for ch in t.channels.values() for cpu, buf in enumerate(ch.buffers)]
+        n = 0
+        for buf, out, _ in streams:
+            buf.flush()
+            n += _drain(buf, out)
+        deadline = time.monotonic() + FLUSH_GRACE
+        while time.monotonic() < deadline and any(_incomplete(buf) for buf, _, _ in streams):
+            time.sleep(0.005)
+            for buf, out, _ in streams:
+                n += _drain(buf, out)
+        for buf, out, _ in streams:
+            buf.flush(final=True)  # an empty packet carrying the last lost-event count
+            n += _drain(buf, out)
+            n += _drain(buf, out, force=True)
+            out.sync()
+        return n
+
+    def _close(self, t: TraceOut) -> None:
+        for ch in t.channels.values():
+            for f in ch.files:
+                f.close()
+            ch.buffers.clear()
+
+    def flush_all(self) -> None:
+        for t in self.traces.values():
+            try:
+                self._flush(t)
+            except Exception:
+                _log("flush failed:\n" + traceback.format_exc())
+
+    def close_all(self) -> None:
+        with self.lock:
+            self.stopping = True
+            for t in self.traces.values():
+                self._close(t)
+            self.traces.clear()
+
+    def _drain_pass(self) -> int:
+        n = 0
+        for t in self.traces.values():
+            if t.drain:
+                for ch in t.channels.values():
+                    for cpu, buf in enumerate(ch.buffers):
+                        try:
+                            n += _drain(buf, ch.files[cpu])
+                        except OSError as exc:
+                            _log(f"writing {ch.name}_{cpu}: {exc}")
+        return n
+
+    def _drain_loop(self) -> None:
+        while True:
+            with self.lock:
+                if self.stopping:
+                    return
+                timeout = 0.2
+                now = time.monotonic()
+                for t in self.traces.values():
+                    for ch in t.channels.values():
+                        rt = ch.conf.get("read_timer") or 0
+                        if rt:
+                            timeout = min(timeout, rt / 1e6)
+                        st = ch.conf.get("switch_timer") or 0
+                        if st:
+                            if now >= ch.next_switch:
+                                if ch.next_switch:
+                                    for buf in ch.buffers:
+                                        buf.flush()
+                                ch.next_switch = now + st / 1e6
+                            timeout = min(timeout, max(0.0, ch.next_switch - now))
+                got = self._drain_pass()
+                sleepers = [buf for t in self.traces.values() if t.drain
+                            for ch in t.channels.values() for buf in ch.buffers]
+                if not got:
+                    for buf in sleepers:
+                        buf.reader_sleep(True)
+                    got = self._drain_pass()  # a packet may have completed meanwhile
+            try:
+                if not got:
+                    select.select([self.efd], [], [], max(timeout, 0.001))
+                    try:
+                        os.eventfd_read(self.efd)
+                    except BlockingIOError:
+                        pass
+            finally:
+                with self.lock:
+                    for buf in sleepers:
+                        try:
+                            buf.reader_sleep(False)
+                        except Exception:
+                            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ust-consumerd", description="the ust consumer daemon (spawned by ust-sessiond)")
+    p.add_argument("--fd", type=int, required=True, help="the socket to the session daemon")
+    args = p.parse_args(argv)
+    os.umask(0o077)
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sessiond decides when we stop
+    sock = socket.socket(fileno=args.fd)
+    Consumer(sock).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Where the daemons live: the runtime directory and its files."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from ust.errors import DaemonError
+
+SYSTEM_RUNDIR = "/var/run/ust"
+SOCKET_NAME = "sessiond.sock"
+PID_NAME = "sessiond.pid"
+LOG_NAME = "sessiond.log"
+
+
+def user_rundir() -> str:
+    """``$UST_HOME``, else ``$XDG_RUNTIME_DIR/ust``, else ``~/.ust``."""
+    home = os.environ.get("UST_HOME")
+    if home:
+        return os.path.abspath(home)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, "ust")
+    return os.path.join(os.path.expanduser("~"), ".ust")
+
+
+def socket_path(rundir: str | None = None) -> str:
+    return os.path.join(rundir or user_rundir(), SOCKET_NAME)
+
+
+def pid_path(rundir: str | None = None) -> str:
+    return os.path.join(rundir or user_rundir(), PID_NAME)
+
+
+def agent_rundirs() -> list[str]:
+    """Every runtime directory an agent tries: the user's, then the system one."""
+    dirs = [user_rundir()]
+    if os.environ.get("UST_HOME") is None and os.path.isdir(SYSTEM_RUNDIR) and SYSTEM_RUNDIR not in dirs:
+        dirs.append(SYSTEM_RUNDIR)
+    return dirs
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create ``path`` mode 0700, or check an existing one is ours and private."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise DaemonError(f"runtime directory {path} is not a directory")
+    if st.st_uid != os.getuid():
+        raise DaemonError(f"runtime directory {path} belongs to uid {st.st_uid}, not to you (uid {os.getuid()})")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+
+
+def read_pid(rundir: str | None = None) -> int | None:
+    """The pid in ``sessiond.pid`` if that process is alive, else None."""
+    try:
+        with open(pid_path(rundir)) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid

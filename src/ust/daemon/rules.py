@@ -1,0 +1,149 @@
+"""Event rules: which tracepoints a channel records (patterns, exclusions, log levels).
+
+Pure functions shared by the session daemon and the tests.
+
+Log levels are LTTng-UST's (``TRACE_EMERG`` = 0 … ``TRACE_DEBUG`` = 14, lower
+is more severe). ``--loglevel LVL`` keeps events *at least as severe* as LVL;
+``--loglevel-only LVL`` keeps events of exactly LVL. Python ``logging`` level
+names (CRITICAL, ERROR, WARNING, INFO, DEBUG) are accepted and mapped like
+LTTng's python domain maps them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ust.errors import SessionError
+
+LOGLEVELS = {
+    "EMERG": 0,
+    "ALERT": 1,
+    "CRIT": 2,
+    "ERR": 3,
+    "WARNING": 4,
+    "NOTICE": 5,
+    "INFO": 6,
+    "DEBUG_SYSTEM": 7,
+    "DEBUG_PROGRAM": 8,
+    "DEBUG_PROCESS": 9,
+    "DEBUG_MODULE": 10,
+    "DEBUG_UNIT": 11,
+    "DEBUG_FUNCTION": 12,
+    "DEBUG_LINE": 13,
+    "DEBUG": 14,
+}
+# Python logging names -> the LTTng level they are recorded at.
+PYTHON_LEVELS = {"CRITICAL": 2, "FATAL": 2, "ERROR": 3, "WARN": 4, "WARNING": 4, "INFO": 6, "DEBUG": 14}
+MAX_PATTERN = 512
+
+
+def parse_loglevel(text: str | int) -> int:
+    """``TRACE_WARNING``, ``WARNING``, ``warning``, ``4``, ``ERROR`` -> an LTTng level."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        name = str(text).strip().upper()
+        if name.startswith("TRACE_"):
+            name = name[6:]
+        if name.isdigit():
+            value = int(name)
+        elif name in LOGLEVELS:
+            value = LOGLEVELS[name]
+        elif name in PYTHON_LEVELS:
+            value = PYTHON_LEVELS[name]
+        else:
+            raise SessionError(
+                f"unknown log level {text!r}: expected one of {', '.join(LOGLEVELS)} (or a number 0-14)"
+            )
+    if not 0 <= value <= 14:
+        raise SessionError(f"log level {value} is out of range 0-14")
+    return value
+
+
+def loglevel_name(value: int) -> str:
+    for name, v in LOGLEVELS.items():
+        if v == value:
+            return "TRACE_" + name
+    return str(value)
+
+
+def check_pattern(pattern: str) -> str:
+    """An event name pattern: ``*`` is the only wildcard, anywhere."""
+    if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN:
+        raise SessionError(f"invalid event pattern {pattern!r}: expected 1 to {MAX_PATTERN} characters")
+    if any(c.isspace() for c in pattern) or "," in pattern:
+        raise SessionError(f"invalid event pattern {pattern!r}: no spaces or commas")
+    return pattern
+
+
+def _regex(pattern: str) -> re.Pattern:
+    return re.compile("".join(".*" if c == "*" else re.escape(c) for c in pattern) + r"\Z", re.S)
+
+
+def glob_match(pattern: str, name: str) -> bool:
+    if "*" not in pattern:
+        return pattern == name
+    return _regex(pattern).match(name) is not None
+
+
+@dataclass
+class EventRule:
+    """One ``enable-event`` pattern in one channel."""
+
+    pattern: str
+    channel: str
+    exclusions: tuple[str, ...] = ()
+    filter: str | None = None
+    loglevel_type: str = "all"  # "all", "range" (at least as severe), "single" (exactly)
+    loglevel: int = -1
+    enabled: bool = True
+    _rx: object = field(default=None, repr=False, compare=False)
+
+    def matches(self, name: str, loglevel: int) -> bool:
+        if not self.enabled or not glob_match(self.pattern, name):
+            return False
+        if any(glob_match(x, name) for x in self.exclusions):
+            return False
+        if self.loglevel_type == "range":
+            return loglevel <= self.loglevel
+        if self.loglevel_type == "single":
+            return loglevel == self.loglevel
+        return True
+
+    def same_rule(self, other: "EventRule") -> bool:
+        return (self.pattern, self.channel, self.exclusions, self.filter, self.loglevel_type, self.loglevel) == (
+            other.pattern, other.channel, other.exclusions, other.filter, other.loglevel_type, other.loglevel)
+
+    def to_json(self) -> dict:
+        return {
+            "pattern": self.pattern,
+            "channel": self.channel,
+            "exclusions": list(self.exclusions),
+            "filter": self.filter,
+            "loglevel_type": self.loglevel_type,
+            "loglevel": self.loglevel,
+            "enabled": self.enabled,
+        }
+
+
+def combined_filter(rules: list[EventRule]) -> str | None:
+    """The filter of a tracepoint enabled by several rules: any rule records it."""
+    if any(r.filter is None for r in rules):
+        return None
+    filters = sorted({r.filter for r in rules if r.filter})
+    if len(filters) == 1:
+        return filters[0]
+    return " || ".join(f"({f})" for f in filters)
+
+
+def parse_size(text: str | int) -> int:
+    """``4096``, ``4k``, ``4K``, ``4KiB``, ``2M``, ``1G`` -> bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    s = str(text).strip()
+    m = re.fullmatch(r"(\d+)\s*([kKmMgG]?)(i?[bB])?", s)
+    if not m:
+        raise SessionError(f"invalid size {text!r}: expected a number with an optional k, M or G suffix")
+    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2).lower()]
+    return int(m.group(1)) * mult

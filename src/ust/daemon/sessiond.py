@@ -1,0 +1,942 @@
+"""ust-sessiond: the session daemon.
+
+It owns the tracing sessions (channels, event rules, contexts), the registry of
+live applications, and the consumer daemon it spawns and supervises.
+
+Threads
+-------
+* the acceptor: one thread per connection (a misbehaving client blocks only
+  its own thread; connections are capped at MAX_CONNECTIONS);
+* per application, a reader thread that only routes acknowledgements and
+  queues the application's own requests (registration, new tracepoints);
+* one worker thread that runs those queued requests;
+* the consumer supervisor (``ConsumerLink``), which restarts ust-consumerd.
+
+Every change of state runs under ``self.lock``. Commands sent to applications
+wait for their acknowledgement with a timeout, never forever; an application
+whose socket stops draining is dropped. The app reader threads never take the
+lock, so an acknowledgement can always be delivered to a waiting command.
+
+The central operation is ``_sync_app(session, app)``: it computes what an
+application should record for a session (channels it maps, tracepoints it has
+attached with their event id and filter) and sends the difference. start,
+enable-event, disable-event and registration all end in it, so a rule applies
+the same way to applications registered before or after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import grp
+import json
+import os
+import queue
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ust.daemon import paths, protocol
+from ust.daemon.consumer_link import ConsumerLink
+from ust.daemon.protocol import (
+    ConnectionClosed, check, is_name, list_of, one_of, optional, string, uint,
+)
+from ust.daemon.rules import EventRule, check_pattern, combined_filter, parse_loglevel
+from ust.errors import ProtocolError, SessionError, UstError
+
+MAX_CONNECTIONS = 512
+APP_ACK_TIMEOUT = 3.0
+CONTEXTS = ("vpid", "vtid", "procname", "cpu_id", "thread_name", "asyncio_task")
+DEFAULT_CHANNEL = "channel0"
+
+
+def _log(msg: str) -> None:
+    print(f"ust-sessiond[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+# ---------------------------------------------------------------------------
+# state
+
+
+@dataclass
+class ChannelConf:
+    name: str
+    subbuf_size: int = 128 * 1024
+    num_subbuf: int = 4
+    overwrite: bool = False
+    buffers: str = "uid"  # "uid" or "pid"
+    switch_timer: int = 0  # microseconds, 0 = off
+    read_timer: int = 200_000  # microseconds
+    tracefile_size: int = 0
+    tracefile_count: int = 0
+    context: list[str] = field(default_factory=list)
+    enabled: bool = True
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TraceChannel:
+    conf: ChannelConf
+    stream_id: int
+    fds: list[int]
+    events: dict[str, int] = field(default_factory=dict)  # decl_key -> event id
+
+
+@dataclass
+class Trace:
+    """The buffers and files of one session for one owner (a uid or a pid)."""
+
+    key: str
+    path: str
+    owner: tuple[str, int]
+    uuid: str
+    channels: dict[str, TraceChannel] = field(default_factory=dict)
+
+
+@dataclass
+class Session:
+    name: str
+    output: str
+    snapshot: bool = False
+    token: str | None = None  # only apps started with this UST_RUN_TOKEN (ust run)
+    channels: dict[str, ChannelConf] = field(default_factory=dict)
+    rules: list[EventRule] = field(default_factory=list)
+    active: bool = False
+    created: float = field(default_factory=time.time)
+    clock_offset: int = 0
+    traces: dict[tuple[str, int], Trace] = field(default_factory=dict)
+    snapshot_count: int = 0
+    trace_paths: list = field(default_factory=list)  # after destroy
+
+    @property
+    def buffers(self) -> str:
+        for ch in self.channels.values():
+            return ch.buffers
+        return "uid"
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "output": self.output,
+            "snapshot": self.snapshot,
+            "active": self.active,
+            "buffers": self.buffers,
+            "created": self.created,
+            "channels": [ch.to_json() for ch in self.channels.values()],
+            "rules": [r.to_json() for r in self.rules],
+            "traces": [t.path for t in self.traces.values()],
+        }
+
+
+class App:
+    """A registered application: its connection and what it was told to do."""
+
+    def __init__(self, sock: socket.socket, pid: int, uid: int, info: dict):
+        self.sock = sock
+        self.pid = pid
+        self.uid = uid
+        self.ppid = info.get("ppid", 0)
+        self.procname = info["procname"]
+        self.token = info.get("token")
+        self.decls: dict[str, dict] = {}  # decl_key -> decl json
+        self.registered = time.time()
+        self.send_lock = threading.Lock()
+        self.pending: dict[int, list] = {}  # seq -> [event, reply]
+        self.seq = 0
+        self.alive = True
+        # session name -> {"channels": set of trace-channel keys,
+        #                  "attached": {(chan key, tp name): (event id, filter)}}
+        self.state: dict[str, dict] = {}
+
+    def command(self, msg: dict, fds: list[int] = (), wait: bool = True) -> dict | None:
+        """Send a command; wait for its acknowledgement (APP_ACK_TIMEOUT)."""
+        if not self.alive:
+            return None
+        with self.send_lock:
+            self.seq += 1
+            seq = self.seq
+            slot = [threading.Event(), None]
+            self.pending[seq] = slot
+            try:
+                protocol.send_msg(self.sock, {**msg, "seq": seq}, fds)
+            except (OSError, ProtocolError) as exc:
+                self.pending.pop(seq, None)
+                self.kill(f"send failed: {exc}")
+                return None
+        if not wait:
+            return None
+        if not slot[0].wait(APP_ACK_TIMEOUT):
+            self.pending.pop(seq, None)
+            _log(f"app {self.pid} did not acknowledge {msg.get('cmd')} in {APP_ACK_TIMEOUT}s")
+            return None
+        return slot[1]
+
+    def reply(self, seq: int, msg: dict) -> None:
+        with self.send_lock:
+            try:
+                protocol.send_msg(self.sock, {**msg, "re": seq})
+            except (OSError, ProtocolError) as exc:
+                self.kill(f"send failed: {exc}")
+
+    def deliver(self, seq: int, msg: dict) -> None:
+        slot = self.pending.pop(seq, None)
+        if slot is not None:
+            slot[1] = msg
+            slot[0].set()
+
+    def kill(self, why: str = "") -> None:
+        if self.alive:
+            self.alive = False
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for slot in list(self.pending.values()):
+            slot[0].set()
+
+    def to_json(self) -> dict:
+        return {
+            "pid": self.pid,
+            "ppid": self.ppid,
+            "uid": self.uid,
+            "procname": self.procname,
+            "registered": self.registered,
+            "tracepoints": sorted(
+                ({"name": d["name"], "loglevel": d["loglevel"], "kind": d["kind"]} for d in self.decls.values()),
+                key=lambda d: d["name"],
+            ),
+        }
+
+
+# ---------------------------------------------------------------------------
+# request schemas (clients)
+
+_CHANNEL_FIELDS = {
+    "subbuf_size?": uint(1 << 31),
+    "num_subbuf?": uint(1 << 20),
+    "overwrite?": bool,
+    "buffers?": one_of("uid", "pid"),
+    "switch_timer?": uint(1 << 40),
+    "read_timer?": uint(1 << 40),
+    "tracefile_size?": uint(1 << 50),
+    "tracefile_count?": uint(1 << 20),
+}
+
+SCHEMAS: dict[str, dict] = {
+    "ping": {},
+    "create": {"name": is_name, "output?": optional(string()), "snapshot?": bool, "token?": optional(string(128))},
+    "destroy": {"session": is_name},
+    "list": {},
+    "session": {"session": is_name},
+    "apps": {},
+    "enable_channel": {"session": is_name, "channel": is_name, **_CHANNEL_FIELDS},
+    "disable_channel": {"session": is_name, "channel": is_name},
+    "enable_event": {
+        "session": is_name,
+        "patterns": list_of(string(512), 256),
+        "channel?": optional(is_name),
+        "exclusions?": list_of(string(512), 256),
+        "filter?": optional(string(4096)),
+        "loglevel?": optional(one_of(*range(15))),
+        "loglevel_only?": bool,
+    },
+    "disable_event": {"session": is_name, "patterns": list_of(string(512), 256), "channel?": optional(is_name)},
+    "add_context": {"session": is_name, "types": list_of(one_of(*CONTEXTS), 32), "channel?": optional(is_name)},
+    "start": {"session": is_name},
+    "stop": {"session": is_name},
+    "snapshot_record": {"session": is_name, "output?": optional(string())},
+    "shutdown": {},
+}
+
+APP_SCHEMAS = {
+    "register": {
+        "pid": uint(1 << 31),
+        "ppid?": uint(1 << 31),
+        "uid": uint(1 << 32),
+        "procname": string(256),
+        "token?": optional(string(128)),
+        "tracepoints": list_of(protocol.check_decl, 65536),
+        "seq": uint(1 << 62),
+    },
+    "declare": {"tracepoints": list_of(protocol.check_decl, 65536), "seq": uint(1 << 62)},
+}
+
+
+# ---------------------------------------------------------------------------
+# the daemon
+
+
+class SessionDaemon:
+    def __init__(self, rundir: str, consumer: bool = True):
+        self.rundir = rundir
+        self.lock = threading.RLock()
+        self.sessions: dict[str, Session] = {}
+        self.apps: dict[int, App] = {}
+        self.work: queue.Queue = queue.Queue()
+        self.stopping = threading.Event()
+        self.nconn = 0
+        self.nconn_lock = threading.Lock()
+        self.listener: socket.socket | None = None
+        self.system = os.getuid() == 0 and os.path.abspath(rundir) == paths.SYSTEM_RUNDIR
+        self.consumer = ConsumerLink(rundir) if consumer else None
+        self._next_stream_id = 0
+
+    # -- peers ---------------------------------------------------------------
+
+    def peer_allowed(self, uid: int, gid: int) -> bool:
+        me = os.getuid()
+        if uid == me or uid == 0:
+            return True
+        if self.system:
+            try:
+                g = grp.getgrnam("tracing")
+            except KeyError:
+                return False
+            if gid == g.gr_gid:
+                return True
+            import pwd
+
+            try:
+                return pwd.getpwuid(uid).pw_name in g.gr_mem
+            except KeyError:
+                return False
+        return False
+
+    # -- serving ---------------------------------------------------------------
+
+    def serve(self) -> None:
+        paths.ensure_private_dir(self.rundir)
+        sock_path = paths.socket_path(self.rundir)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(sock_path)
+            probe.close()
+            raise UstError(f"a session daemon already listens on {sock_path}")
+        except (ConnectionRefusedError, FileNotFoundError):
+            probe.close()
+        try:
+            os.unlink(sock_path)
+        except FileNotFoundError:
+            pass
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            self.listener.bind(sock_path)
+        finally:
+            os.umask(old)
+        if self.system:
+            try:
+                os.chown(sock_path, 0, grp.getgrnam("tracing").gr_gid)
+                os.chmod(sock_path, 0o660)
+                os.chmod(self.rundir, 0o750)
+                os.chown(self.rundir, 0, grp.getgrnam("tracing").gr_gid)
+            except KeyError:
+                pass
+        self.listener.listen(64)
+        if self.consumer is not None:
+            self.consumer.start()
+        threading.Thread(target=self._worker, name="worker", daemon=True).start()
+        # The pid file is written last: its presence means "ready to serve".
+        tmp = paths.pid_path(self.rundir) + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, paths.pid_path(self.rundir))
+        _log(f"listening on {sock_path}")
+        try:
+            while not self.stopping.is_set():
+                try:
+                    conn, _ = self.listener.accept()
+                except OSError:
+                    if self.stopping.is_set():
+                        break
+                    raise
+                with self.nconn_lock:
+                    if self.nconn >= MAX_CONNECTIONS:
+                        conn.close()
+                        continue
+                    self.nconn += 1
+                threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+        finally:
+            self.shutdown()
+
+    def request_stop(self) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        if self.listener is not None:
+            try:
+                self.listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                self.listener.close()
+            except OSError:
+                pass
+
+    def shutdown(self) -> None:
+        """Stop every active session (traces complete on disk), then the consumer."""
+        with self.lock:
+            for s in list(self.sessions.values()):
+                try:
+                    self._destroy(s)
+                except Exception as exc:  # keep going: the others must still be flushed
+                    _log(f"destroying {s.name}: {exc}")
+            for app in list(self.apps.values()):
+                app.kill("daemon stops")
+        if self.consumer is not None:
+            self.consumer.stop()
+        for p in (paths.socket_path(self.rundir), paths.pid_path(self.rundir)):
+            try:
+                if p.endswith(".pid"):
+                    with open(p) as f:
+                        if f.read().strip() != str(os.getpid()):
+                            continue
+                os.unlink(p)
+            except OSError:
+                pass
+        _log("stopped")
+
+    def _connection(self, conn: socket.socket) -> None:
+        try:
+            pid, uid, gid = protocol.peer_credentials(conn)
+            if not self.peer_allowed(uid, gid):
+                try:
+                    protocol.send_msg(conn, protocol.error_reply(f"permission denied for uid {uid}"))
+                finally:
+                    conn.close()
+                return
+            conn.settimeout(None)
+            while not self.stopping.is_set():
+                try:
+                    msg, fds = protocol.recv_msg(conn)
+                except ConnectionClosed:
+                    return
+                except ProtocolError as exc:
+                    # Framing is lost after a bad header: answer, then hang up.
+                    self._send(conn, protocol.error_reply(f"bad message: {exc}"))
+                    return
+                for fd in fds:  # clients never send descriptors
+                    os.close(fd)
+                if msg.get("cmd") == "register":
+                    self._app_connection(conn, pid, uid, msg)
+                    return
+                reply = self.handle(msg)
+                if not self._send(conn, reply):
+                    return
+                if msg.get("cmd") == "shutdown" and reply.get("ok"):
+                    self.request_stop()
+                    return
+        except Exception:  # a bug must not take the daemon down with it
+            _log("connection handler failed:\n" + traceback.format_exc())
+        finally:
+            with self.nconn_lock:
+                self.nconn -= 1
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    @staticmethod
+    def _send(conn: socket.socket, reply: dict) -> bool:
+        try:
+            protocol.send_msg(conn, reply)
+            return True
+        except (OSError, ProtocolError):
+            return False
+
+    # -- client requests ---------------------------------------------------------
+
+    def handle(self, msg: dict) -> dict:
+        """Answer one client request. Never raises."""
+        try:
+            cmd = msg.get("cmd")
+            if not isinstance(cmd, str) or cmd not in SCHEMAS:
+                raise ProtocolError(f"unknown command {cmd!r}")
+            args = dict(msg)
+            del args["cmd"]
+            check(args, SCHEMAS[cmd])
+            with self.lock:
+                result = getattr(self, "cmd_" + cmd)(**args)
+            return protocol.ok_reply(**(result or {}))
+        except UstError as exc:
+            return protocol.error_reply(str(exc))
+        except Exception as exc:
+            _log("request failed:\n" + traceback.format_exc())
+            return protocol.error_reply(f"internal error: {type(exc).__name__}: {exc}")
+
+    def _session(self, name: str) -> Session:
+        try:
+            return self.sessions[name]
+        except KeyError:
+            raise SessionError(f"no session named {name!r}") from None
+
+    def cmd_ping(self) -> dict:
+        return {"pid": os.getpid(), "version": protocol.PROTOCOL_VERSION,
+                "consumer_pid": self.consumer.pid if self.consumer else None}
+
+    def cmd_shutdown(self) -> dict:
+        return {}
+
+    def cmd_create(self, name: str, output: str | None = None, snapshot: bool = False, token: str | None = None) -> dict:
+        if name in self.sessions:
+            raise SessionError(f"a session named {name!r} already exists")
+        if output is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            output = os.path.join(os.path.expanduser("~"), "ust-traces", f"{name}-{stamp}")
+        if not os.path.isabs(output):
+            raise SessionError(f"output directory must be an absolute path, got {output!r}")
+        s = Session(name=name, output=os.path.normpath(output), snapshot=snapshot, token=token)
+        self.sessions[name] = s
+        return {"session": s.summary()}
+
+    def cmd_destroy(self, session: str) -> dict:
+        s = self._session(session)
+        self._destroy(s)
+        summary = s.summary()
+        summary["traces"] = s.trace_paths
+        return {"session": summary}
+
+    def _destroy(self, s: Session) -> None:
+        if s.active:
+            self._stop(s)
+        if self.consumer is not None and s.traces:
+            self.consumer.remove_traces([t.key for t in s.traces.values()])
+        for t in s.traces.values():
+            for ch in t.channels.values():
+                for fd in ch.fds:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+        s.trace_paths = [t.path for t in s.traces.values()]
+        s.traces.clear()
+        self.sessions.pop(s.name, None)
+
+    def cmd_list(self) -> dict:
+        return {"sessions": [s.summary() for s in self.sessions.values()]}
+
+    def cmd_session(self, session: str) -> dict:
+        return {"session": self._session(session).summary()}
+
+    def cmd_apps(self) -> dict:
+        return {"apps": [a.to_json() for a in sorted(self.apps.values(), key=lambda a: a.pid)]}
+
+    def _channel(self, s: Session, name: str | None, create: bool = True) -> ChannelConf:
+        name = name or DEFAULT_CHANNEL
+        ch = s.channels.get(name)
+        if ch is None:
+            if not create:
+                raise SessionError(f"no channel named {name!r} in session {s.name!r}")
+            if s.active:
+                raise SessionError(f"cannot add channel {name!r}: session {s.name!r} is active (stop it first)")
+            ch = ChannelConf(name=name, overwrite=s.snapshot, buffers=s.buffers)
+            s.channels[name] = ch
+        return ch
+
+    def cmd_enable_channel(self, session: str, channel: str, **conf: Any) -> dict:
+        s = self._session(session)
+        if channel in s.channels:
+            ch = s.channels[channel]
+            if conf:
+                raise SessionError(f"channel {channel!r} already exists in session {session!r}; "
+                                   "its settings cannot be changed")
+            ch.enabled = True
+            return {"channel": ch.to_json()}
+        if s.active:
+            raise SessionError(f"cannot add channel {channel!r}: session {session!r} is active (stop it first)")
+        ch = ChannelConf(name=channel, overwrite=s.snapshot)
+        for k, v in conf.items():
+            setattr(ch, k, v)
+        if s.snapshot and not ch.overwrite:
+            raise SessionError("a snapshot session needs overwrite channels (drop --discard)")
+        if not _pow2(ch.subbuf_size) or ch.subbuf_size < 4096:
+            raise SessionError(f"sub-buffer size must be a power of two of at least 4096 bytes, got {ch.subbuf_size}")
+        if not _pow2(ch.num_subbuf) or ch.num_subbuf < 2:
+            raise SessionError(f"number of sub-buffers must be a power of two of at least 2, got {ch.num_subbuf}")
+        if ch.tracefile_size and ch.tracefile_size < ch.subbuf_size:
+            raise SessionError(f"tracefile size ({ch.tracefile_size}) must be at least the sub-buffer size "
+                               f"({ch.subbuf_size})")
+        if ch.tracefile_count and not ch.tracefile_size:
+            raise SessionError("--tracefile-count needs --tracefile-size")
+        if s.channels and ch.buffers != s.buffers:
+            raise SessionError(f"session {session!r} uses per-{s.buffers} buffers; all its channels must")
+        s.channels[channel] = ch
+        return {"channel": ch.to_json()}
+
+    def cmd_disable_channel(self, session: str, channel: str) -> dict:
+        s = self._session(session)
+        ch = self._channel(s, channel, create=False)
+        ch.enabled = False
+        self._sync_all(s)
+        return {}
+
+    def cmd_enable_event(self, session: str, patterns: list[str], channel: str | None = None,
+                         exclusions: list[str] = (), filter: str | None = None,
+                         loglevel: int | None = None, loglevel_only: bool = False) -> dict:
+        s = self._session(session)
+        if not patterns:
+            raise SessionError("no event pattern given")
+        for p in list(patterns) + list(exclusions):
+            check_pattern(p)
+        for x in exclusions:
+            if not any("*" in p for p in patterns):
+                raise SessionError(f"exclusion {x!r} needs a wildcard event pattern")
+        if filter is not None:
+            _validate_filter(filter)
+        ch = self._channel(s, channel)
+        added = []
+        for p in patterns:
+            rule = EventRule(
+                pattern=p, channel=ch.name, exclusions=tuple(exclusions), filter=filter,
+                loglevel_type="all" if loglevel is None else ("single" if loglevel_only else "range"),
+                loglevel=-1 if loglevel is None else loglevel,
+            )
+            for r in s.rules:
+                if r.same_rule(rule):
+                    r.enabled = True
+                    break
+            else:
+                s.rules.append(rule)
+            added.append(rule.to_json())
+        self._sync_all(s)
+        return {"rules": added}
+
+    def cmd_disable_event(self, session: str, patterns: list[str], channel: str | None = None) -> dict:
+        s = self._session(session)
+        chan = channel or DEFAULT_CHANNEL
+        if chan not in s.channels:
+            raise SessionError(f"no channel named {chan!r} in session {session!r}")
+        n = 0
+        for r in s.rules:
+            if r.channel == chan and r.enabled and ("*" in patterns and len(patterns) == 1 or r.pattern in patterns):
+                r.enabled = False
+                n += 1
+        if n == 0:
+            raise SessionError(f"no enabled event rule {', '.join(patterns)} in channel {chan!r}")
+        self._sync_all(s)
+        return {"disabled": n}
+
+    def cmd_add_context(self, session: str, types: list[str], channel: str | None = None) -> dict:
+        s = self._session(session)
+        if s.active:
+            raise SessionError(f"cannot add context: session {session!r} is active (stop it first)")
+        if s.traces:
+            raise SessionError(f"cannot add context: session {session!r} was already started")
+        chans = [self._channel(s, channel)] if channel or not s.channels else list(s.channels.values())
+        for ch in chans:
+            for t in types:
+                if t not in ch.context:
+                    ch.context.append(t)
+        return {"channels": [c.name for c in chans]}
+
+    def cmd_start(self, session: str) -> dict:
+        s = self._session(session)
+        if s.active:
+            raise SessionError(f"session {session!r} is already active")
+        if not any(r.enabled for r in s.rules):
+            raise SessionError(f"session {session!r} has no event rule enabled: use enable-event first")
+        if self.consumer is None:
+            raise SessionError("this session daemon runs without a consumer")
+        if not s.traces:
+            s.clock_offset = time.time_ns() - time.monotonic_ns()
+        s.active = True
+        try:
+            self._sync_all(s)
+        except Exception:
+            s.active = False
+            raise
+        return {"session": s.summary()}
+
+    def cmd_stop(self, session: str) -> dict:
+        s = self._session(session)
+        if not s.active:
+            raise SessionError(f"session {session!r} is not active")
+        self._stop(s)
+        return {"session": s.summary()}
+
+    def _stop(self, s: Session) -> None:
+        s.active = False
+        # 1. Every application stops writing (detach): what is committed is final.
+        for app in list(self.apps.values()):
+            if s.name in app.state:
+                app.command({"cmd": "remove_session", "session": s.name})
+                app.state.pop(s.name, None)
+        # 2. The consumer closes the partial packets and writes everything.
+        if s.traces and self.consumer is not None:
+            self.consumer.flush([t.key for t in s.traces.values()])
+
+    def cmd_snapshot_record(self, session: str, output: str | None = None) -> dict:
+        s = self._session(session)
+        if not s.snapshot:
+            raise SessionError(f"session {session!r} is not a snapshot session (create it with --snapshot)")
+        if not s.traces:
+            raise SessionError(f"session {session!r} has no buffers yet: start it first")
+        base = output or s.output
+        if not os.path.isabs(base):
+            raise SessionError(f"snapshot output must be an absolute path, got {base!r}")
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        dest = os.path.join(base, f"snapshot-{s.snapshot_count}-{stamp}")
+        s.snapshot_count += 1
+        targets = {t.key: os.path.join(dest, os.path.relpath(t.path, s.output)) for t in s.traces.values()}
+        self.consumer.snapshot(targets)
+        return {"path": dest}
+
+    # -- applications ------------------------------------------------------------
+
+    def _app_connection(self, conn: socket.socket, pid: int, uid: int, msg: dict) -> None:
+        try:
+            check(msg, {"cmd": str, **APP_SCHEMAS["register"]})
+        except ProtocolError as exc:
+            self._send(conn, {**protocol.error_reply(str(exc)), "re": msg.get("seq", 0)})
+            return
+        if msg["pid"] != pid or msg["uid"] != uid:
+            self._send(conn, {**protocol.error_reply(
+                f"registration says pid {msg['pid']} uid {msg['uid']}, the socket says pid {pid} uid {uid}"),
+                "re": msg["seq"]})
+            return
+        # A send that cannot complete within 2 s means the app is stuck: drop it.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 2, 0))
+        app = App(conn, pid, uid, msg)
+        self.work.put(("register", app, msg))
+        while True:
+            try:
+                m, fds = protocol.recv_msg(conn)
+            except (ConnectionClosed, OSError):
+                break
+            except ProtocolError as exc:
+                _log(f"app {pid}: {exc}; dropping it")
+                break
+            for fd in fds:
+                os.close(fd)
+            if "re" in m:
+                if isinstance(m["re"], int):
+                    app.deliver(m["re"], m)
+                continue
+            self.work.put(("app_request", app, m))
+        app.kill("disconnected")
+        self.work.put(("gone", app, None))
+
+    def _worker(self) -> None:
+        while True:
+            kind, app, msg = self.work.get()
+            try:
+                with self.lock:
+                    if kind == "register":
+                        self._register(app, msg)
+                    elif kind == "app_request":
+                        self._app_request(app, msg)
+                    elif kind == "gone":
+                        if self.apps.get(app.pid) is app:
+                            del self.apps[app.pid]
+            except Exception:
+                _log("worker failed:\n" + traceback.format_exc())
+
+    def _add_decls(self, app: App, decls: list[dict]) -> None:
+        for d in decls:
+            app.decls[protocol.decl_key(d)] = d
+
+    def _register(self, app: App, msg: dict) -> None:
+        old = self.apps.get(app.pid)
+        if old is not None and old is not app:
+            old.kill("replaced")
+        self.apps[app.pid] = app
+        self._add_decls(app, msg["tracepoints"])
+        for s in self.sessions.values():
+            if s.active:
+                self._sync_app(s, app)
+        app.reply(msg["seq"], protocol.ok_reply())
+
+    def _app_request(self, app: App, msg: dict) -> None:
+        cmd = msg.get("cmd")
+        seq = msg.get("seq") if isinstance(msg.get("seq"), int) else 0
+        try:
+            if cmd != "declare":
+                raise ProtocolError(f"unknown application request {cmd!r}")
+            check(msg, {"cmd": str, **APP_SCHEMAS["declare"]})
+        except ProtocolError as exc:
+            app.reply(seq, protocol.error_reply(str(exc)))
+            return
+        self._add_decls(app, msg["tracepoints"])
+        for s in self.sessions.values():
+            if s.active:
+                self._sync_app(s, app)
+        app.reply(seq, protocol.ok_reply())
+
+    # -- applying rules ------------------------------------------------------------
+
+    def _sync_all(self, s: Session) -> None:
+        if not s.active:
+            return
+        for app in list(self.apps.values()):
+            self._sync_app(s, app)
+
+    def _app_in_session(self, s: Session, app: App) -> bool:
+        return app.alive and (s.token is None or s.token == app.token)
+
+    def _trace_for(self, s: Session, app: App) -> Trace:
+        owner = ("pid", app.pid) if s.buffers == "pid" else ("uid", app.uid)
+        t = s.traces.get(owner)
+        if t is not None:
+            return t
+        if owner[0] == "uid":
+            path = os.path.join(s.output, "ust", "uid", str(app.uid), "64-bit")
+        else:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            path = os.path.join(s.output, "ust", "pid", f"{app.procname}-{app.pid}-{stamp}")
+        key = f"{s.name}/{owner[0]}-{owner[1]}"
+        t = Trace(key=key, path=path, owner=owner, uuid=str(uuidlib.uuid4()))
+        self.consumer.add_trace({
+            "key": key, "path": path, "uuid": t.uuid, "clock_offset": s.clock_offset,
+            "drain": not s.snapshot, "session": s.name,
+            "env": {"trace_name": s.name, "trace_buffering_scheme": owner[0], "buffering_id": owner[1],
+                    **({"procname": app.procname, "vpid": app.pid} if owner[0] == "pid" else {})},
+        })
+        s.traces[owner] = t
+        return t
+
+    def _trace_channel(self, s: Session, t: Trace, conf: ChannelConf) -> TraceChannel:
+        tc = t.channels.get(conf.name)
+        if tc is None:
+            stream_id = len(t.channels)
+            fds = self.consumer.add_channel(t.key, {
+                "name": conf.name, "stream_id": stream_id, "subbuf_size": conf.subbuf_size,
+                "num_subbuf": conf.num_subbuf, "overwrite": conf.overwrite, "switch_timer": conf.switch_timer,
+                "read_timer": conf.read_timer, "tracefile_size": conf.tracefile_size,
+                "tracefile_count": conf.tracefile_count, "context": list(conf.context),
+            })
+            tc = TraceChannel(conf=conf, stream_id=stream_id, fds=fds)
+            t.channels[conf.name] = tc
+        return tc
+
+    def _sync_app(self, s: Session, app: App) -> None:
+        """Make ``app`` record exactly what the rules of active session ``s`` select."""
+        if not s.active or not self._app_in_session(s, app):
+            return
+        # What the rules select, per channel: tracepoint decl -> filter.
+        wanted: dict[str, list[tuple[dict, str | None]]] = {}
+        for conf in s.channels.values():
+            if not conf.enabled:
+                continue
+            rules = [r for r in s.rules if r.channel == conf.name and r.enabled]
+            for d in app.decls.values():
+                hits = [r for r in rules if r.matches(d["name"], d["loglevel"])]
+                if hits:
+                    wanted.setdefault(conf.name, []).append((d, combined_filter(hits)))
+        if not wanted and s.name not in app.state:
+            return
+        t = self._trace_for(s, app)
+        st = app.state.setdefault(s.name, {"channels": set(), "attached": {}})
+        desired: dict[tuple[str, str], tuple[int, str | None]] = {}
+        for chan_name, items in wanted.items():
+            conf = s.channels[chan_name]
+            tc = self._trace_channel(s, t, conf)
+            ckey = f"{t.key}/{chan_name}"
+            if ckey not in st["channels"]:
+                ack = app.command({
+                    "cmd": "add_channel", "session": s.name, "key": ckey, "context": list(conf.context),
+                    "shared": t.owner[0] == "uid", "ncpu": len(tc.fds),
+                }, tc.fds)
+                if not ack or not ack.get("ok"):
+                    _log(f"app {app.pid} could not map channel {ckey}: {ack and ack.get('error')}")
+                    continue
+                st["channels"].add(ckey)
+            new_events = []
+            for d, flt in items:
+                k = protocol.decl_key(d)
+                eid = tc.events.get(k)
+                if eid is None:
+                    eid = len(tc.events)
+                    tc.events[k] = eid
+                    new_events.append({"id": eid, "decl": d})
+                desired[(ckey, d["name"], k)] = (eid, flt)
+            if new_events:
+                # Metadata first: an event is never in a stream before it is described.
+                self.consumer.add_events(t.key, chan_name, new_events)
+        attached = st["attached"]
+        for key in [k for k in attached if k not in desired or attached[k] != desired[k]]:
+            ckey, name, _ = key
+            app.command({"cmd": "detach", "key": ckey, "tracepoint": name, "event_id": attached[key][0]})
+            del attached[key]
+        for key, (eid, flt) in desired.items():
+            if key in attached:
+                continue
+            ckey, name, _ = key
+            ack = app.command({"cmd": "attach", "key": ckey, "tracepoint": name, "event_id": eid, "filter": flt,
+                               "decl_key": key[2]})
+            if ack and ack.get("ok"):
+                attached[key] = (eid, flt)
+            elif ack:
+                _log(f"app {app.pid}: attach {name} failed: {ack.get('error')}")
+
+
+def _validate_filter(expr: str) -> None:
+    """Reject an invalid filter here, with the position of the error."""
+    try:
+        from ust.filter import compile_filter
+    except ImportError:
+        if not expr.strip():
+            raise SessionError("empty filter expression") from None
+        return
+    compile_filter(expr)  # raises FilterError (a UstError) with the position
+
+
+# ---------------------------------------------------------------------------
+# entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ust-sessiond", description="the ust session daemon")
+    p.add_argument("--rundir", help="runtime directory (default: $UST_HOME, $XDG_RUNTIME_DIR/ust or ~/.ust)")
+    p.add_argument("--daemonize", "-d", action="store_true", help="detach and run in the background")
+    p.add_argument("--log", help="log file (with --daemonize; default <rundir>/sessiond.log)")
+    args = p.parse_args(argv)
+    rundir = os.path.abspath(args.rundir) if args.rundir else paths.user_rundir()
+    if args.daemonize:
+        _daemonize(args.log or os.path.join(rundir, paths.LOG_NAME), rundir)
+    daemon = SessionDaemon(rundir)
+
+    def on_signal(signum, frame):
+        daemon.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        daemon.serve()
+    except UstError as exc:
+        print(f"ust-sessiond: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _daemonize(log: str, rundir: str) -> None:
+    paths.ensure_private_dir(rundir)
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.close(null)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

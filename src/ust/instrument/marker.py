@@ -1,0 +1,74 @@
+"""printf-style markers, the ``trace_mark`` analogue: types come from the format.
+
+``ust.mark("myapp", "search_event", "DN %s", dn)`` declares (once) the event
+``myapp:search_event`` with a string field ``DN`` and records it. The word
+just before a conversion names its field (``"DN %s"`` -> ``DN``); a
+conversion with no name before it is ``arg<i>``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ust.instrument import fields as F
+from ust.instrument.tracepoint import declare
+
+_CONV = re.compile(r"%(?P<flags>[-+ #0]*)(?P<width>\d+|\*)?(?:\.(?P<prec>\d+|\*))?(?P<len>hh|h|ll|l|L|q|j|z|t)?(?P<conv>[diouxXeEfFgGaAcsp%])")
+_NAME_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*[=:]?\s*$")
+
+_TYPES = {
+    "d": F.int64, "i": F.int64, "u": F.uint64, "o": F.uint64,
+    "x": F.hex(F.uint64), "X": F.hex(F.uint64), "p": F.hex(F.uint64),
+    "e": F.float64, "E": F.float64, "f": F.float64, "F": F.float64,
+    "g": F.float64, "G": F.float64, "a": F.float64, "A": F.float64,
+    "c": F.string, "s": F.string,
+}
+
+_cache: dict[tuple[str, str, str], object] = {}
+
+
+def parse_format(fmt: str) -> list[tuple[str, F.FieldType]]:
+    """The fields a format declares, in order."""
+    fields: list[tuple[str, F.FieldType]] = []
+    used: set[str] = set()
+    pos = 0
+    for m in _CONV.finditer(fmt):
+        conv = m.group("conv")
+        if conv == "%":
+            pos = m.end()
+            continue
+        if m.group("width") == "*" or m.group("prec") == "*":
+            raise ValueError(f"marker format {fmt!r}: '*' widths are not supported")
+        before = _NAME_BEFORE.search(fmt[pos:m.start()])
+        name = before.group(1) if before else f"arg{len(fields)}"
+        base = name
+        k = 1
+        while name in used:
+            name = f"{base}_{k}"
+            k += 1
+        used.add(name)
+        fields.append((name, _TYPES[conv]))
+        pos = m.end()
+    leftover = fmt.replace("%%", "")
+    if leftover.count("%") != len(fields):
+        raise ValueError(f"marker format {fmt!r} has a conversion ust does not understand")
+    return fields
+
+
+def marker(provider: str, name: str, fmt: str):
+    """The tracepoint behind a marker (declared on first use)."""
+    key = (provider, name, fmt)
+    tp = _cache.get(key)
+    if tp is None:
+        tp = declare(f"{provider}:{name}", parse_format(fmt), kind="marker", extra={"format": fmt}).tp
+        _cache[key] = tp
+    return tp
+
+
+def mark(provider: str, name: str, fmt: str, *args) -> None:
+    """Record a printf-style marker event; see the module doc."""
+    tp = _cache.get((provider, name, fmt))
+    if tp is None:
+        tp = marker(provider, name, fmt)
+    # %c takes a one-character string; numbers for %s are the caller's misuse
+    tp(*args)

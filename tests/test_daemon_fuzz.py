@@ -1,0 +1,159 @@
+"""Bad input never takes the session daemon down: random and mutated messages,
+clients killed mid-request, a client that stalls, unknown names."""
+
+import json
+import os
+import random
+import socket
+import struct
+
+import pytest
+
+from daemon_util import ust_env  # noqa: F401
+from ust.daemon import protocol
+from ust.errors import SessionError
+
+VALID = [
+    {"cmd": "ping"},
+    {"cmd": "create", "name": "f1", "output": "/tmp/ust-fuzz-out"},
+    {"cmd": "list"},
+    {"cmd": "session", "session": "f1"},
+    {"cmd": "apps"},
+    {"cmd": "enable_channel", "session": "f1", "channel": "c", "subbuf_size": 8192, "num_subbuf": 4},
+    {"cmd": "enable_event", "session": "f1", "patterns": ["a:*"], "channel": "c", "exclusions": ["a:b"],
+     "filter": "x > 1", "loglevel": 4, "loglevel_only": False},
+    {"cmd": "disable_event", "session": "f1", "patterns": ["a:*"], "channel": "c"},
+    {"cmd": "add_context", "session": "f1", "types": ["vpid"]},
+    {"cmd": "register", "pid": 1, "uid": 0, "procname": "x", "tracepoints": [], "seq": 1},
+    {"cmd": "snapshot_record", "session": "f1"},
+    {"cmd": "destroy", "session": "f1"},
+]
+
+JUNK_VALUES = [None, True, -1, 0, 1 << 70, 1.5, "", "x" * 300, "../../etc", "a/b", [], {}, ["*"] * 3,
+               {"cmd": "ping"}, "\x00", "é"]
+
+
+def mutate(rng: random.Random, msg: dict) -> dict:
+    m = json.loads(json.dumps(msg))
+    for _ in range(rng.randint(1, 3)):
+        op = rng.randrange(4)
+        keys = list(m)
+        if op == 0 and keys:
+            del m[rng.choice(keys)]
+        elif op == 1 and keys:
+            m[rng.choice(keys)] = rng.choice(JUNK_VALUES)
+        elif op == 2:
+            m[rng.choice(["zz", "cmd", "session", "patterns"])] = rng.choice(JUNK_VALUES)
+        else:
+            m["cmd"] = rng.choice(["ping", "start", "stop", "nope", "", "__init__", "_destroy", "shutdownx"])
+    return m
+
+
+def raw_frames(rng: random.Random) -> bytes:
+    kind = rng.randrange(5)
+    if kind == 0:
+        return os.urandom(rng.randint(1, 64))
+    body = json.dumps(rng.choice(VALID)).encode()
+    header = protocol.HEADER.pack(protocol.MAGIC, protocol.PROTOCOL_VERSION, 0, len(body))
+    frame = bytearray(header + body)
+    if kind == 1:  # flip bytes
+        for _ in range(rng.randint(1, 4)):
+            i = rng.randrange(len(frame))
+            frame[i] = rng.randrange(256)
+    elif kind == 2:  # truncate
+        frame = frame[: rng.randrange(len(frame))]
+    elif kind == 3:  # lie about the length
+        frame[8:12] = struct.pack("!I", rng.choice([0, 1, len(body) + 10, protocol.MAX_BODY + 1, 0xFFFFFFFF]))
+    else:  # not an object
+        b = rng.choice([b"[1,2]", b"null", b"\"s\"", b"{", b"{\"cmd\":NaN}"])
+        frame = bytearray(protocol.HEADER.pack(protocol.MAGIC, 1, 0, len(b)) + b)
+    return bytes(frame)
+
+
+def connect(home):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(os.path.join(home, "sessiond.sock"))
+    return s
+
+
+def test_fuzz_sessiond_keeps_answering(ust_env):
+    c = ust_env.client()
+    assert c.ping()["pid"]
+    rng = random.Random(1234)
+    for i in range(300):
+        s = connect(ust_env.home)
+        try:
+            if i % 2:
+                msg = mutate(rng, rng.choice(VALID))
+                if msg.get("cmd") in ("shutdown", "register"):
+                    continue
+                protocol.send_msg(s, msg)
+                reply, _ = protocol.recv_msg(s)
+                assert isinstance(reply.get("ok"), bool)
+                if not reply["ok"]:
+                    assert isinstance(reply["error"], str) and "\n" not in reply["error"]
+                    assert not reply["error"].startswith("internal error"), (msg, reply)
+            else:
+                s.sendall(raw_frames(rng))
+                s.shutdown(socket.SHUT_WR)
+                try:
+                    while s.recv(65536):
+                        pass
+                except OSError:
+                    pass
+        finally:
+            s.close()
+        if i % 50 == 0:
+            assert c.ping()["pid"]
+    assert c.ping()["pid"]
+    for s in c.list_sessions():
+        c.destroy_session(s["name"])
+
+
+def test_stalled_and_killed_clients_do_not_block_others(ust_env):
+    c = ust_env.client()
+    c.ping()
+    # a client that sends half a header and stalls, one that sends half a body and vanishes
+    stalled = connect(ust_env.home)
+    stalled.sendall(protocol.encode({"cmd": "ping"})[:5])
+    gone = connect(ust_env.home)
+    gone.sendall(protocol.encode({"cmd": "create", "name": "x", "output": "/tmp/x"})[:-4])
+    gone.close()
+    c.create_session("ok", output="/tmp/ust-ok")
+    assert [s["name"] for s in c.list_sessions()] == ["ok"]
+    stalled.close()
+    assert c.ping()["pid"]
+
+
+def test_error_replies(ust_env):
+    c = ust_env.client()
+    c.create_session("s", output="/tmp/ust-s")
+    for call, msg in [
+        (lambda: c.create_session("s"), "already exists"),
+        (lambda: c.start("s"), "no event rule enabled"),
+        (lambda: c.stop("s"), "not active"),
+        (lambda: c.enable_events("nope", "a:*"), "no session named 'nope'"),
+        (lambda: c.disable_events("s", "a:*", channel="nochan"), "no channel named 'nochan'"),
+        (lambda: c.enable_events("s", "a:x", exclusions=["a:y"]), "needs a wildcard"),
+        (lambda: c.enable_events("s", "a:*", filter="x ==="), "position"),
+        (lambda: c.create_session("bad/name"), "invalid name"),
+        (lambda: c.call("create", name="r", output="relative/dir"), "absolute path"),
+        (lambda: c.call("nope"), "unknown command"),
+        (lambda: c.call("create", name=5), "field 'name'"),
+    ]:
+        with pytest.raises(SessionError, match=msg):
+            call()
+    assert c.ping()["pid"]
+
+
+def test_register_must_match_peer_credentials(ust_env):
+    c = ust_env.client()
+    c.ping()
+    s = connect(ust_env.home)
+    protocol.send_msg(s, {"cmd": "register", "pid": 1, "uid": os.getuid(), "procname": "liar", "tracepoints": [],
+                          "seq": 1})
+    reply, _ = protocol.recv_msg(s)
+    assert not reply["ok"] and "the socket says pid" in reply["error"]
+    s.close()
+    assert c.list_apps() == []

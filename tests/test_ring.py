@@ -1,0 +1,294 @@
+"""The ring buffer itself: packets, lost counts, overwrite, the spare sub-buffer,
+sharing across processes through a passed file descriptor."""
+
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+
+import ust
+from ust._ring import PACKET_HEADER_SIZE, Buffer, Channel
+
+HEADER = struct.Struct("<I16sIQQQQQQQI")  # magic uuid stream_id instance ts_begin ts_end content packet seq discarded cpu
+UUID = bytes(range(16))
+
+
+def header(packet):
+    return dict(zip(
+        ("magic", "uuid", "stream_id", "instance", "ts_begin", "ts_end", "content_size", "packet_size",
+         "seq", "discarded", "cpu"),
+        HEADER.unpack_from(packet),
+    ))
+
+
+def make(subbuf=4096, n=4, overwrite=False, cpu=0):
+    buf = Buffer.create(subbuf, n, overwrite=overwrite, stream_id=3, cpu=cpu, uuid=UUID)
+    return buf, Channel([buf])
+
+
+tp_u32 = ust.tracepoint("ring:u32", {"v": ust.uint32})
+tp_blob = ust.tracepoint("ring:blob", {"b": ust.bytes})
+
+
+def take_all(buf, force=False):
+    out = []
+    while (p := buf.get_subbuf(force=force)) is not None:
+        out.append(bytes(p))
+        p.release()
+        buf.put_subbuf()
+    return out
+
+
+def values_in(packet):
+    """Decode ring:u32 events (id 0, compact or extended header)."""
+    h = header(packet)
+    pos, end, vals = PACKET_HEADER_SIZE, h["content_size"] // 8, []
+    while pos < end:
+        (eid,) = struct.unpack_from("<H", packet, pos)
+        pos += 6 if eid != 65535 else 14
+        vals.append(struct.unpack_from("<I", packet, pos)[0])
+        pos += 4
+    assert pos == end, "events overrun the packet's content"
+    return vals
+
+
+def test_geometry_is_checked():
+    with pytest.raises(ValueError):
+        Buffer.create(1000, 4)
+    with pytest.raises(ValueError):
+        Buffer.create(4096, 3)
+    with pytest.raises(ValueError):
+        Buffer.create(4096, 4, uuid=b"short")
+    r, w = os.pipe()
+    with pytest.raises(ValueError):
+        Buffer.attach(r)  # not a ring buffer
+    os.close(r), os.close(w)
+
+
+def test_empty_buffer_has_no_packet_and_flush_closes_the_partial_one():
+    buf, ch = make()
+    assert buf.get_subbuf() is None
+    assert buf.flush() is False  # nothing open
+    tp_u32.attach(ch, 0)
+    try:
+        for i in range(10):
+            tp_u32(i)
+    finally:
+        tp_u32.detach(ch)
+    assert buf.get_subbuf() is None  # the packet is still open
+    assert buf.flush() is True
+    (packet,) = take_all(buf)
+    h = header(packet)
+    assert h["magic"] == 0xC1FC1FC1 and h["uuid"] == UUID and h["stream_id"] == 3
+    assert h["seq"] == 0 and h["discarded"] == 0 and h["content_size"] == len(packet) * 8
+    assert h["ts_begin"] <= h["ts_end"]
+    assert values_in(packet) == list(range(10))
+
+
+def test_discard_mode_counts_exactly_what_it_drops():
+    buf, ch = make(4096, 2)
+    tp_u32.attach(ch, 0)
+    try:
+        for i in range(5000):  # 10 bytes each: far more than 2 x 4 KiB
+            tp_u32(i)
+    finally:
+        tp_u32.detach(ch)
+    buf.flush()
+    packets = take_all(buf)
+    kept = [v for p in packets for v in values_in(p)]
+    lost = buf.counters()["lost_full"]
+    assert lost > 0
+    assert len(kept) + lost == 5000
+    assert kept == list(range(len(kept)))  # discard keeps the oldest
+    assert header(packets[-1])["discarded"] == lost
+
+
+def test_event_larger_than_a_subbuffer_is_counted_apart():
+    buf, ch = make(4096, 2)
+    tp_blob.attach(ch, 1)
+    try:
+        tp_blob(b"x" * 5000)
+        tp_blob(b"small")
+    finally:
+        tp_blob.detach(ch)
+    c = buf.counters()
+    assert c["lost_big"] == 1 and c["lost_full"] == 0
+    buf.flush()
+    (packet,) = take_all(buf)
+    assert header(packet)["discarded"] == 1
+
+
+def test_overwrite_keeps_the_newest_and_the_reader_spare_is_never_overwritten():
+    buf, ch = make(4096, 4, overwrite=True)
+    tp_u32.attach(ch, 0)
+    try:
+        for i in range(3000):
+            tp_u32(i)
+        held = buf.get_subbuf()  # the oldest complete packet, now the reader's
+        snapshot = bytes(held)
+        for i in range(3000, 20000):  # lap the buffer many times
+            tp_u32(i)
+        assert bytes(held) == snapshot  # the writer never touched what we hold
+        held.release()
+        buf.put_subbuf()
+    finally:
+        tp_u32.detach(ch)
+    buf.flush()
+    packets = take_all(buf)
+    vals = [v for p in packets for v in values_in(p)]
+    assert vals[-1] == 19999  # the newest event is kept
+    assert vals == list(range(vals[0], 20000))  # a contiguous run of the newest
+    assert buf.counters()["packets_overwritten"] > 0
+    seqs = [header(p)["seq"] for p in packets]
+    assert seqs == sorted(seqs)
+
+
+CHILD = r"""
+import mmap, os, sys, ust
+from ust._ring import Buffer, Channel
+fd, counter_path, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+buf = Buffer.attach(fd)
+tp = ust.tracepoint("ring:u32", {"v": ust.uint32})
+tp.attach(Channel([buf]), 0)
+with open(counter_path, "r+b") as f:
+    done = mmap.mmap(f.fileno(), 8)
+    i = 0
+    while True:
+        tp(i)
+        i += 1
+        done[:8] = i.to_bytes(8, "little")  # i events committed
+        if mode == "count" and i == 1000:
+            break
+"""
+
+
+def _child(buf, tmp_path, mode):
+    counter = tmp_path / "counter"
+    counter.write_bytes(bytes(8))
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(buf.fd), str(counter), mode], pass_fds=[buf.fd])
+    return proc, counter
+
+
+def test_a_buffer_is_shared_with_another_process_through_its_fd(tmp_path):
+    buf, _ = make(1 << 16, 4)
+    proc, _ = _child(buf, tmp_path, "count")
+    assert proc.wait() == 0
+    buf.flush()
+    vals = [v for p in take_all(buf) for v in values_in(p)]
+    assert vals == list(range(1000))
+
+
+def test_a_writer_killed_with_sigkill_loses_nothing_it_committed(tmp_path):
+    buf, _ = make(1 << 20, 32)  # 32 MiB: room for everything the child writes
+    proc, counter = _child(buf, tmp_path, "forever")
+    while int.from_bytes(counter.read_bytes()[:8], "little") < 50000:
+        pass
+    proc.kill()
+    proc.wait()
+    committed = int.from_bytes(counter.read_bytes()[:8], "little")
+    buf.flush()
+    vals = [v for p in take_all(buf, force=True) for v in values_in(p)]
+    assert vals[:committed] == list(range(committed))
+    assert len(vals) <= committed + 1  # at most the one in flight when it died
+
+
+def blobs_in(packet):
+    h = header(packet)
+    pos, end, out = PACKET_HEADER_SIZE, h["content_size"] // 8, []
+    while pos < end:
+        (eid,) = struct.unpack_from("<H", packet, pos)
+        pos += 6 if eid != 65535 else 14
+        (n,) = struct.unpack_from("<I", packet, pos)
+        out.append(packet[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    assert pos == end
+    return out
+
+
+def test_events_of_every_size_fill_packets_to_every_boundary():
+    buf, ch = make(4096, 256)
+    sent = [bytes([k % 251]) * (k % 301) for k in range(3000)]
+    tp_blob.attach(ch, 1)
+    try:
+        for b in sent:
+            tp_blob(b)
+    finally:
+        tp_blob.detach(ch)
+    buf.flush()
+    packets = take_all(buf)
+    assert [h["seq"] for h in map(header, packets)] == list(range(len(packets)))
+    assert [b for p in packets for b in blobs_in(p)] == sent
+    assert buf.counters()["lost_full"] == 0
+
+
+def test_a_new_reader_recovers_after_a_reader_died_holding_a_packet():
+    buf, ch = make(4096, 4)
+    tp_u32.attach(ch, 0)
+    try:
+        for i in range(1000):
+            tp_u32(i)
+        held = buf.get_subbuf()  # this reader "dies" holding packet 0
+        first = values_in(bytes(held))
+        held.release()
+        other = Buffer.attach(buf.fd)  # a restarted consumer maps the same buffer
+        for i in range(1000, 3000):
+            tp_u32(i)
+    finally:
+        tp_u32.detach(ch)
+    other.flush()
+    vals = [v for p in take_all(other) for v in values_in(p)]
+    assert vals and vals[-1] == vals[0] + len(vals) - 1  # a clean, contiguous run after the lost packet
+    assert vals[0] == first[-1] + 1
+    assert other.counters()["lost_full"] > 0  # the buffer was full while nobody read
+
+
+STRESS_CHILD = r"""
+import sys, ust
+from ust._ring import Buffer, Channel
+fd, writer, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+tp = ust.tracepoint("ring:u32", {"v": ust.uint32})
+tp.attach(Channel([Buffer.attach(fd)]), 0)
+for i in range(n):
+    tp((writer << 28) | i)
+"""
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_concurrent_reader_and_two_writer_processes_never_see_a_torn_packet(overwrite):
+    """Two processes write one buffer while this process reads it: every
+    packet read parses exactly and each writer's values only go up."""
+    buf, _ = make(4096, 4, overwrite=overwrite)
+    n = 200_000
+    procs = [subprocess.Popen([sys.executable, "-c", STRESS_CHILD, str(buf.fd), str(w), str(n)],
+                              pass_fds=[buf.fd]) for w in (1, 2)]
+    got = {1: [], 2: []}
+    packets = []
+
+    def read_some():
+        while (p := buf.get_subbuf()) is not None:
+            packets.append(bytes(p))
+            p.release()
+            buf.put_subbuf()
+
+    while any(p.poll() is None for p in procs):
+        read_some()
+    assert all(p.returncode == 0 for p in procs)
+    buf.flush()
+    read_some()
+    last_seq = -1
+    for packet in packets:
+        h = header(packet)
+        assert h["magic"] == 0xC1FC1FC1 and h["seq"] > last_seq
+        last_seq = h["seq"]
+        for v in values_in(packet):  # values_in checks the layout as it goes
+            got[v >> 28].append(v & 0xFFFFFFF)
+    c = buf.counters()
+    for w in (1, 2):
+        assert got[w] == sorted(set(got[w])), "a writer's values went backwards or repeated: torn read"
+        if not overwrite and not c["lost_full"]:
+            assert got[w][-1] == n - 1
+        # (overwrite: one writer's last packets may be overwritten by the other's, as they should)
+    if not overwrite:
+        assert len(got[1]) + len(got[2]) + c["lost_full"] == 2 * n
