@@ -84,6 +84,48 @@ def tracepoint_costs(n: int, repeats: int) -> dict:
     return res
 
 
+APP = """
+import sys, ust
+tps = [ust.tracepoint(f"lat:e{i}", {"v": ust.int32}) for i in range(20)]
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def toggle_latency(napps: int, rounds: int) -> dict:
+    """How long enable-event / disable-event take to reach running applications.
+
+    The request returns once every application acknowledged (attached or
+    detached), so its round trip bounds the time to take effect.
+    """
+    env = dict(os.environ)
+    apps = [subprocess.Popen([sys.executable, "-c", APP], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True) for _ in range(napps)]
+    try:
+        for a in apps:
+            a.stdout.readline()
+        c = Client(HOME)
+        wait_for(lambda: sum(1 for a in c.list_apps() if len(a["tracepoints"]) >= 20) >= napps)
+        c.create_session("lat", output=os.path.join(HOME, "lat"))
+        c.enable_events("lat", "lat:e0")
+        c.start("lat")
+        on, off = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            c.enable_events("lat", "lat:*")
+            on.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            c.disable_events("lat", "lat:*")
+            off.append(time.perf_counter() - t0)
+        c.destroy_session("lat")
+        return {"enable": statistics.median(on), "disable": statistics.median(off),
+                "enable_max": max(on), "disable_max": max(off)}
+    finally:
+        for a in apps:
+            a.kill()
+            a.wait()
+
+
 def run_overhead(runs: int) -> dict:
     env = dict(os.environ)
     env["UST_HOME"] = HOME
@@ -120,6 +162,12 @@ def main() -> int:
         print(f"  enabled, embedded session    {r['embedded']:7.1f} ns   {r['embedded'] / r['empty']:.2f}x empty")
         print(f"  enabled, daemon buffers      {r['daemon']:7.1f} ns   {r['daemon'] / r['empty']:.2f}x empty, "
               f"{r['daemon'] / r['embedded']:.2f}x embedded")
+        napps = 4
+        lat = toggle_latency(napps, 5 if args.quick else 20)
+        print(f"enable/disable of 20 tracepoints in {napps} running apps (request returns when all acknowledged):")
+        print(f"  enable-event 'lat:*'         {lat['enable'] * 1e3:7.1f} ms median, {lat['enable_max'] * 1e3:.1f} max")
+        print(f"  disable-event 'lat:*'        {lat['disable'] * 1e3:7.1f} ms median, "
+              f"{lat['disable_max'] * 1e3:.1f} max")
         o = run_overhead(runs)
         print(f"ust run overhead (median of {runs}, sessiond already running):")
         print(f"  python -c pass               {o['plain'] * 1e3:7.1f} ms")

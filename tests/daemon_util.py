@@ -100,7 +100,8 @@ class Env:
             os.environ.pop("UST_HOME", None)
         else:
             os.environ["UST_HOME"] = self._old
-        shutil.rmtree(self.home, ignore_errors=True)
+        if not os.environ.get("UST_TEST_KEEP"):
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 class App:

@@ -157,3 +157,83 @@ def test_register_must_match_peer_credentials(ust_env):
     assert not reply["ok"] and "the socket says pid" in reply["error"]
     s.close()
     assert c.list_apps() == []
+
+
+def test_fuzz_application_path(ust_env):
+    """Malformed registrations and junk from a registered app: error replies, the daemon serves on."""
+    c = ust_env.client()
+    c.ping()
+    rng = random.Random(99)
+    good_tp = {"name": "p:e", "loglevel": 6, "kind": "tracepoint",
+               "fields": [["v", {"kind": "int", "size": 64, "signed": True, "base": 10, "length": 0,
+                                 "name": "int64"}]]}
+    for i in range(100):
+        s = connect(ust_env.home)
+        try:
+            tp = json.loads(json.dumps(good_tp))
+            victim = rng.choice([tp, tp["fields"][0][1], tp["fields"][0]])
+            if isinstance(victim, dict):
+                victim[rng.choice(list(victim))] = rng.choice(JUNK_VALUES)
+            else:
+                victim[rng.randrange(2)] = rng.choice(JUNK_VALUES)
+            reg = {"cmd": "register", "pid": os.getpid(), "uid": os.getuid(), "procname": "fuzz",
+                   "tracepoints": [tp], "seq": 1}
+            protocol.send_msg(s, reg)
+            reply, _ = protocol.recv_msg(s)
+            assert reply.get("re") == 1 and isinstance(reply.get("ok"), bool)
+            if reply["ok"]:
+                # registered: now junk on the app connection
+                s.sendall(raw_frames(rng))
+                protocol.send_msg(s, {"cmd": rng.choice(["declare", "nope"]), "tracepoints": 5, "seq": 2})
+        except (ConnectionError, protocol.ConnectionClosed):
+            pass
+        finally:
+            s.close()
+    assert c.ping()["pid"]
+    wait_until_no_app(c)
+
+
+def wait_until_no_app(c):
+    from daemon_util import wait_until
+
+    wait_until(lambda: c.list_apps() == [], what="fuzz apps to be dropped")
+
+
+def test_concurrent_autostart_gives_one_daemon(ust_env):
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-m", "ust.cli", "list"], env=ust_env.env(UST_AGENT="0"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    pids = subprocess.run(["pgrep", "-f", f"ust.daemon.sessiond --daemonize --rundir {ust_env.home}"],
+                          capture_output=True, text=True).stdout.split()
+    assert len(pids) == 1
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
+def test_peer_credentials_refuse_other_users(ust_env):
+    """Even with the socket opened up, SO_PEERCRED turns another user away."""
+    import subprocess
+    import sys
+
+    c = ust_env.client()
+    c.ping()
+    os.chmod(ust_env.home, 0o755)
+    os.chmod(os.path.join(ust_env.home, "sessiond.sock"), 0o666)
+    code = (
+        "import os, socket, sys, json\n"
+        f"sys.path.insert(0, {os.path.join(os.path.dirname(os.path.dirname(__file__)), 'src')!r})\n"
+        "from ust.daemon import protocol\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+        "protocol.send_msg(s, {'cmd': 'list'})\n"
+        "print(protocol.recv_msg(s)[0])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, os.path.join(ust_env.home, "sessiond.sock")],
+                       capture_output=True, text=True, env=ust_env.env(UST_AGENT="0"), timeout=30)
+    assert "permission denied for uid 65534" in r.stdout, (r.stdout, r.stderr)
+    os.chmod(ust_env.home, 0o700)
+    assert c.ping()["pid"]

@@ -134,3 +134,58 @@ def test_rules():
     assert parse_size("1GiB") == 1 << 30
     with pytest.raises(SessionError, match="invalid size"):
         parse_size("4Q")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_decode_or_protocol_error(data):
+    """Whatever arrives, recv_msg returns a dict or raises ProtocolError: never anything else."""
+    a, b = socket.socketpair()
+    try:
+        a.sendall(data)
+        a.close()
+        while True:
+            try:
+                msg, fds = protocol.recv_msg(b)
+            except ProtocolError:
+                break
+            assert isinstance(msg, dict) and fds == []
+    finally:
+        b.close()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=10), json_values, max_size=6))
+def test_any_object_roundtrips(msg):
+    a, b = socket.socketpair()
+    try:
+        protocol.send_msg(a, msg)
+        assert protocol.recv_msg(b) == (msg, [])
+    finally:
+        a.close()
+        b.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["cmd", "name", "session", "patterns", "zz", "output", "snapshot"]),
+                       json_values, max_size=5))
+def test_sessiond_handle_never_raises(msg):
+    """The request handler answers anything with ok or a one-line error (no daemon needed)."""
+    from ust.daemon.sessiond import SessionDaemon
+
+    d = SessionDaemon("/nonexistent", consumer=False)
+    reply = d.handle(msg)
+    assert isinstance(reply["ok"], bool)
+    if not reply["ok"]:
+        assert "\n" not in reply["error"] and not reply["error"].startswith("internal error"), reply

@@ -55,14 +55,19 @@ for line in sys.stdin:
             os._exit(0)
         os.waitpid(pid, 0)
         print(f"ok {pid}", flush=True)
-    elif cmd == "loop":
+    elif cmd == "loop":  # loop NAME [PAUSE_MS_PER_1000]
+        import time
+
         tp = TPS[words[1]]
+        pause = float(words[2]) / 1000 if len(words) > 2 else 0
         v = 0
         while True:
             tp(v)
             v += 1
             if v % 1000 == 0:
                 print(f"at {v}", flush=True)
+                if pause:
+                    time.sleep(pause)
     elif cmd == "agent":
         print("ok " + json.dumps(ust.agent.status()), flush=True)
     elif cmd == "exit":

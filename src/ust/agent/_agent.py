@@ -139,7 +139,7 @@ class Agent:
             for c in self.conns:
                 ev = threading.Event() if self.sync else None
                 c.post(("declare", k, ev))
-                if ev is not None and c.registered.is_set():
+                if ev is not None and c.connected.is_set():
                     waits.append(ev)
             deadline = time.monotonic() + SYNC_TIMEOUT
             for ev in waits:
@@ -162,7 +162,8 @@ class Connection:
         self.agent = agent
         self.rundir = rundir
         self.sock: socket.socket | None = None
-        self.registered = threading.Event()
+        self.registered = threading.Event()  # the first attempt is over (sync start waits on it)
+        self.connected = threading.Event()  # registered with a daemon right now
         self.outbox: list = []
         self.outbox_lock = threading.Lock()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -172,6 +173,7 @@ class Connection:
         self.channels: dict[str, tuple] = inherited.get("channels", {})
         self.attached: dict[tuple[str, str], tuple[int, list, Any]] = inherited.get("attached", {})
         self.confirmed: set | None = set() if inherited else None
+        self.wakeup_fd: int = inherited.get("wakeup_fd", -1)
         self.thread = threading.Thread(target=self._run, name=f"ust-agent:{rundir}", daemon=True)
 
     # -- called from other threads ----------------------------------------------
@@ -199,7 +201,7 @@ class Connection:
                         h.tp.detach(ch[0])
                     except Exception:
                         pass
-        return {"channels": channels, "attached": attached}
+        return {"channels": channels, "attached": attached, "wakeup_fd": self.wakeup_fd}
 
     # -- the thread ------------------------------------------------------------------
 
@@ -248,6 +250,7 @@ class Connection:
         reg_seq = self._send({
             "cmd": "register", "pid": os.getpid(), "ppid": os.getppid(), "uid": os.getuid(),
             "procname": _procname(), "token": os.environ.get("UST_RUN_TOKEN"), "tracepoints": decls,
+            "cmdline": " ".join(getattr(sys, "orig_argv", sys.argv))[:512],
         })
         while True:
             r, _, _ = select.select([self.sock, self.wake_r], [], [])
@@ -301,6 +304,7 @@ class Connection:
                 for key in [k for k in self.channels if not any(a[0] == k for a in self.attached)]:
                     self.channels.pop(key, None)
                 self.confirmed = None
+            self.connected.set()
             self.registered.set()
             return
         ev = self.waiters.pop(seq, None)
@@ -328,7 +332,16 @@ class Connection:
         from ust._ring import Buffer, Channel
         from ust.instrument import context as ctx
 
-        buffers = [Buffer.attach(fd) for fd in fds]
+        nbuf = int(msg.get("ncpu", len(fds)))
+        buffers = [Buffer.attach(fd) for fd in fds[:nbuf]]
+        if msg.get("wakeup") and len(fds) > nbuf:
+            # The consumer's wake-up eventfd, one per daemon: keep one copy per
+            # connection (never closed: a buffer may still hold its number).
+            if self.wakeup_fd < 0:
+                self.wakeup_fd = os.dup(fds[nbuf])
+                os.set_inheritable(self.wakeup_fd, False)
+            for b in buffers:
+                b.set_wakeup_fd(self.wakeup_fd)
         c_ctx, py_ctx = ctx.normalize(msg.get("context", ()))
         channel = Channel(buffers, c_ctx, [ctx.py_callable(n) for n in py_ctx])
         self.channels[key] = (channel, msg["session"], bool(msg.get("shared")), buffers)
@@ -383,11 +396,17 @@ class Connection:
             self.channels.pop(k, None)
 
     def _drop_all(self) -> None:
-        """The daemon went away: stop recording into its buffers."""
+        """The daemon went away: stop recording into its buffers, release waiters."""
+        self.connected.clear()
+        with self.outbox_lock:
+            for item in self.outbox:
+                if item[0] == "declare" and item[2] is not None:
+                    item[2].set()
         for akey in list(self.attached):
             self._detach(akey)
         self.channels.clear()
         self.confirmed = None
+        self.wakeup_fd = -1  # the next daemon sends its own
         for ev in self.waiters.values():
             ev.set()
         self.waiters.clear()
@@ -460,7 +479,10 @@ def _after_fork() -> None:
         except Exception:
             pass
         agent = Agent(inherited)
-        agent.sync = False  # a forked child must not wait
+        # Under `ust run` (sync) the child waits for its registration too, as
+        # LTTng-UST's fork handler does: its first events are recorded even
+        # with per-PID buffers. Otherwise it never waits.
+        agent.sync = old.sync
         _AGENT = agent
         _AGENT_PID = os.getpid()
         agent.start()

@@ -2,7 +2,10 @@
 
 Creates a session that records only this program and its descendants (they
 inherit ``UST_RUN_TOKEN``), starts it, runs the program with its agent in
-synchronous mode (``UST_AGENT_SYNC=1``: tracing is on from the first line),
+synchronous mode (``UST_AGENT_SYNC=1``: tracing is on from the first line;
+a ``sitecustomize`` put first on ``PYTHONPATH`` imports ``ust`` into every
+Python process started, so even programs that never import it register, and
+``--logging`` records their ``logging`` records),
 stops and destroys the session when the program exits, then prints where the
 trace is and how many events of each kind it holds. Exits with the program's
 status.
@@ -14,7 +17,6 @@ import argparse
 import collections
 import datetime
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,32 +39,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buffers-pid", action="store_true", help="one trace directory per process")
     p.add_argument("--subbuf-size", metavar="SIZE", help="sub-buffer size (default 128k)")
     p.add_argument("--num-subbuf", type=int, metavar="N", help="number of sub-buffers (default 4)")
+    p.add_argument("-l", "--logging", action="store_true",
+                   help="record the program's `logging` records (lttng_python:event), no code change needed")
+    p.add_argument("--no-inject", action="store_true",
+                   help="do not import ust into Python programs that do not import it themselves")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but the program's output")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD ARGS...", help="the program to run")
 
 
-def _summary(path: str) -> tuple[int, collections.Counter] | None:
-    """Count events per name with babeltrace2 when available (None otherwise)."""
-    bt = shutil.which("babeltrace2")
-    if not bt:
-        return None
+def _summary(path: str) -> tuple[int, collections.Counter, int] | None:
+    """(events, count per name, discarded events), read with ust's own reader; None if unreadable."""
     try:
-        r = subprocess.run([bt, path], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if r.returncode != 0:
+        from ust.ctf.reader import read_trace
+    except ImportError:
         return None
     counts: collections.Counter = collections.Counter()
-    total = 0
-    for line in r.stdout.splitlines():
-        # "[12:00:00.000000000] (+?.?????????) host prov:event: { cpu_id = 0 }, { ... }"
-        parts = line.split(" ")
-        for word in parts[2:5]:
-            if word.endswith(":") and ":" in word[:-1]:
-                counts[word[:-1]] += 1
-                total += 1
-                break
-    return total, counts
+    lost = [0]
+
+    def on_discarded(d) -> None:
+        if not getattr(d, "packets", False):
+            lost[0] += d.count
+
+    try:
+        for ev in read_trace(path, on_discarded):
+            counts[ev.name] += 1
+    except Exception:  # the summary is a courtesy: never fail the run over it
+        return None
+    return sum(counts.values()), counts, lost[0]
 
 
 def run(args: argparse.Namespace, out) -> int:
@@ -97,6 +100,11 @@ def run(args: argparse.Namespace, out) -> int:
         env["UST_AGENT_SYNC"] = "1"
         env["UST_AGENT"] = "1"
         env["UST_HOME"] = c.rundir
+        if not args.no_inject:
+            inject = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "agent", "_inject")
+            env["PYTHONPATH"] = inject + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        if args.logging:
+            env["UST_LOGGING"] = "1"
         try:
             proc = subprocess.Popen(cmd, env=env)
         except OSError as exc:
@@ -118,8 +126,9 @@ def run(args: argparse.Namespace, out) -> int:
             print(f"  {where}", file=sys.stderr)
             summary = _summary(output)
             if summary is not None:
-                total, counts = summary
-                print(f"ust: {total} events", file=sys.stderr)
+                total, counts, lost = summary
+                discarded = f" ({lost} discarded: use larger buffers)" if lost else ""
+                print(f"ust: {total} events{discarded}", file=sys.stderr)
                 for ev, n in counts.most_common(10):
                     print(f"  {n:>10}  {ev}", file=sys.stderr)
                 if len(counts) > 10:

@@ -163,7 +163,8 @@ def run_list(args: argparse.Namespace, out) -> int:
             if not apps:
                 print("No application registered.", file=out)
             for a in apps:
-                print(f"PID {a['pid']}: {a['procname']} (uid {a['uid']})", file=out)
+                cmd = f": {a['cmdline']}" if a.get("cmdline") else ""
+                print(f"PID {a['pid']}: {a['procname']} (uid {a['uid']}){cmd}", file=out)
                 for tp in a["tracepoints"]:
                     print(f"    {tp['name']} (loglevel: {loglevel_name(tp['loglevel'])}) ({tp['kind']})", file=out)
             return 0
@@ -332,6 +333,9 @@ def run_stop(args: argparse.Namespace, out) -> int:
     with _client() as c:
         s = c.stop(name)
     print(f"Tracing stopped for session {name}", file=out)
+    if s.get("lost"):
+        print(f"Warning: {s['lost']} events were discarded (buffers full): use larger or more sub-buffers "
+              "(enable-channel --subbuf-size/--num-subbuf)", file=out)
     if not s["snapshot"]:
         print(f"Trace written in {s['output']}", file=out)
     return 0

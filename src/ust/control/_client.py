@@ -64,6 +64,7 @@ class AppInfo(TypedDict):
     ppid: int
     uid: int
     procname: str
+    cmdline: str  # the command line, as the process started
     registered: float
     tracepoints: list[dict]  # {"name", "loglevel", "kind"}
 
@@ -298,8 +299,12 @@ class Client:
         return self.call("start", session=session)["session"]
 
     def stop(self, session: str) -> SessionInfo:
-        """Stop tracing; when this returns, the trace on disk is complete."""
-        return self.call("stop", session=session)["session"]
+        """Stop tracing; when this returns, the trace on disk is complete.
+
+        The result has one more key, ``lost``: events discarded because a buffer was full.
+        """
+        reply = self.call("stop", session=session)
+        return {**reply["session"], "lost": reply.get("lost", 0)}
 
     def snapshot_record(self, session: str, output: str | None = None) -> str:
         """Write the current contents of a snapshot session's buffers; returns the snapshot directory."""

@@ -40,6 +40,9 @@ class ConsumerLink:
         # replay log: trace key -> {"trace": msg, "channels": [(msg, fds)], "events": [msg]}
         self.log: dict[str, dict] = {}
         self.thread: threading.Thread | None = None
+        # One eventfd for the life of the sessiond: consumers come and go,
+        # applications keep writing to this one to wake the current consumer.
+        self.wakeup_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
     @property
     def pid(self) -> int | None:
@@ -60,8 +63,9 @@ class ConsumerLink:
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["UST_AGENT"] = "0"  # the consumer must never trace itself
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ust.daemon.consumerd", "--fd", str(child.fileno())],
-            pass_fds=[child.fileno()], env=env, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "ust.daemon.consumerd", "--fd", str(child.fileno()),
+             "--wakeup-fd", str(self.wakeup_fd)],
+            pass_fds=[child.fileno(), self.wakeup_fd], env=env, stdin=subprocess.DEVNULL,
         )
         child.close()
         parent.settimeout(REQUEST_TIMEOUT)

@@ -186,11 +186,14 @@ def _incomplete(buf: Any) -> bool:
 
 
 class Consumer:
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, wakeup_fd: int | None = None):
         self.sock = sock
         self.lock = threading.Lock()
         self.traces: dict[str, TraceOut] = {}
-        self.efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # The sessiond's eventfd, shared with every application (it outlives us
+        # when we are restarted), so writers can wake us when a packet completes.
+        self.efd = wakeup_fd if wakeup_fd is not None else os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        os.set_blocking(self.efd, False)
         self.stopping = False
 
     # -- serving -------------------------------------------------------------------
@@ -212,6 +215,9 @@ class Consumer:
                 break
             if msg.get("cmd") == "quit":
                 break
+        # The sessiond is gone (quit, or killed): write out what the buffers hold.
+        with self.lock:
+            self.flush_all()
         self.close_all()
 
     def handle(self, msg: dict, fds: list[int]) -> tuple[dict, list[int]]:
@@ -236,6 +242,12 @@ class Consumer:
 
     def cmd_ping(self, fds) -> tuple[dict, list]:
         return {"pid": os.getpid()}, []
+
+    def cmd_stats(self, fds) -> tuple[dict, list]:
+        out = {}
+        for key, t in self.traces.items():
+            out[key] = {ch.name: [dict(b.counters()) for b in ch.buffers] for ch in t.channels.values()}
+        return {"traces": out}, []
 
     def cmd_quit(self, fds) -> tuple[dict, list]:
         self.flush_all()
@@ -442,13 +454,14 @@ class Consumer:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ust-consumerd", description="the ust consumer daemon (spawned by ust-sessiond)")
     p.add_argument("--fd", type=int, required=True, help="the socket to the session daemon")
+    p.add_argument("--wakeup-fd", type=int, help="the eventfd applications write when a packet completes")
     args = p.parse_args(argv)
     os.umask(0o077)
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sessiond decides when we stop
     sock = socket.socket(fileno=args.fd)
-    Consumer(sock).serve()
+    Consumer(sock, args.wakeup_fd).serve()
     return 0
 
 

@@ -32,11 +32,22 @@ def pid_path(rundir: str | None = None) -> str:
     return os.path.join(rundir or user_rundir(), PID_NAME)
 
 
+def system_rundir() -> str:
+    """The system daemon's runtime directory: ``$UST_SYSTEM_HOME``, else /var/run/ust."""
+    return os.path.abspath(os.environ.get("UST_SYSTEM_HOME") or SYSTEM_RUNDIR)
+
+
 def agent_rundirs() -> list[str]:
-    """Every runtime directory an agent tries: the user's, then the system one."""
+    """Every runtime directory an agent tries: the user's, then the system one.
+
+    The system one is tried when it exists and either ``UST_SYSTEM_HOME`` names
+    it or ``UST_HOME`` is unset (a private UST_HOME means "only this daemon").
+    """
     dirs = [user_rundir()]
-    if os.environ.get("UST_HOME") is None and os.path.isdir(SYSTEM_RUNDIR) and SYSTEM_RUNDIR not in dirs:
-        dirs.append(SYSTEM_RUNDIR)
+    system = system_rundir()
+    explicit = bool(os.environ.get("UST_SYSTEM_HOME"))
+    if (explicit or os.environ.get("UST_HOME") is None) and os.path.isdir(system) and system not in dirs:
+        dirs.append(system)
     return dirs
 
 

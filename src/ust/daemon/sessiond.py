@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
 import grp
 import json
 import os
@@ -151,6 +152,7 @@ class App:
         self.ppid = info.get("ppid", 0)
         self.procname = info["procname"]
         self.token = info.get("token")
+        self.cmdline = info.get("cmdline", "")
         self.decls: dict[str, dict] = {}  # decl_key -> decl json
         self.registered = time.time()
         self.send_lock = threading.Lock()
@@ -161,28 +163,47 @@ class App:
         #                  "attached": {(chan key, tp name): (event id, filter)}}
         self.state: dict[str, dict] = {}
 
-    def command(self, msg: dict, fds: list[int] = (), wait: bool = True) -> dict | None:
-        """Send a command; wait for its acknowledgement (APP_ACK_TIMEOUT)."""
-        if not self.alive:
-            return None
-        with self.send_lock:
-            self.seq += 1
-            seq = self.seq
-            slot = [threading.Event(), None]
-            self.pending[seq] = slot
-            try:
-                protocol.send_msg(self.sock, {**msg, "seq": seq}, fds)
-            except (OSError, ProtocolError) as exc:
-                self.pending.pop(seq, None)
-                self.kill(f"send failed: {exc}")
-                return None
-        if not wait:
-            return None
-        if not slot[0].wait(APP_ACK_TIMEOUT):
-            self.pending.pop(seq, None)
-            _log(f"app {self.pid} did not acknowledge {msg.get('cmd')} in {APP_ACK_TIMEOUT}s")
-            return None
-        return slot[1]
+    def command(self, msg: dict, fds: list[int] = ()) -> dict | None:
+        """Send a command; wait for its acknowledgement (APP_ACK_TIMEOUT). None: no answer."""
+        return self.pipeline([(msg, fds)])[0]
+
+    def pipeline(self, msgs: list[tuple[dict, list[int]]]) -> list[dict | None]:
+        """Send several commands at once, then wait for every acknowledgement.
+
+        The agent answers in order; one round trip instead of len(msgs).
+        """
+        return self.wait_many(self.send_many(msgs), len(msgs))
+
+    def send_many(self, msgs: list[tuple[dict, list[int]]]) -> list[list]:
+        slots = []
+        for msg, fds in msgs:
+            if not self.alive:
+                break
+            with self.send_lock:
+                self.seq += 1
+                seq = self.seq
+                slot = [threading.Event(), None, seq, msg.get("cmd")]
+                self.pending[seq] = slot
+                try:
+                    protocol.send_msg(self.sock, {**msg, "seq": seq}, fds)
+                except (OSError, ProtocolError) as exc:
+                    self.pending.pop(seq, None)
+                    self.kill(f"send failed: {exc}")
+                    break
+            slots.append(slot)
+        return slots
+
+    def wait_many(self, slots: list[list], n: int) -> list[dict | None]:
+        deadline = time.monotonic() + APP_ACK_TIMEOUT
+        for slot in slots:
+            if not slot[0].wait(max(0.0, deadline - time.monotonic())):
+                self.pending.pop(slot[2], None)
+                # A stopped or wedged application: drop it rather than make every
+                # later command wait. Its agent reconnects when it runs again.
+                _log(f"app {self.pid} did not acknowledge {slot[3]} in {APP_ACK_TIMEOUT}s; dropping it")
+                self.kill("unresponsive")
+                break
+        return [slot[1] for slot in slots] + [None] * (n - len(slots))
 
     def reply(self, seq: int, msg: dict) -> None:
         with self.send_lock:
@@ -213,6 +234,7 @@ class App:
             "ppid": self.ppid,
             "uid": self.uid,
             "procname": self.procname,
+            "cmdline": self.cmdline,
             "registered": self.registered,
             "tracepoints": sorted(
                 ({"name": d["name"], "loglevel": d["loglevel"], "kind": d["kind"]} for d in self.decls.values()),
@@ -259,6 +281,7 @@ SCHEMAS: dict[str, dict] = {
     "stop": {"session": is_name},
     "snapshot_record": {"session": is_name, "output?": optional(string())},
     "shutdown": {},
+    "stats": {},
 }
 
 APP_SCHEMAS = {
@@ -268,6 +291,7 @@ APP_SCHEMAS = {
         "uid": uint(1 << 32),
         "procname": string(256),
         "token?": optional(string(128)),
+        "cmdline?": string(512),
         "tracepoints": list_of(protocol.check_decl, 65536),
         "seq": uint(1 << 62),
     },
@@ -290,7 +314,7 @@ class SessionDaemon:
         self.nconn = 0
         self.nconn_lock = threading.Lock()
         self.listener: socket.socket | None = None
-        self.system = os.getuid() == 0 and os.path.abspath(rundir) == paths.SYSTEM_RUNDIR
+        self.system = os.getuid() == 0 and os.path.abspath(rundir) == paths.system_rundir()
         self.consumer = ConsumerLink(rundir) if consumer else None
         self._next_stream_id = 0
 
@@ -320,6 +344,15 @@ class SessionDaemon:
     def serve(self) -> None:
         paths.ensure_private_dir(self.rundir)
         sock_path = paths.socket_path(self.rundir)
+        # One daemon per runtime directory, even when two `ust` commands start
+        # one at the same time: the lock is held for the daemon's lifetime.
+        self._lock_fd = os.open(os.path.join(self.rundir, "sessiond.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                                0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise UstError(f"a session daemon already runs in {self.rundir}") from None
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(sock_path)
@@ -487,6 +520,13 @@ class SessionDaemon:
         return {"pid": os.getpid(), "version": protocol.PROTOCOL_VERSION,
                 "consumer_pid": self.consumer.pid if self.consumer else None}
 
+    def cmd_stats(self) -> dict:
+        """The consumer's counters of every buffer (lost events, packets read...)."""
+        if self.consumer is None:
+            return {"traces": {}}
+        reply, _ = self.consumer.call({"cmd": "stats"})
+        return {"traces": reply["traces"]}
+
     def cmd_shutdown(self) -> dict:
         return {}
 
@@ -554,6 +594,7 @@ class SessionDaemon:
                 raise SessionError(f"channel {channel!r} already exists in session {session!r}; "
                                    "its settings cannot be changed")
             ch.enabled = True
+            self._sync_all(s)
             return {"channel": ch.to_json()}
         if s.active:
             raise SessionError(f"cannot add channel {channel!r}: session {session!r} is active (stop it first)")
@@ -665,7 +706,20 @@ class SessionDaemon:
         if not s.active:
             raise SessionError(f"session {session!r} is not active")
         self._stop(s)
-        return {"session": s.summary()}
+        return {"session": s.summary(), "lost": self._lost(s)}
+
+    def _lost(self, s: Session) -> int:
+        """Events discarded so far (buffers full), over every buffer of the session."""
+        if not s.traces or self.consumer is None:
+            return 0
+        try:
+            reply, _ = self.consumer.call({"cmd": "stats"})
+        except UstError:
+            return 0
+        keys = {t.key for t in s.traces.values()}
+        return sum(b.get("lost_full", 0) + b.get("lost_big", 0)
+                   for key, chans in reply["traces"].items() if key in keys
+                   for bufs in chans.values() for b in bufs)
 
     def _stop(self, s: Session) -> None:
         s.active = False
@@ -780,8 +834,11 @@ class SessionDaemon:
     def _sync_all(self, s: Session) -> None:
         if not s.active:
             return
-        for app in list(self.apps.values()):
-            self._sync_app(s, app)
+        # Send to every application first, then collect: one round trip in all.
+        finishers = [self._sync_app(s, app, wait=False) for app in list(self.apps.values())]
+        for finish in finishers:
+            if finish is not None:
+                finish()
 
     def _app_in_session(self, s: Session, app: App) -> bool:
         return app.alive and (s.token is None or s.token == app.token)
@@ -821,8 +878,12 @@ class SessionDaemon:
             t.channels[conf.name] = tc
         return tc
 
-    def _sync_app(self, s: Session, app: App) -> None:
-        """Make ``app`` record exactly what the rules of active session ``s`` select."""
+    def _sync_app(self, s: Session, app: App, wait: bool = True):
+        """Make ``app`` record exactly what the rules of active session ``s`` select.
+
+        With ``wait=False`` the commands are sent and a function that waits for
+        their acknowledgements (and records the outcome) is returned.
+        """
         if not s.active or not self._app_in_session(s, app):
             return
         # What the rules select, per channel: tracepoint decl -> filter.
@@ -839,20 +900,19 @@ class SessionDaemon:
             return
         t = self._trace_for(s, app)
         st = app.state.setdefault(s.name, {"channels": set(), "attached": {}})
-        desired: dict[tuple[str, str], tuple[int, str | None]] = {}
+        desired: dict[tuple[str, str, str], tuple[int, str | None]] = {}
+        msgs: list[tuple[dict, list[int]]] = []
+        new_channels: list[tuple[int, str]] = []  # (message index, channel key)
         for chan_name, items in wanted.items():
             conf = s.channels[chan_name]
             tc = self._trace_channel(s, t, conf)
             ckey = f"{t.key}/{chan_name}"
             if ckey not in st["channels"]:
-                ack = app.command({
+                msgs.append(({
                     "cmd": "add_channel", "session": s.name, "key": ckey, "context": list(conf.context),
-                    "shared": t.owner[0] == "uid", "ncpu": len(tc.fds),
-                }, tc.fds)
-                if not ack or not ack.get("ok"):
-                    _log(f"app {app.pid} could not map channel {ckey}: {ack and ack.get('error')}")
-                    continue
-                st["channels"].add(ckey)
+                    "shared": t.owner[0] == "uid", "ncpu": len(tc.fds), "wakeup": True,
+                }, tc.fds + [self.consumer.wakeup_fd]))
+                new_channels.append((len(msgs) - 1, ckey))
             new_events = []
             for d, flt in items:
                 k = protocol.decl_key(d)
@@ -866,20 +926,41 @@ class SessionDaemon:
                 # Metadata first: an event is never in a stream before it is described.
                 self.consumer.add_events(t.key, chan_name, new_events)
         attached = st["attached"]
+        todo = []
         for key in [k for k in attached if k not in desired or attached[k] != desired[k]]:
             ckey, name, _ = key
-            app.command({"cmd": "detach", "key": ckey, "tracepoint": name, "event_id": attached[key][0]})
+            msgs.append(({"cmd": "detach", "key": ckey, "tracepoint": name, "event_id": attached[key][0]}, []))
             del attached[key]
         for key, (eid, flt) in desired.items():
             if key in attached:
                 continue
             ckey, name, _ = key
-            ack = app.command({"cmd": "attach", "key": ckey, "tracepoint": name, "event_id": eid, "filter": flt,
-                               "decl_key": key[2]})
-            if ack and ack.get("ok"):
-                attached[key] = (eid, flt)
-            elif ack:
-                _log(f"app {app.pid}: attach {name} failed: {ack.get('error')}")
+            msgs.append(({"cmd": "attach", "key": ckey, "tracepoint": name, "event_id": eid, "filter": flt,
+                          "decl_key": key[2]}, []))
+            todo.append((len(msgs) - 1, key, (eid, flt)))
+        if not msgs:
+            return None
+        slots = app.send_many(msgs)
+
+        def finish() -> None:
+            acks = app.wait_many(slots, len(msgs))
+            for i, ckey in new_channels:
+                ack = acks[i]
+                if ack and ack.get("ok"):
+                    st["channels"].add(ckey)
+                elif ack:
+                    _log(f"app {app.pid} could not map channel {ckey}: {ack.get('error')}")
+            for i, key, value in todo:
+                ack = acks[i]
+                if ack and ack.get("ok"):
+                    attached[key] = value
+                elif ack:
+                    _log(f"app {app.pid}: attach {key[1]} failed: {ack.get('error')}")
+
+        if wait:
+            finish()
+            return None
+        return finish
 
 
 def _validate_filter(expr: str) -> None:
