@@ -1,4 +1,4 @@
-# The only compiled part of ust: the ring buffer and the tracepoint call.
+# Compiled parts of ust: the ring buffer and the tracepoint call; and an optional helper of the reader.
 from setuptools import Extension, setup
 
 setup(
@@ -8,6 +8,15 @@ setup(
             sources=["src/ust/_ring/ring.c"],
             depends=["src/ust/_ring/ring.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-braces"],
-        )
+        ),
+        # The trace reader's C helper (view's packet rendering and line formatting,
+        # the bulk path's event scanner); optional: ust.ctf falls back to pure
+        # Python when it is not built (see docs/reader.md).
+        Extension(
+            "ust.ctf._decode",
+            sources=["src/ust/ctf/_decode.c"],
+            extra_compile_args=["-O2", "-std=c11", "-D_GNU_SOURCE", "-Wall"],
+            optional=True,
+        ),
     ]
 )

@@ -141,3 +141,53 @@ def test_bulk_columns_agree_with_events():
         for field in mine[0].fields:
             assert table[field].tolist() == [e.fields[field] for e in mine]
     assert isinstance(cols["demo:ints"]["i64"], np.ndarray)
+
+
+@pytest.mark.parametrize("name", ["ust-pid", "ust-uid-contexts", "ust-snapshot", "ust-python-agent"])
+def test_bulk_c_scan_and_python_agree(monkeypatch, name):
+    pytest.importorskip("numpy")
+    import ust.ctf
+    from ust.ctf import _fasttext
+    with_c = ust.ctf.read_columns(FIXTURES / name)
+    monkeypatch.setattr(_fasttext, "_decode", None)
+    without_c = ust.ctf.read_columns(FIXTURES / name)
+    assert with_c.keys() == without_c.keys()
+    evs = list(ust.ctf.read_trace(FIXTURES / name))
+    for ev_name, table in with_c.items():
+        other = without_c[ev_name]
+        assert list(table) == list(other)
+        for col in table:
+            assert table[col].tolist() == other[col].tolist(), (ev_name, col)
+        mine = [e for e in evs if e.name == ev_name]
+        assert table["timestamp"].tolist() == [e.timestamp for e in mine]
+        for ctx in mine[0].context:
+            if ctx in table:
+                assert table[ctx].tolist() == [e.context[ctx] for e in mine]
+
+
+@pytest.mark.parametrize("header", ["large", "compact"])
+def test_bulk_synthetic_headers(tmp_path, header):
+    pytest.importorskip("numpy")
+    import ust.ctf
+    s = Synth(tmp_path / "t", header=header, packet_size=4096, context=CTX)
+    a = s.event_class("x:fixed", [("_v", "integer { size = 64; align = 8; signed = 1; }", "q"),
+                                  ("_f", "floating_point { exp_dig = 8; mant_dig = 24; align = 8; }", "f")])
+    b = s.event_class("x:text", [("_s", "string", "s"), ("_n", "integer { size = 16; align = 8; signed = 0; }", "H")])
+    evs = []
+    t = 5
+    for i in range(3000):
+        t += (i * 104729) % (1 << 25)
+        if i % 3:
+            evs.append((t, a, (-i * 1000, i / 4), (1, 2 + i % 2, "p")))
+        else:
+            evs.append((t, b, ("s%d" % i, i % 65536), (1, 2, "p")))
+    s.write(evs)
+    cols = ust.ctf.read_columns(tmp_path / "t")
+    ref = list(ust.ctf.read_trace(tmp_path / "t"))
+    fx = [e for e in ref if e.name == "x:fixed"]
+    assert cols["x:fixed"]["v"].tolist() == [e.fields["v"] for e in fx]
+    assert cols["x:fixed"]["f"].tolist() == [e.fields["f"] for e in fx]
+    assert cols["x:fixed"]["vtid"].tolist() == [e.context["vtid"] for e in fx]
+    assert cols["x:fixed"]["cycles"].tolist() == [e.cycles for e in fx]
+    tx = [e for e in ref if e.name == "x:text"]
+    assert cols["x:text"]["s"].tolist() == [e.fields["s"] for e in tx]

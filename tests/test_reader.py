@@ -129,3 +129,41 @@ def test_cli_error_is_one_line(tmp_path):
     assert rc != 0
     assert err.count("\n") == 1 and err.startswith("ust: error: ") and " at byte 4096: " in err
     assert "Traceback" not in err
+
+
+def _reference_events(path):
+    """The simple event-by-event decoder and k-way merge (StreamFile.events)."""
+    from ust.ctf.reader import merge, open_traces, ordered_streams
+    streams = ordered_streams(open_traces(path))
+    return [ev for _, _, ev in merge([s.events(i) for i, s in enumerate(streams)])]
+
+
+def _synthetic_sources(tmp_path):
+    from ust.ctf._synth import Synth
+    out = []
+    for header in ("large", "compact"):
+        s = Synth(tmp_path / header, header=header, packet_size=4096, context=[
+            ("_vtid", "integer { size = 32; align = 8; signed = 1; }", "i"), ("_name", "string", "s")])
+        a = s.event_class("x:a", [("_v", "integer { size = 64; align = 8; signed = 1; }", "q")])
+        b = s.event_class("x:b", [("_s", "string", "s"), ("_f", "floating_point { exp_dig = 8; mant_dig = 24; "
+                                                                 "align = 8; }", "f")])
+        s.write([(10 + i * 99991 + (i * 7919) % 1000, a if i % 2 else b, (i,) if i % 2 else (f"s{i}", i / 2), (i, "n"))
+                 for i in range(1500)], stream_name="chan_0", cpu=0)
+        s.write([(10 + i * 777, a, (-i,), (7, "m")) for i in range(1500)], stream_name="chan_1", cpu=1)
+        out.append(tmp_path / header)
+    s = Synth(tmp_path / "be", byte_order="be", freq=1_000_000)
+    c = s.event_class("x:c", [("_v", "integer { size = 16; align = 8; signed = 1; }", "h")])
+    s.write([(5 + i, c, (-i,)) for i in range(300)])
+    out.append(tmp_path / "be")
+    return out
+
+
+def test_fast_path_equals_reference(tmp_path):
+    paths = [FIXTURES / n for n in FIXTURE_NAMES] + _synthetic_sources(tmp_path)
+    for path in paths:
+        fast = list(ust.ctf.read_trace(path))
+        ref = _reference_events(path)
+        assert len(fast) == len(ref), path
+        for a, b in zip(fast, ref):
+            assert (a.name, a.timestamp, a.cycles, a.cpu_id, a.fields, a.context, a.stream.path) == \
+                (b.name, b.timestamp, b.cycles, b.cpu_id, b.fields, b.context, b.stream.path), path

@@ -56,6 +56,17 @@ def _consume(path):
     from ust.ctf.reader import open_traces, ordered_streams
     for _ in iter_lines(ordered_streams(open_traces(path)), TextFormat()):
         pass
+    # the same with the C renderer/formatter when built
+    from ust.ctf._fasttext import iter_bytes
+    for _ in iter_bytes(ordered_streams(open_traces(path)), TextFormat()):
+        pass
+    # and the bulk path (events located by the C scanner when it is built)
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return n
+    cols = ust.ctf.read_columns(path)
+    assert sum(len(c["timestamp"]) for c in cols.values()) == n
     return n
 
 

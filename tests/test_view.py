@@ -141,3 +141,181 @@ def test_synthetic_trace_matches_live_babeltrace2(tmp_path, header, opts):
     assert rc == 0
     assert out == bout
     assert _norm_stderr(err) == _norm_stderr(berr)
+
+
+# --------------------------------------------------------------------------
+# the C formatter (ust.ctf._decode) and its pure-Python fallback agree
+# --------------------------------------------------------------------------
+
+FORMAT_OPTIONS = [[], ["--clock-cycles"], ["--clock-cycles", "--no-delta"], ["--clock-seconds"], ["--clock-date"],
+                  ["--clock-gmt"], ["--no-delta"], ["-n", "header"], ["-n", "all", "--clock-cycles"]]
+
+
+@pytest.mark.parametrize("opts", FORMAT_OPTIONS + [["-n", "none"], ["-n", "scope"], ["-f", "all"]],
+                         ids=lambda o: " ".join(o) or "default")
+@pytest.mark.parametrize("source", ["synthetic-large", "synthetic-compact", "ust-uid-contexts"])
+def test_c_renderer_and_python_decoders_agree(tmp_path, monkeypatch, opts, source):
+    """_decode.render_packet/format_lines against the generated Python decoders."""
+    from ust.ctf import _fasttext
+    if source.startswith("synthetic"):
+        path = str(_synthetic(tmp_path / "t", source.split("-")[1]))
+    else:
+        path = str(FIXTURES / source)
+    rc, with_c, err_c = run_cli(["view", *opts, path])
+    monkeypatch.setattr(_fasttext, "_decode", None)
+    rc2, without_c, err_py = run_cli(["view", *opts, path])
+    assert rc == rc2 == 0
+    assert with_c == without_c
+    assert err_c == err_py
+
+
+@pytest.mark.parametrize("opts", FORMAT_OPTIONS, ids=lambda o: " ".join(o) or "default")
+@pytest.mark.parametrize("tz", ["UTC", "America/Montreal", "Asia/Kolkata"])
+def test_c_and_python_formatting_agree(monkeypatch, opts, tz):
+    import time
+
+    from ust.ctf import _fasttext
+    monkeypatch.setenv("TZ", tz)
+    time.tzset()
+    try:
+        path = str(FIXTURES / "ust-pid")
+        rc, with_c, _ = run_cli(["view", *opts, path])
+        monkeypatch.setattr(_fasttext, "_decode", None)
+        rc2, without_c, _ = run_cli(["view", *opts, path])
+        assert rc == rc2 == 0
+        assert with_c == without_c
+        if HAVE_BT2:
+            bout, _ = _bt2([*opts, path])
+            assert with_c == bout
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_lost_packets_warning(tmp_path):
+    """A packet sequence-number gap is reported like babeltrace2 does."""
+    import struct
+
+    from ust.ctf._synth import Synth
+    s = Synth(tmp_path / "t", packet_size=4096)
+    c = s.event_class("x:y", [("_v", "integer { size = 32; align = 8; signed = 0; }", "I")])
+    s.write(((1000 + i * 1000, c, (i,)) for i in range(3000)))
+    stream = tmp_path / "t" / "chan_0"
+    data = bytearray(stream.read_bytes())
+    for i, off in enumerate(range(0, len(data), 4096)):
+        struct.pack_into("<Q", data, off + 64, i if i < 3 else i + 2)  # packet_seq_num: 0 1 2 5 6 ...
+    stream.write_bytes(bytes(data))
+    rc, out, err = run_cli(["view", "--clock-gmt", str(tmp_path / "t")])
+    assert rc == 0
+    assert err.startswith("WARNING: Tracer discarded 2 packets between [22:13:20.001200000] and "
+                          "[22:13:20.001201000] in trace \"synth\"")
+    if HAVE_BT2:
+        bout, berr = _bt2(["--clock-gmt", str(tmp_path / "t")])
+        assert out == bout and _norm_stderr(err) == _norm_stderr(berr)
+
+
+def test_import_is_standard_library_only():
+    code = ("import sys, sysconfig\n"
+            "before = set(sys.modules)\n"
+            "import ust.ctf, ust.filter, ust.analysis\n"
+            "std = sysconfig.get_paths()['stdlib']\n"
+            "bad = [m for m in set(sys.modules) - before if not m.startswith('ust')\n"
+            "       and getattr(sys.modules[m], '__file__', None)\n"
+            "       and not sys.modules[m].__file__.startswith(std)]\n"
+            "print(bad)\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(p) for p in sys.path if p]))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+
+
+def test_huge_timestamps_do_not_crash(tmp_path):
+    """Clock values near 2**64 (beyond time_t and int64 ns): printed, never a traceback."""
+    from ust.ctf._synth import Synth
+    s = Synth(tmp_path / "t")
+    c = s.event_class("x:y", [("_v", "integer { size = 32; align = 8; signed = 0; }", "I")])
+    s.write([(2**64 - 5000 + i, c, (i,)) for i in range(3)])
+    for opts in ([], ["--clock-cycles"], ["--clock-date"], ["--json"]):
+        rc, out, err = run_cli(["view", *opts, str(tmp_path / "t")])
+        assert rc == 0, err
+        assert out.count(b"\n") == 3
+    rc, out, _ = run_cli(["view", "--clock-cycles", "--no-delta", str(tmp_path / "t")])
+    assert out.splitlines()[0].startswith(b"[18446744073709546616] synth x:y:")
+
+
+def test_big_endian_trace(tmp_path):
+    """A big-endian trace (the generated Python decoders; the C paths are little-endian only)."""
+    from ust.ctf._synth import Synth
+    s = Synth(tmp_path / "t", byte_order="be", packet_size=4096, context=[
+        ("_vtid", "integer { size = 32; align = 8; signed = 1; }", "i")])
+    a = s.event_class("be:x", [("_a", "integer { size = 16; align = 8; signed = 1; base = 16; }", "h"),
+                               ("_b", "integer { size = 64; align = 8; signed = 0; }", "Q"),
+                               ("_d", "floating_point { exp_dig = 11; mant_dig = 53; align = 8; }", "d"),
+                               ("_s", "string", "s")])
+    s.write([(1000 + 77 * i, a, (-i, i * 2**40, i / 3, f"s{i}"), (i % 3,)) for i in range(2000)])
+    rc, out, err = run_cli(["view", "--clock-cycles", "--no-delta", str(tmp_path / "t")])
+    assert rc == 0, err
+    first = out.splitlines()[1].decode()
+    assert "{ vtid = 1 }, { a = 0xFFFF, b = 1099511627776, d = 0.333333, s = \"s1\" }" in first
+    if HAVE_BT2:
+        for opts in ([], ["--clock-cycles", "--no-delta"], ["-n", "none"]):
+            rc, out, err = run_cli(["view", *opts, str(tmp_path / "t")])
+            bout, berr = _bt2([*opts, str(tmp_path / "t")])
+            assert out == bout
+    import ust.ctf
+    evs = list(ust.ctf.read_trace(tmp_path / "t"))
+    assert evs[5].fields == {"a": -5, "b": 5 * 2**40, "d": 5 / 3, "s": "s5"} and evs[5].context == {"cpu_id": 0,
+                                                                                                    "vtid": 2}
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return
+    cols = ust.ctf.read_columns(tmp_path / "t")["be:x"]
+    assert cols["b"].tolist() == [e.fields["b"] for e in evs] and cols["vtid"].tolist() == [e.context["vtid"] for e in evs]
+
+
+def test_variants_and_nested_structs(tmp_path):
+    """Payload variants (tagged by an enum) and nested structs: text like babeltrace2, values in the API."""
+    from ust.ctf._synth import Synth
+    s = Synth(tmp_path / "t", packet_size=4096)
+    en = "enum : integer { size = 8; align = 8; signed = 0; } { A = 0, B = 1 }"
+    var = "variant <_tag> { string A; integer { size = 32; align = 8; signed = 1; } B; }"
+    st = "struct { integer { size = 16; align = 8; signed = 0; } x; }"
+    a = s.event_class("v:a", [("_tag", en, "B"), ("_v", var, "s"), ("_n", st, "H")])
+    b = s.event_class("v:b", [("_tag", en, "B"), ("_v", var, "i")])
+    s.write([(1000 + i, b, (1, -i)) if i % 2 else (1000 + i, a, (0, f"str{i}", i)) for i in range(10)])
+    rc, out, _ = run_cli(["view", "--clock-cycles", "--no-delta", str(tmp_path / "t")])
+    lines = out.decode().splitlines()
+    assert lines[0].endswith('{ tag = ( "A" : container = 0 ), v = { "str0" }, n = { x = 0 } }')
+    assert lines[1].endswith('{ tag = ( "B" : container = 1 ), v = { -1 } }')
+    import ust.ctf
+    evs = list(ust.ctf.read_trace(tmp_path / "t"))
+    assert evs[0].fields == {"tag": 0, "v": "str0", "n": {"x": 0}} and evs[1].fields == {"tag": 1, "v": -1}
+    if HAVE_BT2:
+        for opts in ([], ["-n", "none"]):
+            rc, out, _ = run_cli(["view", *opts, str(tmp_path / "t")])
+            assert out == _bt2([*opts, str(tmp_path / "t")])[0]
+
+
+def test_ties_across_traces_and_streams(tmp_path):
+    """Equal timestamps: babeltrace2's order (trace UUID, then stream instance id), the same in every path."""
+    import uuid
+
+    import ust.ctf
+    from ust.ctf._synth import Synth
+    for name, u in (("zz", "d6753e8a-74b4-4d76-877b-24463f620322"), ("aa", "ff2c6b87-2617-460b-be2c-d32ab57afc0c"),
+                    ("mm", "ee7a4ffb-c1ee-462e-9e84-c91c468e315c")):
+        s = Synth(tmp_path / name, packet_size=4096, hostname=name)
+        s.uuid = uuid.UUID(u)
+        a = s.event_class("x:a", [("_v", "integer { size = 32; align = 8; signed = 0; }", "I")])
+        b = s.event_class("x:b", [("_v", "integer { size = 32; align = 8; signed = 0; }", "I")])
+        s.write([(1000 + i * 10, b, (i,)) for i in range(20)], stream_name="chan_0", cpu=7)
+        s.write([(1000 + i * 10, a, (i,)) for i in range(20)], stream_name="chan_1", cpu=3)
+    rc, out, _ = run_cli(["view", "--clock-cycles", "--no-delta", str(tmp_path)])
+    heads = [ln.split(b" { ")[0].split(b"] ")[1] + ln.split(b"cpu_id = ")[1][:1] for ln in out.splitlines()[:6]]
+    assert heads == [b"zz x:a:3", b"zz x:b:7", b"mm x:a:3", b"mm x:b:7", b"aa x:a:3", b"aa x:b:7"]
+    evs = list(ust.ctf.read_trace(tmp_path))
+    assert [(e.trace.hostname, e.cpu_id) for e in evs[:6]] == [("zz", 3), ("zz", 7), ("mm", 3), ("mm", 7),
+                                                                 ("aa", 3), ("aa", 7)]
+    if HAVE_BT2:
+        assert out == _bt2(["--clock-cycles", "--no-delta", str(tmp_path)])[0]

@@ -30,6 +30,7 @@ from ust.errors import FilterError
 __all__ = ["Filter", "compile_filter"]
 
 _MISSING = object()
+_EMPTY: dict = {}
 _NUM = (int, float)
 
 # --------------------------------------------------------------------------
@@ -371,15 +372,15 @@ def _getter(ref: _Ref):
     first = path[0]
     rest = path[1:]
     if ref.scope == "field" and not rest:
-        def get(f, c):
+        def get(f, c=_EMPTY):
             return f.get(first, _MISSING)
         return get
     if use_ctx and not rest:
-        def get(f, c):
+        def get(f, c=_EMPTY):
             return c.get(first, _MISSING)
         return get
 
-    def get(f, c):
+    def get(f, c=_EMPTY):
         v = (c if use_ctx else f).get(first, _MISSING)
         for k in rest:
             if v is _MISSING:
@@ -419,12 +420,12 @@ def _value_of(node):
         return _getter(node)
     if isinstance(node, _Lit):
         v = node.value
-        return lambda f, c: v
+        return lambda f, c=_EMPTY: v
     if isinstance(node, _Glob):
         v = node.text
-        return lambda f, c: v
+        return lambda f, c=_EMPTY: v
     pred = _compile(node)
-    return lambda f, c: 1 if pred(f, c) else 0
+    return lambda f, c=_EMPTY: 1 if pred(f, c) else 0
 
 
 def _compare(node: _Bin):
@@ -435,6 +436,11 @@ def _compare(node: _Bin):
         left, right = right, left
         op = _SWAP[op]
     fn = _CMP[op]
+    simple = isinstance(left, _Ref) and len(left.path) == 1
+    if simple and isinstance(right, (_Lit, _Glob)):
+        fast = _compare_simple(left, op, fn, right)
+        if fast is not None:
+            return fast
     get = _value_of(left)
     if isinstance(right, _Glob):
         match = _glob_matcher(right)
@@ -442,23 +448,23 @@ def _compare(node: _Bin):
         if not right.is_glob and op not in ("==", "!="):
             text = right.text
 
-            def m(f, c):
+            def m(f, c=_EMPTY):
                 v = get(f, c)
                 return v.__class__ is str and fn(v, text)
             return m
         if neg:
-            def m(f, c):
+            def m(f, c=_EMPTY):
                 v = get(f, c)
                 return v.__class__ is str and not match(v)
         else:
-            def m(f, c):
+            def m(f, c=_EMPTY):
                 v = get(f, c)
                 return v.__class__ is str and match(v)
         return m
     if isinstance(right, _Lit):
         k = right.value
 
-        def m(f, c):
+        def m(f, c=_EMPTY):
             v = get(f, c)
             cls = v.__class__
             if cls is int or cls is float:
@@ -469,7 +475,7 @@ def _compare(node: _Bin):
         return m
     get2 = _value_of(right)
 
-    def m(f, c):
+    def m(f, c=_EMPTY):
         a = get(f, c)
         b = get2(f, c)
         if a is _MISSING or b is _MISSING:
@@ -479,6 +485,62 @@ def _compare(node: _Bin):
         if isinstance(a, str) and isinstance(b, str):
             return fn(a, b)
         return False
+    return m
+
+
+def _compare_simple(ref, op, fn, lit):
+    """Closures for `name OP literal` with the lookup inlined (the common, hot case)."""
+    name = ref.path[0]
+    in_ctx = ref.scope != "field"
+    if isinstance(lit, _Lit):
+        k = lit.value
+        if op == "==" and not in_ctx:
+            def m(f, c=_EMPTY):
+                v = f.get(name, _MISSING)
+                cls = v.__class__
+                return (cls is int or cls is float or cls is bool) and v == k
+            return m
+        if in_ctx:
+            def m(f, c=_EMPTY):
+                v = c.get(name, _MISSING)
+                cls = v.__class__
+                return (cls is int or cls is float or cls is bool) and fn(v, k)
+            return m
+
+        def m(f, c=_EMPTY):
+            v = f.get(name, _MISSING)
+            cls = v.__class__
+            return (cls is int or cls is float or cls is bool) and fn(v, k)
+        return m
+    if op not in ("==", "!="):
+        return None
+    neg = op == "!="
+    parts = lit.parts
+    if not lit.is_glob:
+        text = lit.text
+
+        def test(v):
+            return v == text
+    elif len(parts) == 3 and parts[1] is None and parts[2] == "":
+        prefix = parts[0]
+        if not in_ctx and not neg:
+            def m(f, c=_EMPTY):
+                v = f.get(name, _MISSING)
+                return v.__class__ is str and v.startswith(prefix)
+            return m
+        def test(v):
+            return v.startswith(prefix)
+    else:
+        return None
+    src_get = (lambda f, c: c.get(name, _MISSING)) if in_ctx else (lambda f, c: f.get(name, _MISSING))
+    if neg:
+        def m(f, c=_EMPTY):
+            v = src_get(f, c)
+            return v.__class__ is str and not test(v)
+    else:
+        def m(f, c=_EMPTY):
+            v = src_get(f, c)
+            return v.__class__ is str and test(v)
     return m
 
 
@@ -498,17 +560,17 @@ def _compile(node):
             if len(operands) == 2:
                 a, b = operands
                 if node.op == "&&":
-                    return lambda f, c: a(f, c) and b(f, c)
-                return lambda f, c: a(f, c) or b(f, c)
+                    return lambda f, c=_EMPTY: a(f, c) and b(f, c)
+                return lambda f, c=_EMPTY: a(f, c) or b(f, c)
             if node.op == "&&":
-                def all_of(f, c):
+                def all_of(f, c=_EMPTY):
                     for pr in operands:
                         if not pr(f, c):
                             return False
                     return True
                 return all_of
 
-            def any_of(f, c):
+            def any_of(f, c=_EMPTY):
                 for pr in operands:
                     if pr(f, c):
                         return True
@@ -517,11 +579,11 @@ def _compile(node):
         return _compare(node)
     if isinstance(node, _Not):
         a = _compile(node.operand)
-        return lambda f, c: not a(f, c)
+        return lambda f, c=_EMPTY: not a(f, c)
     if isinstance(node, _Ref):
         get = _getter(node)
 
-        def truth(f, c):
+        def truth(f, c=_EMPTY):
             v = get(f, c)
             if v.__class__ in (int, float, bool):
                 return v != 0
@@ -529,7 +591,7 @@ def _compile(node):
         return truth
     if isinstance(node, _Lit):
         v = bool(node.value)
-        return lambda f, c: v
+        return lambda f, c=_EMPTY: v
     raise TypeError(node)
 
 
@@ -544,9 +606,9 @@ class Filter:
         self.context_fields = frozenset(context_fields)
         self._pred = pred
 
-        def matches(fields: dict, context: dict | None = None) -> bool:
-            return bool(pred(fields, context if context is not None else {}))
-        self.matches = matches
+        # every compiled closure returns a bool and takes (fields, context={}):
+        # matches is the closure itself, no wrapper call
+        self.matches = pred
 
     def __repr__(self):
         return f"Filter({self.expression!r})"

@@ -46,7 +46,7 @@ class TraceStats:
 
 def trace_stats(path, progress=False) -> TraceStats:
     """Read every event under ``path`` once and count."""
-    from ust.ctf.reader import open_traces, ordered_streams, merge
+    from ust.ctf.reader import iter_events, open_traces, ordered_streams
 
     st = TraceStats()
     traces = open_traces(path)
@@ -64,7 +64,8 @@ def trace_stats(path, progress=False) -> TraceStats:
     by_name, by_proc, by_thread = st.by_name, st.by_process, st.by_thread
     total = st.total
     n = 0
-    for ns, _o, ev in merge([s.events(i, lost) for i, s in enumerate(streams)]):
+    for ev in iter_events(traces, lost):
+        ns = ev.timestamp
         total.add(ns)
         c = by_name.get(ev.name)
         if c is None:

@@ -347,6 +347,36 @@ class _Gen:
                   f"""else fmt_str({var})""")
         return t
 
+    def gen_lttng_header(self, t, kind):
+        """Hand-tuned decoding of LTTng's event headers: one unpack in the common case."""
+        self.align_bits(t.align)
+        if kind == "large":
+            S = self.const(struct.Struct("<HI"), "S")
+            X = self.const(struct.Struct("<IQ"), "S")
+            self.emit(f"eid, ts = {S}.unpack_from(b, p)")
+            self.emit("if eid != 65535:")
+            self.emit("    p += 6")
+            self.emit("    low = cur & 4294967295")
+            self.emit("    cur = cur - low + ts if ts >= low else cur - low + ts + 4294967296")
+            self.emit("else:")
+            self.emit(f"    eid, cur = {X}.unpack_from(b, p + 2)")
+            self.emit("    p += 14")
+        else:
+            S = self.const(struct.Struct("<I"), "S")
+            X = self.const(struct.Struct("<IQ"), "S")
+            self.emit(f"ts, = {S}.unpack_from(b, p)")
+            self.emit("eid = ts & 31")
+            self.emit("if eid != 31:")
+            self.emit("    ts >>= 5")
+            self.emit("    p += 4")
+            self.emit("    low = cur & 134217727")
+            self.emit("    cur = cur - low + ts if ts >= low else cur - low + ts + 134217728")
+            self.emit("else:")
+            self.emit(f"    eid, cur = {X}.unpack_from(b, p + 1)")
+            self.emit("    p += 13")
+        self.unknown_pos()
+        return "None", "None", _Nested({})
+
     def int_text(self, t: IntType, var):
         """Text template of an integer (a _T with \\0 holes)."""
         if t.base == 10:
@@ -445,6 +475,10 @@ class _Gen:
         return var, var, typ
 
     def gen_struct(self, t: StructType, hint, inline=False):
+        if self.header and self.bit == 0 and not self.run:
+            kind = lttng_header_kind(t)
+            if kind is not None:
+                return self.gen_lttng_header(t, kind)
         if t.min_align > 1:
             self.align_bits(t.min_align)
         scope: dict = {}
@@ -511,10 +545,9 @@ class _Gen:
                 self.emit("pass")
             elif self.mode == "dict":
                 self.emit(f"{var} = {v}")
-            elif not self.names:
-                self.emit(f"{var} = {_fstring('{ ' + _tmpl(txt) + ' }')}")
             else:
-                self.emit(f"{var} = {_fstring('{ ' + display_name(oname) + ' = ' + _tmpl(txt) + ' }')}")
+                # babeltrace2 prints the selected option's value without its name
+                self.emit(f"{var} = {_fstring('{ ' + _tmpl(txt) + ' }')}")
             ends.append((self.bit, self.mod, self.rem))
             self.indent -= 1
         if first:
@@ -530,6 +563,38 @@ class _Gen:
         else:
             self.unknown_pos()
         return var, var, t
+
+
+def lttng_header_kind(t: StructType):
+    """'large' or 'compact' when t is exactly LTTng's event header of that kind (little-endian)."""
+    try:
+        (n1, e), (n2, v) = t.fields
+    except ValueError:
+        return None
+    if n1 != "id" or n2 != "v" or not isinstance(e, EnumType) or not isinstance(v, VariantType) or v.tag_ref != "id":
+        return None
+    c = e.container
+    if c.byte_order != "le" or c.signed:
+        return None
+    maps = sorted(e.mappings, key=lambda m: m[1])
+    opts = dict(v.options)
+    if set(opts) != {"compact", "extended"}:
+        return None
+    comp, ext = opts["compact"], opts["extended"]
+    if not (isinstance(comp, StructType) and isinstance(ext, StructType)):
+        return None
+
+    def sig(st):
+        return [(n, x.size, x.align, x.signed, x.byte_order, x.clock is not None) if isinstance(x, IntType)
+                else None for n, x in st.fields]
+    ext_ok = sig(ext) == [("id", 32, 8, False, "le", False), ("timestamp", 64, 8, False, "le", True)]
+    if c.size == 16 and c.align == 8 and maps == [("compact", 0, 65534), ("extended", 65535, 65535)] and ext_ok \
+            and sig(comp) == [("timestamp", 32, 8, False, "le", True)]:
+        return "large"
+    if c.size == 5 and c.align == 1 and maps == [("compact", 0, 30), ("extended", 31, 31)] and ext_ok \
+            and sig(comp) == [("timestamp", 27, 1, False, "le", True)]:
+        return "compact"
+    return None
 
 
 class _Nested:

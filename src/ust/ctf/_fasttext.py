@@ -46,7 +46,8 @@ def compile_packet_text(codec, fmt, trace):
     g.indent = 2
     g.emit("p0 = p")
     if sc.event_header is not None:
-        g.emit("eid = 0")
+        if _codegen.lttng_header_kind(sc.event_header) is None:
+            g.emit("eid = 0")
         g.gen(sc.event_header, "h")
         g.flush()
         g.settle_bits()
@@ -106,7 +107,8 @@ def compile_packet_text(codec, fmt, trace):
         else:
             g.emit("p, t = fn(b, p)")
             g.emit("txt_append(t[0] + pctx + t[1])")
-    g.emit("if p <= p0: raise LookupError('event of size zero')")
+    if sc.event_header is None or _codegen.lttng_header_kind(sc.event_header) is None:
+        g.emit("if p <= p0: raise LookupError('event of size zero')")
     g.emit("cyc_append(cur)")
     g.lines.append("    except (struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError) as exc:")
     g.lines.append("        raise PacketError(p0, exc) from None")
@@ -148,6 +150,160 @@ def _per_event_text(codec, fmt, trace, ec, pieces_prefix):
     return _codegen._build(g, "decode_event", expr)
 
 
+# --------------------------------------------------------------------------
+# The same text, rendered by C (_decode.render_packet) from a small program
+# per event class, when every type of the stream class is one it handles.
+# --------------------------------------------------------------------------
+
+R_LIT, R_PCTX, R_INT, R_FLOAT, R_STRING, R_TEXT, R_INTS, R_ENUM, R_ALIGN = range(1, 10)
+
+
+class _NoRender(Exception):
+    pass
+
+
+class _RenderBuilder:
+    def __init__(self, lits, enums):
+        self.ops = []
+        self.lits = lits  # shared: bytes -> index
+        self.enums = enums  # shared: list of callables
+        self.regs = {}
+        self.pending = []
+
+    def lit(self, text):
+        if text:
+            self.pending.append(text)
+
+    def flush(self):
+        if self.pending:
+            data = "".join(self.pending).encode("utf-8", "surrogateescape")
+            self.pending = []
+            idx = self.lits.setdefault(data, len(self.lits))
+            self.ops += [R_LIT, idx]
+
+    def op(self, *ops):
+        self.flush()
+        self.ops += list(ops)
+
+    def align(self, bits):
+        if bits % 8:
+            if bits > 1:
+                raise _NoRender
+            return
+        if bits > 8:
+            self.op(R_ALIGN, bits // 8)
+
+    def struct(self, st, names):
+        if st.min_align > 8:
+            self.align(st.min_align)
+        if not st.fields:
+            self.lit("{ }")
+            return
+        self.lit("{ ")
+        for i, (name, t) in enumerate(st.fields):
+            if i:
+                self.lit(", ")
+            if names:
+                self.lit(_codegen.display_name(name) + " = ")
+            self.field(name, t, names)
+        self.lit(" }")
+
+    def int_op(self, t, name):
+        if t.size not in (8, 16, 32, 64) or t.align % 8 or t.byte_order != "le":
+            raise _NoRender
+        self.align(t.align)
+        reg = -1
+        if name is not None:
+            if len(self.regs) >= 16 and name not in self.regs:
+                reg = -1
+            else:
+                reg = self.regs.setdefault(name, len(self.regs))
+        return reg
+
+    def field(self, name, t, names):
+        from .tsdl import ArrayType, EnumType, FloatType, IntType, SequenceType, StringType
+        if isinstance(t, EnumType):
+            c = t.container
+            self.int_op(c, None)
+            self.enums.append(_codegen.make_enum_fmt(t))
+            self.op(R_ENUM, c.size // 8, int(c.signed), len(self.enums) - 1)
+            return
+        if isinstance(t, IntType):
+            reg = self.int_op(t, name)
+            self.op(R_INT, t.size // 8, int(t.signed), t.base, reg)
+            return
+        if isinstance(t, FloatType):
+            if t.size not in (32, 64) or t.align % 8 or t.byte_order != "le":
+                raise _NoRender
+            self.align(t.align)
+            self.op(R_FLOAT, t.size // 8)
+            return
+        if isinstance(t, StringType):
+            self.op(R_STRING)
+            return
+        if isinstance(t, (ArrayType, SequenceType)):
+            e = t.element
+            if not isinstance(e, IntType) or e.size not in (8, 16, 32, 64) or e.align % 8 or e.byte_order != "le":
+                raise _NoRender
+            if isinstance(t, SequenceType):
+                reg = self.regs.get(t.length_ref.split(".")[-1])
+                if reg is None:
+                    raise _NoRender
+                n = 0
+            else:
+                reg, n = -1, t.length
+            self.align(max(e.align, 8))
+            if e.encoding != "none" and e.size == 8:
+                self.op(R_TEXT, n, reg)
+            else:
+                self.op(R_INTS, n, reg, e.size // 8, int(e.signed), e.base, int(self.names_payload))
+            return
+        raise _NoRender  # nested structs, variants, ...
+
+
+def compile_packet_render(codec, fmt, trace):
+    """(kind, programs, lits, enum_fmts) for _decode.render_packet, or None."""
+    import sys
+
+    if _decode is None or not hasattr(_decode, "render_packet") or sys.byteorder != "little":
+        return None
+    sc = codec.sc
+    if sc.event_header is None:
+        return None
+    kind = {"large": 1, "compact": 2}.get(_codegen.lttng_header_kind(sc.event_header))
+    if kind is None:
+        return None
+    lits, enums = {}, []
+    programs = [None] * (max(sc.events) + 1 if sc.events else 0)
+    try:
+        for eid, ec in sc.events.items():
+            b = _RenderBuilder(lits, enums)
+            b.names_payload = fmt.names_payload
+            b.lit(fmt.event_head(ec, trace))
+            b.op(R_PCTX)
+            first = True
+            for st, scope, names in ((sc.event_context, "stream.event.context", fmt.names_context),
+                                     (ec.context, "event.context", fmt.names_context),
+                                     (ec.fields, "event.fields", fmt.names_payload)):
+                if st is None:
+                    continue
+                if not first:
+                    b.lit(", ")
+                first = False
+                b.lit(fmt.scope_prefix(scope))
+                b.names_payload = names
+                b.struct(st, names)
+            b.flush()
+            import array
+            programs[eid] = array.array("i", b.ops).tobytes()
+    except _NoRender:
+        return None
+    lit_list = [None] * len(lits)
+    for data, i in lits.items():
+        lit_list[i] = data
+    return kind, tuple(programs), tuple(lit_list), tuple(enums)
+
+
 class PacketError(Exception):
     def __init__(self, offset, exc):
         self.offset = offset
@@ -162,7 +318,8 @@ class PacketError(Exception):
 class _StreamText:
     """Decoded-but-not-emitted events of one stream: parallel lists from ``start``."""
 
-    def __init__(self, stream, fmt, on_discarded, same_clock):
+    def __init__(self, stream, fmt, on_discarded, same_clock, use_c=True):
+        self.use_c = use_c and _decode is not None
         self.stream = stream
         self.fmt = fmt
         self.packets = stream.packets(on_discarded)
@@ -187,12 +344,13 @@ class _StreamText:
             codec = pk.codec
             dec = self._decoders.get(id(codec))
             if dec is None:
-                k = ("packet_text", id(self.fmt))
+                k = ("packet_text", id(self.fmt), self.use_c)
                 dec = codec._cache.get(k)
                 if dec is None:
                     from .reader import _Compiling
                     with _Compiling(self.trace):
-                        dec = (compile_packet_text(codec, self.fmt, self.trace), _has_more(codec))
+                        render = compile_packet_render(codec, self.fmt, self.trace) if self.use_c else None
+                        dec = (compile_packet_text(codec, self.fmt, self.trace), _has_more(codec), render)
                     codec._cache[k] = dec
                 self._decoders[id(codec)] = dec
             if pk.ts_begin is not None:
@@ -207,9 +365,21 @@ class _StreamText:
                     del self.key[: self.start]
                 self.start = 0
             n0 = len(self.cyc)
+            render = dec[2]
             try:
-                self.cur = dec[0](pk.data, pk.events_start, pk.content_bits // 8, self.cur, pctx, self.cyc,
-                                  self.txt)
+                if render is not None:
+                    kind, programs, lits, enums = render
+                    try:
+                        self.cur = _decode.render_packet(pk.data, pk.events_start, pk.content_bits // 8, self.cur,
+                                                         kind, programs, lits, enums,
+                                                         pctx.encode("utf-8", "surrogateescape"), self.cyc,
+                                                         self.txt)
+                    except ValueError as exc:
+                        msg, _, off = str(exc).rpartition("|")
+                        raise PacketError(int(off or 0), ValueError(msg)) from None
+                else:
+                    self.cur = dec[0](pk.data, pk.events_start, pk.content_bits // 8, self.cur, pctx, self.cyc,
+                                      self.txt)
             except PacketError as e:
                 from .reader import _why
                 raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", self.stream.path,
@@ -233,7 +403,7 @@ def _has_more(codec):
     return any(ec.fields is not None or ec.context is not None for ec in sc.events.values())
 
 
-def merged_text(streams, fmt, on_discarded=None):
+def merged_text(streams, fmt, on_discarded=None, use_c=True, factory=None):
     """Yield batches (keys, cycles, texts, origin) in time order.
 
     When every stream shares one clock (same origin and frequency), keys are
@@ -248,7 +418,10 @@ def merged_text(streams, fmt, on_discarded=None):
         origin = o if f == 1_000_000_000 else None
         if origin is None:
             same_clock = False
-    ss = [_StreamText(s, fmt, on_discarded, same_clock) for s in streams]
+    if factory is None:
+        ss = [_StreamText(s, fmt, on_discarded, same_clock, use_c) for s in streams]
+    else:
+        ss = [factory(s, same_clock) for s in streams]
     active = [s for s in ss if s.load()]
     if len(active) == 1:
         st = active[0]
@@ -289,58 +462,110 @@ def merged_text(streams, fmt, on_discarded=None):
         active = nxt
 
 
-def iter_lines(streams, fmt, on_discarded=None):
+def iter_lines(streams, fmt, on_discarded=None, use_c=False):
     """Lists of output lines of ``ust view`` (fast path), with timestamps and deltas."""
-    prev = None
+    state = [None, 0, 0, ""]  # prev, base, next_sec, sec text
+    for keys, cycs, txts, origin in merged_text(streams, fmt, on_discarded, use_c):
+        yield format_batch(keys, cycs, txts, origin, fmt, state)
+
+
+def format_batch(keys, cycs, txts, origin, fmt, state):
+    """Timestamped lines of one merged batch (pure Python); state carries prev across batches."""
+    prev, base, next_sec, stext = state
     cycles_mode = fmt.clock_cycles
     delta = fmt.delta
     nh = fmt.names_header
     sec_text = fmt.sec_text
     seconds = fmt.clock_seconds
-    base = next_sec = 0
-    stext = ""
-    for keys, cycs, txts, origin in merged_text(streams, fmt, on_discarded):
-        out = []
-        append = out.append
-        if cycles_mode:
-            for c, t in zip(cycs, txts):
-                if delta:
-                    d = "(+????????????)" if prev is None else "(+%012d)" % (c - prev)
-                    prev = c
-                    if nh:
-                        append(f"timestamp = {c:020d}, delta = {d[1:-1]}, {t}\n")
-                    else:
-                        append(f"[{c:020d}] {d} {t}\n")
-                else:
-                    append(f"timestamp = {c:020d}, {t}\n" if nh else f"[{c:020d}] {t}\n")
-            yield out
-            continue
-        o = origin or 0
-        for k, t in zip(keys, txts):
-            ns = k + o
-            if not (base <= ns < next_sec):
-                sec = ns // 1_000_000_000
-                base = sec * 1_000_000_000
-                next_sec = base + 1_000_000_000
-                stext = str(sec) if seconds else sec_text(sec)
+    out = []
+    append = out.append
+    if cycles_mode:
+        for c, t in zip(cycs, txts):
             if delta:
-                if prev is None:
-                    d = "+?.?????????"
-                else:
-                    dd = ns - prev
-                    if 0 <= dd < 1_000_000_000:
-                        prev = ns
-                        if nh:
-                            append(f"timestamp = {stext}.{ns - base:09d}, delta = +0.{dd:09d}, {t}\n")
-                        else:
-                            append(f"[{stext}.{ns - base:09d}] (+0.{dd:09d}) {t}\n")
-                        continue
-                    d = f"+{dd // 1_000_000_000}.{dd % 1_000_000_000:09d}"
-                prev = ns
+                d = "(+????????????)" if prev is None else "(+%012d)" % (c - prev)
+                prev = c
                 if nh:
-                    append(f"timestamp = {stext}.{ns - base:09d}, delta = {d}, {t}\n")
+                    append(f"timestamp = {c:020d}, delta = {d[1:-1]}, {t}\n")
                 else:
-                    append(f"[{stext}.{ns - base:09d}] ({d}) {t}\n")
+                    append(f"[{c:020d}] {d} {t}\n")
             else:
-                append(f"timestamp = {stext}.{ns - base:09d}, {t}\n" if nh else f"[{stext}.{ns - base:09d}] {t}\n")
-        yield out
+                prev = c
+                append(f"timestamp = {c:020d}, {t}\n" if nh else f"[{c:020d}] {t}\n")
+        state[0] = prev
+        return out
+    o = origin or 0
+    for k, t in zip(keys, txts):
+        ns = k + o
+        if not (base <= ns < next_sec):
+            sec = ns // 1_000_000_000
+            base = sec * 1_000_000_000
+            next_sec = base + 1_000_000_000
+            stext = str(sec) if seconds else sec_text(sec)
+        if delta:
+            if prev is None:
+                d = "+?.?????????"
+            else:
+                dd = ns - prev
+                if 0 <= dd < 1_000_000_000:
+                    prev = ns
+                    if nh:
+                        append(f"timestamp = {stext}.{ns - base:09d}, delta = +0.{dd:09d}, {t}\n")
+                    else:
+                        append(f"[{stext}.{ns - base:09d}] (+0.{dd:09d}) {t}\n")
+                    continue
+                d = f"+{dd // 1_000_000_000}.{dd % 1_000_000_000:09d}"
+            prev = ns
+            if nh:
+                append(f"timestamp = {stext}.{ns - base:09d}, delta = {d}, {t}\n")
+            else:
+                append(f"[{stext}.{ns - base:09d}] ({d}) {t}\n")
+        else:
+            prev = ns
+            append(f"timestamp = {stext}.{ns - base:09d}, {t}\n" if nh else f"[{stext}.{ns - base:09d}] {t}\n")
+    state[:] = [prev, base, next_sec, stext]
+    return out
+
+
+try:
+    from . import _decode
+except ImportError:  # not built: the pure-Python formatting above is used
+    _decode = None
+
+
+def iter_bytes(streams, fmt, on_discarded=None, use_c=True):
+    """Encoded output of ``ust view`` (fast path) in chunks of bytes.
+
+    Timestamps, deltas, joining and encoding are done by the C helper
+    ``_decode.format_lines`` when it is built, else by ``iter_lines``.
+    """
+    if _decode is None or not use_c:
+        for lines in iter_lines(streams, fmt, on_discarded, use_c=False):
+            yield "".join(lines).encode("utf-8", "surrogateescape")
+        return
+    flags = 0
+    if fmt.clock_cycles:
+        flags |= _decode.CYCLES
+    if fmt.clock_seconds:
+        flags |= _decode.SECONDS
+    if fmt.clock_gmt:
+        flags |= _decode.GMT
+    if fmt.clock_date:
+        flags |= _decode.DATE
+    if fmt.delta:
+        flags |= _decode.DELTA
+    if fmt.names_header:
+        flags |= _decode.NAMES_HEADER
+    state = [None, 0, 0, ""]
+    fl = _decode.format_lines
+    for keys, cycs, txts, origin in merged_text(streams, fmt, on_discarded):
+        try:
+            if fmt.clock_cycles:
+                data, state[0] = fl(cycs, txts, 0, flags, state[0])
+            else:
+                data, state[0] = fl(keys, txts, origin or 0, flags, state[0])
+            state[2] = 0  # the Python formatter's second cache is stale now
+        except OverflowError:
+            # a clock value beyond 64 bits or beyond the C library's time range
+            state[1] = state[2] = 0
+            data = "".join(format_batch(keys, cycs, txts, origin, fmt, state)).encode("utf-8", "surrogateescape")
+        yield data

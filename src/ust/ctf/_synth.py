@@ -25,7 +25,7 @@ trace {{
 	major = 1;
 	minor = 8;
 	uuid = "{uuid}";
-	byte_order = le;
+	byte_order = {byte_order};
 	packet.header := struct {{
 		uint32_t magic;
 		uint8_t  uuid[16];
@@ -42,7 +42,7 @@ env {{
 
 clock {{
 	name = "monotonic";
-	freq = 1000000000;
+	freq = {freq};
 	offset = {offset};
 }};
 
@@ -96,7 +96,7 @@ class Synth:
     """
 
     def __init__(self, path, header="large", hostname="synth", offset=1_700_000_000_000_000_000,
-                 packet_size=65536, context=None):
+                 packet_size=65536, context=None, byte_order="le", freq=1_000_000_000):
         self.path = path
         self.header = header
         self.uuid = _uuid.uuid4()
@@ -105,6 +105,11 @@ class Synth:
         self.packet_size = packet_size
         self.classes = []
         self.context = context or []  # stream event context: [(name, tsdl type, code)]
+        if byte_order not in ("le", "be") or (byte_order == "be" and header != "large"):
+            raise ValueError("byte_order: 'le', or 'be' with the large header")
+        self.byte_order = byte_order
+        self.bo = "<" if byte_order == "le" else ">"
+        self.freq = freq
 
     def event_class(self, name, fields, loglevel=13):
         cid = len(self.classes)
@@ -116,7 +121,7 @@ class Synth:
         if self.context:
             ctx = "\n\tevent.context := struct {\n" + "".join(f"\t\t{t} {n};\n" for n, t, _ in self.context) + "\t};"
         out = [_METADATA_HEAD.format(uuid=self.uuid, hostname=self.hostname, offset=self.offset,
-                                     header=self.header, context=ctx)]
+                                     header=self.header, context=ctx, byte_order=self.byte_order, freq=self.freq)]
         for cid, (name, fields, ll) in enumerate(self.classes):
             decl = "".join(f"\t\t{t} {n};\n" for n, t, _ in fields)
             out.append(f'event {{\n\tname = "{name}";\n\tid = {cid};\n\tstream_id = 0;\n\tloglevel = {ll};\n'
@@ -127,19 +132,19 @@ class Synth:
         fields = self.classes[cid][1]
         out = []
         for (_, _, code), v in zip(self.context, ctx):
-            out.append(v.encode("utf-8", "surrogateescape") + b"\0" if code == "s" else struct.pack("<" + code, v))
+            out.append(v.encode("utf-8", "surrogateescape") + b"\0" if code == "s" else struct.pack(self.bo + code, v))
         for (_, _, code), v in zip(fields, values):
             if code == "s":
                 out.append(v.encode("utf-8", "surrogateescape") + b"\0")
             else:
-                out.append(struct.pack("<" + code, v))
+                out.append(struct.pack(self.bo + code, v))
         return b"".join(out)
 
     def _header(self, cid, ts, prev_ts):
         if self.header == "large":
             if cid < 65535 and prev_ts >= 0 and 0 <= ts - prev_ts < (1 << 32):
-                return struct.pack("<HI", cid, ts & 0xFFFFFFFF)
-            return struct.pack("<HIQ", 65535, cid, ts)
+                return struct.pack(self.bo + "HI", cid, ts & 0xFFFFFFFF)
+            return struct.pack(self.bo + "HIQ", 65535, cid, ts)
         if cid < 31 and prev_ts >= 0 and 0 <= ts - prev_ts < (1 << 27):
             return struct.pack("<I", cid | ((ts & ((1 << 27) - 1)) << 5))
         return struct.pack("<BIQ", 31, cid, ts)
@@ -168,7 +173,9 @@ class Synth:
                     disc = discarded_at[seq]
                 body = b"".join(buf)
                 content = HEADER_SIZE + len(body)
-                head = _PH.pack(0xC1FC1FC1, self.uuid.bytes, 0, cpu) + _PC.pack(
+                ph = _PH if self.bo == "<" else struct.Struct(">I16sIQ")
+                pc = _PC if self.bo == "<" else struct.Struct(">QQQQQQI")
+                head = ph.pack(0xC1FC1FC1, self.uuid.bytes, 0, cpu) + pc.pack(
                     first_ts or 0, end_ts, content * 8, psize * 8, seq, disc, cpu)
                 f.write(head + body + b"\0" * (psize - content))
                 seq += 1

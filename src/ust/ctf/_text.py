@@ -74,7 +74,12 @@ class TextFormat:
 
     def __init__(self, names="payload,context", fields="trace:hostname,trace:procname,trace:vpid",
                  clock_cycles=False, clock_seconds=False, clock_date=False, clock_gmt=False, delta=True):
+        from ust.errors import UstError
+
         n = set(x.strip() for x in names.split(",") if x.strip()) if names else set()
+        bad = n - set(NAME_CHOICES)
+        if bad:
+            raise UstError(f"unknown --names item {sorted(bad)[0]!r} (choose from {', '.join(NAME_CHOICES)})")
         if "all" in n:
             n |= {"payload", "context", "scope", "header"}
         if "none" in n:
@@ -84,6 +89,9 @@ class TextFormat:
         self.names_scope = "scope" in n
         self.names_header = "header" in n
         f = set(x.strip() for x in fields.split(",") if x.strip()) if fields else set()
+        bad = f - set(FIELD_CHOICES)
+        if bad:
+            raise UstError(f"unknown --fields item {sorted(bad)[0]!r} (choose from {', '.join(FIELD_CHOICES)})")
         if "all" in f:
             f |= set(FIELD_CHOICES)
         self.f_trace = "trace" in f
@@ -162,8 +170,11 @@ class TextFormat:
         """The whole-second part of a time of day (cached: it changes rarely)."""
         cs, ctext = self._sec_cache
         if cs != sec:
-            tm = time.gmtime(sec) if self.clock_gmt else time.localtime(sec)
-            ctext = time.strftime("%Y-%m-%d %H:%M:%S" if self.clock_date else "%H:%M:%S", tm)
+            try:
+                tm = time.gmtime(sec) if self.clock_gmt else time.localtime(sec)
+                ctext = time.strftime("%Y-%m-%d %H:%M:%S" if self.clock_date else "%H:%M:%S", tm)
+            except (OverflowError, ValueError, OSError):
+                ctext = str(sec)  # beyond the platform's time range: seconds since the Epoch
             self._sec_cache = (sec, ctext)
         return ctext
 

@@ -17,13 +17,13 @@ numpy is imported here only, when the function is called.
 
 from __future__ import annotations
 
+import os
 import struct
 
 from ust.errors import TraceFormatError
 
-from . import _codegen
 from ._codegen import _Gen, display_name
-from .tsdl import EnumType, FloatType, IntType, StructType
+from .tsdl import ArrayType, EnumType, FloatType, IntType, SequenceType, StringType, StructType
 
 
 def _scalar_kind(t):
@@ -112,6 +112,156 @@ def compile_packet_rows(sc, what):
     return ns["decode_packet"]
 
 
+# --------------------------------------------------------------------------
+# Fast path: event positions found in C (_decode.scan_events), fixed-layout
+# event classes gathered by numpy, the others decoded at their offsets.
+# --------------------------------------------------------------------------
+
+OP_FIXED, OP_STRING, OP_ALIGN, OP_SEQ = 1, 2, 3, 4
+_NP_CODES = {(8, True): "i1", (8, False): "u1", (16, True): "<i2", (16, False): "<u2", (32, True): "<i4",
+             (32, False): "<u4", (64, True): "<i8", (64, False): "<u8"}
+
+
+class _NoProgram(Exception):
+    pass
+
+
+class _ProgramBuilder:
+    """Skip program (see _decode.c) and, while every field is fixed, the row layout."""
+
+    def __init__(self):
+        self.ops = []
+        self.epoch = 0  # increments at each variable-size item
+        self.pos = 0  # bytes since the start of the epoch
+        self.row = []  # [(column, numpy format, offset)] while fixed
+        self.fixed = True
+        self.scopes = []
+
+    def fixed_bytes(self, n):
+        if n > 1 << 30 or self.pos + n > 1 << 30:
+            raise _NoProgram  # a skip that does not fit an int32 op: the Python path
+        if self.ops and self.ops[-2:-1] == [OP_FIXED] and len(self.ops) >= 2 and self._last_is_fixed:
+            self.ops[-1] += n
+        else:
+            self.ops += [OP_FIXED, n]
+        self._last_is_fixed = True
+        self.pos += n
+
+    _last_is_fixed = False
+
+    def variable(self, *op):
+        self.ops += list(op)
+        self._last_is_fixed = False
+        self.epoch += 1
+        self.pos = 0
+        self.fixed = False
+
+    def struct(self, st, top=False):
+        if st is None:
+            return
+        if st.min_align > 8:
+            self.align(st.min_align)
+        scope = {}
+        self.scopes.append(scope)
+        for name, t in st.fields:
+            scope[name] = (self.epoch, self.pos, t)
+            self.field(t, display_name(name) if top else None)
+        self.scopes.pop()
+
+    def align(self, bits):
+        if bits % 8 or bits <= 8:
+            if bits % 8 and bits > 1:
+                raise _NoProgram
+            return
+        self.variable(OP_ALIGN, bits // 8)
+
+    def field(self, t, column):
+        if isinstance(t, EnumType):
+            t = t.container
+        if isinstance(t, (IntType, FloatType)):
+            size = t.size
+            if size % 8 or t.align % 8:
+                raise _NoProgram
+            self.align(t.align)
+            if self.fixed and column is not None:
+                if isinstance(t, IntType):
+                    code = _NP_CODES.get((size, t.signed))
+                    if code is None or t.byte_order != "le":
+                        self.fixed = False
+                    else:
+                        self.row.append((column, code, self.pos))
+                elif size in (32, 64) and t.byte_order == "le":
+                    self.row.append((column, "<f4" if size == 32 else "<f8", self.pos))
+                else:
+                    self.fixed = False
+            elif column is None:
+                self.fixed = False
+            self.fixed_bytes(size // 8)
+            return
+        if isinstance(t, StringType):
+            self.variable(OP_STRING)
+            return
+        if isinstance(t, ArrayType):
+            es = t.element.fixed_size()
+            if es is not None and es % 8 == 0 and t.element.align <= 8:
+                self.fixed = False
+                self.fixed_bytes(es // 8 * t.length)
+                return
+            self.fixed = False
+            for _ in range(min(t.length, 1 << 16)):
+                self.field(t.element, None)
+            if t.length > 1 << 16:
+                raise _NoProgram
+            return
+        if isinstance(t, SequenceType):
+            es = t.element.fixed_size()
+            if es is None or es % 8 or t.element.align > 8:
+                raise _NoProgram
+            ref = t.length_ref.split(".")[-1]
+            for scope in reversed(self.scopes):
+                if ref in scope:
+                    epoch, pos, lt = scope[ref]
+                    break
+            else:
+                raise _NoProgram
+            if isinstance(lt, EnumType):
+                lt = lt.container
+            if epoch != self.epoch or not isinstance(lt, IntType) or lt.size % 8 or lt.byte_order != "le":
+                raise _NoProgram
+            self.variable(OP_SEQ, lt.size // 8, self.pos - pos, es // 8)
+            return
+        if isinstance(t, StructType):
+            self.fixed = False
+            self.struct(t)
+            return
+        raise _NoProgram  # variants (in payloads) and anything else: the Python path
+
+
+def _programs(sc):
+    """(header kind, programs tuple, {eid: row layout or None}) or None when C cannot scan this class."""
+    import array
+    import sys
+
+    from ._codegen import lttng_header_kind
+    if sys.byteorder != "little" or sc.event_header is None:
+        return None
+    kind = {"large": 1, "compact": 2}.get(lttng_header_kind(sc.event_header))
+    if kind is None:
+        return None
+    progs = [None] * (max(sc.events) + 1 if sc.events else 0)
+    rows = {}
+    for eid, ec in sc.events.items():
+        b = _ProgramBuilder()
+        try:
+            for st in (sc.event_context, ec.context, ec.fields):
+                b.struct(st, top=True)
+        except _NoProgram:
+            return None
+        progs[eid] = array.array("i", b.ops).tobytes()
+        rows[eid] = (b.row, b.pos) if b.fixed else None
+    return kind, tuple(progs), rows
+
+
 def read_columns(path, names=None, on_discarded=None):
     """{event name: {column: numpy array}} for every event under ``path``.
 
@@ -134,68 +284,209 @@ def read_columns(path, names=None, on_discarded=None):
 
 
 def _read_columns(np, traces, names, on_discarded):
+    from ._fasttext import _decode
     from .reader import _Compiling, _why, ordered_streams
 
     streams = ordered_streams(traces)
-    # per (trace, stream class): row lists per event id; gathered by name at the end
-    tables = {}  # name -> list of (trace, rows list, column spec)
-    decoders = {}
+    parts = {}  # event name -> [dict column -> array] (one per stream and class)
+    infos = {}  # (trace id, stream class id) -> per-class state
+    # events located by the C scanner, per (trace, stream class), over all its stream files:
+    # offsets are in the concatenation of those files (file_base + offset in the file)
+    scans = {}  # key -> ([eids], [offsets], [cycles], [cpus], [paths], [file sizes], trace)
     for s in streams:
         trace = s.trace
         cur = 0
+        lists = {}  # key -> {eid: [list per column]} (Python-decoded rows of this stream)
+        file_base = {}  # key -> base offset of this file in the key's concatenation
         for pk in s.packets(on_discarded):
             sc = pk.codec.sc
             key = (id(trace), sc.id)
-            ent = decoders.get(key)
-            if ent is None:
+            info = infos.get(key)
+            if info is None:
                 with _Compiling(trace):
-                    fn = compile_packet_rows(sc, f"stream class {sc.id}")
-                rows = {eid: [[] for _ in range(2 + sum(len(st.fields) for st in (sc.event_context, ec.context,
-                                                                                   ec.fields) if st is not None))]
-                        for eid, ec in sc.events.items()}
-                ent = decoders[key] = (fn, rows, trace, sc)
-            fn, rows, _, _ = ent
+                    prog = _programs(sc) if _decode is not None else None
+                    info = infos[key] = _ClassInfo(pk.codec, prog)
             if pk.ts_begin is not None:
                 cur = pk.ts_begin
-            try:
-                cur = fn(pk.data, pk.events_start, pk.content_bits // 8, cur, pk.context.get("cpu_id"), rows)
-            except _PacketError as e:
-                raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", s.path,
-                                       pk.offset + e.offset) from None
-    for fn, rows, trace, sc in decoders.values():
-        for eid, r in rows.items():
-            if not r[0]:
+            cpu = pk.context.get("cpu_id")
+            end = pk.content_bits // 8
+            rows = lists.get(key)
+            if rows is None:
+                rows = lists[key] = {eid: [[] for _ in range(info.ncols[eid])] for eid in sc.events}
+            if info.prog is None:
+                try:
+                    cur = info.py_packet(pk.data, pk.events_start, end, cur, cpu, rows)
+                except _PacketError as e:
+                    raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", s.path,
+                                           pk.offset + e.offset) from None
                 continue
-            ec = sc.events[eid]
+            kind, progs, _layouts = info.prog
+            try:
+                eids_b, offs_b, cycs_b, cur = _decode.scan_events(pk.data, pk.events_start, end, cur, kind, progs)
+            except ValueError as exc:
+                msg, _, off = str(exc).rpartition("|")
+                raise TraceFormatError(f"corrupt or truncated event ({msg})", s.path,
+                                       pk.offset + int(off or 0)) from None
+            if not eids_b:
+                continue
+            sc_scan = scans.get(key)
+            if sc_scan is None:
+                sc_scan = scans[key] = ([], [], [], [], [], [], trace)
+            base = file_base.get(key)
+            if base is None:
+                base = file_base[key] = sum(sc_scan[5])
+                sc_scan[4].append(s.path)
+                sc_scan[5].append(os.path.getsize(s.path))
+            eids = np.frombuffer(eids_b, dtype=np.uint32)
+            offs = np.frombuffer(offs_b, dtype=np.uint32)
+            sc_scan[0].append(eids)
+            sc_scan[1].append(offs.astype(np.int64) + (base + pk.offset))
+            sc_scan[2].append(np.frombuffer(cycs_b, dtype=np.uint64))
+            sc_scan[3].append(np.full(len(eids), -1 if cpu is None else cpu, dtype=np.int64))
+            if info.variable:
+                sel = np.flatnonzero(np.isin(eids, info.variable_arr(np)))
+                if len(sel):
+                    info.decode_at(pk.data, eids[sel].tolist(), offs[sel].tolist(),
+                                   np.frombuffer(cycs_b, dtype=np.uint64)[sel].tolist(), cpu, rows, s.path,
+                                   pk.offset)
+        # this stream's tables
+        for key, rows in lists.items():
+            info = infos[key]
+            for eid, r in rows.items():
+                if r[0]:
+                    _add_part(np, parts, names, info, eid, r, trace)
+    for key, (e_l, o_l, c_l, cpu_l, paths, sizes, trace) in scans.items():
+        info = infos[key]
+        eids = np.concatenate(e_l)
+        offs = np.concatenate(o_l)
+        cycs = np.concatenate(c_l)
+        cpus = np.concatenate(cpu_l)
+        raw = None
+        for eid, layout in info.prog[2].items():
+            if layout is None:
+                continue
+            ec = info.sc.events[eid]
             if names is not None and ec.name not in names:
                 continue
-            cols = [("cycles", "u"), ("cpu_id", "i")] + _columns_of(sc.event_context) + \
-                _columns_of(ec.context) + _columns_of(ec.fields)
-            tables.setdefault(ec.name, []).append((trace, r, cols))
-    out = {}
-    for name, parts in tables.items():
-        merged = {}
-        for trace, rows, cols in parts:
-            columns = rows
-            for (cname, kind), values in zip(cols, columns):
-                arr = _to_array(np, values, kind)
-                merged.setdefault(cname, []).append(arr)
-            cyc = np.array(columns[0], dtype=np.uint64)
-            if trace.freq == 1_000_000_000:
-                ts = cyc.astype(np.int64) + np.int64(trace.origin_ns)
+            mask = eids == eid
+            if not mask.any():
+                continue
+            if raw is None:
+                maps = [np.memmap(p, dtype=np.uint8, mode="r") for p in paths]
+                raw = maps[0] if len(maps) == 1 else np.concatenate(maps)
+                del maps
+            fields, size = layout
+            if mask.all():
+                o, c, cpu = offs, cycs, cpus
             else:
-                ts = np.array([trace.cycles_to_ns(int(c)) for c in columns[0]], dtype=np.int64)
-            merged.setdefault("timestamp", []).append(ts)
-        table = {}
-        for cname, arrs in merged.items():
-            table[cname] = arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
-        if len(parts) > 1:
-            order = np.argsort(table["timestamp"], kind="stable")
-            table = {k: v[order] for k, v in table.items()}
+                o, c, cpu = offs[mask], cycs[mask], cpus[mask]
+            if len(paths) > 1 and len(c) > 1 and not bool(np.all(c[1:] >= c[:-1])):
+                # several stream files: time order before gathering, so no column is reordered later
+                order = np.argsort(c, kind="stable")
+                o, c, cpu = o[order], c[order], cpu[order]
+            cols = {"cycles": c, "cpu_id": cpu}
+            if fields:
+                # every window of `size` bytes of the file, without copying; rows = n windows
+                win = np.lib.stride_tricks.as_strided(raw, shape=(raw.size - size + 1, size), strides=(1, 1),
+                                                      writeable=False)
+                block = win[o]
+                dt = np.dtype({"names": [f[0] for f in fields], "formats": [f[1] for f in fields],
+                               "offsets": [f[2] for f in fields], "itemsize": size})
+                rec = block.view(dt).reshape(-1)
+                for fname, code, _ in fields:
+                    kind = np.dtype(code).kind
+                    target = np.float64 if kind == "f" else (np.uint64 if code.endswith("u8") else np.int64)
+                    cols[fname] = rec[fname].astype(target)
+            _add_columns(np, parts, ec.name, cols, trace)
+        del raw
+    out = {}
+    for name, plist in parts.items():
+        if len(plist) == 1:
+            table = plist[0]
+        else:
+            table = {k: np.concatenate([p[k] for p in plist]) for k in plist[0]}
+            ts = table["timestamp"]
+            if not bool(np.all(ts[1:] >= ts[:-1])):
+                order = np.argsort(ts, kind="stable")
+                table = {k: v[order] for k, v in table.items()}
         ordered = {"timestamp": table.pop("timestamp")}
         ordered.update(table)
         out[name] = ordered
     return out
+
+
+class _ClassInfo:
+    """Per (trace, stream class): scan programs, Python decoders, column counts."""
+
+    def __init__(self, codec, prog):
+        self.codec = codec
+        self.sc = sc = codec.sc
+        self.prog = prog
+        self.ncols = {eid: 2 + sum(len(st.fields) for st in (sc.event_context, ec.context, ec.fields)
+                                   if st is not None) for eid, ec in sc.events.items()}
+        self.cols = {eid: [("cycles", "u"), ("cpu_id", "i")] + _columns_of(sc.event_context) +
+                     _columns_of(ec.context) + _columns_of(ec.fields) for eid, ec in sc.events.items()}
+        self.variable = set()
+        if prog is None:
+            self.py_packet = compile_packet_rows(sc, f"stream class {sc.id}")
+        else:
+            self.variable = {eid for eid, lay in prog[2].items() if lay is None}
+        self._var_arr = None
+
+    def variable_arr(self, np):
+        if self._var_arr is None:
+            self._var_arr = np.array(sorted(self.variable), dtype=np.uint32)
+        return self._var_arr
+
+    def decode_at(self, b, eids, offs, cycs, cpu, rows, path, pkoff):
+        codec = self.codec
+        sctx = codec.stream_context("dict")
+        local = {}
+        for eid, p, cyc in zip(eids, offs, cycs):
+            dec = local.get(eid)
+            if dec is None:
+                _, ectx, flds = codec.event(eid, "dict")
+                dec = local[eid] = (ectx, flds, [r.append for r in rows[eid]])
+            ectx, flds, apps = dec
+            vals = [cyc, cpu]
+            try:
+                if sctx is not None:
+                    p, d = sctx(b, p)
+                    vals.extend(d.values())
+                if ectx is not None:
+                    p, d = ectx(b, p)
+                    vals.extend(d.values())
+                if flds is not None:
+                    p, d = flds(b, p)
+                    vals.extend(d.values())
+            except (struct.error, ValueError, IndexError, KeyError, OverflowError) as exc:
+                from .reader import _why
+                raise TraceFormatError(f"corrupt or truncated event ({_why(exc)})", path, pkoff + p) from None
+            for app, v in zip(apps, vals):
+                app(v)
+
+
+def _add_part(np, parts, names, info, eid, r, trace):
+    ec = info.sc.events[eid]
+    if names is not None and ec.name not in names:
+        return
+    cols = {}
+    for (cname, kind), values in zip(info.cols[eid], r):
+        cols[cname] = _to_array(np, values, kind)
+    _add_columns(np, parts, ec.name, cols, trace)
+
+
+def _add_columns(np, parts, name, cols, trace):
+    cyc = cols["cycles"]
+    if cyc.dtype != np.uint64:
+        cyc = cols["cycles"] = cyc.astype(np.uint64)
+    if trace.freq == 1_000_000_000:
+        ts = cyc.astype(np.int64) + np.int64(trace.origin_ns)
+    else:
+        ts = np.array([trace.cycles_to_ns(int(c)) for c in cyc.tolist()], dtype=np.int64)
+    table = {"timestamp": ts}
+    table.update(cols)
+    parts.setdefault(name, []).append(table)
 
 
 def _to_array(np, values, kind):

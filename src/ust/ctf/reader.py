@@ -10,9 +10,9 @@ Layering:
     holding a ``metadata`` file), ``read_trace`` merges all their streams by
     timestamp (nanoseconds from the Epoch).
 
-Ties between streams (same timestamp) are broken by a stable stream order:
-trace (its name), then stream class id, then stream instance id, then file
-name. Within one stream, file order is kept.
+Ties between streams (same timestamp) are broken by a stable stream order,
+babeltrace2's as observed: trace UUID, trace name, stream class id, stream
+instance id, then file name. Within one stream, file order is kept.
 
 Every malformed input raises ``TraceFormatError(message, path, offset)``.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import mmap
+from operator import itemgetter as _itemgetter
 import os
 import struct
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from ust.errors import TraceFormatError
 
 from . import _codegen
 from ._text import format_struct
-from .tsdl import IntType, EnumType, StructType, read_metadata_file
+from .tsdl import StructType, read_metadata_file
 
 PACKET_MAGIC = 0xC1FC1FC1
 # packet-context fields with a meaning of their own (babeltrace2 does not print them)
@@ -37,34 +38,34 @@ SPECIAL_PACKET_FIELDS = frozenset(
     ["timestamp_begin", "timestamp_end", "content_size", "packet_size", "packet_seq_num", "events_discarded"])
 _DECODE_ERRORS = (struct.error, ValueError, IndexError, KeyError, OverflowError, MemoryError, TypeError)
 
-LOGLEVEL_NAMES = {
-    0: "TRACE_EMERG", 1: "TRACE_ALERT", 2: "TRACE_CRIT", 3: "TRACE_ERR", 4: "TRACE_WARNING", 5: "TRACE_NOTICE",
-    6: "TRACE_INFO", 7: "TRACE_DEBUG_SYSTEM", 8: "TRACE_DEBUG_PROGRAM", 9: "TRACE_DEBUG_PROCESS",
-    10: "TRACE_DEBUG_MODULE", 11: "TRACE_DEBUG_UNIT", 12: "TRACE_DEBUG_FUNCTION", 13: "TRACE_DEBUG_LINE",
-    14: "TRACE_DEBUG",
-}
 
 
-class Event:
-    """One event. ``timestamp`` is in ns from the Epoch (the clock's offset
-    applied); ``cycles`` the raw clock value; ``fields``/``context`` are dicts
-    (field names without CTF's leading underscore)."""
+class Event(tuple):
+    """One event, an immutable record.
 
-    __slots__ = ("name", "timestamp", "cycles", "cpu_id", "fields", "context", "stream", "event_class")
+    ``timestamp`` is in ns from the Epoch (the clock's offset applied);
+    ``cycles`` the raw clock value; ``fields``/``context`` are dicts (field
+    names without CTF's leading underscore); ``stream``/``trace`` where it
+    comes from; ``event_class`` its metadata.
+    """
 
-    def __init__(self, name, timestamp, cycles, cpu_id, fields, context, stream, event_class):
-        self.name = name
-        self.timestamp = timestamp
-        self.cycles = cycles
-        self.cpu_id = cpu_id
-        self.fields = fields
-        self.context = context
-        self.stream = stream
-        self.event_class = event_class
+    __slots__ = ()
+
+    def __new__(cls, name, timestamp, cycles, cpu_id, fields, context, stream, event_class):
+        return tuple.__new__(cls, (name, timestamp, cycles, cpu_id, fields, context, stream, event_class))
+
+    name = property(_itemgetter(0), doc="event name, e.g. 'provider:event'")
+    timestamp = property(_itemgetter(1), doc="ns from the Epoch")
+    cycles = property(_itemgetter(2), doc="raw clock value")
+    cpu_id = property(_itemgetter(3), doc="CPU from the packet context, or None")
+    fields = property(_itemgetter(4), doc="payload: dict")
+    context = property(_itemgetter(5), doc="stream event context + event context (+ packet context): dict")
+    stream = property(_itemgetter(6), doc="the StreamFile")
+    event_class = property(_itemgetter(7), doc="the tsdl.EventClass")
 
     @property
     def trace(self):
-        return self.stream.trace
+        return self[6].trace
 
     def __repr__(self):
         return f"Event({self.name!r}, timestamp={self.timestamp}, cpu_id={self.cpu_id}, fields={self.fields!r})"
@@ -527,7 +528,8 @@ def ordered_streams(traces):
     for s in streams:
         for _ in s.packets():
             break
-        keyed.append(((s.trace.name, s.stream_class_id if s.stream_class_id is not None else -1,
+        keyed.append(((s.trace.uuid or b"", s.trace.name,
+                       s.stream_class_id if s.stream_class_id is not None else -1,
                        s.instance_id if s.instance_id is not None else -1, s.path), s))
     keyed.sort(key=lambda kv: kv[0])
     return [s for _, s in keyed]
@@ -568,12 +570,27 @@ def merge(iterables):
 
 
 def read_trace(path, on_discarded=None):
-    """Events of every CTF trace under ``path`` (one or several), in time order."""
-    traces = open_traces(path)
+    """Events of every CTF trace under ``path`` (one or several), in time order.
+
+    Whole packets are decoded by generated functions and streams merged in
+    batches (``_fastevents``); ``StreamFile.events`` is the simple
+    event-by-event reference the tests compare it with.
+    """
+    return iter_events(open_traces(path), on_discarded)
+
+
+def iter_events(traces, on_discarded=None):
+    """Events of opened traces, in time order (the fast path of read_trace)."""
+    from ._fastevents import StreamEvents
+    from ._fasttext import merged_text
+
     streams = ordered_streams(traces)
-    gens = [s.events(i, on_discarded) for i, s in enumerate(streams)]
-    for _ns, _o, ev in merge(gens):
-        yield ev
+
+    def factory(s, same_clock):
+        return StreamEvents(s, on_discarded, same_clock, Event)
+
+    for _keys, _cycs, evs, _origin in merged_text(streams, None, on_discarded, factory=factory):
+        yield from evs
 
 
 def read_text(traces, fmt, on_discarded=None, filt=None):
@@ -599,5 +616,5 @@ def format_packet_context(sc_packet_context: StructType | None, values: dict, na
     return format_struct(StructType(fields), values, names)
 
 
-__all__ = ["Event", "Trace", "StreamFile", "Discarded", "read_trace", "open_traces", "merge",
-           "find_trace_dirs", "LOGLEVEL_NAMES", "IntType", "EnumType"]
+__all__ = ["Event", "Trace", "StreamFile", "Discarded", "read_trace", "iter_events", "open_traces", "merge",
+           "find_trace_dirs", "ordered_streams"]

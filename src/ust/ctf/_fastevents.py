@@ -1,0 +1,170 @@
+"""``read_trace``'s fast path: whole packets decoded to ``Event`` records by
+one generated function per stream class (header, contexts and every event
+class inlined, like ``_fasttext`` does for text), streams merged in batches.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ust.errors import TraceFormatError
+
+from . import _codegen
+from ._codegen import _Gen
+
+
+class PacketError(Exception):
+    def __init__(self, offset, exc):
+        self.offset = offset
+        self.exc = exc
+
+
+def compile_packet_events(codec, trace, event_type):
+    """decode_packet(b, p, end, cur, pctx, cpu, stream, out_cyc, out_ev, limit) -> (cur, p).
+
+    Decodes at most ``limit`` events from offset p (a chunk: fewer live
+    objects at once keeps the cyclic GC cheap)."""
+    sc = codec.sc
+    what = f"stream class {sc.id}"
+    g = _Gen("dict", what, special_header=True)
+    g.indent = 2
+    g.emit("p0 = p")
+    lttng = sc.event_header is not None and _codegen.lttng_header_kind(sc.event_header) is not None
+    if not lttng:
+        g.emit("eid = 0")
+    if sc.event_header is not None:
+        g.gen(sc.event_header, "h")
+        g.flush()
+        g.settle_bits()
+    g.header = False
+    sitems = ""
+    if sc.event_context is not None:
+        expr, _, _ = g.gen(sc.event_context, "c", inline=True)
+        g.flush()
+        g.settle_bits()
+        sitems = expr[1:-1]
+    state = (g.mod, g.rem)
+    if trace.freq == 1_000_000_000:
+        ns_expr = f"cur + {trace.origin_ns}"
+    else:
+        g.consts["to_ns"] = trace.cycles_to_ns
+        ns_expr = "to_ns(cur)"
+    first = True
+    for eid, ec in sorted(sc.events.items()):
+        g.emit(("if " if first else "elif ") + f"eid == {eid}:")
+        first = False
+        g.indent += 1
+        g.mod, g.rem = state
+        eitems = ""
+        if ec.context is not None:
+            expr, _, _ = g.gen(ec.context, "x", inline=True)
+            g.flush()
+            g.settle_bits()
+            eitems = expr[1:-1]
+        fexpr = "{}"
+        if ec.fields is not None:
+            fexpr, _, _ = g.gen(ec.fields, "f", inline=True)
+            g.flush()
+            g.settle_bits()
+        ctx = "{**pctx" + "".join(", " + x for x in (sitems, eitems) if x) + "}"
+        name = g.const(ec.name, "NAME")
+        ecn = g.const(ec, "EC")
+        g.emit(f"ev_append(new(Event, ({name}, {ns_expr}, cur, cpu, {fexpr}, {ctx}, stream, {ecn})))")
+        g.indent -= 1
+    if first:
+        g.emit("if True:")
+        g.emit("    raise LookupError('no event class')")
+    g.emit("else:")
+    g.emit("    raise LookupError('unknown event id %d' % eid)")
+    if not lttng:
+        g.emit("if p <= p0: raise LookupError('event of size zero')")
+    g.emit("cyc_append(cur)")
+    g.emit("limit -= 1")
+    g.emit("if not limit: break")
+    head = ["def decode_packet(b, p, end, cur, pctx, cpu, stream, out_cyc, out_ev, limit):",
+            "    cyc_append = out_cyc.append",
+            "    ev_append = out_ev.append",
+            "    p0 = p",
+            "    try:",
+            "     while p < end:"]
+    tail = ["    except (struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError) as exc:",
+            "        raise PacketError(p0, exc) from None",
+            "    return cur, p"]
+    g.consts.update(struct_error=struct.error, PacketError=PacketError, new=tuple.__new__, Event=event_type)
+    src = "\n".join(head + g.lines + tail) + "\n"
+    ns = dict(g.consts)
+    try:
+        exec(compile(src, f"<ust.ctf event decoder {what}>", "exec"), ns)
+    except SyntaxError as exc:
+        raise _codegen.Unsupported(f"cannot compile the event decoder of {what}: {exc}") from None
+    fn = ns["decode_packet"]
+    fn.__source__ = src
+    return fn
+
+
+class StreamEvents:
+    """Decoded-but-not-yielded events of one stream (for _fasttext.merged_text)."""
+
+    def __init__(self, stream, on_discarded, same_clock, event_type):
+        self.stream = stream
+        self.trace = stream.trace
+        self.packets = stream.packets(on_discarded)
+        self.cyc = []
+        self.key = self.cyc if same_clock else []
+        self.txt = []  # the events (named like _StreamText's buffer)
+        self.start = 0
+        self.done = False
+        self.cur = 0
+        self.same_clock = same_clock
+        self.event_type = event_type
+        self._decoders = {}
+        self.pk = None
+        self.p = 0
+
+    CHUNK = 2048
+
+    def load(self):
+        from .reader import SPECIAL_PACKET_FIELDS, _Compiling, _why
+        while True:
+            pk = self.pk
+            if pk is None or self.p >= pk.content_bits // 8:
+                try:
+                    pk = self.pk = next(self.packets)
+                except StopIteration:
+                    self.pk = None
+                    self.done = True
+                    return False
+                codec = pk.codec
+                dec = self._decoders.get(id(codec))
+                if dec is None:
+                    dec = codec._cache.get("packet_events")
+                    if dec is None:
+                        with _Compiling(self.trace):
+                            dec = codec._cache["packet_events"] = compile_packet_events(codec, self.trace,
+                                                                                         self.event_type)
+                    self._decoders[id(codec)] = dec
+                self.dec = dec
+                if pk.ts_begin is not None:
+                    self.cur = pk.ts_begin
+                self.pctx = {k: v for k, v in pk.context.items() if k not in SPECIAL_PACKET_FIELDS}
+                self.cpu = pk.context.get("cpu_id")
+                self.p = pk.events_start
+                if self.p >= pk.content_bits // 8:
+                    continue
+            if self.start:
+                del self.cyc[: self.start]
+                del self.txt[: self.start]
+                if not self.same_clock:
+                    del self.key[: self.start]
+                self.start = 0
+            n0 = len(self.cyc)
+            try:
+                self.cur, self.p = self.dec(pk.data, self.p, pk.content_bits // 8, self.cur, self.pctx, self.cpu,
+                                            self.stream, self.cyc, self.txt, self.CHUNK)
+            except PacketError as e:
+                raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", self.stream.path,
+                                       pk.offset + e.offset) from None
+            if len(self.cyc) > n0:
+                if not self.same_clock:
+                    self.key.extend([ev[1] for ev in self.txt[n0:]])
+                return True
