@@ -92,6 +92,12 @@ class StreamFile:
         self.index = 0
         self.written = 0
         self.fd = -1
+        if size and not truncate:
+            # A restarted consumer carries on after the newest file its predecessor wrote.
+            prefix = f"{name}_"
+            indexes = [int(f[len(prefix):]) for f in os.listdir(directory)
+                       if f.startswith(prefix) and f[len(prefix):].isdigit()]
+            self.index = max(indexes, default=0)
         self._open()
 
     def _path(self, index: int) -> str:
