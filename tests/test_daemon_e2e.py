@@ -493,3 +493,21 @@ def test_app_registers_with_user_and_system_daemons(ust_env):
     finally:
         stop_sessiond(system)
         shutil.rmtree(system, ignore_errors=True)
+
+
+def test_ust_run_sigterm_closes_the_trace(ust_env):
+    """SIGTERM to `ust run` reaches the program; the trace is still stopped and complete."""
+    out = os.path.join(ust_env.home, "run")
+    code = ("import signal, sys, time, ust\n"
+            "tp = ust.tracepoint('app:alpha', {'v': ust.int64})\n"
+            "signal.signal(signal.SIGTERM, lambda *a: (tp(99), sys.exit(5)))\n"
+            "tp(1); print('ready', flush=True)\n"
+            "time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-m", "ust.cli", "run", "-o", out, "--", sys.executable, "-c", code],
+                         env=ust_env.env(UST_AGENT="0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 5, err
+    assert values(read_events(out)) == [1, 99]
+    assert ust_env.client().list_sessions() == []

@@ -110,8 +110,11 @@ def run(args: argparse.Namespace, out) -> int:
         except OSError as exc:
             c.destroy_session(name)
             raise SessionError(f"cannot run {cmd[0]!r}: {exc.strerror or exc}") from None
+        # Ctrl-C reaches the program from the terminal (same process group): we
+        # only outlive it, to close the trace. Signals sent to us alone are passed on.
         old = {s: signal.signal(s, lambda signum, frame: proc.send_signal(signum))
-               for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+               for s in (signal.SIGTERM, signal.SIGHUP)}
+        old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             status = proc.wait()
         finally:
