@@ -7,7 +7,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 from daemon_util import SERVICE, counts, needs_bt, read_events, ust_env, values, wait_until  # noqa: F401
 

@@ -17,7 +17,6 @@ same things again without recording an event twice.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import socket

@@ -23,7 +23,6 @@ import sys
 import uuid
 
 from ust.control import Client
-from ust.daemon import paths
 from ust.errors import SessionError
 
 HELP = "trace a program (and its children) from its first line to its exit"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 
 from ust.control import Client, get_current_session, set_current_session
 from ust.daemon.rules import loglevel_name, parse_size

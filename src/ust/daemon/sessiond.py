@@ -30,7 +30,6 @@ import argparse
 import datetime
 import fcntl
 import grp
-import json
 import os
 import queue
 import signal
@@ -49,7 +48,7 @@ from ust.daemon.consumer_link import ConsumerLink
 from ust.daemon.protocol import (
     ConnectionClosed, check, is_name, list_of, one_of, optional, string, uint,
 )
-from ust.daemon.rules import EventRule, check_pattern, combined_filter, parse_loglevel
+from ust.daemon.rules import EventRule, check_pattern, combined_filter
 from ust.errors import ProtocolError, SessionError, UstError
 
 MAX_CONNECTIONS = 512
