@@ -479,11 +479,16 @@ def _add_part(np, parts, names, info, eid, r, trace):
 def _add_columns(np, parts, name, cols, trace):
     cyc = cols["cycles"]
     if cyc.dtype != np.uint64:
-        cyc = cols["cycles"] = cyc.astype(np.uint64)
-    if trace.freq == 1_000_000_000:
-        ts = cyc.astype(np.int64) + np.int64(trace.origin_ns)
+        cyc = cols["cycles"] = _to_array(np, [int(c) for c in cyc.tolist()], "u")
+    origin = trace.origin_ns
+    fast = trace.freq == 1_000_000_000 and cyc.dtype == np.uint64
+    if fast and cyc.size:
+        # int64 ns from the Epoch unless the clock values are absurd (corrupt traces: beyond year 2262)
+        fast = -(1 << 63) <= int(cyc.min()) + origin and int(cyc.max()) + origin < (1 << 63)
+    if fast:
+        ts = cyc.astype(np.int64) + np.int64(origin)
     else:
-        ts = np.array([trace.cycles_to_ns(int(c)) for c in cyc.tolist()], dtype=np.int64)
+        ts = _to_array(np, [trace.cycles_to_ns(int(c)) for c in cyc.tolist()], "i")
     table = {"timestamp": ts}
     table.update(cols)
     parts.setdefault(name, []).append(table)
