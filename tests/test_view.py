@@ -337,3 +337,19 @@ def test_many_event_classes(tmp_path, monkeypatch):
     assert b"m:e69: { cpu_id = 0 }, { vtid = " in with_c
     if HAVE_BT2:
         assert with_c == _bt2([str(tmp_path / "t")])[0]
+
+
+@pytest.mark.parametrize("use_c", [True, False])
+def test_small_chunks(monkeypatch, use_c):
+    """Packets decoded a few events at a time give the same output (chunk boundaries everywhere)."""
+    import ust.ctf
+    from ust.ctf import _fastevents, _fasttext
+    if not use_c:
+        monkeypatch.setattr(_fasttext, "_decode", None)
+    monkeypatch.setattr(_fasttext._StreamText, "CHUNK", 7)
+    monkeypatch.setattr(_fastevents.StreamEvents, "CHUNK", 3)
+    for name in FIXTURE_NAMES:
+        rc, out, _ = run_cli(["view", "--clock-cycles", "--no-delta", str(FIXTURES / name)])
+        assert out == (FIXTURES / f"{name}.expected.txt").read_bytes()
+        n = sum(1 for _ in ust.ctf.read_trace(FIXTURES / name))
+        assert n == out.count(b"\n")
