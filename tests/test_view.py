@@ -319,3 +319,37 @@ def test_ties_across_traces_and_streams(tmp_path):
                                                                  ("aa", 3), ("aa", 7)]
     if HAVE_BT2:
         assert out == _bt2(["--clock-cycles", "--no-delta", str(tmp_path)])[0]
+
+
+def test_many_event_classes(tmp_path, monkeypatch):
+    """More event classes than the inlined if/elif chain takes: the per-class dispatch, and C, agree."""
+    from ust.ctf import _fasttext
+    from ust.ctf._synth import Synth
+    s = Synth(tmp_path / "t", packet_size=4096, context=[("_vtid", "integer { size = 32; align = 8; signed = 1; }",
+                                                          "i")])
+    cls = [s.event_class(f"m:e{k}", [("_v", "integer { size = 32; align = 8; signed = 1; }", "i"),
+                                      ("_s", "string", "s")]) for k in range(70)]
+    s.write([(100 + i * 3, cls[i % 70], (i, f"x{i}"), (i % 5,)) for i in range(2000)])
+    rc, with_c, _ = run_cli(["view", str(tmp_path / "t")])
+    monkeypatch.setattr(_fasttext, "_decode", None)
+    rc2, without_c, _ = run_cli(["view", str(tmp_path / "t")])
+    assert rc == rc2 == 0 and with_c == without_c
+    assert b"m:e69: { cpu_id = 0 }, { vtid = " in with_c
+    if HAVE_BT2:
+        assert with_c == _bt2([str(tmp_path / "t")])[0]
+
+
+@pytest.mark.parametrize("use_c", [True, False])
+def test_small_chunks(monkeypatch, use_c):
+    """Packets decoded a few events at a time give the same output (chunk boundaries everywhere)."""
+    import ust.ctf
+    from ust.ctf import _fastevents, _fasttext
+    if not use_c:
+        monkeypatch.setattr(_fasttext, "_decode", None)
+    monkeypatch.setattr(_fasttext._StreamText, "CHUNK", 7)
+    monkeypatch.setattr(_fastevents.StreamEvents, "CHUNK", 3)
+    for name in FIXTURE_NAMES:
+        rc, out, _ = run_cli(["view", "--clock-cycles", "--no-delta", str(FIXTURES / name)])
+        assert out == (FIXTURES / f"{name}.expected.txt").read_bytes()
+        n = sum(1 for _ in ust.ctf.read_trace(FIXTURES / name))
+        assert n == out.count(b"\n")

@@ -133,12 +133,18 @@ def _pump_bytes(chunks, out, write, flush, interactive):
         if buf is None:
             write(data.decode("utf-8", "surrogateescape"))
             continue
-        if first or interactive:
-            first = False
+        if interactive:
             for line in data.splitlines(keepends=True):
                 buf.write(line)
                 buf.flush()
             continue
+        if first:
+            # the first line at once, whatever follows
+            first = False
+            nl = data.find(b"\n") + 1
+            buf.write(data[:nl])
+            buf.flush()
+            data = data[nl:]
         buf.write(data)
     flush()
 

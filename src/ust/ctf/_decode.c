@@ -503,13 +503,13 @@ done:
 
 /*
  * render_packet(data, p, end, cur, header_kind, programs, lits, enum_fmts, pctx,
- *               out_cyc, out_txt) -> cur
+ *               out_cyc, out_txt, limit) -> (cur, p)
  *
  * The C twin of the generated Python packet decoders of `ust view`
  * (_fasttext.compile_packet_text), for stream classes whose every event
  * class uses only the types below. For each event, appends its clock value
  * to out_cyc and its text (babeltrace2's format, after the time and delta)
- * to out_txt. programs[eid] is a bytes object of int32 ops:
+ * to out_txt; stops after `limit` events and returns where it stopped. programs[eid] is a bytes object of int32 ops:
  *
  *   R_LIT i                      lits[i] (bytes)
  *   R_PCTX                       the packet-context text `pctx` (bytes)
@@ -657,9 +657,10 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
     unsigned long long cur;
     int kind;
     PyObject *programs, *lits, *enum_fmts, *pctx, *out_cyc, *out_txt;
-    if (!PyArg_ParseTuple(args, "y*nnKiO!O!O!SO!O!", &view, &p, &end, &cur, &kind, &PyTuple_Type, &programs,
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "y*nnKiO!O!O!SO!O!n", &view, &p, &end, &cur, &kind, &PyTuple_Type, &programs,
                           &PyTuple_Type, &lits, &PyTuple_Type, &enum_fmts, &pctx, &PyList_Type, &out_cyc,
-                          &PyList_Type, &out_txt))
+                          &PyList_Type, &out_txt, &limit))
         return NULL;
     const unsigned char *d = view.buf;
     PyObject *result = NULL;
@@ -671,7 +672,7 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
     }
     Py_ssize_t nprog = PyTuple_GET_SIZE(programs), nlits = PyTuple_GET_SIZE(lits),
                nenum = PyTuple_GET_SIZE(enum_fmts);
-    while (p < end) {
+    while (p < end && limit-- > 0) {
         Py_ssize_t p0 = p;
         uint32_t eid;
         /* event header: as in scan_events */
@@ -906,7 +907,7 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
         if (rc < 0)
             goto done;
     }
-    result = PyLong_FromUnsignedLongLong(cur);
+    result = Py_BuildValue("(Kn)", cur, p);
 done:
     PyMem_Free(b.data);
     PyBuffer_Release(&view);
@@ -919,7 +920,8 @@ static PyMethodDef methods[] = {
     {"scan_events", scan_events, METH_VARARGS,
      "scan_events(data, p, end, cur, header_kind, programs) -> (eids, offsets, cycles, cur): event positions."},
     {"render_packet", render_packet, METH_VARARGS,
-     "render_packet(data, p, end, cur, kind, programs, lits, enum_fmts, pctx, out_cyc, out_txt) -> cur."},
+     "render_packet(data, p, end, cur, kind, programs, lits, enum_fmts, pctx, out_cyc, out_txt, limit)"
+     " -> (cur, p)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -36,7 +36,7 @@ def compile_packet_text(codec, fmt, trace):
     what = f"stream class {sc.id}"
     g = _Gen("text", what, special_header=True, names=fmt.names_payload)
     g.indent = 2
-    lines_head = ["def decode_packet(b, p, end, cur, pctx, out_cyc, out_txt):",
+    lines_head = ["def decode_packet(b, p, end, cur, pctx, out_cyc, out_txt, limit):",
                   "    cyc_append = out_cyc.append",
                   "    txt_append = out_txt.append",
                   "    p0 = p",
@@ -110,9 +110,11 @@ def compile_packet_text(codec, fmt, trace):
     if sc.event_header is None or _codegen.lttng_header_kind(sc.event_header) is None:
         g.emit("if p <= p0: raise LookupError('event of size zero')")
     g.emit("cyc_append(cur)")
+    g.emit("limit -= 1")
+    g.emit("if not limit: break")
     g.lines.append("    except (struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError) as exc:")
     g.lines.append("        raise PacketError(p0, exc) from None")
-    g.lines.append("    return cur")
+    g.lines.append("    return cur, p")
     import struct as _struct
     g.consts["struct_error"] = _struct.error
     g.consts["PacketError"] = PacketError
@@ -332,32 +334,47 @@ class _StreamText:
         self.trace = stream.trace
         self.same_clock = same_clock
         self._decoders = {}
+        self.pk = None
+        self.p = 0
+
+    # events decoded per call: keeps memory proportional to a chunk, not to a packet
+    CHUNK = 65536
 
     def load(self):
-        """Decode the next packet holding events into the buffer; False at the end."""
+        """Decode the next chunk of events into the buffer; False at the end."""
         while True:
-            try:
-                pk = next(self.packets)
-            except StopIteration:
-                self.done = True
-                return False
-            codec = pk.codec
-            dec = self._decoders.get(id(codec))
-            if dec is None:
-                k = ("packet_text", id(self.fmt), self.use_c)
-                dec = codec._cache.get(k)
+            pk = self.pk
+            if pk is None or self.p >= pk.content_bits // 8:
+                try:
+                    pk = self.pk = next(self.packets)
+                except StopIteration:
+                    self.pk = None
+                    self.done = True
+                    return False
+                codec = pk.codec
+                dec = self._decoders.get(id(codec))
                 if dec is None:
-                    from .reader import _Compiling
-                    with _Compiling(self.trace):
-                        render = compile_packet_render(codec, self.fmt, self.trace) if self.use_c else None
-                        dec = (compile_packet_text(codec, self.fmt, self.trace), _has_more(codec), render)
-                    codec._cache[k] = dec
-                self._decoders[id(codec)] = dec
-            if pk.ts_begin is not None:
-                self.cur = pk.ts_begin
-            pctx = self.fmt.packet_context_text(codec.sc.packet_context, pk.context)
-            if pctx and dec[1]:
-                pctx += ", "
+                    k = ("packet_text", id(self.fmt), self.use_c)
+                    dec = codec._cache.get(k)
+                    if dec is None:
+                        from .reader import _Compiling
+                        with _Compiling(self.trace):
+                            render = compile_packet_render(codec, self.fmt, self.trace) if self.use_c else None
+                            dec = (compile_packet_text(codec, self.fmt, self.trace), _has_more(codec), render)
+                        codec._cache[k] = dec
+                    self._decoders[id(codec)] = dec
+                self.dec = dec
+                if pk.ts_begin is not None:
+                    self.cur = pk.ts_begin
+                pctx = self.fmt.packet_context_text(codec.sc.packet_context, pk.context)
+                if pctx and dec[1]:
+                    pctx += ", "
+                self.pctx = pctx
+                self.pctx_b = pctx.encode("utf-8", "surrogateescape")
+                self.p = pk.events_start
+                if self.p >= pk.content_bits // 8:
+                    continue
+            dec = self.dec
             if self.start:
                 del self.cyc[: self.start]
                 del self.txt[: self.start]
@@ -366,20 +383,20 @@ class _StreamText:
                 self.start = 0
             n0 = len(self.cyc)
             render = dec[2]
+            end = pk.content_bits // 8
             try:
                 if render is not None:
                     kind, programs, lits, enums = render
                     try:
-                        self.cur = _decode.render_packet(pk.data, pk.events_start, pk.content_bits // 8, self.cur,
-                                                         kind, programs, lits, enums,
-                                                         pctx.encode("utf-8", "surrogateescape"), self.cyc,
-                                                         self.txt)
+                        self.cur, self.p = _decode.render_packet(pk.data, self.p, end, self.cur, kind, programs,
+                                                                 lits, enums, self.pctx_b, self.cyc, self.txt,
+                                                                 self.CHUNK)
                     except ValueError as exc:
                         msg, _, off = str(exc).rpartition("|")
                         raise PacketError(int(off or 0), ValueError(msg)) from None
                 else:
-                    self.cur = dec[0](pk.data, pk.events_start, pk.content_bits // 8, self.cur, pctx, self.cyc,
-                                      self.txt)
+                    self.cur, self.p = dec[0](pk.data, self.p, end, self.cur, self.pctx, self.cyc, self.txt,
+                                              self.CHUNK)
             except PacketError as e:
                 from .reader import _why
                 raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", self.stream.path,

@@ -432,6 +432,7 @@ class _ClassInfo:
         else:
             self.variable = {eid for eid, lay in prog[2].items() if lay is None}
         self._var_arr = None
+        self._row_fns = {}
 
     def variable_arr(self, np):
         if self._var_arr is None:
@@ -439,31 +440,60 @@ class _ClassInfo:
         return self._var_arr
 
     def decode_at(self, b, eids, offs, cycs, cpu, rows, path, pkoff):
-        codec = self.codec
-        sctx = codec.stream_context("dict")
-        local = {}
+        """Decode the events of variable-layout classes at the offsets the C scanner found.
+
+        One generated function per event class appends each field straight to
+        its column list: no object per event besides the values themselves.
+        """
+        by_class = {}
         for eid, p, cyc in zip(eids, offs, cycs):
-            dec = local.get(eid)
-            if dec is None:
-                _, ectx, flds = codec.event(eid, "dict")
-                dec = local[eid] = (ectx, flds, [r.append for r in rows[eid]])
-            ectx, flds, apps = dec
-            vals = [cyc, cpu]
+            ent = by_class.get(eid)
+            if ent is None:
+                ent = by_class[eid] = ([], [])
+            ent[0].append(p)
+            ent[1].append(cyc)
+        for eid, (ps, cs) in by_class.items():
+            fn = self._row_fns.get(eid)
+            if fn is None:
+                fn = self._row_fns[eid] = compile_event_rows(self.sc, self.sc.events[eid])
             try:
-                if sctx is not None:
-                    p, d = sctx(b, p)
-                    vals.extend(d.values())
-                if ectx is not None:
-                    p, d = ectx(b, p)
-                    vals.extend(d.values())
-                if flds is not None:
-                    p, d = flds(b, p)
-                    vals.extend(d.values())
-            except (struct.error, ValueError, IndexError, KeyError, OverflowError) as exc:
+                fn(b, ps, cs, cpu, rows[eid])
+            except _PacketError as e:
                 from .reader import _why
-                raise TraceFormatError(f"corrupt or truncated event ({_why(exc)})", path, pkoff + p) from None
-            for app, v in zip(apps, vals):
-                app(v)
+                raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", path,
+                                       pkoff + e.offset) from None
+
+
+def compile_event_rows(sc, ec):
+    """rows_at(b, offsets, cycles, cpu, cols): decode one event class at each offset into column lists."""
+    g = _Gen("dict", f"event {ec.name!r} rows")
+    g.indent = 2
+    vars_ = []
+    for st in (sc.event_context, ec.context, ec.fields):
+        if st is None:
+            continue
+        g.scopes.append({})
+        for name, ft in st.fields:
+            v, _, entry = g.gen(ft, "f")
+            g.scopes[-1][name] = (v, entry)
+            vars_.append(v)
+        g.flush()
+        g.settle_bits()
+        g.scopes.pop()
+    for i, v in enumerate(["cyc", "cpu"] + vars_):
+        g.emit(f"A{i}({v})")
+    head = ["def rows_at(b, offsets, cycles, cpu, cols):"]
+    for i in range(2 + len(vars_)):
+        head.append(f"    A{i} = cols[{i}].append")
+    head += ["    p = 0", "    try:", "     for p, cyc in zip(offsets, cycles):"]
+    tail = ["    except (struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError) as exc:",
+            "        raise PacketError(p, exc) from None"]
+    g.consts["struct_error"] = struct.error
+    g.consts["PacketError"] = _PacketError
+    src = "\n".join(head + g.lines + tail) + "\n"
+    ns = dict(g.consts)
+    exec(compile(src, f"<ust.ctf bulk rows {ec.name}>", "exec"), ns)
+    return ns["rows_at"]
 
 
 def _add_part(np, parts, names, info, eid, r, trace):
@@ -479,11 +509,16 @@ def _add_part(np, parts, names, info, eid, r, trace):
 def _add_columns(np, parts, name, cols, trace):
     cyc = cols["cycles"]
     if cyc.dtype != np.uint64:
-        cyc = cols["cycles"] = cyc.astype(np.uint64)
-    if trace.freq == 1_000_000_000:
-        ts = cyc.astype(np.int64) + np.int64(trace.origin_ns)
+        cyc = cols["cycles"] = _to_array(np, [int(c) for c in cyc.tolist()], "u")
+    origin = trace.origin_ns
+    fast = trace.freq == 1_000_000_000 and cyc.dtype == np.uint64
+    if fast and cyc.size:
+        # int64 ns from the Epoch unless the clock values are absurd (corrupt traces: beyond year 2262)
+        fast = -(1 << 63) <= int(cyc.min()) + origin and int(cyc.max()) + origin < (1 << 63)
+    if fast:
+        ts = cyc.astype(np.int64) + np.int64(origin)
     else:
-        ts = np.array([trace.cycles_to_ns(int(c)) for c in cyc.tolist()], dtype=np.int64)
+        ts = _to_array(np, [trace.cycles_to_ns(int(c)) for c in cyc.tolist()], "i")
     table = {"timestamp": ts}
     table.update(cols)
     parts.setdefault(name, []).append(table)
