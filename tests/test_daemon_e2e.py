@@ -69,6 +69,21 @@ def test_runtime_enable_disable(ust_env):
     assert values(events) == list(range(0, 10)) + list(range(20, 30)) + list(range(40, 50))
 
 
+def test_disable_channel_stops_its_events(ust_env):
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    app.send("emit app:alpha 10 0")
+    ust_env.ust("disable-channel", "channel0")
+    app.send("emit app:alpha 10 10")  # the channel is off: not recorded
+    rc, _, err = ust_env.ust("disable-channel", "nochan", check=False)
+    assert rc != 0 and err.startswith("ust: error:") and "nochan" in err
+    ust_env.ust("stop")
+    assert values(read_events(ust_env.out)) == list(range(0, 10))
+
+
 def test_wildcards_exclusions_filters_loglevels(ust_env):
     ust_env.ust("create", "s", "-o", ust_env.out)
     ust_env.ust("enable-event", "app:*", "-x", "app:beta")

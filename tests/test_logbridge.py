@@ -36,6 +36,8 @@ def test_ust_logging_env_turns_the_bridge_on_without_code_change(tmp_path):
         "import logging, sys, ust\n"
         "with ust.Session(sys.argv[1], events=['lttng_python:*']):\n"
         "    logging.getLogger('app').warning('no code change')\n"
+        "logging.basicConfig(format='configured %(message)s')\n"
+        "logging.getLogger('app').warning('after basicConfig')\n"
     )
     import os
     import subprocess
@@ -46,3 +48,5 @@ def test_ust_logging_env_turns_the_bridge_on_without_code_change(tmp_path):
     assert r.returncode == 0, r.stderr
     evs = events_of(bt2_dump(tmp_path / "t"), "lttng_python:event")
     assert [e["payload"]["msg"] for e in evs] == ["no code change"]
+    # the program's own logging behaves as without ust: last-resort output, then basicConfig
+    assert r.stderr.splitlines() == ["no code change", "configured after basicConfig"]

@@ -46,22 +46,34 @@ from ust.instrument.loglevels import (
     NOTICE,
     WARNING,
 )
-from ust.instrument.logbridge import install_logging, logging_handler
 from ust.instrument.marker import mark
 from ust.instrument.tracepoint import tracepoint
-from ust.session import Session
 
 __version__ = "0.1.0"
 
+# Imported on first use, to keep ``import ust`` cheap (it runs in every
+# traced process): name -> module that defines it.
+_LAZY = {
+    "Session": "ust.session",
+    "read_trace": "ust.ctf",
+    "install_logging": "ust.instrument.logbridge",
+    "logging_handler": "ust.instrument.logbridge",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ust' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 if __import__("os").environ.get("UST_LOGGING", "") not in ("", "0"):
-    install_logging()
-
-
-def read_trace(path):
-    """Iterate over the events of the trace(s) under ``path`` in timestamp order."""
-    from ust.ctf import read_trace as _read
-
-    return _read(path)
+    __getattr__("install_logging")()
 
 
 __all__ = [

@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+
 
 from ust.daemon import paths, protocol
 from ust.daemon.protocol import ConnectionClosed
@@ -65,23 +65,23 @@ def _cpu() -> int:
         return 0
 
 
-def _predicate(flt: Any, decl: Any):
+def _predicate(flt: object, decl: object):
     """The callable the C fast path runs before writing: f(*args) -> bool."""
     names = [f.name for f in decl.fields]
     matches = flt.matches
     if getattr(flt, "context_fields", None):
-        def keep_ctx(*args: Any) -> bool:
+        def keep_ctx(*args: object) -> bool:
             return matches(dict(zip(names, args)), _context_now())
 
         return keep_ctx
 
-    def keep(*args: Any) -> bool:
+    def keep(*args: object) -> bool:
         return matches(dict(zip(names, args)), None)
 
     return keep
 
 
-def _handle_key(handle: Any) -> str:
+def _handle_key(handle: object) -> str:
     return protocol.decl_key(protocol.decl_to_json(handle.decl))
 
 
@@ -111,7 +111,7 @@ class Agent:
             for c in self.conns:
                 c.registered.wait(max(0.0, deadline - time.monotonic()))
 
-    def _add_handle(self, h: Any) -> str | None:
+    def _add_handle(self, h: object) -> str | None:
         try:
             d = protocol.decl_to_json(h.decl)
         except Exception:
@@ -123,7 +123,7 @@ class Agent:
             self.decls[k] = d
         return k if new else None
 
-    def _declared(self, handle: Any) -> None:
+    def _declared(self, handle: object) -> None:
         """REGISTRY callback, in the declaring thread: queue, never block (but in sync mode)."""
         if self.dead:
             return
@@ -170,7 +170,7 @@ class Connection:
         self.waiters: dict[int, threading.Event] = {}
         inherited = inherited or {}
         self.channels: dict[str, tuple] = inherited.get("channels", {})
-        self.attached: dict[tuple[str, str], tuple[int, list, Any]] = inherited.get("attached", {})
+        self.attached: dict[tuple[str, str], tuple[int, list, object]] = inherited.get("attached", {})
         self.confirmed: set | None = set() if inherited else None
         self.wakeup_fd: int = inherited.get("wakeup_fd", -1)
         self.thread = threading.Thread(target=self._run, name=f"ust-agent:{rundir}", daemon=True)
@@ -345,14 +345,14 @@ class Connection:
         channel = Channel(buffers, c_ctx, [ctx.py_callable(n) for n in py_ctx])
         self.channels[key] = (channel, msg["session"], bool(msg.get("shared")), buffers)
 
-    def _filter(self, expr: str | None) -> Any:
+    def _filter(self, expr: str | None) -> object:
         if not expr:
             return None
         from ust.filter import compile_filter
 
         return compile_filter(expr)
 
-    def _attach_one(self, h: Any, channel: Any, eid: int, flt: Any) -> None:
+    def _attach_one(self, h: object, channel: object, eid: int, flt: object) -> None:
         h.tp.attach(channel, eid, None if flt is None else _predicate(flt, h.decl))
 
     def _cmd_attach(self, msg: dict, fds: list[int]) -> None:
@@ -447,6 +447,14 @@ def start() -> None:
             _FORK_HOOKED = True
         _AGENT = Agent()
         _AGENT_PID = os.getpid()
+        if _AGENT.sync:
+            # start() runs inside `import ust`: a thread importing a ust
+            # submodule now would wait for that import to finish (Python's
+            # module locks), while we wait for the thread. Import first what
+            # the agent thread needs to apply the daemon's commands.
+            import ust._ring  # noqa: F401
+            import ust.filter  # noqa: F401
+            import ust.instrument.context  # noqa: F401
         _AGENT.start()
     except Exception as exc:
         _debug(f"agent not started: {exc!r}")

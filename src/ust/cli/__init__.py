@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "enable-channel": "session_cmds",
     "enable-event": "session_cmds",
     "disable-event": "session_cmds",
+    "disable-channel": "session_cmds",
     "add-context": "session_cmds",
     "start": "session_cmds",
     "stop": "session_cmds",

@@ -287,6 +287,25 @@ def run_disable_event(args: argparse.Namespace, out) -> int:
     return 0
 
 
+def add_disable_channel(p: argparse.ArgumentParser) -> None:
+    p.add_argument("channels", metavar="NAME[,NAME...]", help="channels to disable")
+    _session_arg(p)
+    _domain_args(p)
+
+
+def run_disable_channel(args: argparse.Namespace, out) -> int:
+    session = _current(args)
+    names = _split([args.channels])
+    if not names:
+        raise SessionError("give a channel name")
+    with _client() as c:
+        for name in names:
+            c.disable_channel(session, name)
+    for name in names:
+        print(f"Channel {name} disabled in session {session}", file=out)
+    return 0
+
+
 CONTEXT_TYPES = ("vpid", "vtid", "procname", "cpu_id", "thread_name", "asyncio_task")
 
 
@@ -370,6 +389,8 @@ COMMAND_TABLE = {
     "enable-event": ("enable events by name pattern, with filters and log levels", add_enable_event,
                      run_enable_event),
     "disable-event": ("disable event rules", add_disable_event, run_disable_event),
+    "disable-channel": ("disable channels: their events stop being recorded", add_disable_channel,
+                        run_disable_channel),
     "add-context": ("add context fields (vpid, vtid, procname...) to events", add_add_context, run_add_context),
     "start": ("start tracing", add_start_stop, run_start),
     "stop": ("stop tracing; the trace is complete when it returns", add_start_stop, run_stop),

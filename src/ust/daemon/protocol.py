@@ -27,7 +27,7 @@ import json
 import os
 import socket
 import struct
-from typing import Any, Iterable
+from collections.abc import Iterable
 
 from ust.errors import ProtocolError
 
@@ -149,7 +149,7 @@ def error_reply(message: str) -> dict:
     return {"ok": False, "error": str(message).splitlines()[0] if str(message) else "error"}
 
 
-def ok_reply(**result: Any) -> dict:
+def ok_reply(**result: object) -> dict:
     return {"ok": True, **result}
 
 
@@ -170,7 +170,7 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
 NAME_MAX = 255
 
 
-def is_name(value: Any) -> str | None:
+def is_name(value: object) -> str | None:
     """A session or channel name: 1..255 printable chars, no '/' and no leading '.'."""
     if not isinstance(value, str):
         return f"expected a name (string), got {type(value).__name__}"
@@ -181,8 +181,8 @@ def is_name(value: Any) -> str | None:
     return None
 
 
-def uint(limit: int = 1 << 63) -> Any:
-    def check_uint(value: Any) -> str | None:
+def uint(limit: int = 1 << 63) -> object:
+    def check_uint(value: object) -> str | None:
         if not isinstance(value, int) or isinstance(value, bool):
             return f"expected an integer, got {type(value).__name__}"
         if not 0 <= value < limit:
@@ -192,8 +192,8 @@ def uint(limit: int = 1 << 63) -> Any:
     return check_uint
 
 
-def list_of(spec: Any, max_len: int = 4096) -> Any:
-    def check_list(value: Any) -> str | None:
+def list_of(spec: object, max_len: int = 4096) -> object:
+    def check_list(value: object) -> str | None:
         if not isinstance(value, list):
             return f"expected a list, got {type(value).__name__}"
         if len(value) > max_len:
@@ -207,15 +207,15 @@ def list_of(spec: Any, max_len: int = 4096) -> Any:
     return check_list
 
 
-def optional(spec: Any) -> Any:
-    def check_optional(value: Any) -> str | None:
+def optional(spec: object) -> object:
+    def check_optional(value: object) -> str | None:
         return None if value is None else _check_one(value, spec)
 
     return check_optional
 
 
-def one_of(*choices: Any) -> Any:
-    def check_choice(value: Any) -> str | None:
+def one_of(*choices: object) -> object:
+    def check_choice(value: object) -> str | None:
         if value not in choices or isinstance(value, bool) != isinstance(choices[0], bool):
             return f"expected one of {', '.join(map(repr, choices))}, got {value!r}"
         return None
@@ -223,8 +223,8 @@ def one_of(*choices: Any) -> Any:
     return check_choice
 
 
-def string(max_len: int = 4096) -> Any:
-    def check_string(value: Any) -> str | None:
+def string(max_len: int = 4096) -> object:
+    def check_string(value: object) -> str | None:
         if not isinstance(value, str):
             return f"expected a string, got {type(value).__name__}"
         if len(value) > max_len:
@@ -236,7 +236,7 @@ def string(max_len: int = 4096) -> Any:
     return check_string
 
 
-def _check_one(value: Any, spec: Any) -> str | None:
+def _check_one(value: object, spec: object) -> str | None:
     if isinstance(spec, type) or isinstance(spec, tuple):
         types = spec if isinstance(spec, tuple) else (spec,)
         if isinstance(value, bool) and bool not in types:
@@ -255,7 +255,7 @@ def _check_one(value: Any, spec: Any) -> str | None:
     return spec(value)
 
 
-def check(msg: dict, schema: dict[str, Any], ignore: Iterable[str] = ()) -> dict:
+def check(msg: dict, schema: dict[str, object], ignore: Iterable[str] = ()) -> dict:
     """Validate ``msg`` against ``schema``; return it. Raises ProtocolError."""
     allowed = {k.rstrip("?") for k in schema} | set(ignore)
     for key in msg:
@@ -284,7 +284,7 @@ def check(msg: dict, schema: dict[str, Any], ignore: Iterable[str] = ()) -> dict
 _TYPE_KINDS = ("int", "float", "bool", "string", "bytes", "array", "sequence", "enum")
 
 
-def type_to_json(t: Any) -> dict:
+def type_to_json(t: object) -> dict:
     out = {"kind": t.kind, "size": t.size, "signed": t.signed, "base": t.base, "length": t.length, "name": t.name}
     if t.element is not None:
         out["element"] = type_to_json(t.element)
@@ -293,7 +293,7 @@ def type_to_json(t: Any) -> dict:
     return out
 
 
-def decl_to_json(decl: Any) -> dict:
+def decl_to_json(decl: object) -> dict:
     return {
         "name": decl.name,
         "loglevel": int(decl.loglevel),
@@ -302,7 +302,7 @@ def decl_to_json(decl: Any) -> dict:
     }
 
 
-def _check_type(value: Any, depth: int = 0) -> str | None:
+def _check_type(value: object, depth: int = 0) -> str | None:
     if depth > 2:
         return "field types nest too deep"
     schema = {
@@ -320,14 +320,14 @@ def _check_type(value: Any, depth: int = 0) -> str | None:
     return _check_one(value, schema)
 
 
-def _check_field(value: Any) -> str | None:
+def _check_field(value: object) -> str | None:
     if not isinstance(value, list) or len(value) != 2:
         return "expected [name, type]"
     err = string(255)(value[0])
     return err or _check_type(value[1])
 
 
-def check_decl(value: Any) -> str | None:
+def check_decl(value: object) -> str | None:
     """Schema check of one declaration (used by the sessiond on registration)."""
     err = _check_one(value, {"name": string(512), "loglevel": int, "kind": string(32), "fields": list_of(_check_field, 1024)})
     if err:
@@ -337,7 +337,7 @@ def check_decl(value: Any) -> str | None:
     return None
 
 
-def type_from_json(d: dict) -> Any:
+def type_from_json(d: dict) -> object:
     from ust.instrument.fields import FieldType
 
     return FieldType(
@@ -349,7 +349,7 @@ def type_from_json(d: dict) -> Any:
     )
 
 
-def decl_from_json(d: dict) -> Any:
+def decl_from_json(d: dict) -> object:
     from ust.instrument.fields import EventDecl, Field
 
     return EventDecl(d["name"], tuple(Field(n, type_from_json(t)) for n, t in d["fields"]), d["loglevel"], d["kind"])

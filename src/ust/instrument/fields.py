@@ -18,8 +18,7 @@ Wire layout (little-endian, byte-packed like LTTng-UST on x86 — every CTF
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping
+from collections.abc import Mapping
 
 # Codes shared with the C fast path (ring.c: enum ust_field_code). Keep in sync.
 CODE_SINT = 1
@@ -33,18 +32,33 @@ CODE_SEQUENCE = 8
 CODE_ENUM = 9
 
 
-@dataclass(frozen=True)
 class FieldType:
-    """A field type. ``size`` is in bits for scalars; ``length`` for arrays."""
+    """A field type (immutable). ``size`` is in bits for scalars; ``length`` for arrays.
 
-    kind: str  # "int", "float", "bool", "string", "bytes", "array", "sequence", "enum"
-    size: int = 0
-    signed: bool = False
-    base: int = 10
-    element: "FieldType | None" = None
-    length: int = 0
-    mapping: tuple = ()  # enum: ((label, lo, hi), ...)
-    name: str = ""  # the user-facing name, for error messages and repr
+    A plain class rather than a dataclass: ``import ust`` must stay cheap, and
+    dataclasses pulls in inspect.
+    """
+
+    __slots__ = ("kind", "size", "signed", "base", "element", "length", "mapping", "name")
+
+    def __init__(self, kind: str, size: int = 0, signed: bool = False, base: int = 10,
+                 element: "FieldType | None" = None, length: int = 0, mapping: tuple = (), name: str = ""):
+        # kind: "int", "float", "bool", "string", "bytes", "array", "sequence", "enum"
+        for attr, value in (("kind", kind), ("size", size), ("signed", signed), ("base", base),
+                            ("element", element), ("length", length), ("mapping", mapping), ("name", name)):
+            object.__setattr__(self, attr, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("FieldType is immutable")
+
+    def _key(self) -> tuple:
+        return (self.kind, self.size, self.signed, self.base, self.element, self.length, self.mapping)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, FieldType) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def __repr__(self) -> str:
         return f"ust.{self.name}" if self.name else f"FieldType({self.kind})"
@@ -140,21 +154,44 @@ def int_range(t: FieldType) -> tuple[int, int]:
     return 0, (1 << t.size) - 1
 
 
-@dataclass(frozen=True)
 class Field:
-    name: str
-    type: FieldType
+    """A named field of an event."""
+
+    __slots__ = ("name", "type")
+
+    def __init__(self, name: str, type: FieldType):  # noqa: A002 - the natural name
+        self.name = name
+        self.type = type
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Field) and (self.name, self.type) == (other.name, other.type)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.type))
+
+    def __repr__(self) -> str:
+        return f"Field({self.name!r}, {self.type!r})"
 
 
-@dataclass
 class EventDecl:
     """What a tracepoint declares: everything the metadata needs to describe it."""
 
-    name: str  # "provider:event"
-    fields: tuple[Field, ...]
-    loglevel: int
-    kind: str = "tracepoint"  # or "marker", "logging", "probe"
-    extra: dict = field(default_factory=dict)
+    __slots__ = ("name", "fields", "loglevel", "kind", "extra")
+
+    def __init__(self, name: str, fields: "tuple[Field, ...]", loglevel: int, kind: str = "tracepoint",
+                 extra: "dict | None" = None):
+        self.name = name  # "provider:event"
+        self.fields = tuple(fields)
+        self.loglevel = loglevel
+        self.kind = kind  # or "marker", "logging", "probe"
+        self.extra = dict(extra or {})
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, EventDecl) and (self.name, self.fields, self.loglevel, self.kind) == (
+            other.name, other.fields, other.loglevel, other.kind)
+
+    def __repr__(self) -> str:
+        return f"EventDecl({self.name!r}, {len(self.fields)} fields, loglevel={self.loglevel})"
 
     @property
     def provider(self) -> str:

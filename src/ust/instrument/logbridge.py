@@ -6,7 +6,7 @@ int_loglevel, thread, threadName), so analyses written for LTTng's python
 domain read ours.
 
     ust.logging_handler()          # a logging.Handler to add where you like
-    ust.install_logging()          # or: on the root logger
+    ust.install_logging()          # or: every record of every logger (no handler added)
     UST_LOGGING=1 python app.py    # or, with no code change, when ust is imported
                                    # (``ust run`` imports it for you)
 
@@ -77,12 +77,35 @@ def logging_handler(level: int = logging.NOTSET) -> TraceHandler:
     return TraceHandler(level)
 
 
+_hooked: "TraceHandler | None" = None
+
+
 def install_logging(logger: "logging.Logger | None" = None, level: int = logging.NOTSET) -> TraceHandler:
-    """Add a TraceHandler to ``logger`` (the root logger by default), once."""
-    logger = logger or logging.getLogger()
-    for h in logger.handlers:
-        if isinstance(h, TraceHandler):
-            return h
+    """Record log records as events.
+
+    With a ``logger``, add a TraceHandler to it (once). Without, record every
+    record any logger handles, without adding a handler anywhere: a handler on
+    the root logger would silence Python's last-resort output and turn
+    ``logging.basicConfig()`` into a no-op, changing the program's behaviour.
+    """
+    global _hooked
+    if logger is not None:
+        for h in logger.handlers:
+            if isinstance(h, TraceHandler):
+                return h
+        handler = TraceHandler(level)
+        logger.addHandler(handler)
+        return handler
+    if _hooked is not None:
+        return _hooked
     handler = TraceHandler(level)
-    logger.addHandler(handler)
+    original = logging.Logger.callHandlers
+
+    def callHandlers(self, record, _handler=handler, _original=original):  # noqa: N802 - logging's name
+        if record.levelno >= _handler.level:
+            _handler.handle(record)
+        _original(self, record)
+
+    logging.Logger.callHandlers = callHandlers
+    _hooked = handler
     return handler

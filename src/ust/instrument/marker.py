@@ -13,8 +13,8 @@ import re
 from ust.instrument import fields as F
 from ust.instrument.tracepoint import declare
 
-_CONV = re.compile(r"%(?P<flags>[-+ #0]*)(?P<width>\d+|\*)?(?:\.(?P<prec>\d+|\*))?(?P<len>hh|h|ll|l|L|q|j|z|t)?(?P<conv>[diouxXeEfFgGaAcsp%])")
-_NAME_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*[=:]?\s*$")
+_CONV_PATTERN = (r"%(?P<flags>[-+ #0]*)(?P<width>\d+|\*)?(?:\.(?P<prec>\d+|\*))?(?P<len>hh|h|ll|l|L|q|j|z|t)?(?P<conv>[diouxXeEfFgGaAcsp%])")
+_NAME_BEFORE_PATTERN = r"([A-Za-z_][A-Za-z0-9_]*)\s*[=:]?\s*$"
 
 _TYPES = {
     "d": F.int64, "i": F.int64, "u": F.uint64, "o": F.uint64,
@@ -29,17 +29,19 @@ _cache: dict[tuple[str, str, str], object] = {}
 
 def parse_format(fmt: str) -> list[tuple[str, F.FieldType]]:
     """The fields a format declares, in order."""
+    conv_re = re.compile(_CONV_PATTERN)  # compiled on first use (cached by re), not at import
+    name_before = re.compile(_NAME_BEFORE_PATTERN)
     fields: list[tuple[str, F.FieldType]] = []
     used: set[str] = set()
     pos = 0
-    for m in _CONV.finditer(fmt):
+    for m in conv_re.finditer(fmt):
         conv = m.group("conv")
         if conv == "%":
             pos = m.end()
             continue
         if m.group("width") == "*" or m.group("prec") == "*":
             raise ValueError(f"marker format {fmt!r}: '*' widths are not supported")
-        before = _NAME_BEFORE.search(fmt[pos:m.start()])
+        before = name_before.search(fmt[pos:m.start()])
         name = before.group(1) if before else f"arg{len(fields)}"
         base = name
         k = 1

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from ust._ring import Tracepoint
 from ust.instrument.fields import EventDecl
@@ -19,10 +18,17 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*:[A-Za-z_][A-Za-z0-9_.\-]*$")
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-@dataclass(frozen=True)
 class TracepointHandle:
-    decl: EventDecl
-    tp: Tracepoint
+    """A declared tracepoint: its declaration and the C callable."""
+
+    __slots__ = ("decl", "tp")
+
+    def __init__(self, decl: EventDecl, tp: Tracepoint):
+        self.decl = decl
+        self.tp = tp
+
+    def __repr__(self) -> str:
+        return f"TracepointHandle({self.decl.name!r})"
 
 
 class Registry:
