@@ -10,7 +10,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 venv: $(PY)
-	$(PY) -m pip install -q -e '.[test]' numpy
+	$(PY) -m pip install -q -e '.[test,analysis]'
 
 # Trace examples/webapp.py with the embedded session and print the trace.
 demo: venv
