@@ -292,3 +292,65 @@ def test_concurrent_reader_and_two_writer_processes_never_see_a_torn_packet(over
         # (overwrite: one writer's last packets may be overwritten by the other's, as they should)
     if not overwrite:
         assert len(got[1]) + len(got[2]) + c["lost_full"] == 2 * n
+
+
+def test_snapshots_do_not_consume_and_are_never_torn(tmp_path):
+    buf, ch = make(4096, 4, overwrite=True)
+    tp_u32.attach(ch, 0)
+
+    def snapshot(name):
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            packets, nbytes = buf.snapshot_to(f.fileno())
+        data = path.read_bytes()
+        assert len(data) == nbytes
+        out, pos = [], 0
+        while pos < len(data):
+            h = header(data[pos:])
+            out.extend(values_in(data[pos:pos + h["packet_size"] // 8]))
+            pos += h["packet_size"] // 8
+        return out
+
+    try:
+        for i in range(5000):
+            tp_u32(i)
+        buf.flush()
+        first = snapshot("a")
+        again = snapshot("b")
+        for i in range(5000, 5100):
+            tp_u32(i)
+        buf.flush()
+        third = snapshot("c")
+    finally:
+        tp_u32.detach(ch)
+    assert first and first[-1] == 4999 and first == list(range(first[0], 5000))
+    assert again == first  # nothing was consumed
+    assert third[-1] == 5099 and third == list(range(third[0], 5100))
+    assert third[0] <= 4999  # overlaps the previous snapshot, as LTTng's do
+    assert buf.counters()["consumed"] == 0
+
+
+def test_snapshots_taken_while_two_processes_write_are_never_torn(tmp_path):
+    buf, _ = make(4096, 8, overwrite=True)
+    procs = [subprocess.Popen([sys.executable, "-c", STRESS_CHILD, str(buf.fd), str(w), "300000"],
+                              pass_fds=[buf.fd]) for w in (1, 2)]
+    snapshots = 0
+    path = tmp_path / "snap"
+    while any(p.poll() is None for p in procs):
+        buf.flush()
+        with open(path, "wb") as f:
+            buf.snapshot_to(f.fileno())
+        data = path.read_bytes()
+        got, pos, last_seq = {1: [], 2: []}, 0, -1
+        while pos < len(data):
+            h = header(data[pos:])
+            assert h["magic"] == 0xC1FC1FC1 and h["seq"] > last_seq
+            last_seq = h["seq"]
+            for v in values_in(data[pos:pos + h["packet_size"] // 8]):
+                got[v >> 28].append(v & 0xFFFFFFF)
+            pos += h["packet_size"] // 8
+        for w in (1, 2):
+            assert got[w] == sorted(set(got[w])), "torn or disordered snapshot"
+        snapshots += 1
+    assert all(p.returncode == 0 for p in procs)
+    assert snapshots > 0

@@ -510,6 +510,73 @@ static int ring_get(BufferObject *b, int force)
     }
 }
 
+/* Copy every complete packet still in the buffer to fd WITHOUT consuming it
+ * (LTTng's snapshot): each packet is taken out of the writers' reach by the
+ * usual spare swap, written, then swapped back if no writer has moved into
+ * its slot meanwhile (else it simply becomes the new spare: the writer
+ * already overwrites that slot's next lap). `consumed` never moves, so two
+ * snapshots in a row both hold what the buffer holds. Call flush() first to
+ * include the current partial packet. Returns packets written, or -errno. */
+static long long ring_snapshot(BufferObject *b, int fd, unsigned long long *bytes)
+{
+    struct ust_shm_header *h = b->h;
+    if (UNLIKELY(!b->reader_ready))
+        reader_recover(b);
+    uint64_t w = LOAD_ACQUIRE(&h->write_offset);
+    uint64_t pos = LOAD_RELAXED(&h->consumed);
+    if (w > b->bufsize) {
+        uint64_t oldest = (w - b->bufsize + b->sbmask) & ~b->sbmask;
+        if (pos < oldest)
+            pos = oldest;
+    }
+    long long packets = 0;
+    for (; pos + b->sbsize <= w; pos += b->sbsize) {
+        uint64_t slot = (pos >> b->sbshift) & (b->nsub - 1);
+        uint64_t lap = pos >> b->bufshift;
+        struct ust_slot *s = &b->slots[slot];
+        uint64_t v = LOAD_ACQUIRE(&s->table);
+        uint64_t c = LOAD_ACQUIRE(&s->commit);
+        if (c != (lap + 1) * b->sbsize || SLOT_LAP(v) != lap || (v & (SLOT_ACTIVE | SLOT_READ)))
+            continue; /* incomplete, already overwritten, or being written */
+        uint64_t spare = LOAD_RELAXED(&h->reader_spare);
+        if (spare > b->nsub)
+            spare = 0;
+        uint64_t taken = spare | SLOT_READ | (lap << SLOT_LAP_SHIFT);
+        if (!atomic_compare_exchange_strong_explicit(&s->table, &v, taken, memory_order_acq_rel,
+                                                     memory_order_acquire))
+            continue;
+        const struct ust_packet_header *ph = (const struct ust_packet_header *)phys_base(b, SLOT_PHYS(v));
+        uint64_t len = ph->packet_size / 8;
+        int err = 0;
+        if (ph->magic == CTF_MAGIC && ph->packet_seq_num == (pos >> b->sbshift) && len >= UST_PACKET_HEADER_SIZE &&
+            len <= b->sbsize && ph->content_size <= ph->packet_size) {
+            size_t off = 0;
+            while (off < len) {
+                ssize_t n = write(fd, (const char *)ph + off, len - off);
+                if (n < 0) {
+                    if (errno == EINTR)
+                        continue;
+                    err = errno;
+                    break;
+                }
+                off += (size_t)n;
+            }
+            if (!err) {
+                packets++;
+                *bytes += len;
+            }
+        }
+        /* give it back, unless a writer has taken the slot (and our spare) meanwhile */
+        uint64_t expect = taken;
+        if (!atomic_compare_exchange_strong_explicit(&s->table, &expect, v, memory_order_acq_rel,
+                                                     memory_order_acquire))
+            STORE_RELAXED(&h->reader_spare, SLOT_PHYS(v));
+        if (err)
+            return -err;
+    }
+    return packets;
+}
+
 static void ring_put(BufferObject *b)
 {
     struct ust_shm_header *h = b->h;
@@ -698,6 +765,27 @@ static PyObject *Buffer_drain_to(BufferObject *b, PyObject *args, PyObject *kw)
     return Py_BuildValue("(KK)", packets, bytes);
 }
 
+static PyObject *Buffer_snapshot_to(BufferObject *b, PyObject *arg)
+{
+    int fd = PyObject_AsFileDescriptor(arg);
+    if (fd < 0)
+        return NULL;
+    if (b->holding) {
+        PyErr_SetString(PyExc_RuntimeError, "snapshot_to() while a packet is held: call put_subbuf() first");
+        return NULL;
+    }
+    unsigned long long bytes = 0;
+    long long r;
+    Py_BEGIN_ALLOW_THREADS
+    r = ring_snapshot(b, fd, &bytes);
+    Py_END_ALLOW_THREADS
+    if (r < 0) {
+        errno = (int)-r;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return Py_BuildValue("(LK)", r, bytes);
+}
+
 static PyObject *Buffer_put_subbuf(BufferObject *b, PyObject *unused)
 {
     if (!b->holding) {
@@ -783,6 +871,8 @@ static PyMethodDef Buffer_methods[] = {
     {"get_subbuf", (PyCFunction)(void (*)(void))Buffer_get_subbuf, METH_VARARGS | METH_KEYWORDS,
      "get_subbuf(*, force=False) -> memoryview | None: take the next complete packet"},
     {"put_subbuf", (PyCFunction)Buffer_put_subbuf, METH_NOARGS, "release the packet taken by get_subbuf()"},
+    {"snapshot_to", (PyCFunction)Buffer_snapshot_to, METH_O,
+     "snapshot_to(fd) -> (packets, bytes): copy the complete packets to fd without consuming them"},
     {"drain_to", (PyCFunction)(void (*)(void))Buffer_drain_to, METH_VARARGS | METH_KEYWORDS,
      "drain_to(fd, *, force=False, limit=-1) -> (packets, bytes): write complete packets to fd, GIL released"},
     {"flush", (PyCFunction)(void (*)(void))Buffer_flush, METH_VARARGS | METH_KEYWORDS,

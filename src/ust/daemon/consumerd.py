@@ -12,7 +12,7 @@ the sessiond's requests one at a time on it and exits when it closes.
                      *before* the sessiond lets any application record them
 * ``flush``          closes every partial packet and writes everything: when it
                      answers, the trace on disk is complete
-* ``snapshot``       flush + copy the current contents of overwrite buffers
+* ``snapshot``       flush + copy the current contents of overwrite buffers (not consumed)
 * ``remove_traces``  flush, close, unmap
 
 A drain thread sleeps on one eventfd (written by applications when a packet
@@ -322,7 +322,9 @@ class Consumer:
                     buf.flush()
                     out = StreamFile(dest, f"{ch.name}_{cpu}", truncate=True)
                     try:
-                        n += _drain(buf, out)
+                        # a copy: the buffers keep their contents, so the next
+                        # snapshot holds these packets too if not overwritten
+                        n += buf.snapshot_to(out.fd)[0]
                     finally:
                         out.close()
         return {"packets": n}, []
