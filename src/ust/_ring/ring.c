@@ -432,6 +432,44 @@ static void reader_recover(BufferObject *b)
     b->reader_ready = 1;
 }
 
+/* The first position still in the buffer in overwrite mode: older packets
+ * have been overwritten. */
+INLINE uint64_t oldest_readable(BufferObject *b, uint64_t w, uint64_t pos)
+{
+    if (b->h->overwrite && w > b->bufsize) {
+        uint64_t oldest = (w - b->bufsize + b->sbmask) & ~b->sbmask;
+        if (pos < oldest)
+            return oldest;
+    }
+    return pos;
+}
+
+/* Is the header of the packet at `pos` one a writer finished? (Its writer may
+ * have died before writing it, or another process scribbled on it.) */
+INLINE int packet_header_valid(BufferObject *b, const struct ust_packet_header *ph, uint64_t pos)
+{
+    uint64_t len = ph->packet_size / 8;
+    return ph->magic == CTF_MAGIC && ph->packet_seq_num == (pos >> b->sbshift) && len >= UST_PACKET_HEADER_SIZE &&
+           len <= b->sbsize && ph->content_size <= ph->packet_size;
+}
+
+/* write() all of it; 0, or the errno that stopped it. No Python API: callable
+ * with the GIL released. */
+static int write_all(int fd, const char *p, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, p + off, len - off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        off += (size_t)n;
+    }
+    return 0;
+}
+
 static int ring_get(BufferObject *b, int force)
 {
     struct ust_shm_header *h = b->h;
@@ -440,11 +478,7 @@ static int ring_get(BufferObject *b, int force)
     uint64_t pos = LOAD_RELAXED(&h->consumed);
     for (;;) {
         uint64_t w = LOAD_ACQUIRE(&h->write_offset);
-        if (h->overwrite && w > b->bufsize) {
-            uint64_t oldest = (w - b->bufsize + b->sbmask) & ~b->sbmask;
-            if (pos < oldest)
-                pos = oldest; /* overwritten before we got to them */
-        }
+        pos = oldest_readable(b, w, pos); /* skip what was overwritten before we got to it */
         if (pos + b->sbsize > w) {
             STORE_RELEASE(&h->consumed, pos);
             return 0;
@@ -480,9 +514,7 @@ static int ring_get(BufferObject *b, int force)
                     end = end > hole ? end - hole : 0; /* closed: the padding was committed */
                 ph->content_size = ph->packet_size = end * 8;
             }
-            uint64_t len = ph->packet_size / 8;
-            if (ph->magic != CTF_MAGIC || ph->packet_seq_num != (pos >> b->sbshift) ||
-                len < UST_PACKET_HEADER_SIZE || len > b->sbsize || ph->content_size > ph->packet_size) {
+            if (!packet_header_valid(b, ph, pos)) {
                 /* Header never written (its writer died first) or scribbled:
                  * give the sub-buffer back and skip the packet. */
                 STORE_RELAXED(&h->reader_spare, SLOT_PHYS(v));
@@ -493,7 +525,7 @@ static int ring_get(BufferObject *b, int force)
             b->holding = 1;
             b->held_pos = pos;
             b->held_phys = SLOT_PHYS(v);
-            b->held_len = len;
+            b->held_len = ph->packet_size / 8;
             STORE_RELEASE(&h->consumed, pos);
             return 1;
         }
@@ -523,12 +555,7 @@ static long long ring_snapshot(BufferObject *b, int fd, unsigned long long *byte
     if (UNLIKELY(!b->reader_ready))
         reader_recover(b);
     uint64_t w = LOAD_ACQUIRE(&h->write_offset);
-    uint64_t pos = LOAD_RELAXED(&h->consumed);
-    if (w > b->bufsize) {
-        uint64_t oldest = (w - b->bufsize + b->sbmask) & ~b->sbmask;
-        if (pos < oldest)
-            pos = oldest;
-    }
+    uint64_t pos = oldest_readable(b, w, LOAD_RELAXED(&h->consumed));
     long long packets = 0;
     for (; pos + b->sbsize <= w; pos += b->sbsize) {
         uint64_t slot = (pos >> b->sbshift) & (b->nsub - 1);
@@ -548,19 +575,8 @@ static long long ring_snapshot(BufferObject *b, int fd, unsigned long long *byte
         const struct ust_packet_header *ph = (const struct ust_packet_header *)phys_base(b, SLOT_PHYS(v));
         uint64_t len = ph->packet_size / 8;
         int err = 0;
-        if (ph->magic == CTF_MAGIC && ph->packet_seq_num == (pos >> b->sbshift) && len >= UST_PACKET_HEADER_SIZE &&
-            len <= b->sbsize && ph->content_size <= ph->packet_size) {
-            size_t off = 0;
-            while (off < len) {
-                ssize_t n = write(fd, (const char *)ph + off, len - off);
-                if (n < 0) {
-                    if (errno == EINTR)
-                        continue;
-                    err = errno;
-                    break;
-                }
-                off += (size_t)n;
-            }
+        if (packet_header_valid(b, ph, pos)) {
+            err = write_all(fd, (const char *)ph, len);
             if (!err) {
                 packets++;
                 *bytes += len;
@@ -739,18 +755,8 @@ static PyObject *Buffer_drain_to(BufferObject *b, PyObject *args, PyObject *kw)
     int err = 0;
     Py_BEGIN_ALLOW_THREADS
     while ((limit < 0 || (Py_ssize_t)packets < limit) && ring_get(b, force)) {
-        const char *p = phys_base(b, b->held_phys);
-        size_t len = (size_t)b->held_len, off = 0;
-        while (off < len) {
-            ssize_t n = write(fd, p + off, len - off);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                err = errno;
-                break;
-            }
-            off += (size_t)n;
-        }
+        size_t len = (size_t)b->held_len;
+        err = write_all(fd, phys_base(b, b->held_phys), len);
         ring_put(b); /* on a write error the packet is lost: the error says so */
         if (err)
             break;
