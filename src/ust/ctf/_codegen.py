@@ -38,6 +38,14 @@ class Unsupported(TraceFormatError):
     pass
 
 
+class PacketError(Exception):
+    """Raised by generated packet decoders: where in the packet, and why."""
+
+    def __init__(self, offset, exc):
+        self.offset = offset
+        self.exc = exc
+
+
 def display_name(name: str) -> str:
     """CTF 1.8: a leading underscore of a field name is not part of the name."""
     return name[1:] if name.startswith("_") else name

@@ -10,13 +10,7 @@ import struct
 from ust.errors import TraceFormatError
 
 from . import _codegen
-from ._codegen import _Gen
-
-
-class PacketError(Exception):
-    def __init__(self, offset, exc):
-        self.offset = offset
-        self.exc = exc
+from ._codegen import PacketError, _Gen
 
 
 def compile_packet_events(codec, trace, event_type):

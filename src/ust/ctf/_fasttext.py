@@ -26,7 +26,7 @@ from bisect import bisect_left
 from ust.errors import TraceFormatError
 
 from . import _codegen
-from ._codegen import _fstring, _Gen, _tmpl
+from ._codegen import PacketError, _fstring, _Gen, _tmpl
 
 _CHAIN_MAX = 48
 
@@ -304,12 +304,6 @@ def compile_packet_render(codec, fmt, trace):
     for data, i in lits.items():
         lit_list[i] = data
     return kind, tuple(programs), tuple(lit_list), tuple(enums)
-
-
-class PacketError(Exception):
-    def __init__(self, offset, exc):
-        self.offset = offset
-        self.exc = exc
 
 
 # --------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import struct
 
 from ust.errors import TraceFormatError
 
-from ._codegen import _Gen, display_name
+from ._codegen import PacketError, _Gen, display_name
 from .tsdl import ArrayType, EnumType, FloatType, IntType, SequenceType, StringType, StructType
 
 
@@ -38,12 +38,6 @@ def _scalar_kind(t):
 
 def _columns_of(st: StructType | None):
     return [] if st is None else [(display_name(n), _scalar_kind(t)) for n, t in st.fields]
-
-
-class _PacketError(Exception):
-    def __init__(self, offset, exc):
-        self.offset = offset
-        self.exc = exc
 
 
 def compile_packet_rows(sc, what):
@@ -105,7 +99,7 @@ def compile_packet_rows(sc, what):
             "        raise PacketError(p0, exc) from None",
             "    return cur"]
     g.consts["struct_error"] = struct.error
-    g.consts["PacketError"] = _PacketError
+    g.consts["PacketError"] = PacketError
     src = "\n".join(head + g.lines + tail) + "\n"
     ns = dict(g.consts)
     exec(compile(src, f"<ust.ctf bulk decoder {what}>", "exec"), ns)
@@ -316,7 +310,7 @@ def _read_columns(np, traces, names, on_discarded):
             if info.prog is None:
                 try:
                     cur = info.py_packet(pk.data, pk.events_start, end, cur, cpu, rows)
-                except _PacketError as e:
+                except PacketError as e:
                     raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", s.path,
                                            pk.offset + e.offset) from None
                 continue
@@ -458,7 +452,7 @@ class _ClassInfo:
                 fn = self._row_fns[eid] = compile_event_rows(self.sc, self.sc.events[eid])
             try:
                 fn(b, ps, cs, cpu, rows[eid])
-            except _PacketError as e:
+            except PacketError as e:
                 from .reader import _why
                 raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", path,
                                        pkoff + e.offset) from None
@@ -489,7 +483,7 @@ def compile_event_rows(sc, ec):
     tail = ["    except (struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError) as exc:",
             "        raise PacketError(p, exc) from None"]
     g.consts["struct_error"] = struct.error
-    g.consts["PacketError"] = _PacketError
+    g.consts["PacketError"] = PacketError
     src = "\n".join(head + g.lines + tail) + "\n"
     ns = dict(g.consts)
     exec(compile(src, f"<ust.ctf bulk rows {ec.name}>", "exec"), ns)
