@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import struct
 
-from ust.errors import TraceFormatError
 
 from . import _codegen
 from ._codegen import PacketError, _Gen
+from ._fasttext import PacketCursor
 
 
 def compile_packet_events(codec, trace, event_type):
@@ -96,69 +96,27 @@ def compile_packet_events(codec, trace, event_type):
     return fn
 
 
-class StreamEvents:
-    """Decoded-but-not-yielded events of one stream (for _fasttext.merged_text)."""
-
-    def __init__(self, stream, on_discarded, same_clock, event_type):
-        self.stream = stream
-        self.trace = stream.trace
-        self.packets = stream.packets(on_discarded)
-        self.cyc = []
-        self.key = self.cyc if same_clock else []
-        self.txt = []  # the events (named like _StreamText's buffer)
-        self.start = 0
-        self.done = False
-        self.cur = 0
-        self.same_clock = same_clock
-        self.event_type = event_type
-        self._decoders = {}
-        self.pk = None
-        self.p = 0
+class StreamEvents(PacketCursor):
+    """Events of one stream, for read_trace (merged by _fasttext.merged_text)."""
 
     CHUNK = 2048
 
-    def load(self):
-        from .reader import SPECIAL_PACKET_FIELDS, _Compiling, _why
-        while True:
-            pk = self.pk
-            if pk is None or self.p >= pk.content_bits // 8:
-                try:
-                    pk = self.pk = next(self.packets)
-                except StopIteration:
-                    self.pk = None
-                    self.done = True
-                    return False
-                codec = pk.codec
-                dec = self._decoders.get(id(codec))
-                if dec is None:
-                    dec = codec._cache.get("packet_events")
-                    if dec is None:
-                        with _Compiling(self.trace):
-                            dec = codec._cache["packet_events"] = compile_packet_events(codec, self.trace,
-                                                                                         self.event_type)
-                    self._decoders[id(codec)] = dec
-                self.dec = dec
-                if pk.ts_begin is not None:
-                    self.cur = pk.ts_begin
-                self.pctx = {k: v for k, v in pk.context.items() if k not in SPECIAL_PACKET_FIELDS}
-                self.cpu = pk.context.get("cpu_id")
-                self.p = pk.events_start
-                if self.p >= pk.content_bits // 8:
-                    continue
-            if self.start:
-                del self.cyc[: self.start]
-                del self.txt[: self.start]
-                if not self.same_clock:
-                    del self.key[: self.start]
-                self.start = 0
-            n0 = len(self.cyc)
-            try:
-                self.cur, self.p = self.dec(pk.data, self.p, pk.content_bits // 8, self.cur, self.pctx, self.cpu,
-                                            self.stream, self.cyc, self.txt, self.CHUNK)
-            except PacketError as e:
-                raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", self.stream.path,
-                                       pk.offset + e.offset) from None
-            if len(self.cyc) > n0:
-                if not self.same_clock:
-                    self.key.extend([ev[1] for ev in self.txt[n0:]])
-                return True
+    def __init__(self, stream, on_discarded, same_clock, event_type):
+        super().__init__(stream, on_discarded, same_clock)
+        self.event_type = event_type
+
+    def _enter(self, pk):
+        from .reader import SPECIAL_PACKET_FIELDS
+
+        codec = pk.codec
+        self.dec = self._decoder(codec, "packet_events",
+                                 lambda: compile_packet_events(codec, self.trace, self.event_type))
+        self.pctx = {k: v for k, v in pk.context.items() if k not in SPECIAL_PACKET_FIELDS}
+        self.cpu = pk.context.get("cpu_id")
+
+    def _decode(self, pk, end):
+        self.cur, self.p = self.dec(pk.data, self.p, end, self.cur, self.pctx, self.cpu, self.stream, self.cyc,
+                                    self.txt, self.CHUNK)
+
+    def _extend_keys(self, n0):
+        self.key.extend([ev[1] for ev in self.txt[n0:]])

@@ -311,13 +311,23 @@ def compile_packet_render(codec, fmt, trace):
 # --------------------------------------------------------------------------
 
 
-class _StreamText:
-    """Decoded-but-not-emitted events of one stream: parallel lists from ``start``."""
+class PacketCursor:
+    """Decoded-but-not-consumed events of one stream, a chunk at a time.
 
-    def __init__(self, stream, fmt, on_discarded, same_clock, use_c=True):
-        self.use_c = use_c and _decode is not None
+    Parallel lists ``cyc`` (clock values), ``key`` (merge keys) and ``txt``
+    (what is yielded: lines or events), valid from ``start``: merged_text
+    consumes them. A subclass says how a packet is decoded: ``_enter(pk)``
+    once per packet (pick the decoder, the packet's context), ``_decode(pk,
+    end)`` to decode up to CHUNK events into cyc/txt, and ``_extend_keys(n0)``
+    when keys are not the cycles themselves.
+    """
+
+    # events decoded per call: keeps memory proportional to a chunk, not to a packet
+    CHUNK = 65536
+
+    def __init__(self, stream, on_discarded, same_clock):
         self.stream = stream
-        self.fmt = fmt
+        self.trace = stream.trace
         self.packets = stream.packets(on_discarded)
         self.cyc = []
         self.key = self.cyc if same_clock else []
@@ -325,14 +335,22 @@ class _StreamText:
         self.start = 0
         self.done = False
         self.cur = 0
-        self.trace = stream.trace
         self.same_clock = same_clock
         self._decoders = {}
         self.pk = None
         self.p = 0
 
-    # events decoded per call: keeps memory proportional to a chunk, not to a packet
-    CHUNK = 65536
+    def _decoder(self, codec, cache_key, build):
+        """The decoder of a stream class, compiled once per codec (build())."""
+        dec = self._decoders.get(id(codec))
+        if dec is None:
+            dec = codec._cache.get(cache_key)
+            if dec is None:
+                from .reader import _Compiling
+                with _Compiling(self.trace):
+                    dec = codec._cache[cache_key] = build()
+            self._decoders[id(codec)] = dec
+        return dec
 
     def load(self):
         """Decode the next chunk of events into the buffer; False at the end."""
@@ -345,30 +363,12 @@ class _StreamText:
                     self.pk = None
                     self.done = True
                     return False
-                codec = pk.codec
-                dec = self._decoders.get(id(codec))
-                if dec is None:
-                    k = ("packet_text", id(self.fmt), self.use_c)
-                    dec = codec._cache.get(k)
-                    if dec is None:
-                        from .reader import _Compiling
-                        with _Compiling(self.trace):
-                            render = compile_packet_render(codec, self.fmt, self.trace) if self.use_c else None
-                            dec = (compile_packet_text(codec, self.fmt, self.trace), _has_more(codec), render)
-                        codec._cache[k] = dec
-                    self._decoders[id(codec)] = dec
-                self.dec = dec
+                self._enter(pk)
                 if pk.ts_begin is not None:
                     self.cur = pk.ts_begin
-                pctx = self.fmt.packet_context_text(codec.sc.packet_context, pk.context)
-                if pctx and dec[1]:
-                    pctx += ", "
-                self.pctx = pctx
-                self.pctx_b = pctx.encode("utf-8", "surrogateescape")
                 self.p = pk.events_start
                 if self.p >= pk.content_bits // 8:
                     continue
-            dec = self.dec
             if self.start:
                 del self.cyc[: self.start]
                 del self.txt[: self.start]
@@ -376,34 +376,61 @@ class _StreamText:
                     del self.key[: self.start]
                 self.start = 0
             n0 = len(self.cyc)
-            render = dec[2]
-            end = pk.content_bits // 8
             try:
-                if render is not None:
-                    kind, programs, lits, enums = render
-                    try:
-                        self.cur, self.p = _decode.render_packet(pk.data, self.p, end, self.cur, kind, programs,
-                                                                 lits, enums, self.pctx_b, self.cyc, self.txt,
-                                                                 self.CHUNK)
-                    except ValueError as exc:
-                        msg, _, off = str(exc).rpartition("|")
-                        raise PacketError(int(off or 0), ValueError(msg)) from None
-                else:
-                    self.cur, self.p = dec[0](pk.data, self.p, end, self.cur, self.pctx, self.cyc, self.txt,
-                                              self.CHUNK)
+                self._decode(pk, pk.content_bits // 8)
             except PacketError as e:
                 from .reader import _why
                 raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", self.stream.path,
                                        pk.offset + e.offset) from None
             if len(self.cyc) > n0:
                 if not self.same_clock:
-                    tr = self.trace
-                    if tr.freq == 1_000_000_000:
-                        o = tr.origin_ns
-                        self.key.extend([o + c for c in self.cyc[n0:]])
-                    else:
-                        self.key.extend([tr.cycles_to_ns(c) for c in self.cyc[n0:]])
+                    self._extend_keys(n0)
                 return True
+
+
+class _StreamText(PacketCursor):
+    """Lines of babeltrace2 text, for ``ust view``."""
+
+    def __init__(self, stream, fmt, on_discarded, same_clock, use_c=True):
+        super().__init__(stream, on_discarded, same_clock)
+        self.use_c = use_c and _decode is not None
+        self.fmt = fmt
+
+    def _build(self, codec):
+        render = compile_packet_render(codec, self.fmt, self.trace) if self.use_c else None
+        return compile_packet_text(codec, self.fmt, self.trace), _has_more(codec), render
+
+    def _enter(self, pk):
+        codec = pk.codec
+        self.dec = dec = self._decoder(codec, ("packet_text", id(self.fmt), self.use_c),
+                                       lambda: self._build(codec))
+        pctx = self.fmt.packet_context_text(codec.sc.packet_context, pk.context)
+        if pctx and dec[1]:
+            pctx += ", "
+        self.pctx = pctx
+        self.pctx_b = pctx.encode("utf-8", "surrogateescape")
+
+    def _decode(self, pk, end):
+        dec = self.dec
+        render = dec[2]
+        if render is not None:
+            kind, programs, lits, enums = render
+            try:
+                self.cur, self.p = _decode.render_packet(pk.data, self.p, end, self.cur, kind, programs, lits, enums,
+                                                         self.pctx_b, self.cyc, self.txt, self.CHUNK)
+            except ValueError as exc:
+                msg, _, off = str(exc).rpartition("|")
+                raise PacketError(int(off or 0), ValueError(msg)) from None
+        else:
+            self.cur, self.p = dec[0](pk.data, self.p, end, self.cur, self.pctx, self.cyc, self.txt, self.CHUNK)
+
+    def _extend_keys(self, n0):
+        tr = self.trace
+        if tr.freq == 1_000_000_000:
+            o = tr.origin_ns
+            self.key.extend([o + c for c in self.cyc[n0:]])
+        else:
+            self.key.extend([tr.cycles_to_ns(c) for c in self.cyc[n0:]])
 
 
 def _has_more(codec):
