@@ -129,6 +129,10 @@ def _signed_mask(size, digit_bits):
     return (1 << bits) - 1
 
 
+# What a generated decoder catches from malformed data, wrapped in a PacketError.
+DECODE_ERRORS = "(struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError)"
+
+
 class _Gen:
     def __init__(self, mode: str, what: str, special_header: bool = False, names: bool = True):
         self.mode = mode
@@ -152,6 +156,32 @@ class _Gen:
         self.deferred: list[str] = []
 
     # -- helpers -------------------------------------------------------------
+
+    def packet_error_clause(self, offset: str) -> list[str]:
+        """The except clause closing a packet loop's ``try``: errors carry ``offset``."""
+        self.consts["struct_error"] = struct.error
+        self.consts["PacketError"] = PacketError
+        return [f"    except {DECODE_ERRORS} as exc:", f"        raise PacketError({offset}, exc) from None"]
+
+    def emit_unknown_event(self, first: bool) -> None:
+        """Close an if/elif dispatch on ``eid``."""
+        if first:
+            self.emit("if True:")
+            self.emit("    raise LookupError('no event class')")
+        self.emit("else:")
+        self.emit("    raise LookupError('unknown event id %d' % eid)")
+
+    def define(self, fname: str, lines: list[str], label: str):
+        """Compile generated source (with this generator's constants) into function ``fname``."""
+        text = "\n".join(lines) + "\n"
+        ns = dict(self.consts)
+        try:
+            exec(compile(text, f"<ust.ctf {label}>", "exec"), ns)
+        except SyntaxError as exc:  # a bug in the generator, or an impossible name
+            raise Unsupported(f"cannot compile the {label}: {exc}") from None
+        fn = ns[fname]
+        fn.__source__ = text
+        return fn
     def var(self, hint="v"):
         self.nvar += 1
         return f"{hint}{self.nvar}"
@@ -645,15 +675,7 @@ def _fstring(template: str) -> str:
 
 def _build(gen: _Gen, fname: str, body_result: str, extra_return: str = ""):
     src = [f"def {fname}(b, p):"] + gen.lines + [f"    return p, {body_result}{extra_return}"]
-    text = "\n".join(src) + "\n"
-    ns = dict(gen.consts)
-    try:
-        exec(compile(text, f"<ust.ctf decoder {gen.what}>", "exec"), ns)
-    except SyntaxError as exc:  # a bug in the generator, or an impossible name
-        raise Unsupported(f"cannot compile a decoder for {gen.what}: {exc}") from None
-    fn = ns[fname]
-    fn.__source__ = text
-    return fn
+    return gen.define(fname, src, f"decoder {gen.what}")
 
 
 def compile_type(typ, mode: str, what: str, names: bool = True):
@@ -686,6 +708,4 @@ def compile_header(typ: StructType, what: str):
     g.flush()
     g.settle_bits()
     src = ["def decode_header(b, p, cur):"] + g.lines + ["    return p, eid, cur"]
-    ns = dict(g.consts)
-    exec(compile("\n".join(src) + "\n", f"<ust.ctf decoder {what}>", "exec"), ns)
-    return ns["decode_header"]
+    return g.define("decode_header", src, f"decoder {what}")

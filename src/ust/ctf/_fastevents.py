@@ -5,11 +5,8 @@ class inlined, like ``_fasttext`` does for text), streams merged in batches.
 
 from __future__ import annotations
 
-import struct
-
-
 from . import _codegen
-from ._codegen import PacketError, _Gen
+from ._codegen import _Gen
 from ._fasttext import PacketCursor
 
 
@@ -65,11 +62,7 @@ def compile_packet_events(codec, trace, event_type):
         ecn = g.const(ec, "EC")
         g.emit(f"ev_append(new(Event, ({name}, {ns_expr}, cur, cpu, {fexpr}, {ctx}, stream, {ecn})))")
         g.indent -= 1
-    if first:
-        g.emit("if True:")
-        g.emit("    raise LookupError('no event class')")
-    g.emit("else:")
-    g.emit("    raise LookupError('unknown event id %d' % eid)")
+    g.emit_unknown_event(first)
     if not lttng:
         g.emit("if p <= p0: raise LookupError('event of size zero')")
     g.emit("cyc_append(cur)")
@@ -81,19 +74,9 @@ def compile_packet_events(codec, trace, event_type):
             "    p0 = p",
             "    try:",
             "     while p < end:"]
-    tail = ["    except (struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError) as exc:",
-            "        raise PacketError(p0, exc) from None",
-            "    return cur, p"]
-    g.consts.update(struct_error=struct.error, PacketError=PacketError, new=tuple.__new__, Event=event_type)
-    src = "\n".join(head + g.lines + tail) + "\n"
-    ns = dict(g.consts)
-    try:
-        exec(compile(src, f"<ust.ctf event decoder {what}>", "exec"), ns)
-    except SyntaxError as exc:
-        raise _codegen.Unsupported(f"cannot compile the event decoder of {what}: {exc}") from None
-    fn = ns["decode_packet"]
-    fn.__source__ = src
-    return fn
+    tail = g.packet_error_clause("p0") + ["    return cur, p"]
+    g.consts.update(new=tuple.__new__, Event=event_type)
+    return g.define("decode_packet", head + g.lines + tail, f"event decoder {what}")
 
 
 class StreamEvents(PacketCursor):

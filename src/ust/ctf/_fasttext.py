@@ -112,21 +112,8 @@ def compile_packet_text(codec, fmt, trace):
     g.emit("cyc_append(cur)")
     g.emit("limit -= 1")
     g.emit("if not limit: break")
-    g.lines.append("    except (struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError) as exc:")
-    g.lines.append("        raise PacketError(p0, exc) from None")
-    g.lines.append("    return cur, p")
-    import struct as _struct
-    g.consts["struct_error"] = _struct.error
-    g.consts["PacketError"] = PacketError
-    src = "\n".join(lines_head + g.lines) + "\n"
-    ns = dict(g.consts)
-    try:
-        exec(compile(src, f"<ust.ctf packet decoder {what}>", "exec"), ns)
-    except SyntaxError as exc:
-        raise _codegen.Unsupported(f"cannot compile the packet decoder of {what}: {exc}") from None
-    fn = ns["decode_packet"]
-    fn.__source__ = src
-    return fn
+    g.lines.extend(g.packet_error_clause("p0") + ["    return cur, p"])
+    return g.define("decode_packet", lines_head + g.lines, f"packet decoder {what}")
 
 
 def _per_event_text(codec, fmt, trace, ec, pieces_prefix):

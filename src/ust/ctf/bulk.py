@@ -18,7 +18,6 @@ numpy is imported here only, when the function is called.
 from __future__ import annotations
 
 import os
-import struct
 
 from ust.errors import TraceFormatError
 
@@ -83,11 +82,7 @@ def compile_packet_rows(sc, what):
         for i, v in enumerate(["cur", "cpu"] + vars_):
             g.emit(f"A{eid}_{i}({v})")
         g.indent -= 1
-    if first:
-        g.emit("if True:")
-        g.emit("    raise LookupError('no event class')")
-    g.emit("else:")
-    g.emit("    raise LookupError('unknown event id %d' % eid)")
+    g.emit_unknown_event(first)
     g.emit("if p <= p0: raise LookupError('event of size zero')")
     head = ["def decode_packet(b, p, end, cur, cpu, rows):"]
     for eid, ec in sc.events.items():
@@ -95,15 +90,8 @@ def compile_packet_rows(sc, what):
         for i in range(n):
             head.append(f"    A{eid}_{i} = rows[{eid}][{i}].append")
     head += ["    p0 = p", "    try:", "     while p < end:"]
-    tail = ["    except (struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError) as exc:",
-            "        raise PacketError(p0, exc) from None",
-            "    return cur"]
-    g.consts["struct_error"] = struct.error
-    g.consts["PacketError"] = PacketError
-    src = "\n".join(head + g.lines + tail) + "\n"
-    ns = dict(g.consts)
-    exec(compile(src, f"<ust.ctf bulk decoder {what}>", "exec"), ns)
-    return ns["decode_packet"]
+    tail = g.packet_error_clause("p0") + ["    return cur"]
+    return g.define("decode_packet", head + g.lines + tail, f"bulk decoder {what}")
 
 
 # --------------------------------------------------------------------------
@@ -480,14 +468,8 @@ def compile_event_rows(sc, ec):
     for i in range(2 + len(vars_)):
         head.append(f"    A{i} = cols[{i}].append")
     head += ["    p = 0", "    try:", "     for p, cyc in zip(offsets, cycles):"]
-    tail = ["    except (struct_error, ValueError, IndexError, KeyError, LookupError, OverflowError) as exc:",
-            "        raise PacketError(p, exc) from None"]
-    g.consts["struct_error"] = struct.error
-    g.consts["PacketError"] = PacketError
-    src = "\n".join(head + g.lines + tail) + "\n"
-    ns = dict(g.consts)
-    exec(compile(src, f"<ust.ctf bulk rows {ec.name}>", "exec"), ns)
-    return ns["rows_at"]
+    tail = g.packet_error_clause("p")
+    return g.define("rows_at", head + g.lines + tail, f"bulk rows {ec.name}")
 
 
 def _add_part(np, parts, names, info, eid, r, trace):
