@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ust._ring import Buffer, Channel
 from ust.ctf import metadata as md
-from ust.ctf.writer import EventIdFile, StreamFile, drain, stream_file_name, uid_trace_dir, write_metadata
+from ust.ctf.writer import (EventIdFile, StreamFile, drain, final_drain, stream_file_name, uid_trace_dir,
+                            write_metadata)
 from ust.instrument import context as ctx
 from ust.instrument import loglevels
 from ust.instrument.registry import REGISTRY, TracepointHandle
@@ -128,7 +129,8 @@ class Session:
                           uuid=self.uuid)
             for cpu in range(ncpu)
         ]
-        self.files = [StreamFile(self.trace_dir / stream_file_name(self.channel_name, cpu)) for cpu in range(ncpu)]
+        self.files = [StreamFile(self.trace_dir, stream_file_name(self.channel_name, cpu), truncate=True)
+                      for cpu in range(ncpu)]
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         for b in self.buffers:
             b.set_wakeup_fd(self._wakeup)
@@ -204,11 +206,8 @@ class Session:
 
     # -- draining ----------------------------------------------------------
 
-    def _drain_all(self, force: bool = False) -> int:
-        n = 0
-        for b, f in zip(self.buffers, self.files):
-            n += drain(b, f, force=force)
-        return n
+    def _drain_all(self) -> int:
+        return sum(drain(b, f) for b, f in zip(self.buffers, self.files))
 
     def _consume(self) -> None:
         next_switch = time.monotonic() + self.switch_timer if self.switch_timer else None
@@ -239,26 +238,7 @@ class Session:
             self._write_metadata()
 
     def _final_drain(self) -> None:
-        for b in self.buffers:
-            b.flush()
-        self._drain_all()
-        # A writer (a thread of ours, a child still running) may be between
-        # reserve and commit: give it a moment before calling it dead.
-        deadline = time.monotonic() + 0.2
-        while self._incomplete() and time.monotonic() < deadline:
-            time.sleep(0.005)
-            self._drain_all()
-        for b in self.buffers:
-            b.flush(final=True)  # an empty packet carrying the last lost count
-        self._drain_all()
-        self._drain_all(force=True)
-
-    def _incomplete(self) -> bool:
-        for b in self.buffers:
-            c = b.counters()
-            if c["write_offset"] - c["consumed"] >= b.subbuf_size and not self.overwrite:
-                return True
-        return False
+        final_drain(list(zip(self.buffers, self.files)))
 
     def _write_metadata(self, force: bool = False) -> None:
         events = self.ids.events()

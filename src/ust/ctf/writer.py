@@ -32,21 +32,72 @@ def stream_file_name(channel: str, cpu: int) -> str:
 
 
 class StreamFile:
-    """One stream file; packets are appended as they come out of the buffer."""
+    """``<dir>/<name>``: packets appended as they leave the buffer.
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        self.bytes_written = 0
+    With ``size``, the stream is rotated into ``<name>_<n>`` files of at most
+    ``size`` bytes, keeping the newest ``count`` (LTTng's --tracefile-size and
+    --tracefile-count); a consumer restarted on the same trace carries on
+    after the newest file its predecessor wrote. ``truncate`` starts over.
+    """
+
+    def __init__(self, directory: "str | os.PathLike", name: str, size: int = 0, count: int = 0,
+                 truncate: bool = False):
+        self.directory = os.fspath(directory)
+        self.name = name
+        self.size = size
+        self.count = count
+        self.truncate = truncate
+        self.index = 0
+        self.written = 0  # bytes in the current file (rotation)
+        self.bytes_written = 0  # bytes this object wrote, in all files
         self.packets = 0
+        self.fd = -1
+        if size and not truncate:
+            prefix = f"{name}_"
+            indexes = [int(f[len(prefix):]) for f in os.listdir(self.directory)
+                       if f.startswith(prefix) and f[len(prefix):].isdigit()]
+            self.index = max(indexes, default=0)
+        self._open()
 
-    def write_packet(self, packet: memoryview) -> None:
-        view = packet
+    @property
+    def path(self) -> Path:
+        return Path(self._path(self.index))
+
+    def _path(self, index: int) -> str:
+        if self.size:
+            return os.path.join(self.directory, f"{self.name}_{index}")
+        return os.path.join(self.directory, self.name)
+
+    def _open(self) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_TRUNC if self.truncate else 0)
+        self.fd = os.open(self._path(self.index), flags, 0o600)
+        self.written = os.fstat(self.fd).st_size
+
+    def write_packet(self, packet) -> None:
+        n = len(packet)
+        if self.size and self.written and self.written + n > self.size:
+            os.close(self.fd)
+            self.index += 1
+            if self.count and self.index >= self.count:
+                try:
+                    os.unlink(self._path(self.index - self.count))
+                except FileNotFoundError:
+                    pass
+            self._open()
+        view = memoryview(packet)
         while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        self.bytes_written += len(packet)
-        self.packets += 1
+            done = os.write(self.fd, view)
+            view = view[done:]
+        self._wrote(1, n)
+
+    def _wrote(self, packets: int, nbytes: int) -> None:
+        self.written += nbytes
+        self.bytes_written += nbytes
+        self.packets += packets
+
+    def sync(self) -> None:
+        if self.fd >= 0:
+            os.fsync(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -54,16 +105,62 @@ class StreamFile:
             self.fd = -1
 
 
-def drain(buffer, out: StreamFile, *, force: bool = False, limit: int | None = None) -> int:
+def drain(buffer, out: StreamFile, *, force: bool = False) -> int:
     """Move every complete packet from ``buffer`` to ``out``; returns how many.
 
-    The copy loop runs in C without the GIL. With force (all writers gone),
-    also take packets a dead writer left short.
+    Without rotation the copy loop runs in C without the GIL; a rotating file
+    takes the packets one by one. With force (all writers gone), also take
+    packets a dead writer left short.
     """
-    packets, nbytes = buffer.drain_to(out.fd, force=force, limit=-1 if limit is None else limit)
-    out.packets += packets
-    out.bytes_written += nbytes
-    return packets
+    if not out.size:
+        packets, nbytes = buffer.drain_to(out.fd, force=force)
+        out._wrote(packets, nbytes)
+        return packets
+    n = 0
+    while (packet := buffer.get_subbuf(force=force)) is not None:
+        try:
+            out.write_packet(packet)
+        finally:
+            packet.release()
+            buffer.put_subbuf()
+        n += 1
+    return n
+
+
+def incomplete(buffer) -> bool:
+    """Does a discard-mode buffer still hold a closed packet it could not hand over?"""
+    if buffer.overwrite:
+        return False
+    c = buffer.counters()
+    return c["write_offset"] - c["consumed"] >= buffer.subbuf_size
+
+
+FLUSH_GRACE = 0.2
+
+
+def final_drain(streams, grace: float = FLUSH_GRACE) -> int:
+    """Close partial packets and write everything out; ``streams``: (buffer, StreamFile).
+
+    For when the applications have stopped writing. A writer may still be
+    between reserve and commit (a thread of ours, a child still running): it
+    gets ``grace`` seconds to commit. After that, what stays uncommitted
+    belongs to a dead writer (a SIGKILLed process) and is taken as it is
+    (force), so nothing committed around it is lost.
+    """
+    n = 0
+    for buf, out in streams:
+        buf.flush()
+        n += drain(buf, out)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(incomplete(buf) for buf, _ in streams):
+        time.sleep(0.005)
+        for buf, out in streams:
+            n += drain(buf, out)
+    for buf, out in streams:
+        buf.flush(final=True)  # an empty packet carrying the last lost-event count
+        n += drain(buf, out)
+        n += drain(buf, out, force=True)
+    return n
 
 
 class EventIdFile:

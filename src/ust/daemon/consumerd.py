@@ -34,6 +34,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from ust.ctf.writer import StreamFile, drain, final_drain
 from ust.daemon import protocol
 from ust.daemon.protocol import ConnectionClosed
 from ust.errors import ProtocolError, UstError
@@ -80,63 +81,6 @@ def metadata_text(trace: "TraceOut") -> str:
 # streams and traces
 
 
-class StreamFile:
-    """``<chan>_<cpu>``, or ``<chan>_<cpu>_<n>`` rotated at ``size`` bytes keeping ``count`` files."""
-
-    def __init__(self, directory: str, name: str, size: int = 0, count: int = 0, truncate: bool = False):
-        self.truncate = truncate
-        self.directory = directory
-        self.name = name
-        self.size = size
-        self.count = count
-        self.index = 0
-        self.written = 0
-        self.fd = -1
-        if size and not truncate:
-            # A restarted consumer carries on after the newest file its predecessor wrote.
-            prefix = f"{name}_"
-            indexes = [int(f[len(prefix):]) for f in os.listdir(directory)
-                       if f.startswith(prefix) and f[len(prefix):].isdigit()]
-            self.index = max(indexes, default=0)
-        self._open()
-
-    def _path(self, index: int) -> str:
-        if self.size:
-            return os.path.join(self.directory, f"{self.name}_{index}")
-        return os.path.join(self.directory, self.name)
-
-    def _open(self) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_TRUNC if self.truncate else 0)
-        self.fd = os.open(self._path(self.index), flags, 0o600)
-        self.written = os.fstat(self.fd).st_size
-
-    def write_packet(self, packet: Any) -> None:
-        n = len(packet)
-        if self.size and self.written and self.written + n > self.size:
-            os.close(self.fd)
-            self.index += 1
-            if self.count and self.index >= self.count:
-                try:
-                    os.unlink(self._path(self.index - self.count))
-                except FileNotFoundError:
-                    pass
-            self._open()
-        view = memoryview(packet)
-        while view:
-            done = os.write(self.fd, view)
-            view = view[done:]
-        self.written += n
-
-    def sync(self) -> None:
-        if self.fd >= 0:
-            os.fsync(self.fd)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
 @dataclass
 class ChannelOut:
     name: str
@@ -160,35 +104,6 @@ class TraceOut:
     channels: dict[str, ChannelOut] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     clock_uuid: bytes = field(default_factory=lambda: __import__("uuid").uuid4().bytes)
-
-
-def _drain(buf: Any, out: StreamFile | None, force: bool = False) -> int:
-    """Write every complete packet of ``buf``; returns the number of packets.
-
-    ``force``: also take the packets a dead writer left uncommitted.
-    """
-    n = 0
-    while True:
-        packet = buf.get_subbuf(force=force)
-        if packet is None:
-            return n
-        try:
-            if out is not None:
-                out.write_packet(packet)
-        finally:
-            packet.release()
-            buf.put_subbuf()
-        n += 1
-
-
-FLUSH_GRACE = 0.2
-
-
-def _incomplete(buf: Any) -> bool:
-    if buf.overwrite:
-        return False
-    c = buf.counters()
-    return c["write_offset"] - c["consumed"] >= buf.subbuf_size
 
 
 class Consumer:
@@ -357,30 +272,13 @@ class Consumer:
         os.replace(tmp, os.path.join(directory, "metadata"))
 
     def _flush(self, t: TraceOut, final: bool = False) -> int:
-        """Close partial packets and write everything (applications have stopped writing).
-
-        A writer may still be between reserve and commit (another thread of an
-        application that is detaching): it gets FLUSH_GRACE to commit. After
-        that, what stays uncommitted belongs to a dead writer (a SIGKILLed
-        application) and is taken as it is (``force``), so nothing committed
-        around it is lost.
-        """
+        """Close partial packets and write everything (applications have stopped
+        writing; see ust.ctf.writer.final_drain), then sync the files."""
         if not t.drain:
             return 0
-        streams = [(buf, ch.files[cpu], ch) for ch in t.channels.values() for cpu, buf in enumerate(ch.buffers)]
-        n = 0
-        for buf, out, _ in streams:
-            buf.flush()
-            n += _drain(buf, out)
-        deadline = time.monotonic() + FLUSH_GRACE
-        while time.monotonic() < deadline and any(_incomplete(buf) for buf, _, _ in streams):
-            time.sleep(0.005)
-            for buf, out, _ in streams:
-                n += _drain(buf, out)
-        for buf, out, _ in streams:
-            buf.flush(final=True)  # an empty packet carrying the last lost-event count
-            n += _drain(buf, out)
-            n += _drain(buf, out, force=True)
+        streams = [(buf, ch.files[cpu]) for ch in t.channels.values() for cpu, buf in enumerate(ch.buffers)]
+        n = final_drain(streams)
+        for _, out in streams:
             out.sync()
         return n
 
@@ -411,7 +309,7 @@ class Consumer:
                 for ch in t.channels.values():
                     for cpu, buf in enumerate(ch.buffers):
                         try:
-                            n += _drain(buf, ch.files[cpu])
+                            n += drain(buf, ch.files[cpu])
                         except OSError as exc:
                             _log(f"writing {ch.name}_{cpu}: {exc}")
         return n
