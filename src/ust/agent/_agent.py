@@ -270,11 +270,7 @@ class Connection:
                     else:
                         self._command(msg, fds)
                 finally:
-                    for fd in fds:
-                        try:
-                            os.close(fd)
-                        except OSError:
-                            pass
+                    protocol.close_fds(fds)
 
     def _outgoing(self, item: tuple) -> None:
         if item[0] == "declare":

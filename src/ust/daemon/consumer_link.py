@@ -144,11 +144,7 @@ class ConsumerLink:
             self._close_sock()
             for entry in self.log.values():
                 for _, fds in entry["channels"]:
-                    for fd in fds:
-                        try:
-                            os.close(fd)
-                        except OSError:
-                            pass
+                    protocol.close_fds(fds)
             self.log.clear()
 
     # -- requests ------------------------------------------------------------------
@@ -163,8 +159,7 @@ class ConsumerLink:
             self.ready = False
             raise DaemonError(f"lost the consumer daemon during {msg.get('cmd')}: {exc}") from None
         if not reply.get("ok"):
-            for fd in rfds:
-                os.close(fd)
+            protocol.close_fds(rfds)
             raise DaemonError(f"consumer daemon: {reply.get('error', 'request failed')}")
         return reply, rfds
 

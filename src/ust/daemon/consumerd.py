@@ -155,11 +155,7 @@ class Consumer:
             _log(f"{cmd} failed:\n{traceback.format_exc()}")
             return protocol.error_reply(f"{type(exc).__name__}: {exc}"), []
         finally:
-            for fd in fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            protocol.close_fds(fds)
 
     def cmd_ping(self, fds) -> tuple[dict, list]:
         return {"pid": os.getpid()}, []

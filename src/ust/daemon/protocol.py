@@ -97,7 +97,8 @@ def send_msg(sock: socket.socket, msg: dict, fds: Iterable[int] = ()) -> None:
         sock.sendall(data)
 
 
-def _close_all(fds: list[int]) -> None:
+def close_fds(fds: Iterable[int]) -> None:
+    """Close received descriptors, ignoring any already closed."""
     for fd in fds:
         try:
             os.close(fd)
@@ -141,7 +142,7 @@ def recv_msg(sock: socket.socket) -> tuple[dict, list[int]]:
         body = _recv_exact(sock, length, fds, False) if length else b""
         return decode_body(body), fds
     except BaseException:
-        _close_all(fds)
+        close_fds(fds)
         raise
 
 

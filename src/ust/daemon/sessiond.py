@@ -457,8 +457,7 @@ class SessionDaemon:
                     # Framing is lost after a bad header: answer, then hang up.
                     self._reply_and_hang_up(conn, protocol.error_reply(f"bad message: {exc}"))
                     return
-                for fd in fds:  # clients never send descriptors
-                    os.close(fd)
+                protocol.close_fds(fds)  # clients never send descriptors
                 if msg.get("cmd") == "register":
                     self._app_connection(conn, pid, uid, msg)
                     return
@@ -569,11 +568,7 @@ class SessionDaemon:
             self.consumer.remove_traces([t.key for t in s.traces.values()])
         for t in s.traces.values():
             for ch in t.channels.values():
-                for fd in ch.fds:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+                protocol.close_fds(ch.fds)
         s.trace_paths = [t.path for t in s.traces.values()]
         s.traces.clear()
         self.sessions.pop(s.name, None)
@@ -789,8 +784,7 @@ class SessionDaemon:
             except ProtocolError as exc:
                 _log(f"app {pid}: {exc}; dropping it")
                 break
-            for fd in fds:
-                os.close(fd)
+            protocol.close_fds(fds)
             if "re" in m:
                 if isinstance(m["re"], int):
                     app.deliver(m["re"], m)
