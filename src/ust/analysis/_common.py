@@ -71,3 +71,20 @@ class Progress:
         if self.enabled and self.shown:
             self.stream.write(f"\r{self.what}: {n:,} events, done\n")
             self.stream.flush()
+
+
+def jsonable(v, *, clean_text: bool = False):
+    """A decoded field value as JSON can hold it: NaN/±inf as strings, bytes as
+    hex; with clean_text, undecodable bytes kept in a str (lone surrogates)
+    become U+FFFD, for consumers that reject surrogates."""
+    if isinstance(v, dict):
+        return {k: jsonable(x, clean_text=clean_text) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x, clean_text=clean_text) for x in v]
+    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+        return str(v)
+    if isinstance(v, (bytes, bytearray)):
+        return v.hex()
+    if clean_text and isinstance(v, str):
+        return v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return v

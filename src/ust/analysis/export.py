@@ -7,19 +7,11 @@ import os
 
 from ust.errors import UstError
 
-from ._common import Progress, thread_of
+from ._common import Progress, jsonable, thread_of
 
 
 def _jsonable(v):
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
-        return str(v)
-    if isinstance(v, str):
-        return v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return v
+    return jsonable(v, clean_text=True)
 
 
 def export_chrome(path, out, begin=None, end=None, progress=False) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ust.analysis._common import jsonable as _jsonable
+
 HELP = "print the events of one or more traces (babeltrace2's text format, or JSON lines)"
 
 
@@ -216,18 +218,6 @@ def _text_lines(records, fmt):
                 head += fmt.delta_text(prev, cyc if cycles else ns) + " "
         prev = cyc if cycles else ns
         yield head + rest + "\n"
-
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
-        return str(v)
-    if isinstance(v, (bytes, bytearray)):
-        return v.hex()
-    return v
 
 
 def _json_lines(records, filt):
