@@ -12,40 +12,12 @@ import sys
 import tempfile
 import time
 from itertools import repeat
-from pathlib import Path
 
 import ust
 from ust._ring import Buffer, Channel
 from ust.ctf.writer import StreamFile, drain
 
-
-def best_ns_per_call(fn, n: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        fn(n)
-        best = min(best, (time.perf_counter_ns() - t0) / n)
-    return best
-
-
-def empty(a, b):
-    pass
-
-
-S10 = "abcdefghij"
-
-
-def loop_empty(n):
-    f = empty
-    for _ in repeat(None, n):
-        f(1, S10)
-
-
-def make_loop(tp):
-    def loop(n):
-        for _ in repeat(None, n):
-            tp(1, S10)
-    return loop
+from _timing import S10, best_ns_per_call, empty, loop_of
 
 
 def loop_mark(n):
@@ -70,7 +42,7 @@ def drain_rate(quick: bool) -> tuple[float, float]:
     buf.flush()
     events = n - buf.counters()["lost_full"]
     with tempfile.TemporaryDirectory() as d:
-        f = StreamFile(Path(d) / "stream")
+        f = StreamFile(d, "stream")
         t0 = time.perf_counter()
         packets = drain(buf, f)
         dt = time.perf_counter() - t0
@@ -92,7 +64,7 @@ def writers_cost(nproc: int, n: int) -> float:
             if pid == 0:
                 try:
                     os.sched_setaffinity(0, {k % os.cpu_count()})
-                    loop = make_loop(tp)
+                    loop = loop_of(tp)
                     cost = best_ns_per_call(loop, n, 3)
                     os.write(w, f"{cost}\n".encode())
                 finally:
@@ -115,11 +87,11 @@ def main() -> int:
 
     tp_off = ust.tracepoint("bench:off", {"i": ust.int64, "s": ust.string})
     tp_on = ust.tracepoint("bench:on", {"i": ust.int64, "s": ust.string})
-    base = best_ns_per_call(loop_empty, n, reps)
-    off = best_ns_per_call(make_loop(tp_off), n, reps)
+    base = best_ns_per_call(loop_of(empty), n, reps)
+    off = best_ns_per_call(loop_of(tp_off), n, reps)
     with tempfile.TemporaryDirectory() as d, ust.Session(d, events=["bench:on", "bench:marker"],
                                                            subbuf_size=1 << 20, num_subbuf=16) as s:
-        on = best_ns_per_call(make_loop(tp_on), n, reps)
+        on = best_ns_per_call(loop_of(tp_on), n, reps)
         mk = best_ns_per_call(loop_mark, n, reps)
     lost = s.lost
     mbps, evps = drain_rate(args.quick)

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from itertools import repeat
 
 HOME = tempfile.mkdtemp(prefix="ust-bench-")
 os.environ["UST_HOME"] = HOME  # before `import ust`: the agent of this process uses this daemon
@@ -29,28 +28,7 @@ os.environ.pop("UST_AGENT", None)
 import ust  # noqa: E402
 from ust.control import Client, stop_sessiond  # noqa: E402
 
-S10 = "abcdefghij"
-
-
-def best_ns_per_call(fn, n: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        fn(n)
-        best = min(best, (time.perf_counter_ns() - t0) / n)
-    return best
-
-
-def empty(a, b):
-    pass
-
-
-def loop_of(f):
-    def loop(n):
-        for _ in repeat(None, n):
-            f(1, S10)
-
-    return loop
+from _timing import best_ns_per_call, empty, loop_of  # noqa: E402
 
 
 def wait_for(cond, timeout=30.0):
