@@ -137,7 +137,7 @@ class Session:
         self.channel = Channel(self.buffers, self.c_context, [ctx.py_callable(n) for n in self.py_context])
         self._tmp = tempfile.mkdtemp(prefix="ust-session-")
         self.ids = EventIdFile(Path(self._tmp) / "events")
-        self._metadata_events = -1
+        self._metadata_size = -1
         self._write_metadata()
         self._stop_event = threading.Event()
         self._consumer = threading.Thread(target=self._consume, name="ust-consumer", daemon=True)
@@ -241,10 +241,13 @@ class Session:
         final_drain(list(zip(self.buffers, self.files)))
 
     def _write_metadata(self, force: bool = False) -> None:
-        events = self.ids.events()
-        if not force and len(events) == self._metadata_events:
+        # The event-id file only grows: its size says whether an event was added
+        # (the drain thread asks at every wake-up; a stat is all that costs).
+        size = os.stat(self.ids.path).st_size
+        if not force and size == self._metadata_size:
             return
-        self._metadata_events = len(events)
+        self._metadata_size = size
+        events = self.ids.events()
         write_metadata(self.trace_dir / "metadata", md.metadata_text(self.trace, [self.stream_class], events))
 
     # -- results -----------------------------------------------------------
