@@ -1,19 +1,27 @@
 """LTTng's filter language: tokenizer, recursive-descent parser, closures.
 
-Grammar (lowest precedence first)::
+Grammar: C's binary operators with C's precedence, as LTTng's filter parser
+has them (lowest first; all left-associative)::
 
-    expr       := and_expr ( "||" and_expr )*
-    and_expr   := not_expr ( "&&" not_expr )*
-    not_expr   := "!" not_expr | comparison
-    comparison := operand ( ("==" | "!=" | "<" | "<=" | ">" | ">=") operand )?
-    operand    := "(" expr ")" | ["-" | "+"] (INTEGER | FLOAT) | STRING | reference
-    reference  := ["$ctx." | "$app."] NAME ( "." NAME | "[" INTEGER "]" )*
+    ||    &&    |    ^    &    == !=    < <= > >=    << >>
+
+    unary     := ("!" | "~" | "-" | "+") unary | primary
+    primary   := "(" expr ")" | INTEGER | FLOAT | STRING | reference
+    reference := ["$ctx." | "$app."] NAME ( "." NAME | "[" INTEGER "]" )*
+
+So ``size & 1 == 0`` is ``size & (1 == 0)``, as in C and LTTng: write
+``(size & 1) == 0``. The arithmetic operators ``+ - * / %`` are rejected
+between operands, as LTTng rejects them.
 
 Semantics follow LTTng: a comparison whose field is missing, or whose
 operands have incompatible types (a string against a number), is false. A
 bare reference is true when the value is a non-zero number. String literals
 are globs: an unescaped ``*`` matches any run of characters, ``\\*`` is a
-literal star; globs work with ``==`` and ``!=``.
+literal star; globs work with ``==`` and ``!=``. The bitwise operators take
+integers (a float, a string or a missing field makes the comparison that uses
+the result false) and compute on 64-bit two's complement like LTTng's
+interpreter: ``>>`` is a logical shift, a shift count outside 0..63 has no
+value.
 
 ``compile_filter(text)`` parses once and builds nested closures, so
 ``Filter.matches(fields, context)`` costs a few Python calls per event.
@@ -37,8 +45,8 @@ _NUM = (int, float)
 # Tokenizer
 # --------------------------------------------------------------------------
 
-_OPS2 = ("==", "!=", "<=", ">=", "&&", "||")
-_OPS1 = "<>!()[].-+"
+_OPS2 = ("==", "!=", "<=", ">=", "&&", "||", "<<", ">>")
+_OPS1 = "<>!()[].-+&|^~"
 
 
 class _Tok:
@@ -194,6 +202,15 @@ class _Not(_Node):
         self.operand = operand
 
 
+class _Unary(_Node):
+    """Unary minus, plus or bitwise not ("-", "+", "~") of a non-literal operand."""
+
+    def __init__(self, op, operand, pos):
+        self.op = op
+        self.operand = operand
+        self.pos = pos
+
+
 class _Bin(_Node):
     def __init__(self, op, left, right, pos):
         self.op = op
@@ -206,6 +223,16 @@ _CMP = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.l
         ">=": operator.ge}
 _SWAP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 _MAX_DEPTH = 100
+
+# C's binary operators, lowest precedence first (LTTng's filter grammar is C's)
+_LEVELS = (("||",), ("&&",), ("|",), ("^",), ("&",), ("==", "!="), ("<", "<=", ">", ">="), ("<<", ">>"))
+_PREC = {op: level for level, ops in enumerate(_LEVELS) for op in ops}
+_BITWISE = frozenset(("|", "^", "&", "<<", ">>"))
+
+
+def _wrap64(v: int) -> int:
+    """v as a signed 64-bit two's complement integer (LTTng's interpreter registers)."""
+    return ((v + (1 << 63)) & 0xFFFFFFFFFFFFFFFF) - (1 << 63)
 
 
 class _Parser:
@@ -241,52 +268,71 @@ class _Parser:
         t = self.peek()
         if t.kind != "end":
             raise self.error(f"unexpected {_desc(t)}", t)
+        if isinstance(node, _Glob):
+            raise FilterError("a string literal needs a comparison operator", self.text, node.pos)
         return node
 
     def expr(self):
         self.depth += 1
         if self.depth > _MAX_DEPTH:
             raise self.error("expression nested too deeply")
-        node = self.and_expr()
-        while self.is_op("||"):
-            t = self.next()
-            node = _Bin("||", node, self.and_expr(), t.pos)
+        node = self.binary(0)
         self.depth -= 1
         return node
 
-    def and_expr(self):
-        node = self.not_expr()
-        while self.is_op("&&"):
-            t = self.next()
-            node = _Bin("&&", node, self.not_expr(), t.pos)
-        return node
+    def binary(self, min_prec):
+        """Precedence climbing over C's binary operators (all left-associative)."""
+        left = self.unary()
+        while True:
+            t = self.peek()
+            prec = _PREC.get(t.value) if t.kind == "op" else None
+            if prec is None:
+                if t.kind == "op" and t.value in "+-":
+                    raise self.error(f"arithmetic operator {t.value!r} is not supported in filters (LTTng's "
+                                     "filters have none)", t)
+                return left
+            if prec < min_prec:
+                return left
+            self.next()
+            right = self.binary(prec + 1)
+            left = self.combine(t, left, right)
 
-    def not_expr(self):
-        if self.is_op("!"):
+    def combine(self, t, left, right):
+        op = t.value
+        if op in _CMP:
+            for side in (left, right):
+                if isinstance(side, _Glob) and side.is_glob and op not in ("==", "!="):
+                    raise FilterError("a glob pattern can only be compared with == or !=", self.text, side.pos)
+            return _Bin(op, left, right, t.pos)
+        for side in (left, right):
+            if isinstance(side, _Glob):
+                raise FilterError(f"a string cannot be an operand of {op!r}", self.text, side.pos)
+        return _Bin(op, left, right, t.pos)
+
+    def unary(self):
+        t = self.peek()
+        if t.kind == "op" and t.value in "!~-+":
             self.next()
             self.depth += 1
             if self.depth > _MAX_DEPTH:
                 raise self.error("expression nested too deeply")
-            node = _Not(self.not_expr())
+            operand = self.unary()
             self.depth -= 1
-            return node
-        return self.comparison()
-
-    def comparison(self):
-        left = self.operand()
-        t = self.peek()
-        if t.kind == "op" and t.value in _CMP:
-            self.next()
-            right = self.operand()
-            if isinstance(left, (_Lit, _Glob)) and isinstance(right, (_Lit, _Glob)):
-                pass  # constant comparison: allowed, folded at compile time
-            for side in (left, right):
-                if isinstance(side, _Glob) and side.is_glob and t.value not in ("==", "!="):
-                    raise FilterError("a glob pattern can only be compared with == or !=", self.text, side.pos)
-            return _Bin(t.value, left, right, t.pos)
-        if isinstance(left, _Glob):
-            raise self.error("a string literal needs a comparison operator", t)
-        return left
+            if isinstance(operand, _Glob):
+                raise FilterError(f"a string cannot be an operand of {t.value!r}", self.text, operand.pos)
+            if t.value == "!":
+                return _Not(operand)
+            if isinstance(operand, _Lit):  # fold constants: "-2" stays a literal (the fast paths need it)
+                v = operand.value
+                if t.value == "-":
+                    return _Lit(_wrap64(-v) if isinstance(v, int) else -v, t.pos)
+                if t.value == "+":
+                    return _Lit(v, t.pos)
+                if not isinstance(v, int):
+                    raise FilterError("'~' needs an integer", self.text, t.pos)
+                return _Lit(_wrap64(~v), t.pos)
+            return _Unary(t.value, operand, t.pos)
+        return self.operand()
 
     def operand(self):
         t = self.peek()
@@ -300,13 +346,6 @@ class _Parser:
         if t.kind in ("int", "float"):
             self.next()
             return _Lit(t.value, t.pos)
-        if t.kind == "op" and t.value in "-+":
-            self.next()
-            n = self.peek()
-            if n.kind not in ("int", "float"):
-                raise self.error(f"expected a number after {t.value!r}, got {_desc(n)}", n)
-            self.next()
-            return _Lit(-n.value if t.value == "-" else n.value, t.pos)
         if t.kind == "str":
             self.next()
             return _Glob(t.value, t.pos)
@@ -317,10 +356,7 @@ class _Parser:
                 raise self.error(f"expected a context name, got {_desc(name)}", name)
             path = [name.value]
             self.suffixes(path)
-            if t.kind == "ctx":
-                self.ctx.append(path[0])
-            else:
-                self.ctx.append(path[0])
+            self.ctx.append(path[0])
             return _Ref(t.kind, path, t.pos)
         if t.kind == "name":
             self.next()
@@ -424,8 +460,84 @@ def _value_of(node):
     if isinstance(node, _Glob):
         v = node.text
         return lambda f, c=_EMPTY: v
+    if isinstance(node, _Bin) and node.op in _BITWISE:
+        return _bitwise(node)
+    if isinstance(node, _Unary):
+        return _unary(node)
     pred = _compile(node)
     return lambda f, c=_EMPTY: 1 if pred(f, c) else 0
+
+
+def _integer(v):
+    """The integer an operand of a bitwise operator stands for, or None (a bool is 0 or 1, as in C)."""
+    cls = v.__class__
+    if cls is int:
+        return v
+    if cls is bool:
+        return int(v)
+    return None
+
+
+def _shift_left(a, b):
+    return _wrap64(a << b) if 0 <= b < 64 else _MISSING
+
+
+def _shift_right(a, b):
+    # LTTng's interpreter shifts the 64-bit pattern as unsigned (a logical shift)
+    return _wrap64((a & 0xFFFFFFFFFFFFFFFF) >> b) if 0 <= b < 64 else _MISSING
+
+
+_BIT_OPS = {
+    "&": lambda a, b: _wrap64(a & b),
+    "|": lambda a, b: _wrap64(a | b),
+    "^": lambda a, b: _wrap64(a ^ b),
+    "<<": _shift_left,
+    ">>": _shift_right,
+}
+
+
+def _bitwise(node: _Bin):
+    """A value closure for `a OP b` with a bitwise OP: an int, or _MISSING when an operand is not an integer."""
+    get_a = _value_of(node.left)
+    get_b = _value_of(node.right)
+    fn = _BIT_OPS[node.op]
+    if isinstance(node.right, _Lit) and isinstance(node.right.value, int) and node.op == "&":
+        mask = node.right.value  # `field & MASK`, the common case: one lookup, one check
+
+        def masked(f, c=_EMPTY):
+            a = _integer(get_a(f, c))
+            return _MISSING if a is None else _wrap64(a & mask)
+        return masked
+
+    def value(f, c=_EMPTY):
+        a = _integer(get_a(f, c))
+        b = _integer(get_b(f, c))
+        if a is None or b is None:
+            return _MISSING
+        return fn(a, b)
+    return value
+
+
+def _unary(node: _Unary):
+    get = _value_of(node.operand)
+    if node.op == "~":
+        def value(f, c=_EMPTY):
+            a = _integer(get(f, c))
+            return _MISSING if a is None else _wrap64(~a)
+        return value
+    negate = node.op == "-"
+
+    def value(f, c=_EMPTY):
+        v = get(f, c)
+        cls = v.__class__
+        if cls is bool:
+            v = int(v)
+        elif cls is not int and cls is not float:
+            return _MISSING
+        if not negate:
+            return v
+        return _wrap64(-v) if v.__class__ is int else -v
+    return value
 
 
 def _compare(node: _Bin):
@@ -544,6 +656,16 @@ def _compare_simple(ref, op, fn, lit):
     return m
 
 
+def _truth(get):
+    """A predicate true when a value closure gives a non-zero number."""
+    def truth(f, c=_EMPTY):
+        v = get(f, c)
+        if v.__class__ in (int, float, bool):
+            return v != 0
+        return False
+    return truth
+
+
 def _compile(node):
     if isinstance(node, _Bin):
         if node.op in ("&&", "||"):
@@ -576,19 +698,16 @@ def _compile(node):
                         return True
                 return False
             return any_of
+        if node.op in _BITWISE:
+            return _truth(_bitwise(node))
         return _compare(node)
+    if isinstance(node, _Unary):
+        return _truth(_unary(node))
     if isinstance(node, _Not):
         a = _compile(node.operand)
         return lambda f, c=_EMPTY: not a(f, c)
     if isinstance(node, _Ref):
-        get = _getter(node)
-
-        def truth(f, c=_EMPTY):
-            v = get(f, c)
-            if v.__class__ in (int, float, bool):
-                return v != 0
-            return False
-        return truth
+        return _truth(_getter(node))
     if isinstance(node, _Lit):
         v = bool(node.value)
         return lambda f, c=_EMPTY: v
@@ -627,3 +746,36 @@ def compile_filter(expr: str) -> Filter:
     except RecursionError:
         raise FilterError("expression nested too deeply", expr, 0) from None
     return Filter(expr, pred, p.fields, p.ctx)
+
+
+def event_predicate(flt: "Filter | None", decl):
+    """The callable the C fast path runs before recording an event: ``keep(*args) -> bool``.
+
+    One adapter for every host (the embedded Session and the agent). The
+    context values a filter names (``$ctx.vpid``, ``$ctx.thread_name``,
+    ``$app.contextvar:NAME``) are read per event from ust.instrument.context's
+    readers, the C ones from ring.c's caches; the others are missing (false).
+    """
+    if flt is None:
+        return None
+    names = [f.name for f in decl.fields]
+    matches = flt.matches
+    readers = []
+    if flt.context_fields:
+        from ust.instrument.context import reader
+
+        readers = [(n, r) for n in sorted(flt.context_fields) if (r := reader(n)) is not None]
+    if not readers:
+        def keep(*args) -> bool:
+            return matches(dict(zip(names, args)), _EMPTY)
+        return keep
+    if len(readers) == 1:
+        (ctx_name, read), = readers
+
+        def keep_one(*args) -> bool:
+            return matches(dict(zip(names, args)), {ctx_name: read()})
+        return keep_one
+
+    def keep_ctx(*args) -> bool:
+        return matches(dict(zip(names, args)), {n: r() for n, r in readers})
+    return keep_ctx

@@ -23,10 +23,11 @@ import time
 import uuid as uuid_mod
 from pathlib import Path
 
-from ust._ring import Buffer, Channel
+from ust._ring import Buffer
 from ust.ctf import metadata as md
 from ust.ctf.writer import (EventIdFile, StreamFile, drain, final_drain, stream_file_name, uid_trace_dir,
                             write_metadata)
+from ust.filter import compile_filter, event_predicate
 from ust.instrument import context as ctx
 from ust.instrument import loglevels
 from ust.instrument.registry import REGISTRY, TracepointHandle
@@ -87,13 +88,12 @@ class Session:
         self.filter_text = filter
         self._filter = None
         if filter:
-            from ust.filter import compile_filter  # raises FilterError with the position
-
-            self._filter = compile_filter(filter)
+            self._filter = compile_filter(filter)  # raises FilterError with the position
         self.overwrite = mode == "overwrite"
         self.subbuf_size = _check_pow2("subbuf_size", subbuf_size, 4096)
         self.num_subbuf = _check_pow2("num_subbuf", num_subbuf, 2)
         self.c_context, self.py_context = ctx.normalize(context)
+        ctx.check_available(self.c_context)
         self.channel_name = channel
         self.read_timer = read_timer
         self.switch_timer = switch_timer
@@ -134,7 +134,7 @@ class Session:
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         for b in self.buffers:
             b.set_wakeup_fd(self._wakeup)
-        self.channel = Channel(self.buffers, self.c_context, [ctx.py_callable(n) for n in self.py_context])
+        self.channel = ctx.make_channel(self.buffers, self.c_context + self.py_context)
         self._tmp = tempfile.mkdtemp(prefix="ust-session-")
         self.ids = EventIdFile(Path(self._tmp) / "events")
         self._metadata_size = -1
@@ -190,19 +190,8 @@ class Session:
         with self._lock:
             if self.stopped:
                 return
-            handle.tp.attach(self.channel, event_id, self._filter_for(handle))
+            handle.tp.attach(self.channel, event_id, event_predicate(self._filter, handle.decl))
             self._attached.append(handle)
-
-    def _filter_for(self, handle: TracepointHandle):
-        if self._filter is None:
-            return None
-        names = [f.name for f in handle.decl.fields]
-        filt = self._filter
-
-        def keep(*args) -> bool:
-            return filt.matches(dict(zip(names, args)), {})
-
-        return keep
 
     # -- draining ----------------------------------------------------------
 

@@ -39,6 +39,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/prctl.h>
+#include <linux/perf_event.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -93,16 +96,283 @@ static void refresh_process_facts(void)
     prctl(PR_GET_NAME, cached_procname, 0, 0, 0);
 }
 
-static void after_fork_in_child(void)
-{
-    refresh_process_facts();
-    atomic_fetch_add(&fork_generation, 1);
-}
-
 INLINE uint32_t current_cpu(void)
 {
     int cpu = sched_getcpu();
     return cpu < 0 ? 0 : (uint32_t)cpu;
+}
+
+/* ======================================================================
+ * Context values written by C (one kind per LTTng context name)
+ *
+ * Cheap ones are read where they are written (pthread_self, getppid) or
+ * come from the caches above (vpid, vtid, procname). Credentials, namespace
+ * inodes and the pid seen from the initial pid namespace are cached per
+ * process: read at the first event after `facts_epoch` moved. A fork moves
+ * it (after_fork_in_child), and so does _ring.process_changed(), which
+ * Python calls after os.setuid & co., os.unshare and os.setns (see
+ * ust.instrument.context). perf counters are opened per thread, lazily, and
+ * read with read(2).
+ * ====================================================================== */
+
+enum ctx_kind {
+    K_VPID, K_PID, K_VTID, K_TID, K_VPPID, K_PPID, K_PTHREAD_ID, K_PROCNAME, K_CPU_ID,
+    K_VUID, K_VEUID, K_VSUID, K_VGID, K_VEGID, K_VSGID,
+    K_CGROUP_NS, K_IPC_NS, K_MNT_NS, K_NET_NS, K_PID_NS, K_TIME_NS, K_USER_NS, K_UTS_NS,
+    K_PERF, /* a perf counter: the channel entry names its slot */
+    N_KINDS
+};
+
+/* name and size in the event context; the order is the order in the trace */
+static const struct {
+    const char *name;
+    uint8_t size;
+} ctx_kinds[N_KINDS] = {
+    [K_VPID] = {"vpid", 4}, [K_PID] = {"pid", 4}, [K_VTID] = {"vtid", 4}, [K_TID] = {"tid", 4},
+    [K_VPPID] = {"vppid", 4}, [K_PPID] = {"ppid", 4}, [K_PTHREAD_ID] = {"pthread_id", 8},
+    [K_PROCNAME] = {"procname", 17}, [K_CPU_ID] = {"cpu_id", 4},
+    [K_VUID] = {"vuid", 4}, [K_VEUID] = {"veuid", 4}, [K_VSUID] = {"vsuid", 4},
+    [K_VGID] = {"vgid", 4}, [K_VEGID] = {"vegid", 4}, [K_VSGID] = {"vsgid", 4},
+    [K_CGROUP_NS] = {"cgroup_ns", 8}, [K_IPC_NS] = {"ipc_ns", 8}, [K_MNT_NS] = {"mnt_ns", 8},
+    [K_NET_NS] = {"net_ns", 8}, [K_PID_NS] = {"pid_ns", 8}, [K_TIME_NS] = {"time_ns", 8},
+    [K_USER_NS] = {"user_ns", 8}, [K_UTS_NS] = {"uts_ns", 8}, [K_PERF] = {"perf", 8},
+};
+
+#define N_NS (K_UTS_NS - K_CGROUP_NS + 1)
+static const char *const ns_files[N_NS] = {"cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"};
+
+static _Atomic uint64_t facts_epoch = 1; /* moved by fork and process_changed() */
+static _Atomic uint64_t ids_epoch;       /* the epoch the values below were read at (0: never) */
+static pthread_mutex_t ids_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic uint32_t cached_ids[K_VSGID - K_VUID + 1]; /* vuid veuid vsuid vgid vegid vsgid */
+static _Atomic uint64_t cached_ns[N_NS];
+static _Atomic int32_t cached_outer_pid; /* the pid in the initial pid namespace (NSpid's first) */
+static _Thread_local uint64_t tls_outer_tid_generation;
+static _Thread_local int32_t tls_outer_tid;
+
+/* The first number of the "NSpid:" line of a /proc status file (the id in the
+ * outermost pid namespace this process can see), or `fallback`. */
+static int32_t read_outer_id(const char *path, int32_t fallback)
+{
+    char buf[2048];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fallback;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return fallback;
+    buf[n] = 0;
+    const char *line = strstr(buf, "\nNSpid:");
+    if (!line)
+        return fallback;
+    long v = strtol(line + 7, NULL, 10);
+    return v > 0 ? (int32_t)v : fallback;
+}
+
+/* Re-read credentials, namespace inodes and the outer pid. Serialized so that
+ * the values published with an epoch were all read after that epoch began.
+ * A namespace link that cannot be read (after setuid the process is not
+ * dumpable and /proc/self/ns is closed to it) keeps the value read before:
+ * credentials do not change namespaces. */
+NOINLINE void refresh_ids(void)
+{
+    pthread_mutex_lock(&ids_lock);
+    uint64_t epoch = LOAD_ACQUIRE(&facts_epoch);
+    if (LOAD_RELAXED(&ids_epoch) != epoch) {
+        uid_t u[3];
+        gid_t g[3];
+        if (getresuid(&u[0], &u[1], &u[2]) == 0)
+            for (int i = 0; i < 3; i++)
+                STORE_RELAXED(&cached_ids[i], (uint32_t)u[i]);
+        if (getresgid(&g[0], &g[1], &g[2]) == 0)
+            for (int i = 0; i < 3; i++)
+                STORE_RELAXED(&cached_ids[3 + i], (uint32_t)g[i]);
+        for (int i = 0; i < N_NS; i++) {
+            char path[40];
+            struct stat st;
+            snprintf(path, sizeof path, "/proc/self/ns/%s", ns_files[i]);
+            if (stat(path, &st) == 0)
+                STORE_RELAXED(&cached_ns[i], (uint64_t)st.st_ino);
+        }
+        STORE_RELAXED(&cached_outer_pid, read_outer_id("/proc/self/status", (int32_t)getpid()));
+        /* release: a thread that sees this epoch sees the values above */
+        STORE_RELEASE(&ids_epoch, epoch);
+    }
+    pthread_mutex_unlock(&ids_lock);
+}
+
+INLINE void ensure_ids(void)
+{
+    if (UNLIKELY(LOAD_ACQUIRE(&ids_epoch) != LOAD_RELAXED(&facts_epoch)))
+        refresh_ids();
+}
+
+/* The calling thread's tid in the initial pid namespace: vtid when the process
+ * lives there (pid == vpid), else read once per thread from procfs. */
+static int32_t current_outer_tid(void)
+{
+    int32_t vtid = current_tid();
+    if (LOAD_RELAXED(&cached_outer_pid) == LOAD_RELAXED(&cached_pid))
+        return vtid;
+    uint64_t gen = LOAD_RELAXED(&fork_generation);
+    if (tls_outer_tid_generation != gen) {
+        tls_outer_tid = read_outer_id("/proc/thread-self/status", vtid);
+        tls_outer_tid_generation = gen;
+    }
+    return tls_outer_tid;
+}
+
+/* -- perf counters ------------------------------------------------------ */
+
+#define MAX_PERF 32
+struct perf_counter_conf {
+    uint32_t type;
+    uint64_t config;
+};
+static struct perf_counter_conf perf_confs[MAX_PERF]; /* slots, appended under the GIL, never removed */
+static int n_perf_confs;
+
+/* One thread's counter descriptors: -1 not opened yet, -2 failed to open. */
+struct thread_perf {
+    uint64_t generation;
+    int fd[MAX_PERF];
+};
+static _Thread_local struct thread_perf *tls_perf;
+static pthread_key_t perf_key; /* its destructor closes a thread's counters when the thread ends */
+static pthread_once_t perf_key_once = PTHREAD_ONCE_INIT;
+
+static void close_thread_perf(void *p)
+{
+    struct thread_perf *tp = p;
+    for (int i = 0; i < MAX_PERF; i++)
+        if (tp->fd[i] >= 0)
+            close(tp->fd[i]);
+    free(tp);
+}
+
+static void make_perf_key(void) { pthread_key_create(&perf_key, close_thread_perf); }
+
+/* Open a counter of the calling thread (any CPU). exclude_kernel is tried
+ * second: with perf_event_paranoid >= 2 an unprivileged user may count only
+ * user-space events. Returns the fd or -errno. */
+static int perf_open(uint32_t type, uint64_t config)
+{
+    struct perf_event_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.size = sizeof attr;
+    attr.type = type;
+    attr.config = config;
+    int fd = (int)syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0 && (errno == EACCES || errno == EPERM)) {
+        attr.exclude_kernel = 1;
+        attr.exclude_hv = 1;
+        fd = (int)syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC);
+    }
+    return fd < 0 ? -errno : fd;
+}
+
+/* In a forked child, the forking thread's descriptors are copies measuring
+ * the parent's thread: close them before the application can reuse the
+ * numbers (called from the atfork child handler). */
+static void forget_thread_perf_after_fork(void)
+{
+    struct thread_perf *tp = tls_perf;
+    if (!tp)
+        return;
+    for (int i = 0; i < MAX_PERF; i++) {
+        if (tp->fd[i] >= 0)
+            close(tp->fd[i]);
+        tp->fd[i] = -1;
+    }
+}
+
+NOINLINE int open_thread_counter(int slot)
+{
+    struct thread_perf *tp = tls_perf;
+    if (!tp) {
+        pthread_once(&perf_key_once, make_perf_key);
+        tp = malloc(sizeof *tp);
+        if (!tp)
+            return -2;
+        for (int i = 0; i < MAX_PERF; i++)
+            tp->fd[i] = -1;
+        tls_perf = tp;
+        pthread_setspecific(perf_key, tp);
+    }
+    int fd = perf_open(perf_confs[slot].type, perf_confs[slot].config);
+    tp->fd[slot] = fd < 0 ? -2 : fd;
+    return tp->fd[slot];
+}
+
+/* The calling thread's count for a counter slot (0 when it cannot be read). */
+INLINE uint64_t read_thread_counter(int slot)
+{
+    struct thread_perf *tp = tls_perf;
+    int fd = tp ? tp->fd[slot] : -1;
+    if (UNLIKELY(fd == -1))
+        fd = open_thread_counter(slot);
+    uint64_t v = 0;
+    if (fd < 0 || read(fd, &v, sizeof v) != (ssize_t)sizeof v)
+        v = 0;
+    return v;
+}
+
+/* The slot of a counter, registered on first use (under the GIL). */
+static int perf_slot(uint32_t type, uint64_t config)
+{
+    for (int i = 0; i < n_perf_confs; i++)
+        if (perf_confs[i].type == type && perf_confs[i].config == config)
+            return i;
+    if (n_perf_confs == MAX_PERF)
+        return -1;
+    perf_confs[n_perf_confs] = (struct perf_counter_conf){type, config};
+    return n_perf_confs++;
+}
+
+static void after_fork_in_child(void)
+{
+    refresh_process_facts();
+    atomic_fetch_add(&fork_generation, 1);
+    /* another thread of the parent may have held the lock: the child has one thread */
+    pthread_mutex_init(&ids_lock, NULL);
+    atomic_fetch_add(&facts_epoch, 1);
+    forget_thread_perf_after_fork();
+}
+
+/* Write one context value at p (ctx_kinds[kind].size bytes). */
+INLINE char *write_one_context(char *p, uint8_t kind, uint8_t slot, uint32_t cpu)
+{
+    int32_t i32;
+    uint32_t u32;
+    uint64_t u64;
+    switch (kind) {
+    case K_VPID: i32 = LOAD_RELAXED(&cached_pid); goto put_i32;
+    case K_PID: i32 = LOAD_RELAXED(&cached_outer_pid); goto put_i32;
+    case K_VTID: i32 = current_tid(); goto put_i32;
+    case K_TID: i32 = current_outer_tid(); goto put_i32;
+    case K_VPPID:
+    case K_PPID: i32 = (int32_t)getppid(); goto put_i32; /* changes when the parent dies: read each time */
+    case K_PTHREAD_ID: u64 = (uint64_t)pthread_self(); goto put_u64;
+    case K_PROCNAME: memcpy(p, cached_procname, 17); return p + 17;
+    case K_CPU_ID: u32 = cpu; goto put_u32;
+    case K_VUID: case K_VEUID: case K_VSUID: case K_VGID: case K_VEGID: case K_VSGID:
+        u32 = LOAD_RELAXED(&cached_ids[kind - K_VUID]);
+        goto put_u32;
+    case K_PERF: u64 = read_thread_counter(slot); goto put_u64;
+    default: /* the namespaces */
+        u64 = LOAD_RELAXED(&cached_ns[kind - K_CGROUP_NS]);
+        goto put_u64;
+    }
+put_i32:
+    memcpy(p, &i32, 4);
+    return p + 4;
+put_u32:
+    memcpy(p, &u32, 4);
+    return p + 4;
+put_u64:
+    memcpy(p, &u64, 8);
+    return p + 8;
 }
 
 /* ======================================================================
@@ -904,19 +1174,74 @@ static PyTypeObject Buffer_Type = {
  * Channel: the writer side of one channel (a Buffer per CPU + contexts)
  * ====================================================================== */
 
-enum { CTX_VPID = 1, CTX_VTID = 2, CTX_PROCNAME = 4, CTX_CPU_ID = 8 };
+#define MAX_C_CONTEXTS 64
 
 typedef struct {
     PyObject_HEAD
     PyObject *buffers; /* tuple of Buffer */
     BufferObject **bufs;
     Py_ssize_t nbufs;
-    unsigned ctx_mask;
+    int n_ctx;                            /* C context values, in trace order: */
+    uint8_t ctx_kind[MAX_C_CONTEXTS];     /*   enum ctx_kind */
+    uint8_t ctx_perf_slot[MAX_C_CONTEXTS]; /*   for K_PERF: the counter's slot */
+    int ctx_needs_ids;                    /* a credential, namespace or outer-pid kind is among them */
     uint32_t ctx_fixed_size;
     PyObject *py_contexts; /* tuple of callables returning str, appended as strings */
 } ChannelObject;
 
 static PyTypeObject Channel_Type;
+
+/* The C context list of a channel: each item is a kind name ("vpid", ...) or,
+ * for a perf counter, a (type, config) pair of perf_event_attr. The values
+ * are written in this order (the metadata declares the same order). */
+static int parse_c_contexts(PyObject *context, uint8_t *kinds, uint8_t *slots, int *nkinds, int *needs_ids,
+                            uint32_t *fixed)
+{
+    PyObject *it = PyObject_GetIter(context), *item;
+    if (!it)
+        return -1;
+    while ((item = PyIter_Next(it))) {
+        int kind = -1, slot = 0;
+        if (PyUnicode_Check(item)) {
+            const char *s = PyUnicode_AsUTF8(item);
+            for (int k = 0; s && k < K_PERF; k++)
+                if (!strcmp(s, ctx_kinds[k].name))
+                    kind = k;
+        } else if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2) {
+            unsigned int type;
+            unsigned long long config;
+            if (PyArg_ParseTuple(item, "IK", &type, &config)) {
+                slot = perf_slot(type, config);
+                if (slot < 0) {
+                    PyErr_Format(PyExc_ValueError, "at most %d different perf counters", MAX_PERF);
+                    Py_DECREF(item);
+                    Py_DECREF(it);
+                    return -1;
+                }
+                kind = K_PERF;
+            }
+            PyErr_Clear();
+        }
+        if (kind < 0 || *nkinds == MAX_C_CONTEXTS) {
+            if (kind < 0)
+                PyErr_Format(PyExc_ValueError, "unknown C context field %R", item);
+            else
+                PyErr_Format(PyExc_ValueError, "at most %d context fields", MAX_C_CONTEXTS);
+            Py_DECREF(item);
+            Py_DECREF(it);
+            return -1;
+        }
+        Py_DECREF(item);
+        kinds[*nkinds] = (uint8_t)kind;
+        slots[*nkinds] = (uint8_t)slot;
+        (*nkinds)++;
+        *fixed += ctx_kinds[kind].size;
+        if (kind == K_PID || kind == K_TID || (kind >= K_VUID && kind <= K_UTS_NS))
+            *needs_ids = 1;
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
 
 static int Channel_init(ChannelObject *self, PyObject *args, PyObject *kw)
 {
@@ -939,41 +1264,13 @@ static int Channel_init(ChannelObject *self, PyObject *args, PyObject *kw)
             PyErr_SetString(PyExc_TypeError, "buffers must be ust._ring.Buffer objects");
             return -1;
         }
-    unsigned mask = 0;
+    uint8_t kinds[MAX_C_CONTEXTS], slots[MAX_C_CONTEXTS];
+    int nkinds = 0, needs_ids = 0;
     uint32_t fixed = 0;
-    if (context) {
-        PyObject *it = PyObject_GetIter(context), *item;
-        if (!it) {
-            Py_DECREF(tup);
-            return -1;
-        }
-        /* Order matters: the metadata lists contexts in this same order
-         * (vpid, vtid, procname, cpu_id), then the Python ones. */
-        while ((item = PyIter_Next(it))) {
-            const char *s = PyUnicode_Check(item) ? PyUnicode_AsUTF8(item) : NULL;
-            if (s && !strcmp(s, "vpid")) mask |= CTX_VPID;
-            else if (s && !strcmp(s, "vtid")) mask |= CTX_VTID;
-            else if (s && !strcmp(s, "procname")) mask |= CTX_PROCNAME;
-            else if (s && !strcmp(s, "cpu_id")) mask |= CTX_CPU_ID;
-            else {
-                PyErr_Format(PyExc_ValueError, "unknown C context field %R", item);
-                Py_DECREF(item);
-                Py_DECREF(it);
-                Py_DECREF(tup);
-                return -1;
-            }
-            Py_DECREF(item);
-        }
-        Py_DECREF(it);
-        if (PyErr_Occurred()) {
-            Py_DECREF(tup);
-            return -1;
-        }
+    if (context && parse_c_contexts(context, kinds, slots, &nkinds, &needs_ids, &fixed) < 0) {
+        Py_DECREF(tup);
+        return -1;
     }
-    if (mask & CTX_VPID) fixed += 4;
-    if (mask & CTX_VTID) fixed += 4;
-    if (mask & CTX_PROCNAME) fixed += 17;
-    if (mask & CTX_CPU_ID) fixed += 4;
     PyObject *pyc = py_context ? PySequence_Tuple(py_context) : PyTuple_New(0);
     if (!pyc) {
         Py_DECREF(tup);
@@ -993,7 +1290,10 @@ static int Channel_init(ChannelObject *self, PyObject *args, PyObject *kw)
     PyMem_Free(self->bufs);
     self->bufs = bufs;
     self->nbufs = n;
-    self->ctx_mask = mask;
+    memcpy(self->ctx_kind, kinds, (size_t)nkinds);
+    memcpy(self->ctx_perf_slot, slots, (size_t)nkinds);
+    self->n_ctx = nkinds;
+    self->ctx_needs_ids = needs_ids;
     self->ctx_fixed_size = fixed;
     return 0;
 }
@@ -1352,25 +1652,10 @@ static int64_t python_context_values(ChannelObject *ch, PyObject **strs)
 
 INLINE char *write_context(ChannelObject *ch, char *p, uint32_t cpu, PyObject **strs)
 {
-    unsigned m = ch->ctx_mask;
-    if (m & CTX_VPID) {
-        int32_t pid = LOAD_RELAXED(&cached_pid);
-        memcpy(p, &pid, 4);
-        p += 4;
-    }
-    if (m & CTX_VTID) {
-        int32_t tid = current_tid();
-        memcpy(p, &tid, 4);
-        p += 4;
-    }
-    if (m & CTX_PROCNAME) {
-        memcpy(p, cached_procname, 17);
-        p += 17;
-    }
-    if (m & CTX_CPU_ID) {
-        memcpy(p, &cpu, 4);
-        p += 4;
-    }
+    if (ch->ctx_needs_ids)
+        ensure_ids();
+    for (int i = 0; i < ch->n_ctx; i++)
+        p = write_one_context(p, ch->ctx_kind[i], ch->ctx_perf_slot[i], cpu);
     Py_ssize_t n = PyTuple_GET_SIZE(ch->py_contexts);
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t len;
@@ -1722,17 +2007,98 @@ static PyObject *mod_refresh(PyObject *m, PyObject *unused)
 {
     refresh_process_facts();
     atomic_fetch_add(&fork_generation, 1);
+    atomic_fetch_add(&facts_epoch, 1);
+    Py_RETURN_NONE;
+}
+
+/* context_value(kind_name): the calling thread's value of a C context, read
+ * from the same caches the fast path writes from (filters use it). */
+static PyObject *mod_context_value(PyObject *m, PyObject *name)
+{
+    const char *s = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    int kind = -1;
+    for (int k = 0; s && k < K_PERF; k++)
+        if (!strcmp(s, ctx_kinds[k].name))
+            kind = k;
+    if (kind < 0) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "unknown C context %R", name);
+        return NULL;
+    }
+    char buf[17];
+    ensure_ids();
+    write_one_context(buf, (uint8_t)kind, 0, current_cpu());
+    if (kind == K_PROCNAME)
+        return PyUnicode_DecodeUTF8(buf, (Py_ssize_t)strnlen(buf, 17), "replace");
+    if (ctx_kinds[kind].size == 8) {
+        uint64_t v;
+        memcpy(&v, buf, 8);
+        return PyLong_FromUnsignedLongLong(v);
+    }
+    if (kind >= K_VUID || kind == K_CPU_ID) {
+        uint32_t v;
+        memcpy(&v, buf, 4);
+        return PyLong_FromUnsignedLong(v);
+    }
+    int32_t v;
+    memcpy(&v, buf, 4);
+    return PyLong_FromLong(v);
+}
+
+static PyObject *mod_process_changed(PyObject *m, PyObject *unused)
+{
+    atomic_fetch_add(&facts_epoch, 1);
+    Py_RETURN_NONE;
+}
+
+/* perf_check(type, config): open and close a counter of the calling thread;
+ * raises OSError when this machine cannot count it. */
+static PyObject *mod_perf_check(PyObject *m, PyObject *args)
+{
+    unsigned int type;
+    unsigned long long config;
+    if (!PyArg_ParseTuple(args, "IK", &type, &config))
+        return NULL;
+    int fd = perf_open(type, config);
+    if (fd < 0) {
+        errno = -fd;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    close(fd);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef module_methods[] = {
     {"clock_now", mod_clock_now, METH_NOARGS, "CLOCK_MONOTONIC in ns, the trace clock"},
+    {"context_value", mod_context_value, METH_O, "context_value(name): this thread's value of a C context"},
+    {"process_changed", mod_process_changed, METH_NOARGS,
+     "credentials or namespaces changed: re-read them at the next event"},
+    {"perf_check", mod_perf_check, METH_VARARGS, "perf_check(type, config): raise OSError if it cannot count"},
     {"refresh_process_facts", mod_refresh, METH_NOARGS, "re-read pid and process name (after a rename)"},
     {NULL},
 };
 
 static struct PyModuleDef ring_module = {PyModuleDef_HEAD_INIT, "ust._ring._ring",
                                          "The ring buffer and the tracepoint call.", -1, module_methods};
+
+/* CONTEXT_KINDS: the C context names, in the order they are written */
+static int add_context_kinds(PyObject *m)
+{
+    PyObject *t = PyTuple_New(K_PERF);
+    if (!t)
+        return -1;
+    for (int k = 0; k < K_PERF; k++) {
+        PyObject *s = PyUnicode_FromString(ctx_kinds[k].name);
+        if (!s) {
+            Py_DECREF(t);
+            return -1;
+        }
+        PyTuple_SET_ITEM(t, k, s);
+    }
+    int r = PyModule_AddObjectRef(m, "CONTEXT_KINDS", t);
+    Py_DECREF(t);
+    return r;
+}
 
 PyMODINIT_FUNC PyInit__ring(void)
 {
@@ -1753,7 +2119,8 @@ PyMODINIT_FUNC PyInit__ring(void)
     if (PyModule_AddObjectRef(m, "Buffer", (PyObject *)&Buffer_Type) < 0 ||
         PyModule_AddObjectRef(m, "Channel", (PyObject *)&Channel_Type) < 0 ||
         PyModule_AddObjectRef(m, "Tracepoint", (PyObject *)&Tracepoint_Type) < 0 ||
-        PyModule_AddIntConstant(m, "PACKET_HEADER_SIZE", (long)UST_PACKET_HEADER_SIZE) < 0) {
+        PyModule_AddIntConstant(m, "PACKET_HEADER_SIZE", (long)UST_PACKET_HEADER_SIZE) < 0 ||
+        add_context_kinds(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

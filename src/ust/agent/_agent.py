@@ -44,43 +44,6 @@ def _registry():
     return REGISTRY
 
 
-def _procname() -> str:
-    try:
-        with open("/proc/self/comm") as f:
-            return f.read().strip() or "python"
-    except OSError:
-        return os.path.basename(sys.executable) or "python"
-
-
-def _context_now() -> dict:
-    t = threading.current_thread()
-    return {"vpid": os.getpid(), "vtid": threading.get_native_id(), "procname": _procname(),
-            "thread_name": t.name, "cpu_id": _cpu()}
-
-
-def _cpu() -> int:
-    try:
-        return os.sched_getcpu() if hasattr(os, "sched_getcpu") else 0
-    except OSError:
-        return 0
-
-
-def _predicate(flt: object, decl: object):
-    """The callable the C fast path runs before writing: f(*args) -> bool."""
-    names = [f.name for f in decl.fields]
-    matches = flt.matches
-    if getattr(flt, "context_fields", None):
-        def keep_ctx(*args: object) -> bool:
-            return matches(dict(zip(names, args)), _context_now())
-
-        return keep_ctx
-
-    def keep(*args: object) -> bool:
-        return matches(dict(zip(names, args)), None)
-
-    return keep
-
-
 def _handle_key(handle: object) -> str:
     return protocol.decl_key(protocol.decl_to_json(handle.decl))
 
@@ -324,7 +287,7 @@ class Connection:
         key = msg["key"]
         if key in self.channels:
             return
-        from ust._ring import Buffer, Channel
+        from ust._ring import Buffer
         from ust.instrument import context as ctx
 
         nbuf = int(msg.get("ncpu", len(fds)))
@@ -337,8 +300,7 @@ class Connection:
                 os.set_inheritable(self.wakeup_fd, False)
             for b in buffers:
                 b.set_wakeup_fd(self.wakeup_fd)
-        c_ctx, py_ctx = ctx.normalize(msg.get("context", ()))
-        channel = Channel(buffers, c_ctx, [ctx.py_callable(n) for n in py_ctx])
+        channel = ctx.make_channel(buffers, msg.get("context", ()))
         self.channels[key] = (channel, msg["session"], bool(msg.get("shared")), buffers)
 
     def _filter(self, expr: str | None) -> object:
@@ -349,7 +311,9 @@ class Connection:
         return compile_filter(expr)
 
     def _attach_one(self, h: object, channel: object, eid: int, flt: object) -> None:
-        h.tp.attach(channel, eid, None if flt is None else _predicate(flt, h.decl))
+        from ust.filter import event_predicate
+
+        h.tp.attach(channel, eid, event_predicate(flt, h.decl))
 
     def _cmd_attach(self, msg: dict, fds: list[int]) -> None:
         key, dk, eid = msg["key"], msg["decl_key"], msg["event_id"]

@@ -74,12 +74,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The options whose value is a filter expression, per subcommand. A filter may
+# start with '-' ("-x > 1", "-1 == v"); argparse would take such a value for an
+# option and fail, where lttng (popt) takes the next argument whatever it is.
+FILTER_OPTIONS = {"run": ("-f", "--filter"), "enable-event": ("-f", "--filter"), "view": ("--filter",)}
+
+
+def glue_filter_values(argv: list[str]) -> list[str]:
+    """Rewrite `--filter VALUE` as `--filter=VALUE` (`-f VALUE` as `-fVALUE`) when VALUE starts with '-'."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    options = FILTER_OPTIONS.get(command, ())
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return out + argv[i:]
+        if a in options and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] != "--":
+            out.append(f"{a}={argv[i + 1]}" if a.startswith("--") else a + argv[i + 1])
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None, out=None) -> int:
     from ust.errors import UstError
 
     out = out or sys.stdout
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(glue_filter_values(sys.argv[1:] if argv is None else list(argv)))
     if getattr(args, "_run", None) is None:
         parser.print_help(out)
         return 1

@@ -97,9 +97,7 @@ def context_decl(name: str) -> list[str]:
     fname = ctx.field_name(name)
     if name == "procname":
         return [f"{_int_decl(8, True, 10, 'UTF8')} _procname[17];"]
-    if name in ctx.C_TYPES:
-        return field_decl(fname, ctx.C_TYPES[name])
-    return [f"string {{ encoding = UTF8; }} _{fname};"]
+    return field_decl(fname, ctx.field_type(name))
 
 
 def _struct(lines: list[str], indent: str) -> str:
