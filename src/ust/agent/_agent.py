@@ -44,6 +44,14 @@ def _registry():
     return REGISTRY
 
 
+def _procname() -> str:
+    try:
+        with open("/proc/self/comm") as f:
+            return f.read().strip() or "python"
+    except OSError:
+        return os.path.basename(sys.executable) or "python"
+
+
 def _handle_key(handle: object) -> str:
     return protocol.decl_key(protocol.decl_to_json(handle.decl))
 

@@ -306,23 +306,30 @@ def run_disable_channel(args: argparse.Namespace, out) -> int:
     return 0
 
 
-CONTEXT_TYPES = ("vpid", "vtid", "procname", "cpu_id", "thread_name", "asyncio_task")
-
-
 def add_add_context(p: argparse.ArgumentParser) -> None:
     _session_arg(p)
     _domain_args(p)
     p.add_argument("-c", "--channel", metavar="NAME", help="channel (default: every channel)")
-    p.add_argument("-t", "--type", action="append", required=True, metavar="TYPE", dest="types",
-                   help=f"context field: {', '.join(CONTEXT_TYPES)}")
+    p.add_argument("-t", "--type", action="append", metavar="TYPE", dest="types",
+                   help="context field: vpid, vtid, procname, perf:thread:page-fault, contextvar:NAME... "
+                        "(--list shows them all)")
+    p.add_argument("-l", "--list", action="store_true", help="list the available context types and exit")
 
 
 def run_add_context(args: argparse.Namespace, out) -> int:
+    from ust.instrument import context as ctx
+
+    if args.list:
+        for name, about in ctx.describe():
+            print(f"{name:<36} {about}", file=out)
+        return 0
+    if not args.types:
+        raise SessionError("give a context type with -t TYPE (`ust add-context --list` lists them)")
     session = _current(args)
     types = _split(args.types)
     for t in types:
-        if t not in CONTEXT_TYPES:
-            raise SessionError(f"unknown context type {t!r}: expected one of {', '.join(CONTEXT_TYPES)}")
+        if not ctx.is_known(t):
+            raise SessionError(f"unknown context type {t!r} (`ust add-context --list` lists them)")
     with _client() as c:
         chans = c.add_context(session, types, channel=args.channel)
     print(f"Context {', '.join(types)} added to channel{'s' if len(chans) != 1 else ''} {', '.join(chans)}",

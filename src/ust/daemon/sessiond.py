@@ -53,7 +53,15 @@ from ust.errors import ProtocolError, SessionError, UstError
 
 MAX_CONNECTIONS = 512
 APP_ACK_TIMEOUT = 3.0
-CONTEXTS = ("vpid", "vtid", "procname", "cpu_id", "thread_name", "asyncio_task")
+
+
+def check_context(value: object) -> str | None:
+    from ust.instrument import context as ctx
+
+    if ctx.is_known(value):
+        return None
+    return f"unknown context {str(value)[:300]!r} (see `ust add-context --list`)"
+
 DEFAULT_CHANNEL = "channel0"
 
 
@@ -275,7 +283,7 @@ SCHEMAS: dict[str, dict] = {
         "loglevel_only?": bool,
     },
     "disable_event": {"session": is_name, "patterns": list_of(string(512), 256), "channel?": optional(is_name)},
-    "add_context": {"session": is_name, "types": list_of(one_of(*CONTEXTS), 32), "channel?": optional(is_name)},
+    "add_context": {"session": is_name, "types": list_of(check_context, 64), "channel?": optional(is_name)},
     "start": {"session": is_name},
     "stop": {"session": is_name},
     "snapshot_record": {"session": is_name, "output?": optional(string())},
@@ -685,6 +693,12 @@ class SessionDaemon:
         if s.traces:
             raise SessionError(f"cannot add context: session {session!r} was already started")
         chans = [self._channel(s, channel)] if channel or not s.channels else list(s.channels.values())
+        from ust.instrument import context as ctx
+
+        try:
+            ctx.check_available(types)
+        except ValueError as exc:
+            raise SessionError(str(exc)) from None
         for ch in chans:
             for t in types:
                 if t not in ch.context:
