@@ -16,6 +16,7 @@ from itertools import repeat
 import ust
 from ust._ring import Buffer, Channel
 from ust.ctf.writer import StreamFile, drain
+from ust.instrument import context as ctx
 
 from _timing import S10, best_ns_per_call, empty, loop_of
 
@@ -78,12 +79,60 @@ def writers_cost(nproc: int, n: int) -> float:
     return sum(costs) / len(costs)
 
 
+CONTEXTS_MEASURED = ctx.C_ORDER + ("perf:thread:page-fault", "perf:thread:context-switches",
+                                   "perf:thread:cpu-clock", "perf:thread:task-clock", "thread_name",
+                                   "asyncio_task", "contextvar:request_id")
+
+
+def context_costs(n: int, reps: int) -> tuple[float, list[tuple[str, float]]]:
+    """ns/event of tp(1, s) with no context, and what each context adds to it (same run, same buffer)."""
+    buf = Buffer.create(1 << 20, 8, overwrite=True, uuid=bytes(16))  # no reader needed
+    tp = ust.tracepoint("bench:ctx", {"i": ust.int64, "s": ust.string})
+    loop = loop_of(tp)
+
+    def channel(names):
+        return ctx.make_channel([buf], names)
+
+    def paired(names) -> tuple[float, float]:
+        """Best of reps for (no context, these contexts), alternating so that both see the same load."""
+        bare_ch, ch = channel(()), channel(names)
+        best_bare = best_with = float("inf")
+        for _ in range(reps):
+            for c in (bare_ch, ch):
+                tp.attach(c, 0)
+                try:
+                    v = best_ns_per_call(loop, n, 1)
+                finally:
+                    tp.detach(c)
+                if c is ch:
+                    best_with = min(best_with, v)
+                else:
+                    best_bare = min(best_bare, v)
+        return best_bare, best_with
+
+    bare = float("inf")
+    added = []
+    for name in CONTEXTS_MEASURED:
+        try:
+            ctx.check_available([name])
+        except ValueError:
+            continue
+        b, w = paired([name])
+        bare = min(bare, b)
+        added.append((name, w - b))
+    return bare, added
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--contexts", action="store_true", help="only the per-context costs")
     args = ap.parse_args()
     n = 200_000 if args.quick else 2_000_000
     reps = 3 if args.quick else 7
+    if args.contexts:
+        print_context_costs(n // 4, reps)
+        return 0
 
     tp_off = ust.tracepoint("bench:off", {"i": ust.int64, "s": ust.string})
     tp_on = ust.tracepoint("bench:on", {"i": ust.int64, "s": ust.string})
@@ -113,7 +162,15 @@ def main() -> int:
     print(f"consumer drain: {mbps:,.0f} MB/s, {evps / 1e6:,.1f} M events/s (shm -> file in page cache)")
     if lost:
         print(f"(events lost during the enabled measure: {lost}; buffers drained concurrently)")
+    print_context_costs(n // 4, reps)
     return 0
+
+
+def print_context_costs(n: int, reps: int) -> None:
+    bare, added = context_costs(n, reps)
+    print(f"\nper-context cost: ns added to an enabled tp(1, s) with no context ({bare:.1f} ns/event)")
+    for name, extra in added:
+        print(f"  {name:40} {extra:+7.1f} ns")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ pointer) has no meaningful Python counterpart: see docs/core-api.md.
 
 from __future__ import annotations
 
+import sys
 import threading
 
 from ust.instrument import fields as F
@@ -72,12 +73,14 @@ def _thread_name() -> str:
 
 
 def _asyncio_task() -> str:
-    import asyncio
-
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
+    # no import and no exception when the thread runs no event loop (the common case)
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
         return ""
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        return ""
+    task = asyncio.current_task(loop)
     return task.get_name() if task is not None else ""
 
 
