@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import textwrap
 
 import pytest
@@ -303,3 +304,48 @@ def test_cli_add_context_list_and_errors(ust_env):  # noqa: F811
 
     with pytest.raises(UstError, match="unknown context"):
         ust_env.client().add_context("s", ["contextvar:"])
+
+
+NESTED_APP = textwrap.dedent("""
+    import json, os, sys, threading
+    import ust
+
+    def outer(path):
+        for line in open(path):
+            if line.startswith("NSpid:"):
+                return int(line.split()[1])
+
+    facts = {}
+    with ust.Session(sys.argv[1], events=["ns:*"], context=["vpid", "pid", "vtid", "tid"]):
+        tp = ust.tracepoint("ns:ev", {"step": ust.int32})
+        tp(0)
+
+        def worker():
+            facts["worker"] = (threading.get_native_id(), outer("/proc/thread-self/status"))
+            tp(1)
+
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+    facts["main"] = (os.getpid(), outer("/proc/self/status"))
+    print(json.dumps(facts))
+""")
+
+
+@needs_bt2
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/unshare"), reason="needs root and unshare")
+def test_pid_and_tid_in_a_nested_pid_namespace(tmp_path):
+    """vpid/vtid are the namespace's ids, pid/tid the initial namespace's (LTTng's kernel-side meaning)."""
+    import subprocess
+
+    r = subprocess.run(["/usr/bin/unshare", "--pid", "--fork", sys.executable, "-c", NESTED_APP, str(tmp_path / "t")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    facts = json.loads(r.stdout)
+    evs = {e["payload"]["step"]: e["context"] for e in events_of(bt2_dump(tmp_path / "t"), "ns:ev")}
+    vpid, pid = facts["main"]
+    assert vpid == 1 and pid > 1
+    assert (evs[0]["vpid"], evs[0]["pid"], evs[0]["vtid"], evs[0]["tid"]) == (1, pid, 1, pid)
+    wvtid, wtid = facts["worker"]
+    assert wvtid != wtid
+    assert (evs[1]["vpid"], evs[1]["pid"], evs[1]["vtid"], evs[1]["tid"]) == (1, pid, wvtid, wtid)
