@@ -230,8 +230,12 @@ struct perf_counter_conf {
     uint32_t type;
     uint64_t config;
 };
-static struct perf_counter_conf perf_confs[MAX_PERF]; /* slots, appended under the GIL, never removed */
+/* Slots, appended under perf_confs_lock (Channel_init may run without the GIL
+ * on a free-threaded build), never changed nor removed: a writer reads the
+ * slot of a channel it got through Tracepoint.attach's release store. */
+static struct perf_counter_conf perf_confs[MAX_PERF];
 static int n_perf_confs;
+static pthread_mutex_t perf_confs_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* One thread's counter descriptors: -1 not opened yet, -2 failed to open. */
 struct thread_perf {
@@ -318,16 +322,20 @@ INLINE uint64_t read_thread_counter(int slot)
     return v;
 }
 
-/* The slot of a counter, registered on first use (under the GIL). */
+/* The slot of a counter, registered on first use; -1 when all are taken. */
 static int perf_slot(uint32_t type, uint64_t config)
 {
-    for (int i = 0; i < n_perf_confs; i++)
+    int slot = -1;
+    pthread_mutex_lock(&perf_confs_lock);
+    for (int i = 0; i < n_perf_confs && slot < 0; i++)
         if (perf_confs[i].type == type && perf_confs[i].config == config)
-            return i;
-    if (n_perf_confs == MAX_PERF)
-        return -1;
-    perf_confs[n_perf_confs] = (struct perf_counter_conf){type, config};
-    return n_perf_confs++;
+            slot = i;
+    if (slot < 0 && n_perf_confs < MAX_PERF) {
+        perf_confs[n_perf_confs] = (struct perf_counter_conf){type, config};
+        slot = n_perf_confs++;
+    }
+    pthread_mutex_unlock(&perf_confs_lock);
+    return slot;
 }
 
 static void after_fork_in_child(void)
@@ -336,6 +344,7 @@ static void after_fork_in_child(void)
     atomic_fetch_add(&fork_generation, 1);
     /* another thread of the parent may have held the lock: the child has one thread */
     pthread_mutex_init(&ids_lock, NULL);
+    pthread_mutex_init(&perf_confs_lock, NULL);
     atomic_fetch_add(&facts_epoch, 1);
     forget_thread_perf_after_fork();
 }
