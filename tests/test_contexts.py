@@ -123,6 +123,7 @@ def test_metadata_types_are_lttngs():
 
     decl = {n: " ".join(md.context_decl(n)) for n in ALL_C + ["perf:thread:page-fault", "contextvar:a.b"]}
     i32 = "integer { size = 32; align = 8; signed = 1; encoding = none; base = 10; }"
+    assert decl["cpu_id"] == f"{i32} _cpu_id;"  # LTTng-UST's cpu_id is an int
     u32 = "integer { size = 32; align = 8; signed = 0; encoding = none; base = 10; }"
     u64 = "integer { size = 64; align = 8; signed = 0; encoding = none; base = 10; }"
     for n in ("vpid", "pid", "vtid", "tid", "vppid", "ppid"):
@@ -349,3 +350,24 @@ def test_pid_and_tid_in_a_nested_pid_namespace(tmp_path):
     wvtid, wtid = facts["worker"]
     assert wvtid != wtid
     assert (evs[1]["vpid"], evs[1]["pid"], evs[1]["vtid"], evs[1]["tid"]) == (1, pid, wvtid, wtid)
+
+
+PERF_FILTER_APP = textwrap.dedent("""
+    import sys, time
+    import ust
+
+    with ust.Session(sys.argv[1], events=["pf:*"], filter="$ctx.perf_thread_task_clock > 10000000"):
+        tp = ust.tracepoint("pf:ev", {"step": ust.int32})
+        tp(0)  # opens this thread's counter: a few microseconds at most
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.05:  # 50 ms of this thread's CPU time
+            pass
+        tp(1)
+""")
+
+
+@needs_bt2
+def test_filter_on_a_perf_counter(tmp_path):
+    r = run_python(PERF_FILTER_APP, str(tmp_path / "t"), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [e["payload"]["step"] for e in events_of(bt2_dump(tmp_path / "t"), "pf:ev")] == [1]

@@ -2044,7 +2044,7 @@ static PyObject *mod_context_value(PyObject *m, PyObject *name)
         memcpy(&v, buf, 8);
         return PyLong_FromUnsignedLongLong(v);
     }
-    if (kind >= K_VUID || kind == K_CPU_ID) {
+    if (kind >= K_VUID) {
         uint32_t v;
         memcpy(&v, buf, 4);
         return PyLong_FromUnsignedLong(v);
@@ -2052,6 +2052,19 @@ static PyObject *mod_context_value(PyObject *m, PyObject *name)
     int32_t v;
     memcpy(&v, buf, 4);
     return PyLong_FromLong(v);
+}
+
+/* perf_value(type, config): the calling thread's count (0 if it cannot count) */
+static PyObject *mod_perf_value(PyObject *m, PyObject *args)
+{
+    unsigned int type;
+    unsigned long long config;
+    if (!PyArg_ParseTuple(args, "IK", &type, &config))
+        return NULL;
+    int slot = perf_slot(type, config);
+    if (slot < 0)
+        return PyErr_Format(PyExc_ValueError, "at most %d different perf counters", MAX_PERF);
+    return PyLong_FromUnsignedLongLong(read_thread_counter(slot));
 }
 
 static PyObject *mod_process_changed(PyObject *m, PyObject *unused)
@@ -2082,6 +2095,7 @@ static PyMethodDef module_methods[] = {
     {"context_value", mod_context_value, METH_O, "context_value(name): this thread's value of a C context"},
     {"process_changed", mod_process_changed, METH_NOARGS,
      "credentials or namespaces changed: re-read them at the next event"},
+    {"perf_value", mod_perf_value, METH_VARARGS, "perf_value(type, config): this thread's count"},
     {"perf_check", mod_perf_check, METH_VARARGS, "perf_check(type, config): raise OSError if it cannot count"},
     {"refresh_process_facts", mod_refresh, METH_NOARGS, "re-read pid and process name (after a rename)"},
     {NULL},

@@ -35,7 +35,7 @@ C_TYPES = {
     **{n: F.int32 for n in ("vpid", "pid", "vtid", "tid", "vppid", "ppid")},  # pid_t
     "pthread_id": F.uint64,  # unsigned long
     "procname": F.array(F.int8, 17),  # declared as UTF-8 text in the metadata, like LTTng
-    "cpu_id": F.uint32,
+    "cpu_id": F.int32,  # int, as LTTng-UST declares it
     **{n: F.uint32 for n in _IDS},  # uid_t, gid_t
     **{n: F.uint64 for n in _NAMESPACES},  # ino_t
 }
@@ -66,6 +66,9 @@ for _cache, _id in _CACHES.items():
     for _op, _op_id in _CACHE_OPS.items():
         PERF_COUNTERS[f"perf:thread:{_cache}-{_op}s"] = (_CACHE, _id | _op_id << 8)
         PERF_COUNTERS[f"perf:thread:{_cache}-{_op}-misses"] = (_CACHE, _id | _op_id << 8 | 1 << 16)
+
+
+_PERF_FIELDS = {name.replace(":", "_").replace("-", "_"): name for name in PERF_COUNTERS}
 
 
 def _thread_name() -> str:
@@ -163,7 +166,8 @@ def reader(name: str):
     """A zero-argument callable giving the calling thread's value of a context (for filters), or None.
 
     C contexts come from the values the fast path writes (ring.c's caches), not
-    from /proc; perf counters are not readable by filters.
+    from /proc; a perf counter (by its name or its field name, as LTTng's
+    filters write it: ``$ctx.perf_thread_page_fault``) from the thread's counter.
     """
     if name in C_TYPES:
         from functools import partial
@@ -173,6 +177,13 @@ def reader(name: str):
         if name in _IDS or name in _NAMESPACES or name in ("pid", "tid"):
             watch_process_changes()
         return partial(context_value, name)
+    perf = PERF_COUNTERS.get(name) or PERF_COUNTERS.get(_PERF_FIELDS.get(name, ""))
+    if perf is not None:
+        from functools import partial
+
+        from ust._ring import perf_value
+
+        return partial(perf_value, *perf)
     if name in PY_CONTEXTS or (name.startswith("contextvar:") and is_known(name)):
         return py_callable(name)
     return None
