@@ -206,6 +206,8 @@ def test_unknown_or_unavailable_context_is_one_clear_error(tmp_path):
 
     with pytest.raises(ValueError, match="unknown context 'nosuch'"):
         ust.Session(tmp_path / "t", context=["nosuch"])
+    with pytest.raises(ValueError, match="at most 16 Python contexts"):
+        ust.Session(tmp_path / "t", context=[f"contextvar:v{k}" for k in range(17)])
     if not _hardware_counts():
         with pytest.raises(ValueError, match=r"^context perf:thread:instructions: this machine cannot count it"):
             ust.Session(tmp_path / "t", context=["perf:thread:instructions"])
@@ -305,6 +307,11 @@ def test_cli_add_context_list_and_errors(ust_env):  # noqa: F811
 
     with pytest.raises(UstError, match="unknown context"):
         ust_env.client().add_context("s", ["contextvar:"])
+    # calls add up: a channel never gets more than an application can record
+    for k in range(16):
+        ust_env.client().add_context("s", [f"contextvar:v{k}"])
+    with pytest.raises(UstError, match="at most 16 Python contexts"):
+        ust_env.client().add_context("s", ["thread_name"])
 
 
 NESTED_APP = textwrap.dedent("""

@@ -696,6 +696,8 @@ class SessionDaemon:
         from ust.instrument import context as ctx
 
         try:
+            for ch in chans:
+                ctx.normalize(ch.context + types)  # the limits on the whole list
             ctx.check_available(types)
         except ValueError as exc:
             raise SessionError(str(exc)) from None

@@ -94,6 +94,8 @@ PY_CONTEXTS = {
 
 KNOWN = C_ORDER + tuple(PY_CONTEXTS)
 MAX_NAME = 255
+MAX_PERF = 32  # ring.c's perf counter slots per process
+MAX_PY = 16  # ring.c's room for Python context values per event
 
 
 def is_known(name: object) -> bool:
@@ -111,9 +113,13 @@ def normalize(names) -> tuple[tuple[str, ...], tuple[str, ...]]:
     for n in names:
         if not is_known(n):
             raise ValueError(f"unknown context {n!r} (see `ust add-context --list`)")
-    c = tuple(n for n in C_ORDER if n in names) + tuple(n for n in names if n in PERF_COUNTERS)
+    perf = tuple(n for n in names if n in PERF_COUNTERS)
     py = tuple(n for n in names if n not in C_ORDER and n not in PERF_COUNTERS)
-    return c, py
+    if len({PERF_COUNTERS[n] for n in perf}) > MAX_PERF:
+        raise ValueError(f"at most {MAX_PERF} different perf counters per channel")
+    if len(py) > MAX_PY:
+        raise ValueError(f"at most {MAX_PY} Python contexts (thread_name, asyncio_task, contextvar:NAME) per channel")
+    return tuple(n for n in C_ORDER if n in names) + perf, py
 
 
 def check_available(names) -> None:
