@@ -218,36 +218,48 @@ def test_perf_counters_do_not_leak_descriptors():
         import os, threading, tempfile, time
         import ust
 
-        def fds():
-            return len(os.listdir("/proc/self/fd"))
+        def perf_fds():
+            return sum(os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[perf_event]"
+                       for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}"))
 
         d = tempfile.mkdtemp()
         with ust.Session(d + "/t", events=["p:*"], context=["perf:thread:page-fault", "perf:thread:task-clock"]):
             tp = ust.tracepoint("p:ev", {"v": ust.int32})
             tp(0)
-            before = fds()
+            assert perf_fds() == 2
             for _ in range(20):
                 t = threading.Thread(target=tp, args=(1,))
                 t.start()
                 t.join()
             # join() returns before the OS thread has run its exit destructors: wait for them
             deadline = time.monotonic() + 30
-            while fds() != before and time.monotonic() < deadline:
+            while perf_fds() != 2 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            after_threads = fds()
+            after_threads = perf_fds()
+            # a thread alive during the fork: its counters are copies in the child too
+            go, done = threading.Event(), threading.Event()
+            live = threading.Thread(target=lambda: (tp(2), go.set(), done.wait()))
+            live.start()
+            go.wait()
+            r, w = os.pipe()
             pid = os.fork()
             if pid == 0:
-                n = fds()
-                tp(2)  # the child opens its own counters
-                os._exit(0 if fds() == n + 2 else 1)
-            _, status = os.waitpid(pid, 0)
-        print(before, after_threads, os.waitstatus_to_exitcode(status))
+                before = perf_fds()
+                tp(3)  # the child opens its own counters
+                os.write(w, f"{before} {perf_fds()}".encode())
+                os._exit(0)
+            os.close(w)
+            os.waitpid(pid, 0)
+            child = os.read(r, 100).decode()
+            done.set()
+            live.join()
+        print(after_threads, child)
     """)
     r = run_python(code, timeout=120)
     assert r.returncode == 0, r.stderr
-    before, after_threads, child = map(int, r.stdout.split())
-    assert after_threads == before  # each thread's counters closed when it ended
-    assert child == 0  # the child closed the inherited ones, then opened its own two
+    after_threads, child_before, child_after = map(int, r.stdout.split())
+    assert after_threads == 2  # each thread's counters were closed when it ended
+    assert (child_before, child_after) == (0, 2)  # the child closed every inherited counter, then opened its two
 
 
 def test_cli_glues_filters_that_start_with_a_dash():

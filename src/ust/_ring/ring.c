@@ -230,25 +230,41 @@ struct perf_counter_conf {
     uint32_t type;
     uint64_t config;
 };
-/* Slots, appended under perf_confs_lock (Channel_init may run without the GIL
- * on a free-threaded build), never changed nor removed: a writer reads the
- * slot of a channel it got through Tracepoint.attach's release store. */
+/* perf_lock guards the slots and the list of threads' counters (Channel_init
+ * may run without the GIL on a free-threaded build; threads end at any time).
+ * Slots are appended, never changed nor removed: a writer reads the slot of a
+ * channel it got through Tracepoint.attach's release store. */
+static pthread_mutex_t perf_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct perf_counter_conf perf_confs[MAX_PERF];
 static int n_perf_confs;
-static pthread_mutex_t perf_confs_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* One thread's counter descriptors: -1 not opened yet, -2 failed to open. */
+/* One thread's counter descriptors: -1 not opened yet, -2 failed to open.
+ * Every thread's are listed, so that a forked child can close them all. */
 struct thread_perf {
-    uint64_t generation;
+    struct thread_perf *prev, *next;
     int fd[MAX_PERF];
 };
+static struct thread_perf *all_thread_perf;
 static _Thread_local struct thread_perf *tls_perf;
 static pthread_key_t perf_key; /* its destructor closes a thread's counters when the thread ends */
 static pthread_once_t perf_key_once = PTHREAD_ONCE_INIT;
 
+static void unlink_thread_perf(struct thread_perf *tp) /* perf_lock held */
+{
+    if (tp->prev)
+        tp->prev->next = tp->next;
+    else
+        all_thread_perf = tp->next;
+    if (tp->next)
+        tp->next->prev = tp->prev;
+}
+
 static void close_thread_perf(void *p)
 {
     struct thread_perf *tp = p;
+    pthread_mutex_lock(&perf_lock);
+    unlink_thread_perf(tp);
+    pthread_mutex_unlock(&perf_lock);
     for (int i = 0; i < MAX_PERF; i++)
         if (tp->fd[i] >= 0)
             close(tp->fd[i]);
@@ -276,18 +292,24 @@ static int perf_open(uint32_t type, uint64_t config)
     return fd < 0 ? -errno : fd;
 }
 
-/* In a forked child, the forking thread's descriptors are copies measuring
- * the parent's thread: close them before the application can reuse the
- * numbers (called from the atfork child handler). */
+/* In a forked child (perf_lock held since before_fork), every descriptor is
+ * a copy measuring a thread of the parent: close them all before the
+ * application can reuse the numbers. The other threads do not exist here:
+ * free their lists; the forking thread opens its counters again. */
 static void forget_thread_perf_after_fork(void)
 {
-    struct thread_perf *tp = tls_perf;
-    if (!tp)
-        return;
-    for (int i = 0; i < MAX_PERF; i++) {
-        if (tp->fd[i] >= 0)
-            close(tp->fd[i]);
-        tp->fd[i] = -1;
+    struct thread_perf *tp = all_thread_perf, *next;
+    for (; tp; tp = next) {
+        next = tp->next;
+        for (int i = 0; i < MAX_PERF; i++) {
+            if (tp->fd[i] >= 0)
+                close(tp->fd[i]);
+            tp->fd[i] = -1;
+        }
+        if (tp != tls_perf) {
+            unlink_thread_perf(tp);
+            free(tp);
+        }
     }
 }
 
@@ -301,6 +323,13 @@ NOINLINE int open_thread_counter(int slot)
             return -2;
         for (int i = 0; i < MAX_PERF; i++)
             tp->fd[i] = -1;
+        tp->prev = NULL;
+        pthread_mutex_lock(&perf_lock);
+        tp->next = all_thread_perf;
+        if (tp->next)
+            tp->next->prev = tp;
+        all_thread_perf = tp;
+        pthread_mutex_unlock(&perf_lock);
         tls_perf = tp;
         pthread_setspecific(perf_key, tp);
     }
@@ -326,7 +355,7 @@ INLINE uint64_t read_thread_counter(int slot)
 static int perf_slot(uint32_t type, uint64_t config)
 {
     int slot = -1;
-    pthread_mutex_lock(&perf_confs_lock);
+    pthread_mutex_lock(&perf_lock);
     for (int i = 0; i < n_perf_confs && slot < 0; i++)
         if (perf_confs[i].type == type && perf_confs[i].config == config)
             slot = i;
@@ -334,19 +363,32 @@ static int perf_slot(uint32_t type, uint64_t config)
         perf_confs[n_perf_confs] = (struct perf_counter_conf){type, config};
         slot = n_perf_confs++;
     }
-    pthread_mutex_unlock(&perf_confs_lock);
+    pthread_mutex_unlock(&perf_lock);
     return slot;
+}
+
+/* fork() takes the context locks so that the child inherits consistent
+ * state (their holders never wait for anything while holding them). */
+static void before_fork(void)
+{
+    pthread_mutex_lock(&ids_lock);
+    pthread_mutex_lock(&perf_lock);
+}
+
+static void after_fork_in_parent(void)
+{
+    pthread_mutex_unlock(&perf_lock);
+    pthread_mutex_unlock(&ids_lock);
 }
 
 static void after_fork_in_child(void)
 {
     refresh_process_facts();
     atomic_fetch_add(&fork_generation, 1);
-    /* another thread of the parent may have held the lock: the child has one thread */
-    pthread_mutex_init(&ids_lock, NULL);
-    pthread_mutex_init(&perf_confs_lock, NULL);
     atomic_fetch_add(&facts_epoch, 1);
     forget_thread_perf_after_fork();
+    pthread_mutex_unlock(&perf_lock);
+    pthread_mutex_unlock(&ids_lock);
 }
 
 /* Write one context value at p (ctx_kinds[kind].size bytes). */
@@ -2136,7 +2178,7 @@ PyMODINIT_FUNC PyInit__ring(void)
     refresh_process_facts();
     static int atfork_done;
     if (!atfork_done) {
-        pthread_atfork(NULL, NULL, after_fork_in_child);
+        pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
         atfork_done = 1;
     }
     if (PyModule_AddObjectRef(m, "Buffer", (PyObject *)&Buffer_Type) < 0 ||
