@@ -285,12 +285,19 @@ def test_daemon_contexts_and_filters_through_the_cli(ust_env):  # noqa: F811
     app = ust_env.app()
     ust_env.wait_registered(app.pid)
     wait_until(lambda: '"attached": 2' in app.send("agent"), what="rules applied")
+    # issue 7 item 2 through the daemons: a filter on this very process's id
+    ust_env.ust("enable-event", "app:beta", "--filter", f"$ctx.vpid == {app.pid} && v > 7")
+    ust_env.ust("enable-event", "other:delta", "--filter", f"$ctx.vpid != {app.pid}")
+    wait_until(lambda: '"attached": 4' in app.send("agent"), what="rules applied")
     app.send("emit app:alpha 10")
     app.send("emit app:gamma 3")
+    app.send("emit app:beta 10")
+    app.send("emit other:delta 10")
     ust_env.ust("stop")
     events = read_events(ust_env.out)
     vals = [(n, int(re.search(r"\bv = (-?\d+)", rest).group(1))) for n, rest in events]
-    assert sorted(vals) == [("app:alpha", 4), ("app:alpha", 6), ("app:alpha", 8), ("app:gamma", 1)]
+    assert sorted(vals) == [("app:alpha", 4), ("app:alpha", 6), ("app:alpha", 8), ("app:beta", 8), ("app:beta", 9),
+                            ("app:gamma", 1)]
     rest = events[0][1]
 
     def field(name):
