@@ -397,3 +397,44 @@ def test_filter_on_a_perf_counter(tmp_path):
     r = run_python(PERF_FILTER_APP, str(tmp_path / "t"), timeout=120)
     assert r.returncode == 0, r.stderr
     assert [e["payload"]["step"] for e in events_of(bt2_dump(tmp_path / "t"), "pf:ev")] == [1]
+
+
+CTXVAR_APP = textwrap.dedent("""
+    import contextvars, os, sys
+    import ust
+
+    request = contextvars.ContextVar("request")
+    tp = ust.tracepoint("cv:ev", {"v": ust.int64})
+    print(f"ready {os.getpid()}", flush=True)
+    for line in sys.stdin:
+        if line.startswith("emit"):
+            request.set(line.split()[1])
+            tp(1)
+            print("ok", flush=True)
+        elif line.startswith("agent"):
+            import json
+            print("ok " + json.dumps(ust.agent.status()), flush=True)
+        else:
+            print("ok", flush=True)
+            break
+""")
+
+
+@needs_bt
+def test_daemon_records_contextvar_values(ust_env, tmp_path):  # noqa: F811
+    script = tmp_path / "cv_app.py"
+    script.write_text(CTXVAR_APP)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "cv:*")
+    ust_env.ust("add-context", "-t", "contextvar:request,vtid")
+    ust_env.ust("start")
+    app = ust_env.app(str(script))
+    ust_env.wait_registered(app.pid)
+    wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
+    app.send("emit req-42")
+    app.send("emit req-43")
+    app.exit()
+    ust_env.ust("stop")
+    rests = [rest for name, rest in read_events(ust_env.out) if name == "cv:ev"]
+    assert [re.search(r'contextvar_request = "([^"]*)"', r).group(1) for r in rests] == ["req-42", "req-43"]
+    assert all(f"vtid = {app.pid}" in r for r in rests)
