@@ -91,7 +91,7 @@ def test_agrees_with_a_reference_evaluator(tree, fields):
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.text(alphabet='ab$ctx.01"*\\=!<>&|() -+', max_size=40))
+@given(st.text(alphabet='ab$ctx.01"*\\=!<>&|() -+~^', max_size=40))
 def test_fuzz_never_crashes(text):
     try:
         f = compile_filter(text)
