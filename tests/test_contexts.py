@@ -316,6 +316,10 @@ def test_cli_add_context_list_and_errors(ust_env):  # noqa: F811
     listed = {line.split()[0] for line in out.splitlines()}
     assert set(ctx.C_ORDER) | {"thread_name", "asyncio_task", "contextvar:NAME"} | set(SW_PERF) <= listed
     ust_env.ust("create", "s", "-o", ust_env.out)
+    # a channel that does not exist is an error (it was silently created), as in lttng
+    rc, _, err = ust_env.ust("add-context", "-c", "nosuch", "-t", "vpid", check=False)
+    assert rc != 0 and "no channel named 'nosuch'" in err and err.count("\n") == 1
+    assert ust_env.client().get_session("s")["channels"] == []
     rc, _, err = ust_env.ust("add-context", "-t", "nosuch", check=False)
     assert rc != 0 and err.startswith("ust: error:") and "nosuch" in err and err.count("\n") == 1
     if not _hardware_counts():

@@ -692,7 +692,12 @@ class SessionDaemon:
             raise SessionError(f"cannot add context: session {session!r} is active (stop it first)")
         if s.traces:
             raise SessionError(f"cannot add context: session {session!r} was already started")
-        chans = [self._channel(s, channel)] if channel or not s.channels else list(s.channels.values())
+        # like lttng: a named channel must exist (only the default one is created,
+        # in a session without channels); no name means every channel
+        if channel:
+            chans = [self._channel(s, channel, create=not s.channels and channel == DEFAULT_CHANNEL)]
+        else:
+            chans = list(s.channels.values()) or [self._channel(s, None)]
         from ust.instrument import context as ctx
 
         try:
