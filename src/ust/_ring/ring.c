@@ -202,8 +202,10 @@ NOINLINE void refresh_ids(void)
     pthread_mutex_unlock(&ids_lock);
 }
 
+/* The cached ids are current (the hot path's only cost: two loads and a compare). */
 INLINE void ensure_ids(void)
 {
+    /* acquire: pairs with refresh_ids' release store of ids_epoch */
     if (UNLIKELY(LOAD_ACQUIRE(&ids_epoch) != LOAD_RELAXED(&facts_epoch)))
         refresh_ids();
 }
