@@ -1,0 +1,76 @@
+"""The `ust` command's edges: signals during `ust run`, a stopped daemon, bad arguments,
+`ust view` without a path, `ust version`. Real daemons, real processes, real signals."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from daemon_util import needs_bt, read_events, ust_env, values, wait_until  # noqa: F401
+
+
+def _pids_with(marker: str) -> list[int]:
+    """Processes whose command line holds ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+def _sigterm_run(ust_env, client, marker: str, delay: float, after_session: bool) -> int:
+    """Start `ust run` on a sleeping program; SIGTERM it ``delay`` s after it started (or after its
+    session appeared in the daemon, with ``after_session``), then every 5 ms until it exits."""
+    code = "import time; print('ready', flush=True); time.sleep(300)"
+    p = subprocess.Popen([sys.executable, "-m", "ust.cli", "run", "-q", "-o", os.path.join(ust_env.home, marker),
+                          "--", sys.executable, "-c", code, marker],
+                         env=ust_env.env(UST_AGENT="0"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if after_session:
+        wait_until(lambda: client.list_sessions() or p.poll() is not None, what="the session of ust run")
+    time.sleep(delay)
+    while p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(0.005)
+        except subprocess.TimeoutExpired:
+            pass
+    p.stderr.close()
+    return p.returncode
+
+
+def test_ust_run_sigterm_at_any_point_of_start_up(ust_env):
+    """SIGTERM at any moment of `ust run`'s start-up: no session left behind, no orphaned program.
+
+    Half the signals are spread over the start-up from the exec of `ust run`, half from the moment its
+    session exists (the window where, with the handlers installed after the program started, ust run
+    died leaving both behind)."""
+    c = ust_env.client()
+    c.ping()  # the daemon runs: the start-up measured below is ust run's own
+    t0 = time.monotonic()
+    p = subprocess.Popen([sys.executable, "-m", "ust.cli", "run", "-q", "-o", os.path.join(ust_env.home, "probe"),
+                          "--", sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(300)",
+                          "probe-marker"], env=ust_env.env(UST_AGENT="0"), stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    window = time.monotonic() - t0
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) == 128 + signal.SIGTERM
+    steps = 20
+    plan = [(window * i / steps, False) for i in range(steps)] + [(0.002 * i, True) for i in range(steps)]
+    for i, (delay, after_session) in enumerate(plan):
+        marker = f"ust-sigterm-{os.getpid()}-{i}"
+        rc = _sigterm_run(ust_env, c, marker, delay, after_session)
+        when = f"{delay:.3f}s after {'its session appeared' if after_session else 'ust run started'}"
+        # killed by the signal (before anything existed, or after cleaning up), or the program was
+        assert rc in (-signal.SIGTERM, 128 + signal.SIGTERM), (rc, when)
+        orphans = _pids_with(marker)
+        for pid in orphans:
+            os.kill(pid, signal.SIGKILL)
+        assert orphans == [], f"program orphaned after SIGTERM {when}"
+        assert c.list_sessions() == [], f"session left after SIGTERM {when}"
