@@ -74,3 +74,35 @@ def test_ust_run_sigterm_at_any_point_of_start_up(ust_env):
             os.kill(pid, signal.SIGKILL)
         assert orphans == [], f"program orphaned after SIGTERM {when}"
         assert c.list_sessions() == [], f"session left after SIGTERM {when}"
+
+
+def test_list_against_a_stopped_daemon_fails_in_bounded_time(ust_env):
+    """`ust list` while the session daemon is SIGSTOPped: a one-line error, not a hang."""
+    pid = ust_env.client().ping()["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        # the client's query deadline is 10 s; before, it waited 60 s per request
+        r = subprocess.run([sys.executable, "-m", "ust.cli", "list"], env=ust_env.env(UST_AGENT="0"),
+                           capture_output=True, text=True, timeout=45)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert r.returncode != 0
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ust: error: the session daemon"), r.stderr
+    assert "did not answer 'list'" in err[0]
+    # the daemon, resumed, serves again
+    assert ust_env.ust("list")[1].startswith("No session")
+
+
+def test_add_context_to_a_missing_channel_is_refused(ust_env):
+    """Like lttng: a channel that does not exist is an error, not silently created."""
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "app:alpha")
+    rc, _, err = ust_env.ust("add-context", "-c", "nosuch", "-t", "vpid", check=False)
+    assert rc != 0
+    assert err.strip() == "ust: error: no channel named 'nosuch' in session 's'"
+    assert [ch["name"] for ch in ust_env.client().get_session("s")["channels"]] == ["channel0"]
+    # the existing channel, named or not, takes it
+    ust_env.ust("add-context", "-c", "channel0", "-t", "vpid")
+    ust_env.ust("add-context", "-t", "vtid")
+    assert ust_env.client().get_session("s")["channels"][0]["context"] == ["vpid", "vtid"]

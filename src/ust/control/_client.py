@@ -22,6 +22,16 @@ from ust.errors import DaemonError, ProtocolError, SessionError
 START_TIMEOUT = 15.0
 CURRENT_SESSION_FILE = "current-session"
 
+# Every request has a deadline, so a stopped (SIGSTOP) or wedged daemon gives a
+# one-line error instead of a hang. Connecting only needs the daemon's kernel
+# backlog; a query is answered from memory; the requests that flush buffers or
+# wait for applications and the consumer (which the daemon bounds at 60 s) get more.
+CONNECT_TIMEOUT = 5.0
+QUERY_TIMEOUT = 10.0
+SLOW_TIMEOUT = 90.0
+SLOW_COMMANDS = frozenset({"create", "destroy", "enable_channel", "disable_channel", "enable_event",
+                           "disable_event", "add_context", "start", "stop", "snapshot_record", "shutdown"})
+
 
 class ChannelInfo(TypedDict):
     name: str
@@ -122,13 +132,45 @@ def stop_sessiond(rundir: str | None = None, timeout: float = 30.0) -> bool:
 
 def _connectable(rundir: str) -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(CONNECT_TIMEOUT)
     try:
         s.connect(paths.socket_path(rundir))
         return True
+    except socket.timeout:
+        raise DaemonError(f"the session daemon at {paths.socket_path(rundir)} accepts no connection "
+                          f"(stopped or overloaded?)") from None
     except OSError:
         return False
     finally:
         s.close()
+
+
+class _Deadline:
+    """The client's socket as protocol.send_msg/recv_msg use it, under one deadline for the whole
+    exchange (a socket timeout alone bounds each recv, and a daemon sending a byte at a time could
+    stretch a reply forever)."""
+
+    def __init__(self, sock: socket.socket, seconds: float):
+        self.sock = sock
+        self.deadline = time.monotonic() + seconds
+
+    def _arm(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("deadline passed")
+        self.sock.settimeout(left)
+
+    def sendall(self, data: bytes) -> None:
+        self._arm()
+        self.sock.sendall(data)
+
+    def sendmsg(self, *args: Any) -> int:
+        self._arm()
+        return self.sock.sendmsg(*args)
+
+    def recvmsg(self, *args: Any) -> tuple:
+        self._arm()
+        return self.sock.recvmsg(*args)
 
 
 def get_current_session(rundir: str | None = None) -> str | None:
@@ -159,7 +201,9 @@ def set_current_session(name: str | None, rundir: str | None = None) -> None:
 class Client:
     """A connection to the user's session daemon (started on first use when ``autostart``)."""
 
-    def __init__(self, rundir: str | None = None, autostart: bool = True, timeout: float = 60.0):
+    def __init__(self, rundir: str | None = None, autostart: bool = True, timeout: float | None = None):
+        """``timeout``: the reply deadline of every request, in seconds (default: QUERY_TIMEOUT for
+        queries, SLOW_TIMEOUT for the requests that wait for the consumer or applications)."""
         self.rundir = rundir or paths.user_rundir()
         self.autostart = autostart
         self.timeout = timeout
@@ -173,11 +217,15 @@ class Client:
         path = paths.socket_path(self.rundir)
         for attempt in (0, 1):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(self.timeout)
+            s.settimeout(CONNECT_TIMEOUT)
             try:
                 s.connect(path)
                 self._sock = s
                 return
+            except socket.timeout:
+                s.close()
+                raise DaemonError(f"the session daemon at {path} accepted no connection within "
+                                  f"{CONNECT_TIMEOUT:.0f}s (stopped or overloaded?)") from None
             except OSError as exc:
                 s.close()
                 if attempt or not self.autostart:
@@ -200,12 +248,19 @@ class Client:
         """Send one raw request; return the reply (raises SessionError when refused)."""
         self.connect()
         msg = {"cmd": cmd, **{k: v for k, v in args.items() if v is not None}}
+        seconds = self.timeout
+        if seconds is None:
+            seconds = SLOW_TIMEOUT if cmd in SLOW_COMMANDS else QUERY_TIMEOUT
+        sock = _Deadline(self._sock, seconds)
         try:
-            protocol.send_msg(self._sock, msg)
-            reply, fds = protocol.recv_msg(self._sock)
+            protocol.send_msg(sock, msg)
+            reply, fds = protocol.recv_msg(sock)
         except socket.timeout:
             self.close()
-            raise DaemonError(f"the session daemon did not answer {cmd!r} within {self.timeout:.0f}s") from None
+            pid = paths.read_pid(self.rundir)
+            who = f"the session daemon (pid {pid})" if pid else "the session daemon"
+            raise DaemonError(f"{who} did not answer {cmd!r} within {seconds:.0f}s "
+                              "(stopped or overloaded?)") from None
         except (OSError, ProtocolError) as exc:
             self.close()
             raise DaemonError(f"lost the session daemon during {cmd!r}: {exc}") from None

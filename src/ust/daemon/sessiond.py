@@ -684,7 +684,10 @@ class SessionDaemon:
             raise SessionError(f"cannot add context: session {session!r} is active (stop it first)")
         if s.traces:
             raise SessionError(f"cannot add context: session {session!r} was already started")
-        chans = [self._channel(s, channel)] if channel or not s.channels else list(s.channels.values())
+        if channel:
+            chans = [self._channel(s, channel, create=False)]  # like lttng: "channel not found"
+        else:
+            chans = list(s.channels.values()) or [self._channel(s, None)]
         for ch in chans:
             for t in types:
                 if t not in ch.context:
