@@ -24,7 +24,6 @@ import sys
 from ust.control import Client
 from ust.errors import SessionError
 
-HELP = "trace a program (and its children) from its first line to its exit"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
-from ust.analysis._common import jsonable as _jsonable
-
-HELP = "print the events of one or more traces (babeltrace2's text format, or JSON lines)"
 
 
 def add_arguments(parser) -> None:
@@ -221,6 +217,10 @@ def _text_lines(records, fmt):
 
 
 def _json_lines(records, filt):
+    import json
+
+    from ust.analysis._common import jsonable as _jsonable
+
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     for ev in records:
         if filt is not None and not filt.matches(ev.fields, ev.context):

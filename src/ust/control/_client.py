@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import time
 from typing import Any, Iterable, TypedDict
 
 from ust.daemon import paths, protocol
-from ust.daemon.rules import parse_loglevel, parse_size
 from ust.errors import DaemonError, ProtocolError, SessionError
 
 START_TIMEOUT = 15.0
@@ -98,6 +96,8 @@ def start_sessiond(rundir: str | None = None, timeout: float = START_TIMEOUT) ->
     env = dict(os.environ)
     env["PYTHONPATH"] = _src_dir() + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["UST_AGENT"] = "0"
+    import subprocess  # here: every `ust` command imports this module, few start a daemon
+
     r = subprocess.run([sys.executable, "-m", "ust.daemon.sessiond", "--daemonize", "--rundir", rundir],
                        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if r.returncode != 0:
@@ -312,6 +312,8 @@ class Client:
         ``buffers``: "uid" (one set of buffers shared by all processes of a user,
         the default) or "pid" (one per process, each its own trace directory).
         """
+        from ust.daemon.rules import parse_size
+
         return self.call(
             "enable_channel", session=session, channel=channel,
             subbuf_size=None if subbuf_size is None else parse_size(subbuf_size),
@@ -334,6 +336,8 @@ class Client:
         """
         if isinstance(patterns, str):
             patterns = [p for p in patterns.split(",") if p]
+        from ust.daemon.rules import parse_loglevel
+
         lvl = None if loglevel is None else parse_loglevel(loglevel)
         return self.call("enable_event", session=session, patterns=list(patterns), channel=channel,
                          exclusions=list(exclusions) or None, filter=filter, loglevel=lvl,
