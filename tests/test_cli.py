@@ -106,3 +106,91 @@ def test_add_context_to_a_missing_channel_is_refused(ust_env):
     ust_env.ust("add-context", "-c", "channel0", "-t", "vpid")
     ust_env.ust("add-context", "-t", "vtid")
     assert ust_env.client().get_session("s")["channels"][0]["context"] == ["vpid", "vtid"]
+
+
+def test_run_of_a_program_that_records_nothing_names_no_directory(ust_env):
+    """`ust run -- ls`: no application recorded, so no trace directory exists: say so, name none."""
+    out = os.path.join(ust_env.home, "run-ls")
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "run", "-o", out, "--", "ls", ust_env.home],
+                       env=ust_env.env(UST_AGENT="0"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(out)
+    assert out not in r.stderr
+    assert "ust: nothing recorded, no trace written: ls and its children hit no enabled tracepoint" in r.stderr
+    assert ust_env.client().list_sessions() == []
+
+
+@needs_bt
+def test_view_without_a_path_views_the_current_session(ust_env):
+    """Like `lttng view`: no path means the current session's trace (or -s NAME's)."""
+    from conftest import babeltrace2_text
+
+    rc, _, err = ust_env.ust("view", check=False)
+    assert rc != 0 and err.startswith("ust: error: no trace given and no current session"), err
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "app:alpha")
+    rc, _, err = ust_env.ust("view", check=False)
+    assert rc != 0 and err.strip() == (f"ust: error: session 's' has recorded nothing yet (no trace in "
+                                       f"{ust_env.out}): start it, and run an application"), err
+    ust_env.ust("start")
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
+    app.send("emit app:alpha 7")
+    ust_env.ust("stop")
+    expected, _ = babeltrace2_text(ust_env.out)
+    assert expected.count("app:alpha") == 7
+    assert ust_env.ust("view")[1] == expected
+    ust_env.ust("create", "other", "-o", os.path.join(ust_env.home, "other"))  # now the current session
+    assert ust_env.ust("view", "-s", "s")[1] == expected
+    app.exit()
+
+
+def test_version():
+    from ust import __version__
+
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == f"ust (ust Trace Control) {__version__}\n"
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith(f"ust (ust Trace Control) {__version__}\n\n")
+    assert "NO\nwarranty" in r.stdout
+
+
+def test_every_console_script_runs():
+    """Each script pyproject.toml declares names an importable function (ust-relayd did not)."""
+    import importlib
+    import tomllib
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml"),
+              "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert "ust" in scripts and "ust-relayd" not in scripts  # until a relay daemon exists
+    for name, target in scripts.items():
+        module, _, func = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+
+
+_MODULES_LOADED = """
+import sys
+from ust.cli import main
+main({argv!r})
+print(sorted(m for m in sys.modules if m.startswith('ust')), file=sys.stderr)
+"""
+
+
+def test_a_command_imports_only_what_it_needs(ust_env):
+    """The start-up cost of `ust`: a session command loads no reader, analysis, agent or C core;
+    `ust --help` / `ust version` load no command module at all."""
+    heavy = ("ust.ctf", "ust.analysis", "ust.agent._agent", "ust.instrument.registry", "ust._ring",
+             "ust.instrument.fields", "ust.daemon.rules", "ust.cli.view", "ust.cli.run")
+    ust_env.client().ping()
+    script = os.path.join(ust_env.home, "ust")  # named like the console script: ust's own tool, not an app
+    for argv in (["list"], ["version"], ["help"]):
+        with open(script, "w") as f:
+            f.write(_MODULES_LOADED.format(argv=argv))
+        r = subprocess.run([sys.executable, script], env=ust_env.env(), capture_output=True, text=True,
+                           timeout=120)
+        loaded = eval(r.stderr.strip().splitlines()[-1])
+        assert not [m for m in loaded if m.startswith(heavy)], (argv, loaded)
+        if argv != ["list"]:
+            assert not [m for m in loaded if m.startswith(("ust.control", "ust.cli.session_cmds"))], loaded

@@ -173,8 +173,13 @@ def _run(args: argparse.Namespace, cmd: list[str], output: str, token: str, name
         status = proc.wait()
         c.stop(name)
         s = c.destroy_session(name)
-    if not args.quiet:
-        where = "\n  ".join(s["traces"]) if s["traces"] else "(no event was recorded)"
+    if not args.quiet and not s["traces"]:
+        # like lttng, no trace directory exists until an application records: say so
+        # rather than name a directory that is not there
+        print(f"ust: nothing recorded, no trace written: {os.path.basename(cmd[0])} and its children "
+              "hit no enabled tracepoint", file=sys.stderr)
+    elif not args.quiet:
+        where = "\n  ".join(s["traces"])
         print(f"ust: trace written in {output}", file=sys.stderr)
         if s["traces"]:
             print(f"  {where}", file=sys.stderr)
