@@ -207,16 +207,19 @@ def _pump(lines, write, flush, interactive):
     chunk = []
     append = chunk.append
     n = 0
-    for line in it:
-        append(line)
-        n += 1
-        if n >= 2048:
+    try:
+        for line in it:
+            append(line)
+            n += 1
+            if n >= 2048:
+                write("".join(chunk))
+                chunk.clear()
+                n = 0
+    finally:
+        # a bad packet ends the lines with an error: what came before it is printed first
+        if chunk:
             write("".join(chunk))
-            chunk.clear()
-            n = 0
-    if chunk:
-        write("".join(chunk))
-    flush()
+        flush()
 
 
 def _text_lines(records, fmt):

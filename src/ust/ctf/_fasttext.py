@@ -326,6 +326,8 @@ class PacketCursor:
         self._decoders = {}
         self.pk = None
         self.p = 0
+        # a bad packet: raised once the events decoded before it have been consumed
+        self.error: TraceFormatError | None = None
 
     def _decoder(self, codec, cache_key, build):
         """The decoder of a stream class, compiled once per codec (build())."""
@@ -340,7 +342,14 @@ class PacketCursor:
         return dec
 
     def load(self):
-        """Decode the next chunk of events into the buffer; False at the end."""
+        """Decode the next chunk of events into the buffer; False at the end.
+
+        A corrupt event ends the stream like babeltrace2 does: the events
+        decoded before it stay in the buffer, and the error is raised once
+        they are consumed (at the next load(), or at once if none is left).
+        """
+        if self.error is not None:
+            raise self.error
         while True:
             pk = self.pk
             if pk is None or self.p >= pk.content_bits // 8:
@@ -367,8 +376,16 @@ class PacketCursor:
                 self._decode(pk, pk.content_bits // 8)
             except PacketError as e:
                 from .reader import _why
-                raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", self.stream.path,
-                                       pk.offset + e.offset) from None
+                self.error = TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", self.stream.path,
+                                              pk.offset + e.offset)
+                n = min(len(self.cyc), len(self.txt))  # a decoder may stop between its two appends
+                del self.cyc[n:]
+                del self.txt[n:]
+                if n > n0 and not self.same_clock:
+                    self._extend_keys(n0)
+                if self.start >= n:
+                    raise self.error from None
+                return n > n0
             if len(self.cyc) > n0:
                 if not self.same_clock:
                     self._extend_keys(n0)
@@ -457,7 +474,9 @@ def merged_text(streams, fmt, on_discarded=None, use_c=True, factory=None):
             if not st.load():
                 return
     while active:
-        lasts = [s.key[-1] for s in active if not s.done]
+        # a stream that failed (s.error) takes part up to its last good event, then
+        # its next load() raises: what comes after the failure is not printed
+        lasts = [s.key[-1] + (s.error is not None) for s in active if not s.done]
         h = min(lasts) if lasts else None
         keys, cycs, txts = [], [], []
         for s in active:
@@ -478,7 +497,7 @@ def merged_text(streams, fmt, on_discarded=None, use_c=True, factory=None):
             return
         nxt = []
         for s in active:
-            if not s.done and s.key[-1] == h:
+            if not s.done and s.error is None and s.key[-1] == h:
                 s.load()
             if s.start < len(s.key):
                 nxt.append(s)
