@@ -145,6 +145,7 @@ def _per_event_text(codec, fmt, trace, ec, pieces_prefix):
 # --------------------------------------------------------------------------
 
 R_LIT, R_PCTX, R_INT, R_FLOAT, R_STRING, R_TEXT, R_INTS, R_ENUM, R_ALIGN = range(1, 10)
+_MAX_OP_ALIGN = 1 << 30  # bytes: the render program is an array of C ints
 
 
 class _NoRender(Exception):
@@ -180,6 +181,8 @@ class _RenderBuilder:
                 raise _NoRender
             return
         if bits > 8:
+            if bits // 8 > _MAX_OP_ALIGN:
+                raise _NoRender  # an int32 op cannot hold it: the generated Python decoders can
             self.op(R_ALIGN, bits // 8)
 
     def struct(self, st, names):
