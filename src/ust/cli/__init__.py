@@ -68,12 +68,15 @@ def version_line() -> str:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every command; with ``only``, just that command has its arguments."""
+    """The parser of every command (None), of one command (its name: the others are not even
+    listed, each costs an ArgumentParser), or of none ("": every command listed, none loaded)."""
     parser = argparse.ArgumentParser(prog="ust", description="ust: a user-space tracer for Python programs")
     parser.add_argument("-V", "--version", action="version", version=version_line(),
                         help="show the version of ust and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in COMMANDS.items():
+        if only and name != only:
+            continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         if only is None or name == only:
             add_arguments, run = _handlers(name)
@@ -82,14 +85,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _command_of(argv: list[str]) -> str | None:
-    """The subcommand named in argv (the first word that is not an option), if it is one."""
-    for word in argv:
-        if word == "--":
-            return None
-        if not word.startswith("-"):
-            return word if word in COMMANDS else None
-    return None
+def _command_of(argv: list[str]) -> str:
+    """The subcommand when argv starts with one (`ust list ...`); else "" (`ust -h`, `ust bogus`)."""
+    return argv[0] if argv and argv[0] in COMMANDS else ""
 
 
 def main(argv: list[str] | None = None, out=None) -> int:
@@ -98,7 +96,7 @@ def main(argv: list[str] | None = None, out=None) -> int:
     out = out or sys.stdout
     if argv is None:
         argv = sys.argv[1:]
-    parser = build_parser(only=_command_of(argv) or "")
+    parser = build_parser(only=_command_of(argv))
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help(out)
