@@ -145,3 +145,56 @@ def test_a_file_cut_mid_packet_prints_the_whole_packets_before(tmp_path):
         assert err.startswith("ust: error: ") and err.count("\n") == 1 and "truncated packet" in err, err
     n, exc = _read_all(trace)
     assert n == three.count(b"\n") and "truncated packet" in str(exc)
+
+
+@needs_babeltrace2
+def test_events_before_a_bad_packet_header_in_one_of_two_streams(tmp_path):
+    """A packet with a bad magic in the middle of one stream: every event up to that stream's last good
+    one, from both streams in time order, then the error (babeltrace2 indexes the files first and
+    prints nothing)."""
+    import ust.ctf.reader as reader
+
+    trace = tmp_path / "t"
+    files = _record(trace, "two")
+    assert len(files) == 2
+    (t,) = reader.open_traces(str(trace))
+    (stream,) = [s for s in t.streams if s.path == files[-1]]
+    offsets = [pk.offset for pk in stream.packets()]
+    assert len(offsets) >= 3
+    bad = offsets[len(offsets) // 2]
+    # what comes before: the trace with that stream cut at the bad packet, as babeltrace2 prints it,
+    # up to the last event of the cut stream
+    shutil.copytree(trace, tmp_path / "before")
+    with open(os.path.join(tmp_path / "before", os.path.relpath(files[-1], trace)), "r+b") as fh:
+        fh.truncate(bad)
+    rc_b, before = _bt2(tmp_path / "before")
+    assert rc_b == 0
+    lines = before.splitlines(keepends=True)
+    stream_values = {f"i = {v}".encode() for v in _values_in(files[-1], bad)}
+    last = max(i for i, line in enumerate(lines) if any(v + b"," in line for v in stream_values))
+    expected = b"".join(lines[:last + 1])
+    with open(files[-1], "r+b") as fh:
+        fh.seek(bad)
+        fh.write(b"\0\0\0\0")
+    for opts in ([], ["--json"]):
+        rc, out, err = run_cli(["view", *opts, str(trace)])
+        assert rc != 0
+        assert err.startswith("ust: error: ") and "bad packet magic" in err and err.count("\n") == 1, err
+        if opts == []:
+            assert out == expected
+        else:
+            assert out.count(b"\n") == last + 1
+    n, exc = _read_all(trace)
+    assert n == last + 1 and "bad packet magic" in str(exc)
+
+
+def _values_in(stream_file, end):
+    """The `i` payload values recorded in a stream file before byte ``end``."""
+    with open(stream_file, "rb") as f:
+        data = f.read(end)
+    values = []
+    pos = data.find(PAYLOAD)
+    while pos >= 8:
+        values.append(int.from_bytes(data[pos - 8:pos], "little", signed=True))
+        pos = data.find(PAYLOAD, pos + len(PAYLOAD) + 1)
+    return values

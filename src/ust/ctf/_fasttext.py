@@ -347,9 +347,9 @@ class PacketCursor:
     def load(self):
         """Decode the next chunk of events into the buffer; False at the end.
 
-        A corrupt event ends the stream like babeltrace2 does: the events
-        decoded before it stay in the buffer, and the error is raised once
-        they are consumed (at the next load(), or at once if none is left).
+        A corrupt event or packet ends the stream like babeltrace2 does: the
+        events decoded before it stay in the buffer, and the error is raised
+        once they are consumed (at the next load(), or at once if none is left).
         """
         if self.error is not None:
             raise self.error
@@ -362,6 +362,8 @@ class PacketCursor:
                     self.pk = None
                     self.done = True
                     return False
+                except TraceFormatError as exc:  # a bad packet header or size
+                    return self._fail(exc, False)
                 self._enter(pk)
                 if pk.ts_begin is not None:
                     self.cur = pk.ts_begin
@@ -379,20 +381,25 @@ class PacketCursor:
                 self._decode(pk, pk.content_bits // 8)
             except PacketError as e:
                 from .reader import _why
-                self.error = TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", self.stream.path,
-                                              pk.offset + e.offset)
                 n = min(len(self.cyc), len(self.txt))  # a decoder may stop between its two appends
                 del self.cyc[n:]
                 del self.txt[n:]
                 if n > n0 and not self.same_clock:
                     self._extend_keys(n0)
-                if self.start >= n:
-                    raise self.error from None
-                return n > n0
+                return self._fail(TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})",
+                                                   self.stream.path, pk.offset + e.offset), n > n0)
             if len(self.cyc) > n0:
                 if not self.same_clock:
                     self._extend_keys(n0)
                 return True
+
+    def _fail(self, error, added):
+        """End the stream at ``error``: raised now if nothing decoded is left to consume, else
+        at the next load(). Returns whether this load added events."""
+        self.error = error
+        if self.start >= len(self.cyc):
+            raise error from None
+        return added
 
 
 class _StreamText(PacketCursor):
