@@ -83,7 +83,7 @@ def test_mutated_traces(tmp_path_factory, source, data):
     p.chmod(0o644)
     p.write_bytes(bytes(_mutate(bytearray(p.read_bytes()), muts)))
     try:
-        _consume(dst)
+        _consume_all(dst)
     except TraceFormatError as exc:
         assert exc.path is not None
         assert "\n" not in str(exc)
