@@ -198,3 +198,19 @@ def _values_in(stream_file, end):
         values.append(int.from_bytes(data[pos - 8:pos], "little", signed=True))
         pos = data.find(PAYLOAD, pos + len(PAYLOAD) + 1)
     return values
+
+
+def test_export_of_a_damaged_trace_keeps_the_previous_file(tmp_path):
+    """`ust export` of a trace that fails midway: one-line error, the previous export intact, no cut
+    JSON and no temporary file left."""
+    trace = tmp_path / "t"
+    (f,) = _record(trace, "one")
+    out = tmp_path / "t.json"
+    rc, _, err = run_cli(["export", str(trace), "--format", "chrome", "-o", str(out)])
+    assert rc == 0, err
+    good = out.read_bytes()
+    _corrupt_event(f, 1234)
+    rc, _, err = run_cli(["export", str(trace), "--format", "chrome", "-o", str(out)])
+    assert rc != 0 and err.startswith("ust: error: ") and err.count("\n") == 1, err
+    assert out.read_bytes() == good
+    assert sorted(os.listdir(tmp_path)) == ["t", "t.json"]
