@@ -194,3 +194,88 @@ def test_a_command_imports_only_what_it_needs(ust_env):
         assert not [m for m in loaded if m.startswith(heavy)], (argv, loaded)
         if argv != ["list"]:
             assert not [m for m in loaded if m.startswith(("ust.control", "ust.cli.session_cmds"))], loaded
+
+
+class _HostileDaemon:
+    """A process-local stand-in for a session daemon that misbehaves on purpose (the real one
+    cannot be made to): it reads each request and answers with ``reply(sock)``."""
+
+    def __init__(self, rundir, reply):
+        import socket
+        import threading
+
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(os.path.join(rundir, "sessiond.sock"))
+        self.listener.listen(8)
+        self.reply = reply
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        from ust.daemon import protocol
+
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    protocol.recv_msg(conn)
+                    self.reply(conn, self.stop)
+                except OSError:
+                    pass
+
+    def close(self):
+        import socket
+
+        self.stop.set()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        except OSError:
+            pass
+        self.listener.close()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def test_client_bounds_a_daemon_that_trickles_or_lies(tmp_path):
+    """The reply deadline covers the whole exchange (a byte every 0.2 s does not stretch it), and a
+    reply without the expected field is a one-line DaemonError, not a KeyError."""
+    from ust.control import Client
+    from ust.daemon import protocol
+    from ust.errors import DaemonError
+
+    rundir = str(tmp_path / "run")
+    os.mkdir(rundir, 0o700)
+
+    def trickle(conn, stop):
+        data = protocol.encode({"ok": True, "sessions": []})
+        for b in data:
+            if stop.wait(0.2):
+                return
+            conn.sendall(bytes([b]))
+
+    d = _HostileDaemon(rundir, trickle)
+    try:
+        c = Client(rundir, autostart=False, timeout=2)
+        try:
+            c.list_sessions()
+            raise AssertionError("a trickling reply was waited for to its end")
+        except DaemonError as exc:
+            assert "did not answer 'list' within 2s" in str(exc) and "\n" not in str(exc)
+    finally:
+        d.close()
+    os.unlink(os.path.join(rundir, "sessiond.sock"))
+
+    d = _HostileDaemon(rundir, lambda conn, stop: conn.sendall(protocol.encode({"ok": True})))
+    try:
+        for call in (Client.list_sessions, Client.list_apps, lambda c: c.get_session("s"), lambda c: c.stop("s")):
+            try:
+                call(Client(rundir, autostart=False))  # this daemon answers once per connection
+                raise AssertionError("a reply without its field was accepted")
+            except DaemonError as exc:
+                assert "without" in str(exc) and "\n" not in str(exc)
+    finally:
+        d.close()

@@ -271,6 +271,13 @@ class Client:
         reply.pop("ok", None)
         return reply
 
+    def _result(self, key: str, cmd: str, **args: Any) -> Any:
+        """One field of the reply to a request; a reply without it is the daemon's fault, said in one line."""
+        reply = self.call(cmd, **args)
+        if key not in reply:
+            raise DaemonError(f"the session daemon answered {cmd!r} without {key!r}")
+        return reply[key]
+
     # -- the API ---------------------------------------------------------------------
 
     def ping(self) -> dict:
@@ -287,21 +294,22 @@ class Client:
         """
         if output is not None:
             output = os.path.abspath(os.path.expanduser(output))
-        return self.call("create", name=name, output=output, snapshot=snapshot or None, token=token)["session"]
+        return self._result("session", "create", name=name, output=output, snapshot=snapshot or None,
+                            token=token)
 
     def destroy_session(self, name: str) -> SessionInfo:
         """Stop (flushing the trace) and forget a session; its trace stays on disk."""
-        return self.call("destroy", session=name)["session"]
+        return self._result("session", "destroy", session=name)
 
     def list_sessions(self) -> list[SessionInfo]:
-        return self.call("list")["sessions"]
+        return self._result("sessions", "list")
 
     def get_session(self, name: str) -> SessionInfo:
-        return self.call("session", session=name)["session"]
+        return self._result("session", "session", session=name)
 
     def list_apps(self) -> list[AppInfo]:
         """The registered applications and their tracepoints."""
-        return self.call("apps")["apps"]
+        return self._result("apps", "apps")
 
     def enable_channel(self, session: str, channel: str, *, subbuf_size: int | str | None = None,
                        num_subbuf: int | None = None, overwrite: bool | None = None, buffers: str | None = None,
@@ -314,13 +322,13 @@ class Client:
         """
         from ust.daemon.rules import parse_size
 
-        return self.call(
-            "enable_channel", session=session, channel=channel,
+        return self._result(
+            "channel", "enable_channel", session=session, channel=channel,
             subbuf_size=None if subbuf_size is None else parse_size(subbuf_size),
             num_subbuf=num_subbuf, overwrite=overwrite, buffers=buffers, switch_timer=switch_timer,
             read_timer=read_timer, tracefile_size=None if tracefile_size is None else parse_size(tracefile_size),
             tracefile_count=tracefile_count,
-        )["channel"]
+        )
 
     def disable_channel(self, session: str, channel: str) -> None:
         self.call("disable_channel", session=session, channel=channel)
@@ -339,23 +347,24 @@ class Client:
         from ust.daemon.rules import parse_loglevel
 
         lvl = None if loglevel is None else parse_loglevel(loglevel)
-        return self.call("enable_event", session=session, patterns=list(patterns), channel=channel,
-                         exclusions=list(exclusions) or None, filter=filter, loglevel=lvl,
-                         loglevel_only=loglevel_only or None)["rules"]
+        return self._result("rules", "enable_event", session=session, patterns=list(patterns), channel=channel,
+                            exclusions=list(exclusions) or None, filter=filter, loglevel=lvl,
+                            loglevel_only=loglevel_only or None)
 
     def disable_events(self, session: str, patterns: str | Iterable[str], *, channel: str | None = None) -> int:
         """Disable the rules with these patterns ("*" or --all: every rule of the channel); returns how many."""
         if isinstance(patterns, str):
             patterns = [p for p in patterns.split(",") if p]
-        return self.call("disable_event", session=session, patterns=list(patterns), channel=channel)["disabled"]
+        return self._result("disabled", "disable_event", session=session, patterns=list(patterns),
+                            channel=channel)
 
     def add_context(self, session: str, types: Iterable[str], *, channel: str | None = None) -> list[str]:
         """Add context fields (vpid, vtid, procname, thread_name, cpu_id) to every event of a channel."""
-        return self.call("add_context", session=session, types=list(types), channel=channel)["channels"]
+        return self._result("channels", "add_context", session=session, types=list(types), channel=channel)
 
     def start(self, session: str) -> SessionInfo:
         """Start tracing: running and future applications record what the rules select."""
-        return self.call("start", session=session)["session"]
+        return self._result("session", "start", session=session)
 
     def stop(self, session: str) -> SessionInfo:
         """Stop tracing; when this returns, the trace on disk is complete.
@@ -363,13 +372,15 @@ class Client:
         The result has one more key, ``lost``: events discarded because a buffer was full.
         """
         reply = self.call("stop", session=session)
+        if not isinstance(reply.get("session"), dict):
+            raise DaemonError("the session daemon answered 'stop' without 'session'")
         return {**reply["session"], "lost": reply.get("lost", 0)}
 
     def snapshot_record(self, session: str, output: str | None = None) -> str:
         """Write the current contents of a snapshot session's buffers; returns the snapshot directory."""
         if output is not None:
             output = os.path.abspath(os.path.expanduser(output))
-        return self.call("snapshot_record", session=session, output=output)["path"]
+        return self._result("path", "snapshot_record", session=session, output=output)
 
     def shutdown_daemon(self) -> None:
         """Ask the daemon to stop (every session is stopped and flushed first)."""
