@@ -279,3 +279,40 @@ def test_client_bounds_a_daemon_that_trickles_or_lies(tmp_path):
                 assert "without" in str(exc) and "\n" not in str(exc)
     finally:
         d.close()
+
+
+def test_client_with_a_daemon_that_accepts_nothing(tmp_path):
+    """A socket whose backlog is full (a stopped or swamped daemon): the client waits its connect
+    deadline and says so in one line; it neither claims no daemon runs nor starts a second one."""
+    import socket
+
+    from ust.control import Client
+    from ust.errors import DaemonError
+
+    rundir = str(tmp_path / "run")
+    os.mkdir(rundir, 0o700)
+    path = os.path.join(rundir, "sessiond.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)
+    held = []
+    try:
+        while True:  # fill the backlog
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                s.close()
+                break
+            held.append(s)
+        try:
+            Client(rundir).ping()  # autostart on
+            raise AssertionError("connected to a daemon that accepts nothing")
+        except DaemonError as exc:
+            assert "accepted no connection within 5s" in str(exc) and "\n" not in str(exc), exc
+        assert sorted(os.listdir(rundir)) == ["sessiond.sock"]  # no second daemon was started
+    finally:
+        for s in held:
+            s.close()
+        listener.close()

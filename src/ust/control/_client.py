@@ -130,19 +130,39 @@ def stop_sessiond(rundir: str | None = None, timeout: float = 30.0) -> bool:
     raise DaemonError(f"the session daemon (pid {pid}) did not stop within {timeout:.0f}s")
 
 
+def _connect(path: str) -> socket.socket:
+    """A connection to the daemon's socket, within CONNECT_TIMEOUT.
+
+    A daemon that listens but does not accept (stopped, or its backlog full:
+    the kernel then refuses at once with EAGAIN) is waited for, then reported
+    as such (DaemonError); OSError means no daemon listens there at all.
+    """
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            s.connect(path)
+            return s
+        except (socket.timeout, BlockingIOError):
+            s.close()
+            if time.monotonic() >= deadline:
+                raise DaemonError(f"the session daemon at {path} accepted no connection within "
+                                  f"{CONNECT_TIMEOUT:.0f}s (stopped or overloaded?)") from None
+            time.sleep(0.05)
+        except BaseException:
+            s.close()
+            raise
+
+
 def _connectable(rundir: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(CONNECT_TIMEOUT)
     try:
-        s.connect(paths.socket_path(rundir))
+        _connect(paths.socket_path(rundir)).close()
         return True
-    except socket.timeout:
-        raise DaemonError(f"the session daemon at {paths.socket_path(rundir)} accepts no connection "
-                          f"(stopped or overloaded?)") from None
+    except DaemonError:
+        raise  # a daemon is there but does not answer: never start a second one
     except OSError:
         return False
-    finally:
-        s.close()
 
 
 class _Deadline:
@@ -216,18 +236,12 @@ class Client:
             return
         path = paths.socket_path(self.rundir)
         for attempt in (0, 1):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(CONNECT_TIMEOUT)
             try:
-                s.connect(path)
-                self._sock = s
+                self._sock = _connect(path)
                 return
-            except socket.timeout:
-                s.close()
-                raise DaemonError(f"the session daemon at {path} accepted no connection within "
-                                  f"{CONNECT_TIMEOUT:.0f}s (stopped or overloaded?)") from None
+            except DaemonError:
+                raise
             except OSError as exc:
-                s.close()
                 if attempt or not self.autostart:
                     raise DaemonError(f"no session daemon at {path} ({exc.strerror or exc}); "
                                       "start one with `ust-sessiond -d`") from None
