@@ -125,14 +125,47 @@ def run_overhead(runs: int) -> dict:
     return {"plain": plain, "plain_import": plain_import, "run": run, "run_import": run_import}
 
 
+def command_startup(runs: int) -> dict:
+    """Wall time of `ust` commands (the console script, as a user runs it) against `python -c pass`,
+    interleaved so that the machine's load weighs on each alike: (median, best) per command."""
+    env = dict(os.environ)
+    env["UST_HOME"] = HOME
+    script = os.path.join(os.path.dirname(sys.executable), "ust")
+    ust_cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "ust.cli"]
+    cmds = {"pass": [sys.executable, "-c", "pass"], "version": ust_cmd + ["version"],
+            "list": ust_cmd + ["list"], "help": ust_cmd + ["--help"]}
+    times: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(runs):
+        for name, cmd in cmds.items():
+            t0 = time.perf_counter()
+            subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - t0)
+    return {k: (statistics.median(v), min(v)) for k, v in times.items()}
+
+
+def print_command_startup(runs: int) -> None:
+    st = command_startup(runs)
+    base = st["pass"][0]
+    print(f"ust command start-up (median / best of {runs}, sessiond running):")
+    for name, label in (("pass", "python -c pass"), ("version", "ust version"), ("list", "ust list"),
+                        ("help", "ust --help")):
+        med, best = st[name]
+        extra = "" if name == "pass" else f"   {med / base:.1f}x python -c pass"
+        print(f"  {label:<28} {med * 1e3:7.1f} ms / {best * 1e3:.1f} ms{extra}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--commands", action="store_true", help="only the `ust` command start-up figures")
     args = p.parse_args()
     n, repeats, runs = (200_000, 3, 5) if args.quick else (1_000_000, 5, 11)
     try:
         c = Client(HOME)
         c.ping()  # starts ust-sessiond (and its consumer)
+        if args.commands:
+            print_command_startup(21)
+            return 0
         r = tracepoint_costs(n, repeats)
         print(f"bench_daemon: {n} events x {repeats} repeats, best run")
         print(f"  empty Python call            {r['empty']:7.1f} ns")
@@ -153,6 +186,7 @@ def main() -> int:
         print(f"  python -c 'import ust'       {o['plain_import'] * 1e3:7.1f} ms")
         print(f"  ust run -- python -c 'import ust' {o['run_import'] * 1e3:7.1f} ms   "
               f"+{(o['run_import'] - o['plain_import']) * 1e3:.1f} ms")
+        print_command_startup(runs)
     finally:
         stop_sessiond(HOME)
         shutil.rmtree(HOME, ignore_errors=True)

@@ -83,7 +83,7 @@ def test_mutated_traces(tmp_path_factory, source, data):
     p.chmod(0o644)
     p.write_bytes(bytes(_mutate(bytearray(p.read_bytes()), muts)))
     try:
-        _consume(dst)
+        _consume_all(dst)
     except TraceFormatError as exc:
         assert exc.path is not None
         assert "\n" not in str(exc)
@@ -114,3 +114,89 @@ def test_mutated_metadata_text(data):
                 _codegen.compile_struct(ec.fields, "dict", ec.name)
             except TraceFormatError:
                 pass
+
+
+# Metadata attributes given hostile values: alignments and sizes beyond any
+# packet (>= 2^31 once overflowed the C render programs and the bulk scanner),
+# clock frequencies of 1 Hz (dates beyond the platform's time range), zero,
+# negative, non-powers of two.
+_ATTRIBUTES = ("align", "size", "freq", "offset", "offset_s", "precision", "exp_dig", "mant_dig", "base",
+               "signed", "id", "stream_id")
+_HOSTILE = (0, 1, 2, 3, 7, 9, 16, 63, 65, 2**16, 2**31 - 1, 2**31, 2**32, 2**34, 2**62, 2**63, 2**64, 2**100,
+            -1, -(2**63))
+_ATTRIBUTE_RE = __import__("re").compile(r"\b(" + "|".join(_ATTRIBUTES) + r")\s*=\s*(-?\w+)")
+
+
+def _mutated_attribute_trace(tmp, data):
+    from ust.ctf import tsdl
+
+    dst = tmp / "t"
+    shutil.copytree(SOURCES[data.draw(st.sampled_from(sorted(SOURCES)))], dst)
+    md_file = next(dst.rglob("metadata"))
+    text = tsdl.unpacketize(md_file.read_bytes())
+    spots = list(_ATTRIBUTE_RE.finditer(text))
+    for _ in range(data.draw(st.integers(1, 3))):
+        m = data.draw(st.sampled_from(spots))
+        value = data.draw(st.sampled_from(_HOSTILE))
+        text = text[:m.start(2)] + str(value) + text[m.end(2):]
+        spots = list(_ATTRIBUTE_RE.finditer(text))
+    md_file.chmod(0o644)
+    md_file.write_text(text)  # plain-text metadata, as CTF allows
+    return dst
+
+
+def _consume_all(path):
+    """Every reader path, and the analyses, as `ust view/stats/latency` run them."""
+    from ust.analysis.latency import format_latency, latency
+    from ust.analysis.stats import format_stats, stats_dict, trace_stats
+
+    _consume(path)
+    st_ = trace_stats(path)
+    format_stats(st_)
+    stats_dict(st_)
+    format_latency(latency(path, "demo:ints", "demo:text"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_metadata_attributes(tmp_path_factory, data):
+    """Hostile values of metadata attributes: a one-line TraceFormatError or a clean read."""
+    path = _mutated_attribute_trace(tmp_path_factory.mktemp("attr"), data)
+    try:
+        _consume_all(path)
+    except TraceFormatError as exc:
+        assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("attribute, old, new", [
+    ("field align 2^63", "align = 8; signed = 1; encoding = none; base = 10; } _i16;",
+     "align = 9223372036854775808; signed = 1; encoding = none; base = 10; } _i16;"),
+    ("field align 2^34", "align = 8; signed = 1; encoding = none; base = 10; } _i16;",
+     "align = 17179869184; signed = 1; encoding = none; base = 10; } _i16;"),
+    ("clock freq 1", "freq = 1000000000;", "freq = 1;"),
+])
+def test_hostile_attribute_cases(tmp_path, attribute, old, new):
+    """The cases that gave tracebacks: `ust view`, `ust stats`, read_columns answer in one line."""
+    from reader_support import run_cli
+    from ust.ctf import tsdl
+
+    dst = tmp_path / "t"
+    shutil.copytree(SOURCES["contexts"], dst)
+    md_file = next(dst.rglob("metadata"))
+    text = tsdl.unpacketize(md_file.read_bytes())
+    assert old in text
+    md_file.chmod(0o644)
+    md_file.write_text(text.replace(old, new, 1))
+    for argv in (["view"], ["view", "--json"], ["stats"], ["stats", "--json"]):
+        rc, out, err = run_cli([*argv, str(dst)])
+        assert rc in (0, 2), (argv, err)
+        if rc:
+            assert err.startswith("ust: error: ") and err.count("\n") == 1, err
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        return
+    try:
+        ust.ctf.read_columns(dst)
+    except TraceFormatError as exc:
+        assert "\n" not in str(exc)

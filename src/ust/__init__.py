@@ -10,25 +10,6 @@ Layering (each layer imports only those above it):
 ``import ust`` imports only the standard library.
 """
 
-from ust.instrument.fields import (
-    array,
-    boolean,
-    bytes_ as bytes,  # noqa: A001 - the field type users write as ust.bytes
-    enum,
-    float32,
-    float64,
-    hex,  # noqa: A001
-    int8,
-    int16,
-    int32,
-    int64,
-    sequence,
-    string,
-    uint8,
-    uint16,
-    uint32,
-    uint64,
-)
 from ust.instrument.loglevels import (
     ALERT,
     CRIT,
@@ -46,14 +27,19 @@ from ust.instrument.loglevels import (
     NOTICE,
     WARNING,
 )
-from ust.instrument.marker import mark
-from ust.instrument.tracepoint import tracepoint
 
 __version__ = "0.1.0"
 
 # Imported on first use, to keep ``import ust`` cheap (it runs in every
-# traced process): name -> module that defines it.
+# traced process, and in every `ust` command, which needs none of these):
+# name -> module that defines it (and the name there, when it differs).
 _LAZY = {
+    "tracepoint": "ust.instrument.tracepoint",
+    "mark": "ust.instrument.marker",
+    **{name: "ust.instrument.fields" for name in (
+        "array", "boolean", "enum", "float32", "float64", "hex", "int8", "int16", "int32", "int64",
+        "sequence", "string", "uint8", "uint16", "uint32", "uint64")},
+    "bytes": "ust.instrument.fields:bytes_",
     "Session": "ust.session",
     "read_trace": "ust.ctf",
     "install_logging": "ust.instrument.logbridge",
@@ -62,14 +48,19 @@ _LAZY = {
 
 
 def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
+    where = _LAZY.get(name)
+    if where is None:
         raise AttributeError(f"module 'ust' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    module, _, attr = where.partition(":")
+    value = getattr(importlib.import_module(module), attr or name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 if __import__("os").environ.get("UST_LOGGING", "") not in ("", "0"):

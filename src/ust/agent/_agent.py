@@ -25,6 +25,7 @@ import threading
 import time
 
 
+from ust.agent import is_tool
 from ust.daemon import paths, protocol
 from ust.daemon.protocol import ConnectionClosed
 
@@ -387,26 +388,11 @@ _AGENT_PID = 0
 _FORK_HOOKED = False
 
 
-_TOOLS = ("ust", "ust-sessiond", "ust-consumerd", "ust-relayd")
-
-
-def _is_tool() -> bool:
-    """The ust command and daemons import ust too: they are not applications."""
-    if os.path.basename(sys.argv[0] if sys.argv else "") in _TOOLS:
-        return True
-    argv = getattr(sys, "orig_argv", [])
-    for i, a in enumerate(argv[:-1]):
-        if a == "-m":
-            mod = argv[i + 1]
-            return mod == "ust" or mod.startswith(("ust.cli", "ust.daemon"))
-    return False
-
-
 def start() -> None:
     """Start the agent (idempotent, cheap, never raises, no-op when UST_AGENT=0)."""
     global _AGENT, _AGENT_PID, _FORK_HOOKED
     try:
-        if os.environ.get("UST_AGENT", "1") == "0" or _is_tool():
+        if os.environ.get("UST_AGENT", "1") == "0" or is_tool():
             return
         if _AGENT is not None and _AGENT_PID == os.getpid():
             return

@@ -6,23 +6,32 @@ import sys
 import time
 
 
+def hashable(v):
+    """A decoded value as a dict key: whatever the metadata says a field is (an array, a
+    struct), lists become tuples and dicts tuples of items."""
+    if isinstance(v, list):
+        return tuple(hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple((k, hashable(x)) for k, x in v.items())
+    return v
+
+
 def thread_of(ev):
-    """(vpid, vtid, procname) of an event: its contexts, else its trace's env."""
+    """(vpid, vtid, procname) of an event: its contexts, else its trace's env (hashable)."""
     ctx = ev.context
     env = ev.stream.trace.env
     vpid = ctx.get("vpid", ctx.get("pid", env.get("vpid")))
     vtid = ctx.get("vtid", ctx.get("tid"))
     proc = ctx.get("procname", env.get("procname"))
-    return vpid, vtid, proc
+    return hashable(vpid), hashable(vtid), hashable(proc)
 
 
 def group_key(ev, key=None):
     """Pairing group of an event: a field/context value, or its thread (else its stream)."""
     if key is not None:
         if key.startswith("$ctx."):
-            return ("ctx", ev.context.get(key[5:]))
-        v = ev.fields.get(key, ev.context.get(key))
-        return ("key", v if not isinstance(v, list) else tuple(v))
+            return ("ctx", hashable(ev.context.get(key[5:])))
+        return ("key", hashable(ev.fields.get(key, ev.context.get(key))))
     vpid, vtid, _ = thread_of(ev)
     if vtid is not None:
         return ("thread", id(ev.stream.trace) if vpid is None else vpid, vtid)

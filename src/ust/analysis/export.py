@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
 from ust.errors import UstError
 
@@ -27,6 +28,22 @@ def export_chrome(path, out, begin=None, end=None, progress=False) -> int:
     from ust.ctf import read_trace
 
     prog = Progress("export") if progress else None
+    # written beside ``out`` and renamed over it when complete: a damaged trace (an
+    # error midway) leaves neither a cut JSON file nor a destroyed previous export
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(out) + ".", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(out)))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            written = _write_chrome(f, read_trace(path), begin, end, prog)
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return written
+
+
+def _write_chrome(f, events, begin, end, prog) -> int:
+    """The Chrome trace JSON of ``events``, written to ``f``; returns the trace events written."""
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
     names_seen = {}
     t0 = None
@@ -34,52 +51,51 @@ def export_chrome(path, out, begin=None, end=None, progress=False) -> int:
     written = 0
     open_slices = {}
     trace_ids = {}
-    with open(out, "w", encoding="utf-8") as f:
-        f.write('{"displayTimeUnit":"ns","traceEvents":[\n')
-        first = True
+    f.write('{"displayTimeUnit":"ns","traceEvents":[\n')
+    first = True
 
-        def put(obj):
-            nonlocal first, written
-            if not first:
-                f.write(",\n")
-            first = False
-            f.write(dumps(obj))
-            written += 1
+    def put(obj):
+        nonlocal first, written
+        if not first:
+            f.write(",\n")
+        first = False
+        f.write(dumps(obj))
+        written += 1
 
-        for ev in read_trace(path):
-            n += 1
-            if prog is not None and not n & 0xFFFF:
-                prog.update(n)
-            if t0 is None:
-                t0 = ev.timestamp
-            vpid, vtid, proc = thread_of(ev)
-            trace = ev.stream.trace
-            if vpid is None:
-                vpid = trace_ids.setdefault(id(trace), 1 + len(trace_ids))
-            tid = vtid if vtid is not None else (ev.cpu_id if ev.cpu_id is not None else 0)
-            if (vpid, tid) not in names_seen:
-                names_seen[(vpid, tid)] = True
-                if proc:
-                    put({"name": "process_name", "ph": "M", "pid": vpid, "tid": tid, "args": {"name": proc}})
-                if vtid is None:
-                    put({"name": "thread_name", "ph": "M", "pid": vpid, "tid": tid,
-                         "args": {"name": f"cpu {tid}"}})
-            ts = (ev.timestamp - t0) / 1000.0
-            if begin is not None and ev.name == begin:
-                open_slices.setdefault((vpid, tid), []).append((ts, ev))
-                if ev.name != end:
-                    continue
-            if end is not None and ev.name == end:
-                stack = open_slices.get((vpid, tid))
-                if stack:
-                    bts, bev = stack.pop()
-                    args = {"begin": _jsonable(bev.fields), "end": _jsonable(ev.fields)}
-                    put({"name": bev.name, "cat": bev.name.split(":")[0], "ph": "X", "ts": bts,
-                         "dur": ts - bts, "pid": vpid, "tid": tid, "args": args})
-                    continue
-            put({"name": ev.name, "cat": ev.name.split(":")[0], "ph": "i", "s": "t", "ts": ts, "pid": vpid,
-                 "tid": tid, "args": _jsonable(ev.fields)})
-        f.write('\n],"otherData":' + json.dumps({"origin_ns": t0, "generator": "ust export"}) + "}\n")
+    for ev in events:
+        n += 1
+        if prog is not None and not n & 0xFFFF:
+            prog.update(n)
+        if t0 is None:
+            t0 = ev.timestamp
+        vpid, vtid, proc = thread_of(ev)
+        trace = ev.stream.trace
+        if vpid is None:
+            vpid = trace_ids.setdefault(id(trace), 1 + len(trace_ids))
+        tid = vtid if vtid is not None else (ev.cpu_id if ev.cpu_id is not None else 0)
+        if (vpid, tid) not in names_seen:
+            names_seen[(vpid, tid)] = True
+            if proc:
+                put({"name": "process_name", "ph": "M", "pid": vpid, "tid": tid, "args": {"name": proc}})
+            if vtid is None:
+                put({"name": "thread_name", "ph": "M", "pid": vpid, "tid": tid,
+                     "args": {"name": f"cpu {tid}"}})
+        ts = (ev.timestamp - t0) / 1000.0
+        if begin is not None and ev.name == begin:
+            open_slices.setdefault((vpid, tid), []).append((ts, ev))
+            if ev.name != end:
+                continue
+        if end is not None and ev.name == end:
+            stack = open_slices.get((vpid, tid))
+            if stack:
+                bts, bev = stack.pop()
+                args = {"begin": _jsonable(bev.fields), "end": _jsonable(ev.fields)}
+                put({"name": bev.name, "cat": bev.name.split(":")[0], "ph": "X", "ts": bts,
+                     "dur": ts - bts, "pid": vpid, "tid": tid, "args": args})
+                continue
+        put({"name": ev.name, "cat": ev.name.split(":")[0], "ph": "i", "s": "t", "ts": ts, "pid": vpid,
+             "tid": tid, "args": _jsonable(ev.fields)})
+    f.write('\n],"otherData":' + json.dumps({"origin_ns": t0, "generator": "ust export"}) + "}\n")
     if prog is not None:
         prog.done(n)
     return written

@@ -95,9 +95,12 @@ def trace_stats(path, progress=False) -> TraceStats:
 def _fmt_time(ns):
     if ns is None:
         return "-"
-    import time
+    from ust.ctf._text import TextFormat
+
     sec, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(sec)) + f".{frac:09d}"
+    # `ust view --clock-date`'s text: a date beyond the platform's range (a clock
+    # of 1 Hz makes one) is printed as seconds since the Epoch, not a traceback
+    return TextFormat(clock_date=True).sec_text(sec) + f".{frac:09d}"
 
 
 def format_stats(st: TraceStats) -> str:

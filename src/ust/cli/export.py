@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-HELP = "export a trace: Chrome/Perfetto trace JSON, or Parquet (one table per event name)"
 
 
 def add_arguments(parser) -> None:

@@ -1,4 +1,4 @@
-"""`ust help [COMMAND]`: the help of one command, or the list of commands."""
+"""`ust help [COMMAND]`: the help of one command, or the list of commands; `ust version`."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import argparse
 
 from ust.errors import UstError
 
-HELP = "show the help of a command"
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_help(p: argparse.ArgumentParser) -> None:
     p.add_argument("topic", metavar="COMMAND", nargs="?", help="the command to explain")
 
 
@@ -20,15 +18,35 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
-def run(args: argparse.Namespace, out) -> int:
-    from ust.cli import build_parser
+def run_help(args: argparse.Namespace, out) -> int:
+    from ust.cli import COMMANDS, build_parser
 
-    parser = build_parser()
     if not args.topic:
-        parser.print_help(out)
+        build_parser(only="").print_help(out)
         return 0
-    subs = _subparsers(parser)
-    if args.topic not in subs:
-        raise UstError(f"no command {args.topic!r}; the commands are: {', '.join(sorted(subs))}")
-    subs[args.topic].print_help(out)
+    if args.topic not in COMMANDS:
+        raise UstError(f"no command {args.topic!r}; the commands are: {', '.join(sorted(COMMANDS))}")
+    _subparsers(build_parser(only=args.topic))[args.topic].print_help(out)
     return 0
+
+
+def add_version(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run_version(args: argparse.Namespace, out) -> int:
+    """The shape of `lttng version`: the version line, then the licence notice."""
+    from ust.cli import version_line
+
+    print(version_line(), file=out)
+    print(file=out)
+    print("This is free software (MIT licence); see the source for copying conditions. There is NO\n"
+          "warranty; not even for MERCHANTABILITY or FITNESS FOR A PARTICULAR PURPOSE.", file=out)
+    return 0
+
+
+# name -> (add_arguments, run); the help lines are in ust.cli.COMMANDS
+COMMAND_TABLE = {
+    "help": (add_help, run_help),
+    "version": (add_version, run_version),
+}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-HELP = "latency between begin/end event pairs: count, min, mean, p50, p90, p99, max, histogram"
 
 
 def add_arguments(parser) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-HELP = "plot a trace to PNG: event rate per name over time, latency histogram (needs matplotlib)"
 
 
 def add_arguments(parser) -> None:

@@ -20,12 +20,10 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 
 from ust.control import Client
 from ust.errors import SessionError
 
-HELP = "trace a program (and its children) from its first line to its exit"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,6 +65,48 @@ def _summary(path: str) -> tuple[int, collections.Counter, int] | None:
     return sum(counts.values()), counts, lost[0]
 
 
+class _Signals:
+    """SIGTERM, SIGHUP and SIGINT handling of `ust run`, installed before the session exists.
+
+    Before the program runs, a signal is only noted: `run` then destroys the
+    session and exits as if killed by it, never leaving a session behind. Once
+    the program runs, SIGTERM and SIGHUP sent to us are passed on to it, and
+    SIGINT (which the terminal also sends to the program, our process group)
+    is ignored: we only outlive the program, to close the trace. A signal
+    noted while ``Popen`` was starting the program is passed on when it returns.
+    """
+
+    FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.pending: list[int] = []
+        self.old = {s: signal.signal(s, self._handle) for s in self.FORWARDED}
+
+    def _handle(self, signum: int, frame) -> None:
+        proc = self.proc
+        if proc is None:
+            self.pending.append(signum)
+        elif signum != signal.SIGINT:
+            proc.send_signal(signum)
+
+    def fatal(self) -> int | None:
+        """The first signal received before the program started, if any."""
+        return self.pending[0] if self.pending else None
+
+    def started(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        # a handler that ran before the line above only noted its signal
+        while self.pending:
+            signum = self.pending.pop(0)
+            if signum != signal.SIGINT:
+                proc.send_signal(signum)
+
+    def restore(self) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
 def run(args: argparse.Namespace, out) -> int:
     cmd = list(args.command)
     if cmd and cmd[0] == "--":
@@ -78,9 +118,26 @@ def run(args: argparse.Namespace, out) -> int:
     if prog.startswith("python") and len(cmd) > 1 and not cmd[1].startswith("-"):
         prog = os.path.basename(cmd[1])
     output = os.path.abspath(args.output or f"ust-trace-{prog}-{stamp}")
-    token = uuid.uuid4().hex
+    token = os.urandom(16).hex()
     name = f"run-{prog}-{os.getpid()}-{stamp}"
+    signals = _Signals()  # before the session exists: a signal from now on never leaves it behind
+    try:
+        return _run(args, cmd, output, token, name, signals)
+    finally:
+        signals.restore()
+
+
+def _killed_by(signum: int) -> int:
+    """Exit the way the signal would have ended us (after cleaning up)."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return 128 + signum  # not reached for a fatal signal
+
+
+def _run(args: argparse.Namespace, cmd: list[str], output: str, token: str, name: str, signals: _Signals) -> int:
     with Client() as c:
+        if signals.fatal():
+            return _killed_by(signals.fatal())
         c.create_session(name, output=output, token=token)
         try:
             if args.buffers_pid or args.subbuf_size or args.num_subbuf:
@@ -94,6 +151,9 @@ def run(args: argparse.Namespace, out) -> int:
         except BaseException:
             c.destroy_session(name)
             raise
+        if signals.fatal():
+            c.destroy_session(name)
+            return _killed_by(signals.fatal())
         env = dict(os.environ)
         env["UST_RUN_TOKEN"] = token
         env["UST_AGENT_SYNC"] = "1"
@@ -109,20 +169,17 @@ def run(args: argparse.Namespace, out) -> int:
         except OSError as exc:
             c.destroy_session(name)
             raise SessionError(f"cannot run {cmd[0]!r}: {exc.strerror or exc}") from None
-        # Ctrl-C reaches the program from the terminal (same process group): we
-        # only outlive it, to close the trace. Signals sent to us alone are passed on.
-        old = {s: signal.signal(s, lambda signum, frame: proc.send_signal(signum))
-               for s in (signal.SIGTERM, signal.SIGHUP)}
-        old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            status = proc.wait()
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+        signals.started(proc)
+        status = proc.wait()
         c.stop(name)
         s = c.destroy_session(name)
-    if not args.quiet:
-        where = "\n  ".join(s["traces"]) if s["traces"] else "(no event was recorded)"
+    if not args.quiet and not s["traces"]:
+        # like lttng, no trace directory exists until an application records: say so
+        # rather than name a directory that is not there
+        print(f"ust: nothing recorded, no trace written: {os.path.basename(cmd[0])} and its children "
+              "hit no enabled tracepoint", file=sys.stderr)
+    elif not args.quiet:
+        where = "\n  ".join(s["traces"])
         print(f"ust: trace written in {output}", file=sys.stderr)
         if s["traces"]:
             print(f"  {where}", file=sys.stderr)

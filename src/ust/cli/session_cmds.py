@@ -7,10 +7,8 @@ Each is a thin layer over ``ust.control.Client``: parse, call, print.
 from __future__ import annotations
 
 import argparse
-import datetime
 
 from ust.control import Client, get_current_session, set_current_session
-from ust.daemon.rules import loglevel_name, parse_size
 from ust.errors import SessionError
 
 
@@ -35,6 +33,8 @@ def _current(args: argparse.Namespace, attr: str = "session") -> str:
 
 
 def _size(text: str | None) -> int | None:
+    from ust.daemon.rules import parse_size
+
     return None if text is None else parse_size(text)  # errors: one line, from main()
 
 
@@ -64,6 +64,8 @@ def add_create(p: argparse.ArgumentParser) -> None:
 
 
 def run_create(args: argparse.Namespace, out) -> int:
+    import datetime
+
     name = args.name or "auto-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     with _client() as c:
         s = c.create_session(name, output=args.output, snapshot=args.snapshot)
@@ -112,6 +114,8 @@ def run_set_session(args: argparse.Namespace, out) -> int:
 
 
 def _print_session(s: dict, out, current: str | None) -> None:
+    from ust.daemon.rules import loglevel_name
+
     state = "active" if s["active"] else "inactive"
     mark = " (current)" if s["name"] == current else ""
     snap = " [snapshot]" if s["snapshot"] else ""
@@ -158,6 +162,8 @@ def add_list(p: argparse.ArgumentParser) -> None:
 def run_list(args: argparse.Namespace, out) -> int:
     with _client() as c:
         if args.apps:
+            from ust.daemon.rules import loglevel_name
+
             apps = c.list_apps()
             if not apps:
                 print("No application registered.", file=out)
@@ -385,21 +391,19 @@ def run_snapshot(args: argparse.Namespace, out) -> int:
     return 0
 
 
+# name -> (add_arguments, run); the help lines are in ust.cli.COMMANDS
 COMMAND_TABLE = {
-    "create": ("create a tracing session", add_create, run_create),
-    "destroy": ("destroy a tracing session (its trace stays on disk)", add_destroy, run_destroy),
-    "list": ("list sessions, a session's channels and rules, or running applications", add_list, run_list),
-    "status": ("show the current session", add_status, run_status),
-    "set-session": ("choose the current session", add_set_session, run_set_session),
-    "enable-channel": ("create a channel (buffer sizes, mode, timers, trace files)", add_enable_channel,
-                       run_enable_channel),
-    "enable-event": ("enable events by name pattern, with filters and log levels", add_enable_event,
-                     run_enable_event),
-    "disable-event": ("disable event rules", add_disable_event, run_disable_event),
-    "disable-channel": ("disable channels: their events stop being recorded", add_disable_channel,
-                        run_disable_channel),
-    "add-context": ("add context fields (vpid, vtid, procname...) to events", add_add_context, run_add_context),
-    "start": ("start tracing", add_start_stop, run_start),
-    "stop": ("stop tracing; the trace is complete when it returns", add_start_stop, run_stop),
-    "snapshot": ("snapshot record: write a snapshot session's buffers", add_snapshot, run_snapshot),
+    "create": (add_create, run_create),
+    "destroy": (add_destroy, run_destroy),
+    "list": (add_list, run_list),
+    "status": (add_status, run_status),
+    "set-session": (add_set_session, run_set_session),
+    "enable-channel": (add_enable_channel, run_enable_channel),
+    "enable-event": (add_enable_event, run_enable_event),
+    "disable-event": (add_disable_event, run_disable_event),
+    "disable-channel": (add_disable_channel, run_disable_channel),
+    "add-context": (add_add_context, run_add_context),
+    "start": (add_start_stop, run_start),
+    "stop": (add_start_stop, run_stop),
+    "snapshot": (add_snapshot, run_snapshot),
 }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-HELP = "statistics of a trace: events per name, process and thread, rates, time span, discarded events"
 
 
 def add_arguments(parser) -> None:

@@ -1,17 +1,20 @@
-"""`ust view TRACE`: print the events of a trace like babeltrace2 does."""
+"""`ust view [TRACE...] [-s SESSION]`: print the events of a trace like babeltrace2 does.
+
+Without a path, like `lttng view`, the trace of a session: the one named with
+``-s``, else the current one (`ust create` / `ust set-session`), read from its
+output directory as far as the consumer has written it.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 
-from ust.analysis._common import jsonable as _jsonable
-
-HELP = "print the events of one or more traces (babeltrace2's text format, or JSON lines)"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("trace", nargs="+", help="trace directory (searched recursively for CTF traces)")
+    parser.add_argument("trace", nargs="*", help="trace directory (searched recursively for CTF traces; "
+                        "default: the current session's trace)")
+    parser.add_argument("-s", "--session", metavar="NAME", help="view this session's trace")
     parser.add_argument("--clock-cycles", action="store_true", help="print timestamps in clock cycles")
     parser.add_argument("--clock-seconds", action="store_true", help="print timestamps as [sec.ns]")
     parser.add_argument("--clock-date", action="store_true", help="print the date with the time of day")
@@ -25,6 +28,23 @@ def add_arguments(parser) -> None:
                              "loglevel, all (default: trace:hostname,trace:procname,trace:vpid)")
     parser.add_argument("--filter", metavar="EXPR", help="only events matching this LTTng filter expression")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
+def _session_output(name: str | None) -> str:
+    """The trace directory of a session (default: the current one), as `lttng view` finds it."""
+    from ust.control import Client, get_current_session
+    from ust.errors import SessionError
+
+    name = name or get_current_session()
+    if not name:
+        raise SessionError("no trace given and no current session: `ust view TRACE_DIR`, or create a session "
+                           "with `ust create NAME`")
+    with Client(autostart=False) as c:
+        s = c.get_session(name)
+    if not s["traces"]:
+        raise SessionError(f"session {name!r} has recorded nothing yet (no trace in {s['output']}): "
+                           "start it, and run an application")
+    return s["output"]
 
 
 def _binary_writer(out):
@@ -94,7 +114,7 @@ def run(args, out) -> int:
     fmt = TextFormat(names=args.names, fields=args.fields, clock_cycles=args.clock_cycles,
                      clock_seconds=args.clock_seconds, clock_date=args.clock_date, clock_gmt=args.clock_gmt,
                      delta=not args.no_delta)
-    traces = open_traces(args.trace)
+    traces = open_traces(args.trace or [_session_output(args.session)])
     on_disc = discarded_printer(fmt)
     write, flush = _binary_writer(out)
     interactive = False
@@ -187,16 +207,19 @@ def _pump(lines, write, flush, interactive):
     chunk = []
     append = chunk.append
     n = 0
-    for line in it:
-        append(line)
-        n += 1
-        if n >= 2048:
+    try:
+        for line in it:
+            append(line)
+            n += 1
+            if n >= 2048:
+                write("".join(chunk))
+                chunk.clear()
+                n = 0
+    finally:
+        # a bad packet ends the lines with an error: what came before it is printed first
+        if chunk:
             write("".join(chunk))
-            chunk.clear()
-            n = 0
-    if chunk:
-        write("".join(chunk))
-    flush()
+        flush()
 
 
 def _text_lines(records, fmt):
@@ -221,6 +244,10 @@ def _text_lines(records, fmt):
 
 
 def _json_lines(records, filt):
+    import json
+
+    from ust.analysis._common import jsonable as _jsonable
+
     dumps = json.JSONEncoder(separators=(",", ":")).encode
     for ev in records:
         if filt is not None and not filt.matches(ev.fields, ev.context):

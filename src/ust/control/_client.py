@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import time
 from typing import Any, Iterable, TypedDict
 
 from ust.daemon import paths, protocol
-from ust.daemon.rules import parse_loglevel, parse_size
 from ust.errors import DaemonError, ProtocolError, SessionError
 
 START_TIMEOUT = 15.0
 CURRENT_SESSION_FILE = "current-session"
+
+# Every request has a deadline, so a stopped (SIGSTOP) or wedged daemon gives a
+# one-line error instead of a hang. Connecting only needs the daemon's kernel
+# backlog; a query is answered from memory; the requests that flush buffers or
+# wait for applications and the consumer (which the daemon bounds at 60 s) get more.
+CONNECT_TIMEOUT = 5.0
+QUERY_TIMEOUT = 10.0
+SLOW_TIMEOUT = 90.0
+SLOW_COMMANDS = frozenset({"create", "destroy", "enable_channel", "disable_channel", "enable_event",
+                           "disable_event", "add_context", "start", "stop", "snapshot_record", "shutdown"})
 
 
 class ChannelInfo(TypedDict):
@@ -88,6 +96,8 @@ def start_sessiond(rundir: str | None = None, timeout: float = START_TIMEOUT) ->
     env = dict(os.environ)
     env["PYTHONPATH"] = _src_dir() + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["UST_AGENT"] = "0"
+    import subprocess  # here: every `ust` command imports this module, few start a daemon
+
     r = subprocess.run([sys.executable, "-m", "ust.daemon.sessiond", "--daemonize", "--rundir", rundir],
                        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if r.returncode != 0:
@@ -120,15 +130,67 @@ def stop_sessiond(rundir: str | None = None, timeout: float = 30.0) -> bool:
     raise DaemonError(f"the session daemon (pid {pid}) did not stop within {timeout:.0f}s")
 
 
+def _connect(path: str) -> socket.socket:
+    """A connection to the daemon's socket, within CONNECT_TIMEOUT.
+
+    A daemon that listens but does not accept (stopped, or its backlog full:
+    the kernel then refuses at once with EAGAIN) is waited for, then reported
+    as such (DaemonError); OSError means no daemon listens there at all.
+    """
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            s.connect(path)
+            return s
+        except (socket.timeout, BlockingIOError):
+            s.close()
+            if time.monotonic() >= deadline:
+                raise DaemonError(f"the session daemon at {path} accepted no connection within "
+                                  f"{CONNECT_TIMEOUT:.0f}s (stopped or overloaded?)") from None
+            time.sleep(0.05)
+        except BaseException:
+            s.close()
+            raise
+
+
 def _connectable(rundir: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        s.connect(paths.socket_path(rundir))
+        _connect(paths.socket_path(rundir)).close()
         return True
+    except DaemonError:
+        raise  # a daemon is there but does not answer: never start a second one
     except OSError:
         return False
-    finally:
-        s.close()
+
+
+class _Deadline:
+    """The client's socket as protocol.send_msg/recv_msg use it, under one deadline for the whole
+    exchange (a socket timeout alone bounds each recv, and a daemon sending a byte at a time could
+    stretch a reply forever)."""
+
+    def __init__(self, sock: socket.socket, seconds: float):
+        self.sock = sock
+        self.deadline = time.monotonic() + seconds
+
+    def _arm(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("deadline passed")
+        self.sock.settimeout(left)
+
+    def sendall(self, data: bytes) -> None:
+        self._arm()
+        self.sock.sendall(data)
+
+    def sendmsg(self, *args: Any) -> int:
+        self._arm()
+        return self.sock.sendmsg(*args)
+
+    def recvmsg(self, *args: Any) -> tuple:
+        self._arm()
+        return self.sock.recvmsg(*args)
 
 
 def get_current_session(rundir: str | None = None) -> str | None:
@@ -159,7 +221,9 @@ def set_current_session(name: str | None, rundir: str | None = None) -> None:
 class Client:
     """A connection to the user's session daemon (started on first use when ``autostart``)."""
 
-    def __init__(self, rundir: str | None = None, autostart: bool = True, timeout: float = 60.0):
+    def __init__(self, rundir: str | None = None, autostart: bool = True, timeout: float | None = None):
+        """``timeout``: the reply deadline of every request, in seconds (default: QUERY_TIMEOUT for
+        queries, SLOW_TIMEOUT for the requests that wait for the consumer or applications)."""
         self.rundir = rundir or paths.user_rundir()
         self.autostart = autostart
         self.timeout = timeout
@@ -172,14 +236,12 @@ class Client:
             return
         path = paths.socket_path(self.rundir)
         for attempt in (0, 1):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(self.timeout)
             try:
-                s.connect(path)
-                self._sock = s
+                self._sock = _connect(path)
                 return
+            except DaemonError:
+                raise
             except OSError as exc:
-                s.close()
                 if attempt or not self.autostart:
                     raise DaemonError(f"no session daemon at {path} ({exc.strerror or exc}); "
                                       "start one with `ust-sessiond -d`") from None
@@ -200,12 +262,19 @@ class Client:
         """Send one raw request; return the reply (raises SessionError when refused)."""
         self.connect()
         msg = {"cmd": cmd, **{k: v for k, v in args.items() if v is not None}}
+        seconds = self.timeout
+        if seconds is None:
+            seconds = SLOW_TIMEOUT if cmd in SLOW_COMMANDS else QUERY_TIMEOUT
+        sock = _Deadline(self._sock, seconds)
         try:
-            protocol.send_msg(self._sock, msg)
-            reply, fds = protocol.recv_msg(self._sock)
+            protocol.send_msg(sock, msg)
+            reply, fds = protocol.recv_msg(sock)
         except socket.timeout:
             self.close()
-            raise DaemonError(f"the session daemon did not answer {cmd!r} within {self.timeout:.0f}s") from None
+            pid = paths.read_pid(self.rundir)
+            who = f"the session daemon (pid {pid})" if pid else "the session daemon"
+            raise DaemonError(f"{who} did not answer {cmd!r} within {seconds:.0f}s "
+                              "(stopped or overloaded?)") from None
         except (OSError, ProtocolError) as exc:
             self.close()
             raise DaemonError(f"lost the session daemon during {cmd!r}: {exc}") from None
@@ -215,6 +284,13 @@ class Client:
             raise SessionError(str(reply.get("error", "request failed")))
         reply.pop("ok", None)
         return reply
+
+    def _result(self, key: str, cmd: str, **args: Any) -> Any:
+        """One field of the reply to a request; a reply without it is the daemon's fault, said in one line."""
+        reply = self.call(cmd, **args)
+        if key not in reply:
+            raise DaemonError(f"the session daemon answered {cmd!r} without {key!r}")
+        return reply[key]
 
     # -- the API ---------------------------------------------------------------------
 
@@ -232,21 +308,22 @@ class Client:
         """
         if output is not None:
             output = os.path.abspath(os.path.expanduser(output))
-        return self.call("create", name=name, output=output, snapshot=snapshot or None, token=token)["session"]
+        return self._result("session", "create", name=name, output=output, snapshot=snapshot or None,
+                            token=token)
 
     def destroy_session(self, name: str) -> SessionInfo:
         """Stop (flushing the trace) and forget a session; its trace stays on disk."""
-        return self.call("destroy", session=name)["session"]
+        return self._result("session", "destroy", session=name)
 
     def list_sessions(self) -> list[SessionInfo]:
-        return self.call("list")["sessions"]
+        return self._result("sessions", "list")
 
     def get_session(self, name: str) -> SessionInfo:
-        return self.call("session", session=name)["session"]
+        return self._result("session", "session", session=name)
 
     def list_apps(self) -> list[AppInfo]:
         """The registered applications and their tracepoints."""
-        return self.call("apps")["apps"]
+        return self._result("apps", "apps")
 
     def enable_channel(self, session: str, channel: str, *, subbuf_size: int | str | None = None,
                        num_subbuf: int | None = None, overwrite: bool | None = None, buffers: str | None = None,
@@ -257,13 +334,15 @@ class Client:
         ``buffers``: "uid" (one set of buffers shared by all processes of a user,
         the default) or "pid" (one per process, each its own trace directory).
         """
-        return self.call(
-            "enable_channel", session=session, channel=channel,
+        from ust.daemon.rules import parse_size
+
+        return self._result(
+            "channel", "enable_channel", session=session, channel=channel,
             subbuf_size=None if subbuf_size is None else parse_size(subbuf_size),
             num_subbuf=num_subbuf, overwrite=overwrite, buffers=buffers, switch_timer=switch_timer,
             read_timer=read_timer, tracefile_size=None if tracefile_size is None else parse_size(tracefile_size),
             tracefile_count=tracefile_count,
-        )["channel"]
+        )
 
     def disable_channel(self, session: str, channel: str) -> None:
         self.call("disable_channel", session=session, channel=channel)
@@ -279,24 +358,27 @@ class Client:
         """
         if isinstance(patterns, str):
             patterns = [p for p in patterns.split(",") if p]
+        from ust.daemon.rules import parse_loglevel
+
         lvl = None if loglevel is None else parse_loglevel(loglevel)
-        return self.call("enable_event", session=session, patterns=list(patterns), channel=channel,
-                         exclusions=list(exclusions) or None, filter=filter, loglevel=lvl,
-                         loglevel_only=loglevel_only or None)["rules"]
+        return self._result("rules", "enable_event", session=session, patterns=list(patterns), channel=channel,
+                            exclusions=list(exclusions) or None, filter=filter, loglevel=lvl,
+                            loglevel_only=loglevel_only or None)
 
     def disable_events(self, session: str, patterns: str | Iterable[str], *, channel: str | None = None) -> int:
         """Disable the rules with these patterns ("*" or --all: every rule of the channel); returns how many."""
         if isinstance(patterns, str):
             patterns = [p for p in patterns.split(",") if p]
-        return self.call("disable_event", session=session, patterns=list(patterns), channel=channel)["disabled"]
+        return self._result("disabled", "disable_event", session=session, patterns=list(patterns),
+                            channel=channel)
 
     def add_context(self, session: str, types: Iterable[str], *, channel: str | None = None) -> list[str]:
         """Add context fields (vpid, vtid, procname, thread_name, cpu_id) to every event of a channel."""
-        return self.call("add_context", session=session, types=list(types), channel=channel)["channels"]
+        return self._result("channels", "add_context", session=session, types=list(types), channel=channel)
 
     def start(self, session: str) -> SessionInfo:
         """Start tracing: running and future applications record what the rules select."""
-        return self.call("start", session=session)["session"]
+        return self._result("session", "start", session=session)
 
     def stop(self, session: str) -> SessionInfo:
         """Stop tracing; when this returns, the trace on disk is complete.
@@ -304,13 +386,15 @@ class Client:
         The result has one more key, ``lost``: events discarded because a buffer was full.
         """
         reply = self.call("stop", session=session)
+        if not isinstance(reply.get("session"), dict):
+            raise DaemonError("the session daemon answered 'stop' without 'session'")
         return {**reply["session"], "lost": reply.get("lost", 0)}
 
     def snapshot_record(self, session: str, output: str | None = None) -> str:
         """Write the current contents of a snapshot session's buffers; returns the snapshot directory."""
         if output is not None:
             output = os.path.abspath(os.path.expanduser(output))
-        return self.call("snapshot_record", session=session, output=output)["path"]
+        return self._result("path", "snapshot_record", session=session, output=output)
 
     def shutdown_daemon(self) -> None:
         """Ask the daemon to stop (every session is stopped and flushed first)."""

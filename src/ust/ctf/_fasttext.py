@@ -145,6 +145,7 @@ def _per_event_text(codec, fmt, trace, ec, pieces_prefix):
 # --------------------------------------------------------------------------
 
 R_LIT, R_PCTX, R_INT, R_FLOAT, R_STRING, R_TEXT, R_INTS, R_ENUM, R_ALIGN = range(1, 10)
+_MAX_OP_ALIGN = 1 << 30  # bytes: the render program is an array of C ints
 
 
 class _NoRender(Exception):
@@ -180,6 +181,8 @@ class _RenderBuilder:
                 raise _NoRender
             return
         if bits > 8:
+            if bits // 8 > _MAX_OP_ALIGN:
+                raise _NoRender  # an int32 op cannot hold it: the generated Python decoders can
             self.op(R_ALIGN, bits // 8)
 
     def struct(self, st, names):
@@ -326,6 +329,8 @@ class PacketCursor:
         self._decoders = {}
         self.pk = None
         self.p = 0
+        # a bad packet: raised once the events decoded before it have been consumed
+        self.error: TraceFormatError | None = None
 
     def _decoder(self, codec, cache_key, build):
         """The decoder of a stream class, compiled once per codec (build())."""
@@ -340,7 +345,14 @@ class PacketCursor:
         return dec
 
     def load(self):
-        """Decode the next chunk of events into the buffer; False at the end."""
+        """Decode the next chunk of events into the buffer; False at the end.
+
+        A corrupt event or packet ends the stream like babeltrace2 does: the
+        events decoded before it stay in the buffer, and the error is raised
+        once they are consumed (at the next load(), or at once if none is left).
+        """
+        if self.error is not None:
+            raise self.error
         while True:
             pk = self.pk
             if pk is None or self.p >= pk.content_bits // 8:
@@ -350,6 +362,8 @@ class PacketCursor:
                     self.pk = None
                     self.done = True
                     return False
+                except TraceFormatError as exc:  # a bad packet header or size
+                    return self._fail(exc, False)
                 self._enter(pk)
                 if pk.ts_begin is not None:
                     self.cur = pk.ts_begin
@@ -367,12 +381,25 @@ class PacketCursor:
                 self._decode(pk, pk.content_bits // 8)
             except PacketError as e:
                 from .reader import _why
-                raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", self.stream.path,
-                                       pk.offset + e.offset) from None
+                n = min(len(self.cyc), len(self.txt))  # a decoder may stop between its two appends
+                del self.cyc[n:]
+                del self.txt[n:]
+                if n > n0 and not self.same_clock:
+                    self._extend_keys(n0)
+                return self._fail(TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})",
+                                                   self.stream.path, pk.offset + e.offset), n > n0)
             if len(self.cyc) > n0:
                 if not self.same_clock:
                     self._extend_keys(n0)
                 return True
+
+    def _fail(self, error, added):
+        """End the stream at ``error``: raised now if nothing decoded is left to consume, else
+        at the next load(). Returns whether this load added events."""
+        self.error = error
+        if self.start >= len(self.cyc):
+            raise error from None
+        return added
 
 
 class _StreamText(PacketCursor):
@@ -457,7 +484,9 @@ def merged_text(streams, fmt, on_discarded=None, use_c=True, factory=None):
             if not st.load():
                 return
     while active:
-        lasts = [s.key[-1] for s in active if not s.done]
+        # a stream that failed (s.error) takes part up to its last good event, then
+        # its next load() raises: what comes after the failure is not printed
+        lasts = [s.key[-1] + (s.error is not None) for s in active if not s.done]
         h = min(lasts) if lasts else None
         keys, cycs, txts = [], [], []
         for s in active:
@@ -478,7 +507,7 @@ def merged_text(streams, fmt, on_discarded=None, use_c=True, factory=None):
             return
         nxt = []
         for s in active:
-            if not s.done and s.key[-1] == h:
+            if not s.done and s.error is None and s.key[-1] == h:
                 s.load()
             if s.start < len(s.key):
                 nxt.append(s)

@@ -155,6 +155,8 @@ class _ProgramBuilder:
             if bits % 8 and bits > 1:
                 raise _NoProgram
             return
+        if bits // 8 > 1 << 30:
+            raise _NoProgram  # an alignment that does not fit an int32 op: the Python path
         self.variable(OP_ALIGN, bits // 8)
 
     def field(self, t, column):

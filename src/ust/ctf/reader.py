@@ -255,8 +255,13 @@ class StreamFile:
             if magic is not None and magic != PACKET_MAGIC:
                 raise TraceFormatError(f"bad packet magic 0x{magic:08x}, expected 0x{PACKET_MAGIC:08X}", path, off)
             uid = header.get("uuid")
-            if uid is not None and md.uuid is not None and bytes(uid) != md.uuid:
-                raise TraceFormatError("packet UUID differs from the trace UUID", path, off)
+            if uid is not None and md.uuid is not None:
+                try:
+                    same = bytes(uid) == md.uuid
+                except (TypeError, ValueError):  # the metadata made it something else than 16 bytes
+                    same = False
+                if not same:
+                    raise TraceFormatError("packet UUID differs from the trace UUID", path, off)
             sid = header.get("stream_id")
             if sid is None:
                 if len(md.streams) != 1:
