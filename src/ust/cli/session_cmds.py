@@ -10,7 +10,7 @@ import argparse
 import datetime
 
 from ust.control import Client, get_current_session, set_current_session
-from ust.daemon.rules import loglevel_name, parse_size
+from ust.daemon.rules import loglevel_name, parse_size, python_loglevel_name
 from ust.errors import SessionError
 
 
@@ -22,9 +22,16 @@ def _session_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("-s", "--session", metavar="NAME", help="session to act on (default: the current session)")
 
 
-def _domain_args(p: argparse.ArgumentParser) -> None:
-    # lttng's domain flags, accepted so muscle memory works; ust has one domain.
-    p.add_argument("-u", "--userspace", "-p", "--python", action="store_true", help=argparse.SUPPRESS)
+def _domain_args(p: argparse.ArgumentParser, python: bool = False) -> None:
+    # lttng's domain flags, accepted so muscle memory works: ust's tracepoints
+    # are the user-space domain; enable-event also has LTTng's python domain.
+    if python:
+        p.add_argument("-u", "--userspace", action="store_true", help=argparse.SUPPRESS)
+        p.add_argument("-p", "--python", action="store_true",
+                       help="LTTng's python domain: the names are loggers (`*` wildcards), the levels are "
+                            "Python's (CRITICAL, ERROR, WARNING, INFO, DEBUG or a number)")
+    else:
+        p.add_argument("-u", "--userspace", "-p", "--python", action="store_true", help=argparse.SUPPRESS)
 
 
 def _current(args: argparse.Namespace, attr: str = "session") -> str:
@@ -138,7 +145,9 @@ def _print_session(s: dict, out, current: str | None) -> None:
             extra = []
             if r["exclusions"]:
                 extra.append("excluding " + ", ".join(r["exclusions"]))
-            if r["loglevel_type"] == "range":
+            if r.get("domain") == "python":
+                extra.append("python logger" + _python_levels(r))
+            elif r["loglevel_type"] == "range":
                 extra.append(f"loglevel <= {loglevel_name(r['loglevel'])}")
             elif r["loglevel_type"] == "single":
                 extra.append(f"loglevel == {loglevel_name(r['loglevel'])}")
@@ -237,9 +246,9 @@ def run_enable_channel(args: argparse.Namespace, out) -> int:
 
 def add_enable_event(p: argparse.ArgumentParser) -> None:
     p.add_argument("patterns", metavar="PATTERN[,PATTERN...]", nargs="?",
-                   help="event names; `*` matches anything (app:*, *request*)")
+                   help="event names; `*` matches anything (app:*, *request*); loggers with --python")
     _session_arg(p)
-    _domain_args(p)
+    _domain_args(p, python=True)
     p.add_argument("-c", "--channel", metavar="NAME", help="channel (default: channel0, created if needed)")
     p.add_argument("-a", "--all", action="store_true", help="every event (the pattern `*`)")
     p.add_argument("-x", "--exclude", action="append", metavar="NAME[,NAME...]",
@@ -259,13 +268,25 @@ def run_enable_event(args: argparse.Namespace, out) -> int:
     level = args.loglevel if args.loglevel is not None else args.loglevel_only
     with _client() as c:
         rules = c.enable_events(session, patterns, channel=args.channel, exclusions=_split(args.exclude),
-                                filter=args.filter, loglevel=level, loglevel_only=args.loglevel_only is not None)
+                                filter=args.filter, loglevel=level, loglevel_only=args.loglevel_only is not None,
+                                python=args.python)
     for r in rules:
+        if r.get("domain") == "python":
+            print(f"Python logger {r['pattern']} enabled in channel {r['channel']}{_python_levels(r)}", file=out)
+            continue
         extra = f" (filter: {r['filter']})" if r["filter"] else ""
         if r["exclusions"]:
             extra += f" (excluding {', '.join(r['exclusions'])})"
         print(f"Event {r['pattern']} enabled in channel {r['channel']}{extra}", file=out)
     return 0
+
+
+def _python_levels(rule: dict) -> str:
+    if rule["loglevel_type"] == "range":
+        return f" (level >= {python_loglevel_name(rule['loglevel'])})"
+    if rule["loglevel_type"] == "single":
+        return f" (level == {python_loglevel_name(rule['loglevel'])})"
+    return ""
 
 
 def add_disable_event(p: argparse.ArgumentParser) -> None:
