@@ -300,6 +300,7 @@ def decl_to_json(decl: object) -> dict:
         "loglevel": int(decl.loglevel),
         "kind": decl.kind,
         "fields": [[f.name, type_to_json(f.type)] for f in decl.fields],
+        **({"format": str(decl.extra["format"])} if decl.kind == "marker" and decl.extra.get("format") else {}),
     }
 
 
@@ -330,7 +331,8 @@ def _check_field(value: object) -> str | None:
 
 def check_decl(value: object) -> str | None:
     """Schema check of one declaration (used by the sessiond on registration)."""
-    err = _check_one(value, {"name": string(512), "loglevel": int, "kind": string(32), "fields": list_of(_check_field, 1024)})
+    err = _check_one(value, {"name": string(512), "loglevel": int, "kind": string(32), "fields": list_of(_check_field, 1024),
+                             "format?": string(4096)})
     if err:
         return err
     if ":" not in value["name"]:
@@ -353,7 +355,8 @@ def type_from_json(d: dict) -> object:
 def decl_from_json(d: dict) -> object:
     from ust.instrument.fields import EventDecl, Field
 
-    return EventDecl(d["name"], tuple(Field(n, type_from_json(t)) for n, t in d["fields"]), d["loglevel"], d["kind"])
+    return EventDecl(d["name"], tuple(Field(n, type_from_json(t)) for n, t in d["fields"]), d["loglevel"], d["kind"],
+                     {"format": d["format"]} if d.get("format") else None)
 
 
 def decl_key(d: dict) -> str:

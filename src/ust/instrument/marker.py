@@ -57,6 +57,34 @@ def parse_format(fmt: str) -> list[tuple[str, F.FieldType]]:
     return fields
 
 
+# C conversions -> Python's % operator (which has no length modifiers, %p or %a).
+_PY_CONV = {"u": "d", "p": "#x", "a": "g", "A": "G"}
+_py_formats: dict[str, str] = {}
+
+
+def python_format(fmt: str) -> str:
+    """The marker format as a Python %-format taking the event's field values in order."""
+    out = _py_formats.get(fmt)
+    if out is None:
+        def conv(m: "re.Match[str]") -> str:
+            c = m.group("conv")
+            if c == "%":
+                return "%%"
+            prec = "." + m.group("prec") if m.group("prec") is not None else ""
+            return "%" + m.group("flags") + (m.group("width") or "") + prec + _PY_CONV.get(c, c)
+
+        out = _py_formats[fmt] = re.sub(_CONV_PATTERN, conv, fmt)
+    return out
+
+
+def format_message(fmt: str, values) -> str:
+    """A marker event's message: its format applied to its field values (never raises)."""
+    try:
+        return python_format(fmt) % tuple(values)
+    except (TypeError, ValueError, OverflowError):
+        return fmt + " " + repr(tuple(values))
+
+
 def marker(provider: str, name: str, fmt: str):
     """The tracepoint behind a marker (declared on first use)."""
     key = (provider, name, fmt)

@@ -1,0 +1,55 @@
+"""Markers keep their printf format: the trace stores it, `ust view --messages` and read_trace format it."""
+
+import os
+import subprocess
+import sys
+
+import ust
+from conftest import babeltrace2_text, needs_babeltrace2
+from daemon_util import ust_env  # noqa: F401 - a fixture
+
+MARKS = ("import ust\n"
+         "for i in range(3):\n"
+         "    ust.mark('shop', 'sale', 'item %s sold %d times for %.2f EUR (%#x) 100%%', 'pen', i, 1.5 * i, 255)\n"
+         "ust.mark('shop', 'quote', 'said \"%s\"\\\\n', 'hi')\n")
+EXPECTED = ["item pen sold 0 times for 0.00 EUR (0xff) 100%", "item pen sold 1 times for 1.50 EUR (0xff) 100%",
+            "item pen sold 2 times for 3.00 EUR (0xff) 100%", 'said "hi"\\n']
+
+
+def _view_messages(trace) -> list[str]:
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "view", "--messages", str(trace)], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "UST_AGENT": "0"})
+    assert r.returncode == 0, r.stderr
+    return [line.split(": ", 1)[1] for line in r.stdout.splitlines()]
+
+
+@needs_babeltrace2
+def test_marker_format_is_stored_and_formatted_embedded(tmp_path):
+    trace = tmp_path / "t"
+    r = subprocess.run([sys.executable, "-c", f"import ust\nwith ust.Session({str(trace)!r}):\n"
+                        + "".join("    " + line + "\n" for line in MARKS.splitlines())],
+                       capture_output=True, text=True, env={**os.environ, "UST_AGENT": "0"}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out, err = babeltrace2_text(trace)
+    assert err == ""  # babeltrace2 reads the format's attribute without a warning
+    assert 'shop:sale: { cpu_id = ' in out and 'arg0 = "pen"' not in out
+    assert [e.message for e in ust.read_trace(trace)] == EXPECTED
+    assert _view_messages(trace) == EXPECTED
+
+
+@needs_babeltrace2
+def test_marker_format_travels_through_the_daemons(ust_env):
+    out = os.path.join(ust_env.home, "run")
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "run", "-o", out, "--", sys.executable, "-c", MARKS],
+                       env=ust_env.env(UST_AGENT="0"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    _, err = babeltrace2_text(out)
+    assert err == ""
+    assert _view_messages(out) == EXPECTED
+
+
+def test_tracepoints_have_no_message(tmp_path):
+    tp = ust.tracepoint("shop:plain", {"v": ust.int32})
+    with ust.Session(tmp_path / "t", events=["shop:plain"]):
+        tp(7)
+    assert [(e.fields, e.message) for e in ust.read_trace(tmp_path / "t")] == [({"v": 7}, None)]
