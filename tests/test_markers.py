@@ -53,3 +53,23 @@ def test_tracepoints_have_no_message(tmp_path):
     with ust.Session(tmp_path / "t", events=["shop:plain"]):
         tp(7)
     assert [(e.fields, e.message) for e in ust.read_trace(tmp_path / "t")] == [({"v": 7}, None)]
+
+
+def test_mark_dispatch_many_call_sites_dynamic_strings_and_errors(tmp_path):
+    """ust.mark's per-call-site cache (C): evicted entries, strings built per call, bad calls."""
+    import pytest
+
+    with ust.Session(tmp_path / "t", events=["dyn*:*"]):
+        for i in range(3):
+            for k in range(700):  # more call-site keys than cache slots: entries are evicted and re-resolved
+                ust.mark("dyn" + str(k % 7), "ev" + str(k), "k %d i %d", k, i)
+        with pytest.raises(TypeError):
+            ust.mark("dyn0", "ev0")
+        with pytest.raises(ValueError):
+            ust.mark("dyn0", "bad", "%q", 1)
+        with pytest.raises(TypeError):
+            ust.mark("dyn0", "ev0", "k %d i %d", k=1)
+    got = sorted((e.name, e.fields["k"], e.fields["i"]) for e in ust.read_trace(tmp_path / "t"))
+    assert got == sorted((f"dyn{k % 7}:ev{k}", k, i) for i in range(3) for k in range(700))
+    assert {e.message for e in ust.read_trace(tmp_path / "t") if e.name == "dyn0:ev0"} == {
+        "k 0 i 0", "k 0 i 1", "k 0 i 2"}

@@ -9,6 +9,7 @@ conversion with no name before it is ``arg<i>``.
 from __future__ import annotations
 
 import re
+import sys
 
 from ust.instrument import fields as F
 from ust.instrument.tracepoint import declare
@@ -95,10 +96,25 @@ def marker(provider: str, name: str, fmt: str):
     return tp
 
 
-def mark(provider: str, name: str, fmt: str, *args) -> None:
+def _mark_python(provider: str, name: str, fmt: str, *args) -> None:
     """Record a printf-style marker event; see the module doc."""
     tp = _cache.get((provider, name, fmt))
     if tp is None:
         tp = marker(provider, name, fmt)
     # %c takes a one-character string; numbers for %s are the caller's misuse
     tp(*args)
+
+
+def _c_mark():
+    """The C dispatch (ring/_mark.c: a per-call-site cache in front of marker()), if usable here."""
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return None  # it relies on the GIL; importing it would turn the GIL back on
+    try:
+        from ust._ring import _mark
+    except ImportError:
+        return None
+    _mark.set_resolver(marker)
+    return _mark.mark
+
+
+mark = _c_mark() or _mark_python
