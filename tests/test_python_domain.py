@@ -54,6 +54,9 @@ def test_enable_event_python_by_logger_and_level(ust_env):
     _, text, _ = ust_env.ust("enable-event", "--python", "app.db,app.w*", "--loglevel", "ERROR")
     assert "Python logger app.db enabled in channel channel0 (level >= ERROR)" in text
     ust_env.ust("enable-event", "-p", "other", "--loglevel-only", "25")
+    _, listing, _ = ust_env.ust("list", "py")
+    assert "app.w* [enabled] (python logger; level >= ERROR)" in listing
+    assert "other [enabled] (python logger; level == 25)" in listing
     ust_env.ust("start")
     _run_app(ust_env)
     ust_env.ust("stop")

@@ -146,7 +146,9 @@ def _print_session(s: dict, out, current: str | None) -> None:
             if r["exclusions"]:
                 extra.append("excluding " + ", ".join(r["exclusions"]))
             if r.get("domain") == "python":
-                extra.append("python logger" + _python_levels(r))
+                extra.append("python logger")
+                if r["loglevel_type"] != "all":
+                    extra.append(_python_levels(r))
             elif r["loglevel_type"] == "range":
                 extra.append(f"loglevel <= {loglevel_name(r['loglevel'])}")
             elif r["loglevel_type"] == "single":
@@ -272,7 +274,8 @@ def run_enable_event(args: argparse.Namespace, out) -> int:
                                 python=args.python)
     for r in rules:
         if r.get("domain") == "python":
-            print(f"Python logger {r['pattern']} enabled in channel {r['channel']}{_python_levels(r)}", file=out)
+            levels = f" ({_python_levels(r)})" if r["loglevel_type"] != "all" else ""
+            print(f"Python logger {r['pattern']} enabled in channel {r['channel']}{levels}", file=out)
             continue
         extra = f" (filter: {r['filter']})" if r["filter"] else ""
         if r["exclusions"]:
@@ -282,11 +285,9 @@ def run_enable_event(args: argparse.Namespace, out) -> int:
 
 
 def _python_levels(rule: dict) -> str:
-    if rule["loglevel_type"] == "range":
-        return f" (level >= {python_loglevel_name(rule['loglevel'])})"
-    if rule["loglevel_type"] == "single":
-        return f" (level == {python_loglevel_name(rule['loglevel'])})"
-    return ""
+    """A python rule's levels: Python's, higher is more severe."""
+    op = ">=" if rule["loglevel_type"] == "range" else "=="
+    return f"level {op} {python_loglevel_name(rule['loglevel'])}"
 
 
 def add_disable_event(p: argparse.ArgumentParser) -> None:
