@@ -69,7 +69,11 @@ def test_mark_dispatch_many_call_sites_dynamic_strings_and_errors(tmp_path):
             ust.mark("dyn0", "bad", "%q", 1)
         with pytest.raises(TypeError):
             ust.mark("dyn0", "ev0", "k %d i %d", k=1)
+        from ust.instrument.marker import _mark_python  # the fallback where the C dispatch is not built
+
+        assert ust.mark is not _mark_python
+        _mark_python("dyn0", "ev0", "k %d i %d", 0, 3)
     got = sorted((e.name, e.fields["k"], e.fields["i"]) for e in ust.read_trace(tmp_path / "t"))
-    assert got == sorted((f"dyn{k % 7}:ev{k}", k, i) for i in range(3) for k in range(700))
+    assert got == sorted([(f"dyn{k % 7}:ev{k}", k, i) for i in range(3) for k in range(700)] + [("dyn0:ev0", 0, 3)])
     assert {e.message for e in ust.read_trace(tmp_path / "t") if e.name == "dyn0:ev0"} == {
-        "k 0 i 0", "k 0 i 1", "k 0 i 2"}
+        "k 0 i 0", "k 0 i 1", "k 0 i 2", "k 0 i 3"}

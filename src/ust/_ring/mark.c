@@ -57,7 +57,10 @@ static PyObject *find_tracepoint(PyObject *provider, PyObject *name, PyObject *f
         PyErr_SetString(PyExc_RuntimeError, "ust._ring._mark: no marker resolver set");
         return NULL;
     }
-    PyObject *tp = PyObject_CallFunctionObjArgs(declare_marker, provider, name, fmt, NULL);
+    PyObject *resolver = declare_marker; /* own a reference: set_resolver may replace it meanwhile */
+    Py_INCREF(resolver);
+    PyObject *tp = PyObject_CallFunctionObjArgs(resolver, provider, name, fmt, NULL);
+    Py_DECREF(resolver);
     if (tp == NULL)
         return NULL;
     /* The resolver ran Python code: another thread may have filled the slot
