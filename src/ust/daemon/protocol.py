@@ -331,8 +331,8 @@ def _check_field(value: object) -> str | None:
 
 def check_decl(value: object) -> str | None:
     """Schema check of one declaration (used by the sessiond on registration)."""
-    err = _check_one(value, {"name": string(512), "loglevel": int, "kind": string(32), "fields": list_of(_check_field, 1024),
-                             "format?": string(4096)})
+    err = _check_one(value, {"name": string(512), "loglevel": int, "kind": string(32),
+                             "fields": list_of(_check_field, 1024), "format?": string(4096)})
     if err:
         return err
     if ":" not in value["name"]:
