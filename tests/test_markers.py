@@ -77,3 +77,17 @@ def test_mark_dispatch_many_call_sites_dynamic_strings_and_errors(tmp_path):
     assert got == sorted([(f"dyn{k % 7}:ev{k}", k, i) for i in range(3) for k in range(700)] + [("dyn0:ev0", 0, 3)])
     assert {e.message for e in ust.read_trace(tmp_path / "t") if e.name == "dyn0:ev0"} == {
         "k 0 i 0", "k 0 i 1", "k 0 i 2", "k 0 i 3"}
+
+
+@needs_babeltrace2
+def test_a_marker_with_a_huge_format_is_still_traced_by_the_daemons(ust_env):
+    """A format over the protocol's bound is not sent (no message), but never costs the app its tracing."""
+    code = ("import ust\n"
+            "ust.mark('big', 'fmt', 'v %d ' + 'x' * 5000, 1)\n"
+            "ust.mark('big', 'small', 'v %d', 2)\n")
+    out = os.path.join(ust_env.home, "run")
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "run", "-o", out, "--", sys.executable, "-c", code],
+                       env=ust_env.env(UST_AGENT="0"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [(e.name, e.fields["v"], e.message) for e in ust.read_trace(out)] == [
+        ("big:fmt", 1, None), ("big:small", 2, "v 2")]

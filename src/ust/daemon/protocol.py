@@ -300,8 +300,16 @@ def decl_to_json(decl: object) -> dict:
         "loglevel": int(decl.loglevel),
         "kind": decl.kind,
         "fields": [[f.name, type_to_json(f.type)] for f in decl.fields],
-        **({"format": str(decl.extra["format"])} if decl.kind == "marker" and decl.extra.get("format") else {}),
+        **({"format": decl.extra["format"]} if decl.kind == "marker" and _sendable_format(decl.extra.get("format"))
+           else {}),
     }
+
+
+MAX_MARKER_FORMAT = 4096  # a longer format is not sent: the marker is traced, only its message is not kept
+
+
+def _sendable_format(fmt: object) -> bool:
+    return isinstance(fmt, str) and 0 < len(fmt) <= MAX_MARKER_FORMAT
 
 
 def _check_type(value: object, depth: int = 0) -> str | None:
@@ -332,7 +340,7 @@ def _check_field(value: object) -> str | None:
 def check_decl(value: object) -> str | None:
     """Schema check of one declaration (used by the sessiond on registration)."""
     err = _check_one(value, {"name": string(512), "loglevel": int, "kind": string(32),
-                             "fields": list_of(_check_field, 1024), "format?": string(4096)})
+                             "fields": list_of(_check_field, 1024), "format?": string(MAX_MARKER_FORMAT)})
     if err:
         return err
     if ":" not in value["name"]:
