@@ -9,6 +9,12 @@ setup(
             depends=["src/ust/_ring/ring.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-braces"],
         ),
+        # ust.mark's per-call-site dispatch (ust.instrument.marker falls back to Python without it).
+        Extension(
+            "ust._ring._mark",
+            sources=["src/ust/_ring/mark.c"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+        ),
         # The trace reader's C helper (view's packet rendering and line formatting,
         # the bulk path's event scanner); optional: ust.ctf falls back to pure
         # Python when it is not built (see docs/reader.md).

@@ -53,6 +53,45 @@ def drain_rate(quick: bool) -> tuple[float, float]:
     return size / dt / 1e6, events / dt
 
 
+def logging_cost(n: int, reps: int) -> tuple[float, float]:
+    """ns per logger.info() call: logging alone, and recorded by ust's bridge (install_logging).
+
+    The logger writes each record, formatted, to /dev/null (logging's own
+    cost). The two measures alternate (best of ``reps`` each) so that the load
+    of a shared machine weighs on both alike.
+    """
+    import logging
+
+    log = logging.getLogger("bench.logging")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    sink = open(os.devnull, "w")
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+
+    def loop(k):
+        info = log.info
+        for _ in repeat(None, k):
+            info("request %d done", 42)
+
+    plain = logging.Logger.callHandlers
+    ust.install_logging()
+    hooked = logging.Logger.callHandlers
+    alone = recorded = float("inf")
+    with tempfile.TemporaryDirectory() as d, ust.Session(d, events=["lttng_python:event"], subbuf_size=1 << 20,
+                                                           num_subbuf=16):
+        for _ in range(reps * 5):  # many short alternating runs: the minimum of each escapes the load's bursts
+            logging.Logger.callHandlers = plain
+            alone = min(alone, best_ns_per_call(loop, n, 1))
+            logging.Logger.callHandlers = hooked
+            recorded = min(recorded, best_ns_per_call(loop, n, 1))
+    logging.Logger.callHandlers = plain
+    log.removeHandler(handler)
+    sink.close()
+    return alone, recorded
+
+
 def writers_cost(nproc: int, n: int) -> float:
     """Mean ns/event per writer, nproc processes writing one per-UID buffer."""
     tp = ust.tracepoint("bench:proc", {"i": ust.int64, "s": ust.string})
@@ -143,6 +182,7 @@ def main() -> int:
         on = best_ns_per_call(loop_of(tp_on), n, reps)
         mk = best_ns_per_call(loop_mark, n, reps)
     lost = s.lost
+    log_alone, log_ust = logging_cost(max(n // 200, 1000), reps)
     mbps, evps = drain_rate(args.quick)
     one = writers_cost(1, n)
     two = writers_cost(2, n)
@@ -154,6 +194,8 @@ def main() -> int:
         ("disabled tracepoint tp(1, s)", off, off / base),
         ("enabled tracepoint tp(1, s) [int64+str10]", on, on / base),
         ("marker ust.mark(..., 'x %d s %s', 1, s)", mk, mk / base),
+        ("logging: logger.info() to a stream", log_alone, 1.0),
+        ("logging: + recorded by ust (install_logging)", log_ust, log_ust / log_alone),
         ("1 writer process (per event)", one, 1.0),
         ("2 writer processes (per event, each)", two, two / one),
     ]

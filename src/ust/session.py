@@ -29,6 +29,7 @@ from ust.ctf.writer import (EventIdFile, StreamFile, drain, final_drain, stream_
                             write_metadata)
 from ust.filter import compile_filter, event_predicate
 from ust.instrument import context as ctx
+from ust.instrument import forksafe
 from ust.instrument import loglevels
 from ust.instrument.registry import REGISTRY, TracepointHandle
 
@@ -102,7 +103,7 @@ class Session:
         self.started = False
         self.stopped = False
         self._pid = os.getpid()
-        self._lock = threading.Lock()
+        self._lock = forksafe.Lock()
         self._attached: list[TracepointHandle] = []
         self.packets_written = 0
         self.bytes_written = 0
@@ -143,8 +144,7 @@ class Session:
         self._consumer = threading.Thread(target=self._consume, name="ust-consumer", daemon=True)
         self.started = True
         _active.append(self)
-        REGISTRY.subscribe(self._on_declare)
-        for handle in REGISTRY.all():
+        for handle in REGISTRY.subscribe(self._on_declare):
             self._on_declare(handle)
         self._consumer.start()
         return self
@@ -189,6 +189,8 @@ class Session:
         event_id = self.ids.event_id(handle.decl, 0)
         with self._lock:
             if self.stopped:
+                return
+            if handle in self._attached:
                 return
             handle.tp.attach(self.channel, event_id, event_predicate(self._filter, handle.decl))
             self._attached.append(handle)

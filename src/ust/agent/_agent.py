@@ -28,6 +28,7 @@ import time
 from ust.agent import is_tool
 from ust.daemon import paths, protocol
 from ust.daemon.protocol import ConnectionClosed
+from ust.instrument import forksafe
 
 SYNC_TIMEOUT = 5.0
 
@@ -61,7 +62,7 @@ class Agent:
     def __init__(self, inherited: dict | None = None):
         self.sync = os.environ.get("UST_AGENT_SYNC") == "1"
         self.retry = float(os.environ.get("UST_AGENT_RETRY", "1.0"))
-        self.lock = threading.Lock()
+        self.lock = forksafe.Lock()
         self.handles: dict[str, list] = {}  # decl_key -> handles
         self.decls: dict[str, dict] = {}  # decl_key -> decl json
         self.conns: list[Connection] = []
@@ -73,8 +74,7 @@ class Agent:
     def start(self) -> None:
         reg = _registry()
         if reg is not None:
-            reg.subscribe(self._declared)
-            for h in reg.all():
+            for h in reg.subscribe(self._declared):
                 self._add_handle(h)
         for c in self.conns:
             c.thread.start()
@@ -136,7 +136,7 @@ class Connection:
         self.registered = threading.Event()  # the first attempt is over (sync start waits on it)
         self.connected = threading.Event()  # registered with a daemon right now
         self.outbox: list = []
-        self.outbox_lock = threading.Lock()
+        self.outbox_lock = forksafe.Lock()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.seq = 0
         self.waiters: dict[int, threading.Event] = {}
@@ -397,7 +397,7 @@ def start() -> None:
         if _AGENT is not None and _AGENT_PID == os.getpid():
             return
         if not _FORK_HOOKED:
-            os.register_at_fork(after_in_child=_after_fork)
+            forksafe.after_in_child(_after_fork)  # runs once ust's locks are free in the child
             _FORK_HOOKED = True
         _AGENT = Agent()
         _AGENT_PID = os.getpid()

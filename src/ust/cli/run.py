@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="events to record (repeatable, `*` wildcards; default: every event)")
     p.add_argument("-o", "--output", metavar="DIR", help="trace directory (default: ./ust-trace-PROG-DATE)")
     p.add_argument("-f", "--filter", metavar="EXPR", help="record only the events for which EXPR is true")
-    p.add_argument("--loglevel", metavar="LEVEL", help="events at least as severe as LEVEL")
+    p.add_argument("--loglevel", metavar="LEVEL", help="events at least as severe as LEVEL "
+                   "(with -l, also log records: a Python level, WARNING or 30)")
     p.add_argument("-t", "--context", action="append", metavar="TYPE", help="context fields to add (vpid, vtid...)")
     p.add_argument("--buffers-pid", action="store_true", help="one trace directory per process")
     p.add_argument("--subbuf-size", metavar="SIZE", help="sub-buffer size (default 128k)")
@@ -147,6 +148,8 @@ def _run(args: argparse.Namespace, cmd: list[str], output: str, token: str, name
                 c.add_context(name, [t for v in args.context for t in v.split(",") if t])
             c.enable_events(name, [p for e in (args.event or ["*"]) for p in e.split(",") if p],
                             filter=args.filter, loglevel=args.loglevel)
+            if args.logging:  # every logger, at the Python level --loglevel names (LTTng's python domain)
+                c.enable_events(name, ["*"], filter=args.filter, loglevel=args.loglevel, python=True)
             c.start(name)
         except BaseException:
             c.destroy_session(name)

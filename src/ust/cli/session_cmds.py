@@ -20,9 +20,16 @@ def _session_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("-s", "--session", metavar="NAME", help="session to act on (default: the current session)")
 
 
-def _domain_args(p: argparse.ArgumentParser) -> None:
-    # lttng's domain flags, accepted so muscle memory works; ust has one domain.
-    p.add_argument("-u", "--userspace", "-p", "--python", action="store_true", help=argparse.SUPPRESS)
+def _domain_args(p: argparse.ArgumentParser, python: bool = False) -> None:
+    # lttng's domain flags, accepted so muscle memory works: ust's tracepoints
+    # are the user-space domain; enable-event also has LTTng's python domain.
+    if python:
+        p.add_argument("-u", "--userspace", action="store_true", help=argparse.SUPPRESS)
+        p.add_argument("-p", "--python", action="store_true",
+                       help="LTTng's python domain: the names are loggers (`*` wildcards), the levels are "
+                            "Python's (CRITICAL, ERROR, WARNING, INFO, DEBUG or a number)")
+    else:
+        p.add_argument("-u", "--userspace", "-p", "--python", action="store_true", help=argparse.SUPPRESS)
 
 
 def _current(args: argparse.Namespace, attr: str = "session") -> str:
@@ -142,7 +149,11 @@ def _print_session(s: dict, out, current: str | None) -> None:
             extra = []
             if r["exclusions"]:
                 extra.append("excluding " + ", ".join(r["exclusions"]))
-            if r["loglevel_type"] == "range":
+            if r.get("domain") == "python":
+                extra.append("python logger")
+                if r["loglevel_type"] != "all":
+                    extra.append(_python_levels(r))
+            elif r["loglevel_type"] == "range":
                 extra.append(f"loglevel <= {loglevel_name(r['loglevel'])}")
             elif r["loglevel_type"] == "single":
                 extra.append(f"loglevel == {loglevel_name(r['loglevel'])}")
@@ -243,9 +254,9 @@ def run_enable_channel(args: argparse.Namespace, out) -> int:
 
 def add_enable_event(p: argparse.ArgumentParser) -> None:
     p.add_argument("patterns", metavar="PATTERN[,PATTERN...]", nargs="?",
-                   help="event names; `*` matches anything (app:*, *request*)")
+                   help="event names; `*` matches anything (app:*, *request*); loggers with --python")
     _session_arg(p)
-    _domain_args(p)
+    _domain_args(p, python=True)
     p.add_argument("-c", "--channel", metavar="NAME", help="channel (default: channel0, created if needed)")
     p.add_argument("-a", "--all", action="store_true", help="every event (the pattern `*`)")
     p.add_argument("-x", "--exclude", action="append", metavar="NAME[,NAME...]",
@@ -265,13 +276,26 @@ def run_enable_event(args: argparse.Namespace, out) -> int:
     level = args.loglevel if args.loglevel is not None else args.loglevel_only
     with _client() as c:
         rules = c.enable_events(session, patterns, channel=args.channel, exclusions=_split(args.exclude),
-                                filter=args.filter, loglevel=level, loglevel_only=args.loglevel_only is not None)
+                                filter=args.filter, loglevel=level, loglevel_only=args.loglevel_only is not None,
+                                python=args.python)
     for r in rules:
+        if r.get("domain") == "python":
+            levels = f" ({_python_levels(r)})" if r["loglevel_type"] != "all" else ""
+            print(f"Python logger {r['pattern']} enabled in channel {r['channel']}{levels}", file=out)
+            continue
         extra = f" (filter: {r['filter']})" if r["filter"] else ""
         if r["exclusions"]:
             extra += f" (excluding {', '.join(r['exclusions'])})"
         print(f"Event {r['pattern']} enabled in channel {r['channel']}{extra}", file=out)
     return 0
+
+
+def _python_levels(rule: dict) -> str:
+    """A python rule's levels: Python's, higher is more severe."""
+    from ust.daemon.rules import python_loglevel_name
+
+    op = ">=" if rule["loglevel_type"] == "range" else "=="
+    return f"level {op} {python_loglevel_name(rule['loglevel'])}"
 
 
 def add_disable_event(p: argparse.ArgumentParser) -> None:

@@ -28,6 +28,8 @@ def add_arguments(parser) -> None:
                              "loglevel, all (default: trace:hostname,trace:procname,trace:vpid)")
     parser.add_argument("--filter", metavar="EXPR", help="only events matching this LTTng filter expression")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--messages", action="store_true",
+                        help="markers (ust.mark) as their formatted message, like printf would have printed it")
 
 
 def _session_output(name: str | None) -> str:
@@ -124,6 +126,8 @@ def run(args, out) -> int:
         pass
     if args.json:
         lines = _json_lines(iter_events(traces, on_disc), filt)
+    elif args.messages:
+        lines = _message_lines(iter_events(traces, on_disc), fmt, filt)
     elif filt is None:
         import gc
 
@@ -258,3 +262,22 @@ def _json_lines(records, filt):
             yield dumps(obj) + "\n"
         except (ValueError, TypeError):
             yield json.dumps(obj, default=str) + "\n"
+
+
+def _message_lines(events, fmt, filt):
+    """One line per event: time, delta, name, then a marker's message or the payload."""
+    from ust.ctf._text import format_struct
+
+    prev = None
+    for ev in events:
+        if filt is not None and not filt.matches(ev.fields, ev.context):
+            continue
+        head = f"[{fmt.ns_text(ev.timestamp)}] "
+        if fmt.delta:
+            head += fmt.delta_text(prev, ev.timestamp) + " "
+        prev = ev.timestamp
+        msg = ev.message
+        if msg is None:
+            cls = ev.event_class.fields
+            msg = format_struct(cls, ev.fields) if cls is not None else "{ }"
+        yield f"{head}{ev.name}: {msg}\n"

@@ -53,6 +53,7 @@ class RuleInfo(TypedDict):
     loglevel_type: str  # "all" | "range" | "single"
     loglevel: int
     enabled: bool
+    domain: str  # "ust" | "python"
 
 
 class SessionInfo(TypedDict):
@@ -349,21 +350,25 @@ class Client:
 
     def enable_events(self, session: str, patterns: str | Iterable[str], *, channel: str | None = None,
                       exclusions: Iterable[str] = (), filter: str | None = None,
-                      loglevel: str | int | None = None, loglevel_only: bool = False) -> list[RuleInfo]:
+                      loglevel: str | int | None = None, loglevel_only: bool = False,
+                      python: bool = False) -> list[RuleInfo]:
         """Enable event rules: ``patterns`` are names with ``*`` wildcards ("app:*" or "a:x,a:y").
 
         ``filter`` uses LTTng's filter language (rejected with the position of
         the error); ``loglevel`` keeps events at least as severe (or exactly, with
         ``loglevel_only``). The default channel "channel0" is created if needed.
+        With ``python``, LTTng's python domain: the patterns name loggers and
+        the levels are Python's (``"WARNING"``, ``30``).
         """
         if isinstance(patterns, str):
             patterns = [p for p in patterns.split(",") if p]
-        from ust.daemon.rules import parse_loglevel
+        from ust.daemon.rules import parse_loglevel, parse_python_loglevel
 
-        lvl = None if loglevel is None else parse_loglevel(loglevel)
+        parse = parse_python_loglevel if python else parse_loglevel
+        lvl = None if loglevel is None else parse(loglevel)
         return self._result("rules", "enable_event", session=session, patterns=list(patterns), channel=channel,
                             exclusions=list(exclusions) or None, filter=filter, loglevel=lvl,
-                            loglevel_only=loglevel_only or None)
+                            loglevel_only=loglevel_only or None, domain="python" if python else None)
 
     def disable_events(self, session: str, patterns: str | Iterable[str], *, channel: str | None = None) -> int:
         """Disable the rules with these patterns ("*" or --all: every rule of the channel); returns how many."""

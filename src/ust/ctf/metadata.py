@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from ust.instrument import context as ctx
 from ust.instrument.fields import EventDecl, FieldType
 
+from .tsdl import MARKER_FORMAT_URI
+
 TRACER_VERSION = (2, 13)
 
 
@@ -166,6 +168,10 @@ def metadata_text(trace: TraceInfo, streams: list[StreamClass], events: list[tup
     for event_id, stream_id, decl in events:
         out.append(f"event {{\n\tname = {_quote(decl.name)};\n\tid = {event_id};\n\tstream_id = {stream_id};\n")
         out.append(f"\tloglevel = {decl.loglevel};\n")
+        if decl.kind == "marker" and decl.extra.get("format"):
+            # A marker's printf format (ust view --messages formats its events):
+            # model.emf.uri is the one free-text event attribute babeltrace2 reads without a warning.
+            out.append(f"\tmodel.emf.uri = {_quote(MARKER_FORMAT_URI + decl.extra['format'])};\n")
         lines = [line for f in decl.fields for line in field_decl(f.name, f.type)]
         if lines:
             out.append("\tfields := struct {\n" + _struct(lines, "\t\t") + "\t};\n")

@@ -30,7 +30,7 @@ from ust.errors import TraceFormatError
 
 from . import _codegen
 from ._text import format_struct
-from .tsdl import StructType, read_metadata_file
+from .tsdl import MARKER_FORMAT_URI, StructType, read_metadata_file
 
 PACKET_MAGIC = 0xC1FC1FC1
 # packet-context fields with a meaning of their own (babeltrace2 does not print them)
@@ -66,6 +66,16 @@ class Event(tuple):
     @property
     def trace(self):
         return self[6].trace
+
+    @property
+    def message(self):
+        """A marker's message (``ust.mark``'s format applied to the fields), else None."""
+        uri = self[7].model_emf_uri
+        if not uri or not uri.startswith(MARKER_FORMAT_URI):
+            return None
+        from ust.instrument.marker import format_message
+
+        return format_message(uri[len(MARKER_FORMAT_URI):], self[4].values())
 
     def __repr__(self):
         return f"Event({self.name!r}, timestamp={self.timestamp}, cpu_id={self.cpu_id}, fields={self.fields!r})"

@@ -191,6 +191,9 @@ class StreamClass:
     events: dict = field(default_factory=dict)  # id -> EventClass
 
 
+MARKER_FORMAT_URI = "ust:format:"  # model.emf.uri of a marker event (ust.mark): this, then its printf format
+
+
 @dataclass
 class EventClass:
     name: str

@@ -300,7 +300,16 @@ def decl_to_json(decl: object) -> dict:
         "loglevel": int(decl.loglevel),
         "kind": decl.kind,
         "fields": [[f.name, type_to_json(f.type)] for f in decl.fields],
+        **({"format": decl.extra["format"]} if decl.kind == "marker" and _sendable_format(decl.extra.get("format"))
+           else {}),
     }
+
+
+MAX_MARKER_FORMAT = 4096  # a longer format is not sent: the marker is traced, only its message is not kept
+
+
+def _sendable_format(fmt: object) -> bool:
+    return isinstance(fmt, str) and 0 < len(fmt) <= MAX_MARKER_FORMAT
 
 
 def _check_type(value: object, depth: int = 0) -> str | None:
@@ -330,7 +339,8 @@ def _check_field(value: object) -> str | None:
 
 def check_decl(value: object) -> str | None:
     """Schema check of one declaration (used by the sessiond on registration)."""
-    err = _check_one(value, {"name": string(512), "loglevel": int, "kind": string(32), "fields": list_of(_check_field, 1024)})
+    err = _check_one(value, {"name": string(512), "loglevel": int, "kind": string(32),
+                             "fields": list_of(_check_field, 1024), "format?": string(MAX_MARKER_FORMAT)})
     if err:
         return err
     if ":" not in value["name"]:
@@ -353,7 +363,8 @@ def type_from_json(d: dict) -> object:
 def decl_from_json(d: dict) -> object:
     from ust.instrument.fields import EventDecl, Field
 
-    return EventDecl(d["name"], tuple(Field(n, type_from_json(t)) for n, t in d["fields"]), d["loglevel"], d["kind"])
+    return EventDecl(d["name"], tuple(Field(n, type_from_json(t)) for n, t in d["fields"]), d["loglevel"], d["kind"],
+                     {"format": d["format"]} if d.get("format") else None)
 
 
 def decl_key(d: dict) -> str:

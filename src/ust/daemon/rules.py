@@ -7,6 +7,13 @@ is more severe). ``--loglevel LVL`` keeps events *at least as severe* as LVL;
 ``--loglevel-only LVL`` keeps events of exactly LVL. Python ``logging`` level
 names (CRITICAL, ERROR, WARNING, INFO, DEBUG) are accepted and mapped like
 LTTng's python domain maps them.
+
+The python domain (``enable-event --python``), as LTTng's: a rule names
+loggers (``*`` wildcards) and Python levels (CRITICAL 50 … DEBUG 10, higher is
+more severe, any number accepted). Every log record is the one tracepoint
+``lttng_python:event``; like lttng-sessiond, a python rule enables it with a
+filter on its fields: ``logger_name == "PATTERN"`` and ``int_loglevel >= N``
+(``== N`` with --loglevel-only), and the rule's own filter.
 """
 
 from __future__ import annotations
@@ -37,6 +44,13 @@ LOGLEVELS = {
 PYTHON_LEVELS = {"CRITICAL": 2, "FATAL": 2, "ERROR": 3, "WARN": 4, "WARNING": 4, "INFO": 6, "DEBUG": 14}
 MAX_PATTERN = 512
 
+PYTHON_EVENT = "lttng_python:event"  # the tracepoint every log record is (ust.instrument.logbridge)
+# The python domain's levels are logging's own numbers (LTTng's LTTNG_LOGLEVEL_PYTHON_*).
+PYTHON_DOMAIN_LEVELS = {"CRITICAL": 50, "FATAL": 50, "ERROR": 40, "WARNING": 30, "WARN": 30, "INFO": 20,
+                        "DEBUG": 10, "NOTSET": 0}
+MAX_PYTHON_LEVEL = (1 << 31) - 1
+DOMAINS = ("ust", "python")
+
 
 def parse_loglevel(text: str | int) -> int:
     """``TRACE_WARNING``, ``WARNING``, ``warning``, ``4``, ``ERROR`` -> an LTTng level."""
@@ -59,6 +73,33 @@ def parse_loglevel(text: str | int) -> int:
     if not 0 <= value <= 14:
         raise SessionError(f"log level {value} is out of range 0-14")
     return value
+
+
+def parse_python_loglevel(text: str | int) -> int:
+    """A python-domain level: ``WARNING``, ``warning``, ``PYTHON_WARNING``, ``30``, ``25`` -> logging's number."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        name = str(text).strip().upper()
+        if name.startswith("PYTHON_"):
+            name = name[7:]
+        if name.isdigit():
+            value = int(name)
+        elif name in PYTHON_DOMAIN_LEVELS:
+            value = PYTHON_DOMAIN_LEVELS[name]
+        else:
+            raise SessionError(f"unknown python log level {text!r}: expected one of "
+                               f"{', '.join(PYTHON_DOMAIN_LEVELS)} or a logging level number")
+    if not 0 <= value <= MAX_PYTHON_LEVEL:
+        raise SessionError(f"python log level {value} is out of range 0-{MAX_PYTHON_LEVEL}")
+    return value
+
+
+def python_loglevel_name(value: int) -> str:
+    for name, v in PYTHON_DOMAIN_LEVELS.items():
+        if v == value and name not in ("FATAL", "WARN"):
+            return name
+    return str(value)
 
 
 def loglevel_name(value: int) -> str:
@@ -98,10 +139,15 @@ class EventRule:
     loglevel_type: str = "all"  # "all", "range" (at least as severe), "single" (exactly)
     loglevel: int = -1
     enabled: bool = True
+    domain: str = "ust"  # or "python": the pattern names loggers, the levels are Python's
     _rx: object = field(default=None, repr=False, compare=False)
 
     def matches(self, name: str, loglevel: int) -> bool:
-        if not self.enabled or not glob_match(self.pattern, name):
+        if not self.enabled:
+            return False
+        if self.domain == "python":
+            return name == PYTHON_EVENT  # loggers and levels are in effective_filter()
+        if not glob_match(self.pattern, name):
             return False
         if any(glob_match(x, name) for x in self.exclusions):
             return False
@@ -111,9 +157,30 @@ class EventRule:
             return loglevel == self.loglevel
         return True
 
+    def effective_filter(self) -> str | None:
+        """The filter this rule puts on the events it matches (None: every event).
+
+        A ust rule's is its own; a python rule's also selects its loggers and
+        levels from the record's fields, as lttng-sessiond does for agents.
+        """
+        if self.domain != "python":
+            return self.filter
+        parts = []
+        if self.pattern != "*":
+            parts.append(f'logger_name == "{_filter_literal(self.pattern)}"')
+        parts.extend(f'logger_name != "{_filter_literal(x)}"' for x in self.exclusions)
+        if self.loglevel_type == "range":
+            parts.append(f"int_loglevel >= {self.loglevel}")
+        elif self.loglevel_type == "single":
+            parts.append(f"int_loglevel == {self.loglevel}")
+        if self.filter:
+            parts.append(f"({self.filter})")
+        return " && ".join(parts) or None
+
     def same_rule(self, other: "EventRule") -> bool:
-        return (self.pattern, self.channel, self.exclusions, self.filter, self.loglevel_type, self.loglevel) == (
-            other.pattern, other.channel, other.exclusions, other.filter, other.loglevel_type, other.loglevel)
+        return (self.domain, self.pattern, self.channel, self.exclusions, self.filter, self.loglevel_type,
+                self.loglevel) == (other.domain, other.pattern, other.channel, other.exclusions, other.filter,
+                                   other.loglevel_type, other.loglevel)
 
     def to_json(self) -> dict:
         return {
@@ -124,14 +191,23 @@ class EventRule:
             "loglevel_type": self.loglevel_type,
             "loglevel": self.loglevel,
             "enabled": self.enabled,
+            "domain": self.domain,
         }
+
+
+def _filter_literal(pattern: str) -> str:
+    """A logger-name pattern inside a filter's string literal: ``*`` stays a wildcard, ``\\*`` a star."""
+    text = pattern.replace('"', '\\"')
+    trailing = len(text) - len(text.rstrip("\\"))
+    return text + "\\" if trailing % 2 else text  # a lone trailing backslash would escape the quote
 
 
 def combined_filter(rules: list[EventRule]) -> str | None:
     """The filter of a tracepoint enabled by several rules: any rule records it."""
-    if any(r.filter is None for r in rules):
+    filters = [r.effective_filter() for r in rules]
+    if any(f is None for f in filters):
         return None
-    filters = sorted({r.filter for r in rules if r.filter})
+    filters = sorted(set(filters))
     if len(filters) == 1:
         return filters[0]
     return " || ".join(f"({f})" for f in filters)

@@ -48,7 +48,7 @@ from ust.daemon.consumer_link import ConsumerLink
 from ust.daemon.protocol import (
     ConnectionClosed, check, is_name, list_of, one_of, optional, string, uint,
 )
-from ust.daemon.rules import EventRule, check_pattern, combined_filter
+from ust.daemon.rules import DOMAINS, MAX_PYTHON_LEVEL, EventRule, check_pattern, combined_filter
 from ust.errors import ProtocolError, SessionError, UstError
 
 MAX_CONNECTIONS = 512
@@ -279,8 +279,9 @@ SCHEMAS: dict[str, dict] = {
         "channel?": optional(is_name),
         "exclusions?": list_of(string(512), 256),
         "filter?": optional(string(4096)),
-        "loglevel?": optional(one_of(*range(15))),
+        "loglevel?": optional(uint(MAX_PYTHON_LEVEL + 1)),  # 0-14, or a Python level in the python domain
         "loglevel_only?": bool,
+        "domain?": optional(one_of(*DOMAINS)),
     },
     "disable_event": {"session": is_name, "patterns": list_of(string(512), 256), "channel?": optional(is_name)},
     "add_context": {"session": is_name, "types": list_of(check_context, 64), "channel?": optional(is_name)},
@@ -642,10 +643,14 @@ class SessionDaemon:
 
     def cmd_enable_event(self, session: str, patterns: list[str], channel: str | None = None,
                          exclusions: list[str] = (), filter: str | None = None,
-                         loglevel: int | None = None, loglevel_only: bool = False) -> dict:
+                         loglevel: int | None = None, loglevel_only: bool = False,
+                         domain: str | None = None) -> dict:
         s = self._session(session)
+        domain = domain or "ust"
         if not patterns:
             raise SessionError("no event pattern given")
+        if domain == "ust" and loglevel is not None and loglevel > 14:
+            raise SessionError(f"log level {loglevel} is out of range 0-14")
         for p in list(patterns) + list(exclusions):
             check_pattern(p)
         for x in exclusions:
@@ -659,7 +664,7 @@ class SessionDaemon:
             rule = EventRule(
                 pattern=p, channel=ch.name, exclusions=tuple(exclusions), filter=filter,
                 loglevel_type="all" if loglevel is None else ("single" if loglevel_only else "range"),
-                loglevel=-1 if loglevel is None else loglevel,
+                loglevel=-1 if loglevel is None else loglevel, domain=domain,
             )
             for r in s.rules:
                 if r.same_rule(rule):

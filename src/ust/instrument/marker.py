@@ -9,6 +9,7 @@ conversion with no name before it is ``arg<i>``.
 from __future__ import annotations
 
 import re
+import sys
 
 from ust.instrument import fields as F
 from ust.instrument.tracepoint import declare
@@ -57,6 +58,34 @@ def parse_format(fmt: str) -> list[tuple[str, F.FieldType]]:
     return fields
 
 
+# C conversions -> Python's % operator (which has no length modifiers, %p or %a).
+_PY_CONV = {"u": "d", "p": "#x", "a": "g", "A": "G"}
+_py_formats: dict[str, str] = {}
+
+
+def python_format(fmt: str) -> str:
+    """The marker format as a Python %-format taking the event's field values in order."""
+    out = _py_formats.get(fmt)
+    if out is None:
+        def conv(m: "re.Match[str]") -> str:
+            c = m.group("conv")
+            if c == "%":
+                return "%%"
+            prec = "." + m.group("prec") if m.group("prec") is not None else ""
+            return "%" + m.group("flags") + (m.group("width") or "") + prec + _PY_CONV.get(c, c)
+
+        out = _py_formats[fmt] = re.sub(_CONV_PATTERN, conv, fmt)
+    return out
+
+
+def format_message(fmt: str, values) -> str:
+    """A marker event's message: its format applied to its field values (never raises)."""
+    try:
+        return python_format(fmt) % tuple(values)
+    except (TypeError, ValueError, OverflowError):
+        return fmt + " " + repr(tuple(values))
+
+
 def marker(provider: str, name: str, fmt: str):
     """The tracepoint behind a marker (declared on first use)."""
     key = (provider, name, fmt)
@@ -67,10 +96,25 @@ def marker(provider: str, name: str, fmt: str):
     return tp
 
 
-def mark(provider: str, name: str, fmt: str, *args) -> None:
+def _mark_python(provider: str, name: str, fmt: str, *args) -> None:
     """Record a printf-style marker event; see the module doc."""
     tp = _cache.get((provider, name, fmt))
     if tp is None:
         tp = marker(provider, name, fmt)
     # %c takes a one-character string; numbers for %s are the caller's misuse
     tp(*args)
+
+
+def _c_mark():
+    """The C dispatch (ring/_mark.c: a per-call-site cache in front of marker()), if usable here."""
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return None  # it relies on the GIL; importing it would turn the GIL back on
+    try:
+        from ust._ring import _mark
+    except ImportError:
+        return None
+    _mark.set_resolver(marker)
+    return _mark.mark
+
+
+mark = _c_mark() or _mark_python
