@@ -75,7 +75,17 @@ __all__ = [
     "DEBUG_PROCESS", "DEBUG_MODULE", "DEBUG_UNIT", "DEBUG_FUNCTION", "DEBUG_LINE", "DEBUG",
 ]
 
-# Register with the session daemons, if any run (a background thread; never blocks, never raises).
 from ust import agent as _agent  # noqa: E402
 
+if not _agent.is_tool():
+    # An application declares tracepoints from any thread and may fork while
+    # one does: a child would wait forever on the lock of a module another
+    # thread was importing at fork time (Python's per-module import locks are
+    # not reset in the child). So the declaration path is imported here, in
+    # `import ust`, before the application's threads can race with fork; only
+    # ust's own tools, which never declare, skip it.
+    for _name in ("tracepoint", "mark", "int8"):
+        __getattr__(_name)
+
+# Register with the session daemons, if any run (a background thread; never blocks, never raises).
 _agent.start()
