@@ -257,9 +257,9 @@ class Session:
         total: dict = {}
         for b in self.buffers:
             for k, v in b.counters().items():
-                if k in ("lost_full", "lost_big", "packets_overwritten", "packets_read"):
+                if k in ("lost_full", "lost_big", "lost_args", "packets_overwritten", "packets_read"):
                     total[k] = total.get(k, 0) + v
-        total["lost"] = total.get("lost_full", 0) + total.get("lost_big", 0)
+        total["lost"] = total.get("lost_full", 0) + total.get("lost_big", 0) + total.get("lost_args", 0)
         return total
 
     @property
