@@ -47,7 +47,7 @@ from ust.instrument.loglevels import (
     WARNING,
 )
 from ust.instrument.marker import mark
-from ust.instrument.tracepoint import tracepoint
+from ust.instrument.tracepoint import TracepointArgumentWarning, strict, tracepoint
 
 __version__ = "0.1.0"
 
@@ -77,7 +77,7 @@ if __import__("os").environ.get("UST_LOGGING", "") not in ("", "0"):
 
 
 __all__ = [
-    "tracepoint", "mark", "Session", "read_trace", "logging_handler", "install_logging",
+    "tracepoint", "mark", "strict", "TracepointArgumentWarning", "Session", "read_trace", "logging_handler", "install_logging",
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "hex",
     "float32", "float64", "boolean", "string", "bytes", "array", "sequence", "enum",
     "EMERG", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG_SYSTEM", "DEBUG_PROGRAM",

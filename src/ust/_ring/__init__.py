@@ -1,5 +1,15 @@
 """The compiled core: the ring buffer and the tracepoint call (see ring.c)."""
 
-from ust._ring._ring import PACKET_HEADER_SIZE, Buffer, Channel, Tracepoint, clock_now, refresh_process_facts
+from ust._ring._ring import (
+    PACKET_HEADER_SIZE,
+    Buffer,
+    Channel,
+    Tracepoint,
+    TracepointArgumentWarning,
+    clock_now,
+    refresh_process_facts,
+    set_strict,
+)
 
-__all__ = ["Buffer", "Channel", "Tracepoint", "clock_now", "refresh_process_facts", "PACKET_HEADER_SIZE"]
+__all__ = ["Buffer", "Channel", "Tracepoint", "TracepointArgumentWarning", "clock_now", "refresh_process_facts",
+           "set_strict", "PACKET_HEADER_SIZE"]

@@ -1891,18 +1891,20 @@ static PyObject *mod_refresh(PyObject *m, PyObject *unused)
 
 static PyObject *mod_set_strict(PyObject *m, PyObject *arg)
 {
-    int on = PyObject_IsTrue(arg);
-    if (on < 0)
-        return NULL;
     int was = strict_mode;
-    strict_mode = on;
+    if (arg != Py_None) {
+        int on = PyObject_IsTrue(arg);
+        if (on < 0)
+            return NULL;
+        strict_mode = on;
+    }
     return PyBool_FromLong(was);
 }
 
 static PyMethodDef module_methods[] = {
     {"clock_now", mod_clock_now, METH_NOARGS, "CLOCK_MONOTONIC in ns, the trace clock"},
     {"set_strict", mod_set_strict, METH_O,
-     "set_strict(on) -> bool: whether a call whose arguments do not fit raises (else: counted, warned once)"},
+     "set_strict(on) -> bool: the previous mode (None: only read it); whether a call whose arguments do not fit raises (else: counted, warned once)"},
     {"refresh_process_facts", mod_refresh, METH_NOARGS, "re-read pid and process name (after a rename)"},
     {NULL},
 };
