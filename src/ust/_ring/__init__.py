@@ -7,9 +7,10 @@ from ust._ring._ring import (
     Tracepoint,
     TracepointArgumentWarning,
     clock_now,
+    drain_at_exit,
     refresh_process_facts,
     set_strict,
 )
 
-__all__ = ["Buffer", "Channel", "Tracepoint", "TracepointArgumentWarning", "clock_now", "refresh_process_facts",
+__all__ = ["Buffer", "Channel", "Tracepoint", "TracepointArgumentWarning", "clock_now", "drain_at_exit", "refresh_process_facts",
            "set_strict", "PACKET_HEADER_SIZE"]

@@ -922,6 +922,68 @@ static PyTypeObject Buffer_Type = {
 };
 
 /* ======================================================================
+ * Streams written out once the interpreter is gone
+ * ====================================================================== */
+
+/* An embedded session still running when the interpreter exits writes out
+ * what it has from an atexit handler, but objects finalized after that
+ * (module teardown, the last collection) may still record events. The
+ * session hands each stream here with its file's descriptor and leaves its
+ * tracepoints attached; once the interpreter has finalized (Py_AtExit: no
+ * Python, no other thread of ours writing), the partial packets are closed
+ * and the rest written out, in C. Each Buffer stays referenced for ever, so
+ * it is never deallocated (unmapped); its C state is copied, so its object's
+ * memory is not needed after finalization. */
+#define MAX_EXIT_STREAMS 4096
+static BufferObject *exit_streams[MAX_EXIT_STREAMS];
+static int exit_fds[MAX_EXIT_STREAMS];
+static int n_exit_streams;
+
+static void drain_exit_streams(void)
+{
+    for (int i = 0; i < n_exit_streams; i++) {
+        BufferObject *b = exit_streams[i];
+        int fd = exit_fds[i];
+        ring_flush(b, 0);
+        /* Every writer is gone: take short packets too (force). The second
+         * pass writes the empty packet carrying a lost count not yet reported. */
+        for (int pass = 0; pass < 2; pass++) {
+            while (ring_get(b, 1)) {
+                write_all(fd, phys_base(b, b->held_phys), (size_t)b->held_len);
+                ring_put(b);
+            }
+            ring_flush(b, 1);
+        }
+        close(fd);
+        free(b);
+    }
+    n_exit_streams = 0;
+}
+
+static PyObject *mod_drain_at_exit(PyObject *m, PyObject *args)
+{
+    BufferObject *b;
+    int fd;
+    if (!PyArg_ParseTuple(args, "O!i", &Buffer_Type, &b, &fd))
+        return NULL;
+    if (b->holding)
+        return PyErr_Format(PyExc_RuntimeError, "drain_at_exit() while a packet is held");
+    if (n_exit_streams == MAX_EXIT_STREAMS)
+        return PyErr_Format(PyExc_RuntimeError, "more than %d streams to drain at exit", MAX_EXIT_STREAMS);
+    if (n_exit_streams == 0 && Py_AtExit(drain_exit_streams) < 0)
+        return PyErr_Format(PyExc_RuntimeError, "no room left for an exit function");
+    BufferObject *copy = malloc(sizeof *copy);
+    if (!copy)
+        return PyErr_NoMemory();
+    memcpy(copy, b, sizeof *copy);
+    Py_INCREF(b); /* never released: the mapping outlives the interpreter */
+    exit_streams[n_exit_streams] = copy;
+    exit_fds[n_exit_streams] = fd;
+    n_exit_streams++;
+    Py_RETURN_NONE;
+}
+
+/* ======================================================================
  * Channel: the writer side of one channel (a Buffer per CPU + contexts)
  * ====================================================================== */
 
@@ -1903,6 +1965,8 @@ static PyObject *mod_set_strict(PyObject *m, PyObject *arg)
 
 static PyMethodDef module_methods[] = {
     {"clock_now", mod_clock_now, METH_NOARGS, "CLOCK_MONOTONIC in ns, the trace clock"},
+    {"drain_at_exit", mod_drain_at_exit, METH_VARARGS,
+     "drain_at_exit(buffer, fd): write the buffer out to fd (which it then owns) once the interpreter is gone"},
     {"set_strict", mod_set_strict, METH_O,
      "set_strict(on) -> bool: the previous mode (None: only read it); whether a call whose arguments do not fit raises (else: counted, warned once)"},
     {"refresh_process_facts", mod_refresh, METH_NOARGS, "re-read pid and process name (after a rename)"},
