@@ -1561,9 +1561,17 @@ NOINLINE void record_into(TracepointObject *tp, Attachment *a, ArgValue *vals, i
 static void record_all(TracepointObject *tp, AttachList *al, PyObject *const *args, Py_ssize_t nargs,
                        ArgValue *vals, int64_t size, int bytearrays)
 {
+    int n = al->n;
+    Attachment *only = &al->a[0];
+    if (LIKELY(n == 1 && !only->filter && !PyTuple_GET_SIZE(only->channel->py_contexts))) {
+        /* the common case: no Python to run at all */
+        if (bytearrays)
+            size += take_bytearrays(tp, vals);
+        record_into(tp, only, vals, size, NULL);
+        return;
+    }
     PyObject *strs[MAX_ATTACH][MAX_PY_CONTEXTS];
     int64_t ctx_size[MAX_ATTACH]; /* the Python contexts' bytes, -1: filtered out */
-    int n = al->n;
     for (int i = 0; i < n; i++) {
         Attachment *a = &al->a[i];
         ctx_size[i] = -1;
