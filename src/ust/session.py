@@ -287,7 +287,9 @@ class Session:
     # -- results -----------------------------------------------------------
 
     def counters(self) -> dict:
-        """Lost-event counts summed over the CPUs' buffers."""
+        """Lost-event counts summed over the CPUs' buffers: lost_full (buffers
+        full), lost_big (larger than a sub-buffer), lost_args (arguments that
+        did not fit their fields), and lost, all of them."""
         total: dict = {}
         for b in self.buffers:
             for k, v in b.counters().items():
