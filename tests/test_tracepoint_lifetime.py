@@ -107,3 +107,28 @@ def test_calls_that_do_not_fit_are_reported_by_stop_status_and_the_trace(ust_env
     r = subprocess.run([BABELTRACE, ust_env.out], capture_output=True, text=True, timeout=300)
     assert "Tracer discarded 3 events" in r.stderr.replace("\n", " "), r.stderr
     app.exit()
+
+
+def test_attach_detach_cycles_do_not_grow_memory():
+    """Each replaced attachment list was kept (~250 B per enable/disable)."""
+    import tracemalloc
+
+    import ust
+    from ust._ring import Buffer, Channel
+
+    ch = Channel([Buffer.create(4096, 2, uuid=bytes(16))])
+    tp = ust.tracepoint("leak:cycle", {"v": ust.int32})
+    for _ in range(100):
+        tp.attach(ch, 0)
+        tp.detach(ch)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(10000):
+            tp.attach(ch, 0)
+            tp(1)
+            tp.detach(ch)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000, f"{grown} bytes kept by 10,000 attach/detach cycles"

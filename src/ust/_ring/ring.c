@@ -944,15 +944,15 @@ static void drain_exit_streams(void)
     for (int i = 0; i < n_exit_streams; i++) {
         BufferObject *b = exit_streams[i];
         int fd = exit_fds[i];
-        ring_flush(b, 0);
-        /* Every writer is gone: take short packets too (force). The second
-         * pass writes the empty packet carrying a lost count not yet reported. */
-        for (int pass = 0; pass < 2; pass++) {
+        /* Close the partial packet, then (final) add an empty packet if a
+         * lost count is not reported yet. Every writer is gone: short
+         * packets are taken too (force). */
+        for (int final = 0; final <= 1; final++) {
+            ring_flush(b, final);
             while (ring_get(b, 1)) {
                 write_all(fd, phys_base(b, b->held_phys), (size_t)b->held_len);
                 ring_put(b);
             }
-            ring_flush(b, 1);
         }
         close(fd);
         free(b);
