@@ -132,3 +132,28 @@ def test_attach_detach_cycles_do_not_grow_memory():
     finally:
         tracemalloc.stop()
     assert grown < 100_000, f"{grown} bytes kept by 10,000 attach/detach cycles"
+
+
+def test_a_list_replaced_during_a_call_is_freed_by_that_call():
+    """A filter (any Python in the call) may detach the channel the call is
+    using: the call still records into it, and frees the replaced list — with
+    its reference to the channel — when it is done, not before, not never."""
+    import sys
+
+    import ust
+    from ust._ring import Buffer, Channel
+
+    buf = Buffer.create(4096, 2, uuid=bytes(16))
+    ch = Channel([buf])
+    tp = ust.tracepoint("leak:inside", {"v": ust.int32})
+
+    def detach_then_keep(v):
+        tp.detach(ch)
+        return True
+
+    tp.attach(ch, 0, detach_then_keep)
+    refs = sys.getrefcount(ch)
+    tp(5)
+    assert not tp.enabled
+    assert buf.counters()["write_offset"] > 0  # recorded into the channel it had started with
+    assert sys.getrefcount(ch) == refs - 1  # the replaced list released the channel
