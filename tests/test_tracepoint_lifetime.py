@@ -157,3 +157,34 @@ def test_a_list_replaced_during_a_call_is_freed_by_that_call():
     assert not tp.enabled
     assert buf.counters()["write_offset"] > 0  # recorded into the channel it had started with
     assert sys.getrefcount(ch) == refs - 1  # the replaced list released the channel
+
+
+TEARDOWN_APP = """
+import ust
+tp = ust.tracepoint("td:ev", {"v": ust.int32})
+class Late:
+    def __init__(self, v):
+        self.v = v
+    def __del__(self):
+        tp(self.v)
+keep = [Late(v) for v in range(100, 105)]
+tp(1)
+"""
+
+
+def test_daemon_records_events_of_teardown_finalizers(ust_env, tmp_path):
+    """Issue 8 item 11, under the daemons: __del__ during interpreter teardown
+    still records (the shared buffers stay mapped; the consumer reads them
+    after the application is gone), per-UID and per-PID."""
+    import sys
+
+    app = tmp_path / "teardown.py"
+    app.write_text(TEARDOWN_APP)
+    for name, mode in (("uid", []), ("pid", ["--buffers-pid"])):
+        out = os.path.join(ust_env.home, name)
+        r = subprocess.run([sys.executable, "-m", "ust.cli", "run", "-o", out, *mode, "-e", "td:*", "--",
+                            sys.executable, str(app)],
+                           env=ust_env.env(UST_AGENT="0"), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "Exception ignored" not in r.stderr, r.stderr
+        assert sorted(values(read_events(out), "td:ev")) == [1, 100, 101, 102, 103, 104], mode
