@@ -224,3 +224,25 @@ def test_serialization_round_trips_for_random_schemas_and_values(tmp_path):
         payload = got[name]
         for i, (k, v) in enumerate(zip(kinds, values)):
             assert payload[f"f{i}"] == _expect(k, v), (name, k, v)
+
+
+def test_session_left_running_at_exit_keeps_events_of_teardown_finalizers(tmp_path):
+    """Issue 8 item 11: an embedded session still running when the interpreter
+    exits writes out what was recorded — including events that objects'
+    __del__ record while the interpreter tears down (they were dropped)."""
+    from conftest import bt2_dump, events_of, run_python
+
+    r = run_python("""
+import sys, ust
+tp = ust.tracepoint("td:ev", {"v": ust.int32})
+class Late:
+    def __init__(self, v): self.v = v
+    def __del__(self): tp(self.v)
+keep = [Late(v) for v in range(100, 105)]
+session = ust.Session(sys.argv[1]).start()
+tp(1)
+""", str(tmp_path / "t"), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Exception ignored" not in r.stderr, r.stderr
+    vs = sorted(e["payload"]["v"] for e in events_of(bt2_dump(tmp_path / "t")))
+    assert vs == [1, 100, 101, 102, 103, 104]

@@ -1,13 +1,15 @@
 """Typed tracepoints: every field type round-trips through babeltrace2;
-bad declarations and bad calls raise and record nothing."""
+bad declarations raise; bad calls record nothing and, enabled, are counted
+and warned about (strict mode: raise)."""
 
 import math
+import os
 import struct
 
 import pytest
 
 import ust
-from conftest import babeltrace2_text, bt2_dump, events_of, needs_babeltrace2, needs_bt2
+from conftest import babeltrace2_text, bt2_dump, events_of, needs_babeltrace2, needs_bt2, run_python
 
 ALL_TYPES = {
     "i8": ust.int8, "i16": ust.int16, "i32": ust.int32, "i64": ust.int64,
@@ -138,7 +140,14 @@ checked = ust.tracepoint("check:args", {"n": ust.uint8, "s": ust.string, "a": us
                                         "c": ust.enum(ust.int8, {"A": 1})})
 
 
-@pytest.mark.parametrize(
+@pytest.fixture
+def strict():
+    was = ust.strict(True)
+    yield
+    ust.strict(was)
+
+
+BAD_CALLS = pytest.mark.parametrize(
     "args, error, words",
     [
         ((1, "x", [1, 2]), TypeError, ["check:args", "4 arguments"]),
@@ -153,7 +162,10 @@ checked = ust.tracepoint("check:args", {"n": ust.uint8, "s": ust.string, "a": us
         ((1.5, "x", [1, 2], 1), TypeError, ["'n'"]),
     ],
 )
-def test_bad_calls_raise_naming_event_and_field_and_record_nothing(tmp_path, args, error, words):
+
+
+@BAD_CALLS
+def test_strict_bad_calls_raise_naming_event_and_field_and_record_nothing(tmp_path, strict, args, error, words):
     with ust.Session(tmp_path / "t", events=["check:*"]):
         with pytest.raises(error) as info:
             checked(*args)
@@ -179,8 +191,63 @@ def test_disabled_tracepoint_records_nothing_and_checks_nothing():
     assert tp("not even an int") is None  # disabled: no validation cost at all
 
 
-def test_keyword_arguments_are_rejected_when_enabled(tmp_path):
+def test_keyword_arguments_are_rejected_when_enabled(tmp_path, strict):
     tp = ust.tracepoint("kw:ev", {"x": ust.int8})
     with ust.Session(tmp_path / "t", events=["kw:*"]):
         with pytest.raises(TypeError):
             tp(x=1)
+
+
+@BAD_CALLS
+def test_bad_calls_never_raise_they_are_counted_and_warned_once(tmp_path, args, error, words):
+    """Turning tracing on never makes the application fail (issue 7, item 3)."""
+    import warnings
+
+    tp = ust.tracepoint(f"lenient:e{abs(hash(repr(args)))}", {"n": ust.uint8, "s": ust.string,
+                                                      "a": ust.array(ust.int8, 2), "c": ust.enum(ust.int8, {"A": 1})})
+    assert not ust.strict()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ust.Session(tmp_path / "t", events=["lenient:*"]) as s:
+            assert tp(7, "ok", [1, 2], "A") is None
+            assert tp(*args) is None
+            assert tp(*args) is None
+            assert tp(8, "ok", [1, 2], "A") is None
+    mine = [w for w in caught if issubclass(w.category, ust.TracepointArgumentWarning)]
+    assert len(mine) == 1, [str(w.message) for w in caught]  # once per tracepoint
+    assert issubclass(ust.TracepointArgumentWarning, Warning)
+    for w in words[1:] or words:
+        assert w in str(mine[0].message)
+    assert mine[0].filename == __file__  # points at the application's call
+    assert s.counters()["lost_args"] == 2
+    assert s.counters()["lost"] == 2
+    dump = bt2_dump(tmp_path / "t")
+    assert [e["payload"]["n"] for e in events_of(dump)] == [7, 8]
+    # babeltrace2 reports the loss, without a count when it is in a stream's
+    # first packet (no earlier packet to subtract from).
+    assert [e["discarded"] for e in dump if "discarded" in e] in ([2], [None])
+
+
+def test_strict_mode_from_the_environment(tmp_path):
+    code = (
+        "import ust, sys\n"
+        "tp = ust.tracepoint('env:strict', {'n': ust.uint8})\n"
+        "with ust.Session(sys.argv[1]):\n"
+        "    try:\n"
+        "        tp(404)\n"
+        "    except OverflowError as e:\n"
+        "        print('raised', e)\n"
+        "    else:\n"
+        "        print('no error')\n"
+    )
+    strict_run = run_python(code, str(tmp_path / "a"), env={**os.environ, "UST_STRICT": "1"})
+    lenient_run = run_python(code, str(tmp_path / "b"), env={**os.environ, "UST_STRICT": "0"})
+    assert strict_run.stdout.startswith("raised env:strict: field 'n' value 404 does not fit in uint8"), strict_run
+    assert lenient_run.stdout == "no error\n", lenient_run
+    assert "TracepointArgumentWarning" in lenient_run.stderr
+
+
+def test_the_tracepoint_declaration_still_raises_without_strict_mode():
+    assert not ust.strict()
+    with pytest.raises(TypeError):
+        ust.tracepoint("decl:bad", {"x": int})

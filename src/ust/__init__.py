@@ -35,6 +35,8 @@ __version__ = "0.1.0"
 # name -> module that defines it (and the name there, when it differs).
 _LAZY = {
     "tracepoint": "ust.instrument.tracepoint",
+    "strict": "ust.instrument.tracepoint",
+    "TracepointArgumentWarning": "ust.instrument.tracepoint",
     "mark": "ust.instrument.marker",
     **{name: "ust.instrument.fields" for name in (
         "array", "boolean", "enum", "float32", "float64", "hex", "int8", "int16", "int32", "int64",
@@ -68,7 +70,7 @@ if __import__("os").environ.get("UST_LOGGING", "") not in ("", "0"):
 
 
 __all__ = [
-    "tracepoint", "mark", "Session", "read_trace", "logging_handler", "install_logging",
+    "tracepoint", "mark", "strict", "TracepointArgumentWarning", "Session", "read_trace", "logging_handler", "install_logging",
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "hex",
     "float32", "float64", "boolean", "string", "bytes", "array", "sequence", "enum",
     "EMERG", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG_SYSTEM", "DEBUG_PROGRAM",

@@ -13,6 +13,7 @@ is in the trace.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import select
@@ -23,7 +24,7 @@ import time
 import uuid as uuid_mod
 from pathlib import Path
 
-from ust._ring import Buffer
+from ust._ring import Buffer, drain_at_exit
 from ust.ctf import metadata as md
 from ust.ctf.writer import (EventIdFile, StreamFile, drain, final_drain, stream_file_name, uid_trace_dir,
                             write_metadata)
@@ -34,6 +35,14 @@ from ust.instrument import loglevels
 from ust.instrument.registry import REGISTRY, TracepointHandle
 
 _active: list["Session"] = []
+_exit_hooked = False
+
+
+def _finish_running_sessions() -> None:
+    """atexit: write out the sessions this process left running."""
+    for s in list(_active):
+        if s._pid == os.getpid():
+            s._finish_at_exit()
 
 
 def glob_to_regex(pattern: str) -> "re.Pattern[str]":
@@ -143,6 +152,10 @@ class Session:
         self._stop_event = threading.Event()
         self._consumer = threading.Thread(target=self._consume, name="ust-consumer", daemon=True)
         self.started = True
+        global _exit_hooked
+        if not _exit_hooked:
+            atexit.register(_finish_running_sessions)
+            _exit_hooked = True
         _active.append(self)
         for handle in REGISTRY.subscribe(self._on_declare):
             self._on_declare(handle)
@@ -171,6 +184,27 @@ class Session:
         shutil.rmtree(self._tmp, ignore_errors=True)
         if self in _active:
             _active.remove(self)
+
+    def _finish_at_exit(self) -> None:
+        """The interpreter exits with this session running: write out what is
+        recorded, but leave the tracepoints attached — objects finalized after
+        the atexit handlers (module teardown, the last collection) may still
+        record. The C core writes their events once the interpreter is gone
+        (drain_at_exit). No new event is attached: the metadata is final."""
+        self.stopped = True
+        REGISTRY.unsubscribe(self._on_declare)
+        self._stop_event.set()
+        os.eventfd_write(self._wakeup, 1)
+        self._consumer.join()
+        self._final_drain()
+        self._write_metadata(force=True)
+        for b, f in zip(self.buffers, self.files):
+            b.set_wakeup_fd(-1)  # the eventfd closes below: no writer may write into a reused number
+            drain_at_exit(b, f.fd)  # the C core owns the descriptor now
+            f.fd = -1
+        os.close(self._wakeup)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        _active.remove(self)
 
     # -- events ------------------------------------------------------------
 
@@ -244,13 +278,15 @@ class Session:
     # -- results -----------------------------------------------------------
 
     def counters(self) -> dict:
-        """Lost-event counts summed over the CPUs' buffers."""
+        """Lost-event counts summed over the CPUs' buffers: lost_full (buffers
+        full), lost_big (larger than a sub-buffer), lost_args (arguments that
+        did not fit their fields), and lost, all of them."""
         total: dict = {}
         for b in self.buffers:
             for k, v in b.counters().items():
-                if k in ("lost_full", "lost_big", "packets_overwritten", "packets_read"):
+                if k in ("lost_full", "lost_big", "lost_args", "packets_overwritten", "packets_read"):
                     total[k] = total.get(k, 0) + v
-        total["lost"] = total.get("lost_full", 0) + total.get("lost_big", 0)
+        total["lost"] = total.get("lost_full", 0) + total.get("lost_big", 0) + total.get("lost_args", 0)
         return total
 
     @property

@@ -52,6 +52,26 @@
 #error "ust writes little-endian CTF by copying native integers: big-endian hosts are not supported"
 #endif
 
+#if PY_VERSION_HEX < 0x030C0000
+/* Python 3.11: the 3.12 single-object exception API, from Fetch/Restore. */
+static inline PyObject *PyErr_GetRaisedException(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value && tb)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+static inline void PyErr_SetRaisedException(PyObject *exc)
+{
+    if (exc)
+        PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+}
+#endif
+
 #define LIKELY(x) __builtin_expect(!!(x), 1)
 #define UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define INLINE static inline __attribute__((always_inline))
@@ -564,7 +584,7 @@ INLINE void commit_bytes(BufferObject *b, uint64_t slot, uint64_t lap, uint64_t 
 
 INLINE uint64_t lost_total(struct ust_shm_header *h)
 {
-    return LOAD_RELAXED(&h->lost_full) + LOAD_RELAXED(&h->lost_big);
+    return LOAD_RELAXED(&h->lost_full) + LOAD_RELAXED(&h->lost_big) + LOAD_RELAXED(&h->lost_args);
 }
 
 /* Close the packet that `old` (an offset inside it, not at its start) is in. */
@@ -1137,8 +1157,9 @@ static PyObject *Buffer_flush(BufferObject *b, PyObject *args, PyObject *kw)
 static PyObject *Buffer_counters(BufferObject *b, PyObject *unused)
 {
     struct ust_shm_header *h = b->h;
-    return Py_BuildValue("{sKsKsKsKsKsK}", "lost_full", (unsigned long long)LOAD_RELAXED(&h->lost_full), "lost_big",
-                         (unsigned long long)LOAD_RELAXED(&h->lost_big), "packets_overwritten",
+    return Py_BuildValue("{sKsKsKsKsKsKsK}", "lost_full", (unsigned long long)LOAD_RELAXED(&h->lost_full), "lost_big",
+                         (unsigned long long)LOAD_RELAXED(&h->lost_big), "lost_args",
+                         (unsigned long long)LOAD_RELAXED(&h->lost_args), "packets_overwritten",
                          (unsigned long long)LOAD_RELAXED(&h->packets_overwritten), "packets_read",
                          (unsigned long long)LOAD_RELAXED(&h->packets_read), "write_offset",
                          (unsigned long long)LOAD_RELAXED(&h->write_offset), "consumed",
@@ -1224,10 +1245,73 @@ static PyTypeObject Buffer_Type = {
 };
 
 /* ======================================================================
+ * Streams written out once the interpreter is gone
+ * ====================================================================== */
+
+/* An embedded session still running when the interpreter exits writes out
+ * what it has from an atexit handler, but objects finalized after that
+ * (module teardown, the last collection) may still record events. The
+ * session hands each stream here with its file's descriptor and leaves its
+ * tracepoints attached; once the interpreter has finalized (Py_AtExit: no
+ * Python, no other thread of ours writing), the partial packets are closed
+ * and the rest written out, in C. Each Buffer stays referenced for ever, so
+ * it is never deallocated (unmapped); its C state is copied, so its object's
+ * memory is not needed after finalization. */
+#define MAX_EXIT_STREAMS 4096
+static BufferObject *exit_streams[MAX_EXIT_STREAMS];
+static int exit_fds[MAX_EXIT_STREAMS];
+static int n_exit_streams;
+
+static void drain_exit_streams(void)
+{
+    for (int i = 0; i < n_exit_streams; i++) {
+        BufferObject *b = exit_streams[i];
+        int fd = exit_fds[i];
+        /* Close the partial packet, then (final) add an empty packet if a
+         * lost count is not reported yet. Every writer is gone: short
+         * packets are taken too (force). */
+        for (int final = 0; final <= 1; final++) {
+            ring_flush(b, final);
+            while (ring_get(b, 1)) {
+                write_all(fd, phys_base(b, b->held_phys), (size_t)b->held_len);
+                ring_put(b);
+            }
+        }
+        close(fd);
+        free(b);
+    }
+    n_exit_streams = 0;
+}
+
+static PyObject *mod_drain_at_exit(PyObject *m, PyObject *args)
+{
+    BufferObject *b;
+    int fd;
+    if (!PyArg_ParseTuple(args, "O!i", &Buffer_Type, &b, &fd))
+        return NULL;
+    if (b->holding)
+        return PyErr_Format(PyExc_RuntimeError, "drain_at_exit() while a packet is held");
+    if (n_exit_streams == MAX_EXIT_STREAMS)
+        return PyErr_Format(PyExc_RuntimeError, "more than %d streams to drain at exit", MAX_EXIT_STREAMS);
+    if (n_exit_streams == 0 && Py_AtExit(drain_exit_streams) < 0)
+        return PyErr_Format(PyExc_RuntimeError, "no room left for an exit function");
+    BufferObject *copy = malloc(sizeof *copy);
+    if (!copy)
+        return PyErr_NoMemory();
+    memcpy(copy, b, sizeof *copy);
+    Py_INCREF(b); /* never released: the mapping outlives the interpreter */
+    exit_streams[n_exit_streams] = copy;
+    exit_fds[n_exit_streams] = fd;
+    n_exit_streams++;
+    Py_RETURN_NONE;
+}
+
+/* ======================================================================
  * Channel: the writer side of one channel (a Buffer per CPU + contexts)
  * ====================================================================== */
 
 #define MAX_C_CONTEXTS 64
+#define MAX_PY_CONTEXTS 16
 
 typedef struct {
     PyObject_HEAD
@@ -1329,6 +1413,12 @@ static int Channel_init(ChannelObject *self, PyObject *args, PyObject *kw)
         Py_DECREF(tup);
         return -1;
     }
+    if (PyTuple_GET_SIZE(pyc) > MAX_PY_CONTEXTS) { /* the call keeps their values on its stack */
+        Py_DECREF(tup);
+        Py_DECREF(pyc);
+        PyErr_Format(PyExc_ValueError, "at most %d Python contexts per channel", MAX_PY_CONTEXTS);
+        return -1;
+    }
     BufferObject **bufs = PyMem_Calloc((size_t)n, sizeof *bufs);
     if (!bufs) {
         Py_DECREF(tup);
@@ -1399,11 +1489,20 @@ typedef struct {
     PyObject *filter; /* callable(*args) -> bool, or NULL */
 } Attachment;
 
-/* Attachments are published as immutable arrays (read without locks by
- * writers on any thread); replaced arrays are kept alive in `retired` for
- * the life of the tracepoint, since a writer may still be reading one. */
+/* Attachments are published as immutable lists, read without locks by
+ * writers on any thread. A call may run Python while it uses a list (a
+ * filter, a Python context), and another thread may replace the list
+ * meanwhile: `readers` counts the calls using the list, and a replaced
+ * ("retired") list is freed by whoever comes last, the replacement or the
+ * last call. Both sides run holding the GIL, so plain integers are enough
+ * and the call pays two non-atomic increments. Freeing drops the list's
+ * Channel references: a session's memfds and mappings go with its last user.
+ * Without the GIL (free-threaded builds) there is no such cheap grace
+ * period: retired lists are then never freed (see docs/core-api.md). */
 typedef struct {
     int n;
+    int readers; /* calls using this list now (GIL-protected) */
+    int retired; /* replaced: the last reader frees it */
     Attachment a[MAX_ATTACH];
 } AttachList;
 
@@ -1412,22 +1511,40 @@ typedef struct {
     vectorcallfunc vectorcall;
     _Atomic(AttachList *) attached;
     PyObject *name;
-    PyObject *retired; /* list of capsules owning old AttachLists */
     PyObject *owner;   /* the Python-side handle (EventDecl ...), for introspection */
+    int warned;        /* a TracepointArgumentWarning was issued for this tracepoint */
     int nfields;
     FieldSpec fields[MAX_FIELDS];
 } TracepointObject;
 
+/* Strict mode (ust.strict(), UST_STRICT=1): a call whose arguments do not fit
+ * raises, as it did before the tracer-never-raises policy. */
+static int strict_mode;
+static PyObject *ArgumentWarning; /* ust.TracepointArgumentWarning */
+
+/* One argument, converted. No pointer into a mutable object is kept here
+ * while Python may run: str and bytes are immutable (the caller holds them);
+ * array/sequence elements are converted into memory of the call's own; a
+ * bytearray's pointer and size are read only after the last Python code of
+ * the call has run (take_bytearrays). */
 typedef struct {
     union {
         int64_t i;
         uint64_t u;
         double d;
     } v;
-    const char *ptr;
-    Py_ssize_t len;   /* string: bytes without NUL; bytes: length; array/seq: elements */
-    PyObject *owned;  /* a new reference to release (sequence fast objects) */
+    const char *ptr;      /* str, bytes: the data; array/sequence: the converted elements */
+    Py_ssize_t len;       /* string: bytes without NUL; bytes: length; array/seq: elements */
+    PyObject *bytearray;  /* borrowed; ptr/len set by take_bytearrays */
+    char *heap;           /* elements converted into PyMem memory (freed by release_values) */
 } ArgValue;
+
+/* Room for converted array/sequence elements, on the stack for small ones. */
+struct scratch {
+    size_t used;
+    int bytearrays; /* bytearray arguments still to measure */
+    char buf[512];
+};
 
 NOINLINE PyObject *arg_error(TracepointObject *tp, FieldSpec *f, PyObject *exc, const char *what, PyObject *got)
 {
@@ -1509,7 +1626,12 @@ static int convert_scalar(TracepointObject *tp, FieldSpec *f, uint8_t code, uint
             arg_error(tp, f, PyExc_TypeError, "expects a bool", o);
             return -1;
         }
-        out->v.u = PyObject_IsTrue(o) ? 1 : 0;
+        {
+            int truth = PyObject_IsTrue(o); /* an int subclass's __bool__ may run Python, or fail */
+            if (truth < 0)
+                return -1;
+            out->v.u = (uint64_t)truth;
+        }
         return 0;
     }
     PyErr_Format(PyExc_SystemError, "%U: field '%U' has an unknown type code", tp->name, f->name);
@@ -1538,8 +1660,10 @@ INLINE void store_scalar(char *p, uint8_t code, uint8_t size, const ArgValue *v)
     }
 }
 
-/* Pass 1: validate every argument and compute the payload size. */
-static int64_t validate_args(TracepointObject *tp, PyObject *const *args, ArgValue *vals)
+/* Pass 1: validate and convert every argument; return the payload size
+ * without the bytearrays' (see take_bytearrays), or -1 with an exception.
+ * May run Python (an int subclass's __bool__, an enum label's __eq__). */
+static int64_t validate_args(TracepointObject *tp, PyObject *const *args, ArgValue *vals, struct scratch *sc)
 {
     int64_t size = 0;
     for (int i = 0; i < tp->nfields; i++) {
@@ -1578,41 +1702,64 @@ static int64_t validate_args(TracepointObject *tp, PyObject *const *args, ArgVal
             if (PyBytes_Check(o)) {
                 v->ptr = PyBytes_AS_STRING(o);
                 v->len = PyBytes_GET_SIZE(o);
+                size += 4 + v->len;
             } else if (PyByteArray_Check(o)) {
-                v->ptr = PyByteArray_AS_STRING(o);
-                v->len = PyByteArray_GET_SIZE(o);
+                v->bytearray = o; /* measured once no more Python runs */
+                sc->bytearrays++;
             } else {
                 arg_error(tp, f, PyExc_TypeError, "expects bytes or bytearray", o);
                 return -1;
             }
-            size += 4 + v->len;
             break;
         case F_ARRAY:
         case F_SEQUENCE: {
-            if (!PyList_Check(o) && !PyTuple_Check(o)) {
+            int is_list = PyList_Check(o);
+            if (!is_list && !PyTuple_Check(o)) {
                 arg_error(tp, f, PyExc_TypeError, "expects a list or tuple", o);
                 return -1;
             }
-            PyObject *fast = PySequence_Fast(o, "");
-            if (!fast)
-                return -1;
-            v->owned = fast;
-            v->len = PySequence_Fast_GET_SIZE(fast);
-            if (f->code == F_ARRAY && v->len != f->length) {
+            Py_ssize_t n = Py_SIZE(o);
+            if (f->code == F_ARRAY && n != f->length) {
                 PyErr_Format(PyExc_ValueError, "%U: field '%U' expects %u elements, got %zd", tp->name, f->name,
-                             f->length, v->len);
+                             f->length, n);
                 return -1;
             }
-            if (v->len > 0xFFFFFFF) {
+            if (n > 0xFFFFFFF) {
                 PyErr_Format(PyExc_ValueError, "%U: field '%U' sequence is too long", tp->name, f->name);
                 return -1;
             }
-            PyObject **items = PySequence_Fast_ITEMS(fast);
-            ArgValue tmp;
-            for (Py_ssize_t k = 0; k < v->len; k++)
-                if (convert_scalar(tp, f, f->elem_code, f->elem_size, f->elem_signed, NULL, items[k], &tmp) < 0)
+            size_t bytes = (size_t)n * f->elem_size;
+            char *dst;
+            if (bytes <= sizeof sc->buf - sc->used) {
+                dst = sc->buf + sc->used;
+                sc->used += bytes;
+            } else {
+                dst = v->heap = PyMem_Malloc(bytes);
+                if (!dst) {
+                    PyErr_NoMemory();
                     return -1;
-            size += (f->code == F_SEQUENCE ? 4 : 0) + v->len * f->elem_size;
+                }
+            }
+            /* Convert into the call's own memory now: the elements are never
+             * read again. An element's __bool__ may run Python that resizes
+             * the list, so its size is checked and the item held at each step. */
+            for (Py_ssize_t k = 0; k < n; k++) {
+                if (is_list && k >= PyList_GET_SIZE(o)) {
+                    PyErr_Format(PyExc_ValueError, "%U: field '%U' changed size during the call", tp->name,
+                                 f->name);
+                    return -1;
+                }
+                PyObject *item = Py_NewRef(is_list ? PyList_GET_ITEM(o, k) : PyTuple_GET_ITEM(o, k));
+                ArgValue tmp;
+                int rc = convert_scalar(tp, f, f->elem_code, f->elem_size, f->elem_signed, NULL, item, &tmp);
+                Py_DECREF(item);
+                if (rc < 0)
+                    return -1;
+                store_scalar(dst + (size_t)k * f->elem_size, f->elem_code, f->elem_size, &tmp);
+            }
+            v->ptr = dst;
+            v->len = n;
+            size += (f->code == F_SEQUENCE ? 4 : 0) + (int64_t)bytes;
             break;
         }
         default:
@@ -1623,7 +1770,7 @@ static int64_t validate_args(TracepointObject *tp, PyObject *const *args, ArgVal
     return size;
 }
 
-/* Pass 2: write validated values; cannot fail. */
+/* Pass 2: write the converted values; cannot fail, runs no Python. */
 static char *write_fields(TracepointObject *tp, ArgValue *vals, char *p)
 {
     for (int i = 0; i < tp->nfields; i++) {
@@ -1649,22 +1796,9 @@ static char *write_fields(TracepointObject *tp, ArgValue *vals, char *p)
                 memcpy(p, &n, 4);
                 p += 4;
             }
-            /* The object may have changed since pass 1 (another thread, no
-             * GIL): write exactly the reserved number of elements, zeros
-             * for any that vanished or no longer convert. */
-            PyObject *fast = v->owned;
-            Py_ssize_t have = PySequence_Fast_GET_SIZE(fast);
-            for (Py_ssize_t k = 0; k < v->len; k++) {
-                ArgValue tmp = {0};
-                if (k >= have ||
-                    convert_scalar(tp, f, f->elem_code, f->elem_size, f->elem_signed, NULL,
-                                   PySequence_Fast_GET_ITEM(fast, k), &tmp) < 0) {
-                    PyErr_Clear();
-                    tmp.v.u = 0;
-                }
-                store_scalar(p, f->elem_code, f->elem_size, &tmp);
-                p += f->elem_size;
-            }
+            size_t bytes = (size_t)v->len * f->elem_size;
+            memcpy(p, v->ptr, bytes);
+            p += bytes;
             break;
         }
         default:
@@ -1678,11 +1812,30 @@ static char *write_fields(TracepointObject *tp, ArgValue *vals, char *p)
 static void release_values(TracepointObject *tp, ArgValue *vals)
 {
     for (int i = 0; i < tp->nfields; i++)
-        Py_CLEAR(vals[i].owned);
+        if (vals[i].heap) {
+            PyMem_Free(vals[i].heap);
+            vals[i].heap = NULL;
+        }
+}
+
+/* Read the bytearrays' pointers and sizes; return the bytes they add. The
+ * caller runs no Python from here until the data is copied, so no other
+ * thread can resize or free them in between (they hold no GIL). */
+static int64_t take_bytearrays(TracepointObject *tp, ArgValue *vals)
+{
+    int64_t size = 0;
+    for (int i = 0; i < tp->nfields; i++)
+        if (vals[i].bytearray) {
+            vals[i].ptr = PyByteArray_AS_STRING(vals[i].bytearray);
+            vals[i].len = PyByteArray_GET_SIZE(vals[i].bytearray);
+            size += 4 + vals[i].len;
+        }
+    return size;
 }
 
 /* Python context values: each callable returns a str (anything else, or an
- * exception, records an empty string: the tracer never raises into the app). */
+ * exception, records an empty string: the tracer never raises into the app).
+ * Runs Python: called before any pointer into an argument is taken. */
 static int64_t python_context_values(ChannelObject *ch, PyObject **strs)
 {
     int64_t size = 0;
@@ -1723,50 +1876,43 @@ INLINE char *write_context(ChannelObject *ch, char *p, uint32_t cpu, PyObject **
     return p;
 }
 
-NOINLINE void record_into(TracepointObject *tp, Attachment *a, ArgValue *vals, int64_t fields_size)
+/* Reserve, write and commit one event into a's channel. `size` is the
+ * fields' and the Python contexts' bytes. Runs no Python. */
+NOINLINE void record_into(TracepointObject *tp, Attachment *a, ArgValue *vals, int64_t size, PyObject **strs)
 {
     ChannelObject *ch = a->channel;
     uint32_t cpu = current_cpu();
     BufferObject *b = ch->bufs[cpu % (uint32_t)ch->nbufs];
-    PyObject *strs[16];
-    Py_ssize_t npy = PyTuple_GET_SIZE(ch->py_contexts);
-    if (npy > 16)
-        npy = 16;
-    int64_t payload = fields_size + ch->ctx_fixed_size;
-    if (npy)
-        payload += python_context_values(ch, strs);
     struct reservation r;
-    if (ring_reserve(b, (uint64_t)payload, a->event_id, &r) == 0) {
+    if (ring_reserve(b, (uint64_t)(size + ch->ctx_fixed_size), a->event_id, &r) == 0) {
         char *p = write_event_header(r.dst, &r, a->event_id);
         p = write_context(ch, p, cpu, strs);
         write_fields(tp, vals, p);
         ring_commit(b, &r);
     }
-    for (Py_ssize_t i = 0; i < npy; i++)
-        Py_DECREF(strs[i]);
 }
 
-NOINLINE PyObject *tracepoint_record(TracepointObject *tp, AttachList *al, PyObject *const *args, size_t nargsf,
-                                     PyObject *kwnames)
+/* Record the converted arguments into every attachment whose filter keeps
+ * the event. Everything that may run Python (filters, Python contexts) runs
+ * first, for every attachment; then the bytearrays are measured and the
+ * events copied with no Python in between. */
+static void record_all(TracepointObject *tp, AttachList *al, PyObject *const *args, Py_ssize_t nargs,
+                       ArgValue *vals, int64_t size, int bytearrays)
 {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (UNLIKELY(kwnames && PyTuple_GET_SIZE(kwnames))) {
-        PyErr_Format(PyExc_TypeError, "%U() takes positional arguments only", tp->name);
-        return NULL;
+    int n = al->n;
+    Attachment *only = &al->a[0];
+    if (LIKELY(n == 1 && !only->filter && !PyTuple_GET_SIZE(only->channel->py_contexts))) {
+        /* the common case: no Python to run at all */
+        if (bytearrays)
+            size += take_bytearrays(tp, vals);
+        record_into(tp, only, vals, size, NULL);
+        return;
     }
-    if (UNLIKELY(nargs != tp->nfields)) {
-        PyErr_Format(PyExc_TypeError, "%U() takes %d arguments (%zd given)", tp->name, tp->nfields, nargs);
-        return NULL;
-    }
-    ArgValue vals[MAX_FIELDS];
-    memset(vals, 0, sizeof(ArgValue) * (size_t)tp->nfields);
-    int64_t size = validate_args(tp, args, vals);
-    if (size < 0) {
-        release_values(tp, vals);
-        return NULL;
-    }
-    for (int i = 0; i < al->n; i++) {
+    PyObject *strs[MAX_ATTACH][MAX_PY_CONTEXTS];
+    int64_t ctx_size[MAX_ATTACH]; /* the Python contexts' bytes, -1: filtered out */
+    for (int i = 0; i < n; i++) {
         Attachment *a = &al->a[i];
+        ctx_size[i] = -1;
         if (a->filter) {
             PyObject *r = PyObject_Vectorcall(a->filter, args, (size_t)nargs, NULL);
             int keep = r ? PyObject_IsTrue(r) : 0;
@@ -1776,9 +1922,103 @@ NOINLINE PyObject *tracepoint_record(TracepointObject *tp, AttachList *al, PyObj
                 continue;
             }
         }
-        record_into(tp, a, vals, size);
+        ctx_size[i] = PyTuple_GET_SIZE(a->channel->py_contexts) ? python_context_values(a->channel, strs[i]) : 0;
     }
+    /* No Python runs from here until the last copy. */
+    if (bytearrays)
+        size += take_bytearrays(tp, vals);
+    for (int i = 0; i < n; i++)
+        if (ctx_size[i] >= 0)
+            record_into(tp, &al->a[i], vals, size + ctx_size[i], strs[i]);
+    for (int i = 0; i < n; i++)
+        if (ctx_size[i] >= 0)
+            for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(al->a[i].channel->py_contexts); k++)
+                Py_DECREF(strs[i][k]);
+}
+
+/* An enabled tracepoint was called with arguments that do not fit its
+ * fields (an exception is set). Strict mode: return -1, the exception goes
+ * to the caller. Otherwise the application must not fail because it is
+ * traced: the event is counted as discarded (lost_args) in the buffer it
+ * would have gone to in every attached channel — filters are not run on
+ * arguments that did not convert — and the first time, a
+ * TracepointArgumentWarning says why. Returns 0 with no exception set. */
+NOINLINE int argument_mismatch(TracepointObject *tp, AttachList *al)
+{
+    if (strict_mode)
+        return -1;
+    uint32_t cpu = current_cpu();
+    for (int i = 0; i < al->n; i++) {
+        ChannelObject *ch = al->a[i].channel;
+        count_lost(&ch->bufs[cpu % (uint32_t)ch->nbufs]->h->lost_args);
+    }
+    if (tp->warned) {
+        PyErr_Clear();
+        return 0;
+    }
+    tp->warned = 1;
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *why = exc ? PyObject_Str(exc) : NULL;
+    if (why && PyErr_WarnFormat(ArgumentWarning, 1,
+                                "%U; the event was not recorded but counted as discarded (further ones from "
+                                "this tracepoint are counted silently; UST_STRICT=1 or ust.strict(True) raises "
+                                "instead)",
+                                why) < 0)
+        PyErr_Clear(); /* warnings turned into errors: still never raise into the application */
+    PyErr_Clear();
+    Py_XDECREF(why);
+    Py_XDECREF(exc);
+    return 0;
+}
+
+INLINE void list_enter(AttachList *al)
+{
+#ifndef Py_GIL_DISABLED
+    al->readers++;
+#endif
+}
+
+static void attachlist_free(AttachList *al);
+
+/* The call is done with al: free it if it was replaced meanwhile. Freeing
+ * may run finalizers, so a pending exception is kept aside. */
+INLINE void list_leave(AttachList *al)
+{
+#ifndef Py_GIL_DISABLED
+    if (--al->readers == 0 && UNLIKELY(al->retired)) {
+        PyObject *exc = PyErr_GetRaisedException();
+        attachlist_free(al);
+        PyErr_SetRaisedException(exc);
+    }
+#endif
+}
+
+NOINLINE PyObject *tracepoint_record(TracepointObject *tp, AttachList *al, PyObject *const *args, size_t nargsf,
+                                     PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    ArgValue vals[MAX_FIELDS];
+    struct scratch sc;
+    int64_t size = -1;
+    int rc = 0;
+    memset(vals, 0, sizeof(ArgValue) * (size_t)tp->nfields);
+    sc.used = 0;
+    sc.bytearrays = 0;
+    list_enter(al);
+    if (UNLIKELY(kwnames && PyTuple_GET_SIZE(kwnames)))
+        PyErr_Format(PyExc_TypeError, "%U() takes positional arguments only", tp->name);
+    else if (UNLIKELY(nargs != tp->nfields))
+        PyErr_Format(PyExc_TypeError, "%U() takes %d arguments (%zd given)", tp->name, tp->nfields, nargs);
+    else
+        size = validate_args(tp, args, vals, &sc);
+    if (LIKELY(size >= 0))
+        record_all(tp, al, args, nargs, vals, size, sc.bytearrays);
+    else
+        rc = argument_mismatch(tp, al);
     release_values(tp, vals);
+    list_leave(al);
+    if (rc < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -1839,12 +2079,7 @@ static PyObject *Tracepoint_new(PyTypeObject *type, PyObject *args, PyObject *kw
     tp->vectorcall = Tracepoint_vectorcall;
     tp->name = Py_NewRef(name);
     tp->owner = Py_NewRef(owner);
-    tp->retired = PyList_New(0);
     atomic_init(&tp->attached, NULL);
-    if (!tp->retired) {
-        Py_DECREF(tp);
-        return NULL;
-    }
     for (Py_ssize_t i = 0; i < n; i++) {
         if (parse_spec(&tp->fields[i], PyTuple_GET_ITEM(fields, i)) < 0) {
             Py_DECREF(tp);
@@ -1864,34 +2099,27 @@ static void attachlist_free(AttachList *al)
     PyMem_Free(al);
 }
 
-static void free_attachlist(PyObject *capsule)
-{
-    AttachList *al = PyCapsule_GetPointer(capsule, "ust.attachlist");
-    if (al)
-        attachlist_free(al);
-}
-
-/* Publish a new attachment list; the old one is retired, not freed. Called
- * from Python (agent/session threads); serialized by the caller's lock. */
+/* Publish a new attachment list (NULL: disabled) and retire the old one:
+ * freed now if no call is using it, else by the last call out (list_leave).
+ * Called from Python (agent/session threads) with the GIL; serialized by
+ * UPDATE_BEGIN. The release store pairs with the writers' acquire load: a
+ * writer that sees the new list sees it fully built. */
 static int publish(TracepointObject *tp, AttachList *nl)
 {
     if (nl && nl->n == 0) {
         PyMem_Free(nl);
         nl = NULL;
     }
-    if (nl) {
-        PyObject *cap = PyCapsule_New(nl, "ust.attachlist", free_attachlist);
-        if (!cap) {
-            attachlist_free(nl);
-            return -1;
-        }
-        if (PyList_Append(tp->retired, cap) < 0) {
-            Py_DECREF(cap);
-            return -1;
-        }
-        Py_DECREF(cap);
+    AttachList *old = atomic_exchange_explicit(&tp->attached, nl, memory_order_acq_rel);
+    if (old) {
+#ifdef Py_GIL_DISABLED
+        (void)old; /* no grace period without the GIL: a writer may still read it */
+#else
+        old->retired = 1;
+        if (old->readers == 0)
+            attachlist_free(old);
+#endif
     }
-    atomic_store_explicit(&tp->attached, nl, memory_order_release);
     return 0;
 }
 
@@ -1989,16 +2217,19 @@ static PyObject *Tracepoint_get_channels(TracepointObject *tp, void *c)
 {
     AttachList *al = atomic_load_explicit(&tp->attached, memory_order_acquire);
     PyObject *l = PyList_New(0);
-    if (l && al)
-        for (int i = 0; i < al->n; i++) {
-            PyObject *t = Py_BuildValue("(OI)", al->a[i].channel, al->a[i].event_id);
-            if (!t || PyList_Append(l, t) < 0) {
-                Py_XDECREF(t);
-                Py_DECREF(l);
-                return NULL;
-            }
-            Py_DECREF(t);
+    if (!l || !al)
+        return l;
+    list_enter(al); /* a collection here may run Python that detaches */
+    for (int i = 0; i < al->n; i++) {
+        PyObject *t = Py_BuildValue("(OI)", al->a[i].channel, al->a[i].event_id);
+        if (!t || PyList_Append(l, t) < 0) {
+            Py_XDECREF(t);
+            Py_CLEAR(l);
+            break;
         }
+        Py_DECREF(t);
+    }
+    list_leave(al);
     return l;
 }
 
@@ -2010,7 +2241,10 @@ static void Tracepoint_dealloc(TracepointObject *tp)
     }
     Py_XDECREF(tp->name);
     Py_XDECREF(tp->owner);
-    Py_XDECREF(tp->retired); /* frees every AttachList, the current one included */
+    /* No call is running: each holds a reference to the tracepoint. */
+    AttachList *al = atomic_exchange(&tp->attached, NULL);
+    if (al)
+        attachlist_free(al);
     Py_TYPE(tp)->tp_free((PyObject *)tp);
 }
 
@@ -2134,6 +2368,18 @@ static PyObject *mod_perf_check(PyObject *m, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *mod_set_strict(PyObject *m, PyObject *arg)
+{
+    int was = strict_mode;
+    if (arg != Py_None) {
+        int on = PyObject_IsTrue(arg);
+        if (on < 0)
+            return NULL;
+        strict_mode = on;
+    }
+    return PyBool_FromLong(was);
+}
+
 static PyMethodDef module_methods[] = {
     {"clock_now", mod_clock_now, METH_NOARGS, "CLOCK_MONOTONIC in ns, the trace clock"},
     {"context_value", mod_context_value, METH_O, "context_value(name): this thread's value of a C context"},
@@ -2141,6 +2387,10 @@ static PyMethodDef module_methods[] = {
      "credentials or namespaces changed: re-read them at the next event"},
     {"perf_value", mod_perf_value, METH_VARARGS, "perf_value(type, config): this thread's count"},
     {"perf_check", mod_perf_check, METH_VARARGS, "perf_check(type, config): raise OSError if it cannot count"},
+    {"drain_at_exit", mod_drain_at_exit, METH_VARARGS,
+     "drain_at_exit(buffer, fd): write the buffer out to fd (which it then owns) once the interpreter is gone"},
+    {"set_strict", mod_set_strict, METH_O,
+     "set_strict(on) -> bool: the previous mode (None: only read it); whether a call whose arguments do not fit raises (else: counted, warned once)"},
     {"refresh_process_facts", mod_refresh, METH_NOARGS, "re-read pid and process name (after a rename)"},
     {NULL},
 };
@@ -2188,6 +2438,16 @@ PyMODINIT_FUNC PyInit__ring(void)
         PyModule_AddObjectRef(m, "Tracepoint", (PyObject *)&Tracepoint_Type) < 0 ||
         PyModule_AddIntConstant(m, "PACKET_HEADER_SIZE", (long)UST_PACKET_HEADER_SIZE) < 0 ||
         add_context_kinds(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (!ArgumentWarning)
+        ArgumentWarning = PyErr_NewExceptionWithDoc(
+            "ust.TracepointArgumentWarning",
+            "An enabled tracepoint was called with arguments that do not fit its fields: the event was not "
+            "recorded, and was counted as discarded.",
+            PyExc_RuntimeWarning, NULL);
+    if (!ArgumentWarning || PyModule_AddObjectRef(m, "TracepointArgumentWarning", ArgumentWarning) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -95,6 +95,12 @@ struct ust_shm_header {
     _Atomic uint32_t reader_spare; /* physical index the reader owns */
     _Atomic uint32_t reader_sleeping;
     _Atomic uint64_t packets_read;
+
+    /* Written by writers on a slow path: events of an enabled tracepoint
+     * whose arguments did not fit its fields (not recorded; counted in the
+     * packets' events_discarded like the other losses). Added at the end so
+     * the layout above is unchanged. */
+    _Alignas(UST_CACHELINE) _Atomic uint64_t lost_args;
 };
 
 #endif

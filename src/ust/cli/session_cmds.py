@@ -120,6 +120,17 @@ def run_set_session(args: argparse.Namespace, out) -> int:
 # list / status
 
 
+def _print_lost(s: dict, out) -> None:
+    """The session's discarded events, by cause (``lost`` counts them all)."""
+    full = s.get("lost", 0) - s.get("lost_args", 0)
+    if full:
+        print(f"Warning: {full} events were discarded (buffers full): use larger or more sub-buffers "
+              "(enable-channel --subbuf-size/--num-subbuf)", file=out)
+    if s.get("lost_args"):
+        print(f"Warning: {s['lost_args']} events were discarded: their arguments did not fit the tracepoint's "
+              "fields (the application was warned once per tracepoint; UST_STRICT=1 makes it raise)", file=out)
+
+
 def _print_session(s: dict, out, current: str | None) -> None:
     from ust.daemon.rules import loglevel_name
 
@@ -129,6 +140,7 @@ def _print_session(s: dict, out, current: str | None) -> None:
     print(f"Tracing session {s['name']}{mark}: [{state}]{snap}", file=out)
     print(f"    Trace output: {s['output']}", file=out)
     print(f"    Buffers: per-{s['buffers']}", file=out)
+    _print_lost(s, out)
     if not s["channels"]:
         print("\n    No channel.", file=out)
     for ch in s["channels"]:
@@ -388,9 +400,7 @@ def run_stop(args: argparse.Namespace, out) -> int:
     with _client() as c:
         s = c.stop(name)
     print(f"Tracing stopped for session {name}", file=out)
-    if s.get("lost"):
-        print(f"Warning: {s['lost']} events were discarded (buffers full): use larger or more sub-buffers "
-              "(enable-channel --subbuf-size/--num-subbuf)", file=out)
+    _print_lost(s, out)
     if not s["snapshot"]:
         print(f"Trace written in {s['output']}", file=out)
     return 0

@@ -388,12 +388,13 @@ class Client:
     def stop(self, session: str) -> SessionInfo:
         """Stop tracing; when this returns, the trace on disk is complete.
 
-        The result has one more key, ``lost``: events discarded because a buffer was full.
+        The result has two more keys: ``lost``, the events discarded (buffers full, events
+        too big, arguments that did not fit), and ``lost_args``, those of the last kind.
         """
         reply = self.call("stop", session=session)
         if not isinstance(reply.get("session"), dict):
             raise DaemonError("the session daemon answered 'stop' without 'session'")
-        return {**reply["session"], "lost": reply.get("lost", 0)}
+        return {**reply["session"], "lost": reply.get("lost", 0), "lost_args": reply.get("lost_args", 0)}
 
     def snapshot_record(self, session: str, output: str | None = None) -> str:
         """Write the current contents of a snapshot session's buffers; returns the snapshot directory."""

@@ -586,7 +586,8 @@ class SessionDaemon:
         return {"sessions": [s.summary() for s in self.sessions.values()]}
 
     def cmd_session(self, session: str) -> dict:
-        return {"session": self._session(session).summary()}
+        s = self._session(session)
+        return {"session": {**s.summary(), **self._lost(s)}}
 
     def cmd_apps(self) -> dict:
         return {"apps": [a.to_json() for a in sorted(self.apps.values(), key=lambda a: a.pid)]}
@@ -740,20 +741,27 @@ class SessionDaemon:
         if not s.active:
             raise SessionError(f"session {session!r} is not active")
         self._stop(s)
-        return {"session": s.summary(), "lost": self._lost(s)}
+        return {"session": s.summary(), **self._lost(s)}
 
-    def _lost(self, s: Session) -> int:
-        """Events discarded so far (buffers full), over every buffer of the session."""
+    def _lost(self, s: Session) -> dict:
+        """Events discarded so far over every buffer of the session: ``lost`` (all of
+        them, as the trace's discarded counts say) and ``lost_args`` (those whose
+        arguments did not fit their tracepoint's fields)."""
+        lost = {"lost": 0, "lost_args": 0}
         if not s.traces or self.consumer is None:
-            return 0
+            return lost
         try:
             reply, _ = self.consumer.call({"cmd": "stats"})
         except UstError:
-            return 0
+            return lost
         keys = {t.key for t in s.traces.values()}
-        return sum(b.get("lost_full", 0) + b.get("lost_big", 0)
-                   for key, chans in reply["traces"].items() if key in keys
-                   for bufs in chans.values() for b in bufs)
+        for key, chans in reply["traces"].items():
+            if key in keys:
+                for bufs in chans.values():
+                    for b in bufs:
+                        lost["lost"] += b.get("lost_full", 0) + b.get("lost_big", 0) + b.get("lost_args", 0)
+                        lost["lost_args"] += b.get("lost_args", 0)
+        return lost
 
     def _stop(self, s: Session) -> None:
         s.active = False

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 
+from ust._ring import TracepointArgumentWarning, set_strict
 from ust.instrument import fields as F
 from ust.instrument import loglevels
 from ust.instrument.registry import REGISTRY
 
 DEFAULT_LOGLEVEL = loglevels.DEBUG_LINE  # LTTng's default for TRACEPOINT_EVENT
+
+
+def strict(on: "bool | None" = None) -> bool:
+    """Whether a traced call whose arguments do not fit its fields raises.
+
+    Off (the default), turning tracing on never makes the application fail:
+    such a call records nothing, is counted as a discarded event (in the
+    trace, ``Session.counters()["lost_args"]``, ``ust stop`` and ``ust status``)
+    and warns once per tracepoint with ``ust.TracepointArgumentWarning``. On,
+    it raises TypeError, OverflowError or ValueError naming the event and the
+    field, for developers and tests. ``UST_STRICT=1`` in the environment turns
+    it on at import. ``strict()`` returns the current mode; ``strict(flag)``
+    sets it and returns the previous one.
+    """
+    return set_strict(None if on is None else bool(on))
+
+
+set_strict(os.environ.get("UST_STRICT", "") not in ("", "0"))
 
 
 def c_spec(name: str, t: F.FieldType) -> tuple:
@@ -64,7 +84,7 @@ def tracepoint(name: str, fields=None, loglevel: "int | str" = DEFAULT_LOGLEVEL)
     >>> req("GET", 200)
 
     Disabled (no session records it), a call costs about an empty function
-    call. A call whose arguments do not fit the fields raises TypeError or
-    OverflowError naming the event and the field, and records nothing.
+    call. Enabled, a call whose arguments do not fit the fields records
+    nothing, is counted as a discarded event and warns once (see strict()).
     """
     return declare(name, fields, loglevel).tp
