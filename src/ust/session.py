@@ -16,8 +16,6 @@ from __future__ import annotations
 import os
 import re
 import select
-import shutil
-import tempfile
 import threading
 import time
 import uuid as uuid_mod
@@ -32,6 +30,8 @@ from ust.instrument import loglevels
 from ust.instrument.registry import REGISTRY, TracepointHandle
 
 _active: list["Session"] = []
+
+EVENT_IDS_FILE = ".ust-event-ids"
 
 
 def glob_to_regex(pattern: str) -> "re.Pattern[str]":
@@ -135,8 +135,13 @@ class Session:
         for b in self.buffers:
             b.set_wakeup_fd(self._wakeup)
         self.channel = Channel(self.buffers, self.c_context, [ctx.py_callable(n) for n in self.py_context])
-        self._tmp = tempfile.mkdtemp(prefix="ust-session-")
-        self.ids = EventIdFile(Path(self._tmp) / "events")
+        # The event-id file lives in the trace directory (hidden: readers skip
+        # dot-files), not in a temporary directory: a session whose process is
+        # SIGKILLed leaves nothing behind outside its own trace, and the next
+        # session on the same output starts it over.
+        self._ids_path = self.trace_dir / EVENT_IDS_FILE
+        self._ids_path.unlink(missing_ok=True)
+        self.ids = EventIdFile(self._ids_path)
         self._metadata_size = -1
         self._write_metadata()
         self._stop_event = threading.Event()
@@ -168,7 +173,7 @@ class Session:
         for f in self.files:
             f.close()
         os.close(self._wakeup)
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._ids_path.unlink(missing_ok=True)
         if self in _active:
             _active.remove(self)
 
