@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import re
+import struct
 import signal
 import subprocess
 import sys
@@ -10,8 +13,10 @@ import tempfile
 import textwrap
 
 from conftest import babeltrace2_text, needs_babeltrace2
+from daemon_util import ust_env, wait_until  # noqa: F401  (ust_env is a fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PACED = os.path.join(HERE, "apps", "paced.py")
 SRC = os.path.join(os.path.dirname(HERE), "src")
 
 
@@ -63,3 +68,106 @@ def test_sigkilled_embedded_session_leaves_no_temporary_directory(tmp_path):
     text, _ = babeltrace2_text(out)
     assert text.count("crash:ev") == 7
     assert os.listdir(private_tmp) == []
+
+
+# -- issue 8 item 9: events_discarded is monotonic per stream and sums to our count ---------------
+
+PACKET_HEADER = struct.Struct("<I16sIQQQQQQQI")  # ring.h's ust_packet_header
+
+
+def packet_headers(path) -> list[tuple]:
+    """(packet_seq_num, events_discarded, packet bytes) of every packet of a stream file."""
+    data = open(path, "rb").read()
+    out, pos = [], 0
+    while pos < len(data):
+        magic, _uuid, _sid, _inst, _tb, _te, _content, size, seq, discarded, _cpu = \
+            PACKET_HEADER.unpack_from(data, pos)
+        assert magic == 0xC1FC1FC1, f"{path}: bad magic at {pos}"
+        out.append((seq, discarded, size // 8))
+        pos += size // 8
+    return out
+
+
+@needs_babeltrace2
+def test_events_discarded_monotonic_and_exact_with_many_writers(tmp_path):
+    """Four processes of two threads each write into a tiny shared buffer: packets
+    close while other writers are losing events. Every stream's events_discarded
+    never goes down and its last value is the stream's own lost count, so
+    babeltrace2's discarded total equals the session's."""
+    out = tmp_path / "trace"
+    code = textwrap.dedent(f"""
+        import os, sys, threading, ust
+        s = ust.Session({str(out)!r}, events=["disc:*"], subbuf_size=4096, num_subbuf=2)
+        s.start()
+        tp = ust.tracepoint("disc:ev", {{"v": ust.int64, "s": ust.string}})
+        def work():
+            for i in range(40000):
+                tp(i, "x" * (i % 23))
+        kids = []
+        for _ in range(4):
+            pid = os.fork()
+            if pid == 0:
+                ts = [threading.Thread(target=work) for _ in range(2)]
+                [t.start() for t in ts]
+                [t.join() for t in ts]
+                os._exit(0)
+            kids.append(pid)
+        for pid in kids:
+            os.waitpid(pid, 0)
+        s.stop()
+        print(s.counters()["lost"], flush=True)
+        print(*[b.counters()["lost_full"] + b.counters()["lost_big"] for b in s.buffers], flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    lost = int(lines[0])
+    per_stream = [int(x) for x in lines[1].split()]
+    assert lost > 0, "the buffer was never full: the test did not exercise losses"
+    trace_dir = out / "ust" / "uid" / str(os.getuid()) / "64-bit"
+    for cpu, stream_lost in enumerate(per_stream):
+        headers = packet_headers(trace_dir / f"channel0_{cpu}")
+        discarded = [d for _, d, _ in headers]
+        drops = [(a, b) for a, b in zip(discarded, discarded[1:]) if b < a]
+        assert not drops, f"channel0_{cpu}: events_discarded went down: {drops[:5]}"
+        assert (discarded[-1] if discarded else 0) == stream_lost
+    _, err = babeltrace2_text(out)
+    reported = sum(int(n) for n in re.findall(r"discarded (\d+) events?\b", err))
+    assert reported == lost
+
+
+@needs_babeltrace2
+def test_events_discarded_never_goes_down_when_a_closer_is_delayed(ust_env):
+    """A writer delayed between the CAS that closes a packet and writing the
+    packet's header (the test hook sleeps there) while another process fills
+    the next packet and loses events: the delayed packet must not carry a larger
+    count than the next one (babeltrace2 printed "discarded 18446744073709534413
+    events"), and the counts sum to what `ust stop` reports."""
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-channel", "channel0", "--subbuf-size", "4k", "--num-subbuf", "4")
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    delayed = ust_env.app(PACED, UST_TEST_PAUSE_AFTER_RESERVE="3:500:close")
+    busy = ust_env.app(PACED)
+    for app in (delayed, busy):
+        os.sched_setaffinity(app.pid, {0})  # both write channel0_0
+        ust_env.wait_registered(app.pid)
+        wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
+    busy.proc.stdin.write("emit 300000 0 2\n")  # 1000 events, 2 ms pause, ... for about a second
+    busy.proc.stdin.flush()
+    delayed.send("emit 3000 1000000 2")
+    assert busy.proc.stdout.readline().startswith("ok")
+    _, out, _ = ust_env.ust("stop")
+    m = re.search(r"Warning: (\d+) events were discarded", out)
+    lost = int(m.group(1)) if m else 0
+    assert lost > 0
+    trace_dir = glob.glob(os.path.join(ust_env.out, "ust", "uid", "*", "64-bit"))[0]
+    total = 0
+    for stream in sorted(glob.glob(os.path.join(trace_dir, "channel0_*"))):
+        discarded = [d for _, d, _ in packet_headers(stream)]
+        drops = [(a, b) for a, b in zip(discarded, discarded[1:]) if b < a]
+        assert not drops, f"{stream}: events_discarded went down: {drops[:5]}"
+        total += discarded[-1] if discarded else 0
+    assert total == lost
+    _, err = babeltrace2_text(ust_env.out)
+    assert sum(int(n) for n in re.findall(r"discarded (\d+) events?\b", err)) == lost

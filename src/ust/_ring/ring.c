@@ -29,6 +29,8 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -244,8 +246,26 @@ INLINE uint64_t lost_total(struct ust_shm_header *h)
     return LOAD_RELAXED(&h->lost_full) + LOAD_RELAXED(&h->lost_big);
 }
 
-/* Close the packet that `old` (an offset inside it, not at its start) is in. */
-NOINLINE void close_packet(BufferObject *b, uint64_t old, uint64_t ts)
+/* The stream's lost count as it must be written into a packet that the
+ * caller's next CAS on write_offset closes (or opens empty). Called after
+ * loading write_offset and before that CAS: the acquire fence makes the
+ * relaxed load of write_offset synchronize with the CAS that closed the
+ * previous packet (a release, continued by every later CAS on write_offset),
+ * so this read sees at least the count that packet carries; and our own CAS
+ * (release) publishes this read to whoever closes the next packet. The
+ * counts written into a stream's packets therefore never go down, whatever
+ * delays a closer between its CAS and its header write. (Reading the
+ * counter after the CAS, as before, let a delayed closer write a count
+ * larger than the next packet's.) */
+INLINE uint64_t lost_for_close(struct ust_shm_header *h)
+{
+    atomic_thread_fence(memory_order_acquire);
+    return lost_total(h);
+}
+
+/* Close the packet that `old` (an offset inside it, not at its start) is in;
+ * `lost` comes from lost_for_close() before the CAS that closed it. */
+NOINLINE void close_packet(BufferObject *b, uint64_t old, uint64_t ts, uint64_t lost)
 {
     uint64_t in_sb = old & b->sbmask;
     uint64_t slot = (old >> b->sbshift) & (b->nsub - 1);
@@ -254,13 +274,14 @@ NOINLINE void close_packet(BufferObject *b, uint64_t old, uint64_t ts)
     ph->timestamp_end = ts;
     ph->content_size = in_sb * 8;
     ph->packet_size = in_sb * 8;
-    uint64_t lost = lost_total(b->h);
     ph->events_discarded = lost;
     STORE_RELAXED(&b->h->reported_discarded, lost);
     commit_bytes(b, slot, lap, b->sbsize - in_sb);
 }
 
-INLINE void open_packet(BufferObject *b, char *base, uint64_t begin, uint64_t ts)
+/* `lost` is the count a packet carries if it is never closed normally (an
+ * empty packet, a dead writer's): closing overwrites it. */
+INLINE void open_packet(BufferObject *b, char *base, uint64_t begin, uint64_t ts, uint64_t lost)
 {
     struct ust_shm_header *h = b->h;
     struct ust_packet_header *ph = (struct ust_packet_header *)base;
@@ -273,7 +294,7 @@ INLINE void open_packet(BufferObject *b, char *base, uint64_t begin, uint64_t ts
     ph->content_size = UST_PACKET_HEADER_SIZE * 8;
     ph->packet_size = UST_PACKET_HEADER_SIZE * 8;
     ph->packet_seq_num = begin >> b->sbshift;
-    ph->events_discarded = lost_total(h);
+    ph->events_discarded = lost;
     ph->cpu_id = h->cpu;
 }
 
@@ -282,12 +303,48 @@ NOINLINE void count_lost(_Atomic uint64_t *counter)
     atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
 }
 
+/* Test-only: UST_TEST_PAUSE_AFTER_RESERVE="N:MS[:close]" (read once at
+ * import) makes this process's N-th successful reservation (counting only
+ * those that close a packet, with ":close") announce itself on stderr and
+ * sleep MS milliseconds between its CAS and anything else: the window in
+ * which a writer can be delayed or killed. Unset, it costs one predictable
+ * branch. */
+static long test_pause_at, test_pause_ms;
+static int test_pause_close_only;
+static _Atomic long test_pause_count;
+
+NOINLINE void test_pause(int closing)
+{
+    if (test_pause_close_only && !closing)
+        return;
+    if (atomic_fetch_add_explicit(&test_pause_count, 1, memory_order_relaxed) + 1 != test_pause_at)
+        return;
+    static const char msg[] = "ust-test: paused after reserve\n";
+    ssize_t r = write(2, msg, sizeof msg - 1);
+    (void)r;
+    struct timespec ts = {test_pause_ms / 1000, (test_pause_ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static void test_pause_configure(void)
+{
+    const char *v = getenv("UST_TEST_PAUSE_AFTER_RESERVE");
+    long at = 0, ms = 0;
+    char kind[8] = "";
+    if (v && sscanf(v, "%ld:%ld:%7s", &at, &ms, kind) >= 2 && at > 0 && ms >= 0) {
+        test_pause_ms = ms;
+        test_pause_close_only = !strcmp(kind, "close");
+        test_pause_at = at;
+    }
+}
+
 /* Reserve room for an event of `payload` bytes (context + fields).
  * Returns 0 and fills r, or -1 when the event is dropped (counted). */
 INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, struct reservation *r)
 {
     struct ust_shm_header *h = b->h;
-    uint64_t old, begin, ts, in_sb, need, hdr;
+    uint64_t old, begin, ts, in_sb, need, hdr, lost = 0;
     int new_packet, close_old, extended;
 
     old = LOAD_RELAXED(&h->write_offset);
@@ -309,6 +366,7 @@ INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, st
         if (!new_packet && in_sb + hdr + payload >= b->sbsize) {
             close_old = 1;
             new_packet = 1;
+            lost = lost_for_close(h);
             begin = old - in_sb + b->sbsize;
             extended = event_id >= UST_EVENT_ID_EXTENDED;
             hdr = extended ? UST_EVENT_HEADER_EXTENDED : UST_EVENT_HEADER_COMPACT;
@@ -327,14 +385,16 @@ INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, st
             break;
     }
     STORE_RELAXED(&h->last_timestamp, ts);
+    if (UNLIKELY(test_pause_at))
+        test_pause(close_old);
     if (close_old)
-        close_packet(b, old, ts);
+        close_packet(b, old, ts, lost);
 
     r->slot = (begin >> b->sbshift) & (b->nsub - 1);
     r->lap = begin >> b->bufshift;
     char *base = phys_base(b, slot_acquire(b, r->slot, r->lap));
     if (new_packet) {
-        open_packet(b, base, begin, ts);
+        open_packet(b, base, begin, ts, close_old ? lost : lost_total(h));
         r->begin = begin + UST_PACKET_HEADER_SIZE;
     } else {
         r->begin = begin;
@@ -378,11 +438,12 @@ static int ring_flush(BufferObject *b, int emit_empty)
     for (;;) {
         uint64_t ts = clock_now();
         uint64_t in_sb = old & b->sbmask;
+        uint64_t lost = lost_for_close(h);
         if (in_sb == 0) {
             if (!emit_empty || !packet_start_allowed(b, old))
                 return 0;
             /* only when the last closed packet is behind the lost count */
-            if (lost_total(h) == LOAD_RELAXED(&h->reported_discarded))
+            if (lost == LOAD_RELAXED(&h->reported_discarded))
                 return 0;
             if (!atomic_compare_exchange_weak_explicit(&h->write_offset, &old, old + b->sbsize,
                                                        memory_order_acq_rel, memory_order_relaxed))
@@ -390,14 +451,14 @@ static int ring_flush(BufferObject *b, int emit_empty)
             uint64_t slot = (old >> b->sbshift) & (b->nsub - 1);
             uint64_t lap = old >> b->bufshift;
             char *base = phys_base(b, slot_acquire(b, slot, lap));
-            open_packet(b, base, old, ts);
-            STORE_RELAXED(&h->reported_discarded, ((struct ust_packet_header *)base)->events_discarded);
+            open_packet(b, base, old, ts, lost);
+            STORE_RELAXED(&h->reported_discarded, lost);
             commit_bytes(b, slot, lap, b->sbsize);
             return 1;
         }
         if (atomic_compare_exchange_weak_explicit(&h->write_offset, &old, old - in_sb + b->sbsize,
                                                   memory_order_acq_rel, memory_order_relaxed)) {
-            close_packet(b, old, ts);
+            close_packet(b, old, ts, lost);
             return 1;
         }
     }
@@ -1745,6 +1806,7 @@ PyMODINIT_FUNC PyInit__ring(void)
     PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED);
 #endif
     refresh_process_facts();
+    test_pause_configure();
     static int atfork_done;
     if (!atfork_done) {
         pthread_atfork(NULL, NULL, after_fork_in_child);
