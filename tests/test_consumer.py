@@ -171,3 +171,30 @@ def test_events_discarded_never_goes_down_when_a_closer_is_delayed(ust_env):
     assert total == lost
     _, err = babeltrace2_text(ust_env.out)
     assert sum(int(n) for n in re.findall(r"discarded (\d+) events?\b", err)) == lost
+
+
+@needs_babeltrace2
+def test_stop_reports_overwritten_packets(ust_env):
+    """Overwrite mode loses whole packets: `ust stop` says how many, and the
+    count is exactly the packets missing from the stream files (packet_seq_num
+    gaps, including those before the first packet on disk, which babeltrace2
+    cannot see)."""
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-channel", "channel0", "--subbuf-size", "4k", "--num-subbuf", "2", "--overwrite")
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    app = ust_env.app(PACED)
+    ust_env.wait_registered(app.pid)
+    wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
+    app.send("emit 200000 0")
+    _, out, _ = ust_env.ust("stop")
+    m = re.search(r"Warning: (\d+) packets were overwritten", out)
+    assert m, out
+    trace_dir = glob.glob(os.path.join(ust_env.out, "ust", "uid", "*", "64-bit"))[0]
+    missing = 0
+    for stream in glob.glob(os.path.join(trace_dir, "channel0_*")):
+        seqs = [seq for seq, _, _ in packet_headers(stream)]
+        if seqs:
+            missing += seqs[-1] + 1 - len(seqs)
+    assert missing > 0 and int(m.group(1)) == missing
+    babeltrace2_text(ust_env.out)

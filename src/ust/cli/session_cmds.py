@@ -354,6 +354,9 @@ def run_stop(args: argparse.Namespace, out) -> int:
     if s.get("lost"):
         print(f"Warning: {s['lost']} events were discarded (buffers full): use larger or more sub-buffers "
               "(enable-channel --subbuf-size/--num-subbuf)", file=out)
+    if s.get("overwritten"):
+        print(f"Warning: {s['overwritten']} packets were overwritten before they were read (overwrite mode)",
+              file=out)
     if not s["snapshot"]:
         print(f"Trace written in {s['output']}", file=out)
     return 0

@@ -301,10 +301,12 @@ class Client:
     def stop(self, session: str) -> SessionInfo:
         """Stop tracing; when this returns, the trace on disk is complete.
 
-        The result has one more key, ``lost``: events discarded because a buffer was full.
+        The result has two more keys: ``lost``, events discarded because a buffer
+        was full, and ``overwritten``, packets an overwrite-mode buffer lost
+        before they were read.
         """
         reply = self.call("stop", session=session)
-        return {**reply["session"], "lost": reply.get("lost", 0)}
+        return {**reply["session"], "lost": reply.get("lost", 0), "overwritten": reply.get("overwritten", 0)}
 
     def snapshot_record(self, session: str, output: str | None = None) -> str:
         """Write the current contents of a snapshot session's buffers; returns the snapshot directory."""

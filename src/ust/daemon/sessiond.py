@@ -714,20 +714,23 @@ class SessionDaemon:
         if not s.active:
             raise SessionError(f"session {session!r} is not active")
         self._stop(s)
-        return {"session": s.summary(), "lost": self._lost(s)}
+        lost, overwritten = self._losses(s)
+        return {"session": s.summary(), "lost": lost, "overwritten": overwritten}
 
-    def _lost(self, s: Session) -> int:
-        """Events discarded so far (buffers full), over every buffer of the session."""
+    def _losses(self, s: Session) -> tuple[int, int]:
+        """(events discarded so far, packets overwritten before anyone read them),
+        over every buffer of the session. Overwrite mode loses whole packets whose
+        events were never counted: only their number is known."""
         if not s.traces or self.consumer is None:
-            return 0
+            return 0, 0
         try:
             reply, _ = self.consumer.call({"cmd": "stats"})
         except UstError:
-            return 0
+            return 0, 0
         keys = {t.key for t in s.traces.values()}
-        return sum(b.get("lost_full", 0) + b.get("lost_big", 0)
-                   for key, chans in reply["traces"].items() if key in keys
-                   for bufs in chans.values() for b in bufs)
+        bufs = [b for key, chans in reply["traces"].items() if key in keys for bs in chans.values() for b in bs]
+        return (sum(b.get("lost_full", 0) + b.get("lost_big", 0) for b in bufs),
+                sum(b.get("packets_overwritten", 0) for b in bufs))
 
     def _stop(self, s: Session) -> None:
         s.active = False
