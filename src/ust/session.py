@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ust._ring import Buffer, Channel
 from ust.ctf import metadata as md
+from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
 from ust.ctf.writer import (EventIdFile, StreamFile, drain, final_drain, stream_file_name, uid_trace_dir,
                             write_metadata)
 from ust.instrument import context as ctx
@@ -68,8 +69,8 @@ class Session:
         loglevel_only: bool = False,
         filter: "str | None" = None,
         mode: str = "discard",
-        subbuf_size: int = 256 * 1024,
-        num_subbuf: int = 8,
+        subbuf_size: int = DEFAULT_SUBBUF_SIZE,
+        num_subbuf: int = DEFAULT_NUM_SUBBUF,
         context=(),
         channel: str = "channel0",
         read_timer: float = 0.2,

@@ -23,6 +23,7 @@ import sys
 import uuid
 
 from ust.control import Client
+from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
 from ust.errors import SessionError
 
 HELP = "trace a program (and its children) from its first line to its exit"
@@ -36,8 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loglevel", metavar="LEVEL", help="events at least as severe as LEVEL")
     p.add_argument("-t", "--context", action="append", metavar="TYPE", help="context fields to add (vpid, vtid...)")
     p.add_argument("--buffers-pid", action="store_true", help="one trace directory per process")
-    p.add_argument("--subbuf-size", metavar="SIZE", help="sub-buffer size (default 128k)")
-    p.add_argument("--num-subbuf", type=int, metavar="N", help="number of sub-buffers (default 4)")
+    p.add_argument("--subbuf-size", metavar="SIZE", help=f"sub-buffer size (default {DEFAULT_SUBBUF_SIZE // 1024}k)")
+    p.add_argument("--num-subbuf", type=int, metavar="N", help=f"number of sub-buffers (default {DEFAULT_NUM_SUBBUF})")
     p.add_argument("-l", "--logging", action="store_true",
                    help="record the program's `logging` records (lttng_python:event), no code change needed")
     p.add_argument("--no-inject", action="store_true",

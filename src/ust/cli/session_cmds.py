@@ -11,6 +11,7 @@ import datetime
 
 from ust.control import Client, get_current_session, set_current_session
 from ust.daemon.rules import loglevel_name, parse_size
+from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
 from ust.errors import SessionError
 
 
@@ -206,8 +207,10 @@ def add_enable_channel(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="channel name")
     _session_arg(p)
     _domain_args(p)
-    p.add_argument("--subbuf-size", metavar="SIZE", help="sub-buffer size, a power of two (4k, 256k, 1M)")
-    p.add_argument("--num-subbuf", type=int, metavar="N", help="number of sub-buffers, a power of two")
+    p.add_argument("--subbuf-size", metavar="SIZE",
+                   help=f"sub-buffer size, a power of two (4k, 256k, 1M; default {DEFAULT_SUBBUF_SIZE // 1024}k)")
+    p.add_argument("--num-subbuf", type=int, metavar="N",
+                   help=f"number of sub-buffers, a power of two (default {DEFAULT_NUM_SUBBUF})")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_const", const=True, dest="overwrite",
                       help="flight recorder: overwrite the oldest data when full")

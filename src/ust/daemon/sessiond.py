@@ -49,6 +49,7 @@ from ust.daemon.protocol import (
     ConnectionClosed, check, is_name, list_of, one_of, optional, string, uint,
 )
 from ust.daemon.rules import EventRule, check_pattern, combined_filter
+from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
 from ust.errors import ProtocolError, SessionError, UstError
 
 MAX_CONNECTIONS = 512
@@ -72,8 +73,8 @@ def _pow2(n: int) -> bool:
 @dataclass
 class ChannelConf:
     name: str
-    subbuf_size: int = 128 * 1024
-    num_subbuf: int = 4
+    subbuf_size: int = DEFAULT_SUBBUF_SIZE
+    num_subbuf: int = DEFAULT_NUM_SUBBUF
     overwrite: bool = False
     buffers: str = "uid"  # "uid" or "pid"
     switch_timer: int = 0  # microseconds, 0 = off
