@@ -22,10 +22,10 @@ import uuid as uuid_mod
 from pathlib import Path
 
 from ust._ring import Buffer, Channel
+from ust._ring._ring import drain_wait
 from ust.ctf import metadata as md
 from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
-from ust.ctf.writer import (EventIdFile, StreamFile, drain, final_drain, stream_file_name, uid_trace_dir,
-                            write_metadata)
+from ust.ctf.writer import EventIdFile, StreamFile, final_drain, stream_file_name, uid_trace_dir, write_metadata
 from ust.instrument import context as ctx
 from ust.instrument import loglevels
 from ust.instrument.registry import REGISTRY, TracepointHandle
@@ -133,6 +133,7 @@ class Session:
         self.files = [StreamFile(self.trace_dir, stream_file_name(self.channel_name, cpu), truncate=True)
                       for cpu in range(ncpu)]
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         for b in self.buffers:
             b.set_wakeup_fd(self._wakeup)
         self.channel = Channel(self.buffers, self.c_context, [ctx.py_callable(n) for n in self.py_context])
@@ -167,13 +168,14 @@ class Session:
                 handle.tp.detach(self.channel)
             self._attached.clear()
         self._stop_event.set()
-        os.eventfd_write(self._wakeup, 1)
+        os.eventfd_write(self._stop_fd, 1)
         self._consumer.join()
         self._final_drain()
         self._write_metadata(force=True)
         for f in self.files:
             f.close()
         os.close(self._wakeup)
+        os.close(self._stop_fd)
         self._ids_path.unlink(missing_ok=True)
         if self in _active:
             _active.remove(self)
@@ -212,31 +214,22 @@ class Session:
 
     # -- draining ----------------------------------------------------------
 
-    def _drain_all(self) -> int:
-        return sum(drain(b, f) for b, f in zip(self.buffers, self.files))
-
     def _consume(self) -> None:
+        # The drain and the sleep between drains run in C without the GIL
+        # (drain_wait): this thread takes the GIL once per read timer period,
+        # for the timers and the metadata, not several times per wake-up.
         next_switch = time.monotonic() + self.switch_timer if self.switch_timer else None
+        fds = [f.fd for f in self.files]
         while not self._stop_event.is_set():
-            if not self.overwrite:
-                if self._drain_all():
-                    continue
-                for b in self.buffers:
-                    b.reader_sleep(True)
-                got = self._drain_all()  # re-check: a packet may have completed meanwhile
+            timeout = self.read_timer
+            if next_switch is not None:
+                timeout = max(0.0, min(timeout, next_switch - time.monotonic()))
+            if self.overwrite:  # a flight recorder is written out at stop only
+                select.select([self._stop_fd], [], [], timeout)
             else:
-                got = 0
-            if not got:
-                timeout = self.read_timer
-                if next_switch is not None:
-                    timeout = max(0.0, min(timeout, next_switch - time.monotonic()))
-                select.select([self._wakeup], [], [], timeout)
-                try:
-                    os.eventfd_read(self._wakeup)
-                except BlockingIOError:
-                    pass
-            for b in self.buffers:
-                b.reader_sleep(False)
+                for out, result in zip(self.files, drain_wait(self.buffers, fds, self._wakeup, self._stop_fd,
+                                                              timeout)):
+                    out.drained(*result)
             if next_switch is not None and time.monotonic() >= next_switch:
                 for b in self.buffers:
                     b.flush()

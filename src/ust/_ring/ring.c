@@ -38,6 +38,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/prctl.h>
@@ -127,6 +128,8 @@ typedef struct {
     uint64_t held_pos;
     uint32_t held_phys;
     uint64_t held_len;
+    uint64_t held_table;  /* the slot's table entry before ring_get() took the packet */
+    uint64_t taken_table; /* ... and the one it put there (what ring_unget() expects back) */
     Py_ssize_t exports;
 } BufferObject;
 
@@ -514,9 +517,13 @@ INLINE int packet_header_valid(BufferObject *b, const struct ust_packet_header *
            len <= b->sbsize && ph->content_size <= ph->packet_size;
 }
 
-/* write() all of it; 0, or the errno that stopped it. No Python API: callable
- * with the GIL released. */
-static int write_all(int fd, const char *p, size_t len)
+/* Append all of a packet to fd; 0, or the errno that stopped it (ENOSPC,
+ * EFBIG, EIO...). A stream file must always end on a packet boundary (a cut
+ * packet makes babeltrace2 reject the whole stream), so when a write stops
+ * part-way, what it did write is cut off again with ftruncate. One writer per
+ * file (the stream's reader), so the file's end is ours. No Python API:
+ * callable with the GIL released. */
+static int write_packet(int fd, const char *p, size_t len)
 {
     size_t off = 0;
     while (off < len) {
@@ -524,7 +531,14 @@ static int write_all(int fd, const char *p, size_t len)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return errno;
+            int err = errno;
+            if (off) {
+                off_t end = lseek(fd, 0, SEEK_END);
+                if (end >= (off_t)off && ftruncate(fd, end - (off_t)off) < 0) {
+                    /* the file keeps a cut packet: nothing more we can do */
+                }
+            }
+            return err;
         }
         off += (size_t)n;
     }
@@ -560,6 +574,8 @@ static int ring_get(BufferObject *b, int force)
             if (!atomic_compare_exchange_strong_explicit(&s->table, &v, nv, memory_order_acq_rel,
                                                          memory_order_acquire))
                 continue;
+            b->held_table = v;
+            b->taken_table = nv;
             struct ust_packet_header *ph = (struct ust_packet_header *)phys_base(b, SLOT_PHYS(v));
             if (torn) {
                 /* Let writers move on, and keep the committed prefix: the hole
@@ -637,7 +653,7 @@ static long long ring_snapshot(BufferObject *b, int fd, unsigned long long *byte
         uint64_t len = ph->packet_size / 8;
         int err = 0;
         if (packet_header_valid(b, ph, pos)) {
-            err = write_all(fd, (const char *)ph, len);
+            err = write_packet(fd, (const char *)ph, len);
             if (!err) {
                 packets++;
                 *bytes += len;
@@ -652,6 +668,48 @@ static long long ring_snapshot(BufferObject *b, int fd, unsigned long long *byte
             return -err;
     }
     return packets;
+}
+
+static void ring_put(BufferObject *b);
+
+/* Give back the packet ring_get() took, unconsumed (its write failed): the
+ * next ring_get() takes it again. Meanwhile, in discard mode, writers cannot
+ * enter its slot (`consumed` did not move): when the disk stays full the
+ * buffer fills and the events that do not fit are dropped and counted
+ * exactly, as for a slow reader. In overwrite mode a writer may already have
+ * taken the slot (and our spare) for its next lap: the packet's sub-buffer
+ * then becomes the spare, as in ring_snapshot(). */
+static void ring_unget(BufferObject *b)
+{
+    struct ust_slot *s = &b->slots[(b->held_pos >> b->sbshift) & (b->nsub - 1)];
+    uint64_t expect = b->taken_table;
+    if (!atomic_compare_exchange_strong_explicit(&s->table, &expect, b->held_table, memory_order_acq_rel,
+                                                 memory_order_acquire))
+        STORE_RELAXED(&b->h->reader_spare, b->held_phys);
+    b->holding = 0;
+}
+
+/* Move this stream's complete packets to fd (at most `limit`, if >= 0),
+ * adding to *packets and *bytes. Returns 0, or the errno of a failed write:
+ * that packet stays in the buffer (ring_unget) and the file ends on the
+ * previous packet. No Python API: called with the GIL released. */
+static int drain_stream(BufferObject *b, int fd, int force, Py_ssize_t limit, unsigned long long *packets,
+                        unsigned long long *bytes)
+{
+    Py_ssize_t n = 0;
+    while ((limit < 0 || n < limit) && ring_get(b, force)) {
+        size_t len = (size_t)b->held_len;
+        int err = write_packet(fd, phys_base(b, b->held_phys), len);
+        if (err) {
+            ring_unget(b);
+            return err;
+        }
+        ring_put(b);
+        n++;
+        *packets += 1;
+        *bytes += len;
+    }
+    return 0;
 }
 
 static void ring_put(BufferObject *b)
@@ -813,23 +871,11 @@ static PyObject *Buffer_drain_to(BufferObject *b, PyObject *args, PyObject *kw)
         return NULL;
     }
     unsigned long long packets = 0, bytes = 0;
-    int err = 0;
+    int err;
     Py_BEGIN_ALLOW_THREADS
-    while ((limit < 0 || (Py_ssize_t)packets < limit) && ring_get(b, force)) {
-        size_t len = (size_t)b->held_len;
-        err = write_all(fd, phys_base(b, b->held_phys), len);
-        ring_put(b); /* on a write error the packet is lost: the error says so */
-        if (err)
-            break;
-        packets++;
-        bytes += len;
-    }
+    err = drain_stream(b, fd, force, limit, &packets, &bytes);
     Py_END_ALLOW_THREADS
-    if (err) {
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    return Py_BuildValue("(KK)", packets, bytes);
+    return Py_BuildValue("(KKi)", packets, bytes, err);
 }
 
 static PyObject *Buffer_snapshot_to(BufferObject *b, PyObject *arg)
@@ -860,6 +906,16 @@ static PyObject *Buffer_put_subbuf(BufferObject *b, PyObject *unused)
         return NULL;
     }
     ring_put(b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Buffer_unget_subbuf(BufferObject *b, PyObject *unused)
+{
+    if (!b->holding) {
+        PyErr_SetString(PyExc_RuntimeError, "unget_subbuf() without a packet taken by get_subbuf()");
+        return NULL;
+    }
+    ring_unget(b);
     Py_RETURN_NONE;
 }
 
@@ -941,7 +997,10 @@ static PyMethodDef Buffer_methods[] = {
     {"snapshot_to", (PyCFunction)Buffer_snapshot_to, METH_O,
      "snapshot_to(fd) -> (packets, bytes): copy the complete packets to fd without consuming them"},
     {"drain_to", (PyCFunction)(void (*)(void))Buffer_drain_to, METH_VARARGS | METH_KEYWORDS,
-     "drain_to(fd, *, force=False, limit=-1) -> (packets, bytes): write complete packets to fd, GIL released"},
+     "drain_to(fd, *, force=False, limit=-1) -> (packets, bytes, errno): write complete packets to fd, GIL "
+     "released; a packet whose write fails (errno != 0) stays in the buffer and the file ends on a packet"},
+    {"unget_subbuf", (PyCFunction)Buffer_unget_subbuf, METH_NOARGS,
+     "give back the packet taken by get_subbuf() without consuming it (its write failed)"},
     {"flush", (PyCFunction)(void (*)(void))Buffer_flush, METH_VARARGS | METH_KEYWORDS,
      "flush(*, final=False) -> bool: close the current partial packet"},
     {"counters", (PyCFunction)Buffer_counters, METH_NOARGS, "lost and read counters"},
@@ -1777,6 +1836,128 @@ static PyTypeObject Tracepoint_Type = {
  * Module
  * ====================================================================== */
 
+/* drain_wait(buffers, fds, wakeup_fd, stop_fd, timeout) -> [(packets, bytes, errno), ...]
+ *
+ * An in-process consumer's whole loop, without the GIL: drain every stream
+ * to its file; when none has a complete packet, announce that the reader
+ * sleeps (reader_sleeping, then a re-check: Dekker pairing with deliver())
+ * and sleep on wakeup_fd, the eventfd writers write when they complete a
+ * packet; return when `timeout` seconds have passed (the caller's timers
+ * and metadata) or stop_fd is readable. The embedded session's drain thread
+ * used to need the GIL half a dozen times per wake-up, each a wait of up to
+ * the interpreter's switch interval (5 ms) while the application's threads
+ * ran Python: at a few M events/s its buffers overflowed. A stream whose
+ * write fails keeps its packet (errno in its tuple) and is not retried
+ * before the next call. */
+static PyObject *mod_drain_wait(PyObject *m, PyObject *args)
+{
+    PyObject *bufs_obj, *fds_obj;
+    int wakeup_fd, stop_fd;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "OOiid", &bufs_obj, &fds_obj, &wakeup_fd, &stop_fd, &timeout))
+        return NULL;
+    PyObject *bufs = PySequence_Fast(bufs_obj, "buffers must be a sequence"); /* holds the buffers */
+    if (!bufs)
+        return NULL;
+    PyObject *fds = PySequence_Fast(fds_obj, "fds must be a sequence");
+    if (!fds) {
+        Py_DECREF(bufs);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(bufs);
+    PyObject *result = NULL;
+    struct stream_state {
+        BufferObject *b;
+        int fd, err;
+        unsigned long long packets, bytes;
+    } *st = NULL;
+    if (PySequence_Fast_GET_SIZE(fds) != n) {
+        PyErr_SetString(PyExc_ValueError, "one fd per buffer");
+        goto out;
+    }
+    st = PyMem_Calloc((size_t)(n ? n : 1), sizeof *st);
+    if (!st) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(bufs, i);
+        if (!PyObject_TypeCheck(o, &Buffer_Type)) {
+            PyErr_SetString(PyExc_TypeError, "buffers must be ust._ring.Buffer objects");
+            goto out;
+        }
+        st[i].b = (BufferObject *)o;
+        if (st[i].b->holding) {
+            PyErr_SetString(PyExc_RuntimeError, "drain_wait() while a packet is held: call put_subbuf() first");
+            goto out;
+        }
+        long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(fds, i));
+        if (fd == -1 && PyErr_Occurred())
+            goto out;
+        if (fd < 0 || fd > INT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "bad file descriptor %ld", fd);
+            goto out;
+        }
+        st[i].fd = (int)fd;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t deadline = clock_now() + (uint64_t)(timeout > 0 ? timeout * 1e9 : 0);
+    int stopped = 0;
+    while (!stopped) {
+        int got = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned long long before = st[i].packets;
+            if (!st[i].err)
+                st[i].err = drain_stream(st[i].b, st[i].fd, 0, -1, &st[i].packets, &st[i].bytes);
+            got |= st[i].packets != before;
+        }
+        uint64_t now = clock_now();
+        if (now >= deadline)
+            break;
+        if (got)
+            continue;
+        for (Py_ssize_t i = 0; i < n; i++)
+            atomic_store_explicit(&st[i].b->h->reader_sleeping, 1, memory_order_seq_cst);
+        for (Py_ssize_t i = 0; i < n && !got; i++) /* a packet may have completed before we said so */
+            if (!st[i].err) {
+                unsigned long long before = st[i].packets;
+                st[i].err = drain_stream(st[i].b, st[i].fd, 0, -1, &st[i].packets, &st[i].bytes);
+                got = st[i].packets != before;
+            }
+        if (!got) {
+            struct pollfd pfd[2] = {{.fd = wakeup_fd, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
+            uint64_t left_ms = (deadline - now + 999999) / 1000000;
+            int r = poll(pfd, stop_fd >= 0 ? 2 : 1, (int)(left_ms > 1000000 ? 1000000 : left_ms));
+            if (r > 0 && (pfd[0].revents & POLLIN)) {
+                uint64_t value;
+                ssize_t rr = read(wakeup_fd, &value, sizeof value); /* non-blocking eventfd */
+                (void)rr;
+            }
+            if (r > 0 && stop_fd >= 0 && pfd[1].revents)
+                stopped = 1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            atomic_store_explicit(&st[i].b->h->reader_sleeping, 0, memory_order_seq_cst);
+    }
+    Py_END_ALLOW_THREADS
+    result = PyList_New(n);
+    if (!result)
+        goto out;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = Py_BuildValue("(KKi)", st[i].packets, st[i].bytes, st[i].err);
+        if (!t) {
+            Py_CLEAR(result);
+            goto out;
+        }
+        PyList_SET_ITEM(result, i, t);
+    }
+out:
+    PyMem_Free(st);
+    Py_DECREF(bufs);
+    Py_DECREF(fds);
+    return result;
+}
+
 static PyObject *mod_clock_now(PyObject *m, PyObject *unused) { return PyLong_FromUnsignedLongLong(clock_now()); }
 
 static PyObject *mod_refresh(PyObject *m, PyObject *unused)
@@ -1788,6 +1969,10 @@ static PyObject *mod_refresh(PyObject *m, PyObject *unused)
 
 static PyMethodDef module_methods[] = {
     {"clock_now", mod_clock_now, METH_NOARGS, "CLOCK_MONOTONIC in ns, the trace clock"},
+    {"drain_wait", mod_drain_wait, METH_VARARGS,
+     "drain_wait(buffers, fds, wakeup_fd, stop_fd, timeout) -> [(packets, bytes, errno), ...]: drain the streams "
+     "to their files and sleep on wakeup_fd when none has a complete packet, until timeout seconds have passed or "
+     "stop_fd (-1: none) is readable; all without the GIL"},
     {"refresh_process_facts", mod_refresh, METH_NOARGS, "re-read pid and process name (after a rename)"},
     {NULL},
 };
