@@ -33,6 +33,7 @@ from ust.instrument.registry import REGISTRY, TracepointHandle
 _active: list["Session"] = []
 
 EVENT_IDS_FILE = ".ust-event-ids"
+DRAIN_RETURN_PERIOD = 1.0  # s: the drain thread's longest stretch without the GIL
 
 
 def glob_to_regex(pattern: str) -> "re.Pattern[str]":
@@ -145,7 +146,6 @@ class Session:
         self._ids_path.unlink(missing_ok=True)
         self.ids = EventIdFile(self._ids_path)
         self._metadata_size = -1
-        self._write_metadata()
         self._stop_event = threading.Event()
         self._consumer = threading.Thread(target=self._consume, name="ust-consumer", daemon=True)
         self.started = True
@@ -153,6 +153,9 @@ class Session:
         REGISTRY.subscribe(self._on_declare)
         for handle in REGISTRY.all():
             self._on_declare(handle)
+        # After the ids of the tracepoints declared so far: the drain thread
+        # then takes the GIL for the metadata only when a new one is declared.
+        self._write_metadata()
         self._consumer.start()
         return self
 
@@ -216,32 +219,39 @@ class Session:
 
     def _consume(self) -> None:
         # The drain and the sleep between drains run in C without the GIL
-        # (drain_wait): this thread takes the GIL once per read timer period,
-        # for the timers and the metadata, not several times per wake-up.
+        # (drain_wait), which returns only for the switch timer, a new event
+        # to describe in the metadata (the event-id file grew), a stop, or
+        # once a second (to report and retry a failed write): this thread
+        # needs the GIL that rarely, never per packet or per wake-up.
         next_switch = time.monotonic() + self.switch_timer if self.switch_timer else None
         fds = [f.fd for f in self.files]
-        while not self._stop_event.is_set():
-            timeout = self.read_timer
-            if next_switch is not None:
-                timeout = max(0.0, min(timeout, next_switch - time.monotonic()))
-            if self.overwrite:  # a flight recorder is written out at stop only
-                select.select([self._stop_fd], [], [], timeout)
-            else:
-                for out, result in zip(self.files, drain_wait(self.buffers, fds, self._wakeup, self._stop_fd,
-                                                              timeout)):
-                    out.drained(*result)
-            if next_switch is not None and time.monotonic() >= next_switch:
-                for b in self.buffers:
-                    b.flush()
-                next_switch = time.monotonic() + self.switch_timer
-            self._write_metadata()
+        ids_fd = os.open(self.ids.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            while not self._stop_event.is_set():
+                timeout = self.read_timer if self.overwrite else DRAIN_RETURN_PERIOD
+                if next_switch is not None:
+                    timeout = max(0.0, min(timeout, next_switch - time.monotonic()))
+                if self.overwrite:  # a flight recorder is written out at stop only
+                    select.select([self._stop_fd], [], [], timeout)
+                else:
+                    results = drain_wait(self.buffers, fds, self._wakeup, self._stop_fd, timeout, self.read_timer,
+                                         ids_fd, self._metadata_size)
+                    for out, result in zip(self.files, results):
+                        out.drained(*result)
+                if next_switch is not None and time.monotonic() >= next_switch:
+                    for b in self.buffers:
+                        b.flush()
+                    next_switch = time.monotonic() + self.switch_timer
+                self._write_metadata()
+        finally:
+            os.close(ids_fd)
 
     def _final_drain(self) -> None:
         final_drain(list(zip(self.buffers, self.files)))
 
     def _write_metadata(self, force: bool = False) -> None:
         # The event-id file only grows: its size says whether an event was added
-        # (the drain thread asks at every wake-up; a stat is all that costs).
+        # (drain_wait watches it without the GIL).
         size = os.stat(self.ids.path).st_size
         if not force and size == self._metadata_size:
             return

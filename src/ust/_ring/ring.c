@@ -1836,25 +1836,31 @@ static PyTypeObject Tracepoint_Type = {
  * Module
  * ====================================================================== */
 
-/* drain_wait(buffers, fds, wakeup_fd, stop_fd, timeout) -> [(packets, bytes, errno), ...]
+/* drain_wait(buffers, fds, wakeup_fd, stop_fd, timeout, poll_period, watch_fd, watch_size)
+ *     -> [(packets, bytes, errno), ...]
  *
  * An in-process consumer's whole loop, without the GIL: drain every stream
  * to its file; when none has a complete packet, announce that the reader
  * sleeps (reader_sleeping, then a re-check: Dekker pairing with deliver())
  * and sleep on wakeup_fd, the eventfd writers write when they complete a
- * packet; return when `timeout` seconds have passed (the caller's timers
- * and metadata) or stop_fd is readable. The embedded session's drain thread
- * used to need the GIL half a dozen times per wake-up, each a wait of up to
- * the interpreter's switch interval (5 ms) while the application's threads
- * ran Python: at a few M events/s its buffers overflowed. A stream whose
+ * packet, at most poll_period seconds (the read timer: a safety net). Return
+ * when `timeout` seconds have passed (the caller's switch timer), stop_fd is
+ * readable, or the file watch_fd (-1: none) no longer has watch_size bytes
+ * (the event-id file grew: the caller rewrites the metadata).
+ * The embedded session's drain thread used to need the GIL half a dozen
+ * times per wake-up, each a wait of up to the interpreter's switch interval
+ * while the application's threads ran Python: at a few M events/s its
+ * buffers overflowed. Now it needs it only when this returns. A stream whose
  * write fails keeps its packet (errno in its tuple) and is not retried
  * before the next call. */
 static PyObject *mod_drain_wait(PyObject *m, PyObject *args)
 {
     PyObject *bufs_obj, *fds_obj;
-    int wakeup_fd, stop_fd;
-    double timeout;
-    if (!PyArg_ParseTuple(args, "OOiid", &bufs_obj, &fds_obj, &wakeup_fd, &stop_fd, &timeout))
+    int wakeup_fd, stop_fd, watch_fd = -1;
+    double timeout, poll_period = 0.2;
+    long long watch_size = -1;
+    if (!PyArg_ParseTuple(args, "OOiid|diL", &bufs_obj, &fds_obj, &wakeup_fd, &stop_fd, &timeout, &poll_period,
+                          &watch_fd, &watch_size))
         return NULL;
     PyObject *bufs = PySequence_Fast(bufs_obj, "buffers must be a sequence"); /* holds the buffers */
     if (!bufs)
@@ -1902,8 +1908,12 @@ static PyObject *mod_drain_wait(PyObject *m, PyObject *args)
     }
     Py_BEGIN_ALLOW_THREADS
     uint64_t deadline = clock_now() + (uint64_t)(timeout > 0 ? timeout * 1e9 : 0);
+    uint64_t period_ms = (uint64_t)(poll_period > 0.001 ? poll_period * 1e3 : 1);
     int stopped = 0;
     while (!stopped) {
+        struct stat wst;
+        if (watch_fd >= 0 && fstat(watch_fd, &wst) == 0 && (long long)wst.st_size != watch_size)
+            break;
         int got = 0;
         for (Py_ssize_t i = 0; i < n; i++) {
             unsigned long long before = st[i].packets;
@@ -1927,7 +1937,9 @@ static PyObject *mod_drain_wait(PyObject *m, PyObject *args)
         if (!got) {
             struct pollfd pfd[2] = {{.fd = wakeup_fd, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
             uint64_t left_ms = (deadline - now + 999999) / 1000000;
-            int r = poll(pfd, stop_fd >= 0 ? 2 : 1, (int)(left_ms > 1000000 ? 1000000 : left_ms));
+            if (left_ms > period_ms)
+                left_ms = period_ms;
+            int r = poll(pfd, stop_fd >= 0 ? 2 : 1, (int)left_ms);
             if (r > 0 && (pfd[0].revents & POLLIN)) {
                 uint64_t value;
                 ssize_t rr = read(wakeup_fd, &value, sizeof value); /* non-blocking eventfd */
@@ -1970,9 +1982,10 @@ static PyObject *mod_refresh(PyObject *m, PyObject *unused)
 static PyMethodDef module_methods[] = {
     {"clock_now", mod_clock_now, METH_NOARGS, "CLOCK_MONOTONIC in ns, the trace clock"},
     {"drain_wait", mod_drain_wait, METH_VARARGS,
-     "drain_wait(buffers, fds, wakeup_fd, stop_fd, timeout) -> [(packets, bytes, errno), ...]: drain the streams "
-     "to their files and sleep on wakeup_fd when none has a complete packet, until timeout seconds have passed or "
-     "stop_fd (-1: none) is readable; all without the GIL"},
+     "drain_wait(buffers, fds, wakeup_fd, stop_fd, timeout, poll_period=0.2, watch_fd=-1, watch_size=-1) -> "
+     "[(packets, bytes, errno), ...]: drain the streams to their files and sleep on wakeup_fd (at most poll_period "
+     "s) when none has a complete packet, until timeout s have passed, stop_fd (-1: none) is readable or the file "
+     "watch_fd no longer has watch_size bytes; all without the GIL"},
     {"refresh_process_facts", mod_refresh, METH_NOARGS, "re-read pid and process name (after a rename)"},
     {NULL},
 };

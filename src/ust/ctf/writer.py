@@ -40,16 +40,41 @@ _PACKET_PREFIX = struct.Struct("<I16sIQQQQQ")
 _CTF_MAGIC = 0xC1FC1FC1
 
 
-def whole_packets_size(fd: int, size: int) -> int:
-    """How many bytes at the start of a stream file are whole packets."""
+def packet_spans(fd: int, size: int):
+    """(offset, length) of each whole packet at the start of a stream file of
+    ``size`` bytes, stopping at the first cut or invalid one."""
     pos = 0
     while pos + _PACKET_PREFIX.size <= size:
         fields = _PACKET_PREFIX.unpack(os.pread(fd, _PACKET_PREFIX.size, pos))
         length = fields[7] // 8
-        if fields[0] != _CTF_MAGIC or length < _PACKET_PREFIX.size or pos + length > size:
-            break
+        if fields[0] != _CTF_MAGIC or length < _PACKET_PREFIX.size + _EVENTS_DISCARDED.size or pos + length > size:
+            return
+        yield pos, length
         pos += length
-    return pos
+
+
+def whole_packets_size(fd: int, size: int) -> int:
+    """How many bytes at the start of a stream file are whole packets."""
+    end = 0
+    for pos, length in packet_spans(fd, size):
+        end = pos + length
+    return end
+
+
+_EVENTS_DISCARDED = struct.Struct("<QQ")  # packet_seq_num, events_discarded, after _PACKET_PREFIX
+
+
+def last_events_discarded(path: "str | os.PathLike") -> int:
+    """events_discarded of a stream file's last whole packet: the events its
+    stream lost (cumulative), as babeltrace2 reports them."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        last = 0
+        for pos, _ in packet_spans(fd, os.fstat(fd).st_size):
+            last = _EVENTS_DISCARDED.unpack(os.pread(fd, _EVENTS_DISCARDED.size, pos + _PACKET_PREFIX.size))[1]
+        return last
+    finally:
+        os.close(fd)
 
 
 def _warn(msg: str) -> None:
