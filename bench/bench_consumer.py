@@ -42,7 +42,7 @@ else:
         if time.monotonic() > deadline:
             sys.exit("bench: the daemon never attached the tracepoint")
         time.sleep(0.01)
-count = int(rate * seconds)
+count = int((rate if rate > 0 else 4e6) * seconds)  # rate 0: as fast as it can
 s10 = "abcdefghij"
 t0 = time.monotonic()
 v = late = 0
@@ -50,7 +50,7 @@ while v < count:
     for i in range(v, min(v + 1000, count)):
         tp(i, s10)
     v = min(v + 1000, count)
-    ahead = t0 + v / rate - time.monotonic()
+    ahead = t0 + v / rate - time.monotonic() if rate > 0 else 0
     if ahead > 0:
         time.sleep(ahead)
     else:
@@ -126,7 +126,7 @@ def run_daemon(args, work: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rate", type=float, default=1_000_000)
+    p.add_argument("--rate", type=float, default=1_000_000, help="events/s (0: unpaced, as fast as it can)")
     p.add_argument("--seconds", type=float, default=30)
     p.add_argument("--subbuf-size", default="512k")
     p.add_argument("--num-subbuf", type=int, default=4)
@@ -135,16 +135,16 @@ def main() -> None:
     args.subbuf, args.nsub = parse_size(args.subbuf_size), args.num_subbuf
     work = tempfile.mkdtemp(prefix="ust-bench-consumer-")
     try:
-        print(f"steady writer: {args.rate:,.0f} events/s for {args.seconds:g} s, "
+        print(f"steady writer: {args.rate:,.0f} events/s (0: unpaced) for {args.seconds:g} s, "
               f"buffers {args.nsub} x {args.subbuf // 1024} KiB per CPU")
         for name, fn in (("embedded", run_embedded), ("daemon", run_daemon)):
             if args.only and args.only != name:
                 continue
             r = fn(args, work)
-            print(f"  {name:9s} written {r['written']:>11,}  lost {r['lost']:>8,}  "
-                  f"(in the trace: {r['trace_discarded']:,})  "
-                  f"achieved {r['written'] / r['elapsed']:>11,.0f}/s  pacing late by {r['late'] * 1e3:.1f} ms at worst",
-                  flush=True)
+            pacing = f"  pacing late by {r['late'] * 1e3:.1f} ms at worst" if args.rate > 0 else ""
+            print(f"  {name:9s} written {r['written']:>11,}  lost {r['lost']:>8,} "
+                  f"({100 * r['lost'] / r['written']:.2f} %, in the trace: {r['trace_discarded']:,})  "
+                  f"achieved {r['written'] / r['elapsed']:>11,.0f}/s{pacing}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

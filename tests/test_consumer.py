@@ -260,17 +260,17 @@ def test_steady_writer_loses_nothing_daemon(ust_env):
 
 
 def test_embedded_drain_needs_the_gil_rarely(tmp_path):
-    """The application's thread holds the GIL (it spins, paced at 500k events/s,
-    never sleeping) and gives it up only every 50 ms (the switch interval). The
-    drain thread drains and sleeps in C without the GIL and needs it once per
-    read-timer period: it keeps up (2 MiB of buffer = 200 ms at this rate).
-    Before, it needed the GIL half a dozen times per wake-up, 50 ms each."""
+    """The application's thread holds the GIL (it spins, paced at 250k events/s,
+    never sleeping) and gives it up only every 100 ms (the switch interval). The
+    drain thread drains and sleeps in C without the GIL and needs it about once
+    a second: it keeps up (2 MiB of buffer = 400 ms at this rate). Before, it
+    needed the GIL half a dozen times per wake-up, 100 ms each."""
     code = textwrap.dedent(f"""
         import sys, time, ust
-        sys.setswitchinterval(0.05)
+        sys.setswitchinterval(0.1)
         tp = ust.tracepoint("spin:ev", {{"i": ust.int32, "s": ust.string}})
         s = ust.Session({str(tmp_path / "trace")!r}, events=["spin:*"]).start()
-        rate, count = 500_000, 1_500_000
+        rate, count = 250_000, 750_000
         t0 = time.monotonic()
         v = 0
         while v < count:
