@@ -285,3 +285,67 @@ def test_embedded_drain_needs_the_gil_rarely(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-2:] == ["lost", "0"], r.stdout
+
+
+# -- issue 8 item 7: a full disk or a killed consumer never leaves a cut packet -----------------
+
+
+def _mount_tmpfs(path, size: str) -> None:
+    os.makedirs(path, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        import pytest
+
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+
+
+def _stream_files_end_on_packets(trace) -> int:
+    from ust.ctf.writer import whole_packets_size
+
+    n = 0
+    for stream in glob.glob(os.path.join(str(trace), "ust", "uid", "*", "64-bit", "channel0_*")):
+        size = os.path.getsize(stream)
+        fd = os.open(stream, os.O_RDONLY)
+        try:
+            assert whole_packets_size(fd, size) == size, f"{stream} ends with a cut packet"
+        finally:
+            os.close(fd)
+        n += size
+    return n
+
+
+@needs_babeltrace2
+def test_full_disk_keeps_the_trace_readable_and_is_reported_once(ust_env):
+    """The trace goes to a 1 MiB tmpfs and the application writes ~8 MB. Every
+    stream file ends on a packet boundary (babeltrace2 reads all of it), the
+    consumer says so once per stream file and once at the end with the events
+    lost (not a traceback per retry), and stop and destroy succeed the first time."""
+    mnt = os.path.join(ust_env.home, "small")
+    _mount_tmpfs(mnt, "1m")
+    try:
+        out = os.path.join(mnt, "trace")
+        ust_env.ust("create", "s", "-o", out)
+        ust_env.ust("enable-channel", "channel0", "--subbuf-size", "64k", "--num-subbuf", "4")
+        ust_env.ust("enable-event", "app:alpha")
+        ust_env.ust("start")
+        app = ust_env.app(PACED)
+        ust_env.wait_registered(app.pid)
+        wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
+        app.send("emit 400000 0 1")
+        _, stop_out, _ = ust_env.ust("stop")
+        lost = int(re.search(r"Warning: (\d+) events were discarded", stop_out).group(1))
+        assert lost > 0
+        assert _stream_files_end_on_packets(out) > 0
+        text, _ = babeltrace2_text(out)
+        v = [int(x) for x in re.findall(r"\bv = (\d+)", text)]
+        assert v and v == sorted(v) and len(set(v)) == len(v)
+        assert len(v) + lost <= 400000
+        ust_env.ust("destroy", "s")  # first time
+        log = open(os.path.join(ust_env.home, "sessiond.log")).read()
+        assert "Traceback" not in log, log[-3000:]
+        ncpu = os.cpu_count() or 1
+        assert 1 <= log.count("No space left on device") <= ncpu + 1, log[-3000:]
+        assert re.search(r"and \d+ events were discarded", log), log[-3000:]
+    finally:
+        subprocess.run(["umount", "-l", mnt])

@@ -102,6 +102,7 @@ class StreamFile:
         self.bytes_written = 0  # bytes this object wrote, in all files
         self.packets = 0
         self.write_error = 0  # errno of the last failed write, until one succeeds
+        self.loss_reported = False  # final_drain said what this failure cost
         self.fd = -1
         if size and not truncate:
             prefix = f"{name}_"
@@ -186,6 +187,7 @@ class StreamFile:
         if self.write_error:
             _warn(f"writing {self.path} again")
             self.write_error = 0
+            self.loss_reported = False
 
     def sync(self) -> None:
         if self.fd >= 0:
@@ -263,8 +265,10 @@ def final_drain(streams, grace: float = FLUSH_GRACE) -> int:
         buf.flush(final=True)  # an empty packet carrying the last lost-event count
         n += drain(buf, out)
         n += drain(buf, out, force=True)
-    unwritten = [(buf, out) for buf, out in streams if out.write_error]
+    unwritten = [(buf, out) for buf, out in streams if out.write_error and not out.loss_reported]
     if unwritten:
+        for _, out in unwritten:
+            out.loss_reported = True  # once, not at every later flush (stop, then destroy)
         left = sum(unwritten_bytes(buf) for buf, _ in unwritten)
         lost = sum(c["lost_full"] + c["lost_big"] for c in (buf.counters() for buf, _ in unwritten))
         _warn(f"{len(unwritten)} stream file(s) could not be written to the end "
