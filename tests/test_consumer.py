@@ -13,7 +13,7 @@ import tempfile
 import textwrap
 
 from conftest import babeltrace2_text, needs_babeltrace2
-from daemon_util import ust_env, wait_until  # noqa: F401  (ust_env is a fixture)
+from daemon_util import read_events, ust_env, values, wait_until  # noqa: F401  (ust_env is a fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACED = os.path.join(HERE, "apps", "paced.py")
@@ -349,3 +349,37 @@ def test_full_disk_keeps_the_trace_readable_and_is_reported_once(ust_env):
         assert re.search(r"and \d+ events were discarded", log), log[-3000:]
     finally:
         subprocess.run(["umount", "-l", mnt])
+
+
+@needs_babeltrace2
+def test_restarted_consumer_cuts_a_torn_last_packet(ust_env):
+    """A consumer SIGKILLed in the middle of a write leaves part of a packet at
+    the end of a stream file (here: the consumer is killed for real, and the
+    cut write it would have left is appended to a stream file while no
+    consumer runs). The consumer the sessiond starts next cuts it off before
+    appending: babeltrace2 reads every event, before and after."""
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    app = ust_env.app(PACED)
+    ust_env.wait_registered(app.pid)
+    wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
+    app.send("emit 5000 0")
+    ust_env.ust("stop")
+    ust_env.ust("start")
+    wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied again")
+    c = ust_env.client()
+    old = c.ping()["consumer_pid"]
+    os.kill(old, signal.SIGKILL)
+    streams = [p for p in glob.glob(os.path.join(ust_env.out, "ust", "uid", "*", "64-bit", "channel0_*"))
+               if os.path.getsize(p)]
+    with open(streams[0], "rb") as f:
+        first_packet_start = f.read(3000)
+    with open(streams[0], "ab") as f:
+        f.write(first_packet_start)  # what a write cut after 3000 bytes leaves
+    wait_until(lambda: (c.ping()["consumer_pid"] or old) != old, what="a new consumer")
+    app.send("emit 5000 5000")
+    ust_env.ust("stop")
+    v = values(read_events(ust_env.out))
+    assert sorted(v) == list(range(10000))
+    assert _stream_files_end_on_packets(ust_env.out) > 0

@@ -132,7 +132,13 @@ class StreamFile:
         in the middle of a write) would bury the cut packet in the middle of the
         stream, where it makes babeltrace2 reject everything after it: the file
         is cut back to its last whole packet first."""
-        whole = whole_packets_size(self.fd, self.written)
+        # Read through a second descriptor of the same open file (ours is
+        # write-only): /proc/self/fd reopens it without a path lookup.
+        rfd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            whole = whole_packets_size(rfd, self.written)
+        finally:
+            os.close(rfd)
         if whole < self.written:
             os.ftruncate(self.fd, whole)
             _warn(f"{self._path(self.index)}: cut off a partial packet of {self.written - whole} bytes at its end")
