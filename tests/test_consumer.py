@@ -383,3 +383,58 @@ def test_restarted_consumer_cuts_a_torn_last_packet(ust_env):
     v = values(read_events(ust_env.out))
     assert sorted(v) == list(range(10000))
     assert _stream_files_end_on_packets(ust_env.out) > 0
+
+
+# -- issue 8 item 5: a writer killed between reserve and commit does not stall the stream --------
+
+
+@needs_babeltrace2
+def test_writers_killed_mid_event_do_not_stall_a_shared_stream(ust_env):
+    """Five applications sharing a per-UID stream with a bystander are each
+    stopped between reserve and commit (the test hook) and SIGKILLed there.
+    Their packets can never complete by themselves; the consumer sees the
+    writers are dead, repairs the packets (the dead reservations are cut out,
+    each counted as one discarded event) and the stream goes on: the
+    bystander loses nothing, and babeltrace2 reads the whole trace."""
+    import select as select_mod
+
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-channel", "channel0", "--subbuf-size", "256k", "--num-subbuf", "4")
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    bystander = ust_env.app(PACED)
+    victims = []
+    for i in range(5):
+        p = subprocess.Popen([sys.executable, PACED], env=ust_env.env(UST_TEST_PAUSE_AFTER_RESERVE=f"{200 + 37 * i}:600000"),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             bufsize=1)
+        ust_env.procs.append(p)
+        from daemon_util import App
+
+        victims.append(App(p))
+    for app in [bystander] + victims:
+        os.sched_setaffinity(app.pid, {0})  # one shared stream: channel0_0
+        ust_env.wait_registered(app.pid)
+        wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
+    bystander.proc.stdin.write("rate 100000 20000\n")  # 5 s
+    bystander.proc.stdin.flush()
+    for i, v in enumerate(victims):
+        v.proc.stdin.write(f"emit 100000 {1_000_000 * (i + 1)}\n")
+        v.proc.stdin.flush()
+    for v in victims:  # each stops between reserve and commit
+        ready, _, _ = select_mod.select([v.proc.stderr], [], [], 120)
+        assert ready and "paused after reserve" in v.proc.stderr.readline()
+        v.proc.send_signal(signal.SIGKILL)
+        v.proc.wait()
+    assert bystander.proc.stdout.readline().startswith("ok")
+    _, out, _ = ust_env.ust("stop")
+    events = read_events(ust_env.out)  # babeltrace2: no error
+    mine = [x for x in values(events) if x < 1_000_000]
+    assert mine == list(range(100000)), f"the bystander lost {100000 - len(mine)} events"
+    stats = ust_env.client().call("stats")["traces"]
+    bufs = [b for t in stats.values() for ch in t.values() for b in ch]
+    assert sum(b["lost_dead"] for b in bufs) == 5  # the five events in flight
+    assert sum(b["packets_reclaimed"] for b in bufs) >= 1
+    for stream in glob.glob(os.path.join(ust_env.out, "ust", "uid", "*", "64-bit", "channel0_*")):
+        discarded = [d for _, d, _ in packet_headers(stream)]
+        assert all(b >= a for a, b in zip(discarded, discarded[1:]))

@@ -25,7 +25,8 @@ from ust._ring import Buffer, Channel
 from ust._ring._ring import drain_wait
 from ust.ctf import metadata as md
 from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
-from ust.ctf.writer import EventIdFile, StreamFile, final_drain, stream_file_name, uid_trace_dir, write_metadata
+from ust.ctf.writer import (EventIdFile, StreamFile, final_drain, lost_events, stream_file_name, uid_trace_dir,
+                            write_metadata)
 from ust.instrument import context as ctx
 from ust.instrument import loglevels
 from ust.instrument.registry import REGISTRY, TracepointHandle
@@ -266,9 +267,9 @@ class Session:
         total: dict = {}
         for b in self.buffers:
             for k, v in b.counters().items():
-                if k in ("lost_full", "lost_big", "packets_overwritten", "packets_read"):
+                if k.startswith(("lost_", "packets_")):
                     total[k] = total.get(k, 0) + v
-        total["lost"] = total.get("lost_full", 0) + total.get("lost_big", 0)
+        total["lost"] = lost_events(total)
         return total
 
     @property

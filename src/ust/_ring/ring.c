@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -128,6 +129,11 @@ typedef struct {
     uint64_t held_pos;
     uint32_t held_phys;
     uint64_t held_len;
+    uint64_t writer_generation;      /* fork_generation when this process registered as a writer */
+    struct ust_writer *self_writer; /* its entry in h->writers, or NULL (table full) */
+    uint64_t stall_timeout_ns;       /* reader: how long a packet may stay incomplete before writers are checked */
+    uint64_t stuck_pos, stuck_commit, stuck_since; /* reader: the incomplete packet it waits for */
+    uint64_t last_discarded;         /* reader: events_discarded of the last packet handed out */
     uint64_t held_table;  /* the slot's table entry before ring_get() took the packet */
     uint64_t taken_table; /* ... and the one it put there (what ring_unget() expects back) */
     Py_ssize_t exports;
@@ -246,7 +252,7 @@ INLINE void commit_bytes(BufferObject *b, uint64_t slot, uint64_t lap, uint64_t 
 
 INLINE uint64_t lost_total(struct ust_shm_header *h)
 {
-    return LOAD_RELAXED(&h->lost_full) + LOAD_RELAXED(&h->lost_big);
+    return LOAD_RELAXED(&h->lost_full) + LOAD_RELAXED(&h->lost_big) + LOAD_RELAXED(&h->lost_dead);
 }
 
 /* The stream's lost count as it must be written into a packet that the
@@ -342,6 +348,55 @@ static void test_pause_configure(void)
     }
 }
 
+/* Is process `pid` gone? (A zombie is: it will never commit.) kill(pid, 0)
+ * answers EPERM for another user's live process. */
+static int process_dead(int32_t pid)
+{
+    if (pid <= 0)
+        return 0;
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return 1;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    const char *paren = strrchr(buf, ')'); /* the name may contain ')' */
+    return paren && (paren[1] == ' ') && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+/* Slow path, once per process (and again in a forked child): take an entry
+ * in the stream's writer table, reusing one whose process is gone when the
+ * table is full. Without an entry (64 live writers already), this process's
+ * death mid-write cannot be repaired: its packet is dropped at teardown. */
+NOINLINE void register_writer(BufferObject *b, uint64_t generation)
+{
+    int32_t pid = LOAD_RELAXED(&cached_pid);
+    struct ust_writer *w = b->h->writers, *mine = NULL;
+    for (int pass = 0; pass < 2 && !mine; pass++)
+        for (int i = 0; i < UST_MAX_WRITERS && !mine; i++) {
+            int32_t cur = LOAD_RELAXED(&w[i].pid);
+            if (cur == pid) {
+                mine = &w[i];
+            } else if (cur == 0 || (pass == 1 && process_dead(cur) &&
+                                    LOAD_RELAXED(&w[i].end) <= LOAD_RELAXED(&w[i].start))) {
+                /* reuse a dead writer's entry only when it has nothing in flight */
+                STORE_RELAXED(&w[i].end, 0);
+                STORE_RELAXED(&w[i].start, 0);
+                if (atomic_compare_exchange_strong_explicit(&w[i].pid, &cur, pid, memory_order_acq_rel,
+                                                            memory_order_relaxed))
+                    mine = &w[i];
+            }
+        }
+    b->self_writer = mine;
+    b->writer_generation = generation;
+}
+
 /* Reserve room for an event of `payload` bytes (context + fields).
  * Returns 0 and fills r, or -1 when the event is dropped (counted). */
 INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, struct reservation *r)
@@ -349,6 +404,10 @@ INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, st
     struct ust_shm_header *h = b->h;
     uint64_t old, begin, ts, in_sb, need, hdr, lost = 0;
     int new_packet, close_old, extended;
+    uint64_t generation = LOAD_RELAXED(&fork_generation);
+    if (UNLIKELY(b->writer_generation != generation))
+        register_writer(b, generation);
+    struct ust_writer *me = b->self_writer;
 
     old = LOAD_RELAXED(&h->write_offset);
     for (;;) {
@@ -382,6 +441,11 @@ INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, st
         if (new_packet && UNLIKELY(!packet_start_allowed(b, begin))) {
             count_lost(&h->lost_full);
             return -1;
+        }
+        if (LIKELY(me != NULL)) { /* what we are about to reserve, should we die before committing it */
+            STORE_RELAXED(&me->start, old);
+            STORE_RELAXED(&me->ts, ts);
+            STORE_RELAXED(&me->end, begin + need);
         }
         if (LIKELY(atomic_compare_exchange_weak_explicit(&h->write_offset, &old, begin + need,
                                                          memory_order_acq_rel, memory_order_relaxed)))
@@ -429,6 +493,8 @@ INLINE char *write_event_header(char *p, struct reservation *r, uint32_t event_i
 INLINE void ring_commit(BufferObject *b, struct reservation *r)
 {
     commit_bytes(b, r->slot, r->lap, r->total);
+    if (LIKELY(b->self_writer != NULL))
+        STORE_RELAXED(&b->self_writer->end, 0); /* nothing in flight */
 }
 
 /* Close the current partial packet. With emit_empty, also write an empty
@@ -545,6 +611,126 @@ static int write_packet(int fd, const char *p, size_t len)
     return 0;
 }
 
+/* A dead writer's uncommitted reservation, clipped to one packet. */
+struct dead_hole {
+    uint64_t start, end, ts;
+    struct ust_writer *writer;
+};
+
+/* The packet at `pos` is closed (write_offset is past it) but `shortfall`
+ * bytes of it were never committed. If that has lasted stall_timeout_ns
+ * (or with force: every writer is gone) and the in-flight reservations of
+ * dead registered writers account for exactly those bytes, fill `holes`
+ * and return how many; else 0 (a live writer may still commit, or the hole
+ * is not ours to explain: an unregistered writer). LTTng 2.15 answers the
+ * same stall with a consumer-side watchdog; this one also knows where each
+ * hole is, so the packet is repaired rather than cut. */
+static int dead_writers_explain(BufferObject *b, uint64_t pos, uint64_t commit, uint64_t shortfall, int force,
+                                struct dead_hole *holes)
+{
+    uint64_t now = clock_now();
+    if (!force) {
+        if (b->stuck_pos != pos || b->stuck_commit != commit) {
+            b->stuck_pos = pos;
+            b->stuck_commit = commit;
+            b->stuck_since = now;
+            return 0;
+        }
+        if (now - b->stuck_since < b->stall_timeout_ns)
+            return 0;
+    }
+    b->stuck_since = now; /* look again no sooner than one timeout from now */
+    uint64_t pend = pos + b->sbsize, sum = 0;
+    int n = 0;
+    for (int i = 0; i < UST_MAX_WRITERS; i++) {
+        struct ust_writer *w = &b->h->writers[i];
+        int32_t pid = LOAD_RELAXED(&w->pid);
+        uint64_t start = LOAD_RELAXED(&w->start), end = LOAD_RELAXED(&w->end), ts = LOAD_RELAXED(&w->ts);
+        if (pid == 0 || end <= start)
+            continue;
+        uint64_t lo = start > pos ? start : pos, hi = end < pend ? end : pend;
+        if (hi <= lo)
+            continue;
+        if (!process_dead(pid))
+            return 0; /* a live writer is still inside this packet */
+        holes[n].start = lo;
+        holes[n].end = hi;
+        holes[n].ts = ts;
+        holes[n].writer = (end <= pend) ? w : NULL; /* crossing into the next packet: needed there too */
+        n++;
+        sum += hi - lo;
+    }
+    return sum == shortfall ? n : 0;
+}
+
+/* Make the reader-owned packet at `pos` whole again, given the holes dead
+ * writers left in it (sorted here by position): a hole over the packet
+ * header means its writer opened the packet and died: the header is
+ * written anew; a hole running to the packet's end means its writer was
+ * closing the packet: the packet ends where that hole starts; a hole inside
+ * the events is closed up by moving the events after it down (they are
+ * whole: every other byte was committed). The events after a hole keep
+ * their compact 32-bit timestamps, which a reader extends from the event
+ * before: valid as long as the dead event's timestamp has the same high 32
+ * bits as the packet's start; otherwise the packet is cut at the hole. Each
+ * dead reservation counts as one discarded event. */
+static void repair_packet(BufferObject *b, struct ust_packet_header *ph, uint64_t pos, struct dead_hole *holes,
+                          int n)
+{
+    struct ust_shm_header *h = b->h;
+    char *base = (char *)ph;
+    uint64_t pend = pos + b->sbsize;
+    for (int i = 1; i < n; i++) /* insertion sort by start: n is tiny */
+        for (int j = i; j > 0 && holes[j].start < holes[j - 1].start; j--) {
+            struct dead_hole t = holes[j];
+            holes[j] = holes[j - 1];
+            holes[j - 1] = t;
+        }
+    if (holes[0].start == pos) {
+        /* The packet's opener died: header anew, keeping what its closer
+         * (alive, or repaired below) wrote there. */
+        uint64_t ts_end = ph->timestamp_end, content_bits = ph->content_size, discarded = ph->events_discarded;
+        open_packet(b, base, pos, holes[0].ts, b->last_discarded);
+        ph->timestamp_end = ts_end;
+        ph->content_size = ph->packet_size = content_bits;
+        ph->events_discarded = discarded;
+        holes[0].start = pos + UST_PACKET_HEADER_SIZE;
+    }
+    uint64_t content = ph->content_size / 8;
+    if (holes[n - 1].end == pend && holes[n - 1].start > pos) { /* its closer died */
+        content = holes[n - 1].start - pos;
+        ph->timestamp_end = holes[n - 1].ts;
+        ph->events_discarded = b->last_discarded; /* never more than the next packet's count */
+        n--;
+    }
+    if (content > b->sbsize || content < UST_PACKET_HEADER_SIZE)
+        content = UST_PACKET_HEADER_SIZE;
+    uint64_t events = 0;
+    for (int i = n - 1; i >= 0; i--) { /* from the last hole: earlier offsets stay valid */
+        uint64_t hs = holes[i].start - pos, he = holes[i].end - pos;
+        if (he <= hs || hs < UST_PACKET_HEADER_SIZE || he > content)
+            continue;
+        events++;
+        if ((holes[i].ts >> 32) != (ph->timestamp_begin >> 32)) {
+            content = hs; /* cut: see above */
+            continue;
+        }
+        memmove(base + hs, base + he, content - he);
+        content -= he - hs;
+    }
+    ph->content_size = ph->packet_size = content * 8;
+    atomic_fetch_add_explicit(&h->lost_dead, events, memory_order_relaxed);
+}
+
+static void forget_repaired_writers(struct dead_hole *holes, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (holes[i].writer) {
+            STORE_RELAXED(&holes[i].writer->end, 0);
+            STORE_RELAXED(&holes[i].writer->pid, 0);
+        }
+}
+
 static int ring_get(BufferObject *b, int force)
 {
     struct ust_shm_header *h = b->h;
@@ -565,8 +751,11 @@ static int ring_get(BufferObject *b, int force)
         uint64_t c = LOAD_ACQUIRE(&s->commit);
         uint64_t full = (lap + 1) * b->sbsize;
         int complete = c == full && SLOT_LAP(v) == lap && !(v & SLOT_ACTIVE);
-        int torn = force && c < full && c >= lap * b->sbsize && SLOT_LAP(v) == lap;
-        if ((complete || torn) && !(v & SLOT_READ)) {
+        int incomplete = !complete && c < full && c >= lap * b->sbsize && SLOT_LAP(v) == lap && !(v & SLOT_READ);
+        struct dead_hole holes[UST_MAX_WRITERS];
+        int nholes = incomplete ? dead_writers_explain(b, pos, c, full - c, force, holes) : 0;
+        int torn = incomplete && force && nholes == 0; /* unexplained: dropped, never written torn */
+        if ((complete || nholes > 0 || torn) && !(v & SLOT_READ)) {
             uint64_t spare = LOAD_RELAXED(&h->reader_spare);
             if (spare > b->nsub)
                 spare = 0;
@@ -577,19 +766,18 @@ static int ring_get(BufferObject *b, int force)
             b->held_table = v;
             b->taken_table = nv;
             struct ust_packet_header *ph = (struct ust_packet_header *)phys_base(b, SLOT_PHYS(v));
-            if (torn) {
-                /* Let writers move on, and keep the committed prefix: the hole
-                 * left by a dead writer is its last reservation. */
-                uint64_t hole = full - c;
-                atomic_fetch_add_explicit(&s->commit, hole, memory_order_acq_rel);
-                uint64_t end = ph->content_size / 8;
-                if (end > b->sbsize)
-                    end = b->sbsize;
-                if (end <= UST_PACKET_HEADER_SIZE)
-                    end = c - lap * b->sbsize; /* never closed: all committed bytes are content */
+            if (nholes > 0 || torn) {
+                /* The packet is ours now (swapped out): repair it, then let
+                 * writers move on to the slot's next lap. */
+                if (nholes > 0) {
+                    repair_packet(b, ph, pos, holes, nholes);
+                    forget_repaired_writers(holes, nholes);
+                }
                 else
-                    end = end > hole ? end - hole : 0; /* closed: the padding was committed */
-                ph->content_size = ph->packet_size = end * 8;
+                    ph->magic = 0; /* fails packet_header_valid: skipped below */
+                atomic_fetch_add_explicit(&s->commit, full - c, memory_order_acq_rel);
+                atomic_fetch_add_explicit(&h->packets_reclaimed, 1, memory_order_relaxed);
+                b->stuck_pos = UINT64_MAX;
             }
             if (!packet_header_valid(b, ph, pos)) {
                 /* Header never written (its writer died first) or scribbled:
@@ -603,6 +791,7 @@ static int ring_get(BufferObject *b, int force)
             b->held_pos = pos;
             b->held_phys = SLOT_PHYS(v);
             b->held_len = ph->packet_size / 8;
+            b->last_discarded = ph->events_discarded;
             STORE_RELEASE(&h->consumed, pos);
             return 1;
         }
@@ -743,6 +932,8 @@ static BufferObject *buffer_map(PyTypeObject *type, int fd, size_t size)
     b->map_size = size;
     b->fd = fd;
     b->wakeup_fd = -1;
+    b->stall_timeout_ns = 100000000ULL; /* 0.1 s: it only spares syscalls; process_dead() decides */
+    b->stuck_pos = UINT64_MAX;
     return b;
 }
 
@@ -931,8 +1122,10 @@ static PyObject *Buffer_flush(BufferObject *b, PyObject *args, PyObject *kw)
 static PyObject *Buffer_counters(BufferObject *b, PyObject *unused)
 {
     struct ust_shm_header *h = b->h;
-    return Py_BuildValue("{sKsKsKsKsKsK}", "lost_full", (unsigned long long)LOAD_RELAXED(&h->lost_full), "lost_big",
-                         (unsigned long long)LOAD_RELAXED(&h->lost_big), "packets_overwritten",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsK}", "lost_full", (unsigned long long)LOAD_RELAXED(&h->lost_full),
+                         "lost_big", (unsigned long long)LOAD_RELAXED(&h->lost_big), "lost_dead",
+                         (unsigned long long)LOAD_RELAXED(&h->lost_dead), "packets_reclaimed",
+                         (unsigned long long)LOAD_RELAXED(&h->packets_reclaimed), "packets_overwritten",
                          (unsigned long long)LOAD_RELAXED(&h->packets_overwritten), "packets_read",
                          (unsigned long long)LOAD_RELAXED(&h->packets_read), "write_offset",
                          (unsigned long long)LOAD_RELAXED(&h->write_offset), "consumed",
@@ -945,6 +1138,17 @@ static PyObject *Buffer_set_wakeup_fd(BufferObject *b, PyObject *arg)
     if (fd == -1 && PyErr_Occurred())
         return NULL;
     b->wakeup_fd = fd;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Buffer_set_stall_timeout(BufferObject *b, PyObject *arg)
+{
+    double seconds = PyFloat_AsDouble(arg);
+    if (seconds == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!(seconds >= 0.0 && seconds < 1e6))
+        return PyErr_Format(PyExc_ValueError, "stall timeout must be in [0, 1e6) seconds, got %R", arg);
+    b->stall_timeout_ns = (uint64_t)(seconds * 1e9);
     Py_RETURN_NONE;
 }
 
@@ -1006,6 +1210,8 @@ static PyMethodDef Buffer_methods[] = {
     {"counters", (PyCFunction)Buffer_counters, METH_NOARGS, "lost and read counters"},
     {"set_wakeup_fd", (PyCFunction)Buffer_set_wakeup_fd, METH_O, "this process's eventfd for reader wake-ups"},
     {"reader_sleep", (PyCFunction)Buffer_reader_sleep, METH_O, "announce that the reader sleeps (or not)"},
+    {"set_stall_timeout", (PyCFunction)Buffer_set_stall_timeout, METH_O,
+     "seconds a closed packet may stay incomplete before the reader checks whether its writers died (default 0.1)"},
     {NULL},
 };
 

@@ -77,6 +77,12 @@ def last_events_discarded(path: "str | os.PathLike") -> int:
         os.close(fd)
 
 
+def lost_events(counters: dict) -> int:
+    """Events a buffer lost, from Buffer.counters(): the sum of every ``lost_*``
+    counter (buffer full, event too big, writer killed mid-event, ...)."""
+    return sum(v for k, v in counters.items() if k.startswith("lost_"))
+
+
 def _warn(msg: str) -> None:
     print(f"ust: {msg}", file=sys.stderr, flush=True)
 
@@ -276,7 +282,7 @@ def final_drain(streams, grace: float = FLUSH_GRACE) -> int:
         for _, out in unwritten:
             out.loss_reported = True  # once, not at every later flush (stop, then destroy)
         left = sum(unwritten_bytes(buf) for buf, _ in unwritten)
-        lost = sum(c["lost_full"] + c["lost_big"] for c in (buf.counters() for buf, _ in unwritten))
+        lost = sum(lost_events(buf.counters()) for buf, _ in unwritten)
         _warn(f"{len(unwritten)} stream file(s) could not be written to the end "
               f"({os.strerror(unwritten[0][1].write_error)}): {left} bytes of packets were left unwritten, "
               f"and {lost} events were discarded")

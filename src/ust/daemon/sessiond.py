@@ -730,7 +730,9 @@ class SessionDaemon:
             return 0, 0
         keys = {t.key for t in s.traces.values()}
         bufs = [b for key, chans in reply["traces"].items() if key in keys for bs in chans.values() for b in bs]
-        return (sum(b.get("lost_full", 0) + b.get("lost_big", 0) for b in bufs),
+        from ust.ctf.writer import lost_events
+
+        return (sum(lost_events(b) for b in bufs),
                 sum(b.get("packets_overwritten", 0) for b in bufs))
 
     def _stop(self, s: Session) -> None:
