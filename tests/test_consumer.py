@@ -171,6 +171,8 @@ def test_events_discarded_never_goes_down_when_a_closer_is_delayed(ust_env):
     assert total == lost
     _, err = babeltrace2_text(ust_env.out)
     assert sum(int(n) for n in re.findall(r"discarded (\d+) events?\b", err)) == lost
+    _, stats, _ = ust_env.ust("stats", ust_env.out)
+    assert f"discarded events: {lost}" in stats, stats  # `ust stats` over-counted
 
 
 @needs_babeltrace2
