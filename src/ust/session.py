@@ -17,16 +17,16 @@ import atexit
 import os
 import re
 import select
-import shutil
-import tempfile
 import threading
 import time
 import uuid as uuid_mod
 from pathlib import Path
 
 from ust._ring import Buffer, drain_at_exit
+from ust._ring._ring import drain_wait
 from ust.ctf import metadata as md
-from ust.ctf.writer import (EventIdFile, StreamFile, drain, final_drain, stream_file_name, uid_trace_dir,
+from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
+from ust.ctf.writer import (EventIdFile, StreamFile, final_drain, lost_events, stream_file_name, uid_trace_dir,
                             write_metadata)
 from ust.filter import compile_filter, event_predicate
 from ust.instrument import context as ctx
@@ -43,6 +43,9 @@ def _finish_running_sessions() -> None:
     for s in list(_active):
         if s._pid == os.getpid():
             s._finish_at_exit()
+
+EVENT_IDS_FILE = ".ust-event-ids"
+DRAIN_RETURN_PERIOD = 1.0  # s: the drain thread's longest stretch without the GIL
 
 
 def glob_to_regex(pattern: str) -> "re.Pattern[str]":
@@ -79,8 +82,8 @@ class Session:
         loglevel_only: bool = False,
         filter: "str | None" = None,
         mode: str = "discard",
-        subbuf_size: int = 256 * 1024,
-        num_subbuf: int = 8,
+        subbuf_size: int = DEFAULT_SUBBUF_SIZE,
+        num_subbuf: int = DEFAULT_NUM_SUBBUF,
         context=(),
         channel: str = "channel0",
         read_timer: float = 0.2,
@@ -142,13 +145,18 @@ class Session:
         self.files = [StreamFile(self.trace_dir, stream_file_name(self.channel_name, cpu), truncate=True)
                       for cpu in range(ncpu)]
         self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         for b in self.buffers:
             b.set_wakeup_fd(self._wakeup)
         self.channel = ctx.make_channel(self.buffers, self.c_context + self.py_context)
-        self._tmp = tempfile.mkdtemp(prefix="ust-session-")
-        self.ids = EventIdFile(Path(self._tmp) / "events")
+        # The event-id file lives in the trace directory (hidden: readers skip
+        # dot-files), not in a temporary directory: a session whose process is
+        # SIGKILLed leaves nothing behind outside its own trace, and the next
+        # session on the same output starts it over.
+        self._ids_path = self.trace_dir / EVENT_IDS_FILE
+        self._ids_path.unlink(missing_ok=True)
+        self.ids = EventIdFile(self._ids_path)
         self._metadata_size = -1
-        self._write_metadata()
         self._stop_event = threading.Event()
         self._consumer = threading.Thread(target=self._consume, name="ust-consumer", daemon=True)
         self.started = True
@@ -159,6 +167,9 @@ class Session:
         _active.append(self)
         for handle in REGISTRY.subscribe(self._on_declare):
             self._on_declare(handle)
+        # After the ids of the tracepoints declared so far: the drain thread
+        # then takes the GIL for the metadata only when a new one is declared.
+        self._write_metadata()
         self._consumer.start()
         return self
 
@@ -174,14 +185,15 @@ class Session:
                 handle.tp.detach(self.channel)
             self._attached.clear()
         self._stop_event.set()
-        os.eventfd_write(self._wakeup, 1)
+        os.eventfd_write(self._stop_fd, 1)
         self._consumer.join()
         self._final_drain()
         self._write_metadata(force=True)
         for f in self.files:
             f.close()
         os.close(self._wakeup)
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        os.close(self._stop_fd)
+        self._ids_path.unlink(missing_ok=True)
         if self in _active:
             _active.remove(self)
 
@@ -194,7 +206,7 @@ class Session:
         self.stopped = True
         REGISTRY.unsubscribe(self._on_declare)
         self._stop_event.set()
-        os.eventfd_write(self._wakeup, 1)
+        os.eventfd_write(self._stop_fd, 1)
         self._consumer.join()
         self._final_drain()
         self._write_metadata(force=True)
@@ -203,7 +215,8 @@ class Session:
             drain_at_exit(b, f.fd)  # the C core owns the descriptor now
             f.fd = -1
         os.close(self._wakeup)
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        os.close(self._stop_fd)
+        self._ids_path.unlink(missing_ok=True)
         _active.remove(self)
 
     # -- events ------------------------------------------------------------
@@ -231,43 +244,41 @@ class Session:
 
     # -- draining ----------------------------------------------------------
 
-    def _drain_all(self) -> int:
-        return sum(drain(b, f) for b, f in zip(self.buffers, self.files))
-
     def _consume(self) -> None:
+        # The drain and the sleep between drains run in C without the GIL
+        # (drain_wait), which returns only for the switch timer, a new event
+        # to describe in the metadata (the event-id file grew), a stop, or
+        # once a second (to report and retry a failed write): this thread
+        # needs the GIL that rarely, never per packet or per wake-up.
         next_switch = time.monotonic() + self.switch_timer if self.switch_timer else None
-        while not self._stop_event.is_set():
-            if not self.overwrite:
-                if self._drain_all():
-                    continue
-                for b in self.buffers:
-                    b.reader_sleep(True)
-                got = self._drain_all()  # re-check: a packet may have completed meanwhile
-            else:
-                got = 0
-            if not got:
-                timeout = self.read_timer
+        fds = [f.fd for f in self.files]
+        ids_fd = os.open(self.ids.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            while not self._stop_event.is_set():
+                timeout = self.read_timer if self.overwrite else DRAIN_RETURN_PERIOD
                 if next_switch is not None:
                     timeout = max(0.0, min(timeout, next_switch - time.monotonic()))
-                select.select([self._wakeup], [], [], timeout)
-                try:
-                    os.eventfd_read(self._wakeup)
-                except BlockingIOError:
-                    pass
-            for b in self.buffers:
-                b.reader_sleep(False)
-            if next_switch is not None and time.monotonic() >= next_switch:
-                for b in self.buffers:
-                    b.flush()
-                next_switch = time.monotonic() + self.switch_timer
-            self._write_metadata()
+                if self.overwrite:  # a flight recorder is written out at stop only
+                    select.select([self._stop_fd], [], [], timeout)
+                else:
+                    results = drain_wait(self.buffers, fds, self._wakeup, self._stop_fd, timeout, self.read_timer,
+                                         ids_fd, self._metadata_size)
+                    for out, result in zip(self.files, results):
+                        out.drained(*result)
+                if next_switch is not None and time.monotonic() >= next_switch:
+                    for b in self.buffers:
+                        b.flush()
+                    next_switch = time.monotonic() + self.switch_timer
+                self._write_metadata()
+        finally:
+            os.close(ids_fd)
 
     def _final_drain(self) -> None:
         final_drain(list(zip(self.buffers, self.files)))
 
     def _write_metadata(self, force: bool = False) -> None:
         # The event-id file only grows: its size says whether an event was added
-        # (the drain thread asks at every wake-up; a stat is all that costs).
+        # (drain_wait watches it without the GIL).
         size = os.stat(self.ids.path).st_size
         if not force and size == self._metadata_size:
             return
@@ -284,9 +295,9 @@ class Session:
         total: dict = {}
         for b in self.buffers:
             for k, v in b.counters().items():
-                if k in ("lost_full", "lost_big", "lost_args", "packets_overwritten", "packets_read"):
+                if k.startswith(("lost_", "packets_")):
                     total[k] = total.get(k, 0) + v
-        total["lost"] = total.get("lost_full", 0) + total.get("lost_big", 0) + total.get("lost_args", 0)
+        total["lost"] = lost_events(total)
         return total
 
     @property

@@ -29,13 +29,17 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/prctl.h>
@@ -468,6 +472,13 @@ typedef struct {
     uint64_t held_pos;
     uint32_t held_phys;
     uint64_t held_len;
+    uint64_t writer_generation;      /* fork_generation when this process registered as a writer */
+    struct ust_writer *self_writer; /* its entry in h->writers, or NULL (table full) */
+    uint64_t stall_timeout_ns;       /* reader: how long a packet may stay incomplete before writers are checked */
+    uint64_t stuck_pos, stuck_commit, stuck_since; /* reader: the incomplete packet it waits for */
+    uint64_t last_discarded;         /* reader: events_discarded of the last packet handed out */
+    uint64_t held_table;  /* the slot's table entry before ring_get() took the packet */
+    uint64_t taken_table; /* ... and the one it put there (what ring_unget() expects back) */
     Py_ssize_t exports;
 } BufferObject;
 
@@ -584,11 +595,30 @@ INLINE void commit_bytes(BufferObject *b, uint64_t slot, uint64_t lap, uint64_t 
 
 INLINE uint64_t lost_total(struct ust_shm_header *h)
 {
-    return LOAD_RELAXED(&h->lost_full) + LOAD_RELAXED(&h->lost_big) + LOAD_RELAXED(&h->lost_args);
+    return LOAD_RELAXED(&h->lost_full) + LOAD_RELAXED(&h->lost_big) + LOAD_RELAXED(&h->lost_dead) +
+           LOAD_RELAXED(&h->lost_args);
 }
 
-/* Close the packet that `old` (an offset inside it, not at its start) is in. */
-NOINLINE void close_packet(BufferObject *b, uint64_t old, uint64_t ts)
+/* The stream's lost count as it must be written into a packet that the
+ * caller's next CAS on write_offset closes (or opens empty). Called after
+ * loading write_offset and before that CAS: the acquire fence makes the
+ * relaxed load of write_offset synchronize with the CAS that closed the
+ * previous packet (a release, continued by every later CAS on write_offset),
+ * so this read sees at least the count that packet carries; and our own CAS
+ * (release) publishes this read to whoever closes the next packet. The
+ * counts written into a stream's packets therefore never go down, whatever
+ * delays a closer between its CAS and its header write. (Reading the
+ * counter after the CAS, as before, let a delayed closer write a count
+ * larger than the next packet's.) */
+INLINE uint64_t lost_for_close(struct ust_shm_header *h)
+{
+    atomic_thread_fence(memory_order_acquire);
+    return lost_total(h);
+}
+
+/* Close the packet that `old` (an offset inside it, not at its start) is in;
+ * `lost` comes from lost_for_close() before the CAS that closed it. */
+NOINLINE void close_packet(BufferObject *b, uint64_t old, uint64_t ts, uint64_t lost)
 {
     uint64_t in_sb = old & b->sbmask;
     uint64_t slot = (old >> b->sbshift) & (b->nsub - 1);
@@ -597,13 +627,14 @@ NOINLINE void close_packet(BufferObject *b, uint64_t old, uint64_t ts)
     ph->timestamp_end = ts;
     ph->content_size = in_sb * 8;
     ph->packet_size = in_sb * 8;
-    uint64_t lost = lost_total(b->h);
     ph->events_discarded = lost;
     STORE_RELAXED(&b->h->reported_discarded, lost);
     commit_bytes(b, slot, lap, b->sbsize - in_sb);
 }
 
-INLINE void open_packet(BufferObject *b, char *base, uint64_t begin, uint64_t ts)
+/* `lost` is the count a packet carries if it is never closed normally (an
+ * empty packet, a dead writer's): closing overwrites it. */
+INLINE void open_packet(BufferObject *b, char *base, uint64_t begin, uint64_t ts, uint64_t lost)
 {
     struct ust_shm_header *h = b->h;
     struct ust_packet_header *ph = (struct ust_packet_header *)base;
@@ -616,7 +647,7 @@ INLINE void open_packet(BufferObject *b, char *base, uint64_t begin, uint64_t ts
     ph->content_size = UST_PACKET_HEADER_SIZE * 8;
     ph->packet_size = UST_PACKET_HEADER_SIZE * 8;
     ph->packet_seq_num = begin >> b->sbshift;
-    ph->events_discarded = lost_total(h);
+    ph->events_discarded = lost;
     ph->cpu_id = h->cpu;
 }
 
@@ -625,13 +656,102 @@ NOINLINE void count_lost(_Atomic uint64_t *counter)
     atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
 }
 
+/* Test-only: UST_TEST_PAUSE_AFTER_RESERVE="N:MS[:close]" (read once at
+ * import) makes this process's N-th successful reservation (counting only
+ * those that close a packet, with ":close") announce itself on stderr and
+ * sleep MS milliseconds between its CAS and anything else: the window in
+ * which a writer can be delayed or killed. Unset, it costs one predictable
+ * branch. */
+static long test_pause_at, test_pause_ms;
+static int test_pause_close_only;
+static _Atomic long test_pause_count;
+
+NOINLINE void test_pause(int closing)
+{
+    if (test_pause_close_only && !closing)
+        return;
+    if (atomic_fetch_add_explicit(&test_pause_count, 1, memory_order_relaxed) + 1 != test_pause_at)
+        return;
+    static const char msg[] = "ust-test: paused after reserve\n";
+    ssize_t r = write(2, msg, sizeof msg - 1);
+    (void)r;
+    struct timespec ts = {test_pause_ms / 1000, (test_pause_ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static void test_pause_configure(void)
+{
+    const char *v = getenv("UST_TEST_PAUSE_AFTER_RESERVE");
+    long at = 0, ms = 0;
+    char kind[8] = "";
+    if (v && sscanf(v, "%ld:%ld:%7s", &at, &ms, kind) >= 2 && at > 0 && ms >= 0) {
+        test_pause_ms = ms;
+        test_pause_close_only = !strcmp(kind, "close");
+        test_pause_at = at;
+    }
+}
+
+/* Is process `pid` gone? (A zombie is: it will never commit.) kill(pid, 0)
+ * answers EPERM for another user's live process. */
+static int process_dead(int32_t pid)
+{
+    if (pid <= 0)
+        return 0;
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return 1;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    const char *paren = strrchr(buf, ')'); /* the name may contain ')' */
+    return paren && (paren[1] == ' ') && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
+/* Slow path, once per process (and again in a forked child): take an entry
+ * in the stream's writer table, reusing one whose process is gone when the
+ * table is full. Without an entry (64 live writers already), this process's
+ * death mid-write cannot be repaired: its packet is dropped at teardown. */
+NOINLINE void register_writer(BufferObject *b, uint64_t generation)
+{
+    int32_t pid = LOAD_RELAXED(&cached_pid);
+    struct ust_writer *w = b->h->writers, *mine = NULL;
+    for (int pass = 0; pass < 2 && !mine; pass++)
+        for (int i = 0; i < UST_MAX_WRITERS && !mine; i++) {
+            int32_t cur = LOAD_RELAXED(&w[i].pid);
+            if (cur == pid) {
+                mine = &w[i];
+            } else if (cur == 0 || (pass == 1 && process_dead(cur) &&
+                                    LOAD_RELAXED(&w[i].end) <= LOAD_RELAXED(&w[i].start))) {
+                /* reuse a dead writer's entry only when it has nothing in flight */
+                STORE_RELAXED(&w[i].end, 0);
+                STORE_RELAXED(&w[i].start, 0);
+                if (atomic_compare_exchange_strong_explicit(&w[i].pid, &cur, pid, memory_order_acq_rel,
+                                                            memory_order_relaxed))
+                    mine = &w[i];
+            }
+        }
+    b->self_writer = mine;
+    b->writer_generation = generation;
+}
+
 /* Reserve room for an event of `payload` bytes (context + fields).
  * Returns 0 and fills r, or -1 when the event is dropped (counted). */
 INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, struct reservation *r)
 {
     struct ust_shm_header *h = b->h;
-    uint64_t old, begin, ts, in_sb, need, hdr;
+    uint64_t old, begin, ts, in_sb, need, hdr, lost = 0;
     int new_packet, close_old, extended;
+    uint64_t generation = LOAD_RELAXED(&fork_generation);
+    if (UNLIKELY(b->writer_generation != generation))
+        register_writer(b, generation);
+    struct ust_writer *me = b->self_writer;
 
     old = LOAD_RELAXED(&h->write_offset);
     for (;;) {
@@ -652,6 +772,7 @@ INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, st
         if (!new_packet && in_sb + hdr + payload >= b->sbsize) {
             close_old = 1;
             new_packet = 1;
+            lost = lost_for_close(h);
             begin = old - in_sb + b->sbsize;
             extended = event_id >= UST_EVENT_ID_EXTENDED;
             hdr = extended ? UST_EVENT_HEADER_EXTENDED : UST_EVENT_HEADER_COMPACT;
@@ -665,19 +786,26 @@ INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, st
             count_lost(&h->lost_full);
             return -1;
         }
+        if (LIKELY(me != NULL)) { /* what we are about to reserve, should we die before committing it */
+            STORE_RELAXED(&me->start, old);
+            STORE_RELAXED(&me->ts, ts);
+            STORE_RELAXED(&me->end, begin + need);
+        }
         if (LIKELY(atomic_compare_exchange_weak_explicit(&h->write_offset, &old, begin + need,
                                                          memory_order_acq_rel, memory_order_relaxed)))
             break;
     }
     STORE_RELAXED(&h->last_timestamp, ts);
+    if (UNLIKELY(test_pause_at))
+        test_pause(close_old);
     if (close_old)
-        close_packet(b, old, ts);
+        close_packet(b, old, ts, lost);
 
     r->slot = (begin >> b->sbshift) & (b->nsub - 1);
     r->lap = begin >> b->bufshift;
     char *base = phys_base(b, slot_acquire(b, r->slot, r->lap));
     if (new_packet) {
-        open_packet(b, base, begin, ts);
+        open_packet(b, base, begin, ts, close_old ? lost : lost_total(h));
         r->begin = begin + UST_PACKET_HEADER_SIZE;
     } else {
         r->begin = begin;
@@ -709,6 +837,8 @@ INLINE char *write_event_header(char *p, struct reservation *r, uint32_t event_i
 INLINE void ring_commit(BufferObject *b, struct reservation *r)
 {
     commit_bytes(b, r->slot, r->lap, r->total);
+    if (LIKELY(b->self_writer != NULL))
+        STORE_RELAXED(&b->self_writer->end, 0); /* nothing in flight */
 }
 
 /* Close the current partial packet. With emit_empty, also write an empty
@@ -721,11 +851,12 @@ static int ring_flush(BufferObject *b, int emit_empty)
     for (;;) {
         uint64_t ts = clock_now();
         uint64_t in_sb = old & b->sbmask;
+        uint64_t lost = lost_for_close(h);
         if (in_sb == 0) {
             if (!emit_empty || !packet_start_allowed(b, old))
                 return 0;
             /* only when the last closed packet is behind the lost count */
-            if (lost_total(h) == LOAD_RELAXED(&h->reported_discarded))
+            if (lost == LOAD_RELAXED(&h->reported_discarded))
                 return 0;
             if (!atomic_compare_exchange_weak_explicit(&h->write_offset, &old, old + b->sbsize,
                                                        memory_order_acq_rel, memory_order_relaxed))
@@ -733,14 +864,14 @@ static int ring_flush(BufferObject *b, int emit_empty)
             uint64_t slot = (old >> b->sbshift) & (b->nsub - 1);
             uint64_t lap = old >> b->bufshift;
             char *base = phys_base(b, slot_acquire(b, slot, lap));
-            open_packet(b, base, old, ts);
-            STORE_RELAXED(&h->reported_discarded, ((struct ust_packet_header *)base)->events_discarded);
+            open_packet(b, base, old, ts, lost);
+            STORE_RELAXED(&h->reported_discarded, lost);
             commit_bytes(b, slot, lap, b->sbsize);
             return 1;
         }
         if (atomic_compare_exchange_weak_explicit(&h->write_offset, &old, old - in_sb + b->sbsize,
                                                   memory_order_acq_rel, memory_order_relaxed)) {
-            close_packet(b, old, ts);
+            close_packet(b, old, ts, lost);
             return 1;
         }
     }
@@ -796,9 +927,13 @@ INLINE int packet_header_valid(BufferObject *b, const struct ust_packet_header *
            len <= b->sbsize && ph->content_size <= ph->packet_size;
 }
 
-/* write() all of it; 0, or the errno that stopped it. No Python API: callable
- * with the GIL released. */
-static int write_all(int fd, const char *p, size_t len)
+/* Append all of a packet to fd; 0, or the errno that stopped it (ENOSPC,
+ * EFBIG, EIO...). A stream file must always end on a packet boundary (a cut
+ * packet makes babeltrace2 reject the whole stream), so when a write stops
+ * part-way, what it did write is cut off again with ftruncate. One writer per
+ * file (the stream's reader), so the file's end is ours. No Python API:
+ * callable with the GIL released. */
+static int write_packet(int fd, const char *p, size_t len)
 {
     size_t off = 0;
     while (off < len) {
@@ -806,11 +941,138 @@ static int write_all(int fd, const char *p, size_t len)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return errno;
+            int err = errno;
+            if (off) {
+                off_t end = lseek(fd, 0, SEEK_END);
+                if (end >= (off_t)off && ftruncate(fd, end - (off_t)off) < 0) {
+                    /* the file keeps a cut packet: nothing more we can do */
+                }
+            }
+            return err;
         }
         off += (size_t)n;
     }
     return 0;
+}
+
+/* A dead writer's uncommitted reservation, clipped to one packet. */
+struct dead_hole {
+    uint64_t start, end, ts;
+    struct ust_writer *writer;
+};
+
+/* The packet at `pos` is closed (write_offset is past it) but `shortfall`
+ * bytes of it were never committed. If that has lasted stall_timeout_ns
+ * (or with force: every writer is gone) and the in-flight reservations of
+ * dead registered writers account for exactly those bytes, fill `holes`
+ * and return how many; else 0 (a live writer may still commit, or the hole
+ * is not ours to explain: an unregistered writer). LTTng 2.15 answers the
+ * same stall with a consumer-side watchdog; this one also knows where each
+ * hole is, so the packet is repaired rather than cut. */
+static int dead_writers_explain(BufferObject *b, uint64_t pos, uint64_t commit, uint64_t shortfall, int force,
+                                struct dead_hole *holes)
+{
+    uint64_t now = clock_now();
+    if (!force) {
+        if (b->stuck_pos != pos || b->stuck_commit != commit) {
+            b->stuck_pos = pos;
+            b->stuck_commit = commit;
+            b->stuck_since = now;
+            return 0;
+        }
+        if (now - b->stuck_since < b->stall_timeout_ns)
+            return 0;
+    }
+    b->stuck_since = now; /* look again no sooner than one timeout from now */
+    uint64_t pend = pos + b->sbsize, sum = 0;
+    int n = 0;
+    for (int i = 0; i < UST_MAX_WRITERS; i++) {
+        struct ust_writer *w = &b->h->writers[i];
+        int32_t pid = LOAD_RELAXED(&w->pid);
+        uint64_t start = LOAD_RELAXED(&w->start), end = LOAD_RELAXED(&w->end), ts = LOAD_RELAXED(&w->ts);
+        if (pid == 0 || end <= start)
+            continue;
+        uint64_t lo = start > pos ? start : pos, hi = end < pend ? end : pend;
+        if (hi <= lo)
+            continue;
+        if (!process_dead(pid))
+            return 0; /* a live writer is still inside this packet */
+        holes[n].start = lo;
+        holes[n].end = hi;
+        holes[n].ts = ts;
+        holes[n].writer = (end <= pend) ? w : NULL; /* crossing into the next packet: needed there too */
+        n++;
+        sum += hi - lo;
+    }
+    return sum == shortfall ? n : 0;
+}
+
+/* Make the reader-owned packet at `pos` whole again, given the holes dead
+ * writers left in it (sorted here by position): a hole over the packet
+ * header means its writer opened the packet and died: the header is
+ * written anew; a hole running to the packet's end means its writer was
+ * closing the packet: the packet ends where that hole starts; a hole inside
+ * the events is closed up by moving the events after it down (they are
+ * whole: every other byte was committed). The events after a hole keep
+ * their compact 32-bit timestamps, which a reader extends from the event
+ * before: valid as long as the dead event's timestamp has the same high 32
+ * bits as the packet's start; otherwise the packet is cut at the hole. Each
+ * dead reservation counts as one discarded event. */
+static void repair_packet(BufferObject *b, struct ust_packet_header *ph, uint64_t pos, struct dead_hole *holes,
+                          int n)
+{
+    struct ust_shm_header *h = b->h;
+    char *base = (char *)ph;
+    uint64_t pend = pos + b->sbsize;
+    for (int i = 1; i < n; i++) /* insertion sort by start: n is tiny */
+        for (int j = i; j > 0 && holes[j].start < holes[j - 1].start; j--) {
+            struct dead_hole t = holes[j];
+            holes[j] = holes[j - 1];
+            holes[j - 1] = t;
+        }
+    if (holes[0].start == pos) {
+        /* The packet's opener died: header anew, keeping what its closer
+         * (alive, or repaired below) wrote there. */
+        uint64_t ts_end = ph->timestamp_end, content_bits = ph->content_size, discarded = ph->events_discarded;
+        open_packet(b, base, pos, holes[0].ts, b->last_discarded);
+        ph->timestamp_end = ts_end;
+        ph->content_size = ph->packet_size = content_bits;
+        ph->events_discarded = discarded;
+        holes[0].start = pos + UST_PACKET_HEADER_SIZE;
+    }
+    uint64_t content = ph->content_size / 8;
+    if (holes[n - 1].end == pend && holes[n - 1].start > pos) { /* its closer died */
+        content = holes[n - 1].start - pos;
+        ph->timestamp_end = holes[n - 1].ts;
+        ph->events_discarded = b->last_discarded; /* never more than the next packet's count */
+        n--;
+    }
+    if (content > b->sbsize || content < UST_PACKET_HEADER_SIZE)
+        content = UST_PACKET_HEADER_SIZE;
+    uint64_t events = 0;
+    for (int i = n - 1; i >= 0; i--) { /* from the last hole: earlier offsets stay valid */
+        uint64_t hs = holes[i].start - pos, he = holes[i].end - pos;
+        if (he <= hs || hs < UST_PACKET_HEADER_SIZE || he > content)
+            continue;
+        events++;
+        if ((holes[i].ts >> 32) != (ph->timestamp_begin >> 32)) {
+            content = hs; /* cut: see above */
+            continue;
+        }
+        memmove(base + hs, base + he, content - he);
+        content -= he - hs;
+    }
+    ph->content_size = ph->packet_size = content * 8;
+    atomic_fetch_add_explicit(&h->lost_dead, events, memory_order_relaxed);
+}
+
+static void forget_repaired_writers(struct dead_hole *holes, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (holes[i].writer) {
+            STORE_RELAXED(&holes[i].writer->end, 0);
+            STORE_RELAXED(&holes[i].writer->pid, 0);
+        }
 }
 
 static int ring_get(BufferObject *b, int force)
@@ -833,8 +1095,11 @@ static int ring_get(BufferObject *b, int force)
         uint64_t c = LOAD_ACQUIRE(&s->commit);
         uint64_t full = (lap + 1) * b->sbsize;
         int complete = c == full && SLOT_LAP(v) == lap && !(v & SLOT_ACTIVE);
-        int torn = force && c < full && c >= lap * b->sbsize && SLOT_LAP(v) == lap;
-        if ((complete || torn) && !(v & SLOT_READ)) {
+        int incomplete = !complete && c < full && c >= lap * b->sbsize && SLOT_LAP(v) == lap && !(v & SLOT_READ);
+        struct dead_hole holes[UST_MAX_WRITERS];
+        int nholes = incomplete ? dead_writers_explain(b, pos, c, full - c, force, holes) : 0;
+        int torn = incomplete && force && nholes == 0; /* unexplained: dropped, never written torn */
+        if ((complete || nholes > 0 || torn) && !(v & SLOT_READ)) {
             uint64_t spare = LOAD_RELAXED(&h->reader_spare);
             if (spare > b->nsub)
                 spare = 0;
@@ -842,20 +1107,21 @@ static int ring_get(BufferObject *b, int force)
             if (!atomic_compare_exchange_strong_explicit(&s->table, &v, nv, memory_order_acq_rel,
                                                          memory_order_acquire))
                 continue;
+            b->held_table = v;
+            b->taken_table = nv;
             struct ust_packet_header *ph = (struct ust_packet_header *)phys_base(b, SLOT_PHYS(v));
-            if (torn) {
-                /* Let writers move on, and keep the committed prefix: the hole
-                 * left by a dead writer is its last reservation. */
-                uint64_t hole = full - c;
-                atomic_fetch_add_explicit(&s->commit, hole, memory_order_acq_rel);
-                uint64_t end = ph->content_size / 8;
-                if (end > b->sbsize)
-                    end = b->sbsize;
-                if (end <= UST_PACKET_HEADER_SIZE)
-                    end = c - lap * b->sbsize; /* never closed: all committed bytes are content */
+            if (nholes > 0 || torn) {
+                /* The packet is ours now (swapped out): repair it, then let
+                 * writers move on to the slot's next lap. */
+                if (nholes > 0) {
+                    repair_packet(b, ph, pos, holes, nholes);
+                    forget_repaired_writers(holes, nholes);
+                }
                 else
-                    end = end > hole ? end - hole : 0; /* closed: the padding was committed */
-                ph->content_size = ph->packet_size = end * 8;
+                    ph->magic = 0; /* fails packet_header_valid: skipped below */
+                atomic_fetch_add_explicit(&s->commit, full - c, memory_order_acq_rel);
+                atomic_fetch_add_explicit(&h->packets_reclaimed, 1, memory_order_relaxed);
+                b->stuck_pos = UINT64_MAX;
             }
             if (!packet_header_valid(b, ph, pos)) {
                 /* Header never written (its writer died first) or scribbled:
@@ -869,6 +1135,7 @@ static int ring_get(BufferObject *b, int force)
             b->held_pos = pos;
             b->held_phys = SLOT_PHYS(v);
             b->held_len = ph->packet_size / 8;
+            b->last_discarded = ph->events_discarded;
             STORE_RELEASE(&h->consumed, pos);
             return 1;
         }
@@ -919,7 +1186,7 @@ static long long ring_snapshot(BufferObject *b, int fd, unsigned long long *byte
         uint64_t len = ph->packet_size / 8;
         int err = 0;
         if (packet_header_valid(b, ph, pos)) {
-            err = write_all(fd, (const char *)ph, len);
+            err = write_packet(fd, (const char *)ph, len);
             if (!err) {
                 packets++;
                 *bytes += len;
@@ -934,6 +1201,48 @@ static long long ring_snapshot(BufferObject *b, int fd, unsigned long long *byte
             return -err;
     }
     return packets;
+}
+
+static void ring_put(BufferObject *b);
+
+/* Give back the packet ring_get() took, unconsumed (its write failed): the
+ * next ring_get() takes it again. Meanwhile, in discard mode, writers cannot
+ * enter its slot (`consumed` did not move): when the disk stays full the
+ * buffer fills and the events that do not fit are dropped and counted
+ * exactly, as for a slow reader. In overwrite mode a writer may already have
+ * taken the slot (and our spare) for its next lap: the packet's sub-buffer
+ * then becomes the spare, as in ring_snapshot(). */
+static void ring_unget(BufferObject *b)
+{
+    struct ust_slot *s = &b->slots[(b->held_pos >> b->sbshift) & (b->nsub - 1)];
+    uint64_t expect = b->taken_table;
+    if (!atomic_compare_exchange_strong_explicit(&s->table, &expect, b->held_table, memory_order_acq_rel,
+                                                 memory_order_acquire))
+        STORE_RELAXED(&b->h->reader_spare, b->held_phys);
+    b->holding = 0;
+}
+
+/* Move this stream's complete packets to fd (at most `limit`, if >= 0),
+ * adding to *packets and *bytes. Returns 0, or the errno of a failed write:
+ * that packet stays in the buffer (ring_unget) and the file ends on the
+ * previous packet. No Python API: called with the GIL released. */
+static int drain_stream(BufferObject *b, int fd, int force, Py_ssize_t limit, unsigned long long *packets,
+                        unsigned long long *bytes)
+{
+    Py_ssize_t n = 0;
+    while ((limit < 0 || n < limit) && ring_get(b, force)) {
+        size_t len = (size_t)b->held_len;
+        int err = write_packet(fd, phys_base(b, b->held_phys), len);
+        if (err) {
+            ring_unget(b);
+            return err;
+        }
+        ring_put(b);
+        n++;
+        *packets += 1;
+        *bytes += len;
+    }
+    return 0;
 }
 
 static void ring_put(BufferObject *b)
@@ -967,6 +1276,8 @@ static BufferObject *buffer_map(PyTypeObject *type, int fd, size_t size)
     b->map_size = size;
     b->fd = fd;
     b->wakeup_fd = -1;
+    b->stall_timeout_ns = 100000000ULL; /* 0.1 s: it only spares syscalls; process_dead() decides */
+    b->stuck_pos = UINT64_MAX;
     return b;
 }
 
@@ -1095,23 +1406,11 @@ static PyObject *Buffer_drain_to(BufferObject *b, PyObject *args, PyObject *kw)
         return NULL;
     }
     unsigned long long packets = 0, bytes = 0;
-    int err = 0;
+    int err;
     Py_BEGIN_ALLOW_THREADS
-    while ((limit < 0 || (Py_ssize_t)packets < limit) && ring_get(b, force)) {
-        size_t len = (size_t)b->held_len;
-        err = write_all(fd, phys_base(b, b->held_phys), len);
-        ring_put(b); /* on a write error the packet is lost: the error says so */
-        if (err)
-            break;
-        packets++;
-        bytes += len;
-    }
+    err = drain_stream(b, fd, force, limit, &packets, &bytes);
     Py_END_ALLOW_THREADS
-    if (err) {
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    return Py_BuildValue("(KK)", packets, bytes);
+    return Py_BuildValue("(KKi)", packets, bytes, err);
 }
 
 static PyObject *Buffer_snapshot_to(BufferObject *b, PyObject *arg)
@@ -1145,6 +1444,16 @@ static PyObject *Buffer_put_subbuf(BufferObject *b, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *Buffer_unget_subbuf(BufferObject *b, PyObject *unused)
+{
+    if (!b->holding) {
+        PyErr_SetString(PyExc_RuntimeError, "unget_subbuf() without a packet taken by get_subbuf()");
+        return NULL;
+    }
+    ring_unget(b);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Buffer_flush(BufferObject *b, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"final", NULL};
@@ -1157,9 +1466,11 @@ static PyObject *Buffer_flush(BufferObject *b, PyObject *args, PyObject *kw)
 static PyObject *Buffer_counters(BufferObject *b, PyObject *unused)
 {
     struct ust_shm_header *h = b->h;
-    return Py_BuildValue("{sKsKsKsKsKsKsK}", "lost_full", (unsigned long long)LOAD_RELAXED(&h->lost_full), "lost_big",
-                         (unsigned long long)LOAD_RELAXED(&h->lost_big), "lost_args",
-                         (unsigned long long)LOAD_RELAXED(&h->lost_args), "packets_overwritten",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsK}", "lost_full", (unsigned long long)LOAD_RELAXED(&h->lost_full),
+                         "lost_big", (unsigned long long)LOAD_RELAXED(&h->lost_big), "lost_args",
+                         (unsigned long long)LOAD_RELAXED(&h->lost_args), "lost_dead",
+                         (unsigned long long)LOAD_RELAXED(&h->lost_dead), "packets_reclaimed",
+                         (unsigned long long)LOAD_RELAXED(&h->packets_reclaimed), "packets_overwritten",
                          (unsigned long long)LOAD_RELAXED(&h->packets_overwritten), "packets_read",
                          (unsigned long long)LOAD_RELAXED(&h->packets_read), "write_offset",
                          (unsigned long long)LOAD_RELAXED(&h->write_offset), "consumed",
@@ -1172,6 +1483,17 @@ static PyObject *Buffer_set_wakeup_fd(BufferObject *b, PyObject *arg)
     if (fd == -1 && PyErr_Occurred())
         return NULL;
     b->wakeup_fd = fd;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Buffer_set_stall_timeout(BufferObject *b, PyObject *arg)
+{
+    double seconds = PyFloat_AsDouble(arg);
+    if (seconds == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!(seconds >= 0.0 && seconds < 1e6))
+        return PyErr_Format(PyExc_ValueError, "stall timeout must be in [0, 1e6) seconds, got %R", arg);
+    b->stall_timeout_ns = (uint64_t)(seconds * 1e9);
     Py_RETURN_NONE;
 }
 
@@ -1224,12 +1546,17 @@ static PyMethodDef Buffer_methods[] = {
     {"snapshot_to", (PyCFunction)Buffer_snapshot_to, METH_O,
      "snapshot_to(fd) -> (packets, bytes): copy the complete packets to fd without consuming them"},
     {"drain_to", (PyCFunction)(void (*)(void))Buffer_drain_to, METH_VARARGS | METH_KEYWORDS,
-     "drain_to(fd, *, force=False, limit=-1) -> (packets, bytes): write complete packets to fd, GIL released"},
+     "drain_to(fd, *, force=False, limit=-1) -> (packets, bytes, errno): write complete packets to fd, GIL "
+     "released; a packet whose write fails (errno != 0) stays in the buffer and the file ends on a packet"},
+    {"unget_subbuf", (PyCFunction)Buffer_unget_subbuf, METH_NOARGS,
+     "give back the packet taken by get_subbuf() without consuming it (its write failed)"},
     {"flush", (PyCFunction)(void (*)(void))Buffer_flush, METH_VARARGS | METH_KEYWORDS,
      "flush(*, final=False) -> bool: close the current partial packet"},
     {"counters", (PyCFunction)Buffer_counters, METH_NOARGS, "lost and read counters"},
     {"set_wakeup_fd", (PyCFunction)Buffer_set_wakeup_fd, METH_O, "this process's eventfd for reader wake-ups"},
     {"reader_sleep", (PyCFunction)Buffer_reader_sleep, METH_O, "announce that the reader sleeps (or not)"},
+    {"set_stall_timeout", (PyCFunction)Buffer_set_stall_timeout, METH_O,
+     "seconds a closed packet may stay incomplete before the reader checks whether its writers died (default 0.1)"},
     {NULL},
 };
 
@@ -2288,6 +2615,140 @@ static PyTypeObject Tracepoint_Type = {
  * Module
  * ====================================================================== */
 
+/* drain_wait(buffers, fds, wakeup_fd, stop_fd, timeout, poll_period, watch_fd, watch_size)
+ *     -> [(packets, bytes, errno), ...]
+ *
+ * An in-process consumer's whole loop, without the GIL: drain every stream
+ * to its file; when none has a complete packet, announce that the reader
+ * sleeps (reader_sleeping, then a re-check: Dekker pairing with deliver())
+ * and sleep on wakeup_fd, the eventfd writers write when they complete a
+ * packet, at most poll_period seconds (the read timer: a safety net). Return
+ * when `timeout` seconds have passed (the caller's switch timer), stop_fd is
+ * readable, or the file watch_fd (-1: none) no longer has watch_size bytes
+ * (the event-id file grew: the caller rewrites the metadata).
+ * The embedded session's drain thread used to need the GIL half a dozen
+ * times per wake-up, each a wait of up to the interpreter's switch interval
+ * while the application's threads ran Python: at a few M events/s its
+ * buffers overflowed. Now it needs it only when this returns. A stream whose
+ * write fails keeps its packet (errno in its tuple) and is not retried
+ * before the next call. */
+static PyObject *mod_drain_wait(PyObject *m, PyObject *args)
+{
+    PyObject *bufs_obj, *fds_obj;
+    int wakeup_fd, stop_fd, watch_fd = -1;
+    double timeout, poll_period = 0.2;
+    long long watch_size = -1;
+    if (!PyArg_ParseTuple(args, "OOiid|diL", &bufs_obj, &fds_obj, &wakeup_fd, &stop_fd, &timeout, &poll_period,
+                          &watch_fd, &watch_size))
+        return NULL;
+    PyObject *bufs = PySequence_Fast(bufs_obj, "buffers must be a sequence"); /* holds the buffers */
+    if (!bufs)
+        return NULL;
+    PyObject *fds = PySequence_Fast(fds_obj, "fds must be a sequence");
+    if (!fds) {
+        Py_DECREF(bufs);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(bufs);
+    PyObject *result = NULL;
+    struct stream_state {
+        BufferObject *b;
+        int fd, err;
+        unsigned long long packets, bytes;
+    } *st = NULL;
+    if (PySequence_Fast_GET_SIZE(fds) != n) {
+        PyErr_SetString(PyExc_ValueError, "one fd per buffer");
+        goto out;
+    }
+    st = PyMem_Calloc((size_t)(n ? n : 1), sizeof *st);
+    if (!st) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(bufs, i);
+        if (!PyObject_TypeCheck(o, &Buffer_Type)) {
+            PyErr_SetString(PyExc_TypeError, "buffers must be ust._ring.Buffer objects");
+            goto out;
+        }
+        st[i].b = (BufferObject *)o;
+        if (st[i].b->holding) {
+            PyErr_SetString(PyExc_RuntimeError, "drain_wait() while a packet is held: call put_subbuf() first");
+            goto out;
+        }
+        long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(fds, i));
+        if (fd == -1 && PyErr_Occurred())
+            goto out;
+        if (fd < 0 || fd > INT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "bad file descriptor %ld", fd);
+            goto out;
+        }
+        st[i].fd = (int)fd;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t deadline = clock_now() + (uint64_t)(timeout > 0 ? timeout * 1e9 : 0);
+    uint64_t period_ms = (uint64_t)(poll_period > 0.001 ? poll_period * 1e3 : 1);
+    int stopped = 0;
+    while (!stopped) {
+        struct stat wst;
+        if (watch_fd >= 0 && fstat(watch_fd, &wst) == 0 && (long long)wst.st_size != watch_size)
+            break;
+        int got = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned long long before = st[i].packets;
+            if (!st[i].err)
+                st[i].err = drain_stream(st[i].b, st[i].fd, 0, -1, &st[i].packets, &st[i].bytes);
+            got |= st[i].packets != before;
+        }
+        uint64_t now = clock_now();
+        if (now >= deadline)
+            break;
+        if (got)
+            continue;
+        for (Py_ssize_t i = 0; i < n; i++)
+            atomic_store_explicit(&st[i].b->h->reader_sleeping, 1, memory_order_seq_cst);
+        for (Py_ssize_t i = 0; i < n && !got; i++) /* a packet may have completed before we said so */
+            if (!st[i].err) {
+                unsigned long long before = st[i].packets;
+                st[i].err = drain_stream(st[i].b, st[i].fd, 0, -1, &st[i].packets, &st[i].bytes);
+                got = st[i].packets != before;
+            }
+        if (!got) {
+            struct pollfd pfd[2] = {{.fd = wakeup_fd, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
+            uint64_t left_ms = (deadline - now + 999999) / 1000000;
+            if (left_ms > period_ms)
+                left_ms = period_ms;
+            int r = poll(pfd, stop_fd >= 0 ? 2 : 1, (int)left_ms);
+            if (r > 0 && (pfd[0].revents & POLLIN)) {
+                uint64_t value;
+                ssize_t rr = read(wakeup_fd, &value, sizeof value); /* non-blocking eventfd */
+                (void)rr;
+            }
+            if (r > 0 && stop_fd >= 0 && pfd[1].revents)
+                stopped = 1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            atomic_store_explicit(&st[i].b->h->reader_sleeping, 0, memory_order_seq_cst);
+    }
+    Py_END_ALLOW_THREADS
+    result = PyList_New(n);
+    if (!result)
+        goto out;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = Py_BuildValue("(KKi)", st[i].packets, st[i].bytes, st[i].err);
+        if (!t) {
+            Py_CLEAR(result);
+            goto out;
+        }
+        PyList_SET_ITEM(result, i, t);
+    }
+out:
+    PyMem_Free(st);
+    Py_DECREF(bufs);
+    Py_DECREF(fds);
+    return result;
+}
+
 static PyObject *mod_clock_now(PyObject *m, PyObject *unused) { return PyLong_FromUnsignedLongLong(clock_now()); }
 
 static PyObject *mod_refresh(PyObject *m, PyObject *unused)
@@ -2391,6 +2852,11 @@ static PyMethodDef module_methods[] = {
      "drain_at_exit(buffer, fd): write the buffer out to fd (which it then owns) once the interpreter is gone"},
     {"set_strict", mod_set_strict, METH_O,
      "set_strict(on) -> bool: the previous mode (None: only read it); whether a call whose arguments do not fit raises (else: counted, warned once)"},
+    {"drain_wait", mod_drain_wait, METH_VARARGS,
+     "drain_wait(buffers, fds, wakeup_fd, stop_fd, timeout, poll_period=0.2, watch_fd=-1, watch_size=-1) -> "
+     "[(packets, bytes, errno), ...]: drain the streams to their files and sleep on wakeup_fd (at most poll_period "
+     "s) when none has a complete packet, until timeout s have passed, stop_fd (-1: none) is readable or the file "
+     "watch_fd no longer has watch_size bytes; all without the GIL"},
     {"refresh_process_facts", mod_refresh, METH_NOARGS, "re-read pid and process name (after a rename)"},
     {NULL},
 };
@@ -2428,6 +2894,7 @@ PyMODINIT_FUNC PyInit__ring(void)
     PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED);
 #endif
     refresh_process_facts();
+    test_pause_configure();
     static int atfork_done;
     if (!atfork_done) {
         pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);

@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #define UST_SHM_MAGIC 0x3166756252747375ULL /* "ustRbuf1" little-endian */
-#define UST_SHM_VERSION 1
+#define UST_SHM_VERSION 2
 #define UST_CACHELINE 64
 
 /* CTF packet header + LTTng's packet context, byte-packed (see metadata.py). */
@@ -66,6 +66,21 @@ struct ust_slot {
     char pad[UST_CACHELINE - 2 * sizeof(uint64_t)];
 };
 
+/* One writing process of a stream, and the reservation it has in flight (if
+ * end > start). Written by that process only (relaxed stores, before its CAS
+ * on write_offset and after its commit); read by the reader when a packet
+ * stays incomplete, to find what a writer killed between reserve and commit
+ * left uncommitted. One in-flight reservation per process: a tracepoint call
+ * holds the GIL from reserve to commit. */
+#define UST_MAX_WRITERS 64
+struct ust_writer {
+    _Atomic int32_t pid; /* 0: free */
+    int32_t unused;
+    _Atomic uint64_t start; /* stream offset where the reservation starts (in the previous packet if it closes one) */
+    _Atomic uint64_t end;   /* ... and ends; end <= start: none in flight */
+    _Atomic uint64_t ts;    /* its timestamp */
+};
+
 struct ust_shm_header {
     /* Geometry: written once by the creator, read-only after. */
     uint64_t magic;
@@ -89,18 +104,18 @@ struct ust_shm_header {
     _Atomic uint64_t lost_big;                         /* event larger than a sub-buffer */
     _Atomic uint64_t packets_overwritten;             /* overwrite mode: laps never read */
     _Atomic uint64_t reported_discarded;              /* events_discarded of the last closed packet */
+    _Atomic uint64_t lost_dead;                       /* events of writers killed between reserve and commit */
+    _Atomic uint64_t lost_args;                       /* enabled calls whose arguments did not fit (not recorded) */
 
     /* Written by the reader. */
     _Alignas(UST_CACHELINE) _Atomic uint64_t consumed;
     _Atomic uint32_t reader_spare; /* physical index the reader owns */
     _Atomic uint32_t reader_sleeping;
     _Atomic uint64_t packets_read;
+    _Atomic uint64_t packets_reclaimed; /* packets completed by the reader for a dead writer */
 
-    /* Written by writers on a slow path: events of an enabled tracepoint
-     * whose arguments did not fit its fields (not recorded; counted in the
-     * packets' events_discarded like the other losses). Added at the end so
-     * the layout above is unchanged. */
-    _Alignas(UST_CACHELINE) _Atomic uint64_t lost_args;
+    /* The processes writing this stream (see struct ust_writer). */
+    _Alignas(UST_CACHELINE) struct ust_writer writers[UST_MAX_WRITERS];
 };
 
 #endif

@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 from ust.control import Client
+from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
 from ust.errors import SessionError
 
 
@@ -35,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(with -l, also log records: a Python level, WARNING or 30)")
     p.add_argument("-t", "--context", action="append", metavar="TYPE", help="context fields to add (vpid, vtid...)")
     p.add_argument("--buffers-pid", action="store_true", help="one trace directory per process")
-    p.add_argument("--subbuf-size", metavar="SIZE", help="sub-buffer size (default 128k)")
-    p.add_argument("--num-subbuf", type=int, metavar="N", help="number of sub-buffers (default 4)")
+    p.add_argument("--subbuf-size", metavar="SIZE", help=f"sub-buffer size (default {DEFAULT_SUBBUF_SIZE // 1024}k)")
+    p.add_argument("--num-subbuf", type=int, metavar="N", help=f"number of sub-buffers (default {DEFAULT_NUM_SUBBUF})")
     p.add_argument("-l", "--logging", action="store_true",
                    help="record the program's `logging` records (lttng_python:event), no code change needed")
     p.add_argument("--no-inject", action="store_true",

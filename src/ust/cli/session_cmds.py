@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ust.control import Client, get_current_session, set_current_session
+from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
 from ust.errors import SessionError
 
 
@@ -129,6 +130,9 @@ def _print_lost(s: dict, out) -> None:
     if s.get("lost_args"):
         print(f"Warning: {s['lost_args']} events were discarded: their arguments did not fit the tracepoint's "
               "fields (the application was warned once per tracepoint; UST_STRICT=1 makes it raise)", file=out)
+    if s.get("overwritten"):
+        print(f"Warning: {s['overwritten']} packets were overwritten before they were read (overwrite mode)",
+              file=out)
 
 
 def _print_session(s: dict, out, current: str | None) -> None:
@@ -235,8 +239,10 @@ def add_enable_channel(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="channel name")
     _session_arg(p)
     _domain_args(p)
-    p.add_argument("--subbuf-size", metavar="SIZE", help="sub-buffer size, a power of two (4k, 256k, 1M)")
-    p.add_argument("--num-subbuf", type=int, metavar="N", help="number of sub-buffers, a power of two")
+    p.add_argument("--subbuf-size", metavar="SIZE",
+                   help=f"sub-buffer size, a power of two (4k, 256k, 1M; default {DEFAULT_SUBBUF_SIZE // 1024}k)")
+    p.add_argument("--num-subbuf", type=int, metavar="N",
+                   help=f"number of sub-buffers, a power of two (default {DEFAULT_NUM_SUBBUF})")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_const", const=True, dest="overwrite",
                       help="flight recorder: overwrite the oldest data when full")

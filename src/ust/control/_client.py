@@ -388,13 +388,16 @@ class Client:
     def stop(self, session: str) -> SessionInfo:
         """Stop tracing; when this returns, the trace on disk is complete.
 
-        The result has two more keys: ``lost``, the events discarded (buffers full, events
-        too big, arguments that did not fit), and ``lost_args``, those of the last kind.
+        The result has three more keys: ``lost``, the events discarded (buffers full, events
+        too big, writers killed mid-event, arguments that did not fit), ``lost_args``, those
+        of the last kind, and ``overwritten``, packets an overwrite-mode buffer lost before
+        they were read.
         """
         reply = self.call("stop", session=session)
         if not isinstance(reply.get("session"), dict):
             raise DaemonError("the session daemon answered 'stop' without 'session'")
-        return {**reply["session"], "lost": reply.get("lost", 0), "lost_args": reply.get("lost_args", 0)}
+        return {**reply["session"], "lost": reply.get("lost", 0), "lost_args": reply.get("lost_args", 0),
+                "overwritten": reply.get("overwritten", 0)}
 
     def snapshot_record(self, session: str, output: str | None = None) -> str:
         """Write the current contents of a snapshot session's buffers; returns the snapshot directory."""

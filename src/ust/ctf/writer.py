@@ -10,6 +10,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import struct
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +31,60 @@ def pid_trace_dir(root: "str | os.PathLike", procname: str, pid: int, started: f
 
 def stream_file_name(channel: str, cpu: int) -> str:
     return f"{channel}_{cpu}"
+
+
+# The start of a packet as the ring buffer writes it (ring.h): magic, uuid,
+# stream_id, stream_instance_id, timestamp_begin, timestamp_end, content_size,
+# packet_size (bits).
+_PACKET_PREFIX = struct.Struct("<I16sIQQQQQ")
+_CTF_MAGIC = 0xC1FC1FC1
+
+
+def packet_spans(fd: int, size: int):
+    """(offset, length) of each whole packet at the start of a stream file of
+    ``size`` bytes, stopping at the first cut or invalid one."""
+    pos = 0
+    while pos + _PACKET_PREFIX.size <= size:
+        fields = _PACKET_PREFIX.unpack(os.pread(fd, _PACKET_PREFIX.size, pos))
+        length = fields[7] // 8
+        if fields[0] != _CTF_MAGIC or length < _PACKET_PREFIX.size + _EVENTS_DISCARDED.size or pos + length > size:
+            return
+        yield pos, length
+        pos += length
+
+
+def whole_packets_size(fd: int, size: int) -> int:
+    """How many bytes at the start of a stream file are whole packets."""
+    end = 0
+    for pos, length in packet_spans(fd, size):
+        end = pos + length
+    return end
+
+
+_EVENTS_DISCARDED = struct.Struct("<QQ")  # packet_seq_num, events_discarded, after _PACKET_PREFIX
+
+
+def last_events_discarded(path: "str | os.PathLike") -> int:
+    """events_discarded of a stream file's last whole packet: the events its
+    stream lost (cumulative), as babeltrace2 reports them."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        last = 0
+        for pos, _ in packet_spans(fd, os.fstat(fd).st_size):
+            last = _EVENTS_DISCARDED.unpack(os.pread(fd, _EVENTS_DISCARDED.size, pos + _PACKET_PREFIX.size))[1]
+        return last
+    finally:
+        os.close(fd)
+
+
+def lost_events(counters: dict) -> int:
+    """Events a buffer lost, from Buffer.counters(): the sum of every ``lost_*``
+    counter (buffer full, event too big, writer killed mid-event, ...)."""
+    return sum(v for k, v in counters.items() if k.startswith("lost_"))
+
+
+def _warn(msg: str) -> None:
+    print(f"ust: {msg}", file=sys.stderr, flush=True)
 
 
 class StreamFile:
@@ -51,6 +107,8 @@ class StreamFile:
         self.written = 0  # bytes in the current file (rotation)
         self.bytes_written = 0  # bytes this object wrote, in all files
         self.packets = 0
+        self.write_error = 0  # errno of the last failed write, until one succeeds
+        self.loss_reported = False  # final_drain said what this failure cost
         self.fd = -1
         if size and not truncate:
             prefix = f"{name}_"
@@ -72,6 +130,25 @@ class StreamFile:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_TRUNC if self.truncate else 0)
         self.fd = os.open(self._path(self.index), flags, 0o600)
         self.written = os.fstat(self.fd).st_size
+        if self.written:
+            self._cut_torn_tail()
+
+    def _cut_torn_tail(self) -> None:
+        """Appending to a file whose last packet is cut (its consumer was killed
+        in the middle of a write) would bury the cut packet in the middle of the
+        stream, where it makes babeltrace2 reject everything after it: the file
+        is cut back to its last whole packet first."""
+        # Read through a second descriptor of the same open file (ours is
+        # write-only): /proc/self/fd reopens it without a path lookup.
+        rfd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            whole = whole_packets_size(rfd, self.written)
+        finally:
+            os.close(rfd)
+        if whole < self.written:
+            os.ftruncate(self.fd, whole)
+            _warn(f"{self._path(self.index)}: cut off a partial packet of {self.written - whole} bytes at its end")
+            self.written = whole
 
     def write_packet(self, packet) -> None:
         n = len(packet)
@@ -85,19 +162,51 @@ class StreamFile:
                     pass
             self._open()
         view = memoryview(packet)
-        while view:
-            done = os.write(self.fd, view)
-            view = view[done:]
+        start = self.written
+        try:
+            while view:
+                done = os.write(self.fd, view)
+                view = view[done:]
+        except OSError:
+            if len(view) < n:  # a file always ends on a packet boundary
+                os.ftruncate(self.fd, start)
+            raise
         self._wrote(1, n)
+
+    def drained(self, packets: int, nbytes: int, err: int) -> None:
+        """Account for what Buffer.drain_to / drain_wait wrote, and its error."""
+        self._wrote(packets, nbytes)
+        if err:
+            self.write_failed(err)
+        elif packets:
+            self.write_succeeded()
 
     def _wrote(self, packets: int, nbytes: int) -> None:
         self.written += nbytes
         self.bytes_written += nbytes
         self.packets += packets
 
+    def write_failed(self, err: int) -> None:
+        """A write failed with errno ``err`` (its packet stayed in the buffer):
+        said once, not at every retry; the buffer fills, and what does not fit
+        is discarded and counted, like events a slow reader could not take."""
+        if err != self.write_error:
+            _warn(f"cannot write {self.path}: {os.strerror(err)}: its packets stay in the buffer; events "
+                  "that do not fit are discarded (and counted) until writing succeeds again")
+        self.write_error = err
+
+    def write_succeeded(self) -> None:
+        if self.write_error:
+            _warn(f"writing {self.path} again")
+            self.write_error = 0
+            self.loss_reported = False
+
     def sync(self) -> None:
         if self.fd >= 0:
-            os.fsync(self.fd)
+            try:
+                os.fsync(self.fd)
+            except OSError as exc:
+                self.write_failed(exc.errno or 0)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -110,20 +219,28 @@ def drain(buffer, out: StreamFile, *, force: bool = False) -> int:
 
     Without rotation the copy loop runs in C without the GIL; a rotating file
     takes the packets one by one. With force (all writers gone), also take
-    packets a dead writer left short.
+    packets a dead writer left short. A packet whose write fails (a full
+    disk) stays in the buffer, the file ends on the packet before it, and
+    the failure is reported once (StreamFile.write_failed), never raised.
     """
     if not out.size:
-        packets, nbytes = buffer.drain_to(out.fd, force=force)
-        out._wrote(packets, nbytes)
+        packets, nbytes, err = buffer.drain_to(out.fd, force=force)
+        out.drained(packets, nbytes, err)
         return packets
     n = 0
     while (packet := buffer.get_subbuf(force=force)) is not None:
         try:
             out.write_packet(packet)
-        finally:
+        except OSError as exc:
             packet.release()
-            buffer.put_subbuf()
+            buffer.unget_subbuf()
+            out.write_failed(exc.errno or 0)
+            break
+        packet.release()
+        buffer.put_subbuf()
         n += 1
+    if n:
+        out.write_succeeded()
     return n
 
 
@@ -160,7 +277,22 @@ def final_drain(streams, grace: float = FLUSH_GRACE) -> int:
         buf.flush(final=True)  # an empty packet carrying the last lost-event count
         n += drain(buf, out)
         n += drain(buf, out, force=True)
+    unwritten = [(buf, out) for buf, out in streams if out.write_error and not out.loss_reported]
+    if unwritten:
+        for _, out in unwritten:
+            out.loss_reported = True  # once, not at every later flush (stop, then destroy)
+        left = sum(unwritten_bytes(buf) for buf, _ in unwritten)
+        lost = sum(lost_events(buf.counters()) for buf, _ in unwritten)
+        _warn(f"{len(unwritten)} stream file(s) could not be written to the end "
+              f"({os.strerror(unwritten[0][1].write_error)}): {left} bytes of packets were left unwritten, "
+              f"and {lost} events were discarded")
     return n
+
+
+def unwritten_bytes(buffer) -> int:
+    """Bytes of packets the buffer still holds (a reader that could not write them)."""
+    c = buffer.counters()
+    return max(0, c["write_offset"] - c["consumed"])
 
 
 class EventIdFile:

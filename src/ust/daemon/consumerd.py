@@ -202,6 +202,12 @@ class Consumer:
             ch.files = [StreamFile(t.path, f"{name}_{cpu}", size, count) for cpu in range(len(ch.buffers))]
         t.channels[name] = ch
         self._write_metadata(t)
+        # Wake the drain loop: it may be asleep for a whole read-timer period
+        # without having told the new buffers that it sleeps, and writers wake
+        # only a reader that said so. An application writing as soon as it is
+        # attached filled 2 MiB in those 200 ms (the "non-deterministic" loss
+        # of a steady writer, issue 7).
+        os.eventfd_write(self.efd, 1)
         return {"streams": len(ch.buffers)}, ([] if attach else [b.fd for b in ch.buffers])
 
     def cmd_add_events(self, fds, trace: str, channel: str, events: list) -> tuple[dict, list]:

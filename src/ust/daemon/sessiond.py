@@ -49,6 +49,7 @@ from ust.daemon.protocol import (
     ConnectionClosed, check, is_name, list_of, one_of, optional, string, uint,
 )
 from ust.daemon.rules import DOMAINS, MAX_PYTHON_LEVEL, EventRule, check_pattern, combined_filter
+from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
 from ust.errors import ProtocolError, SessionError, UstError
 
 MAX_CONNECTIONS = 512
@@ -80,8 +81,8 @@ def _pow2(n: int) -> bool:
 @dataclass
 class ChannelConf:
     name: str
-    subbuf_size: int = 128 * 1024
-    num_subbuf: int = 4
+    subbuf_size: int = DEFAULT_SUBBUF_SIZE
+    num_subbuf: int = DEFAULT_NUM_SUBBUF
     overwrite: bool = False
     buffers: str = "uid"  # "uid" or "pid"
     switch_timer: int = 0  # microseconds, 0 = off
@@ -744,23 +745,28 @@ class SessionDaemon:
         return {"session": s.summary(), **self._lost(s)}
 
     def _lost(self, s: Session) -> dict:
-        """Events discarded so far over every buffer of the session: ``lost`` (all of
-        them, as the trace's discarded counts say) and ``lost_args`` (those whose
-        arguments did not fit their tracepoint's fields)."""
-        lost = {"lost": 0, "lost_args": 0}
+        """The session's losses over every buffer so far: ``lost``, the events
+        discarded (as the trace's discarded counts say), ``lost_args``, those whose
+        arguments did not fit their tracepoint's fields, and ``overwritten``, the
+        packets an overwrite-mode buffer lost before anyone read them (their events
+        were never counted: only their number is known)."""
+        lost = {"lost": 0, "lost_args": 0, "overwritten": 0}
         if not s.traces or self.consumer is None:
             return lost
         try:
             reply, _ = self.consumer.call({"cmd": "stats"})
         except UstError:
             return lost
+        from ust.ctf.writer import lost_events
+
         keys = {t.key for t in s.traces.values()}
         for key, chans in reply["traces"].items():
             if key in keys:
                 for bufs in chans.values():
                     for b in bufs:
-                        lost["lost"] += b.get("lost_full", 0) + b.get("lost_big", 0) + b.get("lost_args", 0)
+                        lost["lost"] += lost_events(b)
                         lost["lost_args"] += b.get("lost_args", 0)
+                        lost["overwritten"] += b.get("packets_overwritten", 0)
         return lost
 
     def _stop(self, s: Session) -> None:
