@@ -1842,6 +1842,7 @@ typedef struct {
     PyObject *name;
     PyObject *owner;   /* the Python-side handle (EventDecl ...), for introspection */
     int warned;        /* a TracepointArgumentWarning was issued for this tracepoint */
+    int raises;        /* this tracepoint's caller handles the exception itself (as in strict mode) */
     int nfields;
     FieldSpec fields[MAX_FIELDS];
 } TracepointObject;
@@ -2274,7 +2275,7 @@ static void record_all(TracepointObject *tp, AttachList *al, PyObject *const *ar
  * TracepointArgumentWarning says why. Returns 0 with no exception set. */
 NOINLINE int argument_mismatch(TracepointObject *tp, AttachList *al)
 {
-    if (strict_mode)
+    if (strict_mode || tp->raises)
         return -1;
     uint32_t cpu = current_cpu();
     for (int i = 0; i < al->n; i++) {
@@ -2591,7 +2592,19 @@ static PyMethodDef Tracepoint_methods[] = {
     {NULL},
 };
 
+static PyObject *Tracepoint_get_raises(TracepointObject *tp, void *c) { return PyBool_FromLong(tp->raises); }
+static int Tracepoint_set_raises(TracepointObject *tp, PyObject *v, void *c)
+{
+    int on = v ? PyObject_IsTrue(v) : 0;
+    if (on < 0)
+        return -1;
+    tp->raises = on;
+    return 0;
+}
+
 static PyGetSetDef Tracepoint_getset[] = {
+    {"raises", (getter)Tracepoint_get_raises, (setter)Tracepoint_set_raises,
+     "arguments that do not fit raise, whatever the strict mode (for ust's own callers with a slow path)", NULL},
     {"enabled", (getter)Tracepoint_get_enabled, NULL, "recording into at least one channel", NULL},
     {"name", (getter)Tracepoint_get_name, NULL, NULL, NULL},
     {"handle", (getter)Tracepoint_get_owner, NULL, "the Python-side declaration", NULL},

@@ -42,6 +42,10 @@ def _tracepoint():
             loglevels.DEBUG_LINE,  # rules select records by logger and Python level (the python domain)
             kind="logging",
         )
+        # The bridge has its own slow path for records logging never makes
+        # itself (None, out-of-range values: coerced, see _emit_checked), so
+        # its calls raise on a misfit instead of being counted as discarded.
+        _handle.tp.raises = True
     return _handle.tp
 
 
