@@ -959,3 +959,45 @@ def _set_profile_all_threads(fn) -> None:
     setter = getattr(threading, "setprofile_all_threads", None)
     if setter is not None:
         setter(fn)
+
+
+# ---------------------------------------------------------------------------
+# the agent's entry point: each session daemon sends its whole set
+
+_BY_DAEMON: dict[str, list[ProbeSpec]] = {}
+MAX_SPECS = 256
+
+
+def apply_for(source: str, specs: object) -> list[dict]:
+    """Set the probes wanted by one daemon (``source``); install the union of every daemon's.
+
+    ``specs`` comes from another process: a list of at most MAX_SPECS dicts
+    (``target``, ``event``, ``args``, ``repr_limit``, ``filter``); a bad entry
+    raises ProbeError (the daemon gets the error), nothing is changed then.
+    """
+    if specs is None:
+        specs = []
+    if not isinstance(specs, list) or len(specs) > MAX_SPECS:
+        raise ProbeError(f"probes: expected a list of at most {MAX_SPECS} specs")
+    parsed = []
+    for d in specs:
+        if not isinstance(d, dict) or not isinstance(d.get("target"), str):
+            raise ProbeError("probes: each spec is a dict with a target")
+        if d.get("event") is not None and not isinstance(d["event"], str):
+            raise ProbeError("probes: event must be a string")
+        if d.get("filter") is not None and not isinstance(d["filter"], str):
+            raise ProbeError("probes: filter must be a string")
+        limit = d.get("repr_limit", REPR_LIMIT)
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise ProbeError("probes: repr_limit must be an integer")
+        parsed.append(ProbeSpec.from_json(d))
+    with PROBES.lock:
+        if parsed:
+            _BY_DAEMON[source] = parsed
+        else:
+            _BY_DAEMON.pop(source, None)
+        union: dict[tuple, ProbeSpec] = {}
+        for lst in _BY_DAEMON.values():
+            for s in lst:
+                union.setdefault(s.key(), s)
+        return PROBES.apply(list(union.values()))

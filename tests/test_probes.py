@@ -1,0 +1,166 @@
+"""Dynamic probes (issue 11): `ust enable-event --function` on a running application,
+through the real daemons; traces read back with babeltrace2 (bt2)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import bt2_dump, events_of
+from daemon_util import HERE, needs_bt, ust_env, wait_until  # noqa: F401
+
+pytestmark = needs_bt
+PROBED = os.path.join(HERE, "apps", "probed.py")
+TRUE = {"value": 1, "labels": ["true"]}  # a boolean field, as bt2 shows it
+
+
+def _declared(env, pid, name):
+    for a in env.client().list_apps():
+        if a["pid"] == pid:
+            return any(t["name"] == name for t in a["tracepoints"])
+    return False
+
+
+def _probe_state(env, pid):
+    for a in env.client().list_apps():
+        if a["pid"] == pid:
+            return {p["target"]: p["state"] for p in a.get("probes", [])}
+    return {}
+
+
+def _start_probed(env, *functions, extra=()):
+    app = env.app(PROBED)
+    env.wait_registered(app.pid, 0)
+    env.ust("create", "s", "-o", env.out)
+    env.ust("enable-event", "--function", ",".join(functions), *extra)
+    env.ust("start")
+    return app
+
+
+def _payloads(dump, name):
+    return [e["payload"] for e in events_of(dump, name)]
+
+
+def test_every_kind_of_callable(ust_env):
+    app = _start_probed(ust_env, "ptarget:*")
+    wait_until(lambda: _declared(ust_env, app.pid, "ptarget:add_entry"), what="probe events declared")
+    app.send("run kinds")
+    check = json.loads(app.send("check")[3:])
+    assert check["identity"] and check["signature"]
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    P = lambda n: _payloads(dump, n)  # noqa: E731
+    assert P("ptarget:add_entry") == [{"a": 1, "b": 2, "unfit": ""}]
+    assert P("ptarget:add_return") == [{"retval": 3, "exception": "", "unfit": ""}]
+    # typed from annotations: int, str, float, bool, bytes; *args / **kw as repr
+    (mixed,) = P("ptarget:mixed_entry")
+    assert mixed == {"a": 3, "b": "s", "c": 2.5, "d": TRUE, "_e_length": 2, "e": [1, 2], "args": "(9,)",
+                     "kw": "{'z': 4}", "unfit": ""}
+    assert P("ptarget:untyped_entry") == [{"x": "'hello'", "y": "[1, 2]"}]
+    assert P("ptarget:untyped_return") == [{"retval": "['hello', [1, 2]]", "exception": ""}]
+    assert P("ptarget:K.m_entry")[0]["x"] == 21 and P("ptarget:K.m_return")[0]["retval"] == 42
+    assert P("ptarget:K.cm_entry")[0]["y"] == 4 and P("ptarget:K.cm_return")[0]["retval"] == 5
+    assert P("ptarget:K.sm_entry") == [{"z": TRUE, "unfit": ""}]
+    assert P("ptarget:K.prop_return")[0]["retval"] == 7
+    # decorated: the wrapped function (via __wrapped__), under its own qualname
+    assert P("ptarget:decorated_entry") == [{"q": 5, "unfit": ""}]
+    assert P("ptarget:decorated_return")[0]["retval"] == 15
+    if sys.version_info >= (3, 12):
+        # nested functions and closures by qualname (every instance, made before or after the probe)
+        assert P("ptarget:make_closure.<locals>.closure_entry")[0]["k"] == 1
+        assert P("ptarget:outer.<locals>.inner_return")[0]["retval"] == 3
+    else:
+        # 3.11: instances alive when the probe was installed
+        assert P("ptarget:make_closure.<locals>.closure_entry")[0]["k"] == 1
+    # generator: one entry, one return at completion, with the return value
+    assert P("ptarget:gen_entry") == [{"n": 2, "unfit": ""}]
+    assert P("ptarget:gen_return") == [{"retval": "'done'", "exception": ""}]
+    # coroutines: entry at start, return at completion; resumptions are not calls
+    assert sorted(e["x"] for e in P("ptarget:coro_entry")) == [0, 1, 2, 5]
+    assert sorted(e["retval"] for e in P("ptarget:coro_return")) == [0, 1, 2, 5]
+    assert P("ptarget:agen_entry") == [{"n": 2, "unfit": ""}] and len(P("ptarget:agen_return")) == 1
+    # exceptions
+    assert P("ptarget:boom_entry") == [{"v": 7, "unfit": ""}]
+    assert P("ptarget:boom_return") == [{"retval": 0, "exception": "KeyError", "unfit": ""}]
+    # a repr that raises, an int that does not fit an int64
+    assert P("ptarget:takes_entry") == [{"obj": "<repr failed: TypeError>"}]
+    assert P("ptarget:big_entry") == [{"v": 0, "unfit": f"v={1 << 70}"}]
+    app.exit()
+
+
+def test_named_event_filter_and_removal(ust_env):
+    app = _start_probed(ust_env, "ptarget:add", extra=("myapp:adder", "--filter", "a >= 198"))
+    wait_until(lambda: _declared(ust_env, app.pid, "myapp:adder_entry"), what="probe events declared")
+    app.send("run many")
+    ust_env.ust("disable-event", "--function", "ptarget:add")
+    wait_until(lambda: _probe_state(ust_env, app.pid) == {}, what="probe removed")
+    check = json.loads(app.send("check")[3:])
+    assert check["identity"] and check["signature"] and check["original_code"]
+    if sys.version_info >= (3, 12):
+        assert check["monitoring_events"] == 0
+    app.send("run many")  # not recorded any more
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    assert [e["a"] for e in _payloads(dump, "myapp:adder_entry")] == [198, 199]
+    assert [e["retval"] for e in _payloads(dump, "myapp:adder_return")] == [199, 200]
+    app.exit()
+
+
+def test_threads_have_their_own_calls(ust_env):
+    app = ust_env.app(PROBED)
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("add-context", "-t", "vtid")
+    ust_env.ust("enable-event", "--function", "ptarget:add")
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "ptarget:add_entry"), what="probe events declared")
+    app.send("run threads")
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    by_tid: dict = {}
+    for e in dump:
+        if e.get("name", "").startswith("ptarget:add_"):
+            by_tid.setdefault(e["context"]["vtid"], []).append(e["name"][-5:])
+    assert len(by_tid) == 4
+    for seq in by_tid.values():
+        assert seq == ["entry", "eturn"] * 50
+
+
+def test_module_imported_after_the_probe(ust_env):
+    app = _start_probed(ust_env, "ptlate:late")
+    wait_until(lambda: _probe_state(ust_env, app.pid).get("ptlate:late") == "pending", what="probe pending")
+    _, out, _ = ust_env.ust("list", "--apps")
+    assert "probe ptlate:late: pending (module ptlate is not imported (yet))" in out
+    app.send("late")  # imports ptlate, calls late(41)
+    # The import installs the probe at once; its events reach the daemon asynchronously (never waited for).
+    wait_until(lambda: _declared(ust_env, app.pid, "ptlate:late_return"), what="probe events declared")
+    app.send("late")
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    entries = _payloads(dump, "ptlate:late_entry")
+    assert entries and entries == [{"v": 41, "unfit": ""}] * len(entries)
+    assert _payloads(dump, "ptlate:late_return") == [{"retval": 42, "exception": "", "unfit": ""}] * len(entries)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--function", "nocolon"), "invalid function 'nocolon': expected MODULE:QUALNAME"),
+    (("--function", "os:getpid"), "os:getpid is not a Python function (builtin_function_or_method)"),
+    (("--function", "ptarget:a*", "x:y"), "needs exactly one function"),
+    (("--function", "ptarget:add", "--repr-limit", "0"), "--repr-limit must be 1 to 65536"),
+    (("--no-args", "x:y"), "--no-args and --repr-limit go with --function"),
+])
+def test_bad_input_is_refused_in_one_line(ust_env, args, message):
+    app = ust_env.app(PROBED)
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "app:x")
+    ust_env.ust("start")
+    rc, out, err = ust_env.ust("enable-event", *args, check=False)
+    assert rc != 0
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    # nothing was left behind: no probe, the app untouched
+    assert json.loads(ust_env.client().get_session("s")["probes"] and "[1]" or "[]") == []
+    check = json.loads(app.send("check")[3:])
+    assert check["original_code"]
+    app.exit()
