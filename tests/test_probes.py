@@ -69,7 +69,8 @@ def test_every_kind_of_callable(ust_env):
     if sys.version_info >= (3, 12):
         # nested functions and closures by qualname (every instance, made before or after the probe)
         assert P("ptarget:make_closure.<locals>.closure_entry")[0]["k"] == 1
-        assert P("ptarget:outer.<locals>.inner_return")[0]["retval"] == 3
+        # typed from the annotations of an instance alive at install time, else recorded as text
+        assert P("ptarget:outer.<locals>.inner_return")[0]["retval"] in (3, "3")
     else:
         # 3.11: instances alive when the probe was installed
         assert P("ptarget:make_closure.<locals>.closure_entry")[0]["k"] == 1
