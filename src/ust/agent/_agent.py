@@ -471,6 +471,11 @@ def start() -> None:
             import ust.filter  # noqa: F401
             import ust.instrument.context  # noqa: F401
         _AGENT.start()
+        if os.environ.get("UST_FUNCTIONS"):
+            # `ust run --functions`: every call from here on, in this (the main) thread and the next ones.
+            from ust.instrument.probes import start_whole_program_from_env
+
+            start_whole_program_from_env()
     except Exception as exc:
         _debug(f"agent not started: {exc!r}")
 

@@ -1001,3 +1001,14 @@ def apply_for(source: str, specs: object) -> list[dict]:
             for s in lst:
                 union.setdefault(s.key(), s)
         return PROBES.apply(list(union.values()))
+
+
+def start_whole_program_from_env() -> None:
+    """``ust run --functions``: UST_FUNCTIONS_INCLUDE / UST_FUNCTIONS_EXCLUDE hold newline-separated patterns
+    on ``module:qualname``."""
+    include = [p for p in os.environ.get("UST_FUNCTIONS_INCLUDE", "").split("\n") if p]
+    exclude = [p for p in os.environ.get("UST_FUNCTIONS_EXCLUDE", "").split("\n") if p]
+    with PROBES.lock:
+        if PROBES.whole is None:
+            PROBES.whole = WholeProgram(include, exclude)
+            PROBES.whole.start()
