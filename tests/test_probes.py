@@ -165,3 +165,59 @@ def test_bad_input_is_refused_in_one_line(ust_env, args, message):
     check = json.loads(app.send("check")[3:])
     assert check["original_code"]
     app.exit()
+
+
+CALLS = os.path.join(HERE, "apps", "calls.py")
+FIB_CALLS = {5: 15, 4: 9, 2: 3}
+
+
+def test_run_functions_names_stacks_and_analyses(ust_env):
+    out = ust_env.out
+    ust_env.ust("run", "--functions", "--include", "__main__:*", "-t", "vtid,asyncio_task", "-o", out, "--",
+                sys.executable, CALLS)
+    dump = bt2_dump(out)
+    infos = {e["payload"]["id"]: e["payload"] for e in events_of(dump, "python:function_info")}
+    names = {i: f"{p['module']}:{p['qualname']}" for i, p in infos.items()}
+    # the statedump: once per code object, only what --include lets through
+    assert sorted(names.values()) == sorted({"__main__:<module>", "__main__:fib", "__main__:in_thread",
+                                             "__main__:fails", "__main__:main_async", "__main__:step",
+                                             "__main__:main_async.<locals>.<genexpr>"})
+    assert infos[next(i for i, n in names.items() if n == "__main__:fib")]["line"] == 7
+    entries = [names[e["payload"]["id"]] for e in events_of(dump, "python:function_entry")]
+    returns = [names[e["payload"]["id"]] for e in events_of(dump, "python:function_return")]
+    assert entries.count("__main__:fib") == returns.count("__main__:fib") == 15 + 9 + 3 * 3  # fib(5), fib(4), 3 x fib(2)
+    assert entries.count("__main__:fails") == returns.count("__main__:fails") == 1
+    # the reader resolves ids: view, stats, latency, chrome export
+    _, text, _ = ust_env.ust("view", out)
+    assert 'function = "__main__:fib"' in text
+    _, js, _ = ust_env.ust("stats", "--functions", "--json", out)
+    st = json.loads(js)
+    assert st["__main__:fib"]["calls"] == 33 and st["__main__:fails"]["calls"] == 1
+    assert st["__main__:in_thread"]["self_ns"] < st["__main__:in_thread"]["total_ns"]
+    # every task keeps its own stack: each step() is one call, not cut by the other tasks' calls
+    # (3.11's profile hook sees each resumption as a call: docs/probes.md)
+    assert st["__main__:step"]["calls"] == (3 if sys.version_info >= (3, 12) else 6)
+    _, lat, _ = ust_env.ust("latency", "--function", "__main__:fib", "--json", out)
+    assert json.loads(lat)["count"] == 33
+    dest = os.path.join(ust_env.home, "t.json")
+    ust_env.ust("export", "--format", "chrome", "-o", dest, out)
+    with open(dest) as f:
+        slices = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
+    assert sum(1 for e in slices if e["name"] == "__main__:fib") == 33
+    worker = {e["tid"] for e in slices if e["name"] == "__main__:in_thread"}
+    assert len(worker) == 1 and worker != {e["tid"] for e in slices if e["name"] == "__main__:<module>"}
+
+
+def test_enable_function_star_on_a_running_program(ust_env):
+    app = _start_probed(ust_env, "*")
+    wait_until(lambda: _declared(ust_env, app.pid, "python:function_entry"), what="whole-program events")
+    app.send("run add")
+    app.send("run add")
+    ust_env.ust("disable-event", "--function", "*")
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    names = {e["payload"]["id"]: e["payload"]["qualname"] for e in events_of(dump, "python:function_info")}
+    if sys.version_info >= (3, 12):  # 3.11 can only profile threads started after (docs/probes.md)
+        calls = [names.get(e["payload"]["id"]) for e in events_of(dump, "python:function_entry")]
+        assert calls.count("add") == 2
+    assert _probe_state(ust_env, app.pid) == {}
