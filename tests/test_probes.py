@@ -221,3 +221,26 @@ def test_enable_function_star_on_a_running_program(ust_env):
         calls = [names.get(e["payload"]["id"]) for e in events_of(dump, "python:function_entry")]
         assert calls.count("add") == 2
     assert _probe_state(ust_env, app.pid) == {}
+
+
+COST = os.path.join(HERE, "apps", "probe_cost.py")
+VALGRIND = __import__("shutil").which("valgrind")
+
+
+def _instructions(mode, n):
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, COST,
+                        mode, str(n)], env={**os.environ, "PYTHONHASHSEED": "0", "UST_AGENT": "0",
+                                            "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = next(x for x in r.stderr.splitlines() if "Collected :" in x)
+    return int(line.split(":")[-1])
+
+
+@pytest.mark.skipif(VALGRIND is None, reason="valgrind is not installed")
+def test_removal_restores_the_instruction_count():
+    """Per call, in instructions (callgrind): a function probed then unprobed costs what it did untouched."""
+    per_call = {}
+    for mode in ("plain", "removed"):
+        per_call[mode] = (_instructions(mode, 12000) - _instructions(mode, 2000)) / 10000
+    assert abs(per_call["removed"] - per_call["plain"]) <= 0.01 * per_call["plain"], per_call
