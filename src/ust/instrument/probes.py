@@ -39,6 +39,10 @@ from ust.instrument import fields as F
 from ust.instrument import loglevels
 
 MONITORING = sys.version_info >= (3, 12)
+try:  # the per-call paths in C (optional: the Python callbacks below do the same, slower)
+    from ust._ring import _probes as _C
+except ImportError:  # pragma: no cover - a build without the extension
+    _C = None
 REPR_LIMIT = 256
 MAX_TARGET = 512
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -306,6 +310,37 @@ class Probe:
         self.with_args = with_args
         self.limit = limit
 
+    def record(self) -> tuple:
+        """What the C paths read (ust/_ring/probes.c: the record layout)."""
+        kinds = bytes(0 if t is not None else 1 for t in self.entry.types)
+        ret_kind = 0 if self.rtype is not None else (1 if self.with_args else 2)
+        fast = self.flt is None and len(self.params) <= 64
+        return (self.entry.tp, self.ret_tp, tuple(self.params), kinds, self.entry.unfit, ret_kind, self.limit,
+                fast, self, self.skipped)
+
+    # -- the slow path of the 3.12+ callbacks (the C hooks call these when they cannot record) -------------
+
+    def on_start(self, depth: int = 1) -> None:
+        try:
+            frame = sys._getframe(depth)
+            if self.params:
+                loc = frame.f_locals
+                values = [loc.get(n) for n in self.params]
+            else:
+                values = ()
+            if not self.enter(values):
+                self.skipped.add(id(frame))
+        except Exception:  # noqa: BLE001
+            pass
+
+    def on_return(self, retval) -> None:
+        if not self.skipped or not _drop_skipped(self):
+            self.leave(retval, None)
+
+    def on_unwind(self, exc) -> None:
+        if not self.skipped or not _drop_skipped(self):
+            self.leave(None, exc)
+
     def passes(self, values) -> bool:
         flt = self.flt
         if flt is None:
@@ -367,12 +402,14 @@ _TOOL_NAME = "ust"
 
 
 class _Monitor:
-    """Owns one sys.monitoring tool id; dispatches its events to probes and the whole-program tracer."""
+    """Owns one sys.monitoring tool id (3.12+) and the C hooks; dispatches to probes and the whole-program tracer."""
 
     def __init__(self) -> None:
         self.tool: int | None = None
         self.probes: dict[types.CodeType, Probe] = {}
+        self.records: dict[types.CodeType, tuple] = {}  # what the C hooks read
         self.whole: WholeProgram | None = None
+        self.hooks = _C.Hooks(self.records, sys.monitoring.DISABLE if MONITORING else None) if _C else None
 
     def _acquire(self) -> int:
         mon = sys.monitoring
@@ -385,9 +422,10 @@ class _Monitor:
                 continue
             self.tool = tool
             E = mon.events
-            mon.register_callback(tool, E.PY_START, self._on_start)
-            mon.register_callback(tool, E.PY_RETURN, self._on_return)
-            mon.register_callback(tool, E.PY_UNWIND, self._on_unwind)
+            h = self.hooks
+            mon.register_callback(tool, E.PY_START, h.py_start if h else self._on_start)
+            mon.register_callback(tool, E.PY_RETURN, h.py_return if h else self._on_return)
+            mon.register_callback(tool, E.PY_UNWIND, h.py_unwind if h else self._on_unwind)
             return tool
         raise ProbeError("no free sys.monitoring tool id (other tools use them all)")
 
@@ -400,6 +438,8 @@ class _Monitor:
             events |= E.PY_START | E.PY_RETURN | E.PY_UNWIND
         sys.monitoring.set_events(self.tool, events)
         if not events and not self.probes:
+            for e in (E.PY_START, E.PY_RETURN, E.PY_UNWIND):
+                sys.monitoring.register_callback(self.tool, e, None)
             sys.monitoring.free_tool_id(self.tool)
             self.tool = None
 
@@ -407,11 +447,17 @@ class _Monitor:
         tool = self._acquire()
         E = sys.monitoring.events
         self.probes[probe.code] = probe
+        self.records[probe.code] = rec = probe.record()
+        if _C is not None:
+            _C.set_record(probe.code, rec)
         sys.monitoring.set_local_events(tool, probe.code, E.PY_START | E.PY_RETURN)
         sys.monitoring.restart_events()  # a location the whole-program tracer disabled counts again
         self._globals()
 
     def remove(self, code: types.CodeType) -> None:
+        if _C is not None and code in self.records:
+            _C.set_record(code, None)  # before the record may be freed
+        self.records.pop(code, None)
         if self.probes.pop(code, None) is None or self.tool is None:
             return
         sys.monitoring.set_local_events(self.tool, code, 0)
@@ -421,27 +467,22 @@ class _Monitor:
         if whole is not None:
             self._acquire()
         self.whole = whole
+        if self.hooks is not None:
+            if whole is None:
+                self.hooks.set_whole(0)
+            else:
+                whole.attach_hooks(self.hooks)
         if self.tool is not None:
             if whole is not None:
                 sys.monitoring.restart_events()
             self._globals()
 
-    # -- callbacks (in the application's threads) --------------------------------
+    # -- Python callbacks, when the C hooks are not built (in the application's threads) ------------------
 
     def _on_start(self, code, offset):
         probe = self.probes.get(code)
         if probe is not None:
-            try:
-                frame = sys._getframe(1)
-                if probe.params:
-                    loc = frame.f_locals
-                    values = [loc.get(n) for n in probe.params]
-                else:
-                    values = ()
-                if not probe.enter(values):
-                    probe.skipped.add(id(frame))
-            except Exception:  # noqa: BLE001
-                pass
+            probe.on_start(2)
         whole = self.whole
         if whole is not None:
             return whole.on_start(code)
@@ -450,8 +491,7 @@ class _Monitor:
     def _on_return(self, code, offset, retval):
         probe = self.probes.get(code)
         if probe is not None:
-            if not probe.skipped or not _drop_skipped(probe):
-                probe.leave(retval, None)
+            probe.on_return(retval)
         whole = self.whole
         if whole is not None:
             return whole.on_return(code)
@@ -460,16 +500,16 @@ class _Monitor:
     def _on_unwind(self, code, offset, exc):
         probe = self.probes.get(code)
         if probe is not None:
-            if not probe.skipped or not _drop_skipped(probe):
-                probe.leave(None, exc)
+            probe.on_unwind(exc)
         whole = self.whole
         if whole is not None:
             whole.on_unwind(code)
 
 
 def _drop_skipped(probe: Probe) -> bool:
+    """The monitored frame is 2 up (this, Probe.on_return/on_unwind) from the C hooks, 3 from _Monitor's."""
     try:
-        key = id(sys._getframe(2))
+        key = id(sys._getframe(2 if _C is not None else 3))
     except ValueError:
         return False
     if key in probe.skipped:
@@ -485,50 +525,40 @@ _MONITOR = _Monitor()
 # mechanism on 3.11: a trampoline code object with the same signature
 
 
+_PROLOGUE = """
+    __ust_E = "__ust_enter__"
+    __ust_R = "__ust_record__"
+    __ust_O = "__ust_orig__"
+    __ust_on = __ust_E(__ust_R, {values})"""
+_ON_EXC = """
+    except BaseException as __ust_e:
+        if __ust_on:
+            "__ust_probe__".leave(None, __ust_e)
+        raise"""
 _TRAMPOLINE = {
-    "plain": """
-    __ust_p = "__ust_probe__"
-    __ust_on = __ust_p.enter(({values}))
+    "plain": _PROLOGUE + """
     try:
-        __ust_r = __ust_p.orig({call})
-    except BaseException as __ust_e:
-        if __ust_on:
-            __ust_p.leave(None, __ust_e)
-        raise
+        __ust_r = __ust_O({call})""" + _ON_EXC + """
     if __ust_on:
-        __ust_p.leave(__ust_r, None)
+        "__ust_leave__"(__ust_R, __ust_r)
     return __ust_r
 """,
-    "generator": """
-    __ust_p = "__ust_probe__"
-    __ust_on = __ust_p.enter(({values}))
+    "generator": _PROLOGUE + """
     try:
-        __ust_r = yield from __ust_p.orig({call})
-    except BaseException as __ust_e:
-        if __ust_on:
-            __ust_p.leave(None, __ust_e)
-        raise
+        __ust_r = yield from __ust_O({call})""" + _ON_EXC + """
     if __ust_on:
-        __ust_p.leave(__ust_r, None)
+        "__ust_leave__"(__ust_R, __ust_r)
     return __ust_r
 """,
-    "coroutine": """
-    __ust_p = "__ust_probe__"
-    __ust_on = __ust_p.enter(({values}))
+    "coroutine": _PROLOGUE + """
     try:
-        __ust_r = await __ust_p.orig({call})
-    except BaseException as __ust_e:
-        if __ust_on:
-            __ust_p.leave(None, __ust_e)
-        raise
+        __ust_r = await __ust_O({call})""" + _ON_EXC + """
     if __ust_on:
-        __ust_p.leave(__ust_r, None)
+        "__ust_leave__"(__ust_R, __ust_r)
     return __ust_r
 """,
-    "async_generator": """
-    __ust_p = "__ust_probe__"
-    __ust_on = __ust_p.enter(({values}))
-    __ust_g = __ust_p.orig({call})
+    "async_generator": _PROLOGUE + """
+    __ust_g = __ust_O({call})
     __ust_v = None
     try:
         while True:
@@ -536,13 +566,9 @@ _TRAMPOLINE = {
                 __ust_y = await __ust_g.asend(__ust_v)
             except StopAsyncIteration:
                 break
-            __ust_v = yield __ust_y
-    except BaseException as __ust_e:
-        if __ust_on:
-            __ust_p.leave(None, __ust_e)
-        raise
+            __ust_v = yield __ust_y""" + _ON_EXC + """
     if __ust_on:
-        __ust_p.leave(None, None)
+        "__ust_leave__"(__ust_R, None)
 """,
 }
 
@@ -587,7 +613,7 @@ def trampoline_code(code: types.CodeType) -> types.CodeType:
     values = pos + kwonly + ([varargs] if varargs else []) + ([varkw] if varkw else [])  # co_varnames order
     freevars = list(code.co_freevars)
     prefix = "async " if _kind(code) in ("coroutine", "async_generator") else ""
-    body = _TRAMPOLINE[_kind(code)].format(values="".join(v + ", " for v in values), call=", ".join(call))
+    body = _TRAMPOLINE[_kind(code)].format(values=", ".join(values), call=", ".join(call))
     src = "def __ust_outer():\n"
     if freevars:
         src += "    " + " = ".join(freevars) + " = None\n"
@@ -595,29 +621,26 @@ def trampoline_code(code: types.CodeType) -> types.CodeType:
     if freevars:
         src += "        if False: " + "; ".join(freevars) + "\n"
     src += "\n".join("    " + line for line in body.splitlines()) + "\n    return __ust_f\n"
-    outer = compile(src, code.co_filename, "exec")
+    import warnings
+
+    with warnings.catch_warnings():  # '"__ust_leave__"(...)': a constant replaced before it runs
+        warnings.simplefilter("ignore", SyntaxWarning)
+        outer = compile(src, code.co_filename, "exec")
     inner = next(c for c in next(c for c in outer.co_consts if isinstance(c, types.CodeType)).co_consts
                  if isinstance(c, types.CodeType))
     return inner.replace(co_name=code.co_name, co_qualname=code.co_qualname, co_firstlineno=code.co_firstlineno)
 
 
-class _Proxy:
-    """What a trampoline calls: the probe and the original function (one per probed function object)."""
+def _py_enter(record: tuple, *values) -> bool:
+    """enter() of the trampolines when the C hooks are not built."""
+    try:
+        return record[8].enter(values)
+    except Exception:  # noqa: BLE001
+        return False
 
-    __slots__ = ("probe", "orig", "enter_values")
 
-    def __init__(self, probe: Probe, orig: types.FunctionType):
-        self.probe = probe
-        self.orig = orig
-
-    def enter(self, values) -> bool:
-        try:
-            return self.probe.enter(values)
-        except Exception:  # noqa: BLE001
-            return False
-
-    def leave(self, retval, exc) -> None:
-        self.probe.leave(retval, exc)
+def _py_leave(record: tuple, retval) -> None:
+    record[8].leave(retval, None)
 
 
 def _swap_in(fn: types.FunctionType, probe: Probe) -> types.CodeType:
@@ -627,8 +650,9 @@ def _swap_in(fn: types.FunctionType, probe: Probe) -> types.CodeType:
     orig.__kwdefaults__ = fn.__kwdefaults__
     orig.__qualname__ = fn.__qualname__
     tramp = trampoline_code(code)
-    proxy = _Proxy(probe, orig)
-    consts = tuple(proxy if c == "__ust_probe__" else c for c in tramp.co_consts)
+    subst = {"__ust_probe__": probe, "__ust_record__": probe.record(), "__ust_orig__": orig,
+             "__ust_enter__": _C.enter if _C else _py_enter, "__ust_leave__": _C.leave if _C else _py_leave}
+    consts = tuple(subst[c] if isinstance(c, str) and c in subst else c for c in tramp.co_consts)
     fn.__code__ = tramp.replace(co_consts=consts)
     return code
 
@@ -857,6 +881,9 @@ PROBES = ProbeSet()
 # whole-program tracing: every call, names once per code object
 
 
+_GENERATION = 0
+
+
 class WholeProgram:
     """python:function_entry/return(id) for every call; python:function_info once per code object."""
 
@@ -878,87 +905,95 @@ class WholeProgram:
         self.own = (os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep)
 
     def _new_id(self, code: types.CodeType, module: str) -> int:
-        """0: not traced (excluded, or ust's own code)."""
+        """The function's number in this process (0: not traced: excluded, or ust's own code)."""
         name = f"{module}:{code.co_qualname}"
         if code.co_filename.startswith(self.own) or (self.include and not any(r.match(name) for r in self.include)) \
                 or any(r.match(name) for r in self.exclude):
-            fid = 0
+            n = 0
         else:
             with self.lock:
-                fid = self.base | self.next
+                n = self.next
                 self.next += 1
             try:
-                self.tp_info(fid, code.co_qualname, module, code.co_filename, code.co_firstlineno)
+                self.tp_info(self.base | n, code.co_qualname, module, code.co_filename, code.co_firstlineno)
             except Exception:  # noqa: BLE001
                 pass
-        self.ids[code] = fid
-        return fid
+        self.ids[code] = n
+        return n
 
-    def reemit(self) -> None:
-        """A new trace (or a forked child): the names again, once."""
-        with self.lock:
-            self.ids = {}
+    def new_id(self, code: types.CodeType) -> int:
+        """First sight of ``code`` (called by the C hooks, the frame running it 1 up)."""
+        try:
+            module = sys._getframe(1).f_globals.get("__name__", "?")
+        except Exception:  # noqa: BLE001
+            module = "?"
+        return self._new_id(code, module)
 
-    # 3.12+: sys.monitoring callbacks (through _MONITOR)
+    def attach_hooks(self, hooks) -> None:
+        global _GENERATION
+        _GENERATION = _GENERATION % 0xFFFF + 1  # a new tracer: every function is new to it
+        hooks.set_whole(_GENERATION, self.base, self.new_id, self.tp_entry, self.tp_return)
+
+    # 3.12+ without the C hooks: sys.monitoring callbacks (through _MONITOR)
 
     def on_start(self, code):
-        fid = self.ids.get(code)
-        if fid is None:
-            fid = self._new_id(code, sys._getframe(2).f_globals.get("__name__", "?"))
-        if fid:
-            self.tp_entry(fid)
+        n = self.ids.get(code)
+        if n is None:
+            n = self._new_id(code, sys._getframe(2).f_globals.get("__name__", "?"))
+        if n:
+            self.tp_entry(self.base | n)
             return None
         return sys.monitoring.DISABLE if code not in _MONITOR.probes else None
 
     def on_return(self, code):
-        fid = self.ids.get(code)
-        if fid:
-            self.tp_return(fid)
+        n = self.ids.get(code)
+        if n:
+            self.tp_return(self.base | n)
             return None
-        return sys.monitoring.DISABLE if fid == 0 and code not in _MONITOR.probes else None
+        return sys.monitoring.DISABLE if n == 0 and code not in _MONITOR.probes else None
 
     def on_unwind(self, code) -> None:
-        fid = self.ids.get(code)
-        if fid:
-            self.tp_return(fid)
+        n = self.ids.get(code)
+        if n:
+            self.tp_return(self.base | n)
 
     # 3.11: a profile function
 
     def _profile(self, frame, event, arg):
         if event == "call":
             code = frame.f_code
-            fid = self.ids.get(code)
-            if fid is None:
-                fid = self._new_id(code, frame.f_globals.get("__name__", "?"))
-            if fid:
-                self.tp_entry(fid)
+            n = self.ids.get(code)
+            if n is None:
+                n = self._new_id(code, frame.f_globals.get("__name__", "?"))
+            if n:
+                self.tp_entry(self.base | n)
         elif event == "return":
-            fid = self.ids.get(frame.f_code)
-            if fid:
-                self.tp_return(fid)
+            n = self.ids.get(frame.f_code)
+            if n:
+                self.tp_return(self.base | n)
 
     def start(self) -> None:
         if MONITORING:
             _MONITOR.set_whole(self)
+        elif _MONITOR.hooks is not None:  # 3.11: a C profile function in every thread, and in new ones
+            hooks = _MONITOR.hooks
+            self.attach_hooks(hooks)
+            hooks.profile(True)
+            threading.setprofile(hooks.thread_hook)
         else:
             threading.setprofile(self._profile)
             sys.setprofile(self._profile)
-            _set_profile_all_threads(self._profile)
 
     def stop(self) -> None:
         if MONITORING:
             _MONITOR.set_whole(None)
+        elif _MONITOR.hooks is not None:
+            threading.setprofile(None)
+            _MONITOR.hooks.profile(False)
+            _MONITOR.hooks.set_whole(0)
         else:
             threading.setprofile(None)
             sys.setprofile(None)
-            _set_profile_all_threads(None)
-
-
-def _set_profile_all_threads(fn) -> None:
-    """3.11 has no threading.setprofile_all_threads: threads already running keep their profile until then."""
-    setter = getattr(threading, "setprofile_all_threads", None)
-    if setter is not None:
-        setter(fn)
 
 
 # ---------------------------------------------------------------------------
