@@ -29,8 +29,8 @@ def _probe_state(env, pid):
     return {}
 
 
-def _start_probed(env, *functions, extra=()):
-    app = env.app(PROBED)
+def _start_probed(env, *functions, extra=(), **app_env):
+    app = env.app(PROBED, **app_env)
     env.wait_registered(app.pid, 0)
     env.ust("create", "s", "-o", env.out)
     env.ust("enable-event", "--function", ",".join(functions), *extra)
@@ -42,8 +42,10 @@ def _payloads(dump, name):
     return [e["payload"] for e in events_of(dump, name)]
 
 
-def test_every_kind_of_callable(ust_env):
-    app = _start_probed(ust_env, "ptarget:*")
+@pytest.mark.parametrize("paths", ["C", "pure"])
+def test_every_kind_of_callable(ust_env, paths):
+    """Every kind of callable; with the C per-call paths and with the Python ones (UST_PROBES_PURE=1)."""
+    app = _start_probed(ust_env, "ptarget:*", **({"UST_PROBES_PURE": "1"} if paths == "pure" else {}))
     wait_until(lambda: _declared(ust_env, app.pid, "ptarget:add_entry"), what="probe events declared")
     app.send("run kinds")
     check = json.loads(app.send("check")[3:])
@@ -217,9 +219,8 @@ def test_enable_function_star_on_a_running_program(ust_env):
     ust_env.ust("stop")
     dump = bt2_dump(ust_env.out)
     names = {e["payload"]["id"]: e["payload"]["qualname"] for e in events_of(dump, "python:function_info")}
-    if sys.version_info >= (3, 12):  # 3.11 can only profile threads started after (docs/probes.md)
-        calls = [names.get(e["payload"]["id"]) for e in events_of(dump, "python:function_entry")]
-        assert calls.count("add") == 2
+    calls = [names.get(e["payload"]["id"]) for e in events_of(dump, "python:function_entry")]
+    assert calls.count("add") == 2
     assert _probe_state(ust_env, app.pid) == {}
 
 

@@ -43,6 +43,8 @@ try:  # the per-call paths in C (optional: the Python callbacks below do the sam
     from ust._ring import _probes as _C
 except ImportError:  # pragma: no cover - a build without the extension
     _C = None
+if os.environ.get("UST_PROBES_PURE") == "1":  # the Python paths only (tests, debugging)
+    _C = None
 REPR_LIMIT = 256
 MAX_TARGET = 512
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
