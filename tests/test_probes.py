@@ -245,3 +245,27 @@ def test_removal_restores_the_instruction_count():
     for mode in ("plain", "removed"):
         per_call[mode] = (_instructions(mode, 12000) - _instructions(mode, 2000)) / 10000
     assert abs(per_call["removed"] - per_call["plain"]) <= 0.01 * per_call["plain"], per_call
+
+
+def test_hostile_probe_messages_are_refused():
+    """What another process sends (the daemon's probe set; a client's request) is checked and bounded."""
+    from ust.instrument.probes import MAX_SPECS, ProbeError, apply_for
+
+    for bad in ("x", [{"target": 1}], [{"target": "m:f", "repr_limit": "9"}], [{"target": "m:f", "filter": 3}],
+                [{"target": "no colon"}], [{"target": "m:f"}] * (MAX_SPECS + 1), [["m:f"]]):
+        with pytest.raises(ProbeError):
+            apply_for("test", bad)
+
+
+def test_bad_requests_to_the_daemon(ust_env):
+    from ust.errors import UstError
+
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    c = ust_env.client()
+    for args in ({"targets": "m:f"}, {"targets": ["m:" + "f" * 600]}, {"targets": ["m:f"], "repr_limit": -1},
+                 {"targets": ["m:f"], "args": "yes"}, {"targets": []}):
+        with pytest.raises(UstError):
+            c.call("enable_probe", session="s", **args)
+    with pytest.raises(UstError, match="no probe on m:f"):
+        c.call("disable_probe", session="s", targets=["m:f"])
+    assert c.get_session("s")["probes"] == []

@@ -96,10 +96,13 @@ def enable(daemon, s, targets: list[str], event: str | None, channel: str | None
 
 
 def disable(daemon, s, targets: list[str], channel: str | None) -> dict:
-    ch = daemon._channel(s, channel, create=False)
-    gone = [p for p in s.probes if p["target"] in targets and p["channel"] == ch.name]
+    from ust.daemon.sessiond import DEFAULT_CHANNEL
+
+    name = channel or DEFAULT_CHANNEL
+    gone = [p for p in s.probes if p["target"] in targets and p["channel"] == name]
     if not gone:
-        raise SessionError(f"no probe on {', '.join(targets)} in channel {ch.name!r}")
+        raise SessionError(f"no probe on {', '.join(targets)} in channel {name!r} of session {s.name!r}")
+    ch = daemon._channel(s, name, create=False)
     s.probes[:] = [p for p in s.probes if p not in gone]
     still = {pat for p in s.probes if p["channel"] == ch.name for pat in rule_patterns(p["target"], p["event"])}
     drop = {pat for p in gone for pat in rule_patterns(p["target"], p["event"])} - still
