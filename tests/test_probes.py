@@ -246,7 +246,7 @@ def test_removal_restores_the_instruction_count():
         per_call[mode] = (_instructions(mode, 12000) - _instructions(mode, 2000)) / 10000
     # Nothing left behind costs instructions (3.13's counts move by ~2% either way between processes;
     # a leftover trampoline or monitoring event costs > 100%: see the probed figure in docs/probes.md).
-    assert per_call["removed"] <= 1.01 * per_call["plain"], per_call
+    assert per_call["removed"] <= 1.03 * per_call["plain"], per_call
 
 
 def test_hostile_probe_messages_are_refused():
