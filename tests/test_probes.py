@@ -271,3 +271,10 @@ def test_bad_requests_to_the_daemon(ust_env):
     with pytest.raises(UstError, match="no probe on m:f"):
         c.call("disable_probe", session="s", targets=["m:f"])
     assert c.get_session("s")["probes"] == []
+
+
+def test_overlapping_probes_install_once_and_restore_in_any_order():
+    r = subprocess.run([sys.executable, os.path.join(HERE, "apps", "probe_overlap.py")], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "UST_AGENT": "0",
+                                                     "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]

@@ -112,6 +112,9 @@ def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, 
     seen: set[int] = set()
 
     def add_code(code: types.CodeType, fn: object) -> None:
+        tramp = _TRAMPOLINES.get(id(code))
+        if tramp is not None and tramp[0] is code:  # probed already (3.11): the function's own code
+            code = tramp[1]
         if code in found:
             if found[code][1] is None and fn is not None:
                 found[code] = (found[code][0], fn)
@@ -312,13 +315,17 @@ class Probe:
         self.with_args = with_args
         self.limit = limit
 
-    def record(self) -> tuple:
-        """What the C paths read (ust/_ring/probes.c: the record layout)."""
+    def record(self, trampoline: bool = False) -> tuple:
+        """What the C paths read (ust/_ring/probes.c: the record layout).
+
+        A trampoline's record (a constant of its code) holds no set: a code object's constants must stay
+        hashable, and a trampoline keeps its skipped state in a local variable.
+        """
         kinds = bytes(0 if t is not None else 1 for t in self.entry.types)
         ret_kind = 0 if self.rtype is not None else (1 if self.with_args else 2)
         fast = self.flt is None and len(self.params) <= 64
         return (self.entry.tp, self.ret_tp, tuple(self.params), kinds, self.entry.unfit, ret_kind, self.limit,
-                fast, self, self.skipped)
+                fast, self, None if trampoline else self.skipped)
 
     # -- the slow path of the 3.12+ callbacks (the C hooks call these when they cannot record) -------------
 
@@ -652,11 +659,20 @@ def _swap_in(fn: types.FunctionType, probe: Probe) -> types.CodeType:
     orig.__kwdefaults__ = fn.__kwdefaults__
     orig.__qualname__ = fn.__qualname__
     tramp = trampoline_code(code)
-    subst = {"__ust_probe__": probe, "__ust_record__": probe.record(), "__ust_orig__": orig,
+    subst = {"__ust_probe__": probe, "__ust_record__": probe.record(trampoline=True), "__ust_orig__": orig,
              "__ust_enter__": _C.enter if _C else _py_enter, "__ust_leave__": _C.leave if _C else _py_leave}
     consts = tuple(subst[c] if isinstance(c, str) and c in subst else c for c in tramp.co_consts)
-    fn.__code__ = tramp.replace(co_consts=consts)
+    fn.__code__ = new = tramp.replace(co_consts=consts)
+    _TRAMPOLINES[id(new)] = (new, code)
     return code
+
+
+_TRAMPOLINES: dict[int, tuple] = {}  # id(trampoline code) -> (it, the original code): 3.11's probed functions
+
+
+def _restore(fn: types.FunctionType, code: types.CodeType) -> None:
+    _TRAMPOLINES.pop(id(fn.__code__), None)
+    fn.__code__ = code
 
 
 def _instances(code: types.CodeType) -> list[types.FunctionType]:
@@ -709,18 +725,21 @@ class ProbeSet:
         self.installed: dict[tuple, _Installed] = {}
         self.whole: WholeProgram | None = None
         self._hooked = False
+        self.owner: dict[types.CodeType, tuple] = {}  # code -> the spec that probes it (one probe per code)
 
     def apply(self, specs: list[ProbeSpec]) -> list[dict]:
         """Install what is new, remove what is gone; the state of each spec."""
         with self.lock:
             wanted = {s.key(): s for s in specs}
-            for key in [k for k in self.installed if k not in wanted]:
+            gone = [k for k in self.installed if k not in wanted]
+            for key in gone:
                 self._remove(self.installed.pop(key))
             for key, spec in wanted.items():
                 inst = self.installed.get(key)
                 if inst is None:
                     inst = self.installed[key] = _Installed(spec)
-                if inst.state == "pending":
+                # After a removal, the functions it probed may be wanted by an overlapping spec.
+                if inst.state == "pending" or (gone and inst.state == "installed" and spec.module != "*"):
                     self._try_install(inst)
             self._hook_imports()
             return self.status()
@@ -770,12 +789,17 @@ class ProbeSet:
                 self._install_one(inst, code, qn, fn, flt)
             except Exception as exc:  # noqa: BLE001
                 inst.detail = f"{spec.module}:{qn}: {type(exc).__name__}: {exc}"
+        if not inst.probes and all(code in self.owner for code, _, _ in targets):
+            inst.state, inst.detail = "installed", "every function already probed by another spec"
+            return
         inst.state = "installed" if inst.probes else "error"
         if inst.probes:
             inst.detail = f"{len(inst.probes)} function{'s' if len(inst.probes) != 1 else ''}"
 
     def _install_one(self, inst: _Installed, code, qualname: str, fn, flt) -> None:
         spec = inst.spec
+        if code in self.owner:  # another spec probes it already: its events are recorded once
+            return
         if fn is None:
             live = _instances(code)
             fn = live[0] if live else None
@@ -788,6 +812,7 @@ class ProbeSet:
             for f in live:
                 inst.swapped.append((f, _swap_in(f, probe)))
         inst.probes[code] = probe
+        self.owner[code] = spec.key()
 
     def _remove(self, inst: _Installed) -> None:
         spec = inst.spec
@@ -801,7 +826,9 @@ class ProbeSet:
                 _MONITOR.remove(code)
         else:
             for fn, code in inst.swapped:
-                fn.__code__ = code
+                _restore(fn, code)
+        for code in inst.probes:
+            self.owner.pop(code, None)
         inst.probes.clear()
         inst.swapped.clear()
 
