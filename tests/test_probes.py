@@ -76,6 +76,8 @@ def test_every_kind_of_callable(ust_env, paths):
     else:
         # 3.11: instances alive when the probe was installed
         assert P("ptarget:make_closure.<locals>.closure_entry")[0]["k"] == 1
+    # an argument captured by a closure (a cell) is read through its cell
+    assert P("ptarget:outer_entry") == [{"n": 2, "unfit": ""}]
     # generator: one entry, one return at completion, with the return value
     assert P("ptarget:gen_entry") == [{"n": 2, "unfit": ""}]
     assert P("ptarget:gen_return") == [{"retval": "'done'", "exception": ""}]

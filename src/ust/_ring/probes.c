@@ -18,6 +18,16 @@
 #include <frameobject.h>
 #include <string.h>
 
+/* 3.12 and 3.13 (with the GIL): read the probed frame's arguments from the interpreter frame, without
+ * materializing a frame object (PyEval_GetFrame + PyFrame_GetVar cost as much as the event). The layout
+ * is CPython's internal one for exactly these versions; anything unexpected falls back to the public API. */
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+#define USE_INTERNAL_FRAME 1
+#define Py_BUILD_CORE 1
+#include "internal/pycore_frame.h"
+#undef Py_BUILD_CORE
+#endif
+
 #define MAX_ARGS 64
 
 #if PY_VERSION_HEX < 0x030C0000
@@ -378,9 +388,9 @@ record_id(PyObject *tp, long long id)
 }
 
 #if PY_VERSION_HEX >= 0x030C0000
-/* The probed frame's arguments, in the record's order (new references into values). */
+/* The probed frame's arguments, in the record's order (new references into values); -1: not read. */
 static int
-frame_args(PyObject *rec, PyObject **values)
+frame_args_public(PyObject *rec, PyObject **values)
 {
     PyObject *names = PyTuple_GET_ITEM(rec, R_NAMES);
     Py_ssize_t n = PyTuple_GET_SIZE(names);
@@ -398,6 +408,41 @@ frame_args(PyObject *rec, PyObject **values)
     }
     return (int)n;
 }
+
+static int
+frame_args(PyObject *rec, PyObject *code, PyObject **values)
+{
+#ifdef USE_INTERNAL_FRAME
+    PyThreadState *tstate = PyThreadState_Get();
+#if PY_VERSION_HEX >= 0x030D0000
+    _PyInterpreterFrame *fr = tstate->current_frame;
+    PyObject *fcode = fr ? fr->f_executable : NULL;
+#else
+    _PyInterpreterFrame *fr = tstate->cframe ? tstate->cframe->current_frame : NULL;
+    PyObject *fcode = fr ? (PyObject *)fr->f_code : NULL;
+#endif
+    Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(rec, R_NAMES));
+    /* The arguments are the first localsplus slots, in co_varnames order (probes.py's names). */
+    if (fcode == code && n <= MAX_ARGS && n <= ((PyCodeObject *)code)->co_nlocalsplus) {
+        PyCodeObject *co = (PyCodeObject *)code;
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) {
+            PyObject *v = fr->localsplus[i];
+            if (v != NULL && (_PyLocals_GetKind(co->co_localspluskinds, (int)i) & CO_FAST_CELL)) {
+                v = PyCell_Check(v) ? PyCell_GET(v) : NULL; /* an argument a closure captures */
+            }
+            if (v == NULL)
+                break;
+            values[i] = Py_NewRef(v);
+        }
+        if (i == n)
+            return (int)n;
+        while (i-- > 0)
+            Py_DECREF(values[i]);
+    }
+#endif
+    return frame_args_public(rec, values);
+}
 #endif
 
 /* PY_START(code, offset) */
@@ -413,7 +458,7 @@ hooks_py_start(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
 #if PY_VERSION_HEX >= 0x030C0000
         if (PyTuple_GET_ITEM(rec, R_FAST) == Py_True) {
             PyObject *values[MAX_ARGS] = {NULL};
-            int n = frame_args(rec, values);
+            int n = frame_args(rec, code, values);
             if (n >= 0) {
                 done = fast_entry(rec, values, n);
                 for (int i = 0; i < n; i++)
