@@ -280,3 +280,16 @@ def test_overlapping_probes_install_once_and_restore_in_any_order():
                        text=True, timeout=120, env={**os.environ, "UST_AGENT": "0",
                                                      "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")})
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+
+
+def test_application_started_after_the_probe(ust_env):
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "--function", "ptarget:add")
+    ust_env.ust("start")
+    app = ust_env.app(PROBED)
+    wait_until(lambda: _declared(ust_env, app.pid, "ptarget:add_return"), what="probe installed at registration")
+    app.send("run add")
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    assert _payloads(dump, "ptarget:add_entry") == [{"a": 1, "b": 2, "unfit": ""}]
+    assert _payloads(dump, "ptarget:add_return") == [{"retval": 3, "exception": "", "unfit": ""}]
