@@ -726,6 +726,7 @@ class ProbeSet:
         self.whole: WholeProgram | None = None
         self._hooked = False
         self.owner: dict[types.CodeType, tuple] = {}  # code -> the spec that probes it (one probe per code)
+        self.half_imported = False  # a pending module was found half imported: look again
 
     def apply(self, specs: list[ProbeSpec]) -> list[dict]:
         """Install what is new, remove what is gone; the state of each spec."""
@@ -749,7 +750,7 @@ class ProbeSet:
                  "functions": len(i.probes)}
                 for i in self.installed.values()]
 
-    def _try_install(self, inst: _Installed) -> None:
+    def _try_install(self, inst: _Installed, from_hook: bool = False) -> None:
         spec = inst.spec
         if spec.module == "*":
             if self.whole is None:
@@ -758,6 +759,12 @@ class ProbeSet:
             inst.state, inst.detail = "installed", "every function"
             return
         module = sys.modules.get(spec.module)
+        if module is not None and not from_hook and getattr(getattr(module, "__spec__", None), "_initializing", False):
+            # Being imported by another thread: its functions are not all defined yet. Never wait for it
+            # (the importer may need our lock): the next import, or the next probe set, looks again.
+            self.half_imported = True
+            inst.state, inst.detail = "pending", f"module {spec.module} is being imported"
+            return
         if module is None:
             inst.state, inst.detail = "pending", f"module {spec.module} is not imported (yet)"
             return
@@ -841,12 +848,29 @@ class ProbeSet:
         if self.pending_modules() and not self._hooked:
             sys.meta_path.insert(0, _ImportWatcher(self))
             self._hooked = True
+            # A module imported between the first look and the watcher's arrival.
+            for inst in list(self.installed.values()):
+                if inst.state == "pending" and inst.spec.module in sys.modules:
+                    self._try_install(inst)
+
+    def look_again(self) -> None:
+        """From the import watcher, in an importing thread: never waits for the lock."""
+        if not self.lock.acquire(blocking=False):
+            return
+        try:
+            self.half_imported = False
+            for inst in list(self.installed.values()):
+                if inst.state == "pending" and inst.spec.module in sys.modules:
+                    self._try_install(inst)
+        finally:
+            self.lock.release()
 
     def imported(self, name: str) -> None:
+        """After the module ``name`` executed (in the importing thread, its import not finished yet)."""
         with self.lock:
             for inst in list(self.installed.values()):
                 if inst.state == "pending" and inst.spec.module == name:
-                    self._try_install(inst)
+                    self._try_install(inst, from_hook=True)
 
 
 class _ImportWatcher:
@@ -857,7 +881,11 @@ class _ImportWatcher:
         self.busy = threading.local()
 
     def find_spec(self, name, path=None, target=None):
-        if getattr(self.busy, "on", False) or name not in self.probes.pending_modules():
+        if getattr(self.busy, "on", False):
+            return None
+        if self.probes.half_imported:
+            self.probes.look_again()
+        if name not in self.probes.pending_modules():
             return None
         self.busy.on = True
         try:
