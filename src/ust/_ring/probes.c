@@ -266,6 +266,7 @@ typedef struct {
     PyObject *probes;   /* dict: code -> record (kept alive here; the C paths read the co_extra slot) */
     unsigned generation; /* of the whole-program tracer, 1..65535; 0: whole-program tracing is off */
     unsigned long long base; /* its ids are base | n */
+    PyObject *id_objects; /* list: n -> the int base | n (made once, not at every event) */
     PyObject *new_id;   /* callable(code) -> n (0: not traced), first sight of a code object (Python) */
     PyObject *entry;    /* python:function_entry */
     PyObject *ret;      /* python:function_return */
@@ -276,6 +277,7 @@ static void
 hooks_dealloc(Hooks *self)
 {
     Py_XDECREF(self->probes);
+    Py_XDECREF(self->id_objects);
     Py_XDECREF(self->new_id);
     Py_XDECREF(self->entry);
     Py_XDECREF(self->ret);
@@ -294,16 +296,20 @@ hooks_init(Hooks *self, PyObject *args, PyObject *kw)
     return 0;
 }
 
-/* set_whole(generation, base, new_id, entry_tp, return_tp), or set_whole(0): whole-program tracing
- * on/off. */
+/* set_whole(generation, base, new_id, entry_tp, return_tp, id_objects), or set_whole(0): whole-program
+ * tracing on/off. */
 static PyObject *
 hooks_set_whole(Hooks *self, PyObject *args)
 {
     unsigned generation = 0;
     unsigned long long base = 0;
-    PyObject *new_id = Py_None, *entry = Py_None, *ret = Py_None;
-    if (!PyArg_ParseTuple(args, "I|KOOO", &generation, &base, &new_id, &entry, &ret))
+    PyObject *new_id = Py_None, *entry = Py_None, *ret = Py_None, *id_objects = NULL;
+    if (!PyArg_ParseTuple(args, "I|KOOOO!", &generation, &base, &new_id, &entry, &ret, &PyList_Type, &id_objects))
         return NULL;
+    if (generation && id_objects == NULL) {
+        PyErr_SetString(PyExc_TypeError, "set_whole needs the id objects list");
+        return NULL;
+    }
     if (generation > 0xFFFF) {
         PyErr_SetString(PyExc_ValueError, "generation must be 0..65535");
         return NULL;
@@ -312,7 +318,9 @@ hooks_set_whole(Hooks *self, PyObject *args)
     Py_CLEAR(self->new_id);
     Py_CLEAR(self->entry);
     Py_CLEAR(self->ret);
+    Py_CLEAR(self->id_objects);
     if (generation) {
+        self->id_objects = Py_NewRef(id_objects);
         self->new_id = Py_NewRef(new_id);
         self->entry = Py_NewRef(entry);
         self->ret = Py_NewRef(ret);
@@ -375,9 +383,18 @@ function_id(Hooks *self, PyObject *code)
     return n ? (long long)(self->base | n) : 0;
 }
 
+/* Record tp(base | id's n) with the cached int when there is one. */
 static void
-record_id(PyObject *tp, long long id)
+record_id(Hooks *self, PyObject *tp, long long id)
 {
+    unsigned long long n = (unsigned long long)id & 0xFFFFFFFFull;
+    if (self->id_objects != NULL && (Py_ssize_t)n < PyList_GET_SIZE(self->id_objects)) {
+        PyObject *v = PyList_GET_ITEM(self->id_objects, (Py_ssize_t)n); /* borrowed; the list only grows */
+        Py_INCREF(v);
+        call_quiet(tp, &v, 1);
+        Py_DECREF(v);
+        return;
+    }
     PyObject *v = PyLong_FromLongLong(id);
     if (v == NULL) {
         PyErr_Clear();
@@ -472,7 +489,7 @@ hooks_py_start(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     if (self->generation) {
         long long id = function_id(self, code);
         if (id > 0)
-            record_id(self->entry, id);
+            record_id(self, self->entry, id);
         else if (rec == NULL)
             return Py_NewRef(self->disable);
     }
@@ -497,7 +514,7 @@ hooks_py_return(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     if (self->generation) {
         long long id = known_id(self, code);
         if (id > 0)
-            record_id(self->ret, id);
+            record_id(self, self->ret, id);
         else if (id == 0 && rec == NULL)
             return Py_NewRef(self->disable);
     }
@@ -517,7 +534,7 @@ hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     if (self->generation) {
         long long id = known_id(self, code);
         if (id > 0)
-            record_id(self->ret, id);
+            record_id(self, self->ret, id);
     }
     Py_RETURN_NONE;
 }
@@ -534,12 +551,12 @@ profile_cb(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     if (what == PyTrace_CALL) {
         long long id = function_id(self, (PyObject *)code);
         if (id > 0)
-            record_id(self->entry, id);
+            record_id(self, self->entry, id);
     }
     else {
         long long id = known_id(self, (PyObject *)code);
         if (id > 0)
-            record_id(self->ret, id);
+            record_id(self, self->ret, id);
     }
     Py_DECREF(code);
     restore_exc(exc);

@@ -957,6 +957,7 @@ class WholeProgram:
         self.tp_return = declare("python:function_return", [("id", F.uint64)], level).tp
         self.ids: dict[types.CodeType, int] = {}
         self.next = 1
+        self.id_objects: list[int] = [0]  # n -> base | n, made once (the C hooks record these objects)
         self.base = (os.getpid() & 0xFFFFFFFF) << 32
         self.lock = threading.Lock()
         self.own = (os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep)
@@ -971,6 +972,7 @@ class WholeProgram:
             with self.lock:
                 n = self.next
                 self.next += 1
+                self.id_objects.append(self.base | n)
             try:
                 self.tp_info(self.base | n, code.co_qualname, module, code.co_filename, code.co_firstlineno)
             except Exception:  # noqa: BLE001
@@ -989,7 +991,7 @@ class WholeProgram:
     def attach_hooks(self, hooks) -> None:
         global _GENERATION
         _GENERATION = _GENERATION % 0xFFFF + 1  # a new tracer: every function is new to it
-        hooks.set_whole(_GENERATION, self.base, self.new_id, self.tp_entry, self.tp_return)
+        hooks.set_whole(_GENERATION, self.base, self.new_id, self.tp_entry, self.tp_return, self.id_objects)
 
     # 3.12+ without the C hooks: sys.monitoring callbacks (through _MONITOR)
 
