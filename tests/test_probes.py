@@ -293,3 +293,20 @@ def test_application_started_after_the_probe(ust_env):
     dump = bt2_dump(ust_env.out)
     assert _payloads(dump, "ptarget:add_entry") == [{"a": 1, "b": 2, "unfit": ""}]
     assert _payloads(dump, "ptarget:add_return") == [{"retval": 3, "exception": "", "unfit": ""}]
+
+
+def test_no_args_and_repr_limit(ust_env):
+    app = ust_env.app(PROBED)
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "--function", "ptarget:mixed", "--no-args")
+    ust_env.ust("enable-event", "--function", "ptarget:untyped", "--repr-limit", "3")
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "ptarget:untyped_return"), what="probe events declared")
+    app.send("run kinds")
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    assert _payloads(dump, "ptarget:mixed_entry") == [{}]
+    assert _payloads(dump, "ptarget:mixed_return") == [{"retval": "", "exception": ""}]
+    assert _payloads(dump, "ptarget:untyped_entry") == [{"x": "'he", "y": "[1,"}]
+    assert _payloads(dump, "ptarget:untyped_return") == [{"retval": "['h", "exception": ""}]

@@ -132,6 +132,9 @@ fast_entry(PyObject *rec, PyObject *const *values, Py_ssize_t n)
     PyObject *args[MAX_ARGS + 1];
     Py_ssize_t i, nargs = 0;
     int ok = 0;
+    /* One field per kind: a trampoline passes every argument, a --no-args probe records none of them. */
+    if (n > PyBytes_GET_SIZE(kinds))
+        n = PyBytes_GET_SIZE(kinds);
     if (n > MAX_ARGS)
         return 0;
     busy = 1;
