@@ -15,6 +15,14 @@ setup(
             sources=["src/ust/_ring/mark.c"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
         ),
+        # The per-call paths of dynamic probes (ust.instrument.probes); optional: probes fall back to
+        # Python callbacks when it is not built (slower, same events).
+        Extension(
+            "ust._ring._probes",
+            sources=["src/ust/_ring/probes.c"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+            optional=True,
+        ),
         # The trace reader's C helper (view's packet rendering and line formatting,
         # the bulk path's event scanner); optional: ust.ctf falls back to pure
         # Python when it is not built (see docs/reader.md).

@@ -107,8 +107,10 @@ class Agent:
                     c.post(("twin", handle))
                 return
             waits = []
+            # A probe installed by a daemon command declares in an agent thread: it cannot wait for itself.
+            sync = self.sync and not threading.current_thread().name.startswith("ust-agent:")
             for c in self.conns:
-                ev = threading.Event() if self.sync else None
+                ev = threading.Event() if sync else None
                 c.post(("declare", k, ev))
                 if ev is not None and c.connected.is_set():
                     waits.append(ev)
@@ -286,8 +288,7 @@ class Connection:
             fn = getattr(self, "_cmd_" + str(msg.get("cmd")), None)
             if fn is None:
                 raise protocol.ProtocolError(f"unknown agent command {msg.get('cmd')!r}")
-            fn(msg, fds)
-            reply = protocol.ok_reply()
+            reply = protocol.ok_reply(**(fn(msg, fds) or {}))
         except Exception as exc:
             reply = protocol.error_reply(f"{type(exc).__name__}: {exc}")
         protocol.send_msg(self.sock, {**reply, "re": seq})
@@ -356,6 +357,19 @@ class Connection:
         for akey in [a for a in self.attached if a[0] == key and self.attached[a][0] == msg["event_id"]]:
             self._detach(akey)
 
+    def _cmd_probes(self, msg: dict, fds: list[int]) -> dict:
+        """The daemon's whole set of probes for this process (see ust.instrument.probes)."""
+        from ust.instrument.probes import apply_for
+
+        with self.agent.lock:
+            before = set(self.agent.decls)
+        status = apply_for(self.rundir, msg.get("probes"))
+        with self.agent.lock:
+            new = [d for k, d in self.agent.decls.items() if k not in before]
+        # The events the probes declared ride with the answer: the daemon attaches them before
+        # `enable-event --function` returns (their "declare" messages follow, and change nothing).
+        return {"probes": status, "tracepoints": new}
+
     def _cmd_remove_session(self, msg: dict, fds: list[int]) -> None:
         keys = [k for k, v in self.channels.items() if v[1] == msg["session"]]
         for akey in [a for a in self.attached if a[0] in keys]:
@@ -364,8 +378,13 @@ class Connection:
             self.channels.pop(k, None)
 
     def _drop_all(self) -> None:
-        """The daemon went away: stop recording into its buffers, release waiters."""
+        """The daemon went away: stop recording into its buffers, remove its probes, release waiters."""
         self.connected.clear()
+        if "ust.instrument.probes" in sys.modules:
+            try:
+                sys.modules["ust.instrument.probes"].apply_for(self.rundir, [])
+            except Exception as exc:
+                _debug(f"probes not removed: {exc!r}")
         with self.outbox_lock:
             for item in self.outbox:
                 if item[0] == "declare" and item[2] is not None:
@@ -410,6 +429,11 @@ def start() -> None:
             import ust.filter  # noqa: F401
             import ust.instrument.context  # noqa: F401
         _AGENT.start()
+        if os.environ.get("UST_FUNCTIONS"):
+            # `ust run --functions`: every call from here on, in this (the main) thread and the next ones.
+            from ust.instrument.probes import start_whole_program_from_env
+
+            start_whole_program_from_env()
     except Exception as exc:
         _debug(f"agent not started: {exc!r}")
 

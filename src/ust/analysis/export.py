@@ -21,7 +21,9 @@ def export_chrome(path, out, begin=None, end=None, progress=False) -> int:
     One track per process/thread (pid = vpid, tid = vtid when the trace has
     those contexts; else the trace and the CPU). Events are instants; with
     ``begin``/``end`` event names, each pair on a thread becomes a complete
-    slice ("X") named after the begin event. Timestamps are microseconds from
+    slice ("X") named after the begin event; without them, function calls
+    (probe ``X_entry``/``X_return``, python:function_entry/return) do, named
+    after the function. Timestamps are microseconds from
     the first event (``otherData.origin_ns`` holds that event's time in ns
     from the Epoch). Returns the number of trace events written.
     """
@@ -51,6 +53,9 @@ def _write_chrome(f, events, begin, end, prog) -> int:
     written = 0
     open_slices = {}
     trace_ids = {}
+    from .functions import CallPairer
+
+    pairer = CallPairer()  # function entry/return pairs (probes, --functions) become slices
     f.write('{"displayTimeUnit":"ns","traceEvents":[\n')
     first = True
 
@@ -81,6 +86,15 @@ def _write_chrome(f, events, begin, end, prog) -> int:
                 put({"name": "thread_name", "ph": "M", "pid": vpid, "tid": tid,
                      "args": {"name": f"cpu {tid}"}})
         ts = (ev.timestamp - t0) / 1000.0
+        if begin is None:
+            call = pairer.feed(ev)
+            if call is True:
+                continue  # an entry (its slice is written at the return), a statedump
+            if call is not None:
+                bts = (call.begin - t0) / 1000.0
+                put({"name": call.name, "cat": "function", "ph": "X", "ts": bts, "dur": ts - bts, "pid": vpid,
+                     "tid": tid, "args": {"entry": _jsonable(call.entry.fields), "return": _jsonable(ev.fields)}})
+                continue
         if begin is not None and ev.name == begin:
             open_slices.setdefault((vpid, tid), []).append((ts, ev))
             if ev.name != end:
@@ -95,6 +109,12 @@ def _write_chrome(f, events, begin, end, prog) -> int:
                 continue
         put({"name": ev.name, "cat": ev.name.split(":")[0], "ph": "i", "s": "t", "ts": ts, "pid": vpid,
              "tid": tid, "args": _jsonable(ev.fields)})
+    for stack in pairer.stacks.values():  # calls still running at the end: their entries, as instants
+        for _key, _begin, _children, bev in stack:
+            bvpid, bvtid, _ = thread_of(bev)
+            put({"name": bev.name, "cat": bev.name.split(":")[0], "ph": "i", "s": "t",
+                 "ts": (bev.timestamp - t0) / 1000.0, "pid": bvpid if bvpid is not None else 1,
+                 "tid": bvtid if bvtid is not None else (bev.cpu_id or 0), "args": _jsonable(bev.fields)})
     f.write('\n],"otherData":' + json.dumps({"origin_ns": t0, "generator": "ust export"}) + "}\n")
     if prog is not None:
         prog.done(n)

@@ -8,8 +8,11 @@ import json
 
 def add_arguments(parser) -> None:
     parser.add_argument("trace", nargs="+", help="trace directory")
-    parser.add_argument("--begin", required=True, metavar="NAME", help="name of the begin event")
-    parser.add_argument("--end", required=True, metavar="NAME", help="name of the end event")
+    parser.add_argument("--begin", metavar="NAME", help="name of the begin event")
+    parser.add_argument("--end", metavar="NAME", help="name of the end event")
+    parser.add_argument("--function", metavar="MODULE:QUALNAME",
+                        help="durations of this function's calls (probes, `ust run --functions`), instead of "
+                             "--begin/--end")
     parser.add_argument("--key", metavar="FIELD",
                         help="pair by this field's value (payload or context; $ctx.NAME) instead of by thread")
     parser.add_argument("--bins", type=int, default=20, help="histogram bins (default 20)")
@@ -22,7 +25,16 @@ def run(args, out) -> int:
 
     if args.bins <= 0:
         raise UstError("--bins must be positive")
-    res = latency(args.trace, args.begin, args.end, args.key, progress=True)
+    if args.function is not None:
+        if args.begin or args.end or args.key:
+            raise UstError("--function replaces --begin, --end and --key")
+        from ust.analysis.functions import function_latency
+
+        res = function_latency(args.trace, args.function, progress=True)
+    elif not args.begin or not args.end:
+        raise UstError("give --begin NAME and --end NAME, or --function MODULE:QUALNAME")
+    else:
+        res = latency(args.trace, args.begin, args.end, args.key, progress=True)
     if args.json:
         d = res.summary()
         d.update(begin=res.begin, end=res.end, key=res.key, unmatched_begin=res.unmatched_begin,

@@ -42,6 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="record the program's `logging` records (lttng_python:event), no code change needed")
     p.add_argument("--no-inject", action="store_true",
                    help="do not import ust into Python programs that do not import it themselves")
+    p.add_argument("--functions", action="store_true",
+                   help="record every Python call (python:function_entry/return; names in python:function_info)")
+    p.add_argument("--include", action="append", metavar="PATTERN",
+                   help="with --functions: only functions matching MODULE:QUALNAME (`*` wildcards; repeatable)")
+    p.add_argument("--exclude", action="append", metavar="PATTERN",
+                   help="with --functions: not the functions matching MODULE:QUALNAME (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but the program's output")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD ARGS...", help="the program to run")
 
@@ -119,6 +125,8 @@ def run(args: argparse.Namespace, out) -> int:
     prog = os.path.basename(cmd[0]) or "prog"
     if prog.startswith("python") and len(cmd) > 1 and not cmd[1].startswith("-"):
         prog = os.path.basename(cmd[1])
+    if (args.include or args.exclude) and not args.functions:
+        raise SessionError("--include and --exclude go with --functions")
     output = os.path.abspath(args.output or f"ust-trace-{prog}-{stamp}")
     token = os.urandom(16).hex()
     name = f"run-{prog}-{os.getpid()}-{stamp}"
@@ -151,6 +159,8 @@ def _run(args: argparse.Namespace, cmd: list[str], output: str, token: str, name
                             filter=args.filter, loglevel=args.loglevel)
             if args.logging:  # every logger, at the Python level --loglevel names (LTTng's python domain)
                 c.enable_events(name, ["*"], filter=args.filter, loglevel=args.loglevel, python=True)
+            if args.functions and args.event:
+                c.enable_events(name, ["python:function_*"])
             c.start(name)
         except BaseException:
             c.destroy_session(name)
@@ -168,6 +178,10 @@ def _run(args: argparse.Namespace, cmd: list[str], output: str, token: str, name
             env["PYTHONPATH"] = inject + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         if args.logging:
             env["UST_LOGGING"] = "1"
+        if args.functions:
+            env["UST_FUNCTIONS"] = "1"
+            env["UST_FUNCTIONS_INCLUDE"] = "\n".join(args.include or ())
+            env["UST_FUNCTIONS_EXCLUDE"] = "\n".join(args.exclude or ())
         try:
             proc = subprocess.Popen(cmd, env=env)
         except OSError as exc:

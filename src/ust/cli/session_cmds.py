@@ -199,6 +199,9 @@ def run_list(args: argparse.Namespace, out) -> int:
                 print(f"PID {a['pid']}: {a['procname']} (uid {a['uid']}){cmd}", file=out)
                 for tp in a["tracepoints"]:
                     print(f"    {tp['name']} (loglevel: {loglevel_name(tp['loglevel'])}) ({tp['kind']})", file=out)
+                for pr in a.get("probes", ()):
+                    print(f"    probe {pr['target']}: {pr['state']}" + (f" ({pr['detail']})" if pr["detail"] else ""),
+                          file=out)
             return 0
         current = get_current_session()
         if args.name:
@@ -284,10 +287,38 @@ def add_enable_event(p: argparse.ArgumentParser) -> None:
     lvl = p.add_mutually_exclusive_group()
     lvl.add_argument("--loglevel", metavar="LEVEL", help="events at least as severe as LEVEL (TRACE_WARNING, ERROR...)")
     lvl.add_argument("--loglevel-only", metavar="LEVEL", help="events of exactly LEVEL")
+    _probe_args(p)
+
+
+def _probe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--function", metavar="MODULE:QUALNAME[,...]",
+                   help="probe Python functions: MODULE:QUALNAME_entry/_return events on each call (`*` wildcards "
+                        "in the qualname; '*' alone: every call, as python:function_entry/return); PATTERN is "
+                        "then the event name to use instead")
+    p.add_argument("--no-args", action="store_true", help="with --function: record no argument values")
+    p.add_argument("--repr-limit", type=int, metavar="N", help="with --function: cut repr() of values to N characters")
+
+
+def _run_enable_probe(args: argparse.Namespace, session: str, out) -> int:
+    if args.all or args.exclude or args.loglevel or args.loglevel_only:
+        raise SessionError("--function takes no --all, --exclude or log level")
+    functions = _split([args.function])
+    with _client() as c:
+        probes = c.enable_probes(session, functions, event=args.patterns, channel=args.channel, filter=args.filter,
+                                 args=not args.no_args, repr_limit=args.repr_limit)
+    for p in probes:
+        extra = f" (filter: {p['filter']})" if p["filter"] else ""
+        print(f"Function probe {p['target']} enabled in channel {p['channel']}: events {', '.join(p['events'])}"
+              f"{extra}", file=out)
+    return 0
 
 
 def run_enable_event(args: argparse.Namespace, out) -> int:
     session = _current(args)
+    if args.function is not None:
+        return _run_enable_probe(args, session, out)
+    if args.no_args or args.repr_limit is not None:
+        raise SessionError("--no-args and --repr-limit go with --function")
     patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
     if not patterns:
         raise SessionError("give an event pattern, or --all")
@@ -322,10 +353,16 @@ def add_disable_event(p: argparse.ArgumentParser) -> None:
     _domain_args(p)
     p.add_argument("-c", "--channel", metavar="NAME", help="channel (default: channel0)")
     p.add_argument("-a", "--all", action="store_true", help="every event rule of the channel")
+    p.add_argument("--function", metavar="MODULE:QUALNAME[,...]", help="remove these function probes")
 
 
 def run_disable_event(args: argparse.Namespace, out) -> int:
     session = _current(args)
+    if args.function is not None:
+        with _client() as c:
+            n = c.disable_probes(session, _split([args.function]), channel=args.channel)
+        print(f"{n} function probe{'s' if n != 1 else ''} removed from session {session}", file=out)
+        return 0
     patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
     if not patterns:
         raise SessionError("give an event pattern, or --all")

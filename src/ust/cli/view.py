@@ -138,7 +138,12 @@ def run(args, out) -> int:
         gc_was = gc.isenabled()
         gc.disable()
         try:
-            _pump_bytes(iter_bytes(ordered_streams(traces), fmt, on_disc), out, write, flush, interactive)
+            chunks = iter_bytes(ordered_streams(traces), fmt, on_disc)
+            if any('"python:function_info"' in t.metadata.text for t in traces):
+                from ust.analysis.functions import resolve_text
+
+                chunks = resolve_text(chunks)  # whole-program function ids -> names
+            _pump_bytes(chunks, out, write, flush, interactive)
         finally:
             if gc_was:
                 gc.enable()

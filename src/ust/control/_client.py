@@ -377,6 +377,27 @@ class Client:
         return self._result("disabled", "disable_event", session=session, patterns=list(patterns),
                             channel=channel)
 
+    def enable_probes(self, session: str, functions: str | Iterable[str], *, event: str | None = None,
+                      channel: str | None = None, filter: str | None = None, args: bool = True,
+                      repr_limit: int | None = None) -> list[dict]:
+        """Probe Python functions (``"module:Qual.name"``, ``*`` wildcards in the qualname; ``"*"``: every call).
+
+        Each call of a probed function records ``BASE_entry`` (one field per
+        parameter) and ``BASE_return`` (``retval``, ``exception``), BASE being
+        ``event`` or ``module:qualname``; in running applications and in those
+        that start or import the module later. ``filter`` is tested on the entry's fields.
+        """
+        if isinstance(functions, str):
+            functions = [f for f in functions.split(",") if f]
+        return self.call("enable_probe", session=session, targets=list(functions), event=event, channel=channel,
+                         filter=filter, args=None if args else False, repr_limit=repr_limit)["probes"]
+
+    def disable_probes(self, session: str, functions: str | Iterable[str], *, channel: str | None = None) -> int:
+        """Remove probes: the functions run their original code again."""
+        if isinstance(functions, str):
+            functions = [f for f in functions.split(",") if f]
+        return self.call("disable_probe", session=session, targets=list(functions), channel=channel)["disabled"]
+
     def add_context(self, session: str, types: Iterable[str], *, channel: str | None = None) -> list[str]:
         """Add context fields (vpid, vtid, procname, thread_name, cpu_id) to every event of a channel."""
         return self._result("channels", "add_context", session=session, types=list(types), channel=channel)

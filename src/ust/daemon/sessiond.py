@@ -43,7 +43,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ust.daemon import paths, protocol
+from ust.daemon import paths, probe_rules, protocol
 from ust.daemon.consumer_link import ConsumerLink
 from ust.daemon.protocol import (
     ConnectionClosed, check, is_name, list_of, one_of, optional, string, uint,
@@ -123,6 +123,7 @@ class Session:
     token: str | None = None  # only apps started with this UST_RUN_TOKEN (ust run)
     channels: dict[str, ChannelConf] = field(default_factory=dict)
     rules: list[EventRule] = field(default_factory=list)
+    probes: list[dict] = field(default_factory=list)  # enable-event --function (daemon/probe_rules.py)
     active: bool = False
     created: float = field(default_factory=time.time)
     clock_offset: int = 0
@@ -146,6 +147,7 @@ class Session:
             "created": self.created,
             "channels": [ch.to_json() for ch in self.channels.values()],
             "rules": [r.to_json() for r in self.rules],
+            "probes": [dict(p) for p in self.probes],
             "traces": [t.path for t in self.traces.values()],
         }
 
@@ -170,6 +172,8 @@ class App:
         # session name -> {"channels": set of trace-channel keys,
         #                  "attached": {(chan key, tp name): (event id, filter)}}
         self.state: dict[str, dict] = {}
+        self.probes_sent: list[dict] = []  # the probe set last sent, and the app's answer
+        self.probe_status: list[dict] = []
 
     def command(self, msg: dict, fds: list[int] = ()) -> dict | None:
         """Send a command; wait for its acknowledgement (APP_ACK_TIMEOUT). None: no answer."""
@@ -248,6 +252,7 @@ class App:
                 ({"name": d["name"], "loglevel": d["loglevel"], "kind": d["kind"]} for d in self.decls.values()),
                 key=lambda d: d["name"],
             ),
+            "probes": self.probe_status,
         }
 
 
@@ -291,6 +296,7 @@ SCHEMAS: dict[str, dict] = {
     "snapshot_record": {"session": is_name, "output?": optional(string())},
     "shutdown": {},
     "stats": {},
+    **probe_rules.SCHEMAS,
 }
 
 APP_SCHEMAS = {
@@ -582,6 +588,8 @@ class SessionDaemon:
         s.trace_paths = [t.path for t in s.traces.values()]
         s.traces.clear()
         self.sessions.pop(s.name, None)
+        if s.probes:
+            probe_rules.sync(self)
 
     def cmd_list(self) -> dict:
         return {"sessions": [s.summary() for s in self.sessions.values()]}
@@ -693,6 +701,14 @@ class SessionDaemon:
         self._sync_all(s)
         return {"disabled": n}
 
+    def cmd_enable_probe(self, session: str, targets: list[str], event: str | None = None,
+                         channel: str | None = None, filter: str | None = None, args: bool = True,
+                         repr_limit: int = 256) -> dict:
+        return probe_rules.enable(self, self._session(session), targets, event, channel, filter, args, repr_limit)
+
+    def cmd_disable_probe(self, session: str, targets: list[str], channel: str | None = None) -> dict:
+        return probe_rules.disable(self, self._session(session), targets, channel)
+
     def cmd_add_context(self, session: str, types: list[str], channel: str | None = None) -> dict:
         s = self._session(session)
         if s.active:
@@ -731,6 +747,7 @@ class SessionDaemon:
             s.clock_offset = time.time_ns() - time.monotonic_ns()
         s.active = True
         try:
+            probe_rules.sync(self)
             self._sync_all(s)
         except Exception:
             s.active = False
@@ -742,6 +759,7 @@ class SessionDaemon:
         if not s.active:
             raise SessionError(f"session {session!r} is not active")
         self._stop(s)
+        probe_rules.sync(self)
         return {"session": s.summary(), **self._lost(s)}
 
     def _lost(self, s: Session) -> dict:
@@ -858,6 +876,7 @@ class SessionDaemon:
             old.kill("replaced")
         self.apps[app.pid] = app
         self._add_decls(app, msg["tracepoints"])
+        probe_rules.sync(self, [app])
         for s in self.sessions.values():
             if s.active:
                 self._sync_app(s, app)

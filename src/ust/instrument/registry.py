@@ -15,7 +15,7 @@ from ust._ring import Tracepoint
 from ust.instrument import forksafe
 from ust.instrument.fields import EventDecl
 
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*:[A-Za-z_][A-Za-z0-9_.\-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*:[A-Za-z_<][A-Za-z0-9_.\-<>]*$")  # <locals>: probes on nested functions
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 

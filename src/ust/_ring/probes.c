@@ -1,0 +1,653 @@
+/* Hot paths of dynamic probes and whole-program function tracing (ust/instrument/probes.py).
+ *
+ * Only what runs at every probed call is here: reading the arguments of the
+ * probed frame, calling the entry/return tracepoints, looking up function ids.
+ * Everything else (finding functions, declaring events, filters, values that
+ * do not fit their typed field) is Python: on any failure the fast path
+ * clears the error and hands the call to the probe's Python methods, so the
+ * application never sees an exception from here.
+ *
+ * A probe "record" is a tuple built by probes.py (Probe.record()):
+ *   (entry_tp, return_tp, names: tuple[str], kinds: bytes, unfit: bool,
+ *    ret_kind: int, limit: int, fast: bool, slow: Probe, skipped: set)
+ * kinds[i]: 0 = pass the value to the typed field as is, 1 = repr() cut to limit.
+ * ret_kind: 0 = typed retval (+ "" exception, "" unfit), 1 = repr retval (+ ""), 2 = no value ("" , "").
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <frameobject.h>
+#include <string.h>
+
+/* 3.12 and 3.13 (with the GIL): read the probed frame's arguments from the interpreter frame, without
+ * materializing a frame object (PyEval_GetFrame + PyFrame_GetVar cost as much as the event). The layout
+ * is CPython's internal one for exactly these versions; anything unexpected falls back to the public API. */
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+#define USE_INTERNAL_FRAME 1
+#define Py_BUILD_CORE 1
+#include "internal/pycore_frame.h"
+#undef Py_BUILD_CORE
+#endif
+
+#define MAX_ARGS 64
+
+#if PY_VERSION_HEX < 0x030C0000
+/* 3.11 has no PyErr_GetRaisedException: keep the (type, value, traceback) triple instead. */
+typedef struct { PyObject *type, *value, *tb; } saved_exc;
+static saved_exc save_exc(void) { saved_exc e; PyErr_Fetch(&e.type, &e.value, &e.tb); return e; }
+static void restore_exc(saved_exc e) { PyErr_Restore(e.type, e.value, e.tb); }
+static const char *raised_type_name(void)
+{
+    PyObject *t = PyErr_Occurred();
+    return t && PyType_Check(t) ? ((PyTypeObject *)t)->tp_name : "?";
+}
+#else
+typedef PyObject *saved_exc;
+static saved_exc save_exc(void) { return PyErr_GetRaisedException(); }
+static void restore_exc(saved_exc e) { PyErr_SetRaisedException(e); }
+static const char *raised_type_name(void)
+{
+    PyObject *t = PyErr_Occurred();
+    return t && PyType_Check(t) ? ((PyTypeObject *)t)->tp_name : "?";
+}
+#endif
+
+enum { R_ENTRY, R_RETURN, R_NAMES, R_KINDS, R_UNFIT, R_RETKIND, R_LIMIT, R_FAST, R_SLOW, R_SKIPPED, R_SIZE };
+
+/* Set while this thread converts values (a repr() may call a probed function): such calls are not
+ * recorded, as in probes.py's _BUSY. Thread-local: no ordering with other threads is needed. */
+static _Thread_local int busy;
+
+static PyObject *empty_str;
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define request_extra PyUnstable_Eval_RequestCodeExtraIndex
+#define get_extra PyUnstable_Code_GetExtra
+#define set_extra PyUnstable_Code_SetExtra
+#else
+#define request_extra _PyEval_RequestCodeExtraIndex
+#define get_extra _PyCode_GetExtra
+#define set_extra _PyCode_SetExtra
+#endif
+
+/* Per code object, in its co_extra slots (a pointer-sized word each; hashing a code object at every
+ * call would cost more than the event): the probe record (borrowed: probes.py keeps it alive and
+ * clears the slot before dropping it), and the whole-program tracer's number for the function:
+ * (n << 16) | generation, n = 0 for a function not traced; a slot of another generation (an earlier
+ * tracer) is as good as empty. */
+static Py_ssize_t extra_record = -1, extra_id = -1;
+
+static PyObject *
+get_record(PyObject *code)
+{
+    void *v = NULL;
+    if (!PyCode_Check(code) || get_extra(code, extra_record, &v) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return (PyObject *)v;
+}
+
+/* repr(value) cut to limit; "<repr failed: Type>" when repr raises. New reference, never NULL unless
+ * out of memory. */
+static PyObject *
+safe_repr(PyObject *value, Py_ssize_t limit)
+{
+    PyObject *r = PyObject_Repr(value);
+    if (r == NULL) {
+        /* tp_name may be "module.Name": keep the last part, as type(exc).__name__ does. */
+        const char *name = raised_type_name();
+        const char *dot = strrchr(name, '.');
+        r = PyUnicode_FromFormat("<repr failed: %s>", dot ? dot + 1 : name);
+        PyErr_Clear();
+        return r;
+    }
+    if (PyUnicode_GET_LENGTH(r) > limit) {
+        PyObject *cut = PyUnicode_Substring(r, 0, limit);
+        Py_DECREF(r);
+        return cut;
+    }
+    return r;
+}
+
+/* Call fn(args...) and drop the result; errors are cleared. */
+static void
+call_quiet(PyObject *fn, PyObject *const *args, Py_ssize_t n)
+{
+    PyObject *res = PyObject_Vectorcall(fn, args, n, NULL);
+    if (res == NULL)
+        PyErr_Clear();
+    else
+        Py_DECREF(res);
+}
+
+/* Record the entry from values[0..n). Returns 1 when recorded by the fast path, 0 when the caller must
+ * use the slow path (the error, if any, is cleared). */
+static int
+fast_entry(PyObject *rec, PyObject *const *values, Py_ssize_t n)
+{
+    PyObject *kinds = PyTuple_GET_ITEM(rec, R_KINDS);
+    const char *k = PyBytes_AS_STRING(kinds);
+    Py_ssize_t limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(rec, R_LIMIT));
+    int unfit = PyTuple_GET_ITEM(rec, R_UNFIT) == Py_True;
+    PyObject *args[MAX_ARGS + 1];
+    Py_ssize_t i, nargs = 0;
+    int ok = 0;
+    /* One field per kind: a trampoline passes every argument, a --no-args probe records none of them. */
+    if (n > PyBytes_GET_SIZE(kinds))
+        n = PyBytes_GET_SIZE(kinds);
+    if (n > MAX_ARGS)
+        return 0;
+    busy = 1;
+    for (i = 0; i < n; i++) {
+        if (k[i]) {
+            args[i] = safe_repr(values[i], limit);
+            if (args[i] == NULL)
+                goto done;
+        }
+        else {
+            args[i] = Py_NewRef(values[i]);
+        }
+        nargs++;
+    }
+    if (unfit)
+        args[nargs++] = Py_NewRef(empty_str);
+    PyObject *res = PyObject_Vectorcall(PyTuple_GET_ITEM(rec, R_ENTRY), args, nargs, NULL);
+    if (res != NULL) {
+        Py_DECREF(res);
+        ok = 1;
+    }
+done:
+    busy = 0;
+    for (i = 0; i < nargs; i++)
+        Py_DECREF(args[i]);
+    if (!ok)
+        PyErr_Clear();
+    return ok;
+}
+
+static int
+fast_return(PyObject *rec, PyObject *retval)
+{
+    long kind = PyLong_AsLong(PyTuple_GET_ITEM(rec, R_RETKIND));
+    PyObject *args[3];
+    Py_ssize_t nargs;
+    int ok = 0;
+    busy = 1;
+    if (kind == 0) {
+        args[0] = Py_NewRef(retval);
+        args[1] = Py_NewRef(empty_str);
+        args[2] = Py_NewRef(empty_str);
+        nargs = 3;
+    }
+    else {
+        args[0] = kind == 1 ? safe_repr(retval, PyLong_AsSsize_t(PyTuple_GET_ITEM(rec, R_LIMIT)))
+                            : Py_NewRef(empty_str);
+        if (args[0] == NULL) {
+            busy = 0;
+            PyErr_Clear();
+            return 0;
+        }
+        args[1] = Py_NewRef(empty_str);
+        nargs = 2;
+    }
+    PyObject *res = PyObject_Vectorcall(PyTuple_GET_ITEM(rec, R_RETURN), args, nargs, NULL);
+    busy = 0;
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        Py_DECREF(args[i]);
+    if (res == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(res);
+    ok = 1;
+    return ok;
+}
+
+/* slow.method(*args), errors cleared; returns the result (new ref) or NULL. */
+static PyObject *
+call_slow(PyObject *rec, const char *method, PyObject *const *args, Py_ssize_t n)
+{
+    PyObject *fn = PyObject_GetAttrString(PyTuple_GET_ITEM(rec, R_SLOW), method);
+    if (fn == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *res = PyObject_Vectorcall(fn, args, n, NULL);
+    Py_DECREF(fn);
+    if (res == NULL)
+        PyErr_Clear();
+    return res;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* 3.11 trampolines: enter(record, *values) -> bool (False: the call is not recorded), leave(record, r) */
+
+static PyObject *
+probe_enter(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != R_SIZE)
+        Py_RETURN_FALSE;
+    PyObject *rec = args[0];
+    if (busy)
+        Py_RETURN_FALSE;
+    if (PyTuple_GET_ITEM(rec, R_FAST) == Py_True && fast_entry(rec, args + 1, nargs - 1))
+        Py_RETURN_TRUE;
+    PyObject *values = PyTuple_New(nargs - 1);
+    if (values == NULL) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    for (Py_ssize_t i = 1; i < nargs; i++)
+        PyTuple_SET_ITEM(values, i - 1, Py_NewRef(args[i]));
+    PyObject *res = call_slow(rec, "enter", &values, 1);
+    Py_DECREF(values);
+    if (res == NULL)
+        Py_RETURN_FALSE;
+    return res;
+}
+
+static PyObject *
+probe_leave(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != R_SIZE)
+        Py_RETURN_NONE;
+    PyObject *rec = args[0];
+    if (busy)
+        Py_RETURN_NONE;
+    if (PyTuple_GET_ITEM(rec, R_FAST) == Py_True && fast_return(rec, args[1]))
+        Py_RETURN_NONE;
+    PyObject *a[2] = {args[1], Py_None};
+    Py_XDECREF(call_slow(rec, "leave", a, 2));
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* Hooks: the sys.monitoring callbacks (3.12+) and the profile function (3.11) of one process. */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *probes;   /* dict: code -> record (kept alive here; the C paths read the co_extra slot) */
+    unsigned generation; /* of the whole-program tracer, 1..65535; 0: whole-program tracing is off */
+    unsigned long long base; /* its ids are base | n */
+    PyObject *id_objects; /* list: n -> the int base | n (made once, not at every event) */
+    PyObject *new_id;   /* callable(code) -> n (0: not traced), first sight of a code object (Python) */
+    PyObject *entry;    /* python:function_entry */
+    PyObject *ret;      /* python:function_return */
+    PyObject *disable;  /* sys.monitoring.DISABLE (3.12+) or None */
+} Hooks;
+
+static void
+hooks_dealloc(Hooks *self)
+{
+    Py_XDECREF(self->probes);
+    Py_XDECREF(self->id_objects);
+    Py_XDECREF(self->new_id);
+    Py_XDECREF(self->entry);
+    Py_XDECREF(self->ret);
+    Py_XDECREF(self->disable);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+hooks_init(Hooks *self, PyObject *args, PyObject *kw)
+{
+    PyObject *probes, *disable;
+    if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &probes, &disable))
+        return -1;
+    Py_XSETREF(self->probes, Py_NewRef(probes));
+    Py_XSETREF(self->disable, Py_NewRef(disable));
+    return 0;
+}
+
+/* set_whole(generation, base, new_id, entry_tp, return_tp, id_objects), or set_whole(0): whole-program
+ * tracing on/off. */
+static PyObject *
+hooks_set_whole(Hooks *self, PyObject *args)
+{
+    unsigned generation = 0;
+    unsigned long long base = 0;
+    PyObject *new_id = Py_None, *entry = Py_None, *ret = Py_None, *id_objects = NULL;
+    if (!PyArg_ParseTuple(args, "I|KOOOO!", &generation, &base, &new_id, &entry, &ret, &PyList_Type, &id_objects))
+        return NULL;
+    if (generation && id_objects == NULL) {
+        PyErr_SetString(PyExc_TypeError, "set_whole needs the id objects list");
+        return NULL;
+    }
+    if (generation > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "generation must be 0..65535");
+        return NULL;
+    }
+    self->generation = 0;
+    Py_CLEAR(self->new_id);
+    Py_CLEAR(self->entry);
+    Py_CLEAR(self->ret);
+    Py_CLEAR(self->id_objects);
+    if (generation) {
+        self->id_objects = Py_NewRef(id_objects);
+        self->new_id = Py_NewRef(new_id);
+        self->entry = Py_NewRef(entry);
+        self->ret = Py_NewRef(ret);
+        self->base = base;
+        self->generation = generation;
+    }
+    Py_RETURN_NONE;
+}
+
+/* set_record(code, record or None): the probe record the C paths read for code. */
+static PyObject *
+set_record(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyCode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "set_record(code, record or None)");
+        return NULL;
+    }
+    if (set_extra(args[0], extra_record, args[1] == Py_None ? NULL : (void *)args[1]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* The id of code if this tracer has seen it: > 0 traced, 0 not traced, -1 not seen. */
+static long long
+known_id(Hooks *self, PyObject *code)
+{
+    void *v = NULL;
+    if (get_extra(code, extra_id, &v) < 0) {
+        PyErr_Clear();
+        return -1;
+    }
+    uintptr_t word = (uintptr_t)v;
+    if (word == 0 || (word & 0xFFFF) != self->generation)
+        return -1;
+    uintptr_t n = word >> 16;
+    return n ? (long long)(self->base | n) : 0;
+}
+
+/* The id of code (asking Python on first sight): > 0 traced, else not. */
+static long long
+function_id(Hooks *self, PyObject *code)
+{
+    long long id = known_id(self, code);
+    if (id >= 0)
+        return id;
+    PyObject *v = PyObject_CallOneArg(self->new_id, code);
+    if (v == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    unsigned long long n = PyLong_AsUnsignedLongLong(v);
+    Py_DECREF(v);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        n = 0;
+    }
+    n &= 0xFFFFFFFFull;
+    if (set_extra(code, extra_id, (void *)(uintptr_t)((n << 16) | self->generation)) < 0)
+        PyErr_Clear();
+    return n ? (long long)(self->base | n) : 0;
+}
+
+/* Record tp(base | id's n) with the cached int when there is one. */
+static void
+record_id(Hooks *self, PyObject *tp, long long id)
+{
+    unsigned long long n = (unsigned long long)id & 0xFFFFFFFFull;
+    if (self->id_objects != NULL && (Py_ssize_t)n < PyList_GET_SIZE(self->id_objects)) {
+        PyObject *v = PyList_GET_ITEM(self->id_objects, (Py_ssize_t)n); /* borrowed; the list only grows */
+        Py_INCREF(v);
+        call_quiet(tp, &v, 1);
+        Py_DECREF(v);
+        return;
+    }
+    PyObject *v = PyLong_FromLongLong(id);
+    if (v == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    call_quiet(tp, &v, 1);
+    Py_DECREF(v);
+}
+
+#if PY_VERSION_HEX >= 0x030C0000
+/* The probed frame's arguments, in the record's order (new references into values); -1: not read. */
+static int
+frame_args_public(PyObject *rec, PyObject **values)
+{
+    PyObject *names = PyTuple_GET_ITEM(rec, R_NAMES);
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the monitored frame (a C callback pushes none) */
+    if (frame == NULL || n > MAX_ARGS)
+        return -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        values[i] = PyFrame_GetVar(frame, PyTuple_GET_ITEM(names, i));
+        if (values[i] == NULL) {
+            PyErr_Clear();
+            while (i-- > 0)
+                Py_DECREF(values[i]);
+            return -1;
+        }
+    }
+    return (int)n;
+}
+
+static int
+frame_args(PyObject *rec, PyObject *code, PyObject **values)
+{
+#ifdef USE_INTERNAL_FRAME
+    PyThreadState *tstate = PyThreadState_Get();
+#if PY_VERSION_HEX >= 0x030D0000
+    _PyInterpreterFrame *fr = tstate->current_frame;
+    PyObject *fcode = fr ? fr->f_executable : NULL;
+#else
+    _PyInterpreterFrame *fr = tstate->cframe ? tstate->cframe->current_frame : NULL;
+    PyObject *fcode = fr ? (PyObject *)fr->f_code : NULL;
+#endif
+    Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(rec, R_NAMES));
+    /* The arguments are the first localsplus slots, in co_varnames order (probes.py's names). */
+    if (fcode == code && n <= MAX_ARGS && n <= ((PyCodeObject *)code)->co_nlocalsplus) {
+        PyCodeObject *co = (PyCodeObject *)code;
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) {
+            PyObject *v = fr->localsplus[i];
+            if (v != NULL && (_PyLocals_GetKind(co->co_localspluskinds, (int)i) & CO_FAST_CELL)) {
+                v = PyCell_Check(v) ? PyCell_GET(v) : NULL; /* an argument a closure captures */
+            }
+            if (v == NULL)
+                break;
+            values[i] = Py_NewRef(v);
+        }
+        if (i == n)
+            return (int)n;
+        while (i-- > 0)
+            Py_DECREF(values[i]);
+    }
+#endif
+    return frame_args_public(rec, values);
+}
+#endif
+
+/* PY_START(code, offset) */
+static PyObject *
+hooks_py_start(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1)
+        Py_RETURN_NONE;
+    PyObject *code = args[0];
+    PyObject *rec = get_record(code);
+    if (rec != NULL && !busy) {
+        int done = 0;
+#if PY_VERSION_HEX >= 0x030C0000
+        if (PyTuple_GET_ITEM(rec, R_FAST) == Py_True) {
+            PyObject *values[MAX_ARGS] = {NULL};
+            int n = frame_args(rec, code, values);
+            if (n >= 0) {
+                done = fast_entry(rec, values, n);
+                for (int i = 0; i < n; i++)
+                    Py_DECREF(values[i]);
+            }
+        }
+#endif
+        if (!done)
+            Py_XDECREF(call_slow(rec, "on_start", NULL, 0));
+    }
+    if (self->generation) {
+        long long id = function_id(self, code);
+        if (id > 0)
+            record_id(self, self->entry, id);
+        else if (rec == NULL)
+            return Py_NewRef(self->disable);
+    }
+    Py_RETURN_NONE;
+}
+
+/* PY_RETURN(code, offset, retval) */
+static PyObject *
+hooks_py_return(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 3)
+        Py_RETURN_NONE;
+    PyObject *code = args[0];
+    PyObject *rec = get_record(code);
+    if (rec != NULL && !busy) {
+        /* A call whose entry was not recorded has its frame in the skipped set: the slow path knows. */
+        PyObject *skipped = PyTuple_GET_ITEM(rec, R_SKIPPED);
+        int any_skipped = PySet_Check(skipped) && PySet_GET_SIZE(skipped) > 0;
+        if (any_skipped || PyTuple_GET_ITEM(rec, R_FAST) != Py_True || !fast_return(rec, args[2]))
+            Py_XDECREF(call_slow(rec, "on_return", &args[2], 1));
+    }
+    if (self->generation) {
+        long long id = known_id(self, code);
+        if (id > 0)
+            record_id(self, self->ret, id);
+        else if (id == 0 && rec == NULL)
+            return Py_NewRef(self->disable);
+    }
+    Py_RETURN_NONE;
+}
+
+/* PY_UNWIND(code, offset, exception): a global event; rare (an exception leaving a frame). */
+static PyObject *
+hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 3)
+        Py_RETURN_NONE;
+    PyObject *code = args[0];
+    PyObject *rec = get_record(code);
+    if (rec != NULL && !busy)
+        Py_XDECREF(call_slow(rec, "on_unwind", &args[2], 1));
+    if (self->generation) {
+        long long id = known_id(self, code);
+        if (id > 0)
+            record_id(self, self->ret, id);
+    }
+    Py_RETURN_NONE;
+}
+
+/* 3.11 whole-program tracing: a C profile function (no Python frame per event). */
+static int
+profile_cb(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    Hooks *self = (Hooks *)obj;
+    if (!self->generation || (what != PyTrace_CALL && what != PyTrace_RETURN))
+        return 0;
+    saved_exc exc = save_exc(); /* a RETURN may come with an exception set */
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    if (what == PyTrace_CALL) {
+        long long id = function_id(self, (PyObject *)code);
+        if (id > 0)
+            record_id(self, self->entry, id);
+    }
+    else {
+        long long id = known_id(self, (PyObject *)code);
+        if (id > 0)
+            record_id(self, self->ret, id);
+    }
+    Py_DECREF(code);
+    restore_exc(exc);
+    return 0;
+}
+
+/* profile(on): install (or remove) the C profile function in every thread of this interpreter. */
+static PyObject *
+hooks_profile(Hooks *self, PyObject *on)
+{
+    int enable = PyObject_IsTrue(on);
+    if (enable < 0)
+        return NULL;
+#if PY_VERSION_HEX < 0x030C0000
+    PyThreadState *me = PyThreadState_Get();
+    PyInterpreterState *interp = PyThreadState_GetInterpreter(me);
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(interp); t != NULL; t = PyThreadState_Next(t)) {
+        if (_PyEval_SetProfile(t, enable ? profile_cb : NULL, enable ? (PyObject *)self : NULL) < 0)
+            return NULL;
+    }
+#else
+    PyEval_SetProfileAllThreads(enable ? profile_cb : NULL, enable ? (PyObject *)self : NULL);
+#endif
+    Py_RETURN_NONE;
+}
+
+/* thread_hook(frame, event, arg): given to threading.setprofile, it replaces itself by the C profile
+ * function in each new thread, and records that first call. */
+static PyObject *
+hooks_thread_hook(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyEval_SetProfile(profile_cb, (PyObject *)self);
+    if (nargs >= 2 && PyFrame_Check(args[0]) && PyUnicode_Check(args[1]) &&
+        PyUnicode_CompareWithASCIIString(args[1], "call") == 0)
+        profile_cb((PyObject *)self, (PyFrameObject *)args[0], PyTrace_CALL, Py_None);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef hooks_methods[] = {
+    {"py_start", (PyCFunction)(void (*)(void))hooks_py_start, METH_FASTCALL, "sys.monitoring PY_START callback"},
+    {"py_return", (PyCFunction)(void (*)(void))hooks_py_return, METH_FASTCALL, "sys.monitoring PY_RETURN callback"},
+    {"py_unwind", (PyCFunction)(void (*)(void))hooks_py_unwind, METH_FASTCALL, "sys.monitoring PY_UNWIND callback"},
+    {"set_whole", (PyCFunction)hooks_set_whole, METH_VARARGS,
+     "whole-program tracing: (generation, base, new_id, entry, return), or (0,): off"},
+    {"profile", (PyCFunction)hooks_profile, METH_O, "3.11: install/remove the C profile function in every thread"},
+    {"thread_hook", (PyCFunction)(void (*)(void))hooks_thread_hook, METH_FASTCALL, "threading.setprofile hook"},
+    {NULL},
+};
+
+static PyTypeObject HooksType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ust._ring._probes.Hooks",
+    .tp_basicsize = sizeof(Hooks),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)hooks_init,
+    .tp_dealloc = (destructor)hooks_dealloc,
+    .tp_methods = hooks_methods,
+    .tp_doc = "Hooks(probes: dict, disable): the per-call paths of probes and whole-program tracing",
+};
+
+static PyMethodDef module_methods[] = {
+    {"enter", (PyCFunction)(void (*)(void))probe_enter, METH_FASTCALL, "enter(record, *values) -> bool"},
+    {"leave", (PyCFunction)(void (*)(void))probe_leave, METH_FASTCALL, "leave(record, retval)"},
+    {"set_record", (PyCFunction)(void (*)(void))set_record, METH_FASTCALL, "set_record(code, record or None)"},
+    {NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "ust._ring._probes", NULL, -1, module_methods};
+
+PyMODINIT_FUNC
+PyInit__probes(void)
+{
+    if (PyType_Ready(&HooksType) < 0)
+        return NULL;
+    extra_record = request_extra(NULL);
+    extra_id = request_extra(NULL);
+    if (extra_record < 0 || extra_id < 0)
+        return NULL;
+    empty_str = PyUnicode_FromString("");
+    if (empty_str == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Hooks", (PyObject *)&HooksType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,176 @@
+"""The session daemon's side of dynamic probes (``enable-event --function``).
+
+A probe is part of a session: ``{target, event, args, repr_limit, filter,
+channel}``. Enabling one adds two event rules, ``BASE_entry`` and
+``BASE_return`` (BASE: the event name given, else ``MODULE:QUALNAME``, with
+the target's wildcards), so the events it declares in an application are
+attached like any tracepoint. What a process is asked to probe is the union
+of the probes of the active sessions it belongs to: a probe costs nothing
+while no session that wants it runs. The filter is evaluated by the probe in
+the application, at entry (the return of a dropped call is dropped too), so
+it is not put on the rules.
+
+Every application is told its whole set (``probes`` command), and answers with
+the state of each probe (installed, pending import, refused, error), shown by
+``ust list --apps``.
+"""
+
+from __future__ import annotations
+
+from ust.daemon.protocol import is_name, list_of, optional, string, uint
+from ust.daemon.rules import EventRule, check_pattern
+from ust.errors import SessionError
+
+SCHEMAS = {
+    "enable_probe": {
+        "session": is_name,
+        "targets": list_of(string(512), 256),
+        "event?": optional(string(512)),
+        "channel?": optional(is_name),
+        "filter?": optional(string(4096)),
+        "args?": bool,
+        "repr_limit?": uint(65537),
+    },
+    "disable_probe": {"session": is_name, "targets": list_of(string(512), 256), "channel?": optional(is_name)},
+}
+
+WHOLE_PROGRAM = ("python:function_entry", "python:function_info", "python:function_return")
+MAX_STATUS = 256
+
+
+def _parse(target: str) -> tuple[str, str]:
+    from ust.instrument.probes import ProbeError, parse_target
+
+    try:
+        return parse_target(target)
+    except ProbeError as exc:
+        raise SessionError(str(exc)) from None
+
+
+def rule_patterns(target: str, event: str | None) -> list[str]:
+    module, qual = _parse(target)
+    if module == "*":
+        return list(WHOLE_PROGRAM)
+    base = event or f"{module}:{qual}"
+    return [check_pattern(f"{base}_entry"), check_pattern(f"{base}_return")]
+
+
+def enable(daemon, s, targets: list[str], event: str | None, channel: str | None, filter: str | None,
+           args: bool, repr_limit: int) -> dict:
+    if not targets:
+        raise SessionError("no function given")
+    if event is not None:
+        if len(targets) != 1 or "*" in targets[0]:
+            raise SessionError(f"an event name ({event}) needs exactly one function, without wildcards")
+        if ":" not in event:
+            raise SessionError(f"event name {event!r} must be 'provider:name'")
+    if not 1 <= repr_limit <= 65536:
+        raise SessionError(f"--repr-limit must be 1 to 65536, got {repr_limit}")
+    if filter is not None:
+        from ust.daemon.sessiond import _validate_filter
+
+        _validate_filter(filter)
+    ch = daemon._channel(s, channel)
+    added = []
+    for t in targets:
+        patterns = rule_patterns(t, event)
+        spec = {"target": t, "event": event, "args": bool(args), "repr_limit": int(repr_limit), "filter": filter,
+                "channel": ch.name}
+        s.probes[:] = [p for p in s.probes if not (p["target"] == t and p["channel"] == ch.name)]
+        s.probes.append(spec)
+        for pat in patterns:
+            rule = EventRule(pattern=pat, channel=ch.name)
+            for r in s.rules:
+                if r.same_rule(rule):
+                    r.enabled = True
+                    break
+            else:
+                s.rules.append(rule)
+        added.append({**spec, "events": patterns})
+    daemon._sync_all(s)
+    refused = sync(daemon, targets=set(targets))
+    if refused:
+        disable(daemon, s, targets, ch.name)
+        raise SessionError(refused[0])
+    return {"probes": added}
+
+
+def disable(daemon, s, targets: list[str], channel: str | None) -> dict:
+    from ust.daemon.sessiond import DEFAULT_CHANNEL
+
+    name = channel or DEFAULT_CHANNEL
+    gone = [p for p in s.probes if p["target"] in targets and p["channel"] == name]
+    if not gone:
+        raise SessionError(f"no probe on {', '.join(targets)} in channel {name!r} of session {s.name!r}")
+    ch = daemon._channel(s, name, create=False)
+    s.probes[:] = [p for p in s.probes if p not in gone]
+    still = {pat for p in s.probes if p["channel"] == ch.name for pat in rule_patterns(p["target"], p["event"])}
+    drop = {pat for p in gone for pat in rule_patterns(p["target"], p["event"])} - still
+    s.rules[:] = [r for r in s.rules if not (r.channel == ch.name and r.pattern in drop and r.filter is None
+                                               and not r.exclusions and r.loglevel_type == "all")]
+    sync(daemon)
+    daemon._sync_all(s)
+    return {"disabled": len(gone)}
+
+
+def wanted(daemon, app) -> list[dict]:
+    """The probes ``app`` must have: those of the active sessions it is in (enabled channels)."""
+    out: dict[tuple, dict] = {}
+    for s in daemon.sessions.values():
+        if not s.active or not daemon._app_in_session(s, app):
+            continue
+        for p in s.probes:
+            conf = s.channels.get(p["channel"])
+            if conf is None or not conf.enabled:
+                continue
+            d = {k: p[k] for k in ("target", "event", "args", "repr_limit", "filter")}
+            out.setdefault(tuple(sorted((k, str(v)) for k, v in d.items())), d)
+    return [out[k] for k in sorted(out)]
+
+
+def sync(daemon, apps=None, targets: set | None = None) -> list[str]:
+    """Send each application its probe set if it changed; the refusals for ``targets`` (one line each)."""
+    pending = []
+    for app in list(apps if apps is not None else daemon.apps.values()):
+        want = wanted(daemon, app)
+        if want == getattr(app, "probes_sent", []) or not app.alive:
+            continue
+        app.probes_sent = want
+        pending.append((app, app.send_many([({"cmd": "probes", "probes": want}, [])])))
+    refused = []
+    for app, slots in pending:
+        ack = app.wait_many(slots, 1)[0]
+        app.probe_status = status_from_reply(ack)
+        decls = declarations_from_reply(ack)
+        if decls:
+            daemon._add_decls(app, decls)
+            for s in daemon.sessions.values():
+                if s.active:
+                    daemon._sync_app(s, app)
+        if ack is not None and not ack.get("ok"):
+            refused.append(f"process {app.pid}: {str(ack.get('error'))[:300]}")
+        for st in app.probe_status:
+            if targets and st["target"] in targets and st["state"] == "refused":
+                refused.append(st["detail"])
+    return refused
+
+
+def declarations_from_reply(reply: dict | None) -> list[dict]:
+    """The tracepoints the probes declared, each checked like a registration's."""
+    from ust.daemon.protocol import check_decl
+
+    if not reply or not isinstance(reply.get("tracepoints"), list):
+        return []
+    return [d for d in reply["tracepoints"][:65536] if check_decl(d) is None]
+
+
+def status_from_reply(reply: dict | None) -> list[dict]:
+    """The application's answer, checked and bounded (it comes from another process)."""
+    if not reply or not isinstance(reply.get("probes"), list):
+        return []
+    out = []
+    for st in reply["probes"][:MAX_STATUS]:
+        if not isinstance(st, dict):
+            continue
+        out.append({k: str(st.get(k, ""))[:300] for k in ("target", "event", "state", "detail")})
+    return out

@@ -1,0 +1,1108 @@
+"""Dynamic probes: entry/return events on Python functions named while the program runs.
+
+A probe spec names functions as ``MODULE:QUALNAME`` (``*`` wildcards in the
+qualname). For each function found, two tracepoints are declared (kind
+"probe"): ``BASE_entry`` with one field per parameter and ``BASE_return``
+with ``retval`` and ``exception``, where BASE is the spec's event name or
+``MODULE:QUALNAME``. They are attached like any tracepoint (the session
+daemon's rules select them), so channels, contexts and filters apply.
+
+Mechanism (docs/probes.md):
+  * 3.12+: ``sys.monitoring`` local events PY_START / PY_RETURN on the probed
+    code objects only (every function made from that code is probed: nested
+    functions and closures included), and the global PY_UNWIND event (which
+    CPython does not offer per code object) while any probe is installed.
+    Removing the last probe on a code object turns its events off.
+  * 3.11: the function object keeps its identity; its ``__code__`` is swapped
+    for a trampoline with the same parameters (so ``inspect.signature`` and
+    the defaults are unchanged) that records the entry, calls the original
+    code and records the return; removal puts the original code back.
+    Nested functions are probed in the instances alive at install time.
+
+Nothing here raises into the application: conversion failures are recorded
+as text, a failing probe records nothing.
+
+``WholeProgram`` is ``ust run --functions`` / ``--function '*'``: every call as
+python:function_entry/return carrying an id, the names once per code object
+in python:function_info.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import types
+
+from ust.instrument import fields as F
+from ust.instrument import loglevels
+
+MONITORING = sys.version_info >= (3, 12)
+try:  # the per-call paths in C (optional: the Python callbacks below do the same, slower)
+    from ust._ring import _probes as _C
+except ImportError:  # pragma: no cover - a build without the extension
+    _C = None
+if os.environ.get("UST_PROBES_PURE") == "1":  # the Python paths only (tests, debugging)
+    _C = None
+REPR_LIMIT = 256
+MAX_TARGET = 512
+_MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_QUAL_RE = re.compile(r"^[A-Za-z_*<][A-Za-z0-9_.*<>]*$")
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+CO_VARARGS, CO_VARKEYWORDS = 0x04, 0x08
+CO_GENERATOR, CO_COROUTINE, CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+
+
+class ProbeError(ValueError):
+    """A probe that cannot be installed (reported in one line)."""
+
+
+def parse_target(text: str) -> tuple[str, str]:
+    """``"pkg.mod:Class.method"`` -> (module, qualname pattern); ``"*"`` -> ("*", "*") (whole program)."""
+    if not isinstance(text, str) or not text or len(text) > MAX_TARGET:
+        raise ProbeError(f"invalid function {text!r}: expected MODULE:QUALNAME")
+    if text == "*":
+        return "*", "*"
+    module, sep, qual = text.partition(":")
+    if not sep or not _MODULE_RE.match(module) or not qual or not _QUAL_RE.match(qual):
+        raise ProbeError(f"invalid function {text!r}: expected MODULE:QUALNAME (e.g. mypkg.mod:Class.method, "
+                         "`*` wildcards in the qualname)")
+    return module, qual
+
+
+def event_base(module: str, qualname: str, event: str | None) -> str:
+    return event if event else f"{module}:{qualname}"
+
+
+def glob_regex(pattern: str) -> re.Pattern:
+    """``*`` is the only wildcard (as in event patterns)."""
+    return re.compile("".join(".*" if c == "*" else re.escape(c) for c in pattern) + r"\Z", re.S)
+
+
+# ---------------------------------------------------------------------------
+# finding the functions of a module
+
+
+def _unwrap(fn: object) -> object:
+    """The innermost function of a decorator chain (``__wrapped__``), bounded."""
+    for _ in range(100):
+        inner = getattr(fn, "__wrapped__", None) if not isinstance(fn, type) else None
+        if inner is None:
+            break
+        fn = inner
+    return fn
+
+
+def _as_function(obj: object) -> object:
+    if isinstance(obj, (classmethod, staticmethod)):
+        obj = obj.__func__
+    return _unwrap(obj)
+
+
+def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, object]]:
+    """Every Python code object defined by ``module``: code -> (qualname, a function using it or None).
+
+    Walks the module's namespace, its classes (recursively), properties,
+    class/static methods, decorated functions (via ``__wrapped__``) and the
+    code objects nested in them (nested functions, closures, lambdas).
+    """
+    name = module.__name__
+    found: dict[types.CodeType, tuple[str, object]] = {}
+    seen: set[int] = set()
+
+    def add_code(code: types.CodeType, fn: object) -> None:
+        tramp = _TRAMPOLINES.get(id(code))
+        if tramp is not None and tramp[0] is code:  # probed already (3.11): the function's own code
+            code = tramp[1]
+        if code in found:
+            if found[code][1] is None and fn is not None:
+                found[code] = (found[code][0], fn)
+            return
+        found[code] = (code.co_qualname, fn)
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                add_code(const, None)
+
+    def visit(ns: dict) -> None:
+        for value in list(ns.values()):
+            if isinstance(value, property):
+                candidates = [value.fget, value.fset, value.fdel]
+            else:
+                candidates = [value]
+            for cand in candidates:
+                fn = _as_function(cand)
+                if isinstance(fn, types.FunctionType) and getattr(fn, "__module__", None) == name:
+                    add_code(fn.__code__, fn)
+                elif isinstance(fn, type) and fn.__module__ == name and id(fn) not in seen:
+                    seen.add(id(fn))
+                    visit(dict(vars(fn)))
+
+    visit(dict(vars(module)))
+    return found
+
+
+def describe_non_python(module: types.ModuleType, qualname: str) -> str | None:
+    """If ``qualname`` names something callable that is not a Python function, say what it is."""
+    obj: object = module
+    for part in qualname.split("."):
+        try:
+            obj = (vars(obj) if isinstance(obj, type) else obj.__dict__)[part] if hasattr(obj, "__dict__") \
+                else getattr(obj, part)
+        except (KeyError, AttributeError, TypeError):
+            return None
+    fn = _as_function(obj)
+    if isinstance(fn, types.FunctionType) or isinstance(fn, property):
+        return None
+    if callable(fn):
+        return f"{module.__name__}:{qualname} is not a Python function ({type(fn).__name__}): it cannot be probed"
+    return f"{module.__name__}:{qualname} is not a function ({type(fn).__name__})"
+
+
+# ---------------------------------------------------------------------------
+# argument values -> field values
+
+
+def safe_repr(value: object, limit: int) -> str:
+    try:
+        text = repr(value)
+    except BaseException as exc:  # noqa: BLE001 - a user's __repr__ may raise anything
+        return f"<repr failed: {type(exc).__name__}>"
+    if not isinstance(text, str):
+        return f"<repr failed: {type(text).__name__}>"
+    if len(text) > limit:
+        text = text[:limit]
+    # Lone surrogates cannot be written as UTF-8.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if not text.isascii() else text
+
+
+_TYPES = {int: F.int64, float: F.float64, str: F.string, bool: F.boolean, bytes: F.bytes_,
+          "int": F.int64, "float": F.float64, "str": F.string, "bool": F.boolean, "bytes": F.bytes_}
+
+
+def field_type(annotation: object) -> F.FieldType | None:
+    """The typed field for a plain annotation, else None (recorded as repr text)."""
+    try:
+        return _TYPES.get(annotation)
+    except TypeError:  # unhashable annotation
+        return None
+
+
+def _convert(ftype: F.FieldType | None, value: object, limit: int) -> tuple[object, bool]:
+    """(field value, fits): a value that does not fit its typed field records the zero value."""
+    if ftype is None:
+        return safe_repr(value, limit), True
+    kind = ftype.kind
+    if kind == "int":
+        if isinstance(value, int) and _INT64[0] <= value <= _INT64[1]:
+            return int(value), True
+        return 0, False
+    if kind == "float":
+        if isinstance(value, float):
+            return value, True
+        if isinstance(value, int):
+            try:
+                return float(value), True
+            except OverflowError:
+                return 0.0, False
+        return 0.0, False
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value, True
+        return False, False
+    if kind == "string":
+        if type(value) is str:
+            return (value if value.isascii() else value.encode("utf-8", "backslashreplace").decode()), True
+        return "", False
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value), True
+        except Exception:  # noqa: BLE001
+            return b"", False
+    return b"", False
+
+
+class _Recorder:
+    """Converts values to one event's fields and records it; never raises."""
+
+    __slots__ = ("tp", "names", "types", "limit", "unfit", "nvalues")
+
+    def __init__(self, tp, names: list[str], ftypes: list[F.FieldType | None], limit: int, unfit: bool):
+        self.tp = tp
+        self.names = names
+        self.types = ftypes
+        self.limit = limit
+        self.unfit = unfit
+        self.nvalues = len(names)
+
+    def values(self, values) -> list:
+        out = []
+        bad = []
+        limit = self.limit
+        for name, ftype, value in zip(self.names, self.types, values):
+            v, fits = _convert(ftype, value, limit)
+            out.append(v)
+            if not fits:
+                bad.append(f"{name}={safe_repr(value, limit)}")
+        if self.unfit:
+            out.append(" ".join(bad))
+        return out
+
+    def record(self, values) -> None:
+        try:
+            self.tp(*self.values(values))
+        except Exception:  # noqa: BLE001 - tracing never raises into the application
+            pass
+
+
+def _params(code: types.CodeType) -> list[str]:
+    n = code.co_argcount + code.co_kwonlyargcount
+    n += bool(code.co_flags & CO_VARARGS) + bool(code.co_flags & CO_VARKEYWORDS)
+    return list(code.co_varnames[:n])
+
+
+def _field_name(name: str, taken: set) -> str:
+    out = re.sub(r"[^A-Za-z0-9_]", "_", name) or "arg"
+    if out[0].isdigit():
+        out = "_" + out
+    while out in taken:
+        out += "_"
+    taken.add(out)
+    return out
+
+
+_BUSY = threading.local()  # set while a probe converts values in this thread
+
+
+class Probe:
+    """The two events of one probed code object, and how to fill them."""
+
+    def __init__(self, base: str, code: types.CodeType, fn: object, with_args: bool, limit: int,
+                 flt: object = None, declare=None):
+        from ust.instrument.tracepoint import declare as _declare
+
+        declare = declare or _declare
+        self.base = base
+        self.code = code
+        self.flt = flt
+        self.skipped: set[int] = set()
+        annotations = {}
+        try:
+            annotations = dict(getattr(fn, "__annotations__", None) or {})
+        except Exception:  # noqa: BLE001
+            pass
+        names = _params(code) if with_args else []
+        self.params = names
+        taken: set = set()
+        fnames = [_field_name(n, taken) for n in names]
+        ftypes = [None if n in (code.co_varnames[code.co_argcount + code.co_kwonlyargcount:len(names)])
+                  else field_type(annotations.get(n)) for n in names]
+        unfit = any(t is not None for t in ftypes)
+        entry_fields = [(n, t or F.string) for n, t in zip(fnames, ftypes)]
+        if unfit:
+            entry_fields.append((_field_name("unfit", taken), F.string))
+        self.fieldnames = fnames
+        level = loglevels.DEBUG_FUNCTION
+        self.entry = _Recorder(declare(f"{base}_entry", entry_fields, level, kind="probe",
+                                       extra={"function": code.co_qualname}).tp, fnames, ftypes, limit, unfit)
+        rtype = field_type(annotations.get("return")) if with_args else None
+        ret_fields = [("retval", rtype or F.string), ("exception", F.string)]
+        if rtype is not None:
+            ret_fields.append(("unfit", F.string))
+        self.ret_tp = declare(f"{base}_return", ret_fields, level, kind="probe",
+                              extra={"function": code.co_qualname}).tp
+        self.rtype = rtype if with_args else None
+        self.with_args = with_args
+        self.limit = limit
+
+    def record(self, trampoline: bool = False) -> tuple:
+        """What the C paths read (ust/_ring/probes.c: the record layout).
+
+        A trampoline's record (a constant of its code) holds no set: a code object's constants must stay
+        hashable, and a trampoline keeps its skipped state in a local variable.
+        """
+        kinds = bytes(0 if t is not None else 1 for t in self.entry.types)
+        ret_kind = 0 if self.rtype is not None else (1 if self.with_args else 2)
+        fast = self.flt is None and len(self.params) <= 64
+        return (self.entry.tp, self.ret_tp, tuple(self.params), kinds, self.entry.unfit, ret_kind, self.limit,
+                fast, self, None if trampoline else self.skipped)
+
+    # -- the slow path of the 3.12+ callbacks (the C hooks call these when they cannot record) -------------
+
+    def on_start(self, depth: int = 1) -> None:
+        try:
+            frame = sys._getframe(depth)
+            if self.params:
+                loc = frame.f_locals
+                values = [loc.get(n) for n in self.params]
+            else:
+                values = ()
+            if not self.enter(values):
+                self.skipped.add(id(frame))
+        except Exception:  # noqa: BLE001
+            pass
+
+    def on_return(self, retval) -> None:
+        if not self.skipped or not _drop_skipped(self):
+            self.leave(retval, None)
+
+    def on_unwind(self, exc) -> None:
+        if not self.skipped or not _drop_skipped(self):
+            self.leave(None, exc)
+
+    def passes(self, values) -> bool:
+        flt = self.flt
+        if flt is None:
+            return True
+        try:
+            fields = dict(zip(self.fieldnames, self.entry.values(values)))
+            ctx = None
+            if flt.context_fields:
+                t = threading.current_thread()
+                ctx = {"vpid": os.getpid(), "vtid": threading.get_native_id(), "thread_name": t.name,
+                       "procname": t.name}
+            return bool(flt.matches(fields, ctx))
+        except Exception:  # noqa: BLE001
+            return False
+
+    def enter(self, values) -> bool:
+        """Record the entry; False when the filter drops this call (its return is dropped too).
+
+        A call made while a probe converts values (a probed ``__repr__``) is not recorded: the
+        conversion would recurse.
+        """
+        if getattr(_BUSY, "on", False):
+            return False
+        _BUSY.on = True
+        try:
+            if not self.passes(values):
+                return False
+            self.entry.record(values)
+            return True
+        finally:
+            _BUSY.on = False
+
+    def leave(self, retval: object, exc: BaseException | None) -> None:
+        if getattr(_BUSY, "on", False):
+            return
+        _BUSY.on = True
+        try:
+            if exc is not None:
+                args = ["" if self.rtype is None else _convert(self.rtype, None, 0)[0], type(exc).__name__]
+                if self.rtype is not None:
+                    args.append("")
+            elif self.rtype is not None:
+                v, fits = _convert(self.rtype, retval, self.limit)
+                args = [v, "", "" if fits else f"retval={safe_repr(retval, self.limit)}"]
+            else:
+                args = [safe_repr(retval, self.limit) if self.with_args else "", ""]
+            self.ret_tp(*args)
+        except Exception:  # noqa: BLE001
+            pass
+        finally:
+            _BUSY.on = False
+
+
+# ---------------------------------------------------------------------------
+# mechanism on 3.12+: sys.monitoring
+
+
+_TOOL_NAME = "ust"
+
+
+class _Monitor:
+    """Owns one sys.monitoring tool id (3.12+) and the C hooks; dispatches to probes and the whole-program tracer."""
+
+    def __init__(self) -> None:
+        self.tool: int | None = None
+        self.probes: dict[types.CodeType, Probe] = {}
+        self.records: dict[types.CodeType, tuple] = {}  # what the C hooks read
+        self.whole: WholeProgram | None = None
+        self.hooks = _C.Hooks(self.records, sys.monitoring.DISABLE if MONITORING else None) if _C else None
+
+    def _acquire(self) -> int:
+        mon = sys.monitoring
+        if self.tool is not None:
+            return self.tool
+        for tool in (mon.PROFILER_ID, 5, 4, 3):
+            try:
+                mon.use_tool_id(tool, _TOOL_NAME)
+            except ValueError:
+                continue
+            self.tool = tool
+            E = mon.events
+            h = self.hooks
+            mon.register_callback(tool, E.PY_START, h.py_start if h else self._on_start)
+            mon.register_callback(tool, E.PY_RETURN, h.py_return if h else self._on_return)
+            mon.register_callback(tool, E.PY_UNWIND, h.py_unwind if h else self._on_unwind)
+            return tool
+        raise ProbeError("no free sys.monitoring tool id (other tools use them all)")
+
+    def _globals(self) -> None:
+        E = sys.monitoring.events
+        events = 0
+        if self.probes:
+            events |= E.PY_UNWIND
+        if self.whole is not None:
+            events |= E.PY_START | E.PY_RETURN | E.PY_UNWIND
+        sys.monitoring.set_events(self.tool, events)
+        if not events and not self.probes:
+            for e in (E.PY_START, E.PY_RETURN, E.PY_UNWIND):
+                sys.monitoring.register_callback(self.tool, e, None)
+            sys.monitoring.free_tool_id(self.tool)
+            self.tool = None
+
+    def add(self, probe: Probe) -> None:
+        tool = self._acquire()
+        E = sys.monitoring.events
+        self.probes[probe.code] = probe
+        self.records[probe.code] = rec = probe.record()
+        if _C is not None:
+            _C.set_record(probe.code, rec)
+        sys.monitoring.set_local_events(tool, probe.code, E.PY_START | E.PY_RETURN)
+        sys.monitoring.restart_events()  # a location the whole-program tracer disabled counts again
+        self._globals()
+
+    def remove(self, code: types.CodeType) -> None:
+        if _C is not None and code in self.records:
+            _C.set_record(code, None)  # before the record may be freed
+        self.records.pop(code, None)
+        if self.probes.pop(code, None) is None or self.tool is None:
+            return
+        sys.monitoring.set_local_events(self.tool, code, 0)
+        self._globals()
+
+    def set_whole(self, whole: "WholeProgram | None") -> None:
+        if whole is not None:
+            self._acquire()
+        self.whole = whole
+        if self.hooks is not None:
+            if whole is None:
+                self.hooks.set_whole(0)
+            else:
+                whole.attach_hooks(self.hooks)
+        if self.tool is not None:
+            if whole is not None:
+                sys.monitoring.restart_events()
+            self._globals()
+
+    # -- Python callbacks, when the C hooks are not built (in the application's threads) ------------------
+
+    def _on_start(self, code, offset):
+        probe = self.probes.get(code)
+        if probe is not None:
+            probe.on_start(2)
+        whole = self.whole
+        if whole is not None:
+            return whole.on_start(code)
+        return None
+
+    def _on_return(self, code, offset, retval):
+        probe = self.probes.get(code)
+        if probe is not None:
+            probe.on_return(retval)
+        whole = self.whole
+        if whole is not None:
+            return whole.on_return(code)
+        return None
+
+    def _on_unwind(self, code, offset, exc):
+        probe = self.probes.get(code)
+        if probe is not None:
+            probe.on_unwind(exc)
+        whole = self.whole
+        if whole is not None:
+            whole.on_unwind(code)
+
+
+def _drop_skipped(probe: Probe) -> bool:
+    """The monitored frame is 2 up (this, Probe.on_return/on_unwind) from the C hooks, 3 from _Monitor's."""
+    try:
+        key = id(sys._getframe(2 if _C is not None else 3))
+    except ValueError:
+        return False
+    if key in probe.skipped:
+        probe.skipped.discard(key)
+        return True
+    return False
+
+
+_MONITOR = _Monitor()
+
+
+# ---------------------------------------------------------------------------
+# mechanism on 3.11: a trampoline code object with the same signature
+
+
+_PROLOGUE = """
+    __ust_E = "__ust_enter__"
+    __ust_R = "__ust_record__"
+    __ust_O = "__ust_orig__"
+    __ust_on = __ust_E(__ust_R, {values})"""
+_ON_EXC = """
+    except BaseException as __ust_e:
+        if __ust_on:
+            "__ust_probe__".leave(None, __ust_e)
+        raise"""
+_TRAMPOLINE = {
+    "plain": _PROLOGUE + """
+    try:
+        __ust_r = __ust_O({call})""" + _ON_EXC + """
+    if __ust_on:
+        "__ust_leave__"(__ust_R, __ust_r)
+    return __ust_r
+""",
+    "generator": _PROLOGUE + """
+    try:
+        __ust_r = yield from __ust_O({call})""" + _ON_EXC + """
+    if __ust_on:
+        "__ust_leave__"(__ust_R, __ust_r)
+    return __ust_r
+""",
+    "coroutine": _PROLOGUE + """
+    try:
+        __ust_r = await __ust_O({call})""" + _ON_EXC + """
+    if __ust_on:
+        "__ust_leave__"(__ust_R, __ust_r)
+    return __ust_r
+""",
+    "async_generator": _PROLOGUE + """
+    __ust_g = __ust_O({call})
+    __ust_v = None
+    try:
+        while True:
+            try:
+                __ust_y = await __ust_g.asend(__ust_v)
+            except StopAsyncIteration:
+                break
+            __ust_v = yield __ust_y""" + _ON_EXC + """
+    if __ust_on:
+        "__ust_leave__"(__ust_R, None)
+""",
+}
+
+
+def _kind(code: types.CodeType) -> str:
+    if code.co_flags & CO_ASYNC_GENERATOR:
+        return "async_generator"
+    if code.co_flags & CO_COROUTINE:
+        return "coroutine"
+    if code.co_flags & CO_GENERATOR:
+        return "generator"
+    return "plain"
+
+
+def trampoline_code(code: types.CodeType) -> types.CodeType:
+    """A code object with ``code``'s parameters that calls ``__ust_probe__.orig`` between enter and leave.
+
+    Its constant "__ust_probe__" is replaced by the probe proxy when installed.
+    """
+    names = list(code.co_varnames)
+    npos, nkw = code.co_argcount, code.co_kwonlyargcount
+    posonly = code.co_posonlyargcount
+    i = npos + nkw
+    varargs = names[i] if code.co_flags & CO_VARARGS else None
+    i += bool(varargs)
+    varkw = names[i] if code.co_flags & CO_VARKEYWORDS else None
+    pos, kwonly = names[:npos], names[npos:npos + nkw]
+    sig: list[str] = []
+    for j, n in enumerate(pos):
+        sig.append(n)
+        if posonly and j == posonly - 1:
+            sig.append("/")
+    if varargs:
+        sig.append("*" + varargs)
+    elif kwonly:
+        sig.append("*")
+    sig += kwonly
+    if varkw:
+        sig.append("**" + varkw)
+    call = list(pos) + ([f"*{varargs}"] if varargs else []) + [f"{n}={n}" for n in kwonly] + \
+        ([f"**{varkw}"] if varkw else [])
+    values = pos + kwonly + ([varargs] if varargs else []) + ([varkw] if varkw else [])  # co_varnames order
+    freevars = list(code.co_freevars)
+    prefix = "async " if _kind(code) in ("coroutine", "async_generator") else ""
+    body = _TRAMPOLINE[_kind(code)].format(values=", ".join(values), call=", ".join(call))
+    src = "def __ust_outer():\n"
+    if freevars:
+        src += "    " + " = ".join(freevars) + " = None\n"
+    src += f"    {prefix}def __ust_f({', '.join(sig)}):\n"
+    if freevars:
+        src += "        if False: " + "; ".join(freevars) + "\n"
+    src += "\n".join("    " + line for line in body.splitlines()) + "\n    return __ust_f\n"
+    import warnings
+
+    with warnings.catch_warnings():  # '"__ust_leave__"(...)': a constant replaced before it runs
+        warnings.simplefilter("ignore", SyntaxWarning)
+        outer = compile(src, code.co_filename, "exec")
+    inner = next(c for c in next(c for c in outer.co_consts if isinstance(c, types.CodeType)).co_consts
+                 if isinstance(c, types.CodeType))
+    return inner.replace(co_name=code.co_name, co_qualname=code.co_qualname, co_firstlineno=code.co_firstlineno)
+
+
+def _py_enter(record: tuple, *values) -> bool:
+    """enter() of the trampolines when the C hooks are not built."""
+    try:
+        return record[8].enter(values)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _py_leave(record: tuple, retval) -> None:
+    record[8].leave(retval, None)
+
+
+def _swap_in(fn: types.FunctionType, probe: Probe) -> types.CodeType:
+    """Give ``fn`` a trampoline code; return its original code."""
+    code = fn.__code__
+    orig = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    orig.__kwdefaults__ = fn.__kwdefaults__
+    orig.__qualname__ = fn.__qualname__
+    tramp = trampoline_code(code)
+    subst = {"__ust_probe__": probe, "__ust_record__": probe.record(trampoline=True), "__ust_orig__": orig,
+             "__ust_enter__": _C.enter if _C else _py_enter, "__ust_leave__": _C.leave if _C else _py_leave}
+    consts = tuple(subst[c] if isinstance(c, str) and c in subst else c for c in tramp.co_consts)
+    fn.__code__ = new = tramp.replace(co_consts=consts)
+    _TRAMPOLINES[id(new)] = (new, code)
+    return code
+
+
+_TRAMPOLINES: dict[int, tuple] = {}  # id(trampoline code) -> (it, the original code): 3.11's probed functions
+
+
+def _restore(fn: types.FunctionType, code: types.CodeType) -> None:
+    _TRAMPOLINES.pop(id(fn.__code__), None)
+    fn.__code__ = code
+
+
+def _instances(code: types.CodeType) -> list[types.FunctionType]:
+    import gc
+
+    return [r for r in gc.get_referrers(code) if isinstance(r, types.FunctionType) and r.__code__ is code]
+
+
+# ---------------------------------------------------------------------------
+# the probe set of this process
+
+
+class ProbeSpec:
+    __slots__ = ("target", "event", "args", "repr_limit", "filter", "module", "qualname")
+
+    def __init__(self, target: str, event: str | None = None, args: bool = True, repr_limit: int = REPR_LIMIT,
+                 filter: str | None = None):  # noqa: A002
+        self.module, self.qualname = parse_target(target)
+        self.target = target
+        self.event = event or None
+        self.args = bool(args)
+        self.repr_limit = max(1, min(int(repr_limit), 65536))
+        self.filter = filter or None
+
+    def key(self) -> tuple:
+        return (self.target, self.event, self.args, self.repr_limit, self.filter)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ProbeSpec":
+        return cls(str(d["target"]), d.get("event"), bool(d.get("args", True)), int(d.get("repr_limit", REPR_LIMIT)),
+                   d.get("filter"))
+
+
+class _Installed:
+    """One spec's probes: code -> (Probe, [(function, original code)] on 3.11)."""
+
+    def __init__(self, spec: ProbeSpec):
+        self.spec = spec
+        self.probes: dict[types.CodeType, Probe] = {}
+        self.swapped: list[tuple[types.FunctionType, types.CodeType]] = []
+        self.state = "pending"
+        self.detail = ""
+
+
+class ProbeSet:
+    """The probes this process has installed, by spec; applies the daemon's desired set."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.installed: dict[tuple, _Installed] = {}
+        self.whole: WholeProgram | None = None
+        self._hooked = False
+        self.owner: dict[types.CodeType, tuple] = {}  # code -> the spec that probes it (one probe per code)
+        self.half_imported = False  # a pending module was found half imported: look again
+
+    def apply(self, specs: list[ProbeSpec]) -> list[dict]:
+        """Install what is new, remove what is gone; the state of each spec."""
+        with self.lock:
+            wanted = {s.key(): s for s in specs}
+            gone = [k for k in self.installed if k not in wanted]
+            for key in gone:
+                self._remove(self.installed.pop(key))
+            for key, spec in wanted.items():
+                inst = self.installed.get(key)
+                if inst is None:
+                    inst = self.installed[key] = _Installed(spec)
+                # After a removal, the functions it probed may be wanted by an overlapping spec.
+                if inst.state == "pending" or (gone and inst.state == "installed" and spec.module != "*"):
+                    self._try_install(inst)
+            self._hook_imports()
+            return self.status()
+
+    def status(self) -> list[dict]:
+        return [{"target": i.spec.target, "event": i.spec.event or "", "state": i.state, "detail": i.detail,
+                 "functions": len(i.probes)}
+                for i in self.installed.values()]
+
+    def _try_install(self, inst: _Installed, from_hook: bool = False) -> None:
+        spec = inst.spec
+        if spec.module == "*":
+            if self.whole is None:
+                self.whole = WholeProgram(include=[], exclude=[])
+                self.whole.start()
+            inst.state, inst.detail = "installed", "every function"
+            return
+        module = sys.modules.get(spec.module)
+        if module is not None and not from_hook and getattr(getattr(module, "__spec__", None), "_initializing", False):
+            # Being imported by another thread: its functions are not all defined yet. Never wait for it
+            # (the importer may need our lock): the next import, or the next probe set, looks again.
+            self.half_imported = True
+            inst.state, inst.detail = "pending", f"module {spec.module} is being imported"
+            return
+        if module is None:
+            inst.state, inst.detail = "pending", f"module {spec.module} is not imported (yet)"
+            return
+        try:
+            funcs = find_functions(module)
+        except Exception as exc:  # noqa: BLE001
+            inst.state, inst.detail = "error", f"cannot read module {spec.module}: {type(exc).__name__}"
+            return
+        rx = glob_regex(spec.qualname)
+        targets = [(code, qn, fn) for code, (qn, fn) in funcs.items() if rx.match(qn)]
+        if not targets:
+            why = describe_non_python(module, spec.qualname) if "*" not in spec.qualname else None
+            if why:
+                inst.state, inst.detail = "refused", why
+            else:
+                inst.state, inst.detail = "error", f"no function {spec.qualname} in module {spec.module}"
+            return
+        if spec.event and len(targets) > 1:
+            inst.state, inst.detail = "refused", (f"{spec.target} names {len(targets)} functions: "
+                                                  "an event name needs exactly one")
+            return
+        flt = None
+        if spec.filter:
+            from ust.filter import compile_filter
+
+            flt = compile_filter(spec.filter)
+        for code, qn, fn in targets:
+            try:
+                self._install_one(inst, code, qn, fn, flt)
+            except Exception as exc:  # noqa: BLE001
+                inst.detail = f"{spec.module}:{qn}: {type(exc).__name__}: {exc}"
+        if not inst.probes and all(code in self.owner for code, _, _ in targets):
+            inst.state, inst.detail = "installed", "every function already probed by another spec"
+            return
+        inst.state = "installed" if inst.probes else "error"
+        if inst.probes:
+            inst.detail = f"{len(inst.probes)} function{'s' if len(inst.probes) != 1 else ''}"
+
+    def _install_one(self, inst: _Installed, code, qualname: str, fn, flt) -> None:
+        spec = inst.spec
+        if code in self.owner:  # another spec probes it already: its events are recorded once
+            return
+        if fn is None:
+            live = _instances(code)
+            fn = live[0] if live else None
+        else:
+            live = [fn]
+        probe = Probe(event_base(spec.module, qualname, spec.event), code, fn, spec.args, spec.repr_limit, flt)
+        if MONITORING:
+            _MONITOR.add(probe)
+        else:
+            for f in live:
+                inst.swapped.append((f, _swap_in(f, probe)))
+        inst.probes[code] = probe
+        self.owner[code] = spec.key()
+
+    def _remove(self, inst: _Installed) -> None:
+        spec = inst.spec
+        if spec.module == "*":
+            if self.whole is not None and not any(i.spec.module == "*" for i in self.installed.values()):
+                self.whole.stop()
+                self.whole = None
+            return
+        if MONITORING:
+            for code in inst.probes:
+                _MONITOR.remove(code)
+        else:
+            for fn, code in inst.swapped:
+                _restore(fn, code)
+        for code in inst.probes:
+            self.owner.pop(code, None)
+        inst.probes.clear()
+        inst.swapped.clear()
+
+    # -- modules imported later ----------------------------------------------------
+
+    def pending_modules(self) -> set[str]:
+        return {i.spec.module for i in self.installed.values() if i.state == "pending" and i.spec.module != "*"}
+
+    def _hook_imports(self) -> None:
+        if self.pending_modules() and not self._hooked:
+            sys.meta_path.insert(0, _ImportWatcher(self))
+            self._hooked = True
+            # A module imported between the first look and the watcher's arrival.
+            for inst in list(self.installed.values()):
+                if inst.state == "pending" and inst.spec.module in sys.modules:
+                    self._try_install(inst)
+
+    def look_again(self) -> None:
+        """From the import watcher, in an importing thread: never waits for the lock."""
+        if not self.lock.acquire(blocking=False):
+            return
+        try:
+            self.half_imported = False
+            for inst in list(self.installed.values()):
+                if inst.state == "pending" and inst.spec.module in sys.modules:
+                    self._try_install(inst)
+        finally:
+            self.lock.release()
+
+    def imported(self, name: str) -> None:
+        """After the module ``name`` executed (in the importing thread, its import not finished yet)."""
+        with self.lock:
+            for inst in list(self.installed.values()):
+                if inst.state == "pending" and inst.spec.module == name:
+                    self._try_install(inst, from_hook=True)
+
+
+class _ImportWatcher:
+    """A meta path finder that only watches: after a module with pending probes executes, probe it."""
+
+    def __init__(self, probes: ProbeSet):
+        self.probes = probes
+        self.busy = threading.local()
+
+    def find_spec(self, name, path=None, target=None):
+        if getattr(self.busy, "on", False):
+            return None
+        if self.probes.half_imported:
+            self.probes.look_again()
+        if name not in self.probes.pending_modules():
+            return None
+        self.busy.on = True
+        try:
+            import importlib.util
+
+            spec = importlib.util.find_spec(name) if path is None else None
+            if spec is None:
+                for finder in sys.meta_path:
+                    if finder is self or not hasattr(finder, "find_spec"):
+                        continue
+                    spec = finder.find_spec(name, path, target)
+                    if spec is not None:
+                        break
+        except Exception:  # noqa: BLE001
+            return None
+        finally:
+            self.busy.on = False
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        spec.loader = _WatchedLoader(spec.loader, self.probes)
+        return spec
+
+    def invalidate_caches(self) -> None:
+        pass
+
+
+class _WatchedLoader:
+    def __init__(self, loader, probes: ProbeSet):
+        self._loader = loader
+        self._probes = probes
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self._loader.exec_module(module)
+        try:
+            self._probes.imported(module.__name__)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+PROBES = ProbeSet()
+
+
+# ---------------------------------------------------------------------------
+# whole-program tracing: every call, names once per code object
+
+
+_GENERATION = 0
+
+
+class WholeProgram:
+    """python:function_entry/return(id) for every call; python:function_info once per code object."""
+
+    def __init__(self, include: list[str], exclude: list[str]):
+        from ust.instrument.tracepoint import declare
+
+        self.include = [glob_regex(p) for p in include]
+        self.exclude = [glob_regex(p) for p in exclude]
+        level = loglevels.DEBUG_FUNCTION
+        self.tp_info = declare("python:function_info", [
+            ("id", F.uint64), ("qualname", F.string), ("module", F.string), ("file", F.string),
+            ("line", F.int32)], level).tp
+        self.tp_entry = declare("python:function_entry", [("id", F.uint64)], level).tp
+        self.tp_return = declare("python:function_return", [("id", F.uint64)], level).tp
+        self.ids: dict[types.CodeType, int] = {}
+        self.next = 1
+        self.id_objects: list[int] = [0]  # n -> base | n, made once (the C hooks record these objects)
+        self.base = (os.getpid() & 0xFFFFFFFF) << 32
+        self.lock = threading.Lock()
+        self.own = (os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep)
+
+    def _new_id(self, code: types.CodeType, module: str) -> int:
+        """The function's number in this process (0: not traced: excluded, or ust's own code)."""
+        name = f"{module}:{code.co_qualname}"
+        if code.co_filename.startswith(self.own) or (self.include and not any(r.match(name) for r in self.include)) \
+                or any(r.match(name) for r in self.exclude):
+            n = 0
+        else:
+            with self.lock:
+                n = self.next
+                self.next += 1
+                self.id_objects.append(self.base | n)
+            try:
+                self.tp_info(self.base | n, code.co_qualname, module, code.co_filename, code.co_firstlineno)
+            except Exception:  # noqa: BLE001
+                pass
+        self.ids[code] = n
+        return n
+
+    def new_id(self, code: types.CodeType) -> int:
+        """First sight of ``code`` (called by the C hooks, the frame running it 1 up)."""
+        try:
+            module = sys._getframe(1).f_globals.get("__name__", "?")
+        except Exception:  # noqa: BLE001
+            module = "?"
+        return self._new_id(code, module)
+
+    def attach_hooks(self, hooks) -> None:
+        global _GENERATION
+        _GENERATION = _GENERATION % 0xFFFF + 1  # a new tracer: every function is new to it
+        hooks.set_whole(_GENERATION, self.base, self.new_id, self.tp_entry, self.tp_return, self.id_objects)
+
+    # 3.12+ without the C hooks: sys.monitoring callbacks (through _MONITOR)
+
+    def on_start(self, code):
+        n = self.ids.get(code)
+        if n is None:
+            n = self._new_id(code, sys._getframe(2).f_globals.get("__name__", "?"))
+        if n:
+            self.tp_entry(self.base | n)
+            return None
+        return sys.monitoring.DISABLE if code not in _MONITOR.probes else None
+
+    def on_return(self, code):
+        n = self.ids.get(code)
+        if n:
+            self.tp_return(self.base | n)
+            return None
+        return sys.monitoring.DISABLE if n == 0 and code not in _MONITOR.probes else None
+
+    def on_unwind(self, code) -> None:
+        n = self.ids.get(code)
+        if n:
+            self.tp_return(self.base | n)
+
+    # 3.11: a profile function
+
+    def _profile(self, frame, event, arg):
+        if event == "call":
+            code = frame.f_code
+            n = self.ids.get(code)
+            if n is None:
+                n = self._new_id(code, frame.f_globals.get("__name__", "?"))
+            if n:
+                self.tp_entry(self.base | n)
+        elif event == "return":
+            n = self.ids.get(frame.f_code)
+            if n:
+                self.tp_return(self.base | n)
+
+    def start(self) -> None:
+        if MONITORING:
+            _MONITOR.set_whole(self)
+        elif _MONITOR.hooks is not None:  # 3.11: a C profile function in every thread, and in new ones
+            hooks = _MONITOR.hooks
+            self.attach_hooks(hooks)
+            hooks.profile(True)
+            threading.setprofile(hooks.thread_hook)
+        else:
+            threading.setprofile(self._profile)
+            sys.setprofile(self._profile)
+
+    def stop(self) -> None:
+        if MONITORING:
+            _MONITOR.set_whole(None)
+        elif _MONITOR.hooks is not None:
+            threading.setprofile(None)
+            _MONITOR.hooks.profile(False)
+            _MONITOR.hooks.set_whole(0)
+        else:
+            threading.setprofile(None)
+            sys.setprofile(None)
+
+
+# ---------------------------------------------------------------------------
+# the agent's entry point: each session daemon sends its whole set
+
+_BY_DAEMON: dict[str, list[ProbeSpec]] = {}
+MAX_SPECS = 256
+
+
+def apply_for(source: str, specs: object) -> list[dict]:
+    """Set the probes wanted by one daemon (``source``); install the union of every daemon's.
+
+    ``specs`` comes from another process: a list of at most MAX_SPECS dicts
+    (``target``, ``event``, ``args``, ``repr_limit``, ``filter``); a bad entry
+    raises ProbeError (the daemon gets the error), nothing is changed then.
+    """
+    if specs is None:
+        specs = []
+    if not isinstance(specs, list) or len(specs) > MAX_SPECS:
+        raise ProbeError(f"probes: expected a list of at most {MAX_SPECS} specs")
+    parsed = []
+    for d in specs:
+        if not isinstance(d, dict) or not isinstance(d.get("target"), str):
+            raise ProbeError("probes: each spec is a dict with a target")
+        if d.get("event") is not None and not isinstance(d["event"], str):
+            raise ProbeError("probes: event must be a string")
+        if d.get("filter") is not None and not isinstance(d["filter"], str):
+            raise ProbeError("probes: filter must be a string")
+        limit = d.get("repr_limit", REPR_LIMIT)
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            raise ProbeError("probes: repr_limit must be an integer")
+        parsed.append(ProbeSpec.from_json(d))
+    with PROBES.lock:
+        if parsed:
+            _BY_DAEMON[source] = parsed
+        else:
+            _BY_DAEMON.pop(source, None)
+        union: dict[tuple, ProbeSpec] = {}
+        for lst in _BY_DAEMON.values():
+            for s in lst:
+                union.setdefault(s.key(), s)
+        return PROBES.apply(list(union.values()))
+
+
+def start_whole_program_from_env() -> None:
+    """``ust run --functions``: UST_FUNCTIONS_INCLUDE / UST_FUNCTIONS_EXCLUDE hold newline-separated patterns
+    on ``module:qualname``."""
+    include = [p for p in os.environ.get("UST_FUNCTIONS_INCLUDE", "").split("\n") if p]
+    exclude = [p for p in os.environ.get("UST_FUNCTIONS_EXCLUDE", "").split("\n") if p]
+    with PROBES.lock:
+        if PROBES.whole is None:
+            PROBES.whole = WholeProgram(include, exclude)
+            PROBES.whole.start()
