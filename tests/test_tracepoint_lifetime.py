@@ -87,6 +87,9 @@ def test_calls_that_do_not_fit_are_reported_by_stop_status_and_the_trace(ust_env
     app = ust_env.app()
     ust_env.wait_registered(app.pid)
     ust_env.ust("create", "s", "-o", ust_env.out)
+    # 16 x 64 KiB: the 30,000 events (~500 KiB) fill several packets and fit
+    # whole even if the consumer never drained (no "buffers full" loss).
+    ust_env.ust("enable-channel", "channel0", "--subbuf-size", "64k", "--num-subbuf", "16")
     ust_env.ust("enable-event", "app:alpha")
     ust_env.ust("start")
     wait_until(lambda: '"attached": 1' in app.send("agent"), what="the app to attach")

@@ -311,6 +311,11 @@ class Probe:
             ret_fields.append(("unfit", F.string))
         self.ret_tp = declare(f"{base}_return", ret_fields, level, kind="probe",
                               extra={"function": code.co_qualname}).tp
+        # A value that does not fit its typed field is recorded by the slow
+        # path (zero + its repr in `unfit`): these calls must raise on a misfit
+        # rather than be counted as discarded under the no-raise policy.
+        self.entry.tp.raises = True
+        self.ret_tp.raises = True
         self.rtype = rtype if with_args else None
         self.with_args = with_args
         self.limit = limit
