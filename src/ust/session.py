@@ -25,8 +25,8 @@ from pathlib import Path
 
 from ust._ring import Buffer, Channel
 from ust.ctf import metadata as md
-from ust.ctf.writer import (EventIdFile, StreamFile, drain, final_drain, stream_file_name, uid_trace_dir,
-                            write_metadata)
+from ust.ctf.writer import (EventIdFile, StreamFile, drain, final_drain, make_trace_dir, stream_file_name,
+                            uid_trace_dir, write_metadata)
 from ust.instrument import context as ctx
 from ust.instrument import loglevels
 from ust.instrument.registry import REGISTRY, TracepointHandle
@@ -119,7 +119,7 @@ class Session:
     def start(self) -> "Session":
         if self.started:
             raise RuntimeError("session already started")
-        self.trace_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_trace_dir(self.trace_dir, self.output)
         self.trace = md.TraceInfo(self.uuid, md.clock_offset_now(), trace_name=self.output.name or "ust",
                                   buffering_id=os.getuid())
         self.stream_class = md.StreamClass(0, self.channel_name, self.c_context + self.py_context)

@@ -34,7 +34,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from ust.ctf.writer import StreamFile, drain, final_drain
+from ust.ctf.writer import StreamFile, drain, final_drain, make_trace_dir, write_metadata
 from ust.daemon import protocol
 from ust.daemon.protocol import ConnectionClosed
 from ust.errors import ProtocolError, UstError
@@ -130,6 +130,7 @@ class Consumer:
                 _log(f"bad request from the sessiond: {exc}")
                 break
             reply, rfds = self.handle(msg, fds)
+            reply["re"] = msg.get("id")  # the sessiond drops answers to requests it gave up on
             try:
                 protocol.send_msg(self.sock, reply, rfds)
             except OSError:
@@ -147,7 +148,7 @@ class Consumer:
             fn = getattr(self, "cmd_" + str(cmd), None)
             if fn is None:
                 raise ProtocolError(f"unknown consumer command {cmd!r}")
-            args = {k: v for k, v in msg.items() if k != "cmd"}
+            args = {k: v for k, v in msg.items() if k not in ("cmd", "id")}
             with self.lock:
                 result, rfds = fn(fds, **args)
             return protocol.ok_reply(**result), rfds
@@ -171,9 +172,11 @@ class Consumer:
         return {}, []
 
     def cmd_add_trace(self, fds, key: str, path: str, uuid: str, clock_offset: int, drain: bool,
-                      env: dict, session: str = "") -> tuple[dict, list]:
+                      env: dict, session: str = "", root: str | None = None) -> tuple[dict, list]:
         if key not in self.traces:
-            os.makedirs(path, mode=0o700, exist_ok=True)
+            # As the session's owner (we run with their credentials), in a tree
+            # nobody else can write: ust.ctf.writer checks it.
+            make_trace_dir(path, root)
             self.traces[key] = TraceOut(key, path, uuid, clock_offset, drain, env)
         return {}, []
 
@@ -220,13 +223,13 @@ class Consumer:
                 n += self._flush(t)
         return {"packets": n}, []
 
-    def cmd_snapshot(self, fds, targets: dict) -> tuple[dict, list]:
+    def cmd_snapshot(self, fds, targets: dict, root: str | None = None) -> tuple[dict, list]:
         n = 0
         for key, dest in targets.items():
             t = self.traces.get(key)
             if t is None:
                 continue
-            os.makedirs(dest, mode=0o700, exist_ok=True)
+            make_trace_dir(dest, root)
             self._write_metadata(t, dest)
             for ch in t.channels.values():
                 for cpu, buf in enumerate(ch.buffers):
@@ -254,18 +257,7 @@ class Consumer:
         directory = directory or t.path
         if not t.drain and directory == t.path:
             return  # snapshot sessions write metadata with each snapshot only
-        text = metadata_text(t)
-        tmp = os.path.join(directory, ".metadata.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            data = text.encode() if isinstance(text, str) else bytes(text)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, os.path.join(directory, "metadata"))
+        write_metadata(os.path.join(directory, "metadata"), metadata_text(t), sync=True)
 
     def _flush(self, t: TraceOut, final: bool = False) -> int:
         """Close partial packets and write everything (applications have stopped
