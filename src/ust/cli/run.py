@@ -23,6 +23,7 @@ import sys
 import uuid
 
 from ust.control import Client
+from ust.ctf.writer import new_trace_dir
 from ust.errors import SessionError
 
 HELP = "trace a program (and its children) from its first line to its exit"
@@ -77,7 +78,9 @@ def run(args: argparse.Namespace, out) -> int:
     prog = os.path.basename(cmd[0]) or "prog"
     if prog.startswith("python") and len(cmd) > 1 and not cmd[1].startswith("-"):
         prog = os.path.basename(cmd[1])
-    output = os.path.abspath(args.output or f"ust-trace-{prog}-{stamp}")
+    # The default name is predictable: create it here, so it is ours (another
+    # user may have made that name first in a shared directory: take the next).
+    output = os.path.abspath(args.output) if args.output else new_trace_dir(f"ust-trace-{prog}-{stamp}")
     token = uuid.uuid4().hex
     name = f"run-{prog}-{os.getpid()}-{stamp}"
     with Client() as c:

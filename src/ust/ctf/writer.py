@@ -86,6 +86,22 @@ def make_trace_dir(path: "str | os.PathLike", root: "str | os.PathLike | None" =
         os.close(fd)
 
 
+def new_trace_dir(path: "str | os.PathLike") -> str:
+    """Create a directory that did not exist: ``path``, else ``path-1``, ``path-2``...
+
+    For a default output name someone else could predict (and pre-create, in
+    a shared directory): what this returns was made by the caller, mode 0750."""
+    base = os.path.abspath(os.fspath(path))
+    for n in range(1000):
+        candidate = base if n == 0 else f"{base}-{n}"
+        try:
+            os.mkdir(candidate, TRACE_DIR_MODE)
+            return candidate
+        except FileExistsError:
+            continue
+    raise TraceDirError(f"cannot create a new trace directory next to {base}: 1000 names taken")
+
+
 def open_new_file(path: "str | os.PathLike", flags: int = os.O_WRONLY, mode: int = 0o600) -> int:
     """Create ``path``, which must not exist (a stale one is removed first, a
     symbolic link included, never followed)."""

@@ -52,12 +52,15 @@ class IdleTimeout(ProtocolError):
 
 
 class InputBudget:
-    """A bound on the bytes of message bodies being received at once, over all
-    connections of a daemon: many slow senders of large bodies cannot make the
-    daemon allocate more than ``total`` bytes for them."""
+    """A bound on the bytes of large message bodies being received at once, over
+    all connections of a daemon: many slow senders of large bodies cannot make
+    the daemon allocate more than ``total`` bytes for them. Bodies of at most
+    ``small`` bytes (every ordinary request) do not count, so the senders of
+    large ones cannot lock anybody out either (connections are capped)."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, small: int = 64 << 10):
         self.total = total
+        self.small = small
         self.free = total
         self.lock = threading.Lock()
 
@@ -219,7 +222,7 @@ def recv_msg(sock: socket.socket, idle: float | None = None, read: float | None 
         raw = _recv_exact(sock, HEADER.size, fds, True, start)
         deadline = None if read is None else time.monotonic() + read
         length = decode_header(raw)
-        if budget is not None and length:
+        if budget is not None and length > budget.small:
             if not budget.take(length):
                 raise ProtocolError("the daemon is receiving too much at once; try again later")
             taken = length
