@@ -546,15 +546,14 @@ def test_declarations_are_capped_per_app(ust_env, monkeypatch):
     ust_env.ust("create", "s", "-o", ust_env.out)
     ust_env.ust("enable-event", "cap:*")
     ust_env.ust("start")
-    app = ust_env.app()
+    app = ust_env.app(UST_AGENT_SYNC="1")  # a declaration returns once the daemon answered it
     ust_env.wait_registered(app.pid)
     for i in range(30):  # 9 declared at start, 30 more: the app never sees an exception
         app.send(f"declare cap:t{i} INFO")
-    tps = wait_until(lambda: [a for a in ust_env.client().list_apps() if a["pid"] == app.pid
-                              and len(a["tracepoints"]) == 20], what="the cap reached")[0]["tracepoints"]
+    [tps] = [a["tracepoints"] for a in ust_env.client().list_apps() if a["pid"] == app.pid]
     assert len(tps) == 20
     # 9 declared at start (none matches cap:*), then cap:t0..t10 fit
-    wait_until(lambda: '"attached": 11' in app.send("agent"), what="the rule applied")
+    assert '"attached": 11' in app.send("agent")
     app.send("emit cap:t0 3")  # within the cap: traced
     app.send("emit cap:t29 3")  # beyond it: not registered, not traced, no error in the app
     ust_env.ust("destroy", "s")
