@@ -584,3 +584,59 @@ def test_nested_json_is_answered_and_the_app_deregistered(ust_env):
     wait_until(lambda: _closed_by_peer(s), what="the daemon hangs up")
     wait_until(lambda: not any(a["pid"] == os.getpid() for a in c.list_apps()), what="the app deregistered")
     s.close()
+
+
+# ---------------------------------------------------------------------------
+# item 11: loss counters in shared memory are the writers' to scribble on
+
+LOST_FULL_OFFSET = 192  # struct ust_shm_header (ring.h): the slow-path cache line
+SHM_MAGIC = 0x3166756252747375
+
+
+def _scribble_lost_counters(pid: int) -> int:
+    """As a hostile writer would: set the loss counters of every buffer ``pid`` maps. Returns how many."""
+    import mmap
+
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:ust-ring"):
+                continue
+            f = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            with mmap.mmap(f, 4096) as m:
+                if struct.unpack_from("<Q", m, 0)[0] == SHM_MAGIC:
+                    struct.pack_into("<QQ", m, LOST_FULL_OFFSET, 1 << 62, (1 << 64) - 5)
+                    n += 1
+        finally:
+            os.close(f)
+    return n
+
+
+def test_hostile_writer_cannot_set_the_lost_figure(ust_env):
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "app:alpha")
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    t0 = time.monotonic()
+    ust_env.ust("start")
+    wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
+    app.send("emit app:alpha 100 0")
+    assert _scribble_lost_counters(app.pid) > 0
+    c = ust_env.client()
+    stats = c.call("stats")["traces"]
+    lost = c.stop("s")["lost"]
+    elapsed = time.monotonic() - t0
+    nbuf = sum(len(bufs) for chans in stats.values() for bufs in chans.values())
+    # At most what buffers could really lose meanwhile, and the counters never exceed 2^63.
+    from ust.daemon.consumerd import MAX_LOSS_RATE
+
+    assert lost <= (elapsed + 1) * MAX_LOSS_RATE * nbuf * 2, lost
+    for chans in stats.values():
+        for bufs in chans.values():
+            for b in bufs:
+                assert 0 <= b["lost_big"] < 1 << 63 and b["lost_full"] < 1 << 62
+    ust_env.ust("destroy", "s")
+    assert values(read_events(ust_env.out)) == list(range(100))

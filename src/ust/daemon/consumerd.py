@@ -78,6 +78,42 @@ def metadata_text(trace: "TraceOut") -> str:
 
 
 # ---------------------------------------------------------------------------
+# counters from shared memory
+
+MAX_LOSS_RATE = 50_000_000  # events (or packets) per second one buffer could really lose
+_COUNTED = ("lost_full", "lost_big", "packets_overwritten")
+
+
+class BoundedCounters:
+    """The loss counters of one buffer, as far as they can be believed.
+
+    They live in the buffer's shared header, which every process writing the
+    buffer can scribble on, another user's included (a per-UID buffer of a
+    root session is shared with that user's processes). So a figure is only
+    taken as a counter can really move: never down, never above 2^63, and up
+    by at most MAX_LOSS_RATE per second since the last reading (a discarded
+    event costs its writer far more than 20 ns). A hostile writer can still
+    inflate its own buffer's figure at that rate, no further.
+    """
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        self.values = dict.fromkeys(_COUNTED, 0)
+
+    def read(self, raw: dict) -> dict:
+        now = time.monotonic()
+        allowance = int((now - self.at) * MAX_LOSS_RATE) + 1
+        self.at = now
+        out = {k: v if 0 <= v < 1 << 63 else 0 for k, v in raw.items()}
+        for name in _COUNTED:
+            value, last = out.get(name, 0), self.values[name]
+            if value > last:
+                self.values[name] = min(value, last + allowance)
+            out[name] = self.values[name]
+        return out
+
+
+# ---------------------------------------------------------------------------
 # streams and traces
 
 
@@ -88,6 +124,7 @@ class ChannelOut:
     conf: dict
     context: list[str]
     buffers: list[Any] = field(default_factory=list)
+    counters: list[BoundedCounters] = field(default_factory=list)  # one per buffer
     files: list[StreamFile] = field(default_factory=list)
     events: dict[int, Any] = field(default_factory=dict)  # id -> EventDecl
     next_switch: float = 0.0
@@ -164,7 +201,8 @@ class Consumer:
     def cmd_stats(self, fds) -> tuple[dict, list]:
         out = {}
         for key, t in self.traces.items():
-            out[key] = {ch.name: [dict(b.counters()) for b in ch.buffers] for ch in t.channels.values()}
+            out[key] = {ch.name: [bounded.read(b.counters()) for b, bounded in zip(ch.buffers, ch.counters)]
+                        for ch in t.channels.values()}
         return {"traces": out}, []
 
     def cmd_quit(self, fds) -> tuple[dict, list]:
@@ -198,6 +236,7 @@ class Consumer:
                                    uuid=uuid)
                 for cpu in range(ncpu)
             ]
+        ch.counters = [BoundedCounters() for _ in ch.buffers]
         for buf in ch.buffers:
             buf.set_wakeup_fd(self.efd)
         if t.drain:
