@@ -99,6 +99,8 @@ def new_trace_dir(path: "str | os.PathLike") -> str:
             return candidate
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise TraceDirError(f"cannot create trace directory {candidate}: {exc.strerror or exc}") from None
     raise TraceDirError(f"cannot create a new trace directory next to {base}: 1000 names taken")
 
 

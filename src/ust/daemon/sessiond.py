@@ -13,7 +13,8 @@ Threads
   one INPUT_BUDGET);
 * per application, a reader thread that only routes acknowledgements and
   queues the application's own requests (registration, new tracepoints);
-* one worker thread that runs those queued requests;
+* per application with requests pending, a worker thread that runs them in
+  order (applications never wait for each other);
 * per session owner, a consumer supervisor (``ConsumerLink``), which runs and
   restarts that user's ust-consumerd (with the user's credentials).
 
@@ -40,13 +41,13 @@ the same way to applications registered before or after it.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import fcntl
 import grp
 import os
 import pwd
-import queue
 import signal
 import socket
 import struct
@@ -193,6 +194,9 @@ class App:
         self.decls: dict[str, dict] = {}  # decl_key -> decl json
         self.decl_bytes = 0
         self.queued = threading.Semaphore(APP_QUEUE)  # back-pressure on a flooding application
+        self.work: collections.deque = collections.deque()  # (kind, msg), run in order by its worker
+        self.work_lock = threading.Lock()
+        self.working = False
         self.registered = time.time()
         self.send_lock = threading.Lock()
         self.pending: dict[int, list] = {}  # seq -> [event, reply]
@@ -348,7 +352,6 @@ class SessionDaemon:
         self.lock = threading.RLock()  # the tables only; never held across a call to another process
         self.sessions: dict[str, Session] = {}
         self.apps: dict[int, App] = {}
-        self.work: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
         self.nconn = 0
         self.nconn_by_uid: dict[int, int] = {}
@@ -381,6 +384,9 @@ class SessionDaemon:
                 owner = None if uid == os.getuid() else Owner(uid)
                 link = ConsumerLink(self.rundir, owner)
                 link.start()
+                if link.pid is None:
+                    link.stop()
+                    raise SessionError(f"cannot start a consumer daemon for uid {uid} (see the session daemon's log)")
                 self.links[uid] = link
         return link
 
@@ -453,7 +459,6 @@ class SessionDaemon:
             with self.links_lock:
                 self.links[os.getuid()] = ConsumerLink(self.rundir)
                 self.links[os.getuid()].start()
-        threading.Thread(target=self._worker, name="worker", daemon=True).start()
         # The pid file is written last: its presence means "ready to serve".
         tmp = paths.pid_path(self.rundir) + ".tmp"
         with contextlib.suppress(FileNotFoundError):
@@ -928,7 +933,7 @@ class SessionDaemon:
         # A send that cannot complete within 2 s means the app is stuck: drop it.
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 2, 0))
         app = App(conn, pid, uid, msg)
-        self.work.put(("register", app, msg))
+        self._enqueue(app, "register", msg)
         try:
             while True:
                 try:
@@ -950,15 +955,31 @@ class SessionDaemon:
                 while not app.queued.acquire(timeout=1.0):
                     if self.stopping.is_set():
                         return
-                self.work.put(("app_request", app, m))
+                self._enqueue(app, "app_request", m)
         finally:
             # Whatever ended the loop, a dead peer is always deregistered.
             app.kill("disconnected")
-            self.work.put(("gone", app, None))
+            self._enqueue(app, "gone", None)
 
-    def _worker(self) -> None:
+    def _enqueue(self, app: App, kind: str, msg: dict | None) -> None:
+        """Run an application's request after its earlier ones, on a worker of
+        its own (started when needed): applications never wait for each other,
+        so a session stalled on its consumer holds up only the applications
+        that session records."""
+        with app.work_lock:
+            app.work.append((kind, msg))
+            if app.working:
+                return
+            app.working = True
+        threading.Thread(target=self._app_worker, args=(app,), name=f"app-{app.pid}", daemon=True).start()
+
+    def _app_worker(self, app: App) -> None:
         while True:
-            kind, app, msg = self.work.get()
+            with app.work_lock:
+                if not app.work:
+                    app.working = False
+                    return
+                kind, msg = app.work.popleft()
             try:
                 if kind == "register":
                     self._register(app, msg)
@@ -974,7 +995,7 @@ class SessionDaemon:
                         self.decl_bytes -= app.decl_bytes
                         app.decl_bytes = 0
             except Exception:
-                _log("worker failed:\n" + traceback.format_exc())
+                _log(f"app {app.pid}: {kind} failed:\n" + traceback.format_exc())
 
     def _add_decls(self, app: App, decls: list[dict]) -> str | None:
         """Keep ``app``'s new declarations, within the caps; an error message for what did not fit."""
@@ -998,7 +1019,7 @@ class SessionDaemon:
         return None
 
     def _sync_active(self, app: App) -> None:
-        """Apply every active session's rules to ``app`` (worker thread)."""
+        """Apply every active session's rules to ``app`` (its worker thread)."""
         with self.lock:
             sessions = [s for s in self.sessions.values() if s.active]
         for s in sessions:
