@@ -194,17 +194,18 @@ class ConsumerLink:
             raise DaemonError("the consumer daemon is not running")
         self.request_id += 1
         rid = self.request_id
+        deadline = time.monotonic() + REQUEST_TIMEOUT  # for the whole exchange, late answers included
         try:
             protocol.send_msg(self.sock, {**msg, "id": rid}, fds)
             while True:
                 # Wait for an answer to start without reading anything, so a
                 # timeout here leaves the stream framed and the consumer usable.
-                ready, _, _ = select.select([self.sock], [], [], REQUEST_TIMEOUT)
+                ready, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
                 if not ready:
                     raise DaemonError(f"the consumer daemon did not answer {msg.get('cmd')} within "
                                       f"{REQUEST_TIMEOUT:g}s (stopped or overloaded?); it is used again "
                                       "once it answers")
-                reply, rfds = protocol.recv_msg(self.sock)
+                reply, rfds = protocol.recv_msg(self.sock, read=max(1.0, deadline - time.monotonic()))
                 if reply.get("re") == rid:
                     break
                 protocol.close_fds(rfds)  # the answer to a request that timed out
