@@ -77,7 +77,8 @@ def _env_number(name: str, default: float) -> float:
 
 
 MAX_CONNECTIONS = 512
-MAX_CONNECTIONS_PER_UID = 128  # one user cannot take every connection
+MAX_CONNECTIONS_PER_UID = 256  # one user cannot take every connection (applications included)
+MAX_REFUSING_PER_UID = 16  # refusals being answered; beyond, a connection is closed unanswered
 TRUSTED_RESERVE = 32  # connections only root and the daemon's owner may use
 IDLE_TIMEOUT = _env_number("UST_SESSIOND_IDLE_TIMEOUT", 600.0)  # a client connection without a request
 READ_TIMEOUT = _env_number("UST_SESSIOND_READ_TIMEOUT", 10.0)  # a message, once started, must complete
@@ -355,6 +356,7 @@ class SessionDaemon:
         self.stopping = threading.Event()
         self.nconn = 0
         self.nconn_by_uid: dict[int, int] = {}
+        self.refusing_by_uid: dict[int, int] = {}
         self.nconn_lock = threading.Lock()
         self.budget = protocol.InputBudget(INPUT_BUDGET)
         self.decl_bytes = 0
@@ -542,13 +544,28 @@ class SessionDaemon:
             if self.nconn >= MAX_CONNECTIONS + TRUSTED_RESERVE:
                 return "full"
             if not self._trusted(uid):
+                refusal = None
                 if self.nconn >= MAX_CONNECTIONS:
-                    return f"too many connections ({MAX_CONNECTIONS}); try again later"
-                if self.nconn_by_uid.get(uid, 0) >= MAX_CONNECTIONS_PER_UID:
-                    return f"too many connections from uid {uid} (at most {MAX_CONNECTIONS_PER_UID})"
+                    refusal = f"too many connections ({MAX_CONNECTIONS}); try again later"
+                elif self.nconn_by_uid.get(uid, 0) >= MAX_CONNECTIONS_PER_UID:
+                    refusal = f"too many connections from uid {uid} (at most {MAX_CONNECTIONS_PER_UID})"
+                if refusal is not None:
+                    # Answering takes a thread for a moment: a few at a time per uid.
+                    if self.refusing_by_uid.get(uid, 0) >= MAX_REFUSING_PER_UID:
+                        return "full"
+                    self.refusing_by_uid[uid] = self.refusing_by_uid.get(uid, 0) + 1
+                    return refusal
             self.nconn += 1
             self.nconn_by_uid[uid] = self.nconn_by_uid.get(uid, 0) + 1
             return None
+
+    def _refused(self, uid: int) -> None:
+        with self.nconn_lock:
+            left = self.refusing_by_uid.get(uid, 1) - 1
+            if left:
+                self.refusing_by_uid[uid] = left
+            else:
+                self.refusing_by_uid.pop(uid, None)
 
     def _release(self, uid: int) -> None:
         with self.nconn_lock:
@@ -563,7 +580,10 @@ class SessionDaemon:
         pid, uid, gid = creds
         try:
             if refusal is not None:
-                self._reply_and_hang_up(conn, protocol.error_reply(refusal))
+                try:
+                    self._reply_and_hang_up(conn, protocol.error_reply(refusal))
+                finally:
+                    self._refused(uid)
                 return
             if not self.peer_allowed(uid, gid):
                 self._reply_and_hang_up(conn, protocol.error_reply(f"permission denied for uid {uid}"))
@@ -603,13 +623,19 @@ class SessionDaemon:
     @staticmethod
     def _reply_and_hang_up(conn: socket.socket, reply: dict) -> None:
         """Answer, then close without a reset: closing with unread input would
-        make the kernel reset the connection and the peer could lose the answer."""
+        make the kernel reset the connection and the peer could lose the answer.
+        Two seconds at most, however slowly the peer sends."""
+        deadline = time.monotonic() + 2.0
         try:
             conn.settimeout(1.0)
             protocol.send_msg(conn, reply)
             conn.shutdown(socket.SHUT_WR)
             total = 0
             while total < protocol.MAX_BODY + protocol.HEADER.size:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                conn.settimeout(left)
                 chunk = conn.recv(65536)
                 if not chunk:
                     break
