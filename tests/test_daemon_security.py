@@ -643,3 +643,25 @@ def test_hostile_writer_cannot_set_the_lost_figure(ust_env):
                 assert 0 <= b["lost_big"] < 1 << 63 and b["lost_full"] < 1 << 62
     ust_env.ust("destroy", "s")
     assert values(read_events(ust_env.out)) == list(range(100))
+
+
+def test_app_name_cannot_lead_a_trace_directory_elsewhere(ust_env):
+    """A per-PID trace directory is named after the application, which names itself."""
+    from ust.daemon import protocol
+
+    decl = {"name": "evil:ev", "loglevel": 6, "kind": "tracepoint", "fields": []}
+    ust_env.client().ping()
+    s = _connect(ust_env.home)
+    protocol.send_msg(s, {"cmd": "register", "pid": os.getpid(), "uid": os.getuid(),
+                          "procname": "../../../../escape", "tracepoints": [decl], "seq": 1})
+    assert protocol.recv_msg(s)[0]["ok"]
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-channel", "channel0", "--buffers-pid")
+    ust_env.ust("enable-event", "evil:*")
+    ust_env.ust("start")  # this "application" never answers: dropped after a while
+    ust_env.ust("destroy", "s")
+    s.close()
+    top = os.path.dirname(os.path.dirname(ust_env.out))
+    assert not any(n.startswith("escape") for n in os.listdir(top) + os.listdir(os.path.dirname(ust_env.out)))
+    [made] = os.listdir(os.path.join(ust_env.out, "ust", "pid"))
+    assert made.startswith("_._.._.._.._escape-")  # one harmless name inside the output

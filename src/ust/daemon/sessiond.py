@@ -1109,7 +1109,7 @@ class SessionDaemon:
             path = os.path.join(s.output, "ust", "uid", str(app.uid), "64-bit")
         else:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            path = os.path.join(s.output, "ust", "pid", f"{app.procname}-{app.pid}-{stamp}")
+            path = os.path.join(s.output, "ust", "pid", f"{_file_name_part(app.procname)}-{app.pid}-{stamp}")
         key = f"{s.name}/{owner[0]}-{owner[1]}"
         t = Trace(key=key, path=path, owner=owner, uuid=str(uuidlib.uuid4()))
         self._link(s).add_trace({
@@ -1224,6 +1224,13 @@ class SessionDaemon:
             finish()
             return None
         return finish
+
+
+def _file_name_part(text: str) -> str:
+    """An application's name as part of a directory name: it chose it, so no
+    '/', no leading '.', nothing unprintable."""
+    cleaned = "".join(c if c.isalnum() or c in "-_+.," else "_" for c in text)[:64]
+    return "_" + cleaned[1:] if cleaned.startswith(".") else cleaned or "_"
 
 
 def _count(value: object) -> int:
