@@ -400,7 +400,7 @@ def test_ust_run_default_directory_in_a_shared_directory(ust_env, open_tmp):
 
 
 def test_stalled_consumer_delays_only_its_requests(ust_env, monkeypatch):
-    monkeypatch.setenv("UST_CONSUMER_TIMEOUT", "8")  # read by the daemon the client starts
+    monkeypatch.setenv("UST_CONSUMER_TIMEOUT", "15")  # read by the daemon the client starts
     ust_env.ust("create", "s", "-o", ust_env.out)
     ust_env.ust("enable-event", "app:alpha")
     ust_env.ust("start")
