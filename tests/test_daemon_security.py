@@ -2,11 +2,13 @@
 users made with useradd, a real system daemon, real applications of root and
 of a `tracing` group member, real signals, traces read back with babeltrace2.
 
-Processes of the other users run the system Python (/usr/bin/python3), which
-they can execute, with this checkout on PYTHONPATH; the tests are skipped where
-that is not possible (not root, no useradd, no such Python).
+Processes of the other users (and the system daemon, whose consumers run as
+them) need a Python they can execute and a copy of ust they can read: this
+interpreter or the system's, this checkout or a world-readable copy of its
+``src``. The tests are skipped where none works (not root, no useradd).
 """
 
+import atexit
 import grp
 import json
 import os
@@ -25,7 +27,6 @@ import pytest
 
 from daemon_util import DRIVEN, SRC, App, needs_bt, read_events, ust_env, values, wait_until  # noqa: F401
 
-SYS_PY = "/usr/bin/python3"
 ALICE = "ust-t-alice"  # member of the tracing group
 BOB = "ust-t-bob"  # another user, in no group of ours
 
@@ -36,21 +37,47 @@ pytestmark = needs_bt
 # users
 
 
-def _can_use_users() -> str | None:
+def _works_for_others(python: str, src: str) -> bool:
+    try:
+        r = subprocess.run([python, "-c", "import ust._ring._ring, ust.ctf.writer"], env={"PYTHONPATH": src},
+                           capture_output=True, user=65534, group=65534, extra_groups=[], cwd="/")
+    except OSError:  # not executable by them
+        return False
+    return r.returncode == 0
+
+
+def _public_src() -> str:
+    """A copy of this checkout's ``src`` anybody can read (the checkout may be in a private directory)."""
+    top = tempfile.mkdtemp(prefix="ust-t-src-")
+    atexit.register(shutil.rmtree, top, True)
+    os.chmod(top, 0o755)
+    dst = os.path.join(top, "src")
+    shutil.copytree(SRC, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    for d, _, files in os.walk(dst):
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o755)
+    return dst
+
+
+def _setup() -> tuple[str | None, str | None, str | None]:
+    """(python, src, None) usable by other users, or (None, None, why not)."""
     if os.geteuid() != 0:
-        return "needs root (creates users)"
+        return None, None, "needs root (creates users)"
     if shutil.which("useradd") is None or shutil.which("groupadd") is None:
-        return "useradd/groupadd not installed"
-    if not os.access(SYS_PY, os.X_OK):
-        return f"{SYS_PY} not installed"
-    r = subprocess.run([SYS_PY, "-c", "import ust._ring._ring, ust.ctf.writer"], env={"PYTHONPATH": SRC},
-                       capture_output=True, user=65534, group=65534, extra_groups=[], cwd="/")
-    if r.returncode:
-        return f"{SYS_PY} cannot import this checkout as another user: {r.stderr.decode()[-200:]}"
-    return None
+        return None, None, "useradd/groupadd not installed"
+    pythons = [p for p in (sys.executable, "/usr/bin/python3") if os.access(p, os.X_OK)]
+    for python in pythons:
+        if _works_for_others(python, SRC):
+            return python, SRC, None
+    src = _public_src()
+    for python in pythons:
+        if _works_for_others(python, src):
+            return python, src, None
+    return None, None, "no Python other users can run with this ust"
 
 
-_SKIP = _can_use_users()
+SYS_PY, USER_SRC, _SKIP = _setup() if os.environ.get("UST_TEST_USERS", "1") != "0" else (None, None, "disabled")
 needs_users = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 
 
@@ -101,7 +128,7 @@ except UstError as exc:
 
 def call_as(user: pwd.struct_passwd, rundir: str, cmd: str, **args) -> dict:
     """One request to the daemon at ``rundir`` from a process of ``user``: {"ok": reply} or {"error": msg}."""
-    r = subprocess.run([SYS_PY, "-c", CALL, rundir, cmd, json.dumps(args)], env={"PYTHONPATH": SRC, "UST_AGENT": "0"},
+    r = subprocess.run([SYS_PY, "-c", CALL, rundir, cmd, json.dumps(args)], env={"PYTHONPATH": USER_SRC, "UST_AGENT": "0"},
                        capture_output=True, text=True, timeout=120, **creds(user))
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -121,7 +148,7 @@ class SystemDaemon:
         os.chmod(self.top, 0o755)
         self.rundir = os.path.join(self.top, "run")
         self.log = open(os.path.join(self.top, "sessiond.log"), "w")
-        self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": SRC, "UST_AGENT": "0",
+        self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": USER_SRC, "UST_AGENT": "0",
                     "UST_SYSTEM_HOME": self.rundir, **env}
         self.proc = subprocess.Popen([SYS_PY, "-m", "ust.daemon.sessiond", "--rundir", self.rundir], env=self.env,
                                      stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -140,9 +167,11 @@ class SystemDaemon:
         return Client(self.rundir, autostart=False)
 
     def app(self, user: pwd.struct_passwd | None = None) -> App:
-        env = {"PYTHONPATH": SRC, "UST_HOME": self.rundir, "UST_AGENT_RETRY": "0.1",
+        env = {"PYTHONPATH": USER_SRC, "UST_HOME": self.rundir, "UST_AGENT_RETRY": "0.1",
                "HOME": user.pw_dir if user else "/root"}
-        p = subprocess.Popen([SYS_PY, DRIVEN], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        with open(DRIVEN) as f:  # its text: the checkout may be closed to other users
+            code = f.read()
+        p = subprocess.Popen([SYS_PY, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                              bufsize=1, **(creds(user) if user else {}))
         self.apps.append(p)
         return App(p)
