@@ -104,13 +104,25 @@ class ConsumerLink:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ust.daemon.consumerd", "--fd", str(child.fileno()),
                  "--wakeup-fd", str(self.wakeup_fd)],
-                pass_fds=[child.fileno(), self.wakeup_fd], env=env, stdin=subprocess.DEVNULL, **creds,
+                pass_fds=[child.fileno(), self.wakeup_fd], env=env, stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE if drop else None, **creds,
             )
         finally:
             child.close()
+        if drop:
+            threading.Thread(target=self._relay_log, args=(self.proc.stderr,), name="consumer-log",
+                             daemon=True).start()
         parent.settimeout(REQUEST_TIMEOUT)
         self.sock = parent
         self._call_locked({"cmd": "ping"})
+
+    def _relay_log(self, pipe) -> None:
+        """Another user's consumer does not get the daemon's log file: its lines
+        are passed on, labelled with its uid, printable and at most 1000 characters."""
+        with pipe:
+            for raw in pipe:
+                line = "".join(c if c.isprintable() else "?" for c in raw.decode("utf-8", "replace").rstrip("\n"))
+                print(f"ust-consumerd[uid {self.owner.uid}]: {line[:1000]}", file=sys.stderr, flush=True)
 
     def _replay(self) -> None:
         for entry in self.log.values():
