@@ -470,14 +470,22 @@ class SessionDaemon:
             f.write(f"{os.getpid()}\n")
         os.replace(tmp, paths.pid_path(self.rundir))
         _log(f"listening on {sock_path}")
+        # accept() wakes up twice a second: SIGTERM may be delivered to any of
+        # the daemon's threads, and Python runs its handler in the main thread
+        # only when that thread next runs, which a blocking accept() could
+        # postpone until the next connection.
+        self.listener.settimeout(0.5)
         try:
             while not self.stopping.is_set():
                 try:
                     conn, _ = self.listener.accept()
+                except socket.timeout:
+                    continue
                 except OSError:
                     if self.stopping.is_set():
                         break
                     raise
+                conn.settimeout(None)
                 try:
                     creds = protocol.peer_credentials(conn)
                 except OSError:
