@@ -310,6 +310,55 @@ def test_tracing_group_member_cannot_make_root_write_for_her(sysd):
     assert c_ping(sysd)
 
 
+def _consumer_of(uid: int) -> int:
+    """The pid of the ust-consumerd running as ``uid``."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            if b"ust.daemon.consumerd" in cmdline and os.stat(f"/proc/{pid}").st_uid == uid:
+                return int(pid)
+        except OSError:
+            continue
+    raise AssertionError(f"no consumer runs as uid {uid}")
+
+
+@needs_users
+def test_a_users_stalled_consumer_does_not_hold_up_root(sysd):
+    alice = ensure_user(ALICE, ("tracing",))
+    alice_out = os.path.join(user_dir(sysd.top, alice, "alice"), "trace")
+    root_out = os.path.join(sysd.top, "root-out")
+    root_app, alice_app = sysd.app(), sysd.app(alice)
+    sysd.wait_registered(root_app.pid)
+    sysd.wait_registered(alice_app.pid)
+    ok_as(alice, sysd.rundir, "create", name="alice-s", output=alice_out)
+    ok_as(alice, sysd.rundir, "enable_event", session="alice-s", patterns=["app:*"])
+    ok_as(alice, sysd.rundir, "start", session="alice-s")
+    alice_app.send("emit app:alpha 20 0")
+    consumer = _consumer_of(alice.pw_uid)
+    os.kill(consumer, signal.SIGSTOP)
+    try:
+        stopper = threading.Thread(target=call_as, args=(alice, sysd.rundir, "stop"), kwargs={"session": "alice-s"})
+        stopper.start()
+        # Root's whole session, start to destroy, while her stop waits for her stopped consumer.
+        c = sysd.client()
+        c.create_session("root-s", output=root_out)
+        c.enable_events("root-s", "app:beta")
+        c.start("root-s")
+        wait_until(lambda: '"attached": 1' in root_app.send("agent"), what="root's rule applied")
+        root_app.send("emit app:beta 50 0")
+        c.stop("root-s")
+        c.destroy_session("root-s")
+        assert stopper.is_alive(), "root's commands had to wait for her consumer"
+        stopper.join(120)
+    finally:
+        os.kill(consumer, signal.SIGCONT)
+    assert values(read_events(root_out), "app:beta") == list(range(50))
+    ok_as(alice, sysd.rundir, "destroy", session="alice-s")  # her consumer is used again
+    assert _consumer_of(alice.pw_uid) == consumer
+    assert sorted(values(read_events(alice_out))) == list(range(20))
+
+
 def c_ping(sysd) -> bool:
     return sysd.client().ping()["pid"] == sysd.proc.pid
 
