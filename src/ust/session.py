@@ -25,9 +25,9 @@ from pathlib import Path
 from ust._ring import Buffer, drain_at_exit
 from ust._ring._ring import drain_wait
 from ust.ctf import metadata as md
+from ust.ctf.writer import (EventIdFile, StreamFile, final_drain, lost_events, make_trace_dir, stream_file_name,
+                            uid_trace_dir, write_metadata)
 from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
-from ust.ctf.writer import (EventIdFile, StreamFile, final_drain, lost_events, stream_file_name, uid_trace_dir,
-                            write_metadata)
 from ust.filter import compile_filter, event_predicate
 from ust.instrument import context as ctx
 from ust.instrument import forksafe
@@ -132,7 +132,7 @@ class Session:
     def start(self) -> "Session":
         if self.started:
             raise RuntimeError("session already started")
-        self.trace_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_trace_dir(self.trace_dir, self.output)
         self.trace = md.TraceInfo(self.uuid, md.clock_offset_now(), trace_name=self.output.name or "ust",
                                   buffering_id=os.getuid())
         self.stream_class = md.StreamClass(0, self.channel_name, self.c_context + self.py_context)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 from ust.control import Client
+from ust.ctf.writer import new_trace_dir
 from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
 from ust.errors import SessionError
 
@@ -127,7 +128,9 @@ def run(args: argparse.Namespace, out) -> int:
         prog = os.path.basename(cmd[1])
     if (args.include or args.exclude) and not args.functions:
         raise SessionError("--include and --exclude go with --functions")
-    output = os.path.abspath(args.output or f"ust-trace-{prog}-{stamp}")
+    # The default name is predictable: create it here, so it is ours (another
+    # user may have made that name first in a shared directory: take the next).
+    output = os.path.abspath(args.output) if args.output else new_trace_dir(f"ust-trace-{prog}-{stamp}")
     token = os.urandom(16).hex()
     name = f"run-{prog}-{os.getpid()}-{stamp}"
     signals = _Signals()  # before the session exists: a signal from now on never leaves it behind

@@ -3,19 +3,117 @@
 Packets leave the ring buffer exactly as the writers laid them out: the
 consumer copies each complete sub-buffer's first ``packet_size`` bytes to the
 stream file, never re-encoding an event.
+
+Both hosts (the embedded session and ust-consumerd) create trace directories
+and files only through this module, which trusts nothing it did not create:
+``make_trace_dir`` refuses a directory of the output tree that another user
+owns or can write, and a symbolic link anywhere in it; files are then opened
+with ``O_NOFOLLOW`` (and ``O_EXCL`` when new), so nobody can point a trace
+file at something else (docs/security.md).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 import struct
 import sys
 import time
 from pathlib import Path
 
+from ust.errors import UstError
 from ust.instrument.fields import EventDecl, decl_from_dict, decl_to_dict
+
+TRACE_DIR_MODE = 0o750
+
+
+class TraceDirError(UstError):
+    """A trace directory that is not safe to write in (one line, names it)."""
+
+
+def _open_own_dir(name: str, dir_fd: int | None, shown: str) -> int:
+    """Create directory ``name`` (relative to ``dir_fd``) unless it exists, open it
+    without following a symbolic link, and check it is ours and closed to others."""
+    try:
+        os.mkdir(name, TRACE_DIR_MODE, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise TraceDirError(f"trace directory {shown} is a symbolic link or not a directory: "
+                                "refusing to write in it") from None
+        raise
+    st = os.fstat(fd)
+    problem = None
+    if st.st_uid != os.geteuid():
+        problem = f"belongs to uid {st.st_uid}, not to uid {os.geteuid()}"
+    elif st.st_mode & 0o022:
+        problem = f"is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})"
+    if problem:
+        os.close(fd)
+        raise TraceDirError(f"trace directory {shown} {problem}: refusing to write in it")
+    return fd
+
+
+def make_trace_dir(path: "str | os.PathLike", root: "str | os.PathLike | None" = None) -> None:
+    """Create ``path`` and the directories between ``root`` (the session's
+    output directory, default ``path``) and it, mode 0750.
+
+    The parents of ``root`` are created as an ordinary ``mkdir -p`` (the
+    owner chose them); ``root`` and everything below it must be directories
+    of the caller's effective uid that no other user can write, reached
+    without a symbolic link: then nobody else can plant anything where the
+    trace files go. Raises TraceDirError (one line) otherwise.
+    """
+    path = os.path.abspath(os.fspath(path))
+    root = os.path.abspath(os.fspath(root)) if root is not None else path
+    rel = os.path.relpath(path, root)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        raise ValueError(f"{path} is not inside {root}")
+    os.makedirs(os.path.dirname(root), mode=TRACE_DIR_MODE, exist_ok=True)
+    fd = _open_own_dir(root, None, root)
+    try:
+        shown = root
+        for part in ([] if rel == os.curdir else rel.split(os.sep)):
+            shown = os.path.join(shown, part)
+            inner = _open_own_dir(part, fd, shown)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+
+
+def new_trace_dir(path: "str | os.PathLike") -> str:
+    """Create a directory that did not exist: ``path``, else ``path-1``, ``path-2``...
+
+    For a default output name someone else could predict (and pre-create, in
+    a shared directory): what this returns was made by the caller, mode 0750."""
+    base = os.path.abspath(os.fspath(path))
+    for n in range(1000):
+        candidate = base if n == 0 else f"{base}-{n}"
+        try:
+            os.mkdir(candidate, TRACE_DIR_MODE)
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise TraceDirError(f"cannot create trace directory {candidate}: {exc.strerror or exc}") from None
+    raise TraceDirError(f"cannot create a new trace directory next to {base}: 1000 names taken")
+
+
+def open_new_file(path: "str | os.PathLike", flags: int = os.O_WRONLY, mode: int = 0o600) -> int:
+    """Create ``path``, which must not exist (a stale one is removed first, a
+    symbolic link included, never followed)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
 
 
 def uid_trace_dir(root: "str | os.PathLike", uid: int | None = None) -> Path:
@@ -127,8 +225,11 @@ class StreamFile:
         return os.path.join(self.directory, self.name)
 
     def _open(self) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | (os.O_TRUNC if self.truncate else 0)
-        self.fd = os.open(self._path(self.index), flags, 0o600)
+        path = self._path(self.index)
+        if self.truncate:
+            self.fd = open_new_file(path, os.O_WRONLY | os.O_APPEND)
+        else:  # appending after a restarted consumer's predecessor: never through a link
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         self.written = os.fstat(self.fd).st_size
         if self.written:
             self._cut_torn_tail()
@@ -306,8 +407,12 @@ class EventIdFile:
 
     def __init__(self, path: "str | os.PathLike"):
         self.path = Path(path)
-        self.path.touch(mode=0o600, exist_ok=True)
+        os.close(self._open_fd(os.O_RDWR | os.O_CREAT))
         self._known: dict[str, int] = {}
+
+    def _open_fd(self, flags: int) -> int:
+        # never through a symbolic link planted at its name (it lives in the trace directory)
+        return os.open(self.path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
     def _read(self, f) -> list[dict]:
         f.seek(0)
@@ -321,7 +426,7 @@ class EventIdFile:
         key = f"{stream_id}/{decl.name}"
         if key in self._known:
             return self._known[key]
-        with open(self.path, "r+", encoding="utf-8") as f:
+        with open(self._open_fd(os.O_RDWR), "r+", encoding="utf-8") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 entries = self._read(f)
@@ -338,7 +443,7 @@ class EventIdFile:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def events(self) -> list[tuple[int, int, EventDecl]]:
-        with open(self.path, "r", encoding="utf-8") as f:
+        with open(self._open_fd(os.O_RDONLY), "r", encoding="utf-8") as f:
             fcntl.flock(f, fcntl.LOCK_SH)
             try:
                 entries = self._read(f)
@@ -347,9 +452,17 @@ class EventIdFile:
         return [(i, e["stream_id"], decl_from_dict(e["decl"])) for i, e in enumerate(entries)]
 
 
-def write_metadata(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o600)
+def write_metadata(path: "str | os.PathLike", text: str, sync: bool = False) -> None:
+    """Replace the metadata file atomically (a reader sees the old or the new one)."""
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+    fd = open_new_file(tmp)
+    try:
+        view = memoryview(text.encode())
+        while view:
+            view = view[os.write(fd, view):]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)

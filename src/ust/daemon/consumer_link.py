@@ -6,11 +6,24 @@ with their buffer descriptors, events) is kept in a replay log, so when the
 consumer dies a new one is spawned, receives the *same* shared-memory buffers
 and carries on draining them: applications never notice, and what they
 committed while no consumer ran is still in the buffers.
+
+One link per session owner: a consumer runs with the credentials of the user
+whose sessions it writes (the system daemon spawns it with that user's uid,
+gid and groups), so every trace file is created by its owner and a path the
+owner chose can never make root write anywhere (docs/security.md).
+
+A consumer that does not answer within the request timeout (stopped, busy)
+fails that request only: requests carry an id, the late answer is read and
+dropped before the next one, and the consumer is used again once it answers.
+Only a consumer caught mid-message (the framing is lost) is killed and
+replaced.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
+import select
 import socket
 import subprocess
 import sys
@@ -21,7 +34,22 @@ from ust.daemon import protocol
 from ust.errors import DaemonError, ProtocolError
 
 READY_TIMEOUT = 15.0
-REQUEST_TIMEOUT = 60.0
+REQUEST_TIMEOUT = float(os.environ.get("UST_CONSUMER_TIMEOUT") or 60.0)
+
+
+class Owner:
+    """The credentials a consumer runs with."""
+
+    def __init__(self, uid: int):
+        self.uid = uid
+        try:
+            pw = pwd.getpwuid(uid)
+        except KeyError:
+            raise DaemonError(f"uid {uid} has no user entry: cannot run a consumer for it") from None
+        self.name = pw.pw_name
+        self.gid = pw.pw_gid
+        self.home = pw.pw_dir
+        self.groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
 
 
 def _log(msg: str) -> None:
@@ -29,9 +57,11 @@ def _log(msg: str) -> None:
 
 
 class ConsumerLink:
-    def __init__(self, rundir: str):
+    def __init__(self, rundir: str, owner: Owner | None = None):
         self.rundir = rundir
+        self.owner = owner  # None: the daemon's own credentials
         self.cv = threading.Condition()
+        self.request_id = 0  # answers carry it: a late answer is recognized and dropped
         self.sock: socket.socket | None = None
         self.proc: subprocess.Popen | None = None
         self.ready = False
@@ -58,19 +88,41 @@ class ConsumerLink:
 
     def _spawn(self) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ)
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        drop = self.owner is not None and self.owner.uid != os.getuid()
+        if drop:
+            # Nothing of the daemon's environment for another user's process.
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.owner.home,
+                   "USER": self.owner.name, "LOGNAME": self.owner.name, "PYTHONPATH": src}
+            creds = dict(user=self.owner.uid, group=self.owner.gid, extra_groups=self.owner.groups, cwd="/")
+        else:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            creds = {}
         env["UST_AGENT"] = "0"  # the consumer must never trace itself
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ust.daemon.consumerd", "--fd", str(child.fileno()),
-             "--wakeup-fd", str(self.wakeup_fd)],
-            pass_fds=[child.fileno(), self.wakeup_fd], env=env, stdin=subprocess.DEVNULL,
-        )
-        child.close()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ust.daemon.consumerd", "--fd", str(child.fileno()),
+                 "--wakeup-fd", str(self.wakeup_fd)],
+                pass_fds=[child.fileno(), self.wakeup_fd], env=env, stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE if drop else None, **creds,
+            )
+        finally:
+            child.close()
+        if drop:
+            threading.Thread(target=self._relay_log, args=(self.proc.stderr,), name="consumer-log",
+                             daemon=True).start()
         parent.settimeout(REQUEST_TIMEOUT)
         self.sock = parent
         self._call_locked({"cmd": "ping"})
+
+    def _relay_log(self, pipe) -> None:
+        """Another user's consumer does not get the daemon's log file: its lines
+        are passed on, labelled with its uid, printable and at most 1000 characters."""
+        with pipe:
+            for raw in pipe:
+                line = "".join(c if c.isprintable() else "?" for c in raw.decode("utf-8", "replace").rstrip("\n"))
+                print(f"ust-consumerd[uid {self.owner.uid}]: {line[:1000]}", file=sys.stderr, flush=True)
 
     def _replay(self) -> None:
         for entry in self.log.values():
@@ -152,13 +204,30 @@ class ConsumerLink:
     def _call_locked(self, msg: dict, fds: list[int] = ()) -> tuple[dict, list[int]]:
         if self.sock is None:
             raise DaemonError("the consumer daemon is not running")
+        self.request_id += 1
+        rid = self.request_id
+        deadline = time.monotonic() + REQUEST_TIMEOUT  # for the whole exchange, late answers included
         try:
-            protocol.send_msg(self.sock, msg, fds)
-            reply, rfds = protocol.recv_msg(self.sock)
+            protocol.send_msg(self.sock, {**msg, "id": rid}, fds)
+            while True:
+                # Wait for an answer to start without reading anything, so a
+                # timeout here leaves the stream framed and the consumer usable.
+                ready, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    raise DaemonError(f"the consumer daemon did not answer {msg.get('cmd')} within "
+                                      f"{REQUEST_TIMEOUT:g}s (stopped or overloaded?); it is used again "
+                                      "once it answers")
+                reply, rfds = protocol.recv_msg(self.sock, read=max(1.0, deadline - time.monotonic()))
+                if reply.get("re") == rid:
+                    break
+                protocol.close_fds(rfds)  # the answer to a request that timed out
         except (OSError, ProtocolError) as exc:
+            # Framing lost (or the consumer died): replace it; the supervisor
+            # respawns one and replays the log.
             self.ready = False
+            self._kill_locked()
             raise DaemonError(f"lost the consumer daemon during {msg.get('cmd')}: {exc}") from None
-        if not reply.get("ok"):
+        if not isinstance(reply, dict) or not reply.get("ok"):
             protocol.close_fds(rfds)
             raise DaemonError(f"consumer daemon: {reply.get('error', 'request failed')}")
         return reply, rfds
@@ -202,8 +271,8 @@ class ConsumerLink:
     def flush(self, traces: list[str]) -> None:
         self.call({"cmd": "flush", "traces": traces})
 
-    def snapshot(self, targets: dict[str, str]) -> None:
-        self.call({"cmd": "snapshot", "targets": targets})
+    def snapshot(self, targets: dict[str, str], root: str) -> None:
+        self.call({"cmd": "snapshot", "targets": targets, "root": root})
 
     def remove_traces(self, traces: list[str]) -> None:
         with self.cv:

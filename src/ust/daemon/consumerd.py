@@ -34,7 +34,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from ust.ctf.writer import StreamFile, drain, final_drain
+from ust.ctf.writer import StreamFile, drain, final_drain, make_trace_dir, write_metadata
 from ust.daemon import protocol
 from ust.daemon.protocol import ConnectionClosed
 from ust.errors import ProtocolError, UstError
@@ -78,6 +78,42 @@ def metadata_text(trace: "TraceOut") -> str:
 
 
 # ---------------------------------------------------------------------------
+# counters from shared memory
+
+MAX_LOSS_RATE = 50_000_000  # events (or packets) per second one buffer could really lose
+_COUNTED = ("lost_full", "lost_big", "packets_overwritten")
+
+
+class BoundedCounters:
+    """The loss counters of one buffer, as far as they can be believed.
+
+    They live in the buffer's shared header, which every process writing the
+    buffer can scribble on, another user's included (a per-UID buffer of a
+    root session is shared with that user's processes). So a figure is only
+    taken as a counter can really move: never down, never above 2^63, and up
+    by at most MAX_LOSS_RATE per second since the last reading (a discarded
+    event costs its writer far more than 20 ns). A hostile writer can still
+    inflate its own buffer's figure at that rate, no further.
+    """
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        self.values = dict.fromkeys(_COUNTED, 0)
+
+    def read(self, raw: dict) -> dict:
+        now = time.monotonic()
+        allowance = int((now - self.at) * MAX_LOSS_RATE) + 1
+        self.at = now
+        out = {k: v if 0 <= v < 1 << 63 else 0 for k, v in raw.items()}
+        for name in _COUNTED:
+            value, last = out.get(name, 0), self.values[name]
+            if value > last:
+                self.values[name] = min(value, last + allowance)
+            out[name] = self.values[name]
+        return out
+
+
+# ---------------------------------------------------------------------------
 # streams and traces
 
 
@@ -88,6 +124,7 @@ class ChannelOut:
     conf: dict
     context: list[str]
     buffers: list[Any] = field(default_factory=list)
+    counters: list[BoundedCounters] = field(default_factory=list)  # one per buffer
     files: list[StreamFile] = field(default_factory=list)
     events: dict[int, Any] = field(default_factory=dict)  # id -> EventDecl
     next_switch: float = 0.0
@@ -130,6 +167,7 @@ class Consumer:
                 _log(f"bad request from the sessiond: {exc}")
                 break
             reply, rfds = self.handle(msg, fds)
+            reply["re"] = msg.get("id")  # the sessiond drops answers to requests it gave up on
             try:
                 protocol.send_msg(self.sock, reply, rfds)
             except OSError:
@@ -147,7 +185,7 @@ class Consumer:
             fn = getattr(self, "cmd_" + str(cmd), None)
             if fn is None:
                 raise ProtocolError(f"unknown consumer command {cmd!r}")
-            args = {k: v for k, v in msg.items() if k != "cmd"}
+            args = {k: v for k, v in msg.items() if k not in ("cmd", "id")}
             with self.lock:
                 result, rfds = fn(fds, **args)
             return protocol.ok_reply(**result), rfds
@@ -163,7 +201,8 @@ class Consumer:
     def cmd_stats(self, fds) -> tuple[dict, list]:
         out = {}
         for key, t in self.traces.items():
-            out[key] = {ch.name: [dict(b.counters()) for b in ch.buffers] for ch in t.channels.values()}
+            out[key] = {ch.name: [bounded.read(b.counters()) for b, bounded in zip(ch.buffers, ch.counters)]
+                        for ch in t.channels.values()}
         return {"traces": out}, []
 
     def cmd_quit(self, fds) -> tuple[dict, list]:
@@ -171,9 +210,11 @@ class Consumer:
         return {}, []
 
     def cmd_add_trace(self, fds, key: str, path: str, uuid: str, clock_offset: int, drain: bool,
-                      env: dict, session: str = "") -> tuple[dict, list]:
+                      env: dict, session: str = "", root: str | None = None) -> tuple[dict, list]:
         if key not in self.traces:
-            os.makedirs(path, mode=0o700, exist_ok=True)
+            # As the session's owner (we run with their credentials), in a tree
+            # nobody else can write: ust.ctf.writer checks it.
+            make_trace_dir(path, root)
             self.traces[key] = TraceOut(key, path, uuid, clock_offset, drain, env)
         return {}, []
 
@@ -195,6 +236,7 @@ class Consumer:
                                    uuid=uuid)
                 for cpu in range(ncpu)
             ]
+        ch.counters = [BoundedCounters() for _ in ch.buffers]
         for buf in ch.buffers:
             buf.set_wakeup_fd(self.efd)
         if t.drain:
@@ -226,13 +268,13 @@ class Consumer:
                 n += self._flush(t)
         return {"packets": n}, []
 
-    def cmd_snapshot(self, fds, targets: dict) -> tuple[dict, list]:
+    def cmd_snapshot(self, fds, targets: dict, root: str | None = None) -> tuple[dict, list]:
         n = 0
         for key, dest in targets.items():
             t = self.traces.get(key)
             if t is None:
                 continue
-            os.makedirs(dest, mode=0o700, exist_ok=True)
+            make_trace_dir(dest, root)
             self._write_metadata(t, dest)
             for ch in t.channels.values():
                 for cpu, buf in enumerate(ch.buffers):
@@ -260,18 +302,7 @@ class Consumer:
         directory = directory or t.path
         if not t.drain and directory == t.path:
             return  # snapshot sessions write metadata with each snapshot only
-        text = metadata_text(t)
-        tmp = os.path.join(directory, ".metadata.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            data = text.encode() if isinstance(text, str) else bytes(text)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, os.path.join(directory, "metadata"))
+        write_metadata(os.path.join(directory, "metadata"), metadata_text(t), sync=True)
 
     def _flush(self, t: TraceOut, final: bool = False) -> int:
         """Close partial packets and write everything (applications have stopped

@@ -88,7 +88,7 @@ def enable(daemon, s, targets: list[str], event: str | None, channel: str | None
                 s.rules.append(rule)
         added.append({**spec, "events": patterns})
     daemon._sync_all(s)
-    refused = sync(daemon, targets=set(targets))
+    refused = sync(daemon, targets=set(targets), held=s)
     if refused:
         disable(daemon, s, targets, ch.name)
         raise SessionError(refused[0])
@@ -108,7 +108,7 @@ def disable(daemon, s, targets: list[str], channel: str | None) -> dict:
     drop = {pat for p in gone for pat in rule_patterns(p["target"], p["event"])} - still
     s.rules[:] = [r for r in s.rules if not (r.channel == ch.name and r.pattern in drop and r.filter is None
                                                and not r.exclusions and r.loglevel_type == "all")]
-    sync(daemon)
+    sync(daemon, held=s)
     daemon._sync_all(s)
     return {"disabled": len(gone)}
 
@@ -116,7 +116,9 @@ def disable(daemon, s, targets: list[str], channel: str | None) -> dict:
 def wanted(daemon, app) -> list[dict]:
     """The probes ``app`` must have: those of the active sessions it is in (enabled channels)."""
     out: dict[tuple, dict] = {}
-    for s in daemon.sessions.values():
+    with daemon.lock:  # the table only; each session's probes are read as they are
+        sessions = list(daemon.sessions.values())
+    for s in sessions:
         if not s.active or not daemon._app_in_session(s, app):
             continue
         for p in s.probes:
@@ -128,10 +130,20 @@ def wanted(daemon, app) -> list[dict]:
     return [out[k] for k in sorted(out)]
 
 
-def sync(daemon, apps=None, targets: set | None = None) -> list[str]:
-    """Send each application its probe set if it changed; the refusals for ``targets`` (one line each)."""
+def sync(daemon, apps=None, targets: set | None = None, held=None) -> list[str]:
+    """Send each application its probe set if it changed; the refusals for ``targets`` (one line each).
+
+    ``held``: the session whose lock the caller holds (a command on it), or
+    None (an application's worker, which holds none). The events the probes
+    declared are attached at once in ``held``; the other active sessions get
+    them through the application's worker, which takes their locks one at a
+    time (taking them here, under ``held``'s, could deadlock with a command
+    on another session doing the same)."""
+    if apps is None:
+        with daemon.lock:
+            apps = list(daemon.apps.values())
     pending = []
-    for app in list(apps if apps is not None else daemon.apps.values()):
+    for app in list(apps):
         want = wanted(daemon, app)
         if want == getattr(app, "probes_sent", []) or not app.alive:
             continue
@@ -143,10 +155,13 @@ def sync(daemon, apps=None, targets: set | None = None) -> list[str]:
         app.probe_status = status_from_reply(ack)
         decls = declarations_from_reply(ack)
         if decls:
-            daemon._add_decls(app, decls)
-            for s in daemon.sessions.values():
-                if s.active:
-                    daemon._sync_app(s, app)
+            error = daemon._add_decls(app, decls)
+            if error:
+                refused.append(f"process {app.pid}: {error}")
+            if held is not None and held.active and not held.destroyed and daemon._app_in_session(held, app):
+                daemon._sync_app(held, app)
+            if held is not None:
+                daemon._enqueue(app, "sync", None)
         if ack is not None and not ack.get("ok"):
             refused.append(f"process {app.pid}: {str(ack.get('error'))[:300]}")
         for st in app.probe_status:

@@ -25,8 +25,12 @@ from __future__ import annotations
 import array
 import json
 import os
+import re
+import select
 import socket
 import struct
+import threading
+import time
 from collections.abc import Iterable
 
 from ust.errors import ProtocolError
@@ -36,10 +40,40 @@ PROTOCOL_VERSION = 1
 HEADER = struct.Struct("!4sHHI")
 MAX_BODY = 1 << 20  # 1 MiB: a registration with thousands of tracepoints fits
 MAX_FDS = 64
+MAX_DEPTH = 32  # nesting of JSON arrays/objects in a body: a declaration needs fewer than 10
 
 
 class ConnectionClosed(ProtocolError):
     """The peer closed the connection (cleanly or mid-message)."""
+
+
+class IdleTimeout(ProtocolError):
+    """No message started within the idle deadline (the connection is still framed)."""
+
+
+class InputBudget:
+    """A bound on the bytes of large message bodies being received at once, over
+    all connections of a daemon: many slow senders of large bodies cannot make
+    the daemon allocate more than ``total`` bytes for them. Bodies of at most
+    ``small`` bytes (every ordinary request) do not count, so the senders of
+    large ones cannot lock anybody out either (connections are capped)."""
+
+    def __init__(self, total: int, small: int = 64 << 10):
+        self.total = total
+        self.small = small
+        self.free = total
+        self.lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self.lock:
+            if n > self.free:
+                return False
+            self.free -= n
+            return True
+
+    def give(self, n: int) -> None:
+        with self.lock:
+            self.free += n
 
 
 # ---------------------------------------------------------------------------
@@ -70,10 +104,31 @@ def decode_header(raw: bytes) -> int:
     return length
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_NESTING = re.compile(rb"[\[\]{}]")
+
+
+def check_depth(body: bytes, limit: int = MAX_DEPTH) -> None:
+    """Refuse JSON nested deeper than ``limit`` before decoding it.
+
+    Iterative (strings removed first, then only the brackets are walked), so a
+    hostile body of a million ``[`` costs a scan, never the decoder's recursion.
+    """
+    depth = 0
+    for m in _JSON_NESTING.finditer(_JSON_STRING.sub(b"", body)):
+        if m.group() in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                raise ProtocolError(f"body nests deeper than {limit} levels")
+        else:
+            depth -= 1
+
+
 def decode_body(body: bytes) -> dict:
     try:
+        check_depth(body)
         msg = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(f"body is not UTF-8 JSON: {exc}") from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"a message must be a JSON object, got {type(msg).__name__}")
@@ -106,12 +161,31 @@ def close_fds(fds: Iterable[int]) -> None:
             pass
 
 
-def _recv_exact(sock: socket.socket, n: int, fds: list[int], first: bool) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        size = array.array("i").itemsize
+def _wait_readable(sock: socket.socket, deadline: float | None) -> bool:
+    if deadline is None:
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if poller.poll(left * 1000):
+            return True
+
+
+def _recv_exact(sock: socket.socket, n: int, fds: list[int], first: bool, deadline: float | None = None) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got_bytes = 0
+    size = array.array("i").itemsize
+    while got_bytes < n:
+        if not _wait_readable(sock, deadline):
+            if first and not got_bytes:
+                raise IdleTimeout("idle for too long")
+            raise ProtocolError(f"timed out mid-message ({got_bytes} of {n} bytes)")
         try:
-            data, ancdata, flags, _ = sock.recvmsg(n - len(buf), socket.CMSG_SPACE(MAX_FDS * size))
+            nread, ancdata, flags, _ = sock.recvmsg_into([view[got_bytes:]], socket.CMSG_SPACE(MAX_FDS * size))
         except InterruptedError:  # pragma: no cover - PEP 475 retries
             continue
         for level, kind, cdata in ancdata:
@@ -121,29 +195,45 @@ def _recv_exact(sock: socket.socket, n: int, fds: list[int], first: bool) -> byt
                 fds.extend(got)
         if flags & getattr(socket, "MSG_CTRUNC", 0):
             raise ProtocolError("descriptors were truncated (too many attached)")
-        if not data:
-            if first and not buf:
+        if not nread:
+            if first and not got_bytes:
                 raise ConnectionClosed("connection closed")
-            raise ConnectionClosed(f"connection closed mid-message ({len(buf)} of {n} bytes)")
-        buf += data
+            raise ConnectionClosed(f"connection closed mid-message ({got_bytes} of {n} bytes)")
+        got_bytes += nread
     return bytes(buf)
 
 
-def recv_msg(sock: socket.socket) -> tuple[dict, list[int]]:
+def recv_msg(sock: socket.socket, idle: float | None = None, read: float | None = None,
+             budget: InputBudget | None = None) -> tuple[dict, list[int]]:
     """Receive one message and the descriptors that came with it.
 
     Raises ``ConnectionClosed`` at end of stream and ``ProtocolError`` for a
     malformed message (the received descriptors are closed then). The caller
     owns the returned descriptors.
+
+    Limits, for a daemon reading a peer it does not trust: ``idle`` seconds for
+    a message to start (``IdleTimeout``), ``read`` seconds for a started one to
+    complete, and ``budget``, shared by the connections, for its body.
     """
     fds: list[int] = []
+    taken = 0
     try:
-        length = decode_header(_recv_exact(sock, HEADER.size, fds, True))
-        body = _recv_exact(sock, length, fds, False) if length else b""
+        start = None if idle is None else time.monotonic() + idle
+        raw = _recv_exact(sock, HEADER.size, fds, True, start)
+        deadline = None if read is None else time.monotonic() + read
+        length = decode_header(raw)
+        if budget is not None and length > budget.small:
+            if not budget.take(length):
+                raise ProtocolError("the daemon is receiving too much at once; try again later")
+            taken = length
+        body = _recv_exact(sock, length, fds, False, deadline) if length else b""
         return decode_body(body), fds
     except BaseException:
         close_fds(fds)
         raise
+    finally:
+        if taken:
+            budget.give(taken)
 
 
 def error_reply(message: str) -> dict:

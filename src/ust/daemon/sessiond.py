@@ -6,16 +6,30 @@ live applications, and the consumer daemon it spawns and supervises.
 Threads
 -------
 * the acceptor: one thread per connection (a misbehaving client blocks only
-  its own thread; connections are capped at MAX_CONNECTIONS);
+  its own thread; connections are capped at MAX_CONNECTIONS, and at
+  MAX_CONNECTIONS_PER_UID for any uid but root and the daemon's owner, who
+  keep a reserve; a message must complete within READ_TIMEOUT, a client
+  connection idle for IDLE_TIMEOUT is closed; the bodies being received share
+  one INPUT_BUDGET);
 * per application, a reader thread that only routes acknowledgements and
   queues the application's own requests (registration, new tracepoints);
-* one worker thread that runs those queued requests;
-* the consumer supervisor (``ConsumerLink``), which restarts ust-consumerd.
+* per application with requests pending, a worker thread that runs them in
+  order (applications never wait for each other);
+* per session owner, a consumer supervisor (``ConsumerLink``), which runs and
+  restarts that user's ust-consumerd (with the user's credentials).
 
-Every change of state runs under ``self.lock``. Commands sent to applications
-wait for their acknowledgement with a timeout, never forever; an application
-whose socket stops draining is dropped. The app reader threads never take the
-lock, so an acknowledgement can always be delivered to a waiting command.
+Ownership: a session belongs to the uid that created it; only that uid (and
+root) sees and controls it, and a session of a non-root user records only
+that user's applications (docs/security.md).
+
+Locks: ``self.lock`` guards the tables (sessions, applications) and is never
+held across a call to another process; each session has its own lock, held
+while a command on that session runs, consumer and application round trips
+included. A stalled consumer thus delays only the commands on its own
+sessions. Commands sent to applications wait for their acknowledgement with a
+timeout, never forever; an application whose socket stops draining is
+dropped. The app reader threads take no lock, so an acknowledgement can
+always be delivered to a waiting command.
 
 The central operation is ``_sync_app(session, app)``: it computes what an
 application should record for a session (channels it maps, tracepoints it has
@@ -27,11 +41,13 @@ the same way to applications registered before or after it.
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import datetime
 import fcntl
 import grp
 import os
-import queue
+import pwd
 import signal
 import socket
 import struct
@@ -44,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ust.daemon import paths, probe_rules, protocol
-from ust.daemon.consumer_link import ConsumerLink
+from ust.daemon.consumer_link import ConsumerLink, Owner
 from ust.daemon.protocol import (
     ConnectionClosed, check, is_name, list_of, one_of, optional, string, uint,
 )
@@ -52,7 +68,26 @@ from ust.daemon.rules import DOMAINS, MAX_PYTHON_LEVEL, EventRule, check_pattern
 from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
 from ust.errors import ProtocolError, SessionError, UstError
 
+
+
+def _env_number(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
 MAX_CONNECTIONS = 512
+MAX_CONNECTIONS_PER_UID = 256  # one user cannot take every connection (applications included)
+MAX_REFUSING_PER_UID = 16  # refusals being answered; beyond, a connection is closed unanswered
+TRUSTED_RESERVE = 32  # connections only root and the daemon's owner may use
+IDLE_TIMEOUT = _env_number("UST_SESSIOND_IDLE_TIMEOUT", 600.0)  # a client connection without a request
+READ_TIMEOUT = _env_number("UST_SESSIOND_READ_TIMEOUT", 10.0)  # a message, once started, must complete
+INPUT_BUDGET = 64 << 20  # bytes of message bodies being received at once, all connections together
+MAX_TRACEPOINTS_PER_APP = int(_env_number("UST_MAX_TRACEPOINTS_PER_APP", 4096))
+MAX_DECL_BYTES_PER_APP = 4 << 20  # encoded declarations kept for one application
+MAX_DECL_BYTES = 64 << 20  # ... and for all of them
+APP_QUEUE = 16  # requests of one application waiting for the worker
 APP_ACK_TIMEOUT = 3.0
 
 
@@ -119,6 +154,7 @@ class Trace:
 class Session:
     name: str
     output: str
+    uid: int = 0  # the owner: only it (and root) sees and controls the session
     snapshot: bool = False
     token: str | None = None  # only apps started with this UST_RUN_TOKEN (ust run)
     channels: dict[str, ChannelConf] = field(default_factory=dict)
@@ -130,6 +166,8 @@ class Session:
     traces: dict[tuple[str, int], Trace] = field(default_factory=dict)
     snapshot_count: int = 0
     trace_paths: list = field(default_factory=list)  # after destroy
+    lock: Any = field(default_factory=threading.RLock, repr=False)  # held by a command on this session
+    destroyed: bool = False
 
     @property
     def buffers(self) -> str:
@@ -145,10 +183,12 @@ class Session:
             "active": self.active,
             "buffers": self.buffers,
             "created": self.created,
-            "channels": [ch.to_json() for ch in self.channels.values()],
-            "rules": [r.to_json() for r in self.rules],
-            "probes": [dict(p) for p in self.probes],
-            "traces": [t.path for t in self.traces.values()],
+            "uid": self.uid,
+            # copies first: a command on the session may change it meanwhile
+            "channels": [ch.to_json() for ch in list(self.channels.values())],
+            "rules": [r.to_json() for r in list(self.rules)],
+            "probes": [dict(p) for p in list(self.probes)],
+            "traces": [t.path for t in list(self.traces.values())],
         }
 
 
@@ -164,6 +204,11 @@ class App:
         self.token = info.get("token")
         self.cmdline = info.get("cmdline", "")
         self.decls: dict[str, dict] = {}  # decl_key -> decl json
+        self.decl_bytes = 0
+        self.queued = threading.Semaphore(APP_QUEUE)  # back-pressure on a flooding application
+        self.work: collections.deque = collections.deque()  # (kind, msg), run in order by its worker
+        self.work_lock = threading.Lock()
+        self.working = False
         self.registered = time.time()
         self.send_lock = threading.Lock()
         self.pending: dict[int, list] = {}  # seq -> [event, reply]
@@ -321,17 +366,51 @@ APP_SCHEMAS = {
 class SessionDaemon:
     def __init__(self, rundir: str, consumer: bool = True):
         self.rundir = rundir
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # the tables only; never held across a call to another process
         self.sessions: dict[str, Session] = {}
         self.apps: dict[int, App] = {}
-        self.work: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
         self.nconn = 0
+        self.nconn_by_uid: dict[int, int] = {}
+        self.refusing_by_uid: dict[int, int] = {}
         self.nconn_lock = threading.Lock()
+        self.budget = protocol.InputBudget(INPUT_BUDGET)
+        self.decl_bytes = 0
         self.listener: socket.socket | None = None
         self.system = os.getuid() == 0 and os.path.abspath(rundir) == paths.system_rundir()
-        self.consumer = ConsumerLink(rundir) if consumer else None
-        self._next_stream_id = 0
+        self.use_consumer = consumer
+        self.links: dict[int, ConsumerLink] = {}  # consumer uid -> its link
+        self.links_lock = threading.Lock()
+
+    # -- consumers -------------------------------------------------------------
+
+    def _consumer_uid(self, owner_uid: int) -> int:
+        """Whose credentials write a session's files: its owner's (a daemon not
+        running as root has only its own)."""
+        return owner_uid if os.getuid() == 0 else os.getuid()
+
+    def _link(self, s: Session) -> ConsumerLink:
+        """The consumer of ``s``'s owner, started on first use."""
+        if not self.use_consumer:
+            raise SessionError("this session daemon runs without a consumer")
+        uid = self._consumer_uid(s.uid)
+        with self.links_lock:
+            link = self.links.get(uid)
+            if link is None:
+                if self.stopping.is_set():
+                    raise SessionError("the session daemon is stopping")
+                owner = None if uid == os.getuid() else Owner(uid)
+                link = ConsumerLink(self.rundir, owner)
+                link.start()
+                if link.pid is None:
+                    link.stop()
+                    raise SessionError(f"cannot start a consumer daemon for uid {uid} (see the session daemon's log)")
+                self.links[uid] = link
+        return link
+
+    def _link_if_running(self, s: Session) -> ConsumerLink | None:
+        with self.links_lock:
+            return self.links.get(self._consumer_uid(s.uid))
 
     # -- peers ---------------------------------------------------------------
 
@@ -361,8 +440,8 @@ class SessionDaemon:
         sock_path = paths.socket_path(self.rundir)
         # One daemon per runtime directory, even when two `ust` commands start
         # one at the same time: the lock is held for the daemon's lifetime.
-        self._lock_fd = os.open(os.path.join(self.rundir, "sessiond.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                                0o600)
+        self._lock_fd = os.open(os.path.join(self.rundir, "sessiond.lock"),
+                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -394,29 +473,45 @@ class SessionDaemon:
             except KeyError:
                 pass
         self.listener.listen(64)
-        if self.consumer is not None:
-            self.consumer.start()
-        threading.Thread(target=self._worker, name="worker", daemon=True).start()
+        if self.use_consumer:
+            with self.links_lock:
+                self.links[os.getuid()] = ConsumerLink(self.rundir)
+                self.links[os.getuid()].start()
         # The pid file is written last: its presence means "ready to serve".
         tmp = paths.pid_path(self.rundir) + ".tmp"
-        with open(tmp, "w") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with open(fd, "w") as f:
             f.write(f"{os.getpid()}\n")
         os.replace(tmp, paths.pid_path(self.rundir))
         _log(f"listening on {sock_path}")
+        # accept() wakes up twice a second: SIGTERM may be delivered to any of
+        # the daemon's threads, and Python runs its handler in the main thread
+        # only when that thread next runs, which a blocking accept() could
+        # postpone until the next connection.
+        self.listener.settimeout(0.5)
         try:
             while not self.stopping.is_set():
                 try:
                     conn, _ = self.listener.accept()
+                except socket.timeout:
+                    continue
                 except OSError:
                     if self.stopping.is_set():
                         break
                     raise
-                with self.nconn_lock:
-                    if self.nconn >= MAX_CONNECTIONS:
-                        conn.close()
-                        continue
-                    self.nconn += 1
-                threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+                conn.settimeout(None)
+                try:
+                    creds = protocol.peer_credentials(conn)
+                except OSError:
+                    conn.close()
+                    continue
+                refusal = self._admit(creds[1])
+                if refusal == "full":
+                    conn.close()  # beyond every reserve: not even a thread for it
+                    continue
+                threading.Thread(target=self._connection, args=(conn, creds, refusal), daemon=True).start()
         finally:
             self.shutdown()
 
@@ -435,17 +530,24 @@ class SessionDaemon:
                 pass
 
     def shutdown(self) -> None:
-        """Stop every active session (traces complete on disk), then the consumer."""
+        """Stop every active session (traces complete on disk), then the consumers."""
         with self.lock:
-            for s in list(self.sessions.values()):
+            sessions = list(self.sessions.values())
+        for s in sessions:
+            with s.lock:
+                if s.destroyed:
+                    continue
                 try:
                     self._destroy(s)
                 except Exception as exc:  # keep going: the others must still be flushed
                     _log(f"destroying {s.name}: {exc}")
+        with self.lock:
             for app in list(self.apps.values()):
                 app.kill("daemon stops")
-        if self.consumer is not None:
-            self.consumer.stop()
+        with self.links_lock:
+            links = list(self.links.values())
+        for link in links:
+            link.stop()
         for p in (paths.socket_path(self.rundir), paths.pid_path(self.rundir)):
             try:
                 if p.endswith(".pid"):
@@ -457,17 +559,66 @@ class SessionDaemon:
                 pass
         _log("stopped")
 
-    def _connection(self, conn: socket.socket) -> None:
+    def _trusted(self, uid: int) -> bool:
+        return uid == 0 or uid == os.getuid()
+
+    def _admit(self, uid: int) -> str | None:
+        """Count a new connection of ``uid``, or say why not (``"full"``: drop it unanswered)."""
+        with self.nconn_lock:
+            if self.nconn >= MAX_CONNECTIONS + TRUSTED_RESERVE:
+                return "full"
+            if not self._trusted(uid):
+                refusal = None
+                if self.nconn >= MAX_CONNECTIONS:
+                    refusal = f"too many connections ({MAX_CONNECTIONS}); try again later"
+                elif self.nconn_by_uid.get(uid, 0) >= MAX_CONNECTIONS_PER_UID:
+                    refusal = f"too many connections from uid {uid} (at most {MAX_CONNECTIONS_PER_UID})"
+                if refusal is not None:
+                    # Answering takes a thread for a moment: a few at a time per uid.
+                    if self.refusing_by_uid.get(uid, 0) >= MAX_REFUSING_PER_UID:
+                        return "full"
+                    self.refusing_by_uid[uid] = self.refusing_by_uid.get(uid, 0) + 1
+                    return refusal
+            self.nconn += 1
+            self.nconn_by_uid[uid] = self.nconn_by_uid.get(uid, 0) + 1
+            return None
+
+    def _refused(self, uid: int) -> None:
+        with self.nconn_lock:
+            left = self.refusing_by_uid.get(uid, 1) - 1
+            if left:
+                self.refusing_by_uid[uid] = left
+            else:
+                self.refusing_by_uid.pop(uid, None)
+
+    def _release(self, uid: int) -> None:
+        with self.nconn_lock:
+            self.nconn -= 1
+            left = self.nconn_by_uid.get(uid, 1) - 1
+            if left:
+                self.nconn_by_uid[uid] = left
+            else:
+                self.nconn_by_uid.pop(uid, None)
+
+    def _connection(self, conn: socket.socket, creds: tuple[int, int, int], refusal: str | None) -> None:
+        pid, uid, gid = creds
         try:
-            pid, uid, gid = protocol.peer_credentials(conn)
+            if refusal is not None:
+                try:
+                    self._reply_and_hang_up(conn, protocol.error_reply(refusal))
+                finally:
+                    self._refused(uid)
+                return
             if not self.peer_allowed(uid, gid):
                 self._reply_and_hang_up(conn, protocol.error_reply(f"permission denied for uid {uid}"))
                 return
             conn.settimeout(None)
             while not self.stopping.is_set():
                 try:
-                    msg, fds = protocol.recv_msg(conn)
-                except ConnectionClosed:
+                    msg, fds = protocol.recv_msg(conn, idle=IDLE_TIMEOUT, read=READ_TIMEOUT, budget=self.budget)
+                except (ConnectionClosed, protocol.IdleTimeout):
+                    return
+                except OSError:
                     return
                 except ProtocolError as exc:
                     # Framing is lost after a bad header: answer, then hang up.
@@ -477,7 +628,7 @@ class SessionDaemon:
                 if msg.get("cmd") == "register":
                     self._app_connection(conn, pid, uid, msg)
                     return
-                reply = self.handle(msg)
+                reply = self.handle(msg, uid)
                 if not self._send(conn, reply):
                     return
                 if msg.get("cmd") == "shutdown" and reply.get("ok"):
@@ -486,8 +637,8 @@ class SessionDaemon:
         except Exception:  # a bug must not take the daemon down with it
             _log("connection handler failed:\n" + traceback.format_exc())
         finally:
-            with self.nconn_lock:
-                self.nconn -= 1
+            if refusal is None:
+                self._release(uid)
             try:
                 conn.close()
             except OSError:
@@ -496,13 +647,19 @@ class SessionDaemon:
     @staticmethod
     def _reply_and_hang_up(conn: socket.socket, reply: dict) -> None:
         """Answer, then close without a reset: closing with unread input would
-        make the kernel reset the connection and the peer could lose the answer."""
+        make the kernel reset the connection and the peer could lose the answer.
+        Two seconds at most, however slowly the peer sends."""
+        deadline = time.monotonic() + 2.0
         try:
             conn.settimeout(1.0)
             protocol.send_msg(conn, reply)
             conn.shutdown(socket.SHUT_WR)
             total = 0
             while total < protocol.MAX_BODY + protocol.HEADER.size:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                conn.settimeout(left)
                 chunk = conn.recv(65536)
                 if not chunk:
                     break
@@ -520,8 +677,8 @@ class SessionDaemon:
 
     # -- client requests ---------------------------------------------------------
 
-    def handle(self, msg: dict) -> dict:
-        """Answer one client request. Never raises."""
+    def handle(self, msg: dict, caller: int | None = None) -> dict:
+        """Answer one client request of uid ``caller``. Never raises."""
         try:
             cmd = msg.get("cmd")
             if not isinstance(cmd, str) or cmd not in SCHEMAS:
@@ -529,8 +686,14 @@ class SessionDaemon:
             args = dict(msg)
             del args["cmd"]
             check(args, SCHEMAS[cmd])
-            with self.lock:
-                result = getattr(self, "cmd_" + cmd)(**args)
+            fn = getattr(self, "cmd_" + cmd)
+            caller = os.getuid() if caller is None else caller
+            if "session" in SCHEMAS[cmd]:
+                # One command at a time per session; other sessions are not held up.
+                with self._locked(args.pop("session"), caller) as s:
+                    result = fn(s, **args)
+            else:
+                result = fn(caller, **args)
             return protocol.ok_reply(**(result or {}))
         except UstError as exc:
             return protocol.error_reply(str(exc))
@@ -538,68 +701,103 @@ class SessionDaemon:
             _log("request failed:\n" + traceback.format_exc())
             return protocol.error_reply(f"internal error: {type(exc).__name__}: {exc}")
 
-    def _session(self, name: str) -> Session:
-        try:
-            return self.sessions[name]
-        except KeyError:
-            raise SessionError(f"no session named {name!r}") from None
+    @staticmethod
+    def _visible(s: Session, caller: int) -> bool:
+        return caller == 0 or caller == s.uid
 
-    def cmd_ping(self) -> dict:
+    @contextlib.contextmanager
+    def _locked(self, name: str, caller: int):
+        """The session ``name`` of ``caller``, held for one command.
+
+        Another user's session does not exist for the caller: same error, so
+        its name is not revealed either."""
+        with self.lock:
+            s = self.sessions.get(name)
+        if s is None or not self._visible(s, caller):
+            raise SessionError(f"no session named {name!r}")
+        with s.lock:
+            if s.destroyed:
+                raise SessionError(f"no session named {name!r}")
+            yield s
+
+    def cmd_ping(self, caller: int) -> dict:
+        with self.links_lock:
+            link = self.links.get(self._consumer_uid(caller)) or self.links.get(os.getuid())
         return {"pid": os.getpid(), "version": protocol.PROTOCOL_VERSION,
-                "consumer_pid": self.consumer.pid if self.consumer else None}
+                "consumer_pid": link.pid if link is not None else None}
 
-    def cmd_stats(self) -> dict:
-        """The consumer's counters of every buffer (lost events, packets read...)."""
-        if self.consumer is None:
-            return {"traces": {}}
-        reply, _ = self.consumer.call({"cmd": "stats"})
-        return {"traces": reply["traces"]}
+    def cmd_stats(self, caller: int) -> dict:
+        """The consumers' counters of every buffer of the caller's sessions (lost events, packets read...)."""
+        with self.lock:
+            sessions = [s for s in self.sessions.values() if self._visible(s, caller)]
+        out: dict = {}
+        for link in {id(lk): lk for lk in filter(None, map(self._link_if_running, sessions))}.values():
+            keys = {t.key for s in sessions if self._link_if_running(s) is link for t in list(s.traces.values())}
+            if keys:
+                out.update({k: v for k, v in _consumer_stats(link).items() if k in keys})
+        return {"traces": out}
 
-    def cmd_shutdown(self) -> dict:
+    def cmd_shutdown(self, caller: int) -> dict:
+        if not self._trusted(caller):
+            raise SessionError(f"permission denied: only root or uid {os.getuid()} may shut this daemon down")
         return {}
 
-    def cmd_create(self, name: str, output: str | None = None, snapshot: bool = False, token: str | None = None) -> dict:
-        if name in self.sessions:
-            raise SessionError(f"a session named {name!r} already exists")
+    def cmd_create(self, caller: int, name: str, output: str | None = None, snapshot: bool = False,
+                   token: str | None = None) -> dict:
         if output is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            output = os.path.join(os.path.expanduser("~"), "ust-traces", f"{name}-{stamp}")
+            try:
+                home = pwd.getpwuid(caller).pw_dir
+            except KeyError:
+                raise SessionError(f"uid {caller} has no home directory: give an output directory") from None
+            output = os.path.join(home, "ust-traces", f"{name}-{stamp}")
         if not os.path.isabs(output):
             raise SessionError(f"output directory must be an absolute path, got {output!r}")
-        s = Session(name=name, output=os.path.normpath(output), snapshot=snapshot, token=token)
-        self.sessions[name] = s
+        s = Session(name=name, output=os.path.normpath(output), uid=caller, snapshot=snapshot, token=token)
+        with self.lock:
+            if name in self.sessions:
+                raise SessionError(f"a session named {name!r} already exists")
+            self.sessions[name] = s
         return {"session": s.summary()}
 
-    def cmd_destroy(self, session: str) -> dict:
-        s = self._session(session)
+    def cmd_destroy(self, s: Session) -> dict:
         self._destroy(s)
         summary = s.summary()
         summary["traces"] = s.trace_paths
         return {"session": summary}
 
     def _destroy(self, s: Session) -> None:
+        """Under ``s.lock``."""
         if s.active:
             self._stop(s)
-        if self.consumer is not None and s.traces:
-            self.consumer.remove_traces([t.key for t in s.traces.values()])
+        link = self._link_if_running(s)
+        if link is not None and s.traces:
+            link.remove_traces([t.key for t in s.traces.values()])
         for t in s.traces.values():
             for ch in t.channels.values():
                 protocol.close_fds(ch.fds)
         s.trace_paths = [t.path for t in s.traces.values()]
         s.traces.clear()
-        self.sessions.pop(s.name, None)
+        s.destroyed = True
+        with self.lock:
+            if self.sessions.get(s.name) is s:
+                del self.sessions[s.name]
         if s.probes:
-            probe_rules.sync(self)
+            probe_rules.sync(self, held=s)
 
-    def cmd_list(self) -> dict:
-        return {"sessions": [s.summary() for s in self.sessions.values()]}
+    def cmd_list(self, caller: int) -> dict:
+        with self.lock:
+            sessions = [s for s in self.sessions.values() if self._visible(s, caller)]
+        return {"sessions": [s.summary() for s in sessions]}
 
-    def cmd_session(self, session: str) -> dict:
-        s = self._session(session)
+    def cmd_session(self, s: Session) -> dict:
         return {"session": {**s.summary(), **self._lost(s)}}
 
-    def cmd_apps(self) -> dict:
-        return {"apps": [a.to_json() for a in sorted(self.apps.values(), key=lambda a: a.pid)]}
+    def cmd_apps(self, caller: int) -> dict:
+        """The registered applications the caller may trace (root: all)."""
+        with self.lock:
+            apps = [a for a in self.apps.values() if caller == 0 or a.uid == caller]
+        return {"apps": [a.to_json() for a in sorted(apps, key=lambda a: a.pid)]}
 
     def _channel(self, s: Session, name: str | None, create: bool = True) -> ChannelConf:
         name = name or DEFAULT_CHANNEL
@@ -613,18 +811,17 @@ class SessionDaemon:
             s.channels[name] = ch
         return ch
 
-    def cmd_enable_channel(self, session: str, channel: str, **conf: Any) -> dict:
-        s = self._session(session)
+    def cmd_enable_channel(self, s: Session, channel: str, **conf: Any) -> dict:
         if channel in s.channels:
             ch = s.channels[channel]
             if conf:
-                raise SessionError(f"channel {channel!r} already exists in session {session!r}; "
+                raise SessionError(f"channel {channel!r} already exists in session {s.name!r}; "
                                    "its settings cannot be changed")
             ch.enabled = True
             self._sync_all(s)
             return {"channel": ch.to_json()}
         if s.active:
-            raise SessionError(f"cannot add channel {channel!r}: session {session!r} is active (stop it first)")
+            raise SessionError(f"cannot add channel {channel!r}: session {s.name!r} is active (stop it first)")
         ch = ChannelConf(name=channel, overwrite=s.snapshot)
         for k, v in conf.items():
             setattr(ch, k, v)
@@ -640,22 +837,20 @@ class SessionDaemon:
         if ch.tracefile_count and not ch.tracefile_size:
             raise SessionError("--tracefile-count needs --tracefile-size")
         if s.channels and ch.buffers != s.buffers:
-            raise SessionError(f"session {session!r} uses per-{s.buffers} buffers; all its channels must")
+            raise SessionError(f"session {s.name!r} uses per-{s.buffers} buffers; all its channels must")
         s.channels[channel] = ch
         return {"channel": ch.to_json()}
 
-    def cmd_disable_channel(self, session: str, channel: str) -> dict:
-        s = self._session(session)
+    def cmd_disable_channel(self, s: Session, channel: str) -> dict:
         ch = self._channel(s, channel, create=False)
         ch.enabled = False
         self._sync_all(s)
         return {}
 
-    def cmd_enable_event(self, session: str, patterns: list[str], channel: str | None = None,
+    def cmd_enable_event(self, s: Session, patterns: list[str], channel: str | None = None,
                          exclusions: list[str] = (), filter: str | None = None,
                          loglevel: int | None = None, loglevel_only: bool = False,
                          domain: str | None = None) -> dict:
-        s = self._session(session)
         domain = domain or "ust"
         if not patterns:
             raise SessionError("no event pattern given")
@@ -686,11 +881,10 @@ class SessionDaemon:
         self._sync_all(s)
         return {"rules": added}
 
-    def cmd_disable_event(self, session: str, patterns: list[str], channel: str | None = None) -> dict:
-        s = self._session(session)
+    def cmd_disable_event(self, s: Session, patterns: list[str], channel: str | None = None) -> dict:
         chan = channel or DEFAULT_CHANNEL
         if chan not in s.channels:
-            raise SessionError(f"no channel named {chan!r} in session {session!r}")
+            raise SessionError(f"no channel named {chan!r} in session {s.name!r}")
         n = 0
         for r in s.rules:
             if r.channel == chan and r.enabled and ("*" in patterns and len(patterns) == 1 or r.pattern in patterns):
@@ -701,20 +895,19 @@ class SessionDaemon:
         self._sync_all(s)
         return {"disabled": n}
 
-    def cmd_enable_probe(self, session: str, targets: list[str], event: str | None = None,
+    def cmd_enable_probe(self, s: Session, targets: list[str], event: str | None = None,
                          channel: str | None = None, filter: str | None = None, args: bool = True,
                          repr_limit: int = 256) -> dict:
-        return probe_rules.enable(self, self._session(session), targets, event, channel, filter, args, repr_limit)
+        return probe_rules.enable(self, s, targets, event, channel, filter, args, repr_limit)
 
-    def cmd_disable_probe(self, session: str, targets: list[str], channel: str | None = None) -> dict:
-        return probe_rules.disable(self, self._session(session), targets, channel)
+    def cmd_disable_probe(self, s: Session, targets: list[str], channel: str | None = None) -> dict:
+        return probe_rules.disable(self, s, targets, channel)
 
-    def cmd_add_context(self, session: str, types: list[str], channel: str | None = None) -> dict:
-        s = self._session(session)
+    def cmd_add_context(self, s: Session, types: list[str], channel: str | None = None) -> dict:
         if s.active:
-            raise SessionError(f"cannot add context: session {session!r} is active (stop it first)")
+            raise SessionError(f"cannot add context: session {s.name!r} is active (stop it first)")
         if s.traces:
-            raise SessionError(f"cannot add context: session {session!r} was already started")
+            raise SessionError(f"cannot add context: session {s.name!r} was already started")
         # like lttng: a named channel must exist (only the default one is created,
         # in a session without channels); no name means every channel
         if channel:
@@ -735,31 +928,28 @@ class SessionDaemon:
                     ch.context.append(t)
         return {"channels": [c.name for c in chans]}
 
-    def cmd_start(self, session: str) -> dict:
-        s = self._session(session)
+    def cmd_start(self, s: Session) -> dict:
         if s.active:
-            raise SessionError(f"session {session!r} is already active")
+            raise SessionError(f"session {s.name!r} is already active")
         if not any(r.enabled for r in s.rules):
-            raise SessionError(f"session {session!r} has no event rule enabled: use enable-event first")
-        if self.consumer is None:
-            raise SessionError("this session daemon runs without a consumer")
+            raise SessionError(f"session {s.name!r} has no event rule enabled: use enable-event first")
+        self._link(s)  # the owner's consumer runs (or the reason it cannot) before anything is sent
         if not s.traces:
             s.clock_offset = time.time_ns() - time.monotonic_ns()
         s.active = True
         try:
-            probe_rules.sync(self)
+            probe_rules.sync(self, held=s)
             self._sync_all(s)
         except Exception:
             s.active = False
             raise
         return {"session": s.summary()}
 
-    def cmd_stop(self, session: str) -> dict:
-        s = self._session(session)
+    def cmd_stop(self, s: Session) -> dict:
         if not s.active:
-            raise SessionError(f"session {session!r} is not active")
+            raise SessionError(f"session {s.name!r} is not active")
         self._stop(s)
-        probe_rules.sync(self)
+        probe_rules.sync(self, held=s)
         return {"session": s.summary(), **self._lost(s)}
 
     def _lost(self, s: Session) -> dict:
@@ -767,24 +957,27 @@ class SessionDaemon:
         discarded (as the trace's discarded counts say), ``lost_args``, those whose
         arguments did not fit their tracepoint's fields, and ``overwritten``, the
         packets an overwrite-mode buffer lost before anyone read them (their events
-        were never counted: only their number is known)."""
+        were never counted: only their number is known). The consumer's answer is
+        checked like any peer's (it runs as the session's owner)."""
         lost = {"lost": 0, "lost_args": 0, "overwritten": 0}
-        if not s.traces or self.consumer is None:
+        link = self._link_if_running(s)
+        if not s.traces or link is None:
             return lost
         try:
-            reply, _ = self.consumer.call({"cmd": "stats"})
+            stats = _consumer_stats(link)
         except UstError:
             return lost
         from ust.ctf.writer import lost_events
 
         keys = {t.key for t in s.traces.values()}
-        for key, chans in reply["traces"].items():
+        for key, chans in stats.items():
             if key in keys:
                 for bufs in chans.values():
                     for b in bufs:
-                        lost["lost"] += lost_events(b)
-                        lost["lost_args"] += b.get("lost_args", 0)
-                        lost["overwritten"] += b.get("packets_overwritten", 0)
+                        counts = {k: _count(v) for k, v in b.items() if k.startswith(("lost_", "packets_"))}
+                        lost["lost"] += lost_events(counts)
+                        lost["lost_args"] += counts.get("lost_args", 0)
+                        lost["overwritten"] += counts.get("packets_overwritten", 0)
         return lost
 
     def _stop(self, s: Session) -> None:
@@ -798,15 +991,15 @@ class SessionDaemon:
         for app, slots in pending:  # all sent, now all acknowledged
             app.wait_many(slots, 1)
         # 2. The consumer closes the partial packets and writes everything.
-        if s.traces and self.consumer is not None:
-            self.consumer.flush([t.key for t in s.traces.values()])
+        link = self._link_if_running(s)
+        if s.traces and link is not None:
+            link.flush([t.key for t in s.traces.values()])
 
-    def cmd_snapshot_record(self, session: str, output: str | None = None) -> dict:
-        s = self._session(session)
+    def cmd_snapshot_record(self, s: Session, output: str | None = None) -> dict:
         if not s.snapshot:
-            raise SessionError(f"session {session!r} is not a snapshot session (create it with --snapshot)")
+            raise SessionError(f"session {s.name!r} is not a snapshot session (create it with --snapshot)")
         if not s.traces:
-            raise SessionError(f"session {session!r} has no buffers yet: start it first")
+            raise SessionError(f"session {s.name!r} has no buffers yet: start it first")
         base = output or s.output
         if not os.path.isabs(base):
             raise SessionError(f"snapshot output must be an absolute path, got {base!r}")
@@ -814,7 +1007,7 @@ class SessionDaemon:
         dest = os.path.join(base, f"snapshot-{s.snapshot_count}-{stamp}")
         s.snapshot_count += 1
         targets = {t.key: os.path.join(dest, os.path.relpath(t.path, s.output)) for t in s.traces.values()}
-        self.consumer.snapshot(targets)
+        self._link(s).snapshot(targets, base)
         return {"path": dest}
 
     # -- applications ------------------------------------------------------------
@@ -833,54 +1026,119 @@ class SessionDaemon:
         # A send that cannot complete within 2 s means the app is stuck: drop it.
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 2, 0))
         app = App(conn, pid, uid, msg)
-        self.work.put(("register", app, msg))
-        while True:
-            try:
-                m, fds = protocol.recv_msg(conn)
-            except (ConnectionClosed, OSError):
-                break
-            except ProtocolError as exc:
-                _log(f"app {pid}: {exc}; dropping it")
-                break
-            protocol.close_fds(fds)
-            if "re" in m:
-                if isinstance(m["re"], int):
-                    app.deliver(m["re"], m)
-                continue
-            self.work.put(("app_request", app, m))
-        app.kill("disconnected")
-        self.work.put(("gone", app, None))
+        self._enqueue(app, "register", msg)
+        try:
+            while True:
+                try:
+                    # No idle deadline (an application may stay quiet for days),
+                    # but a message it starts must complete.
+                    m, fds = protocol.recv_msg(conn, read=READ_TIMEOUT, budget=self.budget)
+                except (ConnectionClosed, OSError):
+                    break
+                except ProtocolError as exc:
+                    _log(f"app {pid}: {exc}; dropping it")
+                    break
+                protocol.close_fds(fds)
+                if "re" in m:
+                    if isinstance(m["re"], int):
+                        app.deliver(m["re"], m)
+                    continue
+                # At most APP_QUEUE requests of one application wait for the
+                # worker: a flooding one waits here, and its socket fills.
+                while not app.queued.acquire(timeout=1.0):
+                    if self.stopping.is_set():
+                        return
+                self._enqueue(app, "app_request", m)
+        finally:
+            # Whatever ended the loop, a dead peer is always deregistered.
+            app.kill("disconnected")
+            self._enqueue(app, "gone", None)
 
-    def _worker(self) -> None:
+    def _enqueue(self, app: App, kind: str, msg: dict | None) -> None:
+        """Run an application's request after its earlier ones, on a worker of
+        its own (started when needed): applications never wait for each other,
+        so a session stalled on its consumer holds up only the applications
+        that session records."""
+        with app.work_lock:
+            app.work.append((kind, msg))
+            if app.working:
+                return
+            app.working = True
+        threading.Thread(target=self._app_worker, args=(app,), name=f"app-{app.pid}", daemon=True).start()
+
+    def _app_worker(self, app: App) -> None:
         while True:
-            kind, app, msg = self.work.get()
+            with app.work_lock:
+                if not app.work:
+                    app.working = False
+                    return
+                kind, msg = app.work.popleft()
             try:
-                with self.lock:
-                    if kind == "register":
-                        self._register(app, msg)
-                    elif kind == "app_request":
+                if kind == "register":
+                    self._register(app, msg)
+                elif kind == "app_request":
+                    try:
                         self._app_request(app, msg)
-                    elif kind == "gone":
+                    finally:
+                        app.queued.release()
+                elif kind == "sync":  # new declarations (a probe's events): every active session's rules
+                    self._sync_active(app)
+                elif kind == "gone":
+                    with self.lock:
                         if self.apps.get(app.pid) is app:
                             del self.apps[app.pid]
+                        self.decl_bytes -= app.decl_bytes
+                        app.decl_bytes = 0
             except Exception:
-                _log("worker failed:\n" + traceback.format_exc())
+                _log(f"app {app.pid}: {kind} failed:\n" + traceback.format_exc())
 
-    def _add_decls(self, app: App, decls: list[dict]) -> None:
-        for d in decls:
-            app.decls[protocol.decl_key(d)] = d
+    def _add_decls(self, app: App, decls: list[dict]) -> str | None:
+        """Keep ``app``'s new declarations, within the caps; an error message for what did not fit."""
+        refused = 0
+        with self.lock:
+            for d in decls:
+                k = protocol.decl_key(d)
+                if k in app.decls:
+                    continue
+                if (len(app.decls) >= MAX_TRACEPOINTS_PER_APP or app.decl_bytes + len(k) > MAX_DECL_BYTES_PER_APP
+                        or self.decl_bytes + len(k) > MAX_DECL_BYTES):
+                    refused += 1
+                    continue
+                app.decls[k] = d
+                app.decl_bytes += len(k)
+                self.decl_bytes += len(k)
+        if refused:
+            return (f"too many tracepoints: {refused} not registered (at most {MAX_TRACEPOINTS_PER_APP} "
+                    f"and {MAX_DECL_BYTES_PER_APP >> 20} MiB of declarations per application); "
+                    "they are not traced")
+        return None
+
+    def _sync_active(self, app: App) -> None:
+        """Apply every active session's rules to ``app`` (its worker thread)."""
+        with self.lock:
+            sessions = [s for s in self.sessions.values() if s.active]
+        for s in sessions:
+            if not self._app_in_session(s, app):
+                continue  # decided without the session's lock: a stalled session does not hold others
+            with s.lock:
+                if s.active and not s.destroyed:
+                    try:
+                        self._sync_app(s, app)
+                    except UstError as exc:
+                        _log(f"app {app.pid}: session {s.name}: {exc}")
 
     def _register(self, app: App, msg: dict) -> None:
-        old = self.apps.get(app.pid)
-        if old is not None and old is not app:
-            old.kill("replaced")
-        self.apps[app.pid] = app
-        self._add_decls(app, msg["tracepoints"])
+        with self.lock:
+            old = self.apps.get(app.pid)
+            if old is not None and old is not app:
+                old.kill("replaced")
+            if not app.alive:
+                return  # it went away before the worker got to it
+            self.apps[app.pid] = app
+        error = self._add_decls(app, msg["tracepoints"])
         probe_rules.sync(self, [app])
-        for s in self.sessions.values():
-            if s.active:
-                self._sync_app(s, app)
-        app.reply(msg["seq"], protocol.ok_reply())
+        self._sync_active(app)
+        app.reply(msg["seq"], protocol.error_reply(error) if error else protocol.ok_reply())
 
     def _app_request(self, app: App, msg: dict) -> None:
         cmd = msg.get("cmd")
@@ -892,11 +1150,9 @@ class SessionDaemon:
         except ProtocolError as exc:
             app.reply(seq, protocol.error_reply(str(exc)))
             return
-        self._add_decls(app, msg["tracepoints"])
-        for s in self.sessions.values():
-            if s.active:
-                self._sync_app(s, app)
-        app.reply(seq, protocol.ok_reply())
+        error = self._add_decls(app, msg["tracepoints"])
+        self._sync_active(app)
+        app.reply(seq, protocol.error_reply(error) if error else protocol.ok_reply())
 
     # -- applying rules ------------------------------------------------------------
 
@@ -909,8 +1165,10 @@ class SessionDaemon:
             if finish is not None:
                 finish()
 
-    def _app_in_session(self, s: Session, app: App) -> bool:
-        return app.alive and (s.token is None or s.token == app.token)
+    @staticmethod
+    def _app_in_session(s: Session, app: App) -> bool:
+        # A user's session records only that user's processes; root's, any.
+        return app.alive and (s.uid == 0 or app.uid == s.uid) and (s.token is None or s.token == app.token)
 
     def _trace_for(self, s: Session, app: App) -> Trace:
         owner = ("pid", app.pid) if s.buffers == "pid" else ("uid", app.uid)
@@ -921,11 +1179,11 @@ class SessionDaemon:
             path = os.path.join(s.output, "ust", "uid", str(app.uid), "64-bit")
         else:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            path = os.path.join(s.output, "ust", "pid", f"{app.procname}-{app.pid}-{stamp}")
+            path = os.path.join(s.output, "ust", "pid", f"{_file_name_part(app.procname)}-{app.pid}-{stamp}")
         key = f"{s.name}/{owner[0]}-{owner[1]}"
         t = Trace(key=key, path=path, owner=owner, uuid=str(uuidlib.uuid4()))
-        self.consumer.add_trace({
-            "key": key, "path": path, "uuid": t.uuid, "clock_offset": s.clock_offset,
+        self._link(s).add_trace({
+            "key": key, "path": path, "root": s.output, "uuid": t.uuid, "clock_offset": s.clock_offset,
             "drain": not s.snapshot, "session": s.name,
             "env": {"trace_name": s.name, "trace_buffering_scheme": owner[0], "buffering_id": owner[1],
                     **({"procname": app.procname, "vpid": app.pid} if owner[0] == "pid" else {})},
@@ -937,7 +1195,7 @@ class SessionDaemon:
         tc = t.channels.get(conf.name)
         if tc is None:
             stream_id = len(t.channels)
-            fds = self.consumer.add_channel(t.key, {
+            fds = self._link(s).add_channel(t.key, {
                 "name": conf.name, "stream_id": stream_id, "subbuf_size": conf.subbuf_size,
                 "num_subbuf": conf.num_subbuf, "overwrite": conf.overwrite, "switch_timer": conf.switch_timer,
                 "read_timer": conf.read_timer, "tracefile_size": conf.tracefile_size,
@@ -961,7 +1219,7 @@ class SessionDaemon:
             if not conf.enabled:
                 continue
             rules = [r for r in s.rules if r.channel == conf.name and r.enabled]
-            for d in app.decls.values():
+            for d in list(app.decls.values()):
                 hits = [r for r in rules if r.matches(d["name"], d["loglevel"])]
                 if hits:
                     wanted.setdefault(conf.name, []).append((d, combined_filter(hits)))
@@ -980,7 +1238,7 @@ class SessionDaemon:
                 msgs.append(({
                     "cmd": "add_channel", "session": s.name, "key": ckey, "context": list(conf.context),
                     "shared": t.owner[0] == "uid", "ncpu": len(tc.fds), "wakeup": True,
-                }, tc.fds + [self.consumer.wakeup_fd]))
+                }, tc.fds + [self._link(s).wakeup_fd]))
                 new_channels.append((len(msgs) - 1, ckey))
             new_events = []
             for d, flt in items:
@@ -993,7 +1251,13 @@ class SessionDaemon:
                 desired[(ckey, d["name"], k)] = (eid, flt)
             if new_events:
                 # Metadata first: an event is never in a stream before it is described.
-                self.consumer.add_events(t.key, chan_name, new_events)
+                try:
+                    self._link(s).add_events(t.key, chan_name, new_events)
+                except UstError:
+                    # Not described (yet): the ids are handed out again next time.
+                    for ev in new_events:
+                        tc.events.pop(protocol.decl_key(ev["decl"]), None)
+                    raise
         attached = st["attached"]
         todo = []
         for key in [k for k in attached if k not in desired or attached[k] != desired[k]]:
@@ -1030,6 +1294,30 @@ class SessionDaemon:
             finish()
             return None
         return finish
+
+
+def _file_name_part(text: str) -> str:
+    """An application's name as part of a directory name: it chose it, so no
+    '/', no leading '.', nothing unprintable."""
+    cleaned = "".join(c if c.isalnum() or c in "-_+.," else "_" for c in text)[:64]
+    return "_" + cleaned[1:] if cleaned.startswith(".") else cleaned or "_"
+
+
+def _count(value: object) -> int:
+    """A counter from a consumer's answer: a non-negative int, else nothing."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 64 else 0
+
+
+def _consumer_stats(link: ConsumerLink) -> dict:
+    """{trace key: {channel: [counters per buffer]}} from a consumer, of the expected shape only
+    (a consumer runs as the session's owner: its answers are checked like any peer's)."""
+    reply, fds = link.call({"cmd": "stats"})
+    protocol.close_fds(fds)
+    traces = reply.get("traces")
+    if not isinstance(traces, dict):
+        return {}
+    return {k: {c: [b for b in bufs if isinstance(b, dict)] for c, bufs in chans.items() if isinstance(bufs, list)}
+            for k, chans in traces.items() if isinstance(chans, dict)}
 
 
 def _validate_filter(expr: str) -> None:
@@ -1079,7 +1367,7 @@ def _daemonize(log: str, rundir: str) -> None:
     os.setsid()
     if os.fork():
         os._exit(0)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(fd, 1)
