@@ -46,6 +46,7 @@ import contextlib
 import datetime
 import fcntl
 import grp
+import json
 import os
 import pwd
 import signal
@@ -87,7 +88,7 @@ INPUT_BUDGET = 64 << 20  # bytes of message bodies being received at once, all c
 MAX_TRACEPOINTS_PER_APP = int(_env_number("UST_MAX_TRACEPOINTS_PER_APP", 4096))
 MAX_DECL_BYTES_PER_APP = 4 << 20  # encoded declarations kept for one application
 MAX_DECL_BYTES = 64 << 20  # ... and for all of them
-APP_QUEUE = 16  # requests of one application waiting for the worker
+APP_QUEUE_BYTES = 4 << 20  # encoded requests of one application waiting for its worker
 APP_ACK_TIMEOUT = 3.0
 
 
@@ -204,8 +205,13 @@ class App:
         self.token = info.get("token")
         self.cmdline = info.get("cmdline", "")
         self.decls: dict[str, dict] = {}  # decl_key -> decl json
+        # Declarations not yet applied to every active session: not listed
+        # (`ust list --apps`) until they are, so that whoever sees a
+        # tracepoint listed can rely on it recording (the rule of the
+        # in-process registry, issue 7 item 1, applied to the daemon).
+        self.unsynced: set[str] = set()
         self.decl_bytes = 0
-        self.queued = threading.Semaphore(APP_QUEUE)  # back-pressure on a flooding application
+        self.queued_bytes = 0  # its requests waiting for its worker (under work_lock)
         self.work: collections.deque = collections.deque()  # (kind, msg), run in order by its worker
         self.work_lock = threading.Lock()
         self.working = False
@@ -294,7 +300,8 @@ class App:
             "cmdline": self.cmdline,
             "registered": self.registered,
             "tracepoints": sorted(
-                ({"name": d["name"], "loglevel": d["loglevel"], "kind": d["kind"]} for d in self.decls.values()),
+                ({"name": d["name"], "loglevel": d["loglevel"], "kind": d["kind"]}
+                 for k, d in self.decls.items() if k not in self.unsynced),
                 key=lambda d: d["name"],
             ),
             "probes": self.probe_status,
@@ -795,9 +802,9 @@ class SessionDaemon:
 
     def cmd_apps(self, caller: int) -> dict:
         """The registered applications the caller may trace (root: all)."""
-        with self.lock:
-            apps = [a for a in self.apps.values() if caller == 0 or a.uid == caller]
-        return {"apps": [a.to_json() for a in sorted(apps, key=lambda a: a.pid)]}
+        with self.lock:  # their declarations change under this lock
+            apps = [a.to_json() for a in self.apps.values() if caller == 0 or a.uid == caller]
+        return {"apps": sorted(apps, key=lambda a: a["pid"])}
 
     def _channel(self, s: Session, name: str | None, create: bool = True) -> ChannelConf:
         name = name or DEFAULT_CHANNEL
@@ -1043,18 +1050,27 @@ class SessionDaemon:
                     if isinstance(m["re"], int):
                         app.deliver(m["re"], m)
                     continue
-                # At most APP_QUEUE requests of one application wait for the
-                # worker: a flooding one waits here, and its socket fills.
-                while not app.queued.acquire(timeout=1.0):
-                    if self.stopping.is_set():
-                        return
-                self._enqueue(app, "app_request", m)
+                # This thread never waits for the worker: it also routes the
+                # acknowledgements a command holding a session's lock waits
+                # for, while the worker may be waiting for that lock (an agent
+                # declares a burst of probe events while `start` attaches
+                # them). The queue is bounded in bytes instead: an application
+                # that floods it beyond what its declarations may hold is
+                # dropped.
+                size = len(json.dumps(m, separators=(",", ":")))
+                with app.work_lock:
+                    app.queued_bytes += size
+                    flooding = app.queued_bytes > APP_QUEUE_BYTES
+                if flooding:
+                    _log(f"app {pid}: more than {APP_QUEUE_BYTES >> 20} MiB of requests waiting; dropping it")
+                    break
+                self._enqueue(app, "app_request", (m, size))
         finally:
             # Whatever ended the loop, a dead peer is always deregistered.
             app.kill("disconnected")
             self._enqueue(app, "gone", None)
 
-    def _enqueue(self, app: App, kind: str, msg: dict | None) -> None:
+    def _enqueue(self, app: App, kind: str, msg: object) -> None:
         """Run an application's request after its earlier ones, on a worker of
         its own (started when needed): applications never wait for each other,
         so a session stalled on its consumer holds up only the applications
@@ -1077,10 +1093,12 @@ class SessionDaemon:
                 if kind == "register":
                     self._register(app, msg)
                 elif kind == "app_request":
+                    request, size = msg
                     try:
-                        self._app_request(app, msg)
+                        self._app_request(app, request)
                     finally:
-                        app.queued.release()
+                        with app.work_lock:
+                            app.queued_bytes -= size
                 elif kind == "sync":  # new declarations (a probe's events): every active session's rules
                     self._sync_active(app)
                 elif kind == "gone":
@@ -1105,6 +1123,7 @@ class SessionDaemon:
                     refused += 1
                     continue
                 app.decls[k] = d
+                app.unsynced.add(k)
                 app.decl_bytes += len(k)
                 self.decl_bytes += len(k)
         if refused:
@@ -1117,6 +1136,14 @@ class SessionDaemon:
         """Apply every active session's rules to ``app`` (its worker thread)."""
         with self.lock:
             sessions = [s for s in self.sessions.values() if s.active]
+            applied = set(app.unsynced)
+        try:
+            self._sync_sessions(app, sessions)
+        finally:
+            with self.lock:
+                app.unsynced -= applied
+
+    def _sync_sessions(self, app: App, sessions: list[Session]) -> None:
         for s in sessions:
             if not self._app_in_session(s, app):
                 continue  # decided without the session's lock: a stalled session does not hold others
