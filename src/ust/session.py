@@ -98,7 +98,6 @@ class Session:
         self.exclude = [glob_to_regex(p) for p in ([exclude] if isinstance(exclude, str) else exclude)]
         self.loglevel = None if loglevel is None else loglevels.parse(loglevel)
         self.loglevel_only = loglevel_only
-        self.filter_text = filter
         self._filter = None
         if filter:
             self._filter = compile_filter(filter)  # raises FilterError with the position
@@ -117,8 +116,6 @@ class Session:
         self._pid = os.getpid()
         self._lock = forksafe.Lock()
         self._attached: list[TracepointHandle] = []
-        self.packets_written = 0
-        self.bytes_written = 0
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -155,11 +155,6 @@ class TextFormat:
         return f"{scope} = " if self.names_scope else ""
 
     # -- time ------------------------------------------------------------------
-    def time_text(self, ns: int, cycles: int) -> str:
-        if self.clock_cycles:
-            return "%020d" % cycles
-        return self.ns_text(ns)
-
     def ns_text(self, ns: int) -> str:
         sec, frac = divmod(ns, 1_000_000_000)
         if self.clock_seconds:

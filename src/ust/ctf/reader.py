@@ -160,16 +160,6 @@ class Trace:
                 c = self._codecs[stream_id] = StreamCodec(self, sc)
         return c
 
-    def host_prefix(self):
-        """babeltrace2's default trace fields: hostname, procname, (vpid)."""
-        parts = []
-        for key in ("hostname", "procname", "vpid"):
-            v = self.env.get(key)
-            if v is None:
-                continue
-            parts.append(f"({v})" if key == "vpid" else str(v))
-        return ":".join(parts)
-
 
 class StreamCodec:
     """Compiled decoders of one stream class, built lazily per mode."""
@@ -220,7 +210,6 @@ class StreamFile:
         self.discarded_total = 0
         self.lost_packets = 0
         self._first = None  # (stream_class_id, instance_id) read from the first packet
-        self.order_key = None
 
     # -- packets -------------------------------------------------------------
     def packets(self, on_discarded=None):
@@ -613,12 +602,6 @@ def read_text(traces, fmt, on_discarded=None, filt=None):
     gens = [s.text_events(i, fmt, on_discarded, filt) for i, s in enumerate(streams)]
     if len(gens) == 1:
         return gens[0]
-    return merge(gens)
-
-
-def read_events(traces, on_discarded=None):
-    streams = ordered_streams(traces)
-    gens = [s.events(i, on_discarded) for i, s in enumerate(streams)]
     return merge(gens)
 
 

@@ -1322,12 +1322,8 @@ def _consumer_stats(link: ConsumerLink) -> dict:
 
 def _validate_filter(expr: str) -> None:
     """Reject an invalid filter here, with the position of the error."""
-    try:
-        from ust.filter import compile_filter
-    except ImportError:
-        if not expr.strip():
-            raise SessionError("empty filter expression") from None
-        return
+    from ust.filter import compile_filter
+
     compile_filter(expr)  # raises FilterError (a UstError) with the position
 
 

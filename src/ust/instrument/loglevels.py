@@ -40,25 +40,3 @@ def parse(value: "int | str") -> int:
     if key in BY_NAME:
         return BY_NAME[key]
     raise ValueError(f"unknown log level {value!r} (expected one of EMERG ... DEBUG)")
-
-
-def name_of(level: int) -> str:
-    for name, value in BY_NAME.items():
-        if value == level and not name.startswith("TRACE_") and name not in ("ERROR", "WARN", "CRITICAL"):
-            return name
-    return str(level)
-
-
-# Python logging levels as LTTng's python domain sees them: the logging level
-# number itself (CRITICAL 50 ... DEBUG 10) is what LTTng records for the
-# python domain; for the tracepoint log level we map to the syslog-like scale.
-def from_python_level(levelno: int) -> int:
-    if levelno >= 50:
-        return CRIT
-    if levelno >= 40:
-        return ERR
-    if levelno >= 30:
-        return WARNING
-    if levelno >= 20:
-        return INFO
-    return DEBUG
