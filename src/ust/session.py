@@ -285,3 +285,6 @@ class Session:
     @property
     def lost(self) -> int:
         return self.counters()["lost"]
+
+
+Session.__module__ = "ust"  # used as ust.Session (tests/test_api.py)

@@ -614,5 +614,8 @@ def format_packet_context(sc_packet_context: StructType | None, values: dict, na
     return format_struct(StructType(fields), values, names)
 
 
+read_trace.__module__ = "ust"  # used as ust.read_trace (tests/test_api.py)
+
+
 __all__ = ["Event", "Trace", "StreamFile", "Discarded", "read_trace", "iter_events", "open_traces", "merge",
            "find_trace_dirs", "ordered_streams"]

@@ -252,3 +252,9 @@ def decl_from_dict(d: dict) -> EventDecl:
         str(d.get("kind", "tracepoint")),
         dict(d.get("extra") or {}),
     )
+
+
+# Used as ust.X: say so in reprs, tracebacks and pickles (tests/test_api.py).
+for _public in (hex, array, sequence, enum):
+    _public.__module__ = "ust"
+del _public
