@@ -1,6 +1,9 @@
 """The public surface: `import ust` pulls in nothing outside the standard
-library, and every public name is exported once."""
+library, every public name is exported once, and what is meant to be used as
+`ust.X` says so (its __module__, its repr)."""
 
+import inspect
+import pickle
 import subprocess
 import sys
 
@@ -23,9 +26,41 @@ def test_public_names_are_exported_once_and_exist():
     assert len(ust.__all__) == len(set(ust.__all__))
     for name in ust.__all__:
         assert hasattr(ust, name), name
+    # dir(ust) shows the public names, lazy ones included, and nothing public that __all__ leaves out
+    public = {n for n in dir(ust) if not n.startswith("_")}
+    assert set(ust.__all__) <= public
+    modules = {n for n in public if inspect.ismodule(getattr(ust, n))}
+    assert public - modules == set(ust.__all__)
 
 
-def test_tracepoint_is_a_c_callable_with_a_dotted_name():
+def test_public_classes_and_functions_name_themselves_ust_x():
+    """Like trio's test_exports: every class or function exported as ust.X has
+    __module__ "ust" and a __qualname__ that finds it again from ust."""
+    checked = []
+    for name in ust.__all__:
+        obj = getattr(ust, name)
+        if not (inspect.isclass(obj) or inspect.isroutine(obj)):
+            continue
+        checked.append(name)
+        assert obj.__module__ == "ust", (name, obj.__module__)
+        assert getattr(ust, obj.__qualname__ if inspect.isclass(obj) else obj.__name__) is obj, name
+    assert {"tracepoint", "mark", "Session", "read_trace", "Tracepoint", "TracepointArgumentWarning",
+            "array", "enum"} <= set(checked)
+    # a name that reports itself as ust.X can be pickled by reference and comes back the same
+    for name in checked:
+        obj = getattr(ust, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert pickle.loads(pickle.dumps(obj)) is obj, name
+
+
+def test_public_values_repr_as_ust_x():
+    assert repr(ust.int32) == "ust.int32" and repr(ust.bytes) == "ust.bytes"
+    assert ust.WARNING == 4 and ust.DEBUG == 14
+
+
+def test_tracepoint_type_is_ust_tracepoint():
     tp = ust.tracepoint("api:ev", {"x": ust.int32})
-    assert type(tp).__module__ + "." + type(tp).__qualname__ in ("ust.Tracepoint",)
+    assert type(tp) is ust.Tracepoint
+    assert type(tp).__module__ + "." + type(tp).__qualname__ == "ust.Tracepoint"
+    assert repr(tp) == "<ust.Tracepoint api:ev (disabled)>"
     assert tp.name == "api:ev" and not tp.enabled

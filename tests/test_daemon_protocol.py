@@ -189,3 +189,19 @@ def test_sessiond_handle_never_raises(msg):
     assert isinstance(reply["ok"], bool)
     if not reply["ok"]:
         assert "\n" not in reply["error"] and not reply["error"].startswith("internal error"), reply
+
+
+def test_one_glob_and_one_loglevel_table_serve_the_daemon_and_the_embedded_session(tmp_path):
+    """The daemon's rules and ust.Session match names with the same glob (a
+    '\\*' is a literal star there too) and read log levels from the same table."""
+    from ust.daemon.rules import glob_to_regex
+    from ust.instrument import loglevels
+    from ust.session import Session
+
+    assert glob_match("a\\*", "a*") and not glob_match("a\\*", "ab")
+    s = Session(str(tmp_path / "t"), events=["a\\*", "svc:*"], exclude="svc:x*", loglevel="fatal")
+    assert [p.pattern for p in s.patterns] == [glob_to_regex("a\\*").pattern, glob_to_regex("svc:*").pattern]
+    assert s.loglevel == loglevels.CRIT == parse_loglevel("FATAL") == parse_loglevel("trace_crit")
+    for level in range(15):
+        assert parse_loglevel(loglevels.name_of(level)) == loglevels.parse(loglevels.name_of(level)) == level
+    assert loglevels.name_of(4) == "TRACE_WARNING" and loglevels.name_of(99) == "99"

@@ -43,6 +43,7 @@ _LAZY = {
         "sequence", "string", "uint8", "uint16", "uint32", "uint64")},
     "bytes": "ust.instrument.fields:bytes_",
     "Session": "ust.session",
+    "Tracepoint": "ust._ring",
     "read_trace": "ust.ctf",
     "install_logging": "ust.instrument.logbridge",
     "logging_handler": "ust.instrument.logbridge",
@@ -70,7 +71,7 @@ if __import__("os").environ.get("UST_LOGGING", "") not in ("", "0"):
 
 
 __all__ = [
-    "tracepoint", "mark", "strict", "TracepointArgumentWarning", "Session", "read_trace", "logging_handler", "install_logging",
+    "tracepoint", "Tracepoint", "mark", "strict", "TracepointArgumentWarning", "Session", "read_trace", "logging_handler", "install_logging",
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "hex",
     "float32", "float64", "boolean", "string", "bytes", "array", "sequence", "enum",
     "EMERG", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG_SYSTEM", "DEBUG_PROGRAM",

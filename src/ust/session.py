@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import re
 import select
 import threading
 import time
@@ -27,6 +26,7 @@ from ust._ring._ring import drain_wait
 from ust.ctf import metadata as md
 from ust.ctf.writer import (EventIdFile, StreamFile, final_drain, lost_events, make_trace_dir, stream_file_name,
                             uid_trace_dir, write_metadata)
+from ust.daemon.rules import glob_to_regex
 from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
 from ust.filter import compile_filter, event_predicate
 from ust.instrument import context as ctx
@@ -46,21 +46,6 @@ def _finish_running_sessions() -> None:
 
 EVENT_IDS_FILE = ".ust-event-ids"
 DRAIN_RETURN_PERIOD = 1.0  # s: the drain thread's longest stretch without the GIL
-
-
-def glob_to_regex(pattern: str) -> "re.Pattern[str]":
-    """LTTng event-name globs: '*' matches any run of characters, '\\*' a star."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if c == "*" else re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z")
 
 
 def _check_pow2(name: str, value: int, low: int) -> int:
@@ -98,7 +83,6 @@ class Session:
         self.exclude = [glob_to_regex(p) for p in ([exclude] if isinstance(exclude, str) else exclude)]
         self.loglevel = None if loglevel is None else loglevels.parse(loglevel)
         self.loglevel_only = loglevel_only
-        self.filter_text = filter
         self._filter = None
         if filter:
             self._filter = compile_filter(filter)  # raises FilterError with the position
@@ -117,8 +101,6 @@ class Session:
         self._pid = os.getpid()
         self._lock = forksafe.Lock()
         self._attached: list[TracepointHandle] = []
-        self.packets_written = 0
-        self.bytes_written = 0
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -303,3 +285,6 @@ class Session:
     @property
     def lost(self) -> int:
         return self.counters()["lost"]
+
+
+Session.__module__ = "ust"  # used as ust.Session (tests/test_api.py)

@@ -1797,7 +1797,7 @@ static PyTypeObject Channel_Type = {
  * Tracepoint: field specs, argument validation, serialization, the call
  * ====================================================================== */
 
-/* Field codes: keep in sync with ust/instrument/fields.py */
+/* Field codes: keep in sync with the CODE_* constants of ust/instrument/fields.py */
 enum { F_SINT = 1, F_UINT = 2, F_FLOAT = 3, F_BOOL = 4, F_STRING = 5, F_BYTES = 6, F_ARRAY = 7, F_SEQUENCE = 8, F_ENUM = 9 };
 #define MAX_FIELDS 64
 #define MAX_ATTACH 8

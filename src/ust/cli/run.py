@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
 import os
 import signal
 import subprocess
 import sys
 
 from ust.control import Client
-from ust.ctf.writer import new_trace_dir
+from ust.ctf.writer import new_trace_dir, time_stamp
 from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
 from ust.errors import SessionError
 
@@ -122,7 +121,7 @@ def run(args: argparse.Namespace, out) -> int:
         cmd = cmd[1:]
     if not cmd:
         raise SessionError("no program to run: `ust run [-e PATTERN] [--] CMD ARGS...`")
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = time_stamp()
     prog = os.path.basename(cmd[0]) or "prog"
     if prog.startswith("python") and len(cmd) > 1 and not cmd[1].startswith("-"):
         prog = os.path.basename(cmd[1])

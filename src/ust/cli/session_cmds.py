@@ -72,9 +72,9 @@ def add_create(p: argparse.ArgumentParser) -> None:
 
 
 def run_create(args: argparse.Namespace, out) -> int:
-    import datetime
+    from ust.ctf.writer import time_stamp
 
-    name = args.name or "auto-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = args.name or "auto-" + time_stamp()
     with _client() as c:
         s = c.create_session(name, output=args.output, snapshot=args.snapshot)
     set_current_session(name)
@@ -136,7 +136,7 @@ def _print_lost(s: dict, out) -> None:
 
 
 def _print_session(s: dict, out, current: str | None) -> None:
-    from ust.daemon.rules import loglevel_name
+    from ust.instrument.loglevels import name_of as loglevel_name
 
     state = "active" if s["active"] else "inactive"
     mark = " (current)" if s["name"] == current else ""
@@ -189,7 +189,7 @@ def add_list(p: argparse.ArgumentParser) -> None:
 def run_list(args: argparse.Namespace, out) -> int:
     with _client() as c:
         if args.apps:
-            from ust.daemon.rules import loglevel_name
+            from ust.instrument.loglevels import name_of as loglevel_name
 
             apps = c.list_apps()
             if not apps:

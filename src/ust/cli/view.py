@@ -180,27 +180,6 @@ def _pump_bytes(chunks, out, write, flush, interactive):
     flush()
 
 
-def _pump_batches(batches, write, flush, interactive):
-    """Write lists of lines: the very first line at once, then whole batches."""
-    first = True
-    for lines in batches:
-        if not lines:
-            continue
-        if first:
-            write(lines[0])
-            flush()
-            first = False
-            lines = lines[1:]
-        if interactive:
-            for ln in lines:
-                write(ln)
-                flush()
-            continue
-        for i in range(0, len(lines), 4096):
-            write("".join(lines[i:i + 4096]))
-    flush()
-
-
 def _pump(lines, write, flush, interactive):
     """Write lines: the first at once, then in big chunks (or line by line on a terminal)."""
     it = iter(lines)

@@ -553,10 +553,6 @@ class _Gen:
         nested.var = var
         return var, var, nested
 
-    def flush_if_needed_for(self, expr):
-        # values used in an expression must have been unpacked
-        self.flush()
-
     def gen_variant(self, t: VariantType, hint):
         if t.tag_ref is None:
             raise Unsupported(f"untagged variant in {self.what}")

@@ -1,10 +1,13 @@
 /*
- * ust.ctf._decode -- the C half of `ust view`'s text output.
+ * ust.ctf._decode -- the C half of the reader's hot loops:
  *
- * Decoding stays in generated Python (ust/ctf/_codegen.py, _fasttext.py).
- * What is left per line after decoding -- a timestamp, a delta, joining and
- * UTF-8 encoding -- costs about as much again in Python as decoding itself,
- * so it is done here, one call per batch of lines:
+ *   format_lines   a timestamp, a delta, joining and UTF-8 encoding per line of
+ *                  `ust view` (generated Python decodes the fields the C side
+ *                  does not know: ust/ctf/_codegen.py, _fasttext.py)
+ *   scan_events    where each event of a packet is, without decoding it
+ *   render_packet  a whole packet's events as text, for the layouts it handles
+ *
+ * format_lines, one call per batch of lines:
  *
  *   format_lines(keys, texts, origin, flags, prev) -> (bytes, prev)
  *

@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import time
 
+from ust.instrument import loglevels
+
 from ._codegen import _signed_mask, display_name, fmt_float, fmt_list, fmt_str, make_enum_fmt
 from .tsdl import ArrayType, EnumType, FloatType, IntType, SequenceType, StringType, StructType
-
-LOGLEVEL_NAMES = {
-    0: "TRACE_EMERG", 1: "TRACE_ALERT", 2: "TRACE_CRIT", 3: "TRACE_ERR", 4: "TRACE_WARNING", 5: "TRACE_NOTICE",
-    6: "TRACE_INFO", 7: "TRACE_DEBUG_SYSTEM", 8: "TRACE_DEBUG_PROGRAM", 9: "TRACE_DEBUG_PROCESS",
-    10: "TRACE_DEBUG_MODULE", 11: "TRACE_DEBUG_UNIT", 12: "TRACE_DEBUG_FUNCTION", 13: "TRACE_DEBUG_LINE",
-    14: "TRACE_DEBUG",
-}
-
 
 def format_value(typ, v, names=True) -> str:
     if isinstance(typ, EnumType):
@@ -131,7 +125,7 @@ class TextFormat:
         """Everything between the timestamp/delta and the first scope."""
         dom = list(self.trace_prefix(trace))
         if self.f_loglevel and ec.loglevel is not None:
-            dom.append(("loglevel", f"{LOGLEVEL_NAMES.get(ec.loglevel, '')} ({ec.loglevel})"))
+            dom.append(("loglevel", f"{loglevels.NAMES.get(ec.loglevel, '')} ({ec.loglevel})"))
         if self.names_header:
             s = f"trace = {trace.name}, " if self.f_trace else ""
             if s and dom:
@@ -155,11 +149,6 @@ class TextFormat:
         return f"{scope} = " if self.names_scope else ""
 
     # -- time ------------------------------------------------------------------
-    def time_text(self, ns: int, cycles: int) -> str:
-        if self.clock_cycles:
-            return "%020d" % cycles
-        return self.ns_text(ns)
-
     def ns_text(self, ns: int) -> str:
         sec, frac = divmod(ns, 1_000_000_000)
         if self.clock_seconds:

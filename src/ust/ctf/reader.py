@@ -160,16 +160,6 @@ class Trace:
                 c = self._codecs[stream_id] = StreamCodec(self, sc)
         return c
 
-    def host_prefix(self):
-        """babeltrace2's default trace fields: hostname, procname, (vpid)."""
-        parts = []
-        for key in ("hostname", "procname", "vpid"):
-            v = self.env.get(key)
-            if v is None:
-                continue
-            parts.append(f"({v})" if key == "vpid" else str(v))
-        return ":".join(parts)
-
 
 class StreamCodec:
     """Compiled decoders of one stream class, built lazily per mode."""
@@ -220,7 +210,6 @@ class StreamFile:
         self.discarded_total = 0
         self.lost_packets = 0
         self._first = None  # (stream_class_id, instance_id) read from the first packet
-        self.order_key = None
 
     # -- packets -------------------------------------------------------------
     def packets(self, on_discarded=None):
@@ -616,12 +605,6 @@ def read_text(traces, fmt, on_discarded=None, filt=None):
     return merge(gens)
 
 
-def read_events(traces, on_discarded=None):
-    streams = ordered_streams(traces)
-    gens = [s.events(i, on_discarded) for i, s in enumerate(streams)]
-    return merge(gens)
-
-
 def format_packet_context(sc_packet_context: StructType | None, values: dict, names=True) -> str:
     if sc_packet_context is None:
         return ""
@@ -629,6 +612,9 @@ def format_packet_context(sc_packet_context: StructType | None, values: dict, na
     if not fields:
         return ""
     return format_struct(StructType(fields), values, names)
+
+
+read_trace.__module__ = "ust"  # used as ust.read_trace (tests/test_api.py)
 
 
 __all__ = ["Event", "Trace", "StreamFile", "Discarded", "read_trace", "iter_events", "open_traces", "merge",

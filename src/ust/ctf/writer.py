@@ -121,10 +121,23 @@ def uid_trace_dir(root: "str | os.PathLike", uid: int | None = None) -> Path:
     return Path(root) / "ust" / "uid" / str(os.getuid() if uid is None else uid) / "64-bit"
 
 
+def time_stamp(when: float | None = None) -> str:
+    """LTTng's YYYYMMDD-HHMMSS, local time (now by default): the suffix of
+    default session names, trace and snapshot directories."""
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+
+
+def file_name_part(text: str) -> str:
+    """An application's name as part of a directory name: it chose it, so no
+    '/', no leading '.', nothing unprintable."""
+    cleaned = "".join(c if c.isalnum() or c in "-_+.," else "_" for c in text)[:64]
+    return "_" + cleaned[1:] if cleaned.startswith(".") else cleaned or "_"
+
+
 def pid_trace_dir(root: "str | os.PathLike", procname: str, pid: int, started: float | None = None) -> Path:
-    """<root>/ust/pid/<procname>-<pid>-<YYYYMMDD-HHMMSS>: per-PID buffers."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started or time.time()))
-    return Path(root) / "ust" / "pid" / f"{procname}-{pid}-{stamp}"
+    """<root>/ust/pid/<procname>-<pid>-<YYYYMMDD-HHMMSS>: per-PID buffers
+    (procname made safe as a file name)."""
+    return Path(root) / "ust" / "pid" / f"{file_name_part(procname)}-{pid}-{time_stamp(started)}"
 
 
 def stream_file_name(channel: str, cpu: int) -> str:

@@ -22,26 +22,8 @@ import re
 from dataclasses import dataclass, field
 
 from ust.errors import SessionError
+from ust.instrument import loglevels
 
-LOGLEVELS = {
-    "EMERG": 0,
-    "ALERT": 1,
-    "CRIT": 2,
-    "ERR": 3,
-    "WARNING": 4,
-    "NOTICE": 5,
-    "INFO": 6,
-    "DEBUG_SYSTEM": 7,
-    "DEBUG_PROGRAM": 8,
-    "DEBUG_PROCESS": 9,
-    "DEBUG_MODULE": 10,
-    "DEBUG_UNIT": 11,
-    "DEBUG_FUNCTION": 12,
-    "DEBUG_LINE": 13,
-    "DEBUG": 14,
-}
-# Python logging names -> the LTTng level they are recorded at.
-PYTHON_LEVELS = {"CRITICAL": 2, "FATAL": 2, "ERROR": 3, "WARN": 4, "WARNING": 4, "INFO": 6, "DEBUG": 14}
 MAX_PATTERN = 512
 
 PYTHON_EVENT = "lttng_python:event"  # the tracepoint every log record is (ust.instrument.logbridge)
@@ -58,17 +40,11 @@ def parse_loglevel(text: str | int) -> int:
         value = text
     else:
         name = str(text).strip().upper()
-        if name.startswith("TRACE_"):
-            name = name[6:]
-        if name.isdigit():
-            value = int(name)
-        elif name in LOGLEVELS:
-            value = LOGLEVELS[name]
-        elif name in PYTHON_LEVELS:
-            value = PYTHON_LEVELS[name]
-        else:
+        number = name[6:] if name.startswith("TRACE_") else name
+        value = int(number) if number.isdigit() else loglevels.lookup(name)
+        if value is None:
             raise SessionError(
-                f"unknown log level {text!r}: expected one of {', '.join(LOGLEVELS)} (or a number 0-14)"
+                f"unknown log level {text!r}: expected one of {', '.join(loglevels.LEVELS)} (or a number 0-14)"
             )
     if not 0 <= value <= 14:
         raise SessionError(f"log level {value} is out of range 0-14")
@@ -102,13 +78,6 @@ def python_loglevel_name(value: int) -> str:
     return str(value)
 
 
-def loglevel_name(value: int) -> str:
-    for name, v in LOGLEVELS.items():
-        if v == value:
-            return "TRACE_" + name
-    return str(value)
-
-
 def check_pattern(pattern: str) -> str:
     """An event name pattern: ``*`` is the only wildcard, anywhere."""
     if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN:
@@ -118,14 +87,25 @@ def check_pattern(pattern: str) -> str:
     return pattern
 
 
-def _regex(pattern: str) -> re.Pattern:
-    return re.compile("".join(".*" if c == "*" else re.escape(c) for c in pattern) + r"\Z", re.S)
+def glob_to_regex(pattern: str) -> re.Pattern:
+    """LTTng event-name globs: '*' matches any run of characters, '\\*' a literal star."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if c == "*" else re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.S)
 
 
 def glob_match(pattern: str, name: str) -> bool:
     if "*" not in pattern:
         return pattern == name
-    return _regex(pattern).match(name) is not None
+    return glob_to_regex(pattern).match(name) is not None
 
 
 @dataclass

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import datetime
 import fcntl
 import grp
 import json
@@ -60,6 +59,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ust.ctf.writer import pid_trace_dir, time_stamp, uid_trace_dir
 from ust.daemon import paths, probe_rules, protocol
 from ust.daemon.consumer_link import ConsumerLink, Owner
 from ust.daemon.protocol import (
@@ -752,7 +752,7 @@ class SessionDaemon:
     def cmd_create(self, caller: int, name: str, output: str | None = None, snapshot: bool = False,
                    token: str | None = None) -> dict:
         if output is None:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            stamp = time_stamp()
             try:
                 home = pwd.getpwuid(caller).pw_dir
             except KeyError:
@@ -1010,7 +1010,7 @@ class SessionDaemon:
         base = output or s.output
         if not os.path.isabs(base):
             raise SessionError(f"snapshot output must be an absolute path, got {base!r}")
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        stamp = time_stamp()
         dest = os.path.join(base, f"snapshot-{s.snapshot_count}-{stamp}")
         s.snapshot_count += 1
         targets = {t.key: os.path.join(dest, os.path.relpath(t.path, s.output)) for t in s.traces.values()}
@@ -1203,10 +1203,9 @@ class SessionDaemon:
         if t is not None:
             return t
         if owner[0] == "uid":
-            path = os.path.join(s.output, "ust", "uid", str(app.uid), "64-bit")
+            path = str(uid_trace_dir(s.output, app.uid))
         else:
-            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            path = os.path.join(s.output, "ust", "pid", f"{_file_name_part(app.procname)}-{app.pid}-{stamp}")
+            path = str(pid_trace_dir(s.output, app.procname, app.pid))
         key = f"{s.name}/{owner[0]}-{owner[1]}"
         t = Trace(key=key, path=path, owner=owner, uuid=str(uuidlib.uuid4()))
         self._link(s).add_trace({
@@ -1323,13 +1322,6 @@ class SessionDaemon:
         return finish
 
 
-def _file_name_part(text: str) -> str:
-    """An application's name as part of a directory name: it chose it, so no
-    '/', no leading '.', nothing unprintable."""
-    cleaned = "".join(c if c.isalnum() or c in "-_+.," else "_" for c in text)[:64]
-    return "_" + cleaned[1:] if cleaned.startswith(".") else cleaned or "_"
-
-
 def _count(value: object) -> int:
     """A counter from a consumer's answer: a non-negative int, else nothing."""
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 64 else 0
@@ -1349,12 +1341,8 @@ def _consumer_stats(link: ConsumerLink) -> dict:
 
 def _validate_filter(expr: str) -> None:
     """Reject an invalid filter here, with the position of the error."""
-    try:
-        from ust.filter import compile_filter
-    except ImportError:
-        if not expr.strip():
-            raise SessionError("empty filter expression") from None
-        return
+    from ust.filter import compile_filter
+
     compile_filter(expr)  # raises FilterError (a UstError) with the position
 
 

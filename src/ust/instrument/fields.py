@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-# Codes shared with the C fast path (ring.c: enum ust_field_code). Keep in sync.
+# Codes shared with the C fast path (ring.c: the F_* codes of FieldSpec). Keep in sync.
 CODE_SINT = 1
 CODE_UINT = 2
 CODE_FLOAT = 3
@@ -252,3 +252,9 @@ def decl_from_dict(d: dict) -> EventDecl:
         str(d.get("kind", "tracepoint")),
         dict(d.get("extra") or {}),
     )
+
+
+# Used as ust.X: say so in reprs, tracebacks and pickles (tests/test_api.py).
+for _public in (hex, array, sequence, enum):
+    _public.__module__ = "ust"
+del _public

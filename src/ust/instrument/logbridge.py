@@ -183,3 +183,9 @@ def install_logging(logger: "logging.Logger | None" = None, level: int = logging
     logging.Logger.callHandlers = callHandlers
     _hooked = handler
     return handler
+
+
+# Used as ust.X: say so in reprs, tracebacks and pickles (tests/test_api.py).
+for _public in (logging_handler, install_logging):
+    _public.__module__ = "ust"
+del _public

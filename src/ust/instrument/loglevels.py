@@ -16,14 +16,28 @@ DEBUG_FUNCTION = 12
 DEBUG_LINE = 13
 DEBUG = 14
 
-BY_NAME = {
+# LTTng's names, most severe first (what `ust list` and `ust view` print, with TRACE_).
+LEVELS = {
     name: value
     for name, value in globals().items()
     if name.isupper() and isinstance(value, int)
 }
-# Accept LTTng's spellings too (TRACE_ prefix, ERR/ERROR, WARN).
-BY_NAME.update({"TRACE_" + k: v for k, v in list(BY_NAME.items())})
-BY_NAME.update({"ERROR": ERR, "WARN": WARNING, "CRITICAL": CRIT})
+# Python logging's spellings, at the LTTng level they are recorded at.
+ALIASES = {"CRITICAL": CRIT, "FATAL": CRIT, "ERROR": ERR, "WARN": WARNING}
+NAMES = {value: "TRACE_" + name for name, value in LEVELS.items()}
+
+
+def lookup(name: str) -> "int | None":
+    """The level a name spells (any case, with or without TRACE_), or None."""
+    key = name.strip().upper()
+    if key.startswith("TRACE_"):
+        key = key[6:]
+    return LEVELS.get(key, ALIASES.get(key))
+
+
+def name_of(level: int) -> str:
+    """LTTng's name of a level (TRACE_WARNING), or the number itself when it has none."""
+    return NAMES.get(level, str(level))
 
 
 def parse(value: "int | str") -> int:
@@ -34,31 +48,10 @@ def parse(value: "int | str") -> int:
         if 0 <= value <= DEBUG:
             return value
         raise ValueError(f"log level must be 0..{DEBUG}, got {value}")
-    key = str(value).strip().upper()
+    key = str(value).strip()
     if key.isdigit():
         return parse(int(key))
-    if key in BY_NAME:
-        return BY_NAME[key]
+    level = lookup(key)
+    if level is not None:
+        return level
     raise ValueError(f"unknown log level {value!r} (expected one of EMERG ... DEBUG)")
-
-
-def name_of(level: int) -> str:
-    for name, value in BY_NAME.items():
-        if value == level and not name.startswith("TRACE_") and name not in ("ERROR", "WARN", "CRITICAL"):
-            return name
-    return str(level)
-
-
-# Python logging levels as LTTng's python domain sees them: the logging level
-# number itself (CRITICAL 50 ... DEBUG 10) is what LTTng records for the
-# python domain; for the tracepoint log level we map to the syslog-like scale.
-def from_python_level(levelno: int) -> int:
-    if levelno >= 50:
-        return CRIT
-    if levelno >= 40:
-        return ERR
-    if levelno >= 30:
-        return WARNING
-    if levelno >= 20:
-        return INFO
-    return DEBUG

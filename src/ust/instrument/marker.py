@@ -118,3 +118,4 @@ def _c_mark():
 
 
 mark = _c_mark() or _mark_python
+mark.__module__ = "ust"  # used as ust.mark (tests/test_api.py)

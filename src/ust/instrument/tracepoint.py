@@ -88,3 +88,9 @@ def tracepoint(name: str, fields=None, loglevel: "int | str" = DEFAULT_LOGLEVEL)
     nothing, is counted as a discarded event and warns once (see strict()).
     """
     return declare(name, fields, loglevel).tp
+
+
+# Used as ust.X: say so in reprs, tracebacks and pickles (tests/test_api.py).
+for _public in (tracepoint, strict):
+    _public.__module__ = "ust"
+del _public
