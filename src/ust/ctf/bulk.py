@@ -251,23 +251,45 @@ def read_columns(path, names=None, on_discarded=None):
 
     ``names``: only these event names (others are still decoded, not kept).
     """
+    for _trace, out in _column_chunks(path, names, on_discarded, None):
+        return out
+    return {}
+
+
+def iter_column_chunks(path, chunk_events=1 << 20, names=None, on_discarded=None):
+    """Yield ``(trace, {event name: {column: numpy array}})`` chunks of about
+    ``chunk_events`` events each (a packet is never split), in bounded memory.
+
+    Each chunk holds the events of one stream file (in time order within the
+    chunk); chunks are not in global time order. The columns are those of
+    :func:`read_columns`; a chunk's ``trace`` is the trace its events belong to.
+    """
+    if chunk_events is None or chunk_events < 1:
+        raise ValueError("chunk_events must be a positive number of events")
+    yield from _column_chunks(path, names, on_discarded, chunk_events)
+
+
+def _column_chunks(path, names, on_discarded, chunk_events):
+    import gc
+
     import numpy as np
 
     from .reader import open_traces
-
-    import gc
 
     traces = open_traces(path)
     gc_was = gc.isenabled()
     gc.disable()  # millions of fresh containers: the cyclic GC would rescan them for nothing
     try:
-        return _read_columns(np, traces, names, on_discarded)
+        yield from _read_columns(np, traces, names, on_discarded, chunk_events)
     finally:
         if gc_was:
             gc.enable()
 
 
-def _read_columns(np, traces, names, on_discarded):
+def _read_columns(np, traces, names, on_discarded, chunk_events):
+    """Generator of (trace, tables): one item for the whole trace set when ``chunk_events``
+    is None (trace None), else one per ``chunk_events`` events of a stream file and one
+    at each stream file's end (so a chunk never maps or holds more than one file)."""
     from ._fasttext import _decode
     from .reader import _Compiling, _why, ordered_streams
 
@@ -282,7 +304,12 @@ def _read_columns(np, traces, names, on_discarded):
         cur = 0
         lists = {}  # key -> {eid: [list per column]} (Python-decoded rows of this stream)
         file_base = {}  # key -> base offset of this file in the key's concatenation
+        pending = 0  # events in this chunk so far
         for pk in s.packets(on_discarded):
+            if chunk_events is not None and pending >= chunk_events:
+                _flush_lists(np, parts, names, infos, lists, trace)
+                yield trace, _flush_scans(np, parts, names, infos, scans)
+                parts, scans, lists, file_base, pending = {}, {}, {}, {}, 0
             sc = pk.codec.sc
             key = (id(trace), sc.id)
             info = infos.get(key)
@@ -300,6 +327,7 @@ def _read_columns(np, traces, names, on_discarded):
             if info.prog is None:
                 try:
                     cur = info.py_packet(pk.data, pk.events_start, end, cur, cpu, rows)
+                    pending += max(1, (end - pk.events_start) // 32)  # about: no count from this path
                 except PacketError as e:
                     raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", s.path,
                                            pk.offset + e.offset) from None
@@ -313,6 +341,7 @@ def _read_columns(np, traces, names, on_discarded):
                                        pk.offset + int(off or 0)) from None
             if not eids_b:
                 continue
+            pending += len(eids_b) // 4
             sc_scan = scans.get(key)
             if sc_scan is None:
                 sc_scan = scans[key] = ([], [], [], [], [], [], trace)
@@ -333,12 +362,25 @@ def _read_columns(np, traces, names, on_discarded):
                     info.decode_at(pk.data, eids[sel].tolist(), offs[sel].tolist(),
                                    np.frombuffer(cycs_b, dtype=np.uint64)[sel].tolist(), cpu, rows, s.path,
                                    pk.offset)
-        # this stream's tables
-        for key, rows in lists.items():
-            info = infos[key]
-            for eid, r in rows.items():
-                if r[0]:
-                    _add_part(np, parts, names, info, eid, r, trace)
+        _flush_lists(np, parts, names, infos, lists, trace)  # this stream's tables
+        if chunk_events is not None:
+            yield trace, _flush_scans(np, parts, names, infos, scans)
+            parts, scans = {}, {}
+    if chunk_events is None:
+        yield None, _flush_scans(np, parts, names, infos, scans)
+
+
+def _flush_lists(np, parts, names, infos, lists, trace):
+    """The Python-decoded rows of one stream, as column parts."""
+    for key, rows in lists.items():
+        info = infos[key]
+        for eid, r in rows.items():
+            if r[0]:
+                _add_part(np, parts, names, info, eid, r, trace)
+
+
+def _flush_scans(np, parts, names, infos, scans):
+    """Gather the C-scanned events into parts, then the parts into one time-ordered table per name."""
     for key, (e_l, o_l, c_l, cpu_l, paths, sizes, trace) in scans.items():
         info = infos[key]
         eids = np.concatenate(e_l)
