@@ -123,8 +123,8 @@ def _write_chrome(f, events, begin, end, prog) -> int:
     return written
 
 
-PARQUET_CHUNK_EVENTS = 1 << 19  # events decoded at a time (a stream file's worth at most)
-PARQUET_ROW_GROUP = 1 << 18  # rows buffered per event name before a row group is written
+PARQUET_CHUNK_EVENTS = 1 << 17  # events decoded at a time (a stream file's worth at most)
+PARQUET_ROW_GROUP = 1 << 17  # rows buffered per event name before a row group is written
 
 
 def export_parquet(path, out_dir, progress=False, chunk_events=PARQUET_CHUNK_EVENTS,
@@ -202,7 +202,7 @@ class _ParquetDataset:
         self.buffered += table.num_rows
         if n >= self.row_group:
             self._write(key)
-        if self.buffered >= 4 * self.row_group:  # many names, each short of a row group: bound the total
+        if self.buffered >= 2 * self.row_group:  # many names, each short of a row group: bound the total
             for k in list(self.pending):
                 self._write(k)
 

@@ -256,27 +256,29 @@ def read_columns(path, names=None, on_discarded=None):
     return {}
 
 
-def iter_column_chunks(path, chunk_events=1 << 20, names=None, on_discarded=None):
+def iter_column_chunks(path, chunk_events=1 << 20, names=None, on_discarded=None, traces=None):
     """Yield ``(trace, {event name: {column: numpy array}})`` chunks of about
     ``chunk_events`` events each (a packet is never split), in bounded memory.
 
     Each chunk holds the events of one stream file (in time order within the
     chunk); chunks are not in global time order. The columns are those of
     :func:`read_columns`; a chunk's ``trace`` is the trace its events belong to.
+    ``traces``: traces already opened (``reader.open_traces``), instead of ``path``.
     """
     if chunk_events is None or chunk_events < 1:
         raise ValueError("chunk_events must be a positive number of events")
-    yield from _column_chunks(path, names, on_discarded, chunk_events)
+    yield from _column_chunks(path, names, on_discarded, chunk_events, traces)
 
 
-def _column_chunks(path, names, on_discarded, chunk_events):
+def _column_chunks(path, names, on_discarded, chunk_events, traces=None):
     import gc
 
     import numpy as np
 
     from .reader import open_traces
 
-    traces = open_traces(path)
+    if traces is None:
+        traces = open_traces(path)
     gc_was = gc.isenabled()
     gc.disable()  # millions of fresh containers: the cyclic GC would rescan them for nothing
     try:
