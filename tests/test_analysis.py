@@ -6,6 +6,7 @@ import pytest
 
 import ust.ctf
 import ust.errors
+import ust.analysis.stats
 
 from ust.analysis import export_chrome, latency, trace_stats
 from ust.ctf._synth import Synth
@@ -47,6 +48,62 @@ def test_stats_fixture():
     assert sum(c.count for c in st.by_thread.values()) == 1460
     assert {k[1] for k in st.by_thread} == {7788, 7789}
     assert st.total.first_ns < st.total.last_ns
+
+
+def _stats_event_by_event(path):
+    """The statistics as the event-by-event path counts them (the reference)."""
+    from ust.analysis import stats as S
+    from ust.ctf.reader import open_traces, ordered_streams
+
+    st = S.TraceStats()
+    traces = open_traces(path)
+    st.traces, st.streams = len(traces), len(ordered_streams(traces))
+
+    def lost(d):
+        if d.packets:
+            st.lost_packets += d.count
+        else:
+            st.discarded_events += d.count
+    S._count_events(st, traces, lost, None)
+    return S.stats_dict(st)
+
+
+def _shadow_trace(path, shadow=True):
+    """Two streams, threads switching often; a payload field named like a context
+    (vtid) in one class (with ``shadow``), one named pid with no pid context in another."""
+    s = Synth(path, context=CTX, packet_size=4096, offset=1_000)
+    a = s.event_class("app:a", [("_vtid" if shadow else "_x", "integer { size = 32; align = 8; signed = 0; }",
+                                 "I")])
+    b = s.event_class("app:b", [("_pid", "integer { size = 16; align = 8; signed = 0; }", "H"),
+                                ("_msg", "string", "s")])
+    for cpu in (0, 1):
+        evs = []
+        for i in range(3000):
+            tid = 20 + (i * 7 + cpu) % 5
+            evs.append((1000 + 10 * i + cpu, a if i % 3 else b, (999,) if i % 3 else (i, "m" * (i % 4)),
+                        (10 + tid % 2, tid, f"p{tid % 2}")))
+        s.write(evs, stream_name=f"chan_{cpu}", cpu=cpu, discarded_at={2: 7})
+    return path
+
+
+@pytest.mark.parametrize("name", ["ust-uid-contexts", "ust-pid", "ust-snapshot", "ust-python-agent", "shadow",
+                                  "payload-pid", "requests"])
+def test_stats_columns_match_event_by_event(tmp_path, name, monkeypatch):
+    """`ust stats` counts from the bulk reader's columns: the same statistics as event by event
+    (per name, process, thread; first/last; losses), including a payload field named like a context."""
+    pytest.importorskip("numpy")
+    if name in ("shadow", "payload-pid"):
+        path = _shadow_trace(tmp_path / "t", shadow=name == "shadow")
+    elif name == "requests":
+        path, _ = _req_trace(tmp_path / "t")
+    else:
+        path = FIXTURES / name
+    expected = _stats_event_by_event(path)
+    if name != "shadow":  # the columns path is the one counting (the shadowed context: event by event)
+        monkeypatch.setattr(ust.analysis.stats, "_count_events", None)
+    got = ust.analysis.stats.stats_dict(trace_stats(path))
+    assert got == expected
+    assert got["total"]["count"] > 0
 
 
 def test_stats_per_pid_processes():
