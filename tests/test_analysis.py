@@ -71,7 +71,7 @@ def _stats_event_by_event(path):
 def _shadow_trace(path, shadow=True):
     """Two streams, threads switching often; a payload field named like a context
     (vtid) in one class (with ``shadow``), one named pid with no pid context in another."""
-    s = Synth(path, context=CTX, packet_size=4096, offset=1_000)
+    s = Synth(path, context=CTX if shadow else CTX[1:], packet_size=4096, offset=1_000)  # no vpid: pid is not it
     a = s.event_class("app:a", [("_vtid" if shadow else "_x", "integer { size = 32; align = 8; signed = 0; }",
                                  "I")])
     b = s.event_class("app:b", [("_pid", "integer { size = 16; align = 8; signed = 0; }", "H"),
@@ -81,7 +81,7 @@ def _shadow_trace(path, shadow=True):
         for i in range(3000):
             tid = 20 + (i * 7 + cpu) % 5
             evs.append((1000 + 10 * i + cpu, a if i % 3 else b, (999,) if i % 3 else (i, "m" * (i % 4)),
-                        (10 + tid % 2, tid, f"p{tid % 2}")))
+                        (10 + tid % 2, tid, f"p{tid % 2}")[0 if shadow else 1:]))
         s.write(evs, stream_name=f"chan_{cpu}", cpu=cpu, discarded_at={2: 7})
     return path
 
