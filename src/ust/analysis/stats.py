@@ -144,7 +144,8 @@ def _count_columns(np, st, traces, lost, prog) -> int:
 
     ctx_of = {}  # (trace id, event name) -> context names
     n = 0
-    for trace, tables in iter_column_chunks(None, 1 << 18, on_discarded=lost, traces=traces):
+    for trace, tables in iter_column_chunks(None, 1 << 18, on_discarded=lost, traces=traces,
+                                                 payload=False):
         env = trace.env
         for name, cols in tables.items():
             ts = cols["timestamp"]

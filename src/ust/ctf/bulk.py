@@ -221,8 +221,11 @@ class _ProgramBuilder:
         raise _NoProgram  # variants (in payloads) and anything else: the Python path
 
 
-def _programs(sc):
-    """(header kind, programs tuple, {eid: row layout or None}) or None when C cannot scan this class."""
+def _programs(sc, contexts_only=False):
+    """(header kind, programs tuple, {eid: row layout or None}) or None when C cannot scan this class.
+
+    ``contexts_only``: the row layouts hold the context fields only (a class whose
+    contexts are all fixed is gathered by numpy whatever its payload)."""
     import array
     import sys
 
@@ -242,6 +245,15 @@ def _programs(sc):
         except _NoProgram:
             return None
         progs[eid] = array.array("i", b.ops).tobytes()
+        if contexts_only:
+            nctx = sum(len(st.fields) for st in (sc.event_context, ec.context) if st is not None)
+            if len(b.row) >= nctx:  # the row stops at the first field that is not fixed
+                row = b.row[:nctx]
+                import numpy as np
+                rows[eid] = (row, max([off + np.dtype(code).itemsize for _, code, off in row], default=0))
+            else:
+                rows[eid] = None
+            continue
         rows[eid] = (b.row, b.pos) if b.fixed else None
     return kind, tuple(progs), rows
 
@@ -256,7 +268,7 @@ def read_columns(path, names=None, on_discarded=None):
     return {}
 
 
-def iter_column_chunks(path, chunk_events=1 << 20, names=None, on_discarded=None, traces=None):
+def iter_column_chunks(path, chunk_events=1 << 20, names=None, on_discarded=None, traces=None, payload=True):
     """Yield ``(trace, {event name: {column: numpy array}})`` chunks of about
     ``chunk_events`` events each (a packet is never split), in bounded memory.
 
@@ -264,13 +276,15 @@ def iter_column_chunks(path, chunk_events=1 << 20, names=None, on_discarded=None
     chunk); chunks are not in global time order. The columns are those of
     :func:`read_columns`; a chunk's ``trace`` is the trace its events belong to.
     ``traces``: traces already opened (``reader.open_traces``), instead of ``path``.
+    ``payload=False``: the payload fields may be left out (not decoded where the C
+    scanner finds the events; they are there when a trace needs the Python decoder).
     """
     if chunk_events is None or chunk_events < 1:
         raise ValueError("chunk_events must be a positive number of events")
-    yield from _column_chunks(path, names, on_discarded, chunk_events, traces)
+    yield from _column_chunks(path, names, on_discarded, chunk_events, traces, payload)
 
 
-def _column_chunks(path, names, on_discarded, chunk_events, traces=None):
+def _column_chunks(path, names, on_discarded, chunk_events, traces=None, payload=True):
     import gc
 
     import numpy as np
@@ -282,13 +296,13 @@ def _column_chunks(path, names, on_discarded, chunk_events, traces=None):
     gc_was = gc.isenabled()
     gc.disable()  # millions of fresh containers: the cyclic GC would rescan them for nothing
     try:
-        yield from _read_columns(np, traces, names, on_discarded, chunk_events)
+        yield from _read_columns(np, traces, names, on_discarded, chunk_events, payload)
     finally:
         if gc_was:
             gc.enable()
 
 
-def _read_columns(np, traces, names, on_discarded, chunk_events):
+def _read_columns(np, traces, names, on_discarded, chunk_events, payload=True):
     """Generator of (trace, tables): one item for the whole trace set when ``chunk_events``
     is None (trace None), else one per ``chunk_events`` events of a stream file and one
     at each stream file's end (so a chunk never maps or holds more than one file)."""
@@ -317,8 +331,8 @@ def _read_columns(np, traces, names, on_discarded, chunk_events):
             info = infos.get(key)
             if info is None:
                 with _Compiling(trace):
-                    prog = _programs(sc) if _decode is not None else None
-                    info = infos[key] = _ClassInfo(pk.codec, prog)
+                    prog = _programs(sc, not payload) if _decode is not None else None
+                    info = infos[key] = _ClassInfo(pk.codec, prog, not payload)
             if pk.ts_begin is not None:
                 cur = pk.ts_begin
             cpu = pk.context.get("cpu_id")
@@ -446,14 +460,20 @@ def _flush_scans(np, parts, names, infos, scans):
 class _ClassInfo:
     """Per (trace, stream class): scan programs, Python decoders, column counts."""
 
-    def __init__(self, codec, prog):
+    def __init__(self, codec, prog, contexts_only=False):
         self.codec = codec
         self.sc = sc = codec.sc
         self.prog = prog
-        self.ncols = {eid: 2 + sum(len(st.fields) for st in (sc.event_context, ec.context, ec.fields)
-                                   if st is not None) for eid, ec in sc.events.items()}
-        self.cols = {eid: [("cycles", "u"), ("cpu_id", "i")] + _columns_of(sc.event_context) +
-                     _columns_of(ec.context) + _columns_of(ec.fields) for eid, ec in sc.events.items()}
+        # the payload is left out only where the C scanner finds the events (the Python
+        # packet decoder reads whole events anyway)
+        self.contexts_only = contexts_only = contexts_only and prog is not None
+
+        def structs(ec):
+            return (sc.event_context, ec.context) if contexts_only else (sc.event_context, ec.context, ec.fields)
+        self.ncols = {eid: 2 + sum(len(st.fields) for st in structs(ec) if st is not None)
+                      for eid, ec in sc.events.items()}
+        self.cols = {eid: [("cycles", "u"), ("cpu_id", "i")] + [c for st in structs(ec) for c in _columns_of(st)]
+                     for eid, ec in sc.events.items()}
         self.variable = set()
         if prog is None:
             self.py_packet = compile_packet_rows(sc, f"stream class {sc.id}")
@@ -483,7 +503,7 @@ class _ClassInfo:
         for eid, (ps, cs) in by_class.items():
             fn = self._row_fns.get(eid)
             if fn is None:
-                fn = self._row_fns[eid] = compile_event_rows(self.sc, self.sc.events[eid])
+                fn = self._row_fns[eid] = compile_event_rows(self.sc, self.sc.events[eid], self.contexts_only)
             try:
                 fn(b, ps, cs, cpu, rows[eid])
             except PacketError as e:
@@ -492,12 +512,13 @@ class _ClassInfo:
                                        pkoff + e.offset) from None
 
 
-def compile_event_rows(sc, ec):
-    """rows_at(b, offsets, cycles, cpu, cols): decode one event class at each offset into column lists."""
+def compile_event_rows(sc, ec, contexts_only=False):
+    """rows_at(b, offsets, cycles, cpu, cols): decode one event class at each offset into column lists
+    (with ``contexts_only``, its contexts only: the payload is not read)."""
     g = _Gen("dict", f"event {ec.name!r} rows")
     g.indent = 2
     vars_ = []
-    for st in (sc.event_context, ec.context, ec.fields):
+    for st in (sc.event_context, ec.context) if contexts_only else (sc.event_context, ec.context, ec.fields):
         if st is None:
             continue
         g.scopes.append({})
