@@ -301,3 +301,19 @@ def test_bulk_synthetic_headers(tmp_path, header):
     assert cols["x:fixed"]["cycles"].tolist() == [e.cycles for e in fx]
     tx = [e for e in ref if e.name == "x:text"]
     assert cols["x:text"]["s"].tolist() == [e.fields["s"] for e in tx]
+
+
+def test_export_parquet_undecodable_text_and_enum_labels(tmp_path):
+    """Undecodable bytes in a string become U+FFFD (Parquet text is UTF-8); an unnamed enum value is null."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    s = Synth(tmp_path / "t")
+    c = s.event_class("app:msg", [
+        ("_msg", "string", "s"),
+        ("_state", "enum : integer { size = 8; align = 8; signed = 0; } { IDLE = 0, BUSY = 1 ... 3 }", "B")])
+    s.write([(1000 + i, c, (["ok", "bad\udcff"][i % 2], i % 5)) for i in range(10)])
+    rc, _, err = run_cli(["export", str(tmp_path / "t"), "--format", "parquet", "-o", str(tmp_path / "pq")])
+    assert rc == 0, err
+    t = pq.read_table(tmp_path / "pq" / "event=app_msg" / "part-0.parquet")
+    assert t.column("msg").to_pylist()[:2] == ["ok", "bad\ufffd"]
+    assert t.column("state").to_pylist()[:5] == ["IDLE", "BUSY", "BUSY", "BUSY", None]
+    assert t.column("event_name").to_pylist()[0] == "app:msg"

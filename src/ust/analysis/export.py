@@ -287,7 +287,11 @@ def _typed_column(pa, values, t):
     if isinstance(t, FloatType):
         return _as_arrow(pa, values, pa.float32() if t.exp_dig + t.mant_dig == 32 else pa.float64())
     if isinstance(t, StringType):
-        return pa.array([_jsonable(x) for x in values.tolist()], type=pa.string())
+        try:
+            return pa.array(values, type=pa.string())
+        except (UnicodeError, pa.ArrowInvalid, pa.ArrowTypeError):
+            # undecodable bytes kept as lone surrogates: U+FFFD, as in the chrome export
+            return pa.array([_jsonable(x) for x in values.tolist()], type=pa.string())
     # arrays, sequences, structs, variants (or a column the metadata does not name): JSON text
     # (a text array - a char array of UTF-8 encoding - is decoded as a str: kept as text)
     return pa.array([x if x is None else _jsonable(x) if isinstance(x, str)
