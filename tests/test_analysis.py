@@ -319,3 +319,28 @@ def test_export_parquet_undecodable_text_and_enum_labels(tmp_path):
     assert t.column("msg").to_pylist()[:2] == ["ok", "bad\ufffd"]
     assert t.column("state").to_pylist()[:5] == ["IDLE", "BUSY", "BUSY", "BUSY", None]
     assert t.column("event_name").to_pylist()[0] == "app:msg"
+
+
+def test_column_chunks_bounded_and_complete(tmp_path):
+    """iter_column_chunks: chunks no bigger than asked (plus a packet), one stream file each,
+    together the same rows as read_columns."""
+    np = pytest.importorskip("numpy")
+    from ust.ctf.bulk import iter_column_chunks
+
+    path = _shadow_trace(tmp_path / "s", shadow=False)  # 2 x 3000 events
+    whole = ust.ctf.read_columns(path)
+    chunks = list(iter_column_chunks(path, chunk_events=500))
+    per_packet = 4096 // 12  # the most events a 4 KiB packet holds (12 bytes: the smallest event)
+    assert len(chunks) >= 6
+    for _trace, tables in chunks:
+        n = sum(len(t["timestamp"]) for t in tables.values())
+        assert 0 < n <= 500 + per_packet
+        assert len({int(c) for t in tables.values() for c in t["cpu_id"]}) == 1  # one stream file
+    for name, cols in whole.items():
+        got = np.concatenate([t[name]["timestamp"] for _, t in chunks if name in t])
+        assert sorted(got.tolist()) == cols["timestamp"].tolist()
+        for col in cols:
+            merged = np.concatenate([t[name][col] for _, t in chunks if name in t])
+            order = np.argsort(np.concatenate([t[name]["timestamp"] for _, t in chunks if name in t]),
+                               kind="stable")
+            assert merged[order].tolist() == cols[col].tolist(), col
