@@ -11,7 +11,7 @@ import ust.analysis.stats
 from ust.analysis import export_chrome, latency, trace_stats
 from ust.ctf._synth import Synth
 
-from reader_support import FIXTURES, run_cli
+from reader_support import FIXTURES, copy_fixture, run_cli
 
 CTX = [("_vpid", "integer { size = 32; align = 8; signed = 1; }", "i"),
        ("_vtid", "integer { size = 32; align = 8; signed = 1; }", "i"),
@@ -344,3 +344,15 @@ def test_column_chunks_bounded_and_complete(tmp_path):
             order = np.argsort(np.concatenate([t[name]["timestamp"] for _, t in chunks if name in t]),
                                kind="stable")
             assert merged[order].tolist() == cols[col].tolist(), col
+
+
+def test_export_parquet_damaged_trace_leaves_nothing(tmp_path):
+    """A truncated stream: one error line naming it, and no partial dataset (nor work directory) left."""
+    pytest.importorskip("pyarrow")
+    d = copy_fixture("ust-uid-contexts", tmp_path)
+    stream = next(d.rglob("chan_1"))
+    stream.write_bytes(stream.read_bytes()[:-5000])
+    out = tmp_path / "pq"
+    rc, _, err = run_cli(["export", str(d), "--format", "parquet", "-o", str(out)])
+    assert rc != 0 and "truncated" in err and str(stream) in err and err.count("\n") == 1
+    assert list(out.iterdir()) == []
