@@ -163,11 +163,15 @@ def export_parquet(path, out_dir, progress=False, chunk_events=PARQUET_CHUNK_EVE
     work = tempfile.mkdtemp(prefix=".ust-export-", dir=out_dir)
     ds = _ParquetDataset(pa, pq, work, row_group)
     total = 0
+    types = {}  # (trace id, event name) -> {column: declared type}
     try:
         try:
             for trace, tables in iter_column_chunks(path, chunk_events):
                 for name, cols in tables.items():
-                    ds.add(name, _arrow_table(pa, trace, name, cols))
+                    key = (id(trace), name)
+                    if key not in types:
+                        types[key] = _declared_types(trace, name)
+                    ds.add(name, _arrow_table(pa, types[key], name, cols))
                     total += len(cols["timestamp"])
                 if prog is not None:
                     prog.update(total)
@@ -253,10 +257,9 @@ def _declared_types(trace, name):
     return {}
 
 
-def _arrow_table(pa, trace, name, cols):
+def _arrow_table(pa, types, name, cols):
     import numpy as np
 
-    types = _declared_types(trace, name)
     n = len(cols["timestamp"])
     arrays = {}
     try:
