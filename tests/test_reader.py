@@ -1,5 +1,7 @@
 """The reader API, and its errors on bad input."""
 
+import os
+
 import pytest
 
 import ust.ctf
@@ -167,3 +169,41 @@ def test_fast_path_equals_reference(tmp_path):
         for a, b in zip(fast, ref):
             assert (a.name, a.timestamp, a.cycles, a.cpu_id, a.fields, a.context, a.stream.path) == \
                 (b.name, b.timestamp, b.cycles, b.cpu_id, b.fields, b.context, b.stream.path), path
+
+
+def _resident_kb_of_mapping(path):
+    """Resident kB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total = 0
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if not head[0].endswith(":"):  # a mapping's line: range perms offset dev inode [path]
+                inside = line.rstrip("\n").endswith(" " + str(path))
+            elif inside and head[0] == "Rss:":
+                total += int(head[1])
+    return total
+
+
+def test_long_stream_file_not_kept_resident(tmp_path):
+    """Reading a long stream file start to end gives its pages back as it goes: the
+    file's resident part stays far below its size (bulk export of big traces)."""
+    from ust.ctf._synth import Synth
+    from ust.ctf.reader import open_traces
+
+    s = Synth(tmp_path / "t", packet_size=1 << 20)
+    big = s.event_class("big:text", [("_s", "string", "s")])
+    text = "x" * 4000
+    s.write(((1000 + i, big, (text,)) for i in range(30_000)), stream_name="chan_0", cpu=0)
+    (trace,) = open_traces(tmp_path / "t")
+    (stream,) = trace.streams
+    size_kb = os.path.getsize(stream.path) // 1024
+    assert size_kb > 100_000
+    peak = 0
+    n = 0
+    for pk in stream.packets():
+        n += 1
+        if n % 16 == 0:
+            peak = max(peak, _resident_kb_of_mapping(stream.path))
+    peak = max(peak, _resident_kb_of_mapping(stream.path))
+    assert n > 100 and 0 < peak < 48 * 1024, (peak, size_kb)

@@ -8,6 +8,8 @@ import tempfile
 
 from ust.errors import UstError
 
+from ust.ctf._codegen import display_name
+
 from ._common import Progress, jsonable, thread_of
 
 
@@ -121,8 +123,25 @@ def _write_chrome(f, events, begin, end, prog) -> int:
     return written
 
 
-def export_parquet(path, out_dir, progress=False) -> list:
-    """One Parquet file per event name (``<out_dir>/<name>.parquet``); needs pyarrow."""
+PARQUET_CHUNK_EVENTS = 1 << 17  # events decoded at a time (a stream file's worth at most)
+PARQUET_ROW_GROUP = 1 << 17  # rows buffered per event name before a row group is written
+
+
+def export_parquet(path, out_dir, progress=False, chunk_events=PARQUET_CHUNK_EVENTS,
+                   row_group=PARQUET_ROW_GROUP) -> list:
+    """Write a Parquet dataset of every event under ``path``, partitioned by event name:
+    ``<out_dir>/event=<name>/part-<n>.parquet`` (Hive layout, one glob for DuckDB/Spark).
+
+    Streamed: the trace is decoded ``chunk_events`` at a time and each name's rows are
+    written as row groups of about ``row_group`` rows, so memory stays bounded whatever
+    the trace size. Columns: ``timestamp`` (timestamp[ns], UTC), ``cycles`` (the raw
+    clock value), ``cpu_id``, ``event_name``, then the contexts and the payload at their
+    declared types (integers at their width and signedness, enums as their labels,
+    floats, strings; arrays, sequences, structs and variants as JSON text).
+    The files are written in a hidden directory inside ``out_dir`` and moved into
+    place at the end: an error midway leaves no partial dataset. Needs pyarrow and numpy.
+    Returns the files written.
+    """
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -132,28 +151,184 @@ def export_parquet(path, out_dir, progress=False) -> list:
         import numpy  # noqa: F401
     except ImportError:
         raise UstError("parquet export needs numpy: pip install numpy (or 'ust[analysis]')") from None
-    from ust.ctf import read_columns
+    import shutil
 
-    prog = Progress("export") if progress else None
-    tables = read_columns(path)
+    from ust.ctf.bulk import iter_column_chunks
+
     os.makedirs(out_dir, exist_ok=True)
-    written = []
+    if any(e.startswith("event=") for e in os.listdir(out_dir)):
+        raise UstError(f"{out_dir}: already holds a parquet export (event=* directories); "
+                       "remove them or choose another directory")
+    prog = Progress("export") if progress else None
+    work = tempfile.mkdtemp(prefix=".ust-export-", dir=out_dir)
+    ds = _ParquetDataset(pa, pq, work, row_group)
     total = 0
-    for name, cols in sorted(tables.items()):
-        arrays = {}
-        for cname, arr in cols.items():
-            if arr.dtype == object:
-                arrays[cname] = pa.array([_jsonable(x) for x in arr.tolist()])
-            else:
-                arrays[cname] = pa.array(arr)
-        table = pa.table(arrays)
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        fp = os.path.join(out_dir, safe + ".parquet")
-        pq.write_table(table, fp)
-        written.append(fp)
-        total += table.num_rows
-        if prog is not None:
-            prog.update(total)
+    types = {}  # (trace id, event name) -> {column: declared type}
+    try:
+        try:
+            for trace, tables in iter_column_chunks(path, chunk_events):
+                for name, cols in tables.items():
+                    key = (id(trace), name)
+                    if key not in types:
+                        types[key] = _declared_types(trace, name)
+                    ds.add(name, _arrow_table(pa, types[key], name, cols))
+                    total += len(cols["timestamp"])
+                if prog is not None:
+                    prog.update(total)
+        finally:
+            ds.close()
+        written = []
+        for d in sorted(os.listdir(work)):
+            os.rename(os.path.join(work, d), os.path.join(out_dir, d))
+            written += [os.path.join(out_dir, d, f) for f in sorted(os.listdir(os.path.join(out_dir, d)))]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     if prog is not None:
         prog.done(total)
     return written
+
+
+class _ParquetDataset:
+    """One Parquet writer per (event name, schema), rows buffered up to a row group per name."""
+
+    def __init__(self, pa, pq, root, row_group):
+        self.pa, self.pq, self.root, self.row_group = pa, pq, root, row_group
+        self.writers = {}  # (name, schema text) -> (ParquetWriter, file object)
+        self.pending = {}  # same key -> [tables]
+        self.pending_rows = {}
+        self.parts = {}  # directory -> next part number
+        self.buffered = 0
+
+    def add(self, name, table):
+        key = (name, str(table.schema))
+        self.pending.setdefault(key, []).append(table)
+        n = self.pending_rows[key] = self.pending_rows.get(key, 0) + table.num_rows
+        self.buffered += table.num_rows
+        if n >= self.row_group:
+            self._write(key)
+        if self.buffered >= 2 * self.row_group:  # many names, each short of a row group: bound the total
+            for k in list(self.pending):
+                self._write(k)
+
+    def _write(self, key):
+        tables = self.pending.pop(key, None)
+        if not tables:
+            return
+        self.buffered -= self.pending_rows.pop(key)
+        w = self.writers.get(key)
+        if w is None:
+            w = self.writers[key] = self._open(key[0], tables[0].schema)
+        w[0].write_table(self.pa.concat_tables(tables), row_group_size=max(self.row_group, 1))
+
+    def _open(self, name, schema):
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        d = os.path.join(self.root, "event=" + safe)
+        if d not in self.parts:
+            os.mkdir(d, 0o755)
+        n = self.parts.get(d, 0)
+        self.parts[d] = n + 1
+        fd = os.open(os.path.join(d, f"part-{n}.parquet"),
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        f = os.fdopen(fd, "wb")
+        return self.pq.ParquetWriter(f, schema), f
+
+    def close(self):
+        try:
+            for k in list(self.pending):
+                self._write(k)
+        finally:
+            for w, f in self.writers.values():
+                w.close()
+                f.close()
+            self.writers = {}
+
+
+def _declared_types(trace, name):
+    """{column: tsdl type} of the event class ``name`` in ``trace`` (contexts, then payload)."""
+    for sc in trace.metadata.streams.values():
+        for ec in sc.events.values():
+            if ec.name == name:
+                types = {}
+                for st in (sc.event_context, ec.context, ec.fields):
+                    if st is not None:
+                        for fname, t in st.fields:
+                            types[display_name(fname)] = t
+                return types
+    return {}
+
+
+def _arrow_table(pa, types, name, cols):
+    import numpy as np
+
+    n = len(cols["timestamp"])
+    arrays = {}
+    try:
+        arrays["timestamp"] = pa.array(cols["timestamp"], type=pa.int64()).cast(pa.timestamp("ns", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        # clock values beyond what int64 ns holds (a corrupt trace): no timestamp, the raw value stays
+        arrays["timestamp"] = pa.nulls(n, pa.timestamp("ns", tz="UTC"))
+    arrays["cycles"] = _as_arrow(pa, cols["cycles"], pa.uint64())
+    cpu = cols["cpu_id"]
+    arrays["cpu_id"] = (pa.array(cpu, mask=(cpu == -1)).cast(pa.int32()) if cpu.dtype.kind == "i"
+                        else _as_arrow(pa, cpu, pa.int32()))
+    arrays["event_name"] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([name]))
+    for cname, values in cols.items():
+        if cname in ("timestamp", "cycles", "cpu_id"):
+            continue
+        arrays[cname] = _typed_column(pa, values, types.get(cname))
+    return pa.table(arrays)
+
+
+def _typed_column(pa, values, t):
+    from ust.ctf.tsdl import EnumType, FloatType, IntType, StringType
+
+    if isinstance(t, EnumType):
+        return _enum_labels(pa, values, t)
+    if isinstance(t, IntType):
+        size = t.size if t.size in (8, 16, 32, 64) else 64
+        return _as_arrow(pa, values, getattr(pa, ("int" if t.signed else "uint") + str(size))())
+    if isinstance(t, FloatType):
+        return _as_arrow(pa, values, pa.float32() if t.exp_dig + t.mant_dig == 32 else pa.float64())
+    if isinstance(t, StringType):
+        try:
+            return pa.array(values, type=pa.string())
+        except (UnicodeError, pa.ArrowInvalid, pa.ArrowTypeError):
+            # undecodable bytes kept as lone surrogates: U+FFFD, as in the chrome export
+            return pa.array([_jsonable(x) for x in values.tolist()], type=pa.string())
+    # arrays, sequences, structs, variants (or a column the metadata does not name): JSON text
+    # (a text array - a char array of UTF-8 encoding - is decoded as a str: kept as text)
+    return pa.array([x if x is None else _jsonable(x) if isinstance(x, str)
+                     else json.dumps(_jsonable(x), separators=(",", ":")) for x in values.tolist()],
+                    type=pa.string())
+
+
+def _as_arrow(pa, values, typ):
+    """``values`` at type ``typ``; a value that does not fit (a corrupt trace) makes the column text."""
+    try:
+        if values.dtype == object:
+            return pa.array(values.tolist(), type=typ)
+        return pa.array(values).cast(typ)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        return pa.array([None if x is None else str(x) for x in values.tolist()], type=pa.string())
+
+
+def _enum_labels(pa, values, t):
+    """An enum column as its labels (dictionary-encoded; null for a value no mapping names)."""
+    import numpy as np
+
+    if values.dtype == object:
+        uniq = sorted(set(values.tolist()), key=repr)
+        index = {v: i for i, v in enumerate(uniq)}
+        inverse = np.fromiter((index[v] for v in values.tolist()), dtype=np.int32, count=len(values))
+    else:
+        uniq, inverse = np.unique(values, return_inverse=True)
+        uniq = uniq.tolist()
+    labels = []
+    for v in uniq:
+        names = t.labels(v) if isinstance(v, int) else []
+        labels.append(" | ".join(names) if names else None)
+    unnamed = np.array([lab is None for lab in labels] + [False], dtype=bool)
+    inverse = np.asarray(inverse, dtype=np.int32).reshape(-1)
+    dictionary = pa.array([lab or "" for lab in labels], type=pa.string())
+    idx = pa.array(inverse, mask=unnamed[inverse] if len(labels) else None)
+    return pa.DictionaryArray.from_arrays(idx, dictionary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 
 
 def add_arguments(parser) -> None:
@@ -26,5 +27,7 @@ def run(args, out) -> int:
     else:
         dest = args.output or "parquet"
         files = export_parquet(args.trace, dest, progress=True)
-        out.write(f"wrote {len(files)} tables to {dest}/\n")
+        names = {os.path.basename(os.path.dirname(f)) for f in files}
+        out.write(f"wrote {len(names)} event names ({len(files)} files) to {dest}/ "
+                  f"(read it with one glob: {os.path.join(dest, '*', '*.parquet')})\n")
     return 0

@@ -221,8 +221,11 @@ class _ProgramBuilder:
         raise _NoProgram  # variants (in payloads) and anything else: the Python path
 
 
-def _programs(sc):
-    """(header kind, programs tuple, {eid: row layout or None}) or None when C cannot scan this class."""
+def _programs(sc, contexts_only=False):
+    """(header kind, programs tuple, {eid: row layout or None}) or None when C cannot scan this class.
+
+    ``contexts_only``: the row layouts hold the context fields only (a class whose
+    contexts are all fixed is gathered by numpy whatever its payload)."""
     import array
     import sys
 
@@ -242,6 +245,15 @@ def _programs(sc):
         except _NoProgram:
             return None
         progs[eid] = array.array("i", b.ops).tobytes()
+        if contexts_only:
+            nctx = sum(len(st.fields) for st in (sc.event_context, ec.context) if st is not None)
+            if len(b.row) >= nctx:  # the row stops at the first field that is not fixed
+                row = b.row[:nctx]
+                import numpy as np
+                rows[eid] = (row, max([off + np.dtype(code).itemsize for _, code, off in row], default=0))
+            else:
+                rows[eid] = None
+            continue
         rows[eid] = (b.row, b.pos) if b.fixed else None
     return kind, tuple(progs), rows
 
@@ -251,23 +263,49 @@ def read_columns(path, names=None, on_discarded=None):
 
     ``names``: only these event names (others are still decoded, not kept).
     """
+    for _trace, out in _column_chunks(path, names, on_discarded, None):
+        return out
+    return {}
+
+
+def iter_column_chunks(path, chunk_events=1 << 20, names=None, on_discarded=None, traces=None, payload=True):
+    """Yield ``(trace, {event name: {column: numpy array}})`` chunks of about
+    ``chunk_events`` events each (a packet is never split), in bounded memory.
+
+    Each chunk holds the events of one stream file (in time order within the
+    chunk); chunks are not in global time order. The columns are those of
+    :func:`read_columns`; a chunk's ``trace`` is the trace its events belong to.
+    ``traces``: traces already opened (``reader.open_traces``), instead of ``path``.
+    ``payload=False``: the payload fields may be left out (not decoded where the C
+    scanner finds the events; they are there when a trace needs the Python decoder).
+    """
+    if chunk_events is None or chunk_events < 1:
+        raise ValueError("chunk_events must be a positive number of events")
+    yield from _column_chunks(path, names, on_discarded, chunk_events, traces, payload)
+
+
+def _column_chunks(path, names, on_discarded, chunk_events, traces=None, payload=True):
+    import gc
+
     import numpy as np
 
     from .reader import open_traces
 
-    import gc
-
-    traces = open_traces(path)
+    if traces is None:
+        traces = open_traces(path)
     gc_was = gc.isenabled()
     gc.disable()  # millions of fresh containers: the cyclic GC would rescan them for nothing
     try:
-        return _read_columns(np, traces, names, on_discarded)
+        yield from _read_columns(np, traces, names, on_discarded, chunk_events, payload)
     finally:
         if gc_was:
             gc.enable()
 
 
-def _read_columns(np, traces, names, on_discarded):
+def _read_columns(np, traces, names, on_discarded, chunk_events, payload=True):
+    """Generator of (trace, tables): one item for the whole trace set when ``chunk_events``
+    is None (trace None), else one per ``chunk_events`` events of a stream file and one
+    at each stream file's end (so a chunk never maps or holds more than one file)."""
     from ._fasttext import _decode
     from .reader import _Compiling, _why, ordered_streams
 
@@ -282,14 +320,19 @@ def _read_columns(np, traces, names, on_discarded):
         cur = 0
         lists = {}  # key -> {eid: [list per column]} (Python-decoded rows of this stream)
         file_base = {}  # key -> base offset of this file in the key's concatenation
+        pending = 0  # events in this chunk so far
         for pk in s.packets(on_discarded):
+            if chunk_events is not None and pending >= chunk_events:
+                _flush_lists(np, parts, names, infos, lists, trace)
+                yield trace, _flush_scans(np, parts, names, infos, scans)
+                parts, scans, lists, file_base, pending = {}, {}, {}, {}, 0
             sc = pk.codec.sc
             key = (id(trace), sc.id)
             info = infos.get(key)
             if info is None:
                 with _Compiling(trace):
-                    prog = _programs(sc) if _decode is not None else None
-                    info = infos[key] = _ClassInfo(pk.codec, prog)
+                    prog = _programs(sc, not payload) if _decode is not None else None
+                    info = infos[key] = _ClassInfo(pk.codec, prog, not payload)
             if pk.ts_begin is not None:
                 cur = pk.ts_begin
             cpu = pk.context.get("cpu_id")
@@ -300,6 +343,7 @@ def _read_columns(np, traces, names, on_discarded):
             if info.prog is None:
                 try:
                     cur = info.py_packet(pk.data, pk.events_start, end, cur, cpu, rows)
+                    pending += max(1, (end - pk.events_start) // 32)  # about: no count from this path
                 except PacketError as e:
                     raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", s.path,
                                            pk.offset + e.offset) from None
@@ -313,6 +357,7 @@ def _read_columns(np, traces, names, on_discarded):
                                        pk.offset + int(off or 0)) from None
             if not eids_b:
                 continue
+            pending += len(eids_b) // 4
             sc_scan = scans.get(key)
             if sc_scan is None:
                 sc_scan = scans[key] = ([], [], [], [], [], [], trace)
@@ -333,12 +378,25 @@ def _read_columns(np, traces, names, on_discarded):
                     info.decode_at(pk.data, eids[sel].tolist(), offs[sel].tolist(),
                                    np.frombuffer(cycs_b, dtype=np.uint64)[sel].tolist(), cpu, rows, s.path,
                                    pk.offset)
-        # this stream's tables
-        for key, rows in lists.items():
-            info = infos[key]
-            for eid, r in rows.items():
-                if r[0]:
-                    _add_part(np, parts, names, info, eid, r, trace)
+        _flush_lists(np, parts, names, infos, lists, trace)  # this stream's tables
+        if chunk_events is not None:
+            yield trace, _flush_scans(np, parts, names, infos, scans)
+            parts, scans = {}, {}
+    if chunk_events is None:
+        yield None, _flush_scans(np, parts, names, infos, scans)
+
+
+def _flush_lists(np, parts, names, infos, lists, trace):
+    """The Python-decoded rows of one stream, as column parts."""
+    for key, rows in lists.items():
+        info = infos[key]
+        for eid, r in rows.items():
+            if r[0]:
+                _add_part(np, parts, names, info, eid, r, trace)
+
+
+def _flush_scans(np, parts, names, infos, scans):
+    """Gather the C-scanned events into parts, then the parts into one time-ordered table per name."""
     for key, (e_l, o_l, c_l, cpu_l, paths, sizes, trace) in scans.items():
         info = infos[key]
         eids = np.concatenate(e_l)
@@ -402,14 +460,20 @@ def _read_columns(np, traces, names, on_discarded):
 class _ClassInfo:
     """Per (trace, stream class): scan programs, Python decoders, column counts."""
 
-    def __init__(self, codec, prog):
+    def __init__(self, codec, prog, contexts_only=False):
         self.codec = codec
         self.sc = sc = codec.sc
         self.prog = prog
-        self.ncols = {eid: 2 + sum(len(st.fields) for st in (sc.event_context, ec.context, ec.fields)
-                                   if st is not None) for eid, ec in sc.events.items()}
-        self.cols = {eid: [("cycles", "u"), ("cpu_id", "i")] + _columns_of(sc.event_context) +
-                     _columns_of(ec.context) + _columns_of(ec.fields) for eid, ec in sc.events.items()}
+        # the payload is left out only where the C scanner finds the events (the Python
+        # packet decoder reads whole events anyway)
+        self.contexts_only = contexts_only = contexts_only and prog is not None
+
+        def structs(ec):
+            return (sc.event_context, ec.context) if contexts_only else (sc.event_context, ec.context, ec.fields)
+        self.ncols = {eid: 2 + sum(len(st.fields) for st in structs(ec) if st is not None)
+                      for eid, ec in sc.events.items()}
+        self.cols = {eid: [("cycles", "u"), ("cpu_id", "i")] + [c for st in structs(ec) for c in _columns_of(st)]
+                     for eid, ec in sc.events.items()}
         self.variable = set()
         if prog is None:
             self.py_packet = compile_packet_rows(sc, f"stream class {sc.id}")
@@ -439,7 +503,7 @@ class _ClassInfo:
         for eid, (ps, cs) in by_class.items():
             fn = self._row_fns.get(eid)
             if fn is None:
-                fn = self._row_fns[eid] = compile_event_rows(self.sc, self.sc.events[eid])
+                fn = self._row_fns[eid] = compile_event_rows(self.sc, self.sc.events[eid], self.contexts_only)
             try:
                 fn(b, ps, cs, cpu, rows[eid])
             except PacketError as e:
@@ -448,12 +512,13 @@ class _ClassInfo:
                                        pkoff + e.offset) from None
 
 
-def compile_event_rows(sc, ec):
-    """rows_at(b, offsets, cycles, cpu, cols): decode one event class at each offset into column lists."""
+def compile_event_rows(sc, ec, contexts_only=False):
+    """rows_at(b, offsets, cycles, cpu, cols): decode one event class at each offset into column lists
+    (with ``contexts_only``, its contexts only: the payload is not read)."""
     g = _Gen("dict", f"event {ec.name!r} rows")
     g.indent = 2
     vars_ = []
-    for st in (sc.event_context, ec.context, ec.fields):
+    for st in (sc.event_context, ec.context) if contexts_only else (sc.event_context, ec.context, ec.fields):
         if st is None:
             continue
         g.scopes.append({})

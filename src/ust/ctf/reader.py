@@ -198,6 +198,26 @@ class Packet:
                  "ts_end", "stream_id", "codec")
 
 
+_RELEASE_EVERY = 32 << 20
+
+
+def _release_pages(mm, start, end):
+    """Give back the mapped pages of [start, end) of a stream file already read, so a
+    long file read start to end does not keep the whole file resident (RSS) while its
+    packets are copied out one at a time. The mapping is read-only and file-backed:
+    a page touched again is read back from the page cache. Returns the new start."""
+    page = mmap.PAGESIZE
+    lo = start - start % page
+    hi = end - end % page
+    if hi > lo and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError):
+            return start
+        return hi
+    return start
+
+
 class StreamFile:
     """One stream file of a trace: a sequence of packets."""
 
@@ -236,6 +256,7 @@ class StreamFile:
         md = trace.metadata
         path = self.path
         off = 0
+        released = 0  # the file's pages before this offset were given back (_release_pages)
         prev_disc = None
         prev_seq = None
         prev_end = None
@@ -323,6 +344,8 @@ class StreamFile:
             prev_end = pk.ts_end
             yield pk
             off += psize // 8
+            if off - released >= _RELEASE_EVERY:
+                released = _release_pages(mm, released, off)
 
     # -- events ----------------------------------------------------------------
     def events(self, order=0, on_discarded=None):
