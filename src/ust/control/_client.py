@@ -193,6 +193,10 @@ class _Deadline:
         self._arm()
         return self.sock.recvmsg(*args)
 
+    def recvmsg_into(self, *args: Any) -> tuple:
+        self._arm()
+        return self.sock.recvmsg_into(*args)
+
 
 def get_current_session(rundir: str | None = None) -> str | None:
     """The session `set-session` (or the last `create`) chose, like ~/.lttngrc."""
