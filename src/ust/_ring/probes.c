@@ -145,7 +145,7 @@ fast_entry(PyObject *rec, PyObject *const *values, Py_ssize_t n)
 {
     PyObject *kinds = PyTuple_GET_ITEM(rec, R_KINDS);
     const char *k = PyBytes_AS_STRING(kinds);
-    Py_ssize_t limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(rec, R_LIMIT));
+    Py_ssize_t limit = -1; /* read when a value needs repr() */
     int unfit = PyTuple_GET_ITEM(rec, R_UNFIT) == Py_True;
     PyObject *args[MAX_ARGS + 1];
     Py_ssize_t i, nargs = 0;
@@ -158,6 +158,8 @@ fast_entry(PyObject *rec, PyObject *const *values, Py_ssize_t n)
     busy = 1;
     for (i = 0; i < n; i++) {
         if (k[i]) {
+            if (limit < 0)
+                limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(rec, R_LIMIT));
             args[i] = safe_repr(values[i], limit);
             if (args[i] == NULL)
                 goto done;
