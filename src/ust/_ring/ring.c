@@ -2016,6 +2016,12 @@ static int64_t validate_args(TracepointObject *tp, PyObject *const *args, ArgVal
                 arg_error(tp, f, PyExc_TypeError, "expects a str", o);
                 return -1;
             }
+            if (PyUnicode_GET_LENGTH(o) == 0) { /* common (a probe's unfit/exception fields): no UTF-8 lookup */
+                v->ptr = "";
+                v->len = 0;
+                size += 1;
+                break;
+            }
             Py_ssize_t len;
             const char *s = PyUnicode_AsUTF8AndSize(o, &len);
             if (!s) {
@@ -2109,7 +2115,8 @@ static char *write_fields(TracepointObject *tp, ArgValue *vals, char *p)
         ArgValue *v = &vals[i];
         switch (f->code) {
         case F_STRING:
-            memcpy(p, v->ptr, (size_t)v->len);
+            if (v->len)
+                memcpy(p, v->ptr, (size_t)v->len);
             p[v->len] = 0;
             p += v->len + 1;
             break;
