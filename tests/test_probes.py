@@ -310,3 +310,30 @@ def test_no_args_and_repr_limit(ust_env):
     assert _payloads(dump, "ptarget:mixed_return") == [{"retval": "", "exception": ""}]
     assert _payloads(dump, "ptarget:untyped_entry") == [{"x": "'he", "y": "[1,"}]
     assert _payloads(dump, "ptarget:untyped_return") == [{"retval": "['h", "exception": ""}]
+
+
+@pytest.mark.parametrize("flt, context, kept", [
+    ("", "", True),                       # the direct path: the id goes straight into the ring
+    ("id > 0", "", True),                 # a filter: the general path, which runs it
+    ("id == 0", "", False),               # ... and drops what it rejects
+    ("", "thread_name", True),            # a Python context: the general path, which adds it
+])
+def test_function_ids_go_through_filters_and_contexts(tmp_path, flt, context, kept):
+    out = tmp_path / "trace"
+    r = subprocess.run([sys.executable, os.path.join(HERE, "apps", "functions_channel.py"), str(out), flt, context],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "UST_AGENT": "0", "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+    dump = bt2_dump(out)
+    infos = {e["payload"]["id"]: e["payload"]["qualname"] for e in events_of(dump, "python:function_info")}
+    entries = events_of(dump, "python:function_entry")
+    returns = events_of(dump, "python:function_return")
+    if not kept:
+        assert entries == returns == []
+        return
+    fib_id = next(i for i, q in infos.items() if q == "fib")
+    assert fib_id >> 32 > 0  # pid << 32 | n: a uint64 beyond 32 bits, written whole
+    assert [e["payload"]["id"] for e in entries] == [fib_id] * 15
+    assert [e["payload"]["id"] for e in returns] == [fib_id] * 15
+    if context:
+        assert {e["context"]["thread_name"] for e in entries + returns} == {"MainThread"}

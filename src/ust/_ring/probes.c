@@ -18,6 +18,8 @@
 #include <frameobject.h>
 #include <string.h>
 
+#include "record_api.h"
+
 /* 3.12 and 3.13 (with the GIL): read the probed frame's arguments from the interpreter frame, without
  * materializing a frame object (PyEval_GetFrame + PyFrame_GetVar cost as much as the event). The layout
  * is CPython's internal one for exactly these versions; anything unexpected falls back to the public API. */
@@ -109,6 +111,22 @@ safe_repr(PyObject *value, Py_ssize_t limit)
     return r;
 }
 
+/* ust._ring._ring's direct entry points (record_api.h); NULL: call the tracepoints as Python callables. */
+static const struct ust_record_api *ring_api;
+
+/* tp(*args): 0, or -1 with an exception set. */
+static int
+record_event(PyObject *tp, PyObject *const *args, Py_ssize_t n)
+{
+    if (ring_api != NULL)
+        return ring_api->record(tp, args, n);
+    PyObject *res = PyObject_Vectorcall(tp, args, n, NULL);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
 /* Call fn(args...) and drop the result; errors are cleared. */
 static void
 call_quiet(PyObject *fn, PyObject *const *args, Py_ssize_t n)
@@ -127,7 +145,7 @@ fast_entry(PyObject *rec, PyObject *const *values, Py_ssize_t n)
 {
     PyObject *kinds = PyTuple_GET_ITEM(rec, R_KINDS);
     const char *k = PyBytes_AS_STRING(kinds);
-    Py_ssize_t limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(rec, R_LIMIT));
+    Py_ssize_t limit = -1; /* read when a value needs repr() */
     int unfit = PyTuple_GET_ITEM(rec, R_UNFIT) == Py_True;
     PyObject *args[MAX_ARGS + 1];
     Py_ssize_t i, nargs = 0;
@@ -140,6 +158,8 @@ fast_entry(PyObject *rec, PyObject *const *values, Py_ssize_t n)
     busy = 1;
     for (i = 0; i < n; i++) {
         if (k[i]) {
+            if (limit < 0)
+                limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(rec, R_LIMIT));
             args[i] = safe_repr(values[i], limit);
             if (args[i] == NULL)
                 goto done;
@@ -151,11 +171,7 @@ fast_entry(PyObject *rec, PyObject *const *values, Py_ssize_t n)
     }
     if (unfit)
         args[nargs++] = Py_NewRef(empty_str);
-    PyObject *res = PyObject_Vectorcall(PyTuple_GET_ITEM(rec, R_ENTRY), args, nargs, NULL);
-    if (res != NULL) {
-        Py_DECREF(res);
-        ok = 1;
-    }
+    ok = record_event(PyTuple_GET_ITEM(rec, R_ENTRY), args, nargs) == 0;
 done:
     busy = 0;
     for (i = 0; i < nargs; i++)
@@ -190,16 +206,12 @@ fast_return(PyObject *rec, PyObject *retval)
         args[1] = Py_NewRef(empty_str);
         nargs = 2;
     }
-    PyObject *res = PyObject_Vectorcall(PyTuple_GET_ITEM(rec, R_RETURN), args, nargs, NULL);
+    ok = record_event(PyTuple_GET_ITEM(rec, R_RETURN), args, nargs) == 0;
     busy = 0;
     for (Py_ssize_t i = 0; i < nargs; i++)
         Py_DECREF(args[i]);
-    if (res == NULL) {
+    if (!ok)
         PyErr_Clear();
-        return 0;
-    }
-    Py_DECREF(res);
-    ok = 1;
     return ok;
 }
 
@@ -390,6 +402,11 @@ function_id(Hooks *self, PyObject *code)
 static void
 record_id(Hooks *self, PyObject *tp, long long id)
 {
+    if (ring_api != NULL) { /* straight into the ring: no int object */
+        if (ring_api->record_u64(tp, (uint64_t)id) < 0)
+            PyErr_Clear();
+        return;
+    }
     unsigned long long n = (unsigned long long)id & 0xFFFFFFFFull;
     if (self->id_objects != NULL && (Py_ssize_t)n < PyList_GET_SIZE(self->id_objects)) {
         PyObject *v = PyList_GET_ITEM(self->id_objects, (Py_ssize_t)n); /* borrowed; the list only grows */
@@ -549,7 +566,12 @@ profile_cb(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
     Hooks *self = (Hooks *)obj;
     if (!self->generation || (what != PyTrace_CALL && what != PyTrace_RETURN))
         return 0;
-    saved_exc exc = save_exc(); /* a RETURN may come with an exception set */
+    /* A RETURN may come with an exception set (an unwinding frame): keep it aside then only (fetching and
+     * restoring at every event cost ~50 instructions). */
+    int had_exc = PyErr_Occurred() != NULL;
+    saved_exc exc;
+    if (had_exc)
+        exc = save_exc();
     PyCodeObject *code = PyFrame_GetCode(frame);
     if (what == PyTrace_CALL) {
         long long id = function_id(self, (PyObject *)code);
@@ -562,7 +584,10 @@ profile_cb(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
             record_id(self, self->ret, id);
     }
     Py_DECREF(code);
-    restore_exc(exc);
+    if (had_exc)
+        restore_exc(exc);
+    else
+        PyErr_Clear(); /* nothing above leaves one set, but the hook must not add one */
     return 0;
 }
 
@@ -642,6 +667,12 @@ PyInit__probes(void)
     empty_str = PyUnicode_FromString("");
     if (empty_str == NULL)
         return NULL;
+    /* Without the entry points (a _ring built from other sources) the tracepoints are called as
+     * Python callables: slower, the same events. */
+    const struct ust_record_api *api = PyCapsule_Import(UST_RECORD_API_CAPSULE, 0);
+    if (api != NULL && api->version == UST_RECORD_API_VERSION)
+        ring_api = api;
+    PyErr_Clear();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

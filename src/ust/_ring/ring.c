@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "ring.h"
+#include "record_api.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "ust writes little-endian CTF by copying native integers: big-endian hosts are not supported"
@@ -2015,6 +2016,12 @@ static int64_t validate_args(TracepointObject *tp, PyObject *const *args, ArgVal
                 arg_error(tp, f, PyExc_TypeError, "expects a str", o);
                 return -1;
             }
+            if (PyUnicode_GET_LENGTH(o) == 0) { /* common (a probe's unfit/exception fields): no UTF-8 lookup */
+                v->ptr = "";
+                v->len = 0;
+                size += 1;
+                break;
+            }
             Py_ssize_t len;
             const char *s = PyUnicode_AsUTF8AndSize(o, &len);
             if (!s) {
@@ -2108,7 +2115,8 @@ static char *write_fields(TracepointObject *tp, ArgValue *vals, char *p)
         ArgValue *v = &vals[i];
         switch (f->code) {
         case F_STRING:
-            memcpy(p, v->ptr, (size_t)v->len);
+            if (v->len)
+                memcpy(p, v->ptr, (size_t)v->len);
             p[v->len] = 0;
             p += v->len + 1;
             break;
@@ -2360,6 +2368,58 @@ static PyObject *Tracepoint_vectorcall(PyObject *self, PyObject *const *args, si
         Py_RETURN_NONE;
     return tracepoint_record(tp, al, args, nargsf, kwnames);
 }
+
+static PyTypeObject Tracepoint_Type;
+
+/* The entry points of record_api.h. A non-Tracepoint object is called as a Python callable. */
+static int api_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *r;
+    if (UNLIKELY(!Py_IS_TYPE(self, &Tracepoint_Type))) {
+        r = PyObject_Vectorcall(self, args, (size_t)nargs, NULL);
+    } else {
+        TracepointObject *tp = (TracepointObject *)self;
+        AttachList *al = atomic_load_explicit(&tp->attached, memory_order_acquire); /* as the vectorcall */
+        if (LIKELY(al == NULL))
+            return 0;
+        r = tracepoint_record(tp, al, args, (size_t)nargs, NULL);
+    }
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The whole-program tracer's ids: one uint64 (or int64) field. In the common case (one attachment, no
+ * filter, no Python context) the value goes straight into the ring: no int object, no conversion back.
+ * No Python runs between the load of the list and the commit, so the list cannot be retired meanwhile
+ * and the readers count is not needed. Anything else takes the general path with an int object. */
+static int api_record_u64(PyObject *self, uint64_t value)
+{
+    if (LIKELY(Py_IS_TYPE(self, &Tracepoint_Type))) {
+        TracepointObject *tp = (TracepointObject *)self;
+        AttachList *al = atomic_load_explicit(&tp->attached, memory_order_acquire); /* as the vectorcall */
+        if (LIKELY(al == NULL))
+            return 0;
+        FieldSpec *f = &tp->fields[0];
+        Attachment *only = &al->a[0];
+        if (LIKELY(tp->nfields == 1 && f->size == 8 &&
+                   (f->code == F_UINT || (f->code == F_SINT && value <= (uint64_t)INT64_MAX)) && al->n == 1 &&
+                   !only->filter && !PyTuple_GET_SIZE(only->channel->py_contexts))) {
+            ArgValue v = {.v.u = value};
+            record_into(tp, only, &v, 8, NULL);
+            return 0;
+        }
+    }
+    PyObject *o = PyLong_FromUnsignedLongLong(value);
+    if (o == NULL)
+        return -1;
+    int rc = api_record(self, &o, 1);
+    Py_DECREF(o);
+    return rc;
+}
+
+static struct ust_record_api record_api = {UST_RECORD_API_VERSION, api_record, api_record_u64};
 
 static int parse_spec(FieldSpec *f, PyObject *spec)
 {
@@ -2920,6 +2980,13 @@ PyMODINIT_FUNC PyInit__ring(void)
         PyModule_AddObjectRef(m, "Tracepoint", (PyObject *)&Tracepoint_Type) < 0 ||
         PyModule_AddIntConstant(m, "PACKET_HEADER_SIZE", (long)UST_PACKET_HEADER_SIZE) < 0 ||
         add_context_kinds(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *api = PyCapsule_New(&record_api, UST_RECORD_API_CAPSULE, NULL);
+    int api_rc = api ? PyModule_AddObjectRef(m, "_record_api", api) : -1;
+    Py_XDECREF(api);
+    if (api_rc < 0) {
         Py_DECREF(m);
         return NULL;
     }

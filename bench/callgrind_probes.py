@@ -1,0 +1,100 @@
+"""Instructions per call (callgrind) of a probed call and of --functions, next to viztracer's (issue 11).
+
+Instruction counts are stable where times on a shared machine are not. Each figure is the difference
+of two runs (N and 2N calls) divided by N, so start-up cancels out; the session's reader thread still
+adds some noise (about +-150 instructions per call).
+
+    python bench/callgrind_probes.py            # needs valgrind; viztracer optional
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+
+def target(a: int, b: int) -> int:
+    return a
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+FIB_DEPTH, FIB_CALLS = 12, 465  # calls of fib(12)
+
+
+def worker(mode: str, n: int) -> None:
+    import ust
+    from ust.instrument import probes
+
+    mod = __name__
+    with tempfile.TemporaryDirectory() as d, ust.Session(d, events=["bench:*", "python:*"], subbuf_size=1 << 20,
+                                                           num_subbuf=8):
+        stop = lambda: None  # noqa: E731
+        if mode == "probe":
+            probes.PROBES.apply([probes.ProbeSpec(f"{mod}:target", event="bench:target")])
+        elif mode == "functions":
+            whole = probes.WholeProgram(include=[f"{mod}:fib"], exclude=[])
+            whole.start()
+            stop = whole.stop
+        elif mode == "viztracer":
+            from viztracer import VizTracer
+            tracer = VizTracer(verbose=0, tracer_entries=4_000_000)
+            tracer.start()
+            stop = tracer.stop
+        target(1, 2), fib(5)  # warm up
+        if mode in ("plain-probe", "probe"):
+            for _ in range(n):
+                target(1, 2)
+        else:
+            for _ in range(n):
+                fib(FIB_DEPTH)
+        stop()
+        probes.PROBES.apply([])
+
+
+def instructions(mode: str, n: int) -> int:
+    with tempfile.TemporaryDirectory() as d:
+        r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/out", sys.executable,
+                            __file__, "--worker", mode, str(n)], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONHASHSEED": "0", "UST_AGENT": "0"})
+    m = re.search(r"Collected : (\d+)", r.stderr)
+    if r.returncode != 0 or not m:
+        raise SystemExit(f"callgrind run failed: {r.stderr[-2000:]}")
+    return int(m.group(1))
+
+
+def per_call(mode: str, n: int, calls_per_iter: int) -> float:
+    return (instructions(mode, 2 * n) - instructions(mode, n)) / (n * calls_per_iter)
+
+
+def main() -> int:
+    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], int(sys.argv[3]))
+        return 0
+    print(f"Python {sys.version.split()[0]}")
+    plain = per_call("plain-probe", 3000, 1)
+    probed = per_call("probe", 3000, 1)
+    print(f"probe, 2 typed int args: untouched {plain:.0f}, probed {probed:.0f} instructions per call "
+          f"(+{probed - plain:.0f}, entry+return)")
+    plain = per_call("plain-fib", 20, FIB_CALLS)
+    traced = per_call("functions", 20, FIB_CALLS)
+    print(f"--functions on fib({FIB_DEPTH}): untouched {plain:.0f}, traced {traced:.0f} instructions per call "
+          f"(+{traced - plain:.0f})")
+    try:
+        import viztracer  # noqa: F401
+    except ImportError:
+        print("viztracer: not installed (pip install 'ust[bench]')")
+        return 0
+    viz = per_call("viztracer", 20, FIB_CALLS)
+    print(f"viztracer on fib({FIB_DEPTH}): {viz:.0f} instructions per call (+{viz - plain:.0f}); "
+          f"ust --functions = {(traced - plain) / (viz - plain):.2f}x viztracer's added instructions")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
