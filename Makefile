@@ -23,6 +23,7 @@ test: venv
 
 bench: venv
 	sh scripts/ensure-system-deps.sh
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/bench_core.py
 	@for b in bench/bench_reader.py bench/bench_daemon.py bench/bench_consumer.py bench/bench_probes.py; do \
 		if [ -f $$b ]; then $(PY) $$b || exit 1; fi; done
