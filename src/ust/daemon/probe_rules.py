@@ -79,13 +79,7 @@ def enable(daemon, s, targets: list[str], event: str | None, channel: str | None
         s.probes[:] = [p for p in s.probes if not (p["target"] == t and p["channel"] == ch.name)]
         s.probes.append(spec)
         for pat in patterns:
-            rule = EventRule(pattern=pat, channel=ch.name)
-            for r in s.rules:
-                if r.same_rule(rule):
-                    r.enabled = True
-                    break
-            else:
-                s.rules.append(rule)
+            s.enable_rule(EventRule(pattern=pat, channel=ch.name))
         added.append({**spec, "events": patterns})
     daemon._sync_all(s)
     refused = sync(daemon, targets=set(targets), held=s)

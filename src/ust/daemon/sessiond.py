@@ -176,6 +176,14 @@ class Session:
             return ch.buffers
         return "uid"
 
+    def enable_rule(self, rule: EventRule) -> None:
+        """Add ``rule``, or enable the same rule if the session has it already."""
+        for r in self.rules:
+            if r.same_rule(rule):
+                r.enabled = True
+                return
+        self.rules.append(rule)
+
     def summary(self) -> dict:
         return {
             "name": self.name,
@@ -878,12 +886,7 @@ class SessionDaemon:
                 loglevel_type="all" if loglevel is None else ("single" if loglevel_only else "range"),
                 loglevel=-1 if loglevel is None else loglevel, domain=domain,
             )
-            for r in s.rules:
-                if r.same_rule(rule):
-                    r.enabled = True
-                    break
-            else:
-                s.rules.append(rule)
+            s.enable_rule(rule)
             added.append(rule.to_json())
         self._sync_all(s)
         return {"rules": added}
