@@ -120,6 +120,16 @@ def test_run_of_a_program_that_records_nothing_names_no_directory(ust_env):
     assert ust_env.client().list_sessions() == []
 
 
+def test_run_with_the_default_directory_leaves_none_when_nothing_is_recorded(ust_env, tmp_path):
+    """The default output directory is made before the program runs (nobody else may take its
+    predictable name first); when nothing was recorded it does not stay behind, empty."""
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "run", "--", "ls"], cwd=tmp_path,
+                       env=ust_env.env(UST_AGENT="0"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "nothing recorded" in r.stderr
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("ust-trace-")]
+
+
 @needs_bt
 def test_view_without_a_path_views_the_current_session(ust_env):
     """Like `lttng view`: no path means the current session's trace (or -s NAME's)."""

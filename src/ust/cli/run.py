@@ -191,8 +191,13 @@ def _run(args: argparse.Namespace, cmd: list[str], output: str, token: str, name
             raise SessionError(f"cannot run {cmd[0]!r}: {exc.strerror or exc}") from None
         signals.started(proc)
         status = proc.wait()
-        c.stop(name)
+        stopped = c.stop(name)
         s = c.destroy_session(name)
+    if not s["traces"] and not args.output:
+        try:  # the default directory made above, still empty: nothing to leave behind
+            os.rmdir(output)
+        except OSError:
+            pass
     if not args.quiet and not s["traces"]:
         # like lttng, no trace directory exists until an application records: say so
         # rather than name a directory that is not there
@@ -206,7 +211,13 @@ def _run(args: argparse.Namespace, cmd: list[str], output: str, token: str, name
             summary = _summary(output)
             if summary is not None:
                 total, counts, lost = summary
-                discarded = f" ({lost} discarded: use larger buffers)" if lost else ""
+                misfit = min(lost, stopped.get("lost_args", 0))
+                causes = []
+                if lost - misfit:
+                    causes.append(f"{lost - misfit} for full buffers: use larger buffers")
+                if misfit:
+                    causes.append(f"{misfit} whose arguments did not fit their fields")
+                discarded = f" ({lost} discarded: {'; '.join(causes)})" if lost else ""
                 print(f"ust: {total} events{discarded}", file=sys.stderr)
                 for ev, n in counts.most_common(10):
                     print(f"  {n:>10}  {ev}", file=sys.stderr)
