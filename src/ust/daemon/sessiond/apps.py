@@ -42,6 +42,18 @@ APP_SCHEMAS = {
 }
 
 
+class _Awaited:
+    """A command sent to an application, until its acknowledgement arrives."""
+
+    __slots__ = ("answered", "reply", "seq", "cmd")
+
+    def __init__(self, seq: int, cmd: object):
+        self.answered = threading.Event()
+        self.reply: dict | None = None
+        self.seq = seq
+        self.cmd = cmd
+
+
 class App:
     """A registered application: its connection and what it was told to do."""
 
@@ -66,7 +78,7 @@ class App:
         self.working = False
         self.registered = time.time()
         self.send_lock = threading.Lock()
-        self.pending: dict[int, list] = {}  # seq -> [event, reply]
+        self.pending: dict[int, _Awaited] = {}  # by sequence number
         self.seq = 0
         self.alive = True
         # session name -> {"channels": set of trace-channel keys,
@@ -75,18 +87,9 @@ class App:
         self.probes_sent: list[dict] = []  # the probe set last sent, and the app's answer
         self.probe_status: list[dict] = []
 
-    def command(self, msg: dict, fds: list[int] = ()) -> dict | None:
-        """Send a command; wait for its acknowledgement (APP_ACK_TIMEOUT). None: no answer."""
-        return self.pipeline([(msg, fds)])[0]
-
-    def pipeline(self, msgs: list[tuple[dict, list[int]]]) -> list[dict | None]:
-        """Send several commands at once, then wait for every acknowledgement.
-
-        The agent answers in order; one round trip instead of len(msgs).
-        """
-        return self.wait_many(self.send_many(msgs), len(msgs))
-
-    def send_many(self, msgs: list[tuple[dict, list[int]]]) -> list[list]:
+    def send_many(self, msgs: list[tuple[dict, list[int]]]) -> list[_Awaited]:
+        """Send commands without waiting: the slots ``wait_many`` waits on (the
+        agent answers in order, so a batch costs one round trip)."""
         slots = []
         for msg, fds in msgs:
             if not self.alive:
@@ -94,7 +97,7 @@ class App:
             with self.send_lock:
                 self.seq += 1
                 seq = self.seq
-                slot = [threading.Event(), None, seq, msg.get("cmd")]
+                slot = _Awaited(seq, msg.get("cmd"))
                 self.pending[seq] = slot
                 try:
                     protocol.send_msg(self.sock, {**msg, "seq": seq}, fds)
@@ -105,17 +108,18 @@ class App:
             slots.append(slot)
         return slots
 
-    def wait_many(self, slots: list[list], n: int) -> list[dict | None]:
+    def wait_many(self, slots: list[_Awaited], n: int) -> list[dict | None]:
+        """The acknowledgements of ``n`` commands sent by ``send_many`` (None: no answer
+        within APP_ACK_TIMEOUT, the application is dropped, or it was not sent)."""
         deadline = time.monotonic() + APP_ACK_TIMEOUT
         for slot in slots:
-            if not slot[0].wait(max(0.0, deadline - time.monotonic())):
-                self.pending.pop(slot[2], None)
+            if not slot.answered.wait(max(0.0, deadline - time.monotonic())):
+                self.pending.pop(slot.seq, None)
                 # A stopped or wedged application: drop it rather than make every
                 # later command wait. Its agent reconnects when it runs again.
-                log(f"app {self.pid} did not acknowledge {slot[3]} in {APP_ACK_TIMEOUT}s; dropping it")
-                self.kill("unresponsive")
+                self.kill(f"it did not acknowledge {slot.cmd} in {APP_ACK_TIMEOUT}s")
                 break
-        return [slot[1] for slot in slots] + [None] * (n - len(slots))
+        return [slot.reply for slot in slots] + [None] * (n - len(slots))
 
     def reply(self, seq: int, msg: dict) -> None:
         with self.send_lock:
@@ -127,18 +131,22 @@ class App:
     def deliver(self, seq: int, msg: dict) -> None:
         slot = self.pending.pop(seq, None)
         if slot is not None:
-            slot[1] = msg
-            slot[0].set()
+            slot.reply = msg
+            slot.answered.set()
 
-    def kill(self, why: str = "") -> None:
+    def kill(self, failure: str | None = None) -> None:
+        """Hang up on the application (its reader thread then deregisters it) and
+        release every command waiting for it; ``failure``: why, logged."""
         if self.alive:
             self.alive = False
+            if failure:
+                log(f"app {self.pid} dropped: {failure}")
             try:
                 self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
         for slot in list(self.pending.values()):
-            slot[0].set()
+            slot.answered.set()
 
     def to_json(self) -> dict:
         return {
@@ -206,7 +214,7 @@ def serve_app(daemon, conn: socket.socket, pid: int, uid: int, msg: dict) -> Non
             enqueue(daemon, app, "app_request", (m, size))
     finally:
         # Whatever ended the loop, a dead peer is always deregistered.
-        app.kill("disconnected")
+        app.kill()
         enqueue(daemon, app, "gone", None)
 
 
@@ -303,7 +311,7 @@ def _register(daemon, app: App, msg: dict) -> None:
     with daemon.lock:
         old = daemon.apps.get(app.pid)
         if old is not None and old is not app:
-            old.kill("replaced")
+            old.kill()  # the same pid registers again: its agent reconnected, or the pid was reused
         if not app.alive:
             return  # it went away before the worker got to it
         daemon.apps[app.pid] = app

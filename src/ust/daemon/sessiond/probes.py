@@ -74,7 +74,7 @@ def sync(daemon, apps=None, targets: set | None = None, held=None) -> list[str]:
     pending = []
     for app in list(apps):
         want = wanted(daemon, app)
-        if want == getattr(app, "probes_sent", []) or not app.alive:
+        if want == app.probes_sent or not app.alive:
             continue
         app.probes_sent = want
         pending.append((app, app.send_many([({"cmd": "probes", "probes": want}, [])])))

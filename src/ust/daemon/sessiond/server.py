@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import grp
 import os
+import pwd
 import socket
 import threading
 import time
@@ -77,8 +78,6 @@ class SessionDaemon:
                 return False
             if gid == g.gr_gid:
                 return True
-            import pwd
-
             try:
                 return pwd.getpwuid(uid).pw_name in g.gr_mem
             except KeyError:
@@ -195,7 +194,7 @@ class SessionDaemon:
                     log(f"destroying {s.name}: {exc}")
         with self.lock:
             for app in list(self.apps.values()):
-                app.kill("daemon stops")
+                app.kill()
         with self.links_lock:
             links = list(self.links.values())
         for link in links:

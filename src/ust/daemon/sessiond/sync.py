@@ -93,7 +93,7 @@ def sync_app(daemon, s: Session, app, wait: bool = True):
     if not wanted and s.name not in app.state:
         return
     t = _trace_for(daemon, s, app)
-    st = app.state.setdefault(s.name, {"channels": set(), "attached": {}})
+    app_state = app.state.setdefault(s.name, {"channels": set(), "attached": {}})
     desired: dict[tuple[str, str, str], tuple[int, str | None]] = {}
     msgs: list[tuple[dict, list[int]]] = []
     new_channels: list[tuple[int, str]] = []  # (message index, channel key)
@@ -101,7 +101,7 @@ def sync_app(daemon, s: Session, app, wait: bool = True):
         conf = s.channels[chan_name]
         tc = _trace_channel(daemon, s, t, conf)
         ckey = f"{t.key}/{chan_name}"
-        if ckey not in st["channels"]:
+        if ckey not in app_state["channels"]:
             msgs.append(({
                 "cmd": "add_channel", "session": s.name, "key": ckey, "context": list(conf.context),
                 "shared": t.owner[0] == "uid", "ncpu": len(tc.fds), "wakeup": True,
@@ -125,7 +125,7 @@ def sync_app(daemon, s: Session, app, wait: bool = True):
                 for ev in new_events:
                     tc.events.pop(protocol.decl_key(ev["decl"]), None)
                 raise
-    attached = st["attached"]
+    attached = app_state["attached"]
     todo = []
     for key in [k for k in attached if k not in desired or attached[k] != desired[k]]:
         ckey, name, _ = key
@@ -147,7 +147,7 @@ def sync_app(daemon, s: Session, app, wait: bool = True):
         for i, ckey in new_channels:
             ack = acks[i]
             if ack and ack.get("ok"):
-                st["channels"].add(ckey)
+                app_state["channels"].add(ckey)
             elif ack:
                 log(f"app {app.pid} could not map channel {ckey}: {ack.get('error')}")
         for i, key, value in todo:
