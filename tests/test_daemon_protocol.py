@@ -205,3 +205,27 @@ def test_one_glob_and_one_loglevel_table_serve_the_daemon_and_the_embedded_sessi
     for level in range(15):
         assert parse_loglevel(loglevels.name_of(level)) == loglevels.parse(loglevels.name_of(level)) == level
     assert loglevels.name_of(4) == "TRACE_WARNING" and loglevels.name_of(99) == "99"
+
+
+def test_every_command_the_client_sends_is_in_the_sessiond_table():
+    """The command table is gathered from the modules of sessiond/commands/:
+    a group left out (or a name defined twice) would show here."""
+    import ast
+
+    import ust.control._client as client
+    from ust.daemon.sessiond.commands import COMMANDS, CommandGroup
+
+    tree = ast.parse(open(client.__file__).read())
+    where = {"call": 0, "_result": 1}  # the position of the command's name in Client.call / Client._result
+    sent = set(client.SLOW_COMMANDS)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in where:
+            name = node.args[where[node.func.attr]] if len(node.args) > where[node.func.attr] else None
+            if isinstance(name, ast.Constant):
+                sent.add(name.value)
+    assert len(sent) >= 15 and sent <= set(COMMANDS), sent - set(COMMANDS)
+    assert all(c.name == name and isinstance(c.schema, dict) and callable(c.run) for name, c in COMMANDS.items())
+    group = CommandGroup()
+    group.command("twice", {})(lambda daemon, caller: {})
+    with pytest.raises(ValueError, match="defined twice"):
+        group.command("twice", {})(lambda daemon, caller: {})

@@ -24,8 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from ust.errors import UstError
-from ust.instrument.fields import EventDecl, decl_from_dict, decl_to_dict
+from ust.daemon.protocol import decl_from_json, decl_to_json
+from ust.errors import TraceFormatError, UstError
+from ust.instrument.fields import EventDecl
 
 TRACE_DIR_MODE = 0o750
 
@@ -427,12 +428,27 @@ class EventIdFile:
         # never through a symbolic link planted at its name (it lives in the trace directory)
         return os.open(self.path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
-    def _read(self, f) -> list[dict]:
+    def _read(self, f) -> list[tuple[int, EventDecl]]:
+        """(stream id, declaration) of each line, checked by the one declaration
+        decoder: the file is written by the session's own processes, but one
+        killed mid-write leaves a cut line (TraceFormatError: where, and what)."""
         f.seek(0)
         out = []
-        for line in f.read().splitlines():
+        offset = 0
+        for line in f.read().splitlines(keepends=True):
             if line.strip():
-                out.append(json.loads(line))
+                try:
+                    entry = json.loads(line)
+                    if not isinstance(entry, dict) or set(entry) != {"stream_id", "decl"}:
+                        raise ValueError("expected {\"stream_id\": ..., \"decl\": ...}")
+                    stream_id = entry["stream_id"]
+                    if not isinstance(stream_id, int) or isinstance(stream_id, bool) or stream_id < 0:
+                        raise ValueError(f"bad stream id {stream_id!r}")
+                    out.append((stream_id, decl_from_json(entry["decl"])))
+                except (ValueError, UstError) as exc:
+                    raise TraceFormatError(f"corrupt event-id entry {len(out)}: {exc}", str(self.path),
+                                           offset) from None
+            offset += len(line.encode())
         return out
 
     def event_id(self, decl: EventDecl, stream_id: int = 0) -> int:
@@ -443,12 +459,12 @@ class EventIdFile:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 entries = self._read(f)
-                for i, e in enumerate(entries):
-                    if e["stream_id"] == stream_id and e["decl"]["name"] == decl.name:
+                for i, (sid, known) in enumerate(entries):
+                    if sid == stream_id and known.name == decl.name:
                         self._known[key] = i
                         return i
                 f.seek(0, os.SEEK_END)
-                f.write(json.dumps({"stream_id": stream_id, "decl": decl_to_dict(decl)}) + "\n")
+                f.write(json.dumps({"stream_id": stream_id, "decl": decl_to_json(decl)}) + "\n")
                 f.flush()
                 self._known[key] = len(entries)
                 return len(entries)
@@ -462,7 +478,7 @@ class EventIdFile:
                 entries = self._read(f)
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
-        return [(i, e["stream_id"], decl_from_dict(e["decl"])) for i, e in enumerate(entries)]
+        return [(i, sid, decl) for i, (sid, decl) in enumerate(entries)]
 
 
 def write_metadata(path: "str | os.PathLike", text: str, sync: bool = False) -> None:

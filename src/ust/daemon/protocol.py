@@ -365,14 +365,24 @@ def check(msg: dict, schema: dict[str, object], ignore: Iterable[str] = ()) -> d
 
 
 # ---------------------------------------------------------------------------
-# tracepoint declarations on the wire
+# tracepoint declarations as plain data: the one codec
 #
-# An agent describes each tracepoint of its process as
-#   {"name": "prov:event", "loglevel": int, "kind": str, "fields": [[name, type], ...]}
+# A declaration crosses processes as
+#   {"name": "prov:event", "loglevel": int, "kind": str, "fields": [[name, type], ...], "format"?: str}
 # where a type is {"kind", "size", "signed", "base", "length", "name",
-# "element"?: type, "mapping"?: [[label, lo, hi], ...]}.
+# "element"?: type, "mapping"?: [[label, lo, hi], ...]}: from an agent to the
+# sessiond and on to the consumer, and from a process of the embedded session
+# to the others through its event-id file (ust.ctf.writer.EventIdFile).
+# Whoever decodes one checks it first (``decl_from_json``): it comes from a
+# process that may be hostile, or from a file a crash may have cut. The checks
+# are the declaring side's rules (``ust.instrument.fields``: names, sizes,
+# element types, enum ranges), so whatever a process can declare passes and
+# nothing the metadata generator cannot describe does.
 
 _TYPE_KINDS = ("int", "float", "bool", "string", "bytes", "array", "sequence", "enum")
+_SCALAR_NUMBER_KINDS = ("int", "float", "bool", "enum")  # what an array or a sequence holds
+MAX_FIELDS = 1024
+MAX_ARRAY_LENGTH = 65536  # ust.array()'s bound
 
 
 def type_to_json(t: object) -> dict:
@@ -410,14 +420,35 @@ def _check_type(value: object, depth: int = 0) -> str | None:
         "size": uint(65),
         "signed": bool,
         "base": one_of(2, 8, 10, 16),
-        "length": uint(65537),
+        "length": uint(MAX_ARRAY_LENGTH + 1),
         "name": string(128),
         "element?": lambda v: _check_type(v, depth + 1),
         "mapping?": list_of(lambda m: None if (isinstance(m, list) and len(m) == 3 and isinstance(m[0], str)
                                                 and all(isinstance(x, int) and not isinstance(x, bool) for x in m[1:]))
                             else "expected [label, lo, hi]", 4096),
     }
-    return _check_one(value, schema)
+    return _check_one(value, schema) or _type_rule_error(value)
+
+
+def _type_rule_error(t: dict) -> str | None:
+    """What the constructors of ust.instrument.fields would have refused, for a well-formed type."""
+    kind, size, element = t["kind"], t["size"], t.get("element")
+    if kind in ("int", "enum") and size not in (8, 16, 32, 64):
+        return f"an {kind} has 8, 16, 32 or 64 bits, not {size}"
+    if kind == "float" and size not in (32, 64):
+        return f"a float has 32 or 64 bits, not {size}"
+    if kind in ("array", "sequence") and (element is None or element["kind"] not in _SCALAR_NUMBER_KINDS):
+        return f"an {kind} holds numbers (int, float, bool, enum)"
+    if kind == "array" and t["length"] == 0:
+        return "an array has 1 to 65536 elements, not 0"
+    if kind == "enum":
+        if not t.get("mapping"):
+            return "an enum needs at least one label"
+        low, high = (-(1 << (size - 1)), (1 << (size - 1)) - 1) if t["signed"] else (0, (1 << size) - 1)
+        for label, lo, hi in t["mapping"]:
+            if not label or not low <= lo <= hi <= high:
+                return f"enum label {label[:300]!r}: {lo}..{hi} is not a range of the {size}-bit container"
+    return None
 
 
 def _check_field(value: object) -> str | None:
@@ -428,33 +459,37 @@ def _check_field(value: object) -> str | None:
 
 
 def check_decl(value: object) -> str | None:
-    """Schema check of one declaration (used by the sessiond on registration)."""
+    """What is wrong with one declaration in plain data, in one line; None if nothing."""
     err = _check_one(value, {"name": string(512), "loglevel": int, "kind": string(32),
-                             "fields": list_of(_check_field, 1024), "format?": string(MAX_MARKER_FORMAT)})
+                             "fields": list_of(_check_field, MAX_FIELDS), "format?": string(MAX_MARKER_FORMAT)})
     if err:
         return err
-    if ":" not in value["name"]:
-        return f"tracepoint name {value['name']!r} is not 'provider:event'"
-    return None
+    from ust.instrument.fields import naming_error
+
+    return naming_error(value["name"], (name for name, _ in value["fields"]))
 
 
-def type_from_json(d: dict) -> object:
+def _type_from_json(d: dict) -> object:
     from ust.instrument.fields import FieldType
 
     return FieldType(
         d["kind"], d["size"], d["signed"], d["base"],
-        element=type_from_json(d["element"]) if d.get("element") else None,
+        element=_type_from_json(d["element"]) if d.get("element") else None,
         length=d["length"],
         mapping=tuple(tuple(m) for m in d.get("mapping", ())),
         name=d["name"],
     )
 
 
-def decl_from_json(d: dict) -> object:
+def decl_from_json(d: object) -> object:
+    """The EventDecl ``d`` describes, once checked (ProtocolError: what is wrong, in one line)."""
     from ust.instrument.fields import EventDecl, Field
 
-    return EventDecl(d["name"], tuple(Field(n, type_from_json(t)) for n, t in d["fields"]), d["loglevel"], d["kind"],
-                     {"format": d["format"]} if d.get("format") else None)
+    err = check_decl(d)
+    if err:
+        raise ProtocolError(f"bad tracepoint declaration: {err}")
+    return EventDecl(d["name"], tuple(Field(n, _type_from_json(t)) for n, t in d["fields"]), d["loglevel"],
+                     d["kind"], {"format": d["format"]} if d.get("format") else None)
 
 
 def decl_key(d: dict) -> str:

@@ -18,7 +18,8 @@ Wire layout (little-endian, byte-packed like LTTng-UST on x86 — every CTF
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 
 # Codes shared with the C fast path (ring.c: the F_* codes of FieldSpec). Keep in sync.
 CODE_SINT = 1
@@ -202,56 +203,26 @@ class EventDecl:
 
 
 # ---------------------------------------------------------------------------
-# Plain-data form of declarations: crosses process boundaries (forked
-# children, the session daemon) as JSON.
+# Names: the one rule for whoever declares (ust.instrument.registry) and
+# whoever receives a declaration from another process (the declaration codec,
+# ust.daemon.protocol). ``<`` and ``>``: probes on nested functions (<locals>).
+
+TRACEPOINT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*:[A-Za-z_<][A-Za-z0-9_.\-<>]*")
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def type_to_dict(t: FieldType) -> dict:
-    d = {"kind": t.kind, "size": t.size, "signed": t.signed, "base": t.base, "name": t.name}
-    if t.element is not None:
-        d["element"] = type_to_dict(t.element)
-    if t.length:
-        d["length"] = t.length
-    if t.mapping:
-        d["mapping"] = [list(m) for m in t.mapping]
-    return d
-
-
-def type_from_dict(d: dict) -> FieldType:
-    kinds = ("int", "float", "bool", "string", "bytes", "array", "sequence", "enum")
-    if not isinstance(d, dict) or d.get("kind") not in kinds:
-        raise ValueError(f"not a field type: {d!r}")
-    element = type_from_dict(d["element"]) if d.get("element") is not None else None
-    mapping = tuple((str(m[0]), int(m[1]), int(m[2])) for m in d.get("mapping", ()))
-    size = int(d.get("size", 0))
-    if d["kind"] in ("int", "enum") and size not in (8, 16, 32, 64):
-        raise ValueError(f"bad integer size {size}")
-    if d["kind"] == "float" and size not in (32, 64):
-        raise ValueError(f"bad float size {size}")
-    return FieldType(
-        d["kind"], size, bool(d.get("signed", False)), int(d.get("base", 10)),
-        element, int(d.get("length", 0)), mapping, str(d.get("name", "")),
-    )
-
-
-def decl_to_dict(decl: EventDecl) -> dict:
-    return {
-        "name": decl.name,
-        "loglevel": decl.loglevel,
-        "kind": decl.kind,
-        "fields": [[f.name, type_to_dict(f.type)] for f in decl.fields],
-        "extra": decl.extra,
-    }
-
-
-def decl_from_dict(d: dict) -> EventDecl:
-    return EventDecl(
-        str(d["name"]),
-        tuple(Field(str(n), type_from_dict(t)) for n, t in d["fields"]),
-        int(d["loglevel"]),
-        str(d.get("kind", "tracepoint")),
-        dict(d.get("extra") or {}),
-    )
+def naming_error(name: object, field_names: Iterable[object]) -> str | None:
+    """What is wrong with a declaration's names, in one line; None if nothing."""
+    if not isinstance(name, str) or not TRACEPOINT_NAME.fullmatch(name):
+        return f"tracepoint name must be 'provider:event' (letters, digits, _ . -), got {str(name)[:300]!r}"
+    seen = set()
+    for field_name in field_names:
+        if not isinstance(field_name, str) or not FIELD_NAME.fullmatch(field_name):
+            return f"{name}: field name must be an identifier, got {str(field_name)[:300]!r}"
+        if field_name in seen:
+            return f"{name}: duplicate field {field_name!r}"
+        seen.add(field_name)
+    return None
 
 
 # Used as ust.X: say so in reprs, tracebacks and pickles (tests/test_api.py).

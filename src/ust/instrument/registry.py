@@ -7,16 +7,13 @@ fields is an error at declaration, not a corrupt trace later.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 
 from ust._ring import Tracepoint
 from ust.instrument import forksafe
-from ust.instrument.fields import EventDecl
+from ust.instrument.fields import EventDecl, naming_error
 
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*:[A-Za-z_<][A-Za-z0-9_.\-<>]*$")  # <locals>: probes on nested functions
-_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class TracepointHandle:
@@ -62,15 +59,9 @@ class Registry:
         forksafe.after_in_child(self._after_fork_in_child)
 
     def declare(self, decl: EventDecl, specs: tuple) -> TracepointHandle:
-        if not isinstance(decl.name, str) or not _NAME_RE.match(decl.name):
-            raise ValueError(f"tracepoint name must be 'provider:event' (letters, digits, _ . -), got {decl.name!r}")
-        seen = set()
-        for f in decl.fields:
-            if not _FIELD_RE.match(f.name):
-                raise ValueError(f"{decl.name}: field name must be an identifier, got {f.name!r}")
-            if f.name in seen:
-                raise ValueError(f"{decl.name}: duplicate field {f.name!r}")
-            seen.add(f.name)
+        error = naming_error(decl.name, (f.name for f in decl.fields))
+        if error:
+            raise ValueError(error)
         with self._lock:
             old = self._by_name.get(decl.name)
             pending = None if old is not None else self._pending.get(decl.name)
