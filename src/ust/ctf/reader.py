@@ -33,9 +33,9 @@ from ust.errors import TraceFormatError
 
 from . import _codegen
 from ._codegen import PacketError
+from .layout import PACKET_MAGIC  # the ring buffer's (ust._ring.LAYOUT), and CTF's
 from .tsdl import MARKER_FORMAT_URI, read_metadata_file
 
-PACKET_MAGIC = 0xC1FC1FC1
 # packet-context fields with a meaning of their own (babeltrace2 does not print them)
 SPECIAL_PACKET_FIELDS = frozenset(
     ["timestamp_begin", "timestamp_end", "content_size", "packet_size", "packet_seq_num", "events_discarded"])
