@@ -12,7 +12,8 @@ alternating the two trees, best of R:
   * `ust view TRACE --json`
   * `ust stats TRACE`
 
-and prints each time with the ratio this / baseline (lower is faster).
+and prints each one's CPU time (user + system: steadier than wall time on a shared
+machine) with the ratio this / baseline (lower is faster).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.abspath(os.path.join(HERE, "..", "src"))
@@ -41,12 +41,15 @@ MODES = [
 
 
 def run(src, args, trace):
+    """CPU seconds (user + system) of one run: on a shared machine, steadier than wall time."""
     env = dict(os.environ, PYTHONPATH=src)
     cmd = [sys.executable, "-m", "ust.cli", args[0], trace, *args[1:]]
     with open(os.devnull, "wb") as null:
-        t0 = time.perf_counter()
-        subprocess.run(cmd, stdout=null, stderr=subprocess.DEVNULL, check=True, env=env)
-        return time.perf_counter() - t0
+        p = subprocess.Popen(cmd, stdout=null, stderr=subprocess.DEVNULL, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (PYTHONPATH={src})")
+    return usage.ru_utime + usage.ru_stime
 
 
 def main():
@@ -65,7 +68,7 @@ def main():
         tmp = tempfile.mkdtemp(prefix="ust-bench-modes-")
         trace = make_trace(os.path.join(tmp, "t"), a.events)
     try:
-        print(f"{a.events} events, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; best of {a.repeat}")
+        print(f"{a.events} events, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; CPU time, best of {a.repeat}")
         for label, args in MODES:
             best = {"this": None, "base": None}
             for _ in range(a.repeat):
