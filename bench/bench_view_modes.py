@@ -8,7 +8,7 @@ benchmark's trace (bench_reader.make_trace), then times, each in a fresh process
 alternating the two trees, best of R:
 
   * `ust view TRACE`                                   (the C text path)
-  * `ust view TRACE --filter '_id > 10 && _id < 1000'` (selective filter)
+  * `ust view TRACE --filter 'id > 10 && id < 1000'` (selective: ~1,000 events)
   * `ust view TRACE --json`
   * `ust stats TRACE`
 
@@ -34,7 +34,7 @@ from bench_reader import make_trace  # noqa: E402
 
 MODES = [
     ("ust view", ["view"]),
-    ("ust view --filter", ["view", "--filter", "_id > 10 && _id < 1000"]),
+    ("ust view --filter", ["view", "--filter", "id > 10 && id < 1000"]),
     ("ust view --json", ["view", "--json"]),
     ("ust stats", ["stats"]),
 ]
@@ -58,6 +58,7 @@ def main():
     ap.add_argument("--events", type=int, default=2_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", help="write the trace here (reused when it exists) and keep it")
+    ap.add_argument("--modes", help="comma-separated labels to run (default: all), e.g. 'ust view,ust stats'")
     a = ap.parse_args()
     tmp = None
     if a.keep:
@@ -70,6 +71,8 @@ def main():
     try:
         print(f"{a.events} events, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; CPU time, best of {a.repeat}")
         for label, args in MODES:
+            if a.modes and label not in a.modes.split(","):
+                continue
             best = {"this": None, "base": None}
             for _ in range(a.repeat):
                 for key, src in (("base", a.baseline), ("this", SRC)):

@@ -42,6 +42,7 @@ def compile_packet_text(codec, fmt, trace, filt=None):
     g.indent = 2
     if filt is not None:
         g.consts["matches"] = filt.matches
+        g.consts["NO_CONTEXT"] = {}
     lines_head = ["def decode_packet(b, p, end, cur, pctx, out_cyc, out_txt, limit, pvals=None):",
                   "    cyc_append = out_cyc.append",
                   "    txt_append = out_txt.append",
@@ -93,7 +94,12 @@ def compile_packet_text(codec, fmt, trace, filt=None):
                 ctx.append("**" + xv)
             if ec.fields is not None:
                 g.names = fmt.names_payload
-                fvalue, ftxt, _ = g.gen(ec.fields, "f", inline=True)
+                _, ftxt, fscope = g.gen(ec.fields, "f", inline=True)
+                if filt is not None:
+                    # the fields the filter names, and only those: the others need no dict entry
+                    fvalue = "{" + ", ".join(f"{_codegen.display_name(n)!r}: {var}"
+                                             for n, (var, _) in fscope.members.items()
+                                             if _codegen.display_name(n) in filt.fields) + "}"
                 g.flush()
                 g.settle_bits()
                 parts.append(fmt.scope_prefix("event.fields") + _tmpl(ftxt))
@@ -105,7 +111,8 @@ def compile_packet_text(codec, fmt, trace, filt=None):
             else:
                 if zero_size_check:
                     g.emit("if p <= p0: raise LookupError('event of size zero')")
-                g.emit(f"if matches({fvalue}, {{{', '.join(ctx)}}}):")
+                ctx_expr = "{" + ", ".join(ctx) + "}" if filt.context_fields else "NO_CONTEXT"
+                g.emit(f"if matches({fvalue}, {ctx_expr}):")
                 g.emit(f"    txt_append({_fstring(tmpl)})")
                 g.emit("    cyc_append(cur)")
                 g.emit("    limit -= 1")

@@ -34,7 +34,7 @@ class PacketCursor:
     """Decoded-but-not-consumed events of one stream, a chunk at a time.
 
     Parallel lists ``cyc`` (clock values), ``key`` (merge keys) and ``txt``
-    (what is yielded: lines or events), valid from ``start``: merged_text
+    (what is yielded: lines or events), valid from ``start``: merge_batches
     consumes them. A subclass says how a packet is decoded: ``_enter(pk)``
     once per packet (pick the decoder, the packet's context), ``_decode(pk,
     end)`` to decode up to CHUNK events into cyc/txt, and ``_extend_keys(n0)``
@@ -151,8 +151,7 @@ def merge_batches(cursors, origin):
     built with ``shared_clock``'s same_clock (``origin`` its second value).
     Items are what the cursors decode: text, events, ..."""
     same_clock = cursors[0].same_clock if cursors else True
-    ss = cursors
-    active = [s for s in ss if s.load()]
+    active = [s for s in cursors if s.load()]
     if len(active) == 1:
         st = active[0]
         while True:
@@ -192,7 +191,6 @@ def merge_batches(cursors, origin):
             elif not s.done and s.load():
                 nxt.append(s)
         active = nxt
-
 
 
 def compile_packet_events(codec, trace, event_type):
