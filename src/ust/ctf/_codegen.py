@@ -401,6 +401,9 @@ class _Gen:
         """Text of a string value (a temporary): quoted as is unless it needs escapes."""
         if self.mode == "dict":
             return var
+        if self.mode == "both":
+            # an expression, evaluated by the text's f-string: only for the events a filter keeps
+            return f"fmt_str({var})"
         t = "t" + var
         self.emit(f"""{t} = '"' + {var} + '"' if {var}.isprintable() and '"' not in {var} and '\\\\' not in {var} """
                   f"""else fmt_str({var})""")
