@@ -169,3 +169,16 @@ def test_filter_output_is_the_matching_events_lines():
     lines = everything.splitlines(keepends=True)
     assert len(lines) == len(keep) and 0 < sum(keep) < len(keep)
     assert filtered == b"".join(line for line, k in zip(lines, keep) if k)
+
+
+@pytest.mark.parametrize("header", ["large", "compact"])
+@pytest.mark.parametrize("expr", ["1 == 1", "s == \"*\" || a != 12345 || $ctx.cpu_id >= 0"])
+def test_filter_keeping_everything_prints_what_view_prints(tmp_path, header, expr):
+    """Strings with escapes and undecodable bytes, integers in every base, floats, empty
+    payloads, discarded events: the filtered decoders' text is the plain one's, byte for byte."""
+    from test_view import _synthetic
+
+    path = str(_synthetic(tmp_path / "t", header))
+    rc, plain, err = run_cli(["view", path])
+    rc2, filtered, err2 = run_cli(["view", "--filter", expr, path])
+    assert rc == rc2 == 0 and plain and filtered == plain and err2 == err
