@@ -339,7 +339,7 @@ enum { HEADER_LARGE = 1, HEADER_COMPACT = 2 };
  * it, a short one its low bits, with at most one wrap since the previous event
  * (CTF's rule). Returns NULL, or what is wrong (nothing is updated then).
  */
-static inline const char *lttng_event_header(int kind, const unsigned char *d, Py_ssize_t *p, Py_ssize_t end,
+static inline __attribute__((always_inline)) const char *lttng_event_header(int kind, const unsigned char *d, Py_ssize_t *p, Py_ssize_t end,
                                              unsigned long long *cur, uint32_t *eid)
 {
     Py_ssize_t at = *p;
