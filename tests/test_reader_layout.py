@@ -25,15 +25,36 @@ def _modules():
     return mods
 
 
+def _is_type_checking(node) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``): imports for annotations only,
+    never run."""
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _import_nodes(tree):
+    """Every import statement that can run: at module level, in functions (a lazy import
+    is still an edge of the cycle it closes), not under ``if TYPE_CHECKING:``."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, ast.If) and _is_type_checking(node):
+            todo.extend(node.orelse)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+
+
 def _import_graph(mods):
-    """{module: set of ust modules it imports}, from its import statements (those inside
-    functions too: a lazy import is still an edge of the cycle it closes)."""
+    """{module: set of ust modules it imports}, from its import statements."""
     graph = {}
     for name, path in mods.items():
         is_pkg = path.name == "__init__.py"
         package = name.split(".") if is_pkg else name.split(".")[:-1]
         targets = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in _import_nodes(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 targets.update(a.name for a in node.names)
             elif isinstance(node, ast.ImportFrom):
@@ -92,6 +113,12 @@ def test_graph_finds_a_cycle():
     """The walker itself: a lazy import closing a circle is found."""
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [frozenset({"a", "b", "c"})]
+
+
+def test_imports_for_annotations_only_are_not_edges():
+    tree = ast.parse("import ust.a\nif TYPE_CHECKING:\n    import ust.b\nelse:\n    import ust.c\n"
+                     "def f():\n    import ust.d\n")
+    assert sorted(a.name for n in _import_nodes(tree) for a in n.names) == ["ust.a", "ust.c", "ust.d"]
 
 
 def test_no_import_cycle_in_ust():
