@@ -1,22 +1,21 @@
-"""The fast text path of ``ust view``: whole packets decoded by one generated
-function, streams merged in batches by C-level sorts.
+"""The text consumer of the reader's pipeline (``pipeline.py``): ``ust view``.
 
-Per stream class (and text format), one function is generated::
+Per stream class (and text format, and filter), one function is generated::
 
-    decode_packet(b, p, end, cur, pctx, out_cyc, out_txt) -> cur
+    decode_packet(b, p, end, cur, pctx, out_cyc, out_txt, limit, pvals=None) -> (cur, p)
 
 It loops over the events of one packet with the event header, the stream
 and event contexts and every event class's payload *inlined* (dispatch on the
 event id by an if/elif chain), appending each event's clock value to
 ``out_cyc`` and its text (everything after the timestamp and delta) to
 ``out_txt``. There is no Python call per field and one per event at most
-(strings, enums, lists).
+(strings, enums, lists). With a filter, each field is decoded once into a
+value that the filter sees and a text built only for the events it keeps.
 
-Merging: each stream keeps a buffer of decoded events. With H the smallest
-"last timestamp" among the buffers of live streams, every buffered event
-earlier than H can be emitted: they are concatenated in stream order and
-sorted by timestamp (a stable sort, so ties keep stream order, then file
-order). The streams whose buffer ends at H load their next packet.
+When the C helper is built and handles the stream class, ``render_packet``
+does the same from a small program per event class (no filter). The batches
+that ``pipeline.merge_batches`` merges get their timestamps, deltas and
+encoding from ``format_lines`` (C) or ``format_batch`` (Python).
 """
 
 from __future__ import annotations
