@@ -6,7 +6,7 @@ setup(
         Extension(
             "ust._ring._ring",
             sources=["src/ust/_ring/ring.c"],
-            depends=["src/ust/_ring/ring.h", "src/ust/_ring/record_api.h"],
+            depends=["src/ust/_ring/ring.h", "src/ust/_ring/layout.h", "src/ust/_ring/record_api.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-braces"],
         ),
         # ust.mark's per-call-site dispatch (ust.instrument.marker falls back to Python without it).

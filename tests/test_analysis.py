@@ -259,9 +259,9 @@ def test_bulk_columns_agree_with_events():
 def test_bulk_c_scan_and_python_agree(monkeypatch, name):
     pytest.importorskip("numpy")
     import ust.ctf
-    from ust.ctf import _fasttext
+    from ust.ctf import pipeline
     with_c = ust.ctf.read_columns(FIXTURES / name)
-    monkeypatch.setattr(_fasttext, "_decode", None)
+    monkeypatch.setattr(pipeline, "_decode", None)
     without_c = ust.ctf.read_columns(FIXTURES / name)
     assert with_c.keys() == without_c.keys()
     evs = list(ust.ctf.read_trace(FIXTURES / name))

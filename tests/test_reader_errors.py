@@ -86,10 +86,10 @@ def _read_all(path):
 @pytest.mark.parametrize("use_c", [True, False], ids=["c-renderer", "python-decoders"])
 @pytest.mark.parametrize("streams", ["one", "two"])
 def test_events_before_a_corrupt_event_are_printed(tmp_path, monkeypatch, use_c, streams):
-    from ust.ctf import _fasttext
+    from ust.ctf import pipeline
 
     if not use_c:
-        monkeypatch.setattr(_fasttext, "_decode", None)
+        monkeypatch.setattr(pipeline, "_decode", None)
     trace = tmp_path / "t"
     files = _record(trace, streams)
     assert len(files) == (1 if streams == "one" else 2)

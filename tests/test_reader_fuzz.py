@@ -60,6 +60,11 @@ def _consume(path):
     from ust.ctf._fasttext import iter_bytes
     for _ in iter_bytes(ordered_streams(open_traces(path)), TextFormat()):
         pass
+    # and `ust view --filter`'s decoders (values and text of each event, decoded once)
+    from ust.filter import compile_filter
+    keep_all = compile_filter("1 == 1 || $ctx.vpid > 0 || str == \"*\"")
+    for _ in iter_bytes(ordered_streams(open_traces(path)), TextFormat(), filt=keep_all):
+        pass
     # and the bulk path (events located by the C scanner when it is built)
     try:
         import numpy  # noqa: F401

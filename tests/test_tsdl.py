@@ -74,3 +74,16 @@ def test_deep_nesting_is_an_error_not_a_crash():
         " }; };"
     with pytest.raises(TraceFormatError):
         tsdl.parse(text)
+
+
+def test_clock_offset_not_an_integer_is_a_format_error():
+    # found by test_reader_fuzz: an identifier where the offset's integer was
+    import pytest
+
+    from ust.ctf.tsdl import parse
+    from ust.errors import TraceFormatError
+
+    text = '/* CTF 1.8 */\ntrace { major = 1; minor = 8; byte_order = le; };\n' \
+           'clock { name = "monotonic"; freq = 1000000000; offset = _1795885630359539625; };\n'
+    with pytest.raises(TraceFormatError, match="bad clock offset"):
+        parse(text)

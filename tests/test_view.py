@@ -156,13 +156,13 @@ FORMAT_OPTIONS = [[], ["--clock-cycles"], ["--clock-cycles", "--no-delta"], ["--
 @pytest.mark.parametrize("source", ["synthetic-large", "synthetic-compact", "ust-uid-contexts"])
 def test_c_renderer_and_python_decoders_agree(tmp_path, monkeypatch, opts, source):
     """_decode.render_packet/format_lines against the generated Python decoders."""
-    from ust.ctf import _fasttext
+    from ust.ctf import _fasttext, pipeline
     if source.startswith("synthetic"):
         path = str(_synthetic(tmp_path / "t", source.split("-")[1]))
     else:
         path = str(FIXTURES / source)
     rc, with_c, err_c = run_cli(["view", *opts, path])
-    monkeypatch.setattr(_fasttext, "_decode", None)
+    monkeypatch.setattr(pipeline, "_decode", None)
     rc2, without_c, err_py = run_cli(["view", *opts, path])
     assert rc == rc2 == 0
     assert with_c == without_c
@@ -174,13 +174,13 @@ def test_c_renderer_and_python_decoders_agree(tmp_path, monkeypatch, opts, sourc
 def test_c_and_python_formatting_agree(monkeypatch, opts, tz):
     import time
 
-    from ust.ctf import _fasttext
+    from ust.ctf import _fasttext, pipeline
     monkeypatch.setenv("TZ", tz)
     time.tzset()
     try:
         path = str(FIXTURES / "ust-pid")
         rc, with_c, _ = run_cli(["view", *opts, path])
-        monkeypatch.setattr(_fasttext, "_decode", None)
+        monkeypatch.setattr(pipeline, "_decode", None)
         rc2, without_c, _ = run_cli(["view", *opts, path])
         assert rc == rc2 == 0
         assert with_c == without_c
@@ -323,7 +323,7 @@ def test_ties_across_traces_and_streams(tmp_path):
 
 def test_many_event_classes(tmp_path, monkeypatch):
     """More event classes than the inlined if/elif chain takes: the per-class dispatch, and C, agree."""
-    from ust.ctf import _fasttext
+    from ust.ctf import _fasttext, pipeline
     from ust.ctf._synth import Synth
     s = Synth(tmp_path / "t", packet_size=4096, context=[("_vtid", "integer { size = 32; align = 8; signed = 1; }",
                                                           "i")])
@@ -331,7 +331,7 @@ def test_many_event_classes(tmp_path, monkeypatch):
                                       ("_s", "string", "s")]) for k in range(70)]
     s.write([(100 + i * 3, cls[i % 70], (i, f"x{i}"), (i % 5,)) for i in range(2000)])
     rc, with_c, _ = run_cli(["view", str(tmp_path / "t")])
-    monkeypatch.setattr(_fasttext, "_decode", None)
+    monkeypatch.setattr(pipeline, "_decode", None)
     rc2, without_c, _ = run_cli(["view", str(tmp_path / "t")])
     assert rc == rc2 == 0 and with_c == without_c
     assert b"m:e69: { cpu_id = 0 }, { vtid = " in with_c
@@ -343,11 +343,11 @@ def test_many_event_classes(tmp_path, monkeypatch):
 def test_small_chunks(monkeypatch, use_c):
     """Packets decoded a few events at a time give the same output (chunk boundaries everywhere)."""
     import ust.ctf
-    from ust.ctf import _fastevents, _fasttext
+    from ust.ctf import _fasttext, pipeline
     if not use_c:
-        monkeypatch.setattr(_fasttext, "_decode", None)
+        monkeypatch.setattr(pipeline, "_decode", None)
     monkeypatch.setattr(_fasttext._StreamText, "CHUNK", 7)
-    monkeypatch.setattr(_fastevents.StreamEvents, "CHUNK", 3)
+    monkeypatch.setattr(pipeline.StreamEvents, "CHUNK", 3)
     for name in FIXTURE_NAMES:
         rc, out, _ = run_cli(["view", "--clock-cycles", "--no-delta", str(FIXTURES / name)])
         assert out == (FIXTURES / f"{name}.expected.txt").read_bytes()

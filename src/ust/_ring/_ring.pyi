@@ -1,6 +1,9 @@
 from typing import Callable, Iterable
 
 PACKET_HEADER_SIZE: int
+# the packet and event layout (layout.h): {"fields": ((scope, name, offset, size, count, align, signed, clock), ...),
+# "magic", "extended_id", "packet_header_size", "packet_context_offset"}; read through ust.ctf.layout
+LAYOUT: dict[str, object]
 
 def clock_now() -> int: ...
 def refresh_process_facts() -> None: ...

@@ -2979,7 +2979,7 @@ PyMODINIT_FUNC PyInit__ring(void)
         PyModule_AddObjectRef(m, "Channel", (PyObject *)&Channel_Type) < 0 ||
         PyModule_AddObjectRef(m, "Tracepoint", (PyObject *)&Tracepoint_Type) < 0 ||
         PyModule_AddIntConstant(m, "PACKET_HEADER_SIZE", (long)UST_PACKET_HEADER_SIZE) < 0 ||
-        add_context_kinds(m) < 0) {
+        ust_layout_export(m) < 0 || add_context_kinds(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

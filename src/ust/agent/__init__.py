@@ -8,21 +8,8 @@ daemon the agent retries quietly in the background and tracepoints stay off.
 """
 
 import os
-import sys
 
-_TOOLS = ("ust", "ust-sessiond", "ust-consumerd", "ust-relayd")
-
-
-def is_tool() -> bool:
-    """The ust command and daemons import ust too: they are not applications."""
-    if os.path.basename(sys.argv[0] if sys.argv else "") in _TOOLS:
-        return True
-    argv = getattr(sys, "orig_argv", [])
-    for i, a in enumerate(argv[:-1]):
-        if a == "-m":
-            mod = argv[i + 1]
-            return mod == "ust" or mod.startswith(("ust.cli", "ust.daemon"))
-    return False
+from ust.agent._tool import is_tool
 
 
 def start() -> None:

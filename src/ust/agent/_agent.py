@@ -25,7 +25,7 @@ import threading
 import time
 
 
-from ust.agent import is_tool
+from ust.agent._tool import is_tool
 from ust.daemon import paths, protocol
 from ust.daemon.protocol import ConnectionClosed
 from ust.instrument import forksafe

@@ -8,7 +8,7 @@ import tempfile
 
 from ust.errors import UstError
 
-from ust.ctf._codegen import display_name
+from ust.ctf import display_name
 
 from ._common import Progress, jsonable, thread_of
 
@@ -153,7 +153,7 @@ def export_parquet(path, out_dir, progress=False, chunk_events=PARQUET_CHUNK_EVE
         raise UstError("parquet export needs numpy: pip install numpy (or 'ust[analysis]')") from None
     import shutil
 
-    from ust.ctf.bulk import iter_column_chunks
+    from ust.ctf import iter_column_chunks
 
     os.makedirs(out_dir, exist_ok=True)
     if any(e.startswith("event=") for e in os.listdir(out_dir)):

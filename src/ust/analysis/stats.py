@@ -50,7 +50,7 @@ def trace_stats(path, progress=False) -> TraceStats:
     With numpy, from the bulk reader's columns (no object per event); without it,
     event by event. Both give the same statistics.
     """
-    from ust.ctf.reader import open_traces, ordered_streams
+    from ust.ctf import open_traces, ordered_streams
 
     st = TraceStats()
     traces = open_traces(path)
@@ -82,7 +82,7 @@ def trace_stats(path, progress=False) -> TraceStats:
 
 
 def _count_events(st, traces, lost, prog) -> int:
-    from ust.ctf.reader import iter_events
+    from ust.ctf import iter_events
 
     by_name, by_proc, by_thread = st.by_name, st.by_process, st.by_thread
     total = st.total
@@ -116,7 +116,7 @@ _THREAD_CONTEXTS = ("vpid", "pid", "vtid", "tid", "procname")
 
 
 def _context_names(sc, ec):
-    from ust.ctf._codegen import display_name
+    from ust.ctf import display_name
 
     return {display_name(n) for st in (sc.event_context, ec.context) if st is not None for n, _ in st.fields}
 
@@ -125,7 +125,7 @@ def _thread_columns_plain(trace) -> bool:
     """Whether the bulk columns tell thread_of's contexts apart: no payload field of an
     event class has the name of one of them while a context also has it (the columns
     are by name, the payload's would hide the context's)."""
-    from ust.ctf._codegen import display_name
+    from ust.ctf import display_name
 
     for sc in trace.metadata.streams.values():
         for ec in sc.events.values():
@@ -140,7 +140,7 @@ def _count_columns(np, st, traces, lost, prog) -> int:
     """The statistics from the bulk reader's columns, a chunk at a time: per chunk and
     name, the runs of equal (vpid, vtid, procname) are counted with numpy and only the
     runs reach Python."""
-    from ust.ctf.bulk import iter_column_chunks
+    from ust.ctf import iter_column_chunks
 
     ctx_of = {}  # (trace id, event name) -> context names
     n = 0
@@ -214,7 +214,7 @@ def _merge(counter, count, first, last):
 def _fmt_time(ns):
     if ns is None:
         return "-"
-    from ust.ctf._text import TextFormat
+    from ust.ctf import TextFormat
 
     sec, frac = divmod(ns, 1_000_000_000)
     # `ust view --clock-date`'s text: a date beyond the platform's range (a clock

@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _summary(path: str) -> tuple[int, collections.Counter, int] | None:
     """(events, count per name, discarded events), read with ust's own reader; None if unreadable."""
     try:
-        from ust.ctf.reader import read_trace
+        from ust.ctf import read_trace
     except ImportError:
         return None
     counts: collections.Counter = collections.Counter()

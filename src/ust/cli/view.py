@@ -106,8 +106,12 @@ def discarded_printer(fmt, err=None):
 
 
 def run(args, out) -> int:
-    from ust.ctf._text import TextFormat
-    from ust.ctf.reader import iter_events, open_traces, read_text
+    """One pipeline (``ust.ctf``: packets -> decoded chunks -> merged batches), three consumers:
+    text (babeltrace2's, the C renderer when no filter), JSON lines and marker messages (from
+    ``Event`` records). With ``--filter`` each event is decoded once, its values matched."""
+    import gc
+
+    from ust.ctf import TextFormat, iter_events, open_traces, view_bytes
 
     filt = None
     if args.filter:
@@ -118,117 +122,78 @@ def run(args, out) -> int:
                      delta=not args.no_delta)
     traces = open_traces(args.trace or [_session_output(args.session)])
     on_disc = discarded_printer(fmt)
-    write, flush = _binary_writer(out)
     interactive = False
     try:
         interactive = out.isatty()
     except (AttributeError, ValueError):
         pass
     if args.json:
-        lines = _json_lines(iter_events(traces, on_disc), filt)
+        chunks = _encoded(_json_lines(iter_events(traces, on_disc), filt))
     elif args.messages:
-        lines = _message_lines(iter_events(traces, on_disc), fmt, filt)
-    elif filt is None:
-        import gc
-
-        from ust.ctf._fasttext import iter_bytes
-        from ust.ctf.reader import ordered_streams
-        # the decoders make millions of short-lived tuples, all freed by reference
-        # counting: the cyclic GC would only rescan them (~25% of the time)
-        gc_was = gc.isenabled()
-        gc.disable()
-        try:
-            chunks = iter_bytes(ordered_streams(traces), fmt, on_disc)
-            if any('"python:function_info"' in t.metadata.text for t in traces):
-                from ust.analysis.functions import resolve_text
-
-                chunks = resolve_text(chunks)  # whole-program function ids -> names
-            _pump_bytes(chunks, out, write, flush, interactive)
-        finally:
-            if gc_was:
-                gc.enable()
-        return 0
+        chunks = _encoded(_message_lines(iter_events(traces, on_disc), fmt, filt))
     else:
-        lines = _text_lines(read_text(traces, fmt, on_disc, filt), fmt)
-    _pump(lines, write, flush, interactive)
+        chunks = view_bytes(traces, fmt, on_disc, filt)
+        if any('"python:function_info"' in t.metadata.text for t in traces):
+            from ust.analysis.functions import resolve_text
+
+            chunks = resolve_text(chunks)  # whole-program function ids -> names
+    # the decoders make millions of short-lived tuples, all freed by reference
+    # counting: the cyclic GC would only rescan them (~25% of the time)
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        _pump_bytes(chunks, out, interactive)
+    finally:
+        if gc_was:
+            gc.enable()
     return 0
 
 
-def _pump_bytes(chunks, out, write, flush, interactive):
-    """Write encoded chunks; the first line at once, and line by line on a terminal."""
-    buf = getattr(out, "buffer", None)
-    first = True
-    for data in chunks:
-        if not data:
-            continue
-        if buf is None:
-            write(data.decode("utf-8", "surrogateescape"))
-            continue
-        if interactive:
-            for line in data.splitlines(keepends=True):
-                buf.write(line)
-                buf.flush()
-            continue
-        if first:
-            # the first line at once, whatever follows
-            first = False
-            nl = data.find(b"\n") + 1
-            buf.write(data[:nl])
-            buf.flush()
-            data = data[nl:]
-        buf.write(data)
-    flush()
-
-
-def _pump(lines, write, flush, interactive):
-    """Write lines: the first at once, then in big chunks (or line by line on a terminal)."""
-    it = iter(lines)
-    for line in it:
-        write(line)
-        flush()
-        break
-    if interactive:
-        for line in it:
-            write(line)
-            flush()
-        return
+def _encoded(lines, batch=2048):
+    """Lines as chunks of UTF-8 bytes (undecodable trace bytes kept: surrogateescape)."""
     chunk = []
-    append = chunk.append
-    n = 0
     try:
-        for line in it:
-            append(line)
-            n += 1
-            if n >= 2048:
-                write("".join(chunk))
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) >= batch:
+                yield "".join(chunk).encode("utf-8", "surrogateescape")
                 chunk.clear()
-                n = 0
-    finally:
+    except Exception:
         # a bad packet ends the lines with an error: what came before it is printed first
         if chunk:
-            write("".join(chunk))
+            yield "".join(chunk).encode("utf-8", "surrogateescape")
+        raise
+    if chunk:
+        yield "".join(chunk).encode("utf-8", "surrogateescape")
+
+
+def _pump_bytes(chunks, out, interactive):
+    """Write encoded chunks; the first line at once, and line by line on a terminal."""
+    write, flush = _binary_writer(out)
+    buf = getattr(out, "buffer", None)
+    try:
+        first = True
+        for data in chunks:
+            if not data:
+                continue
+            if buf is None:
+                write(data.decode("utf-8", "surrogateescape"))
+                continue
+            if interactive:
+                for line in data.splitlines(keepends=True):
+                    buf.write(line)
+                    buf.flush()
+                continue
+            if first:
+                # the first line at once, whatever follows
+                first = False
+                nl = data.find(b"\n") + 1
+                buf.write(data[:nl])
+                buf.flush()
+                data = data[nl:]
+            buf.write(data)
+    finally:
         flush()
-
-
-def _text_lines(records, fmt):
-    prev = None
-    delta = fmt.delta
-    cycles = fmt.clock_cycles
-    ns_text = fmt.ns_text
-    nh = fmt.names_header
-    for ns, _order, cyc, rest in records:
-        t = ("%020d" % cyc) if cycles else ns_text(ns)
-        if nh:
-            head = f"timestamp = {t}, "
-            if delta:
-                d = fmt.delta_text(prev, cyc if cycles else ns)
-                head += f"delta = {d[1:-1]}, "
-        else:
-            head = f"[{t}] "
-            if delta:
-                head += fmt.delta_text(prev, cyc if cycles else ns) + " "
-        prev = cyc if cycles else ns
-        yield head + rest + "\n"
 
 
 def _json_lines(records, filt):
@@ -250,7 +215,7 @@ def _json_lines(records, filt):
 
 def _message_lines(events, fmt, filt):
     """One line per event: time, delta, name, then a marker's message or the payload."""
-    from ust.ctf._text import format_struct
+    from ust.ctf import format_struct
 
     prev = None
     for ev in events:

@@ -4,11 +4,19 @@
 every stream of every trace under ``path``; ``read_columns(path)`` is the
 bulk path (NumPy columns per event name, numpy imported only there).
 Metadata generation and stream writing live in ``metadata``/``writer``.
+
+The names below are the reader's public API: the CLI and the analyses import
+these, never a private module (tests/test_reader_layout.py checks it).
 """
 
 _LAZY = {
-    "read_trace": ".reader", "open_traces": ".reader", "Event": ".reader", "Trace": ".reader",
-    "Discarded": ".reader", "read_columns": ".bulk",
+    "read_trace": ".pipeline", "iter_events": ".pipeline",
+    "open_traces": ".reader", "ordered_streams": ".reader", "Event": ".reader", "Trace": ".reader",
+    "Discarded": ".reader",
+    "read_columns": ".bulk", "iter_column_chunks": ".bulk",
+    "TextFormat": "._text", "format_struct": "._text",
+    "view_bytes": "._fasttext",
+    "display_name": "._codegen",
 }
 
 
@@ -23,4 +31,5 @@ def __getattr__(name: str):
         return value
     raise AttributeError(f"module 'ust.ctf' has no attribute {name!r}")
 
-__all__ = ["read_trace", "read_columns", "open_traces", "Event", "Trace", "Discarded"]
+
+__all__ = sorted(_LAZY)

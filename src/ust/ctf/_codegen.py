@@ -10,7 +10,10 @@ Two flavours are generated from the same type:
   * ``mode="dict"``: ``f(b, p) -> (p, value)`` where value is a dict of Python
     values (enums as ints, arrays as lists, UTF-8 int arrays as str);
   * ``mode="text"``: ``f(b, p) -> (p, text)`` where text is babeltrace2's
-    pretty rendering of the struct (``{ a = 1, b = "x" }``).
+    pretty rendering of the struct (``{ a = 1, b = "x" }``);
+  * ``mode="both"``: ``f(b, p) -> (p, (value, text))``: each field decoded
+    once, then given as a value and as text (``ust view --filter`` matches
+    the values and prints the text of the events that match).
 
 ``b`` is the bytes of one packet (content only), ``p`` a byte offset in it:
 CTF alignment is relative to the packet start. Sub-byte fields (bitfields,
@@ -39,11 +42,29 @@ class Unsupported(TraceFormatError):
 
 
 class PacketError(Exception):
-    """Raised by generated packet decoders: where in the packet, and why."""
+    """Raised by the packet decoders (generated, or C): where in the packet, and why."""
 
     def __init__(self, offset, exc):
         self.offset = offset
         self.exc = exc
+
+    @classmethod
+    def from_c(cls, exc: ValueError) -> "PacketError":
+        """The error of a ``_decode`` function: ValueError("what|offset")."""
+        msg, _, off = str(exc).rpartition("|")
+        return cls(int(off or 0), ValueError(msg))
+
+    def format_error(self, path: str, packet_offset: int) -> TraceFormatError:
+        """The one wrap of a decode error: what the reader raises, with the byte in the file."""
+        return TraceFormatError(f"corrupt or truncated event ({_why(self.exc)})", path, packet_offset + self.offset)
+
+
+def _why(exc) -> str:
+    if isinstance(exc, (struct.error, IndexError)):
+        return "data runs past the end of the packet"
+    if isinstance(exc, ValueError) and "substring" in str(exc):
+        return "unterminated string"
+    return str(exc) or type(exc).__name__
 
 
 def display_name(name: str) -> str:
@@ -378,8 +399,11 @@ class _Gen:
 
     def str_text(self, var):
         """Text of a string value (a temporary): quoted as is unless it needs escapes."""
-        if self.mode != "text":
+        if self.mode == "dict":
             return var
+        if self.mode == "both":
+            # an expression, evaluated by the text's f-string: only for the events a filter keeps
+            return f"fmt_str({var})"
         t = "t" + var
         self.emit(f"""{t} = '"' + {var} + '"' if {var}.isprintable() and '"' not in {var} and '\\\\' not in {var} """
                   f"""else fmt_str({var})""")
@@ -504,6 +528,15 @@ class _Gen:
         n = count_expr
         self.emit(f"if {n} > len(b) * 8: raise IndexError")
         self.emit(f"{var} = []")
+        if self.mode == "both":
+            tvar = self.var("t")
+            self.emit(f"{tvar} = []")
+            self.emit(f"for _ in range({n}):")
+            self.emit(f"    p, (x, xt) = {fname}(b, p)")
+            self.emit(f"    {var}.append(x)")
+            self.emit(f"    {tvar}.append(xt)")
+            self.unknown_pos()
+            return var, f"fmt_list({tvar})", typ
         self.emit(f"for _ in range({n}):")
         self.emit(f"    p, x = {fname}(b, p)")
         self.emit(f"    {var}.append(x)")
@@ -535,23 +568,32 @@ class _Gen:
         nested = _Nested({n: scope[n] for n, _ in t.fields})
         if self.header:
             return "None", "None", nested
-        if self.mode == "dict":
-            expr = "{" + ", ".join(f"{n!r}: {v}" for n, v, _ in parts) + "}"
-        else:
+        value = text = None
+        if self.mode != "text":
+            value = "{" + ", ".join(f"{n!r}: {v}" for n, v, _ in parts) + "}"
+        if self.mode != "dict":
             if not parts:
-                expr = '"{ }"'
+                text = '"{ }"'
+            elif self.names:
+                text = _T("{ " + ", ".join(f"{n} = {_tmpl(txt)}" for n, _, txt in parts) + " }")
             else:
-                if self.names:
-                    expr = _T("{ " + ", ".join(f"{n} = {_tmpl(txt)}" for n, _, txt in parts) + " }")
-                else:
-                    expr = _T("{ " + ", ".join(_tmpl(txt) for n, _, txt in parts) + " }")
+                text = _T("{ " + ", ".join(_tmpl(txt) for n, _, txt in parts) + " }")
         self.flush()
+        if self.mode != "both":
+            expr = value if self.mode == "dict" else text
+            if inline:
+                return expr, expr, nested
+            var = self.var("s")
+            self.emit(f"{var} = {_tmpl_expr(expr)}")
+            nested.var = var
+            return var, var, nested
         if inline:
-            return expr, expr, nested
-        var = self.var("s")
-        self.emit(f"{var} = {_tmpl_expr(expr)}")
+            return value, text, nested
+        var, tvar = self.var("s"), self.var("t")
+        self.emit(f"{var} = {value}")
+        self.emit(f"{tvar} = {_tmpl_expr(text)}")
         nested.var = var
-        return var, var, nested
+        return var, tvar, nested
 
     def gen_variant(self, t: VariantType, hint):
         if t.tag_ref is None:
@@ -561,6 +603,7 @@ class _Gen:
             raise Unsupported(f"variant tag {t.tag_ref!r} is not an enumeration in {self.what}")
         self.flush()
         var = self.var("w")
+        text_var = self.var("t") if self.mode == "both" else var
         state0 = (self.bit, self.mod, self.rem)
         ends = []
         first = True
@@ -577,11 +620,12 @@ class _Gen:
             self.flush()
             if self.header:
                 self.emit("pass")
-            elif self.mode == "dict":
-                self.emit(f"{var} = {v}")
             else:
-                # babeltrace2 prints the selected option's value without its name
-                self.emit(f"{var} = {_fstring('{ ' + _tmpl(txt) + ' }')}")
+                if self.mode != "text":
+                    self.emit(f"{var} = {v}")
+                if self.mode != "dict":
+                    # babeltrace2 prints the selected option's value without its name
+                    self.emit(f"{text_var} = {_fstring('{ ' + _tmpl(txt) + ' }')}")
             ends.append((self.bit, self.mod, self.rem))
             self.indent -= 1
         if first:
@@ -596,7 +640,7 @@ class _Gen:
             self.mod, self.rem = ends[0][1], ends[0][2]
         else:
             self.unknown_pos()
-        return var, var, t
+        return var, text_var, t
 
 
 def lttng_header_kind(t: StructType):
@@ -680,6 +724,8 @@ def compile_type(typ, mode: str, what: str, names: bool = True):
     v, txt, _ = g.gen(typ, "r")
     g.flush()
     g.settle_bits()
+    if mode == "both":
+        return _build(g, "decode", f"({v}, {_tmpl_expr(txt)})")
     return _build(g, "decode", v if mode == "dict" else _tmpl_expr(txt))
 
 

@@ -314,6 +314,76 @@ fail:
 }
 
 /* ------------------------------------------------------------------------ */
+/* what scan_events and render_packet share: errors, LTTng's event headers   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A malformed packet: ValueError("what|offset"), offset the event's byte in the
+ * packet (ust.ctf._codegen.PacketError.from_c turns it into the reader's error).
+ */
+static PyObject *packet_error(const char *what, Py_ssize_t off)
+{
+    PyErr_Format(PyExc_ValueError, "%s|%zd", what, off);
+    return NULL;
+}
+
+/* header kinds: ust.ctf._codegen.lttng_header_kind's "large" and "compact" */
+enum { HEADER_LARGE = 1, HEADER_COMPACT = 2 };
+
+/*
+ * The one reader of LTTng's event headers (little-endian):
+ *   large    uint16 id, uint32 timestamp; or id 65535, uint32 id, uint64 timestamp
+ *   compact  5-bit id, 27-bit timestamp in one uint32; or id 31, uint32 id, uint64 timestamp
+ * Reads the header at d[*p] (nothing read at or past `end`), sets *eid, moves *p
+ * past the header and updates the stream's clock *cur: a full timestamp replaces
+ * it, a short one its low bits, with at most one wrap since the previous event
+ * (CTF's rule). Returns NULL, or what is wrong (nothing is updated then).
+ */
+static inline __attribute__((always_inline)) const char *lttng_event_header(int kind, const unsigned char *d, Py_ssize_t *p, Py_ssize_t end,
+                                             unsigned long long *cur, uint32_t *eid)
+{
+    Py_ssize_t at = *p;
+    if (kind == HEADER_LARGE) {
+        uint16_t id16;
+        uint32_t ts;
+        if (end - at < 6)
+            return "truncated event header";
+        memcpy(&id16, d + at, 2);
+        if (id16 != 65535) {
+            memcpy(&ts, d + at + 2, 4);
+            uint64_t low = *cur & 0xFFFFFFFFull;
+            *cur = *cur - low + ts + (ts >= low ? 0 : 0x100000000ull);
+            *eid = id16;
+            *p = at + 6;
+            return NULL;
+        }
+        if (end - at < 14)
+            return "truncated event header";
+        memcpy(eid, d + at + 2, 4);
+        memcpy(cur, d + at + 6, 8);
+        *p = at + 14;
+        return NULL;
+    }
+    uint32_t w;
+    if (end - at < 4)
+        return "truncated event header";
+    memcpy(&w, d + at, 4);
+    if ((w & 31) != 31) {
+        uint64_t ts = w >> 5, low = *cur & 0x7FFFFFFull;
+        *cur = *cur - low + ts + (ts >= low ? 0 : 0x8000000ull);
+        *eid = w & 31;
+        *p = at + 4;
+        return NULL;
+    }
+    if (end - at < 13)
+        return "truncated event header";
+    memcpy(eid, d + at + 1, 4);
+    memcpy(cur, d + at + 5, 8);
+    *p = at + 13;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
 /* scan_events: where the events of a packet are (the bulk path)            */
 /* ------------------------------------------------------------------------ */
 
@@ -339,11 +409,6 @@ fail:
 
 enum { OP_FIXED = 1, OP_STRING = 2, OP_ALIGN = 3, OP_SEQ = 4 };
 
-static PyObject *scan_error(const char *what, Py_ssize_t off)
-{
-    PyErr_Format(PyExc_ValueError, "%s|%zd", what, off);
-    return NULL;
-}
 
 static PyObject *scan_events(PyObject *Py_UNUSED(self), PyObject *args)
 {
@@ -373,53 +438,13 @@ static PyObject *scan_events(PyObject *Py_UNUSED(self), PyObject *args)
     while (p < end) {
         Py_ssize_t p0 = p;
         uint32_t eid;
-        if (kind == 1) {
-            if (end - p < 6) {
-                scan_error("truncated event header", p0);
-                goto done;
-            }
-            uint16_t id16;
-            uint32_t ts;
-            memcpy(&id16, d + p, 2);
-            if (id16 != 65535) {
-                memcpy(&ts, d + p + 2, 4);
-                uint64_t low = cur & 0xFFFFFFFFull;
-                cur = cur - low + ts + (ts >= low ? 0 : 0x100000000ull);
-                eid = id16;
-                p += 6;
-            } else {
-                if (end - p < 14) {
-                    scan_error("truncated event header", p0);
-                    goto done;
-                }
-                memcpy(&eid, d + p + 2, 4);
-                memcpy(&cur, d + p + 6, 8);
-                p += 14;
-            }
-        } else {
-            if (end - p < 4) {
-                scan_error("truncated event header", p0);
-                goto done;
-            }
-            uint32_t w;
-            memcpy(&w, d + p, 4);
-            eid = w & 31;
-            if (eid != 31) {
-                uint64_t ts = w >> 5, low = cur & 0x7FFFFFFull;
-                cur = cur - low + ts + (ts >= low ? 0 : 0x8000000ull);
-                p += 4;
-            } else {
-                if (end - p < 13) {
-                    scan_error("truncated event header", p0);
-                    goto done;
-                }
-                memcpy(&eid, d + p + 1, 4);
-                memcpy(&cur, d + p + 5, 8);
-                p += 13;
-            }
+        const char *bad = lttng_event_header(kind, d, &p, end, &cur, &eid);
+        if (bad) {
+            packet_error(bad, p0);
+            goto done;
         }
         if ((Py_ssize_t)eid >= nprog || PyTuple_GET_ITEM(programs, eid) == Py_None) {
-            scan_error("unknown event id", p0);
+            packet_error("unknown event id", p0);
             goto done;
         }
         eids[n] = eid;
@@ -438,7 +463,7 @@ static PyObject *scan_events(PyObject *Py_UNUSED(self), PyObject *args)
             case OP_STRING: {
                 const unsigned char *z = p < end ? memchr(d + p, 0, (size_t)(end - p)) : NULL;
                 if (!z) {
-                    scan_error("unterminated string", p0);
+                    packet_error("unterminated string", p0);
                     goto done;
                 }
                 p = (z - d) + 1;
@@ -452,14 +477,14 @@ static PyObject *scan_events(PyObject *Py_UNUSED(self), PyObject *args)
             case OP_SEQ: {
                 int size = op[1], back = op[2], elem = op[3];
                 if (p - back < 0 || p - back + size > end) {
-                    scan_error("data runs past the end of the packet", p0);
+                    packet_error("data runs past the end of the packet", p0);
                     goto done;
                 }
                 uint64_t len = 0;
                 for (int i = size - 1; i >= 0; i--)
                     len = (len << 8) | d[p - back + i];
                 if (len > (uint64_t)(end - p) || (elem && len * (uint64_t)elem > (uint64_t)(end - p))) {
-                    scan_error("data runs past the end of the packet", p0);
+                    packet_error("data runs past the end of the packet", p0);
                     goto done;
                 }
                 p += (Py_ssize_t)(len * (uint64_t)elem);
@@ -471,12 +496,12 @@ static PyObject *scan_events(PyObject *Py_UNUSED(self), PyObject *args)
                 goto done;
             }
             if (p > end) {
-                scan_error("data runs past the end of the packet", p0);
+                packet_error("data runs past the end of the packet", p0);
                 goto done;
             }
         }
         if (p <= p0) {
-            scan_error("event of size zero", p0);
+            packet_error("event of size zero", p0);
             goto done;
         }
     }
@@ -647,12 +672,6 @@ static void put_float(buf_t *b, double v)
     buf_put(b, tmp, (size_t)n);
 }
 
-static PyObject *render_error(const char *what, Py_ssize_t off)
-{
-    PyErr_Format(PyExc_ValueError, "%s|%zd", what, off);
-    return NULL;
-}
-
 static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
 {
     Py_buffer view;
@@ -670,7 +689,7 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
     buf_t b = {NULL, 0, 0};
     int64_t regs[16] = {0};
     if (end > view.len || p < 0 || p > end) {
-        render_error("bad packet bounds", 0);
+        packet_error("bad packet bounds", 0);
         goto done;
     }
     Py_ssize_t nprog = PyTuple_GET_SIZE(programs), nlits = PyTuple_GET_SIZE(lits),
@@ -678,54 +697,13 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
     while (p < end && limit-- > 0) {
         Py_ssize_t p0 = p;
         uint32_t eid;
-        /* event header: as in scan_events */
-        if (kind == 1) {
-            if (end - p < 6) {
-                render_error("truncated event header", p0);
-                goto done;
-            }
-            uint16_t id16;
-            uint32_t ts;
-            memcpy(&id16, d + p, 2);
-            if (id16 != 65535) {
-                memcpy(&ts, d + p + 2, 4);
-                uint64_t low = cur & 0xFFFFFFFFull;
-                cur = cur - low + ts + (ts >= low ? 0 : 0x100000000ull);
-                eid = id16;
-                p += 6;
-            } else {
-                if (end - p < 14) {
-                    render_error("truncated event header", p0);
-                    goto done;
-                }
-                memcpy(&eid, d + p + 2, 4);
-                memcpy(&cur, d + p + 6, 8);
-                p += 14;
-            }
-        } else {
-            if (end - p < 4) {
-                render_error("truncated event header", p0);
-                goto done;
-            }
-            uint32_t w;
-            memcpy(&w, d + p, 4);
-            eid = w & 31;
-            if (eid != 31) {
-                uint64_t ts = w >> 5, low = cur & 0x7FFFFFFull;
-                cur = cur - low + ts + (ts >= low ? 0 : 0x8000000ull);
-                p += 4;
-            } else {
-                if (end - p < 13) {
-                    render_error("truncated event header", p0);
-                    goto done;
-                }
-                memcpy(&eid, d + p + 1, 4);
-                memcpy(&cur, d + p + 5, 8);
-                p += 13;
-            }
+        const char *bad = lttng_event_header(kind, d, &p, end, &cur, &eid);
+        if (bad) {
+            packet_error(bad, p0);
+            goto done;
         }
         if ((Py_ssize_t)eid >= nprog || PyTuple_GET_ITEM(programs, eid) == Py_None) {
-            render_error("unknown event id", p0);
+            packet_error("unknown event id", p0);
             goto done;
         }
         PyObject *prog = PyTuple_GET_ITEM(programs, eid);
@@ -761,7 +739,7 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
                 int64_t sv;
                 uint64_t uv;
                 if (read_int(d, p, end, op[1], op[2], &sv, &uv) < 0) {
-                    render_error("data runs past the end of the packet", p0);
+                    packet_error("data runs past the end of the packet", p0);
                     goto done;
                 }
                 p += op[1];
@@ -773,7 +751,7 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
             }
             case R_FLOAT: {
                 if (end - p < op[1]) {
-                    render_error("data runs past the end of the packet", p0);
+                    packet_error("data runs past the end of the packet", p0);
                     goto done;
                 }
                 double v;
@@ -792,7 +770,7 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
             case R_STRING: {
                 const unsigned char *z = p < end ? memchr(d + p, 0, (size_t)(end - p)) : NULL;
                 if (!z) {
-                    render_error("unterminated string", p0);
+                    packet_error("unterminated string", p0);
                     goto done;
                 }
                 if (put_quoted(&b, d + p, (z - d) - p) < 0)
@@ -804,7 +782,7 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
             case R_TEXT: {
                 int64_t n = op[2] >= 0 ? regs[op[2] & 15] : op[1];
                 if (n < 0 || n > end - p) {
-                    render_error("data runs past the end of the packet", p0);
+                    packet_error("data runs past the end of the packet", p0);
                     goto done;
                 }
                 const unsigned char *z = memchr(d + p, 0, (size_t)n);
@@ -819,7 +797,7 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
                 int64_t n = op[2] >= 0 ? regs[op[2] & 15] : op[1];
                 int size = op[3], sgn = op[4], base = op[5], names = op[6];
                 if (n < 0 || size <= 0 || n > (end - p) / size) {
-                    render_error("data runs past the end of the packet", p0);
+                    packet_error("data runs past the end of the packet", p0);
                     goto done;
                 }
                 if (n == 0) {
@@ -853,7 +831,7 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
                 int64_t sv;
                 uint64_t uv;
                 if (read_int(d, p, end, op[1], op[2], &sv, &uv) < 0) {
-                    render_error("data runs past the end of the packet", p0);
+                    packet_error("data runs past the end of the packet", p0);
                     goto done;
                 }
                 if (op[3] < 0 || op[3] >= nenum) {
@@ -880,7 +858,7 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
                 if (a > 0)
                     p = (p + a - 1) / a * a;
                 if (p > end) {
-                    render_error("data runs past the end of the packet", p0);
+                    packet_error("data runs past the end of the packet", p0);
                     goto done;
                 }
                 op += 2;
@@ -892,7 +870,7 @@ static PyObject *render_packet(PyObject *Py_UNUSED(self), PyObject *args)
             }
         }
         if (p <= p0) {
-            render_error("event of size zero", p0);
+            packet_error("event of size zero", p0);
             goto done;
         }
         PyObject *txt = PyUnicode_DecodeUTF8(b.data ? b.data : "", (Py_ssize_t)b.len, "surrogateescape");

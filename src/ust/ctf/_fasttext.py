@@ -1,42 +1,48 @@
-"""The fast text path of ``ust view``: whole packets decoded by one generated
-function, streams merged in batches by C-level sorts.
+"""The text consumer of the reader's pipeline (``pipeline.py``): ``ust view``.
 
-Per stream class (and text format), one function is generated::
+Per stream class (and text format, and filter), one function is generated::
 
-    decode_packet(b, p, end, cur, pctx, out_cyc, out_txt) -> cur
+    decode_packet(b, p, end, cur, pctx, out_cyc, out_txt, limit, pvals=None) -> (cur, p)
 
 It loops over the events of one packet with the event header, the stream
 and event contexts and every event class's payload *inlined* (dispatch on the
 event id by an if/elif chain), appending each event's clock value to
 ``out_cyc`` and its text (everything after the timestamp and delta) to
 ``out_txt``. There is no Python call per field and one per event at most
-(strings, enums, lists).
+(strings, enums, lists). With a filter, each field is decoded once into a
+value that the filter sees and a text built only for the events it keeps.
 
-Merging: each stream keeps a buffer of decoded events. With H the smallest
-"last timestamp" among the buffers of live streams, every buffered event
-earlier than H can be emitted: they are concatenated in stream order and
-sorted by timestamp (a stable sort, so ties keep stream order, then file
-order). The streams whose buffer ends at H load their next packet.
+When the C helper is built and handles the stream class, ``render_packet``
+does the same from a small program per event class (no filter). The batches
+that ``pipeline.merge_batches`` merges get their timestamps, deltas and
+encoding from ``format_lines`` (C) or ``format_batch`` (Python).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-
-from ust.errors import TraceFormatError
-
-from . import _codegen
+from . import _codegen, pipeline
 from ._codegen import PacketError, _fstring, _Gen, _tmpl
+from .pipeline import PacketCursor, merge_batches, shared_clock
+from .reader import SPECIAL_PACKET_FIELDS, ordered_streams
 
 _CHAIN_MAX = 48
 
 
-def compile_packet_text(codec, fmt, trace):
+def compile_packet_text(codec, fmt, trace, filt=None):
+    """decode_packet(b, p, end, cur, pctx, out_cyc, out_txt, limit, pvals=None) -> (cur, p).
+
+    With ``filt`` (a ``ust.filter.Filter``), each field is decoded once into a
+    value and its text (``_codegen``'s "both" mode): the values go to
+    ``filt.matches(fields, context)`` (``pvals``: the packet context's values),
+    and only the events that match are appended."""
     sc = codec.sc
     what = f"stream class {sc.id}"
-    g = _Gen("text", what, special_header=True, names=fmt.names_payload)
+    g = _Gen("text" if filt is None else "both", what, special_header=True, names=fmt.names_payload)
     g.indent = 2
-    lines_head = ["def decode_packet(b, p, end, cur, pctx, out_cyc, out_txt, limit):",
+    if filt is not None:
+        g.consts["matches"] = filt.matches
+        g.consts["NO_CONTEXT"] = {}
+    lines_head = ["def decode_packet(b, p, end, cur, pctx, out_cyc, out_txt, limit, pvals=None):",
                   "    cyc_append = out_cyc.append",
                   "    txt_append = out_txt.append",
                   "    p0 = p",
@@ -55,16 +61,19 @@ def compile_packet_text(codec, fmt, trace):
         g.emit("eid = 0")
     g.header = False
     pieces = []  # f-string template parts, \0expr\0 holes
+    ctx_values = ["**pvals"]  # the filter's context dict, merged from the scopes' values
+    zero_size_check = sc.event_header is None or _codegen.lttng_header_kind(sc.event_header) is None
     if sc.event_context is not None:
         g.names = fmt.names_context
         g.consts["fmt_list"] = _codegen.fmt_list if g.names else _codegen.fmt_list_nn
         sv, stxt, _ = g.gen(sc.event_context, "c")
+        ctx_values.append("**" + sv)
         g.flush()
         g.settle_bits()
         pieces.append(fmt.scope_prefix("stream.event.context") + _tmpl(stxt))
     state = (g.mod, g.rem)
     events = sorted(sc.events.items())
-    use_chain = len(events) <= _CHAIN_MAX
+    use_chain = len(events) <= _CHAIN_MAX or filt is not None
     if use_chain:
         first = True
         for eid, ec in events:
@@ -73,22 +82,39 @@ def compile_packet_text(codec, fmt, trace):
             g.indent += 1
             g.mod, g.rem = state
             parts = list(pieces)
+            ctx = list(ctx_values)
+            fvalue = "{}"
             if ec.context is not None:
                 g.names = fmt.names_context
-                _, etxt, _ = g.gen(ec.context, "x")
+                xv, etxt, _ = g.gen(ec.context, "x")
                 g.flush()
                 g.settle_bits()
                 parts.append(fmt.scope_prefix("event.context") + _tmpl(etxt))
+                ctx.append("**" + xv)
             if ec.fields is not None:
                 g.names = fmt.names_payload
-                _, ftxt, _ = g.gen(ec.fields, "f", inline=True)
+                _, ftxt, fscope = g.gen(ec.fields, "f", inline=True)
+                if filt is not None:
+                    # the fields the filter names, and only those: the others need no dict entry
+                    fvalue = "{" + ", ".join(f"{_codegen.display_name(n)!r}: {var}"
+                                             for n, (var, _) in fscope.members.items()
+                                             if _codegen.display_name(n) in filt.fields) + "}"
                 g.flush()
                 g.settle_bits()
                 parts.append(fmt.scope_prefix("event.fields") + _tmpl(ftxt))
             head = fmt.event_head(ec, trace)
             hname = g.const(head, "HEAD")
             tmpl = "\0" + hname + "\0\0pctx\0" + ", ".join(parts)
-            g.emit(f"txt_append({_fstring(tmpl)})")
+            if filt is None:
+                g.emit(f"txt_append({_fstring(tmpl)})")
+            else:
+                if zero_size_check:
+                    g.emit("if p <= p0: raise LookupError('event of size zero')")
+                ctx_expr = "{" + ", ".join(ctx) + "}" if filt.context_fields else "NO_CONTEXT"
+                g.emit(f"if matches({fvalue}, {ctx_expr}):")
+                g.emit(f"    txt_append({_fstring(tmpl)})")
+                g.emit("    cyc_append(cur)")
+                g.emit("    limit -= 1")
             g.indent -= 1
         g.emit("else:")
         g.emit("    raise LookupError('unknown event id %d' % eid)")
@@ -107,10 +133,11 @@ def compile_packet_text(codec, fmt, trace):
         else:
             g.emit("p, t = fn(b, p)")
             g.emit("txt_append(t[0] + pctx + t[1])")
-    if sc.event_header is None or _codegen.lttng_header_kind(sc.event_header) is None:
-        g.emit("if p <= p0: raise LookupError('event of size zero')")
-    g.emit("cyc_append(cur)")
-    g.emit("limit -= 1")
+    if filt is None:
+        if zero_size_check:
+            g.emit("if p <= p0: raise LookupError('event of size zero')")
+        g.emit("cyc_append(cur)")
+        g.emit("limit -= 1")
     g.emit("if not limit: break")
     g.lines.extend(g.packet_error_clause("p0") + ["    return cur, p"])
     return g.define("decode_packet", lines_head + g.lines, f"packet decoder {what}")
@@ -257,6 +284,7 @@ def compile_packet_render(codec, fmt, trace):
     """(kind, programs, lits, enum_fmts) for _decode.render_packet, or None."""
     import sys
 
+    _decode = pipeline._decode
     if _decode is None or not hasattr(_decode, "render_packet") or sys.byteorder != "little":
         return None
     sc = codec.sc
@@ -301,128 +329,31 @@ def compile_packet_render(codec, fmt, trace):
 # --------------------------------------------------------------------------
 
 
-class PacketCursor:
-    """Decoded-but-not-consumed events of one stream, a chunk at a time.
-
-    Parallel lists ``cyc`` (clock values), ``key`` (merge keys) and ``txt``
-    (what is yielded: lines or events), valid from ``start``: merged_text
-    consumes them. A subclass says how a packet is decoded: ``_enter(pk)``
-    once per packet (pick the decoder, the packet's context), ``_decode(pk,
-    end)`` to decode up to CHUNK events into cyc/txt, and ``_extend_keys(n0)``
-    when keys are not the cycles themselves.
-    """
-
-    # events decoded per call: keeps memory proportional to a chunk, not to a packet
-    CHUNK = 65536
-
-    def __init__(self, stream, on_discarded, same_clock):
-        self.stream = stream
-        self.trace = stream.trace
-        self.packets = stream.packets(on_discarded)
-        self.cyc = []
-        self.key = self.cyc if same_clock else []
-        self.txt = []
-        self.start = 0
-        self.done = False
-        self.cur = 0
-        self.same_clock = same_clock
-        self._decoders = {}
-        self.pk = None
-        self.p = 0
-        # a bad packet: raised once the events decoded before it have been consumed
-        self.error: TraceFormatError | None = None
-
-    def _decoder(self, codec, cache_key, build):
-        """The decoder of a stream class, compiled once per codec (build())."""
-        dec = self._decoders.get(id(codec))
-        if dec is None:
-            dec = codec._cache.get(cache_key)
-            if dec is None:
-                from .reader import _Compiling
-                with _Compiling(self.trace):
-                    dec = codec._cache[cache_key] = build()
-            self._decoders[id(codec)] = dec
-        return dec
-
-    def load(self):
-        """Decode the next chunk of events into the buffer; False at the end.
-
-        A corrupt event or packet ends the stream like babeltrace2 does: the
-        events decoded before it stay in the buffer, and the error is raised
-        once they are consumed (at the next load(), or at once if none is left).
-        """
-        if self.error is not None:
-            raise self.error
-        while True:
-            pk = self.pk
-            if pk is None or self.p >= pk.content_bits // 8:
-                try:
-                    pk = self.pk = next(self.packets)
-                except StopIteration:
-                    self.pk = None
-                    self.done = True
-                    return False
-                except TraceFormatError as exc:  # a bad packet header or size
-                    return self._fail(exc, False)
-                self._enter(pk)
-                if pk.ts_begin is not None:
-                    self.cur = pk.ts_begin
-                self.p = pk.events_start
-                if self.p >= pk.content_bits // 8:
-                    continue
-            if self.start:
-                del self.cyc[: self.start]
-                del self.txt[: self.start]
-                if not self.same_clock:
-                    del self.key[: self.start]
-                self.start = 0
-            n0 = len(self.cyc)
-            try:
-                self._decode(pk, pk.content_bits // 8)
-            except PacketError as e:
-                from .reader import _why
-                n = min(len(self.cyc), len(self.txt))  # a decoder may stop between its two appends
-                del self.cyc[n:]
-                del self.txt[n:]
-                if n > n0 and not self.same_clock:
-                    self._extend_keys(n0)
-                return self._fail(TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})",
-                                                   self.stream.path, pk.offset + e.offset), n > n0)
-            if len(self.cyc) > n0:
-                if not self.same_clock:
-                    self._extend_keys(n0)
-                return True
-
-    def _fail(self, error, added):
-        """End the stream at ``error``: raised now if nothing decoded is left to consume, else
-        at the next load(). Returns whether this load added events."""
-        self.error = error
-        if self.start >= len(self.cyc):
-            raise error from None
-        return added
-
-
 class _StreamText(PacketCursor):
-    """Lines of babeltrace2 text, for ``ust view``."""
+    """Lines of babeltrace2 text, for ``ust view`` (``filt``: only the events that match)."""
 
-    def __init__(self, stream, fmt, on_discarded, same_clock, use_c=True):
+    def __init__(self, stream, fmt, on_discarded, same_clock, use_c=True, filt=None):
         super().__init__(stream, on_discarded, same_clock)
-        self.use_c = use_c and _decode is not None
+        # the C renderer does not give values to a filter: with one, the generated decoders
+        self.use_c = use_c and pipeline._decode is not None and filt is None
         self.fmt = fmt
+        self.filt = filt
 
     def _build(self, codec):
         render = compile_packet_render(codec, self.fmt, self.trace) if self.use_c else None
-        return compile_packet_text(codec, self.fmt, self.trace), _has_more(codec), render
+        return compile_packet_text(codec, self.fmt, self.trace, self.filt), _has_more(codec), render
 
     def _enter(self, pk):
         codec = pk.codec
-        self.dec = dec = self._decoder(codec, ("packet_text", id(self.fmt), self.use_c),
+        self.dec = dec = self._decoder(codec, ("packet_text", id(self.fmt), self.use_c, id(self.filt)),
                                        lambda: self._build(codec))
         pctx = self.fmt.packet_context_text(codec.sc.packet_context, pk.context)
         if pctx and dec[1]:
             pctx += ", "
         self.pctx = pctx
         self.pctx_b = pctx.encode("utf-8", "surrogateescape")
+        if self.filt is not None:
+            self.pvals = {k: v for k, v in pk.context.items() if k not in SPECIAL_PACKET_FIELDS}
 
     def _decode(self, pk, end):
         dec = self.dec
@@ -430,11 +361,14 @@ class _StreamText(PacketCursor):
         if render is not None:
             kind, programs, lits, enums = render
             try:
-                self.cur, self.p = _decode.render_packet(pk.data, self.p, end, self.cur, kind, programs, lits, enums,
-                                                         self.pctx_b, self.cyc, self.txt, self.CHUNK)
+                self.cur, self.p = pipeline._decode.render_packet(pk.data, self.p, end, self.cur, kind, programs,
+                                                                  lits, enums, self.pctx_b, self.cyc, self.txt,
+                                                                  self.CHUNK)
             except ValueError as exc:
-                msg, _, off = str(exc).rpartition("|")
-                raise PacketError(int(off or 0), ValueError(msg)) from None
+                raise PacketError.from_c(exc) from None
+        elif self.filt is not None:
+            self.cur, self.p = dec[0](pk.data, self.p, end, self.cur, self.pctx, self.cyc, self.txt, self.CHUNK,
+                                      self.pvals)
         else:
             self.cur, self.p = dec[0](pk.data, self.p, end, self.cur, self.pctx, self.cyc, self.txt, self.CHUNK)
 
@@ -455,71 +389,17 @@ def _has_more(codec):
     return any(ec.fields is not None or ec.context is not None for ec in sc.events.values())
 
 
-def merged_text(streams, fmt, on_discarded=None, use_c=True, factory=None):
-    """Yield batches (keys, cycles, texts, origin) in time order.
-
-    When every stream shares one clock (same origin and frequency), keys are
-    the cycles themselves and ns = origin + cycles (1 GHz clocks); otherwise
-    keys are ns from the Epoch and origin is None.
-    """
-    clocks = {(s.trace.origin_ns, s.trace.freq) for s in streams}
-    same_clock = len(clocks) <= 1
-    origin = None
-    if same_clock and clocks:
-        o, f = next(iter(clocks))
-        origin = o if f == 1_000_000_000 else None
-        if origin is None:
-            same_clock = False
-    if factory is None:
-        ss = [_StreamText(s, fmt, on_discarded, same_clock, use_c) for s in streams]
-    else:
-        ss = [factory(s, same_clock) for s in streams]
-    active = [s for s in ss if s.load()]
-    if len(active) == 1:
-        st = active[0]
-        while True:
-            k = st.key[st.start:]
-            yield k, (k if same_clock else st.cyc[st.start:]), st.txt[st.start:], origin
-            st.start = len(st.cyc)
-            if not st.load():
-                return
-    while active:
-        # a stream that failed (s.error) takes part up to its last good event, then
-        # its next load() raises: what comes after the failure is not printed
-        lasts = [s.key[-1] + (s.error is not None) for s in active if not s.done]
-        h = min(lasts) if lasts else None
-        keys, cycs, txts = [], [], []
-        for s in active:
-            i = len(s.key) if h is None else bisect_left(s.key, h, s.start)
-            if i > s.start:
-                keys.extend(s.key[s.start:i])
-                if not same_clock:
-                    cycs.extend(s.cyc[s.start:i])
-                txts.extend(s.txt[s.start:i])
-                s.start = i
-        if keys:
-            order = sorted(range(len(keys)), key=keys.__getitem__)
-            keys = [keys[i] for i in order]
-            txts = [txts[i] for i in order]
-            cycs = keys if same_clock else [cycs[i] for i in order]
-            yield keys, cycs, txts, origin
-        if h is None:
-            return
-        nxt = []
-        for s in active:
-            if not s.done and s.error is None and s.key[-1] == h:
-                s.load()
-            if s.start < len(s.key):
-                nxt.append(s)
-            elif not s.done and s.load():
-                nxt.append(s)
-        active = nxt
+def text_batches(streams, fmt, on_discarded=None, use_c=True, filt=None):
+    """The pipeline's batches of text (keys, cycles, texts, origin) for ``ust view``."""
+    same_clock, origin = shared_clock(streams)
+    cursors = [_StreamText(s, fmt, on_discarded, same_clock, use_c, filt) for s in streams]
+    return merge_batches(cursors, origin)
 
 
-def iter_lines(streams, fmt, on_discarded=None, use_c=False):
-    """Lists of output lines of ``ust view`` (fast path), with timestamps and deltas."""
+def iter_lines(streams, fmt, on_discarded=None, use_c=False, filt=None):
+    """Lists of output lines of ``ust view``, with timestamps and deltas (pure Python)."""
     state = [None, 0, 0, ""]  # prev, base, next_sec, sec text
-    for keys, cycs, txts, origin in merged_text(streams, fmt, on_discarded, use_c):
+    for keys, cycs, txts, origin in text_batches(streams, fmt, on_discarded, use_c, filt):
         yield format_batch(keys, cycs, txts, origin, fmt, state)
 
 
@@ -580,20 +460,15 @@ def format_batch(keys, cycs, txts, origin, fmt, state):
     return out
 
 
-try:
-    from . import _decode
-except ImportError:  # not built: the pure-Python formatting above is used
-    _decode = None
-
-
-def iter_bytes(streams, fmt, on_discarded=None, use_c=True):
-    """Encoded output of ``ust view`` (fast path) in chunks of bytes.
+def iter_bytes(streams, fmt, on_discarded=None, use_c=True, filt=None):
+    """Encoded output of ``ust view`` in chunks of bytes (``filt``: only the events that match).
 
     Timestamps, deltas, joining and encoding are done by the C helper
     ``_decode.format_lines`` when it is built, else by ``iter_lines``.
     """
+    _decode = pipeline._decode
     if _decode is None or not use_c:
-        for lines in iter_lines(streams, fmt, on_discarded, use_c=False):
+        for lines in iter_lines(streams, fmt, on_discarded, use_c=False, filt=filt):
             yield "".join(lines).encode("utf-8", "surrogateescape")
         return
     flags = 0
@@ -611,7 +486,7 @@ def iter_bytes(streams, fmt, on_discarded=None, use_c=True):
         flags |= _decode.NAMES_HEADER
     state = [None, 0, 0, ""]
     fl = _decode.format_lines
-    for keys, cycs, txts, origin in merged_text(streams, fmt, on_discarded):
+    for keys, cycs, txts, origin in text_batches(streams, fmt, on_discarded, True, filt):
         try:
             if fmt.clock_cycles:
                 data, state[0] = fl(cycs, txts, 0, flags, state[0])
@@ -623,3 +498,9 @@ def iter_bytes(streams, fmt, on_discarded=None, use_c=True):
             state[1] = state[2] = 0
             data = "".join(format_batch(keys, cycs, txts, origin, fmt, state)).encode("utf-8", "surrogateescape")
         yield data
+
+
+def view_bytes(traces, fmt, on_discarded=None, filt=None):
+    """``ust view``'s output of opened traces, in chunks of UTF-8 bytes (``filt``: a
+    ``ust.filter.Filter``; only the events that match, each decoded once)."""
+    return iter_bytes(ordered_streams(traces), fmt, on_discarded, filt=filt)

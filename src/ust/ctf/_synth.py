@@ -12,13 +12,18 @@ import os
 import struct
 import uuid as _uuid
 
+from . import layout
+
+
+def _braces(text: str) -> str:
+    """Text placed in _METADATA_HEAD as is (its braces escaped for str.format)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+# ust's own layout (ust/_ring/layout.h, through ctf/layout.py), and LTTng's compact event header
 _METADATA_HEAD = """/* CTF 1.8 */
 
-typealias integer {{ size = 8; align = 8; signed = false; }} := uint8_t;
-typealias integer {{ size = 16; align = 8; signed = false; }} := uint16_t;
-typealias integer {{ size = 32; align = 8; signed = false; }} := uint32_t;
-typealias integer {{ size = 64; align = 8; signed = false; }} := uint64_t;
-typealias integer {{ size = 5; align = 1; signed = false; }} := uint5_t;
+""" + _braces(layout.tsdl_typealiases()) + """typealias integer {{ size = 5; align = 1; signed = false; }} := uint5_t;
 typealias integer {{ size = 27; align = 1; signed = false; }} := uint27_t;
 
 trace {{
@@ -27,11 +32,7 @@ trace {{
 	uuid = "{uuid}";
 	byte_order = {byte_order};
 	packet.header := struct {{
-		uint32_t magic;
-		uint8_t  uuid[16];
-		uint32_t stream_id;
-		uint64_t stream_instance_id;
-	}};
+""" + _braces(layout.tsdl_packet_header()) + """	}};
 }};
 
 env {{
@@ -50,15 +51,7 @@ typealias integer {{ size = 27; align = 1; signed = false; map = clock.monotonic
 typealias integer {{ size = 32; align = 8; signed = false; map = clock.monotonic.value; }} := uint32_clock_monotonic_t;
 typealias integer {{ size = 64; align = 8; signed = false; map = clock.monotonic.value; }} := uint64_clock_monotonic_t;
 
-struct packet_context {{
-	uint64_clock_monotonic_t timestamp_begin;
-	uint64_clock_monotonic_t timestamp_end;
-	uint64_t content_size;
-	uint64_t packet_size;
-	uint64_t packet_seq_num;
-	uint64_t events_discarded;
-	uint32_t cpu_id;
-}};
+""" + _braces(layout.tsdl_packet_context()) + """
 
 struct event_header_compact {{
 	enum : uint5_t {{ compact = 0 ... 30, extended = 31 }} id;
@@ -68,13 +61,7 @@ struct event_header_compact {{
 	}} v;
 }} align(8);
 
-struct event_header_large {{
-	enum : uint16_t {{ compact = 0 ... 65534, extended = 65535 }} id;
-	variant <id> {{
-		struct {{ uint32_clock_monotonic_t timestamp; }} compact;
-		struct {{ uint32_t id; uint64_clock_monotonic_t timestamp; }} extended;
-	}} v;
-}} align(8);
+""" + _braces(layout.tsdl_event_header()) + """
 
 stream {{
 	id = 0;
@@ -83,9 +70,8 @@ stream {{
 }};
 """
 
-_PH = struct.Struct("<I16sIQ")
-_PC = struct.Struct("<QQQQQQI")
-HEADER_SIZE = _PH.size + _PC.size
+_PACKET = {bo: layout.packet_struct(bo) for bo in "<>"}  # packet header + packet context
+HEADER_SIZE = layout.PACKET_HEADER_SIZE
 
 
 class Synth:
@@ -142,9 +128,9 @@ class Synth:
 
     def _header(self, cid, ts, prev_ts):
         if self.header == "large":
-            if cid < 65535 and prev_ts >= 0 and 0 <= ts - prev_ts < (1 << 32):
+            if cid < layout.EVENT_ID_EXTENDED and prev_ts >= 0 and 0 <= ts - prev_ts < (1 << 32):
                 return struct.pack(self.bo + "HI", cid, ts & 0xFFFFFFFF)
-            return struct.pack(self.bo + "HIQ", 65535, cid, ts)
+            return struct.pack(self.bo + "HIQ", layout.EVENT_ID_EXTENDED, cid, ts)
         if cid < 31 and prev_ts >= 0 and 0 <= ts - prev_ts < (1 << 27):
             return struct.pack("<I", cid | ((ts & ((1 << 27) - 1)) << 5))
         return struct.pack("<BIQ", 31, cid, ts)
@@ -173,10 +159,8 @@ class Synth:
                     disc = discarded_at[seq]
                 body = b"".join(buf)
                 content = HEADER_SIZE + len(body)
-                ph = _PH if self.bo == "<" else struct.Struct(">I16sIQ")
-                pc = _PC if self.bo == "<" else struct.Struct(">QQQQQQI")
-                head = ph.pack(0xC1FC1FC1, self.uuid.bytes, 0, cpu) + pc.pack(
-                    first_ts or 0, end_ts, content * 8, psize * 8, seq, disc, cpu)
+                head = _PACKET[self.bo].pack(layout.PACKET_MAGIC, self.uuid.bytes, 0, cpu, first_ts or 0, end_ts,
+                                             content * 8, psize * 8, seq, disc, cpu)
                 f.write(head + body + b"\0" * (psize - content))
                 seq += 1
                 buf = []

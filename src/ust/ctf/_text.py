@@ -13,6 +13,7 @@ import time
 from ust.instrument import loglevels
 
 from ._codegen import _signed_mask, display_name, fmt_float, fmt_list, fmt_str, make_enum_fmt
+from .reader import SPECIAL_PACKET_FIELDS
 from .tsdl import ArrayType, EnumType, FloatType, IntType, SequenceType, StringType, StructType
 
 def format_value(typ, v, names=True) -> str:
@@ -52,6 +53,16 @@ def format_struct(typ: StructType, values: dict, names=True) -> str:
     if not parts:
         return "{ }"
     return "{ " + ", ".join(parts) + " }"
+
+
+def format_packet_context(sc_packet_context: StructType | None, values: dict, names=True) -> str:
+    """The packet context's fields babeltrace2 prints (not those with a meaning of their own)."""
+    if sc_packet_context is None:
+        return ""
+    fields = [(n, t) for n, t in sc_packet_context.fields if n not in SPECIAL_PACKET_FIELDS]
+    if not fields:
+        return ""
+    return format_struct(StructType(fields), values, names)
 
 
 # --------------------------------------------------------------------------
@@ -138,8 +149,6 @@ class TextFormat:
         return s + ec.name + ": "
 
     def packet_context_text(self, typ, values) -> str:
-        from .reader import format_packet_context
-
         t = format_packet_context(typ, values, self.names_context)
         if not t:
             return ""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 
-from ust.errors import TraceFormatError
 
 from ._codegen import PacketError, _Gen, display_name
 from .tsdl import ArrayType, EnumType, FloatType, IntType, SequenceType, StringType, StructType
@@ -306,8 +305,8 @@ def _read_columns(np, traces, names, on_discarded, chunk_events, payload=True):
     """Generator of (trace, tables): one item for the whole trace set when ``chunk_events``
     is None (trace None), else one per ``chunk_events`` events of a stream file and one
     at each stream file's end (so a chunk never maps or holds more than one file)."""
-    from ._fasttext import _decode
-    from .reader import _Compiling, _why, ordered_streams
+    from .pipeline import _decode
+    from .reader import compiling, ordered_streams
 
     streams = ordered_streams(traces)
     parts = {}  # event name -> [dict column -> array] (one per stream and class)
@@ -330,7 +329,7 @@ def _read_columns(np, traces, names, on_discarded, chunk_events, payload=True):
             key = (id(trace), sc.id)
             info = infos.get(key)
             if info is None:
-                with _Compiling(trace):
+                with compiling(trace):
                     prog = _programs(sc, not payload) if _decode is not None else None
                     info = infos[key] = _ClassInfo(pk.codec, prog, not payload)
             if pk.ts_begin is not None:
@@ -345,16 +344,13 @@ def _read_columns(np, traces, names, on_discarded, chunk_events, payload=True):
                     cur = info.py_packet(pk.data, pk.events_start, end, cur, cpu, rows)
                     pending += max(1, (end - pk.events_start) // 32)  # about: no count from this path
                 except PacketError as e:
-                    raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", s.path,
-                                           pk.offset + e.offset) from None
+                    raise e.format_error(s.path, pk.offset) from None
                 continue
             kind, progs, _layouts = info.prog
             try:
                 eids_b, offs_b, cycs_b, cur = _decode.scan_events(pk.data, pk.events_start, end, cur, kind, progs)
             except ValueError as exc:
-                msg, _, off = str(exc).rpartition("|")
-                raise TraceFormatError(f"corrupt or truncated event ({msg})", s.path,
-                                       pk.offset + int(off or 0)) from None
+                raise PacketError.from_c(exc).format_error(s.path, pk.offset) from None
             if not eids_b:
                 continue
             pending += len(eids_b) // 4
@@ -507,9 +503,7 @@ class _ClassInfo:
             try:
                 fn(b, ps, cs, cpu, rows[eid])
             except PacketError as e:
-                from .reader import _why
-                raise TraceFormatError(f"corrupt or truncated event ({_why(e.exc)})", path,
-                                       pkoff + e.offset) from None
+                raise e.format_error(path, pkoff) from None
 
 
 def compile_event_rows(sc, ec, contexts_only=False):

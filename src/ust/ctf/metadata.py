@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ust.instrument import context as ctx
 from ust.instrument.fields import EventDecl, FieldType
 
+from . import layout
 from .tsdl import MARKER_FORMAT_URI
 
 TRACER_VERSION = (2, 13)
@@ -132,31 +133,19 @@ def metadata_text(trace: TraceInfo, streams: list[StreamClass], events: list[tup
     )
     out = [
         "/* CTF 1.8 */\n\n",
-        "typealias integer { size = 8; align = 8; signed = false; } := uint8_t;\n",
-        "typealias integer { size = 16; align = 8; signed = false; } := uint16_t;\n",
-        "typealias integer { size = 32; align = 8; signed = false; } := uint32_t;\n",
-        "typealias integer { size = 64; align = 8; signed = false; } := uint64_t;\n\n",
+        layout.tsdl_typealiases(), "\n",
         "trace {\n\tmajor = 1;\n\tminor = 8;\n",
         f'\tuuid = "{u}";\n',
         "\tbyte_order = le;\n",
-        "\tpacket.header := struct {\n\t\tuint32_t magic;\n\t\tuint8_t  uuid[16];\n"
-        "\t\tuint32_t stream_id;\n\t\tuint64_t stream_instance_id;\n\t};\n};\n\n",
+        "\tpacket.header := struct {\n", layout.tsdl_packet_header(), "\t};\n};\n\n",
         "env {\n", env_lines, "};\n\n",
         "clock {\n\tname = \"monotonic\";\n",
         f'\tuuid = "{uuid_mod.UUID(bytes=trace.clock_uuid)}";\n',
         '\tdescription = "Monotonic Clock";\n\tfreq = 1000000000;\n',
         f"\toffset = {trace.clock_offset_ns};\n}};\n\n",
-        "typealias integer {\n\tsize = 32; align = 8; signed = false;\n\tmap = clock.monotonic.value;\n"
-        "} := uint32_clock_monotonic_t;\n\n",
-        "typealias integer {\n\tsize = 64; align = 8; signed = false;\n\tmap = clock.monotonic.value;\n"
-        "} := uint64_clock_monotonic_t;\n\n",
-        "struct packet_context {\n\tuint64_clock_monotonic_t timestamp_begin;\n"
-        "\tuint64_clock_monotonic_t timestamp_end;\n\tuint64_t content_size;\n\tuint64_t packet_size;\n"
-        "\tuint64_t packet_seq_num;\n\tuint64_t events_discarded;\n\tuint32_t cpu_id;\n};\n\n",
-        "struct event_header_large {\n\tenum : uint16_t { compact = 0 ... 65534, extended = 65535 } id;\n"
-        "\tvariant <id> {\n\t\tstruct {\n\t\t\tuint32_clock_monotonic_t timestamp;\n\t\t} compact;\n"
-        "\t\tstruct {\n\t\t\tuint32_t id;\n\t\t\tuint64_clock_monotonic_t timestamp;\n\t\t} extended;\n"
-        "\t} v;\n} align(8);\n\n",
+        layout.tsdl_clock_typealiases("monotonic"),
+        layout.tsdl_packet_context(), "\n",
+        layout.tsdl_event_header(), "\n",
     ]
     for s in streams:
         out.append(f"stream {{\n\tid = {s.id};\n\tevent.header := struct event_header_large;\n")

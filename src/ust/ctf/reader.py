@@ -1,14 +1,17 @@
-"""CTF 1.8 trace reader: trace directories -> events merged in time order.
+"""CTF 1.8 traces, stream files and packets: the source of the reader's pipeline.
 
-Layering:
+Layering (no module imports one above it):
   * ``tsdl`` parses the metadata into a type model;
   * ``_codegen`` compiles each scope (packet header/context, event header,
     stream event context, event context, payload) into a Python function;
-  * ``StreamFile`` walks the packets of one stream file (mmap) and decodes
-    its events with those functions;
-  * ``open_traces`` finds every CTF trace under a directory (a directory
-    holding a ``metadata`` file), ``read_trace`` merges all their streams by
-    timestamp (nanoseconds from the Epoch).
+  * this module: ``open_traces`` finds every CTF trace under a directory (a
+    directory holding a ``metadata`` file); ``StreamFile.packets`` walks the
+    packets of one stream file (mmap), checking headers and sizes; ``Event``;
+    ``StreamFile.events``, the simple event-by-event decoder the fast paths are
+    tested against;
+  * ``pipeline`` decodes packets in chunks and merges the streams by timestamp
+    (nanoseconds from the Epoch): ``read_trace``; ``_fasttext`` (text), ``bulk``
+    (columns) are its consumers.
 
 Ties between streams (same timestamp) are broken by a stable stream order,
 babeltrace2's as observed: trace UUID, trace name, stream class id, stream
@@ -29,10 +32,10 @@ from dataclasses import dataclass
 from ust.errors import TraceFormatError
 
 from . import _codegen
-from ._text import format_struct
-from .tsdl import MARKER_FORMAT_URI, StructType, read_metadata_file
+from ._codegen import PacketError
+from .layout import PACKET_MAGIC  # the ring buffer's (ust._ring.LAYOUT), and CTF's
+from .tsdl import MARKER_FORMAT_URI, read_metadata_file
 
-PACKET_MAGIC = 0xC1FC1FC1
 # packet-context fields with a meaning of their own (babeltrace2 does not print them)
 SPECIAL_PACKET_FIELDS = frozenset(
     ["timestamp_begin", "timestamp_end", "content_size", "packet_size", "packet_seq_num", "events_discarded"])
@@ -97,7 +100,7 @@ class Discarded:
 # --------------------------------------------------------------------------
 
 
-class _Compiling:
+class compiling:
     """Give decoder-generation errors (metadata the reader cannot handle) the metadata path."""
 
     def __init__(self, trace):
@@ -130,7 +133,7 @@ class Trace:
         self.name = name
         self.uuid = md.uuid
         self._codecs = {}
-        with _Compiling(self):
+        with compiling(self):
             self._ph_dict = _codegen.compile_struct(md.packet_header, "dict", "packet header")
         self.streams = []
         names = []
@@ -156,7 +159,7 @@ class Trace:
             sc = self.metadata.streams.get(stream_id)
             if sc is None:
                 return None
-            with _Compiling(self):
+            with compiling(self):
                 c = self._codecs[stream_id] = StreamCodec(self, sc)
         return c
 
@@ -177,7 +180,7 @@ class StreamCodec:
         try:
             return self._cache[k]
         except KeyError:
-            with _Compiling(self.trace):
+            with compiling(self.trace):
                 fn = self._cache[k] = _codegen.compile_struct(typ, mode, what, names)
             return fn
 
@@ -401,107 +404,7 @@ class StreamFile:
                     ns = origin + cur if freq == 1_000_000_000 else origin + cur * 1_000_000_000 // freq
                     yield ns, order, Event(ec.name, ns, cur, cpu, fields, context, self, ec)
             except _DECODE_ERRORS as exc:
-                raise TraceFormatError(f"corrupt or truncated event ({_why(exc)})", path, pk.offset + p0) from None
-
-    def text_events(self, order, fmt, on_discarded=None, filt=None):
-        """Yield (ns, order, cycles, text) with babeltrace2's text after the time.
-
-        With ``filt`` (a ``ust.filter.Filter``), each event is first decoded
-        to dicts for the filter, and rendered (decoded again as text) only
-        when it matches.
-        """
-        trace = self.trace
-        origin = trace.origin_ns
-        freq = trace.freq
-        path = self.path
-        cur = 0
-        names = fmt.names_payload
-        ctx_names = fmt.names_context
-        sctx_pfx = fmt.scope_prefix("stream.event.context")
-        ectx_pfx = fmt.scope_prefix("event.context")
-        fld_pfx = fmt.scope_prefix("event.fields")
-        matches = filt.matches if filt is not None else None
-        for pk in self.packets(on_discarded):
-            codec = pk.codec
-            hdr = codec.header
-            sctx = codec.stream_context("text", ctx_names)
-            sctx_d = codec.stream_context("dict") if matches else None
-            b = pk.data
-            end = pk.content_bits // 8
-            p = pk.events_start
-            if pk.ts_begin is not None:
-                cur = pk.ts_begin
-            pctx_txt = fmt.packet_context_text(codec.sc.packet_context, pk.context)
-            if matches:
-                pctx = {k: v for k, v in pk.context.items() if k not in SPECIAL_PACKET_FIELDS}
-            evcache = {}
-            p0 = p
-            try:
-                while p < end:
-                    p0 = p
-                    if hdr is not None:
-                        p, eid, cur = hdr(b, p, cur)
-                    else:
-                        eid = 0
-                    ent = evcache.get(eid)
-                    if ent is None:
-                        ec, ectx, efields = codec.event(eid, "text", names)
-                        if ec is None:
-                            raise TraceFormatError(f"unknown event id {eid} in stream class {pk.stream_id}",
-                                                   path, pk.offset + p0)
-                        if ectx is not None:
-                            ectx = codec.get(("ectx", eid), ec.context, "text", f"event {ec.name!r} context",
-                                             ctx_names)
-                        head = fmt.event_head(ec, trace) + pctx_txt
-                        if matches:
-                            _, ectx_d, efields_d = codec.event(eid, "dict")
-                        else:
-                            ectx_d = efields_d = None
-                        ent = evcache[eid] = (head, ectx, efields, ectx_d, efields_d)
-                    head, ectx, efields, ectx_d, efields_d = ent
-                    if matches:
-                        q = p
-                        context = dict(pctx)
-                        if sctx_d is not None:
-                            q, c = sctx_d(b, q)
-                            context.update(c)
-                        if ectx_d is not None:
-                            q, c = ectx_d(b, q)
-                            context.update(c)
-                        fields = {}
-                        if efields_d is not None:
-                            q, fields = efields_d(b, q)
-                        if not matches(fields, context):
-                            p = q
-                            continue
-                    s = head
-                    if sctx is not None:
-                        p, t = sctx(b, p)
-                        s = s + ", " + sctx_pfx + t if s[-1] != " " else s + sctx_pfx + t
-                    if ectx is not None:
-                        p, t = ectx(b, p)
-                        s = s + ", " + ectx_pfx + t if s[-1] != " " else s + ectx_pfx + t
-                    if efields is not None:
-                        p, t = efields(b, p)
-                        s = s + ", " + fld_pfx + t if s[-1] != " " else s + fld_pfx + t
-                    if p <= p0:
-                        raise TraceFormatError("event of size zero (no event header): cannot advance", path,
-                                               pk.offset + p0)
-                    ns = origin + cur if freq == 1_000_000_000 else origin + cur * 1_000_000_000 // freq
-                    yield ns, order, cur, s
-            except _DECODE_ERRORS as exc:
-                raise TraceFormatError(f"corrupt or truncated event ({_why(exc)})", path, pk.offset + p0) from None
-
-
-def _why(exc):
-    if isinstance(exc, struct.error):
-        return "data runs past the end of the packet"
-    if isinstance(exc, IndexError):
-        return "data runs past the end of the packet"
-    if isinstance(exc, ValueError) and "substring" in str(exc):
-        return "unterminated string"
-    return str(exc) or type(exc).__name__
-
+                raise PacketError(p0, exc).format_error(path, pk.offset) from None
 
 # --------------------------------------------------------------------------
 # Finding traces
@@ -596,49 +499,5 @@ def merge(iterables):
                 return
 
 
-def read_trace(path, on_discarded=None):
-    """Events of every CTF trace under ``path`` (one or several), in time order.
-
-    Whole packets are decoded by generated functions and streams merged in
-    batches (``_fastevents``); ``StreamFile.events`` is the simple
-    event-by-event reference the tests compare it with.
-    """
-    return iter_events(open_traces(path), on_discarded)
-
-
-def iter_events(traces, on_discarded=None):
-    """Events of opened traces, in time order (the fast path of read_trace)."""
-    from ._fastevents import StreamEvents
-    from ._fasttext import merged_text
-
-    streams = ordered_streams(traces)
-
-    def factory(s, same_clock):
-        return StreamEvents(s, on_discarded, same_clock, Event)
-
-    for _keys, _cycs, evs, _origin in merged_text(streams, None, on_discarded, factory=factory):
-        yield from evs
-
-
-def read_text(traces, fmt, on_discarded=None, filt=None):
-    streams = ordered_streams(traces)
-    gens = [s.text_events(i, fmt, on_discarded, filt) for i, s in enumerate(streams)]
-    if len(gens) == 1:
-        return gens[0]
-    return merge(gens)
-
-
-def format_packet_context(sc_packet_context: StructType | None, values: dict, names=True) -> str:
-    if sc_packet_context is None:
-        return ""
-    fields = [(n, t) for n, t in sc_packet_context.fields if n not in SPECIAL_PACKET_FIELDS]
-    if not fields:
-        return ""
-    return format_struct(StructType(fields), values, names)
-
-
-read_trace.__module__ = "ust"  # used as ust.read_trace (tests/test_api.py)
-
-
-__all__ = ["Event", "Trace", "StreamFile", "Discarded", "read_trace", "iter_events", "open_traces", "merge",
-           "find_trace_dirs", "ordered_streams"]
+__all__ = ["Event", "Trace", "StreamFile", "Discarded", "open_traces", "merge", "find_trace_dirs",
+           "ordered_streams", "SPECIAL_PACKET_FIELDS"]

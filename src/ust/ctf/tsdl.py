@@ -870,9 +870,15 @@ class Parser:
         freq = values.get("freq", 1_000_000_000)
         if not isinstance(freq, int) or freq <= 0:
             raise self.error(f"bad clock frequency {freq!r}")
-        clk = Clock(name, freq, int(values.get("offset_s", 0) or 0), int(values.get("offset", 0) or 0),
-                    values.get("uuid"), str(values.get("description", "")), int(values.get("precision", 0) or 0),
-                    values.get("absolute") in (1, "true", "TRUE"))
+        ints = {}
+        for key in ("offset_s", "offset", "precision"):
+            v = values.get(key, 0) or 0
+            try:
+                ints[key] = int(v)
+            except (TypeError, ValueError):
+                raise self.error(f"bad clock {key} {v!r}: not an integer") from None
+        clk = Clock(name, freq, ints["offset_s"], ints["offset"], values.get("uuid"),
+                    str(values.get("description", "")), ints["precision"], values.get("absolute") in (1, "true", "TRUE"))
         self.md.clocks[name] = clk
 
     def block_callsite(self):

@@ -28,6 +28,8 @@ from ust.daemon.protocol import decl_from_json, decl_to_json
 from ust.errors import TraceFormatError, UstError
 from ust.instrument.fields import EventDecl
 
+from . import layout
+
 TRACE_DIR_MODE = 0o750
 
 
@@ -145,11 +147,12 @@ def stream_file_name(channel: str, cpu: int) -> str:
     return f"{channel}_{cpu}"
 
 
-# The start of a packet as the ring buffer writes it (ring.h): magic, uuid,
+# The start of a packet as the ring buffer writes it (_ring/layout.h): magic, uuid,
 # stream_id, stream_instance_id, timestamp_begin, timestamp_end, content_size,
 # packet_size (bits).
-_PACKET_PREFIX = struct.Struct("<I16sIQQQQQ")
-_CTF_MAGIC = 0xC1FC1FC1
+_PACKET_PREFIX = layout.packet_struct("<", upto="packet_seq_num")
+_PACKET_SIZE_INDEX = 7
+_CTF_MAGIC = layout.PACKET_MAGIC
 
 
 def packet_spans(fd: int, size: int):
@@ -158,7 +161,7 @@ def packet_spans(fd: int, size: int):
     pos = 0
     while pos + _PACKET_PREFIX.size <= size:
         fields = _PACKET_PREFIX.unpack(os.pread(fd, _PACKET_PREFIX.size, pos))
-        length = fields[7] // 8
+        length = fields[_PACKET_SIZE_INDEX] // 8
         if fields[0] != _CTF_MAGIC or length < _PACKET_PREFIX.size + _EVENTS_DISCARDED.size or pos + length > size:
             return
         yield pos, length
@@ -173,7 +176,8 @@ def whole_packets_size(fd: int, size: int) -> int:
     return end
 
 
-_EVENTS_DISCARDED = struct.Struct("<QQ")  # packet_seq_num, events_discarded, after _PACKET_PREFIX
+_EVENTS_DISCARDED = struct.Struct("<QQ")  # packet_seq_num, events_discarded
+_EVENTS_DISCARDED_AT = layout.field("packet.context", "packet_seq_num").offset
 
 
 def last_events_discarded(path: "str | os.PathLike") -> int:
@@ -183,7 +187,7 @@ def last_events_discarded(path: "str | os.PathLike") -> int:
     try:
         last = 0
         for pos, _ in packet_spans(fd, os.fstat(fd).st_size):
-            last = _EVENTS_DISCARDED.unpack(os.pread(fd, _EVENTS_DISCARDED.size, pos + _PACKET_PREFIX.size))[1]
+            last = _EVENTS_DISCARDED.unpack(os.pread(fd, _EVENTS_DISCARDED.size, pos + _EVENTS_DISCARDED_AT))[1]
         return last
     finally:
         os.close(fd)
