@@ -103,12 +103,6 @@ def _cycles(graph):
     return found
 
 
-# The session daemon's module and its probe rules import each other; the split of
-# sessiond.py into a package by role (issue 9, ready/sessiond-split) removes it.
-# Any other cycle fails this test.
-AWAITING_SPLIT = {frozenset({"ust.daemon.sessiond", "ust.daemon.probe_rules"})}
-
-
 def test_graph_finds_a_cycle():
     """The walker itself: a lazy import closing a circle is found."""
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
@@ -122,7 +116,7 @@ def test_imports_for_annotations_only_are_not_edges():
 
 
 def test_no_import_cycle_in_ust():
-    cycles = set(_cycles(_import_graph(_modules()))) - AWAITING_SPLIT
+    cycles = set(_cycles(_import_graph(_modules())))
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in cycles)
 
 

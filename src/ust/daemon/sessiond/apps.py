@@ -164,6 +164,14 @@ class App:
             "probes": self.probe_status,
         }
 
+    # The probe rules (probes.py) reach the registry through the application
+    # they are given, not through an import: the registry imports them.
+    def add_declarations(self, daemon, decls: list[dict]) -> str | None:
+        return add_decls(daemon, self, decls)
+
+    def enqueue(self, daemon, kind: str, msg: object) -> None:
+        enqueue(daemon, self, kind, msg)
+
 
 def serve_app(daemon, conn: socket.socket, pid: int, uid: int, msg: dict) -> None:
     """Serve the connection of an application whose first message, ``msg``, is ``register``."""

@@ -18,7 +18,7 @@ the state of each probe (installed, pending import, refused, error), shown by
 from __future__ import annotations
 
 from ust.daemon.rules import check_pattern
-from ust.daemon.sessiond import apps as app_registry, sync as rules_sync
+from ust.daemon.sessiond import sync as rules_sync
 from ust.errors import SessionError
 
 WHOLE_PROGRAM = ("python:function_entry", "python:function_info", "python:function_return")
@@ -84,13 +84,13 @@ def sync(daemon, apps=None, targets: set | None = None, held=None) -> list[str]:
         app.probe_status = status_from_reply(ack)
         decls = declarations_from_reply(ack)
         if decls:
-            error = app_registry.add_decls(daemon, app, decls)
+            error = app.add_declarations(daemon, decls)
             if error:
                 refused.append(f"process {app.pid}: {error}")
             if held is not None and held.active and not held.destroyed and rules_sync.app_in_session(held, app):
                 rules_sync.sync_app(daemon, held, app)
             if held is not None:
-                app_registry.enqueue(daemon, app, "sync", None)
+                app.enqueue(daemon, "sync", None)
         if ack is not None and not ack.get("ok"):
             refused.append(f"process {app.pid}: {str(ack.get('error'))[:300]}")
         for st in app.probe_status:
