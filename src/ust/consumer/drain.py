@@ -229,8 +229,8 @@ class Drainer:
         if all(fd >= 0 for fd in fds) and all(is_ring_buffer(src) for src, _ in streams):
             watch_fd, watch_size = -1, -1
             for t in traces:  # an event table shared through a file: the C loop returns when it grows
-                if t.events.watch_fd() >= 0:
-                    watch_fd, watch_size = t.events.watch_fd(), t.events.version()
+                if t.events.watch_fd() >= 0:  # (beyond what the metadata describes: it may have already)
+                    watch_fd, watch_size = t.events.watch_fd(), t.described_version
                     break
             from ust._ring._ring import drain_wait
 

@@ -35,7 +35,7 @@ def trace_info(uuid: bytes, clock_offset_ns: int, env: dict, created: float | No
     return md.TraceInfo(
         uuid=uuid,
         clock_offset_ns=clock_offset_ns,
-        trace_name=env.get("trace_name") or "ust",
+        trace_name=env.get("trace_name", "ust"),
         buffering=env.get("trace_buffering_scheme", "uid"),
         buffering_id=env.get("buffering_id", 0),
         env_extra={k: v for k, v in env.items() if k in _ENV_EXTRA and v not in (None, "")},
@@ -139,6 +139,11 @@ class Trace:
         return [s for ch in self.channels.values() if ch.spec.drain_live or not live_only for s in ch.streams()]
 
     # -- metadata ------------------------------------------------------------------
+
+    @property
+    def described_version(self) -> int:
+        """The event table's version the metadata on disk describes (-1: none yet)."""
+        return self._described if self._described is not None else -1
 
     def metadata_text(self) -> str:
         channels = sorted(self.channels.values(), key=lambda c: c.stream_id)
