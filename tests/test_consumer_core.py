@@ -59,8 +59,8 @@ class IndexedTrace(TraceOutput):
         self.streams: list[IndexedStream] = []
         self.metadata_writes = 0
 
-    def stream(self, channel, cpu, **_):
-        s = IndexedStream(os.path.join(self.directory, f"{channel}_{cpu}"))
+    def stream(self, channel, cpu):
+        s = IndexedStream(os.path.join(self.directory, f"{channel.name}_{cpu}"))
         self.streams.append(s)
         return s
 
@@ -174,8 +174,8 @@ def test_a_failing_packet_output_keeps_its_packets(tmp_path):
             super().write_packet(packet, index)
 
     class FlakyTrace(IndexedTrace):
-        def stream(self, channel, cpu, **_):
-            s = Flaky(os.path.join(self.directory, f"{channel}_{cpu}"))
+        def stream(self, channel, cpu):
+            s = Flaky(os.path.join(self.directory, f"{channel.name}_{cpu}"))
             self.streams.append(s)
             return s
 
@@ -204,6 +204,39 @@ def test_a_failing_packet_output_keeps_its_packets(tmp_path):
     finally:
         trace.close()
         os.close(wakeup)
+
+
+@needs_babeltrace2
+def test_switch_output_cuts_the_trace_at_a_packet_boundary(tmp_path):
+    """A trace moved to a new output (a new chunk of a rotating session):
+    what was recorded before is all in the old directory, what follows all
+    in the new one, each a complete trace."""
+    tp = ust.tracepoint("core:chunks", {"i": ust.int32})
+    trace = Trace("t", LocalTraceOutput(tmp_path / "a", fresh=True), trace_info(uuid.uuid4().bytes, 0, {}))
+    wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    ch = trace.add_channel(ChannelSpec("channel0", 0, 4096, 64), wakeup)
+    trace.events.describe(0, 0, REGISTRY.get("core:chunks").decl)
+    trace.write_metadata()
+    channel = ctx.make_channel(ch.sources, ())
+    tp.attach(channel, 0)
+    try:
+        for i in range(1000):
+            tp(i)
+        assert trace.switch_output(LocalTraceOutput(tmp_path / "b", fresh=True)) > 0
+        for i in range(1000, 2500):
+            tp(i)
+    finally:
+        tp.detach(channel)
+    trace.flush(sync=True)
+    trace.close()
+    os.close(wakeup)
+
+    def values(d):
+        text, _ = babeltrace2_text(d)
+        return sorted(int(line.split("i = ")[1].split(" ")[0].rstrip("}").strip()) for line in text.splitlines())
+
+    assert values(tmp_path / "a") == list(range(1000))
+    assert values(tmp_path / "b") == list(range(1000, 2500))
 
 
 if __name__ == "__main__":

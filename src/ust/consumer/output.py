@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ust.ctf.writer import (PacketIndex, make_trace_dir, open_new_file, stream_file_name, warn, whole_packets_size,
                             write_metadata)
+
+if TYPE_CHECKING:
+    from ust.consumer.trace import ChannelSpec
 
 __all__ = ["StreamOutput", "TraceOutput", "StreamFile", "LocalTraceOutput", "PacketIndex"]
 
@@ -87,8 +91,9 @@ class StreamOutput:
 class TraceOutput:
     """Where one trace goes: its stream outputs and its metadata."""
 
-    def stream(self, channel: str, cpu: int, *, tracefile_size: int = 0, tracefile_count: int = 0) -> StreamOutput:
-        """The output of a new stream (channel ``channel``, CPU ``cpu``)."""
+    def stream(self, channel: "ChannelSpec", cpu: int) -> StreamOutput:
+        """The output of a new stream: CPU ``cpu`` of ``channel`` (its name,
+        stream id, tracefile size and count, timers)."""
         raise NotImplementedError
 
     def write_metadata(self, text: str) -> None:
@@ -246,9 +251,9 @@ class LocalTraceOutput(TraceOutput):
     def metadata_path(self) -> str:
         return os.path.join(self.directory, "metadata")
 
-    def stream(self, channel: str, cpu: int, *, tracefile_size: int = 0, tracefile_count: int = 0) -> StreamFile:
-        return StreamFile(self.directory, stream_file_name(channel, cpu), tracefile_size, tracefile_count,
-                          truncate=self.fresh)
+    def stream(self, channel: "ChannelSpec", cpu: int) -> StreamFile:
+        return StreamFile(self.directory, stream_file_name(channel.name, cpu), channel.tracefile_size,
+                          channel.tracefile_count, truncate=self.fresh)
 
     def write_metadata(self, text: str) -> None:
         write_metadata(self.metadata_path, text)

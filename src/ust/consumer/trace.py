@@ -12,13 +12,13 @@ it is given; the host changes a trace only while the engine is paused.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ust.consumer.drain import final_drain, snapshot_stream
+from ust.consumer.drain import drain_stream, final_drain, snapshot_stream
 from ust.consumer.events import EventTable
 from ust.consumer.output import StreamOutput, TraceOutput
-from ust.consumer.source import BoundedCounters, attach_buffers, create_buffers
+from ust.consumer.source import BoundedCounters, attach_buffers, create_buffers, is_ring_buffer
 from ust.ctf import metadata as md
 from ust.instrument import context as ctx
 
@@ -111,22 +111,23 @@ class Trace:
 
     # -- channels ------------------------------------------------------------------
 
-    def add_channel(self, spec: ChannelSpec, wakeup_fd: int, attach_fds: list[int] | None = None) -> Channel:
-        """Create the channel's per-CPU buffers (or map those of ``attach_fds``),
+    def add_channel(self, spec: ChannelSpec, wakeup_fd: int, *, attach_fds: list[int] | None = None,
+                    sources: list | None = None) -> Channel:
+        """Create the channel's per-CPU ring buffers (or map those of
+        ``attach_fds``, or take ``sources``: another producer of packets),
         set the eventfd their writers wake the reader with, and open their
         stream outputs; the metadata is rewritten to describe the new stream."""
-        spec = ChannelSpec(**{**spec.__dict__, "context": sum(ctx.normalize(spec.context), ())})
-        if attach_fds is not None:
-            sources = attach_buffers(attach_fds)
-        else:
-            sources = create_buffers(spec.subbuf_size, spec.num_subbuf, overwrite=spec.overwrite,
-                                     stream_id=spec.stream_id, uuid=self.uuid)
+        spec = replace(spec, context=sum(ctx.normalize(spec.context), ()))
+        if sources is None:
+            if attach_fds is not None:
+                sources = attach_buffers(attach_fds)
+            else:
+                sources = create_buffers(spec.subbuf_size, spec.num_subbuf, overwrite=spec.overwrite,
+                                         stream_id=spec.stream_id, uuid=self.uuid)
         for src in sources:
-            src.set_wakeup_fd(wakeup_fd)
-        outputs = []
-        if self.output is not None:
-            outputs = [self.output.stream(spec.name, cpu, tracefile_size=spec.tracefile_size,
-                                          tracefile_count=spec.tracefile_count) for cpu in range(len(sources))]
+            if is_ring_buffer(src):
+                src.set_wakeup_fd(wakeup_fd)
+        outputs = [] if self.output is None else [self.output.stream(spec, cpu) for cpu in range(len(sources))]
         ch = Channel(spec, sources, outputs)
         self.channels[spec.name] = ch
         self.write_metadata(force=True)
@@ -184,14 +185,37 @@ class Trace:
         output.write_metadata(self.metadata_text())
         n = 0
         for ch in self.channels.values():
+            spec = replace(ch.spec, tracefile_size=0, tracefile_count=0)  # a snapshot is one file per stream
             for cpu, src in enumerate(ch.sources):
                 src.flush()
-                out = output.stream(ch.name, cpu)
+                out = output.stream(spec, cpu)
                 try:
                     n += snapshot_stream(src, out)
                 finally:
                     out.close()
         output.close()
+        return n
+
+    def switch_output(self, output: TraceOutput) -> int:
+        """Go on writing the trace to ``output``, at a packet boundary: every
+        packet the buffers hold now (the partial ones closed) ends in the old
+        output, the next ones in the new one; none lost, none written twice.
+        The host pauses the engine around it. Returns the packets written to
+        the old output. (For rotating chunks.)"""
+        n = 0
+        for ch in self.channels.values():
+            for src, out in ch.streams():
+                src.flush()
+                n += drain_stream(src, out)
+                out.sync()
+                out.close()
+        if self.output is not None:
+            self.output.sync()
+            self.output.close()
+        self.output = output
+        for ch in self.channels.values():
+            ch.outputs = [output.stream(ch.spec, cpu) for cpu in range(len(ch.sources))]
+        self.write_metadata(force=True)
         return n
 
     def close(self) -> None:
