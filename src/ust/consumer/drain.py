@@ -31,6 +31,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
+from ust._ring._ring import drain_wait
 from ust.consumer.output import StreamOutput
 from ust.consumer.source import incomplete, is_ring_buffer, lost_events, unwritten_bytes
 from ust.ctf.writer import PacketIndex, packet_spans, warn
@@ -232,8 +233,6 @@ class Drainer:
                 if t.events.watch_fd() >= 0:  # (beyond what the metadata describes: it may have already)
                     watch_fd, watch_size = t.events.watch_fd(), t.described_version
                     break
-            from ust._ring._ring import drain_wait
-
             results = drain_wait([src for src, _ in streams], fds, self.wakeup_fd, self._kick, timeout, read_period,
                                  watch_fd, watch_size)
             for (_, out), result in zip(streams, results):

@@ -15,6 +15,7 @@ import os
 import time
 from typing import Protocol
 
+from ust._ring._ring import Buffer
 from ust.ctf.writer import lost_events
 
 __all__ = ["PacketSource", "create_buffers", "attach_buffers", "BoundedCounters", "MAX_LOSS_RATE", "is_ring_buffer",
@@ -43,15 +44,9 @@ class PacketSource(Protocol):
     def counters(self) -> dict: ...
 
 
-def _ring():
-    from ust._ring import _ring
-
-    return _ring
-
-
 def is_ring_buffer(source) -> bool:
     """Can the C drain (drain_to, drain_wait) read this source?"""
-    return isinstance(source, _ring().Buffer)
+    return isinstance(source, Buffer)
 
 
 def cpu_count() -> int:
@@ -61,7 +56,6 @@ def cpu_count() -> int:
 def create_buffers(subbuf_size: int, num_subbuf: int, *, overwrite: bool, stream_id: int, uuid: bytes) -> list:
     """One new shared-memory ring buffer per CPU (configured, not online: a CPU
     brought online later has its buffer)."""
-    Buffer = _ring().Buffer
     return [Buffer.create(subbuf_size, num_subbuf, overwrite=overwrite, stream_id=stream_id, cpu=cpu, uuid=uuid)
             for cpu in range(cpu_count())]
 
@@ -69,7 +63,6 @@ def create_buffers(subbuf_size: int, num_subbuf: int, *, overwrite: bool, stream
 def attach_buffers(fds: list[int]) -> list:
     """Map buffers another consumer created (a restarted consumer carries on
     where its predecessor stopped: the read position is in the buffer)."""
-    Buffer = _ring().Buffer
     return [Buffer.attach(fd) for fd in fds]
 
 
