@@ -102,10 +102,6 @@ class Trace:
         self._described: Any = None  # the event table's version the metadata describes
 
     @property
-    def drains(self) -> bool:
-        return self.output is not None
-
-    @property
     def uuid(self) -> bytes:
         return self.info.uuid
 
@@ -134,7 +130,8 @@ class Trace:
         return ch
 
     def streams(self, *, live_only: bool = False) -> list[tuple[Any, StreamOutput]]:
-        """(source, output) of every stream written while the trace runs."""
+        """(source, output) of every stream (``live_only``: of those drained
+        while the trace runs, not the flight recorders)."""
         if self.output is None:
             return []
         return [s for ch in self.channels.values() if ch.spec.drain_live or not live_only for s in ch.streams()]
