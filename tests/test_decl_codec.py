@@ -10,7 +10,7 @@ import pytest
 
 import ust
 from daemon_util import ust_env  # noqa: F401 - fixture
-from ust.ctf.writer import EventIdFile
+from ust.consumer.events import EventIdFile
 from ust.daemon import protocol
 from ust.errors import ProtocolError, TraceFormatError
 from ust.instrument.fields import EventDecl, Field

@@ -372,7 +372,7 @@ def check(msg: dict, schema: dict[str, object], ignore: Iterable[str] = ()) -> d
 # where a type is {"kind", "size", "signed", "base", "length", "name",
 # "element"?: type, "mapping"?: [[label, lo, hi], ...]}: from an agent to the
 # sessiond and on to the consumer, and from a process of the embedded session
-# to the others through its event-id file (ust.ctf.writer.EventIdFile).
+# to the others through its event-id file (ust.consumer.events.EventIdFile).
 # Whoever decodes one checks it first (``decl_from_json``): it comes from a
 # process that may be hostile, or from a file a crash may have cut. The checks
 # are the declaring side's rules (``ust.instrument.fields``: names, sizes,
