@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "start": ("session_cmds", "start tracing"),
     "stop": ("session_cmds", "stop tracing; the trace is complete when it returns"),
     "snapshot": ("session_cmds", "snapshot record: write a snapshot session's buffers"),
+    "save": ("lifecycle_cmds", "save sessions to LTTng session files (NAME.lttng)"),
+    "load": ("lifecycle_cmds", "load sessions from LTTng session files (written by `ust save` or `lttng save`)"),
     "run": ("run", "trace a program (and its children) from its first line to its exit"),
     "view": ("view", "print the events of traces, or of the current session's trace "
                      "(babeltrace2's text format, or JSON lines)"),

@@ -1,0 +1,75 @@
+"""Session lifecycle commands of `ust`: save, load (LTTng's session files, ``NAME.lttng``).
+
+Thin layers over ``ust.control.saved_sessions``: parse, call, print; one line per session, one
+line per thing skipped (``Warning: ...``), one line per failure (and a non-zero exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ust.errors import SessionError
+
+
+def add_save(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="SESSION", nargs="?", help="the session to save (default: every session)")
+    p.add_argument("-a", "--all", action="store_true", help="save every session (the default)")
+    p.add_argument("-o", "--output-path", metavar="DIR", dest="output",
+                   help="directory of the session files (default: $UST_HOME/sessions, else ~/.ust/sessions)")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite existing session files")
+
+
+def _report(outcomes, verb: str, out) -> int:
+    failed = 0
+    for o in outcomes:
+        for note in o.notes:
+            print(f"Warning: {note}", file=sys.stderr)
+        if o.error:
+            failed += 1
+            print(f"ust: error: session {o.name}: {o.error}", file=sys.stderr)
+        else:
+            print(f"Session {o.name} {verb} {o.path}", file=out)
+    return 2 if failed else 0
+
+
+def run_save(args: argparse.Namespace, out) -> int:
+    from ust.control import Client
+    from ust.control.saved_sessions import save
+
+    if args.all and args.name:
+        raise SessionError("give a session name or --all, not both")
+    with Client() as c:
+        outcomes = save(c, None if args.all or not args.name else [args.name], args.output, args.force)
+    return _report(outcomes, "saved to", out)
+
+
+def add_load(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="SESSION", nargs="?", help="the session to load (default: every session found)")
+    p.add_argument("-a", "--all", action="store_true", help="load every session found (the default)")
+    p.add_argument("-i", "--input-path", metavar="PATH", dest="input",
+                   help="a session file, or a directory of them (default: $UST_HOME/sessions, else "
+                        "~/.ust/sessions, then /etc/ust/sessions)")
+    p.add_argument("-f", "--force", action="store_true", help="replace sessions of the same name")
+    p.add_argument("--override-url", metavar="URL", help="the trace output of the loaded session "
+                   "(file://PATH or an absolute path)")
+    p.add_argument("--override-name", metavar="NAME", help="the name of the loaded session (one session only)")
+
+
+def run_load(args: argparse.Namespace, out) -> int:
+    from ust.control import Client
+    from ust.control.saved_sessions import load
+
+    if args.all and args.name:
+        raise SessionError("give a session name or --all, not both")
+    with Client() as c:
+        outcomes = load(c, None if args.all else args.name, args.input, args.force, args.override_url,
+                        args.override_name)
+    return _report(outcomes, "loaded from", out)
+
+
+# name -> (add_arguments, run); the help lines are in ust.cli.COMMANDS
+COMMAND_TABLE = {
+    "save": (add_save, run_save),
+    "load": (add_load, run_load),
+}
