@@ -8,9 +8,9 @@ files and the requests.
 
 The user-space domain maps one to one. LTTng's python domain is one channel,
 ``lttng_python_channel``, whose rules name loggers; ust keeps its python rules in ordinary
-channels, so a python rule is written in the PYTHON domain under the name of its ust channel
-(lttng reads the domain's rules and ignores that name) and read back into the channel named there
-(``lttng_python_channel`` for files lttng wrote). Python rules carry the filter LTTng's client
+channels, so every python rule is written in the PYTHON domain's ``lttng_python_channel`` (lttng
+refuses any other name there) and read back into that channel; ``dump`` says when a rule thus
+changes channel. Python rules carry the filter LTTng's client
 builds from the logger name and level (``(logger_name == "db") && (int_loglevel >= 30)``); ``parse``
 takes the user's own part back out of it.
 
@@ -143,15 +143,26 @@ def dump(session: dict) -> tuple[bytes, list[str]]:
         chans = ET.SubElement(d, "channels")
         if key is None:
             continue
-        for ch in session.get("channels", ()):
-            rules = [r for r in by_domain[key] if r["channel"] == ch["name"]]
-            # a channel holding only python rules is python-domain only, like lttng_python_channel
-            holds_python = any(r["channel"] == ch["name"] for r in by_domain["python"])
-            holds_ust = any(r["channel"] == ch["name"] for r in by_domain["ust"])
-            if key == "ust" and (holds_ust or not holds_python or ch.get("context")):
-                _channel_element(chans, ch, rules, python=False)
-            elif key == "python" and holds_python:
-                _channel_element(chans, ch, rules, python=True)
+        python_rules = by_domain["python"]
+        if key == "ust":
+            for ch in session.get("channels", ()):
+                rules = [r for r in by_domain["ust"] if r["channel"] == ch["name"]]
+                # a channel holding only python rules is python-domain only, like lttng_python_channel
+                if rules or ch.get("context") or not any(r["channel"] == ch["name"] for r in python_rules):
+                    _channel_element(chans, ch, rules, python=False)
+        elif key == "python" and python_rules:
+            # LTTng has one python channel, lttng_python_channel, and refuses any other name there:
+            # every python rule is written in it, with the attributes of the ust channel it names
+            # (that one, else the first channel holding python rules)
+            by_name = {ch["name"]: ch for ch in session.get("channels", ())}
+            ch = by_name.get(PYTHON_CHANNEL) or by_name.get(python_rules[0]["channel"])
+            if ch is None:
+                continue
+            _channel_element(chans, dict(ch, name=PYTHON_CHANNEL), python_rules, python=True)
+            moved = sorted({r["channel"] for r in python_rules} - {PYTHON_CHANNEL})
+            if moved:
+                notes.append(f"session {session['name']}: the python rules of channel(s) {', '.join(moved)} are "
+                             f"saved in {PYTHON_CHANNEL} (LTTng's one python-domain channel)")
         if key == "ust":
             ET.SubElement(d, "process_attr_trackers")
     _text(s, "started", bool(session.get("active")))
@@ -227,21 +238,26 @@ class _Reader:
 
 
 def _user_python_filter(rule: dict, saved: str | None) -> str | None:
-    """The user's part of the filter lttng wrote for a python rule (see ``python_filter``)."""
-    if not saved:
-        return None
+    """The user's part of the filter lttng wrote for a python rule (see ``python_filter``).
+
+    lttng's client wraps the filter it is given in the logger and level parts, `lttng load`
+    included: a file saved, loaded and saved again by lttng holds them twice; all are peeled off.
+    """
     bare = dict(rule, filter=None)
     generated = python_filter(bare)
-    if saved == generated or (rule["pattern"] == "*" and saved == "1"):
-        return None
     name = python_filter(dict(bare, loglevel_type="all"))
     level = generated[len(f"({name}) && "):] if generated != name else ""
-    for head, tail in (("((", f") && ({name})) && {level}"), ("(", f") && ({name})")):
-        if level == "" and head == "((":
-            continue
-        if saved.startswith(head) and saved.endswith(tail) and len(saved) > len(head) + len(tail):
-            return saved[len(head):-len(tail)]
-    return saved  # not lttng's shape: keep it whole (the logger and level parts are then redundant, not wrong)
+    shapes = [("(", f") && ({name})")] if not level else [("((", f") && ({name})) && {level}")]
+    while saved:
+        if saved == generated or (rule["pattern"] == "*" and saved == "1"):
+            return None
+        for head, tail in shapes:
+            if saved.startswith(head) and saved.endswith(tail) and len(saved) > len(head) + len(tail):
+                saved = saved[len(head):-len(tail)]
+                break
+        else:
+            return saved  # not lttng's shape: kept whole (its logger and level parts are redundant, not wrong)
+    return None
 
 
 def _context_name(r: _Reader, ctx: ET.Element, channel: str, notes: list[str]) -> str | None:
