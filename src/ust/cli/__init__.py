@@ -75,6 +75,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ust", description="ust: a user-space tracer for Python programs")
     parser.add_argument("-V", "--version", action="version", version=version_line(),
                         help="show the version of ust and exit")
+    parser.add_argument("-m", "--mi", metavar="TYPE", choices=("xml", "json"),
+                        help="machine interface: print LTTng's MI document (xml) or the same as JSON (json); "
+                             "commands: version, list, create, destroy, start, stop, enable-channel, "
+                             "enable-event, snapshot, save, load")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in COMMANDS.items():
         if only and name != only:
@@ -113,8 +117,19 @@ def glue_filter_values(argv: list[str]) -> list[str]:
 
 
 def _command_of(argv: list[str]) -> str:
-    """The subcommand when argv starts with one (`ust list ...`); else "" (`ust -h`, `ust bogus`)."""
+    """The subcommand when argv starts with one (`ust list ...`, `ust --mi xml list ...`); else ""
+    (`ust -h`, `ust bogus`)."""
+    argv = _without_mi(argv)[1]
     return argv[0] if argv and argv[0] in COMMANDS else ""
+
+
+def _without_mi(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The leading global `--mi TYPE` (`-m TYPE`, `--mi=TYPE`) and the arguments after it."""
+    if argv and argv[0] in ("--mi", "-m") and len(argv) > 1:
+        return argv[1], argv[2:]
+    if argv and argv[0].startswith("--mi="):
+        return argv[0][5:], argv[1:]
+    return None, argv
 
 
 def main(argv: list[str] | None = None, out=None) -> int:
@@ -128,6 +143,10 @@ def main(argv: list[str] | None = None, out=None) -> int:
         parser.print_help(out)
         return 1
     try:
+        if args.mi:
+            from ust.cli import mi
+
+            return mi.run(args.mi, args.command, args, out)
         return int(args._run(args, out) or 0)
     except UstError as exc:
         if os.environ.get("UST_DEBUG"):
