@@ -121,7 +121,10 @@ def test_codec_reads_what_lttng_writes_outside_its_schema():
             <contexts><context><type>VUID</type></context><context><type>HOSTNAME</type></context></contexts>
             <events><event><name>a:*</name></event></events></channel></channels>
             <process_attr_trackers><vpid_process_attr_tracker><process_attr_values><vpid><id>12</id></vpid>
-            </process_attr_values></vpid_process_attr_tracker></process_attr_trackers></domain>
+            </process_attr_values></vpid_process_attr_tracker><vuid_process_attr_tracker><process_attr_values>
+            <vuid><name>root</name></vuid></process_attr_values></vuid_process_attr_tracker>
+            <uid_process_attr_tracker><process_attr_values/></uid_process_attr_tracker></process_attr_trackers>
+          </domain>
         </domains><attributes><live_timer_interval>1000000</live_timer_interval></attributes>
         <output><consumer_output><enabled>true</enabled><destination><net_output>
           <control_uri>tcp4://127.0.0.1:5342/</control_uri><data_uri>tcp4://127.0.0.1:5343/</data_uri>
@@ -129,8 +132,9 @@ def test_codec_reads_what_lttng_writes_outside_its_schema():
     [(desc, notes)] = session_xml.parse(doc)
     assert desc["channels"][0]["context"] == ["vuid"] and desc["buffers"] == "pid"
     assert desc["output"] is None and [r["pattern"] for r in desc["rules"]] == ["a:*"]
+    assert desc["trackers"] == {"vpid": [12], "vuid": [0]}
     text = "\n".join(notes)
-    for what in ("kernel domain skipped", "context HOSTNAME skipped", "process trackers skipped",
+    for what in ("kernel domain skipped", "context HOSTNAME skipped", "process trackers skipped (uid_process_attr_tracker",
                  "live mode skipped", "network output tcp4://127.0.0.1:5342/ skipped"):
         assert what in text, (what, notes)
     assert all("\n" not in n for n in notes)
@@ -173,6 +177,7 @@ def test_save_destroy_load_records_as_before(ust_env, tmp_path):
     env.ust("enable-event", "app:*", "-c", "big", "-x", "app:gamma", "--filter", "v >= 5")
     env.ust("enable-event", "lvl:*", "-c", "big", "--loglevel", "WARNING")
     env.ust("add-context", "-c", "big", "-t", "vpid", "-t", "procname")
+    env.ust("track", "--vuid", "0")
     saved = str(tmp_path / "sessions")
     rc, so, _ = env.ust("save", "keep", "-o", saved)
     assert so.strip() == f"Session keep saved to {saved}/keep.lttng"
@@ -182,7 +187,7 @@ def test_save_destroy_load_records_as_before(ust_env, tmp_path):
     rc, so, se = env.ust("load", "-i", saved, "keep")
     assert so.strip() == f"Session keep loaded from {saved}/keep.lttng" and se == ""
     after = env.client().get_session("keep")
-    for key in ("output", "snapshot", "buffers", "channels", "rules"):
+    for key in ("output", "snapshot", "buffers", "channels", "rules", "trackers"):
         assert after[key] == before[key], key
 
     app = env.app()
@@ -295,6 +300,8 @@ def test_real_lttng_load_accepts_ust_save(ust_env, tmp_path):
     env.ust("enable-event", "myapp:slow", "-c", "big", "--loglevel-only", "TRACE_WARNING")
     env.ust("enable-event", "--python", "svc.db", "-c", "big", "--loglevel", "WARNING")
     env.ust("add-context", "-c", "big", "-t", "vpid", "-t", "vuid", "-t", "thread_name")
+    env.ust("track", "-s", "ours", "--vpid", "12,13")
+    env.ust("untrack", "-s", "ours", "--all", "--vgid")
     env.ust("create", "flight", "--snapshot", "-o", str(tmp_path / "snaps"))
     env.ust("enable-event", "-s", "flight", "app:*")
     saved = tmp_path / "saved"
@@ -321,6 +328,7 @@ def test_real_lttng_load_accepts_ust_save(ust_env, tmp_path):
     [(ours, _)] = session_xml.parse((resaved / "ours.lttng").read_bytes())
     big = next(c for c in ours["channels"] if c["name"] == "big")
     assert big["context"] == ["vpid", "vuid", "thread_name"] and big["overwrite"] and big["tracefile_count"] == 3
+    assert ours["trackers"] == {"vpid": [12, 13], "vgid": []}
     assert {(r["domain"], r["pattern"], r["filter"]) for r in ours["rules"]} == {
         ("ust", "myapp:*", "v >= 5"), ("ust", "myapp:slow", None), ("python", "svc.db", None)}
 
@@ -439,3 +447,81 @@ def test_mi_has_lttngs_elements(ust_env, tmp_path):
     for step, lttng_step in zip(mi_steps, steps):
         rc, so, se = env.ust("--mi", "xml", *step.format(out=tmp_path / "ust").split())
         assert _mi_paths(so) == _mi_paths(theirs[lttng_step]), step
+
+
+# ---------------------------------------------------------------------------
+# track / untrack
+
+
+def _by_vpid(events) -> set:
+    import re
+
+    out = set()
+    for name, rest in events:
+        m = re.search(r"vpid = (\d+).*\bv = (-?\d+)", rest)
+        assert m, rest
+        out.add((int(m.group(1)), int(m.group(2))))
+    return out
+
+
+@needs_bt
+def test_track_untrack_vpid_vuid_running_and_later_apps(ust_env, tmp_path):
+    """Inclusion sets decide which processes record, applied at once to running applications and
+    to those registering later; every other event is absent from the trace."""
+    env = ust_env
+    out = str(tmp_path / "trace")
+    env.ust("create", "t", "-o", out)
+    env.ust("enable-event", "app:*")
+    env.ust("add-context", "-t", "vpid")
+    a, b = env.app(), env.app()
+    env.wait_registered(a.pid)
+    env.wait_registered(b.pid)
+    rc, so, se = env.ust("track", "-u", "--vpid", str(a.pid))
+    assert so.strip() == f"Added {a.pid} to the virtual process ID tracker inclusion set of session t"
+    env.ust("start")
+    a.send("emit app:alpha 3 0")
+    b.send("emit app:alpha 3 100")  # not tracked
+    env.ust("track", "--vpid", str(b.pid))
+    b.send("emit app:alpha 3 200")
+    env.ust("untrack", "--vpid", str(a.pid))
+    a.send("emit app:alpha 3 300")  # no longer tracked
+    c = env.app()
+    env.wait_registered(c.pid)
+    c.send("emit app:alpha 3 400")  # registered later, not tracked
+    rc, so, se = env.ust("list", "t")
+    assert f"Tracked vpids: {b.pid}" in so
+    env.ust("untrack", "--all", "--vpid")
+    b.send("emit app:alpha 3 500")  # the set is empty: nobody
+    env.ust("track", "--all", "--vpid")
+    c.send("emit app:alpha 3 600")  # every process again
+    env.ust("untrack", "--all", "--vuid")
+    c.send("emit app:alpha 3 700")  # no user
+    env.ust("track", "--vuid", "root")
+    c.send("emit app:alpha 3 800")
+    env.ust("stop")
+    for app in (a, b, c):
+        app.exit()
+    got = _by_vpid(read_events(out))
+    expected = {(a.pid, v) for v in range(0, 3)} | {(b.pid, v) for v in range(200, 203)} | \
+        {(c.pid, v) for v in range(600, 603)} | {(c.pid, v) for v in range(800, 803)}
+    assert got == expected
+
+
+def test_track_bad_input_one_line(ust_env, tmp_path):
+    env = ust_env
+    env.ust("create", "t", "-o", str(tmp_path / "t"))
+    env.ust("enable-event", "app:*")
+    for args, message in [
+        (("untrack", "--vpid", "12"), "the vpid inclusion set of session 't' holds every process: track the ones "
+                                      "to keep instead (or `untrack --all --vpid` first)"),
+        (("track", "--vuid", "no-such-user-here"), "invalid vuid value 'no-such-user-here': not a user"),
+        (("track",), "give --vpid, --vuid or --vgid (with values, or with --all)"),
+        (("track", "--vpid"), "--vpid: give values or --all, not both and not neither"),
+        (("track", "-s", "nosuch", "--vpid", "1"), "no session named 'nosuch'"),
+    ]:
+        rc, so, se = env.ust(*args, check=False)
+        assert rc != 0 and se == f"ust: error: {message}\n", (args, se)
+    env.ust("track", "--vpid", "12,13")
+    rc, so, se = env.ust("untrack", "--vpid", "14", check=False)
+    assert se == "ust: error: vpid 14 not in the inclusion set of session 't'\n"
+    assert env.client().get_session("t")["trackers"] == {"vpid": [12, 13]}

@@ -40,6 +40,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "snapshot": ("session_cmds", "snapshot record: write a snapshot session's buffers"),
     "save": ("lifecycle_cmds", "save sessions to LTTng session files (NAME.lttng)"),
     "load": ("lifecycle_cmds", "load sessions from LTTng session files (written by `ust save` or `lttng save`)"),
+    "track": ("lifecycle_cmds", "record only these processes: add to a session's --vpid/--vuid/--vgid "
+                                "inclusion sets"),
+    "untrack": ("lifecycle_cmds", "remove processes from a session's --vpid/--vuid/--vgid inclusion sets"),
     "run": ("run", "trace a program (and its children) from its first line to its exit"),
     "view": ("view", "print the events of traces, or of the current session's trace "
                      "(babeltrace2's text format, or JSON lines)"),

@@ -73,3 +73,82 @@ COMMAND_TABLE = {
     "save": (add_save, run_save),
     "load": (add_load, run_load),
 }
+
+
+# ---------------------------------------------------------------------------
+# track / untrack
+
+_TRACKER_NAMES = {"vpid": "virtual process ID", "vuid": "virtual user ID", "vgid": "virtual group ID"}
+
+
+def add_track(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-s", "--session", metavar="NAME", help="session to act on (default: the current session)")
+    p.add_argument("-u", "--userspace", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-a", "--all", action="store_true", help="with --vpid/--vuid/--vgid without values: every "
+                   "process (track), or none (untrack)")
+    p.add_argument("-p", "--vpid", "--pid", nargs="?", const="", metavar="PID[,PID...]", dest="vpid",
+                   help="process ids")
+    p.add_argument("--vuid", nargs="?", const="", metavar="UID[,UID...]", help="user ids or names")
+    p.add_argument("--vgid", nargs="?", const="", metavar="GID[,GID...]", help="group ids or names")
+
+
+def _ids(attr: str, text: str) -> list[int]:
+    import grp
+    import pwd
+
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        if item.isdigit():
+            out.append(int(item))
+            continue
+        try:
+            if attr == "vuid":
+                out.append(pwd.getpwnam(item).pw_uid)
+            elif attr == "vgid":
+                out.append(grp.getgrnam(item).gr_gid)
+            else:
+                raise KeyError(item)
+        except KeyError:
+            what = {"vpid": "process id", "vuid": "user", "vgid": "group"}[attr]
+            raise SessionError(f"invalid {attr} value {item!r}: not a {what}") from None
+    return out
+
+
+def _run_tracker(args: argparse.Namespace, out, track: bool) -> int:
+    from ust.cli.session_cmds import _current
+    from ust.control import Client
+
+    session = _current(args)
+    given = [(attr, getattr(args, attr)) for attr in ("vpid", "vuid", "vgid") if getattr(args, attr) is not None]
+    if not given:
+        raise SessionError("give --vpid, --vuid or --vgid (with values, or with --all)")
+    with Client() as c:
+        for attr, text in given:
+            ids = _ids(attr, text)
+            if bool(ids) == args.all:
+                raise SessionError(f"--{attr}: give values or --all, not both and not neither")
+            (c.track if track else c.untrack)(session, attr, ids, all=args.all)
+            name = _TRACKER_NAMES[attr]
+            if args.all:
+                print(f"All {name}s are tracked in session {session}" if track else
+                      f"No {name} is tracked in session {session} (its inclusion set is empty)", file=out)
+            for i in ids:
+                verb, prep = ("Added", "to") if track else ("Removed", "from")
+                print(f"{verb} {i} {prep} the {name} tracker inclusion set of session {session}", file=out)
+    return 0
+
+
+def run_track(args: argparse.Namespace, out) -> int:
+    return _run_tracker(args, out, True)
+
+
+def run_untrack(args: argparse.Namespace, out) -> int:
+    return _run_tracker(args, out, False)
+
+
+COMMAND_TABLE.update({
+    "track": (add_track, run_track),
+    "untrack": (add_track, run_untrack),
+})

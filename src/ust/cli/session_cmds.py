@@ -144,6 +144,8 @@ def _print_session(s: dict, out, current: str | None) -> None:
     print(f"Tracing session {s['name']}{mark}: [{state}]{snap}", file=out)
     print(f"    Trace output: {s['output']}", file=out)
     print(f"    Buffers: per-{s['buffers']}", file=out)
+    for attr, ids in sorted(s.get("trackers", {}).items()):  # absent: every process (not shown, as lttng)
+        print(f"    Tracked {attr}s: {', '.join(map(str, ids)) if ids else 'none'}", file=out)
     _print_lost(s, out)
     if not s["channels"]:
         print("\n    No channel.", file=out)

@@ -28,7 +28,8 @@ CONNECT_TIMEOUT = 5.0
 QUERY_TIMEOUT = 10.0
 SLOW_TIMEOUT = 90.0
 SLOW_COMMANDS = frozenset({"create", "destroy", "enable_channel", "disable_channel", "enable_event",
-                           "disable_event", "add_context", "start", "stop", "snapshot_record", "shutdown"})
+                           "disable_event", "add_context", "start", "stop", "snapshot_record", "shutdown",
+                           "track", "untrack"})
 
 
 class ChannelInfo(TypedDict):
@@ -432,6 +433,17 @@ class Client:
         if output is not None:
             output = os.path.abspath(os.path.expanduser(output))
         return self._result("path", "snapshot_record", session=session, output=output)
+
+    def track(self, session: str, attr: str, ids: Iterable[int] = (), all: bool = False) -> dict:
+        """Add ``ids`` to the session's ``attr`` ("vpid", "vuid", "vgid") inclusion set (``all``: every
+        process again); returns every set, {attr: [ids]} (an attribute absent: every process)."""
+        return self._result("trackers", "track", session=session, attr=attr, ids=list(ids) or None,
+                            all=all or None)
+
+    def untrack(self, session: str, attr: str, ids: Iterable[int] = (), all: bool = False) -> dict:
+        """Remove ``ids`` from the session's ``attr`` inclusion set (``all``: empty it, no process records)."""
+        return self._result("trackers", "untrack", session=session, attr=attr, ids=list(ids) or None,
+                            all=all or None)
 
     def shutdown_daemon(self) -> None:
         """Ask the daemon to stop (every session is stopped and flushed first)."""

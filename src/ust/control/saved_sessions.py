@@ -165,6 +165,11 @@ def _apply(client, desc: dict) -> list[str]:
                     client.add_context(name, [ctx], channel=ch["name"])
                 except SessionError as exc:
                     notes.append(f"session {name}: channel {ch['name']}: context {ctx} skipped ({exc})")
+        for attr, ids in desc.get("trackers", {}).items():
+            if ids:
+                client.track(name, attr, ids)
+            else:
+                client.untrack(name, attr, all=True)
         for r in desc["rules"]:
             if not r["enabled"]:
                 client.disable_events(name, [r["pattern"]], channel=r["channel"])

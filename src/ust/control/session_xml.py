@@ -164,7 +164,11 @@ def dump(session: dict) -> tuple[bytes, list[str]]:
                 notes.append(f"session {session['name']}: the python rules of channel(s) {', '.join(moved)} are "
                              f"saved in {PYTHON_CHANNEL} (LTTng's one python-domain channel)")
         if key == "ust":
-            ET.SubElement(d, "process_attr_trackers")
+            trackers = ET.SubElement(d, "process_attr_trackers")
+            for attr, ids in sorted(session.get("trackers", {}).items()):
+                values = ET.SubElement(ET.SubElement(trackers, f"{attr}_process_attr_tracker"), "process_attr_values")
+                for i in ids:
+                    _text(ET.SubElement(values, attr), "id", i)
     _text(s, "started", bool(session.get("active")))
     if session.get("snapshot"):
         attrs = ET.SubElement(s, "attributes")
@@ -349,13 +353,34 @@ def _channel(r: _Reader, c: ET.Element, buffers: str, domain: str, notes: list[s
     return ch, rules
 
 
+TRACKED = ("vpid", "vuid", "vgid")
+
+
+def _tracked_ids(r: _Reader, tracker: ET.Element, attr: str) -> list[int]:
+    """The ids of one inclusion set; user and group names are looked up here."""
+    import grp
+    import pwd
+
+    ids = set()
+    for v in tracker.iterfind(f"process_attr_values/{attr}"):
+        if v.find("id") is not None:
+            ids.add(r.integer(v, "id", hi=(1 << 32) - 1))
+            continue
+        name = r.text(v, "name", "")
+        try:
+            ids.add(pwd.getpwnam(name).pw_uid if attr == "vuid" else grp.getgrnam(name).gr_gid)
+        except KeyError:
+            raise r.fail(f"{attr} {name[:40]!r} is not a known {'user' if attr == 'vuid' else 'group'}") from None
+    return sorted(ids)
+
+
 def _session(r: _Reader, s: ET.Element) -> tuple[dict, list[str]]:
     name = r.text(s, "name")
     if not name or len(name) > MAX_NAME:
         raise r.fail("a <session> without a valid <name>")
     notes: list[str] = []
     desc: dict[str, Any] = {"name": name, "output": None, "snapshot": False, "active": False,
-                            "buffers": "uid", "channels": [], "rules": []}
+                            "buffers": "uid", "channels": [], "rules": [], "trackers": {}}
     channels: dict[str, dict] = {}
     for d in s.iterfind("domains/domain"):
         dtype = r.choice(d, "type", ("KERNEL", "UST", "JUL", "LOG4J", "PYTHON"), "")
@@ -374,10 +399,16 @@ def _session(r: _Reader, s: ET.Element) -> tuple[dict, list[str]]:
             if ch["name"] not in channels:
                 channels[ch["name"]] = ch
             desc["rules"].extend(rules)
-        trackers = [t.tag for t in d.findall("process_attr_trackers/*")] + [t.tag for t in d.findall("trackers/*")]
-        if trackers:
-            notes.append(f"{dtype.lower()} domain: process trackers skipped ({', '.join(trackers)}: "
-                         "not in ust yet)")
+        skipped = [t.tag for t in d.findall("trackers/*")]  # lttng < 2.12's pid tracker
+        for t in d.findall("process_attr_trackers/*"):
+            attr = t.tag.replace("_process_attr_tracker", "")
+            if dtype == "UST" and attr in TRACKED:
+                desc["trackers"][attr] = _tracked_ids(r, t, attr)
+            else:
+                skipped.append(t.tag)
+        if skipped:
+            notes.append(f"{dtype.lower()} domain: process trackers skipped ({', '.join(skipped)}: ust tracks "
+                         f"{', '.join(TRACKED)} in the user-space domain)")
     desc["channels"] = list(channels.values())
     desc["active"] = r.boolean(s, "started", False)
     attrs = s.find("attributes")

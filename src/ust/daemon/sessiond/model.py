@@ -70,6 +70,14 @@ class Session:
     trace_paths: list = field(default_factory=list)  # after destroy
     lock: Any = field(default_factory=threading.RLock, repr=False)  # held by a command on this session
     destroyed: bool = False
+    # `ust track`: LTTng's inclusion sets, "vpid"/"vuid"/"vgid" -> the ids tracked; an attribute
+    # absent tracks every process (the default), an empty set none
+    trackers: dict[str, set] = field(default_factory=dict)
+
+    def tracks(self, pid: int, uid: int, gid: int) -> bool:
+        """Whether the inclusion sets let a process with these ids record this session."""
+        ids = {"vpid": pid, "vuid": uid, "vgid": gid}
+        return all(ids[attr] in values for attr, values in self.trackers.items())
 
     @property
     def buffers(self) -> str:
@@ -112,4 +120,5 @@ class Session:
             "rules": [r.to_json() for r in list(self.rules)],
             "probes": [dict(p) for p in list(self.probes)],
             "traces": [t.path for t in list(self.traces.values())],
+            "trackers": {attr: sorted(values) for attr, values in list(self.trackers.items())},
         }

@@ -103,13 +103,7 @@ def stop_session(daemon, s: Session) -> None:
     """Every application stops recording ``s``, then its consumer writes out what they committed."""
     s.active = False
     # 1. Every application stops writing (detach): what is committed is final.
-    pending = []
-    for app in list(daemon.apps.values()):
-        if s.name in app.state:
-            pending.append((app, app.send_many([({"cmd": "remove_session", "session": s.name}, [])])))
-            app.state.pop(s.name, None)
-    for app, slots in pending:  # all sent, now all acknowledged
-        app.wait_many(slots, 1)
+    sync.remove_apps(s, list(daemon.apps.values()))
     # 2. The consumer closes the partial packets and writes everything.
     link = consumers.link_if_running(daemon, s)
     if s.traces and link is not None:
