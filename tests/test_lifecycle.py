@@ -525,3 +525,54 @@ def test_track_bad_input_one_line(ust_env, tmp_path):
     rc, so, se = env.ust("untrack", "--vpid", "14", check=False)
     assert se == "ust: error: vpid 14 not in the inclusion set of session 't'\n"
     assert env.client().get_session("t")["trackers"] == {"vpid": [12, 13]}
+
+
+# ---------------------------------------------------------------------------
+# snapshot outputs
+
+
+@needs_bt
+def test_snapshot_outputs_record_and_save(ust_env, tmp_path):
+    """list-output/del-output/add-output as lttng's; record writes OUTPUT/NAME-STAMP-N, each a
+    trace babeltrace2 reads; the output is saved and loaded with the session."""
+    import re
+
+    env = ust_env
+    base = str(tmp_path / "base")
+    env.ust("create", "fl", "--snapshot", "-o", base)
+    env.ust("enable-event", "app:*")
+    rc, so, se = env.ust("snapshot", "list-output")
+    assert so == f"Snapshot output list for session fl\n  [1] snapshot-1: {base} (max size: 0 bytes)\n"
+    rc, so, se = env.ust("snapshot", "del-output", "snapshot-1")
+    assert so.strip() == "Snapshot output id 1 successfully deleted for session fl"
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("start")
+    app.send("emit app:alpha 5 0")
+    rc, so, se = env.ust("snapshot", "record", check=False)
+    assert rc != 0 and se == ("ust: error: session 'fl' has no snapshot output: add one with "
+                              "`ust snapshot add-output` or give a URL to record\n")
+    mine = str(tmp_path / "mine")
+    rc, so, se = env.ust("snapshot", "add-output", f"file://{mine}", "-n", "flight")
+    assert so.splitlines()[1] == f"  [1] flight: {mine} (max size: 0 bytes)"
+    rc, so, se = env.ust("snapshot", "add-output", "/elsewhere", check=False)
+    assert rc != 0 and "has a snapshot output already (flight:" in se
+    rc, so, se = env.ust("snapshot", "record")
+    first = so.strip().removeprefix("Snapshot recorded in ")
+    assert re.fullmatch(re.escape(mine) + r"/flight-\d{8}-\d{6}-0", first), first
+    other = str(tmp_path / "other")
+    rc, so, se = env.ust("snapshot", "record", "-n", "err", other)
+    second = so.strip().removeprefix("Snapshot recorded in ")
+    assert re.fullmatch(re.escape(other) + r"/err-\d{8}-\d{6}-1", second), second
+    for snap in (first, second):
+        assert values(read_events(snap), "app:alpha") == [0, 1, 2, 3, 4]
+    rc, so, se = env.ust("snapshot", "record", "--max-size", "1M", check=False)
+    assert rc != 0 and se == "ust: error: --max-size is not supported: ust's snapshots hold the whole buffers\n"
+    env.ust("stop")
+    app.exit()
+
+    saved = str(tmp_path / "saved")
+    env.ust("save", "-o", saved)
+    env.ust("destroy", "fl")
+    env.ust("load", "-i", saved)
+    assert env.client().snapshot_list_output("fl") == [{"id": 1, "name": "flight", "path": mine, "max_size": 0}]

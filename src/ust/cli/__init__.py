@@ -37,7 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "add-context": ("session_cmds", "add context fields (vpid, vtid, procname...) to events"),
     "start": ("session_cmds", "start tracing"),
     "stop": ("session_cmds", "stop tracing; the trace is complete when it returns"),
-    "snapshot": ("session_cmds", "snapshot record: write a snapshot session's buffers"),
+    "snapshot": ("session_cmds", "snapshot record: write a snapshot session's buffers; add-output, list-output, "
+                                 "del-output: where"),
     "save": ("lifecycle_cmds", "save sessions to LTTng session files (NAME.lttng)"),
     "load": ("lifecycle_cmds", "load sessions from LTTng session files (written by `ust save` or `lttng save`)"),
     "track": ("lifecycle_cmds", "record only these processes: add to a session's --vpid/--vuid/--vgid "

@@ -250,10 +250,10 @@ def mi_snapshot(args: argparse.Namespace) -> dict:
     from ust.cli.session_cmds import _current
 
     if getattr(args, "action", None) != "record":
-        raise SessionError("expected `ust snapshot record [-s SESSION] [-o DIR]`")
+        raise SessionError("--mi: only `ust snapshot record` has a machine interface yet")
     session = _current(args)
     with _client() as c:
-        c.snapshot_record(session, output=args.output)
+        c.snapshot_record(session, output=args.url or args.output, name=args.name, max_size=args.max_size)
     return {"snapshot_action": {"name": "record", "output": {"snapshot": {}}}}
 
 

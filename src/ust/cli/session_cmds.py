@@ -455,18 +455,54 @@ def add_snapshot(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     rec = sub.add_parser("record", help="write the current contents of the buffers",
                          description="write the current contents of a snapshot session's buffers "
-                                     "without stopping it")
+                                     "without stopping it, to OUTPUT/NAME-YYYYmmdd-HHMMSS-N")
     _session_arg(rec)
-    rec.add_argument("-o", "--output", metavar="DIR", help="where (default: the session's output directory)")
+    rec.add_argument("url", metavar="URL", nargs="?", help="where, this time (a path or file://PATH; "
+                     "default: the session's snapshot output)")
+    rec.add_argument("-o", "--output", metavar="DIR", help=argparse.SUPPRESS)  # ust's older spelling of URL
+    rec.add_argument("-n", "--name", metavar="NAME", help="name of the snapshot (default: the output's)")
+    rec.add_argument("-m", "--max-size", metavar="SIZE", help=argparse.SUPPRESS)
+    add = sub.add_parser("add-output", help="set the snapshot output (after del-output)",
+                         description="set a snapshot session's output: where `snapshot record` writes")
+    _session_arg(add)
+    add.add_argument("url", metavar="URL", help="a path or file://PATH")
+    add.add_argument("-n", "--name", metavar="NAME", help="name of the output (default: snapshot-1)")
+    add.add_argument("-m", "--max-size", metavar="SIZE", help=argparse.SUPPRESS)
+    lst = sub.add_parser("list-output", help="show the snapshot output", description="show a snapshot "
+                         "session's output")
+    _session_arg(lst)
+    rm = sub.add_parser("del-output", help="remove the snapshot output", description="remove a snapshot "
+                        "session's output, by id or name")
+    _session_arg(rm)
+    rm.add_argument("output", metavar="ID|NAME", help="the output's id (1) or name")
 
 
 def run_snapshot(args: argparse.Namespace, out) -> int:
-    if getattr(args, "action", None) != "record":
-        raise SessionError("expected `ust snapshot record [-s SESSION] [-o DIR]`")
+    action = getattr(args, "action", None)
+    if action is None:
+        raise SessionError("expected `ust snapshot record|add-output|list-output|del-output`")
     session = _current(args)
     with _client() as c:
-        path = c.snapshot_record(session, output=args.output)
-    print(f"Snapshot recorded in {path}", file=out)
+        if action == "record":
+            if args.url and args.output:
+                raise SessionError("give the destination once (URL or -o)")
+            path = c.snapshot_record(session, output=args.url or args.output, name=args.name,
+                                     max_size=args.max_size)
+            print(f"Snapshot recorded in {path}", file=out)
+        elif action == "add-output":
+            o = c.snapshot_add_output(session, args.url, name=args.name, max_size=args.max_size)
+            print(f"Snapshot output successfully added for session {session}", file=out)
+            print(f"  [{o['id']}] {o['name']}: {o['path']} (max size: {o['max_size']} bytes)", file=out)
+        elif action == "list-output":
+            outputs = c.snapshot_list_output(session)
+            print(f"Snapshot output list for session {session}", file=out)
+            for o in outputs:
+                print(f"  [{o['id']}] {o['name']}: {o['path']} (max size: {o['max_size']} bytes)", file=out)
+            if not outputs:
+                print("  None", file=out)
+        else:
+            o = c.snapshot_del_output(session, args.output)
+            print(f"Snapshot output id {o['id']} successfully deleted for session {session}", file=out)
     return 0
 
 

@@ -428,11 +428,34 @@ class Client:
         return {**reply["session"], "lost": reply.get("lost", 0), "lost_args": reply.get("lost_args", 0),
                 "overwritten": reply.get("overwritten", 0)}
 
-    def snapshot_record(self, session: str, output: str | None = None) -> str:
-        """Write the current contents of a snapshot session's buffers; returns the snapshot directory."""
-        if output is not None:
+    def snapshot_record(self, session: str, output: str | None = None, name: str | None = None,
+                        max_size: int | str | None = None) -> str:
+        """Write the current contents of a snapshot session's buffers; returns the snapshot directory,
+        ``OUTPUT/NAME-YYYYmmdd-HHMMSS-N`` (default: the session's snapshot output and its name)."""
+        from ust.daemon.rules import parse_size
+
+        if output is not None and "://" not in output:
             output = os.path.abspath(os.path.expanduser(output))
-        return self._result("path", "snapshot_record", session=session, output=output)
+        return self._result("path", "snapshot_record", session=session, output=output, name=name,
+                            max_size=None if max_size is None else parse_size(max_size))
+
+    def snapshot_add_output(self, session: str, url: str, name: str | None = None,
+                            max_size: int | str | None = None) -> dict:
+        """Set a snapshot session's output (a path or file://PATH) after `snapshot_del_output`."""
+        from ust.daemon.rules import parse_size
+
+        if "://" not in url:
+            url = os.path.abspath(os.path.expanduser(url))
+        return self._result("output", "snapshot_add_output", session=session, url=url, name=name,
+                            max_size=None if max_size is None else parse_size(max_size))
+
+    def snapshot_list_output(self, session: str) -> list[dict]:
+        """The snapshot outputs of a session: [{"id", "name", "path", "max_size"}]."""
+        return self._result("outputs", "snapshot_list_output", session=session)
+
+    def snapshot_del_output(self, session: str, output: str | int) -> dict:
+        """Remove a snapshot output, by id or name."""
+        return self._result("output", "snapshot_del_output", session=session, output=str(output))
 
     def track(self, session: str, attr: str, ids: Iterable[int] = (), all: bool = False) -> dict:
         """Add ``ids`` to the session's ``attr`` ("vpid", "vuid", "vgid") inclusion set (``all``: every

@@ -165,6 +165,16 @@ def _apply(client, desc: dict) -> list[str]:
                     client.add_context(name, [ctx], channel=ch["name"])
                 except SessionError as exc:
                     notes.append(f"session {name}: channel {ch['name']}: context {ctx} skipped ({exc})")
+        if desc.get("snapshot") and "snapshot_outputs" in desc:
+            wanted = desc["snapshot_outputs"][:1]
+            default = [{"name": "snapshot-1", "path": client.get_session(name)["output"], "max_size": 0}]
+            if [(o["name"], o["path"]) for o in wanted] != [(o["name"], o["path"]) for o in default]:
+                client.snapshot_del_output(name, 1)
+                for o in wanted:
+                    if o.get("max_size"):
+                        notes.append(f"session {name}: snapshot output {o['name']}: max size {o['max_size']} "
+                                     "skipped (ust's snapshots hold the whole buffers)")
+                    client.snapshot_add_output(name, o["path"], name=o["name"])
         for attr, ids in desc.get("trackers", {}).items():
             if ids:
                 client.track(name, attr, ids)

@@ -176,15 +176,17 @@ def dump(session: dict) -> tuple[bytes, list[str]]:
     output = ET.SubElement(s, "output")
     if session.get("snapshot"):
         outs = ET.SubElement(output, "snapshot_outputs")
-        o = ET.SubElement(outs, "output")
-        _text(o, "name", "snapshot-1")
-        _text(o, "max_size", 0)
-        consumer = ET.SubElement(o, "consumer_output")
+        for snap in session.get("snapshot_outputs", ()):
+            o = ET.SubElement(outs, "output")
+            _text(o, "name", snap["name"])
+            _text(o, "max_size", snap.get("max_size", 0))
+            consumer = ET.SubElement(o, "consumer_output")
+            _text(consumer, "enabled", True)
+            _text(ET.SubElement(consumer, "destination"), "path", snap["path"])
     else:
         consumer = ET.SubElement(output, "consumer_output")
-    _text(consumer, "enabled", True)
-    dest = ET.SubElement(consumer, "destination")
-    _text(dest, "path", session.get("output") or "")
+        _text(consumer, "enabled", True)
+        _text(ET.SubElement(consumer, "destination"), "path", session.get("output") or "")
     if session.get("probes"):
         notes.append(f"session {session['name']}: {len(session['probes'])} function probe(s) not saved "
                      "(LTTng's session format has no Python function probe)")
@@ -381,6 +383,8 @@ def _session(r: _Reader, s: ET.Element) -> tuple[dict, list[str]]:
     notes: list[str] = []
     desc: dict[str, Any] = {"name": name, "output": None, "snapshot": False, "active": False,
                             "buffers": "uid", "channels": [], "rules": [], "trackers": {}}
+    if s.find("output/snapshot_outputs") is not None:
+        desc["snapshot_outputs"] = []
     channels: dict[str, dict] = {}
     for d in s.iterfind("domains/domain"):
         dtype = r.choice(d, "type", ("KERNEL", "UST", "JUL", "LOG4J", "PYTHON"), "")
@@ -425,10 +429,17 @@ def _session(r: _Reader, s: ET.Element) -> tuple[dict, list[str]]:
     if out is not None:
         dest = out.find("consumer_output/destination")
         if dest is None:
+            snaps = out.findall("snapshot_outputs/output")
             dest = out.find("snapshot_outputs/output/consumer_output/destination")
-            extra = len(out.findall("snapshot_outputs/output")) - 1
-            if extra > 0:
-                notes.append(f"{extra} more snapshot output(s) skipped (ust has one per session yet)")
+            if len(snaps) > 1:
+                notes.append(f"{len(snaps) - 1} more snapshot output(s) skipped (one per session, as lttng)")
+            for snap in snaps[:1]:
+                path = r.text(snap, "consumer_output/destination/path")
+                if path:
+                    desc["snapshot_outputs"] = [{"name": r.text(snap, "name") or "snapshot-1", "path": path,
+                                                 "max_size": r.integer(snap, "max_size", 0)}]
+            if desc["snapshot"] and not snaps:
+                desc["snapshot_outputs"] = []
         if dest is not None:
             path = r.text(dest, "path")
             if path:

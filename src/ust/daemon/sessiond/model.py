@@ -73,6 +73,16 @@ class Session:
     # `ust track`: LTTng's inclusion sets, "vpid"/"vuid"/"vgid" -> the ids tracked; an attribute
     # absent tracks every process (the default), an empty set none
     trackers: dict[str, set] = field(default_factory=dict)
+    # a snapshot session's output, `ust snapshot add-output`: {"name", "path", "max_size"}; None for
+    # the default one (the session's output, named snapshot-1), absent after del-output
+    snapshot_output: dict | None = None
+    snapshot_output_deleted: bool = False
+
+    def snapshot_out(self) -> dict | None:
+        """The snapshot output `snapshot record` writes to, or None (deleted)."""
+        if self.snapshot_output_deleted:
+            return None
+        return self.snapshot_output or {"name": "snapshot-1", "path": self.output, "max_size": 0}
 
     def tracks(self, pid: int, uid: int, gid: int) -> bool:
         """Whether the inclusion sets let a process with these ids record this session."""
@@ -121,4 +131,5 @@ class Session:
             "probes": [dict(p) for p in list(self.probes)],
             "traces": [t.path for t in list(self.traces.values())],
             "trackers": {attr: sorted(values) for attr, values in list(self.trackers.items())},
+            "snapshot_outputs": [dict(o, id=1) for o in [self.snapshot_out()] if o and self.snapshot],
         }

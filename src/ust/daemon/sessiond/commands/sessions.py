@@ -108,20 +108,3 @@ def stop_session(daemon, s: Session) -> None:
     link = consumers.link_if_running(daemon, s)
     if s.traces and link is not None:
         link.flush([t.key for t in s.traces.values()])
-
-
-@group.command("snapshot_record", {"session": is_name, "output?": optional(string())})
-def snapshot_record(daemon, s: Session, output: str | None = None) -> dict:
-    if not s.snapshot:
-        raise SessionError(f"session {s.name!r} is not a snapshot session (create it with --snapshot)")
-    if not s.traces:
-        raise SessionError(f"session {s.name!r} has no buffers yet: start it first")
-    base = output or s.output
-    if not os.path.isabs(base):
-        raise SessionError(f"snapshot output must be an absolute path, got {base!r}")
-    stamp = time_stamp()
-    dest = os.path.join(base, f"snapshot-{s.snapshot_count}-{stamp}")
-    s.snapshot_count += 1
-    targets = {t.key: os.path.join(dest, os.path.relpath(t.path, s.output)) for t in s.traces.values()}
-    consumers.link(daemon, s).snapshot(targets, base)
-    return {"path": dest}
