@@ -572,7 +572,12 @@ def test_snapshot_outputs_record_and_save(ust_env, tmp_path):
     app.exit()
 
     saved = str(tmp_path / "saved")
+    env.ust("create", "none", "--snapshot", "--no-output")
+    assert env.client().snapshot_list_output("none") == []
+    rc, so, se = env.ust("create", "bad", "--no-output", check=False)
+    assert rc != 0 and se.startswith("ust: error: --no-output goes with --snapshot")
     env.ust("save", "-o", saved)
-    env.ust("destroy", "fl")
+    env.ust("destroy", "-a")
     env.ust("load", "-i", saved)
     assert env.client().snapshot_list_output("fl") == [{"id": 1, "name": "flight", "path": mine, "max_size": 0}]
+    assert env.client().snapshot_list_output("none") == []

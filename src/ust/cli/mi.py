@@ -180,7 +180,7 @@ def mi_create(args: argparse.Namespace) -> dict:
 
     name = args.name or "auto-" + time_stamp()
     with _client() as c:
-        s = c.create_session(name, output=args.output, snapshot=args.snapshot)
+        s = c.create_session(name, output=args.output, snapshot=args.snapshot, no_output=args.no_output)
     set_current_session(name)
     return {"session": session_brief(s)}
 

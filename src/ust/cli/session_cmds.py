@@ -69,6 +69,8 @@ def add_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="DIR", help="trace directory (default: ~/ust-traces/NAME-DATE)")
     p.add_argument("--snapshot", action="store_true", help="flight-recorder session: overwrite channels, "
                    "written by `ust snapshot record` only")
+    p.add_argument("--no-output", action="store_true", help="with --snapshot: no snapshot output yet "
+                   "(`ust snapshot add-output` or `snapshot record URL` say where)")
 
 
 def run_create(args: argparse.Namespace, out) -> int:
@@ -76,11 +78,12 @@ def run_create(args: argparse.Namespace, out) -> int:
 
     name = args.name or "auto-" + time_stamp()
     with _client() as c:
-        s = c.create_session(name, output=args.output, snapshot=args.snapshot)
+        s = c.create_session(name, output=args.output, snapshot=args.snapshot, no_output=args.no_output)
     set_current_session(name)
     kind = "Snapshot session" if s["snapshot"] else "Session"
     print(f"{kind} {name} created.", file=out)
-    print(f"Traces will be written in {s['output']}", file=out)
+    if not args.no_output:
+        print(f"Traces will be written in {s['output']}", file=out)
     return 0
 
 

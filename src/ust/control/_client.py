@@ -308,17 +308,18 @@ class Client:
         return self.call("ping")
 
     def create_session(self, name: str, output: str | None = None, snapshot: bool = False,
-                       token: str | None = None) -> SessionInfo:
+                       token: str | None = None, no_output: bool = False) -> SessionInfo:
         """Create a session writing under ``output`` (default ~/ust-traces/NAME-DATE).
 
         ``snapshot``: a flight-recorder session (overwrite channels, written by
         ``snapshot_record`` only). ``token``: trace only the processes started
-        with ``UST_RUN_TOKEN=token`` in their environment (what `ust run` uses).
+        with ``UST_RUN_TOKEN=token`` in their environment (what `ust run` uses). ``no_output``
+        (snapshot sessions): no snapshot output until ``snapshot_add_output``.
         """
         if output is not None:
             output = os.path.abspath(os.path.expanduser(output))
         return self._result("session", "create", name=name, output=output, snapshot=snapshot or None,
-                            token=token)
+                            token=token, no_output=no_output or None)
 
     def destroy_session(self, name: str) -> SessionInfo:
         """Stop (flushing the trace) and forget a session; its trace stays on disk."""

@@ -18,9 +18,12 @@ group = CommandGroup()
 
 
 @group.command("create", {"name": is_name, "output?": optional(string()), "snapshot?": bool,
-                          "token?": optional(string(128))})
+                          "token?": optional(string(128)), "no_output?": bool})
 def create(daemon, caller: int, name: str, output: str | None = None, snapshot: bool = False,
-           token: str | None = None) -> dict:
+           token: str | None = None, no_output: bool = False) -> dict:
+    if no_output and (not snapshot or output is not None):
+        raise SessionError("--no-output goes with --snapshot and without --output (ust has no live mode): "
+                           "`ust snapshot add-output` or `snapshot record URL` say where")
     if output is None:
         stamp = time_stamp()
         try:
@@ -30,7 +33,8 @@ def create(daemon, caller: int, name: str, output: str | None = None, snapshot: 
         output = os.path.join(home, "ust-traces", f"{name}-{stamp}")
     if not os.path.isabs(output):
         raise SessionError(f"output directory must be an absolute path, got {output!r}")
-    s = Session(name=name, output=os.path.normpath(output), uid=caller, snapshot=snapshot, token=token)
+    s = Session(name=name, output=os.path.normpath(output), uid=caller, snapshot=snapshot, token=token,
+                snapshot_output_deleted=no_output)
     with daemon.lock:
         if name in daemon.sessions:
             raise SessionError(f"a session named {name!r} already exists")
