@@ -581,3 +581,24 @@ def test_snapshot_outputs_record_and_save(ust_env, tmp_path):
     env.ust("load", "-i", saved)
     assert env.client().snapshot_list_output("fl") == [{"id": 1, "name": "flight", "path": mine, "max_size": 0}]
     assert env.client().snapshot_list_output("none") == []
+
+
+def test_list_mem_usage(ust_env, tmp_path):
+    """`list --mem-usage` (LTTng 2.15): each channel's ring buffers, per process with per-pid buffers."""
+    env = ust_env
+    env.ust("create", "m", "-o", str(tmp_path / "m"))
+    env.ust("enable-channel", "c", "--subbuf-size", "8k", "--num-subbuf", "4", "--buffers-pid")
+    env.ust("enable-event", "app:*", "-c", "c")
+    rc, so, se = env.ust("list", "m", "--mem-usage")
+    assert "        memory: 0 bytes in 0 ring buffers (each 4 x 8 KiB)" in so
+    a, b = env.app(), env.app()
+    env.wait_registered(a.pid)
+    env.wait_registered(b.pid)
+    env.ust("start", "m")
+    rc, so, se = env.ust("status", "--mem-usage")
+    n = 2 * os.cpu_count()  # one ring buffer per CPU, per process
+    size = f"{n // 32} MiB" if n % 32 == 0 else f"{n * 32} KiB"
+    assert f"        memory: {size} in {n} ring buffers (each 4 x 8 KiB)" in so, so
+    assert env.client().get_session("m")["memory"] == {"c": {"bytes": n * 32 * 1024, "buffers": n}}
+    for app in (a, b):
+        app.exit()

@@ -138,7 +138,7 @@ def _print_lost(s: dict, out) -> None:
               file=out)
 
 
-def _print_session(s: dict, out, current: str | None) -> None:
+def _print_session(s: dict, out, current: str | None, mem_usage: bool = False) -> None:
     from ust.instrument.loglevels import name_of as loglevel_name
 
     state = "active" if s["active"] else "inactive"
@@ -164,6 +164,11 @@ def _print_session(s: dict, out, current: str | None) -> None:
             print(f"        trace files: {_fmt_size(ch['tracefile_size'])} each, {count} kept", file=out)
         if ch["context"]:
             print(f"        context: {', '.join(ch['context'])}", file=out)
+        if mem_usage:
+            m = s.get("memory", {}).get(ch["name"], {"bytes": 0, "buffers": 0})
+            print(f"        memory: {_fmt_size(m['bytes'])} in {m['buffers']} ring buffer"
+                  f"{'s' if m['buffers'] != 1 else ''} (each {ch['num_subbuf']} x {_fmt_size(ch['subbuf_size'])})",
+                  file=out)
         rules = [r for r in s["rules"] if r["channel"] == ch["name"]]
         print("        Event rules:" if rules else "        No event rule.", file=out)
         for r in rules:
@@ -188,6 +193,8 @@ def _print_session(s: dict, out, current: str | None) -> None:
 def add_list(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", nargs="?", help="show this session's channels and event rules")
     p.add_argument("--apps", action="store_true", help="list the running applications and their tracepoints")
+    p.add_argument("--mem-usage", action="store_true", help="with a session: the shared memory each channel's "
+                   "ring buffers take")
     _domain_args(p)
 
 
@@ -210,7 +217,7 @@ def run_list(args: argparse.Namespace, out) -> int:
             return 0
         current = get_current_session()
         if args.name:
-            _print_session(c.get_session(args.name), out, current)
+            _print_session(c.get_session(args.name), out, current, args.mem_usage)
             return 0
         sessions = c.list_sessions()
         if not sessions:
@@ -227,7 +234,7 @@ def run_list(args: argparse.Namespace, out) -> int:
 
 
 def add_status(p: argparse.ArgumentParser) -> None:
-    pass
+    p.add_argument("--mem-usage", action="store_true", help="the shared memory each channel's ring buffers take")
 
 
 def run_status(args: argparse.Namespace, out) -> int:
@@ -235,7 +242,7 @@ def run_status(args: argparse.Namespace, out) -> int:
     if not name:
         raise SessionError("no current session: create one with `ust create NAME` or choose one with `ust set-session`")
     with _client() as c:
-        _print_session(c.get_session(name), out, name)
+        _print_session(c.get_session(name), out, name, args.mem_usage)
     return 0
 
 

@@ -78,6 +78,17 @@ class Session:
     snapshot_output: dict | None = None
     snapshot_output_deleted: bool = False
 
+    def memory(self) -> dict[str, dict]:
+        """Per channel: the shared memory its ring buffers take (``bytes``) and how many per-CPU
+        buffers (``buffers``), over every trace (one per user, or per process with per-pid buffers)."""
+        out: dict[str, dict] = {}
+        for t in list(self.traces.values()):
+            for name, tc in list(t.channels.items()):
+                m = out.setdefault(name, {"bytes": 0, "buffers": 0})
+                m["bytes"] += tc.conf.subbuf_size * tc.conf.num_subbuf * len(tc.fds)
+                m["buffers"] += len(tc.fds)
+        return out
+
     def snapshot_out(self) -> dict | None:
         """The snapshot output `snapshot record` writes to, or None (deleted)."""
         if self.snapshot_output_deleted:
@@ -132,4 +143,5 @@ class Session:
             "traces": [t.path for t in list(self.traces.values())],
             "trackers": {attr: sorted(values) for attr, values in list(self.trackers.items())},
             "snapshot_outputs": [dict(o, id=1) for o in [self.snapshot_out()] if o and self.snapshot],
+            "memory": self.memory(),
         }
