@@ -266,7 +266,7 @@ def test_save_files_are_never_written_through_links(ust_env, tmp_path):
 # statistics (it does with the files `lttng save` itself wrote); `lttng save` shows what it loaded.
 LTTNG_SCRIPT = """
 set -e
-mount -t tmpfs tmpfs /var/run/lttng
+mount -t tmpfs tmpfs /run
 export HOME="$1"
 lttng-sessiond --no-kernel -b -d >/dev/null 2>&1
 i=0
@@ -282,9 +282,11 @@ exit $status
 
 def _lttng_usable() -> bool:
     if os.geteuid() != 0 or not shutil.which("lttng") or not shutil.which("lttng-sessiond") \
-            or not shutil.which("unshare") or not os.path.isdir("/var/run/lttng"):
+            or not shutil.which("unshare") or os.path.realpath("/var/run") != "/run":
         return False
-    r = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
+    # our own lttng-sessiond, in a private mount namespace with its own /run (its /var/run/lttng)
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", "/run"],
+                        capture_output=True)
     return r.returncode == 0
 
 
@@ -415,7 +417,7 @@ def test_mi_documents_and_errors(ust_env, tmp_path):
 
 MI_SCRIPT = """
 set -e
-mount -t tmpfs tmpfs /var/run/lttng
+mount -t tmpfs tmpfs /run
 export HOME="$1"; out="$2"; shift 2
 lttng-sessiond --no-kernel -b -d >/dev/null 2>&1
 i=0
