@@ -351,6 +351,14 @@ MI_STEPS = [
     "save -o {out}/saved s1",
     "destroy s1",
     "load -i {out}/saved s1",
+    "track -u --vpid 12,13 -s s1",
+    "untrack -u --vpid 12 -s s1",
+    "track -u --all --vpid -s s1",
+    "untrack -u --all --vuid -s s1",
+    "create sn --snapshot -o {out}/snap",
+    "snapshot list-output -s sn",
+    "snapshot del-output 1 -s sn",
+    "snapshot add-output -n fl {out}/x -s sn",
     "destroy -a",
 ]
 
@@ -400,6 +408,8 @@ def test_mi_documents_and_errors(ust_env, tmp_path):
     assert _mi_values(docs["list s1"], "exclusion") == ["c:z"]
     assert _mi_values(docs["start"], "enabled") == ["true"] and _mi_values(docs["stop"], "enabled") == ["false"]
     assert _mi_values(docs["load -i {out}/saved s1"], "path") == [f"{tmp_path}/saved"]
+    assert _mi_values(docs["track -u --vpid 12,13 -s s1"], "id") == ["12", "13"]
+    assert _mi_values(docs["snapshot add-output -n fl {out}/x -s sn"], "ctrl_url") == [f"{tmp_path}/x"]
 
     rc, so, se = env.ust("--mi", "json", "create", "s2", "-o", str(tmp_path / "s2"))
     doc = json.loads(so)["command"]
@@ -556,7 +566,7 @@ def test_snapshot_outputs_record_and_save(ust_env, tmp_path):
                               "`ust snapshot add-output` or give a URL to record\n")
     mine = str(tmp_path / "mine")
     rc, so, se = env.ust("snapshot", "add-output", f"file://{mine}", "-n", "flight")
-    assert so.splitlines()[1] == f"  [1] flight: {mine} (max size: 0 bytes)"
+    assert so.splitlines()[1] == f"  [2] flight: {mine} (max size: 0 bytes)"
     rc, so, se = env.ust("snapshot", "add-output", "/elsewhere", check=False)
     assert rc != 0 and "has a snapshot output already (flight:" in se
     rc, so, se = env.ust("snapshot", "record")
@@ -581,7 +591,7 @@ def test_snapshot_outputs_record_and_save(ust_env, tmp_path):
     env.ust("save", "-o", saved)
     env.ust("destroy", "-a")
     env.ust("load", "-i", saved)
-    assert env.client().snapshot_list_output("fl") == [{"id": 1, "name": "flight", "path": mine, "max_size": 0}]
+    assert env.client().snapshot_list_output("fl") == [{"id": 2, "name": "flight", "path": mine, "max_size": 0}]
     assert env.client().snapshot_list_output("none") == []
 
 

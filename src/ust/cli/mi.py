@@ -8,7 +8,8 @@ element (``sessions``, ``channels``, ``events``...) is an array of its items, a 
 type (numbers, booleans, strings). Both are built from one tree (``Many`` marks the lists).
 
 The commands with a machine interface are those of ``MI_COMMANDS``; the others refuse
-``--mi`` in one line. A failure prints its one-line error on stderr and a document whose
+``--mi`` in one line (``MI_COMMANDS``: version, list, create, destroy, start, stop, enable-channel,
+enable-event, snapshot, save, load, track, untrack). A failure prints its one-line error on stderr and a document whose
 ``success`` is false, and exits non-zero, as lttng does.
 """
 
@@ -246,15 +247,67 @@ def mi_enable_event(args: argparse.Namespace) -> dict:
     return {"events": Many("event", [event_element(r, success=True) for r in rules])}
 
 
+def _snapshot_output(o: dict, session: str | None = None) -> dict:
+    e: dict[str, Any] = {"id": o["id"], "name": o["name"], "ctrl_url": o["path"]}
+    if session is None:
+        e["data_url"] = ""
+    else:
+        e["session_name"] = session
+    e["max_size"] = o["max_size"]
+    return e
+
+
 def mi_snapshot(args: argparse.Namespace) -> dict:
     from ust.cli.session_cmds import _current
 
-    if getattr(args, "action", None) != "record":
-        raise SessionError("--mi: only `ust snapshot record` has a machine interface yet")
+    action = getattr(args, "action", None)
+    if action is None:
+        raise SessionError("expected `ust snapshot record|add-output|list-output|del-output`")
     session = _current(args)
     with _client() as c:
-        c.snapshot_record(session, output=args.url or args.output, name=args.name, max_size=args.max_size)
-    return {"snapshot_action": {"name": "record", "output": {"snapshot": {}}}}
+        if action == "record":
+            c.snapshot_record(session, output=args.url or args.output, name=args.name, max_size=args.max_size)
+            result: dict = {"snapshot": {}}
+        elif action == "add-output":
+            o = c.snapshot_add_output(session, args.url, name=args.name, max_size=args.max_size)
+            result = {"snapshot": _snapshot_output(o, session)}
+        elif action == "list-output":
+            outputs = c.snapshot_list_output(session)
+            result = {"session": {"name": session, "snapshots": Many("snapshot", [_snapshot_output(o)
+                                                                                for o in outputs])}}
+        else:
+            o = c.snapshot_del_output(session, args.output)
+            result = {"snapshot": {"id": o["id"], "session_name": session}}
+    return {"snapshot_action": {"name": action, "output": result}}
+
+
+def _tracker(args: argparse.Namespace, track: bool) -> dict:
+    from ust.cli.lifecycle_cmds import _ids
+    from ust.cli.session_cmds import _current
+
+    session = _current(args)
+    given = [(attr, getattr(args, attr)) for attr in ("vpid", "vuid", "vgid") if getattr(args, attr) is not None]
+    if not given:
+        raise SessionError("give --vpid, --vuid or --vgid (with values, or with --all)")
+    trackers: dict[str, Any] = {}
+    with _client() as c:
+        for attr, text in given:
+            ids = _ids(attr, text)
+            if bool(ids) == args.all:
+                raise SessionError(f"--{attr}: give values or --all, not both and not neither")
+            (c.track if track else c.untrack)(session, attr, ids, all=args.all)
+            values = [{"type": {"all": True}, "success": True}] if args.all else \
+                [{"type": {"id": i}, "success": True} for i in ids]
+            trackers[f"{attr}_process_attr_tracker"] = {"process_attr_values": Many(attr, values)}
+    return {"process_attr_trackers": trackers}
+
+
+def mi_track(args: argparse.Namespace) -> dict:
+    return _tracker(args, True)
+
+
+def mi_untrack(args: argparse.Namespace) -> dict:
+    return _tracker(args, False)
 
 
 def _saved_or_loaded(kind: str, outcomes, path: str) -> dict:
@@ -294,7 +347,7 @@ def mi_load(args: argparse.Namespace) -> dict:
 MI_COMMANDS = {
     "version": mi_version, "list": mi_list, "create": mi_create, "destroy": mi_destroy, "start": mi_start,
     "stop": mi_stop, "enable-channel": mi_enable_channel, "enable-event": mi_enable_event,
-    "snapshot": mi_snapshot, "save": mi_save, "load": mi_load,
+    "snapshot": mi_snapshot, "save": mi_save, "load": mi_load, "track": mi_track, "untrack": mi_untrack,
 }
 NO_SUCCESS = frozenset({"list", "version"})
 

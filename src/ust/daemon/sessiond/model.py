@@ -77,6 +77,7 @@ class Session:
     # the default one (the session's output, named snapshot-1), absent after del-output
     snapshot_output: dict | None = None
     snapshot_output_deleted: bool = False
+    snapshot_next_id: int = 2  # outputs are numbered as lttng's: the default is 1, each added one the next
 
     def memory(self) -> dict[str, dict]:
         """Per channel: the shared memory its ring buffers take (``bytes``) and how many per-CPU
@@ -93,7 +94,7 @@ class Session:
         """The snapshot output `snapshot record` writes to, or None (deleted)."""
         if self.snapshot_output_deleted:
             return None
-        return self.snapshot_output or {"name": "snapshot-1", "path": self.output, "max_size": 0}
+        return self.snapshot_output or {"id": 1, "name": "snapshot-1", "path": self.output, "max_size": 0}
 
     def tracks(self, pid: int, uid: int, gid: int) -> bool:
         """Whether the inclusion sets let a process with these ids record this session."""
@@ -142,6 +143,6 @@ class Session:
             "probes": [dict(p) for p in list(self.probes)],
             "traces": [t.path for t in list(self.traces.values())],
             "trackers": {attr: sorted(values) for attr, values in list(self.trackers.items())},
-            "snapshot_outputs": [dict(o, id=1) for o in [self.snapshot_out()] if o and self.snapshot],
+            "snapshot_outputs": [dict(o) for o in [self.snapshot_out()] if o and self.snapshot],
             "memory": self.memory(),
         }

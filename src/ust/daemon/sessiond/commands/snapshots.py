@@ -1,7 +1,8 @@
 """Snapshot sessions: their output (add-output, list-output, del-output) and `snapshot record`.
 
-As LTTng: a snapshot session has one snapshot output, by default ``snapshot-1`` writing to the
-session's output directory; ``add-output`` replaces a deleted one; each record writes
+As LTTng: a snapshot session has one snapshot output, by default ``snapshot-1`` (id 1) writing
+to the session's output directory; ``add-output`` replaces a deleted one (with the next id, named
+``snapshot-ID`` unless named); each record writes
 ``<output path>/<name>-<YYYYmmdd-HHMMSS>-<N>/`` (N counts the session's snapshots), ``name``
 being the output's or the one given to ``record``. A size limit (``--max-size``) is refused: ust
 has no partial snapshot yet, and a limit that is not kept would be a lie.
@@ -50,27 +51,29 @@ def add_output(daemon, s: Session, url: str, name: str | None = None, max_size: 
         current = s.snapshot_out()
         raise SessionError(f"session {s.name!r} has a snapshot output already ({current['name']}: "
                            f"{current['path']}): `ust snapshot del-output` it first")
-    s.snapshot_output = {"name": name or "snapshot-1", "path": _path(url), "max_size": 0}
+    s.snapshot_output = {"id": s.snapshot_next_id, "name": name or f"snapshot-{s.snapshot_next_id}",
+                         "path": _path(url), "max_size": 0}
+    s.snapshot_next_id += 1
     s.snapshot_output_deleted = False
-    return {"output": dict(s.snapshot_output, id=1)}
+    return {"output": dict(s.snapshot_output)}
 
 
 @group.command("snapshot_list_output", {"session": is_name})
 def list_output(daemon, s: Session) -> dict:
     _snapshot_session(s)
     out = s.snapshot_out()
-    return {"outputs": [dict(out, id=1)] if out else []}
+    return {"outputs": [dict(out)] if out else []}
 
 
 @group.command("snapshot_del_output", {"session": is_name, "output": string(256)})
 def del_output(daemon, s: Session, output: str) -> dict:
     _snapshot_session(s)
     out = s.snapshot_out()
-    if out is None or output not in ("1", out["name"]):
+    if out is None or output not in (str(out["id"]), out["name"]):
         raise SessionError(f"no snapshot output {output!r} in session {s.name!r}")
     s.snapshot_output = None
     s.snapshot_output_deleted = True
-    return {"output": dict(out, id=1)}
+    return {"output": dict(out)}
 
 
 @group.command("snapshot_record", {"session": is_name, "output?": optional(string()), "name?": optional(is_name),
