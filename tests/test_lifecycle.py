@@ -614,3 +614,21 @@ def test_list_mem_usage(ust_env, tmp_path):
     assert env.client().get_session("m")["memory"] == {"c": {"bytes": n * 32 * 1024, "buffers": n}}
     for app in (a, b):
         app.exit()
+
+
+def test_load_starts_what_was_active_and_override_name_needs_one(ust_env, tmp_path):
+    env = ust_env
+    env.ust("create", "on", "-o", str(tmp_path / "on"))
+    env.ust("enable-event", "app:*")
+    env.ust("start")
+    env.ust("create", "off", "-o", str(tmp_path / "off"))
+    env.ust("enable-event", "app:*")
+    saved = str(tmp_path / "saved")
+    env.ust("save", "-a", "-o", saved)
+    assert b"<started>true</started>" in open(f"{saved}/on.lttng", "rb").read()
+    env.ust("destroy", "-a")
+    rc, so, se = env.ust("load", "-i", saved, "--override-name", "x", check=False)
+    assert rc != 0 and se == "ust: error: --override-name needs a single session: give its name\n"
+    assert env.client().list_sessions() == []
+    env.ust("load", "-i", saved)
+    assert {s["name"]: s["active"] for s in env.client().list_sessions()} == {"on": True, "off": False}
