@@ -54,7 +54,7 @@ def test_codec_reads_lttng_save_files():
     # lttng wrote the filter its client built from the logger and level: the user's part is none
     assert (db["channel"], db["loglevel_type"], db["loglevel"], db["filter"]) == \
         ("lttng_python_channel", "range", 30, None)
-    assert notes == ["session websvc: rotation schedules skipped (periodic: not in ust yet)"]
+    assert notes == [] and web["rotation"] == {"timer": 60_000_000}
 
     with open(os.path.join(fixtures_dir(), "snap.lttng"), "rb") as f:
         [(snap, notes)] = session_xml.parse(f.read(), "snap.lttng")
@@ -212,8 +212,9 @@ def test_load_lttng_files_and_their_errors(ust_env, tmp_path):
     rc, so, se = env.ust("load", "-i", fixtures_dir(), "websvc", "--override-url", f"file://{out}",
                          "--override-name", "web2")
     assert so.strip() == f"Session web2 loaded from {fixtures_dir()}/websvc.lttng"
-    assert se.strip() == "Warning: session websvc: rotation schedules skipped (periodic: not in ust yet)"
+    assert se == ""
     s = env.client().get_session("web2")
+    assert s["rotation"]["timer"] == 60_000_000
     assert s["output"] == out
     assert {c["name"] for c in s["channels"]} == {"big", "lttng_python_channel"}
 
@@ -303,6 +304,7 @@ def test_real_lttng_load_accepts_ust_save(ust_env, tmp_path):
     env.ust("enable-event", "--python", "svc.db", "-c", "big", "--loglevel", "WARNING")
     env.ust("add-context", "-c", "big", "-t", "vpid", "-t", "vuid", "-t", "thread_name")
     env.ust("track", "-s", "ours", "--vpid", "12,13")
+    env.ust("enable-rotation", "-s", "ours", "--timer", "60s", "--size", "64M")
     env.ust("untrack", "-s", "ours", "--all", "--vgid")
     env.ust("create", "flight", "--snapshot", "-o", str(tmp_path / "snaps"))
     env.ust("enable-event", "-s", "flight", "app:*")
@@ -331,6 +333,7 @@ def test_real_lttng_load_accepts_ust_save(ust_env, tmp_path):
     big = next(c for c in ours["channels"] if c["name"] == "big")
     assert big["context"] == ["vpid", "vuid", "thread_name"] and big["overwrite"] and big["tracefile_count"] == 3
     assert ours["trackers"] == {"vpid": [12, 13], "vgid": []}
+    assert ours["rotation"] == {"timer": 60_000_000, "size": 64 << 20}
     assert {(r["domain"], r["pattern"], r["filter"]) for r in ours["rules"]} == {
         ("ust", "myapp:*", "v >= 5"), ("ust", "myapp:slow", None), ("python", "svc.db", None)}
 
@@ -632,3 +635,124 @@ def test_load_starts_what_was_active_and_override_name_needs_one(ust_env, tmp_pa
     assert env.client().list_sessions() == []
     env.ust("load", "-i", saved)
     assert {s["name"]: s["active"] for s in env.client().list_sessions()} == {"on": True, "off": False}
+
+
+# ---------------------------------------------------------------------------
+# rotation
+
+
+def _wait_at(app, target: int) -> None:
+    """Read a looping driven app's "at N" lines until N >= target."""
+    while True:
+        line = app.proc.stdout.readline()
+        assert line, "the app stopped"
+        if line.startswith("at ") and int(line.split()[1]) >= target:
+            return
+
+
+@needs_bt
+@pytest.mark.parametrize("buffers", ["uid", "pid"])
+def test_rotation_every_event_exactly_once_while_apps_write(ust_env, tmp_path, buffers):
+    """Rotating while two applications write: each archive is a trace babeltrace2 reads alone, and
+    together they hold every event recorded exactly once (the only gaps are the events the stop
+    reports discarded); `stop` archives the last chunk."""
+    import collections
+    import glob
+    import re
+
+    env = ust_env
+    out = str(tmp_path / "trace")
+    env.ust("create", "r", "-o", out)
+    env.ust("enable-channel", "c", "--subbuf-size", "256k", "--num-subbuf", "8", f"--buffers-{buffers}")
+    env.ust("enable-event", "app:alpha", "-c", "c")
+    env.ust("add-context", "-c", "c", "-t", "vpid")
+    apps = [env.app(), env.app()]
+    for app in apps:
+        env.wait_registered(app.pid)
+    env.ust("start")
+    for app in apps:
+        app.proc.stdin.write("loop app:alpha 20\n")  # ~50k events/s each, forever
+        app.proc.stdin.flush()
+    archives = []
+    for target in (3000, 6000, 9000):
+        for app in apps:
+            _wait_at(app, target)
+        rc, so, se = env.ust("rotate")
+        archives.append(so.strip().rsplit(" ", 1)[1])
+    for app in apps:
+        _wait_at(app, 12000)
+    rc, so, se = env.ust("stop")
+    for app in apps:
+        app.proc.kill()
+        app.proc.wait()
+    archives.append(re.search(r"is now readable at (\S+)", so).group(1))
+    m = re.search(r"Warning: (\d+) events were discarded", so)
+    discarded = int(m.group(1)) if m else 0
+    assert sorted(glob.glob(f"{out}/archives/*")) == sorted(archives) and len(archives) == 4
+    for i, a in enumerate(archives):
+        assert re.fullmatch(re.escape(out) + r"/archives/\d{8}T\d{6}[+-]\d{4}-\d{8}T\d{6}[+-]\d{4}-" + str(i), a)
+    per_chunk = [_by_vpid(read_events(a)) for a in archives]  # each alone
+    everything = collections.Counter(e for chunk in per_chunk for e in chunk)
+    assert all(n == 1 for n in everything.values())  # sets per chunk: also none twice within one
+    assert sum(len(c) for c in per_chunk) == len(everything)
+    assert all(per_chunk[:3])  # the apps wrote during every rotated chunk
+    gaps = 0
+    for app in apps:
+        values = sorted(v for pid, v in everything if pid == app.pid)
+        assert values and values[-1] >= 12000 - 1000
+        gaps += values[-1] + 1 - len(values)
+    assert gaps == discarded
+
+
+def test_rotation_commands_and_errors(ust_env, tmp_path):
+    env = ust_env
+    env.ust("create", "r", "-o", str(tmp_path / "r"))
+    env.ust("enable-event", "app:*")
+    for args, message in [
+        (("rotate",), "session 'r' has no trace yet: start it first"),
+        (("enable-rotation",), "give --timer PERIOD or --size SIZE"),
+        (("enable-rotation", "--timer", "soon"), "invalid period 'soon': expected a number of µs, or with us, "
+                                                 "ms, s, m or h (60s)"),
+        (("enable-rotation", "--timer", "10ms"), "rotation period 10000 µs is too short (at least 100000 µs)"),
+        (("disable-rotation", "--timer"), "session 'r' has no timer rotation schedule"),
+        (("rotate", "nosuch"), "no session named 'nosuch'"),
+    ]:
+        rc, so, se = env.ust(*args, check=False)
+        assert rc != 0 and se == f"ust: error: {message}\n", (args, se)
+    rc, so, se = env.ust("enable-rotation", "--timer", "60s", "--size", "64M")
+    assert so == ("Enabled periodic rotations every 60000000 us on session r\n"
+                  "Enabled size-based rotations every 67108864 bytes written on session r\n")
+    assert env.client().get_session("r")["rotation"]["timer"] == 60000000
+    env.ust("disable-rotation", "--timer")
+    env.ust("create", "sn", "--snapshot", "-o", str(tmp_path / "sn"))
+    rc, so, se = env.ust("enable-rotation", "--size", "1M", check=False)
+    assert se == "ust: error: session 'sn' is a snapshot session: it does not rotate\n"
+
+
+@needs_bt
+def test_rotation_size_schedule(ust_env, tmp_path):
+    """--size: the session rotates by itself once its chunk holds SIZE bytes."""
+    env = ust_env
+    out = str(tmp_path / "trace")
+    env.ust("create", "r", "-o", out)
+    env.ust("enable-channel", "c", "--subbuf-size", "64k", "--num-subbuf", "8", "--switch-timer", "100000")
+    env.ust("enable-event", "app:alpha", "-c", "c")
+    env.ust("enable-rotation", "--size", "128k")
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("start")
+    from daemon_util import wait_until
+
+    emitted = 0
+    while not env.client().get_session("r")["rotation"]["archives"]:
+        assert emitted < 2_000_000, "no rotation"
+        app.send(f"emit app:alpha 500 {emitted}")
+        emitted += 500
+    wait_until(lambda: env.client().get_session("r")["rotation"]["archives"], timeout=60, what="a size rotation")
+    rc, so, se = env.ust("stop")
+    assert "discarded" not in so
+    app.exit()
+    archives = env.client().get_session("r")["rotation"]["archives"]
+    assert len(archives) >= 2  # the size rotation(s), then stop's
+    got = sorted(v for a in archives for v in values(read_events(a)))
+    assert got == list(range(emitted))

@@ -44,6 +44,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("lifecycle_cmds", "record only these processes: add to a session's --vpid/--vuid/--vgid "
                                 "inclusion sets"),
     "untrack": ("lifecycle_cmds", "remove processes from a session's --vpid/--vuid/--vgid inclusion sets"),
+    "rotate": ("lifecycle_cmds", "archive the current trace chunk (a complete trace) and go on in a new one"),
+    "enable-rotation": ("lifecycle_cmds", "rotate a session every PERIOD (--timer) or every SIZE bytes (--size)"),
+    "disable-rotation": ("lifecycle_cmds", "remove a session's rotation schedule"),
     "run": ("run", "trace a program (and its children) from its first line to its exit"),
     "view": ("view", "print the events of traces, or of the current session's trace "
                      "(babeltrace2's text format, or JSON lines)"),

@@ -152,3 +152,87 @@ COMMAND_TABLE.update({
     "track": (add_track, run_track),
     "untrack": (add_track, run_untrack),
 })
+
+
+# ---------------------------------------------------------------------------
+# rotate / enable-rotation / disable-rotation
+
+_PERIOD_UNITS = {"us": 1, "ms": 1000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000}
+
+
+def parse_period(text: str) -> int:
+    """lttng's PERIOD: µs, or a number with us, ms, s, m or h -> µs."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+)\s*(us|ms|s|m|h)?\s*", text or "")
+    if not m:
+        raise SessionError(f"invalid period {text!r}: expected a number of µs, or with us, ms, s, m or h (60s)")
+    return int(m.group(1)) * _PERIOD_UNITS[m.group(2) or "us"]
+
+
+def add_rotate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="SESSION", nargs="?", help="the session (default: the current session)")
+    p.add_argument("-n", "--no-wait", action="store_true", help=argparse.SUPPRESS)  # ust's rotation is immediate
+
+
+def run_rotate(args: argparse.Namespace, out) -> int:
+    from ust.cli.session_cmds import _current
+    from ust.control import Client
+
+    name = args.name or _current(args, "name")
+    with Client() as c:
+        path = c.rotate(name)
+    print(f"Trace chunk archive for session {name} is now readable at {path}", file=out)
+    return 0
+
+
+def add_enable_rotation(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-s", "--session", metavar="NAME", help="session to act on (default: the current session)")
+    p.add_argument("--timer", metavar="PERIOD", help="rotate every PERIOD (µs, or 500ms, 60s, 5m, 1h)")
+    p.add_argument("--size", metavar="SIZE", help="rotate when the current chunk holds SIZE bytes (64M)")
+
+
+def run_enable_rotation(args: argparse.Namespace, out) -> int:
+    from ust.cli.session_cmds import _current
+    from ust.control import Client
+    from ust.daemon.rules import parse_size
+
+    if args.timer is None and args.size is None:
+        raise SessionError("give --timer PERIOD or --size SIZE")
+    session = _current(args)
+    timer = parse_period(args.timer) if args.timer is not None else None
+    size = parse_size(args.size) if args.size is not None else None
+    with Client() as c:
+        c.enable_rotation(session, timer=timer, size=size)
+    if timer:
+        print(f"Enabled periodic rotations every {timer} us on session {session}", file=out)
+    if size:
+        print(f"Enabled size-based rotations every {size} bytes written on session {session}", file=out)
+    return 0
+
+
+def add_disable_rotation(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-s", "--session", metavar="NAME", help="session to act on (default: the current session)")
+    p.add_argument("--timer", action="store_true", help="remove the periodic schedule")
+    p.add_argument("--size", action="store_true", help="remove the size schedule")
+
+
+def run_disable_rotation(args: argparse.Namespace, out) -> int:
+    from ust.cli.session_cmds import _current
+    from ust.control import Client
+
+    session = _current(args)
+    with Client() as c:
+        c.disable_rotation(session, timer=args.timer, size=args.size)
+    if args.timer:
+        print(f"Disabled periodic rotation on session {session}", file=out)
+    if args.size:
+        print(f"Disabled size-based rotation on session {session}", file=out)
+    return 0
+
+
+COMMAND_TABLE.update({
+    "rotate": (add_rotate, run_rotate),
+    "enable-rotation": (add_enable_rotation, run_enable_rotation),
+    "disable-rotation": (add_disable_rotation, run_disable_rotation),
+})

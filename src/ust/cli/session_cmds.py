@@ -456,7 +456,9 @@ def run_stop(args: argparse.Namespace, out) -> int:
         s = c.stop(name)
     print(f"Tracing stopped for session {name}", file=out)
     _print_lost(s, out)
-    if not s["snapshot"]:
+    if s.get("archive"):
+        print(f"Trace chunk archive for session {name} is now readable at {s['archive']}", file=out)
+    elif not s["snapshot"]:
         print(f"Trace written in {s['output']}", file=out)
     return 0
 

@@ -29,7 +29,7 @@ QUERY_TIMEOUT = 10.0
 SLOW_TIMEOUT = 90.0
 SLOW_COMMANDS = frozenset({"create", "destroy", "enable_channel", "disable_channel", "enable_event",
                            "disable_event", "add_context", "start", "stop", "snapshot_record", "shutdown",
-                           "track", "untrack"})
+                           "track", "untrack", "rotate"})
 
 
 class ChannelInfo(TypedDict):
@@ -427,7 +427,7 @@ class Client:
         if not isinstance(reply.get("session"), dict):
             raise DaemonError("the session daemon answered 'stop' without 'session'")
         return {**reply["session"], "lost": reply.get("lost", 0), "lost_args": reply.get("lost_args", 0),
-                "overwritten": reply.get("overwritten", 0)}
+                "overwritten": reply.get("overwritten", 0), "archive": reply.get("archive")}
 
     def snapshot_record(self, session: str, output: str | None = None, name: str | None = None,
                         max_size: int | str | None = None) -> str:
@@ -468,6 +468,21 @@ class Client:
         """Remove ``ids`` from the session's ``attr`` inclusion set (``all``: empty it, no process records)."""
         return self._result("trackers", "untrack", session=session, attr=attr, ids=list(ids) or None,
                             all=all or None)
+
+    def rotate(self, session: str) -> str:
+        """Archive the session's current trace chunk (``OUTPUT/archives/<begin>-<end>-<index>``, a complete
+        trace) and go on in a new one, while applications write; returns the archive's directory."""
+        return self._result("path", "rotate", session=session)
+
+    def enable_rotation(self, session: str, timer: int | None = None, size: int | str | None = None) -> dict:
+        """Rotate every ``timer`` µs and/or when the current chunk holds ``size`` bytes ("64M")."""
+        from ust.daemon.rules import parse_size
+
+        return self.call("enable_rotation", session=session, timer=timer,
+                         size=None if size is None else parse_size(size))
+
+    def disable_rotation(self, session: str, timer: bool = False, size: bool = False) -> dict:
+        return self.call("disable_rotation", session=session, timer=timer or None, size=size or None)
 
     def shutdown_daemon(self) -> None:
         """Ask the daemon to stop (every session is stopped and flushed first)."""

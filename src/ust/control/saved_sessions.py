@@ -180,6 +180,9 @@ def _apply(client, desc: dict) -> list[str]:
                 client.track(name, attr, ids)
             else:
                 client.untrack(name, attr, all=True)
+        rotation = desc.get("rotation") or {}
+        if rotation.get("timer") or rotation.get("size"):
+            client.enable_rotation(name, timer=rotation.get("timer") or None, size=rotation.get("size") or None)
         for r in desc["rules"]:
             if not r["enabled"]:
                 client.disable_events(name, [r["pattern"]], channel=r["channel"])

@@ -18,7 +18,7 @@ What LTTng 2.13's schema cannot say is written so that ``lttng load`` still acce
 ust reads it back: the contexts the schema has no name for (vuid, vgid, namespaces, cpu_id,
 Python contexts) as application contexts of provider ``ust`` (``$app.ust:NAME``), as LTTng itself
 names application-supplied contexts. What ust cannot do (kernel, JUL and log4j domains, live
-mode, network outputs, trackers, rotation schedules, function probes in a file) is reported, one
+mode, network outputs, non-virtual trackers, function probes in a file) is reported, one
 line each, never silently dropped.
 """
 
@@ -170,9 +170,17 @@ def dump(session: dict) -> tuple[bytes, list[str]]:
                 for i in ids:
                     _text(ET.SubElement(values, attr), "id", i)
     _text(s, "started", bool(session.get("active")))
-    if session.get("snapshot"):
+    rotation = session.get("rotation") or {}
+    if session.get("snapshot") or rotation.get("timer") or rotation.get("size"):
         attrs = ET.SubElement(s, "attributes")
-        _text(attrs, "snapshot_mode", True)
+        if session.get("snapshot"):
+            _text(attrs, "snapshot_mode", True)
+        if rotation.get("timer") or rotation.get("size"):
+            schedules = ET.SubElement(attrs, "rotation_schedules")
+            if rotation.get("timer"):
+                _text(ET.SubElement(schedules, "periodic"), "time_us", rotation["timer"])
+            if rotation.get("size"):
+                _text(ET.SubElement(schedules, "size_threshold"), "bytes", rotation["size"])
     output = ET.SubElement(s, "output")
     if session.get("snapshot"):
         outs = ET.SubElement(output, "snapshot_outputs")
@@ -420,9 +428,13 @@ def _session(r: _Reader, s: ET.Element) -> tuple[dict, list[str]]:
         desc["snapshot"] = r.boolean(attrs, "snapshot_mode", False)
         if r.integer(attrs, "live_timer_interval", 0, hi=(1 << 32) - 1):
             notes.append("live mode skipped (ust has no live mode yet): loaded as a normal session")
-        schedules = [e.tag for e in attrs.findall("rotation_schedules/*")]
-        if schedules:
-            notes.append(f"rotation schedules skipped ({', '.join(schedules)}: not in ust yet)")
+        for e in attrs.findall("rotation_schedules/*"):
+            if e.tag == "periodic":
+                desc.setdefault("rotation", {})["timer"] = r.integer(e, "time_us", 0)
+            elif e.tag == "size_threshold":
+                desc.setdefault("rotation", {})["size"] = r.integer(e, "bytes", 0)
+            else:
+                notes.append(f"rotation schedule <{e.tag[:40]}> skipped (unknown)")
     if r.text(s, "shared_memory_path"):
         notes.append("shared memory path skipped (ust's buffers are memfds)")
     out = s.find("output")

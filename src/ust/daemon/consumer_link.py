@@ -274,6 +274,14 @@ class ConsumerLink:
     def snapshot(self, targets: dict[str, str], root: str) -> None:
         self.call({"cmd": "snapshot", "targets": targets, "root": root})
 
+    def rotate(self, targets: dict[str, str], root: str, chunk: str, archive: str) -> None:
+        """A chunk switch (ust-consumerd's ``rotate``); a restarted consumer reopens the new paths."""
+        with self.cv:
+            self.call({"cmd": "rotate", "targets": targets, "root": root, "chunk": chunk, "archive": archive})
+            for key, path in targets.items():
+                if key in self.log:
+                    self.log[key]["trace"]["path"] = path
+
     def remove_traces(self, traces: list[str]) -> None:
         with self.cv:
             try:

@@ -14,6 +14,9 @@ the sessiond's requests one at a time on it and exits when it closes.
                      answers, the trace on disk is complete
 * ``snapshot``       flush + copy the current contents of overwrite buffers (not consumed)
 * ``remove_traces``  flush, close, unmap
+* ``rotate``         a session's chunk switch: each trace goes on in a new
+                     directory at a packet boundary (``Trace.switch_output``),
+                     then the finished chunk is moved into ``archives/``
 
 This module is the protocol front of the consumer core (``ust.consumer``,
 docs/consumer.md), which the embedded session hosts too: its drain engine
@@ -162,6 +165,29 @@ class Consumer:
             t = self.traces.get(key)
             if t is not None:
                 n += t.snapshot(LocalTraceOutput(dest, root, fresh=True))
+        return {"packets": n}, []
+
+    def cmd_rotate(self, fds, targets: dict, root: str, chunk: str, archive: str) -> tuple[dict, list]:
+        """Switch every trace of ``targets`` ({key: its directory in the new chunk}) to a new
+        output, at a packet boundary (every packet closed now ends in the old chunk, every later
+        one in the new: none lost, none twice, while applications write), then move the old
+        chunk, ``root/chunk/ust`` (``chunk`` "": the session's own directory), to
+        ``root/archive/ust``: a complete trace. We run as the session's owner, in a tree
+        ``make_trace_dir`` checked is theirs alone."""
+        from ust.ctf.writer import make_trace_dir
+
+        n = 0
+        for key, path in targets.items():
+            t = self.traces.get(key)
+            if t is not None and t.drains:
+                n += t.switch_output(LocalTraceOutput(path, root, fresh=True))
+        old = os.path.join(root, chunk, "ust") if chunk else os.path.join(root, "ust")
+        if os.path.isdir(old):
+            dest = os.path.join(root, archive)
+            make_trace_dir(dest, root)
+            os.rename(old, os.path.join(dest, "ust"))
+            if chunk:
+                os.rmdir(os.path.join(root, chunk))
         return {"packets": n}, []
 
     def cmd_remove_traces(self, fds, traces: list) -> tuple[dict, list]:

@@ -3,6 +3,7 @@ traces (buffers and files) they created, one per owner (a uid or a pid)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,6 +79,18 @@ class Session:
     snapshot_output: dict | None = None
     snapshot_output_deleted: bool = False
     snapshot_next_id: int = 2  # outputs are numbered as lttng's: the default is 1, each added one the next
+    # rotation (commands/rotation.py): the trace chunk being written, in ``output/chunk_dir``
+    # ("" for the first: the session's directory itself), since ``chunk_begin``
+    chunk: int = 0
+    chunk_dir: str = ""
+    chunk_begin: float = 0.0
+    archives: list = field(default_factory=list)  # the archived chunks' directories, oldest first
+    rotation_timer: int = 0  # µs, 0: off (enable-rotation --timer)
+    rotation_size: int = 0  # bytes, 0: off (enable-rotation --size)
+
+    def chunk_root(self) -> str:
+        """The directory the current trace chunk is written in."""
+        return os.path.join(self.output, self.chunk_dir) if self.chunk_dir else self.output
 
     def memory(self) -> dict[str, dict]:
         """Per channel: the shared memory its ring buffers take (``bytes``) and how many per-CPU
@@ -145,4 +158,6 @@ class Session:
             "trackers": {attr: sorted(values) for attr, values in list(self.trackers.items())},
             "snapshot_outputs": [dict(o) for o in [self.snapshot_out()] if o and self.snapshot],
             "memory": self.memory(),
+            "rotation": {"chunk": self.chunk, "archives": list(self.archives), "timer": self.rotation_timer,
+                         "size": self.rotation_size},
         }

@@ -55,9 +55,9 @@ def _trace_for(daemon, s: Session, app) -> Trace:
     if t is not None:
         return t
     if owner[0] == "uid":
-        path = str(uid_trace_dir(s.output, app.uid))
+        path = str(uid_trace_dir(s.chunk_root(), app.uid))
     else:
-        path = str(pid_trace_dir(s.output, app.procname, app.pid))
+        path = str(pid_trace_dir(s.chunk_root(), app.procname, app.pid))
     key = f"{s.name}/{owner[0]}-{owner[1]}"
     t = Trace(key=key, path=path, owner=owner, uuid=str(uuidlib.uuid4()))
     consumers.link(daemon, s).add_trace({

@@ -84,6 +84,8 @@ def start(daemon, s: Session) -> dict:
     consumers.link(daemon, s)  # the owner's consumer runs (or the reason it cannot) before anything is sent
     if not s.traces:
         s.clock_offset = time.time_ns() - time.monotonic_ns()
+    if not s.chunk_begin:
+        s.chunk_begin = time.time()
     s.active = True
     try:
         probes.sync(daemon, held=s)
@@ -100,7 +102,12 @@ def stop(daemon, s: Session) -> dict:
         raise SessionError(f"session {s.name!r} is not active")
     stop_session(daemon, s)
     probes.sync(daemon, held=s)
-    return {"session": s.summary(), **consumers.losses(daemon, s)}
+    archive = None
+    from ust.daemon.sessiond.commands import rotation
+
+    if rotation.rotates(s):  # `stop` ends the last chunk: every event is in an archive
+        archive = rotation.rotate_session(daemon, s)
+    return {"session": s.summary(), **consumers.losses(daemon, s), **({"archive": archive} if archive else {})}
 
 
 def stop_session(daemon, s: Session) -> None:
