@@ -756,3 +756,30 @@ def test_rotation_size_schedule(ust_env, tmp_path):
     assert len(archives) >= 2  # the size rotation(s), then stop's
     got = sorted(v for a in archives for v in values(read_events(a)))
     assert got == list(range(emitted))
+
+
+@needs_bt
+def test_clear_empties_buffers_and_trace_files(ust_env, tmp_path):
+    """`ust clear`: what was recorded before is gone (files and buffers), what comes after is
+    recorded; a snapshot session loses only its buffers' contents."""
+    env = ust_env
+    out = str(tmp_path / "t")
+    env.ust("create", "c", "-o", out)
+    env.ust("enable-channel", "ch", "--tracefile-size", "64k", "--subbuf-size", "16k")
+    env.ust("enable-event", "app:*", "-c", "ch")
+    snap = str(tmp_path / "snap")
+    env.ust("create", "fl", "--snapshot", "-o", snap)
+    env.ust("enable-event", "app:*")
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("start", "c")
+    env.ust("start", "fl")
+    app.send("emit app:alpha 3000 0")  # several trace files' worth
+    rc, so, se = env.ust("clear", "-a")
+    assert so == "Session c cleared\nSession fl cleared\n"
+    app.send("emit app:alpha 5 100000")
+    env.ust("stop", "c")
+    rc, so, se = env.ust("snapshot", "record", "-s", "fl")
+    app.exit()
+    assert values(read_events(out)) == list(range(100000, 100005))
+    assert values(read_events(so.strip().removeprefix("Snapshot recorded in "))) == list(range(100000, 100005))

@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "track": ("lifecycle_cmds", "record only these processes: add to a session's --vpid/--vuid/--vgid "
                                 "inclusion sets"),
     "untrack": ("lifecycle_cmds", "remove processes from a session's --vpid/--vuid/--vgid inclusion sets"),
+    "clear": ("lifecycle_cmds", "empty a session's buffers and current trace files (snapshot sessions: buffers)"),
     "rotate": ("lifecycle_cmds", "archive the current trace chunk (a complete trace) and go on in a new one"),
     "enable-rotation": ("lifecycle_cmds", "rotate a session every PERIOD (--timer) or every SIZE bytes (--size)"),
     "disable-rotation": ("lifecycle_cmds", "remove a session's rotation schedule"),

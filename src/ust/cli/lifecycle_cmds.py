@@ -236,3 +236,23 @@ COMMAND_TABLE.update({
     "enable-rotation": (add_enable_rotation, run_enable_rotation),
     "disable-rotation": (add_disable_rotation, run_disable_rotation),
 })
+
+
+def add_clear(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="SESSION", nargs="?", help="the session (default: the current session)")
+    p.add_argument("-a", "--all", action="store_true", help="clear every session")
+
+
+def run_clear(args: argparse.Namespace, out) -> int:
+    from ust.cli.session_cmds import _current
+    from ust.control import Client
+
+    with Client() as c:
+        names = [s["name"] for s in c.list_sessions()] if args.all else [args.name or _current(args, "name")]
+        for name in names:
+            c.clear(name)
+            print(f"Session {name} cleared", file=out)
+    return 0
+
+
+COMMAND_TABLE["clear"] = (add_clear, run_clear)

@@ -29,7 +29,7 @@ QUERY_TIMEOUT = 10.0
 SLOW_TIMEOUT = 90.0
 SLOW_COMMANDS = frozenset({"create", "destroy", "enable_channel", "disable_channel", "enable_event",
                            "disable_event", "add_context", "start", "stop", "snapshot_record", "shutdown",
-                           "track", "untrack", "rotate"})
+                           "track", "untrack", "rotate", "clear"})
 
 
 class ChannelInfo(TypedDict):
@@ -468,6 +468,10 @@ class Client:
         """Remove ``ids`` from the session's ``attr`` inclusion set (``all``: empty it, no process records)."""
         return self._result("trackers", "untrack", session=session, attr=attr, ids=list(ids) or None,
                             all=all or None)
+
+    def clear(self, session: str) -> None:
+        """Empty the session's buffers and its current trace files (a snapshot session: its buffers)."""
+        self.call("clear", session=session)
 
     def rotate(self, session: str) -> str:
         """Archive the session's current trace chunk (``OUTPUT/archives/<begin>-<end>-<index>``, a complete

@@ -274,6 +274,10 @@ class ConsumerLink:
     def snapshot(self, targets: dict[str, str], root: str) -> None:
         self.call({"cmd": "snapshot", "targets": targets, "root": root})
 
+    def clear(self, traces: list[str]) -> None:
+        """Empty the buffers (consumed unwritten) and the stream files of these traces."""
+        self.call({"cmd": "clear", "traces": traces})
+
     def rotate(self, targets: dict[str, str], root: str, chunk: str, archive: str) -> None:
         """A chunk switch (ust-consumerd's ``rotate``); a restarted consumer reopens the new paths."""
         with self.cv:

@@ -14,6 +14,8 @@ the sessiond's requests one at a time on it and exits when it closes.
                      answers, the trace on disk is complete
 * ``snapshot``       flush + copy the current contents of overwrite buffers (not consumed)
 * ``remove_traces``  flush, close, unmap
+* ``clear``          ``ust clear``: what the buffers hold is consumed unwritten and the
+                     stream files start over (the metadata stays)
 * ``rotate``         a session's chunk switch: each trace goes on in a new
                      directory at a packet boundary (``Trace.switch_output``),
                      then the finished chunk is moved into ``archives/``
@@ -165,6 +167,33 @@ class Consumer:
             t = self.traces.get(key)
             if t is not None:
                 n += t.snapshot(LocalTraceOutput(dest, root, fresh=True))
+        return {"packets": n}, []
+
+    def cmd_clear(self, fds, traces: list) -> tuple[dict, list]:
+        """Empty the traces: every packet their buffers hold is consumed without being written, and
+        (a trace written while it runs) its stream files start over, empty; the metadata stays. The
+        packet-boundary cut is ``Trace.switch_output``'s, to an output that drops what it is given."""
+        from ust.consumer.drain import drain_stream
+        from ust.consumer.output import DiscardTraceOutput
+
+        n = 0
+        for key in traces:
+            t = self.traces.get(key)
+            if t is None:
+                continue
+            if not t.drains:  # a snapshot session: only its buffers
+                for ch in t.channels.values():
+                    for src in ch.sources:
+                        src.flush()
+                        n += drain_stream(src, DiscardTraceOutput.DROP)
+                continue
+            out = t.output
+            t.switch_output(DiscardTraceOutput())  # what is committed now goes to the old files...
+            streams = tuple(f"{ch.name}_" for ch in t.channels.values())  # <channel>_<cpu>[_<n>]
+            for f in os.listdir(out.directory):  # ...which are removed
+                if f.startswith(streams) and f != "metadata":
+                    os.unlink(os.path.join(out.directory, f))
+            n += t.switch_output(LocalTraceOutput(out.directory, out.root, fresh=True))
         return {"packets": n}, []
 
     def cmd_rotate(self, fds, targets: dict, root: str, chunk: str, archive: str) -> tuple[dict, list]:

@@ -1,4 +1,4 @@
-"""Session rotation: rotate, enable-rotation, disable-rotation (LTTng's trace chunks).
+"""Session rotation: rotate, enable-rotation, disable-rotation (LTTng's trace chunks); and clear.
 
 A session writes its trace in a *chunk*: the first in the session's directory itself
 (``OUTPUT/ust/...``, as without rotation), each later one in ``OUTPUT/<begin>-<index>/``.
@@ -8,6 +8,9 @@ and moves the finished one to ``OUTPUT/archives/<begin>-<end>-<index>/ust/``: a 
 trace babeltrace2 reads alone; together the archives hold every event exactly once, while
 applications keep writing, per-uid and per-pid alike. ``stop`` ends the last chunk the same way
 once a session rotated or has a rotation schedule. Times are LTTng's (``%Y%m%dT%H%M%S%z``).
+
+``clear`` empties the current chunk: the buffers' contents are consumed unwritten and the stream
+files start over (the metadata stays, the archives too); a snapshot session's buffers only.
 
 Schedules (``enable-rotation --timer PERIOD | --size SIZE``) are checked by one daemon thread
 (``scheduler``) every ``CHECK_PERIOD``; the size is what the current chunk's files hold on disk.
@@ -70,6 +73,13 @@ def rotates(s: Session) -> bool:
 @group.command("rotate", {"session": is_name})
 def rotate(daemon, s: Session) -> dict:
     return {"path": rotate_session(daemon, s)}
+
+
+@group.command("clear", {"session": is_name})
+def clear(daemon, s: Session) -> dict:
+    if s.traces:
+        consumers.link(daemon, s).clear([t.key for t in s.traces.values()])
+    return {"session": s.summary()}
 
 
 @group.command("enable_rotation", {"session": is_name, "timer?": uint(1 << 40), "size?": uint(1 << 50)})
