@@ -783,3 +783,29 @@ def test_clear_empties_buffers_and_trace_files(ust_env, tmp_path):
     app.exit()
     assert values(read_events(out)) == list(range(100000, 100005))
     assert values(read_events(so.strip().removeprefix("Snapshot recorded in "))) == list(range(100000, 100005))
+
+
+@needs_bt
+def test_regenerate_metadata_rewrites_the_clock_offset(ust_env, tmp_path):
+    import glob
+    import re
+
+    env = ust_env
+    out = str(tmp_path / "t")
+    env.ust("create", "g", "-o", out)
+    env.ust("enable-event", "app:*")
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("start")
+    app.send("emit app:alpha 3 0")
+    offset = env.client().regenerate("g", "metadata")["clock_offset"]
+    [metadata] = glob.glob(f"{out}/ust/uid/*/64-bit/metadata")
+    assert re.findall(r"\boffset = (\d+);", open(metadata).read()) == [str(offset)]
+    rc, so, se = env.ust("regenerate", "metadata")
+    assert so == "Metadata successfully regenerated for session g\n"
+    app.send("emit app:alpha 3 3")
+    env.ust("stop")
+    app.exit()
+    assert values(read_events(out)) == [0, 1, 2, 3, 4, 5]
+    rc, so, se = env.ust("regenerate", "statedump", check=False)
+    assert rc != 0 and se.startswith("ust: error: regenerate statedump: ust has no statedump")

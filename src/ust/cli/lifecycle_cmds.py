@@ -256,3 +256,23 @@ def run_clear(args: argparse.Namespace, out) -> int:
 
 
 COMMAND_TABLE["clear"] = (add_clear, run_clear)
+
+
+def add_regenerate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=("metadata", "statedump"), help="metadata: re-sample the clock offset and "
+                   "rewrite the metadata; statedump: not available yet")
+    p.add_argument("-s", "--session", metavar="NAME", help="session to act on (default: the current session)")
+
+
+def run_regenerate(args: argparse.Namespace, out) -> int:
+    from ust.cli.session_cmds import _current
+    from ust.control import Client
+
+    session = _current(args)
+    with Client() as c:
+        c.regenerate(session, args.what)
+    print(f"Metadata successfully regenerated for session {session}", file=out)
+    return 0
+
+
+COMMAND_TABLE["regenerate"] = (add_regenerate, run_regenerate)

@@ -469,6 +469,10 @@ class Client:
         return self._result("trackers", "untrack", session=session, attr=attr, ids=list(ids) or None,
                             all=all or None)
 
+    def regenerate(self, session: str, what: str) -> dict:
+        """``"metadata"``: re-sample the clock offset and rewrite the metadata; returns {"clock_offset"}."""
+        return self.call("regenerate", session=session, what=what)
+
     def clear(self, session: str) -> None:
         """Empty the session's buffers and its current trace files (a snapshot session: its buffers)."""
         self.call("clear", session=session)

@@ -278,6 +278,13 @@ class ConsumerLink:
         """Empty the buffers (consumed unwritten) and the stream files of these traces."""
         self.call({"cmd": "clear", "traces": traces})
 
+    def regenerate_metadata(self, traces: list[str], clock_offset: int) -> None:
+        with self.cv:
+            self.call({"cmd": "regenerate_metadata", "traces": traces, "clock_offset": clock_offset})
+            for key in traces:
+                if key in self.log:
+                    self.log[key]["trace"]["clock_offset"] = clock_offset
+
     def rotate(self, targets: dict[str, str], root: str, chunk: str, archive: str) -> None:
         """A chunk switch (ust-consumerd's ``rotate``); a restarted consumer reopens the new paths."""
         with self.cv:

@@ -16,6 +16,7 @@ the sessiond's requests one at a time on it and exits when it closes.
 * ``remove_traces``  flush, close, unmap
 * ``clear``          ``ust clear``: what the buffers hold is consumed unwritten and the
                      stream files start over (the metadata stays)
+* ``regenerate_metadata``  a new clock offset: the metadata is rewritten with it
 * ``rotate``         a session's chunk switch: each trace goes on in a new
                      directory at a packet boundary (``Trace.switch_output``),
                      then the finished chunk is moved into ``archives/``
@@ -195,6 +196,18 @@ class Consumer:
                     os.unlink(os.path.join(out.directory, f))
             n += t.switch_output(LocalTraceOutput(out.directory, out.root, fresh=True))
         return {"packets": n}, []
+
+    def cmd_regenerate_metadata(self, fds, traces: list, clock_offset: int) -> tuple[dict, list]:
+        """Describe the traces' clock with ``clock_offset`` (realtime - monotonic, re-sampled by
+        the sessiond): the metadata is rewritten now (a snapshot session's, at its next snapshot)."""
+        import dataclasses
+
+        for key in traces:
+            t = self.traces.get(key)
+            if t is not None:
+                t.info = dataclasses.replace(t.info, clock_offset_ns=int(clock_offset))
+                t.write_metadata(force=True)
+        return {}, []
 
     def cmd_rotate(self, fds, targets: dict, root: str, chunk: str, archive: str) -> tuple[dict, list]:
         """Switch every trace of ``targets`` ({key: its directory in the new chunk}) to a new

@@ -1,4 +1,5 @@
-"""Session rotation: rotate, enable-rotation, disable-rotation (LTTng's trace chunks); and clear.
+"""Session rotation: rotate, enable-rotation, disable-rotation (LTTng's trace chunks); clear and
+regenerate metadata (the other commands that act on a session's written trace).
 
 A session writes its trace in a *chunk*: the first in the session's directory itself
 (``OUTPUT/ust/...``, as without rotation), each later one in ``OUTPUT/<begin>-<index>/``.
@@ -22,7 +23,7 @@ import os
 import threading
 import time
 
-from ust.daemon.protocol import is_name, uint
+from ust.daemon.protocol import is_name, one_of, uint
 from ust.daemon.sessiond import consumers
 from ust.daemon.sessiond.commands._table import CommandGroup
 from ust.daemon.sessiond.log import log
@@ -80,6 +81,21 @@ def clear(daemon, s: Session) -> dict:
     if s.traces:
         consumers.link(daemon, s).clear([t.key for t in s.traces.values()])
     return {"session": s.summary()}
+
+
+@group.command("regenerate", {"session": is_name, "what": one_of("metadata", "statedump")})
+def regenerate(daemon, s: Session, what: str) -> dict:
+    """``metadata``: re-sample the clock offset (realtime - monotonic: after the wall clock was
+    set) and rewrite every trace's metadata with it. ``statedump``: nothing to re-emit yet."""
+    if what == "statedump":
+        raise SessionError("regenerate statedump: ust has no statedump to re-emit yet (the function names of "
+                           "`ust run --functions` are recorded once per function, in the trace they start)")
+    from ust.ctf.metadata import clock_offset_now
+
+    s.clock_offset = clock_offset_now()
+    if s.traces:
+        consumers.link(daemon, s).regenerate_metadata([t.key for t in s.traces.values()], s.clock_offset)
+    return {"clock_offset": s.clock_offset}
 
 
 @group.command("enable_rotation", {"session": is_name, "timer?": uint(1 << 40), "size?": uint(1 << 50)})
