@@ -809,3 +809,22 @@ def test_regenerate_metadata_rewrites_the_clock_offset(ust_env, tmp_path):
     assert values(read_events(out)) == [0, 1, 2, 3, 4, 5]
     rc, so, se = env.ust("regenerate", "statedump", check=False)
     assert rc != 0 and se.startswith("ust: error: regenerate statedump: ust has no statedump")
+
+
+@needs_bt
+def test_destroy_archives_the_last_chunk_of_an_active_rotating_session(ust_env, tmp_path):
+    env = ust_env
+    out = str(tmp_path / "t")
+    env.ust("create", "d", "-o", out)
+    env.ust("enable-event", "app:*")
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("start")
+    app.send("emit app:alpha 3 0")
+    env.ust("rotate")
+    app.send("emit app:alpha 3 3")
+    env.ust("destroy")
+    app.exit()
+    archives = sorted(os.listdir(f"{out}/archives"), key=lambda a: int(a.rsplit("-", 1)[1]))
+    assert len(archives) == 2
+    assert [values(read_events(f"{out}/archives/{a}")) for a in archives] == [[0, 1, 2], [3, 4, 5]]

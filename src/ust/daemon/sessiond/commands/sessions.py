@@ -44,6 +44,12 @@ def create(daemon, caller: int, name: str, output: str | None = None, snapshot: 
 
 @group.command("destroy", {"session": is_name})
 def destroy(daemon, s: Session) -> dict:
+    if s.active:
+        from ust.daemon.sessiond.commands import rotation
+
+        if rotation.rotates(s):  # as lttng: destroying a rotating session archives its last chunk
+            stop_session(daemon, s)
+            rotation.rotate_session(daemon, s)
     destroy_session(daemon, s)
     summary = s.summary()
     summary["traces"] = s.trace_paths
