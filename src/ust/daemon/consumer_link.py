@@ -278,6 +278,14 @@ class ConsumerLink:
         """Empty the buffers (consumed unwritten) and the stream files of these traces."""
         self.call({"cmd": "clear", "traces": traces})
 
+    def chunk_bytes(self, traces: list[str]) -> int:
+        """Bytes written to these traces since their last chunk switch (0 if the answer is not a count:
+        the consumer runs as the session's owner, its answers are checked like any peer's)."""
+        reply, fds = self.call({"cmd": "chunk_bytes", "traces": traces})
+        protocol.close_fds(fds)
+        n = reply.get("bytes")
+        return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 63 else 0
+
     def regenerate_metadata(self, traces: list[str], clock_offset: int) -> None:
         with self.cv:
             self.call({"cmd": "regenerate_metadata", "traces": traces, "clock_offset": clock_offset})

@@ -16,6 +16,7 @@ the sessiond's requests one at a time on it and exits when it closes.
 * ``remove_traces``  flush, close, unmap
 * ``clear``          ``ust clear``: what the buffers hold is consumed unwritten and the
                      stream files start over (the metadata stays)
+* ``chunk_bytes``    what the traces' current chunk holds (size-based rotation)
 * ``regenerate_metadata``  a new clock offset: the metadata is rewritten with it
 * ``rotate``         a session's chunk switch: each trace goes on in a new
                      directory at a packet boundary (``Trace.switch_output``),
@@ -196,6 +197,15 @@ class Consumer:
                     os.unlink(os.path.join(out.directory, f))
             n += t.switch_output(LocalTraceOutput(out.directory, out.root, fresh=True))
         return {"packets": n}, []
+
+    def cmd_chunk_bytes(self, fds, traces: list) -> tuple[dict, list]:
+        """The bytes written to the traces' current outputs (since their last chunk switch)."""
+        n = 0
+        for key in traces:
+            t = self.traces.get(key)
+            if t is not None:
+                n += sum(getattr(out, "bytes_written", 0) for ch in t.channels.values() for out in ch.outputs)
+        return {"bytes": n}, []
 
     def cmd_regenerate_metadata(self, fds, traces: list, clock_offset: int) -> tuple[dict, list]:
         """Describe the traces' clock with ``clock_offset`` (realtime - monotonic, re-sampled by

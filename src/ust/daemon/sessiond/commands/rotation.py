@@ -14,7 +14,7 @@ once a session rotated or has a rotation schedule. Times are LTTng's (``%Y%m%dT%
 files start over (the metadata stays, the archives too); a snapshot session's buffers only.
 
 Schedules (``enable-rotation --timer PERIOD | --size SIZE``) are checked by one daemon thread
-(``scheduler``) every ``CHECK_PERIOD``; the size is what the current chunk's files hold on disk.
+(``scheduler``) every ``CHECK_PERIOD``; the size is what the consumer wrote to the current chunk.
 """
 
 from __future__ import annotations
@@ -134,23 +134,16 @@ def disable_rotation(daemon, s: Session, timer: bool = False, size: bool = False
 # the schedules
 
 
-def _chunk_bytes(s: Session) -> int:
-    total = 0
-    for top, _dirs, files in os.walk(os.path.join(s.chunk_root(), "ust")):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(top, f)).st_size
-            except OSError:
-                pass
-    return total
-
-
-def _due(s: Session, now: float) -> bool:
+def _due(daemon, s: Session, now: float) -> bool:
     if not s.active or not s.traces:
         return False
     if s.rotation_timer and now - (s.chunk_begin or s.created) >= s.rotation_timer / 1e6:
         return True
-    return bool(s.rotation_size) and _chunk_bytes(s) >= s.rotation_size
+    if not s.rotation_size:
+        return False
+    link = consumers.link_if_running(daemon, s)
+    # what the consumer wrote to this chunk (never a walk of the owner's directory: it is theirs)
+    return link is not None and link.chunk_bytes([t.key for t in s.traces.values()]) >= s.rotation_size
 
 
 def _scheduler_loop(daemon) -> None:
@@ -161,7 +154,7 @@ def _scheduler_loop(daemon) -> None:
             if not s.lock.acquire(timeout=CHECK_PERIOD):
                 continue  # a command holds it: next round
             try:
-                if not s.destroyed and _due(s, time.time()):
+                if not s.destroyed and _due(daemon, s, time.time()):
                     rotate_session(daemon, s)
             except UstError as exc:
                 log(f"session {s.name}: scheduled rotation failed: {exc}")
