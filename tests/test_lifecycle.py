@@ -358,6 +358,15 @@ MI_STEPS = [
     "untrack -u --vpid 12 -s s1",
     "track -u --all --vpid -s s1",
     "untrack -u --all --vuid -s s1",
+    "start s1",
+    "rotate s1",
+    "enable-rotation --timer 60s -s s1",
+    "enable-rotation --size 64M -s s1",
+    "disable-rotation --timer -s s1",
+    "clear s1",
+    "regenerate metadata -s s1",
+    "stop s1",
+    "clear -a",
     "create sn --snapshot -o {out}/snap",
     "snapshot list-output -s sn",
     "snapshot del-output 1 -s sn",
@@ -709,7 +718,7 @@ def test_rotation_commands_and_errors(ust_env, tmp_path):
     env.ust("create", "r", "-o", str(tmp_path / "r"))
     env.ust("enable-event", "app:*")
     for args, message in [
-        (("rotate",), "session 'r' has no trace yet: start it first"),
+        (("rotate",), "session 'r' was never started: nothing to rotate"),
         (("enable-rotation",), "give --timer PERIOD or --size SIZE"),
         (("enable-rotation", "--timer", "soon"), "invalid period 'soon': expected a number of µs, or with us, "
                                                  "ms, s, m or h (60s)"),

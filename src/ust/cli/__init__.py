@@ -87,7 +87,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-m", "--mi", metavar="TYPE", choices=("xml", "json"),
                         help="machine interface: print LTTng's MI document (xml) or the same as JSON (json); "
                              "commands: version, list, create, destroy, start, stop, enable-channel, "
-                             "enable-event, snapshot, save, load, track, untrack")
+                             "enable-event, snapshot, save, load, track, untrack, rotate, enable-rotation, "
+                             "disable-rotation, clear, regenerate")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in COMMANDS.items():
         if only and name != only:

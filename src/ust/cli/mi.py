@@ -9,7 +9,8 @@ type (numbers, booleans, strings). Both are built from one tree (``Many`` marks 
 
 The commands with a machine interface are those of ``MI_COMMANDS``; the others refuse
 ``--mi`` in one line (``MI_COMMANDS``: version, list, create, destroy, start, stop, enable-channel,
-enable-event, snapshot, save, load, track, untrack). A failure prints its one-line error on stderr and a document whose
+enable-event, snapshot, save, load, track, untrack, rotate, enable-rotation, disable-rotation, clear,
+regenerate). A failure prints its one-line error on stderr and a document whose
 ``success`` is false, and exits non-zero, as lttng does.
 """
 
@@ -37,6 +38,13 @@ class Many:
     values: list
 
 
+@dataclass
+class Repeated:
+    """Elements repeated in place, each named by the key holding this (JSON: an array under that key)."""
+
+    values: list
+
+
 # ---------------------------------------------------------------------------
 # rendering
 
@@ -48,6 +56,10 @@ def _leaf(value: Any) -> str:
 
 
 def _to_xml(parent: ET.Element, tag: str, value: Any) -> None:
+    if isinstance(value, Repeated):
+        for v in value.values:
+            _to_xml(parent, tag, v)
+        return
     e = ET.SubElement(parent, tag)
     if isinstance(value, dict):
         for k, v in value.items():
@@ -62,7 +74,7 @@ def _to_xml(parent: ET.Element, tag: str, value: Any) -> None:
 def _to_json(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_json(v) for k, v in value.items()}
-    if isinstance(value, Many):
+    if isinstance(value, (Many, Repeated)):
         return [_to_json(v) for v in value.values]
     return value
 
@@ -343,11 +355,78 @@ def mi_load(args: argparse.Namespace) -> dict:
     return _saved_or_loaded("load", outcomes, args.input or paths.sessions_dir())
 
 
+def mi_rotate(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current
+
+    name = args.name or _current(args, "name")
+    with _client() as c:
+        path = c.rotate(name)
+    return {"rotation": {"session_name": name, "state": "COMPLETED",
+                         "location": {"local": {"absolute_path": path}}}}
+
+
+def _schedules(args: argparse.Namespace, enable: bool) -> dict:
+    from ust.cli.lifecycle_cmds import parse_period
+    from ust.cli.session_cmds import _current
+    from ust.daemon.rules import parse_size
+
+    session = _current(args)
+    with _client() as c:
+        if enable:
+            if args.timer is None and args.size is None:
+                raise SessionError("give --timer PERIOD or --size SIZE")
+            timer = parse_period(args.timer) if args.timer is not None else None
+            size = parse_size(args.size) if args.size is not None else None
+            c.enable_rotation(session, timer=timer, size=size)
+        else:
+            before = c.get_session(session)["rotation"]
+            c.disable_rotation(session, timer=args.timer, size=args.size)
+            timer = before["timer"] if args.timer else None
+            size = before["size"] if args.size else None
+    results = []
+    if timer:
+        results.append({"rotation_schedule": {"periodic": {"time_us": timer}}, "success": True})
+    if size:
+        results.append({"rotation_schedule": {"size_threshold": {"bytes": size}}, "success": True})
+    return {"rotation_schedule_results": {"session_name": session, "rotation_schedule_result": Repeated(results)}}
+
+
+def mi_enable_rotation(args: argparse.Namespace) -> dict:
+    return _schedules(args, True)
+
+
+def mi_disable_rotation(args: argparse.Namespace) -> dict:
+    return _schedules(args, False)
+
+
+def mi_clear(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current
+
+    with _client() as c:
+        names = [s["name"] for s in c.list_sessions()] if args.all else [args.name or _current(args, "name")]
+        out = []
+        for name in names:
+            c.clear(name)
+            out.append(session_brief(c.get_session(name)))
+    return {"sessions": Many("session", out)}
+
+
+def mi_regenerate(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current
+
+    session = _current(args)
+    with _client() as c:
+        c.regenerate(session, args.what)
+    return {"regenerate_action": {"name": args.what}}
+
+
 # command -> its <output>; `list` documents carry no <success> (as lttng's)
 MI_COMMANDS = {
     "version": mi_version, "list": mi_list, "create": mi_create, "destroy": mi_destroy, "start": mi_start,
     "stop": mi_stop, "enable-channel": mi_enable_channel, "enable-event": mi_enable_event,
     "snapshot": mi_snapshot, "save": mi_save, "load": mi_load, "track": mi_track, "untrack": mi_untrack,
+    "rotate": mi_rotate, "enable-rotation": mi_enable_rotation, "disable-rotation": mi_disable_rotation,
+    "clear": mi_clear, "regenerate": mi_regenerate,
 }
 NO_SUCCESS = frozenset({"list", "version"})
 

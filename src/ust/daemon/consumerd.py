@@ -234,12 +234,12 @@ class Consumer:
             if t is not None and t.drains:
                 n += t.switch_output(LocalTraceOutput(path, root, fresh=True))
         old = os.path.join(root, chunk, "ust") if chunk else os.path.join(root, "ust")
+        dest = os.path.join(root, archive)
+        make_trace_dir(dest, root)  # even empty (no application recorded in that chunk), as lttng
         if os.path.isdir(old):
-            dest = os.path.join(root, archive)
-            make_trace_dir(dest, root)
             os.rename(old, os.path.join(dest, "ust"))
-            if chunk:
-                os.rmdir(os.path.join(root, chunk))
+        if chunk and os.path.isdir(os.path.join(root, chunk)):
+            os.rmdir(os.path.join(root, chunk))
         return {"packets": n}, []
 
     def cmd_remove_traces(self, fds, traces: list) -> tuple[dict, list]:

@@ -46,8 +46,8 @@ def rotate_session(daemon, s: Session) -> str:
     if s.snapshot:
         raise SessionError(f"session {s.name!r} is a snapshot session: it does not rotate (snapshot record "
                            "writes its buffers)")
-    if not s.traces:
-        raise SessionError(f"session {s.name!r} has no trace yet: start it first")
+    if not s.chunk_begin:
+        raise SessionError(f"session {s.name!r} was never started: nothing to rotate")
     now = time.time()
     begin = s.chunk_begin or s.created
     new_dir = f"{chunk_time(now)}-{s.chunk + 1}"
