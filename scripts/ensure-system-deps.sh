@@ -1,16 +1,20 @@
 #!/bin/sh
 # Install what the tests need from Debian when it is missing: babeltrace2 (the
-# oracle every trace is checked against) and its Python bindings.
+# oracle every trace is checked against) and its Python bindings; lttng-tools
+# and xmllint (the real `lttng load` and lttng's session.xsd check the session
+# files `ust save` writes).
 set -e
-if command -v babeltrace2 >/dev/null 2>&1 && /usr/bin/python3 -c "import bt2" >/dev/null 2>&1; then
+PACKAGES="babeltrace2 python3-bt2 lttng-tools libxml2-utils"
+if command -v babeltrace2 >/dev/null 2>&1 && /usr/bin/python3 -c "import bt2" >/dev/null 2>&1 \
+        && command -v lttng-sessiond >/dev/null 2>&1 && command -v xmllint >/dev/null 2>&1; then
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-    echo "ust: babeltrace2/python3-bt2 are missing and we are not root: run 'sudo apt-get install babeltrace2 python3-bt2'" >&2
+    echo "ust: some of $PACKAGES are missing and we are not root: run 'sudo apt-get install $PACKAGES'" >&2
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -q babeltrace2 python3-bt2 >/dev/null 2>&1 || {
+apt-get install -y -q $PACKAGES >/dev/null 2>&1 || {
     apt-get update -q >/dev/null
-    apt-get install -y -q babeltrace2 python3-bt2 >/dev/null
+    apt-get install -y -q $PACKAGES >/dev/null
 }

@@ -37,7 +37,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "add-context": ("session_cmds", "add context fields (vpid, vtid, procname...) to events"),
     "start": ("session_cmds", "start tracing"),
     "stop": ("session_cmds", "stop tracing; the trace is complete when it returns"),
-    "snapshot": ("session_cmds", "snapshot record: write a snapshot session's buffers"),
+    "snapshot": ("session_cmds", "snapshot record: write a snapshot session's buffers; add-output, list-output, "
+                                 "del-output: where"),
+    "save": ("lifecycle_cmds", "save sessions to LTTng session files (NAME.lttng)"),
+    "load": ("lifecycle_cmds", "load sessions from LTTng session files (written by `ust save` or `lttng save`)"),
+    "track": ("lifecycle_cmds", "record only these processes: add to a session's --vpid/--vuid/--vgid "
+                                "inclusion sets"),
+    "untrack": ("lifecycle_cmds", "remove processes from a session's --vpid/--vuid/--vgid inclusion sets"),
+    "clear": ("lifecycle_cmds", "empty a session's buffers and current trace files (snapshot sessions: buffers)"),
+    "regenerate": ("lifecycle_cmds", "regenerate metadata: re-sample the clock offset and rewrite the metadata"),
+    "rotate": ("lifecycle_cmds", "archive the current trace chunk (a complete trace) and go on in a new one"),
+    "enable-rotation": ("lifecycle_cmds", "rotate a session every PERIOD (--timer) or every SIZE bytes (--size)"),
+    "disable-rotation": ("lifecycle_cmds", "remove a session's rotation schedule"),
     "run": ("run", "trace a program (and its children) from its first line to its exit"),
     "view": ("view", "print the events of traces, or of the current session's trace "
                      "(babeltrace2's text format, or JSON lines)"),
@@ -73,6 +84,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ust", description="ust: a user-space tracer for Python programs")
     parser.add_argument("-V", "--version", action="version", version=version_line(),
                         help="show the version of ust and exit")
+    parser.add_argument("-m", "--mi", metavar="TYPE", choices=("xml", "json"),
+                        help="machine interface: print LTTng's MI document (xml) or the same as JSON (json); "
+                             "commands: version, list, create, destroy, start, stop, enable-channel, "
+                             "enable-event, snapshot, save, load, track, untrack, rotate, enable-rotation, "
+                             "disable-rotation, clear, regenerate")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in COMMANDS.items():
         if only and name != only:
@@ -111,8 +127,19 @@ def glue_filter_values(argv: list[str]) -> list[str]:
 
 
 def _command_of(argv: list[str]) -> str:
-    """The subcommand when argv starts with one (`ust list ...`); else "" (`ust -h`, `ust bogus`)."""
+    """The subcommand when argv starts with one (`ust list ...`, `ust --mi xml list ...`); else ""
+    (`ust -h`, `ust bogus`)."""
+    argv = _without_mi(argv)[1]
     return argv[0] if argv and argv[0] in COMMANDS else ""
+
+
+def _without_mi(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The leading global `--mi TYPE` (`-m TYPE`, `--mi=TYPE`) and the arguments after it."""
+    if argv and argv[0] in ("--mi", "-m") and len(argv) > 1:
+        return argv[1], argv[2:]
+    if argv and argv[0].startswith("--mi="):
+        return argv[0][5:], argv[1:]
+    return None, argv
 
 
 def main(argv: list[str] | None = None, out=None) -> int:
@@ -126,6 +153,10 @@ def main(argv: list[str] | None = None, out=None) -> int:
         parser.print_help(out)
         return 1
     try:
+        if args.mi:
+            from ust.cli import mi
+
+            return mi.run(args.mi, args.command, args, out)
         return int(args._run(args, out) or 0)
     except UstError as exc:
         if os.environ.get("UST_DEBUG"):

@@ -69,6 +69,8 @@ def add_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="DIR", help="trace directory (default: ~/ust-traces/NAME-DATE)")
     p.add_argument("--snapshot", action="store_true", help="flight-recorder session: overwrite channels, "
                    "written by `ust snapshot record` only")
+    p.add_argument("--no-output", action="store_true", help="with --snapshot: no snapshot output yet "
+                   "(`ust snapshot add-output` or `snapshot record URL` say where)")
 
 
 def run_create(args: argparse.Namespace, out) -> int:
@@ -76,11 +78,12 @@ def run_create(args: argparse.Namespace, out) -> int:
 
     name = args.name or "auto-" + time_stamp()
     with _client() as c:
-        s = c.create_session(name, output=args.output, snapshot=args.snapshot)
+        s = c.create_session(name, output=args.output, snapshot=args.snapshot, no_output=args.no_output)
     set_current_session(name)
     kind = "Snapshot session" if s["snapshot"] else "Session"
     print(f"{kind} {name} created.", file=out)
-    print(f"Traces will be written in {s['output']}", file=out)
+    if not args.no_output:
+        print(f"Traces will be written in {s['output']}", file=out)
     return 0
 
 
@@ -135,7 +138,7 @@ def _print_lost(s: dict, out) -> None:
               file=out)
 
 
-def _print_session(s: dict, out, current: str | None) -> None:
+def _print_session(s: dict, out, current: str | None, mem_usage: bool = False) -> None:
     from ust.instrument.loglevels import name_of as loglevel_name
 
     state = "active" if s["active"] else "inactive"
@@ -144,6 +147,8 @@ def _print_session(s: dict, out, current: str | None) -> None:
     print(f"Tracing session {s['name']}{mark}: [{state}]{snap}", file=out)
     print(f"    Trace output: {s['output']}", file=out)
     print(f"    Buffers: per-{s['buffers']}", file=out)
+    for attr, ids in sorted(s.get("trackers", {}).items()):  # absent: every process (not shown, as lttng)
+        print(f"    Tracked {attr}s: {', '.join(map(str, ids)) if ids else 'none'}", file=out)
     _print_lost(s, out)
     if not s["channels"]:
         print("\n    No channel.", file=out)
@@ -159,6 +164,11 @@ def _print_session(s: dict, out, current: str | None) -> None:
             print(f"        trace files: {_fmt_size(ch['tracefile_size'])} each, {count} kept", file=out)
         if ch["context"]:
             print(f"        context: {', '.join(ch['context'])}", file=out)
+        if mem_usage:
+            m = s.get("memory", {}).get(ch["name"], {"bytes": 0, "buffers": 0})
+            print(f"        memory: {_fmt_size(m['bytes'])} in {m['buffers']} ring buffer"
+                  f"{'s' if m['buffers'] != 1 else ''} (each {ch['num_subbuf']} x {_fmt_size(ch['subbuf_size'])})",
+                  file=out)
         rules = [r for r in s["rules"] if r["channel"] == ch["name"]]
         print("        Event rules:" if rules else "        No event rule.", file=out)
         for r in rules:
@@ -183,6 +193,8 @@ def _print_session(s: dict, out, current: str | None) -> None:
 def add_list(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", nargs="?", help="show this session's channels and event rules")
     p.add_argument("--apps", action="store_true", help="list the running applications and their tracepoints")
+    p.add_argument("--mem-usage", action="store_true", help="with a session: the shared memory each channel's "
+                   "ring buffers take")
     _domain_args(p)
 
 
@@ -205,7 +217,7 @@ def run_list(args: argparse.Namespace, out) -> int:
             return 0
         current = get_current_session()
         if args.name:
-            _print_session(c.get_session(args.name), out, current)
+            _print_session(c.get_session(args.name), out, current, args.mem_usage)
             return 0
         sessions = c.list_sessions()
         if not sessions:
@@ -222,7 +234,7 @@ def run_list(args: argparse.Namespace, out) -> int:
 
 
 def add_status(p: argparse.ArgumentParser) -> None:
-    pass
+    p.add_argument("--mem-usage", action="store_true", help="the shared memory each channel's ring buffers take")
 
 
 def run_status(args: argparse.Namespace, out) -> int:
@@ -230,7 +242,7 @@ def run_status(args: argparse.Namespace, out) -> int:
     if not name:
         raise SessionError("no current session: create one with `ust create NAME` or choose one with `ust set-session`")
     with _client() as c:
-        _print_session(c.get_session(name), out, name)
+        _print_session(c.get_session(name), out, name, args.mem_usage)
     return 0
 
 
@@ -444,7 +456,9 @@ def run_stop(args: argparse.Namespace, out) -> int:
         s = c.stop(name)
     print(f"Tracing stopped for session {name}", file=out)
     _print_lost(s, out)
-    if not s["snapshot"]:
+    if s.get("archive"):
+        print(f"Trace chunk archive for session {name} is now readable at {s['archive']}", file=out)
+    elif not s["snapshot"]:
         print(f"Trace written in {s['output']}", file=out)
     return 0
 
@@ -453,18 +467,54 @@ def add_snapshot(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     rec = sub.add_parser("record", help="write the current contents of the buffers",
                          description="write the current contents of a snapshot session's buffers "
-                                     "without stopping it")
+                                     "without stopping it, to OUTPUT/NAME-YYYYmmdd-HHMMSS-N")
     _session_arg(rec)
-    rec.add_argument("-o", "--output", metavar="DIR", help="where (default: the session's output directory)")
+    rec.add_argument("url", metavar="URL", nargs="?", help="where, this time (a path or file://PATH; "
+                     "default: the session's snapshot output)")
+    rec.add_argument("-o", "--output", metavar="DIR", help=argparse.SUPPRESS)  # ust's older spelling of URL
+    rec.add_argument("-n", "--name", metavar="NAME", help="name of the snapshot (default: the output's)")
+    rec.add_argument("-m", "--max-size", metavar="SIZE", help=argparse.SUPPRESS)
+    add = sub.add_parser("add-output", help="set the snapshot output (after del-output)",
+                         description="set a snapshot session's output: where `snapshot record` writes")
+    _session_arg(add)
+    add.add_argument("url", metavar="URL", help="a path or file://PATH")
+    add.add_argument("-n", "--name", metavar="NAME", help="name of the output (default: snapshot-1)")
+    add.add_argument("-m", "--max-size", metavar="SIZE", help=argparse.SUPPRESS)
+    lst = sub.add_parser("list-output", help="show the snapshot output", description="show a snapshot "
+                         "session's output")
+    _session_arg(lst)
+    rm = sub.add_parser("del-output", help="remove the snapshot output", description="remove a snapshot "
+                        "session's output, by id or name")
+    _session_arg(rm)
+    rm.add_argument("output", metavar="ID|NAME", help="the output's id (1) or name")
 
 
 def run_snapshot(args: argparse.Namespace, out) -> int:
-    if getattr(args, "action", None) != "record":
-        raise SessionError("expected `ust snapshot record [-s SESSION] [-o DIR]`")
+    action = getattr(args, "action", None)
+    if action is None:
+        raise SessionError("expected `ust snapshot record|add-output|list-output|del-output`")
     session = _current(args)
     with _client() as c:
-        path = c.snapshot_record(session, output=args.output)
-    print(f"Snapshot recorded in {path}", file=out)
+        if action == "record":
+            if args.url and args.output:
+                raise SessionError("give the destination once (URL or -o)")
+            path = c.snapshot_record(session, output=args.url or args.output, name=args.name,
+                                     max_size=args.max_size)
+            print(f"Snapshot recorded in {path}", file=out)
+        elif action == "add-output":
+            o = c.snapshot_add_output(session, args.url, name=args.name, max_size=args.max_size)
+            print(f"Snapshot output successfully added for session {session}", file=out)
+            print(f"  [{o['id']}] {o['name']}: {o['path']} (max size: {o['max_size']} bytes)", file=out)
+        elif action == "list-output":
+            outputs = c.snapshot_list_output(session)
+            print(f"Snapshot output list for session {session}", file=out)
+            for o in outputs:
+                print(f"  [{o['id']}] {o['name']}: {o['path']} (max size: {o['max_size']} bytes)", file=out)
+            if not outputs:
+                print("  None", file=out)
+        else:
+            o = c.snapshot_del_output(session, args.output)
+            print(f"Snapshot output id {o['id']} successfully deleted for session {session}", file=out)
     return 0
 
 

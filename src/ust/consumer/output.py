@@ -31,7 +31,7 @@ from ust.ctf.writer import (PacketIndex, make_trace_dir, open_new_file, stream_f
 if TYPE_CHECKING:
     from ust.consumer.trace import ChannelSpec
 
-__all__ = ["StreamOutput", "TraceOutput", "StreamFile", "LocalTraceOutput", "PacketIndex"]
+__all__ = ["StreamOutput", "TraceOutput", "StreamFile", "LocalTraceOutput", "DiscardTraceOutput", "PacketIndex"]
 
 
 class StreamOutput:
@@ -244,6 +244,7 @@ class LocalTraceOutput(TraceOutput):
     def __init__(self, directory: "str | os.PathLike", root: "str | os.PathLike | None" = None, *,
                  fresh: bool = False):
         self.directory = os.fspath(directory)
+        self.root = None if root is None else os.fspath(root)
         self.fresh = fresh
         make_trace_dir(self.directory, root)
 
@@ -267,3 +268,25 @@ class LocalTraceOutput(TraceOutput):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class _DroppedStream(StreamOutput):
+    """Takes every packet and keeps none (``ust clear``)."""
+
+    name = "(cleared)"
+
+    def write_packet(self, packet, index: PacketIndex) -> None:
+        pass
+
+
+class DiscardTraceOutput(TraceOutput):
+    """A trace output that drops everything: what ``ust clear`` switches a trace to while its
+    files start over (``ust.daemon.consumerd``)."""
+
+    DROP = _DroppedStream()
+
+    def stream(self, channel, cpu: int) -> StreamOutput:
+        return _DroppedStream()
+
+    def write_metadata(self, text: str) -> None:
+        pass

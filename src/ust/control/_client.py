@@ -28,7 +28,8 @@ CONNECT_TIMEOUT = 5.0
 QUERY_TIMEOUT = 10.0
 SLOW_TIMEOUT = 90.0
 SLOW_COMMANDS = frozenset({"create", "destroy", "enable_channel", "disable_channel", "enable_event",
-                           "disable_event", "add_context", "start", "stop", "snapshot_record", "shutdown"})
+                           "disable_event", "add_context", "start", "stop", "snapshot_record", "shutdown",
+                           "track", "untrack", "rotate", "clear"})
 
 
 class ChannelInfo(TypedDict):
@@ -307,17 +308,18 @@ class Client:
         return self.call("ping")
 
     def create_session(self, name: str, output: str | None = None, snapshot: bool = False,
-                       token: str | None = None) -> SessionInfo:
+                       token: str | None = None, no_output: bool = False) -> SessionInfo:
         """Create a session writing under ``output`` (default ~/ust-traces/NAME-DATE).
 
         ``snapshot``: a flight-recorder session (overwrite channels, written by
         ``snapshot_record`` only). ``token``: trace only the processes started
-        with ``UST_RUN_TOKEN=token`` in their environment (what `ust run` uses).
+        with ``UST_RUN_TOKEN=token`` in their environment (what `ust run` uses). ``no_output``
+        (snapshot sessions): no snapshot output until ``snapshot_add_output``.
         """
         if output is not None:
             output = os.path.abspath(os.path.expanduser(output))
         return self._result("session", "create", name=name, output=output, snapshot=snapshot or None,
-                            token=token)
+                            token=token, no_output=no_output or None)
 
     def destroy_session(self, name: str) -> SessionInfo:
         """Stop (flushing the trace) and forget a session; its trace stays on disk."""
@@ -425,13 +427,70 @@ class Client:
         if not isinstance(reply.get("session"), dict):
             raise DaemonError("the session daemon answered 'stop' without 'session'")
         return {**reply["session"], "lost": reply.get("lost", 0), "lost_args": reply.get("lost_args", 0),
-                "overwritten": reply.get("overwritten", 0)}
+                "overwritten": reply.get("overwritten", 0), "archive": reply.get("archive")}
 
-    def snapshot_record(self, session: str, output: str | None = None) -> str:
-        """Write the current contents of a snapshot session's buffers; returns the snapshot directory."""
-        if output is not None:
+    def snapshot_record(self, session: str, output: str | None = None, name: str | None = None,
+                        max_size: int | str | None = None) -> str:
+        """Write the current contents of a snapshot session's buffers; returns the snapshot directory,
+        ``OUTPUT/NAME-YYYYmmdd-HHMMSS-N`` (default: the session's snapshot output and its name)."""
+        from ust.daemon.rules import parse_size
+
+        if output is not None and "://" not in output:
             output = os.path.abspath(os.path.expanduser(output))
-        return self._result("path", "snapshot_record", session=session, output=output)
+        return self._result("path", "snapshot_record", session=session, output=output, name=name,
+                            max_size=None if max_size is None else parse_size(max_size))
+
+    def snapshot_add_output(self, session: str, url: str, name: str | None = None,
+                            max_size: int | str | None = None) -> dict:
+        """Set a snapshot session's output (a path or file://PATH) after `snapshot_del_output`."""
+        from ust.daemon.rules import parse_size
+
+        if "://" not in url:
+            url = os.path.abspath(os.path.expanduser(url))
+        return self._result("output", "snapshot_add_output", session=session, url=url, name=name,
+                            max_size=None if max_size is None else parse_size(max_size))
+
+    def snapshot_list_output(self, session: str) -> list[dict]:
+        """The snapshot outputs of a session: [{"id", "name", "path", "max_size"}]."""
+        return self._result("outputs", "snapshot_list_output", session=session)
+
+    def snapshot_del_output(self, session: str, output: str | int) -> dict:
+        """Remove a snapshot output, by id or name."""
+        return self._result("output", "snapshot_del_output", session=session, output=str(output))
+
+    def track(self, session: str, attr: str, ids: Iterable[int] = (), all: bool = False) -> dict:
+        """Add ``ids`` to the session's ``attr`` ("vpid", "vuid", "vgid") inclusion set (``all``: every
+        process again); returns every set, {attr: [ids]} (an attribute absent: every process)."""
+        return self._result("trackers", "track", session=session, attr=attr, ids=list(ids) or None,
+                            all=all or None)
+
+    def untrack(self, session: str, attr: str, ids: Iterable[int] = (), all: bool = False) -> dict:
+        """Remove ``ids`` from the session's ``attr`` inclusion set (``all``: empty it, no process records)."""
+        return self._result("trackers", "untrack", session=session, attr=attr, ids=list(ids) or None,
+                            all=all or None)
+
+    def regenerate(self, session: str, what: str) -> dict:
+        """``"metadata"``: re-sample the clock offset and rewrite the metadata; returns {"clock_offset"}."""
+        return self.call("regenerate", session=session, what=what)
+
+    def clear(self, session: str) -> None:
+        """Empty the session's buffers and its current trace files (a snapshot session: its buffers)."""
+        self.call("clear", session=session)
+
+    def rotate(self, session: str) -> str:
+        """Archive the session's current trace chunk (``OUTPUT/archives/<begin>-<end>-<index>``, a complete
+        trace) and go on in a new one, while applications write; returns the archive's directory."""
+        return self._result("path", "rotate", session=session)
+
+    def enable_rotation(self, session: str, timer: int | None = None, size: int | str | None = None) -> dict:
+        """Rotate every ``timer`` µs and/or when the current chunk holds ``size`` bytes ("64M")."""
+        from ust.daemon.rules import parse_size
+
+        return self.call("enable_rotation", session=session, timer=timer,
+                         size=None if size is None else parse_size(size))
+
+    def disable_rotation(self, session: str, timer: bool = False, size: bool = False) -> dict:
+        return self.call("disable_rotation", session=session, timer=timer or None, size=size or None)
 
     def shutdown_daemon(self) -> None:
         """Ask the daemon to stop (every session is stopped and flushed first)."""

@@ -274,6 +274,33 @@ class ConsumerLink:
     def snapshot(self, targets: dict[str, str], root: str) -> None:
         self.call({"cmd": "snapshot", "targets": targets, "root": root})
 
+    def clear(self, traces: list[str]) -> None:
+        """Empty the buffers (consumed unwritten) and the stream files of these traces."""
+        self.call({"cmd": "clear", "traces": traces})
+
+    def chunk_bytes(self, traces: list[str]) -> int:
+        """Bytes written to these traces since their last chunk switch (0 if the answer is not a count:
+        the consumer runs as the session's owner, its answers are checked like any peer's)."""
+        reply, fds = self.call({"cmd": "chunk_bytes", "traces": traces})
+        protocol.close_fds(fds)
+        n = reply.get("bytes")
+        return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 63 else 0
+
+    def regenerate_metadata(self, traces: list[str], clock_offset: int) -> None:
+        with self.cv:
+            self.call({"cmd": "regenerate_metadata", "traces": traces, "clock_offset": clock_offset})
+            for key in traces:
+                if key in self.log:
+                    self.log[key]["trace"]["clock_offset"] = clock_offset
+
+    def rotate(self, targets: dict[str, str], root: str, chunk: str, archive: str) -> None:
+        """A chunk switch (ust-consumerd's ``rotate``); a restarted consumer reopens the new paths."""
+        with self.cv:
+            self.call({"cmd": "rotate", "targets": targets, "root": root, "chunk": chunk, "archive": archive})
+            for key, path in targets.items():
+                if key in self.log:
+                    self.log[key]["trace"]["path"] = path
+
     def remove_traces(self, traces: list[str]) -> None:
         with self.cv:
             try:

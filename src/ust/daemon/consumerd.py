@@ -14,6 +14,13 @@ the sessiond's requests one at a time on it and exits when it closes.
                      answers, the trace on disk is complete
 * ``snapshot``       flush + copy the current contents of overwrite buffers (not consumed)
 * ``remove_traces``  flush, close, unmap
+* ``clear``          ``ust clear``: what the buffers hold is consumed unwritten and the
+                     stream files start over (the metadata stays)
+* ``chunk_bytes``    what the traces' current chunk holds (size-based rotation)
+* ``regenerate_metadata``  a new clock offset: the metadata is rewritten with it
+* ``rotate``         a session's chunk switch: each trace goes on in a new
+                     directory at a packet boundary (``Trace.switch_output``),
+                     then the finished chunk is moved into ``archives/``
 
 This module is the protocol front of the consumer core (``ust.consumer``,
 docs/consumer.md), which the embedded session hosts too: its drain engine
@@ -162,6 +169,77 @@ class Consumer:
             t = self.traces.get(key)
             if t is not None:
                 n += t.snapshot(LocalTraceOutput(dest, root, fresh=True))
+        return {"packets": n}, []
+
+    def cmd_clear(self, fds, traces: list) -> tuple[dict, list]:
+        """Empty the traces: every packet their buffers hold is consumed without being written, and
+        (a trace written while it runs) its stream files start over, empty; the metadata stays. The
+        packet-boundary cut is ``Trace.switch_output``'s, to an output that drops what it is given."""
+        from ust.consumer.drain import drain_stream
+        from ust.consumer.output import DiscardTraceOutput
+
+        n = 0
+        for key in traces:
+            t = self.traces.get(key)
+            if t is None:
+                continue
+            if not t.drains:  # a snapshot session: only its buffers
+                for ch in t.channels.values():
+                    for src in ch.sources:
+                        src.flush()
+                        n += drain_stream(src, DiscardTraceOutput.DROP)
+                continue
+            out = t.output
+            t.switch_output(DiscardTraceOutput())  # what is committed now goes to the old files...
+            streams = tuple(f"{ch.name}_" for ch in t.channels.values())  # <channel>_<cpu>[_<n>]
+            for f in os.listdir(out.directory):  # ...which are removed
+                if f.startswith(streams) and f != "metadata":
+                    os.unlink(os.path.join(out.directory, f))
+            n += t.switch_output(LocalTraceOutput(out.directory, out.root, fresh=True))
+        return {"packets": n}, []
+
+    def cmd_chunk_bytes(self, fds, traces: list) -> tuple[dict, list]:
+        """The bytes written to the traces' current outputs (since their last chunk switch)."""
+        n = 0
+        for key in traces:
+            t = self.traces.get(key)
+            if t is not None:
+                n += sum(getattr(out, "bytes_written", 0) for ch in t.channels.values() for out in ch.outputs)
+        return {"bytes": n}, []
+
+    def cmd_regenerate_metadata(self, fds, traces: list, clock_offset: int) -> tuple[dict, list]:
+        """Describe the traces' clock with ``clock_offset`` (realtime - monotonic, re-sampled by
+        the sessiond): the metadata is rewritten now (a snapshot session's, at its next snapshot)."""
+        import dataclasses
+
+        for key in traces:
+            t = self.traces.get(key)
+            if t is not None:
+                t.info = dataclasses.replace(t.info, clock_offset_ns=int(clock_offset))
+                t.write_metadata(force=True)
+        return {}, []
+
+    def cmd_rotate(self, fds, targets: dict, root: str, chunk: str, archive: str) -> tuple[dict, list]:
+        """Switch every trace of ``targets`` ({key: its directory in the new chunk}) to a new
+        output, at a packet boundary (every packet closed now ends in the old chunk, every later
+        one in the new: none lost, none twice, while applications write), then move the old
+        chunk, ``root/chunk/ust`` (``chunk`` "": the session's own directory), to
+        ``root/archive/ust``: a complete trace. We run as the session's owner, in a tree
+        ``make_trace_dir`` checked is theirs alone."""
+        from ust.ctf.writer import make_trace_dir
+
+        n = 0
+        for key, path in targets.items():
+            t = self.traces.get(key)
+            if t is not None and t.drains:
+                n += t.switch_output(LocalTraceOutput(path, root, fresh=True))
+        old = os.path.join(root, chunk, "ust") if chunk else os.path.join(root, "ust")
+        dest = os.path.join(root, archive)
+        make_trace_dir(dest, root)  # even empty (no application recorded in that chunk), as lttng
+        if os.path.isdir(old):
+            os.rename(old, os.path.join(dest, "ust"))
+        if chunk and os.path.isdir(os.path.join(root, chunk)):
+            os.rmdir(os.path.join(root, chunk))
         return {"packets": n}, []
 
     def cmd_remove_traces(self, fds, traces: list) -> tuple[dict, list]:

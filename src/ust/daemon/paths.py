@@ -79,3 +79,22 @@ def read_pid(rundir: str | None = None) -> int | None:
     except PermissionError:
         return pid
     return pid
+
+
+SYSTEM_SESSIONS_DIR = "/etc/ust/sessions"
+
+
+def sessions_dir() -> str:
+    """Where `ust save` writes and `ust load` first looks: ``$UST_HOME/sessions``, else ``~/.ust/sessions``.
+
+    Not under ``$XDG_RUNTIME_DIR`` (the runtime directory's default): saved sessions must outlive a login.
+    """
+    home = os.environ.get("UST_HOME")
+    return os.path.join(os.path.abspath(home) if home else os.path.join(os.path.expanduser("~"), ".ust"),
+                        "sessions")
+
+
+def system_sessions_dir() -> str:
+    """The sessions every user's `ust load` also reads (like lttng's /etc/lttng/sessions):
+    ``$UST_SYSTEM_SESSIONS``, else /etc/ust/sessions."""
+    return os.path.abspath(os.environ.get("UST_SYSTEM_SESSIONS") or SYSTEM_SESSIONS_DIR)

@@ -57,10 +57,11 @@ class _Awaited:
 class App:
     """A registered application: its connection and what it was told to do."""
 
-    def __init__(self, sock: socket.socket, pid: int, uid: int, info: dict):
+    def __init__(self, sock: socket.socket, pid: int, uid: int, info: dict, gid: int = -1):
         self.sock = sock
         self.pid = pid
         self.uid = uid
+        self.gid = gid  # the socket's (SO_PEERCRED), as pid and uid: what `track --vgid` matches
         self.ppid = info.get("ppid", 0)
         self.procname = info["procname"]
         self.token = info.get("token")
@@ -173,7 +174,7 @@ class App:
         enqueue(daemon, self, kind, msg)
 
 
-def serve_app(daemon, conn: socket.socket, pid: int, uid: int, msg: dict) -> None:
+def serve_app(daemon, conn: socket.socket, pid: int, uid: int, msg: dict, gid: int = -1) -> None:
     """Serve the connection of an application whose first message, ``msg``, is ``register``."""
     try:
         check(msg, {"cmd": str, **APP_SCHEMAS["register"]})
@@ -187,7 +188,7 @@ def serve_app(daemon, conn: socket.socket, pid: int, uid: int, msg: dict) -> Non
         return
     # A send that cannot complete within 2 s means the app is stuck: drop it.
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 2, 0))
-    app = App(conn, pid, uid, msg)
+    app = App(conn, pid, uid, msg, gid)
     enqueue(daemon, app, "register", msg)
     try:
         while True:

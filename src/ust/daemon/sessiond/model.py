@@ -3,6 +3,7 @@ traces (buffers and files) they created, one per owner (a uid or a pid)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -70,6 +71,48 @@ class Session:
     trace_paths: list = field(default_factory=list)  # after destroy
     lock: Any = field(default_factory=threading.RLock, repr=False)  # held by a command on this session
     destroyed: bool = False
+    # `ust track`: LTTng's inclusion sets, "vpid"/"vuid"/"vgid" -> the ids tracked; an attribute
+    # absent tracks every process (the default), an empty set none
+    trackers: dict[str, set] = field(default_factory=dict)
+    # a snapshot session's output, `ust snapshot add-output`: {"name", "path", "max_size"}; None for
+    # the default one (the session's output, named snapshot-1), absent after del-output
+    snapshot_output: dict | None = None
+    snapshot_output_deleted: bool = False
+    snapshot_next_id: int = 2  # outputs are numbered as lttng's: the default is 1, each added one the next
+    # rotation (commands/rotation.py): the trace chunk being written, in ``output/chunk_dir``
+    # ("" for the first: the session's directory itself), since ``chunk_begin``
+    chunk: int = 0
+    chunk_dir: str = ""
+    chunk_begin: float = 0.0
+    archives: list = field(default_factory=list)  # the archived chunks' directories, oldest first
+    rotation_timer: int = 0  # µs, 0: off (enable-rotation --timer)
+    rotation_size: int = 0  # bytes, 0: off (enable-rotation --size)
+
+    def chunk_root(self) -> str:
+        """The directory the current trace chunk is written in."""
+        return os.path.join(self.output, self.chunk_dir) if self.chunk_dir else self.output
+
+    def memory(self) -> dict[str, dict]:
+        """Per channel: the shared memory its ring buffers take (``bytes``) and how many per-CPU
+        buffers (``buffers``), over every trace (one per user, or per process with per-pid buffers)."""
+        out: dict[str, dict] = {}
+        for t in list(self.traces.values()):
+            for name, tc in list(t.channels.items()):
+                m = out.setdefault(name, {"bytes": 0, "buffers": 0})
+                m["bytes"] += tc.conf.subbuf_size * tc.conf.num_subbuf * len(tc.fds)
+                m["buffers"] += len(tc.fds)
+        return out
+
+    def snapshot_out(self) -> dict | None:
+        """The snapshot output `snapshot record` writes to, or None (deleted)."""
+        if self.snapshot_output_deleted:
+            return None
+        return self.snapshot_output or {"id": 1, "name": "snapshot-1", "path": self.output, "max_size": 0}
+
+    def tracks(self, pid: int, uid: int, gid: int) -> bool:
+        """Whether the inclusion sets let a process with these ids record this session."""
+        ids = {"vpid": pid, "vuid": uid, "vgid": gid}
+        return all(ids[attr] in values for attr, values in self.trackers.items())
 
     @property
     def buffers(self) -> str:
@@ -112,4 +155,9 @@ class Session:
             "rules": [r.to_json() for r in list(self.rules)],
             "probes": [dict(p) for p in list(self.probes)],
             "traces": [t.path for t in list(self.traces.values())],
+            "trackers": {attr: sorted(values) for attr, values in list(self.trackers.items())},
+            "snapshot_outputs": [dict(o) for o in [self.snapshot_out()] if o and self.snapshot],
+            "memory": self.memory(),
+            "rotation": {"chunk": self.chunk, "archives": list(self.archives), "timer": self.rotation_timer,
+                         "size": self.rotation_size},
         }

@@ -278,7 +278,7 @@ class SessionDaemon:
                     return
                 protocol.close_fds(fds)  # clients never send descriptors
                 if msg.get("cmd") == "register":
-                    apps.serve_app(self, conn, pid, uid, msg)
+                    apps.serve_app(self, conn, pid, uid, msg, gid)
                     return
                 reply = self.handle(msg, uid)
                 if not self.send_quietly(conn, reply):

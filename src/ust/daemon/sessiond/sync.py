@@ -21,8 +21,21 @@ from ust.errors import UstError
 
 
 def app_in_session(s: Session, app) -> bool:
-    # A user's session records only that user's processes; root's, any.
-    return app.alive and (s.uid == 0 or app.uid == s.uid) and (s.token is None or s.token == app.token)
+    # A user's session records only that user's processes; root's, any; `ust track` narrows it.
+    return (app.alive and (s.uid == 0 or app.uid == s.uid) and (s.token is None or s.token == app.token)
+            and s.tracks(app.pid, app.uid, app.gid))
+
+
+def remove_apps(s: Session, apps) -> None:
+    """``apps`` stop recording ``s`` (what they committed stays, for the consumer); each has
+    acknowledged when this returns."""
+    pending = []
+    for app in apps:
+        if s.name in app.state:
+            pending.append((app, app.send_many([({"cmd": "remove_session", "session": s.name}, [])])))
+            app.state.pop(s.name, None)
+    for app, slots in pending:  # all sent, now all acknowledged
+        app.wait_many(slots, 1)
 
 
 def sync_session(daemon, s: Session) -> None:
@@ -42,9 +55,9 @@ def _trace_for(daemon, s: Session, app) -> Trace:
     if t is not None:
         return t
     if owner[0] == "uid":
-        path = str(uid_trace_dir(s.output, app.uid))
+        path = str(uid_trace_dir(s.chunk_root(), app.uid))
     else:
-        path = str(pid_trace_dir(s.output, app.procname, app.pid))
+        path = str(pid_trace_dir(s.chunk_root(), app.procname, app.pid))
     key = f"{s.name}/{owner[0]}-{owner[1]}"
     t = Trace(key=key, path=path, owner=owner, uuid=str(uuidlib.uuid4()))
     consumers.link(daemon, s).add_trace({

@@ -18,9 +18,12 @@ group = CommandGroup()
 
 
 @group.command("create", {"name": is_name, "output?": optional(string()), "snapshot?": bool,
-                          "token?": optional(string(128))})
+                          "token?": optional(string(128)), "no_output?": bool})
 def create(daemon, caller: int, name: str, output: str | None = None, snapshot: bool = False,
-           token: str | None = None) -> dict:
+           token: str | None = None, no_output: bool = False) -> dict:
+    if no_output and (not snapshot or output is not None):
+        raise SessionError("--no-output goes with --snapshot and without --output (ust has no live mode): "
+                           "`ust snapshot add-output` or `snapshot record URL` say where")
     if output is None:
         stamp = time_stamp()
         try:
@@ -30,7 +33,8 @@ def create(daemon, caller: int, name: str, output: str | None = None, snapshot: 
         output = os.path.join(home, "ust-traces", f"{name}-{stamp}")
     if not os.path.isabs(output):
         raise SessionError(f"output directory must be an absolute path, got {output!r}")
-    s = Session(name=name, output=os.path.normpath(output), uid=caller, snapshot=snapshot, token=token)
+    s = Session(name=name, output=os.path.normpath(output), uid=caller, snapshot=snapshot, token=token,
+                snapshot_output_deleted=no_output)
     with daemon.lock:
         if name in daemon.sessions:
             raise SessionError(f"a session named {name!r} already exists")
@@ -40,6 +44,12 @@ def create(daemon, caller: int, name: str, output: str | None = None, snapshot: 
 
 @group.command("destroy", {"session": is_name})
 def destroy(daemon, s: Session) -> dict:
+    if s.active:
+        from ust.daemon.sessiond.commands import rotation
+
+        if rotation.rotates(s):  # as lttng: destroying a rotating session archives its last chunk
+            stop_session(daemon, s)
+            rotation.rotate_session(daemon, s)
     destroy_session(daemon, s)
     summary = s.summary()
     summary["traces"] = s.trace_paths
@@ -80,6 +90,8 @@ def start(daemon, s: Session) -> dict:
     consumers.link(daemon, s)  # the owner's consumer runs (or the reason it cannot) before anything is sent
     if not s.traces:
         s.clock_offset = time.time_ns() - time.monotonic_ns()
+    if not s.chunk_begin:
+        s.chunk_begin = time.time()
     s.active = True
     try:
         probes.sync(daemon, held=s)
@@ -96,38 +108,20 @@ def stop(daemon, s: Session) -> dict:
         raise SessionError(f"session {s.name!r} is not active")
     stop_session(daemon, s)
     probes.sync(daemon, held=s)
-    return {"session": s.summary(), **consumers.losses(daemon, s)}
+    archive = None
+    from ust.daemon.sessiond.commands import rotation
+
+    if rotation.rotates(s):  # `stop` ends the last chunk: every event is in an archive
+        archive = rotation.rotate_session(daemon, s)
+    return {"session": s.summary(), **consumers.losses(daemon, s), **({"archive": archive} if archive else {})}
 
 
 def stop_session(daemon, s: Session) -> None:
     """Every application stops recording ``s``, then its consumer writes out what they committed."""
     s.active = False
     # 1. Every application stops writing (detach): what is committed is final.
-    pending = []
-    for app in list(daemon.apps.values()):
-        if s.name in app.state:
-            pending.append((app, app.send_many([({"cmd": "remove_session", "session": s.name}, [])])))
-            app.state.pop(s.name, None)
-    for app, slots in pending:  # all sent, now all acknowledged
-        app.wait_many(slots, 1)
+    sync.remove_apps(s, list(daemon.apps.values()))
     # 2. The consumer closes the partial packets and writes everything.
     link = consumers.link_if_running(daemon, s)
     if s.traces and link is not None:
         link.flush([t.key for t in s.traces.values()])
-
-
-@group.command("snapshot_record", {"session": is_name, "output?": optional(string())})
-def snapshot_record(daemon, s: Session, output: str | None = None) -> dict:
-    if not s.snapshot:
-        raise SessionError(f"session {s.name!r} is not a snapshot session (create it with --snapshot)")
-    if not s.traces:
-        raise SessionError(f"session {s.name!r} has no buffers yet: start it first")
-    base = output or s.output
-    if not os.path.isabs(base):
-        raise SessionError(f"snapshot output must be an absolute path, got {base!r}")
-    stamp = time_stamp()
-    dest = os.path.join(base, f"snapshot-{s.snapshot_count}-{stamp}")
-    s.snapshot_count += 1
-    targets = {t.key: os.path.join(dest, os.path.relpath(t.path, s.output)) for t in s.traces.values()}
-    consumers.link(daemon, s).snapshot(targets, base)
-    return {"path": dest}

@@ -1,0 +1,450 @@
+"""`ust --mi xml|json COMMAND`: LTTng's machine interface, for scripts.
+
+``--mi xml`` writes the document ``lttng --mi xml`` writes for the same command (namespace
+https://lttng.org/xml/ns/lttng-mi, schema version 4.1, the element names and order of
+lttng 2.13's output for a user-space session), so a script written against lttng reads ust.
+``--mi json`` writes the same tree as JSON: an element with children is an object, a list
+element (``sessions``, ``channels``, ``events``...) is an array of its items, a leaf keeps its
+type (numbers, booleans, strings). Both are built from one tree (``Many`` marks the lists).
+
+The commands with a machine interface are those of ``MI_COMMANDS``; the others refuse
+``--mi`` in one line (``MI_COMMANDS``: version, list, create, destroy, start, stop, enable-channel,
+enable-event, snapshot, save, load, track, untrack, rotate, enable-rotation, disable-rotation, clear,
+regenerate). A failure prints its one-line error on stderr and a document whose
+``success`` is false, and exits non-zero, as lttng does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+
+from ust.errors import SessionError
+
+NAMESPACE = "https://lttng.org/xml/ns/lttng-mi"
+SCHEMA_VERSION = "4.1"
+SCHEMA_LOCATION = f"{NAMESPACE} https://lttng.org/xml/schemas/lttng-mi/4/lttng-mi-4.1.xsd"
+FORMATS = ("xml", "json")
+
+
+@dataclass
+class Many:
+    """A list element: ``<tag>`` holding one ``<item>`` per value (JSON: an array)."""
+
+    item: str
+    values: list
+
+
+@dataclass
+class Repeated:
+    """Elements repeated in place, each named by the key holding this (JSON: an array under that key)."""
+
+    values: list
+
+
+# ---------------------------------------------------------------------------
+# rendering
+
+
+def _leaf(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _to_xml(parent: ET.Element, tag: str, value: Any) -> None:
+    if isinstance(value, Repeated):
+        for v in value.values:
+            _to_xml(parent, tag, v)
+        return
+    e = ET.SubElement(parent, tag)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _to_xml(e, k, v)
+    elif isinstance(value, Many):
+        for v in value.values:
+            _to_xml(e, value.item, v)
+    else:
+        e.text = _leaf(value)
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, (Many, Repeated)):
+        return [_to_json(v) for v in value.values]
+    return value
+
+
+def render(fmt: str, command: str, output: dict | None, success: bool | None) -> str:
+    """The whole document of one command: its name, its output, whether it succeeded."""
+    doc: dict[str, Any] = {"name": command}
+    if output is not None:
+        doc["output"] = output
+    if success is not None:
+        doc["success"] = success
+    if fmt == "json":
+        return json.dumps({"command": _to_json(doc)}, indent=2)
+    root = ET.Element("command", {"xmlns": NAMESPACE, "xmlns:xsi": "http://www.w3.org/2001/XMLSchema-instance",
+                                  "xsi:schemaLocation": SCHEMA_LOCATION, "schemaVersion": SCHEMA_VERSION})
+    for k, v in doc.items():
+        _to_xml(root, k, v)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+
+
+# ---------------------------------------------------------------------------
+# the elements, as lttng's MI names them
+
+
+def session_brief(s: dict) -> dict:
+    return {"name": s["name"], "path": "" if s.get("snapshot") else s["output"], "enabled": bool(s["active"]),
+            "snapshot_mode": 1 if s.get("snapshot") else 0, "live_timer_interval": 0}
+
+
+def _channel_attributes(ch: dict, lost: int = 0) -> dict:
+    return {"overwrite_mode": "OVERWRITE" if ch["overwrite"] else "DISCARD", "subbuffer_size": ch["subbuf_size"],
+            "subbuffer_count": ch["num_subbuf"], "switch_timer_interval": ch["switch_timer"],
+            "read_timer_interval": ch["read_timer"], "monitor_timer_interval": 0, "blocking_timeout": 0,
+            "output_type": "MMAP", "tracefile_size": ch["tracefile_size"],
+            "tracefile_count": ch["tracefile_count"], "live_timer_interval": 0, "discarded_events": lost,
+            "lost_packets": 0}
+
+
+def _level_name(rule: dict) -> str:
+    if rule.get("domain") == "python":
+        from ust.daemon.rules import python_loglevel_name
+
+        return "PYTHON_" + python_loglevel_name(rule["loglevel"])
+    from ust.instrument.loglevels import name_of
+
+    return name_of(rule["loglevel"])
+
+
+def event_element(rule: dict, success: bool | None = None) -> dict:
+    """An event rule; with ``success`` (enable-event's answer) lttng writes no filter."""
+    e: dict[str, Any] = {"name": rule["pattern"], "type": "TRACEPOINT", "enabled": bool(rule["enabled"])}
+    if rule["loglevel_type"] != "all":
+        e["loglevel_type"] = rule["loglevel_type"].upper()
+        e["loglevel"] = _level_name(rule)
+    if rule.get("filter") and success is None:
+        e["filter_expression"] = rule["filter"]
+    e["exclusions"] = Many("exclusion", list(rule.get("exclusions") or ()))
+    if success is not None:
+        e["success"] = success
+    return e
+
+
+def session_detail(s: dict) -> dict:
+    """``lttng --mi xml list SESSION``: the session with its user-space and python domains."""
+    buffer_type = "PER_PID" if s["buffers"] == "pid" else "PER_UID"
+    channels = []
+    for ch in s["channels"]:
+        rules = [r for r in s["rules"] if r["channel"] == ch["name"] and r.get("domain", "ust") == "ust"]
+        channels.append({"name": ch["name"], "enabled": bool(ch["enabled"]),
+                         "attributes": _channel_attributes(ch),
+                         "events": Many("event", [event_element(r) for r in rules])})
+    domains = [{"type": "UST", "buffer_type": buffer_type, "process_attr_trackers": {},
+                "channels": Many("channel", channels)}]
+    python = [r for r in s["rules"] if r.get("domain") == "python"]
+    if python:
+        domains.append({"type": "PYTHON", "buffer_type": buffer_type,
+                        "events": Many("event", [event_element(r) for r in python])})
+    return {**session_brief(s), "domains": Many("domain", domains)}
+
+
+def version_element() -> dict:
+    from ust import __version__
+
+    parts = [int(p) if p.isdigit() else 0 for p in __version__.split(".")[:3]] + [0, 0, 0]
+    return {"string": __version__, "major": parts[0], "minor": parts[1], "commit": "", "patchLevel": parts[2],
+            "name": "ust", "description": "A user-space tracer for Python programs, LTTng-compatible.",
+            "url": "https://lttng.org", "license": "ust is free software under the MIT licence"}
+
+
+# ---------------------------------------------------------------------------
+# the commands: each returns its <output> (the same client calls as the text commands)
+
+
+def _client():
+    from ust.control import Client
+
+    return Client()
+
+
+def mi_version(args: argparse.Namespace) -> dict:
+    return {"version": version_element()}
+
+
+def mi_list(args: argparse.Namespace) -> dict:
+    with _client() as c:
+        if getattr(args, "apps", False):
+            raise SessionError("--mi: `ust list --apps` has no machine interface yet")
+        if args.name:
+            return {"sessions": Many("session", [session_detail(c.get_session(args.name))])}
+        return {"sessions": Many("session", [session_brief(s) for s in c.list_sessions()])}
+
+
+def mi_create(args: argparse.Namespace) -> dict:
+    from ust.control import set_current_session
+    from ust.ctf.writer import time_stamp
+
+    name = args.name or "auto-" + time_stamp()
+    with _client() as c:
+        s = c.create_session(name, output=args.output, snapshot=args.snapshot, no_output=args.no_output)
+    set_current_session(name)
+    return {"session": session_brief(s)}
+
+
+def mi_destroy(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current
+    from ust.control import get_current_session, set_current_session
+
+    out = []
+    with _client() as c:
+        names = [s["name"] for s in c.list_sessions()] if args.all else [args.name or _current(args, "name")]
+        for name in names:
+            out.append(session_brief(c.destroy_session(name)))
+            if get_current_session() == name:
+                set_current_session(None)
+    return {"sessions": Many("session", out)}
+
+
+def _start_stop(args: argparse.Namespace, start: bool) -> dict:
+    from ust.cli.session_cmds import _current
+
+    name = args.name or _current(args, "name")
+    with _client() as c:
+        s = c.start(name) if start else c.stop(name)
+    return {"sessions": Many("session", [{"name": name, "enabled": bool(s["active"])}])}
+
+
+def mi_start(args: argparse.Namespace) -> dict:
+    return _start_stop(args, True)
+
+
+def mi_stop(args: argparse.Namespace) -> dict:
+    return _start_stop(args, False)
+
+
+def mi_enable_channel(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current, _size
+
+    session = _current(args)
+    with _client() as c:
+        ch = c.enable_channel(session, args.name, subbuf_size=_size(args.subbuf_size), num_subbuf=args.num_subbuf,
+                              overwrite=args.overwrite, buffers=args.buffers, switch_timer=args.switch_timer,
+                              read_timer=args.read_timer, tracefile_size=_size(args.tracefile_size),
+                              tracefile_count=args.tracefile_count)
+    return {"channels": Many("channel", [{"name": ch["name"], "enabled": bool(ch["enabled"]),
+                                          "attributes": _channel_attributes(ch), "success": True}])}
+
+
+def mi_enable_event(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current, _split
+
+    if args.function is not None:
+        raise SessionError("--mi: `enable-event --function` has no machine interface yet")
+    session = _current(args)
+    patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
+    if not patterns:
+        raise SessionError("give an event pattern, or --all")
+    level = args.loglevel if args.loglevel is not None else args.loglevel_only
+    with _client() as c:
+        rules = c.enable_events(session, patterns, channel=args.channel, exclusions=_split(args.exclude),
+                                filter=args.filter, loglevel=level, loglevel_only=args.loglevel_only is not None,
+                                python=args.python)
+    return {"events": Many("event", [event_element(r, success=True) for r in rules])}
+
+
+def _snapshot_output(o: dict, session: str | None = None) -> dict:
+    e: dict[str, Any] = {"id": o["id"], "name": o["name"], "ctrl_url": o["path"]}
+    if session is None:
+        e["data_url"] = ""
+    else:
+        e["session_name"] = session
+    e["max_size"] = o["max_size"]
+    return e
+
+
+def mi_snapshot(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current
+
+    action = getattr(args, "action", None)
+    if action is None:
+        raise SessionError("expected `ust snapshot record|add-output|list-output|del-output`")
+    session = _current(args)
+    with _client() as c:
+        if action == "record":
+            c.snapshot_record(session, output=args.url or args.output, name=args.name, max_size=args.max_size)
+            result: dict = {"snapshot": {}}
+        elif action == "add-output":
+            o = c.snapshot_add_output(session, args.url, name=args.name, max_size=args.max_size)
+            result = {"snapshot": _snapshot_output(o, session)}
+        elif action == "list-output":
+            outputs = c.snapshot_list_output(session)
+            result = {"session": {"name": session, "snapshots": Many("snapshot", [_snapshot_output(o)
+                                                                                for o in outputs])}}
+        else:
+            o = c.snapshot_del_output(session, args.output)
+            result = {"snapshot": {"id": o["id"], "session_name": session}}
+    return {"snapshot_action": {"name": action, "output": result}}
+
+
+def _tracker(args: argparse.Namespace, track: bool) -> dict:
+    from ust.cli.lifecycle_cmds import _ids
+    from ust.cli.session_cmds import _current
+
+    session = _current(args)
+    given = [(attr, getattr(args, attr)) for attr in ("vpid", "vuid", "vgid") if getattr(args, attr) is not None]
+    if not given:
+        raise SessionError("give --vpid, --vuid or --vgid (with values, or with --all)")
+    trackers: dict[str, Any] = {}
+    with _client() as c:
+        for attr, text in given:
+            ids = _ids(attr, text)
+            if bool(ids) == args.all:
+                raise SessionError(f"--{attr}: give values or --all, not both and not neither")
+            (c.track if track else c.untrack)(session, attr, ids, all=args.all)
+            values = [{"type": {"all": True}, "success": True}] if args.all else \
+                [{"type": {"id": i}, "success": True} for i in ids]
+            trackers[f"{attr}_process_attr_tracker"] = {"process_attr_values": Many(attr, values)}
+    return {"process_attr_trackers": trackers}
+
+
+def mi_track(args: argparse.Namespace) -> dict:
+    return _tracker(args, True)
+
+
+def mi_untrack(args: argparse.Namespace) -> dict:
+    return _tracker(args, False)
+
+
+def _saved_or_loaded(kind: str, outcomes, path: str) -> dict:
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        raise SessionError(f"session {failed[0].name}: {failed[0].error}")
+    body: dict[str, Any] = {}
+    for o in outcomes:  # lttng names one session (or none with --all); a list would break its schema
+        body["session"] = {"name": o.name}
+        break
+    body["path"] = path
+    if kind == "load":
+        body["overrides"] = {}
+    return {kind: body}
+
+
+def mi_save(args: argparse.Namespace) -> dict:
+    from ust.control.saved_sessions import save
+    from ust.daemon import paths
+
+    with _client() as c:
+        outcomes = save(c, None if args.all or not args.name else [args.name], args.output, args.force)
+    return _saved_or_loaded("save", outcomes, args.output or paths.sessions_dir())
+
+
+def mi_load(args: argparse.Namespace) -> dict:
+    from ust.control.saved_sessions import load
+    from ust.daemon import paths
+
+    with _client() as c:
+        outcomes = load(c, None if args.all else args.name, args.input, args.force, args.override_url,
+                        args.override_name)
+    return _saved_or_loaded("load", outcomes, args.input or paths.sessions_dir())
+
+
+def mi_rotate(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current
+
+    name = args.name or _current(args, "name")
+    with _client() as c:
+        path = c.rotate(name)
+    return {"rotation": {"session_name": name, "state": "COMPLETED",
+                         "location": {"local": {"absolute_path": path}}}}
+
+
+def _schedules(args: argparse.Namespace, enable: bool) -> dict:
+    from ust.cli.lifecycle_cmds import parse_period
+    from ust.cli.session_cmds import _current
+    from ust.daemon.rules import parse_size
+
+    session = _current(args)
+    with _client() as c:
+        if enable:
+            if args.timer is None and args.size is None:
+                raise SessionError("give --timer PERIOD or --size SIZE")
+            timer = parse_period(args.timer) if args.timer is not None else None
+            size = parse_size(args.size) if args.size is not None else None
+            c.enable_rotation(session, timer=timer, size=size)
+        else:
+            before = c.get_session(session)["rotation"]
+            c.disable_rotation(session, timer=args.timer, size=args.size)
+            timer = before["timer"] if args.timer else None
+            size = before["size"] if args.size else None
+    results = []
+    if timer:
+        results.append({"rotation_schedule": {"periodic": {"time_us": timer}}, "success": True})
+    if size:
+        results.append({"rotation_schedule": {"size_threshold": {"bytes": size}}, "success": True})
+    return {"rotation_schedule_results": {"session_name": session, "rotation_schedule_result": Repeated(results)}}
+
+
+def mi_enable_rotation(args: argparse.Namespace) -> dict:
+    return _schedules(args, True)
+
+
+def mi_disable_rotation(args: argparse.Namespace) -> dict:
+    return _schedules(args, False)
+
+
+def mi_clear(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current
+
+    with _client() as c:
+        names = [s["name"] for s in c.list_sessions()] if args.all else [args.name or _current(args, "name")]
+        out = []
+        for name in names:
+            c.clear(name)
+            out.append(session_brief(c.get_session(name)))
+    return {"sessions": Many("session", out)}
+
+
+def mi_regenerate(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current
+
+    session = _current(args)
+    with _client() as c:
+        c.regenerate(session, args.what)
+    return {"regenerate_action": {"name": args.what}}
+
+
+# command -> its <output>; `list` documents carry no <success> (as lttng's)
+MI_COMMANDS = {
+    "version": mi_version, "list": mi_list, "create": mi_create, "destroy": mi_destroy, "start": mi_start,
+    "stop": mi_stop, "enable-channel": mi_enable_channel, "enable-event": mi_enable_event,
+    "snapshot": mi_snapshot, "save": mi_save, "load": mi_load, "track": mi_track, "untrack": mi_untrack,
+    "rotate": mi_rotate, "enable-rotation": mi_enable_rotation, "disable-rotation": mi_disable_rotation,
+    "clear": mi_clear, "regenerate": mi_regenerate,
+}
+NO_SUCCESS = frozenset({"list", "version"})
+
+
+def run(fmt: str, command: str, args: argparse.Namespace, out) -> int:
+    """Run ``command`` for a script: print its document; errors also as one line on stderr."""
+    import sys
+
+    from ust.errors import UstError
+
+    if command not in MI_COMMANDS:
+        raise SessionError(f"--mi: `ust {command}` has no machine interface (it has: "
+                           f"{', '.join(sorted(MI_COMMANDS))})")
+    try:
+        output = MI_COMMANDS[command](args)
+    except UstError as exc:
+        print(f"ust: error: {exc}", file=sys.stderr)
+        print(render(fmt, command, None, False), file=out)
+        return 2
+    print(render(fmt, command, output, None if command in NO_SUCCESS else True), file=out)
+    return 0

@@ -1,0 +1,175 @@
+"""Session rotation: rotate, enable-rotation, disable-rotation (LTTng's trace chunks); clear and
+regenerate metadata (the other commands that act on a session's written trace).
+
+A session writes its trace in a *chunk*: the first in the session's directory itself
+(``OUTPUT/ust/...``, as without rotation), each later one in ``OUTPUT/<begin>-<index>/``.
+``rotate`` switches every trace of the session to a new chunk at a packet boundary (the
+consumer's ``rotate``: ``ust.consumer.trace.Trace.switch_output``, no copy of the drain loop)
+and moves the finished one to ``OUTPUT/archives/<begin>-<end>-<index>/ust/``: a complete
+trace babeltrace2 reads alone; together the archives hold every event exactly once, while
+applications keep writing, per-uid and per-pid alike. ``stop`` ends the last chunk the same way
+once a session rotated or has a rotation schedule. Times are LTTng's (``%Y%m%dT%H%M%S%z``).
+
+``clear`` empties the current chunk: the buffers' contents are consumed unwritten and the stream
+files start over (the metadata stays, the archives too); a snapshot session's buffers only.
+
+Schedules (``enable-rotation --timer PERIOD | --size SIZE``) are checked by one daemon thread
+(``scheduler``) every ``CHECK_PERIOD``; the size is what the consumer wrote to the current chunk.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from ust.daemon.protocol import is_name, one_of, uint
+from ust.daemon.sessiond import consumers
+from ust.daemon.sessiond.commands._table import CommandGroup
+from ust.daemon.sessiond.log import log
+from ust.daemon.sessiond.model import Session
+from ust.errors import SessionError, UstError
+
+group = CommandGroup()
+
+CHECK_PERIOD = 0.25  # s: how often the schedules are looked at
+MIN_TIMER = 100_000  # µs: a shorter period would rotate faster than chunks can be written
+
+
+def chunk_time(when: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%S%z", time.localtime(when))
+
+
+def rotate_session(daemon, s: Session) -> str:
+    """Archive the current chunk of ``s`` and go on in a new one; returns the archive's directory.
+    Under ``s.lock``."""
+    if s.snapshot:
+        raise SessionError(f"session {s.name!r} is a snapshot session: it does not rotate (snapshot record "
+                           "writes its buffers)")
+    if not s.chunk_begin:
+        raise SessionError(f"session {s.name!r} was never started: nothing to rotate")
+    now = time.time()
+    begin = s.chunk_begin or s.created
+    new_dir = f"{chunk_time(now)}-{s.chunk + 1}"
+    old_root = s.chunk_root()
+    new_root = os.path.join(s.output, new_dir)
+    targets = {t.key: os.path.join(new_root, os.path.relpath(t.path, old_root)) for t in s.traces.values()}
+    archive = os.path.join("archives", f"{chunk_time(begin)}-{chunk_time(now)}-{s.chunk}")
+    consumers.link(daemon, s).rotate(targets, s.output, s.chunk_dir, archive)
+    for t in s.traces.values():
+        t.path = targets[t.key]
+    s.chunk += 1
+    s.chunk_dir = new_dir
+    s.chunk_begin = now
+    path = os.path.join(s.output, archive)
+    s.archives.append(path)
+    return path
+
+
+def rotates(s: Session) -> bool:
+    """Whether ``stop`` ends the chunk: the session rotated, or has a schedule."""
+    return bool(s.chunk or s.rotation_timer or s.rotation_size) and not s.snapshot and bool(s.traces)
+
+
+@group.command("rotate", {"session": is_name})
+def rotate(daemon, s: Session) -> dict:
+    return {"path": rotate_session(daemon, s)}
+
+
+@group.command("clear", {"session": is_name})
+def clear(daemon, s: Session) -> dict:
+    if s.traces:
+        consumers.link(daemon, s).clear([t.key for t in s.traces.values()])
+    return {"session": s.summary()}
+
+
+@group.command("regenerate", {"session": is_name, "what": one_of("metadata", "statedump")})
+def regenerate(daemon, s: Session, what: str) -> dict:
+    """``metadata``: re-sample the clock offset (realtime - monotonic: after the wall clock was
+    set) and rewrite every trace's metadata with it. ``statedump``: nothing to re-emit yet."""
+    if what == "statedump":
+        raise SessionError("regenerate statedump: ust has no statedump to re-emit yet (the function names of "
+                           "`ust run --functions` are recorded once per function, in the trace they start)")
+    from ust.ctf.metadata import clock_offset_now
+
+    s.clock_offset = clock_offset_now()
+    if s.traces:
+        consumers.link(daemon, s).regenerate_metadata([t.key for t in s.traces.values()], s.clock_offset)
+    return {"clock_offset": s.clock_offset}
+
+
+@group.command("enable_rotation", {"session": is_name, "timer?": uint(1 << 40), "size?": uint(1 << 50)})
+def enable_rotation(daemon, s: Session, timer: int = 0, size: int = 0) -> dict:
+    if s.snapshot:
+        raise SessionError(f"session {s.name!r} is a snapshot session: it does not rotate")
+    if not timer and not size:
+        raise SessionError("give --timer PERIOD or --size SIZE")
+    if timer and timer < MIN_TIMER:
+        raise SessionError(f"rotation period {timer} µs is too short (at least {MIN_TIMER} µs)")
+    if size and size < 4096:
+        raise SessionError(f"rotation size {size} is too small (at least 4096 bytes)")
+    if timer:
+        s.rotation_timer = timer
+    if size:
+        s.rotation_size = size
+    scheduler(daemon)
+    return {"timer": s.rotation_timer, "size": s.rotation_size}
+
+
+@group.command("disable_rotation", {"session": is_name, "timer?": bool, "size?": bool})
+def disable_rotation(daemon, s: Session, timer: bool = False, size: bool = False) -> dict:
+    if not timer and not size:
+        raise SessionError("give --timer or --size (the schedule to remove)")
+    if timer and not s.rotation_timer or size and not s.rotation_size:
+        which = "timer" if timer and not s.rotation_timer else "size"
+        raise SessionError(f"session {s.name!r} has no {which} rotation schedule")
+    if timer:
+        s.rotation_timer = 0
+    if size:
+        s.rotation_size = 0
+    return {"timer": s.rotation_timer, "size": s.rotation_size}
+
+
+# ---------------------------------------------------------------------------
+# the schedules
+
+
+def _due(daemon, s: Session, now: float) -> bool:
+    if not s.active or not s.traces:
+        return False
+    if s.rotation_timer and now - (s.chunk_begin or s.created) >= s.rotation_timer / 1e6:
+        return True
+    if not s.rotation_size:
+        return False
+    link = consumers.link_if_running(daemon, s)
+    # what the consumer wrote to this chunk (never a walk of the owner's directory: it is theirs)
+    return link is not None and link.chunk_bytes([t.key for t in s.traces.values()]) >= s.rotation_size
+
+
+def _scheduler_loop(daemon) -> None:
+    while not daemon.stopping.wait(CHECK_PERIOD):
+        with daemon.lock:
+            sessions = [s for s in daemon.sessions.values() if s.rotation_timer or s.rotation_size]
+        for s in sessions:
+            if not s.lock.acquire(timeout=CHECK_PERIOD):
+                continue  # a command holds it: next round
+            try:
+                if not s.destroyed and _due(daemon, s, time.time()):
+                    rotate_session(daemon, s)
+            except UstError as exc:
+                log(f"session {s.name}: scheduled rotation failed: {exc}")
+            finally:
+                s.lock.release()
+
+
+_started: set = set()
+_started_lock = threading.Lock()
+
+
+def scheduler(daemon) -> None:
+    """Start the daemon's schedule thread (once)."""
+    with _started_lock:
+        if id(daemon) in _started:
+            return
+        _started.add(id(daemon))
+    threading.Thread(target=_scheduler_loop, args=(daemon,), name="rotation", daemon=True).start()
