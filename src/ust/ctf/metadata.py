@@ -36,7 +36,22 @@ class TraceInfo:
     buffering_id: int = 0
     env_extra: dict = field(default_factory=dict)
     creation_time: float = field(default_factory=time.time)
-    clock_uuid: bytes = field(default_factory=lambda: uuid_mod.uuid4().bytes)
+    clock_uuid: bytes = field(default_factory=lambda: host_clock_uuid())
+
+
+def host_clock_uuid() -> bytes:
+    """The uuid of this boot's monotonic clock, shared by every trace of the host.
+
+    babeltrace2 places two traces on one time line only when their clock
+    classes have the same name and uuid; LTTng takes the kernel's boot id for
+    both its kernel and user-space traces, and so does ust (the ``ust`` and
+    ``kernel`` traces of a session then interleave). A random uuid when the
+    boot id cannot be read."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return uuid_mod.UUID(f.read().strip()).bytes
+    except (OSError, ValueError):
+        return uuid_mod.uuid4().bytes
 
 
 def clock_offset_now() -> int:
@@ -110,26 +125,18 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y%m%dT%H%M%S+0000", time.gmtime(ts))
 
 
-def metadata_text(trace: TraceInfo, streams: list[StreamClass], events: list[tuple[int, int, EventDecl]]) -> str:
-    """The whole TSDL text. events: (event id, stream class id, declaration)."""
-    u = str(uuid_mod.UUID(bytes=trace.uuid))
-    env = {
-        "domain": "ust",
-        "tracer_name": "lttng-ust",  # what LTTng analyses (Trace Compass) key on
-        "tracer_major": TRACER_VERSION[0],
-        "tracer_minor": TRACER_VERSION[1],
-        "tracer_buffering_scheme": trace.buffering,
-        "tracer_buffering_id": trace.buffering_id,
-        "architecture_bit_width": 64,
-        "trace_name": trace.trace_name,
-        "trace_creation_datetime": _iso(trace.creation_time),
-        "hostname": socket.gethostname(),
-        "ust_tracer": "ust-python",
-    }
-    env.update(trace.env_extra)
-    env_lines = "".join(
+def env_text(env: dict) -> str:
+    """The ``env`` block's lines (integers bare, everything else quoted)."""
+    return "".join(
         f"\t{k} = {v};\n" if isinstance(v, int) else f"\t{k} = {_quote(str(v))};\n" for k, v in env.items()
     )
+
+
+def preamble_text(trace: TraceInfo, env: dict) -> str:
+    """Everything before the stream classes: the trace, its environment, the
+    clock, the packet context and the event header. The ust and the kernel
+    traces share it, so both have the same clock and the same packet layout."""
+    u = str(uuid_mod.UUID(bytes=trace.uuid))
     out = [
         "/* CTF 1.8 */\n\n",
         "typealias integer { size = 8; align = 8; signed = false; } := uint8_t;\n",
@@ -141,7 +148,7 @@ def metadata_text(trace: TraceInfo, streams: list[StreamClass], events: list[tup
         "\tbyte_order = le;\n",
         "\tpacket.header := struct {\n\t\tuint32_t magic;\n\t\tuint8_t  uuid[16];\n"
         "\t\tuint32_t stream_id;\n\t\tuint64_t stream_instance_id;\n\t};\n};\n\n",
-        "env {\n", env_lines, "};\n\n",
+        "env {\n", env_text(env), "};\n\n",
         "clock {\n\tname = \"monotonic\";\n",
         f'\tuuid = "{uuid_mod.UUID(bytes=trace.clock_uuid)}";\n',
         '\tdescription = "Monotonic Clock";\n\tfreq = 1000000000;\n',
@@ -158,6 +165,26 @@ def metadata_text(trace: TraceInfo, streams: list[StreamClass], events: list[tup
         "\t\tstruct {\n\t\t\tuint32_t id;\n\t\t\tuint64_clock_monotonic_t timestamp;\n\t\t} extended;\n"
         "\t} v;\n} align(8);\n\n",
     ]
+    return "".join(out)
+
+
+def metadata_text(trace: TraceInfo, streams: list[StreamClass], events: list[tuple[int, int, EventDecl]]) -> str:
+    """The whole TSDL text. events: (event id, stream class id, declaration)."""
+    env = {
+        "domain": "ust",
+        "tracer_name": "lttng-ust",  # what LTTng analyses (Trace Compass) key on
+        "tracer_major": TRACER_VERSION[0],
+        "tracer_minor": TRACER_VERSION[1],
+        "tracer_buffering_scheme": trace.buffering,
+        "tracer_buffering_id": trace.buffering_id,
+        "architecture_bit_width": 64,
+        "trace_name": trace.trace_name,
+        "trace_creation_datetime": _iso(trace.creation_time),
+        "hostname": socket.gethostname(),
+        "ust_tracer": "ust-python",
+    }
+    env.update(trace.env_extra)
+    out = [preamble_text(trace, env)]
     for s in streams:
         out.append(f"stream {{\n\tid = {s.id};\n\tevent.header := struct event_header_large;\n")
         out.append("\tpacket.context := struct packet_context;\n")

@@ -54,6 +54,12 @@ def _ring():
     return _ring
 
 
+def _host_clock_uuid() -> bytes:
+    from ust.ctf import metadata as md
+
+    return md.host_clock_uuid()
+
+
 def metadata_text(trace: "TraceOut") -> str:
     from ust.ctf import metadata as md
     from ust.instrument import context as ctx
@@ -140,7 +146,7 @@ class TraceOut:
     env: dict
     channels: dict[str, ChannelOut] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
-    clock_uuid: bytes = field(default_factory=lambda: __import__("uuid").uuid4().bytes)
+    clock_uuid: bytes = field(default_factory=lambda: _host_clock_uuid())
 
 
 class Consumer:

@@ -1,0 +1,215 @@
+"""Capturing a session's kernel events: instance + readers + the kernel trace.
+
+``KernelCapture`` owns the session's ftrace instance (ust.kernel.tracefs) and
+its kernel trace (ust.kernel.trace). While tracing, a drain thread reads each
+CPU's ``trace_pipe_raw`` (non-blocking reads of whole pages, consumed as
+read) and turns every page into one CTF packet (ust.kernel.pages, in C when
+the extension has it): no event is parsed in Python on this path.
+
+Lost events are counted exactly and placed where they happened as far as the
+kernel says: in overwrite mode the page itself says how many events were
+overwritten before it (RB_MISSED_STORED); in discard mode the kernel does not
+mark pages, it counts ``dropped events`` in ``per_cpu/cpuN/stats``, which the
+drain reads before each batch of pages and charges to the next packet. At
+stop, whatever the stats count that the packets do not (a page whose missed
+count had no room to be stored) goes into one last empty packet, so the
+trace's discarded total equals the ring's own counters.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+
+from . import formats as fmt
+from . import pages
+from .trace import CONTEXTS, KernelTraceWriter, new_trace_info
+from .tracefs import DEFAULT_STATE_DIR, Instance, KernelTracingError
+
+
+def _converter():
+    """The page converter: the C one when the extension provides it."""
+    try:
+        from ust._ring import _ring
+
+        c_convert = getattr(_ring, "ftrace_page", None)
+    except ImportError:
+        c_convert = None
+    return c_convert or pages.convert_page
+
+
+class _Cpu:
+    __slots__ = ("cpu", "fd", "stream", "dropped_seen", "overrun_in_pages", "overrun_unknown")
+
+    def __init__(self, cpu: int, fd: int, stream):
+        self.cpu = cpu
+        self.fd = fd
+        self.stream = stream
+        self.dropped_seen = 0  # "dropped events" + "commit overrun" already charged
+        self.overrun_in_pages = 0  # overwritten events the pages reported
+        self.overrun_unknown = False  # a page said "missed" without a count
+
+
+class KernelCapture:
+    """One session's kernel domain: configure, start, stop, destroy."""
+
+    def __init__(self, session: str, output: str, *, tracefs: str | None = None,
+                 state_dir: str = DEFAULT_STATE_DIR, buffer_size_kb: int | None = None, overwrite: bool = False,
+                 clock_offset_ns: int | None = None, clock_uuid: bytes | None = None,
+                 contexts: tuple[str, ...] = CONTEXTS, poll_interval: float = 0.05):
+        self.instance = Instance.create(session, tracefs=tracefs, state_dir=state_dir,
+                                        buffer_size_kb=buffer_size_kb, overwrite=overwrite)
+        self.output = output
+        self.trace_info = new_trace_info(session, clock_offset_ns, clock_uuid)
+        self.contexts = contexts
+        self.poll_interval = poll_interval
+        self.writer: KernelTraceWriter | None = None
+        self.formats: dict[int, fmt.EventFormat] = {}
+        self.plans: dict[int, tuple] = {}
+        self.cpus: list[_Cpu] = []
+        self._convert = _converter()
+        self._page_size = self.instance.page_size()
+        self._lock = threading.Lock()  # one drainer at a time (thread, stop, flush)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.running = False
+        self.skipped = 0  # records of a type not declared in the metadata
+
+    # -- configuration ------------------------------------------------------
+    def enable(self, patterns: list[str], *, syscalls: bool = False) -> list[str]:
+        """Enable events by name/glob (or system calls); returns their CTF names."""
+        events = self.instance.resolve(patterns, syscalls=syscalls)
+        with self._lock:
+            self._learn(events)
+            self.instance.set_enabled(events, True)
+            self._write_metadata()
+        return sorted({fmt.ctf_event_name(s, n) for s, n in events})
+
+    def disable(self, patterns: list[str], *, syscalls: bool = False) -> list[str]:
+        events = self.instance.resolve(patterns, syscalls=syscalls)
+        self.instance.set_enabled(events, False)
+        return sorted({fmt.ctf_event_name(s, n) for s, n in events})
+
+    def _learn(self, events: list[tuple[str, str]]) -> None:
+        for system, name in events:
+            ev = fmt.parse_format(self.instance.format_text(system, name), system)
+            self.formats[ev.id] = ev
+            self.plans[ev.id] = fmt.plan(ev)
+
+    def _write_metadata(self) -> None:
+        if self.writer is not None:
+            self.writer.write_metadata(list(self.formats.values()))
+
+    # -- life ---------------------------------------------------------------
+    def start(self) -> None:
+        if self.running:
+            return
+        with self._lock:
+            if self.writer is None:
+                cpus = self.instance.cpus()
+                self.writer = KernelTraceWriter(self.output, self.trace_info, cpus, self.contexts)
+                self.cpus = [_Cpu(c, self.instance.open_raw(c), self.writer.streams[c]) for c in cpus]
+            self._write_metadata()
+            self.instance.start()
+            self.running = True
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._drain_loop, name="ust-kernel-drain", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop recording and write every event recorded so far (and the losses)."""
+        if not self.running:
+            return
+        self.instance.stop()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            self._drain_all()
+            self._settle_losses()
+            self._write_metadata()
+            self.running = False
+
+    def destroy(self) -> None:
+        """Stop, close the readers, remove the instance (idempotent)."""
+        try:
+            self.stop()
+        finally:
+            for c in self.cpus:
+                if c.fd >= 0:
+                    os.close(c.fd)
+                    c.fd = -1
+            if self.writer is not None:
+                self.writer.close()
+            self.instance.remove()
+
+    # -- the drain ----------------------------------------------------------
+    def _drain_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                n = self._drain_all()
+            if not n:
+                self._stop.wait(self.poll_interval)
+
+    def _drain_all(self) -> int:
+        total = 0
+        for c in self.cpus:
+            total += self._drain_cpu(c)
+        return total
+
+    def _charge_dropped(self, c: _Cpu) -> int:
+        s = self.instance.stats(c.cpu)
+        seen = s.get("dropped events", 0) + s.get("commit overrun", 0)
+        new = seen - c.dropped_seen
+        c.dropped_seen = seen
+        return max(new, 0)
+
+    def _drain_cpu(self, c: _Cpu) -> int:
+        """Read the CPU's pages until none is left; returns how many were read."""
+        pending_lost = self._charge_dropped(c)
+        n = 0
+        while True:
+            try:
+                page = os.read(c.fd, self._page_size)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EINTR):
+                    break
+                raise
+            if len(page) < pages.PAGE_HEADER:
+                break
+            n += 1
+            try:
+                _, missed, known = pages.page_missed(page)
+                events, count, skipped, begin, end = self._convert(page, self.plans, "tid" in self.contexts)
+            except (pages.PageError, ValueError):
+                continue  # an impossible page is dropped whole, never written half
+            c.overrun_in_pages += missed
+            c.overrun_unknown |= not known
+            self.skipped += skipped
+            c.stream.write(events, count, begin, end, missed + pending_lost)
+            pending_lost = 0
+        if pending_lost:
+            c.stream.write(b"", 0, c.stream.last_end, c.stream.last_end, pending_lost)
+        return n
+
+    def _settle_losses(self) -> None:
+        """Make each stream's discarded total equal the ring's counters."""
+        for c in self.cpus:
+            s = self.instance.stats(c.cpu)
+            ring_lost = s.get("overrun", 0) + s.get("dropped events", 0) + s.get("commit overrun", 0)
+            missing = ring_lost - c.stream.discarded
+            if missing > 0:
+                c.stream.write(b"", 0, c.stream.last_end, c.stream.last_end, missing)
+
+    def lost_by_ring(self) -> dict[int, int]:
+        """Per CPU, what the ring's counters say was lost (for checks)."""
+        out = {}
+        for c in self.cpus:
+            s = self.instance.stats(c.cpu)
+            out[c.cpu] = s.get("overrun", 0) + s.get("dropped events", 0) + s.get("commit overrun", 0)
+        return out
+
+
+__all__ = ["KernelCapture", "KernelTracingError"]
