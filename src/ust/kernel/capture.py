@@ -28,17 +28,6 @@ from .trace import CONTEXTS, KernelTraceWriter, new_trace_info
 from .tracefs import DEFAULT_STATE_DIR, Instance, KernelTracingError
 
 
-def _converter():
-    """The page converter: the C one when the extension provides it."""
-    try:
-        from ust._ring import _ring
-
-        c_convert = getattr(_ring, "ftrace_page", None)
-    except ImportError:
-        c_convert = None
-    return c_convert or pages.convert_page
-
-
 class _Cpu:
     __slots__ = ("cpu", "fd", "stream", "dropped_seen", "overrun_in_pages", "overrun_unknown")
 
@@ -68,7 +57,8 @@ class KernelCapture:
         self.formats: dict[int, fmt.EventFormat] = {}
         self.plans: dict[int, tuple] = {}
         self.cpus: list[_Cpu] = []
-        self._convert = _converter()
+        self._converter_class = pages.converter_class()
+        self._converter = self._converter_class({}, "tid" in contexts)
         self._page_size = self.instance.page_size()
         self._lock = threading.Lock()  # one drainer at a time (thread, stop, flush)
         self._stop = threading.Event()
@@ -96,6 +86,7 @@ class KernelCapture:
             ev = fmt.parse_format(self.instance.format_text(system, name), system)
             self.formats[ev.id] = ev
             self.plans[ev.id] = fmt.plan(ev)
+        self._converter = self._converter_class(self.plans, "tid" in self.contexts)
 
     def _write_metadata(self) -> None:
         if self.writer is not None:
@@ -182,7 +173,7 @@ class KernelCapture:
             n += 1
             try:
                 _, missed, known = pages.page_missed(page)
-                events, count, skipped, begin, end = self._convert(page, self.plans, "tid" in self.contexts)
+                events, count, skipped, begin, end = self._converter.page(page)
             except (pages.PageError, ValueError):
                 continue  # an impossible page is dropped whole, never written half
             c.overrun_in_pages += missed

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# ops of a Plan (shared with the C page converter, ust._ring._ring.ftrace_pages: keep in sync)
+# ops of a Plan (shared with the C page converter, ust/kernel/_ftrace.c: keep in sync)
 OP_COPY = 0  # (OP_COPY, offset, size): copy size bytes
 OP_STRING = 1  # (OP_STRING, offset, relative): __data_loc / __rel_loc char[] -> string
 OP_BYTES = 2  # (OP_BYTES, offset, relative): other __data_loc arrays -> uint32 length + bytes

@@ -67,7 +67,7 @@ def page_missed(page: bytes) -> tuple[int, int, bool]:
 def convert_page(page: bytes, plans: dict, with_tid: bool) -> tuple[bytearray, int, int, int, int]:
     """The CTF events of one page: (event bytes, events written, events of an
     unknown type skipped, first time, last time). Pure Python reference of
-    the C converter (``ust._ring._ring.ftrace_page``), which must agree."""
+    the C converter (``ust.kernel._ftrace.Converter``), which must agree."""
     if len(page) < PAGE_HEADER:
         raise PageError(f"page of {len(page)} bytes is shorter than its header")
     ts, commit = _PAGE.unpack_from(page, 0)
@@ -114,6 +114,8 @@ def convert_page(page: bytes, plans: dict, with_tid: bool) -> tuple[bytearray, i
             if pos + 8 > end:
                 break
             length = _U32.unpack_from(page, pos + 4)[0]
+            if length < 4:
+                break
             data = pos + 8
             dlen = length - 4
             nxt = pos + 4 + length
@@ -157,6 +159,26 @@ def convert_page(page: bytes, plans: dict, with_tid: bool) -> tuple[bytearray, i
                 out += _U32.pack(len(blob)) + blob
         count += 1
     return out, count, skipped, ts if first is None else first, last
+
+
+class PyConverter:
+    """The pure-Python Converter (same interface as ust.kernel._ftrace.Converter)."""
+
+    def __init__(self, plans: dict, with_tid: bool = True):
+        self.plans = dict(plans)
+        self.with_tid = with_tid
+
+    def page(self, page: bytes):
+        return convert_page(page, self.plans, self.with_tid)
+
+
+def converter_class():
+    """The C Converter when the extension is built, else PyConverter."""
+    try:
+        from ust.kernel._ftrace import Converter
+    except ImportError:
+        return PyConverter
+    return Converter
 
 
 def packet(uuid: bytes, stream_id: int, cpu: int, seq: int, discarded: int, begin: int, end: int,
