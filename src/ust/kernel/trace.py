@@ -77,11 +77,18 @@ class StreamFile:
         self.last_end = 0
 
     def write(self, events: bytes, count: int, begin: int, end: int, lost: int) -> None:
-        self.discarded += lost
         if not count and not lost:
             return
         begin = max(begin, self.last_end)  # packets of a stream never go back in time
         end = max(end, begin)
+        if lost and self.seq == 0:
+            # babeltrace2 cannot count what the first packet of a stream says was
+            # lost (there is no earlier count to subtract): an empty packet first.
+            self._append(b"", 0, begin, begin)
+        self.discarded += lost
+        self._append(events, count, begin, end)
+
+    def _append(self, events: bytes, count: int, begin: int, end: int) -> None:
         os.write(self.fd, pages.packet(self.uuid, 0, self.cpu, self.seq, self.discarded, begin, end, events))
         self.seq += 1
         self.events += count

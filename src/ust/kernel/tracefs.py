@@ -231,6 +231,10 @@ class Instance:
     def set_overwrite(self, overwrite: bool) -> None:
         self._set("options/overwrite", "1" if overwrite else "0")
 
+    def set_pids(self, pids: list[int]) -> None:
+        """Record only the events of these threads (``set_event_pid``; empty: everyone)."""
+        self._set("set_event_pid", " ".join(str(int(p)) for p in pids) if pids else "")
+
     @property
     def clock(self) -> str:
         text = self._get("trace_clock")

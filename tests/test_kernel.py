@@ -1,0 +1,304 @@
+"""The kernel domain through ftrace: real tracefs, real processes, babeltrace2 as the oracle.
+
+Every test needs root and a tracefs it can mount; without them each test is
+skipped with the reason (never passes silently)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import babeltrace2_text, bt2_dump, discarded_of, events_of, needs_babeltrace2, needs_bt2
+from daemon_util import wait_until
+
+from ust.kernel import pages, tracefs
+from ust.kernel.capture import KernelCapture
+from ust.kernel.tracefs import KernelTracingError
+
+
+@pytest.fixture(scope="module")
+def tracefs_dir():
+    if os.geteuid() != 0:
+        pytest.skip("kernel tracing needs root (tracefs instances)")
+    try:
+        return tracefs.find_tracefs()
+    except KernelTracingError as exc:
+        pytest.skip(f"cannot use tracefs here: {exc}")
+
+
+def _name(tag: str) -> str:
+    return f"t{os.getpid()}-{tag}"
+
+
+@pytest.fixture
+def capture(tracefs_dir, tmp_path):
+    made = []
+
+    def make(tag, output=None, **kw):
+        kw.setdefault("poll_interval", 0.02)
+        c = KernelCapture(_name(tag), str(output or tmp_path / tag), **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.destroy()
+
+
+_FLOODER = """
+import os, sys
+sys.stdin.readline()
+for _ in range(int(sys.argv[1])):
+    os.getppid()
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+@needs_bt2
+def test_a_process_life_and_its_syscalls_are_in_the_kernel_trace_with_its_pid(capture, tmp_path):
+    c = capture("life")
+    c.enable(["sched_process_fork", "sched_process_exec", "sched_process_exit"])
+    c.enable(["openat", "close", "read"], syscalls=True)
+    c.start()
+    p = subprocess.run(["/bin/cat", "/etc/hostname"], capture_output=True)
+    assert p.returncode == 0
+    c.stop()
+    out, err = babeltrace2_text(tmp_path / "life" / "kernel")
+    assert err == "" and out
+    dump = bt2_dump(tmp_path / "life" / "kernel")
+    forks = [e for e in events_of(dump, "sched_process_fork") if e["payload"]["parent_tid"] == os.getpid()]
+    assert forks, "the fork of the test's child is missing"
+    child = forks[-1]["payload"]["child_tid"]
+    assert forks[-1]["context"]["tid"] == os.getpid()
+    execs = [e for e in events_of(dump, "sched_process_exec") if e["payload"]["tid"] == child]
+    assert [e["payload"]["filename"] for e in execs] == ["/bin/cat"]
+    exits = [e for e in events_of(dump, "sched_process_exit") if e["payload"]["tid"] == child]
+    assert len(exits) == 1 and exits[0]["payload"]["comm"] == "cat"
+    mine = [e for e in events_of(dump) if e["name"].startswith("syscall_") and e["context"]["tid"] == child]
+    names = [e["name"] for e in mine]
+    for call in ("openat", "read", "close"):
+        assert f"syscall_entry_{call}" in names and f"syscall_exit_{call}" in names, call
+    # every entry is followed by its exit (one thread: strictly alternating)
+    for entry, leave in zip(mine[::2], mine[1::2]):
+        assert entry["name"].replace("entry", "exit") == leave["name"]
+    assert any(e["name"] == "syscall_exit_read" and e["payload"]["ret"] == len(p.stdout) for e in mine)
+    # sched events carry LTTng's field names
+    assert set(execs[0]["payload"]) == {"filename", "tid", "old_tid"}
+
+
+@needs_bt2
+def test_two_sessions_with_different_kernel_events_do_not_see_each_others(capture, tmp_path):
+    a = capture("a")
+    b = capture("b")
+    a.enable(["sched_process_exec"])
+    b.enable(["getppid"], syscalls=True)
+    a.start()
+    b.start()
+    subprocess.run([sys.executable, "-c", "import os; [os.getppid() for _ in range(10)]"], check=True)
+    a.stop()
+    b.stop()
+    names_a = {e["name"] for e in events_of(bt2_dump(tmp_path / "a" / "kernel"))}
+    names_b = {e["name"] for e in events_of(bt2_dump(tmp_path / "b" / "kernel"))}
+    assert names_a == {"sched_process_exec"}
+    assert names_b == {"syscall_entry_getppid", "syscall_exit_getppid"}
+
+
+@needs_bt2
+@pytest.mark.parametrize("overwrite", [False, True], ids=["discard", "overwrite"])
+def test_lost_events_under_a_flood_are_counted_exactly(capture, tmp_path, overwrite):
+    n = 100_000
+    flooder = subprocess.Popen([sys.executable, "-c", _FLOODER, str(n)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        # a 4 KiB ring per CPU and a drain that sleeps through the flood: most events are lost
+        c = capture("flood", buffer_size_kb=4, overwrite=overwrite, poll_interval=3600)
+        c.enable(["getppid"], syscalls=True)
+        c.instance.set_pids([flooder.pid])
+        c.start()
+        flooder.stdin.write("go\n")
+        flooder.stdin.flush()
+        assert flooder.stdout.readline() == "done\n"
+        c.stop()
+        ring_lost = sum(c.lost_by_ring().values())
+    finally:
+        flooder.communicate("\n", timeout=60)
+    dump = bt2_dump(tmp_path / "flood" / "kernel")
+    recorded = len(events_of(dump))
+    discarded = discarded_of(dump)
+    assert ring_lost > 0 and recorded > 0
+    assert discarded == ring_lost
+    assert recorded + discarded == 2 * n  # every getppid entry and exit: recorded or counted lost
+
+
+@needs_bt2
+def test_a_sleeping_python_thread_is_switched_out_between_its_events_on_one_time_line(capture, tmp_path):
+    import ust
+
+    tick = ust.tracepoint("kern:tick", {"i": ust.uint32})
+    out = tmp_path / "both"
+    tids = []
+    with ust.Session(out, events=["kern:*"], context=["vtid"]) as s:
+        c = capture("both", output=out, clock_offset_ns=s.trace.clock_offset_ns)
+        c.enable(["sched_switch"])
+        c.start()
+
+        def work():
+            tids.append(threading.get_native_id())
+            for i in range(5):
+                tick(i)
+                time.sleep(0.02)
+            tick(5)
+
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        c.stop()
+    _, err = babeltrace2_text(out)
+    assert err == ""
+    dump = bt2_dump(out)  # both traces, merged by babeltrace2's muxer
+    tid = tids[0]
+    order = []
+    for e in events_of(dump):
+        if e["name"] == "kern:tick":
+            order.append(("tick", e["payload"]["i"]))
+        elif e["name"] == "sched_switch" and e["payload"]["prev_tid"] == tid:
+            order.append(("out", None))
+        elif e["name"] == "sched_switch" and e["payload"]["next_tid"] == tid:
+            order.append(("in", None))
+    ticks = [i for i, (kind, _) in enumerate(order) if kind == "tick"]
+    assert [order[i][1] for i in ticks] == list(range(6))
+    for a, b in zip(ticks, ticks[1:]):
+        between = [kind for kind, _ in order[a + 1:b]]
+        assert "out" in between and "in" in between, f"no switch away between ticks: {order[a:b + 1]}"
+        assert between.index("out") < len(between) - 1 - between[::-1].index("in")
+
+
+def test_the_instance_is_removed_on_destroy(capture, tracefs_dir):
+    c = capture("destroy")
+    c.enable(["sched_switch"])
+    c.start()
+    path = c.instance.path
+    assert os.path.isdir(path) and c.instance.clock == "mono"
+    assert os.path.basename(path) == "ust-" + _name("destroy")
+    c.destroy()
+    assert not os.path.exists(path)
+
+
+_CRASHER = """
+import sys, time
+from ust.kernel.capture import KernelCapture
+c = KernelCapture(sys.argv[1], sys.argv[2])
+c.enable(["sched_switch"])
+c.start()
+print(c.instance.path, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_killed_owner_leaves_no_instance_after_the_next_start(capture, tracefs_dir, tmp_path):
+    live = capture("alive")
+    live.start()
+    p = subprocess.Popen([sys.executable, "-c", _CRASHER, _name("crash"), str(tmp_path / "crash")],
+                         stdout=subprocess.PIPE, text=True)
+    path = p.stdout.readline().strip()
+    assert path and os.path.isdir(path)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert os.path.isdir(path)  # the kernel keeps it: nobody removed it
+    removed = tracefs.remove_stale_instances(tracefs_dir)
+    assert os.path.basename(path) in removed
+    assert not os.path.exists(path)
+    assert live.instance.exists() and live.instance.name not in removed
+
+
+def test_unknown_kernel_event_and_bad_session_name_are_one_line_errors(capture, tracefs_dir):
+    c = capture("errors")
+    with pytest.raises(KernelTracingError, match="no kernel event matches 'no_such_event_x'"):
+        c.enable(["no_such_event_x"])
+    with pytest.raises(KernelTracingError, match="no system call matches"):
+        c.enable(["no_such_call"], syscalls=True)
+    with pytest.raises(KernelTracingError, match="cannot name an ftrace instance"):
+        tracefs.check_name("../evil")
+
+
+@pytest.fixture(scope="module")
+def real_pages(tracefs_dir):
+    """Pages of a real instance (syscalls, sched_switch, irq with strings), and the plans."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        c = KernelCapture(_name("pages"), d, buffer_size_kb=1024)
+        try:
+            c.enable(["sched_switch", "sched_process_exec", "irq_handler_entry"])
+            c.enable(["*"], syscalls=True)
+            c.instance.start()
+            subprocess.run(["/bin/true"])
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end:
+                os.getppid()
+            c.instance.stop()
+            got = []
+            for cpu in c.instance.cpus():
+                fd = c.instance.open_raw(cpu)
+                try:
+                    while True:
+                        try:
+                            got.append(os.read(fd, c.instance.page_size()))
+                        except BlockingIOError:
+                            break
+                finally:
+                    os.close(fd)
+            return got, dict(c.plans)
+        finally:
+            c.destroy()
+
+
+def _c_converter():
+    try:
+        from ust.kernel._ftrace import Converter
+    except ImportError:
+        pytest.skip("the C page converter (ust.kernel._ftrace) is not built")
+    return Converter
+
+
+def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
+    Converter = _c_converter()
+    got, plans = real_pages
+    assert len(got) > 2
+    for with_tid in (True, False):
+        c, py = Converter(plans, with_tid), pages.PyConverter(plans, with_tid)
+        total = 0
+        for page in got:
+            a, b = c.page(page), py.page(page)
+            assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+            total += a[1]
+        assert total > 100
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
+    Converter = _c_converter()
+    got, plans = real_pages
+    page = bytearray(data.draw(st.sampled_from(got)))
+    for _ in range(data.draw(st.integers(1, 8))):
+        pos = data.draw(st.integers(0, len(page) - 1))
+        page[pos] = data.draw(st.integers(0, 255))
+    page = bytes(page[:data.draw(st.integers(0, len(page)))])
+    try:
+        a = Converter(plans, True).page(page)
+    except ValueError:
+        with pytest.raises(pages.PageError):
+            pages.PyConverter(plans, True).page(page)
+        return
+    b = pages.PyConverter(plans, True).page(page)
+    assert a[0] == bytes(b[0]) and a[1:] == b[1:]
