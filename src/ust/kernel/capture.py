@@ -29,15 +29,20 @@ from .tracefs import DEFAULT_STATE_DIR, Instance, KernelTracingError
 
 
 class _Cpu:
-    __slots__ = ("cpu", "fd", "stream", "dropped_seen", "overrun_in_pages", "overrun_unknown")
+    """One CPU's reader and where its packets go (the stream changes per snapshot)."""
+
+    __slots__ = ("cpu", "fd", "stream", "dropped_seen", "charged")
 
     def __init__(self, cpu: int, fd: int, stream):
         self.cpu = cpu
         self.fd = fd
         self.stream = stream
         self.dropped_seen = 0  # "dropped events" + "commit overrun" already charged
-        self.overrun_in_pages = 0  # overwritten events the pages reported
-        self.overrun_unknown = False  # a page said "missed" without a count
+        self.charged = 0  # lost events written as discarded, over every stream so far
+
+    def write(self, events: bytes, count: int, begin: int, end: int, lost: int) -> None:
+        self.stream.write(events, count, begin, end, lost)
+        self.charged += lost
 
 
 class KernelCapture:
@@ -93,14 +98,23 @@ class KernelCapture:
             self.writer.write_metadata(list(self.formats.values()))
 
     # -- life ---------------------------------------------------------------
+    def _open(self, output: str) -> None:
+        """Write from now on into ``<output>/kernel`` (opening the readers the first time)."""
+        if self.writer is not None:
+            self.writer.close()
+        cpus = self.instance.cpus()
+        self.writer = KernelTraceWriter(output, self.trace_info, cpus, self.contexts)
+        if not self.cpus:
+            self.cpus = [_Cpu(c, self.instance.open_raw(c), None) for c in cpus]
+        for c in self.cpus:
+            c.stream = self.writer.streams[c.cpu]
+
     def start(self) -> None:
         if self.running:
             return
         with self._lock:
             if self.writer is None:
-                cpus = self.instance.cpus()
-                self.writer = KernelTraceWriter(self.output, self.trace_info, cpus, self.contexts)
-                self.cpus = [_Cpu(c, self.instance.open_raw(c), self.writer.streams[c]) for c in cpus]
+                self._open(self.output)
             self._write_metadata()
             self.instance.start()
             self.running = True
@@ -122,6 +136,16 @@ class KernelCapture:
             self._settle_losses()
             self._write_metadata()
             self.running = False
+
+    def snapshot_to(self, output: str) -> None:
+        """Write what the ring holds now into ``<output>/kernel`` (a flight
+        recorder's snapshot; what is written is consumed from the ring)."""
+        with self._lock:
+            self._open(output)
+            self._drain_all()
+            self._settle_losses()
+            self._write_metadata()
+            self.writer.close()
 
     def destroy(self) -> None:
         """Stop, close the readers, remove the instance (idempotent)."""
@@ -172,17 +196,15 @@ class KernelCapture:
                 break
             n += 1
             try:
-                _, missed, known = pages.page_missed(page)
+                _, missed, _ = pages.page_missed(page)
                 events, count, skipped, begin, end = self._converter.page(page)
             except (pages.PageError, ValueError):
                 continue  # an impossible page is dropped whole, never written half
-            c.overrun_in_pages += missed
-            c.overrun_unknown |= not known
             self.skipped += skipped
-            c.stream.write(events, count, begin, end, missed + pending_lost)
+            c.write(events, count, begin, end, missed + pending_lost)
             pending_lost = 0
         if pending_lost:
-            c.stream.write(b"", 0, c.stream.last_end, c.stream.last_end, pending_lost)
+            c.write(b"", 0, c.stream.last_end, c.stream.last_end, pending_lost)
         return n
 
     def _settle_losses(self) -> None:
@@ -190,9 +212,9 @@ class KernelCapture:
         for c in self.cpus:
             s = self.instance.stats(c.cpu)
             ring_lost = s.get("overrun", 0) + s.get("dropped events", 0) + s.get("commit overrun", 0)
-            missing = ring_lost - c.stream.discarded
+            missing = ring_lost - c.charged
             if missing > 0:
-                c.stream.write(b"", 0, c.stream.last_end, c.stream.last_end, missing)
+                c.write(b"", 0, c.stream.last_end, c.stream.last_end, missing)
 
     def lost_by_ring(self) -> dict[int, int]:
         """Per CPU, what the ring's counters say was lost (for checks)."""

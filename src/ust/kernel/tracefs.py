@@ -118,6 +118,35 @@ def syscall_names(tracefs: str) -> list[str]:
     return sorted(enter & leave)
 
 
+def resolve(patterns: list[str], events: list[tuple[str, str]], syscalls_known: list[str], *,
+            syscalls: bool = False) -> list[tuple[str, str]]:
+    """(system, event) matched by names or globs (``sched_switch``, ``sched:*``,
+    ``sched_wak*``; a bare name never matches the ``syscalls`` and ``ftrace``
+    systems); with ``syscalls``, the names are system call names (``openat``,
+    ``*``) and both tracepoints of each match. A pattern that matches nothing
+    is an error naming it."""
+    out: list[tuple[str, str]] = []
+    if syscalls:
+        for pat in patterns:
+            hits = [n for n in syscalls_known if fnmatch.fnmatchcase(n, pat)]
+            if not hits:
+                raise KernelTracingError(f"no system call matches {pat!r}")
+            for n in hits:
+                out += [("syscalls", "sys_enter_" + n), ("syscalls", "sys_exit_" + n)]
+    else:
+        for pat in patterns:
+            system, sep, ev = pat.partition(":")
+            if sep:
+                hits = [(s, e) for s, e in events if fnmatch.fnmatchcase(s, system) and fnmatch.fnmatchcase(e, ev)]
+            else:
+                hits = [(s, e) for s, e in events if fnmatch.fnmatchcase(e, pat) and s not in ("ftrace", "syscalls")]
+            if not hits:
+                raise KernelTracingError(f"no kernel event matches {pat!r} (see ust list -k)")
+            out += hits
+    seen: set = set()
+    return [x for x in out if not (x in seen or seen.add(x))]
+
+
 def _claim(state_dir: str, name: str) -> int:
     """Open and lock ``<state_dir>/<name>.lock``; the fd is the claim (held until closed)."""
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
@@ -257,33 +286,8 @@ class Instance:
         return out
 
     def resolve(self, patterns: list[str], *, syscalls: bool = False) -> list[tuple[str, str]]:
-        """(system, event) matched by names or globs (``sched_switch``,
-        ``sched:*``, ``sched_wak*``); with ``syscalls``, the names are system
-        call names (``openat``, ``*``) and both tracepoints of each match.
-        A pattern that matches nothing is an error naming it."""
-        out: list[tuple[str, str]] = []
-        if syscalls:
-            names = syscall_names(self.tracefs)
-            for pat in patterns:
-                hits = [n for n in names if fnmatch.fnmatchcase(n, pat)]
-                if not hits:
-                    raise KernelTracingError(f"no system call matches {pat!r}")
-                for n in hits:
-                    out += [("syscalls", "sys_enter_" + n), ("syscalls", "sys_exit_" + n)]
-        else:
-            known = self._event_dirs()
-            for pat in patterns:
-                system, sep, ev = pat.partition(":")
-                if sep:
-                    hits = [(s, e) for s, e in known if fnmatch.fnmatchcase(s, system) and fnmatch.fnmatchcase(e, ev)]
-                else:
-                    hits = [(s, e) for s, e in known if fnmatch.fnmatchcase(e, pat)]
-                hits = [h for h in hits if h[0] not in ("ftrace", "syscalls") or sep]
-                if not hits:
-                    raise KernelTracingError(f"no kernel event matches {pat!r} (see ust list -k)")
-                out += hits
-        seen: set = set()
-        return [x for x in out if not (x in seen or seen.add(x))]
+        """(system, event) of this instance matched by ``patterns`` (see ``resolve``)."""
+        return resolve(patterns, self._event_dirs(), syscall_names(self.tracefs), syscalls=syscalls)
 
     def set_enabled(self, events: list[tuple[str, str]], enabled: bool = True) -> None:
         for system, name in events:
