@@ -5,6 +5,7 @@ skipped with the reason (never passes silently)."""
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import babeltrace2_text, bt2_dump, discarded_of, events_of, needs_babeltrace2, needs_bt2
-from daemon_util import wait_until
+from daemon_util import ust_env, wait_until  # noqa: F401
 
 from ust.kernel import pages, tracefs
 from ust.kernel.capture import KernelCapture
@@ -302,3 +303,90 @@ def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
         return
     b = pages.PyConverter(plans, True).page(page)
     assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+
+
+# ---------------------------------------------------------------------------
+# through the daemons and the CLI (lttng's -k)
+
+
+def test_the_kernel_domain_through_the_cli_one_interleaved_story(ust_env, tracefs_dir):
+    from daemon_util import read_events
+
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    ust_env.ust("create", "ks", "-o", ust_env.out)
+    ust_env.ust("enable-channel", "-k", "kchan", "--subbuf-size", "256k", "--num-subbuf", "8")
+    ust_env.ust("enable-event", "-k", "sched_switch,sched_wakeup")
+    ust_env.ust("enable-event", "-k", "--syscall", "-a")
+    ust_env.ust("add-context", "-k", "-t", "tid")
+    ust_env.ust("enable-event", "app:*")
+    _, listing, _ = ust_env.ust("list", "ks")
+    assert "kernel: 2048 KiB per CPU, discard mode" in listing and "* (system call) [enabled]" in listing
+    ust_env.ust("start")
+    instance = os.path.join(tracefs_dir, "instances", "ust-ks")
+    assert os.path.isdir(instance)
+    app.send("emit app:alpha 3")
+    ust_env.ust("stop")
+    # babeltrace2 reads both traces together, in one time order, without a word on stderr
+    r = subprocess.run(["babeltrace2", ust_env.out], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    events = read_events(ust_env.out)
+    names = [n for n, _ in events]
+    assert names.count("app:alpha") == 3
+    assert "sched_switch" in names and any(n.startswith("syscall_entry_") for n in names)
+    # the app's own system calls are there, by its thread id, around its events
+    mine = [n for n, rest in events if f"tid = {app.pid} }}" in rest and n.startswith("syscall_")]
+    assert mine, "no system call of the application"
+    first_alpha = names.index("app:alpha")
+    assert any(n.startswith("syscall_") for n in names[:first_alpha])
+    assert any(n.startswith("syscall_") for n in names[first_alpha:])
+    _, view, _ = ust_env.ust("view", ust_env.out)
+    assert "app:alpha" in view and "sched_switch" in view
+    assert os.path.isdir(os.path.join(ust_env.out, "kernel")) and os.path.isdir(os.path.join(ust_env.out, "ust"))
+    ust_env.ust("destroy", "ks")
+    assert not os.path.exists(instance)
+    app.exit()
+
+
+def test_list_k_shows_the_kernel_events_and_unknown_ones_are_one_line_errors(ust_env, tracefs_dir):
+    _, out, _ = ust_env.ust("list", "-k")
+    assert "sched:sched_switch (type: tracepoint)" in out
+    assert "      openat\n" in out
+    ust_env.ust("create", "kerr", "-o", ust_env.out)
+    rc, _, err = ust_env.ust("enable-event", "-k", "no_such_kernel_event", check=False)
+    assert rc != 0 and err.strip().count("\n") == 0 and "no kernel event matches 'no_such_kernel_event'" in err
+    rc, _, err = ust_env.ust("add-context", "-k", "-t", "prio", check=False)
+    assert rc != 0 and "not available from ftrace" in err and err.strip().count("\n") == 0
+
+
+def test_a_snapshot_session_keeps_the_latest_kernel_events_in_overwrite_mode(ust_env, tracefs_dir):
+    ust_env.ust("create", "ksnap", "-o", ust_env.out, "--snapshot")
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    assert open(os.path.join(tracefs_dir, "instances", "ust-ksnap", "options", "overwrite")).read().strip() == "1"
+    subprocess.run([sys.executable, "-c", "import os; [os.getppid() for _ in range(50)]"], check=True)
+    _, out, _ = ust_env.ust("snapshot", "record")
+    path = out.strip().split()[-1]
+    kdir = glob.glob(os.path.join(ust_env.out, "snapshot-*", "kernel"))
+    assert len(kdir) == 1, (out, os.listdir(ust_env.out))
+    names = [e["name"] for e in events_of(bt2_dump(kdir[0]))]
+    assert names.count("syscall_entry_getppid") >= 50 and names.count("syscall_exit_getppid") >= 50, path
+    ust_env.ust("destroy", "ksnap")
+    assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-ksnap"))
+
+
+def test_a_killed_session_daemon_leaves_no_instance_after_restart(ust_env, tracefs_dir):
+    from ust.control import sessiond_pid
+
+    ust_env.ust("create", "kcrash", "-o", ust_env.out)
+    ust_env.ust("enable-event", "-k", "sched_switch")
+    ust_env.ust("start")
+    instance = os.path.join(tracefs_dir, "instances", "ust-kcrash")
+    assert os.path.isdir(instance)
+    pid = sessiond_pid(ust_env.home)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
+               what="the daemon to die")
+    assert os.path.isdir(instance)
+    ust_env.ust("list")  # starts a new daemon, which removes what nobody owns any more
+    assert not os.path.exists(instance)

@@ -70,6 +70,7 @@ class Session:
     trace_paths: list = field(default_factory=list)  # after destroy
     lock: Any = field(default_factory=threading.RLock, repr=False)  # held by a command on this session
     destroyed: bool = False
+    kernel: Any = None  # the kernel domain's KernelConf (sessiond/kernel.py), once -k is used
 
     @property
     def buffers(self) -> str:
@@ -112,4 +113,5 @@ class Session:
             "rules": [r.to_json() for r in list(self.rules)],
             "probes": [dict(p) for p in list(self.probes)],
             "traces": [t.path for t in list(self.traces.values())],
+            **({"kernel": self.kernel.summary()} if self.kernel is not None else {}),
         }

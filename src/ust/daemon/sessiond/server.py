@@ -125,6 +125,9 @@ class SessionDaemon:
             except KeyError:
                 pass
         self.listener.listen(64)
+        from ust.daemon.sessiond import kernel
+
+        kernel.remove_stale()  # ftrace instances a crashed ust left behind (root only)
         if self.use_consumer:
             with self.links_lock:
                 self.links[os.getuid()] = ConsumerLink(self.rundir)
