@@ -755,3 +755,21 @@ def test_app_name_cannot_lead_a_trace_directory_elsewhere(ust_env):
     assert not any(n.startswith("escape") for n in os.listdir(top) + os.listdir(os.path.dirname(ust_env.out)))
     [made] = os.listdir(os.path.join(ust_env.out, "ust", "pid"))
     assert made.startswith("_._.._.._.._escape-")  # one harmless name inside the output
+
+
+@needs_users
+def test_kernel_events_need_root_and_others_get_one_line(sysd):
+    """The kernel domain sees every process's scheduling and system calls: a
+    tracing-group member's session gets a one-line refusal, and no instance."""
+    alice = ensure_user(ALICE, ("tracing",))
+    alice_out = os.path.join(user_dir(sysd.top, alice, "alice-k"), "trace")
+    ok_as(alice, sysd.rundir, "create", name="alice-k", output=alice_out)
+    for cmd, args in (("kernel_enable_event", {"patterns": ["sched_switch"]}),
+                      ("kernel_enable_channel", {"buffer_size_kb": 64}),
+                      ("kernel_add_context", {"types": ["tid"]})):
+        err = call_as(alice, sysd.rundir, cmd, session="alice-k", **args)["error"]
+        assert err.startswith("kernel tracing needs root") and "\n" not in err, err
+    assert "kernel tracing needs root" in call_as(alice, sysd.rundir, "kernel_list")["error"]
+    from ust.kernel import tracefs
+
+    assert not os.path.exists(os.path.join(tracefs.find_tracefs(), "instances", "ust-alice-k"))
