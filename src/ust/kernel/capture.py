@@ -27,6 +27,8 @@ from . import pages
 from .trace import CONTEXTS, KernelTraceWriter, new_trace_info
 from .tracefs import DEFAULT_STATE_DIR, Instance, KernelTracingError
 
+DEFAULT_BUFFER_KB = 4096  # per CPU: a second of a 2-CPU system-call flood (~40 MB/s) fits twice
+
 
 class _Cpu:
     """One CPU's reader and where its packets go (the stream changes per snapshot)."""
@@ -49,7 +51,7 @@ class KernelCapture:
     """One session's kernel domain: configure, start, stop, destroy."""
 
     def __init__(self, session: str, output: str, *, tracefs: str | None = None,
-                 state_dir: str = DEFAULT_STATE_DIR, buffer_size_kb: int | None = None, overwrite: bool = False,
+                 state_dir: str = DEFAULT_STATE_DIR, buffer_size_kb: int = DEFAULT_BUFFER_KB, overwrite: bool = False,
                  clock_offset_ns: int | None = None, clock_uuid: bytes | None = None,
                  contexts: tuple[str, ...] = CONTEXTS, poll_interval: float = 0.05):
         self.instance = Instance.create(session, tracefs=tracefs, state_dir=state_dir,

@@ -23,9 +23,8 @@ from typing import Any
 
 from ust.daemon.sessiond.log import log
 from ust.errors import SessionError, UstError
-
-CONTEXTS = ("tid",)  # what every ftrace record carries (common_pid)
-DEFAULT_BUFFER_KB = 4096  # per CPU
+from ust.kernel.capture import DEFAULT_BUFFER_KB
+from ust.kernel.trace import CONTEXTS
 
 
 @dataclass
