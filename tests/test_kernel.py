@@ -6,6 +6,7 @@ skipped with the reason (never passes silently)."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -92,6 +93,17 @@ def test_a_process_life_and_its_syscalls_are_in_the_kernel_trace_with_its_pid(ca
     for entry, leave in zip(mine[::2], mine[1::2]):
         assert entry["name"].replace("entry", "exit") == leave["name"]
     assert any(e["name"] == "syscall_exit_read" and e["payload"]["ret"] == len(p.stdout) for e in mine)
+    # ust latency --syscall pairs each thread's entries and exits
+    from ust.analysis.latency import latency
+
+    res = latency(str(tmp_path / "life" / "kernel"), "syscall_entry_read", "syscall_exit_read")
+    child_reads = sum(1 for e in mine if e["name"] == "syscall_exit_read")
+    all_exits = len(events_of(dump, "syscall_exit_read"))
+    assert child_reads <= res.count <= all_exits
+    assert any(g[2] == child for _, _, g in res.pairs)
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "latency", str(tmp_path / "life"), "--syscall", "read",
+                        "--json"], capture_output=True, text=True, env={**os.environ, "UST_AGENT": "0"})
+    assert r.returncode == 0 and json.loads(r.stdout)["count"] == res.count, r.stderr
     # sched events carry LTTng's field names
     assert set(execs[0]["payload"]) == {"filename", "tid", "old_tid"}
 
@@ -181,6 +193,14 @@ def test_a_sleeping_python_thread_is_switched_out_between_its_events_on_one_time
         between = [kind for kind, _ in order[a + 1:b]]
         assert "out" in between and "in" in between, f"no switch away between ticks: {order[a:b + 1]}"
         assert between.index("out") < len(between) - 1 - between[::-1].index("in")
+    # ust stats: the thread's time off the CPU is at least its sleeps, each sleep a switch away
+    from ust.analysis.stats import trace_stats
+
+    st = trace_stats(str(out))
+    sched = st.sched[tid]
+    assert sched.off_cpu_ns >= 5 * 20_000_000
+    assert sched.switches - sched.preempted >= 5
+    assert sched.on_cpu_ns > 0
 
 
 def test_the_instance_is_removed_on_destroy(capture, tracefs_dir):
