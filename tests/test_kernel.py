@@ -198,9 +198,22 @@ def test_a_sleeping_python_thread_is_switched_out_between_its_events_on_one_time
 
     st = trace_stats(str(out))
     sched = st.sched[tid]
-    assert sched.off_cpu_ns >= 5 * 20_000_000
+    assert sched.off_cpu_ns >= 5 * 15_000_000  # five sleeps of 20 ms, from just after each began
     assert sched.switches - sched.preempted >= 5
     assert sched.on_cpu_ns > 0
+    # the Chrome/Perfetto export: the thread's states on the track of its own events
+    from ust.analysis.export import export_chrome
+
+    export_chrome(str(out), str(tmp_path / "both.json"))
+    with open(tmp_path / "both.json") as f:
+        chrome = json.load(f)["traceEvents"]
+    ticks = sorted(e["ts"] for e in chrome if e["name"] == "kern:tick")
+    track = {(e["pid"], e["tid"]) for e in chrome if e["name"] == "kern:tick"}
+    states = [e for e in chrome if e.get("cat") == "sched" and (e["pid"], e["tid"]) in track]
+    assert len(ticks) == 6 and len(track) == 1 and states
+    for a, b in zip(ticks, ticks[1:]):  # between two ticks, a wait at least as long as most of the sleep
+        assert any(e["name"] == "waiting" and a <= e["ts"] and e["ts"] + e["dur"] <= b and e["dur"] >= 15_000
+                   for e in states), (a, b)
 
 
 def test_the_instance_is_removed_on_destroy(capture, tracefs_dir):

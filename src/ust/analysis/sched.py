@@ -11,7 +11,9 @@ first and last switch in the trace (before its first one its state is unknown).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+RUNNING, PREEMPTED, WAITING = "running", "runnable (preempted)", "waiting"
 
 
 @dataclass
@@ -21,22 +23,36 @@ class ThreadSched:
     off_cpu_ns: int = 0
     switches: int = 0  # switched away from a CPU
     preempted: int = 0  # ... while still runnable
+    intervals: list | None = None  # (begin ns, end ns, state) when asked for (the Chrome export)
     _in: int | None = None  # when it last got a CPU
     _out: int | None = None  # when it last lost one
+    _out_state: str = field(default=WAITING)
 
     def switch_in(self, ns: int) -> None:
         if self._out is not None:
             self.off_cpu_ns += ns - self._out
+            if self.intervals is not None:
+                self.intervals.append((self._out, ns, self._out_state))
             self._out = None
         self._in = ns
 
     def switch_out(self, ns: int, runnable: bool) -> None:
         if self._in is not None:
             self.on_cpu_ns += ns - self._in
+            if self.intervals is not None:
+                self.intervals.append((self._in, ns, RUNNING))
             self._in = None
         self._out = ns
+        self._out_state = PREEMPTED if runnable else WAITING
         self.switches += 1
         self.preempted += runnable
+
+    def feed(self, fields: dict, ns: int) -> None:
+        """One sched_switch that names this thread (as prev, next or both)."""
+        if fields.get("prev_tid") == self.tid:
+            self.switch_out(ns, fields.get("prev_state") == 0)
+        if fields.get("next_tid") == self.tid:
+            self.switch_in(ns)
 
 
 def kernel_traces(traces) -> list:
@@ -57,11 +73,6 @@ def thread_sched(traces, tids) -> dict[int, ThreadSched]:
         if ev.name != "sched_switch":
             continue
         f = ev.fields
-        prev, nxt = f.get("prev_tid"), f.get("next_tid")
-        if prev in want:
-            ts = out.get(prev) or out.setdefault(prev, ThreadSched(prev))
-            ts.switch_out(ev.timestamp, f.get("prev_state") == 0)
-        if nxt in want:
-            ts = out.get(nxt) or out.setdefault(nxt, ThreadSched(nxt))
-            ts.switch_in(ev.timestamp)
+        for tid in {f.get("prev_tid"), f.get("next_tid")} & want:
+            (out.get(tid) or out.setdefault(tid, ThreadSched(tid))).feed(f, ev.timestamp)
     return out
