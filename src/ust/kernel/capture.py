@@ -10,7 +10,8 @@ Lost events are counted exactly and placed where they happened as far as the
 kernel says: in overwrite mode the page itself says how many events were
 overwritten before it (RB_MISSED_STORED); in discard mode the kernel does not
 mark pages, it counts ``dropped events`` in ``per_cpu/cpuN/stats``, which the
-drain reads before each batch of pages and charges to the next packet. At
+drain reads after each batch of pages and charges to an empty packet after
+them (the drops are newer than what the full ring held). At
 stop, whatever the stats count that the packets do not (a page whose missed
 count had no room to be stored) goes into one last empty packet, so the
 trace's discarded total equals the ring's own counters.
@@ -185,7 +186,6 @@ class KernelCapture:
 
     def _drain_cpu(self, c: _Cpu) -> int:
         """Read the CPU's pages until none is left; returns how many were read."""
-        pending_lost = self._charge_dropped(c)
         n = 0
         while True:
             try:
@@ -203,10 +203,12 @@ class KernelCapture:
             except (pages.PageError, ValueError):
                 continue  # an impossible page is dropped whole, never written half
             self.skipped += skipped
-            c.write(events, count, begin, end, missed + pending_lost)
-            pending_lost = 0
-        if pending_lost:
-            c.write(b"", 0, c.stream.last_end, c.stream.last_end, pending_lost)
+            c.write(events, count, begin, end, missed)
+        # Discard mode's drops are newer than every event the ring held when
+        # it was full: they go after the pages just read.
+        dropped = self._charge_dropped(c)
+        if dropped:
+            c.write(b"", 0, c.stream.last_end, c.stream.last_end, dropped)
         return n
 
     def _settle_losses(self) -> None:
