@@ -54,7 +54,15 @@ class KernelCapture:
     def __init__(self, session: str, output: str, *, tracefs: str | None = None,
                  state_dir: str = DEFAULT_STATE_DIR, buffer_size_kb: int = DEFAULT_BUFFER_KB, overwrite: bool = False,
                  clock_offset_ns: int | None = None, clock_uuid: bytes | None = None,
-                 contexts: tuple[str, ...] = CONTEXTS, poll_interval: float = 0.05):
+                 contexts: tuple[str, ...] = CONTEXTS, poll_interval: float = 0.05, owner_uid: int | None = None):
+        """``owner_uid``: the user whose trace it is, when not the caller (root
+        tracing for a member of the tracing group): its files are created with
+        that user's credentials (ust.kernel.owner_files)."""
+        self.files = None
+        if owner_uid is not None and owner_uid != os.geteuid():
+            from .owner_files import OwnerFiles
+
+            self.files = OwnerFiles(owner_uid)  # before the instance: a bad uid leaves nothing behind
         self.instance = Instance.create(session, tracefs=tracefs, state_dir=state_dir,
                                         buffer_size_kb=buffer_size_kb, overwrite=overwrite)
         self.output = output
@@ -106,7 +114,7 @@ class KernelCapture:
         if self.writer is not None:
             self.writer.close()
         cpus = self.instance.cpus()
-        self.writer = KernelTraceWriter(output, self.trace_info, cpus, self.contexts)
+        self.writer = KernelTraceWriter(output, self.trace_info, cpus, self.contexts, self.files)
         if not self.cpus:
             self.cpus = [_Cpu(c, self.instance.open_raw(c), None) for c in cpus]
         for c in self.cpus:

@@ -18,10 +18,10 @@ import socket
 import uuid as uuid_mod
 
 from ust.ctf import metadata as md
-from ust.ctf.writer import make_trace_dir, open_new_file, write_metadata
 
 from . import formats as fmt
 from . import pages
+from .owner_files import LocalFiles
 
 CHANNEL = "channel0"
 LTTNG_MODULES_VERSION = (2, 13, 0)
@@ -67,10 +67,10 @@ def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: 
 class StreamFile:
     """One CPU's stream file: packets appended, the cumulative discarded count kept."""
 
-    def __init__(self, directory: str, cpu: int, uuid: bytes):
+    def __init__(self, fd: int, cpu: int, uuid: bytes):
         self.cpu = cpu
         self.uuid = uuid
-        self.fd = open_new_file(os.path.join(directory, f"{CHANNEL}_{cpu}"), os.O_WRONLY | os.O_APPEND)
+        self.fd = fd
         self.seq = 0
         self.discarded = 0  # cumulative, as CTF wants it
         self.events = 0
@@ -101,18 +101,21 @@ class StreamFile:
 
 
 class KernelTraceWriter:
-    """``<output>/kernel``: its metadata and per-CPU stream files."""
+    """``<output>/kernel``: its metadata and per-CPU stream files, created by
+    ``files`` (ust.kernel.owner_files: the caller's own, or another user's)."""
 
-    def __init__(self, output: str, trace: md.TraceInfo, cpus: list[int], contexts: tuple[str, ...] = CONTEXTS):
+    def __init__(self, output: str, trace: md.TraceInfo, cpus: list[int], contexts: tuple[str, ...] = CONTEXTS,
+                 files=None):
         self.directory = os.path.join(output, "kernel")
-        make_trace_dir(self.directory, output)
+        self.files = files or LocalFiles()
         self.trace = trace
         self.contexts = tuple(c for c in contexts if c in CONTEXTS)
-        self.streams = {cpu: StreamFile(self.directory, cpu, trace.uuid) for cpu in cpus}
+        fds = self.files.open_streams(self.directory, output, [f"{CHANNEL}_{cpu}" for cpu in cpus])
+        self.streams = {cpu: StreamFile(fd, cpu, trace.uuid) for cpu, fd in zip(cpus, fds)}
 
     def write_metadata(self, events: list[fmt.EventFormat]) -> None:
-        write_metadata(os.path.join(self.directory, "metadata"), metadata_text(self.trace, events, self.contexts),
-                       sync=True)
+        self.files.write_metadata(os.path.join(self.directory, "metadata"),
+                                  metadata_text(self.trace, events, self.contexts))
 
     def close(self) -> None:
         for s in self.streams.values():

@@ -9,10 +9,10 @@ snapshot session keeps its instance in overwrite mode and writes it out only
 on ``snapshot record`` (into the snapshot's directory).
 
 Who may: the kernel domain reads every process's scheduling and system
-calls, so it is root's: the daemon must run as root and the session must be
-root's. (The tracing group's access through the system daemon needs the
-kernel stream to be written by the owner's consumer, with the owner's
-credentials: not yet; such a session gets a one-line error.)
+calls: the daemon must run as root, and the session be root's or, through
+the system daemon, a member of the ``tracing`` group's (whose kernel trace
+files are made with the member's own credentials: ust.kernel.owner_files).
+Anyone else gets a one-line error.
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ def check_allowed(daemon, s) -> None:
     if os.geteuid() != 0:
         raise SessionError("kernel tracing needs root: this session daemon does not run as root "
                            "(use root's daemon: sudo ust ...)")
-    if s.uid != 0:
+    if s.uid != 0 and not (daemon.system and daemon.tracing_member(s.uid)):
         raise SessionError(f"kernel tracing needs root: uid {s.uid} may not trace the kernel "
-                           "(only root's sessions have the kernel domain)")
+                           "(root, or a member of the tracing group through the system daemon)")
 
 
 def conf(daemon, s, create: bool = True) -> KernelConf | None:
@@ -82,7 +82,8 @@ def _capture(daemon, s, k: KernelConf):
         from ust.kernel.capture import KernelCapture
 
         k.capture = KernelCapture(s.name, s.output, buffer_size_kb=k.buffer_size_kb, overwrite=k.overwrite,
-                                  clock_offset_ns=s.clock_offset, contexts=tuple(["tid"] + k.contexts))
+                                  clock_offset_ns=s.clock_offset, contexts=tuple(["tid"] + k.contexts),
+                                  owner_uid=s.uid)  # another user's trace files: made as that user
     return k.capture
 
 

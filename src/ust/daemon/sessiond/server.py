@@ -70,20 +70,24 @@ class SessionDaemon:
         me = os.getuid()
         if uid == me or uid == 0:
             return True
-        if self.system:
-            try:
-                g = grp.getgrnam("tracing")
-            except KeyError:
-                return False
-            if gid == g.gr_gid:
-                return True
-            import pwd
+        return self.system and self.tracing_member(uid, gid)
 
-            try:
-                return pwd.getpwuid(uid).pw_name in g.gr_mem
-            except KeyError:
-                return False
-        return False
+    @staticmethod
+    def tracing_member(uid: int, gid: int | None = None) -> bool:
+        """Whether ``uid`` (connected with primary group ``gid``) is of the ``tracing`` group."""
+        try:
+            g = grp.getgrnam("tracing")
+        except KeyError:
+            return False
+        if gid == g.gr_gid:
+            return True
+        import pwd
+
+        try:
+            pw = pwd.getpwuid(uid)
+        except KeyError:
+            return False
+        return pw.pw_gid == g.gr_gid or pw.pw_name in g.gr_mem
 
     # -- serving ---------------------------------------------------------------
 

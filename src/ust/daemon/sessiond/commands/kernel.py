@@ -42,6 +42,7 @@ def kernel_add_context(daemon, s: Session, types: list[str]) -> dict:
 
 @group.command("kernel_list", {})
 def kernel_list(daemon, caller: int) -> dict:
-    if caller != 0 or os.geteuid() != 0:
-        raise SessionError("kernel tracing needs root: only root may list the kernel's events")
+    if os.geteuid() != 0 or (caller != 0 and not (daemon.system and daemon.tracing_member(caller))):
+        raise SessionError("kernel tracing needs root: only root (or the tracing group, through the system "
+                           "daemon) may list the kernel's events")
     return kernel.available()
