@@ -64,17 +64,7 @@ def conversion(out: str) -> None:
         while time.monotonic() < end:
             os.getppid()
         c.instance.stop()
-        got = []
-        for cpu in c.instance.cpus():
-            fd = c.instance.open_raw(cpu)
-            try:
-                while True:
-                    try:
-                        got.append(os.read(fd, c.instance.page_size()))
-                    except BlockingIOError:
-                        break
-            finally:
-                os.close(fd)
+        got = c.instance.read_pages()
         for name, cls in (("C", pages.converter_class()), ("Python", pages.PyConverter)):
             conv = cls(c.plans, True)
             best = float("inf")

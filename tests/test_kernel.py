@@ -280,17 +280,7 @@ def real_pages(tracefs_dir):
             while time.monotonic() < end:
                 os.getppid()
             c.instance.stop()
-            got = []
-            for cpu in c.instance.cpus():
-                fd = c.instance.open_raw(cpu)
-                try:
-                    while True:
-                        try:
-                            got.append(os.read(fd, c.instance.page_size()))
-                        except BlockingIOError:
-                            break
-                finally:
-                    os.close(fd)
+            got = c.instance.read_pages()
             return got, dict(c.plans)
         finally:
             c.destroy()

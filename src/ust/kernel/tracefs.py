@@ -338,6 +338,22 @@ class Instance:
         return os.open(os.path.join(self.path, f"per_cpu/cpu{cpu}/trace_pipe_raw"),
                        os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
 
+    def read_pages(self) -> list[bytes]:
+        """Every page the instance holds now, all CPUs (consumed): for tests and benchmarks."""
+        got = []
+        size = self.page_size()
+        for cpu in self.cpus():
+            fd = self.open_raw(cpu)
+            try:
+                while True:
+                    try:
+                        got.append(os.read(fd, size))
+                    except BlockingIOError:
+                        break
+            finally:
+                os.close(fd)
+        return got
+
     # -- life ---------------------------------------------------------------
     def start(self) -> None:
         self._set("tracing_on", "1")
