@@ -338,13 +338,13 @@ def test_the_kernel_domain_through_the_cli_one_interleaved_story(ust_env, tracef
     app = ust_env.app()
     ust_env.wait_registered(app.pid)
     ust_env.ust("create", "ks", "-o", ust_env.out)
-    ust_env.ust("enable-channel", "-k", "kchan", "--subbuf-size", "256k", "--num-subbuf", "8")
+    ust_env.ust("enable-channel", "-k", "kchan", "--subbuf-size", "1M", "--num-subbuf", "8")
     ust_env.ust("enable-event", "-k", "sched_switch,sched_wakeup")
     ust_env.ust("enable-event", "-k", "--syscall", "-a")
     ust_env.ust("add-context", "-k", "-t", "tid")
     ust_env.ust("enable-event", "app:*")
     _, listing, _ = ust_env.ust("list", "ks")
-    assert "kernel: 2048 KiB per CPU, discard mode" in listing and "* (system call) [enabled]" in listing
+    assert "kernel: 8192 KiB per CPU, discard mode" in listing and "* (system call) [enabled]" in listing
     ust_env.ust("start")
     instance = os.path.join(tracefs_dir, "instances", "ust-ks")
     assert os.path.isdir(instance)
