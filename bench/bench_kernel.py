@@ -95,7 +95,7 @@ def flood(out: str, seconds: float, buffer_kb: int) -> None:
         elapsed = time.monotonic() - t0
         c.stop()
         r1 = resource.getrusage(resource.RUSAGE_SELF)
-        written = sum(x.stream.events for x in c.cpus)
+        written = sum(c.events().values())
         lost = sum(c.lost_by_ring().values())
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
         print(f"flood: {ncpu} processes, {calls} getppid calls = {2 * calls} events in {elapsed:.2f} s: "

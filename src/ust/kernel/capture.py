@@ -25,27 +25,11 @@ import threading
 
 from . import formats as fmt
 from . import pages
+from .source import FtraceSource
 from .trace import CONTEXTS, KernelTraceWriter, new_trace_info
 from .tracefs import DEFAULT_STATE_DIR, Instance, KernelTracingError
 
 DEFAULT_BUFFER_KB = 4096  # per CPU: a second of a 2-CPU system-call flood (~40 MB/s) fits twice
-
-
-class _Cpu:
-    """One CPU's reader and where its packets go (the stream changes per snapshot)."""
-
-    __slots__ = ("cpu", "fd", "stream", "dropped_seen", "charged")
-
-    def __init__(self, cpu: int, fd: int, stream):
-        self.cpu = cpu
-        self.fd = fd
-        self.stream = stream
-        self.dropped_seen = 0  # "dropped events" + "commit overrun" already charged
-        self.charged = 0  # lost events written as discarded, over every stream so far
-
-    def write(self, events: bytes, count: int, begin: int, end: int, lost: int) -> None:
-        self.stream.write(events, count, begin, end, lost)
-        self.charged += lost
 
 
 class KernelCapture:
@@ -72,7 +56,7 @@ class KernelCapture:
         self.writer: KernelTraceWriter | None = None
         self.formats: dict[int, fmt.EventFormat] = {}
         self.plans: dict[int, tuple] = {}
-        self.cpus: list[_Cpu] = []
+        self.sources: list[FtraceSource] = []  # one per CPU
         self._converter_class = pages.converter_class()
         self._converter = self._converter_class({}, "tid" in contexts)
         self._page_size = self.instance.page_size()
@@ -80,7 +64,6 @@ class KernelCapture:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.running = False
-        self.skipped = 0  # records of a type not declared in the metadata
 
     # -- configuration ------------------------------------------------------
     def enable(self, patterns: list[str], *, syscalls: bool = False) -> list[str]:
@@ -115,10 +98,11 @@ class KernelCapture:
             self.writer.close()
         cpus = self.instance.cpus()
         self.writer = KernelTraceWriter(output, self.trace_info, cpus, self.contexts, self.files)
-        if not self.cpus:
-            self.cpus = [_Cpu(c, self.instance.open_raw(c), None) for c in cpus]
-        for c in self.cpus:
-            c.stream = self.writer.streams[c.cpu]
+        if not self.sources:
+            self.sources = [FtraceSource(self.instance, c, self.instance.open_raw(c), self.trace_info.uuid,
+                                         lambda: self._converter, self._page_size) for c in cpus]
+        for src in self.sources:
+            src.start_output()
 
     def start(self) -> None:
         if self.running:
@@ -143,8 +127,7 @@ class KernelCapture:
             self._thread.join()
             self._thread = None
         with self._lock:
-            self._drain_all()
-            self._settle_losses()
+            self._drain_all(final=True)
             self._write_metadata()
             self.running = False
 
@@ -153,8 +136,7 @@ class KernelCapture:
         recorder's snapshot; what is written is consumed from the ring)."""
         with self._lock:
             self._open(output)
-            self._drain_all()
-            self._settle_losses()
+            self._drain_all(final=True)
             self._write_metadata()
             self.writer.close()
 
@@ -163,10 +145,10 @@ class KernelCapture:
         try:
             self.stop()
         finally:
-            for c in self.cpus:
-                if c.fd >= 0:
-                    os.close(c.fd)
-                    c.fd = -1
+            for src in self.sources:
+                if src.fd >= 0:
+                    os.close(src.fd)
+                    src.fd = -1
             if self.writer is not None:
                 self.writer.close()
             self.instance.remove()
@@ -179,62 +161,41 @@ class KernelCapture:
             if not n:
                 self._stop.wait(self.poll_interval)
 
-    def _drain_all(self) -> int:
-        total = 0
-        for c in self.cpus:
-            total += self._drain_cpu(c)
-        return total
-
-    def _charge_dropped(self, c: _Cpu) -> int:
-        s = self.instance.stats(c.cpu)
-        seen = s.get("dropped events", 0) + s.get("commit overrun", 0)
-        new = seen - c.dropped_seen
-        c.dropped_seen = seen
-        return max(new, 0)
-
-    def _drain_cpu(self, c: _Cpu) -> int:
-        """Read the CPU's pages until none is left; returns how many were read."""
+    def _drain_all(self, final: bool = False) -> int:
+        """Write every packet the sources have (``final``: and the last losses);
+        returns how many. The consumer core's drain engine does the same for
+        its sources (ust.kernel.source.FtraceSource has their interface)."""
         n = 0
-        while True:
-            try:
-                page = os.read(c.fd, self._page_size)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EINTR):
-                    break
-                raise
-            if len(page) < pages.PAGE_HEADER:
-                break
-            n += 1
-            try:
-                _, missed, _ = pages.page_missed(page)
-                events, count, skipped, begin, end = self._converter.page(page)
-            except (pages.PageError, ValueError):
-                continue  # an impossible page is dropped whole, never written half
-            self.skipped += skipped
-            c.write(events, count, begin, end, missed)
-        # Discard mode's drops are newer than every event the ring held when
-        # it was full: they go after the pages just read.
-        dropped = self._charge_dropped(c)
-        if dropped:
-            c.write(b"", 0, c.stream.last_end, c.stream.last_end, dropped)
+        for src in self.sources:
+            if final:
+                src.flush(final=True)
+            stream = self.writer.streams[src.cpu]
+            while (packet := src.get_subbuf()) is not None:
+                try:
+                    stream.write(packet)
+                except BaseException:
+                    src.unget_subbuf()
+                    raise
+                src.put_subbuf()
+                n += 1
         return n
 
-    def _settle_losses(self) -> None:
-        """Make each stream's discarded total equal the ring's counters."""
-        for c in self.cpus:
-            s = self.instance.stats(c.cpu)
-            ring_lost = s.get("overrun", 0) + s.get("dropped events", 0) + s.get("commit overrun", 0)
-            missing = ring_lost - c.charged
-            if missing > 0:
-                c.write(b"", 0, c.stream.last_end, c.stream.last_end, missing)
+    @property
+    def skipped(self) -> int:
+        """Records of a type not declared in the metadata (none expected)."""
+        return sum(src.skipped for src in self.sources)
+
+    def discarded(self) -> dict[int, int]:
+        """Per CPU, the lost events the trace says (over every output)."""
+        return {src.cpu: src.charged for src in self.sources}
+
+    def events(self) -> dict[int, int]:
+        """Per CPU, the events written."""
+        return {src.cpu: src.events for src in self.sources}
 
     def lost_by_ring(self) -> dict[int, int]:
         """Per CPU, what the ring's counters say was lost (for checks)."""
-        out = {}
-        for c in self.cpus:
-            s = self.instance.stats(c.cpu)
-            out[c.cpu] = s.get("overrun", 0) + s.get("dropped events", 0) + s.get("commit overrun", 0)
-        return out
+        return {src.cpu: src.ring_lost() for src in self.sources}
 
 
 __all__ = ["KernelCapture", "KernelTracingError"]

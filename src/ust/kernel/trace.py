@@ -65,34 +65,16 @@ def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: 
 
 
 class StreamFile:
-    """One CPU's stream file: packets appended, the cumulative discarded count kept."""
+    """One CPU's stream file: whole packets appended."""
 
-    def __init__(self, fd: int, cpu: int, uuid: bytes):
+    def __init__(self, fd: int, cpu: int):
         self.cpu = cpu
-        self.uuid = uuid
         self.fd = fd
-        self.seq = 0
-        self.discarded = 0  # cumulative, as CTF wants it
-        self.events = 0
-        self.last_end = 0
 
-    def write(self, events: bytes, count: int, begin: int, end: int, lost: int) -> None:
-        if not count and not lost:
-            return
-        begin = max(begin, self.last_end)  # packets of a stream never go back in time
-        end = max(end, begin)
-        if lost and self.seq == 0:
-            # babeltrace2 cannot count what the first packet of a stream says was
-            # lost (there is no earlier count to subtract): an empty packet first.
-            self._append(b"", 0, begin, begin)
-        self.discarded += lost
-        self._append(events, count, begin, end)
-
-    def _append(self, events: bytes, count: int, begin: int, end: int) -> None:
-        os.write(self.fd, pages.packet(self.uuid, 0, self.cpu, self.seq, self.discarded, begin, end, events))
-        self.seq += 1
-        self.events += count
-        self.last_end = end
+    def write(self, packet) -> None:
+        view = memoryview(packet)
+        while view:
+            view = view[os.write(self.fd, view):]
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -111,7 +93,7 @@ class KernelTraceWriter:
         self.trace = trace
         self.contexts = tuple(c for c in contexts if c in CONTEXTS)
         fds = self.files.open_streams(self.directory, output, [f"{CHANNEL}_{cpu}" for cpu in cpus])
-        self.streams = {cpu: StreamFile(fd, cpu, trace.uuid) for cpu, fd in zip(cpus, fds)}
+        self.streams = {cpu: StreamFile(fd, cpu) for cpu, fd in zip(cpus, fds)}
 
     def write_metadata(self, events: list[fmt.EventFormat]) -> None:
         self.files.write_metadata(os.path.join(self.directory, "metadata"),

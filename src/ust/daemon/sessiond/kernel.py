@@ -51,7 +51,7 @@ class KernelConf:
         cap = self.capture
         if cap is not None:
             out["instance"] = cap.instance.name
-            out["lost"] = sum(c.stream.discarded for c in cap.cpus)
+            out["lost"] = sum(cap.discarded().values())
         return out
 
 
