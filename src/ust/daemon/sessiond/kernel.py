@@ -66,9 +66,12 @@ def check_allowed(daemon, s) -> None:
 
 
 def conf(daemon, s, create: bool = True) -> KernelConf | None:
-    if s.kernel is None and create:
+    """The session's kernel domain (made on first use); every change is checked
+    against who may, now (a member who left the tracing group may not go on)."""
+    if create:
         check_allowed(daemon, s)
-        s.kernel = KernelConf(overwrite=s.snapshot)
+        if s.kernel is None:
+            s.kernel = KernelConf(overwrite=s.snapshot)
     return s.kernel
 
 
