@@ -160,7 +160,7 @@ def test_a_sleeping_python_thread_is_switched_out_between_its_events_on_one_time
     out = tmp_path / "both"
     tids = []
     with ust.Session(out, events=["kern:*"], context=["vtid"]) as s:
-        c = capture("both", output=out, clock_offset_ns=s.trace.clock_offset_ns)
+        c = capture("both", output=out, clock_offset_ns=s.trace.info.clock_offset_ns)
         c.enable(["sched_switch"])
         c.start()
 

@@ -4,13 +4,14 @@ The kernel domain runs in root's session daemon; a session of a member of
 the ``tracing`` group (through the system daemon) must still get trace files
 that its owner made, in directories its owner controls, opened without
 following links (docs/security.md). So root never creates them itself: a
-short-lived helper, running as the owner (uid, gid, groups), creates
-``<output>/kernel`` and the stream files (ust.ctf.writer's checks: the owner's
-directories, no symbolic link, O_NOFOLLOW|O_EXCL) and hands the open file
-descriptors back over a socket; the drain then writes packets into them.
-Metadata is written by the same helper (atomically, as every metadata file).
+short-lived helper, running as the owner (uid, gid, groups), makes the
+trace's output with the consumer core's local files
+(``ust.consumer.output.LocalTraceOutput``: ust.ctf.writer's checks, the
+owner's directories, no symbolic link, O_NOFOLLOW|O_EXCL) and hands the open
+stream files back over a socket; metadata is written by the same helper.
 
-``LocalFiles`` does the same in the caller's process, for its own files.
+``OwnerTraceOutput`` is that output as the consumer core sees it (a
+``TraceOutput`` whose streams append to the descriptors received).
 """
 
 from __future__ import annotations
@@ -21,27 +22,46 @@ import socket
 import subprocess
 import sys
 
-from ust.ctf.writer import make_trace_dir, open_new_file, write_metadata
+from ust.consumer.output import StreamOutput, TraceOutput
+from ust.ctf.writer import stream_file_name
 from ust.errors import UstError
 
 HELPER_TIMEOUT = 60.0
 
 
-class LocalFiles:
-    """The caller's own files."""
+class _FdStream(StreamOutput):
+    """A stream file opened by the owner's helper: packets appended to its descriptor."""
 
-    def open_streams(self, directory: str, root: str, names: list[str]) -> list[int]:
-        make_trace_dir(directory, root)
-        return [open_new_file(os.path.join(directory, n), os.O_WRONLY | os.O_APPEND) for n in names]
+    def __init__(self, fd: int, name: str):
+        self.fd = fd
+        self.name = name
 
-    def write_metadata(self, path: str, text: str) -> None:
-        write_metadata(path, text, sync=True)
+    def direct_fd(self) -> int:
+        return self.fd
+
+    def write_packet(self, packet, index=None) -> None:
+        view = memoryview(packet)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def sync(self) -> None:
+        if self.fd >= 0:
+            try:
+                os.fsync(self.fd)
+            except OSError as exc:
+                self.write_failed(exc.errno or 0)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
-class OwnerFiles:
-    """Files of user ``uid``, made by a helper running with that user's credentials."""
+class OwnerTraceOutput(TraceOutput):
+    """``directory`` (below ``root``, the session's output) made by user ``uid``;
+    its streams (``channel`` on ``cpus``) opened at once, by one helper."""
 
-    def __init__(self, uid: int):
+    def __init__(self, uid: int, directory: str, root: str, channel: str, cpus: int):
         import pwd
 
         try:
@@ -53,6 +73,25 @@ class OwnerFiles:
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": pw.pw_dir, "PYTHONPATH": src,
                     "UST_AGENT": "0"}
+        self.directory, self.root = directory, root
+        names = [stream_file_name(channel, cpu) for cpu in range(cpus)]
+        _, fds = self._run({"op": "streams", "directory": directory, "root": root, "channel": channel,
+                            "cpus": cpus})
+        if len(fds) != cpus:
+            for fd in fds:
+                os.close(fd)
+            raise UstError(f"kernel trace of uid {uid}: the helper returned {len(fds)} files, not {cpus}")
+        self.streams = {(channel, cpu): _FdStream(fd, name) for cpu, (fd, name) in enumerate(zip(fds, names))}
+
+    def stream(self, channel, cpu: int) -> StreamOutput:
+        return self.streams[(channel.name, cpu)]
+
+    def write_metadata(self, text: str) -> None:
+        self._run({"op": "metadata", "directory": self.directory, "root": self.root}, stdin=text)
+
+    def close(self) -> None:
+        for s in self.streams.values():
+            s.close()
 
     def _run(self, request: dict, stdin: str = "") -> tuple[dict, list[int]]:
         from ust.daemon import protocol
@@ -74,47 +113,38 @@ class OwnerFiles:
                 try:
                     reply, fds = protocol.recv_msg(parent)
                 except Exception:
-                    reply, fds = {"error": "the helper died"}, []
-            err = proc.stderr.read(2000).decode("utf-8", "replace")
+                    reply, fds = {}, []
+            err = proc.stderr.read(2000).decode("utf-8", "replace").strip().splitlines()
             proc.wait(HELPER_TIMEOUT)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        if "error" in reply:
+        if not reply.get("ok"):
             for fd in fds:
                 os.close(fd)
-            detail = reply["error"] if reply["error"] != "the helper died" else (err.strip().splitlines() or
-                                                                                   ["the helper died"])[-1]
+            detail = reply.get("error") or (err[-1] if err else "the helper died")
             raise UstError(f"kernel trace of uid {self.uid}: {str(detail)[:300]}")
         return reply, fds
-
-    def open_streams(self, directory: str, root: str, names: list[str]) -> list[int]:
-        reply, fds = self._run({"op": "streams", "directory": directory, "root": root, "names": names})
-        if len(fds) != len(names):
-            for fd in fds:
-                os.close(fd)
-            raise UstError(f"kernel trace of uid {self.uid}: the helper returned {len(fds)} files, "
-                           f"not {len(names)}")
-        return fds
-
-    def write_metadata(self, path: str, text: str) -> None:
-        self._run({"op": "metadata", "path": path}, stdin=text)
 
 
 def _helper(sock_fd: int, request: str) -> int:
     """The helper's side (running as the owner): do the request, answer with fds or an error."""
+    from ust.consumer.output import LocalTraceOutput
+    from ust.consumer.trace import ChannelSpec
     from ust.daemon import protocol
 
     sock = socket.socket(fileno=sock_fd)
     try:
         req = json.loads(request)
-        local = LocalFiles()
+        out = LocalTraceOutput(req["directory"], req["root"], fresh=True)
         if req["op"] == "streams":
-            fds = local.open_streams(req["directory"], req["root"], list(req["names"]))
-            protocol.send_msg(sock, {"ok": True}, fds)
+            spec = ChannelSpec(str(req["channel"]), 0, 4096, 2)
+            files = [out.stream(spec, cpu) for cpu in range(int(req["cpus"]))]
+            protocol.send_msg(sock, {"ok": True}, [f.release_fd() for f in files])
         elif req["op"] == "metadata":
-            local.write_metadata(req["path"], sys.stdin.read())
+            out.write_metadata(sys.stdin.read())
+            out.sync()
             protocol.send_msg(sock, {"ok": True})
         else:
             protocol.send_msg(sock, {"error": f"unknown request {req['op']!r}"})

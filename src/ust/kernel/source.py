@@ -42,8 +42,9 @@ class FtraceSource:
         self.skipped = 0  # records of an event type without a plan
         self.events = 0  # events put in packets
         self._pending_lost = 0  # to charge in the next packet
-        self._held: memoryview | None = None  # handed out, not yet put or ungot
-        self._kept: memoryview | None = None  # ungot: handed out again next time
+        self._held: bytes | None = None  # handed out, not yet put or ungot
+        self._kept: bytes | None = None  # ungot: handed out again next time
+        self._queued: bytes | None = None  # made with the previous one, handed out next
         self._settle = False  # flush(final=True) asked: square with the ring's counters at the end
         self.start_output()
 
@@ -55,9 +56,12 @@ class FtraceSource:
 
     # -- the packet source interface --------------------------------------------
     def get_subbuf(self, force: bool = False):
-        if self._kept is not None:
-            self._held, self._kept = self._kept, None
-            return self._held
+        if self._kept is not None or self._queued is not None:
+            if self._kept is not None:
+                self._held, self._kept = self._kept, None
+            else:
+                self._held, self._queued = self._queued, None
+            return memoryview(self._held)  # the caller releases each view it gets
         while True:
             try:
                 page = os.read(self.fd, self.page_size)
@@ -97,6 +101,23 @@ class FtraceSource:
         if final:
             self._settle = True
 
+    def snapshot_to(self, fd: int) -> tuple[int, int]:
+        """Write what the ring holds now to ``fd`` as a new output (a flight
+        recorder's snapshot: the kernel's pages are consumed by reading);
+        returns (packets, bytes)."""
+        self.start_output()
+        self.flush(final=True)
+        n = nbytes = 0
+        while (packet := self.get_subbuf()) is not None:
+            view = memoryview(packet)
+            while view:
+                view = view[os.write(fd, view):]
+            nbytes += len(packet)
+            packet.release()
+            self.put_subbuf()
+            n += 1
+        return n, nbytes
+
     def counters(self) -> dict:
         return {"lost_full": self.charged, "events": self.events, "skipped": self.skipped}
 
@@ -112,17 +133,20 @@ class FtraceSource:
         return new
 
     def _hand(self, events: bytes, count: int, begin: int, end: int) -> memoryview:
+        """The next packet (two when a first packet would carry losses)."""
         lost, self._pending_lost = self._pending_lost, 0
         begin = max(begin, self.last_end)  # packets of a stream never go back in time
         end = max(end, begin)
-        out = b""
+        first = None
         if lost and self.seq == 0:
-            out = self._packet(b"", begin, begin)  # a first packet carrying losses: babeltrace2 cannot count them
+            first = self._packet(b"", begin, begin)  # a first packet carrying losses: babeltrace2 cannot count them
         self.charged += lost
         self.events += count
-        out += self._packet(events, begin, end)
-        self._held = memoryview(out)
-        return self._held
+        out = self._packet(events, begin, end)
+        if first is not None:
+            out, self._queued = first, out
+        self._held = out
+        return memoryview(out)
 
     def _packet(self, events: bytes, begin: int, end: int) -> bytes:
         p = pages.packet(self.uuid, 0, self.cpu, self.seq, self.charged - self.base, begin, end, events)

@@ -8,20 +8,20 @@ session's realtime offset: babeltrace2 then interleaves ``<output>/kernel``
 and ``<output>/ust`` on one time line), the same packet context, the events
 named as lttng-modules names them (ust.kernel.formats). Stream files are
 ``channel0_<cpu>``, as LTTng names a kernel session's default channel's.
+The trace is a trace of the consumer core (``KernelTrace``), drained by its
+engine like any other.
 """
 
 from __future__ import annotations
 
-import os
 import platform
 import socket
 import uuid as uuid_mod
 
+from ust.consumer.trace import Trace
 from ust.ctf import metadata as md
 
 from . import formats as fmt
-from . import pages
-from .owner_files import LocalFiles
 
 CHANNEL = "channel0"
 LTTNG_MODULES_VERSION = (2, 13, 0)
@@ -64,44 +64,19 @@ def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: 
     return "".join(out)
 
 
-class StreamFile:
-    """One CPU's stream file: whole packets appended."""
+class KernelTrace(Trace):
+    """The kernel trace as the consumer core's drain engine sees it: one
+    channel whose per-CPU sources are ftrace instances' CPUs
+    (ust.kernel.source.FtraceSource), its metadata generated from the
+    enabled events' formats instead of an event table."""
 
-    def __init__(self, fd: int, cpu: int):
-        self.cpu = cpu
-        self.fd = fd
-
-    def write(self, packet) -> None:
-        view = memoryview(packet)
-        while view:
-            view = view[os.write(self.fd, view):]
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-class KernelTraceWriter:
-    """``<output>/kernel``: its metadata and per-CPU stream files, created by
-    ``files`` (ust.kernel.owner_files: the caller's own, or another user's)."""
-
-    def __init__(self, output: str, trace: md.TraceInfo, cpus: list[int], contexts: tuple[str, ...] = CONTEXTS,
-                 files=None):
-        self.directory = os.path.join(output, "kernel")
-        self.files = files or LocalFiles()
-        self.trace = trace
+    def __init__(self, key: str, output, info: md.TraceInfo, contexts: tuple[str, ...] = CONTEXTS):
+        super().__init__(key, output, info)
         self.contexts = tuple(c for c in contexts if c in CONTEXTS)
-        fds = self.files.open_streams(self.directory, output, [f"{CHANNEL}_{cpu}" for cpu in cpus])
-        self.streams = {cpu: StreamFile(fd, cpu) for cpu, fd in zip(cpus, fds)}
+        self.formats: dict[int, fmt.EventFormat] = {}
 
-    def write_metadata(self, events: list[fmt.EventFormat]) -> None:
-        self.files.write_metadata(os.path.join(self.directory, "metadata"),
-                                  metadata_text(self.trace, events, self.contexts))
-
-    def close(self) -> None:
-        for s in self.streams.values():
-            s.close()
+    def metadata_text(self) -> str:
+        return metadata_text(self.info, list(self.formats.values()), self.contexts)
 
 
 def new_trace_info(name: str, clock_offset_ns: int | None = None, clock_uuid: bytes | None = None) -> md.TraceInfo:

@@ -86,7 +86,8 @@ def _capture(daemon, s, k: KernelConf):
 
         k.capture = KernelCapture(s.name, s.output, buffer_size_kb=k.buffer_size_kb, overwrite=k.overwrite,
                                   clock_offset_ns=s.clock_offset, contexts=tuple(["tid"] + k.contexts),
-                                  owner_uid=s.uid)  # another user's trace files: made as that user
+                                  owner_uid=s.uid,  # another user's trace files: made as that user
+                                  snapshot=s.snapshot)
     return k.capture
 
 
@@ -204,20 +205,14 @@ def on_start(daemon, s) -> None:
     check_allowed(daemon, s)
     cap = _wrap(_capture, daemon, s, k)
     _wrap(_apply, k)
-    if not s.snapshot:
-        _wrap(cap.start)
-    else:
-        _wrap(cap.instance.start)  # a flight recorder: the ring keeps the latest, read at snapshot time
+    _wrap(cap.start)  # a snapshot session's: the ring keeps the latest, read at snapshot time
 
 
 def on_stop(daemon, s) -> None:
     k = s.kernel
     if k is None or k.capture is None:
         return
-    if s.snapshot:
-        _wrap(k.capture.instance.stop)
-    else:
-        _wrap(k.capture.stop)
+    _wrap(k.capture.stop)
 
 
 def on_snapshot(daemon, s, dest: str) -> None:
