@@ -22,39 +22,23 @@ import socket
 import subprocess
 import sys
 
-from ust.consumer.output import StreamOutput, TraceOutput
+from ust.consumer.output import StreamFile, StreamOutput, TraceOutput
 from ust.ctf.writer import stream_file_name
 from ust.errors import UstError
 
 HELPER_TIMEOUT = 60.0
 
 
-class _FdStream(StreamOutput):
-    """A stream file opened by the owner's helper: packets appended to its descriptor."""
+class _FdStream(StreamFile):
+    """A stream file the owner's helper opened: the core's StreamFile (appends,
+    accounting, sync, close) over the descriptor received, never rotated."""
 
-    def __init__(self, fd: int, name: str):
+    def __init__(self, fd: int, directory: str, name: str):  # noqa: super().__init__ would open a path
+        self.directory, self.name = directory, name
+        self.size = self.count = 0
+        self.truncate = True
+        self.index = self.written = self.bytes_written = self.packets = 0
         self.fd = fd
-        self.name = name
-
-    def direct_fd(self) -> int:
-        return self.fd
-
-    def write_packet(self, packet, index=None) -> None:
-        view = memoryview(packet)
-        while view:
-            view = view[os.write(self.fd, view):]
-
-    def sync(self) -> None:
-        if self.fd >= 0:
-            try:
-                os.fsync(self.fd)
-            except OSError as exc:
-                self.write_failed(exc.errno or 0)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 class OwnerTraceOutput(TraceOutput):
@@ -81,7 +65,8 @@ class OwnerTraceOutput(TraceOutput):
             for fd in fds:
                 os.close(fd)
             raise UstError(f"kernel trace of uid {uid}: the helper returned {len(fds)} files, not {cpus}")
-        self.streams = {(channel, cpu): _FdStream(fd, name) for cpu, (fd, name) in enumerate(zip(fds, names))}
+        self.streams = {(channel, cpu): _FdStream(fd, directory, name)
+                        for cpu, (fd, name) in enumerate(zip(fds, names))}
 
     def stream(self, channel, cpu: int) -> StreamOutput:
         return self.streams[(channel.name, cpu)]
