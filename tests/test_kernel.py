@@ -413,3 +413,18 @@ def test_a_killed_session_daemon_leaves_no_instance_after_restart(ust_env, trace
     assert os.path.isdir(instance)
     ust_env.ust("list")  # starts a new daemon, which removes what nobody owns any more
     assert not os.path.exists(instance)
+
+
+def test_stop_says_how_many_kernel_events_were_lost(ust_env, tracefs_dir):
+    ust_env.ust("create", "klost", "-o", ust_env.out)
+    ust_env.ust("enable-channel", "-k", "k", "--subbuf-size", "4k", "--num-subbuf", "1")
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    # ten bursts of 20000 events, each starting while the drain engine sleeps (its read timer is
+    # 50 ms): the ring of 2 pages per CPU overflows in well under a millisecond of a burst
+    burst = "import os, time\nfor _ in range(10):\n    for _ in range(10000): os.getppid()\n    time.sleep(0.06)\n"
+    subprocess.run([sys.executable, "-c", burst], check=True)
+    _, out, _ = ust_env.ust("stop")
+    lost = sum(discarded_of([e]) for e in bt2_dump(os.path.join(ust_env.out, "kernel")) if "discarded" in e)
+    assert lost > 0
+    assert f"Warning: {lost} kernel events were discarded" in out, out

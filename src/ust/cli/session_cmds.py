@@ -136,6 +136,10 @@ def _print_lost(s: dict, out) -> None:
     if s.get("overwritten"):
         print(f"Warning: {s['overwritten']} packets were overwritten before they were read (overwrite mode)",
               file=out)
+    k = s.get("kernel") or {}
+    if k.get("lost") and not k.get("overwrite"):
+        print(f"Warning: {k['lost']} kernel events were discarded (the kernel's ring was full): use a larger "
+              "kernel channel (enable-channel -k --subbuf-size/--num-subbuf)", file=out)
 
 
 def _print_session(s: dict, out, current: str | None) -> None:
