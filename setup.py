@@ -24,6 +24,14 @@ setup(
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
             optional=True,
         ),
+        # The kernel domain's page converter (ust.kernel.capture); optional: the pure
+        # Python reference in ust/kernel/pages.py does the same, slower (docs/kernel.md).
+        Extension(
+            "ust.kernel._ftrace",
+            sources=["src/ust/kernel/_ftrace.c"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+            optional=True,
+        ),
         # The trace reader's C helper (view's packet rendering and line formatting,
         # the bulk path's event scanner); optional: ust.ctf falls back to pure
         # Python when it is not built (see docs/reader.md).

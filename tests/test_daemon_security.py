@@ -755,3 +755,61 @@ def test_app_name_cannot_lead_a_trace_directory_elsewhere(ust_env):
     assert not any(n.startswith("escape") for n in os.listdir(top) + os.listdir(os.path.dirname(ust_env.out)))
     [made] = os.listdir(os.path.join(ust_env.out, "ust", "pid"))
     assert made.startswith("_._.._.._.._escape-")  # one harmless name inside the output
+
+
+KERNEL_APP = "import os\nfor _ in range(40):\n    os.getppid()\n"
+
+
+@needs_users
+def test_a_tracing_group_members_kernel_trace_is_made_with_her_credentials(sysd):
+    """Through the system daemon, a member of the tracing group has the kernel
+    domain; her kernel trace's files are hers (made by a helper running as her),
+    and babeltrace2 reads the system calls of her program in it."""
+    from conftest import bt2_dump, events_of
+
+    from ust.kernel import tracefs
+
+    alice = ensure_user(ALICE, ("tracing",))
+    alice_out = os.path.join(user_dir(sysd.top, alice, "alice-k"), "trace")
+    ok_as(alice, sysd.rundir, "create", name="alice-k", output=alice_out)
+    assert "sched:sched_switch" in ok_as(alice, sysd.rundir, "kernel_list")["events"]
+    ok_as(alice, sysd.rundir, "kernel_enable_event", session="alice-k", patterns=["getppid"], syscall=True)
+    ok_as(alice, sysd.rundir, "start", session="alice-k")
+    instance = os.path.join(tracefs.find_tracefs(), "instances", "ust-alice-k")
+    assert os.path.isdir(instance)
+    prog = subprocess.run([SYS_PY, "-c", KERNEL_APP], env={"UST_AGENT": "0"}, capture_output=True, **creds(alice))
+    assert prog.returncode == 0
+    ok_as(alice, sysd.rundir, "stop", session="alice-k")
+    ok_as(alice, sysd.rundir, "destroy", session="alice-k")
+    assert not os.path.exists(instance)
+    assert owners(alice_out) == {alice.pw_uid}
+    calls = events_of(bt2_dump(os.path.join(alice_out, "kernel")), "syscall_entry_getppid")
+    assert len(calls) >= 40
+
+
+@needs_users
+def test_kernel_tracing_is_refused_in_one_line_to_others(sysd):
+    """Someone outside the tracing group cannot reach the system daemon at all;
+    a user's own daemon (not root) has no kernel domain."""
+    bob = ensure_user(BOB)
+    err = call_as(bob, sysd.rundir, "kernel_list")["error"]
+    assert err and "\n" not in err.strip()
+    own = tempfile.mkdtemp(prefix="ust-t-bob-")
+    os.chown(own, bob.pw_uid, bob.pw_gid)
+    try:
+        code = ("import os, sys\n"
+                "from ust.daemon.sessiond.server import SessionDaemon\n"
+                "from ust.daemon.sessiond.model import Session\n"
+                "from ust.daemon.sessiond import kernel\n"
+                "from ust.errors import SessionError\n"
+                "d = SessionDaemon(sys.argv[1], consumer=False)\n"
+                "try:\n"
+                "    kernel.enable(d, Session('b', '/nonexistent', uid=os.getuid()), ['sched_switch'], False)\n"
+                "except SessionError as exc:\n"
+                "    print(exc)\n")
+        r = subprocess.run([SYS_PY, "-c", code, own], env={"PYTHONPATH": USER_SRC, "UST_AGENT": "0"},
+                           capture_output=True, text=True, timeout=120, **creds(bob))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("kernel tracing needs root") and r.stdout.count("\n") == 1, r.stdout
+    finally:
+        shutil.rmtree(own, ignore_errors=True)

@@ -57,7 +57,11 @@ def _write_chrome(f, events, begin, end, prog) -> int:
     trace_ids = {}
     from .functions import CallPairer
 
+    from .sched import ThreadSched
+
     pairer = CallPairer()  # function entry/return pairs (probes, --functions) become slices
+    sched: dict = {}  # kernel tid -> ThreadSched with its intervals (a kernel trace's sched_switch)
+    app_threads: dict = {}  # tid of a user-space event -> its track's pid
     f.write('{"displayTimeUnit":"ns","traceEvents":[\n')
     first = True
 
@@ -77,8 +81,15 @@ def _write_chrome(f, events, begin, end, prog) -> int:
             t0 = ev.timestamp
         vpid, vtid, proc = thread_of(ev)
         trace = ev.stream.trace
+        kernel = trace.env.get("domain") == "kernel"
+        if kernel and ev.name == "sched_switch":
+            for k in {ev.fields.get("prev_tid"), ev.fields.get("next_tid")} - {None}:
+                st = sched.get(k) or sched.setdefault(k, ThreadSched(k, intervals=[]))
+                st.feed(ev.fields, ev.timestamp)
         if vpid is None:
             vpid = trace_ids.setdefault(id(trace), 1 + len(trace_ids))
+        if not kernel and vtid is not None:
+            app_threads.setdefault(vtid, vpid)
         tid = vtid if vtid is not None else (ev.cpu_id if ev.cpu_id is not None else 0)
         if (vpid, tid) not in names_seen:
             names_seen[(vpid, tid)] = True
@@ -117,6 +128,12 @@ def _write_chrome(f, events, begin, end, prog) -> int:
             put({"name": bev.name, "cat": bev.name.split(":")[0], "ph": "i", "s": "t",
                  "ts": (bev.timestamp - t0) / 1000.0, "pid": bvpid if bvpid is not None else 1,
                  "tid": bvtid if bvtid is not None else (bev.cpu_id or 0), "args": _jsonable(bev.fields)})
+    # each Python thread's states, from the kernel's point of view, on its own track
+    for tid, vpid in app_threads.items():
+        st = sched.get(tid)
+        for b, e, state in (st.intervals if st is not None else ()):
+            put({"name": state, "cat": "sched", "ph": "X", "ts": (b - t0) / 1000.0, "dur": (e - b) / 1000.0,
+                 "pid": vpid, "tid": tid})
     f.write('\n],"otherData":' + json.dumps({"origin_ns": t0, "generator": "ust export"}) + "}\n")
     if prog is not None:
         prog.done(n)

@@ -42,6 +42,8 @@ class TraceStats:
     lost_packets: int = 0
     traces: int = 0
     streams: int = 0
+    app_tids: set = field(default_factory=set)  # thread ids of user-space (not kernel) events
+    sched: dict = field(default_factory=dict)  # tid -> analysis.sched.ThreadSched (with a kernel trace)
 
 
 def trace_stats(path, progress=False) -> TraceStats:
@@ -74,6 +76,9 @@ def trace_stats(path, progress=False) -> TraceStats:
         n = _count_events(st, traces, lost, prog)
     if prog is not None:
         prog.done(n)
+    from .sched import thread_sched
+
+    st.sched = thread_sched(traces, {t for t in st.app_tids if isinstance(t, int)})
     # in order of first appearance, as event by event (the JSON output's order)
     for d in ("by_name", "by_process", "by_thread"):
         counters = getattr(st, d)
@@ -106,6 +111,8 @@ def _count_events(st, traces, lost, prog) -> int:
             if c is None:
                 c = by_thread[k] = Counter()
             c.add(ns)
+            if ev.stream.trace.env.get("domain") != "kernel":
+                st.app_tids.add(vtid)
         n += 1
         if prog is not None and not n & 0xFFFF:
             prog.update(n)
@@ -176,11 +183,14 @@ def _count_columns(np, st, traces, lost, prog) -> int:
             lasts = np.maximum.reduceat(ts, starts).tolist()
             vals = [c[starts].tolist() if isinstance(c, np.ndarray) else [c] * len(starts) for c in
                     (vpid, vtid, proc)]
+            app = env.get("domain") != "kernel"
             for cnt, f, la, p, t, pr in zip(counts, firsts, lasts, *vals):
                 p, t, pr = hashable(p), hashable(t), hashable(pr)
                 _merge(st.by_process.setdefault((p, pr), Counter()), cnt, int(f), int(la))
                 if t is not None:
                     _merge(st.by_thread.setdefault((p, t, pr), Counter()), cnt, int(f), int(la))
+                    if app:
+                        st.app_tids.add(t)
         if prog is not None:
             prog.update(n)
     return n
@@ -250,6 +260,15 @@ def format_stats(st: TraceStats) -> str:
         for (vpid, vtid, proc), c in sorted(st.by_thread.items(), key=lambda kv: -kv[1].count):
             label = f"{proc or '?'} {vpid}/{vtid}"
             lines.append(f"{label:<24}  {c.count:>10}  {c.rate:>12,.1f}")
+    if st.sched:
+        from ._common import fmt_ns
+
+        lines.append("")
+        lines.append("threads on the CPU (the kernel's sched_switch):")
+        lines.append(f"{'tid':>10}  {'on-CPU':>12}  {'off-CPU':>12}  {'switches':>9}  {'preempted':>9}")
+        for tid, t in sorted(st.sched.items(), key=lambda kv: -kv[1].on_cpu_ns):
+            lines.append(f"{tid:>10}  {fmt_ns(t.on_cpu_ns):>12}  {fmt_ns(t.off_cpu_ns):>12}  {t.switches:>9}  "
+                         f"{t.preempted:>9}")
     return "\n".join(lines) + "\n"
 
 
@@ -263,4 +282,6 @@ def stats_dict(st: TraceStats) -> dict:
         "by_name": {k: c(v) for k, v in st.by_name.items()},
         "by_process": [dict(vpid=k[0], procname=k[1], **c(v)) for k, v in st.by_process.items()],
         "by_thread": [dict(vpid=k[0], vtid=k[1], procname=k[2], **c(v)) for k, v in st.by_thread.items()],
+        "sched": [{"tid": t.tid, "on_cpu_ns": t.on_cpu_ns, "off_cpu_ns": t.off_cpu_ns, "switches": t.switches,
+                   "preempted": t.preempted} for t in st.sched.values()],
     }

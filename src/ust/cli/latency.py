@@ -13,6 +13,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--function", metavar="MODULE:QUALNAME",
                         help="durations of this function's calls (probes, `ust run --functions`), instead of "
                              "--begin/--end")
+    parser.add_argument("--syscall", metavar="NAME",
+                        help="durations of this system call per thread (a kernel trace: syscall_entry_NAME -> "
+                             "syscall_exit_NAME), instead of --begin/--end")
     parser.add_argument("--key", metavar="FIELD",
                         help="pair by this field's value (payload or context; $ctx.NAME) instead of by thread")
     parser.add_argument("--bins", type=int, default=20, help="histogram bins (default 20)")
@@ -25,6 +28,10 @@ def run(args, out) -> int:
 
     if args.bins <= 0:
         raise UstError("--bins must be positive")
+    if args.syscall is not None:
+        if args.begin or args.end or args.function:
+            raise UstError("--syscall replaces --begin, --end and --function")
+        args.begin, args.end = f"syscall_entry_{args.syscall}", f"syscall_exit_{args.syscall}"
     if args.function is not None:
         if args.begin or args.end or args.key:
             raise UstError("--function replaces --begin, --end and --key")

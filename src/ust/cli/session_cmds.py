@@ -23,7 +23,10 @@ def _session_arg(p: argparse.ArgumentParser) -> None:
 
 def _domain_args(p: argparse.ArgumentParser, python: bool = False) -> None:
     # lttng's domain flags, accepted so muscle memory works: ust's tracepoints
-    # are the user-space domain; enable-event also has LTTng's python domain.
+    # are the user-space domain; enable-event also has LTTng's python domain;
+    # -k is the kernel's (ftrace: docs/kernel.md).
+    p.add_argument("-k", "--kernel", action="store_true",
+                   help="the kernel domain (root): kernel tracepoints and system calls, through ftrace")
     if python:
         p.add_argument("-u", "--userspace", action="store_true", help=argparse.SUPPRESS)
         p.add_argument("-p", "--python", action="store_true",
@@ -136,6 +139,10 @@ def _print_lost(s: dict, out) -> None:
     if s.get("overwritten"):
         print(f"Warning: {s['overwritten']} packets were overwritten before they were read (overwrite mode)",
               file=out)
+    k = s.get("kernel") or {}
+    if k.get("lost") and not k.get("overwrite"):
+        print(f"Warning: {k['lost']} kernel events were discarded (the kernel's ring was full): use a larger "
+              "kernel channel (enable-channel -k --subbuf-size/--num-subbuf)", file=out)
 
 
 def _print_session(s: dict, out, current: str | None, mem_usage: bool = False) -> None:
@@ -188,6 +195,17 @@ def _print_session(s: dict, out, current: str | None, mem_usage: bool = False) -
             en = "enabled" if r["enabled"] else "disabled"
             tail = f" ({'; '.join(extra)})" if extra else ""
             print(f"          {r['pattern']} [{en}]{tail}", file=out)
+    k = s.get("kernel")
+    if k:
+        mode = "overwrite" if k["overwrite"] else "discard"
+        inst = f", ftrace instance {k['instance']}" if k.get("instance") else ""
+        print(f"\n    - kernel: {k['buffer_size_kb']} KiB per CPU, {mode} mode{inst}", file=out)
+        if k["contexts"]:
+            print(f"        context: {', '.join(k['contexts'])}", file=out)
+        print("        Event rules:" if k["rules"] else "        No event rule.", file=out)
+        for r in k["rules"]:
+            en = "enabled" if r["enabled"] else "disabled"
+            print(f"          {r['pattern']}{' (system call)' if r['syscall'] else ''} [{en}]", file=out)
 
 
 def add_list(p: argparse.ArgumentParser) -> None:
@@ -199,6 +217,16 @@ def add_list(p: argparse.ArgumentParser) -> None:
 
 
 def run_list(args: argparse.Namespace, out) -> int:
+    if args.kernel and not args.name:
+        with _client() as c:
+            avail = c.kernel_list()
+        print("Kernel events:", file=out)
+        for name in avail["events"]:
+            print(f"      {name} (type: tracepoint)", file=out)
+        print("\nKernel system calls (enable-event -k --syscall NAME):", file=out)
+        for name in avail["syscalls"]:
+            print(f"      {name}", file=out)
+        return 0
     with _client() as c:
         if args.apps:
             from ust.instrument.loglevels import name_of as loglevel_name
@@ -276,6 +304,18 @@ def add_enable_channel(p: argparse.ArgumentParser) -> None:
 
 def run_enable_channel(args: argparse.Namespace, out) -> int:
     session = _current(args)
+    if args.kernel:
+        if args.buffers or args.switch_timer or args.read_timer or args.tracefile_size or args.tracefile_count:
+            raise SessionError("a kernel channel takes only --subbuf-size, --num-subbuf, --overwrite/--discard")
+        size = None
+        if args.subbuf_size is not None or args.num_subbuf is not None:
+            size = (_size(args.subbuf_size) or DEFAULT_SUBBUF_SIZE) * (args.num_subbuf or DEFAULT_NUM_SUBBUF)
+        with _client() as c:
+            k = c.kernel_enable_channel(session, buffer_size=size, overwrite=args.overwrite)
+        mode = "overwrite" if k["overwrite"] else "discard"
+        print(f"Kernel channel {args.name} enabled in session {session} ({k['buffer_size_kb']} KiB per CPU, "
+              f"{mode})", file=out)
+        return 0
     with _client() as c:
         c.enable_channel(session, args.name, subbuf_size=_size(args.subbuf_size), num_subbuf=args.num_subbuf,
                          overwrite=args.overwrite, buffers=args.buffers, switch_timer=args.switch_timer,
@@ -300,6 +340,9 @@ def add_enable_event(p: argparse.ArgumentParser) -> None:
     lvl.add_argument("--loglevel", metavar="LEVEL", help="events at least as severe as LEVEL (TRACE_WARNING, ERROR...)")
     lvl.add_argument("--loglevel-only", metavar="LEVEL", help="events of exactly LEVEL")
     _probe_args(p)
+    p.add_argument("--syscall", action="store_true",
+                   help="with -k: the names are system calls (openat, read, `*`; -a: all of them), recorded as "
+                        "syscall_entry_NAME / syscall_exit_NAME")
 
 
 def _probe_args(p: argparse.ArgumentParser) -> None:
@@ -325,8 +368,32 @@ def _run_enable_probe(args: argparse.Namespace, session: str, out) -> int:
     return 0
 
 
+def _run_kernel_event(args: argparse.Namespace, session: str, out, enable: bool) -> int:
+    if getattr(args, "function", None) is not None or args.channel or getattr(args, "exclude", None) \
+            or getattr(args, "filter", None) or getattr(args, "loglevel", None) \
+            or getattr(args, "loglevel_only", None):
+        raise SessionError("a kernel event rule takes no --function, --channel, --exclude, --filter or log level")
+    patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
+    if not patterns:
+        raise SessionError("give a kernel event name (or --syscall NAME), or --all")
+    kind = "System call" if args.syscall else "Kernel event"
+    with _client() as c:
+        if not enable:
+            n = c.kernel_disable_events(session, patterns, syscall=args.syscall)
+            print(f"{n} kernel event rule{'s' if n != 1 else ''} disabled in session {session}", file=out)
+            return 0
+        rules = c.kernel_enable_events(session, patterns, syscall=args.syscall)
+    for r in rules:
+        print(f"{kind} {r['pattern']} enabled in session {session}", file=out)
+    return 0
+
+
 def run_enable_event(args: argparse.Namespace, out) -> int:
     session = _current(args)
+    if args.kernel:
+        return _run_kernel_event(args, session, out, enable=True)
+    if args.syscall:
+        raise SessionError("--syscall goes with -k (the kernel domain)")
     if args.function is not None:
         return _run_enable_probe(args, session, out)
     if args.no_args or args.repr_limit is not None:
@@ -366,10 +433,13 @@ def add_disable_event(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--channel", metavar="NAME", help="channel (default: channel0)")
     p.add_argument("-a", "--all", action="store_true", help="every event rule of the channel")
     p.add_argument("--function", metavar="MODULE:QUALNAME[,...]", help="remove these function probes")
+    p.add_argument("--syscall", action="store_true", help="with -k: the names are system calls")
 
 
 def run_disable_event(args: argparse.Namespace, out) -> int:
     session = _current(args)
+    if args.kernel:
+        return _run_kernel_event(args, session, out, enable=False)
     if args.function is not None:
         with _client() as c:
             n = c.disable_probes(session, _split([args.function]), channel=args.channel)
@@ -392,6 +462,8 @@ def add_disable_channel(p: argparse.ArgumentParser) -> None:
 
 def run_disable_channel(args: argparse.Namespace, out) -> int:
     session = _current(args)
+    if args.kernel:
+        raise SessionError("the kernel channel cannot be disabled: disable its events (disable-event -k -a)")
     names = _split([args.channels])
     if not names:
         raise SessionError("give a channel name")
@@ -424,6 +496,14 @@ def run_add_context(args: argparse.Namespace, out) -> int:
         raise SessionError("give a context type with -t TYPE (`ust add-context --list` lists them)")
     session = _current(args)
     types = _split(args.types)
+    if args.kernel:
+        if args.channel:
+            raise SessionError("a kernel context applies to the session's kernel channel: no --channel")
+        with _client() as c:
+            got = c.kernel_add_context(session, types)
+        print(f"Kernel context {', '.join(types)} added to session {session} (kernel contexts: {', '.join(got)})",
+              file=out)
+        return 0
     for t in types:
         if not ctx.is_known(t):
             raise SessionError(f"unknown context type {t!r} (`ust add-context --list` lists them)")

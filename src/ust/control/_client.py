@@ -411,6 +411,39 @@ class Client:
         """Add context fields (vpid, vtid, procname, thread_name, cpu_id) to every event of a channel."""
         return self._result("channels", "add_context", session=session, types=list(types), channel=channel)
 
+    # -- the kernel domain (root; see docs/kernel.md) -----------------------------
+
+    def kernel_enable_events(self, session: str, patterns: str | Iterable[str], *, syscall: bool = False) -> list[dict]:
+        """Enable kernel tracepoints ("sched_switch", "sched_*", "irq:*") or, with ``syscall``,
+        system calls ("openat", "*": their syscall_entry_/syscall_exit_ events)."""
+        if isinstance(patterns, str):
+            patterns = [p for p in patterns.split(",") if p]
+        return self._result("rules", "kernel_enable_event", session=session, patterns=list(patterns),
+                            syscall=syscall or None)
+
+    def kernel_disable_events(self, session: str, patterns: str | Iterable[str], *, syscall: bool = False) -> int:
+        if isinstance(patterns, str):
+            patterns = [p for p in patterns.split(",") if p]
+        return self._result("disabled", "kernel_disable_event", session=session, patterns=list(patterns),
+                            syscall=syscall or None)
+
+    def kernel_enable_channel(self, session: str, *, buffer_size: int | str | None = None,
+                              overwrite: bool | None = None) -> dict:
+        """The kernel ring of the session: ``buffer_size`` per CPU ("4M"), overwrite or discard."""
+        from ust.daemon.rules import parse_size
+
+        kb = None if buffer_size is None else max(parse_size(buffer_size) // 1024, 1)
+        return self._result("kernel", "kernel_enable_channel", session=session, buffer_size_kb=kb,
+                            overwrite=overwrite)
+
+    def kernel_add_context(self, session: str, types: Iterable[str]) -> list[str]:
+        return self._result("contexts", "kernel_add_context", session=session, types=list(types))
+
+    def kernel_list(self) -> dict:
+        """{"events": ["sched:sched_switch", ...], "syscalls": ["openat", ...]}: what the kernel offers."""
+        reply = self.call("kernel_list")
+        return {"events": list(reply.get("events", [])), "syscalls": list(reply.get("syscalls", []))}
+
     def start(self, session: str) -> SessionInfo:
         """Start tracing: running and future applications record what the rules select."""
         return self._result("session", "start", session=session)

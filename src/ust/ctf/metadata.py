@@ -37,7 +37,22 @@ class TraceInfo:
     buffering_id: int = 0
     env_extra: dict = field(default_factory=dict)
     creation_time: float = field(default_factory=time.time)
-    clock_uuid: bytes = field(default_factory=lambda: uuid_mod.uuid4().bytes)
+    clock_uuid: bytes = field(default_factory=lambda: host_clock_uuid())
+
+
+def host_clock_uuid() -> bytes:
+    """The uuid of this boot's monotonic clock, shared by every trace of the host.
+
+    babeltrace2 places two traces on one time line only when their clock
+    classes have the same name and uuid; LTTng takes the kernel's boot id for
+    both its kernel and user-space traces, and so does ust (the ``ust`` and
+    ``kernel`` traces of a session then interleave). A random uuid when the
+    boot id cannot be read."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return uuid_mod.UUID(f.read().strip()).bytes
+    except (OSError, ValueError):
+        return uuid_mod.uuid4().bytes
 
 
 def clock_offset_now() -> int:
@@ -111,9 +126,39 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y%m%dT%H%M%S+0000", time.gmtime(ts))
 
 
+def env_text(env: dict) -> str:
+    """The ``env`` block's lines (integers bare, everything else quoted)."""
+    return "".join(
+        f"\t{k} = {v};\n" if isinstance(v, int) else f"\t{k} = {_quote(str(v))};\n" for k, v in env.items()
+    )
+
+
+def preamble_text(trace: TraceInfo, env: dict) -> str:
+    """Everything before the stream classes: the trace, its environment, the
+    clock, the packet context and the event header. The ust and the kernel
+    traces share it, so both have the same clock and the same packet layout."""
+    u = str(uuid_mod.UUID(bytes=trace.uuid))
+    out = [
+        "/* CTF 1.8 */\n\n",
+        layout.tsdl_typealiases(), "\n",
+        "trace {\n\tmajor = 1;\n\tminor = 8;\n",
+        f'\tuuid = "{u}";\n',
+        "\tbyte_order = le;\n",
+        "\tpacket.header := struct {\n", layout.tsdl_packet_header(), "\t};\n};\n\n",
+        "env {\n", env_text(env), "};\n\n",
+        "clock {\n\tname = \"monotonic\";\n",
+        f'\tuuid = "{uuid_mod.UUID(bytes=trace.clock_uuid)}";\n',
+        '\tdescription = "Monotonic Clock";\n\tfreq = 1000000000;\n',
+        f"\toffset = {trace.clock_offset_ns};\n}};\n\n",
+        layout.tsdl_clock_typealiases("monotonic"),
+        layout.tsdl_packet_context(), "\n",
+        layout.tsdl_event_header(), "\n",
+    ]
+    return "".join(out)
+
+
 def metadata_text(trace: TraceInfo, streams: list[StreamClass], events: list[tuple[int, int, EventDecl]]) -> str:
     """The whole TSDL text. events: (event id, stream class id, declaration)."""
-    u = str(uuid_mod.UUID(bytes=trace.uuid))
     env = {
         "domain": "ust",
         "tracer_name": "lttng-ust",  # what LTTng analyses (Trace Compass) key on
@@ -128,25 +173,7 @@ def metadata_text(trace: TraceInfo, streams: list[StreamClass], events: list[tup
         "ust_tracer": "ust-python",
     }
     env.update(trace.env_extra)
-    env_lines = "".join(
-        f"\t{k} = {v};\n" if isinstance(v, int) else f"\t{k} = {_quote(str(v))};\n" for k, v in env.items()
-    )
-    out = [
-        "/* CTF 1.8 */\n\n",
-        layout.tsdl_typealiases(), "\n",
-        "trace {\n\tmajor = 1;\n\tminor = 8;\n",
-        f'\tuuid = "{u}";\n',
-        "\tbyte_order = le;\n",
-        "\tpacket.header := struct {\n", layout.tsdl_packet_header(), "\t};\n};\n\n",
-        "env {\n", env_lines, "};\n\n",
-        "clock {\n\tname = \"monotonic\";\n",
-        f'\tuuid = "{uuid_mod.UUID(bytes=trace.clock_uuid)}";\n',
-        '\tdescription = "Monotonic Clock";\n\tfreq = 1000000000;\n',
-        f"\toffset = {trace.clock_offset_ns};\n}};\n\n",
-        layout.tsdl_clock_typealiases("monotonic"),
-        layout.tsdl_packet_context(), "\n",
-        layout.tsdl_event_header(), "\n",
-    ]
+    out = [preamble_text(trace, env)]
     for s in streams:
         out.append(f"stream {{\n\tid = {s.id};\n\tevent.header := struct event_header_large;\n")
         out.append("\tpacket.context := struct packet_context;\n")

@@ -113,6 +113,7 @@ class Session:
         """Whether the inclusion sets let a process with these ids record this session."""
         ids = {"vpid": pid, "vuid": uid, "vgid": gid}
         return all(ids[attr] in values for attr, values in self.trackers.items())
+    kernel: Any = None  # the kernel domain's KernelConf (sessiond/kernel.py), once -k is used
 
     @property
     def buffers(self) -> str:
@@ -160,4 +161,5 @@ class Session:
             "memory": self.memory(),
             "rotation": {"chunk": self.chunk, "archives": list(self.archives), "timer": self.rotation_timer,
                          "size": self.rotation_size},
+            **({"kernel": self.kernel.summary()} if self.kernel is not None else {}),
         }

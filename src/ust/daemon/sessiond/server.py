@@ -71,18 +71,22 @@ class SessionDaemon:
         me = os.getuid()
         if uid == me or uid == 0:
             return True
-        if self.system:
-            try:
-                g = grp.getgrnam("tracing")
-            except KeyError:
-                return False
-            if gid == g.gr_gid:
-                return True
-            try:
-                return pwd.getpwuid(uid).pw_name in g.gr_mem
-            except KeyError:
-                return False
-        return False
+        return self.system and self.tracing_member(uid, gid)
+
+    @staticmethod
+    def tracing_member(uid: int, gid: int | None = None) -> bool:
+        """Whether ``uid`` (connected with primary group ``gid``) is of the ``tracing`` group."""
+        try:
+            g = grp.getgrnam("tracing")
+        except KeyError:
+            return False
+        if gid == g.gr_gid:
+            return True
+        try:
+            pw = pwd.getpwuid(uid)
+        except KeyError:
+            return False
+        return pw.pw_gid == g.gr_gid or pw.pw_name in g.gr_mem
 
     # -- serving ---------------------------------------------------------------
 
@@ -124,6 +128,9 @@ class SessionDaemon:
             except KeyError:
                 pass
         self.listener.listen(64)
+        from ust.daemon.sessiond import kernel
+
+        kernel.remove_stale()  # ftrace instances a crashed ust left behind (root only)
         if self.use_consumer:
             with self.links_lock:
                 self.links[os.getuid()] = ConsumerLink(self.rundir)

@@ -9,7 +9,7 @@ import time
 from ust.ctf.writer import time_stamp
 from ust.daemon import protocol
 from ust.daemon.protocol import is_name, optional, string
-from ust.daemon.sessiond import consumers, probes, sync
+from ust.daemon.sessiond import consumers, kernel, probes, sync
 from ust.daemon.sessiond.commands._table import CommandGroup
 from ust.daemon.sessiond.model import Session
 from ust.errors import SessionError
@@ -60,6 +60,7 @@ def destroy_session(daemon, s: Session) -> None:
     """Stop ``s`` if active, flush and forget its traces. Under ``s.lock``."""
     if s.active:
         stop_session(daemon, s)
+    kernel.on_destroy(daemon, s)
     link = consumers.link_if_running(daemon, s)
     if link is not None and s.traces:
         link.remove_traces([t.key for t in s.traces.values()])
@@ -85,19 +86,21 @@ def session(daemon, s: Session) -> dict:
 def start(daemon, s: Session) -> dict:
     if s.active:
         raise SessionError(f"session {s.name!r} is already active")
-    if not any(r.enabled for r in s.rules):
+    if not any(r.enabled for r in s.rules) and not kernel.has_rules(s):
         raise SessionError(f"session {s.name!r} has no event rule enabled: use enable-event first")
     consumers.link(daemon, s)  # the owner's consumer runs (or the reason it cannot) before anything is sent
-    if not s.traces:
+    if not s.traces and (s.kernel is None or s.kernel.capture is None):
         s.clock_offset = time.time_ns() - time.monotonic_ns()
     if not s.chunk_begin:
         s.chunk_begin = time.time()
     s.active = True
     try:
+        kernel.on_start(daemon, s)
         probes.sync(daemon, held=s)
         sync.sync_session(daemon, s)
     except Exception:
         s.active = False
+        kernel.on_stop(daemon, s)
         raise
     return {"session": s.summary()}
 
@@ -119,6 +122,7 @@ def stop(daemon, s: Session) -> dict:
 def stop_session(daemon, s: Session) -> None:
     """Every application stops recording ``s``, then its consumer writes out what they committed."""
     s.active = False
+    kernel.on_stop(daemon, s)  # the kernel's instance stops and its trace is written out
     # 1. Every application stops writing (detach): what is committed is final.
     sync.remove_apps(s, list(daemon.apps.values()))
     # 2. The consumer closes the partial packets and writes everything.

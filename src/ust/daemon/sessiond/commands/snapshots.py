@@ -14,7 +14,7 @@ import os
 
 from ust.ctf.writer import time_stamp
 from ust.daemon.protocol import is_name, optional, string, uint
-from ust.daemon.sessiond import consumers
+from ust.daemon.sessiond import consumers, kernel
 from ust.daemon.sessiond.commands._table import CommandGroup
 from ust.daemon.sessiond.model import Session
 from ust.errors import SessionError
@@ -82,7 +82,7 @@ def snapshot_record(daemon, s: Session, output: str | None = None, name: str | N
                     max_size: int = 0) -> dict:
     _snapshot_session(s)
     _no_max_size(max_size)
-    if not s.traces:
+    if not s.traces and (s.kernel is None or s.kernel.capture is None):
         raise SessionError(f"session {s.name!r} has no buffers yet: start it first")
     configured = s.snapshot_out()
     if output is None and configured is None:
@@ -93,5 +93,7 @@ def snapshot_record(daemon, s: Session, output: str | None = None, name: str | N
     dest = os.path.join(base, f"{label}-{time_stamp()}-{s.snapshot_count}")
     s.snapshot_count += 1
     targets = {t.key: os.path.join(dest, os.path.relpath(t.path, s.output)) for t in s.traces.values()}
-    consumers.link(daemon, s).snapshot(targets, base)
+    if targets:
+        consumers.link(daemon, s).snapshot(targets, base)
+    kernel.on_snapshot(daemon, s, dest)
     return {"path": dest}

@@ -1,0 +1,179 @@
+"""ftrace event formats (``events/SYSTEM/NAME/format``) and their CTF form.
+
+Each kernel event is declared in the kernel trace's metadata from its format
+file, under the names lttng-modules gives the events both tracers have, so
+tools written for LTTng kernel traces (Trace Compass, lttng-analyses-style
+scripts, ``ust stats``) read ours:
+
+  * ``syscalls:sys_enter_NAME`` / ``sys_exit_NAME`` become
+    ``syscall_entry_NAME`` / ``syscall_exit_NAME`` (``__syscall_nr`` dropped;
+    the exit's ``ret`` kept);
+  * in the ``sched`` system a thread id is ``tid`` (ftrace says ``pid`` for
+    what is a thread id): ``prev_pid`` -> ``prev_tid``, ``pid`` -> ``tid``,
+    ``child_pid`` -> ``child_tid``...;
+  * every other event keeps the ftrace names (they are the tracepoint's names,
+    which lttng-modules uses too: ``irq_handler_entry``, ``block_rq_issue``).
+
+The ``common_*`` fields are not event fields: ``common_type`` is the event id
+and ``common_pid`` is the ``tid`` context.
+
+A ``Plan`` says how a record's bytes become the CTF payload: fixed fields are
+copied as they are (byte-packed, little-endian, like the rest of the trace);
+a ``__data_loc``/``__rel_loc`` string (its offset/length word points later in
+the record) becomes a NUL-terminated CTF string, other dynamic arrays a
+sequence of bytes with a uint32 length.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# ops of a Plan (shared with the C page converter, ust/kernel/_ftrace.c: keep in sync)
+OP_COPY = 0  # (OP_COPY, offset, size): copy size bytes
+OP_STRING = 1  # (OP_STRING, offset, relative): __data_loc / __rel_loc char[] -> string
+OP_BYTES = 2  # (OP_BYTES, offset, relative): other __data_loc arrays -> uint32 length + bytes
+
+_FIELD_RE = re.compile(
+    r"^\s*field:(?P<decl>.+?);\s*offset:(?P<offset>\d+);\s*size:(?P<size>\d+);\s*signed:(?P<signed>-?\d+);"
+)
+
+
+class FormatError(ValueError):
+    """A format file ust does not understand (one line)."""
+
+
+@dataclass
+class Field:
+    name: str  # the ftrace name
+    ctype: str  # the C type as the format file gives it
+    offset: int
+    size: int
+    signed: bool
+    count: int = 0  # elements of a fixed array (0: not an array)
+    dynamic: str = ""  # "data_loc" or "rel_loc" for dynamic arrays
+
+    @property
+    def is_char(self) -> bool:
+        base = self.ctype.replace("[]", "").replace("const ", "").replace("unsigned ", "").replace("signed ", "").strip()
+        return base == "char"
+
+    @property
+    def is_pointer(self) -> bool:
+        return "*" in self.ctype
+
+
+@dataclass
+class EventFormat:
+    system: str
+    name: str  # the ftrace name
+    id: int
+    fields: list[Field] = field(default_factory=list)  # the event's own fields (no common_*)
+    common: dict = field(default_factory=dict)  # common_* name -> Field
+
+    @property
+    def ctf_name(self) -> str:
+        return ctf_event_name(self.system, self.name)
+
+
+def ctf_event_name(system: str, name: str) -> str:
+    if system == "syscalls":
+        if name.startswith("sys_enter_"):
+            return "syscall_entry_" + name[len("sys_enter_"):]
+        if name.startswith("sys_exit_"):
+            return "syscall_exit_" + name[len("sys_exit_"):]
+    return name
+
+
+def ctf_field_name(system: str, name: str) -> str:
+    if system == "sched":
+        if name == "pid":
+            return "tid"
+        if name.endswith("_pid"):
+            return name[:-len("pid")] + "tid"
+    return name
+
+
+def parse_format(text: str, system: str = "") -> EventFormat:
+    """An EventFormat from the text of a format file (FormatError if malformed)."""
+    name = event_id = None
+    fields: list[Field] = []
+    common: dict = {}
+    for line in text.splitlines():
+        if line.startswith("name:"):
+            name = line[5:].strip()
+        elif line.startswith("ID:"):
+            try:
+                event_id = int(line[3:].strip())
+            except ValueError:
+                raise FormatError(f"bad ID line in the format of {system}:{name}: {line.strip()!r}") from None
+        elif line.strip().startswith("field:"):
+            m = _FIELD_RE.match(line)
+            if not m:
+                raise FormatError(f"unparsable field line in the format of {system}:{name}: {line.strip()!r}")
+            decl = m.group("decl").strip()
+            dynamic = ""
+            for marker in ("__data_loc", "__rel_loc"):
+                if decl.startswith(marker + " "):
+                    dynamic = marker[2:]
+                    decl = decl[len(marker):].strip()
+            count = 0
+            am = re.match(r"^(?P<type>.*?)\s*(?P<name>\w+)\s*\[(?P<n>\d*)\]$", decl)
+            if am:
+                ctype, fname = am.group("type"), am.group("name")
+                if am.group("n") and not dynamic:
+                    count = int(am.group("n"))
+            else:
+                nm = re.match(r"^(?P<type>.*?)(?P<name>\w+)$", decl)
+                if not nm:
+                    raise FormatError(f"unparsable field declaration in {system}:{name}: {decl!r}")
+                ctype, fname = nm.group("type").strip(), nm.group("name")
+            f = Field(fname, ctype.strip(), int(m.group("offset")), int(m.group("size")),
+                      m.group("signed") == "1", count, dynamic)
+            if fname.startswith("common_"):
+                common[fname] = f
+            elif not (system == "syscalls" and fname == "__syscall_nr"):
+                fields.append(f)
+    if name is None or event_id is None:
+        raise FormatError(f"format of {system or '?'} event has no name or ID")
+    if not 0 <= event_id < 65535:
+        raise FormatError(f"event {system}:{name} has an ID out of range: {event_id}")
+    return EventFormat(system, name, event_id, fields, common)
+
+
+def _int_decl(bits: int, signed: bool, base: int = 10, encoding: str = "none") -> str:
+    return (f"integer {{ size = {bits}; align = 8; signed = {int(signed)}; "
+            f"encoding = {encoding}; base = {base}; }}")
+
+
+def field_lines(ev: EventFormat, f: Field) -> list[str]:
+    """TSDL lines declaring one field (babeltrace2 strips the leading '_')."""
+    n = "_" + ctf_field_name(ev.system, f.name)
+    if f.dynamic:
+        if f.is_char:
+            return [f"string {{ encoding = UTF8; }} {n};"]
+        return [f"{_int_decl(32, False)} _{n}_length;", f"{_int_decl(8, False, 16)} {n}[ _{n}_length ];"]
+    if f.count:
+        elem = f.size // f.count if f.count and f.size % f.count == 0 else 1
+        if f.is_char:
+            return [f"{_int_decl(8, True, 10, 'UTF8')} {n}[{f.size}];"]
+        if elem in (1, 2, 4, 8):
+            return [f"{_int_decl(elem * 8, f.signed, 16 if f.is_pointer else 10)} {n}[{f.count}];"]
+        return [f"{_int_decl(8, False, 16)} {n}[{f.size}];"]
+    if f.size in (1, 2, 4, 8):
+        return [f"{_int_decl(f.size * 8, f.signed, 16 if f.is_pointer else 10)} {n};"]
+    return [f"{_int_decl(8, False, 16)} {n}[{f.size}];"]  # an opaque blob (a struct by value)
+
+
+def plan(ev: EventFormat) -> tuple:
+    """The conversion of one record's payload: a tuple of (op, offset, arg)
+    (see OP_*); adjacent copies are merged."""
+    ops: list[list[int]] = []
+    for f in ev.fields:
+        if f.dynamic:
+            ops.append([OP_STRING if f.is_char else OP_BYTES, f.offset, 1 if f.dynamic == "rel_loc" else 0])
+        elif ops and ops[-1][0] == OP_COPY and ops[-1][1] + ops[-1][2] == f.offset:
+            ops[-1][2] += f.size
+        else:
+            ops.append([OP_COPY, f.offset, f.size])
+    return tuple(tuple(op) for op in ops)

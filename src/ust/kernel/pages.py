@@ -1,0 +1,188 @@
+"""ftrace ring-buffer pages -> CTF packets.
+
+A read of ``per_cpu/cpuN/trace_pipe_raw`` returns one ring-buffer page (the
+kernel's ``buffer_data_page``, described by ``events/header_page``):
+
+  u64 time_stamp      the time of the page's first event (clock of the instance)
+  u64 commit          bytes of event data; bit 31 (RB_MISSED_EVENTS): events
+                      were lost before this page; bit 30 (RB_MISSED_STORED):
+                      their count (an unsigned long) follows the data
+  data[]              the events
+
+Each event starts with a 32-bit word: ``type_len`` (5 low bits) and
+``time_delta`` (27 high bits, ns since the previous event). type_len 1..28: a
+record of type_len*4 bytes follows; 0: the next u32 is the record length + 4,
+the record follows it; 29: padding (delta 0: the rest of the page is empty;
+else a discarded record of ``array[0]`` bytes); 30: TIME_EXTEND (the delta
+continues in the next u32, bits 27 and up); 31: TIME_STAMP (an absolute
+time, same layout; its bits 59 and up come from the page's time stamp).
+
+One page becomes one CTF packet of the kernel trace, with LTTng's packet
+context (ust.ctf.metadata.preamble_text): timestamp_begin/end, sizes,
+packet_seq_num, the stream's cumulative events_discarded, cpu_id. Each record
+becomes an ``event_header_large`` (compact: a 16-bit id and the low 32 bits
+of the time while events are less than 2^32 ns apart; extended otherwise),
+the optional ``tid`` context (the record's ``common_pid``) and the payload
+of the event's Plan (ust.kernel.formats). The event id is the ftrace id.
+"""
+
+from __future__ import annotations
+
+import struct
+
+CTF_MAGIC = 0xC1FC1FC1
+RB_MISSED_EVENTS = 1 << 31
+RB_MISSED_STORED = 1 << 30
+_COMMIT_MASK = (1 << 30) - 1
+PAGE_HEADER = 16  # time_stamp + commit (64-bit kernel)
+TS_MSB_SHIFT = 59
+
+_PACKET = struct.Struct("<I16sIQQQQQQQI")  # header + LTTng packet context
+PACKET_HEADER_SIZE = _PACKET.size
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_COMPACT = struct.Struct("<HI")
+_EXTENDED = struct.Struct("<HIQ")
+_PAGE = struct.Struct("<QQ")
+
+
+class PageError(ValueError):
+    """A page whose layout is impossible (cut, or corrupt): it is skipped."""
+
+
+def page_missed(page: bytes) -> tuple[int, int, bool]:
+    """(data length, missed events, missed count known) of a page."""
+    _, commit = _PAGE.unpack_from(page, 0)
+    size = commit & _COMMIT_MASK
+    missed = 0
+    known = True
+    if commit & RB_MISSED_EVENTS:
+        if commit & RB_MISSED_STORED and PAGE_HEADER + size + 8 <= len(page):
+            missed = _U64.unpack_from(page, PAGE_HEADER + size)[0]
+        else:
+            known = False
+    return size, missed, known
+
+
+def convert_page(page: bytes, plans: dict, with_tid: bool) -> tuple[bytearray, int, int, int, int]:
+    """The CTF events of one page: (event bytes, events written, events of an
+    unknown type skipped, first time, last time). Pure Python reference of
+    the C converter (``ust.kernel._ftrace.Converter``), which must agree."""
+    if len(page) < PAGE_HEADER:
+        raise PageError(f"page of {len(page)} bytes is shorter than its header")
+    ts, commit = _PAGE.unpack_from(page, 0)
+    size = commit & _COMMIT_MASK
+    end = PAGE_HEADER + size
+    if end > len(page):
+        raise PageError(f"page commit {size} runs past the page ({len(page)} bytes)")
+    out = bytearray()
+    count = skipped = 0
+    first = None
+    last = prev = ts
+    pos = PAGE_HEADER
+    while pos + 4 <= end:
+        word = _U32.unpack_from(page, pos)[0]
+        type_len = word & 31
+        delta = word >> 5
+        if type_len == 29:  # padding
+            if delta == 0:
+                break
+            if pos + 8 > end:
+                break
+            pos += 4 + _U32.unpack_from(page, pos + 4)[0]
+            continue
+        if type_len == 30:  # time extend
+            if pos + 8 > end:
+                break
+            ts += delta | (_U32.unpack_from(page, pos + 4)[0] << 27)
+            pos += 8
+            continue
+        if type_len == 31:  # absolute time stamp
+            if pos + 8 > end:
+                break
+            abs_ts = delta | (_U32.unpack_from(page, pos + 4)[0] << 27)
+            base = page_ts = _PAGE.unpack_from(page, 0)[0]
+            msb = base >> TS_MSB_SHIFT << TS_MSB_SHIFT
+            if msb:
+                abs_ts |= msb
+                if abs_ts < page_ts:
+                    abs_ts += 1 << TS_MSB_SHIFT
+            ts = abs_ts
+            pos += 8
+            continue
+        if type_len == 0:
+            if pos + 8 > end:
+                break
+            length = _U32.unpack_from(page, pos + 4)[0]
+            if length < 4:
+                break
+            data = pos + 8
+            dlen = length - 4
+            nxt = pos + 4 + length
+        else:
+            data = pos + 4
+            dlen = type_len * 4
+            nxt = data + dlen
+        if dlen < 8 or nxt > end:
+            break  # a cut or corrupt record ends the page's events
+        ts += delta
+        rec = page[data:data + dlen]
+        pos = nxt
+        event_id = rec[0] | rec[1] << 8
+        ops = plans.get(event_id)
+        if ops is None:
+            skipped += 1
+            continue
+        if first is None:
+            first = ts
+        if ts - prev < 1 << 32:
+            out += _COMPACT.pack(event_id, ts & 0xFFFFFFFF)
+        else:
+            out += _EXTENDED.pack(65535, event_id, ts)
+        prev = last = ts
+        if with_tid:
+            out += rec[4:8]
+        for op, off, arg in ops:
+            if op == 0:
+                out += rec[off:off + arg]
+                if off + arg > dlen:
+                    out += bytes(off + arg - dlen)  # a record shorter than its format: zeros
+                continue
+            loc = _U32.unpack_from(rec, off)[0] if off + 4 <= dlen else 0
+            start = (loc & 0xFFFF) + (off + 4 if arg else 0)
+            n = loc >> 16
+            blob = rec[start:start + n] if start + n <= dlen else b""
+            if op == 1:
+                cut = blob.find(b"\0")
+                out += (blob if cut < 0 else blob[:cut]) + b"\0"
+            else:
+                out += _U32.pack(len(blob)) + blob
+        count += 1
+    return out, count, skipped, ts if first is None else first, last
+
+
+class PyConverter:
+    """The pure-Python Converter (same interface as ust.kernel._ftrace.Converter)."""
+
+    def __init__(self, plans: dict, with_tid: bool = True):
+        self.plans = dict(plans)
+        self.with_tid = with_tid
+
+    def page(self, page: bytes):
+        return convert_page(page, self.plans, self.with_tid)
+
+
+def converter_class():
+    """The C Converter when the extension is built, else PyConverter."""
+    try:
+        from ust.kernel._ftrace import Converter
+    except ImportError:
+        return PyConverter
+    return Converter
+
+
+def packet(uuid: bytes, stream_id: int, cpu: int, seq: int, discarded: int, begin: int, end: int,
+           events: bytes) -> bytes:
+    """One whole CTF packet (no padding: packet_size = content_size)."""
+    bits = (PACKET_HEADER_SIZE + len(events)) * 8
+    return _PACKET.pack(CTF_MAGIC, uuid, stream_id, cpu, begin, end, bits, bits, seq, discarded, cpu) + events

@@ -1,0 +1,155 @@
+"""One CPU of an ftrace instance as a source of whole CTF packets.
+
+It has the interface of the consumer core's packet sources (a ring buffer
+per CPU: ``get_subbuf``/``put_subbuf``/``unget_subbuf``/``flush``/
+``counters``), so the kernel stream plugs into a drain loop like any other
+channel: each ``get_subbuf`` reads one page from ``trace_pipe_raw`` (the
+kernel consumes it) and returns it converted to a packet
+(ust.kernel.pages: header, LTTng packet context, events), or None when the
+CPU has nothing more. A packet not written (``unget_subbuf``) is kept and
+returned again.
+
+Lost events (docs/kernel.md): a page's own missed count goes into its
+packet; discard mode's ``dropped events`` (per_cpu/cpuN/stats) into an
+empty packet after the pages read; ``flush(final=True)`` adds whatever the
+ring's counters say beyond that. ``events_discarded`` is cumulative from the
+start of the current output (``start_output``: a snapshot's files count
+from zero), and an output's first packet never carries losses (babeltrace2
+could not count them): an empty packet goes first.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from . import pages
+
+
+class FtraceSource:
+    overwrite: bool
+
+    def __init__(self, instance, cpu: int, fd: int, uuid: bytes, converter_of, page_size: int):
+        self.instance = instance
+        self.cpu = cpu
+        self.fd = fd
+        self.uuid = uuid
+        self.converter_of = converter_of  # () -> the current Converter (plans change when events are enabled)
+        self.page_size = page_size
+        self.overwrite = False
+        self.charged = 0  # lost events put in packets, over every output
+        self.dropped_seen = 0  # "dropped events" + "commit overrun" charged so far
+        self.skipped = 0  # records of an event type without a plan
+        self.events = 0  # events put in packets
+        self._pending_lost = 0  # to charge in the next packet
+        self._held: bytes | None = None  # handed out, not yet put or ungot
+        self._kept: bytes | None = None  # ungot: handed out again next time
+        self._queued: bytes | None = None  # made with the previous one, handed out next
+        self._settle = False  # flush(final=True) asked: square with the ring's counters at the end
+        self.start_output()
+
+    def start_output(self) -> None:
+        """The next packets go to a new stream file."""
+        self.seq = 0
+        self.base = self.charged
+        self.last_end = 0
+
+    # -- the packet source interface --------------------------------------------
+    def get_subbuf(self, force: bool = False):
+        if self._kept is not None or self._queued is not None:
+            if self._kept is not None:
+                self._held, self._kept = self._kept, None
+            else:
+                self._held, self._queued = self._queued, None
+            return memoryview(self._held)  # the caller releases each view it gets
+        while True:
+            try:
+                page = os.read(self.fd, self.page_size)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EINTR):
+                    page = b""
+                else:
+                    raise
+            if len(page) < pages.PAGE_HEADER:
+                # nothing more: discard mode's drops go after the pages read
+                self._pending_lost += self._new_drops()
+                if self._settle:
+                    self._settle = False
+                    self._pending_lost += max(self.ring_lost() - self.charged - self._pending_lost, 0)
+                if self._pending_lost:
+                    return self._hand(b"", 0, self.last_end, self.last_end)
+                return None
+            try:
+                _, missed, _ = pages.page_missed(page)
+                events, count, skipped, begin, end = self.converter_of().page(page)
+            except (pages.PageError, ValueError):
+                continue  # an impossible page is dropped whole, never written half
+            self.skipped += skipped
+            self._pending_lost += missed
+            if count or self._pending_lost:
+                return self._hand(events, count, begin, end)
+
+    def put_subbuf(self) -> None:
+        self._held = None
+
+    def unget_subbuf(self) -> None:
+        self._kept, self._held = self._held, None
+
+    def flush(self, final: bool = False) -> None:
+        """``final``: after the last page, charge what the ring's counters say
+        was lost beyond what the packets said (a page with no room for its count)."""
+        if final:
+            self._settle = True
+
+    def snapshot_to(self, fd: int) -> tuple[int, int]:
+        """Write what the ring holds now to ``fd`` as a new output (a flight
+        recorder's snapshot: the kernel's pages are consumed by reading);
+        returns (packets, bytes)."""
+        self.start_output()
+        self.flush(final=True)
+        n = nbytes = 0
+        while (packet := self.get_subbuf()) is not None:
+            view = memoryview(packet)
+            while view:
+                view = view[os.write(fd, view):]
+            nbytes += len(packet)
+            packet.release()
+            self.put_subbuf()
+            n += 1
+        return n, nbytes
+
+    def counters(self) -> dict:
+        return {"lost_full": self.charged, "events": self.events, "skipped": self.skipped}
+
+    # -- helpers -------------------------------------------------------------------
+    def ring_lost(self) -> int:
+        s = self.instance.stats(self.cpu)
+        return s.get("overrun", 0) + s.get("dropped events", 0) + s.get("commit overrun", 0)
+
+    def _new_drops(self) -> int:
+        s = self.instance.stats(self.cpu)
+        seen = s.get("dropped events", 0) + s.get("commit overrun", 0)
+        new, self.dropped_seen = max(seen - self.dropped_seen, 0), seen
+        return new
+
+    def _hand(self, events: bytes, count: int, begin: int, end: int) -> memoryview:
+        """The next packet (two when a first packet would carry losses)."""
+        lost, self._pending_lost = self._pending_lost, 0
+        begin = max(begin, self.last_end)  # packets of a stream never go back in time
+        end = max(end, begin)
+        first = None
+        if lost and self.seq == 0:
+            first = self._packet(b"", begin, begin)  # a first packet carrying losses: babeltrace2 cannot count them
+        self.charged += lost
+        self.events += count
+        out = self._packet(events, begin, end)
+        if first is not None:
+            out, self._queued = first, out
+        self._held = out
+        return memoryview(out)
+
+    def _packet(self, events: bytes, begin: int, end: int) -> bytes:
+        p = pages.packet(self.uuid, 0, self.cpu, self.seq, self.charged - self.base, begin, end, events)
+        self.seq += 1
+        self.last_end = end
+        return p

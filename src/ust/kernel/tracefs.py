@@ -1,0 +1,381 @@
+"""tracefs: finding it, and one ftrace instance per session.
+
+A session never touches the top-level ftrace buffer (the user's own
+``trace-cmd``/``perf`` use stays undisturbed): it makes its own instance,
+``instances/ust-<session>``, with its own clock (``mono``: CLOCK_MONOTONIC,
+the clock of ust's user-space traces), buffer size, overwrite mode and
+enabled events. Instances of concurrent sessions do not see each other's
+events.
+
+An instance outlives the process that made it (it is a kernel object): the
+owner holds an exclusive ``flock`` on a claim file named after the instance
+(``<state dir>/<instance>.lock``) for as long as it lives, so a daemon
+starting after a crash knows which ``ust-*`` instances nobody owns any more
+(it can take their lock) and removes them (``remove_stale_instances``).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import fnmatch
+import os
+import re
+
+from ust.errors import UstError
+
+INSTANCE_PREFIX = "ust-"
+DEFAULT_STATE_DIR = "/run/ust/kernel"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,200}$")
+
+
+class KernelTracingError(UstError):
+    """The kernel domain cannot do what was asked (one line, says why)."""
+
+
+def _mounted_tracefs() -> str | None:
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 3 and parts[2] == "tracefs" and os.path.isdir(os.path.join(parts[1], "instances")):
+            return parts[1].replace("\\040", " ")
+    return None
+
+
+def find_tracefs(mount: bool = True) -> str:
+    """The directory where tracefs is mounted; mounts it on /sys/kernel/tracing
+    (root only) when it is nowhere. Raises KernelTracingError (one line)."""
+    found = _mounted_tracefs()
+    if found:
+        return found
+    if not mount:
+        raise KernelTracingError("tracefs is not mounted")
+    target = "/sys/kernel/tracing"
+    if not os.path.isdir(target):
+        raise KernelTracingError(f"tracefs is not mounted and {target} does not exist (no ftrace in this kernel?)")
+    import subprocess
+
+    try:
+        proc = subprocess.run(["mount", "-t", "tracefs", "nodev", target], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise KernelTracingError(f"cannot mount tracefs on {target}: {exc}") from None
+    if proc.returncode != 0:
+        why = (proc.stderr or proc.stdout).strip().splitlines()
+        raise KernelTracingError(f"cannot mount tracefs on {target}: {why[-1] if why else 'mount failed'}"
+                                 " (kernel tracing needs root)")
+    found = _mounted_tracefs()
+    if not found:
+        raise KernelTracingError(f"tracefs mounted on {target} but not visible in /proc/self/mounts")
+    return found
+
+
+def check_name(session: str) -> str:
+    """The instance name of a session (``ust-<session>``); the session name
+    must be a plain file name."""
+    if not isinstance(session, str) or not _NAME_RE.match(session) or session in (".", ".."):
+        raise KernelTracingError(f"session name {session!r} cannot name an ftrace instance "
+                                 "(letters, digits, '_', '.', '+', '-' only)")
+    return INSTANCE_PREFIX + session
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def available_events(tracefs: str) -> list[tuple[str, str]]:
+    """(system, event) of every kernel tracepoint (``ust list -k``)."""
+    out = []
+    for line in _read(os.path.join(tracefs, "available_events")).splitlines():
+        system, _, name = line.partition(":")
+        if name:
+            out.append((system, name))
+    return out
+
+
+def syscall_names(tracefs: str) -> list[str]:
+    """Names of the system calls the kernel has entry and exit tracepoints for."""
+    events_dir = os.path.join(tracefs, "events", "syscalls")
+    try:
+        names = os.listdir(events_dir)
+    except FileNotFoundError:
+        return []
+    enter = {n[len("sys_enter_"):] for n in names if n.startswith("sys_enter_")}
+    leave = {n[len("sys_exit_"):] for n in names if n.startswith("sys_exit_")}
+    return sorted(enter & leave)
+
+
+def resolve(patterns: list[str], events: list[tuple[str, str]], syscalls_known: list[str], *,
+            syscalls: bool = False) -> list[tuple[str, str]]:
+    """(system, event) matched by names or globs (``sched_switch``, ``sched:*``,
+    ``sched_wak*``; a bare name never matches the ``syscalls`` and ``ftrace``
+    systems); with ``syscalls``, the names are system call names (``openat``,
+    ``*``) and both tracepoints of each match. A pattern that matches nothing
+    is an error naming it."""
+    out: list[tuple[str, str]] = []
+    if syscalls:
+        for pat in patterns:
+            hits = [n for n in syscalls_known if fnmatch.fnmatchcase(n, pat)]
+            if not hits:
+                raise KernelTracingError(f"no system call matches {pat!r}")
+            for n in hits:
+                out += [("syscalls", "sys_enter_" + n), ("syscalls", "sys_exit_" + n)]
+    else:
+        for pat in patterns:
+            system, sep, ev = pat.partition(":")
+            if sep:
+                hits = [(s, e) for s, e in events if fnmatch.fnmatchcase(s, system) and fnmatch.fnmatchcase(e, ev)]
+            else:
+                hits = [(s, e) for s, e in events if fnmatch.fnmatchcase(e, pat) and s not in ("ftrace", "syscalls")]
+            if not hits:
+                raise KernelTracingError(f"no kernel event matches {pat!r} (see ust list -k)")
+            out += hits
+    seen: set = set()
+    return [x for x in out if not (x in seen or seen.add(x))]
+
+
+def _claim(state_dir: str, name: str) -> int:
+    """Open and lock ``<state_dir>/<name>.lock``; the fd is the claim (held until closed)."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    st = os.stat(state_dir, follow_symlinks=False)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise KernelTracingError(f"kernel state directory {state_dir} is not ours alone: refusing to use it")
+    fd = os.open(os.path.join(state_dir, name + ".lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise KernelTracingError(f"ftrace instance {name} is in use by another live ust process") from None
+    return fd
+
+
+def _rmdir_instance(path: str) -> None:
+    """Remove an instance directory; tracing is switched off and its events
+    disabled first (the kernel refuses while a reader holds a file open)."""
+    for sub, text in (("tracing_on", "0"), ("events/enable", "0")):
+        try:
+            _write(os.path.join(path, sub), text)
+        except OSError:
+            pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+def remove_stale_instances(tracefs: str | None = None, state_dir: str = DEFAULT_STATE_DIR) -> list[str]:
+    """Remove every ``ust-*`` instance whose owner is gone (its claim file is
+    not locked, or missing); returns their names. A daemon calls this when it
+    starts, so a crash (SIGKILL included) leaves no instance behind for long."""
+    tracefs = tracefs or find_tracefs()
+    removed = []
+    inst_dir = os.path.join(tracefs, "instances")
+    for name in sorted(os.listdir(inst_dir)):
+        if not name.startswith(INSTANCE_PREFIX):
+            continue
+        try:
+            fd = _claim(state_dir, name)
+        except KernelTracingError:
+            continue  # a live owner
+        try:
+            _rmdir_instance(os.path.join(inst_dir, name))
+            removed.append(name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+class Instance:
+    """One session's ftrace instance (created by ``Instance.create``).
+
+    Everything is set while tracing is off; ``start``/``stop`` switch the
+    instance's ``tracing_on``. ``remove`` deletes it (idempotent)."""
+
+    def __init__(self, tracefs: str, name: str, claim_fd: int, state_dir: str):
+        self.tracefs = tracefs
+        self.name = name
+        self.path = os.path.join(tracefs, "instances", name)
+        self._claim_fd = claim_fd
+        self._state_dir = state_dir
+
+    @classmethod
+    def create(cls, session: str, *, tracefs: str | None = None, state_dir: str = DEFAULT_STATE_DIR,
+               buffer_size_kb: int | None = None, overwrite: bool = False) -> "Instance":
+        name = check_name(session)
+        tracefs = tracefs or find_tracefs()
+        claim = _claim(state_dir, name)
+        path = os.path.join(tracefs, "instances", name)
+        try:
+            if os.path.isdir(path):
+                _rmdir_instance(path)  # ours by the claim: a leftover of a dead owner
+            try:
+                os.mkdir(path)
+            except PermissionError:
+                raise KernelTracingError("cannot create an ftrace instance: kernel tracing needs root") from None
+            self = cls(tracefs, name, claim, state_dir)
+            self._set("tracing_on", "0")
+            self._set("trace_clock", "mono")
+            self._set("options/overwrite", "1" if overwrite else "0")
+            if buffer_size_kb:
+                self.set_buffer_size_kb(buffer_size_kb)
+            return self
+        except BaseException:
+            if os.path.isdir(path):
+                _rmdir_instance(path)
+            os.close(claim)
+            raise
+
+    def _set(self, rel: str, value: str) -> None:
+        try:
+            _write(os.path.join(self.path, rel), value)
+        except OSError as exc:
+            raise KernelTracingError(f"ftrace instance {self.name}: cannot write {value!r} to {rel}: "
+                                     f"{exc.strerror or exc}") from None
+
+    def _get(self, rel: str) -> str:
+        return _read(os.path.join(self.path, rel))
+
+    # -- configuration ------------------------------------------------------
+    def set_buffer_size_kb(self, kb: int) -> None:
+        if not isinstance(kb, int) or kb < 4:
+            raise KernelTracingError(f"kernel buffer size must be at least 4 KiB per CPU, got {kb!r}")
+        self._set("buffer_size_kb", str(kb))
+
+    def set_overwrite(self, overwrite: bool) -> None:
+        self._set("options/overwrite", "1" if overwrite else "0")
+
+    def set_pids(self, pids: list[int]) -> None:
+        """Record only the events of these threads (``set_event_pid``; empty: everyone)."""
+        self._set("set_event_pid", " ".join(str(int(p)) for p in pids) if pids else "")
+
+    @property
+    def clock(self) -> str:
+        text = self._get("trace_clock")
+        m = re.search(r"\[(\S+)\]", text)
+        return m.group(1) if m else text.strip()
+
+    def cpus(self) -> list[int]:
+        return sorted(int(n[3:]) for n in os.listdir(os.path.join(self.path, "per_cpu")) if n[3:].isdigit())
+
+    def _event_dirs(self) -> list[tuple[str, str]]:
+        out = []
+        base = os.path.join(self.path, "events")
+        for system in os.listdir(base):
+            sdir = os.path.join(base, system)
+            if not os.path.isdir(sdir):
+                continue
+            for name in os.listdir(sdir):
+                if os.path.isdir(os.path.join(sdir, name)):
+                    out.append((system, name))
+        return out
+
+    def resolve(self, patterns: list[str], *, syscalls: bool = False) -> list[tuple[str, str]]:
+        """(system, event) of this instance matched by ``patterns`` (see ``resolve``)."""
+        return resolve(patterns, self._event_dirs(), syscall_names(self.tracefs), syscalls=syscalls)
+
+    def set_enabled(self, events: list[tuple[str, str]], enabled: bool = True) -> None:
+        for system, name in events:
+            self._set(f"events/{system}/{name}/enable", "1" if enabled else "0")
+
+    def enabled_events(self) -> list[tuple[str, str]]:
+        out = []
+        for system, name in self._event_dirs():
+            try:
+                if self._get(f"events/{system}/{name}/enable").strip().startswith("1"):
+                    out.append((system, name))
+            except OSError:
+                continue
+        return sorted(out)
+
+    def format_text(self, system: str, name: str) -> str:
+        return self._get(f"events/{system}/{name}/format")
+
+    def header_page(self) -> str:
+        return self._get("events/header_page")
+
+    def page_size(self) -> int:
+        """Bytes per ring-buffer page (a read of trace_pipe_raw returns one)."""
+        try:
+            kb = int(self._get("buffer_subbuf_size_kb").split()[0])
+            return max(kb * 1024, os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, IndexError):
+            return os.sysconf("SC_PAGE_SIZE")
+
+    def stats(self, cpu: int) -> dict[str, int]:
+        """``per_cpu/cpuN/stats`` as numbers (entries, overrun, dropped events, ...)."""
+        out = {}
+        for line in self._get(f"per_cpu/cpu{cpu}/stats").splitlines():
+            key, _, value = line.partition(":")
+            try:
+                out[key.strip()] = int(value.split()[0])
+            except (ValueError, IndexError):
+                continue
+        return out
+
+    def lost_events(self, cpu: int) -> int:
+        """Events the CPU's ring lost: overwritten (overwrite mode) or dropped (discard mode)."""
+        s = self.stats(cpu)
+        return s.get("overrun", 0) + s.get("dropped events", 0)
+
+    def open_raw(self, cpu: int) -> int:
+        """A non-blocking fd on ``per_cpu/cpuN/trace_pipe_raw`` (pages, consumed as read)."""
+        return os.open(os.path.join(self.path, f"per_cpu/cpu{cpu}/trace_pipe_raw"),
+                       os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def read_pages(self) -> list[bytes]:
+        """Every page the instance holds now, all CPUs (consumed): for tests and benchmarks."""
+        got = []
+        size = self.page_size()
+        for cpu in self.cpus():
+            fd = self.open_raw(cpu)
+            try:
+                while True:
+                    try:
+                        got.append(os.read(fd, size))
+                    except BlockingIOError:
+                        break
+            finally:
+                os.close(fd)
+        return got
+
+    # -- life ---------------------------------------------------------------
+    def start(self) -> None:
+        self._set("tracing_on", "1")
+
+    def stop(self) -> None:
+        self._set("tracing_on", "0")
+
+    def remove(self) -> None:
+        """Delete the instance (readers must be closed first) and drop the claim."""
+        if self._claim_fd is None:
+            return
+        try:
+            _rmdir_instance(self.path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise KernelTracingError(f"cannot remove ftrace instance {self.name}: {exc.strerror}") from None
+        try:
+            os.unlink(os.path.join(self._state_dir, self.name + ".lock"))
+        except OSError:
+            pass
+        os.close(self._claim_fd)
+        self._claim_fd = None
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.path)

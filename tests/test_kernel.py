@@ -1,0 +1,430 @@
+"""The kernel domain through ftrace: real tracefs, real processes, babeltrace2 as the oracle.
+
+Every test needs root and a tracefs it can mount; without them each test is
+skipped with the reason (never passes silently)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import babeltrace2_text, bt2_dump, discarded_of, events_of, needs_babeltrace2, needs_bt2
+from daemon_util import ust_env, wait_until  # noqa: F401
+
+from ust.kernel import pages, tracefs
+from ust.kernel.capture import KernelCapture
+from ust.kernel.tracefs import KernelTracingError
+
+
+@pytest.fixture(scope="module")
+def tracefs_dir():
+    if os.geteuid() != 0:
+        pytest.skip("kernel tracing needs root (tracefs instances)")
+    try:
+        return tracefs.find_tracefs()
+    except KernelTracingError as exc:
+        pytest.skip(f"cannot use tracefs here: {exc}")
+
+
+def _name(tag: str) -> str:
+    return f"t{os.getpid()}-{tag}"
+
+
+@pytest.fixture
+def capture(tracefs_dir, tmp_path):
+    made = []
+
+    def make(tag, output=None, **kw):
+        kw.setdefault("poll_interval", 0.02)
+        c = KernelCapture(_name(tag), str(output or tmp_path / tag), **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.destroy()
+
+
+_FLOODER = """
+import os, sys
+sys.stdin.readline()
+for _ in range(int(sys.argv[1])):
+    os.getppid()
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+@needs_bt2
+def test_a_process_life_and_its_syscalls_are_in_the_kernel_trace_with_its_pid(capture, tmp_path):
+    c = capture("life")
+    c.enable(["sched_process_fork", "sched_process_exec", "sched_process_exit"])
+    c.enable(["openat", "close", "read"], syscalls=True)
+    c.start()
+    p = subprocess.run(["/bin/cat", "/etc/hostname"], capture_output=True)
+    assert p.returncode == 0
+    c.stop()
+    out, err = babeltrace2_text(tmp_path / "life" / "kernel")
+    assert err == "" and out
+    dump = bt2_dump(tmp_path / "life" / "kernel")
+    forks = [e for e in events_of(dump, "sched_process_fork") if e["payload"]["parent_tid"] == os.getpid()]
+    assert forks, "the fork of the test's child is missing"
+    child = forks[-1]["payload"]["child_tid"]
+    assert forks[-1]["context"]["tid"] == os.getpid()
+    execs = [e for e in events_of(dump, "sched_process_exec") if e["payload"]["tid"] == child]
+    assert [e["payload"]["filename"] for e in execs] == ["/bin/cat"]
+    exits = [e for e in events_of(dump, "sched_process_exit") if e["payload"]["tid"] == child]
+    assert len(exits) == 1 and exits[0]["payload"]["comm"] == "cat"
+    mine = [e for e in events_of(dump) if e["name"].startswith("syscall_") and e["context"]["tid"] == child]
+    names = [e["name"] for e in mine]
+    for call in ("openat", "read", "close"):
+        assert f"syscall_entry_{call}" in names and f"syscall_exit_{call}" in names, call
+    # every entry is followed by its exit (one thread: strictly alternating)
+    for entry, leave in zip(mine[::2], mine[1::2]):
+        assert entry["name"].replace("entry", "exit") == leave["name"]
+    assert any(e["name"] == "syscall_exit_read" and e["payload"]["ret"] == len(p.stdout) for e in mine)
+    # ust latency --syscall pairs each thread's entries and exits
+    from ust.analysis.latency import latency
+
+    res = latency(str(tmp_path / "life" / "kernel"), "syscall_entry_read", "syscall_exit_read")
+    child_reads = sum(1 for e in mine if e["name"] == "syscall_exit_read")
+    all_exits = len(events_of(dump, "syscall_exit_read"))
+    assert child_reads <= res.count <= all_exits
+    assert any(g[2] == child for _, _, g in res.pairs)
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "latency", str(tmp_path / "life"), "--syscall", "read",
+                        "--json"], capture_output=True, text=True, env={**os.environ, "UST_AGENT": "0"})
+    assert r.returncode == 0 and json.loads(r.stdout)["count"] == res.count, r.stderr
+    # sched events carry LTTng's field names
+    assert set(execs[0]["payload"]) == {"filename", "tid", "old_tid"}
+
+
+@needs_bt2
+def test_two_sessions_with_different_kernel_events_do_not_see_each_others(capture, tmp_path):
+    a = capture("a")
+    b = capture("b")
+    a.enable(["sched_process_exec"])
+    b.enable(["getppid"], syscalls=True)
+    a.start()
+    b.start()
+    subprocess.run([sys.executable, "-c", "import os; [os.getppid() for _ in range(10)]"], check=True)
+    a.stop()
+    b.stop()
+    names_a = {e["name"] for e in events_of(bt2_dump(tmp_path / "a" / "kernel"))}
+    names_b = {e["name"] for e in events_of(bt2_dump(tmp_path / "b" / "kernel"))}
+    assert names_a == {"sched_process_exec"}
+    assert names_b == {"syscall_entry_getppid", "syscall_exit_getppid"}
+
+
+@needs_bt2
+@pytest.mark.parametrize("overwrite", [False, True], ids=["discard", "overwrite"])
+def test_lost_events_under_a_flood_are_counted_exactly(capture, tmp_path, overwrite):
+    n = 100_000
+    flooder = subprocess.Popen([sys.executable, "-c", _FLOODER, str(n)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        # a 4 KiB ring per CPU and a drain that sleeps through the flood: most events are lost
+        c = capture("flood", buffer_size_kb=4, overwrite=overwrite, poll_interval=3600)
+        c.enable(["getppid"], syscalls=True)
+        c.instance.set_pids([flooder.pid])
+        c.start()
+        flooder.stdin.write("go\n")
+        flooder.stdin.flush()
+        assert flooder.stdout.readline() == "done\n"
+        c.stop()
+        ring_lost = sum(c.lost_by_ring().values())
+    finally:
+        flooder.communicate("\n", timeout=60)
+    dump = bt2_dump(tmp_path / "flood" / "kernel")
+    recorded = len(events_of(dump))
+    discarded = discarded_of(dump)
+    assert ring_lost > 0 and recorded > 0
+    assert discarded == ring_lost
+    assert recorded + discarded == 2 * n  # every getppid entry and exit: recorded or counted lost
+
+
+@needs_bt2
+def test_a_sleeping_python_thread_is_switched_out_between_its_events_on_one_time_line(capture, tmp_path):
+    import ust
+
+    tick = ust.tracepoint("kern:tick", {"i": ust.uint32})
+    out = tmp_path / "both"
+    tids = []
+    with ust.Session(out, events=["kern:*"], context=["vtid"]) as s:
+        c = capture("both", output=out, clock_offset_ns=s.trace.info.clock_offset_ns)
+        c.enable(["sched_switch"])
+        c.start()
+
+        def work():
+            tids.append(threading.get_native_id())
+            for i in range(5):
+                tick(i)
+                time.sleep(0.02)
+            tick(5)
+
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        c.stop()
+    _, err = babeltrace2_text(out)
+    assert err == ""
+    dump = bt2_dump(out)  # both traces, merged by babeltrace2's muxer
+    tid = tids[0]
+    order = []
+    for e in events_of(dump):
+        if e["name"] == "kern:tick":
+            order.append(("tick", e["payload"]["i"]))
+        elif e["name"] == "sched_switch" and e["payload"]["prev_tid"] == tid:
+            order.append(("out", None))
+        elif e["name"] == "sched_switch" and e["payload"]["next_tid"] == tid:
+            order.append(("in", None))
+    ticks = [i for i, (kind, _) in enumerate(order) if kind == "tick"]
+    assert [order[i][1] for i in ticks] == list(range(6))
+    for a, b in zip(ticks, ticks[1:]):
+        between = [kind for kind, _ in order[a + 1:b]]
+        assert "out" in between and "in" in between, f"no switch away between ticks: {order[a:b + 1]}"
+        assert between.index("out") < len(between) - 1 - between[::-1].index("in")
+    # ust stats: the thread's time off the CPU is at least its sleeps, each sleep a switch away
+    from ust.analysis.stats import trace_stats
+
+    st = trace_stats(str(out))
+    sched = st.sched[tid]
+    assert sched.off_cpu_ns >= 5 * 15_000_000  # five sleeps of 20 ms, from just after each began
+    assert sched.switches - sched.preempted >= 5
+    assert sched.on_cpu_ns > 0
+    # the Chrome/Perfetto export: the thread's states on the track of its own events
+    from ust.analysis.export import export_chrome
+
+    export_chrome(str(out), str(tmp_path / "both.json"))
+    with open(tmp_path / "both.json") as f:
+        chrome = json.load(f)["traceEvents"]
+    ticks = sorted(e["ts"] for e in chrome if e["name"] == "kern:tick")
+    track = {(e["pid"], e["tid"]) for e in chrome if e["name"] == "kern:tick"}
+    states = [e for e in chrome if e.get("cat") == "sched" and (e["pid"], e["tid"]) in track]
+    assert len(ticks) == 6 and len(track) == 1 and states
+    for a, b in zip(ticks, ticks[1:]):  # between two ticks, a wait at least as long as most of the sleep
+        assert any(e["name"] == "waiting" and a <= e["ts"] and e["ts"] + e["dur"] <= b and e["dur"] >= 15_000
+                   for e in states), (a, b)
+
+
+def test_the_instance_is_removed_on_destroy(capture, tracefs_dir):
+    c = capture("destroy")
+    c.enable(["sched_switch"])
+    c.start()
+    path = c.instance.path
+    assert os.path.isdir(path) and c.instance.clock == "mono"
+    assert os.path.basename(path) == "ust-" + _name("destroy")
+    c.destroy()
+    assert not os.path.exists(path)
+
+
+_CRASHER = """
+import sys, time
+from ust.kernel.capture import KernelCapture
+c = KernelCapture(sys.argv[1], sys.argv[2])
+c.enable(["sched_switch"])
+c.start()
+print(c.instance.path, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_killed_owner_leaves_no_instance_after_the_next_start(capture, tracefs_dir, tmp_path):
+    live = capture("alive")
+    live.start()
+    p = subprocess.Popen([sys.executable, "-c", _CRASHER, _name("crash"), str(tmp_path / "crash")],
+                         stdout=subprocess.PIPE, text=True)
+    path = p.stdout.readline().strip()
+    assert path and os.path.isdir(path)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert os.path.isdir(path)  # the kernel keeps it: nobody removed it
+    removed = tracefs.remove_stale_instances(tracefs_dir)
+    assert os.path.basename(path) in removed
+    assert not os.path.exists(path)
+    assert live.instance.exists() and live.instance.name not in removed
+
+
+def test_unknown_kernel_event_and_bad_session_name_are_one_line_errors(capture, tracefs_dir):
+    c = capture("errors")
+    with pytest.raises(KernelTracingError, match="no kernel event matches 'no_such_event_x'"):
+        c.enable(["no_such_event_x"])
+    with pytest.raises(KernelTracingError, match="no system call matches"):
+        c.enable(["no_such_call"], syscalls=True)
+    with pytest.raises(KernelTracingError, match="cannot name an ftrace instance"):
+        tracefs.check_name("../evil")
+
+
+@pytest.fixture(scope="module")
+def real_pages(tracefs_dir):
+    """Pages of a real instance (syscalls, sched_switch, irq with strings), and the plans."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        c = KernelCapture(_name("pages"), d, buffer_size_kb=1024)
+        try:
+            c.enable(["sched_switch", "sched_process_exec", "irq_handler_entry"])
+            c.enable(["*"], syscalls=True)
+            c.instance.start()
+            subprocess.run(["/bin/true"])
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end:
+                os.getppid()
+            c.instance.stop()
+            got = c.instance.read_pages()
+            return got, dict(c.plans)
+        finally:
+            c.destroy()
+
+
+def _c_converter():
+    try:
+        from ust.kernel._ftrace import Converter
+    except ImportError:
+        pytest.skip("the C page converter (ust.kernel._ftrace) is not built")
+    return Converter
+
+
+def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
+    Converter = _c_converter()
+    got, plans = real_pages
+    assert len(got) > 2
+    for with_tid in (True, False):
+        c, py = Converter(plans, with_tid), pages.PyConverter(plans, with_tid)
+        total = 0
+        for page in got:
+            a, b = c.page(page), py.page(page)
+            assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+            total += a[1]
+        assert total > 100
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
+    Converter = _c_converter()
+    got, plans = real_pages
+    page = bytearray(data.draw(st.sampled_from(got)))
+    for _ in range(data.draw(st.integers(1, 8))):
+        pos = data.draw(st.integers(0, len(page) - 1))
+        page[pos] = data.draw(st.integers(0, 255))
+    page = bytes(page[:data.draw(st.integers(0, len(page)))])
+    try:
+        a = Converter(plans, True).page(page)
+    except ValueError:
+        with pytest.raises(pages.PageError):
+            pages.PyConverter(plans, True).page(page)
+        return
+    b = pages.PyConverter(plans, True).page(page)
+    assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+
+
+# ---------------------------------------------------------------------------
+# through the daemons and the CLI (lttng's -k)
+
+
+def test_the_kernel_domain_through_the_cli_one_interleaved_story(ust_env, tracefs_dir):
+    from daemon_util import read_events
+
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    ust_env.ust("create", "ks", "-o", ust_env.out)
+    ust_env.ust("enable-channel", "-k", "kchan", "--subbuf-size", "1M", "--num-subbuf", "8")
+    ust_env.ust("enable-event", "-k", "sched_switch,sched_wakeup")
+    ust_env.ust("enable-event", "-k", "--syscall", "-a")
+    ust_env.ust("add-context", "-k", "-t", "tid")
+    ust_env.ust("enable-event", "app:*")
+    _, listing, _ = ust_env.ust("list", "ks")
+    assert "kernel: 8192 KiB per CPU, discard mode" in listing and "* (system call) [enabled]" in listing
+    ust_env.ust("start")
+    instance = os.path.join(tracefs_dir, "instances", "ust-ks")
+    assert os.path.isdir(instance)
+    app.send("emit app:alpha 3")
+    ust_env.ust("stop")
+    # babeltrace2 reads both traces together, in one time order, without a word on stderr
+    r = subprocess.run(["babeltrace2", ust_env.out], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    events = read_events(ust_env.out)
+    names = [n for n, _ in events]
+    assert names.count("app:alpha") == 3
+    assert "sched_switch" in names and any(n.startswith("syscall_entry_") for n in names)
+    # the app's own system calls are there, by its thread id, around its events
+    mine = [n for n, rest in events if f"tid = {app.pid} }}" in rest and n.startswith("syscall_")]
+    assert mine, "no system call of the application"
+    first_alpha = names.index("app:alpha")
+    assert any(n.startswith("syscall_") for n in names[:first_alpha])
+    assert any(n.startswith("syscall_") for n in names[first_alpha:])
+    _, view, _ = ust_env.ust("view", ust_env.out)
+    assert "app:alpha" in view and "sched_switch" in view
+    assert os.path.isdir(os.path.join(ust_env.out, "kernel")) and os.path.isdir(os.path.join(ust_env.out, "ust"))
+    ust_env.ust("destroy", "ks")
+    assert not os.path.exists(instance)
+    app.exit()
+
+
+def test_list_k_shows_the_kernel_events_and_unknown_ones_are_one_line_errors(ust_env, tracefs_dir):
+    _, out, _ = ust_env.ust("list", "-k")
+    assert "sched:sched_switch (type: tracepoint)" in out
+    assert "      openat\n" in out
+    ust_env.ust("create", "kerr", "-o", ust_env.out)
+    rc, _, err = ust_env.ust("enable-event", "-k", "no_such_kernel_event", check=False)
+    assert rc != 0 and err.strip().count("\n") == 0 and "no kernel event matches 'no_such_kernel_event'" in err
+    rc, _, err = ust_env.ust("add-context", "-k", "-t", "prio", check=False)
+    assert rc != 0 and "not available from ftrace" in err and err.strip().count("\n") == 0
+
+
+def test_a_snapshot_session_keeps_the_latest_kernel_events_in_overwrite_mode(ust_env, tracefs_dir):
+    ust_env.ust("create", "ksnap", "-o", ust_env.out, "--snapshot")
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    assert open(os.path.join(tracefs_dir, "instances", "ust-ksnap", "options", "overwrite")).read().strip() == "1"
+    subprocess.run([sys.executable, "-c", "import os; [os.getppid() for _ in range(50)]"], check=True)
+    _, out, _ = ust_env.ust("snapshot", "record")
+    path = out.strip().split()[-1]
+    kdir = glob.glob(os.path.join(ust_env.out, "snapshot-*", "kernel"))
+    assert len(kdir) == 1, (out, os.listdir(ust_env.out))
+    names = [e["name"] for e in events_of(bt2_dump(kdir[0]))]
+    assert names.count("syscall_entry_getppid") >= 50 and names.count("syscall_exit_getppid") >= 50, path
+    ust_env.ust("destroy", "ksnap")
+    assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-ksnap"))
+
+
+def test_a_killed_session_daemon_leaves_no_instance_after_restart(ust_env, tracefs_dir):
+    from ust.control import sessiond_pid
+
+    ust_env.ust("create", "kcrash", "-o", ust_env.out)
+    ust_env.ust("enable-event", "-k", "sched_switch")
+    ust_env.ust("start")
+    instance = os.path.join(tracefs_dir, "instances", "ust-kcrash")
+    assert os.path.isdir(instance)
+    pid = sessiond_pid(ust_env.home)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
+               what="the daemon to die")
+    assert os.path.isdir(instance)
+    ust_env.ust("list")  # starts a new daemon, which removes what nobody owns any more
+    assert not os.path.exists(instance)
+
+
+def test_stop_says_how_many_kernel_events_were_lost(ust_env, tracefs_dir):
+    ust_env.ust("create", "klost", "-o", ust_env.out)
+    ust_env.ust("enable-channel", "-k", "k", "--subbuf-size", "4k", "--num-subbuf", "1")
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    # ten bursts of 20000 events, each starting while the drain engine sleeps (its read timer is
+    # 50 ms): the ring of 2 pages per CPU overflows in well under a millisecond of a burst
+    burst = "import os, time\nfor _ in range(10):\n    for _ in range(10000): os.getppid()\n    time.sleep(0.06)\n"
+    subprocess.run([sys.executable, "-c", burst], check=True)
+    _, out, _ = ust_env.ust("stop")
+    lost = sum(discarded_of([e]) for e in bt2_dump(os.path.join(ust_env.out, "kernel")) if "discarded" in e)
+    assert lost > 0
+    assert f"Warning: {lost} kernel events were discarded" in out, out
