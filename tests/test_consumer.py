@@ -460,3 +460,48 @@ def test_new_channel_is_drained_from_its_first_packet(ust_env):
         _, out, _ = ust_env.ust("stop", f"s{i}")
         assert "discarded" not in out, f"session {i}: {out}"
         ust_env.ust("destroy", f"s{i}")
+
+
+@needs_babeltrace2
+def test_writer_killed_mid_event_does_not_freeze_a_flight_recorder(ust_env):
+    """A snapshot session (overwrite mode, nobody drains): an application is
+    SIGKILLed between reserve and commit in a per-UID stream it shares with a
+    bystander. Writers may enter a slot only when its previous lap is
+    complete, so the dead reservation froze the slot and, once the bystander
+    came round to it, the whole stream, until the session ended. The
+    consumer's periodic pass repairs the packet without a snapshot being
+    asked for, and a snapshot afterwards holds the bystander's newest events."""
+    import select as select_mod
+
+    from daemon_util import App
+
+    ust_env.ust("create", "s", "--snapshot", "-o", ust_env.out)
+    ust_env.ust("enable-channel", "channel0", "--subbuf-size", "4k", "--num-subbuf", "4")
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    bystander = ust_env.app(PACED)
+    p = subprocess.Popen([sys.executable, PACED], env=ust_env.env(UST_TEST_PAUSE_AFTER_RESERVE="150:600000"),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    ust_env.procs.append(p)
+    victim = App(p)
+    for app in (bystander, victim):
+        os.sched_setaffinity(app.pid, {0})  # one shared stream: channel0_0
+        ust_env.wait_registered(app.pid)
+        wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
+    victim.proc.stdin.write("emit 1000 1000000\n")
+    victim.proc.stdin.flush()
+    ready, _, _ = select_mod.select([victim.proc.stderr], [], [], 120)
+    assert ready and "paused after reserve" in victim.proc.stderr.readline()
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait()
+    bystander.send("emit 20000 0")  # closes the dead writer's packet, laps round to its slot and stalls there
+
+    def reclaimed():
+        stats = ust_env.client().call("stats")["traces"]
+        return sum(b["packets_reclaimed"] for t in stats.values() for ch in t.values() for b in ch)
+
+    wait_until(lambda: reclaimed() >= 1, timeout=60, what="the consumer's repair of the dead writer's packet")
+    bystander.send("emit 10 50000")
+    _, out, _ = ust_env.ust("snapshot", "record")
+    v = values(read_events(out.split("Snapshot recorded in ")[1].strip()))  # babeltrace2: no error
+    assert v[-10:] == list(range(50000, 50010)), "the flight recorder stayed frozen"

@@ -354,3 +354,63 @@ def test_snapshots_taken_while_two_processes_write_are_never_torn(tmp_path):
         snapshots += 1
     assert all(p.returncode == 0 for p in procs)
     assert snapshots > 0
+
+
+# -- issue 8: a writer killed mid-event in a buffer nobody drains (flight recorder) ------------------------
+
+
+def _snapshot_values(buf, path):
+    """Flush, snapshot to `path`, and return the ring:u32 values in it."""
+    buf.flush()
+    with open(path, "wb") as f:
+        buf.snapshot_to(f.fileno())
+    data, vals, pos = path.read_bytes(), [], 0
+    while pos < len(data):
+        h = header(data[pos:])
+        assert h["magic"] == 0xC1FC1FC1
+        vals.extend(values_in(data[pos:pos + h["packet_size"] // 8]))
+        pos += h["packet_size"] // 8
+    return vals
+
+
+def _kill_mid_event(buf, n, at, extra_env=None):
+    """A child process writes ring:u32 0..n-1 into buf and is SIGKILLed
+    between the reserve and the commit of its at-th event. Returns its pid."""
+    import select
+    import signal
+
+    env = dict(os.environ, UST_TEST_PAUSE_AFTER_RESERVE=f"{at}:600000", **(extra_env or {}))
+    p = subprocess.Popen([sys.executable, "-c", STRESS_CHILD, str(buf.fd), "0", str(n)], pass_fds=[buf.fd], env=env,
+                         stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([p.stderr], [], [], 120)
+    assert ready and "paused after reserve" in p.stderr.readline()
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    p.stderr.close()
+    return p.pid
+
+
+def _write_from_child(buf, writer, n):
+    p = subprocess.Popen([sys.executable, "-c", STRESS_CHILD, str(buf.fd), str(writer), str(n)], pass_fds=[buf.fd])
+    assert p.wait() == 0
+
+
+def test_a_writer_killed_mid_event_does_not_freeze_an_undrained_overwrite_buffer(tmp_path):
+    """Overwrite mode, nobody draining (a snapshot session): a writer is
+    SIGKILLed between reserve and commit. Its slot's lap can never complete by
+    itself, and writers may enter a slot only when its previous lap is
+    complete: the buffer froze for good (every later event dropped). The
+    snapshot path repairs the dead writer's packet (its event cut out, counted
+    lost_dead), so later writers lap the buffer again and a later snapshot
+    holds the newest events."""
+    buf, _ = make(4096, 4, overwrite=True)
+    _kill_mid_event(buf, 1000, 300)
+    _write_from_child(buf, 1, 20000)  # closes the dead writer's packet, then laps to its slot
+    _snapshot_values(buf, tmp_path / "a")  # repairs the packet
+    _write_from_child(buf, 2, 20000)
+    vals = _snapshot_values(buf, tmp_path / "b")
+    mine = [v & 0xFFFFFFF for v in vals if v >> 28 == 2]
+    assert mine and mine[-1] == 19999, f"the buffer stayed frozen: newest {mine[-1:] or None}"
+    assert mine == list(range(mine[0], 20000))
+    c = buf.counters()
+    assert c["lost_dead"] == 1 and c["packets_reclaimed"] == 1

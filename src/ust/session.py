@@ -242,6 +242,8 @@ class Session:
                     timeout = max(0.0, min(timeout, next_switch - time.monotonic()))
                 if self.overwrite:  # a flight recorder is written out at stop only
                     select.select([self._stop_fd], [], [], timeout)
+                    for b in self.buffers:  # a forked child killed mid-event must not freeze it
+                        b.repair_dead_writers()
                 else:
                     results = drain_wait(self.buffers, fds, self._wakeup, self._stop_fd, timeout, self.read_timer,
                                          ids_fd, self._metadata_size)

@@ -1153,6 +1153,87 @@ static int ring_get(BufferObject *b, int force)
     }
 }
 
+/* The events_discarded a repaired packet at `pos` may carry without breaking
+ * the stream's monotonic counts: the previous packet's, if it is still in the
+ * buffer, else the last one this reader handed out. */
+static uint64_t discarded_before(BufferObject *b, uint64_t pos)
+{
+    if (pos >= b->sbsize) {
+        uint64_t prev = pos - b->sbsize;
+        uint64_t v = LOAD_ACQUIRE(&b->slots[(prev >> b->sbshift) & (b->nsub - 1)].table);
+        const struct ust_packet_header *ph = (const struct ust_packet_header *)phys_base(b, SLOT_PHYS(v));
+        if (SLOT_LAP(v) == prev >> b->bufshift && packet_header_valid(b, ph, prev) &&
+            ph->events_discarded >= b->last_discarded)
+            return ph->events_discarded;
+    }
+    return b->last_discarded;
+}
+
+/* Repair, without consuming them, the closed packets that dead writers left
+ * incomplete (what ring_get() does for a buffer that is drained). An
+ * overwrite-mode buffer that nobody drains (a snapshot session, a flight
+ * recorder) needs it: its writers may start a packet only in a slot whose
+ * previous lap is fully committed, so one writer killed between reserve and
+ * commit would freeze that slot, and with it the whole buffer once the
+ * writers come round to it, until the session ends. The snapshot path and
+ * the consumer's periodic pass call this; each packet is taken out of the
+ * writers' reach by the usual spare swap, repaired, its commit count
+ * completed, and given back as a complete packet (or, if a writer already
+ * took the slot for its next lap with our spare, it becomes the spare).
+ * Writers never do this themselves: the spare is the reader's. Checks the
+ * writers at once (no stall timeout): it runs only when asked. Reader side
+ * only (one reader per stream); no Python API. Returns packets repaired. */
+static int ring_repair_dead_writers(BufferObject *b)
+{
+    struct ust_shm_header *h = b->h;
+    if (UNLIKELY(!b->reader_ready))
+        reader_recover(b);
+    uint64_t w = LOAD_ACQUIRE(&h->write_offset);
+    int repaired = 0;
+    for (uint64_t pos = oldest_readable(b, w, LOAD_RELAXED(&h->consumed)); pos + b->sbsize <= w;
+         pos += b->sbsize) {
+        uint64_t slot = (pos >> b->sbshift) & (b->nsub - 1);
+        uint64_t lap = pos >> b->bufshift;
+        struct ust_slot *s = &b->slots[slot];
+        uint64_t v = LOAD_ACQUIRE(&s->table);
+        uint64_t c = LOAD_ACQUIRE(&s->commit);
+        uint64_t full = (lap + 1) * b->sbsize;
+        if (!(c < full && c >= lap * b->sbsize && SLOT_LAP(v) == lap && !(v & SLOT_READ)))
+            continue; /* complete, or not this lap's any more */
+        struct dead_hole holes[UST_MAX_WRITERS];
+        int nholes = dead_writers_explain(b, pos, c, full - c, 1, holes);
+        if (nholes == 0)
+            continue; /* a live writer may still commit (or an unregistered one died: left to the final drain) */
+        uint64_t spare = LOAD_RELAXED(&h->reader_spare);
+        if (spare > b->nsub)
+            spare = 0;
+        uint64_t taken = spare | SLOT_READ | (lap << SLOT_LAP_SHIFT);
+        if (!atomic_compare_exchange_strong_explicit(&s->table, &v, taken, memory_order_acq_rel,
+                                                     memory_order_acquire))
+            continue;
+        struct ust_packet_header *ph = (struct ust_packet_header *)phys_base(b, SLOT_PHYS(v));
+        uint64_t saved_discarded = b->last_discarded;
+        b->last_discarded = discarded_before(b, pos);
+        repair_packet(b, ph, pos, holes, nholes);
+        b->last_discarded = saved_discarded;
+        forget_repaired_writers(holes, nholes);
+        if (!packet_header_valid(b, ph, pos))
+            ph->magic = 0; /* never readable: snapshots skip it */
+        /* acq_rel: the repaired bytes are visible to whoever sees the lap complete */
+        atomic_fetch_add_explicit(&s->commit, full - c, memory_order_acq_rel);
+        atomic_fetch_add_explicit(&h->packets_reclaimed, 1, memory_order_relaxed);
+        /* Give it back complete (not ACTIVE), unless a writer entered the
+         * slot's next lap meanwhile: then the repaired sub-buffer is the spare. */
+        uint64_t expect = taken;
+        uint64_t back = (v & SLOT_PHYS_MASK) | (lap << SLOT_LAP_SHIFT);
+        if (!atomic_compare_exchange_strong_explicit(&s->table, &expect, back, memory_order_acq_rel,
+                                                     memory_order_acquire))
+            STORE_RELAXED(&h->reader_spare, SLOT_PHYS(v));
+        repaired++;
+    }
+    return repaired;
+}
+
 /* Copy every complete packet still in the buffer to fd WITHOUT consuming it
  * (LTTng's snapshot): each packet is taken out of the writers' reach by the
  * usual spare swap, written, then swapped back if no writer has moved into
@@ -1163,8 +1244,7 @@ static int ring_get(BufferObject *b, int force)
 static long long ring_snapshot(BufferObject *b, int fd, unsigned long long *bytes)
 {
     struct ust_shm_header *h = b->h;
-    if (UNLIKELY(!b->reader_ready))
-        reader_recover(b);
+    ring_repair_dead_writers(b); /* a dead writer's packet would be missing, and its slot frozen */
     uint64_t w = LOAD_ACQUIRE(&h->write_offset);
     uint64_t pos = oldest_readable(b, w, LOAD_RELAXED(&h->consumed));
     long long packets = 0;
@@ -1435,6 +1515,19 @@ static PyObject *Buffer_snapshot_to(BufferObject *b, PyObject *arg)
     return Py_BuildValue("(LK)", r, bytes);
 }
 
+static PyObject *Buffer_repair_dead_writers(BufferObject *b, PyObject *unused)
+{
+    if (b->holding) {
+        PyErr_SetString(PyExc_RuntimeError, "repair_dead_writers() while a packet is held: call put_subbuf() first");
+        return NULL;
+    }
+    int n;
+    Py_BEGIN_ALLOW_THREADS
+    n = ring_repair_dead_writers(b);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(n);
+}
+
 static PyObject *Buffer_put_subbuf(BufferObject *b, PyObject *unused)
 {
     if (!b->holding) {
@@ -1549,6 +1642,9 @@ static PyMethodDef Buffer_methods[] = {
     {"drain_to", (PyCFunction)(void (*)(void))Buffer_drain_to, METH_VARARGS | METH_KEYWORDS,
      "drain_to(fd, *, force=False, limit=-1) -> (packets, bytes, errno): write complete packets to fd, GIL "
      "released; a packet whose write fails (errno != 0) stays in the buffer and the file ends on a packet"},
+    {"repair_dead_writers", (PyCFunction)Buffer_repair_dead_writers, METH_NOARGS,
+     "repair_dead_writers() -> int: complete, without consuming them, the packets writers killed between reserve "
+     "and commit left incomplete (for buffers nobody drains: overwrite mode)"},
     {"unget_subbuf", (PyCFunction)Buffer_unget_subbuf, METH_NOARGS,
      "give back the packet taken by get_subbuf() without consuming it (its write failed)"},
     {"flush", (PyCFunction)(void (*)(void))Buffer_flush, METH_VARARGS | METH_KEYWORDS,

@@ -80,6 +80,7 @@ def metadata_text(trace: "TraceOut") -> str:
 # ---------------------------------------------------------------------------
 # counters from shared memory
 
+REPAIR_PERIOD = 0.5  # seconds between two repairs of the buffers nobody drains (dead writers)
 MAX_LOSS_RATE = 50_000_000  # events (or packets) per second one buffer could really lose
 _COUNTED = ("lost_full", "lost_big", "packets_overwritten")
 
@@ -153,6 +154,7 @@ class Consumer:
         self.efd = wakeup_fd if wakeup_fd is not None else os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         os.set_blocking(self.efd, False)
         self.stopping = False
+        self.next_repair = 0.0
 
     # -- serving -------------------------------------------------------------------
 
@@ -347,6 +349,17 @@ class Consumer:
                             _log(f"writing {ch.name}_{cpu}: {exc}")
         return n
 
+    def _repair_pass(self) -> None:
+        # Overwrite buffers nobody drains (snapshot sessions): a writer killed
+        # between reserve and commit would freeze its slot, and the flight
+        # recorder with it, until the session ends (drained buffers are
+        # repaired by the drain itself).
+        for t in self.traces.values():
+            if not t.drain:
+                for ch in t.channels.values():
+                    for buf in ch.buffers:
+                        buf.repair_dead_writers()
+
     def _drain_loop(self) -> None:
         while True:
             with self.lock:
@@ -368,6 +381,9 @@ class Consumer:
                                 ch.next_switch = now + st / 1e6
                             timeout = min(timeout, max(0.0, ch.next_switch - now))
                 got = self._drain_pass()
+                if now >= self.next_repair:
+                    self._repair_pass()
+                    self.next_repair = now + REPAIR_PERIOD
                 sleepers = [buf for t in self.traces.values() if t.drain
                             for ch in t.channels.values() for buf in ch.buffers]
                 if not got:
