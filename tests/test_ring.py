@@ -414,3 +414,53 @@ def test_a_writer_killed_mid_event_does_not_freeze_an_undrained_overwrite_buffer
     assert mine == list(range(mine[0], 20000))
     c = buf.counters()
     assert c["lost_dead"] == 1 and c["packets_reclaimed"] == 1
+
+
+PID_REUSE = r"""
+import os, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+import test_ring as t
+from pathlib import Path
+
+tmp = Path(sys.argv[2])
+buf, _ = t.make(4096, 4, overwrite=True)
+dead = t._kill_mid_event(buf, 1000, 300)
+# Give the dead writer's pid to a new, live process: in this private pid
+# namespace nobody else forks, and ns_last_pid says which pid comes next.
+for _ in range(5):
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(dead - 1))
+    heir = subprocess.Popen(["sleep", "600"])
+    if heir.pid == dead:
+        break
+    heir.kill()
+    heir.wait()
+assert heir.pid == dead, f"pid {dead} not reused (got {heir.pid})"
+try:
+    t._write_from_child(buf, 1, 20000)
+    t._snapshot_values(buf, tmp / "a")
+    t._write_from_child(buf, 2, 20000)
+    vals = t._snapshot_values(buf, tmp / "b")
+finally:
+    heir.kill()
+    heir.wait()
+mine = [v & 0xFFFFFFF for v in vals if v >> 28 == 2]
+c = buf.counters()
+print("newest", mine[-1] if mine else None, "contiguous", mine == list(range(mine[0], 20000)) if mine else False,
+      "lost_dead", c["lost_dead"], "reclaimed", c["packets_reclaimed"])
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a private pid namespace and ns_last_pid)")
+def test_a_dead_writer_whose_pid_was_reused_is_still_recognised_as_dead(tmp_path):
+    """A writer is SIGKILLed between reserve and commit, and a new process
+    gets its pid (in a private pid namespace, by setting ns_last_pid). The
+    pid alone said "alive": the packet waited for ever (in an undrained
+    overwrite buffer, the whole buffer froze). The writer table holds the
+    writer's start time too, the new process's differs, and the packet is
+    repaired."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", PID_REUSE, here,
+                        str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["newest", "19999", "contiguous", "True", "lost_dead", "1", "reclaimed", "1"]

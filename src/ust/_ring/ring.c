@@ -93,6 +93,7 @@ static inline void PyErr_SetRaisedException(PyObject *exc)
 
 static _Atomic uint64_t fork_generation = 1;
 static _Atomic int32_t cached_pid;
+static _Atomic uint32_t cached_start_time; /* low 32 bits of this process's start time, 0 if unknown */
 static char cached_procname[17];
 static _Thread_local uint64_t tls_generation;
 static _Thread_local int32_t tls_tid;
@@ -114,9 +115,16 @@ INLINE int32_t current_tid(void)
     return tls_tid;
 }
 
+static int read_proc_stat(int32_t pid, char *state, uint64_t *start_time);
+
 static void refresh_process_facts(void)
 {
     STORE_RELAXED(&cached_pid, (int32_t)getpid());
+    char state;
+    uint64_t start_time = 0;
+    if (read_proc_stat(0, &state, &start_time) < 0)
+        start_time = 0;
+    STORE_RELAXED(&cached_start_time, (uint32_t)start_time);
     memset(cached_procname, 0, sizeof cached_procname);
     prctl(PR_GET_NAME, cached_procname, 0, 0, 0);
 }
@@ -693,26 +701,67 @@ static void test_pause_configure(void)
     }
 }
 
-/* Is process `pid` gone? (A zombie is: it will never commit.) kill(pid, 0)
- * answers EPERM for another user's live process. */
-static int process_dead(int32_t pid)
+/* Read /proc/PID/stat (pid 0: this process): its state letter (field 3)
+ * and start time (field 22, clock ticks since boot; 0 if absent). Returns
+ * 0, or -errno (-ENOENT: no such process). The name (field 2) may contain
+ * spaces and ')': the fields are counted from its last ')'. */
+static int read_proc_stat(int32_t pid, char *state, uint64_t *start_time)
 {
+    char path[64], buf[1024];
+    if (pid == 0)
+        snprintf(path, sizeof path, "/proc/self/stat");
+    else
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    int err = errno;
+    close(fd);
+    if (n <= 0)
+        return n < 0 ? -err : -EIO;
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');
+    if (!p || p[1] != ' ')
+        return -EIO;
+    *state = p[2];
+    for (int field = 2; field < 22 && p; field++)
+        p = strchr(p + 1, ' ');
+    *start_time = p ? strtoull(p + 1, NULL, 10) : 0;
+    return 0;
+}
+
+#define OWNER_PID(o) ((int32_t)(uint32_t)(o))
+#define OWNER_START(o) ((uint32_t)((o) >> 32))
+
+/* This process's identity in a writer table: its pid and start time (read at
+ * import and again in a forked child, by refresh_process_facts()). */
+static uint64_t self_owner(void)
+{
+    return (uint64_t)(uint32_t)LOAD_RELAXED(&cached_pid) | ((uint64_t)LOAD_RELAXED(&cached_start_time) << 32);
+}
+
+/* Is the writer `owner` (pid and start time, from a writer table) gone? A
+ * zombie is: it will never commit. So is a live process that got its pid
+ * since (its start time differs). kill(pid, 0) answers EPERM for another
+ * user's live process. The owner word is in shared memory any writer can
+ * scribble: it is only compared, never trusted further. */
+static int process_dead(uint64_t owner)
+{
+    int32_t pid = OWNER_PID(owner);
     if (pid <= 0)
         return 0;
     if (kill(pid, 0) < 0 && errno == ESRCH)
         return 1;
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = 0;
-    const char *paren = strrchr(buf, ')'); /* the name may contain ')' */
-    return paren && (paren[1] == ' ') && (paren[2] == 'Z' || paren[2] == 'X');
+    char state;
+    uint64_t start_time;
+    int err = read_proc_stat(pid, &state, &start_time);
+    if (err)
+        return err == -ENOENT;
+    if (state == 'Z' || state == 'X')
+        return 1;
+    /* a writer that could not read its own start time left 0: the pid is all we have */
+    return OWNER_START(owner) != 0 && (uint32_t)start_time != OWNER_START(owner);
 }
 
 /* Slow path, once per process (and again in a forked child): take an entry
@@ -721,19 +770,19 @@ static int process_dead(int32_t pid)
  * death mid-write cannot be repaired: its packet is dropped at teardown. */
 NOINLINE void register_writer(BufferObject *b, uint64_t generation)
 {
-    int32_t pid = LOAD_RELAXED(&cached_pid);
+    uint64_t me = self_owner();
     struct ust_writer *w = b->h->writers, *mine = NULL;
     for (int pass = 0; pass < 2 && !mine; pass++)
         for (int i = 0; i < UST_MAX_WRITERS && !mine; i++) {
-            int32_t cur = LOAD_RELAXED(&w[i].pid);
-            if (cur == pid) {
+            uint64_t cur = LOAD_RELAXED(&w[i].owner);
+            if (cur == me) {
                 mine = &w[i];
             } else if (cur == 0 || (pass == 1 && process_dead(cur) &&
                                     LOAD_RELAXED(&w[i].end) <= LOAD_RELAXED(&w[i].start))) {
                 /* reuse a dead writer's entry only when it has nothing in flight */
                 STORE_RELAXED(&w[i].end, 0);
                 STORE_RELAXED(&w[i].start, 0);
-                if (atomic_compare_exchange_strong_explicit(&w[i].pid, &cur, pid, memory_order_acq_rel,
+                if (atomic_compare_exchange_strong_explicit(&w[i].owner, &cur, me, memory_order_acq_rel,
                                                             memory_order_relaxed))
                     mine = &w[i];
             }
@@ -989,14 +1038,14 @@ static int dead_writers_explain(BufferObject *b, uint64_t pos, uint64_t commit, 
     int n = 0;
     for (int i = 0; i < UST_MAX_WRITERS; i++) {
         struct ust_writer *w = &b->h->writers[i];
-        int32_t pid = LOAD_RELAXED(&w->pid);
+        uint64_t owner = LOAD_RELAXED(&w->owner);
         uint64_t start = LOAD_RELAXED(&w->start), end = LOAD_RELAXED(&w->end), ts = LOAD_RELAXED(&w->ts);
-        if (pid == 0 || end <= start)
+        if (owner == 0 || end <= start)
             continue;
         uint64_t lo = start > pos ? start : pos, hi = end < pend ? end : pend;
         if (hi <= lo)
             continue;
-        if (!process_dead(pid))
+        if (!process_dead(owner))
             return 0; /* a live writer is still inside this packet */
         holes[n].start = lo;
         holes[n].end = hi;
@@ -1072,7 +1121,7 @@ static void forget_repaired_writers(struct dead_hole *holes, int n)
     for (int i = 0; i < n; i++)
         if (holes[i].writer) {
             STORE_RELAXED(&holes[i].writer->end, 0);
-            STORE_RELAXED(&holes[i].writer->pid, 0);
+            STORE_RELAXED(&holes[i].writer->owner, 0);
         }
 }
 

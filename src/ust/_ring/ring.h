@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #define UST_SHM_MAGIC 0x3166756252747375ULL /* "ustRbuf1" little-endian */
-#define UST_SHM_VERSION 2
+#define UST_SHM_VERSION 3 /* 3: writers[].owner holds the start time too */
 #define UST_CACHELINE 64
 
 /* CTF packet header + LTTng's packet context, byte-packed (see metadata.py). */
@@ -74,8 +74,13 @@ struct ust_slot {
  * holds the GIL from reserve to commit. */
 #define UST_MAX_WRITERS 64
 struct ust_writer {
-    _Atomic int32_t pid; /* 0: free */
-    int32_t unused;
+    /* Who: the process's pid (low 32 bits) and the low 32 bits of its start
+     * time (field 22 of /proc/PID/stat, clock ticks since boot; 0 if it could
+     * not be read), in one word so that an entry is claimed and freed with
+     * one CAS and never shows one process's pid with another's start time.
+     * The start time tells a dead writer from a new process that got its pid.
+     * 0: free. */
+    _Atomic uint64_t owner;
     _Atomic uint64_t start; /* stream offset where the reservation starts (in the previous packet if it closes one) */
     _Atomic uint64_t end;   /* ... and ends; end <= start: none in flight */
     _Atomic uint64_t ts;    /* its timestamp */
