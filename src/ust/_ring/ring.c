@@ -488,6 +488,8 @@ typedef struct {
     uint64_t last_discarded;         /* reader: events_discarded of the last packet handed out */
     uint64_t held_table;  /* the slot's table entry before ring_get() took the packet */
     uint64_t taken_table; /* ... and the one it put there (what ring_unget() expects back) */
+    int gap_pending;   /* reader: nothing handed out from this stream yet (see hand_out_gap_marker) */
+    int held_synthetic; /* reader: the held packet is that marker, not the buffer's */
     Py_ssize_t exports;
 } BufferObject;
 
@@ -855,6 +857,8 @@ INLINE int ring_reserve(BufferObject *b, uint64_t payload, uint32_t event_id, st
     r->lap = begin >> b->bufshift;
     char *base = phys_base(b, slot_acquire(b, r->slot, r->lap));
     if (new_packet) {
+        if (UNLIKELY(begin == 0))
+            STORE_RELAXED(&h->first_timestamp, ts); /* for the reader's gap marker (ring_get) */
         open_packet(b, base, begin, ts, close_old ? lost : lost_total(h));
         r->begin = begin + UST_PACKET_HEADER_SIZE;
     } else {
@@ -953,6 +957,7 @@ static void reader_recover(BufferObject *b)
             STORE_RELAXED(&b->h->reader_spare, (uint32_t)p);
             break;
         }
+    b->gap_pending = LOAD_RELAXED(&b->h->packets_read) == 0 && LOAD_RELAXED(&b->h->consumed) == 0;
     b->reader_ready = 1;
 }
 
@@ -1125,6 +1130,35 @@ static void forget_repaired_writers(struct dead_hole *holes, int n)
         }
 }
 
+/* The first packet a stream hands out is at `pos` > 0: the packets before it
+ * were lost before anyone read them (overwritten in overwrite mode, or
+ * dropped as never written by a dead writer). babeltrace2 reports a loss
+ * only as a gap between two packets, never before the first, so the reader
+ * hands out first an empty packet with seq 0 whose timestamps are the
+ * stream's first packet's: the gap between it and the first real packet
+ * (seq pos / subbuf_size) is then reported as discarded packets. The marker
+ * stands for packet 0, itself lost: the packets reported as discarded are
+ * one fewer than those lost (docs/faults.md). It is built in the reader's
+ * spare sub-buffer, which no writer can touch. Returns 1 if it was handed
+ * out (b->held_*), 0 if there is no marker to give (first timestamp
+ * unknown). */
+static int hand_out_gap_marker(BufferObject *b)
+{
+    b->gap_pending = 0;
+    uint64_t first_ts = LOAD_RELAXED(&b->h->first_timestamp);
+    if (first_ts == 0)
+        return 0;
+    uint32_t spare = LOAD_RELAXED(&b->h->reader_spare);
+    if (spare > b->nsub)
+        return 0;
+    open_packet(b, phys_base(b, spare), 0, first_ts, 0);
+    b->holding = 1;
+    b->held_synthetic = 1;
+    b->held_phys = spare;
+    b->held_len = UST_PACKET_HEADER_SIZE;
+    return 1;
+}
+
 static int ring_get(BufferObject *b, int force)
 {
     struct ust_shm_header *h = b->h;
@@ -1137,6 +1171,10 @@ static int ring_get(BufferObject *b, int force)
         if (pos + b->sbsize > w) {
             STORE_RELEASE(&h->consumed, pos);
             return 0;
+        }
+        if (UNLIKELY(b->gap_pending) && pos > 0 && hand_out_gap_marker(b)) {
+            STORE_RELEASE(&h->consumed, pos);
+            return 1;
         }
         uint64_t slot = (pos >> b->sbshift) & (b->nsub - 1);
         uint64_t lap = pos >> b->bufshift;
@@ -1182,6 +1220,7 @@ static int ring_get(BufferObject *b, int force)
                 continue;
             }
             b->holding = 1;
+            b->gap_pending = 0;
             b->held_pos = pos;
             b->held_phys = SLOT_PHYS(v);
             b->held_len = ph->packet_size / 8;
@@ -1344,6 +1383,12 @@ static void ring_put(BufferObject *b);
  * then becomes the spare, as in ring_snapshot(). */
 static void ring_unget(BufferObject *b)
 {
+    if (b->held_synthetic) { /* the gap marker: made again by the next ring_get() */
+        b->held_synthetic = 0;
+        b->gap_pending = 1;
+        b->holding = 0;
+        return;
+    }
     struct ust_slot *s = &b->slots[(b->held_pos >> b->sbshift) & (b->nsub - 1)];
     uint64_t expect = b->taken_table;
     if (!atomic_compare_exchange_strong_explicit(&s->table, &expect, b->held_table, memory_order_acq_rel,
@@ -1378,6 +1423,11 @@ static int drain_stream(BufferObject *b, int fd, int force, Py_ssize_t limit, un
 static void ring_put(BufferObject *b)
 {
     struct ust_shm_header *h = b->h;
+    if (b->held_synthetic) { /* the gap marker: nothing of the buffer's was taken */
+        b->held_synthetic = 0;
+        b->holding = 0;
+        return;
+    }
     STORE_RELAXED(&h->reader_spare, b->held_phys);
     atomic_fetch_add_explicit(&h->packets_read, 1, memory_order_relaxed);
     STORE_RELEASE(&h->consumed, b->held_pos + b->sbsize);

@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #define UST_SHM_MAGIC 0x3166756252747375ULL /* "ustRbuf1" little-endian */
-#define UST_SHM_VERSION 3 /* 3: writers[].owner holds the start time too */
+#define UST_SHM_VERSION 3 /* 3: writers[].owner holds the start time; first_timestamp */
 #define UST_CACHELINE 64
 
 /* CTF packet header + LTTng's packet context, byte-packed (see metadata.py). */
@@ -111,6 +111,7 @@ struct ust_shm_header {
     _Atomic uint64_t reported_discarded;              /* events_discarded of the last closed packet */
     _Atomic uint64_t lost_dead;                       /* events of writers killed between reserve and commit */
     _Atomic uint64_t lost_args;                       /* enabled calls whose arguments did not fit (not recorded) */
+    _Atomic uint64_t first_timestamp;                 /* timestamp_begin of the stream's first packet (0: none yet) */
 
     /* Written by the reader. */
     _Alignas(UST_CACHELINE) _Atomic uint64_t consumed;
