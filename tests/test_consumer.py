@@ -72,7 +72,7 @@ def test_sigkilled_embedded_session_leaves_no_temporary_directory(tmp_path):
 
 # -- issue 8 item 9: events_discarded is monotonic per stream and sums to our count ---------------
 
-PACKET_HEADER = struct.Struct("<I16sIQQQQQQQI")  # ring.h's ust_packet_header
+PACKET_HEADER = struct.Struct("<I16sIQQQQQQQI")  # _ring/layout.h's ust_packet_header
 
 
 def packet_headers(path) -> list[tuple]:

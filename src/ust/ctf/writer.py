@@ -144,7 +144,7 @@ def stream_file_name(channel: str, cpu: int) -> str:
     return f"{channel}_{cpu}"
 
 
-# The start of a packet as the ring buffer writes it (ring.h): magic, uuid,
+# The start of a packet as the ring buffer writes it (_ring/layout.h): magic, uuid,
 # stream_id, stream_instance_id, timestamp_begin, timestamp_end, content_size,
 # packet_size (bits).
 _PACKET_PREFIX = struct.Struct("<I16sIQQQQQ")

@@ -1,5 +1,9 @@
+/* ======================================================================
+ * A process's view of one stream (the Python object ust._ring.Buffer)
+ * ====================================================================== */
+
 /*
- * ust ring buffer: shared-memory layout and packet layout.
+ * ust ring buffer: one stream's shared memory, and a process's view of it.
  *
  * One stream (channel x CPU) is one shared-memory region:
  *
@@ -15,39 +19,15 @@
  * different addresses in different processes, and every index read from it
  * is bounds-checked because another process may have scribbled on it.
  */
-#ifndef UST_RING_H
-#define UST_RING_H
+#ifndef UST_RING_SHM_H
+#define UST_RING_SHM_H
 
-#include <stdatomic.h>
-#include <stdint.h>
+#include "common.h"
+#include "layout.h"
 
 #define UST_SHM_MAGIC 0x3166756252747375ULL /* "ustRbuf1" little-endian */
 #define UST_SHM_VERSION 3 /* 3: writers[].owner holds the start time; first_timestamp */
 #define UST_CACHELINE 64
-
-/* CTF packet header + LTTng's packet context, byte-packed (see metadata.py). */
-#define CTF_MAGIC 0xC1FC1FC1U
-struct __attribute__((packed)) ust_packet_header {
-    uint32_t magic;
-    uint8_t uuid[16];
-    uint32_t stream_id;
-    uint64_t stream_instance_id;
-    /* packet context */
-    uint64_t timestamp_begin;
-    uint64_t timestamp_end;
-    uint64_t content_size; /* bits */
-    uint64_t packet_size;  /* bits */
-    uint64_t packet_seq_num;
-    uint64_t events_discarded; /* cumulative, for the stream */
-    uint32_t cpu_id;
-};
-#define UST_PACKET_HEADER_SIZE ((uint64_t)sizeof(struct ust_packet_header)) /* 76 */
-
-/* LTTng's large event header: id 0..65534 with a 32-bit timestamp, or
- * 65535 followed by a 32-bit id and a 64-bit timestamp. */
-#define UST_EVENT_ID_EXTENDED 65535
-#define UST_EVENT_HEADER_COMPACT 6
-#define UST_EVENT_HEADER_EXTENDED 14
 
 /* Slot table entry: which physical sub-buffer a slot maps to, for which lap,
  * and whether writers are still in it. */
@@ -123,5 +103,48 @@ struct ust_shm_header {
     /* The processes writing this stream (see struct ust_writer). */
     _Alignas(UST_CACHELINE) struct ust_writer writers[UST_MAX_WRITERS];
 };
+
+typedef struct {
+    PyObject_HEAD
+    struct ust_shm_header *h; /* the mapping's base */
+    size_t map_size;
+    int fd;
+    int wakeup_fd; /* this process's eventfd, or -1 */
+    struct ust_slot *slots;
+    char *data;
+    uint64_t sbsize, sbmask, nsub, bufsize;
+    unsigned sbshift, bufshift;
+    /* reader state (process-local: one reader per stream) */
+    int holding;
+    int reader_ready; /* this process has checked the reader state it inherits */
+    uint64_t held_pos;
+    uint32_t held_phys;
+    uint64_t held_len;
+    uint64_t writer_generation;      /* fork_generation when this process registered as a writer */
+    struct ust_writer *self_writer; /* its entry in h->writers, or NULL (table full) */
+    uint64_t stall_timeout_ns;       /* reader: how long a packet may stay incomplete before writers are checked */
+    uint64_t stuck_pos, stuck_commit, stuck_since; /* reader: the incomplete packet it waits for */
+    uint64_t last_discarded;         /* reader: events_discarded of the last packet handed out */
+    uint64_t held_table;  /* the slot's table entry before ring_get() took the packet */
+    uint64_t taken_table; /* ... and the one it put there (what ring_unget() expects back) */
+    int gap_pending;   /* reader: nothing handed out from this stream yet (see hand_out_gap_marker) */
+    int held_synthetic; /* reader: the held packet is that marker, not the buffer's */
+    Py_ssize_t exports;
+} BufferObject;
+
+extern PyTypeObject Buffer_Type;
+
+static inline int is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
+static inline unsigned log2u(uint64_t v) { unsigned s = 0; while ((1ULL << s) < v) s++; return s; }
+
+INLINE char *phys_base(BufferObject *b, uint32_t phys)
+{
+    if (UNLIKELY(phys > b->nsub)) /* scribbled shared memory: stay inside our mapping */
+        phys = 0;
+    return b->data + (uint64_t)phys * b->sbsize;
+}
+
+/* Validate a mapped header and fill the process-local geometry (buffer.c). */
+int buffer_bind(BufferObject *b);
 
 #endif
