@@ -1,14 +1,6 @@
 /* ======================================================================
- * Context values written by C: the caches and counters behind contexts.h
- *
- * Cheap ones are read where they are written (pthread_self, getppid) or
- * come from the caches above (vpid, vtid, procname). Credentials, namespace
- * inodes and the pid seen from the initial pid namespace are cached per
- * process: read at the first event after `facts_epoch` moved. A fork moves
- * it (after_fork_in_child), and so does _ring.process_changed(), which
- * Python calls after os.setuid & co., os.unshare and os.setns (see
- * ust.instrument.context). perf counters are opened per thread, lazily, and
- * read with read(2).
+ * Context values written by C: the caches and perf counters behind
+ * contexts.h (which says how they are kept current)
  * ====================================================================== */
 
 #include "contexts.h"

@@ -2,7 +2,7 @@
  * Context values written by C (one kind per LTTng context name)
  *
  * Cheap ones are read where they are written (pthread_self, getppid) or
- * come from the caches above (vpid, vtid, procname). Credentials, namespace
+ * come from the process caches (process.h: vpid, vtid, procname). Credentials, namespace
  * inodes and the pid seen from the initial pid namespace are cached per
  * process: read at the first event after `facts_epoch` moved. A fork moves
  * it (after_fork_in_child), and so does _ring.process_changed(), which
