@@ -5,8 +5,12 @@ setup(
     ext_modules=[
         Extension(
             "ust._ring._ring",
-            sources=["src/ust/_ring/ring.c"],
-            depends=["src/ust/_ring/ring.h", "src/ust/_ring/layout.h", "src/ust/_ring/record_api.h"],
+            # one file per role (src/ust/_ring/common.h lists them)
+            sources=[f"src/ust/_ring/{name}.c" for name in ("process", "contexts", "frontend", "reader", "buffer",
+                                                             "channel", "tracepoint", "module")],
+            depends=[f"src/ust/_ring/{name}.h" for name in ("common", "layout", "shm", "process", "contexts",
+                                                             "frontend", "reader", "channel", "tracepoint",
+                                                             "module", "record_api")],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-missing-braces"],
         ),
         # ust.mark's per-call-site dispatch (ust.instrument.marker falls back to Python without it).

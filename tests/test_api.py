@@ -64,3 +64,23 @@ def test_tracepoint_type_is_ust_tracepoint():
     assert type(tp).__module__ + "." + type(tp).__qualname__ == "ust.Tracepoint"
     assert repr(tp) == "<ust.Tracepoint api:ev (disabled)>"
     assert tp.name == "api:ev" and not tp.enabled
+
+
+def test_every_c_type_names_a_place_where_it_is_found():
+    """Each type of the compiled modules names itself module.Name (tp_name), and
+    that module has it under that name: reprs, pickles by reference and
+    tracebacks point somewhere real."""
+    import importlib
+
+    import ust._ring._ring as ring
+
+    types = [v for v in vars(ring).values() if isinstance(v, type) and v.__module__ != "builtins"]
+    try:
+        import ust._ring._probes as probes_mod
+
+        types += [v for v in vars(probes_mod).values() if isinstance(v, type) and v.__module__ != "builtins"]
+    except ImportError:  # optional extension
+        pass
+    assert {t.__name__ for t in types} >= {"Buffer", "Channel", "Tracepoint"}
+    for t in types:
+        assert getattr(importlib.import_module(t.__module__), t.__qualname__) is t, t

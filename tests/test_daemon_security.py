@@ -682,7 +682,7 @@ def test_nested_json_is_answered_and_the_app_deregistered(ust_env):
 # ---------------------------------------------------------------------------
 # item 11: loss counters in shared memory are the writers' to scribble on
 
-LOST_FULL_OFFSET = 192  # struct ust_shm_header (ring.h): the slow-path cache line
+LOST_FULL_OFFSET = 192  # struct ust_shm_header (_ring/shm.h): the slow-path cache line
 SHM_MAGIC = 0x3166756252747375
 
 

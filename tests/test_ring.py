@@ -354,3 +354,113 @@ def test_snapshots_taken_while_two_processes_write_are_never_torn(tmp_path):
         snapshots += 1
     assert all(p.returncode == 0 for p in procs)
     assert snapshots > 0
+
+
+# -- issue 8: a writer killed mid-event in a buffer nobody drains (flight recorder) ------------------------
+
+
+def _snapshot_values(buf, path):
+    """Flush, snapshot to `path`, and return the ring:u32 values in it."""
+    buf.flush()
+    with open(path, "wb") as f:
+        buf.snapshot_to(f.fileno())
+    data, vals, pos = path.read_bytes(), [], 0
+    while pos < len(data):
+        h = header(data[pos:])
+        assert h["magic"] == 0xC1FC1FC1
+        vals.extend(values_in(data[pos:pos + h["packet_size"] // 8]))
+        pos += h["packet_size"] // 8
+    return vals
+
+
+def _kill_mid_event(buf, n, at, extra_env=None):
+    """A child process writes ring:u32 0..n-1 into buf and is SIGKILLed
+    between the reserve and the commit of its at-th event. Returns its pid."""
+    import select
+    import signal
+
+    env = dict(os.environ, UST_TEST_PAUSE_AFTER_RESERVE=f"{at}:600000", **(extra_env or {}))
+    p = subprocess.Popen([sys.executable, "-c", STRESS_CHILD, str(buf.fd), "0", str(n)], pass_fds=[buf.fd], env=env,
+                         stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([p.stderr], [], [], 120)
+    assert ready and "paused after reserve" in p.stderr.readline()
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    p.stderr.close()
+    return p.pid
+
+
+def _write_from_child(buf, writer, n):
+    p = subprocess.Popen([sys.executable, "-c", STRESS_CHILD, str(buf.fd), str(writer), str(n)], pass_fds=[buf.fd])
+    assert p.wait() == 0
+
+
+def test_a_writer_killed_mid_event_does_not_freeze_an_undrained_overwrite_buffer(tmp_path):
+    """Overwrite mode, nobody draining (a snapshot session): a writer is
+    SIGKILLed between reserve and commit. Its slot's lap can never complete by
+    itself, and writers may enter a slot only when its previous lap is
+    complete: the buffer froze for good (every later event dropped). The
+    snapshot path repairs the dead writer's packet (its event cut out, counted
+    lost_dead), so later writers lap the buffer again and a later snapshot
+    holds the newest events."""
+    buf, _ = make(4096, 4, overwrite=True)
+    _kill_mid_event(buf, 1000, 300)
+    _write_from_child(buf, 1, 20000)  # closes the dead writer's packet, then laps to its slot
+    _snapshot_values(buf, tmp_path / "a")  # repairs the packet
+    _write_from_child(buf, 2, 20000)
+    vals = _snapshot_values(buf, tmp_path / "b")
+    mine = [v & 0xFFFFFFF for v in vals if v >> 28 == 2]
+    assert mine and mine[-1] == 19999, f"the buffer stayed frozen: newest {mine[-1:] or None}"
+    assert mine == list(range(mine[0], 20000))
+    c = buf.counters()
+    assert c["lost_dead"] == 1 and c["packets_reclaimed"] == 1
+
+
+PID_REUSE = r"""
+import os, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+import test_ring as t
+from pathlib import Path
+
+tmp = Path(sys.argv[2])
+buf, _ = t.make(4096, 4, overwrite=True)
+dead = t._kill_mid_event(buf, 1000, 300)
+# Give the dead writer's pid to a new, live process: in this private pid
+# namespace nobody else forks, and ns_last_pid says which pid comes next.
+for _ in range(5):
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(dead - 1))
+    heir = subprocess.Popen(["sleep", "600"])
+    if heir.pid == dead:
+        break
+    heir.kill()
+    heir.wait()
+assert heir.pid == dead, f"pid {dead} not reused (got {heir.pid})"
+try:
+    t._write_from_child(buf, 1, 20000)
+    t._snapshot_values(buf, tmp / "a")
+    t._write_from_child(buf, 2, 20000)
+    vals = t._snapshot_values(buf, tmp / "b")
+finally:
+    heir.kill()
+    heir.wait()
+mine = [v & 0xFFFFFFF for v in vals if v >> 28 == 2]
+c = buf.counters()
+print("newest", mine[-1] if mine else None, "contiguous", mine == list(range(mine[0], 20000)) if mine else False,
+      "lost_dead", c["lost_dead"], "reclaimed", c["packets_reclaimed"])
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a private pid namespace and ns_last_pid)")
+def test_a_dead_writer_whose_pid_was_reused_is_still_recognised_as_dead(tmp_path):
+    """A writer is SIGKILLed between reserve and commit, and a new process
+    gets its pid (in a private pid namespace, by setting ns_last_pid). The
+    pid alone said "alive": the packet waited for ever (in an undrained
+    overwrite buffer, the whole buffer froze). The writer table holds the
+    writer's start time too, the new process's differs, and the packet is
+    repaired."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", PID_REUSE, here,
+                        str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["newest", "19999", "contiguous", "True", "lost_dead", "1", "reclaimed", "1"]

@@ -98,6 +98,34 @@ def test_overwrite_session_keeps_the_newest_events(tmp_path):
     assert s.counters()["packets_overwritten"] > 0
 
 
+@needs_babeltrace2
+def test_overwrite_losses_before_the_first_packet_on_disk_are_in_the_trace(tmp_path):
+    """A flight recorder written out at stop: the packets overwritten before
+    the first one on disk were reported by `ust stop` only. babeltrace2
+    reports a loss as a gap of packet_seq_num between two packets, never
+    before the first, so the stream starts with an empty packet of seq 0 (the
+    stream's start): babeltrace2, and `ust view` like it, report the gap."""
+    import re
+
+    from reader_support import run_cli
+
+    os.sched_setaffinity(0, {0})  # one stream
+    try:
+        with ust.Session(tmp_path / "t", events=["sess:*"], mode="overwrite", subbuf_size=4096,
+                         num_subbuf=4) as s:
+            _hammer(0, 20000)
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count())))
+    overwritten = s.counters()["packets_overwritten"]
+    assert overwritten > 1
+    out, err = babeltrace2_text(tmp_path / "t")
+    reported = [int(n) for n in re.findall(r"discarded (\d+) packets?\b", err)]
+    # the empty packet of seq 0 stands for the first packet overwritten
+    assert reported == [overwritten - 1], err
+    rc, ust_out, ust_err = run_cli(["view", str(tmp_path / "t")])
+    assert rc == 0 and ust_out.decode() == out and ust_err == err
+
+
 @needs_bt2
 def test_a_forked_child_killed_with_sigkill_loses_nothing_it_committed(tmp_path):
     import mmap

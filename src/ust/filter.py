@@ -754,7 +754,7 @@ def event_predicate(flt: "Filter | None", decl):
     One adapter for every host (the embedded Session and the agent). The
     context values a filter names (``$ctx.vpid``, ``$ctx.thread_name``,
     ``$app.contextvar:NAME``) are read per event from ust.instrument.context's
-    readers, the C ones from ring.c's caches; the others are missing (false).
+    readers, the C ones from the C core's caches (_ring/contexts.h); the others are missing (false).
     """
     if flt is None:
         return None

@@ -1,4 +1,4 @@
-"""The compiled core: the ring buffer and the tracepoint call (see ring.c)."""
+"""The compiled core: the ring buffer and the tracepoint call (one C file per role: see common.h)."""
 
 from ust._ring._ring import (CONTEXT_KINDS, PACKET_HEADER_SIZE, Buffer, Channel, Tracepoint,
                              TracepointArgumentWarning, clock_now, context_value, drain_at_exit, perf_check,

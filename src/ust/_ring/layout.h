@@ -113,7 +113,7 @@ static const struct ust_layout_field ust_layout_fields[] = {
  * "packet_context_offset": ...}. Called once from the module's init; returns -1 with an
  * exception set on failure.
  */
-static int ust_layout_export(PyObject *module)
+static inline int ust_layout_export(PyObject *module)
 {
     size_t n = sizeof ust_layout_fields / sizeof ust_layout_fields[0];
     PyObject *fields = PyTuple_New((Py_ssize_t)n);

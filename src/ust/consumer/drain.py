@@ -40,6 +40,7 @@ __all__ = ["drain_stream", "final_drain", "snapshot_stream", "Drainer", "FLUSH_G
            "READ_PERIOD"]
 
 FLUSH_GRACE = 0.2  # s: how long final_drain waits for a writer between reserve and commit
+REPAIR_PERIOD = 0.5  # s between two repairs of the buffers nobody drains (dead writers)
 RETURN_PERIOD = 1.0  # s: the C loop's longest stretch without the GIL (to report and retry a failed write)
 READ_PERIOD = 0.2  # s: the default read timer, the longest sleep without a wake-up (a safety net)
 
@@ -147,6 +148,7 @@ class Drainer:
         self._resume = threading.Condition(threading.Lock())
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._next_repair = 0.0
 
     # -- the host's side -----------------------------------------------------------
 
@@ -220,9 +222,27 @@ class Drainer:
                 timeout = min(timeout, max(0.0, ch.next_switch - now))
         return timeout
 
+    def _repair_undrained(self, traces, now: float) -> float:
+        """Every REPAIR_PERIOD, repair the dead writers' packets in the ring
+        buffers nobody drains while the trace runs (flight recorders, snapshot
+        sessions): a writer killed between reserve and commit would otherwise
+        freeze its slot, and the recorder with it, until the end (drained
+        buffers are repaired by the drain itself). The time until the next
+        repair (RETURN_PERIOD when there is nothing to repair)."""
+        undrained = [src for t in traces for ch in t.channels.values()
+                     if t.output is None or not ch.spec.drain_live for src in ch.sources if is_ring_buffer(src)]
+        if not undrained:
+            return RETURN_PERIOD
+        if now >= self._next_repair:
+            for src in undrained:
+                src.repair_dead_writers()
+            self._next_repair = now + REPAIR_PERIOD
+        return max(0.0, self._next_repair - now)
+
     def _round(self) -> None:
         traces = list(self.traces.values())
-        timeout = self._fire_timers(time.monotonic())
+        now = time.monotonic()
+        timeout = min(self._fire_timers(now), self._repair_undrained(traces, now))
         read_period = min((ch.spec.read_timer for t in traces for ch in t.channels.values() if ch.spec.read_timer),
                           default=READ_PERIOD)
         streams = [s for t in traces for s in t.streams(live_only=True)]

@@ -1,7 +1,7 @@
 """Context fields a channel may add to every event: LTTng's user-space contexts.
 
-C contexts are written by the fast path from values ring.c reads cheaply or
-caches (see "Context values written by C" in ring.c): process and thread ids,
+C contexts are written by the fast path from values the C core (_ring/contexts.c) reads cheaply or
+caches (see _ring/contexts.h): process and thread ids,
 credentials, namespace inodes, the process name, the CPU, perf counters.
 Python contexts call a function per event (costlier: a few hundred ns) and
 are recorded as strings: thread_name, asyncio_task, contextvar:NAME.
@@ -23,7 +23,7 @@ import threading
 
 from ust.instrument import fields as F
 
-# the order ring.c writes them in (its ctx_kinds table; tests check they agree)
+# the order the C core writes them in (its ctx_kinds table; tests check they agree)
 C_ORDER = ("vpid", "pid", "vtid", "tid", "vppid", "ppid", "pthread_id", "procname", "cpu_id",
            "vuid", "veuid", "vsuid", "vgid", "vegid", "vsgid",
            "cgroup_ns", "ipc_ns", "mnt_ns", "net_ns", "pid_ns", "time_ns", "user_ns", "uts_ns")
@@ -94,8 +94,8 @@ PY_CONTEXTS = {
 
 KNOWN = C_ORDER + tuple(PY_CONTEXTS)
 MAX_NAME = 255
-MAX_PERF = 32  # ring.c's perf counter slots per process
-MAX_PY = 16  # ring.c's room for Python context values per event
+MAX_PERF = 32  # _ring/contexts.h's perf counter slots per process
+MAX_PY = 16  # _ring/channel.h's room for Python context values per event
 
 
 def is_known(name: object) -> bool:
@@ -171,7 +171,7 @@ def py_callable(name: str):
 def reader(name: str):
     """A zero-argument callable giving the calling thread's value of a context (for filters), or None.
 
-    C contexts come from the values the fast path writes (ring.c's caches), not
+    C contexts come from the values the fast path writes (_ring/contexts.c's caches), not
     from /proc; a perf counter (by its name or its field name, as LTTng's
     filters write it: ``$ctx.perf_thread_page_fault``) from the thread's counter.
     """
@@ -219,7 +219,7 @@ def describe() -> list[tuple[str, str]]:
     return rows
 
 
-# -- credentials and namespaces: ring.c caches them per process -------------
+# -- credentials and namespaces: the C core caches them per process -------------
 
 _WATCHED = ("setuid", "seteuid", "setreuid", "setresuid", "setgid", "setegid", "setregid", "setresgid",
             "unshare", "setns")
@@ -228,7 +228,7 @@ _watch_lock = threading.Lock()
 
 
 def watch_process_changes() -> None:
-    """Make os.setuid & co., os.unshare and os.setns tell ring.c to re-read its cached ids.
+    """Make os.setuid & co., os.unshare and os.setns tell the C core to re-read its cached ids.
 
     LTTng-UST does the same by wrapping the libc calls (liblttng-ust's setuid
     and unshare overrides); a process that changes them through ctypes is not seen.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-# Codes shared with the C fast path (ring.c: the F_* codes of FieldSpec). Keep in sync.
+# Codes shared with the C fast path (_ring/tracepoint.c: the F_* codes of FieldSpec). Keep in sync.
 CODE_SINT = 1
 CODE_UINT = 2
 CODE_FLOAT = 3

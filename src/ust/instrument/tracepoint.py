@@ -32,7 +32,7 @@ set_strict(os.environ.get("UST_STRICT", "") not in ("", "0"))
 
 
 def c_spec(name: str, t: F.FieldType) -> tuple:
-    """The tuple the C fast path reads (see ring.c: parse_spec)."""
+    """The tuple the C fast path reads (see _ring/tracepoint.c: parse_spec)."""
     elem = t.element if t.kind in ("array", "sequence") else None
     labels = {label: lo for label, lo, _hi in t.mapping} if t.kind == "enum" else None
     size = t.size // 8 if t.kind in ("int", "float", "enum") else (1 if t.kind == "bool" else 0)

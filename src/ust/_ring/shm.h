@@ -1,5 +1,9 @@
+/* ======================================================================
+ * A process's view of one stream (the Python object ust._ring.Buffer)
+ * ====================================================================== */
+
 /*
- * ust ring buffer: shared-memory layout and packet layout.
+ * ust ring buffer: one stream's shared memory, and a process's view of it.
  *
  * One stream (channel x CPU) is one shared-memory region:
  *
@@ -15,18 +19,15 @@
  * different addresses in different processes, and every index read from it
  * is bounds-checked because another process may have scribbled on it.
  */
-#ifndef UST_RING_H
-#define UST_RING_H
+#ifndef UST_RING_SHM_H
+#define UST_RING_SHM_H
 
-#include <stdatomic.h>
-#include <stdint.h>
+#include "common.h"
+#include "layout.h"
 
 #define UST_SHM_MAGIC 0x3166756252747375ULL /* "ustRbuf1" little-endian */
-#define UST_SHM_VERSION 2
+#define UST_SHM_VERSION 3 /* 3: writers[].owner holds the start time; first_timestamp */
 #define UST_CACHELINE 64
-
-/* the packet and event layout (packet header, packet context, event header) */
-#include "layout.h"
 
 /* Slot table entry: which physical sub-buffer a slot maps to, for which lap,
  * and whether writers are still in it. */
@@ -53,8 +54,13 @@ struct ust_slot {
  * holds the GIL from reserve to commit. */
 #define UST_MAX_WRITERS 64
 struct ust_writer {
-    _Atomic int32_t pid; /* 0: free */
-    int32_t unused;
+    /* Who: the process's pid (low 32 bits) and the low 32 bits of its start
+     * time (field 22 of /proc/PID/stat, clock ticks since boot; 0 if it could
+     * not be read), in one word so that an entry is claimed and freed with
+     * one CAS and never shows one process's pid with another's start time.
+     * The start time tells a dead writer from a new process that got its pid.
+     * 0: free. */
+    _Atomic uint64_t owner;
     _Atomic uint64_t start; /* stream offset where the reservation starts (in the previous packet if it closes one) */
     _Atomic uint64_t end;   /* ... and ends; end <= start: none in flight */
     _Atomic uint64_t ts;    /* its timestamp */
@@ -85,6 +91,7 @@ struct ust_shm_header {
     _Atomic uint64_t reported_discarded;              /* events_discarded of the last closed packet */
     _Atomic uint64_t lost_dead;                       /* events of writers killed between reserve and commit */
     _Atomic uint64_t lost_args;                       /* enabled calls whose arguments did not fit (not recorded) */
+    _Atomic uint64_t first_timestamp;                 /* timestamp_begin of the stream's first packet (0: none yet) */
 
     /* Written by the reader. */
     _Alignas(UST_CACHELINE) _Atomic uint64_t consumed;
@@ -96,5 +103,48 @@ struct ust_shm_header {
     /* The processes writing this stream (see struct ust_writer). */
     _Alignas(UST_CACHELINE) struct ust_writer writers[UST_MAX_WRITERS];
 };
+
+typedef struct {
+    PyObject_HEAD
+    struct ust_shm_header *h; /* the mapping's base */
+    size_t map_size;
+    int fd;
+    int wakeup_fd; /* this process's eventfd, or -1 */
+    struct ust_slot *slots;
+    char *data;
+    uint64_t sbsize, sbmask, nsub, bufsize;
+    unsigned sbshift, bufshift;
+    /* reader state (process-local: one reader per stream) */
+    int holding;
+    int reader_ready; /* this process has checked the reader state it inherits */
+    uint64_t held_pos;
+    uint32_t held_phys;
+    uint64_t held_len;
+    uint64_t writer_generation;      /* fork_generation when this process registered as a writer */
+    struct ust_writer *self_writer; /* its entry in h->writers, or NULL (table full) */
+    uint64_t stall_timeout_ns;       /* reader: how long a packet may stay incomplete before writers are checked */
+    uint64_t stuck_pos, stuck_commit, stuck_since; /* reader: the incomplete packet it waits for */
+    uint64_t last_discarded;         /* reader: events_discarded of the last packet handed out */
+    uint64_t held_table;  /* the slot's table entry before ring_get() took the packet */
+    uint64_t taken_table; /* ... and the one it put there (what ring_unget() expects back) */
+    int gap_pending;   /* reader: nothing handed out from this stream yet (see hand_out_gap_marker) */
+    int held_synthetic; /* reader: the held packet is that marker, not the buffer's */
+    Py_ssize_t exports;
+} BufferObject;
+
+extern PyTypeObject Buffer_Type;
+
+static inline int is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
+static inline unsigned log2u(uint64_t v) { unsigned s = 0; while ((1ULL << s) < v) s++; return s; }
+
+INLINE char *phys_base(BufferObject *b, uint32_t phys)
+{
+    if (UNLIKELY(phys > b->nsub)) /* scribbled shared memory: stay inside our mapping */
+        phys = 0;
+    return b->data + (uint64_t)phys * b->sbsize;
+}
+
+/* Validate a mapped header and fill the process-local geometry (buffer.c). */
+int buffer_bind(BufferObject *b);
 
 #endif

@@ -1,0 +1,53 @@
+/* ======================================================================
+ * Process facts: clock, CPU, pid/tid caches (reset in a forked child)
+ * ====================================================================== */
+
+#ifndef UST_RING_PROCESS_H
+#define UST_RING_PROCESS_H
+
+#include "common.h"
+
+extern _Atomic uint64_t fork_generation; /* moved by every fork (and refresh_process_facts from Python) */
+extern _Atomic int32_t cached_pid;
+extern _Atomic uint32_t cached_start_time; /* low 32 bits of this process's start time, 0 if unknown */
+extern char cached_procname[17];
+extern _Thread_local uint64_t tls_generation;
+extern _Thread_local int32_t tls_tid;
+
+INLINE uint64_t clock_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+INLINE int32_t current_tid(void)
+{
+    uint64_t gen = LOAD_RELAXED(&fork_generation);
+    if (UNLIKELY(tls_generation != gen)) {
+        tls_tid = (int32_t)syscall(SYS_gettid);
+        tls_generation = gen;
+    }
+    return tls_tid;
+}
+
+INLINE uint32_t current_cpu(void)
+{
+    int cpu = sched_getcpu();
+    return cpu < 0 ? 0 : (uint32_t)cpu;
+}
+
+void refresh_process_facts(void);
+
+/* Read /proc/PID/stat (pid 0: this process): its state letter and start
+ * time. 0, or -errno (-ENOENT: no such process). */
+int read_proc_stat(int32_t pid, char *state, uint64_t *start_time);
+
+/* A writer's identity in a stream's writer table (struct ust_writer.owner). */
+#define OWNER_PID(o) ((int32_t)(uint32_t)(o))
+#define OWNER_START(o) ((uint32_t)((o) >> 32))
+
+uint64_t self_owner(void);
+int process_dead(uint64_t owner);
+
+#endif
