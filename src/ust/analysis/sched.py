@@ -62,7 +62,7 @@ def kernel_traces(traces) -> list:
 def thread_sched(traces, tids) -> dict[int, ThreadSched]:
     """The scheduling of threads ``tids`` from the kernel traces among ``traces``
     (those opened by ust.ctf.reader.open_traces); empty without sched_switch."""
-    from ust.ctf.reader import iter_events
+    from ust.ctf import iter_events
 
     ktraces = kernel_traces(traces)
     want = set(tids)
