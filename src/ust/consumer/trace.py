@@ -102,6 +102,11 @@ class Trace:
         self._described: Any = None  # the event table's version the metadata describes
 
     @property
+    def drains(self) -> bool:
+        """Whether the trace is written while it runs (False: a snapshot session's)."""
+        return self.output is not None
+
+    @property
     def uuid(self) -> bytes:
         return self.info.uuid
 
