@@ -30,6 +30,16 @@
 #undef Py_BUILD_CORE
 #endif
 
+/* 3.11: whole-program tracing runs in a frame-evaluation function (PEP 523) rather than a profile function:
+ * a profile function puts every frame of the process in the interpreter's tracing mode (no specialized
+ * instructions, a frame object per call), ~1,450 instructions per call before any callback runs. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define USE_EVAL_HOOK 1
+#define Py_BUILD_CORE 1
+#include "internal/pycore_frame.h"
+#undef Py_BUILD_CORE
+#endif
+
 #define MAX_ARGS 64
 
 #if PY_VERSION_HEX < 0x030C0000
@@ -60,6 +70,7 @@ enum { R_ENTRY, R_RETURN, R_NAMES, R_KINDS, R_UNFIT, R_RETKIND, R_LIMIT, R_FAST,
 static _Thread_local int busy;
 
 static PyObject *empty_str;
+static PyObject *name_key; /* "__name__" */
 
 #if PY_VERSION_HEX >= 0x030C0000
 #define request_extra PyUnstable_Eval_RequestCodeExtraIndex
@@ -374,14 +385,27 @@ known_id(Hooks *self, PyObject *code)
     return n ? (long long)(self->base | n) : 0;
 }
 
-/* The id of code (asking Python on first sight): > 0 traced, else not. */
+/* The id of code (asking Python on first sight): > 0 traced, else not. globals: the frame's, which name
+ * its module; NULL: new_id finds the frame itself (a sys.monitoring callback runs in it). */
 static long long
-function_id(Hooks *self, PyObject *code)
+function_id(Hooks *self, PyObject *code, PyObject *globals)
 {
     long long id = known_id(self, code);
     if (id >= 0)
         return id;
-    PyObject *v = PyObject_CallOneArg(self->new_id, code);
+    PyObject *v;
+    if (globals != NULL) {
+        PyObject *module = PyDict_Check(globals) ? PyDict_GetItemWithError(globals, name_key) : NULL;
+        if (module == NULL) {
+            PyErr_Clear();
+            module = Py_None;
+        }
+        PyObject *args[2] = {code, module};
+        v = PyObject_Vectorcall(self->new_id, args, 2, NULL);
+    }
+    else {
+        v = PyObject_CallOneArg(self->new_id, code);
+    }
     if (v == NULL) {
         PyErr_Clear();
         return 0;
@@ -507,7 +531,7 @@ hooks_py_start(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
             Py_XDECREF(call_slow(rec, "on_start", NULL, 0));
     }
     if (self->generation) {
-        long long id = function_id(self, code);
+        long long id = function_id(self, code, NULL);
         if (id > 0)
             record_id(self, self->entry, id);
         else if (rec == NULL)
@@ -559,69 +583,101 @@ hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* 3.11 whole-program tracing: a C profile function (no Python frame per event). */
-static int
-profile_cb(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+#ifdef USE_EVAL_HOOK
+/* 3.11 whole-program tracing: the frame-evaluation function of the interpreter (PEP 523), in every
+ * thread at once. It sees each evaluation of a frame: a call, and each resumption of a generator or
+ * coroutine; it records what sys.monitoring's PY_START and PY_RETURN/PY_UNWIND would (3.12+): the entry
+ * when a body starts, the return when it returns or raises (a generator's when it completes, not at each
+ * yield). The call that only creates a generator object runs no body and is not recorded.
+ * Cost: calls through a frame-evaluation function are not inlined by the interpreter (each takes a C
+ * call), ~150 instructions per call, far less than the profile function's tracing mode. */
+static Hooks *eval_owner;                /* strong reference while the hook is installed; NULL: pass through */
+static _PyFrameEvalFunction eval_next;    /* the evaluation function that was installed before ours */
+
+/* The entry of frame's function: its id (recorded when > 0). */
+static long long
+eval_entry(Hooks *self, PyThreadState *ts, _PyInterpreterFrame *frame)
 {
-    Hooks *self = (Hooks *)obj;
-    if (!self->generation || (what != PyTrace_CALL && what != PyTrace_RETURN))
-        return 0;
-    /* A RETURN may come with an exception set (an unwinding frame): keep it aside then only (fetching and
-     * restoring at every event cost ~50 instructions). */
-    int had_exc = PyErr_Occurred() != NULL;
-    saved_exc exc;
-    if (had_exc)
-        exc = save_exc();
-    PyCodeObject *code = PyFrame_GetCode(frame);
-    if (what == PyTrace_CALL) {
-        long long id = function_id(self, (PyObject *)code);
-        if (id > 0)
-            record_id(self, self->entry, id);
-    }
-    else {
-        long long id = known_id(self, (PyObject *)code);
-        if (id > 0)
-            record_id(self, self->ret, id);
-    }
-    Py_DECREF(code);
-    if (had_exc)
-        restore_exc(exc);
-    else
-        PyErr_Clear(); /* nothing above leaves one set, but the hook must not add one */
-    return 0;
+    ts->tracing++; /* new_id, a filter or a Python context may run Python: not the program's calls */
+    long long id = function_id(self, (PyObject *)frame->f_code, frame->f_globals);
+    if (id > 0)
+        record_id(self, self->entry, id);
+    ts->tracing--;
+    return id;
 }
 
-/* profile(on): install (or remove) the C profile function in every thread of this interpreter. */
 static PyObject *
-hooks_profile(Hooks *self, PyObject *on)
+traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
+{
+    Hooks *self = eval_owner;
+    _PyFrameEvalFunction next = eval_next;
+    /* ts->tracing: a tracer's own Python code (ours below, a profile or trace function) is not the
+     * program's. */
+    if (self == NULL || !self->generation || ts->tracing)
+        return next(ts, frame, throwflag);
+    PyCodeObject *code = frame->f_code;
+    int resumable = code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR);
+    long long id;
+    if (resumable) {
+        if (frame->owner != FRAME_OWNED_BY_GENERATOR) /* RETURN_GENERATOR: makes the object, runs no body */
+            return next(ts, frame, throwflag);
+        if (_PyInterpreterFrame_LASTI(frame) < code->_co_firsttraceable) /* its body starts now */
+            id = throwflag ? 0 : eval_entry(self, ts, frame);
+        else {
+            id = known_id(self, (PyObject *)code); /* a resumption: its entry was recorded when it started */
+        }
+    }
+    else {
+        if (throwflag) /* not a call: nothing was recorded */
+            return next(ts, frame, throwflag);
+        id = eval_entry(self, ts, frame);
+    }
+    unsigned generation = self->generation;
+    PyObject *result = next(ts, frame, throwflag);
+    /* The tracer may have been stopped (or replaced) while the frame ran: its return is not recorded. */
+    if (id <= 0 || eval_owner != self || self->generation != generation)
+        return result;
+    /* The generator frame lives in its generator object, which its caller (gen_send_ex) holds. */
+    if (resumable && result != NULL && _PyFrame_GetGenerator(frame)->gi_frame_state == FRAME_SUSPENDED)
+        return result; /* a yield or an await: not a return */
+    ts->tracing++;
+    if (result == NULL) { /* an exception leaves the frame: keep it aside while recording */
+        saved_exc exc = save_exc();
+        record_id(self, self->ret, id);
+        restore_exc(exc);
+    }
+    else {
+        record_id(self, self->ret, id);
+    }
+    ts->tracing--;
+    return result;
+}
+
+/* eval_hook(on): install (or remove) the frame-evaluation function of this interpreter. When another
+ * one was installed after ours, ours stays in the chain, passing frames through. */
+static PyObject *
+hooks_eval_hook(Hooks *self, PyObject *on)
 {
     int enable = PyObject_IsTrue(on);
     if (enable < 0)
         return NULL;
-#if PY_VERSION_HEX < 0x030C0000
-    PyThreadState *me = PyThreadState_Get();
-    PyInterpreterState *interp = PyThreadState_GetInterpreter(me);
-    for (PyThreadState *t = PyInterpreterState_ThreadHead(interp); t != NULL; t = PyThreadState_Next(t)) {
-        if (_PyEval_SetProfile(t, enable ? profile_cb : NULL, enable ? (PyObject *)self : NULL) < 0)
-            return NULL;
+    PyInterpreterState *interp = PyThreadState_GetInterpreter(PyThreadState_Get());
+    _PyFrameEvalFunction current = _PyInterpreterState_GetEvalFrameFunc(interp);
+    if (enable) {
+        if (current != traced_eval) {
+            eval_next = current; /* _PyEval_EvalFrameDefault, or a debugger's */
+            _PyInterpreterState_SetEvalFrameFunc(interp, traced_eval);
+        }
+        Py_XSETREF(eval_owner, (Hooks *)Py_NewRef(self));
     }
-#else
-    PyEval_SetProfileAllThreads(enable ? profile_cb : NULL, enable ? (PyObject *)self : NULL);
+    else {
+        if (current == traced_eval)
+            _PyInterpreterState_SetEvalFrameFunc(interp, eval_next); /* the default: calls are inlined again */
+        Py_CLEAR(eval_owner);
+    }
+    Py_RETURN_NONE;
+}
 #endif
-    Py_RETURN_NONE;
-}
-
-/* thread_hook(frame, event, arg): given to threading.setprofile, it replaces itself by the C profile
- * function in each new thread, and records that first call. */
-static PyObject *
-hooks_thread_hook(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    PyEval_SetProfile(profile_cb, (PyObject *)self);
-    if (nargs >= 2 && PyFrame_Check(args[0]) && PyUnicode_Check(args[1]) &&
-        PyUnicode_CompareWithASCIIString(args[1], "call") == 0)
-        profile_cb((PyObject *)self, (PyFrameObject *)args[0], PyTrace_CALL, Py_None);
-    Py_RETURN_NONE;
-}
 
 static PyMethodDef hooks_methods[] = {
     {"py_start", (PyCFunction)(void (*)(void))hooks_py_start, METH_FASTCALL, "sys.monitoring PY_START callback"},
@@ -629,8 +685,9 @@ static PyMethodDef hooks_methods[] = {
     {"py_unwind", (PyCFunction)(void (*)(void))hooks_py_unwind, METH_FASTCALL, "sys.monitoring PY_UNWIND callback"},
     {"set_whole", (PyCFunction)hooks_set_whole, METH_VARARGS,
      "whole-program tracing: (generation, base, new_id, entry, return), or (0,): off"},
-    {"profile", (PyCFunction)hooks_profile, METH_O, "3.11: install/remove the C profile function in every thread"},
-    {"thread_hook", (PyCFunction)(void (*)(void))hooks_thread_hook, METH_FASTCALL, "threading.setprofile hook"},
+#ifdef USE_EVAL_HOOK
+    {"eval_hook", (PyCFunction)hooks_eval_hook, METH_O, "3.11: install/remove the frame-evaluation function"},
+#endif
     {NULL},
 };
 
@@ -665,7 +722,8 @@ PyInit__probes(void)
     if (extra_record < 0 || extra_id < 0)
         return NULL;
     empty_str = PyUnicode_FromString("");
-    if (empty_str == NULL)
+    name_key = PyUnicode_InternFromString("__name__");
+    if (empty_str == NULL || name_key == NULL)
         return NULL;
     /* Without the entry points (a _ring built from other sources) the tracepoints are called as
      * Python callables: slower, the same events. */

@@ -985,12 +985,14 @@ class WholeProgram:
         self.ids[code] = n
         return n
 
-    def new_id(self, code: types.CodeType) -> int:
-        """First sight of ``code`` (called by the C hooks, the frame running it 1 up)."""
-        try:
-            module = sys._getframe(1).f_globals.get("__name__", "?")
-        except Exception:  # noqa: BLE001
-            module = "?"
+    def new_id(self, code: types.CodeType, module: object = None) -> int:
+        """First sight of ``code`` (called by the C hooks: with its module's name, or from the frame running
+        it, 1 up)."""
+        if not isinstance(module, str):
+            try:
+                module = sys._getframe(1).f_globals.get("__name__", "?") if module is None else "?"
+            except Exception:  # noqa: BLE001
+                module = "?"
         return self._new_id(code, module)
 
     def attach_hooks(self, hooks) -> None:
@@ -1039,11 +1041,10 @@ class WholeProgram:
     def start(self) -> None:
         if MONITORING:
             _MONITOR.set_whole(self)
-        elif _MONITOR.hooks is not None:  # 3.11: a C profile function in every thread, and in new ones
+        elif _MONITOR.hooks is not None:  # 3.11: the interpreter's frame-evaluation function (every thread)
             hooks = _MONITOR.hooks
             self.attach_hooks(hooks)
-            hooks.profile(True)
-            threading.setprofile(hooks.thread_hook)
+            hooks.eval_hook(True)
         else:
             threading.setprofile(self._profile)
             sys.setprofile(self._profile)
@@ -1052,8 +1053,7 @@ class WholeProgram:
         if MONITORING:
             _MONITOR.set_whole(None)
         elif _MONITOR.hooks is not None:
-            threading.setprofile(None)
-            _MONITOR.hooks.profile(False)
+            _MONITOR.hooks.eval_hook(False)
             _MONITOR.hooks.set_whole(0)
         else:
             threading.setprofile(None)
