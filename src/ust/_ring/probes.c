@@ -10,8 +10,9 @@
  * A probe "record" is a tuple built by probes.py (Probe.record()):
  *   (entry_tp, return_tp, names: tuple[str], kinds: bytes, unfit: bool,
  *    ret_kind: int, limit: int, fast: bool, slow: Probe, skipped: set)
- * kinds[i]: 0 = pass the value to the typed field as is, 1 = repr() cut to limit.
- * ret_kind: 0 = typed retval (+ "" exception, "" unfit), 1 = repr retval (+ ""), 2 = no value ("" , "").
+ * kinds[i]: the field's kind (convert_value): 'i' int64, 'f' double, 'b' bool, 's' str, 'y' bytes, 'r' repr.
+ * ret_kind: ord() of the retval's kind: typed: (retval, "" exception, "" unfit); 'r': (repr, ""); 'n': no
+ * value recorded ("", "").
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -45,29 +46,99 @@
 #if PY_VERSION_HEX < 0x030C0000
 /* 3.11 has no PyErr_GetRaisedException: keep the (type, value, traceback) triple instead. */
 typedef struct { PyObject *type, *value, *tb; } saved_exc;
-static saved_exc save_exc(void) { saved_exc e; PyErr_Fetch(&e.type, &e.value, &e.tb); return e; }
-static void restore_exc(saved_exc e) { PyErr_Restore(e.type, e.value, e.tb); }
-static const char *raised_type_name(void)
+static inline saved_exc save_exc(void) { saved_exc e; PyErr_Fetch(&e.type, &e.value, &e.tb); return e; }
+static inline void restore_exc(saved_exc e) { PyErr_Restore(e.type, e.value, e.tb); }
+static inline const char *raised_type_name(void)
 {
     PyObject *t = PyErr_Occurred();
     return t && PyType_Check(t) ? ((PyTypeObject *)t)->tp_name : "?";
 }
 #else
 typedef PyObject *saved_exc;
-static saved_exc save_exc(void) { return PyErr_GetRaisedException(); }
-static void restore_exc(saved_exc e) { PyErr_SetRaisedException(e); }
-static const char *raised_type_name(void)
+static inline saved_exc save_exc(void) { return PyErr_GetRaisedException(); }
+static inline void restore_exc(saved_exc e) { PyErr_SetRaisedException(e); }
+static inline const char *raised_type_name(void)
 {
     PyObject *t = PyErr_Occurred();
     return t && PyType_Check(t) ? ((PyTypeObject *)t)->tp_name : "?";
 }
 #endif
 
-enum { R_ENTRY, R_RETURN, R_NAMES, R_KINDS, R_UNFIT, R_RETKIND, R_LIMIT, R_FAST, R_SLOW, R_SKIPPED, R_SIZE };
+/* A probe's record: what the per-call paths read, as C fields (no tuple item, no int object to convert at
+ * each call). Immutable once made; hashable by identity (a 3.11 trampoline holds it as a constant). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *entry, *ret;  /* the BASE_entry and BASE_return tracepoints */
+    PyObject *names;        /* tuple: the parameters' names, in the frame's order */
+    PyObject *slow;         /* the Probe (its Python methods record what the C paths cannot) */
+    PyObject *skipped;      /* set of frames whose entry the filter dropped, or None (3.11) */
+    Py_ssize_t limit;       /* repr() cut */
+    int nkinds;             /* fields of the entry, before `unfit` */
+    int unfit;              /* the entry ends with an `unfit` string field */
+    int fast;               /* the C paths may record (no filter, at most MAX_ARGS parameters) */
+    char ret_kind;
+    char kinds[MAX_ARGS];
+} Record;
+
+static PyTypeObject RecordType;
+#define IS_RECORD(o) Py_IS_TYPE((o), &RecordType)
+
+static void
+record_dealloc(Record *self)
+{
+    Py_XDECREF(self->entry);
+    Py_XDECREF(self->ret);
+    Py_XDECREF(self->names);
+    Py_XDECREF(self->slow);
+    Py_XDECREF(self->skipped);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Record(entry, return, names, kinds: bytes, unfit, ret_kind: int, limit, fast, slow, skipped) */
+static PyObject *
+record_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    PyObject *entry, *ret, *names, *kinds, *slow, *skipped;
+    int unfit, ret_kind, fast;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OOO!O!pinpOO", &entry, &ret, &PyTuple_Type, &names, &PyBytes_Type, &kinds,
+                          &unfit, &ret_kind, &limit, &fast, &slow, &skipped))
+        return NULL;
+    if (PyBytes_GET_SIZE(kinds) > MAX_ARGS || ret_kind < 0 || ret_kind > 127 || limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "Record: too many fields, or a bad kind or limit");
+        return NULL;
+    }
+    Record *self = (Record *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->entry = Py_NewRef(entry);
+    self->ret = Py_NewRef(ret);
+    self->names = Py_NewRef(names);
+    self->slow = Py_NewRef(slow);
+    self->skipped = Py_NewRef(skipped);
+    self->limit = limit;
+    self->nkinds = (int)PyBytes_GET_SIZE(kinds);
+    memcpy(self->kinds, PyBytes_AS_STRING(kinds), (size_t)self->nkinds);
+    self->unfit = unfit;
+    self->fast = fast && PyTuple_GET_SIZE(names) <= MAX_ARGS;
+    self->ret_kind = (char)ret_kind;
+    return (PyObject *)self;
+}
+
+static PyTypeObject RecordType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ust._ring._probes.Record",
+    .tp_basicsize = sizeof(Record),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = record_new,
+    .tp_dealloc = (destructor)record_dealloc,
+    .tp_doc = "Record(entry, return, names, kinds, unfit, ret_kind, limit, fast, slow, skipped): a probe's "
+              "per-call state",
+};
 
 /* Set while this thread converts values (a repr() may call a probed function): such calls are not
  * recorded, as in probes.py's _BUSY. Thread-local: no ordering with other threads is needed. */
-static _Thread_local int busy;
+static _Thread_local int busy __attribute__((tls_model("initial-exec"))); /* no __tls_get_addr call */
 
 static PyObject *empty_str;
 static PyObject *name_key; /* "__name__" */
@@ -89,15 +160,34 @@ static PyObject *name_key; /* "__name__" */
  * tracer) is as good as empty. */
 static Py_ssize_t extra_record = -1, extra_id = -1;
 
-static PyObject *
+/* The last code object looked up and its record: a probed function's PY_START and PY_RETURN come in
+ * pairs, each looking up the same code. Safe because a probed code object is kept alive by probes.py
+ * while it has a record, and set_record() empties the cache: the cached code cannot be freed and its
+ * address reused meanwhile. Not on free-threaded builds (a shared cache would be a race). */
+#ifndef Py_GIL_DISABLED
+static PyObject *cached_code;
+static void *cached_record;
+#endif
+
+static Record *
 get_record(PyObject *code)
 {
     void *v = NULL;
+#ifndef Py_GIL_DISABLED
+    if (code == cached_code)
+        return (Record *)cached_record;
+#endif
     if (!PyCode_Check(code) || get_extra(code, extra_record, &v) < 0) {
         PyErr_Clear();
         return NULL;
     }
-    return (PyObject *)v;
+#ifndef Py_GIL_DISABLED
+    if (v != NULL) { /* only probed code: an unprobed one may be freed while cached */
+        cached_code = code;
+        cached_record = v;
+    }
+#endif
+    return (Record *)v;
 }
 
 /* repr(value) cut to limit; "<repr failed: Type>" when repr raises. New reference, never NULL unless
@@ -149,78 +239,185 @@ call_quiet(PyObject *fn, PyObject *const *args, Py_ssize_t n)
         Py_DECREF(res);
 }
 
+/* One value converted to its field, as probes.py's _convert does for a value that fits. kind (the
+ * probe's, per field): 'i' int64, 'f' double, 'b' bool, 's' str, 'y' bytes, 'r' repr() cut to limit.
+ * Returns 1 with *out set and *obj the object to pass to the tracepoint if it must be called instead (a
+ * new reference in *hold when made here: a repr), or 0 when the value does not fit its field: the
+ * probe's Python path records it (the type's zero and the value's repr in `unfit`). Runs Python only for
+ * 'r' (a __repr__). */
+static int
+convert_value(char kind, PyObject *value, Py_ssize_t limit, struct ust_value *out, PyObject **obj,
+              PyObject **hold)
+{
+    *obj = value;
+    *hold = NULL;
+    switch (kind) {
+    case 'i':
+#if PY_VERSION_HEX >= 0x030C0000
+        if (PyLong_CheckExact(value) && PyUnstable_Long_IsCompact((PyLongObject *)value)) {
+            out->kind = UST_V_INT64;
+            out->i = (int64_t)PyUnstable_Long_CompactValue((PyLongObject *)value);
+            return 1;
+        }
+#endif
+        if (PyLong_Check(value)) { /* bool and int subclasses included, as isinstance(value, int) */
+            int overflow;
+            long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+            if (overflow || (v == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                return 0;
+            }
+            out->kind = UST_V_INT64;
+            out->i = v;
+            return 1;
+        }
+        return 0;
+    case 'f':
+        if (PyFloat_Check(value)) {
+            out->kind = UST_V_DOUBLE;
+            out->d = PyFloat_AS_DOUBLE(value);
+            return 1;
+        }
+        if (PyLong_Check(value)) {
+            double d = PyLong_AsDouble(value);
+            if (d == -1.0 && PyErr_Occurred()) {
+                PyErr_Clear();
+                return 0;
+            }
+            out->kind = UST_V_DOUBLE;
+            out->d = d;
+            return 1;
+        }
+        return 0;
+    case 'b':
+        if (!PyBool_Check(value))
+            return 0;
+        out->kind = UST_V_BOOL;
+        out->i = value == Py_True;
+        return 1;
+    case 'y':
+        if (!PyBytes_Check(value))
+            return 0; /* bytearray, memoryview: the Python path copies them */
+        out->kind = UST_V_BYTES;
+        out->ptr = PyBytes_AS_STRING(value);
+        out->len = PyBytes_GET_SIZE(value);
+        return 1;
+    case 'r':
+        value = safe_repr(value, limit);
+        if (value == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        *obj = *hold = value;
+        break;
+    case 's':
+        if (!PyUnicode_CheckExact(value))
+            return 0;
+        break;
+    default:
+        return 0;
+    }
+    /* a str (the value, or its repr) */
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_GET_LENGTH(value) ? PyUnicode_AsUTF8AndSize(value, &len) : "";
+    if (utf8 == NULL) { /* a lone surrogate: the Python path escapes it */
+        PyErr_Clear();
+        Py_CLEAR(*hold);
+        return 0;
+    }
+    out->kind = UST_V_STRING;
+    out->ptr = utf8;
+    out->len = PyUnicode_GET_LENGTH(value) ? len : 0;
+    return 1;
+}
+
+/* Record tp with vals (converted) / objs (the same values as objects): straight into the ring when it can,
+ * else by calling the tracepoint. 0, or -1 with an exception set. */
+static int
+record_converted(PyObject *tp, const struct ust_value *vals, PyObject *const *objs, int n)
+{
+    if (ring_api != NULL && ring_api->record_values(tp, vals, n) == 0)
+        return 0;
+    return record_event(tp, objs, n);
+}
+
+static const struct ust_value empty_value = {.kind = UST_V_STRING, .ptr = "", .len = 0};
+
 /* Record the entry from values[0..n). Returns 1 when recorded by the fast path, 0 when the caller must
  * use the slow path (the error, if any, is cleared). */
 static int
-fast_entry(PyObject *rec, PyObject *const *values, Py_ssize_t n)
+fast_entry(Record *rec, PyObject *const *values, Py_ssize_t n)
 {
-    PyObject *kinds = PyTuple_GET_ITEM(rec, R_KINDS);
-    const char *k = PyBytes_AS_STRING(kinds);
-    Py_ssize_t limit = -1; /* read when a value needs repr() */
-    int unfit = PyTuple_GET_ITEM(rec, R_UNFIT) == Py_True;
-    PyObject *args[MAX_ARGS + 1];
-    Py_ssize_t i, nargs = 0;
-    int ok = 0;
+    const char *k = rec->kinds;
+    Py_ssize_t limit = rec->limit;
+    struct ust_value vals[MAX_ARGS + 1];
+    PyObject *objs[MAX_ARGS + 1], *hold[MAX_ARGS];
+    int nhold = 0, ok = 0;
+    Py_ssize_t i;
     /* One field per kind: a trampoline passes every argument, a --no-args probe records none of them. */
-    if (n > PyBytes_GET_SIZE(kinds))
-        n = PyBytes_GET_SIZE(kinds);
+    if (n > rec->nkinds)
+        n = rec->nkinds;
     if (n > MAX_ARGS)
         return 0;
     busy = 1;
     for (i = 0; i < n; i++) {
-        if (k[i]) {
-            if (limit < 0)
-                limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(rec, R_LIMIT));
-            args[i] = safe_repr(values[i], limit);
-            if (args[i] == NULL)
-                goto done;
+        PyObject *v = values[i];
+#if PY_VERSION_HEX >= 0x030C0000
+        if (k[i] == 'i' && PyLong_CheckExact(v) && PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+            /* the common typed argument, without the call: an int of one digit */
+            vals[i].kind = UST_V_INT64;
+            vals[i].i = (int64_t)PyUnstable_Long_CompactValue((PyLongObject *)v);
+            objs[i] = v;
+            continue;
         }
-        else {
-            args[i] = Py_NewRef(values[i]);
-        }
-        nargs++;
+#endif
+        if (!convert_value(k[i], v, limit, &vals[i], &objs[i], &hold[nhold]))
+            goto done;
+        if (hold[nhold] != NULL)
+            nhold++;
     }
-    if (unfit)
-        args[nargs++] = Py_NewRef(empty_str);
-    ok = record_event(PyTuple_GET_ITEM(rec, R_ENTRY), args, nargs) == 0;
+    if (rec->unfit) {
+        vals[n] = empty_value;
+        objs[n++] = empty_str;
+    }
+    ok = record_converted(rec->entry, vals, objs, (int)n) == 0;
 done:
     busy = 0;
-    for (i = 0; i < nargs; i++)
-        Py_DECREF(args[i]);
+    while (nhold > 0)
+        Py_DECREF(hold[--nhold]);
     if (!ok)
         PyErr_Clear();
     return ok;
 }
 
+/* ret_kind: a field kind (as convert_value's) for the retval, or 'n': no value recorded (--no-args). */
 static int
-fast_return(PyObject *rec, PyObject *retval)
+fast_return(Record *rec, PyObject *retval)
 {
-    long kind = PyLong_AsLong(PyTuple_GET_ITEM(rec, R_RETKIND));
-    PyObject *args[3];
-    Py_ssize_t nargs;
-    int ok = 0;
+    char kind = rec->ret_kind;
+    struct ust_value vals[3] = {empty_value, empty_value, empty_value};
+    PyObject *objs[3] = {empty_str, empty_str, empty_str}, *hold = NULL;
+    int n = 2, ok = 0;
     busy = 1;
-    if (kind == 0) {
-        args[0] = Py_NewRef(retval);
-        args[1] = Py_NewRef(empty_str);
-        args[2] = Py_NewRef(empty_str);
-        nargs = 3;
+#if PY_VERSION_HEX >= 0x030C0000
+    if (kind == 'i' && PyLong_CheckExact(retval) && PyUnstable_Long_IsCompact((PyLongObject *)retval)) {
+        vals[0].kind = UST_V_INT64; /* the common typed value, without the call (as in fast_entry) */
+        vals[0].i = (int64_t)PyUnstable_Long_CompactValue((PyLongObject *)retval);
+        objs[0] = retval;
+        n = 3;
     }
-    else {
-        args[0] = kind == 1 ? safe_repr(retval, PyLong_AsSsize_t(PyTuple_GET_ITEM(rec, R_LIMIT)))
-                            : Py_NewRef(empty_str);
-        if (args[0] == NULL) {
-            busy = 0;
-            PyErr_Clear();
-            return 0;
-        }
-        args[1] = Py_NewRef(empty_str);
-        nargs = 2;
+    else
+#endif
+    if (kind != 'n') {
+        if (!convert_value(kind, retval, rec->limit, &vals[0], &objs[0], &hold))
+            goto done;
+        if (kind != 'r')
+            n = 3; /* a typed retval has an unfit field */
     }
-    ok = record_event(PyTuple_GET_ITEM(rec, R_RETURN), args, nargs) == 0;
+    ok = record_converted(rec->ret, vals, objs, n) == 0;
+done:
     busy = 0;
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        Py_DECREF(args[i]);
+    Py_XDECREF(hold);
     if (!ok)
         PyErr_Clear();
     return ok;
@@ -228,9 +425,9 @@ fast_return(PyObject *rec, PyObject *retval)
 
 /* slow.method(*args), errors cleared; returns the result (new ref) or NULL. */
 static PyObject *
-call_slow(PyObject *rec, const char *method, PyObject *const *args, Py_ssize_t n)
+call_slow(Record *rec, const char *method, PyObject *const *args, Py_ssize_t n)
 {
-    PyObject *fn = PyObject_GetAttrString(PyTuple_GET_ITEM(rec, R_SLOW), method);
+    PyObject *fn = PyObject_GetAttrString(rec->slow, method);
     if (fn == NULL) {
         PyErr_Clear();
         return NULL;
@@ -248,12 +445,12 @@ call_slow(PyObject *rec, const char *method, PyObject *const *args, Py_ssize_t n
 static PyObject *
 probe_enter(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != R_SIZE)
+    if (nargs < 1 || !IS_RECORD(args[0]))
         Py_RETURN_FALSE;
-    PyObject *rec = args[0];
+    Record *rec = (Record *)args[0];
     if (busy)
         Py_RETURN_FALSE;
-    if (PyTuple_GET_ITEM(rec, R_FAST) == Py_True && fast_entry(rec, args + 1, nargs - 1))
+    if (rec->fast && fast_entry(rec, args + 1, nargs - 1))
         Py_RETURN_TRUE;
     PyObject *values = PyTuple_New(nargs - 1);
     if (values == NULL) {
@@ -272,12 +469,12 @@ probe_enter(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 probe_leave(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != R_SIZE)
+    if (nargs != 2 || !IS_RECORD(args[0]))
         Py_RETURN_NONE;
-    PyObject *rec = args[0];
+    Record *rec = (Record *)args[0];
     if (busy)
         Py_RETURN_NONE;
-    if (PyTuple_GET_ITEM(rec, R_FAST) == Py_True && fast_return(rec, args[1]))
+    if (rec->fast && fast_return(rec, args[1]))
         Py_RETURN_NONE;
     PyObject *a[2] = {args[1], Py_None};
     Py_XDECREF(call_slow(rec, "leave", a, 2));
@@ -360,10 +557,14 @@ hooks_set_whole(Hooks *self, PyObject *args)
 static PyObject *
 set_record(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyCode_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "set_record(code, record or None)");
+    if (nargs != 2 || !PyCode_Check(args[0]) || (args[1] != Py_None && !IS_RECORD(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "set_record(code, Record or None)");
         return NULL;
     }
+#ifndef Py_GIL_DISABLED
+    cached_code = NULL;
+    cached_record = NULL;
+#endif
     if (set_extra(args[0], extra_record, args[1] == Py_None ? NULL : (void *)args[1]) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -451,9 +652,9 @@ record_id(Hooks *self, PyObject *tp, long long id)
 #if PY_VERSION_HEX >= 0x030C0000
 /* The probed frame's arguments, in the record's order (new references into values); -1: not read. */
 static int
-frame_args_public(PyObject *rec, PyObject **values)
+frame_args_public(Record *rec, PyObject **values)
 {
-    PyObject *names = PyTuple_GET_ITEM(rec, R_NAMES);
+    PyObject *names = rec->names;
     Py_ssize_t n = PyTuple_GET_SIZE(names);
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the monitored frame (a C callback pushes none) */
     if (frame == NULL || n > MAX_ARGS)
@@ -471,7 +672,7 @@ frame_args_public(PyObject *rec, PyObject **values)
 }
 
 static int
-frame_args(PyObject *rec, PyObject *code, PyObject **values)
+frame_args(Record *rec, PyObject *code, PyObject **values)
 {
 #ifdef USE_INTERNAL_FRAME
     PyThreadState *tstate = PyThreadState_Get();
@@ -482,7 +683,7 @@ frame_args(PyObject *rec, PyObject *code, PyObject **values)
     _PyInterpreterFrame *fr = tstate->cframe ? tstate->cframe->current_frame : NULL;
     PyObject *fcode = fr ? (PyObject *)fr->f_code : NULL;
 #endif
-    Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(rec, R_NAMES));
+    Py_ssize_t n = PyTuple_GET_SIZE(rec->names);
     /* The arguments are the first localsplus slots, in co_varnames order (probes.py's names). */
     if (fcode == code && n <= MAX_ARGS && n <= ((PyCodeObject *)code)->co_nlocalsplus) {
         PyCodeObject *co = (PyCodeObject *)code;
@@ -513,12 +714,12 @@ hooks_py_start(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     if (nargs < 1)
         Py_RETURN_NONE;
     PyObject *code = args[0];
-    PyObject *rec = get_record(code);
+    Record *rec = get_record(code);
     if (rec != NULL && !busy) {
         int done = 0;
 #if PY_VERSION_HEX >= 0x030C0000
-        if (PyTuple_GET_ITEM(rec, R_FAST) == Py_True) {
-            PyObject *values[MAX_ARGS] = {NULL};
+        if (rec->fast) {
+            PyObject *values[MAX_ARGS];
             int n = frame_args(rec, code, values);
             if (n >= 0) {
                 done = fast_entry(rec, values, n);
@@ -547,12 +748,12 @@ hooks_py_return(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     if (nargs < 3)
         Py_RETURN_NONE;
     PyObject *code = args[0];
-    PyObject *rec = get_record(code);
+    Record *rec = get_record(code);
     if (rec != NULL && !busy) {
         /* A call whose entry was not recorded has its frame in the skipped set: the slow path knows. */
-        PyObject *skipped = PyTuple_GET_ITEM(rec, R_SKIPPED);
+        PyObject *skipped = rec->skipped;
         int any_skipped = PySet_Check(skipped) && PySet_GET_SIZE(skipped) > 0;
-        if (any_skipped || PyTuple_GET_ITEM(rec, R_FAST) != Py_True || !fast_return(rec, args[2]))
+        if (any_skipped || !rec->fast || !fast_return(rec, args[2]))
             Py_XDECREF(call_slow(rec, "on_return", &args[2], 1));
     }
     if (self->generation) {
@@ -572,7 +773,7 @@ hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     if (nargs < 3)
         Py_RETURN_NONE;
     PyObject *code = args[0];
-    PyObject *rec = get_record(code);
+    Record *rec = get_record(code);
     if (rec != NULL && !busy)
         Py_XDECREF(call_slow(rec, "on_unwind", &args[2], 1));
     if (self->generation) {
@@ -715,7 +916,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "ust._ring._probes", 
 PyMODINIT_FUNC
 PyInit__probes(void)
 {
-    if (PyType_Ready(&HooksType) < 0)
+    if (PyType_Ready(&HooksType) < 0 || PyType_Ready(&RecordType) < 0)
         return NULL;
     extra_record = request_extra(NULL);
     extra_id = request_extra(NULL);
@@ -734,7 +935,8 @@ PyInit__probes(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Hooks", (PyObject *)&HooksType) < 0) {
+    if (PyModule_AddObjectRef(m, "Hooks", (PyObject *)&HooksType) < 0 ||
+        PyModule_AddObjectRef(m, "Record", (PyObject *)&RecordType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

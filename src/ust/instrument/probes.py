@@ -180,6 +180,11 @@ _TYPES = {int: F.int64, float: F.float64, str: F.string, bool: F.boolean, bytes:
           "int": F.int64, "float": F.float64, "str": F.string, "bool": F.boolean, "bytes": F.bytes_}
 
 
+# The C paths' conversion of each field (ust/_ring/probes.c, convert_value), by field type name; None: repr.
+_KIND = {"int64": ord("i"), "float64": ord("f"), "boolean": ord("b"), "string": ord("s"), "bytes": ord("y"),
+         None: ord("r")}
+
+
 def field_type(annotation: object) -> F.FieldType | None:
     """The typed field for a plain annotation, else None (recorded as repr text)."""
     try:
@@ -326,11 +331,12 @@ class Probe:
         A trampoline's record (a constant of its code) holds no set: a code object's constants must stay
         hashable, and a trampoline keeps its skipped state in a local variable.
         """
-        kinds = bytes(0 if t is not None else 1 for t in self.entry.types)
-        ret_kind = 0 if self.rtype is not None else (1 if self.with_args else 2)
+        kinds = bytes(_KIND[t.name if t is not None else None] for t in self.entry.types)
+        ret_kind = _KIND[self.rtype.name if self.rtype is not None else None] if self.with_args else ord("n")
         fast = self.flt is None and len(self.params) <= 64
-        return (self.entry.tp, self.ret_tp, tuple(self.params), kinds, self.entry.unfit, ret_kind, self.limit,
-                fast, self, None if trampoline else self.skipped)
+        rec = (self.entry.tp, self.ret_tp, tuple(self.params), kinds, self.entry.unfit, ret_kind, self.limit,
+               fast, self, None if trampoline else self.skipped)
+        return _C.Record(*rec) if _C is not None else rec
 
     # -- the slow path of the 3.12+ callbacks (the C hooks call these when they cannot record) -------------
 
