@@ -37,6 +37,7 @@
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
 #define USE_EVAL_HOOK 1
 #define Py_BUILD_CORE 1
+#include "internal/pycore_code.h"
 #include "internal/pycore_frame.h"
 #undef Py_BUILD_CORE
 #endif
@@ -785,15 +786,23 @@ hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 #ifdef USE_EVAL_HOOK
-/* 3.11 whole-program tracing: the frame-evaluation function of the interpreter (PEP 523), in every
- * thread at once. It sees each evaluation of a frame: a call, and each resumption of a generator or
- * coroutine; it records what sys.monitoring's PY_START and PY_RETURN/PY_UNWIND would (3.12+): the entry
- * when a body starts, the return when it returns or raises (a generator's when it completes, not at each
- * yield). The call that only creates a generator object runs no body and is not recorded.
- * Cost: calls through a frame-evaluation function are not inlined by the interpreter (each takes a C
- * call), ~150 instructions per call, far less than the profile function's tracing mode. */
+/* 3.11: the interpreter's frame-evaluation function (PEP 523), for whole-program tracing and for probes on
+ * nested functions. It sees each evaluation of a frame, in every thread: a call, and each resumption of a
+ * generator or coroutine; it records what sys.monitoring's PY_START and PY_RETURN/PY_UNWIND would
+ * (3.12+): the entry when a body starts, the return when it returns or raises (a generator's when it
+ * completes, not at each yield). The call that only creates a generator object runs no body and is not
+ * recorded.
+ * Why not a profile function (whole-program): it puts every frame of the process in the interpreter's
+ * tracing mode (no specialized instructions, a frame object per call), ~1,450 instructions a call before
+ * any callback runs. Why for nested functions: their instances made after the probe is installed run the
+ * code object of the enclosing function's constants, which a trampoline (probes.py) cannot reach; the
+ * record is found per code object, as with sys.monitoring.
+ * Cost while installed: calls through a frame-evaluation function are not inlined by the interpreter
+ * (each takes a C call), ~340 instructions a call in the whole process. */
 static Hooks *eval_owner;                /* strong reference while the hook is installed; NULL: pass through */
 static _PyFrameEvalFunction eval_next;    /* the evaluation function that was installed before ours */
+static int eval_whole;                   /* whole-program tracing wants the hook */
+static Py_ssize_t eval_probes;           /* probes whose record is read by the hook */
 
 /* The entry of frame's function: its id (recorded when > 0). */
 static long long
@@ -807,6 +816,83 @@ eval_entry(Hooks *self, PyThreadState *ts, _PyInterpreterFrame *frame)
     return id;
 }
 
+/* A probed frame's body starts: record the entry from its arguments (the first slots of the frame; a
+ * generator's argument captured by a closure is already in its cell). Returns 0 when the filter dropped
+ * it (the return is dropped too: a generator's frame goes into the skipped set until it completes). */
+static int
+probe_eval_entry(Record *rec, PyThreadState *ts, _PyInterpreterFrame *frame, int resumable)
+{
+    PyCodeObject *co = frame->f_code;
+    Py_ssize_t n = PyTuple_GET_SIZE(rec->names);
+    PyObject *values[MAX_ARGS];
+    if (n > MAX_ARGS || n > co->co_nlocalsplus)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = frame->localsplus[i];
+        if (resumable && v != NULL && (_PyLocals_GetKind(co->co_localspluskinds, (int)i) & CO_FAST_CELL))
+            v = PyCell_Check(v) ? PyCell_GET(v) : NULL;
+        if (v == NULL)
+            return 0;
+        values[i] = v; /* borrowed: the frame holds them, and nothing below can run this frame */
+    }
+    if (rec->fast && fast_entry(rec, values, n))
+        return 1;
+    PyObject *tuple = PyTuple_New(n);
+    if (tuple == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(values[i]));
+    ts->tracing++;
+    PyObject *r = call_slow(rec, "enter", &tuple, 1);
+    ts->tracing--;
+    Py_DECREF(tuple);
+    int kept = r != NULL && PyObject_IsTrue(r) == 1;
+    Py_XDECREF(r);
+    PyErr_Clear();
+    if (!kept && resumable && PySet_Check(rec->skipped)) {
+        PyObject *key = PyLong_FromVoidPtr(frame);
+        if (key == NULL || PySet_Add(rec->skipped, key) < 0)
+            PyErr_Clear();
+        Py_XDECREF(key);
+    }
+    return kept;
+}
+
+/* A probed frame returned (result) or raised (result NULL, the exception set: kept as it is). */
+static void
+probe_eval_return(Record *rec, PyThreadState *ts, _PyInterpreterFrame *frame, PyObject *result, int resumable)
+{
+    saved_exc exc = {NULL, NULL, NULL};
+    if (result == NULL)
+        exc = save_exc();
+    if (resumable && PySet_Check(rec->skipped) && PySet_GET_SIZE(rec->skipped) > 0) {
+        PyObject *key = PyLong_FromVoidPtr(frame);
+        int dropped = key != NULL ? PySet_Discard(rec->skipped, key) : -1;
+        Py_XDECREF(key);
+        PyErr_Clear();
+        if (dropped == 1)
+            goto done;
+    }
+    if (result != NULL && rec->fast && fast_return(rec, result))
+        goto done;
+    ts->tracing++;
+    if (result != NULL) {
+        PyObject *a[2] = {result, Py_None};
+        Py_XDECREF(call_slow(rec, "leave", a, 2));
+    }
+    else {
+        PyErr_NormalizeException(&exc.type, &exc.value, &exc.tb);
+        PyObject *a[2] = {Py_None, exc.value ? exc.value : Py_None};
+        Py_XDECREF(call_slow(rec, "leave", a, 2));
+    }
+    ts->tracing--;
+done:
+    if (result == NULL)
+        restore_exc(exc);
+}
+
 static PyObject *
 traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
 {
@@ -814,68 +900,107 @@ traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
     _PyFrameEvalFunction next = eval_next;
     /* ts->tracing: a tracer's own Python code (ours below, a profile or trace function) is not the
      * program's. */
-    if (self == NULL || !self->generation || ts->tracing)
+    if (self == NULL || ts->tracing)
         return next(ts, frame, throwflag);
     PyCodeObject *code = frame->f_code;
+    Record *rec = eval_probes > 0 && !busy ? get_record((PyObject *)code) : NULL;
+    unsigned generation = eval_whole ? self->generation : 0;
+    if (rec == NULL && generation == 0)
+        return next(ts, frame, throwflag);
     int resumable = code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR);
-    long long id;
+    int starts; /* the body starts in this evaluation (else a generator resumes) */
     if (resumable) {
         if (frame->owner != FRAME_OWNED_BY_GENERATOR) /* RETURN_GENERATOR: makes the object, runs no body */
             return next(ts, frame, throwflag);
-        if (_PyInterpreterFrame_LASTI(frame) < code->_co_firsttraceable) /* its body starts now */
-            id = throwflag ? 0 : eval_entry(self, ts, frame);
-        else {
-            id = known_id(self, (PyObject *)code); /* a resumption: its entry was recorded when it started */
-        }
-    }
-    else {
-        if (throwflag) /* not a call: nothing was recorded */
+        starts = _PyInterpreterFrame_LASTI(frame) < code->_co_firsttraceable;
+        if (starts && throwflag) /* thrown into before it started: no body ran, nothing is recorded */
             return next(ts, frame, throwflag);
-        id = eval_entry(self, ts, frame);
-    }
-    unsigned generation = self->generation;
-    PyObject *result = next(ts, frame, throwflag);
-    /* The tracer may have been stopped (or replaced) while the frame ran: its return is not recorded. */
-    if (id <= 0 || eval_owner != self || self->generation != generation)
-        return result;
-    /* The generator frame lives in its generator object, which its caller (gen_send_ex) holds. */
-    if (resumable && result != NULL && _PyFrame_GetGenerator(frame)->gi_frame_state == FRAME_SUSPENDED)
-        return result; /* a yield or an await: not a return */
-    ts->tracing++;
-    if (result == NULL) { /* an exception leaves the frame: keep it aside while recording */
-        saved_exc exc = save_exc();
-        record_id(self, self->ret, id);
-        restore_exc(exc);
     }
     else {
-        record_id(self, self->ret, id);
+        if (throwflag) /* not a call */
+            return next(ts, frame, throwflag);
+        starts = 1;
     }
-    ts->tracing--;
+    /* The probe's return is recorded if its entry was (a resumed generator's was, when it started, unless
+     * its frame is in the skipped set). The record is held: the probe may be removed while the frame runs. */
+    int probed = rec != NULL && (!starts || probe_eval_entry(rec, ts, frame, resumable));
+    if (probed)
+        Py_INCREF(rec);
+    long long id = 0;
+    if (generation)
+        id = starts ? eval_entry(self, ts, frame) : known_id(self, (PyObject *)code);
+    PyObject *result = next(ts, frame, throwflag);
+    /* The generator frame lives in its generator object, which its caller (gen_send_ex) holds. */
+    int suspended = resumable && result != NULL && _PyFrame_GetGenerator(frame)->gi_frame_state == FRAME_SUSPENDED;
+    if (probed) {
+        /* not at a yield or an await; not when the probe went meanwhile */
+        if (!suspended && !busy && get_record((PyObject *)code) == rec)
+            probe_eval_return(rec, ts, frame, result, resumable);
+        Py_DECREF(rec);
+    }
+    /* The tracer may have been stopped (or replaced) while the frame ran: its return is not recorded. */
+    if (id > 0 && !suspended && eval_owner == self && eval_whole && self->generation == generation) {
+        ts->tracing++;
+        if (result == NULL) { /* an exception leaves the frame: keep it aside while recording */
+            saved_exc exc = save_exc();
+            record_id(self, self->ret, id);
+            restore_exc(exc);
+        }
+        else {
+            record_id(self, self->ret, id);
+        }
+        ts->tracing--;
+    }
     return result;
 }
 
-/* eval_hook(on): install (or remove) the frame-evaluation function of this interpreter. When another
- * one was installed after ours, ours stays in the chain, passing frames through. */
-static PyObject *
-hooks_eval_hook(Hooks *self, PyObject *on)
+/* Install the hook while whole-program tracing or a probe needs it; remove it after. When another
+ * evaluation function was installed after ours, ours stays in the chain, passing frames through. */
+static void
+eval_update(Hooks *self)
 {
-    int enable = PyObject_IsTrue(on);
-    if (enable < 0)
-        return NULL;
     PyInterpreterState *interp = PyThreadState_GetInterpreter(PyThreadState_Get());
     _PyFrameEvalFunction current = _PyInterpreterState_GetEvalFrameFunc(interp);
-    if (enable) {
+    if (eval_whole || eval_probes > 0) {
         if (current != traced_eval) {
             eval_next = current; /* _PyEval_EvalFrameDefault, or a debugger's */
             _PyInterpreterState_SetEvalFrameFunc(interp, traced_eval);
         }
-        Py_XSETREF(eval_owner, (Hooks *)Py_NewRef(self));
+        if (eval_owner != self)
+            Py_XSETREF(eval_owner, (Hooks *)Py_NewRef(self));
     }
     else {
         if (current == traced_eval)
             _PyInterpreterState_SetEvalFrameFunc(interp, eval_next); /* the default: calls are inlined again */
         Py_CLEAR(eval_owner);
     }
+}
+
+/* eval_hook(on): whole-program tracing through the hook, on or off. */
+static PyObject *
+hooks_eval_hook(Hooks *self, PyObject *on)
+{
+    int enable = PyObject_IsTrue(on);
+    if (enable < 0)
+        return NULL;
+    eval_whole = enable;
+    eval_update(self);
+    Py_RETURN_NONE;
+}
+
+/* eval_probe(delta): one more (+1) or one less (-1) probe read by the hook (set_record gives its record). */
+static PyObject *
+hooks_eval_probe(Hooks *self, PyObject *delta)
+{
+    Py_ssize_t d = PyLong_AsSsize_t(delta);
+    if (d == -1 && PyErr_Occurred())
+        return NULL;
+    if (eval_probes + d < 0) {
+        PyErr_SetString(PyExc_ValueError, "eval_probe: more probes removed than added");
+        return NULL;
+    }
+    eval_probes += d;
+    eval_update(self);
     Py_RETURN_NONE;
 }
 #endif
@@ -887,7 +1012,8 @@ static PyMethodDef hooks_methods[] = {
     {"set_whole", (PyCFunction)hooks_set_whole, METH_VARARGS,
      "whole-program tracing: (generation, base, new_id, entry, return), or (0,): off"},
 #ifdef USE_EVAL_HOOK
-    {"eval_hook", (PyCFunction)hooks_eval_hook, METH_O, "3.11: install/remove the frame-evaluation function"},
+    {"eval_hook", (PyCFunction)hooks_eval_hook, METH_O, "3.11: whole-program tracing in the frame-evaluation hook"},
+    {"eval_probe", (PyCFunction)hooks_eval_probe, METH_O, "3.11: +1/-1 probe read by the frame-evaluation hook"},
 #endif
     {NULL},
 };

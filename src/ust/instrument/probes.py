@@ -474,11 +474,24 @@ class _Monitor:
         sys.monitoring.restart_events()  # a location the whole-program tracer disabled counts again
         self._globals()
 
+    def add_eval(self, probe: Probe) -> None:
+        """3.11, a nested function: the frame-evaluation hook (C) reads its record at every frame of its
+        code, so instances made after the probe are probed too (a trampoline reaches the live ones only)."""
+        self.probes[probe.code] = probe
+        self.records[probe.code] = rec = probe.record()
+        _C.set_record(probe.code, rec)
+        self.hooks.eval_probe(1)
+
     def remove(self, code: types.CodeType) -> None:
         if _C is not None and code in self.records:
             _C.set_record(code, None)  # before the record may be freed
         self.records.pop(code, None)
-        if self.probes.pop(code, None) is None or self.tool is None:
+        if self.probes.pop(code, None) is None:
+            return
+        if not MONITORING:  # 3.11: a probe of add_eval()
+            self.hooks.eval_probe(-1)
+            return
+        if self.tool is None:
             return
         sys.monitoring.set_local_events(self.tool, code, 0)
         self._globals()
@@ -826,6 +839,8 @@ class ProbeSet:
         probe = Probe(event_base(spec.module, qualname, spec.event), code, fn, spec.args, spec.repr_limit, flt)
         if MONITORING:
             _MONITOR.add(probe)
+        elif _MONITOR.hooks is not None and "<locals>" in code.co_qualname:
+            _MONITOR.add_eval(probe)  # 3.11, nested: its instances made later too
         else:
             for f in live:
                 inst.swapped.append((f, _swap_in(f, probe)))
@@ -843,6 +858,9 @@ class ProbeSet:
             for code in inst.probes:
                 _MONITOR.remove(code)
         else:
+            for code in inst.probes:
+                if code in _MONITOR.probes:  # probed through the frame-evaluation hook
+                    _MONITOR.remove(code)
             for fn, code in inst.swapped:
                 _restore(fn, code)
         for code in inst.probes:
