@@ -341,3 +341,20 @@ def test_function_ids_go_through_filters_and_contexts(tmp_path, flt, context, ke
     assert [e["payload"]["id"] for e in returns] == [fib_id] * 15
     if context:
         assert {e["context"]["thread_name"] for e in entries + returns} == {"MainThread"}
+
+
+def test_probe_removed_while_its_call_is_recorded(tmp_path):
+    """The per-call paths hold the probe's record while they may run Python (a __repr__, the slow path):
+    removing the probe meanwhile must not free it under them (PYTHONMALLOC=debug fills freed memory)."""
+    out = tmp_path / "trace"
+    env = {**os.environ, "UST_AGENT": "0", "PYTHONMALLOC": "debug",
+           "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")}
+    r = subprocess.run([sys.executable, os.path.join(HERE, "apps", "probe_removed_midcall.py"), str(out)],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-3000:])
+    dump = bt2_dump(out)
+    # each probed call records its entry (the repr it made); its return too on 3.11, whose trampoline was
+    # running already, not on 3.12+, whose PY_RETURN event went with the probe
+    assert [e["payload"]["obj"] for e in events_of(dump, "ptarget:takes_entry")] == ["removed"] * 3
+    returns = [e["payload"] for e in events_of(dump, "ptarget:takes_return")]
+    assert returns == ([] if sys.version_info >= (3, 12) else [{"retval": "1", "exception": ""}] * 3)

@@ -539,10 +539,16 @@ hooks_set_whole(Hooks *self, PyObject *args)
         return NULL;
     }
     self->generation = 0;
+#ifdef Py_GIL_DISABLED
+    /* Without the GIL, another thread's callback may be reading these right now: the old objects stay
+     * referenced, never freed (a few per start of whole-program tracing), as ring.c keeps replaced
+     * attachment lists; a callback that still sees the old generation records with them. */
+#else
     Py_CLEAR(self->new_id);
     Py_CLEAR(self->entry);
     Py_CLEAR(self->ret);
     Py_CLEAR(self->id_objects);
+#endif
     if (generation) {
         self->id_objects = Py_NewRef(id_objects);
         self->new_id = Py_NewRef(new_id);
@@ -624,13 +630,16 @@ function_id(Hooks *self, PyObject *code, PyObject *globals)
     return n ? (long long)(self->base | n) : 0;
 }
 
-/* Record tp(base | id's n) with the cached int when there is one. */
+/* Record tp(base | id's n) with the cached int when there is one. tp is held: the general path may run
+ * Python (a filter, a Python context), during which the tracer may be stopped. */
 static void
 record_id(Hooks *self, PyObject *tp, long long id)
 {
     if (ring_api != NULL) { /* straight into the ring: no int object */
+        Py_INCREF(tp);
         if (ring_api->record_u64(tp, (uint64_t)id) < 0)
             PyErr_Clear();
+        Py_DECREF(tp);
         return;
     }
     unsigned long long n = (unsigned long long)id & 0xFFFFFFFFull;
@@ -718,6 +727,7 @@ hooks_py_start(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     Record *rec = get_record(code);
     if (rec != NULL && !busy) {
         int done = 0;
+        Py_INCREF(rec); /* a __repr__ or the slow path may remove the probe, which frees its record */
 #if PY_VERSION_HEX >= 0x030C0000
         if (rec->fast) {
             PyObject *values[MAX_ARGS];
@@ -731,6 +741,7 @@ hooks_py_start(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
 #endif
         if (!done)
             Py_XDECREF(call_slow(rec, "on_start", NULL, 0));
+        Py_DECREF(rec);
     }
     if (self->generation) {
         long long id = function_id(self, code, NULL);
@@ -752,10 +763,12 @@ hooks_py_return(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     Record *rec = get_record(code);
     if (rec != NULL && !busy) {
         /* A call whose entry was not recorded has its frame in the skipped set: the slow path knows. */
+        Py_INCREF(rec); /* as in py_start */
         PyObject *skipped = rec->skipped;
         int any_skipped = PySet_Check(skipped) && PySet_GET_SIZE(skipped) > 0;
         if (any_skipped || !rec->fast || !fast_return(rec, args[2]))
             Py_XDECREF(call_slow(rec, "on_return", &args[2], 1));
+        Py_DECREF(rec);
     }
     if (self->generation) {
         long long id = known_id(self, code);
@@ -775,8 +788,11 @@ hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     PyObject *code = args[0];
     Record *rec = get_record(code);
-    if (rec != NULL && !busy)
+    if (rec != NULL && !busy) {
+        Py_INCREF(rec); /* as in py_start */
         Py_XDECREF(call_slow(rec, "on_unwind", &args[2], 1));
+        Py_DECREF(rec);
+    }
     if (self->generation) {
         long long id = known_id(self, code);
         if (id > 0)
@@ -922,10 +938,15 @@ traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
         starts = 1;
     }
     /* The probe's return is recorded if its entry was (a resumed generator's was, when it started, unless
-     * its frame is in the skipped set). The record is held: the probe may be removed while the frame runs. */
-    int probed = rec != NULL && (!starts || probe_eval_entry(rec, ts, frame, resumable));
-    if (probed)
+     * its frame is in the skipped set). The record is held from here: the probe may be removed while the
+     * entry runs Python (a __repr__) or while the frame runs, which frees the record. */
+    int probed = 0;
+    if (rec != NULL) {
         Py_INCREF(rec);
+        probed = !starts || probe_eval_entry(rec, ts, frame, resumable);
+        if (!probed)
+            Py_CLEAR(rec);
+    }
     long long id = 0;
     if (generation)
         id = starts ? eval_entry(self, ts, frame) : known_id(self, (PyObject *)code);
