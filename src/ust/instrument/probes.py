@@ -443,9 +443,10 @@ class _Monitor:
             self.tool = tool
             E = mon.events
             h = self.hooks
-            mon.register_callback(tool, E.PY_START, h.py_start if h else self._on_start)
-            mon.register_callback(tool, E.PY_RETURN, h.py_return if h else self._on_return)
-            mon.register_callback(tool, E.PY_UNWIND, h.py_unwind if h else self._on_unwind)
+            start, ret, unwind = h.callbacks() if h else (self._on_start, self._on_return, self._on_unwind)
+            mon.register_callback(tool, E.PY_START, start)
+            mon.register_callback(tool, E.PY_RETURN, ret)
+            mon.register_callback(tool, E.PY_UNWIND, unwind)
             return tool
         raise ProbeError("no free sys.monitoring tool id (other tools use them all)")
 
