@@ -2439,9 +2439,7 @@ static int api_record_values(PyObject *self, const struct ust_value *values, int
     for (int i = 0; i < nvalues; i++) {
         const struct ust_value *v = &values[i];
         const FieldSpec *f = &tp->fields[i];
-        ArgValue *a = &vals[i];
-        a->heap = NULL;
-        a->bytearray = NULL;
+        ArgValue *a = &vals[i]; /* record_into reads v, ptr and len only */
         switch (v->kind) {
         case UST_V_INT64:
             if (f->code != F_SINT || f->size != 8)
