@@ -240,6 +240,27 @@ call_quiet(PyObject *fn, PyObject *const *args, Py_ssize_t n)
         Py_DECREF(res);
 }
 
+/* A one-digit int (most ints a program passes) read without a call: 1 with *out set, else 0. */
+static inline int
+small_int_value(PyObject *v, int64_t *out)
+{
+    if (!PyLong_CheckExact(v))
+        return 0;
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+        *out = (int64_t)PyUnstable_Long_CompactValue((PyLongObject *)v);
+        return 1;
+    }
+#else
+    Py_ssize_t size = Py_SIZE(v); /* 3.11: the sign and number of digits; 0 is size 0 with a zero digit */
+    if (size >= -1 && size <= 1) {
+        *out = (int64_t)size * (int64_t)((PyLongObject *)v)->ob_digit[0];
+        return 1;
+    }
+#endif
+    return 0;
+}
+
 /* One value converted to its field, as probes.py's _convert does for a value that fits. kind (the
  * probe's, per field): 'i' int64, 'f' double, 'b' bool, 's' str, 'y' bytes, 'r' repr() cut to limit.
  * Returns 1 with *out set and *obj the object to pass to the tracepoint if it must be called instead (a
@@ -254,13 +275,10 @@ convert_value(char kind, PyObject *value, Py_ssize_t limit, struct ust_value *ou
     *hold = NULL;
     switch (kind) {
     case 'i':
-#if PY_VERSION_HEX >= 0x030C0000
-        if (PyLong_CheckExact(value) && PyUnstable_Long_IsCompact((PyLongObject *)value)) {
+        if (small_int_value(value, &out->i)) {
             out->kind = UST_V_INT64;
-            out->i = (int64_t)PyUnstable_Long_CompactValue((PyLongObject *)value);
             return 1;
         }
-#endif
         if (PyLong_Check(value)) { /* bool and int subclasses included, as isinstance(value, int) */
             int overflow;
             long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
@@ -363,15 +381,11 @@ fast_entry(Record *rec, PyObject *const *values, Py_ssize_t n)
     busy = 1;
     for (i = 0; i < n; i++) {
         PyObject *v = values[i];
-#if PY_VERSION_HEX >= 0x030C0000
-        if (k[i] == 'i' && PyLong_CheckExact(v) && PyUnstable_Long_IsCompact((PyLongObject *)v)) {
-            /* the common typed argument, without the call: an int of one digit */
+        if (k[i] == 'i' && small_int_value(v, &vals[i].i)) { /* the common typed argument, without the call */
             vals[i].kind = UST_V_INT64;
-            vals[i].i = (int64_t)PyUnstable_Long_CompactValue((PyLongObject *)v);
             objs[i] = v;
             continue;
         }
-#endif
         if (!convert_value(k[i], v, limit, &vals[i], &objs[i], &hold[nhold]))
             goto done;
         if (hold[nhold] != NULL)
@@ -400,16 +414,12 @@ fast_return(Record *rec, PyObject *retval)
     PyObject *objs[3] = {empty_str, empty_str, empty_str}, *hold = NULL;
     int n = 2, ok = 0;
     busy = 1;
-#if PY_VERSION_HEX >= 0x030C0000
-    if (kind == 'i' && PyLong_CheckExact(retval) && PyUnstable_Long_IsCompact((PyLongObject *)retval)) {
-        vals[0].kind = UST_V_INT64; /* the common typed value, without the call (as in fast_entry) */
-        vals[0].i = (int64_t)PyUnstable_Long_CompactValue((PyLongObject *)retval);
+    if (kind == 'i' && small_int_value(retval, &vals[0].i)) { /* without the call, as in fast_entry */
+        vals[0].kind = UST_V_INT64;
         objs[0] = retval;
         n = 3;
     }
-    else
-#endif
-    if (kind != 'n') {
+    else if (kind != 'n') {
         if (!convert_value(kind, retval, rec->limit, &vals[0], &objs[0], &hold))
             goto done;
         if (kind != 'r')
