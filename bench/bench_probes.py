@@ -59,7 +59,10 @@ def main() -> int:
     mod = sys.modules[__name__].__name__
     print(f"Python {sys.version.split()[0]}, mechanism: "
           f"{'sys.monitoring' if probes.MONITORING else 'code swap (3.11)'}")
-    with tempfile.TemporaryDirectory() as d, ust.Session(d, events=["bench:*", "python:*"], subbuf_size=1 << 20,
+    # overwrite mode: every event is written whatever the reader's speed (with a reader starved of CPU, a
+    # full buffer would drop events cheaply and the probe would look faster than it is)
+    with tempfile.TemporaryDirectory() as d, ust.Session(d, events=["bench:*", "python:*"], mode="overwrite",
+                                                           subbuf_size=1 << 20,
                                                            num_subbuf=8):
         for name, fn in (("target", target), ("untyped", untyped)):
             plain = best_ns_per_call(loop(fn), n, reps)

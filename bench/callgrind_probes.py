@@ -32,7 +32,10 @@ def worker(mode: str, n: int) -> None:
     from ust.instrument import probes
 
     mod = __name__
-    with tempfile.TemporaryDirectory() as d, ust.Session(d, events=["bench:*", "python:*"], subbuf_size=1 << 20,
+    # overwrite mode: every event is written whatever the reader's speed (with a reader starved of CPU, a
+    # full buffer would drop events cheaply and the probe would look faster than it is)
+    with tempfile.TemporaryDirectory() as d, ust.Session(d, events=["bench:*", "python:*"], mode="overwrite",
+                                                           subbuf_size=1 << 20,
                                                            num_subbuf=8):
         stop = lambda: None  # noqa: E731
         if mode == "probe":

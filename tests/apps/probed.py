@@ -42,6 +42,7 @@ def scenario(name: str) -> None:
         _ = k.prop
         T.decorated(5)
         T.CLOSURE(1)
+        T.make_closure(5)(2)  # a closure made after the probe was installed
         T.outer(2)
         list(T.gen(2))
         asyncio.run(_async_all())

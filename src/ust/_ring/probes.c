@@ -10,8 +10,9 @@
  * A probe "record" is a tuple built by probes.py (Probe.record()):
  *   (entry_tp, return_tp, names: tuple[str], kinds: bytes, unfit: bool,
  *    ret_kind: int, limit: int, fast: bool, slow: Probe, skipped: set)
- * kinds[i]: 0 = pass the value to the typed field as is, 1 = repr() cut to limit.
- * ret_kind: 0 = typed retval (+ "" exception, "" unfit), 1 = repr retval (+ ""), 2 = no value ("" , "").
+ * kinds[i]: the field's kind (convert_value): 'i' int64, 'f' double, 'b' bool, 's' str, 'y' bytes, 'r' repr.
+ * ret_kind: ord() of the retval's kind: typed: (retval, "" exception, "" unfit); 'r': (repr, ""); 'n': no
+ * value recorded ("", "").
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,36 +31,118 @@
 #undef Py_BUILD_CORE
 #endif
 
+/* 3.11: whole-program tracing runs in a frame-evaluation function (PEP 523) rather than a profile function:
+ * a profile function puts every frame of the process in the interpreter's tracing mode (no specialized
+ * instructions, a frame object per call), ~1,450 instructions per call before any callback runs. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define USE_EVAL_HOOK 1
+#define Py_BUILD_CORE 1
+#include "internal/pycore_code.h"
+#include "internal/pycore_frame.h"
+#undef Py_BUILD_CORE
+#endif
+
 #define MAX_ARGS 64
 
 #if PY_VERSION_HEX < 0x030C0000
 /* 3.11 has no PyErr_GetRaisedException: keep the (type, value, traceback) triple instead. */
 typedef struct { PyObject *type, *value, *tb; } saved_exc;
-static saved_exc save_exc(void) { saved_exc e; PyErr_Fetch(&e.type, &e.value, &e.tb); return e; }
-static void restore_exc(saved_exc e) { PyErr_Restore(e.type, e.value, e.tb); }
-static const char *raised_type_name(void)
+static inline saved_exc save_exc(void) { saved_exc e; PyErr_Fetch(&e.type, &e.value, &e.tb); return e; }
+static inline void restore_exc(saved_exc e) { PyErr_Restore(e.type, e.value, e.tb); }
+static inline const char *raised_type_name(void)
 {
     PyObject *t = PyErr_Occurred();
     return t && PyType_Check(t) ? ((PyTypeObject *)t)->tp_name : "?";
 }
 #else
 typedef PyObject *saved_exc;
-static saved_exc save_exc(void) { return PyErr_GetRaisedException(); }
-static void restore_exc(saved_exc e) { PyErr_SetRaisedException(e); }
-static const char *raised_type_name(void)
+static inline saved_exc save_exc(void) { return PyErr_GetRaisedException(); }
+static inline void restore_exc(saved_exc e) { PyErr_SetRaisedException(e); }
+static inline const char *raised_type_name(void)
 {
     PyObject *t = PyErr_Occurred();
     return t && PyType_Check(t) ? ((PyTypeObject *)t)->tp_name : "?";
 }
 #endif
 
-enum { R_ENTRY, R_RETURN, R_NAMES, R_KINDS, R_UNFIT, R_RETKIND, R_LIMIT, R_FAST, R_SLOW, R_SKIPPED, R_SIZE };
+/* A probe's record: what the per-call paths read, as C fields (no tuple item, no int object to convert at
+ * each call). Immutable once made; hashable by identity (a 3.11 trampoline holds it as a constant). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *entry, *ret;  /* the BASE_entry and BASE_return tracepoints */
+    PyObject *names;        /* tuple: the parameters' names, in the frame's order */
+    PyObject *slow;         /* the Probe (its Python methods record what the C paths cannot) */
+    PyObject *skipped;      /* set of frames whose entry the filter dropped, or None (3.11) */
+    Py_ssize_t limit;       /* repr() cut */
+    int nkinds;             /* fields of the entry, before `unfit` */
+    int unfit;              /* the entry ends with an `unfit` string field */
+    int fast;               /* the C paths may record (no filter, at most MAX_ARGS parameters) */
+    char ret_kind;
+    char kinds[MAX_ARGS];
+} Record;
+
+static PyTypeObject RecordType;
+#define IS_RECORD(o) Py_IS_TYPE((o), &RecordType)
+
+static void
+record_dealloc(Record *self)
+{
+    Py_XDECREF(self->entry);
+    Py_XDECREF(self->ret);
+    Py_XDECREF(self->names);
+    Py_XDECREF(self->slow);
+    Py_XDECREF(self->skipped);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Record(entry, return, names, kinds: bytes, unfit, ret_kind: int, limit, fast, slow, skipped) */
+static PyObject *
+record_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    PyObject *entry, *ret, *names, *kinds, *slow, *skipped;
+    int unfit, ret_kind, fast;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OOO!O!pinpOO", &entry, &ret, &PyTuple_Type, &names, &PyBytes_Type, &kinds,
+                          &unfit, &ret_kind, &limit, &fast, &slow, &skipped))
+        return NULL;
+    if (PyBytes_GET_SIZE(kinds) > MAX_ARGS || ret_kind < 0 || ret_kind > 127 || limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "Record: too many fields, or a bad kind or limit");
+        return NULL;
+    }
+    Record *self = (Record *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->entry = Py_NewRef(entry);
+    self->ret = Py_NewRef(ret);
+    self->names = Py_NewRef(names);
+    self->slow = Py_NewRef(slow);
+    self->skipped = Py_NewRef(skipped);
+    self->limit = limit;
+    self->nkinds = (int)PyBytes_GET_SIZE(kinds);
+    memcpy(self->kinds, PyBytes_AS_STRING(kinds), (size_t)self->nkinds);
+    self->unfit = unfit;
+    self->fast = fast && PyTuple_GET_SIZE(names) <= MAX_ARGS;
+    self->ret_kind = (char)ret_kind;
+    return (PyObject *)self;
+}
+
+static PyTypeObject RecordType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ust._ring._probes.Record",
+    .tp_basicsize = sizeof(Record),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = record_new,
+    .tp_dealloc = (destructor)record_dealloc,
+    .tp_doc = "Record(entry, return, names, kinds, unfit, ret_kind, limit, fast, slow, skipped): a probe's "
+              "per-call state",
+};
 
 /* Set while this thread converts values (a repr() may call a probed function): such calls are not
  * recorded, as in probes.py's _BUSY. Thread-local: no ordering with other threads is needed. */
-static _Thread_local int busy;
+static _Thread_local int busy __attribute__((tls_model("initial-exec"))); /* no __tls_get_addr call */
 
 static PyObject *empty_str;
+static PyObject *name_key; /* "__name__" */
 
 #if PY_VERSION_HEX >= 0x030C0000
 #define request_extra PyUnstable_Eval_RequestCodeExtraIndex
@@ -78,15 +161,34 @@ static PyObject *empty_str;
  * tracer) is as good as empty. */
 static Py_ssize_t extra_record = -1, extra_id = -1;
 
-static PyObject *
+/* The last code object looked up and its record: a probed function's PY_START and PY_RETURN come in
+ * pairs, each looking up the same code. Safe because a probed code object is kept alive by probes.py
+ * while it has a record, and set_record() empties the cache: the cached code cannot be freed and its
+ * address reused meanwhile. Not on free-threaded builds (a shared cache would be a race). */
+#ifndef Py_GIL_DISABLED
+static PyObject *cached_code;
+static void *cached_record;
+#endif
+
+static Record *
 get_record(PyObject *code)
 {
     void *v = NULL;
+#ifndef Py_GIL_DISABLED
+    if (code == cached_code)
+        return (Record *)cached_record;
+#endif
     if (!PyCode_Check(code) || get_extra(code, extra_record, &v) < 0) {
         PyErr_Clear();
         return NULL;
     }
-    return (PyObject *)v;
+#ifndef Py_GIL_DISABLED
+    if (v != NULL) { /* only probed code: an unprobed one may be freed while cached */
+        cached_code = code;
+        cached_record = v;
+    }
+#endif
+    return (Record *)v;
 }
 
 /* repr(value) cut to limit; "<repr failed: Type>" when repr raises. New reference, never NULL unless
@@ -138,78 +240,195 @@ call_quiet(PyObject *fn, PyObject *const *args, Py_ssize_t n)
         Py_DECREF(res);
 }
 
+/* A one-digit int (most ints a program passes) read without a call: 1 with *out set, else 0. */
+static inline int
+small_int_value(PyObject *v, int64_t *out)
+{
+    if (!PyLong_CheckExact(v))
+        return 0;
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+        *out = (int64_t)PyUnstable_Long_CompactValue((PyLongObject *)v);
+        return 1;
+    }
+#else
+    Py_ssize_t size = Py_SIZE(v); /* 3.11: the sign and number of digits; 0 is size 0 with a zero digit */
+    if (size >= -1 && size <= 1) {
+        *out = (int64_t)size * (int64_t)((PyLongObject *)v)->ob_digit[0];
+        return 1;
+    }
+#endif
+    return 0;
+}
+
+/* One value converted to its field, as probes.py's _convert does for a value that fits. kind (the
+ * probe's, per field): 'i' int64, 'f' double, 'b' bool, 's' str, 'y' bytes, 'r' repr() cut to limit.
+ * Returns 1 with *out set and *obj the object to pass to the tracepoint if it must be called instead (a
+ * new reference in *hold when made here: a repr), or 0 when the value does not fit its field: the
+ * probe's Python path records it (the type's zero and the value's repr in `unfit`). Runs Python only for
+ * 'r' (a __repr__). */
+static int
+convert_value(char kind, PyObject *value, Py_ssize_t limit, struct ust_value *out, PyObject **obj,
+              PyObject **hold)
+{
+    *obj = value;
+    *hold = NULL;
+    switch (kind) {
+    case 'i':
+        if (small_int_value(value, &out->i)) {
+            out->kind = UST_V_INT64;
+            return 1;
+        }
+        if (PyLong_Check(value)) { /* bool and int subclasses included, as isinstance(value, int) */
+            int overflow;
+            long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+            if (overflow || (v == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                return 0;
+            }
+            out->kind = UST_V_INT64;
+            out->i = v;
+            return 1;
+        }
+        return 0;
+    case 'f':
+        if (PyFloat_Check(value)) {
+            out->kind = UST_V_DOUBLE;
+            out->d = PyFloat_AS_DOUBLE(value);
+            return 1;
+        }
+        if (PyLong_Check(value)) {
+            double d = PyLong_AsDouble(value);
+            if (d == -1.0 && PyErr_Occurred()) {
+                PyErr_Clear();
+                return 0;
+            }
+            out->kind = UST_V_DOUBLE;
+            out->d = d;
+            return 1;
+        }
+        return 0;
+    case 'b':
+        if (!PyBool_Check(value))
+            return 0;
+        out->kind = UST_V_BOOL;
+        out->i = value == Py_True;
+        return 1;
+    case 'y':
+        if (!PyBytes_Check(value))
+            return 0; /* bytearray, memoryview: the Python path copies them */
+        out->kind = UST_V_BYTES;
+        out->ptr = PyBytes_AS_STRING(value);
+        out->len = PyBytes_GET_SIZE(value);
+        return 1;
+    case 'r':
+        value = safe_repr(value, limit);
+        if (value == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        *obj = *hold = value;
+        break;
+    case 's':
+        if (!PyUnicode_CheckExact(value))
+            return 0;
+        break;
+    default:
+        return 0;
+    }
+    /* a str (the value, or its repr) */
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_GET_LENGTH(value) ? PyUnicode_AsUTF8AndSize(value, &len) : "";
+    if (utf8 == NULL) { /* a lone surrogate: the Python path escapes it */
+        PyErr_Clear();
+        Py_CLEAR(*hold);
+        return 0;
+    }
+    out->kind = UST_V_STRING;
+    out->ptr = utf8;
+    out->len = PyUnicode_GET_LENGTH(value) ? len : 0;
+    return 1;
+}
+
+/* Record tp with vals (converted) / objs (the same values as objects): straight into the ring when it can,
+ * else by calling the tracepoint. 0, or -1 with an exception set. */
+static int
+record_converted(PyObject *tp, const struct ust_value *vals, PyObject *const *objs, int n)
+{
+    if (ring_api != NULL && ring_api->record_values(tp, vals, n) == 0)
+        return 0;
+    return record_event(tp, objs, n);
+}
+
+static const struct ust_value empty_value = {.kind = UST_V_STRING, .ptr = "", .len = 0};
+
 /* Record the entry from values[0..n). Returns 1 when recorded by the fast path, 0 when the caller must
  * use the slow path (the error, if any, is cleared). */
 static int
-fast_entry(PyObject *rec, PyObject *const *values, Py_ssize_t n)
+fast_entry(Record *rec, PyObject *const *values, Py_ssize_t n)
 {
-    PyObject *kinds = PyTuple_GET_ITEM(rec, R_KINDS);
-    const char *k = PyBytes_AS_STRING(kinds);
-    Py_ssize_t limit = -1; /* read when a value needs repr() */
-    int unfit = PyTuple_GET_ITEM(rec, R_UNFIT) == Py_True;
-    PyObject *args[MAX_ARGS + 1];
-    Py_ssize_t i, nargs = 0;
-    int ok = 0;
+    const char *k = rec->kinds;
+    Py_ssize_t limit = rec->limit;
+    struct ust_value vals[MAX_ARGS + 1];
+    PyObject *objs[MAX_ARGS + 1], *hold[MAX_ARGS];
+    int nhold = 0, ok = 0;
+    Py_ssize_t i;
     /* One field per kind: a trampoline passes every argument, a --no-args probe records none of them. */
-    if (n > PyBytes_GET_SIZE(kinds))
-        n = PyBytes_GET_SIZE(kinds);
+    if (n > rec->nkinds)
+        n = rec->nkinds;
     if (n > MAX_ARGS)
         return 0;
     busy = 1;
     for (i = 0; i < n; i++) {
-        if (k[i]) {
-            if (limit < 0)
-                limit = PyLong_AsSsize_t(PyTuple_GET_ITEM(rec, R_LIMIT));
-            args[i] = safe_repr(values[i], limit);
-            if (args[i] == NULL)
-                goto done;
+        PyObject *v = values[i];
+        if (k[i] == 'i' && small_int_value(v, &vals[i].i)) { /* the common typed argument, without the call */
+            vals[i].kind = UST_V_INT64;
+            objs[i] = v;
+            continue;
         }
-        else {
-            args[i] = Py_NewRef(values[i]);
-        }
-        nargs++;
+        if (!convert_value(k[i], v, limit, &vals[i], &objs[i], &hold[nhold]))
+            goto done;
+        if (hold[nhold] != NULL)
+            nhold++;
     }
-    if (unfit)
-        args[nargs++] = Py_NewRef(empty_str);
-    ok = record_event(PyTuple_GET_ITEM(rec, R_ENTRY), args, nargs) == 0;
+    if (rec->unfit) {
+        vals[n] = empty_value;
+        objs[n++] = empty_str;
+    }
+    ok = record_converted(rec->entry, vals, objs, (int)n) == 0;
 done:
     busy = 0;
-    for (i = 0; i < nargs; i++)
-        Py_DECREF(args[i]);
+    while (nhold > 0)
+        Py_DECREF(hold[--nhold]);
     if (!ok)
         PyErr_Clear();
     return ok;
 }
 
+/* ret_kind: a field kind (as convert_value's) for the retval, or 'n': no value recorded (--no-args). */
 static int
-fast_return(PyObject *rec, PyObject *retval)
+fast_return(Record *rec, PyObject *retval)
 {
-    long kind = PyLong_AsLong(PyTuple_GET_ITEM(rec, R_RETKIND));
-    PyObject *args[3];
-    Py_ssize_t nargs;
-    int ok = 0;
+    char kind = rec->ret_kind;
+    struct ust_value vals[3] = {empty_value, empty_value, empty_value};
+    PyObject *objs[3] = {empty_str, empty_str, empty_str}, *hold = NULL;
+    int n = 2, ok = 0;
     busy = 1;
-    if (kind == 0) {
-        args[0] = Py_NewRef(retval);
-        args[1] = Py_NewRef(empty_str);
-        args[2] = Py_NewRef(empty_str);
-        nargs = 3;
+    if (kind == 'i' && small_int_value(retval, &vals[0].i)) { /* without the call, as in fast_entry */
+        vals[0].kind = UST_V_INT64;
+        objs[0] = retval;
+        n = 3;
     }
-    else {
-        args[0] = kind == 1 ? safe_repr(retval, PyLong_AsSsize_t(PyTuple_GET_ITEM(rec, R_LIMIT)))
-                            : Py_NewRef(empty_str);
-        if (args[0] == NULL) {
-            busy = 0;
-            PyErr_Clear();
-            return 0;
-        }
-        args[1] = Py_NewRef(empty_str);
-        nargs = 2;
+    else if (kind != 'n') {
+        if (!convert_value(kind, retval, rec->limit, &vals[0], &objs[0], &hold))
+            goto done;
+        if (kind != 'r')
+            n = 3; /* a typed retval has an unfit field */
     }
-    ok = record_event(PyTuple_GET_ITEM(rec, R_RETURN), args, nargs) == 0;
+    ok = record_converted(rec->ret, vals, objs, n) == 0;
+done:
     busy = 0;
-    for (Py_ssize_t i = 0; i < nargs; i++)
-        Py_DECREF(args[i]);
+    Py_XDECREF(hold);
     if (!ok)
         PyErr_Clear();
     return ok;
@@ -217,9 +436,9 @@ fast_return(PyObject *rec, PyObject *retval)
 
 /* slow.method(*args), errors cleared; returns the result (new ref) or NULL. */
 static PyObject *
-call_slow(PyObject *rec, const char *method, PyObject *const *args, Py_ssize_t n)
+call_slow(Record *rec, const char *method, PyObject *const *args, Py_ssize_t n)
 {
-    PyObject *fn = PyObject_GetAttrString(PyTuple_GET_ITEM(rec, R_SLOW), method);
+    PyObject *fn = PyObject_GetAttrString(rec->slow, method);
     if (fn == NULL) {
         PyErr_Clear();
         return NULL;
@@ -237,12 +456,12 @@ call_slow(PyObject *rec, const char *method, PyObject *const *args, Py_ssize_t n
 static PyObject *
 probe_enter(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != R_SIZE)
+    if (nargs < 1 || !IS_RECORD(args[0]))
         Py_RETURN_FALSE;
-    PyObject *rec = args[0];
+    Record *rec = (Record *)args[0];
     if (busy)
         Py_RETURN_FALSE;
-    if (PyTuple_GET_ITEM(rec, R_FAST) == Py_True && fast_entry(rec, args + 1, nargs - 1))
+    if (rec->fast && fast_entry(rec, args + 1, nargs - 1))
         Py_RETURN_TRUE;
     PyObject *values = PyTuple_New(nargs - 1);
     if (values == NULL) {
@@ -261,12 +480,12 @@ probe_enter(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 probe_leave(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != R_SIZE)
+    if (nargs != 2 || !IS_RECORD(args[0]))
         Py_RETURN_NONE;
-    PyObject *rec = args[0];
+    Record *rec = (Record *)args[0];
     if (busy)
         Py_RETURN_NONE;
-    if (PyTuple_GET_ITEM(rec, R_FAST) == Py_True && fast_return(rec, args[1]))
+    if (rec->fast && fast_return(rec, args[1]))
         Py_RETURN_NONE;
     PyObject *a[2] = {args[1], Py_None};
     Py_XDECREF(call_slow(rec, "leave", a, 2));
@@ -330,10 +549,16 @@ hooks_set_whole(Hooks *self, PyObject *args)
         return NULL;
     }
     self->generation = 0;
+#ifdef Py_GIL_DISABLED
+    /* Without the GIL, another thread's callback may be reading these right now: the old objects stay
+     * referenced, never freed (a few per start of whole-program tracing), as ring.c keeps replaced
+     * attachment lists; a callback that still sees the old generation records with them. */
+#else
     Py_CLEAR(self->new_id);
     Py_CLEAR(self->entry);
     Py_CLEAR(self->ret);
     Py_CLEAR(self->id_objects);
+#endif
     if (generation) {
         self->id_objects = Py_NewRef(id_objects);
         self->new_id = Py_NewRef(new_id);
@@ -349,10 +574,14 @@ hooks_set_whole(Hooks *self, PyObject *args)
 static PyObject *
 set_record(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyCode_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "set_record(code, record or None)");
+    if (nargs != 2 || !PyCode_Check(args[0]) || (args[1] != Py_None && !IS_RECORD(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "set_record(code, Record or None)");
         return NULL;
     }
+#ifndef Py_GIL_DISABLED
+    cached_code = NULL;
+    cached_record = NULL;
+#endif
     if (set_extra(args[0], extra_record, args[1] == Py_None ? NULL : (void *)args[1]) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -374,14 +603,27 @@ known_id(Hooks *self, PyObject *code)
     return n ? (long long)(self->base | n) : 0;
 }
 
-/* The id of code (asking Python on first sight): > 0 traced, else not. */
+/* The id of code (asking Python on first sight): > 0 traced, else not. globals: the frame's, which name
+ * its module; NULL: new_id finds the frame itself (a sys.monitoring callback runs in it). */
 static long long
-function_id(Hooks *self, PyObject *code)
+function_id(Hooks *self, PyObject *code, PyObject *globals)
 {
     long long id = known_id(self, code);
     if (id >= 0)
         return id;
-    PyObject *v = PyObject_CallOneArg(self->new_id, code);
+    PyObject *v;
+    if (globals != NULL) {
+        PyObject *module = PyDict_Check(globals) ? PyDict_GetItemWithError(globals, name_key) : NULL;
+        if (module == NULL) {
+            PyErr_Clear();
+            module = Py_None;
+        }
+        PyObject *args[2] = {code, module};
+        v = PyObject_Vectorcall(self->new_id, args, 2, NULL);
+    }
+    else {
+        v = PyObject_CallOneArg(self->new_id, code);
+    }
     if (v == NULL) {
         PyErr_Clear();
         return 0;
@@ -398,13 +640,16 @@ function_id(Hooks *self, PyObject *code)
     return n ? (long long)(self->base | n) : 0;
 }
 
-/* Record tp(base | id's n) with the cached int when there is one. */
+/* Record tp(base | id's n) with the cached int when there is one. tp is held: the general path may run
+ * Python (a filter, a Python context), during which the tracer may be stopped. */
 static void
 record_id(Hooks *self, PyObject *tp, long long id)
 {
     if (ring_api != NULL) { /* straight into the ring: no int object */
+        Py_INCREF(tp);
         if (ring_api->record_u64(tp, (uint64_t)id) < 0)
             PyErr_Clear();
+        Py_DECREF(tp);
         return;
     }
     unsigned long long n = (unsigned long long)id & 0xFFFFFFFFull;
@@ -427,9 +672,9 @@ record_id(Hooks *self, PyObject *tp, long long id)
 #if PY_VERSION_HEX >= 0x030C0000
 /* The probed frame's arguments, in the record's order (new references into values); -1: not read. */
 static int
-frame_args_public(PyObject *rec, PyObject **values)
+frame_args_public(Record *rec, PyObject **values)
 {
-    PyObject *names = PyTuple_GET_ITEM(rec, R_NAMES);
+    PyObject *names = rec->names;
     Py_ssize_t n = PyTuple_GET_SIZE(names);
     PyFrameObject *frame = PyEval_GetFrame(); /* borrowed: the monitored frame (a C callback pushes none) */
     if (frame == NULL || n > MAX_ARGS)
@@ -447,7 +692,7 @@ frame_args_public(PyObject *rec, PyObject **values)
 }
 
 static int
-frame_args(PyObject *rec, PyObject *code, PyObject **values)
+frame_args(Record *rec, PyObject *code, PyObject **values)
 {
 #ifdef USE_INTERNAL_FRAME
     PyThreadState *tstate = PyThreadState_Get();
@@ -458,7 +703,7 @@ frame_args(PyObject *rec, PyObject *code, PyObject **values)
     _PyInterpreterFrame *fr = tstate->cframe ? tstate->cframe->current_frame : NULL;
     PyObject *fcode = fr ? (PyObject *)fr->f_code : NULL;
 #endif
-    Py_ssize_t n = PyTuple_GET_SIZE(PyTuple_GET_ITEM(rec, R_NAMES));
+    Py_ssize_t n = PyTuple_GET_SIZE(rec->names);
     /* The arguments are the first localsplus slots, in co_varnames order (probes.py's names). */
     if (fcode == code && n <= MAX_ARGS && n <= ((PyCodeObject *)code)->co_nlocalsplus) {
         PyCodeObject *co = (PyCodeObject *)code;
@@ -489,12 +734,13 @@ hooks_py_start(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     if (nargs < 1)
         Py_RETURN_NONE;
     PyObject *code = args[0];
-    PyObject *rec = get_record(code);
+    Record *rec = get_record(code);
     if (rec != NULL && !busy) {
         int done = 0;
+        Py_INCREF(rec); /* a __repr__ or the slow path may remove the probe, which frees its record */
 #if PY_VERSION_HEX >= 0x030C0000
-        if (PyTuple_GET_ITEM(rec, R_FAST) == Py_True) {
-            PyObject *values[MAX_ARGS] = {NULL};
+        if (rec->fast) {
+            PyObject *values[MAX_ARGS];
             int n = frame_args(rec, code, values);
             if (n >= 0) {
                 done = fast_entry(rec, values, n);
@@ -505,9 +751,10 @@ hooks_py_start(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
 #endif
         if (!done)
             Py_XDECREF(call_slow(rec, "on_start", NULL, 0));
+        Py_DECREF(rec);
     }
     if (self->generation) {
-        long long id = function_id(self, code);
+        long long id = function_id(self, code, NULL);
         if (id > 0)
             record_id(self, self->entry, id);
         else if (rec == NULL)
@@ -523,13 +770,15 @@ hooks_py_return(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     if (nargs < 3)
         Py_RETURN_NONE;
     PyObject *code = args[0];
-    PyObject *rec = get_record(code);
+    Record *rec = get_record(code);
     if (rec != NULL && !busy) {
         /* A call whose entry was not recorded has its frame in the skipped set: the slow path knows. */
-        PyObject *skipped = PyTuple_GET_ITEM(rec, R_SKIPPED);
+        Py_INCREF(rec); /* as in py_start */
+        PyObject *skipped = rec->skipped;
         int any_skipped = PySet_Check(skipped) && PySet_GET_SIZE(skipped) > 0;
-        if (any_skipped || PyTuple_GET_ITEM(rec, R_FAST) != Py_True || !fast_return(rec, args[2]))
+        if (any_skipped || !rec->fast || !fast_return(rec, args[2]))
             Py_XDECREF(call_slow(rec, "on_return", &args[2], 1));
+        Py_DECREF(rec);
     }
     if (self->generation) {
         long long id = known_id(self, code);
@@ -548,9 +797,12 @@ hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     if (nargs < 3)
         Py_RETURN_NONE;
     PyObject *code = args[0];
-    PyObject *rec = get_record(code);
-    if (rec != NULL && !busy)
+    Record *rec = get_record(code);
+    if (rec != NULL && !busy) {
+        Py_INCREF(rec); /* as in py_start */
         Py_XDECREF(call_slow(rec, "on_unwind", &args[2], 1));
+        Py_DECREF(rec);
+    }
     if (self->generation) {
         long long id = known_id(self, code);
         if (id > 0)
@@ -559,78 +811,307 @@ hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* 3.11 whole-program tracing: a C profile function (no Python frame per event). */
-static int
-profile_cb(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+#ifdef USE_EVAL_HOOK
+/* 3.11: the interpreter's frame-evaluation function (PEP 523), for whole-program tracing and for probes on
+ * nested functions. It sees each evaluation of a frame, in every thread: a call, and each resumption of a
+ * generator or coroutine; it records what sys.monitoring's PY_START and PY_RETURN/PY_UNWIND would
+ * (3.12+): the entry when a body starts, the return when it returns or raises (a generator's when it
+ * completes, not at each yield). The call that only creates a generator object runs no body and is not
+ * recorded.
+ * Why not a profile function (whole-program): it puts every frame of the process in the interpreter's
+ * tracing mode (no specialized instructions, a frame object per call), ~1,450 instructions a call before
+ * any callback runs. Why for nested functions: their instances made after the probe is installed run the
+ * code object of the enclosing function's constants, which a trampoline (probes.py) cannot reach; the
+ * record is found per code object, as with sys.monitoring.
+ * Cost while installed: calls through a frame-evaluation function are not inlined by the interpreter
+ * (each takes a C call), ~340 instructions a call in the whole process. */
+static Hooks *eval_owner;                /* strong reference while the hook is installed; NULL: pass through */
+static _PyFrameEvalFunction eval_next;    /* the evaluation function that was installed before ours */
+static int eval_whole;                   /* whole-program tracing wants the hook */
+static Py_ssize_t eval_probes;           /* probes whose record is read by the hook */
+
+/* The entry of frame's function: its id (recorded when > 0). */
+static long long
+eval_entry(Hooks *self, PyThreadState *ts, _PyInterpreterFrame *frame)
 {
-    Hooks *self = (Hooks *)obj;
-    if (!self->generation || (what != PyTrace_CALL && what != PyTrace_RETURN))
-        return 0;
-    /* A RETURN may come with an exception set (an unwinding frame): keep it aside then only (fetching and
-     * restoring at every event cost ~50 instructions). */
-    int had_exc = PyErr_Occurred() != NULL;
-    saved_exc exc;
-    if (had_exc)
-        exc = save_exc();
-    PyCodeObject *code = PyFrame_GetCode(frame);
-    if (what == PyTrace_CALL) {
-        long long id = function_id(self, (PyObject *)code);
-        if (id > 0)
-            record_id(self, self->entry, id);
-    }
-    else {
-        long long id = known_id(self, (PyObject *)code);
-        if (id > 0)
-            record_id(self, self->ret, id);
-    }
-    Py_DECREF(code);
-    if (had_exc)
-        restore_exc(exc);
-    else
-        PyErr_Clear(); /* nothing above leaves one set, but the hook must not add one */
-    return 0;
+    ts->tracing++; /* new_id, a filter or a Python context may run Python: not the program's calls */
+    long long id = function_id(self, (PyObject *)frame->f_code, frame->f_globals);
+    if (id > 0)
+        record_id(self, self->entry, id);
+    ts->tracing--;
+    return id;
 }
 
-/* profile(on): install (or remove) the C profile function in every thread of this interpreter. */
+/* A probed frame's body starts: record the entry from its arguments (the first slots of the frame; a
+ * generator's argument captured by a closure is already in its cell). Returns 0 when the filter dropped
+ * it (the return is dropped too: a generator's frame goes into the skipped set until it completes). */
+static int
+probe_eval_entry(Record *rec, PyThreadState *ts, _PyInterpreterFrame *frame, int resumable)
+{
+    PyCodeObject *co = frame->f_code;
+    Py_ssize_t n = PyTuple_GET_SIZE(rec->names);
+    PyObject *values[MAX_ARGS];
+    if (n > MAX_ARGS || n > co->co_nlocalsplus)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = frame->localsplus[i];
+        if (resumable && v != NULL && (_PyLocals_GetKind(co->co_localspluskinds, (int)i) & CO_FAST_CELL))
+            v = PyCell_Check(v) ? PyCell_GET(v) : NULL;
+        if (v == NULL)
+            return 0;
+        values[i] = v; /* borrowed: the frame holds them, and nothing below can run this frame */
+    }
+    if (rec->fast && fast_entry(rec, values, n))
+        return 1;
+    PyObject *tuple = PyTuple_New(n);
+    if (tuple == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(values[i]));
+    ts->tracing++;
+    PyObject *r = call_slow(rec, "enter", &tuple, 1);
+    ts->tracing--;
+    Py_DECREF(tuple);
+    int kept = r != NULL && PyObject_IsTrue(r) == 1;
+    Py_XDECREF(r);
+    PyErr_Clear();
+    if (!kept && resumable && PySet_Check(rec->skipped)) {
+        PyObject *key = PyLong_FromVoidPtr(frame);
+        if (key == NULL || PySet_Add(rec->skipped, key) < 0)
+            PyErr_Clear();
+        Py_XDECREF(key);
+    }
+    return kept;
+}
+
+/* A probed frame returned (result) or raised (result NULL, the exception set: kept as it is). */
+static void
+probe_eval_return(Record *rec, PyThreadState *ts, _PyInterpreterFrame *frame, PyObject *result, int resumable)
+{
+    saved_exc exc = {NULL, NULL, NULL};
+    if (result == NULL)
+        exc = save_exc();
+    if (resumable && PySet_Check(rec->skipped) && PySet_GET_SIZE(rec->skipped) > 0) {
+        PyObject *key = PyLong_FromVoidPtr(frame);
+        int dropped = key != NULL ? PySet_Discard(rec->skipped, key) : -1;
+        Py_XDECREF(key);
+        PyErr_Clear();
+        if (dropped == 1)
+            goto done;
+    }
+    if (result != NULL && rec->fast && fast_return(rec, result))
+        goto done;
+    ts->tracing++;
+    if (result != NULL) {
+        PyObject *a[2] = {result, Py_None};
+        Py_XDECREF(call_slow(rec, "leave", a, 2));
+    }
+    else {
+        PyErr_NormalizeException(&exc.type, &exc.value, &exc.tb);
+        PyObject *a[2] = {Py_None, exc.value ? exc.value : Py_None};
+        Py_XDECREF(call_slow(rec, "leave", a, 2));
+    }
+    ts->tracing--;
+done:
+    if (result == NULL)
+        restore_exc(exc);
+}
+
 static PyObject *
-hooks_profile(Hooks *self, PyObject *on)
+traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
+{
+    Hooks *self = eval_owner;
+    _PyFrameEvalFunction next = eval_next;
+    /* ts->tracing: a tracer's own Python code (ours below, a profile or trace function) is not the
+     * program's. */
+    if (self == NULL || ts->tracing)
+        return next(ts, frame, throwflag);
+    PyCodeObject *code = frame->f_code;
+    Record *rec = eval_probes > 0 && !busy ? get_record((PyObject *)code) : NULL;
+    unsigned generation = eval_whole ? self->generation : 0;
+    if (rec == NULL && generation == 0)
+        return next(ts, frame, throwflag);
+    int resumable = code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR);
+    int starts; /* the body starts in this evaluation (else a generator resumes) */
+    if (resumable) {
+        if (frame->owner != FRAME_OWNED_BY_GENERATOR) /* RETURN_GENERATOR: makes the object, runs no body */
+            return next(ts, frame, throwflag);
+        starts = _PyInterpreterFrame_LASTI(frame) < code->_co_firsttraceable;
+        if (starts && throwflag) /* thrown into before it started: no body ran, nothing is recorded */
+            return next(ts, frame, throwflag);
+    }
+    else {
+        if (throwflag) /* not a call */
+            return next(ts, frame, throwflag);
+        starts = 1;
+    }
+    /* The probe's return is recorded if its entry was (a resumed generator's was, when it started, unless
+     * its frame is in the skipped set). The record is held from here: the probe may be removed while the
+     * entry runs Python (a __repr__) or while the frame runs, which frees the record. */
+    int probed = 0;
+    if (rec != NULL) {
+        Py_INCREF(rec);
+        probed = !starts || probe_eval_entry(rec, ts, frame, resumable);
+        if (!probed)
+            Py_CLEAR(rec);
+    }
+    long long id = 0;
+    if (generation)
+        id = starts ? eval_entry(self, ts, frame) : known_id(self, (PyObject *)code);
+    PyObject *result = next(ts, frame, throwflag);
+    /* The generator frame lives in its generator object, which its caller (gen_send_ex) holds. */
+    int suspended = resumable && result != NULL && _PyFrame_GetGenerator(frame)->gi_frame_state == FRAME_SUSPENDED;
+    if (probed) {
+        /* not at a yield or an await; not when the probe went meanwhile */
+        if (!suspended && !busy && get_record((PyObject *)code) == rec)
+            probe_eval_return(rec, ts, frame, result, resumable);
+        Py_DECREF(rec);
+    }
+    /* The tracer may have been stopped (or replaced) while the frame ran: its return is not recorded. */
+    if (id > 0 && !suspended && eval_owner == self && eval_whole && self->generation == generation) {
+        ts->tracing++;
+        if (result == NULL) { /* an exception leaves the frame: keep it aside while recording */
+            saved_exc exc = save_exc();
+            record_id(self, self->ret, id);
+            restore_exc(exc);
+        }
+        else {
+            record_id(self, self->ret, id);
+        }
+        ts->tracing--;
+    }
+    return result;
+}
+
+/* Install the hook while whole-program tracing or a probe needs it; remove it after. When another
+ * evaluation function was installed after ours, ours stays in the chain, passing frames through. */
+static void
+eval_update(Hooks *self)
+{
+    PyInterpreterState *interp = PyThreadState_GetInterpreter(PyThreadState_Get());
+    _PyFrameEvalFunction current = _PyInterpreterState_GetEvalFrameFunc(interp);
+    if (eval_whole || eval_probes > 0) {
+        if (current != traced_eval) {
+            eval_next = current; /* _PyEval_EvalFrameDefault, or a debugger's */
+            _PyInterpreterState_SetEvalFrameFunc(interp, traced_eval);
+        }
+        if (eval_owner != self)
+            Py_XSETREF(eval_owner, (Hooks *)Py_NewRef(self));
+    }
+    else {
+        if (current == traced_eval)
+            _PyInterpreterState_SetEvalFrameFunc(interp, eval_next); /* the default: calls are inlined again */
+        Py_CLEAR(eval_owner);
+    }
+}
+
+/* eval_hook(on): whole-program tracing through the hook, on or off. */
+static PyObject *
+hooks_eval_hook(Hooks *self, PyObject *on)
 {
     int enable = PyObject_IsTrue(on);
     if (enable < 0)
         return NULL;
-#if PY_VERSION_HEX < 0x030C0000
-    PyThreadState *me = PyThreadState_Get();
-    PyInterpreterState *interp = PyThreadState_GetInterpreter(me);
-    for (PyThreadState *t = PyInterpreterState_ThreadHead(interp); t != NULL; t = PyThreadState_Next(t)) {
-        if (_PyEval_SetProfile(t, enable ? profile_cb : NULL, enable ? (PyObject *)self : NULL) < 0)
-            return NULL;
-    }
-#else
-    PyEval_SetProfileAllThreads(enable ? profile_cb : NULL, enable ? (PyObject *)self : NULL);
-#endif
+    eval_whole = enable;
+    eval_update(self);
     Py_RETURN_NONE;
 }
 
-/* thread_hook(frame, event, arg): given to threading.setprofile, it replaces itself by the C profile
- * function in each new thread, and records that first call. */
+/* eval_probe(delta): one more (+1) or one less (-1) probe read by the hook (set_record gives its record). */
 static PyObject *
-hooks_thread_hook(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
+hooks_eval_probe(Hooks *self, PyObject *delta)
 {
-    PyEval_SetProfile(profile_cb, (PyObject *)self);
-    if (nargs >= 2 && PyFrame_Check(args[0]) && PyUnicode_Check(args[1]) &&
-        PyUnicode_CompareWithASCIIString(args[1], "call") == 0)
-        profile_cb((PyObject *)self, (PyFrameObject *)args[0], PyTrace_CALL, Py_None);
+    Py_ssize_t d = PyLong_AsSsize_t(delta);
+    if (d == -1 && PyErr_Occurred())
+        return NULL;
+    if (eval_probes + d < 0) {
+        PyErr_SetString(PyExc_ValueError, "eval_probe: more probes removed than added");
+        return NULL;
+    }
+    eval_probes += d;
+    eval_update(self);
     Py_RETURN_NONE;
+}
+#endif
+
+/* The sys.monitoring callbacks as vectorcall objects: the interpreter calls them straight (a bound
+ * builtin method adds its own dispatch, ~40 instructions an event). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Hooks *hooks;
+} Callback;
+
+static PyObject *
+callback_py_start(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return hooks_py_start(((Callback *)self)->hooks, args, PyVectorcall_NARGS(nargsf));
+}
+
+static PyObject *
+callback_py_return(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return hooks_py_return(((Callback *)self)->hooks, args, PyVectorcall_NARGS(nargsf));
+}
+
+static PyObject *
+callback_py_unwind(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return hooks_py_unwind(((Callback *)self)->hooks, args, PyVectorcall_NARGS(nargsf));
+}
+
+static void
+callback_dealloc(Callback *self)
+{
+    Py_XDECREF(self->hooks);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject CallbackType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ust._ring._probes.Callback",
+    .tp_basicsize = sizeof(Callback),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Callback, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_dealloc = (destructor)callback_dealloc,
+    .tp_doc = "a sys.monitoring callback of Hooks (Hooks.callbacks())",
+};
+
+/* callbacks() -> (py_start, py_return, py_unwind) as vectorcall objects */
+static PyObject *
+hooks_callbacks(Hooks *self, PyObject *unused)
+{
+    vectorcallfunc fns[3] = {callback_py_start, callback_py_return, callback_py_unwind};
+    PyObject *out = PyTuple_New(3);
+    if (out == NULL)
+        return NULL;
+    for (int i = 0; i < 3; i++) {
+        Callback *cb = PyObject_New(Callback, &CallbackType);
+        if (cb == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        cb->vectorcall = fns[i];
+        cb->hooks = (Hooks *)Py_NewRef(self);
+        PyTuple_SET_ITEM(out, i, (PyObject *)cb);
+    }
+    return out;
 }
 
 static PyMethodDef hooks_methods[] = {
+    {"callbacks", (PyCFunction)hooks_callbacks, METH_NOARGS, "(py_start, py_return, py_unwind), the direct callbacks"},
     {"py_start", (PyCFunction)(void (*)(void))hooks_py_start, METH_FASTCALL, "sys.monitoring PY_START callback"},
     {"py_return", (PyCFunction)(void (*)(void))hooks_py_return, METH_FASTCALL, "sys.monitoring PY_RETURN callback"},
     {"py_unwind", (PyCFunction)(void (*)(void))hooks_py_unwind, METH_FASTCALL, "sys.monitoring PY_UNWIND callback"},
     {"set_whole", (PyCFunction)hooks_set_whole, METH_VARARGS,
      "whole-program tracing: (generation, base, new_id, entry, return), or (0,): off"},
-    {"profile", (PyCFunction)hooks_profile, METH_O, "3.11: install/remove the C profile function in every thread"},
-    {"thread_hook", (PyCFunction)(void (*)(void))hooks_thread_hook, METH_FASTCALL, "threading.setprofile hook"},
+#ifdef USE_EVAL_HOOK
+    {"eval_hook", (PyCFunction)hooks_eval_hook, METH_O, "3.11: whole-program tracing in the frame-evaluation hook"},
+    {"eval_probe", (PyCFunction)hooks_eval_probe, METH_O, "3.11: +1/-1 probe read by the frame-evaluation hook"},
+#endif
     {NULL},
 };
 
@@ -658,14 +1139,15 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "ust._ring._probes", 
 PyMODINIT_FUNC
 PyInit__probes(void)
 {
-    if (PyType_Ready(&HooksType) < 0)
+    if (PyType_Ready(&HooksType) < 0 || PyType_Ready(&RecordType) < 0 || PyType_Ready(&CallbackType) < 0)
         return NULL;
     extra_record = request_extra(NULL);
     extra_id = request_extra(NULL);
     if (extra_record < 0 || extra_id < 0)
         return NULL;
     empty_str = PyUnicode_FromString("");
-    if (empty_str == NULL)
+    name_key = PyUnicode_InternFromString("__name__");
+    if (empty_str == NULL || name_key == NULL)
         return NULL;
     /* Without the entry points (a _ring built from other sources) the tracepoints are called as
      * Python callables: slower, the same events. */
@@ -676,7 +1158,8 @@ PyInit__probes(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Hooks", (PyObject *)&HooksType) < 0) {
+    if (PyModule_AddObjectRef(m, "Hooks", (PyObject *)&HooksType) < 0 ||
+        PyModule_AddObjectRef(m, "Record", (PyObject *)&RecordType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -9,7 +9,19 @@
 #include <stdint.h>
 
 #define UST_RECORD_API_CAPSULE "ust._ring._ring._record_api"
-#define UST_RECORD_API_VERSION 1
+#define UST_RECORD_API_VERSION 2
+
+/* One field value already converted by the caller (record_values). */
+enum ust_value_kind { UST_V_INT64 = 1, UST_V_DOUBLE, UST_V_BOOL, UST_V_STRING, UST_V_BYTES };
+struct ust_value {
+    int kind;           /* enum ust_value_kind: must match the field's type, else the event takes the general path */
+    union {
+        int64_t i;      /* UST_V_INT64; UST_V_BOOL: 0 or 1 */
+        double d;       /* UST_V_DOUBLE */
+    };
+    const char *ptr;    /* UST_V_STRING (UTF-8, cut at a NUL as every string field), UST_V_BYTES */
+    Py_ssize_t len;
+};
 
 struct ust_record_api {
     int version; /* UST_RECORD_API_VERSION: a caller built against another layout must not use it */
@@ -17,6 +29,11 @@ struct ust_record_api {
     int (*record)(PyObject *tp, PyObject *const *args, Py_ssize_t nargs);
     /* tp(value) for a tracepoint with one 64-bit integer field: as record() with int(value). */
     int (*record_u64)(PyObject *tp, uint64_t value);
+    /* tp(*values) with the values converted by the caller, straight into the ring (no Python object is
+     * read: the caller keeps the strings' and bytes' owners alive). 0: recorded (or tp is not enabled);
+     * 1: not done, call record() with the objects instead — a filter or a Python context to run, several
+     * channels, or a kind that does not match its field. Never sets an exception. */
+    int (*record_values)(PyObject *tp, const struct ust_value *values, int nvalues);
 };
 
 #endif

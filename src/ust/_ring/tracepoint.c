@@ -622,7 +622,69 @@ static int api_record_u64(PyObject *self, uint64_t value)
     return rc;
 }
 
-struct ust_record_api record_api = {UST_RECORD_API_VERSION, api_record, api_record_u64};
+/* Values the caller converted (dynamic probes: the probe knows its field types when it is installed),
+ * written without the general path's validation, in the common case only: one attachment, no filter, no
+ * Python context (anything else returns 1 and the caller calls the tracepoint with objects). Runs no
+ * Python between the load of the list and the commit, as api_record_u64. */
+static int api_record_values(PyObject *self, const struct ust_value *values, int nvalues)
+{
+    if (UNLIKELY(!Py_IS_TYPE(self, &Tracepoint_Type)))
+        return 1;
+    TracepointObject *tp = (TracepointObject *)self;
+    AttachList *al = atomic_load_explicit(&tp->attached, memory_order_acquire); /* as the vectorcall */
+    if (LIKELY(al == NULL))
+        return 0;
+    Attachment *only = &al->a[0];
+    if (nvalues != tp->nfields || al->n != 1 || only->filter || PyTuple_GET_SIZE(only->channel->py_contexts))
+        return 1;
+    ArgValue vals[MAX_FIELDS];
+    int64_t size = 0;
+    for (int i = 0; i < nvalues; i++) {
+        const struct ust_value *v = &values[i];
+        const FieldSpec *f = &tp->fields[i];
+        ArgValue *a = &vals[i]; /* record_into reads v, ptr and len only */
+        switch (v->kind) {
+        case UST_V_INT64:
+            if (f->code != F_SINT || f->size != 8)
+                return 1;
+            a->v.i = v->i;
+            break;
+        case UST_V_DOUBLE:
+            if (f->code != F_FLOAT || f->size != 8)
+                return 1;
+            a->v.d = v->d;
+            break;
+        case UST_V_BOOL:
+            if (f->code != F_BOOL)
+                return 1;
+            a->v.u = (uint64_t)(v->i != 0);
+            break;
+        case UST_V_STRING: {
+            if (f->code != F_STRING)
+                return 1;
+            const char *nul = v->len ? memchr(v->ptr, 0, (size_t)v->len) : NULL; /* CTF strings end at NUL */
+            a->ptr = v->len ? v->ptr : "";
+            a->len = nul ? nul - v->ptr : v->len;
+            size += a->len + 1;
+            continue;
+        }
+        case UST_V_BYTES:
+            if (f->code != F_BYTES || v->len > 0xFFFFFFFF)
+                return 1;
+            a->ptr = v->ptr;
+            a->len = v->len;
+            size += 4 + v->len;
+            continue;
+        default:
+            return 1;
+        }
+        size += f->size;
+    }
+    record_into(tp, only, vals, size, NULL);
+    return 0;
+}
+
+struct ust_record_api record_api = {UST_RECORD_API_VERSION, api_record, api_record_u64, api_record_values};
 
 static int parse_spec(FieldSpec *f, PyObject *spec)
 {

@@ -180,6 +180,11 @@ _TYPES = {int: F.int64, float: F.float64, str: F.string, bool: F.boolean, bytes:
           "int": F.int64, "float": F.float64, "str": F.string, "bool": F.boolean, "bytes": F.bytes_}
 
 
+# The C paths' conversion of each field (ust/_ring/probes.c, convert_value), by field type name; None: repr.
+_KIND = {"int64": ord("i"), "float64": ord("f"), "boolean": ord("b"), "string": ord("s"), "bytes": ord("y"),
+         None: ord("r")}
+
+
 def field_type(annotation: object) -> F.FieldType | None:
     """The typed field for a plain annotation, else None (recorded as repr text)."""
     try:
@@ -326,11 +331,12 @@ class Probe:
         A trampoline's record (a constant of its code) holds no set: a code object's constants must stay
         hashable, and a trampoline keeps its skipped state in a local variable.
         """
-        kinds = bytes(0 if t is not None else 1 for t in self.entry.types)
-        ret_kind = 0 if self.rtype is not None else (1 if self.with_args else 2)
+        kinds = bytes(_KIND[t.name if t is not None else None] for t in self.entry.types)
+        ret_kind = _KIND[self.rtype.name if self.rtype is not None else None] if self.with_args else ord("n")
         fast = self.flt is None and len(self.params) <= 64
-        return (self.entry.tp, self.ret_tp, tuple(self.params), kinds, self.entry.unfit, ret_kind, self.limit,
-                fast, self, None if trampoline else self.skipped)
+        rec = (self.entry.tp, self.ret_tp, tuple(self.params), kinds, self.entry.unfit, ret_kind, self.limit,
+               fast, self, None if trampoline else self.skipped)
+        return _C.Record(*rec) if _C is not None else rec
 
     # -- the slow path of the 3.12+ callbacks (the C hooks call these when they cannot record) -------------
 
@@ -437,9 +443,10 @@ class _Monitor:
             self.tool = tool
             E = mon.events
             h = self.hooks
-            mon.register_callback(tool, E.PY_START, h.py_start if h else self._on_start)
-            mon.register_callback(tool, E.PY_RETURN, h.py_return if h else self._on_return)
-            mon.register_callback(tool, E.PY_UNWIND, h.py_unwind if h else self._on_unwind)
+            start, ret, unwind = h.callbacks() if h else (self._on_start, self._on_return, self._on_unwind)
+            mon.register_callback(tool, E.PY_START, start)
+            mon.register_callback(tool, E.PY_RETURN, ret)
+            mon.register_callback(tool, E.PY_UNWIND, unwind)
             return tool
         raise ProbeError("no free sys.monitoring tool id (other tools use them all)")
 
@@ -468,11 +475,24 @@ class _Monitor:
         sys.monitoring.restart_events()  # a location the whole-program tracer disabled counts again
         self._globals()
 
+    def add_eval(self, probe: Probe) -> None:
+        """3.11, a nested function: the frame-evaluation hook (C) reads its record at every frame of its
+        code, so instances made after the probe are probed too (a trampoline reaches the live ones only)."""
+        self.probes[probe.code] = probe
+        self.records[probe.code] = rec = probe.record()
+        _C.set_record(probe.code, rec)
+        self.hooks.eval_probe(1)
+
     def remove(self, code: types.CodeType) -> None:
         if _C is not None and code in self.records:
             _C.set_record(code, None)  # before the record may be freed
         self.records.pop(code, None)
-        if self.probes.pop(code, None) is None or self.tool is None:
+        if self.probes.pop(code, None) is None:
+            return
+        if not MONITORING:  # 3.11: a probe of add_eval()
+            self.hooks.eval_probe(-1)
+            return
+        if self.tool is None:
             return
         sys.monitoring.set_local_events(self.tool, code, 0)
         self._globals()
@@ -820,6 +840,8 @@ class ProbeSet:
         probe = Probe(event_base(spec.module, qualname, spec.event), code, fn, spec.args, spec.repr_limit, flt)
         if MONITORING:
             _MONITOR.add(probe)
+        elif _MONITOR.hooks is not None and "<locals>" in code.co_qualname:
+            _MONITOR.add_eval(probe)  # 3.11, nested: its instances made later too
         else:
             for f in live:
                 inst.swapped.append((f, _swap_in(f, probe)))
@@ -837,6 +859,9 @@ class ProbeSet:
             for code in inst.probes:
                 _MONITOR.remove(code)
         else:
+            for code in inst.probes:
+                if code in _MONITOR.probes:  # probed through the frame-evaluation hook
+                    _MONITOR.remove(code)
             for fn, code in inst.swapped:
                 _restore(fn, code)
         for code in inst.probes:
@@ -985,12 +1010,14 @@ class WholeProgram:
         self.ids[code] = n
         return n
 
-    def new_id(self, code: types.CodeType) -> int:
-        """First sight of ``code`` (called by the C hooks, the frame running it 1 up)."""
-        try:
-            module = sys._getframe(1).f_globals.get("__name__", "?")
-        except Exception:  # noqa: BLE001
-            module = "?"
+    def new_id(self, code: types.CodeType, module: object = None) -> int:
+        """First sight of ``code`` (called by the C hooks: with its module's name, or from the frame running
+        it, 1 up)."""
+        if not isinstance(module, str):
+            try:
+                module = sys._getframe(1).f_globals.get("__name__", "?") if module is None else "?"
+            except Exception:  # noqa: BLE001
+                module = "?"
         return self._new_id(code, module)
 
     def attach_hooks(self, hooks) -> None:
@@ -1039,11 +1066,10 @@ class WholeProgram:
     def start(self) -> None:
         if MONITORING:
             _MONITOR.set_whole(self)
-        elif _MONITOR.hooks is not None:  # 3.11: a C profile function in every thread, and in new ones
+        elif _MONITOR.hooks is not None:  # 3.11: the interpreter's frame-evaluation function (every thread)
             hooks = _MONITOR.hooks
             self.attach_hooks(hooks)
-            hooks.profile(True)
-            threading.setprofile(hooks.thread_hook)
+            hooks.eval_hook(True)
         else:
             threading.setprofile(self._profile)
             sys.setprofile(self._profile)
@@ -1052,8 +1078,7 @@ class WholeProgram:
         if MONITORING:
             _MONITOR.set_whole(None)
         elif _MONITOR.hooks is not None:
-            threading.setprofile(None)
-            _MONITOR.hooks.profile(False)
+            _MONITOR.hooks.eval_hook(False)
             _MONITOR.hooks.set_whole(0)
         else:
             threading.setprofile(None)
