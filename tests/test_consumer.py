@@ -451,19 +451,23 @@ def test_writers_killed_mid_event_do_not_stall_a_shared_stream(ust_env):
 
 @needs_babeltrace2
 def test_new_channel_is_drained_from_its_first_packet(ust_env):
-    """An application writing 1M events/s the moment a session starts, into
-    4 x 128 KiB (25 ms at this rate): the consumer must be listening for its
-    wake-ups from the first packet, not only after its current read-timer
-    sleep (up to 200 ms). Four sessions: each start falls at another moment
-    of the consumer's sleep."""
+    """An application writing 50k events/s (~1 MB/s) the moment a session
+    starts, into 4 x 128 KiB (~0.5 s at this rate), with a 10 s read timer:
+    the consumer must be listening for its wake-ups from the first packet,
+    not only after its current sleep (the drain loop returns at least once a
+    second: a consumer relying on that loses ~half of every second's events).
+    The rate leaves a consumer that does listen ~0.4 s to be scheduled, which
+    a loaded machine gives it; at 1M events/s (25 ms) it did not always.
+    Four sessions: each start falls at another moment of the consumer's sleep."""
     app = ust_env.app(PACED)
     ust_env.wait_registered(app.pid)
     for i in range(4):
         ust_env.ust("create", f"s{i}", "-o", os.path.join(ust_env.out, str(i)))
-        ust_env.ust("enable-channel", "channel0", "-s", f"s{i}", "--subbuf-size", "128k", "--num-subbuf", "4")
+        ust_env.ust("enable-channel", "channel0", "-s", f"s{i}", "--subbuf-size", "128k", "--num-subbuf", "4",
+                    "--read-timer", "10000000")
         ust_env.ust("enable-event", "app:alpha", "-s", f"s{i}")
         ust_env.ust("start", f"s{i}")
-        app.send("rate 200000 1000000")
+        app.send("rate 150000 50000")
         _, out, _ = ust_env.ust("stop", f"s{i}")
         assert "discarded" not in out, f"session {i}: {out}"
         ust_env.ust("destroy", f"s{i}")
