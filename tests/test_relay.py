@@ -1,0 +1,149 @@
+"""ust-relayd end to end: a real relay, traces streamed to it, real babeltrace2
+following them live on its LTTng live port."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import needs_babeltrace2
+from daemon_util import wait_until
+from relay_util import Relayd, files_of, live_viewer, make_trace
+from ust.relay import viewer_abi as va
+from ust.relay.sender import replay_trace
+from ust.relay.viewer import LiveClient
+
+
+@pytest.fixture(scope="module")
+def local_trace(tmp_path_factory):
+    path = tmp_path_factory.mktemp("local") / "trace"
+    make_trace(path)
+    return path
+
+
+@pytest.fixture
+def relayd(tmp_path):
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "relay-out", rundir)
+    yield relay
+    rc = relay.stop()
+    assert rc == 0, relay.stderr
+    assert not os.path.exists(relay.pid_file), "the pid file outlives the relay"
+
+
+def session_dir(relay, host):
+    [name] = os.listdir(os.path.join(relay.output, host))
+    return os.path.join(relay.output, host, name)
+
+
+def clients_of(relay, name):
+    viewer = LiveClient("127.0.0.1", relay.live)
+    try:
+        return sum(s.clients for s in viewer.list_sessions() if s.name == name)
+    finally:
+        viewer.close()
+
+
+def stream_with_viewers(relay, trace, tmp_path, viewers=1, host="hostA", name="demo"):
+    """Create the session and its streams, attach ``viewers`` babeltrace2, then send
+    the packets and end the session: the viewers' texts."""
+    client = relay.client()
+    client.create_session(name, host, live_timer_us=100000)
+    procs = []
+
+    def on_packet(n):
+        if n == 0:  # every stream and the metadata are on the relay: attach the viewers now
+            for i in range(viewers):
+                procs.append(live_viewer(f"{relay.live_url}/host/{host}/{name}", tmp_path / f"live{i}.txt"))
+            wait_until(lambda: clients_of(relay, name) == viewers, timeout=120, what="the viewers attached")
+
+    sent = replay_trace(client, trace, on_packet=on_packet)
+    client.close()
+    assert sent > 10
+    texts = []
+    for i, p in enumerate(procs):
+        err = p.communicate(timeout=300)[1]
+        assert p.returncode == 0, err
+        texts.append((tmp_path / f"live{i}.txt").read_text())
+    return texts
+
+
+@needs_babeltrace2
+def test_babeltrace2_live_prints_what_it_prints_locally(relayd, local_trace, tmp_path):
+    [live] = stream_with_viewers(relayd, local_trace, tmp_path)
+    local = subprocess.run(["babeltrace2", str(local_trace)], capture_output=True, text=True, check=True).stdout
+    assert live.count("relay:ev") == 9000
+    assert live == local
+
+
+@needs_babeltrace2
+def test_relay_copy_is_byte_identical(relayd, local_trace, tmp_path):
+    stream_with_viewers(relayd, local_trace, tmp_path, viewers=0)
+    wait_until(lambda: not [s for s in LiveClient("127.0.0.1", relayd.live).list_sessions()],
+               what="the session ended on the relay")
+    relayd.stop()  # files synced and closed
+    copy = files_of(session_dir(relayd, "hostA"))
+    local = files_of(local_trace)
+    assert copy.keys() == {k for k, v in local.items() if v}  # empty stream files are not streamed
+    for name, data in copy.items():
+        assert data == local[name], name
+
+
+@needs_babeltrace2
+def test_many_viewers_on_one_session(relayd, local_trace, tmp_path):
+    texts = stream_with_viewers(relayd, local_trace, tmp_path, viewers=4)
+    local = subprocess.run(["babeltrace2", str(local_trace)], capture_output=True, text=True, check=True).stdout
+    assert all(t == local for t in texts)
+
+
+@needs_babeltrace2
+def test_babeltrace2_lists_sessions_of_every_host(relayd):
+    clients = []
+    for host, name in (("hostA", "s1"), ("hostB", "s2")):
+        c = relayd.client()
+        c.create_session(name, host, live_timer_us=250000)
+        clients.append(c)
+    r = subprocess.run(["babeltrace2", "--input-format=lttng-live", relayd.live_url], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"{relayd.live_url}/host/hostA/s1 (timer = 250000" in r.stdout
+    assert f"{relayd.live_url}/host/hostB/s2 (timer = 250000" in r.stdout
+    for c in clients:
+        c.destroy()
+        c.close()
+
+
+def test_viewer_protocol_statuses(relayd, local_trace):
+    """What babeltrace2 does not exercise: detach, unknown ids, not-live sessions, a
+    viewer attaching before the streams exist gets them as new streams."""
+    live = relayd.client()
+    sid_live = live.create_session("live", "h", live_timer_us=100000)
+    dead = relayd.client()
+    sid_dead = dead.create_session("notlive", "h", live_timer_us=0)
+    v = LiveClient("127.0.0.1", relayd.live)
+    assert v.attach(sid_live)[0] == va.ATTACH_NO_SESSION  # CREATE_SESSION first
+    assert v.create_session() == va.CREATE_SESSION_OK
+    assert v.attach(sid_dead)[0] == va.ATTACH_NOT_LIVE
+    assert v.attach(12345)[0] == va.ATTACH_UNK
+    assert v.attach(sid_live, seek=7)[0] == va.ATTACH_SEEK_ERR
+    status, streams = v.attach(sid_live)
+    assert (status, streams) == (va.ATTACH_OK, [])
+    assert v.new_streams(sid_live)[0] == va.NEW_STREAMS_NO_NEW
+    live.add_stream(1, 0, "ust/uid/0/64-bit", "metadata", metadata=True)
+    live.send_metadata(1, b"/* CTF 1.8 */\n\n")
+    status, streams = v.new_streams(sid_live)
+    assert status == va.NEW_STREAMS_OK and [s.metadata for s in streams] == [True]
+    assert v.metadata(streams[0].id) == (va.METADATA_OK, b"/* CTF 1.8 */\n\n")
+    assert v.metadata(streams[0].id)[0] == va.METADATA_NO_NEW
+    assert v.next_index(streams[0].id)["status"] == va.INDEX_ERR  # not a data stream
+    assert v.packet(999, 0, 10)[0] == va.PACKET_ERR
+    assert v.detach(sid_live) == va.DETACH_OK
+    assert v.detach(sid_live) == va.DETACH_UNK
+    live.destroy()
+    assert [s.name for s in v.list_sessions()] == ["notlive"]
+    v.close()
+    for c in (live, dead):
+        c.close()
