@@ -47,7 +47,22 @@ def clients_of(relay, name):
         viewer.close()
 
 
-def stream_with_viewers(relay, trace, tmp_path, viewers=1, host="hostA", name="demo"):
+def rude_viewer(relay, session_id):
+    """A viewer that asks for a packet and leaves without reading the answer."""
+    v = LiveClient("127.0.0.1", relay.live)
+    v.create_session()
+    _, streams = v.attach(session_id)
+    for s in streams:
+        if not s.metadata:
+            index = v.next_index(s.id)
+            if index["status"] == va.INDEX_OK:
+                v.sock.sendall(va.request(va.GET_PACKET, va.GET_PACKET_REQUEST.pack(
+                    s.id, index["offset"], index["packet_size"] // 8)))
+                break
+    v.close()
+
+
+def stream_with_viewers(relay, trace, tmp_path, viewers=1, host="hostA", name="demo", rude=False):
     """Create the session and its streams, attach ``viewers`` babeltrace2, then send
     the packets and end the session: the viewers' texts."""
     client = relay.client()
@@ -59,6 +74,8 @@ def stream_with_viewers(relay, trace, tmp_path, viewers=1, host="hostA", name="d
             for i in range(viewers):
                 procs.append(live_viewer(f"{relay.live_url}/host/{host}/{name}", tmp_path / f"live{i}.txt"))
             wait_until(lambda: clients_of(relay, name) == viewers, timeout=120, what="the viewers attached")
+        if n == 5 and rude:
+            rude_viewer(relay, client.session)
 
     sent = replay_trace(client, trace, on_packet=on_packet)
     client.close()
@@ -94,7 +111,8 @@ def test_relay_copy_is_byte_identical(relayd, local_trace, tmp_path):
 
 @needs_babeltrace2
 def test_many_viewers_on_one_session(relayd, local_trace, tmp_path):
-    texts = stream_with_viewers(relayd, local_trace, tmp_path, viewers=4)
+    """Four babeltrace2 at once (LTTng allows one), and one viewer leaving mid-reply."""
+    texts = stream_with_viewers(relayd, local_trace, tmp_path, viewers=4, rude=True)
     local = subprocess.run(["babeltrace2", str(local_trace)], capture_output=True, text=True, check=True).stdout
     assert all(t == local for t in texts)
 

@@ -40,6 +40,7 @@ MAX_CONNECTIONS = 512
 MAX_VIEWER_READ = 16 << 20  # one GET_PACKET reply at most
 MAX_METADATA_REPLY = 1 << 20
 MAX_CONTROL_BODY = 16 << 20  # metadata text
+MID_FRAME_TIMEOUT = 60.0  # a frame begun must end within this (a peer may idle between frames, not inside one)
 INPUT_BUDGET = 256 << 20  # bytes of large frames being received at once, all connections together
 PID_NAME = "relayd.pid"
 
@@ -260,9 +261,11 @@ class Relay:
         counted = length > self.budget.small
         if counted and not self.budget.take(length):
             raise wire.WireError("too many large frames arriving at once: the relay is out of input memory")
+        conn.settimeout(MID_FRAME_TIMEOUT)
         try:
             return msg_type, wire._recv_exact(conn, length)
         finally:
+            conn.settimeout(None)
             if counted:
                 self.budget.give(length)
 
@@ -454,10 +457,12 @@ class Viewer:
                 expected = va.REQUEST_SIZE.get(cmd)
                 if expected is None or size != expected:
                     raise wire.WireError(f"viewer command {cmd} with {size} bytes of payload")
+                self.conn.settimeout(MID_FRAME_TIMEOUT)  # the payload, then our reply: not forever
                 payload = bytes(wire._recv_exact(self.conn, size)) if size else b""
                 if cmd != va.CONNECT and not self.connected:
                     raise wire.WireError("viewer command before CONNECT")
                 self.conn.sendall(self.handle(cmd, payload))
+                self.conn.settimeout(None)
         finally:
             self.detach_all()
 

@@ -50,6 +50,7 @@ WIRE_VERSION = 1
 HEADER = struct.Struct("!4sHHI")
 MAX_BODY = 64 << 20  # a packet (a sub-buffer) of up to 64 MiB, the metadata of a huge program
 MAX_NAME = 255
+MAX_SESSION_NAME = 200  # <name>-<YYYYMMDD-HHMMSS>[-N] is one directory name of at most 255 bytes
 MAX_HOSTNAME = 64
 MAX_PATH_PARTS = 8
 TOKEN_SIZE = 16
@@ -258,7 +259,7 @@ def decode(msg_type: int, body: bytearray):
     r = _Reader(body)
     if msg_type == CREATE_SESSION:
         live, created = r.fixed(_CREATE)
-        name = check_part(r.text("session name", MAX_NAME), "session name")
+        name = check_part(r.text("session name", MAX_SESSION_NAME), "session name", MAX_SESSION_NAME)
         host = check_part(r.text("host name", MAX_HOSTNAME), "host name", MAX_HOSTNAME)
         r.end()
         return msg_type, name, host, live, created
