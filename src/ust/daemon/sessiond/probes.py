@@ -17,22 +17,9 @@ the state of each probe (installed, pending import, refused, error), shown by
 
 from __future__ import annotations
 
-from ust.daemon.protocol import is_name, list_of, optional, string, uint
-from ust.daemon.rules import EventRule, check_pattern
+from ust.daemon.rules import check_pattern
+from ust.daemon.sessiond import apps as app_registry, sync as rules_sync
 from ust.errors import SessionError
-
-SCHEMAS = {
-    "enable_probe": {
-        "session": is_name,
-        "targets": list_of(string(512), 256),
-        "event?": optional(string(512)),
-        "channel?": optional(is_name),
-        "filter?": optional(string(4096)),
-        "args?": bool,
-        "repr_limit?": uint(65537),
-    },
-    "disable_probe": {"session": is_name, "targets": list_of(string(512), 256), "channel?": optional(is_name)},
-}
 
 WHOLE_PROGRAM = ("python:function_entry", "python:function_info", "python:function_return")
 MAX_STATUS = 256
@@ -55,65 +42,13 @@ def rule_patterns(target: str, event: str | None) -> list[str]:
     return [check_pattern(f"{base}_entry"), check_pattern(f"{base}_return")]
 
 
-def enable(daemon, s, targets: list[str], event: str | None, channel: str | None, filter: str | None,
-           args: bool, repr_limit: int) -> dict:
-    if not targets:
-        raise SessionError("no function given")
-    if event is not None:
-        if len(targets) != 1 or "*" in targets[0]:
-            raise SessionError(f"an event name ({event}) needs exactly one function, without wildcards")
-        if ":" not in event:
-            raise SessionError(f"event name {event!r} must be 'provider:name'")
-    if not 1 <= repr_limit <= 65536:
-        raise SessionError(f"--repr-limit must be 1 to 65536, got {repr_limit}")
-    if filter is not None:
-        from ust.daemon.sessiond import _validate_filter
-
-        _validate_filter(filter)
-    ch = daemon._channel(s, channel)
-    added = []
-    for t in targets:
-        patterns = rule_patterns(t, event)
-        spec = {"target": t, "event": event, "args": bool(args), "repr_limit": int(repr_limit), "filter": filter,
-                "channel": ch.name}
-        s.probes[:] = [p for p in s.probes if not (p["target"] == t and p["channel"] == ch.name)]
-        s.probes.append(spec)
-        for pat in patterns:
-            s.enable_rule(EventRule(pattern=pat, channel=ch.name))
-        added.append({**spec, "events": patterns})
-    daemon._sync_all(s)
-    refused = sync(daemon, targets=set(targets), held=s)
-    if refused:
-        disable(daemon, s, targets, ch.name)
-        raise SessionError(refused[0])
-    return {"probes": added}
-
-
-def disable(daemon, s, targets: list[str], channel: str | None) -> dict:
-    from ust.daemon.sessiond import DEFAULT_CHANNEL
-
-    name = channel or DEFAULT_CHANNEL
-    gone = [p for p in s.probes if p["target"] in targets and p["channel"] == name]
-    if not gone:
-        raise SessionError(f"no probe on {', '.join(targets)} in channel {name!r} of session {s.name!r}")
-    ch = daemon._channel(s, name, create=False)
-    s.probes[:] = [p for p in s.probes if p not in gone]
-    still = {pat for p in s.probes if p["channel"] == ch.name for pat in rule_patterns(p["target"], p["event"])}
-    drop = {pat for p in gone for pat in rule_patterns(p["target"], p["event"])} - still
-    s.rules[:] = [r for r in s.rules if not (r.channel == ch.name and r.pattern in drop and r.filter is None
-                                               and not r.exclusions and r.loglevel_type == "all")]
-    sync(daemon, held=s)
-    daemon._sync_all(s)
-    return {"disabled": len(gone)}
-
-
 def wanted(daemon, app) -> list[dict]:
     """The probes ``app`` must have: those of the active sessions it is in (enabled channels)."""
     out: dict[tuple, dict] = {}
     with daemon.lock:  # the table only; each session's probes are read as they are
         sessions = list(daemon.sessions.values())
     for s in sessions:
-        if not s.active or not daemon._app_in_session(s, app):
+        if not s.active or not rules_sync.app_in_session(s, app):
             continue
         for p in s.probes:
             conf = s.channels.get(p["channel"])
@@ -149,13 +84,13 @@ def sync(daemon, apps=None, targets: set | None = None, held=None) -> list[str]:
         app.probe_status = status_from_reply(ack)
         decls = declarations_from_reply(ack)
         if decls:
-            error = daemon._add_decls(app, decls)
+            error = app_registry.add_decls(daemon, app, decls)
             if error:
                 refused.append(f"process {app.pid}: {error}")
-            if held is not None and held.active and not held.destroyed and daemon._app_in_session(held, app):
-                daemon._sync_app(held, app)
+            if held is not None and held.active and not held.destroyed and rules_sync.app_in_session(held, app):
+                rules_sync.sync_app(daemon, held, app)
             if held is not None:
-                daemon._enqueue(app, "sync", None)
+                app_registry.enqueue(daemon, app, "sync", None)
         if ack is not None and not ack.get("ok"):
             refused.append(f"process {app.pid}: {str(ack.get('error'))[:300]}")
         for st in app.probe_status:

@@ -1,0 +1,5 @@
+import sys
+
+from ust.daemon.sessiond.main import main
+
+sys.exit(main())

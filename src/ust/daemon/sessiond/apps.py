@@ -1,0 +1,328 @@
+"""The registry of applications: their connections, their declarations, and
+the worker thread each one gets while it has requests pending.
+
+An application's connection is read by a thread that only routes
+acknowledgements and queues the application's own requests (registration, new
+tracepoints); a worker of that application's own runs them in order, so
+applications never wait for each other and a command waiting for an
+acknowledgement can never deadlock with the thread that would deliver it.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import socket
+import struct
+import threading
+import time
+import traceback
+
+from ust.daemon import protocol
+from ust.daemon.protocol import ConnectionClosed, check, list_of, optional, string, uint
+from ust.daemon.sessiond import probes, sync
+from ust.daemon.sessiond.limits import (
+    APP_ACK_TIMEOUT, APP_QUEUE_BYTES, MAX_DECL_BYTES, MAX_DECL_BYTES_PER_APP, MAX_TRACEPOINTS_PER_APP, READ_TIMEOUT,
+)
+from ust.daemon.sessiond.log import log
+from ust.errors import ProtocolError, UstError
+
+APP_SCHEMAS = {
+    "register": {
+        "pid": uint(1 << 31),
+        "ppid?": uint(1 << 31),
+        "uid": uint(1 << 32),
+        "procname": string(256),
+        "token?": optional(string(128)),
+        "cmdline?": string(512),
+        "tracepoints": list_of(protocol.check_decl, 65536),
+        "seq": uint(1 << 62),
+    },
+    "declare": {"tracepoints": list_of(protocol.check_decl, 65536), "seq": uint(1 << 62)},
+}
+
+
+class App:
+    """A registered application: its connection and what it was told to do."""
+
+    def __init__(self, sock: socket.socket, pid: int, uid: int, info: dict):
+        self.sock = sock
+        self.pid = pid
+        self.uid = uid
+        self.ppid = info.get("ppid", 0)
+        self.procname = info["procname"]
+        self.token = info.get("token")
+        self.cmdline = info.get("cmdline", "")
+        self.decls: dict[str, dict] = {}  # decl_key -> decl json
+        # Declarations not yet applied to every active session: not listed
+        # (`ust list --apps`) until they are, so that whoever sees a
+        # tracepoint listed can rely on it recording (the rule of the
+        # in-process registry, issue 7 item 1, applied to the daemon).
+        self.unsynced: set[str] = set()
+        self.decl_bytes = 0
+        self.queued_bytes = 0  # its requests waiting for its worker (under work_lock)
+        self.work: collections.deque = collections.deque()  # (kind, msg), run in order by its worker
+        self.work_lock = threading.Lock()
+        self.working = False
+        self.registered = time.time()
+        self.send_lock = threading.Lock()
+        self.pending: dict[int, list] = {}  # seq -> [event, reply]
+        self.seq = 0
+        self.alive = True
+        # session name -> {"channels": set of trace-channel keys,
+        #                  "attached": {(chan key, tp name): (event id, filter)}}
+        self.state: dict[str, dict] = {}
+        self.probes_sent: list[dict] = []  # the probe set last sent, and the app's answer
+        self.probe_status: list[dict] = []
+
+    def command(self, msg: dict, fds: list[int] = ()) -> dict | None:
+        """Send a command; wait for its acknowledgement (APP_ACK_TIMEOUT). None: no answer."""
+        return self.pipeline([(msg, fds)])[0]
+
+    def pipeline(self, msgs: list[tuple[dict, list[int]]]) -> list[dict | None]:
+        """Send several commands at once, then wait for every acknowledgement.
+
+        The agent answers in order; one round trip instead of len(msgs).
+        """
+        return self.wait_many(self.send_many(msgs), len(msgs))
+
+    def send_many(self, msgs: list[tuple[dict, list[int]]]) -> list[list]:
+        slots = []
+        for msg, fds in msgs:
+            if not self.alive:
+                break
+            with self.send_lock:
+                self.seq += 1
+                seq = self.seq
+                slot = [threading.Event(), None, seq, msg.get("cmd")]
+                self.pending[seq] = slot
+                try:
+                    protocol.send_msg(self.sock, {**msg, "seq": seq}, fds)
+                except (OSError, ProtocolError) as exc:
+                    self.pending.pop(seq, None)
+                    self.kill(f"send failed: {exc}")
+                    break
+            slots.append(slot)
+        return slots
+
+    def wait_many(self, slots: list[list], n: int) -> list[dict | None]:
+        deadline = time.monotonic() + APP_ACK_TIMEOUT
+        for slot in slots:
+            if not slot[0].wait(max(0.0, deadline - time.monotonic())):
+                self.pending.pop(slot[2], None)
+                # A stopped or wedged application: drop it rather than make every
+                # later command wait. Its agent reconnects when it runs again.
+                log(f"app {self.pid} did not acknowledge {slot[3]} in {APP_ACK_TIMEOUT}s; dropping it")
+                self.kill("unresponsive")
+                break
+        return [slot[1] for slot in slots] + [None] * (n - len(slots))
+
+    def reply(self, seq: int, msg: dict) -> None:
+        with self.send_lock:
+            try:
+                protocol.send_msg(self.sock, {**msg, "re": seq})
+            except (OSError, ProtocolError) as exc:
+                self.kill(f"send failed: {exc}")
+
+    def deliver(self, seq: int, msg: dict) -> None:
+        slot = self.pending.pop(seq, None)
+        if slot is not None:
+            slot[1] = msg
+            slot[0].set()
+
+    def kill(self, why: str = "") -> None:
+        if self.alive:
+            self.alive = False
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for slot in list(self.pending.values()):
+            slot[0].set()
+
+    def to_json(self) -> dict:
+        return {
+            "pid": self.pid,
+            "ppid": self.ppid,
+            "uid": self.uid,
+            "procname": self.procname,
+            "cmdline": self.cmdline,
+            "registered": self.registered,
+            "tracepoints": sorted(
+                ({"name": d["name"], "loglevel": d["loglevel"], "kind": d["kind"]}
+                 for k, d in self.decls.items() if k not in self.unsynced),
+                key=lambda d: d["name"],
+            ),
+            "probes": self.probe_status,
+        }
+
+
+def serve_app(daemon, conn: socket.socket, pid: int, uid: int, msg: dict) -> None:
+    """Serve the connection of an application whose first message, ``msg``, is ``register``."""
+    try:
+        check(msg, {"cmd": str, **APP_SCHEMAS["register"]})
+    except ProtocolError as exc:
+        daemon.send_quietly(conn, {**protocol.error_reply(str(exc)), "re": msg.get("seq", 0)})
+        return
+    if msg["pid"] != pid or msg["uid"] != uid:
+        daemon.send_quietly(conn, {**protocol.error_reply(
+            f"registration says pid {msg['pid']} uid {msg['uid']}, the socket says pid {pid} uid {uid}"),
+            "re": msg["seq"]})
+        return
+    # A send that cannot complete within 2 s means the app is stuck: drop it.
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 2, 0))
+    app = App(conn, pid, uid, msg)
+    enqueue(daemon, app, "register", msg)
+    try:
+        while True:
+            try:
+                # No idle deadline (an application may stay quiet for days),
+                # but a message it starts must complete.
+                m, fds = protocol.recv_msg(conn, read=READ_TIMEOUT, budget=daemon.budget)
+            except (ConnectionClosed, OSError):
+                break
+            except ProtocolError as exc:
+                log(f"app {pid}: {exc}; dropping it")
+                break
+            protocol.close_fds(fds)
+            if "re" in m:
+                if isinstance(m["re"], int):
+                    app.deliver(m["re"], m)
+                continue
+            # This thread never waits for the worker: it also routes the
+            # acknowledgements a command holding a session's lock waits
+            # for, while the worker may be waiting for that lock (an agent
+            # declares a burst of probe events while `start` attaches
+            # them). The queue is bounded in bytes instead: an application
+            # that floods it beyond what its declarations may hold is
+            # dropped.
+            size = len(json.dumps(m, separators=(",", ":")))
+            with app.work_lock:
+                app.queued_bytes += size
+                flooding = app.queued_bytes > APP_QUEUE_BYTES
+            if flooding:
+                log(f"app {pid}: more than {APP_QUEUE_BYTES >> 20} MiB of requests waiting; dropping it")
+                break
+            enqueue(daemon, app, "app_request", (m, size))
+    finally:
+        # Whatever ended the loop, a dead peer is always deregistered.
+        app.kill("disconnected")
+        enqueue(daemon, app, "gone", None)
+
+
+def enqueue(daemon, app: App, kind: str, msg: object) -> None:
+    """Run an application's request after its earlier ones, on a worker of
+    its own (started when needed): applications never wait for each other,
+    so a session stalled on its consumer holds up only the applications
+    that session records."""
+    with app.work_lock:
+        app.work.append((kind, msg))
+        if app.working:
+            return
+        app.working = True
+    threading.Thread(target=_app_worker, args=(daemon, app), name=f"app-{app.pid}", daemon=True).start()
+
+
+def _app_worker(daemon, app: App) -> None:
+    while True:
+        with app.work_lock:
+            if not app.work:
+                app.working = False
+                return
+            kind, msg = app.work.popleft()
+        try:
+            if kind == "register":
+                _register(daemon, app, msg)
+            elif kind == "app_request":
+                request, size = msg
+                try:
+                    _app_request(daemon, app, request)
+                finally:
+                    with app.work_lock:
+                        app.queued_bytes -= size
+            elif kind == "sync":  # new declarations (a probe's events): every active session's rules
+                sync_active(daemon, app)
+            elif kind == "gone":
+                with daemon.lock:
+                    if daemon.apps.get(app.pid) is app:
+                        del daemon.apps[app.pid]
+                    daemon.decl_bytes -= app.decl_bytes
+                    app.decl_bytes = 0
+        except Exception:
+            log(f"app {app.pid}: {kind} failed:\n" + traceback.format_exc())
+
+
+def add_decls(daemon, app: App, decls: list[dict]) -> str | None:
+    """Keep ``app``'s new declarations, within the caps; an error message for what did not fit."""
+    refused = 0
+    with daemon.lock:
+        for d in decls:
+            k = protocol.decl_key(d)
+            if k in app.decls:
+                continue
+            if (len(app.decls) >= MAX_TRACEPOINTS_PER_APP or app.decl_bytes + len(k) > MAX_DECL_BYTES_PER_APP
+                    or daemon.decl_bytes + len(k) > MAX_DECL_BYTES):
+                refused += 1
+                continue
+            app.decls[k] = d
+            app.unsynced.add(k)
+            app.decl_bytes += len(k)
+            daemon.decl_bytes += len(k)
+    if refused:
+        return (f"too many tracepoints: {refused} not registered (at most {MAX_TRACEPOINTS_PER_APP} "
+                f"and {MAX_DECL_BYTES_PER_APP >> 20} MiB of declarations per application); "
+                "they are not traced")
+    return None
+
+
+def sync_active(daemon, app: App) -> None:
+    """Apply every active session's rules to ``app`` (its worker thread)."""
+    with daemon.lock:
+        sessions = [s for s in daemon.sessions.values() if s.active]
+        applied = set(app.unsynced)
+    try:
+        _sync_sessions(daemon, app, sessions)
+    finally:
+        with daemon.lock:
+            app.unsynced -= applied
+
+
+def _sync_sessions(daemon, app: App, sessions: list) -> None:
+    for s in sessions:
+        if not sync.app_in_session(s, app):
+            continue  # decided without the session's lock: a stalled session does not hold others
+        with s.lock:
+            if s.active and not s.destroyed:
+                try:
+                    sync.sync_app(daemon, s, app)
+                except UstError as exc:
+                    log(f"app {app.pid}: session {s.name}: {exc}")
+
+
+def _register(daemon, app: App, msg: dict) -> None:
+    with daemon.lock:
+        old = daemon.apps.get(app.pid)
+        if old is not None and old is not app:
+            old.kill("replaced")
+        if not app.alive:
+            return  # it went away before the worker got to it
+        daemon.apps[app.pid] = app
+    error = add_decls(daemon, app, msg["tracepoints"])
+    probes.sync(daemon, [app])
+    sync_active(daemon, app)
+    app.reply(msg["seq"], protocol.error_reply(error) if error else protocol.ok_reply())
+
+
+def _app_request(daemon, app: App, msg: dict) -> None:
+    cmd = msg.get("cmd")
+    seq = msg.get("seq") if isinstance(msg.get("seq"), int) else 0
+    try:
+        if cmd != "declare":
+            raise ProtocolError(f"unknown application request {cmd!r}")
+        check(msg, {"cmd": str, **APP_SCHEMAS["declare"]})
+    except ProtocolError as exc:
+        app.reply(seq, protocol.error_reply(str(exc)))
+        return
+    error = add_decls(daemon, app, msg["tracepoints"])
+    sync_active(daemon, app)
+    app.reply(seq, protocol.error_reply(error) if error else protocol.ok_reply())

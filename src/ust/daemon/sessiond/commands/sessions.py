@@ -1,0 +1,133 @@
+"""A session's life: create, start, stop, snapshot, destroy; and what it lost."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import time
+
+from ust.ctf.writer import time_stamp
+from ust.daemon import protocol
+from ust.daemon.protocol import is_name, optional, string
+from ust.daemon.sessiond import consumers, probes, sync
+from ust.daemon.sessiond.commands._table import CommandGroup
+from ust.daemon.sessiond.model import Session
+from ust.errors import SessionError
+
+group = CommandGroup()
+
+
+@group.command("create", {"name": is_name, "output?": optional(string()), "snapshot?": bool,
+                          "token?": optional(string(128))})
+def create(daemon, caller: int, name: str, output: str | None = None, snapshot: bool = False,
+           token: str | None = None) -> dict:
+    if output is None:
+        stamp = time_stamp()
+        try:
+            home = pwd.getpwuid(caller).pw_dir
+        except KeyError:
+            raise SessionError(f"uid {caller} has no home directory: give an output directory") from None
+        output = os.path.join(home, "ust-traces", f"{name}-{stamp}")
+    if not os.path.isabs(output):
+        raise SessionError(f"output directory must be an absolute path, got {output!r}")
+    s = Session(name=name, output=os.path.normpath(output), uid=caller, snapshot=snapshot, token=token)
+    with daemon.lock:
+        if name in daemon.sessions:
+            raise SessionError(f"a session named {name!r} already exists")
+        daemon.sessions[name] = s
+    return {"session": s.summary()}
+
+
+@group.command("destroy", {"session": is_name})
+def destroy(daemon, s: Session) -> dict:
+    destroy_session(daemon, s)
+    summary = s.summary()
+    summary["traces"] = s.trace_paths
+    return {"session": summary}
+
+
+def destroy_session(daemon, s: Session) -> None:
+    """Stop ``s`` if active, flush and forget its traces. Under ``s.lock``."""
+    if s.active:
+        stop_session(daemon, s)
+    link = consumers.link_if_running(daemon, s)
+    if link is not None and s.traces:
+        link.remove_traces([t.key for t in s.traces.values()])
+    for t in s.traces.values():
+        for ch in t.channels.values():
+            protocol.close_fds(ch.fds)
+    s.trace_paths = [t.path for t in s.traces.values()]
+    s.traces.clear()
+    s.destroyed = True
+    with daemon.lock:
+        if daemon.sessions.get(s.name) is s:
+            del daemon.sessions[s.name]
+    if s.probes:
+        probes.sync(daemon, held=s)
+
+
+@group.command("session", {"session": is_name})
+def session(daemon, s: Session) -> dict:
+    return {"session": {**s.summary(), **consumers.losses(daemon, s)}}
+
+
+@group.command("start", {"session": is_name})
+def start(daemon, s: Session) -> dict:
+    if s.active:
+        raise SessionError(f"session {s.name!r} is already active")
+    if not any(r.enabled for r in s.rules):
+        raise SessionError(f"session {s.name!r} has no event rule enabled: use enable-event first")
+    consumers.link(daemon, s)  # the owner's consumer runs (or the reason it cannot) before anything is sent
+    if not s.traces:
+        s.clock_offset = time.time_ns() - time.monotonic_ns()
+    s.active = True
+    try:
+        probes.sync(daemon, held=s)
+        sync.sync_session(daemon, s)
+    except Exception:
+        s.active = False
+        raise
+    return {"session": s.summary()}
+
+
+@group.command("stop", {"session": is_name})
+def stop(daemon, s: Session) -> dict:
+    if not s.active:
+        raise SessionError(f"session {s.name!r} is not active")
+    stop_session(daemon, s)
+    probes.sync(daemon, held=s)
+    return {"session": s.summary(), **consumers.losses(daemon, s)}
+
+
+def stop_session(daemon, s: Session) -> None:
+    """Every application stops recording ``s``, then its consumer writes out what they committed."""
+    s.active = False
+    # 1. Every application stops writing (detach): what is committed is final.
+    pending = []
+    for app in list(daemon.apps.values()):
+        if s.name in app.state:
+            pending.append((app, app.send_many([({"cmd": "remove_session", "session": s.name}, [])])))
+            app.state.pop(s.name, None)
+    for app, slots in pending:  # all sent, now all acknowledged
+        app.wait_many(slots, 1)
+    # 2. The consumer closes the partial packets and writes everything.
+    link = consumers.link_if_running(daemon, s)
+    if s.traces and link is not None:
+        link.flush([t.key for t in s.traces.values()])
+
+
+@group.command("snapshot_record", {"session": is_name, "output?": optional(string())})
+def snapshot_record(daemon, s: Session, output: str | None = None) -> dict:
+    if not s.snapshot:
+        raise SessionError(f"session {s.name!r} is not a snapshot session (create it with --snapshot)")
+    if not s.traces:
+        raise SessionError(f"session {s.name!r} has no buffers yet: start it first")
+    base = output or s.output
+    if not os.path.isabs(base):
+        raise SessionError(f"snapshot output must be an absolute path, got {base!r}")
+    stamp = time_stamp()
+    dest = os.path.join(base, f"snapshot-{s.snapshot_count}-{stamp}")
+    s.snapshot_count += 1
+    targets = {t.key: os.path.join(dest, os.path.relpath(t.path, s.output)) for t in s.traces.values()}
+    consumers.link(daemon, s).snapshot(targets, base)
+    return {"path": dest}

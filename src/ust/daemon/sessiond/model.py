@@ -1,0 +1,115 @@
+"""What the session daemon knows: sessions, their channels and rules, and the
+traces (buffers and files) they created, one per owner (a uid or a pid)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ust.daemon.rules import EventRule
+from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
+from ust.errors import SessionError
+
+DEFAULT_CHANNEL = "channel0"
+
+
+@dataclass
+class ChannelConf:
+    name: str
+    subbuf_size: int = DEFAULT_SUBBUF_SIZE
+    num_subbuf: int = DEFAULT_NUM_SUBBUF
+    overwrite: bool = False
+    buffers: str = "uid"  # "uid" or "pid"
+    switch_timer: int = 0  # microseconds, 0 = off
+    read_timer: int = 200_000  # microseconds
+    tracefile_size: int = 0
+    tracefile_count: int = 0
+    context: list[str] = field(default_factory=list)
+    enabled: bool = True
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TraceChannel:
+    conf: ChannelConf
+    stream_id: int
+    fds: list[int]
+    events: dict[str, int] = field(default_factory=dict)  # decl_key -> event id
+
+
+@dataclass
+class Trace:
+    """The buffers and files of one session for one owner (a uid or a pid)."""
+
+    key: str
+    path: str
+    owner: tuple[str, int]
+    uuid: str
+    channels: dict[str, TraceChannel] = field(default_factory=dict)
+
+
+@dataclass
+class Session:
+    name: str
+    output: str
+    uid: int = 0  # the owner: only it (and root) sees and controls the session
+    snapshot: bool = False
+    token: str | None = None  # only apps started with this UST_RUN_TOKEN (ust run)
+    channels: dict[str, ChannelConf] = field(default_factory=dict)
+    rules: list[EventRule] = field(default_factory=list)
+    probes: list[dict] = field(default_factory=list)  # enable-event --function (sessiond/probes.py)
+    active: bool = False
+    created: float = field(default_factory=time.time)
+    clock_offset: int = 0
+    traces: dict[tuple[str, int], Trace] = field(default_factory=dict)
+    snapshot_count: int = 0
+    trace_paths: list = field(default_factory=list)  # after destroy
+    lock: Any = field(default_factory=threading.RLock, repr=False)  # held by a command on this session
+    destroyed: bool = False
+
+    @property
+    def buffers(self) -> str:
+        for ch in self.channels.values():
+            return ch.buffers
+        return "uid"
+
+    def channel(self, name: str | None, create: bool = True) -> ChannelConf:
+        """The channel ``name`` (the default one if None), created with defaults if allowed."""
+        name = name or DEFAULT_CHANNEL
+        ch = self.channels.get(name)
+        if ch is None:
+            if not create:
+                raise SessionError(f"no channel named {name!r} in session {self.name!r}")
+            if self.active:
+                raise SessionError(f"cannot add channel {name!r}: session {self.name!r} is active (stop it first)")
+            ch = ChannelConf(name=name, overwrite=self.snapshot, buffers=self.buffers)
+            self.channels[name] = ch
+        return ch
+
+    def enable_rule(self, rule: EventRule) -> None:
+        """Add ``rule``, or enable the same rule if the session has it already."""
+        for r in self.rules:
+            if r.same_rule(rule):
+                r.enabled = True
+                return
+        self.rules.append(rule)
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "output": self.output,
+            "snapshot": self.snapshot,
+            "active": self.active,
+            "buffers": self.buffers,
+            "created": self.created,
+            "uid": self.uid,
+            # copies first: a command on the session may change it meanwhile
+            "channels": [ch.to_json() for ch in list(self.channels.values())],
+            "rules": [r.to_json() for r in list(self.rules)],
+            "probes": [dict(p) for p in list(self.probes)],
+            "traces": [t.path for t in list(self.traces.values())],
+        }
