@@ -165,3 +165,47 @@ def test_viewer_protocol_statuses(relayd, local_trace):
     v.close()
     for c in (live, dead):
         c.close()
+
+
+def test_daemonized_relay_pid_file_and_sigterm(tmp_path):
+    import signal
+    import sys
+
+    from daemon_util import SRC
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    env = dict(os.environ, PYTHONPATH=SRC, UST_HOME=str(home))
+    r = subprocess.run([sys.executable, "-m", "ust.relay.relayd", "-d", "-C", "tcp://127.0.0.1:0", "-D",
+                        "tcp://127.0.0.1:0", "-L", "tcp://127.0.0.1:0", "-o", str(tmp_path / "out")],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    pid_file = home / "relayd.pid"
+    pid = wait_until(lambda: pid_file.exists() and int(pid_file.read_text() or 0), what="the pid file")
+    live = int(r.stdout.split()[6].rsplit(":", 1)[1])
+    v = LiveClient("127.0.0.1", live)  # it serves
+    assert v.list_sessions() == []
+    v.close()
+    os.kill(pid, signal.SIGTERM)
+
+    def gone():
+        try:
+            os.kill(pid, 0)
+            return False
+        except ProcessLookupError:
+            return True
+
+    wait_until(gone, what="the relay to stop on SIGTERM")
+    assert not pid_file.exists()
+
+
+def test_bad_options_are_one_line(tmp_path):
+    import sys
+
+    from daemon_util import SRC
+
+    env = dict(os.environ, PYTHONPATH=SRC, UST_HOME=str(tmp_path))
+    for args in (["-C", "udp://x:1"], ["-L", "tcp://127.0.0.1:99999"]):
+        r = subprocess.run([sys.executable, "-m", "ust.relay.relayd", *args, "-o", str(tmp_path / "o")],
+                           env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "ust-relayd: error:" in r.stderr, r.stderr

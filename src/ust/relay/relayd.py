@@ -676,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ust-relayd: control {urls['control']} data {urls['data']} live {urls['live']} "
           f"output {relay.output}", flush=True)
     if args.daemonize:
-        from ust.daemon.sessiond import _daemonize
+        from ust.daemon.sessiond.main import _daemonize
 
         _daemonize(args.log or os.path.join(rundir, "relayd.log"), rundir)
     elif not args.pid_file:
