@@ -209,3 +209,41 @@ def test_bad_options_are_one_line(tmp_path):
         r = subprocess.run([sys.executable, "-m", "ust.relay.relayd", *args, "-o", str(tmp_path / "o")],
                            env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and "ust-relayd: error:" in r.stderr, r.stderr
+
+
+@needs_babeltrace2
+def test_rewritten_metadata_reaches_viewers_as_an_append(relayd, tmp_path):
+    """A consumer rewrites the metadata whole (a new channel adds a stream block
+    before the events); a live viewer gets only what is new, and the log it
+    reads parses."""
+    from ust.ctf import metadata as md
+    from ust.instrument.fields import EventDecl, Field, FieldType
+
+    info = md.TraceInfo(uuid=bytes(16), clock_offset_ns=0)
+    ev = EventDecl("a:one", (Field("n", FieldType("int", 32)),), 13)
+    ev2 = EventDecl("a:two", (Field("s", FieldType("string")),), 13)
+    v1 = md.metadata_text(info, [md.StreamClass(0, "c0")], [(0, 0, ev)]).encode()
+    v2 = md.metadata_text(info, [md.StreamClass(0, "c0"), md.StreamClass(1, "c1", ("vtid",))],
+                          [(0, 0, ev), (1, 1, ev2)]).encode()
+    assert not v2.startswith(v1)
+    client = relayd.client()
+    client.create_session("m", "h", 100000)
+    client.add_stream(1, 0, "ust", "metadata", metadata=True)
+    client.send_metadata(1, v1)
+    v = LiveClient("127.0.0.1", relayd.live)
+    v.create_session()
+    _, [meta] = v.attach(client.session)
+    assert v.metadata(meta.id) == (va.METADATA_OK, v1)
+    client.send_metadata(1, v2)
+    status, delta = v.metadata(meta.id)
+    assert status == va.METADATA_OK and b"id = 1;" in delta and b"a:two" in delta and b"a:one" not in delta
+    log = tmp_path / "viewer"
+    log.mkdir()
+    (log / "metadata").write_bytes(v1 + delta)
+    r = subprocess.run(["babeltrace2", str(log)], capture_output=True, text=True)  # parses it, no packets
+    assert r.returncode == 0, r.stderr
+    # the file on the relay is the producer's text, as it wrote it locally
+    with open(os.path.join(session_dir(relayd, "h"), "ust", "metadata"), "rb") as f:
+        assert f.read() == v2
+    v.close()
+    client.close()
