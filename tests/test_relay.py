@@ -247,3 +247,60 @@ def test_rewritten_metadata_reaches_viewers_as_an_append(relayd, tmp_path):
         assert f.read() == v2
     v.close()
     client.close()
+
+
+def test_ust_view_live_prints_what_ust_view_prints(relayd, local_trace, tmp_path):
+    """ust's own follower: started before the session has packets, it prints as
+    `ust view` prints the local trace, and ends when the session is destroyed."""
+    import sys
+
+    from daemon_util import SRC
+
+    client = relayd.client()
+    client.create_session("followed", "hostF", live_timer_us=100000)
+    env = dict(os.environ, PYTHONPATH=SRC, UST_AGENT="0")
+    proc = []
+
+    def on_packet(n):
+        if n == 0:
+            proc.append(subprocess.Popen(
+                [sys.executable, "-m", "ust.cli", "view", "--live", f"{relayd.live_url}/host/hostF/followed"],
+                env=env, stdout=open(tmp_path / "live.txt", "w"), stderr=subprocess.PIPE, text=True))
+            wait_until(lambda: clients_of(relayd, "followed") == 1, timeout=120, what="ust view attached")
+        if n == half:  # live: events are printed while the session still streams
+            wait_until(lambda: (tmp_path / "live.txt").stat().st_size > 0, timeout=120, what="live output")
+
+    from ust.relay.sender import trace_streams
+    from ust.ctf.writer import packet_spans
+
+    total = 0
+    for _rel, directory, names in trace_streams(local_trace):
+        for name in names:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            total += len(list(packet_spans(fd, os.fstat(fd).st_size)))
+            os.close(fd)
+    half = total // 2
+    replay_trace(client, local_trace, on_packet=on_packet)
+    client.close()
+    err = proc[0].communicate(timeout=300)[1]
+    assert proc[0].returncode == 0, err
+    local = subprocess.run([sys.executable, "-m", "ust.cli", "view", str(local_trace)], env=env,
+                           capture_output=True, text=True, check=True).stdout
+    live = (tmp_path / "live.txt").read_text()
+    assert live.count("relay:ev") == 9000
+    assert live == local
+
+
+def test_ust_view_live_unreachable_relay_is_one_line(tmp_path):
+    import sys
+
+    from daemon_util import SRC
+
+    s = __import__("socket").socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "view", "--live", f"net://127.0.0.1:{port}/host/h/s"],
+                       env=dict(os.environ, PYTHONPATH=SRC, UST_AGENT="0", UST_HOME=str(tmp_path)),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "cannot reach the relay" in r.stderr, r.stderr

@@ -28,6 +28,10 @@ def add_arguments(parser) -> None:
                              "loglevel, all (default: trace:hostname,trace:procname,trace:vpid)")
     parser.add_argument("--filter", metavar="EXPR", help="only events matching this LTTng filter expression")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--live", nargs="?", const="", metavar="URL",
+                        help="follow a live session on a relay until it is destroyed: "
+                             "net://HOST[:PORT]/host/HOSTNAME/SESSION (default: the current session on "
+                             "this host, through the relay on localhost)")
     parser.add_argument("--messages", action="store_true",
                         help="markers (ust.mark) as their formatted message, like printf would have printed it")
 
@@ -116,6 +120,8 @@ def run(args, out) -> int:
     fmt = TextFormat(names=args.names, fields=args.fields, clock_cycles=args.clock_cycles,
                      clock_seconds=args.clock_seconds, clock_date=args.clock_date, clock_gmt=args.clock_gmt,
                      delta=not args.no_delta)
+    if args.live is not None:
+        return _follow_live(args, fmt, filt, out)
     traces = open_traces(args.trace or [_session_output(args.session)])
     on_disc = discarded_printer(fmt)
     write, flush = _binary_writer(out)
@@ -152,6 +158,25 @@ def run(args, out) -> int:
         lines = _text_lines(read_text(traces, fmt, on_disc, filt), fmt)
     _pump(lines, write, flush, interactive)
     return 0
+
+
+def _follow_live(args, fmt, filt, out) -> int:
+    """`ust view --live [URL]`: print a live session's events as they arrive (ust.relay.follow)."""
+    import socket
+
+    from ust.relay.follow import follow
+
+    url = args.live
+    if not url:
+        from ust.control import get_current_session
+        from ust.errors import SessionError
+
+        name = args.session or get_current_session()
+        if not name:
+            raise SessionError("ust view --live: no URL and no current session (ust create NAME --live)")
+        url = f"net://localhost/host/{socket.gethostname()}/{name}"
+    write, flush = _binary_writer(out)
+    return follow(url, fmt, write, flush, filt)
 
 
 def _pump_bytes(chunks, out, write, flush, interactive):
@@ -210,8 +235,9 @@ def _pump(lines, write, flush, interactive):
         flush()
 
 
-def _text_lines(records, fmt):
-    prev = None
+def _text_lines(records, fmt, prev=None):
+    """Text lines of read_text's records; ``prev``: the time of the event printed
+    just before them (its delta), when they continue earlier output."""
     delta = fmt.delta
     cycles = fmt.clock_cycles
     ns_text = fmt.ns_text

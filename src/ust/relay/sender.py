@@ -111,10 +111,14 @@ def trace_streams(root: "str | os.PathLike") -> list[tuple[str, str, list[str]]]
     return out
 
 
-def replay_trace(client: RelayClient, root: "str | os.PathLike", on_packet=None, destroy: bool = True) -> int:
+def replay_trace(client: RelayClient, root: "str | os.PathLike", on_packet=None, destroy: bool = True,
+                 beacons: bool = True) -> int:
     """Stream every packet of the trace(s) under ``root`` through ``client`` (a created
     session), in time order over all streams, then close them. Returns packets sent.
-    ``on_packet(n)`` is called before the n-th packet (a test's pacing hook)."""
+    ``on_packet(n)`` is called before the n-th packet (a test's pacing hook). With
+    ``beacons``, before each packet every other stream is told it has nothing until
+    its own next packet (as a live consumer's timer tells of idle streams), so a
+    viewer can print up to the packet being sent."""
     handles = iter(range(1, 1 << 62))
     pending = []  # (timestamp_begin, handle, path, offset, length)
     closing = []
@@ -145,7 +149,18 @@ def replay_trace(client: RelayClient, root: "str | os.PathLike", on_packet=None,
                     os.close(fd)
                 pending.append((begin, handle, path, offset, length))
     pending.sort()
-    for n, (_begin, handle, path, offset, length) in enumerate(pending):
+    next_begin: dict[int, list[int]] = {}
+    for begin, handle, *_ in pending:
+        next_begin.setdefault(handle, []).append(begin)
+    told: dict[int, int] = {}
+    for n, (begin, handle, path, offset, length) in enumerate(pending):
+        next_begin[handle].pop(0)
+        if beacons:
+            for other, begins in next_begin.items():
+                quiet_until = min(begins[0], begin) if begins else begin
+                if other != handle and quiet_until > told.get(other, -1):
+                    client.beacon(other, quiet_until)
+                    told[other] = quiet_until
         if on_packet is not None:
             on_packet(n)
         with open(path, "rb") as f:
