@@ -95,11 +95,29 @@ def loopback_ceiling(packets: list[bytes], seconds: float) -> float:
     return sent / elapsed / 1e6
 
 
+def file_write_ceiling(directory: str, packets: list[bytes], seconds: float) -> float:
+    """MB/s of plain write()s of the same packets to a file where the relay writes."""
+    path = os.path.join(directory, "ceiling")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    written = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for p in packets:
+            os.write(fd, p)
+            written += len(p)
+    elapsed = time.perf_counter() - start
+    os.close(fd)
+    os.unlink(path)
+    return written / elapsed / 1e6
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--streams", type=int, default=4)
     ap.add_argument("--viewers", type=int, default=8)
+    ap.add_argument("--output", help="where the relay writes (default: a temporary directory; "
+                    "/dev/shm takes the disk out of the figure)")
     args = ap.parse_args()
     from ust.relay.sender import RelayClient
     from ust.relay.viewer import LiveClient
@@ -108,7 +126,10 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="ust-bench-relay-")
     packets, events = record(os.path.join(tmp, "local"))
     per_packet_events = events / len(packets)
-    relay, (ctrl, data, live) = start_relay(os.path.join(tmp, "out"))
+    out_dir = tempfile.mkdtemp(prefix="ust-bench-relay-out-", dir=args.output) if args.output else \
+        os.path.join(tmp, "out")
+    disk = file_write_ceiling(out_dir if args.output else tmp, packets, min(args.seconds, 3.0))
+    relay, (ctrl, data, live) = start_relay(out_dir)
     try:
         c = RelayClient("127.0.0.1", ctrl, data)
         c.create_session("bench", "benchhost", 100000)
@@ -179,6 +200,8 @@ def main() -> int:
             "relay_ingest_events_s": round(n * per_packet_events / elapsed),
             "loopback_plain_tcp_MB_s": round(ceiling, 1),
             "ingest_vs_plain_tcp": round(ingest_mb / ceiling, 2),
+            "plain_file_write_MB_s": round(disk, 1),
+            "ingest_vs_plain_file_write": round(ingest_mb / disk, 2),
             "viewers": args.viewers,
             "viewers_MB_s_total": round(sum(results) / view_elapsed / 1e6, 1),
             "viewer_read_whole_session": all(r == sent for r in results),
@@ -187,7 +210,7 @@ def main() -> int:
     finally:
         relay.terminate()
         relay.wait()
-        subprocess.run(["rm", "-rf", tmp])
+        subprocess.run(["rm", "-rf", tmp] + ([out_dir] if args.output else []))
     return 0
 
 

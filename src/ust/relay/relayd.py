@@ -13,6 +13,8 @@ one) and is closed; nobody else notices.
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import hmac
 import itertools
 import os
@@ -21,6 +23,7 @@ import secrets
 import selectors
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -41,7 +44,8 @@ MAX_VIEWER_READ = 16 << 20  # one GET_PACKET reply at most
 MAX_METADATA_REPLY = 1 << 20
 MAX_CONTROL_BODY = 16 << 20  # metadata text
 MID_FRAME_TIMEOUT = 60.0  # a frame begun must end within this (a peer may idle between frames, not inside one)
-INPUT_BUDGET = 256 << 20  # bytes of large frames being received at once, all connections together
+INPUT_BUDGET = 256 << 20
+SPLICE_PIPE_SIZE = 1 << 20  # bytes of large frames being received at once, all connections together
 PID_NAME = "relayd.pid"
 
 
@@ -111,6 +115,7 @@ class Stream:
         self.name = name
         self.path = os.path.join(trace.directory, name)
         self.file: StreamFile | None = None
+        self.splice_fd = -1
         self.write_lock = threading.Lock()
         self.committed = 0  # bytes of whole packets in the file: what viewers may read
         self.packets = 0
@@ -234,6 +239,9 @@ class Relay:
                     if stream.file is not None:
                         stream.file.sync()
                         stream.file.close()
+                    if stream.splice_fd >= 0:
+                        os.close(stream.splice_fd)
+                        stream.splice_fd = -1
 
     def _run(self, handler, conn: socket.socket) -> None:
         try:
@@ -364,6 +372,9 @@ class Relay:
         stream = Stream(next(self.ids), session, trace, handle, kind, stream_class, name)
         if kind == wire.KIND_DATA:
             stream.file = StreamFile(trace.directory, name, truncate=True)
+            # splice() refuses an O_APPEND file: a second description of the same
+            # file (no path lookup), written at explicit offsets
+            stream.splice_fd = os.open(f"/proc/self/fd/{stream.file.fd}", os.O_WRONLY | os.O_CLOEXEC)
         with self.cond:
             session.traces[path] = trace
             session.streams[handle] = stream
@@ -389,36 +400,71 @@ class Relay:
             session = self.sessions.get(msg[1])
         if session is None or not hmac.compare_digest(session.token, msg[2]):
             raise wire.WireError("DATA_HELLO names no session this relay gave out")
-        while True:
-            msg_type, body = self._recv(conn, wire.MAX_BODY)
-            msg = wire.decode(msg_type, body)
-            if msg[0] != wire.PACKET:
-                raise wire.WireError(f"message type {msg[0]} does not belong on the data port")
-            self.receive_packet(session, msg[1])
+        # Packets go from the socket to their file through a pipe (splice: the
+        # kernel moves the pages, Python never copies a packet's body); only the
+        # frame header, the index and the packet's header are read here, to be
+        # checked before anything is written. A blocking socket whose reads time
+        # out (SO_RCVTIMEO) bounds the time one frame may take.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", int(MID_FRAME_TIMEOUT), 0))
+        pipe = os.pipe2(os.O_CLOEXEC)
+        try:
+            try:
+                fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, SPLICE_PIPE_SIZE)
+            except OSError:
+                pass  # the default pipe size works, in more steps
+            fixed = bytearray(wire.HEADER.size + wire.INDEX.size + wire.PACKET_HEAD.size)
+            while True:
+                _recv_frame_start(conn, fixed)
+                self.receive_packet(session, conn, fixed, pipe)
+        finally:
+            os.close(pipe[0])
+            os.close(pipe[1])
 
-    def receive_packet(self, session: Session, packet: wire.Packet) -> None:
-        stream = session.streams.get(packet.handle)
+    def receive_packet(self, session: Session, conn: socket.socket, fixed: bytearray, pipe) -> None:
+        """One PACKET frame whose header, index and packet header are in ``fixed``;
+        its remaining bytes are still in ``conn``."""
+        magic, version, msg_type, length = wire.HEADER.unpack_from(fixed)
+        if magic != wire.MAGIC or version != wire.WIRE_VERSION:
+            raise wire.WireError("not a ust relay frame of this version")
+        if msg_type != wire.PACKET:
+            raise wire.WireError(f"message type {msg_type} does not belong on the data port")
+        size = length - wire.INDEX.size
+        if not wire.PACKET_HEAD.size <= size <= wire.MAX_BODY:
+            raise wire.WireError(f"packet of {size} bytes")
+        handle, offset, *sent = wire.INDEX.unpack_from(fixed, wire.HEADER.size)
+        head = memoryview(fixed)[wire.HEADER.size + wire.INDEX.size:]
+        if tuple(sent) != wire.packet_index(head, size):
+            raise wire.WireError("packet index does not match the packet's header")
+        stream = session.streams.get(handle)
         if stream is None or stream.kind != wire.KIND_DATA:
-            raise wire.WireError(f"packet for unknown stream {packet.handle}")
-        if stream.stream_class != packet.stream_class:
-            raise wire.WireError(f"packet of stream class {packet.stream_class} in a stream of class "
-                                 f"{stream.stream_class}")
+            raise wire.WireError(f"packet for unknown stream {handle}")
+        if stream.stream_class != sent[5]:
+            raise wire.WireError(f"packet of stream class {sent[5]} in a stream of class {stream.stream_class}")
         with stream.write_lock:
             with self.cond:
                 if stream.complete:
                     raise wire.WireError(f"packet for closed stream {stream.name}")
-            if stream.file is None or packet.offset != stream.file.written:
-                raise wire.WireError(f"packet at offset {packet.offset} of {stream.name}, which has "
-                                     f"{stream.file.written if stream.file else 0} bytes")
+            out = stream.file
+            if out is None or offset != out.written:
+                raise wire.WireError(f"packet at offset {offset} of {stream.name}, which has "
+                                     f"{out.written if out else 0} bytes")
             try:
-                stream.file.write_packet(packet.data)
-            except OSError as exc:
-                stream.file.write_failed(exc.errno or 0)
-                raise wire.WireError(f"cannot write {stream.path}: {exc.strerror}") from None
+                _pwrite_all(stream.splice_fd, head, offset)
+                _splice_exact(conn.fileno(), pipe, stream.splice_fd, size - len(head), offset + len(head))
+            except BaseException as exc:
+                try:
+                    os.ftruncate(out.fd, out.written)  # a file always ends on a packet boundary
+                except OSError:
+                    pass
+                if isinstance(exc, OSError) and exc.errno not in (errno.EAGAIN, errno.ECONNRESET, errno.EPIPE):
+                    out.write_failed(exc.errno or 0)
+                    raise wire.WireError(f"cannot write {stream.path}: {exc.strerror}") from None
+                raise
+            out.drained(1, size, 0)
             with self.cond:
-                stream.committed = stream.file.written
+                stream.committed = out.written
                 stream.packets += 1
-                stream.last_end = max(stream.last_end, packet.timestamp_end)
+                stream.last_end = max(stream.last_end, sent[3])
                 self.cond.notify_all()
 
     # -- live --------------------------------------------------------------
@@ -624,6 +670,46 @@ class Viewer:
         if len(data) != length:
             return va.PACKET_REPLY.pack(va.PACKET_ERR, 0, flags)
         return va.PACKET_REPLY.pack(va.PACKET_OK, length, flags) + data
+
+
+def _recv_frame_start(conn: socket.socket, buf: bytearray) -> None:
+    """Fill ``buf`` from a blocking socket with a receive timeout: waiting for a
+    frame to begin may last forever (an idle session), a frame begun may not."""
+    view = memoryview(buf)
+    got = 0
+    while got < len(buf):
+        try:
+            k = conn.recv_into(view[got:])
+        except BlockingIOError:
+            if got == 0:
+                continue
+            raise wire.WireError("a frame stalled midway") from None
+        if not k:
+            raise ConnectionError("connection closed")
+        got += k
+
+
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view = view[done:]
+        offset += done
+
+
+def _splice_exact(sock_fd: int, pipe, out_fd: int, n: int, offset: int) -> None:
+    """Move ``n`` bytes from a socket to a file at ``offset`` through ``pipe``, in the kernel."""
+    pipe_r, pipe_w = pipe
+    while n:
+        moved = os.splice(sock_fd, pipe_w, min(n, SPLICE_PIPE_SIZE), flags=os.SPLICE_F_MOVE)
+        if moved == 0:
+            raise ConnectionError("connection closed mid-packet")
+        left = moved
+        while left:
+            done = os.splice(pipe_r, out_fd, left, offset_dst=offset, flags=os.SPLICE_F_MOVE)
+            left -= done
+            offset += done
+        n -= moved
 
 
 # ---------------------------------------------------------------------------

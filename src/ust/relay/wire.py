@@ -128,16 +128,18 @@ class Packet:
     data: memoryview
 
 
-def packet_index(data: bytes) -> tuple:
+def packet_index(data: bytes, length: int | None = None) -> tuple:
     """(packet_size, content_size, ts_begin, ts_end, events_discarded, stream_class) read from
-    a packet's own header and context; WireError when it is not a whole valid packet."""
-    if len(data) < PACKET_HEAD.size:
-        raise WireError(f"packet of {len(data)} bytes is shorter than its header")
+    a packet's own header and context (``data`` begins with it; ``length``: the packet's
+    size, default len(data)); WireError when it is not a whole valid packet."""
+    length = len(data) if length is None else length
+    if len(data) < PACKET_HEAD.size or length < PACKET_HEAD.size:
+        raise WireError(f"packet of {length} bytes is shorter than its header")
     (magic, _uuid, stream_class, _inst, ts_begin, ts_end, content, size, _seq, discarded,
      _cpu) = PACKET_HEAD.unpack_from(data)
     if magic != CTF_MAGIC:
         raise WireError(f"packet magic {magic:#x} is not CTF's")
-    if size != 8 * len(data) or not PACKET_HEAD.size * 8 <= content <= size or ts_begin > ts_end:
+    if size != 8 * length or not PACKET_HEAD.size * 8 <= content <= size or ts_begin > ts_end:
         raise WireError("packet header does not describe a whole packet of this size")
     return size, content, ts_begin, ts_end, discarded, stream_class
 
