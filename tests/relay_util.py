@@ -37,15 +37,16 @@ def make_trace(path) -> None:
 class Relayd:
     """A real ust-relayd on ephemeral loopback ports."""
 
-    def __init__(self, output, rundir, *extra: str):
+    def __init__(self, output, rundir, *extra: str, address: str = "127.0.0.1", prefix: tuple = ()):
         self.output = str(output)
         self.pid_file = os.path.join(str(rundir), "relayd.pid")
         env = dict(os.environ, PYTHONPATH=SRC, UST_HOME=str(rundir))
         self.log = os.path.join(str(rundir), "relayd.log")  # a file: a pipe nobody reads would block the relay
         self.stderr = ""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ust.relay.relayd", "-C", "tcp://127.0.0.1:0", "-D", "tcp://127.0.0.1:0",
-             "-L", "tcp://127.0.0.1:0", "-o", self.output, "--pid-file", self.pid_file, *extra],
+            [*prefix, sys.executable, "-m", "ust.relay.relayd", "-C", f"tcp://{address}:0", "-D",
+             f"tcp://{address}:0", "-L", f"tcp://{address}:0", "-o", self.output, "--pid-file", self.pid_file,
+             *extra],
             env=env, stdout=subprocess.PIPE, stderr=open(self.log, "w"), text=True, cwd=ROOT)
         line = self.proc.stdout.readline().split()
         self.proc.stdout.close()
@@ -53,20 +54,21 @@ class Relayd:
         self.control = int(line[2].rsplit(":", 1)[1])
         self.data = int(line[4].rsplit(":", 1)[1])
         self.live = int(line[6].rsplit(":", 1)[1])
+        self.address = address
         wait_until(lambda: os.path.exists(self.pid_file), what="the relay's pid file")
 
     @property
     def live_url(self) -> str:
-        return f"net://127.0.0.1:{self.live}"
+        return f"net://{self.address}:{self.live}"
 
     @property
     def net_url(self) -> str:
-        return f"net://127.0.0.1:{self.control}:{self.data}"
+        return f"net://{self.address}:{self.control}:{self.data}"
 
     def client(self):
         from ust.relay.sender import RelayClient
 
-        return RelayClient("127.0.0.1", self.control, self.data)
+        return RelayClient(self.address, self.control, self.data)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -96,3 +98,14 @@ def files_of(root) -> dict[str, bytes]:
             with open(p, "rb") as fh:
                 out[os.path.relpath(p, root)] = fh.read()
     return out
+
+
+def attached_viewers(relay) -> int:
+    """Viewers attached to the relay's sessions, as LIST_SESSIONS tells."""
+    from ust.relay.viewer import LiveClient
+
+    v = LiveClient(relay.address, relay.live)
+    try:
+        return sum(s.clients for s in v.list_sessions())
+    finally:
+        v.close()
