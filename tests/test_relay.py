@@ -62,7 +62,7 @@ def rude_viewer(relay, session_id):
     v.close()
 
 
-def stream_with_viewers(relay, trace, tmp_path, viewers=1, host="hostA", name="demo", rude=False):
+def stream_with_viewers(relay, trace, tmp_path, viewers=1, host="hostA", name="demo", rude=False, lazy=False):
     """Create the session and its streams, attach ``viewers`` babeltrace2, then send
     the packets and end the session: the viewers' texts."""
     client = relay.client()
@@ -77,7 +77,7 @@ def stream_with_viewers(relay, trace, tmp_path, viewers=1, host="hostA", name="d
         if n == 5 and rude:
             rude_viewer(relay, client.session)
 
-    sent = replay_trace(client, trace, on_packet=on_packet)
+    sent = replay_trace(client, trace, on_packet=on_packet, lazy=lazy)
     client.close()
     assert sent > 10
     texts = []
@@ -93,6 +93,31 @@ def test_babeltrace2_live_prints_what_it_prints_locally(relayd, local_trace, tmp
     [live] = stream_with_viewers(relayd, local_trace, tmp_path)
     local = subprocess.run(["babeltrace2", str(local_trace)], capture_output=True, text=True, check=True).stdout
     assert live.count("relay:ev") == 9000
+    assert live == local
+
+
+@pytest.fixture(scope="module")
+def per_pid_trace(tmp_path_factory):
+    """Two processes' traces in one session directory, as a per-PID session writes them."""
+    root = tmp_path_factory.mktemp("perpid") / "session"
+    for i, name in enumerate(("app-101-20260101-000000", "app-202-20260101-000001")):
+        make_trace(root / "tmp" / str(i))
+        [trace_dir] = [d for d, _, files in os.walk(root / "tmp" / str(i)) if "metadata" in files]
+        os.makedirs(root / "ust" / "pid", exist_ok=True)
+        os.rename(trace_dir, root / "ust" / "pid" / name)
+    import shutil
+
+    shutil.rmtree(root / "tmp")
+    return root
+
+
+@needs_babeltrace2
+def test_streams_and_processes_joining_a_live_session(relayd, per_pid_trace, tmp_path):
+    """Per-PID traces whose streams appear while babeltrace2 follows (NEW_STREAM,
+    GET_NEW_STREAMS, a second trace's metadata): it prints what it prints locally."""
+    [live] = stream_with_viewers(relayd, per_pid_trace, tmp_path, lazy=True)
+    local = subprocess.run(["babeltrace2", str(per_pid_trace)], capture_output=True, text=True, check=True).stdout
+    assert live.count("relay:ev") == 2 * 9000
     assert live == local
 
 
@@ -249,17 +274,30 @@ def test_rewritten_metadata_reaches_viewers_as_an_append(relayd, tmp_path):
     client.close()
 
 
-def test_ust_view_live_prints_what_ust_view_prints(relayd, local_trace, tmp_path):
-    """ust's own follower: started before the session has packets, it prints as
+@pytest.mark.parametrize("layout", ["per-uid", "per-pid-joining"])
+def test_ust_view_live_prints_what_ust_view_prints(relayd, local_trace, per_pid_trace, tmp_path, layout):
+    """ust's own follower: started before the session has all its packets (per-PID:
+    nor all its streams and processes), it prints while the session streams, as
     `ust view` prints the local trace, and ends when the session is destroyed."""
     import sys
 
     from daemon_util import SRC
 
+    from ust.ctf.writer import packet_spans
+    from ust.relay.sender import trace_streams
+
+    trace, lazy = (local_trace, False) if layout == "per-uid" else (per_pid_trace, True)
     client = relayd.client()
     client.create_session("followed", "hostF", live_timer_us=100000)
     env = dict(os.environ, PYTHONPATH=SRC, UST_AGENT="0")
     proc = []
+    total = 0
+    for _rel, directory, names in trace_streams(trace):
+        for name in names:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            total += len(list(packet_spans(fd, os.fstat(fd).st_size)))
+            os.close(fd)
+    half = total // 2
 
     def on_packet(n):
         if n == 0:
@@ -270,24 +308,14 @@ def test_ust_view_live_prints_what_ust_view_prints(relayd, local_trace, tmp_path
         if n == half:  # live: events are printed while the session still streams
             wait_until(lambda: (tmp_path / "live.txt").stat().st_size > 0, timeout=120, what="live output")
 
-    from ust.relay.sender import trace_streams
-    from ust.ctf.writer import packet_spans
-
-    total = 0
-    for _rel, directory, names in trace_streams(local_trace):
-        for name in names:
-            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
-            total += len(list(packet_spans(fd, os.fstat(fd).st_size)))
-            os.close(fd)
-    half = total // 2
-    replay_trace(client, local_trace, on_packet=on_packet)
+    replay_trace(client, trace, on_packet=on_packet, lazy=lazy)
     client.close()
     err = proc[0].communicate(timeout=300)[1]
     assert proc[0].returncode == 0, err
-    local = subprocess.run([sys.executable, "-m", "ust.cli", "view", str(local_trace)], env=env,
+    local = subprocess.run([sys.executable, "-m", "ust.cli", "view", str(trace)], env=env,
                            capture_output=True, text=True, check=True).stdout
     live = (tmp_path / "live.txt").read_text()
-    assert live.count("relay:ev") == 9000
+    assert live.count("relay:ev") == (9000 if layout == "per-uid" else 18000)
     assert live == local
 
 

@@ -112,22 +112,20 @@ def trace_streams(root: "str | os.PathLike") -> list[tuple[str, str, list[str]]]
 
 
 def replay_trace(client: RelayClient, root: "str | os.PathLike", on_packet=None, destroy: bool = True,
-                 beacons: bool = True) -> int:
+                 beacons: bool = True, lazy: bool = False) -> int:
     """Stream every packet of the trace(s) under ``root`` through ``client`` (a created
     session), in time order over all streams, then close them. Returns packets sent.
+
     ``on_packet(n)`` is called before the n-th packet (a test's pacing hook). With
     ``beacons``, before each packet every other stream is told it has nothing until
     its own next packet (as a live consumer's timer tells of idle streams), so a
-    viewer can print up to the packet being sent."""
+    viewer can print up to the packet being sent. With ``lazy``, a trace and a
+    stream are announced just before their first packet (processes and CPUs that
+    join a running session), else all of them first."""
     handles = iter(range(1, 1 << 62))
     pending = []  # (timestamp_begin, handle, path, offset, length)
-    closing = []
+    streams = {}  # handle -> (trace path, directory, file name, stream class)
     for rel, directory, names in trace_streams(root):
-        meta = next(handles)
-        client.add_stream(meta, 0, rel, "metadata", metadata=True)
-        with open(os.path.join(directory, "metadata"), "rb") as f:
-            client.send_metadata(meta, f.read())
-        closing.append(meta)
         for name in names:
             path = os.path.join(directory, name)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -136,37 +134,49 @@ def replay_trace(client: RelayClient, root: "str | os.PathLike", on_packet=None,
                 if not spans:
                     continue
                 first = wire.packet_index(os.pread(fd, spans[0][1], spans[0][0]))
+                handle = next(handles)
+                streams[handle] = (rel, directory, name, first[5])
+                for offset, length in spans:
+                    begin = wire.PACKET_HEAD.unpack(os.pread(fd, wire.PACKET_HEAD.size, offset))[4]
+                    pending.append((begin, handle, path, offset, length))
             finally:
                 os.close(fd)
-            handle = next(handles)
-            client.add_stream(handle, first[5], rel, name)
-            closing.append(handle)
-            for offset, length in spans:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    begin = wire.PACKET_HEAD.unpack(os.pread(fd, wire.PACKET_HEAD.size, offset))[4]
-                finally:
-                    os.close(fd)
-                pending.append((begin, handle, path, offset, length))
     pending.sort()
+    metadata_handles: dict[str, int] = {}
+    announced: set[int] = set()
+
+    def announce(handle: int) -> None:
+        rel, directory, name, stream_class = streams[handle]
+        if rel not in metadata_handles:
+            meta = metadata_handles[rel] = next(handles)
+            client.add_stream(meta, 0, rel, "metadata", metadata=True)
+            with open(os.path.join(directory, "metadata"), "rb") as f:
+                client.send_metadata(meta, f.read())
+        client.add_stream(handle, stream_class, rel, name)
+        announced.add(handle)
+
+    for handle in (streams if not lazy else [pending[0][1]] if pending else []):
+        announce(handle)  # lazy: the first stream only, so that viewers can attach before packet 0
     next_begin: dict[int, list[int]] = {}
     for begin, handle, *_ in pending:
         next_begin.setdefault(handle, []).append(begin)
     told: dict[int, int] = {}
     for n, (begin, handle, path, offset, length) in enumerate(pending):
+        if on_packet is not None:
+            on_packet(n)
+        if handle not in announced:
+            announce(handle)  # just before its first packet: a viewer never waits on an empty stream
         next_begin[handle].pop(0)
         if beacons:
             for other, begins in next_begin.items():
                 quiet_until = min(begins[0], begin) if begins else begin
-                if other != handle and quiet_until > told.get(other, -1):
+                if other != handle and other in announced and quiet_until > told.get(other, -1):
                     client.beacon(other, quiet_until)
                     told[other] = quiet_until
-        if on_packet is not None:
-            on_packet(n)
         with open(path, "rb") as f:
             f.seek(offset)
             client.send_packet(handle, f.read(length))
-    for handle in closing:
+    for handle in [*streams, *metadata_handles.values()]:
         client.close_stream(handle)
     if destroy:
         client.destroy()
