@@ -15,7 +15,8 @@ from itertools import repeat
 
 import ust
 from ust._ring import Buffer, Channel
-from ust.ctf.writer import StreamFile, drain
+from ust.consumer.drain import drain_stream as drain
+from ust.consumer.output import StreamFile
 from ust.instrument import context as ctx
 
 from _timing import S10, best_ns_per_call, empty, loop_of

@@ -724,7 +724,7 @@ def test_hostile_writer_cannot_set_the_lost_figure(ust_env):
     elapsed = time.monotonic() - t0
     nbuf = sum(len(bufs) for chans in stats.values() for bufs in chans.values())
     # At most what buffers could really lose meanwhile, and the counters never exceed 2^63.
-    from ust.daemon.consumerd import MAX_LOSS_RATE
+    from ust.consumer.source import MAX_LOSS_RATE
 
     assert lost <= (elapsed + 1) * MAX_LOSS_RATE * nbuf * 2, lost
     for chans in stats.values():

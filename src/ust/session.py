@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import atexit
 import os
-import select
-import threading
-import time
 import uuid as uuid_mod
 from pathlib import Path
 
-from ust._ring import Buffer, drain_at_exit
-from ust._ring._ring import drain_wait
+from ust._ring import drain_at_exit
+from ust.consumer.drain import Drainer
+from ust.consumer.events import EventIdFile
+from ust.consumer.output import LocalTraceOutput
+from ust.consumer.trace import ChannelSpec, Trace, trace_info
 from ust.ctf import metadata as md
-from ust.ctf.writer import (EventIdFile, StreamFile, final_drain, lost_events, make_trace_dir, stream_file_name,
-                            uid_trace_dir, write_metadata)
+from ust.ctf.writer import lost_events, uid_trace_dir
 from ust.daemon.rules import glob_to_regex
 from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
 from ust.filter import compile_filter, event_predicate
@@ -45,7 +44,6 @@ def _finish_running_sessions() -> None:
             s._finish_at_exit()
 
 EVENT_IDS_FILE = ".ust-event-ids"
-DRAIN_RETURN_PERIOD = 1.0  # s: the drain thread's longest stretch without the GIL
 
 
 def _check_pow2(name: str, value: int, low: int) -> int:
@@ -114,23 +112,7 @@ class Session:
     def start(self) -> "Session":
         if self.started:
             raise RuntimeError("session already started")
-        make_trace_dir(self.trace_dir, self.output)
-        self.trace = md.TraceInfo(self.uuid, md.clock_offset_now(), trace_name=self.output.name or "ust",
-                                  buffering_id=os.getuid())
-        self.stream_class = md.StreamClass(0, self.channel_name, self.c_context + self.py_context)
-        ncpu = os.sysconf("SC_NPROCESSORS_CONF") or 1
-        self.buffers = [
-            Buffer.create(self.subbuf_size, self.num_subbuf, overwrite=self.overwrite, stream_id=0, cpu=cpu,
-                          uuid=self.uuid)
-            for cpu in range(ncpu)
-        ]
-        self.files = [StreamFile(self.trace_dir, stream_file_name(self.channel_name, cpu), truncate=True)
-                      for cpu in range(ncpu)]
-        self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        self._stop_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
-        for b in self.buffers:
-            b.set_wakeup_fd(self._wakeup)
-        self.channel = ctx.make_channel(self.buffers, self.c_context + self.py_context)
+        output = LocalTraceOutput(self.trace_dir, self.output, fresh=True)
         # The event-id file lives in the trace directory (hidden: readers skip
         # dot-files), not in a temporary directory: a session whose process is
         # SIGKILLed leaves nothing behind outside its own trace, and the next
@@ -138,9 +120,18 @@ class Session:
         self._ids_path = self.trace_dir / EVENT_IDS_FILE
         self._ids_path.unlink(missing_ok=True)
         self.ids = EventIdFile(self._ids_path)
-        self._metadata_size = -1
-        self._stop_event = threading.Event()
-        self._consumer = threading.Thread(target=self._consume, name="ust-consumer", daemon=True)
+        info = trace_info(self.uuid, md.clock_offset_now(),
+                          {"trace_name": self.output.name or "ust", "buffering_id": os.getuid()})
+        self.trace = Trace("embedded", output, info, events=self.ids)
+        self._wakeup = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._drainer = Drainer(self._wakeup, name="ust-consumer")
+        self._drainer.traces[self.trace.key] = self.trace
+        spec = ChannelSpec(self.channel_name, 0, self.subbuf_size, self.num_subbuf, overwrite=self.overwrite,
+                           context=self.c_context + self.py_context, read_timer=self.read_timer,
+                           switch_timer=self.switch_timer or 0.0,
+                           drain_live=not self.overwrite)  # a flight recorder is written out at stop only
+        self._channel = self.trace.add_channel(spec, self._wakeup)
+        self.channel = ctx.make_channel(self.buffers, self.c_context + self.py_context)
         self.started = True
         global _exit_hooked
         if not _exit_hooked:
@@ -150,10 +141,21 @@ class Session:
         for handle in REGISTRY.subscribe(self._on_declare):
             self._on_declare(handle)
         # After the ids of the tracepoints declared so far: the drain thread
-        # then takes the GIL for the metadata only when a new one is declared.
-        self._write_metadata()
-        self._consumer.start()
+        # then takes the GIL for the metadata only when a new one is declared
+        # (it watches the event-id file without the GIL).
+        self.trace.write_metadata()
+        self._drainer.start()
         return self
+
+    @property
+    def buffers(self) -> list:
+        """The channel's ring buffers, one per CPU."""
+        return self._channel.sources
+
+    @property
+    def files(self) -> list:
+        """The stream files, one per CPU (ust.consumer.output.StreamFile)."""
+        return self._channel.outputs
 
     def stop(self) -> None:
         if not self.started or self.stopped:
@@ -166,16 +168,11 @@ class Session:
             for handle in self._attached:
                 handle.tp.detach(self.channel)
             self._attached.clear()
-        self._stop_event.set()
-        os.eventfd_write(self._stop_fd, 1)
-        self._consumer.join()
-        self._final_drain()
-        self._write_metadata(force=True)
-        for f in self.files:
-            f.close()
+        self._drainer.stop()
+        self.trace.flush(sync=False)
+        self.trace.write_metadata(force=True)
+        self.trace.close()  # the stream files, and the event-id file
         os.close(self._wakeup)
-        os.close(self._stop_fd)
-        self._ids_path.unlink(missing_ok=True)
         if self in _active:
             _active.remove(self)
 
@@ -187,18 +184,14 @@ class Session:
         (drain_at_exit). No new event is attached: the metadata is final."""
         self.stopped = True
         REGISTRY.unsubscribe(self._on_declare)
-        self._stop_event.set()
-        os.eventfd_write(self._stop_fd, 1)
-        self._consumer.join()
-        self._final_drain()
-        self._write_metadata(force=True)
+        self._drainer.stop()
+        self.trace.flush(sync=False)
+        self.trace.write_metadata(force=True)
         for b, f in zip(self.buffers, self.files):
             b.set_wakeup_fd(-1)  # the eventfd closes below: no writer may write into a reused number
-            drain_at_exit(b, f.fd)  # the C core owns the descriptor now
-            f.fd = -1
+            drain_at_exit(b, f.release_fd())  # the C core owns the descriptor now
         os.close(self._wakeup)
-        os.close(self._stop_fd)
-        self._ids_path.unlink(missing_ok=True)
+        self.ids.close()
         _active.remove(self)
 
     # -- events ------------------------------------------------------------
@@ -223,50 +216,6 @@ class Session:
                 return
             handle.tp.attach(self.channel, event_id, event_predicate(self._filter, handle.decl))
             self._attached.append(handle)
-
-    # -- draining ----------------------------------------------------------
-
-    def _consume(self) -> None:
-        # The drain and the sleep between drains run in C without the GIL
-        # (drain_wait), which returns only for the switch timer, a new event
-        # to describe in the metadata (the event-id file grew), a stop, or
-        # once a second (to report and retry a failed write): this thread
-        # needs the GIL that rarely, never per packet or per wake-up.
-        next_switch = time.monotonic() + self.switch_timer if self.switch_timer else None
-        fds = [f.fd for f in self.files]
-        ids_fd = os.open(self.ids.path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            while not self._stop_event.is_set():
-                timeout = self.read_timer if self.overwrite else DRAIN_RETURN_PERIOD
-                if next_switch is not None:
-                    timeout = max(0.0, min(timeout, next_switch - time.monotonic()))
-                if self.overwrite:  # a flight recorder is written out at stop only
-                    select.select([self._stop_fd], [], [], timeout)
-                else:
-                    results = drain_wait(self.buffers, fds, self._wakeup, self._stop_fd, timeout, self.read_timer,
-                                         ids_fd, self._metadata_size)
-                    for out, result in zip(self.files, results):
-                        out.drained(*result)
-                if next_switch is not None and time.monotonic() >= next_switch:
-                    for b in self.buffers:
-                        b.flush()
-                    next_switch = time.monotonic() + self.switch_timer
-                self._write_metadata()
-        finally:
-            os.close(ids_fd)
-
-    def _final_drain(self) -> None:
-        final_drain(list(zip(self.buffers, self.files)))
-
-    def _write_metadata(self, force: bool = False) -> None:
-        # The event-id file only grows: its size says whether an event was added
-        # (drain_wait watches it without the GIL).
-        size = os.stat(self.ids.path).st_size
-        if not force and size == self._metadata_size:
-            return
-        self._metadata_size = size
-        events = self.ids.events()
-        write_metadata(self.trace_dir / "metadata", md.metadata_text(self.trace, [self.stream_class], events))
 
     # -- results -----------------------------------------------------------
 

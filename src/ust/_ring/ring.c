@@ -2693,14 +2693,16 @@ static PyTypeObject Tracepoint_Type = {
 /* drain_wait(buffers, fds, wakeup_fd, stop_fd, timeout, poll_period, watch_fd, watch_size)
  *     -> [(packets, bytes, errno), ...]
  *
- * An in-process consumer's whole loop, without the GIL: drain every stream
- * to its file; when none has a complete packet, announce that the reader
- * sleeps (reader_sleeping, then a re-check: Dekker pairing with deliver())
- * and sleep on wakeup_fd, the eventfd writers write when they complete a
- * packet, at most poll_period seconds (the read timer: a safety net). Return
- * when `timeout` seconds have passed (the caller's switch timer), stop_fd is
- * readable, or the file watch_fd (-1: none) no longer has watch_size bytes
- * (the event-id file grew: the caller rewrites the metadata).
+ * A consumer's whole loop, without the GIL (the drain engine of
+ * ust.consumer, in the embedded session and in ust-consumerd): drain every
+ * stream to its file; when none has a complete packet, announce that the
+ * reader sleeps (reader_sleeping, then a re-check: Dekker pairing with
+ * deliver()) and sleep on wakeup_fd, the eventfd writers write when they
+ * complete a packet, at most poll_period seconds (the read timer: a safety
+ * net). Return when `timeout` seconds have passed (the caller's switch
+ * timer), stop_fd is readable (looked at after every drain pass, busy or
+ * not), or the file watch_fd (-1: none) no longer has watch_size bytes (the
+ * event-id file grew: the caller rewrites the metadata).
  * The embedded session's drain thread used to need the GIL half a dozen
  * times per wake-up, each a wait of up to the interpreter's switch interval
  * while the application's threads ran Python: at a few M events/s its
@@ -2778,8 +2780,16 @@ static PyObject *mod_drain_wait(PyObject *m, PyObject *args)
         uint64_t now = clock_now();
         if (now >= deadline)
             break;
-        if (got)
+        if (got) {
+            /* Busy streams never reach the sleep below: look at stop_fd here
+             * too, so that a host pausing this loop (ust.consumer.drain's
+             * Drainer.paused) waits for one drain pass, not the whole timeout.
+             * One poll per pass, and a pass moved at least one packet. */
+            struct pollfd stop_pfd = {.fd = stop_fd, .events = POLLIN};
+            if (stop_fd >= 0 && poll(&stop_pfd, 1, 0) > 0)
+                stopped = 1;
             continue;
+        }
         for (Py_ssize_t i = 0; i < n; i++)
             atomic_store_explicit(&st[i].b->h->reader_sleeping, 1, memory_order_seq_cst);
         for (Py_ssize_t i = 0; i < n && !got; i++) /* a packet may have completed before we said so */
