@@ -99,7 +99,9 @@ def test_packets_that_lie_are_refused(relayd):
     client.create_session("s", "h", 100000)
     client.add_stream(1, 0, "ust", "metadata", metadata=True)
     client.add_stream(2, 0, "ust", "c_0")
-    head = wire.PACKET_HEAD.pack(wire.CTF_MAGIC, b"\0" * 16, 0, 0, 10, 20, 8 * 100, 8 * 128, 0, 0, 0)
+    # a packet header and context as ring.h lays them out (magic, uuid, stream id, instance,
+    # begin, end, content and packet size in bits, seq, discarded, cpu)
+    head = struct.pack("<I16sIQQQQQQQI", 0xC1FC1FC1, b"\0" * 16, 0, 0, 10, 20, 8 * 100, 8 * 128, 0, 0, 0)
     good = head + bytes(128 - len(head))
     client.send_packet(2, good)
     bad = bytearray(good)
@@ -107,7 +109,7 @@ def test_packets_that_lie_are_refused(relayd):
     with pytest.raises(wire.WireError):
         client.send_packet(2, bytes(bad))  # checked by the sender's own encoder too
     # sent raw: wrong offset (a gap in the file)
-    client.data.sendall(wire.packet_header(2, 999, len(good), wire.packet_index(good)) + good)
+    client.data.sendall(wire.packet_header(2, 999, wire.packet_index(good)) + good)
     wait_until(lambda: _closed(client.data), what="the data connection closed")
     v = LiveClient("127.0.0.1", relayd.live)
     assert v.create_session() == va.CREATE_SESSION_OK

@@ -150,6 +150,7 @@ _CTF_MAGIC = 0xC1FC1FC1
 # The whole packet header and context (ring.h): the prefix, then
 # packet_seq_num, events_discarded, cpu_id.
 _PACKET_HEADER = struct.Struct("<I16sIQQQQQQQI")
+PACKET_HEADER_SIZE = _PACKET_HEADER.size  # what PacketIndex.of reads of a packet
 
 
 class PacketIndex(NamedTuple):

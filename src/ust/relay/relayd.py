@@ -28,7 +28,9 @@ import sys
 import threading
 import time
 
-from ust.ctf.writer import StreamFile, TraceDirError, make_trace_dir, new_trace_dir, time_stamp, write_metadata
+from ust.consumer.output import StreamFile
+from ust.ctf.writer import (PACKET_HEADER_SIZE, PacketIndex, TraceDirError, make_trace_dir, new_trace_dir, time_stamp,
+                            write_metadata)
 from ust.daemon import paths
 from ust.daemon.protocol import InputBudget
 from ust.errors import UstError
@@ -412,7 +414,7 @@ class Relay:
                 fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, SPLICE_PIPE_SIZE)
             except OSError:
                 pass  # the default pipe size works, in more steps
-            fixed = bytearray(wire.HEADER.size + wire.INDEX.size + wire.PACKET_HEAD.size)
+            fixed = bytearray(wire.HEADER.size + wire.INDEX.size + PACKET_HEADER_SIZE)
             while True:
                 _recv_frame_start(conn, fixed)
                 self.receive_packet(session, conn, fixed, pipe)
@@ -429,11 +431,11 @@ class Relay:
         if msg_type != wire.PACKET:
             raise wire.WireError(f"message type {msg_type} does not belong on the data port")
         size = length - wire.INDEX.size
-        if not wire.PACKET_HEAD.size <= size <= wire.MAX_BODY:
+        if not PACKET_HEADER_SIZE <= size <= wire.MAX_BODY:
             raise wire.WireError(f"packet of {size} bytes")
         handle, offset, *sent = wire.INDEX.unpack_from(fixed, wire.HEADER.size)
         head = memoryview(fixed)[wire.HEADER.size + wire.INDEX.size:]
-        if tuple(sent) != wire.packet_index(head, size):
+        if tuple(sent) != wire.wire_index(wire.packet_index(head, size)):
             raise wire.WireError("packet index does not match the packet's header")
         stream = session.streams.get(handle)
         if stream is None or stream.kind != wire.KIND_DATA:
@@ -642,10 +644,11 @@ class Viewer:
         return va.INDEX.pack(0, 0, 0, 0, 0, 0, stream.stream_class, va.INDEX_RETRY, flags)
 
     def _index_at(self, stream: Stream, pos: int) -> tuple:
-        head = os.pread(self._fd(stream), wire.PACKET_HEAD.size, pos)
-        (_magic, _uuid, sclass, _inst, begin, end, content, size, _seq, discarded,
-         _cpu) = wire.PACKET_HEAD.unpack(head)  # checked when received
-        return size, content, begin, end, discarded, sclass
+        """The viewer's index fields of the packet at ``pos`` (sizes in bits), read
+        from its header (checked when it was received)."""
+        i = PacketIndex.of(os.pread(self._fd(stream), PACKET_HEADER_SIZE, pos))
+        return 8 * i.packet_size, 8 * i.content_size, i.timestamp_begin, i.timestamp_end, i.events_discarded, \
+            i.stream_id
 
     def _fd(self, stream: Stream) -> int:
         fd = self.fds.get(stream.id)

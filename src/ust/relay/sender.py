@@ -8,7 +8,7 @@ import re
 import socket
 import time
 
-from ust.ctf.writer import packet_spans
+from ust.ctf.writer import PACKET_HEADER_SIZE, PacketIndex, packet_spans
 
 from . import wire
 
@@ -73,10 +73,10 @@ class RelayClient:
     def send_metadata(self, handle: int, text: bytes) -> None:
         self._call(wire.metadata(self.session, handle, text))
 
-    def send_packet(self, handle: int, packet: bytes | memoryview) -> None:
+    def send_packet(self, handle: int, packet, index: PacketIndex | None = None) -> None:
         """One whole packet, exactly as the ring buffer laid it out."""
-        index = wire.packet_index(packet)
-        self.data.sendall(wire.packet_header(handle, self.offsets[handle], len(packet), index))
+        index = index or wire.packet_index(packet)
+        self.data.sendall(wire.packet_header(handle, self.offsets[handle], index))
         self.data.sendall(packet)
         self.offsets[handle] += len(packet)
         self.packets[handle] += 1
@@ -133,12 +133,11 @@ def replay_trace(client: RelayClient, root: "str | os.PathLike", on_packet=None,
                 spans = list(packet_spans(fd, os.fstat(fd).st_size))
                 if not spans:
                     continue
-                first = wire.packet_index(os.pread(fd, spans[0][1], spans[0][0]))
                 handle = next(handles)
-                streams[handle] = (rel, directory, name, first[5])
                 for offset, length in spans:
-                    begin = wire.PACKET_HEAD.unpack(os.pread(fd, wire.PACKET_HEAD.size, offset))[4]
-                    pending.append((begin, handle, path, offset, length))
+                    index = PacketIndex.of(os.pread(fd, PACKET_HEADER_SIZE, offset))
+                    streams.setdefault(handle, (rel, directory, name, index.stream_id))
+                    pending.append((index.timestamp_begin, handle, path, offset, length))
             finally:
                 os.close(fd)
     pending.sort()

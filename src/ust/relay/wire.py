@@ -27,7 +27,7 @@ Control connection (``-C`` port), one reply per request::
 Data connection (``-D`` port), no replies (an error closes it)::
 
     DATA_HELLO      session u64, token (16 bytes)
-    PACKET          handle u64, offset u64, packet_size u64, content_size u64 (bits),
+    PACKET          handle u64, offset u64, packet_size u64, content_size u64 (bytes),
                     timestamp_begin u64, timestamp_end u64, events_discarded u64,
                     stream_class u64, then the packet's bytes
 
@@ -41,8 +41,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
-from dataclasses import dataclass
-
+from ust.ctf.writer import PACKET_HEADER_SIZE, PacketIndex
 from ust.errors import UstError
 
 MAGIC = b"USTR"
@@ -81,12 +80,6 @@ _HELLO = struct.Struct(f"!Q{TOKEN_SIZE}s")
 INDEX = struct.Struct("!QQQQQQQQ")  # handle, offset, packet_size, content_size, ts_begin, ts_end, discarded, class
 _REPLY = struct.Struct("!IQ")  # status, value (session id)
 
-# The start of every packet (ring.h, metadata.py): magic, uuid, stream_id,
-# stream_instance_id, timestamp_begin, timestamp_end, content_size,
-# packet_size (bits), packet_seq_num, events_discarded, cpu_id.
-PACKET_HEAD = struct.Struct("<I16sIQQQQQQQI")
-CTF_MAGIC = 0xC1FC1FC1
-
 # Names that become one directory or file name: no '/', no NUL, no leading
 # '.', nothing unprintable, bounded.
 _PART = re.compile(r"[A-Za-z0-9_+,=-][A-Za-z0-9_+,.=-]*\Z")
@@ -115,33 +108,25 @@ def check_path(text: str, what: str = "trace path") -> str:
     return text
 
 
-@dataclass
-class Packet:
-    handle: int
-    offset: int
-    packet_size: int  # bits
-    content_size: int  # bits
-    timestamp_begin: int
-    timestamp_end: int
-    events_discarded: int
-    stream_class: int
-    data: memoryview
-
-
-def packet_index(data: bytes, length: int | None = None) -> tuple:
-    """(packet_size, content_size, ts_begin, ts_end, events_discarded, stream_class) read from
-    a packet's own header and context (``data`` begins with it; ``length``: the packet's
-    size, default len(data)); WireError when it is not a whole valid packet."""
+def packet_index(data, length: int | None = None) -> PacketIndex:
+    """The index of a whole valid packet read from its own header and context
+    (``data`` begins with them; ``length``: the packet's size, default len(data)),
+    or WireError."""
     length = len(data) if length is None else length
-    if len(data) < PACKET_HEAD.size or length < PACKET_HEAD.size:
-        raise WireError(f"packet of {length} bytes is shorter than its header")
-    (magic, _uuid, stream_class, _inst, ts_begin, ts_end, content, size, _seq, discarded,
-     _cpu) = PACKET_HEAD.unpack_from(data)
-    if magic != CTF_MAGIC:
-        raise WireError(f"packet magic {magic:#x} is not CTF's")
-    if size != 8 * length or not PACKET_HEAD.size * 8 <= content <= size or ts_begin > ts_end:
+    try:
+        index = PacketIndex.of(data)
+    except ValueError as exc:
+        raise WireError(str(exc)) from None
+    if index.packet_size != length or not PACKET_HEADER_SIZE <= index.content_size <= index.packet_size \
+            or index.timestamp_begin > index.timestamp_end:
         raise WireError("packet header does not describe a whole packet of this size")
-    return size, content, ts_begin, ts_end, discarded, stream_class
+    return index
+
+
+def wire_index(index: PacketIndex) -> tuple:
+    """What a PACKET frame carries of an index, after the handle and offset."""
+    return (index.packet_size, index.content_size, index.timestamp_begin, index.timestamp_end,
+            index.events_discarded, index.stream_id)
 
 
 # ---------------------------------------------------------------------------
@@ -186,9 +171,10 @@ def data_hello(session: int, token: bytes) -> bytes:
     return frame(DATA_HELLO, _HELLO.pack(session, token))
 
 
-def packet_header(handle: int, offset: int, data_len: int, index: tuple) -> bytes:
+def packet_header(handle: int, offset: int, index: PacketIndex) -> bytes:
     """The frame header and fixed part of a PACKET; the packet's bytes follow."""
-    return HEADER.pack(MAGIC, WIRE_VERSION, PACKET, INDEX.size + data_len) + INDEX.pack(handle, offset, *index)
+    return HEADER.pack(MAGIC, WIRE_VERSION, PACKET, INDEX.size + index.packet_size) + INDEX.pack(
+        handle, offset, *wire_index(index))
 
 
 def reply(status: int, value: int = 0, extra: bytes = b"", message: str = "") -> bytes:
@@ -257,7 +243,9 @@ class _Reader:
 
 
 def decode(msg_type: int, body: bytearray):
-    """The fields of a message, checked: a tuple whose first item is the type."""
+    """The fields of a message, checked: a tuple whose first item is the type.
+    (PACKET frames are read by the relay's data path itself, which never holds
+    a packet's body in memory.)"""
     r = _Reader(body)
     if msg_type == CREATE_SESSION:
         live, created = r.fixed(_CREATE)
@@ -295,14 +283,6 @@ def decode(msg_type: int, body: bytearray):
         values = r.fixed(_HELLO)
         r.end()
         return (msg_type, *values)
-    if msg_type == PACKET:
-        fields = r.fixed(INDEX)
-        data = r.rest()
-        index = packet_index(data)
-        sent = (fields[2], fields[3], fields[4], fields[5], fields[6], fields[7])
-        if sent != index:
-            raise WireError("packet index does not match the packet's header")
-        return msg_type, Packet(fields[0], fields[1], *index, data)
     if msg_type == REPLY:
         status, value = r.fixed(_REPLY)
         return msg_type, status, value, bytes(r.rest())
