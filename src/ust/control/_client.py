@@ -307,17 +307,21 @@ class Client:
         return self.call("ping")
 
     def create_session(self, name: str, output: str | None = None, snapshot: bool = False,
-                       token: str | None = None) -> SessionInfo:
+                       token: str | None = None, url: str | None = None,
+                       live_timer: int | None = None) -> SessionInfo:
         """Create a session writing under ``output`` (default ~/ust-traces/NAME-DATE).
 
         ``snapshot``: a flight-recorder session (overwrite channels, written by
         ``snapshot_record`` only). ``token``: trace only the processes started
         with ``UST_RUN_TOKEN=token`` in their environment (what `ust run` uses).
+        ``url``: stream to a relay instead, ``net://HOST[:CONTROL_PORT[:DATA_PORT]]``
+        (docs/relay.md). ``live_timer``: a live session (µs between flushes of
+        idle packets; with no ``url``, the relay on localhost).
         """
         if output is not None:
             output = os.path.abspath(os.path.expanduser(output))
         return self._result("session", "create", name=name, output=output, snapshot=snapshot or None,
-                            token=token)
+                            token=token, url=url, live_timer=live_timer)
 
     def destroy_session(self, name: str) -> SessionInfo:
         """Stop (flushing the trace) and forget a session; its trace stays on disk."""

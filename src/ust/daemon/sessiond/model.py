@@ -70,6 +70,10 @@ class Session:
     trace_paths: list = field(default_factory=list)  # after destroy
     lock: Any = field(default_factory=threading.RLock, repr=False)  # held by a command on this session
     destroyed: bool = False
+    # Streaming (docs/relay.md): the relay's {"host", "control", "data"}; ``output``
+    # is then its net:// URL, for display only. live_timer: µs, 0 = not live.
+    relay: dict | None = None
+    live_timer: int = 0
 
     @property
     def buffers(self) -> str:
@@ -103,6 +107,7 @@ class Session:
             "name": self.name,
             "output": self.output,
             "snapshot": self.snapshot,
+            "live_timer": self.live_timer,
             "active": self.active,
             "buffers": self.buffers,
             "created": self.created,

@@ -1,0 +1,90 @@
+"""Streaming sessions end to end: real ust-sessiond and ust-consumerd, a real
+traced application, a real ust-relayd; babeltrace2 and `ust view --live` follow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import needs_babeltrace2
+from daemon_util import SRC, counts, read_events, ust_env, values, wait_until  # noqa: F401
+from relay_util import Relayd, attached_viewers, files_of, live_viewer
+
+
+@pytest.fixture
+def relayd(tmp_path):
+    rundir = tmp_path / "relay-run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "relay-out", rundir)
+    yield relay
+    if relay.alive():
+        assert relay.stop() == 0, relay.stderr
+
+
+def session_dir(relay, name):
+    host = os.uname().nodename
+    [d] = [d for d in os.listdir(os.path.join(relay.output, host)) if d.startswith(name + "-")]
+    return os.path.join(relay.output, host, d)
+
+
+@needs_babeltrace2
+def test_live_session_followed_by_babeltrace2(ust_env, relayd, tmp_path):
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    _, out, _ = ust_env.ust("create", "s", "-U", relayd.net_url, "--live")
+    assert "Live session s created." in out and relayd.net_url in out
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    app.send("emit app:alpha 10")
+    host = os.uname().nodename
+    wait_until(lambda: any(d.startswith("s-") for d in os.listdir(os.path.join(relayd.output, host)))
+               if os.path.isdir(os.path.join(relayd.output, host)) else False, what="the session on the relay")
+    viewer = live_viewer(f"{relayd.live_url}/host/{host}/s", tmp_path / "live.txt")
+    wait_until(lambda: attached_viewers(relayd) == 1, timeout=120, what="babeltrace2 attached")
+    # the live timer delivers the partial packet: the viewer sees events while the session runs
+    wait_until(lambda: (tmp_path / "live.txt").read_text().count("app:alpha") == 10, timeout=120,
+               what="babeltrace2 printing the first events live")
+    app.send("emit app:alpha 490")
+    ust_env.ust("destroy")
+    err = viewer.communicate(timeout=300)[1]
+    assert viewer.returncode == 0, err
+    live = (tmp_path / "live.txt").read_text()
+    assert live.count("app:alpha") == 500
+    # the relay's copy reads the same
+    events = read_events(session_dir(relayd, "s"))
+    assert values(events, "app:alpha") == list(range(10)) + list(range(490))
+    app.exit()
+
+
+@needs_babeltrace2
+def test_streamed_copy_equals_local_trace(ust_env, relayd, tmp_path):
+    """The same application output recorded by a local session and by a streamed one
+    at once: file by file, the relay's copy has what the local trace has."""
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    local = os.path.join(ust_env.out, "local")
+    ust_env.ust("create", "loc", "-o", local)
+    ust_env.ust("enable-event", "app:*", "-s", "loc")
+    ust_env.ust("create", "net", "-C", f"tcp://127.0.0.1:{relayd.control}", "-D", f"tcp://127.0.0.1:{relayd.data}")
+    ust_env.ust("enable-event", "app:*", "-s", "net")
+    ust_env.ust("start", "loc")
+    ust_env.ust("start", "net")
+    app.send("emit app:alpha 3000")
+    ust_env.ust("stop", "loc")
+    ust_env.ust("stop", "net")
+    ust_env.ust("destroy", "loc")
+    ust_env.ust("destroy", "net")
+    copy = session_dir(relayd, "net")
+    a = subprocess.run(["babeltrace2", local], capture_output=True, text=True, check=True).stdout
+    b = subprocess.run(["babeltrace2", copy], capture_output=True, text=True, check=True).stdout
+    assert a.count("app:alpha") == b.count("app:alpha") == 3000
+    # each session has its own clock offset: the same events, told apart only by their time stamps
+    assert [line.split(") ", 1)[1] for line in a.splitlines()] == [line.split(") ", 1)[1] for line in b.splitlines()]
+    relayd.stop()
+    # the same tree of non-empty files (two sessions: two trace uuids, so not the same bytes;
+    # tests/test_relay.py::test_relay_copy_is_byte_identical streams one trace's own packets)
+    assert {k for k, v in files_of(local).items() if v} == {k for k, v in files_of(copy).items() if v}
+    app.exit()
