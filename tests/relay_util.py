@@ -37,16 +37,17 @@ def make_trace(path) -> None:
 class Relayd:
     """A real ust-relayd on ephemeral loopback ports."""
 
-    def __init__(self, output, rundir, *extra: str, address: str = "127.0.0.1", prefix: tuple = ()):
+    def __init__(self, output, rundir, *extra: str, address: str = "127.0.0.1", prefix: tuple = (),
+                 ports: tuple = (0, 0, 0)):
         self.output = str(output)
         self.pid_file = os.path.join(str(rundir), "relayd.pid")
         env = dict(os.environ, PYTHONPATH=SRC, UST_HOME=str(rundir))
         self.log = os.path.join(str(rundir), "relayd.log")  # a file: a pipe nobody reads would block the relay
         self.stderr = ""
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "ust.relay.relayd", "-C", f"tcp://{address}:0", "-D",
-             f"tcp://{address}:0", "-L", f"tcp://{address}:0", "-o", self.output, "--pid-file", self.pid_file,
-             *extra],
+            [*prefix, sys.executable, "-m", "ust.relay.relayd", "-C", f"tcp://{address}:{ports[0]}", "-D",
+             f"tcp://{address}:{ports[1]}", "-L", f"tcp://{address}:{ports[2]}", "-o", self.output, "--pid-file",
+             self.pid_file, *extra],
             env=env, stdout=subprocess.PIPE, stderr=open(self.log, "w"), text=True, cwd=ROOT)
         line = self.proc.stdout.readline().split()
         self.proc.stdout.close()
@@ -69,6 +70,16 @@ class Relayd:
         from ust.relay.sender import RelayClient
 
         return RelayClient(self.address, self.control, self.data)
+
+    def kill(self) -> None:
+        """SIGKILL: a relay that crashes."""
+        self.proc.kill()
+        self.proc.wait(timeout=60)
+
+    def restart(self) -> None:
+        """A new relay on the same ports and output."""
+        self.__init__(self.output, os.path.dirname(self.pid_file), address=self.address,
+                      ports=(self.control, self.data, self.live))
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -4,6 +4,7 @@ traced application, a real ust-relayd; babeltrace2 and `ust view --live` follow.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -88,3 +89,41 @@ def test_streamed_copy_equals_local_trace(ust_env, relayd, tmp_path):
     # tests/test_relay.py::test_relay_copy_is_byte_identical streams one trace's own packets)
     assert {k for k, v in files_of(local).items() if v} == {k for k, v in files_of(copy).items() if v}
     app.exit()
+
+
+def test_relay_killed_and_restarted(ust_env, relayd, tmp_path):
+    """The relay dies while a session streams: the application goes on without
+    waiting, the ust commands answer, what cannot be sent is discarded and
+    counted; the relay restarted on the same ports gets the stream again."""
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    ust_env.ust("create", "s", "-U", relayd.net_url, "--live=50000")
+    ust_env.ust("enable-channel", "c", "--subbuf-size", "4096", "--num-subbuf", "4")
+    ust_env.ust("enable-event", "app:alpha", "-c", "c")
+    ust_env.ust("start")
+    app.send("emit app:alpha 100")
+    host = os.uname().nodename
+    wait_until(lambda: "app:alpha" in _relay_text(relayd.output), timeout=120, what="events on the relay")
+    relayd.kill()
+    app.send("emit app:alpha 20000")  # never blocks: 16 KiB of buffer, then discarded
+    _, out, _ = ust_env.ust("status")  # the daemons answer while the relay is gone
+    relayd.restart()
+    wait_until(lambda: len(os.listdir(os.path.join(relayd.output, host))) == 2, timeout=120,
+               what="the consumer reconnected (a second session directory)")
+    app.send("emit app:alpha 50")
+    ust_env.ust("stop")
+    ust_env.ust("destroy")
+    recorded = discarded = 0
+    for d in os.listdir(os.path.join(relayd.output, host)):
+        r = subprocess.run(["babeltrace2", os.path.join(relayd.output, host, d)], capture_output=True, text=True,
+                           check=True)
+        recorded += r.stdout.count("app:alpha")
+        discarded += sum(int(n) for n in re.findall(r"discarded (\d+) events", r.stderr))
+    assert 150 <= recorded < 20150  # before the crash, what the buffer kept, after the restart
+    assert recorded + discarded == 20150  # every event is there or counted
+    app.exit()
+
+
+def _relay_text(root) -> str:
+    r = subprocess.run(["babeltrace2", str(root)], capture_output=True, text=True)
+    return r.stdout if r.returncode == 0 else ""
