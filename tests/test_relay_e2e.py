@@ -127,3 +127,23 @@ def test_relay_killed_and_restarted(ust_env, relayd, tmp_path):
 def _relay_text(root) -> str:
     r = subprocess.run(["babeltrace2", str(root)], capture_output=True, text=True)
     return r.stdout if r.returncode == 0 else ""
+
+
+@needs_babeltrace2
+def test_snapshot_record_to_a_relay(ust_env, relayd, tmp_path):
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    ust_env.ust("create", "snap", "--snapshot", "-o", os.path.join(ust_env.out, "snap"))
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    app.send("emit app:alpha 300")
+    _, out, _ = ust_env.ust("snapshot", "record", "--output", relayd.net_url)
+    assert relayd.net_url in out
+    wait_until(lambda: "app:alpha" in _relay_text(relayd.output), what="the snapshot on the relay")
+    assert values(read_events(relayd.output), "app:alpha") == list(range(300))
+    assert "snapshot-0-" in "".join(d for d, _, _ in os.walk(relayd.output))
+    relayd.kill()
+    rc, _, err = ust_env.ust("snapshot", "record", "--output", relayd.net_url, check=False)
+    assert rc != 0 and "unreachable" in err and err.count("\n") == 1, err
+    ust_env.ust("destroy")
+    app.exit()

@@ -488,7 +488,8 @@ def add_snapshot(p: argparse.ArgumentParser) -> None:
                          description="write the current contents of a snapshot session's buffers "
                                      "without stopping it")
     _session_arg(rec)
-    rec.add_argument("-o", "--output", metavar="DIR", help="where (default: the session's output directory)")
+    rec.add_argument("-o", "--output", metavar="DIR|URL", help="where: a directory, or a relay "
+                     "(net://HOST[:CTRL[:DATA]]); default: the session's output")
 
 
 def run_snapshot(args: argparse.Namespace, out) -> int:

@@ -432,8 +432,9 @@ class Client:
                 "overwritten": reply.get("overwritten", 0)}
 
     def snapshot_record(self, session: str, output: str | None = None) -> str:
-        """Write the current contents of a snapshot session's buffers; returns the snapshot directory."""
-        if output is not None:
+        """Write the current contents of a snapshot session's buffers; returns the snapshot directory
+        (``output``: a directory, or a relay's ``net://HOST[:CTRL[:DATA]]``)."""
+        if output is not None and not output.startswith(("net://", "net6://")):
             output = os.path.abspath(os.path.expanduser(output))
         return self._result("path", "snapshot_record", session=session, output=output)
 

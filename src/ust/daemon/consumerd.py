@@ -163,13 +163,31 @@ class Consumer:
                 n += t.flush(sync=True)
         return {"packets": n}, []
 
-    def cmd_snapshot(self, fds, targets: dict, root: str | None = None) -> tuple[dict, list]:
+    def cmd_snapshot(self, fds, targets: dict, root: str | None = None,
+                     relay: dict | None = None) -> tuple[dict, list]:
+        if relay is not None:
+            return {"packets": self._snapshot_to_relay(targets, relay)}, []
         n = 0
         for key, dest in targets.items():
             t = self.traces.get(key)
             if t is not None:
                 n += t.snapshot(LocalTraceOutput(dest, root, fresh=True))
         return {"packets": n}, []
+
+    def _snapshot_to_relay(self, targets: dict, relay: dict) -> int:
+        """A snapshot as a session of its own on the relay (its traces under ``targets``)."""
+        link = RelaySession(relay["host"], relay["control"], relay["data"], relay["session"], relay["hostname"], 0,
+                            relay.get("created") or 0)
+        try:
+            link.call(lambda client: None)  # reachable, or the command fails with why
+            n = 0
+            for key, dest in targets.items():
+                t = self.traces.get(key)
+                if t is not None:
+                    n += t.snapshot(RelayTraceOutput(link, dest))
+            return n
+        finally:
+            link.destroy()
 
     def cmd_remove_traces(self, fds, traces: list) -> tuple[dict, list]:
         for key in traces:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import socket
 import time
 
 from ust.ctf.writer import time_stamp
@@ -150,11 +151,26 @@ def snapshot_record(daemon, s: Session, output: str | None = None) -> dict:
     if not s.traces:
         raise SessionError(f"session {s.name!r} has no buffers yet: start it first")
     base = output or s.output
-    if not os.path.isabs(base):
-        raise SessionError(f"snapshot output must be an absolute path, got {base!r}")
     stamp = time_stamp()
-    dest = os.path.join(base, f"snapshot-{s.snapshot_count}-{stamp}")
+    name = f"snapshot-{s.snapshot_count}-{stamp}"
+    if base.startswith(("net://", "net6://")):  # to a relay (docs/relay.md)
+        relay = relay_of(base)
+        targets = {t.key: f"{name}/{trace_rel(s, t)}" for t in s.traces.values()}
+        consumers.link(daemon, s).snapshot(targets, None, relay={
+            **relay, "session": s.name, "hostname": socket.gethostname(), "created": int(time.time())})
+        s.snapshot_count += 1
+        return {"path": f"net://{relay['host']}:{relay['control']}:{relay['data']}/{name}"}
+    if not os.path.isabs(base):
+        raise SessionError(f"snapshot output must be an absolute path or a net:// URL, got {base!r}")
+    dest = os.path.join(base, name)
     s.snapshot_count += 1
-    targets = {t.key: os.path.join(dest, os.path.relpath(t.path, s.output)) for t in s.traces.values()}
+    targets = {t.key: os.path.join(dest, trace_rel(s, t)) for t in s.traces.values()}
     consumers.link(daemon, s).snapshot(targets, base)
     return {"path": dest}
+
+
+def trace_rel(s: Session, t) -> str:
+    """A trace's path inside its session's tree (``ust/uid/0/64-bit``)."""
+    if s.relay:
+        return t.path[len(s.output) + 1:]
+    return os.path.relpath(t.path, s.output)
