@@ -98,3 +98,96 @@ def test_hosts_stream_across_a_network_to_one_relay(relay_netns, tmp_path):
     # one analysis over every host's directory: babeltrace2 merges them
     merged = subprocess.run(["babeltrace2", relay_netns.output], capture_output=True, text=True, check=True).stdout
     assert merged.count("relay:ev") == 2 * 9000
+
+
+HOST_SCRIPT = r"""
+set -e
+hostname "$HOST"
+ust() { "$PY" -m ust.cli "$@"; }
+ust create fleet -U "$URL" --live
+ust enable-event 'fleet:*'
+ust start
+"$PY" -c '
+import os, time, ust
+tp = ust.tracepoint("fleet:req", {"n": ust.uint32, "host": ust.string})
+deadline = time.monotonic() + 120
+while not tp.enabled:  # registered and attached by this host own daemons
+    if time.monotonic() > deadline:
+        raise SystemExit("never enabled")
+    time.sleep(0.02)
+for i in range(2000):
+    tp(i, os.uname().nodename)
+'
+ust destroy
+kill "$(cat "$UST_HOME/sessiond.pid")"
+"""
+
+
+@needs_babeltrace2
+def test_three_hosts_with_their_own_daemons_stream_to_one_relay(tmp_path):
+    """Three "hosts" (network and UTS namespaces, veth pairs to the relay's), each
+    running an application and its own ust-sessiond/consumerd, stream at once to
+    one relay: every host's trace arrives whole under its own name, and one
+    babeltrace2 (and ust view) merges them."""
+    tag = os.getpid() % 10000
+    hosts = [f"node{i}" for i in range(3)]
+    made = []
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "out", rundir, address="0.0.0.0")
+    procs = []
+    try:
+        for i, host in enumerate(hosts):
+            ns, hif, nif = f"ustfleet{tag}{i}", f"ufh{tag}{i}", f"ufn{tag}{i}"
+            net = f"10.{180 + i}.{tag % 250}"
+            sh("ip", "netns", "add", ns)
+            made.append((ns, hif))
+            sh("ip", "link", "add", hif, "type", "veth", "peer", "name", nif)
+            sh("ip", "link", "set", nif, "netns", ns)
+            sh("ip", "addr", "add", f"{net}.1/30", "dev", hif)
+            sh("ip", "link", "set", hif, "up")
+            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{net}.2/30", "dev", nif)
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", nif, "up")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+            home = tmp_path / host
+            home.mkdir(mode=0o700)
+            env = dict(os.environ, PYTHONPATH=SRC, UST_HOME=str(home), UST_AGENT_RETRY="0.1", HOST=host,
+                       PY=sys.executable, URL=f"net://{net}.1:{relay.control}:{relay.data}")
+            env.pop("UST_AGENT", None)
+            procs.append(subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--uts", "sh", "-c", HOST_SCRIPT],
+                                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for p in procs:
+            out, err = p.communicate(timeout=600)
+            assert p.returncode == 0, err
+        wait_until(lambda: attached_viewers_or_sessions(relay) == 0, timeout=120, what="the sessions ended")
+        assert relay.stop() == 0, relay.stderr
+        assert sorted(os.listdir(relay.output)) == hosts
+        for host in hosts:
+            r = subprocess.run(["babeltrace2", os.path.join(relay.output, host)], capture_output=True, text=True,
+                               check=True)
+            assert r.stdout.count("fleet:req") == 2000 and f'host = "{host}"' in r.stdout
+        merged = subprocess.run(["babeltrace2", relay.output], capture_output=True, text=True, check=True).stdout
+        assert merged.count("fleet:req") == 6000
+        view = subprocess.run([sys.executable, "-m", "ust.cli", "view", relay.output], capture_output=True,
+                              text=True, env=dict(os.environ, PYTHONPATH=SRC, UST_AGENT="0"), check=True).stdout
+        assert view.count("fleet:req") == 6000
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        if relay.alive():
+            relay.stop()
+        for ns, hif in made:
+            subprocess.run(["ip", "link", "del", hif], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def attached_viewers_or_sessions(relay) -> int:
+    """Sessions still listed on the relay's live port."""
+    from ust.relay.viewer import LiveClient
+
+    v = LiveClient("127.0.0.1", relay.live)
+    try:
+        return len(v.list_sessions())
+    finally:
+        v.close()
