@@ -47,7 +47,8 @@ MAX_METADATA_REPLY = 1 << 20
 MAX_CONTROL_BODY = 16 << 20  # metadata text
 MID_FRAME_TIMEOUT = 60.0  # a frame begun must end within this (a peer may idle between frames, not inside one)
 INPUT_BUDGET = 256 << 20
-SPLICE_PIPE_SIZE = 1 << 20  # bytes of large frames being received at once, all connections together
+SPLICE_PIPE_SIZE = 1 << 20
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 10, 3  # a silent dead peer is dropped after ~60 s  # bytes of large frames being received at once, all connections together
 PID_NAME = "relayd.pid"
 
 
@@ -248,6 +249,12 @@ class Relay:
     def _run(self, handler, conn: socket.socket) -> None:
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A peer whose network vanished (no FIN, no RST) is found out by keepalive
+            # probes, so its sessions end and its thread goes, instead of waiting forever.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_PROBES)
             handler(conn)
         except (ConnectionError, OSError):
             pass
