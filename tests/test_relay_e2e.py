@@ -49,6 +49,8 @@ def test_live_session_followed_by_babeltrace2(ust_env, relayd, tmp_path):
     wait_until(lambda: (tmp_path / "live.txt").read_text().count("app:alpha") == 10, timeout=120,
                what="babeltrace2 printing the first events live")
     app.send("emit app:alpha 490")
+    rc, _, err = ust_env.ust("view", check=False)  # no local trace to read: one line says what to do
+    assert rc != 0 and "ust view --live" in err and err.count("\n") == 1, err
     ust_env.ust("destroy")
     err = viewer.communicate(timeout=300)[1]
     assert viewer.returncode == 0, err

@@ -47,6 +47,9 @@ def _session_output(name: str | None) -> str:
                            "with `ust create NAME`")
     with Client(autostart=False) as c:
         s = c.get_session(name)
+    if s["output"].startswith(("net://", "net6://")):
+        raise SessionError(f"session {name!r} is streamed to the relay at {s['output']}: follow it with "
+                           "`ust view --live`, or read the relay's output directory")
     if not s["traces"]:
         raise SessionError(f"session {name!r} has recorded nothing yet (no trace in {s['output']}): "
                            "start it, and run an application")
