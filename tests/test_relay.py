@@ -332,3 +332,15 @@ def test_ust_view_live_unreachable_relay_is_one_line(tmp_path):
                        env=dict(os.environ, PYTHONPATH=SRC, UST_AGENT="0", UST_HOME=str(tmp_path)),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and "cannot reach the relay" in r.stderr, r.stderr
+
+
+def test_ended_sessions_hold_no_descriptors(relayd, local_trace, tmp_path):
+    """A relay runs for months: the files of ended sessions are closed."""
+    fds = lambda: len(os.listdir(f"/proc/{relayd.proc.pid}/fd"))  # noqa: E731
+    baseline = fds()
+    for i in range(3):
+        client = relayd.client()
+        client.create_session(f"s{i}", "h", live_timer_us=100000)
+        replay_trace(client, local_trace)
+        client.close()
+    wait_until(lambda: fds() <= baseline, what="the relay's descriptors back to their baseline")

@@ -48,6 +48,10 @@ MAX_CONTROL_BODY = 16 << 20  # metadata text
 MID_FRAME_TIMEOUT = 60.0  # a frame begun must end within this (a peer may idle between frames, not inside one)
 INPUT_BUDGET = 256 << 20
 SPLICE_PIPE_SIZE = 1 << 20
+MAX_SESSIONS_PER_CONNECTION = 64
+MAX_SESSIONS = 4096
+MAX_STREAMS_PER_SESSION = 1024  # each data stream holds two descriptors
+MAX_VIEWER_METADATA = 64 << 20  # per trace: what viewers may be sent in all
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 10, 3  # a silent dead peer is dropped after ~60 s  # bytes of large frames being received at once, all connections together
 PID_NAME = "relayd.pid"
 
@@ -89,6 +93,8 @@ class Trace:
         self.blocks: set[bytes] = set()
 
     def update_metadata(self, text: bytes) -> None:
+        if len(self.viewer_metadata) + len(text) > MAX_VIEWER_METADATA:
+            raise wire.WireError(f"metadata of trace {self.path} over {MAX_VIEWER_METADATA} bytes in all")
         if text.startswith(self.metadata) and self.viewer_metadata == self.metadata:
             self.viewer_metadata += text[len(self.metadata):]
             self.blocks.update(_blocks(text[len(self.metadata):]))
@@ -239,12 +245,7 @@ class Relay:
         for session in sessions:
             for stream in session.streams.values():
                 with stream.write_lock:
-                    if stream.file is not None:
-                        stream.file.sync()
-                        stream.file.close()
-                    if stream.splice_fd >= 0:
-                        os.close(stream.splice_fd)
-                        stream.splice_fd = -1
+                    _close_stream_files(stream)
 
     def _run(self, handler, conn: socket.socket) -> None:
         try:
@@ -304,11 +305,17 @@ class Relay:
             with self.cond:
                 for session in owned:  # the sender is gone: what it sent is all there will be
                     self._destroy(session)
+            for session in owned:
+                self._finish(session)
 
     def control(self, msg: tuple, owned: list[Session]) -> bytes:
         kind = msg[0]
         if kind == wire.CREATE_SESSION:
             _, name, host, live, created = msg
+            with self.cond:
+                self.visible_sessions()  # forgets the ended ones
+                if len(owned) >= MAX_SESSIONS_PER_CONNECTION or len(self.sessions) >= MAX_SESSIONS:
+                    raise wire.WireError("too many sessions")
             session = self.create_session(name, host, live, created)
             owned.append(session)
             return wire.reply(wire.STATUS_OK, session.id, session.token)
@@ -323,10 +330,10 @@ class Relay:
         elif kind == wire.METADATA:
             _, _, handle, text = msg
             stream = self._stream(session, handle, wire.KIND_METADATA)
-            write_metadata(os.path.join(stream.trace.directory, "metadata"), text.decode("utf-8", "replace"))
             with self.cond:
                 stream.trace.update_metadata(text)
                 self.cond.notify_all()
+            write_metadata(os.path.join(stream.trace.directory, "metadata"), text.decode("utf-8", "replace"))
         elif kind == wire.BEACON:
             _, _, handle, ts = msg
             stream = self._stream(session, handle, wire.KIND_DATA)
@@ -338,10 +345,12 @@ class Relay:
             with self.cond:
                 stream.closed = True
                 stream.close_at = packets
+            self._finish(session)
         else:
             with self.cond:
                 self._destroy(session)
             owned.remove(session)
+            self._finish(session)
         return wire.reply(wire.STATUS_OK)
 
     def _stream(self, session: Session, handle: int, kind: int | None) -> Stream:
@@ -365,8 +374,8 @@ class Relay:
                    name: str) -> None:
         if handle in session.streams:
             raise wire.WireError(f"stream {handle} already exists")
-        if len(session.streams) >= 1 << 16:
-            raise wire.WireError("too many streams in one session")
+        if len(session.streams) >= MAX_STREAMS_PER_SESSION:
+            raise wire.WireError(f"more than {MAX_STREAMS_PER_SESSION} streams in one session")
         trace = session.traces.get(path)
         if trace is None:
             directory = os.path.join(session.directory, *path.split("/"))
@@ -388,6 +397,15 @@ class Relay:
             session.traces[path] = trace
             session.streams[handle] = stream
             self.cond.notify_all()
+
+    def _finish(self, session: Session) -> None:
+        """Close the files of the streams of ``session`` that are complete (not under the lock)."""
+        for stream in list(session.streams.values()):
+            with stream.write_lock:
+                with self.cond:
+                    done = stream.complete
+                if done:
+                    _close_stream_files(stream)
 
     def _destroy(self, session: Session) -> None:
         """Under the lock: no more data will come for ``session``."""
@@ -474,7 +492,10 @@ class Relay:
                 stream.committed = out.written
                 stream.packets += 1
                 stream.last_end = max(stream.last_end, sent[3])
+                done = stream.complete  # its close came first, on the control port
                 self.cond.notify_all()
+            if done:
+                _close_stream_files(stream)
 
     # -- live --------------------------------------------------------------
 
@@ -680,6 +701,16 @@ class Viewer:
         if len(data) != length:
             return va.PACKET_REPLY.pack(va.PACKET_ERR, 0, flags)
         return va.PACKET_REPLY.pack(va.PACKET_OK, length, flags) + data
+
+
+def _close_stream_files(stream: Stream) -> None:
+    """Sync and close a stream's file (under its write lock: no packet is being written)."""
+    if stream.file is not None and stream.file.fd >= 0:
+        stream.file.sync()
+        stream.file.close()
+    if stream.splice_fd >= 0:
+        os.close(stream.splice_fd)
+        stream.splice_fd = -1
 
 
 def _recv_frame_start(conn: socket.socket, buf: bytearray) -> None:
