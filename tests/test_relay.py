@@ -35,7 +35,7 @@ def relayd(tmp_path):
 
 
 def session_dir(relay, host):
-    [name] = os.listdir(os.path.join(relay.output, host))
+    [name] = [d for d in os.listdir(os.path.join(relay.output, host)) if not d.startswith(".")]
     return os.path.join(relay.output, host, name)
 
 

@@ -96,7 +96,8 @@ def test_streamed_copy_equals_local_trace(ust_env, relayd, tmp_path):
 def test_relay_killed_and_restarted(ust_env, relayd, tmp_path):
     """The relay dies while a session streams: the application goes on without
     waiting, the ust commands answer, what cannot be sent is discarded and
-    counted; the relay restarted on the same ports gets the stream again."""
+    counted; the relay restarted on the same ports gets the stream again, in
+    the same session directory."""
     app = ust_env.app()
     ust_env.wait_registered(app.pid)
     ust_env.ust("create", "s", "-U", relayd.net_url, "--live=50000")
@@ -109,14 +110,17 @@ def test_relay_killed_and_restarted(ust_env, relayd, tmp_path):
     relayd.kill()
     app.send("emit app:alpha 20000")  # never blocks: 16 KiB of buffer, then discarded
     _, out, _ = ust_env.ust("status")  # the daemons answer while the relay is gone
+    before = _relay_text(relayd.output).count("app:alpha")
     relayd.restart()
-    wait_until(lambda: len(os.listdir(os.path.join(relayd.output, host))) == 2, timeout=120,
-               what="the consumer reconnected (a second session directory)")
+    wait_until(lambda: _relay_text(relayd.output).count("app:alpha") > before, timeout=120,
+               what="the consumer reconnected and sent what its buffer kept")
+    assert [d for d in os.listdir(os.path.join(relayd.output, host)) if not d.startswith(".")] == \
+        [os.path.basename(session_dir(relayd, "s"))]  # resumed: the same directory
     app.send("emit app:alpha 50")
     ust_env.ust("stop")
     ust_env.ust("destroy")
     recorded = discarded = 0
-    for d in os.listdir(os.path.join(relayd.output, host)):
+    for d in [d for d in os.listdir(os.path.join(relayd.output, host)) if not d.startswith(".")]:
         r = subprocess.run(["babeltrace2", os.path.join(relayd.output, host, d)], capture_output=True, text=True,
                            check=True)
         recorded += r.stdout.count("app:alpha")

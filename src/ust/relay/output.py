@@ -13,13 +13,16 @@ relay cannot be reached, ``write_packet`` raises OSError: the packet stays
 in its ring buffer, the buffer fills, and what does not fit is discarded and
 counted by the ring, as for a slow disk. A reconnection is tried at most once
 a second; after one, the relay is told the streams and the metadata again
-before any packet (it files them as a new session directory,
-``<session>-<time>-1``).
+before any packet, and carries on in the same session directory when it
+has it (a restarted relay: the files it has, cut back to whole packets;
+packets lost in flight show as a gap in ``packet_seq_num``, which
+babeltrace2 reports as discarded packets).
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import time
 
@@ -51,6 +54,7 @@ class RelaySession:
         self.metadata: dict[int, bytes] = {}
         self.closed_streams: set[int] = set()
         self.connections = 0  # successful connections (a test's and a log's figure)
+        self.identity = os.urandom(wire.IDENTITY_SIZE)  # a reconnection resumes this session on the relay
         self.error = ""
 
     def _connected(self) -> RelayClient:
@@ -64,7 +68,8 @@ class RelaySession:
         client = None
         try:
             client = RelayClient(*self.address, timeout=CONNECT_TIMEOUT)
-            client.create_session(self.session, self.hostname, self.live_timer_us, self.created)
+            client.create_session(self.session, self.hostname, self.live_timer_us, self.created, self.identity,
+                                  resume=self.connections > 0)
             for handle, (path, name, stream_class, is_meta) in self.streams.items():
                 if handle in self.closed_streams:
                     continue

@@ -29,8 +29,8 @@ import threading
 import time
 
 from ust.consumer.output import StreamFile
-from ust.ctf.writer import (PACKET_HEADER_SIZE, PacketIndex, TraceDirError, make_trace_dir, new_trace_dir, time_stamp,
-                            write_metadata)
+from ust.ctf.writer import (PACKET_HEADER_SIZE, PacketIndex, TraceDirError, make_trace_dir, new_trace_dir,
+                            open_new_file, time_stamp, write_metadata)
 from ust.daemon import paths
 from ust.daemon.protocol import InputBudget
 from ust.errors import UstError
@@ -149,6 +149,7 @@ class Session:
         self.traces: dict[str, Trace] = {}
         self.streams: dict[int, Stream] = {}  # by the sender's handle
         self.destroyed = False
+        self.resumed = False  # carries on in a directory an earlier connection wrote
         self.viewers = 0
 
     @property
@@ -311,12 +312,12 @@ class Relay:
     def control(self, msg: tuple, owned: list[Session]) -> bytes:
         kind = msg[0]
         if kind == wire.CREATE_SESSION:
-            _, name, host, live, created = msg
+            _, name, host, live, created, identity, resume = msg
             with self.cond:
                 self.visible_sessions()  # forgets the ended ones
                 if len(owned) >= MAX_SESSIONS_PER_CONNECTION or len(self.sessions) >= MAX_SESSIONS:
                     raise wire.WireError("too many sessions")
-            session = self.create_session(name, host, live, created)
+            session = self.create_session(name, host, live, created, identity, resume)
             owned.append(session)
             return wire.reply(wire.STATUS_OK, session.id, session.token)
         if kind not in (wire.ADD_STREAM, wire.METADATA, wire.BEACON, wire.CLOSE_STREAM, wire.DESTROY_SESSION):
@@ -326,7 +327,8 @@ class Relay:
             raise wire.WireError(f"session {msg[1]} was not created on this connection")
         if kind == wire.ADD_STREAM:
             _, _, handle, stream_class, skind, path, name = msg
-            self.add_stream(session, handle, stream_class, skind, path, name)
+            stream = self.add_stream(session, handle, stream_class, skind, path, name)
+            return wire.reply(wire.STATUS_OK, stream.file.written if stream.file else 0)
         elif kind == wire.METADATA:
             _, _, handle, text = msg
             stream = self._stream(session, handle, wire.KIND_METADATA)
@@ -359,16 +361,52 @@ class Relay:
             raise wire.WireError(f"no such stream {handle} in session {session.name}")
         return stream
 
-    def create_session(self, name: str, host: str, live: int, created: int) -> Session:
+    def create_session(self, name: str, host: str, live: int, created: int, identity: bytes = bytes(16),
+                       resume: bool = False) -> Session:
         host_dir = os.path.join(self.output, host)
         make_trace_dir(host_dir, self.output)
         when = created if 0 < created < 1 << 40 else time.time()
-        directory = new_trace_dir(os.path.join(host_dir, f"{name}-{time_stamp(when)}"))
+        base = f"{name}-{time_stamp(when)}"
+        directory = self._resumable(host_dir, base, identity) if resume and any(identity) else None
+        resumed = directory is not None
+        if directory is None:
+            directory = new_trace_dir(os.path.join(host_dir, base))
+            # who may resume it: hidden next to it, so the session's tree holds only the trace
+            fd = open_new_file(os.path.join(host_dir, f".{os.path.basename(directory)}.id"))
+            try:
+                os.write(fd, identity)
+            finally:
+                os.close(fd)
         with self.cond:
             session = Session(next(self.ids), name, host, live, directory)
+            session.resumed = resumed
             self.sessions[session.id] = session
         _log(f"session {host}/{name} ({session.id}) -> {directory}")
         return session
+
+    def _resumable(self, host_dir: str, base: str, identity: bytes) -> str | None:
+        """The directory of the session ``identity`` created (``base``, ``base-1``...),
+        if no running session writes it."""
+        with self.cond:
+            busy = {s.directory for s in self.sessions.values() if not s.destroyed}
+        for n in range(1000):
+            name = base if n == 0 else f"{base}-{n}"
+            try:
+                fd = os.open(os.path.join(host_dir, f".{name}.id"), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if n > 0:
+                    return None
+                continue
+            except OSError:
+                continue
+            try:
+                mine = hmac.compare_digest(os.read(fd, 64), identity)
+            finally:
+                os.close(fd)
+            directory = os.path.join(host_dir, name)
+            if mine and directory not in busy and os.path.isdir(directory):
+                return directory
+        return None
 
     def add_stream(self, session: Session, handle: int, stream_class: int, kind: int, path: str,
                    name: str) -> None:
@@ -389,7 +427,10 @@ class Relay:
             raise wire.WireError(f"{path}/{name} already exists")
         stream = Stream(next(self.ids), session, trace, handle, kind, stream_class, name)
         if kind == wire.KIND_DATA:
-            stream.file = StreamFile(trace.directory, name, truncate=True)
+            # resumed: append to what the previous connection (or relay) wrote, cut back to
+            # whole packets; else a file that must not exist
+            stream.file = StreamFile(trace.directory, name, truncate=not session.resumed)
+            stream.committed = stream.file.written
             # splice() refuses an O_APPEND file: a second description of the same
             # file (no path lookup), written at explicit offsets
             stream.splice_fd = os.open(f"/proc/self/fd/{stream.file.fd}", os.O_WRONLY | os.O_CLOEXEC)
@@ -397,6 +438,7 @@ class Relay:
             session.traces[path] = trace
             session.streams[handle] = stream
             self.cond.notify_all()
+        return stream
 
     def _finish(self, session: Session) -> None:
         """Close the files of the streams of ``session`` that are complete (not under the lock)."""

@@ -53,10 +53,12 @@ class RelayClient:
             raise wire.WireError(f"relay: {rest.decode(errors='replace')}")
         return value, rest
 
-    def create_session(self, name: str, hostname: str, live_timer_us: int = 0,
-                       created: float | None = None) -> int:
+    def create_session(self, name: str, hostname: str, live_timer_us: int = 0, created: float | None = None,
+                       identity: bytes = bytes(wire.IDENTITY_SIZE), resume: bool = False) -> int:
+        """A session on the relay; ``resume`` with the ``identity`` of an earlier one
+        (a reconnection): the relay carries on in that session's directory."""
         when = int(created if created is not None else time.time())
-        self.session, rest = self._call(wire.create_session(name, hostname, live_timer_us, when))
+        self.session, rest = self._call(wire.create_session(name, hostname, live_timer_us, when, identity, resume))
         token = rest[:wire.TOKEN_SIZE]
         self.data = socket.create_connection((self.address, self.ports[1]), timeout=self.timeout)
         self.data.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -66,8 +68,8 @@ class RelayClient:
     def add_stream(self, handle: int, stream_class: int, trace_path: str, file_name: str,
                    metadata: bool = False) -> None:
         kind = wire.KIND_METADATA if metadata else wire.KIND_DATA
-        self._call(wire.add_stream(self.session, handle, stream_class, kind, trace_path, file_name))
-        self.offsets[handle] = 0
+        size, _ = self._call(wire.add_stream(self.session, handle, stream_class, kind, trace_path, file_name))
+        self.offsets[handle] = size  # a resumed stream goes on after what the relay has
         self.packets[handle] = 0
 
     def send_metadata(self, handle: int, text: bytes) -> None:

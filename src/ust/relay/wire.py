@@ -15,10 +15,15 @@ which the relay answers with an error when it can and closes the connection.
 
 Control connection (``-C`` port), one reply per request::
 
-    CREATE_SESSION  live_timer_us u32, created u64 (unix s), name, hostname
+    CREATE_SESSION  live_timer_us u32, created u64 (unix s), flags u32 (1: RESUME),
+                    identity (16 bytes, the sender's), name, hostname
                       -> OK session_id u64 + token (16 bytes) for data connections
+                    RESUME (a sender reconnecting): carry on in the directory this
+                    identity had, if the relay has it, else a new one
     ADD_STREAM      session u64, handle u64, stream_class u64, kind u8 (0 data, 1 metadata),
-                    trace path (relative, '/'-separated), file name   -> OK
+                    trace path (relative, '/'-separated), file name
+                      -> OK size u64: bytes the stream's file already has (resumed), where
+                         its next packet goes
     METADATA        session u64, handle u64 (a metadata stream), then the whole TSDL text -> OK
     BEACON          session u64, handle u64, timestamp u64 (nothing to send up to there) -> OK
     CLOSE_STREAM    session u64, handle u64, packets u64 (how many were sent on data) -> OK
@@ -70,7 +75,9 @@ STATUS_ERROR = 1
 KIND_DATA = 0
 KIND_METADATA = 1
 
-_CREATE = struct.Struct("!IQ")
+_CREATE = struct.Struct(f"!IQI{16}s")
+FLAG_RESUME = 1
+IDENTITY_SIZE = 16
 _ADD_STREAM = struct.Struct("!QQQB")
 _SESSION_HANDLE = struct.Struct("!QQ")
 _BEACON = struct.Struct("!QQQ")
@@ -142,8 +149,10 @@ def _str(text: str) -> bytes:
     return struct.pack("!H", len(raw)) + raw
 
 
-def create_session(name: str, hostname: str, live_timer_us: int, created: int) -> bytes:
-    return frame(CREATE_SESSION, _CREATE.pack(live_timer_us, created) + _str(name) + _str(hostname))
+def create_session(name: str, hostname: str, live_timer_us: int, created: int, identity: bytes = bytes(16),
+                   resume: bool = False) -> bytes:
+    return frame(CREATE_SESSION, _CREATE.pack(live_timer_us, created, FLAG_RESUME if resume else 0, identity)
+                 + _str(name) + _str(hostname))
 
 
 def add_stream(session: int, handle: int, stream_class: int, kind: int, trace_path: str, file_name: str) -> bytes:
@@ -248,11 +257,13 @@ def decode(msg_type: int, body: bytearray):
     a packet's body in memory.)"""
     r = _Reader(body)
     if msg_type == CREATE_SESSION:
-        live, created = r.fixed(_CREATE)
+        live, created, flags, identity = r.fixed(_CREATE)
+        if flags & ~FLAG_RESUME:
+            raise WireError(f"unknown session flags {flags:#x}")
         name = check_part(r.text("session name", MAX_SESSION_NAME), "session name", MAX_SESSION_NAME)
         host = check_part(r.text("host name", MAX_HOSTNAME), "host name", MAX_HOSTNAME)
         r.end()
-        return msg_type, name, host, live, created
+        return msg_type, name, host, live, created, identity, bool(flags & FLAG_RESUME)
     if msg_type == ADD_STREAM:
         session, handle, stream_class, kind = r.fixed(_ADD_STREAM)
         if kind not in (KIND_DATA, KIND_METADATA):
