@@ -388,7 +388,11 @@ class Relay:
         """The directory of the session ``identity`` created (``base``, ``base-1``...),
         if no running session writes it."""
         with self.cond:
-            busy = {s.directory for s in self.sessions.values() if not s.destroyed}
+            # not while an earlier connection may still write there: a data connection cut
+            # mid-packet ends (and cuts its file back) only when its peer's FIN or the
+            # mid-frame timeout comes, and two writers of one file would destroy each other's packets
+            busy = {s.directory for s in self.sessions.values()
+                    if not s.destroyed or any(st.file is not None and st.file.fd >= 0 for st in s.streams.values())}
         for n in range(1000):
             name = base if n == 0 else f"{base}-{n}"
             try:
