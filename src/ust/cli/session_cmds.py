@@ -74,18 +74,51 @@ def add_create(p: argparse.ArgumentParser) -> None:
                    "written by `ust snapshot record` only")
     p.add_argument("--no-output", action="store_true", help="with --snapshot: no snapshot output yet "
                    "(`ust snapshot add-output` or `snapshot record URL` say where)")
+    # streaming to ust-relayd (docs/relay.md)
+    p.add_argument("-U", "--set-url", metavar="URL", help="stream to a relay: net://HOST[:CTRL_PORT[:DATA_PORT]]")
+    p.add_argument("-C", "--ctrl-url", metavar="URL", help="the relay's control port, tcp://HOST:PORT (with -D)")
+    p.add_argument("-D", "--data-url", metavar="URL", help="the relay's data port, tcp://HOST:PORT (with -C)")
+    p.add_argument("--live", nargs="?", const=100000, type=int, metavar="DELAY_US",
+                   help="live session: idle packets flushed every DELAY_US µs (default 100000) so that "
+                        "viewers (babeltrace2, ust view --live) see events within that delay; streams to "
+                        "the relay on localhost unless -U/-C/-D say where")
+
+
+def _relay_url(args) -> str | None:
+    """The net:// URL of -U, or of -C and -D together."""
+    from ust.errors import SessionError
+
+    if args.ctrl_url is None and args.data_url is None:
+        return args.set_url
+    if args.set_url or args.ctrl_url is None or args.data_url is None:
+        raise SessionError("give -U URL, or -C URL and -D URL together")
+    import re
+
+    parts = []
+    for url in (args.ctrl_url, args.data_url):
+        m = re.fullmatch(r"tcp6?://(\[[^\]]+\]|[^:/\[\]]+):(\d+)/?", url)
+        if not m:
+            raise SessionError(f"invalid relay URL {url!r}: expected tcp://HOST:PORT")
+        parts.append((m.group(1), m.group(2)))
+    if parts[0][0] != parts[1][0]:
+        raise SessionError("the control and data URLs must name the same relay host")
+    return f"net://{parts[0][0]}:{parts[0][1]}:{parts[1][1]}"
 
 
 def run_create(args: argparse.Namespace, out) -> int:
     from ust.ctf.writer import time_stamp
 
     name = args.name or "auto-" + time_stamp()
+    url = _relay_url(args)
     with _client() as c:
-        s = c.create_session(name, output=args.output, snapshot=args.snapshot, no_output=args.no_output)
+        s = c.create_session(name, output=args.output, snapshot=args.snapshot, no_output=args.no_output,
+                             url=url, live_timer=args.live)
     set_current_session(name)
-    kind = "Snapshot session" if s["snapshot"] else "Session"
+    kind = "Snapshot session" if s["snapshot"] else "Live session" if s.get("live_timer") else "Session"
     print(f"{kind} {name} created.", file=out)
-    if not args.no_output:
+    if url or args.live:
+        print(f"Traces will be streamed to {s['output']}", file=out)
+    elif not args.no_output:
         print(f"Traces will be written in {s['output']}", file=out)
     return 0
 
@@ -549,15 +582,15 @@ def add_snapshot(p: argparse.ArgumentParser) -> None:
                          description="write the current contents of a snapshot session's buffers "
                                      "without stopping it, to OUTPUT/NAME-YYYYmmdd-HHMMSS-N")
     _session_arg(rec)
-    rec.add_argument("url", metavar="URL", nargs="?", help="where, this time (a path or file://PATH; "
-                     "default: the session's snapshot output)")
+    rec.add_argument("url", metavar="URL", nargs="?", help="where, this time (a path, file://PATH or a relay's "
+                     "net://HOST[:CTRL[:DATA]]; default: the session's snapshot output)")
     rec.add_argument("-o", "--output", metavar="DIR", help=argparse.SUPPRESS)  # ust's older spelling of URL
     rec.add_argument("-n", "--name", metavar="NAME", help="name of the snapshot (default: the output's)")
     rec.add_argument("-m", "--max-size", metavar="SIZE", help=argparse.SUPPRESS)
     add = sub.add_parser("add-output", help="set the snapshot output (after del-output)",
                          description="set a snapshot session's output: where `snapshot record` writes")
     _session_arg(add)
-    add.add_argument("url", metavar="URL", help="a path or file://PATH")
+    add.add_argument("url", metavar="URL", help="a path, file://PATH or net://HOST[:CTRL[:DATA]]")
     add.add_argument("-n", "--name", metavar="NAME", help="name of the output (default: snapshot-1)")
     add.add_argument("-m", "--max-size", metavar="SIZE", help=argparse.SUPPRESS)
     lst = sub.add_parser("list-output", help="show the snapshot output", description="show a snapshot "

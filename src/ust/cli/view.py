@@ -28,6 +28,10 @@ def add_arguments(parser) -> None:
                              "loglevel, all (default: trace:hostname,trace:procname,trace:vpid)")
     parser.add_argument("--filter", metavar="EXPR", help="only events matching this LTTng filter expression")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--live", nargs="?", const="", metavar="URL",
+                        help="follow a live session on a relay until it is destroyed: "
+                             "net://HOST[:PORT]/host/HOSTNAME/SESSION (default: the current session on "
+                             "this host, through the relay on localhost)")
     parser.add_argument("--messages", action="store_true",
                         help="markers (ust.mark) as their formatted message, like printf would have printed it")
 
@@ -43,6 +47,9 @@ def _session_output(name: str | None) -> str:
                            "with `ust create NAME`")
     with Client(autostart=False) as c:
         s = c.get_session(name)
+    if s["output"].startswith(("net://", "net6://")):
+        raise SessionError(f"session {name!r} is streamed to the relay at {s['output']}: follow it with "
+                           "`ust view --live`, or read the relay's output directory")
     if not s["traces"]:
         raise SessionError(f"session {name!r} has recorded nothing yet (no trace in {s['output']}): "
                            "start it, and run an application")
@@ -120,6 +127,8 @@ def run(args, out) -> int:
     fmt = TextFormat(names=args.names, fields=args.fields, clock_cycles=args.clock_cycles,
                      clock_seconds=args.clock_seconds, clock_date=args.clock_date, clock_gmt=args.clock_gmt,
                      delta=not args.no_delta)
+    if args.live is not None:
+        return _follow_live(args, fmt, filt, out)
     traces = open_traces(args.trace or [_session_output(args.session)])
     on_disc = discarded_printer(fmt)
     interactive = False
@@ -147,6 +156,25 @@ def run(args, out) -> int:
         if gc_was:
             gc.enable()
     return 0
+
+
+def _follow_live(args, fmt, filt, out) -> int:
+    """`ust view --live [URL]`: print a live session's events as they arrive (ust.relay.follow)."""
+    import socket
+
+    from ust.relay.follow import follow
+
+    url = args.live
+    if not url:
+        from ust.control import get_current_session
+        from ust.errors import SessionError
+
+        name = args.session or get_current_session()
+        if not name:
+            raise SessionError("ust view --live: no URL and no current session (ust create NAME --live)")
+        url = f"net://localhost/host/{socket.gethostname()}/{name}"
+    write, flush = _binary_writer(out)
+    return follow(url, fmt, write, flush, filt)
 
 
 def _encoded(lines, batch=2048):

@@ -129,6 +129,22 @@ def snapshot_stream(source, out: StreamOutput) -> int:
         os.close(mem)
 
 
+def _live_tick(ch) -> None:
+    """The live timer (LTTng's): every stream's partial packet is closed, so that
+    the round that follows sends it and a live viewer sees its events within the
+    period; a stream with nothing to send tells its output (``beacon``, a relay
+    stream) that it has nothing up to now, so that viewers move past it."""
+    from ust._ring._ring import clock_now
+
+    stamp = clock_now()  # before the flush: no event of an idle stream can be older
+    for src, out in ch.streams():
+        idle = unwritten_bytes(src) == 0
+        src.flush()
+        beacon = getattr(out, "beacon", None)
+        if idle and beacon is not None:
+            beacon(stamp)
+
+
 class Drainer:
     """The drain thread of a host, over the traces in ``traces`` (key -> Trace).
 
@@ -207,19 +223,25 @@ class Drainer:
                     time.sleep(0.1)
 
     def _fire_timers(self, now: float) -> float:
-        """Run the due switch timers; the time until the next one (at most RETURN_PERIOD)."""
+        """Run the due switch and live timers; the time until the next one (at most RETURN_PERIOD)."""
         timeout = RETURN_PERIOD
         for t in self.traces.values():
             for ch in t.channels.values():
                 period = ch.spec.switch_timer
-                if not period:
-                    continue
-                if now >= ch.next_switch:
-                    if ch.next_switch:
-                        for src in ch.sources:
-                            src.flush()
-                    ch.next_switch = now + period
-                timeout = min(timeout, max(0.0, ch.next_switch - now))
+                if period:
+                    if now >= ch.next_switch:
+                        if ch.next_switch:
+                            for src in ch.sources:
+                                src.flush()
+                        ch.next_switch = now + period
+                    timeout = min(timeout, max(0.0, ch.next_switch - now))
+                period = ch.spec.live_timer
+                if period:
+                    if now >= ch.next_live:
+                        if ch.next_live:
+                            _live_tick(ch)
+                        ch.next_live = now + period
+                    timeout = min(timeout, max(0.0, ch.next_live - now))
         return timeout
 
     def _repair_undrained(self, traces, now: float) -> float:

@@ -55,7 +55,7 @@ class ChannelSpec:
     context: tuple[str, ...] = ()  # normalized (ust.instrument.context.normalize): C contexts, then Python ones
     read_timer: float = 0.0  # the longest sleep of the drain engine (0: its default)
     switch_timer: float = 0.0  # close a partial packet this often (idle channels still deliver)
-    live_timer: float = 0.0  # room for live streaming (issue 10): not used yet
+    live_timer: float = 0.0  # close partial packets this often and tell idle streams' outputs (live streaming)
     tracefile_size: int = 0
     tracefile_count: int = 0
     drain_live: bool = True  # False: a flight recorder, written out at the end only
@@ -72,6 +72,7 @@ class Channel:
         self.outputs = outputs
         self.counters = [BoundedCounters() for _ in sources]
         self.next_switch = 0.0  # monotonic time of the next switch timer (0: not armed yet)
+        self.next_live = 0.0  # and of the live timer
 
     def streams(self) -> list[tuple[Any, StreamOutput]]:
         return list(zip(self.sources, self.outputs))

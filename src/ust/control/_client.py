@@ -308,18 +308,22 @@ class Client:
         return self.call("ping")
 
     def create_session(self, name: str, output: str | None = None, snapshot: bool = False,
-                       token: str | None = None, no_output: bool = False) -> SessionInfo:
+                       token: str | None = None, no_output: bool = False, url: str | None = None,
+                       live_timer: int | None = None) -> SessionInfo:
         """Create a session writing under ``output`` (default ~/ust-traces/NAME-DATE).
 
         ``snapshot``: a flight-recorder session (overwrite channels, written by
         ``snapshot_record`` only). ``token``: trace only the processes started
         with ``UST_RUN_TOKEN=token`` in their environment (what `ust run` uses). ``no_output``
         (snapshot sessions): no snapshot output until ``snapshot_add_output``.
+        ``url``: stream to a relay instead, ``net://HOST[:CONTROL_PORT[:DATA_PORT]]``
+        (docs/relay.md). ``live_timer``: a live session (µs between flushes of
+        idle packets; with no ``url``, the relay on localhost).
         """
         if output is not None:
             output = os.path.abspath(os.path.expanduser(output))
         return self._result("session", "create", name=name, output=output, snapshot=snapshot or None,
-                            token=token, no_output=no_output or None)
+                            token=token, no_output=no_output or None, url=url, live_timer=live_timer)
 
     def destroy_session(self, name: str) -> SessionInfo:
         """Stop (flushing the trace) and forget a session; its trace stays on disk."""
@@ -465,7 +469,8 @@ class Client:
     def snapshot_record(self, session: str, output: str | None = None, name: str | None = None,
                         max_size: int | str | None = None) -> str:
         """Write the current contents of a snapshot session's buffers; returns the snapshot directory,
-        ``OUTPUT/NAME-YYYYmmdd-HHMMSS-N`` (default: the session's snapshot output and its name)."""
+        ``OUTPUT/NAME-YYYYmmdd-HHMMSS-N`` (default: the session's snapshot output and its name;
+        ``output``: a directory, file://PATH, or a relay's ``net://HOST[:CTRL[:DATA]]``)."""
         from ust.daemon.rules import parse_size
 
         if output is not None and "://" not in output:
@@ -475,7 +480,8 @@ class Client:
 
     def snapshot_add_output(self, session: str, url: str, name: str | None = None,
                             max_size: int | str | None = None) -> dict:
-        """Set a snapshot session's output (a path or file://PATH) after `snapshot_del_output`."""
+        """Set a snapshot session's output (a path, file://PATH or net://HOST[:CTRL[:DATA]]) after
+        `snapshot_del_output`."""
         from ust.daemon.rules import parse_size
 
         if "://" not in url:

@@ -15,7 +15,7 @@ _LAZY = {
     "Discarded": ".reader",
     "read_columns": ".bulk", "iter_column_chunks": ".bulk",
     "TextFormat": "._text", "format_struct": "._text",
-    "view_bytes": "._fasttext",
+    "view_bytes": "._fasttext", "text_batches": "._fasttext", "format_batch": "._fasttext",
     "display_name": "._codegen",
 }
 

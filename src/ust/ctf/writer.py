@@ -153,6 +153,7 @@ _CTF_MAGIC = layout.PACKET_MAGIC
 # The whole packet header and context: the prefix, then packet_seq_num,
 # events_discarded, cpu_id.
 _PACKET_HEADER = layout.packet_struct("<")
+PACKET_HEADER_SIZE = _PACKET_HEADER.size  # what PacketIndex.of reads of a packet
 
 
 class PacketIndex(NamedTuple):

@@ -271,8 +271,11 @@ class ConsumerLink:
     def flush(self, traces: list[str]) -> None:
         self.call({"cmd": "flush", "traces": traces})
 
-    def snapshot(self, targets: dict[str, str], root: str) -> None:
-        self.call({"cmd": "snapshot", "targets": targets, "root": root})
+    def snapshot(self, targets: dict[str, str], root: str | None, relay: dict | None = None) -> None:
+        msg = {"cmd": "snapshot", "targets": targets, "root": root}
+        if relay is not None:
+            msg["relay"] = relay  # targets are then paths in a relay session (ust.relay.output)
+        self.call(msg)
 
     def clear(self, traces: list[str]) -> None:
         """Empty the buffers (consumed unwritten) and the stream files of these traces."""

@@ -44,6 +44,7 @@ from ust.consumer.output import LocalTraceOutput
 from ust.consumer.trace import ChannelSpec, Trace, trace_info
 from ust.daemon import protocol
 from ust.daemon.protocol import ConnectionClosed
+from ust.relay.output import RelaySession, RelayTraceOutput
 from ust.errors import ProtocolError, UstError
 
 
@@ -62,6 +63,7 @@ class Consumer:
         os.set_blocking(self.efd, False)
         self.drainer = Drainer(self.efd, name="drain", log=_log)
         self.traces = self.drainer.traces  # key -> ust.consumer.trace.Trace
+        self.relays: dict[str, RelaySession] = {}  # streamed session name -> its relay link
 
     # -- serving -------------------------------------------------------------------
 
@@ -118,11 +120,15 @@ class Consumer:
         return {}, []
 
     def cmd_add_trace(self, fds, key: str, path: str, uuid: str, clock_offset: int, drain: bool,
-                      env: dict, session: str = "", root: str | None = None) -> tuple[dict, list]:
+                      env: dict, session: str = "", root: str | None = None,
+                      relay: dict | None = None) -> tuple[dict, list]:
         if key not in self.traces:
-            # As the session's owner (we run with their credentials), in a tree
-            # nobody else can write: ust.ctf.writer checks it.
-            output = LocalTraceOutput(path, root)
+            if relay is not None:  # streamed: the relay writes it (ust.relay.output)
+                output = RelayTraceOutput(self._relay_session(session, relay), relay["path"])
+            else:
+                # As the session's owner (we run with their credentials), in a tree
+                # nobody else can write: ust.ctf.writer checks it.
+                output = LocalTraceOutput(path, root)
             info = trace_info(bytes.fromhex(uuid.replace("-", "")), clock_offset, env)
             # A snapshot session writes nothing while it runs: only its snapshots.
             self.traces[key] = Trace(key, output if drain else None, info)
@@ -136,6 +142,7 @@ class Consumer:
         spec = ChannelSpec(name, stream_id, subbuf_size, num_subbuf, overwrite=overwrite, context=tuple(context),
                            read_timer=(timers.get("read_timer") or 0) / 1e6,
                            switch_timer=(timers.get("switch_timer") or 0) / 1e6,
+                           live_timer=(timers.get("live_timer") or 0) / 1e6,
                            tracefile_size=timers.get("tracefile_size") or 0,
                            tracefile_count=timers.get("tracefile_count") or 0)
         ch = t.add_channel(spec, self.efd, attach_fds=fds if attach else None)
@@ -163,7 +170,10 @@ class Consumer:
                 n += t.flush(sync=True)
         return {"packets": n}, []
 
-    def cmd_snapshot(self, fds, targets: dict, root: str | None = None) -> tuple[dict, list]:
+    def cmd_snapshot(self, fds, targets: dict, root: str | None = None,
+                     relay: dict | None = None) -> tuple[dict, list]:
+        if relay is not None:
+            return {"packets": self._snapshot_to_relay(targets, relay)}, []
         n = 0
         for key, dest in targets.items():
             t = self.traces.get(key)
@@ -242,13 +252,46 @@ class Consumer:
             os.rmdir(os.path.join(root, chunk))
         return {"packets": n}, []
 
+    def _snapshot_to_relay(self, targets: dict, relay: dict) -> int:
+        """A snapshot as a session of its own on the relay (its traces under ``targets``)."""
+        link = RelaySession(relay["host"], relay["control"], relay["data"], relay["session"], relay["hostname"], 0,
+                            relay.get("created") or 0)
+        try:
+            link.call(lambda client: None)  # reachable, or the command fails with why
+            n = 0
+            for key, dest in targets.items():
+                t = self.traces.get(key)
+                if t is not None:
+                    n += t.snapshot(RelayTraceOutput(link, dest))
+            return n
+        finally:
+            link.destroy()
+
     def cmd_remove_traces(self, fds, traces: list) -> tuple[dict, list]:
         for key in traces:
             t = self.traces.pop(key, None)
             if t is not None:
                 t.flush(sync=True)
                 t.close()
+        self._end_relay_sessions()
         return {}, []
+
+    def _relay_session(self, session: str, relay: dict) -> RelaySession:
+        """The one link to the relay of a streamed session (its traces share it)."""
+        link = self.relays.get(session)
+        if link is None:
+            link = RelaySession(relay["host"], relay["control"], relay["data"], session, relay["hostname"],
+                                relay.get("live_timer") or 0, relay.get("created") or 0)
+            self.relays[session] = link
+        return link
+
+    def _end_relay_sessions(self) -> None:
+        """Destroy, on their relays, the sessions whose traces are all gone."""
+        live = {t.output.link for t in self.traces.values() if isinstance(t.output, RelayTraceOutput)}
+        for name, link in list(self.relays.items()):
+            if link not in live:
+                link.destroy()
+                del self.relays[name]
 
     # -- the end -------------------------------------------------------------------
 
@@ -264,6 +307,7 @@ class Consumer:
         for t in self.traces.values():
             t.close()
         self.traces.clear()
+        self._end_relay_sessions()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,6 +87,11 @@ class Session:
     archives: list = field(default_factory=list)  # the archived chunks' directories, oldest first
     rotation_timer: int = 0  # µs, 0: off (enable-rotation --timer)
     rotation_size: int = 0  # bytes, 0: off (enable-rotation --size)
+    kernel: Any = None  # the kernel domain's KernelConf (sessiond/kernel.py), once -k is used
+    # Streaming (docs/relay.md): the relay's {"host", "control", "data"}; ``output``
+    # is then its net:// URL, for display only. live_timer: µs, 0 = not live.
+    relay: dict | None = None
+    live_timer: int = 0
 
     def chunk_root(self) -> str:
         """The directory the current trace chunk is written in."""
@@ -113,7 +118,6 @@ class Session:
         """Whether the inclusion sets let a process with these ids record this session."""
         ids = {"vpid": pid, "vuid": uid, "vgid": gid}
         return all(ids[attr] in values for attr, values in self.trackers.items())
-    kernel: Any = None  # the kernel domain's KernelConf (sessiond/kernel.py), once -k is used
 
     @property
     def buffers(self) -> str:
@@ -147,6 +151,7 @@ class Session:
             "name": self.name,
             "output": self.output,
             "snapshot": self.snapshot,
+            "live_timer": self.live_timer,
             "active": self.active,
             "buffers": self.buffers,
             "created": self.created,

@@ -9,6 +9,8 @@ applications registered before or after it.
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid as uuidlib
 
 from ust.ctf.writer import pid_trace_dir, uid_trace_dir
@@ -54,18 +56,24 @@ def _trace_for(daemon, s: Session, app) -> Trace:
     t = s.traces.get(owner)
     if t is not None:
         return t
+    # the trace's place in the session's tree, whether that is a directory or a relay's
     if owner[0] == "uid":
-        path = str(uid_trace_dir(s.chunk_root(), app.uid))
+        rel = uid_trace_dir("", app.uid).as_posix()
     else:
-        path = str(pid_trace_dir(s.chunk_root(), app.procname, app.pid))
+        rel = pid_trace_dir("", app.procname, app.pid).as_posix()
+    path = f"{s.output}/{rel}" if s.relay else os.path.join(s.chunk_root(), rel)
     key = f"{s.name}/{owner[0]}-{owner[1]}"
     t = Trace(key=key, path=path, owner=owner, uuid=str(uuidlib.uuid4()))
-    consumers.link(daemon, s).add_trace({
+    msg = {
         "key": key, "path": path, "root": s.output, "uuid": t.uuid, "clock_offset": s.clock_offset,
         "drain": not s.snapshot, "session": s.name,
         "env": {"trace_name": s.name, "trace_buffering_scheme": owner[0], "buffering_id": owner[1],
                 **({"procname": app.procname, "vpid": app.pid} if owner[0] == "pid" else {})},
-    })
+    }
+    if s.relay:
+        msg["relay"] = {**s.relay, "path": rel, "hostname": socket.gethostname(), "live_timer": s.live_timer,
+                        "created": int(s.created)}
+    consumers.link(daemon, s).add_trace(msg)
     s.traces[owner] = t
     return t
 
@@ -78,7 +86,7 @@ def _trace_channel(daemon, s: Session, t: Trace, conf: ChannelConf) -> TraceChan
             "name": conf.name, "stream_id": stream_id, "subbuf_size": conf.subbuf_size,
             "num_subbuf": conf.num_subbuf, "overwrite": conf.overwrite, "switch_timer": conf.switch_timer,
             "read_timer": conf.read_timer, "tracefile_size": conf.tracefile_size,
-            "tracefile_count": conf.tracefile_count, "context": list(conf.context),
+            "tracefile_count": conf.tracefile_count, "context": list(conf.context), "live_timer": s.live_timer,
         })
         tc = TraceChannel(conf=conf, stream_id=stream_id, fds=fds)
         t.channels[conf.name] = tc

@@ -8,7 +8,7 @@ import time
 
 from ust.ctf.writer import time_stamp
 from ust.daemon import protocol
-from ust.daemon.protocol import is_name, optional, string
+from ust.daemon.protocol import is_name, optional, string, uint
 from ust.daemon.sessiond import consumers, kernel, probes, sync
 from ust.daemon.sessiond.commands._table import CommandGroup
 from ust.daemon.sessiond.model import Session
@@ -18,28 +18,55 @@ group = CommandGroup()
 
 
 @group.command("create", {"name": is_name, "output?": optional(string()), "snapshot?": bool,
-                          "token?": optional(string(128)), "no_output?": bool})
+                          "token?": optional(string(128)), "no_output?": bool, "url?": optional(string(300)),
+                          "live_timer?": optional(uint(1 << 40))})
 def create(daemon, caller: int, name: str, output: str | None = None, snapshot: bool = False,
-           token: str | None = None, no_output: bool = False) -> dict:
-    if no_output and (not snapshot or output is not None):
-        raise SessionError("--no-output goes with --snapshot and without --output (ust has no live mode): "
+           token: str | None = None, no_output: bool = False, url: str | None = None,
+           live_timer: int | None = None) -> dict:
+    if no_output and (not snapshot or output is not None or url is not None or live_timer):
+        raise SessionError("--no-output goes with --snapshot and without --output or a URL: "
                            "`ust snapshot add-output` or `snapshot record URL` say where")
-    if output is None:
+    relay = None
+    if live_timer is not None and not 1 <= live_timer <= MAX_LIVE_TIMER_US:
+        raise SessionError(f"live timer must be 1 to {MAX_LIVE_TIMER_US} µs, got {live_timer}")
+    if live_timer and url is None:
+        url = "net://localhost"  # --live alone: the relay on this host, as lttng does
+    if url is not None:
+        if output is not None:
+            raise SessionError("give an output directory or a relay URL, not both")
+        relay = relay_of(url)
+        output = f"net://{relay['host']}:{relay['control']}:{relay['data']}"
+    elif output is None:
         stamp = time_stamp()
         try:
             home = pwd.getpwuid(caller).pw_dir
         except KeyError:
             raise SessionError(f"uid {caller} has no home directory: give an output directory") from None
         output = os.path.join(home, "ust-traces", f"{name}-{stamp}")
-    if not os.path.isabs(output):
+    if relay is None and not os.path.isabs(output):
         raise SessionError(f"output directory must be an absolute path, got {output!r}")
-    s = Session(name=name, output=os.path.normpath(output), uid=caller, snapshot=snapshot, token=token,
-                snapshot_output_deleted=no_output)
+    s = Session(name=name, output=output if relay else os.path.normpath(output), uid=caller, snapshot=snapshot,
+                token=token, relay=relay, live_timer=live_timer or 0, snapshot_output_deleted=no_output)
     with daemon.lock:
         if name in daemon.sessions:
             raise SessionError(f"a session named {name!r} already exists")
         daemon.sessions[name] = s
     return {"session": s.summary()}
+
+
+MAX_LIVE_TIMER_US = 3600 * 10**6
+
+
+def relay_of(url: str) -> dict:
+    """{"host", "control", "data"} of a ``net://HOST[:CTRL[:DATA]]`` URL (SessionError if invalid)."""
+    from ust.relay.sender import parse_net_url
+    from ust.relay.wire import WireError
+
+    try:
+        host, control, data = parse_net_url(url)
+    except WireError as exc:
+        raise SessionError(str(exc)) from None
+    return {"host": host, "control": control, "data": data}
 
 
 @group.command("destroy", {"session": is_name})
@@ -129,3 +156,10 @@ def stop_session(daemon, s: Session) -> None:
     link = consumers.link_if_running(daemon, s)
     if s.traces and link is not None:
         link.flush([t.key for t in s.traces.values()])
+
+
+def trace_rel(s: Session, t) -> str:
+    """A trace's path inside its session's tree (``ust/uid/0/64-bit``)."""
+    if s.relay:
+        return t.path[len(s.output) + 1:]
+    return os.path.relpath(t.path, s.output)

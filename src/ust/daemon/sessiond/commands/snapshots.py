@@ -11,11 +11,14 @@ has no partial snapshot yet, and a limit that is not kept would be a lie.
 from __future__ import annotations
 
 import os
+import socket
+import time
 
 from ust.ctf.writer import time_stamp
 from ust.daemon.protocol import is_name, optional, string, uint
 from ust.daemon.sessiond import consumers, kernel
 from ust.daemon.sessiond.commands._table import CommandGroup
+from ust.daemon.sessiond.commands.sessions import relay_of, trace_rel
 from ust.daemon.sessiond.model import Session
 from ust.errors import SessionError
 
@@ -27,11 +30,19 @@ def _snapshot_session(s: Session) -> None:
         raise SessionError(f"session {s.name!r} is not a snapshot session (create it with --snapshot)")
 
 
+def _is_relay(url: str) -> bool:
+    return url.startswith(("net://", "net6://"))
+
+
 def _path(url: str) -> str:
-    """A snapshot destination: an absolute path or file://PATH (no relay yet for net:// URLs)."""
+    """A snapshot destination: an absolute path, file://PATH, or a relay's net://HOST[:CTRL[:DATA]]
+    (checked, kept as given: docs/relay.md)."""
+    if _is_relay(url):
+        relay_of(url)  # SessionError if it is not a valid relay URL
+        return url
     path = url[len("file://"):] if url.startswith("file://") else url
     if "://" in path:
-        raise SessionError(f"snapshot output {url!r}: ust writes snapshots locally only yet (file://PATH or a path)")
+        raise SessionError(f"snapshot output {url!r}: a path, file://PATH or net://HOST[:CTRL[:DATA]]")
     if not os.path.isabs(path):
         raise SessionError(f"snapshot output must be an absolute path, got {url!r}")
     return os.path.normpath(path)
@@ -90,9 +101,16 @@ def snapshot_record(daemon, s: Session, output: str | None = None, name: str | N
                            "or give a URL to record")
     base = _path(output) if output is not None else configured["path"]
     label = name or (configured["name"] if configured else "snapshot-1")
-    dest = os.path.join(base, f"{label}-{time_stamp()}-{s.snapshot_count}")
+    snapshot_name = f"{label}-{time_stamp()}-{s.snapshot_count}"
     s.snapshot_count += 1
-    targets = {t.key: os.path.join(dest, os.path.relpath(t.path, s.output)) for t in s.traces.values()}
+    if _is_relay(base):  # a session of its own on the relay (docs/relay.md); kernel buffers stay local-only
+        relay = relay_of(base)
+        targets = {t.key: f"{snapshot_name}/{trace_rel(s, t)}" for t in s.traces.values()}
+        consumers.link(daemon, s).snapshot(targets, None, relay={
+            **relay, "session": s.name, "hostname": socket.gethostname(), "created": int(time.time())})
+        return {"path": f"net://{relay['host']}:{relay['control']}:{relay['data']}/{snapshot_name}"}
+    dest = os.path.join(base, snapshot_name)
+    targets = {t.key: os.path.join(dest, trace_rel(s, t)) for t in s.traces.values()}
     if targets:
         consumers.link(daemon, s).snapshot(targets, base)
     kernel.on_snapshot(daemon, s, dest)

@@ -1,0 +1,194 @@
+"""A network stream output: the consumer core's outputs for a trace streamed to
+ust-relayd (docs/relay.md, docs/consumer.md "How the next issues plug in").
+
+``RelaySession`` is one session's link to a relay, shared by the traces of
+that session in one consumer: a control and a data connection, and what the
+relay must be told again after a reconnection (the streams, the last
+metadata of each trace). ``RelayTraceOutput`` and ``RelayStreamOutput`` are
+a trace's and a stream's outputs over it.
+
+Never a hang of the application nor of the session daemon: the drain engine
+is the only thread that talks to the relay, with short timeouts. When the
+relay cannot be reached, ``write_packet`` raises OSError: the packet stays
+in its ring buffer, the buffer fills, and what does not fit is discarded and
+counted by the ring, as for a slow disk. A reconnection is tried at most once
+a second; after one, the relay is told the streams and the metadata again
+before any packet, and carries on in the same session directory when it
+has it (a restarted relay: the files it has, cut back to whole packets;
+packets lost in flight show as a gap in ``packet_seq_num``, which
+babeltrace2 reports as discarded packets).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+
+from ust.consumer.output import StreamOutput, TraceOutput
+from ust.ctf.writer import PacketIndex, stream_file_name
+
+from . import wire
+from .sender import RelayClient
+
+CONNECT_TIMEOUT = 2.0  # seconds: the drain engine waits at most this for a dead relay
+RETRY_PERIOD = 1.0
+
+
+class RelaySession:
+    def __init__(self, host: str, control_port: int, data_port: int, session: str, hostname: str,
+                 live_timer_us: int, created: float):
+        self.address = (host, control_port, data_port)
+        self.session = session
+        self.hostname = hostname
+        self.live_timer_us = live_timer_us
+        self.created = created
+        self.lock = threading.RLock()
+        self.client: RelayClient | None = None
+        self.next_try = 0.0
+        self.handles = iter(range(1, 1 << 62))
+        # what a (re)connected relay must know, in order: handle -> (trace path, file name,
+        # stream class, is metadata); metadata handle -> its last text
+        self.streams: dict[int, tuple[str, str, int, bool]] = {}
+        self.metadata: dict[int, bytes] = {}
+        self.closed_streams: set[int] = set()
+        self.connections = 0  # successful connections (a test's and a log's figure)
+        self.identity = os.urandom(wire.IDENTITY_SIZE)  # a reconnection resumes this session on the relay
+        self.error = ""
+
+    def _connected(self) -> RelayClient:
+        """The client, (re)connecting when due; OSError when the relay is unreachable."""
+        if self.client is not None:
+            return self.client
+        now = time.monotonic()
+        if now < self.next_try:
+            raise OSError(errno.ENOTCONN, f"relay {self.address[0]} unreachable: {self.error}")
+        self.next_try = now + RETRY_PERIOD
+        client = None
+        try:
+            client = RelayClient(*self.address, timeout=CONNECT_TIMEOUT)
+            client.create_session(self.session, self.hostname, self.live_timer_us, self.created, self.identity,
+                                  resume=self.connections > 0)
+            for handle, (path, name, stream_class, is_meta) in self.streams.items():
+                if handle in self.closed_streams:
+                    continue
+                client.add_stream(handle, stream_class, path, name, metadata=is_meta)
+                if is_meta and handle in self.metadata:
+                    client.send_metadata(handle, self.metadata[handle])
+        except (OSError, wire.WireError) as exc:
+            if client is not None:
+                client.close()
+            self.error = str(exc)
+            raise OSError(errno.ENOTCONN, f"relay {self.address[0]} unreachable: {exc}") from None
+        self.client = client
+        self.connections += 1
+        self.error = ""
+        return client
+
+    def _broken(self, exc: Exception) -> OSError:
+        """Drop the connection after a failure: the next call reconnects."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        self.error = str(exc)
+        self.next_try = time.monotonic() + RETRY_PERIOD
+        return OSError(errno.EPIPE, f"relay {self.address[0]}: {exc}")
+
+    def call(self, action) -> None:
+        with self.lock:
+            client = self._connected()
+            try:
+                action(client)
+            except (OSError, wire.WireError) as exc:
+                raise self._broken(exc) from None
+
+    def add_stream(self, path: str, name: str, stream_class: int, metadata: bool = False) -> int:
+        with self.lock:
+            handle = next(self.handles)
+            self.streams[handle] = (path, name, stream_class, metadata)
+            if self.client is not None:
+                try:
+                    self.client.add_stream(handle, stream_class, path, name, metadata=metadata)
+                except (OSError, wire.WireError) as exc:
+                    self._broken(exc)  # told again at the reconnection
+            return handle
+
+    def send_metadata(self, handle: int, text: bytes) -> None:
+        with self.lock:
+            self.metadata[handle] = text
+            try:
+                self.call(lambda c: c.send_metadata(handle, text))
+            except OSError:
+                pass  # sent again, before any packet, at the reconnection
+
+    def close_stream(self, handle: int) -> None:
+        with self.lock:
+            self.closed_streams.add(handle)
+            if self.client is not None:
+                try:
+                    self.client.close_stream(handle)
+                except (OSError, wire.WireError) as exc:
+                    self._broken(exc)
+
+    def destroy(self) -> None:
+        with self.lock:
+            if self.client is not None:
+                try:
+                    self.client.destroy()
+                except (OSError, wire.WireError):
+                    pass
+                self.client.close()
+                self.client = None
+
+
+class RelayStreamOutput(StreamOutput):
+    def __init__(self, link: RelaySession, path: str, name: str, stream_class: int):
+        self.link = link
+        self.name = name
+        self.path = path
+        self.handle = link.add_stream(path, name, stream_class)
+        self.packets = 0
+        self.bytes_written = 0
+        self.last_written = 0.0  # monotonic time of the last packet sent (the live timer's beacons)
+
+    def describe(self) -> str:
+        host, ctrl, _ = self.link.address
+        return f"net://{host}:{ctrl}/{self.link.session}/{self.path}/{self.name}"
+
+    def write_packet(self, packet, index: PacketIndex) -> None:
+        self.link.call(lambda c: c.send_packet(self.handle, packet, index))
+        self.packets += 1
+        self.bytes_written += index.packet_size
+        self.last_written = time.monotonic()
+        self.write_succeeded()
+
+    def beacon(self, timestamp: int) -> None:
+        """Nothing in this stream until ``timestamp`` (trace clock): the live timer
+        of an idle stream, so that viewers move past it."""
+        try:
+            self.link.call(lambda c: c.beacon(self.handle, timestamp))
+        except OSError:
+            pass  # a viewer waits a little longer
+
+    def close(self) -> None:
+        self.link.close_stream(self.handle)
+
+
+class RelayTraceOutput(TraceOutput):
+    """A trace streamed to a relay: ``path`` is its place in the session's tree
+    (``ust/uid/0/64-bit``), as it would be under a local output directory."""
+
+    def __init__(self, link: RelaySession, path: str):
+        self.link = link
+        self.path = wire.check_path(path)
+        self.metadata_handle = link.add_stream(self.path, "metadata", 0, metadata=True)
+
+    def stream(self, channel, cpu: int) -> RelayStreamOutput:
+        return RelayStreamOutput(self.link, self.path, stream_file_name(channel.name, cpu), channel.stream_id)
+
+    def write_metadata(self, text: str) -> None:
+        self.link.send_metadata(self.metadata_handle, text.encode())
+
+    def close(self) -> None:
+        self.link.close_stream(self.metadata_handle)

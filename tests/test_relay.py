@@ -1,0 +1,346 @@
+"""ust-relayd end to end: a real relay, traces streamed to it, real babeltrace2
+following them live on its LTTng live port."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import needs_babeltrace2
+from daemon_util import wait_until
+from relay_util import Relayd, files_of, live_viewer, make_trace
+from ust.relay import viewer_abi as va
+from ust.relay.sender import replay_trace
+from ust.relay.viewer import LiveClient
+
+
+@pytest.fixture(scope="module")
+def local_trace(tmp_path_factory):
+    path = tmp_path_factory.mktemp("local") / "trace"
+    make_trace(path)
+    return path
+
+
+@pytest.fixture
+def relayd(tmp_path):
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "relay-out", rundir)
+    yield relay
+    rc = relay.stop()
+    assert rc == 0, relay.stderr
+    assert not os.path.exists(relay.pid_file), "the pid file outlives the relay"
+
+
+def session_dir(relay, host):
+    [name] = [d for d in os.listdir(os.path.join(relay.output, host)) if not d.startswith(".")]
+    return os.path.join(relay.output, host, name)
+
+
+def clients_of(relay, name):
+    viewer = LiveClient("127.0.0.1", relay.live)
+    try:
+        return sum(s.clients for s in viewer.list_sessions() if s.name == name)
+    finally:
+        viewer.close()
+
+
+def rude_viewer(relay, session_id):
+    """A viewer that asks for a packet and leaves without reading the answer."""
+    v = LiveClient("127.0.0.1", relay.live)
+    v.create_session()
+    _, streams = v.attach(session_id)
+    for s in streams:
+        if not s.metadata:
+            index = v.next_index(s.id)
+            if index["status"] == va.INDEX_OK:
+                v.sock.sendall(va.request(va.GET_PACKET, va.GET_PACKET_REQUEST.pack(
+                    s.id, index["offset"], index["packet_size"] // 8)))
+                break
+    v.close()
+
+
+def stream_with_viewers(relay, trace, tmp_path, viewers=1, host="hostA", name="demo", rude=False, lazy=False):
+    """Create the session and its streams, attach ``viewers`` babeltrace2, then send
+    the packets and end the session: the viewers' texts."""
+    client = relay.client()
+    client.create_session(name, host, live_timer_us=100000)
+    procs = []
+
+    def on_packet(n):
+        if n == 0:  # every stream and the metadata are on the relay: attach the viewers now
+            for i in range(viewers):
+                procs.append(live_viewer(f"{relay.live_url}/host/{host}/{name}", tmp_path / f"live{i}.txt"))
+            wait_until(lambda: clients_of(relay, name) == viewers, timeout=120, what="the viewers attached")
+        if n == 5 and rude:
+            rude_viewer(relay, client.session)
+
+    sent = replay_trace(client, trace, on_packet=on_packet, lazy=lazy)
+    client.close()
+    assert sent > 10
+    texts = []
+    for i, p in enumerate(procs):
+        err = p.communicate(timeout=300)[1]
+        assert p.returncode == 0, err
+        texts.append((tmp_path / f"live{i}.txt").read_text())
+    return texts
+
+
+@needs_babeltrace2
+def test_babeltrace2_live_prints_what_it_prints_locally(relayd, local_trace, tmp_path):
+    [live] = stream_with_viewers(relayd, local_trace, tmp_path)
+    local = subprocess.run(["babeltrace2", str(local_trace)], capture_output=True, text=True, check=True).stdout
+    assert live.count("relay:ev") == 9000
+    assert live == local
+
+
+@pytest.fixture(scope="module")
+def per_pid_trace(tmp_path_factory):
+    """Two processes' traces in one session directory, as a per-PID session writes them."""
+    root = tmp_path_factory.mktemp("perpid") / "session"
+    for i, name in enumerate(("app-101-20260101-000000", "app-202-20260101-000001")):
+        make_trace(root / "tmp" / str(i))
+        [trace_dir] = [d for d, _, files in os.walk(root / "tmp" / str(i)) if "metadata" in files]
+        os.makedirs(root / "ust" / "pid", exist_ok=True)
+        os.rename(trace_dir, root / "ust" / "pid" / name)
+    import shutil
+
+    shutil.rmtree(root / "tmp")
+    return root
+
+
+@needs_babeltrace2
+def test_streams_and_processes_joining_a_live_session(relayd, per_pid_trace, tmp_path):
+    """Per-PID traces whose streams appear while babeltrace2 follows (NEW_STREAM,
+    GET_NEW_STREAMS, a second trace's metadata): it prints what it prints locally."""
+    [live] = stream_with_viewers(relayd, per_pid_trace, tmp_path, lazy=True)
+    local = subprocess.run(["babeltrace2", str(per_pid_trace)], capture_output=True, text=True, check=True).stdout
+    assert live.count("relay:ev") == 2 * 9000
+    assert live == local
+
+
+@needs_babeltrace2
+def test_relay_copy_is_byte_identical(relayd, local_trace, tmp_path):
+    stream_with_viewers(relayd, local_trace, tmp_path, viewers=0)
+    wait_until(lambda: not [s for s in LiveClient("127.0.0.1", relayd.live).list_sessions()],
+               what="the session ended on the relay")
+    relayd.stop()  # files synced and closed
+    copy = files_of(session_dir(relayd, "hostA"))
+    local = files_of(local_trace)
+    assert copy.keys() == {k for k, v in local.items() if v}  # empty stream files are not streamed
+    for name, data in copy.items():
+        assert data == local[name], name
+
+
+@needs_babeltrace2
+def test_many_viewers_on_one_session(relayd, local_trace, tmp_path):
+    """Four babeltrace2 at once (LTTng allows one), and one viewer leaving mid-reply."""
+    texts = stream_with_viewers(relayd, local_trace, tmp_path, viewers=4, rude=True)
+    local = subprocess.run(["babeltrace2", str(local_trace)], capture_output=True, text=True, check=True).stdout
+    assert all(t == local for t in texts)
+
+
+@needs_babeltrace2
+def test_babeltrace2_lists_sessions_of_every_host(relayd):
+    clients = []
+    for host, name in (("hostA", "s1"), ("hostB", "s2")):
+        c = relayd.client()
+        c.create_session(name, host, live_timer_us=250000)
+        clients.append(c)
+    r = subprocess.run(["babeltrace2", "--input-format=lttng-live", relayd.live_url], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert f"{relayd.live_url}/host/hostA/s1 (timer = 250000" in r.stdout
+    assert f"{relayd.live_url}/host/hostB/s2 (timer = 250000" in r.stdout
+    for c in clients:
+        c.destroy()
+        c.close()
+
+
+def test_viewer_protocol_statuses(relayd, local_trace):
+    """What babeltrace2 does not exercise: detach, unknown ids, not-live sessions, a
+    viewer attaching before the streams exist gets them as new streams."""
+    live = relayd.client()
+    sid_live = live.create_session("live", "h", live_timer_us=100000)
+    dead = relayd.client()
+    sid_dead = dead.create_session("notlive", "h", live_timer_us=0)
+    v = LiveClient("127.0.0.1", relayd.live)
+    assert v.attach(sid_live)[0] == va.ATTACH_NO_SESSION  # CREATE_SESSION first
+    assert v.create_session() == va.CREATE_SESSION_OK
+    assert v.attach(sid_dead)[0] == va.ATTACH_NOT_LIVE
+    assert v.attach(12345)[0] == va.ATTACH_UNK
+    assert v.attach(sid_live, seek=7)[0] == va.ATTACH_SEEK_ERR
+    status, streams = v.attach(sid_live)
+    assert (status, streams) == (va.ATTACH_OK, [])
+    assert v.new_streams(sid_live)[0] == va.NEW_STREAMS_NO_NEW
+    live.add_stream(1, 0, "ust/uid/0/64-bit", "metadata", metadata=True)
+    live.send_metadata(1, b"/* CTF 1.8 */\n\n")
+    status, streams = v.new_streams(sid_live)
+    assert status == va.NEW_STREAMS_OK and [s.metadata for s in streams] == [True]
+    assert v.metadata(streams[0].id) == (va.METADATA_OK, b"/* CTF 1.8 */\n\n")
+    assert v.metadata(streams[0].id)[0] == va.METADATA_NO_NEW
+    assert v.next_index(streams[0].id)["status"] == va.INDEX_ERR  # not a data stream
+    assert v.packet(999, 0, 10)[0] == va.PACKET_ERR
+    assert v.detach(sid_live) == va.DETACH_OK
+    assert v.detach(sid_live) == va.DETACH_UNK
+    live.destroy()
+    assert [s.name for s in v.list_sessions()] == ["notlive"]
+    v.close()
+    for c in (live, dead):
+        c.close()
+
+
+def test_daemonized_relay_pid_file_and_sigterm(tmp_path):
+    import signal
+    import sys
+
+    from daemon_util import SRC
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    env = dict(os.environ, PYTHONPATH=SRC, UST_HOME=str(home))
+    r = subprocess.run([sys.executable, "-m", "ust.relay.relayd", "-d", "-C", "tcp://127.0.0.1:0", "-D",
+                        "tcp://127.0.0.1:0", "-L", "tcp://127.0.0.1:0", "-o", str(tmp_path / "out")],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    pid_file = home / "relayd.pid"
+    pid = wait_until(lambda: pid_file.exists() and int(pid_file.read_text() or 0), what="the pid file")
+    live = int(r.stdout.split()[6].rsplit(":", 1)[1])
+    v = LiveClient("127.0.0.1", live)  # it serves
+    assert v.list_sessions() == []
+    v.close()
+    os.kill(pid, signal.SIGTERM)
+
+    def gone():
+        try:
+            os.kill(pid, 0)
+            return False
+        except ProcessLookupError:
+            return True
+
+    wait_until(gone, what="the relay to stop on SIGTERM")
+    assert not pid_file.exists()
+
+
+def test_bad_options_are_one_line(tmp_path):
+    import sys
+
+    from daemon_util import SRC
+
+    env = dict(os.environ, PYTHONPATH=SRC, UST_HOME=str(tmp_path))
+    for args in (["-C", "udp://x:1"], ["-L", "tcp://127.0.0.1:99999"]):
+        r = subprocess.run([sys.executable, "-m", "ust.relay.relayd", *args, "-o", str(tmp_path / "o")],
+                           env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "ust-relayd: error:" in r.stderr, r.stderr
+
+
+@needs_babeltrace2
+def test_rewritten_metadata_reaches_viewers_as_an_append(relayd, tmp_path):
+    """A consumer rewrites the metadata whole (a new channel adds a stream block
+    before the events); a live viewer gets only what is new, and the log it
+    reads parses."""
+    from ust.ctf import metadata as md
+    from ust.instrument.fields import EventDecl, Field, FieldType
+
+    info = md.TraceInfo(uuid=bytes(16), clock_offset_ns=0)
+    ev = EventDecl("a:one", (Field("n", FieldType("int", 32)),), 13)
+    ev2 = EventDecl("a:two", (Field("s", FieldType("string")),), 13)
+    v1 = md.metadata_text(info, [md.StreamClass(0, "c0")], [(0, 0, ev)]).encode()
+    v2 = md.metadata_text(info, [md.StreamClass(0, "c0"), md.StreamClass(1, "c1", ("vtid",))],
+                          [(0, 0, ev), (1, 1, ev2)]).encode()
+    assert not v2.startswith(v1)
+    client = relayd.client()
+    client.create_session("m", "h", 100000)
+    client.add_stream(1, 0, "ust", "metadata", metadata=True)
+    client.send_metadata(1, v1)
+    v = LiveClient("127.0.0.1", relayd.live)
+    v.create_session()
+    _, [meta] = v.attach(client.session)
+    assert v.metadata(meta.id) == (va.METADATA_OK, v1)
+    client.send_metadata(1, v2)
+    status, delta = v.metadata(meta.id)
+    assert status == va.METADATA_OK and b"id = 1;" in delta and b"a:two" in delta and b"a:one" not in delta
+    log = tmp_path / "viewer"
+    log.mkdir()
+    (log / "metadata").write_bytes(v1 + delta)
+    r = subprocess.run(["babeltrace2", str(log)], capture_output=True, text=True)  # parses it, no packets
+    assert r.returncode == 0, r.stderr
+    # the file on the relay is the producer's text, as it wrote it locally
+    with open(os.path.join(session_dir(relayd, "h"), "ust", "metadata"), "rb") as f:
+        assert f.read() == v2
+    v.close()
+    client.close()
+
+
+@pytest.mark.parametrize("layout", ["per-uid", "per-pid-joining"])
+def test_ust_view_live_prints_what_ust_view_prints(relayd, local_trace, per_pid_trace, tmp_path, layout):
+    """ust's own follower: started before the session has all its packets (per-PID:
+    nor all its streams and processes), it prints while the session streams, as
+    `ust view` prints the local trace, and ends when the session is destroyed."""
+    import sys
+
+    from daemon_util import SRC
+
+    from ust.ctf.writer import packet_spans
+    from ust.relay.sender import trace_streams
+
+    trace, lazy = (local_trace, False) if layout == "per-uid" else (per_pid_trace, True)
+    client = relayd.client()
+    client.create_session("followed", "hostF", live_timer_us=100000)
+    env = dict(os.environ, PYTHONPATH=SRC, UST_AGENT="0")
+    proc = []
+    total = 0
+    for _rel, directory, names in trace_streams(trace):
+        for name in names:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            total += len(list(packet_spans(fd, os.fstat(fd).st_size)))
+            os.close(fd)
+    half = total // 2
+
+    def on_packet(n):
+        if n == 0:
+            proc.append(subprocess.Popen(
+                [sys.executable, "-m", "ust.cli", "view", "--live", f"{relayd.live_url}/host/hostF/followed"],
+                env=env, stdout=open(tmp_path / "live.txt", "w"), stderr=subprocess.PIPE, text=True))
+            wait_until(lambda: clients_of(relayd, "followed") == 1, timeout=120, what="ust view attached")
+        if n == half:  # live: events are printed while the session still streams
+            wait_until(lambda: (tmp_path / "live.txt").stat().st_size > 0, timeout=120, what="live output")
+
+    replay_trace(client, trace, on_packet=on_packet, lazy=lazy)
+    client.close()
+    err = proc[0].communicate(timeout=300)[1]
+    assert proc[0].returncode == 0, err
+    local = subprocess.run([sys.executable, "-m", "ust.cli", "view", str(trace)], env=env,
+                           capture_output=True, text=True, check=True).stdout
+    live = (tmp_path / "live.txt").read_text()
+    assert live.count("relay:ev") == (9000 if layout == "per-uid" else 18000)
+    assert live == local
+
+
+def test_ust_view_live_unreachable_relay_is_one_line(tmp_path):
+    import sys
+
+    from daemon_util import SRC
+
+    s = __import__("socket").socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "view", "--live", f"net://127.0.0.1:{port}/host/h/s"],
+                       env=dict(os.environ, PYTHONPATH=SRC, UST_AGENT="0", UST_HOME=str(tmp_path)),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "cannot reach the relay" in r.stderr, r.stderr
+
+
+def test_ended_sessions_hold_no_descriptors(relayd, local_trace, tmp_path):
+    """A relay runs for months: the files of ended sessions are closed."""
+    fds = lambda: len(os.listdir(f"/proc/{relayd.proc.pid}/fd"))  # noqa: E731
+    baseline = fds()
+    for i in range(3):
+        client = relayd.client()
+        client.create_session(f"s{i}", "h", live_timer_us=100000)
+        replay_trace(client, local_trace)
+        client.close()
+    wait_until(lambda: fds() <= baseline, what="the relay's descriptors back to their baseline")

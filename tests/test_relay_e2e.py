@@ -1,0 +1,155 @@
+"""Streaming sessions end to end: real ust-sessiond and ust-consumerd, a real
+traced application, a real ust-relayd; babeltrace2 and `ust view --live` follow."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import needs_babeltrace2
+from daemon_util import SRC, counts, read_events, ust_env, values, wait_until  # noqa: F401
+from relay_util import Relayd, attached_viewers, files_of, live_viewer
+
+
+@pytest.fixture
+def relayd(tmp_path):
+    rundir = tmp_path / "relay-run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "relay-out", rundir)
+    yield relay
+    if relay.alive():
+        assert relay.stop() == 0, relay.stderr
+
+
+def session_dir(relay, name):
+    host = os.uname().nodename
+    [d] = [d for d in os.listdir(os.path.join(relay.output, host)) if d.startswith(name + "-")]
+    return os.path.join(relay.output, host, d)
+
+
+@needs_babeltrace2
+def test_live_session_followed_by_babeltrace2(ust_env, relayd, tmp_path):
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    _, out, _ = ust_env.ust("create", "s", "-U", relayd.net_url, "--live")
+    assert "Live session s created." in out and relayd.net_url in out
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    app.send("emit app:alpha 10")
+    host = os.uname().nodename
+    wait_until(lambda: any(d.startswith("s-") for d in os.listdir(os.path.join(relayd.output, host)))
+               if os.path.isdir(os.path.join(relayd.output, host)) else False, what="the session on the relay")
+    viewer = live_viewer(f"{relayd.live_url}/host/{host}/s", tmp_path / "live.txt")
+    wait_until(lambda: attached_viewers(relayd) == 1, timeout=120, what="babeltrace2 attached")
+    # the live timer delivers the partial packet: the viewer sees events while the session runs
+    wait_until(lambda: (tmp_path / "live.txt").read_text().count("app:alpha") == 10, timeout=120,
+               what="babeltrace2 printing the first events live")
+    app.send("emit app:alpha 490")
+    rc, _, err = ust_env.ust("view", check=False)  # no local trace to read: one line says what to do
+    assert rc != 0 and "ust view --live" in err and err.count("\n") == 1, err
+    ust_env.ust("destroy")
+    err = viewer.communicate(timeout=300)[1]
+    assert viewer.returncode == 0, err
+    live = (tmp_path / "live.txt").read_text()
+    assert live.count("app:alpha") == 500
+    # the relay's copy reads the same
+    events = read_events(session_dir(relayd, "s"))
+    assert values(events, "app:alpha") == list(range(10)) + list(range(490))
+    app.exit()
+
+
+@needs_babeltrace2
+def test_streamed_copy_equals_local_trace(ust_env, relayd, tmp_path):
+    """The same application output recorded by a local session and by a streamed one
+    at once: file by file, the relay's copy has what the local trace has."""
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    local = os.path.join(ust_env.out, "local")
+    ust_env.ust("create", "loc", "-o", local)
+    ust_env.ust("enable-event", "app:*", "-s", "loc")
+    ust_env.ust("create", "net", "-C", f"tcp://127.0.0.1:{relayd.control}", "-D", f"tcp://127.0.0.1:{relayd.data}")
+    ust_env.ust("enable-event", "app:*", "-s", "net")
+    ust_env.ust("start", "loc")
+    ust_env.ust("start", "net")
+    app.send("emit app:alpha 3000")
+    ust_env.ust("stop", "loc")
+    ust_env.ust("stop", "net")
+    ust_env.ust("destroy", "loc")
+    ust_env.ust("destroy", "net")
+    copy = session_dir(relayd, "net")
+    a = subprocess.run(["babeltrace2", local], capture_output=True, text=True, check=True).stdout
+    b = subprocess.run(["babeltrace2", copy], capture_output=True, text=True, check=True).stdout
+    assert a.count("app:alpha") == b.count("app:alpha") == 3000
+    # each session has its own clock offset: the same events, told apart only by their time stamps
+    assert [line.split(") ", 1)[1] for line in a.splitlines()] == [line.split(") ", 1)[1] for line in b.splitlines()]
+    relayd.stop()
+    # the same tree of non-empty files (two sessions: two trace uuids, so not the same bytes;
+    # tests/test_relay.py::test_relay_copy_is_byte_identical streams one trace's own packets)
+    assert {k for k, v in files_of(local).items() if v} == {k for k, v in files_of(copy).items() if v}
+    app.exit()
+
+
+def test_relay_killed_and_restarted(ust_env, relayd, tmp_path):
+    """The relay dies while a session streams: the application goes on without
+    waiting, the ust commands answer, what cannot be sent is discarded and
+    counted; the relay restarted on the same ports gets the stream again, in
+    the same session directory."""
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    ust_env.ust("create", "s", "-U", relayd.net_url, "--live=50000")
+    ust_env.ust("enable-channel", "c", "--subbuf-size", "4096", "--num-subbuf", "4")
+    ust_env.ust("enable-event", "app:alpha", "-c", "c")
+    ust_env.ust("start")
+    app.send("emit app:alpha 100")
+    host = os.uname().nodename
+    wait_until(lambda: "app:alpha" in _relay_text(relayd.output), timeout=120, what="events on the relay")
+    relayd.kill()
+    app.send("emit app:alpha 20000")  # never blocks: 16 KiB of buffer, then discarded
+    _, out, _ = ust_env.ust("status")  # the daemons answer while the relay is gone
+    before = _relay_text(relayd.output).count("app:alpha")
+    relayd.restart()
+    wait_until(lambda: _relay_text(relayd.output).count("app:alpha") > before, timeout=120,
+               what="the consumer reconnected and sent what its buffer kept")
+    assert [d for d in os.listdir(os.path.join(relayd.output, host)) if not d.startswith(".")] == \
+        [os.path.basename(session_dir(relayd, "s"))]  # resumed: the same directory
+    app.send("emit app:alpha 50")
+    ust_env.ust("stop")
+    ust_env.ust("destroy")
+    recorded = discarded = 0
+    for d in [d for d in os.listdir(os.path.join(relayd.output, host)) if not d.startswith(".")]:
+        r = subprocess.run(["babeltrace2", os.path.join(relayd.output, host, d)], capture_output=True, text=True,
+                           check=True)
+        recorded += r.stdout.count("app:alpha")
+        discarded += sum(int(n) for n in re.findall(r"discarded (\d+) events", r.stderr))
+    assert 150 <= recorded < 20150  # before the crash, what the buffer kept, after the restart
+    assert recorded + discarded == 20150  # every event is there or counted
+    app.exit()
+
+
+def _relay_text(root) -> str:
+    r = subprocess.run(["babeltrace2", str(root)], capture_output=True, text=True)
+    return r.stdout if r.returncode == 0 else ""
+
+
+@needs_babeltrace2
+def test_snapshot_record_to_a_relay(ust_env, relayd, tmp_path):
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    ust_env.ust("create", "snap", "--snapshot", "-o", os.path.join(ust_env.out, "snap"))
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("start")
+    app.send("emit app:alpha 300")
+    _, out, _ = ust_env.ust("snapshot", "record", "--output", relayd.net_url)
+    assert relayd.net_url in out
+    wait_until(lambda: "app:alpha" in _relay_text(relayd.output), what="the snapshot on the relay")
+    assert values(read_events(relayd.output), "app:alpha") == list(range(300))
+    assert "snapshot-0-" in "".join(d for d, _, _ in os.walk(relayd.output))
+    relayd.kill()
+    rc, _, err = ust_env.ust("snapshot", "record", "--output", relayd.net_url, check=False)
+    assert rc != 0 and "unreachable" in err and err.count("\n") == 1, err
+    ust_env.ust("destroy")
+    app.exit()
