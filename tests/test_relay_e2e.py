@@ -147,7 +147,8 @@ def test_snapshot_record_to_a_relay(ust_env, relayd, tmp_path):
     assert relayd.net_url in out
     wait_until(lambda: "app:alpha" in _relay_text(relayd.output), what="the snapshot on the relay")
     assert values(read_events(relayd.output), "app:alpha") == list(range(300))
-    assert "snapshot-0-" in "".join(d for d, _, _ in os.walk(relayd.output))
+    # named as lttng names snapshots: OUTPUT-NAME-YYYYmmdd-HHMMSS-N (the first: snapshot-1-...-0)
+    assert any(re.fullmatch(r"snapshot-1-\d{8}-\d{6}-0", os.path.basename(d)) for d, _, _ in os.walk(relayd.output))
     relayd.kill()
     rc, _, err = ust_env.ust("snapshot", "record", "--output", relayd.net_url, check=False)
     assert rc != 0 and "unreachable" in err and err.count("\n") == 1, err
