@@ -2,11 +2,12 @@
 # Install what the tests need from Debian when it is missing: babeltrace2 (the
 # oracle every trace is checked against) and its Python bindings; lttng-tools
 # and xmllint (the real `lttng load` and lttng's session.xsd check the session
-# files `ust save` writes).
+# files `ust save` writes); iproute2 (`ip netns`: the relay's many-hosts tests).
 set -e
-PACKAGES="babeltrace2 python3-bt2 lttng-tools libxml2-utils"
+PACKAGES="babeltrace2 python3-bt2 lttng-tools libxml2-utils iproute2"
 if command -v babeltrace2 >/dev/null 2>&1 && /usr/bin/python3 -c "import bt2" >/dev/null 2>&1 \
-        && command -v lttng-sessiond >/dev/null 2>&1 && command -v xmllint >/dev/null 2>&1; then
+        && command -v lttng-sessiond >/dev/null 2>&1 && command -v xmllint >/dev/null 2>&1 \
+        && command -v ip >/dev/null 2>&1; then
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
