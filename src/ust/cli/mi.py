@@ -243,19 +243,11 @@ def mi_enable_channel(args: argparse.Namespace) -> dict:
 
 
 def mi_enable_event(args: argparse.Namespace) -> dict:
-    from ust.cli.session_cmds import _current, _split
+    from ust.cli.session_cmds import _current, enable_event_rules
 
     if args.function is not None:
         raise SessionError("--mi: `enable-event --function` has no machine interface yet")
-    session = _current(args)
-    patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
-    if not patterns:
-        raise SessionError("give an event pattern, or --all")
-    level = args.loglevel if args.loglevel is not None else args.loglevel_only
-    with _client() as c:
-        rules = c.enable_events(session, patterns, channel=args.channel, exclusions=_split(args.exclude),
-                                filter=args.filter, loglevel=level, loglevel_only=args.loglevel_only is not None,
-                                python=args.python)
+    rules = enable_event_rules(args, _current(args))
     return {"events": Many("event", [event_element(r, success=True) for r in rules])}
 
 

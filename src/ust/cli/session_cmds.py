@@ -421,6 +421,18 @@ def _run_kernel_event(args: argparse.Namespace, session: str, out, enable: bool)
     return 0
 
 
+def enable_event_rules(args: argparse.Namespace, session: str) -> list[dict]:
+    """The event rules of `ust enable-event PATTERNS|--all` (and its --mi form), enabled: what the daemon answers."""
+    patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
+    if not patterns:
+        raise SessionError("give an event pattern, or --all")
+    level = args.loglevel if args.loglevel is not None else args.loglevel_only
+    with _client() as c:
+        return c.enable_events(session, patterns, channel=args.channel, exclusions=_split(args.exclude),
+                               filter=args.filter, loglevel=level, loglevel_only=args.loglevel_only is not None,
+                               python=args.python)
+
+
 def run_enable_event(args: argparse.Namespace, out) -> int:
     session = _current(args)
     if args.kernel:
@@ -431,14 +443,7 @@ def run_enable_event(args: argparse.Namespace, out) -> int:
         return _run_enable_probe(args, session, out)
     if args.no_args or args.repr_limit is not None:
         raise SessionError("--no-args and --repr-limit go with --function")
-    patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
-    if not patterns:
-        raise SessionError("give an event pattern, or --all")
-    level = args.loglevel if args.loglevel is not None else args.loglevel_only
-    with _client() as c:
-        rules = c.enable_events(session, patterns, channel=args.channel, exclusions=_split(args.exclude),
-                                filter=args.filter, loglevel=level, loglevel_only=args.loglevel_only is not None,
-                                python=args.python)
+    rules = enable_event_rules(args, session)
     for r in rules:
         if r.get("domain") == "python":
             levels = f" ({_python_levels(r)})" if r["loglevel_type"] != "all" else ""
