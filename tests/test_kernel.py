@@ -428,3 +428,32 @@ def test_stop_says_how_many_kernel_events_were_lost(ust_env, tracefs_dir):
     lost = sum(discarded_of([e]) for e in bt2_dump(os.path.join(ust_env.out, "kernel")) if "discarded" in e)
     assert lost > 0
     assert f"Warning: {lost} kernel events were discarded" in out, out
+
+
+def _getppid_events(kdir, pid):
+    """(timestamp, name, cpu) of one process's getppid events in a kernel trace."""
+    return [(e["ts"], e["name"], e["cpu_id"]) for e in events_of(bt2_dump(kdir))
+            if e["name"].endswith("_getppid") and e["context"]["tid"] == pid] if os.path.isdir(kdir) else []
+
+
+@needs_bt2
+def test_a_second_kernel_snapshot_still_holds_the_first_ones_events(capture, tmp_path):
+    # snapshots do not consume the ring (as LTTng's do not): what the first one wrote, and was not
+    # overwritten since, is in the second one too, beside what came after
+    c = capture("snap2", snapshot=True)
+    c.enable(["getppid"], syscalls=True)
+    c.start()
+    first = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(40)]"])
+    assert first.wait() == 0
+    c.snapshot_to(str(tmp_path / "s1"))
+    second = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(30)]"])
+    assert second.wait() == 0
+    c.snapshot_to(str(tmp_path / "s2"))
+    s1_first = _getppid_events(str(tmp_path / "s1" / "kernel"), first.pid)
+    s2_first = _getppid_events(str(tmp_path / "s2" / "kernel"), first.pid)
+    s2_second = _getppid_events(str(tmp_path / "s2" / "kernel"), second.pid)
+    assert len(s1_first) == 80
+    assert s2_first == s1_first  # the same events, same times: read again, not lost
+    assert len(s2_second) == 60
+    out, err = babeltrace2_text(tmp_path / "s2" / "kernel")
+    assert err == "" and out

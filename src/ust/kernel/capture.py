@@ -117,8 +117,10 @@ class KernelCapture:
         trace.formats = dict(self.formats)
         self.sources = [FtraceSource(self.instance, c, self.instance.open_raw(c), self.trace_info.uuid,
                                      lambda: self._converter, self.instance.page_size()) for c in cpus]
+        keep = max(1, self.instance.buffer_size_kb() * 1024 // self.instance.page_size())
         for src in self.sources:
             src.overwrite = self.snapshot
+            src.keep_pages = keep  # a snapshot keeps what the ring holds, for the next one
         page = self.instance.page_size()
         spec = ChannelSpec(CHANNEL, 0, page, max(2, len(self.sources)), overwrite=self.snapshot,
                            read_timer=self.poll_interval, drain_live=not self.snapshot)
@@ -168,7 +170,8 @@ class KernelCapture:
 
     def snapshot_to(self, root: str) -> None:
         """Write what the ring holds now into ``<root>/kernel`` (a flight
-        recorder's snapshot; what is written is consumed from the ring)."""
+        recorder's snapshot; the next snapshot has these events again, unless
+        the ring has been overwritten since: ust.kernel.source)."""
         with self._lock:
             if self.trace is None:
                 self._build()

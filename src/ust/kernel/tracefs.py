@@ -257,6 +257,13 @@ class Instance:
             raise KernelTracingError(f"kernel buffer size must be at least 4 KiB per CPU, got {kb!r}")
         self._set("buffer_size_kb", str(kb))
 
+    def buffer_size_kb(self) -> int:
+        """KiB per CPU of the ring ("7 (expanded: 1408)" before the first use: the expanded size)."""
+        text = self._get("buffer_size_kb")
+        if "expanded:" in text:
+            text = text.split("expanded:")[1].strip(" )\n")
+        return int(text.split()[0])
+
     def set_overwrite(self, overwrite: bool) -> None:
         self._set("options/overwrite", "1" if overwrite else "0")
 
