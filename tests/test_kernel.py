@@ -457,3 +457,23 @@ def test_a_second_kernel_snapshot_still_holds_the_first_ones_events(capture, tmp
     assert len(s2_second) == 60
     out, err = babeltrace2_text(tmp_path / "s2" / "kernel")
     assert err == "" and out
+
+
+@needs_bt2
+def test_kernel_snapshot_keeps_no_more_than_the_ring_and_counts_what_gave_way(capture, tmp_path):
+    c = capture("snapbound", snapshot=True, buffer_size_kb=8)
+    c.enable(["getppid"], syscalls=True)
+    c.start()
+    first = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(40)]"])
+    assert first.wait() == 0
+    c.snapshot_to(str(tmp_path / "s1"))
+    assert len(_getppid_events(str(tmp_path / "s1" / "kernel"), first.pid)) == 80
+    flood = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(20000)]"])
+    assert flood.wait() == 0
+    c.snapshot_to(str(tmp_path / "s2"))
+    dump = bt2_dump(tmp_path / "s2" / "kernel")
+    kept = [e for e in events_of(dump) if e["name"].endswith("_getppid")]
+    assert not [e for e in kept if e["context"]["tid"] == first.pid]  # overwritten by the flood: gone
+    page = c.instance.page_size()
+    assert 0 < len(kept) * 16 <= len(c.sources) * (8 * 1024 + page)  # at most the ring's pages (16 B a record)
+    assert discarded_of(dump) >= 80  # the first process's events at least, said lost
