@@ -306,6 +306,26 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
             assert a[0] == bytes(b[0]) and a[1:] == b[1:]
             total += a[1]
         assert total > 100
+    # with the pid/procname contexts: the same bytes, and each record's thread asked once per table
+    asked = []
+
+    def task_of(tid):
+        asked.append(tid)
+        tasks[tid] = (tid * 7 % 100003, b"comm-of-a-very-long-name"[:tid % 24])
+        return tasks[tid]
+
+    for with_pid, with_procname in ((True, True), (True, False), (False, True)):
+        out = []
+        for make in (Converter, pages.PyConverter):
+            tasks = {}
+            conv = make(plans, True, with_pid, with_procname, tasks, task_of)
+            out.append([bytes(conv.page(page)[0]) for page in got])
+        assert out[0] == out[1]
+        assert len(asked) == 2 * len(set(asked))
+        asked.clear()
+    with pytest.raises(TypeError):
+        Converter(plans, True, True, False, {}, lambda tid: "not a tuple").page(
+            next(page for page in got if pages.PyConverter(plans).page(page)[1]))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -477,3 +497,47 @@ def test_kernel_snapshot_keeps_no_more_than_the_ring_and_counts_what_gave_way(ca
     page = c.instance.page_size()
     assert 0 < len(kept) * 16 <= len(c.sources) * (8 * 1024 + page)  # at most the ring's pages (16 B a record)
     assert discarded_of(dump) >= 80  # the first process's events at least, said lost
+
+
+@needs_bt2
+def test_the_pid_and_procname_contexts_are_each_threads_process_and_name(capture, tmp_path):
+    c = capture("ctx", contexts=("tid", "pid", "procname"))
+    c.enable(["getppid"], syscalls=True)
+    c.start()
+    code = ("import os, threading\n"
+            "open(f'/proc/self/task/{threading.get_native_id()}/comm', 'w').write('kctxapp')\n"  # threads inherit it
+            "def work():\n    [os.getppid() for _ in range(20)]\n"
+            "ts = [threading.Thread(target=work) for _ in range(3)]\n"
+            "[t.start() for t in ts]; [t.join() for t in ts]\n"
+            "print(*[t.native_id for t in ts])\n")
+    app = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    threads = {int(t) for t in app.communicate()[0].split()}
+    assert app.returncode == 0 and len(threads) == 3
+    c.stop()
+    dump = bt2_dump(tmp_path / "ctx" / "kernel")
+    mine = [e for e in events_of(dump) if e["name"].endswith("_getppid") and e["context"]["tid"] in threads]
+    assert len(mine) == 3 * 2 * 20
+    assert {e["context"]["pid"] for e in mine} == {app.pid}  # the process, not the thread
+    comm = "kctxapp"
+    assert {e["context"]["procname"] for e in mine} == {comm}
+    out, err = babeltrace2_text(tmp_path / "ctx" / "kernel")
+    assert err == "" and f'procname = "{comm}"' in out and f"pid = {app.pid}" in out
+
+
+@needs_bt2
+def test_add_context_k_pid_procname_through_the_cli_and_prio_is_refused_saying_why(ust_env, tracefs_dir):
+    ust_env.ust("create", "kctx", "-o", ust_env.out)
+    rc, _, err = ust_env.ust("add-context", "-k", "-t", "prio", check=False)
+    assert rc != 0 and err.strip().count("\n") == 0 and "carries no priority" in err
+    ust_env.ust("add-context", "-k", "-t", "pid", "-t", "procname")
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    code = "open('/proc/self/comm', 'w').write('kctxcli'); import os; [os.getppid() for _ in range(10)]"
+    app = subprocess.Popen([sys.executable, "-c", code])
+    assert app.wait() == 0
+    ust_env.ust("stop")
+    mine = [e for e in events_of(bt2_dump(os.path.join(ust_env.out, "kernel")))
+            if e["name"].endswith("_getppid") and e["context"]["tid"] == app.pid]
+    assert len(mine) == 20
+    assert {(e["context"]["pid"], e["context"]["procname"]) for e in mine} == {(app.pid, "kctxcli")}
+    ust_env.ust("destroy", "kctx")

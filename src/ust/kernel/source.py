@@ -47,6 +47,7 @@ class FtraceSource:
         self._kept: bytes | None = None  # ungot: handed out again next time
         self._queued: bytes | None = None  # made with the previous one, handed out next
         self._settle = False  # flush(final=True) asked: square with the ring's counters at the end
+        self.on_idle = None  # called when the ring has nothing more (the end of a drain pass)
         self.keep_pages = 1  # a snapshot keeps this many pages read (the ring's size)
         self._kept_pages: collections.deque = collections.deque()  # [page, events lost just before it]
         self._kept_tail = 0  # events lost after the last kept page
@@ -76,6 +77,8 @@ class FtraceSource:
                 else:
                     raise
             if len(page) < pages.PAGE_HEADER:
+                if self.on_idle is not None:
+                    self.on_idle()
                 # nothing more: discard mode's drops go after the pages read
                 self._pending_lost += self._new_drops()
                 if self._settle:
