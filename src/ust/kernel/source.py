@@ -114,6 +114,8 @@ class FtraceSource:
         recorder's snapshot), without losing it for the next snapshot: the
         pages read are kept (up to ``keep_pages``, the ring's size) and
         written again next time before the newer ones; returns (packets, bytes)."""
+        if self.on_idle is not None:
+            self.on_idle()  # the task tables as they are now (pid/procname contexts)
         self._keep_ring_pages()
         self.start_output()
         converter = self.converter_of()
