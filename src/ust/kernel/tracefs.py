@@ -431,6 +431,8 @@ class TaskTable:
             while size < self.MAX_FILE and (chunk := os.read(fd, 1 << 16)):
                 chunks.append(chunk)
                 size += len(chunk)
+        except OSError:
+            pass  # what was read is used; the rest is looked up in /proc
         finally:
             os.close(fd)
         return b"".join(chunks).decode("utf-8", "replace")
