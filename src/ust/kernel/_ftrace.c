@@ -51,6 +51,11 @@ typedef struct {
      * it is passed to task_of, which returns that tuple (and may fill tasks) */
     int with_pid, with_procname;
     PyObject *tasks, *task_of;
+    /* the previous record's thread and its answer, within one page() call
+     * (records come in runs of one thread; the tasks dict may change between calls) */
+    int have_last;
+    int32_t last_tid, last_tgid;
+    char last_comm[COMM_LEN];
 } Converter;
 
 static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -161,6 +166,11 @@ static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
  * set when task_of fails or returns something else than (int, bytes). */
 static int task_context(Converter *self, int32_t tid, int32_t *tgid, char comm[COMM_LEN])
 {
+    if (self->have_last && self->last_tid == tid) {
+        *tgid = self->last_tgid;
+        memcpy(comm, self->last_comm, COMM_LEN);
+        return 0;
+    }
     PyObject *key = PyLong_FromLong(tid);
     if (!key)
         return -1;
@@ -191,6 +201,10 @@ static int task_context(Converter *self, int32_t tid, int32_t *tgid, char comm[C
     memset(comm, 0, COMM_LEN);
     memcpy(comm, PyBytes_AS_STRING(comm_obj), (size_t)n);
     Py_DECREF(entry);
+    self->have_last = 1;
+    self->last_tid = tid;
+    self->last_tgid = *tgid;
+    memcpy(self->last_comm, comm, COMM_LEN);
     return 0;
 }
 
@@ -282,6 +296,7 @@ static PyObject *Converter_page(Converter *self, PyObject *arg)
     }
     size_t end = PAGE_HEADER + size, pos = PAGE_HEADER;
     Out o = {0};
+    self->have_last = 0; /* the tasks dict may have changed since the last page */
     long count = 0, skipped = 0;
     uint64_t first = 0, last = page_ts, prev = page_ts;
     int have_first = 0;
