@@ -306,6 +306,26 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
             assert a[0] == bytes(b[0]) and a[1:] == b[1:]
             total += a[1]
         assert total > 100
+    # with the pid/procname contexts: the same bytes, and each record's thread asked once per table
+    asked = []
+
+    def task_of(tid):
+        asked.append(tid)
+        tasks[tid] = (tid * 7 % 100003, b"comm-of-a-very-long-name"[:tid % 24])
+        return tasks[tid]
+
+    for with_pid, with_procname in ((True, True), (True, False), (False, True)):
+        out = []
+        for make in (Converter, pages.PyConverter):
+            tasks = {}
+            conv = make(plans, True, with_pid, with_procname, tasks, task_of)
+            out.append([bytes(conv.page(page)[0]) for page in got])
+        assert out[0] == out[1]
+        assert len(asked) == 2 * len(set(asked))
+        asked.clear()
+    with pytest.raises(TypeError):
+        Converter(plans, True, True, False, {}, lambda tid: "not a tuple").page(
+            next(page for page in got if pages.PyConverter(plans).page(page)[1]))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -428,3 +448,96 @@ def test_stop_says_how_many_kernel_events_were_lost(ust_env, tracefs_dir):
     lost = sum(discarded_of([e]) for e in bt2_dump(os.path.join(ust_env.out, "kernel")) if "discarded" in e)
     assert lost > 0
     assert f"Warning: {lost} kernel events were discarded" in out, out
+
+
+def _getppid_events(kdir, pid):
+    """(timestamp, name, cpu) of one process's getppid events in a kernel trace."""
+    return [(e["ts"], e["name"], e["cpu_id"]) for e in events_of(bt2_dump(kdir))
+            if e["name"].endswith("_getppid") and e["context"]["tid"] == pid] if os.path.isdir(kdir) else []
+
+
+@needs_bt2
+def test_a_second_kernel_snapshot_still_holds_the_first_ones_events(capture, tmp_path):
+    # snapshots do not consume the ring (as LTTng's do not): what the first one wrote, and was not
+    # overwritten since, is in the second one too, beside what came after
+    c = capture("snap2", snapshot=True)
+    c.enable(["getppid"], syscalls=True)
+    c.start()
+    first = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(40)]"])
+    assert first.wait() == 0
+    c.snapshot_to(str(tmp_path / "s1"))
+    second = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(30)]"])
+    assert second.wait() == 0
+    c.snapshot_to(str(tmp_path / "s2"))
+    s1_first = _getppid_events(str(tmp_path / "s1" / "kernel"), first.pid)
+    s2_first = _getppid_events(str(tmp_path / "s2" / "kernel"), first.pid)
+    s2_second = _getppid_events(str(tmp_path / "s2" / "kernel"), second.pid)
+    assert len(s1_first) == 80
+    assert s2_first == s1_first  # the same events, same times: read again, not lost
+    assert len(s2_second) == 60
+    out, err = babeltrace2_text(tmp_path / "s2" / "kernel")
+    assert err == "" and out
+
+
+@needs_bt2
+def test_kernel_snapshot_keeps_no_more_than_the_ring_and_counts_what_gave_way(capture, tmp_path):
+    c = capture("snapbound", snapshot=True, buffer_size_kb=8)
+    c.enable(["getppid"], syscalls=True)
+    c.start()
+    first = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(40)]"])
+    assert first.wait() == 0
+    c.snapshot_to(str(tmp_path / "s1"))
+    assert len(_getppid_events(str(tmp_path / "s1" / "kernel"), first.pid)) == 80
+    flood = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(20000)]"])
+    assert flood.wait() == 0
+    c.snapshot_to(str(tmp_path / "s2"))
+    dump = bt2_dump(tmp_path / "s2" / "kernel")
+    kept = [e for e in events_of(dump) if e["name"].endswith("_getppid")]
+    assert not [e for e in kept if e["context"]["tid"] == first.pid]  # overwritten by the flood: gone
+    page = c.instance.page_size()
+    assert 0 < len(kept) * 16 <= len(c.sources) * (8 * 1024 + page)  # at most the ring's pages (16 B a record)
+    assert discarded_of(dump) >= 80  # the first process's events at least, said lost
+
+
+@needs_bt2
+def test_the_pid_and_procname_contexts_are_each_threads_process_and_name(capture, tmp_path):
+    c = capture("ctx", contexts=("tid", "pid", "procname"))
+    c.enable(["getppid"], syscalls=True)
+    c.start()
+    code = ("import os, threading\n"
+            "open(f'/proc/self/task/{threading.get_native_id()}/comm', 'w').write('kctxapp')\n"  # threads inherit it
+            "def work():\n    [os.getppid() for _ in range(20)]\n"
+            "ts = [threading.Thread(target=work) for _ in range(3)]\n"
+            "[t.start() for t in ts]; [t.join() for t in ts]\n"
+            "print(*[t.native_id for t in ts])\n")
+    app = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    threads = {int(t) for t in app.communicate()[0].split()}
+    assert app.returncode == 0 and len(threads) == 3
+    c.stop()
+    dump = bt2_dump(tmp_path / "ctx" / "kernel")
+    mine = [e for e in events_of(dump) if e["name"].endswith("_getppid") and e["context"]["tid"] in threads]
+    assert len(mine) == 3 * 2 * 20
+    assert {e["context"]["pid"] for e in mine} == {app.pid}  # the process, not the thread
+    comm = "kctxapp"
+    assert {e["context"]["procname"] for e in mine} == {comm}
+    out, err = babeltrace2_text(tmp_path / "ctx" / "kernel")
+    assert err == "" and f'procname = "{comm}"' in out and f"pid = {app.pid}" in out
+
+
+@needs_bt2
+def test_add_context_k_pid_procname_through_the_cli_and_prio_is_refused_saying_why(ust_env, tracefs_dir):
+    ust_env.ust("create", "kctx", "-o", ust_env.out)
+    rc, _, err = ust_env.ust("add-context", "-k", "-t", "prio", check=False)
+    assert rc != 0 and err.strip().count("\n") == 0 and "carries no priority" in err
+    ust_env.ust("add-context", "-k", "-t", "pid", "-t", "procname")
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    code = "open('/proc/self/comm', 'w').write('kctxcli'); import os; [os.getppid() for _ in range(10)]"
+    app = subprocess.Popen([sys.executable, "-c", code])
+    assert app.wait() == 0
+    ust_env.ust("stop")
+    mine = [e for e in events_of(bt2_dump(os.path.join(ust_env.out, "kernel")))
+            if e["name"].endswith("_getppid") and e["context"]["tid"] == app.pid]
+    assert len(mine) == 20
+    assert {(e["context"]["pid"], e["context"]["procname"]) for e in mine} == {(app.pid, "kctxcli")}
+    ust_env.ust("destroy", "kctx")

@@ -41,10 +41,21 @@ typedef struct {
     PlanOp *ops;
 } Plan;
 
+#define COMM_LEN 16 /* the kernel's TASK_COMM_LEN: the procname context is char[16] */
+
 typedef struct {
     PyObject_HEAD
     Plan *plans; /* MAX_EVENT_ID entries, nops < 0: unknown id */
     int with_tid;
+    /* pid/procname contexts: tasks maps tid -> (tgid, comm bytes); a tid not in
+     * it is passed to task_of, which returns that tuple (and may fill tasks) */
+    int with_pid, with_procname;
+    PyObject *tasks, *task_of;
+    /* the previous record's thread and its answer, within one page() call
+     * (records come in runs of one thread; the tasks dict may change between calls) */
+    int have_last;
+    int32_t last_tid, last_tgid;
+    char last_comm[COMM_LEN];
 } Converter;
 
 static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -80,17 +91,23 @@ static void Converter_dealloc(Converter *self)
             PyMem_Free(self->plans[i].ops);
         PyMem_Free(self->plans);
     }
+    Py_CLEAR(self->tasks);
+    Py_CLEAR(self->task_of);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Converter(plans: dict[int, tuple[tuple[int, int, int], ...]], with_tid: bool) */
+/* Converter(plans: dict[int, tuple[tuple[int, int, int], ...]], with_tid: bool,
+ *           with_pid: bool, with_procname: bool, tasks: dict | None, task_of: callable | None) */
 static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"plans", "with_tid", NULL};
-    PyObject *plans;
-    int with_tid = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|p", kwlist, &PyDict_Type, &plans, &with_tid))
+    static char *kwlist[] = {"plans", "with_tid", "with_pid", "with_procname", "tasks", "task_of", NULL};
+    PyObject *plans, *tasks = Py_None, *task_of = Py_None;
+    int with_tid = 1, with_pid = 0, with_procname = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|pppOO", kwlist, &PyDict_Type, &plans, &with_tid, &with_pid,
+                                     &with_procname, &tasks, &task_of))
         return -1;
+    if ((with_pid || with_procname) && (!PyDict_Check(tasks) || !PyCallable_Check(task_of)))
+        return PyErr_SetString(PyExc_TypeError, "the pid/procname contexts need a tasks dict and task_of"), -1;
     if (self->plans)
         return PyErr_SetString(PyExc_RuntimeError, "Converter already initialized"), -1;
     self->plans = PyMem_Calloc(MAX_EVENT_ID, sizeof(Plan));
@@ -99,6 +116,12 @@ static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
     for (int i = 0; i < MAX_EVENT_ID; i++)
         self->plans[i].nops = -1;
     self->with_tid = with_tid;
+    self->with_pid = with_pid;
+    self->with_procname = with_procname;
+    Py_INCREF(tasks);
+    Py_XSETREF(self->tasks, tasks);
+    Py_INCREF(task_of);
+    Py_XSETREF(self->task_of, task_of);
     PyObject *key, *value;
     Py_ssize_t pos = 0;
     while (PyDict_Next(plans, &pos, &key, &value)) {
@@ -138,13 +161,68 @@ static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
-/* Append one record's CTF event (header, tid context, payload). rec/dlen: the
- * record (common fields first), already checked to lie inside the page.
- * Returns -1 on memory error only. */
+/* The (tgid, comm) of a thread: from tasks, else from task_of(tid). On success
+ * *tgid and comm (COMM_LEN bytes, zero-padded) are set; -1 with an exception
+ * set when task_of fails or returns something else than (int, bytes). */
+static int task_context(Converter *self, int32_t tid, int32_t *tgid, char comm[COMM_LEN])
+{
+    if (self->have_last && self->last_tid == tid) {
+        *tgid = self->last_tgid;
+        memcpy(comm, self->last_comm, COMM_LEN);
+        return 0;
+    }
+    PyObject *key = PyLong_FromLong(tid);
+    if (!key)
+        return -1;
+    PyObject *entry = PyDict_GetItemWithError(self->tasks, key); /* borrowed */
+    if (entry)
+        Py_INCREF(entry);
+    else if (!PyErr_Occurred())
+        entry = PyObject_CallOneArg(self->task_of, key);
+    Py_DECREF(key);
+    if (!entry)
+        return -1;
+    PyObject *pid_obj, *comm_obj;
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2
+        || !PyLong_Check(pid_obj = PyTuple_GET_ITEM(entry, 0)) || !PyBytes_Check(comm_obj = PyTuple_GET_ITEM(entry, 1))) {
+        Py_DECREF(entry);
+        PyErr_SetString(PyExc_TypeError, "task_of must return (tgid: int, comm: bytes)");
+        return -1;
+    }
+    long pid = PyLong_AsLong(pid_obj);
+    if (pid == -1 && PyErr_Occurred()) {
+        Py_DECREF(entry);
+        return -1;
+    }
+    *tgid = (int32_t)pid;
+    Py_ssize_t n = PyBytes_GET_SIZE(comm_obj);
+    if (n > COMM_LEN - 1)
+        n = COMM_LEN - 1; /* always NUL-terminated */
+    memset(comm, 0, COMM_LEN);
+    memcpy(comm, PyBytes_AS_STRING(comm_obj), (size_t)n);
+    Py_DECREF(entry);
+    self->have_last = 1;
+    self->last_tid = tid;
+    self->last_tgid = *tgid;
+    memcpy(self->last_comm, comm, COMM_LEN);
+    return 0;
+}
+
+/* Append one record's CTF event (header, contexts tid/pid/procname in this
+ * order, payload). rec/dlen: the record (common fields first), already checked
+ * to lie inside the page. Returns -1 on error (memory, or task_of's). */
 static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t ts, uint64_t prev,
                 const uint8_t *rec, uint32_t dlen)
 {
-    size_t need = 14 + 4;
+    int32_t tgid = 0;
+    char comm[COMM_LEN];
+    if (self->with_pid || self->with_procname) {
+        int32_t tid;
+        memcpy(&tid, rec + 4, 4);
+        if (task_context(self, tid, &tgid, comm) < 0)
+            return -1;
+    }
+    size_t need = 14 + 4 + 4 + COMM_LEN;
     for (int i = 0; i < plan->nops; i++)
         need += plan->ops[i].op == OP_COPY ? plan->ops[i].arg : 5 + dlen;
     if (ensure(o, need))
@@ -163,6 +241,10 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
     }
     if (self->with_tid)
         put(o, rec + 4, 4);
+    if (self->with_pid)
+        put(o, &tgid, 4);
+    if (self->with_procname)
+        put(o, comm, COMM_LEN);
     for (int i = 0; i < plan->nops; i++) {
         const PlanOp *op = &plan->ops[i];
         if (op->op == OP_COPY) {
@@ -214,6 +296,7 @@ static PyObject *Converter_page(Converter *self, PyObject *arg)
     }
     size_t end = PAGE_HEADER + size, pos = PAGE_HEADER;
     Out o = {0};
+    self->have_last = 0; /* the tasks dict may have changed since the last page */
     long count = 0, skipped = 0;
     uint64_t first = 0, last = page_ts, prev = page_ts;
     int have_first = 0;
@@ -276,7 +359,7 @@ static PyObject *Converter_page(Converter *self, PyObject *arg)
         if (emit(self, &o, &self->plans[id], id, ts, prev, rec, (uint32_t)dlen) < 0) {
             PyMem_Free(o.data);
             PyBuffer_Release(&view);
-            return PyErr_NoMemory();
+            return PyErr_Occurred() ? NULL : PyErr_NoMemory();
         }
         prev = last = ts;
         count++;
@@ -300,7 +383,7 @@ static PyTypeObject ConverterType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ust.kernel._ftrace.Converter",
     .tp_basicsize = sizeof(Converter),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Converter(plans, with_tid): ftrace pages -> CTF events (see ust/kernel/pages.py)",
+    .tp_doc = "Converter(plans, with_tid, with_pid, with_procname, tasks, task_of): ftrace pages -> CTF events (see ust/kernel/pages.py)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Converter_init,
     .tp_dealloc = (destructor)Converter_dealloc,

@@ -25,7 +25,7 @@ from . import formats as fmt
 from . import pages
 from .source import FtraceSource
 from .trace import CHANNEL, CONTEXTS, KernelTrace, new_trace_info
-from .tracefs import DEFAULT_STATE_DIR, Instance, KernelTracingError
+from .tracefs import DEFAULT_STATE_DIR, Instance, KernelTracingError, TaskTable
 
 DEFAULT_BUFFER_KB = 4096  # per CPU: a second of a 2-CPU system-call flood (~40 MB/s) fits twice
 
@@ -54,6 +54,9 @@ class KernelCapture:
             except KeyError:  # before the instance: a bad uid leaves nothing behind
                 raise KernelTracingError(f"uid {owner_uid} has no user entry: cannot write its kernel trace") \
                     from None
+        unknown = [c for c in contexts if c not in CONTEXTS]
+        if unknown:  # before the instance: nothing to undo
+            raise KernelTracingError(f"kernel context {unknown[0]!r} is not available from ftrace records")
         self.snapshot = snapshot
         self.instance = Instance.create(session, tracefs=tracefs, state_dir=state_dir,
                                         buffer_size_kb=buffer_size_kb, overwrite=overwrite or snapshot)
@@ -61,11 +64,16 @@ class KernelCapture:
         self.output = output
         self.trace_info = new_trace_info(session, clock_offset_ns, clock_uuid)
         self.contexts = contexts
+        self.tasks = None  # the pid/procname contexts' tid -> (tgid, comm)
+        if "pid" in contexts or "procname" in contexts:
+            self.tasks = TaskTable(self.instance.tracefs)
+            if "pid" in contexts:
+                self.instance.set_record_tgid(True)
         self.poll_interval = poll_interval
         self.formats: dict[int, fmt.EventFormat] = {}
         self.plans: dict[int, tuple] = {}
         self._converter_class = pages.converter_class()
-        self._converter = self._converter_class({}, "tid" in contexts)
+        self._converter = self._new_converter()
         self.trace: KernelTrace | None = None
         self.sources: list[FtraceSource] = []  # one per CPU
         self._drainer = None
@@ -93,10 +101,17 @@ class KernelCapture:
             ev = fmt.parse_format(self.instance.format_text(system, name), system)
             self.formats[ev.id] = ev
             self.plans[ev.id] = fmt.plan(ev)
-        self._converter = self._converter_class(self.plans, "tid" in self.contexts)
+        self._converter = self._new_converter()
         if self.trace is not None:
             self.trace.formats = dict(self.formats)
             self.trace.write_metadata(force=True)  # before any page of the new events is read
+
+    def _new_converter(self):
+        c = self.contexts
+        if self.tasks is None:
+            return self._converter_class(self.plans, "tid" in c)
+        return self._converter_class(self.plans, "tid" in c, "pid" in c, "procname" in c,
+                                     self.tasks.tasks, self.tasks.task_of)
 
     def _paused(self):
         import contextlib
@@ -117,8 +132,12 @@ class KernelCapture:
         trace.formats = dict(self.formats)
         self.sources = [FtraceSource(self.instance, c, self.instance.open_raw(c), self.trace_info.uuid,
                                      lambda: self._converter, self.instance.page_size()) for c in cpus]
+        keep = max(1, self.instance.buffer_size_kb() * 1024 // self.instance.page_size())
         for src in self.sources:
             src.overwrite = self.snapshot
+            src.keep_pages = keep  # a snapshot keeps what the ring holds, for the next one
+            if self.tasks is not None:
+                src.on_idle = self.tasks.forget  # after each drain pass: thread ids get reused
         page = self.instance.page_size()
         spec = ChannelSpec(CHANNEL, 0, page, max(2, len(self.sources)), overwrite=self.snapshot,
                            read_timer=self.poll_interval, drain_live=not self.snapshot)
@@ -168,7 +187,8 @@ class KernelCapture:
 
     def snapshot_to(self, root: str) -> None:
         """Write what the ring holds now into ``<root>/kernel`` (a flight
-        recorder's snapshot; what is written is consumed from the ring)."""
+        recorder's snapshot; the next snapshot has these events again, unless
+        the ring has been overwritten since: ust.kernel.source)."""
         with self._lock:
             if self.trace is None:
                 self._build()

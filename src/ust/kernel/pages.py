@@ -41,6 +41,7 @@ _PACKET = struct.Struct("<I16sIQQQQQQQI")  # header + LTTng packet context
 PACKET_HEADER_SIZE = _PACKET.size
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_I32 = struct.Struct("<i")
 _COMPACT = struct.Struct("<HI")
 _EXTENDED = struct.Struct("<HIQ")
 _PAGE = struct.Struct("<QQ")
@@ -64,7 +65,10 @@ def page_missed(page: bytes) -> tuple[int, int, bool]:
     return size, missed, known
 
 
-def convert_page(page: bytes, plans: dict, with_tid: bool) -> tuple[bytearray, int, int, int, int]:
+COMM_LEN = 16  # the procname context: char[16], as the kernel's TASK_COMM_LEN
+
+
+def convert_page(page: bytes, plans: dict, with_tid: bool, task=None) -> tuple[bytearray, int, int, int, int]:
     """The CTF events of one page: (event bytes, events written, events of an
     unknown type skipped, first time, last time). Pure Python reference of
     the C converter (``ust.kernel._ftrace.Converter``), which must agree."""
@@ -142,6 +146,8 @@ def convert_page(page: bytes, plans: dict, with_tid: bool) -> tuple[bytearray, i
         prev = last = ts
         if with_tid:
             out += rec[4:8]
+        if task is not None:  # the pid / procname contexts of the record's thread
+            out += task(_I32.unpack_from(rec, 4)[0])
         for op, off, arg in ops:
             if op == 0:
                 out += rec[off:off + arg]
@@ -162,14 +168,29 @@ def convert_page(page: bytes, plans: dict, with_tid: bool) -> tuple[bytearray, i
 
 
 class PyConverter:
-    """The pure-Python Converter (same interface as ust.kernel._ftrace.Converter)."""
+    """The pure-Python Converter (same interface as ust.kernel._ftrace.Converter):
+    ``tasks`` maps a tid to its (tgid, comm); ``task_of(tid)`` answers a tid
+    not in it (the pid and procname contexts)."""
 
-    def __init__(self, plans: dict, with_tid: bool = True):
+    def __init__(self, plans: dict, with_tid: bool = True, with_pid: bool = False, with_procname: bool = False,
+                 tasks: dict | None = None, task_of=None):
         self.plans = dict(plans)
         self.with_tid = with_tid
+        self.task = None
+        if with_pid or with_procname:
+            if not isinstance(tasks, dict) or not callable(task_of):
+                raise TypeError("the pid/procname contexts need a tasks dict and task_of")
+
+            def task(tid: int) -> bytes:
+                entry = tasks.get(tid)
+                tgid, comm = entry if entry is not None else task_of(tid)
+                return ((_I32.pack(tgid) if with_pid else b"")
+                        + (comm[:COMM_LEN - 1].ljust(COMM_LEN, b"\0") if with_procname else b""))
+
+            self.task = task
 
     def page(self, page: bytes):
-        return convert_page(page, self.plans, self.with_tid)
+        return convert_page(page, self.plans, self.with_tid, self.task)
 
 
 def converter_class():

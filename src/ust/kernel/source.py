@@ -20,6 +20,7 @@ could not count them): an empty packet goes first.
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 
@@ -46,6 +47,11 @@ class FtraceSource:
         self._kept: bytes | None = None  # ungot: handed out again next time
         self._queued: bytes | None = None  # made with the previous one, handed out next
         self._settle = False  # flush(final=True) asked: square with the ring's counters at the end
+        self.on_idle = None  # called when the ring has nothing more (the end of a drain pass)
+        self.keep_pages = 1  # a snapshot keeps this many pages read (the ring's size)
+        self._kept_pages: collections.deque = collections.deque()  # [page, events lost just before it]
+        self._kept_tail = 0  # events lost after the last kept page
+        self._kept_accounted = 0  # ring losses said by kept pages' counts or the tail
         self.start_output()
 
     def start_output(self) -> None:
@@ -71,6 +77,8 @@ class FtraceSource:
                 else:
                     raise
             if len(page) < pages.PAGE_HEADER:
+                if self.on_idle is not None:
+                    self.on_idle()
                 # nothing more: discard mode's drops go after the pages read
                 self._pending_lost += self._new_drops()
                 if self._settle:
@@ -103,20 +111,78 @@ class FtraceSource:
 
     def snapshot_to(self, fd: int) -> tuple[int, int]:
         """Write what the ring holds now to ``fd`` as a new output (a flight
-        recorder's snapshot: the kernel's pages are consumed by reading);
-        returns (packets, bytes)."""
+        recorder's snapshot), without losing it for the next snapshot: the
+        pages read are kept (up to ``keep_pages``, the ring's size) and
+        written again next time before the newer ones; returns (packets, bytes)."""
+        if self.on_idle is not None:
+            self.on_idle()  # the task tables as they are now (pid/procname contexts)
+        self._keep_ring_pages()
         self.start_output()
-        self.flush(final=True)
+        converter = self.converter_of()
         n = nbytes = 0
-        while (packet := self.get_subbuf()) is not None:
+
+        def write(packet) -> None:
+            nonlocal n, nbytes
             view = memoryview(packet)
             while view:
                 view = view[os.write(fd, view):]
             nbytes += len(packet)
-            packet.release()
-            self.put_subbuf()
             n += 1
+
+        for page, lost in self._kept_pages:
+            try:
+                events, count, _, begin, end = converter.page(page)
+            except (pages.PageError, ValueError):
+                continue  # checked when kept: only a plan change could get here
+            self._pending_lost += lost
+            if count or self._pending_lost:
+                with self._hand(events, count, begin, end) as packet:
+                    write(packet)
+                if self._queued is not None:
+                    write(self._queued)
+                    self._queued = None
+                self._held = None
+        self._pending_lost += self._kept_tail
+        if self._pending_lost:
+            with self._hand(b"", 0, self.last_end, self.last_end) as packet:
+                write(packet)
+            self._held = None
         return n, nbytes
+
+    def _keep_ring_pages(self) -> None:
+        """Move every page the ring holds now to the kept pages, then drop
+        the oldest beyond ``keep_pages`` (their events and losses become the
+        losses before the next kept page)."""
+        converter = self.converter_of()
+        while True:
+            try:
+                page = os.read(self.fd, self.page_size)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EINTR):
+                    break
+                raise
+            if len(page) < pages.PAGE_HEADER:
+                break
+            try:
+                _, missed, _ = pages.page_missed(page)
+                _, _, skipped, _, _ = converter.page(page)
+            except (pages.PageError, ValueError):
+                continue  # an impossible page is dropped whole, never written half
+            self.skipped += skipped
+            self._kept_pages.append([page, self._kept_tail + missed])
+            self._kept_tail = 0
+            self._kept_accounted += missed
+        # losses the pages could not state (no room for the count), after them
+        unstated = max(self.ring_lost() - self._kept_accounted, 0)
+        self._kept_accounted += unstated
+        self._kept_tail += unstated
+        while len(self._kept_pages) > max(self.keep_pages, 1):
+            page, lost = self._kept_pages.popleft()
+            try:
+                count = converter.page(page)[1]
+            except (pages.PageError, ValueError):
+                count = 0
+            self._kept_pages[0][1] += lost + count
 
     def counters(self) -> dict:
         return {"lost_full": self.charged, "events": self.events, "skipped": self.skipped}

@@ -25,7 +25,13 @@ from . import formats as fmt
 
 CHANNEL = "channel0"
 LTTNG_MODULES_VERSION = (2, 13, 0)
-CONTEXTS = ("tid",)  # what an ftrace record carries for every event (common_pid)
+# the event contexts, in the order of each event's context: tid is the record's
+# common_pid; pid and procname come from ftrace's saved_tgids / saved_cmdlines
+# (ust.kernel.tracefs.TaskTable)
+CONTEXTS = ("tid", "pid", "procname")
+REFUSED_CONTEXTS = {
+    "prio": "an ftrace record carries no priority (sched_switch has prev_prio/next_prio as fields)",
+}
 
 
 def kernel_env(trace: md.TraceInfo) -> dict:
@@ -51,9 +57,12 @@ def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: 
     out = [md.preamble_text(trace, kernel_env(trace))]
     out.append("stream {\n\tid = 0;\n\tevent.header := struct event_header_large;\n"
                "\tpacket.context := struct packet_context;\n")
-    if "tid" in contexts:
-        out.append("\tevent.context := struct {\n\t\tinteger { size = 32; align = 8; signed = 1; "
-                   "encoding = none; base = 10; } _tid;\n\t};\n")
+    int32 = "integer { size = 32; align = 8; signed = 1; encoding = none; base = 10; }"
+    decls = {"tid": f"{int32} _tid;", "pid": f"{int32} _pid;",
+             "procname": "integer { size = 8; align = 8; signed = 1; encoding = UTF8; base = 10; } _procname[16];"}
+    fields = [decls[c] for c in CONTEXTS if c in contexts]
+    if fields:
+        out.append("\tevent.context := struct {\n" + "".join(f"\t\t{f}\n" for f in fields) + "\t};\n")
     out.append("};\n\n")
     for ev in sorted(events, key=lambda e: e.id):
         out.append(f"event {{\n\tname = {md._quote(ev.ctf_name)};\n\tid = {ev.id};\n\tstream_id = 0;\n")
@@ -72,7 +81,7 @@ class KernelTrace(Trace):
 
     def __init__(self, key: str, output, info: md.TraceInfo, contexts: tuple[str, ...] = CONTEXTS):
         super().__init__(key, output, info)
-        self.contexts = tuple(c for c in contexts if c in CONTEXTS)
+        self.contexts = tuple(c for c in CONTEXTS if c in contexts)  # the converter's order
         self.formats: dict[int, fmt.EventFormat] = {}
 
     def metadata_text(self) -> str:

@@ -257,6 +257,17 @@ class Instance:
             raise KernelTracingError(f"kernel buffer size must be at least 4 KiB per CPU, got {kb!r}")
         self._set("buffer_size_kb", str(kb))
 
+    def buffer_size_kb(self) -> int:
+        """KiB per CPU of the ring ("7 (expanded: 1408)" before the first use: the expanded size)."""
+        text = self._get("buffer_size_kb")
+        if "expanded:" in text:
+            text = text.split("expanded:")[1].strip(" )\n")
+        return int(text.split()[0])
+
+    def set_record_tgid(self, on: bool) -> None:
+        """ftrace saves each traced thread's tgid (``saved_tgids``: the pid context)."""
+        self._set("options/record-tgid", "1" if on else "0")
+
     def set_overwrite(self, overwrite: bool) -> None:
         self._set("options/overwrite", "1" if overwrite else "0")
 
@@ -379,3 +390,99 @@ class Instance:
 
     def exists(self) -> bool:
         return os.path.isdir(self.path)
+
+
+class TaskTable:
+    """tid -> (tgid, comm) for the kernel trace's ``pid`` and ``procname`` contexts.
+
+    From ftrace's own records: ``saved_tgids`` (every thread that ran while an
+    instance had ``options/record-tgid`` on: a table as large as pid_max, no
+    misses) and ``saved_cmdlines`` (the name each thread had at its latest
+    recorded event; ``saved_cmdlines_size`` entries, the oldest forgotten).
+    Both files are read once per drain pass (``forget`` after each), so a
+    thread id reused by a new thread is not answered with the old one's. A
+    thread they do not know is looked up in ``/proc`` (alive: exact), else
+    pid -1 and an empty procname (documented in docs/kernel.md). The idle
+    task (tid 0) is pid 0, ``swapper``.
+    """
+
+    MAX_FILE = 64 << 20  # a bound on what is read from either file
+
+    def __init__(self, tracefs: str):
+        self.tracefs = tracefs
+        self.tasks: dict[int, tuple[int, bytes]] = {0: (0, b"swapper")}
+        self._extra: tuple[dict, dict] = ({}, {})
+        self._loaded = False
+
+    def forget(self) -> None:
+        """Read the files again at the next lookup (after a drain pass)."""
+        if self._loaded:
+            self.tasks.clear()  # in place: the converters hold this dict
+            self.tasks[0] = (0, b"swapper")
+        self._loaded = False
+
+    def _read_top(self, name: str) -> str:
+        try:
+            fd = os.open(os.path.join(self.tracefs, name), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return ""
+        chunks, size = [], 0
+        try:
+            while size < self.MAX_FILE and (chunk := os.read(fd, 1 << 16)):
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError:
+            pass  # what was read is used; the rest is looked up in /proc
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    def _load(self) -> None:
+        tgids: dict[int, int] = {}
+        for line in self._read_top("saved_tgids").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                tgids[int(parts[0])] = int(parts[1])
+        comms: dict[int, bytes] = {}
+        for line in self._read_top("saved_cmdlines").splitlines():
+            tid, _, comm = line.partition(" ")
+            if tid.isdigit():
+                comms[int(tid)] = comm.encode()[:15]
+        for tid in tgids.keys() | comms.keys():
+            if tid in tgids and tid in comms:
+                self.tasks[tid] = (tgids[tid], comms[tid])
+        self._extra = (tgids, comms)
+
+    def task_of(self, tid: int) -> tuple[int, bytes]:
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+            if tid in self.tasks:
+                return self.tasks[tid]
+        tgids, comms = self._extra
+        tgid, comm = tgids.get(tid), comms.get(tid)
+        if tgid is None or comm is None:
+            live_tgid, live_comm = _proc_task(tid)
+            tgid = tgid if tgid is not None else live_tgid
+            comm = comm if comm is not None else live_comm
+        entry = (tgid, comm)
+        self.tasks[tid] = entry
+        return entry
+
+
+def _proc_task(tid: int) -> tuple[int, bytes]:
+    """(tgid, comm) of a live thread from /proc, or (-1, b"")."""
+    tgid, comm = -1, b""
+    if tid <= 0:
+        return tgid, comm
+    try:
+        with open(f"/proc/{tid}/status", "rb") as f:
+            for line in f.read(8192).splitlines():
+                if line.startswith(b"Tgid:"):
+                    tgid = int(line.split()[1])
+                    break
+        with open(f"/proc/{tid}/comm", "rb") as f:
+            comm = f.read(64).rstrip(b"\n")[:15]
+    except (OSError, ValueError, IndexError):
+        pass
+    return tgid, comm

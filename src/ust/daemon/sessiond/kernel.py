@@ -24,7 +24,7 @@ from typing import Any
 from ust.daemon.sessiond.log import log
 from ust.errors import SessionError, UstError
 from ust.kernel.capture import DEFAULT_BUFFER_KB
-from ust.kernel.trace import CONTEXTS
+from ust.kernel.trace import CONTEXTS, REFUSED_CONTEXTS
 
 
 @dataclass
@@ -178,7 +178,8 @@ def add_context(daemon, s, types: list[str]) -> list[str]:
         raise SessionError(f"cannot add kernel context: session {s.name!r} was already started")
     for t in types:
         if t not in CONTEXTS:
-            raise SessionError(f"kernel context {t!r} is not available from ftrace records "
+            why = REFUSED_CONTEXTS.get(t, "ftrace records do not carry it")
+            raise SessionError(f"kernel context {t!r} is not available from ftrace records: {why} "
                                f"(available: {', '.join(CONTEXTS)})")
         if t not in k.contexts:
             k.contexts.append(t)
