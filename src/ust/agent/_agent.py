@@ -370,6 +370,11 @@ class Connection:
         # `enable-event --function` returns (their "declare" messages follow, and change nothing).
         return {"probes": status, "tracepoints": new}
 
+    def _cmd_statedump(self, msg: dict, fds: list[int]) -> dict:
+        """``ust regenerate statedump``: the function names again, if this process traces functions."""
+        probes = sys.modules.get("ust.instrument.probes")  # never imported: nothing to re-emit
+        return {"emitted": probes.statedump() if probes is not None else 0}
+
     def _cmd_remove_session(self, msg: dict, fds: list[int]) -> None:
         keys = [k for k, v in self.channels.items() if v[1] == msg["session"]]
         for akey in [a for a in self.attached if a[0] in keys]:

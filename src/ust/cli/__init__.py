@@ -45,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                 "inclusion sets"),
     "untrack": ("lifecycle_cmds", "remove processes from a session's --vpid/--vuid/--vgid inclusion sets"),
     "clear": ("lifecycle_cmds", "empty a session's buffers and current trace files (snapshot sessions: buffers)"),
-    "regenerate": ("lifecycle_cmds", "regenerate metadata: re-sample the clock offset and rewrite the metadata"),
+    "regenerate": ("lifecycle_cmds", "regenerate metadata|statedump: re-sample the clock offset / re-emit function names"),
     "rotate": ("lifecycle_cmds", "archive the current trace chunk (a complete trace) and go on in a new one"),
     "enable-rotation": ("lifecycle_cmds", "rotate a session every PERIOD (--timer) or every SIZE bytes (--size)"),
     "disable-rotation": ("lifecycle_cmds", "remove a session's rotation schedule"),
