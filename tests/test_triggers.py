@@ -236,3 +236,23 @@ def test_the_daemon_checks_what_applications_report(ust_env):
         n = next(sub)
         s.close()
     assert (n["trigger"], n["event"], n["hits"]) == ("t", "x:y", 1)  # the bad ones counted nothing
+
+
+def test_add_trigger_options_mean_what_their_place_says():
+    """lttng's parser: --name before --condition names the trigger, after it the rule; -x repeats; a rate policy
+    belongs to the action before it; a log level LEVEL.. is a range, LEVEL alone exact."""
+    from ust.cli import build_parser, glue_filter_values
+    from ust.cli.trigger_cmds import parse_add_trigger
+
+    argv = glue_filter_values(["add-trigger", "--name", "T", *COND, "--name", "a:*", "-x", "a:b,a:c", "-x", "a:d",
+                               "--filter", "-v > 1", "--log-level", "WARNING", "--action", "notify",
+                               "--action", "stop-session", "s", "--rate-policy", "once-after:3"])
+    args = build_parser(only="add-trigger").parse_args(argv)
+    assert parse_add_trigger(args.in_order) == {
+        "name": "T", "pattern": "a:*", "python": False, "filter": "-v > 1", "exclusions": ["a:b", "a:c", "a:d"],
+        "actions": [("notify", None, None), ("stop-session", "s", "once-after:3")],
+        "loglevel": "WARNING", "loglevel_only": True}
+    args = build_parser(only="add-trigger").parse_args(["add-trigger", *COND, "--log-level", "ERR..",
+                                                        "--action", "notify"])
+    kw = parse_add_trigger(args.in_order)
+    assert (kw["name"], kw["pattern"], kw["loglevel"], kw["loglevel_only"]) == (None, "*", "ERR", False)

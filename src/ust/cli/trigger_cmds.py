@@ -35,7 +35,7 @@ def add_add_trigger(p: argparse.ArgumentParser) -> None:
                                                              "help": "LEVEL.. (at least as severe), LEVEL "
                                                              "(exactly) or .. (any)"}),
                       (("--exclude-name", "-x"), {"metavar": "NAME", "dest": "exclude_name",
-                                                  "help": "exclude these event names (comma separated)"}),
+                                                  "help": "exclude these event names (repeatable, or comma separated)"}),
                       (("--action",), {"metavar": "ACTION", "nargs": "+", "help": "notify | start-session S | "
                                        "stop-session S | rotate-session S | snapshot-session S (repeatable)"}),
                       (("--rate-policy",), {"metavar": "POLICY", "dest": "rate_policy",
@@ -76,6 +76,8 @@ def parse_add_trigger(in_order: list[tuple[str, object]]) -> dict:
             raise SessionError(f"--{opt.replace('_', '-')} belongs to a condition: give --condition first")
         elif actions:
             raise SessionError(f"--{opt.replace('_', '-')} after --action: the condition's options come first")
+        elif opt == "exclude_name":  # repeatable, as lttng's, and comma separated
+            rule["exclude_name"] = rule.get("exclude_name", []) + [x for x in value.split(",") if x]
         else:
             if opt in rule:
                 raise SessionError(f"--{opt.replace('_', '-')} given twice")
@@ -89,7 +91,7 @@ def parse_add_trigger(in_order: list[tuple[str, object]]) -> dict:
     if kind not in ("user", "python"):
         raise SessionError(f"event rule type {kind!r} is not supported: user or python (docs/lifecycle.md)")
     kw = {"name": name, "pattern": rule.get("name", "*"), "python": kind == "python", "filter": rule.get("filter"),
-          "exclusions": [x for x in str(rule.get("exclude_name", "")).split(",") if x],
+          "exclusions": rule.get("exclude_name", []),
           "actions": [tuple(a) for a in actions]}
     level = rule.get("log_level")
     if level is not None and level != "..":
