@@ -213,23 +213,34 @@ def test_remove_and_wait_for_a_missing_trigger(ust_env):
 
 def test_the_daemon_checks_what_applications_report(ust_env):
     """An application's trigger_hits are bounded and checked: a malformed report fires nothing, and a
-    process may only fire triggers it was given (another user's are not its to fire)."""
+    process may only fire the triggers it was given (those whose rule selects its tracepoints)."""
     import socket
 
+    import ust
     from ust.daemon import paths, protocol
+    from ust.instrument.tracepoint import declare
 
     env = ust_env
     env.ust("add-trigger", "--name", "t", *COND, "--name", "x:*", "--action", "notify")
-    tid = 1
+    env.ust("add-trigger", "--name", "elsewhere", *COND, "--name", "y:*", "--action", "notify")
+    tid, other = 1, 2
+    decl = protocol.decl_to_json(declare("x:y", {"v": ust.int64}).decl)
     with env.client() as c:
         sub = c.notifications(timeout=5)
         s = socket.socket(socket.AF_UNIX)
         s.connect(paths.socket_path(env.home))
         protocol.send_msg(s, {"cmd": "register", "pid": os.getpid(), "ppid": os.getppid(), "uid": os.getuid(),
-                              "procname": "fake", "token": None, "tracepoints": [], "cmdline": "", "seq": 1})
-        protocol.recv_msg(s)
+                              "procname": "fake", "token": None, "tracepoints": [decl], "cmdline": "", "seq": 1})
+        while True:  # answer the daemon's commands (it attaches trigger t) until registered
+            msg, fds = protocol.recv_msg(s)
+            protocol.close_fds(fds)
+            if msg.get("re") == 1:
+                break
+            if "cmd" in msg:
+                protocol.send_msg(s, {"ok": True, "re": msg["seq"]})
         for bad in ({"hits": "x"}, {"hits": [[tid, "x:y"]]}, {"hits": [[tid, "x:y", -1]]},
-                    {"hits": [[tid, "x:y", True]]}, {"hits": [[999, "x:y", 1]]}, {"hits": [[tid, 5, 1]]},
+                    {"hits": [[tid, "x:y", True]]}, {"hits": [[999, "x:y", 1]]},
+                    {"hits": [[other, "y:z", 1]]},  # a trigger it was not given: not its to fire {"hits": [[tid, 5, 1]]},
                     {"hits": [[tid, "x:y", 1]] * 5000}):
             protocol.send_msg(s, {"cmd": "trigger_hits", "seq": 2, **bad})
         protocol.send_msg(s, {"cmd": "trigger_hits", "seq": 3, "hits": [[tid, "x:y", 1]]})  # a good one, last

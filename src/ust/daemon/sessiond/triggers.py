@@ -138,10 +138,11 @@ class TriggerTable:
 
     # -- what an application evaluates
 
-    def sync_app(self, daemon, app) -> None:
-        """Attach to ``app`` the triggers whose rule selects its tracepoints; detach the others."""
+    def sync_app(self, daemon, app, wait: bool = True):
+        """Attach to ``app`` the triggers whose rule selects its tracepoints; detach the others. With
+        ``wait=False``: sent, and a function that waits for the acknowledgements is returned (or None)."""
         if not app.alive:
-            return
+            return None
         with self.lock:
             wanted: dict[tuple[int, str], str | None] = {}
             for t in self.by_id.values():
@@ -156,16 +157,27 @@ class TriggerTable:
             msgs += [({"cmd": "trigger_attach", "trigger": tid, "decl_key": k, "filter": flt}, [])
                      for (tid, k), flt in wanted.items() if (tid, k) not in have]
             app.triggers_attached = dict(wanted)
-        if msgs:
-            for ack in app.wait_many(app.send_many(msgs), len(msgs)):
+        if not msgs:
+            return None
+        slots = app.send_many(msgs)
+
+        def finish() -> None:
+            for ack in app.wait_many(slots, len(msgs)):
                 if ack is not None and not ack.get("ok"):
                     log(f"app {app.pid}: trigger: {str(ack.get('error'))[:300]}")
 
+        if not wait:
+            return finish
+        finish()
+        return None
+
     def sync_all(self, daemon) -> None:
+        """Every application, in one round trip: all sent, then all acknowledged."""
         with daemon.lock:
             apps = list(daemon.apps.values())
-        for app in apps:
-            self.sync_app(daemon, app)
+        for finish in [self.sync_app(daemon, app, wait=False) for app in apps]:
+            if finish is not None:
+                finish()
 
     # -- matches reported by an application
 
@@ -177,14 +189,15 @@ class TriggerTable:
             return
         spent = False
         with self.lock:
+            given = {tid for tid, _ in app.triggers_attached}  # it may report only what it evaluates
             for item in hits:
                 if not (isinstance(item, list) and len(item) == 3 and _uint(item[0]) and isinstance(item[1], str)
                         and len(item[1]) <= 512 and _uint(item[2]) and item[2] > 0):
                     log(f"app {app.pid}: bad trigger_hits entry")
                     return
                 t = self.by_id.get(item[0])
-                if t is None or not (t.uid == 0 or t.uid == app.uid) or t.spent:
-                    continue  # removed meanwhile, or not this user's to fire
+                if t is None or item[0] not in given or t.spent:
+                    continue  # removed meanwhile, or never given to this process
                 before, t.hits = t.hits, t.hits + item[2]
                 for a in t.actions:
                     n = 0 if a.spent else a.firings(before, t.hits)
