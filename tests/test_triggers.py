@@ -148,6 +148,8 @@ def test_events_start_rotate_and_stop_a_session(ust_env, tmp_path):
 APP = textwrap.dedent("""
     import logging, sys
     logging.getLogger().setLevel(logging.DEBUG)
+    logging.getLogger("warm").debug("declares the record's tracepoint")
+    print("ready", flush=True)
     sys.stdin.readline()
     for name in ("app", "app.db", "other"):
         for level in (10, 20, 30, 40, 50):
@@ -159,8 +161,11 @@ def test_python_log_records_fire_a_python_trigger(ust_env):
     env = ust_env
     env.ust("add-trigger", "--name", "db-errors", *COND, "--type", "python", "--name", "app.d*",
             "--log-level", "ERROR..", "--action", "notify")
-    p = subprocess.Popen([sys.executable, "-c", "import ust\n" + APP], stdin=subprocess.PIPE, text=True,
-                         env=env.env(UST_AGENT_SYNC="1", UST_LOGGING="1"))
+    p = subprocess.Popen([sys.executable, "-c", "import ust\n" + APP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, env=env.env(UST_LOGGING="1"))
+    assert p.stdout.readline() == "ready\n"
+    # listed once every session and trigger has been applied to it (the trigger is attached then)
+    env.wait_registered(p.pid)
     with env.client() as c:
         sub = c.notifications(timeout=60)
         p.communicate("go\n", timeout=120)

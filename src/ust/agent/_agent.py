@@ -128,6 +128,9 @@ class Agent:
         return out
 
 
+FLUSH_AT_EXIT = 1.0  # seconds an exiting process may wait for its last trigger matches to be sent
+
+
 class Connection:
     """The agent's link with one session daemon, in its own thread."""
 
@@ -266,6 +269,8 @@ class Connection:
                 hits, self.trigger_hits = self.trigger_hits, {}
             if hits:
                 self._send({"cmd": "trigger_hits", "hits": [[tid, name, n] for (tid, name), n in hits.items()]})
+            if len(item) > 1:
+                item[1].set()  # flush_triggers waits for it
         elif item[0] == "twin":
             h = item[1]
             k = _handle_key(h)
@@ -411,9 +416,12 @@ class Connection:
         from ust.filter import event_predicate
 
         if self.trigger_channel is None:
+            import atexit
+
             from ust._ring import Buffer, Channel
 
             self.trigger_channel = Channel([Buffer.create(4096, 2)])  # required by attach, never written
+            atexit.register(self.flush_triggers)
         handles = list(self.agent.handles.get(dk, ()))
         for h in handles:
             checks = [(tid, event_predicate(self._filter(flt), h.decl)) for tid, flt in self.triggers[dk].items()]
@@ -443,6 +451,17 @@ class Connection:
             return False
 
         return on_event
+
+    def flush_triggers(self, timeout: float = FLUSH_AT_EXIT) -> None:
+        """At exit: the matches counted but not sent yet go to the daemon (a program that logs an error and
+        exits fires its trigger), waiting at most ``timeout`` and only when there are some."""
+        with self.trigger_hits_lock:
+            pending = bool(self.trigger_hits)
+        if not pending or self.agent.dead or not self.connected.is_set() or not self.thread.is_alive():
+            return
+        sent = threading.Event()
+        self.post(("trigger_hits", sent))
+        sent.wait(timeout)
 
     def _detach_trigger(self, dk: str) -> None:
         for h in self.trigger_handles.pop(dk, ()):
