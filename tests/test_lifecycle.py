@@ -817,7 +817,61 @@ def test_regenerate_metadata_rewrites_the_clock_offset(ust_env, tmp_path):
     app.exit()
     assert values(read_events(out)) == [0, 1, 2, 3, 4, 5]
     rc, so, se = env.ust("regenerate", "statedump", check=False)
-    assert rc != 0 and se.startswith("ust: error: regenerate statedump: ust has no statedump")
+    assert rc != 0 and se == "ust: error: session 'g' is not active: a statedump would record nowhere\n"
+
+
+@needs_bt
+def test_regenerate_statedump_names_functions_in_a_later_chunk(ust_env, tmp_path):
+    """A rotated chunk names the functions first called in an earlier one once the statedump is regenerated;
+    an application without function probes answers that it had nothing to re-emit."""
+    import re
+
+    from conftest import bt2_dump, events_of
+
+    env = ust_env
+    out = str(tmp_path / "t")
+    probed = env.app(os.path.join(HERE, "apps", "probed.py"))
+    plain = env.app()
+    env.wait_registered(probed.pid, 0)
+    env.wait_registered(plain.pid)
+    env.ust("create", "f", "-o", out)
+    env.ust("enable-event", "--function", "*")
+    env.ust("enable-event", "app:*")
+    env.ust("start")
+    probed.send("run add")
+    first = env.ust("rotate")[1].strip().rsplit(" ", 1)[1]
+    probed.send("run add")  # already named, in the first chunk only
+    rc, so, se = env.ust("regenerate", "statedump")
+    assert so == "State dump successfully regenerated for session f\n"
+    plain.send("emit app:alpha 1 0")
+    so = env.ust("stop")[1]
+    second = re.search(r"is now readable at (\S+)", so).group(1)
+    probed.exit()
+    plain.exit()
+
+    def names(path):
+        dump = bt2_dump(path)
+        info = {e["payload"]["id"]: e["payload"]["qualname"] for e in events_of(dump, "python:function_info")}
+        calls = [info.get(e["payload"]["id"]) for e in events_of(dump, "python:function_entry")
+                 if e["payload"]["id"] in info]
+        return info, calls
+
+    info1, calls1 = names(first)
+    info2, calls2 = names(second)
+    assert calls1.count("add") == 1 and calls2.count("add") == 1  # the second chunk's call has its name
+    assert set(info1.values()) <= set(info2.values())
+
+    # in a session whose applications trace no functions: nothing to re-emit, every app answers
+    env.ust("create", "g", "-o", str(tmp_path / "g"))
+    env.ust("enable-event", "app:*")
+    other = env.app()
+    env.wait_registered(other.pid)
+    env.ust("start")
+    other.send("emit app:alpha 1 0")
+    r = env.client().regenerate("g", "statedump")
+    assert (r["apps"], r["emitted"]) == (1, 0)
+    env.ust("stop")
+    other.exit()
 
 
 @needs_bt

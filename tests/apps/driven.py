@@ -6,6 +6,7 @@ Declares tracepoints (all with one int64 field ``v``), then for each line:
   fork NAME COUNT [START]   fork a child that emits, exits; wait for it
   loop NAME                 emit forever (v = 0, 1, ...), printing "at V" every 1000
   agent                     print the agent status as JSON
+  enabled NAME              answer "ok True" if NAME's tracepoint is attached to anything (a session, a trigger)
   exit
 Answers each line with "ok ..." on stdout.
 """
@@ -68,6 +69,8 @@ for line in sys.stdin:
                 print(f"at {v}", flush=True)
                 if pause:
                     time.sleep(pause)
+    elif cmd == "enabled":
+        print(f"ok {TPS[words[1]].enabled}", flush=True)
     elif cmd == "agent":
         print("ok " + json.dumps(ust.agent.status()), flush=True)
     elif cmd == "exit":

@@ -128,6 +128,9 @@ class Agent:
         return out
 
 
+FLUSH_AT_EXIT = 1.0  # seconds an exiting process may wait for its last trigger matches to be sent
+
+
 class Connection:
     """The agent's link with one session daemon, in its own thread."""
 
@@ -147,6 +150,13 @@ class Connection:
         self.attached: dict[tuple[str, str], tuple[int, list, object]] = inherited.get("attached", {})
         self.confirmed: set | None = set() if inherited else None
         self.wakeup_fd: int = inherited.get("wakeup_fd", -1)
+        # Triggers (ust.daemon.sessiond.triggers): one callback per tracepoint declaration, on a channel of
+        # its own that is never written; the matches it counts wait in trigger_hits for this thread.
+        self.trigger_channel = None
+        self.triggers: dict[str, dict[int, str | None]] = {}  # decl key -> {trigger id: filter}
+        self.trigger_handles: dict[str, list] = {}  # decl key -> handles its callback is attached to
+        self.trigger_hits: dict[tuple[int, str], int] = {}  # (trigger id, event name) -> matches not sent
+        self.trigger_hits_lock = forksafe.Lock()
         self.thread = threading.Thread(target=self._run, name=f"ust-agent:{rundir}", daemon=True)
 
     # -- called from other threads ----------------------------------------------
@@ -174,6 +184,7 @@ class Connection:
                         h.tp.detach(ch[0])
                     except Exception:
                         pass
+        self._detach_triggers()  # the child registers on its own; the daemon attaches its triggers again
         return {"channels": channels, "attached": attached, "wakeup_fd": self.wakeup_fd}
 
     # -- the thread ------------------------------------------------------------------
@@ -253,9 +264,18 @@ class Connection:
             seq = self._send({"cmd": "declare", "tracepoints": [d]})
             if ev is not None:
                 self.waiters[seq] = ev
+        elif item[0] == "trigger_hits":
+            with self.trigger_hits_lock:
+                hits, self.trigger_hits = self.trigger_hits, {}
+            if hits:
+                self._send({"cmd": "trigger_hits", "hits": [[tid, name, n] for (tid, name), n in hits.items()]})
+            if len(item) > 1:
+                item[1].set()  # flush_triggers waits for it
         elif item[0] == "twin":
             h = item[1]
             k = _handle_key(h)
+            if k in self.triggers and h not in self.trigger_handles.get(k, ()):
+                self._attach_trigger(k)
             for (key, dk), (eid, handles, flt) in self.attached.items():
                 if dk == k and h not in handles:
                     self._attach_one(h, self.channels[key][0], eid, flt)
@@ -370,6 +390,98 @@ class Connection:
         # `enable-event --function` returns (their "declare" messages follow, and change nothing).
         return {"probes": status, "tracepoints": new}
 
+    # -- triggers: counted here, fired by the daemon
+
+    def _cmd_trigger_attach(self, msg: dict, fds: list[int]) -> None:
+        tid, dk, flt = msg.get("trigger"), msg.get("decl_key"), msg.get("filter")
+        if not isinstance(tid, int) or not isinstance(dk, str) or not (flt is None or isinstance(flt, str)):
+            raise protocol.ProtocolError("trigger_attach: expected trigger (int), decl_key (str), filter")
+        self.triggers.setdefault(dk, {})[tid] = flt
+        self._attach_trigger(dk)
+
+    def _cmd_trigger_detach(self, msg: dict, fds: list[int]) -> None:
+        dk = msg.get("decl_key")
+        wanted = self.triggers.get(dk) if isinstance(dk, str) else None
+        if wanted is None:
+            return
+        wanted.pop(msg.get("trigger"), None)
+        if wanted:
+            self._attach_trigger(dk)
+        else:
+            del self.triggers[dk]
+            self._detach_trigger(dk)
+
+    def _attach_trigger(self, dk: str) -> None:
+        """(Re)attach the callback of declaration ``dk`` for its triggers (attach replaces: one per channel)."""
+        from ust.filter import event_predicate
+
+        if self.trigger_channel is None:
+            import atexit
+
+            from ust._ring import Buffer, Channel
+
+            self.trigger_channel = Channel([Buffer.create(4096, 2)])  # required by attach, never written
+            atexit.register(self.flush_triggers)
+        handles = list(self.agent.handles.get(dk, ()))
+        for h in handles:
+            checks = [(tid, event_predicate(self._filter(flt), h.decl)) for tid, flt in self.triggers[dk].items()]
+            h.tp.attach(self.trigger_channel, 0, self._trigger_callback(h.decl.name, checks))
+        self.trigger_handles[dk] = handles
+
+    def _trigger_callback(self, event: str, checks: list):
+        """What runs in the application's thread at each call of the tracepoint: count the triggers whose
+        filter keeps the event, poke the agent's thread if it was idle, record nothing."""
+        lock, post = self.trigger_hits_lock, self.post
+
+        def on_event(*args) -> bool:
+            matched = []
+            for tid, keep in checks:
+                try:
+                    if keep is None or keep(*args):
+                        matched.append(tid)
+                except Exception:  # noqa: BLE001  a filter that fails is false, as in LTTng
+                    pass
+            if matched:
+                with lock:
+                    idle = not self.trigger_hits
+                    for tid in matched:
+                        self.trigger_hits[(tid, event)] = self.trigger_hits.get((tid, event), 0) + 1
+                if idle:
+                    post(("trigger_hits",))
+            return False
+
+        return on_event
+
+    def flush_triggers(self, timeout: float = FLUSH_AT_EXIT) -> None:
+        """At exit: the matches counted but not sent yet go to the daemon (a program that logs an error and
+        exits fires its trigger), waiting at most ``timeout`` and only when there are some."""
+        with self.trigger_hits_lock:
+            pending = bool(self.trigger_hits)
+        if not pending or self.agent.dead or not self.connected.is_set() or not self.thread.is_alive():
+            return
+        sent = threading.Event()
+        self.post(("trigger_hits", sent))
+        sent.wait(timeout)
+
+    def _detach_trigger(self, dk: str) -> None:
+        for h in self.trigger_handles.pop(dk, ()):
+            try:
+                h.tp.detach(self.trigger_channel)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _detach_triggers(self) -> None:
+        for dk in list(self.trigger_handles):
+            self._detach_trigger(dk)
+        self.triggers.clear()
+        with self.trigger_hits_lock:
+            self.trigger_hits.clear()
+
+    def _cmd_statedump(self, msg: dict, fds: list[int]) -> dict:
+        """``ust regenerate statedump``: the function names again, if this process traces functions."""
+        probes = sys.modules.get("ust.instrument.probes")  # never imported: nothing to re-emit
+        return {"emitted": probes.statedump() if probes is not None else 0}
+
     def _cmd_remove_session(self, msg: dict, fds: list[int]) -> None:
         keys = [k for k, v in self.channels.items() if v[1] == msg["session"]]
         for akey in [a for a in self.attached if a[0] in keys]:
@@ -391,6 +503,7 @@ class Connection:
                     item[2].set()
         for akey in list(self.attached):
             self._detach(akey)
+        self._detach_triggers()
         self.channels.clear()
         self.confirmed = None
         self.wakeup_fd = -1  # the next daemon sends its own

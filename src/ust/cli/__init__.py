@@ -45,10 +45,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                 "inclusion sets"),
     "untrack": ("lifecycle_cmds", "remove processes from a session's --vpid/--vuid/--vgid inclusion sets"),
     "clear": ("lifecycle_cmds", "empty a session's buffers and current trace files (snapshot sessions: buffers)"),
-    "regenerate": ("lifecycle_cmds", "regenerate metadata: re-sample the clock offset and rewrite the metadata"),
+    "regenerate": ("lifecycle_cmds", "re-sample the clock offset (metadata), re-emit function names (statedump)"),
     "rotate": ("lifecycle_cmds", "archive the current trace chunk (a complete trace) and go on in a new one"),
     "enable-rotation": ("lifecycle_cmds", "rotate a session every PERIOD (--timer) or every SIZE bytes (--size)"),
     "disable-rotation": ("lifecycle_cmds", "remove a session's rotation schedule"),
+    "add-trigger": ("trigger_cmds", "when an event matches a rule: notify, or start/stop/rotate/snapshot a session"),
+    "list-triggers": ("trigger_cmds", "list the triggers, their matches and actions"),
+    "remove-trigger": ("trigger_cmds", "remove a trigger"),
+    "wait-trigger": ("trigger_cmds", "wait for notifications of triggers (notify actions) and print them"),
     "run": ("run", "trace a program (and its children) from its first line to its exit"),
     "view": ("view", "print the events of traces, or of the current session's trace "
                      "(babeltrace2's text format, or JSON lines)"),
@@ -104,7 +108,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 # The options whose value is a filter expression, per subcommand. A filter may
 # start with '-' ("-x > 1", "-1 == v"); argparse would take such a value for an
 # option and fail, where lttng (popt) takes the next argument whatever it is.
-FILTER_OPTIONS = {"run": ("-f", "--filter"), "enable-event": ("-f", "--filter"), "view": ("--filter",)}
+FILTER_OPTIONS = {"run": ("-f", "--filter"), "enable-event": ("-f", "--filter"), "view": ("--filter",),
+                  "add-trigger": ("-f", "--filter")}
 
 
 def glue_filter_values(argv: list[str]) -> list[str]:

@@ -260,7 +260,8 @@ COMMAND_TABLE["clear"] = (add_clear, run_clear)
 
 def add_regenerate(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", choices=("metadata", "statedump"), help="metadata: re-sample the clock offset and "
-                   "rewrite the metadata; statedump: not available yet")
+                   "rewrite the metadata; statedump: every traced application writes its "
+                   "python:function_info events again")
     p.add_argument("-s", "--session", metavar="NAME", help="session to act on (default: the current session)")
 
 
@@ -271,7 +272,8 @@ def run_regenerate(args: argparse.Namespace, out) -> int:
     session = _current(args)
     with Client() as c:
         c.regenerate(session, args.what)
-    print(f"Metadata successfully regenerated for session {session}", file=out)
+    what = "Metadata" if args.what == "metadata" else "State dump"
+    print(f"{what} successfully regenerated for session {session}", file=out)
     return 0
 
 

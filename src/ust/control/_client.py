@@ -29,7 +29,8 @@ QUERY_TIMEOUT = 10.0
 SLOW_TIMEOUT = 90.0
 SLOW_COMMANDS = frozenset({"create", "destroy", "enable_channel", "disable_channel", "enable_event",
                            "disable_event", "add_context", "start", "stop", "snapshot_record", "shutdown",
-                           "track", "untrack", "rotate", "clear"})
+                           "track", "untrack", "rotate", "clear", "regenerate", "add_trigger",
+                           "remove_trigger"})
 
 
 class ChannelInfo(TypedDict):
@@ -512,6 +513,37 @@ class Client:
         """``"metadata"``: re-sample the clock offset and rewrite the metadata; returns {"clock_offset"}."""
         return self.call("regenerate", session=session, what=what)
 
+    # -- triggers (docs/lifecycle.md, "Triggers")
+
+    def add_trigger(self, pattern: str, actions: Iterable, *, name: str | None = None, python: bool = False,
+                    filter: str | None = None, exclusions: Iterable[str] = (), loglevel: str | int | None = None,
+                    loglevel_only: bool = False) -> dict:
+        """A trigger on condition event-rule-matches (``pattern`` with ``filter``, ``exclusions``, ``loglevel``
+        as in ``enable_events``; ``python``: loggers of the python domain) with ``actions``, each
+        ``"notify"`` or ``(TYPE, SESSION)`` or ``(TYPE, SESSION, "every:N" | "once-after:N")``, TYPE one of
+        start-session, stop-session, rotate-session, snapshot-session (``("notify", None, POLICY)`` for a
+        rate-limited notify). The name defaults to ``triggerN``. Returns the trigger as listed."""
+        from ust.daemon.rules import parse_loglevel, parse_python_loglevel
+
+        lvl = None if loglevel is None else (parse_python_loglevel if python else parse_loglevel)(loglevel)
+        return self._result("trigger", "add_trigger", name=name, domain="python" if python else "ust",
+                            pattern=pattern, exclusions=list(exclusions) or None, filter=filter, loglevel=lvl,
+                            loglevel_only=loglevel_only or None, actions=[_action(a) for a in actions])
+
+    def list_triggers(self) -> list[dict]:
+        """The caller's triggers (root: every user's): name, owner_uid, condition, actions, hits."""
+        return self._result("triggers", "list_triggers")
+
+    def remove_trigger(self, name: str) -> dict:
+        return self._result("trigger", "remove_trigger", name=name)
+
+    def notifications(self, triggers: Iterable[str] | None = None, timeout: float | None = None) -> "Subscription":
+        """Subscribe to the notifications of the caller's triggers (those named, else all) from now on:
+        an iterator of ``{"trigger", "event", "pid", "time", "hits", "seq"}`` (``{"missed": N}`` when a
+        subscriber too slow lost N of them). It ends after ``timeout`` seconds without one (None: never).
+        It holds this client's connection while it waits: give it a Client of its own."""
+        return Subscription(self, list(triggers) if triggers else None, timeout)
+
     def clear(self, session: str) -> None:
         """Empty the session's buffers and its current trace files (a snapshot session: its buffers)."""
         self.call("clear", session=session)
@@ -535,3 +567,54 @@ class Client:
         """Ask the daemon to stop (every session is stopped and flushed first)."""
         self.call("shutdown")
         self.close()
+
+
+POLL_MS = 5000  # one long poll, well inside the client's timeout
+
+
+def _action(a: object) -> dict:
+    """``"notify"`` / ``(type, session[, policy])`` -> the request's action object."""
+    if isinstance(a, str):
+        a = (a,)
+    if not isinstance(a, (tuple, list)) or not 1 <= len(a) <= 3:
+        raise SessionError(f"bad trigger action {a!r}: expected 'notify' or (type, session[, rate policy])")
+    out = {"type": a[0], "session": a[1] if len(a) > 1 else None}
+    if len(a) > 2 and a[2] is not None:
+        out["policy"], out["count"] = parse_rate_policy(a[2])
+    return out
+
+
+def parse_rate_policy(text: str) -> tuple[str, int]:
+    """lttng's ``every:N`` / ``once-after:N`` (N >= 1)."""
+    kind, _, n = str(text).partition(":")
+    if kind not in ("every", "once-after") or not n.isdigit() or not 1 <= int(n) < 1 << 32:
+        raise SessionError(f"bad rate policy {text!r}: expected every:N or once-after:N, N at least 1")
+    return kind, int(n)
+
+
+class Subscription:
+    """The notifications of triggers, in order, from the moment it was made (``Client.notifications``)."""
+
+    def __init__(self, client: Client, triggers: list[str] | None, timeout: float | None):
+        self.client, self.triggers, self.timeout = client, triggers, timeout
+        self.after = client.call("trigger_notifications")["last"]
+        self.queue: list[dict] = []
+
+    def __iter__(self) -> "Subscription":
+        return self
+
+    def __next__(self) -> dict:
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while not self.queue:
+            wait = POLL_MS if deadline is None else int(max(0.0, deadline - time.monotonic()) * 1000)
+            r = self.client.call("trigger_notifications", after=self.after, timeout_ms=min(wait, POLL_MS),
+                                 triggers=self.triggers)
+            if r.get("missed"):
+                self.queue.append({"missed": r["missed"]})
+            self.queue.extend(r["notifications"])
+            self.after = r["last"]  # everything up to it was answered (or filtered out by name)
+            if self.queue:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise StopIteration
+        return self.queue.pop(0)

@@ -986,6 +986,7 @@ class WholeProgram:
         self.tp_entry = declare("python:function_entry", [("id", F.uint64)], level).tp
         self.tp_return = declare("python:function_return", [("id", F.uint64)], level).tp
         self.ids: dict[types.CodeType, int] = {}
+        self.infos: list[tuple] = []  # every python:function_info written, for `ust regenerate statedump`
         self.next = 1
         self.id_objects: list[int] = [0]  # n -> base | n, made once (the C hooks record these objects)
         self.base = (os.getpid() & 0xFFFFFFFF) << 32
@@ -1003,12 +1004,26 @@ class WholeProgram:
                 n = self.next
                 self.next += 1
                 self.id_objects.append(self.base | n)
+            info = (self.base | n, code.co_qualname, module, code.co_filename, code.co_firstlineno)
+            self.infos.append(info)
             try:
-                self.tp_info(self.base | n, code.co_qualname, module, code.co_filename, code.co_firstlineno)
+                self.tp_info(*info)
             except Exception:  # noqa: BLE001
                 pass
         self.ids[code] = n
         return n
+
+    def statedump(self) -> int:
+        """Write python:function_info again for every function seen so far (``ust regenerate statedump``:
+        a chunk or snapshot that began after a function's first call names it too); how many."""
+        with self.lock:
+            infos = list(self.infos)
+        for info in infos:
+            try:
+                self.tp_info(*info)
+            except Exception:  # noqa: BLE001
+                pass
+        return len(infos)
 
     def new_id(self, code: types.CodeType, module: object = None) -> int:
         """First sight of ``code`` (called by the C hooks: with its module's name, or from the frame running
@@ -1125,6 +1140,13 @@ def apply_for(source: str, specs: object) -> list[dict]:
             for s in lst:
                 union.setdefault(s.key(), s)
         return PROBES.apply(list(union.values()))
+
+
+def statedump() -> int:
+    """The agent's ``statedump`` command: re-emit the whole-program tracer's function names (0: none runs)."""
+    with PROBES.lock:
+        whole = PROBES.whole
+    return whole.statedump() if whole is not None else 0
 
 
 def start_whole_program_from_env() -> None:

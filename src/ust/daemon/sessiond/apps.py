@@ -87,6 +87,7 @@ class App:
         self.state: dict[str, dict] = {}
         self.probes_sent: list[dict] = []  # the probe set last sent, and the app's answer
         self.probe_status: list[dict] = []
+        self.triggers_attached: dict[tuple[int, str], str | None] = {}  # (trigger id, decl key) -> filter sent
 
     def send_many(self, msgs: list[tuple[dict, list[int]]]) -> list[_Awaited]:
         """Send commands without waiting: the slots ``wait_many`` waits on (the
@@ -299,6 +300,7 @@ def sync_active(daemon, app: App) -> None:
         applied = set(app.unsynced)
     try:
         _sync_sessions(daemon, app, sessions)
+        daemon.triggers.sync_app(daemon, app)
     finally:
         with daemon.lock:
             app.unsynced -= applied
@@ -333,6 +335,9 @@ def _register(daemon, app: App, msg: dict) -> None:
 def _app_request(daemon, app: App, msg: dict) -> None:
     cmd = msg.get("cmd")
     seq = msg.get("seq") if isinstance(msg.get("seq"), int) else 0
+    if cmd == "trigger_hits":  # no answer: the agent does not wait (ust.daemon.sessiond.triggers)
+        daemon.triggers.on_hits(daemon, app, msg)
+        return
     try:
         if cmd != "declare":
             raise ProtocolError(f"unknown application request {cmd!r}")

@@ -41,6 +41,7 @@ from ust.daemon.sessiond.limits import (
 )
 from ust.daemon.sessiond.log import log
 from ust.daemon.sessiond.model import Session
+from ust.daemon.sessiond.triggers import TriggerTable
 from ust.errors import ProtocolError, SessionError, UstError
 
 
@@ -64,6 +65,7 @@ class SessionDaemon:
         self.use_consumer = consumer
         self.links: dict[int, ConsumerLink] = {}  # consumer uid -> its link
         self.links_lock = threading.Lock()
+        self.triggers = TriggerTable()
 
     # -- peers ---------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Session rotation: rotate, enable-rotation, disable-rotation (LTTng's trace chunks); clear and
-regenerate metadata (the other commands that act on a session's written trace).
+regenerate metadata and statedump (the other commands that act on a session's written trace).
 
 A session writes its trace in a *chunk*: the first in the session's directory itself
 (``OUTPUT/ust/...``, as without rotation), each later one in ``OUTPUT/<begin>-<index>/``.
@@ -24,7 +24,7 @@ import threading
 import time
 
 from ust.daemon.protocol import is_name, one_of, uint
-from ust.daemon.sessiond import consumers
+from ust.daemon.sessiond import consumers, sync
 from ust.daemon.sessiond.commands._table import CommandGroup
 from ust.daemon.sessiond.log import log
 from ust.daemon.sessiond.model import Session
@@ -86,16 +86,34 @@ def clear(daemon, s: Session) -> dict:
 @group.command("regenerate", {"session": is_name, "what": one_of("metadata", "statedump")})
 def regenerate(daemon, s: Session, what: str) -> dict:
     """``metadata``: re-sample the clock offset (realtime - monotonic: after the wall clock was
-    set) and rewrite every trace's metadata with it. ``statedump``: nothing to re-emit yet."""
+    set) and rewrite every trace's metadata with it. ``statedump``: every application the active
+    session records writes its ``python:function_info`` events again (``statedump`` agent command)."""
     if what == "statedump":
-        raise SessionError("regenerate statedump: ust has no statedump to re-emit yet (the function names of "
-                           "`ust run --functions` are recorded once per function, in the trace they start)")
+        return _statedump(daemon, s)
     from ust.ctf.metadata import clock_offset_now
 
     s.clock_offset = clock_offset_now()
     if s.traces:
         consumers.link(daemon, s).regenerate_metadata([t.key for t in s.traces.values()], s.clock_offset)
     return {"clock_offset": s.clock_offset}
+
+
+def _statedump(daemon, s: Session) -> dict:
+    if not s.active:
+        raise SessionError(f"session {s.name!r} is not active: a statedump would record nowhere")
+    with daemon.lock:
+        apps = [a for a in daemon.apps.values() if s.name in a.state and sync.app_in_session(s, a)]
+    pending = [(app, app.send_many([({"cmd": "statedump"}, [])])) for app in apps]  # all sent, then all waited
+    emitted = 0
+    answered = 0
+    for app, slots in pending:
+        ack = app.wait_many(slots, 1)[0]
+        if ack and ack.get("ok"):
+            answered += 1
+            n = ack.get("emitted")
+            if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 32:  # another process's word
+                emitted += n
+    return {"apps": answered, "emitted": emitted}
 
 
 @group.command("enable_rotation", {"session": is_name, "timer?": uint(1 << 40), "size?": uint(1 << 50)})

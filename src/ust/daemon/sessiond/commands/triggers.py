@@ -1,0 +1,85 @@
+"""Triggers: add_trigger, list_triggers, remove_trigger, trigger_notifications (``ust.daemon.sessiond.triggers``)."""
+
+from __future__ import annotations
+
+from ust.daemon.protocol import is_name, list_of, one_of, optional, string, uint
+from ust.daemon.rules import MAX_PYTHON_LEVEL, EventRule, check_pattern
+from ust.daemon.sessiond.commands._table import CommandGroup
+from ust.daemon.sessiond.commands.events import check_filter
+from ust.daemon.sessiond.triggers import ACTIONS, Action
+from ust.errors import SessionError
+
+group = CommandGroup()
+
+MAX_WAIT_MS = 60_000  # one long poll; the client asks again
+
+_ACTION = {"type": one_of(*ACTIONS), "session?": optional(is_name), "policy?": one_of("every", "once-after"),
+           "count?": uint(1 << 32)}
+
+
+@group.command("add_trigger", {
+    "name?": optional(is_name),
+    "domain": one_of("ust", "python"),
+    "pattern": string(512),
+    "exclusions?": list_of(string(512), 256),
+    "filter?": optional(string(4096)),
+    "loglevel?": optional(uint(MAX_PYTHON_LEVEL + 1)),
+    "loglevel_only?": bool,
+    "actions": list_of(_ACTION, 16),
+})
+def add_trigger(daemon, caller: int, domain: str, pattern: str, actions: list[dict], name: str | None = None,
+                exclusions: list[str] = (), filter: str | None = None, loglevel: int | None = None,
+                loglevel_only: bool = False) -> dict:
+    if domain == "ust" and loglevel is not None and loglevel > 14:
+        raise SessionError(f"log level {loglevel} is out of range 0-14")
+    for p in [pattern, *exclusions]:
+        check_pattern(p)
+    if exclusions and "*" not in pattern:
+        raise SessionError(f"exclusion {exclusions[0]!r} needs a wildcard event pattern")
+    if filter is not None:
+        check_filter(filter)
+    if not actions:
+        raise SessionError("a trigger needs an action (--action notify, start-session S, ...)")
+    made = []
+    for a in actions:
+        kind, session = a["type"], a.get("session")
+        if (kind == "notify") != (session is None):
+            raise SessionError(f"action {kind} " + ("takes no session" if kind == "notify" else "needs a session name"))
+        if session is not None:
+            with daemon.lock:
+                s = daemon.sessions.get(session)
+            if s is None or not daemon.visible(s, caller):
+                raise SessionError(f"no session named {session!r}")
+            if kind == "snapshot-session" and not s.snapshot:
+                raise SessionError(f"session {session!r} is not a snapshot session (create it with --snapshot)")
+        count = a.get("count", 1)
+        if count < 1:
+            raise SessionError("a rate policy's count is at least 1")
+        made.append(Action(type=kind, session=session, policy=a.get("policy", "every"), count=count))
+    rule = EventRule(pattern=pattern, channel="", exclusions=tuple(exclusions), filter=filter,
+                     loglevel_type="all" if loglevel is None else ("single" if loglevel_only else "range"),
+                     loglevel=-1 if loglevel is None else loglevel, domain=domain)
+    t = daemon.triggers.add(caller, name, rule, made)
+    daemon.triggers.sync_all(daemon)
+    return {"trigger": t.to_json()}
+
+
+@group.command("list_triggers", {})
+def list_triggers(daemon, caller: int) -> dict:
+    return {"triggers": [t.to_json() for t in daemon.triggers.visible(caller)]}
+
+
+@group.command("remove_trigger", {"name": is_name})
+def remove_trigger(daemon, caller: int, name: str) -> dict:
+    t = daemon.triggers.remove(caller, name)
+    if t is None:
+        raise SessionError(f"no trigger named {name!r}")
+    daemon.triggers.sync_all(daemon)
+    return {"trigger": t.to_json()}
+
+
+@group.command("trigger_notifications", {"after?": optional(uint(1 << 62)), "timeout_ms?": uint(MAX_WAIT_MS + 1),
+                                         "triggers?": list_of(is_name, 1024)})
+def trigger_notifications(daemon, caller: int, after: int | None = None, timeout_ms: int = 0,
+                          triggers: list[str] | None = None) -> dict:
+    return daemon.triggers.notifications(caller, after, timeout_ms / 1000, set(triggers) if triggers else None)

@@ -1,0 +1,272 @@
+"""Triggers (``ust add-trigger``): a condition, evaluated in the applications, and actions run by the daemon.
+
+The subset of lttng's triggers that has a meaning for ust (docs/lifecycle.md, "Triggers"):
+condition ``event-rule-matches`` (user tracepoints, or the python domain's log records), actions
+``notify``, ``start-session``, ``stop-session``, ``rotate-session``, ``snapshot-session``, each
+with a rate policy (``every:N``, ``once-after:N``).
+
+Evaluation: each application an event rule selects gets, per matching tracepoint, one *trigger
+attachment* (agent commands ``trigger_attach`` / ``trigger_detach``): a callback on the
+tracepoint's fast path, with the rule's filter, that counts the match and returns "do not
+record". No buffer is written; a tracepoint no trigger and no session selects stays detached,
+so a process without triggers pays nothing. The agent sends the counts it gathered
+(``trigger_hits``, coalesced while its thread is busy); the daemon checks them (bounded, every
+number checked, only the triggers the application's user may fire) and applies the rate
+policies here, where every application's matches meet.
+
+Actions run on one daemon thread (``actions``), never on an application's worker, as the
+trigger's owner would run the command (``SessionDaemon.handle``, with its uid). Notifications
+are kept per owner in a ring of ``MAX_NOTIFICATIONS`` (a slow subscriber learns how many it
+missed) and read by long polls (``trigger_notifications``).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ust.daemon.rules import EventRule
+from ust.daemon.sessiond.log import log
+
+ACTIONS = {"notify": None, "start-session": "start", "stop-session": "stop", "rotate-session": "rotate",
+           "snapshot-session": "snapshot_record"}
+MAX_TRIGGERS = 1024  # per user
+MAX_NOTIFICATIONS = 4096  # kept per user for subscribers
+MAX_HIT_ENTRIES = 4096  # (trigger, event) pairs in one report of an application
+MAX_PENDING_ACTIONS = 4096
+
+
+@dataclass
+class Action:
+    type: str
+    session: str | None
+    policy: str  # "every" or "once-after"
+    count: int
+    fired: int = 0
+    errors: int = 0
+    last_error: str | None = None
+
+    def firings(self, before: int, after: int) -> int:
+        """How many times this action runs when the trigger's matches go from ``before`` to ``after``."""
+        if self.policy == "every":
+            return after // self.count - before // self.count
+        return 1 if before < self.count <= after else 0
+
+    @property
+    def spent(self) -> bool:
+        return self.policy == "once-after" and self.fired > 0
+
+    def to_json(self) -> dict:
+        return {"type": self.type, "session": self.session, "rate_policy": f"{self.policy}:{self.count}",
+                "fired": self.fired, "errors": self.errors, "last_error": self.last_error}
+
+
+@dataclass
+class Trigger:
+    name: str
+    uid: int
+    id: int  # the daemon's number for it, what the agents report
+    rule: EventRule
+    actions: list[Action]
+    hits: int = 0
+
+    @property
+    def spent(self) -> bool:
+        """Every action fired its once-after: the applications stop evaluating it."""
+        return all(a.spent for a in self.actions)
+
+    def to_json(self) -> dict:
+        r = self.rule
+        return {"name": self.name, "owner_uid": self.uid, "hits": self.hits,
+                "condition": {"type": "event-rule-matches", "domain": r.domain, "pattern": r.pattern,
+                              "exclusions": list(r.exclusions), "filter": r.filter,
+                              "loglevel_type": r.loglevel_type, "loglevel": r.loglevel},
+                "actions": [a.to_json() for a in self.actions]}
+
+
+@dataclass
+class _Subscribers:
+    ring: collections.deque = field(default_factory=lambda: collections.deque(maxlen=MAX_NOTIFICATIONS))
+    last: int = 0  # sequence number of the newest notification
+
+
+class TriggerTable:
+    """Every trigger of the daemon, what each application evaluates, the notifications and the action thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)  # a notification arrived
+        self.by_key: dict[tuple[int, str], Trigger] = {}  # (owner uid, name)
+        self.by_id: dict[int, Trigger] = {}
+        self.next_id = 1
+        self.subscribers: dict[int, _Subscribers] = {}
+        self.pending: collections.deque = collections.deque()
+        self.dropped_actions = 0
+        self.worker: threading.Thread | None = None
+
+    # -- the table
+
+    def add(self, uid: int, name: str | None, rule: EventRule, actions: list[Action]) -> Trigger:
+        from ust.errors import SessionError
+
+        with self.lock:
+            if sum(1 for k in self.by_key if k[0] == uid) >= MAX_TRIGGERS:
+                raise SessionError(f"at most {MAX_TRIGGERS} triggers per user")
+            tid = self.next_id
+            self.next_id += 1
+            name = name or f"trigger{tid}"
+            if (uid, name) in self.by_key:
+                raise SessionError(f"a trigger named {name!r} already exists")
+            t = Trigger(name=name, uid=uid, id=tid, rule=rule, actions=actions)
+            self.by_key[(uid, name)] = t
+            self.by_id[tid] = t
+            return t
+
+    def remove(self, uid: int, name: str) -> Trigger | None:
+        with self.lock:
+            t = self.by_key.pop((uid, name), None)
+            if t is not None:
+                del self.by_id[t.id]
+            return t
+
+    def visible(self, caller: int) -> list[Trigger]:
+        with self.lock:
+            return sorted((t for t in self.by_key.values() if caller == 0 or t.uid == caller),
+                          key=lambda t: (t.uid, t.name))
+
+    # -- what an application evaluates
+
+    def sync_app(self, daemon, app, wait: bool = True):
+        """Attach to ``app`` the triggers whose rule selects its tracepoints; detach the others. With
+        ``wait=False``: sent, and a function that waits for the acknowledgements is returned (or None)."""
+        if not app.alive:
+            return None
+        with self.lock:
+            wanted: dict[tuple[int, str], str | None] = {}
+            for t in self.by_id.values():
+                if t.spent or not (t.uid == 0 or t.uid == app.uid):
+                    continue
+                for k, d in list(app.decls.items()):
+                    if t.rule.matches(d["name"], d["loglevel"]):
+                        wanted[(t.id, k)] = t.rule.effective_filter()
+            have = app.triggers_attached
+            msgs = [({"cmd": "trigger_detach", "trigger": tid, "decl_key": k}, []) for (tid, k) in have
+                    if (tid, k) not in wanted]
+            msgs += [({"cmd": "trigger_attach", "trigger": tid, "decl_key": k, "filter": flt}, [])
+                     for (tid, k), flt in wanted.items() if (tid, k) not in have]
+            app.triggers_attached = dict(wanted)
+        if not msgs:
+            return None
+        slots = app.send_many(msgs)
+
+        def finish() -> None:
+            for ack in app.wait_many(slots, len(msgs)):
+                if ack is not None and not ack.get("ok"):
+                    log(f"app {app.pid}: trigger: {str(ack.get('error'))[:300]}")
+
+        if not wait:
+            return finish
+        finish()
+        return None
+
+    def sync_all(self, daemon) -> None:
+        """Every application, in one round trip: all sent, then all acknowledged."""
+        with daemon.lock:
+            apps = list(daemon.apps.values())
+        for finish in [self.sync_app(daemon, app, wait=False) for app in apps]:
+            if finish is not None:
+                finish()
+
+    # -- matches reported by an application
+
+    def on_hits(self, daemon, app, msg: dict) -> None:
+        """An application's ``trigger_hits``: ``[[trigger id, event name, count], ...]``, checked here."""
+        hits = msg.get("hits")
+        if not isinstance(hits, list) or len(hits) > MAX_HIT_ENTRIES:
+            log(f"app {app.pid}: bad trigger_hits (not a list of at most {MAX_HIT_ENTRIES})")
+            return
+        spent = False
+        with self.lock:
+            given = {tid for tid, _ in app.triggers_attached}  # it may report only what it evaluates
+            for item in hits:
+                if not (isinstance(item, list) and len(item) == 3 and _uint(item[0]) and isinstance(item[1], str)
+                        and len(item[1]) <= 512 and _uint(item[2]) and item[2] > 0):
+                    log(f"app {app.pid}: bad trigger_hits entry")
+                    return
+                t = self.by_id.get(item[0])
+                if t is None or item[0] not in given or t.spent:
+                    continue  # removed meanwhile, or never given to this process
+                before, t.hits = t.hits, t.hits + item[2]
+                for a in t.actions:
+                    n = 0 if a.spent else a.firings(before, t.hits)
+                    if n:
+                        a.fired += n
+                        self._queue(daemon, t, a, n, app.pid, item[1])
+                spent = spent or t.spent
+        if spent:  # stop the evaluation where it cannot fire any more
+            threading.Thread(target=self.sync_all, args=(daemon,), name="triggers-sync", daemon=True).start()
+
+    def _queue(self, daemon, t: Trigger, a: Action, n: int, pid: int, event: str) -> None:
+        """Under the lock: notifications are posted at once; session actions go to the action thread."""
+        if a.type == "notify":
+            subs = self.subscribers.setdefault(t.uid, _Subscribers())
+            for _ in range(min(n, MAX_NOTIFICATIONS)):
+                subs.last += 1
+                subs.ring.append({"seq": subs.last, "trigger": t.name, "event": event, "pid": pid,
+                                  "time": time.time(), "hits": t.hits})
+            self.changed.notify_all()
+            return
+        # A session action fired n times by one report runs once: the same command n times in a row
+        # does nothing more (a session started, stopped, rotated or snapshotted just now).
+        if len(self.pending) >= MAX_PENDING_ACTIONS:
+            self.dropped_actions += 1
+            a.errors += 1
+            a.last_error = "too many actions waiting: dropped"
+            return
+        self.pending.append((t, a))
+        if self.worker is None:
+            self.worker = threading.Thread(target=self._run_actions, args=(daemon,), name="trigger-actions",
+                                           daemon=True)
+            self.worker.start()
+        self.changed.notify_all()
+
+    def _run_actions(self, daemon) -> None:
+        while not daemon.stopping.is_set():
+            with self.lock:
+                while not self.pending:
+                    self.changed.wait(1.0)
+                    if daemon.stopping.is_set():
+                        return
+                t, a = self.pending.popleft()
+            reply = daemon.handle({"cmd": ACTIONS[a.type], "session": a.session}, caller=t.uid)
+            if not reply.get("ok"):
+                with self.lock:
+                    a.errors += 1
+                    a.last_error = str(reply.get("error"))[:300]
+                log(f"trigger {t.name}: {a.type} {a.session}: {a.last_error}")
+
+    # -- subscribers
+
+    def notifications(self, caller: int, after: int | None, timeout: float, names: set[str] | None) -> dict:
+        """The notifications of ``caller``'s triggers after sequence ``after`` (waiting up to ``timeout``
+        seconds for one); ``after`` None: none, only where the stream is now."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while True:
+                subs = self.subscribers.setdefault(caller, _Subscribers())
+                if after is None:
+                    return {"notifications": [], "last": subs.last, "missed": 0}
+                out = [n for n in subs.ring if n["seq"] > after and (names is None or n["trigger"] in names)]
+                oldest = subs.ring[0]["seq"] if subs.ring else subs.last + 1
+                missed = max(0, oldest - after - 1) if subs.last > after else 0
+                left = deadline - time.monotonic()
+                if out or missed or left <= 0:
+                    return {"notifications": out, "last": subs.last, "missed": missed}
+                self.changed.wait(left)
+
+
+def _uint(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 32
+

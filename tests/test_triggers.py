@@ -1,0 +1,274 @@
+"""Triggers (`ust add-trigger`, `list-triggers`, `remove-trigger`, `wait-trigger`, ``Client.notifications``): the
+condition evaluated in real applications, the actions run by the real daemons, traces read with babeltrace2."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from daemon_util import needs_bt, read_events, ust_env, values, wait_until  # noqa: F401
+
+COND = ("--condition", "event-rule-matches")
+
+
+def _trigger(env, name):
+    return next(t for t in env.client().list_triggers() if t["name"] == name)
+
+
+def _enabled(app, tp):
+    return app.send(f"enabled {tp}") == "ok True"
+
+
+def test_notify_reaches_subscribers_with_filter_rate_policy_and_removal(ust_env):
+    env = ust_env
+    app = env.app()
+    env.wait_registered(app.pid)
+    assert not _enabled(app, "app:alpha")
+    rc, so, se = env.ust("add-trigger", "--name", "big", *COND, "--type", "user", "--name", "app:*",
+                         "--filter", "v >= 10", "--action", "notify", "--rate-policy", "every:2")
+    assert so == "Added trigger `big`.\n"
+    assert _enabled(app, "app:alpha")  # attached when add-trigger returns
+    with env.client() as c:
+        sub = c.notifications(["big"], timeout=60)
+        app.send("emit app:alpha 14 0")  # v = 10..13 match: 4 matches, every:2 -> 2 notifications
+        got = [next(sub), next(sub)]
+    assert [(n["trigger"], n["event"], n["pid"]) for n in got] == [("big", "app:alpha", app.pid)] * 2
+    wait_until(lambda: _trigger(env, "big")["hits"] == 4, what="4 matches counted")
+    assert _trigger(env, "big")["actions"][0]["fired"] == 2
+    rc, so, se = env.ust("list-triggers")
+    assert so.startswith("- name: big\n  owner uid: 0\n  condition: event rule matches\n"
+                         "    rule: app:* (type: user tracepoint, filter: v >= 10)\n    matches: 4\n"
+                         "  action:notify, rate policy: every 2\n    fired: 2\n    errors: none\n")
+
+    # the command-line subscriber: it prints what it got and exits after -n of them
+    p = subprocess.Popen([sys.executable, "-m", "ust.cli", "wait-trigger", "big", "--json", "-n", "1", "-t", "120"],
+                         env=env.env(UST_AGENT="0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    v = iter(range(100, 100000, 2))
+    # it subscribes at some point after it starts: keep matching until it has heard one
+    wait_until(lambda: app.send(f"emit app:beta 2 {next(v)}") and p.poll() is not None, timeout=120,
+               what="wait-trigger to get a notification")
+    out, err = p.communicate()
+    assert p.returncode == 0, err
+    line = json.loads(out)
+    assert (line["trigger"], line["event"], line["pid"]) == ("big", "app:beta", app.pid)
+
+    # removed: the application stops evaluating it (the tracepoint is detached), the name is free again
+    assert env.ust("remove-trigger", "big")[1] == "Removed trigger `big`.\n"
+    assert not _enabled(app, "app:alpha") and not _enabled(app, "app:beta")
+    assert env.client().list_triggers() == []
+    app.exit()
+
+
+def test_a_trigger_attaches_in_applications_that_register_later_and_ignores_other_events(ust_env):
+    env = ust_env
+    env.ust("add-trigger", *COND, "--name", "other:*", "--log-level", "ERR..", "--action", "notify")
+    [t] = env.client().list_triggers()
+    assert t["name"] == "trigger1" and t["condition"]["loglevel_type"] == "range"
+    app = env.app()
+    env.wait_registered(app.pid)
+    wait_until(lambda: _enabled(app, "other:delta"), what="the trigger attached in a new application")
+    assert not _enabled(app, "app:alpha")
+    with env.client() as c:
+        sub = c.notifications(timeout=60)
+        app.send("emit app:alpha 5 0")
+        app.send("emit other:delta 1 0")
+        n = next(sub)
+    assert (n["trigger"], n["event"]) == ("trigger1", "other:delta")
+    assert _trigger(env, "trigger1")["hits"] == 1
+    app.exit()
+
+
+@needs_bt
+def test_error_event_snapshots_a_flight_recorder_exactly_once(ust_env, tmp_path):
+    """The classic use: a flight-recorder session snapshots itself when an error event is recorded, once."""
+    env = ust_env
+    out = str(tmp_path / "fl")
+    env.ust("create", "fl", "--snapshot", "-o", out)
+    env.ust("enable-event", "app:*,other:*")
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("start")
+    env.ust("add-trigger", "--name", "on-error", *COND, "--name", "other:delta", "--action", "snapshot-session",
+            "fl", "--rate-policy", "once-after:1")
+    app.send("emit app:alpha 5 0")
+    app.send("emit other:delta 3 100")  # three matches: one snapshot
+    wait_until(lambda: _trigger(env, "on-error")["actions"][0]["fired"] == 1, what="the snapshot action")
+    wait_until(lambda: glob.glob(f"{out}/snapshot-1-*"), what="the snapshot written")
+    [snap] = glob.glob(f"{out}/snapshot-1-*")
+    app.send("emit other:delta 3 200")
+    assert _trigger(env, "on-error")["actions"][0] == {"type": "snapshot-session", "session": "fl",
+                                                       "rate_policy": "once-after:1", "fired": 1, "errors": 0,
+                                                       "last_error": None}
+    assert glob.glob(f"{out}/snapshot-*") == [snap]
+    events = read_events(snap)
+    assert values(events, "app:alpha") == [0, 1, 2, 3, 4] and 100 in values(events, "other:delta")
+    env.ust("stop")
+    app.exit()
+
+
+@needs_bt
+def test_events_start_rotate_and_stop_a_session(ust_env, tmp_path):
+    env = ust_env
+    out = str(tmp_path / "s")
+    env.ust("create", "s", "-o", out)
+    env.ust("enable-event", "app:alpha")
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("add-trigger", "--name", "go", *COND, "--name", "lvl:info", "--action", "start-session", "s")
+    env.ust("add-trigger", "--name", "cut", *COND, "--name", "lvl:warn", "--action", "rotate-session", "s")
+    env.ust("add-trigger", "--name", "halt", *COND, "--name", "lvl:crit", "--action", "stop-session", "s")
+
+    def active():
+        return env.client().get_session("s")["active"]
+
+    app.send("emit app:alpha 5 0")  # not recorded: the session is not started
+    app.send("emit lvl:info 1 0")
+    wait_until(active, what="the session started by its trigger")
+    wait_until(lambda: _enabled(app, "app:alpha"), what="alpha recording")
+    app.send("emit app:alpha 5 10")
+    app.send("emit lvl:warn 1 0")
+    wait_until(lambda: glob.glob(f"{out}/archives/*"), what="the chunk rotated by its trigger")
+    app.send("emit app:alpha 5 20")
+    app.send("emit lvl:crit 1 0")
+    wait_until(lambda: not active(), what="the session stopped by its trigger")
+    app.send("emit app:alpha 5 30")  # not recorded: stopped
+    app.exit()
+    chunks = sorted(glob.glob(f"{out}/archives/*"))
+    assert len(chunks) == 2
+    assert [values(read_events(c), "app:alpha") for c in chunks] == [[10, 11, 12, 13, 14], [20, 21, 22, 23, 24]]
+    assert all(_trigger(env, n)["actions"][0]["errors"] == 0 for n in ("go", "cut", "halt"))
+
+
+APP = textwrap.dedent("""
+    import logging, sys
+    logging.getLogger().setLevel(logging.DEBUG)
+    logging.getLogger("warm").debug("declares the record's tracepoint")
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for name in ("app", "app.db", "other"):
+        for level in (10, 20, 30, 40, 50):
+            logging.getLogger(name).log(level, "%s %d", name, level)
+""")
+
+
+def test_python_log_records_fire_a_python_trigger(ust_env):
+    env = ust_env
+    env.ust("add-trigger", "--name", "db-errors", *COND, "--type", "python", "--name", "app.d*",
+            "--log-level", "ERROR..", "--action", "notify")
+    p = subprocess.Popen([sys.executable, "-c", "import ust\n" + APP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, env=env.env(UST_LOGGING="1"))
+    assert p.stdout.readline() == "ready\n"
+    # listed once every session and trigger has been applied to it (the trigger is attached then)
+    env.wait_registered(p.pid)
+    with env.client() as c:
+        sub = c.notifications(timeout=60)
+        p.communicate("go\n", timeout=120)
+        got = [next(sub), next(sub)]
+    assert p.returncode == 0
+    assert [(n["trigger"], n["event"], n["pid"]) for n in got] == [("db-errors", "lttng_python:event", p.pid)] * 2
+    wait_until(lambda: _trigger(env, "db-errors")["hits"] == 2, what="2 matches")  # app.db 40 and 50 only
+
+
+@pytest.mark.parametrize("args, error", [
+    (["--name", "t", *COND, "--name", "a:*", "--action", "start-session", "nope"], "no session named 'nope'"),
+    (["--name", "t", *COND, "--name", "a:*", "--action", "snapshot-session", "plain"],
+     "session 'plain' is not a snapshot session (create it with --snapshot)"),
+    (["--condition", "channel-buffer-usage-ge", "--action", "notify"],
+     "condition 'channel-buffer-usage-ge' is not supported: ust triggers have event-rule-matches (docs/lifecycle.md)"),
+    ([*COND, "--type", "kernel", "--name", "sched_switch", "--action", "notify"],
+     "event rule type 'kernel' is not supported: user or python (docs/lifecycle.md)"),
+    ([*COND, "--name", "a:*", "--action", "notify", "--rate-policy", "often:2"],
+     "bad rate policy 'often:2': expected every:N or once-after:N, N at least 1"),
+    ([*COND, "--name", "a:*", "--action", "notify", "--rate-policy", "every:0"],
+     "bad rate policy 'every:0': expected every:N or once-after:N, N at least 1"),
+    ([*COND, "--name", "a:*"], "missing --action (notify, start-session S, stop-session S, rotate-session S, "
+                               "snapshot-session S)"),
+    (["--name", "t", "--action", "notify"], "missing --condition (event-rule-matches)"),
+    ([*COND, "--name", "a:*", "--action", "notify", "x"], "action notify takes no argument"),
+    ([*COND, "--name", "a:*", "--action", "stop-session"], "action stop-session takes one session name"),
+    ([*COND, "--name", "a:*", "--action", "explode"], "unknown action 'explode' (one of notify, start-session, "
+                                                      "stop-session, rotate-session, snapshot-session)"),
+    ([*COND, "--name", "a:*", "--filter", "v >", "--action", "notify"], None),
+    (["--name", "dup", *COND, "--name", "a:*", "--action", "notify"], "a trigger named 'dup' already exists"),
+])
+def test_bad_triggers_get_one_line_errors_and_change_nothing(ust_env, args, error):
+    env = ust_env
+    env.ust("create", "plain", "-o", os.path.join(env.home, "plain"))
+    env.ust("add-trigger", "--name", "dup", *COND, "--name", "z:*", "--action", "notify")
+    before = env.client().list_triggers()
+    rc, so, se = env.ust("add-trigger", *args, check=False)
+    assert rc != 0 and so == "" and se.count("\n") == 1 and se.startswith("ust: error: ")
+    if error is not None:
+        assert se == f"ust: error: {error}\n"
+    assert env.client().list_triggers() == before
+
+
+def test_remove_and_wait_for_a_missing_trigger(ust_env):
+    rc, so, se = ust_env.ust("remove-trigger", "ghost", check=False)
+    assert rc != 0 and se == "ust: error: no trigger named 'ghost'\n"
+    rc, so, se = ust_env.ust("wait-trigger", "ghost", "-t", "1", check=False)
+    assert rc != 0 and se == "ust: error: no trigger named 'ghost'\n"
+
+
+def test_the_daemon_checks_what_applications_report(ust_env):
+    """An application's trigger_hits are bounded and checked: a malformed report fires nothing, and a
+    process may only fire the triggers it was given (those whose rule selects its tracepoints)."""
+    import socket
+
+    import ust
+    from ust.daemon import paths, protocol
+    from ust.instrument.tracepoint import declare
+
+    env = ust_env
+    env.ust("add-trigger", "--name", "t", *COND, "--name", "x:*", "--action", "notify")
+    env.ust("add-trigger", "--name", "elsewhere", *COND, "--name", "y:*", "--action", "notify")
+    tid, other = 1, 2
+    decl = protocol.decl_to_json(declare("x:y", {"v": ust.int64}).decl)
+    with env.client() as c:
+        sub = c.notifications(timeout=5)
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(paths.socket_path(env.home))
+        protocol.send_msg(s, {"cmd": "register", "pid": os.getpid(), "ppid": os.getppid(), "uid": os.getuid(),
+                              "procname": "fake", "token": None, "tracepoints": [decl], "cmdline": "", "seq": 1})
+        while True:  # answer the daemon's commands (it attaches trigger t) until registered
+            msg, fds = protocol.recv_msg(s)
+            protocol.close_fds(fds)
+            if msg.get("re") == 1:
+                break
+            if "cmd" in msg:
+                protocol.send_msg(s, {"ok": True, "re": msg["seq"]})
+        for bad in ({"hits": "x"}, {"hits": [[tid, "x:y"]]}, {"hits": [[tid, "x:y", -1]]},
+                    {"hits": [[tid, "x:y", True]]}, {"hits": [[999, "x:y", 1]]},
+                    {"hits": [[other, "y:z", 1]]},  # a trigger it was not given: not its to fire {"hits": [[tid, 5, 1]]},
+                    {"hits": [[tid, "x:y", 1]] * 5000}):
+            protocol.send_msg(s, {"cmd": "trigger_hits", "seq": 2, **bad})
+        protocol.send_msg(s, {"cmd": "trigger_hits", "seq": 3, "hits": [[tid, "x:y", 1]]})  # a good one, last
+        n = next(sub)
+        s.close()
+    assert (n["trigger"], n["event"], n["hits"]) == ("t", "x:y", 1)  # the bad ones counted nothing
+
+
+def test_add_trigger_options_mean_what_their_place_says():
+    """lttng's parser: --name before --condition names the trigger, after it the rule; -x repeats; a rate policy
+    belongs to the action before it; a log level LEVEL.. is a range, LEVEL alone exact."""
+    from ust.cli import build_parser, glue_filter_values
+    from ust.cli.trigger_cmds import parse_add_trigger
+
+    argv = glue_filter_values(["add-trigger", "--name", "T", *COND, "--name", "a:*", "-x", "a:b,a:c", "-x", "a:d",
+                               "--filter", "-v > 1", "--log-level", "WARNING", "--action", "notify",
+                               "--action", "stop-session", "s", "--rate-policy", "once-after:3"])
+    args = build_parser(only="add-trigger").parse_args(argv)
+    assert parse_add_trigger(args.in_order) == {
+        "name": "T", "pattern": "a:*", "python": False, "filter": "-v > 1", "exclusions": ["a:b", "a:c", "a:d"],
+        "actions": [("notify", None, None), ("stop-session", "s", "once-after:3")],
+        "loglevel": "WARNING", "loglevel_only": True}
+    args = build_parser(only="add-trigger").parse_args(["add-trigger", *COND, "--log-level", "ERR..",
+                                                        "--action", "notify"])
+    kw = parse_add_trigger(args.in_order)
+    assert (kw["name"], kw["pattern"], kw["loglevel"], kw["loglevel_only"]) == (None, "*", "ERR", False)
