@@ -381,3 +381,23 @@ def test_functions_and_a_probe_on_the_same_function(tmp_path):
     assert entries.count("fib") == returns.count("fib") == 15
     assert entries.count("fails") == returns.count("fails") == 1
     assert len(events_of(dump, "t:fib_entry")) == len(events_of(dump, "t:fib_return")) == 15
+
+
+DEEP = """
+import sys, tempfile, ust
+from ust.instrument import probes
+def rec(n): return 0 if n == 0 else 1 + rec(n - 1)
+with tempfile.TemporaryDirectory() as d, ust.Session(d, events=["python:*"], mode="overwrite"):
+    w = probes.WholeProgram(include=["__main__:rec"], exclude=[]); w.start()
+    print(rec(990))  # below the default recursion limit (1000): fine untraced, so fine traced
+    w.stop()
+"""
+
+
+def test_functions_keep_the_recursion_depth_of_the_untraced_program():
+    """3.12+: calls through the frame-evaluation hook are evaluated in C, which the interpreter counts
+    against its C recursion limit (800 on 3.12.1): the hook gives that unit back, else a program recursing
+    990 deep raised RecursionError under --functions only."""
+    r = subprocess.run([sys.executable, "-c", DEEP], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "UST_AGENT": "0", "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")})
+    assert r.returncode == 0 and r.stdout.split() == ["990"], r.stderr[-2000:]

@@ -948,6 +948,24 @@ done:
         restore_exc(exc);
 }
 
+/* Evaluate frame with the next evaluation function. 3.12+: the interpreter counts each evaluation in C
+ * against its C recursion limit (800 on 3.12.1, below the default Python limit of 1000), where an inlined
+ * Python call counts only against the Python limit: the unit this frame takes is given back, so that a
+ * program recurses as deep under the hook as without it (the Python limit still applies; the C stack per
+ * call is then 3.10's, docs/probes.md). */
+static inline PyObject *
+call_next(_PyFrameEvalFunction next, PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    ts->c_recursion_remaining++;
+    PyObject *result = next(ts, frame, throwflag);
+    ts->c_recursion_remaining--;
+    return result;
+#else
+    return next(ts, frame, throwflag);
+#endif
+}
+
 static PyObject *
 traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
 {
@@ -956,24 +974,24 @@ traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
     /* ts->tracing: a tracer's own Python code (ours below, a profile or trace function) is not the
      * program's. */
     if (self == NULL || ts->tracing)
-        return next(ts, frame, throwflag);
+        return call_next(next, ts, frame, throwflag);
     PyCodeObject *code = FRAME_CODE(frame);
     Record *rec = eval_probes > 0 && !busy ? get_record((PyObject *)code) : NULL;
     unsigned generation = eval_whole ? self->generation : 0;
     if (rec == NULL && generation == 0)
-        return next(ts, frame, throwflag);
+        return call_next(next, ts, frame, throwflag);
     int resumable = code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR);
     int starts; /* the body starts in this evaluation (else a generator resumes) */
     if (resumable) {
         if (frame->owner != FRAME_OWNED_BY_GENERATOR) /* RETURN_GENERATOR: makes the object, runs no body */
-            return next(ts, frame, throwflag);
+            return call_next(next, ts, frame, throwflag);
         starts = _PyInterpreterFrame_LASTI(frame) < code->_co_firsttraceable;
         if (starts && throwflag) /* thrown into before it started: no body ran, nothing is recorded */
-            return next(ts, frame, throwflag);
+            return call_next(next, ts, frame, throwflag);
     }
     else {
         if (throwflag) /* not a call */
-            return next(ts, frame, throwflag);
+            return call_next(next, ts, frame, throwflag);
         starts = 1;
     }
     /* The probe's return is recorded if its entry was (a resumed generator's was, when it started, unless
@@ -989,7 +1007,7 @@ traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
     long long id = 0;
     if (generation)
         id = starts ? eval_entry(self, ts, frame) : known_id(self, (PyObject *)code);
-    PyObject *result = next(ts, frame, throwflag);
+    PyObject *result = call_next(next, ts, frame, throwflag);
     /* The generator frame lives in its generator object, which its caller (gen_send_ex) holds. Suspended:
      * at a yield, or (3.13: FRAME_SUSPENDED_YIELD_FROM) at an await or yield from; every suspended state is
      * below FRAME_EXECUTING on 3.11 to 3.13. */
