@@ -57,8 +57,11 @@ def main() -> int:
     args = ap.parse_args()
     n, reps = (20_000, 3) if args.quick else (200_000, 7)
     mod = sys.modules[__name__].__name__
-    print(f"Python {sys.version.split()[0]}, mechanism: "
-          f"{'sys.monitoring' if probes.MONITORING else 'code swap (3.11)'}")
+    hooks = probes._MONITOR.hooks
+    whole = "frame-evaluation hook" if hooks is not None and hasattr(hooks, "eval_hook") else \
+        "sys.monitoring" if probes.MONITORING else "profile function"
+    print(f"Python {sys.version.split()[0]}, probes: "
+          f"{'sys.monitoring' if probes.MONITORING else 'code swap (3.11)'}, --functions: {whole}")
     # overwrite mode: every event is written whatever the reader's speed (with a reader starved of CPU, a
     # full buffer would drop events cheaply and the probe would look faster than it is)
     with tempfile.TemporaryDirectory() as d, ust.Session(d, events=["bench:*", "python:*"], mode="overwrite",

@@ -1,8 +1,8 @@
 """Instructions per call (callgrind) of a probed call and of --functions, next to viztracer's (issue 11).
 
 Instruction counts are stable where times on a shared machine are not. Each figure is the difference
-of two runs (N and 2N calls) divided by N, so start-up cancels out; the session's reader thread still
-adds some noise (about +-150 instructions per call).
+of two runs (N and 2N calls) divided by N, so start-up cancels out; only the main thread is counted (the
+session's reader thread, which runs when it likes, made the whole-process counts vary by about +-150 a call).
 
     python bench/callgrind_probes.py            # needs valgrind; viztracer optional
 """
@@ -61,11 +61,16 @@ def worker(mode: str, n: int) -> None:
 
 
 def instructions(mode: str, n: int) -> int:
+    """The main thread's instructions (the session's reader thread, which runs when it likes, apart)."""
     with tempfile.TemporaryDirectory() as d:
-        r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/out", sys.executable,
-                            __file__, "--worker", mode, str(n)], capture_output=True, text=True,
+        r = subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={d}/out",
+                            sys.executable, __file__, "--worker", mode, str(n)], capture_output=True, text=True,
                            env={**os.environ, "PYTHONHASHSEED": "0", "UST_AGENT": "0"})
-    m = re.search(r"Collected : (\d+)", r.stderr)
+        try:
+            with open(f"{d}/out-01") as f:
+                m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
+        except OSError:
+            m = None
     if r.returncode != 0 or not m:
         raise SystemExit(f"callgrind run failed: {r.stderr[-2000:]}")
     return int(m.group(1))

@@ -442,3 +442,40 @@ def test_daemon_records_contextvar_values(ust_env, tmp_path):  # noqa: F811
     rests = [rest for name, rest in read_events(ust_env.out) if name == "cv:ev"]
     assert [re.search(r'contextvar_request = "([^"]*)"', r).group(1) for r in rests] == ["req-42", "req-43"]
     assert all(f"vtid = {app.pid}" in r for r in rests)
+
+
+PINNED = textwrap.dedent("""
+    import os, sys
+    import ust
+    from ust.instrument import probes
+
+    def pinned_call():
+        pass
+
+    cpus = sorted(os.sched_getaffinity(0))
+    with ust.Session(sys.argv[1], events=["python:*"], context=sys.argv[2:]):
+        whole = probes.WholeProgram(include=["__main__:pinned_call"], exclude=[])
+        whole.start()
+        for _ in range(3):
+            for cpu in cpus:
+                os.sched_setaffinity(0, {cpu})  # the kernel moves the thread before the call returns
+                pinned_call()
+        whole.stop()
+    print(" ".join(map(str, cpus)))
+""")
+
+
+@needs_bt2
+@pytest.mark.parametrize("context", [[], ["cpu_id"]])
+def test_events_go_to_the_stream_of_the_cpu_the_thread_runs_on(tmp_path, context):
+    """The writer's CPU (read from the thread's rseq area when glibc registered one, else sched_getcpu)
+    follows the thread as it is moved from CPU to CPU: each event is in that CPU's stream, and the cpu_id
+    context says the same. No context: the 8-byte event's lean path; cpu_id: the general path."""
+    r = run_python(PINNED, str(tmp_path / "t"), *context, timeout=120)
+    assert r.returncode == 0, r.stderr
+    cpus = [int(c) for c in r.stdout.split()]
+    entries = events_of(bt2_dump(tmp_path / "t"), "python:function_entry")
+    by_time = sorted(entries, key=lambda e: e["ts"])
+    assert [e["cpu_id"] for e in by_time] == cpus * 3
+    if context:
+        assert [e["context"]["cpu_id"] for e in by_time] == cpus * 3

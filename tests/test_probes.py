@@ -358,3 +358,46 @@ def test_probe_removed_while_its_call_is_recorded(tmp_path):
     assert [e["payload"]["obj"] for e in events_of(dump, "ptarget:takes_entry")] == ["removed"] * 3
     returns = [e["payload"] for e in events_of(dump, "ptarget:takes_return")]
     assert returns == ([] if sys.version_info >= (3, 12) else [{"retval": "1", "exception": ""}] * 3)
+
+
+def test_functions_and_a_probe_on_the_same_function(tmp_path):
+    """Whole-program tracing next to a probe records each call once in each: on 3.12/3.13 the calls are
+    recorded by the frame-evaluation hook, not by global sys.monitoring PY_START/PY_RETURN events (their
+    dispatch cost more than the hook, docs/probes.md), while the probe keeps its local events."""
+    out = tmp_path / "trace"
+    r = subprocess.run([sys.executable, os.path.join(HERE, "apps", "functions_with_probe.py"), str(out)],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "UST_AGENT": "0", "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")})
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == "ok", r.stderr[-3000:]
+    if sys.version_info >= (3, 12) and os.environ.get("UST_PROBES_PURE") != "1":
+        import ust.instrument.probes as probes_mod
+        if probes_mod._C is not None and hasattr(probes_mod._C.Hooks, "eval_hook"):
+            # only the probe's exceptions (PY_UNWIND is global-only in CPython); no per-call global events
+            assert r.stdout.splitlines()[0] == f"global-events {sys.monitoring.events.PY_UNWIND}"
+    dump = bt2_dump(out)
+    infos = {e["payload"]["id"]: e["payload"]["qualname"] for e in events_of(dump, "python:function_info")}
+    entries = [infos[e["payload"]["id"]] for e in events_of(dump, "python:function_entry")]
+    returns = [infos[e["payload"]["id"]] for e in events_of(dump, "python:function_return")]
+    assert entries.count("fib") == returns.count("fib") == 15
+    assert entries.count("fails") == returns.count("fails") == 1
+    assert len(events_of(dump, "t:fib_entry")) == len(events_of(dump, "t:fib_return")) == 15
+
+
+DEEP = """
+import sys, tempfile, ust
+from ust.instrument import probes
+def rec(n): return 0 if n == 0 else 1 + rec(n - 1)
+with tempfile.TemporaryDirectory() as d, ust.Session(d, events=["python:*"], mode="overwrite"):
+    w = probes.WholeProgram(include=["__main__:rec"], exclude=[]); w.start()
+    print(rec(990))  # below the default recursion limit (1000): fine untraced, so fine traced
+    w.stop()
+"""
+
+
+def test_functions_keep_the_recursion_depth_of_the_untraced_program():
+    """3.12+: calls through the frame-evaluation hook are evaluated in C, which the interpreter counts
+    against its C recursion limit (800 on 3.12.1): the hook gives that unit back, else a program recursing
+    990 deep raised RecursionError under --functions only."""
+    r = subprocess.run([sys.executable, "-c", DEEP], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "UST_AGENT": "0", "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")})
+    assert r.returncode == 0 and r.stdout.split() == ["990"], r.stderr[-2000:]

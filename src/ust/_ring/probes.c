@@ -31,15 +31,23 @@
 #undef Py_BUILD_CORE
 #endif
 
-/* 3.11: whole-program tracing runs in a frame-evaluation function (PEP 523) rather than a profile function:
- * a profile function puts every frame of the process in the interpreter's tracing mode (no specialized
- * instructions, a frame object per call), ~1,450 instructions per call before any callback runs. */
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+/* 3.11 to 3.13 (with the GIL): whole-program tracing runs in a frame-evaluation function (PEP 523).
+ * 3.11: rather than a profile function, which puts every frame of the process in the interpreter's tracing
+ * mode (no specialized instructions, a frame object per call), ~1,450 instructions per call before any
+ * callback runs. 3.12/3.13: rather than global sys.monitoring PY_START/PY_RETURN events, whose dispatch
+ * (instrumented instructions, the offset's int, a vectorcall per event) costs more than the hook's one C
+ * call per Python call. The frame layout is CPython's internal one for exactly these versions. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
 #define USE_EVAL_HOOK 1
 #define Py_BUILD_CORE 1
 #include "internal/pycore_code.h"
 #include "internal/pycore_frame.h"
 #undef Py_BUILD_CORE
+#if PY_VERSION_HEX >= 0x030D0000
+#define FRAME_CODE(frame) ((PyCodeObject *)(frame)->f_executable)
+#else
+#define FRAME_CODE(frame) ((frame)->f_code)
+#endif
 #endif
 
 #define MAX_ARGS 64
@@ -49,6 +57,12 @@
 typedef struct { PyObject *type, *value, *tb; } saved_exc;
 static inline saved_exc save_exc(void) { saved_exc e; PyErr_Fetch(&e.type, &e.value, &e.tb); return e; }
 static inline void restore_exc(saved_exc e) { PyErr_Restore(e.type, e.value, e.tb); }
+/* The exception object of a saved exception (borrowed; None when there is none). */
+static inline PyObject *saved_exc_value(saved_exc *e)
+{
+    PyErr_NormalizeException(&e->type, &e->value, &e->tb);
+    return e->value ? e->value : Py_None;
+}
 static inline const char *raised_type_name(void)
 {
     PyObject *t = PyErr_Occurred();
@@ -58,6 +72,7 @@ static inline const char *raised_type_name(void)
 typedef PyObject *saved_exc;
 static inline saved_exc save_exc(void) { return PyErr_GetRaisedException(); }
 static inline void restore_exc(saved_exc e) { PyErr_SetRaisedException(e); }
+static inline PyObject *saved_exc_value(saved_exc *e) { return *e ? *e : Py_None; }
 static inline const char *raised_type_name(void)
 {
     PyObject *t = PyErr_Occurred();
@@ -727,6 +742,22 @@ frame_args(Record *rec, PyObject *code, PyObject **values)
 }
 #endif
 
+#ifdef USE_EVAL_HOOK
+static int eval_whole; /* whole-program tracing runs in the frame-evaluation hook (below) */
+#endif
+
+/* Whole-program events come from the sys.monitoring callbacks: tracing is on and not in the hook (3.12+
+ * with the hook, the callbacks still fire for probed code objects: their ids are recorded by the hook). */
+static inline int
+whole_by_monitoring(Hooks *self)
+{
+#ifdef USE_EVAL_HOOK
+    if (eval_whole)
+        return 0;
+#endif
+    return self->generation != 0;
+}
+
 /* PY_START(code, offset) */
 static PyObject *
 hooks_py_start(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
@@ -753,7 +784,7 @@ hooks_py_start(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
             Py_XDECREF(call_slow(rec, "on_start", NULL, 0));
         Py_DECREF(rec);
     }
-    if (self->generation) {
+    if (whole_by_monitoring(self)) {
         long long id = function_id(self, code, NULL);
         if (id > 0)
             record_id(self, self->entry, id);
@@ -780,7 +811,7 @@ hooks_py_return(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
             Py_XDECREF(call_slow(rec, "on_return", &args[2], 1));
         Py_DECREF(rec);
     }
-    if (self->generation) {
+    if (whole_by_monitoring(self)) {
         long long id = known_id(self, code);
         if (id > 0)
             record_id(self, self->ret, id);
@@ -803,7 +834,7 @@ hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
         Py_XDECREF(call_slow(rec, "on_unwind", &args[2], 1));
         Py_DECREF(rec);
     }
-    if (self->generation) {
+    if (whole_by_monitoring(self)) {
         long long id = known_id(self, code);
         if (id > 0)
             record_id(self, self->ret, id);
@@ -827,7 +858,6 @@ hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
  * (each takes a C call), ~340 instructions a call in the whole process. */
 static Hooks *eval_owner;                /* strong reference while the hook is installed; NULL: pass through */
 static _PyFrameEvalFunction eval_next;    /* the evaluation function that was installed before ours */
-static int eval_whole;                   /* whole-program tracing wants the hook */
 static Py_ssize_t eval_probes;           /* probes whose record is read by the hook */
 
 /* The entry of frame's function: its id (recorded when > 0). */
@@ -835,7 +865,7 @@ static long long
 eval_entry(Hooks *self, PyThreadState *ts, _PyInterpreterFrame *frame)
 {
     ts->tracing++; /* new_id, a filter or a Python context may run Python: not the program's calls */
-    long long id = function_id(self, (PyObject *)frame->f_code, frame->f_globals);
+    long long id = function_id(self, (PyObject *)FRAME_CODE(frame), frame->f_globals);
     if (id > 0)
         record_id(self, self->entry, id);
     ts->tracing--;
@@ -848,7 +878,7 @@ eval_entry(Hooks *self, PyThreadState *ts, _PyInterpreterFrame *frame)
 static int
 probe_eval_entry(Record *rec, PyThreadState *ts, _PyInterpreterFrame *frame, int resumable)
 {
-    PyCodeObject *co = frame->f_code;
+    PyCodeObject *co = FRAME_CODE(frame);
     Py_ssize_t n = PyTuple_GET_SIZE(rec->names);
     PyObject *values[MAX_ARGS];
     if (n > MAX_ARGS || n > co->co_nlocalsplus)
@@ -890,7 +920,7 @@ probe_eval_entry(Record *rec, PyThreadState *ts, _PyInterpreterFrame *frame, int
 static void
 probe_eval_return(Record *rec, PyThreadState *ts, _PyInterpreterFrame *frame, PyObject *result, int resumable)
 {
-    saved_exc exc = {NULL, NULL, NULL};
+    saved_exc exc = {0};
     if (result == NULL)
         exc = save_exc();
     if (resumable && PySet_Check(rec->skipped) && PySet_GET_SIZE(rec->skipped) > 0) {
@@ -909,14 +939,31 @@ probe_eval_return(Record *rec, PyThreadState *ts, _PyInterpreterFrame *frame, Py
         Py_XDECREF(call_slow(rec, "leave", a, 2));
     }
     else {
-        PyErr_NormalizeException(&exc.type, &exc.value, &exc.tb);
-        PyObject *a[2] = {Py_None, exc.value ? exc.value : Py_None};
+        PyObject *a[2] = {Py_None, saved_exc_value(&exc)};
         Py_XDECREF(call_slow(rec, "leave", a, 2));
     }
     ts->tracing--;
 done:
     if (result == NULL)
         restore_exc(exc);
+}
+
+/* Evaluate frame with the next evaluation function. 3.12+: the interpreter counts each evaluation in C
+ * against its C recursion limit (800 on 3.12.1, below the default Python limit of 1000), where an inlined
+ * Python call counts only against the Python limit: the unit this frame takes is given back, so that a
+ * program recurses as deep under the hook as without it (the Python limit still applies; the C stack per
+ * call is then 3.10's, docs/probes.md). */
+static inline PyObject *
+call_next(_PyFrameEvalFunction next, PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    ts->c_recursion_remaining++;
+    PyObject *result = next(ts, frame, throwflag);
+    ts->c_recursion_remaining--;
+    return result;
+#else
+    return next(ts, frame, throwflag);
+#endif
 }
 
 static PyObject *
@@ -927,24 +974,24 @@ traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
     /* ts->tracing: a tracer's own Python code (ours below, a profile or trace function) is not the
      * program's. */
     if (self == NULL || ts->tracing)
-        return next(ts, frame, throwflag);
-    PyCodeObject *code = frame->f_code;
+        return call_next(next, ts, frame, throwflag);
+    PyCodeObject *code = FRAME_CODE(frame);
     Record *rec = eval_probes > 0 && !busy ? get_record((PyObject *)code) : NULL;
     unsigned generation = eval_whole ? self->generation : 0;
     if (rec == NULL && generation == 0)
-        return next(ts, frame, throwflag);
+        return call_next(next, ts, frame, throwflag);
     int resumable = code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR);
     int starts; /* the body starts in this evaluation (else a generator resumes) */
     if (resumable) {
         if (frame->owner != FRAME_OWNED_BY_GENERATOR) /* RETURN_GENERATOR: makes the object, runs no body */
-            return next(ts, frame, throwflag);
+            return call_next(next, ts, frame, throwflag);
         starts = _PyInterpreterFrame_LASTI(frame) < code->_co_firsttraceable;
         if (starts && throwflag) /* thrown into before it started: no body ran, nothing is recorded */
-            return next(ts, frame, throwflag);
+            return call_next(next, ts, frame, throwflag);
     }
     else {
         if (throwflag) /* not a call */
-            return next(ts, frame, throwflag);
+            return call_next(next, ts, frame, throwflag);
         starts = 1;
     }
     /* The probe's return is recorded if its entry was (a resumed generator's was, when it started, unless
@@ -960,9 +1007,11 @@ traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
     long long id = 0;
     if (generation)
         id = starts ? eval_entry(self, ts, frame) : known_id(self, (PyObject *)code);
-    PyObject *result = next(ts, frame, throwflag);
-    /* The generator frame lives in its generator object, which its caller (gen_send_ex) holds. */
-    int suspended = resumable && result != NULL && _PyFrame_GetGenerator(frame)->gi_frame_state == FRAME_SUSPENDED;
+    PyObject *result = call_next(next, ts, frame, throwflag);
+    /* The generator frame lives in its generator object, which its caller (gen_send_ex) holds. Suspended:
+     * at a yield, or (3.13: FRAME_SUSPENDED_YIELD_FROM) at an await or yield from; every suspended state is
+     * below FRAME_EXECUTING on 3.11 to 3.13. */
+    int suspended = resumable && result != NULL && _PyFrame_GetGenerator(frame)->gi_frame_state < FRAME_EXECUTING;
     if (probed) {
         /* not at a yield or an await; not when the probe went meanwhile */
         if (!suspended && !busy && get_record((PyObject *)code) == rec)

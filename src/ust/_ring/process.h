@@ -31,8 +31,29 @@ INLINE int32_t current_tid(void)
     return tls_tid;
 }
 
+/* glibc 2.35+ registers a restartable-sequences area for each thread, whose cpu_id field the kernel
+ * rewrites before the thread returns to user space on another CPU: reading it is one load where
+ * sched_getcpu() is a call through the PLT (that reads the same field, or asks the vDSO). Weak: an older
+ * glibc defines neither symbol. __rseq_size is 0 when the registration was refused (rseq disabled by
+ * tunable, or valgrind), and cpu_id is negative (RSEQ_CPU_ID_UNINITIALIZED, _REGISTRATION_FAILED) in a
+ * thread that has none: both fall back to sched_getcpu(). */
+extern const ptrdiff_t __rseq_offset __attribute__((weak));
+extern const unsigned int __rseq_size __attribute__((weak));
+#define RSEQ_CPU_ID_OFFSET 4 /* struct rseq: u32 cpu_id_start, u32 cpu_id, ... (Linux ABI) */
+
+/* The CPU the calling thread runs on (a hint: it may move right after; the ring only uses it to pick a
+ * buffer, any buffer is correct). */
 INLINE uint32_t current_cpu(void)
 {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__aarch64__))
+    if (LIKELY(&__rseq_size != NULL && __rseq_size >= RSEQ_CPU_ID_OFFSET + 4)) {
+        /* volatile: the kernel writes it behind the compiler's back (on migration) */
+        int32_t cpu = *(const volatile int32_t *)((char *)__builtin_thread_pointer() + __rseq_offset +
+                                                  RSEQ_CPU_ID_OFFSET);
+        if (LIKELY(cpu >= 0))
+            return (uint32_t)cpu;
+    }
+#endif
     int cpu = sched_getcpu();
     return cpu < 0 ? 0 : (uint32_t)cpu;
 }

@@ -597,6 +597,21 @@ static int api_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  * filter, no Python context) the value goes straight into the ring: no int object, no conversion back.
  * No Python runs between the load of the list and the commit, so the list cannot be retired meanwhile
  * and the readers count is not needed. Anything else takes the general path with an int object. */
+/* The event of one 8-byte integer field into a's channel, which has no context: record_into without its
+ * per-field and per-context loops (whole-program tracing writes two such events per Python call). Runs
+ * no Python. */
+static void record_u64_bare(Attachment *a, uint64_t value)
+{
+    ChannelObject *ch = a->channel;
+    BufferObject *b = ch->bufs[current_cpu() % (uint32_t)ch->nbufs];
+    struct reservation r;
+    if (ring_reserve(b, 8, a->event_id, &r) == 0) {
+        char *p = write_event_header(r.dst, &r, a->event_id);
+        memcpy(p, &value, 8); /* fields are packed (byte-aligned in the metadata), as write_fields writes */
+        ring_commit(b, &r);
+    }
+}
+
 static int api_record_u64(PyObject *self, uint64_t value)
 {
     if (LIKELY(Py_IS_TYPE(self, &Tracepoint_Type))) {
@@ -609,6 +624,10 @@ static int api_record_u64(PyObject *self, uint64_t value)
         if (LIKELY(tp->nfields == 1 && f->size == 8 &&
                    (f->code == F_UINT || (f->code == F_SINT && value <= (uint64_t)INT64_MAX)) && al->n == 1 &&
                    !only->filter && !PyTuple_GET_SIZE(only->channel->py_contexts))) {
+            if (LIKELY(only->channel->n_ctx == 0 && only->channel->ctx_fixed_size == 0)) {
+                record_u64_bare(only, value);
+                return 0;
+            }
             ArgValue v = {.v.u = value};
             record_into(tp, only, &v, 8, NULL);
             return 0;

@@ -996,7 +996,9 @@ class WholeProgram:
     def _new_id(self, code: types.CodeType, module: str) -> int:
         """The function's number in this process (0: not traced: excluded, or ust's own code)."""
         name = f"{module}:{code.co_qualname}"
-        if code.co_filename.startswith(self.own) or (self.include and not any(r.match(name) for r in self.include)) \
+        # a 3.11 probe's trampoline is ust's too: the call is recorded once, by the original code it runs
+        if code.co_filename.startswith(self.own) or _TRAMPOLINES.get(id(code), (None,))[0] is code \
+                or (self.include and not any(r.match(name) for r in self.include)) \
                 or any(r.match(name) for r in self.exclude):
             n = 0
         else:
@@ -1078,23 +1080,29 @@ class WholeProgram:
             if n:
                 self.tp_return(self.base | n)
 
+    def _by_eval_hook(self) -> bool:
+        """The interpreter's frame-evaluation function (C, 3.11 to 3.13 with the GIL) records the calls."""
+        return _MONITOR.hooks is not None and hasattr(_MONITOR.hooks, "eval_hook")
+
     def start(self) -> None:
-        if MONITORING:
-            _MONITOR.set_whole(self)
-        elif _MONITOR.hooks is not None:  # 3.11: the interpreter's frame-evaluation function (every thread)
+        # The frame-evaluation function first (every thread at once; on 3.12/3.13 cheaper than global
+        # sys.monitoring events: docs/probes.md); sys.monitoring without it (another build, 3.14+).
+        if self._by_eval_hook():
             hooks = _MONITOR.hooks
             self.attach_hooks(hooks)
             hooks.eval_hook(True)
+        elif MONITORING:
+            _MONITOR.set_whole(self)
         else:
             threading.setprofile(self._profile)
             sys.setprofile(self._profile)
 
     def stop(self) -> None:
-        if MONITORING:
-            _MONITOR.set_whole(None)
-        elif _MONITOR.hooks is not None:
+        if self._by_eval_hook():
             _MONITOR.hooks.eval_hook(False)
             _MONITOR.hooks.set_whole(0)
+        elif MONITORING:
+            _MONITOR.set_whole(None)
         else:
             threading.setprofile(None)
             sys.setprofile(None)
