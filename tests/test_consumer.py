@@ -189,7 +189,15 @@ def test_stop_reports_overwritten_packets(ust_env):
     app = ust_env.app(PACED)
     ust_env.wait_registered(app.pid)
     wait_until(lambda: '"attached": 1' in app.send("agent"), what="rule applied")
-    app.send("emit 200000 0")
+    # The consumer is stopped while the application writes, so the writer laps
+    # the 8 KiB buffer many times whatever the machine's load (a consumer given
+    # the CPU at the right moments kept up with it on a loaded machine).
+    consumer = ust_env.client().ping()["consumer_pid"]
+    os.kill(consumer, signal.SIGSTOP)
+    try:
+        app.send("emit 200000 0")
+    finally:
+        os.kill(consumer, signal.SIGCONT)
     _, out, _ = ust_env.ust("stop")
     m = re.search(r"Warning: (\d+) packets were overwritten", out)
     assert m, out

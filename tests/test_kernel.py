@@ -463,7 +463,9 @@ def test_a_second_kernel_snapshot_still_holds_the_first_ones_events(capture, tmp
     c = capture("snap2", snapshot=True)
     c.enable(["getppid"], syscalls=True)
     c.start()
-    first = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(40)]"])
+    # both on CPU 0: the flood overwrites the first one's events only in the same per-CPU ring
+    first = subprocess.Popen([sys.executable, "-c",
+                              "import os; os.sched_setaffinity(0, {0}); [os.getppid() for _ in range(40)]"])
     assert first.wait() == 0
     c.snapshot_to(str(tmp_path / "s1"))
     second = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(30)]"])
@@ -484,11 +486,14 @@ def test_kernel_snapshot_keeps_no_more_than_the_ring_and_counts_what_gave_way(ca
     c = capture("snapbound", snapshot=True, buffer_size_kb=8)
     c.enable(["getppid"], syscalls=True)
     c.start()
-    first = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(40)]"])
+    # both on CPU 0: the flood overwrites the first one's events only in the same per-CPU ring
+    first = subprocess.Popen([sys.executable, "-c",
+                              "import os; os.sched_setaffinity(0, {0}); [os.getppid() for _ in range(40)]"])
     assert first.wait() == 0
     c.snapshot_to(str(tmp_path / "s1"))
     assert len(_getppid_events(str(tmp_path / "s1" / "kernel"), first.pid)) == 80
-    flood = subprocess.Popen([sys.executable, "-c", "import os; [os.getppid() for _ in range(20000)]"])
+    flood = subprocess.Popen([sys.executable, "-c",
+                              "import os; os.sched_setaffinity(0, {0}); [os.getppid() for _ in range(20000)]"])
     assert flood.wait() == 0
     c.snapshot_to(str(tmp_path / "s2"))
     dump = bt2_dump(tmp_path / "s2" / "kernel")

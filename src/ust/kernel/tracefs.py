@@ -401,18 +401,22 @@ class TaskTable:
     recorded event; ``saved_cmdlines_size`` entries, the oldest forgotten).
     Both files are read once per drain pass (``forget`` after each), so a
     thread id reused by a new thread is not answered with the old one's. A
-    thread they do not know is looked up in ``/proc`` (alive: exact), else
-    pid -1 and an empty procname (documented in docs/kernel.md). The idle
+    thread they do not know is looked up in ``/proc`` (alive: exact); one gone
+    meanwhile is looked up in the files read again (its switch-out at exit
+    saved it there), else pid -1 and an empty procname (documented in
+    docs/kernel.md). The idle
     task (tid 0) is pid 0, ``swapper``.
     """
 
     MAX_FILE = 64 << 20  # a bound on what is read from either file
+    MAX_RELOADS = 8  # per drain pass: the files read again for threads gone since (see task_of)
 
     def __init__(self, tracefs: str):
         self.tracefs = tracefs
         self.tasks: dict[int, tuple[int, bytes]] = {0: (0, b"swapper")}
         self._extra: tuple[dict, dict] = ({}, {})
         self._loaded = False
+        self._reloads = 0
 
     def forget(self) -> None:
         """Read the files again at the next lookup (after a drain pass)."""
@@ -420,6 +424,7 @@ class TaskTable:
             self.tasks.clear()  # in place: the converters hold this dict
             self.tasks[0] = (0, b"swapper")
         self._loaded = False
+        self._reloads = 0
 
     def _read_top(self, name: str) -> str:
         try:
@@ -463,6 +468,17 @@ class TaskTable:
         tgid, comm = tgids.get(tid), comms.get(tid)
         if tgid is None or comm is None:
             live_tgid, live_comm = _proc_task(tid)
+            if live_tgid < 0 and self._reloads < self.MAX_RELOADS:
+                # Gone since the files were read. ftrace saves a task's tgid and
+                # comm when the task is switched out (the sched_switch probe
+                # records both tasks), which a thread's exit does: the files
+                # know it now, though its events' pages were read before.
+                # /proc first, the files after, so no thread falls between.
+                self._reloads += 1
+                self._load()
+                tgids, comms = self._extra
+                tgid = tgid if tgid is not None else tgids.get(tid)
+                comm = comm if comm is not None else comms.get(tid)
             tgid = tgid if tgid is not None else live_tgid
             comm = comm if comm is not None else live_comm
         entry = (tgid, comm)
