@@ -12,7 +12,8 @@ from conftest import needs_babeltrace2
 from daemon_util import wait_until
 from relay_util import Relayd, files_of, live_viewer, make_trace
 from ust.relay import viewer_abi as va
-from ust.relay.sender import replay_trace
+from ust.relay import wire
+from ust.relay.sender import replay_trace, trace_streams
 from ust.relay.viewer import LiveClient
 
 
@@ -344,3 +345,45 @@ def test_ended_sessions_hold_no_descriptors(relayd, local_trace, tmp_path):
         replay_trace(client, local_trace)
         client.close()
     wait_until(lambda: fds() <= baseline, what="the relay's descriptors back to their baseline")
+
+
+def test_sigterm_with_a_packet_half_received_stops_cleanly(relayd, local_trace):
+    """SIGTERM while a data connection is in the middle of a packet, a viewer in the
+    middle of a command and a control connection idle: the relay exits 0 at once (not
+    after the 60 s mid-frame deadline), its pid file gone, and the stream's file ends on
+    the last whole packet."""
+    from ust.ctf.writer import packet_spans
+
+    candidates = []
+    for rel, directory, names in trace_streams(local_trace):
+        for name in names:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as f:
+                data = f.read()
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                spans = list(packet_spans(fd, len(data)))
+            finally:
+                os.close(fd)
+            candidates.append((len(spans), rel, name, data, spans))
+    _, rel, name, data, spans = max(candidates, key=lambda c: c[0])
+    assert len(spans) >= 2
+    names = [name]
+    client = relayd.client()
+    client.create_session("halfway", "h", live_timer_us=100000)
+    client.add_stream(1, 0, rel, names[0])
+    (o1, l1), (o2, l2) = spans[:2]
+    client.send_packet(1, data[o1:o1 + l1])
+    second = data[o2:o2 + l2]
+    client.data.sendall(wire.packet_header(1, l1, wire.packet_index(second)))
+    client.data.sendall(second[:len(second) // 2])  # ... and the rest never comes
+    out = os.path.join(session_dir(relayd, "h"), *rel.split("/"), names[0])
+    wait_until(lambda: os.path.getsize(out) >= l1, what="the first packet on the relay")
+    viewer = LiveClient("127.0.0.1", relayd.live)
+    viewer.sock.sendall(bytes(6))  # a third of a command header
+    assert relayd.stop() == 0, relayd.stderr
+    assert not os.path.exists(relayd.pid_file)
+    with open(out, "rb") as f:
+        assert f.read() == data[o1:o1 + l1]
+    viewer.close()
+    client.close()

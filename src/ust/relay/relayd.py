@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import faulthandler
 import fcntl
 import hmac
 import itertools
@@ -45,6 +46,8 @@ MAX_CONNECTIONS = 512
 MAX_VIEWER_READ = 16 << 20  # one GET_PACKET reply at most
 MAX_METADATA_REPLY = 1 << 20
 MAX_CONTROL_BODY = 16 << 20  # metadata text
+STOP_WAIT = 10.0  # at SIGTERM, how long connection threads get to finish the packet they write
+STOP_WATCHDOG = 45.0  # a stop that takes longer dumps every thread's stack to the log and exits 1
 MID_FRAME_TIMEOUT = 60.0  # a frame begun must end within this (a peer may idle between frames, not inside one)
 INPUT_BUDGET = 256 << 20
 SPLICE_PIPE_SIZE = 1 << 20
@@ -209,6 +212,7 @@ class Relay:
             while not self.stopping.is_set():
                 for key, _ in sel.select():
                     if key.data is None:
+                        _drain_pipe(self.wake_r)  # a signal's byte, or request_stop's
                         continue
                     try:
                         conn, _addr = key.fileobj.accept()
@@ -234,7 +238,12 @@ class Relay:
             pass
 
     def shutdown(self) -> None:
-        """Stop: connections closed, every stream file synced and closed."""
+        """Stop: connections closed, every stream file synced and closed.
+
+        Bounded: a connection thread in the middle of a packet is woken by the
+        socket's shutdown and cuts its file back to the last whole packet; one that
+        still holds its stream after STOP_WAIT is left behind (its file is closed by
+        our exit; a resumed session cuts it back to whole packets anyway)."""
         with self.cond:
             conns = list(self.connections)
             sessions = list(self.sessions.values())
@@ -243,10 +252,16 @@ class Relay:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        deadline = time.monotonic() + STOP_WAIT
         for session in sessions:
             for stream in session.streams.values():
-                with stream.write_lock:
+                if not stream.write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    _log(f"stopping while {stream.path} is still being written: left as it is")
+                    continue
+                try:
                     _close_stream_files(stream)
+                finally:
+                    stream.write_lock.release()
 
     def _run(self, handler, conn: socket.socket) -> None:
         try:
@@ -759,6 +774,14 @@ def _close_stream_files(stream: Stream) -> None:
         stream.splice_fd = -1
 
 
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
 def _recv_frame_start(conn: socket.socket, buf: bytearray) -> None:
     """Fill ``buf`` from a blocking socket with a receive timeout: waiting for a
     frame to begin may last forever (an idle session), a frame begun may not."""
@@ -843,6 +866,20 @@ def main(argv: list[str] | None = None) -> int:
     except (UstError, OSError) as exc:
         print(f"ust-relayd: error: {exc}", file=sys.stderr)
         return 1
+    # Handlers before anything else is served: a SIGTERM at any moment stops us.
+    # The wake-up descriptor makes a signal wake the main loop's select even if a
+    # connection thread took it, so the handler runs without waiting for traffic.
+    def on_signal(signum, frame):
+        if not relay.stopping.is_set():
+            # A stop must end: if something still blocks it after STOP_WATCHDOG, the
+            # log gets every thread's stack (for the bug report) and we exit 1.
+            faulthandler.dump_traceback_later(STOP_WATCHDOG, exit=True)
+        relay.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.set_wakeup_fd(relay.wake_w, warn_on_full_buffer=False)
     rundir = paths.user_rundir()
     pid_file = os.path.abspath(args.pid_file) if args.pid_file else os.path.join(rundir, PID_NAME)
     urls = relay.urls()
@@ -855,13 +892,6 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.pid_file:
         paths.ensure_private_dir(rundir)
     write_pid_file(pid_file)
-
-    def on_signal(signum, frame):
-        relay.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
         relay.serve()
     finally:
