@@ -167,7 +167,13 @@ class Follower:
             return None
         root = os.path.join(self.mirror, ".round")
         shutil.rmtree(root, ignore_errors=True)
+        described = set()
         for _trace, (_info, directory) in self.metadata.items():
+            # A trace announced before its metadata came (the sender adds the metadata
+            # stream, then sends its text) is left out of this round: it has no packet yet.
+            if not os.path.exists(os.path.join(directory, "metadata")):
+                continue
+            described.add(directory)
             rel = os.path.relpath(directory, self.mirror)
             dest = os.path.join(root, rel)
             os.makedirs(dest, exist_ok=True)
@@ -175,6 +181,8 @@ class Follower:
         for s in self.streams.values():
             if not s.packets:
                 continue
+            if s.directory not in described:
+                continue  # kept (printed_up_to skips it) until its metadata comes
             dest = os.path.join(root, os.path.relpath(s.directory, self.mirror), s.info.channel)
             with open(s.path, "rb") as src, open(dest, "wb") as out:
                 src.seek(s.packets[0][0])
@@ -184,7 +192,8 @@ class Follower:
     def printed_up_to(self, horizon: float) -> None:
         """Forget the packets that end before ``horizon`` (all their events printed)."""
         for s in self.streams.values():
-            s.packets = [p for p in s.packets if p[2] >= horizon]
+            if os.path.exists(os.path.join(s.directory, "metadata")):
+                s.packets = [p for p in s.packets if p[2] >= horizon]
 
 
 def follow(url: str, fmt, write, flush, filt=None, wait: float = 0.0) -> int:
