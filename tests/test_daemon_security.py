@@ -763,7 +763,7 @@ KERNEL_APP = "import os\nfor _ in range(40):\n    os.getppid()\n"
 @needs_users
 def test_a_tracing_group_members_kernel_trace_is_made_with_her_credentials(sysd):
     """Through the system daemon, a member of the tracing group has the kernel
-    domain; her kernel trace's files are hers (made by a helper running as her),
+    domain; her kernel trace's files are hers (written by her own consumer, given the readers),
     and babeltrace2 reads the system calls of her program in it."""
     from conftest import bt2_dump, events_of
 

@@ -25,15 +25,16 @@ import errno
 import os
 
 from . import pages
+from .tracefs import read_stats
 
 
 class FtraceSource:
     overwrite: bool
 
-    def __init__(self, instance, cpu: int, fd: int, uuid: bytes, converter_of, page_size: int):
-        self.instance = instance
+    def __init__(self, cpu: int, fd: int, stats_fd: int, uuid: bytes, converter_of, page_size: int):
         self.cpu = cpu
-        self.fd = fd
+        self.fd = fd  # per_cpu/cpuN/trace_pipe_raw, non-blocking (this source closes it)
+        self.stats_fd = stats_fd  # per_cpu/cpuN/stats (this source closes it)
         self.uuid = uuid
         self.converter_of = converter_of  # () -> the current Converter (plans change when events are enabled)
         self.page_size = page_size
@@ -59,6 +60,26 @@ class FtraceSource:
         self.seq = 0
         self.base = self.charged
         self.last_end = 0
+
+    def resume(self, seq: int, discarded: int, end: int) -> None:
+        """Carry on a stream file a previous consumer wrote, whose last packet had this
+        ``packet_seq_num``, ``events_discarded`` and end time: the numbering, the cumulative
+        discarded count and the time line go on from there (a restarted consumer)."""
+        self.seq = seq + 1
+        self.base = self.charged - discarded
+        self.last_end = end
+
+    def poll_fd(self) -> int:
+        """Readable when the ring has data past the instance's ``buffer_percent`` (the drain
+        engine sleeps on it besides its read timer: docs/kernel.md)."""
+        return self.fd
+
+    def close(self) -> None:
+        for name in ("fd", "stats_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
 
     # -- the packet source interface --------------------------------------------
     def get_subbuf(self, force: bool = False):
@@ -189,11 +210,11 @@ class FtraceSource:
 
     # -- helpers -------------------------------------------------------------------
     def ring_lost(self) -> int:
-        s = self.instance.stats(self.cpu)
+        s = read_stats(self.stats_fd)
         return s.get("overrun", 0) + s.get("dropped events", 0) + s.get("commit overrun", 0)
 
     def _new_drops(self) -> int:
-        s = self.instance.stats(self.cpu)
+        s = read_stats(self.stats_fd)
         seen = s.get("dropped events", 0) + s.get("commit overrun", 0)
         new, self.dropped_seen = max(seen - self.dropped_seen, 0), seen
         return new

@@ -22,6 +22,7 @@ from ust.consumer.trace import Trace
 from ust.ctf import metadata as md
 
 from . import formats as fmt
+from . import pages
 
 CHANNEL = "channel0"
 LTTNG_MODULES_VERSION = (2, 13, 0)
@@ -75,22 +76,89 @@ def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: 
 
 class KernelTrace(Trace):
     """The kernel trace as the consumer core's drain engine sees it: one
-    channel whose per-CPU sources are ftrace instances' CPUs
+    channel whose per-CPU sources are an ftrace instance's CPUs
     (ust.kernel.source.FtraceSource), its metadata generated from the
-    enabled events' formats instead of an event table."""
+    enabled events' formats instead of an event table.
 
-    def __init__(self, key: str, output, info: md.TraceInfo, contexts: tuple[str, ...] = CONTEXTS):
+    The one place a kernel trace is put together, wherever it is drained:
+    ust-consumerd (given the instance's descriptors by the session daemon)
+    and the standalone ``KernelCapture`` both call ``learn`` with the
+    events' format files and ``attach`` with the readers.
+    ``tasks``: the pid/procname contexts' TaskTable (it is closed with the trace)."""
+
+    def __init__(self, key: str, output, info: md.TraceInfo, contexts: tuple[str, ...] = CONTEXTS, tasks=None):
         super().__init__(key, output, info)
         self.contexts = tuple(c for c in CONTEXTS if c in contexts)  # the converter's order
         self.formats: dict[int, fmt.EventFormat] = {}
+        self.plans: dict[int, tuple] = {}
+        self.tasks = tasks
+        self._converter_class = pages.converter_class()
+        self.converter = self._new_converter()
 
     def metadata_text(self) -> str:
         return metadata_text(self.info, list(self.formats.values()), self.contexts)
 
+    def learn(self, formats: list[tuple[str, str]]) -> list[fmt.EventFormat]:
+        """Take the ``(system, format file text)`` of events about to be enabled: their
+        conversion plans and their metadata, rewritten now (before any of their records is
+        read). Raises ValueError for a format that cannot be parsed."""
+        learned = []
+        for system, text in formats:
+            ev = fmt.parse_format(text, system)
+            self.formats[ev.id] = ev
+            self.plans[ev.id] = fmt.plan(ev)
+            learned.append(ev)
+        self.converter = self._new_converter()
+        if self.channels:
+            self.write_metadata(force=True)
+        return learned
 
-def new_trace_info(name: str, clock_offset_ns: int | None = None, clock_uuid: bytes | None = None) -> md.TraceInfo:
-    """A kernel trace's identity: its own uuid, the session's clock (offset and uuid)."""
-    return md.TraceInfo(uuid=uuid_mod.uuid4().bytes,
+    def _new_converter(self):
+        c = self.contexts
+        if self.tasks is None:
+            return self._converter_class(self.plans, "tid" in c)
+        return self._converter_class(self.plans, "tid" in c, "pid" in c, "procname" in c,
+                                     self.tasks.tasks, self.tasks.task_of)
+
+    def attach(self, raw_fds: list[int], stats_fds: list[int], *, page_size: int, keep_pages: int,
+               snapshot: bool, read_timer: float):
+        """The channel: one source per CPU over its ``trace_pipe_raw`` and ``stats``
+        descriptors (which the sources own from now on: closed with the trace)."""
+        from ust.consumer.trace import ChannelSpec
+
+        from .source import FtraceSource
+
+        sources = [FtraceSource(cpu, raw, stats, self.info.uuid, lambda: self.converter, page_size)
+                   for cpu, (raw, stats) in enumerate(zip(raw_fds, stats_fds))]
+        for src in sources:
+            src.overwrite = snapshot
+            src.keep_pages = keep_pages  # a snapshot keeps what the ring holds, for the next one
+            if self.tasks is not None:
+                src.on_idle = self.tasks.forget  # after each drain pass: thread ids get reused
+        spec = ChannelSpec(CHANNEL, 0, page_size, max(2, len(sources)), overwrite=snapshot,
+                           read_timer=read_timer, drain_live=not snapshot)
+        try:
+            return self.add_channel(spec, -1, sources=sources)
+        except BaseException:
+            for src in sources:
+                src.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            for ch in self.channels.values():
+                for src in ch.sources:
+                    src.close()
+            if self.tasks is not None:
+                self.tasks.close()
+
+
+def new_trace_info(name: str, clock_offset_ns: int | None = None, clock_uuid: bytes | None = None,
+                   uuid: bytes | None = None) -> md.TraceInfo:
+    """A kernel trace's identity: its own uuid (new, unless given), the session's clock (offset and uuid)."""
+    return md.TraceInfo(uuid=uuid or uuid_mod.uuid4().bytes,
                         clock_offset_ns=md.clock_offset_now() if clock_offset_ns is None else clock_offset_ns,
                         trace_name=name, buffering="global",
                         **({"clock_uuid": clock_uuid} if clock_uuid else {}))
