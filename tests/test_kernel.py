@@ -546,3 +546,163 @@ def test_add_context_k_pid_procname_through_the_cli_and_prio_is_refused_saying_w
     assert len(mine) == 20
     assert {(e["context"]["pid"], e["context"]["procname"]) for e in mine} == {(app.pid, "kctxcli")}
     ust_env.ust("destroy", "kctx")
+
+
+# -- the capture in the session owner's consumer (ust-consumerd) ------------------------------
+
+_GETPPIDS = "import os, sys\nfor _ in range(int(sys.argv[1])):\n    os.getppid()\n"
+
+
+def _run_getppids(n: int) -> int:
+    p = subprocess.Popen([sys.executable, "-c", _GETPPIDS, str(n)])
+    assert p.wait(timeout=300) == 0
+    return p.pid
+
+
+def _entries(kdir, pid) -> int:
+    return sum(1 for _, name, _ in _getppid_events(str(kdir), pid) if name == "syscall_entry_getppid")
+
+
+@needs_bt2
+def test_rotation_archives_the_kernel_trace_chunk_by_chunk(ust_env, tracefs_dir):
+    """`ust rotate` cuts the kernel trace too: each archive holds <chunk>/kernel, a complete
+    kernel trace babeltrace2 reads alone, and each process's system calls are in the chunk
+    they were made in, all of them, once."""
+    ust_env.ust("create", "krot", "-o", ust_env.out)
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    first = _run_getppids(300)
+    _, out, _ = ust_env.ust("rotate")
+    second = _run_getppids(200)
+    ust_env.ust("stop")  # a session that rotated ends its last chunk in an archive too
+    archives = sorted(glob.glob(os.path.join(ust_env.out, "archives", "*")),
+                      key=lambda d: int(d.rsplit("-", 1)[1]))
+    assert len(archives) == 2, (out, archives)
+    kdirs = [os.path.join(a, "kernel") for a in archives]
+    assert all(os.path.isdir(d) for d in kdirs), [os.listdir(a) for a in archives]
+    assert (_entries(kdirs[0], first), _entries(kdirs[0], second)) == (300, 0)
+    assert (_entries(kdirs[1], first), _entries(kdirs[1], second)) == (0, 200)
+    for d in kdirs:
+        _, err = babeltrace2_text(d)
+        assert "WARNING" not in err and "ERROR" not in err, err
+    assert not os.path.exists(os.path.join(ust_env.out, "kernel"))  # the first chunk moved to its archive
+    ust_env.ust("destroy", "krot")
+    assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-krot"))
+
+
+@needs_bt2
+def test_clear_empties_the_kernel_trace(ust_env, tracefs_dir):
+    ust_env.ust("create", "kclear", "-o", ust_env.out)
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    before = _run_getppids(100)
+    ust_env.ust("clear", "kclear")
+    after = _run_getppids(70)
+    ust_env.ust("stop")
+    kdir = os.path.join(ust_env.out, "kernel")
+    assert (_entries(kdir, before), _entries(kdir, after)) == (0, 70)
+    ust_env.ust("destroy", "kclear")
+
+
+@needs_bt2
+def test_a_sigkilled_consumer_is_replaced_the_kernel_trace_goes_on_and_no_instance_stays(ust_env, tracefs_dir):
+    """The session daemon gives a restarted consumer the same readers: it appends to the same
+    stream files (numbering and time going on, babeltrace2 reads them without a word), the
+    events made while no consumer ran wait in the kernel's ring; destroy removes the instance."""
+    ust_env.ust("create", "kkill", "-o", ust_env.out)
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    kdir = os.path.join(ust_env.out, "kernel")
+    c = ust_env.client()
+    old = c.ping()["consumer_pid"]
+    first = _run_getppids(150)
+
+    def written():
+        try:
+            return _entries(kdir, first) == 150
+        except AssertionError:  # a packet being appended as babeltrace2 reads
+            return False
+
+    wait_until(written, timeout=120, what="the first process's events on disk")
+    os.kill(old, signal.SIGKILL)
+    second = _run_getppids(120)  # while no consumer may run: the ring keeps them
+    wait_until(lambda: (c.ping()["consumer_pid"] or 0) not in (0, old), timeout=120, what="a new consumer")
+    third = _run_getppids(90)
+    ust_env.ust("stop")
+    assert [_entries(kdir, pid) for pid in (first, second, third)] == [150, 120, 90]
+    _, err = babeltrace2_text(kdir)
+    assert "WARNING" not in err and "ERROR" not in err, err
+    instance = os.path.join(tracefs_dir, "instances", "ust-kkill")
+    assert os.path.isdir(instance)
+    ust_env.ust("destroy", "kkill")
+    assert not os.path.exists(instance)
+
+
+@needs_bt2
+def test_a_streamed_session_sends_the_kernel_trace_to_the_relay(ust_env, tracefs_dir, tmp_path):
+    from relay_util import Relayd
+
+    rundir = tmp_path / "relay-run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "relay-out", rundir)
+    try:
+        ust_env.ust("create", "kstream", "-U", relay.net_url)
+        ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+        ust_env.ust("start")
+        pid = _run_getppids(250)
+        ust_env.ust("stop")
+        ust_env.ust("destroy", "kstream")
+        host = os.uname().nodename
+        [session] = [d for d in os.listdir(os.path.join(relay.output, host)) if d.startswith("kstream-")]
+        kdir = os.path.join(relay.output, host, session, "kernel")
+        assert os.path.isdir(kdir), os.listdir(os.path.join(relay.output, host, session))
+        assert _entries(kdir, pid) == 250
+        _, err = babeltrace2_text(kdir)
+        assert "WARNING" not in err and "ERROR" not in err, err
+        assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-kstream"))
+    finally:
+        assert relay.stop() == 0, relay.stderr
+
+
+def test_a_consumer_with_kernel_and_ring_buffer_streams_keeps_the_c_loop_for_the_rings(capture, tmp_path):
+    """The engine drains ftrace CPUs in Python and the ring buffers in the C loop, which wakes
+    on the ftrace descriptors too (an epoll set): the Python round, a sleep on the eventfd
+    with every stream drained in Python, is never taken, and the kernel events arrive."""
+    from ust.consumer.drain import Drainer
+    from ust.consumer.output import LocalTraceOutput
+    from ust.consumer.trace import ChannelSpec, Trace, trace_info
+
+    class CountingDrainer(Drainer):
+        python_rounds = 0
+
+        def _python_round(self, streams, timeout):
+            CountingDrainer.python_rounds += 1
+            return super()._python_round(streams, timeout)
+
+    c = capture("mixed")
+    c.enable(["getppid"], syscalls=True)
+    c.start()
+    c._drainer.stop()  # the capture's own engine gives way to one draining both kinds
+    c._drainer = None
+    rings = Trace("ust", LocalTraceOutput(str(tmp_path / "ust"), str(tmp_path)), trace_info(os.urandom(16), 0, {}))
+    efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    rings.add_channel(ChannelSpec("channel0", 0, 4096, 4), efd)
+    engine = CountingDrainer(efd)
+    engine.traces.update({"ust": rings, c.trace.key: c.trace})
+    engine.start()
+    try:
+        pid = _run_getppids(400)
+        kdir = tmp_path / "mixed" / "kernel"
+
+        def arrived():
+            with engine.paused():
+                return sum(out.packets for out in c.trace.channels["channel0"].outputs) > 0
+        wait_until(arrived, timeout=120, what="kernel packets written by the mixed engine")
+    finally:
+        engine.stop()
+        os.close(efd)
+    c.stop()
+    rings.flush(sync=True)
+    rings.close()
+    assert CountingDrainer.python_rounds == 0
+    assert _entries(kdir, pid) == 400
