@@ -706,3 +706,31 @@ def test_a_consumer_with_kernel_and_ring_buffer_streams_keeps_the_c_loop_for_the
     rings.close()
     assert CountingDrainer.python_rounds == 0
     assert _entries(kdir, pid) == 400
+
+
+@needs_babeltrace2
+def test_a_live_session_shows_kernel_events_to_a_babeltrace2_viewer(ust_env, tracefs_dir, tmp_path):
+    """Kernel streams in a live session: babeltrace2 following the relay prints the kernel
+    events while the session runs (the consumer's kernel trace is streamed like any other)."""
+    from relay_util import Relayd, attached_viewers, live_viewer
+
+    rundir = tmp_path / "relay-run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "relay-out", rundir)
+    try:
+        ust_env.ust("create", "klive", "-U", relay.net_url, "--live")
+        ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+        ust_env.ust("start")
+        host = os.uname().nodename
+        viewer = live_viewer(f"{relay.live_url}/host/{host}/klive", tmp_path / "live.txt")
+        wait_until(lambda: attached_viewers(relay) == 1, timeout=120, what="babeltrace2 attached")
+        pid = _run_getppids(60)
+        mine = f"tid = {pid}"
+        wait_until(lambda: sum(mine in line for line in (tmp_path / "live.txt").read_text().splitlines()
+                               if "syscall_entry_getppid" in line) == 60,
+                   timeout=120, what="babeltrace2 printing the kernel events live")
+        ust_env.ust("destroy", "klive")
+        err = viewer.communicate(timeout=300)[1]
+        assert viewer.returncode == 0, err
+    finally:
+        assert relay.stop() == 0, relay.stderr

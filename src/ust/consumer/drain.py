@@ -149,8 +149,11 @@ def _live_tick(ch) -> None:
 
     stamp = clock_now()  # before the flush: no event of an idle stream can be older
     for src, out in ch.streams():
-        idle = unwritten_bytes(src) == 0
-        src.flush()
+        if is_ring_buffer(src):
+            idle = unwritten_bytes(src) == 0
+            src.flush()
+        else:  # a source that holds nothing of its own (ftrace): what it has until now is sent first
+            idle = drain_stream(src, out) == 0
         beacon = getattr(out, "beacon", None)
         if idle and beacon is not None:
             beacon(stamp)

@@ -263,7 +263,7 @@ class Consumer:
     def cmd_add_kernel_trace(self, fds, key: str, path: str, uuid: str, clock_offset: int, session: str,
                              drain: bool, contexts: list, cpus: int, page_size: int, keep_pages: int,
                              read_timer: float, formats: list, root: str | None = None, relay: dict | None = None,
-                             attach: bool = False) -> tuple[dict, list]:
+                             attach: bool = False, live_timer: int = 0) -> tuple[dict, list]:
         """A kernel trace over the readers the sessiond opened (``fds``: each CPU's
         trace_pipe_raw, then each CPU's stats, then saved_tgids and saved_cmdlines when the
         pid or procname context is asked), each checked to be what it is said to be.
@@ -309,7 +309,8 @@ class Consumer:
             raise
         try:  # the sources own the readers from here (closed with them, even if this fails)
             ch = trace.attach(kept[:cpus], kept[cpus:2 * cpus], page_size=page_size, keep_pages=keep_pages,
-                              snapshot=not drain, read_timer=float(read_timer))
+                              snapshot=not drain, read_timer=float(read_timer),
+                              live_timer=(live_timer or 0) / 1e6)
         except BaseException:
             trace.close()
             raise

@@ -121,7 +121,7 @@ class KernelTrace(Trace):
                                      self.tasks.tasks, self.tasks.task_of)
 
     def attach(self, raw_fds: list[int], stats_fds: list[int], *, page_size: int, keep_pages: int,
-               snapshot: bool, read_timer: float):
+               snapshot: bool, read_timer: float, live_timer: float = 0.0):
         """The channel: one source per CPU over its ``trace_pipe_raw`` and ``stats``
         descriptors (which the sources own from now on: closed with the trace)."""
         from ust.consumer.trace import ChannelSpec
@@ -136,7 +136,7 @@ class KernelTrace(Trace):
             if self.tasks is not None:
                 src.on_idle = self.tasks.forget  # after each drain pass: thread ids get reused
         spec = ChannelSpec(CHANNEL, 0, page_size, max(2, len(sources)), overwrite=snapshot,
-                           read_timer=read_timer, drain_live=not snapshot)
+                           read_timer=read_timer, live_timer=live_timer, drain_live=not snapshot)
         try:
             return self.add_channel(spec, -1, sources=sources)
         except BaseException:

@@ -166,7 +166,7 @@ def _open_trace(daemon, s, k: KernelConf, formats: list[list[str]]) -> None:
     msg = {"key": key, "path": path, "root": s.output if not s.relay else None, "uuid": str(uuid_mod.uuid4()),
            "clock_offset": s.clock_offset, "session": s.name, "drain": not s.snapshot, "contexts": contexts,
            "cpus": len(raw), "page_size": inst.page_size(), "keep_pages": keep_pages(inst),
-           "read_timer": READ_TIMER, "formats": batches[0]}
+           "read_timer": READ_TIMER, "live_timer": s.live_timer, "formats": batches[0]}
     if s.relay:
         msg["relay"] = {**s.relay, "path": "kernel", "hostname": socket.gethostname(), "live_timer": s.live_timer,
                         "created": int(s.created)}
