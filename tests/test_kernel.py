@@ -279,9 +279,12 @@ def real_pages(tracefs_dir):
             end = time.monotonic() + 0.3
             while time.monotonic() < end:
                 os.getppid()
+                os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0))  # a setter's record
             c.instance.stop()
             got = c.instance.read_pages()
-            return got, dict(c.plans)
+            from ust.kernel.prio import converter_config
+
+            return got, dict(c.plans), converter_config(list(c.trace.formats.values()))
         finally:
             c.destroy()
 
@@ -296,7 +299,7 @@ def _c_converter():
 
 def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
     Converter = _c_converter()
-    got, plans = real_pages
+    got, plans, _ = real_pages
     assert len(got) > 2
     for with_tid in (True, False):
         c, py = Converter(plans, with_tid), pages.PyConverter(plans, with_tid)
@@ -328,11 +331,37 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
             next(page for page in got if pages.PyConverter(plans).page(page)[1]))
 
 
+def test_the_c_prio_context_agrees_with_the_python_reference(real_pages):
+    """The prio context: followed through real pages (sched_switch, setpriority's records) the
+    same in C and in Python, with other CPUs' changes, a tainted stretch and a horizon; the
+    values it gives are task_prio()'s (20 for nice 0) or unknown, and a sched_switch record
+    says its own task's prio."""
+    from ust.kernel.prio import converter_config  # noqa: F401 (the fixture's configuration)
+
+    Converter = _c_converter()
+    got, plans, prio = real_pages
+    assert prio[0] is not None and prio[2], prio  # sched_switch and the setters are configured
+    c, py = Converter(plans, True, prio=prio), pages.PyConverter(plans, True, prio=prio)
+    scans = [c.scan(page) for page in got]
+    assert scans == [py.scan(page) for page in got]
+    assert any(changes for _, _, _, changes in scans)  # setpriority's records were seen
+    others = sorted({ch for _, _, _, changes in scans for ch in changes})
+    for taint, horizon in ((False, (1 << 64) - 1), (True, (1 << 64) - 1), (False, scans[len(scans) // 2][1])):
+        sc = sp = (-1, pages.PRIO_UNKNOWN)
+        for page in got:
+            a = c.page_prio(page, sc, others, taint, horizon)
+            b = py.page_prio(page, sp, others, taint, horizon)
+            assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+            sc, sp = a[5], b[5]
+    with pytest.raises(TypeError):
+        c.page(got[0])  # a prio converter says how it converts
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
     Converter = _c_converter()
-    got, plans = real_pages
+    got, plans, prio = real_pages
     page = bytearray(data.draw(st.sampled_from(got)))
     for _ in range(data.draw(st.integers(1, 8))):
         pos = data.draw(st.integers(0, len(page) - 1))
@@ -346,6 +375,15 @@ def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
         return
     b = pages.PyConverter(plans, True).page(page)
     assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+    # the prio context's conversion and scan agree too, on any page
+    state = (data.draw(st.integers(-1, 5000)), data.draw(st.sampled_from([20, 27, -40, pages.PRIO_UNKNOWN])))
+    changes = sorted(data.draw(st.lists(st.tuples(st.integers(0, 1 << 62), st.integers(-1, 5000),
+                                                  st.integers(-101, 39)), max_size=4)))
+    taint, horizon = data.draw(st.booleans()), data.draw(st.integers(0, (1 << 64) - 1))
+    c, py = Converter(plans, True, prio=prio), pages.PyConverter(plans, True, prio=prio)
+    a, b = c.page_prio(page, state, changes, taint, horizon), py.page_prio(page, state, changes, taint, horizon)
+    assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+    assert c.scan(page) == py.scan(page)
 
 
 # ---------------------------------------------------------------------------
@@ -398,7 +436,7 @@ def test_list_k_shows_the_kernel_events_and_unknown_ones_are_one_line_errors(ust
     ust_env.ust("create", "kerr", "-o", ust_env.out)
     rc, _, err = ust_env.ust("enable-event", "-k", "no_such_kernel_event", check=False)
     assert rc != 0 and err.strip().count("\n") == 0 and "no kernel event matches 'no_such_kernel_event'" in err
-    rc, _, err = ust_env.ust("add-context", "-k", "-t", "prio", check=False)
+    rc, _, err = ust_env.ust("add-context", "-k", "-t", "ppid", check=False)
     assert rc != 0 and "not available from ftrace" in err and err.strip().count("\n") == 0
 
 
@@ -530,10 +568,8 @@ def test_the_pid_and_procname_contexts_are_each_threads_process_and_name(capture
 
 
 @needs_bt2
-def test_add_context_k_pid_procname_through_the_cli_and_prio_is_refused_saying_why(ust_env, tracefs_dir):
+def test_add_context_k_pid_procname_through_the_cli(ust_env, tracefs_dir):
     ust_env.ust("create", "kctx", "-o", ust_env.out)
-    rc, _, err = ust_env.ust("add-context", "-k", "-t", "prio", check=False)
-    assert rc != 0 and err.strip().count("\n") == 0 and "carries no priority" in err
     ust_env.ust("add-context", "-k", "-t", "pid", "-t", "procname")
     ust_env.ust("enable-event", "-k", "--syscall", "getppid")
     ust_env.ust("start")
@@ -734,3 +770,46 @@ def test_a_live_session_shows_kernel_events_to_a_babeltrace2_viewer(ust_env, tra
         assert viewer.returncode == 0, err
     finally:
         assert relay.stop() == 0, relay.stderr
+
+
+_RENICER = """
+import os, sys, time
+def mark(n):
+    for _ in range(n):
+        os.getppid()
+time.sleep(0.05)   # switched out and in: its prio is known from here
+mark(5)            # nice 0: prio 20
+os.setpriority(os.PRIO_PROCESS, 0, 7)
+mark(3)            # not known until it is switched in again (or already 27 if it was)
+time.sleep(0.05)
+mark(5)            # nice 7: 27
+os.setpriority(os.PRIO_PROCESS, 0, 12)
+time.sleep(0.05)
+mark(5)            # nice 12: 32
+"""
+
+
+@needs_bt2
+def test_the_prio_context_follows_a_thread_that_changes_its_nice_value(ust_env, tracefs_dir):
+    """`add-context -k -t prio`: each event's task_prio() (lttng-modules' value: nice 0 is
+    20), exact from the thread's sched_switch in; after the thread's setpriority() it is
+    unknown (-2147483648) until it is switched in again, then the new value — never the old
+    one guessed. The scheduler records it is followed from are not written (not asked for)."""
+    ust_env.ust("create", "kprio", "-o", ust_env.out)
+    ust_env.ust("add-context", "-k", "-t", "prio", "-t", "pid")
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    p = subprocess.Popen([sys.executable, "-c", _RENICER])
+    assert p.wait(timeout=300) == 0
+    ust_env.ust("stop")
+    dump = bt2_dump(os.path.join(ust_env.out, "kernel"))
+    names = {e["name"] for e in events_of(dump)}
+    assert names == {"syscall_entry_getppid", "syscall_exit_getppid"}, names  # sched_switch: read, not written
+    mine = [e["context"]["prio"] for e in events_of(dump, "syscall_entry_getppid") if e["context"]["tid"] == p.pid]
+    assert len(mine) == 18, mine
+    unknown = pages.PRIO_UNKNOWN
+    assert mine[:5] == [20] * 5
+    assert set(mine[5:8]) <= {unknown, 27}, mine
+    assert mine[8:13] == [27] * 5
+    assert mine[13:] == [32] * 5
+    ust_env.ust("destroy", "kprio")

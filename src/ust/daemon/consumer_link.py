@@ -273,8 +273,9 @@ class ConsumerLink:
             self.call(full, fds)
             self.log[msg["key"]] = {"trace": full, "fds": fds, "channels": [], "events": []}
 
-    def add_kernel_events(self, trace: str, formats: list) -> None:
-        msg = {"cmd": "add_kernel_events", "trace": trace, "formats": formats}
+    def add_kernel_events(self, trace: str, formats: list, tracked: list) -> None:
+        """Formats of kernel events about to be enabled (``tracked``: for the prio context only)."""
+        msg = {"cmd": "add_kernel_events", "trace": trace, "formats": formats, "tracked": tracked}
         with self.cv:
             self.call(msg)
             self.log[trace]["events"].append(msg)

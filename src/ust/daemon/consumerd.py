@@ -263,7 +263,7 @@ class Consumer:
     def cmd_add_kernel_trace(self, fds, key: str, path: str, uuid: str, clock_offset: int, session: str,
                              drain: bool, contexts: list, cpus: int, page_size: int, keep_pages: int,
                              read_timer: float, formats: list, root: str | None = None, relay: dict | None = None,
-                             attach: bool = False, live_timer: int = 0) -> tuple[dict, list]:
+                             attach: bool = False, live_timer: int = 0, tracked: list = ()) -> tuple[dict, list]:
         """A kernel trace over the readers the sessiond opened (``fds``: each CPU's
         trace_pipe_raw, then each CPU's stats, then saved_tgids and saved_cmdlines when the
         pid or procname context is asked), each checked to be what it is said to be.
@@ -302,7 +302,7 @@ class Consumer:
             protocol.close_fds(kept)
             raise
         try:
-            trace.learn(_formats(formats))
+            trace.learn(_formats(formats), _formats(list(tracked)))
         except BaseException:
             trace.close()
             protocol.close_fds(kept[:2 * cpus])
@@ -319,13 +319,13 @@ class Consumer:
         self.traces[key] = trace
         return {"streams": cpus}, []
 
-    def cmd_add_kernel_events(self, fds, trace: str, formats: list) -> tuple[dict, list]:
+    def cmd_add_kernel_events(self, fds, trace: str, formats: list, tracked: list = ()) -> tuple[dict, list]:
         from ust.kernel.trace import KernelTrace
 
         t = self.traces[trace]
         if not isinstance(t, KernelTrace):
             raise ValueError(f"trace {trace!r} is not a kernel trace")
-        t.learn(_formats(formats))
+        t.learn(_formats(formats), _formats(list(tracked)))
         return {}, []
 
     def _snapshot_to_relay(self, targets: dict, relay: dict) -> int:

@@ -21,7 +21,7 @@ import os
 import threading
 
 from . import formats as fmt
-from .trace import CONTEXTS, KernelTrace, new_trace_info
+from .trace import CONTEXTS, DEFAULT_CONTEXTS, KernelTrace, new_trace_info
 from .tracefs import DEFAULT_STATE_DIR, Instance, KernelTracingError, TaskTable
 
 DEFAULT_BUFFER_KB = 4096  # per CPU: a second of a 2-CPU system-call flood (~40 MB/s) fits twice
@@ -45,7 +45,7 @@ class KernelCapture:
     def __init__(self, session: str, output: str, *, tracefs: str | None = None,
                  state_dir: str = DEFAULT_STATE_DIR, buffer_size_kb: int = DEFAULT_BUFFER_KB, overwrite: bool = False,
                  clock_offset_ns: int | None = None, clock_uuid: bytes | None = None,
-                 contexts: tuple[str, ...] = CONTEXTS, poll_interval: float = READ_TIMER, snapshot: bool = False):
+                 contexts: tuple[str, ...] = DEFAULT_CONTEXTS, poll_interval: float = READ_TIMER, snapshot: bool = False):
         unknown = [c for c in contexts if c not in CONTEXTS]
         if unknown:  # before the instance: nothing to undo
             raise KernelTracingError(f"kernel context {unknown[0]!r} is not available from ftrace records")
@@ -74,6 +74,17 @@ class KernelCapture:
         self.trace: KernelTrace | None = KernelTrace(f"kernel:{session}", None,
                                                      new_trace_info(session, clock_offset_ns, clock_uuid),
                                                      contexts, tasks)
+        if "prio" in contexts:  # the records the prio context is followed from (ust.kernel.prio)
+            from .prio import tracked_events
+
+            try:
+                tracked = tracked_events(self.instance.events())
+                self.trace.learn([], [(sy, self.instance.format_text(sy, n)) for sy, n in tracked])
+                self.instance.set_enabled(tracked, True)
+            except BaseException:
+                self.trace.close()
+                self.instance.remove()
+                raise
 
     @property
     def plans(self) -> dict[int, tuple]:

@@ -291,6 +291,10 @@ class Instance:
     def cpus(self) -> list[int]:
         return sorted(int(n[3:]) for n in os.listdir(os.path.join(self.path, "per_cpu")) if n[3:].isdigit())
 
+    def events(self) -> list[tuple[str, str]]:
+        """(system, event) of every event the instance has."""
+        return self._event_dirs()
+
     def _event_dirs(self) -> list[tuple[str, str]]:
         out = []
         base = os.path.join(self.path, "events")

@@ -59,6 +59,7 @@ class KernelConf:
     path: str = ""  # where the consumer writes it (the current chunk's ``kernel``)
     fds: list[int] = field(default_factory=list)  # our copies of the readers given to the consumer
     learned: set = field(default_factory=set)  # (system, event) whose formats the consumer has
+    tracked: set = field(default_factory=set)  # (system, event) it has for the prio context only
     lost: int = 0  # events the ring lost, as the trace says (updated at stop)
 
     def summary(self) -> dict:
@@ -126,10 +127,18 @@ def _wanted(k: KernelConf) -> tuple[list, list]:
     return on, [e for e in off if e not in on]
 
 
-def _formats(k: KernelConf, events) -> list[list[str]]:
-    """[system, format text] of the events the consumer does not know yet."""
-    return [[system, k.instance.format_text(system, name)] for system, name in events
-            if (system, name) not in k.learned]
+def _formats(k: KernelConf, events, known: set) -> list[list[str]]:
+    """[system, format text] of the events not in ``known`` (what the consumer has)."""
+    return [[system, k.instance.format_text(system, name)] for system, name in events if (system, name) not in known]
+
+
+def _tracked(k: KernelConf) -> list:
+    """The events the prio context is followed from (enabled whatever the rules say)."""
+    if "prio" not in k.contexts:
+        return []
+    from ust.kernel.prio import tracked_events
+
+    return tracked_events(k.instance.events())
 
 
 # A message body is at most protocol.MAX_BODY: formats go in batches of at most this many bytes.
@@ -149,7 +158,7 @@ def _batches(formats: list[list[str]]) -> list[list[list[str]]]:
     return out
 
 
-def _open_trace(daemon, s, k: KernelConf, formats: list[list[str]]) -> None:
+def _open_trace(daemon, s, k: KernelConf, formats: list[list[str]], tracked: list[list[str]]) -> None:
     """Give the session's consumer the instance's readers and the first formats."""
     inst = k.instance
     contexts = ["tid"] + [c for c in k.contexts if c != "tid"]
@@ -166,7 +175,7 @@ def _open_trace(daemon, s, k: KernelConf, formats: list[list[str]]) -> None:
     msg = {"key": key, "path": path, "root": s.output if not s.relay else None, "uuid": str(uuid_mod.uuid4()),
            "clock_offset": s.clock_offset, "session": s.name, "drain": not s.snapshot, "contexts": contexts,
            "cpus": len(raw), "page_size": inst.page_size(), "keep_pages": keep_pages(inst),
-           "read_timer": READ_TIMER, "live_timer": s.live_timer, "formats": batches[0]}
+           "read_timer": READ_TIMER, "live_timer": s.live_timer, "formats": batches[0], "tracked": tracked}
     if s.relay:
         msg["relay"] = {**s.relay, "path": "kernel", "hostname": socket.gethostname(), "live_timer": s.live_timer,
                         "created": int(s.created)}
@@ -178,25 +187,29 @@ def _open_trace(daemon, s, k: KernelConf, formats: list[list[str]]) -> None:
         raise
     k.key, k.path, k.fds = key, path, fds
     for batch in batches[1:]:
-        link.add_kernel_events(key, batch)
+        link.add_kernel_events(key, batch, [])
 
 
 def _apply(daemon, s, k: KernelConf) -> None:
     """Make the instance's enabled events what the rules say; the consumer learns the
     formats of newly enabled events before they are (its metadata describes them first)."""
     on, off = _wanted(k)
-    formats = _formats(k, on)
+    tracked = [e for e in _tracked(k) if e not in on]
+    off = [e for e in off if e not in tracked]
+    formats = _formats(k, on, k.learned)
+    tracked_formats = _formats(k, tracked, k.tracked)
     if not k.key:
-        _open_trace(daemon, s, k, formats)
-    elif formats:
+        _open_trace(daemon, s, k, formats, tracked_formats)
+    elif formats or tracked_formats:
         link = consumers.link(daemon, s)
-        for batch in _batches(formats):
-            link.add_kernel_events(k.key, batch)
+        for i, batch in enumerate(_batches(formats)):
+            link.add_kernel_events(k.key, batch, tracked_formats if i == 0 else [])
     k.learned.update(on)
+    k.tracked.update(tracked)
     if off:
         k.instance.set_enabled(off, False)
-    if on:
-        k.instance.set_enabled(on, True)
+    if on or tracked:
+        k.instance.set_enabled(on + tracked, True)
 
 
 def _wrap(fn, *args):
