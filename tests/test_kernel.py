@@ -745,9 +745,11 @@ def test_a_consumer_with_kernel_and_ring_buffer_streams_keeps_the_c_loop_for_the
 
 
 @needs_babeltrace2
-def test_a_live_session_shows_kernel_events_to_a_babeltrace2_viewer(ust_env, tracefs_dir, tmp_path):
+@pytest.mark.parametrize("contexts", [(), ("prio",)])
+def test_a_live_session_shows_kernel_events_to_a_babeltrace2_viewer(ust_env, tracefs_dir, tmp_path, contexts):
     """Kernel streams in a live session: babeltrace2 following the relay prints the kernel
-    events while the session runs (the consumer's kernel trace is streamed like any other)."""
+    events while the session runs (the consumer's kernel trace is streamed like any other);
+    with the prio context too, whose held-back pages a live beacon never claims to be past."""
     from relay_util import Relayd, attached_viewers, live_viewer
 
     rundir = tmp_path / "relay-run"
@@ -755,6 +757,8 @@ def test_a_live_session_shows_kernel_events_to_a_babeltrace2_viewer(ust_env, tra
     relay = Relayd(tmp_path / "relay-out", rundir)
     try:
         ust_env.ust("create", "klive", "-U", relay.net_url, "--live")
+        for c in contexts:
+            ust_env.ust("add-context", "-k", "-t", c)
         ust_env.ust("enable-event", "-k", "--syscall", "getppid")
         ust_env.ust("start")
         host = os.uname().nodename

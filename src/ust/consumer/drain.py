@@ -156,7 +156,8 @@ def _live_tick(ch) -> None:
             idle = drain_stream(src, out) == 0
         beacon = getattr(out, "beacon", None)
         if idle and beacon is not None:
-            beacon(stamp)
+            quiet_until = getattr(src, "quiet_until", None)  # a source holding back older records
+            beacon(quiet_until(stamp) if quiet_until is not None else stamp)
 
 
 class Drainer:

@@ -179,6 +179,11 @@ class PrioTracker:
             return q[0]
         return None
 
+    def held_since(self, cpu: int) -> int | None:
+        """The time of the oldest record the CPU's held-back pages have (None: none held)."""
+        q = self.queues.get(cpu)
+        return q[0].first if q else None
+
     def _ready(self, page: _Page) -> bool:
         return page.released or page.last <= self.watermark
 

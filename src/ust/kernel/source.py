@@ -71,6 +71,12 @@ class FtraceSource:
         self.base = self.charged - discarded
         self.last_end = end
 
+    def quiet_until(self, stamp: int) -> int:
+        """The time up to which this stream has sent everything (a live beacon's): ``stamp``,
+        or just before the oldest page the prio context holds back."""
+        held = self.tracker.held_since(self.cpu) if self.tracker is not None else None
+        return stamp if held is None else max(min(stamp, held - 1), self.last_end)
+
     def poll_fd(self) -> int:
         """Readable when the ring has data past the instance's ``buffer_percent`` (the drain
         engine sleeps on it besides its read timer: docs/kernel.md)."""
