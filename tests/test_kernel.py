@@ -817,3 +817,27 @@ def test_the_prio_context_follows_a_thread_that_changes_its_nice_value(ust_env, 
     assert mine[8:13] == [27] * 5
     assert mine[13:] == [32] * 5
     ust_env.ust("destroy", "kprio")
+
+
+@needs_bt2
+def test_a_kernel_snapshot_recorded_to_a_relay(ust_env, tracefs_dir, tmp_path):
+    """`snapshot record net://…` of a snapshot session with kernel events: the relay gets
+    <snapshot>/kernel, the flight recorder's events (the consumer's snapshot, as for ust)."""
+    from relay_util import Relayd
+
+    rundir = tmp_path / "relay-run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "relay-out", rundir)
+    try:
+        ust_env.ust("create", "ksnaprelay", "--snapshot", "-o", ust_env.out)
+        ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+        ust_env.ust("start")
+        pid = _run_getppids(70)
+        _, out, _ = ust_env.ust("snapshot", "record", relay.net_url)
+        host = os.uname().nodename
+        kdirs = glob.glob(os.path.join(relay.output, host, "*", "*", "kernel"))
+        assert len(kdirs) == 1, (out, kdirs)
+        assert _entries(kdirs[0], pid) == 70
+        ust_env.ust("destroy", "ksnaprelay")
+    finally:
+        assert relay.stop() == 0, relay.stderr
