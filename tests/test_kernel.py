@@ -841,3 +841,52 @@ def test_a_kernel_snapshot_recorded_to_a_relay(ust_env, tracefs_dir, tmp_path):
         ust_env.ust("destroy", "ksnaprelay")
     finally:
         assert relay.stop() == 0, relay.stderr
+
+
+def test_the_consumer_checks_the_kernel_readers_it_is_given(tracefs_dir, tmp_path):
+    """ust-consumerd takes a kernel trace's descriptors only if each is what it is said to be
+    (a read-only tracefs trace_pipe_raw / stats of that CPU of a ust instance, the task tables),
+    and as many as the CPUs need; otherwise the request fails in one line and nothing stays."""
+    import socket
+    import uuid as uuid_mod
+
+    from ust.daemon.consumerd import Consumer
+    from ust.kernel.tracefs import Instance
+
+    inst = Instance.create(_name("fdcheck"))
+    a, b = socket.socketpair()
+    consumer = Consumer(a)
+    opened = []
+    try:
+        raw, stats, tasks = inst.open_readers(True)
+        opened += raw + stats + tasks
+        sched = inst.format_text("sched", "sched_switch")
+        base = {"cmd": "add_kernel_trace", "path": str(tmp_path / "k" / "kernel"), "root": str(tmp_path / "k"),
+                "uuid": str(uuid_mod.uuid4()), "clock_offset": 0, "session": "s", "drain": True,
+                "contexts": ["tid", "pid"], "cpus": len(raw), "page_size": inst.page_size(), "keep_pages": 4,
+                "read_timer": 0.05, "formats": [["sched", sched]]}
+        plain = os.open(str(tmp_path / "plain"), os.O_RDONLY | os.O_CREAT, 0o600)
+        opened.append(plain)
+        swapped = stats + raw + tasks
+        cases = [
+            (swapped, "is not a read-only tracefs raw file of CPU 0"),
+            ([plain] + raw[1:] + stats + tasks, "is not a read-only tracefs raw file of CPU 0"),
+            (raw + stats, "descriptors, got"),
+            (raw + stats + tasks[::-1], "is not a read-only tracefs saved_tgids file"),
+        ]
+        for n, (fds, why) in enumerate(cases):
+            dups = [os.dup(fd) for fd in fds]  # handle() closes what it is given, as after a recvmsg
+            reply, _ = consumer.handle({**base, "key": f"bad{n}"}, dups)
+            assert not reply["ok"] and why in reply["error"] and "\n" not in reply["error"], reply
+            assert f"bad{n}" not in consumer.traces
+        reply, _ = consumer.handle({**base, "key": "good"}, [os.dup(fd) for fd in raw + stats + tasks])
+        assert reply["ok"], reply
+        consumer.handle({"cmd": "remove_traces", "traces": ["good"]}, [])
+    finally:
+        consumer.close_all()
+        for fd in opened:
+            os.close(fd)
+        a.close()
+        b.close()
+        inst.remove()
+    assert not inst.exists()  # every reader was closed: the kernel let the instance go

@@ -281,6 +281,9 @@ class Consumer:
                              f"descriptors, got {len(fds)}")
         if not _int_in(page_size, 4096, 1 << 20) or not _int_in(keep_pages, 1, 1 << 24):
             raise ValueError(f"kernel page size {page_size!r} or kept pages {keep_pages!r} out of range")
+        if not isinstance(read_timer, (int, float)) or not 0.001 <= read_timer <= 10 \
+                or not _int_in(live_timer or 0, 0, 3600 * 10**6):
+            raise ValueError(f"kernel read timer {read_timer!r} s or live timer {live_timer!r} µs out of range")
         for cpu in range(cpus):
             tracefs.check_reader_fd(fds[cpu], "raw", cpu)
             tracefs.check_reader_fd(fds[cpus + cpu], "stats", cpu)
@@ -295,6 +298,8 @@ class Consumer:
                 output = LocalTraceOutput(path, root, fresh=not attach)
         info = new_trace_info(session, int(clock_offset), uuid=bytes.fromhex(uuid.replace("-", "")))
         kept = [os.dup(fd) for fd in fds]  # ``handle`` closes what was received
+        for fd in kept[:cpus]:
+            os.set_blocking(fd, False)  # a read of a ring with nothing must not stop the engine
         try:
             task_table = tracefs.TaskTable(*kept[2 * cpus:]) if tasks else None
             trace = KernelTrace(key, output, info, tuple(contexts), task_table)
