@@ -890,3 +890,68 @@ def test_the_consumer_checks_the_kernel_readers_it_is_given(tracefs_dir, tmp_pat
         b.close()
         inst.remove()
     assert not inst.exists()  # every reader was closed: the kernel let the instance go
+
+
+_CROSS_CPU = """
+import os, sys, threading, time
+ready = threading.Event()
+tids = {}
+def spinner():
+    tids["a"] = threading.get_native_id()
+    os.sched_setaffinity(0, {0})
+    ready.set()
+    while not done.is_set():
+        for _ in range(2000):
+            pass
+        os.getppid()
+done = threading.Event()
+a = threading.Thread(target=spinner)
+a.start()
+ready.wait()
+os.sched_setaffinity(0, {1})   # this thread on the other CPU
+time.sleep(0.1)
+for _ in range(60):
+    os.setpriority(os.PRIO_PROCESS, tids["a"], 0)   # A's own value: nothing changes, nothing is rescheduled
+    time.sleep(0.005)
+time.sleep(0.05)
+done.set()
+a.join()
+print(tids["a"], flush=True)
+"""
+
+
+@needs_bt2
+def test_the_prio_context_takes_a_change_made_from_another_cpu_in_time(capture, tmp_path):
+    """Thread B on CPU 1 calls setpriority() on thread A while A runs on CPU 0. The call's
+    effect is in no record, so A's events from its entry until A's next switch in are unknown
+    — which needs the call, recorded on CPU 1, to reach CPU 0's events in time (every CPU is
+    read before any is converted, newer pages held back) — and exact (20) everywhere else."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two CPUs")
+    c = capture("cross", contexts=("tid", "prio"))
+    c.enable(["sched_switch"])
+    c.enable(["getppid", "setpriority"], syscalls=True)
+    c.start()
+    r = subprocess.run([sys.executable, "-c", _CROSS_CPU], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    c.stop()
+    a = int(r.stdout.split()[-1])
+    evs = events_of(bt2_dump(tmp_path / "cross" / "kernel"))
+    calls = [e["ts"] for e in evs if e["name"] == "syscall_entry_setpriority" and e["context"]["tid"] != a]
+    switched_in = [e["ts"] for e in evs if e["name"] == "sched_switch" and e["payload"]["next_tid"] == a]
+    assert len(calls) == 60
+    unknown = pages.PRIO_UNKNOWN
+    inside = 0
+    for e in evs:
+        if e["context"]["tid"] != a or e["name"] != "syscall_entry_getppid":
+            continue
+        last_call = max((t for t in calls if t < e["ts"]), default=None)
+        last_in = max((t for t in switched_in if t < e["ts"]), default=None)
+        if last_in is None:
+            continue  # before A's first switch in: unknown or not, nothing to check
+        if last_call is not None and last_call > last_in:  # a call since A was last switched in
+            assert e["context"]["prio"] == unknown, e
+            inside += 1
+        else:
+            assert e["context"]["prio"] == 20, e
+    assert inside > 0  # some of A's events fell between a call and its next switch in

@@ -164,6 +164,21 @@ class PrioTracker:
                 self.state[cpu] = (-1, PRIO_UNKNOWN)  # the gap is before whatever comes next
         if found_empty:
             self.watermark = max(self.watermark, min(found_empty) - MARGIN_NS)
+        for cpu, q in self.queues.items():
+            if not q and self.applied[cpu] < self.watermark:
+                self._pass_time(cpu, self.watermark)
+
+    def _pass_time(self, cpu: int, until: int) -> None:
+        """A CPU with no record up to ``until`` (its ring was found empty after it): the other
+        CPUs' changes up to then still change its current thread's state (so the list of
+        changes can be pruned while a CPU is idle)."""
+        tid, prio = self.state[cpu]
+        for when, who, value, where in self.changes:
+            if where != cpu and self.applied[cpu] < when <= until and who in (-1, tid):
+                prio = value
+        self.state[cpu] = (tid, prio)
+        self.applied[cpu] = until
+        self._prune()
 
     def _add(self, when: int, tid: int, value: int, cpu: int) -> None:
         self.changes.append((when, tid, value, cpu))
