@@ -901,7 +901,7 @@ def spinner():
     os.sched_setaffinity(0, {0})
     ready.set()
     while not done.is_set():
-        for _ in range(2000):
+        for _ in range(1000):
             pass
         os.getppid()
 done = threading.Event()
@@ -910,9 +910,9 @@ a.start()
 ready.wait()
 os.sched_setaffinity(0, {1})   # this thread on the other CPU
 time.sleep(0.1)
-for _ in range(60):
+for _ in range(150):
     os.setpriority(os.PRIO_PROCESS, tids["a"], 0)   # A's own value: nothing changes, nothing is rescheduled
-    time.sleep(0.005)
+    time.sleep(0.002)
 time.sleep(0.05)
 done.set()
 a.join()
@@ -925,7 +925,8 @@ def test_the_prio_context_takes_a_change_made_from_another_cpu_in_time(capture, 
     """Thread B on CPU 1 calls setpriority() on thread A while A runs on CPU 0. The call's
     effect is in no record, so A's events from its entry until A's next switch in are unknown
     — which needs the call, recorded on CPU 1, to reach CPU 0's events in time (every CPU is
-    read before any is converted, newer pages held back) — and exact (20) everywhere else."""
+    read before any is converted, newer pages held back) — and elsewhere 20 or unknown
+    (unknown where A runs without its switch in being in the trace), never another value."""
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs two CPUs")
     c = capture("cross", contexts=("tid", "prio"))
@@ -939,9 +940,9 @@ def test_the_prio_context_takes_a_change_made_from_another_cpu_in_time(capture, 
     evs = events_of(bt2_dump(tmp_path / "cross" / "kernel"))
     calls = [e["ts"] for e in evs if e["name"] == "syscall_entry_setpriority" and e["context"]["tid"] != a]
     switched_in = [e["ts"] for e in evs if e["name"] == "sched_switch" and e["payload"]["next_tid"] == a]
-    assert len(calls) == 60
+    assert len(calls) == 150
     unknown = pages.PRIO_UNKNOWN
-    inside = 0
+    inside = known = 0
     for e in evs:
         if e["context"]["tid"] != a or e["name"] != "syscall_entry_getppid":
             continue
@@ -953,5 +954,7 @@ def test_the_prio_context_takes_a_change_made_from_another_cpu_in_time(capture, 
             assert e["context"]["prio"] == unknown, e
             inside += 1
         else:
-            assert e["context"]["prio"] == 20, e
+            known += e["context"]["prio"] == 20
+            assert e["context"]["prio"] in (20, unknown), e  # never a value it did not have
     assert inside > 0  # some of A's events fell between a call and its next switch in
+    assert known > 0
