@@ -893,37 +893,31 @@ def test_the_consumer_checks_the_kernel_readers_it_is_given(tracefs_dir, tmp_pat
 
 
 _CROSS_CPU = """
-import os, sys, threading, time
-ready = threading.Event()
-tids = {}
-def spinner():
-    tids["a"] = threading.get_native_id()
-    os.sched_setaffinity(0, {0})
-    ready.set()
-    while not done.is_set():
-        for _ in range(1000):
-            pass
-        os.getppid()
-done = threading.Event()
-a = threading.Thread(target=spinner)
-a.start()
-ready.wait()
-os.sched_setaffinity(0, {1})   # this thread on the other CPU
+import os, subprocess, sys, time
+spin = ("import os, sys, select\\nos.sched_setaffinity(0, {0})\\nprint('go', flush=True)\\n"
+        "while not select.select([sys.stdin], [], [], 0)[0]:\\n"
+        "    for _ in range(1000):\\n        pass\\n    os.getppid()\\n")
+a = subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+a.stdout.readline()            # A runs on CPU 0 (another process: no lock shared with this one)
+os.sched_setaffinity(0, {1})   # this one on CPU 1
 time.sleep(0.1)
 for _ in range(150):
-    os.setpriority(os.PRIO_PROCESS, tids["a"], 0)   # A's own value: nothing changes, nothing is rescheduled
+    try:  # refused (a SCHED_OTHER thread has priority 0): A is not rescheduled for it
+        os.sched_setparam(a.pid, os.sched_param(5))
+    except OSError:
+        pass
     time.sleep(0.002)
 time.sleep(0.05)
-done.set()
-a.join()
-print(tids["a"], flush=True)
+a.communicate("stop\\n")
+print(a.pid, flush=True)
 """
 
 
 @needs_bt2
 def test_the_prio_context_takes_a_change_made_from_another_cpu_in_time(capture, tmp_path):
-    """Thread B on CPU 1 calls setpriority() on thread A while A runs on CPU 0. The call's
-    effect is in no record, so A's events from its entry until A's next switch in are unknown
+    """Process B on CPU 1 calls sched_setparam() on process A while A runs on CPU 0. A call's
+    effect is in no record (this one fails, which no entry record can tell), so A's events
+    from its entry until A's next switch in are unknown
     — which needs the call, recorded on CPU 1, to reach CPU 0's events in time (every CPU is
     read before any is converted, newer pages held back) — and elsewhere 20 or unknown
     (unknown where A runs without its switch in being in the trace), never another value."""
@@ -931,14 +925,14 @@ def test_the_prio_context_takes_a_change_made_from_another_cpu_in_time(capture, 
         pytest.skip("needs two CPUs")
     c = capture("cross", contexts=("tid", "prio"))
     c.enable(["sched_switch"])
-    c.enable(["getppid", "setpriority"], syscalls=True)
+    c.enable(["getppid", "sched_setparam"], syscalls=True)
     c.start()
     r = subprocess.run([sys.executable, "-c", _CROSS_CPU], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     c.stop()
     a = int(r.stdout.split()[-1])
     evs = events_of(bt2_dump(tmp_path / "cross" / "kernel"))
-    calls = [e["ts"] for e in evs if e["name"] == "syscall_entry_setpriority" and e["context"]["tid"] != a]
+    calls = [e["ts"] for e in evs if e["name"] == "syscall_entry_sched_setparam" and e["context"]["tid"] != a]
     switched_in = [e["ts"] for e in evs if e["name"] == "sched_switch" and e["payload"]["next_tid"] == a]
     assert len(calls) == 150
     unknown = pages.PRIO_UNKNOWN
