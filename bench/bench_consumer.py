@@ -10,6 +10,11 @@ session (drained by ust-consumerd in another process). It reports, for each,
 the events written, the events lost (the buffers' exact counters, and the
 events babeltrace2 would count as discarded), the rate achieved and how late
 the writer's pacing ran at worst. Lost must be 0.
+
+``--kernel`` (root): the daemon session also records the kernel's getppid()
+system calls while one process per CPU floods them, so ust-consumerd drains
+ftrace CPUs beside the ring buffers (docs/kernel.md: the ring buffers stay in
+the C loop); run with and without it to compare the ust side.
 """
 
 from __future__ import annotations
@@ -108,7 +113,16 @@ def run_daemon(args, work: str) -> dict:
             c.create_session("steady", output=out)
             c.enable_channel("steady", "channel0", subbuf_size=args.subbuf, num_subbuf=args.nsub)
             c.enable_events("steady", "bench:steady")
+            flooders = []
+            if args.kernel:
+                c.kernel_enable_events("steady", ["getppid"], syscall=True)
             c.start("steady")
+            if args.kernel:
+                flood = ("import os, time\nend = time.monotonic() + float(%r)\nn = 0\n"
+                         "while time.monotonic() < end:\n    [os.getppid() for _ in range(1000)]\n    n += 1000\n"
+                         "print(n)\n" % args.seconds)
+                flooders = [subprocess.Popen([sys.executable, "-c", flood], stdout=subprocess.PIPE, text=True)
+                            for _ in range(os.cpu_count() or 1)]
             env = dict(os.environ, PYTHONPATH=SRC, UST_HOME=home, UST_AGENT_RETRY="0.05")
             env.pop("UST_AGENT", None)
             r = subprocess.run([sys.executable, "-c", APP, "daemon", out, str(args.rate), str(args.seconds),
@@ -116,7 +130,10 @@ def run_daemon(args, work: str) -> dict:
             if r.returncode:
                 raise SystemExit(f"bench: daemon app failed:\n{r.stderr}")
             res = json.loads(r.stdout)
-            res["lost"] = c.stop("steady")["lost"]
+            res["syscalls"] = sum(int(f.communicate()[0]) for f in flooders)
+            stopped = c.stop("steady")
+            res["lost"] = stopped["lost"]
+            res["kernel_lost"] = (stopped.get("kernel") or {}).get("lost", 0)
             c.destroy_session("steady")
     finally:
         stop_sessiond(home)
@@ -131,6 +148,7 @@ def main() -> None:
     p.add_argument("--subbuf-size", default="512k")
     p.add_argument("--num-subbuf", type=int, default=4)
     p.add_argument("--only", choices=("embedded", "daemon"))
+    p.add_argument("--kernel", action="store_true", help="the daemon session records a getppid() flood too (root)")
     args = p.parse_args()
     args.subbuf, args.nsub = parse_size(args.subbuf_size), args.num_subbuf
     work = tempfile.mkdtemp(prefix="ust-bench-consumer-")
@@ -142,9 +160,11 @@ def main() -> None:
                 continue
             r = fn(args, work)
             pacing = f"  pacing late by {r['late'] * 1e3:.1f} ms at worst" if args.rate > 0 else ""
+            kernel = (f"  kernel: {2 * r['syscalls']:,} events of a getppid() flood, {r['kernel_lost']:,} lost"
+                      if r.get("syscalls") else "")
             print(f"  {name:9s} written {r['written']:>11,}  lost {r['lost']:>8,} "
                   f"({100 * r['lost'] / r['written']:.2f} %, in the trace: {r['trace_discarded']:,})  "
-                  f"achieved {r['written'] / r['elapsed']:>11,.0f}/s{pacing}", flush=True)
+                  f"achieved {r['written'] / r['elapsed']:>11,.0f}/s{pacing}{kernel}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -8,9 +8,14 @@
    for ``--seconds`` while a KernelCapture records their entries and exits
    (buffer ``--buffer-kb`` per CPU, discard mode): events written per second,
    events lost (the ring's own counters), the drain's CPU time.
-3. The cost to the traced program: ns per getppid() untraced, and traced (the
+3. The same flood through the daemons: ust-sessiond makes the instance and
+   the session owner's ust-consumerd drains it (docs/kernel.md): events
+   written per second, lost, the consumer's CPU time.
+4. The cost to the traced program: ns per getppid() untraced, and traced (the
    same loop, its system calls recorded and drained), as a ratio of the two,
    both measured in this run.
+5. The prio context: the conversion with it against tid-only on the same pages,
+   and the flood with it (its records read beside the flood's, pages held back).
 """
 
 from __future__ import annotations
@@ -77,11 +82,43 @@ def conversion(out: str) -> None:
         c.destroy()
 
 
-def flood(out: str, seconds: float, buffer_kb: int) -> None:
+def prio_conversion(out: str) -> None:
+    """The C conversion with the prio context against tid-only, on the same real pages."""
+    from ust.kernel.prio import converter_config
+
+    c = KernelCapture(f"bench-prio-{os.getpid()}", out, buffer_size_kb=8192)
+    try:
+        c.enable(["sched_switch"])
+        c.enable(["*"], syscalls=True)
+        c.instance.start()
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            os.getppid()
+        c.instance.stop()
+        got = c.instance.read_pages()
+        cls = pages.converter_class()
+        plain = cls(c.plans, True)
+        prio = cls(c.plans, True, prio=converter_config(list(c.trace.formats.values())))
+        times = {}
+        for name, fn in (("tid", lambda p: plain.page(p)[1]),
+                         ("tid+prio", lambda p: prio.page_prio(p, (-1, pages.PRIO_UNKNOWN), (), False, 1 << 63)[1])):
+            best = float("inf")
+            for _ in range(5):
+                t0 = time.perf_counter()
+                n = sum(fn(p) for p in got)
+                best = min(best, time.perf_counter() - t0)
+            times[name] = best
+            print(f"conversion ({name:8}): {n / best / 1e6:8.1f} M events/s")
+        print(f"conversion: the prio context costs {times['tid+prio'] / times['tid']:.2f}x the tid-only time")
+    finally:
+        c.destroy()
+
+
+def flood(out: str, seconds: float, buffer_kb: int, contexts: tuple = ("tid",)) -> None:
     ncpu = os.cpu_count() or 1
     procs = [subprocess.Popen([sys.executable, "-c", FLOOD, str(seconds)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True) for _ in range(ncpu)]
-    c = KernelCapture(f"bench-flood-{os.getpid()}", out, buffer_size_kb=buffer_kb)
+    c = KernelCapture(f"bench-flood-{os.getpid()}", out, buffer_size_kb=buffer_kb, contexts=contexts)
     try:
         c.enable(["getppid"], syscalls=True)
         c.instance.set_pids([p.pid for p in procs])
@@ -98,7 +135,8 @@ def flood(out: str, seconds: float, buffer_kb: int) -> None:
         written = sum(c.events().values())
         lost = sum(c.lost_by_ring().values())
         cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        print(f"flood: {ncpu} processes, {calls} getppid calls = {2 * calls} events in {elapsed:.2f} s: "
+        print(f"flood ({'+'.join(contexts)}): {ncpu} processes, {calls} getppid calls = {2 * calls} events in "
+              f"{elapsed:.2f} s: "
               f"{written / elapsed / 1e6:.2f} M events/s written, {lost} lost "
               f"({100 * lost / max(2 * calls, 1):.2f} %), drain CPU {cpu:.2f} s "
               f"({100 * cpu / elapsed:.0f} % of one CPU)")
@@ -106,6 +144,58 @@ def flood(out: str, seconds: float, buffer_kb: int) -> None:
         for p in procs:
             p.wait()
         c.destroy()
+
+
+def _cpu_of(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def daemon_flood(home: str, seconds: float, buffer_kb: int) -> None:
+    """The flood recorded through ust-sessiond and the owner's ust-consumerd."""
+    from ust.control import Client, stop_sessiond
+
+    env = dict(os.environ, UST_HOME=home, UST_AGENT="0",
+               PYTHONPATH=os.path.join(os.path.dirname(HERE), "src"))
+
+    def ust(*args):
+        subprocess.run([sys.executable, "-m", "ust.cli", *args], env=env, check=True, capture_output=True, text=True)
+
+    ncpu = os.cpu_count() or 1
+    out = os.path.join(home, "trace")
+    try:
+        ust("create", "bflood", "-o", out)
+        ust("enable-channel", "-k", "k", "--subbuf-size", f"{buffer_kb}k", "--num-subbuf", "1")
+        ust("enable-event", "-k", "--syscall", "getppid")
+        ust("start")
+        consumer = Client(home).ping()["consumer_pid"]
+        procs = [subprocess.Popen([sys.executable, "-c", FLOOD, str(seconds)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, env=env) for _ in range(ncpu)]
+        cpu0 = _cpu_of(consumer)
+        t0 = time.monotonic()
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        calls = sum(int(p.stdout.readline()) for p in procs)
+        elapsed = time.monotonic() - t0
+        cpu = _cpu_of(consumer) - cpu0
+        for p in procs:
+            p.wait()
+        ust("stop")
+
+        r = subprocess.run(["babeltrace2", os.path.join(out, "kernel")], capture_output=True, text=True)
+        written = r.stdout.count("syscall_e")
+        lost = sum(int(line.split("discarded ")[1].split()[0]) for line in r.stderr.splitlines()
+                   if "discarded" in line)
+        print(f"flood via ust-consumerd: {ncpu} processes, {calls} getppid calls = {2 * calls} events in "
+              f"{elapsed:.2f} s: {written / elapsed / 1e6:.2f} M events/s written, {lost} lost "
+              f"({100 * lost / max(2 * calls, 1):.2f} %), consumer CPU {cpu:.2f} s "
+              f"({100 * cpu / elapsed:.0f} % of one CPU)")
+    finally:
+        try:
+            stop_sessiond(home, timeout=30)
+        except Exception:
+            pass
 
 
 def cost(out: str, n: int = 200_000) -> None:
@@ -137,7 +227,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         conversion(os.path.join(d, "conv"))
         flood(os.path.join(d, "flood"), args.seconds, args.buffer_kb)
+        daemon_flood(os.path.join(d, "daemons"), args.seconds, args.buffer_kb)
         cost(os.path.join(d, "cost"))
+        prio_conversion(os.path.join(d, "prio-conv"))
+        flood(os.path.join(d, "flood-prio"), args.seconds, args.buffer_kb, ("tid", "prio"))
     return 0
 
 

@@ -9,6 +9,7 @@ interpreter or the system's, this checkout or a world-readable copy of its
 """
 
 import atexit
+import glob
 import grp
 import json
 import os
@@ -763,7 +764,7 @@ KERNEL_APP = "import os\nfor _ in range(40):\n    os.getppid()\n"
 @needs_users
 def test_a_tracing_group_members_kernel_trace_is_made_with_her_credentials(sysd):
     """Through the system daemon, a member of the tracing group has the kernel
-    domain; her kernel trace's files are hers (made by a helper running as her),
+    domain; her kernel trace's files are hers (written by her own consumer, given the readers),
     and babeltrace2 reads the system calls of her program in it."""
     from conftest import bt2_dump, events_of
 
@@ -779,12 +780,19 @@ def test_a_tracing_group_members_kernel_trace_is_made_with_her_credentials(sysd)
     assert os.path.isdir(instance)
     prog = subprocess.run([SYS_PY, "-c", KERNEL_APP], env={"UST_AGENT": "0"}, capture_output=True, **creds(alice))
     assert prog.returncode == 0
+    # her consumer drains the kernel: a rotation archives her kernel chunk, as hers
+    archive = ok_as(alice, sysd.rundir, "rotate", session="alice-k")["path"]
+    prog2 = subprocess.run([SYS_PY, "-c", KERNEL_APP], env={"UST_AGENT": "0"}, capture_output=True, **creds(alice))
+    assert prog2.returncode == 0
     ok_as(alice, sysd.rundir, "stop", session="alice-k")
     ok_as(alice, sysd.rundir, "destroy", session="alice-k")
     assert not os.path.exists(instance)
     assert owners(alice_out) == {alice.pw_uid}
-    calls = events_of(bt2_dump(os.path.join(alice_out, "kernel")), "syscall_entry_getppid")
-    assert len(calls) >= 40
+    archives = sorted(glob.glob(os.path.join(alice_out, "archives", "*")), key=lambda d: int(d.rsplit("-", 1)[1]))
+    assert archives[0] == archive and len(archives) == 2
+    for d in archives:
+        calls = events_of(bt2_dump(os.path.join(d, "kernel")), "syscall_entry_getppid")
+        assert len(calls) >= 40
 
 
 @needs_users

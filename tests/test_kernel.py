@@ -279,9 +279,12 @@ def real_pages(tracefs_dir):
             end = time.monotonic() + 0.3
             while time.monotonic() < end:
                 os.getppid()
+                os.setpriority(os.PRIO_PROCESS, 0, os.getpriority(os.PRIO_PROCESS, 0))  # a setter's record
             c.instance.stop()
             got = c.instance.read_pages()
-            return got, dict(c.plans)
+            from ust.kernel.prio import converter_config
+
+            return got, dict(c.plans), converter_config(list(c.trace.formats.values()))
         finally:
             c.destroy()
 
@@ -296,7 +299,7 @@ def _c_converter():
 
 def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
     Converter = _c_converter()
-    got, plans = real_pages
+    got, plans, _ = real_pages
     assert len(got) > 2
     for with_tid in (True, False):
         c, py = Converter(plans, with_tid), pages.PyConverter(plans, with_tid)
@@ -328,11 +331,37 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
             next(page for page in got if pages.PyConverter(plans).page(page)[1]))
 
 
+def test_the_c_prio_context_agrees_with_the_python_reference(real_pages):
+    """The prio context: followed through real pages (sched_switch, setpriority's records) the
+    same in C and in Python, with other CPUs' changes, a tainted stretch and a horizon; the
+    values it gives are task_prio()'s (20 for nice 0) or unknown, and a sched_switch record
+    says its own task's prio."""
+    from ust.kernel.prio import converter_config  # noqa: F401 (the fixture's configuration)
+
+    Converter = _c_converter()
+    got, plans, prio = real_pages
+    assert prio[0] is not None and prio[2], prio  # sched_switch and the setters are configured
+    c, py = Converter(plans, True, prio=prio), pages.PyConverter(plans, True, prio=prio)
+    scans = [c.scan(page) for page in got]
+    assert scans == [py.scan(page) for page in got]
+    assert any(changes for _, _, _, changes in scans)  # setpriority's records were seen
+    others = sorted({ch for _, _, _, changes in scans for ch in changes})
+    for taint, horizon in ((False, (1 << 64) - 1), (True, (1 << 64) - 1), (False, scans[len(scans) // 2][1])):
+        sc = sp = (-1, pages.PRIO_UNKNOWN)
+        for page in got:
+            a = c.page_prio(page, sc, others, taint, horizon)
+            b = py.page_prio(page, sp, others, taint, horizon)
+            assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+            sc, sp = a[5], b[5]
+    with pytest.raises(TypeError):
+        c.page(got[0])  # a prio converter says how it converts
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
     Converter = _c_converter()
-    got, plans = real_pages
+    got, plans, prio = real_pages
     page = bytearray(data.draw(st.sampled_from(got)))
     for _ in range(data.draw(st.integers(1, 8))):
         pos = data.draw(st.integers(0, len(page) - 1))
@@ -346,6 +375,15 @@ def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
         return
     b = pages.PyConverter(plans, True).page(page)
     assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+    # the prio context's conversion and scan agree too, on any page
+    state = (data.draw(st.integers(-1, 5000)), data.draw(st.sampled_from([20, 27, -40, pages.PRIO_UNKNOWN])))
+    changes = sorted(data.draw(st.lists(st.tuples(st.integers(0, 1 << 62), st.integers(-1, 5000),
+                                                  st.integers(-101, 39)), max_size=4)))
+    taint, horizon = data.draw(st.booleans()), data.draw(st.integers(0, (1 << 64) - 1))
+    c, py = Converter(plans, True, prio=prio), pages.PyConverter(plans, True, prio=prio)
+    a, b = c.page_prio(page, state, changes, taint, horizon), py.page_prio(page, state, changes, taint, horizon)
+    assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+    assert c.scan(page) == py.scan(page)
 
 
 # ---------------------------------------------------------------------------
@@ -398,7 +436,7 @@ def test_list_k_shows_the_kernel_events_and_unknown_ones_are_one_line_errors(ust
     ust_env.ust("create", "kerr", "-o", ust_env.out)
     rc, _, err = ust_env.ust("enable-event", "-k", "no_such_kernel_event", check=False)
     assert rc != 0 and err.strip().count("\n") == 0 and "no kernel event matches 'no_such_kernel_event'" in err
-    rc, _, err = ust_env.ust("add-context", "-k", "-t", "prio", check=False)
+    rc, _, err = ust_env.ust("add-context", "-k", "-t", "ppid", check=False)
     assert rc != 0 and "not available from ftrace" in err and err.strip().count("\n") == 0
 
 
@@ -530,10 +568,8 @@ def test_the_pid_and_procname_contexts_are_each_threads_process_and_name(capture
 
 
 @needs_bt2
-def test_add_context_k_pid_procname_through_the_cli_and_prio_is_refused_saying_why(ust_env, tracefs_dir):
+def test_add_context_k_pid_procname_through_the_cli(ust_env, tracefs_dir):
     ust_env.ust("create", "kctx", "-o", ust_env.out)
-    rc, _, err = ust_env.ust("add-context", "-k", "-t", "prio", check=False)
-    assert rc != 0 and err.strip().count("\n") == 0 and "carries no priority" in err
     ust_env.ust("add-context", "-k", "-t", "pid", "-t", "procname")
     ust_env.ust("enable-event", "-k", "--syscall", "getppid")
     ust_env.ust("start")
@@ -546,3 +582,373 @@ def test_add_context_k_pid_procname_through_the_cli_and_prio_is_refused_saying_w
     assert len(mine) == 20
     assert {(e["context"]["pid"], e["context"]["procname"]) for e in mine} == {(app.pid, "kctxcli")}
     ust_env.ust("destroy", "kctx")
+
+
+# -- the capture in the session owner's consumer (ust-consumerd) ------------------------------
+
+_GETPPIDS = "import os, sys\nfor _ in range(int(sys.argv[1])):\n    os.getppid()\n"
+
+
+def _run_getppids(n: int) -> int:
+    p = subprocess.Popen([sys.executable, "-c", _GETPPIDS, str(n)])
+    assert p.wait(timeout=300) == 0
+    return p.pid
+
+
+def _entries(kdir, pid) -> int:
+    return sum(1 for _, name, _ in _getppid_events(str(kdir), pid) if name == "syscall_entry_getppid")
+
+
+@needs_bt2
+def test_rotation_archives_the_kernel_trace_chunk_by_chunk(ust_env, tracefs_dir):
+    """`ust rotate` cuts the kernel trace too: each archive holds <chunk>/kernel, a complete
+    kernel trace babeltrace2 reads alone, and each process's system calls are in the chunk
+    they were made in, all of them, once."""
+    ust_env.ust("create", "krot", "-o", ust_env.out)
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    first = _run_getppids(300)
+    _, out, _ = ust_env.ust("rotate")
+    second = _run_getppids(200)
+    ust_env.ust("stop")  # a session that rotated ends its last chunk in an archive too
+    archives = sorted(glob.glob(os.path.join(ust_env.out, "archives", "*")),
+                      key=lambda d: int(d.rsplit("-", 1)[1]))
+    assert len(archives) == 2, (out, archives)
+    kdirs = [os.path.join(a, "kernel") for a in archives]
+    assert all(os.path.isdir(d) for d in kdirs), [os.listdir(a) for a in archives]
+    assert (_entries(kdirs[0], first), _entries(kdirs[0], second)) == (300, 0)
+    assert (_entries(kdirs[1], first), _entries(kdirs[1], second)) == (0, 200)
+    for d in kdirs:
+        _, err = babeltrace2_text(d)
+        assert "WARNING" not in err and "ERROR" not in err, err
+    assert not os.path.exists(os.path.join(ust_env.out, "kernel"))  # the first chunk moved to its archive
+    ust_env.ust("destroy", "krot")
+    assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-krot"))
+
+
+@needs_bt2
+def test_clear_empties_the_kernel_trace(ust_env, tracefs_dir):
+    ust_env.ust("create", "kclear", "-o", ust_env.out)
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    before = _run_getppids(100)
+    ust_env.ust("clear", "kclear")
+    after = _run_getppids(70)
+    ust_env.ust("stop")
+    kdir = os.path.join(ust_env.out, "kernel")
+    assert (_entries(kdir, before), _entries(kdir, after)) == (0, 70)
+    ust_env.ust("destroy", "kclear")
+
+
+@needs_bt2
+def test_a_sigkilled_consumer_is_replaced_the_kernel_trace_goes_on_and_no_instance_stays(ust_env, tracefs_dir):
+    """The session daemon gives a restarted consumer the same readers: it appends to the same
+    stream files (numbering and time going on, babeltrace2 reads them without a word), the
+    events made while no consumer ran wait in the kernel's ring; destroy removes the instance."""
+    ust_env.ust("create", "kkill", "-o", ust_env.out)
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    kdir = os.path.join(ust_env.out, "kernel")
+    c = ust_env.client()
+    old = c.ping()["consumer_pid"]
+    first = _run_getppids(150)
+
+    def written():
+        try:
+            return _entries(kdir, first) == 150
+        except AssertionError:  # a packet being appended as babeltrace2 reads
+            return False
+
+    wait_until(written, timeout=120, what="the first process's events on disk")
+    os.kill(old, signal.SIGKILL)
+    second = _run_getppids(120)  # while no consumer may run: the ring keeps them
+    wait_until(lambda: (c.ping()["consumer_pid"] or 0) not in (0, old), timeout=120, what="a new consumer")
+    third = _run_getppids(90)
+    ust_env.ust("stop")
+    assert [_entries(kdir, pid) for pid in (first, second, third)] == [150, 120, 90]
+    _, err = babeltrace2_text(kdir)
+    assert "WARNING" not in err and "ERROR" not in err, err
+    instance = os.path.join(tracefs_dir, "instances", "ust-kkill")
+    assert os.path.isdir(instance)
+    ust_env.ust("destroy", "kkill")
+    assert not os.path.exists(instance)
+
+
+@needs_bt2
+def test_a_streamed_session_sends_the_kernel_trace_to_the_relay(ust_env, tracefs_dir, tmp_path):
+    from relay_util import Relayd
+
+    rundir = tmp_path / "relay-run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "relay-out", rundir)
+    try:
+        ust_env.ust("create", "kstream", "-U", relay.net_url)
+        ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+        ust_env.ust("start")
+        pid = _run_getppids(250)
+        ust_env.ust("stop")
+        ust_env.ust("destroy", "kstream")
+        host = os.uname().nodename
+        [session] = [d for d in os.listdir(os.path.join(relay.output, host)) if d.startswith("kstream-")]
+        kdir = os.path.join(relay.output, host, session, "kernel")
+        assert os.path.isdir(kdir), os.listdir(os.path.join(relay.output, host, session))
+        assert _entries(kdir, pid) == 250
+        _, err = babeltrace2_text(kdir)
+        assert "WARNING" not in err and "ERROR" not in err, err
+        assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-kstream"))
+    finally:
+        assert relay.stop() == 0, relay.stderr
+
+
+def test_a_consumer_with_kernel_and_ring_buffer_streams_keeps_the_c_loop_for_the_rings(capture, tmp_path):
+    """The engine drains ftrace CPUs in Python and the ring buffers in the C loop, which wakes
+    on the ftrace descriptors too (an epoll set): the Python round, a sleep on the eventfd
+    with every stream drained in Python, is never taken, and the kernel events arrive."""
+    from ust.consumer.drain import Drainer
+    from ust.consumer.output import LocalTraceOutput
+    from ust.consumer.trace import ChannelSpec, Trace, trace_info
+
+    class CountingDrainer(Drainer):
+        python_rounds = 0
+
+        def _python_round(self, streams, timeout):
+            CountingDrainer.python_rounds += 1
+            return super()._python_round(streams, timeout)
+
+    c = capture("mixed")
+    c.enable(["getppid"], syscalls=True)
+    c.start()
+    c._drainer.stop()  # the capture's own engine gives way to one draining both kinds
+    c._drainer = None
+    rings = Trace("ust", LocalTraceOutput(str(tmp_path / "ust"), str(tmp_path)), trace_info(os.urandom(16), 0, {}))
+    efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    rings.add_channel(ChannelSpec("channel0", 0, 4096, 4), efd)
+    engine = CountingDrainer(efd)
+    engine.traces.update({"ust": rings, c.trace.key: c.trace})
+    engine.start()
+    try:
+        pid = _run_getppids(400)
+        kdir = tmp_path / "mixed" / "kernel"
+
+        def arrived():
+            with engine.paused():
+                return sum(out.packets for out in c.trace.channels["channel0"].outputs) > 0
+        wait_until(arrived, timeout=120, what="kernel packets written by the mixed engine")
+    finally:
+        engine.stop()
+        os.close(efd)
+    c.stop()
+    rings.flush(sync=True)
+    rings.close()
+    assert CountingDrainer.python_rounds == 0
+    assert _entries(kdir, pid) == 400
+
+
+@needs_babeltrace2
+@pytest.mark.parametrize("contexts", [(), ("prio",)])
+def test_a_live_session_shows_kernel_events_to_a_babeltrace2_viewer(ust_env, tracefs_dir, tmp_path, contexts):
+    """Kernel streams in a live session: babeltrace2 following the relay prints the kernel
+    events while the session runs (the consumer's kernel trace is streamed like any other);
+    with the prio context too, whose held-back pages a live beacon never claims to be past."""
+    from relay_util import Relayd, attached_viewers, live_viewer
+
+    rundir = tmp_path / "relay-run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "relay-out", rundir)
+    try:
+        ust_env.ust("create", "klive", "-U", relay.net_url, "--live")
+        for c in contexts:
+            ust_env.ust("add-context", "-k", "-t", c)
+        ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+        ust_env.ust("start")
+        host = os.uname().nodename
+        viewer = live_viewer(f"{relay.live_url}/host/{host}/klive", tmp_path / "live.txt")
+        wait_until(lambda: attached_viewers(relay) == 1, timeout=120, what="babeltrace2 attached")
+        pid = _run_getppids(60)
+        mine = f"tid = {pid}"
+        wait_until(lambda: sum(mine in line for line in (tmp_path / "live.txt").read_text().splitlines()
+                               if "syscall_entry_getppid" in line) == 60,
+                   timeout=120, what="babeltrace2 printing the kernel events live")
+        ust_env.ust("destroy", "klive")
+        err = viewer.communicate(timeout=300)[1]
+        assert viewer.returncode == 0, err
+    finally:
+        assert relay.stop() == 0, relay.stderr
+
+
+_RENICER = """
+import os, sys, time
+def mark(n):
+    for _ in range(n):
+        os.getppid()
+time.sleep(0.05)   # switched out and in: its prio is known from here
+mark(5)            # nice 0: prio 20
+os.setpriority(os.PRIO_PROCESS, 0, 7)
+mark(3)            # not known until it is switched in again (or already 27 if it was)
+time.sleep(0.05)
+mark(5)            # nice 7: 27
+os.setpriority(os.PRIO_PROCESS, 0, 12)
+time.sleep(0.05)
+mark(5)            # nice 12: 32
+"""
+
+
+@needs_bt2
+def test_the_prio_context_follows_a_thread_that_changes_its_nice_value(ust_env, tracefs_dir):
+    """`add-context -k -t prio`: each event's task_prio() (lttng-modules' value: nice 0 is
+    20), exact from the thread's sched_switch in; after the thread's setpriority() it is
+    unknown (-2147483648) until it is switched in again, then the new value — never the old
+    one guessed. The scheduler records it is followed from are not written (not asked for)."""
+    ust_env.ust("create", "kprio", "-o", ust_env.out)
+    ust_env.ust("add-context", "-k", "-t", "prio", "-t", "pid")
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    p = subprocess.Popen([sys.executable, "-c", _RENICER])
+    assert p.wait(timeout=300) == 0
+    ust_env.ust("stop")
+    dump = bt2_dump(os.path.join(ust_env.out, "kernel"))
+    names = {e["name"] for e in events_of(dump)}
+    assert names == {"syscall_entry_getppid", "syscall_exit_getppid"}, names  # sched_switch: read, not written
+    mine = [e["context"]["prio"] for e in events_of(dump, "syscall_entry_getppid") if e["context"]["tid"] == p.pid]
+    assert len(mine) == 18, mine
+    unknown = pages.PRIO_UNKNOWN
+    assert mine[:5] == [20] * 5
+    assert set(mine[5:8]) <= {unknown, 27}, mine
+    assert mine[8:13] == [27] * 5
+    assert mine[13:] == [32] * 5
+    ust_env.ust("destroy", "kprio")
+
+
+@needs_bt2
+def test_a_kernel_snapshot_recorded_to_a_relay(ust_env, tracefs_dir, tmp_path):
+    """`snapshot record net://…` of a snapshot session with kernel events: the relay gets
+    <snapshot>/kernel, the flight recorder's events (the consumer's snapshot, as for ust)."""
+    from relay_util import Relayd
+
+    rundir = tmp_path / "relay-run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "relay-out", rundir)
+    try:
+        ust_env.ust("create", "ksnaprelay", "--snapshot", "-o", ust_env.out)
+        ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+        ust_env.ust("start")
+        pid = _run_getppids(70)
+        _, out, _ = ust_env.ust("snapshot", "record", relay.net_url)
+        host = os.uname().nodename
+        kdirs = glob.glob(os.path.join(relay.output, host, "*", "*", "kernel"))
+        assert len(kdirs) == 1, (out, kdirs)
+        assert _entries(kdirs[0], pid) == 70
+        ust_env.ust("destroy", "ksnaprelay")
+    finally:
+        assert relay.stop() == 0, relay.stderr
+
+
+def test_the_consumer_checks_the_kernel_readers_it_is_given(tracefs_dir, tmp_path):
+    """ust-consumerd takes a kernel trace's descriptors only if each is what it is said to be
+    (a read-only tracefs trace_pipe_raw / stats of that CPU of a ust instance, the task tables),
+    and as many as the CPUs need; otherwise the request fails in one line and nothing stays."""
+    import socket
+    import uuid as uuid_mod
+
+    from ust.daemon.consumerd import Consumer
+    from ust.kernel.tracefs import Instance
+
+    inst = Instance.create(_name("fdcheck"))
+    a, b = socket.socketpair()
+    consumer = Consumer(a)
+    opened = []
+    try:
+        raw, stats, tasks = inst.open_readers(True)
+        opened += raw + stats + tasks
+        sched = inst.format_text("sched", "sched_switch")
+        base = {"cmd": "add_kernel_trace", "path": str(tmp_path / "k" / "kernel"), "root": str(tmp_path / "k"),
+                "uuid": str(uuid_mod.uuid4()), "clock_offset": 0, "session": "s", "drain": True,
+                "contexts": ["tid", "pid"], "cpus": len(raw), "page_size": inst.page_size(), "keep_pages": 4,
+                "read_timer": 0.05, "formats": [["sched", sched]]}
+        plain = os.open(str(tmp_path / "plain"), os.O_RDONLY | os.O_CREAT, 0o600)
+        opened.append(plain)
+        swapped = stats + raw + tasks
+        cases = [
+            (swapped, "is not a read-only tracefs raw file of CPU 0"),
+            ([plain] + raw[1:] + stats + tasks, "is not a read-only tracefs raw file of CPU 0"),
+            (raw + stats, "descriptors, got"),
+            (raw + stats + tasks[::-1], "is not a read-only tracefs saved_tgids file"),
+        ]
+        for n, (fds, why) in enumerate(cases):
+            dups = [os.dup(fd) for fd in fds]  # handle() closes what it is given, as after a recvmsg
+            reply, _ = consumer.handle({**base, "key": f"bad{n}"}, dups)
+            assert not reply["ok"] and why in reply["error"] and "\n" not in reply["error"], reply
+            assert f"bad{n}" not in consumer.traces
+        reply, _ = consumer.handle({**base, "key": "good"}, [os.dup(fd) for fd in raw + stats + tasks])
+        assert reply["ok"], reply
+        consumer.handle({"cmd": "remove_traces", "traces": ["good"]}, [])
+    finally:
+        consumer.close_all()
+        for fd in opened:
+            os.close(fd)
+        a.close()
+        b.close()
+        inst.remove()
+    assert not inst.exists()  # every reader was closed: the kernel let the instance go
+
+
+_CROSS_CPU = """
+import os, subprocess, sys, time
+spin = ("import os, sys, select\\nos.sched_setaffinity(0, {0})\\nprint('go', flush=True)\\n"
+        "while not select.select([sys.stdin], [], [], 0)[0]:\\n"
+        "    for _ in range(1000):\\n        pass\\n    os.getppid()\\n")
+a = subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+a.stdout.readline()            # A runs on CPU 0 (another process: no lock shared with this one)
+os.sched_setaffinity(0, {1})   # this one on CPU 1
+time.sleep(0.1)
+for _ in range(150):
+    try:  # refused (a SCHED_OTHER thread has priority 0): A is not rescheduled for it
+        os.sched_setparam(a.pid, os.sched_param(5))
+    except OSError:
+        pass
+    time.sleep(0.002)
+time.sleep(0.05)
+a.communicate("stop\\n")
+print(a.pid, flush=True)
+"""
+
+
+@needs_bt2
+def test_the_prio_context_takes_a_change_made_from_another_cpu_in_time(capture, tmp_path):
+    """Process B on CPU 1 calls sched_setparam() on process A while A runs on CPU 0. A call's
+    effect is in no record (this one fails, which no entry record can tell), so A's events
+    from its entry until A's next switch in are unknown
+    — which needs the call, recorded on CPU 1, to reach CPU 0's events in time (every CPU is
+    read before any is converted, newer pages held back) — and elsewhere 20 or unknown
+    (unknown where A runs without its switch in being in the trace), never another value."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two CPUs")
+    c = capture("cross", contexts=("tid", "prio"))
+    c.enable(["sched_switch"])
+    c.enable(["getppid", "sched_setparam"], syscalls=True)
+    c.start()
+    r = subprocess.run([sys.executable, "-c", _CROSS_CPU], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    c.stop()
+    a = int(r.stdout.split()[-1])
+    evs = events_of(bt2_dump(tmp_path / "cross" / "kernel"))
+    calls = [e["ts"] for e in evs if e["name"] == "syscall_entry_sched_setparam" and e["context"]["tid"] != a]
+    switched_in = [e["ts"] for e in evs if e["name"] == "sched_switch" and e["payload"]["next_tid"] == a]
+    assert len(calls) == 150
+    unknown = pages.PRIO_UNKNOWN
+    inside = known = 0
+    for e in evs:
+        if e["context"]["tid"] != a or e["name"] != "syscall_entry_getppid":
+            continue
+        last_call = max((t for t in calls if t < e["ts"]), default=None)
+        last_in = max((t for t in switched_in if t < e["ts"]), default=None)
+        if last_in is None:
+            continue  # before A's first switch in: unknown or not, nothing to check
+        if last_call is not None and last_call > last_in:  # a call since A was last switched in
+            assert e["context"]["prio"] == unknown, e
+            inside += 1
+        else:
+            known += e["context"]["prio"] == 20
+            assert e["context"]["prio"] in (20, unknown), e  # never a value it did not have
+    assert inside > 0  # some of A's events fell between a call and its next switch in
+    assert known > 0

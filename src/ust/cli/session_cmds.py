@@ -519,7 +519,7 @@ def add_add_context(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--channel", metavar="NAME", help="channel (default: every channel)")
     p.add_argument("-t", "--type", action="append", metavar="TYPE", dest="types",
                    help="context field: vpid, vtid, procname, perf:thread:page-fault, contextvar:NAME... "
-                        "(with -k: tid, pid, procname) "
+                        "(with -k: tid, pid, procname, prio) "
                         "(--list shows them all)")
     p.add_argument("-l", "--list", action="store_true", help="list the available context types and exit")
 

@@ -13,8 +13,13 @@
   and rewrites a trace's metadata when its event table grew. When every
   stream is a ring buffer with a direct output, the whole loop (drain, sleep,
   wake-up) runs in C without the GIL (``_ring.drain_wait``) and comes back to
-  Python only for a timer, a new event, a pause or once a second; otherwise a
-  Python pass drains the streams and sleeps on the same eventfd.
+  Python only for a timer, a new event, a pause or once a second. Other
+  sources that can say when they have data (``poll_fd()``: an ftrace CPU's
+  ``trace_pipe_raw``) are drained by a Python pass, and the C loop goes on
+  for the ring buffers, told to return also when one of those descriptors
+  is readable (they are in an epoll set it watches with its stop
+  descriptor) or at their read timer. Otherwise a Python pass drains every
+  stream and sleeps on the eventfd and those descriptors.
 
 The host changes its traces (adds a channel, describes events, flushes,
 removes a trace) only inside ``with drainer.paused():``, which wakes the
@@ -129,6 +134,12 @@ def snapshot_stream(source, out: StreamOutput) -> int:
         os.close(mem)
 
 
+def _poll_fd(source) -> int:
+    """A descriptor readable when ``source`` (not a ring buffer) has data, or -1."""
+    poll_fd = getattr(source, "poll_fd", None)
+    return poll_fd() if poll_fd is not None else -1
+
+
 def _live_tick(ch) -> None:
     """The live timer (LTTng's): every stream's partial packet is closed, so that
     the round that follows sends it and a live viewer sees its events within the
@@ -138,11 +149,15 @@ def _live_tick(ch) -> None:
 
     stamp = clock_now()  # before the flush: no event of an idle stream can be older
     for src, out in ch.streams():
-        idle = unwritten_bytes(src) == 0
-        src.flush()
+        if is_ring_buffer(src):
+            idle = unwritten_bytes(src) == 0
+            src.flush()
+        else:  # a source that holds nothing of its own (ftrace): what it has until now is sent first
+            idle = drain_stream(src, out) == 0
         beacon = getattr(out, "beacon", None)
         if idle and beacon is not None:
-            beacon(stamp)
+            quiet_until = getattr(src, "quiet_until", None)  # a source holding back older records
+            beacon(quiet_until(stamp) if quiet_until is not None else stamp)
 
 
 class Drainer:
@@ -165,6 +180,10 @@ class Drainer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._next_repair = 0.0
+        # The C loop's stop descriptor when pollable sources are drained beside ring buffers:
+        # an epoll set of the kick and their descriptors (rebuilt when they change).
+        self._watch: select.epoll | None = None
+        self._watched: tuple = ()
 
     # -- the host's side -----------------------------------------------------------
 
@@ -191,7 +210,7 @@ class Drainer:
         """Have the engine look at its traces again now (a new channel: it may
         sleep for a whole read period without having told the new buffers
         that it sleeps, and writers wake only a reader that said so)."""
-        os.eventfd_write(self.wakeup_fd, 1)
+        os.eventfd_write(self.wakeup_fd if self.wakeup_fd >= 0 else self._kick, 1)
 
     def stop(self) -> None:
         """End the thread (what the buffers still hold stays there: see Trace.flush)."""
@@ -199,6 +218,9 @@ class Drainer:
             self._stopping = True
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         os.close(self._kick)
         self._kick = -1
 
@@ -265,27 +287,59 @@ class Drainer:
         traces = list(self.traces.values())
         now = time.monotonic()
         timeout = min(self._fire_timers(now), self._repair_undrained(traces, now))
-        read_period = min((ch.spec.read_timer for t in traces for ch in t.channels.values() if ch.spec.read_timer),
-                          default=READ_PERIOD)
+        periods = {id(src): ch.spec.read_timer or READ_PERIOD
+                   for t in traces for ch in t.channels.values() for src in ch.sources}
         streams = [s for t in traces for s in t.streams(live_only=True)]
-        fds = [out.direct_fd() for _, out in streams]
-        if all(fd >= 0 for fd in fds) and all(is_ring_buffer(src) for src, _ in streams):
+        rings = [(src, out) for src, out in streams if is_ring_buffer(src) and out.direct_fd() >= 0]
+        others = [(src, out) for src, out in streams if not (is_ring_buffer(src) and out.direct_fd() >= 0)]
+        pollable = all(_poll_fd(src) >= 0 for src, _ in others)
+        if rings and pollable:
+            if others:
+                # Pollable sources (ftrace CPUs) are drained here; the ring buffers stay in the
+                # C loop, which returns when one of those has data (its stop descriptor is an
+                # epoll set of the kick and theirs) or at their read timer.
+                self._pass(others)
+                timeout = min([timeout] + [periods[id(src)] for src, _ in others])
+            read_period = min(periods[id(src)] for src, _ in rings)
             watch_fd, watch_size = -1, -1
             for t in traces:  # an event table shared through a file: the C loop returns when it grows
                 if t.events.watch_fd() >= 0:  # (beyond what the metadata describes: it may have already)
                     watch_fd, watch_size = t.events.watch_fd(), t.described_version
                     break
-            results = drain_wait([src for src, _ in streams], fds, self.wakeup_fd, self._kick, timeout, read_period,
-                                 watch_fd, watch_size)
-            for (_, out), result in zip(streams, results):
+            results = drain_wait([src for src, _ in rings], [out.direct_fd() for _, out in rings], self.wakeup_fd,
+                                 self._stop_fd(others), timeout, read_period, watch_fd, watch_size)
+            for (_, out), result in zip(rings, results):
                 out.drained(*result)
         else:
+            read_period = min(periods.values(), default=READ_PERIOD)
             self._python_round(streams, min(timeout, read_period))
         for t in traces:
             t.write_metadata()
 
+    def _polled(self, others) -> list[int]:
+        """The descriptors of pollable sources to wake on: not those whose output failed (their
+        data stays unread until the next retry: waking on it would spin)."""
+        return [_poll_fd(src) for src, out in others if _poll_fd(src) >= 0 and not out.write_error]
+
+    def _stop_fd(self, others) -> int:
+        """What makes the C loop return: the kick alone, or an epoll set of the kick and the
+        pollable sources' descriptors (readable when one of them is)."""
+        fds = tuple(self._polled(others))
+        if not fds:
+            return self._kick
+        if self._watch is None or fds != self._watched:
+            if self._watch is not None:
+                self._watch.close()
+            self._watch = select.epoll()
+            self._watch.register(self._kick, select.EPOLLIN)
+            for fd in fds:
+                self._watch.register(fd, select.EPOLLIN)
+            self._watched = fds
+        return self._watch.fileno()
+
     def _python_round(self, streams, timeout: float) -> None:
-        """One drain pass, then a sleep on the writers' eventfd if nothing was there."""
+        """One drain pass, then a sleep on the writers' eventfd (and the pollable sources)
+        if nothing was there."""
         if self._pass(streams):
             return
         rings = [src for src, _ in streams if is_ring_buffer(src)]
@@ -294,8 +348,10 @@ class Drainer:
                 src.reader_sleep(True)
             if self._pass(streams):  # a packet may have completed before we said so
                 return
-            ready, _, _ = select.select([self.wakeup_fd, self._kick], [], [], max(timeout, 0.001))
-            if self.wakeup_fd in ready:
+            wait = [fd for fd in (self.wakeup_fd, self._kick) if fd >= 0]
+            wait += self._polled([(src, out) for src, out in streams if not is_ring_buffer(src)])
+            ready, _, _ = select.select(wait, [], [], max(timeout, 0.001))
+            if self.wakeup_fd >= 0 and self.wakeup_fd in ready:
                 try:
                     os.eventfd_read(self.wakeup_fd)
                 except BlockingIOError:

@@ -207,17 +207,23 @@ def whole_packets_size(fd: int, size: int) -> int:
 _EVENTS_DISCARDED = struct.Struct("<QQ")  # packet_seq_num, events_discarded, after _PACKET_PREFIX
 
 
+def last_packet_index(path: "str | os.PathLike") -> PacketIndex | None:
+    """The index of a stream file's last whole packet (None: no whole packet)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        last = None
+        for pos, _ in packet_spans(fd, os.fstat(fd).st_size):
+            last = pos
+        return None if last is None else PacketIndex.of(os.pread(fd, PACKET_HEADER_SIZE, last))
+    finally:
+        os.close(fd)
+
+
 def last_events_discarded(path: "str | os.PathLike") -> int:
     """events_discarded of a stream file's last whole packet: the events its
     stream lost (cumulative), as babeltrace2 reports them."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        last = 0
-        for pos, _ in packet_spans(fd, os.fstat(fd).st_size):
-            last = _EVENTS_DISCARDED.unpack(os.pread(fd, _EVENTS_DISCARDED.size, pos + _PACKET_PREFIX.size))[1]
-        return last
-    finally:
-        os.close(fd)
+    index = last_packet_index(path)
+    return 0 if index is None else index.events_discarded
 
 
 def lost_events(counters: dict) -> int:

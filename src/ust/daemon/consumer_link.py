@@ -126,7 +126,10 @@ class ConsumerLink:
 
     def _replay(self) -> None:
         for entry in self.log.values():
-            self._call_locked(entry["trace"])
+            if "fds" in entry:  # a kernel trace: the same readers, appending to the same files
+                self._call_locked({**entry["trace"], "attach": True}, entry["fds"])
+            else:
+                self._call_locked(entry["trace"])
             for msg, fds in entry["channels"]:
                 self._call_locked({**msg, "attach": True}, fds)
             if entry["events"]:
@@ -261,6 +264,21 @@ class ConsumerLink:
             _, fds = self.call(msg)
             self.log[trace]["channels"].append((msg, list(fds)))
         return fds
+
+    def add_kernel_trace(self, msg: dict, fds: list[int]) -> None:
+        """A kernel trace over an ftrace instance's readers (``fds``: ours to keep, and to
+        hand again to a restarted consumer)."""
+        full = {"cmd": "add_kernel_trace", **msg}
+        with self.cv:
+            self.call(full, fds)
+            self.log[msg["key"]] = {"trace": full, "fds": fds, "channels": [], "events": []}
+
+    def add_kernel_events(self, trace: str, formats: list, tracked: list) -> None:
+        """Formats of kernel events about to be enabled (``tracked``: for the prio context only)."""
+        msg = {"cmd": "add_kernel_events", "trace": trace, "formats": formats, "tracked": tracked}
+        with self.cv:
+            self.call(msg)
+            self.log[trace]["events"].append(msg)
 
     def add_events(self, trace: str, channel: str, events: list[dict]) -> None:
         msg = {"cmd": "add_events", "trace": trace, "channel": channel, "events": events}

@@ -21,6 +21,12 @@ the sessiond's requests one at a time on it and exits when it closes.
 * ``rotate``         a session's chunk switch: each trace goes on in a new
                      directory at a packet boundary (``Trace.switch_output``),
                      then the finished chunk is moved into ``archives/``
+* ``add_kernel_trace``   a session's kernel trace: the sessiond's ftrace instance's
+                     readers (each CPU's ``trace_pipe_raw`` and ``stats``, the task
+                     tables), passed with SCM_RIGHTS and checked here, and the
+                     formats of its events; drained as any trace (ust.kernel.trace)
+* ``add_kernel_events``  formats of kernel events about to be enabled: the metadata
+                     describes them before they are recorded
 
 This module is the protocol front of the consumer core (``ust.consumer``,
 docs/consumer.md), which the embedded session hosts too: its drain engine
@@ -243,14 +249,89 @@ class Consumer:
             t = self.traces.get(key)
             if t is not None and t.drains:
                 n += t.switch_output(LocalTraceOutput(path, root, fresh=True))
-        old = os.path.join(root, chunk, "ust") if chunk else os.path.join(root, "ust")
+        base = os.path.join(root, chunk) if chunk else root
         dest = os.path.join(root, archive)
         make_trace_dir(dest, root)  # even empty (no application recorded in that chunk), as lttng
-        if os.path.isdir(old):
-            os.rename(old, os.path.join(dest, "ust"))
+        for domain in ("ust", "kernel"):
+            old = os.path.join(base, domain)
+            if os.path.isdir(old) and not os.path.islink(old):
+                os.rename(old, os.path.join(dest, domain))
         if chunk and os.path.isdir(os.path.join(root, chunk)):
             os.rmdir(os.path.join(root, chunk))
         return {"packets": n}, []
+
+    def cmd_add_kernel_trace(self, fds, key: str, path: str, uuid: str, clock_offset: int, session: str,
+                             drain: bool, contexts: list, cpus: int, page_size: int, keep_pages: int,
+                             read_timer: float, formats: list, root: str | None = None, relay: dict | None = None,
+                             attach: bool = False, live_timer: int = 0, tracked: list = ()) -> tuple[dict, list]:
+        """A kernel trace over the readers the sessiond opened (``fds``: each CPU's
+        trace_pipe_raw, then each CPU's stats, then saved_tgids and saved_cmdlines when the
+        pid or procname context is asked), each checked to be what it is said to be.
+        ``attach``: a restarted consumer's, carrying on its predecessor's stream files."""
+        from ust.kernel import tracefs
+        from ust.kernel.trace import CONTEXTS, KernelTrace, new_trace_info
+
+        if key in self.traces:
+            return {}, []
+        if not isinstance(contexts, list) or any(c not in CONTEXTS for c in contexts):
+            raise ValueError(f"kernel contexts {contexts!r}: only {', '.join(CONTEXTS)}")
+        tasks = "pid" in contexts or "procname" in contexts
+        if not _int_in(cpus, 1, protocol.MAX_FDS) or len(fds) != 2 * cpus + (2 if tasks else 0):
+            raise ValueError(f"a kernel trace of {cpus!r} CPUs needs {cpus!r}×2{'+2' if tasks else ''} "
+                             f"descriptors, got {len(fds)}")
+        if not _int_in(page_size, 4096, 1 << 20) or not _int_in(keep_pages, 1, 1 << 24):
+            raise ValueError(f"kernel page size {page_size!r} or kept pages {keep_pages!r} out of range")
+        if not isinstance(read_timer, (int, float)) or not 0.001 <= read_timer <= 10 \
+                or not _int_in(live_timer or 0, 0, 3600 * 10**6):
+            raise ValueError(f"kernel read timer {read_timer!r} s or live timer {live_timer!r} µs out of range")
+        for cpu in range(cpus):
+            tracefs.check_reader_fd(fds[cpu], "raw", cpu)
+            tracefs.check_reader_fd(fds[cpus + cpu], "stats", cpu)
+        if tasks:
+            tracefs.check_reader_fd(fds[2 * cpus], "saved_tgids")
+            tracefs.check_reader_fd(fds[2 * cpus + 1], "saved_cmdlines")
+        output = None
+        if drain:
+            if relay is not None:  # streamed: the relay writes <session>/kernel (ust.relay.output)
+                output = RelayTraceOutput(self._relay_session(session, relay), relay["path"])
+            else:
+                output = LocalTraceOutput(path, root, fresh=not attach)
+        info = new_trace_info(session, int(clock_offset), uuid=bytes.fromhex(uuid.replace("-", "")))
+        kept = [os.dup(fd) for fd in fds]  # ``handle`` closes what was received
+        for fd in kept[:cpus]:
+            os.set_blocking(fd, False)  # a read of a ring with nothing must not stop the engine
+        try:
+            task_table = tracefs.TaskTable(*kept[2 * cpus:]) if tasks else None
+            trace = KernelTrace(key, output, info, tuple(contexts), task_table)
+        except BaseException:
+            protocol.close_fds(kept)
+            raise
+        try:
+            trace.learn(_formats(formats), _formats(list(tracked)))
+        except BaseException:
+            trace.close()
+            protocol.close_fds(kept[:2 * cpus])
+            raise
+        try:  # the sources own the readers from here (closed with them, even if this fails)
+            ch = trace.attach(kept[:cpus], kept[cpus:2 * cpus], page_size=page_size, keep_pages=keep_pages,
+                              snapshot=not drain, read_timer=float(read_timer),
+                              live_timer=(live_timer or 0) / 1e6)
+        except BaseException:
+            trace.close()
+            raise
+        if attach:
+            _resume_streams(ch)
+        self.traces[key] = trace
+        return {"streams": cpus}, []
+
+    def cmd_add_kernel_events(self, fds, trace: str, formats: list, tracked: list = ()) -> tuple[dict, list]:
+        from ust.kernel.trace import KernelTrace
+
+        t = self.traces[trace]
+        if not isinstance(t, KernelTrace):
+            raise ValueError(f"trace {trace!r} is not a kernel trace")
+        t.learn(_formats(formats), _formats(list(tracked)))
+        return {}, []
 
     def _snapshot_to_relay(self, targets: dict, relay: dict) -> int:
         """A snapshot as a session of its own on the relay (its traces under ``targets``)."""
@@ -308,6 +389,39 @@ class Consumer:
             t.close()
         self.traces.clear()
         self._end_relay_sessions()
+
+
+def _int_in(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+MAX_FORMAT = 1 << 16  # bytes of one event's format file (the largest on a 6.x kernel is a few KiB)
+
+
+def _formats(formats: object) -> list[tuple[str, str]]:
+    """[(system, format text)] from a message (ValueError unless it is that, bounded)."""
+    if not isinstance(formats, list):
+        raise ValueError("kernel formats must be a list")
+    out = []
+    for item in formats:
+        if (not isinstance(item, list) or len(item) != 2 or not all(isinstance(x, str) for x in item)
+                or len(item[0]) > 256 or len(item[1]) > MAX_FORMAT):
+            raise ValueError("a kernel format is [system, text] (at most 64 KiB)")
+        out.append((item[0], item[1]))
+    return out
+
+
+def _resume_streams(ch) -> None:
+    """A restarted consumer appends to its predecessor's kernel stream files: each stream
+    carries on after the last whole packet there (sequence number, discarded count, time)."""
+    from ust.consumer.output import StreamFile
+    from ust.ctf.writer import last_packet_index
+
+    for src, out in ch.streams():
+        if isinstance(out, StreamFile) and out.written:
+            index = last_packet_index(out.path)
+            if index is not None:
+                src.resume(index.packet_seq_num, index.events_discarded, index.timestamp_end)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,15 @@ typedef struct {
 
 #define COMM_LEN 16 /* the kernel's TASK_COMM_LEN: the procname context is char[16] */
 
+/* The prio context's value when ust cannot know it (lttng-modules, which reads
+ * the task, never writes it: its values are task_prio(), -101..39). */
+#define PRIO_UNKNOWN INT32_MIN
+#define MAX_RT_PRIO 100 /* task_prio() = p->prio - MAX_RT_PRIO, as lttng-modules */
+#define MAX_SETTERS 8
+#define TRACK_SWITCH 1
+#define TRACK_PI 2
+#define TRACK_SETTER 3 /* a system call that may change priorities: its targets' become unknown */
+
 typedef struct {
     PyObject_HEAD
     Plan *plans; /* MAX_EVENT_ID entries, nops < 0: unknown id */
@@ -56,6 +65,16 @@ typedef struct {
     int have_last;
     int32_t last_tid, last_tgid;
     char last_comm[COMM_LEN];
+    /* the prio context (docs/kernel.md): a record carries no priority, so each
+     * CPU's current task and its prio are followed from the records that say
+     * them (prio_track), exact or PRIO_UNKNOWN; see page_prio() */
+    int with_prio;
+    uint8_t *track; /* MAX_EVENT_ID entries: TRACK_* for the records that tell or change a prio */
+    uint32_t switch_prev_prio, switch_next_pid, switch_next_prio; /* sched_switch field offsets */
+    uint32_t pi_pid, pi_newprio;                                  /* sched_pi_setprio field offsets */
+    uint32_t setter_which[MAX_SETTERS], setter_who[MAX_SETTERS];  /* per setter slot (which: 0 = none) */
+    uint16_t setter_id[MAX_SETTERS];
+    int nsetters;
 } Converter;
 
 static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -91,20 +110,102 @@ static void Converter_dealloc(Converter *self)
             PyMem_Free(self->plans[i].ops);
         PyMem_Free(self->plans);
     }
+    PyMem_Free(self->track);
     Py_CLEAR(self->tasks);
     Py_CLEAR(self->task_of);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The prio configuration (ust.kernel.prio.PrioConfig.for_converter): a tuple
+ * (switch: (id, prev_prio, next_pid, next_prio) | None, pi: (id, pid, newprio) | None,
+ *  setters: ((id, which, who), ...)) of event ids and field offsets; `which` 0: the
+ * call has no `which` argument (its `who` is a thread id, 0 the caller). Offsets
+ * are checked against each record's length when read. */
+static int prio_init(Converter *self, PyObject *prio)
+{
+    PyObject *sw, *pi, *setters;
+    if (!PyArg_ParseTuple(prio, "OOO", &sw, &pi, &setters))
+        return -1;
+    self->track = PyMem_Calloc(MAX_EVENT_ID, 1);
+    if (!self->track)
+        return PyErr_NoMemory(), -1;
+    unsigned int id, a, b, c;
+    if (sw != Py_None) {
+        if (!PyArg_ParseTuple(sw, "IIII", &id, &a, &b, &c))
+            return -1;
+        if (id >= MAX_EVENT_ID || a > 65536 || b > 65536 || c > 65536)
+            return PyErr_SetString(PyExc_ValueError, "bad sched_switch offsets"), -1;
+        self->track[id] = TRACK_SWITCH;
+        self->switch_prev_prio = a, self->switch_next_pid = b, self->switch_next_prio = c;
+    }
+    if (pi != Py_None) {
+        if (!PyArg_ParseTuple(pi, "III", &id, &a, &b))
+            return -1;
+        if (id >= MAX_EVENT_ID || a > 65536 || b > 65536)
+            return PyErr_SetString(PyExc_ValueError, "bad sched_pi_setprio offsets"), -1;
+        self->track[id] = TRACK_PI;
+        self->pi_pid = a, self->pi_newprio = b;
+    }
+    PyObject *seq = PySequence_Fast(setters, "setters must be a sequence");
+    if (!seq)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > MAX_SETTERS) {
+        Py_DECREF(seq);
+        return PyErr_SetString(PyExc_ValueError, "too many priority-setting calls"), -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "III", &id, &a, &b) || id >= MAX_EVENT_ID
+            || a > 65536 || b > 65536) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "bad setter offsets");
+            Py_DECREF(seq);
+            return -1;
+        }
+        self->track[id] = TRACK_SETTER;
+        self->setter_id[i] = (uint16_t)id, self->setter_which[i] = a, self->setter_who[i] = b;
+    }
+    self->nsetters = (int)n;
+    Py_DECREF(seq);
+    self->with_prio = 1;
+    return 0;
+}
+
+/* A 32-bit field of a record, or `otherwise` when the record is too short for it. */
+static int32_t field32(const uint8_t *rec, uint32_t dlen, uint32_t off, int32_t otherwise)
+{
+    int32_t v;
+    if (off == 0 || (uint64_t)off + 4 > dlen)
+        return otherwise;
+    memcpy(&v, rec + off, 4);
+    return v;
+}
+
+/* The thread a priority-setting call targets: its tid, -1 for a set of threads
+ * (setpriority's process group or user), -2 when none (an unknown call). */
+static int32_t setter_target(const Converter *self, uint16_t id, const uint8_t *rec, uint32_t dlen)
+{
+    for (int i = 0; i < self->nsetters; i++) {
+        if (self->setter_id[i] != id)
+            continue;
+        int32_t caller = field32(rec, dlen, 4, -1);
+        if (self->setter_which[i] && field32(rec, dlen, self->setter_which[i], -1) != 0)
+            return -1; /* PRIO_PGRP, PRIO_USER (or unreadable): any thread */
+        int32_t who = field32(rec, dlen, self->setter_who[i], -1);
+        return who == 0 ? caller : who < 0 ? -1 : who;
+    }
+    return -2;
 }
 
 /* Converter(plans: dict[int, tuple[tuple[int, int, int], ...]], with_tid: bool,
  *           with_pid: bool, with_procname: bool, tasks: dict | None, task_of: callable | None) */
 static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"plans", "with_tid", "with_pid", "with_procname", "tasks", "task_of", NULL};
-    PyObject *plans, *tasks = Py_None, *task_of = Py_None;
+    static char *kwlist[] = {"plans", "with_tid", "with_pid", "with_procname", "tasks", "task_of", "prio", NULL};
+    PyObject *plans, *tasks = Py_None, *task_of = Py_None, *prio = Py_None;
     int with_tid = 1, with_pid = 0, with_procname = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|pppOO", kwlist, &PyDict_Type, &plans, &with_tid, &with_pid,
-                                     &with_procname, &tasks, &task_of))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|pppOOO", kwlist, &PyDict_Type, &plans, &with_tid, &with_pid,
+                                     &with_procname, &tasks, &task_of, &prio))
         return -1;
     if ((with_pid || with_procname) && (!PyDict_Check(tasks) || !PyCallable_Check(task_of)))
         return PyErr_SetString(PyExc_TypeError, "the pid/procname contexts need a tasks dict and task_of"), -1;
@@ -158,7 +259,7 @@ static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
         self->plans[id].ops = ops;
         self->plans[id].nops = (int)n;
     }
-    return 0;
+    return prio == Py_None ? 0 : prio_init(self, prio);
 }
 
 /* The (tgid, comm) of a thread: from tasks, else from task_of(tid). On success
@@ -208,11 +309,11 @@ static int task_context(Converter *self, int32_t tid, int32_t *tgid, char comm[C
     return 0;
 }
 
-/* Append one record's CTF event (header, contexts tid/pid/procname in this
+/* Append one record's CTF event (header, contexts tid/pid/procname/prio in this
  * order, payload). rec/dlen: the record (common fields first), already checked
  * to lie inside the page. Returns -1 on error (memory, or task_of's). */
 static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t ts, uint64_t prev,
-                const uint8_t *rec, uint32_t dlen)
+                const uint8_t *rec, uint32_t dlen, int32_t prio)
 {
     int32_t tgid = 0;
     char comm[COMM_LEN];
@@ -222,7 +323,7 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
         if (task_context(self, tid, &tgid, comm) < 0)
             return -1;
     }
-    size_t need = 14 + 4 + 4 + COMM_LEN;
+    size_t need = 14 + 4 + 4 + COMM_LEN + 4;
     for (int i = 0; i < plan->nops; i++)
         need += plan->ops[i].op == OP_COPY ? plan->ops[i].arg : 5 + dlen;
     if (ensure(o, need))
@@ -245,6 +346,8 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
         put(o, &tgid, 4);
     if (self->with_procname)
         put(o, comm, COMM_LEN);
+    if (self->with_prio)
+        put(o, &prio, 4);
     for (int i = 0; i < plan->nops; i++) {
         const PlanOp *op = &plan->ops[i];
         if (op->op == OP_COPY) {
@@ -275,66 +378,76 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
     return 0;
 }
 
-/* page(page: bytes) -> (events: bytes, count, skipped, first_ts, last_ts)
- * count: events written; skipped: records of an id without a plan. */
-static PyObject *Converter_page(Converter *self, PyObject *arg)
+/* Walking a page's records. Every offset and length is checked against the
+ * page's commit; a record that does not fit ends the walk. */
+typedef struct {
+    const uint8_t *page;
+    size_t end, pos;
+    uint64_t page_ts, ts;
+    int missed; /* RB_MISSED_EVENTS: events were lost before this page */
+} Walk;
+
+static int walk_start(Walk *w, const uint8_t *page, size_t plen)
 {
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    const uint8_t *page = view.buf;
-    size_t plen = (size_t)view.len;
     if (plen < PAGE_HEADER) {
-        PyBuffer_Release(&view);
-        return PyErr_Format(PyExc_ValueError, "page of %zu bytes is shorter than its header", plen);
+        PyErr_Format(PyExc_ValueError, "page of %zu bytes is shorter than its header", plen);
+        return -1;
     }
-    uint64_t page_ts = rd64(page), ts = page_ts;
-    uint64_t size = rd64(page + 8) & COMMIT_MASK;
+    uint64_t commit = rd64(page + 8);
+    uint64_t size = commit & COMMIT_MASK;
     if (PAGE_HEADER + size > plen) {
-        PyBuffer_Release(&view);
-        return PyErr_Format(PyExc_ValueError, "page commit %llu runs past the page", (unsigned long long)size);
+        PyErr_Format(PyExc_ValueError, "page commit %llu runs past the page", (unsigned long long)size);
+        return -1;
     }
-    size_t end = PAGE_HEADER + size, pos = PAGE_HEADER;
-    Out o = {0};
-    self->have_last = 0; /* the tasks dict may have changed since the last page */
-    long count = 0, skipped = 0;
-    uint64_t first = 0, last = page_ts, prev = page_ts;
-    int have_first = 0;
-    while (pos + 4 <= end) {
+    w->page = page;
+    w->page_ts = w->ts = rd64(page);
+    w->end = PAGE_HEADER + size;
+    w->pos = PAGE_HEADER;
+    w->missed = (commit >> 31) & 1;
+    return 0;
+}
+
+/* The next record: 1 with *rec, *dlen and w->ts its time; 0 at the end. */
+static int walk_next(Walk *w, const uint8_t **rec, uint32_t *dlen_out)
+{
+    const uint8_t *page = w->page;
+    size_t end = w->end;
+    while (w->pos + 4 <= end) {
+        size_t pos = w->pos;
         uint32_t word = rd32(page + pos);
         uint32_t type_len = word & 31, delta = word >> 5;
         if (type_len == TYPE_PADDING) {
             if (delta == 0 || pos + 8 > end)
-                break; /* the rest of the page is empty */
-            pos += 4 + (size_t)rd32(page + pos + 4);
+                return 0; /* the rest of the page is empty */
+            w->pos = pos + 4 + (size_t)rd32(page + pos + 4);
             continue;
         }
         if (type_len == TYPE_TIME_EXTEND || type_len == TYPE_TIME_STAMP) {
             if (pos + 8 > end)
-                break;
+                return 0;
             uint64_t t = (uint64_t)delta | ((uint64_t)rd32(page + pos + 4) << 27);
             if (type_len == TYPE_TIME_EXTEND) {
-                ts += t;
+                w->ts += t;
             } else {
                 /* an absolute time: its top bits are those of the page's stamp */
-                uint64_t msb = page_ts >> TS_MSB_SHIFT << TS_MSB_SHIFT;
+                uint64_t msb = w->page_ts >> TS_MSB_SHIFT << TS_MSB_SHIFT;
                 if (msb) {
                     t |= msb;
-                    if (t < page_ts)
+                    if (t < w->page_ts)
                         t += 1ULL << TS_MSB_SHIFT;
                 }
-                ts = t;
+                w->ts = t;
             }
-            pos += 8;
+            w->pos = pos + 8;
             continue;
         }
         size_t data, dlen, next;
         if (type_len == 0) {
             if (pos + 8 > end)
-                break;
+                return 0;
             uint32_t length = rd32(page + pos + 4);
             if (length < 4)
-                break;
+                return 0;
             data = pos + 8;
             dlen = length - 4;
             next = pos + 4 + (size_t)length;
@@ -344,38 +457,226 @@ static PyObject *Converter_page(Converter *self, PyObject *arg)
             next = data + dlen;
         }
         if (dlen < 8 || next > end)
-            break; /* cut or corrupt: the page's events end here */
-        ts += delta;
-        pos = next;
-        const uint8_t *rec = page + data;
+            return 0; /* cut or corrupt: the page's events end here */
+        w->ts += delta;
+        w->pos = next;
+        *rec = page + data;
+        *dlen_out = (uint32_t)dlen;
+        return 1;
+    }
+    return 0;
+}
+
+/* The prio context's state of one CPU through a page (page_prio). */
+typedef struct {
+    int32_t tid, prio;        /* the CPU's current thread and its task_prio, or PRIO_UNKNOWN */
+    int64_t *changes;         /* (time, tid, task_prio) triples seen on other CPUs, by time; tid -1: any */
+    Py_ssize_t nchanges, next;
+    int taint;                /* events were lost somewhere in this page's stretch: nothing is known */
+    uint64_t horizon;         /* records after this time: unknown (changes elsewhere not all seen) */
+} PrioState;
+
+/* The record's prio context, and the state after it. Order matters: a change
+ * seen on another CPU at the same nanosecond as a record is not known to be
+ * before or after it (unknown); a record of this CPU changes the state after
+ * its own value (a sched_switch is written while its previous task runs). */
+static int32_t prio_step(const Converter *self, PrioState *ps, uint16_t id, uint64_t ts, const uint8_t *rec,
+                         uint32_t dlen)
+{
+    while (ps->next < ps->nchanges && (uint64_t)ps->changes[3 * ps->next] <= ts) {
+        const int64_t *c = &ps->changes[3 * ps->next++];
+        if (c[1] == -1 || c[1] == ps->tid)
+            ps->prio = (uint64_t)c[0] == ts ? PRIO_UNKNOWN : (int32_t)c[2];
+    }
+    int32_t tid = field32(rec, dlen, 4, -1);
+    uint8_t track = id < MAX_EVENT_ID ? self->track[id] : 0;
+    int32_t value = ps->tid == tid && !ps->taint && ts <= ps->horizon ? ps->prio : PRIO_UNKNOWN;
+    if (track == TRACK_SWITCH) {
+        int32_t prev_prio = field32(rec, dlen, self->switch_prev_prio, PRIO_UNKNOWN);
+        int32_t next_prio = field32(rec, dlen, self->switch_next_prio, PRIO_UNKNOWN);
+        value = prev_prio == PRIO_UNKNOWN ? PRIO_UNKNOWN : prev_prio - MAX_RT_PRIO; /* the record says it */
+        ps->tid = field32(rec, dlen, self->switch_next_pid, -1);
+        ps->prio = next_prio == PRIO_UNKNOWN || ps->taint ? PRIO_UNKNOWN : next_prio - MAX_RT_PRIO;
+    } else if (track == TRACK_PI) {
+        int32_t newprio = field32(rec, dlen, self->pi_newprio, PRIO_UNKNOWN);
+        if (field32(rec, dlen, self->pi_pid, -1) == ps->tid)
+            ps->prio = newprio == PRIO_UNKNOWN || ps->taint ? PRIO_UNKNOWN : newprio - MAX_RT_PRIO;
+    } else if (track == TRACK_SETTER) {
+        int32_t target = setter_target(self, id, rec, dlen);
+        if (target == -1 || target == ps->tid)
+            ps->prio = PRIO_UNKNOWN;
+    }
+    return value;
+}
+
+/* The events of a page; ps: the prio state (NULL without the prio context). */
+static PyObject *convert(Converter *self, const uint8_t *page, size_t plen, PrioState *ps)
+{
+    Walk w;
+    if (walk_start(&w, page, plen) < 0)
+        return NULL;
+    if (ps && w.missed)
+        ps->tid = -1, ps->prio = PRIO_UNKNOWN; /* a sched_switch may be among what was lost */
+    Out o = {0};
+    self->have_last = 0; /* the tasks dict may have changed since the last page */
+    long count = 0, skipped = 0;
+    uint64_t first = 0, last = w.page_ts, prev = w.page_ts;
+    int have_first = 0;
+    const uint8_t *rec;
+    uint32_t dlen;
+    while (walk_next(&w, &rec, &dlen)) {
+        uint64_t ts = w.ts;
         uint16_t id;
         memcpy(&id, rec, 2);
+        int32_t prio = ps ? prio_step(self, ps, id, ts, rec, dlen) : PRIO_UNKNOWN;
         if (id >= MAX_EVENT_ID || self->plans[id].nops < 0) {
-            skipped++;
+            if (!(id < MAX_EVENT_ID && self->track && self->track[id]))
+                skipped++; /* (a record kept for the prio context only is not written) */
             continue;
         }
         if (!have_first)
             first = ts, have_first = 1;
-        if (emit(self, &o, &self->plans[id], id, ts, prev, rec, (uint32_t)dlen) < 0) {
+        if (emit(self, &o, &self->plans[id], id, ts, prev, rec, dlen, prio) < 0) {
             PyMem_Free(o.data);
-            PyBuffer_Release(&view);
             return PyErr_Occurred() ? NULL : PyErr_NoMemory();
         }
         prev = last = ts;
         count++;
     }
-    PyBuffer_Release(&view);
     PyObject *events = PyBytes_FromStringAndSize((const char *)o.data, (Py_ssize_t)o.len);
     PyMem_Free(o.data);
     if (!events)
         return NULL;
-    return Py_BuildValue("NllKK", events, count, skipped, (unsigned long long)(have_first ? first : ts),
+    return Py_BuildValue("NllKK", events, count, skipped, (unsigned long long)(have_first ? first : w.ts),
                          (unsigned long long)last);
+}
+
+/* page(page: bytes) -> (events: bytes, count, skipped, first_ts, last_ts)
+ * count: events written; skipped: records of an id without a plan. Without the
+ * prio context (with it: page_prio). */
+static PyObject *Converter_page(Converter *self, PyObject *arg)
+{
+    if (self->with_prio)
+        return PyErr_SetString(PyExc_TypeError, "a Converter with the prio context converts with page_prio()"),
+               NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *r = convert(self, view.buf, (size_t)view.len, NULL);
+    PyBuffer_Release(&view);
+    return r;
+}
+
+/* page_prio(page, state, changes, taint, horizon)
+ *   -> (events, count, skipped, first_ts, last_ts, state)
+ * state: (tid, prio) of the page's CPU before the page (prio PRIO_UNKNOWN: not
+ * known); changes: ((time, tid, prio), ...) of other CPUs, by time (tid -1:
+ * any thread); taint: events were lost in this stretch (every prio unknown);
+ * horizon: records after it get PRIO_UNKNOWN. Returns the state after it. */
+static PyObject *Converter_page_prio(Converter *self, PyObject *args)
+{
+    Py_buffer view;
+    int32_t tid, prio;
+    PyObject *changes;
+    int taint;
+    unsigned long long horizon;
+    if (!self->with_prio)
+        return PyErr_SetString(PyExc_TypeError, "this Converter has no prio context"), NULL;
+    if (!PyArg_ParseTuple(args, "y*(ii)OpK", &view, &tid, &prio, &changes, &taint, &horizon))
+        return NULL;
+    PyObject *seq = PySequence_Fast(changes, "changes must be a sequence");
+    if (!seq) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PrioState ps = {.tid = tid, .prio = prio, .nchanges = n, .taint = taint, .horizon = horizon};
+    ps.changes = PyMem_Calloc(n ? 3 * n : 1, sizeof(int64_t));
+    PyObject *r = NULL;
+    if (!ps.changes) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long t, who, value;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "LLL", &t, &who, &value))
+            goto out;
+        ps.changes[3 * i] = t, ps.changes[3 * i + 1] = who, ps.changes[3 * i + 2] = value;
+    }
+    PyObject *conv = convert(self, view.buf, (size_t)view.len, &ps);
+    if (conv) {
+        r = Py_BuildValue("(OOOOO(ii))", PyTuple_GET_ITEM(conv, 0), PyTuple_GET_ITEM(conv, 1),
+                          PyTuple_GET_ITEM(conv, 2), PyTuple_GET_ITEM(conv, 3), PyTuple_GET_ITEM(conv, 4), ps.tid,
+                          ps.prio);
+        Py_DECREF(conv);
+    }
+out:
+    PyMem_Free(ps.changes);
+    Py_DECREF(seq);
+    PyBuffer_Release(&view);
+    return r;
+}
+
+/* scan(page) -> (first_ts, last_ts, missed, changes): what a page says about
+ * priorities for the other CPUs' prio contexts: ((time, tid, prio), ...) for
+ * each sched_pi_setprio (the thread's new prio) and each priority-setting call
+ * (its target, -1 for any, with PRIO_UNKNOWN); missed: events were lost before it. */
+static PyObject *Converter_scan(Converter *self, PyObject *arg)
+{
+    if (!self->with_prio)
+        return PyErr_SetString(PyExc_TypeError, "this Converter has no prio context"), NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Walk w;
+    PyObject *changes = NULL, *r = NULL;
+    if (walk_start(&w, view.buf, (size_t)view.len) < 0 || !(changes = PyList_New(0)))
+        goto out;
+    uint64_t first = 0;
+    int have_first = 0;
+    const uint8_t *rec;
+    uint32_t dlen;
+    while (walk_next(&w, &rec, &dlen)) {
+        uint16_t id;
+        memcpy(&id, rec, 2);
+        if (!have_first)
+            first = w.ts, have_first = 1;
+        uint8_t track = id < MAX_EVENT_ID ? self->track[id] : 0;
+        int32_t who, value;
+        if (track == TRACK_PI) {
+            who = field32(rec, dlen, self->pi_pid, -1);
+            value = field32(rec, dlen, self->pi_newprio, PRIO_UNKNOWN);
+            value = value == PRIO_UNKNOWN || who < 0 ? PRIO_UNKNOWN : value - MAX_RT_PRIO;
+            who = who < 0 ? -1 : who;
+        } else if (track == TRACK_SETTER) {
+            who = setter_target(self, id, rec, dlen);
+            value = PRIO_UNKNOWN;
+        } else {
+            continue;
+        }
+        PyObject *item = Py_BuildValue("(Kii)", (unsigned long long)w.ts, who, value);
+        if (!item || PyList_Append(changes, item) < 0) {
+            Py_XDECREF(item);
+            goto out;
+        }
+        Py_DECREF(item);
+    }
+    r = Py_BuildValue("(KKiO)", (unsigned long long)(have_first ? first : w.ts), (unsigned long long)w.ts,
+                      w.missed, changes);
+out:
+    Py_XDECREF(changes);
+    PyBuffer_Release(&view);
+    return r;
 }
 
 static PyMethodDef Converter_methods[] = {
     {"page", (PyCFunction)Converter_page, METH_O,
      "page(page) -> (events, count, skipped, first_ts, last_ts): one ftrace page's CTF events"},
+    {"page_prio", (PyCFunction)Converter_page_prio, METH_VARARGS,
+     "page_prio(page, state, changes, taint, horizon) -> (events, count, skipped, first_ts, last_ts, state): "
+     "with the prio context (ust/kernel/prio.py)"},
+    {"scan", (PyCFunction)Converter_scan, METH_O,
+     "scan(page) -> (first_ts, last_ts, missed, changes): the priority changes a page records"},
     {NULL},
 };
 

@@ -1,15 +1,14 @@
-"""Capturing a session's kernel events: instance + sources + the consumer core.
+"""Capturing a session's kernel events in this process: instance + trace + a drain engine.
 
-``KernelCapture`` owns the session's ftrace instance (ust.kernel.tracefs)
-and its kernel trace, a trace of the consumer core (ust.kernel.trace.
-KernelTrace) whose channel's per-CPU sources read ``trace_pipe_raw``
-(ust.kernel.source.FtraceSource: whole pages, converted to CTF packets in C:
-no event is parsed in Python). The core's drain engine (ust.consumer.drain.
-Drainer) moves the packets to the trace's output — local files, or, for
-another user's session, files made with that user's credentials
-(ust.kernel.owner_files) — exactly as it does for ring buffers; its
-``final_drain`` writes the rest at stop, its ``snapshot`` a flight
-recorder's contents. There is no other drain loop.
+``KernelCapture`` is the kernel domain without the daemons (tests,
+benchmarks, a root script): it owns an ftrace instance (ust.kernel.tracefs)
+and a kernel trace (ust.kernel.trace.KernelTrace: the consumer core's
+``Trace`` whose per-CPU sources read ``trace_pipe_raw`` and convert each
+page to a CTF packet in C), drained by the core's engine (ust.consumer.
+drain.Drainer) into ``<output>/kernel``. The daemons split the same parts
+between two processes: ust-sessiond makes the instance and passes its
+readers to the session owner's ust-consumerd, which builds the same
+KernelTrace (docs/kernel.md).
 
 Lost events (docs/kernel.md, ust.kernel.source): the page's missed count in
 overwrite mode, the stats' dropped events in discard mode, the remainder at
@@ -22,38 +21,31 @@ import os
 import threading
 
 from . import formats as fmt
-from . import pages
-from .source import FtraceSource
-from .trace import CHANNEL, CONTEXTS, KernelTrace, new_trace_info
+from .trace import CONTEXTS, DEFAULT_CONTEXTS, KernelTrace, new_trace_info
 from .tracefs import DEFAULT_STATE_DIR, Instance, KernelTracingError, TaskTable
 
 DEFAULT_BUFFER_KB = 4096  # per CPU: a second of a 2-CPU system-call flood (~40 MB/s) fits twice
+BUFFER_PERCENT = 25  # a reader polling a CPU's trace_pipe_raw is woken when its ring is this full
+READ_TIMER = 0.05  # s: the longest sleep of an engine draining a kernel trace (trickles: ftrace pages
+# wake a poller only at BUFFER_PERCENT)
+
+
+def keep_pages(instance: Instance) -> int:
+    """How many pages a snapshot keeps per CPU: as many as the ring holds."""
+    return max(1, instance.buffer_size_kb() * 1024 // instance.page_size())
 
 
 class KernelCapture:
-    """One session's kernel domain: configure, start, stop, snapshot, destroy.
+    """One session's kernel domain in this process: configure, start, stop, snapshot, destroy.
 
     ``snapshot``: a flight recorder (the instance in overwrite mode, nothing
     written while it runs; ``snapshot_to`` writes what the ring holds).
-    ``owner_uid``: the user whose trace it is, when not the caller (root
-    tracing for a member of the tracing group): its files are made with that
-    user's credentials. ``poll_interval``: the engine's longest sleep (ftrace
-    pages do not wake it)."""
+    ``poll_interval``: the engine's longest sleep."""
 
     def __init__(self, session: str, output: str, *, tracefs: str | None = None,
                  state_dir: str = DEFAULT_STATE_DIR, buffer_size_kb: int = DEFAULT_BUFFER_KB, overwrite: bool = False,
                  clock_offset_ns: int | None = None, clock_uuid: bytes | None = None,
-                 contexts: tuple[str, ...] = CONTEXTS, poll_interval: float = 0.05, owner_uid: int | None = None,
-                 snapshot: bool = False):
-        self.owner_uid = owner_uid if owner_uid is not None and owner_uid != os.geteuid() else None
-        if self.owner_uid is not None:
-            import pwd
-
-            try:
-                pwd.getpwuid(self.owner_uid)
-            except KeyError:  # before the instance: a bad uid leaves nothing behind
-                raise KernelTracingError(f"uid {owner_uid} has no user entry: cannot write its kernel trace") \
-                    from None
+                 contexts: tuple[str, ...] = DEFAULT_CONTEXTS, poll_interval: float = READ_TIMER, snapshot: bool = False):
         unknown = [c for c in contexts if c not in CONTEXTS]
         if unknown:  # before the instance: nothing to undo
             raise KernelTracingError(f"kernel context {unknown[0]!r} is not available from ftrace records")
@@ -62,31 +54,50 @@ class KernelCapture:
                                         buffer_size_kb=buffer_size_kb, overwrite=overwrite or snapshot)
         self.session = session
         self.output = output
-        self.trace_info = new_trace_info(session, clock_offset_ns, clock_uuid)
         self.contexts = contexts
-        self.tasks = None  # the pid/procname contexts' tid -> (tgid, comm)
-        if "pid" in contexts or "procname" in contexts:
-            self.tasks = TaskTable(self.instance.tracefs)
-            if "pid" in contexts:
-                self.instance.set_record_tgid(True)
         self.poll_interval = poll_interval
-        self.formats: dict[int, fmt.EventFormat] = {}
-        self.plans: dict[int, tuple] = {}
-        self._converter_class = pages.converter_class()
-        self._converter = self._new_converter()
-        self.trace: KernelTrace | None = None
-        self.sources: list[FtraceSource] = []  # one per CPU
+        self.tasks = "pid" in contexts or "procname" in contexts
+        if "pid" in contexts:
+            self.instance.set_record_tgid(True)
+        self.instance.set_buffer_percent(BUFFER_PERCENT)
+        self.sources: list = []  # one per CPU
         self._drainer = None
-        self._wakeup = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # the engine's (nobody writes it)
         self._lock = threading.Lock()  # configuration against start/stop/snapshot
         self.running = False
+        self.built = False
+        try:
+            tasks = TaskTable(*TaskTable.open_files(self.instance.tracefs)) if self.tasks else None
+        except BaseException:
+            self.instance.remove()
+            raise
+        # Its output and sources come at the first start (or snapshot): _build.
+        self.trace: KernelTrace | None = KernelTrace(f"kernel:{session}", None,
+                                                     new_trace_info(session, clock_offset_ns, clock_uuid),
+                                                     contexts, tasks)
+        if "prio" in contexts:  # the records the prio context is followed from (ust.kernel.prio)
+            from .prio import tracked_events
+
+            try:
+                tracked = tracked_events(self.instance.events())
+                self.trace.learn([], [(sy, self.instance.format_text(sy, n)) for sy, n in tracked])
+                self.instance.set_enabled(tracked, True)
+            except BaseException:
+                self.trace.close()
+                self.instance.remove()
+                raise
+
+    @property
+    def plans(self) -> dict[int, tuple]:
+        """The conversion plans of the events enabled so far (by ftrace event id)."""
+        return self.trace.plans
 
     # -- configuration ------------------------------------------------------
     def enable(self, patterns: list[str], *, syscalls: bool = False) -> list[str]:
         """Enable events by name/glob (or system calls); returns their CTF names."""
         events = self.instance.resolve(patterns, syscalls=syscalls)
+        texts = [(system, self.instance.format_text(system, name)) for system, name in events]
         with self._lock, self._paused():
-            self._learn(events)
+            self.trace.learn(texts)  # the metadata describes them before they are recorded
             self.instance.set_enabled(events, True)
         return sorted({fmt.ctf_event_name(s, n) for s, n in events})
 
@@ -95,24 +106,6 @@ class KernelCapture:
         self.instance.set_enabled(events, False)
         return sorted({fmt.ctf_event_name(s, n) for s, n in events})
 
-    def _learn(self, events: list[tuple[str, str]]) -> None:
-        """Parse the events' formats: their plans (conversion) and their metadata."""
-        for system, name in events:
-            ev = fmt.parse_format(self.instance.format_text(system, name), system)
-            self.formats[ev.id] = ev
-            self.plans[ev.id] = fmt.plan(ev)
-        self._converter = self._new_converter()
-        if self.trace is not None:
-            self.trace.formats = dict(self.formats)
-            self.trace.write_metadata(force=True)  # before any page of the new events is read
-
-    def _new_converter(self):
-        c = self.contexts
-        if self.tasks is None:
-            return self._converter_class(self.plans, "tid" in c)
-        return self._converter_class(self.plans, "tid" in c, "pid" in c, "procname" in c,
-                                     self.tasks.tasks, self.tasks.task_of)
-
     def _paused(self):
         import contextlib
 
@@ -120,54 +113,39 @@ class KernelCapture:
 
     def _build(self) -> None:
         """The trace, its output and its sources (the readers), once."""
-        from ust.consumer.trace import ChannelSpec
+        raw, stats, _ = self.instance.open_readers(False)
+        try:
+            if not self.snapshot:
+                self.trace.output = self._output(self.output)
+        except BaseException:
+            for fd in raw + stats:
+                os.close(fd)
+            raise
+        ch = self.trace.attach(raw, stats, page_size=self.instance.page_size(),
+                               keep_pages=keep_pages(self.instance), snapshot=self.snapshot,
+                               read_timer=self.poll_interval)
+        self.sources = ch.sources
+        self.built = True
 
-        cpus = self.instance.cpus()
-        if cpus != list(range(len(cpus))):
-            raise KernelTracingError(f"ftrace CPUs {cpus} are not numbered 0..{len(cpus) - 1}")
-        output = None
-        if not self.snapshot:
-            output = self._output(self.output, len(cpus))
-        trace = KernelTrace(f"kernel:{self.session}", output, self.trace_info, self.contexts)
-        trace.formats = dict(self.formats)
-        self.sources = [FtraceSource(self.instance, c, self.instance.open_raw(c), self.trace_info.uuid,
-                                     lambda: self._converter, self.instance.page_size()) for c in cpus]
-        keep = max(1, self.instance.buffer_size_kb() * 1024 // self.instance.page_size())
-        for src in self.sources:
-            src.overwrite = self.snapshot
-            src.keep_pages = keep  # a snapshot keeps what the ring holds, for the next one
-            if self.tasks is not None:
-                src.on_idle = self.tasks.forget  # after each drain pass: thread ids get reused
-        page = self.instance.page_size()
-        spec = ChannelSpec(CHANNEL, 0, page, max(2, len(self.sources)), overwrite=self.snapshot,
-                           read_timer=self.poll_interval, drain_live=not self.snapshot)
-        trace.add_channel(spec, self._wakeup, sources=self.sources)
-        self.trace = trace
+    @staticmethod
+    def _output(root: str):
+        from ust.consumer.output import LocalTraceOutput
 
-    def _output(self, root: str, cpus: int):
-        """``<root>/kernel``: the caller's own files, or the owner's."""
-        directory = os.path.join(root, "kernel")
-        if self.owner_uid is None:
-            from ust.consumer.output import LocalTraceOutput
-
-            return LocalTraceOutput(directory, root, fresh=True)
-        from .owner_files import OwnerTraceOutput
-
-        return OwnerTraceOutput(self.owner_uid, directory, root, CHANNEL, cpus)
+        return LocalTraceOutput(os.path.join(root, "kernel"), root, fresh=True)
 
     # -- life ---------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
             if self.running:
                 return
-            if self.trace is None:
+            if not self.built:
                 self._build()
             self.instance.start()
             self.running = True
             if not self.snapshot:
                 from ust.consumer.drain import Drainer
 
-                self._drainer = Drainer(self._wakeup, name="ust-kernel-drain")
+                self._drainer = Drainer(-1, name="ust-kernel-drain")
                 self._drainer.traces[self.trace.key] = self.trace
                 self._drainer.start()
 
@@ -190,9 +168,9 @@ class KernelCapture:
         recorder's snapshot; the next snapshot has these events again, unless
         the ring has been overwritten since: ust.kernel.source)."""
         with self._lock:
-            if self.trace is None:
+            if not self.built:
                 self._build()
-            self.trace.snapshot(self._output(root, len(self.sources)))
+            self.trace.snapshot(self._output(root))
 
     def destroy(self) -> None:
         """Stop, close the readers and the trace, remove the instance (idempotent)."""
@@ -200,14 +178,8 @@ class KernelCapture:
             self.stop()
         finally:
             if self.trace is not None:
-                self.trace.close()
-            for src in self.sources:
-                if src.fd >= 0:
-                    os.close(src.fd)
-                    src.fd = -1
-            if self._wakeup >= 0:
-                os.close(self._wakeup)
-                self._wakeup = -1
+                self.trace.close()  # the readers too: the kernel keeps an instance a file of is open
+                self.trace = None
             self.instance.remove()
 
     # -- what happened ------------------------------------------------------------

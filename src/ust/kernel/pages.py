@@ -68,21 +68,102 @@ def page_missed(page: bytes) -> tuple[int, int, bool]:
 COMM_LEN = 16  # the procname context: char[16], as the kernel's TASK_COMM_LEN
 
 
-def convert_page(page: bytes, plans: dict, with_tid: bool, task=None) -> tuple[bytearray, int, int, int, int]:
-    """The CTF events of one page: (event bytes, events written, events of an
-    unknown type skipped, first time, last time). Pure Python reference of
-    the C converter (``ust.kernel._ftrace.Converter``), which must agree."""
+PRIO_UNKNOWN = -(1 << 31)  # the prio context when ust cannot know it (docs/kernel.md)
+MAX_RT_PRIO = 100  # task_prio() = p->prio - MAX_RT_PRIO, as lttng-modules writes it
+TRACK_SWITCH, TRACK_PI, TRACK_SETTER = 1, 2, 3
+
+
+def _field32(rec: bytes, off: int, otherwise: int) -> int:
+    return _I32.unpack_from(rec, off)[0] if off and off + 4 <= len(rec) else otherwise
+
+
+class PrioRules:
+    """Which records tell or change a thread's priority (the C Converter's ``prio``
+    configuration: ust.kernel.prio.converter_config)."""
+
+    def __init__(self, config):
+        switch, pi, setters = config
+        self.track: dict[int, int] = {}
+        self.switch = self.pi = None
+        if switch is not None:
+            self.track[switch[0]] = TRACK_SWITCH
+            self.switch = switch[1:]
+        if pi is not None:
+            self.track[pi[0]] = TRACK_PI
+            self.pi = pi[1:]
+        self.setters = {}
+        for event_id, which, who in setters:
+            self.track[event_id] = TRACK_SETTER
+            self.setters[event_id] = (which, who)
+
+    def setter_target(self, event_id: int, rec: bytes) -> int:
+        """The thread a priority-setting call targets: its tid, or -1 for any."""
+        which, who_off = self.setters[event_id]
+        caller = _field32(rec, 4, -1)
+        if which and _field32(rec, which, -1) != 0:
+            return -1
+        who = _field32(rec, who_off, -1)
+        return caller if who == 0 else -1 if who < 0 else who
+
+    def step(self, st: dict, event_id: int, ts: int, rec: bytes) -> int:
+        """The record's prio context, and the state after it (st: tid, prio, changes, next,
+        taint, horizon): the same rules as the C prio_step."""
+        changes = st["changes"]
+        while st["next"] < len(changes) and changes[st["next"]][0] <= ts:
+            when, who, value = changes[st["next"]]
+            st["next"] += 1
+            if who == -1 or who == st["tid"]:
+                st["prio"] = PRIO_UNKNOWN if when == ts else value
+        tid = _field32(rec, 4, -1)
+        track = self.track.get(event_id, 0)
+        value = st["prio"] if st["tid"] == tid and not st["taint"] and ts <= st["horizon"] else PRIO_UNKNOWN
+        if track == TRACK_SWITCH:
+            prev_off, next_pid_off, next_prio_off = self.switch
+            prev_prio = _field32(rec, prev_off, PRIO_UNKNOWN)
+            next_prio = _field32(rec, next_prio_off, PRIO_UNKNOWN)
+            value = PRIO_UNKNOWN if prev_prio == PRIO_UNKNOWN else prev_prio - MAX_RT_PRIO
+            st["tid"] = _field32(rec, next_pid_off, -1)
+            st["prio"] = PRIO_UNKNOWN if next_prio == PRIO_UNKNOWN or st["taint"] else next_prio - MAX_RT_PRIO
+        elif track == TRACK_PI:
+            pid_off, newprio_off = self.pi
+            newprio = _field32(rec, newprio_off, PRIO_UNKNOWN)
+            if _field32(rec, pid_off, -1) == st["tid"]:
+                st["prio"] = PRIO_UNKNOWN if newprio == PRIO_UNKNOWN or st["taint"] else newprio - MAX_RT_PRIO
+        elif track == TRACK_SETTER:
+            target = self.setter_target(event_id, rec)
+            if target == -1 or target == st["tid"]:
+                st["prio"] = PRIO_UNKNOWN
+        return value
+
+    def change(self, event_id: int, rec: bytes):
+        """(tid, prio) a record of another CPU tells the prio contexts, or None."""
+        track = self.track.get(event_id, 0)
+        if track == TRACK_PI:
+            who = _field32(rec, self.pi[0], -1)
+            value = _field32(rec, self.pi[1], PRIO_UNKNOWN)
+            return (-1 if who < 0 else who), (PRIO_UNKNOWN if value == PRIO_UNKNOWN or who < 0
+                                              else value - MAX_RT_PRIO)
+        if track == TRACK_SETTER:
+            return self.setter_target(event_id, rec), PRIO_UNKNOWN
+        return None
+
+
+def _page_end(page: bytes) -> int:
+    """Where a page's data ends (PageError if its header is impossible)."""
     if len(page) < PAGE_HEADER:
         raise PageError(f"page of {len(page)} bytes is shorter than its header")
-    ts, commit = _PAGE.unpack_from(page, 0)
-    size = commit & _COMMIT_MASK
-    end = PAGE_HEADER + size
-    if end > len(page):
+    size = _PAGE.unpack_from(page, 0)[1] & _COMMIT_MASK
+    if PAGE_HEADER + size > len(page):
         raise PageError(f"page commit {size} runs past the page ({len(page)} bytes)")
-    out = bytearray()
-    count = skipped = 0
-    first = None
-    last = prev = ts
+    return PAGE_HEADER + size
+
+
+def records(page: bytes):
+    """(time, record bytes) of each record of a page, in order, then (the time the
+    walk ended at, None); a cut or corrupt record ends the page. Check the page
+    with _page_end first."""
+    end = _page_end(page)
+    ts = _PAGE.unpack_from(page, 0)[0]
     pos = PAGE_HEADER
     while pos + 4 <= end:
         word = _U32.unpack_from(page, pos)[0]
@@ -130,12 +211,37 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None) -> tuple[b
         if dlen < 8 or nxt > end:
             break  # a cut or corrupt record ends the page's events
         ts += delta
-        rec = page[data:data + dlen]
         pos = nxt
+        yield ts, page[data:data + dlen]
+    yield ts, None  # the time the walk ended at
+
+
+def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: PrioRules | None = None,
+                 state: dict | None = None) -> tuple[bytearray, int, int, int, int]:
+    """The CTF events of one page: (event bytes, events written, events of an
+    unknown type skipped, first time, last time). Pure Python reference of
+    the C converter (``ust.kernel._ftrace.Converter``), which must agree.
+    With ``prio``, ``state`` (tid, prio, changes, next, taint, horizon) is
+    followed through the page and each event gets its prio context."""
+    _page_end(page)
+    out = bytearray()
+    count = skipped = 0
+    first = None
+    walk = records(page)
+    page_ts, commit = _PAGE.unpack_from(page, 0)
+    last = prev = page_ts
+    if prio is not None and commit & RB_MISSED_EVENTS:
+        state["tid"], state["prio"] = -1, PRIO_UNKNOWN  # a sched_switch may be among what was lost
+    ts = page_ts
+    for ts, rec in walk:
+        if rec is None:
+            break
         event_id = rec[0] | rec[1] << 8
+        value = prio.step(state, event_id, ts, rec) if prio is not None else PRIO_UNKNOWN
         ops = plans.get(event_id)
         if ops is None:
-            skipped += 1
+            if prio is None or event_id not in prio.track:
+                skipped += 1
             continue
         if first is None:
             first = ts
@@ -148,6 +254,9 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None) -> tuple[b
             out += rec[4:8]
         if task is not None:  # the pid / procname contexts of the record's thread
             out += task(_I32.unpack_from(rec, 4)[0])
+        if prio is not None:
+            out += _I32.pack(value)
+        dlen = len(rec)
         for op, off, arg in ops:
             if op == 0:
                 out += rec[off:off + arg]
@@ -173,7 +282,7 @@ class PyConverter:
     not in it (the pid and procname contexts)."""
 
     def __init__(self, plans: dict, with_tid: bool = True, with_pid: bool = False, with_procname: bool = False,
-                 tasks: dict | None = None, task_of=None):
+                 tasks: dict | None = None, task_of=None, prio=None):
         self.plans = dict(plans)
         self.with_tid = with_tid
         self.task = None
@@ -189,8 +298,37 @@ class PyConverter:
 
             self.task = task
 
+        self.prio = PrioRules(prio) if prio is not None else None
+
     def page(self, page: bytes):
+        if self.prio is not None:
+            raise TypeError("a Converter with the prio context converts with page_prio()")
         return convert_page(page, self.plans, self.with_tid, self.task)
+
+    def page_prio(self, page: bytes, state: tuple, changes, taint: bool, horizon: int):
+        if self.prio is None:
+            raise TypeError("this Converter has no prio context")
+        st = {"tid": state[0], "prio": state[1], "changes": list(changes), "next": 0, "taint": taint,
+              "horizon": horizon}
+        result = convert_page(page, self.plans, self.with_tid, self.task, self.prio, st)
+        return (*result, (st["tid"], st["prio"]))
+
+    def scan(self, page: bytes):
+        if self.prio is None:
+            raise TypeError("this Converter has no prio context")
+        _page_end(page)
+        changes = []
+        first = None
+        for ts, rec in records(page):
+            if rec is None:
+                break
+            if first is None:
+                first = ts
+            change = self.prio.change(rec[0] | rec[1] << 8, rec)
+            if change is not None:
+                changes.append((ts, *change))
+        missed = bool(_PAGE.unpack_from(page, 0)[1] & RB_MISSED_EVENTS)
+        return (ts if first is None else first), ts, missed, changes
 
 
 def converter_class():

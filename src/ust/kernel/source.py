@@ -25,15 +25,16 @@ import errno
 import os
 
 from . import pages
+from .tracefs import read_stats
 
 
 class FtraceSource:
     overwrite: bool
 
-    def __init__(self, instance, cpu: int, fd: int, uuid: bytes, converter_of, page_size: int):
-        self.instance = instance
+    def __init__(self, cpu: int, fd: int, stats_fd: int, uuid: bytes, converter_of, page_size: int):
         self.cpu = cpu
-        self.fd = fd
+        self.fd = fd  # per_cpu/cpuN/trace_pipe_raw, non-blocking (this source closes it)
+        self.stats_fd = stats_fd  # per_cpu/cpuN/stats (this source closes it)
         self.uuid = uuid
         self.converter_of = converter_of  # () -> the current Converter (plans change when events are enabled)
         self.page_size = page_size
@@ -48,6 +49,8 @@ class FtraceSource:
         self._queued: bytes | None = None  # made with the previous one, handed out next
         self._settle = False  # flush(final=True) asked: square with the ring's counters at the end
         self.on_idle = None  # called when the ring has nothing more (the end of a drain pass)
+        self.tracker = None  # the prio context's PrioTracker (ust.kernel.prio): it reads the rings
+        self.snapshot_conversion = None  # a snapshot's prio conversion of the kept pages (PrioTracker)
         self.keep_pages = 1  # a snapshot keeps this many pages read (the ring's size)
         self._kept_pages: collections.deque = collections.deque()  # [page, events lost just before it]
         self._kept_tail = 0  # events lost after the last kept page
@@ -60,6 +63,32 @@ class FtraceSource:
         self.base = self.charged
         self.last_end = 0
 
+    def resume(self, seq: int, discarded: int, end: int) -> None:
+        """Carry on a stream file a previous consumer wrote, whose last packet had this
+        ``packet_seq_num``, ``events_discarded`` and end time: the numbering, the cumulative
+        discarded count and the time line go on from there (a restarted consumer)."""
+        self.seq = seq + 1
+        self.base = self.charged - discarded
+        self.last_end = end
+
+    def quiet_until(self, stamp: int) -> int:
+        """The time up to which this stream has sent everything (a live beacon's): ``stamp``,
+        or just before the oldest page the prio context holds back."""
+        held = self.tracker.held_since(self.cpu) if self.tracker is not None else None
+        return stamp if held is None else max(min(stamp, held - 1), self.last_end)
+
+    def poll_fd(self) -> int:
+        """Readable when the ring has data past the instance's ``buffer_percent`` (the drain
+        engine sleeps on it besides its read timer: docs/kernel.md)."""
+        return self.fd
+
+    def close(self) -> None:
+        for name in ("fd", "stats_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
     # -- the packet source interface --------------------------------------------
     def get_subbuf(self, force: bool = False):
         if self._kept is not None or self._queued is not None:
@@ -69,13 +98,18 @@ class FtraceSource:
                 self._held, self._queued = self._queued, None
             return memoryview(self._held)  # the caller releases each view it gets
         while True:
-            try:
-                page = os.read(self.fd, self.page_size)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EINTR):
-                    page = b""
-                else:
-                    raise
+            held = None
+            if self.tracker is not None:  # every CPU read together, pages held back (ust.kernel.prio)
+                held = self.tracker.next_page(self.cpu)
+                page = held.data if held is not None else b""
+            else:
+                try:
+                    page = os.read(self.fd, self.page_size)
+                except OSError as exc:
+                    if exc.errno in (errno.EAGAIN, errno.EINTR):
+                        page = b""
+                    else:
+                        raise
             if len(page) < pages.PAGE_HEADER:
                 if self.on_idle is not None:
                     self.on_idle()
@@ -89,7 +123,10 @@ class FtraceSource:
                 return None
             try:
                 _, missed, _ = pages.page_missed(page)
-                events, count, skipped, begin, end = self.converter_of().page(page)
+                if held is not None:
+                    events, count, skipped, begin, end = self.tracker.convert(self.cpu, held, self.converter_of())
+                else:
+                    events, count, skipped, begin, end = self.converter_of().page(page)
             except (pages.PageError, ValueError):
                 continue  # an impossible page is dropped whole, never written half
             self.skipped += skipped
@@ -108,6 +145,8 @@ class FtraceSource:
         was lost beyond what the packets said (a page with no room for its count)."""
         if final:
             self._settle = True
+            if self.tracker is not None:
+                self.tracker.finish()
 
     def snapshot_to(self, fd: int) -> tuple[int, int]:
         """Write what the ring holds now to ``fd`` as a new output (a flight
@@ -116,9 +155,12 @@ class FtraceSource:
         written again next time before the newer ones; returns (packets, bytes)."""
         if self.on_idle is not None:
             self.on_idle()  # the task tables as they are now (pid/procname contexts)
-        self._keep_ring_pages()
+        conversion = self.snapshot_conversion  # the prio context's (KernelTrace.snapshot kept the pages)
+        self.snapshot_conversion = None
+        if conversion is None:
+            self._keep_ring_pages()
         self.start_output()
-        converter = self.converter_of()
+        converter = conversion or self.converter_of()
         n = nbytes = 0
 
         def write(packet) -> None:
@@ -149,11 +191,17 @@ class FtraceSource:
             self._held = None
         return n, nbytes
 
+    def _plain(self, page: bytes):
+        """A page's conversion when only its counts matter (the prio context's values aside)."""
+        converter = self.converter_of()
+        if self.tracker is not None:
+            return converter.page_prio(page, (-1, pages.PRIO_UNKNOWN), (), True, 0)[:5]
+        return converter.page(page)
+
     def _keep_ring_pages(self) -> None:
         """Move every page the ring holds now to the kept pages, then drop
         the oldest beyond ``keep_pages`` (their events and losses become the
         losses before the next kept page)."""
-        converter = self.converter_of()
         while True:
             try:
                 page = os.read(self.fd, self.page_size)
@@ -165,7 +213,7 @@ class FtraceSource:
                 break
             try:
                 _, missed, _ = pages.page_missed(page)
-                _, _, skipped, _, _ = converter.page(page)
+                _, _, skipped, _, _ = self._plain(page)
             except (pages.PageError, ValueError):
                 continue  # an impossible page is dropped whole, never written half
             self.skipped += skipped
@@ -179,7 +227,7 @@ class FtraceSource:
         while len(self._kept_pages) > max(self.keep_pages, 1):
             page, lost = self._kept_pages.popleft()
             try:
-                count = converter.page(page)[1]
+                count = self._plain(page)[1]
             except (pages.PageError, ValueError):
                 count = 0
             self._kept_pages[0][1] += lost + count
@@ -189,11 +237,11 @@ class FtraceSource:
 
     # -- helpers -------------------------------------------------------------------
     def ring_lost(self) -> int:
-        s = self.instance.stats(self.cpu)
+        s = read_stats(self.stats_fd)
         return s.get("overrun", 0) + s.get("dropped events", 0) + s.get("commit overrun", 0)
 
     def _new_drops(self) -> int:
-        s = self.instance.stats(self.cpu)
+        s = read_stats(self.stats_fd)
         seen = s.get("dropped events", 0) + s.get("commit overrun", 0)
         new, self.dropped_seen = max(seen - self.dropped_seen, 0), seen
         return new

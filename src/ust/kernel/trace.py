@@ -22,16 +22,16 @@ from ust.consumer.trace import Trace
 from ust.ctf import metadata as md
 
 from . import formats as fmt
+from . import pages
 
 CHANNEL = "channel0"
 LTTNG_MODULES_VERSION = (2, 13, 0)
 # the event contexts, in the order of each event's context: tid is the record's
 # common_pid; pid and procname come from ftrace's saved_tgids / saved_cmdlines
 # (ust.kernel.tracefs.TaskTable)
-CONTEXTS = ("tid", "pid", "procname")
-REFUSED_CONTEXTS = {
-    "prio": "an ftrace record carries no priority (sched_switch has prev_prio/next_prio as fields)",
-}
+CONTEXTS = ("tid", "pid", "procname", "prio")  # prio: followed from scheduler records (ust.kernel.prio)
+DEFAULT_CONTEXTS = ("tid", "pid", "procname")  # KernelCapture's (prio costs records and a hold-back)
+REFUSED_CONTEXTS: dict[str, str] = {}  # context -> why ftrace cannot give it (said in the error)
 
 
 def kernel_env(trace: md.TraceInfo) -> dict:
@@ -59,7 +59,8 @@ def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: 
                "\tpacket.context := struct packet_context;\n")
     int32 = "integer { size = 32; align = 8; signed = 1; encoding = none; base = 10; }"
     decls = {"tid": f"{int32} _tid;", "pid": f"{int32} _pid;",
-             "procname": "integer { size = 8; align = 8; signed = 1; encoding = UTF8; base = 10; } _procname[16];"}
+             "procname": "integer { size = 8; align = 8; signed = 1; encoding = UTF8; base = 10; } _procname[16];",
+             "prio": f"{int32} _prio;"}  # -2147483648: unknown (docs/kernel.md)
     fields = [decls[c] for c in CONTEXTS if c in contexts]
     if fields:
         out.append("\tevent.context := struct {\n" + "".join(f"\t\t{f}\n" for f in fields) + "\t};\n")
@@ -75,22 +76,123 @@ def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: 
 
 class KernelTrace(Trace):
     """The kernel trace as the consumer core's drain engine sees it: one
-    channel whose per-CPU sources are ftrace instances' CPUs
+    channel whose per-CPU sources are an ftrace instance's CPUs
     (ust.kernel.source.FtraceSource), its metadata generated from the
-    enabled events' formats instead of an event table."""
+    enabled events' formats instead of an event table.
 
-    def __init__(self, key: str, output, info: md.TraceInfo, contexts: tuple[str, ...] = CONTEXTS):
+    The one place a kernel trace is put together, wherever it is drained:
+    ust-consumerd (given the instance's descriptors by the session daemon)
+    and the standalone ``KernelCapture`` both call ``learn`` with the
+    events' format files and ``attach`` with the readers.
+    ``tasks``: the pid/procname contexts' TaskTable (it is closed with the trace)."""
+
+    def __init__(self, key: str, output, info: md.TraceInfo, contexts: tuple[str, ...] = ("tid",), tasks=None):
         super().__init__(key, output, info)
         self.contexts = tuple(c for c in CONTEXTS if c in contexts)  # the converter's order
         self.formats: dict[int, fmt.EventFormat] = {}
+        self.plans: dict[int, tuple] = {}
+        self.tracked: dict[int, fmt.EventFormat] = {}  # recorded for the prio context only (not written)
+        self.tasks = tasks
+        self.tracker = None  # the prio context's PrioTracker, once attached
+        self._converter_class = pages.converter_class()
+        self.converter = self._new_converter()
 
     def metadata_text(self) -> str:
         return metadata_text(self.info, list(self.formats.values()), self.contexts)
 
+    def learn(self, formats: list[tuple[str, str]], tracked: list[tuple[str, str]] = ()) -> list[fmt.EventFormat]:
+        """Take the ``(system, format file text)`` of events about to be enabled: their
+        conversion plans and their metadata, rewritten now (before any of their records is
+        read); ``tracked``: those enabled for the prio context only (read, not written).
+        Raises ValueError for a format that cannot be parsed."""
+        learned = []
+        for system, text in formats:
+            ev = fmt.parse_format(text, system)
+            self.formats[ev.id] = ev
+            self.plans[ev.id] = fmt.plan(ev)
+            learned.append(ev)
+        for system, text in tracked:
+            ev = fmt.parse_format(text, system)
+            self.tracked[ev.id] = ev
+        self.converter = self._new_converter()
+        if self.channels:
+            self.write_metadata(force=True)
+        return learned
 
-def new_trace_info(name: str, clock_offset_ns: int | None = None, clock_uuid: bytes | None = None) -> md.TraceInfo:
-    """A kernel trace's identity: its own uuid, the session's clock (offset and uuid)."""
-    return md.TraceInfo(uuid=uuid_mod.uuid4().bytes,
+    def _new_converter(self):
+        c = self.contexts
+        kw = {}
+        if "prio" in c:
+            from .prio import converter_config
+
+            kw["prio"] = converter_config([*self.tracked.values(), *self.formats.values()])
+        if self.tasks is None:
+            return self._converter_class(self.plans, "tid" in c, **kw)
+        return self._converter_class(self.plans, "tid" in c, "pid" in c, "procname" in c,
+                                     self.tasks.tasks, self.tasks.task_of, **kw)
+
+    def attach(self, raw_fds: list[int], stats_fds: list[int], *, page_size: int, keep_pages: int,
+               snapshot: bool, read_timer: float, live_timer: float = 0.0):
+        """The channel: one source per CPU over its ``trace_pipe_raw`` and ``stats``
+        descriptors (which the sources own from now on: closed with the trace)."""
+        from ust.consumer.trace import ChannelSpec
+
+        from .source import FtraceSource
+
+        sources = [FtraceSource(cpu, raw, stats, self.info.uuid, lambda: self.converter, page_size)
+                   for cpu, (raw, stats) in enumerate(zip(raw_fds, stats_fds))]
+        if "prio" in self.contexts:
+            from .prio import PrioTracker
+
+            self.tracker = PrioTracker()
+            self.tracker.attach(sources)
+        for src in sources:
+            src.overwrite = snapshot
+            src.keep_pages = keep_pages  # a snapshot keeps what the ring holds, for the next one
+            src.tracker = self.tracker
+            if self.tasks is not None:
+                src.on_idle = self.tasks.forget  # after each drain pass: thread ids get reused
+        spec = ChannelSpec(CHANNEL, 0, page_size, max(2, len(sources)), overwrite=snapshot,
+                           read_timer=read_timer, live_timer=live_timer, drain_live=not snapshot)
+        try:
+            return self.add_channel(spec, -1, sources=sources)
+        except BaseException:
+            for src in sources:
+                src.close()
+            raise
+
+    def snapshot(self, output) -> int:
+        """As ``Trace.snapshot``; with the prio context every CPU's ring is read first, so the
+        changes each CPU records are applied to the others' events (ust.kernel.prio)."""
+        if self.tracker is not None:
+            from ust._ring._ring import clock_now
+
+            sources = [src for ch in self.channels.values() for src in ch.sources]
+            read_at = {}
+            for src in sources:
+                src._keep_ring_pages()
+                read_at[src.cpu] = clock_now()
+            plans = self.tracker.snapshot_plan({src.cpu: [p for p, _ in src._kept_pages] for src in sources},
+                                               read_at, self.converter)
+            for src in sources:
+                src.snapshot_conversion = plans[src.cpu]
+        return super().snapshot(output)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            for ch in self.channels.values():
+                for src in ch.sources:
+                    src.close()
+            if self.tasks is not None:
+                self.tasks.close()
+
+
+def new_trace_info(name: str, clock_offset_ns: int | None = None, clock_uuid: bytes | None = None,
+                   uuid: bytes | None = None) -> md.TraceInfo:
+    """A kernel trace's identity: its own uuid (new, unless given), the session's clock (offset and uuid)."""
+    return md.TraceInfo(uuid=uuid or uuid_mod.uuid4().bytes,
                         clock_offset_ns=md.clock_offset_now() if clock_offset_ns is None else clock_offset_ns,
                         trace_name=name, buffering="global",
                         **({"clock_uuid": clock_uuid} if clock_uuid else {}))

@@ -177,12 +177,18 @@ def _rmdir_instance(path: str) -> None:
         pass
 
 
-def remove_stale_instances(tracefs: str | None = None, state_dir: str = DEFAULT_STATE_DIR) -> list[str]:
+def remove_stale_instances(tracefs: str | None = None, state_dir: str = DEFAULT_STATE_DIR, *, busy: bool = False):
     """Remove every ``ust-*`` instance whose owner is gone (its claim file is
     not locked, or missing); returns their names. A daemon calls this when it
-    starts, so a crash (SIGKILL included) leaves no instance behind for long."""
+    starts, so a crash (SIGKILL included) leaves no instance behind for long.
+
+    An instance whose owner is gone but a file of which is still open (the kernel
+    refuses to remove it: a dead daemon's consumer writing out what is left) stays;
+    with ``busy``, returns ``(names removed, [Instance])``, those instances claimed
+    (their ``remove()`` can be tried again, until it succeeds)."""
     tracefs = tracefs or find_tracefs()
     removed = []
+    still_open = []
     inst_dir = os.path.join(tracefs, "instances")
     for name in sorted(os.listdir(inst_dir)):
         if not name.startswith(INSTANCE_PREFIX):
@@ -194,11 +200,12 @@ def remove_stale_instances(tracefs: str | None = None, state_dir: str = DEFAULT_
         try:
             _rmdir_instance(os.path.join(inst_dir, name))
             removed.append(name)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    return removed
+        except OSError as exc:
+            if busy and exc.errno == errno.EBUSY:
+                still_open.append(Instance(tracefs, name, fd, state_dir))
+                continue
+        os.close(fd)
+    return (removed, still_open) if busy else removed
 
 
 class Instance:
@@ -284,6 +291,10 @@ class Instance:
     def cpus(self) -> list[int]:
         return sorted(int(n[3:]) for n in os.listdir(os.path.join(self.path, "per_cpu")) if n[3:].isdigit())
 
+    def events(self) -> list[tuple[str, str]]:
+        """(system, event) of every event the instance has."""
+        return self._event_dirs()
+
     def _event_dirs(self) -> list[tuple[str, str]]:
         out = []
         base = os.path.join(self.path, "events")
@@ -330,14 +341,7 @@ class Instance:
 
     def stats(self, cpu: int) -> dict[str, int]:
         """``per_cpu/cpuN/stats`` as numbers (entries, overrun, dropped events, ...)."""
-        out = {}
-        for line in self._get(f"per_cpu/cpu{cpu}/stats").splitlines():
-            key, _, value = line.partition(":")
-            try:
-                out[key.strip()] = int(value.split()[0])
-            except (ValueError, IndexError):
-                continue
-        return out
+        return parse_stats(self._get(f"per_cpu/cpu{cpu}/stats"))
 
     def lost_events(self, cpu: int) -> int:
         """Events the CPU's ring lost: overwritten (overwrite mode) or dropped (discard mode)."""
@@ -347,7 +351,37 @@ class Instance:
     def open_raw(self, cpu: int) -> int:
         """A non-blocking fd on ``per_cpu/cpuN/trace_pipe_raw`` (pages, consumed as read)."""
         return os.open(os.path.join(self.path, f"per_cpu/cpu{cpu}/trace_pipe_raw"),
-                       os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                       os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+
+    def open_stats(self, cpu: int) -> int:
+        """An fd on ``per_cpu/cpuN/stats``: each read from offset 0 (``read_stats``) is the counters now."""
+        return os.open(os.path.join(self.path, f"per_cpu/cpu{cpu}/stats"), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+
+    def open_readers(self, tasks: bool) -> tuple[list[int], list[int], list[int]]:
+        """What a consumer needs to drain the instance, opened here (where tracefs may be
+        opened): each CPU's ``trace_pipe_raw`` and ``stats``, and (``tasks``: the pid and
+        procname contexts) the top-level ``saved_tgids`` and ``saved_cmdlines``."""
+        cpus = self.cpus()
+        if cpus != list(range(len(cpus))):
+            raise KernelTracingError(f"ftrace CPUs {cpus} are not numbered 0..{len(cpus) - 1}")
+        raw: list[int] = []
+        stats: list[int] = []
+        task_fds: list[int] = []
+        try:
+            for cpu in cpus:
+                raw.append(self.open_raw(cpu))
+                stats.append(self.open_stats(cpu))
+            if tasks:
+                task_fds = TaskTable.open_files(self.tracefs)
+        except BaseException:
+            for fd in raw + stats:
+                os.close(fd)
+            raise
+        return raw, stats, task_fds
+
+    def set_buffer_percent(self, percent: int) -> None:
+        """A reader polling ``trace_pipe_raw`` is woken when a CPU's ring is this full (0: at every event)."""
+        self._set("buffer_percent", str(int(percent)))
 
     def read_pages(self) -> list[bytes]:
         """Every page the instance holds now, all CPUs (consumed): for tests and benchmarks."""
@@ -392,6 +426,85 @@ class Instance:
         return os.path.isdir(self.path)
 
 
+def parse_stats(text: str) -> dict[str, int]:
+    """``per_cpu/cpuN/stats`` (``overrun: 3`` lines) as numbers."""
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        try:
+            out[key.strip()] = int(value.split()[0])
+        except (ValueError, IndexError):
+            continue
+    return out
+
+
+def read_stats(fd: int) -> dict[str, int]:
+    """The counters of a CPU's ring now, from its open ``stats`` file (tracefs makes the text
+    again at every read from offset 0)."""
+    return parse_stats(os.pread(fd, 4096, 0).decode("ascii", "replace"))
+
+
+def pread_all(fd: int, limit: int) -> bytes:
+    """A tracefs file from its start (at most ``limit`` bytes), through an open descriptor: the
+    file is made again from offset 0 (a seq_file), so one descriptor serves every read."""
+    chunks, size = [], 0
+    while size < limit:
+        chunk = os.pread(fd, min(1 << 16, limit - size), size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+# What each descriptor a consumer is given must be (ust.daemon.consumerd validates them):
+# the file name of its path on a tracefs mount.
+_RAW_RE = re.compile(r"/instances/ust-[A-Za-z0-9_.+-]{1,200}/per_cpu/cpu(\d+)/trace_pipe_raw$")
+_STATS_RE = re.compile(r"/instances/ust-[A-Za-z0-9_.+-]{1,200}/per_cpu/cpu(\d+)/stats$")
+
+
+def _fd_mount_type(fd: int) -> str:
+    """The file system type of the mount an open descriptor is on (/proc/self/fdinfo's mnt_id)."""
+    mnt_id = None
+    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("mnt_id:"):
+                mnt_id = line.split()[1]
+    if mnt_id is None:
+        return ""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] == mnt_id and " - " in line:
+                return line.split(" - ", 1)[1].split()[0]
+    return ""
+
+
+def check_reader_fd(fd: int, kind: str, cpu: int | None = None) -> None:
+    """Check that ``fd`` (received from another process) is what it is said to be: a read-only
+    tracefs file — ``raw`` (a ust instance's ``per_cpu/cpuN/trace_pipe_raw``), ``stats`` (its
+    ``stats``), ``saved_tgids`` or ``saved_cmdlines`` (top level) — of CPU ``cpu``.
+    KernelTracingError (one line) otherwise."""
+    import stat as stat_mod
+
+    try:
+        st = os.fstat(fd)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        fs = _fd_mount_type(fd)
+    except OSError as exc:
+        raise KernelTracingError(f"kernel reader descriptor {fd}: {exc.strerror or exc}") from None
+    ok = stat_mod.S_ISREG(st.st_mode) and flags & os.O_ACCMODE == os.O_RDONLY and fs == "tracefs"
+    if ok and kind in ("raw", "stats"):
+        m = (_RAW_RE if kind == "raw" else _STATS_RE).search(path)
+        ok = m is not None and (cpu is None or int(m.group(1)) == cpu)
+    elif ok:
+        ok = kind in ("saved_tgids", "saved_cmdlines") and os.path.basename(path) == kind
+    if not ok:
+        raise KernelTracingError(f"kernel reader descriptor {fd} is not a read-only tracefs {kind} file"
+                                 f"{'' if cpu is None else f' of CPU {cpu}'} ({path!r} on {fs or 'unknown'})")
+
+
 class TaskTable:
     """tid -> (tgid, comm) for the kernel trace's ``pid`` and ``procname`` contexts.
 
@@ -411,8 +524,12 @@ class TaskTable:
     MAX_FILE = 64 << 20  # a bound on what is read from either file
     MAX_RELOADS = 8  # per drain pass: the files read again for threads gone since (see task_of)
 
-    def __init__(self, tracefs: str):
-        self.tracefs = tracefs
+    FILES = ("saved_tgids", "saved_cmdlines")
+
+    def __init__(self, tgids_fd: int, cmdlines_fd: int):
+        # Open descriptors, read from offset 0 each time: the consumer may not open tracefs
+        # itself (a tracing-group member's), so it is given them (sessiond/kernel.py).
+        self.fds = (tgids_fd, cmdlines_fd)
         self.tasks: dict[int, tuple[int, bytes]] = {0: (0, b"swapper")}
         self._extra: tuple[dict, dict] = ({}, {})
         self._loaded = False
@@ -426,30 +543,40 @@ class TaskTable:
         self._loaded = False
         self._reloads = 0
 
-    def _read_top(self, name: str) -> str:
+    @classmethod
+    def open_files(cls, tracefs: str) -> list[int]:
+        """The descriptors a TaskTable reads (``saved_tgids``, ``saved_cmdlines``)."""
+        fds: list[int] = []
         try:
-            fd = os.open(os.path.join(self.tracefs, name), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            return ""
-        chunks, size = [], 0
+            for name in cls.FILES:
+                fds.append(os.open(os.path.join(tracefs, name), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
+    def close(self) -> None:
+        for fd in self.fds:
+            if fd >= 0:
+                os.close(fd)
+        self.fds = (-1, -1)
+
+    def _read_top(self, which: int) -> str:
         try:
-            while size < self.MAX_FILE and (chunk := os.read(fd, 1 << 16)):
-                chunks.append(chunk)
-                size += len(chunk)
+            data = pread_all(self.fds[which], self.MAX_FILE)
         except OSError:
-            pass  # what was read is used; the rest is looked up in /proc
-        finally:
-            os.close(fd)
-        return b"".join(chunks).decode("utf-8", "replace")
+            return ""  # the rest is looked up in /proc
+        return data.decode("utf-8", "replace")
 
     def _load(self) -> None:
         tgids: dict[int, int] = {}
-        for line in self._read_top("saved_tgids").splitlines():
+        for line in self._read_top(0).splitlines():
             parts = line.split()
             if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
                 tgids[int(parts[0])] = int(parts[1])
         comms: dict[int, bytes] = {}
-        for line in self._read_top("saved_cmdlines").splitlines():
+        for line in self._read_top(1).splitlines():
             tid, _, comm = line.partition(" ")
             if tid.isdigit():
                 comms[int(tid)] = comm.encode()[:15]

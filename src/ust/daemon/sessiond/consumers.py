@@ -42,7 +42,7 @@ def link_if_running(daemon, s) -> ConsumerLink | None:
         return daemon.links.get(consumer_uid(s.uid))
 
 
-def _count(value: object) -> int:
+def count(value: object) -> int:
     """A counter from a consumer's answer: a non-negative int, else nothing."""
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 64 else 0
 
@@ -81,7 +81,7 @@ def losses(daemon, s) -> dict:
         if key in keys:
             for bufs in chans.values():
                 for b in bufs:
-                    counts = {k: _count(v) for k, v in b.items() if k.startswith(("lost_", "packets_"))}
+                    counts = {k: count(v) for k, v in b.items() if k.startswith(("lost_", "packets_"))}
                     lost["lost"] += lost_events(counts)
                     lost["lost_args"] += counts.get("lost_args", 0)
                     lost["overwritten"] += counts.get("packets_overwritten", 0)

@@ -2,28 +2,39 @@
 
 What a session asked of the kernel (``KernelConf``: event rules, buffer size
 and mode, contexts) is kept here until ``start``, which makes the session's
-ftrace instance and its capture (ust.kernel.capture.KernelCapture: the
-instance ``ust-<session>``, the readers, ``<output>/kernel``); ``stop``
-writes out what the instance holds; ``destroy`` removes the instance. A
-snapshot session keeps its instance in overwrite mode and writes it out only
-on ``snapshot record`` (into the snapshot's directory).
+ftrace instance (``ust-<session>``, ust.kernel.tracefs) and hands its
+readers — each CPU's ``trace_pipe_raw`` and ``stats``, and the task tables
+for the pid/procname contexts — to the session owner's consumer
+(``add_kernel_trace``, SCM_RIGHTS), with the format files of the events it
+is about to enable. The consumer (running as the owner) drains them into
+``<output>/kernel`` as it drains user-space buffers, so rotation, snapshots,
+clear and streaming to a relay are the same code for both (docs/kernel.md).
+The daemon keeps the instance (its claim lock, its events, tracing on or
+off) and its own copies of the readers, to hand them again to a restarted
+consumer. ``destroy`` removes the instance after the consumer closed them.
 
 Who may: the kernel domain reads every process's scheduling and system
 calls: the daemon must run as root, and the session be root's or, through
-the system daemon, a member of the ``tracing`` group's (whose kernel trace
-files are made with the member's own credentials: ust.kernel.owner_files).
-Anyone else gets a one-line error.
+the system daemon, a member of the ``tracing`` group's (whose consumer, and
+so her kernel trace files, run with her own credentials). Anyone else gets
+a one-line error.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
+import uuid as uuid_mod
 from dataclasses import dataclass, field
 from typing import Any
 
+from ust.daemon import protocol
+from ust.daemon.sessiond import consumers
 from ust.daemon.sessiond.log import log
 from ust.errors import SessionError, UstError
-from ust.kernel.capture import DEFAULT_BUFFER_KB
+from ust.kernel.capture import BUFFER_PERCENT, DEFAULT_BUFFER_KB, READ_TIMER, keep_pages
 from ust.kernel.trace import CONTEXTS, REFUSED_CONTEXTS
 
 
@@ -43,15 +54,20 @@ class KernelConf:
     buffer_size_kb: int = DEFAULT_BUFFER_KB
     overwrite: bool = False
     contexts: list[str] = field(default_factory=list)
-    capture: Any = None  # KernelCapture while the instance exists
+    instance: Any = None  # ust.kernel.tracefs.Instance while it exists
+    key: str = ""  # the consumer's trace, once given (add_kernel_trace)
+    path: str = ""  # where the consumer writes it (the current chunk's ``kernel``)
+    fds: list[int] = field(default_factory=list)  # our copies of the readers given to the consumer
+    learned: set = field(default_factory=set)  # (system, event) whose formats the consumer has
+    tracked: set = field(default_factory=set)  # (system, event) it has for the prio context only
+    lost: int = 0  # events the ring lost, as the trace says (updated at stop)
 
     def summary(self) -> dict:
         out = {"rules": [r.to_json() for r in self.rules], "buffer_size_kb": self.buffer_size_kb,
                "overwrite": self.overwrite, "contexts": list(self.contexts)}
-        cap = self.capture
-        if cap is not None:
-            out["instance"] = cap.instance.name
-            out["lost"] = sum(cap.discarded().values())
+        if self.instance is not None:
+            out["instance"] = self.instance.name
+            out["lost"] = self.lost
         return out
 
 
@@ -79,32 +95,121 @@ def has_rules(s) -> bool:
     return s.kernel is not None and any(r.enabled for r in s.kernel.rules)
 
 
-def _capture(daemon, s, k: KernelConf):
-    """The session's capture, made on first use (tracefs mounted, instance created)."""
-    if k.capture is None:
-        from ust.kernel.capture import KernelCapture
-
-        k.capture = KernelCapture(s.name, s.output, buffer_size_kb=k.buffer_size_kb, overwrite=k.overwrite,
-                                  clock_offset_ns=s.clock_offset, contexts=tuple(["tid"] + k.contexts),
-                                  owner_uid=s.uid,  # another user's trace files: made as that user
-                                  snapshot=s.snapshot)
-    return k.capture
+def trace_key(s) -> str:
+    """The consumer's key of the session's kernel trace ("": none yet)."""
+    return s.kernel.key if s.kernel is not None else ""
 
 
-def _apply(k: KernelConf) -> None:
-    """Make the instance's enabled events what the rules say."""
-    cap = k.capture
-    if cap is None:
-        return
-    want: dict[bool, list[str]] = {False: [], True: []}
-    off: dict[bool, list[str]] = {False: [], True: []}
+def _instance(s, k: KernelConf):
+    """The session's ftrace instance, made on first use (tracefs mounted)."""
+    if k.instance is None:
+        from ust.kernel.tracefs import Instance
+
+        inst = Instance.create(s.name, buffer_size_kb=k.buffer_size_kb, overwrite=k.overwrite or s.snapshot)
+        try:
+            if "pid" in k.contexts:
+                inst.set_record_tgid(True)
+            inst.set_buffer_percent(BUFFER_PERCENT)
+        except BaseException:
+            inst.remove()
+            raise
+        k.instance = inst
+    return k.instance
+
+
+def _wanted(k: KernelConf) -> tuple[list, list]:
+    """(events the enabled rules select, events only disabled rules name), resolved now."""
+    inst = k.instance
+    on: list = []
+    off: list = []
     for r in k.rules:
-        (want if r.enabled else off)[r.syscall].append(r.pattern)
-    for syscall in (False, True):
-        if off[syscall]:
-            cap.disable(off[syscall], syscalls=syscall)
-        if want[syscall]:
-            cap.enable(want[syscall], syscalls=syscall)
+        (on if r.enabled else off).extend(inst.resolve([r.pattern], syscalls=r.syscall))
+    return on, [e for e in off if e not in on]
+
+
+def _formats(k: KernelConf, events, known: set) -> list[list[str]]:
+    """[system, format text] of the events not in ``known`` (what the consumer has)."""
+    return [[system, k.instance.format_text(system, name)] for system, name in events if (system, name) not in known]
+
+
+def _tracked(k: KernelConf) -> list:
+    """The events the prio context is followed from (enabled whatever the rules say)."""
+    if "prio" not in k.contexts:
+        return []
+    from ust.kernel.prio import tracked_events
+
+    return tracked_events(k.instance.events())
+
+
+# A message body is at most protocol.MAX_BODY: formats go in batches of at most this many bytes.
+FORMAT_BATCH = protocol.MAX_BODY // 2
+
+
+def _batches(formats: list[list[str]]) -> list[list[list[str]]]:
+    out: list[list[list[str]]] = [[]]
+    size = 0
+    for item in formats:
+        n = len(item[0]) + len(item[1]) + 16
+        if out[-1] and size + n > FORMAT_BATCH:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += n
+    return out
+
+
+def _open_trace(daemon, s, k: KernelConf, formats: list[list[str]], tracked: list[list[str]]) -> None:
+    """Give the session's consumer the instance's readers and the first formats."""
+    inst = k.instance
+    contexts = ["tid"] + [c for c in k.contexts if c != "tid"]
+    tasks = "pid" in contexts or "procname" in contexts
+    raw, stats, task_fds = inst.open_readers(tasks)
+    if len(raw + stats + task_fds) > protocol.MAX_FDS:
+        protocol.close_fds(raw + stats + task_fds)
+        raise SessionError(f"kernel tracing: {len(raw)} CPUs are more than the consumer protocol can pass "
+                           f"the readers of ({protocol.MAX_FDS} descriptors a message)")
+    fds = raw + stats + task_fds
+    key = f"{s.name}/kernel"
+    path = f"{s.output}/kernel" if s.relay else os.path.join(s.chunk_root(), "kernel")
+    batches = _batches(formats)
+    msg = {"key": key, "path": path, "root": s.output if not s.relay else None, "uuid": str(uuid_mod.uuid4()),
+           "clock_offset": s.clock_offset, "session": s.name, "drain": not s.snapshot, "contexts": contexts,
+           "cpus": len(raw), "page_size": inst.page_size(), "keep_pages": keep_pages(inst),
+           "read_timer": READ_TIMER, "live_timer": s.live_timer, "formats": batches[0], "tracked": tracked}
+    if s.relay:
+        msg["relay"] = {**s.relay, "path": "kernel", "hostname": socket.gethostname(), "live_timer": s.live_timer,
+                        "created": int(s.created)}
+    link = consumers.link(daemon, s)
+    try:
+        link.add_kernel_trace(msg, fds)
+    except BaseException:
+        protocol.close_fds(fds)
+        raise
+    k.key, k.path, k.fds = key, path, fds
+    for batch in batches[1:]:
+        link.add_kernel_events(key, batch, [])
+
+
+def _apply(daemon, s, k: KernelConf) -> None:
+    """Make the instance's enabled events what the rules say; the consumer learns the
+    formats of newly enabled events before they are (its metadata describes them first)."""
+    on, off = _wanted(k)
+    tracked = [e for e in _tracked(k) if e not in on]
+    off = [e for e in off if e not in tracked]
+    formats = _formats(k, on, k.learned)
+    tracked_formats = _formats(k, tracked, k.tracked)
+    if not k.key:
+        _open_trace(daemon, s, k, formats, tracked_formats)
+    elif formats or tracked_formats:
+        link = consumers.link(daemon, s)
+        for i, batch in enumerate(_batches(formats)):
+            link.add_kernel_events(k.key, batch, tracked_formats if i == 0 else [])
+    k.learned.update(on)
+    k.tracked.update(tracked)
+    if off:
+        k.instance.set_enabled(off, False)
+    if on or tracked:
+        k.instance.set_enabled(on + tracked, True)
 
 
 def _wrap(fn, *args):
@@ -139,8 +244,8 @@ def enable(daemon, s, patterns: list[str], syscall: bool) -> list[dict]:
             k.rules.append(rule)
         rule.enabled = True
         added.append(rule.to_json())
-    if k.capture is not None:
-        _wrap(_apply, k)
+    if k.key:
+        _wrap(_apply, daemon, s, k)
     return added
 
 
@@ -153,13 +258,14 @@ def disable(daemon, s, patterns: list[str], syscall: bool) -> int:
             n += 1
     if n == 0:
         raise SessionError(f"no enabled kernel event rule {', '.join(patterns)} in session {s.name!r}")
-    _wrap(_apply, k)
+    if k.key:
+        _wrap(_apply, daemon, s, k)
     return n
 
 
 def set_channel(daemon, s, buffer_size_kb: int | None, overwrite: bool | None) -> dict:
     k = conf(daemon, s)
-    if k.capture is not None:
+    if k.instance is not None:
         raise SessionError(f"the kernel channel of session {s.name!r} cannot change once started")
     if buffer_size_kb is not None:
         if buffer_size_kb < 4:
@@ -174,7 +280,7 @@ def set_channel(daemon, s, buffer_size_kb: int | None, overwrite: bool | None) -
 
 def add_context(daemon, s, types: list[str]) -> list[str]:
     k = conf(daemon, s)
-    if k.capture is not None:
+    if k.instance is not None:
         raise SessionError(f"cannot add kernel context: session {s.name!r} was already started")
     for t in types:
         if t not in CONTEXTS:
@@ -197,54 +303,106 @@ def available() -> dict:
     return _wrap(listing)
 
 
-# -- the session's life (ust.daemon.sessiond.commands.sessions) -------------------
+# -- the session's life (ust.daemon.sessiond.commands.sessions, rotation, snapshots) --
 
 def on_start(daemon, s) -> None:
     k = s.kernel
     if not has_rules(s):
         return
     check_allowed(daemon, s)
-    cap = _wrap(_capture, daemon, s, k)
-    _wrap(_apply, k)
-    _wrap(cap.start)  # a snapshot session's: the ring keeps the latest, read at snapshot time
+    _wrap(_instance, s, k)
+    _wrap(_apply, daemon, s, k)
+    _wrap(k.instance.start)  # a snapshot session's: the ring keeps the latest, read at snapshot time
 
 
 def on_stop(daemon, s) -> None:
+    """Recording stops, then the consumer writes out what the instance holds (and the losses)."""
     k = s.kernel
-    if k is None or k.capture is None:
+    if k is None or k.instance is None:
         return
-    _wrap(k.capture.stop)
+    _wrap(k.instance.stop)
+    link = consumers.link_if_running(daemon, s)
+    if link is None or not k.key:
+        return
+    link.flush([k.key])
+    try:
+        stats = consumers.consumer_stats(link).get(k.key, {})
+    except UstError:
+        return
+    k.lost = sum(consumers.count(b.get("lost_full")) for bufs in stats.values() for b in bufs)
 
 
-def on_snapshot(daemon, s, dest: str) -> None:
-    """Write what the kernel ring holds now into ``<dest>/kernel`` (it is consumed)."""
-    k = s.kernel
-    if k is None or k.capture is None:
-        return
-    _wrap(k.capture.snapshot_to, dest)
+def snapshot_targets(s, dest: str) -> dict[str, str]:
+    """{the kernel trace's key: ``<dest>/kernel``} for ``snapshot record`` (relay: a relative path)."""
+    return {s.kernel.key: f"{dest}/kernel"} if trace_key(s) else {}
+
+
+def rotate_target(s, new_root: str) -> dict[str, str]:
+    """{the kernel trace's key: ``<new chunk>/kernel``} for a rotation."""
+    return {s.kernel.key: os.path.join(new_root, "kernel")} if trace_key(s) and not s.relay else {}
+
+
+def rotated(s, targets: dict[str, str]) -> None:
+    if trace_key(s) in targets:
+        s.kernel.path = targets[s.kernel.key]
 
 
 def on_destroy(daemon, s) -> None:
+    """The consumer closes the readers (the kernel keeps an instance while a file of it is open),
+    then the instance goes."""
     k = s.kernel
-    if k is None or k.capture is None:
+    if k is None or k.instance is None:
         return
+    link = consumers.link_if_running(daemon, s)
+    if link is not None and k.key:
+        try:
+            link.remove_traces([k.key])
+        except UstError as exc:
+            log(f"kernel: the consumer did not close the kernel trace of {s.name}: {exc}")
+    protocol.close_fds(k.fds)
+    k.fds, k.key = [], ""
     try:
-        k.capture.destroy()
-    except Exception as exc:  # the session goes anyway; the next daemon start removes a leftover
+        k.instance.remove()
+    except Exception as exc:  # the session goes anyway; removed later (remove_stale) when no file is open
         log(f"kernel: removing the instance of {s.name}: {exc}")
-    k.capture = None
+        _retry_removal(k.instance)
+    k.instance = None
+
+
+BUSY_RETRY = 60.0  # s: how long an instance still open (a dying consumer flushing it) is waited for
+
+
+def _retry_removal(instance) -> None:
+    """Remove ``instance`` once the files still open on it are closed (in the background)."""
+    def again():
+        deadline = time.monotonic() + BUSY_RETRY
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                instance.remove()
+                return
+            except Exception:
+                continue
+        log(f"kernel: gave up removing ftrace instance {instance.name} (files of it still open)")
+
+    threading.Thread(target=again, name="kernel-instance-removal", daemon=True).start()
 
 
 def remove_stale() -> None:
-    """At daemon start (root): remove the ftrace instances of dead ust processes."""
+    """At daemon start (root): remove the ftrace instances of dead ust processes. One a dead
+    daemon's consumer still reads (it writes out what is left, then exits) is removed as soon
+    as it is closed, in the background."""
     if os.geteuid() != 0:
         return
     try:
         from ust.kernel import tracefs
 
-        removed = tracefs.remove_stale_instances()
+        removed, busy = tracefs.remove_stale_instances(busy=True)
     except Exception as exc:
         log(f"kernel: cannot look for stale ftrace instances: {exc}")
         return
     for name in removed:
         log(f"kernel: removed stale ftrace instance {name}")
+    for instance in busy:
+        log(f"kernel: stale ftrace instance {instance.name} is still open: removing it once it is closed")
+        _retry_removal(instance)

@@ -93,6 +93,13 @@ class Session:
     relay: dict | None = None
     live_timer: int = 0
 
+    def consumer_keys(self) -> list[str]:
+        """The keys of the session's traces in its consumer: user-space ones, then the kernel's."""
+        keys = [t.key for t in list(self.traces.values())]
+        if self.kernel is not None and self.kernel.key:
+            keys.append(self.kernel.key)
+        return keys
+
     def chunk_root(self) -> str:
         """The directory the current trace chunk is written in."""
         return os.path.join(self.output, self.chunk_dir) if self.chunk_dir else self.output

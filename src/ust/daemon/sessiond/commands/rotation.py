@@ -24,7 +24,7 @@ import threading
 import time
 
 from ust.daemon.protocol import is_name, one_of, uint
-from ust.daemon.sessiond import consumers, sync
+from ust.daemon.sessiond import consumers, kernel, sync
 from ust.daemon.sessiond.commands._table import CommandGroup
 from ust.daemon.sessiond.log import log
 from ust.daemon.sessiond.model import Session
@@ -54,10 +54,12 @@ def rotate_session(daemon, s: Session) -> str:
     old_root = s.chunk_root()
     new_root = os.path.join(s.output, new_dir)
     targets = {t.key: os.path.join(new_root, os.path.relpath(t.path, old_root)) for t in s.traces.values()}
+    targets.update(kernel.rotate_target(s, new_root))
     archive = os.path.join("archives", f"{chunk_time(begin)}-{chunk_time(now)}-{s.chunk}")
     consumers.link(daemon, s).rotate(targets, s.output, s.chunk_dir, archive)
     for t in s.traces.values():
         t.path = targets[t.key]
+    kernel.rotated(s, targets)
     s.chunk += 1
     s.chunk_dir = new_dir
     s.chunk_begin = now
@@ -68,7 +70,7 @@ def rotate_session(daemon, s: Session) -> str:
 
 def rotates(s: Session) -> bool:
     """Whether ``stop`` ends the chunk: the session rotated, or has a schedule."""
-    return bool(s.chunk or s.rotation_timer or s.rotation_size) and not s.snapshot and bool(s.traces)
+    return bool(s.chunk or s.rotation_timer or s.rotation_size) and not s.snapshot and bool(s.consumer_keys())
 
 
 @group.command("rotate", {"session": is_name})
@@ -78,8 +80,8 @@ def rotate(daemon, s: Session) -> dict:
 
 @group.command("clear", {"session": is_name})
 def clear(daemon, s: Session) -> dict:
-    if s.traces:
-        consumers.link(daemon, s).clear([t.key for t in s.traces.values()])
+    if s.consumer_keys():
+        consumers.link(daemon, s).clear(s.consumer_keys())
     return {"session": s.summary()}
 
 
@@ -93,8 +95,8 @@ def regenerate(daemon, s: Session, what: str) -> dict:
     from ust.ctf.metadata import clock_offset_now
 
     s.clock_offset = clock_offset_now()
-    if s.traces:
-        consumers.link(daemon, s).regenerate_metadata([t.key for t in s.traces.values()], s.clock_offset)
+    if s.consumer_keys():
+        consumers.link(daemon, s).regenerate_metadata(s.consumer_keys(), s.clock_offset)
     return {"clock_offset": s.clock_offset}
 
 
@@ -153,7 +155,7 @@ def disable_rotation(daemon, s: Session, timer: bool = False, size: bool = False
 
 
 def _due(daemon, s: Session, now: float) -> bool:
-    if not s.active or not s.traces:
+    if not s.active or not s.consumer_keys():
         return False
     if s.rotation_timer and now - (s.chunk_begin or s.created) >= s.rotation_timer / 1e6:
         return True
@@ -161,7 +163,7 @@ def _due(daemon, s: Session, now: float) -> bool:
         return False
     link = consumers.link_if_running(daemon, s)
     # what the consumer wrote to this chunk (never a walk of the owner's directory: it is theirs)
-    return link is not None and link.chunk_bytes([t.key for t in s.traces.values()]) >= s.rotation_size
+    return link is not None and link.chunk_bytes(s.consumer_keys()) >= s.rotation_size
 
 
 def _scheduler_loop(daemon) -> None:

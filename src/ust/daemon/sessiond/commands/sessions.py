@@ -116,7 +116,7 @@ def start(daemon, s: Session) -> dict:
     if not any(r.enabled for r in s.rules) and not kernel.has_rules(s):
         raise SessionError(f"session {s.name!r} has no event rule enabled: use enable-event first")
     consumers.link(daemon, s)  # the owner's consumer runs (or the reason it cannot) before anything is sent
-    if not s.traces and (s.kernel is None or s.kernel.capture is None):
+    if not s.consumer_keys():
         s.clock_offset = time.time_ns() - time.monotonic_ns()
     if not s.chunk_begin:
         s.chunk_begin = time.time()

@@ -93,7 +93,7 @@ def snapshot_record(daemon, s: Session, output: str | None = None, name: str | N
                     max_size: int = 0) -> dict:
     _snapshot_session(s)
     _no_max_size(max_size)
-    if not s.traces and (s.kernel is None or s.kernel.capture is None):
+    if not s.consumer_keys():
         raise SessionError(f"session {s.name!r} has no buffers yet: start it first")
     configured = s.snapshot_out()
     if output is None and configured is None:
@@ -103,15 +103,15 @@ def snapshot_record(daemon, s: Session, output: str | None = None, name: str | N
     label = name or (configured["name"] if configured else "snapshot-1")
     snapshot_name = f"{label}-{time_stamp()}-{s.snapshot_count}"
     s.snapshot_count += 1
-    if _is_relay(base):  # a session of its own on the relay (docs/relay.md); kernel buffers stay local-only
+    if _is_relay(base):  # a session of its own on the relay (docs/relay.md)
         relay = relay_of(base)
         targets = {t.key: f"{snapshot_name}/{trace_rel(s, t)}" for t in s.traces.values()}
+        targets.update(kernel.snapshot_targets(s, snapshot_name))
         consumers.link(daemon, s).snapshot(targets, None, relay={
             **relay, "session": s.name, "hostname": socket.gethostname(), "created": int(time.time())})
         return {"path": f"net://{relay['host']}:{relay['control']}:{relay['data']}/{snapshot_name}"}
     dest = os.path.join(base, snapshot_name)
     targets = {t.key: os.path.join(dest, trace_rel(s, t)) for t in s.traces.values()}
-    if targets:
-        consumers.link(daemon, s).snapshot(targets, base)
-    kernel.on_snapshot(daemon, s, dest)
+    targets.update(kernel.snapshot_targets(s, dest))
+    consumers.link(daemon, s).snapshot(targets, base)
     return {"path": dest}
