@@ -272,3 +272,23 @@ def test_add_trigger_options_mean_what_their_place_says():
                                                         "--action", "notify"])
     kw = parse_add_trigger(args.in_order)
     assert (kw["name"], kw["pattern"], kw["loglevel"], kw["loglevel_only"]) == (None, "*", "ERR", False)
+
+
+def test_a_forked_child_matches_triggers_from_the_fork_onwards(ust_env):
+    """The child inherits its parent's trigger evaluation, as it inherits its tracepoints: matches right after
+    os.fork(), before the child has registered, are counted and reported under the child's pid; a child that
+    exits at once (atexit) still sends them."""
+    env = ust_env
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("add-trigger", "--name", "f", *COND, "--name", "app:alpha", "--filter", "v >= 100", "--action", "notify")
+    assert _enabled(app, "app:alpha")
+    with env.client() as c:
+        sub = c.notifications(["f"], timeout=120)
+        child = int(app.send("forkexit app:alpha 3 100").split()[1])  # three matches in the child, then exit
+        got = [next(sub) for _ in range(3)]  # every:1, one notification per match
+        app.send("emit app:alpha 2 100")  # the parent still matches, in its own name
+        got += [next(sub), next(sub)]
+    assert [(x["event"], x["pid"]) for x in got] == [("app:alpha", child)] * 3 + [("app:alpha", app.pid)] * 2
+    wait_until(lambda: _trigger(env, "f")["hits"] == 5, what="3 matches in the child, 2 in the parent")
+    app.exit()

@@ -77,6 +77,7 @@ class Agent:
             for h in reg.subscribe(self._declared):
                 self._add_handle(h)
         for c in self.conns:
+            c.adopt_triggers()  # after a fork: the parent's trigger evaluation goes on in this process
             c.thread.start()
         if self.sync:
             deadline = time.monotonic() + SYNC_TIMEOUT
@@ -152,8 +153,11 @@ class Connection:
         self.wakeup_fd: int = inherited.get("wakeup_fd", -1)
         # Triggers (ust.daemon.sessiond.triggers): one callback per tracepoint declaration, on a channel of
         # its own that is never written; the matches it counts wait in trigger_hits for this thread.
-        self.trigger_channel = None
-        self.triggers: dict[str, dict[int, str | None]] = {}  # decl key -> {trigger id: filter}
+        # A forked child evaluates its parent's triggers from the fork on (adopt_triggers), counting in its
+        # own name; once registered, it keeps those the daemon attached again (trigger_confirmed).
+        self.trigger_channel = inherited.get("trigger_channel")
+        self.triggers: dict[str, dict[int, str | None]] = inherited.get("triggers", {})  # decl key -> {id: filter}
+        self.trigger_confirmed: set | None = set() if self.triggers else None  # (trigger id, decl key)
         self.trigger_handles: dict[str, list] = {}  # decl key -> handles its callback is attached to
         self.trigger_hits: dict[tuple[int, str], int] = {}  # (trigger id, event name) -> matches not sent
         self.trigger_hits_lock = forksafe.Lock()
@@ -184,8 +188,16 @@ class Connection:
                         h.tp.detach(ch[0])
                     except Exception:
                         pass
-        self._detach_triggers()  # the child registers on its own; the daemon attaches its triggers again
-        return {"channels": channels, "attached": attached, "wakeup_fd": self.wakeup_fd}
+        triggers = {dk: dict(t) for dk, t in self.triggers.items()}
+        self._detach_triggers()  # the parent's callbacks count for the parent: the child attaches its own
+        return {"channels": channels, "attached": attached, "wakeup_fd": self.wakeup_fd,
+                "triggers": triggers, "trigger_channel": self.trigger_channel if triggers else None}
+
+    def adopt_triggers(self) -> None:
+        """In a forked child, before its agent thread runs: attach its own callbacks for the triggers its
+        parent evaluated, so that a match right after the fork counts (reported once registered)."""
+        for dk in list(self.triggers):
+            self._attach_trigger(dk)
 
     # -- the thread ------------------------------------------------------------------
 
@@ -293,6 +305,12 @@ class Connection:
                 for key in [k for k in self.channels if not any(a[0] == k for a in self.attached)]:
                     self.channels.pop(key, None)
                 self.confirmed = None
+            if self.trigger_confirmed is not None:
+                # The same for the inherited triggers (the daemon attached the child's before answering).
+                for dk, wanted in list(self.triggers.items()):
+                    for tid in [t for t in wanted if (t, dk) not in self.trigger_confirmed]:
+                        self._cmd_trigger_detach({"trigger": tid, "decl_key": dk}, [])
+                self.trigger_confirmed = None
             self.connected.set()
             self.registered.set()
             return
@@ -396,7 +414,12 @@ class Connection:
         tid, dk, flt = msg.get("trigger"), msg.get("decl_key"), msg.get("filter")
         if not isinstance(tid, int) or not isinstance(dk, str) or not (flt is None or isinstance(flt, str)):
             raise protocol.ProtocolError("trigger_attach: expected trigger (int), decl_key (str), filter")
-        self.triggers.setdefault(dk, {})[tid] = flt
+        if self.trigger_confirmed is not None:
+            self.trigger_confirmed.add((tid, dk))
+        wanted = self.triggers.setdefault(dk, {})
+        if tid in wanted and wanted[tid] == flt and dk in self.trigger_handles:
+            return  # inherited from the parent, already evaluated here
+        wanted[tid] = flt
         self._attach_trigger(dk)
 
     def _cmd_trigger_detach(self, msg: dict, fds: list[int]) -> None:
@@ -416,12 +439,10 @@ class Connection:
         from ust.filter import event_predicate
 
         if self.trigger_channel is None:
-            import atexit
-
             from ust._ring import Buffer, Channel
 
             self.trigger_channel = Channel([Buffer.create(4096, 2)])  # required by attach, never written
-            atexit.register(self.flush_triggers)
+            _flush_triggers_at_exit_once()
         handles = list(self.agent.handles.get(dk, ()))
         for h in handles:
             checks = [(tid, event_predicate(self._filter(flt), h.decl)) for tid, flt in self.triggers[dk].items()]
@@ -457,7 +478,9 @@ class Connection:
         exits fires its trigger), waiting at most ``timeout`` and only when there are some."""
         with self.trigger_hits_lock:
             pending = bool(self.trigger_hits)
-        if not pending or self.agent.dead or not self.connected.is_set() or not self.thread.is_alive():
+        # Not necessarily registered yet (a child that exits right after its fork): the report waits in
+        # the outbox for the connection, or is released by _drop_all if there is none.
+        if not pending or self.agent.dead or not self.thread.is_alive():
             return
         sent = threading.Event()
         self.post(("trigger_hits", sent))
@@ -501,11 +524,14 @@ class Connection:
             for item in self.outbox:
                 if item[0] == "declare" and item[2] is not None:
                     item[2].set()
+                elif item[0] == "trigger_hits" and len(item) > 1:
+                    item[1].set()  # an exiting process waits for nothing now
         for akey in list(self.attached):
             self._detach(akey)
         self._detach_triggers()
         self.channels.clear()
         self.confirmed = None
+        self.trigger_confirmed = None
         self.wakeup_fd = -1  # the next daemon sends its own
         for ev in self.waiters.values():
             ev.set()
@@ -518,6 +544,26 @@ class Connection:
 _AGENT: Agent | None = None
 _AGENT_PID = 0
 _FORK_HOOKED = False
+
+
+_AT_EXIT_HOOKED = False
+
+
+def _flush_triggers_at_exit_once() -> None:
+    """One atexit hook per process, inherited by a forked child: the current agent's last trigger matches."""
+    global _AT_EXIT_HOOKED
+    if not _AT_EXIT_HOOKED:
+        import atexit
+
+        atexit.register(_flush_triggers_at_exit)
+        _AT_EXIT_HOOKED = True
+
+
+def _flush_triggers_at_exit() -> None:
+    a = _AGENT
+    if a is not None and _AGENT_PID == os.getpid():
+        for c in a.conns:
+            c.flush_triggers()
 
 
 def start() -> None:
