@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -292,3 +293,110 @@ def test_a_forked_child_matches_triggers_from_the_fork_onwards(ust_env):
     assert [(x["event"], x["pid"]) for x in got] == [("app:alpha", child)] * 3 + [("app:alpha", app.pid)] * 2
     wait_until(lambda: _trigger(env, "f")["hits"] == 5, what="3 matches in the child, 2 in the parent")
     app.exit()
+
+
+CAPTURE_APP = textwrap.dedent("""
+    import os, sys, threading
+    import ust
+    tp = ust.tracepoint("cap:ev", {"v": ust.int64, "s": ust.string, "arr": ust.array(ust.int64, 3)})
+    threading.current_thread().name = "capturer"
+    print(f"ready {os.getpid()}", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "go":
+            for v in range(6):
+                tp(v, f"s{v}", [v, 10 * v, 100 * v])
+            print("ok", flush=True)
+        elif line.strip() == "enabled":
+            print(f"ok {tp.enabled}", flush=True)
+        else:
+            break
+""")
+
+
+def test_captured_values_ride_with_the_notifications(ust_env, tmp_path):
+    """--capture: payload fields (whole arrays and indexed elements), $ctx contexts; a reference the event
+    lacks is unavailable (None); each notification carries the values of the match that fired it."""
+    env = ust_env
+    script = tmp_path / "cap.py"
+    script.write_text(CAPTURE_APP)
+    app = env.app(str(script))
+    env.wait_registered(app.pid)
+    env.ust("add-trigger", "--name", "c", *COND, "--name", "cap:ev", "--filter", "v >= 2",
+            "--capture", "v", "--capture", "s", "--capture", "arr[1]", "--capture", "arr", "--capture", "$ctx.vpid",
+            "--capture", "$ctx.thread_name", "--capture", "nothere", "--action", "notify", "--rate-policy", "every:2")
+    assert app.send("enabled") == "ok True"
+    assert _trigger(env, "c")["condition"]["captures"] == ["v", "s", "arr[1]", "arr", "$ctx.vpid",
+                                                           "$ctx.thread_name", "nothere"]
+    with env.client() as c:
+        sub = c.notifications(["c"], timeout=120)
+        app.send("go")  # v = 2, 3, 4, 5 match; every:2 fires at the 2nd and 4th match: v = 3 and v = 5
+        got = [next(sub), next(sub)]
+    assert [n["hits"] for n in got] == [2, 4]
+    assert [n["captures"] for n in got] == [
+        {"v": v, "s": f"s{v}", "arr[1]": 10 * v, "arr": [v, 10 * v, 100 * v], "$ctx.vpid": app.pid,
+         "$ctx.thread_name": "capturer", "nothere": None} for v in (3, 5)]
+
+    # the command-line subscriber prints them; it subscribes at some point after it starts
+    p = subprocess.Popen([sys.executable, "-m", "ust.cli", "wait-trigger", "c", "-n", "1", "-t", "120"],
+                         env=env.env(UST_AGENT="0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: app.send("go") and p.poll() is not None, timeout=120, what="wait-trigger to get one")
+    out, err = p.communicate()
+    assert p.returncode == 0, err
+    m = re.match(rf"Trigger `c` fired: cap:ev in process {app.pid} \(match (\d+)\), captures: v = (\d),", out)
+    assert m and m.group(2) in "35", out
+    v = int(m.group(2))
+    assert out == (f"Trigger `c` fired: cap:ev in process {app.pid} (match {m.group(1)}), captures: v = {v}, "
+                   f's = "s{v}", arr[1] = {10 * v}, arr = [{v}, {10 * v}, {100 * v}], $ctx.vpid = {app.pid}, '
+                   '$ctx.thread_name = "capturer", nothere = unavailable\n')
+    assert "    captures:\n      - v\n      - s\n" in env.ust("list-triggers")[1]
+    app.exit()
+
+
+@pytest.mark.parametrize("capture, error", [
+    ("v > 1", "bad capture 'v > 1': a capture is one reference, unexpected '>' at position 2"),
+    ("3", "bad capture '3': a capture is a field or a context reference, got 3 at position 0"),
+    ("arr[", "bad capture 'arr[': expected an integer index, got end of expression at position 4"),
+])
+def test_bad_captures_get_one_line_errors(ust_env, capture, error):
+    rc, so, se = ust_env.ust("add-trigger", *COND, "--name", "a:*", "--capture", capture, "--action", "notify",
+                             check=False)
+    assert rc != 0 and se == f"ust: error: {error}\n"
+    assert ust_env.client().list_triggers() == []
+
+
+def test_the_daemon_checks_captured_values(ust_env):
+    """Captured values come from the application: the daemon bounds and checks them (a hostile report fires
+    nothing) and passes the good ones on."""
+    import socket
+
+    import ust
+    from ust.daemon import paths, protocol
+    from ust.instrument.tracepoint import declare
+
+    env = ust_env
+    env.ust("add-trigger", "--name", "t", *COND, "--name", "x:*", "--capture", "v", "--capture", "w",
+            "--action", "notify")
+    decl = protocol.decl_to_json(declare("x:cap", {"v": ust.int64}).decl)
+    with env.client() as c:
+        sub = c.notifications(timeout=5)
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(paths.socket_path(env.home))
+        protocol.send_msg(s, {"cmd": "register", "pid": os.getpid(), "ppid": os.getppid(), "uid": os.getuid(),
+                              "procname": "fake", "token": None, "tracepoints": [decl], "cmdline": "", "seq": 1})
+        while True:
+            msg, fds = protocol.recv_msg(s)
+            protocol.close_fds(fds)
+            if msg.get("re") == 1:
+                break
+            if "cmd" in msg:
+                assert msg.get("captures") in (None, ["v", "w"])
+                protocol.send_msg(s, {"ok": True, "re": msg["seq"]})
+        for bad in ([[1]],  # one value for two captures
+                    [[1, 2], [3, 4]],  # two matches' values for one match
+                    [[1, "x" * 5000]], [[1, [[2]]]], [[1, {"a": 1}]], [[1, 1 << 70]], [[1, True]],
+                    [[1, list(range(1000))]], "no"):
+            protocol.send_msg(s, {"cmd": "trigger_hits", "seq": 2, "hits": [[1, "x:cap", 1, bad]]})
+        protocol.send_msg(s, {"cmd": "trigger_hits", "seq": 3, "hits": [[1, "x:cap", 2, [[7, "ok"], [8, [1.5, None]]]]]})
+        got = [next(sub), next(sub)]
+        s.close()
+    assert [(n["hits"], n["captures"]) for n in got] == [(1, {"v": 7, "w": "ok"}), (2, {"v": 8, "w": [1.5, None]})]

@@ -130,6 +130,7 @@ class Agent:
 
 
 FLUSH_AT_EXIT = 1.0  # seconds an exiting process may wait for its last trigger matches to be sent
+MAX_CAPTURED_BYTES = 256 << 10  # of captured values in one report (a message is at most 1 MiB)
 
 
 class Connection:
@@ -156,10 +157,12 @@ class Connection:
         # A forked child evaluates its parent's triggers from the fork on (adopt_triggers), counting in its
         # own name; once registered, it keeps those the daemon attached again (trigger_confirmed).
         self.trigger_channel = inherited.get("trigger_channel")
-        self.triggers: dict[str, dict[int, str | None]] = inherited.get("triggers", {})  # decl key -> {id: filter}
+        # decl key -> {trigger id: (filter, captures)}
+        self.triggers: dict[str, dict[int, tuple]] = inherited.get("triggers", {})
         self.trigger_confirmed: set | None = set() if self.triggers else None  # (trigger id, decl key)
         self.trigger_handles: dict[str, list] = {}  # decl key -> handles its callback is attached to
         self.trigger_hits: dict[tuple[int, str], int] = {}  # (trigger id, event name) -> matches not sent
+        self.trigger_captured: dict[tuple[int, str], list] = {}  # idem -> values of the first ones (--capture)
         self.trigger_hits_lock = forksafe.Lock()
         self.thread = threading.Thread(target=self._run, name=f"ust-agent:{rundir}", daemon=True)
 
@@ -279,8 +282,9 @@ class Connection:
         elif item[0] == "trigger_hits":
             with self.trigger_hits_lock:
                 hits, self.trigger_hits = self.trigger_hits, {}
+                captured, self.trigger_captured = self.trigger_captured, {}
             if hits:
-                self._send({"cmd": "trigger_hits", "hits": [[tid, name, n] for (tid, name), n in hits.items()]})
+                self._send({"cmd": "trigger_hits", "hits": _hits_report(hits, captured)})
             if len(item) > 1:
                 item[1].set()  # flush_triggers waits for it
         elif item[0] == "twin":
@@ -411,15 +415,16 @@ class Connection:
     # -- triggers: counted here, fired by the daemon
 
     def _cmd_trigger_attach(self, msg: dict, fds: list[int]) -> None:
-        tid, dk, flt = msg.get("trigger"), msg.get("decl_key"), msg.get("filter")
-        if not isinstance(tid, int) or not isinstance(dk, str) or not (flt is None or isinstance(flt, str)):
-            raise protocol.ProtocolError("trigger_attach: expected trigger (int), decl_key (str), filter")
+        tid, dk, flt, caps = msg.get("trigger"), msg.get("decl_key"), msg.get("filter"), msg.get("captures", [])
+        if (not isinstance(tid, int) or not isinstance(dk, str) or not (flt is None or isinstance(flt, str))
+                or not isinstance(caps, list) or not all(isinstance(c, str) for c in caps)):
+            raise protocol.ProtocolError("trigger_attach: expected trigger (int), decl_key (str), filter, captures")
         if self.trigger_confirmed is not None:
             self.trigger_confirmed.add((tid, dk))
         wanted = self.triggers.setdefault(dk, {})
-        if tid in wanted and wanted[tid] == flt and dk in self.trigger_handles:
+        if wanted.get(tid) == (flt, tuple(caps)) and dk in self.trigger_handles:
             return  # inherited from the parent, already evaluated here
-        wanted[tid] = flt
+        wanted[tid] = (flt, tuple(caps))
         self._attach_trigger(dk)
 
     def _cmd_trigger_detach(self, msg: dict, fds: list[int]) -> None:
@@ -436,7 +441,7 @@ class Connection:
 
     def _attach_trigger(self, dk: str) -> None:
         """(Re)attach the callback of declaration ``dk`` for its triggers (attach replaces: one per channel)."""
-        from ust.filter import event_predicate
+        from ust.filter import compile_capture, event_capture, event_predicate
 
         if self.trigger_channel is None:
             from ust._ring import Buffer, Channel
@@ -445,28 +450,38 @@ class Connection:
             _flush_triggers_at_exit_once()
         handles = list(self.agent.handles.get(dk, ()))
         for h in handles:
-            checks = [(tid, event_predicate(self._filter(flt), h.decl)) for tid, flt in self.triggers[dk].items()]
+            checks = [(tid, event_predicate(self._filter(flt), h.decl),
+                       event_capture([compile_capture(c) for c in caps], h.decl) if caps else None)
+                      for tid, (flt, caps) in self.triggers[dk].items()]
             h.tp.attach(self.trigger_channel, 0, self._trigger_callback(h.decl.name, checks))
         self.trigger_handles[dk] = handles
 
     def _trigger_callback(self, event: str, checks: list):
         """What runs in the application's thread at each call of the tracepoint: count the triggers whose
         filter keeps the event, poke the agent's thread if it was idle, record nothing."""
+        from ust.filter import MAX_CAPTURED_MATCHES as captured_max
+
         lock, post = self.trigger_hits_lock, self.post
 
         def on_event(*args) -> bool:
             matched = []
-            for tid, keep in checks:
+            for tid, keep, capture in checks:
                 try:
                     if keep is None or keep(*args):
-                        matched.append(tid)
+                        matched.append((tid, capture))
                 except Exception:  # noqa: BLE001  a filter that fails is false, as in LTTng
                     pass
             if matched:
                 with lock:
                     idle = not self.trigger_hits
-                    for tid in matched:
-                        self.trigger_hits[(tid, event)] = self.trigger_hits.get((tid, event), 0) + 1
+                    for tid, capture in matched:
+                        key = (tid, event)
+                        n = self.trigger_hits.get(key, 0)
+                        self.trigger_hits[key] = n + 1
+                        if capture is not None and n < captured_max:
+                            # the values of the report's first matches, in order (the daemon pairs them
+                            # with the match numbers its rate policy fires at)
+                            self.trigger_captured.setdefault(key, []).append(capture(*args))
                 if idle:
                     post(("trigger_hits",))
             return False
@@ -499,6 +514,7 @@ class Connection:
         self.triggers.clear()
         with self.trigger_hits_lock:
             self.trigger_hits.clear()
+            self.trigger_captured.clear()
 
     def _cmd_statedump(self, msg: dict, fds: list[int]) -> dict:
         """``ust regenerate statedump``: the function names again, if this process traces functions."""
@@ -544,6 +560,27 @@ class Connection:
 _AGENT: Agent | None = None
 _AGENT_PID = 0
 _FORK_HOOKED = False
+
+
+def _hits_report(hits: dict, captured: dict) -> list:
+    """``[[trigger id, event, count(, [values of each of the first matches])], ...]``, the captured values
+    within MAX_CAPTURED_BYTES (past it, matches are counted without their values)."""
+    import json
+
+    out, budget = [], MAX_CAPTURED_BYTES
+    for key, n in hits.items():
+        entry = [key[0], key[1], n]
+        if key in captured:
+            kept = []
+            for v in captured[key]:
+                size = len(json.dumps(v, separators=(",", ":"), default=str))
+                if size > budget:
+                    break
+                budget -= size
+                kept.append(v)
+            entry.append(kept)
+        out.append(entry)
+    return out
 
 
 _AT_EXIT_HOOKED = False

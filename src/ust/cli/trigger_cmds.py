@@ -36,6 +36,8 @@ def add_add_trigger(p: argparse.ArgumentParser) -> None:
                                                              "(exactly) or .. (any)"}),
                       (("--exclude-name", "-x"), {"metavar": "NAME", "dest": "exclude_name",
                                                   "help": "exclude these event names (repeatable, or comma separated)"}),
+                      (("--capture",), {"metavar": "EXPR", "help": "a field (NAME, NAME[N]) or context ($ctx.NAME, "
+                                        "$app.NAME) whose value each notification carries (repeatable)"}),
                       (("--action",), {"metavar": "ACTION", "nargs": "+", "help": "notify | start-session S | "
                                        "stop-session S | rotate-session S | snapshot-session S (repeatable)"}),
                       (("--rate-policy",), {"metavar": "POLICY", "dest": "rate_policy",
@@ -78,6 +80,8 @@ def parse_add_trigger(in_order: list[tuple[str, object]]) -> dict:
             raise SessionError(f"--{opt.replace('_', '-')} after --action: the condition's options come first")
         elif opt == "exclude_name":  # repeatable, as lttng's, and comma separated
             rule["exclude_name"] = rule.get("exclude_name", []) + [x for x in value.split(",") if x]
+        elif opt == "capture":  # repeatable, in order: the notification's values follow it
+            rule["capture"] = rule.get("capture", []) + [value]
         else:
             if opt in rule:
                 raise SessionError(f"--{opt.replace('_', '-')} given twice")
@@ -93,6 +97,8 @@ def parse_add_trigger(in_order: list[tuple[str, object]]) -> dict:
     kw = {"name": name, "pattern": rule.get("name", "*"), "python": kind == "python", "filter": rule.get("filter"),
           "exclusions": rule.get("exclude_name", []),
           "actions": [tuple(a) for a in actions]}
+    if rule.get("capture"):
+        kw["captures"] = rule["capture"]
     level = rule.get("log_level")
     if level is not None and level != "..":
         kw["loglevel"], kw["loglevel_only"] = (level[:-2], False) if level.endswith("..") else (level, True)
@@ -123,7 +129,11 @@ def describe(t: dict) -> list[str]:
     if c["loglevel_type"] != "all":
         parts.append(f"log level {'at least' if c['loglevel_type'] == 'range' else 'is'} {c['loglevel']}")
     lines = [f"- name: {t['name']}", f"  owner uid: {t['owner_uid']}", "  condition: event rule matches",
-             f"    rule: {c['pattern']} ({', '.join(parts)})", f"    matches: {t['hits']}"]
+             f"    rule: {c['pattern']} ({', '.join(parts)})"]
+    if c.get("captures"):
+        lines.append("    captures:")
+        lines += [f"      - {x}" for x in c["captures"]]
+    lines.append(f"    matches: {t['hits']}")
     for a in t["actions"]:
         what = "notify" if a["type"] == "notify" else f"{a['type'].replace('-', ' ')} `{a['session']}`"
         policy = "" if a["rate_policy"] == "every:1" else f", rate policy: {a['rate_policy'].replace(':', ' ')}"
@@ -186,13 +196,22 @@ def run_wait_trigger(args: argparse.Namespace, out) -> int:
             elif "missed" in n:
                 print(f"Warning: {n['missed']} notifications were missed (subscriber too slow)", file=out, flush=True)
             else:
-                print(f"Trigger `{n['trigger']}` fired: {n['event']} in process {n['pid']} (match {n['hits']})",
-                      file=out, flush=True)
+                print(f"Trigger `{n['trigger']}` fired: {n['event']} in process {n['pid']} (match {n['hits']})"
+                      + describe_captures(n), file=out, flush=True)
             got += "missed" not in n
             if args.count and got >= args.count:
                 return 0
     raise SessionError(f"no notification within {args.timeout:g} s" if got == 0 else
                        f"{got} of {args.count} notifications within {args.timeout:g} s")
+
+
+def describe_captures(n: dict) -> str:
+    if "captures" not in n:
+        return ""
+    if n["captures"] is None:
+        return ", captures: unavailable (too many matches at once)"
+    return ", captures: " + ", ".join(f"{k} = {'unavailable' if v is None else json.dumps(v)}"
+                                      for k, v in n["captures"].items())
 
 
 COMMAND_TABLE = {

@@ -517,18 +517,21 @@ class Client:
 
     def add_trigger(self, pattern: str, actions: Iterable, *, name: str | None = None, python: bool = False,
                     filter: str | None = None, exclusions: Iterable[str] = (), loglevel: str | int | None = None,
-                    loglevel_only: bool = False) -> dict:
+                    loglevel_only: bool = False, captures: Iterable[str] = ()) -> dict:
         """A trigger on condition event-rule-matches (``pattern`` with ``filter``, ``exclusions``, ``loglevel``
         as in ``enable_events``; ``python``: loggers of the python domain) with ``actions``, each
         ``"notify"`` or ``(TYPE, SESSION)`` or ``(TYPE, SESSION, "every:N" | "once-after:N")``, TYPE one of
         start-session, stop-session, rotate-session, snapshot-session (``("notify", None, POLICY)`` for a
-        rate-limited notify). The name defaults to ``triggerN``. Returns the trigger as listed."""
+        rate-limited notify). ``captures``: lttng's ``--capture`` references (``field``, ``field[N]``,
+        ``$ctx.NAME``, ``$app.NAME``) whose values each notification carries (``"captures": {expr: value}``).
+        The name defaults to ``triggerN``. Returns the trigger as listed."""
         from ust.daemon.rules import parse_loglevel, parse_python_loglevel
 
         lvl = None if loglevel is None else (parse_python_loglevel if python else parse_loglevel)(loglevel)
         return self._result("trigger", "add_trigger", name=name, domain="python" if python else "ust",
                             pattern=pattern, exclusions=list(exclusions) or None, filter=filter, loglevel=lvl,
-                            loglevel_only=loglevel_only or None, actions=[_action(a) for a in actions])
+                            loglevel_only=loglevel_only or None, captures=list(captures) or None,
+                            actions=[_action(a) for a in actions])
 
     def list_triggers(self) -> list[dict]:
         """The caller's triggers (root: every user's): name, owner_uid, condition, actions, hits."""
@@ -539,7 +542,9 @@ class Client:
 
     def notifications(self, triggers: Iterable[str] | None = None, timeout: float | None = None) -> "Subscription":
         """Subscribe to the notifications of the caller's triggers (those named, else all) from now on:
-        an iterator of ``{"trigger", "event", "pid", "time", "hits", "seq"}`` (``{"missed": N}`` when a
+        an iterator of ``{"trigger", "event", "pid", "time", "hits", "seq"}`` (the number of the match that
+        fired it, and ``"captures"``: ``{expression: value}`` for a trigger with captures, None if the
+        application matched too fast to send them all) (``{"missed": N}`` when a
         subscriber too slow lost N of them). It ends after ``timeout`` seconds without one (None: never).
         It holds this client's connection while it waits: give it a Client of its own."""
         return Subscription(self, list(triggers) if triggers else None, timeout)

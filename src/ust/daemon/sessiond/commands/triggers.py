@@ -6,7 +6,7 @@ from ust.daemon.protocol import is_name, list_of, one_of, optional, string, uint
 from ust.daemon.rules import MAX_PYTHON_LEVEL, EventRule, check_pattern
 from ust.daemon.sessiond.commands._table import CommandGroup
 from ust.daemon.sessiond.commands.events import check_filter
-from ust.daemon.sessiond.triggers import ACTIONS, Action
+from ust.daemon.sessiond.triggers import ACTIONS, MAX_CAPTURES, Action
 from ust.errors import SessionError
 
 group = CommandGroup()
@@ -25,11 +25,12 @@ _ACTION = {"type": one_of(*ACTIONS), "session?": optional(is_name), "policy?": o
     "filter?": optional(string(4096)),
     "loglevel?": optional(uint(MAX_PYTHON_LEVEL + 1)),
     "loglevel_only?": bool,
+    "captures?": list_of(string(4096), MAX_CAPTURES),
     "actions": list_of(_ACTION, 16),
 })
 def add_trigger(daemon, caller: int, domain: str, pattern: str, actions: list[dict], name: str | None = None,
                 exclusions: list[str] = (), filter: str | None = None, loglevel: int | None = None,
-                loglevel_only: bool = False) -> dict:
+                loglevel_only: bool = False, captures: list[str] = ()) -> dict:
     if domain == "ust" and loglevel is not None and loglevel > 14:
         raise SessionError(f"log level {loglevel} is out of range 0-14")
     for p in [pattern, *exclusions]:
@@ -38,6 +39,8 @@ def add_trigger(daemon, caller: int, domain: str, pattern: str, actions: list[di
         raise SessionError(f"exclusion {exclusions[0]!r} needs a wildcard event pattern")
     if filter is not None:
         check_filter(filter)
+    for expr in captures:
+        check_capture(expr)
     if not actions:
         raise SessionError("a trigger needs an action (--action notify, start-session S, ...)")
     made = []
@@ -59,9 +62,16 @@ def add_trigger(daemon, caller: int, domain: str, pattern: str, actions: list[di
     rule = EventRule(pattern=pattern, channel="", exclusions=tuple(exclusions), filter=filter,
                      loglevel_type="all" if loglevel is None else ("single" if loglevel_only else "range"),
                      loglevel=-1 if loglevel is None else loglevel, domain=domain)
-    t = daemon.triggers.add(caller, name, rule, made)
+    t = daemon.triggers.add(caller, name, rule, made, tuple(captures))
     daemon.triggers.sync_all(daemon)
     return {"trigger": t.to_json()}
+
+
+def check_capture(expr: str) -> None:
+    """Reject a capture that is not one reference, in one line (a FilterError)."""
+    from ust.filter import compile_capture
+
+    compile_capture(expr)
 
 
 @group.command("list_triggers", {})
