@@ -180,8 +180,21 @@ def test_python_log_records_fire_a_python_trigger(ust_env):
     (["--name", "t", *COND, "--name", "a:*", "--action", "start-session", "nope"], "no session named 'nope'"),
     (["--name", "t", *COND, "--name", "a:*", "--action", "snapshot-session", "plain"],
      "session 'plain' is not a snapshot session (create it with --snapshot)"),
-    (["--condition", "channel-buffer-usage-ge", "--action", "notify"],
-     "condition 'channel-buffer-usage-ge' is not supported: ust triggers have event-rule-matches (docs/lifecycle.md)"),
+    (["--condition", "channel-buffer-usage-ge", "--action", "notify"], "condition channel-buffer-usage-ge needs --session"),
+    (["--condition", "channel-buffer-usage-le", "--session", "plain", "--channel", "c", "--action", "notify"],
+     "condition channel-buffer-usage-le needs one of --threshold-ratio and --threshold-size"),
+    (["--condition", "channel-buffer-usage-ge", "--session", "plain", "--threshold-ratio", "0.5", "--action",
+      "notify"], "condition channel-buffer-usage-ge needs --channel"),
+    (["--condition", "channel-buffer-usage-ge", "--session", "plain", "--channel", "c", "--threshold-ratio", "1.5",
+      "--action", "notify"], "threshold ratio 1.5 is out of range 0..1"),
+    (["--condition", "channel-buffer-usage-ge", "--session", "plain", "--channel", "c", "--threshold-ratio", "x",
+      "--action", "notify"], "bad --threshold-ratio 'x': expected a number in 0..1"),
+    (["--condition", "session-consumed-size-ge", "--session", "plain", "--threshold-size", "1Q", "--action",
+      "notify"], "invalid size '1Q': expected a number with an optional k, M or G suffix"),
+    (["--condition", "session-consumed-size-ge", "--session", "plain", "--name", "a:*", "--action", "notify"],
+     "--name does not apply to condition session-consumed-size-ge"),
+    (["--condition", "often", "--action", "notify"], "unknown condition 'often' (one of event-rule-matches, "
+     "channel-buffer-usage-ge, channel-buffer-usage-le, session-consumed-size-ge)"),
     ([*COND, "--type", "kernel", "--name", "sched_switch", "--action", "notify"],
      "event rule type 'kernel' is not supported: user or python (docs/lifecycle.md)"),
     ([*COND, "--name", "a:*", "--action", "notify", "--rate-policy", "often:2"],
@@ -400,3 +413,72 @@ def test_the_daemon_checks_captured_values(ust_env):
         got = [next(sub), next(sub)]
         s.close()
     assert [(n["hits"], n["captures"]) for n in got] == [(1, {"v": 7, "w": "ok"}), (2, {"v": 8, "w": [1.5, None]})]
+
+
+@needs_bt
+def test_a_flight_recorder_snapshots_itself_when_its_channel_is_90_percent_full(ust_env, tmp_path):
+    """channel-buffer-usage-ge/le, sampled every --monitor-timer: -le holds at once on empty buffers (and
+    so proves the sampling runs), -ge fires when the app has filled its buffer, once (it stays full)."""
+    env = ust_env
+    out = str(tmp_path / "fl")
+    env.ust("create", "fl", "--snapshot", "-o", out)
+    env.ust("enable-channel", "small", "--subbuf-size", "4096", "--num-subbuf", "2", "--monitor-timer", "100000")
+    env.ust("enable-event", "app:alpha", "-c", "small")
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("start")
+    env.ust("add-trigger", "--name", "full", "--condition", "channel-buffer-usage-ge", "--session", "fl",
+            "--channel", "small", "--threshold-ratio", "0.9", "--action", "snapshot-session", "fl",
+            "--action", "notify")
+    env.ust("add-trigger", "--name", "empty", "--condition", "channel-buffer-usage-le", "--session", "fl",
+            "--channel", "small", "--threshold-size", "1k", "--action", "notify")
+    with env.client() as c:
+        sub = c.notifications(["full", "empty"], timeout=120)
+        first = next(sub)
+        assert (first["trigger"], first["session"], first["channel"], first["buffer_capacity"]) == \
+            ("empty", "fl", "small", 8192)
+        assert first["buffer_usage"] <= 1024
+        assert _trigger(env, "full")["hits"] == 0  # sampled with -le, and not full
+        app.send("emit app:alpha 2000 0")  # far more than 8 KiB: the buffer it writes is full
+        n = next(sub)
+    assert (n["trigger"], n["session"], n["channel"]) == ("full", "fl", "small")
+    assert n["buffer_usage_ratio"] >= 0.9 and n["buffer_usage"] >= 0.9 * 8192
+    wait_until(lambda: _trigger(env, "full")["actions"][0]["fired"] == 1, what="the snapshot action")
+    wait_until(lambda: glob.glob(f"{out}/snapshot-1-*"), what="the snapshot written")
+    [snap] = glob.glob(f"{out}/snapshot-1-*")
+    assert 1999 in values(read_events(snap), "app:alpha")  # the latest events, those that filled it
+    assert _trigger(env, "full")["hits"] == 1  # fired when it became full, not at every sample since
+    rc, so, se = env.ust("list-triggers")
+    assert ("- name: full\n  owner uid: 0\n  condition: buffer usage high\n    session name: fl\n"
+            "    channel name: small\n    threshold: ratio 0.9\n    matches: 1\n") in so
+    env.ust("stop")
+    app.exit()
+
+
+@needs_bt
+def test_a_session_rotates_when_it_has_consumed_a_size(ust_env, tmp_path):
+    """session-consumed-size-ge: what the consumer wrote since the session began, across chunks."""
+    env = ust_env
+    out = str(tmp_path / "s")
+    env.ust("create", "s", "-o", out)
+    env.ust("enable-channel", "ch", "--subbuf-size", "4096", "--num-subbuf", "64", "--monitor-timer", "100000")
+    env.ust("enable-event", "app:alpha", "-c", "ch")
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("start")
+    env.ust("add-trigger", "--name", "big", "--condition", "session-consumed-size-ge", "--session", "s",
+            "--threshold-size", "64k", "--action", "rotate-session", "s", "--action", "notify")
+    with env.client() as c:
+        sub = c.notifications(["big"], timeout=120)
+        for start in range(0, 6000, 500):  # 256 KiB buffers hold it all: nothing is discarded
+            app.send(f"emit app:alpha 500 {start}")
+        n = next(sub)
+    assert n["session"] == "s" and n["consumed_size"] >= 64 * 1024
+    wait_until(lambda: glob.glob(f"{out}/archives/*"), what="the chunk rotated by its trigger")
+    wait_until(lambda: _trigger(env, "big")["actions"][0]["fired"] == 1 and
+               _trigger(env, "big")["actions"][0]["errors"] == 0, what="the rotation done")
+    env.ust("stop")
+    app.exit()
+    got = sorted(v for chunk in glob.glob(f"{out}/archives/*") for v in values(read_events(chunk), "app:alpha"))
+    assert got == list(range(6000))  # every event in exactly one chunk
+    assert _trigger(env, "big")["hits"] == 1  # consumed only grows: it became true once

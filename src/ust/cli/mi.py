@@ -107,7 +107,7 @@ def session_brief(s: dict) -> dict:
 def _channel_attributes(ch: dict, lost: int = 0) -> dict:
     return {"overwrite_mode": "OVERWRITE" if ch["overwrite"] else "DISCARD", "subbuffer_size": ch["subbuf_size"],
             "subbuffer_count": ch["num_subbuf"], "switch_timer_interval": ch["switch_timer"],
-            "read_timer_interval": ch["read_timer"], "monitor_timer_interval": 0, "blocking_timeout": 0,
+            "read_timer_interval": ch["read_timer"], "monitor_timer_interval": ch.get("monitor_timer", 0), "blocking_timeout": 0,
             "output_type": "MMAP", "tracefile_size": ch["tracefile_size"],
             "tracefile_count": ch["tracefile_count"], "live_timer_interval": 0, "discarded_events": lost,
             "lost_packets": 0}
@@ -237,7 +237,7 @@ def mi_enable_channel(args: argparse.Namespace) -> dict:
         ch = c.enable_channel(session, args.name, subbuf_size=_size(args.subbuf_size), num_subbuf=args.num_subbuf,
                               overwrite=args.overwrite, buffers=args.buffers, switch_timer=args.switch_timer,
                               read_timer=args.read_timer, tracefile_size=_size(args.tracefile_size),
-                              tracefile_count=args.tracefile_count)
+                              tracefile_count=args.tracefile_count, monitor_timer=args.monitor_timer)
     return {"channels": Many("channel", [{"name": ch["name"], "enabled": bool(ch["enabled"]),
                                           "attributes": _channel_attributes(ch), "success": True}])}
 

@@ -1,7 +1,9 @@
 """Triggers (``ust add-trigger``): a condition, evaluated in the applications, and actions run by the daemon.
 
 The subset of lttng's triggers that has a meaning for ust (docs/lifecycle.md, "Triggers"):
-condition ``event-rule-matches`` (user tracepoints, or the python domain's log records), actions
+condition ``event-rule-matches`` (user tracepoints, or the python domain's log records; evaluated
+as below) or ``channel-buffer-usage-ge|le`` and ``session-consumed-size-ge`` (sampled from the
+consumer by ``monitor``), actions
 ``notify``, ``start-session``, ``stop-session``, ``rotate-session``, ``snapshot-session``, each
 with a rate policy (``every:N``, ``once-after:N``).
 
@@ -77,11 +79,15 @@ class Trigger:
     name: str
     uid: int
     id: int  # the daemon's number for it, what the agents report
-    rule: EventRule
+    rule: EventRule | None  # event-rule-matches; None for the others
     actions: list[Action]
     hits: int = 0
     captures: tuple[str, ...] = ()  # --capture expressions: each notification carries their values
-
+    # channel-buffer-usage-ge|le, session-consumed-size-ge: {"type", "session", "channel",
+    # "threshold_ratio" | "threshold_size"}, and the monitor's state (ust.daemon.sessiond.monitor)
+    condition: dict | None = None
+    satisfied: bool = False  # at the last sample: the condition fires when this becomes true
+    next_sample: float = 0.0
     @property
     def spent(self) -> bool:
         """Every action fired its once-after: the applications stop evaluating it."""
@@ -89,6 +95,9 @@ class Trigger:
 
     def to_json(self) -> dict:
         r = self.rule
+        if r is None:
+            return {"name": self.name, "owner_uid": self.uid, "hits": self.hits, "condition": dict(self.condition),
+                    "actions": [a.to_json() for a in self.actions]}
         return {"name": self.name, "owner_uid": self.uid, "hits": self.hits,
                 "condition": {"type": "event-rule-matches", "domain": r.domain, "pattern": r.pattern,
                               "exclusions": list(r.exclusions), "filter": r.filter,
@@ -116,11 +125,12 @@ class TriggerTable:
         self.pending: collections.deque = collections.deque()
         self.dropped_actions = 0
         self.worker: threading.Thread | None = None
+        self.monitor: threading.Thread | None = None  # samples the buffer conditions (sessiond.monitor)
 
     # -- the table
 
-    def add(self, uid: int, name: str | None, rule: EventRule, actions: list[Action],
-            captures: tuple[str, ...] = ()) -> Trigger:
+    def add(self, uid: int, name: str | None, rule: EventRule | None, actions: list[Action],
+            captures: tuple[str, ...] = (), condition: dict | None = None) -> Trigger:
         from ust.errors import SessionError
 
         with self.lock:
@@ -131,7 +141,8 @@ class TriggerTable:
             name = name or f"trigger{tid}"
             if (uid, name) in self.by_key:
                 raise SessionError(f"a trigger named {name!r} already exists")
-            t = Trigger(name=name, uid=uid, id=tid, rule=rule, actions=actions, captures=tuple(captures))
+            t = Trigger(name=name, uid=uid, id=tid, rule=rule, actions=actions, captures=tuple(captures),
+                        condition=condition)
             self.by_key[(uid, name)] = t
             self.by_id[tid] = t
             return t
@@ -158,7 +169,7 @@ class TriggerTable:
         with self.lock:
             wanted: dict[tuple[int, str], tuple[str | None, tuple[str, ...]]] = {}
             for t in self.by_id.values():
-                if t.spent or not (t.uid == 0 or t.uid == app.uid):
+                if t.rule is None or t.spent or not (t.uid == 0 or t.uid == app.uid):
                     continue
                 for k, d in list(app.decls.items()):
                     if t.rule.matches(d["name"], d["loglevel"]):
@@ -211,7 +222,7 @@ class TriggerTable:
                     log(f"app {app.pid}: bad trigger_hits entry")
                     return
                 t = self.by_id.get(item[0])
-                if t is None or item[0] not in given or t.spent:
+                if t is None or item[0] not in given or t.spent or t.rule is None:
                     continue  # removed meanwhile, or never given to this process
                 captured = item[3] if len(item) == 4 else []
                 if not check_captured(captured, len(t.captures), item[2]):
@@ -222,13 +233,23 @@ class TriggerTable:
                     n = 0 if a.spent else a.firings(before, t.hits)
                     if n:
                         a.fired += n
-                        self._queue(daemon, t, a, n, app.pid, item[1], before, captured)
+                        self._queue(daemon, t, a, {"event": item[1], "pid": app.pid}, before, captured)
                 spent = spent or t.spent
         if spent:  # stop the evaluation where it cannot fire any more
             threading.Thread(target=self.sync_all, args=(daemon,), name="triggers-sync", daemon=True).start()
 
-    def _queue(self, daemon, t: Trigger, a: Action, n: int, pid: int, event: str, before: int = 0,
-               captured: list = ()) -> None:
+    def fire(self, daemon, t: Trigger, details: dict) -> None:
+        """A condition the daemon evaluates (ust.daemon.sessiond.monitor) became true: one match."""
+        with self.lock:
+            if self.by_id.get(t.id) is not t or t.spent:
+                return
+            before, t.hits = t.hits, t.hits + 1
+            for a in t.actions:
+                if not a.spent and a.firings(before, t.hits):
+                    a.fired += 1
+                    self._queue(daemon, t, a, details, before)
+
+    def _queue(self, daemon, t: Trigger, a: Action, details: dict, before: int = 0, captured: list = ()) -> None:
         """Under the lock: notifications are posted at once (each with the values captured at the match that
         fired it, when the report carried them); session actions go to the action thread."""
         if a.type == "notify":
@@ -236,8 +257,7 @@ class TriggerTable:
             now = time.time()
             for match in a.firing_matches(before, t.hits, MAX_NOTIFICATIONS):
                 subs.last += 1
-                note = {"seq": subs.last, "trigger": t.name, "event": event, "pid": pid, "time": now,
-                        "hits": match}
+                note = {"seq": subs.last, "trigger": t.name, **details, "time": now, "hits": match}
                 if t.captures:
                     i = match - before - 1  # the report's matches are before+1 .. t.hits, in order
                     note["captures"] = dict(zip(t.captures, captured[i])) if i < len(captured) else None
