@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -482,3 +483,85 @@ def test_a_session_rotates_when_it_has_consumed_a_size(ust_env, tmp_path):
     got = sorted(v for chunk in glob.glob(f"{out}/archives/*") for v in values(read_events(chunk), "app:alpha"))
     assert got == list(range(6000))  # every event in exactly one chunk
     assert _trigger(env, "big")["hits"] == 1  # consumed only grows: it became true once
+
+
+MI_TRIGGER_STEPS = [
+    "add-trigger --name t1 --condition event-rule-matches --type user --name app:* --filter v>1 --log-level WARNING.. "
+    "-x app:b --capture v --capture $ctx.vpid --capture arr[2] --capture $app.contextvar:x --action notify "
+    "--action snapshot-session fl --rate-policy once-after:3",
+    "add-trigger --name t2 --condition event-rule-matches --type python --name x --log-level ERROR "
+    "--action start-session fl --rate-policy every:2",
+    "list-triggers",
+    "remove-trigger t1",
+]
+
+
+def test_trigger_commands_mi_is_lttngs(ust_env, tmp_path):
+    """`--mi xml` of add-trigger, list-triggers and remove-trigger: lttng's documents (the element paths the real
+    `lttng --mi xml` writes for the same commands, valid against its mi-lttng-4.1.xsd, buffer conditions
+    included); `--mi json` is the same tree; wait-trigger's document carries the notifications."""
+    from test_lifecycle import MI_SCRIPT, _lttng_usable, _mi_paths
+
+    env = ust_env
+    env.ust("create", "fl", "--snapshot", "-o", str(tmp_path / "fl"))
+    ours = {}
+    for step in MI_TRIGGER_STEPS:
+        rc, so, se = env.ust("--mi", "xml", *step.split())
+        ours[step] = so
+    for step in ("add-trigger --name b1 --condition channel-buffer-usage-le --session fl --channel channel0 "
+                 "--threshold-size 4k --action notify",
+                 "add-trigger --name b2 --condition session-consumed-size-ge --session fl --threshold-size 100M "
+                 "--action rotate-session fl", "list-triggers"):
+        rc, so, se = env.ust("--mi", "xml", *step.split())
+        ours["buffers: " + step] = so
+    xsd = "/usr/share/xml/lttng/mi-lttng-4.1.xsd"
+    if os.path.exists(xsd) and shutil.which("xmllint"):
+        for i, doc in enumerate(ours.values()):
+            (tmp_path / f"{i}.xml").write_text(doc)
+            r = subprocess.run(["xmllint", "--noout", "--schema", xsd, str(tmp_path / f"{i}.xml")],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr + doc
+    listed = json.loads(env.ust("--mi", "json", "list-triggers")[1])["command"]
+    assert listed["name"] == "list-trigger" and "success" not in listed
+    b1 = next(t for t in listed["output"]["triggers"] if t["name"] == "b1")
+    assert b1["condition"]["condition_buffer_usage_low"] == {"session_name": "fl", "channel_name": "channel0",
+                                                             "domain": "UST", "threshold_bytes": 4096}
+    t2 = next(t for t in listed["output"]["triggers"] if t["name"] == "t2")
+    assert t2["action"]["action_list"][0]["action_start_session"] == {
+        "session_name": "fl", "rate_policy": {"rate_policy_every_n": {"interval": 2}}}
+    rc, so, se = env.ust("--mi", "xml", "remove-trigger", "nope", check=False)
+    assert rc != 0 and se == "ust: error: no trigger named 'nope'\n" and "<success>false</success>" in so
+
+    if _lttng_usable():
+        home = tmp_path / "lttnghome"
+        home.mkdir()
+        steps = [f"create fl --snapshot -o {tmp_path}/lttng"] + MI_TRIGGER_STEPS
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", MI_SCRIPT, "sh", str(home),
+                            str(tmp_path / "lttng"), *steps], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        theirs = {}
+        for chunk in r.stdout.split("=== ")[1:]:
+            step, _, doc = chunk.partition("\n")
+            theirs[step] = doc
+        for step in MI_TRIGGER_STEPS:
+            assert _mi_paths(ours[step]) == _mi_paths(theirs[step]), step
+
+
+def test_wait_trigger_mi_json_carries_the_notifications(ust_env):
+    env = ust_env
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("add-trigger", "--name", "w", *COND, "--name", "app:alpha", "--capture", "v", "--action", "notify")
+    assert _enabled(app, "app:alpha")
+    p = subprocess.Popen([sys.executable, "-m", "ust.cli", "--mi", "json", "wait-trigger", "w", "-n", "1", "-t", "120"],
+                         env=env.env(UST_AGENT="0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: app.send("emit app:alpha 1 7") and p.poll() is not None, timeout=120,
+               what="wait-trigger to get one")
+    out, err = p.communicate()
+    assert p.returncode == 0, err
+    doc = json.loads(out)["command"]
+    assert doc["name"] == "wait-trigger" and doc["success"] is True
+    [n] = doc["output"]["notifications"]
+    assert (n["trigger"], n["event"], n["pid"], n["captures"]) == ("w", "app:alpha", app.pid,
+                                                                    [{"expression": "v", "value": "7"}])
+    app.exit()

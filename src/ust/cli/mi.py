@@ -10,7 +10,8 @@ type (numbers, booleans, strings). Both are built from one tree (``Many`` marks 
 The commands with a machine interface are those of ``MI_COMMANDS``; the others refuse
 ``--mi`` in one line (``MI_COMMANDS``: version, list, create, destroy, start, stop, enable-channel,
 enable-event, snapshot, save, load, track, untrack, rotate, enable-rotation, disable-rotation, clear,
-regenerate). A failure prints its one-line error on stderr and a document whose
+regenerate, and the trigger commands of ``ust.cli.trigger_cmds``: add-trigger, list-triggers,
+remove-trigger, wait-trigger). A failure prints its one-line error on stderr and a document whose
 ``success`` is false, and exits non-zero, as lttng does.
 """
 
@@ -420,7 +421,18 @@ MI_COMMANDS = {
     "rotate": mi_rotate, "enable-rotation": mi_enable_rotation, "disable-rotation": mi_disable_rotation,
     "clear": mi_clear, "regenerate": mi_regenerate,
 }
-NO_SUCCESS = frozenset({"list", "version"})
+NO_SUCCESS = frozenset({"list", "version", "list-triggers"})
+MI_NAMES: dict[str, str] = {}  # the command's name in the document, where lttng's differs
+
+
+def _add_trigger_commands() -> None:
+    from ust.cli.trigger_cmds import MI_TRIGGER_COMMANDS, MI_TRIGGER_NAMES
+
+    MI_COMMANDS.update(MI_TRIGGER_COMMANDS)
+    MI_NAMES.update(MI_TRIGGER_NAMES)
+
+
+_add_trigger_commands()
 
 
 def run(fmt: str, command: str, args: argparse.Namespace, out) -> int:
@@ -436,7 +448,7 @@ def run(fmt: str, command: str, args: argparse.Namespace, out) -> int:
         output = MI_COMMANDS[command](args)
     except UstError as exc:
         print(f"ust: error: {exc}", file=sys.stderr)
-        print(render(fmt, command, None, False), file=out)
+        print(render(fmt, MI_NAMES.get(command, command), None, False), file=out)
         return 2
-    print(render(fmt, command, output, None if command in NO_SUCCESS else True), file=out)
+    print(render(fmt, MI_NAMES.get(command, command), output, None if command in NO_SUCCESS else True), file=out)
     return 0

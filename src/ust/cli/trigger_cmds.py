@@ -227,7 +227,8 @@ def add_wait_trigger(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per notification")
 
 
-def run_wait_trigger(args: argparse.Namespace, out) -> int:
+def run_wait_trigger(args: argparse.Namespace, out, collect=None) -> int:
+    """``collect``: given each notification instead of printing it (--mi)."""
     from ust.control import Client
 
     if args.count < 0:
@@ -241,7 +242,9 @@ def run_wait_trigger(args: argparse.Namespace, out) -> int:
             if missing:
                 raise SessionError(f"no trigger named {missing[0]!r}")
         for n in c.notifications(names, timeout=args.timeout):
-            if args.json:
+            if collect is not None:
+                collect(n)
+            elif args.json:
                 print(json.dumps(n), file=out, flush=True)
             elif "missed" in n:
                 print(f"Warning: {n['missed']} notifications were missed (subscriber too slow)", file=out, flush=True)
@@ -280,3 +283,134 @@ COMMAND_TABLE = {
     "remove-trigger": (add_remove_trigger, run_remove_trigger),
     "wait-trigger": (add_wait_trigger, run_wait_trigger),
 }
+
+
+# ---------------------------------------------------------------------------
+# --mi xml|json (ust.cli.mi): lttng's trigger elements (mi-lttng-4.1.xsd)
+
+_MI_ACTIONS = {"notify": "action_notify", "start-session": "action_start_session",
+               "stop-session": "action_stop_session", "rotate-session": "action_rotate_session",
+               "snapshot-session": "action_snapshot_session"}
+
+
+def _mi_capture(expr: str) -> dict:
+    """A --capture expression as lttng's event_expr: payload field, channel context, app context, array
+    element (``NAME[N]``, nested for each index)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\$ctx\.|\$app\.)?([^\[\s]+)((?:\s*\[\s*\d+\s*\])*)\s*", expr)
+    if m is None:  # a dotted path lttng cannot name: the whole expression as a payload field
+        return {"event_expr_payload_field": {"name": expr}}
+    scope, name, indexes = m.groups()
+    if scope == "$app.":
+        provider, _, type_name = name.partition(":")
+        e = {"event_expr_app_specific_context_field": {"provider_name": provider, "type_name": type_name}}
+    elif scope == "$ctx.":
+        e = {"event_expr_channel_context_field": {"name": name}}
+    else:
+        e = {"event_expr_payload_field": {"name": name}}
+    for index in re.findall(r"\d+", indexes or ""):
+        e = {"event_expr_array_field_element": {"event_expr": e, "index": int(index)}}
+    return e
+
+
+def mi_trigger(t: dict, with_errors: bool = False) -> dict:
+    """One trigger as lttng's MI ``<trigger>`` (``with_errors``: list-triggers' error counters)."""
+    from ust.cli.mi import Many
+
+    c = t["condition"]
+    if c["type"] == "event-rule-matches":
+        rule: dict = {"name_pattern": c["pattern"]}
+        if c["filter"]:
+            rule["filter_expression"] = c["filter"]
+        if c["loglevel_type"] != "all":
+            kind = "log_level_rule_at_least_as_severe_as" if c["loglevel_type"] == "range" else "log_level_rule_exactly"
+            rule["log_level_rule"] = {kind: {"level": c["loglevel"]}}
+        if c["exclusions"]:
+            rule["name_pattern_exclusions"] = Many("name_pattern_exclusion", list(c["exclusions"]))
+        kind = "event_rule_user_tracepoint" if c["domain"] == "ust" else "event_rule_python_logging"
+        cond: dict = {"condition_event_rule_matches": {
+            "event_rule": {kind: rule},
+            "capture_descriptors": Many("event_expr", [_mi_capture(x) for x in c.get("captures", [])])}}
+    elif c["type"] == "session-consumed-size-ge":
+        cond = {"condition_session_consumed_size": {"session_name": c["session"],
+                                                    "threshold_bytes": c["threshold_size"]}}
+    else:
+        threshold = ({"threshold_ratio": c["threshold_ratio"]} if c.get("threshold_ratio") is not None
+                     else {"threshold_bytes": c["threshold_size"]})
+        kind = "condition_buffer_usage_high" if c["type"] == "channel-buffer-usage-ge" else "condition_buffer_usage_low"
+        cond = {kind: {"session_name": c["session"], "channel_name": c["channel"], "domain": "UST", **threshold}}
+    if with_errors:
+        cond["error_query_results"] = Many("error_query_result", [_mi_counter(
+            "discarded tracer messages", "Count of messages discarded by the tracer due to a communication error "
+            "with the session daemon", 0)])
+    actions = []
+    for a in t["actions"]:
+        policy, n = a["rate_policy"].split(":")
+        body: dict = {} if a["type"] == "notify" else {"session_name": a["session"]}
+        body["rate_policy"] = ({"rate_policy_every_n": {"interval": int(n)}} if policy == "every"
+                               else {"rate_policy_once_after_n": {"threshold": int(n)}})
+        action: dict = {_MI_ACTIONS[a["type"]]: body}
+        if with_errors:
+            action["error_query_results"] = Many("error_query_result", [_mi_counter(
+                "total execution failures", "Aggregated count of errors encountered when executing the action",
+                a["errors"])])
+        actions.append(action)
+    out = {"name": t["name"], "owner_uid": t["owner_uid"], "condition": cond,
+           "action": {"action_list": Many("action", actions)}}
+    if with_errors:
+        out["error_query_results"] = Many("error_query_result", [])
+    return out
+
+
+def _mi_counter(name: str, description: str, value: int) -> dict:
+    return {"name": name, "description": description, "error_query_result_counter": {"value": value}}
+
+
+def mi_add_trigger(args: argparse.Namespace) -> dict:
+    from ust.control import Client
+
+    with Client() as c:
+        return {"trigger": mi_trigger(c.add_trigger(**parse_add_trigger(args.in_order)))}
+
+
+def mi_list_triggers(args: argparse.Namespace) -> dict:
+    from ust.cli.mi import Many
+    from ust.control import Client
+
+    with Client() as c:
+        return {"triggers": Many("trigger", [mi_trigger(t, with_errors=True) for t in c.list_triggers()])}
+
+
+def mi_remove_trigger(args: argparse.Namespace) -> dict:
+    from ust.control import Client
+
+    with Client() as c:
+        return {"trigger": mi_trigger(c.remove_trigger(args.name))}
+
+
+def mi_wait_trigger(args: argparse.Namespace) -> dict:
+    """ust's own (lttng has no such command): ``<notifications>``, one ``<notification>`` per one received,
+    its fields as Client.notifications gives them (captures: ``<capture>`` with ``expression`` and ``value``)."""
+    import io
+
+    from ust.cli.mi import Many
+
+    got = []
+    run_wait_trigger(args, io.StringIO(), got.append)
+    return {"notifications": Many("notification", [_mi_notification(n) for n in got])}
+
+
+def _mi_notification(n: dict) -> dict:
+    from ust.cli.mi import Many
+
+    e = {k: v for k, v in n.items() if k != "captures"}
+    if "captures" in n:
+        caps = n["captures"] or {}
+        e["captures"] = Many("capture", [{"expression": k, "value": json.dumps(v)} for k, v in caps.items()])
+    return e
+
+
+MI_TRIGGER_COMMANDS = {"add-trigger": mi_add_trigger, "list-triggers": mi_list_triggers,
+                       "remove-trigger": mi_remove_trigger, "wait-trigger": mi_wait_trigger}
+MI_TRIGGER_NAMES = {"list-triggers": "list-trigger"}  # lttng's document names the command so
