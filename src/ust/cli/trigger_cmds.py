@@ -106,6 +106,9 @@ def parse_add_trigger(in_order: list[tuple[str, object]]) -> dict:
         return {"name": name, "pattern": None, "condition": _buffer_condition(condition, rule),
                 "actions": [tuple(a) for a in actions]}
     kind = rule.get("type", "user")
+    if kind == "kernel":
+        raise SessionError("kernel triggers are not supported: ftrace here has no in-kernel match counting (hist "
+                           "triggers) and ust parses no kernel event to count them (docs/lifecycle.md)")
     if kind not in ("user", "python"):
         raise SessionError(f"event rule type {kind!r} is not supported: user or python (docs/lifecycle.md)")
     kw = {"name": name, "pattern": rule.get("name", "*"), "python": kind == "python", "filter": rule.get("filter"),
