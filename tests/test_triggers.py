@@ -413,6 +413,9 @@ def test_the_daemon_checks_captured_values(ust_env):
                     [[1, "x" * 5000]], [[1, [[2]]]], [[1, {"a": 1}]], [[1, 1 << 70]], [[1, True]],
                     [[1, list(range(1000))]], "no"):
             protocol.send_msg(s, {"cmd": "trigger_hits", "seq": 2, "hits": [[1, "x:cap", 1, bad]]})
+        # a good entry then a bad one: the report is dropped whole, the good one counts nothing either
+        protocol.send_msg(s, {"cmd": "trigger_hits", "seq": 2, "hits": [[1, "x:cap", 1, [[5, "a"]]],
+                                                                         [1, "x:cap", 1, [[5]]]]})
         protocol.send_msg(s, {"cmd": "trigger_hits", "seq": 3, "hits": [[1, "x:cap", 2, [[7, "ok"], [8, [1.5, None]]]]]})
         got = [next(sub), next(sub)]
         s.close()

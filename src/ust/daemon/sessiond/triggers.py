@@ -216,7 +216,8 @@ class TriggerTable:
         spent = False
         with self.lock:
             given = {tid for tid, _ in app.triggers_attached}  # it may report only what it evaluates
-            for item in hits:
+            counted = []
+            for item in hits:  # every entry checked before any counts: a bad one drops the report whole
                 if not (isinstance(item, list) and len(item) in (3, 4) and _uint(item[0])
                         and isinstance(item[1], str) and len(item[1]) <= 512 and _uint(item[2]) and item[2] > 0):
                     log(f"app {app.pid}: bad trigger_hits entry")
@@ -228,6 +229,10 @@ class TriggerTable:
                 if not check_captured(captured, len(t.captures), item[2]):
                     log(f"app {app.pid}: bad captured values for trigger {t.name}")
                     return
+                counted.append((t, item, captured))
+            for t, item, captured in counted:
+                if t.spent:
+                    continue  # spent by an earlier entry of this report
                 before, t.hits = t.hits, t.hits + item[2]
                 for a in t.actions:
                     n = 0 if a.spent else a.firings(before, t.hits)
