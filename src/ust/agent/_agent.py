@@ -178,6 +178,16 @@ class Connection:
         except (BlockingIOError, OSError):
             pass
 
+    def post_from_tracepoint(self, item: tuple) -> None:
+        """``post`` from inside a tracepoint call (a trigger's callback): the wake-up keeps the GIL, so the
+        agent's thread cannot run, and the daemon cannot act on the match, before the call has recorded
+        the event in the sessions (the C core records right after the callbacks, with no Python between):
+        a trigger that snapshots a flight recorder gets the event that fired it."""
+        with self.outbox_lock:
+            self.outbox.append(item)
+        if not self.agent.dead:
+            _WAKE[0](self.wake_w)
+
     def fork_state(self) -> dict:
         channels = {k: v for k, v in self.channels.items() if v[2]}
         attached = {}
@@ -448,6 +458,7 @@ class Connection:
 
             self.trigger_channel = Channel([Buffer.create(4096, 2)])  # required by attach, never written
             _flush_triggers_at_exit_once()
+            _prepare_wake()  # here, not in the application's thread (ctypes is imported once)
         handles = list(self.agent.handles.get(dk, ()))
         for h in handles:
             checks = [(tid, event_predicate(self._filter(flt), h.decl),
@@ -461,7 +472,7 @@ class Connection:
         filter keeps the event, poke the agent's thread if it was idle, record nothing."""
         from ust.filter import MAX_CAPTURED_MATCHES as captured_max
 
-        lock, post = self.trigger_hits_lock, self.post
+        lock, post = self.trigger_hits_lock, self.post_from_tracepoint
 
         def on_event(*args) -> bool:
             matched = []
@@ -560,6 +571,36 @@ class Connection:
 _AGENT: Agent | None = None
 _AGENT_PID = 0
 _FORK_HOOKED = False
+
+
+def _plain_wake(fd: int) -> None:
+    try:
+        os.write(fd, b"x")
+    except OSError:
+        pass
+
+
+_WAKE = [_plain_wake]  # how a trigger callback wakes the agent's thread: _prepare_wake's
+
+
+def _prepare_wake() -> None:
+    """Make the trigger callbacks' wake-up a write to the (non-blocking) wake-up pipe that keeps the GIL
+    (os.write releases it), if ctypes is there (else the plain write: the event may follow the report)."""
+    if _WAKE[0] is not _plain_wake:
+        return
+    try:
+        import ctypes
+
+        write = ctypes.PyDLL(None).write  # a PyDLL call keeps the GIL
+        write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+        write.restype = ctypes.c_ssize_t
+
+        def wake(fd: int) -> None:
+            write(fd, b"x", 1)  # a full pipe (EAGAIN) already wakes the thread
+
+        _WAKE[0] = wake
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _hits_report(hits: dict, captured: dict) -> list:
