@@ -28,6 +28,7 @@ class FilterError(UstError):
         if position is not None:
             text = f"{message} at position {position} in filter {expression!r}"
         super().__init__(text)
+        self.reason = message
         self.expression = expression
         self.position = position
 

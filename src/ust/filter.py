@@ -779,3 +779,90 @@ def event_predicate(flt: "Filter | None", decl):
     def keep_ctx(*args) -> bool:
         return matches(dict(zip(names, args)), {n: r() for n, r in readers})
     return keep_ctx
+
+
+# --------------------------------------------------------------------------
+# Captures (add-trigger --capture): one reference, its value sent with a notification
+# --------------------------------------------------------------------------
+
+MAX_CAPTURE_STRING = 1024  # characters of a captured string (and of a bytes value's elements)
+MAX_CAPTURE_ITEMS = 256  # elements of a captured array, sequence or bytes value
+MAX_CAPTURED_MATCHES = 64  # matches of one (trigger, event) whose values one agent report carries
+
+
+class Capture:
+    """A compiled capture: ``value(fields, context)`` gives the reference's value, None if unavailable."""
+
+    __slots__ = ("expression", "context_fields", "_get")
+
+    def __init__(self, expression: str, get, context_fields):
+        self.expression = expression
+        self.context_fields = frozenset(context_fields)
+        self._get = get
+
+    def value(self, fields, context=_EMPTY):
+        return capture_value(self._get(fields, context))
+
+    def __repr__(self):
+        return f"Capture({self.expression!r})"
+
+
+def compile_capture(expr: str) -> Capture:
+    """Parse a capture: LTTng's references only (``field``, ``field[N]``, ``$ctx.NAME``, ``$app.P:T``)."""
+    if not isinstance(expr, str) or not expr.strip() or len(expr) > 4096:
+        raise FilterError(f"bad capture {str(expr)[:64]!r}: a capture names a field, $ctx.NAME or $app.NAME")
+    try:
+        p = _Parser(expr)
+        t = p.peek()
+        if t.kind not in ("name", "ctx", "app"):
+            raise FilterError(f"a capture is a field or a context reference, got {_desc(t)}", expr, t.pos)
+        node = p.operand()
+        if p.peek().kind != "end":
+            raise FilterError(f"a capture is one reference, unexpected {_desc(p.peek())}", expr, p.peek().pos)
+    except FilterError as exc:
+        raise FilterError(f"bad capture {expr!r}: {exc.reason}" + (f" at position {exc.position}"
+                                                                  if exc.position is not None else "")) from None
+    return Capture(expr, _getter(node), p.ctx)
+
+
+def capture_value(v):
+    """A captured value as the notification carries it: None (unavailable), a number, a bounded string,
+    or a bounded list of scalars (an array, a sequence, bytes)."""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return list(bytes(v[:MAX_CAPTURE_ITEMS]))
+    if isinstance(v, (list, tuple)):
+        return [_capture_scalar(x) for x in v[:MAX_CAPTURE_ITEMS]]
+    return _capture_scalar(v)
+
+
+def _capture_scalar(v):
+    if v is _MISSING or v is None:
+        return None
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return int(v) if -(1 << 63) <= v < 1 << 64 else str(v)  # an IntEnum too; beyond 64 bits, its digits
+    if isinstance(v, float):
+        return v if v == v and abs(v) != float("inf") else str(v)  # JSON has no NaN nor infinity
+    return (v if isinstance(v, str) else str(v))[:MAX_CAPTURE_STRING]
+
+
+def event_capture(captures: "list[Capture]", decl):
+    """The callable the trigger callback runs on a match: ``values(*args) -> list`` (one per capture)."""
+    names = [f.name for f in decl.fields]
+    readers = []
+    wanted = sorted({n for c in captures for n in c.context_fields})
+    if wanted:
+        from ust.instrument.context import reader
+
+        readers = [(n, r) for n in wanted if (r := reader(n)) is not None]
+    getters = [c.value for c in captures]
+
+    def values(*args) -> list:
+        try:
+            fields = dict(zip(names, args))
+            ctx = {n: r() for n, r in readers} if readers else _EMPTY
+            return [g(fields, ctx) for g in getters]
+        except Exception:  # noqa: BLE001  never into the application: the values are then unavailable
+            return [None] * len(getters)
+    return values

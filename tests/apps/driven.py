@@ -4,6 +4,7 @@ Declares tracepoints (all with one int64 field ``v``), then for each line:
   emit NAME COUNT [START]   call NAME's tracepoint COUNT times with v = START, START+1, ...
   declare NAME LEVEL        declare one more tracepoint
   fork NAME COUNT [START]   fork a child that emits, exits; wait for it
+  forkexit NAME COUNT [START]  the same, the child exiting as a program does (atexit hooks run)
   loop NAME                 emit forever (v = 0, 1, ...), printing "at V" every 1000
   agent                     print the agent status as JSON
   enabled NAME              answer "ok True" if NAME's tracepoint is attached to anything (a session, a trigger)
@@ -46,13 +47,15 @@ for line in sys.stdin:
     elif cmd == "declare":
         declare(words[1], words[2])
         print("ok", flush=True)
-    elif cmd == "fork":
+    elif cmd in ("fork", "forkexit"):
         tp = TPS[words[1]]
         start = int(words[3]) if len(words) > 3 else 0
         pid = os.fork()
         if pid == 0:
             for v in range(start, start + int(words[2])):
                 tp(v)
+            if cmd == "forkexit":
+                sys.exit(0)
             os._exit(0)
         os.waitpid(pid, 0)
         print(f"ok {pid}", flush=True)

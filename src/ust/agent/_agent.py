@@ -77,6 +77,7 @@ class Agent:
             for h in reg.subscribe(self._declared):
                 self._add_handle(h)
         for c in self.conns:
+            c.adopt_triggers()  # after a fork: the parent's trigger evaluation goes on in this process
             c.thread.start()
         if self.sync:
             deadline = time.monotonic() + SYNC_TIMEOUT
@@ -129,6 +130,7 @@ class Agent:
 
 
 FLUSH_AT_EXIT = 1.0  # seconds an exiting process may wait for its last trigger matches to be sent
+MAX_CAPTURED_BYTES = 256 << 10  # of captured values in one report (a message is at most 1 MiB)
 
 
 class Connection:
@@ -152,10 +154,15 @@ class Connection:
         self.wakeup_fd: int = inherited.get("wakeup_fd", -1)
         # Triggers (ust.daemon.sessiond.triggers): one callback per tracepoint declaration, on a channel of
         # its own that is never written; the matches it counts wait in trigger_hits for this thread.
-        self.trigger_channel = None
-        self.triggers: dict[str, dict[int, str | None]] = {}  # decl key -> {trigger id: filter}
+        # A forked child evaluates its parent's triggers from the fork on (adopt_triggers), counting in its
+        # own name; once registered, it keeps those the daemon attached again (trigger_confirmed).
+        self.trigger_channel = inherited.get("trigger_channel")
+        # decl key -> {trigger id: (filter, captures)}
+        self.triggers: dict[str, dict[int, tuple]] = inherited.get("triggers", {})
+        self.trigger_confirmed: set | None = set() if self.triggers else None  # (trigger id, decl key)
         self.trigger_handles: dict[str, list] = {}  # decl key -> handles its callback is attached to
         self.trigger_hits: dict[tuple[int, str], int] = {}  # (trigger id, event name) -> matches not sent
+        self.trigger_captured: dict[tuple[int, str], list] = {}  # idem -> values of the first ones (--capture)
         self.trigger_hits_lock = forksafe.Lock()
         self.thread = threading.Thread(target=self._run, name=f"ust-agent:{rundir}", daemon=True)
 
@@ -171,6 +178,16 @@ class Connection:
         except (BlockingIOError, OSError):
             pass
 
+    def post_from_tracepoint(self, item: tuple) -> None:
+        """``post`` from inside a tracepoint call (a trigger's callback): the wake-up keeps the GIL, so the
+        agent's thread cannot run, and the daemon cannot act on the match, before the call has recorded
+        the event in the sessions (the C core records right after the callbacks, with no Python between):
+        a trigger that snapshots a flight recorder gets the event that fired it."""
+        with self.outbox_lock:
+            self.outbox.append(item)
+        if not self.agent.dead:
+            _WAKE[0](self.wake_w)
+
     def fork_state(self) -> dict:
         channels = {k: v for k, v in self.channels.items() if v[2]}
         attached = {}
@@ -184,8 +201,16 @@ class Connection:
                         h.tp.detach(ch[0])
                     except Exception:
                         pass
-        self._detach_triggers()  # the child registers on its own; the daemon attaches its triggers again
-        return {"channels": channels, "attached": attached, "wakeup_fd": self.wakeup_fd}
+        triggers = {dk: dict(t) for dk, t in self.triggers.items()}
+        self._detach_triggers()  # the parent's callbacks count for the parent: the child attaches its own
+        return {"channels": channels, "attached": attached, "wakeup_fd": self.wakeup_fd,
+                "triggers": triggers, "trigger_channel": self.trigger_channel if triggers else None}
+
+    def adopt_triggers(self) -> None:
+        """In a forked child, before its agent thread runs: attach its own callbacks for the triggers its
+        parent evaluated, so that a match right after the fork counts (reported once registered)."""
+        for dk in list(self.triggers):
+            self._attach_trigger(dk)
 
     # -- the thread ------------------------------------------------------------------
 
@@ -267,8 +292,9 @@ class Connection:
         elif item[0] == "trigger_hits":
             with self.trigger_hits_lock:
                 hits, self.trigger_hits = self.trigger_hits, {}
+                captured, self.trigger_captured = self.trigger_captured, {}
             if hits:
-                self._send({"cmd": "trigger_hits", "hits": [[tid, name, n] for (tid, name), n in hits.items()]})
+                self._send({"cmd": "trigger_hits", "hits": _hits_report(hits, captured)})
             if len(item) > 1:
                 item[1].set()  # flush_triggers waits for it
         elif item[0] == "twin":
@@ -293,6 +319,12 @@ class Connection:
                 for key in [k for k in self.channels if not any(a[0] == k for a in self.attached)]:
                     self.channels.pop(key, None)
                 self.confirmed = None
+            if self.trigger_confirmed is not None:
+                # The same for the inherited triggers (the daemon attached the child's before answering).
+                for dk, wanted in list(self.triggers.items()):
+                    for tid in [t for t in wanted if (t, dk) not in self.trigger_confirmed]:
+                        self._cmd_trigger_detach({"trigger": tid, "decl_key": dk}, [])
+                self.trigger_confirmed = None
             self.connected.set()
             self.registered.set()
             return
@@ -393,10 +425,16 @@ class Connection:
     # -- triggers: counted here, fired by the daemon
 
     def _cmd_trigger_attach(self, msg: dict, fds: list[int]) -> None:
-        tid, dk, flt = msg.get("trigger"), msg.get("decl_key"), msg.get("filter")
-        if not isinstance(tid, int) or not isinstance(dk, str) or not (flt is None or isinstance(flt, str)):
-            raise protocol.ProtocolError("trigger_attach: expected trigger (int), decl_key (str), filter")
-        self.triggers.setdefault(dk, {})[tid] = flt
+        tid, dk, flt, caps = msg.get("trigger"), msg.get("decl_key"), msg.get("filter"), msg.get("captures", [])
+        if (not isinstance(tid, int) or not isinstance(dk, str) or not (flt is None or isinstance(flt, str))
+                or not isinstance(caps, list) or not all(isinstance(c, str) for c in caps)):
+            raise protocol.ProtocolError("trigger_attach: expected trigger (int), decl_key (str), filter, captures")
+        if self.trigger_confirmed is not None:
+            self.trigger_confirmed.add((tid, dk))
+        wanted = self.triggers.setdefault(dk, {})
+        if wanted.get(tid) == (flt, tuple(caps)) and dk in self.trigger_handles:
+            return  # inherited from the parent, already evaluated here
+        wanted[tid] = (flt, tuple(caps))
         self._attach_trigger(dk)
 
     def _cmd_trigger_detach(self, msg: dict, fds: list[int]) -> None:
@@ -413,39 +451,48 @@ class Connection:
 
     def _attach_trigger(self, dk: str) -> None:
         """(Re)attach the callback of declaration ``dk`` for its triggers (attach replaces: one per channel)."""
-        from ust.filter import event_predicate
+        from ust.filter import compile_capture, event_capture, event_predicate
 
         if self.trigger_channel is None:
-            import atexit
-
             from ust._ring import Buffer, Channel
 
             self.trigger_channel = Channel([Buffer.create(4096, 2)])  # required by attach, never written
-            atexit.register(self.flush_triggers)
+            _flush_triggers_at_exit_once()
+            _prepare_wake()  # here, not in the application's thread (ctypes is imported once)
         handles = list(self.agent.handles.get(dk, ()))
         for h in handles:
-            checks = [(tid, event_predicate(self._filter(flt), h.decl)) for tid, flt in self.triggers[dk].items()]
+            checks = [(tid, event_predicate(self._filter(flt), h.decl),
+                       event_capture([compile_capture(c) for c in caps], h.decl) if caps else None)
+                      for tid, (flt, caps) in self.triggers[dk].items()]
             h.tp.attach(self.trigger_channel, 0, self._trigger_callback(h.decl.name, checks))
         self.trigger_handles[dk] = handles
 
     def _trigger_callback(self, event: str, checks: list):
         """What runs in the application's thread at each call of the tracepoint: count the triggers whose
         filter keeps the event, poke the agent's thread if it was idle, record nothing."""
-        lock, post = self.trigger_hits_lock, self.post
+        from ust.filter import MAX_CAPTURED_MATCHES as captured_max
+
+        lock, post = self.trigger_hits_lock, self.post_from_tracepoint
 
         def on_event(*args) -> bool:
             matched = []
-            for tid, keep in checks:
+            for tid, keep, capture in checks:
                 try:
                     if keep is None or keep(*args):
-                        matched.append(tid)
+                        matched.append((tid, capture))
                 except Exception:  # noqa: BLE001  a filter that fails is false, as in LTTng
                     pass
             if matched:
                 with lock:
                     idle = not self.trigger_hits
-                    for tid in matched:
-                        self.trigger_hits[(tid, event)] = self.trigger_hits.get((tid, event), 0) + 1
+                    for tid, capture in matched:
+                        key = (tid, event)
+                        n = self.trigger_hits.get(key, 0)
+                        self.trigger_hits[key] = n + 1
+                        if capture is not None and n < captured_max:
+                            # the values of the report's first matches, in order (the daemon pairs them
+                            # with the match numbers its rate policy fires at)
+                            self.trigger_captured.setdefault(key, []).append(capture(*args))
                 if idle:
                     post(("trigger_hits",))
             return False
@@ -457,7 +504,9 @@ class Connection:
         exits fires its trigger), waiting at most ``timeout`` and only when there are some."""
         with self.trigger_hits_lock:
             pending = bool(self.trigger_hits)
-        if not pending or self.agent.dead or not self.connected.is_set() or not self.thread.is_alive():
+        # Not necessarily registered yet (a child that exits right after its fork): the report waits in
+        # the outbox for the connection, or is released by _drop_all if there is none.
+        if not pending or self.agent.dead or not self.thread.is_alive():
             return
         sent = threading.Event()
         self.post(("trigger_hits", sent))
@@ -476,6 +525,7 @@ class Connection:
         self.triggers.clear()
         with self.trigger_hits_lock:
             self.trigger_hits.clear()
+            self.trigger_captured.clear()
 
     def _cmd_statedump(self, msg: dict, fds: list[int]) -> dict:
         """``ust regenerate statedump``: the function names again, if this process traces functions."""
@@ -501,11 +551,14 @@ class Connection:
             for item in self.outbox:
                 if item[0] == "declare" and item[2] is not None:
                     item[2].set()
+                elif item[0] == "trigger_hits" and len(item) > 1:
+                    item[1].set()  # an exiting process waits for nothing now
         for akey in list(self.attached):
             self._detach(akey)
         self._detach_triggers()
         self.channels.clear()
         self.confirmed = None
+        self.trigger_confirmed = None
         self.wakeup_fd = -1  # the next daemon sends its own
         for ev in self.waiters.values():
             ev.set()
@@ -518,6 +571,77 @@ class Connection:
 _AGENT: Agent | None = None
 _AGENT_PID = 0
 _FORK_HOOKED = False
+
+
+def _plain_wake(fd: int) -> None:
+    try:
+        os.write(fd, b"x")
+    except OSError:
+        pass
+
+
+_WAKE = [_plain_wake]  # how a trigger callback wakes the agent's thread: _prepare_wake's
+
+
+def _prepare_wake() -> None:
+    """Make the trigger callbacks' wake-up a write to the (non-blocking) wake-up pipe that keeps the GIL
+    (os.write releases it), if ctypes is there (else the plain write: the event may follow the report)."""
+    if _WAKE[0] is not _plain_wake:
+        return
+    try:
+        import ctypes
+
+        write = ctypes.PyDLL(None).write  # a PyDLL call keeps the GIL
+        write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+        write.restype = ctypes.c_ssize_t
+
+        def wake(fd: int) -> None:
+            write(fd, b"x", 1)  # a full pipe (EAGAIN) already wakes the thread
+
+        _WAKE[0] = wake
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _hits_report(hits: dict, captured: dict) -> list:
+    """``[[trigger id, event, count(, [values of each of the first matches])], ...]``, the captured values
+    within MAX_CAPTURED_BYTES (past it, matches are counted without their values)."""
+    import json
+
+    out, budget = [], MAX_CAPTURED_BYTES
+    for key, n in hits.items():
+        entry = [key[0], key[1], n]
+        if key in captured:
+            kept = []
+            for v in captured[key]:
+                size = len(json.dumps(v, separators=(",", ":"), default=str))
+                if size > budget:
+                    break
+                budget -= size
+                kept.append(v)
+            entry.append(kept)
+        out.append(entry)
+    return out
+
+
+_AT_EXIT_HOOKED = False
+
+
+def _flush_triggers_at_exit_once() -> None:
+    """One atexit hook per process, inherited by a forked child: the current agent's last trigger matches."""
+    global _AT_EXIT_HOOKED
+    if not _AT_EXIT_HOOKED:
+        import atexit
+
+        atexit.register(_flush_triggers_at_exit)
+        _AT_EXIT_HOOKED = True
+
+
+def _flush_triggers_at_exit() -> None:
+    a = _AGENT
+    if a is not None and _AGENT_PID == os.getpid():
+        for c in a.conns:
+            c.flush_triggers()
 
 
 def start() -> None:

@@ -10,7 +10,7 @@ type (numbers, booleans, strings). Both are built from one tree (``Many`` marks 
 The commands with a machine interface are those of ``MI_COMMANDS``; the others refuse
 ``--mi`` in one line (``MI_COMMANDS``: version, list, create, destroy, start, stop, enable-channel,
 enable-event, snapshot, save, load, track, untrack, rotate, enable-rotation, disable-rotation, clear,
-regenerate). A failure prints its one-line error on stderr and a document whose
+regenerate, add-trigger, list-triggers, remove-trigger, wait-trigger). A failure prints its one-line error on stderr and a document whose
 ``success`` is false, and exits non-zero, as lttng does.
 """
 
@@ -107,7 +107,7 @@ def session_brief(s: dict) -> dict:
 def _channel_attributes(ch: dict, lost: int = 0) -> dict:
     return {"overwrite_mode": "OVERWRITE" if ch["overwrite"] else "DISCARD", "subbuffer_size": ch["subbuf_size"],
             "subbuffer_count": ch["num_subbuf"], "switch_timer_interval": ch["switch_timer"],
-            "read_timer_interval": ch["read_timer"], "monitor_timer_interval": 0, "blocking_timeout": 0,
+            "read_timer_interval": ch["read_timer"], "monitor_timer_interval": ch.get("monitor_timer", 0), "blocking_timeout": 0,
             "output_type": "MMAP", "tracefile_size": ch["tracefile_size"],
             "tracefile_count": ch["tracefile_count"], "live_timer_interval": 0, "discarded_events": lost,
             "lost_packets": 0}
@@ -237,7 +237,7 @@ def mi_enable_channel(args: argparse.Namespace) -> dict:
         ch = c.enable_channel(session, args.name, subbuf_size=_size(args.subbuf_size), num_subbuf=args.num_subbuf,
                               overwrite=args.overwrite, buffers=args.buffers, switch_timer=args.switch_timer,
                               read_timer=args.read_timer, tracefile_size=_size(args.tracefile_size),
-                              tracefile_count=args.tracefile_count)
+                              tracefile_count=args.tracefile_count, monitor_timer=args.monitor_timer)
     return {"channels": Many("channel", [{"name": ch["name"], "enabled": bool(ch["enabled"]),
                                           "attributes": _channel_attributes(ch), "success": True}])}
 
@@ -412,6 +412,123 @@ def mi_regenerate(args: argparse.Namespace) -> dict:
     return {"regenerate_action": {"name": args.what}}
 
 
+# ---------------------------------------------------------------------------
+# the trigger commands (ust.cli.trigger_cmds): lttng's trigger elements (mi-lttng-4.1.xsd)
+
+_MI_ACTIONS = {"notify": "action_notify", "start-session": "action_start_session",
+               "stop-session": "action_stop_session", "rotate-session": "action_rotate_session",
+               "snapshot-session": "action_snapshot_session"}
+
+
+def _mi_capture(expr: str) -> dict:
+    """A --capture expression as lttng's event_expr: payload field, channel context, app context, array
+    element (``NAME[N]``, nested for each index)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\$ctx\.|\$app\.)?([^\[\s]+)((?:\s*\[\s*\d+\s*\])*)\s*", expr)
+    if m is None:  # a dotted path lttng cannot name: the whole expression as a payload field
+        return {"event_expr_payload_field": {"name": expr}}
+    scope, name, indexes = m.groups()
+    if scope == "$app.":
+        provider, _, type_name = name.partition(":")
+        e = {"event_expr_app_specific_context_field": {"provider_name": provider, "type_name": type_name}}
+    elif scope == "$ctx.":
+        e = {"event_expr_channel_context_field": {"name": name}}
+    else:
+        e = {"event_expr_payload_field": {"name": name}}
+    for index in re.findall(r"\d+", indexes or ""):
+        e = {"event_expr_array_field_element": {"event_expr": e, "index": int(index)}}
+    return e
+
+
+def mi_trigger(t: dict, with_errors: bool = False) -> dict:
+    """One trigger as lttng's MI ``<trigger>`` (``with_errors``: list-triggers' error counters)."""
+    c = t["condition"]
+    if c["type"] == "event-rule-matches":
+        rule: dict = {"name_pattern": c["pattern"]}
+        if c["filter"]:
+            rule["filter_expression"] = c["filter"]
+        if c["loglevel_type"] != "all":
+            kind = "log_level_rule_at_least_as_severe_as" if c["loglevel_type"] == "range" else "log_level_rule_exactly"
+            rule["log_level_rule"] = {kind: {"level": c["loglevel"]}}
+        if c["exclusions"]:
+            rule["name_pattern_exclusions"] = Many("name_pattern_exclusion", list(c["exclusions"]))
+        kind = "event_rule_user_tracepoint" if c["domain"] == "ust" else "event_rule_python_logging"
+        cond: dict = {"condition_event_rule_matches": {
+            "event_rule": {kind: rule},
+            "capture_descriptors": Many("event_expr", [_mi_capture(x) for x in c.get("captures", [])])}}
+    elif c["type"] == "session-consumed-size-ge":
+        cond = {"condition_session_consumed_size": {"session_name": c["session"],
+                                                    "threshold_bytes": c["threshold_size"]}}
+    else:
+        threshold = ({"threshold_ratio": c["threshold_ratio"]} if c.get("threshold_ratio") is not None
+                     else {"threshold_bytes": c["threshold_size"]})
+        kind = "condition_buffer_usage_high" if c["type"] == "channel-buffer-usage-ge" else "condition_buffer_usage_low"
+        cond = {kind: {"session_name": c["session"], "channel_name": c["channel"], "domain": "UST", **threshold}}
+    if with_errors:
+        cond["error_query_results"] = Many("error_query_result", [_mi_counter(
+            "discarded tracer messages", "Count of messages discarded by the tracer due to a communication error "
+            "with the session daemon", 0)])
+    actions = []
+    for a in t["actions"]:
+        policy, n = a["rate_policy"].split(":")
+        body: dict = {} if a["type"] == "notify" else {"session_name": a["session"]}
+        body["rate_policy"] = ({"rate_policy_every_n": {"interval": int(n)}} if policy == "every"
+                               else {"rate_policy_once_after_n": {"threshold": int(n)}})
+        action: dict = {_MI_ACTIONS[a["type"]]: body}
+        if with_errors:
+            action["error_query_results"] = Many("error_query_result", [_mi_counter(
+                "total execution failures", "Aggregated count of errors encountered when executing the action",
+                a["errors"])])
+        actions.append(action)
+    out = {"name": t["name"], "owner_uid": t["owner_uid"], "condition": cond,
+           "action": {"action_list": Many("action", actions)}}
+    if with_errors:
+        out["error_query_results"] = Many("error_query_result", [])
+    return out
+
+
+def _mi_counter(name: str, description: str, value: int) -> dict:
+    return {"name": name, "description": description, "error_query_result_counter": {"value": value}}
+
+
+def mi_add_trigger(args: argparse.Namespace) -> dict:
+    from ust.cli.trigger_cmds import parse_add_trigger
+
+    with _client() as c:
+        return {"trigger": mi_trigger(c.add_trigger(**parse_add_trigger(args.in_order)))}
+
+
+def mi_list_triggers(args: argparse.Namespace) -> dict:
+    with _client() as c:
+        return {"triggers": Many("trigger", [mi_trigger(t, with_errors=True) for t in c.list_triggers()])}
+
+
+def mi_remove_trigger(args: argparse.Namespace) -> dict:
+    with _client() as c:
+        return {"trigger": mi_trigger(c.remove_trigger(args.name))}
+
+
+def mi_wait_trigger(args: argparse.Namespace) -> dict:
+    """ust's own (lttng has no such command): ``<notifications>``, one ``<notification>`` per one received,
+    its fields as Client.notifications gives them (captures: ``<capture>`` with ``expression`` and ``value``)."""
+    import io
+
+    from ust.cli.trigger_cmds import run_wait_trigger
+
+    got = []
+    run_wait_trigger(args, io.StringIO(), got.append)
+    return {"notifications": Many("notification", [_mi_notification(n) for n in got])}
+
+
+def _mi_notification(n: dict) -> dict:
+    e = {k: v for k, v in n.items() if k != "captures"}
+    if "captures" in n:
+        caps = n["captures"] or {}
+        e["captures"] = Many("capture", [{"expression": k, "value": json.dumps(v)} for k, v in caps.items()])
+    return e
+
+
 # command -> its <output>; `list` documents carry no <success> (as lttng's)
 MI_COMMANDS = {
     "version": mi_version, "list": mi_list, "create": mi_create, "destroy": mi_destroy, "start": mi_start,
@@ -419,8 +536,11 @@ MI_COMMANDS = {
     "snapshot": mi_snapshot, "save": mi_save, "load": mi_load, "track": mi_track, "untrack": mi_untrack,
     "rotate": mi_rotate, "enable-rotation": mi_enable_rotation, "disable-rotation": mi_disable_rotation,
     "clear": mi_clear, "regenerate": mi_regenerate,
+    "add-trigger": mi_add_trigger, "list-triggers": mi_list_triggers, "remove-trigger": mi_remove_trigger,
+    "wait-trigger": mi_wait_trigger,
 }
-NO_SUCCESS = frozenset({"list", "version"})
+NO_SUCCESS = frozenset({"list", "version", "list-triggers"})
+MI_NAMES = {"list-triggers": "list-trigger"}  # the command's name in the document, where lttng's differs
 
 
 def run(fmt: str, command: str, args: argparse.Namespace, out) -> int:
@@ -436,7 +556,7 @@ def run(fmt: str, command: str, args: argparse.Namespace, out) -> int:
         output = MI_COMMANDS[command](args)
     except UstError as exc:
         print(f"ust: error: {exc}", file=sys.stderr)
-        print(render(fmt, command, None, False), file=out)
+        print(render(fmt, MI_NAMES.get(command, command), None, False), file=out)
         return 2
-    print(render(fmt, command, output, None if command in NO_SUCCESS else True), file=out)
+    print(render(fmt, MI_NAMES.get(command, command), output, None if command in NO_SUCCESS else True), file=out)
     return 0

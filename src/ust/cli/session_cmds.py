@@ -331,6 +331,8 @@ def add_enable_channel(p: argparse.ArgumentParser) -> None:
                      help="one set of buffers per process")
     p.add_argument("--switch-timer", type=int, metavar="USEC", help="flush partial packets every USEC µs")
     p.add_argument("--read-timer", type=int, metavar="USEC", help="poll the buffers every USEC µs")
+    p.add_argument("--monitor-timer", type=int, metavar="USEC", help="sample the buffers' usage every USEC µs "
+                   "for buffer-usage triggers (default 1000000; 0: never)")
     p.add_argument("--tracefile-size", metavar="SIZE", help="rotate stream files at SIZE bytes")
     p.add_argument("--tracefile-count", type=int, metavar="N", help="keep at most N files per stream")
 
@@ -338,7 +340,8 @@ def add_enable_channel(p: argparse.ArgumentParser) -> None:
 def run_enable_channel(args: argparse.Namespace, out) -> int:
     session = _current(args)
     if args.kernel:
-        if args.buffers or args.switch_timer or args.read_timer or args.tracefile_size or args.tracefile_count:
+        if (args.buffers or args.switch_timer or args.read_timer or args.tracefile_size or args.tracefile_count
+                or args.monitor_timer is not None):
             raise SessionError("a kernel channel takes only --subbuf-size, --num-subbuf, --overwrite/--discard")
         size = None
         if args.subbuf_size is not None or args.num_subbuf is not None:
@@ -353,7 +356,7 @@ def run_enable_channel(args: argparse.Namespace, out) -> int:
         c.enable_channel(session, args.name, subbuf_size=_size(args.subbuf_size), num_subbuf=args.num_subbuf,
                          overwrite=args.overwrite, buffers=args.buffers, switch_timer=args.switch_timer,
                          read_timer=args.read_timer, tracefile_size=_size(args.tracefile_size),
-                         tracefile_count=args.tracefile_count)
+                         tracefile_count=args.tracefile_count, monitor_timer=args.monitor_timer)
     print(f"Channel {args.name} enabled in session {session}", file=out)
     return 0
 

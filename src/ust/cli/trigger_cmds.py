@@ -12,6 +12,9 @@ import json
 from ust.errors import SessionError
 
 ACTION_TYPES = ("notify", "start-session", "stop-session", "rotate-session", "snapshot-session")
+CONDITIONS = ("event-rule-matches", "channel-buffer-usage-ge", "channel-buffer-usage-le", "session-consumed-size-ge")
+RULE_OPTIONS = ("type", "name", "filter", "log_level", "exclude_name", "capture")  # event-rule-matches'
+BUFFER_OPTIONS = ("session", "channel", "threshold_ratio", "threshold_size")  # the other conditions'
 
 
 class _InOrder(argparse.Action):
@@ -27,7 +30,14 @@ def add_add_trigger(p: argparse.ArgumentParser) -> None:
     p.set_defaults(in_order=None)
     for flags, kw in ((("--name",), {"metavar": "NAME", "help": "before --condition: the trigger's name (default "
                                      "triggerN); after it: the event name pattern (with * wildcards)"}),
-                      (("--condition",), {"metavar": "TYPE", "help": "event-rule-matches"}),
+                      (("--condition",), {"metavar": "TYPE", "help": "event-rule-matches, channel-buffer-usage-ge, "
+                                          "channel-buffer-usage-le or session-consumed-size-ge"}),
+                      (("--session", "-s"), {"metavar": "NAME", "help": "buffer conditions: the session"}),
+                      (("--channel", "-c"), {"metavar": "NAME", "help": "buffer-usage conditions: the channel"}),
+                      (("--threshold-ratio",), {"metavar": "R", "dest": "threshold_ratio",
+                                                "help": "buffer usage as a fraction of a buffer's size, 0..1"}),
+                      (("--threshold-size",), {"metavar": "SIZE", "dest": "threshold_size",
+                                               "help": "buffer usage or consumed size in bytes (k, M, G)"}),
                       (("--type", "-t"), {"metavar": "TYPE", "help": "user (tracepoints, the default) or python "
                                           "(loggers of the python domain)"}),
                       (("--filter", "-f"), {"metavar": "EXPR", "help": "filter expression (lttng's language)"}),
@@ -36,6 +46,8 @@ def add_add_trigger(p: argparse.ArgumentParser) -> None:
                                                              "(exactly) or .. (any)"}),
                       (("--exclude-name", "-x"), {"metavar": "NAME", "dest": "exclude_name",
                                                   "help": "exclude these event names (repeatable, or comma separated)"}),
+                      (("--capture",), {"metavar": "EXPR", "help": "a field (NAME, NAME[N]) or context ($ctx.NAME, "
+                                        "$app.NAME) whose value each notification carries (repeatable)"}),
                       (("--action",), {"metavar": "ACTION", "nargs": "+", "help": "notify | start-session S | "
                                        "stop-session S | rotate-session S | snapshot-session S (repeatable)"}),
                       (("--rate-policy",), {"metavar": "POLICY", "dest": "rate_policy",
@@ -55,9 +67,8 @@ def parse_add_trigger(in_order: list[tuple[str, object]]) -> dict:
         elif opt == "condition":
             if condition is not None:
                 raise SessionError("one --condition per trigger")
-            if value != "event-rule-matches":
-                raise SessionError(f"condition {value!r} is not supported: ust triggers have event-rule-matches "
-                                   "(docs/lifecycle.md)")
+            if value not in CONDITIONS:
+                raise SessionError(f"unknown condition {value!r} (one of {', '.join(CONDITIONS)})")
             condition = value
         elif opt == "action":
             kind, *rest = value
@@ -76,8 +87,12 @@ def parse_add_trigger(in_order: list[tuple[str, object]]) -> dict:
             raise SessionError(f"--{opt.replace('_', '-')} belongs to a condition: give --condition first")
         elif actions:
             raise SessionError(f"--{opt.replace('_', '-')} after --action: the condition's options come first")
+        elif opt not in (RULE_OPTIONS if condition == "event-rule-matches" else BUFFER_OPTIONS):
+            raise SessionError(f"--{opt.replace('_', '-')} does not apply to condition {condition}")
         elif opt == "exclude_name":  # repeatable, as lttng's, and comma separated
             rule["exclude_name"] = rule.get("exclude_name", []) + [x for x in value.split(",") if x]
+        elif opt == "capture":  # repeatable, in order: the notification's values follow it
+            rule["capture"] = rule.get("capture", []) + [value]
         else:
             if opt in rule:
                 raise SessionError(f"--{opt.replace('_', '-')} given twice")
@@ -87,16 +102,41 @@ def parse_add_trigger(in_order: list[tuple[str, object]]) -> dict:
     if not actions:
         raise SessionError("missing --action (notify, start-session S, stop-session S, rotate-session S, "
                            "snapshot-session S)")
+    if condition != "event-rule-matches":
+        return {"name": name, "pattern": None, "condition": _buffer_condition(condition, rule),
+                "actions": [tuple(a) for a in actions]}
     kind = rule.get("type", "user")
+    if kind == "kernel":
+        raise SessionError("kernel triggers are not supported: ftrace here has no in-kernel match counting (hist "
+                           "triggers) and ust parses no kernel event to count them (docs/lifecycle.md)")
     if kind not in ("user", "python"):
         raise SessionError(f"event rule type {kind!r} is not supported: user or python (docs/lifecycle.md)")
     kw = {"name": name, "pattern": rule.get("name", "*"), "python": kind == "python", "filter": rule.get("filter"),
           "exclusions": rule.get("exclude_name", []),
           "actions": [tuple(a) for a in actions]}
+    if rule.get("capture"):
+        kw["captures"] = rule["capture"]
     level = rule.get("log_level")
     if level is not None and level != "..":
         kw["loglevel"], kw["loglevel_only"] = (level[:-2], False) if level.endswith("..") else (level, True)
     return kw
+
+
+def _buffer_condition(kind: str, opts: dict) -> dict:
+    """The options of a buffer-usage or consumed-size condition -> ``Client.add_trigger``'s ``condition``."""
+    from ust.daemon.rules import parse_size
+
+    if "session" not in opts:
+        raise SessionError(f"condition {kind} needs --session")
+    cond = {"type": kind, "session": opts["session"], "channel": opts.get("channel")}
+    if "threshold_ratio" in opts:
+        try:
+            cond["threshold_ratio"] = float(opts["threshold_ratio"])
+        except ValueError:
+            raise SessionError(f"bad --threshold-ratio {opts['threshold_ratio']!r}: expected a number in 0..1") from None
+    if "threshold_size" in opts:
+        cond["threshold_size"] = parse_size(opts["threshold_size"])
+    return cond
 
 
 def run_add_trigger(args: argparse.Namespace, out) -> int:
@@ -115,6 +155,10 @@ def add_list_triggers(p: argparse.ArgumentParser) -> None:
 def describe(t: dict) -> list[str]:
     """lttng list-triggers' layout."""
     c = t["condition"]
+    if c["type"] != "event-rule-matches":
+        lines = [f"- name: {t['name']}", f"  owner uid: {t['owner_uid']}", f"  condition: {_condition_line(c)}",
+                 f"    matches: {t['hits']}"]
+        return lines + _describe_actions(t)
     parts = [f"type: {'user tracepoint' if c['domain'] == 'ust' else 'python logging'}"]
     if c["exclusions"]:
         parts.append(f"exclusions: {', '.join(c['exclusions'])}")
@@ -123,7 +167,26 @@ def describe(t: dict) -> list[str]:
     if c["loglevel_type"] != "all":
         parts.append(f"log level {'at least' if c['loglevel_type'] == 'range' else 'is'} {c['loglevel']}")
     lines = [f"- name: {t['name']}", f"  owner uid: {t['owner_uid']}", "  condition: event rule matches",
-             f"    rule: {c['pattern']} ({', '.join(parts)})", f"    matches: {t['hits']}"]
+             f"    rule: {c['pattern']} ({', '.join(parts)})"]
+    if c.get("captures"):
+        lines.append("    captures:")
+        lines += [f"      - {x}" for x in c["captures"]]
+    lines.append(f"    matches: {t['hits']}")
+    return lines + _describe_actions(t)
+
+
+def _condition_line(c: dict) -> str:
+    if c["type"] == "session-consumed-size-ge":
+        return f"session consumed size\n    session name: {c['session']}\n    threshold: {c['threshold_size']} bytes"
+    which = "high" if c["type"] == "channel-buffer-usage-ge" else "low"
+    threshold = (f"ratio {c['threshold_ratio']:g}" if c.get("threshold_ratio") is not None
+                 else f"{c['threshold_size']} bytes")
+    return (f"buffer usage {which}\n    session name: {c['session']}\n    channel name: {c['channel']}\n"
+            f"    threshold: {threshold}")
+
+
+def _describe_actions(t: dict) -> list[str]:
+    lines = []
     for a in t["actions"]:
         what = "notify" if a["type"] == "notify" else f"{a['type'].replace('-', ' ')} `{a['session']}`"
         policy = "" if a["rate_policy"] == "every:1" else f", rate policy: {a['rate_policy'].replace(':', ' ')}"
@@ -167,7 +230,8 @@ def add_wait_trigger(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per notification")
 
 
-def run_wait_trigger(args: argparse.Namespace, out) -> int:
+def run_wait_trigger(args: argparse.Namespace, out, collect=None) -> int:
+    """``collect``: given each notification instead of printing it (--mi)."""
     from ust.control import Client
 
     if args.count < 0:
@@ -181,18 +245,39 @@ def run_wait_trigger(args: argparse.Namespace, out) -> int:
             if missing:
                 raise SessionError(f"no trigger named {missing[0]!r}")
         for n in c.notifications(names, timeout=args.timeout):
-            if args.json:
+            if collect is not None:
+                collect(n)
+            elif args.json:
                 print(json.dumps(n), file=out, flush=True)
             elif "missed" in n:
                 print(f"Warning: {n['missed']} notifications were missed (subscriber too slow)", file=out, flush=True)
             else:
-                print(f"Trigger `{n['trigger']}` fired: {n['event']} in process {n['pid']} (match {n['hits']})",
-                      file=out, flush=True)
+                print(describe_notification(n), file=out, flush=True)
             got += "missed" not in n
             if args.count and got >= args.count:
                 return 0
     raise SessionError(f"no notification within {args.timeout:g} s" if got == 0 else
                        f"{got} of {args.count} notifications within {args.timeout:g} s")
+
+
+def describe_notification(n: dict) -> str:
+    """One line for a notification of wait-trigger."""
+    head = f"Trigger `{n['trigger']}` fired: "
+    if "consumed_size" in n:
+        return head + f"session {n['session']} consumed {n['consumed_size']} bytes (match {n['hits']})"
+    if "buffer_usage" in n:
+        return head + (f"channel {n['channel']} of session {n['session']} at {n['buffer_usage']} of "
+                       f"{n['buffer_capacity']} bytes ({n['buffer_usage_ratio']:.0%}) (match {n['hits']})")
+    return head + f"{n['event']} in process {n['pid']} (match {n['hits']})" + describe_captures(n)
+
+
+def describe_captures(n: dict) -> str:
+    if "captures" not in n:
+        return ""
+    if n["captures"] is None:
+        return ", captures: unavailable (too many matches at once)"
+    return ", captures: " + ", ".join(f"{k} = {'unavailable' if v is None else json.dumps(v)}"
+                                      for k, v in n["captures"].items())
 
 
 COMMAND_TABLE = {
@@ -201,3 +286,4 @@ COMMAND_TABLE = {
     "remove-trigger": (add_remove_trigger, run_remove_trigger),
     "wait-trigger": (add_wait_trigger, run_wait_trigger),
 }
+

@@ -18,7 +18,7 @@ from typing import Any
 from ust.consumer.drain import drain_stream, final_drain, snapshot_stream
 from ust.consumer.events import EventTable
 from ust.consumer.output import StreamOutput, TraceOutput
-from ust.consumer.source import BoundedCounters, attach_buffers, create_buffers, is_ring_buffer
+from ust.consumer.source import BoundedCounters, attach_buffers, create_buffers, is_ring_buffer, unwritten_bytes
 from ust.ctf import metadata as md
 from ust.instrument import context as ctx
 
@@ -71,6 +71,7 @@ class Channel:
         self.sources = sources
         self.outputs = outputs
         self.counters = [BoundedCounters() for _ in sources]
+        self.consumed_before = 0  # bytes the outputs of earlier chunks took (the session's consumed size)
         self.next_switch = 0.0  # monotonic time of the next switch timer (0: not armed yet)
         self.next_live = 0.0  # and of the live timer
 
@@ -80,6 +81,17 @@ class Channel:
     def bounded_counters(self) -> list[dict]:
         """Each source's counters as far as they can be believed (source.BoundedCounters)."""
         return [bounded.read(src.counters()) for src, bounded in zip(self.sources, self.counters)]
+
+    def usage(self) -> dict:
+        """What a buffer-usage or consumed-size trigger samples (lttng's monitor timer): each buffer's
+        unread bytes, at most its capacity (an overwrite buffer nobody reads is full, not more), the
+        highest and the lowest of them, and the bytes consumed into the outputs since the trace began."""
+        capacity = self.spec.subbuf_size * self.spec.num_subbuf
+        used = [min(capacity, unwritten_bytes(src)) for src in self.sources] or [0]
+        return {"capacity": capacity, "highest": max(used), "lowest": min(used), "consumed": self.consumed()}
+
+    def consumed(self) -> int:
+        return self.consumed_before + sum(getattr(out, "bytes_written", 0) for out in self.outputs)
 
     def stream_class(self) -> md.StreamClass:
         return md.StreamClass(self.stream_id, self.name, list(self.spec.context))
@@ -217,6 +229,7 @@ class Trace:
             self.output.close()
         self.output = output
         for ch in self.channels.values():
+            ch.consumed_before = ch.consumed()
             ch.outputs = [output.stream(ch.spec, cpu) for cpu in range(len(ch.sources))]
         self.write_metadata(force=True)
         return n

@@ -41,6 +41,7 @@ class ChannelInfo(TypedDict):
     buffers: str  # "uid" | "pid"
     switch_timer: int  # µs
     read_timer: int  # µs
+    monitor_timer: int  # µs: how often buffer-usage trigger conditions sample the channel (0: never)
     tracefile_size: int
     tracefile_count: int
     context: list[str]
@@ -343,7 +344,8 @@ class Client:
     def enable_channel(self, session: str, channel: str, *, subbuf_size: int | str | None = None,
                        num_subbuf: int | None = None, overwrite: bool | None = None, buffers: str | None = None,
                        switch_timer: int | None = None, read_timer: int | None = None,
-                       tracefile_size: int | str | None = None, tracefile_count: int | None = None) -> ChannelInfo:
+                       tracefile_size: int | str | None = None, tracefile_count: int | None = None,
+                       monitor_timer: int | None = None) -> ChannelInfo:
         """Create a channel (or re-enable one). Sizes accept "4M"-style strings; timers are in µs.
 
         ``buffers``: "uid" (one set of buffers shared by all processes of a user,
@@ -356,7 +358,7 @@ class Client:
             subbuf_size=None if subbuf_size is None else parse_size(subbuf_size),
             num_subbuf=num_subbuf, overwrite=overwrite, buffers=buffers, switch_timer=switch_timer,
             read_timer=read_timer, tracefile_size=None if tracefile_size is None else parse_size(tracefile_size),
-            tracefile_count=tracefile_count,
+            tracefile_count=tracefile_count, monitor_timer=monitor_timer,
         )
 
     def disable_channel(self, session: str, channel: str) -> None:
@@ -515,20 +517,34 @@ class Client:
 
     # -- triggers (docs/lifecycle.md, "Triggers")
 
-    def add_trigger(self, pattern: str, actions: Iterable, *, name: str | None = None, python: bool = False,
+    def add_trigger(self, pattern: str | None, actions: Iterable, *, name: str | None = None, python: bool = False,
                     filter: str | None = None, exclusions: Iterable[str] = (), loglevel: str | int | None = None,
-                    loglevel_only: bool = False) -> dict:
+                    loglevel_only: bool = False, captures: Iterable[str] = (), condition: dict | None = None) -> dict:
         """A trigger on condition event-rule-matches (``pattern`` with ``filter``, ``exclusions``, ``loglevel``
         as in ``enable_events``; ``python``: loggers of the python domain) with ``actions``, each
         ``"notify"`` or ``(TYPE, SESSION)`` or ``(TYPE, SESSION, "every:N" | "once-after:N")``, TYPE one of
         start-session, stop-session, rotate-session, snapshot-session (``("notify", None, POLICY)`` for a
-        rate-limited notify). The name defaults to ``triggerN``. Returns the trigger as listed."""
-        from ust.daemon.rules import parse_loglevel, parse_python_loglevel
+        rate-limited notify). ``captures``: lttng's ``--capture`` references (``field``, ``field[N]``,
+        ``$ctx.NAME``, ``$app.NAME``) whose values each notification carries (``"captures": {expr: value}``).
+        The name defaults to ``triggerN``. Returns the trigger as listed.
+
+        ``condition`` instead of an event rule (``pattern`` None): ``{"type": "channel-buffer-usage-ge" |
+        "channel-buffer-usage-le", "session", "channel", "threshold_ratio": 0..1 | "threshold_size": BYTES}``
+        or ``{"type": "session-consumed-size-ge", "session", "threshold_size"}`` (sizes accept "100M")."""
+        from ust.daemon.rules import parse_loglevel, parse_python_loglevel, parse_size
+
+        if condition is not None:
+            c = dict(condition)
+            if c.get("threshold_size") is not None:
+                c["threshold_size"] = parse_size(c["threshold_size"])
+            return self._result("trigger", "add_trigger", name=name, condition=c,
+                                actions=[_action(a) for a in actions])
 
         lvl = None if loglevel is None else (parse_python_loglevel if python else parse_loglevel)(loglevel)
         return self._result("trigger", "add_trigger", name=name, domain="python" if python else "ust",
                             pattern=pattern, exclusions=list(exclusions) or None, filter=filter, loglevel=lvl,
-                            loglevel_only=loglevel_only or None, actions=[_action(a) for a in actions])
+                            loglevel_only=loglevel_only or None, captures=list(captures) or None,
+                            actions=[_action(a) for a in actions])
 
     def list_triggers(self) -> list[dict]:
         """The caller's triggers (root: every user's): name, owner_uid, condition, actions, hits."""
@@ -539,7 +555,9 @@ class Client:
 
     def notifications(self, triggers: Iterable[str] | None = None, timeout: float | None = None) -> "Subscription":
         """Subscribe to the notifications of the caller's triggers (those named, else all) from now on:
-        an iterator of ``{"trigger", "event", "pid", "time", "hits", "seq"}`` (``{"missed": N}`` when a
+        an iterator of ``{"trigger", "event", "pid", "time", "hits", "seq"}`` (the number of the match that
+        fired it, and ``"captures"``: ``{expression: value}`` for a trigger with captures, None if the
+        application matched too fast to send them all) (``{"missed": N}`` when a
         subscriber too slow lost N of them). It ends after ``timeout`` seconds without one (None: never).
         It holds this client's connection while it waits: give it a Client of its own."""
         return Subscription(self, list(triggers) if triggers else None, timeout)

@@ -153,7 +153,8 @@ def _apply(client, desc: dict) -> list[str]:
             client.enable_channel(name, ch["name"], subbuf_size=ch["subbuf_size"], num_subbuf=ch["num_subbuf"],
                                   overwrite=ch["overwrite"], buffers=ch["buffers"],
                                   switch_timer=ch["switch_timer"], read_timer=ch["read_timer"],
-                                  tracefile_size=ch["tracefile_size"], tracefile_count=ch["tracefile_count"])
+                                  tracefile_size=ch["tracefile_size"], tracefile_count=ch["tracefile_count"],
+                                  monitor_timer=ch.get("monitor_timer"))
         for r in desc["rules"]:
             level = None if r["loglevel_type"] == "all" else r["loglevel"]
             client.enable_events(name, [r["pattern"]], channel=r["channel"], exclusions=r["exclusions"],

@@ -99,7 +99,7 @@ def _channel_element(parent: ET.Element, ch: dict, rules: list[dict], python: bo
     _text(c, "read_timer_interval", ch.get("read_timer", 0))
     _text(c, "output_type", "MMAP")
     _text(c, "blocking_timeout", 0)  # ust never blocks the application
-    _text(c, "monitor_timer_interval", 1000000)  # lttng's default: an lttng user's buffer-usage triggers work
+    _text(c, "monitor_timer_interval", ch.get("monitor_timer", 1000000))
     _text(c, "tracefile_size", ch.get("tracefile_size", 0))
     _text(c, "tracefile_count", ch.get("tracefile_count", 0))
     _text(c, "live_timer_interval", 0)
@@ -319,6 +319,7 @@ def _channel(r: _Reader, c: ET.Element, buffers: str, domain: str, notes: list[s
         "num_subbuf": r.integer(c, "subbuffer_count", 4),
         "switch_timer": r.integer(c, "switch_timer_interval", 0, hi=(1 << 32) - 1),
         "read_timer": r.integer(c, "read_timer_interval", 0, hi=(1 << 32) - 1),
+        "monitor_timer": r.integer(c, "monitor_timer_interval", 1000000, hi=(1 << 40) - 1),
         "tracefile_size": r.integer(c, "tracefile_size", 0),
         "tracefile_count": r.integer(c, "tracefile_count", 0),
         "buffers": buffers,

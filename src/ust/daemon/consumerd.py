@@ -223,6 +223,15 @@ class Consumer:
                 n += sum(getattr(out, "bytes_written", 0) for ch in t.channels.values() for out in ch.outputs)
         return {"bytes": n}, []
 
+    def cmd_monitor(self, fds, traces: list) -> tuple[dict, list]:
+        """What buffer-usage and consumed-size triggers sample: {trace: {channel: Channel.usage()}}."""
+        out = {}
+        for key in traces:
+            t = self.traces.get(key)
+            if t is not None:
+                out[key] = {ch.name: ch.usage() for ch in t.channels.values()}
+        return {"traces": out}, []
+
     def cmd_regenerate_metadata(self, fds, traces: list, clock_offset: int) -> tuple[dict, list]:
         """Describe the traces' clock with ``clock_offset`` (realtime - monotonic, re-sampled by
         the sessiond): the metadata is rewritten now (a snapshot session's, at its next snapshot)."""

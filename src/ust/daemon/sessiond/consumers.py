@@ -59,6 +59,29 @@ def consumer_stats(consumer: ConsumerLink) -> dict:
             for k, chans in traces.items() if isinstance(chans, dict)}
 
 
+USAGE_KEYS = ("capacity", "highest", "lowest", "consumed")
+
+
+def channel_usage(consumer: ConsumerLink, traces: list[str]) -> dict[str, list[dict]]:
+    """{channel: [Channel.usage() of each of these traces]} (bytes: each buffer's capacity, the highest and
+    lowest unread, the consumed total) from a consumer, the entries of the expected shape and order only."""
+    reply, fds = consumer.call({"cmd": "monitor", "traces": traces})
+    protocol.close_fds(fds)
+    got = reply.get("traces")
+    out: dict[str, list[dict]] = {}
+    for key in traces:
+        chans = got.get(key) if isinstance(got, dict) else None
+        if not isinstance(chans, dict):
+            continue
+        for name, u in chans.items():
+            if not (isinstance(name, str) and isinstance(u, dict)):
+                continue
+            u = {k: _count(u.get(k)) for k in USAGE_KEYS}
+            if u["lowest"] <= u["highest"] <= u["capacity"]:
+                out.setdefault(name, []).append(u)
+    return out
+
+
 def losses(daemon, s) -> dict:
     """The session's losses over every buffer so far: ``lost``, the events
     discarded (as the trace's discarded counts say), ``lost_args``, those whose

@@ -25,6 +25,7 @@ class ChannelConf:
     buffers: str = "uid"  # "uid" or "pid"
     switch_timer: int = 0  # microseconds, 0 = off
     read_timer: int = 200_000  # microseconds
+    monitor_timer: int = 1_000_000  # µs between samples for buffer-usage triggers (lttng's default), 0 = none
     tracefile_size: int = 0
     tracefile_count: int = 0
     context: list[str] = field(default_factory=list)

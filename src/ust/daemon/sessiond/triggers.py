@@ -1,7 +1,9 @@
 """Triggers (``ust add-trigger``): a condition, evaluated in the applications, and actions run by the daemon.
 
 The subset of lttng's triggers that has a meaning for ust (docs/lifecycle.md, "Triggers"):
-condition ``event-rule-matches`` (user tracepoints, or the python domain's log records), actions
+condition ``event-rule-matches`` (user tracepoints, or the python domain's log records; evaluated
+as below) or ``channel-buffer-usage-ge|le`` and ``session-consumed-size-ge`` (sampled from the
+consumer by ``monitor``), actions
 ``notify``, ``start-session``, ``stop-session``, ``rotate-session``, ``snapshot-session``, each
 with a rate policy (``every:N``, ``once-after:N``).
 
@@ -36,6 +38,7 @@ MAX_TRIGGERS = 1024  # per user
 MAX_NOTIFICATIONS = 4096  # kept per user for subscribers
 MAX_HIT_ENTRIES = 4096  # (trigger, event) pairs in one report of an application
 MAX_PENDING_ACTIONS = 4096
+MAX_CAPTURES = 16  # --capture expressions per trigger
 
 
 @dataclass
@@ -54,6 +57,14 @@ class Action:
             return after // self.count - before // self.count
         return 1 if before < self.count <= after else 0
 
+    def firing_matches(self, before: int, after: int, last: int) -> list[int]:
+        """The match numbers, in ``before+1 .. after``, at which this action runs: the ``last`` latest."""
+        if self.policy == "every":
+            first = (before // self.count + 1) * self.count
+            end = after // self.count * self.count
+            return list(range(max(first, end - (last - 1) * self.count), end + 1, self.count))
+        return [self.count] if before < self.count <= after else []
+
     @property
     def spent(self) -> bool:
         return self.policy == "once-after" and self.fired > 0
@@ -68,10 +79,15 @@ class Trigger:
     name: str
     uid: int
     id: int  # the daemon's number for it, what the agents report
-    rule: EventRule
+    rule: EventRule | None  # event-rule-matches; None for the others
     actions: list[Action]
     hits: int = 0
-
+    captures: tuple[str, ...] = ()  # --capture expressions: each notification carries their values
+    # channel-buffer-usage-ge|le, session-consumed-size-ge: {"type", "session", "channel",
+    # "threshold_ratio" | "threshold_size"}, and the monitor's state (ust.daemon.sessiond.monitor)
+    condition: dict | None = None
+    satisfied: bool = False  # at the last sample: the condition fires when this becomes true
+    next_sample: float = 0.0
     @property
     def spent(self) -> bool:
         """Every action fired its once-after: the applications stop evaluating it."""
@@ -79,10 +95,14 @@ class Trigger:
 
     def to_json(self) -> dict:
         r = self.rule
+        if r is None:
+            return {"name": self.name, "owner_uid": self.uid, "hits": self.hits, "condition": dict(self.condition),
+                    "actions": [a.to_json() for a in self.actions]}
         return {"name": self.name, "owner_uid": self.uid, "hits": self.hits,
                 "condition": {"type": "event-rule-matches", "domain": r.domain, "pattern": r.pattern,
                               "exclusions": list(r.exclusions), "filter": r.filter,
-                              "loglevel_type": r.loglevel_type, "loglevel": r.loglevel},
+                              "loglevel_type": r.loglevel_type, "loglevel": r.loglevel,
+                              "captures": list(self.captures)},
                 "actions": [a.to_json() for a in self.actions]}
 
 
@@ -105,10 +125,12 @@ class TriggerTable:
         self.pending: collections.deque = collections.deque()
         self.dropped_actions = 0
         self.worker: threading.Thread | None = None
+        self.monitor: threading.Thread | None = None  # samples the buffer conditions (sessiond.monitor)
 
     # -- the table
 
-    def add(self, uid: int, name: str | None, rule: EventRule, actions: list[Action]) -> Trigger:
+    def add(self, uid: int, name: str | None, rule: EventRule | None, actions: list[Action],
+            captures: tuple[str, ...] = (), condition: dict | None = None) -> Trigger:
         from ust.errors import SessionError
 
         with self.lock:
@@ -119,7 +141,8 @@ class TriggerTable:
             name = name or f"trigger{tid}"
             if (uid, name) in self.by_key:
                 raise SessionError(f"a trigger named {name!r} already exists")
-            t = Trigger(name=name, uid=uid, id=tid, rule=rule, actions=actions)
+            t = Trigger(name=name, uid=uid, id=tid, rule=rule, actions=actions, captures=tuple(captures),
+                        condition=condition)
             self.by_key[(uid, name)] = t
             self.by_id[tid] = t
             return t
@@ -144,18 +167,19 @@ class TriggerTable:
         if not app.alive:
             return None
         with self.lock:
-            wanted: dict[tuple[int, str], str | None] = {}
+            wanted: dict[tuple[int, str], tuple[str | None, tuple[str, ...]]] = {}
             for t in self.by_id.values():
-                if t.spent or not (t.uid == 0 or t.uid == app.uid):
+                if t.rule is None or t.spent or not (t.uid == 0 or t.uid == app.uid):
                     continue
                 for k, d in list(app.decls.items()):
                     if t.rule.matches(d["name"], d["loglevel"]):
-                        wanted[(t.id, k)] = t.rule.effective_filter()
+                        wanted[(t.id, k)] = (t.rule.effective_filter(), t.captures)
             have = app.triggers_attached
             msgs = [({"cmd": "trigger_detach", "trigger": tid, "decl_key": k}, []) for (tid, k) in have
                     if (tid, k) not in wanted]
-            msgs += [({"cmd": "trigger_attach", "trigger": tid, "decl_key": k, "filter": flt}, [])
-                     for (tid, k), flt in wanted.items() if (tid, k) not in have]
+            msgs += [({"cmd": "trigger_attach", "trigger": tid, "decl_key": k, "filter": flt,
+                       **({"captures": list(caps)} if caps else {})}, [])
+                     for (tid, k), (flt, caps) in wanted.items() if (tid, k) not in have]
             app.triggers_attached = dict(wanted)
         if not msgs:
             return None
@@ -182,7 +206,9 @@ class TriggerTable:
     # -- matches reported by an application
 
     def on_hits(self, daemon, app, msg: dict) -> None:
-        """An application's ``trigger_hits``: ``[[trigger id, event name, count], ...]``, checked here."""
+        """An application's ``trigger_hits``: ``[[trigger id, event name, count(, captured)], ...]``, checked
+        here; ``captured``: the values of the first matches (at most MAX_CAPTURED_MATCHES, one list per match,
+        one value per --capture of the trigger), each checked (``check_captured``)."""
         hits = msg.get("hits")
         if not isinstance(hits, list) or len(hits) > MAX_HIT_ENTRIES:
             log(f"app {app.pid}: bad trigger_hits (not a list of at most {MAX_HIT_ENTRIES})")
@@ -190,32 +216,57 @@ class TriggerTable:
         spent = False
         with self.lock:
             given = {tid for tid, _ in app.triggers_attached}  # it may report only what it evaluates
-            for item in hits:
-                if not (isinstance(item, list) and len(item) == 3 and _uint(item[0]) and isinstance(item[1], str)
-                        and len(item[1]) <= 512 and _uint(item[2]) and item[2] > 0):
+            counted = []
+            for item in hits:  # every entry checked before any counts: a bad one drops the report whole
+                if not (isinstance(item, list) and len(item) in (3, 4) and _uint(item[0])
+                        and isinstance(item[1], str) and len(item[1]) <= 512 and _uint(item[2]) and item[2] > 0):
                     log(f"app {app.pid}: bad trigger_hits entry")
                     return
                 t = self.by_id.get(item[0])
-                if t is None or item[0] not in given or t.spent:
+                if t is None or item[0] not in given or t.spent or t.rule is None:
                     continue  # removed meanwhile, or never given to this process
+                captured = item[3] if len(item) == 4 else []
+                if not check_captured(captured, len(t.captures), item[2]):
+                    log(f"app {app.pid}: bad captured values for trigger {t.name}")
+                    return
+                counted.append((t, item, captured))
+            for t, item, captured in counted:
+                if t.spent:
+                    continue  # spent by an earlier entry of this report
                 before, t.hits = t.hits, t.hits + item[2]
                 for a in t.actions:
                     n = 0 if a.spent else a.firings(before, t.hits)
                     if n:
                         a.fired += n
-                        self._queue(daemon, t, a, n, app.pid, item[1])
+                        self._queue(daemon, t, a, {"event": item[1], "pid": app.pid}, before, captured)
                 spent = spent or t.spent
         if spent:  # stop the evaluation where it cannot fire any more
             threading.Thread(target=self.sync_all, args=(daemon,), name="triggers-sync", daemon=True).start()
 
-    def _queue(self, daemon, t: Trigger, a: Action, n: int, pid: int, event: str) -> None:
-        """Under the lock: notifications are posted at once; session actions go to the action thread."""
+    def fire(self, daemon, t: Trigger, details: dict) -> None:
+        """A condition the daemon evaluates (ust.daemon.sessiond.monitor) became true: one match."""
+        with self.lock:
+            if self.by_id.get(t.id) is not t or t.spent:
+                return
+            before, t.hits = t.hits, t.hits + 1
+            for a in t.actions:
+                if not a.spent and a.firings(before, t.hits):
+                    a.fired += 1
+                    self._queue(daemon, t, a, details, before)
+
+    def _queue(self, daemon, t: Trigger, a: Action, details: dict, before: int = 0, captured: list = ()) -> None:
+        """Under the lock: notifications are posted at once (each with the values captured at the match that
+        fired it, when the report carried them); session actions go to the action thread."""
         if a.type == "notify":
             subs = self.subscribers.setdefault(t.uid, _Subscribers())
-            for _ in range(min(n, MAX_NOTIFICATIONS)):
+            now = time.time()
+            for match in a.firing_matches(before, t.hits, MAX_NOTIFICATIONS):
                 subs.last += 1
-                subs.ring.append({"seq": subs.last, "trigger": t.name, "event": event, "pid": pid,
-                                  "time": time.time(), "hits": t.hits})
+                note = {"seq": subs.last, "trigger": t.name, **details, "time": now, "hits": match}
+                if t.captures:
+                    i = match - before - 1  # the report's matches are before+1 .. t.hits, in order
+                    note["captures"] = dict(zip(t.captures, captured[i])) if i < len(captured) else None
+                subs.ring.append(note)
             self.changed.notify_all()
             return
         # A session action fired n times by one report runs once: the same command n times in a row
@@ -265,6 +316,38 @@ class TriggerTable:
                 if out or missed or left <= 0:
                     return {"notifications": out, "last": subs.last, "missed": missed}
                 self.changed.wait(left)
+
+
+def check_captured(captured: object, width: int, count: int) -> bool:
+    """An application's captured values: a list of at most min(count, MAX_CAPTURED_MATCHES) matches, each a
+    list of ``width`` values, each None, an integer of 64 bits, a float, a string of at most
+    MAX_CAPTURE_STRING characters, or a list of at most MAX_CAPTURE_ITEMS of those scalars."""
+    from ust.filter import MAX_CAPTURE_ITEMS, MAX_CAPTURED_MATCHES
+
+    if not isinstance(captured, list) or len(captured) > min(count, MAX_CAPTURED_MATCHES):
+        return False
+    if captured and width == 0:
+        return False
+    for match in captured:
+        if not isinstance(match, list) or len(match) != width:
+            return False
+        for v in match:
+            if isinstance(v, list):
+                if len(v) > MAX_CAPTURE_ITEMS or not all(_captured_scalar(x) for x in v):
+                    return False
+            elif not _captured_scalar(v):
+                return False
+    return True
+
+
+def _captured_scalar(v: object) -> bool:
+    from ust.filter import MAX_CAPTURE_STRING
+
+    if v is None or isinstance(v, float):
+        return True
+    if isinstance(v, int) and not isinstance(v, bool):
+        return -(1 << 63) <= v < 1 << 64
+    return isinstance(v, str) and len(v) <= MAX_CAPTURE_STRING
 
 
 def _uint(v: object) -> bool:

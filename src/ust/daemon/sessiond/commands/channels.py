@@ -19,6 +19,7 @@ _CHANNEL_FIELDS = {
     "buffers?": one_of("uid", "pid"),
     "switch_timer?": uint(1 << 40),
     "read_timer?": uint(1 << 40),
+    "monitor_timer?": uint(1 << 40),
     "tracefile_size?": uint(1 << 50),
     "tracefile_count?": uint(1 << 20),
 }

@@ -5,8 +5,9 @@ from __future__ import annotations
 from ust.daemon.protocol import is_name, list_of, one_of, optional, string, uint
 from ust.daemon.rules import MAX_PYTHON_LEVEL, EventRule, check_pattern
 from ust.daemon.sessiond.commands._table import CommandGroup
+from ust.daemon.sessiond import monitor
 from ust.daemon.sessiond.commands.events import check_filter
-from ust.daemon.sessiond.triggers import ACTIONS, Action
+from ust.daemon.sessiond.triggers import ACTIONS, MAX_CAPTURES, Action
 from ust.errors import SessionError
 
 group = CommandGroup()
@@ -17,19 +18,33 @@ _ACTION = {"type": one_of(*ACTIONS), "session?": optional(is_name), "policy?": o
            "count?": uint(1 << 32)}
 
 
+_CONDITION = {"type": one_of(*monitor.CONDITIONS), "session": is_name, "channel?": optional(is_name),
+              "threshold_ratio?": optional((int, float)), "threshold_size?": optional(uint(1 << 63))}
+
+
 @group.command("add_trigger", {
     "name?": optional(is_name),
-    "domain": one_of("ust", "python"),
-    "pattern": string(512),
+    "condition?": optional(_CONDITION),
+    "domain?": one_of("ust", "python"),
+    "pattern?": string(512),
     "exclusions?": list_of(string(512), 256),
     "filter?": optional(string(4096)),
     "loglevel?": optional(uint(MAX_PYTHON_LEVEL + 1)),
     "loglevel_only?": bool,
+    "captures?": list_of(string(4096), MAX_CAPTURES),
     "actions": list_of(_ACTION, 16),
 })
-def add_trigger(daemon, caller: int, domain: str, pattern: str, actions: list[dict], name: str | None = None,
-                exclusions: list[str] = (), filter: str | None = None, loglevel: int | None = None,
-                loglevel_only: bool = False) -> dict:
+def add_trigger(daemon, caller: int, actions: list[dict], domain: str = "ust", pattern: str = "*",
+                name: str | None = None, exclusions: list[str] = (), filter: str | None = None,
+                loglevel: int | None = None, loglevel_only: bool = False, captures: list[str] = (),
+                condition: dict | None = None) -> dict:
+    """event-rule-matches (domain, pattern, filter...) or, with ``condition``, a buffer-usage or
+    consumed-size condition (ust.daemon.sessiond.monitor)."""
+    made = _actions(daemon, caller, actions)
+    if condition is not None:
+        t = daemon.triggers.add(caller, name, None, made, condition=_check_condition(condition))
+        monitor.watch(daemon)
+        return {"trigger": t.to_json()}
     if domain == "ust" and loglevel is not None and loglevel > 14:
         raise SessionError(f"log level {loglevel} is out of range 0-14")
     for p in [pattern, *exclusions]:
@@ -38,6 +53,34 @@ def add_trigger(daemon, caller: int, domain: str, pattern: str, actions: list[di
         raise SessionError(f"exclusion {exclusions[0]!r} needs a wildcard event pattern")
     if filter is not None:
         check_filter(filter)
+    for expr in captures:
+        check_capture(expr)
+    rule = EventRule(pattern=pattern, channel="", exclusions=tuple(exclusions), filter=filter,
+                     loglevel_type="all" if loglevel is None else ("single" if loglevel_only else "range"),
+                     loglevel=-1 if loglevel is None else loglevel, domain=domain)
+    t = daemon.triggers.add(caller, name, rule, made, tuple(captures))
+    daemon.triggers.sync_all(daemon)
+    return {"trigger": t.to_json()}
+
+
+def _check_condition(c: dict) -> dict:
+    kind, ratio, size = c["type"], c.get("threshold_ratio"), c.get("threshold_size")
+    if kind == "session-consumed-size-ge":
+        if size is None or ratio is not None or c.get("channel") is not None:
+            raise SessionError(f"condition {kind} takes --session and --threshold-size (no channel, no ratio)")
+        return {"type": kind, "session": c["session"], "threshold_size": size}
+    if c.get("channel") is None:
+        raise SessionError(f"condition {kind} needs --channel")
+    if (ratio is None) == (size is None):
+        raise SessionError(f"condition {kind} needs one of --threshold-ratio and --threshold-size")
+    if ratio is not None and not 0.0 <= ratio <= 1.0:
+        raise SessionError(f"threshold ratio {ratio} is out of range 0..1")
+    out = {"type": kind, "session": c["session"], "channel": c["channel"]}
+    out.update({"threshold_ratio": float(ratio)} if ratio is not None else {"threshold_size": size})
+    return out
+
+
+def _actions(daemon, caller: int, actions: list[dict]) -> list[Action]:
     if not actions:
         raise SessionError("a trigger needs an action (--action notify, start-session S, ...)")
     made = []
@@ -56,12 +99,14 @@ def add_trigger(daemon, caller: int, domain: str, pattern: str, actions: list[di
         if count < 1:
             raise SessionError("a rate policy's count is at least 1")
         made.append(Action(type=kind, session=session, policy=a.get("policy", "every"), count=count))
-    rule = EventRule(pattern=pattern, channel="", exclusions=tuple(exclusions), filter=filter,
-                     loglevel_type="all" if loglevel is None else ("single" if loglevel_only else "range"),
-                     loglevel=-1 if loglevel is None else loglevel, domain=domain)
-    t = daemon.triggers.add(caller, name, rule, made)
-    daemon.triggers.sync_all(daemon)
-    return {"trigger": t.to_json()}
+    return made
+
+
+def check_capture(expr: str) -> None:
+    """Reject a capture that is not one reference, in one line (a FilterError)."""
+    from ust.filter import compile_capture
+
+    compile_capture(expr)
 
 
 @group.command("list_triggers", {})
