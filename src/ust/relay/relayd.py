@@ -485,7 +485,7 @@ class Relay:
                 fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, SPLICE_PIPE_SIZE)
             except OSError:
                 pass  # the default pipe size works, in more steps
-            fixed = bytearray(wire.HEADER.size + wire.INDEX.size + PACKET_HEADER_SIZE)
+            fixed = bytearray(wire.PACKET_FRAME.size + PACKET_HEADER_SIZE)
             while True:
                 _recv_frame_start(conn, fixed)
                 self.receive_packet(session, conn, fixed, pipe)
@@ -496,23 +496,13 @@ class Relay:
     def receive_packet(self, session: Session, conn: socket.socket, fixed: bytearray, pipe) -> None:
         """One PACKET frame whose header, index and packet header are in ``fixed``;
         its remaining bytes are still in ``conn``."""
-        magic, version, msg_type, length = wire.HEADER.unpack_from(fixed)
-        if magic != wire.MAGIC or version != wire.WIRE_VERSION:
-            raise wire.WireError("not a ust relay frame of this version")
-        if msg_type != wire.PACKET:
-            raise wire.WireError(f"message type {msg_type} does not belong on the data port")
-        size = length - wire.INDEX.size
-        if not PACKET_HEADER_SIZE <= size <= wire.MAX_BODY:
-            raise wire.WireError(f"packet of {size} bytes")
-        handle, offset, *sent = wire.INDEX.unpack_from(fixed, wire.HEADER.size)
-        head = memoryview(fixed)[wire.HEADER.size + wire.INDEX.size:]
-        if tuple(sent) != wire.wire_index(wire.packet_index(head, size)):
-            raise wire.WireError("packet index does not match the packet's header")
+        handle, offset, size, end, stream_class = wire.packet_frame(fixed)
+        head = memoryview(fixed)[wire.PACKET_FRAME.size:]
         stream = session.streams.get(handle)
         if stream is None or stream.kind != wire.KIND_DATA:
             raise wire.WireError(f"packet for unknown stream {handle}")
-        if stream.stream_class != sent[5]:
-            raise wire.WireError(f"packet of stream class {sent[5]} in a stream of class {stream.stream_class}")
+        if stream.stream_class != stream_class:
+            raise wire.WireError(f"packet of stream class {stream_class} in a stream of class {stream.stream_class}")
         with stream.write_lock:
             with self.cond:
                 if stream.complete:
@@ -537,7 +527,7 @@ class Relay:
             with self.cond:
                 stream.committed = out.written
                 stream.packets += 1
-                stream.last_end = max(stream.last_end, sent[3])
+                stream.last_end = max(stream.last_end, end)
                 done = stream.complete  # its close came first, on the control port
                 self.cond.notify_all()
             if done:
