@@ -16,6 +16,7 @@ from daemon_util import wait_until
 from relay_util import Relayd
 from ust.relay import viewer_abi as va
 from ust.relay import wire
+from ust.relay.sender import RelayClient
 from ust.relay.viewer import LiveClient
 
 
@@ -119,6 +120,30 @@ def test_packets_that_lie_are_refused(relayd):
     assert v.next_index(data.id)["packet_size"] == 8 * 128  # the good packet, nothing else
     assert v.next_index(data.id)["status"] == va.INDEX_RETRY
     v.close()
+    client.close()
+
+
+def test_one_stream_written_from_two_data_connections_is_refused(relayd):
+    """A session may have several data connections, but a stream's file has one
+    writer at a time and grows only at its end: a packet for the same place sent on
+    a second connection closes that connection, and the file keeps whole packets."""
+    client = RelayClient("127.0.0.1", relayd.control, relayd.data, data_connections=2)
+    client.create_session("s", "h", 100000)
+    client.add_stream(2, 0, "ust", "c_0")
+    head = struct.pack("<I16sIQQQQQQQI", 0xC1FC1FC1, b"\0" * 16, 0, 0, 10, 20, 8 * 100, 8 * 128, 0, 0, 0)
+    good = head + bytes(128 - len(head))
+    first, second = client.data_links
+    first.sendall(wire.packet_header(2, 0, wire.packet_index(good)) + good)
+    path = os.path.join(relayd.output, "h")
+    [session] = [d for d in os.listdir(path) if not d.startswith(".")]
+    stream_file = os.path.join(path, session, "ust", "c_0")
+    wait_until(lambda: os.path.getsize(stream_file) == 128, what="the first packet in the file")
+    second.sendall(wire.packet_header(2, 0, wire.packet_index(good)) + good)  # the same offset again
+    wait_until(lambda: _closed(second), what="the second data connection closed")
+    first.sendall(wire.packet_header(2, 128, wire.packet_index(good)) + good)  # the first one goes on
+    wait_until(lambda: os.path.getsize(stream_file) == 256, what="two packets in the file")
+    with open(stream_file, "rb") as f:
+        assert f.read() == good + good
     client.close()
 
 
