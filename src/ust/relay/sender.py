@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import socket
 import time
 
@@ -96,6 +97,7 @@ class RelayClient:
         if len(body) != index.packet_size:
             raise wire.WireError(f"a packet of {len(body)} bytes whose header says {index.packet_size}")
         link = self.data_links[handle % len(self.data_links)]
+        _check_open(link)
         wire.send_parts(link, wire.packet_header(handle, self.offsets[handle], index), body)
         self.offsets[handle] += len(body)
         self.packets[handle] += 1
@@ -114,6 +116,17 @@ class RelayClient:
             s.close()
         self.data_links.clear()
         self.data = None
+
+
+def _check_open(link: socket.socket) -> None:
+    """Raise ConnectionError when the relay closed this data connection (it never
+    writes on one: anything readable is its end). A packet handed to a socket
+    whose peer is gone is lost once sent, while a packet not sent stays in its
+    ring buffer for the reconnection: so look before each packet (a relay killed
+    or restarted has closed it by then)."""
+    readable, _, _ = select.select([link], [], [], 0)
+    if readable:
+        raise ConnectionError("the relay closed the data connection")
 
 
 def trace_streams(root: "str | os.PathLike") -> list[tuple[str, str, list[str]]]:
