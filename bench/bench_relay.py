@@ -9,12 +9,15 @@ the time go, and how fast do live viewers get them?
    sender streams real packets (from a trace recorded first with that
    sub-buffer size) to a real ust-relayd over loopback as fast as it can, on
    4 streams spread over ``--connections`` data connections, for ``--seconds``.
-   Reported: MB/s and events/s *received and written* (timed until a live
-   viewer sees the last packet of every stream committed), the CPU seconds
-   the relay and the sender spend per GB (so what one core of each can take,
-   whatever else runs on this machine), and, same run, the output's own raw
-   write speed: ``dd`` writing files of the same sizes with the same block
-   size (``dd_MB_s``; ``vs_dd`` is the ratio).
+   Reported: MB/s and events/s *received and written* (timed until the
+   relay's files hold every byte sent), the CPU seconds the relay and the
+   sender spend per GB (``relay_MB_s_per_core``: what one core of the relay
+   takes, whatever else runs on this machine), and, same run, the output's
+   own raw write speed: ``dd`` writing files of the same sizes with the same
+   block size, before and after (``dd_MB_s``, their mean; ``vs_dd`` is the
+   ratio). On the disk, also until the files are synced (``synced_MB_s``)
+   against ``dd conv=fsync`` (``dd_synced_MB_s``): the disk-bound figure (the
+   others fit in the page cache).
 2. The loopback's own ceiling: a plain sendall of the same packets to a reader
    that drops them.
 3. Viewers: ``--viewers`` Python viewers (ust.relay.viewer) attached to one
@@ -166,15 +169,16 @@ def loopback_ceiling(packets: list[bytes], seconds: float) -> float:
     return sent / elapsed / 1e6
 
 
-def dd_speed(directory: str, sizes: list[int], block: int) -> float:
+def dd_speed(directory: str, sizes: list[int], block: int, sync: bool = False) -> float:
     """MB/s of dd writing, one after the other, new files of ``sizes`` bytes in
-    ``block``-byte writes (what the relay wrote, as the plain tool writes it)."""
+    ``block``-byte writes (what the relay wrote, as the plain tool writes it);
+    ``sync``: each file synced to the disk before dd ends (conv=fsync)."""
     written = 0
     start = time.perf_counter()
     for i, size in enumerate(sizes):
         path = os.path.join(directory, f"dd-{i}")
-        subprocess.run(["dd", "if=/dev/zero", f"of={path}", f"bs={block}", f"count={max(1, size // block)}"],
-                       check=True, capture_output=True)
+        subprocess.run(["dd", "if=/dev/zero", f"of={path}", f"bs={block}", f"count={max(1, size // block)}"]
+                       + (["conv=fsync"] if sync else []), check=True, capture_output=True)
         written += max(1, size // block) * block
     elapsed = time.perf_counter() - start
     for i in range(len(sizes)):
@@ -195,7 +199,7 @@ def wait_written(out_dir: str, sent: int) -> None:
 
 
 def ingest(out_dir: str, packets: list[bytes], metadata: bytes, seconds: float, connections: int,
-           keep: bool = False):
+           keep: bool = False, durable: bool = False):
     """One ingest run; its figures (and, with ``keep``, the relay and client still up)."""
     from ust.relay.sender import RelayClient
 
@@ -217,6 +221,13 @@ def ingest(out_dir: str, packets: list[bytes], metadata: bytes, seconds: float, 
     sent_at = time.perf_counter() - start
     wait_written(out_dir, sent)
     elapsed = time.perf_counter() - start
+    if durable:  # and on the disk itself: the relay's files synced (by us, through any descriptor of them)
+        for d, _, fs in os.walk(out_dir):
+            for f in fs:
+                fd = os.open(os.path.join(d, f), os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+        synced = time.perf_counter() - start
     relay_cpu, own_cpu = cpu_seconds(relay.pid) - relay_cpu, own_cpu_seconds() - own_cpu
     gb = sent / 1e9
     figures = {
@@ -225,6 +236,8 @@ def ingest(out_dir: str, packets: list[bytes], metadata: bytes, seconds: float, 
         "relay_MB_s_per_core": round(gb * 1e3 / relay_cpu) if relay_cpu else None,
         "packets": n, "bytes": sent,
     }
+    if durable:
+        figures["synced_MB_s"] = round(sent / synced / 1e6)
     file_sizes = [c.offsets[h] for h in range(STREAMS)]
     if keep:
         return figures, file_sizes, (relay, c, live)
@@ -355,6 +368,7 @@ def main() -> int:
     ap.add_argument("--disk-dir", default="/var/tmp", help="a directory on the disk")
     ap.add_argument("--viewers", type=int, default=8)
     ap.add_argument("--no-pipeline", action="store_true")
+    ap.add_argument("--pipeline-events", type=int, default=5_000_000, help="events per writer")
     args = ap.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     connections = [int(c) for c in args.connections.split(",")]
@@ -374,13 +388,19 @@ def main() -> int:
                         # their mean is the raw speed around the relay's run on this shared machine
                         guess = [int(args.seconds * 1e9 / STREAMS)] * STREAMS
                         dd_before = dd_speed(out_dir, guess, subbuf)
-                        figures, file_sizes, _ = ingest(out_dir, packets, metadata, args.seconds, conns)
+                        figures, file_sizes, _ = ingest(out_dir, packets, metadata, args.seconds, conns,
+                                                        durable=output == "disk")
                         dd = (dd_before + dd_speed(out_dir, file_sizes, subbuf)) / 2
+                        if output == "disk":
+                            dd_synced = dd_speed(out_dir, file_sizes, subbuf, sync=True)
                     finally:
                         shutil.rmtree(out_dir, ignore_errors=True)
                     row = {"subbuf": size_name(subbuf), "output": output, "data_connections": conns, **figures,
                            "events_s": round(figures["MB_s"] * 1e6 * events_per_byte), "dd_MB_s": round(dd),
                            "vs_dd": round(figures["MB_s"] / dd, 2)}
+                    if output == "disk":
+                        row["dd_synced_MB_s"] = round(dd_synced)
+                        row["synced_vs_dd_synced"] = round(figures["synced_MB_s"] / dd_synced, 2)
                     del row["packets"], row["bytes"]
                     report["ingest"].append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
@@ -401,7 +421,7 @@ def main() -> int:
         if not args.no_pipeline:
             out_dir = tempfile.mkdtemp(prefix="ust-bench-relay-out-", dir=where["tmpfs"])
             try:
-                report["pipeline"] = pipeline(out_dir, sizes[-1], 1_000_000)
+                report["pipeline"] = pipeline(out_dir, sizes[-1], args.pipeline_events)
             finally:
                 shutil.rmtree(out_dir, ignore_errors=True)
         print(json.dumps(report, indent=1))
