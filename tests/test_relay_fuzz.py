@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import socket
 import struct
 
@@ -123,6 +124,38 @@ def test_packets_that_lie_are_refused(relayd):
     client.close()
 
 
+def _tiny_packet() -> bytes:
+    """A whole 128-byte packet: its header and context as ring.h lays them out."""
+    head = struct.pack("<I16sIQQQQQQQI", 0xC1FC1FC1, b"\0" * 16, 0, 0, 10, 20, 8 * 100, 8 * 128, 0, 0, 0)
+    return head + bytes(128 - len(head))
+
+
+def test_sender_whose_descriptors_are_beyond_1024(relayd):
+    """A consumer holds many descriptors (ring buffers, applications): a data
+    connection numbered beyond select()'s limit still sends (the sender polls it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the descriptor limit is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = []
+    try:
+        while len(fillers) < 1100 and (not fillers or fillers[-1] < 1100):
+            fillers.append(os.open("/dev/null", os.O_RDONLY))
+        client = RelayClient("127.0.0.1", relayd.control, relayd.data)
+        client.create_session("many", "hostF", 0)
+        client.add_stream(1, 0, "ust", "c_0")
+        assert all(link.fileno() > 1024 for link in client.data_links)
+        client.send_packet(1, _tiny_packet())
+        path = os.path.join(relayd.output, "hostF")
+        wait_until(lambda: [os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs
+                            if f == "c_0"] == [128], what="the packet on the relay")
+        client.close()
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_one_stream_written_from_two_data_connections_is_refused(relayd):
     """A session may have several data connections, but a stream's file has one
     writer at a time and grows only at its end: a packet for the same place sent on
@@ -130,8 +163,7 @@ def test_one_stream_written_from_two_data_connections_is_refused(relayd):
     client = RelayClient("127.0.0.1", relayd.control, relayd.data, data_connections=2)
     client.create_session("s", "h", 100000)
     client.add_stream(2, 0, "ust", "c_0")
-    head = struct.pack("<I16sIQQQQQQQI", 0xC1FC1FC1, b"\0" * 16, 0, 0, 10, 20, 8 * 100, 8 * 128, 0, 0, 0)
-    good = head + bytes(128 - len(head))
+    good = _tiny_packet()
     first, second = client.data_links
     first.sendall(wire.packet_header(2, 0, wire.packet_index(good)) + good)
     path = os.path.join(relayd.output, "h")

@@ -48,6 +48,7 @@ class RelayClient:
         self.control.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.data: socket.socket | None = None  # the first data connection
         self.data_links: list[socket.socket] = []
+        self.data_watch: list = []  # a select.poll per data link: has the relay closed it?
         self.session = 0
         self.offsets: dict[int, int] = {}  # bytes sent per stream handle
         self.packets: dict[int, int] = {}
@@ -75,6 +76,9 @@ class RelayClient:
             self.data_links.append(link)
             link.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             link.sendall(wire.data_hello(self.session, token))
+            watch = select.poll()
+            watch.register(link, select.POLLIN)
+            self.data_watch.append(watch)
         self.data = self.data_links[0]
         return self.session
 
@@ -96,8 +100,9 @@ class RelayClient:
         body = memoryview(packet).cast("B")
         if len(body) != index.packet_size:
             raise wire.WireError(f"a packet of {len(body)} bytes whose header says {index.packet_size}")
-        link = self.data_links[handle % len(self.data_links)]
-        _check_open(link)
+        which = handle % len(self.data_links)
+        link = self.data_links[which]
+        _check_open(self.data_watch[which])
         wire.send_parts(link, wire.packet_header(handle, self.offsets[handle], index), body)
         self.offsets[handle] += len(body)
         self.packets[handle] += 1
@@ -115,17 +120,18 @@ class RelayClient:
         for s in (*self.data_links, self.control):
             s.close()
         self.data_links.clear()
+        self.data_watch.clear()
         self.data = None
 
 
-def _check_open(link: socket.socket) -> None:
-    """Raise ConnectionError when the relay closed this data connection (it never
-    writes on one: anything readable is its end). A packet handed to a socket
-    whose peer is gone is lost once sent, while a packet not sent stays in its
-    ring buffer for the reconnection: so look before each packet (a relay killed
-    or restarted has closed it by then)."""
-    readable, _, _ = select.select([link], [], [], 0)
-    if readable:
+def _check_open(watch: "select.poll") -> None:
+    """Raise ConnectionError when the relay closed the data connection ``watch``
+    polls (it never writes on one: anything readable is its end). A packet handed
+    to a socket whose peer is gone is lost once sent, while a packet not sent
+    stays in its ring buffer for the reconnection: so look before each packet (a
+    relay killed or restarted has closed it by then). poll, not select: a
+    consumer's descriptors may be numbered beyond select's 1024."""
+    if watch.poll(0):
         raise ConnectionError("the relay closed the data connection")
 
 
