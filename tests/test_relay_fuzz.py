@@ -130,6 +130,29 @@ def _tiny_packet() -> bytes:
     return head + bytes(128 - len(head))
 
 
+def test_data_connections_per_session_are_bounded(relayd):
+    """Each data connection holds a relay thread and a pipe: a session gets at most
+    MAX_DATA_CONNECTIONS_PER_SESSION; the one over is closed, the others carry on."""
+    from ust.relay.relayd import MAX_DATA_CONNECTIONS_PER_SESSION
+
+    client = RelayClient("127.0.0.1", relayd.control, relayd.data,
+                         data_connections=MAX_DATA_CONNECTIONS_PER_SESSION + 1)
+    client.create_session("many", "hostM", 0)
+    closed: list[int] = []
+    wait_until(lambda: closed.extend(i for i, link in enumerate(client.data_links)
+                                     if i not in closed and _closed(link)) or len(closed) >= 1,
+               what="a data connection over the bound closed")
+    assert len(closed) == 1
+    handle = next(h for h in range(1, 100) if h % len(client.data_links) not in closed)
+    client.add_stream(handle, 0, "ust", "c_0")
+    client.send_packet(handle, _tiny_packet())
+    path = os.path.join(relayd.output, "hostM")
+    wait_until(lambda: [os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs
+                        if f == "c_0"] == [128], what="the packet on the relay")
+    assert "more than" in open(relayd.log).read()
+    client.close()
+
+
 def test_sender_whose_descriptors_are_beyond_1024(relayd):
     """A consumer holds many descriptors (ring buffers, applications): a data
     connection numbered beyond select()'s limit still sends (the sender polls it)."""

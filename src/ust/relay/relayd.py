@@ -51,6 +51,7 @@ SPLICE_PIPE_SIZE = 1 << 20
 MAX_SESSIONS_PER_CONNECTION = 64
 MAX_SESSIONS = 4096
 MAX_STREAMS_PER_SESSION = 1024  # each data stream holds two descriptors
+MAX_DATA_CONNECTIONS_PER_SESSION = 16  # a sender uses two (ust.relay.sender.DATA_CONNECTIONS)
 MAX_VIEWER_METADATA = 64 << 20  # per trace: what viewers may be sent in all
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 10, 3  # a silent dead peer is dropped after ~60 s  # bytes of large frames being received at once, all connections together
 PID_NAME = "relayd.pid"
@@ -151,6 +152,7 @@ class Session:
         self.destroyed = False
         self.resumed = False  # carries on in a directory an earlier connection wrote
         self.viewers = 0
+        self.data_connections = 0
 
     @property
     def complete(self) -> bool:
@@ -473,6 +475,18 @@ class Relay:
             session = self.sessions.get(msg[1])
         if session is None or not hmac.compare_digest(session.token, msg[2]):
             raise wire.WireError("DATA_HELLO names no session this relay gave out")
+        with self.cond:  # each holds a thread and a pipe of up to SPLICE_PIPE_SIZE in flight
+            if session.data_connections >= MAX_DATA_CONNECTIONS_PER_SESSION:
+                raise wire.WireError(f"more than {MAX_DATA_CONNECTIONS_PER_SESSION} data connections for "
+                                     f"session {session.name}")
+            session.data_connections += 1
+        try:
+            self._receive_packets(session, conn)
+        finally:
+            with self.cond:
+                session.data_connections -= 1
+
+    def _receive_packets(self, session: Session, conn: socket.socket) -> None:
         # Packets go from the socket to their file through a pipe (splice: the
         # kernel moves the pages, Python never copies a packet's body); only the
         # frame header, the index and the packet's header are read here, to be
