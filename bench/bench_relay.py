@@ -15,7 +15,9 @@ the time go, and how fast do live viewers get them?
    takes, whatever else runs on this machine), and, same run, the output's
    own raw write speed: ``dd`` writing files of the same sizes with the same
    block size, before and after (``dd_MB_s``, their mean; ``vs_dd`` is the
-   ratio). On the disk, also until the files are synced (``synced_MB_s``)
+   ratio), and the CPU seconds dd spends per GB (``relay_cpu_vs_dd_cpu``: what
+   the relay costs a byte against what writing it costs dd, a ratio this
+   shared machine's load hardly moves). On the disk, also until the files are synced (``synced_MB_s``)
    against ``dd conv=fsync`` (``dd_synced_MB_s``): the disk-bound figure (the
    others fit in the page cache).
 2. The loopback's own ceiling: a plain sendall of the same packets to a reader
@@ -97,6 +99,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def own_cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -169,21 +176,25 @@ def loopback_ceiling(packets: list[bytes], seconds: float) -> float:
     return sent / elapsed / 1e6
 
 
-def dd_speed(directory: str, sizes: list[int], block: int, sync: bool = False) -> float:
+def dd_speed(directory: str, sizes: list[int], block: int, sync: bool = False) -> tuple[float, float]:
     """MB/s of dd writing, one after the other, new files of ``sizes`` bytes in
     ``block``-byte writes (what the relay wrote, as the plain tool writes it);
-    ``sync``: each file synced to the disk before dd ends (conv=fsync)."""
+    ``sync``: each file synced to the disk before dd ends (conv=fsync). Also the
+    CPU seconds dd spent per GB: unlike the wall clock, it hardly moves with what
+    else runs on the machine."""
     written = 0
     start = time.perf_counter()
+    cpu = children_cpu_seconds()
     for i, size in enumerate(sizes):
         path = os.path.join(directory, f"dd-{i}")
         subprocess.run(["dd", "if=/dev/zero", f"of={path}", f"bs={block}", f"count={max(1, size // block)}"]
                        + (["conv=fsync"] if sync else []), check=True, capture_output=True)
         written += max(1, size // block) * block
     elapsed = time.perf_counter() - start
+    cpu = children_cpu_seconds() - cpu
     for i in range(len(sizes)):
         os.unlink(os.path.join(directory, f"dd-{i}"))
-    return written / elapsed / 1e6
+    return written / elapsed / 1e6, cpu / (written / 1e9)
 
 
 def wait_written(out_dir: str, sent: int) -> None:
@@ -387,17 +398,19 @@ def main() -> int:
                         # dd before and after, same file sizes (the first run's guess, then the relay's):
                         # their mean is the raw speed around the relay's run on this shared machine
                         guess = [int(args.seconds * 1e9 / STREAMS)] * STREAMS
-                        dd_before = dd_speed(out_dir, guess, subbuf)
+                        dd_before, dd_cpu_before = dd_speed(out_dir, guess, subbuf)
                         figures, file_sizes, _ = ingest(out_dir, packets, metadata, args.seconds, conns,
                                                         durable=output == "disk")
-                        dd = (dd_before + dd_speed(out_dir, file_sizes, subbuf)) / 2
+                        dd_after, dd_cpu_after = dd_speed(out_dir, file_sizes, subbuf)
+                        dd, dd_cpu = (dd_before + dd_after) / 2, (dd_cpu_before + dd_cpu_after) / 2
                         if output == "disk":
-                            dd_synced = dd_speed(out_dir, file_sizes, subbuf, sync=True)
+                            dd_synced, _ = dd_speed(out_dir, file_sizes, subbuf, sync=True)
                     finally:
                         shutil.rmtree(out_dir, ignore_errors=True)
                     row = {"subbuf": size_name(subbuf), "output": output, "data_connections": conns, **figures,
                            "events_s": round(figures["MB_s"] * 1e6 * events_per_byte), "dd_MB_s": round(dd),
-                           "vs_dd": round(figures["MB_s"] / dd, 2)}
+                           "vs_dd": round(figures["MB_s"] / dd, 2), "dd_cpu_s_per_GB": round(dd_cpu, 2),
+                           "relay_cpu_vs_dd_cpu": round(figures["relay_cpu_s_per_GB"] / dd_cpu, 2)}
                     if output == "disk":
                         row["dd_synced_MB_s"] = round(dd_synced)
                         row["synced_vs_dd_synced"] = round(figures["synced_MB_s"] / dd_synced, 2)
