@@ -29,7 +29,9 @@ Control connection (``-C`` port), one reply per request::
     CLOSE_STREAM    session u64, handle u64, packets u64 (how many were sent on data) -> OK
     DESTROY_SESSION session u64 -> OK
 
-Data connection (``-D`` port), no replies (an error closes it)::
+Data connections (``-D`` port), no replies (an error closes it); a session
+may have several (at most 16: the relay receives each on a thread of its
+own), and a stream's packets all take the same one, so they arrive in order::
 
     DATA_HELLO      session u64, token (16 bytes)
     PACKET          handle u64, offset u64, packet_size u64, content_size u64 (bytes),
