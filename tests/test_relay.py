@@ -135,6 +135,37 @@ def test_relay_copy_is_byte_identical(relayd, local_trace, tmp_path):
         assert data == local[name], name
 
 
+def _bytes_acked(sock) -> int:
+    """What the peer's TCP acknowledged on ``sock`` (struct tcp_info: tcpi_bytes_acked,
+    after 8 one-byte fields, 24 u32 and two u64)."""
+    import socket
+    import struct
+
+    return struct.unpack_from("Q", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), 120)[0]
+
+
+def test_streams_spread_over_data_connections_arrive_whole(relayd, per_pid_trace):
+    """Several data connections for one session (the relay receives each on a thread of
+    its own): each stream keeps to one of them, so every file is the local one, byte
+    for byte, whatever the order the connections are read in."""
+    from ust.relay.sender import RelayClient
+
+    client = RelayClient("127.0.0.1", relayd.control, relayd.data, data_connections=3)
+    client.create_session("spread", "hostS", 0)
+    replay_trace(client, per_pid_trace, beacons=False)  # two processes: two streams at least
+    carried = [_bytes_acked(link) for link in client.data_links]
+    client.close()
+    assert sum(1 for n in carried if n > 4096) >= 2, carried  # the streams did take several connections
+    wait_until(lambda: not [s for s in LiveClient("127.0.0.1", relayd.live).list_sessions()],
+               what="the session ended on the relay")
+    relayd.stop()
+    copy = files_of(session_dir(relayd, "hostS"))
+    local = files_of(per_pid_trace)
+    assert copy.keys() == {k for k, v in local.items() if v}
+    for name, data in copy.items():
+        assert data == local[name], name
+
+
 @needs_babeltrace2
 def test_many_viewers_on_one_session(relayd, local_trace, tmp_path):
     """Four babeltrace2 at once (LTTng allows one), and one viewer leaving mid-reply."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import socket
 import struct
 
@@ -16,6 +17,7 @@ from daemon_util import wait_until
 from relay_util import Relayd
 from ust.relay import viewer_abi as va
 from ust.relay import wire
+from ust.relay.sender import RelayClient
 from ust.relay.viewer import LiveClient
 
 
@@ -119,6 +121,84 @@ def test_packets_that_lie_are_refused(relayd):
     assert v.next_index(data.id)["packet_size"] == 8 * 128  # the good packet, nothing else
     assert v.next_index(data.id)["status"] == va.INDEX_RETRY
     v.close()
+    client.close()
+
+
+def _tiny_packet() -> bytes:
+    """A whole 128-byte packet: its header and context as ring.h lays them out."""
+    head = struct.pack("<I16sIQQQQQQQI", 0xC1FC1FC1, b"\0" * 16, 0, 0, 10, 20, 8 * 100, 8 * 128, 0, 0, 0)
+    return head + bytes(128 - len(head))
+
+
+def test_data_connections_per_session_are_bounded(relayd):
+    """Each data connection holds a relay thread and a pipe: a session gets at most
+    MAX_DATA_CONNECTIONS_PER_SESSION; the one over is closed, the others carry on."""
+    from ust.relay.relayd import MAX_DATA_CONNECTIONS_PER_SESSION
+
+    client = RelayClient("127.0.0.1", relayd.control, relayd.data,
+                         data_connections=MAX_DATA_CONNECTIONS_PER_SESSION + 1)
+    client.create_session("many", "hostM", 0)
+    closed: list[int] = []
+    wait_until(lambda: closed.extend(i for i, link in enumerate(client.data_links)
+                                     if i not in closed and _closed(link)) or len(closed) >= 1,
+               what="a data connection over the bound closed")
+    assert len(closed) == 1
+    handle = next(h for h in range(1, 100) if h % len(client.data_links) not in closed)
+    client.add_stream(handle, 0, "ust", "c_0")
+    client.send_packet(handle, _tiny_packet())
+    path = os.path.join(relayd.output, "hostM")
+    wait_until(lambda: [os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs
+                        if f == "c_0"] == [128], what="the packet on the relay")
+    assert "more than" in open(relayd.log).read()
+    client.close()
+
+
+def test_sender_whose_descriptors_are_beyond_1024(relayd):
+    """A consumer holds many descriptors (ring buffers, applications): a data
+    connection numbered beyond select()'s limit still sends (the sender polls it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the descriptor limit is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers = []
+    try:
+        while len(fillers) < 1100 and (not fillers or fillers[-1] < 1100):
+            fillers.append(os.open("/dev/null", os.O_RDONLY))
+        client = RelayClient("127.0.0.1", relayd.control, relayd.data)
+        client.create_session("many", "hostF", 0)
+        client.add_stream(1, 0, "ust", "c_0")
+        assert all(link.fileno() > 1024 for link in client.data_links)
+        client.send_packet(1, _tiny_packet())
+        path = os.path.join(relayd.output, "hostF")
+        wait_until(lambda: [os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs
+                            if f == "c_0"] == [128], what="the packet on the relay")
+        client.close()
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_one_stream_written_from_two_data_connections_is_refused(relayd):
+    """A session may have several data connections, but a stream's file has one
+    writer at a time and grows only at its end: a packet for the same place sent on
+    a second connection closes that connection, and the file keeps whole packets."""
+    client = RelayClient("127.0.0.1", relayd.control, relayd.data, data_connections=2)
+    client.create_session("s", "h", 100000)
+    client.add_stream(2, 0, "ust", "c_0")
+    good = _tiny_packet()
+    first, second = client.data_links
+    first.sendall(wire.packet_header(2, 0, wire.packet_index(good)) + good)
+    path = os.path.join(relayd.output, "h")
+    [session] = [d for d in os.listdir(path) if not d.startswith(".")]
+    stream_file = os.path.join(path, session, "ust", "c_0")
+    wait_until(lambda: os.path.getsize(stream_file) == 128, what="the first packet in the file")
+    second.sendall(wire.packet_header(2, 0, wire.packet_index(good)) + good)  # the same offset again
+    wait_until(lambda: _closed(second), what="the second data connection closed")
+    first.sendall(wire.packet_header(2, 128, wire.packet_index(good)) + good)  # the first one goes on
+    wait_until(lambda: os.path.getsize(stream_file) == 256, what="two packets in the file")
+    with open(stream_file, "rb") as f:
+        assert f.read() == good + good
     client.close()
 
 

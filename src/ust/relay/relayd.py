@@ -54,6 +54,7 @@ SPLICE_PIPE_SIZE = 1 << 20
 MAX_SESSIONS_PER_CONNECTION = 64
 MAX_SESSIONS = 4096
 MAX_STREAMS_PER_SESSION = 1024  # each data stream holds two descriptors
+MAX_DATA_CONNECTIONS_PER_SESSION = 16  # a sender uses two (ust.relay.sender.DATA_CONNECTIONS)
 MAX_VIEWER_METADATA = 64 << 20  # per trace: what viewers may be sent in all
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 10, 3  # a silent dead peer is dropped after ~60 s  # bytes of large frames being received at once, all connections together
 PID_NAME = "relayd.pid"
@@ -154,6 +155,7 @@ class Session:
         self.destroyed = False
         self.resumed = False  # carries on in a directory an earlier connection wrote
         self.viewers = 0
+        self.data_connections = 0
 
     @property
     def complete(self) -> bool:
@@ -488,6 +490,18 @@ class Relay:
             session = self.sessions.get(msg[1])
         if session is None or not hmac.compare_digest(session.token, msg[2]):
             raise wire.WireError("DATA_HELLO names no session this relay gave out")
+        with self.cond:  # each holds a thread and a pipe of up to SPLICE_PIPE_SIZE in flight
+            if session.data_connections >= MAX_DATA_CONNECTIONS_PER_SESSION:
+                raise wire.WireError(f"more than {MAX_DATA_CONNECTIONS_PER_SESSION} data connections for "
+                                     f"session {session.name}")
+            session.data_connections += 1
+        try:
+            self._receive_packets(session, conn)
+        finally:
+            with self.cond:
+                session.data_connections -= 1
+
+    def _receive_packets(self, session: Session, conn: socket.socket) -> None:
         # Packets go from the socket to their file through a pipe (splice: the
         # kernel moves the pages, Python never copies a packet's body); only the
         # frame header, the index and the packet's header are read here, to be
@@ -500,7 +514,7 @@ class Relay:
                 fcntl.fcntl(pipe[1], fcntl.F_SETPIPE_SZ, SPLICE_PIPE_SIZE)
             except OSError:
                 pass  # the default pipe size works, in more steps
-            fixed = bytearray(wire.HEADER.size + wire.INDEX.size + PACKET_HEADER_SIZE)
+            fixed = bytearray(wire.PACKET_FRAME.size + PACKET_HEADER_SIZE)
             while True:
                 _recv_frame_start(conn, fixed)
                 self.receive_packet(session, conn, fixed, pipe)
@@ -511,23 +525,13 @@ class Relay:
     def receive_packet(self, session: Session, conn: socket.socket, fixed: bytearray, pipe) -> None:
         """One PACKET frame whose header, index and packet header are in ``fixed``;
         its remaining bytes are still in ``conn``."""
-        magic, version, msg_type, length = wire.HEADER.unpack_from(fixed)
-        if magic != wire.MAGIC or version != wire.WIRE_VERSION:
-            raise wire.WireError("not a ust relay frame of this version")
-        if msg_type != wire.PACKET:
-            raise wire.WireError(f"message type {msg_type} does not belong on the data port")
-        size = length - wire.INDEX.size
-        if not PACKET_HEADER_SIZE <= size <= wire.MAX_BODY:
-            raise wire.WireError(f"packet of {size} bytes")
-        handle, offset, *sent = wire.INDEX.unpack_from(fixed, wire.HEADER.size)
-        head = memoryview(fixed)[wire.HEADER.size + wire.INDEX.size:]
-        if tuple(sent) != wire.wire_index(wire.packet_index(head, size)):
-            raise wire.WireError("packet index does not match the packet's header")
+        handle, offset, size, end, stream_class = wire.packet_frame(fixed)
+        head = memoryview(fixed)[wire.PACKET_FRAME.size:]
         stream = session.streams.get(handle)
         if stream is None or stream.kind != wire.KIND_DATA:
             raise wire.WireError(f"packet for unknown stream {handle}")
-        if stream.stream_class != sent[5]:
-            raise wire.WireError(f"packet of stream class {sent[5]} in a stream of class {stream.stream_class}")
+        if stream.stream_class != stream_class:
+            raise wire.WireError(f"packet of stream class {stream_class} in a stream of class {stream.stream_class}")
         with stream.write_lock:
             with self.cond:
                 if stream.complete:
@@ -552,7 +556,7 @@ class Relay:
             with self.cond:
                 stream.committed = out.written
                 stream.packets += 1
-                stream.last_end = max(stream.last_end, sent[3])
+                stream.last_end = max(stream.last_end, end)
                 done = stream.complete  # its close came first, on the control port
                 self.cond.notify_all()
             if done:

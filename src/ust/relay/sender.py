@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import socket
 import time
 
@@ -28,16 +29,26 @@ def parse_net_url(url: str) -> tuple[str, int, int]:
     return m.group(1).strip("[]"), ctrl, data
 
 
-class RelayClient:
-    """One session streamed to a relay: a control and a data connection."""
+DATA_CONNECTIONS = 2  # per session: the relay receives each on a thread of its own
 
-    def __init__(self, host: str, control_port: int, data_port: int, timeout: float = 30.0):
+
+class RelayClient:
+    """One session streamed to a relay: a control connection and ``data_connections``
+    data connections. A stream's packets always take the same data connection
+    (its handle modulo their number), so they arrive in order; several of them
+    let the relay receive and write on several cores at once (one thread each)."""
+
+    def __init__(self, host: str, control_port: int, data_port: int, timeout: float = 30.0,
+                 data_connections: int = DATA_CONNECTIONS):
         self.address = host
         self.ports = (control_port, data_port)
         self.timeout = timeout
+        self.data_connections = max(1, data_connections)
         self.control = socket.create_connection((host, control_port), timeout=timeout)
         self.control.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.data: socket.socket | None = None
+        self.data: socket.socket | None = None  # the first data connection
+        self.data_links: list[socket.socket] = []
+        self.data_watch: list = []  # a select.poll per data link: has the relay closed it?
         self.session = 0
         self.offsets: dict[int, int] = {}  # bytes sent per stream handle
         self.packets: dict[int, int] = {}
@@ -60,9 +71,15 @@ class RelayClient:
         when = int(created if created is not None else time.time())
         self.session, rest = self._call(wire.create_session(name, hostname, live_timer_us, when, identity, resume))
         token = rest[:wire.TOKEN_SIZE]
-        self.data = socket.create_connection((self.address, self.ports[1]), timeout=self.timeout)
-        self.data.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.data.sendall(wire.data_hello(self.session, token))
+        for _ in range(self.data_connections):
+            link = socket.create_connection((self.address, self.ports[1]), timeout=self.timeout)
+            self.data_links.append(link)
+            link.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            link.sendall(wire.data_hello(self.session, token))
+            watch = select.poll()
+            watch.register(link, select.POLLIN)
+            self.data_watch.append(watch)
+        self.data = self.data_links[0]
         return self.session
 
     def add_stream(self, handle: int, stream_class: int, trace_path: str, file_name: str,
@@ -76,11 +93,18 @@ class RelayClient:
         self._call(wire.metadata(self.session, handle, text))
 
     def send_packet(self, handle: int, packet, index: PacketIndex | None = None) -> None:
-        """One whole packet, exactly as the ring buffer laid it out."""
+        """One whole packet, exactly as the ring buffer laid it out, on its stream's
+        data connection: the frame's header and the packet in one sendmsg (no
+        copy in Python, and no tiny segment of its own for the header)."""
         index = index or wire.packet_index(packet)
-        self.data.sendall(wire.packet_header(handle, self.offsets[handle], index))
-        self.data.sendall(packet)
-        self.offsets[handle] += len(packet)
+        body = memoryview(packet).cast("B")
+        if len(body) != index.packet_size:
+            raise wire.WireError(f"a packet of {len(body)} bytes whose header says {index.packet_size}")
+        which = handle % len(self.data_links)
+        link = self.data_links[which]
+        _check_open(self.data_watch[which])
+        wire.send_parts(link, wire.packet_header(handle, self.offsets[handle], index), body)
+        self.offsets[handle] += len(body)
         self.packets[handle] += 1
 
     def beacon(self, handle: int, timestamp: int) -> None:
@@ -93,10 +117,22 @@ class RelayClient:
         self._call(wire.destroy_session(self.session))
 
     def close(self) -> None:
-        for s in (self.data, self.control):
-            if s is not None:
-                s.close()
+        for s in (*self.data_links, self.control):
+            s.close()
+        self.data_links.clear()
+        self.data_watch.clear()
         self.data = None
+
+
+def _check_open(watch: "select.poll") -> None:
+    """Raise ConnectionError when the relay closed the data connection ``watch``
+    polls (it never writes on one: anything readable is its end). A packet handed
+    to a socket whose peer is gone is lost once sent, while a packet not sent
+    stays in its ring buffer for the reconnection: so look before each packet (a
+    relay killed or restarted has closed it by then). poll, not select: a
+    consumer's descriptors may be numbered beyond select's 1024."""
+    if watch.poll(0):
+        raise ConnectionError("the relay closed the data connection")
 
 
 def trace_streams(root: "str | os.PathLike") -> list[tuple[str, str, list[str]]]:

@@ -29,7 +29,9 @@ Control connection (``-C`` port), one reply per request::
     CLOSE_STREAM    session u64, handle u64, packets u64 (how many were sent on data) -> OK
     DESTROY_SESSION session u64 -> OK
 
-Data connection (``-D`` port), no replies (an error closes it)::
+Data connections (``-D`` port), no replies (an error closes it); a session
+may have several (at most 16: the relay receives each on a thread of its
+own), and a stream's packets all take the same one, so they arrive in order::
 
     DATA_HELLO      session u64, token (16 bytes)
     PACKET          handle u64, offset u64, packet_size u64, content_size u64 (bytes),
@@ -85,6 +87,7 @@ _CLOSE = struct.Struct("!QQQ")
 _SESSION = struct.Struct("!Q")
 _HELLO = struct.Struct(f"!Q{TOKEN_SIZE}s")
 INDEX = struct.Struct("!QQQQQQQQ")  # handle, offset, packet_size, content_size, ts_begin, ts_end, discarded, class
+PACKET_FRAME = struct.Struct(HEADER.format + INDEX.format[1:])  # a PACKET frame's header and index, one unpack
 _REPLY = struct.Struct("!IQ")  # status, value (session id)
 
 # Names that become one directory or file name: no '/', no NUL, no leading
@@ -128,6 +131,24 @@ def packet_index(data, length: int | None = None) -> PacketIndex:
             or index.timestamp_begin > index.timestamp_end:
         raise WireError("packet header does not describe a whole packet of this size")
     return index
+
+
+def packet_frame(fixed) -> tuple[int, int, int, int, int]:
+    """(handle, offset, packet size, timestamp_end, stream class) of the PACKET frame
+    whose first ``PACKET_FRAME.size + PACKET_HEADER_SIZE`` bytes (its header, its
+    index, the packet's header and context) are ``fixed``; every field checked, the
+    index against the packet's own header (WireError)."""
+    (magic, version, msg_type, length, handle, offset, *sent) = PACKET_FRAME.unpack_from(fixed)
+    if magic != MAGIC or version != WIRE_VERSION:
+        raise WireError("not a ust relay frame of this version")
+    if msg_type != PACKET:
+        raise WireError(f"message type {msg_type} does not belong on the data port")
+    size = length - INDEX.size
+    if not PACKET_HEADER_SIZE <= size <= MAX_BODY:
+        raise WireError(f"packet of {size} bytes")
+    if tuple(sent) != wire_index(packet_index(memoryview(fixed)[PACKET_FRAME.size:], size)):
+        raise WireError("packet index does not match the packet's header")
+    return handle, offset, size, sent[3], sent[5]
 
 
 def wire_index(index: PacketIndex) -> tuple:
@@ -184,6 +205,19 @@ def packet_header(handle: int, offset: int, index: PacketIndex) -> bytes:
     """The frame header and fixed part of a PACKET; the packet's bytes follow."""
     return HEADER.pack(MAGIC, WIRE_VERSION, PACKET, INDEX.size + index.packet_size) + INDEX.pack(
         handle, offset, *wire_index(index))
+
+
+def send_parts(sock: socket.socket, *parts) -> None:
+    """Send the buffers ``parts`` (bytes or any buffer, a ring buffer's packet) in
+    order, with as few system calls as the socket takes (sendmsg gathers them)."""
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if views and sent:
+            views[0] = views[0][sent:]
 
 
 def reply(status: int, value: int = 0, extra: bytes = b"", message: str = "") -> bytes:
