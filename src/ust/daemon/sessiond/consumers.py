@@ -76,7 +76,7 @@ def channel_usage(consumer: ConsumerLink, traces: list[str]) -> dict[str, list[d
         for name, u in chans.items():
             if not (isinstance(name, str) and isinstance(u, dict)):
                 continue
-            u = {k: _count(u.get(k)) for k in USAGE_KEYS}
+            u = {k: count(u.get(k)) for k in USAGE_KEYS}
             if u["lowest"] <= u["highest"] <= u["capacity"]:
                 out.setdefault(name, []).append(u)
     return out

@@ -101,6 +101,9 @@ def _sample(daemon, uid: int, name: str) -> dict | None:
     except UstError as exc:
         log(f"session {name}: buffer usage not sampled: {exc}")
         return None
+    except Exception as exc:  # a bug must not end the monitor thread for every trigger
+        log(f"session {name}: buffer usage not sampled: {type(exc).__name__}: {exc}")
+        return None
 
 
 def _period(t, sample: dict | None) -> float | None:
