@@ -53,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list-triggers": ("trigger_cmds", "list the triggers, their matches and actions"),
     "remove-trigger": ("trigger_cmds", "remove a trigger"),
     "wait-trigger": ("trigger_cmds", "wait for notifications of triggers (notify actions) and print them"),
+    "crash": ("crash", "recover the events of a crashed session's buffers (created with --shm-path)"),
     "run": ("run", "trace a program (and its children) from its first line to its exit"),
     "view": ("view", "print the events of traces, or of the current session's trace "
                      "(babeltrace2's text format, or JSON lines)"),

@@ -191,9 +191,12 @@ def mi_create(args: argparse.Namespace) -> dict:
     from ust.control import set_current_session
     from ust.ctf.writer import time_stamp
 
+    from ust.cli.session_cmds import _relay_url, session_shm_path
+
     name = args.name or "auto-" + time_stamp()
     with _client() as c:
-        s = c.create_session(name, output=args.output, snapshot=args.snapshot, no_output=args.no_output)
+        s = c.create_session(name, output=args.output, snapshot=args.snapshot, no_output=args.no_output,
+                             url=_relay_url(args), live_timer=args.live, shm_path=session_shm_path(args, name))
     set_current_session(name)
     return {"session": session_brief(s)}
 

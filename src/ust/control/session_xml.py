@@ -24,6 +24,7 @@ line each, never silently dropped.
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -132,6 +133,8 @@ def dump(session: dict) -> tuple[bytes, list[str]]:
     root = ET.Element("sessions")
     s = ET.SubElement(root, "session")
     _text(s, "name", session["name"])
+    if session.get("shm_path"):
+        _text(s, "shared_memory_path", session["shm_path"])
     domains = ET.SubElement(s, "domains")
     by_domain: dict[str, list[dict]] = {"ust": [], "python": []}
     for r in session.get("rules", ()):
@@ -435,8 +438,11 @@ def _session(r: _Reader, s: ET.Element) -> tuple[dict, list[str]]:
                 desc.setdefault("rotation", {})["size"] = r.integer(e, "bytes", 0)
             else:
                 notes.append(f"rotation schedule <{e.tag[:40]}> skipped (unknown)")
-    if r.text(s, "shared_memory_path"):
-        notes.append("shared memory path skipped (ust's buffers are memfds)")
+    shm_path = r.text(s, "shared_memory_path")
+    if shm_path:
+        if not os.path.isabs(shm_path):
+            raise r.fail(f"<shared_memory_path> must be an absolute path, got {shm_path[:80]!r}")
+        desc["shm_path"] = shm_path
     out = s.find("output")
     if out is not None:
         dest = out.find("consumer_output/destination")
