@@ -290,3 +290,29 @@ def test_geometry_of_a_hostile_header_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with open(path, "rb+") as f, pytest.raises(ValueError, match="inconsistent geometry"):
         Buffer.attach(f.fileno())
+
+
+def test_shm_path_is_saved_and_loaded(ust_env, tmp_path):
+    """`ust save` writes the session's shm path as lttng does (<shared_memory_path>, valid against
+    lttng's session.xsd when installed); `ust load` gives the loaded session its buffers there."""
+    shm = os.path.join(ust_env.home, "shm")
+    ust_env.ust("create", "s", "-o", ust_env.out, "--shm-path", shm)
+    [session_dir] = [s["shm_path"] for s in ust_env.client().list_sessions()]
+    assert os.path.dirname(session_dir) == shm and os.path.basename(session_dir).startswith("s-")
+    ust_env.ust("enable-event", "app:alpha")
+    ust_env.ust("save", "s", "-o", str(tmp_path))
+    text = (tmp_path / "s.lttng").read_text()
+    assert f"<shared_memory_path>{session_dir}</shared_memory_path>" in text
+    schema = "/usr/share/xml/lttng/session.xsd"
+    if os.path.exists(schema) and shutil.which("xmllint"):
+        r = subprocess.run(["xmllint", "--noout", "--schema", schema, str(tmp_path / "s.lttng")],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    ust_env.ust("destroy", "s")
+    ust_env.ust("load", "s", "-i", str(tmp_path))
+    assert ust_env.client().get_session("s")["shm_path"] == session_dir
+    ust_env.ust("start", "s")
+    app = _app(ust_env)
+    app.send("emit 5 0")
+    assert glob.glob(os.path.join(session_dir, "ust", "uid", "*", "64-bit", "channel0_0"))
+    assert glob.glob(os.path.join(session_dir, "ust", "uid", "*", "64-bit", "metadata"))
