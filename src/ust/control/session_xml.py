@@ -46,6 +46,7 @@ _UNSCHEMA_CONTEXTS = {
     "CGROUP_NS": "cgroup_ns", "IPC_NS": "ipc_ns", "MNT_NS": "mnt_ns", "NET_NS": "net_ns", "PID_NS": "pid_ns",
     "TIME_NS": "time_ns", "USER_NS": "user_ns", "UTS_NS": "uts_ns", "CPU_ID": "cpu_id",
 }
+_MI_CONTEXTS = {v: k for k, v in _UNSCHEMA_CONTEXTS.items()}  # in lttng's MI schema, not its session schema
 APP_PROVIDER = "ust"  # <app><provider_name>: ust's contexts outside the schema
 
 
@@ -59,22 +60,33 @@ def _text(parent: ET.Element, tag: str, value: Any) -> ET.Element:
     return e
 
 
-def _context_element(parent: ET.Element, name: str) -> None:
+def context_element(name: str, mi: bool = False) -> tuple[str, Any]:
+    """How lttng names context ``name``: ("type", "VPID"), ("perf", {type, config, name}) or
+    ("app", {provider_name, ctx_name}) for ust's contexts outside lttng's list. ``mi``: for an MI
+    document, whose schema also has the credentials, namespaces and cpu_id types (the session
+    schema has not)."""
     from ust.instrument.context import PERF_COUNTERS
 
-    ctx = ET.SubElement(parent, "context")
     if name in _SCHEMA_CONTEXTS:
-        _text(ctx, "type", _SCHEMA_CONTEXTS[name])
-    elif name in PERF_COUNTERS:
-        perf = ET.SubElement(ctx, "perf")
+        return "type", _SCHEMA_CONTEXTS[name]
+    if mi and name in _MI_CONTEXTS:
+        return "type", _MI_CONTEXTS[name]
+    if name in PERF_COUNTERS:
         kind, config = PERF_COUNTERS[name]
-        _text(perf, "type", kind)
-        _text(perf, "config", config)
-        _text(perf, "name", name.replace(":", "_").replace("-", "_"))  # as lttng names the field
+        return "perf", {"type": kind, "config": config,
+                        "name": name.replace(":", "_").replace("-", "_")}  # as lttng names the field
+    return "app", {"provider_name": APP_PROVIDER, "ctx_name": name}
+
+
+def _context_element(parent: ET.Element, name: str) -> None:
+    ctx = ET.SubElement(parent, "context")
+    tag, value = context_element(name)
+    if isinstance(value, dict):
+        e = ET.SubElement(ctx, tag)
+        for k, v in value.items():
+            _text(e, k, v)
     else:
-        app = ET.SubElement(ctx, "app")
-        _text(app, "provider_name", APP_PROVIDER)
-        _text(app, "ctx_name", name)
+        _text(ctx, tag, value)
 
 
 def python_filter(rule: dict) -> str | None:
