@@ -190,3 +190,30 @@ def test_every_mi_document_validates_against_lttngs_schema(ust_env, tmp_path):
     app.send("emit app:alpha 5 0")
     rc, so, se = _xml(ust_env, tmp_path, "record", "snapshot", "record")
     assert "<name>record</name>" in so
+
+
+def test_mi_of_the_kernel_domain(ust_env, tmp_path):
+    """`list -k`, `enable-event -k`, `add-context -k`, `disable-event -k` (where tracefs is usable)."""
+    from ust.kernel import tracefs
+    from ust.kernel.tracefs import KernelTracingError
+
+    if os.geteuid() != 0:
+        pytest.skip("kernel tracing needs root (tracefs instances)")
+    try:
+        tracefs.find_tracefs()
+    except KernelTracingError as exc:
+        pytest.skip(f"cannot use tracefs here: {exc}")
+    doc = _json(ust_env, "list", "-k")
+    [dom] = doc["output"]["domains"]
+    kinds = {e["type"] for e in dom["events"]}
+    assert dom["type"] == "KERNEL" and "sched:sched_switch" in {e["name"] for e in dom["events"]}
+    assert kinds == {"TRACEPOINT", "SYSCALL"}
+    _xml(ust_env, tmp_path, "list-k", "list", "-k")
+    ust_env.ust("create", "k", "-o", str(tmp_path / "k"))
+    doc = _json(ust_env, "enable-event", "-k", "sched:sched_switch")
+    assert doc["output"]["events"] == [{"name": "sched:sched_switch", "type": "TRACEPOINT", "enabled": True,
+                                        "success": True}]
+    _xml(ust_env, tmp_path, "enable-k", "enable-event", "-k", "--syscall", "openat")
+    _xml(ust_env, tmp_path, "context-k", "add-context", "-k", "-t", "pid")
+    doc = _json(ust_env, "disable-event", "-k", "sched:sched_switch")
+    assert doc["output"]["channel"]["events"][0]["name"] == "sched:sched_switch"
