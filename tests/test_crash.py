@@ -42,6 +42,14 @@ def _crash_everything(env, apps) -> None:
     wait_until(lambda: not _alive(consumer) and not _alive(sessiond), what="the daemons' death")
 
 
+def _consumer_idle(env) -> bool:
+    """Every buffer's complete packets have been taken (and written) by the consumer."""
+    stats = env.client().call("stats")["traces"]
+    buffers = [b for t in stats.values() for ch in t.values() for b in ch]
+    return bool(buffers) and any(b["packets_read"] for b in buffers) and \
+        all(b["write_offset"] - b["consumed"] < 16384 for b in buffers)
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -78,10 +86,11 @@ def test_crash_recovers_what_the_consumer_had_not_written(ust_env, buffers):
     shm = _start(ust_env, "-o", ust_env.out, buffers=buffers)
     app = _app(ust_env)
     app.send("emit 3000 0")
-    # these stay in the buffers: the consumer is frozen before they are written
+    # The next events stay in the buffers: the consumer is frozen before they are written, once it
+    # has taken every complete packet (frozen between taking a packet and writing it, it would
+    # lose that packet: neither in the trace nor in the buffer).
     consumer = ust_env.client().ping()["consumer_pid"]
-    wait_until(lambda: glob.glob(os.path.join(ust_env.out, "ust", "**", "channel0_*"), recursive=True),
-               what="the consumer's first packets")
+    wait_until(lambda: _consumer_idle(ust_env), what="the consumer to take the complete packets")
     os.kill(consumer, signal.SIGSTOP)
     app.send("emit 2000 3000")
     _crash_everything(ust_env, [app])
