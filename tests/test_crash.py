@@ -165,6 +165,9 @@ def test_crash_views_by_default(ust_env):
     _, out, _ = ust_env.ust("crash", shm)
     lines = [line for line in out.splitlines() if "app:alpha" in line]
     assert len(lines) == 50 and "v = 49" in lines[-1]
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "crash", "-e", "babeltrace2 --names=none", shm],
+                       env=ust_env.env(UST_AGENT="0"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and len([line for line in r.stdout.splitlines() if "app:alpha" in line]) == 50
     assert not [n for n in set(os.listdir("/tmp")) - before if n.startswith("ust-crash-")]
 
 
@@ -193,7 +196,7 @@ def test_crash_bad_input_is_one_line(ust_env, tmp_path):
     (trace / "metadata").write_text("/* CTF 1.8 */ this is not TSDL")
     (trace / "channel0_0").write_bytes(b"\0" * 8192)
     rc, _, err = crash("-x", str(tmp_path / "x1"), str(shm))
-    assert "metadata: cannot be parsed" in err and err.count("\n") == 1
+    assert rc == 2 and "nothing recovered" in err and "metadata: cannot be parsed" in err and err.count("\n") == 1
     rc, _, err = crash("-x", str(shm / "x2"), str(shm))
     assert rc != 0 and "is inside" in err and err.count("\n") == 1
 
@@ -305,8 +308,10 @@ def test_shm_path_is_saved_and_loaded(ust_env, tmp_path):
     """`ust save` writes the session's shm path as lttng does (<shared_memory_path>, valid against
     lttng's session.xsd when installed); `ust load` gives the loaded session its buffers there."""
     shm = os.path.join(ust_env.home, "shm")
-    ust_env.ust("create", "s", "-o", ust_env.out, "--shm-path", shm)
+    _, out, _ = ust_env.ust("create", "s", "-o", ust_env.out, "--shm-path", shm)
     [session_dir] = [s["shm_path"] for s in ust_env.client().list_sessions()]
+    assert f"Shared memory path set to {session_dir}" in out  # as lttng's create says it
+    assert f"Shared memory path: {session_dir}" in ust_env.ust("list", "s")[1]
     assert os.path.dirname(session_dir) == shm and os.path.basename(session_dir).startswith("s-")
     ust_env.ust("enable-event", "app:alpha")
     ust_env.ust("save", "s", "-o", str(tmp_path))

@@ -114,6 +114,7 @@ def test_mi_json_and_xml_of_the_session_commands(ust_env, tmp_path):
         names = {e["name"]: e for e in pid["events"]}
         assert names["app:beta"]["loglevel"] == "TRACE_WARNING" and dom["type"] == "UST"
         _xml(env, tmp_path, "list-apps", *args)
+    assert f"PID {app.pid}:" in env.ust("list", "-u")[1]  # the text form too, as `lttng list -u`
 
     # a failure: one line on stderr, and a document with an empty output whose success is false
     rc, so, se = _xml(env, tmp_path, "failed", "disable-channel", "nosuch", check=False)

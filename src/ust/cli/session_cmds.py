@@ -201,6 +201,8 @@ def _print_session(s: dict, out, current: str | None, mem_usage: bool = False) -
     snap = " [snapshot]" if s["snapshot"] else ""
     print(f"Tracing session {s['name']}{mark}: [{state}]{snap}", file=out)
     print(f"    Trace output: {s['output']}", file=out)
+    if s.get("shm_path"):
+        print(f"    Shared memory path: {s['shm_path']} (`ust crash` recovers it after a crash)", file=out)
     print(f"    Buffers: per-{s['buffers']}", file=out)
     for attr, ids in sorted(s.get("trackers", {}).items()):  # absent: every process (not shown, as lttng)
         print(f"    Tracked {attr}s: {', '.join(map(str, ids)) if ids else 'none'}", file=out)
@@ -258,7 +260,8 @@ def _print_session(s: dict, out, current: str | None, mem_usage: bool = False) -
 
 def add_list(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", nargs="?", help="show this session's channels and event rules")
-    p.add_argument("--apps", action="store_true", help="list the running applications and their tracepoints")
+    p.add_argument("--apps", action="store_true", help="list the running applications and their tracepoints "
+                   "(also -u, as lttng's `list -u`)")
     p.add_argument("--mem-usage", action="store_true", help="with a session: the shared memory each channel's "
                    "ring buffers take")
     _domain_args(p)
@@ -276,7 +279,7 @@ def run_list(args: argparse.Namespace, out) -> int:
             print(f"      {name}", file=out)
         return 0
     with _client() as c:
-        if args.apps:
+        if args.apps or (args.userspace and not args.name):  # `lttng list -u`: the applications' events
             from ust.instrument.loglevels import name_of as loglevel_name
 
             apps = c.list_apps()

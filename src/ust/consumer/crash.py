@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from dataclasses import dataclass, field
 
 from ust.consumer.shm_path import METADATA
@@ -131,9 +132,18 @@ def _read_metadata(path: str) -> str:
 # one stream
 
 
+# The start of struct ust_shm_header (_ring/shm.h): magic, version, overwrite, subbuf_size,
+# num_subbuf, slots_offset, data_offset, total_size. Read here only to copy no more than the
+# buffer's own size (a file grown past it does not cost memory); Buffer.attach checks it all.
+_HEADER_PREFIX = struct.Struct("<QIIQQQQQ")
+
+
 def _private_copy(path: str) -> int:
-    """A memfd holding the file's bytes as they are now."""
+    """A memfd holding the file's bytes as they are now (at most the size its header gives)."""
     fd, size = _open_regular(path, MAX_BUFFER_FILE)
+    head = os.pread(fd, _HEADER_PREFIX.size, 0)
+    if len(head) == _HEADER_PREFIX.size:
+        size = min(size, _HEADER_PREFIX.unpack(head)[7])
     mem = os.memfd_create("ust-crash", os.MFD_CLOEXEC)
     try:
         copied = 0
@@ -320,6 +330,8 @@ def recover(shm_path: str, dest: str) -> Report:
                 continue
             if s.dropped:
                 report.errors.append(f"{s.name}: {s.dropped} corrupt packet(s) dropped")
+    if not report.traces:
+        raise CrashError("nothing recovered: " + "; ".join(report.errors[:3]))
     return report
 
 
