@@ -592,7 +592,6 @@ NO_MI = {
     "latency": "it is an analysis: `ust latency --json` is its machine-readable form",
     "export": "it writes a file in the format asked for",
     "plot": "it draws a PNG",
-    "wait-trigger": "it prints notifications as they come, one JSON object per line with --json",
 }
 
 

@@ -211,8 +211,8 @@ def _validate_stream(trace_dir: str, name: str, report: StreamReport) -> None:
     """Decode every event of the extracted stream with ust's reader (the pipeline's packet
     decoder) and check the order of time babeltrace2 requires (each packet begins no earlier than
     the previous one ended; its events lie between its beginning and its end, in order; sequence
-    numbers go up, discarded-event counts never down); the packets that fail are removed. A packet header that cannot be framed ends the
-    stream there."""
+    numbers go up, discarded-event counts never down); the packets that fail are removed. A
+    packet header that cannot be framed ends the stream there."""
     from ust.ctf.pipeline import compile_packet_events
     from ust.ctf.reader import Event, PacketError, StreamFile, Trace
     from ust.errors import TraceFormatError
