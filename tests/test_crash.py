@@ -115,11 +115,13 @@ def test_crash_recovers_what_the_consumer_had_not_written(ust_env, buffers):
 
 
 @needs_bt
-def test_crash_recovers_a_flight_recorder(ust_env):
+@pytest.mark.parametrize("buffers", ["--buffers-uid", "--buffers-pid"])
+def test_crash_recovers_a_flight_recorder(ust_env, buffers):
     """Overwrite mode (a snapshot session, never written out): the newest events, up to the last
     one, in order, from the oldest packet still in the buffer; the overwritten ones are reported
     by babeltrace2 as discarded packets."""
-    shm = _start(ust_env, "--snapshot", "-o", ust_env.out, channel=("--subbuf-size", "4k", "--num-subbuf", "4"))
+    shm = _start(ust_env, "--snapshot", "-o", ust_env.out, channel=("--subbuf-size", "4k", "--num-subbuf", "4"),
+                 buffers=buffers)
     app = _app(ust_env)
     app.send("emit 20000 0")
     _crash_everything(ust_env, [app])
