@@ -210,8 +210,9 @@ def _extract_stream(src: str, dest: str, report: StreamReport) -> None:
 def _validate_stream(trace_dir: str, name: str, report: StreamReport) -> None:
     """Decode every event of the extracted stream with ust's reader (the pipeline's packet
     decoder) and check the order of time babeltrace2 requires (each packet begins no earlier than
-    the previous one ended; its events lie between its beginning and its end, in order; sequence
-    numbers go up, discarded-event counts never down); the packets that fail are removed. A
+    the previous one ended; its events lie between its beginning and its end, in order; every
+    time fits in babeltrace2's signed 64-bit nanoseconds; sequence numbers go up, discarded-event
+    counts never down); the packets that fail are removed. A
     packet header that cannot be framed ends the stream there."""
     from ust.ctf.pipeline import compile_packet_events
     from ust.ctf.reader import Event, PacketError, StreamFile, Trace
@@ -243,7 +244,8 @@ def _validate_stream(trace_dir: str, name: str, report: StreamReport) -> None:
         except (PacketError, TraceFormatError, LookupError, ValueError, TypeError, OverflowError, MemoryError):
             continue
         seq, discarded = pk.context.get("packet_seq_num", 0), pk.context.get("events_discarded", 0)
-        if (begin < last_end or end < begin or any(c < begin or c > end for c in cycles)
+        if (begin < last_end or end < begin or trace.cycles_to_ns(end) >= 1 << 63  # babeltrace2: int64 ns
+                or any(c < begin or c > end for c in cycles)
                 or cycles != sorted(cycles) or seq <= last_seq or discarded < last_discarded):
             continue
         last_end, last_seq, last_discarded = end, seq, discarded
