@@ -15,8 +15,11 @@ int buffer_bind(BufferObject *b)
         PyErr_SetString(PyExc_ValueError, "not a ust ring buffer (bad magic or version)");
         return -1;
     }
-    if (!is_pow2(h->subbuf_size) || h->subbuf_size < 4096 || !is_pow2(h->num_subbuf) || h->num_subbuf < 2 ||
-        h->num_subbuf > 4096 || h->slots_offset < sizeof *h ||
+    /* Each bound keeps the sums below from wrapping: a header read from a
+     * crashed (or hostile) file must not place data outside the mapping. */
+    if (!is_pow2(h->subbuf_size) || h->subbuf_size < 4096 || h->subbuf_size > (1ULL << 30) ||
+        !is_pow2(h->num_subbuf) || h->num_subbuf < 2 || h->num_subbuf > 4096 || h->slots_offset < sizeof *h ||
+        h->slots_offset > b->map_size || h->data_offset > b->map_size ||
         h->slots_offset + h->num_subbuf * sizeof(struct ust_slot) > h->data_offset ||
         h->data_offset + (h->num_subbuf + 1) * h->subbuf_size != h->total_size || h->total_size > b->map_size) {
         PyErr_SetString(PyExc_ValueError, "ust ring buffer header has an inconsistent geometry");
@@ -56,15 +59,18 @@ static BufferObject *buffer_map(PyTypeObject *type, int fd, size_t size)
     return b;
 }
 
+/* create(): the buffer lives in an anonymous memfd, or, given `fd` (an
+ * empty regular file the caller opened: `ust create --shm-path`), in that
+ * file, so that its contents outlive every process that maps it. */
 static PyObject *Buffer_create(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"subbuf_size", "num_subbuf", "overwrite", "stream_id", "cpu", "uuid", NULL};
+    static char *kwlist[] = {"subbuf_size", "num_subbuf", "overwrite", "stream_id", "cpu", "uuid", "fd", NULL};
     unsigned long long sbsize, nsub;
-    int overwrite = 0;
+    int overwrite = 0, file_fd = -1;
     unsigned int stream_id = 0, cpu = 0;
     Py_buffer uuid = {0};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KK|$pIIy*", kwlist, &sbsize, &nsub, &overwrite, &stream_id, &cpu,
-                                     &uuid))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KK|$pIIy*i", kwlist, &sbsize, &nsub, &overwrite, &stream_id, &cpu,
+                                     &uuid, &file_fd))
         return NULL;
     if (!is_pow2(sbsize) || sbsize < 4096 || sbsize > (1ULL << 30)) {
         PyBuffer_Release(&uuid);
@@ -82,7 +88,21 @@ static PyObject *Buffer_create(PyTypeObject *type, PyObject *args, PyObject *kw)
     size_t data_offset = (slots_offset + nsub * sizeof(struct ust_slot) + 4095) & ~(size_t)4095;
     size_t total = data_offset + (nsub + 1) * sbsize;
 
-    int fd = memfd_create("ust-ring", MFD_CLOEXEC);
+    int fd;
+    if (file_fd >= 0) {
+        struct stat st;
+        if (fstat(file_fd, &st) < 0) {
+            PyBuffer_Release(&uuid);
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (!S_ISREG(st.st_mode) || st.st_size != 0) {
+            PyBuffer_Release(&uuid);
+            return PyErr_Format(PyExc_ValueError, "fd %d is not an empty regular file", file_fd);
+        }
+        fd = fcntl(file_fd, F_DUPFD_CLOEXEC, 0);
+    } else {
+        fd = memfd_create("ust-ring", MFD_CLOEXEC);
+    }
     if (fd < 0 || ftruncate(fd, (off_t)total) < 0) {
         PyBuffer_Release(&uuid);
         if (fd >= 0)
@@ -119,8 +139,17 @@ static PyObject *Buffer_create(PyTypeObject *type, PyObject *args, PyObject *kw)
     return (PyObject *)b;
 }
 
-static PyObject *Buffer_attach(PyTypeObject *type, PyObject *arg)
+/* attach(): map a buffer another process created. writers_gone: the caller
+ * mapped a private copy of a crashed buffer (`ust crash`), whose writers are
+ * all gone whatever their pids say now (a pid may have been reused since):
+ * the reader repairs every reservation left in flight without asking. */
+static PyObject *Buffer_attach(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
+    static char *kwlist[] = {"fd", "writers_gone", NULL};
+    PyObject *arg;
+    int writers_gone = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$p", kwlist, &arg, &writers_gone))
+        return NULL;
     int fd = PyObject_AsFileDescriptor(arg);
     if (fd < 0)
         return NULL;
@@ -135,6 +164,7 @@ static PyObject *Buffer_attach(PyTypeObject *type, PyObject *arg)
     BufferObject *b = buffer_map(type, own, (size_t)st.st_size);
     if (!b)
         return NULL;
+    b->writers_gone = writers_gone;
     if (buffer_bind(b) < 0) {
         Py_DECREF(b);
         return NULL;
@@ -244,17 +274,18 @@ static PyObject *Buffer_unget_subbuf(BufferObject *b, PyObject *unused)
 
 static PyObject *Buffer_flush(BufferObject *b, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"final", NULL};
+    static char *kwlist[] = {"final", "timestamp", NULL};
     int final = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$p", kwlist, &final))
+    unsigned long long at = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|$pK", kwlist, &final, &at))
         return NULL;
-    return PyBool_FromLong(ring_flush(b, final));
+    return PyBool_FromLong(ring_flush(b, final, at));
 }
 
 static PyObject *Buffer_counters(BufferObject *b, PyObject *unused)
 {
     struct ust_shm_header *h = b->h;
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsK}", "lost_full", (unsigned long long)LOAD_RELAXED(&h->lost_full),
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsKsK}", "lost_full", (unsigned long long)LOAD_RELAXED(&h->lost_full),
                          "lost_big", (unsigned long long)LOAD_RELAXED(&h->lost_big), "lost_args",
                          (unsigned long long)LOAD_RELAXED(&h->lost_args), "lost_dead",
                          (unsigned long long)LOAD_RELAXED(&h->lost_dead), "packets_reclaimed",
@@ -262,7 +293,8 @@ static PyObject *Buffer_counters(BufferObject *b, PyObject *unused)
                          (unsigned long long)LOAD_RELAXED(&h->packets_overwritten), "packets_read",
                          (unsigned long long)LOAD_RELAXED(&h->packets_read), "write_offset",
                          (unsigned long long)LOAD_RELAXED(&h->write_offset), "consumed",
-                         (unsigned long long)LOAD_RELAXED(&h->consumed));
+                         (unsigned long long)LOAD_RELAXED(&h->consumed), "last_timestamp",
+                         (unsigned long long)LOAD_RELAXED(&h->last_timestamp));
 }
 
 static PyObject *Buffer_set_wakeup_fd(BufferObject *b, PyObject *arg)
@@ -314,7 +346,7 @@ static PyObject *Buffer_get_stream_id(BufferObject *b, void *c) { return PyLong_
 static PyObject *Buffer_get_uuid(BufferObject *b, void *c) { return PyBytes_FromStringAndSize((char *)b->h->uuid, 16); }
 
 static PyGetSetDef Buffer_getset[] = {
-    {"fd", (getter)Buffer_get_fd, NULL, "the memfd of the shared memory", NULL},
+    {"fd", (getter)Buffer_get_fd, NULL, "the descriptor of the shared memory (a memfd, or a --shm-path file)", NULL},
     {"subbuf_size", (getter)Buffer_get_sbsize, NULL, NULL, NULL},
     {"num_subbuf", (getter)Buffer_get_nsub, NULL, NULL, NULL},
     {"overwrite", (getter)Buffer_get_overwrite, NULL, NULL, NULL},
@@ -326,8 +358,9 @@ static PyGetSetDef Buffer_getset[] = {
 
 static PyMethodDef Buffer_methods[] = {
     {"create", (PyCFunction)(void (*)(void))Buffer_create, METH_VARARGS | METH_KEYWORDS | METH_CLASS,
-     "create(subbuf_size, num_subbuf, *, overwrite=False, stream_id=0, cpu=0, uuid=b'') -> Buffer"},
-    {"attach", (PyCFunction)Buffer_attach, METH_O | METH_CLASS, "attach(fd) -> Buffer: map a buffer created elsewhere"},
+     "create(subbuf_size, num_subbuf, *, overwrite=False, stream_id=0, cpu=0, uuid=b'', fd=-1) -> Buffer"},
+    {"attach", (PyCFunction)(void (*)(void))Buffer_attach, METH_VARARGS | METH_KEYWORDS | METH_CLASS,
+     "attach(fd, *, writers_gone=False) -> Buffer: map a buffer created elsewhere"},
     {"get_subbuf", (PyCFunction)(void (*)(void))Buffer_get_subbuf, METH_VARARGS | METH_KEYWORDS,
      "get_subbuf(*, force=False) -> memoryview | None: take the next complete packet"},
     {"put_subbuf", (PyCFunction)Buffer_put_subbuf, METH_NOARGS, "release the packet taken by get_subbuf()"},
@@ -342,7 +375,7 @@ static PyMethodDef Buffer_methods[] = {
     {"unget_subbuf", (PyCFunction)Buffer_unget_subbuf, METH_NOARGS,
      "give back the packet taken by get_subbuf() without consuming it (its write failed)"},
     {"flush", (PyCFunction)(void (*)(void))Buffer_flush, METH_VARARGS | METH_KEYWORDS,
-     "flush(*, final=False) -> bool: close the current partial packet"},
+     "flush(*, final=False, timestamp=0) -> bool: close the current partial packet (at `timestamp`, 0: now)"},
     {"counters", (PyCFunction)Buffer_counters, METH_NOARGS, "lost and read counters"},
     {"set_wakeup_fd", (PyCFunction)Buffer_set_wakeup_fd, METH_O, "this process's eventfd for reader wake-ups"},
     {"reader_sleep", (PyCFunction)Buffer_reader_sleep, METH_O, "announce that the reader sleeps (or not)"},
@@ -389,7 +422,7 @@ static void drain_exit_streams(void)
          * lost count is not reported yet. Every writer is gone: short
          * packets are taken too (force). */
         for (int final = 0; final <= 1; final++) {
-            ring_flush(b, final);
+            ring_flush(b, final, 0);
             while (ring_get(b, 1)) {
                 int err = write_packet(fd, phys_base(b, b->held_phys), (size_t)b->held_len);
                 ring_put(b);

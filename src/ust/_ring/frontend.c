@@ -191,13 +191,16 @@ SLOW int ring_reserve_slow(BufferObject *b, uint64_t payload, uint32_t event_id,
 
 /* Close the current partial packet. With emit_empty, also write an empty
  * packet when events were lost since the last packet closed, so that the
- * trace carries the final discarded count. Returns 1 if a packet closed. */
-int ring_flush(BufferObject *b, int emit_empty)
+ * trace carries the final discarded count. The packets end at `at`, or now
+ * if 0 (`ust crash` closes a crashed buffer's packet at its last event's
+ * time: the clock of a later boot means nothing to the trace). Returns 1 if
+ * a packet closed. */
+int ring_flush(BufferObject *b, int emit_empty, uint64_t at)
 {
     struct ust_shm_header *h = b->h;
     uint64_t old = LOAD_RELAXED(&h->write_offset);
     for (;;) {
-        uint64_t ts = clock_now();
+        uint64_t ts = at ? at : clock_now();
         uint64_t in_sb = old & b->sbmask;
         uint64_t lost = lost_for_close(h);
         if (in_sb == 0) {

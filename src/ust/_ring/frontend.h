@@ -29,7 +29,7 @@ void close_packet(BufferObject *b, uint64_t old, uint64_t ts, uint64_t lost);
 void count_lost(_Atomic uint64_t *counter);
 void register_writer(BufferObject *b, uint64_t generation);
 int ring_reserve_slow(BufferObject *b, uint64_t payload, uint32_t event_id, struct reservation *r);
-int ring_flush(BufferObject *b, int emit_empty);
+int ring_flush(BufferObject *b, int emit_empty, uint64_t at);
 
 /* May a packet start at `begin`? Returns 1 if so. */
 INLINE int packet_start_allowed(BufferObject *b, uint64_t begin)

@@ -117,7 +117,7 @@ static int dead_writers_explain(BufferObject *b, uint64_t pos, uint64_t commit, 
         uint64_t lo = start > pos ? start : pos, hi = end < pend ? end : pend;
         if (hi <= lo)
             continue;
-        if (!process_dead(owner))
+        if (!b->writers_gone && !process_dead(owner))
             return 0; /* a live writer is still inside this packet */
         holes[n].start = lo;
         holes[n].end = hi;

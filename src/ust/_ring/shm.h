@@ -117,6 +117,7 @@ typedef struct {
     /* reader state (process-local: one reader per stream) */
     int holding;
     int reader_ready; /* this process has checked the reader state it inherits */
+    int writers_gone; /* reader: a private copy of a crashed buffer (ust crash): no writer can come back */
     uint64_t held_pos;
     uint32_t held_phys;
     uint64_t held_len;

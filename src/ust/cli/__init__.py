@@ -53,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list-triggers": ("trigger_cmds", "list the triggers, their matches and actions"),
     "remove-trigger": ("trigger_cmds", "remove a trigger"),
     "wait-trigger": ("trigger_cmds", "wait for notifications of triggers (notify actions) and print them"),
+    "crash": ("crash", "recover the events of a crashed session's buffers (created with --shm-path)"),
     "run": ("run", "trace a program (and its children) from its first line to its exit"),
     "view": ("view", "print the events of traces, or of the current session's trace "
                      "(babeltrace2's text format, or JSON lines)"),
@@ -90,9 +91,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="show the version of ust and exit")
     parser.add_argument("-m", "--mi", metavar="TYPE", choices=("xml", "json"),
                         help="machine interface: print LTTng's MI document (xml) or the same as JSON (json); "
-                             "commands: version, list, create, destroy, start, stop, enable-channel, "
-                             "enable-event, snapshot, save, load, track, untrack, rotate, enable-rotation, "
-                             "disable-rotation, clear, regenerate")
+                             "every control command has one (docs/mi.md), not view, run, help and the "
+                             "analyses")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in COMMANDS.items():
         if only and name != only:

@@ -10,14 +10,17 @@ type (numbers, booleans, strings). Both are built from one tree (``Many`` marks 
 The commands with a machine interface are those of ``MI_COMMANDS``; the others refuse
 ``--mi`` in one line (``MI_COMMANDS``: version, list, create, destroy, start, stop, enable-channel,
 enable-event, snapshot, save, load, track, untrack, rotate, enable-rotation, disable-rotation, clear,
-regenerate, add-trigger, list-triggers, remove-trigger, wait-trigger). A failure prints its one-line error on stderr and a document whose
-``success`` is false, and exits non-zero, as lttng does.
+regenerate, add-trigger, list-triggers, remove-trigger, wait-trigger, set-session, status, disable-event,
+disable-channel, add-context, crash; ``NO_MI`` says why the others have none). A failure prints its one-line
+error on stderr and a document whose ``output`` is empty and ``success`` false, and exits non-zero, as lttng
+does. docs/mi.md lists each command's document.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
@@ -180,8 +183,10 @@ def mi_version(args: argparse.Namespace) -> dict:
 
 def mi_list(args: argparse.Namespace) -> dict:
     with _client() as c:
-        if getattr(args, "apps", False):
-            raise SessionError("--mi: `ust list --apps` has no machine interface yet")
+        if getattr(args, "kernel", False) and not args.name:
+            return {"domains": Many("domain", [_kernel_domain(c.kernel_list())])}
+        if getattr(args, "apps", False) or (getattr(args, "userspace", False) and not args.name):
+            return {"domains": Many("domain", [_apps_domain(c.list_apps())])}
         if args.name:
             return {"sessions": Many("session", [session_detail(c.get_session(args.name))])}
         return {"sessions": Many("session", [session_brief(s) for s in c.list_sessions()])}
@@ -191,9 +196,12 @@ def mi_create(args: argparse.Namespace) -> dict:
     from ust.control import set_current_session
     from ust.ctf.writer import time_stamp
 
+    from ust.cli.session_cmds import _relay_url, session_shm_path
+
     name = args.name or "auto-" + time_stamp()
     with _client() as c:
-        s = c.create_session(name, output=args.output, snapshot=args.snapshot, no_output=args.no_output)
+        s = c.create_session(name, output=args.output, snapshot=args.snapshot, no_output=args.no_output,
+                             url=_relay_url(args), live_timer=args.live, shm_path=session_shm_path(args, name))
     set_current_session(name)
     return {"session": session_brief(s)}
 
@@ -245,9 +253,12 @@ def mi_enable_channel(args: argparse.Namespace) -> dict:
 def mi_enable_event(args: argparse.Namespace) -> dict:
     from ust.cli.session_cmds import _current, enable_event_rules
 
-    if args.function is not None:
-        raise SessionError("--mi: `enable-event --function` has no machine interface yet")
-    rules = enable_event_rules(args, _current(args))
+    session = _current(args)
+    if args.kernel or args.function is not None:
+        return _enable_event_special(args, session)
+    if args.syscall:
+        raise SessionError("--syscall goes with -k (the kernel domain)")
+    rules = enable_event_rules(args, session)
     return {"events": Many("event", [event_element(r, success=True) for r in rules])}
 
 
@@ -529,18 +540,179 @@ def _mi_notification(n: dict) -> dict:
     return e
 
 
+def mi_set_session(args: argparse.Namespace) -> dict:
+    from ust.control import set_current_session
+
+    with _client() as c:
+        c.get_session(args.name)  # must exist
+    set_current_session(args.name)
+    return {"sessions": Many("session", [{"name": args.name}])}
+
+
+def mi_status(args: argparse.Namespace) -> dict:
+    """lttng's status is its `list CURRENT` (the document is named list)."""
+    from ust.control import get_current_session
+
+    name = get_current_session()
+    if not name:
+        raise SessionError("no current session: create one with `ust create NAME` or choose one with "
+                           "`ust set-session`")
+    with _client() as c:
+        return {"sessions": Many("session", [session_detail(c.get_session(name))])}
+
+
+def _apps_domain(apps: list) -> dict:
+    """`lttng list -u`: the registered applications and their tracepoints."""
+    from ust.instrument.loglevels import name_of
+
+    pids = [{"id": a["pid"], "name": a["procname"],
+             "events": Many("event", [{"name": tp["name"], "type": "TRACEPOINT", "enabled": True,
+                                       "loglevel_type": "ALL", "loglevel": name_of(tp["loglevel"])}
+                                      for tp in a["tracepoints"]])} for a in apps]
+    return {"type": "UST", "buffer_type": "PER_PID", "pids": Many("pid", pids)}
+
+
+def _kernel_domain(avail: dict) -> dict:
+    """`lttng list -k` (and its system calls, `list -k --syscall`, in the same list)."""
+    events = [{"name": n, "type": "TRACEPOINT", "enabled": False} for n in avail["events"]]
+    events += [{"name": n, "type": "SYSCALL", "enabled": False} for n in avail["syscalls"]]
+    return {"type": "KERNEL", "buffer_type": "GLOBAL", "events": Many("event", events)}
+
+
+def _disabled_events(channel: str, names: list[str]) -> dict:
+    return {"channel": {"name": channel, "events": Many("event", [{"name": n, "enabled": False, "success": True}
+                                                                   for n in names])}}
+
+
+def mi_disable_event(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current, _split
+
+    session = _current(args)
+    channel = args.channel or "channel0"
+    with _client() as c:
+        if args.kernel:
+            patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
+            if not patterns:
+                raise SessionError("give a kernel event name (or --syscall NAME), or --all")
+            c.kernel_disable_events(session, patterns, syscall=args.syscall)
+            return _disabled_events(channel, patterns)
+        if args.function is not None:
+            functions = _split([args.function])
+            c.disable_probes(session, functions, channel=args.channel)
+            return _disabled_events(channel, functions)
+        patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
+        if not patterns:
+            raise SessionError("give an event pattern, or --all")
+        c.disable_events(session, patterns, channel=args.channel)
+    return _disabled_events(channel, patterns)
+
+
+def mi_disable_channel(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current, _split
+
+    session = _current(args)
+    if args.kernel:
+        raise SessionError("the kernel channel cannot be disabled: disable its events (disable-event -k -a)")
+    names = _split([args.channels])
+    if not names:
+        raise SessionError("give a channel name")
+    with _client() as c:
+        for name in names:
+            c.disable_channel(session, name)
+    return {"channels": Many("channel", [{"name": n, "enabled": False, "success": True} for n in names])}
+
+
+def mi_add_context(args: argparse.Namespace) -> dict:
+    from ust.cli.session_cmds import _current, _split
+    from ust.control.session_xml import context_element
+    from ust.instrument import context as ctx
+
+    if args.list:
+        raise SessionError("--mi: `add-context --list` has no machine interface (as lttng's)")
+    if not args.types:
+        raise SessionError("give a context type with -t TYPE (`ust add-context --list` lists them)")
+    session = _current(args)
+    types = _split(args.types)
+    with _client() as c:
+        if args.kernel:
+            if args.channel:
+                raise SessionError("a kernel context applies to the session's kernel channel: no --channel")
+            c.kernel_add_context(session, types)
+        else:
+            for t in types:
+                if not ctx.is_known(t):
+                    raise SessionError(f"unknown context type {t!r} (`ust add-context --list` lists them)")
+            c.add_context(session, types, channel=args.channel)
+    contexts = []
+    for t in types:
+        tag, value = context_element(t, mi=True)
+        contexts.append({tag: value, "symbol": t, "success": True})
+    return {"contexts": Many("context", contexts)}
+
+
+def _enable_event_special(args: argparse.Namespace, session: str) -> dict:
+    """enable-event -k (kernel tracepoints, system calls) and --function (Python function probes)."""
+    from ust.cli.session_cmds import _split
+
+    with _client() as c:
+        if args.kernel:
+            patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
+            if not patterns:
+                raise SessionError("give a kernel event name (or --syscall NAME), or --all")
+            rules = c.kernel_enable_events(session, patterns, syscall=args.syscall)
+            kind = "SYSCALL" if args.syscall else "TRACEPOINT"
+            return {"events": Many("event", [{"name": r["pattern"], "type": kind, "enabled": True, "success": True}
+                                             for r in rules])}
+        if args.all or args.exclude or args.loglevel or args.loglevel_only:
+            raise SessionError("--function takes no --all, --exclude or log level")
+        probes = c.enable_probes(session, _split([args.function]), event=args.patterns, channel=args.channel,
+                                 filter=args.filter, args=not args.no_args, repr_limit=args.repr_limit)
+    return {"events": Many("event", [{"name": p["target"], "type": "FUNCTION", "enabled": True,
+                                      "attributes": {"function_attributes": {"symbol_name": p["target"]}},
+                                      "success": True} for p in probes])}
+
+
+def mi_crash(args: argparse.Namespace) -> dict:
+    """`ust crash -x DIR` (lttng-crash has no MI: the elements are ust's, see docs/mi.md)."""
+    from ust.cli.crash import recover
+
+    if args.extract is None:
+        raise SessionError("--mi: `ust crash` without -x prints events (as `ust view`): give -x DIR")
+    report = recover(args, args.extract)
+    return {"crash": {
+        "path": os.path.abspath(args.extract),
+        "traces": Many("trace", [{"path": t} for t in report.traces]),
+        "streams": Many("stream", [{"name": st.name, "packets": st.packets, "dropped_packets": st.dropped,
+                                    "dropped_events": st.events_dropped, "success": st.error is None,
+                                    **({"error": st.error} if st.error else {})} for st in report.streams])}}
+
+
 # command -> its <output>; `list` documents carry no <success> (as lttng's)
 MI_COMMANDS = {
     "version": mi_version, "list": mi_list, "create": mi_create, "destroy": mi_destroy, "start": mi_start,
     "stop": mi_stop, "enable-channel": mi_enable_channel, "enable-event": mi_enable_event,
     "snapshot": mi_snapshot, "save": mi_save, "load": mi_load, "track": mi_track, "untrack": mi_untrack,
     "rotate": mi_rotate, "enable-rotation": mi_enable_rotation, "disable-rotation": mi_disable_rotation,
-    "clear": mi_clear, "regenerate": mi_regenerate,
+    "clear": mi_clear, "regenerate": mi_regenerate, "set-session": mi_set_session, "status": mi_status,
+    "disable-event": mi_disable_event, "disable-channel": mi_disable_channel, "add-context": mi_add_context,
+    "crash": mi_crash,
     "add-trigger": mi_add_trigger, "list-triggers": mi_list_triggers, "remove-trigger": mi_remove_trigger,
     "wait-trigger": mi_wait_trigger,
 }
-NO_SUCCESS = frozenset({"list", "version", "list-triggers"})
-MI_NAMES = {"list-triggers": "list-trigger"}  # the command's name in the document, where lttng's differs
+NO_SUCCESS = frozenset({"list", "version", "status", "list-triggers"})
+# the command's name in the document, where lttng's differs (its status writes its list document)
+DOCUMENT_NAME = {"status": "list", "list-triggers": "list-trigger"}
+# The commands without a machine interface, and why (`ust --mi xml COMMAND` says so in one line).
+NO_MI = {
+    "view": "it prints events (as lttng's view, which has no MI either): read the trace with babeltrace2 or "
+            "`ust view --json`",
+    "run": "it runs a program, whose output is its own",
+    "help": "it prints a manual page (as lttng's help)",
+    "stats": "it is an analysis: `ust stats --json` is its machine-readable form",
+    "latency": "it is an analysis: `ust latency --json` is its machine-readable form",
+    "export": "it writes a file in the format asked for",
+    "plot": "it draws a PNG",
+}
 
 
 def run(fmt: str, command: str, args: argparse.Namespace, out) -> int:
@@ -550,13 +722,15 @@ def run(fmt: str, command: str, args: argparse.Namespace, out) -> int:
     from ust.errors import UstError
 
     if command not in MI_COMMANDS:
-        raise SessionError(f"--mi: `ust {command}` has no machine interface (it has: "
-                           f"{', '.join(sorted(MI_COMMANDS))})")
+        why = f": {NO_MI[command]}" if command in NO_MI else f" (it has: {', '.join(sorted(MI_COMMANDS))})"
+        raise SessionError(f"--mi: `ust {command}` has no machine interface{why}")
     try:
         output = MI_COMMANDS[command](args)
     except UstError as exc:
         print(f"ust: error: {exc}", file=sys.stderr)
-        print(render(fmt, MI_NAMES.get(command, command), None, False), file=out)
+        # an empty <output/>, as lttng's (its schema requires the element)
+        print(render(fmt, DOCUMENT_NAME.get(command, command), {}, False), file=out)
         return 2
-    print(render(fmt, MI_NAMES.get(command, command), output, None if command in NO_SUCCESS else True), file=out)
+    print(render(fmt, DOCUMENT_NAME.get(command, command), output, None if command in NO_SUCCESS else True),
+          file=out)
     return 0

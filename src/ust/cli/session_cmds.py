@@ -7,6 +7,7 @@ Each is a thin layer over ``ust.control.Client``: parse, call, print.
 from __future__ import annotations
 
 import argparse
+import os
 
 from ust.control import Client, get_current_session, set_current_session
 from ust.defaults import DEFAULT_NUM_SUBBUF, DEFAULT_SUBBUF_SIZE
@@ -82,6 +83,9 @@ def add_create(p: argparse.ArgumentParser) -> None:
                    help="live session: idle packets flushed every DELAY_US µs (default 100000) so that "
                         "viewers (babeltrace2, ust view --live) see events within that delay; streams to "
                         "the relay on localhost unless -U/-C/-D say where")
+    p.add_argument("--shm-path", metavar="DIR", help="ring buffers in files under DIR (in NAME-DATE) instead of "
+                   "anonymous shared memory: they outlive a crash of every process, and `ust crash DIR` "
+                   "recovers their events")
 
 
 def _relay_url(args) -> str | None:
@@ -105,6 +109,15 @@ def _relay_url(args) -> str | None:
     return f"net://{parts[0][0]}:{parts[0][1]}:{parts[1][1]}"
 
 
+def session_shm_path(args: argparse.Namespace, name: str) -> str | None:
+    """``--shm-path DIR``: the session's own directory in it, DIR/NAME-DATE (as lttng's create)."""
+    from ust.ctf.writer import time_stamp
+
+    if args.shm_path is None:
+        return None
+    return os.path.join(os.path.abspath(os.path.expanduser(args.shm_path)), f"{name}-{time_stamp()}")
+
+
 def run_create(args: argparse.Namespace, out) -> int:
     from ust.ctf.writer import time_stamp
 
@@ -112,7 +125,7 @@ def run_create(args: argparse.Namespace, out) -> int:
     url = _relay_url(args)
     with _client() as c:
         s = c.create_session(name, output=args.output, snapshot=args.snapshot, no_output=args.no_output,
-                             url=url, live_timer=args.live)
+                             url=url, live_timer=args.live, shm_path=session_shm_path(args, name))
     set_current_session(name)
     kind = "Snapshot session" if s["snapshot"] else "Live session" if s.get("live_timer") else "Session"
     print(f"{kind} {name} created.", file=out)
@@ -120,6 +133,8 @@ def run_create(args: argparse.Namespace, out) -> int:
         print(f"Traces will be streamed to {s['output']}", file=out)
     elif not args.no_output:
         print(f"Traces will be written in {s['output']}", file=out)
+    if s.get("shm_path"):
+        print(f"Shared memory path set to {s['shm_path']}", file=out)
     return 0
 
 
@@ -186,6 +201,8 @@ def _print_session(s: dict, out, current: str | None, mem_usage: bool = False) -
     snap = " [snapshot]" if s["snapshot"] else ""
     print(f"Tracing session {s['name']}{mark}: [{state}]{snap}", file=out)
     print(f"    Trace output: {s['output']}", file=out)
+    if s.get("shm_path"):
+        print(f"    Shared memory path: {s['shm_path']} (`ust crash` recovers it after a crash)", file=out)
     print(f"    Buffers: per-{s['buffers']}", file=out)
     for attr, ids in sorted(s.get("trackers", {}).items()):  # absent: every process (not shown, as lttng)
         print(f"    Tracked {attr}s: {', '.join(map(str, ids)) if ids else 'none'}", file=out)
@@ -243,7 +260,8 @@ def _print_session(s: dict, out, current: str | None, mem_usage: bool = False) -
 
 def add_list(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", nargs="?", help="show this session's channels and event rules")
-    p.add_argument("--apps", action="store_true", help="list the running applications and their tracepoints")
+    p.add_argument("--apps", action="store_true", help="list the running applications and their tracepoints "
+                   "(also -u, as lttng's `list -u`)")
     p.add_argument("--mem-usage", action="store_true", help="with a session: the shared memory each channel's "
                    "ring buffers take")
     _domain_args(p)
@@ -261,7 +279,7 @@ def run_list(args: argparse.Namespace, out) -> int:
             print(f"      {name}", file=out)
         return 0
     with _client() as c:
-        if args.apps:
+        if args.apps or (args.userspace and not args.name):  # `lttng list -u`: the applications' events
             from ust.instrument.loglevels import name_of as loglevel_name
 
             apps = c.list_apps()

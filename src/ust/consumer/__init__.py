@@ -16,6 +16,8 @@
               the per-CPU buffer factory, ``BoundedCounters``
 * ``events``  event tables: ``EventTable`` (ids given), ``EventIdFile``
               (ids allocated, shared with forked children)
+* ``shm_path`` ``--shm-path``: ``ShmDirectory``, a trace's buffers as files
+* ``crash``   ``ust crash``: ``recover``, a crashed session's buffer files back to traces
 
 docs/consumer.md describes the interfaces and how the next outputs plug in.
 """

@@ -18,7 +18,7 @@ from typing import Protocol
 from ust._ring._ring import Buffer
 from ust.ctf.writer import lost_events
 
-__all__ = ["PacketSource", "create_buffers", "attach_buffers", "BoundedCounters", "MAX_LOSS_RATE", "is_ring_buffer",
+__all__ = ["PacketSource", "cpu_count", "create_buffers", "attach_buffers", "BoundedCounters", "MAX_LOSS_RATE", "is_ring_buffer",
            "incomplete", "unwritten_bytes", "lost_events"]
 
 

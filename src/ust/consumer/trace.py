@@ -18,7 +18,8 @@ from typing import Any
 from ust.consumer.drain import drain_stream, final_drain, snapshot_stream
 from ust.consumer.events import EventTable
 from ust.consumer.output import StreamOutput, TraceOutput
-from ust.consumer.source import BoundedCounters, attach_buffers, create_buffers, is_ring_buffer, unwritten_bytes
+from ust.consumer.source import (BoundedCounters, attach_buffers, cpu_count, create_buffers, is_ring_buffer,
+                                 unwritten_bytes)
 from ust.ctf import metadata as md
 from ust.instrument import context as ctx
 
@@ -106,9 +107,12 @@ class Trace:
     the buffers' contents to another output without consuming them.
     """
 
-    def __init__(self, key: str, output: TraceOutput | None, info: md.TraceInfo, events=None):
+    def __init__(self, key: str, output: TraceOutput | None, info: md.TraceInfo, events=None, shm=None):
         self.key = key
         self.output = output
+        # ``ust create --shm-path``: the buffers are files there, beside a copy of the metadata
+        # (ust.consumer.shm_path.ShmDirectory); None: anonymous memfds
+        self.shm = shm
         self.info = info
         self.events = events if events is not None else EventTable()
         self.channels: dict[str, Channel] = {}
@@ -135,6 +139,10 @@ class Trace:
         if sources is None:
             if attach_fds is not None:
                 sources = attach_buffers(attach_fds)
+            elif self.shm is not None:
+                sources = self.shm.create_buffers(spec.name, cpu_count(), spec.subbuf_size, spec.num_subbuf,
+                                                  overwrite=spec.overwrite, stream_id=spec.stream_id,
+                                                  uuid=self.uuid)
             else:
                 sources = create_buffers(spec.subbuf_size, spec.num_subbuf, overwrite=spec.overwrite,
                                          stream_id=spec.stream_id, uuid=self.uuid)
@@ -167,14 +175,19 @@ class Trace:
         return md.metadata_text(self.info, [ch.stream_class() for ch in channels], events)
 
     def write_metadata(self, force: bool = False) -> None:
-        """Rewrite the metadata if an event was added since it was last written (or ``force``)."""
-        if self.output is None:
+        """Rewrite the metadata if an event was added since it was last written (or ``force``);
+        beside the buffer files too, with --shm-path."""
+        if self.output is None and self.shm is None:
             return  # a snapshot session writes the metadata with each snapshot only
         version = self.events.version()
         if not force and version == self._described:
             return
         self._described = version
-        self.output.write_metadata(self.metadata_text())
+        text = self.metadata_text()
+        if self.output is not None:
+            self.output.write_metadata(text)
+        if self.shm is not None:
+            self.shm.write_metadata(text)
 
     # -- the end of a run ----------------------------------------------------------
 

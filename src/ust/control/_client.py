@@ -311,7 +311,7 @@ class Client:
 
     def create_session(self, name: str, output: str | None = None, snapshot: bool = False,
                        token: str | None = None, no_output: bool = False, url: str | None = None,
-                       live_timer: int | None = None) -> SessionInfo:
+                       live_timer: int | None = None, shm_path: str | None = None) -> SessionInfo:
         """Create a session writing under ``output`` (default ~/ust-traces/NAME-DATE).
 
         ``snapshot``: a flight-recorder session (overwrite channels, written by
@@ -320,12 +320,17 @@ class Client:
         (snapshot sessions): no snapshot output until ``snapshot_add_output``.
         ``url``: stream to a relay instead, ``net://HOST[:CONTROL_PORT[:DATA_PORT]]``
         (docs/relay.md). ``live_timer``: a live session (µs between flushes of
-        idle packets; with no ``url``, the relay on localhost).
+        idle packets; with no ``url``, the relay on localhost). ``shm_path``: the ring buffers
+        are files under that directory (`ust create --shm-path DIR` gives ``DIR/NAME-DATE``), which
+        outlive a crash of every process; ``ust crash`` (``ust.consumer.crash``) recovers their events.
         """
         if output is not None:
             output = os.path.abspath(os.path.expanduser(output))
+        if shm_path is not None:
+            shm_path = os.path.abspath(os.path.expanduser(shm_path))
         return self._result("session", "create", name=name, output=output, snapshot=snapshot or None,
-                            token=token, no_output=no_output or None, url=url, live_timer=live_timer)
+                            token=token, no_output=no_output or None, url=url, live_timer=live_timer,
+                            shm_path=shm_path)
 
     def destroy_session(self, name: str) -> SessionInfo:
         """Stop (flushing the trace) and forget a session; its trace stays on disk."""

@@ -147,7 +147,8 @@ def _apply(client, desc: dict) -> list[str]:
     """Create the session ``desc`` describes with ordinary requests; return what could not be applied."""
     notes: list[str] = []
     name = desc["name"]
-    client.create_session(name, output=desc.get("output"), snapshot=desc.get("snapshot", False))
+    client.create_session(name, output=desc.get("output"), snapshot=desc.get("snapshot", False),
+                          shm_path=desc.get("shm_path"))
     try:
         for ch in desc["channels"]:
             client.enable_channel(name, ch["name"], subbuf_size=ch["subbuf_size"], num_subbuf=ch["num_subbuf"],

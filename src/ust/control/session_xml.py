@@ -24,6 +24,7 @@ line each, never silently dropped.
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -45,6 +46,7 @@ _UNSCHEMA_CONTEXTS = {
     "CGROUP_NS": "cgroup_ns", "IPC_NS": "ipc_ns", "MNT_NS": "mnt_ns", "NET_NS": "net_ns", "PID_NS": "pid_ns",
     "TIME_NS": "time_ns", "USER_NS": "user_ns", "UTS_NS": "uts_ns", "CPU_ID": "cpu_id",
 }
+_MI_CONTEXTS = {v: k for k, v in _UNSCHEMA_CONTEXTS.items()}  # in lttng's MI schema, not its session schema
 APP_PROVIDER = "ust"  # <app><provider_name>: ust's contexts outside the schema
 
 
@@ -58,22 +60,33 @@ def _text(parent: ET.Element, tag: str, value: Any) -> ET.Element:
     return e
 
 
-def _context_element(parent: ET.Element, name: str) -> None:
+def context_element(name: str, mi: bool = False) -> tuple[str, Any]:
+    """How lttng names context ``name``: ("type", "VPID"), ("perf", {type, config, name}) or
+    ("app", {provider_name, ctx_name}) for ust's contexts outside lttng's list. ``mi``: for an MI
+    document, whose schema also has the credentials, namespaces and cpu_id types (the session
+    schema has not)."""
     from ust.instrument.context import PERF_COUNTERS
 
-    ctx = ET.SubElement(parent, "context")
     if name in _SCHEMA_CONTEXTS:
-        _text(ctx, "type", _SCHEMA_CONTEXTS[name])
-    elif name in PERF_COUNTERS:
-        perf = ET.SubElement(ctx, "perf")
+        return "type", _SCHEMA_CONTEXTS[name]
+    if mi and name in _MI_CONTEXTS:
+        return "type", _MI_CONTEXTS[name]
+    if name in PERF_COUNTERS:
         kind, config = PERF_COUNTERS[name]
-        _text(perf, "type", kind)
-        _text(perf, "config", config)
-        _text(perf, "name", name.replace(":", "_").replace("-", "_"))  # as lttng names the field
+        return "perf", {"type": kind, "config": config,
+                        "name": name.replace(":", "_").replace("-", "_")}  # as lttng names the field
+    return "app", {"provider_name": APP_PROVIDER, "ctx_name": name}
+
+
+def _context_element(parent: ET.Element, name: str) -> None:
+    ctx = ET.SubElement(parent, "context")
+    tag, value = context_element(name)
+    if isinstance(value, dict):
+        e = ET.SubElement(ctx, tag)
+        for k, v in value.items():
+            _text(e, k, v)
     else:
-        app = ET.SubElement(ctx, "app")
-        _text(app, "provider_name", APP_PROVIDER)
-        _text(app, "ctx_name", name)
+        _text(ctx, tag, value)
 
 
 def python_filter(rule: dict) -> str | None:
@@ -132,6 +145,8 @@ def dump(session: dict) -> tuple[bytes, list[str]]:
     root = ET.Element("sessions")
     s = ET.SubElement(root, "session")
     _text(s, "name", session["name"])
+    if session.get("shm_path"):
+        _text(s, "shared_memory_path", session["shm_path"])
     domains = ET.SubElement(s, "domains")
     by_domain: dict[str, list[dict]] = {"ust": [], "python": []}
     for r in session.get("rules", ()):
@@ -436,8 +451,11 @@ def _session(r: _Reader, s: ET.Element) -> tuple[dict, list[str]]:
                 desc.setdefault("rotation", {})["size"] = r.integer(e, "bytes", 0)
             else:
                 notes.append(f"rotation schedule <{e.tag[:40]}> skipped (unknown)")
-    if r.text(s, "shared_memory_path"):
-        notes.append("shared memory path skipped (ust's buffers are memfds)")
+    shm_path = r.text(s, "shared_memory_path")
+    if shm_path:
+        if not os.path.isabs(shm_path):
+            raise r.fail(f"<shared_memory_path> must be an absolute path, got {shm_path[:80]!r}")
+        desc["shm_path"] = shm_path
     out = s.find("output")
     if out is not None:
         dest = out.find("consumer_output/destination")

@@ -3,7 +3,8 @@
 Spawned by ust-sessiond with one end of a socketpair (``--fd N``); it serves
 the sessiond's requests one at a time on it and exits when it closes.
 
-* ``add_trace``      a trace directory (uid or pid owner), its uuid and clock offset
+* ``add_trace``      a trace directory (uid or pid owner), its uuid and clock offset;
+                     with ``shm``, the directory its buffers are files in (--shm-path)
 * ``add_channel``    creates one ``Buffer`` per CPU and answers with their fds
                      (SCM_RIGHTS); with ``attach`` (after a restart) maps the
                      fds it is given instead, and carries on where its dead
@@ -13,7 +14,7 @@ the sessiond's requests one at a time on it and exits when it closes.
 * ``flush``          closes every partial packet and writes everything: when it
                      answers, the trace on disk is complete
 * ``snapshot``       flush + copy the current contents of overwrite buffers (not consumed)
-* ``remove_traces``  flush, close, unmap
+* ``remove_traces``  flush, close, unmap (and delete the --shm-path files)
 * ``clear``          ``ust clear``: what the buffers hold is consumed unwritten and the
                      stream files start over (the metadata stays)
 * ``chunk_bytes``    what the traces' current chunk holds (size-based rotation)
@@ -127,8 +128,12 @@ class Consumer:
 
     def cmd_add_trace(self, fds, key: str, path: str, uuid: str, clock_offset: int, drain: bool,
                       env: dict, session: str = "", root: str | None = None,
-                      relay: dict | None = None) -> tuple[dict, list]:
+                      relay: dict | None = None, shm: dict | None = None) -> tuple[dict, list]:
         if key not in self.traces:
+            from ust.consumer.shm_path import ShmDirectory
+
+            # --shm-path: the buffers are files in {"path"}, below the session's {"root"}
+            shm_dir = ShmDirectory(shm["path"], shm["root"]) if shm is not None else None
             if relay is not None:  # streamed: the relay writes it (ust.relay.output)
                 output = RelayTraceOutput(self._relay_session(session, relay), relay["path"])
             else:
@@ -137,7 +142,7 @@ class Consumer:
                 output = LocalTraceOutput(path, root)
             info = trace_info(bytes.fromhex(uuid.replace("-", "")), clock_offset, env)
             # A snapshot session writes nothing while it runs: only its snapshots.
-            self.traces[key] = Trace(key, output if drain else None, info)
+            self.traces[key] = Trace(key, output if drain else None, info, shm=shm_dir)
         return {}, []
 
     def cmd_add_channel(self, fds, trace: str, name: str, stream_id: int, subbuf_size: int, num_subbuf: int,
@@ -363,6 +368,8 @@ class Consumer:
             if t is not None:
                 t.flush(sync=True)
                 t.close()
+                if t.shm is not None:  # destroyed, not crashed: nothing to recover (as lttng)
+                    t.shm.remove()
         self._end_relay_sessions()
         return {}, []
 

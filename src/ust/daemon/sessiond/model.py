@@ -93,6 +93,10 @@ class Session:
     # is then its net:// URL, for display only. live_timer: µs, 0 = not live.
     relay: dict | None = None
     live_timer: int = 0
+    # `ust create --shm-path DIR`: the session's directory of buffer files, DIR/NAME-DATE (the
+    # command adds NAME-DATE, as lttng's), where the consumer creates the buffers as files
+    # (ust.consumer.shm_path); None: memfds
+    shm_path: str | None = None
 
     def consumer_keys(self) -> list[str]:
         """The keys of the session's traces in its consumer: user-space ones, then the kernel's."""
@@ -160,6 +164,7 @@ class Session:
             "output": self.output,
             "snapshot": self.snapshot,
             "live_timer": self.live_timer,
+            "shm_path": self.shm_path,
             "active": self.active,
             "buffers": self.buffers,
             "created": self.created,

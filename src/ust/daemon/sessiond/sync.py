@@ -70,6 +70,8 @@ def _trace_for(daemon, s: Session, app) -> Trace:
         "env": {"trace_name": s.name, "trace_buffering_scheme": owner[0], "buffering_id": owner[1],
                 **({"procname": app.procname, "vpid": app.pid} if owner[0] == "pid" else {})},
     }
+    if s.shm_path:
+        msg["shm"] = {"path": os.path.join(s.shm_path, rel), "root": s.shm_path}
     if s.relay:
         msg["relay"] = {**s.relay, "path": rel, "hostname": socket.gethostname(), "live_timer": s.live_timer,
                         "created": int(s.created)}

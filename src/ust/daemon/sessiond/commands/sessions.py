@@ -19,10 +19,10 @@ group = CommandGroup()
 
 @group.command("create", {"name": is_name, "output?": optional(string()), "snapshot?": bool,
                           "token?": optional(string(128)), "no_output?": bool, "url?": optional(string(300)),
-                          "live_timer?": optional(uint(1 << 40))})
+                          "live_timer?": optional(uint(1 << 40)), "shm_path?": optional(string())})
 def create(daemon, caller: int, name: str, output: str | None = None, snapshot: bool = False,
            token: str | None = None, no_output: bool = False, url: str | None = None,
-           live_timer: int | None = None) -> dict:
+           live_timer: int | None = None, shm_path: str | None = None) -> dict:
     if no_output and (not snapshot or output is not None or url is not None or live_timer):
         raise SessionError("--no-output goes with --snapshot and without --output or a URL: "
                            "`ust snapshot add-output` or `snapshot record URL` say where")
@@ -45,8 +45,11 @@ def create(daemon, caller: int, name: str, output: str | None = None, snapshot: 
         output = os.path.join(home, "ust-traces", f"{name}-{stamp}")
     if relay is None and not os.path.isabs(output):
         raise SessionError(f"output directory must be an absolute path, got {output!r}")
+    if shm_path is not None and not os.path.isabs(shm_path):
+        raise SessionError(f"shared memory path must be an absolute path, got {shm_path!r}")
     s = Session(name=name, output=output if relay else os.path.normpath(output), uid=caller, snapshot=snapshot,
-                token=token, relay=relay, live_timer=live_timer or 0, snapshot_output_deleted=no_output)
+                token=token, relay=relay, live_timer=live_timer or 0, snapshot_output_deleted=no_output,
+                shm_path=os.path.normpath(shm_path) if shm_path else None)
     with daemon.lock:
         if name in daemon.sessions:
             raise SessionError(f"a session named {name!r} already exists")
