@@ -17,6 +17,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <frameobject.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "record_api.h"
@@ -51,6 +53,11 @@
 #endif
 
 #define MAX_ARGS 64
+
+#ifndef UNLIKELY
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#endif
 
 #if PY_VERSION_HEX < 0x030C0000
 /* 3.11 has no PyErr_GetRaisedException: keep the (type, value, traceback) triple instead. */
@@ -948,18 +955,66 @@ done:
         restore_exc(exc);
 }
 
-/* Evaluate frame with the next evaluation function. 3.12+: the interpreter counts each evaluation in C
- * against its C recursion limit (800 on 3.12.1, below the default Python limit of 1000), where an inlined
- * Python call counts only against the Python limit: the unit this frame takes is given back, so that a
- * program recurses as deep under the hook as without it (the Python limit still applies; the C stack per
- * call is then 3.10's, docs/probes.md). */
+/* 3.12+: the C recursion units one evaluation of a frame takes: _PyEval_EvalFrameDefault subtracts
+ * PY_EVAL_C_STACK_UNITS (2: one directly, one through _Py_EnterRecursiveCallTstate) and adds them back when
+ * it returns. An inlined Python-to-Python call takes none (the Python limit alone applies). 3.11 counts
+ * every frame once against its one limit, inlined or not: nothing to give back. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define EVAL_C_UNITS 2
+#define C_RECURSION_REMAINING(ts) ((ts)->c_recursion_remaining)
+#else
+#define EVAL_C_UNITS 0
+#define C_RECURSION_REMAINING(ts) ((ts)->recursion_remaining)
+#endif
+
+/* The lowest stack address this thread's hooked frames may start at; 0: not known yet; UINTPTR_MAX:
+ * unknown (every hooked frame counts against the interpreter's C limit, as before 3.12 did not).
+ * Thread-local, initial-exec: one load. */
+static _Thread_local uintptr_t stack_floor __attribute__((tls_model("initial-exec")));
+
+static uintptr_t
+find_stack_floor(void)
+{
+    pthread_attr_t attr;
+    void *addr;
+    size_t size;
+    uintptr_t floor = UINTPTR_MAX;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        /* 1/8 of the stack, at most 512 KiB, below the floor: room for the RecursionError raised at it to
+         * unwind, and for the C code (a repr, an extension) that frames near it call. */
+        if (pthread_attr_getstack(&attr, &addr, &size) == 0 && size >= ((size_t)64 << 10)) {
+            size_t reserve = size / 8 < ((size_t)512 << 10) ? size / 8 : ((size_t)512 << 10);
+            floor = (uintptr_t)addr + reserve;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    return floor;
+}
+
+/* Evaluate frame with the next evaluation function. The interpreter counts each evaluation in C against
+ * its C recursion limit (3.12: 1,500 units; 3.13.0: 10,000), where an inlined Python call counts against
+ * the Python limit only: the units this frame takes are given back, so that a program recurses as deep
+ * under the hook as without it (sys.getrecursionlimit() still applies). The C stack per Python call is then
+ * 3.10's, which a raised limit can exhaust: a frame that would start below the thread's stack floor is
+ * given no units at all, and the interpreter raises RecursionError for it, as for a too-deep recursion,
+ * instead of the stack overflowing (3.11 too, where untraced calls take no C stack either). */
 static inline PyObject *
 call_next(_PyFrameEvalFunction next, PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
 {
-#if PY_VERSION_HEX >= 0x030C0000
-    ts->c_recursion_remaining++;
+    uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    if (UNLIKELY(stack_floor == 0))
+        stack_floor = find_stack_floor();
+    if (UNLIKELY(here <= stack_floor) && stack_floor != UINTPTR_MAX) {
+        int saved = C_RECURSION_REMAINING(ts);
+        C_RECURSION_REMAINING(ts) = 0;
+        PyObject *result = next(ts, frame, throwflag);
+        C_RECURSION_REMAINING(ts) = saved;
+        return result;
+    }
+#if EVAL_C_UNITS
+    C_RECURSION_REMAINING(ts) += EVAL_C_UNITS;
     PyObject *result = next(ts, frame, throwflag);
-    ts->c_recursion_remaining--;
+    C_RECURSION_REMAINING(ts) -= EVAL_C_UNITS;
     return result;
 #else
     return next(ts, frame, throwflag);
