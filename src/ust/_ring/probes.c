@@ -662,33 +662,47 @@ function_id(Hooks *self, PyObject *code, PyObject *globals)
     return n ? (long long)(self->base | n) : 0;
 }
 
-/* Record tp(base | id's n) with the cached int when there is one. tp is held: the general path may run
- * Python (a filter, a Python context), during which the tracer may be stopped. */
-static void
+/* Record tp(base | id's n): straight into the ring when it can (no Python, no int object), else through the
+ * general path, which may run Python (a filter, a Python context) during which the tracer may be stopped:
+ * tp is held then, and the thread's `tracing` flag is set (that Python is not the program's). */
+static void record_id_general(Hooks *self, PyObject *tp, long long id);
+
+static inline void
 record_id(Hooks *self, PyObject *tp, long long id)
 {
-    if (ring_api != NULL) { /* straight into the ring: no int object */
-        Py_INCREF(tp);
+    if (LIKELY(ring_api != NULL && ring_api->write_u64(tp, (uint64_t)id) == 0))
+        return;
+    record_id_general(self, tp, id);
+}
+
+static void __attribute__((noinline))
+record_id_general(Hooks *self, PyObject *tp, long long id)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    ts->tracing++;
+    saved_exc exc = save_exc(); /* an exception leaving a frame stays as it is */
+    Py_INCREF(tp);
+    if (ring_api != NULL) {
         if (ring_api->record_u64(tp, (uint64_t)id) < 0)
             PyErr_Clear();
-        Py_DECREF(tp);
-        return;
     }
-    unsigned long long n = (unsigned long long)id & 0xFFFFFFFFull;
-    if (self->id_objects != NULL && (Py_ssize_t)n < PyList_GET_SIZE(self->id_objects)) {
-        PyObject *v = PyList_GET_ITEM(self->id_objects, (Py_ssize_t)n); /* borrowed; the list only grows */
-        Py_INCREF(v);
-        call_quiet(tp, &v, 1);
-        Py_DECREF(v);
-        return;
+    else {
+        unsigned long long n = (unsigned long long)id & 0xFFFFFFFFull;
+        PyObject *v;
+        if (self->id_objects != NULL && (Py_ssize_t)n < PyList_GET_SIZE(self->id_objects))
+            v = Py_NewRef(PyList_GET_ITEM(self->id_objects, (Py_ssize_t)n)); /* the list only grows */
+        else
+            v = PyLong_FromLongLong(id);
+        if (v == NULL)
+            PyErr_Clear();
+        else {
+            call_quiet(tp, &v, 1);
+            Py_DECREF(v);
+        }
     }
-    PyObject *v = PyLong_FromLongLong(id);
-    if (v == NULL) {
-        PyErr_Clear();
-        return;
-    }
-    call_quiet(tp, &v, 1);
-    Py_DECREF(v);
+    Py_DECREF(tp);
+    restore_exc(exc);
+    ts->tracing--;
 }
 
 #if PY_VERSION_HEX >= 0x030C0000
@@ -871,11 +885,11 @@ static Py_ssize_t eval_probes;           /* probes whose record is read by the h
 static long long
 eval_entry(Hooks *self, PyThreadState *ts, _PyInterpreterFrame *frame)
 {
-    ts->tracing++; /* new_id, a filter or a Python context may run Python: not the program's calls */
+    ts->tracing++; /* new_id may run Python: not the program's calls */
     long long id = function_id(self, (PyObject *)FRAME_CODE(frame), frame->f_globals);
+    ts->tracing--;
     if (id > 0)
         record_id(self, self->entry, id);
-    ts->tracing--;
     return id;
 }
 
@@ -1021,15 +1035,61 @@ call_next(_PyFrameEvalFunction next, PyThreadState *ts, _PyInterpreterFrame *fra
 #endif
 }
 
+static PyObject *traced_eval_full(Hooks *self, PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag);
+
+/* A code object's co_extra slot, read in place (PyUnstable_Code_GetExtra is a call into the interpreter and
+ * its checks, for a slot read twice per traced call). The layout of CPython 3.6 to 3.13's private
+ * _PyCodeObjectExtra, for exactly the versions USE_EVAL_HOOK is built for. */
+struct code_extras {
+    Py_ssize_t size;
+    void *extras[1];
+};
+
+static inline void *
+code_extra(PyCodeObject *code, Py_ssize_t index)
+{
+    const struct code_extras *e = (const struct code_extras *)code->co_extra;
+    return e != NULL && index < e->size ? e->extras[index] : NULL;
+}
+
+/* The interpreter's frame-evaluation function. The common case inline: whole-program tracing, no probe read
+ * by the hook, a plain function (not a generator or coroutine) this tracer has seen (its id in co_extra):
+ * two lean writes around the evaluation, no Python, no reference taken. Anything else: traced_eval_full. */
 static PyObject *
 traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
 {
     Hooks *self = eval_owner;
+    /* ts->tracing: a tracer's own Python code (ours, a profile or trace function) is not the program's. */
+    if (UNLIKELY(self == NULL || ts->tracing))
+        return call_next(eval_next, ts, frame, throwflag);
+    PyCodeObject *code = FRAME_CODE(frame);
+    unsigned generation = self->generation;
+    if (LIKELY(eval_probes == 0 && eval_whole && generation != 0 && !throwflag &&
+               !(code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)))) {
+        uintptr_t word = (uintptr_t)code_extra(code, extra_id);
+        if (LIKELY((word & 0xFFFF) == generation)) { /* seen by this tracer (a 0 word is never a generation) */
+            uintptr_t n = word >> 16;
+            if (n == 0) /* not traced (excluded, ust's own) */
+                return call_next(eval_next, ts, frame, throwflag);
+            long long id = (long long)(self->base | n);
+            record_id(self, self->entry, id);
+            PyObject *result = call_next(eval_next, ts, frame, throwflag);
+            /* The tracer may have been stopped or replaced while the frame ran: its return is not recorded
+             * then. An exception leaving the frame stays set: the lean write does not touch it, the general
+             * path sets it aside. */
+            if (LIKELY(eval_owner == self && eval_whole && self->generation == generation))
+                record_id(self, self->ret, id);
+            return result;
+        }
+    }
+    return traced_eval_full(self, ts, frame, throwflag);
+}
+
+/* Everything traced_eval does not do inline: probes, generators and coroutines, first sight of a function. */
+static PyObject * __attribute__((noinline))
+traced_eval_full(Hooks *self, PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
+{
     _PyFrameEvalFunction next = eval_next;
-    /* ts->tracing: a tracer's own Python code (ours below, a profile or trace function) is not the
-     * program's. */
-    if (self == NULL || ts->tracing)
-        return call_next(next, ts, frame, throwflag);
     PyCodeObject *code = FRAME_CODE(frame);
     Record *rec = eval_probes > 0 && !busy ? get_record((PyObject *)code) : NULL;
     unsigned generation = eval_whole ? self->generation : 0;
@@ -1074,18 +1134,8 @@ traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
         Py_DECREF(rec);
     }
     /* The tracer may have been stopped (or replaced) while the frame ran: its return is not recorded. */
-    if (id > 0 && !suspended && eval_owner == self && eval_whole && self->generation == generation) {
-        ts->tracing++;
-        if (result == NULL) { /* an exception leaves the frame: keep it aside while recording */
-            saved_exc exc = save_exc();
-            record_id(self, self->ret, id);
-            restore_exc(exc);
-        }
-        else {
-            record_id(self, self->ret, id);
-        }
-        ts->tracing--;
-    }
+    if (id > 0 && !suspended && eval_owner == self && eval_whole && self->generation == generation)
+        record_id(self, self->ret, id);
     return result;
 }
 
