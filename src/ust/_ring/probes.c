@@ -880,6 +880,7 @@ hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
 static Hooks *eval_owner;                /* strong reference while the hook is installed; NULL: pass through */
 static _PyFrameEvalFunction eval_next;    /* the evaluation function that was installed before ours */
 static Py_ssize_t eval_probes;           /* probes whose record is read by the hook */
+static int eval_whole_only;              /* eval_whole and no probe read by the hook (eval_update) */
 
 /* The entry of frame's function: its id (recorded when > 0). */
 static long long
@@ -1064,7 +1065,7 @@ traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
         return call_next(eval_next, ts, frame, throwflag);
     PyCodeObject *code = FRAME_CODE(frame);
     unsigned generation = self->generation;
-    if (LIKELY(eval_probes == 0 && eval_whole && generation != 0 && !throwflag &&
+    if (LIKELY(eval_whole_only && generation != 0 && !throwflag &&
                !(code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)))) {
         uintptr_t word = (uintptr_t)code_extra(code, extra_id);
         if (LIKELY((word & 0xFFFF) == generation)) { /* seen by this tracer (a 0 word is never a generation) */
@@ -1146,6 +1147,7 @@ eval_update(Hooks *self)
 {
     PyInterpreterState *interp = PyThreadState_GetInterpreter(PyThreadState_Get());
     _PyFrameEvalFunction current = _PyInterpreterState_GetEvalFrameFunc(interp);
+    eval_whole_only = eval_whole && eval_probes == 0;
     if (eval_whole || eval_probes > 0) {
         if (current != traced_eval) {
             eval_next = current; /* _PyEval_EvalFrameDefault, or a debugger's */
