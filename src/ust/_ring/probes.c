@@ -986,6 +986,7 @@ done:
  * unknown (every hooked frame counts against the interpreter's C limit, as before 3.12 did not).
  * Thread-local, initial-exec: one load. */
 static _Thread_local uintptr_t stack_floor __attribute__((tls_model("initial-exec")));
+static _Thread_local uintptr_t stack_end __attribute__((tls_model("initial-exec"))); /* its lowest address */
 
 static uintptr_t
 find_stack_floor(void)
@@ -999,6 +1000,7 @@ find_stack_floor(void)
          * unwind, and for the C code (a repr, an extension) that frames near it call. */
         if (pthread_attr_getstack(&attr, &addr, &size) == 0 && size >= ((size_t)64 << 10)) {
             size_t reserve = size / 8 < ((size_t)512 << 10) ? size / 8 : ((size_t)512 << 10);
+            stack_end = (uintptr_t)addr;
             floor = (uintptr_t)addr + reserve;
         }
         pthread_attr_destroy(&attr);
@@ -1019,7 +1021,9 @@ call_next(_PyFrameEvalFunction next, PyThreadState *ts, _PyInterpreterFrame *fra
     uintptr_t here = (uintptr_t)__builtin_frame_address(0);
     if (UNLIKELY(stack_floor == 0))
         stack_floor = find_stack_floor();
-    if (UNLIKELY(here <= stack_floor) && stack_floor != UINTPTR_MAX) {
+    /* below the floor and still in the thread's stack (code running on a stack of its own elsewhere, as
+     * some coroutine libraries do, is left alone) */
+    if (UNLIKELY(here <= stack_floor) && stack_floor != UINTPTR_MAX && here >= stack_end) {
         int saved = C_RECURSION_REMAINING(ts);
         C_RECURSION_REMAINING(ts) = 0;
         PyObject *result = next(ts, frame, throwflag);
