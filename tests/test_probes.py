@@ -384,20 +384,50 @@ def test_functions_and_a_probe_on_the_same_function(tmp_path):
 
 
 DEEP = """
-import sys, tempfile, ust
+import sys, tempfile, threading, ust
 from ust.instrument import probes
 def rec(n): return 0 if n == 0 else 1 + rec(n - 1)
+limit, depth, stack_mib = (int(a) for a in sys.argv[1:4])
+out = []
+def run():
+    try:
+        out.append(rec(depth))
+    except RecursionError:
+        out.append("RecursionError")
+sys.setrecursionlimit(limit)
 with tempfile.TemporaryDirectory() as d, ust.Session(d, events=["python:*"], mode="overwrite"):
     w = probes.WholeProgram(include=["__main__:rec"], exclude=[]); w.start()
-    print(rec(990))  # below the default recursion limit (1000): fine untraced, so fine traced
+    if stack_mib:  # in a thread of that stack size
+        threading.stack_size(stack_mib << 20)
+        t = threading.Thread(target=run); t.start(); t.join()
+    else:
+        run()
     w.stop()
+print(out[0])
 """
 
 
-def test_functions_keep_the_recursion_depth_of_the_untraced_program():
-    """3.12+: calls through the frame-evaluation hook are evaluated in C, which the interpreter counts
-    against its C recursion limit (800 on 3.12.1): the hook gives that unit back, else a program recursing
-    990 deep raised RecursionError under --functions only."""
-    r = subprocess.run([sys.executable, "-c", DEEP], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "UST_AGENT": "0", "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")})
-    assert r.returncode == 0 and r.stdout.split() == ["990"], r.stderr[-2000:]
+def run_deep(limit: int, depth: int, stack_mib: int) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", DEEP, str(limit), str(depth), str(stack_mib)], capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "UST_AGENT": "0", "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")})
+
+
+@pytest.mark.parametrize("limit,depth,stack_mib", [(1000, 990, 0), (20000, 18000, 512)])
+def test_functions_keep_the_recursion_depth_of_the_untraced_program(limit, depth, stack_mib):
+    """3.12+: calls through the frame-evaluation hook are evaluated in C, each taking two units of the
+    interpreter's C recursion limit (1,500 units on 3.12.1, 10,000 on 3.13.0), where an untraced
+    (inlined) call takes none: the hook gives both back, so a recursion to 90 % of the Python limit works
+    traced as untraced. Before: 990 deep raised RecursionError on 3.12 (one unit given back, limit 800),
+    then 18,000 deep under a limit of 20,000 raised on 3.12 (at ~1,400) and 3.13 (at ~9,000)."""
+    r = run_deep(limit, depth, stack_mib)
+    assert r.returncode == 0 and r.stdout.split() == [str(depth)], (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+def test_functions_recursion_at_the_end_of_the_stack_raises_recursion_error():
+    """A traced call takes C stack (the hook's evaluation), an untraced one none: with a limit raised far
+    beyond what the thread's stack holds, the hook makes the interpreter raise RecursionError near the
+    end of the stack instead of the process dying (it segfaulted on 3.11, where the limit is the only
+    check; 3.12/3.13 now give their C units back, so they would too)."""
+    r = run_deep(1_000_000, 200_000, 8)
+    assert r.returncode == 0 and r.stdout.split() == ["RecursionError"], (r.returncode, r.stdout, r.stderr[-2000:])

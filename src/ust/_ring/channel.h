@@ -22,8 +22,17 @@ typedef struct {
     int ctx_needs_ids;                    /* a credential, namespace or outer-pid kind is among them */
     uint32_t ctx_fixed_size;
     PyObject *py_contexts; /* tuple of callables returning str, appended as strings */
+    int plain;             /* no context at all (C or Python): an event is its header and fields */
 } ChannelObject;
 
 extern PyTypeObject Channel_Type;
+
+/* The stream of ch an event written on `cpu` goes to. A channel has a buffer per CPU: the division (tens
+ * of cycles) only for a CPU beyond them. */
+INLINE BufferObject *buffer_for_cpu(ChannelObject *ch, uint32_t cpu)
+{
+    uint32_t n = (uint32_t)ch->nbufs;
+    return ch->bufs[LIKELY(cpu < n) ? cpu : cpu % n];
+}
 
 #endif

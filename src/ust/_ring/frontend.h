@@ -185,4 +185,52 @@ INLINE void ring_commit(BufferObject *b, struct reservation *r)
         STORE_RELAXED(&b->self_writer->end, 0); /* nothing in flight */
 }
 
+/* One event of a compact header and an 8-byte payload (whole-program tracing writes two per Python call):
+ * ring_reserve's fast path, the header and the commit in one, without a reservation record kept in memory
+ * for a slow path. The same algorithm and the same checks: anything else than an event that fits in the
+ * open packet, with a compact header, by a registered writer (a packet to open or close, an extended
+ * header, the timestamp's high bits changing, a drop, a fork, a test pause) takes the general path. */
+INLINE void ring_write_u64(BufferObject *b, uint32_t event_id, uint64_t value)
+{
+    struct ust_shm_header *h = b->h;
+    struct ust_writer *me = b->self_writer;
+    const uint64_t need = UST_EVENT_HEADER_COMPACT + 8;
+    if (LIKELY(me != NULL && b->writer_generation == LOAD_RELAXED(&fork_generation) && !test_pause_at &&
+               event_id < UST_EVENT_ID_EXTENDED)) {
+        uint64_t old = LOAD_RELAXED(&h->write_offset), ts;
+        for (;;) {
+            ts = clock_now(); /* after the load of write_offset: timestamps never go back within a stream */
+            uint64_t in_sb = old & b->sbmask;
+            if (UNLIKELY(in_sb == 0 || in_sb + need >= b->sbsize ||
+                         (ts >> 32) != (LOAD_RELAXED(&h->last_timestamp) >> 32)))
+                goto general;
+            STORE_RELAXED(&me->start, old); /* what we reserve, should we die before committing it */
+            STORE_RELAXED(&me->ts, ts);
+            STORE_RELAXED(&me->end, old + need);
+            /* acq_rel: see lost_for_close() */
+            if (LIKELY(atomic_compare_exchange_weak_explicit(&h->write_offset, &old, old + need,
+                                                             memory_order_acq_rel, memory_order_relaxed)))
+                break;
+        }
+        STORE_RELAXED(&h->last_timestamp, ts);
+        uint64_t slot = (old >> b->sbshift) & (b->nsub - 1), lap = old >> b->bufshift;
+        char *p = phys_base(b, slot_acquire(b, slot, lap)) + (old & b->sbmask);
+        uint16_t id = (uint16_t)event_id;
+        uint32_t ts32 = (uint32_t)ts;
+        memcpy(p, &id, 2); /* the compact header, as write_event_header writes it */
+        memcpy(p + 2, &ts32, 4);
+        memcpy(p + UST_EVENT_HEADER_COMPACT, &value, 8);
+        commit_bytes(b, slot, lap, need);
+        STORE_RELAXED(&me->end, 0); /* nothing in flight */
+        return;
+    }
+general:;
+    struct reservation r;
+    if (ring_reserve(b, 8, event_id, &r) == 0) {
+        char *p = write_event_header(r.dst, &r, event_id);
+        memcpy(p, &value, 8);
+        ring_commit(b, &r);
+    }
+}
+
 #endif

@@ -17,6 +17,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <frameobject.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "record_api.h"
@@ -51,6 +53,11 @@
 #endif
 
 #define MAX_ARGS 64
+
+#ifndef UNLIKELY
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+#endif
 
 #if PY_VERSION_HEX < 0x030C0000
 /* 3.11 has no PyErr_GetRaisedException: keep the (type, value, traceback) triple instead. */
@@ -655,33 +662,47 @@ function_id(Hooks *self, PyObject *code, PyObject *globals)
     return n ? (long long)(self->base | n) : 0;
 }
 
-/* Record tp(base | id's n) with the cached int when there is one. tp is held: the general path may run
- * Python (a filter, a Python context), during which the tracer may be stopped. */
-static void
+/* Record tp(base | id's n): straight into the ring when it can (no Python, no int object), else through the
+ * general path, which may run Python (a filter, a Python context) during which the tracer may be stopped:
+ * tp is held then, and the thread's `tracing` flag is set (that Python is not the program's). */
+static void record_id_general(Hooks *self, PyObject *tp, long long id);
+
+static inline void
 record_id(Hooks *self, PyObject *tp, long long id)
 {
-    if (ring_api != NULL) { /* straight into the ring: no int object */
-        Py_INCREF(tp);
+    if (LIKELY(ring_api != NULL && ring_api->write_u64(tp, (uint64_t)id) == 0))
+        return;
+    record_id_general(self, tp, id);
+}
+
+static void __attribute__((noinline))
+record_id_general(Hooks *self, PyObject *tp, long long id)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    ts->tracing++;
+    saved_exc exc = save_exc(); /* an exception leaving a frame stays as it is */
+    Py_INCREF(tp);
+    if (ring_api != NULL) {
         if (ring_api->record_u64(tp, (uint64_t)id) < 0)
             PyErr_Clear();
-        Py_DECREF(tp);
-        return;
     }
-    unsigned long long n = (unsigned long long)id & 0xFFFFFFFFull;
-    if (self->id_objects != NULL && (Py_ssize_t)n < PyList_GET_SIZE(self->id_objects)) {
-        PyObject *v = PyList_GET_ITEM(self->id_objects, (Py_ssize_t)n); /* borrowed; the list only grows */
-        Py_INCREF(v);
-        call_quiet(tp, &v, 1);
-        Py_DECREF(v);
-        return;
+    else {
+        unsigned long long n = (unsigned long long)id & 0xFFFFFFFFull;
+        PyObject *v;
+        if (self->id_objects != NULL && (Py_ssize_t)n < PyList_GET_SIZE(self->id_objects))
+            v = Py_NewRef(PyList_GET_ITEM(self->id_objects, (Py_ssize_t)n)); /* the list only grows */
+        else
+            v = PyLong_FromLongLong(id);
+        if (v == NULL)
+            PyErr_Clear();
+        else {
+            call_quiet(tp, &v, 1);
+            Py_DECREF(v);
+        }
     }
-    PyObject *v = PyLong_FromLongLong(id);
-    if (v == NULL) {
-        PyErr_Clear();
-        return;
-    }
-    call_quiet(tp, &v, 1);
-    Py_DECREF(v);
+    Py_DECREF(tp);
+    restore_exc(exc);
+    ts->tracing--;
 }
 
 #if PY_VERSION_HEX >= 0x030C0000
@@ -859,16 +880,17 @@ hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
 static Hooks *eval_owner;                /* strong reference while the hook is installed; NULL: pass through */
 static _PyFrameEvalFunction eval_next;    /* the evaluation function that was installed before ours */
 static Py_ssize_t eval_probes;           /* probes whose record is read by the hook */
+static int eval_whole_only;              /* eval_whole and no probe read by the hook (eval_update) */
 
 /* The entry of frame's function: its id (recorded when > 0). */
 static long long
 eval_entry(Hooks *self, PyThreadState *ts, _PyInterpreterFrame *frame)
 {
-    ts->tracing++; /* new_id, a filter or a Python context may run Python: not the program's calls */
+    ts->tracing++; /* new_id may run Python: not the program's calls */
     long long id = function_id(self, (PyObject *)FRAME_CODE(frame), frame->f_globals);
+    ts->tracing--;
     if (id > 0)
         record_id(self, self->entry, id);
-    ts->tracing--;
     return id;
 }
 
@@ -948,33 +970,131 @@ done:
         restore_exc(exc);
 }
 
-/* Evaluate frame with the next evaluation function. 3.12+: the interpreter counts each evaluation in C
- * against its C recursion limit (800 on 3.12.1, below the default Python limit of 1000), where an inlined
- * Python call counts only against the Python limit: the unit this frame takes is given back, so that a
- * program recurses as deep under the hook as without it (the Python limit still applies; the C stack per
- * call is then 3.10's, docs/probes.md). */
+/* 3.12+: the C recursion units one evaluation of a frame takes: _PyEval_EvalFrameDefault subtracts
+ * PY_EVAL_C_STACK_UNITS (2: one directly, one through _Py_EnterRecursiveCallTstate) and adds them back when
+ * it returns. An inlined Python-to-Python call takes none (the Python limit alone applies). 3.11 counts
+ * every frame once against its one limit, inlined or not: nothing to give back. */
+#if PY_VERSION_HEX >= 0x030C0000
+#define EVAL_C_UNITS 2
+#define C_RECURSION_REMAINING(ts) ((ts)->c_recursion_remaining)
+#else
+#define EVAL_C_UNITS 0
+#define C_RECURSION_REMAINING(ts) ((ts)->recursion_remaining)
+#endif
+
+/* The lowest stack address this thread's hooked frames may start at; 0: not known yet; UINTPTR_MAX:
+ * unknown (every hooked frame counts against the interpreter's C limit, as before 3.12 did not).
+ * Thread-local, initial-exec: one load. */
+static _Thread_local uintptr_t stack_floor __attribute__((tls_model("initial-exec")));
+static _Thread_local uintptr_t stack_end __attribute__((tls_model("initial-exec"))); /* its lowest address */
+
+static uintptr_t
+find_stack_floor(void)
+{
+    pthread_attr_t attr;
+    void *addr;
+    size_t size;
+    uintptr_t floor = UINTPTR_MAX;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        /* 1/8 of the stack, at most 512 KiB, below the floor: room for the RecursionError raised at it to
+         * unwind, and for the C code (a repr, an extension) that frames near it call. */
+        if (pthread_attr_getstack(&attr, &addr, &size) == 0 && size >= ((size_t)64 << 10)) {
+            size_t reserve = size / 8 < ((size_t)512 << 10) ? size / 8 : ((size_t)512 << 10);
+            stack_end = (uintptr_t)addr;
+            floor = (uintptr_t)addr + reserve;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    return floor;
+}
+
+/* Evaluate frame with the next evaluation function. The interpreter counts each evaluation in C against
+ * its C recursion limit (3.12: 1,500 units; 3.13.0: 10,000), where an inlined Python call counts against
+ * the Python limit only: the units this frame takes are given back, so that a program recurses as deep
+ * under the hook as without it (sys.getrecursionlimit() still applies). The C stack per Python call is then
+ * 3.10's, which a raised limit can exhaust: a frame that would start below the thread's stack floor is
+ * given no units at all, and the interpreter raises RecursionError for it, as for a too-deep recursion,
+ * instead of the stack overflowing (3.11 too, where untraced calls take no C stack either). */
 static inline PyObject *
 call_next(_PyFrameEvalFunction next, PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
 {
-#if PY_VERSION_HEX >= 0x030C0000
-    ts->c_recursion_remaining++;
+    uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+    if (UNLIKELY(stack_floor == 0))
+        stack_floor = find_stack_floor();
+    /* below the floor and still in the thread's stack (code running on a stack of its own elsewhere, as
+     * some coroutine libraries do, is left alone) */
+    if (UNLIKELY(here <= stack_floor) && stack_floor != UINTPTR_MAX && here >= stack_end) {
+        int saved = C_RECURSION_REMAINING(ts);
+        C_RECURSION_REMAINING(ts) = 0;
+        PyObject *result = next(ts, frame, throwflag);
+        C_RECURSION_REMAINING(ts) = saved;
+        return result;
+    }
+#if EVAL_C_UNITS
+    C_RECURSION_REMAINING(ts) += EVAL_C_UNITS;
     PyObject *result = next(ts, frame, throwflag);
-    ts->c_recursion_remaining--;
+    C_RECURSION_REMAINING(ts) -= EVAL_C_UNITS;
     return result;
 #else
     return next(ts, frame, throwflag);
 #endif
 }
 
+static PyObject *traced_eval_full(Hooks *self, PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag);
+
+/* A code object's co_extra slot, read in place (PyUnstable_Code_GetExtra is a call into the interpreter and
+ * its checks, for a slot read twice per traced call). The layout of CPython 3.6 to 3.13's private
+ * _PyCodeObjectExtra, for exactly the versions USE_EVAL_HOOK is built for. */
+struct code_extras {
+    Py_ssize_t size;
+    void *extras[1];
+};
+
+static inline void *
+code_extra(PyCodeObject *code, Py_ssize_t index)
+{
+    const struct code_extras *e = (const struct code_extras *)code->co_extra;
+    return e != NULL && index < e->size ? e->extras[index] : NULL;
+}
+
+/* The interpreter's frame-evaluation function. The common case inline: whole-program tracing, no probe read
+ * by the hook, a plain function (not a generator or coroutine) this tracer has seen (its id in co_extra):
+ * two lean writes around the evaluation, no Python, no reference taken. Anything else: traced_eval_full. */
 static PyObject *
 traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
 {
     Hooks *self = eval_owner;
+    /* ts->tracing: a tracer's own Python code (ours, a profile or trace function) is not the program's. */
+    if (UNLIKELY(self == NULL || ts->tracing))
+        return call_next(eval_next, ts, frame, throwflag);
+    PyCodeObject *code = FRAME_CODE(frame);
+    unsigned generation = self->generation;
+    if (LIKELY(eval_whole_only && generation != 0 && !throwflag &&
+               !(code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)))) {
+        uintptr_t word = (uintptr_t)code_extra(code, extra_id);
+        if (LIKELY((word & 0xFFFF) == generation)) { /* seen by this tracer (a 0 word is never a generation) */
+            uintptr_t n = word >> 16;
+            if (n == 0) /* not traced (excluded, ust's own) */
+                return call_next(eval_next, ts, frame, throwflag);
+            long long id = (long long)(self->base | n);
+            record_id(self, self->entry, id);
+            PyObject *result = call_next(eval_next, ts, frame, throwflag);
+            /* The tracer may have been stopped or replaced while the frame ran: its return is not recorded
+             * then. An exception leaving the frame stays set: the lean write does not touch it, the general
+             * path sets it aside. */
+            if (LIKELY(eval_owner == self && eval_whole && self->generation == generation))
+                record_id(self, self->ret, id);
+            return result;
+        }
+    }
+    return traced_eval_full(self, ts, frame, throwflag);
+}
+
+/* Everything traced_eval does not do inline: probes, generators and coroutines, first sight of a function. */
+static PyObject * __attribute__((noinline))
+traced_eval_full(Hooks *self, PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
+{
     _PyFrameEvalFunction next = eval_next;
-    /* ts->tracing: a tracer's own Python code (ours below, a profile or trace function) is not the
-     * program's. */
-    if (self == NULL || ts->tracing)
-        return call_next(next, ts, frame, throwflag);
     PyCodeObject *code = FRAME_CODE(frame);
     Record *rec = eval_probes > 0 && !busy ? get_record((PyObject *)code) : NULL;
     unsigned generation = eval_whole ? self->generation : 0;
@@ -1019,18 +1139,8 @@ traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
         Py_DECREF(rec);
     }
     /* The tracer may have been stopped (or replaced) while the frame ran: its return is not recorded. */
-    if (id > 0 && !suspended && eval_owner == self && eval_whole && self->generation == generation) {
-        ts->tracing++;
-        if (result == NULL) { /* an exception leaves the frame: keep it aside while recording */
-            saved_exc exc = save_exc();
-            record_id(self, self->ret, id);
-            restore_exc(exc);
-        }
-        else {
-            record_id(self, self->ret, id);
-        }
-        ts->tracing--;
-    }
+    if (id > 0 && !suspended && eval_owner == self && eval_whole && self->generation == generation)
+        record_id(self, self->ret, id);
     return result;
 }
 
@@ -1041,6 +1151,7 @@ eval_update(Hooks *self)
 {
     PyInterpreterState *interp = PyThreadState_GetInterpreter(PyThreadState_Get());
     _PyFrameEvalFunction current = _PyInterpreterState_GetEvalFrameFunc(interp);
+    eval_whole_only = eval_whole && eval_probes == 0;
     if (eval_whole || eval_probes > 0) {
         if (current != traced_eval) {
             eval_next = current; /* _PyEval_EvalFrameDefault, or a debugger's */

@@ -10,9 +10,14 @@ _Atomic uint32_t cached_start_time; /* low 32 bits of this process's start time,
 char cached_procname[17];
 _Thread_local uint64_t tls_generation;
 _Thread_local int32_t tls_tid;
+ptrdiff_t rseq_cpu_offset;
 
 void refresh_process_facts(void)
 {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__aarch64__))
+    rseq_cpu_offset = &__rseq_size != NULL && __rseq_size >= RSEQ_CPU_ID_OFFSET + 4 ? __rseq_offset + RSEQ_CPU_ID_OFFSET
+                                                                                   : 0;
+#endif
     STORE_RELAXED(&cached_pid, (int32_t)getpid());
     char state;
     uint64_t start_time = 0;

@@ -41,15 +41,19 @@ extern const ptrdiff_t __rseq_offset __attribute__((weak));
 extern const unsigned int __rseq_size __attribute__((weak));
 #define RSEQ_CPU_ID_OFFSET 4 /* struct rseq: u32 cpu_id_start, u32 cpu_id, ... (Linux ABI) */
 
+/* The cpu_id field's offset from the thread pointer, or 0: no rseq area (read once by
+ * refresh_process_facts(): glibc fixes both symbols at start-up; one load per event instead of three). */
+extern ptrdiff_t rseq_cpu_offset;
+
 /* The CPU the calling thread runs on (a hint: it may move right after; the ring only uses it to pick a
  * buffer, any buffer is correct). */
 INLINE uint32_t current_cpu(void)
 {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__aarch64__))
-    if (LIKELY(&__rseq_size != NULL && __rseq_size >= RSEQ_CPU_ID_OFFSET + 4)) {
+    ptrdiff_t at = rseq_cpu_offset;
+    if (LIKELY(at != 0)) {
         /* volatile: the kernel writes it behind the compiler's back (on migration) */
-        int32_t cpu = *(const volatile int32_t *)((char *)__builtin_thread_pointer() + __rseq_offset +
-                                                  RSEQ_CPU_ID_OFFSET);
+        int32_t cpu = *(const volatile int32_t *)((char *)__builtin_thread_pointer() + at);
         if (LIKELY(cpu >= 0))
             return (uint32_t)cpu;
     }

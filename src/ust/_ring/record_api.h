@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #define UST_RECORD_API_CAPSULE "ust._ring._ring._record_api"
-#define UST_RECORD_API_VERSION 2
+#define UST_RECORD_API_VERSION 3
 
 /* One field value already converted by the caller (record_values). */
 enum ust_value_kind { UST_V_INT64 = 1, UST_V_DOUBLE, UST_V_BOOL, UST_V_STRING, UST_V_BYTES };
@@ -34,6 +34,11 @@ struct ust_record_api {
      * 1: not done, call record() with the objects instead — a filter or a Python context to run, several
      * channels, or a kind that does not match its field. Never sets an exception. */
     int (*record_values)(PyObject *tp, const struct ust_value *values, int nvalues);
+    /* record_u64's lean path alone: tp(value) straight into the ring when tp has one 8-byte integer field
+     * that value fits, one channel without contexts and no filter. 0: recorded (or tp is not enabled); 1:
+     * not done, call record_u64(). Runs no Python, never sets an exception, touches no exception state:
+     * the caller need not hold a reference to tp, nor set aside an exception being raised. */
+    int (*write_u64)(PyObject *tp, uint64_t value);
 };
 
 #endif

@@ -43,6 +43,11 @@ typedef struct {
     int n;
     int readers; /* calls using this list now (GIL-protected) */
     int retired; /* replaced: the last reader frees it */
+    /* api_write_u64's lean path applies: one attachment, no filter, and the tracepoint has one 8-byte
+     * integer field whose values are 0..u64_max (set by publish(); the channel's contexts are checked
+     * per event: ChannelObject.plain). */
+    int u64_lean;
+    uint64_t u64_max;
     Attachment a[MAX_ATTACH];
 } AttachList;
 
@@ -425,7 +430,7 @@ NOINLINE void record_into(TracepointObject *tp, Attachment *a, ArgValue *vals, i
 {
     ChannelObject *ch = a->channel;
     uint32_t cpu = current_cpu();
-    BufferObject *b = ch->bufs[cpu % (uint32_t)ch->nbufs];
+    BufferObject *b = buffer_for_cpu(ch, cpu);
     struct reservation r;
     if (ring_reserve(b, (uint64_t)(size + ch->ctx_fixed_size), a->event_id, &r) == 0) {
         char *p = write_event_header(r.dst, &r, a->event_id);
@@ -493,7 +498,7 @@ NOINLINE int argument_mismatch(TracepointObject *tp, AttachList *al)
     uint32_t cpu = current_cpu();
     for (int i = 0; i < al->n; i++) {
         ChannelObject *ch = al->a[i].channel;
-        count_lost(&ch->bufs[cpu % (uint32_t)ch->nbufs]->h->lost_args);
+        count_lost(&buffer_for_cpu(ch, cpu)->h->lost_args);
     }
     if (tp->warned) {
         PyErr_Clear();
@@ -593,52 +598,66 @@ static int api_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return 0;
 }
 
-/* The whole-program tracer's ids: one uint64 (or int64) field. In the common case (one attachment, no
- * filter, no Python context) the value goes straight into the ring: no int object, no conversion back.
- * No Python runs between the load of the list and the commit, so the list cannot be retired meanwhile
- * and the readers count is not needed. Anything else takes the general path with an int object. */
 /* The event of one 8-byte integer field into a's channel, which has no context: record_into without its
  * per-field and per-context loops (whole-program tracing writes two such events per Python call). Runs
  * no Python. */
-static void record_u64_bare(Attachment *a, uint64_t value)
+INLINE void record_u64_bare(Attachment *a, uint64_t value)
 {
-    ChannelObject *ch = a->channel;
-    BufferObject *b = ch->bufs[current_cpu() % (uint32_t)ch->nbufs];
-    struct reservation r;
-    if (ring_reserve(b, 8, a->event_id, &r) == 0) {
-        char *p = write_event_header(r.dst, &r, a->event_id);
-        memcpy(p, &value, 8); /* fields are packed (byte-aligned in the metadata), as write_fields writes */
-        ring_commit(b, &r);
-    }
+    /* fields are packed (byte-aligned in the metadata), as write_fields writes */
+    ring_write_u64(buffer_for_cpu(a->channel, current_cpu()), a->event_id, value);
 }
 
-static int api_record_u64(PyObject *self, uint64_t value)
+/* The whole-program tracer's ids, lean path (record_api.h): one attachment, no filter, no context, one
+ * 8-byte integer field (AttachList.u64_lean): the value goes straight into the ring, no int object. No
+ * Python runs between the load of the list and the commit, so the list cannot be retired meanwhile (the
+ * readers count is not needed) and the caller need not hold a reference to the tracepoint. */
+static int api_write_u64(PyObject *self, uint64_t value)
 {
-    if (LIKELY(Py_IS_TYPE(self, &Tracepoint_Type))) {
+    if (UNLIKELY(!Py_IS_TYPE(self, &Tracepoint_Type)))
+        return 1;
+    TracepointObject *tp = (TracepointObject *)self;
+    AttachList *al = atomic_load_explicit(&tp->attached, memory_order_acquire); /* as the vectorcall */
+    if (LIKELY(al == NULL))
+        return 0;
+    Attachment *only = &al->a[0];
+    if (UNLIKELY(!al->u64_lean || !only->channel->plain || value > al->u64_max))
+        return 1;
+    record_u64_bare(only, value);
+    return 0;
+}
+
+/* The general path of record_u64: with C contexts, without the int object; else (filters, Python contexts,
+ * several channels) the tracepoint's call with one. Holds the tracepoint: a filter or Python context may
+ * run Python, which may drop the caller's last reference. */
+NOINLINE int record_u64_general(PyObject *self, uint64_t value)
+{
+    int rc;
+    Py_INCREF(self);
+    if (Py_IS_TYPE(self, &Tracepoint_Type)) {
         TracepointObject *tp = (TracepointObject *)self;
-        AttachList *al = atomic_load_explicit(&tp->attached, memory_order_acquire); /* as the vectorcall */
-        if (LIKELY(al == NULL))
-            return 0;
+        AttachList *al = atomic_load_explicit(&tp->attached, memory_order_acquire);
         FieldSpec *f = &tp->fields[0];
-        Attachment *only = &al->a[0];
-        if (LIKELY(tp->nfields == 1 && f->size == 8 &&
-                   (f->code == F_UINT || (f->code == F_SINT && value <= (uint64_t)INT64_MAX)) && al->n == 1 &&
-                   !only->filter && !PyTuple_GET_SIZE(only->channel->py_contexts))) {
-            if (LIKELY(only->channel->n_ctx == 0 && only->channel->ctx_fixed_size == 0)) {
-                record_u64_bare(only, value);
-                return 0;
-            }
+        if (al != NULL && tp->nfields == 1 && f->size == 8 &&
+            (f->code == F_UINT || (f->code == F_SINT && value <= (uint64_t)INT64_MAX)) && al->n == 1 &&
+            !al->a[0].filter && !PyTuple_GET_SIZE(al->a[0].channel->py_contexts)) {
             ArgValue v = {.v.u = value};
-            record_into(tp, only, &v, 8, NULL);
+            record_into(tp, &al->a[0], &v, 8, NULL);
+            Py_DECREF(self);
             return 0;
         }
     }
     PyObject *o = PyLong_FromUnsignedLongLong(value);
-    if (o == NULL)
-        return -1;
-    int rc = api_record(self, &o, 1);
-    Py_DECREF(o);
+    rc = o == NULL ? -1 : api_record(self, &o, 1);
+    Py_XDECREF(o);
+    Py_DECREF(self);
     return rc;
+}
+
+static int api_record_u64(PyObject *self, uint64_t value)
+{
+    if (LIKELY(api_write_u64(self, value) == 0))
+        return 0;
+    return record_u64_general(self, value);
 }
 
 /* Values the caller converted (dynamic probes: the probe knows its field types when it is installed),
@@ -654,44 +673,40 @@ static int api_record_values(PyObject *self, const struct ust_value *values, int
     if (LIKELY(al == NULL))
         return 0;
     Attachment *only = &al->a[0];
-    if (nvalues != tp->nfields || al->n != 1 || only->filter || PyTuple_GET_SIZE(only->channel->py_contexts))
+    ChannelObject *ch = only->channel;
+    if (nvalues != tp->nfields || al->n != 1 || only->filter || PyTuple_GET_SIZE(ch->py_contexts))
         return 1;
-    ArgValue vals[MAX_FIELDS];
+    /* Pass 1: each value's kind against its field, the strings cut at a NUL, the size. */
+    Py_ssize_t lens[MAX_FIELDS];
     int64_t size = 0;
     for (int i = 0; i < nvalues; i++) {
         const struct ust_value *v = &values[i];
         const FieldSpec *f = &tp->fields[i];
-        ArgValue *a = &vals[i]; /* record_into reads v, ptr and len only */
         switch (v->kind) {
         case UST_V_INT64:
             if (f->code != F_SINT || f->size != 8)
                 return 1;
-            a->v.i = v->i;
             break;
         case UST_V_DOUBLE:
             if (f->code != F_FLOAT || f->size != 8)
                 return 1;
-            a->v.d = v->d;
             break;
         case UST_V_BOOL:
             if (f->code != F_BOOL)
                 return 1;
-            a->v.u = (uint64_t)(v->i != 0);
             break;
         case UST_V_STRING: {
             if (f->code != F_STRING)
                 return 1;
             const char *nul = v->len ? memchr(v->ptr, 0, (size_t)v->len) : NULL; /* CTF strings end at NUL */
-            a->ptr = v->len ? v->ptr : "";
-            a->len = nul ? nul - v->ptr : v->len;
-            size += a->len + 1;
+            lens[i] = nul ? nul - v->ptr : v->len;
+            size += lens[i] + 1;
             continue;
         }
         case UST_V_BYTES:
             if (f->code != F_BYTES || v->len > 0xFFFFFFFF)
                 return 1;
-            a->ptr = v->ptr;
-            a->len = v->len;
+            lens[i] = v->len;
             size += 4 + v->len;
             continue;
         default:
@@ -699,11 +714,67 @@ static int api_record_values(PyObject *self, const struct ust_value *values, int
         }
         size += f->size;
     }
-    record_into(tp, only, vals, size, NULL);
+    if (!ch->plain) { /* C contexts: the general writer, from ArgValues */
+        ArgValue vals[MAX_FIELDS];
+        for (int i = 0; i < nvalues; i++) { /* record_into reads v, ptr and len only */
+            const struct ust_value *v = &values[i];
+            ArgValue *a = &vals[i];
+            switch (v->kind) {
+            case UST_V_INT64: a->v.i = v->i; break;
+            case UST_V_DOUBLE: a->v.d = v->d; break;
+            case UST_V_BOOL: a->v.u = (uint64_t)(v->i != 0); break;
+            default: /* a string or bytes */
+                a->ptr = v->len ? v->ptr : "";
+                a->len = lens[i];
+            }
+        }
+        record_into(tp, only, vals, size, NULL);
+        return 0;
+    }
+    /* Pass 2, a channel without contexts (a probe's, mostly): straight from the values into the ring, the
+     * same bytes write_fields writes for these kinds. No Python runs from the load of the list on. */
+    BufferObject *b = buffer_for_cpu(ch, current_cpu());
+    struct reservation r;
+    if (ring_reserve(b, (uint64_t)size, only->event_id, &r) == 0) {
+        char *p = write_event_header(r.dst, &r, only->event_id);
+        for (int i = 0; i < nvalues; i++) {
+            const struct ust_value *v = &values[i];
+            switch (v->kind) {
+            case UST_V_INT64:
+                memcpy(p, &v->i, 8);
+                p += 8;
+                break;
+            case UST_V_DOUBLE:
+                memcpy(p, &v->d, 8);
+                p += 8;
+                break;
+            case UST_V_BOOL: {
+                ArgValue bv = {.v.u = (uint64_t)(v->i != 0)};
+                store_scalar(p, F_BOOL, tp->fields[i].size, &bv);
+                p += tp->fields[i].size;
+                break;
+            }
+            case UST_V_STRING:
+                if (lens[i])
+                    memcpy(p, v->ptr, (size_t)lens[i]);
+                p[lens[i]] = 0;
+                p += lens[i] + 1;
+                break;
+            default: { /* UST_V_BYTES */
+                uint32_t n = (uint32_t)lens[i];
+                memcpy(p, &n, 4);
+                memcpy(p + 4, v->ptr, n);
+                p += 4 + n;
+            }
+            }
+        }
+        ring_commit(b, &r);
+    }
     return 0;
 }
 
-struct ust_record_api record_api = {UST_RECORD_API_VERSION, api_record, api_record_u64, api_record_values};
+struct ust_record_api record_api = {UST_RECORD_API_VERSION, api_record, api_record_u64, api_record_values,
+                                     api_write_u64};
 
 static int parse_spec(FieldSpec *f, PyObject *spec)
 {
@@ -783,6 +854,12 @@ static int publish(TracepointObject *tp, AttachList *nl)
     if (nl && nl->n == 0) {
         PyMem_Free(nl);
         nl = NULL;
+    }
+    if (nl) {
+        FieldSpec *f = &tp->fields[0];
+        nl->u64_lean = nl->n == 1 && !nl->a[0].filter && tp->nfields == 1 && f->size == 8 &&
+                       (f->code == F_UINT || f->code == F_SINT);
+        nl->u64_max = f->code == F_SINT ? (uint64_t)INT64_MAX : UINT64_MAX;
     }
     AttachList *old = atomic_exchange_explicit(&tp->attached, nl, memory_order_acq_rel);
     if (old) {
