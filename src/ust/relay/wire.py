@@ -28,6 +28,12 @@ Control connection (``-C`` port), one reply per request::
     BEACON          session u64, handle u64, timestamp u64 (nothing to send up to there) -> OK
     CLOSE_STREAM    session u64, handle u64, packets u64 (how many were sent on data) -> OK
     DESTROY_SESSION session u64 -> OK
+    ARCHIVE_CHUNK   session u64, chunk (the finished chunk's directory: "" for the session's
+                    own, else one name), archive (one name)
+                      -> OK, then the archive's directory on the relay (UTF-8): once every
+                         stream of the chunk has all its packets, ``<session>/[<chunk>/]ust``
+                         is moved to ``<session>/archives/<archive>/ust`` (a rotation, as
+                         lttng-relayd lays out trace chunks)
 
 Data connection (``-D`` port), no replies (an error closes it)::
 
@@ -65,6 +71,7 @@ METADATA = 3
 BEACON = 4
 CLOSE_STREAM = 5
 DESTROY_SESSION = 6
+ARCHIVE_CHUNK = 7
 DATA_HELLO = 10
 PACKET = 11
 REPLY = 100
@@ -174,6 +181,10 @@ def close_stream(session: int, handle: int, packets: int) -> bytes:
 
 def destroy_session(session: int) -> bytes:
     return frame(DESTROY_SESSION, _SESSION.pack(session))
+
+
+def archive_chunk(session: int, chunk: str, archive: str) -> bytes:
+    return frame(ARCHIVE_CHUNK, _SESSION.pack(session) + _str(chunk) + _str(archive))
 
 
 def data_hello(session: int, token: bytes) -> bytes:
@@ -290,6 +301,14 @@ def decode(msg_type: int, body: bytearray):
         values = r.fixed(_SESSION)
         r.end()
         return (msg_type, *values)
+    if msg_type == ARCHIVE_CHUNK:
+        (session,) = r.fixed(_SESSION)
+        chunk = r.text("chunk directory", MAX_NAME)
+        if chunk:
+            check_part(chunk, "chunk directory")
+        archive = check_part(r.text("archive name", MAX_NAME), "archive name")
+        r.end()
+        return msg_type, session, chunk, archive
     if msg_type == DATA_HELLO:
         values = r.fixed(_HELLO)
         r.end()
