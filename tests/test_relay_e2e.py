@@ -154,3 +154,107 @@ def test_snapshot_record_to_a_relay(ust_env, relayd, tmp_path):
     assert rc != 0 and "unreachable" in err and err.count("\n") == 1, err
     ust_env.ust("destroy")
     app.exit()
+
+
+def _by_vpid(text: str) -> list:
+    """(vpid, v) of every event babeltrace2 printed."""
+    return [(int(p), int(v)) for p, v in re.findall(r"vpid = (\d+).*?\bv = (-?\d+)", text)]
+
+
+def _wait_at(app, target: int) -> None:
+    while True:
+        line = app.proc.stdout.readline()
+        assert line, "the app stopped"
+        if line.startswith("at ") and int(line.split()[1]) >= target:
+            return
+
+
+def _tree(root) -> set:
+    """The files of each archive, its directory name replaced by its index (and a per-PID trace's
+    directory without its time, each session's own)."""
+    out = set()
+    for a in os.listdir(os.path.join(root, "archives")):
+        index = a.rsplit("-", 1)[1]
+        for rel in files_of(os.path.join(root, "archives", a)):
+            out.add((index, re.sub(r"-\d{8}-\d{6}$", "", os.path.dirname(rel)), os.path.basename(rel)))
+    return out
+
+
+@needs_babeltrace2
+@pytest.mark.parametrize("buffers,live", [("uid", True), ("pid", False)])
+def test_rotation_of_a_streamed_session(ust_env, relayd, tmp_path, buffers, live):
+    """`ust rotate` on a session streamed to a relay, while two applications write: the relay
+    writes each archive as lttng-relayd does (<session dir>/archives/<begin>-<end>-<index>/ust),
+    each a trace babeltrace2 reads alone, together every event exactly once, in the same tree a
+    local session rotated at the same moments writes; `ust rotate` prints the relay's path. A
+    live viewer attached across the rotations goes on in each new chunk and gets every event."""
+    env = ust_env
+    local = os.path.join(env.out, "local")
+    env.ust("create", "loc", "-o", local)
+    env.ust("create", "net", "-U", relayd.net_url, *(["--live"] if live else []))
+    for s in ("loc", "net"):
+        env.ust("enable-channel", "c", "-s", s, "--subbuf-size", "64k", "--num-subbuf", "8", f"--buffers-{buffers}")
+        env.ust("enable-event", "app:alpha", "-c", "c", "-s", s)
+        env.ust("add-context", "-c", "c", "-t", "vpid", "-s", s)
+    apps = [env.app(), env.app()]
+    for app in apps:
+        env.wait_registered(app.pid)
+    env.ust("start", "loc")
+    env.ust("start", "net")
+    host = os.uname().nodename
+    viewer = None
+    if live:
+        wait_until(lambda: os.path.isdir(os.path.join(relayd.output, host)), what="the session on the relay")
+        viewer = live_viewer(f"{relayd.live_url}/host/{host}/net", tmp_path / "live.txt")
+        wait_until(lambda: attached_viewers(relayd) == 1, timeout=120, what="babeltrace2 attached")
+    for app in apps:
+        app.proc.stdin.write("loop app:alpha 20\n")  # writes forever, in bursts
+        app.proc.stdin.flush()
+    printed = []
+    for target in (2000, 4000):
+        for app in apps:
+            _wait_at(app, target)
+        env.ust("rotate", "loc")
+        _, out, _ = env.ust("rotate", "net")
+        m = re.fullmatch(r"Trace chunk archive for session net is now readable on the relay host "
+                         r"\(net://\S+\) at (\S+)\n", out)
+        assert m, out
+        printed.append(m.group(1))
+    for app in apps:
+        _wait_at(app, 6000)
+    _, out_loc, _ = env.ust("stop", "loc")
+    _, out_net, _ = env.ust("stop", "net")
+    for app in apps:
+        app.proc.kill()
+        app.proc.wait()
+    env.ust("destroy", "loc")
+    env.ust("destroy", "net")
+    copy = session_dir(relayd, "net")
+    archives = sorted(os.listdir(os.path.join(copy, "archives")), key=lambda a: int(a.rsplit("-", 1)[1]))
+    assert [os.path.join(copy, "archives", a) for a in archives[:2]] == printed
+    assert len(archives) == 3  # stop archived the last chunk
+
+    def top(root):  # the session directory's entries, times left out
+        return sorted(re.sub(r"\d{8}T\d{6}[+-]\d{4}", "T", d) for d in os.listdir(root))
+
+    assert top(copy) == top(local)
+    assert _tree(copy) == _tree(local)  # the same archives, the same files in each
+    for root, stop_out in ((copy, out_net), (local, out_loc)):
+        chunks = [_by_vpid(subprocess.run(["babeltrace2", os.path.join(root, "archives", a)], capture_output=True,
+                                          text=True, check=True).stdout)
+                  for a in sorted(os.listdir(os.path.join(root, "archives")), key=lambda a: int(a.rsplit("-", 1)[1]))]
+        assert all(chunks)  # each archive alone is a trace with events
+        every = [e for c in chunks for e in c]
+        assert len(every) == len(set(every))  # none twice
+        m = re.search(r"(\d+) events were discarded", stop_out)
+        discarded = int(m.group(1)) if m else 0
+        for app in apps:
+            got = sorted(v for pid, v in every if pid == app.pid)
+            assert got[-1] >= 6000 - 1
+        assert sum(max(v for p, v in every if p == app.pid) + 1 for app in apps) - len(every) == discarded
+    if viewer is not None:
+        err = viewer.communicate(timeout=300)[1]
+        assert viewer.returncode == 0, err
+        seen = _by_vpid((tmp_path / "live.txt").read_text())
+        assert sorted(seen) == sorted(e for a in archives for e in _by_vpid(subprocess.run(
+            ["babeltrace2", os.path.join(copy, "archives", a)], capture_output=True, text=True, check=True).stdout))

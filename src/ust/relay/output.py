@@ -41,6 +41,7 @@ from .sender import RelayClient
 
 CONNECT_TIMEOUT = 2.0  # seconds: the drain engine waits at most this for a dead relay
 RETRY_PERIOD = 1.0
+ARCHIVE_TIMEOUT = 30.0  # s: a rotation waits this long for the relay to have the chunk's packets (it waits 25)
 # Packets kept after sending, per session, to send again what a broken connection lost: more
 # than a TCP connection holds in flight (the sender's and the receiver's autotuned buffers).
 RETAIN_BYTES = 16 << 20
@@ -161,6 +162,13 @@ class RelaySession:
                 self.call(lambda c: c.send_metadata(handle, text))
             except OSError:
                 pass  # sent again, before any packet, at the reconnection
+
+    def archive_chunk(self, chunk: str, archive: str) -> str:
+        """Have the relay archive a finished chunk (its streams closed first); returns the
+        archive's directory on the relay. OSError when the relay cannot be reached."""
+        answer = []
+        self.call(lambda c: answer.append(c.archive_chunk(chunk, archive, timeout=ARCHIVE_TIMEOUT)))
+        return answer[0]
 
     def close_stream(self, handle: int) -> None:
         with self.lock:

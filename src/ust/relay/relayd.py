@@ -56,7 +56,7 @@ KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 10, 3  # a silent dea
 # A consumer's session whose control connection broke without DESTROY_SESSION waits this long
 # for the consumer to come back (RESUME) before it ends: viewers keep following the same session.
 RESUME_GRACE = 120.0
-ARCHIVE_WAIT = 60.0  # s: how long ARCHIVE_CHUNK waits for the chunk's packets still on the data port
+ARCHIVE_WAIT = 25.0  # s: how long ARCHIVE_CHUNK waits for the chunk's packets still on the data port
 PID_NAME = "relayd.pid"
 
 
@@ -810,7 +810,10 @@ class Viewer:
         """Under the lock: the streams of ``session`` this viewer was not told about
         (metadata streams first), now told. Every stream starts at its first packet."""
         out = []
-        fresh = [s for s in session.streams.values() if s.id not in self.streams]
+        # a trace's streams are told once it has metadata: a viewer (babeltrace2) told of a
+        # trace whose first metadata request answers nothing never asks again (a new chunk's
+        # trace is added before its metadata arrives)
+        fresh = [s for s in session.streams.values() if s.id not in self.streams and s.trace.viewer_metadata]
         fresh.sort(key=lambda s: (s.kind != wire.KIND_METADATA, s.id))
         for s in fresh:
             self.streams[s.id] = s
@@ -827,7 +830,7 @@ class Viewer:
         flags = 0
         if len(stream.trace.viewer_metadata) > self.metadata_sent.get(stream.trace.id, 0):
             flags |= va.FLAG_NEW_METADATA
-        if any(s.id not in self.streams for s in stream.session.streams.values()):
+        if any(s.id not in self.streams and s.trace.viewer_metadata for s in stream.session.streams.values()):
             flags |= va.FLAG_NEW_STREAM
         return flags
 

@@ -55,13 +55,17 @@ def rotate_session(daemon, s: Session) -> str:
     new_root = os.path.join(s.output, new_dir)
     targets = {t.key: os.path.join(new_root, os.path.relpath(t.path, old_root)) for t in s.traces.values()}
     archive = os.path.join("archives", f"{chunk_time(begin)}-{chunk_time(now)}-{s.chunk}")
-    consumers.link(daemon, s).rotate(targets, s.output, s.chunk_dir, archive)
+    relay_path, relay_error = consumers.link(daemon, s).rotate(targets, s.output, s.chunk_dir, archive)
     for t in s.traces.values():
         t.path = targets[t.key]
     s.chunk += 1
     s.chunk_dir = new_dir
     s.chunk_begin = now
-    path = os.path.join(s.output, archive)
+    # a streamed session's archive is on its relay: the path as the relay gave it (as lttng prints it)
+    if relay_error:
+        raise SessionError(f"session {s.name!r} goes on in a new chunk, but its relay did not archive the last "
+                           f"one: {relay_error}")
+    path = relay_path if s.relay and relay_path else os.path.join(s.output, archive)
     s.archives.append(path)
     return path
 
