@@ -344,3 +344,81 @@ def test_ended_sessions_hold_no_descriptors(relayd, local_trace, tmp_path):
         replay_trace(client, local_trace)
         client.close()
     wait_until(lambda: fds() <= baseline, what="the relay's descriptors back to their baseline")
+
+
+class ReconnectingClient:
+    """A sender whose connections break mid-session and that comes back as a consumer does
+    (ust.relay.output.RelaySession): RESUME with its identity, its streams and metadata told
+    again, each stream going on where the relay's file ends."""
+
+    def __init__(self, relay):
+        self.relay = relay
+        self.identity = os.urandom(16)
+        self.streams = {}  # handle -> add_stream's arguments
+        self.metadata = {}
+        self.client = relay.client()
+
+    def create_session(self, name, host, live_timer_us):
+        self.args = (name, host, live_timer_us)
+        return self.client.create_session(name, host, live_timer_us, identity=self.identity)
+
+    def add_stream(self, handle, *args, **kw):
+        self.streams[handle] = (args, kw)
+        self.client.add_stream(handle, *args, **kw)
+
+    def send_metadata(self, handle, text):
+        self.metadata[handle] = text
+        self.client.send_metadata(handle, text)
+
+    def reconnect(self):
+        """The connections break (no DESTROY_SESSION), a new one resumes the session."""
+        self.client.close()
+        self.client = self.relay.client()
+        name, host, timer = self.args
+        self.client.create_session(name, host, timer, identity=self.identity, resume=True)
+        for handle, (args, kw) in self.streams.items():
+            self.client.add_stream(handle, *args, **kw)
+            if handle in self.metadata:
+                self.client.send_metadata(handle, self.metadata[handle])
+
+    def __getattr__(self, name):  # send_packet, beacon, close_stream, destroy, close, session
+        return getattr(self.client, name)
+
+
+@needs_babeltrace2
+def test_resumed_session_is_the_same_session_for_viewers(relayd, local_trace, tmp_path):
+    """A sender's connections break twice mid-session and it resumes (same relay process): a
+    viewer attached throughout follows one session (same id, one listed) and prints exactly what
+    babeltrace2 prints for the local trace; one session directory."""
+    from ust.ctf.writer import packet_spans
+    from ust.relay.sender import trace_streams
+
+    total = 0
+    for _, directory, names in trace_streams(local_trace):
+        for name in names:
+            with open(os.path.join(directory, name), "rb") as f:
+                total += len(list(packet_spans(f.fileno(), os.fstat(f.fileno()).st_size)))
+    client = ReconnectingClient(relayd)
+    sid = client.create_session("demo", "hostA", live_timer_us=100000)
+    procs = []
+    listed = []
+
+    def on_packet(n):
+        if n == 0:
+            procs.append(live_viewer(f"{relayd.live_url}/host/hostA/demo", tmp_path / "live.txt"))
+            wait_until(lambda: clients_of(relayd, "demo") == 1, timeout=120, what="the viewer attached")
+        if n in (total // 3, 2 * total // 3):
+            client.reconnect()
+            v = LiveClient("127.0.0.1", relayd.live)
+            listed.append([(s.id, s.name, s.clients) for s in v.list_sessions()])
+            v.close()
+
+    replay_trace(client, local_trace, on_packet=on_packet)
+    client.close()
+    err = procs[0].communicate(timeout=300)[1]
+    assert procs[0].returncode == 0, err
+    assert listed == [[(sid, "demo", 1)]] * 2  # the same session, still attached
+    local = subprocess.run(["babeltrace2", str(local_trace)], capture_output=True, text=True, check=True).stdout
+    assert (tmp_path / "live.txt").read_text() == local
+    copy = session_dir(relayd, "hostA")
+    assert {k: v for k, v in files_of(copy).items()} == {k: v for k, v in files_of(local_trace).items() if v}
