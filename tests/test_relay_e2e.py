@@ -258,3 +258,33 @@ def test_rotation_of_a_streamed_session(ust_env, relayd, tmp_path, buffers, live
         seen = _by_vpid((tmp_path / "live.txt").read_text())
         assert sorted(seen) == sorted(e for a in archives for e in _by_vpid(subprocess.run(
             ["babeltrace2", os.path.join(copy, "archives", a)], capture_output=True, text=True, check=True).stdout))
+
+
+@needs_babeltrace2
+def test_size_rotation_schedule_of_a_streamed_session(ust_env, relayd):
+    """enable-rotation --size on a session streamed live: the session rotates by itself once its
+    chunk holds SIZE bytes (what the consumer sent to the relay); the relay's archives hold every
+    event exactly once."""
+    env = ust_env
+    env.ust("create", "r", "-U", relayd.net_url, "--live")
+    env.ust("enable-channel", "c", "--subbuf-size", "64k", "--num-subbuf", "8")
+    env.ust("enable-event", "app:alpha", "-c", "c")
+    env.ust("enable-rotation", "--size", "128k")
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("start")
+    emitted = 0
+    while not env.client().get_session("r")["rotation"]["archives"]:
+        assert emitted < 2_000_000, "no rotation"
+        app.send(f"emit app:alpha 500 {emitted}")
+        emitted += 500
+    _, out, _ = env.ust("stop")
+    assert "discarded" not in out
+    app.exit()
+    archives = env.client().get_session("r")["rotation"]["archives"]
+    assert len(archives) >= 2  # the size rotation(s), then stop's
+    copy = session_dir(relayd, "r")
+    assert all(os.path.dirname(a) == os.path.join(copy, "archives") for a in archives)  # the relay's paths
+    got = sorted(v for a in archives for v in values(read_events(a)))
+    assert got == list(range(emitted))
+    env.ust("destroy")
