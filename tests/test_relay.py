@@ -422,3 +422,33 @@ def test_resumed_session_is_the_same_session_for_viewers(relayd, local_trace, tm
     assert (tmp_path / "live.txt").read_text() == local
     copy = session_dir(relayd, "hostA")
     assert {k: v for k, v in files_of(copy).items()} == {k: v for k, v in files_of(local_trace).items() if v}
+
+
+def test_a_sender_that_does_not_come_back_ends_its_session(tmp_path):
+    """A consumer's session (it has an identity, so it may resume) whose connections broke
+    without DESTROY_SESSION stays listed for the resume grace period, then ends; a sender
+    without an identity ends its session at once."""
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "out", rundir, env={"UST_RELAY_RESUME_GRACE": "15"})
+    try:
+        for identity, name in ((os.urandom(16), "consumer"), (bytes(16), "plain")):
+            c = relay.client()
+            c.create_session(name, "h", 100000, identity=identity)
+            c.add_stream(1, 0, "ust", "metadata", metadata=True)
+            c.send_metadata(1, b"/* CTF 1.8 */\n\n")
+            assert clients_of(relay, name) == 0 and _listed(relay, name)
+            c.close()  # no DESTROY_SESSION
+        wait_until(lambda: not _listed(relay, "plain"), what="the plain sender's session ended")
+        assert _listed(relay, "consumer")  # waiting for its sender (15 s)
+        wait_until(lambda: not _listed(relay, "consumer"), timeout=60, what="the grace period's end")
+    finally:
+        assert relay.stop() == 0, relay.stderr
+
+
+def _listed(relay, name) -> bool:
+    v = LiveClient("127.0.0.1", relay.live)
+    try:
+        return any(s.name == name for s in v.list_sessions())
+    finally:
+        v.close()

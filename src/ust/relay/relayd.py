@@ -189,6 +189,8 @@ class Relay:
         self.listeners: dict[str, socket.socket] = {}
         self.connections: set[socket.socket] = set()
         self.stopping = threading.Event()
+        # (the environment's: a test's shorter wait)
+        self.resume_grace = float(os.environ.get("UST_RELAY_RESUME_GRACE") or RESUME_GRACE)
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     # -- listening ---------------------------------------------------------
@@ -333,7 +335,7 @@ class Relay:
                     else:
                         self._destroy(session)  # the sender is gone: what it sent is all there will be
             for session in waiting:
-                timer = threading.Timer(RESUME_GRACE, self._expire, (session, session.generation))
+                timer = threading.Timer(self.resume_grace, self._expire, (session, session.generation))
                 timer.daemon = True
                 timer.start()
             for session in owned:
