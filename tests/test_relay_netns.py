@@ -52,6 +52,7 @@ def relay_netns(tmp_path):
         rundir = tmp_path / "run"
         rundir.mkdir()
         relay = Relayd(tmp_path / "out", rundir, address=f"{net}.2", prefix=("ip", "netns", "exec", ns))
+        relay.netns = ns
         yield relay
         assert relay.stop() == 0, relay.stderr
     finally:
@@ -195,12 +196,14 @@ def attached_viewers_or_sessions(relay) -> int:
 
 
 
-def test_network_cut_while_streaming(relay_netns, ust_env):
+@needs_babeltrace2
+def test_network_cut_while_streaming(relay_netns, ust_env, tmp_path):
     """The route to the relay dropped while a live session streams, then restored:
     the application never waits and the daemons answer during the cut; once the
     network is back the consumer goes on (same connection, or a new one that
-    resumes the session in the same directory), and every event is on the relay
-    or counted as discarded.
+    resumes the session in the same directory), every event is on the relay or
+    counted as discarded, and a live viewer (on the relay's side of the cut)
+    follows one session throughout and prints what the relay's copy holds.
 
     Events written while the ring buffer is full (the relay unreachable) are
     discarded, as they must be: so the test writes after the cut until one event
@@ -215,6 +218,11 @@ def test_network_cut_while_streaming(relay_netns, ust_env):
     env.ust("start")
     app.send("emit app:alpha 100")
     wait_until(lambda: _count(relay_netns.output, "app:alpha") == 100, timeout=120, what="events on the relay")
+    host = os.uname().nodename
+    viewer = subprocess.Popen(["ip", "netns", "exec", relay_netns.netns, "babeltrace2", "-i", "lttng-live",
+                               f"{relay_netns.live_url}/host/{host}/cut", "--params=session-not-found-action=end"],
+                              stdout=open(tmp_path / "live.txt", "w"), stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: attached_viewers(relay_netns) == 1, timeout=120, what="babeltrace2 attached")
     host_if = _host_if(relay_netns)
     sh("ip", "link", "set", host_if, "down")  # the route is gone
     try:
@@ -237,7 +245,8 @@ def test_network_cut_while_streaming(relay_netns, ust_env):
         raise
     env.ust("stop")
     env.ust("destroy")
-    host = os.uname().nodename
+    err = viewer.communicate(timeout=300)[1]
+    assert viewer.returncode == 0, err
     sessions = [d for d in os.listdir(os.path.join(relay_netns.output, host)) if not d.startswith(".")]
     assert len(sessions) == 1, sessions  # resumed in the same directory
     r = subprocess.run(["babeltrace2", os.path.join(relay_netns.output, host, sessions[0])],
@@ -249,6 +258,7 @@ def test_network_cut_while_streaming(relay_netns, ust_env):
         _diagnose(relay_netns, env)
     assert lost_packets == 0, r.stderr  # nothing lost in flight: what the relay missed was sent again
     assert recorded + discarded == 20100 + betas, r.stderr
+    assert (tmp_path / "live.txt").read_text() == r.stdout  # one session for the viewer, whole
     app.exit()
 
 
