@@ -452,3 +452,42 @@ def _listed(relay, name) -> bool:
         return any(s.name == name for s in v.list_sessions())
     finally:
         v.close()
+
+
+def test_a_beacon_never_lets_viewers_past_a_packet_still_on_its_way(relayd, local_trace):
+    """Packets and beacons travel on two connections: a beacon ("nothing in this stream until T")
+    that arrives before a packet sent ahead of it (or lost in a broken connection and sent again
+    after a RESUME) must not let a viewer move past that packet (babeltrace2 then fails: a message
+    older than one it printed). The beacon says where the stream's file ends once the packets sent
+    before it arrived; the relay applies it only from then on."""
+    from ust.ctf.writer import PACKET_HEADER_SIZE, PacketIndex, packet_spans
+    from ust.relay import wire
+    from ust.relay.sender import trace_streams
+
+    [(rel, directory, names)] = trace_streams(local_trace)
+    name = next(n for n in names if os.path.getsize(os.path.join(directory, n)))
+    with open(os.path.join(directory, name), "rb") as f:
+        offset, length = next(packet_spans(f.fileno(), os.fstat(f.fileno()).st_size))
+        packet = os.pread(f.fileno(), length, offset)
+    with open(os.path.join(directory, "metadata"), "rb") as f:
+        metadata = f.read()
+    index = PacketIndex.of(packet[:PACKET_HEADER_SIZE])
+    client = relayd.client()
+    sid = client.create_session("race", "hostA", live_timer_us=100000)
+    client.add_stream(1, 0, "ust", "metadata", metadata=True)
+    client.send_metadata(1, metadata)
+    client.add_stream(2, index.stream_id, "ust", name)
+    v = LiveClient("127.0.0.1", relayd.live)
+    v.create_session()
+    _, streams = v.attach(sid)
+    [data] = [s for s in streams if not s.metadata]
+    client.offsets[2] += len(packet)  # the packet is on its way (sent, not arrived)...
+    client.beacon(2, index.timestamp_end + 1)  # ...and the beacon after it arrives first
+    assert v.next_index(data.id)["status"] == va.INDEX_RETRY  # not INACTIVE: the packet comes first
+    client.data.sendall(wire.packet_header(2, 0, wire.packet_index(packet)) + packet)
+    got = wait_until(lambda: (lambda i: i if i["status"] != va.INDEX_RETRY else None)(v.next_index(data.id)),
+                     what="the packet on the relay")
+    assert got["status"] == va.INDEX_OK and got["packet_size"] == 8 * len(packet)
+    assert v.next_index(data.id)["status"] == va.INDEX_INACTIVE  # the beacon, once its packets are in
+    v.close()
+    client.close()

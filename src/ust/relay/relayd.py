@@ -138,7 +138,8 @@ class Stream:
         self.closed = False
         self.archived = False  # its chunk was archived (rotation)
         self.last_end = 0  # timestamp_end of the last packet
-        self.beacon: int | None = None  # nothing more up to this time (live timer, idle stream)
+        self.beacon: int | None = None  # nothing more up to this time (live timer, idle stream)...
+        self.beacon_end = 0  # ...once the file is this long (the packets sent before it arrived)
 
     @property
     def complete(self) -> bool:
@@ -380,10 +381,11 @@ class Relay:
                 self.cond.notify_all()
             write_metadata(os.path.join(stream.trace.directory, "metadata"), text.decode("utf-8", "replace"))
         elif kind == wire.BEACON:
-            _, _, handle, ts = msg
+            _, _, handle, ts, end = msg
             stream = self._stream(session, handle, wire.KIND_DATA)
             with self.cond:
                 stream.beacon = ts
+                stream.beacon_end = end
         elif kind == wire.CLOSE_STREAM:
             _, _, handle, packets = msg
             stream = self._stream(session, handle, None)
@@ -860,7 +862,8 @@ class Viewer:
             return va.INDEX.pack(pos, size, content, begin, end, discarded, sclass, va.INDEX_OK, flags)
         if stream.complete:
             return va.INDEX.pack(0, 0, 0, 0, 0, 0, stream.stream_class, va.INDEX_HUP, flags)
-        if stream.beacon is not None and stream.beacon >= stream.last_end and pos >= stream.committed:
+        if stream.beacon is not None and stream.beacon >= stream.last_end and pos >= stream.committed \
+                and stream.committed >= stream.beacon_end:
             return va.INDEX.pack(0, 0, 0, 0, stream.beacon, 0, stream.stream_class, va.INDEX_INACTIVE, flags)
         return va.INDEX.pack(0, 0, 0, 0, 0, 0, stream.stream_class, va.INDEX_RETRY, flags)
 

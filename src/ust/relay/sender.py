@@ -84,7 +84,7 @@ class RelayClient:
         self.packets[handle] += 1
 
     def beacon(self, handle: int, timestamp: int) -> None:
-        self._call(wire.beacon(self.session, handle, timestamp))
+        self._call(wire.beacon(self.session, handle, timestamp, self.offsets.get(handle, 0)))
 
     def close_stream(self, handle: int) -> None:
         self._call(wire.close_stream(self.session, handle, self.packets.get(handle, 0)))

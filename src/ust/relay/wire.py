@@ -25,7 +25,12 @@ Control connection (``-C`` port), one reply per request::
                       -> OK size u64: bytes the stream's file already has (resumed), where
                          its next packet goes
     METADATA        session u64, handle u64 (a metadata stream), then the whole TSDL text -> OK
-    BEACON          session u64, handle u64, timestamp u64 (nothing to send up to there) -> OK
+    BEACON          session u64, handle u64, timestamp u64 (nothing to send up to there),
+                    [end u64: where the stream's file ends once every packet sent before
+                    it arrived; optional] -> OK. The relay applies a beacon only once its
+                    file is that long: the packets travel on another connection, and a
+                    beacon must not let viewers move past a packet still on its way (or
+                    lost in a broken connection and sent again after a RESUME)
     CLOSE_STREAM    session u64, handle u64, packets u64 (how many were sent on data) -> OK
     DESTROY_SESSION session u64 -> OK
     ARCHIVE_CHUNK   session u64, chunk (the finished chunk's directory: "" for the session's
@@ -88,6 +93,7 @@ IDENTITY_SIZE = 16
 _ADD_STREAM = struct.Struct("!QQQB")
 _SESSION_HANDLE = struct.Struct("!QQ")
 _BEACON = struct.Struct("!QQQ")
+_BEACON_END = struct.Struct("!Q")
 _CLOSE = struct.Struct("!QQQ")
 _SESSION = struct.Struct("!Q")
 _HELLO = struct.Struct(f"!Q{TOKEN_SIZE}s")
@@ -171,8 +177,8 @@ def metadata(session: int, handle: int, text: bytes) -> bytes:
     return frame(METADATA, _SESSION_HANDLE.pack(session, handle) + text)
 
 
-def beacon(session: int, handle: int, timestamp: int) -> bytes:
-    return frame(BEACON, _BEACON.pack(session, handle, timestamp))
+def beacon(session: int, handle: int, timestamp: int, end: int = 0) -> bytes:
+    return frame(BEACON, _BEACON.pack(session, handle, timestamp) + _BEACON_END.pack(end))
 
 
 def close_stream(session: int, handle: int, packets: int) -> bytes:
@@ -291,8 +297,9 @@ def decode(msg_type: int, body: bytearray):
         return msg_type, session, handle, text
     if msg_type == BEACON:
         values = r.fixed(_BEACON)
+        end = r.fixed(_BEACON_END)[0] if r.pos < len(r.body) else 0  # (absent: a first-version sender)
         r.end()
-        return (msg_type, *values)
+        return (msg_type, *values, end)
     if msg_type == CLOSE_STREAM:
         values = r.fixed(_CLOSE)
         r.end()
