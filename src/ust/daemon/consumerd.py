@@ -254,7 +254,7 @@ class Consumer:
                     links.append(link)
             else:
                 n += t.switch_output(LocalTraceOutput(path, root, fresh=True))
-        if root.startswith("net"):
+        if "://" in root:  # a streamed session's output is its relay's net:// URL
             if not archive.startswith("archives/"):
                 raise ProtocolError(f"invalid archive {archive!r}")
             try:

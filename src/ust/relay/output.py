@@ -118,14 +118,14 @@ class RelaySession:
         or past that size never reached the file."""
         relay_has = dict(client.offsets)  # bytes per stream, as the ADD_STREAM replies said
         kept = collections.deque()
-        self.sent_bytes = 0
         for handle, offset, packet, index in self.sent:
             if handle not in relay_has or offset < relay_has[handle]:
                 continue  # a closed stream, or a packet the relay has
             kept.append((handle, client.offsets[handle], packet, index))
             client.send_packet(handle, packet, index)
-            self.sent_bytes += len(packet)
+        # (only once all were sent: a failure midway keeps them all, for the next connection)
         self.sent = kept
+        self.sent_bytes = sum(len(p) for _, _, p, _ in kept)
 
     def _broken(self, exc: Exception) -> OSError:
         """Drop the connection after a failure: the next call reconnects."""
