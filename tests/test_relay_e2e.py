@@ -288,3 +288,21 @@ def test_size_rotation_schedule_of_a_streamed_session(ust_env, relayd):
     got = sorted(v for a in archives for v in values(read_events(a)))
     assert got == list(range(emitted))
     env.ust("destroy")
+
+
+def test_rotate_with_the_relay_down_is_one_line(ust_env, relayd):
+    """`ust rotate` of a streamed session whose relay is gone: one line says the relay did not
+    archive the chunk (the traces go on in the new chunk all the same); the daemons answer."""
+    env = ust_env
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("create", "r", "-U", relayd.net_url)
+    env.ust("enable-event", "app:alpha")
+    env.ust("start")
+    app.send("emit app:alpha 10")
+    relayd.kill()
+    rc, out, err = env.ust("rotate", check=False)
+    assert rc != 0 and err.count("\n") == 1 and "its relay did not archive the last one" in err, err
+    _, out, _ = env.ust("status")
+    env.ust("destroy")
+    app.exit()
