@@ -206,7 +206,10 @@ def test_rotation_of_a_streamed_session(ust_env, relayd, tmp_path, buffers, live
     if live:
         wait_until(lambda: os.path.isdir(os.path.join(relayd.output, host)), what="the session on the relay")
         viewer = live_viewer(f"{relayd.live_url}/host/{host}/net", tmp_path / "live.txt")
-        wait_until(lambda: attached_viewers(relayd) == 1, timeout=120, what="babeltrace2 attached")
+        follower = subprocess.Popen([sys.executable, "-m", "ust.cli", "view", "--live",
+                                     f"{relayd.live_url}/host/{host}/net"], env=env.env(UST_AGENT="0"),
+                                    stdout=open(tmp_path / "follow.txt", "w"), stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: attached_viewers(relayd) == 2, timeout=120, what="babeltrace2 and ust view attached")
     for app in apps:
         app.proc.stdin.write("loop app:alpha 20\n")  # writes forever, in bursts
         app.proc.stdin.flush()
@@ -256,8 +259,12 @@ def test_rotation_of_a_streamed_session(ust_env, relayd, tmp_path, buffers, live
         err = viewer.communicate(timeout=300)[1]
         assert viewer.returncode == 0, err
         seen = _by_vpid((tmp_path / "live.txt").read_text())
-        assert sorted(seen) == sorted(e for a in archives for e in _by_vpid(subprocess.run(
+        recorded = sorted(e for a in archives for e in _by_vpid(subprocess.run(
             ["babeltrace2", os.path.join(copy, "archives", a)], capture_output=True, text=True, check=True).stdout))
+        assert sorted(seen) == recorded
+        err = follower.communicate(timeout=300)[1]  # ust view --live follows the new chunks too
+        assert follower.returncode == 0, err
+        assert (tmp_path / "follow.txt").read_text().count("app:alpha") == len(recorded)
 
 
 @needs_babeltrace2
