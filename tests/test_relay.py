@@ -371,7 +371,17 @@ class ReconnectingClient:
         self.client.send_metadata(handle, text)
 
     def reconnect(self):
-        """The connections break (no DESTROY_SESSION), a new one resumes the session."""
+        """The connections break (no DESTROY_SESSION), a new one resumes the session. (Once
+        what was sent arrived: this client does not send lost packets again, as a consumer's
+        RelaySession does; test_relay_netns.py::test_network_cut_while_streaming covers that.)"""
+        name, host, _ = self.args
+
+        def arrived():
+            root = session_dir(self.relay, host)
+            return all(os.path.getsize(os.path.join(root, *args[1].split("/"), args[2])) >= self.client.offsets[h]
+                       for h, (args, kw) in self.streams.items() if not kw.get("metadata"))
+
+        wait_until(arrived, timeout=120, what="the packets sent on the old connection on the relay")
         self.client.close()
         self.client = self.relay.client()
         name, host, timer = self.args
