@@ -38,10 +38,10 @@ class Relayd:
     """A real ust-relayd on ephemeral loopback ports."""
 
     def __init__(self, output, rundir, *extra: str, address: str = "127.0.0.1", prefix: tuple = (),
-                 ports: tuple = (0, 0, 0)):
+                 ports: tuple = (0, 0, 0), env: dict | None = None):
         self.output = str(output)
         self.pid_file = os.path.join(str(rundir), "relayd.pid")
-        env = dict(os.environ, PYTHONPATH=SRC, UST_HOME=str(rundir))
+        env = dict(os.environ, PYTHONPATH=SRC, UST_HOME=str(rundir), **(env or {}))
         self.log = os.path.join(str(rundir), "relayd.log")  # a file: a pipe nobody reads would block the relay
         self.stderr = ""
         self.proc = subprocess.Popen(

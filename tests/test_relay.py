@@ -418,3 +418,160 @@ def test_sigterm_with_a_packet_half_received_stops_cleanly(relayd, local_trace):
         assert f.read() == data[o1:o1 + l1]
     viewer.close()
     client.close()
+
+
+class ReconnectingClient:
+    """A sender whose connections break mid-session and that comes back as a consumer does
+    (ust.relay.output.RelaySession): RESUME with its identity, its streams and metadata told
+    again, each stream going on where the relay's file ends."""
+
+    def __init__(self, relay):
+        self.relay = relay
+        self.identity = os.urandom(16)
+        self.streams = {}  # handle -> add_stream's arguments
+        self.metadata = {}
+        self.client = relay.client()
+
+    def create_session(self, name, host, live_timer_us):
+        self.args = (name, host, live_timer_us)
+        return self.client.create_session(name, host, live_timer_us, identity=self.identity)
+
+    def add_stream(self, handle, *args, **kw):
+        self.streams[handle] = (args, kw)
+        self.client.add_stream(handle, *args, **kw)
+
+    def send_metadata(self, handle, text):
+        self.metadata[handle] = text
+        self.client.send_metadata(handle, text)
+
+    def reconnect(self):
+        """The connections break (no DESTROY_SESSION), a new one resumes the session. (Once
+        what was sent arrived: this client does not send lost packets again, as a consumer's
+        RelaySession does; test_relay_netns.py::test_network_cut_while_streaming covers that.)"""
+        name, host, _ = self.args
+
+        def arrived():
+            root = session_dir(self.relay, host)
+            return all(os.path.getsize(os.path.join(root, *args[1].split("/"), args[2])) >= self.client.offsets[h]
+                       for h, (args, kw) in self.streams.items() if not kw.get("metadata"))
+
+        wait_until(arrived, timeout=120, what="the packets sent on the old connection on the relay")
+        self.client.close()
+        self.client = self.relay.client()
+        name, host, timer = self.args
+        self.client.create_session(name, host, timer, identity=self.identity, resume=True)
+        for handle, (args, kw) in self.streams.items():
+            self.client.add_stream(handle, *args, **kw)
+            if handle in self.metadata:
+                self.client.send_metadata(handle, self.metadata[handle])
+
+    def __getattr__(self, name):  # send_packet, beacon, close_stream, destroy, close, session
+        return getattr(self.client, name)
+
+
+@needs_babeltrace2
+def test_resumed_session_is_the_same_session_for_viewers(relayd, local_trace, tmp_path):
+    """A sender's connections break twice mid-session and it resumes (same relay process): a
+    viewer attached throughout follows one session (same id, one listed) and prints exactly what
+    babeltrace2 prints for the local trace; one session directory."""
+    from ust.ctf.writer import packet_spans
+    from ust.relay.sender import trace_streams
+
+    total = 0
+    for _, directory, names in trace_streams(local_trace):
+        for name in names:
+            with open(os.path.join(directory, name), "rb") as f:
+                total += len(list(packet_spans(f.fileno(), os.fstat(f.fileno()).st_size)))
+    client = ReconnectingClient(relayd)
+    sid = client.create_session("demo", "hostA", live_timer_us=100000)
+    procs = []
+    listed = []
+
+    def on_packet(n):
+        if n == 0:
+            procs.append(live_viewer(f"{relayd.live_url}/host/hostA/demo", tmp_path / "live.txt"))
+            wait_until(lambda: clients_of(relayd, "demo") == 1, timeout=120, what="the viewer attached")
+        if n in (total // 3, 2 * total // 3):
+            client.reconnect()
+            v = LiveClient("127.0.0.1", relayd.live)
+            listed.append([(s.id, s.name, s.clients) for s in v.list_sessions()])
+            v.close()
+
+    replay_trace(client, local_trace, on_packet=on_packet)
+    client.close()
+    err = procs[0].communicate(timeout=300)[1]
+    assert procs[0].returncode == 0, err
+    assert listed == [[(sid, "demo", 1)]] * 2  # the same session, still attached
+    local = subprocess.run(["babeltrace2", str(local_trace)], capture_output=True, text=True, check=True).stdout
+    assert (tmp_path / "live.txt").read_text() == local
+    copy = session_dir(relayd, "hostA")
+    assert {k: v for k, v in files_of(copy).items()} == {k: v for k, v in files_of(local_trace).items() if v}
+
+
+def test_a_sender_that_does_not_come_back_ends_its_session(tmp_path):
+    """A consumer's session (it has an identity, so it may resume) whose connections broke
+    without DESTROY_SESSION stays listed for the resume grace period, then ends; a sender
+    without an identity ends its session at once."""
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "out", rundir, env={"UST_RELAY_RESUME_GRACE": "15"})
+    try:
+        for identity, name in ((os.urandom(16), "consumer"), (bytes(16), "plain")):
+            c = relay.client()
+            c.create_session(name, "h", 100000, identity=identity)
+            c.add_stream(1, 0, "ust", "metadata", metadata=True)
+            c.send_metadata(1, b"/* CTF 1.8 */\n\n")
+            assert clients_of(relay, name) == 0 and _listed(relay, name)
+            c.close()  # no DESTROY_SESSION
+        wait_until(lambda: not _listed(relay, "plain"), what="the plain sender's session ended")
+        assert _listed(relay, "consumer")  # waiting for its sender (15 s)
+        wait_until(lambda: not _listed(relay, "consumer"), timeout=60, what="the grace period's end")
+    finally:
+        assert relay.stop() == 0, relay.stderr
+
+
+def _listed(relay, name) -> bool:
+    v = LiveClient("127.0.0.1", relay.live)
+    try:
+        return any(s.name == name for s in v.list_sessions())
+    finally:
+        v.close()
+
+
+def test_a_beacon_never_lets_viewers_past_a_packet_still_on_its_way(relayd, local_trace):
+    """Packets and beacons travel on two connections: a beacon ("nothing in this stream until T")
+    that arrives before a packet sent ahead of it (or lost in a broken connection and sent again
+    after a RESUME) must not let a viewer move past that packet (babeltrace2 then fails: a message
+    older than one it printed). The beacon says where the stream's file ends once the packets sent
+    before it arrived; the relay applies it only from then on."""
+    from ust.ctf.writer import PACKET_HEADER_SIZE, PacketIndex, packet_spans
+    from ust.relay import wire
+    from ust.relay.sender import trace_streams
+
+    [(rel, directory, names)] = trace_streams(local_trace)
+    name = next(n for n in names if os.path.getsize(os.path.join(directory, n)))
+    with open(os.path.join(directory, name), "rb") as f:
+        offset, length = next(packet_spans(f.fileno(), os.fstat(f.fileno()).st_size))
+        packet = os.pread(f.fileno(), length, offset)
+    with open(os.path.join(directory, "metadata"), "rb") as f:
+        metadata = f.read()
+    index = PacketIndex.of(packet[:PACKET_HEADER_SIZE])
+    client = relayd.client()
+    sid = client.create_session("race", "hostA", live_timer_us=100000)
+    client.add_stream(1, 0, "ust", "metadata", metadata=True)
+    client.send_metadata(1, metadata)
+    client.add_stream(2, index.stream_id, "ust", name)
+    v = LiveClient("127.0.0.1", relayd.live)
+    v.create_session()
+    _, streams = v.attach(sid)
+    [data] = [s for s in streams if not s.metadata]
+    client.offsets[2] += len(packet)  # the packet is on its way (sent, not arrived)...
+    client.beacon(2, index.timestamp_end + 1)  # ...and the beacon after it arrives first
+    assert v.next_index(data.id)["status"] == va.INDEX_RETRY  # not INACTIVE: the packet comes first
+    client.data.sendall(wire.packet_header(2, 0, wire.packet_index(packet)) + packet)
+    got = wait_until(lambda: (lambda i: i if i["status"] != va.INDEX_RETRY else None)(v.next_index(data.id)),
+                     what="the packet on the relay")
+    assert got["status"] == va.INDEX_OK and got["packet_size"] == 8 * len(packet)
+    assert v.next_index(data.id)["status"] == va.INDEX_INACTIVE  # the beacon, once its packets are in
+    v.close()
+    client.close()

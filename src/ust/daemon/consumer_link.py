@@ -314,13 +314,22 @@ class ConsumerLink:
                 if key in self.log:
                     self.log[key]["trace"]["clock_offset"] = clock_offset
 
-    def rotate(self, targets: dict[str, str], root: str, chunk: str, archive: str) -> None:
-        """A chunk switch (ust-consumerd's ``rotate``); a restarted consumer reopens the new paths."""
+    def rotate(self, targets: dict[str, str], root: str, chunk: str, archive: str) -> tuple[str | None, str]:
+        """A chunk switch (ust-consumerd's ``rotate``); a restarted consumer reopens the new paths.
+        Returns the archive's directory on the relay (a streamed session), else None, and why
+        the relay did not archive it ("" if it did)."""
         with self.cv:
-            self.call({"cmd": "rotate", "targets": targets, "root": root, "chunk": chunk, "archive": archive})
+            reply, _ = self.call({"cmd": "rotate", "targets": targets, "root": root, "chunk": chunk,
+                                  "archive": archive})
             for key, path in targets.items():
                 if key in self.log:
-                    self.log[key]["trace"]["path"] = path
+                    trace = self.log[key]["trace"]
+                    trace["path"] = path
+                    if trace.get("relay"):  # its place in the relay session's tree
+                        trace["relay"] = {**trace["relay"], "path": path[len(root) + 1:]}
+            path, error = reply.get("path"), reply.get("archive_error")
+            return (path if isinstance(path, str) and 0 < len(path) < 4096 else None,
+                    error[:500] if isinstance(error, str) else "")
 
     def remove_traces(self, traces: list[str]) -> None:
         with self.cv:

@@ -255,14 +255,33 @@ class Consumer:
         one in the new: none lost, none twice, while applications write), then move the old
         chunk, ``root/chunk/ust`` (``chunk`` "": the session's own directory), to
         ``root/archive/ust``: a complete trace. We run as the session's owner, in a tree
-        ``make_trace_dir`` checked is theirs alone."""
+        ``make_trace_dir`` checked is theirs alone. A streamed session (``root`` its
+        ``net://`` URL) does the same on its relay: the new chunk is a new relay output of
+        each trace, and the relay moves the old chunk once all its packets arrived; the
+        answer's ``path`` is then the archive's directory on the relay."""
         from ust.ctf.writer import make_trace_dir
 
         n = 0
+        links = []
         for key, path in targets.items():
             t = self.traces.get(key)
-            if t is not None and t.drains:
+            if t is None or not t.drains:
+                continue
+            if isinstance(t.output, RelayTraceOutput):
+                link = t.output.link
+                n += t.switch_output(RelayTraceOutput(link, path[len(root) + 1:]))
+                if link not in links:
+                    links.append(link)
+            else:
                 n += t.switch_output(LocalTraceOutput(path, root, fresh=True))
+        if "://" in root:  # a streamed session's output is its relay's net:// URL
+            if not archive.startswith("archives/"):
+                raise ProtocolError(f"invalid archive {archive!r}")
+            try:
+                paths = [link.archive_chunk(chunk, archive[len("archives/"):]) for link in links]
+            except OSError as exc:  # the traces are in the new chunk all the same: say so, not fail
+                return {"packets": n, "path": None, "archive_error": str(exc)}, []
+            return {"packets": n, "path": paths[0] if paths else None}, []
         base = os.path.join(root, chunk) if chunk else root
         dest = os.path.join(root, archive)
         make_trace_dir(dest, root)  # even empty (no application recorded in that chunk), as lttng
@@ -350,7 +369,7 @@ class Consumer:
     def _snapshot_to_relay(self, targets: dict, relay: dict) -> int:
         """A snapshot as a session of its own on the relay (its traces under ``targets``)."""
         link = RelaySession(relay["host"], relay["control"], relay["data"], relay["session"], relay["hostname"], 0,
-                            relay.get("created") or 0)
+                            relay.get("created") or 0)  # (a snapshot is never resumed: no identity)
         try:
             link.call(lambda client: None)  # reachable, or the command fails with why
             n = 0

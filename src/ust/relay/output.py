@@ -14,13 +14,20 @@ in its ring buffer, the buffer fills, and what does not fit is discarded and
 counted by the ring, as for a slow disk. A reconnection is tried at most once
 a second; after one, the relay is told the streams and the metadata again
 before any packet, and carries on in the same session directory when it
-has it (a restarted relay: the files it has, cut back to whole packets;
-packets lost in flight show as a gap in ``packet_seq_num``, which
-babeltrace2 reports as discarded packets).
+has it (a restarted relay: the files it has, cut back to whole packets).
+
+Packets lost in flight are sent again: ``sendall`` returning only means the
+kernel took the bytes, and a connection that breaks (a network cut, a relay
+killed) loses what its socket buffers held. So the last ``RETAIN_BYTES`` of
+packets sent are kept; after a reconnection the relay says, per stream, how
+many bytes it has (the ADD_STREAM reply), and every kept packet past that
+is sent again. Only a loss larger than that shows as a gap in
+``packet_seq_num`` (babeltrace2 reports discarded packets).
 """
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import threading
@@ -34,6 +41,10 @@ from .sender import RelayClient
 
 CONNECT_TIMEOUT = 2.0  # seconds: the drain engine waits at most this for a dead relay
 RETRY_PERIOD = 1.0
+ARCHIVE_TIMEOUT = 30.0  # s: a rotation waits this long for the relay to have the chunk's packets (it waits 25)
+# Packets kept after sending, per session, to send again what a broken connection lost: more
+# than a TCP connection holds in flight (the sender's and the receiver's autotuned buffers).
+RETAIN_BYTES = 16 << 20
 
 
 class RelaySession:
@@ -53,6 +64,9 @@ class RelaySession:
         self.streams: dict[int, tuple[str, str, int, bool]] = {}
         self.metadata: dict[int, bytes] = {}
         self.closed_streams: set[int] = set()
+        # (handle, offset sent at, packet, index) of the last packets sent, oldest first
+        self.sent: collections.deque = collections.deque()
+        self.sent_bytes = 0
         self.connections = 0  # successful connections (a test's and a log's figure)
         self.identity = os.urandom(wire.IDENTITY_SIZE)  # a reconnection resumes this session on the relay
         self.error = ""
@@ -76,6 +90,7 @@ class RelaySession:
                 client.add_stream(handle, stream_class, path, name, metadata=is_meta)
                 if is_meta and handle in self.metadata:
                     client.send_metadata(handle, self.metadata[handle])
+            self._send_again(client)
         except (OSError, wire.WireError) as exc:
             if client is not None:
                 client.close()
@@ -85,6 +100,32 @@ class RelaySession:
         self.connections += 1
         self.error = ""
         return client
+
+    def send_packet(self, handle: int, packet, index: PacketIndex) -> None:
+        """Send one packet and keep a copy (``RETAIN_BYTES``): see ``_send_again``."""
+        with self.lock:
+            copy = bytes(packet)  # the ring buffer's memory is only valid during the call
+            self.call(lambda c: c.send_packet(handle, copy, index))
+            self.sent.append((handle, self.client.offsets[handle] - len(copy), copy, index))
+            self.sent_bytes += len(copy)
+            while self.sent_bytes > RETAIN_BYTES:
+                self.sent_bytes -= len(self.sent.popleft()[2])
+
+    def _send_again(self, client: RelayClient) -> None:
+        """After a reconnection: every kept packet of a stream that the relay does not have
+        (past the size its ADD_STREAM reply gave), sent again, in order. The relay's file is
+        a prefix of what was sent (whole packets, in order), so a packet sent at an offset at
+        or past that size never reached the file."""
+        relay_has = dict(client.offsets)  # bytes per stream, as the ADD_STREAM replies said
+        kept = collections.deque()
+        for handle, offset, packet, index in self.sent:
+            if handle not in relay_has or offset < relay_has[handle]:
+                continue  # a closed stream, or a packet the relay has
+            kept.append((handle, client.offsets[handle], packet, index))
+            client.send_packet(handle, packet, index)
+        # (only once all were sent: a failure midway keeps them all, for the next connection)
+        self.sent = kept
+        self.sent_bytes = sum(len(p) for _, _, p, _ in kept)
 
     def _broken(self, exc: Exception) -> OSError:
         """Drop the connection after a failure: the next call reconnects."""
@@ -122,9 +163,17 @@ class RelaySession:
             except OSError:
                 pass  # sent again, before any packet, at the reconnection
 
+    def archive_chunk(self, chunk: str, archive: str) -> str:
+        """Have the relay archive a finished chunk (its streams closed first); returns the
+        archive's directory on the relay. OSError when the relay cannot be reached."""
+        answer = []
+        self.call(lambda c: answer.append(c.archive_chunk(chunk, archive, timeout=ARCHIVE_TIMEOUT)))
+        return answer[0]
+
     def close_stream(self, handle: int) -> None:
         with self.lock:
             self.closed_streams.add(handle)
+            self.metadata.pop(handle, None)
             if self.client is not None:
                 try:
                     self.client.close_stream(handle)
@@ -157,7 +206,7 @@ class RelayStreamOutput(StreamOutput):
         return f"net://{host}:{ctrl}/{self.link.session}/{self.path}/{self.name}"
 
     def write_packet(self, packet, index: PacketIndex) -> None:
-        self.link.call(lambda c: c.send_packet(self.handle, packet, index))
+        self.link.send_packet(self.handle, packet, index)
         self.packets += 1
         self.bytes_written += index.packet_size
         self.last_written = time.monotonic()

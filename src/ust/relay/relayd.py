@@ -56,7 +56,11 @@ MAX_SESSIONS = 4096
 MAX_STREAMS_PER_SESSION = 1024  # each data stream holds two descriptors
 MAX_DATA_CONNECTIONS_PER_SESSION = 16  # a sender uses two (ust.relay.sender.DATA_CONNECTIONS)
 MAX_VIEWER_METADATA = 64 << 20  # per trace: what viewers may be sent in all
-KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 10, 3  # a silent dead peer is dropped after ~60 s  # bytes of large frames being received at once, all connections together
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 30, 10, 3  # a silent dead peer is dropped after ~60 s
+# A consumer's session whose control connection broke without DESTROY_SESSION waits this long
+# for the consumer to come back (RESUME) before it ends: viewers keep following the same session.
+RESUME_GRACE = 120.0
+ARCHIVE_WAIT = 25.0  # s: how long ARCHIVE_CHUNK waits for the chunk's packets still on the data port
 PID_NAME = "relayd.pid"
 
 
@@ -132,30 +136,47 @@ class Stream:
         self.write_lock = threading.Lock()
         self.committed = 0  # bytes of whole packets in the file: what viewers may read
         self.packets = 0
-        self.close_at: int | None = None  # packets the sender said it sent, once closed
+        self.packets_before = 0  # received before the sender's current connection (a resumed stream)
+        self.generation = session.generation  # the session's connection that added it last
+        self.close_at: int | None = None  # packets the sender said it sent on its connection, once closed
         self.closed = False
+        self.archived = False  # its chunk was archived (rotation)
         self.last_end = 0  # timestamp_end of the last packet
-        self.beacon: int | None = None  # nothing more up to this time (live timer, idle stream)
+        self.beacon: int | None = None  # nothing more up to this time (live timer, idle stream)...
+        self.beacon_end = 0  # ...once the file is this long (the packets sent before it arrived)
 
     @property
     def complete(self) -> bool:
-        return self.closed and (self.close_at is None or self.packets >= self.close_at)
+        return self.closed and (self.close_at is None or self.packets - self.packets_before >= self.close_at)
+
+
+class Owner(list):
+    """The sessions a control connection created or resumed (the connection: ``conn``)."""
+
+    def __init__(self, conn: socket.socket):
+        super().__init__()
+        self.conn = conn
 
 
 class Session:
-    def __init__(self, session_id: int, name: str, hostname: str, live_timer: int, directory: str):
+    def __init__(self, session_id: int, name: str, hostname: str, live_timer: int, directory: str,
+                 identity: bytes = bytes(wire.IDENTITY_SIZE)):
         self.id = session_id
         self.name = name
         self.hostname = hostname
         self.live_timer = live_timer
         self.directory = directory
+        self.identity = identity  # the sender's: a reconnecting sender resumes this session (RESUME)
+        self.owner: Owner | None = None  # the control connection that may act on it
+        self.generation = 0  # how many times a reconnecting sender took it over
+        self.data_conns: set[socket.socket] = set()  # the owner's data connections: the only writers
         self.token = secrets.token_bytes(wire.TOKEN_SIZE)
         self.traces: dict[str, Trace] = {}
         self.streams: dict[int, Stream] = {}  # by the sender's handle
         self.destroyed = False
         self.resumed = False  # carries on in a directory an earlier connection wrote
         self.viewers = 0
-        self.data_connections = 0
+        self.attached: set = set()  # the Viewers attached to it
 
     @property
     def complete(self) -> bool:
@@ -173,6 +194,8 @@ class Relay:
         self.listeners: dict[str, socket.socket] = {}
         self.connections: set[socket.socket] = set()
         self.stopping = threading.Event()
+        # (the environment's: a test's shorter wait)
+        self.resume_grace = float(os.environ.get("UST_RELAY_RESUME_GRACE") or RESUME_GRACE)
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     # -- listening ---------------------------------------------------------
@@ -306,7 +329,7 @@ class Relay:
                 self.budget.give(length)
 
     def serve_control(self, conn: socket.socket) -> None:
-        owned: list[Session] = []
+        owned = Owner(conn)
         try:
             while True:
                 msg_type, body = self._recv(conn, MAX_CONTROL_BODY)
@@ -320,13 +343,31 @@ class Relay:
                     continue
                 conn.sendall(answer)
         finally:
+            waiting = []
             with self.cond:
-                for session in owned:  # the sender is gone: what it sent is all there will be
-                    self._destroy(session)
+                for session in [s for s in owned if s.owner is owned]:  # (not those taken over)
+                    session.owner = None
+                    if any(session.identity) and not self.stopping.is_set():
+                        waiting.append(session)  # a consumer: it may come back (RESUME)
+                    else:
+                        self._destroy(session)  # the sender is gone: what it sent is all there will be
+            for session in waiting:
+                timer = threading.Timer(self.resume_grace, self._expire, (session, session.generation))
+                timer.daemon = True
+                timer.start()
             for session in owned:
                 self._finish(session)
 
-    def control(self, msg: tuple, owned: list[Session]) -> bytes:
+    def _expire(self, session: Session, generation: int) -> None:
+        """The end of a session whose sender did not come back within RESUME_GRACE."""
+        with self.cond:
+            if session.generation != generation or session.owner is not None or session.destroyed:
+                return
+            self._destroy(session)
+        self._finish(session)
+        _log(f"session {session.hostname}/{session.name} ({session.id}) ended: its sender did not come back")
+
+    def control(self, msg: tuple, owned: Owner) -> bytes:
         kind = msg[0]
         if kind == wire.CREATE_SESSION:
             _, name, host, live, created, identity, resume = msg
@@ -334,12 +375,14 @@ class Relay:
                 self.visible_sessions()  # forgets the ended ones
                 if len(owned) >= MAX_SESSIONS_PER_CONNECTION or len(self.sessions) >= MAX_SESSIONS:
                     raise wire.WireError("too many sessions")
-            session = self.create_session(name, host, live, created, identity, resume)
-            owned.append(session)
+            session = self.create_session(name, host, live, created, identity, resume, owned)
+            if session not in owned:
+                owned.append(session)
             return wire.reply(wire.STATUS_OK, session.id, session.token)
-        if kind not in (wire.ADD_STREAM, wire.METADATA, wire.BEACON, wire.CLOSE_STREAM, wire.DESTROY_SESSION):
+        if kind not in (wire.ADD_STREAM, wire.METADATA, wire.BEACON, wire.CLOSE_STREAM, wire.DESTROY_SESSION,
+                        wire.ARCHIVE_CHUNK):
             raise wire.WireError(f"message type {kind} does not belong on the control port")
-        session = next((s for s in owned if s.id == msg[1]), None)
+        session = next((s for s in owned if s.id == msg[1] and s.owner is owned), None)
         if session is None:
             raise wire.WireError(f"session {msg[1]} was not created on this connection")
         if kind == wire.ADD_STREAM:
@@ -354,10 +397,11 @@ class Relay:
                 self.cond.notify_all()
             write_metadata(os.path.join(stream.trace.directory, "metadata"), text.decode("utf-8", "replace"))
         elif kind == wire.BEACON:
-            _, _, handle, ts = msg
+            _, _, handle, ts, end = msg
             stream = self._stream(session, handle, wire.KIND_DATA)
             with self.cond:
                 stream.beacon = ts
+                stream.beacon_end = end
         elif kind == wire.CLOSE_STREAM:
             _, _, handle, packets = msg
             stream = self._stream(session, handle, None)
@@ -365,6 +409,9 @@ class Relay:
                 stream.closed = True
                 stream.close_at = packets
             self._finish(session)
+        elif kind == wire.ARCHIVE_CHUNK:
+            _, _, chunk, archive = msg
+            return wire.reply(wire.STATUS_OK, extra=self.archive_chunk(session, chunk, archive).encode())
         else:
             with self.cond:
                 self._destroy(session)
@@ -379,7 +426,11 @@ class Relay:
         return stream
 
     def create_session(self, name: str, host: str, live: int, created: int, identity: bytes = bytes(16),
-                       resume: bool = False) -> Session:
+                       resume: bool = False, owner: Owner | None = None) -> Session:
+        if resume and any(identity):
+            session = self._take_over(name, host, identity, owner)
+            if session is not None:
+                return session
         host_dir = os.path.join(self.output, host)
         make_trace_dir(host_dir, self.output)
         when = created if 0 < created < 1 << 40 else time.time()
@@ -395,10 +446,35 @@ class Relay:
             finally:
                 os.close(fd)
         with self.cond:
-            session = Session(next(self.ids), name, host, live, directory)
+            session = Session(next(self.ids), name, host, live, directory, identity)
             session.resumed = resumed
+            session.owner = owner
             self.sessions[session.id] = session
         _log(f"session {host}/{name} ({session.id}) -> {directory}")
+        return session
+
+    def _take_over(self, name: str, host: str, identity: bytes, owner: Owner | None) -> Session | None:
+        """The running session ``identity`` created, now the new connection's: the same
+        session for viewers, its streams going on in their files. The sender reconnects
+        only when its connections broke, but this relay may not know yet (a network cut
+        sends no FIN): the old connections are shut down, so they write nothing more."""
+        with self.cond:
+            session = next((s for s in self.sessions.values() if not s.destroyed and s.name == name
+                            and s.hostname == host and hmac.compare_digest(s.identity, identity)), None)
+            if session is None:
+                return None
+            old = session.owner
+            stale = list(session.data_conns) + ([old.conn] if old is not None else [])
+            session.data_conns.clear()  # receive_packet refuses their packets from now on
+            session.generation += 1
+            session.owner = owner
+            session.token = secrets.token_bytes(wire.TOKEN_SIZE)
+        for conn in stale:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        _log(f"session {host}/{name} ({session.id}) resumed by its sender")
         return session
 
     def _resumable(self, host_dir: str, base: str, identity: bytes) -> str | None:
@@ -430,9 +506,13 @@ class Relay:
         return None
 
     def add_stream(self, session: Session, handle: int, stream_class: int, kind: int, path: str,
-                   name: str) -> None:
-        if handle in session.streams:
-            raise wire.WireError(f"stream {handle} already exists")
+                   name: str) -> Stream:
+        known = session.streams.get(handle)
+        if known is not None:
+            if known.generation == session.generation or known.trace.path != path or known.kind != kind \
+                    or known.stream_class != stream_class or (kind == wire.KIND_DATA and known.name != name):
+                raise wire.WireError(f"stream {handle} already exists")
+            return self._resume_stream(known)
         if len(session.streams) >= MAX_STREAMS_PER_SESSION:
             raise wire.WireError(f"more than {MAX_STREAMS_PER_SESSION} streams in one session")
         trace = session.traces.get(path)
@@ -450,16 +530,77 @@ class Relay:
         if kind == wire.KIND_DATA:
             # resumed: append to what the previous connection (or relay) wrote, cut back to
             # whole packets; else a file that must not exist
-            stream.file = StreamFile(trace.directory, name, truncate=not session.resumed)
-            stream.committed = stream.file.written
-            # splice() refuses an O_APPEND file: a second description of the same
-            # file (no path lookup), written at explicit offsets
-            stream.splice_fd = os.open(f"/proc/self/fd/{stream.file.fd}", os.O_WRONLY | os.O_CLOEXEC)
+            _open_stream_files(stream, truncate=not session.resumed)
         with self.cond:
             session.traces[path] = trace
             session.streams[handle] = stream
             self.cond.notify_all()
         return stream
+
+    def _resume_stream(self, stream: Stream) -> Stream:
+        """A stream its sender adds again on a new connection (``_take_over``): it goes on
+        after its last whole packet (an old connection cut mid-packet has left the file cut
+        back to it, under the write lock taken here)."""
+        with stream.write_lock:
+            if stream.kind == wire.KIND_DATA and (stream.file is None or stream.file.fd < 0):
+                _open_stream_files(stream, truncate=False)
+            with self.cond:
+                stream.generation = stream.session.generation
+                stream.closed = False
+                stream.close_at = None
+                stream.packets_before = stream.packets
+                if stream.file is not None:
+                    stream.committed = stream.file.written
+                self.cond.notify_all()
+        return stream
+
+    def archive_chunk(self, session: Session, chunk: str, archive: str) -> str:
+        """A rotation: once every stream of the finished chunk has all its packets, its
+        ``ust`` (and ``kernel``) directories become ``archives/<archive>/ust`` (``/kernel``);
+        returns the archive's directory. Its streams' files stay open where they are (viewers
+        still reading them follow)."""
+        base = f"{chunk}/" if chunk else ""
+        prefixes = [base + domain for domain in ("ust", "kernel")]
+
+        def of_chunk(path: str) -> str | None:
+            return next((p for p in prefixes if path == p or path.startswith(p + "/")), None)
+
+        with self.cond:
+            traces = [t for p, t in session.traces.items() if of_chunk(p)]
+            streams = [st for st in session.streams.values() if st.trace in traces]
+            if not self.cond.wait_for(lambda: all(st.complete for st in streams), timeout=ARCHIVE_WAIT):
+                raise OSError(errno.ETIMEDOUT, f"the packets of chunk {chunk or '(first)'} did not all arrive")
+        dest = os.path.join(session.directory, "archives", archive)
+        if any(os.path.lexists(os.path.join(dest, p[len(base):])) for p in prefixes):
+            raise OSError(errno.EEXIST, f"archive {archive} exists already")
+        make_trace_dir(dest, session.directory)
+        for prefix in prefixes:
+            source = os.path.join(session.directory, *prefix.split("/"))
+            if os.path.isdir(source) and not os.path.islink(source):
+                os.rename(source, os.path.join(dest, prefix[len(base):]))
+        with self.cond:
+            for t in traces:
+                prefix = of_chunk(t.path)
+                t.directory = os.path.join(dest, prefix[len(base):], *t.path[len(prefix):].split("/"))
+                del session.traces[t.path]  # a new stream of that path would be a new trace
+            for st in streams:
+                st.path = os.path.join(st.trace.directory, st.name)
+                st.archived = True
+            self._prune(session)
+        if chunk:
+            try:
+                os.rmdir(os.path.join(session.directory, chunk))
+            except OSError:
+                pass
+        _log(f"session {session.hostname}/{session.name} ({session.id}): chunk archived in {dest}")
+        return dest
+
+    def _prune(self, session: Session) -> None:
+        """Under the lock: forget the archived, complete streams every attached viewer was
+        told about (a session rotating forever holds only its current chunk's streams)."""
+        for handle, st in list(session.streams.items()):
+            if st.archived and st.complete and all(st.id in v.streams for v in session.attached):
+                del session.streams[handle]
 
     def _finish(self, session: Session) -> None:
         """Close the files of the streams of ``session`` that are complete (not under the lock)."""
@@ -491,17 +632,10 @@ class Relay:
         if session is None or not hmac.compare_digest(session.token, msg[2]):
             raise wire.WireError("DATA_HELLO names no session this relay gave out")
         with self.cond:  # each holds a thread and a pipe of up to SPLICE_PIPE_SIZE in flight
-            if session.data_connections >= MAX_DATA_CONNECTIONS_PER_SESSION:
+            if len(session.data_conns) >= MAX_DATA_CONNECTIONS_PER_SESSION:
                 raise wire.WireError(f"more than {MAX_DATA_CONNECTIONS_PER_SESSION} data connections for "
                                      f"session {session.name}")
-            session.data_connections += 1
-        try:
-            self._receive_packets(session, conn)
-        finally:
-            with self.cond:
-                session.data_connections -= 1
-
-    def _receive_packets(self, session: Session, conn: socket.socket) -> None:
+            session.data_conns.add(conn)  # _take_over shuts it down if its sender comes back
         # Packets go from the socket to their file through a pipe (splice: the
         # kernel moves the pages, Python never copies a packet's body); only the
         # frame header, the index and the packet's header are read here, to be
@@ -521,6 +655,8 @@ class Relay:
         finally:
             os.close(pipe[0])
             os.close(pipe[1])
+            with self.cond:
+                session.data_conns.discard(conn)
 
     def receive_packet(self, session: Session, conn: socket.socket, fixed: bytearray, pipe) -> None:
         """One PACKET frame whose header, index and packet header are in ``fixed``;
@@ -536,6 +672,8 @@ class Relay:
             with self.cond:
                 if stream.complete:
                     raise wire.WireError(f"packet for closed stream {stream.name}")
+                if conn not in session.data_conns:
+                    raise wire.WireError(f"session {session.name} was resumed on another connection")
             out = stream.file
             if out is None or offset != out.written:
                 raise wire.WireError(f"packet at offset {offset} of {stream.name}, which has "
@@ -611,6 +749,7 @@ class Viewer:
         with self.relay.cond:
             for session in self.attached.values():
                 session.viewers -= 1
+                session.attached.discard(self)
             self.attached.clear()
         for fd in self.fds.values():
             os.close(fd)
@@ -645,6 +784,7 @@ class Viewer:
                 if session is None:
                     return va.STATUS.pack(va.DETACH_UNK)
                 session.viewers -= 1
+                session.attached.discard(self)
                 for st in [st for st in self.streams.values() if st.session is session]:
                     del self.streams[st.id]
                     fd = self.fds.pop(st.id, None)
@@ -682,6 +822,7 @@ class Viewer:
         if sid not in self.attached:
             self.attached[sid] = session
             session.viewers += 1
+            session.attached.add(self)
         new = self.announce(session)
         return va.STATUS_COUNT.pack(va.ATTACH_OK, len(new)) + b"".join(new)
 
@@ -689,7 +830,10 @@ class Viewer:
         """Under the lock: the streams of ``session`` this viewer was not told about
         (metadata streams first), now told. Every stream starts at its first packet."""
         out = []
-        fresh = [s for s in session.streams.values() if s.id not in self.streams]
+        # a trace's streams are told once it has metadata: a viewer (babeltrace2) told of a
+        # trace whose first metadata request answers nothing never asks again (a new chunk's
+        # trace is added before its metadata arrives)
+        fresh = [s for s in session.streams.values() if s.id not in self.streams and s.trace.viewer_metadata]
         fresh.sort(key=lambda s: (s.kind != wire.KIND_METADATA, s.id))
         for s in fresh:
             self.streams[s.id] = s
@@ -698,13 +842,15 @@ class Viewer:
             path = f"{session.hostname}/{os.path.basename(session.directory)}/{s.trace.path}"
             out.append(va.STREAM.pack(s.id, s.trace.id, int(s.kind == wire.KIND_METADATA), path.encode()[:4095],
                                       s.name.encode()))
+        if fresh:
+            self.relay._prune(session)
         return out
 
     def flags(self, stream: Stream) -> int:
         flags = 0
         if len(stream.trace.viewer_metadata) > self.metadata_sent.get(stream.trace.id, 0):
             flags |= va.FLAG_NEW_METADATA
-        if any(s.id not in self.streams for s in stream.session.streams.values()):
+        if any(s.id not in self.streams and s.trace.viewer_metadata for s in stream.session.streams.values()):
             flags |= va.FLAG_NEW_STREAM
         return flags
 
@@ -732,7 +878,8 @@ class Viewer:
             return va.INDEX.pack(pos, size, content, begin, end, discarded, sclass, va.INDEX_OK, flags)
         if stream.complete:
             return va.INDEX.pack(0, 0, 0, 0, 0, 0, stream.stream_class, va.INDEX_HUP, flags)
-        if stream.beacon is not None and stream.beacon >= stream.last_end and pos >= stream.committed:
+        if stream.beacon is not None and stream.beacon >= stream.last_end and pos >= stream.committed \
+                and stream.committed >= stream.beacon_end:
             return va.INDEX.pack(0, 0, 0, 0, stream.beacon, 0, stream.stream_class, va.INDEX_INACTIVE, flags)
         return va.INDEX.pack(0, 0, 0, 0, 0, 0, stream.stream_class, va.INDEX_RETRY, flags)
 
@@ -766,6 +913,15 @@ class Viewer:
         if len(data) != length:
             return va.PACKET_REPLY.pack(va.PACKET_ERR, 0, flags)
         return va.PACKET_REPLY.pack(va.PACKET_OK, length, flags) + data
+
+
+def _open_stream_files(stream: Stream, truncate: bool) -> None:
+    """Open a data stream's file (``truncate``: a new one; else carry on after its last whole packet)."""
+    stream.file = StreamFile(stream.trace.directory, stream.name, truncate=truncate)
+    stream.committed = stream.file.written
+    # splice() refuses an O_APPEND file: a second description of the same
+    # file (no path lookup), written at explicit offsets
+    stream.splice_fd = os.open(f"/proc/self/fd/{stream.file.fd}", os.O_WRONLY | os.O_CLOEXEC)
 
 
 def _close_stream_files(stream: Stream) -> None:

@@ -108,10 +108,20 @@ class RelayClient:
         self.packets[handle] += 1
 
     def beacon(self, handle: int, timestamp: int) -> None:
-        self._call(wire.beacon(self.session, handle, timestamp))
+        self._call(wire.beacon(self.session, handle, timestamp, self.offsets.get(handle, 0)))
 
     def close_stream(self, handle: int) -> None:
         self._call(wire.close_stream(self.session, handle, self.packets.get(handle, 0)))
+
+    def archive_chunk(self, chunk: str, archive: str, timeout: float | None = None) -> str:
+        """A rotation on the relay (wire.ARCHIVE_CHUNK): the archive's directory there."""
+        if timeout is not None:
+            self.control.settimeout(timeout)
+        try:
+            _, rest = self._call(wire.archive_chunk(self.session, chunk, archive))
+        finally:
+            self.control.settimeout(self.timeout)
+        return rest.decode(errors="replace")
 
     def destroy(self) -> None:
         self._call(wire.destroy_session(self.session))

@@ -25,9 +25,20 @@ Control connection (``-C`` port), one reply per request::
                       -> OK size u64: bytes the stream's file already has (resumed), where
                          its next packet goes
     METADATA        session u64, handle u64 (a metadata stream), then the whole TSDL text -> OK
-    BEACON          session u64, handle u64, timestamp u64 (nothing to send up to there) -> OK
+    BEACON          session u64, handle u64, timestamp u64 (nothing to send up to there),
+                    [end u64: where the stream's file ends once every packet sent before
+                    it arrived; optional] -> OK. The relay applies a beacon only once its
+                    file is that long: the packets travel on another connection, and a
+                    beacon must not let viewers move past a packet still on its way (or
+                    lost in a broken connection and sent again after a RESUME)
     CLOSE_STREAM    session u64, handle u64, packets u64 (how many were sent on data) -> OK
     DESTROY_SESSION session u64 -> OK
+    ARCHIVE_CHUNK   session u64, chunk (the finished chunk's directory: "" for the session's
+                    own, else one name), archive (one name)
+                      -> OK, then the archive's directory on the relay (UTF-8): once every
+                         stream of the chunk has all its packets, ``<session>/[<chunk>/]ust``
+                         is moved to ``<session>/archives/<archive>/ust`` (a rotation, as
+                         lttng-relayd lays out trace chunks)
 
 Data connections (``-D`` port), no replies (an error closes it); a session
 may have several (at most 16: the relay receives each on a thread of its
@@ -67,6 +78,7 @@ METADATA = 3
 BEACON = 4
 CLOSE_STREAM = 5
 DESTROY_SESSION = 6
+ARCHIVE_CHUNK = 7
 DATA_HELLO = 10
 PACKET = 11
 REPLY = 100
@@ -83,6 +95,7 @@ IDENTITY_SIZE = 16
 _ADD_STREAM = struct.Struct("!QQQB")
 _SESSION_HANDLE = struct.Struct("!QQ")
 _BEACON = struct.Struct("!QQQ")
+_BEACON_END = struct.Struct("!Q")
 _CLOSE = struct.Struct("!QQQ")
 _SESSION = struct.Struct("!Q")
 _HELLO = struct.Struct(f"!Q{TOKEN_SIZE}s")
@@ -185,8 +198,8 @@ def metadata(session: int, handle: int, text: bytes) -> bytes:
     return frame(METADATA, _SESSION_HANDLE.pack(session, handle) + text)
 
 
-def beacon(session: int, handle: int, timestamp: int) -> bytes:
-    return frame(BEACON, _BEACON.pack(session, handle, timestamp))
+def beacon(session: int, handle: int, timestamp: int, end: int = 0) -> bytes:
+    return frame(BEACON, _BEACON.pack(session, handle, timestamp) + _BEACON_END.pack(end))
 
 
 def close_stream(session: int, handle: int, packets: int) -> bytes:
@@ -195,6 +208,10 @@ def close_stream(session: int, handle: int, packets: int) -> bytes:
 
 def destroy_session(session: int) -> bytes:
     return frame(DESTROY_SESSION, _SESSION.pack(session))
+
+
+def archive_chunk(session: int, chunk: str, archive: str) -> bytes:
+    return frame(ARCHIVE_CHUNK, _SESSION.pack(session) + _str(chunk) + _str(archive))
 
 
 def data_hello(session: int, token: bytes) -> bytes:
@@ -314,8 +331,9 @@ def decode(msg_type: int, body: bytearray):
         return msg_type, session, handle, text
     if msg_type == BEACON:
         values = r.fixed(_BEACON)
+        end = r.fixed(_BEACON_END)[0] if r.pos < len(r.body) else 0  # (absent: a first-version sender)
         r.end()
-        return (msg_type, *values)
+        return (msg_type, *values, end)
     if msg_type == CLOSE_STREAM:
         values = r.fixed(_CLOSE)
         r.end()
@@ -324,6 +342,14 @@ def decode(msg_type: int, body: bytearray):
         values = r.fixed(_SESSION)
         r.end()
         return (msg_type, *values)
+    if msg_type == ARCHIVE_CHUNK:
+        (session,) = r.fixed(_SESSION)
+        chunk = r.text("chunk directory", MAX_NAME)
+        if chunk:
+            check_part(chunk, "chunk directory")
+        archive = check_part(r.text("archive name", MAX_NAME), "archive name")
+        r.end()
+        return msg_type, session, chunk, archive
     if msg_type == DATA_HELLO:
         values = r.fixed(_HELLO)
         r.end()

@@ -61,6 +61,8 @@ def _trace_for(daemon, s: Session, app) -> Trace:
         rel = uid_trace_dir("", app.uid).as_posix()
     else:
         rel = pid_trace_dir("", app.procname, app.pid).as_posix()
+    if s.relay:
+        rel = f"{s.chunk_dir}/{rel}" if s.chunk_dir else rel  # in the current chunk on the relay too
     path = f"{s.output}/{rel}" if s.relay else os.path.join(s.chunk_root(), rel)
     key = f"{s.name}/{owner[0]}-{owner[1]}"
     t = Trace(key=key, path=path, owner=owner, uuid=str(uuidlib.uuid4()))

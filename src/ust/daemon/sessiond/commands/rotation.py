@@ -36,6 +36,10 @@ CHECK_PERIOD = 0.25  # s: how often the schedules are looked at
 MIN_TIMER = 100_000  # µs: a shorter period would rotate faster than chunks can be written
 
 
+class RelayArchiveError(SessionError):
+    """A streamed session switched to its new chunk, but its relay did not archive the last one."""
+
+
 def chunk_time(when: float) -> str:
     return time.strftime("%Y%m%dT%H%M%S%z", time.localtime(when))
 
@@ -56,16 +60,31 @@ def rotate_session(daemon, s: Session) -> str:
     targets = {t.key: os.path.join(new_root, os.path.relpath(t.path, old_root)) for t in s.traces.values()}
     targets.update(kernel.rotate_target(s, new_root))
     archive = os.path.join("archives", f"{chunk_time(begin)}-{chunk_time(now)}-{s.chunk}")
-    consumers.link(daemon, s).rotate(targets, s.output, s.chunk_dir, archive)
+    relay_path, relay_error = consumers.link(daemon, s).rotate(targets, s.output, s.chunk_dir, archive)
     for t in s.traces.values():
         t.path = targets[t.key]
     kernel.rotated(s, targets)
     s.chunk += 1
     s.chunk_dir = new_dir
     s.chunk_begin = now
-    path = os.path.join(s.output, archive)
+    # a streamed session's archive is on its relay: the path as the relay gave it (as lttng prints it)
+    if relay_error:
+        raise RelayArchiveError(f"session {s.name!r} goes on in a new chunk, but its relay did not archive the "
+                                f"last one: {relay_error}")
+    path = relay_path if s.relay and relay_path else os.path.join(s.output, archive)
     s.archives.append(path)
     return path
+
+
+def end_chunk(daemon, s: Session) -> str | None:
+    """``stop`` and ``destroy`` of a rotating session archive its last chunk: the archive's
+    directory, or None when the relay of a streamed session could not (logged: the session still
+    stops and is destroyed)."""
+    try:
+        return rotate_session(daemon, s)
+    except RelayArchiveError as exc:
+        log(str(exc))
+        return None
 
 
 def rotates(s: Session) -> bool:

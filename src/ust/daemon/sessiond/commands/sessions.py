@@ -79,7 +79,7 @@ def destroy(daemon, s: Session) -> dict:
 
         if rotation.rotates(s):  # as lttng: destroying a rotating session archives its last chunk
             stop_session(daemon, s)
-            rotation.rotate_session(daemon, s)
+            rotation.end_chunk(daemon, s)
     destroy_session(daemon, s)
     summary = s.summary()
     summary["traces"] = s.trace_paths
@@ -145,7 +145,7 @@ def stop(daemon, s: Session) -> dict:
     from ust.daemon.sessiond.commands import rotation
 
     if rotation.rotates(s):  # `stop` ends the last chunk: every event is in an archive
-        archive = rotation.rotate_session(daemon, s)
+        archive = rotation.end_chunk(daemon, s)
     return {"session": s.summary(), **consumers.losses(daemon, s), **({"archive": archive} if archive else {})}
 
 
