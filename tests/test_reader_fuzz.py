@@ -94,6 +94,23 @@ def test_mutated_traces(tmp_path_factory, source, data):
         assert "\n" not in str(exc)
 
 
+def test_an_event_name_with_a_nul_is_a_trace_format_error_or_a_clean_read(tmp_path):
+    """Found by test_mutated_traces: a NUL in an event's name reached the bulk reader's
+    generated decoder as part of its file name, and compile() raised ValueError."""
+    dst = tmp_path / "t"
+    shutil.copytree(SOURCES["snapshot"], dst)
+    p = dst / "snapshot-1-20261128-171134-0/ust/uid/0/64-bit/metadata"
+    p.chmod(0o644)
+    data = bytearray(p.read_bytes())
+    at = data.index(b"demo:arrays")
+    data[at] = 0
+    p.write_bytes(bytes(data))
+    try:
+        _consume_all(dst)
+    except TraceFormatError as exc:
+        assert exc.path is not None and "\n" not in str(exc)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_mutated_metadata_text(data):

@@ -196,9 +196,11 @@ class _Gen:
         """Compile generated source (with this generator's constants) into function ``fname``."""
         text = "\n".join(lines) + "\n"
         ns = dict(self.consts)
+        # the label names an event of the trace: a hostile name may hold a NUL, which a file name may not
+        label = label.replace("\0", "\\0")
         try:
             exec(compile(text, f"<ust.ctf {label}>", "exec"), ns)
-        except SyntaxError as exc:  # a bug in the generator, or an impossible name
+        except (SyntaxError, ValueError) as exc:  # a bug in the generator, or an impossible name
             raise Unsupported(f"cannot compile the {label}: {exc}") from None
         fn = ns[fname]
         fn.__source__ = text
