@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -408,9 +409,17 @@ def test_the_kernel_domain_through_the_cli_one_interleaved_story(ust_env, tracef
     assert os.path.isdir(instance)
     app.send("emit app:alpha 3")
     ust_env.ust("stop")
-    # babeltrace2 reads both traces together, in one time order, without a word on stderr
+    # babeltrace2 reads both traces together, in one time order, without a word on stderr but for
+    # the kernel ring's exact loss counts (system-wide system calls: another process's flood on a
+    # shared machine fills the ring, and the trace says so)
     r = subprocess.run(["babeltrace2", ust_env.out], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and r.stderr == "", r.stderr
+    losses = re.findall(r"WARNING: Tracer discarded \d+ events? between .*?\(stream class ID: \d+, stream ID: \d+\)\.\n",
+                        r.stderr, flags=re.S)
+    assert all('/kernel"' in w for w in losses), losses
+    rest = r.stderr
+    for w in losses:
+        rest = rest.replace(w, "", 1)
+    assert r.returncode == 0 and rest == "", r.stderr
     events = read_events(ust_env.out)
     names = [n for n, _ in events]
     assert names.count("app:alpha") == 3
