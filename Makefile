@@ -25,7 +25,7 @@ bench: venv
 	sh scripts/ensure-system-deps.sh
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/bench_core.py
-	@for b in bench/bench_reader.py bench/bench_daemon.py bench/bench_consumer.py bench/bench_probes.py bench/bench_kernel.py bench/bench_relay.py bench/bench_live.py; do \
+	@for b in bench/bench_reader.py bench/bench_daemon.py bench/bench_consumer.py bench/bench_probes.py bench/bench_kernel.py bench/bench_relay.py bench/bench_live.py bench/bench_triggers.py bench/bench_shm_path.py; do \
 		if [ -f $$b ]; then $(PY) $$b || exit 1; fi; done
 
 clean:

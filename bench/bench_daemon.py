@@ -17,26 +17,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-HOME = tempfile.mkdtemp(prefix="ust-bench-")
-os.environ["UST_HOME"] = HOME  # before `import ust`: the agent of this process uses this daemon
-os.environ["UST_AGENT_RETRY"] = "0.05"
-os.environ.pop("UST_AGENT", None)
+from _daemon_home import HOME, wait_for  # before `import ust`: the agent of this process uses its daemon
 
 import ust  # noqa: E402
 from ust.control import Client, stop_sessiond  # noqa: E402
 
 from _timing import best_ns_per_call, empty, loop_of  # noqa: E402
-
-
-def wait_for(cond, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise SystemExit("bench: timed out waiting for the daemon")
-        time.sleep(0.01)
 
 
 def tracepoint_costs(n: int, repeats: int) -> dict:
