@@ -497,6 +497,39 @@ def test_stop_says_how_many_kernel_events_were_lost(ust_env, tracefs_dir):
     assert f"Warning: {lost} kernel events were discarded" in out, out
 
 
+@needs_bt2
+@pytest.mark.parametrize("kind", ["drain", "prio", "snapshot"])
+def test_a_reader_of_the_rings_never_chases_its_own_system_calls(capture, tmp_path, kind):
+    """Every system call recorded, the reader's own among them: trace_pipe_raw hands a page
+    out as soon as it holds one record, so reading a ring until it was empty never ended —
+    each read's page held the previous read's records (a consumer stuck in one pass at 100%
+    of a CPU, answering nothing, writing hundreds of MB a minute). A drain pass, the prio
+    context's reading of every CPU and a snapshot each end at the first page begun after
+    they began. The reader runs on CPU 0 and reads CPU 0's ring: its reads are in it."""
+    from ust.consumer.drain import drain_stream
+    from ust.consumer.output import DiscardTraceOutput
+
+    c = capture("echo-" + kind, contexts=("tid", "prio") if kind == "prio" else ("tid",), snapshot=True)
+    c.enable(["*"], syscalls=True)
+    c.start()  # a snapshot session's capture: the sources, no engine (this test reads)
+
+    def read_cpu0():
+        os.sched_setaffinity(0, {0})  # this thread only
+        if kind == "snapshot":
+            c.snapshot_to(str(tmp_path / "snap"))
+        else:
+            drain_stream(c.sources[0], DiscardTraceOutput.DROP)
+
+    for _ in range(3):
+        reader = threading.Thread(target=read_cpu0, daemon=True)
+        reader.start()
+        reader.join(120)
+        assert not reader.is_alive(), "the reader chased the ring it read"
+    if kind == "snapshot":
+        dump = bt2_dump(tmp_path / "snap" / "kernel")
+        assert events_of(dump, "syscall_entry_read")  # its reads were recorded, and read
+
+
 def _getppid_events(kdir, pid):
     """(timestamp, name, cpu) of one process's getppid events in a kernel trace."""
     return [(e["ts"], e["name"], e["cpu_id"]) for e in events_of(bt2_dump(kdir))
