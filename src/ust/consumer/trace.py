@@ -25,6 +25,8 @@ from ust.instrument import context as ctx
 
 __all__ = ["ChannelSpec", "Channel", "Trace", "trace_info"]
 
+SWITCH_WAIT = 2.0  # s: how long a rotation waits for the writers of a packet it closed to commit
+
 # Environment keys of a trace that end in its metadata's env block as they are.
 _ENV_EXTRA = ("procname", "vpid", "hostname")
 
@@ -233,8 +235,17 @@ class Trace:
         n = 0
         for ch in self.channels.values():
             for src, out in ch.streams():
+                # every byte reserved before the flush belongs to the old output: a packet the
+                # flush closed while a writer was still mid-event is not ready at once, so it is
+                # waited for (bounded: a writer dead mid-event is the drain's to repair later,
+                # and its packet then goes to the new output, still once)
+                reserved = src.counters().get("write_offset", 0) if is_ring_buffer(src) else 0
                 src.flush()
                 n += drain_stream(src, out)
+                deadline = time.monotonic() + SWITCH_WAIT
+                while reserved and src.counters().get("consumed", 0) < reserved and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                    n += drain_stream(src, out)
                 out.sync()
                 out.close()
         if self.output is not None:
