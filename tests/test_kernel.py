@@ -266,16 +266,19 @@ def test_unknown_kernel_event_and_bad_session_name_are_one_line_errors(capture, 
 
 @pytest.fixture(scope="module")
 def real_pages(tracefs_dir):
-    """Pages of a real instance (syscalls, sched_switch, irq with strings), and the plans."""
+    """Pages of a real instance (syscalls, sched_switch, irq with strings, the
+    derived fields: fork's process ids, priorities, block rwbs), and the plans."""
     import tempfile
 
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(__file__))) as d:
         c = KernelCapture(_name("pages"), d, buffer_size_kb=1024)
         try:
-            c.enable(["sched_switch", "sched_process_exec", "irq_handler_entry"])
+            c.enable(["sched_switch", "sched_wakeup", "sched_process_fork", "sched_process_exec",
+                      "irq_handler_entry", "block_rq_issue", "block_rq_complete"])
             c.enable(["*"], syscalls=True)
             c.instance.start()
             subprocess.run(["/bin/true"])
+            _direct_read(os.path.join(d, "direct"))
             end = time.monotonic() + 0.3
             while time.monotonic() < end:
                 os.getppid()
@@ -284,6 +287,35 @@ def real_pages(tracefs_dir):
             return got, dict(c.plans)
         finally:
             c.destroy()
+
+
+def _direct_read(path: str) -> bytes:
+    """Write a file, then read it back with O_DIRECT (the page cache bypassed:
+    a block request and, on a real disk, its completion interrupt)."""
+    import mmap
+
+    with open(path, "wb") as f:
+        f.write(os.urandom(1 << 16))
+        f.flush()
+        os.fsync(f.fileno())
+    buf = mmap.mmap(-1, 1 << 16)  # page-aligned, as O_DIRECT wants
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        n = os.readv(fd, [buf])
+    finally:
+        os.close(fd)
+    return bytes(buf[:n])
+
+
+def _task_table():
+    """A tasks dict and its task_of for the converters (the process ids of fork's fields)."""
+    tasks = {}
+
+    def task_of(tid):
+        tasks[tid] = (tid * 7 % 100003, b"comm-of-a-very-long-name"[:tid % 24])
+        return tasks[tid]
+
+    return tasks, task_of
 
 
 def _c_converter():
@@ -299,7 +331,8 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
     got, plans = real_pages
     assert len(got) > 2
     for with_tid in (True, False):
-        c, py = Converter(plans, with_tid), pages.PyConverter(plans, with_tid)
+        c = Converter(plans, with_tid, False, False, *_task_table())
+        py = pages.PyConverter(plans, with_tid, False, False, *_task_table())
         total = 0
         for page in got:
             a, b = c.page(page), py.page(page)
@@ -325,7 +358,11 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
         asked.clear()
     with pytest.raises(TypeError):
         Converter(plans, True, True, False, {}, lambda tid: "not a tuple").page(
-            next(page for page in got if pages.PyConverter(plans).page(page)[1]))
+            next(page for page in got if pages.PyConverter(plans, True, False, False, *_task_table()).page(page)[1]))
+    with pytest.raises(TypeError):  # fork's process ids need the task table
+        Converter(plans, True)
+    with pytest.raises(TypeError):
+        pages.PyConverter(plans, True)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -339,12 +376,12 @@ def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
         page[pos] = data.draw(st.integers(0, 255))
     page = bytes(page[:data.draw(st.integers(0, len(page)))])
     try:
-        a = Converter(plans, True).page(page)
+        a = Converter(plans, True, False, False, *_task_table()).page(page)
     except ValueError:
         with pytest.raises(pages.PageError):
-            pages.PyConverter(plans, True).page(page)
+            pages.PyConverter(plans, True, False, False, *_task_table()).page(page)
         return
-    b = pages.PyConverter(plans, True).page(page)
+    b = pages.PyConverter(plans, True, False, False, *_task_table()).page(page)
     assert a[0] == bytes(b[0]) and a[1:] == b[1:]
 
 

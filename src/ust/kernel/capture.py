@@ -66,9 +66,7 @@ class KernelCapture:
         self.contexts = contexts
         self.tasks = None  # the pid/procname contexts' tid -> (tgid, comm)
         if "pid" in contexts or "procname" in contexts:
-            self.tasks = TaskTable(self.instance.tracefs)
-            if "pid" in contexts:
-                self.instance.set_record_tgid(True)
+            self._use_task_table()
         self.poll_interval = poll_interval
         self.formats: dict[int, fmt.EventFormat] = {}
         self.plans: dict[int, tuple] = {}
@@ -101,10 +99,20 @@ class KernelCapture:
             ev = fmt.parse_format(self.instance.format_text(system, name), system)
             self.formats[ev.id] = ev
             self.plans[ev.id] = fmt.plan(ev)
+            if self.tasks is None and any(op[0] == fmt.OP_TGID for op in self.plans[ev.id]):
+                self._use_task_table()  # sched_process_fork's parent_pid / child_pid
         self._converter = self._new_converter()
         if self.trace is not None:
             self.trace.formats = dict(self.formats)
             self.trace.write_metadata(force=True)  # before any page of the new events is read
+
+    def _use_task_table(self) -> None:
+        """Thread -> (process, name) lookups from ftrace's tables (ust.kernel.tracefs.TaskTable),
+        for the pid/procname contexts and the process id fields."""
+        self.tasks = TaskTable(self.instance.tracefs)
+        self.instance.set_record_tgid(True)
+        for src in getattr(self, "sources", ()):  # enabled after the start: the sources exist
+            src.on_idle = self.tasks.forget
 
     def _new_converter(self):
         c = self.contexts

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import struct
 
+from .formats import OP_INT32_MINUS, OP_RWBS, OP_TGID, rwbs_mask
+
 CTF_MAGIC = 0xC1FC1FC1
 RB_MISSED_EVENTS = 1 << 31
 RB_MISSED_STORED = 1 << 30
@@ -68,10 +70,13 @@ def page_missed(page: bytes) -> tuple[int, int, bool]:
 COMM_LEN = 16  # the procname context: char[16], as the kernel's TASK_COMM_LEN
 
 
-def convert_page(page: bytes, plans: dict, with_tid: bool, task=None) -> tuple[bytearray, int, int, int, int]:
+def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, tgid_of=None
+                 ) -> tuple[bytearray, int, int, int, int]:
     """The CTF events of one page: (event bytes, events written, events of an
     unknown type skipped, first time, last time). Pure Python reference of
-    the C converter (``ust.kernel._ftrace.Converter``), which must agree."""
+    the C converter (``ust.kernel._ftrace.Converter``), which must agree.
+    ``task(tid)``: the pid/procname context bytes; ``tgid_of(tid)``: a
+    thread's process, for the OP_TGID fields."""
     if len(page) < PAGE_HEADER:
         raise PageError(f"page of {len(page)} bytes is shorter than its header")
     ts, commit = _PAGE.unpack_from(page, 0)
@@ -154,6 +159,14 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None) -> tuple[b
                 if off + arg > dlen:
                     out += bytes(off + arg - dlen)  # a record shorter than its format: zeros
                 continue
+            if op in (OP_TGID, OP_INT32_MINUS):  # a record shorter than its format: 0 read
+                value = _I32.unpack_from(rec, off)[0] if off + 4 <= dlen else 0
+                value = tgid_of(value) if op == OP_TGID else value - arg
+                out += _I32.pack(((value + (1 << 31)) & 0xFFFFFFFF) - (1 << 31))
+                continue
+            if op == OP_RWBS:
+                out += _U32.pack(rwbs_mask(bytes(rec[off:min(off + arg, dlen)])))
+                continue
             loc = _U32.unpack_from(rec, off)[0] if off + 4 <= dlen else 0
             start = (loc & 0xFFFF) + (off + 4 if arg else 0)
             n = loc >> 16
@@ -176,7 +189,15 @@ class PyConverter:
                  tasks: dict | None = None, task_of=None):
         self.plans = dict(plans)
         self.with_tid = with_tid
-        self.task = None
+        self.task = self.tgid_of = None
+        if isinstance(tasks, dict) and callable(task_of):
+            def tgid_of(tid: int) -> int:
+                entry = tasks.get(tid)
+                return (entry if entry is not None else task_of(tid))[0]
+
+            self.tgid_of = tgid_of
+        elif any(op[0] == OP_TGID for ops in self.plans.values() for op in ops):
+            raise TypeError("a process id field needs a tasks dict and task_of")
         if with_pid or with_procname:
             if not isinstance(tasks, dict) or not callable(task_of):
                 raise TypeError("the pid/procname contexts need a tasks dict and task_of")
@@ -190,7 +211,7 @@ class PyConverter:
             self.task = task
 
     def page(self, page: bytes):
-        return convert_page(page, self.plans, self.with_tid, self.task)
+        return convert_page(page, self.plans, self.with_tid, self.task, self.tgid_of)
 
 
 def converter_class():
