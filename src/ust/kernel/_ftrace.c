@@ -25,6 +25,7 @@
 #define OP_TGID 3        /* the int32 thread id at offset -> its process id (task_context), int32 */
 #define OP_INT32_MINUS 4 /* the int32 at offset minus arg (kernel prio -> lttng-modules' prio) */
 #define OP_RWBS 5        /* char[arg] block rwbs text at offset -> lttng-modules' RWBS_FLAG_* mask, uint32 */
+#define OP_CHILD_TGID 6  /* fork's child tid at offset, parent tid at arg -> the child's process (formats.py) */
 
 #define PAGE_HEADER 16
 #define COMMIT_MASK ((1ULL << 30) - 1)
@@ -145,7 +146,7 @@ static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
         }
         for (Py_ssize_t j = 0; j < n; j++) {
             unsigned int op, off, arg;
-            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, j), "III", &op, &off, &arg) || op > OP_RWBS
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, j), "III", &op, &off, &arg) || op > OP_CHILD_TGID
                 || off > 65536 || arg > 65536) {
                 if (!PyErr_Occurred())
                     PyErr_SetString(PyExc_ValueError, "bad plan op");
@@ -153,7 +154,7 @@ static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
                 Py_DECREF(seq);
                 return -1;
             }
-            if (op == OP_TGID && (!PyDict_Check(tasks) || !PyCallable_Check(task_of))) {
+            if ((op == OP_TGID || op == OP_CHILD_TGID) && (!PyDict_Check(tasks) || !PyCallable_Check(task_of))) {
                 PyErr_SetString(PyExc_TypeError, "a process id field needs a tasks dict and task_of");
                 PyMem_Free(ops);
                 Py_DECREF(seq);
@@ -307,13 +308,21 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
             o->len += op->arg - have;
             continue;
         }
-        if (op->op == OP_TGID || op->op == OP_INT32_MINUS) {
+        if (op->op == OP_TGID || op->op == OP_CHILD_TGID || op->op == OP_INT32_MINUS) {
             /* a record shorter than its format reads 0; arithmetic wraps as int32 */
             int32_t value = op->offset + 4 <= dlen ? (int32_t)rd32(rec + op->offset) : 0;
+            char unused_comm[COMM_LEN];
             if (op->op == OP_TGID) {
-                char child_comm[COMM_LEN];
-                if (task_context(self, value, &value, child_comm) < 0)
+                if (task_context(self, value, &value, unused_comm) < 0)
                     return -1;
+            } else if (op->op == OP_CHILD_TGID) {
+                /* a thread (in its parent's process) or a new process (tgid = its tid): nothing else */
+                int32_t parent = op->arg + 4 <= dlen ? (int32_t)rd32(rec + op->arg) : 0, parent_tgid, child_tgid;
+                if (task_context(self, parent, &parent_tgid, unused_comm) < 0
+                    || task_context(self, value, &child_tgid, unused_comm) < 0)
+                    return -1;
+                if (child_tgid == parent_tgid)
+                    value = parent_tgid;
             } else {
                 value = (int32_t)((uint32_t)value - op->arg);
             }

@@ -99,7 +99,7 @@ class KernelCapture:
             ev = fmt.parse_format(self.instance.format_text(system, name), system)
             self.formats[ev.id] = ev
             self.plans[ev.id] = fmt.plan(ev)
-            if self.tasks is None and any(op[0] == fmt.OP_TGID for op in self.plans[ev.id]):
+            if self.tasks is None and any(op[0] in (fmt.OP_TGID, fmt.OP_CHILD_TGID) for op in self.plans[ev.id]):
                 self._use_task_table()  # sched_process_fork's parent_pid / child_pid
         self._converter = self._new_converter()
         if self.trace is not None:

@@ -37,6 +37,10 @@ OP_BYTES = 2  # (OP_BYTES, offset, relative): other __data_loc arrays -> uint32 
 OP_TGID = 3  # (OP_TGID, offset, 0): the int32 thread id at offset -> its process id (tgid), int32
 OP_INT32_MINUS = 4  # (OP_INT32_MINUS, offset, n): the int32 at offset minus n, int32
 OP_RWBS = 5  # (OP_RWBS, offset, size): block rwbs text (char[size]) -> lttng-modules' RWBS_FLAG_* mask, uint32
+# (OP_CHILD_TGID, child tid offset, parent tid offset): a new task's process, int32: the parent's process if the
+# task tables say the child is in it (a thread), else the child itself (a new process: tgid = tid) — the only
+# two answers a fork can have, so a table entry left by an older thread of the same id is never believed
+OP_CHILD_TGID = 6
 
 MAX_RT_PRIO = 100  # lttng-modules records a task's prio minus this (a normal task is 20, not 120)
 # lttng-modules' block RWBS_FLAG_* bits (instrumentation/events/block.h)
@@ -154,8 +158,6 @@ def parse_format(text: str, system: str = "") -> EventFormat:
 
 
 _PRIO_FIELDS = ("prio", "prev_prio", "next_prio", "oldprio", "newprio")
-# lttng-modules' sched_process_fork has each side's tid (ftrace's *_pid) and its process (tgid)
-_FORK_TGIDS = {"parent_pid": "parent_pid", "child_pid": "child_pid"}
 
 
 def lttng_layout(ev: EventFormat) -> EventFormat:
@@ -165,17 +167,24 @@ def lttng_layout(ev: EventFormat) -> EventFormat:
       * sched priorities are the kernel's prio minus MAX_RT_PRIO (20 for a
         normal task, as lttng-modules records them; ftrace says 120);
       * sched_process_fork gets ``parent_pid`` / ``child_pid``, the process
-        (tgid) of ``parent_tid`` / ``child_tid``, from ftrace's task tables;
+        (tgid) of ``parent_tid`` / ``child_tid``, from ftrace's task tables
+        (OP_TGID, OP_CHILD_TGID);
       * block ``rwbs`` (ftrace: text such as "WS") is lttng-modules' bit mask.
     """
     if ev.system == "sched":
         out = []
+        ids = {f.name: f for f in ev.fields if f.size == 4 and not f.count and not f.dynamic}
         for f in ev.fields:
-            if f.name in _PRIO_FIELDS and f.size == 4 and not f.count and not f.dynamic:
+            if f.name in _PRIO_FIELDS and f.name in ids:
                 f.derive, f.derive_arg = OP_INT32_MINUS, MAX_RT_PRIO
             out.append(f)
-            if ev.name == "sched_process_fork" and f.name in _FORK_TGIDS and f.size == 4 and not f.count:
-                out.append(Field(f.name, "pid_t", f.offset, 4, True, derive=OP_TGID, ctf=_FORK_TGIDS[f.name]))
+            if ev.name == "sched_process_fork" and "parent_pid" in ids and "child_pid" in ids:
+                # lttng-modules has each side's tid (ftrace's *_pid) and its process (tgid)
+                if f.name == "parent_pid":
+                    out.append(Field(f.name, "pid_t", f.offset, 4, True, derive=OP_TGID, ctf="parent_pid"))
+                elif f.name == "child_pid":
+                    out.append(Field(f.name, "pid_t", f.offset, 4, True, derive=OP_CHILD_TGID,
+                                     derive_arg=ids["parent_pid"].offset, ctf="child_pid"))
         ev.fields = out
     elif ev.system == "block":
         for f in ev.fields:
@@ -221,7 +230,7 @@ def _int_decl(bits: int, signed: bool, base: int = 10, encoding: str = "none") -
 def field_lines(ev: EventFormat, f: Field) -> list[str]:
     """TSDL lines declaring one field (babeltrace2 strips the leading '_')."""
     n = "_" + (f.ctf or ctf_field_name(ev.system, f.name))
-    if f.derive in (OP_TGID, OP_INT32_MINUS):
+    if f.derive in (OP_TGID, OP_CHILD_TGID, OP_INT32_MINUS):
         return [f"{_int_decl(32, True)} {n};"]
     if f.derive == OP_RWBS:
         return [f"{_int_decl(32, False)} {n};"]

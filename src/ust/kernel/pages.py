@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import struct
 
-from .formats import OP_INT32_MINUS, OP_RWBS, OP_TGID, rwbs_mask
+from .formats import OP_CHILD_TGID, OP_INT32_MINUS, OP_RWBS, OP_TGID, rwbs_mask
 
 CTF_MAGIC = 0xC1FC1FC1
 RB_MISSED_EVENTS = 1 << 31
@@ -159,9 +159,15 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, tgid_of=No
                 if off + arg > dlen:
                     out += bytes(off + arg - dlen)  # a record shorter than its format: zeros
                 continue
-            if op in (OP_TGID, OP_INT32_MINUS):  # a record shorter than its format: 0 read
+            if op in (OP_TGID, OP_CHILD_TGID, OP_INT32_MINUS):  # a record shorter than its format: 0 read
                 value = _I32.unpack_from(rec, off)[0] if off + 4 <= dlen else 0
-                value = tgid_of(value) if op == OP_TGID else value - arg
+                if op == OP_TGID:
+                    value = tgid_of(value)
+                elif op == OP_CHILD_TGID:
+                    parent = tgid_of(_I32.unpack_from(rec, arg)[0] if arg + 4 <= dlen else 0)
+                    value = parent if tgid_of(value) == parent else value
+                else:
+                    value -= arg
                 out += _I32.pack(((value + (1 << 31)) & 0xFFFFFFFF) - (1 << 31))
                 continue
             if op == OP_RWBS:
@@ -196,7 +202,7 @@ class PyConverter:
                 return (entry if entry is not None else task_of(tid))[0]
 
             self.tgid_of = tgid_of
-        elif any(op[0] == OP_TGID for ops in self.plans.values() for op in ops):
+        elif any(op[0] in (OP_TGID, OP_CHILD_TGID) for ops in self.plans.values() for op in ops):
             raise TypeError("a process id field needs a tasks dict and task_of")
         if with_pid or with_procname:
             if not isinstance(tasks, dict) or not callable(task_of):
