@@ -150,6 +150,14 @@ def test_lost_events_under_a_flood_are_counted_exactly(capture, tmp_path, overwr
     assert ring_lost > 0 and recorded > 0
     assert discarded == ring_lost
     assert recorded + discarded == 2 * n  # every getppid entry and exit: recorded or counted lost
+    # each loss is placed in a window of time, never one instant ("between [X] and [X]": a first
+    # packet's losses are dated from the start of recording, drops from when the ring was found empty)
+    import re
+
+    _, err = babeltrace2_text(tmp_path / "flood" / "kernel")
+    windows = re.findall(r"discarded \d+ events between \[([^]]+)\] and \[([^]]+)\]", err)
+    assert windows, err
+    assert all(begin < end for begin, end in windows), err
 
 
 @needs_bt2

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from . import formats as fmt
 from . import pages
@@ -170,6 +171,9 @@ class KernelCapture:
                 return
             if self.trace is None:
                 self._build()
+            now = time.monotonic_ns()  # the instance's clock (mono): nothing recorded is older
+            for src in self.sources:
+                src.started_ns = src.started_ns or now
             self.instance.start()
             self.running = True
             if not self.snapshot:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import errno
 import os
+import time
 
 from . import pages
 
@@ -49,6 +50,8 @@ class FtraceSource:
         self._settle = False  # flush(final=True) asked: square with the ring's counters at the end
         self.on_idle = None  # called when the ring has nothing more (the end of a drain pass)
         self.keep_pages = 1  # a snapshot keeps this many pages read (the ring's size)
+        # when recording started (CLOCK_MONOTONIC ns, the instance's clock): the earliest a lost event can be
+        self.started_ns = 0
         self._kept_pages: collections.deque = collections.deque()  # [page, events lost just before it]
         self._kept_tail = 0  # events lost after the last kept page
         self._kept_accounted = 0  # ring losses said by kept pages' counts or the tail
@@ -69,6 +72,7 @@ class FtraceSource:
                 self._held, self._queued = self._queued, None
             return memoryview(self._held)  # the caller releases each view it gets
         while True:
+            asked_ns = time.monotonic_ns()  # the ring had nothing newer to give after this
             try:
                 page = os.read(self.fd, self.page_size)
             except OSError as exc:
@@ -85,7 +89,10 @@ class FtraceSource:
                     self._settle = False
                     self._pending_lost += max(self.ring_lost() - self.charged - self._pending_lost, 0)
                 if self._pending_lost:
-                    return self._hand(b"", 0, self.last_end, self.last_end)
+                    # dropped after the last event read, before the ring was found empty: the
+                    # loss window babeltrace2 reports is [last packet's end, this packet's time]
+                    at = max(self.last_end, asked_ns)
+                    return self._hand(b"", 0, at, at)
                 return None
             try:
                 _, missed, _ = pages.page_missed(page)
@@ -155,6 +162,7 @@ class FtraceSource:
         losses before the next kept page)."""
         converter = self.converter_of()
         while True:
+            asked_ns = time.monotonic_ns()  # the ring had nothing newer to give after this
             try:
                 page = os.read(self.fd, self.page_size)
             except OSError as exc:
@@ -205,7 +213,10 @@ class FtraceSource:
         end = max(end, begin)
         first = None
         if lost and self.seq == 0:
-            first = self._packet(b"", begin, begin)  # a first packet carrying losses: babeltrace2 cannot count them
+            # a first packet carrying losses: babeltrace2 cannot count them; an empty one goes first, at
+            # the start of the loss window (the start of recording), so the window is not one instant
+            at = min(self.started_ns, begin) if self.started_ns else begin
+            first = self._packet(b"", at, at)
         self.charged += lost
         self.events += count
         out = self._packet(events, begin, end)
