@@ -123,6 +123,11 @@ def test_lttng_syscallstats_counts_the_workloads_system_calls_and_sleeps(workloa
     assert sleeps[1]["value"] >= SLEEPS
     assert sleeps[4]["value"] >= SLEEP_S * 1e9  # the longest sleep, in ns
     assert "execve" in {row[0]["name"] for t in _tables(results, f"({child}, TID: {child})") for row in t["data"]}
+    # a process already running when recording started (this one) is known by its pid too:
+    # from the statedump at the start (lttng_statedump_process_state), read because every
+    # stream opens at the start (lttng-analyses keeps only the time all streams cover)
+    me = os.getpid()
+    assert _tables(results, f" ({me}, TID: {me})]"), [str(t["class"]) for t in results][:40]
 
 
 def test_lttng_cputop_and_schedlog_see_the_workload_run_and_wake_up(workload_trace):

@@ -23,7 +23,7 @@ import threading
 import time
 
 from . import formats as fmt
-from . import pages
+from . import pages, statedump
 from .source import FtraceSource
 from .trace import CHANNEL, CONTEXTS, KernelTrace, new_trace_info
 from .tracefs import DEFAULT_STATE_DIR, Instance, KernelTracingError, TaskTable
@@ -139,6 +139,7 @@ class KernelCapture:
             output = self._output(self.output, len(cpus))
         trace = KernelTrace(f"kernel:{self.session}", output, self.trace_info, self.contexts)
         trace.formats = dict(self.formats)
+        trace.statedump = not self.snapshot
         self.sources = [FtraceSource(self.instance, c, self.instance.open_raw(c), self.trace_info.uuid,
                                      lambda: self._converter, self.instance.page_size()) for c in cpus]
         keep = max(1, self.instance.buffer_size_kb() * 1024 // self.instance.page_size())
@@ -172,6 +173,10 @@ class KernelCapture:
             if self.trace is None:
                 self._build()
             now = time.monotonic_ns()  # the instance's clock (mono): nothing recorded is older
+            if self.trace.statedump and not self.sources[0].started_ns:
+                # what runs already, before the first event (lttng-modules' statedump at session start)
+                events, count = statedump.events(now, self.trace.contexts)
+                self.sources[0].prelude = (events, count, now)
             for src in self.sources:
                 src.started_ns = src.started_ns or now
             self.instance.start()

@@ -42,6 +42,7 @@ OP_RWBS = 5  # (OP_RWBS, offset, size): block rwbs text (char[size]) -> lttng-mo
 # two answers a fork can have, so a table entry left by an older thread of the same id is never believed
 OP_CHILD_TGID = 6
 
+STATEDUMP_FIRST_ID = 65530  # event ids from here up are the statedump's (ust.kernel.statedump), not ftrace's
 MAX_RT_PRIO = 100  # lttng-modules records a task's prio minus this (a normal task is 20, not 120)
 # lttng-modules' block RWBS_FLAG_* bits (instrumentation/events/block.h)
 RWBS_WRITE, RWBS_DISCARD, RWBS_READ, RWBS_RAHEAD = 1 << 0, 1 << 1, 1 << 2, 1 << 3
@@ -152,8 +153,9 @@ def parse_format(text: str, system: str = "") -> EventFormat:
                 fields.append(f)
     if name is None or event_id is None:
         raise FormatError(f"format of {system or '?'} event has no name or ID")
-    if not 0 <= event_id < 65535:
-        raise FormatError(f"event {system}:{name} has an ID out of range: {event_id}")
+    if not 0 <= event_id < STATEDUMP_FIRST_ID:
+        raise FormatError(f"event {system}:{name} has an ID out of range: {event_id} "
+                          f"(ust takes {STATEDUMP_FIRST_ID} and up for its statedump events)")
     return lttng_layout(EventFormat(system, name, event_id, fields, common))
 
 

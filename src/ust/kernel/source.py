@@ -52,6 +52,8 @@ class FtraceSource:
         self.keep_pages = 1  # a snapshot keeps this many pages read (the ring's size)
         # when recording started (CLOCK_MONOTONIC ns, the instance's clock): the earliest a lost event can be
         self.started_ns = 0
+        self.stopped_ns = 0  # when recording stopped (flush(final=True))
+        self.prelude: tuple[bytes, int, int] | None = None  # (events, count, time): the statedump, first
         self._kept_pages: collections.deque = collections.deque()  # [page, events lost just before it]
         self._kept_tail = 0  # events lost after the last kept page
         self._kept_accounted = 0  # ring losses said by kept pages' counts or the tail
@@ -71,6 +73,10 @@ class FtraceSource:
             else:
                 self._held, self._queued = self._queued, None
             return memoryview(self._held)  # the caller releases each view it gets
+        if self.prelude is not None:
+            events, count, at = self.prelude
+            self.prelude = None
+            return self._hand(events, count, at, at)
         while True:
             asked_ns = time.monotonic_ns()  # the ring had nothing newer to give after this
             try:
@@ -88,6 +94,10 @@ class FtraceSource:
                 if self._settle:
                     self._settle = False
                     self._pending_lost += max(self.ring_lost() - self.charged - self._pending_lost, 0)
+                    if not self._pending_lost and self.stopped_ns > self.last_end:
+                        # every stream closes when recording stopped, as LTTng's do (see _hand)
+                        return self._hand(b"", 0, self.last_end if self.seq else self.started_ns or self.stopped_ns,
+                                          self.stopped_ns)
                 if self._pending_lost:
                     # dropped after the last event read, before the ring was found empty: the
                     # loss window babeltrace2 reports is [last packet's end, this packet's time]
@@ -115,6 +125,7 @@ class FtraceSource:
         was lost beyond what the packets said (a page with no room for its count)."""
         if final:
             self._settle = True
+            self.stopped_ns = time.monotonic_ns()  # after the instance stopped: no event is newer
 
     def snapshot_to(self, fd: int) -> tuple[int, int]:
         """Write what the ring holds now to ``fd`` as a new output (a flight
@@ -212,11 +223,15 @@ class FtraceSource:
         begin = max(begin, self.last_end)  # packets of a stream never go back in time
         end = max(end, begin)
         first = None
-        if lost and self.seq == 0:
+        if self.seq == 0 and lost:
             # a first packet carrying losses: babeltrace2 cannot count them; an empty one goes first, at
             # the start of the loss window (the start of recording), so the window is not one instant
             at = min(self.started_ns, begin) if self.started_ns else begin
             first = self._packet(b"", at, at)
+        elif self.seq == 0 and self.started_ns:
+            # every stream opens when recording started, as LTTng's do: readers that keep only the
+            # time all streams cover (lttng-analyses) then keep the statedump and the first events
+            begin = min(begin, self.started_ns)
         self.charged += lost
         self.events += count
         out = self._packet(events, begin, end)

@@ -53,7 +53,8 @@ def kernel_env(trace: md.TraceInfo) -> dict:
     }
 
 
-def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: tuple[str, ...] = ()) -> str:
+def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: tuple[str, ...] = (),
+                  statedump: bool = False) -> str:
     out = [md.preamble_text(trace, kernel_env(trace))]
     out.append("stream {\n\tid = 0;\n\tevent.header := struct event_header_large;\n"
                "\tpacket.context := struct packet_context;\n")
@@ -70,6 +71,10 @@ def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: 
         body = "".join(f"\t\t{line}\n" for line in lines)
         out.append("\tfields := struct {\n" + body + "\t};\n" if lines else "\tfields := struct { };\n")
         out.append("};\n\n")
+    if statedump:
+        from .statedump import metadata_text as statedump_metadata
+
+        out.append(statedump_metadata())
     return "".join(out)
 
 
@@ -83,9 +88,10 @@ class KernelTrace(Trace):
         super().__init__(key, output, info)
         self.contexts = tuple(c for c in CONTEXTS if c in contexts)  # the converter's order
         self.formats: dict[int, fmt.EventFormat] = {}
+        self.statedump = False  # the lttng_statedump_* events are declared (ust.kernel.statedump)
 
     def metadata_text(self) -> str:
-        return metadata_text(self.info, list(self.formats.values()), self.contexts)
+        return metadata_text(self.info, list(self.formats.values()), self.contexts, self.statedump)
 
 
 def new_trace_info(name: str, clock_offset_ns: int | None = None, clock_uuid: bytes | None = None) -> md.TraceInfo:
