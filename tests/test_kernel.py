@@ -596,3 +596,50 @@ def test_add_context_k_pid_procname_through_the_cli_and_prio_is_refused_saying_w
     assert len(mine) == 20
     assert {(e["context"]["pid"], e["context"]["procname"]) for e in mine} == {(app.pid, "kctxcli")}
     ust_env.ust("destroy", "kctx")
+
+
+def _one_record_page(event_id: int, tid: int, payload: bytes) -> bytes:
+    """A ring-buffer page holding one record (common fields + payload), for the converters."""
+    import struct
+
+    rec = struct.pack("<HBBi", event_id, 0, 0, tid) + payload
+    rec += bytes(-len(rec) % 4)
+    data = struct.pack("<I", len(rec) // 4) + rec  # type_len = words, time delta 0
+    return struct.pack("<QQ", 1_000_000, len(data)) + data
+
+
+def test_derived_fields_rwbs_priorities_and_forks_process_ids_agree_in_c_and_python():
+    import struct
+
+    from ust.kernel import formats as fmt
+
+    Converter = _c_converter()
+    expected = {b"R": fmt.RWBS_READ, b"W": fmt.RWBS_WRITE, b"WS": fmt.RWBS_WRITE | fmt.RWBS_SYNC,
+                b"FWS": fmt.RWBS_PREFLUSH | fmt.RWBS_WRITE | fmt.RWBS_SYNC,
+                b"WFS": fmt.RWBS_WRITE | fmt.RWBS_FUA | fmt.RWBS_SYNC, b"FF": fmt.RWBS_PREFLUSH | fmt.RWBS_FLUSH,
+                b"F": fmt.RWBS_FLUSH, b"DE": fmt.RWBS_DISCARD | fmt.RWBS_SECURE, b"D": fmt.RWBS_DISCARD,
+                b"RA": fmt.RWBS_READ | fmt.RWBS_RAHEAD, b"RM": fmt.RWBS_READ | fmt.RWBS_META, b"N": 0, b"": 0,
+                b"XYZ": 0, b"RSMAF\xff": fmt.RWBS_READ | fmt.RWBS_SYNC | fmt.RWBS_META | fmt.RWBS_RAHEAD | fmt.RWBS_FUA}
+    plans = {7: ((fmt.OP_RWBS, 8, 10),), 8: ((fmt.OP_INT32_MINUS, 8, fmt.MAX_RT_PRIO),),
+             9: ((fmt.OP_TGID, 8, 0), (fmt.OP_CHILD_TGID, 12, 8))}
+    # the task table: 100 a process, 101 its thread, 102 a stale entry of an older thread of that id
+    tables = {100: (100, b"parent"), 101: (100, b"thread"), 102: (555, b"stale")}
+
+    def convert(page):
+        out = []
+        for make in (Converter, pages.PyConverter):
+            tasks = dict(tables)
+            res = make(plans, True, False, False, tasks, lambda tid: (-1, b""))
+            out.append(bytes(res.page(page)[0]))
+        assert out[0] == out[1]
+        return struct.unpack_from("<" + "i" * ((len(out[0]) - 10) // 4), out[0], 10)  # after header and tid
+
+    for text, mask in expected.items():
+        assert fmt.rwbs_mask(text.ljust(10, b"\0")) == mask, text
+        assert convert(_one_record_page(7, 1, text.ljust(10, b"\0")[:10])) == (mask,), text
+    for prio in (120, 100, 139, 0, -2**31):
+        assert convert(_one_record_page(8, 1, struct.pack("<i", prio))) == ((prio - 100 + 2**31) % 2**32 - 2**31,)
+    fork = lambda child: _one_record_page(9, 100, struct.pack("<ii", 100, child))  # noqa: E731
+    assert convert(fork(101)) == (100, 100)  # a thread: its parent's process
+    assert convert(fork(102)) == (100, 102)  # a new process (the stale entry not believed)
+    assert convert(fork(103)) == (100, 103)  # unknown to the tables: a new process
