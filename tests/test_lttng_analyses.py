@@ -152,3 +152,19 @@ def test_lttng_irqstats_and_iolatencytop_read_the_interrupts_and_the_direct_read
     reads = [row for t in _tables(io, "Top system call latencies") for row in t["data"]
              if row[3]["name"] == "readv" and row[5]["tid"] == pid]
     assert [row[4]["value"] for row in reads] == [DIRECT_SIZE], io
+
+
+def test_babeltrace_1_and_2_read_the_kernel_trace_without_a_warning(workload_trace):
+    """lttng-analyses reads with babeltrace 1 (and checks the trace with its CLI); babeltrace2
+    is ust's oracle: neither may warn, but about events the ring really lost (in a window of time)."""
+    import re
+
+    trace, _, _ = workload_trace
+    for tool in ("babeltrace2", "babeltrace"):
+        if shutil.which(tool) is None:
+            continue
+        r = subprocess.run([tool, trace], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0 and r.stdout, r.stderr
+        for line in r.stderr.splitlines():
+            m = re.search(r"discarded \d+ events between \[([^]]+)\] and \[([^]]+)\]", line)
+            assert m and m.group(1) < m.group(2), r.stderr[:2000]
