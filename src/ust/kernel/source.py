@@ -10,9 +10,10 @@ CPU has nothing more. A packet not written (``unget_subbuf``) is kept and
 returned again.
 
 Lost events (docs/kernel.md): a page's own missed count goes into its
-packet; discard mode's ``dropped events`` (per_cpu/cpuN/stats) into an
-empty packet after the pages read; ``flush(final=True)`` adds whatever the
-ring's counters say beyond that. ``events_discarded`` is cumulative from the
+packet; discard mode's ``dropped events`` (per_cpu/cpuN/stats, read when
+the ring has nothing more) into the next page's packet; ``flush(final=True)``
+adds whatever the ring's counters say beyond that, in an empty packet at the
+stop. ``events_discarded`` is cumulative from the
 start of the current output (``start_output``: a snapshot's files count
 from zero), and an output's first packet never carries losses (babeltrace2
 could not count them): an empty packet goes first.
@@ -78,7 +79,6 @@ class FtraceSource:
             self.prelude = None
             return self._hand(events, count, at, at)
         while True:
-            asked_ns = time.monotonic_ns()  # the ring had nothing newer to give after this
             try:
                 page = os.read(self.fd, self.page_size)
             except OSError as exc:
@@ -89,20 +89,20 @@ class FtraceSource:
             if len(page) < pages.PAGE_HEADER:
                 if self.on_idle is not None:
                     self.on_idle()
-                # nothing more: discard mode's drops go after the pages read
+                # nothing more: discard mode's drops happened after the last event read; they are
+                # counted in the next packet, so babeltrace2 dates them between the two events
+                # around them (the end of the packet before, the beginning of the one counting them)
                 self._pending_lost += self._new_drops()
                 if self._settle:
                     self._settle = False
                     self._pending_lost += max(self.ring_lost() - self.charged - self._pending_lost, 0)
-                    if not self._pending_lost and self.stopped_ns > self.last_end:
-                        # every stream closes when recording stopped, as LTTng's do (see _hand)
-                        return self._hand(b"", 0, self.last_end if self.seq else self.started_ns or self.stopped_ns,
-                                          self.stopped_ns)
-                if self._pending_lost:
-                    # dropped after the last event read, before the ring was found empty: the
-                    # loss window babeltrace2 reports is [last packet's end, this packet's time]
-                    at = max(self.last_end, asked_ns)
-                    return self._hand(b"", 0, at, at)
+                    # every stream closes when recording stopped, as LTTng's do (see _hand), with
+                    # the losses not counted yet: dated from the last event to the stop
+                    at = max(self.stopped_ns, self.last_end)
+                    if self._pending_lost:
+                        return self._hand(b"", 0, at, at)
+                    if at > self.last_end:
+                        return self._hand(b"", 0, self.last_end if self.seq else self.started_ns or at, at)
                 return None
             try:
                 _, missed, _ = pages.page_missed(page)
@@ -173,7 +173,6 @@ class FtraceSource:
         losses before the next kept page)."""
         converter = self.converter_of()
         while True:
-            asked_ns = time.monotonic_ns()  # the ring had nothing newer to give after this
             try:
                 page = os.read(self.fd, self.page_size)
             except OSError as exc:
