@@ -10,9 +10,10 @@ CPU has nothing more. A packet not written (``unget_subbuf``) is kept and
 returned again.
 
 Lost events (docs/kernel.md): a page's own missed count goes into its
-packet; discard mode's ``dropped events`` (per_cpu/cpuN/stats) into an
-empty packet after the pages read; ``flush(final=True)`` adds whatever the
-ring's counters say beyond that. ``events_discarded`` is cumulative from the
+packet; discard mode's ``dropped events`` (per_cpu/cpuN/stats, read when
+the ring has nothing more) into the next page's packet; ``flush(final=True)``
+adds whatever the ring's counters say beyond that, in an empty packet at the
+stop. ``events_discarded`` is cumulative from the
 start of the current output (``start_output``: a snapshot's files count
 from zero), and an output's first packet never carries losses (babeltrace2
 could not count them): an empty packet goes first.
@@ -52,6 +53,11 @@ class FtraceSource:
         self.tracker = None  # the prio context's PrioTracker (ust.kernel.prio): it reads the rings
         self.snapshot_conversion = None  # a snapshot's prio conversion of the kept pages (PrioTracker)
         self.keep_pages = 1  # a snapshot keeps this many pages read (the ring's size)
+        # when recording started (CLOCK_MONOTONIC ns, the instance's clock: KernelTrace.recording_starts):
+        # the earliest a lost event can be
+        self.started_ns = 0
+        self.stopped_ns = 0  # when recording stopped (flush(final=True))
+        self.prelude: tuple[bytes, int, int] | None = None  # (events, count, time): the statedump, first
         self._kept_pages: collections.deque = collections.deque()  # [page, events lost just before it]
         self._kept_tail = 0  # events lost after the last kept page
         self._kept_accounted = 0  # ring losses said by kept pages' counts or the tail
@@ -97,6 +103,10 @@ class FtraceSource:
             else:
                 self._held, self._queued = self._queued, None
             return memoryview(self._held)  # the caller releases each view it gets
+        if self.prelude is not None:
+            events, count, at = self.prelude
+            self.prelude = None
+            return self._hand(events, count, at, at)
         while True:
             held = None
             if self.tracker is not None:  # every CPU read together, pages held back (ust.kernel.prio)
@@ -113,13 +123,20 @@ class FtraceSource:
             if len(page) < pages.PAGE_HEADER:
                 if self.on_idle is not None:
                     self.on_idle()
-                # nothing more: discard mode's drops go after the pages read
+                # nothing more: discard mode's drops happened after the last event read; they are
+                # counted in the next packet, so babeltrace2 dates them between the two events
+                # around them (the end of the packet before, the beginning of the one counting them)
                 self._pending_lost += self._new_drops()
                 if self._settle:
                     self._settle = False
                     self._pending_lost += max(self.ring_lost() - self.charged - self._pending_lost, 0)
-                if self._pending_lost:
-                    return self._hand(b"", 0, self.last_end, self.last_end)
+                    # every stream closes when recording stopped, as LTTng's do (see _hand), with
+                    # the losses not counted yet: dated from the last event to the stop
+                    at = max(self.stopped_ns, self.last_end)
+                    if self._pending_lost:
+                        return self._hand(b"", 0, at, at)
+                    if at > self.last_end:
+                        return self._hand(b"", 0, self.last_end if self.seq else self.started_ns or at, at)
                 return None
             try:
                 _, missed, _ = pages.page_missed(page)
@@ -145,6 +162,9 @@ class FtraceSource:
         was lost beyond what the packets said (a page with no room for its count)."""
         if final:
             self._settle = True
+            from ust._ring._ring import clock_now
+
+            self.stopped_ns = clock_now()  # after the instance stopped: no event is newer
             if self.tracker is not None:
                 self.tracker.finish()
 
@@ -252,8 +272,15 @@ class FtraceSource:
         begin = max(begin, self.last_end)  # packets of a stream never go back in time
         end = max(end, begin)
         first = None
-        if lost and self.seq == 0:
-            first = self._packet(b"", begin, begin)  # a first packet carrying losses: babeltrace2 cannot count them
+        if self.seq == 0 and lost:
+            # a first packet carrying losses: babeltrace2 cannot count them; an empty one goes first, at
+            # the start of the loss window (the start of recording), so the window is not one instant
+            at = min(self.started_ns, begin) if self.started_ns else begin
+            first = self._packet(b"", at, at)
+        elif self.seq == 0 and self.started_ns:
+            # every stream opens when recording started, as LTTng's do: readers that keep only the
+            # time all streams cover (lttng-analyses) then keep the statedump and the first events
+            begin = min(begin, self.started_ns)
         self.charged += lost
         self.events += count
         out = self._packet(events, begin, end)
