@@ -541,6 +541,39 @@ def test_stop_says_how_many_kernel_events_were_lost(ust_env, tracefs_dir):
     assert f"Warning: {lost} kernel events were discarded" in out, out
 
 
+@needs_bt2
+@pytest.mark.parametrize("kind", ["drain", "prio", "snapshot"])
+def test_a_reader_of_the_rings_never_chases_its_own_system_calls(capture, tmp_path, kind):
+    """Every system call recorded, the reader's own among them: trace_pipe_raw hands a page
+    out as soon as it holds one record, so reading a ring until it was empty never ended —
+    each read's page held the previous read's records (a consumer stuck in one pass at 100%
+    of a CPU, answering nothing, writing hundreds of MB a minute). A drain pass, the prio
+    context's reading of every CPU and a snapshot each end at the first page begun after
+    they began. The reader runs on CPU 0 and reads CPU 0's ring: its reads are in it."""
+    from ust.consumer.drain import drain_stream
+    from ust.consumer.output import DiscardTraceOutput
+
+    c = capture("echo-" + kind, contexts=("tid", "prio") if kind == "prio" else ("tid",), snapshot=True)
+    c.enable(["*"], syscalls=True)
+    c.start()  # a snapshot session's capture: the sources, no engine (this test reads)
+
+    def read_cpu0():
+        os.sched_setaffinity(0, {0})  # this thread only
+        if kind == "snapshot":
+            c.snapshot_to(str(tmp_path / "snap"))
+        else:
+            drain_stream(c.sources[0], DiscardTraceOutput.DROP)
+
+    for _ in range(3):
+        reader = threading.Thread(target=read_cpu0, daemon=True)
+        reader.start()
+        reader.join(120)
+        assert not reader.is_alive(), "the reader chased the ring it read"
+    if kind == "snapshot":
+        dump = bt2_dump(tmp_path / "snap" / "kernel")
+        assert events_of(dump, "syscall_entry_read")  # its reads were recorded, and read
+
+
 def _getppid_events(kdir, pid):
     """(timestamp, name, cpu) of one process's getppid events in a kernel trace."""
     return [(e["ts"], e["name"], e["cpu_id"]) for e in events_of(bt2_dump(kdir))
@@ -635,6 +668,54 @@ def test_add_context_k_pid_procname_through_the_cli(ust_env, tracefs_dir):
     assert len(mine) == 20
     assert {(e["context"]["pid"], e["context"]["procname"]) for e in mine} == {(app.pid, "kctxcli")}
     ust_env.ust("destroy", _name("kctx"))
+
+
+_FORKS = """
+import os, threading
+def start_another():  # a thread started by a thread that is not the process's first
+    t = threading.Thread(target=lambda: None)
+    t.start()
+    t.join()
+    print(threading.get_native_id(), t.native_id, flush=True)
+first = threading.Thread(target=start_another)
+first.start()
+first.join()
+child = os.fork()
+if child == 0:
+    os._exit(0)
+os.waitpid(child, 0)
+print(first.native_id, child, flush=True)
+"""
+
+
+@needs_bt2
+def test_forks_process_ids_through_the_daemons_without_the_pid_context(ust_env, tracefs_dir):
+    """sched_process_fork's parent_pid / child_pid are each side's process, from ftrace's task
+    tables: the consumer has them though no pid/procname context was asked, and for an event
+    enabled after the start (the session daemon gave them with the trace); ftrace saves each
+    thread's process (options/record-tgid) from then on."""
+    name = _name("kfork")
+    ust_env.ust("create", name, "-o", ust_env.out)
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    record_tgid = os.path.join(tracefs_dir, "instances", "ust-" + name, "options", "record-tgid")
+    assert open(record_tgid).read().strip() == "0"  # nothing asks it yet
+    ust_env.ust("enable-event", "-k", "sched_process_fork")
+    assert open(record_tgid).read().strip() == "1"
+    app = subprocess.Popen([sys.executable, "-c", _FORKS], stdout=subprocess.PIPE, text=True)
+    out, _ = app.communicate(timeout=300)
+    assert app.returncode == 0
+    ust_env.ust("stop")
+    (first, second), (first_again, child) = [map(int, line.split()) for line in out.splitlines()]
+    assert first == first_again
+    forks = {(e["payload"]["parent_tid"], e["payload"]["child_tid"]): (e["payload"]["parent_pid"],
+                                                                      e["payload"]["child_pid"])
+             for e in events_of(bt2_dump(os.path.join(ust_env.out, "kernel")), "sched_process_fork")}
+    pid = app.pid  # the process's first thread
+    assert forks[(pid, first)] == (pid, pid)  # a thread: in its parent's process
+    assert forks[(first, second)] == (pid, pid)  # a thread's thread: the process, not the thread
+    assert forks[(pid, child)] == (pid, child)  # a new process: its own
+    ust_env.ust("destroy", name)
 
 
 # -- the capture in the session owner's consumer (ust-consumerd) ------------------------------
@@ -860,7 +941,7 @@ def test_the_prio_context_follows_a_thread_that_changes_its_nice_value(ust_env, 
     assert p.wait(timeout=300) == 0
     ust_env.ust("stop")
     dump = bt2_dump(os.path.join(ust_env.out, "kernel"))
-    names = {e["name"] for e in events_of(dump)}
+    names = {e["name"] for e in _traced(dump)}
     assert names == {"syscall_entry_getppid", "syscall_exit_getppid"}, names  # sched_switch: read, not written
     mine = [e["context"]["prio"] for e in events_of(dump, "syscall_entry_getppid") if e["context"]["tid"] == p.pid]
     assert len(mine) == 18, mine

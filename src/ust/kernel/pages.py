@@ -53,6 +53,11 @@ class PageError(ValueError):
     """A page whose layout is impossible (cut, or corrupt): it is skipped."""
 
 
+def page_time(page: bytes) -> int:
+    """A page's time stamp (its header's: no record of it is older)."""
+    return _PAGE.unpack_from(page, 0)[0]
+
+
 def page_missed(page: bytes) -> tuple[int, int, bool]:
     """(data length, missed events, missed count known) of a page."""
     _, commit = _PAGE.unpack_from(page, 0)

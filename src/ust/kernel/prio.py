@@ -30,11 +30,10 @@ writes) says unknown.
 from __future__ import annotations
 
 import collections
-import errno
-import os
 
 from . import formats as fmt
 from .pages import PRIO_UNKNOWN, PageError
+from .source import read_ring
 from .tracefs import read_stats
 
 __all__ = ["PRIO_UNKNOWN", "TRACKED", "SETTERS", "tracked_events", "converter_config", "PrioTracker"]
@@ -119,19 +118,9 @@ class PrioTracker:
 
     # -- reading ------------------------------------------------------------------------
     def _read_ring(self, src) -> tuple[list[bytes], int]:
-        """Every page the CPU's ring holds now, and the time it was found empty."""
-        got = []
-        while True:
-            try:
-                page = os.read(src.fd, src.page_size)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EINTR):
-                    break
-                raise
-            if not page:
-                break
-            got.append(page)
-        return got, self.clock()
+        """Every page the CPU's ring holds now, and a time up to which every record of the CPU
+        is read (when it was found empty: ust.kernel.source.read_ring)."""
+        return read_ring(src.fd, src.page_size, self.clock)
 
     def sweep(self) -> None:
         """Read every CPU, learn the priority changes their records say, move the watermark."""

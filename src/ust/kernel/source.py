@@ -25,8 +25,41 @@ import collections
 import errno
 import os
 
+from ust._ring._ring import clock_now
+
 from . import pages
 from .tracefs import read_stats
+
+
+def read_page(fd: int, page_size: int) -> bytes:
+    """The next page of a CPU's ring (``trace_pipe_raw``, non-blocking; consumed), or b""
+    when it has none now."""
+    try:
+        return os.read(fd, page_size)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EINTR):
+            return b""
+        raise
+
+
+def read_ring(fd: int, page_size: int, clock) -> tuple[list[bytes], int]:
+    """The pages a CPU's ring holds when the call begins (consumed), and a time up to which
+    every record of that CPU is in them.
+
+    A reader never chases the ring: ``trace_pipe_raw`` hands out a page as soon as it holds
+    a record, and a session recording system calls records the reader's own ``read``s (and
+    a drain's ``write``s), so reading until the ring is empty would go on for ever, each page
+    holding the previous read's records. The reading stops at the first page begun after it
+    started (what follows is newer: the next pass's)."""
+    began = clock()
+    got: list[bytes] = []
+    while True:
+        page = read_page(fd, page_size)
+        if len(page) < pages.PAGE_HEADER:
+            return got, clock()
+        got.append(page)
+        if pages.page_time(page) >= began:
+            return got, began
 
 
 class FtraceSource:
@@ -61,6 +94,10 @@ class FtraceSource:
         self._kept_pages: collections.deque = collections.deque()  # [page, events lost just before it]
         self._kept_tail = 0  # events lost after the last kept page
         self._kept_accounted = 0  # ring losses said by kept pages' counts or the tail
+        # a drain pass (get_subbuf until None) ends at the first page begun after it began
+        # (read_ring): when it began, and whether such a page was handed out
+        self._pass_began: int | None = None
+        self._caught_up = False
         self.start_output()
 
     def start_output(self) -> None:
@@ -109,18 +146,17 @@ class FtraceSource:
             return self._hand(events, count, at, at)
         while True:
             held = None
-            if self.tracker is not None:  # every CPU read together, pages held back (ust.kernel.prio)
+            if self._pass_began is None:
+                self._pass_began = clock_now()
+            if self._caught_up:
+                page = b""  # this pass is over (read_ring: a reader never chases the ring)
+            elif self.tracker is not None:  # every CPU read together, pages held back (ust.kernel.prio)
                 held = self.tracker.next_page(self.cpu)
                 page = held.data if held is not None else b""
             else:
-                try:
-                    page = os.read(self.fd, self.page_size)
-                except OSError as exc:
-                    if exc.errno in (errno.EAGAIN, errno.EINTR):
-                        page = b""
-                    else:
-                        raise
+                page = read_page(self.fd, self.page_size)
             if len(page) < pages.PAGE_HEADER:
+                self._pass_began, self._caught_up = None, False
                 if self.on_idle is not None:
                     self.on_idle()
                 # nothing more: discard mode's drops happened after the last event read; they are
@@ -146,6 +182,8 @@ class FtraceSource:
                     events, count, skipped, begin, end = self.converter_of().page(page)
             except (pages.PageError, ValueError):
                 continue  # an impossible page is dropped whole, never written half
+            # a page begun during this pass ends it (the instance stopped, the ring is emptied)
+            self._caught_up = not self._settle and pages.page_time(page) >= self._pass_began
             self.skipped += skipped
             self._pending_lost += missed
             if count or self._pending_lost:
@@ -162,8 +200,6 @@ class FtraceSource:
         was lost beyond what the packets said (a page with no room for its count)."""
         if final:
             self._settle = True
-            from ust._ring._ring import clock_now
-
             self.stopped_ns = clock_now()  # after the instance stopped: no event is newer
             if self.tracker is not None:
                 self.tracker.finish()
@@ -222,15 +258,7 @@ class FtraceSource:
         """Move every page the ring holds now to the kept pages, then drop
         the oldest beyond ``keep_pages`` (their events and losses become the
         losses before the next kept page)."""
-        while True:
-            try:
-                page = os.read(self.fd, self.page_size)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EINTR):
-                    break
-                raise
-            if len(page) < pages.PAGE_HEADER:
-                break
+        for page in read_ring(self.fd, self.page_size, clock_now)[0]:
             try:
                 _, missed, _ = pages.page_missed(page)
                 _, _, skipped, _, _ = self._plain(page)
