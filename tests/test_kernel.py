@@ -1133,3 +1133,22 @@ def test_derived_fields_rwbs_priorities_and_forks_process_ids_agree_in_c_and_pyt
     assert convert(fork(101)) == (100, 100)  # a thread: its parent's process
     assert convert(fork(102)) == (100, 102)  # a new process (the stale entry not believed)
     assert convert(fork(103)) == (100, 103)  # unknown to the tables: a new process
+
+
+def test_a_record_shorter_than_its_format_gives_zeros_in_c_and_python():
+    """A field past a (corrupt) record's end is zeros, as many as the field's size, in both
+    converters (the Python reference wrote a zero for every byte from the record's end to the
+    field's end: 8 too many for a field starting 8 bytes past it; found by the corrupt-pages test)."""
+    import struct
+
+    from ust.kernel import formats as fmt
+
+    Converter = _c_converter()
+    plans = {7: ((fmt.OP_COPY, 8, 4), (fmt.OP_COPY, 16, 8))}
+    for payload in (b"", b"\x01\x02\x03\x04", b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a"):
+        page = _one_record_page(7, 1, payload)
+        a, b = Converter(plans, True).page(page), pages.PyConverter(plans, True).page(page)
+        assert a[0] == bytes(b[0]) and a[1:] == b[1:], payload
+        rec = payload.ljust(-(-(8 + len(payload)) // 4) * 4 - 8, b"\0")  # the record as padded on the page
+        want = (rec[:4].ljust(4, b"\0") + rec[8:16].ljust(8, b"\0"))
+        assert bytes(a[0])[-12:] == want and struct.unpack_from("<i", a[0], 6)[0] == 1, payload  # (header, tid, fields)

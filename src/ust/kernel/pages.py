@@ -267,9 +267,10 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
         dlen = len(rec)
         for op, off, arg in ops:
             if op == 0:
-                out += rec[off:off + arg]
-                if off + arg > dlen:
-                    out += bytes(off + arg - dlen)  # a record shorter than its format: zeros
+                chunk = rec[off:off + arg]
+                out += chunk
+                if len(chunk) < arg:  # a record shorter than its format: zeros (for all of it past the end)
+                    out += bytes(arg - len(chunk))
                 continue
             if op in (OP_TGID, OP_CHILD_TGID, OP_INT32_MINUS):  # a record shorter than its format: 0 read
                 derived = _I32.unpack_from(rec, off)[0] if off + 4 <= dlen else 0
