@@ -86,11 +86,11 @@ class FtraceSource:
         self.tracker = None  # the prio context's PrioTracker (ust.kernel.prio): it reads the rings
         self.snapshot_conversion = None  # a snapshot's prio conversion of the kept pages (PrioTracker)
         self.keep_pages = 1  # a snapshot keeps this many pages read (the ring's size)
-        # when recording started (CLOCK_MONOTONIC ns, the instance's clock: KernelTrace.recording_starts):
-        # the earliest a lost event can be
-        self.started_ns = 0
         self.stopped_ns = 0  # when recording stopped (flush(final=True))
-        self.prelude: tuple[bytes, int, int] | None = None  # (events, count, time): the statedump, first
+        # the stream's first packet, made when recording starts (KernelTrace.recording_starts): CPU 0's
+        # holds the statedump, the others' are empty: (events, count, time)
+        self.prelude: tuple[bytes, int, int] | None = None
+        self.quiet_told = 0  # the latest time a live beacon said this stream had sent everything up to
         self._kept_pages: collections.deque = collections.deque()  # [page, events lost just before it]
         self._kept_tail = 0  # events lost after the last kept page
         self._kept_accounted = 0  # ring losses said by kept pages' counts or the tail
@@ -115,10 +115,13 @@ class FtraceSource:
         self.last_end = end
 
     def quiet_until(self, stamp: int) -> int:
-        """The time up to which this stream has sent everything (a live beacon's): ``stamp``,
-        or just before the oldest page the prio context holds back."""
+        """The time up to which this stream has sent everything, for a live beacon: ``stamp``,
+        or just before the oldest page the prio context holds back. No later packet of the
+        stream begins before it (a viewer has moved past it)."""
         held = self.tracker.held_since(self.cpu) if self.tracker is not None else None
-        return stamp if held is None else max(min(stamp, held - 1), self.last_end)
+        quiet = stamp if held is None else max(min(stamp, held - 1), self.last_end)
+        self.quiet_told = max(self.quiet_told, quiet)
+        return quiet
 
     def poll_fd(self) -> int:
         """Readable when the ring has data past the instance's ``buffer_percent`` (the drain
@@ -166,13 +169,14 @@ class FtraceSource:
                 if self._settle:
                     self._settle = False
                     self._pending_lost += max(self.ring_lost() - self.charged - self._pending_lost, 0)
-                    # every stream closes when recording stopped, as LTTng's do (see _hand), with
-                    # the losses not counted yet: dated from the last event to the stop
-                    at = max(self.stopped_ns, self.last_end)
+                    # every stream closes when recording stopped, as LTTng's do (they open when it
+                    # started: recording_starts), with the losses not counted yet: dated from the
+                    # last event (or the last live beacon) to the stop
+                    at = max(self.stopped_ns, self.last_end, self.quiet_told)
                     if self._pending_lost:
                         return self._hand(b"", 0, at, at)
                     if at > self.last_end:
-                        return self._hand(b"", 0, self.last_end if self.seq else self.started_ns or at, at)
+                        return self._hand(b"", 0, max(self.last_end, self.quiet_told), at)
                 return None
             try:
                 _, missed, _ = pages.page_missed(page)
@@ -301,14 +305,10 @@ class FtraceSource:
         end = max(end, begin)
         first = None
         if self.seq == 0 and lost:
-            # a first packet carrying losses: babeltrace2 cannot count them; an empty one goes first, at
-            # the start of the loss window (the start of recording), so the window is not one instant
-            at = min(self.started_ns, begin) if self.started_ns else begin
-            first = self._packet(b"", at, at)
-        elif self.seq == 0 and self.started_ns:
-            # every stream opens when recording started, as LTTng's do: readers that keep only the
-            # time all streams cover (lttng-analyses) then keep the statedump and the first events
-            begin = min(begin, self.started_ns)
+            # a first packet carrying losses: babeltrace2 cannot count them; an empty one goes first
+            # (a snapshot's output: a trace written as recorded opens each stream when recording
+            # starts, and the losses of its first page are dated from then)
+            first = self._packet(b"", begin, begin)
         self.charged += lost
         self.events += count
         out = self._packet(events, begin, end)

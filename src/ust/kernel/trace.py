@@ -103,7 +103,7 @@ class KernelTrace(Trace):
         self.tracker = None  # the prio context's PrioTracker, once attached
         self._converter_class = pages.converter_class()
         self.converter = self._new_converter()
-        self.statedump = False  # the lttng_statedump_* events are in the trace (recording_starts)
+        self.statedump = False  # the lttng_statedump_* events are declared (a trace written as recorded)
 
     def metadata_text(self) -> str:
         return metadata_text(self.info, list(self.formats.values()), self.contexts, self.statedump)
@@ -157,6 +157,7 @@ class KernelTrace(Trace):
 
             self.tracker = PrioTracker()
             self.tracker.attach(sources)
+        self.statedump = not snapshot  # declared before any packet (a restarted consumer's files have it)
         for src in sources:
             src.overwrite = snapshot
             src.keep_pages = keep_pages  # a snapshot keeps what the ring holds, for the next one
@@ -174,19 +175,19 @@ class KernelTrace(Trace):
 
     def recording_starts(self) -> None:
         """Recording is about to start for the first time (call it after ``attach``, before the
-        instance starts, for a trace written as it is recorded; not for a snapshot session's):
-        every stream opens now, and the first packet of CPU 0's stream is the statedump
-        (ust.kernel.statedump: the processes and disks as /proc and /sys show them to this
-        process, as lttng-modules writes at a session's start), dated now, before any event."""
+        instance starts, for a trace written as it is recorded; not for a snapshot session's,
+        nor a restarted consumer's): every stream's first packet begins now, as LTTng's streams
+        do (readers that keep only the time every stream covers, such as lttng-analyses, then
+        keep the first events; and a live viewer gets it before any beacon of the stream), and
+        CPU 0's holds the statedump (ust.kernel.statedump: the processes and disks as /proc
+        and /sys show them to this process, as lttng-modules writes at a session's start)."""
         from ust._ring._ring import clock_now
 
         sources = [src for ch in self.channels.values() for src in ch.sources]
         now = clock_now()  # the instance's clock (mono): nothing it records is older
-        self.statedump = True
-        self.write_metadata(force=True)  # before the statedump's packet
-        sources[0].prelude = (*statedump.events(now, self.contexts), now)
+        events, count = statedump.events(now, self.contexts)
         for src in sources:
-            src.started_ns = now
+            src.prelude = (events, count, now) if src is sources[0] else (b"", 0, now)
 
     def snapshot(self, output) -> int:
         """As ``Trace.snapshot``; with the prio context every CPU's ring is read first, so the
