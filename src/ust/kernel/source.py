@@ -17,6 +17,11 @@ stop. ``events_discarded`` is cumulative from the
 start of the current output (``start_output``: a snapshot's files count
 from zero), and an output's first packet never carries losses (babeltrace2
 could not count them): an empty packet goes first.
+
+A trace written as recorded opens each stream when recording starts
+(``prelude``: KernelTrace.recording_starts) and closes it at the stop. A
+drain pass ends at the first page begun after it began (``read_ring``: with
+system calls recorded, a reader's own reads are in the ring it reads).
 """
 
 from __future__ import annotations
