@@ -771,21 +771,30 @@ def test_a_tracing_group_members_kernel_trace_is_made_with_her_credentials(sysd)
     from ust.kernel import tracefs
 
     alice = ensure_user(ALICE, ("tracing",))
-    alice_out = os.path.join(user_dir(sysd.top, alice, "alice-k"), "trace")
-    ok_as(alice, sysd.rundir, "create", name="alice-k", output=alice_out)
+    name = f"alice-k{os.getpid()}"  # the ftrace instance is the machine's: one per test run
+    alice_out = os.path.join(user_dir(sysd.top, alice, name), "trace")
+    ok_as(alice, sysd.rundir, "create", name=name, output=alice_out)
     assert "sched:sched_switch" in ok_as(alice, sysd.rundir, "kernel_list")["events"]
-    ok_as(alice, sysd.rundir, "kernel_enable_event", session="alice-k", patterns=["getppid"], syscall=True)
-    ok_as(alice, sysd.rundir, "start", session="alice-k")
-    instance = os.path.join(tracefs.find_tracefs(), "instances", "ust-alice-k")
+    ok_as(alice, sysd.rundir, "kernel_enable_event", session=name, patterns=["getppid"], syscall=True)
+    ok_as(alice, sysd.rundir, "start", session=name)
+    instance = os.path.join(tracefs.find_tracefs(), "instances", "ust-" + name)
     assert os.path.isdir(instance)
     prog = subprocess.run([SYS_PY, "-c", KERNEL_APP], env={"UST_AGENT": "0"}, capture_output=True, **creds(alice))
     assert prog.returncode == 0
     # her consumer drains the kernel: a rotation archives her kernel chunk, as hers
-    archive = ok_as(alice, sysd.rundir, "rotate", session="alice-k")["path"]
+    archive = ok_as(alice, sysd.rundir, "rotate", session=name)["path"]
+    # the statedump at the start (the processes already running) was written by her consumer,
+    # as /proc shows them to her: the thread that wrote it is hers, and saw itself
+    states = events_of(bt2_dump(os.path.join(archive, "kernel")), "lttng_statedump_process_state")
+    writers = {e["context"]["tid"] for e in states}
+    assert len(writers) == 1, writers
+    [writer] = writers
+    assert os.stat(f"/proc/{writer}").st_uid == alice.pw_uid  # (alive: her session goes on)
+    assert writer in {e["payload"]["tid"] for e in states}
     prog2 = subprocess.run([SYS_PY, "-c", KERNEL_APP], env={"UST_AGENT": "0"}, capture_output=True, **creds(alice))
     assert prog2.returncode == 0
-    ok_as(alice, sysd.rundir, "stop", session="alice-k")
-    ok_as(alice, sysd.rundir, "destroy", session="alice-k")
+    ok_as(alice, sysd.rundir, "stop", session=name)
+    ok_as(alice, sysd.rundir, "destroy", session=name)
     assert not os.path.exists(instance)
     assert owners(alice_out) == {alice.pw_uid}
     archives = sorted(glob.glob(os.path.join(alice_out, "archives", "*")), key=lambda d: int(d.rsplit("-", 1)[1]))

@@ -41,6 +41,11 @@ def _name(tag: str) -> str:
     return f"t{os.getpid()}-{tag}"
 
 
+def _traced(dump: list[dict]) -> list[dict]:
+    """The events ftrace recorded (not the statedump ust writes at the start)."""
+    return [e for e in events_of(dump) if not e["name"].startswith("lttng_statedump_")]
+
+
 @pytest.fixture
 def capture(tracefs_dir, tmp_path):
     made = []
@@ -120,8 +125,8 @@ def test_two_sessions_with_different_kernel_events_do_not_see_each_others(captur
     subprocess.run([sys.executable, "-c", "import os; [os.getppid() for _ in range(10)]"], check=True)
     a.stop()
     b.stop()
-    names_a = {e["name"] for e in events_of(bt2_dump(tmp_path / "a" / "kernel"))}
-    names_b = {e["name"] for e in events_of(bt2_dump(tmp_path / "b" / "kernel"))}
+    names_a = {e["name"] for e in _traced(bt2_dump(tmp_path / "a" / "kernel"))}
+    names_b = {e["name"] for e in _traced(bt2_dump(tmp_path / "b" / "kernel"))}
     assert names_a == {"sched_process_exec"}
     assert names_b == {"syscall_entry_getppid", "syscall_exit_getppid"}
 
@@ -146,11 +151,19 @@ def test_lost_events_under_a_flood_are_counted_exactly(capture, tmp_path, overwr
     finally:
         flooder.communicate("\n", timeout=60)
     dump = bt2_dump(tmp_path / "flood" / "kernel")
-    recorded = len(events_of(dump))
+    recorded = len(_traced(dump))
     discarded = discarded_of(dump)
     assert ring_lost > 0 and recorded > 0
     assert discarded == ring_lost
     assert recorded + discarded == 2 * n  # every getppid entry and exit: recorded or counted lost
+    # each loss is placed in a window of time, never one instant ("between [X] and [X]": a first
+    # packet's losses are dated from the start of recording, drops from when the ring was found empty)
+    import re
+
+    _, err = babeltrace2_text(tmp_path / "flood" / "kernel")
+    windows = re.findall(r"discarded \d+ events between \[([^]]+)\] and \[([^]]+)\]", err)
+    assert windows, err
+    assert all(begin < end for begin, end in windows), err
 
 
 @needs_bt2
@@ -267,16 +280,19 @@ def test_unknown_kernel_event_and_bad_session_name_are_one_line_errors(capture, 
 
 @pytest.fixture(scope="module")
 def real_pages(tracefs_dir):
-    """Pages of a real instance (syscalls, sched_switch, irq with strings), and the plans."""
+    """Pages of a real instance (syscalls, sched_switch, irq with strings, the
+    derived fields: fork's process ids, priorities, block rwbs), and the plans."""
     import tempfile
 
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(__file__))) as d:
         c = KernelCapture(_name("pages"), d, buffer_size_kb=1024)
         try:
-            c.enable(["sched_switch", "sched_process_exec", "irq_handler_entry"])
+            c.enable(["sched_switch", "sched_wakeup", "sched_process_fork", "sched_process_exec",
+                      "irq_handler_entry", "block_rq_issue", "block_rq_complete"])
             c.enable(["*"], syscalls=True)
             c.instance.start()
             subprocess.run(["/bin/true"])
+            _direct_read(os.path.join(d, "direct"))
             end = time.monotonic() + 0.3
             while time.monotonic() < end:
                 os.getppid()
@@ -288,6 +304,35 @@ def real_pages(tracefs_dir):
             return got, dict(c.plans), converter_config(list(c.trace.formats.values()))
         finally:
             c.destroy()
+
+
+def _direct_read(path: str) -> bytes:
+    """Write a file, then read it back with O_DIRECT (the page cache bypassed:
+    a block request and, on a real disk, its completion interrupt)."""
+    import mmap
+
+    with open(path, "wb") as f:
+        f.write(os.urandom(1 << 16))
+        f.flush()
+        os.fsync(f.fileno())
+    buf = mmap.mmap(-1, 1 << 16)  # page-aligned, as O_DIRECT wants
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        n = os.readv(fd, [buf])
+    finally:
+        os.close(fd)
+    return bytes(buf[:n])
+
+
+def _task_table():
+    """A tasks dict and its task_of for the converters (the process ids of fork's fields)."""
+    tasks = {}
+
+    def task_of(tid):
+        tasks[tid] = (tid * 7 % 100003, b"comm-of-a-very-long-name"[:tid % 24])
+        return tasks[tid]
+
+    return tasks, task_of
 
 
 def _c_converter():
@@ -303,7 +348,8 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
     got, plans, _ = real_pages
     assert len(got) > 2
     for with_tid in (True, False):
-        c, py = Converter(plans, with_tid), pages.PyConverter(plans, with_tid)
+        c = Converter(plans, with_tid, False, False, *_task_table())
+        py = pages.PyConverter(plans, with_tid, False, False, *_task_table())
         total = 0
         for page in got:
             a, b = c.page(page), py.page(page)
@@ -329,7 +375,11 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
         asked.clear()
     with pytest.raises(TypeError):
         Converter(plans, True, True, False, {}, lambda tid: "not a tuple").page(
-            next(page for page in got if pages.PyConverter(plans).page(page)[1]))
+            next(page for page in got if pages.PyConverter(plans, True, False, False, *_task_table()).page(page)[1]))
+    with pytest.raises(TypeError):  # fork's process ids need the task table
+        Converter(plans, True)
+    with pytest.raises(TypeError):
+        pages.PyConverter(plans, True)
 
 
 def test_the_c_prio_context_agrees_with_the_python_reference(real_pages):
@@ -342,7 +392,8 @@ def test_the_c_prio_context_agrees_with_the_python_reference(real_pages):
     Converter = _c_converter()
     got, plans, prio = real_pages
     assert prio[0] is not None and prio[2], prio  # sched_switch and the setters are configured
-    c, py = Converter(plans, True, prio=prio), pages.PyConverter(plans, True, prio=prio)
+    c, py = (Converter(plans, True, False, False, *_task_table(), prio=prio),
+             pages.PyConverter(plans, True, False, False, *_task_table(), prio=prio))
     scans = [c.scan(page) for page in got]
     assert scans == [py.scan(page) for page in got]
     assert any(changes for _, _, _, changes in scans)  # setpriority's records were seen
@@ -369,19 +420,20 @@ def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
         page[pos] = data.draw(st.integers(0, 255))
     page = bytes(page[:data.draw(st.integers(0, len(page)))])
     try:
-        a = Converter(plans, True).page(page)
+        a = Converter(plans, True, False, False, *_task_table()).page(page)
     except ValueError:
         with pytest.raises(pages.PageError):
-            pages.PyConverter(plans, True).page(page)
+            pages.PyConverter(plans, True, False, False, *_task_table()).page(page)
         return
-    b = pages.PyConverter(plans, True).page(page)
+    b = pages.PyConverter(plans, True, False, False, *_task_table()).page(page)
     assert a[0] == bytes(b[0]) and a[1:] == b[1:]
     # the prio context's conversion and scan agree too, on any page
     state = (data.draw(st.integers(-1, 5000)), data.draw(st.sampled_from([20, 27, -40, pages.PRIO_UNKNOWN])))
     changes = sorted(data.draw(st.lists(st.tuples(st.integers(0, 1 << 62), st.integers(-1, 5000),
                                                   st.integers(-101, 39)), max_size=4)))
     taint, horizon = data.draw(st.booleans()), data.draw(st.integers(0, (1 << 64) - 1))
-    c, py = Converter(plans, True, prio=prio), pages.PyConverter(plans, True, prio=prio)
+    c, py = (Converter(plans, True, False, False, *_task_table(), prio=prio),
+             pages.PyConverter(plans, True, False, False, *_task_table(), prio=prio))
     a, b = c.page_prio(page, state, changes, taint, horizon), py.page_prio(page, state, changes, taint, horizon)
     assert a[0] == bytes(b[0]) and a[1:] == b[1:]
     assert c.scan(page) == py.scan(page)
@@ -396,16 +448,16 @@ def test_the_kernel_domain_through_the_cli_one_interleaved_story(ust_env, tracef
 
     app = ust_env.app()
     ust_env.wait_registered(app.pid)
-    ust_env.ust("create", "ks", "-o", ust_env.out)
+    ust_env.ust("create", _name("ks"), "-o", ust_env.out)
     ust_env.ust("enable-channel", "-k", "kchan", "--subbuf-size", "1M", "--num-subbuf", "8")
     ust_env.ust("enable-event", "-k", "sched_switch,sched_wakeup")
     ust_env.ust("enable-event", "-k", "--syscall", "-a")
     ust_env.ust("add-context", "-k", "-t", "tid")
     ust_env.ust("enable-event", "app:*")
-    _, listing, _ = ust_env.ust("list", "ks")
+    _, listing, _ = ust_env.ust("list", _name("ks"))
     assert "kernel: 8192 KiB per CPU, discard mode" in listing and "* (system call) [enabled]" in listing
     ust_env.ust("start")
-    instance = os.path.join(tracefs_dir, "instances", "ust-ks")
+    instance = os.path.join(tracefs_dir, "instances", "ust-" + _name("ks"))
     assert os.path.isdir(instance)
     app.send("emit app:alpha 3")
     ust_env.ust("stop")
@@ -433,7 +485,7 @@ def test_the_kernel_domain_through_the_cli_one_interleaved_story(ust_env, tracef
     _, view, _ = ust_env.ust("view", ust_env.out)
     assert "app:alpha" in view and "sched_switch" in view
     assert os.path.isdir(os.path.join(ust_env.out, "kernel")) and os.path.isdir(os.path.join(ust_env.out, "ust"))
-    ust_env.ust("destroy", "ks")
+    ust_env.ust("destroy", _name("ks"))
     assert not os.path.exists(instance)
     app.exit()
 
@@ -442,7 +494,7 @@ def test_list_k_shows_the_kernel_events_and_unknown_ones_are_one_line_errors(ust
     _, out, _ = ust_env.ust("list", "-k")
     assert "sched:sched_switch (type: tracepoint)" in out
     assert "      openat\n" in out
-    ust_env.ust("create", "kerr", "-o", ust_env.out)
+    ust_env.ust("create", _name("kerr"), "-o", ust_env.out)
     rc, _, err = ust_env.ust("enable-event", "-k", "no_such_kernel_event", check=False)
     assert rc != 0 and err.strip().count("\n") == 0 and "no kernel event matches 'no_such_kernel_event'" in err
     rc, _, err = ust_env.ust("add-context", "-k", "-t", "ppid", check=False)
@@ -450,10 +502,11 @@ def test_list_k_shows_the_kernel_events_and_unknown_ones_are_one_line_errors(ust
 
 
 def test_a_snapshot_session_keeps_the_latest_kernel_events_in_overwrite_mode(ust_env, tracefs_dir):
-    ust_env.ust("create", "ksnap", "-o", ust_env.out, "--snapshot")
+    ust_env.ust("create", _name("ksnap"), "-o", ust_env.out, "--snapshot")
     ust_env.ust("enable-event", "-k", "--syscall", "getppid")
     ust_env.ust("start")
-    assert open(os.path.join(tracefs_dir, "instances", "ust-ksnap", "options", "overwrite")).read().strip() == "1"
+    options = os.path.join(tracefs_dir, "instances", "ust-" + _name("ksnap"), "options")
+    assert open(os.path.join(options, "overwrite")).read().strip() == "1"
     subprocess.run([sys.executable, "-c", "import os; [os.getppid() for _ in range(50)]"], check=True)
     _, out, _ = ust_env.ust("snapshot", "record")
     path = out.strip().split()[-1]
@@ -461,17 +514,17 @@ def test_a_snapshot_session_keeps_the_latest_kernel_events_in_overwrite_mode(ust
     assert len(kdir) == 1, (out, os.listdir(ust_env.out))
     names = [e["name"] for e in events_of(bt2_dump(kdir[0]))]
     assert names.count("syscall_entry_getppid") >= 50 and names.count("syscall_exit_getppid") >= 50, path
-    ust_env.ust("destroy", "ksnap")
-    assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-ksnap"))
+    ust_env.ust("destroy", _name("ksnap"))
+    assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-" + _name("ksnap")))
 
 
 def test_a_killed_session_daemon_leaves_no_instance_after_restart(ust_env, tracefs_dir):
     from ust.control import sessiond_pid
 
-    ust_env.ust("create", "kcrash", "-o", ust_env.out)
+    ust_env.ust("create", _name("kcrash"), "-o", ust_env.out)
     ust_env.ust("enable-event", "-k", "sched_switch")
     ust_env.ust("start")
-    instance = os.path.join(tracefs_dir, "instances", "ust-kcrash")
+    instance = os.path.join(tracefs_dir, "instances", "ust-" + _name("kcrash"))
     assert os.path.isdir(instance)
     pid = sessiond_pid(ust_env.home)
     os.kill(pid, signal.SIGKILL)
@@ -483,7 +536,7 @@ def test_a_killed_session_daemon_leaves_no_instance_after_restart(ust_env, trace
 
 
 def test_stop_says_how_many_kernel_events_were_lost(ust_env, tracefs_dir):
-    ust_env.ust("create", "klost", "-o", ust_env.out)
+    ust_env.ust("create", _name("klost"), "-o", ust_env.out)
     ust_env.ust("enable-channel", "-k", "k", "--subbuf-size", "4k", "--num-subbuf", "1")
     ust_env.ust("enable-event", "-k", "--syscall", "getppid")
     ust_env.ust("start")
@@ -611,7 +664,7 @@ def test_the_pid_and_procname_contexts_are_each_threads_process_and_name(capture
 
 @needs_bt2
 def test_add_context_k_pid_procname_through_the_cli(ust_env, tracefs_dir):
-    ust_env.ust("create", "kctx", "-o", ust_env.out)
+    ust_env.ust("create", _name("kctx"), "-o", ust_env.out)
     ust_env.ust("add-context", "-k", "-t", "pid", "-t", "procname")
     ust_env.ust("enable-event", "-k", "--syscall", "getppid")
     ust_env.ust("start")
@@ -623,7 +676,55 @@ def test_add_context_k_pid_procname_through_the_cli(ust_env, tracefs_dir):
             if e["name"].endswith("_getppid") and e["context"]["tid"] == app.pid]
     assert len(mine) == 20
     assert {(e["context"]["pid"], e["context"]["procname"]) for e in mine} == {(app.pid, "kctxcli")}
-    ust_env.ust("destroy", "kctx")
+    ust_env.ust("destroy", _name("kctx"))
+
+
+_FORKS = """
+import os, threading
+def start_another():  # a thread started by a thread that is not the process's first
+    t = threading.Thread(target=lambda: None)
+    t.start()
+    t.join()
+    print(threading.get_native_id(), t.native_id, flush=True)
+first = threading.Thread(target=start_another)
+first.start()
+first.join()
+child = os.fork()
+if child == 0:
+    os._exit(0)
+os.waitpid(child, 0)
+print(first.native_id, child, flush=True)
+"""
+
+
+@needs_bt2
+def test_forks_process_ids_through_the_daemons_without_the_pid_context(ust_env, tracefs_dir):
+    """sched_process_fork's parent_pid / child_pid are each side's process, from ftrace's task
+    tables: the consumer has them though no pid/procname context was asked, and for an event
+    enabled after the start (the session daemon gave them with the trace); ftrace saves each
+    thread's process (options/record-tgid) from then on."""
+    name = _name("kfork")
+    ust_env.ust("create", name, "-o", ust_env.out)
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    record_tgid = os.path.join(tracefs_dir, "instances", "ust-" + name, "options", "record-tgid")
+    assert open(record_tgid).read().strip() == "0"  # nothing asks it yet
+    ust_env.ust("enable-event", "-k", "sched_process_fork")
+    assert open(record_tgid).read().strip() == "1"
+    app = subprocess.Popen([sys.executable, "-c", _FORKS], stdout=subprocess.PIPE, text=True)
+    out, _ = app.communicate(timeout=300)
+    assert app.returncode == 0
+    ust_env.ust("stop")
+    (first, second), (first_again, child) = [map(int, line.split()) for line in out.splitlines()]
+    assert first == first_again
+    forks = {(e["payload"]["parent_tid"], e["payload"]["child_tid"]): (e["payload"]["parent_pid"],
+                                                                      e["payload"]["child_pid"])
+             for e in events_of(bt2_dump(os.path.join(ust_env.out, "kernel")), "sched_process_fork")}
+    pid = app.pid  # the process's first thread
+    assert forks[(pid, first)] == (pid, pid)  # a thread: in its parent's process
+    assert forks[(first, second)] == (pid, pid)  # a thread's thread: the process, not the thread
+    assert forks[(pid, child)] == (pid, child)  # a new process: its own
+    ust_env.ust("destroy", name)
 
 
 # -- the capture in the session owner's consumer (ust-consumerd) ------------------------------
@@ -646,7 +747,7 @@ def test_rotation_archives_the_kernel_trace_chunk_by_chunk(ust_env, tracefs_dir)
     """`ust rotate` cuts the kernel trace too: each archive holds <chunk>/kernel, a complete
     kernel trace babeltrace2 reads alone, and each process's system calls are in the chunk
     they were made in, all of them, once."""
-    ust_env.ust("create", "krot", "-o", ust_env.out)
+    ust_env.ust("create", _name("krot"), "-o", ust_env.out)
     ust_env.ust("enable-event", "-k", "--syscall", "getppid")
     ust_env.ust("start")
     first = _run_getppids(300)
@@ -664,22 +765,22 @@ def test_rotation_archives_the_kernel_trace_chunk_by_chunk(ust_env, tracefs_dir)
         _, err = babeltrace2_text(d)
         assert "WARNING" not in err and "ERROR" not in err, err
     assert not os.path.exists(os.path.join(ust_env.out, "kernel"))  # the first chunk moved to its archive
-    ust_env.ust("destroy", "krot")
-    assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-krot"))
+    ust_env.ust("destroy", _name("krot"))
+    assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-" + _name("krot")))
 
 
 @needs_bt2
 def test_clear_empties_the_kernel_trace(ust_env, tracefs_dir):
-    ust_env.ust("create", "kclear", "-o", ust_env.out)
+    ust_env.ust("create", _name("kclear"), "-o", ust_env.out)
     ust_env.ust("enable-event", "-k", "--syscall", "getppid")
     ust_env.ust("start")
     before = _run_getppids(100)
-    ust_env.ust("clear", "kclear")
+    ust_env.ust("clear", _name("kclear"))
     after = _run_getppids(70)
     ust_env.ust("stop")
     kdir = os.path.join(ust_env.out, "kernel")
     assert (_entries(kdir, before), _entries(kdir, after)) == (0, 70)
-    ust_env.ust("destroy", "kclear")
+    ust_env.ust("destroy", _name("kclear"))
 
 
 @needs_bt2
@@ -687,7 +788,7 @@ def test_a_sigkilled_consumer_is_replaced_the_kernel_trace_goes_on_and_no_instan
     """The session daemon gives a restarted consumer the same readers: it appends to the same
     stream files (numbering and time going on, babeltrace2 reads them without a word), the
     events made while no consumer ran wait in the kernel's ring; destroy removes the instance."""
-    ust_env.ust("create", "kkill", "-o", ust_env.out)
+    ust_env.ust("create", _name("kkill"), "-o", ust_env.out)
     ust_env.ust("enable-event", "-k", "--syscall", "getppid")
     ust_env.ust("start")
     kdir = os.path.join(ust_env.out, "kernel")
@@ -710,9 +811,9 @@ def test_a_sigkilled_consumer_is_replaced_the_kernel_trace_goes_on_and_no_instan
     assert [_entries(kdir, pid) for pid in (first, second, third)] == [150, 120, 90]
     _, err = babeltrace2_text(kdir)
     assert "WARNING" not in err and "ERROR" not in err, err
-    instance = os.path.join(tracefs_dir, "instances", "ust-kkill")
+    instance = os.path.join(tracefs_dir, "instances", "ust-" + _name("kkill"))
     assert os.path.isdir(instance)
-    ust_env.ust("destroy", "kkill")
+    ust_env.ust("destroy", _name("kkill"))
     assert not os.path.exists(instance)
 
 
@@ -724,20 +825,20 @@ def test_a_streamed_session_sends_the_kernel_trace_to_the_relay(ust_env, tracefs
     rundir.mkdir()
     relay = Relayd(tmp_path / "relay-out", rundir)
     try:
-        ust_env.ust("create", "kstream", "-U", relay.net_url)
+        ust_env.ust("create", _name("kstream"), "-U", relay.net_url)
         ust_env.ust("enable-event", "-k", "--syscall", "getppid")
         ust_env.ust("start")
         pid = _run_getppids(250)
         ust_env.ust("stop")
-        ust_env.ust("destroy", "kstream")
+        ust_env.ust("destroy", _name("kstream"))
         host = os.uname().nodename
-        [session] = [d for d in os.listdir(os.path.join(relay.output, host)) if d.startswith("kstream-")]
+        [session] = [d for d in os.listdir(os.path.join(relay.output, host)) if d.startswith(_name("kstream") + "-")]
         kdir = os.path.join(relay.output, host, session, "kernel")
         assert os.path.isdir(kdir), os.listdir(os.path.join(relay.output, host, session))
         assert _entries(kdir, pid) == 250
         _, err = babeltrace2_text(kdir)
         assert "WARNING" not in err and "ERROR" not in err, err
-        assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-kstream"))
+        assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-" + _name("kstream")))
     finally:
         assert relay.stop() == 0, relay.stderr
 
@@ -798,20 +899,20 @@ def test_a_live_session_shows_kernel_events_to_a_babeltrace2_viewer(ust_env, tra
     rundir.mkdir()
     relay = Relayd(tmp_path / "relay-out", rundir)
     try:
-        ust_env.ust("create", "klive", "-U", relay.net_url, "--live")
+        ust_env.ust("create", _name("klive"), "-U", relay.net_url, "--live")
         for c in contexts:
             ust_env.ust("add-context", "-k", "-t", c)
         ust_env.ust("enable-event", "-k", "--syscall", "getppid")
         ust_env.ust("start")
         host = os.uname().nodename
-        viewer = live_viewer(f"{relay.live_url}/host/{host}/klive", tmp_path / "live.txt")
+        viewer = live_viewer(f"{relay.live_url}/host/{host}/{_name('klive')}", tmp_path / "live.txt")
         wait_until(lambda: attached_viewers(relay) == 1, timeout=120, what="babeltrace2 attached")
         pid = _run_getppids(60)
         mine = f"tid = {pid}"
         wait_until(lambda: sum(mine in line for line in (tmp_path / "live.txt").read_text().splitlines()
                                if "syscall_entry_getppid" in line) == 60,
                    timeout=120, what="babeltrace2 printing the kernel events live")
-        ust_env.ust("destroy", "klive")
+        ust_env.ust("destroy", _name("klive"))
         err = viewer.communicate(timeout=300)[1]
         assert viewer.returncode == 0, err
     finally:
@@ -841,7 +942,7 @@ def test_the_prio_context_follows_a_thread_that_changes_its_nice_value(ust_env, 
     20), exact from the thread's sched_switch in; after the thread's setpriority() it is
     unknown (-2147483648) until it is switched in again, then the new value — never the old
     one guessed. The scheduler records it is followed from are not written (not asked for)."""
-    ust_env.ust("create", "kprio", "-o", ust_env.out)
+    ust_env.ust("create", _name("kprio"), "-o", ust_env.out)
     ust_env.ust("add-context", "-k", "-t", "prio", "-t", "pid")
     ust_env.ust("enable-event", "-k", "--syscall", "getppid")
     ust_env.ust("start")
@@ -849,7 +950,7 @@ def test_the_prio_context_follows_a_thread_that_changes_its_nice_value(ust_env, 
     assert p.wait(timeout=300) == 0
     ust_env.ust("stop")
     dump = bt2_dump(os.path.join(ust_env.out, "kernel"))
-    names = {e["name"] for e in events_of(dump)}
+    names = {e["name"] for e in _traced(dump)}
     assert names == {"syscall_entry_getppid", "syscall_exit_getppid"}, names  # sched_switch: read, not written
     mine = [e["context"]["prio"] for e in events_of(dump, "syscall_entry_getppid") if e["context"]["tid"] == p.pid]
     assert len(mine) == 18, mine
@@ -858,7 +959,7 @@ def test_the_prio_context_follows_a_thread_that_changes_its_nice_value(ust_env, 
     assert set(mine[5:8]) <= {unknown, 27}, mine
     assert mine[8:13] == [27] * 5
     assert mine[13:] == [32] * 5
-    ust_env.ust("destroy", "kprio")
+    ust_env.ust("destroy", _name("kprio"))
 
 
 @needs_bt2
@@ -871,7 +972,7 @@ def test_a_kernel_snapshot_recorded_to_a_relay(ust_env, tracefs_dir, tmp_path):
     rundir.mkdir()
     relay = Relayd(tmp_path / "relay-out", rundir)
     try:
-        ust_env.ust("create", "ksnaprelay", "--snapshot", "-o", ust_env.out)
+        ust_env.ust("create", _name("ksnaprelay"), "--snapshot", "-o", ust_env.out)
         ust_env.ust("enable-event", "-k", "--syscall", "getppid")
         ust_env.ust("start")
         pid = _run_getppids(70)
@@ -880,7 +981,7 @@ def test_a_kernel_snapshot_recorded_to_a_relay(ust_env, tracefs_dir, tmp_path):
         kdirs = glob.glob(os.path.join(relay.output, host, "*", "*", "kernel"))
         assert len(kdirs) == 1, (out, kdirs)
         assert _entries(kdirs[0], pid) == 70
-        ust_env.ust("destroy", "ksnaprelay")
+        ust_env.ust("destroy", _name("ksnaprelay"))
     finally:
         assert relay.stop() == 0, relay.stderr
 
@@ -994,3 +1095,69 @@ def test_the_prio_context_takes_a_change_made_from_another_cpu_in_time(capture, 
             assert e["context"]["prio"] in (20, unknown), e  # never a value it did not have
     assert inside > 0  # some of A's events fell between a call and its next switch in
     assert known > 0
+
+
+def _one_record_page(event_id: int, tid: int, payload: bytes) -> bytes:
+    """A ring-buffer page holding one record (common fields + payload), for the converters."""
+    import struct
+
+    rec = struct.pack("<HBBi", event_id, 0, 0, tid) + payload
+    rec += bytes(-len(rec) % 4)
+    data = struct.pack("<I", len(rec) // 4) + rec  # type_len = words, time delta 0
+    return struct.pack("<QQ", 1_000_000, len(data)) + data
+
+
+def test_derived_fields_rwbs_priorities_and_forks_process_ids_agree_in_c_and_python():
+    import struct
+
+    from ust.kernel import formats as fmt
+
+    Converter = _c_converter()
+    expected = {b"R": fmt.RWBS_READ, b"W": fmt.RWBS_WRITE, b"WS": fmt.RWBS_WRITE | fmt.RWBS_SYNC,
+                b"FWS": fmt.RWBS_PREFLUSH | fmt.RWBS_WRITE | fmt.RWBS_SYNC,
+                b"WFS": fmt.RWBS_WRITE | fmt.RWBS_FUA | fmt.RWBS_SYNC, b"FF": fmt.RWBS_PREFLUSH | fmt.RWBS_FLUSH,
+                b"F": fmt.RWBS_FLUSH, b"DE": fmt.RWBS_DISCARD | fmt.RWBS_SECURE, b"D": fmt.RWBS_DISCARD,
+                b"RA": fmt.RWBS_READ | fmt.RWBS_RAHEAD, b"RM": fmt.RWBS_READ | fmt.RWBS_META, b"N": 0, b"": 0,
+                b"XYZ": 0, b"RSMAF\xff": fmt.RWBS_READ | fmt.RWBS_SYNC | fmt.RWBS_META | fmt.RWBS_RAHEAD | fmt.RWBS_FUA}
+    plans = {7: ((fmt.OP_RWBS, 8, 10),), 8: ((fmt.OP_INT32_MINUS, 8, fmt.MAX_RT_PRIO),),
+             9: ((fmt.OP_TGID, 8, 0), (fmt.OP_CHILD_TGID, 12, 8))}
+    # the task table: 100 a process, 101 its thread, 102 a stale entry of an older thread of that id
+    tables = {100: (100, b"parent"), 101: (100, b"thread"), 102: (555, b"stale")}
+
+    def convert(page):
+        out = []
+        for make in (Converter, pages.PyConverter):
+            tasks = dict(tables)
+            res = make(plans, True, False, False, tasks, lambda tid: (-1, b""))
+            out.append(bytes(res.page(page)[0]))
+        assert out[0] == out[1]
+        return struct.unpack_from("<" + "i" * ((len(out[0]) - 10) // 4), out[0], 10)  # after header and tid
+
+    for text, mask in expected.items():
+        assert fmt.rwbs_mask(text.ljust(10, b"\0")) == mask, text
+        assert convert(_one_record_page(7, 1, text.ljust(10, b"\0")[:10])) == (mask,), text
+    for prio in (120, 100, 139, 0, -2**31):
+        assert convert(_one_record_page(8, 1, struct.pack("<i", prio))) == ((prio - 100 + 2**31) % 2**32 - 2**31,)
+    fork = lambda child: _one_record_page(9, 100, struct.pack("<ii", 100, child))  # noqa: E731
+    assert convert(fork(101)) == (100, 100)  # a thread: its parent's process
+    assert convert(fork(102)) == (100, 102)  # a new process (the stale entry not believed)
+    assert convert(fork(103)) == (100, 103)  # unknown to the tables: a new process
+
+
+def test_a_record_shorter_than_its_format_gives_zeros_in_c_and_python():
+    """A field past a (corrupt) record's end is zeros, as many as the field's size, in both
+    converters (the Python reference wrote a zero for every byte from the record's end to the
+    field's end: 8 too many for a field starting 8 bytes past it; found by the corrupt-pages test)."""
+    import struct
+
+    from ust.kernel import formats as fmt
+
+    Converter = _c_converter()
+    plans = {7: ((fmt.OP_COPY, 8, 4), (fmt.OP_COPY, 16, 8))}
+    for payload in (b"", b"\x01\x02\x03\x04", b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a"):
+        page = _one_record_page(7, 1, payload)
+        a, b = Converter(plans, True).page(page), pages.PyConverter(plans, True).page(page)
+        assert a[0] == bytes(b[0]) and a[1:] == b[1:], payload
+        rec = payload.ljust(-(-(8 + len(payload)) // 4) * 4 - 8, b"\0")  # the record as padded on the page
+        want = (rec[:4].ljust(4, b"\0") + rec[8:16].ljust(8, b"\0"))
+        assert bytes(a[0])[-12:] == want and struct.unpack_from("<i", a[0], 6)[0] == 1, payload  # (header, tid, fields)

@@ -298,8 +298,9 @@ class Consumer:
                              read_timer: float, formats: list, root: str | None = None, relay: dict | None = None,
                              attach: bool = False, live_timer: int = 0, tracked: list = ()) -> tuple[dict, list]:
         """A kernel trace over the readers the sessiond opened (``fds``: each CPU's
-        trace_pipe_raw, then each CPU's stats, then saved_tgids and saved_cmdlines when the
-        pid or procname context is asked), each checked to be what it is said to be.
+        trace_pipe_raw, then each CPU's stats, then saved_tgids and saved_cmdlines: the task
+        tables, read when a context or a field asks a thread's process or name), each checked
+        to be what it is said to be.
         ``attach``: a restarted consumer's, carrying on its predecessor's stream files."""
         from ust.kernel import tracefs
         from ust.kernel.trace import CONTEXTS, KernelTrace, new_trace_info
@@ -308,10 +309,8 @@ class Consumer:
             return {}, []
         if not isinstance(contexts, list) or any(c not in CONTEXTS for c in contexts):
             raise ValueError(f"kernel contexts {contexts!r}: only {', '.join(CONTEXTS)}")
-        tasks = "pid" in contexts or "procname" in contexts
-        if not _int_in(cpus, 1, protocol.MAX_FDS) or len(fds) != 2 * cpus + (2 if tasks else 0):
-            raise ValueError(f"a kernel trace of {cpus!r} CPUs needs {cpus!r}×2{'+2' if tasks else ''} "
-                             f"descriptors, got {len(fds)}")
+        if not _int_in(cpus, 1, protocol.MAX_FDS) or len(fds) != 2 * cpus + 2:
+            raise ValueError(f"a kernel trace of {cpus!r} CPUs needs {cpus!r}×2+2 descriptors, got {len(fds)}")
         if not _int_in(page_size, 4096, 1 << 20) or not _int_in(keep_pages, 1, 1 << 24):
             raise ValueError(f"kernel page size {page_size!r} or kept pages {keep_pages!r} out of range")
         if not isinstance(read_timer, (int, float)) or not 0.001 <= read_timer <= 10 \
@@ -320,9 +319,8 @@ class Consumer:
         for cpu in range(cpus):
             tracefs.check_reader_fd(fds[cpu], "raw", cpu)
             tracefs.check_reader_fd(fds[cpus + cpu], "stats", cpu)
-        if tasks:
-            tracefs.check_reader_fd(fds[2 * cpus], "saved_tgids")
-            tracefs.check_reader_fd(fds[2 * cpus + 1], "saved_cmdlines")
+        tracefs.check_reader_fd(fds[2 * cpus], "saved_tgids")
+        tracefs.check_reader_fd(fds[2 * cpus + 1], "saved_cmdlines")
         output = None
         if drain:
             if relay is not None:  # streamed: the relay writes <session>/kernel (ust.relay.output)
@@ -334,7 +332,7 @@ class Consumer:
         for fd in kept[:cpus]:
             os.set_blocking(fd, False)  # a read of a ring with nothing must not stop the engine
         try:
-            task_table = tracefs.TaskTable(*kept[2 * cpus:]) if tasks else None
+            task_table = tracefs.TaskTable(*kept[2 * cpus:])
             trace = KernelTrace(key, output, info, tuple(contexts), task_table)
         except BaseException:
             protocol.close_fds(kept)
@@ -354,6 +352,10 @@ class Consumer:
             raise
         if attach:
             _resume_streams(ch)
+        elif drain:
+            # before the sessiond starts the instance: the statedump, as this consumer (the
+            # session owner) sees the processes, and every stream opened now
+            trace.recording_starts()
         self.traces[key] = trace
         return {"streams": cpus}, []
 

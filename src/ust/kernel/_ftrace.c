@@ -21,6 +21,11 @@
 #define OP_COPY 0
 #define OP_STRING 1
 #define OP_BYTES 2
+/* derived values (formats.py lttng_layout): each writes 4 bytes */
+#define OP_TGID 3        /* the int32 thread id at offset -> its process id (task_context), int32 */
+#define OP_INT32_MINUS 4 /* the int32 at offset minus arg (kernel prio -> lttng-modules' prio) */
+#define OP_RWBS 5        /* char[arg] block rwbs text at offset -> lttng-modules' RWBS_FLAG_* mask, uint32 */
+#define OP_CHILD_TGID 6  /* fork's child tid at offset, parent tid at arg -> the child's process (formats.py) */
 
 #define PAGE_HEADER 16
 #define COMMIT_MASK ((1ULL << 30) - 1)
@@ -242,10 +247,16 @@ static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
         }
         for (Py_ssize_t j = 0; j < n; j++) {
             unsigned int op, off, arg;
-            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, j), "III", &op, &off, &arg) || op > OP_BYTES
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, j), "III", &op, &off, &arg) || op > OP_CHILD_TGID
                 || off > 65536 || arg > 65536) {
                 if (!PyErr_Occurred())
                     PyErr_SetString(PyExc_ValueError, "bad plan op");
+                PyMem_Free(ops);
+                Py_DECREF(seq);
+                return -1;
+            }
+            if ((op == OP_TGID || op == OP_CHILD_TGID) && (!PyDict_Check(tasks) || !PyCallable_Check(task_of))) {
+                PyErr_SetString(PyExc_TypeError, "a process id field needs a tasks dict and task_of");
                 PyMem_Free(ops);
                 Py_DECREF(seq);
                 return -1;
@@ -309,6 +320,46 @@ static int task_context(Converter *self, int32_t tid, int32_t *tgid, char comm[C
     return 0;
 }
 
+/* lttng-modules' RWBS_FLAG_* mask of ftrace's rwbs text (at most n bytes,
+ * NUL-terminated or not): the kernel's blk_fill_rwbs writes an optional F
+ * (preflush), the operation (W, R, D, DE for secure erase, F for flush, N),
+ * then F (FUA), A (read-ahead), S (sync), M (meta). formats.rwbs_mask is the
+ * same in Python. */
+static uint32_t rwbs_mask(const uint8_t *t, uint32_t n)
+{
+    const uint8_t *nul = n ? memchr(t, 0, n) : NULL;
+    if (nul)
+        n = (uint32_t)(nul - t);
+    uint32_t mask = 0, i = 0;
+    if (n >= 2 && t[0] == 'F' && memchr("WRDFN", t[1], 5)) {
+        mask |= 1u << 10; /* PREFLUSH */
+        i = 1;
+    }
+    if (i >= n)
+        return mask;
+    switch (t[i]) {
+    case 'W': mask |= 1u << 0; break;
+    case 'R': mask |= 1u << 2; break;
+    case 'D':
+        mask |= 1u << 1;
+        if (i + 1 < n && t[i + 1] == 'E')
+            mask |= 1u << 7, i++; /* SECURE */
+        break;
+    case 'F': mask |= 1u << 8; break;
+    case 'N': break;
+    default: return mask; /* not an rwbs text: what was understood */
+    }
+    for (i++; i < n; i++) {
+        switch (t[i]) {
+        case 'F': mask |= 1u << 9; break;
+        case 'A': mask |= 1u << 3; break;
+        case 'S': mask |= 1u << 5; break;
+        case 'M': mask |= 1u << 6; break;
+        }
+    }
+    return mask;
+}
+
 /* Append one record's CTF event (header, contexts tid/pid/procname/prio in this
  * order, payload). rec/dlen: the record (common fields first), already checked
  * to lie inside the page. Returns -1 on error (memory, or task_of's). */
@@ -325,7 +376,7 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
     }
     size_t need = 14 + 4 + 4 + COMM_LEN + 4;
     for (int i = 0; i < plan->nops; i++)
-        need += plan->ops[i].op == OP_COPY ? plan->ops[i].arg : 5 + dlen;
+        need += plan->ops[i].op == OP_COPY ? plan->ops[i].arg : plan->ops[i].op >= OP_TGID ? 4 : 5 + dlen;
     if (ensure(o, need))
         return -1;
     if (ts - prev < (1ULL << 32)) {
@@ -358,6 +409,33 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
             put(o, rec + op->offset, have);
             memset(o->data + o->len, 0, op->arg - have);
             o->len += op->arg - have;
+            continue;
+        }
+        if (op->op == OP_TGID || op->op == OP_CHILD_TGID || op->op == OP_INT32_MINUS) {
+            /* a record shorter than its format reads 0; arithmetic wraps as int32 */
+            int32_t value = op->offset + 4 <= dlen ? (int32_t)rd32(rec + op->offset) : 0;
+            char unused_comm[COMM_LEN];
+            if (op->op == OP_TGID) {
+                if (task_context(self, value, &value, unused_comm) < 0)
+                    return -1;
+            } else if (op->op == OP_CHILD_TGID) {
+                /* a thread (in its parent's process) or a new process (tgid = its tid): nothing else */
+                int32_t parent = op->arg + 4 <= dlen ? (int32_t)rd32(rec + op->arg) : 0, parent_tgid, child_tgid;
+                if (task_context(self, parent, &parent_tgid, unused_comm) < 0
+                    || task_context(self, value, &child_tgid, unused_comm) < 0)
+                    return -1;
+                if (child_tgid == parent_tgid)
+                    value = parent_tgid;
+            } else {
+                value = (int32_t)((uint32_t)value - op->arg);
+            }
+            put(o, &value, 4);
+            continue;
+        }
+        if (op->op == OP_RWBS) {
+            uint32_t have = op->offset < dlen ? dlen - op->offset : 0;
+            uint32_t mask = rwbs_mask(rec + op->offset, have < op->arg ? have : op->arg);
+            put(o, &mask, 4);
             continue;
         }
         uint32_t loc = op->offset + 4 <= dlen ? rd32(rec + op->offset) : 0;

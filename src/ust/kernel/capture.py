@@ -56,8 +56,7 @@ class KernelCapture:
         self.output = output
         self.contexts = contexts
         self.poll_interval = poll_interval
-        self.tasks = "pid" in contexts or "procname" in contexts
-        if "pid" in contexts:
+        if fmt.records_tgid(contexts, []):
             self.instance.set_record_tgid(True)
         self.instance.set_buffer_percent(BUFFER_PERCENT)
         self.sources: list = []  # one per CPU
@@ -65,8 +64,8 @@ class KernelCapture:
         self._lock = threading.Lock()  # configuration against start/stop/snapshot
         self.running = False
         self.built = False
-        try:
-            tasks = TaskTable(*TaskTable.open_files(self.instance.tracefs)) if self.tasks else None
+        try:  # read only when a context or a field asks a thread's process or name
+            tasks = TaskTable(*TaskTable.open_files(self.instance.tracefs))
         except BaseException:
             self.instance.remove()
             raise
@@ -98,6 +97,8 @@ class KernelCapture:
         texts = [(system, self.instance.format_text(system, name)) for system, name in events]
         with self._lock, self._paused():
             self.trace.learn(texts)  # the metadata describes them before they are recorded
+            if fmt.records_tgid(self.contexts, texts):  # before they are recorded too
+                self.instance.set_record_tgid(True)
             self.instance.set_enabled(events, True)
         return sorted({fmt.ctf_event_name(s, n) for s, n in events})
 
@@ -140,6 +141,8 @@ class KernelCapture:
                 return
             if not self.built:
                 self._build()
+                if not self.snapshot:
+                    self.trace.recording_starts()  # the statedump, before the instance starts
             self.instance.start()
             self.running = True
             if not self.snapshot:

@@ -33,6 +33,20 @@ from dataclasses import dataclass, field
 OP_COPY = 0  # (OP_COPY, offset, size): copy size bytes
 OP_STRING = 1  # (OP_STRING, offset, relative): __data_loc / __rel_loc char[] -> string
 OP_BYTES = 2  # (OP_BYTES, offset, relative): other __data_loc arrays -> uint32 length + bytes
+# derived values: what lttng-modules records and an ftrace record says another way (lttng_layout)
+OP_TGID = 3  # (OP_TGID, offset, 0): the int32 thread id at offset -> its process id (tgid), int32
+OP_INT32_MINUS = 4  # (OP_INT32_MINUS, offset, n): the int32 at offset minus n, int32
+OP_RWBS = 5  # (OP_RWBS, offset, size): block rwbs text (char[size]) -> lttng-modules' RWBS_FLAG_* mask, uint32
+# (OP_CHILD_TGID, child tid offset, parent tid offset): a new task's process, int32: the parent's process if the
+# task tables say the child is in it (a thread), else the child itself (a new process: tgid = tid) — the only
+# two answers a fork can have, so a table entry left by an older thread of the same id is never believed
+OP_CHILD_TGID = 6
+
+STATEDUMP_FIRST_ID = 65530  # event ids from here up are the statedump's (ust.kernel.statedump), not ftrace's
+MAX_RT_PRIO = 100  # lttng-modules records a task's prio minus this (a normal task is 20, not 120)
+# lttng-modules' block RWBS_FLAG_* bits (instrumentation/events/block.h)
+RWBS_WRITE, RWBS_DISCARD, RWBS_READ, RWBS_RAHEAD = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+RWBS_SECURE, RWBS_SYNC, RWBS_META, RWBS_FLUSH, RWBS_FUA, RWBS_PREFLUSH = 1 << 7, 1 << 5, 1 << 6, 1 << 8, 1 << 9, 1 << 10
 
 _FIELD_RE = re.compile(
     r"^\s*field:(?P<decl>.+?);\s*offset:(?P<offset>\d+);\s*size:(?P<size>\d+);\s*signed:(?P<signed>-?\d+);"
@@ -52,6 +66,9 @@ class Field:
     signed: bool
     count: int = 0  # elements of a fixed array (0: not an array)
     dynamic: str = ""  # "data_loc" or "rel_loc" for dynamic arrays
+    derive: int = OP_COPY  # a derived value's op (OP_TGID, OP_INT32_MINUS, OP_RWBS): its CTF field is an integer
+    derive_arg: int = 0
+    ctf: str = ""  # the CTF name when not ctf_field_name's (a derived field)
 
     @property
     def is_char(self) -> bool:
@@ -136,9 +153,75 @@ def parse_format(text: str, system: str = "") -> EventFormat:
                 fields.append(f)
     if name is None or event_id is None:
         raise FormatError(f"format of {system or '?'} event has no name or ID")
-    if not 0 <= event_id < 65535:
-        raise FormatError(f"event {system}:{name} has an ID out of range: {event_id}")
-    return EventFormat(system, name, event_id, fields, common)
+    if not 0 <= event_id < STATEDUMP_FIRST_ID:
+        raise FormatError(f"event {system}:{name} has an ID out of range: {event_id} "
+                          f"(ust takes {STATEDUMP_FIRST_ID} and up for its statedump events)")
+    return lttng_layout(EventFormat(system, name, event_id, fields, common))
+
+
+_PRIO_FIELDS = ("prio", "prev_prio", "next_prio", "oldprio", "newprio")
+
+
+def lttng_layout(ev: EventFormat) -> EventFormat:
+    """Give the fields lttng-modules' meaning and its extra fields where an
+    ftrace record says the same thing another way (docs/kernel.md):
+
+      * sched priorities are the kernel's prio minus MAX_RT_PRIO (20 for a
+        normal task, as lttng-modules records them; ftrace says 120);
+      * sched_process_fork gets ``parent_pid`` / ``child_pid``, the process
+        (tgid) of ``parent_tid`` / ``child_tid``, from ftrace's task tables
+        (OP_TGID, OP_CHILD_TGID);
+      * block ``rwbs`` (ftrace: text such as "WS") is lttng-modules' bit mask.
+    """
+    if ev.system == "sched":
+        out = []
+        ids = {f.name: f for f in ev.fields if f.size == 4 and not f.count and not f.dynamic}
+        for f in ev.fields:
+            if f.name in _PRIO_FIELDS and f.name in ids:
+                f.derive, f.derive_arg = OP_INT32_MINUS, MAX_RT_PRIO
+            out.append(f)
+            if ev.name == "sched_process_fork" and "parent_pid" in ids and "child_pid" in ids:
+                # lttng-modules has each side's tid (ftrace's *_pid) and its process (tgid)
+                if f.name == "parent_pid":
+                    out.append(Field(f.name, "pid_t", f.offset, 4, True, derive=OP_TGID, ctf="parent_pid"))
+                elif f.name == "child_pid":
+                    out.append(Field(f.name, "pid_t", f.offset, 4, True, derive=OP_CHILD_TGID,
+                                     derive_arg=ids["parent_pid"].offset, ctf="child_pid"))
+        ev.fields = out
+    elif ev.system == "block":
+        for f in ev.fields:
+            if f.name == "rwbs" and f.count and f.is_char:
+                f.derive, f.derive_arg = OP_RWBS, f.size
+    return ev
+
+
+def rwbs_mask(text: bytes) -> int:
+    """lttng-modules' RWBS_FLAG_* mask of ftrace's rwbs text (the kernel's
+    blk_fill_rwbs: an optional F (preflush), the operation — W, R, D, DE
+    (secure erase), F (flush), N (other) — then F (FUA), A, S, M)."""
+    cut = text.find(b"\0")
+    t = text if cut < 0 else text[:cut]
+    mask = i = 0
+    if len(t) >= 2 and t[0:1] == b"F" and t[1:2] in b"WRDFN":
+        mask |= RWBS_PREFLUSH
+        i = 1
+    op = t[i:i + 1]
+    if op == b"W":
+        mask |= RWBS_WRITE
+    elif op == b"R":
+        mask |= RWBS_READ
+    elif op == b"D":
+        mask |= RWBS_DISCARD
+        if t[i + 1:i + 2] == b"E":
+            mask |= RWBS_SECURE
+            i += 1
+    elif op == b"F":
+        mask |= RWBS_FLUSH
+    elif op != b"N":
+        return mask  # not an rwbs text: what was understood
+    for c in t[i + 1:]:
+        mask |= {0x46: RWBS_FUA, 0x41: RWBS_RAHEAD, 0x53: RWBS_SYNC, 0x4D: RWBS_META}.get(c, 0)
+    return mask
 
 
 def _int_decl(bits: int, signed: bool, base: int = 10, encoding: str = "none") -> str:
@@ -148,7 +231,11 @@ def _int_decl(bits: int, signed: bool, base: int = 10, encoding: str = "none") -
 
 def field_lines(ev: EventFormat, f: Field) -> list[str]:
     """TSDL lines declaring one field (babeltrace2 strips the leading '_')."""
-    n = "_" + ctf_field_name(ev.system, f.name)
+    n = "_" + (f.ctf or ctf_field_name(ev.system, f.name))
+    if f.derive in (OP_TGID, OP_CHILD_TGID, OP_INT32_MINUS):
+        return [f"{_int_decl(32, True)} {n};"]
+    if f.derive == OP_RWBS:
+        return [f"{_int_decl(32, False)} {n};"]
     if f.dynamic:
         if f.is_char:
             return [f"string {{ encoding = UTF8; }} {n};"]
@@ -170,10 +257,26 @@ def plan(ev: EventFormat) -> tuple:
     (see OP_*); adjacent copies are merged."""
     ops: list[list[int]] = []
     for f in ev.fields:
-        if f.dynamic:
+        if f.derive != OP_COPY:
+            ops.append([f.derive, f.offset, f.derive_arg])
+        elif f.dynamic:
             ops.append([OP_STRING if f.is_char else OP_BYTES, f.offset, 1 if f.dynamic == "rel_loc" else 0])
         elif ops and ops[-1][0] == OP_COPY and ops[-1][1] + ops[-1][2] == f.offset:
             ops[-1][2] += f.size
         else:
             ops.append([OP_COPY, f.offset, f.size])
     return tuple(tuple(op) for op in ops)
+
+
+def uses_task_table(plan_ops: tuple) -> bool:
+    """Whether a plan reads ftrace's task tables (a field that is a thread's process:
+    OP_TGID, OP_CHILD_TGID — sched_process_fork's parent_pid / child_pid)."""
+    return any(op[0] in (OP_TGID, OP_CHILD_TGID) for op in plan_ops)
+
+
+def records_tgid(contexts, formats: list[tuple[str, str]]) -> bool:
+    """Whether an instance recording these events (``(system, format text)``) for a trace with
+    these contexts must save each thread's process (``options/record-tgid``: ftrace's
+    ``saved_tgids``, read by ust.kernel.tracefs.TaskTable): for the pid context, or for a field
+    that is a thread's process."""
+    return "pid" in contexts or any(uses_task_table(plan(parse_format(text, system))) for system, text in formats)

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import struct
 
+from .formats import MAX_RT_PRIO, OP_CHILD_TGID, OP_INT32_MINUS, OP_RWBS, OP_TGID, rwbs_mask, uses_task_table
+
 CTF_MAGIC = 0xC1FC1FC1
 RB_MISSED_EVENTS = 1 << 31
 RB_MISSED_STORED = 1 << 30
@@ -74,7 +76,6 @@ COMM_LEN = 16  # the procname context: char[16], as the kernel's TASK_COMM_LEN
 
 
 PRIO_UNKNOWN = -(1 << 31)  # the prio context when ust cannot know it (docs/kernel.md)
-MAX_RT_PRIO = 100  # task_prio() = p->prio - MAX_RT_PRIO, as lttng-modules writes it
 TRACK_SWITCH, TRACK_PI, TRACK_SETTER = 1, 2, 3
 
 
@@ -222,10 +223,12 @@ def records(page: bytes):
 
 
 def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: PrioRules | None = None,
-                 state: dict | None = None) -> tuple[bytearray, int, int, int, int]:
+                 state: dict | None = None, tgid_of=None) -> tuple[bytearray, int, int, int, int]:
     """The CTF events of one page: (event bytes, events written, events of an
     unknown type skipped, first time, last time). Pure Python reference of
     the C converter (``ust.kernel._ftrace.Converter``), which must agree.
+    ``task(tid)``: the pid/procname context bytes; ``tgid_of(tid)``: a
+    thread's process, for the OP_TGID / OP_CHILD_TGID fields.
     With ``prio``, ``state`` (tid, prio, changes, next, taint, horizon) is
     followed through the page and each event gets its prio context."""
     _page_end(page)
@@ -242,7 +245,7 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
         if rec is None:
             break
         event_id = rec[0] | rec[1] << 8
-        value = prio.step(state, event_id, ts, rec) if prio is not None else PRIO_UNKNOWN
+        prio_context = prio.step(state, event_id, ts, rec) if prio is not None else PRIO_UNKNOWN
         ops = plans.get(event_id)
         if ops is None:
             if prio is None or event_id not in prio.track:
@@ -260,13 +263,28 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
         if task is not None:  # the pid / procname contexts of the record's thread
             out += task(_I32.unpack_from(rec, 4)[0])
         if prio is not None:
-            out += _I32.pack(value)
+            out += _I32.pack(prio_context)
         dlen = len(rec)
         for op, off, arg in ops:
             if op == 0:
-                out += rec[off:off + arg]
-                if off + arg > dlen:
-                    out += bytes(off + arg - dlen)  # a record shorter than its format: zeros
+                chunk = rec[off:off + arg]
+                out += chunk
+                if len(chunk) < arg:  # a record shorter than its format: zeros (for all of it past the end)
+                    out += bytes(arg - len(chunk))
+                continue
+            if op in (OP_TGID, OP_CHILD_TGID, OP_INT32_MINUS):  # a record shorter than its format: 0 read
+                derived = _I32.unpack_from(rec, off)[0] if off + 4 <= dlen else 0
+                if op == OP_TGID:
+                    derived = tgid_of(derived)
+                elif op == OP_CHILD_TGID:
+                    parent = tgid_of(_I32.unpack_from(rec, arg)[0] if arg + 4 <= dlen else 0)
+                    derived = parent if tgid_of(derived) == parent else derived
+                else:
+                    derived -= arg
+                out += _I32.pack(((derived + (1 << 31)) & 0xFFFFFFFF) - (1 << 31))
+                continue
+            if op == OP_RWBS:
+                out += _U32.pack(rwbs_mask(bytes(rec[off:min(off + arg, dlen)])))
                 continue
             loc = _U32.unpack_from(rec, off)[0] if off + 4 <= dlen else 0
             start = (loc & 0xFFFF) + (off + 4 if arg else 0)
@@ -290,7 +308,15 @@ class PyConverter:
                  tasks: dict | None = None, task_of=None, prio=None):
         self.plans = dict(plans)
         self.with_tid = with_tid
-        self.task = None
+        self.task = self.tgid_of = None
+        if isinstance(tasks, dict) and callable(task_of):
+            def tgid_of(tid: int) -> int:
+                entry = tasks.get(tid)
+                return (entry if entry is not None else task_of(tid))[0]
+
+            self.tgid_of = tgid_of
+        elif any(uses_task_table(ops) for ops in self.plans.values()):
+            raise TypeError("a process id field needs a tasks dict and task_of")
         if with_pid or with_procname:
             if not isinstance(tasks, dict) or not callable(task_of):
                 raise TypeError("the pid/procname contexts need a tasks dict and task_of")
@@ -308,14 +334,14 @@ class PyConverter:
     def page(self, page: bytes):
         if self.prio is not None:
             raise TypeError("a Converter with the prio context converts with page_prio()")
-        return convert_page(page, self.plans, self.with_tid, self.task)
+        return convert_page(page, self.plans, self.with_tid, self.task, tgid_of=self.tgid_of)
 
     def page_prio(self, page: bytes, state: tuple, changes, taint: bool, horizon: int):
         if self.prio is None:
             raise TypeError("this Converter has no prio context")
         st = {"tid": state[0], "prio": state[1], "changes": list(changes), "next": 0, "taint": taint,
               "horizon": horizon}
-        result = convert_page(page, self.plans, self.with_tid, self.task, self.prio, st)
+        result = convert_page(page, self.plans, self.with_tid, self.task, self.prio, st, self.tgid_of)
         return (*result, (st["tid"], st["prio"]))
 
     def scan(self, page: bytes):

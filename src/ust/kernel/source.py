@@ -10,12 +10,18 @@ CPU has nothing more. A packet not written (``unget_subbuf``) is kept and
 returned again.
 
 Lost events (docs/kernel.md): a page's own missed count goes into its
-packet; discard mode's ``dropped events`` (per_cpu/cpuN/stats) into an
-empty packet after the pages read; ``flush(final=True)`` adds whatever the
-ring's counters say beyond that. ``events_discarded`` is cumulative from the
+packet; discard mode's ``dropped events`` (per_cpu/cpuN/stats, read when
+the ring has nothing more) into the next page's packet; ``flush(final=True)``
+adds whatever the ring's counters say beyond that, in an empty packet at the
+stop. ``events_discarded`` is cumulative from the
 start of the current output (``start_output``: a snapshot's files count
 from zero), and an output's first packet never carries losses (babeltrace2
 could not count them): an empty packet goes first.
+
+A trace written as recorded opens each stream when recording starts
+(``prelude``: KernelTrace.recording_starts) and closes it at the stop. A
+drain pass ends at the first page begun after it began (``read_ring``: with
+system calls recorded, a reader's own reads are in the ring it reads).
 """
 
 from __future__ import annotations
@@ -85,6 +91,11 @@ class FtraceSource:
         self.tracker = None  # the prio context's PrioTracker (ust.kernel.prio): it reads the rings
         self.snapshot_conversion = None  # a snapshot's prio conversion of the kept pages (PrioTracker)
         self.keep_pages = 1  # a snapshot keeps this many pages read (the ring's size)
+        self.stopped_ns = 0  # when recording stopped (flush(final=True))
+        # the stream's first packet, made when recording starts (KernelTrace.recording_starts): CPU 0's
+        # holds the statedump, the others' are empty: (events, count, time)
+        self.prelude: tuple[bytes, int, int] | None = None
+        self.quiet_told = 0  # the latest time a live beacon said this stream had sent everything up to
         self._kept_pages: collections.deque = collections.deque()  # [page, events lost just before it]
         self._kept_tail = 0  # events lost after the last kept page
         self._kept_accounted = 0  # ring losses said by kept pages' counts or the tail
@@ -109,10 +120,13 @@ class FtraceSource:
         self.last_end = end
 
     def quiet_until(self, stamp: int) -> int:
-        """The time up to which this stream has sent everything (a live beacon's): ``stamp``,
-        or just before the oldest page the prio context holds back."""
+        """The time up to which this stream has sent everything, for a live beacon: ``stamp``,
+        or just before the oldest page the prio context holds back. No later packet of the
+        stream begins before it (a viewer has moved past it)."""
         held = self.tracker.held_since(self.cpu) if self.tracker is not None else None
-        return stamp if held is None else max(min(stamp, held - 1), self.last_end)
+        quiet = stamp if held is None else max(min(stamp, held - 1), self.last_end)
+        self.quiet_told = max(self.quiet_told, quiet)
+        return quiet
 
     def poll_fd(self) -> int:
         """Readable when the ring has data past the instance's ``buffer_percent`` (the drain
@@ -134,6 +148,10 @@ class FtraceSource:
             else:
                 self._held, self._queued = self._queued, None
             return memoryview(self._held)  # the caller releases each view it gets
+        if self.prelude is not None:
+            events, count, at = self.prelude
+            self.prelude = None
+            return self._hand(events, count, at, at)
         while True:
             held = None
             if self._pass_began is None:
@@ -149,13 +167,21 @@ class FtraceSource:
                 self._pass_began, self._caught_up = None, False
                 if self.on_idle is not None:
                     self.on_idle()
-                # nothing more: discard mode's drops go after the pages read
+                # nothing more: discard mode's drops happened after the last event read; they are
+                # counted in the next packet, so babeltrace2 dates them between the two events
+                # around them (the end of the packet before, the beginning of the one counting them)
                 self._pending_lost += self._new_drops()
                 if self._settle:
                     self._settle = False
                     self._pending_lost += max(self.ring_lost() - self.charged - self._pending_lost, 0)
-                if self._pending_lost:
-                    return self._hand(b"", 0, self.last_end, self.last_end)
+                    # every stream closes when recording stopped, as LTTng's do (they open when it
+                    # started: recording_starts), with the losses not counted yet: dated from the
+                    # last event (or the last live beacon) to the stop
+                    at = max(self.stopped_ns, self.last_end, self.quiet_told)
+                    if self._pending_lost:
+                        return self._hand(b"", 0, at, at)
+                    if at > self.last_end:
+                        return self._hand(b"", 0, max(self.last_end, self.quiet_told), at)
                 return None
             try:
                 _, missed, _ = pages.page_missed(page)
@@ -183,6 +209,7 @@ class FtraceSource:
         was lost beyond what the packets said (a page with no room for its count)."""
         if final:
             self._settle = True
+            self.stopped_ns = clock_now()  # after the instance stopped: no event is newer
             if self.tracker is not None:
                 self.tracker.finish()
 
@@ -282,8 +309,11 @@ class FtraceSource:
         begin = max(begin, self.last_end)  # packets of a stream never go back in time
         end = max(end, begin)
         first = None
-        if lost and self.seq == 0:
-            first = self._packet(b"", begin, begin)  # a first packet carrying losses: babeltrace2 cannot count them
+        if self.seq == 0 and lost:
+            # a first packet carrying losses: babeltrace2 cannot count them; an empty one goes first
+            # (a snapshot's output: a trace written as recorded opens each stream when recording
+            # starts, and the losses of its first page are dated from then)
+            first = self._packet(b"", begin, begin)
         self.charged += lost
         self.events += count
         out = self._packet(events, begin, end)

@@ -22,7 +22,7 @@ from ust.consumer.trace import Trace
 from ust.ctf import metadata as md
 
 from . import formats as fmt
-from . import pages
+from . import pages, statedump
 
 CHANNEL = "channel0"
 LTTNG_MODULES_VERSION = (2, 13, 0)
@@ -53,7 +53,8 @@ def kernel_env(trace: md.TraceInfo) -> dict:
     }
 
 
-def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: tuple[str, ...] = ()) -> str:
+def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: tuple[str, ...] = (),
+                  with_statedump: bool = False) -> str:
     out = [md.preamble_text(trace, kernel_env(trace))]
     out.append("stream {\n\tid = 0;\n\tevent.header := struct event_header_large;\n"
                "\tpacket.context := struct packet_context;\n")
@@ -71,6 +72,8 @@ def metadata_text(trace: md.TraceInfo, events: list[fmt.EventFormat], contexts: 
         body = "".join(f"\t\t{line}\n" for line in lines)
         out.append("\tfields := struct {\n" + body + "\t};\n" if lines else "\tfields := struct { };\n")
         out.append("};\n\n")
+    if with_statedump:
+        out.append(statedump.metadata_text())
     return "".join(out)
 
 
@@ -83,8 +86,12 @@ class KernelTrace(Trace):
     The one place a kernel trace is put together, wherever it is drained:
     ust-consumerd (given the instance's descriptors by the session daemon)
     and the standalone ``KernelCapture`` both call ``learn`` with the
-    events' format files and ``attach`` with the readers.
-    ``tasks``: the pid/procname contexts' TaskTable (it is closed with the trace)."""
+    events' format files, ``attach`` with the readers and, for a trace
+    written as it is recorded, ``recording_starts`` before the instance
+    first starts. ``tasks``: the TaskTable (ftrace's saved_tgids and
+    saved_cmdlines) of the pid/procname contexts and of the fields that are a
+    thread's process (sched_process_fork's: formats.uses_task_table); it is
+    closed with the trace."""
 
     def __init__(self, key: str, output, info: md.TraceInfo, contexts: tuple[str, ...] = ("tid",), tasks=None):
         super().__init__(key, output, info)
@@ -96,21 +103,25 @@ class KernelTrace(Trace):
         self.tracker = None  # the prio context's PrioTracker, once attached
         self._converter_class = pages.converter_class()
         self.converter = self._new_converter()
+        self.statedump = False  # the lttng_statedump_* events are declared (a trace written as recorded)
 
     def metadata_text(self) -> str:
-        return metadata_text(self.info, list(self.formats.values()), self.contexts)
+        return metadata_text(self.info, list(self.formats.values()), self.contexts, self.statedump)
 
     def learn(self, formats: list[tuple[str, str]], tracked: list[tuple[str, str]] = ()) -> list[fmt.EventFormat]:
         """Take the ``(system, format file text)`` of events about to be enabled: their
         conversion plans and their metadata, rewritten now (before any of their records is
         read); ``tracked``: those enabled for the prio context only (read, not written).
         Raises ValueError for a format that cannot be parsed."""
-        learned = []
-        for system, text in formats:
-            ev = fmt.parse_format(text, system)
+        learned = [fmt.parse_format(text, system) for system, text in formats]
+        if self.tasks is None:  # checked before anything changes
+            for ev in learned:
+                if fmt.uses_task_table(fmt.plan(ev)):
+                    raise ValueError(f"kernel event {ev.system}:{ev.name} needs ftrace's task tables "
+                                     "(saved_tgids, saved_cmdlines), which this trace was not given")
+        for ev in learned:
             self.formats[ev.id] = ev
             self.plans[ev.id] = fmt.plan(ev)
-            learned.append(ev)
         for system, text in tracked:
             ev = fmt.parse_format(text, system)
             self.tracked[ev.id] = ev
@@ -146,6 +157,7 @@ class KernelTrace(Trace):
 
             self.tracker = PrioTracker()
             self.tracker.attach(sources)
+        self.statedump = not snapshot  # declared before any packet (a restarted consumer's files have it)
         for src in sources:
             src.overwrite = snapshot
             src.keep_pages = keep_pages  # a snapshot keeps what the ring holds, for the next one
@@ -160,6 +172,22 @@ class KernelTrace(Trace):
             for src in sources:
                 src.close()
             raise
+
+    def recording_starts(self) -> None:
+        """Recording is about to start for the first time (call it after ``attach``, before the
+        instance starts, for a trace written as it is recorded; not for a snapshot session's,
+        nor a restarted consumer's): every stream's first packet begins now, as LTTng's streams
+        do (readers that keep only the time every stream covers, such as lttng-analyses, then
+        keep the first events; and a live viewer gets it before any beacon of the stream), and
+        CPU 0's holds the statedump (ust.kernel.statedump: the processes and disks as /proc
+        and /sys show them to this process, as lttng-modules writes at a session's start)."""
+        from ust._ring._ring import clock_now
+
+        sources = [src for ch in self.channels.values() for src in ch.sources]
+        now = clock_now()  # the instance's clock (mono): nothing it records is older
+        events, count = statedump.events(now, self.contexts)
+        for src in sources:
+            src.prelude = (events, count, now) if src is sources[0] else (b"", 0, now)
 
     def snapshot(self, output) -> int:
         """As ``Trace.snapshot``; with the prio context every CPU's ring is read first, so the

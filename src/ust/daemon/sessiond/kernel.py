@@ -4,7 +4,10 @@ What a session asked of the kernel (``KernelConf``: event rules, buffer size
 and mode, contexts) is kept here until ``start``, which makes the session's
 ftrace instance (``ust-<session>``, ust.kernel.tracefs) and hands its
 readers — each CPU's ``trace_pipe_raw`` and ``stats``, and the task tables
-for the pid/procname contexts — to the session owner's consumer
+(``saved_tgids``, ``saved_cmdlines``: the pid/procname contexts, and
+fields that are a thread's process such as sched_process_fork's; always
+given, as an event enabled later may need them, and read only when asked)
+— to the session owner's consumer
 (``add_kernel_trace``, SCM_RIGHTS), with the format files of the events it
 is about to enable. The consumer (running as the owner) drains them into
 ``<output>/kernel`` as it drains user-space buffers, so rotation, snapshots,
@@ -34,6 +37,7 @@ from ust.daemon import protocol
 from ust.daemon.sessiond import consumers
 from ust.daemon.sessiond.log import log
 from ust.errors import SessionError, UstError
+from ust.kernel import formats as fmt
 from ust.kernel.capture import BUFFER_PERCENT, DEFAULT_BUFFER_KB, READ_TIMER, keep_pages
 from ust.kernel.trace import CONTEXTS, REFUSED_CONTEXTS
 
@@ -107,7 +111,7 @@ def _instance(s, k: KernelConf):
 
         inst = Instance.create(s.name, buffer_size_kb=k.buffer_size_kb, overwrite=k.overwrite or s.snapshot)
         try:
-            if "pid" in k.contexts:
+            if fmt.records_tgid(k.contexts, []):
                 inst.set_record_tgid(True)
             inst.set_buffer_percent(BUFFER_PERCENT)
         except BaseException:
@@ -162,8 +166,7 @@ def _open_trace(daemon, s, k: KernelConf, formats: list[list[str]], tracked: lis
     """Give the session's consumer the instance's readers and the first formats."""
     inst = k.instance
     contexts = ["tid"] + [c for c in k.contexts if c != "tid"]
-    tasks = "pid" in contexts or "procname" in contexts
-    raw, stats, task_fds = inst.open_readers(tasks)
+    raw, stats, task_fds = inst.open_readers(True)
     if len(raw + stats + task_fds) > protocol.MAX_FDS:
         protocol.close_fds(raw + stats + task_fds)
         raise SessionError(f"kernel tracing: {len(raw)} CPUs are more than the consumer protocol can pass "
@@ -198,6 +201,8 @@ def _apply(daemon, s, k: KernelConf) -> None:
     off = [e for e in off if e not in tracked]
     formats = _formats(k, on, k.learned)
     tracked_formats = _formats(k, tracked, k.tracked)
+    if formats and fmt.records_tgid(k.contexts, [tuple(f) for f in formats]):
+        k.instance.set_record_tgid(True)  # ftrace saves each thread's process before they are recorded
     if not k.key:
         _open_trace(daemon, s, k, formats, tracked_formats)
     elif formats or tracked_formats:
@@ -221,6 +226,8 @@ def _wrap(fn, *args):
         raise SessionError(str(exc)) from None
     except OSError as exc:
         raise SessionError(f"kernel tracing: {exc.strerror or exc}") from None
+    except fmt.FormatError as exc:  # a format file ust cannot read (the consumer would refuse it too)
+        raise SessionError(f"kernel tracing: {exc}") from None
 
 
 # -- commands (ust.daemon.sessiond.commands.kernel) ------------------------------

@@ -1,0 +1,170 @@
+"""The real lttng-analyses (Debian's python3-lttnganalyses: lttng-cputop,
+lttng-schedlog, lttng-syscallstats, lttng-irqstats, lttng-iolatencytop) on
+ust's kernel trace: they read LTTng kernel traces (lttng-modules' event and
+field names, types and meaning), so they must read ours and find in it what a
+known workload did.
+
+Needs root and tracefs (as tests/test_kernel.py) and the tools (installed by
+scripts/ensure-system-deps.sh); without them each test is skipped with the
+reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from test_kernel import _name, tracefs_dir  # noqa: F401
+
+TOOLS = ("lttng-cputop-mi", "lttng-schedlog-mi", "lttng-syscallstats-mi", "lttng-irqstats-mi",
+         "lttng-iolatencytop-mi")
+
+GETPPIDS = 37
+SLEEPS = 4
+SLEEP_S = 0.05
+DIRECT_SIZE = 3 << 16  # 192 KiB: one O_DIRECT read of a size nothing else on the machine reads
+
+# the workload: waits for "go", then known system calls, sleeps,
+# a fork + exec, an O_DIRECT read; prints the exec'd child's pid
+_WORKLOAD = f"""
+import mmap, os, sys, time
+sys.stdin.readline()
+for _ in range({GETPPIDS}):
+    os.getppid()
+for _ in range({SLEEPS}):
+    time.sleep({SLEEP_S})
+child = os.fork()
+if child == 0:
+    os.execv("/bin/true", ["true"])
+os.waitpid(child, 0)
+buf = mmap.mmap(-1, {DIRECT_SIZE})  # page-aligned, as O_DIRECT wants
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
+assert os.readv(fd, [buf]) == {DIRECT_SIZE}
+os.close(fd)
+print(child, flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.fixture(scope="module")
+def tools():
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"lttng-analyses is not installed ({', '.join(missing)} missing: "
+                    "apt-get install python3-lttnganalyses, as scripts/ensure-system-deps.sh does)")
+
+
+def _run(tool: str, trace: str, *args: str) -> list[dict]:
+    """A tool's machine-interface results (the tool must succeed)."""
+    r = subprocess.run([tool, *args, trace], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{tool}: {r.stderr.strip()[-2000:]}"
+    return json.loads(r.stdout)["results"]
+
+
+def _tables(results: list[dict], title: str) -> list[dict]:
+    return [t for t in results if title in str(t["class"])]
+
+
+@pytest.fixture(scope="module")
+def workload_trace(tracefs_dir, tools, tmp_path_factory):
+    """One recording of the workload (shared: each tool takes seconds to read it)."""
+    from ust.kernel.capture import KernelCapture
+
+    out = tmp_path_factory.mktemp("lttng-analyses")
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), f".direct-{os.getpid()}")  # on the disk
+    with open(data, "wb") as f:
+        f.write(os.urandom(DIRECT_SIZE))
+        f.flush()
+        os.fsync(f.fileno())
+    c = KernelCapture(_name("analyses"), str(out))
+    app = None
+    try:
+        c.enable(["sched_switch", "sched_wakeup", "sched_wakeup_new", "sched_waking", "sched_process_fork",
+                  "sched_process_exec", "sched_process_exit", "sched_migrate_task", "irq_handler_entry",
+                  "irq_handler_exit", "softirq_entry", "softirq_exit", "softirq_raise", "block_rq_issue",
+                  "block_rq_complete"])
+        c.enable(["*"], syscalls=True)
+        c.start()
+        # started while recording: its fork is in the trace (ust writes no statedump of the
+        # processes already running: lttng-analyses shows their pid as "?")
+        app = subprocess.Popen([sys.executable, "-c", _WORKLOAD, data], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+        app.stdin.write("go\n")
+        app.stdin.flush()
+        child = int(app.stdout.readline())
+        time.sleep(0.05)  # the workload's last events reach the ring before it stops
+        c.stop()
+        app.stdin.write("end\n")
+        app.stdin.flush()
+        assert app.wait(timeout=60) == 0
+        yield str(out / "kernel"), app.pid, child
+    finally:
+        c.destroy()
+        if app is not None and app.poll() is None:
+            app.kill()
+            app.wait()
+        os.unlink(data)
+
+
+def test_lttng_syscallstats_counts_the_workloads_system_calls_and_sleeps(workload_trace):
+    trace, pid, child = workload_trace
+    results = _run("lttng-syscallstats-mi", trace)
+    # the per-thread table names the process: its pid comes from sched_process_fork's child_pid
+    mine = _tables(results, f" ({pid}, TID: {pid})]")
+    assert len(mine) == 1, [str(t["class"]) for t in results][:40]
+    calls = {row[0]["name"]: row for row in mine[0]["data"]}
+    assert calls["getppid"][1]["value"] == GETPPIDS
+    sleeps = calls["clock_nanosleep"]
+    assert sleeps[1]["value"] >= SLEEPS
+    assert sleeps[4]["value"] >= SLEEP_S * 1e9  # the longest sleep, in ns
+    assert "execve" in {row[0]["name"] for t in _tables(results, f"({child}, TID: {child})") for row in t["data"]}
+    # a process already running when recording started (this one) is known by its pid too:
+    # from the statedump at the start (lttng_statedump_process_state), read because every
+    # stream opens at the start (lttng-analyses keeps only the time all streams cover)
+    me = os.getpid()
+    assert _tables(results, f" ({me}, TID: {me})]"), [str(t["class"]) for t in results][:40]
+
+
+def test_lttng_cputop_and_schedlog_see_the_workload_run_and_wake_up(workload_trace):
+    trace, pid, _ = workload_trace
+    top = _run("lttng-cputop-mi", trace, "--limit", "100000")
+    procs = [row[0] for t in _tables(top, "per-process") for row in t["data"]]
+    assert any(p["tid"] == pid for p in procs)
+    cpus = [row[0]["id"] for t in _tables(top, "per-cpu") for row in t["data"]]
+    assert cpus and set(cpus) <= set(range(os.cpu_count()))  # cpu_id, from the packet context
+    log = _run("lttng-schedlog-mi", trace)
+    wakeups = [row for t in _tables(log, "log") for row in t["data"] if row[5]["tid"] == pid]
+    assert len(wakeups) >= SLEEPS  # woken after each sleep
+    assert all(row[5].get("pid") == pid and row[3]["value"] == 20 for row in wakeups)  # prio as lttng-modules: 20
+
+
+def test_lttng_irqstats_and_iolatencytop_read_the_interrupts_and_the_direct_read(workload_trace):
+    trace, pid, _ = workload_trace
+    irqs = _run("lttng-irqstats-mi", trace)
+    counts = [row[1]["value"] for t in irqs for row in t["data"]]
+    assert sum(counts) > 0  # the timer's softirqs at least, during the sleeps
+    io = _run("lttng-iolatencytop-mi", trace, "--minsize", str(DIRECT_SIZE), "--maxsize", str(DIRECT_SIZE))
+    reads = [row for t in _tables(io, "Top system call latencies") for row in t["data"]
+             if row[3]["name"] == "readv" and row[5]["tid"] == pid]
+    assert [row[4]["value"] for row in reads] == [DIRECT_SIZE], io
+
+
+def test_babeltrace_1_and_2_read_the_kernel_trace_without_a_warning(workload_trace):
+    """lttng-analyses reads with babeltrace 1 (and checks the trace with its CLI); babeltrace2
+    is ust's oracle: neither may warn, but about events the ring really lost (in a window of time)."""
+    import re
+
+    trace, _, _ = workload_trace
+    for tool in ("babeltrace2", "babeltrace"):
+        if shutil.which(tool) is None:
+            continue
+        r = subprocess.run([tool, trace], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0 and r.stdout, r.stderr
+        for line in r.stderr.splitlines():
+            m = re.search(r"discarded \d+ events between \[([^]]+)\] and \[([^]]+)\]", line)
+            assert m and m.group(1) < m.group(2), r.stderr[:2000]
