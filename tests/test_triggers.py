@@ -437,10 +437,12 @@ def test_a_flight_recorder_snapshots_itself_when_its_channel_is_90_percent_full(
     env.ust("add-trigger", "--name", "full", "--condition", "channel-buffer-usage-ge", "--session", "fl",
             "--channel", "small", "--threshold-ratio", "0.9", "--action", "snapshot-session", "fl",
             "--action", "notify")
-    env.ust("add-trigger", "--name", "empty", "--condition", "channel-buffer-usage-le", "--session", "fl",
-            "--channel", "small", "--threshold-size", "1k", "--action", "notify")
     with env.client() as c:
+        # subscribed before the -le trigger exists: it holds at its first sample, 0.1 s after add-trigger,
+        # and a subscription only sees what fires after it was made
         sub = c.notifications(["full", "empty"], timeout=120)
+        env.ust("add-trigger", "--name", "empty", "--condition", "channel-buffer-usage-le", "--session", "fl",
+                "--channel", "small", "--threshold-size", "1k", "--action", "notify")
         first = next(sub)
         assert (first["trigger"], first["session"], first["channel"], first["buffer_capacity"]) == \
             ("empty", "fl", "small", 8192)
