@@ -45,9 +45,9 @@ typedef struct {
     int n;
     int readers; /* calls using this list now (GIL-protected) */
     int retired; /* replaced: the last reader frees it */
-    /* api_write_u64's lean path applies: one attachment, no filter, and the tracepoint has one 8-byte
-     * integer field whose values are 0..u64_max (set by publish(); the channel's contexts are checked
-     * per event: ChannelObject.plain). */
+    /* tracepoint_write_u64's lean path applies: one attachment, no filter, an event id of the compact
+     * header, and the tracepoint has one 8-byte integer field whose values are 0..u64_max (set by
+     * publish(); the channel's contexts are checked per event: ChannelObject.plain). */
     int u64_lean;
     uint64_t u64_max;
     Attachment a[MAX_ATTACH];
