@@ -527,6 +527,8 @@ hooks_init(Hooks *self, PyObject *args, PyObject *kw)
 }
 
 #ifdef USE_EVAL_HOOK
+static Hooks *eval_owner;
+static void eval_fast_off(void);
 static void eval_fast_refresh(void);
 #endif
 
@@ -549,6 +551,11 @@ hooks_set_whole(Hooks *self, PyObject *args)
         return NULL;
     }
     self->generation = 0;
+#ifdef USE_EVAL_HOOK
+    /* before the tracepoints may be freed below (a dealloc may run Python, which enters the hook) */
+    if (eval_owner == self)
+        eval_fast_off();
+#endif
 #ifdef Py_GIL_DISABLED
     /* Without the GIL, another thread's callback may be reading these right now: the old objects stay
      * referenced, never freed (a few per start of whole-program tracing), as ring.c keeps replaced
@@ -860,6 +867,15 @@ static struct {
                                 * is the one above) */
 } eval_fast;
 
+/* The common case off, before what eval_fast borrows may be freed (eval_fast_refresh() turns it on again).
+ * A frame that returns meanwhile records no return: the tracer is stopping or being replaced then. */
+static void
+eval_fast_off(void)
+{
+    eval_fast.entry_generation = 0;
+    eval_fast.whole_generation = 0;
+}
+
 static void
 eval_fast_refresh(void)
 {
@@ -1148,6 +1164,8 @@ eval_update(Hooks *self)
 {
     PyInterpreterState *interp = PyThreadState_GetInterpreter(PyThreadState_Get());
     _PyFrameEvalFunction current = _PyInterpreterState_GetEvalFrameFunc(interp);
+    if (eval_owner != self || !(eval_whole || eval_probes > 0))
+        eval_fast_off(); /* the owner may be released below */
     if (eval_whole || eval_probes > 0) {
         if (current != traced_eval) {
             eval_next = current; /* _PyEval_EvalFrameDefault, or a debugger's */
