@@ -1092,7 +1092,7 @@ traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
              * then (a probe added meanwhile leaves whole_generation as it is). An exception leaving the frame
              * stays set: the lean write does not touch it, the general path sets it aside. */
             if (LIKELY(eval_fast.whole_generation == generation) &&
-                UNLIKELY(tracepoint_write_u64(eval_fast.ret, id) != 0))
+                UNLIKELY(tracepoint_write_u64_tp(eval_fast.ret, id) != 0)) /* the same objects as at entry */
                 record_id_general(eval_owner, eval_fast.ret, (long long)id);
             return result;
         }

@@ -46,8 +46,8 @@ typedef struct {
     int readers; /* calls using this list now (GIL-protected) */
     int retired; /* replaced: the last reader frees it */
     /* tracepoint_write_u64's lean path applies: one attachment, no filter, an event id of the compact
-     * header, and the tracepoint has one 8-byte integer field whose values are 0..u64_max (set by
-     * publish(); the channel's contexts are checked per event: ChannelObject.plain). */
+     * header, a channel without contexts (ChannelObject.plain), and the tracepoint has one 8-byte integer
+     * field whose values are 0..u64_max (set by publish()). */
     int u64_lean;
     uint64_t u64_max;
     Attachment a[MAX_ATTACH];
@@ -93,7 +93,7 @@ INLINE int tracepoint_write_u64_tp(PyObject *self, uint64_t value)
     if (LIKELY(al == NULL))
         return 0;
     Attachment *only = &al->a[0];
-    if (UNLIKELY(!al->u64_lean || !only->channel->plain || value > al->u64_max))
+    if (UNLIKELY(!al->u64_lean || value > al->u64_max))
         return 1;
     record_u64_bare(only, value);
     return 0;
