@@ -6,8 +6,10 @@ setup(
         Extension(
             "ust._ring._ring",
             # one file per role (src/ust/_ring/common.h lists them)
+            # probes.c: the hot paths of dynamic probes and --functions (module ust._ring._probes, made by
+            # this one's initialization), here so that the frame-evaluation hook inlines the ring's write
             sources=[f"src/ust/_ring/{name}.c" for name in ("process", "contexts", "frontend", "reader", "buffer",
-                                                             "channel", "tracepoint", "module")],
+                                                             "channel", "tracepoint", "probes", "module")],
             depends=[f"src/ust/_ring/{name}.h" for name in ("common", "layout", "shm", "process", "contexts",
                                                              "frontend", "reader", "channel", "tracepoint",
                                                              "module", "record_api")],
@@ -18,15 +20,6 @@ setup(
             "ust._ring._mark",
             sources=["src/ust/_ring/mark.c"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
-        ),
-        # The per-call paths of dynamic probes (ust.instrument.probes); optional: probes fall back to
-        # Python callbacks when it is not built (slower, same events).
-        Extension(
-            "ust._ring._probes",
-            sources=["src/ust/_ring/probes.c"],
-            depends=["src/ust/_ring/record_api.h"],
-            extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
-            optional=True,
         ),
         # The kernel domain's page converter (ust.kernel.capture); optional: the pure
         # Python reference in ust/kernel/pages.py does the same, slower (docs/kernel.md).

@@ -464,3 +464,21 @@ def test_a_dead_writer_whose_pid_was_reused_is_still_recognised_as_dead(tmp_path
                         str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["newest", "19999", "contiguous", "True", "lost_dead", "1", "reclaimed", "1"]
+
+
+def test_a_channel_is_initialized_once():
+    """Attached tracepoints read a channel's buffers and its `plain` flag (no context: the 8-byte lean
+    write, decided when the attachment is published) without a lock: initializing it again, which would
+    free the buffer array under them and change the flag, is refused in one line."""
+    buf, ch = make()
+    tp = ust.tracepoint("ring:once", {"v": ust.uint64})
+    tp.attach(ch, 0)
+    with pytest.raises(TypeError, match="a Channel is initialized once"):
+        ch.__init__([buf], context=("vtid",))
+    try:
+        tp(5)  # still the channel it was: an event without context
+    finally:
+        tp.detach(ch)
+    assert buf.flush() is True
+    (packet,) = take_all(buf)
+    assert header(packet)["content_size"] == (PACKET_HEADER_SIZE + 6 + 8) * 8

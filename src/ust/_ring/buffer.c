@@ -33,6 +33,7 @@ int buffer_bind(BufferObject *b)
     b->bufsize = h->subbuf_size * h->num_subbuf;
     b->sbshift = log2u(b->sbsize);
     b->bufshift = log2u(b->bufsize);
+    atomic_init(&b->packet_cache, UINT64_MAX);
     return 0;
 }
 

@@ -62,6 +62,10 @@ static int Channel_init(ChannelObject *self, PyObject *args, PyObject *kw)
     PyObject *buffers, *context = NULL, *py_context = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO", kwlist, &buffers, &context, &py_context))
         return -1;
+    if (self->bufs != NULL) { /* tracepoints attached to it read its buffers and `plain` without a lock */
+        PyErr_SetString(PyExc_TypeError, "a Channel is initialized once");
+        return -1;
+    }
     PyObject *tup = PySequence_Tuple(buffers);
     if (!tup)
         return -1;

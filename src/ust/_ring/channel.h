@@ -22,7 +22,8 @@ typedef struct {
     int ctx_needs_ids;                    /* a credential, namespace or outer-pid kind is among them */
     uint32_t ctx_fixed_size;
     PyObject *py_contexts; /* tuple of callables returning str, appended as strings */
-    int plain;             /* no context at all (C or Python): an event is its header and fields */
+    int plain;             /* no context at all (C or Python): an event is its header and fields (fixed: a
+                            * channel is initialized once, and publish() reads it into AttachList.u64_lean) */
 } ChannelObject;
 
 extern PyTypeObject Channel_Type;

@@ -13,6 +13,9 @@
  *   buffer.c       ust._ring.Buffer: the Python face of one stream
  *   channel.[ch]   ust._ring.Channel: a Buffer per CPU and the contexts
  *   tracepoint.[ch] ust.Tracepoint: arguments, serialization, the call
+ *   probes.c       ust._ring._probes (registered by module.c): dynamic probes' per-call
+ *                  paths and --functions' frame-evaluation hook, which inlines the ring's
+ *                  8-byte write (tracepoint_write_u64)
  *   module.c       the module: its functions, state and initialization
  *
  * Hot-path functions are static inline in the headers (fast paths), their

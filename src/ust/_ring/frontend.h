@@ -70,7 +70,8 @@ INLINE uint32_t slot_acquire(BufferObject *b, uint64_t slot, uint64_t lap)
 INLINE void commit_bytes(BufferObject *b, uint64_t slot, uint64_t lap, uint64_t n)
 {
     uint64_t c = atomic_fetch_add_explicit(&b->slots[slot].commit, n, memory_order_acq_rel) + n;
-    if (UNLIKELY(c == (lap + 1) * b->sbsize))
+    /* a lap ends on a sub-buffer multiple: the multiplication only then */
+    if (UNLIKELY((c & b->sbmask) == 0) && c == (lap + 1) * b->sbsize)
         commit_bytes_slow(b, slot, lap);
 }
 
@@ -188,21 +189,24 @@ INLINE void ring_commit(BufferObject *b, struct reservation *r)
 /* One event of a compact header and an 8-byte payload (whole-program tracing writes two per Python call):
  * ring_reserve's fast path, the header and the commit in one, without a reservation record kept in memory
  * for a slow path. The same algorithm and the same checks: anything else than an event that fits in the
- * open packet, with a compact header, by a registered writer (a packet to open or close, an extended
- * header, the timestamp's high bits changing, a drop, a fork, a test pause) takes the general path. */
+ * open packet, by a registered writer (a packet to open or close, the timestamp's high bits changing, a
+ * drop, a fork, a test pause) takes the general path. The caller guarantees event_id <
+ * UST_EVENT_ID_EXTENDED (a compact header: AttachList.u64_lean). The packet's sub-buffer comes from
+ * packet_cache when this process found it before (see shm.h), else from slot_acquire(). */
 INLINE void ring_write_u64(BufferObject *b, uint32_t event_id, uint64_t value)
 {
     struct ust_shm_header *h = b->h;
     struct ust_writer *me = b->self_writer;
     const uint64_t need = UST_EVENT_HEADER_COMPACT + 8;
-    if (LIKELY(me != NULL && b->writer_generation == LOAD_RELAXED(&fork_generation) && !test_pause_at &&
-               event_id < UST_EVENT_ID_EXTENDED)) {
+    if (LIKELY(me != NULL && b->writer_generation == LOAD_RELAXED(&fork_generation) && !test_pause_at)) {
         uint64_t old = LOAD_RELAXED(&h->write_offset), ts;
+        uint64_t room = b->sbsize - need; /* an event never ends on the packet's boundary */
         for (;;) {
             ts = clock_now(); /* after the load of write_offset: timestamps never go back within a stream */
-            uint64_t in_sb = old & b->sbmask;
-            if (UNLIKELY(in_sb == 0 || in_sb + need >= b->sbsize ||
-                         (ts >> 32) != (LOAD_RELAXED(&h->last_timestamp) >> 32)))
+            /* in the open packet (offset 0 in it: the packet is closed, one unsigned compare for both), and
+             * the compact header's 32 timestamp bits continue the previous event's high bits */
+            if (UNLIKELY(((old & b->sbmask) - 1) >= room - 1 ||
+                         ((ts ^ LOAD_RELAXED(&h->last_timestamp)) >> 32) != 0))
                 goto general;
             STORE_RELAXED(&me->start, old); /* what we reserve, should we die before committing it */
             STORE_RELAXED(&me->ts, ts);
@@ -213,8 +217,18 @@ INLINE void ring_write_u64(BufferObject *b, uint32_t event_id, uint64_t value)
                 break;
         }
         STORE_RELAXED(&h->last_timestamp, ts);
-        uint64_t slot = (old >> b->sbshift) & (b->nsub - 1), lap = old >> b->bufshift;
-        char *p = phys_base(b, slot_acquire(b, slot, lap)) + (old & b->sbmask);
+        uint64_t packet = old >> b->sbshift, slot = packet & (b->nsub - 1), lap = old >> b->bufshift;
+        uint64_t cached = LOAD_RELAXED(&b->packet_cache);
+        char *base;
+        if (LIKELY((cached >> 16) == packet)) {
+            base = b->data + ((cached & 0xFFFF) << b->sbshift); /* checked when it was cached */
+        }
+        else {
+            uint32_t phys = checked_phys(b, slot_acquire(b, slot, lap));
+            base = b->data + ((uint64_t)phys << b->sbshift);
+            STORE_RELAXED(&b->packet_cache, (packet << 16) | phys);
+        }
+        char *p = base + (old & b->sbmask);
         uint16_t id = (uint16_t)event_id;
         uint32_t ts32 = (uint32_t)ts;
         memcpy(p, &id, 2); /* the compact header, as write_event_header writes it */

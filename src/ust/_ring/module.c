@@ -250,7 +250,7 @@ static int ring_exec(PyObject *m)
     if (!ring_state.argument_warning ||
         PyModule_AddObjectRef(m, "TracepointArgumentWarning", ring_state.argument_warning) < 0)
         return -1;
-    return 0;
+    return probes_module_init();
 }
 
 static PyModuleDef_Slot ring_slots[] = {

@@ -19,6 +19,10 @@ struct ring_module_state {
 };
 extern struct ring_module_state ring_state;
 
+/* ust._ring._probes, the hot paths of dynamic probes and whole-program tracing (probes.c): made and
+ * registered in sys.modules by this module's initialization. 0, or -1 with an exception set. */
+int probes_module_init(void);
+
 /* drain_at_exit(buffer, fd) (buffer.c) */
 PyObject *mod_drain_at_exit(PyObject *m, PyObject *args);
 

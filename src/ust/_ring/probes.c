@@ -14,14 +14,9 @@
  * ret_kind: ord() of the retval's kind: typed: (retval, "" exception, "" unfit); 'r': (repr, ""); 'n': no
  * value recorded ("", "").
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "tracepoint.h" /* the C core (common.h: Python.h, the atomics, hidden symbols) */
+#include "module.h"
 #include <frameobject.h>
-#include <pthread.h>
-#include <stdint.h>
-#include <string.h>
-
-#include "record_api.h"
 
 /* 3.12 and 3.13 (with the GIL): read the probed frame's arguments from the interpreter frame, without
  * materializing a frame object (PyEval_GetFrame + PyFrame_GetVar cost as much as the event). The layout
@@ -53,11 +48,6 @@
 #endif
 
 #define MAX_ARGS 64
-
-#ifndef UNLIKELY
-#define LIKELY(x) __builtin_expect(!!(x), 1)
-#define UNLIKELY(x) __builtin_expect(!!(x), 0)
-#endif
 
 #if PY_VERSION_HEX < 0x030C0000
 /* 3.11 has no PyErr_GetRaisedException: keep the (type, value, traceback) triple instead. */
@@ -235,31 +225,15 @@ safe_repr(PyObject *value, Py_ssize_t limit)
     return r;
 }
 
-/* ust._ring._ring's direct entry points (record_api.h); NULL: call the tracepoints as Python callables. */
-static const struct ust_record_api *ring_api;
+/* The core's entry points (record_api.h), in this same module: direct calls. A tracepoint that is not a
+ * ust Tracepoint (a Python callable) is called as one by them. */
+static const struct ust_record_api *const ring_api = &record_api;
 
 /* tp(*args): 0, or -1 with an exception set. */
 static int
 record_event(PyObject *tp, PyObject *const *args, Py_ssize_t n)
 {
-    if (ring_api != NULL)
-        return ring_api->record(tp, args, n);
-    PyObject *res = PyObject_Vectorcall(tp, args, n, NULL);
-    if (res == NULL)
-        return -1;
-    Py_DECREF(res);
-    return 0;
-}
-
-/* Call fn(args...) and drop the result; errors are cleared. */
-static void
-call_quiet(PyObject *fn, PyObject *const *args, Py_ssize_t n)
-{
-    PyObject *res = PyObject_Vectorcall(fn, args, n, NULL);
-    if (res == NULL)
-        PyErr_Clear();
-    else
-        Py_DECREF(res);
+    return ring_api->record(tp, args, n);
 }
 
 /* A one-digit int (most ints a program passes) read without a call: 1 with *out set, else 0. */
@@ -377,7 +351,7 @@ convert_value(char kind, PyObject *value, Py_ssize_t limit, struct ust_value *ou
 static int
 record_converted(PyObject *tp, const struct ust_value *vals, PyObject *const *objs, int n)
 {
-    if (ring_api != NULL && ring_api->record_values(tp, vals, n) == 0)
+    if (ring_api->record_values(tp, vals, n) == 0)
         return 0;
     return record_event(tp, objs, n);
 }
@@ -552,6 +526,12 @@ hooks_init(Hooks *self, PyObject *args, PyObject *kw)
     return 0;
 }
 
+#ifdef USE_EVAL_HOOK
+static Hooks *eval_owner;
+static void eval_fast_off(void);
+static void eval_fast_refresh(void);
+#endif
+
 /* set_whole(generation, base, new_id, entry_tp, return_tp, id_objects), or set_whole(0): whole-program
  * tracing on/off. */
 static PyObject *
@@ -571,6 +551,11 @@ hooks_set_whole(Hooks *self, PyObject *args)
         return NULL;
     }
     self->generation = 0;
+#ifdef USE_EVAL_HOOK
+    /* before the tracepoints may be freed below (a dealloc may run Python, which enters the hook) */
+    if (eval_owner == self)
+        eval_fast_off();
+#endif
 #ifdef Py_GIL_DISABLED
     /* Without the GIL, another thread's callback may be reading these right now: the old objects stay
      * referenced, never freed (a few per start of whole-program tracing), as ring.c keeps replaced
@@ -589,6 +574,9 @@ hooks_set_whole(Hooks *self, PyObject *args)
         self->base = base;
         self->generation = generation;
     }
+#ifdef USE_EVAL_HOOK
+    eval_fast_refresh();
+#endif
     Py_RETURN_NONE;
 }
 
@@ -667,10 +655,10 @@ function_id(Hooks *self, PyObject *code, PyObject *globals)
  * tp is held then, and the thread's `tracing` flag is set (that Python is not the program's). */
 static void record_id_general(Hooks *self, PyObject *tp, long long id);
 
-static inline void
+INLINE void
 record_id(Hooks *self, PyObject *tp, long long id)
 {
-    if (LIKELY(ring_api != NULL && ring_api->write_u64(tp, (uint64_t)id) == 0))
+    if (LIKELY(tracepoint_write_u64(tp, (uint64_t)id) == 0)) /* inline: the ring's lean write */
         return;
     record_id_general(self, tp, id);
 }
@@ -682,24 +670,8 @@ record_id_general(Hooks *self, PyObject *tp, long long id)
     ts->tracing++;
     saved_exc exc = save_exc(); /* an exception leaving a frame stays as it is */
     Py_INCREF(tp);
-    if (ring_api != NULL) {
-        if (ring_api->record_u64(tp, (uint64_t)id) < 0)
-            PyErr_Clear();
-    }
-    else {
-        unsigned long long n = (unsigned long long)id & 0xFFFFFFFFull;
-        PyObject *v;
-        if (self->id_objects != NULL && (Py_ssize_t)n < PyList_GET_SIZE(self->id_objects))
-            v = Py_NewRef(PyList_GET_ITEM(self->id_objects, (Py_ssize_t)n)); /* the list only grows */
-        else
-            v = PyLong_FromLongLong(id);
-        if (v == NULL)
-            PyErr_Clear();
-        else {
-            call_quiet(tp, &v, 1);
-            Py_DECREF(v);
-        }
-    }
+    if (ring_api->record_u64(tp, (uint64_t)id) < 0)
+        PyErr_Clear();
     Py_DECREF(tp);
     restore_exc(exc);
     ts->tracing--;
@@ -880,7 +852,45 @@ hooks_py_unwind(Hooks *self, PyObject *const *args, Py_ssize_t nargs)
 static Hooks *eval_owner;                /* strong reference while the hook is installed; NULL: pass through */
 static _PyFrameEvalFunction eval_next;    /* the evaluation function that was installed before ours */
 static Py_ssize_t eval_probes;           /* probes whose record is read by the hook */
-static int eval_whole_only;              /* eval_whole and no probe read by the hook (eval_update) */
+
+/* What the hook's common case reads, in one place (eval_fast_refresh() keeps it in step with eval_owner,
+ * eval_whole, eval_probes and the owner's set_whole): a handful of loads and one test per call instead of
+ * following the owner's fields and flags. */
+static struct {
+    unsigned entry_generation; /* the owner's generation when the common case applies (whole-program
+                                * tracing in the hook, no probe read by the hook, both tracepoints ust
+                                * Tracepoints); 0: every frame goes to traced_eval_full */
+    unsigned whole_generation; /* the owner's generation while whole-program tracing runs in the hook, probes
+                                * or not: a frame entered under it records its return while it is unchanged */
+    unsigned long long base;   /* the owner's id base */
+    PyObject *entry, *ret;     /* the owner's tracepoints (borrowed: the owner holds them while its generation
+                                * is the one above) */
+} eval_fast;
+
+/* The common case off, before what eval_fast borrows may be freed (eval_fast_refresh() turns it on again).
+ * A frame that returns meanwhile records no return: the tracer is stopping or being replaced then. */
+static void
+eval_fast_off(void)
+{
+    eval_fast.entry_generation = 0;
+    eval_fast.whole_generation = 0;
+}
+
+static void
+eval_fast_refresh(void)
+{
+    Hooks *self = eval_owner;
+    unsigned whole = self != NULL && eval_whole ? self->generation : 0;
+    eval_fast.entry_generation = 0;
+    eval_fast.whole_generation = whole;
+    if (whole) {
+        eval_fast.base = self->base;
+        eval_fast.entry = self->entry;
+        eval_fast.ret = self->ret;
+        if (eval_probes == 0 && Py_IS_TYPE(self->entry, &Tracepoint_Type) && Py_IS_TYPE(self->ret, &Tracepoint_Type))
+            eval_fast.entry_generation = whole;
+    }
+}
 
 /* The entry of frame's function: its id (recorded when > 0). */
 static long long
@@ -1059,34 +1069,37 @@ code_extra(PyCodeObject *code, Py_ssize_t index)
 
 /* The interpreter's frame-evaluation function. The common case inline: whole-program tracing, no probe read
  * by the hook, a plain function (not a generator or coroutine) this tracer has seen (its id in co_extra):
- * two lean writes around the evaluation, no Python, no reference taken. Anything else: traced_eval_full. */
+ * two lean writes around the evaluation (the ring's inline code), no Python, no reference taken. Anything
+ * else: traced_eval_full. */
 static PyObject *
 traced_eval(PyThreadState *ts, _PyInterpreterFrame *frame, int throwflag)
 {
-    Hooks *self = eval_owner;
-    /* ts->tracing: a tracer's own Python code (ours, a profile or trace function) is not the program's. */
-    if (UNLIKELY(self == NULL || ts->tracing))
-        return call_next(eval_next, ts, frame, throwflag);
+    unsigned generation = eval_fast.entry_generation;
     PyCodeObject *code = FRAME_CODE(frame);
-    unsigned generation = self->generation;
-    if (LIKELY(eval_whole_only && generation != 0 && !throwflag &&
+    /* ts->tracing: a tracer's own Python code (ours, a profile or trace function) is not the program's. */
+    if (LIKELY(generation != 0 && !ts->tracing && !throwflag &&
                !(code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)))) {
         uintptr_t word = (uintptr_t)code_extra(code, extra_id);
         if (LIKELY((word & 0xFFFF) == generation)) { /* seen by this tracer (a 0 word is never a generation) */
             uintptr_t n = word >> 16;
             if (n == 0) /* not traced (excluded, ust's own) */
                 return call_next(eval_next, ts, frame, throwflag);
-            long long id = (long long)(self->base | n);
-            record_id(self, self->entry, id);
+            uint64_t id = eval_fast.base | n;
+            if (UNLIKELY(tracepoint_write_u64_tp(eval_fast.entry, id) != 0))
+                record_id_general(eval_owner, eval_fast.entry, (long long)id);
             PyObject *result = call_next(eval_next, ts, frame, throwflag);
             /* The tracer may have been stopped or replaced while the frame ran: its return is not recorded
-             * then. An exception leaving the frame stays set: the lean write does not touch it, the general
-             * path sets it aside. */
-            if (LIKELY(eval_owner == self && eval_whole && self->generation == generation))
-                record_id(self, self->ret, id);
+             * then (a probe added meanwhile leaves whole_generation as it is). An exception leaving the frame
+             * stays set: the lean write does not touch it, the general path sets it aside. */
+            if (LIKELY(eval_fast.whole_generation == generation) &&
+                UNLIKELY(tracepoint_write_u64_tp(eval_fast.ret, id) != 0)) /* the same objects as at entry */
+                record_id_general(eval_owner, eval_fast.ret, (long long)id);
             return result;
         }
     }
+    Hooks *self = eval_owner;
+    if (UNLIKELY(self == NULL || ts->tracing))
+        return call_next(eval_next, ts, frame, throwflag);
     return traced_eval_full(self, ts, frame, throwflag);
 }
 
@@ -1151,7 +1164,8 @@ eval_update(Hooks *self)
 {
     PyInterpreterState *interp = PyThreadState_GetInterpreter(PyThreadState_Get());
     _PyFrameEvalFunction current = _PyInterpreterState_GetEvalFrameFunc(interp);
-    eval_whole_only = eval_whole && eval_probes == 0;
+    if (eval_owner != self || !(eval_whole || eval_probes > 0))
+        eval_fast_off(); /* the owner may be released below */
     if (eval_whole || eval_probes > 0) {
         if (current != traced_eval) {
             eval_next = current; /* _PyEval_EvalFrameDefault, or a debugger's */
@@ -1165,6 +1179,7 @@ eval_update(Hooks *self)
             _PyInterpreterState_SetEvalFrameFunc(interp, eval_next); /* the default: calls are inlined again */
         Py_CLEAR(eval_owner);
     }
+    eval_fast_refresh();
 }
 
 /* eval_hook(on): whole-program tracing through the hook, on or off. */
@@ -1296,32 +1311,34 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "ust._ring._probes", NULL, -1, module_methods};
 
-PyMODINIT_FUNC
-PyInit__probes(void)
+/* ust._ring._probes, made by ust._ring._ring's initialization (module.c) and registered in sys.modules:
+ * the hot paths of probes are built into the core's shared object, so that the frame-evaluation hook
+ * writes its events with the ring's inline code (a call into another extension per event, with its
+ * checks, cost as much as the write). 0, or -1 with an exception set. */
+int
+probes_module_init(void)
 {
     if (PyType_Ready(&HooksType) < 0 || PyType_Ready(&RecordType) < 0 || PyType_Ready(&CallbackType) < 0)
-        return NULL;
-    extra_record = request_extra(NULL);
-    extra_id = request_extra(NULL);
-    if (extra_record < 0 || extra_id < 0)
-        return NULL;
-    empty_str = PyUnicode_FromString("");
-    name_key = PyUnicode_InternFromString("__name__");
+        return -1;
+    if (extra_record < 0) {
+        extra_record = request_extra(NULL);
+        extra_id = request_extra(NULL);
+        if (extra_record < 0 || extra_id < 0)
+            return -1;
+    }
+    if (empty_str == NULL)
+        empty_str = PyUnicode_FromString("");
+    if (name_key == NULL)
+        name_key = PyUnicode_InternFromString("__name__");
     if (empty_str == NULL || name_key == NULL)
-        return NULL;
-    /* Without the entry points (a _ring built from other sources) the tracepoints are called as
-     * Python callables: slower, the same events. */
-    const struct ust_record_api *api = PyCapsule_Import(UST_RECORD_API_CAPSULE, 0);
-    if (api != NULL && api->version == UST_RECORD_API_VERSION)
-        ring_api = api;
-    PyErr_Clear();
+        return -1;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
-        return NULL;
-    if (PyModule_AddObjectRef(m, "Hooks", (PyObject *)&HooksType) < 0 ||
-        PyModule_AddObjectRef(m, "Record", (PyObject *)&RecordType) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    return m;
+        return -1;
+    int rc = -1;
+    if (PyModule_AddObjectRef(m, "Hooks", (PyObject *)&HooksType) == 0 &&
+        PyModule_AddObjectRef(m, "Record", (PyObject *)&RecordType) == 0)
+        rc = PyDict_SetItemString(PyImport_GetModuleDict(), "ust._ring._probes", m);
+    Py_DECREF(m);
+    return rc;
 }

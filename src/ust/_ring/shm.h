@@ -123,6 +123,13 @@ typedef struct {
     uint64_t held_len;
     uint64_t writer_generation;      /* fork_generation when this process registered as a writer */
     struct ust_writer *self_writer; /* its entry in h->writers, or NULL (table full) */
+    /* writer (ring_write_u64): (packet index << 16) | the physical sub-buffer this process last found for
+     * it with slot_acquire(); UINT64_MAX: none. A packet's sub-buffer cannot change while a reservation in
+     * it is uncommitted (the reader only takes complete laps), and the index only grows: a writer holding a
+     * reservation in that packet may use it without reading the slot table. Process-local memory; one
+     * word, so that threads writing it at once (free-threaded builds) never pair one's index with
+     * another's sub-buffer. */
+    _Atomic uint64_t packet_cache;
     uint64_t stall_timeout_ns;       /* reader: how long a packet may stay incomplete before writers are checked */
     uint64_t stuck_pos, stuck_commit, stuck_since; /* reader: the incomplete packet it waits for */
     uint64_t last_discarded;         /* reader: events_discarded of the last packet handed out */
@@ -138,11 +145,16 @@ extern PyTypeObject Buffer_Type;
 static inline int is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 static inline unsigned log2u(uint64_t v) { unsigned s = 0; while ((1ULL << s) < v) s++; return s; }
 
+/* A physical sub-buffer index read from the shared slot table, kept inside our mapping (scribbled
+ * shared memory). */
+INLINE uint32_t checked_phys(BufferObject *b, uint32_t phys)
+{
+    return UNLIKELY(phys > b->nsub) ? 0 : phys;
+}
+
 INLINE char *phys_base(BufferObject *b, uint32_t phys)
 {
-    if (UNLIKELY(phys > b->nsub)) /* scribbled shared memory: stay inside our mapping */
-        phys = 0;
-    return b->data + (uint64_t)phys * b->sbsize;
+    return b->data + (uint64_t)checked_phys(b, phys) * b->sbsize;
 }
 
 /* Validate a mapped header and fill the process-local geometry (buffer.c). */

@@ -8,61 +8,6 @@
 #include "contexts.h"
 #include "module.h"
 
-/* Field codes: keep in sync with the CODE_* constants of ust/instrument/fields.py */
-enum { F_SINT = 1, F_UINT = 2, F_FLOAT = 3, F_BOOL = 4, F_STRING = 5, F_BYTES = 6, F_ARRAY = 7, F_SEQUENCE = 8, F_ENUM = 9 };
-#define MAX_FIELDS 64
-#define MAX_ATTACH 8
-
-typedef struct {
-    uint8_t code, size, is_signed;         /* size in bytes for scalars */
-    uint8_t elem_code, elem_size, elem_signed;
-    uint32_t length;                        /* arrays */
-    int64_t min;
-    uint64_t max;
-    PyObject *labels;                       /* enums: dict label -> int */
-    PyObject *name;
-} FieldSpec;
-
-typedef struct {
-    ChannelObject *channel;
-    uint32_t event_id;
-    PyObject *filter; /* callable(*args) -> bool, or NULL */
-} Attachment;
-
-/* Attachments are published as immutable lists, read without locks by
- * writers on any thread. A call may run Python while it uses a list (a
- * filter, a Python context), and another thread may replace the list
- * meanwhile: `readers` counts the calls using the list, and a replaced
- * ("retired") list is freed by whoever comes last, the replacement or the
- * last call. Both sides run holding the GIL, so plain integers are enough
- * and the call pays two non-atomic increments. Freeing drops the list's
- * Channel references: a session's memfds and mappings go with its last user.
- * Without the GIL (free-threaded builds) there is no such cheap grace
- * period: retired lists are then never freed (see docs/core-api.md). */
-typedef struct {
-    int n;
-    int readers; /* calls using this list now (GIL-protected) */
-    int retired; /* replaced: the last reader frees it */
-    /* api_write_u64's lean path applies: one attachment, no filter, and the tracepoint has one 8-byte
-     * integer field whose values are 0..u64_max (set by publish(); the channel's contexts are checked
-     * per event: ChannelObject.plain). */
-    int u64_lean;
-    uint64_t u64_max;
-    Attachment a[MAX_ATTACH];
-} AttachList;
-
-typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    _Atomic(AttachList *) attached;
-    PyObject *name;
-    PyObject *owner;   /* the Python-side handle (EventDecl ...), for introspection */
-    int warned;        /* a TracepointArgumentWarning was issued for this tracepoint */
-    int raises;        /* this tracepoint's caller handles the exception itself (as in strict mode) */
-    int nfields;
-    FieldSpec fields[MAX_FIELDS];
-} TracepointObject;
-
 /* One argument, converted. No pointer into a mutable object is kept here
  * while Python may run: str and bytes are immutable (the caller holds them);
  * array/sequence elements are converted into memory of the call's own; a
@@ -598,33 +543,8 @@ static int api_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return 0;
 }
 
-/* The event of one 8-byte integer field into a's channel, which has no context: record_into without its
- * per-field and per-context loops (whole-program tracing writes two such events per Python call). Runs
- * no Python. */
-INLINE void record_u64_bare(Attachment *a, uint64_t value)
-{
-    /* fields are packed (byte-aligned in the metadata), as write_fields writes */
-    ring_write_u64(buffer_for_cpu(a->channel, current_cpu()), a->event_id, value);
-}
-
-/* The whole-program tracer's ids, lean path (record_api.h): one attachment, no filter, no context, one
- * 8-byte integer field (AttachList.u64_lean): the value goes straight into the ring, no int object. No
- * Python runs between the load of the list and the commit, so the list cannot be retired meanwhile (the
- * readers count is not needed) and the caller need not hold a reference to the tracepoint. */
-static int api_write_u64(PyObject *self, uint64_t value)
-{
-    if (UNLIKELY(!Py_IS_TYPE(self, &Tracepoint_Type)))
-        return 1;
-    TracepointObject *tp = (TracepointObject *)self;
-    AttachList *al = atomic_load_explicit(&tp->attached, memory_order_acquire); /* as the vectorcall */
-    if (LIKELY(al == NULL))
-        return 0;
-    Attachment *only = &al->a[0];
-    if (UNLIKELY(!al->u64_lean || !only->channel->plain || value > al->u64_max))
-        return 1;
-    record_u64_bare(only, value);
-    return 0;
-}
+/* The whole-program tracer's ids, lean path (record_api.h): tracepoint_write_u64 (tracepoint.h). */
+static int api_write_u64(PyObject *self, uint64_t value) { return tracepoint_write_u64(self, value); }
 
 /* The general path of record_u64: with C contexts, without the int object; else (filters, Python contexts,
  * several channels) the tracepoint's call with one. Holds the tracepoint: a filter or Python context may
@@ -858,7 +778,8 @@ static int publish(TracepointObject *tp, AttachList *nl)
     if (nl) {
         FieldSpec *f = &tp->fields[0];
         nl->u64_lean = nl->n == 1 && !nl->a[0].filter && tp->nfields == 1 && f->size == 8 &&
-                       (f->code == F_UINT || f->code == F_SINT);
+                       (f->code == F_UINT || f->code == F_SINT) && nl->a[0].event_id < UST_EVENT_ID_EXTENDED &&
+                       nl->a[0].channel->plain;
         nl->u64_max = f->code == F_SINT ? (uint64_t)INT64_MAX : UINT64_MAX;
     }
     AttachList *old = atomic_exchange_explicit(&tp->attached, nl, memory_order_acq_rel);

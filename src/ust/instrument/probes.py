@@ -39,7 +39,7 @@ from ust.instrument import fields as F
 from ust.instrument import loglevels
 
 MONITORING = sys.version_info >= (3, 12)
-try:  # the per-call paths in C (optional: the Python callbacks below do the same, slower)
+try:  # the per-call paths in C, built into the C core (the Python callbacks below do the same, slower)
     from ust._ring import _probes as _C
 except ImportError:  # pragma: no cover - a build without the extension
     _C = None
