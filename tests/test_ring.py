@@ -464,3 +464,36 @@ def test_a_dead_writer_whose_pid_was_reused_is_still_recognised_as_dead(tmp_path
                         str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["newest", "19999", "contiguous", "True", "lost_dead", "1", "reclaimed", "1"]
+
+
+def _paused_writer(buf, n, pause):
+    """A child process writing ring:u32 0..n-1 into buf, paused as ``pause``
+    (UST_TEST_PAUSE_AFTER_RESERVE) says; returns once it announced the pause."""
+    import select
+
+    env = dict(os.environ, UST_TEST_PAUSE_AFTER_RESERVE=pause)
+    p = subprocess.Popen([sys.executable, "-c", STRESS_CHILD, str(buf.fd), "0", str(n)], pass_fds=[buf.fd], env=env,
+                         stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([p.stderr], [], [], 120)
+    assert ready and "ust-test: paused" in p.stderr.readline()
+    return p
+
+
+def test_a_flush_while_the_opener_of_a_packet_is_between_reserve_and_header_keeps_its_event():
+    """The live timer (another process) closes the partial packet just after a writer reserved
+    the space that opens it, before that writer wrote the packet header. The opener then wrote
+    the whole header, sizes included: the closer's content size was overwritten with the bare
+    header's, and the packet read as an 84-byte one without the event (one event lost, no loss
+    counted: 1 live rotation in 4 lost one). The opener writes only the fields that begin a packet;
+    the closer's stay."""
+    buf, _ = make(4096, 4)
+    p = _paused_writer(buf, 3, "1:300")  # the first reservation opens packet 0, then pauses 300 ms
+    assert buf.flush()  # closes packet 0 while its opener sleeps
+    assert p.wait(timeout=120) == 0
+    p.stderr.close()
+    buf.flush()
+    packets = take_all(buf)
+    assert [v for pk in packets for v in values_in(pk)] == [0, 1, 2]
+    first = header(packets[0])
+    assert first["content_size"] // 8 > PACKET_HEADER_SIZE and first["ts_end"] >= first["ts_begin"]
+    assert buf.counters()["lost_full"] == 0

@@ -176,7 +176,7 @@ SLOW int ring_reserve_slow(BufferObject *b, uint64_t payload, uint32_t event_id,
     if (new_packet) {
         if (UNLIKELY(begin == 0))
             STORE_RELAXED(&h->first_timestamp, ts); /* for the reader's gap marker (ring_get) */
-        open_packet(b, base, begin, ts, close_old ? lost : lost_total(h));
+        begin_packet(b, base, begin, ts); /* its end is written by its closer (see begin_packet) */
         r->begin = begin + UST_PACKET_HEADER_SIZE;
     } else {
         r->begin = begin;
