@@ -20,7 +20,8 @@ struct reservation {
 
 /* Test-only pause between reserve and commit (frontend.c). */
 extern long test_pause_at;
-void test_pause(int closing);
+enum { PAUSE_RESERVED, PAUSE_CLOSING, PAUSE_OPENING };
+void test_pause(int point);
 void test_pause_configure(void);
 
 /* Slow paths and the switch (frontend.c). */
