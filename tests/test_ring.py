@@ -497,3 +497,29 @@ def test_a_flush_while_the_opener_of_a_packet_is_between_reserve_and_header_keep
     first = header(packets[0])
     assert first["content_size"] // 8 > PACKET_HEADER_SIZE and first["ts_end"] >= first["ts_begin"]
     assert buf.counters()["lost_full"] == 0
+
+
+def test_quiet_until_gives_a_beacon_time_only_when_no_event_older_can_still_come():
+    """The live barrier's reader side: an idle stream (every reserved byte read) gets a time, at or
+    after every event it ever held; a stream with a packet not yet read gets none (the packet tells),
+    nor one whose writer is between its clock read and its reservation of a new packet (SIGSTOPped
+    there), whose event could be older than a time read now; once that writer reserved, the packet
+    begins after any time given before."""
+    import signal
+
+    buf, _ = make(4096, 4)
+    assert buf.quiet_until() > 0  # nothing ever written
+    p = _paused_writer(buf, 3, "1:0:opening")  # stopped between its clock and its reservation
+    _, status = os.waitpid(p.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status)
+    assert buf.quiet_until() == 0
+    os.kill(p.pid, signal.SIGCONT)
+    assert p.wait(timeout=120) == 0
+    p.stderr.close()
+    assert buf.quiet_until() == 0  # an open packet
+    buf.flush()
+    assert buf.quiet_until() == 0  # a closed packet not read yet
+    [packet] = take_all(buf)
+    assert values_in(packet) == [0, 1, 2]
+    t = buf.quiet_until()
+    assert t >= header(packet)["ts_end"]
