@@ -311,3 +311,42 @@ def test_rotate_with_the_relay_down_is_one_line(ust_env, relayd):
     _, out, _ = env.ust("status")
     env.ust("destroy")
     app.exit()
+
+
+def test_a_replaced_consumer_resumes_the_same_relay_session(ust_env, relayd):
+    """The consumer of a live streamed session is SIGKILLed; the session daemon replaces it. The new
+    consumer resumes the session on the relay (the session daemon gives it the session's identity):
+    the same relay session (same id: an attached viewer stays attached), the same stream files, every
+    event there once. Before, the new process opened a second relay session beside the first."""
+    import signal
+
+    from ust.relay.viewer import LiveClient
+
+    env = ust_env
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("create", "s", "-U", relayd.net_url, "--live")
+    env.ust("enable-event", "app:alpha")
+    env.ust("start")
+    app.send("emit app:alpha 100")
+    host = os.uname().nodename
+    wait_until(lambda: os.path.isdir(os.path.join(relayd.output, host)), what="the session on the relay")
+    wait_until(lambda: len(read_events(session_dir(relayd, "s"))) == 100, timeout=120,
+               what="the first events on the relay")
+    v = LiveClient(relayd.address, relayd.live)
+    v.create_session()
+    [before] = [s for s in v.list_sessions() if s.name == "s"]
+    status, _ = v.attach(before.id)
+    c = env.client()
+    old = c.ping()["consumer_pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: (c.ping()["consumer_pid"] or 0) not in (0, old), timeout=120, what="a new consumer")
+    app.send("emit app:alpha 100 100")
+    wait_until(lambda: len(read_events(session_dir(relayd, "s"))) == 200, timeout=120,
+               what="the events written after the restart on the relay")
+    [after] = [s for s in v.list_sessions() if s.name == "s"]  # one session, the same: the viewer is still on it
+    assert (after.id, after.clients) == (before.id, 1)
+    env.ust("destroy")
+    assert values(read_events(session_dir(relayd, "s")), "app:alpha") == list(range(200))
+    v.close()
+    app.exit()

@@ -52,6 +52,7 @@ from ust.consumer.trace import ChannelSpec, Trace, trace_info
 from ust.daemon import protocol
 from ust.daemon.protocol import ConnectionClosed
 from ust.relay.output import RelaySession, RelayTraceOutput
+from ust.relay.wire import IDENTITY_SIZE
 from ust.errors import ProtocolError, UstError
 
 
@@ -398,8 +399,13 @@ class Consumer:
         """The one link to the relay of a streamed session (its traces share it)."""
         link = self.relays.get(session)
         if link is None:
+            identity = relay.get("identity")  # the session's, from the session daemon: a replaced consumer resumes
+            if identity is not None and (not isinstance(identity, str) or len(identity) != 2 * IDENTITY_SIZE
+                                         or any(c not in "0123456789abcdef" for c in identity)):
+                raise ProtocolError(f"invalid relay identity {identity!r}")
             link = RelaySession(relay["host"], relay["control"], relay["data"], session, relay["hostname"],
-                                relay.get("live_timer") or 0, relay.get("created") or 0)
+                                relay.get("live_timer") or 0, relay.get("created") or 0,
+                                identity=bytes.fromhex(identity) if identity else None)
             self.relays[session] = link
         return link
 
