@@ -34,7 +34,7 @@ def work(w):
             tp(w, n)
             n += 1
         counts[w] = n
-        time.sleep(0.001)
+        time.sleep(0.002)
 print(f"ready {os.getpid()}", flush=True)
 ts = [threading.Thread(target=work, args=(w,)) for w in range(int(sys.argv[1]))]
 for line in sys.stdin:

@@ -700,3 +700,22 @@ def test_a_rotation_tells_viewers_of_the_new_chunk_with_the_old_chunks_last_pack
     assert index["flags"] & va.FLAG_NEW_STREAM, "the old chunk's last packet was read before the new chunk was told"
     v.close()
     trace.close()
+
+
+def test_a_rotation_reconnects_at_once_a_link_that_broke_a_moment_ago(relayd):
+    """Under load a relay's reply may come after the link's 2 s timeout: the link breaks and is
+    tried again at most once a second (sparing the drain engine). A rotation in that second
+    failed at once ("relay unreachable"), its old streams never closed on the relay. The consumer
+    now reconnects a broken link at once before it switches (RelaySession.connect_now): the same
+    relay session, resumed."""
+    trace, ch, buf, v, data = _streamed_trace(relayd, "again")
+    link = trace.output.link
+    sessions = [s.id for s in v.list_sessions() if s.name == "again"]
+    link._broken(OSError("timed out"))  # what a reply too slow does (ust.relay.output)
+    with pytest.raises(OSError):
+        link.call(lambda c: None)  # within the retry period: not tried
+    link.connect_now()
+    assert link.client is not None and link.connections == 2
+    assert [s.id for s in v.list_sessions() if s.name == "again"] == sessions  # resumed, not a new one
+    v.close()
+    trace.close()

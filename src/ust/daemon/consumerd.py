@@ -264,6 +264,15 @@ class Consumer:
 
         n = 0
         links = []
+        for key in targets:  # a link that broke a moment ago is up again before the switch, if it can be
+            t = self.traces.get(key)
+            if t is not None and t.drains and isinstance(t.output, RelayTraceOutput) and t.output.link not in links:
+                links.append(t.output.link)
+                try:
+                    t.output.link.connect_now()
+                except OSError:
+                    pass  # the switch goes on; the archive request says the relay is unreachable
+        links = []
         for key, path in targets.items():
             t = self.traces.get(key)
             if t is None or not t.drains:

@@ -83,12 +83,13 @@ class RelaySession:
         self.identity = identity if identity is not None else os.urandom(wire.IDENTITY_SIZE)
         self.error = ""
 
-    def _connected(self) -> RelayClient:
-        """The client, (re)connecting when due; OSError when the relay is unreachable."""
+    def _connected(self, now_or_never: bool = False) -> RelayClient:
+        """The client, (re)connecting when due (``now_or_never``: at once, for a command that
+        may wait, a rotation); OSError when the relay is unreachable."""
         if self.client is not None:
             return self.client
         now = time.monotonic()
-        if now < self.next_try:
+        if now < self.next_try and not now_or_never:
             raise OSError(errno.ENOTCONN, f"relay {self.address[0]} unreachable: {self.error}")
         self.next_try = now + RETRY_PERIOD
         client = None
@@ -148,9 +149,16 @@ class RelaySession:
         self.next_try = time.monotonic() + RETRY_PERIOD
         return OSError(errno.EPIPE, f"relay {self.address[0]}: {exc}")
 
-    def call(self, action) -> None:
+    def connect_now(self) -> None:
+        """Reconnect at once if the connection is down (not waiting for the retry period, which
+        spares the drain engine): before a rotation, whose closes and archive must reach the
+        relay, when a reply slow under load broke the connection a moment ago. OSError if the
+        relay cannot be reached."""
+        self.call(lambda c: None, now_or_never=True)
+
+    def call(self, action, now_or_never: bool = False) -> None:
         with self.lock:
-            client = self._connected()
+            client = self._connected(now_or_never)
             try:
                 action(client)
             except (OSError, wire.WireError) as exc:
