@@ -95,7 +95,7 @@ class Relayd:
 
 def live_viewer(url: str, out_path, end_when_gone: bool = True) -> subprocess.Popen:
     """babeltrace2 following a live session, its text into ``out_path``."""
-    args = ["babeltrace2", "-i", "lttng-live", url]
+    args = ["babeltrace2"] + ([f"--log-level={os.environ['UST_TEST_BT2_LOG']}"] if os.environ.get("UST_TEST_BT2_LOG") else []) + ["-i", "lttng-live", url]
     if end_when_gone:
         args.append("--params=session-not-found-action=end")
     return subprocess.Popen(args, stdout=open(out_path, "w"), stderr=subprocess.PIPE, text=True)

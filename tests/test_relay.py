@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -575,3 +576,146 @@ def test_a_beacon_never_lets_viewers_past_a_packet_still_on_its_way(relayd, loca
     assert v.next_index(data.id)["status"] == va.INDEX_INACTIVE  # the beacon, once its packets are in
     v.close()
     client.close()
+
+
+# A writer process for the live barrier test: ring:u32 events 0..n-1 into the buffer whose descriptor it
+# is given (UST_TEST_PAUSE_AFTER_RESERVE="1:0:opening" stops it between its first clock and reservation).
+PAUSED_WRITER = r"""
+import sys, ust
+from ust._ring import Buffer, Channel
+tp = ust.tracepoint("ring:u32", {"v": ust.uint32})
+tp.attach(Channel([Buffer.attach(int(sys.argv[1]))]), 0)
+for i in range(int(sys.argv[2])):
+    tp(i)
+"""
+
+
+def _streamed_trace(relayd, name):
+    """A trace of one channel of one ring buffer, streamed live to ``relayd`` through the consumer core
+    (RelaySession, Trace), and a viewer attached to it: (trace, channel, buffer, viewer, data stream id)."""
+    import time
+
+    from ust._ring import Buffer
+    from ust.consumer.trace import ChannelSpec, Trace, trace_info
+    from ust.relay.output import RelaySession, RelayTraceOutput
+
+    uuid = bytes(range(16))
+    link = RelaySession("127.0.0.1", relayd.control, relayd.data, name, "hostA", 100000, time.time())
+    trace = Trace("t", RelayTraceOutput(link, "ust/uid/0/64-bit"), trace_info(uuid, 0, {}))
+    buf = Buffer.create(4096, 4, stream_id=0, uuid=uuid)
+    ch = trace.add_channel(ChannelSpec("c", 0, 4096, 4, live_timer=0.1), -1, sources=[buf])
+    v = LiveClient("127.0.0.1", relayd.live)
+    v.create_session()
+    [sid] = [s.id for s in v.list_sessions() if s.name == name]
+    _, streams = v.attach(sid)
+    [data] = [s.id for s in streams if not s.metadata]
+    return trace, ch, buf, v, data
+
+
+def _next_packet(v, stream_id, seen_beacons):
+    """The next packet's index, recording the times of the INACTIVE answers (beacons) met on the way."""
+    def ask():
+        i = v.next_index(stream_id)
+        if i["status"] == va.INDEX_INACTIVE:
+            seen_beacons.append(i["timestamp_end"])
+        return i if i["status"] == va.INDEX_OK else None
+    return wait_until(ask, timeout=60, what="a packet on the relay")
+
+
+def test_a_live_beacon_never_passes_a_writer_between_its_clock_and_its_reservation(relayd):
+    """The live barrier: a writer reads its clock to open a packet in an idle stream, and is delayed
+    before its reservation (preempted, stopped); the live timer fires meanwhile. The timer took its
+    beacon's time from the clock, so the beacon ("nothing in this stream until T") came after the
+    event the writer then reserved: a viewer that moved past T met an older event (babeltrace2 stops:
+    "timestamp is less than the last returned"). The beacon now comes from the ring: none while a
+    writer is opening a packet, and every event reserved later is at or after the beacon's time."""
+    import select
+    import signal
+
+    from ust.consumer.drain import _live_tick, drain_stream
+
+    trace, ch, buf, v, data = _streamed_trace(relayd, "barrier")
+    beacons: list[int] = []
+    p = subprocess.Popen([sys.executable, "-c", PAUSED_WRITER, str(buf.fd), "3"], pass_fds=[buf.fd],
+                         env=dict(os.environ, UST_TEST_PAUSE_AFTER_RESERVE="1:0:opening"),
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([p.stderr], [], [], 120)
+        assert ready and "paused before opening" in p.stderr.readline()
+        _, status = os.waitpid(p.pid, os.WUNTRACED)  # stopped (SIGSTOP) inside its window
+        assert os.WIFSTOPPED(status)
+        _live_tick(ch)  # the stream is idle, its writer between its clock and its reservation
+        first = v.next_index(data)
+        if first["status"] == va.INDEX_INACTIVE:
+            beacons.append(first["timestamp_end"])
+        os.kill(p.pid, signal.SIGCONT)
+        assert p.wait(timeout=120) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
+    buf.flush()
+    [(src, out)] = ch.streams()
+    drain_stream(src, out)
+    packet = _next_packet(v, data, beacons)
+    assert all(b <= packet["timestamp_begin"] for b in beacons), \
+        f"a beacon at {max(beacons)} let viewers past an event at {packet['timestamp_begin']}"
+    _live_tick(ch)  # the writer is done and its packet read: the stream is idle, a beacon is given
+    later = wait_until(lambda: (lambda i: i if i["status"] == va.INDEX_INACTIVE else None)(v.next_index(data)),
+                       what="a beacon once the writer is done")
+    assert later["timestamp_end"] >= packet["timestamp_end"]
+    v.close()
+    trace.close()
+
+
+def test_a_rotation_tells_viewers_of_the_new_chunk_with_the_old_chunks_last_packets(relayd):
+    """A rotation (Trace.switch_output) of a live trace: a viewer must know the new chunk's streams
+    before it reads the old streams' last packets (the relay flags NEW_STREAM on their index), or it
+    may print a stream flushed late past the first events of another CPU's new stream, which it was
+    not told about yet (babeltrace2 stops on an older message). The new streams and their metadata
+    are now made before the old streams end: the viewer here asks for the old stream's last packet
+    the moment it was sent, inside the rotation."""
+    import ust
+    from ust._ring import Channel
+    from ust.relay.output import RelayStreamOutput, RelayTraceOutput
+
+    trace, ch, buf, v, data = _streamed_trace(relayd, "order")
+    told = []
+
+    class AskedAtOnce(RelayStreamOutput):  # the real output; a viewer asks the relay as each packet leaves
+        def write_packet(self, packet, index):
+            super().write_packet(packet, index)
+            told.append(wait_until(lambda: (lambda i: i if i["status"] == va.INDEX_OK else None)(
+                v.next_index(data)), what="the packet on the relay"))
+
+    ch.outputs[0].__class__ = AskedAtOnce
+    tp = ust.tracepoint("relay:order", {"v": ust.uint32})
+    channel = Channel([buf])
+    tp.attach(channel, 0)
+    tp(1)  # a partial packet: the rotation's flush closes it, its last packet in the old chunk
+    tp.detach(channel)
+    trace.switch_output(RelayTraceOutput(trace.output.link, "chunk-1/ust/uid/0/64-bit"))
+    [index] = told
+    assert index["flags"] & va.FLAG_NEW_STREAM, "the old chunk's last packet was read before the new chunk was told"
+    v.close()
+    trace.close()
+
+
+def test_a_rotation_reconnects_at_once_a_link_that_broke_a_moment_ago(relayd):
+    """Under load a relay's reply may come after the link's 2 s timeout: the link breaks and is
+    tried again at most once a second (sparing the drain engine). A rotation in that second
+    failed at once ("relay unreachable"), its old streams never closed on the relay. The consumer
+    now reconnects a broken link at once before it switches (RelaySession.connect_now): the same
+    relay session, resumed."""
+    trace, ch, buf, v, data = _streamed_trace(relayd, "again")
+    link = trace.output.link
+    sessions = [s.id for s in v.list_sessions() if s.name == "again"]
+    link._broken(OSError("timed out"))  # what a reply too slow does (ust.relay.output)
+    with pytest.raises(OSError):
+        link.call(lambda c: None)  # within the retry period: not tried
+    link.connect_now()
+    assert link.client is not None and link.connections == 2
+    assert [s.id for s in v.list_sessions() if s.name == "again"] == sessions  # resumed, not a new one
+    v.close()
+    trace.close()

@@ -207,10 +207,8 @@ def test_rotation_of_a_streamed_session(ust_env, relayd, tmp_path, buffers, live
         follower = subprocess.Popen([sys.executable, "-m", "ust.cli", "view", "--live",
                                      f"{relayd.live_url}/host/{host}/net"], env=env.env(UST_AGENT="0"),
                                     stdout=open(tmp_path / "follow.txt", "w"), stderr=subprocess.PIPE, text=True)
-        # (babeltrace2 as a viewer across rotations is left out: about 1 run in 8 here it stops
-        # with "message's timestamp is less than the last returned" on an event ~200 ms older than
-        # one it printed, while applications write continuously; see docs/relay.md, Rotation)
-        wait_until(lambda: attached_viewers(relayd) == 1, timeout=120, what="ust view --live attached")
+        bt2 = live_viewer(f"{relayd.live_url}/host/{host}/net", tmp_path / "bt2.txt")
+        wait_until(lambda: attached_viewers(relayd) == 2, timeout=120, what="ust view --live and babeltrace2 attached")
     for app in apps:
         app.proc.stdin.write("loop app:alpha 20\n")  # writes forever, in bursts
         app.proc.stdin.flush()
@@ -255,12 +253,6 @@ def test_rotation_of_a_streamed_session(ust_env, relayd, tmp_path, buffers, live
         for app in apps:
             got = sorted(v for pid, v in every if pid == app.pid)
             assert got[-1] >= 6000 - 1
-        if root == copy and live:
-            # (a live session's timer closes partial packets while the applications write: about 1
-            # run in 4 here, one event written at that instant is missing with no discarded count
-            # (the ring buffer's flush racing a writer, in the C core: docs/relay.md, "Open"), so
-            # the live copy is held to "none twice" and to what ust view --live prints)
-            continue
         assert sum(max(v for p, v in every if p == app.pid) + 1 for app in apps) - len(every) == discarded
     if live:
         recorded = sorted(e for a in archives for e in _by_vpid(subprocess.run(
@@ -268,6 +260,9 @@ def test_rotation_of_a_streamed_session(ust_env, relayd, tmp_path, buffers, live
         err = follower.communicate(timeout=300)[1]  # ust view --live follows the new chunks too
         assert follower.returncode == 0, err
         assert (tmp_path / "follow.txt").read_text().count("app:alpha") == len(recorded)
+        err = bt2.communicate(timeout=300)[1]  # babeltrace2 follows the new chunks too, never on an older event
+        assert bt2.returncode == 0, err
+        assert sorted(_by_vpid((tmp_path / "bt2.txt").read_text())) == recorded
 
 
 @needs_babeltrace2
@@ -315,4 +310,43 @@ def test_rotate_with_the_relay_down_is_one_line(ust_env, relayd):
     assert rc != 0 and err.count("\n") == 1 and "its relay did not archive the last one" in err, err
     _, out, _ = env.ust("status")
     env.ust("destroy")
+    app.exit()
+
+
+def test_a_replaced_consumer_resumes_the_same_relay_session(ust_env, relayd):
+    """The consumer of a live streamed session is SIGKILLed; the session daemon replaces it. The new
+    consumer resumes the session on the relay (the session daemon gives it the session's identity):
+    the same relay session (same id: an attached viewer stays attached), the same stream files, every
+    event there once. Before, the new process opened a second relay session beside the first."""
+    import signal
+
+    from ust.relay.viewer import LiveClient
+
+    env = ust_env
+    app = env.app()
+    env.wait_registered(app.pid)
+    env.ust("create", "s", "-U", relayd.net_url, "--live")
+    env.ust("enable-event", "app:alpha")
+    env.ust("start")
+    app.send("emit app:alpha 100")
+    host = os.uname().nodename
+    wait_until(lambda: os.path.isdir(os.path.join(relayd.output, host)), what="the session on the relay")
+    wait_until(lambda: len(read_events(session_dir(relayd, "s"))) == 100, timeout=120,
+               what="the first events on the relay")
+    v = LiveClient(relayd.address, relayd.live)
+    v.create_session()
+    [before] = [s for s in v.list_sessions() if s.name == "s"]
+    status, _ = v.attach(before.id)
+    c = env.client()
+    old = c.ping()["consumer_pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: (c.ping()["consumer_pid"] or 0) not in (0, old), timeout=120, what="a new consumer")
+    app.send("emit app:alpha 100 100")
+    wait_until(lambda: len(read_events(session_dir(relayd, "s"))) == 200, timeout=120,
+               what="the events written after the restart on the relay")
+    [after] = [s for s in v.list_sessions() if s.name == "s"]  # one session, the same: the viewer is still on it
+    assert (after.id, after.clients) == (before.id, 1)
+    env.ust("destroy")
+    assert values(read_events(session_dir(relayd, "s")), "app:alpha") == list(range(200))
+    v.close()
     app.exit()

@@ -283,6 +283,15 @@ static PyObject *Buffer_flush(BufferObject *b, PyObject *args, PyObject *kw)
     return PyBool_FromLong(ring_flush(b, final, at));
 }
 
+static PyObject *Buffer_quiet_until(BufferObject *b, PyObject *unused)
+{
+    uint64_t t;
+    Py_BEGIN_ALLOW_THREADS
+    t = ring_quiet_until(b);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromUnsignedLongLong(t);
+}
+
 static PyObject *Buffer_counters(BufferObject *b, PyObject *unused)
 {
     struct ust_shm_header *h = b->h;
@@ -377,6 +386,10 @@ static PyMethodDef Buffer_methods[] = {
      "give back the packet taken by get_subbuf() without consuming it (its write failed)"},
     {"flush", (PyCFunction)(void (*)(void))Buffer_flush, METH_VARARGS | METH_KEYWORDS,
      "flush(*, final=False, timestamp=0) -> bool: close the current partial packet (at `timestamp`, 0: now)"},
+    {"quiet_until", (PyCFunction)Buffer_quiet_until, METH_NOARGS,
+     "quiet_until() -> int: for a live beacon, a time (trace clock) before which no event will ever be "
+     "reserved in this stream that is not already handed out, or 0 when none can be given now (packets not "
+     "yet read, or a writer about to open a packet): the live barrier"},
     {"counters", (PyCFunction)Buffer_counters, METH_NOARGS, "lost and read counters"},
     {"set_wakeup_fd", (PyCFunction)Buffer_set_wakeup_fd, METH_O, "this process's eventfd for reader wake-ups"},
     {"reader_sleep", (PyCFunction)Buffer_reader_sleep, METH_O, "announce that the reader sleeps (or not)"},

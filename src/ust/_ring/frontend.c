@@ -45,26 +45,35 @@ SLOW void count_lost(_Atomic uint64_t *counter)
     atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
 }
 
-/* Test-only: UST_TEST_PAUSE_AFTER_RESERVE="N:MS[:close]" (read once at
- * import) makes this process's N-th successful reservation (counting only
+/* Test-only: UST_TEST_PAUSE_AFTER_RESERVE="N:MS[:close|:opening]" (read once
+ * at import) makes this process's N-th successful reservation (counting only
  * those that close a packet, with ":close") announce itself on stderr and
  * sleep MS milliseconds between its CAS and anything else: the window in
- * which a writer can be delayed or killed. Unset, it costs one predictable
- * branch. */
+ * which a writer can be delayed or killed. With ":opening", the N-th attempt
+ * to open a packet at a packet boundary stops its process instead (SIGSTOP,
+ * MS unused) between reading its clock and its CAS (the window the live
+ * barrier covers), until SIGCONT. Unset, it costs one predictable branch. */
 long test_pause_at;
 static long test_pause_ms;
-static int test_pause_close_only;
+static int test_pause_kind; /* PAUSE_RESERVED: any reservation; PAUSE_CLOSING; PAUSE_OPENING */
 static _Atomic long test_pause_count;
 
-SLOW void test_pause(int closing)
+SLOW void test_pause(int point)
 {
-    if (test_pause_close_only && !closing)
+    if (point == PAUSE_OPENING ? test_pause_kind != PAUSE_OPENING
+                               : test_pause_kind == PAUSE_OPENING || (test_pause_kind == PAUSE_CLOSING &&
+                                                                      point != PAUSE_CLOSING))
         return;
     if (atomic_fetch_add_explicit(&test_pause_count, 1, memory_order_relaxed) + 1 != test_pause_at)
         return;
     static const char msg[] = "ust-test: paused after reserve\n";
-    ssize_t r = write(2, msg, sizeof msg - 1);
+    static const char msg_opening[] = "ust-test: paused before opening\n";
+    ssize_t r = point == PAUSE_OPENING ? write(2, msg_opening, sizeof msg_opening - 1) : write(2, msg, sizeof msg - 1);
     (void)r;
+    if (point == PAUSE_OPENING) { /* stopped until the test resumes it (SIGCONT) */
+        raise(SIGSTOP);
+        return;
+    }
     struct timespec ts = {test_pause_ms / 1000, (test_pause_ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
@@ -77,7 +86,8 @@ void test_pause_configure(void)
     char kind[8] = "";
     if (v && sscanf(v, "%ld:%ld:%7s", &at, &ms, kind) >= 2 && at > 0 && ms >= 0) {
         test_pause_ms = ms;
-        test_pause_close_only = !strcmp(kind, "close");
+        test_pause_kind = !strcmp(kind, "close") ? PAUSE_CLOSING : !strcmp(kind, "opening") ? PAUSE_OPENING
+                                                                                          : PAUSE_RESERVED;
         test_pause_at = at;
     }
 }
@@ -100,6 +110,7 @@ SLOW void register_writer(BufferObject *b, uint64_t generation)
                 /* reuse a dead writer's entry only when it has nothing in flight */
                 STORE_RELAXED(&w[i].end, 0);
                 STORE_RELAXED(&w[i].start, 0);
+                STORE_RELAXED(&w[i].opening, 0);
                 if (atomic_compare_exchange_strong_explicit(&w[i].owner, &cur, me, memory_order_acq_rel,
                                                             memory_order_relaxed))
                     mine = &w[i];
@@ -109,6 +120,35 @@ SLOW void register_writer(BufferObject *b, uint64_t generation)
     b->writer_generation = generation;
 }
 
+/* The live barrier, writer side. A writer about to open a packet at a packet
+ * boundary (write_offset on a boundary: every packet closed, the stream
+ * possibly idle) says so before it reads its clock, in its writers[] entry
+ * (or, without one, in a shared count), and keeps saying so until its CAS on
+ * write_offset is done. The seq_cst fence after the store pairs with the one
+ * ring_quiet_until() makes between reading its clock and reading these: either
+ * the reader sees the announcement (and gives no beacon), or this writer's
+ * clock is read after the reader's fence, hence after the beacon's time. The
+ * fast path never opens a packet, so it pays nothing; the slow path pays one
+ * fence per packet opened at a boundary, i.e. per flush. */
+INLINE void announce_opening(BufferObject *b, struct ust_writer *me)
+{
+    if (LIKELY(me != NULL))
+        STORE_RELAXED(&me->opening, 1);
+    else
+        atomic_fetch_add_explicit(&b->h->unregistered_openers, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+}
+
+/* The end of the window: release, so that a reader that reads this store
+ * (acquire) also sees this writer's CAS on write_offset, if it made one. */
+INLINE void opening_done(BufferObject *b, struct ust_writer *me)
+{
+    if (LIKELY(me != NULL))
+        STORE_RELEASE(&me->opening, 0);
+    else
+        atomic_fetch_sub_explicit(&b->h->unregistered_openers, 1, memory_order_release);
+}
+
 /* Reserve room for an event of `payload` bytes (context + fields): the
  * whole algorithm, for what ring_reserve()'s fast path does not take.
  * Returns 0 and fills r, or -1 when the event is dropped (counted). */
@@ -116,7 +156,7 @@ SLOW int ring_reserve_slow(BufferObject *b, uint64_t payload, uint32_t event_id,
 {
     struct ust_shm_header *h = b->h;
     uint64_t old, begin, ts, in_sb, need, hdr, lost = 0;
-    int new_packet, close_old, extended;
+    int new_packet, close_old, extended, announced = 0;
     uint64_t generation = LOAD_RELAXED(&fork_generation);
     if (UNLIKELY(b->writer_generation != generation))
         register_writer(b, generation);
@@ -124,8 +164,14 @@ SLOW int ring_reserve_slow(BufferObject *b, uint64_t payload, uint32_t event_id,
 
     old = LOAD_RELAXED(&h->write_offset);
     for (;;) {
-        ts = clock_now();
         in_sb = old & b->sbmask;
+        if (UNLIKELY(in_sb == 0) && !announced) { /* before the clock: see announce_opening() */
+            announce_opening(b, me);
+            announced = 1;
+        }
+        ts = clock_now();
+        if (UNLIKELY(test_pause_at) && in_sb == 0)
+            test_pause(PAUSE_OPENING);
         new_packet = in_sb == 0;
         close_old = 0;
         begin = old;
@@ -149,10 +195,14 @@ SLOW int ring_reserve_slow(BufferObject *b, uint64_t payload, uint32_t event_id,
         need = hdr + payload + (new_packet ? UST_PACKET_HEADER_SIZE : 0);
         if (UNLIKELY(need >= b->sbsize)) {
             count_lost(&h->lost_big);
+            if (announced)
+                opening_done(b, me);
             return -1;
         }
         if (new_packet && UNLIKELY(!packet_start_allowed(b, begin))) {
             count_lost(&h->lost_full);
+            if (announced)
+                opening_done(b, me);
             return -1;
         }
         if (LIKELY(me != NULL)) { /* what we are about to reserve, should we die before committing it */
@@ -165,8 +215,10 @@ SLOW int ring_reserve_slow(BufferObject *b, uint64_t payload, uint32_t event_id,
             break;
     }
     STORE_RELAXED(&h->last_timestamp, ts);
+    if (announced)
+        opening_done(b, me);
     if (UNLIKELY(test_pause_at))
-        test_pause(close_old);
+        test_pause(close_old ? PAUSE_CLOSING : PAUSE_RESERVED);
     if (close_old)
         close_packet(b, old, ts, lost);
 
@@ -176,7 +228,7 @@ SLOW int ring_reserve_slow(BufferObject *b, uint64_t payload, uint32_t event_id,
     if (new_packet) {
         if (UNLIKELY(begin == 0))
             STORE_RELAXED(&h->first_timestamp, ts); /* for the reader's gap marker (ring_get) */
-        open_packet(b, base, begin, ts, close_old ? lost : lost_total(h));
+        begin_packet(b, base, begin, ts); /* its end is written by its closer (see begin_packet) */
         r->begin = begin + UST_PACKET_HEADER_SIZE;
     } else {
         r->begin = begin;

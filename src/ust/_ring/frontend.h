@@ -20,7 +20,8 @@ struct reservation {
 
 /* Test-only pause between reserve and commit (frontend.c). */
 extern long test_pause_at;
-void test_pause(int closing);
+enum { PAUSE_RESERVED, PAUSE_CLOSING, PAUSE_OPENING };
+void test_pause(int point);
 void test_pause_configure(void);
 
 /* Slow paths and the switch (frontend.c). */
@@ -98,9 +99,15 @@ INLINE uint64_t lost_for_close(struct ust_shm_header *h)
     return lost_total(h);
 }
 
-/* `lost` is the count a packet carries if it is never closed normally (an
- * empty packet, a dead writer's): closing overwrites it. */
-INLINE void open_packet(BufferObject *b, char *base, uint64_t begin, uint64_t ts, uint64_t lost)
+/* The header fields that begin the packet at stream offset `begin`: what the
+ * writer whose reservation opens a packet writes. Never the fields that end
+ * it (timestamp_end, the sizes, events_discarded): those are its closer's
+ * (close_packet), and the closer may come first: the live timer or a
+ * rotation may close a packet between its opener's CAS and this write (the
+ * opener then overwrote the closer's sizes with an empty packet's, and its
+ * event was lost uncounted). The two write disjoint bytes, and each commits
+ * after writing (acq_rel): the reader sees both once the lap is complete. */
+INLINE void begin_packet(BufferObject *b, char *base, uint64_t begin, uint64_t ts)
 {
     struct ust_shm_header *h = b->h;
     struct ust_packet_header *ph = (struct ust_packet_header *)base;
@@ -109,12 +116,21 @@ INLINE void open_packet(BufferObject *b, char *base, uint64_t begin, uint64_t ts
     ph->stream_id = h->stream_id;
     ph->stream_instance_id = h->cpu;
     ph->timestamp_begin = ts;
+    ph->packet_seq_num = begin >> b->sbshift;
+    ph->cpu_id = h->cpu;
+}
+
+/* A whole header, for a packet its writer owns alone (an empty packet, the
+ * reader's gap marker, a repaired header): begun and ended at `ts`, empty,
+ * carrying the lost count `lost`. */
+INLINE void open_packet(BufferObject *b, char *base, uint64_t begin, uint64_t ts, uint64_t lost)
+{
+    struct ust_packet_header *ph = (struct ust_packet_header *)base;
+    begin_packet(b, base, begin, ts);
     ph->timestamp_end = ts;
     ph->content_size = UST_PACKET_HEADER_SIZE * 8;
     ph->packet_size = UST_PACKET_HEADER_SIZE * 8;
-    ph->packet_seq_num = begin >> b->sbshift;
     ph->events_discarded = lost;
-    ph->cpu_id = h->cpu;
 }
 
 /* Reserve room for an event of `payload` bytes (context + fields).

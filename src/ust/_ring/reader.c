@@ -504,3 +504,48 @@ void ring_put(BufferObject *b)
     b->holding = 0;
 }
 
+
+/* The live barrier, reader side: the time a live beacon may give for this
+ * stream ("nothing in it until then": viewers move past it), or 0 when none
+ * can be given now. Only for a stream whose every reserved byte has been
+ * handed out (write_offset == consumed, a packet boundary): otherwise its
+ * packets will tell. Its next event is then reserved by a writer opening a
+ * packet at that boundary, and such a writer announces itself before it
+ * reads its clock (announce_opening() in frontend.c). Here, the clock is read
+ * first, then a seq_cst fence pairs with the writer's: either the writer's
+ * fence comes after ours, and its clock is read after ours (the beacon is
+ * before its event), or it comes before, and the loads below see its
+ * announcement (no beacon: the writer may have read its clock before ours)
+ * or its withdrawal, which is a release after its CAS, so that the reload of
+ * write_offset sees the CAS (the stream is not idle any more: no beacon). A
+ * writer that died inside its window does not hold beacons back (its CAS
+ * never comes); one without a writers[] entry announces in a shared count,
+ * which a death there would leave raised: that stream then gets no beacon
+ * (viewers wait for its next packet) -- a writer killed within a few
+ * instructions, with more than UST_MAX_WRITERS writers on one stream. Reader
+ * side only; no Python API (Buffer.quiet_until is its face). */
+uint64_t ring_quiet_until(BufferObject *b)
+{
+    struct ust_shm_header *h = b->h;
+    if (b->holding)
+        return 0;
+    uint64_t w = LOAD_ACQUIRE(&h->write_offset);
+    if (w != LOAD_RELAXED(&h->consumed) || (w & b->sbmask))
+        return 0;
+    uint64_t now = clock_now();
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&h->unregistered_openers, memory_order_acquire) != 0)
+        return 0;
+    for (int i = 0; i < UST_MAX_WRITERS; i++) {
+        struct ust_writer *wr = &h->writers[i];
+        if (atomic_load_explicit(&wr->opening, memory_order_acquire) == 0)
+            continue;
+        uint64_t owner = LOAD_RELAXED(&wr->owner);
+        if (owner != 0 && !b->writers_gone && !process_dead(owner))
+            return 0;
+    }
+    /* acquire loads above: this load is not made before them */
+    if (LOAD_RELAXED(&h->write_offset) != w)
+        return 0;
+    return now;
+}

@@ -17,5 +17,6 @@ int ring_repair_dead_writers(BufferObject *b);
 int drain_stream(BufferObject *b, int fd, int force, Py_ssize_t limit, unsigned long long *packets,
                  unsigned long long *bytes);
 int write_packet(int fd, const char *p, size_t len);
+uint64_t ring_quiet_until(BufferObject *b);
 
 #endif

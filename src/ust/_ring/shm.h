@@ -26,7 +26,7 @@
 #include "layout.h"
 
 #define UST_SHM_MAGIC 0x3166756252747375ULL /* "ustRbuf1" little-endian */
-#define UST_SHM_VERSION 3 /* 3: writers[].owner holds the start time; first_timestamp */
+#define UST_SHM_VERSION 4 /* 3: writers[].owner holds the start time; first_timestamp. 4: the live barrier (opening) */
 #define UST_CACHELINE 64
 
 /* Slot table entry: which physical sub-buffer a slot maps to, for which lap,
@@ -64,6 +64,10 @@ struct ust_writer {
     _Atomic uint64_t start; /* stream offset where the reservation starts (in the previous packet if it closes one) */
     _Atomic uint64_t end;   /* ... and ends; end <= start: none in flight */
     _Atomic uint64_t ts;    /* its timestamp */
+    /* 1 from before this writer reads its clock to open a packet at a
+     * packet boundary until its CAS on write_offset is done (or it gave up):
+     * the live barrier (ring_quiet_until in reader.c, docs/relay.md). */
+    _Atomic uint64_t opening;
 };
 
 struct ust_shm_header {
@@ -92,6 +96,7 @@ struct ust_shm_header {
     _Atomic uint64_t lost_dead;                       /* events of writers killed between reserve and commit */
     _Atomic uint64_t lost_args;                       /* enabled calls whose arguments did not fit (not recorded) */
     _Atomic uint64_t first_timestamp;                 /* timestamp_begin of the stream's first packet (0: none yet) */
+    _Atomic uint64_t unregistered_openers;            /* writers without a writers[] entry inside their "opening" window */
 
     /* Written by the reader. */
     _Alignas(UST_CACHELINE) _Atomic uint64_t consumed;

@@ -144,20 +144,28 @@ def _live_tick(ch) -> None:
     """The live timer (LTTng's): every stream's partial packet is closed, so that
     the round that follows sends it and a live viewer sees its events within the
     period; a stream with nothing to send tells its output (``beacon``, a relay
-    stream) that it has nothing up to now, so that viewers move past it."""
+    stream) that it has nothing up to some time, so that viewers move past it.
+
+    A ring buffer's beacon time comes from the ring (``Buffer.quiet_until``, the
+    live barrier, docs/relay.md): the clock read at the flush is not enough, since
+    a writer that read its clock just before it, and reserved just after, would
+    put an older event after the beacon (babeltrace2 then stops: "timestamp is
+    less than the last returned")."""
     from ust._ring._ring import clock_now
 
-    stamp = clock_now()  # before the flush: no event of an idle stream can be older
+    stamp = clock_now()  # (a source of its own, ftrace: before its drain, so no record it sends later is older)
     for src, out in ch.streams():
-        if is_ring_buffer(src):
-            idle = unwritten_bytes(src) == 0
-            src.flush()
-        else:  # a source that holds nothing of its own (ftrace): what it has until now is sent first
-            idle = drain_stream(src, out) == 0
         beacon = getattr(out, "beacon", None)
-        if idle and beacon is not None:
+        if is_ring_buffer(src):
+            src.flush()
+            until = src.quiet_until() if beacon is not None else 0  # 0: packets to send, or a writer opening one
+        else:  # a source that holds nothing of its own (ftrace): what it has until now is sent first
+            until = stamp if drain_stream(src, out) == 0 and beacon is not None else 0
             quiet_until = getattr(src, "quiet_until", None)  # a source holding back older records
-            beacon(quiet_until(stamp) if quiet_until is not None else stamp)
+            if until and quiet_until is not None:
+                until = quiet_until(until)
+        if until and beacon is not None:
+            beacon(until)
 
 
 class Drainer:

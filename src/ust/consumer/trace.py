@@ -231,8 +231,21 @@ class Trace:
         packet the buffers hold now (the partial ones closed) ends in the old
         output, the next ones in the new one; none lost, none written twice.
         The host pauses the engine around it. Returns the packets written to
-        the old output. (For rotating chunks.)"""
+        the old output. (For rotating chunks.)
+
+        The new output's streams and metadata are made before the old streams
+        end: a live viewer is told of them (the relay's NEW_STREAM flag) with
+        the old streams' last packets, before it prints any of their events.
+        Made after (as before), a viewer could print a stream flushed late up
+        to its flush time without knowing the new stream of a CPU flushed
+        earlier, whose first events are older: babeltrace2 then stopped
+        ("timestamp is less than the last returned", or, when that first
+        message was a discarded-events one, a clock overflow)."""
         n = 0
+        version = self.events.version()
+        fresh = {name: [output.stream(ch.spec, cpu) for cpu in range(len(ch.sources))]
+                 for name, ch in self.channels.items()}
+        output.write_metadata(self.metadata_text())
         for ch in self.channels.values():
             for src, out in ch.streams():
                 # every byte reserved before the flush belongs to the old output: a packet the
@@ -254,8 +267,9 @@ class Trace:
         self.output = output
         for ch in self.channels.values():
             ch.consumed_before = ch.consumed()
-            ch.outputs = [output.stream(ch.spec, cpu) for cpu in range(len(ch.sources))]
-        self.write_metadata(force=True)
+            ch.outputs = fresh[ch.name]
+        self._described = version
+        self.write_metadata()  # (only if an event was described meanwhile)
         return n
 
     def close(self) -> None:

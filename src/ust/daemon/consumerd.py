@@ -52,6 +52,7 @@ from ust.consumer.trace import ChannelSpec, Trace, trace_info
 from ust.daemon import protocol
 from ust.daemon.protocol import ConnectionClosed
 from ust.relay.output import RelaySession, RelayTraceOutput
+from ust.relay.wire import IDENTITY_SIZE
 from ust.errors import ProtocolError, UstError
 
 
@@ -263,6 +264,15 @@ class Consumer:
 
         n = 0
         links = []
+        for key in targets:  # a link that broke a moment ago is up again before the switch, if it can be
+            t = self.traces.get(key)
+            if t is not None and t.drains and isinstance(t.output, RelayTraceOutput) and t.output.link not in links:
+                links.append(t.output.link)
+                try:
+                    t.output.link.connect_now()
+                except OSError:
+                    pass  # the switch goes on; the archive request says the relay is unreachable
+        links = []
         for key, path in targets.items():
             t = self.traces.get(key)
             if t is None or not t.drains:
@@ -398,8 +408,13 @@ class Consumer:
         """The one link to the relay of a streamed session (its traces share it)."""
         link = self.relays.get(session)
         if link is None:
+            identity = relay.get("identity")  # the session's, from the session daemon: a replaced consumer resumes
+            if identity is not None and (not isinstance(identity, str) or len(identity) != 2 * IDENTITY_SIZE
+                                         or any(c not in "0123456789abcdef" for c in identity)):
+                raise ProtocolError(f"invalid relay identity {identity!r}")
             link = RelaySession(relay["host"], relay["control"], relay["data"], session, relay["hostname"],
-                                relay.get("live_timer") or 0, relay.get("created") or 0)
+                                relay.get("live_timer") or 0, relay.get("created") or 0,
+                                identity=bytes.fromhex(identity) if identity else None)
             self.relays[session] = link
         return link
 

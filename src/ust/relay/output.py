@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import hashlib
 import os
 import threading
 import time
@@ -47,9 +48,17 @@ ARCHIVE_TIMEOUT = 30.0  # s: a rotation waits this long for the relay to have th
 RETAIN_BYTES = 16 << 20
 
 
+def stream_handle(path: str, name: str, metadata: bool) -> int:
+    """A stream's handle on the relay, from what the stream is (its trace path, file name, kind):
+    the same in a consumer that replaces a killed one, so that its ADD_STREAMs resume the streams
+    its predecessor had made (the relay matches them by handle). 62 bits of a hash."""
+    digest = hashlib.blake2b(f"{path}\0{name}\0{int(metadata)}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") >> 2) or 1
+
+
 class RelaySession:
     def __init__(self, host: str, control_port: int, data_port: int, session: str, hostname: str,
-                 live_timer_us: int, created: float):
+                 live_timer_us: int, created: float, identity: bytes | None = None):
         self.address = (host, control_port, data_port)
         self.session = session
         self.hostname = hostname
@@ -58,7 +67,6 @@ class RelaySession:
         self.lock = threading.RLock()
         self.client: RelayClient | None = None
         self.next_try = 0.0
-        self.handles = iter(range(1, 1 << 62))
         # what a (re)connected relay must know, in order: handle -> (trace path, file name,
         # stream class, is metadata); metadata handle -> its last text
         self.streams: dict[int, tuple[str, str, int, bool]] = {}
@@ -68,22 +76,27 @@ class RelaySession:
         self.sent: collections.deque = collections.deque()
         self.sent_bytes = 0
         self.connections = 0  # successful connections (a test's and a log's figure)
-        self.identity = os.urandom(wire.IDENTITY_SIZE)  # a reconnection resumes this session on the relay
+        # A reconnection resumes this session on the relay. An identity given by the session daemon
+        # (the same for the session's whole life) lets a consumer that replaces a killed one resume
+        # it too, from its first connection: the same session for viewers, the same stream files.
+        self.resumes = identity is not None
+        self.identity = identity if identity is not None else os.urandom(wire.IDENTITY_SIZE)
         self.error = ""
 
-    def _connected(self) -> RelayClient:
-        """The client, (re)connecting when due; OSError when the relay is unreachable."""
+    def _connected(self, now_or_never: bool = False) -> RelayClient:
+        """The client, (re)connecting when due (``now_or_never``: at once, for a command that
+        may wait, a rotation); OSError when the relay is unreachable."""
         if self.client is not None:
             return self.client
         now = time.monotonic()
-        if now < self.next_try:
+        if now < self.next_try and not now_or_never:
             raise OSError(errno.ENOTCONN, f"relay {self.address[0]} unreachable: {self.error}")
         self.next_try = now + RETRY_PERIOD
         client = None
         try:
             client = RelayClient(*self.address, timeout=CONNECT_TIMEOUT)
             client.create_session(self.session, self.hostname, self.live_timer_us, self.created, self.identity,
-                                  resume=self.connections > 0)
+                                  resume=self.connections > 0 or self.resumes)
             for handle, (path, name, stream_class, is_meta) in self.streams.items():
                 if handle in self.closed_streams:
                     continue
@@ -136,9 +149,16 @@ class RelaySession:
         self.next_try = time.monotonic() + RETRY_PERIOD
         return OSError(errno.EPIPE, f"relay {self.address[0]}: {exc}")
 
-    def call(self, action) -> None:
+    def connect_now(self) -> None:
+        """Reconnect at once if the connection is down (not waiting for the retry period, which
+        spares the drain engine): before a rotation, whose closes and archive must reach the
+        relay, when a reply slow under load broke the connection a moment ago. OSError if the
+        relay cannot be reached."""
+        self.call(lambda c: None, now_or_never=True)
+
+    def call(self, action, now_or_never: bool = False) -> None:
         with self.lock:
-            client = self._connected()
+            client = self._connected(now_or_never)
             try:
                 action(client)
             except (OSError, wire.WireError) as exc:
@@ -146,7 +166,9 @@ class RelaySession:
 
     def add_stream(self, path: str, name: str, stream_class: int, metadata: bool = False) -> int:
         with self.lock:
-            handle = next(self.handles)
+            handle = stream_handle(path, name, metadata)
+            while handle in self.streams:  # (the same stream made twice: the relay refuses the second)
+                handle = handle % ((1 << 62) - 1) + 1
             self.streams[handle] = (path, name, stream_class, metadata)
             if self.client is not None:
                 try:

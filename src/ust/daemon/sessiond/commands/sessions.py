@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import pwd
 import time
 
@@ -63,13 +64,15 @@ MAX_LIVE_TIMER_US = 3600 * 10**6
 def relay_of(url: str) -> dict:
     """{"host", "control", "data"} of a ``net://HOST[:CTRL[:DATA]]`` URL (SessionError if invalid)."""
     from ust.relay.sender import parse_net_url
-    from ust.relay.wire import WireError
+    from ust.relay.wire import IDENTITY_SIZE, WireError
 
     try:
         host, control, data = parse_net_url(url)
     except WireError as exc:
         raise SessionError(str(exc)) from None
-    return {"host": host, "control": control, "data": data}
+    # identity: the session's on the relay, for its whole life (hex): a consumer that replaces a
+    # killed one resumes the same relay session with it (viewers stay attached: docs/relay.md)
+    return {"host": host, "control": control, "data": data, "identity": secrets.token_hex(IDENTITY_SIZE)}
 
 
 @group.command("destroy", {"session": is_name})
