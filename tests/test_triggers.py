@@ -369,6 +369,48 @@ def test_captured_values_ride_with_the_notifications(ust_env, tmp_path):
     app.exit()
 
 
+KILLED_APP = textwrap.dedent("""
+    import os, signal, sys
+    import ust
+    tp = ust.tracepoint("sk:ev", {"v": ust.int64})
+    print(f"ready {os.getpid()}", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "enabled":
+            print(f"ok {tp.enabled}", flush=True)
+        elif line.startswith("go "):
+            # the agent's thread never gets the GIL before the kill: none of these is reported
+            sys.setswitchinterval(1000)
+            for v in range(int(line.split()[1])):
+                tp(v)
+            os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_matches_of_a_process_sigkilled_right_after_them_are_not_lost(ust_env, tmp_path):
+    """The agent adds each match to a counter it shares with the daemon: a process SIGKILLed before its agent's
+    thread reported its matches still has them counted, and fired, when the daemon sees it gone."""
+    env = ust_env
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_APP)
+    env.ust("add-trigger", "--name", "k", *COND, "--name", "sk:ev", "--filter", "v >= 0", "--action", "notify",
+            "--rate-policy", "every:100")
+    apps = [env.app(str(script)) for _ in range(2)]
+    for app in apps:
+        env.wait_registered(app.pid)
+        wait_until(lambda: app.send("enabled") == "ok True", what="the trigger attached")
+    with env.client() as c:
+        sub = c.notifications(["k"], timeout=120)
+        for app, n in zip(apps, (500, 230)):
+            app.proc.stdin.write(f"go {n}\n")
+            app.proc.stdin.flush()
+            assert app.proc.wait(60) == -9
+        got = [next(sub) for _ in range(7)]
+    wait_until(lambda: _trigger(env, "k")["hits"] == 730, what="every match counted")
+    assert [n["hits"] for n in got] == [100, 200, 300, 400, 500, 600, 700]
+    assert [n["pid"] for n in got] == [apps[0].pid] * 5 + [apps[1].pid] * 2
+    assert {n["event"] for n in got} == {"sk:ev"}
+
+
 @pytest.mark.parametrize("capture, error", [
     ("v > 1", "bad capture 'v > 1': a capture is one reference, unexpected '>' at position 2"),
     ("3", "bad capture '3': a capture is a field or a context reference, got 3 at position 0"),

@@ -164,6 +164,12 @@ class Connection:
         self.trigger_hits: dict[tuple[int, str], int] = {}  # (trigger id, event name) -> matches not sent
         self.trigger_captured: dict[tuple[int, str], list] = {}  # idem -> values of the first ones (--capture)
         self.trigger_hits_lock = forksafe.Lock()
+        # The match counters shared with the daemon (ust.daemon.sessiond.triggers.TriggerCounters): each
+        # match is also added to its (trigger, event)'s slot, which the daemon reads when this process is
+        # gone, so a SIGKILL right after matching loses none. Not inherited: a forked child counts in its
+        # own, given when it registers (until then, its matches are only in its reports).
+        self.trigger_counts = None  # memoryview of 64-bit slots
+        self.trigger_slots: dict[tuple[int, str], int | None] = {}  # (trigger id, decl key) -> slot
         self.thread = threading.Thread(target=self._run, name=f"ust-agent:{rundir}", daemon=True)
 
     # -- called from other threads ----------------------------------------------
@@ -429,13 +435,31 @@ class Connection:
         if (not isinstance(tid, int) or not isinstance(dk, str) or not (flt is None or isinstance(flt, str))
                 or not isinstance(caps, list) or not all(isinstance(c, str) for c in caps)):
             raise protocol.ProtocolError("trigger_attach: expected trigger (int), decl_key (str), filter, captures")
+        slot, size = msg.get("slot"), msg.get("counters")
+        if size is not None:
+            self._map_trigger_counts(size, fds)
+        if not (isinstance(slot, int) and self.trigger_counts is not None and 0 <= slot < len(self.trigger_counts)):
+            slot = None
         if self.trigger_confirmed is not None:
             self.trigger_confirmed.add((tid, dk))
         wanted = self.triggers.setdefault(dk, {})
-        if wanted.get(tid) == (flt, tuple(caps)) and dk in self.trigger_handles:
+        same_slot = self.trigger_slots.get((tid, dk)) == slot
+        self.trigger_slots[(tid, dk)] = slot
+        if wanted.get(tid) == (flt, tuple(caps)) and dk in self.trigger_handles and same_slot:
             return  # inherited from the parent, already evaluated here
         wanted[tid] = (flt, tuple(caps))
         self._attach_trigger(dk)
+
+    def _map_trigger_counts(self, size: object, fds: list[int]) -> None:
+        """Map the daemon's shared match counters (``size`` 64-bit slots, the memfd in ``fds``)."""
+        import mmap
+
+        if not (isinstance(size, int) and 0 < size <= 1 << 16 and len(fds) == 1):
+            raise protocol.ProtocolError("trigger_attach: counters need a size and one descriptor")
+        if os.fstat(fds[0]).st_size < size * 8:
+            raise protocol.ProtocolError("trigger_attach: the counters' memory is smaller than said")
+        # the old mapping (if any) is dropped, not closed: callbacks built on it may still run once
+        self.trigger_counts = memoryview(mmap.mmap(fds[0], size * 8)).cast("Q")
 
     def _cmd_trigger_detach(self, msg: dict, fds: list[int]) -> None:
         dk = msg.get("decl_key")
@@ -443,6 +467,7 @@ class Connection:
         if wanted is None:
             return
         wanted.pop(msg.get("trigger"), None)
+        self.trigger_slots.pop((msg.get("trigger"), dk), None)
         if wanted:
             self._attach_trigger(dk)
         else:
@@ -462,7 +487,8 @@ class Connection:
         handles = list(self.agent.handles.get(dk, ()))
         for h in handles:
             checks = [(tid, event_predicate(self._filter(flt), h.decl),
-                       event_capture([compile_capture(c) for c in caps], h.decl) if caps else None)
+                       event_capture([compile_capture(c) for c in caps], h.decl) if caps else None,
+                       self.trigger_slots.get((tid, dk)))
                       for tid, (flt, caps) in self.triggers[dk].items()]
             h.tp.attach(self.trigger_channel, 0, self._trigger_callback(h.decl.name, checks))
         self.trigger_handles[dk] = handles
@@ -473,22 +499,25 @@ class Connection:
         from ust.filter import MAX_CAPTURED_MATCHES as captured_max
 
         lock, post = self.trigger_hits_lock, self.post_from_tracepoint
+        counts = self.trigger_counts  # the shared counters (None: not given; then no slot is either)
 
         def on_event(*args) -> bool:
             matched = []
-            for tid, keep, capture in checks:
+            for tid, keep, capture, slot in checks:
                 try:
                     if keep is None or keep(*args):
-                        matched.append((tid, capture))
+                        matched.append((tid, capture, slot))
                 except Exception:  # noqa: BLE001  a filter that fails is false, as in LTTng
                     pass
             if matched:
                 with lock:
                     idle = not self.trigger_hits
-                    for tid, capture in matched:
+                    for tid, capture, slot in matched:
                         key = (tid, event)
                         n = self.trigger_hits.get(key, 0)
                         self.trigger_hits[key] = n + 1
+                        if slot is not None and counts is not None:
+                            counts[slot] = (counts[slot] + 1) & 0xFFFFFFFFFFFFFFFF
                         if capture is not None and n < captured_max:
                             # the values of the report's first matches, in order (the daemon pairs them
                             # with the match numbers its rate policy fires at)
@@ -523,6 +552,8 @@ class Connection:
         for dk in list(self.trigger_handles):
             self._detach_trigger(dk)
         self.triggers.clear()
+        self.trigger_slots.clear()
+        self.trigger_counts = None  # the daemon that gave them is gone (or this is a forked child)
         with self.trigger_hits_lock:
             self.trigger_hits.clear()
             self.trigger_captured.clear()
