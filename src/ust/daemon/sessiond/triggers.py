@@ -93,6 +93,11 @@ class Trigger:
     condition: dict | None = None
     satisfied: bool = False  # at the last sample: the condition fires when this becomes true
     next_sample: float = 0.0
+    # --type kernel: its instance and readers (ust.daemon.sessiond.ktriggers.KernelTriggerState), and the
+    # matches its ring dropped (full: nobody saw them; lttng's discarded notifications)
+    kernel: object = None
+    discarded: int = 0
+
     @property
     def spent(self) -> bool:
         """Every action fired its once-after: the applications stop evaluating it."""
@@ -103,12 +108,18 @@ class Trigger:
         if r is None:
             return {"name": self.name, "owner_uid": self.uid, "hits": self.hits, "condition": dict(self.condition),
                     "actions": [a.to_json() for a in self.actions]}
-        return {"name": self.name, "owner_uid": self.uid, "hits": self.hits,
-                "condition": {"type": "event-rule-matches", "domain": r.domain, "pattern": r.pattern,
-                              "exclusions": list(r.exclusions), "filter": r.filter,
-                              "loglevel_type": r.loglevel_type, "loglevel": r.loglevel,
-                              "captures": list(self.captures)},
-                "actions": [a.to_json() for a in self.actions]}
+        out = {"name": self.name, "owner_uid": self.uid, "hits": self.hits,
+               "condition": {"type": "event-rule-matches", "domain": r.domain, "pattern": r.pattern,
+                             "exclusions": list(r.exclusions), "filter": r.filter,
+                             "loglevel_type": r.loglevel_type, "loglevel": r.loglevel,
+                             "captures": list(self.captures)},
+               "actions": [a.to_json() for a in self.actions]}
+        if self.kernel is not None:
+            k = self.kernel
+            out["condition"].update({"syscall": k.syscall, "events": list(k.events),
+                                     "instance": k.instance.name if k.instance is not None else None})
+            out["discarded"] = self.discarded
+        return out
 
 
 @dataclass
@@ -131,6 +142,7 @@ class TriggerTable:
         self.dropped_actions = 0
         self.worker: threading.Thread | None = None
         self.monitor: threading.Thread | None = None  # samples the buffer conditions (sessiond.monitor)
+        self.kernel_collector: threading.Thread | None = None  # takes kernel triggers' matches (sessiond.ktriggers)
 
     # -- the table
 
@@ -261,7 +273,50 @@ class TriggerTable:
 
     def spent_changed(self, daemon) -> None:
         """A trigger is spent: stop its evaluation everywhere (applications, kernel instances)."""
-        threading.Thread(target=self.sync_all, args=(daemon,), name="triggers-sync", daemon=True).start()
+        from ust.daemon.sessiond import ktriggers
+
+        def stop() -> None:
+            self.sync_all(daemon)
+            ktriggers.stop_spent(daemon)
+
+        threading.Thread(target=stop, name="triggers-sync", daemon=True).start()
+
+    def on_kernel_matches(self, daemon, uid: int, reply: dict) -> None:
+        """A consumer's ``kernel_trigger_matches`` (ust.kernel.matcher.Matcher.take): ``{"matches": [[trigger
+        id, event, count, captured], ...], "discarded": [[trigger id, records], ...]}``, checked as an
+        application's report is (the consumer runs as the triggers' owner): it may only count the kernel
+        triggers whose matches it was given (``uid``: its own)."""
+        matches, discarded = reply.get("matches"), reply.get("discarded")
+        if not (isinstance(matches, list) and len(matches) <= MAX_HIT_ENTRIES and isinstance(discarded, list)
+                and len(discarded) <= MAX_HIT_ENTRIES):
+            log(f"kernel triggers: bad matches from the consumer of uid {uid}")
+            return
+        spent = False
+        with self.lock:
+            def mine(tid):
+                t = self.by_id.get(tid) if _uint(tid) else None
+                return t if t is not None and t.kernel is not None and t.kernel.uid == uid else None
+
+            for item in discarded:
+                if isinstance(item, list) and len(item) == 2 and _uint(item[1]) and (t := mine(item[0])):
+                    t.discarded += item[1]
+            counted = []
+            for item in matches:
+                if not (isinstance(item, list) and len(item) == 4 and isinstance(item[1], str) and len(item[1]) <= 512
+                        and _uint(item[2]) and item[2] > 0):
+                    log(f"kernel triggers: bad match entry from the consumer of uid {uid}")
+                    return
+                t = mine(item[0])
+                if t is None or t.spent:
+                    continue  # removed meanwhile
+                if not check_captured(item[3], len(t.captures), item[2]):
+                    log(f"kernel triggers: bad captured values for trigger {t.name}")
+                    return
+                counted.append((t, item))
+            for t, item in counted:
+                spent = self._count(daemon, t, item[2], {"event": item[1], "domain": "kernel"}, item[3]) or spent
+        if spent:
+            self.spent_changed(daemon)
 
     def _count(self, daemon, t: Trigger, count: int, details: dict, captured: list = ()) -> bool:
         """Under the lock: ``count`` new matches of ``t`` (``captured``: the values of the first ones); its
