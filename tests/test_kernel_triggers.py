@@ -87,6 +87,14 @@ def test_a_syscall_trigger_counts_exactly_what_its_filter_keeps_and_fires_by_its
             "      - $ctx.tid\n      - nothere\n    matches: 40\n    discarded: 0 (the trigger's ring was full)\n"
             "  action:notify, rate policy: every 10\n    fired: 4\n") in out
     assert json.loads(env.ust("list-triggers", "--json")[1])[0]["condition"]["syscall"] == "exit"
+    mi = json.loads(env.ust("--mi", "json", "list-triggers")[1])["command"]["output"]["triggers"][0]["condition"]
+    assert mi["condition_event_rule_matches"]["event_rule"] == {"event_rule_kernel_syscall": {
+        "emission_site": "exit", "name_pattern": "getppid", "filter_expression": f"ret == {me}"}}
+    assert mi["error_query_results"][0]["error_query_result_counter"] == {"value": 0}
+    rc, so, se = env.ust("--mi", "xml", "add-trigger", "--name", "tp", *COND, "--type", "kernel", "--name",
+                         "sched_process_exec", "--action", "notify")
+    assert "<event_rule_kernel_tracepoint><name_pattern>sched_process_exec</name_pattern>" in so, so
+    env.ust("remove-trigger", "tp")
     assert env.ust("remove-trigger", "pp")[1] == "Removed trigger `pp`.\n"
     assert not os.path.exists(inst)
 
@@ -159,6 +167,31 @@ def test_a_sigkilled_consumer_is_replaced_the_trigger_goes_on_and_no_instance_st
     assert os.path.isdir(inst)
     env.ust("list")  # a new daemon: it removes what nobody owns any more (once its consumer let it go)
     wait_until(lambda: not os.path.exists(inst), timeout=90, what="the dead daemon's trigger instance removed")
+
+
+def test_matches_the_full_ring_dropped_are_counted_as_discarded_exactly(ust_env, tracefs_dir):
+    """A flood of matches while the consumer is stopped overflows the trigger's ring (discard mode): what it kept
+    is counted as matches, what it dropped as discarded (ftrace's dropped events: the filter runs before the ring,
+    so each is a match), and together they are every call — none counted twice, none lost unsaid."""
+    env = ust_env
+    me = os.getpid()
+    env.ust("add-trigger", "--name", "fl", *COND, "--type", "kernel:syscall:exit", "--name", "getppid",
+            "--filter", f"ret == {me}", "--action", "notify", "--rate-policy", "once-after:1000000000")
+    consumer = env.client().ping()["consumer_pid"]
+    os.kill(consumer, signal.SIGSTOP)
+    try:
+        _getppids(200_000)
+    finally:
+        os.kill(consumer, signal.SIGCONT)
+
+    def total():
+        t = _trigger(env, "fl")
+        return t["hits"] + t["discarded"]
+
+    wait_until(lambda: total() == 200_000, timeout=120, what="every call counted, kept or discarded")
+    t = _trigger(env, "fl")
+    assert t["discarded"] > 0 and t["hits"] > 0, t
+    assert f"    discarded: {t['discarded']} (the trigger's ring was full)" in env.ust("list-triggers")[1]
 
 
 @pytest.mark.parametrize("args, error", [
