@@ -42,7 +42,7 @@ def _trigger(env, name):
 
 def _instance(tracefs_dir, env, name) -> str:
     inst = _trigger(env, name)["condition"]["instance"]
-    assert inst.startswith("ust-.trigger-")
+    assert inst.startswith(f"ust-.trigger-{env.client().ping()['pid']}-")
     return os.path.join(tracefs_dir, "instances", inst)
 
 
@@ -158,8 +158,12 @@ def test_a_sigkilled_consumer_is_replaced_the_trigger_goes_on_and_no_instance_st
     assert not os.path.exists(inst)
 
     env.ust("add-trigger", "--name", "k2", *COND, "--type", "kernel", "--name", "sched_process_exec",
-            "--action", "notify")
+            "--action", "notify", "--rate-policy", "once-after:1")
     inst = _instance(tracefs_dir, env, "k2")
+    assert open(os.path.join(inst, "tracing_on")).read().strip() == "1"
+    subprocess.run(["true"], check=True)
+    # spent (its one action fired): nothing it records could fire any more, its instance is switched off
+    wait_until(lambda: open(os.path.join(inst, "tracing_on")).read().strip() == "0", what="the instance off")
     pid = sessiond_pid(env.home)
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
@@ -192,6 +196,13 @@ def test_matches_the_full_ring_dropped_are_counted_as_discarded_exactly(ust_env,
     t = _trigger(env, "fl")
     assert t["discarded"] > 0 and t["hits"] > 0, t
     assert f"    discarded: {t['discarded']} (the trigger's ring was full)" in env.ust("list-triggers")[1]
+    # a restarted consumer reads the rings' drop counters again: the same total, not counted twice
+    c = env.client()
+    os.kill(consumer, signal.SIGKILL)
+    wait_until(lambda: (c.ping()["consumer_pid"] or 0) not in (0, consumer), timeout=120, what="a new consumer")
+    _getppids(3)
+    wait_until(lambda: _trigger(env, "fl")["hits"] == t["hits"] + 3, what="3 more matches")
+    assert _trigger(env, "fl")["discarded"] == t["discarded"]
 
 
 @pytest.mark.parametrize("args, error", [

@@ -9,8 +9,8 @@ first matches of each report of a trigger with ``--capture`` are read in Python 
 (``formats.record_values``). Matches wait in ``pending`` until the daemon takes them (consumer
 command ``kernel_trigger_matches``); when the first arrive, the daemon's eventfd is written, so
 it comes at once. Records the ring dropped (it was full: ftrace's ``dropped events``) are matches
-nobody saw: counted as ``discarded``, per trigger, as lttng counts an event notifier's discarded
-notifications.
+nobody saw: counted as ``discarded``, per trigger (the rings' cumulative counters, so a restarted
+consumer says the same total), as lttng counts an event notifier's discarded notifications.
 
 The instances' ``buffer_percent`` is 0: a poller of ``trace_pipe_raw`` is woken at the first
 record. After a pass the thread waits MIN_PASS before the next, so a flood of matches is read in
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import select
+import sys
 import threading
 import time
 
@@ -50,7 +51,7 @@ class KernelTrigger:
         self.events = {ev.id: ev for ev in events}
         self.captures = [compile_capture(c) for c in captures]
         self.page_size = page_size
-        self.dropped_seen = [0] * len(stats_fds)
+        self.dropped_seen = 0  # the rings' drops (cumulative over the instance's life) last reported
 
     def close(self) -> None:
         for fd in self.raw + self.stats:
@@ -70,7 +71,9 @@ class Matcher:
         self.triggers: dict[int, KernelTrigger] = {}
         # trigger id -> {event name: [count, [captured values of the first matches]]}
         self.pending: dict[int, dict[str, list]] = {}
-        self.discarded: dict[int, int] = {}  # trigger id -> records the rings dropped, not yet taken
+        # trigger id -> records its rings dropped since the instance began (their own cumulative counters:
+        # a restarted consumer says the same total, never one counted twice), when it grew
+        self.discarded: dict[int, int] = {}
         self._count = pages.match_counter()
         self._kick = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._epoll = select.epoll()
@@ -104,7 +107,7 @@ class Matcher:
 
     def take(self) -> dict:
         """What the daemon is told: ``{"matches": [[trigger, event, count, captured], ...],
-        "discarded": [[trigger, records], ...]}`` since the last time."""
+        "discarded": [[trigger, records dropped in all], ...]}``: the matches since the last time."""
         with self.lock:
             pending, self.pending = self.pending, {}
             discarded, self.discarded = self.discarded, {}
@@ -158,7 +161,7 @@ class Matcher:
                     found = self._pass(stats)
                 except Exception as exc:  # the thread must go on: a broken trigger loses its matches only
                     print(f"ust-consumerd[{os.getpid()}]: kernel triggers: {type(exc).__name__}: {exc}",
-                          flush=True)
+                          file=sys.stderr, flush=True)
                     found = False
             if found and self.notify_fd >= 0:
                 try:
@@ -177,12 +180,12 @@ class Matcher:
                 for page in read_ring(fd, t.page_size, clock_now)[0]:
                     events = self._page(t, cpu, page, events)
             if stats:
-                for cpu, fd in enumerate(t.stats):
+                seen = 0
+                for fd in t.stats:
                     s = read_stats(fd)
-                    seen = s.get("dropped events", 0) + s.get("commit overrun", 0) + s.get("overrun", 0)
-                    if seen > t.dropped_seen[cpu]:
-                        self.discarded[t.id] = self.discarded.get(t.id, 0) + seen - t.dropped_seen[cpu]
-                        t.dropped_seen[cpu] = seen
+                    seen += s.get("dropped events", 0) + s.get("commit overrun", 0) + s.get("overrun", 0)
+                if seen > t.dropped_seen:
+                    self.discarded[t.id] = t.dropped_seen = seen
         return was_empty and bool(self.pending or self.discarded)
 
     def _page(self, t: KernelTrigger, cpu: int, page: bytes, events: dict | None) -> dict | None:

@@ -4,8 +4,8 @@ This kernel has no hist triggers (ftrace's in-kernel counting), so a kernel trig
 where the kernel capture already runs, in the owner's consumer (docs/lifecycle.md, "Kernel
 triggers"):
 
-* the daemon (root) makes the trigger an ftrace instance of its own, ``ust-.trigger-<id>`` (a
-  name no session's instance can have: session names never begin with a dot), claimed like a
+* the daemon (root) makes the trigger an ftrace instance of its own, ``ust-.trigger-<daemon
+  pid>-<id>`` (a name no session's instance can have: session names never begin with a dot), claimed like a
   session's (a daemon starting after a crash removes it); ``buffer_size_kb`` TRIGGER_BUFFER_KB,
   discard mode, ``buffer_percent`` 0 (a reader is woken at the first record);
 * the rule's filter is translated to ftrace's filter language per event (ust.kernel.kfilter)
@@ -55,8 +55,9 @@ class KernelTriggerState:
 
 
 def instance_name(trigger_id: int) -> str:
-    """The part after ``ust-`` of the trigger's instance (tracefs.check_name)."""
-    return f".trigger-{trigger_id}"
+    """The part after ``ust-`` of the trigger's instance (tracefs.check_name): this daemon's pid in it, as
+    trigger numbers start again with each daemon (and two root daemons may run: the system one, a user's)."""
+    return f".trigger-{os.getpid()}-{trigger_id}"
 
 
 def check_allowed(daemon, uid: int) -> None:

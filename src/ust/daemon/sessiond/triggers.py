@@ -297,9 +297,9 @@ class TriggerTable:
                 t = self.by_id.get(tid) if _uint(tid) else None
                 return t if t is not None and t.kernel is not None and t.kernel.uid == uid else None
 
-            for item in discarded:
-                if isinstance(item, list) and len(item) == 2 and _uint(item[1]) and (t := mine(item[0])):
-                    t.discarded += item[1]
+            for item in discarded:  # the rings' totals: a restarted consumer says them again
+                if isinstance(item, list) and len(item) == 2 and _count_ok(item[1]) and (t := mine(item[0])):
+                    t.discarded = max(t.discarded, item[1])
             counted = []
             for item in matches:
                 if not (isinstance(item, list) and len(item) == 4 and isinstance(item[1], str) and len(item[1]) <= 512
@@ -517,6 +517,10 @@ def _captured_scalar(v: object) -> bool:
     if isinstance(v, int) and not isinstance(v, bool):
         return -(1 << 63) <= v < 1 << 64
     return isinstance(v, str) and len(v) <= MAX_CAPTURE_STRING
+
+
+def _count_ok(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63
 
 
 def _uint(v: object) -> bool:
