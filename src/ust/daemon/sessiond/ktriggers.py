@@ -37,7 +37,7 @@ from ust.daemon.sessiond import consumers
 from ust.daemon.sessiond.log import log
 from ust.errors import SessionError, UstError
 
-TRIGGER_BUFFER_KB = 256  # per CPU: matches only (the filter is the kernel's), read at once
+TRIGGER_BUFFER_KB = 1024  # per CPU: matches only (the filter is the kernel's); ~36,000 getppid exits
 SYSCALL_SITES = ("entry", "exit", "entry+exit")
 COLLECT_PERIOD = 1.0  # s: the longest wait of the collecting thread (it rechecks what it watches)
 
