@@ -77,6 +77,10 @@ def test_a_syscall_trigger_counts_exactly_what_its_filter_keeps_and_fires_by_its
     assert [(n["trigger"], n["event"], n["domain"], n["hits"]) for n in got] == [
         ("pp", "syscall_exit_getppid", "kernel", h) for h in (10, 20, 30)]
     assert [n["captures"] for n in got] == [{"ret": me, "$ctx.tid": child, "nothere": None}] * 3
+    from ust.cli.trigger_cmds import describe_notification
+
+    assert describe_notification(got[0]) == (f"Trigger `pp` fired: syscall_exit_getppid in the kernel (match 10), "
+                                             f"captures: ret = {me}, $ctx.tid = {child}, nothere = unavailable")
     wait_until(lambda: _trigger(env, "pp")["hits"] == 37, what="37 matches counted")
     _getppids(3)
     wait_until(lambda: _trigger(env, "pp")["hits"] == 40, what="40 matches counted")
