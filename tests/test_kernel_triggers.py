@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,7 +139,7 @@ def test_an_exec_trigger_snapshots_a_flight_recorder_exactly_once(ust_env, trace
     assert not os.path.exists(inst)
 
 
-def test_a_sigkilled_consumer_is_replaced_the_trigger_goes_on_and_no_instance_stays(ust_env, tracefs_dir):
+def test_a_sigkilled_consumer_is_replaced_the_trigger_goes_on_and_no_instance_stays(ust_env, tracefs_dir, tmp_path):
     """The daemon owns the instance and gives a restarted consumer the same readers: matches made while no
     consumer ran waited in the ring and count; removal removes the instance; a SIGKILLed daemon's instance is
     removed by the next daemon."""
@@ -161,11 +162,13 @@ def test_a_sigkilled_consumer_is_replaced_the_trigger_goes_on_and_no_instance_st
     env.ust("remove-trigger", "kk")
     assert not os.path.exists(inst)
 
+    prog = tmp_path / f"ktrig-true-{os.getpid()}"  # a program only this test runs (others exec all the time)
+    shutil.copy("/bin/true", prog)
     env.ust("add-trigger", "--name", "k2", *COND, "--type", "kernel", "--name", "sched_process_exec",
-            "--action", "notify", "--rate-policy", "once-after:1")
+            "--filter", f'filename == "{prog}"', "--action", "notify", "--rate-policy", "once-after:1")
     inst = _instance(tracefs_dir, env, "k2")
     assert open(os.path.join(inst, "tracing_on")).read().strip() == "1"
-    subprocess.run(["true"], check=True)
+    subprocess.run([str(prog)], check=True)
     # spent (its one action fired): nothing it records could fire any more, its instance is switched off
     wait_until(lambda: open(os.path.join(inst, "tracing_on")).read().strip() == "0", what="the instance off")
     pid = sessiond_pid(env.home)
