@@ -196,11 +196,12 @@ def test_python_log_records_fire_a_python_trigger(ust_env):
      "--name does not apply to condition session-consumed-size-ge"),
     (["--condition", "often", "--action", "notify"], "unknown condition 'often' (one of event-rule-matches, "
      "channel-buffer-usage-ge, channel-buffer-usage-le, session-consumed-size-ge)"),
-    ([*COND, "--type", "kernel", "--name", "sched_switch", "--action", "notify"],
-     "kernel triggers are not supported: ftrace here has no in-kernel match counting (hist triggers) and ust parses "
-     "no kernel event to count them (docs/lifecycle.md)"),
+    ([*COND, "--type", "kernel:uprobe", "--name", "sched_switch", "--action", "notify"],
+     "event rule type 'kernel:uprobe' is not supported: user, python, kernel, kernel:tracepoint, "
+     "kernel:syscall[:entry|:exit|:entry+exit] (no kprobe nor uprobe: this kernel's ftrace has neither)"),
     ([*COND, "--type", "jul", "--name", "x", "--action", "notify"],
-     "event rule type 'jul' is not supported: user or python (docs/lifecycle.md)"),
+     "event rule type 'jul' is not supported: user, python, kernel, kernel:tracepoint, "
+     "kernel:syscall[:entry|:exit|:entry+exit] (docs/lifecycle.md)"),
     ([*COND, "--name", "a:*", "--action", "notify", "--rate-policy", "often:2"],
      "bad rate policy 'often:2': expected every:N or once-after:N, N at least 1"),
     ([*COND, "--name", "a:*", "--action", "notify", "--rate-policy", "every:0"],
