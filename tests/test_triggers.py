@@ -401,10 +401,11 @@ def test_matches_of_a_process_sigkilled_right_after_them_are_not_lost(ust_env, t
         wait_until(lambda: app.send("enabled") == "ok True", what="the trigger attached")
     with env.client() as c:
         sub = c.notifications(["k"], timeout=120)
-        for app, n in zip(apps, (500, 230)):
+        for app, n, total in zip(apps, (500, 230), (500, 730)):
             app.proc.stdin.write(f"go {n}\n")
             app.proc.stdin.flush()
             assert app.proc.wait(60) == -9
+            wait_until(lambda: _trigger(env, "k")["hits"] == total, what=f"{total} matches counted")
         got = [next(sub) for _ in range(7)]
     wait_until(lambda: _trigger(env, "k")["hits"] == 730, what="every match counted")
     assert [n["hits"] for n in got] == [100, 200, 300, 400, 500, 600, 700]
