@@ -407,9 +407,13 @@ class Consumer:
         for fd in kept[:cpus]:
             os.set_blocking(fd, False)
         t = KernelTrigger(trigger, kept[:cpus], kept[cpus:], events, list(captures), page_size)
-        if self.matcher is None:
-            self.matcher = Matcher(self.matches_fd)
-        self.matcher.add(t)
+        try:
+            if self.matcher is None:
+                self.matcher = Matcher(self.matches_fd)
+            self.matcher.add(t)
+        except BaseException:
+            t.close()
+            raise
         return {"events": len(events)}, []
 
     def cmd_remove_kernel_trigger(self, fds, trigger: int) -> tuple[dict, list]:

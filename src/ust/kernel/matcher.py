@@ -88,9 +88,16 @@ class Matcher:
             old = self.triggers.pop(trigger.id, None)
             if old is not None:
                 self._forget(old)
+            done = []
+            try:
+                for fd in trigger.raw:
+                    self._epoll.register(fd, select.EPOLLIN)
+                    done.append(fd)
+            except BaseException:
+                for fd in done:
+                    self._epoll.unregister(fd)
+                raise
             self.triggers[trigger.id] = trigger
-            for fd in trigger.raw:
-                self._epoll.register(fd, select.EPOLLIN)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="kernel-triggers", daemon=True)
                 self._thread.start()
