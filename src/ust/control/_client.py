@@ -569,7 +569,8 @@ class Client:
         an iterator of ``{"trigger", "event", "pid", "time", "hits", "seq"}`` (the number of the match that
         fired it, and ``"captures"``: ``{expression: value}`` for a trigger with captures, None if the
         application matched too fast to send them all) (``{"missed": N}`` when a
-        subscriber too slow lost N of them). It ends after ``timeout`` seconds without one (None: never).
+        subscriber too slow lost N of them). A kernel trigger's have ``"domain": "kernel"`` and no ``pid``
+        (capture ``$ctx.tid``). It ends after ``timeout`` seconds without one (None: never).
         It holds this client's connection while it waits: give it a Client of its own."""
         return Subscription(self, list(triggers) if triggers else None, timeout)
 
