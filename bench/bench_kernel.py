@@ -16,6 +16,14 @@
    both measured in this run.
 5. The prio context: the conversion with it against tid-only on the same pages,
    and the flood with it (its records read beside the flood's, pages held back).
+6. Kernel triggers (``add-trigger --type kernel:syscall``, counted in the owner's
+   consumer: docs/lifecycle.md): the C counting of a trigger's pages against the
+   conversion of the same pages (``count_matches`` vs ``Converter.page``); the cost
+   per getppid() of a trigger whose filter keeps nothing and of one that keeps
+   every call, against untraced, in this run; and a flood kept by a trigger: the
+   matches counted + discarded against the calls, the consumer's CPU time.
+
+    python bench/bench_kernel.py --only triggers   # just 6
 """
 
 from __future__ import annotations
@@ -78,6 +86,19 @@ def conversion(out: str) -> None:
                 n = sum(conv.page(p)[1] for p in got)
                 best = min(best, time.perf_counter() - t0)
             print(f"conversion ({name:6}): {n / best / 1e6:8.1f} M events/s ({len(got)} pages, {n} events)")
+        times = {}
+        counter = pages.match_counter()
+        conv = pages.converter_class()(c.plans, True)
+        for name, fn in (("convert", lambda p: conv.page(p)[1]),
+                         ("count", lambda p: sum(counter(p, 0)[0].values()))):
+            best = float("inf")
+            for _ in range(5):
+                t0 = time.perf_counter()
+                n = sum(fn(p) for p in got)
+                best = min(best, time.perf_counter() - t0)
+            times[name] = best
+            print(f"trigger pages ({name:7}, C): {n / best / 1e6:8.1f} M records/s")
+        print(f"trigger pages: counting takes {times['count'] / times['convert']:.2f}x the conversion's time")
     finally:
         c.destroy()
 
@@ -216,13 +237,80 @@ def cost(out: str, n: int = 200_000) -> None:
     print(f"cost: getppid() {off:.0f} ns untraced, {on:.0f} ns traced ({on / off:.2f}x), {lost} lost")
 
 
+def triggers(home: str, seconds: float) -> None:
+    """Kernel triggers through the daemons: what a trigger costs a getppid() (its filter in the kernel) and a
+    flood of matches counted by the owner's consumer."""
+    from ust.control import Client, stop_sessiond
+
+    env = dict(os.environ, UST_HOME=home, UST_AGENT="0", PYTHONPATH=os.path.join(os.path.dirname(HERE), "src"))
+
+    def ust(*args):
+        subprocess.run([sys.executable, "-m", "ust.cli", *args], env=env, check=True, capture_output=True, text=True)
+
+    def loop():
+        return float(subprocess.run([sys.executable, "-c", LOOP, "200000"], capture_output=True, text=True,
+                                    check=True, env=env).stdout)
+
+    def trigger(name, flt):
+        ust("add-trigger", "--name", name, "--condition", "event-rule-matches", "--type", "kernel:syscall:exit",
+            "--name", "getppid", "--filter", flt, "--action", "notify", "--rate-policy", "once-after:4000000000")
+
+    try:
+        off = loop()
+        trigger("none", "ret == 987654321")  # a pid no process has: the kernel's filter keeps nothing
+        nothing = loop()
+        ust("remove-trigger", "none")
+        trigger("all", "ret >= 0")
+        every = loop()
+        print(f"trigger cost: getppid() {off:.0f} ns untraced, {nothing:.0f} ns with a trigger keeping nothing "
+              f"({nothing / off:.2f}x), {every:.0f} ns with one keeping every call ({every / off:.2f}x)")
+        c = Client(home)
+        consumer = c.ping()["consumer_pid"]
+        before = next(t for t in c.list_triggers() if t["name"] == "all")
+        ncpu = os.cpu_count() or 1
+        procs = [subprocess.Popen([sys.executable, "-c", FLOOD, str(seconds)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True, env=env) for _ in range(ncpu)]
+        cpu0 = _cpu_of(consumer)
+        t0 = time.monotonic()
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        calls = sum(int(p.stdout.readline()) for p in procs)
+        elapsed = time.monotonic() - t0
+        cpu = _cpu_of(consumer) - cpu0
+        for p in procs:
+            p.wait()
+        deadline = time.monotonic() + 30
+        while True:
+            t = next(t for t in c.list_triggers() if t["name"] == "all")
+            counted, discarded = t["hits"] - before["hits"], t["discarded"] - before["discarded"]
+            if counted + discarded >= calls or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        print(f"trigger flood: {ncpu} processes, {calls} matching getppid calls in {elapsed:.2f} s "
+              f"({calls / elapsed / 1e6:.2f} M/s): {counted} counted, {discarded} discarded "
+              f"(+{counted + discarded - calls} other processes' calls), consumer CPU {cpu:.2f} s "
+              f"({100 * cpu / elapsed:.0f} % of one CPU)")
+    finally:
+        try:
+            stop_sessiond(home, timeout=30)
+        except Exception:
+            pass
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--buffer-kb", type=int, default=4096)
+    ap.add_argument("--only", choices=("triggers",), help="run only this part")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_kernel: needs root (tracefs instances); skipped")
+        return 0
+    if args.only == "triggers":
+        with tempfile.TemporaryDirectory() as d:
+            conversion(os.path.join(d, "conv"))
+            triggers(os.path.join(d, "triggers"), args.seconds)
         return 0
     with tempfile.TemporaryDirectory() as d:
         conversion(os.path.join(d, "conv"))
@@ -231,6 +319,7 @@ def main() -> int:
         cost(os.path.join(d, "cost"))
         prio_conversion(os.path.join(d, "prio-conv"))
         flood(os.path.join(d, "flood-prio"), args.seconds, args.buffer_kb, ("tid", "prio"))
+        triggers(os.path.join(d, "triggers"), args.seconds)
     return 0
 
 

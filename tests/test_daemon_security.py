@@ -805,6 +805,39 @@ def test_a_tracing_group_members_kernel_trace_is_made_with_her_credentials(sysd)
 
 
 @needs_users
+def test_a_tracing_group_members_kernel_trigger_is_counted_by_her_consumer(sysd):
+    """Through the system daemon, a member of the tracing group may have kernel triggers (as the kernel domain):
+    the daemon makes the instance, her own consumer (her credentials) reads its rings and counts her matches;
+    removing the trigger removes the instance. Her user's own daemon (not root) refuses in one line."""
+    from ust.kernel import tracefs
+
+    alice = ensure_user(ALICE, ("tracing",))
+    name = f"ak{os.getpid()}"
+    t = ok_as(alice, sysd.rundir, "add_trigger", name=name, domain="kernel", syscall="exit", pattern="getppid",
+              filter=f"ret == {os.getpid()}", actions=[{"type": "notify"}])["trigger"]
+    instance = os.path.join(tracefs.find_tracefs(), "instances", t["condition"]["instance"])
+    assert os.path.isdir(instance)
+    readers = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(instance + "/per_cpu/"):
+                    readers.add(os.stat(f"/proc/{pid}").st_uid)
+        except OSError:
+            continue
+    assert alice.pw_uid in readers  # her consumer holds them (and root's daemon its own copies)
+    prog = subprocess.run([SYS_PY, "-c", KERNEL_APP], env={"UST_AGENT": "0"}, capture_output=True, **creds(alice))
+    assert prog.returncode == 0
+
+    def hits():
+        return next(x["hits"] for x in ok_as(alice, sysd.rundir, "list_triggers")["triggers"] if x["name"] == name)
+
+    wait_until(lambda: hits() == 40, what="her 40 getppid() counted by her consumer")
+    ok_as(alice, sysd.rundir, "remove_trigger", name=name)
+    assert not os.path.exists(instance)
+
+
+@needs_users
 def test_kernel_tracing_is_refused_in_one_line_to_others(sysd):
     """Someone outside the tracing group cannot reach the system daemon at all;
     a user's own daemon (not root) has no kernel domain."""
@@ -817,16 +850,22 @@ def test_kernel_tracing_is_refused_in_one_line_to_others(sysd):
         code = ("import os, sys\n"
                 "from ust.daemon.sessiond.server import SessionDaemon\n"
                 "from ust.daemon.sessiond.model import Session\n"
-                "from ust.daemon.sessiond import kernel\n"
+                "from ust.daemon.sessiond import kernel, ktriggers\n"
                 "from ust.errors import SessionError\n"
                 "d = SessionDaemon(sys.argv[1], consumer=False)\n"
                 "try:\n"
                 "    kernel.enable(d, Session('b', '/nonexistent', uid=os.getuid()), ['sched_switch'], False)\n"
                 "except SessionError as exc:\n"
+                "    print(exc)\n"
+                "try:\n"
+                "    ktriggers.check_allowed(d, os.getuid())\n"
+                "except SessionError as exc:\n"
                 "    print(exc)\n")
         r = subprocess.run([SYS_PY, "-c", code, own], env={"PYTHONPATH": USER_SRC, "UST_AGENT": "0"},
                            capture_output=True, text=True, timeout=120, **creds(bob))
         assert r.returncode == 0, r.stderr
-        assert r.stdout.startswith("kernel tracing needs root") and r.stdout.count("\n") == 1, r.stdout
+        lines = r.stdout.splitlines()
+        assert len(lines) == 2 and lines[0].startswith("kernel tracing needs root"), r.stdout
+        assert lines[1].startswith("kernel triggers need root: this session daemon does not run as root"), r.stdout
     finally:
         shutil.rmtree(own, ignore_errors=True)

@@ -437,6 +437,24 @@ def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
     a, b = c.page_prio(page, state, changes, taint, horizon), py.page_prio(page, state, changes, taint, horizon)
     assert a[0] == bytes(b[0]) and a[1:] == b[1:]
     assert c.scan(page) == py.scan(page)
+    # a kernel trigger's counting (ust.kernel.matcher) too
+    from ust.kernel._ftrace import count_matches
+
+    keep = data.draw(st.integers(0, 70))
+    assert count_matches(page, keep) == pages.count_matches(page, keep)
+
+
+def test_a_kernel_triggers_counting_agrees_with_the_python_reference_on_real_pages(real_pages):
+    """_ftrace.count_matches against pages.count_matches (and against the converter's own count)."""
+    from ust.kernel._ftrace import count_matches
+
+    got, plans, _ = real_pages
+    Converter = _c_converter()
+    for page in got:
+        a = count_matches(page, 5)
+        assert a == pages.count_matches(page, 5)
+        converted = Converter(plans, True, False, False, *_task_table()).page(page)
+        assert sum(n for i, n in a[0].items() if i in plans) == converted[1]
 
 
 # ---------------------------------------------------------------------------

@@ -196,11 +196,12 @@ def test_python_log_records_fire_a_python_trigger(ust_env):
      "--name does not apply to condition session-consumed-size-ge"),
     (["--condition", "often", "--action", "notify"], "unknown condition 'often' (one of event-rule-matches, "
      "channel-buffer-usage-ge, channel-buffer-usage-le, session-consumed-size-ge)"),
-    ([*COND, "--type", "kernel", "--name", "sched_switch", "--action", "notify"],
-     "kernel triggers are not supported: ftrace here has no in-kernel match counting (hist triggers) and ust parses "
-     "no kernel event to count them (docs/lifecycle.md)"),
+    ([*COND, "--type", "kernel:uprobe", "--name", "sched_switch", "--action", "notify"],
+     "event rule type 'kernel:uprobe' is not supported: user, python, kernel, kernel:tracepoint, "
+     "kernel:syscall[:entry|:exit|:entry+exit] (no kprobe nor uprobe: this kernel's ftrace has neither)"),
     ([*COND, "--type", "jul", "--name", "x", "--action", "notify"],
-     "event rule type 'jul' is not supported: user or python (docs/lifecycle.md)"),
+     "event rule type 'jul' is not supported: user, python, kernel, kernel:tracepoint, "
+     "kernel:syscall[:entry|:exit|:entry+exit] (docs/lifecycle.md)"),
     ([*COND, "--name", "a:*", "--action", "notify", "--rate-policy", "often:2"],
      "bad rate policy 'often:2': expected every:N or once-after:N, N at least 1"),
     ([*COND, "--name", "a:*", "--action", "notify", "--rate-policy", "every:0"],
@@ -367,6 +368,49 @@ def test_captured_values_ride_with_the_notifications(ust_env, tmp_path):
                    '$ctx.thread_name = "capturer", nothere = unavailable\n')
     assert "    captures:\n      - v\n      - s\n" in env.ust("list-triggers")[1]
     app.exit()
+
+
+KILLED_APP = textwrap.dedent("""
+    import os, signal, sys
+    import ust
+    tp = ust.tracepoint("sk:ev", {"v": ust.int64})
+    print(f"ready {os.getpid()}", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "enabled":
+            print(f"ok {tp.enabled}", flush=True)
+        elif line.startswith("go "):
+            # the agent's thread never gets the GIL before the kill: none of these is reported
+            sys.setswitchinterval(1000)
+            for v in range(int(line.split()[1])):
+                tp(v)
+            os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_matches_of_a_process_sigkilled_right_after_them_are_not_lost(ust_env, tmp_path):
+    """The agent adds each match to a counter it shares with the daemon: a process SIGKILLed before its agent's
+    thread reported its matches still has them counted, and fired, when the daemon sees it gone."""
+    env = ust_env
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_APP)
+    env.ust("add-trigger", "--name", "k", *COND, "--name", "sk:ev", "--filter", "v >= 0", "--action", "notify",
+            "--rate-policy", "every:100")
+    apps = [env.app(str(script)) for _ in range(2)]
+    for app in apps:
+        env.wait_registered(app.pid)
+        wait_until(lambda: app.send("enabled") == "ok True", what="the trigger attached")
+    with env.client() as c:
+        sub = c.notifications(["k"], timeout=120)
+        for app, n, total in zip(apps, (500, 230), (500, 730)):
+            app.proc.stdin.write(f"go {n}\n")
+            app.proc.stdin.flush()
+            assert app.proc.wait(60) == -9
+            wait_until(lambda: _trigger(env, "k")["hits"] == total, what=f"{total} matches counted")
+        got = [next(sub) for _ in range(7)]
+    wait_until(lambda: _trigger(env, "k")["hits"] == 730, what="every match counted")
+    assert [n["hits"] for n in got] == [100, 200, 300, 400, 500, 600, 700]
+    assert [n["pid"] for n in got] == [apps[0].pid] * 5 + [apps[1].pid] * 2
+    assert {n["event"] for n in got} == {"sk:ev"}
 
 
 @pytest.mark.parametrize("capture, error", [

@@ -153,7 +153,8 @@ class Connection:
         self.confirmed: set | None = set() if inherited else None
         self.wakeup_fd: int = inherited.get("wakeup_fd", -1)
         # Triggers (ust.daemon.sessiond.triggers): one callback per tracepoint declaration, on a channel of
-        # its own that is never written; the matches it counts wait in trigger_hits for this thread.
+        # its own that is never written; the matches it counts wait for this thread in the shared counters
+        # (below) or, for a trigger without a slot, in trigger_hits.
         # A forked child evaluates its parent's triggers from the fork on (adopt_triggers), counting in its
         # own name; once registered, it keeps those the daemon attached again (trigger_confirmed).
         self.trigger_channel = inherited.get("trigger_channel")
@@ -164,6 +165,15 @@ class Connection:
         self.trigger_hits: dict[tuple[int, str], int] = {}  # (trigger id, event name) -> matches not sent
         self.trigger_captured: dict[tuple[int, str], list] = {}  # idem -> values of the first ones (--capture)
         self.trigger_hits_lock = forksafe.Lock()
+        # The match counters shared with the daemon (ust.daemon.sessiond.triggers.TriggerCounters): each
+        # match is counted in its (trigger, event)'s slot (each report says what the slots grew by), which
+        # the daemon reads when this process is gone, so a SIGKILL right after matching loses none. Not inherited: a forked child counts in its
+        # own, given when it registers (until then, its matches are only in its reports).
+        self.trigger_counts = None  # memoryview of 64-bit slots
+        self.trigger_slots: dict[tuple[int, str], int | None] = {}  # (trigger id, decl key) -> slot
+        self.trigger_slot_keys: dict[int, tuple[int, str]] = {}  # slot -> (trigger id, event name)
+        self.trigger_sent: dict[int, int] = {}  # slot -> its value the reports said so far
+        self.trigger_dirty = False  # matches counted since the last report (the dict's or a slot's)
         self.thread = threading.Thread(target=self._run, name=f"ust-agent:{rundir}", daemon=True)
 
     # -- called from other threads ----------------------------------------------
@@ -291,10 +301,12 @@ class Connection:
                 self.waiters[seq] = ev
         elif item[0] == "trigger_hits":
             with self.trigger_hits_lock:
-                hits, self.trigger_hits = self.trigger_hits, {}
-                captured, self.trigger_captured = self.trigger_captured, {}
+                hits, captured = self._take_trigger_hits()
+                more = self.trigger_dirty  # a slot grew by more than a report says: the rest next
             if hits:
                 self._send({"cmd": "trigger_hits", "hits": _hits_report(hits, captured)})
+            if more:
+                self.post(("trigger_hits",))
             if len(item) > 1:
                 item[1].set()  # flush_triggers waits for it
         elif item[0] == "twin":
@@ -429,13 +441,39 @@ class Connection:
         if (not isinstance(tid, int) or not isinstance(dk, str) or not (flt is None or isinstance(flt, str))
                 or not isinstance(caps, list) or not all(isinstance(c, str) for c in caps)):
             raise protocol.ProtocolError("trigger_attach: expected trigger (int), decl_key (str), filter, captures")
+        slot, size = msg.get("slot"), msg.get("counters")
+        if size is not None:
+            self._map_trigger_counts(size, fds)
+        if not (isinstance(slot, int) and self.trigger_counts is not None and 0 <= slot < len(self.trigger_counts)):
+            slot = None
         if self.trigger_confirmed is not None:
             self.trigger_confirmed.add((tid, dk))
         wanted = self.triggers.setdefault(dk, {})
-        if wanted.get(tid) == (flt, tuple(caps)) and dk in self.trigger_handles:
+        same_slot = self.trigger_slots.get((tid, dk)) == slot
+        self.trigger_slots[(tid, dk)] = slot
+        if slot is not None:
+            decl = self.agent.decls.get(dk)
+            name = decl["name"] if isinstance(decl, dict) else None
+            if name is None:  # an unknown declaration: nothing of it is counted in a slot
+                self.trigger_slots[(tid, dk)] = slot = None
+            else:
+                with self.trigger_hits_lock:
+                    self.trigger_slot_keys[slot] = (tid, name)
+        if wanted.get(tid) == (flt, tuple(caps)) and dk in self.trigger_handles and same_slot:
             return  # inherited from the parent, already evaluated here
         wanted[tid] = (flt, tuple(caps))
         self._attach_trigger(dk)
+
+    def _map_trigger_counts(self, size: object, fds: list[int]) -> None:
+        """Map the daemon's shared match counters (``size`` 64-bit slots, the memfd in ``fds``)."""
+        import mmap
+
+        if not (isinstance(size, int) and 0 < size <= 1 << 16 and len(fds) == 1):
+            raise protocol.ProtocolError("trigger_attach: counters need a size and one descriptor")
+        if os.fstat(fds[0]).st_size < size * 8:
+            raise protocol.ProtocolError("trigger_attach: the counters' memory is smaller than said")
+        # the old mapping (if any) is dropped, not closed: callbacks built on it may still run once
+        self.trigger_counts = memoryview(mmap.mmap(fds[0], size * 8)).cast("Q")
 
     def _cmd_trigger_detach(self, msg: dict, fds: list[int]) -> None:
         dk = msg.get("decl_key")
@@ -443,6 +481,7 @@ class Connection:
         if wanted is None:
             return
         wanted.pop(msg.get("trigger"), None)
+        self.trigger_slots.pop((msg.get("trigger"), dk), None)
         if wanted:
             self._attach_trigger(dk)
         else:
@@ -462,7 +501,8 @@ class Connection:
         handles = list(self.agent.handles.get(dk, ()))
         for h in handles:
             checks = [(tid, event_predicate(self._filter(flt), h.decl),
-                       event_capture([compile_capture(c) for c in caps], h.decl) if caps else None)
+                       event_capture([compile_capture(c) for c in caps], h.decl) if caps else None,
+                       self.trigger_slots.get((tid, dk)))
                       for tid, (flt, caps) in self.triggers[dk].items()]
             h.tp.attach(self.trigger_channel, 0, self._trigger_callback(h.decl.name, checks))
         self.trigger_handles[dk] = handles
@@ -473,37 +513,64 @@ class Connection:
         from ust.filter import MAX_CAPTURED_MATCHES as captured_max
 
         lock, post = self.trigger_hits_lock, self.post_from_tracepoint
+        counts, sent = self.trigger_counts, self.trigger_sent  # the shared counters (None: not given)
+        hits, captured = self.trigger_hits, self.trigger_captured
 
         def on_event(*args) -> bool:
             matched = []
-            for tid, keep, capture in checks:
+            for tid, keep, capture, slot in checks:
                 try:
                     if keep is None or keep(*args):
-                        matched.append((tid, capture))
+                        matched.append((tid, capture, slot))
                 except Exception:  # noqa: BLE001  a filter that fails is false, as in LTTng
                     pass
             if matched:
                 with lock:
-                    idle = not self.trigger_hits
-                    for tid, capture in matched:
-                        key = (tid, event)
-                        n = self.trigger_hits.get(key, 0)
-                        self.trigger_hits[key] = n + 1
+                    idle = not self.trigger_dirty
+                    if idle:
+                        self.trigger_dirty = True
+                    for tid, capture, slot in matched:
+                        if slot is not None:  # counted in the shared slot: the report takes what it grew by
+                            n = counts[slot]
+                            counts[slot] = n + 1
+                            if capture is not None:
+                                n -= sent.get(slot, 0)  # the match's number in this report
+                        else:
+                            key = (tid, event)
+                            n = hits.get(key, 0)
+                            hits[key] = n + 1
                         if capture is not None and n < captured_max:
                             # the values of the report's first matches, in order (the daemon pairs them
                             # with the match numbers its rate policy fires at)
-                            self.trigger_captured.setdefault(key, []).append(capture(*args))
+                            captured.setdefault((tid, event), []).append(capture(*args))
                 if idle:
                     post(("trigger_hits",))
             return False
 
         return on_event
 
+    def _take_trigger_hits(self) -> tuple[dict, dict]:
+        """Under the lock: the matches since the last report — the dict's, and what each shared slot grew by
+        (at most 2**32 - 1 a report: the rest goes in the next) — and their captured values."""
+        hits, captured = dict(self.trigger_hits), dict(self.trigger_captured)
+        self.trigger_hits.clear()  # in place: the callbacks hold these
+        self.trigger_captured.clear()
+        self.trigger_dirty = False
+        counts, sent = self.trigger_counts, self.trigger_sent
+        if counts is not None:
+            for slot, key in self.trigger_slot_keys.items():
+                grew = min(counts[slot] - sent.get(slot, 0), (1 << 32) - 1)
+                if grew > 0:
+                    hits[key] = hits.get(key, 0) + grew
+                    sent[slot] = sent.get(slot, 0) + grew
+                    self.trigger_dirty = self.trigger_dirty or counts[slot] > sent[slot]
+        return hits, captured
+
     def flush_triggers(self, timeout: float = FLUSH_AT_EXIT) -> None:
         """At exit: the matches counted but not sent yet go to the daemon (a program that logs an error and
         exits fires its trigger), waiting at most ``timeout`` and only when there are some."""
         with self.trigger_hits_lock:
-            pending = bool(self.trigger_hits)
+            pending = self.trigger_dirty
         # Not necessarily registered yet (a child that exits right after its fork): the report waits in
         # the outbox for the connection, or is released by _drop_all if there is none.
         if not pending or self.agent.dead or not self.thread.is_alive():
@@ -523,9 +590,15 @@ class Connection:
         for dk in list(self.trigger_handles):
             self._detach_trigger(dk)
         self.triggers.clear()
+        self.trigger_slots.clear()
         with self.trigger_hits_lock:
+            # the daemon that gave the counters is gone (or this is a forked child): new ones, new slots
+            self.trigger_counts = None
+            self.trigger_slot_keys = {}
+            self.trigger_sent = {}
             self.trigger_hits.clear()
             self.trigger_captured.clear()
+            self.trigger_dirty = False
 
     def _cmd_statedump(self, msg: dict, fds: list[int]) -> dict:
         """``ust regenerate statedump``: the function names again, if this process traces functions."""

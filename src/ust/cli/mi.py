@@ -464,7 +464,10 @@ def mi_trigger(t: dict, with_errors: bool = False) -> dict:
             rule["log_level_rule"] = {kind: {"level": c["loglevel"]}}
         if c["exclusions"]:
             rule["name_pattern_exclusions"] = Many("name_pattern_exclusion", list(c["exclusions"]))
-        kind = "event_rule_user_tracepoint" if c["domain"] == "ust" else "event_rule_python_logging"
+        if c["domain"] == "kernel" and c.get("syscall"):  # lttng's order: emission site, pattern, filter
+            rule = {"emission_site": c["syscall"], **rule}
+        kind = {"ust": "event_rule_user_tracepoint", "python": "event_rule_python_logging",
+                "kernel": "event_rule_kernel_syscall" if c.get("syscall") else "event_rule_kernel_tracepoint"}[c["domain"]]
         cond: dict = {"condition_event_rule_matches": {
             "event_rule": {kind: rule},
             "capture_descriptors": Many("event_expr", [_mi_capture(x) for x in c.get("captures", [])])}}
@@ -479,7 +482,7 @@ def mi_trigger(t: dict, with_errors: bool = False) -> dict:
     if with_errors:
         cond["error_query_results"] = Many("error_query_result", [_mi_counter(
             "discarded tracer messages", "Count of messages discarded by the tracer due to a communication error "
-            "with the session daemon", 0)])
+            "with the session daemon", t.get("discarded", 0))])  # a kernel trigger's: its full ring's drops
     actions = []
     for a in t["actions"]:
         policy, n = a["rate_policy"].split(":")

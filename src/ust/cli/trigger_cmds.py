@@ -38,8 +38,9 @@ def add_add_trigger(p: argparse.ArgumentParser) -> None:
                                                 "help": "buffer usage as a fraction of a buffer's size, 0..1"}),
                       (("--threshold-size",), {"metavar": "SIZE", "dest": "threshold_size",
                                                "help": "buffer usage or consumed size in bytes (k, M, G)"}),
-                      (("--type", "-t"), {"metavar": "TYPE", "help": "user (tracepoints, the default) or python "
-                                          "(loggers of the python domain)"}),
+                      (("--type", "-t"), {"metavar": "TYPE", "help": "user (tracepoints, the default), python "
+                                          "(loggers of the python domain), kernel (kernel tracepoints) or "
+                                          "kernel:syscall[:entry|:exit|:entry+exit] (system calls)"}),
                       (("--filter", "-f"), {"metavar": "EXPR", "help": "filter expression (lttng's language)"}),
                       (("--log-level", "--loglevel", "-l"), {"metavar": "LEVEL", "dest": "log_level",
                                                              "help": "LEVEL.. (at least as severe), LEVEL "
@@ -106,20 +107,38 @@ def parse_add_trigger(in_order: list[tuple[str, object]]) -> dict:
         return {"name": name, "pattern": None, "condition": _buffer_condition(condition, rule),
                 "actions": [tuple(a) for a in actions]}
     kind = rule.get("type", "user")
-    if kind == "kernel":
-        raise SessionError("kernel triggers are not supported: ftrace here has no in-kernel match counting (hist "
-                           "triggers) and ust parses no kernel event to count them (docs/lifecycle.md)")
-    if kind not in ("user", "python"):
-        raise SessionError(f"event rule type {kind!r} is not supported: user or python (docs/lifecycle.md)")
+    if kind not in ("user", "python") and not kind.startswith("kernel"):
+        raise SessionError(f"event rule type {kind!r} is not supported: user, python, kernel, kernel:tracepoint, "
+                           "kernel:syscall[:entry|:exit|:entry+exit] (docs/lifecycle.md)")
     kw = {"name": name, "pattern": rule.get("name", "*"), "python": kind == "python", "filter": rule.get("filter"),
           "exclusions": rule.get("exclude_name", []),
           "actions": [tuple(a) for a in actions]}
+    if kind.startswith("kernel"):
+        del kw["python"]
+        kw["kernel"] = True
+        syscall = parse_kernel_type(kind)
+        if syscall is not None:
+            kw["syscall"] = syscall
     if rule.get("capture"):
         kw["captures"] = rule["capture"]
     level = rule.get("log_level")
     if level is not None and level != "..":
         kw["loglevel"], kw["loglevel_only"] = (level[:-2], False) if level.endswith("..") else (level, True)
     return kw
+
+
+def parse_kernel_type(kind: str) -> str | None:
+    """lttng's ``--type`` of a kernel rule -> None (tracepoints) or the syscall site. SessionError
+    (one line) for the kernel types ust has not (kprobe, uprobe)."""
+    if kind in ("kernel", "kernel:tracepoint"):
+        return None
+    if kind == "kernel:syscall":
+        return "entry+exit"
+    if kind.startswith("kernel:syscall:") and kind[len("kernel:syscall:"):] in ("entry", "exit", "entry+exit"):
+        return kind[len("kernel:syscall:"):]
+    raise SessionError(f"event rule type {kind!r} is not supported: user, python, kernel, kernel:tracepoint, "
+                       "kernel:syscall[:entry|:exit|:entry+exit] (no kprobe nor uprobe: this kernel's ftrace "
+                       "has neither)")
 
 
 def _buffer_condition(kind: str, opts: dict) -> dict:
@@ -159,7 +178,11 @@ def describe(t: dict) -> list[str]:
         lines = [f"- name: {t['name']}", f"  owner uid: {t['owner_uid']}", f"  condition: {_condition_line(c)}",
                  f"    matches: {t['hits']}"]
         return lines + _describe_actions(t)
-    parts = [f"type: {'user tracepoint' if c['domain'] == 'ust' else 'python logging'}"]
+    if c["domain"] == "kernel":
+        kind = "kernel tracepoint" if c.get("syscall") is None else f"kernel syscall ({c['syscall']})"
+    else:
+        kind = "user tracepoint" if c["domain"] == "ust" else "python logging"
+    parts = [f"type: {kind}"]
     if c["exclusions"]:
         parts.append(f"exclusions: {', '.join(c['exclusions'])}")
     if c["filter"]:
@@ -172,6 +195,8 @@ def describe(t: dict) -> list[str]:
         lines.append("    captures:")
         lines += [f"      - {x}" for x in c["captures"]]
     lines.append(f"    matches: {t['hits']}")
+    if "discarded" in t:
+        lines.append(f"    discarded: {t['discarded']} (the trigger's ring was full)")
     return lines + _describe_actions(t)
 
 
@@ -268,7 +293,8 @@ def describe_notification(n: dict) -> str:
     if "buffer_usage" in n:
         return head + (f"channel {n['channel']} of session {n['session']} at {n['buffer_usage']} of "
                        f"{n['buffer_capacity']} bytes ({n['buffer_usage_ratio']:.0%}) (match {n['hits']})")
-    return head + f"{n['event']} in process {n['pid']} (match {n['hits']})" + describe_captures(n)
+    where = "in the kernel" if n.get("domain") == "kernel" else f"in process {n['pid']}"
+    return head + f"{n['event']} {where} (match {n['hits']})" + describe_captures(n)
 
 
 def describe_captures(n: dict) -> str:

@@ -524,7 +524,8 @@ class Client:
 
     def add_trigger(self, pattern: str | None, actions: Iterable, *, name: str | None = None, python: bool = False,
                     filter: str | None = None, exclusions: Iterable[str] = (), loglevel: str | int | None = None,
-                    loglevel_only: bool = False, captures: Iterable[str] = (), condition: dict | None = None) -> dict:
+                    loglevel_only: bool = False, captures: Iterable[str] = (), condition: dict | None = None,
+                    kernel: bool = False, syscall: str | None = None) -> dict:
         """A trigger on condition event-rule-matches (``pattern`` with ``filter``, ``exclusions``, ``loglevel``
         as in ``enable_events``; ``python``: loggers of the python domain) with ``actions``, each
         ``"notify"`` or ``(TYPE, SESSION)`` or ``(TYPE, SESSION, "every:N" | "once-after:N")``, TYPE one of
@@ -535,7 +536,11 @@ class Client:
 
         ``condition`` instead of an event rule (``pattern`` None): ``{"type": "channel-buffer-usage-ge" |
         "channel-buffer-usage-le", "session", "channel", "threshold_ratio": 0..1 | "threshold_size": BYTES}``
-        or ``{"type": "session-consumed-size-ge", "session", "threshold_size"}`` (sizes accept "100M")."""
+        or ``{"type": "session-consumed-size-ge", "session", "threshold_size"}`` (sizes accept "100M").
+
+        ``kernel``: kernel tracepoints (``pattern`` as ``enable-event -k``'s), or with ``syscall`` ("entry",
+        "exit", "entry+exit") system calls by name; root's, or a tracing-group member's through the system
+        daemon (docs/lifecycle.md, "Kernel triggers")."""
         from ust.daemon.rules import parse_loglevel, parse_python_loglevel, parse_size
 
         if condition is not None:
@@ -546,7 +551,8 @@ class Client:
                                 actions=[_action(a) for a in actions])
 
         lvl = None if loglevel is None else (parse_python_loglevel if python else parse_loglevel)(loglevel)
-        return self._result("trigger", "add_trigger", name=name, domain="python" if python else "ust",
+        domain = "kernel" if kernel else "python" if python else "ust"
+        return self._result("trigger", "add_trigger", name=name, domain=domain, syscall=syscall,
                             pattern=pattern, exclusions=list(exclusions) or None, filter=filter, loglevel=lvl,
                             loglevel_only=loglevel_only or None, captures=list(captures) or None,
                             actions=[_action(a) for a in actions])
@@ -563,7 +569,8 @@ class Client:
         an iterator of ``{"trigger", "event", "pid", "time", "hits", "seq"}`` (the number of the match that
         fired it, and ``"captures"``: ``{expression: value}`` for a trigger with captures, None if the
         application matched too fast to send them all) (``{"missed": N}`` when a
-        subscriber too slow lost N of them). It ends after ``timeout`` seconds without one (None: never).
+        subscriber too slow lost N of them). A kernel trigger's have ``"domain": "kernel"`` and no ``pid``
+        (capture ``$ctx.tid``). It ends after ``timeout`` seconds without one (None: never).
         It holds this client's connection while it waits: give it a Client of its own."""
         return Subscription(self, list(triggers) if triggers else None, timeout)
 

@@ -73,6 +73,10 @@ class ConsumerLink:
         # One eventfd for the life of the sessiond: consumers come and go,
         # applications keep writing to this one to wake the current consumer.
         self.wakeup_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # Written by the consumer when kernel trigger matches wait (the daemon's ktriggers thread
+        # watches it); the same one for every consumer of this link, as wakeup_fd.
+        self.matches_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.kernel_triggers: dict[int, tuple[dict, list[int]]] = {}  # replayed to a restarted consumer
 
     @property
     def pid(self) -> int | None:
@@ -103,8 +107,8 @@ class ConsumerLink:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ust.daemon.consumerd", "--fd", str(child.fileno()),
-                 "--wakeup-fd", str(self.wakeup_fd)],
-                pass_fds=[child.fileno(), self.wakeup_fd], env=env, stdin=subprocess.DEVNULL,
+                 "--wakeup-fd", str(self.wakeup_fd), "--matches-fd", str(self.matches_fd)],
+                pass_fds=[child.fileno(), self.wakeup_fd, self.matches_fd], env=env, stdin=subprocess.DEVNULL,
                 stderr=subprocess.PIPE if drop else None, **creds,
             )
         finally:
@@ -135,6 +139,8 @@ class ConsumerLink:
             if entry["events"]:
                 for ev in entry["events"]:
                     self._call_locked(ev)
+        for msg, fds in self.kernel_triggers.values():  # the same readers: what the rings hold waits there
+            self._call_locked({**msg, "attach": True}, fds)
 
     def _supervise(self) -> None:
         backoff = 0.1
@@ -279,6 +285,19 @@ class ConsumerLink:
         with self.cv:
             self.call(msg)
             self.log[trace]["events"].append(msg)
+
+    def add_kernel_trigger(self, msg: dict, fds: list[int]) -> None:
+        """A kernel trigger's instance readers (``fds``: ours to keep, and to hand again to a restarted
+        consumer; the caller closes them after ``remove_kernel_trigger``)."""
+        full = {"cmd": "add_kernel_trigger", **msg}
+        with self.cv:
+            self.call(full, fds)
+            self.kernel_triggers[msg["trigger"]] = (full, fds)
+
+    def remove_kernel_trigger(self, trigger: int) -> None:
+        with self.cv:
+            self.kernel_triggers.pop(trigger, None)
+            self.call({"cmd": "remove_kernel_trigger", "trigger": trigger})
 
     def add_events(self, trace: str, channel: str, events: list[dict]) -> None:
         msg = {"cmd": "add_events", "trace": trace, "channel": channel, "events": events}

@@ -28,6 +28,12 @@ the sessiond's requests one at a time on it and exits when it closes.
                      formats of its events; drained as any trace (ust.kernel.trace)
 * ``add_kernel_events``  formats of kernel events about to be enabled: the metadata
                      describes them before they are recorded
+* ``add_kernel_trigger``     a kernel trigger's instance: its readers (each CPU's
+                     ``trace_pipe_raw`` and ``stats``, checked) and its events' formats; its
+                     matches are counted on a thread of their own (ust.kernel.matcher)
+* ``remove_kernel_trigger``  stop counting them and close the readers
+* ``kernel_trigger_matches`` the matches counted since the last time (the sessiond's
+                     eventfd, ``--matches-fd``, is written when the first arrive)
 
 This module is the protocol front of the consumer core (``ust.consumer``,
 docs/consumer.md), which the embedded session hosts too: its drain engine
@@ -60,11 +66,16 @@ def _log(msg: str) -> None:
     print(f"ust-consumerd[{os.getpid()}]: {msg}", file=sys.stderr, flush=True)
 
 
+UNPAUSED = frozenset({"kernel_trigger_matches", "ping"})  # commands that touch no trace: the drain goes on
+
+
 class Consumer:
     """The protocol front of the consumer core (ust.consumer) for ust-sessiond."""
 
-    def __init__(self, sock: socket.socket, wakeup_fd: int | None = None):
+    def __init__(self, sock: socket.socket, wakeup_fd: int | None = None, matches_fd: int = -1):
         self.sock = sock
+        self.matches_fd = matches_fd  # the sessiond's eventfd: kernel trigger matches are waiting
+        self.matcher = None  # ust.kernel.matcher.Matcher, at the first kernel trigger
         # The sessiond's eventfd, shared with every application (it outlives us
         # when we are restarted), so writers can wake us when a packet completes.
         self.efd = wakeup_fd if wakeup_fd is not None else os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -105,8 +116,11 @@ class Consumer:
             if fn is None:
                 raise ProtocolError(f"unknown consumer command {cmd!r}")
             args = {k: v for k, v in msg.items() if k not in ("cmd", "id")}
-            with self.drainer.paused():
+            if cmd in UNPAUSED:
                 result, rfds = fn(fds, **args)
+            else:
+                with self.drainer.paused():
+                    result, rfds = fn(fds, **args)
             return protocol.ok_reply(**result), rfds
         except (UstError, OSError, ValueError, TypeError, KeyError) as exc:
             _log(f"{cmd} failed:\n{traceback.format_exc()}")
@@ -378,6 +392,46 @@ class Consumer:
         t.learn(_formats(formats), _formats(list(tracked)))
         return {}, []
 
+    def cmd_add_kernel_trigger(self, fds, trigger: int, cpus: int, page_size: int, formats: list,
+                               captures: list = (), attach: bool = False) -> tuple[dict, list]:
+        """A kernel trigger's instance (ust.kernel.matcher): ``fds`` each CPU's trace_pipe_raw, then
+        each CPU's stats, each checked to be what it is said to be; ``formats``: its events'."""
+        from ust.filter import compile_capture
+        from ust.kernel import formats as fmt
+        from ust.kernel import tracefs
+        from ust.kernel.matcher import KernelTrigger, Matcher
+
+        if not _int_in(trigger, 0, 1 << 32) or not _int_in(cpus, 1, protocol.MAX_FDS // 2) or len(fds) != 2 * cpus:
+            raise ValueError(f"a kernel trigger of {cpus!r} CPUs needs {cpus!r}×2 descriptors, got {len(fds)}")
+        if not _int_in(page_size, 4096, 1 << 20):
+            raise ValueError(f"kernel page size {page_size!r} out of range")
+        if not isinstance(captures, list) or len(captures) > 16 or not all(isinstance(c, str) for c in captures):
+            raise ValueError("kernel trigger captures must be a list of at most 16 strings")
+        for c in captures:
+            compile_capture(c)
+        for cpu in range(cpus):
+            tracefs.check_reader_fd(fds[cpu], "raw", cpu)
+            tracefs.check_reader_fd(fds[cpus + cpu], "stats", cpu)
+        events = [fmt.parse_format(text, system) for system, text in _formats(formats)]
+        kept = [os.dup(fd) for fd in fds]  # ``handle`` closes what was received
+        for fd in kept[:cpus]:
+            os.set_blocking(fd, False)
+        t = KernelTrigger(trigger, kept[:cpus], kept[cpus:], events, list(captures), page_size)
+        try:
+            if self.matcher is None:
+                self.matcher = Matcher(self.matches_fd)
+            self.matcher.add(t)
+        except BaseException:
+            t.close()
+            raise
+        return {"events": len(events)}, []
+
+    def cmd_remove_kernel_trigger(self, fds, trigger: int) -> tuple[dict, list]:
+        return {"removed": self.matcher is not None and self.matcher.remove(trigger)}, []
+
+    def cmd_kernel_trigger_matches(self, fds) -> tuple[dict, list]:
+        return (self.matcher.take() if self.matcher is not None else {"matches": [], "discarded": []}), []
+
     def _snapshot_to_relay(self, targets: dict, relay: dict) -> int:
         """A snapshot as a session of its own on the relay (its traces under ``targets``)."""
         link = RelaySession(relay["host"], relay["control"], relay["data"], relay["session"], relay["hostname"], 0,
@@ -436,6 +490,9 @@ class Consumer:
                 _log("flush failed:\n" + traceback.format_exc())
 
     def close_all(self) -> None:
+        if self.matcher is not None:
+            self.matcher.close()
+            self.matcher = None
         self.drainer.stop()
         for t in self.traces.values():
             t.close()
@@ -480,13 +537,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ust-consumerd", description="the ust consumer daemon (spawned by ust-sessiond)")
     p.add_argument("--fd", type=int, required=True, help="the socket to the session daemon")
     p.add_argument("--wakeup-fd", type=int, help="the eventfd applications write when a packet completes")
+    p.add_argument("--matches-fd", type=int, default=-1, help="the eventfd written when kernel trigger matches wait")
     args = p.parse_args(argv)
     os.umask(0o077)
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sessiond decides when we stop
     sock = socket.socket(fileno=args.fd)
-    Consumer(sock, args.wakeup_fd).serve()
+    Consumer(sock, args.wakeup_fd, args.matches_fd).serve()
     return 0
 
 

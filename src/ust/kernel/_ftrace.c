@@ -747,6 +747,93 @@ out:
     return r;
 }
 
+/* count_matches(page, keep) -> (counts, kept, missed)
+ * A kernel trigger's page (ust/kernel/matcher.py). The trigger's ftrace instance
+ * records only what the trigger's filter kept (the filter is ftrace's own, in the
+ * kernel), so every record is a match: they are counted per event id, nothing
+ * is converted. counts: {event id: records}; kept: [(event id, record bytes)] of
+ * the first `keep` records (0..4096), whose values Python reads for --capture;
+ * missed: the page follows lost events (RB_MISSED_EVENTS). Records of a page
+ * that does not hold together end where it stops holding (walk_next). */
+#define DISTINCT_IDS 32 /* ids counted in a local table before going to the dict */
+static int flush_counts(PyObject *counts, const uint16_t *ids, const long *ns, int n)
+{
+    for (int i = 0; i < n; i++) {
+        PyObject *key = PyLong_FromLong(ids[i]);
+        if (!key)
+            return -1;
+        PyObject *old = PyDict_GetItemWithError(counts, key); /* borrowed */
+        long before = old ? PyLong_AsLong(old) : 0;
+        PyObject *value = (before == -1 && PyErr_Occurred()) ? NULL : PyLong_FromLong(before + ns[i]);
+        int rc = value ? PyDict_SetItem(counts, key, value) : -1;
+        Py_XDECREF(value);
+        Py_DECREF(key);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *count_matches(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    int keep;
+    if (!PyArg_ParseTuple(args, "y*i", &view, &keep))
+        return NULL;
+    PyObject *counts = NULL, *kept = NULL, *r = NULL;
+    Walk w;
+    if (keep < 0 || keep > 4096) {
+        PyErr_SetString(PyExc_ValueError, "keep must be in 0..4096");
+        goto out;
+    }
+    if (walk_start(&w, view.buf, (size_t)view.len) < 0 || !(counts = PyDict_New()) || !(kept = PyList_New(0)))
+        goto out;
+    uint16_t ids[DISTINCT_IDS];
+    long ns[DISTINCT_IDS];
+    int distinct = 0;
+    const uint8_t *rec;
+    uint32_t dlen;
+    while (walk_next(&w, &rec, &dlen)) {
+        uint16_t id;
+        memcpy(&id, rec, 2);
+        int i = 0;
+        while (i < distinct && ids[i] != id)
+            i++;
+        if (i == distinct) {
+            if (distinct == DISTINCT_IDS) { /* many events: what the table holds goes to the dict */
+                if (flush_counts(counts, ids, ns, distinct) < 0)
+                    goto out;
+                distinct = i = 0;
+            }
+            ids[i] = id, ns[i] = 0, distinct++;
+        }
+        ns[i]++;
+        if (keep > 0) {
+            PyObject *item = Py_BuildValue("(iy#)", (int)id, (const char *)rec, (Py_ssize_t)dlen);
+            if (!item || PyList_Append(kept, item) < 0) {
+                Py_XDECREF(item);
+                goto out;
+            }
+            Py_DECREF(item);
+            keep--;
+        }
+    }
+    if (flush_counts(counts, ids, ns, distinct) < 0)
+        goto out;
+    r = Py_BuildValue("(OOO)", counts, kept, w.missed ? Py_True : Py_False);
+out:
+    Py_XDECREF(counts);
+    Py_XDECREF(kept);
+    PyBuffer_Release(&view);
+    return r;
+}
+
+static PyMethodDef module_methods[] = {
+    {"count_matches", count_matches, METH_VARARGS,
+     "count_matches(page, keep) -> (counts, kept, missed): a kernel trigger's page, its records counted per event id"},
+    {NULL},
+};
+
 static PyMethodDef Converter_methods[] = {
     {"page", (PyCFunction)Converter_page, METH_O,
      "page(page) -> (events, count, skipped, first_ts, last_ts): one ftrace page's CTF events"},
@@ -770,7 +857,8 @@ static PyTypeObject ConverterType = {
 };
 
 static struct PyModuleDef ftrace_module = {
-    PyModuleDef_HEAD_INIT, "ust.kernel._ftrace", "ftrace page conversion (the kernel domain's hot path)", -1, NULL,
+    PyModuleDef_HEAD_INIT, "ust.kernel._ftrace", "ftrace page conversion (the kernel domain's hot path)", -1,
+    module_methods,
 };
 
 PyMODINIT_FUNC PyInit__ftrace(void)

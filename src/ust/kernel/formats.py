@@ -280,3 +280,42 @@ def records_tgid(contexts, formats: list[tuple[str, str]]) -> bool:
     ``saved_tgids``, read by ust.kernel.tracefs.TaskTable): for the pid context, or for a field
     that is a thread's process."""
     return "pid" in contexts or any(uses_task_table(plan(parse_format(text, system))) for system, text in formats)
+
+
+def record_values(ev: EventFormat, rec: bytes) -> dict:
+    """A record's payload as {CTF field name: value} — what a kernel trigger's ``--capture`` reads
+    (ust.kernel.matcher), for its first matches only: integers, text (char arrays, ``__data_loc``
+    strings) as str, other arrays as lists of integers; lttng-modules' derived values as the trace
+    has them (priorities, rwbs), except a thread's process (no task tables here: left out, so
+    unavailable). A field the record is too short for is left out."""
+    import struct
+
+    out: dict = {}
+    for f in ev.fields:
+        name = f.ctf or ctf_field_name(ev.system, f.name)
+        if f.derive in (OP_TGID, OP_CHILD_TGID):
+            continue
+        if f.dynamic:
+            if f.offset + 4 > len(rec):
+                continue
+            loc = struct.unpack_from("<I", rec, f.offset)[0]
+            start = (loc & 0xFFFF) + (f.offset + 4 if f.dynamic == "rel_loc" else 0)
+            data = rec[start:start + (loc >> 16)] if start + (loc >> 16) <= len(rec) else b""
+            out[name] = data.split(b"\0", 1)[0].decode("utf-8", "replace") if f.is_char else list(data)
+            continue
+        if f.offset + f.size > len(rec):
+            continue
+        raw = rec[f.offset:f.offset + f.size]
+        if f.derive == OP_RWBS:
+            out[name] = rwbs_mask(raw)
+        elif f.count and f.is_char:
+            out[name] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+        elif f.count and f.size % f.count == 0 and f.size // f.count in (1, 2, 4, 8):
+            width = f.size // f.count
+            out[name] = [int.from_bytes(raw[i:i + width], "little", signed=f.signed) for i in range(0, f.size, width)]
+        elif f.size in (1, 2, 4, 8):
+            value = int.from_bytes(raw, "little", signed=f.signed)
+            out[name] = value - f.derive_arg if f.derive == OP_INT32_MINUS else value
+        else:
+            out[name] = list(raw)
+    return out

@@ -42,6 +42,7 @@ TS_MSB_SHIFT = 59
 _PACKET = struct.Struct("<I16sIQQQQQQQI")  # header + LTTng packet context
 PACKET_HEADER_SIZE = _PACKET.size
 _U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
 _U64 = struct.Struct("<Q")
 _I32 = struct.Struct("<i")
 _COMPACT = struct.Struct("<HI")
@@ -360,6 +361,32 @@ class PyConverter:
                 changes.append((ts, *change))
         missed = bool(_PAGE.unpack_from(page, 0)[1] & RB_MISSED_EVENTS)
         return (ts if first is None else first), ts, missed, changes
+
+
+def count_matches(page: bytes, keep: int) -> tuple[dict, list, bool]:
+    """A kernel trigger's page: (records per event id, [(event id, record bytes)] of the first
+    ``keep``, the page follows lost events). Python reference of ``_ftrace.count_matches``."""
+    if not 0 <= keep <= 4096:
+        raise ValueError("keep must be in 0..4096")
+    counts: dict = {}
+    kept = []
+    for _, rec in records(page):
+        if rec is None:
+            break
+        event_id = _U16.unpack_from(rec, 0)[0]
+        counts[event_id] = counts.get(event_id, 0) + 1
+        if len(kept) < keep:
+            kept.append((event_id, bytes(rec)))
+    return counts, kept, bool(_PAGE.unpack_from(page, 0)[1] & RB_MISSED_EVENTS)
+
+
+def match_counter():
+    """``_ftrace.count_matches`` when the extension is built, else ``count_matches``."""
+    try:
+        from ust.kernel._ftrace import count_matches as counter
+    except ImportError:
+        return count_matches
+    return counter
 
 
 def converter_class():

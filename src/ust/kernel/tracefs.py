@@ -315,6 +315,15 @@ class Instance:
         for system, name in events:
             self._set(f"events/{system}/{name}/enable", "1" if enabled else "0")
 
+    def set_filter(self, system: str, name: str, text: str) -> None:
+        """ftrace's filter of one event (its own language: ust.kernel.kfilter makes it); the kernel's
+        refusal is one line."""
+        try:
+            _write(os.path.join(self.path, f"events/{system}/{name}/filter"), text)
+        except OSError as exc:
+            raise KernelTracingError(f"ftrace refused the filter {text!r} of {system}:{name}: "
+                                     f"{exc.strerror or exc}") from None
+
     def enabled_events(self) -> list[tuple[str, str]]:
         out = []
         for system, name in self._event_dirs():

@@ -88,6 +88,7 @@ class App:
         self.probes_sent: list[dict] = []  # the probe set last sent, and the app's answer
         self.probe_status: list[dict] = []
         self.triggers_attached: dict[tuple[int, str], str | None] = {}  # (trigger id, decl key) -> filter sent
+        self.trigger_counters = None  # the match counters it shares with us (triggers.TriggerCounters)
 
     def send_many(self, msgs: list[tuple[dict, list[int]]]) -> list[_Awaited]:
         """Send commands without waiting: the slots ``wait_many`` waits on (the
@@ -261,6 +262,7 @@ def _app_worker(daemon, app: App) -> None:
             elif kind == "sync":  # new declarations (a probe's events): every active session's rules
                 sync_active(daemon, app)
             elif kind == "gone":
+                daemon.triggers.on_gone(daemon, app)  # after its last reports: what they did not say
                 with daemon.lock:
                     if daemon.apps.get(app.pid) is app:
                         del daemon.apps[app.pid]

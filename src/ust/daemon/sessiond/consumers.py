@@ -19,9 +19,14 @@ def consumer_uid(owner_uid: int) -> int:
 
 def link(daemon, s) -> ConsumerLink:
     """The consumer of ``s``'s owner, started on first use."""
+    return link_for(daemon, s.uid)
+
+
+def link_for(daemon, owner_uid: int) -> ConsumerLink:
+    """The consumer of the user ``owner_uid`` (a session's owner, a kernel trigger's), started on first use."""
     if not daemon.use_consumer:
         raise SessionError("this session daemon runs without a consumer")
-    uid = consumer_uid(s.uid)
+    uid = consumer_uid(owner_uid)
     with daemon.links_lock:
         found = daemon.links.get(uid)
         if found is None:

@@ -368,12 +368,18 @@ def on_destroy(daemon, s) -> None:
             log(f"kernel: the consumer did not close the kernel trace of {s.name}: {exc}")
     protocol.close_fds(k.fds)
     k.fds, k.key = [], ""
-    try:
-        k.instance.remove()
-    except Exception as exc:  # the session goes anyway; removed later (remove_stale) when no file is open
-        log(f"kernel: removing the instance of {s.name}: {exc}")
-        _retry_removal(k.instance)
+    remove_instance(k.instance, f"session {s.name}")
     k.instance = None
+
+
+def remove_instance(instance, owner: str) -> None:
+    """Remove an ftrace instance whose readers were closed; one still open (a consumer closing it
+    late) is removed in the background once it can be (remove_stale otherwise, later)."""
+    try:
+        instance.remove()
+    except Exception as exc:
+        log(f"kernel: removing the instance of {owner}: {exc}")
+        _retry_removal(instance)
 
 
 BUSY_RETRY = 60.0  # s: how long an instance still open (a dying consumer flushing it) is waited for

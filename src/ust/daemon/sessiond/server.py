@@ -208,6 +208,9 @@ class SessionDaemon:
             links = list(self.links.values())
         for link in links:
             link.stop()
+        from ust.daemon.sessiond import ktriggers
+
+        ktriggers.shutdown(self)  # their consumers closed the readers: the instances can go
         for p in (paths.socket_path(self.rundir), paths.pid_path(self.rundir)):
             try:
                 if p.endswith(".pid"):

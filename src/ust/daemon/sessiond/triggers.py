@@ -25,6 +25,7 @@ missed) and read by long polls (``trigger_notifications``).
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,10 @@ MAX_NOTIFICATIONS = 4096  # kept per user for subscribers
 MAX_HIT_ENTRIES = 4096  # (trigger, event) pairs in one report of an application
 MAX_PENDING_ACTIONS = 4096
 MAX_CAPTURES = 16  # --capture expressions per trigger
+# Match counters an application shares with the daemon (``TriggerCounters``): one 64-bit slot per
+# (trigger, event name) it evaluates, at most this many per process (beyond: reported, not shared).
+COUNTER_SLOTS = 4096
+MAX_UNREPORTED = 1 << 32  # matches one slot may add when its process is gone (a bound, not a belief)
 
 
 @dataclass
@@ -88,6 +93,11 @@ class Trigger:
     condition: dict | None = None
     satisfied: bool = False  # at the last sample: the condition fires when this becomes true
     next_sample: float = 0.0
+    # --type kernel: its instance and readers (ust.daemon.sessiond.ktriggers.KernelTriggerState), and the
+    # matches its ring dropped (full: nobody saw them; lttng's discarded notifications)
+    kernel: object = None
+    discarded: int = 0
+
     @property
     def spent(self) -> bool:
         """Every action fired its once-after: the applications stop evaluating it."""
@@ -98,12 +108,18 @@ class Trigger:
         if r is None:
             return {"name": self.name, "owner_uid": self.uid, "hits": self.hits, "condition": dict(self.condition),
                     "actions": [a.to_json() for a in self.actions]}
-        return {"name": self.name, "owner_uid": self.uid, "hits": self.hits,
-                "condition": {"type": "event-rule-matches", "domain": r.domain, "pattern": r.pattern,
-                              "exclusions": list(r.exclusions), "filter": r.filter,
-                              "loglevel_type": r.loglevel_type, "loglevel": r.loglevel,
-                              "captures": list(self.captures)},
-                "actions": [a.to_json() for a in self.actions]}
+        out = {"name": self.name, "owner_uid": self.uid, "hits": self.hits,
+               "condition": {"type": "event-rule-matches", "domain": r.domain, "pattern": r.pattern,
+                             "exclusions": list(r.exclusions), "filter": r.filter,
+                             "loglevel_type": r.loglevel_type, "loglevel": r.loglevel,
+                             "captures": list(self.captures)},
+               "actions": [a.to_json() for a in self.actions]}
+        if self.kernel is not None:
+            k = self.kernel
+            out["condition"].update({"syscall": k.syscall, "events": list(k.events),
+                                     "instance": k.instance.name if k.instance is not None else None})
+            out["discarded"] = self.discarded
+        return out
 
 
 @dataclass
@@ -126,6 +142,7 @@ class TriggerTable:
         self.dropped_actions = 0
         self.worker: threading.Thread | None = None
         self.monitor: threading.Thread | None = None  # samples the buffer conditions (sessiond.monitor)
+        self.kernel_collector: threading.Thread | None = None  # takes kernel triggers' matches (sessiond.ktriggers)
 
     # -- the table
 
@@ -169,7 +186,7 @@ class TriggerTable:
         with self.lock:
             wanted: dict[tuple[int, str], tuple[str | None, tuple[str, ...]]] = {}
             for t in self.by_id.values():
-                if t.rule is None or t.spent or not (t.uid == 0 or t.uid == app.uid):
+                if t.rule is None or t.spent or t.rule.domain == "kernel" or not (t.uid == 0 or t.uid == app.uid):
                     continue
                 for k, d in list(app.decls.items()):
                     if t.rule.matches(d["name"], d["loglevel"]):
@@ -177,9 +194,23 @@ class TriggerTable:
             have = app.triggers_attached
             msgs = [({"cmd": "trigger_detach", "trigger": tid, "decl_key": k}, []) for (tid, k) in have
                     if (tid, k) not in wanted]
-            msgs += [({"cmd": "trigger_attach", "trigger": tid, "decl_key": k, "filter": flt,
-                       **({"captures": list(caps)} if caps else {})}, [])
-                     for (tid, k), (flt, caps) in wanted.items() if (tid, k) not in have]
+            counters = None
+            for (tid, k), (flt, caps) in wanted.items():
+                if (tid, k) in have:
+                    continue
+                if counters is None:
+                    counters = TriggerCounters.of(app)
+                msg = {"cmd": "trigger_attach", "trigger": tid, "decl_key": k, "filter": flt,
+                       **({"captures": list(caps)} if caps else {})}
+                slot = counters.slot(tid, app.decls[k]["name"]) if counters is not None else None
+                fds = []
+                if slot is not None:
+                    msg["slot"] = slot
+                    if not counters.given:  # the shared counters go with the first attachment using them
+                        counters.given = True
+                        msg["counters"] = COUNTER_SLOTS
+                        fds = [counters.fd]
+                msgs.append((msg, fds))
             app.triggers_attached = dict(wanted)
         if not msgs:
             return None
@@ -216,12 +247,14 @@ class TriggerTable:
         spent = False
         with self.lock:
             given = {tid for tid, _ in app.triggers_attached}  # it may report only what it evaluates
+            counters = getattr(app, "trigger_counters", None)
             counted = []
             for item in hits:  # every entry checked before any counts: a bad one drops the report whole
                 if not (isinstance(item, list) and len(item) in (3, 4) and _uint(item[0])
                         and isinstance(item[1], str) and len(item[1]) <= 512 and _uint(item[2]) and item[2] > 0):
                     log(f"app {app.pid}: bad trigger_hits entry")
                     return
+            for item in hits:
                 t = self.by_id.get(item[0])
                 if t is None or item[0] not in given or t.spent or t.rule is None:
                     continue  # removed meanwhile, or never given to this process
@@ -230,18 +263,92 @@ class TriggerTable:
                     log(f"app {app.pid}: bad captured values for trigger {t.name}")
                     return
                 counted.append((t, item, captured))
+            if counters is not None:  # what the shared counters hold beyond these is unreported
+                for item in hits:
+                    counters.reported(item[0], item[1], item[2])
             for t, item, captured in counted:
-                if t.spent:
-                    continue  # spent by an earlier entry of this report
-                before, t.hits = t.hits, t.hits + item[2]
-                for a in t.actions:
-                    n = 0 if a.spent else a.firings(before, t.hits)
-                    if n:
-                        a.fired += n
-                        self._queue(daemon, t, a, {"event": item[1], "pid": app.pid}, before, captured)
-                spent = spent or t.spent
+                spent = self._count(daemon, t, item[2], {"event": item[1], "pid": app.pid}, captured) or spent
         if spent:  # stop the evaluation where it cannot fire any more
-            threading.Thread(target=self.sync_all, args=(daemon,), name="triggers-sync", daemon=True).start()
+            self.spent_changed(daemon)
+
+    def spent_changed(self, daemon) -> None:
+        """A trigger is spent: stop its evaluation everywhere (applications, kernel instances)."""
+        from ust.daemon.sessiond import ktriggers
+
+        def stop() -> None:
+            self.sync_all(daemon)
+            ktriggers.stop_spent(daemon)
+
+        threading.Thread(target=stop, name="triggers-sync", daemon=True).start()
+
+    def on_kernel_matches(self, daemon, uid: int, reply: dict) -> None:
+        """A consumer's ``kernel_trigger_matches`` (ust.kernel.matcher.Matcher.take): ``{"matches": [[trigger
+        id, event, count, captured], ...], "discarded": [[trigger id, records], ...]}``, checked as an
+        application's report is (the consumer runs as the triggers' owner): it may only count the kernel
+        triggers whose matches it was given (``uid``: its own)."""
+        matches, discarded = reply.get("matches"), reply.get("discarded")
+        if not (isinstance(matches, list) and len(matches) <= MAX_HIT_ENTRIES and isinstance(discarded, list)
+                and len(discarded) <= MAX_HIT_ENTRIES):
+            log(f"kernel triggers: bad matches from the consumer of uid {uid}")
+            return
+        spent = False
+        with self.lock:
+            def mine(tid):
+                t = self.by_id.get(tid) if _uint(tid) else None
+                return t if t is not None and t.kernel is not None and t.kernel.uid == uid else None
+
+            for item in discarded:  # the rings' totals: a restarted consumer says them again
+                if isinstance(item, list) and len(item) == 2 and _count_ok(item[1]) and (t := mine(item[0])):
+                    t.discarded = max(t.discarded, item[1])
+            counted = []
+            for item in matches:
+                if not (isinstance(item, list) and len(item) == 4 and isinstance(item[1], str) and len(item[1]) <= 512
+                        and _uint(item[2]) and item[2] > 0):
+                    log(f"kernel triggers: bad match entry from the consumer of uid {uid}")
+                    return
+                t = mine(item[0])
+                if t is None or t.spent:
+                    continue  # removed meanwhile
+                if not check_captured(item[3], len(t.captures), item[2]):
+                    log(f"kernel triggers: bad captured values for trigger {t.name}")
+                    return
+                counted.append((t, item))
+            for t, item in counted:
+                spent = self._count(daemon, t, item[2], {"event": item[1], "domain": "kernel"}, item[3]) or spent
+        if spent:
+            self.spent_changed(daemon)
+
+    def _count(self, daemon, t: Trigger, count: int, details: dict, captured: list = ()) -> bool:
+        """Under the lock: ``count`` new matches of ``t`` (``captured``: the values of the first ones); its
+        rate policies decide which actions run. Whether ``t`` is spent now."""
+        if t.spent:
+            return False  # spent by an earlier entry of the same report
+        before, t.hits = t.hits, t.hits + count
+        for a in t.actions:
+            n = 0 if a.spent else a.firings(before, t.hits)
+            if n:
+                a.fired += n
+                self._queue(daemon, t, a, details, before, captured)
+        return t.spent
+
+    def on_gone(self, daemon, app) -> None:
+        """``app`` is gone (its last requests were handled before this): the matches its shared counters
+        hold beyond what it reported count now — a process SIGKILLed right after matching loses none
+        (their captured values, which only a report carries, are unavailable)."""
+        counters = getattr(app, "trigger_counters", None)
+        if counters is None:
+            return
+        spent = False
+        with self.lock:
+            for (tid, event), extra in counters.unreported().items():
+                t = self.by_id.get(tid)
+                if t is None or t.rule is None:
+                    continue
+                spent = self._count(daemon, t, extra, {"event": event, "pid": app.pid}) or spent
+            counters.close()
+            app.trigger_counters = None
+        if spent:
+            self.spent_changed(daemon)
 
     def fire(self, daemon, t: Trigger, details: dict) -> None:
         """A condition the daemon evaluates (ust.daemon.sessiond.monitor) became true: one match."""
@@ -318,6 +425,68 @@ class TriggerTable:
                 self.changed.wait(left)
 
 
+class TriggerCounters:
+    """The match counters an application shares with the daemon: a memfd of COUNTER_SLOTS 64-bit slots,
+    one per (trigger, event name) it evaluates, given with its first ``trigger_attach`` (SCM_RIGHTS). The
+    agent adds each match to its slot as it counts it for its next report (under the same lock), so
+    when the process is gone — SIGKILLed before its agent's thread sent the last matches — what the
+    slots hold beyond what it reported is the matches the daemon never heard of (``on_gone``). The
+    application can write anything there: a slot is believed only as far as MAX_UNREPORTED matches
+    more than its reports, as a report is (a hostile process could as well report them)."""
+
+    def __init__(self) -> None:
+        import mmap
+
+        self.fd = os.memfd_create("ust-trigger-counters", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, COUNTER_SLOTS * 8)
+            self.map = mmap.mmap(self.fd, COUNTER_SLOTS * 8)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.slots: dict[tuple[int, str], int] = {}  # (trigger id, event name) -> slot, never reused
+        self.sent: dict[tuple[int, str], int] = {}  # what the process reported for each
+        self.given = False  # the memfd went with an attachment
+
+    @classmethod
+    def of(cls, app) -> "TriggerCounters | None":
+        """``app``'s counters, made at its first attachment (None if they cannot be)."""
+        counters = getattr(app, "trigger_counters", None)
+        if counters is None and app.alive:
+            try:
+                counters = app.trigger_counters = cls()
+            except OSError as exc:
+                log(f"app {app.pid}: no shared trigger counters ({exc}): matches are reported only")
+        return counters
+
+    def slot(self, trigger: int, event: str) -> int | None:
+        key = (trigger, event)
+        if key not in self.slots and len(self.slots) < COUNTER_SLOTS:
+            self.slots[key] = len(self.slots)
+        return self.slots.get(key)
+
+    def reported(self, trigger: int, event: str, count: int) -> None:
+        key = (trigger, event)
+        if key in self.slots:
+            self.sent[key] = self.sent.get(key, 0) + count
+
+    def unreported(self) -> dict[tuple[int, str], int]:
+        """(trigger id, event) -> matches the slots hold beyond the reports (bounded)."""
+        import struct
+
+        out = {}
+        for key, slot in self.slots.items():
+            (total,) = struct.unpack_from("<Q", self.map, slot * 8)
+            extra = total - self.sent.get(key, 0)
+            if 0 < extra <= MAX_UNREPORTED:
+                out[key] = extra
+        return out
+
+    def close(self) -> None:
+        self.map.close()
+        os.close(self.fd)
+
+
 def check_captured(captured: object, width: int, count: int) -> bool:
     """An application's captured values: a list of at most min(count, MAX_CAPTURED_MATCHES) matches, each a
     list of ``width`` values, each None, an integer of 64 bits, a float, a string of at most
@@ -348,6 +517,10 @@ def _captured_scalar(v: object) -> bool:
     if isinstance(v, int) and not isinstance(v, bool):
         return -(1 << 63) <= v < 1 << 64
     return isinstance(v, str) and len(v) <= MAX_CAPTURE_STRING
+
+
+def _count_ok(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63
 
 
 def _uint(v: object) -> bool:

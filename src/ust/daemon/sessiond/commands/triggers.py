@@ -5,7 +5,7 @@ from __future__ import annotations
 from ust.daemon.protocol import is_name, list_of, one_of, optional, string, uint
 from ust.daemon.rules import MAX_PYTHON_LEVEL, EventRule, check_pattern
 from ust.daemon.sessiond.commands._table import CommandGroup
-from ust.daemon.sessiond import monitor
+from ust.daemon.sessiond import ktriggers, monitor
 from ust.daemon.sessiond.commands.events import check_filter
 from ust.daemon.sessiond.triggers import ACTIONS, MAX_CAPTURES, Action
 from ust.errors import SessionError
@@ -25,7 +25,8 @@ _CONDITION = {"type": one_of(*monitor.CONDITIONS), "session": is_name, "channel?
 @group.command("add_trigger", {
     "name?": optional(is_name),
     "condition?": optional(_CONDITION),
-    "domain?": one_of("ust", "python"),
+    "domain?": one_of("ust", "python", "kernel"),
+    "syscall?": optional(one_of(*ktriggers.SYSCALL_SITES)),
     "pattern?": string(512),
     "exclusions?": list_of(string(512), 256),
     "filter?": optional(string(4096)),
@@ -37,9 +38,16 @@ _CONDITION = {"type": one_of(*monitor.CONDITIONS), "session": is_name, "channel?
 def add_trigger(daemon, caller: int, actions: list[dict], domain: str = "ust", pattern: str = "*",
                 name: str | None = None, exclusions: list[str] = (), filter: str | None = None,
                 loglevel: int | None = None, loglevel_only: bool = False, captures: list[str] = (),
-                condition: dict | None = None) -> dict:
+                condition: dict | None = None, syscall: str | None = None) -> dict:
     """event-rule-matches (domain, pattern, filter...) or, with ``condition``, a buffer-usage or
-    consumed-size condition (ust.daemon.sessiond.monitor)."""
+    consumed-size condition (ust.daemon.sessiond.monitor). Domain ``kernel``: kernel tracepoints, or
+    with ``syscall`` (entry, exit, entry+exit) system calls (ust.daemon.sessiond.ktriggers)."""
+    if domain == "kernel":
+        ktriggers.check_allowed(daemon, caller)
+        if loglevel is not None or exclusions:
+            raise SessionError("a kernel event rule takes no --log-level nor --exclude-name")
+    elif syscall is not None:
+        raise SessionError("--type kernel:syscall is a kernel rule")
     made = _actions(daemon, caller, actions)
     if condition is not None:
         t = daemon.triggers.add(caller, name, None, made, condition=_check_condition(condition))
@@ -59,6 +67,13 @@ def add_trigger(daemon, caller: int, actions: list[dict], domain: str = "ust", p
                      loglevel_type="all" if loglevel is None else ("single" if loglevel_only else "range"),
                      loglevel=-1 if loglevel is None else loglevel, domain=domain)
     t = daemon.triggers.add(caller, name, rule, made, tuple(captures))
+    if domain == "kernel":
+        try:
+            ktriggers.attach(daemon, t, pattern, syscall, filter)
+        except BaseException:
+            daemon.triggers.remove(caller, t.name)
+            raise
+        return {"trigger": t.to_json()}
     daemon.triggers.sync_all(daemon)
     return {"trigger": t.to_json()}
 
@@ -119,6 +134,8 @@ def remove_trigger(daemon, caller: int, name: str) -> dict:
     t = daemon.triggers.remove(caller, name)
     if t is None:
         raise SessionError(f"no trigger named {name!r}")
+    if t.kernel is not None:
+        ktriggers.detach(t)  # its instance goes (the consumer closes its readers first)
     daemon.triggers.sync_all(daemon)
     return {"trigger": t.to_json()}
 
