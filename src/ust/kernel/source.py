@@ -128,6 +128,21 @@ class FtraceSource:
         self.quiet_told = max(self.quiet_told, quiet)
         return quiet
 
+    def safe_time(self, began: int) -> int:
+        """The latest time, about ``began``, at which a packet can go next in this stream (a
+        statedump: KernelTrace.restate): no earlier than what it already holds (``last_end``,
+        nor a live beacon's promise), and no later than a record still to come — the ring was
+        read by a pass begun after ``began``, so what it still holds is newer than that, but
+        for a record reserved before the read and committed after (ust.kernel.prio.MARGIN_NS)
+        and the pages the prio context holds back."""
+        from .prio import MARGIN_NS
+
+        t = began - MARGIN_NS
+        held = self.tracker.held_since(self.cpu) if self.tracker is not None else None
+        if held is not None:
+            t = min(t, held - 1)
+        return max(t, self.last_end, self.quiet_told)
+
     def poll_fd(self) -> int:
         """Readable when the ring has data past the instance's ``buffer_percent`` (the drain
         engine sleeps on it besides its read timer: docs/kernel.md)."""

@@ -183,11 +183,62 @@ class KernelTrace(Trace):
         and /sys show them to this process, as lttng-modules writes at a session's start)."""
         from ust._ring._ring import clock_now
 
-        sources = [src for ch in self.channels.values() for src in ch.sources]
+        sources = self._sources()
         now = clock_now()  # the instance's clock (mono): nothing it records is older
         events, count = statedump.events(now, self.contexts)
         for src in sources:
             src.prelude = (events, count, now) if src is sources[0] else (b"", 0, now)
+
+    def _sources(self) -> list:
+        return [src for ch in self.channels.values() for src in ch.sources]
+
+    def restate(self, began: int, *, open_streams: bool) -> None:
+        """The statedump again, as lttng-modules writes it at each new chunk, after ``clear``
+        and at ``regenerate statedump``: every chunk of a kernel trace is self-contained (an
+        analysis of it alone knows the processes running before it). Call it with the engine
+        paused, after a drain pass begun after ``began`` (the switch's, or ``regenerate``'s).
+
+        The statedump (read from /proc now) goes next in the stream whose next packet can be
+        the latest (FtraceSource.safe_time: no stream goes back in time, none has a record
+        still to come that is older); ``open_streams`` (a new output): every other stream
+        opens with an empty packet at its own such time, so the chunk's streams all begin
+        about when it does (as at recording_starts). Not for a snapshot session's trace."""
+        if not self.statedump:
+            return
+        sources = self._sources()
+        if not sources:
+            return
+        at = [src.safe_time(began) for src in sources]
+        top = max(range(len(sources)), key=at.__getitem__)
+        events, count = statedump.events(at[top], self.contexts)
+        for i, src in enumerate(sources):
+            if i == top:
+                src.prelude = (events, count, at[i])
+            elif open_streams:
+                src.prelude = (b"", 0, at[i])
+
+    def switch_output(self, output) -> int:
+        """As ``Trace.switch_output`` (a rotation's new chunk, ``clear``'s fresh files); the new
+        output of a trace written as recorded begins with a statedump (``restate``)."""
+        from ust._ring._ring import clock_now
+
+        began = clock_now()
+        n = super().switch_output(output)
+        self.restate(began, open_streams=True)
+        return n
+
+    def regenerate_statedump(self) -> int:
+        """``ust regenerate statedump``: what every stream holds now is written, then the
+        statedump goes next (``restate``). Returns the packets written. Engine paused."""
+        from ust._ring._ring import clock_now
+        from ust.consumer.drain import drain_stream
+
+        if not self.statedump or self.output is None:
+            return 0
+        began = clock_now()
+        n = sum(drain_stream(src, out) for ch in self.channels.values() for src, out in ch.streams())
+        self.restate(began, open_streams=False)
+        return n
 
     def snapshot(self, output) -> int:
         """As ``Trace.snapshot``; with the prio context every CPU's ring is read first, so the

@@ -317,9 +317,26 @@ def on_start(daemon, s) -> None:
     if not has_rules(s):
         return
     check_allowed(daemon, s)
+    again = bool(k.key)  # started before: the trace goes on, with a statedump (as each lttng start)
     _wrap(_instance, s, k)
     _wrap(_apply, daemon, s, k)
+    if again:
+        _wrap(regenerate_statedump, daemon, s)
     _wrap(k.instance.start)  # a snapshot session's: the ring keeps the latest, read at snapshot time
+
+
+def regenerate_statedump(daemon, s) -> bool:
+    """The session's kernel trace writes its statedump again (the consumer reads /proc as the
+    owner: KernelTrace.regenerate_statedump), as lttng-modules does at ``regenerate statedump``
+    and at each start. Whether there was a kernel trace written as recorded to do it."""
+    k = s.kernel
+    if k is None or not k.key or s.snapshot:
+        return False
+    link = consumers.link_if_running(daemon, s)
+    if link is None:
+        return False
+    link.kernel_statedump([k.key])
+    return True
 
 
 def on_stop(daemon, s) -> None:
