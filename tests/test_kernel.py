@@ -246,14 +246,24 @@ import sys, time
 from ust.kernel.capture import KernelCapture
 c = KernelCapture(sys.argv[1], sys.argv[2])
 c.enable(["sched_switch"])
+c.enable(["openat"], syscalls=True)  # and its path probes (ust.kernel.paths)
 c.start()
 print(c.instance.path, flush=True)
 time.sleep(3600)
 """
 
 
+def _probe_groups(tracefs_dir) -> set:
+    return {line.split()[0].split(":", 1)[1].split("/")[0]
+            for line in open(os.path.join(tracefs_dir, "uprobe_events")).read().splitlines() if line.strip()}
+
+
 def test_a_killed_owner_leaves_no_instance_after_the_next_start(capture, tracefs_dir, tmp_path):
+    """Nor its path probes (uprobes: global kernel objects too), while a live session's stay."""
+    from ust.kernel import paths
+
     live = capture("alive")
+    live.enable(["openat"], syscalls=True)
     live.start()
     p = subprocess.Popen([sys.executable, "-c", _CRASHER, _name("crash"), str(tmp_path / "crash")],
                          stdout=subprocess.PIPE, text=True)
@@ -262,10 +272,16 @@ def test_a_killed_owner_leaves_no_instance_after_the_next_start(capture, tracefs
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     assert os.path.isdir(path)  # the kernel keeps it: nobody removed it
+    dead_group, live_group = paths.group(os.path.basename(path)), paths.group(live.instance.name)
+    assert {dead_group, live_group} <= _probe_groups(tracefs_dir)  # each session its own
     removed = tracefs.remove_stale_instances(tracefs_dir)
     assert os.path.basename(path) in removed
     assert not os.path.exists(path)
     assert live.instance.exists() and live.instance.name not in removed
+    groups = _probe_groups(tracefs_dir)
+    assert dead_group not in groups and live_group in groups
+    live.destroy()
+    assert live_group not in _probe_groups(tracefs_dir)  # removed with its instance
 
 
 def test_unknown_kernel_event_and_bad_session_name_are_one_line_errors(capture, tracefs_dir):
@@ -301,7 +317,10 @@ def real_pages(tracefs_dir):
             got = c.instance.read_pages()
             from ust.kernel.prio import converter_config
 
-            return got, dict(c.plans), converter_config(list(c.trace.formats.values()))
+            from ust.kernel.formats import path_probe
+
+            probes = tuple(p for ev in c.trace.tracked.values() if (p := path_probe(ev)) is not None)
+            return got, dict(c.plans), converter_config(list(c.trace.formats.values())), probes
         finally:
             c.destroy()
 
@@ -345,7 +364,7 @@ def _c_converter():
 
 def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
     Converter = _c_converter()
-    got, plans, _ = real_pages
+    got, plans, _, probes = real_pages
     assert len(got) > 2
     for with_tid in (True, False):
         c = Converter(plans, with_tid, False, False, *_task_table())
@@ -373,6 +392,15 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
         assert out[0] == out[1]
         assert len(asked) == 2 * len(set(asked))
         asked.clear()
+    # the open calls' file names (ust.kernel.paths): the same bytes, names taken from the probes' records
+    assert probes, "no path probe made (uprobe events, the C library)"
+    names = {}, {}
+    out = []
+    for make, table in zip((Converter, pages.PyConverter), names):
+        conv = make(plans, True, False, False, *_task_table(), paths=(table, probes))
+        out.append([bytes(conv.page(page)[0]) for page in got])
+    assert out[0] == out[1] and names[0] == names[1]
+    assert any(b"/direct\0" in events for events in out[0])  # _direct_read's open, by name
     with pytest.raises(TypeError):
         Converter(plans, True, True, False, {}, lambda tid: "not a tuple").page(
             next(page for page in got if pages.PyConverter(plans, True, False, False, *_task_table()).page(page)[1]))
@@ -390,7 +418,7 @@ def test_the_c_prio_context_agrees_with_the_python_reference(real_pages):
     from ust.kernel.prio import converter_config  # noqa: F401 (the fixture's configuration)
 
     Converter = _c_converter()
-    got, plans, prio = real_pages
+    got, plans, prio, _ = real_pages
     assert prio[0] is not None and prio[2], prio  # sched_switch and the setters are configured
     c, py = (Converter(plans, True, False, False, *_task_table(), prio=prio),
              pages.PyConverter(plans, True, False, False, *_task_table(), prio=prio))
@@ -413,7 +441,7 @@ def test_the_c_prio_context_agrees_with_the_python_reference(real_pages):
 @given(data=st.data())
 def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
     Converter = _c_converter()
-    got, plans, prio = real_pages
+    got, plans, prio, probes = real_pages
     page = bytearray(data.draw(st.sampled_from(got)))
     for _ in range(data.draw(st.integers(1, 8))):
         pos = data.draw(st.integers(0, len(page) - 1))
@@ -427,6 +455,11 @@ def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
         return
     b = pages.PyConverter(plans, True, False, False, *_task_table()).page(page)
     assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+    # with the path probes (names remembered and taken the same way)
+    names = ({}, {})
+    a, b = (make(plans, True, False, False, *_task_table(), paths=(table, probes)).page(page)
+            for make, table in zip((Converter, pages.PyConverter), names))
+    assert a[0] == bytes(b[0]) and a[1:] == b[1:] and names[0] == names[1]
     # the prio context's conversion and scan agree too, on any page
     state = (data.draw(st.integers(-1, 5000)), data.draw(st.sampled_from([20, 27, -40, pages.PRIO_UNKNOWN])))
     changes = sorted(data.draw(st.lists(st.tuples(st.integers(0, 1 << 62), st.integers(-1, 5000),

@@ -258,3 +258,65 @@ def test_every_chunk_and_a_cleared_trace_start_with_a_statedump(ust_env, tracefs
     finally:
         worker.stdin.close()
         worker.wait(timeout=60)
+
+
+# opens one file before recording starts (known from the statedump's file descriptors), writes to it,
+# then opens another by name while recording (its name from the path probes) and reads it whole
+_IO_WORKLOAD = """
+import os, sys
+os.sched_setaffinity(0, {0})  # a thread moved between a path probe and its call may get "" (docs/kernel.md)
+pre = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(3):
+    os.write(pre, b"w" * 41 * 1024)
+fd = os.open(sys.argv[2], os.O_RDONLY)
+n = 0
+while (chunk := os.read(fd, 7 * 1024)):
+    n += len(chunk)
+os.close(fd)
+print(n, flush=True)
+sys.stdin.readline()
+"""
+WRITTEN, READ = 3 * 41 * 1024, 77 * 1024
+
+
+def test_lttng_iousagetop_names_the_files_a_workload_reads_and_writes(ust_env, tracefs_dir, tools, tmp_path):
+    """lttng-iousagetop names files by what they were opened as: a file opened before recording
+    started by the statedump's lttng_statedump_file_descriptor (from /proc/PID/fd), one opened
+    while recording by syscall_entry_openat's filename (the path probes: ftrace records only the
+    pointer). Both are reported with the bytes the workload moved, under their names."""
+    if shutil.which("lttng-iousagetop-mi") is None:
+        pytest.skip("lttng-iousagetop-mi is not installed (python3-lttnganalyses)")
+    written, to_read = str(tmp_path / "written.bin"), str(tmp_path / "read-me.bin")
+    with open(to_read, "wb") as f:
+        f.write(os.urandom(READ))
+    app = subprocess.Popen([sys.executable, "-c", _IO_WORKLOAD, written, to_read], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline() == "ready\n"
+        name = _name("kio")
+        ust_env.ust("create", name, "-o", ust_env.out)
+        ust_env.ust("enable-event", "-k", "sched_switch,sched_process_fork,sched_process_exec,sched_process_exit")
+        ust_env.ust("enable-event", "-k", "--syscall", "-a")
+        ust_env.ust("start")
+        app.stdin.write("go\n")
+        app.stdin.flush()
+        assert int(app.stdout.readline()) == READ
+        ust_env.ust("stop")
+        results = _run("lttng-iousagetop-mi", os.path.join(ust_env.out, "kernel"), "--limit", "1000000")
+        ust_env.ust("destroy", name)
+    finally:
+        if app.poll() is None:
+            app.stdin.write("end\n")
+            app.stdin.flush()
+            app.wait(timeout=60)
+
+    def per_file(kind: str) -> dict:
+        return {row[0]["path"]: (row[1]["value"], row[2]["value"]) for t in _tables(results, f"Per-file top I/O "
+                f"operations [{kind}]") for row in t["data"]}
+
+    reads, writes = per_file("read"), per_file("written")
+    assert to_read in reads and written in writes, (reads, writes)
+    assert reads[to_read][0] == READ and f"({app.pid})" in reads[to_read][1]
+    assert writes[written][0] == WRITTEN and f"({app.pid})" in writes[written][1]

@@ -14,6 +14,7 @@ engine like any other.
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import uuid as uuid_mod
@@ -98,7 +99,8 @@ class KernelTrace(Trace):
         self.contexts = tuple(c for c in CONTEXTS if c in contexts)  # the converter's order
         self.formats: dict[int, fmt.EventFormat] = {}
         self.plans: dict[int, tuple] = {}
-        self.tracked: dict[int, fmt.EventFormat] = {}  # recorded for the prio context only (not written)
+        self.tracked: dict[int, fmt.EventFormat] = {}  # recorded for the prio context or paths only (not written)
+        self.path_names: dict = {}  # tid -> (pointer, path) a path probe read, for its system call (ust.kernel.paths)
         self.tasks = tasks
         self.tracker = None  # the prio context's PrioTracker, once attached
         self._converter_class = pages.converter_class()
@@ -132,7 +134,8 @@ class KernelTrace(Trace):
 
     def _new_converter(self):
         c = self.contexts
-        kw = {}
+        probes = tuple(p for ev in self.tracked.values() if (p := fmt.path_probe(ev)) is not None)
+        kw = {"paths": (self.path_names, probes)}
         if "prio" in c:
             from .prio import converter_config
 
@@ -167,11 +170,31 @@ class KernelTrace(Trace):
         spec = ChannelSpec(CHANNEL, 0, page_size, max(2, len(sources)), overwrite=snapshot,
                            read_timer=read_timer, live_timer=live_timer, drain_live=not snapshot)
         try:
-            return self.add_channel(spec, -1, sources=sources)
+            ch = self.add_channel(spec, -1, sources=sources)
         except BaseException:
             for src in sources:
                 src.close()
             raise
+        self._open_record_logs(fresh=False)  # (a restarted consumer reads its predecessor's: resume)
+        return ch
+
+    def _open_record_logs(self, fresh: bool) -> None:
+        """Each local stream file's record log (``.<stream>.ring`` beside it, as the owner, no link
+        followed: ust.kernel.source), for a replaced consumer to state exactly what was lost."""
+        from ust.consumer.output import StreamFile
+
+        for ch in self.channels.values():
+            for src, out in ch.streams():
+                if src.record_log >= 0:
+                    os.close(src.record_log)
+                    src.record_log = -1
+                if isinstance(out, StreamFile):
+                    try:
+                        src.record_log = os.open(os.path.join(out.directory, f".{out.name}.ring"),
+                                                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                                                 | (os.O_TRUNC if fresh else 0), 0o600)
+                    except OSError:
+                        pass  # (then a replaced consumer cannot state that loss: as before)
 
     def recording_starts(self) -> None:
         """Recording is about to start for the first time (call it after ``attach``, before the
@@ -224,6 +247,7 @@ class KernelTrace(Trace):
 
         began = clock_now()
         n = super().switch_output(output)
+        self._open_record_logs(fresh=True)
         self.restate(began, open_streams=True)
         return n
 

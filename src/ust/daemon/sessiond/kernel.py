@@ -136,13 +136,21 @@ def _formats(k: KernelConf, events, known: set) -> list[list[str]]:
     return [[system, k.instance.format_text(system, name)] for system, name in events if (system, name) not in known]
 
 
-def _tracked(k: KernelConf) -> list:
-    """The events the prio context is followed from (enabled whatever the rules say)."""
-    if "prio" not in k.contexts:
-        return []
-    from ust.kernel.prio import tracked_events
+def _tracked(s, k: KernelConf, on: list) -> list:
+    """The events recorded but not written: those the prio context is followed from (enabled
+    whatever the rules say), and the path probes giving the open calls' file names
+    (ust.kernel.paths) when the rules record one."""
+    from ust.kernel.paths import probes_for
 
-    return tracked_events(k.instance.events())
+    out = []
+    if "prio" in k.contexts:
+        from ust.kernel.prio import tracked_events
+
+        out += tracked_events(k.instance.events())
+    probes, why = probes_for(k.instance, on)
+    if why:
+        log(f"kernel: session {s.name}: the open calls' file names will be empty: {why}")
+    return out + probes
 
 
 # A message body is at most protocol.MAX_BODY: formats go in batches of at most this many bytes.
@@ -197,7 +205,7 @@ def _apply(daemon, s, k: KernelConf) -> None:
     """Make the instance's enabled events what the rules say; the consumer learns the
     formats of newly enabled events before they are (its metadata describes them first)."""
     on, off = _wanted(k)
-    tracked = [e for e in _tracked(k) if e not in on]
+    tracked = [e for e in _tracked(s, k, on) if e not in on]
     off = [e for e in off if e not in tracked]
     formats = _formats(k, on, k.learned)
     tracked_formats = _formats(k, tracked, k.tracked)
