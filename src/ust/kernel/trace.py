@@ -102,6 +102,8 @@ class KernelTrace(Trace):
         self.tracked: dict[int, fmt.EventFormat] = {}  # recorded for the prio context or paths only (not written)
         self.path_names: dict = {}  # tid -> (pointer, path) a path probe read, for its system call (ust.kernel.paths)
         self.tasks = tasks
+        if tasks is not None:
+            tasks.names_wanted = "procname" in self.contexts
         self.tracker = None  # the prio context's PrioTracker, once attached
         self._converter_class = pages.converter_class()
         self.converter = self._new_converter()

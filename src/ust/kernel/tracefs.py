@@ -543,6 +543,10 @@ class TaskTable:
         self._extra: tuple[dict, dict] = ({}, {})
         self._loaded = False
         self._reloads = 0
+        # whether names are wanted (the procname context): if not, a name missing from saved_cmdlines
+        # (a small table, the oldest forgotten) spends no reload — under a system's fork churn those
+        # misses used up a pass's reloads, and a thread gone since got pid -1 (a fork's child_pid wrong)
+        self.names_wanted = True
 
     def forget(self) -> None:
         """Read the files again at the next lookup (after a drain pass)."""
@@ -604,7 +608,7 @@ class TaskTable:
         tgid, comm = tgids.get(tid), comms.get(tid)
         if tgid is None or comm is None:
             live_tgid, live_comm = _proc_task(tid)
-            if live_tgid < 0 and self._reloads < self.MAX_RELOADS:
+            if live_tgid < 0 and self._reloads < self.MAX_RELOADS and (tgid is None or self.names_wanted):
                 # Gone since the files were read. ftrace saves a task's tgid and
                 # comm when the task is switched out (the sched_switch probe
                 # records both tasks), which a thread's exit does: the files
