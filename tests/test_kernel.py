@@ -914,6 +914,26 @@ def test_a_consumer_killed_under_a_flood_loses_nothing_uncounted(ust_env, tracef
 
 
 @needs_bt2
+def test_records_taken_from_the_ring_by_another_reader_are_counted_lost(capture, tmp_path, tracefs_dir):
+    """Records the ring handed out that never reached a packet — here read by another reader of
+    the instance's trace_pipe_raw (the same as a page the consumer had to drop) — are counted
+    lost at the stop, from the ring's "read events": events + discarded == what ftrace took."""
+    c = capture("stolen", poll_interval=3600)  # the drain sleeps: the pages wait in the ring
+    c.enable(["getppid"], syscalls=True)
+    c.start()
+    _run_getppids(200)
+    stolen = sum(pages.page_records(page) for page in c.instance.read_pages() if len(page) >= pages.PAGE_HEADER)
+    assert stolen >= 400
+    _run_getppids(100)
+    c.stop()
+    produced = _ring_produced(tracefs_dir, _name("stolen"))
+    dump = bt2_dump(tmp_path / "stolen" / "kernel")
+    recorded, discarded = len(_traced(dump)), discarded_of(dump)
+    assert discarded >= stolen
+    assert recorded + discarded == produced, (recorded, discarded, produced, stolen)
+
+
+@needs_bt2
 def test_a_streamed_session_sends_the_kernel_trace_to_the_relay(ust_env, tracefs_dir, tmp_path):
     from relay_util import Relayd
 

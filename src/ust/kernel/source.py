@@ -108,6 +108,7 @@ class FtraceSource:
         self.records_out = 0
         self.gap_total = 0
         self.record_log = -1
+        self.accounting = True  # records_out counts every record read from the ring (false: resumed without a log)
         self._pending_lost = 0  # to charge in the next packet
         self._held: bytes | None = None  # handed out, not yet put or ungot
         self._kept: bytes | None = None  # ungot: handed out again next time
@@ -154,7 +155,8 @@ class FtraceSource:
         stats = read_stats(self.stats_fd)
         self.dropped_seen = stats.get("dropped events", 0) + stats.get("commit overrun", 0)
         accounted = read_record_log(self.record_log, seq) if self.record_log >= 0 else None
-        if accounted is not None and "read events" in stats:
+        self.accounting = accounted is not None and "read events" in stats
+        if self.accounting:
             records, gaps = accounted
             gap = max(stats["read events"] - records, 0)
             self.records_out = records + gap
@@ -230,6 +232,7 @@ class FtraceSource:
                 self._pending_lost += self._new_drops()
                 if self._settle:
                     self._settle = False
+                    self._account_unread()
                     stated = self.charged + self._pending_lost - self.gap_total  # the ring's losses said
                     self._pending_lost += max(self.ring_lost() - stated, 0)
                     # every stream closes when recording stopped, as LTTng's do (they open when it
@@ -357,6 +360,19 @@ class FtraceSource:
     def ring_lost(self) -> int:
         s = read_stats(self.stats_fd)
         return s.get("overrun", 0) + s.get("dropped events", 0) + s.get("commit overrun", 0)
+
+    def _account_unread(self) -> None:
+        """At the stop, every record the ring handed out (``read events``) is in a packet or
+        counted lost; one that is neither — in a page dropped as impossible, or after a record
+        the walk could not follow — is counted lost now (not a ring loss: the ring gave it)."""
+        if self.overwrite or not self.accounting:
+            return
+        read = read_stats(self.stats_fd).get("read events")
+        if read is not None and read > self.records_out:
+            unread = read - self.records_out
+            self.records_out += unread
+            self.gap_total += unread
+            self._pending_lost += unread
 
     def _new_drops(self) -> int:
         s = read_stats(self.stats_fd)
