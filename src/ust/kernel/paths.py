@@ -80,11 +80,24 @@ def libc_path() -> str:
     raise PathProbeError("no C library mapped in this process (static build?)")
 
 
+_OFFSETS: dict[tuple, dict[str, int]] = {}  # (path, inode, mtime, names) -> symbol_offsets' answer
+
+
 def symbol_offsets(path: str, names: set[str]) -> dict[str, int]:
     """{name: file offset} of the dynamic symbols ``names`` of an ELF64 little-endian shared
-    object (the offset a uprobe takes: the symbol's address mapped back through its PT_LOAD)."""
+    object (the offset a uprobe takes: the symbol's address mapped back through its PT_LOAD).
+    Remembered while the file is the same."""
     with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        key = (path, st.st_ino, st.st_mtime_ns, frozenset(names))
+        if key in _OFFSETS:
+            return dict(_OFFSETS[key])
         data = f.read()
+    _OFFSETS[key] = _symbol_offsets(path, data, names)
+    return dict(_OFFSETS[key])
+
+
+def _symbol_offsets(path: str, data: bytes, names: set[str]) -> dict[str, int]:
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         raise PathProbeError(f"{path} is not a 64-bit little-endian ELF file")
     try:
@@ -171,8 +184,10 @@ def remove_orphans(tracefs: str, instance_prefix: str) -> list[str]:
     """Remove the path probe groups whose instance is gone (a dead owner's); returns them."""
     inst_dir = os.path.join(tracefs, "instances")
     try:
-        live = {group(n) for n in os.listdir(inst_dir) if n.startswith(instance_prefix)}
+        # groups first: an instance is made before its group, so a group seen here whose instance
+        # is not listed after is really gone (not a concurrent session being started)
         groups = [g for g in os.listdir(os.path.join(tracefs, "events")) if g.startswith(PROBE_GROUP_PREFIX)]
+        live = {group(n) for n in os.listdir(inst_dir) if n.startswith(instance_prefix)}
     except OSError:
         return []
     gone = [g for g in groups if g not in live]
