@@ -329,7 +329,10 @@ def on_start(daemon, s) -> None:
     _wrap(_instance, s, k)
     _wrap(_apply, daemon, s, k)
     if again:
-        _wrap(regenerate_statedump, daemon, s)
+        try:
+            regenerate_statedump(daemon, s)
+        except UstError as exc:  # the trace goes on without it: said, not fatal to the start
+            log(f"kernel: session {s.name}: no statedump at this start: {exc}")
     _wrap(k.instance.start)  # a snapshot session's: the ring keeps the latest, read at snapshot time
 
 
