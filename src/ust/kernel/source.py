@@ -42,6 +42,10 @@ from .tracefs import read_stats
 # replaced consumer finds the slot of the last whole packet in the file: what its predecessor had read from the
 # ring beyond that ("read events" in stats) was read but never written, and is counted as lost.
 _RECORD_SLOT = struct.Struct("<QQQ")
+# a record written while its CPU was being read lands this late, at most (reserved before the read, committed
+# after: ftrace writes with preemption off, microseconds; the margin also covers a virtual CPU paused by its host):
+# what a reader may take as read up to a time (ust.kernel.prio's watermark, KernelTrace.restate)
+MARGIN_NS = 20_000_000
 
 
 def read_record_log(fd: int, seq: int) -> tuple[int, int] | None:
@@ -177,10 +181,8 @@ class FtraceSource:
         statedump: KernelTrace.restate): no earlier than what it already holds (``last_end``,
         nor a live beacon's promise), and no later than a record still to come — the ring was
         read by a pass begun after ``began``, so what it still holds is newer than that, but
-        for a record reserved before the read and committed after (ust.kernel.prio.MARGIN_NS)
-        and the pages the prio context holds back."""
-        from .prio import MARGIN_NS
-
+        for a record reserved before the read and committed after (MARGIN_NS) and the pages the
+        prio context holds back."""
         t = began - MARGIN_NS
         held = self.tracker.held_since(self.cpu) if self.tracker is not None else None
         if held is not None:
