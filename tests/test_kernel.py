@@ -373,6 +373,7 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
         for page in got:
             a, b = c.page(page), py.page(page)
             assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+            assert c.records == py.records == pages.page_records(page) >= a[1]  # every record, any type
             total += a[1]
         assert total > 100
     # with the pid/procname contexts: the same bytes, and each record's thread asked once per table

@@ -89,6 +89,7 @@ typedef struct {
      * (tid -> (pointer, bytes)), not written; an OP_PATH field of the same thread's next system
      * call entry with the same pointer takes it. probe_slot: MAX_EVENT_ID entries, slot + 1. */
     PyObject *names;
+    long last_records; /* records the last page converted held (its `records`: stats' "read events" counts them) */
     uint8_t *probe_slot;
     uint32_t probe_ptr[MAX_PATH_PROBES], probe_path[MAX_PATH_PROBES]; /* field offsets (path: its data_loc) */
 } Converter;
@@ -733,12 +734,13 @@ static PyObject *convert(Converter *self, const uint8_t *page, size_t plen, Prio
         ps->tid = -1, ps->prio = PRIO_UNKNOWN; /* a sched_switch may be among what was lost */
     Out o = {0};
     self->have_last = 0; /* the tasks dict may have changed since the last page */
-    long count = 0, skipped = 0;
+    long count = 0, skipped = 0, records = 0;
     uint64_t first = 0, last = w.page_ts, prev = w.page_ts;
     int have_first = 0;
     const uint8_t *rec;
     uint32_t dlen;
     while (walk_next(&w, &rec, &dlen)) {
+        records++;
         uint64_t ts = w.ts;
         uint16_t id;
         memcpy(&id, rec, 2);
@@ -769,6 +771,7 @@ static PyObject *convert(Converter *self, const uint8_t *page, size_t plen, Prio
     PyMem_Free(o.data);
     if (!events)
         return NULL;
+    self->last_records = records;
     return Py_BuildValue("NllKK", events, count, skipped, (unsigned long long)(have_first ? first : w.ts),
                          (unsigned long long)last);
 }
@@ -928,6 +931,17 @@ static PyMethodDef Converter_methods[] = {
     {NULL},
 };
 
+static PyObject *Converter_records(Converter *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLong(self->last_records);
+}
+
+static PyGetSetDef Converter_getset[] = {
+    {"records", (getter)Converter_records, NULL, "the records of the last page converted (all types)", NULL},
+    {NULL},
+};
+
 static PyTypeObject ConverterType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ust.kernel._ftrace.Converter",
     .tp_basicsize = sizeof(Converter),
@@ -937,6 +951,7 @@ static PyTypeObject ConverterType = {
     .tp_init = (initproc)Converter_init,
     .tp_dealloc = (destructor)Converter_dealloc,
     .tp_methods = Converter_methods,
+    .tp_getset = Converter_getset,
 };
 
 static struct PyModuleDef ftrace_module = {

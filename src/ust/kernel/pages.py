@@ -374,11 +374,14 @@ class PyConverter:
             self.task = task
 
         self.prio = PrioRules(prio) if prio is not None else None
+        self.records = 0  # the records of the last page converted (all types)
 
     def page(self, page: bytes):
         if self.prio is not None:
             raise TypeError("a Converter with the prio context converts with page_prio()")
-        return convert_page(page, self.plans, self.with_tid, self.task, tgid_of=self.tgid_of, paths=self.paths)
+        result = convert_page(page, self.plans, self.with_tid, self.task, tgid_of=self.tgid_of, paths=self.paths)
+        self.records = sum(1 for _, rec in records(page) if rec is not None)
+        return result
 
     def page_prio(self, page: bytes, state: tuple, changes, taint: bool, horizon: int):
         if self.prio is None:
@@ -386,6 +389,7 @@ class PyConverter:
         st = {"tid": state[0], "prio": state[1], "changes": list(changes), "next": 0, "taint": taint,
               "horizon": horizon}
         result = convert_page(page, self.plans, self.with_tid, self.task, self.prio, st, self.tgid_of, self.paths)
+        self.records = sum(1 for _, rec in records(page) if rec is not None)
         return (*result, (st["tid"], st["prio"]))
 
     def scan(self, page: bytes):

@@ -248,11 +248,12 @@ class FtraceSource:
                 return None
             try:
                 _, missed, _ = pages.page_missed(page)
-                records = pages.page_records(page)
+                converter = self.converter_of()
                 if held is not None:
-                    events, count, skipped, begin, end = self.tracker.convert(self.cpu, held, self.converter_of())
+                    events, count, skipped, begin, end = self.tracker.convert(self.cpu, held, converter)
                 else:
-                    events, count, skipped, begin, end = self.converter_of().page(page)
+                    events, count, skipped, begin, end = converter.page(page)
+                records = converter.records  # every record of the page ("read events" counts them)
             except (pages.PageError, ValueError):
                 continue  # an impossible page is dropped whole, never written half
             self.records_out += records  # (in the next packet's record log slot: a page without one is
