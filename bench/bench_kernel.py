@@ -298,6 +298,44 @@ def triggers(home: str, seconds: float) -> None:
             pass
 
 
+OPEN_LOOP = """
+import os, sys, time
+n = int(sys.argv[1])
+t = time.perf_counter()
+for _ in range(n):
+    os.close(os.open("/etc/hostname", os.O_RDONLY))
+print((time.perf_counter() - t) / n * 1e9)
+"""
+
+
+def path_probe_cost(out: str, n: int = 20_000) -> None:
+    """What the path probes (ust.kernel.paths: a uprobe on the C library's open functions) add
+    to an open(): open+close traced with them, then with them disabled, same session, same run."""
+    from ust.kernel import paths
+
+    def run():
+        return min(float(subprocess.run([sys.executable, "-c", OPEN_LOOP, str(n)], capture_output=True, text=True,
+                                        check=True).stdout) for _ in range(3))
+
+    off = run()
+    c = KernelCapture(f"bench-paths-{os.getpid()}", out)
+    try:
+        c.enable(["openat", "close"], syscalls=True)
+        if c.paths_unavailable:
+            print(f"path probes: unavailable here ({c.paths_unavailable})")
+            return
+        c.start()
+        probed = run()
+        group = paths.group(c.instance.name)
+        c.instance.set_enabled([e for e in c.instance.events() if e[0] == group], False)
+        plain = run()
+        c.stop()
+    finally:
+        c.destroy()
+    print(f"path probes: open+close {off:.0f} ns untraced, {plain:.0f} ns traced, {probed:.0f} ns traced with the "
+          f"path probes (+{probed - plain:.0f} ns a call, {probed / plain:.2f}x the traced call)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -317,6 +355,7 @@ def main() -> int:
         flood(os.path.join(d, "flood"), args.seconds, args.buffer_kb)
         daemon_flood(os.path.join(d, "daemons"), args.seconds, args.buffer_kb)
         cost(os.path.join(d, "cost"))
+        path_probe_cost(os.path.join(d, "paths"))
         prio_conversion(os.path.join(d, "prio-conv"))
         flood(os.path.join(d, "flood-prio"), args.seconds, args.buffer_kb, ("tid", "prio"))
         triggers(os.path.join(d, "triggers"), args.seconds)

@@ -246,14 +246,24 @@ import sys, time
 from ust.kernel.capture import KernelCapture
 c = KernelCapture(sys.argv[1], sys.argv[2])
 c.enable(["sched_switch"])
+c.enable(["openat"], syscalls=True)  # and its path probes (ust.kernel.paths)
 c.start()
 print(c.instance.path, flush=True)
 time.sleep(3600)
 """
 
 
+def _probe_groups(tracefs_dir) -> set:
+    return {line.split()[0].split(":", 1)[1].split("/")[0]
+            for line in open(os.path.join(tracefs_dir, "uprobe_events")).read().splitlines() if line.strip()}
+
+
 def test_a_killed_owner_leaves_no_instance_after_the_next_start(capture, tracefs_dir, tmp_path):
+    """Nor its path probes (uprobes: global kernel objects too), while a live session's stay."""
+    from ust.kernel import paths
+
     live = capture("alive")
+    live.enable(["openat"], syscalls=True)
     live.start()
     p = subprocess.Popen([sys.executable, "-c", _CRASHER, _name("crash"), str(tmp_path / "crash")],
                          stdout=subprocess.PIPE, text=True)
@@ -262,10 +272,16 @@ def test_a_killed_owner_leaves_no_instance_after_the_next_start(capture, tracefs
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     assert os.path.isdir(path)  # the kernel keeps it: nobody removed it
+    dead_group, live_group = paths.group(os.path.basename(path)), paths.group(live.instance.name)
+    assert {dead_group, live_group} <= _probe_groups(tracefs_dir)  # each session its own
     removed = tracefs.remove_stale_instances(tracefs_dir)
     assert os.path.basename(path) in removed
     assert not os.path.exists(path)
     assert live.instance.exists() and live.instance.name not in removed
+    groups = _probe_groups(tracefs_dir)
+    assert dead_group not in groups and live_group in groups
+    live.destroy()
+    assert live_group not in _probe_groups(tracefs_dir)  # removed with its instance
 
 
 def test_unknown_kernel_event_and_bad_session_name_are_one_line_errors(capture, tracefs_dir):
@@ -301,7 +317,10 @@ def real_pages(tracefs_dir):
             got = c.instance.read_pages()
             from ust.kernel.prio import converter_config
 
-            return got, dict(c.plans), converter_config(list(c.trace.formats.values()))
+            from ust.kernel.formats import path_probe
+
+            probes = tuple(p for ev in c.trace.tracked.values() if (p := path_probe(ev)) is not None)
+            return got, dict(c.plans), converter_config(list(c.trace.formats.values())), probes
         finally:
             c.destroy()
 
@@ -345,7 +364,7 @@ def _c_converter():
 
 def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
     Converter = _c_converter()
-    got, plans, _ = real_pages
+    got, plans, _, probes = real_pages
     assert len(got) > 2
     for with_tid in (True, False):
         c = Converter(plans, with_tid, False, False, *_task_table())
@@ -354,6 +373,7 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
         for page in got:
             a, b = c.page(page), py.page(page)
             assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+            assert c.records == py.records == pages.page_records(page) >= a[1]  # every record, any type
             total += a[1]
         assert total > 100
     # with the pid/procname contexts: the same bytes, and each record's thread asked once per table
@@ -373,6 +393,15 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
         assert out[0] == out[1]
         assert len(asked) == 2 * len(set(asked))
         asked.clear()
+    # the open calls' file names (ust.kernel.paths): the same bytes, names taken from the probes' records
+    assert probes, "no path probe made (uprobe events, the C library)"
+    names = {}, {}
+    out = []
+    for make, table in zip((Converter, pages.PyConverter), names):
+        conv = make(plans, True, False, False, *_task_table(), paths=(table, probes))
+        out.append([bytes(conv.page(page)[0]) for page in got])
+    assert out[0] == out[1] and names[0] == names[1]
+    assert any(b"/direct\0" in events for events in out[0])  # _direct_read's open, by name
     with pytest.raises(TypeError):
         Converter(plans, True, True, False, {}, lambda tid: "not a tuple").page(
             next(page for page in got if pages.PyConverter(plans, True, False, False, *_task_table()).page(page)[1]))
@@ -390,7 +419,7 @@ def test_the_c_prio_context_agrees_with_the_python_reference(real_pages):
     from ust.kernel.prio import converter_config  # noqa: F401 (the fixture's configuration)
 
     Converter = _c_converter()
-    got, plans, prio = real_pages
+    got, plans, prio, _ = real_pages
     assert prio[0] is not None and prio[2], prio  # sched_switch and the setters are configured
     c, py = (Converter(plans, True, False, False, *_task_table(), prio=prio),
              pages.PyConverter(plans, True, False, False, *_task_table(), prio=prio))
@@ -413,7 +442,7 @@ def test_the_c_prio_context_agrees_with_the_python_reference(real_pages):
 @given(data=st.data())
 def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
     Converter = _c_converter()
-    got, plans, prio = real_pages
+    got, plans, prio, probes = real_pages
     page = bytearray(data.draw(st.sampled_from(got)))
     for _ in range(data.draw(st.integers(1, 8))):
         pos = data.draw(st.integers(0, len(page) - 1))
@@ -427,6 +456,11 @@ def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
         return
     b = pages.PyConverter(plans, True, False, False, *_task_table()).page(page)
     assert a[0] == bytes(b[0]) and a[1:] == b[1:]
+    # with the path probes (names remembered and taken the same way)
+    names = ({}, {})
+    a, b = (make(plans, True, False, False, *_task_table(), paths=(table, probes)).page(page)
+            for make, table in zip((Converter, pages.PyConverter), names))
+    assert a[0] == bytes(b[0]) and a[1:] == b[1:] and names[0] == names[1]
     # the prio context's conversion and scan agree too, on any page
     state = (data.draw(st.integers(-1, 5000)), data.draw(st.sampled_from([20, 27, -40, pages.PRIO_UNKNOWN])))
     changes = sorted(data.draw(st.lists(st.tuples(st.integers(0, 1 << 62), st.integers(-1, 5000),
@@ -833,6 +867,89 @@ def test_a_sigkilled_consumer_is_replaced_the_kernel_trace_goes_on_and_no_instan
     assert os.path.isdir(instance)
     ust_env.ust("destroy", _name("kkill"))
     assert not os.path.exists(instance)
+
+
+_QUARTER_FLOODER = """
+import os, sys
+n = int(sys.argv[1])
+sys.stdin.readline()
+for i in range(n):
+    os.getppid()
+    if i == n // 4:
+        print("quarter", flush=True)
+print("done", flush=True)
+"""
+
+
+def _ring_produced(tracefs_dir: str, session: str) -> int:
+    """Every record an instance's rings took or refused: read, overwritten or dropped (after the
+    final drain, none is left in them)."""
+    total = 0
+    for stats in glob.glob(os.path.join(tracefs_dir, "instances", "ust-" + session, "per_cpu", "cpu*", "stats")):
+        s = tracefs.parse_stats(open(stats).read())
+        assert s.get("entries", 0) == 0, s
+        total += s["read events"] + s.get("overrun", 0) + s.get("dropped events", 0) + s.get("commit overrun", 0)
+    return total
+
+
+@needs_bt2
+def test_a_consumer_killed_under_a_flood_loses_nothing_uncounted(ust_env, tracefs_dir):
+    """What a SIGKILLed consumer had read from the rings and not written (the prio context holds
+    pages back 20 ms: thousands of events under a flood) is stated as discarded by its successor
+    (ring's "read events" minus what the stream's record log says the file holds), dated in the
+    gap: events in the trace + babeltrace2's discarded counts == every record ftrace took or
+    refused. (No record type is read without being written: the prio context's records are rules.)"""
+    name = _name("kflood")
+    ust_env.ust("create", name, "-o", ust_env.out)
+    ust_env.ust("enable-event", "-k", "sched_switch,sched_pi_setprio")
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid,setpriority,sched_setscheduler,sched_setparam,"
+                "sched_setattr")
+    ust_env.ust("add-context", "-k", "-t", "prio")
+    ust_env.ust("start")
+    c = ust_env.client()
+    old = c.ping()["consumer_pid"]
+    flooder = subprocess.Popen([sys.executable, "-c", _QUARTER_FLOODER, "150000"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        flooder.stdin.write("go\n")
+        flooder.stdin.flush()
+        assert flooder.stdout.readline() == "quarter\n"
+        os.kill(old, signal.SIGKILL)  # mid-flood: pages read, held back, not written
+        assert flooder.stdout.readline() == "done\n"
+        assert flooder.wait(timeout=300) == 0
+    finally:
+        if flooder.poll() is None:
+            flooder.kill()
+            flooder.wait()
+    wait_until(lambda: (c.ping()["consumer_pid"] or 0) not in (0, old), timeout=120, what="a new consumer")
+    ust_env.ust("stop")
+    produced = _ring_produced(tracefs_dir, name)
+    out, err = babeltrace2_text(os.path.join(ust_env.out, "kernel"))
+    events = sum(1 for line in out.splitlines() if "lttng_statedump_" not in line)
+    discarded = sum(int(n) for n in re.findall(r"discarded (\d+) events? between", err))  # "1 event"
+    assert discarded > 0, err[:2000]  # the dead consumer's unwritten pages at least
+    assert events + discarded == produced, (events, discarded, produced)
+    ust_env.ust("destroy", name)
+
+
+@needs_bt2
+def test_records_taken_from_the_ring_by_another_reader_are_counted_lost(capture, tmp_path, tracefs_dir):
+    """Records the ring handed out that never reached a packet — here read by another reader of
+    the instance's trace_pipe_raw (the same as a page the consumer had to drop) — are counted
+    lost at the stop, from the ring's "read events": events + discarded == what ftrace took."""
+    c = capture("stolen", poll_interval=3600)  # the drain sleeps: the pages wait in the ring
+    c.enable(["getppid"], syscalls=True)
+    c.start()
+    _run_getppids(200)
+    stolen = sum(pages.page_records(page) for page in c.instance.read_pages() if len(page) >= pages.PAGE_HEADER)
+    assert stolen >= 400
+    _run_getppids(100)
+    c.stop()
+    produced = _ring_produced(tracefs_dir, _name("stolen"))
+    dump = bt2_dump(tmp_path / "stolen" / "kernel")
+    recorded, discarded = len(_traced(dump)), discarded_of(dump)
+    assert discarded >= stolen
+    assert recorded + discarded == produced, (recorded, discarded, produced, stolen)
 
 
 @needs_bt2

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from daemon_util import ust_env  # noqa: F401
 from test_kernel import _name, tracefs_dir  # noqa: F401
 
 TOOLS = ("lttng-cputop-mi", "lttng-schedlog-mi", "lttng-syscallstats-mi", "lttng-irqstats-mi",
@@ -168,3 +169,154 @@ def test_babeltrace_1_and_2_read_the_kernel_trace_without_a_warning(workload_tra
         for line in r.stderr.splitlines():
             m = re.search(r"discarded \d+ events between \[([^]]+)\] and \[([^]]+)\]", line)
             assert m and m.group(1) < m.group(2), r.stderr[:2000]
+
+
+# a process that runs before the session starts: each line asks for that many getppid()
+_WORKER = """
+import os, sys
+for line in sys.stdin:
+    for _ in range(int(line)):
+        os.getppid()
+    print("done", flush=True)
+"""
+
+
+def _worker_calls(worker, n: int) -> None:
+    worker.stdin.write(f"{n}\n")
+    worker.stdin.flush()
+    assert worker.stdout.readline() == "done\n"
+
+
+def _getppids_of(trace: str, pid: int) -> int | None:
+    """lttng-syscallstats' count of ``pid``'s getppid calls in ``trace`` when it knows the
+    thread's process (its table is named "(pid, TID: pid)"), else None."""
+    mine = _tables(_run("lttng-syscallstats-mi", trace), f" ({pid}, TID: {pid})]")
+    if not mine:
+        return None
+    return sum(row[1]["value"] for t in mine for row in t["data"] if row[0]["name"] == "getppid")
+
+
+def _statedumps(trace: str) -> int:
+    from conftest import bt2_dump, events_of
+
+    return sum(1 for e in events_of(bt2_dump(trace)) if e["name"] == "lttng_statedump_start")
+
+
+def test_every_chunk_and_a_cleared_trace_start_with_a_statedump(ust_env, tracefs_dir, tools):
+    """A rotated chunk is a self-contained kernel trace, as lttng's: lttng-analyses reading the
+    second chunk alone knows a process that was running before it (from that chunk's own
+    statedump: without the pid context nothing else says it); so does the trace left by
+    `clear`; `regenerate statedump` and a start after a stop write one more."""
+    import glob
+
+    worker = subprocess.Popen([sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        name = _name("kchunks")
+        ust_env.ust("create", name, "-o", ust_env.out)
+        ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+        ust_env.ust("enable-event", "-k", "sched_switch")
+        ust_env.ust("start")
+        _worker_calls(worker, 11)
+        ust_env.ust("rotate")
+        _worker_calls(worker, 13)
+        ust_env.ust("rotate")
+        archives = sorted(glob.glob(os.path.join(ust_env.out, "archives", "*")),
+                          key=lambda d: int(d.rsplit("-", 1)[1]))
+        assert len(archives) == 2
+        chunks = [os.path.join(a, "kernel") for a in archives]
+        assert [_getppids_of(d, worker.pid) for d in chunks] == [11, 13]
+        assert [_statedumps(d) for d in chunks] == [1, 1]
+        # clear: the fresh files start with a statedump too
+        _worker_calls(worker, 5)
+        ust_env.ust("clear", name)
+        _worker_calls(worker, 7)
+        ust_env.ust("regenerate", "statedump")
+        ust_env.ust("stop")  # a rotating session's stop archives its last chunk
+        trace = sorted(glob.glob(os.path.join(ust_env.out, "archives", "*")),
+                       key=lambda d: int(d.rsplit("-", 1)[1]))[-1] + "/kernel"
+        assert _getppids_of(trace, worker.pid) == 7
+        assert _statedumps(trace) == 2  # the clear's, regenerate's
+        ust_env.ust("destroy", name)
+        # a start after a stop writes one more, as each lttng start
+        name = _name("krestart")
+        out = os.path.join(ust_env.out, "restart")
+        ust_env.ust("create", name, "-o", out)
+        ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+        ust_env.ust("enable-event", "-k", "sched_switch")
+        ust_env.ust("start")
+        ust_env.ust("stop")
+        ust_env.ust("start")
+        _worker_calls(worker, 3)
+        ust_env.ust("stop")
+        assert _getppids_of(out + "/kernel", worker.pid) == 3
+        assert _statedumps(out + "/kernel") == 2
+        for d in chunks + [trace, out + "/kernel"]:
+            r = subprocess.run(["babeltrace2", d], capture_output=True, text=True, timeout=600)
+            assert r.returncode == 0 and "WARNING" not in r.stderr and "ERROR" not in r.stderr, r.stderr[:2000]
+        ust_env.ust("destroy", name)
+    finally:
+        worker.stdin.close()
+        worker.wait(timeout=60)
+
+
+# opens one file before recording starts (known from the statedump's file descriptors), writes to it,
+# then opens another by name while recording (its name from the path probes) and reads it whole
+_IO_WORKLOAD = """
+import os, sys
+os.sched_setaffinity(0, {0})  # a thread moved between a path probe and its call may get "" (docs/kernel.md)
+pre = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(3):
+    os.write(pre, b"w" * 41 * 1024)
+fd = os.open(sys.argv[2], os.O_RDONLY)
+n = 0
+while (chunk := os.read(fd, 7 * 1024)):
+    n += len(chunk)
+os.close(fd)
+print(n, flush=True)
+sys.stdin.readline()
+"""
+WRITTEN, READ = 3 * 41 * 1024, 77 * 1024
+
+
+def test_lttng_iousagetop_names_the_files_a_workload_reads_and_writes(ust_env, tracefs_dir, tools, tmp_path):
+    """lttng-iousagetop names files by what they were opened as: a file opened before recording
+    started by the statedump's lttng_statedump_file_descriptor (from /proc/PID/fd), one opened
+    while recording by syscall_entry_openat's filename (the path probes: ftrace records only the
+    pointer). Both are reported with the bytes the workload moved, under their names."""
+    if shutil.which("lttng-iousagetop-mi") is None:
+        pytest.skip("lttng-iousagetop-mi is not installed (python3-lttnganalyses)")
+    written, to_read = str(tmp_path / "written.bin"), str(tmp_path / "read-me.bin")
+    with open(to_read, "wb") as f:
+        f.write(os.urandom(READ))
+    app = subprocess.Popen([sys.executable, "-c", _IO_WORKLOAD, written, to_read], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline() == "ready\n"
+        name = _name("kio")
+        ust_env.ust("create", name, "-o", ust_env.out)
+        ust_env.ust("enable-event", "-k", "sched_switch,sched_process_fork,sched_process_exec,sched_process_exit")
+        ust_env.ust("enable-event", "-k", "--syscall", "-a")
+        ust_env.ust("start")
+        app.stdin.write("go\n")
+        app.stdin.flush()
+        assert int(app.stdout.readline()) == READ
+        ust_env.ust("stop")
+        results = _run("lttng-iousagetop-mi", os.path.join(ust_env.out, "kernel"), "--limit", "1000000")
+        ust_env.ust("destroy", name)
+    finally:
+        if app.poll() is None:
+            app.stdin.write("end\n")
+            app.stdin.flush()
+            app.wait(timeout=60)
+
+    def per_file(kind: str) -> dict:
+        return {row[0]["path"]: (row[1]["value"], row[2]["value"]) for t in _tables(results, f"Per-file top I/O "
+                f"operations [{kind}]") for row in t["data"]}
+
+    reads, writes = per_file("read"), per_file("written")
+    assert to_read in reads and written in writes, (reads, writes)
+    assert reads[to_read][0] == READ and f"({app.pid})" in reads[to_read][1]
+    assert writes[written][0] == WRITTEN and f"({app.pid})" in writes[written][1]

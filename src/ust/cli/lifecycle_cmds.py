@@ -266,7 +266,7 @@ COMMAND_TABLE["clear"] = (add_clear, run_clear)
 def add_regenerate(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", choices=("metadata", "statedump"), help="metadata: re-sample the clock offset and "
                    "rewrite the metadata; statedump: every traced application writes its "
-                   "python:function_info events again")
+                   "python:function_info events again, the kernel trace its lttng_statedump_* events")
     p.add_argument("-s", "--session", metavar="NAME", help="session to act on (default: the current session)")
 
 

@@ -326,6 +326,10 @@ class ConsumerLink:
         n = reply.get("bytes")
         return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 63 else 0
 
+    def kernel_statedump(self, traces: list[str]) -> None:
+        """The kernel traces write their statedump again (``regenerate statedump``)."""
+        self.call({"cmd": "kernel_statedump", "traces": traces})
+
     def regenerate_metadata(self, traces: list[str], clock_offset: int) -> None:
         with self.cv:
             self.call({"cmd": "regenerate_metadata", "traces": traces, "clock_offset": clock_offset})

@@ -264,6 +264,19 @@ class Consumer:
                 t.write_metadata(force=True)
         return {}, []
 
+    def cmd_kernel_statedump(self, fds, traces: list) -> tuple[dict, list]:
+        """``regenerate statedump``: each kernel trace of ``traces`` writes the statedump again
+        (KernelTrace.regenerate_statedump); how many did."""
+        from ust.kernel.trace import KernelTrace
+
+        n = 0
+        for key in traces:
+            t = self.traces.get(key)
+            if isinstance(t, KernelTrace) and t.drains:
+                t.regenerate_statedump()
+                n += 1
+        return {"kernel_traces": n}, []
+
     def cmd_rotate(self, fds, targets: dict, root: str, chunk: str, archive: str) -> tuple[dict, list]:
         """Switch every trace of ``targets`` ({key: its directory in the new chunk}) to a new
         output, at a packet boundary (every packet closed now ends in the old chunk, every later

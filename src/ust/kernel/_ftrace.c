@@ -26,6 +26,10 @@
 #define OP_INT32_MINUS 4 /* the int32 at offset minus arg (kernel prio -> lttng-modules' prio) */
 #define OP_RWBS 5        /* char[arg] block rwbs text at offset -> lttng-modules' RWBS_FLAG_* mask, uint32 */
 #define OP_CHILD_TGID 6  /* fork's child tid at offset, parent tid at arg -> the child's process (formats.py) */
+/* the u64 user pointer at offset -> the path the thread passed there, a string: a path probe's record
+ * (ust/kernel/paths.py) remembered it, else "" (not known) */
+#define OP_PATH 7
+#define MAX_PATH_PROBES 32
 
 #define PAGE_HEADER 16
 #define COMMIT_MASK ((1ULL << 30) - 1)
@@ -80,6 +84,14 @@ typedef struct {
     uint32_t setter_which[MAX_SETTERS], setter_who[MAX_SETTERS];  /* per setter slot (which: 0 = none) */
     uint16_t setter_id[MAX_SETTERS];
     int nsetters;
+    /* file names (ust/kernel/paths.py): a path probe's record (a uprobe at a libc function taking a
+     * path: the thread, the pointer, the string read there) is remembered in `names`
+     * (tid -> (pointer, bytes)), not written; an OP_PATH field of the same thread's next system
+     * call entry with the same pointer takes it. probe_slot: MAX_EVENT_ID entries, slot + 1. */
+    PyObject *names;
+    long last_records; /* records the last page converted held (its `records`: stats' "read events" counts them) */
+    uint8_t *probe_slot;
+    uint32_t probe_ptr[MAX_PATH_PROBES], probe_path[MAX_PATH_PROBES]; /* field offsets (path: its data_loc) */
 } Converter;
 
 static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
@@ -116,6 +128,8 @@ static void Converter_dealloc(Converter *self)
         PyMem_Free(self->plans);
     }
     PyMem_Free(self->track);
+    PyMem_Free(self->probe_slot);
+    Py_CLEAR(self->names);
     Py_CLEAR(self->tasks);
     Py_CLEAR(self->task_of);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -202,15 +216,54 @@ static int32_t setter_target(const Converter *self, uint16_t id, const uint8_t *
     return -2;
 }
 
+/* The path probes (paths=(names: dict, ((id, pointer offset, path data_loc offset), ...))). */
+static int paths_init(Converter *self, PyObject *paths)
+{
+    PyObject *names, *probes;
+    if (!PyArg_ParseTuple(paths, "O!O", &PyDict_Type, &names, &probes))
+        return -1;
+    PyObject *seq = PySequence_Fast(probes, "probes must be a sequence");
+    if (!seq)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > MAX_PATH_PROBES) {
+        Py_DECREF(seq);
+        return PyErr_SetString(PyExc_ValueError, "too many path probes"), -1;
+    }
+    self->probe_slot = PyMem_Calloc(MAX_EVENT_ID, 1);
+    if (!self->probe_slot) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory(), -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned int id, ptr, path;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "III", &id, &ptr, &path) || id >= MAX_EVENT_ID
+            || ptr > 65536 || path > 65536) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "bad path probe offsets");
+            Py_DECREF(seq);
+            return -1;
+        }
+        self->probe_slot[id] = (uint8_t)(i + 1);
+        self->probe_ptr[i] = ptr, self->probe_path[i] = path;
+    }
+    Py_DECREF(seq);
+    Py_INCREF(names);
+    Py_XSETREF(self->names, names);
+    return 0;
+}
+
 /* Converter(plans: dict[int, tuple[tuple[int, int, int], ...]], with_tid: bool,
- *           with_pid: bool, with_procname: bool, tasks: dict | None, task_of: callable | None) */
+ *           with_pid: bool, with_procname: bool, tasks: dict | None, task_of: callable | None,
+ *           prio: tuple | None, paths: tuple | None) */
 static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"plans", "with_tid", "with_pid", "with_procname", "tasks", "task_of", "prio", NULL};
-    PyObject *plans, *tasks = Py_None, *task_of = Py_None, *prio = Py_None;
+    static char *kwlist[] = {"plans", "with_tid", "with_pid", "with_procname", "tasks", "task_of", "prio", "paths",
+                             NULL};
+    PyObject *plans, *tasks = Py_None, *task_of = Py_None, *prio = Py_None, *paths = Py_None;
     int with_tid = 1, with_pid = 0, with_procname = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|pppOOO", kwlist, &PyDict_Type, &plans, &with_tid, &with_pid,
-                                     &with_procname, &tasks, &task_of, &prio))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|pppOOOO", kwlist, &PyDict_Type, &plans, &with_tid, &with_pid,
+                                     &with_procname, &tasks, &task_of, &prio, &paths))
         return -1;
     if ((with_pid || with_procname) && (!PyDict_Check(tasks) || !PyCallable_Check(task_of)))
         return PyErr_SetString(PyExc_TypeError, "the pid/procname contexts need a tasks dict and task_of"), -1;
@@ -247,7 +300,7 @@ static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
         }
         for (Py_ssize_t j = 0; j < n; j++) {
             unsigned int op, off, arg;
-            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, j), "III", &op, &off, &arg) || op > OP_CHILD_TGID
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, j), "III", &op, &off, &arg) || op > OP_PATH
                 || off > 65536 || arg > 65536) {
                 if (!PyErr_Occurred())
                     PyErr_SetString(PyExc_ValueError, "bad plan op");
@@ -270,7 +323,66 @@ static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
         self->plans[id].ops = ops;
         self->plans[id].nops = (int)n;
     }
+    if (paths != Py_None && paths_init(self, paths) < 0)
+        return -1;
     return prio == Py_None ? 0 : prio_init(self, prio);
+}
+
+/* A path probe's record: names[tid] = (pointer, the path's bytes up to its NUL), replacing the
+ * thread's previous one (a thread is in one system call at a time: the table is bounded by the
+ * threads). A record too short for its fields is ignored. -1 on a Python error. */
+static int remember_path(Converter *self, int slot, const uint8_t *rec, uint32_t dlen)
+{
+    uint32_t ptr_off = self->probe_ptr[slot], loc_off = self->probe_path[slot];
+    if (ptr_off + 8 > dlen || loc_off + 4 > dlen)
+        return 0;
+    uint32_t loc = rd32(rec + loc_off), start = loc & 0xFFFF, n = loc >> 16;
+    if ((uint64_t)start + n > dlen)
+        return 0;
+    const uint8_t *nul = n ? memchr(rec + start, 0, n) : NULL;
+    if (nul)
+        n = (uint32_t)(nul - (rec + start));
+    int32_t tid;
+    memcpy(&tid, rec + 4, 4);
+    PyObject *key = PyLong_FromLong(tid);
+    PyObject *value = key ? Py_BuildValue("(Ky#)", (unsigned long long)rd64(rec + ptr_off),
+                                          (const char *)rec + start, (Py_ssize_t)n) : NULL;
+    int r = value ? PyDict_SetItem(self->names, key, value) : -1;
+    Py_XDECREF(key);
+    Py_XDECREF(value);
+    return r;
+}
+
+/* The path a thread's system call entry passed at the u64 pointer at `off`: the bytes its path
+ * probe remembered for that pointer (taken: the next call has its own), else none (*n = 0).
+ * The returned object (a new reference, or NULL with *n = 0 and no error) holds the bytes. */
+static PyObject *take_path(Converter *self, const uint8_t *rec, uint32_t dlen, uint32_t off, const char **s,
+                           Py_ssize_t *n)
+{
+    *s = "", *n = 0;
+    if (!self->names || off + 8 > dlen)
+        return NULL;
+    int32_t tid;
+    memcpy(&tid, rec + 4, 4);
+    PyObject *key = PyLong_FromLong(tid);
+    if (!key)
+        return NULL;
+    PyObject *entry = PyDict_GetItemWithError(self->names, key); /* borrowed */
+    PyObject *bytes = NULL;
+    if (entry && PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) == 2 && PyBytes_Check(PyTuple_GET_ITEM(entry, 1))
+        && PyLong_Check(PyTuple_GET_ITEM(entry, 0))
+        && PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(entry, 0)) == rd64(rec + off)) {
+        bytes = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+        *s = PyBytes_AS_STRING(bytes), *n = PyBytes_GET_SIZE(bytes);
+        if (PyDict_DelItem(self->names, key) < 0)
+            PyErr_Clear();
+    }
+    Py_DECREF(key);
+    if (PyErr_Occurred()) {
+        Py_XDECREF(bytes);
+        return NULL;
+    }
+    return bytes;
 }
 
 /* The (tgid, comm) of a thread: from tasks, else from task_of(tid). On success
@@ -375,10 +487,23 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
             return -1;
     }
     size_t need = 14 + 4 + 4 + COMM_LEN + 4;
-    for (int i = 0; i < plan->nops; i++)
-        need += plan->ops[i].op == OP_COPY ? plan->ops[i].arg : plan->ops[i].op >= OP_TGID ? 4 : 5 + dlen;
-    if (ensure(o, need))
+    PyObject *path = NULL; /* an OP_PATH field's bytes (one a record: a system call has one path here) */
+    const char *path_s = "";
+    Py_ssize_t path_n = 0;
+    for (int i = 0; i < plan->nops; i++) {
+        const PlanOp *op = &plan->ops[i];
+        if (op->op == OP_PATH && !path) {
+            path = take_path(self, rec, dlen, op->offset, &path_s, &path_n);
+            if (!path && PyErr_Occurred())
+                return -1;
+        }
+        need += op->op == OP_COPY ? op->arg : op->op == OP_PATH ? 1 + (size_t)path_n : op->op >= OP_TGID ? 4
+                                                                                                     : 5 + dlen;
+    }
+    if (ensure(o, need)) {
+        Py_XDECREF(path);
         return -1;
+    }
     if (ts - prev < (1ULL << 32)) {
         /* compact header: the reader extends the low 32 bits from the previous time */
         uint32_t low = (uint32_t)ts;
@@ -416,20 +541,31 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
             int32_t value = op->offset + 4 <= dlen ? (int32_t)rd32(rec + op->offset) : 0;
             char unused_comm[COMM_LEN];
             if (op->op == OP_TGID) {
-                if (task_context(self, value, &value, unused_comm) < 0)
+                if (task_context(self, value, &value, unused_comm) < 0) {
+                    Py_XDECREF(path);
                     return -1;
+                }
             } else if (op->op == OP_CHILD_TGID) {
                 /* a thread (in its parent's process) or a new process (tgid = its tid): nothing else */
                 int32_t parent = op->arg + 4 <= dlen ? (int32_t)rd32(rec + op->arg) : 0, parent_tgid, child_tgid;
                 if (task_context(self, parent, &parent_tgid, unused_comm) < 0
-                    || task_context(self, value, &child_tgid, unused_comm) < 0)
+                    || task_context(self, value, &child_tgid, unused_comm) < 0) {
+                    Py_XDECREF(path);
                     return -1;
+                }
                 if (child_tgid == parent_tgid)
                     value = parent_tgid;
             } else {
                 value = (int32_t)((uint32_t)value - op->arg);
             }
             put(o, &value, 4);
+            continue;
+        }
+        if (op->op == OP_PATH) {
+            const char *nul = path_n ? memchr(path_s, 0, (size_t)path_n) : NULL;
+            size_t len = nul ? (size_t)(nul - path_s) : (size_t)path_n;
+            put(o, path_s, len);
+            o->data[o->len++] = 0;
             continue;
         }
         if (op->op == OP_RWBS) {
@@ -453,6 +589,7 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
             put(o, rec + start, n);
         }
     }
+    Py_XDECREF(path);
     return 0;
 }
 
@@ -597,16 +734,25 @@ static PyObject *convert(Converter *self, const uint8_t *page, size_t plen, Prio
         ps->tid = -1, ps->prio = PRIO_UNKNOWN; /* a sched_switch may be among what was lost */
     Out o = {0};
     self->have_last = 0; /* the tasks dict may have changed since the last page */
-    long count = 0, skipped = 0;
+    long count = 0, skipped = 0, records = 0;
     uint64_t first = 0, last = w.page_ts, prev = w.page_ts;
     int have_first = 0;
     const uint8_t *rec;
     uint32_t dlen;
     while (walk_next(&w, &rec, &dlen)) {
+        records++;
         uint64_t ts = w.ts;
         uint16_t id;
         memcpy(&id, rec, 2);
         int32_t prio = ps ? prio_step(self, ps, id, ts, rec, dlen) : PRIO_UNKNOWN;
+        if (self->probe_slot && id < MAX_EVENT_ID && self->probe_slot[id]) {
+            /* a path probe: remembered for its thread's system call, not written */
+            if (remember_path(self, self->probe_slot[id] - 1, rec, dlen) < 0) {
+                PyMem_Free(o.data);
+                return NULL;
+            }
+            continue;
+        }
         if (id >= MAX_EVENT_ID || self->plans[id].nops < 0) {
             if (!(id < MAX_EVENT_ID && self->track && self->track[id]))
                 skipped++; /* (a record kept for the prio context only is not written) */
@@ -625,6 +771,7 @@ static PyObject *convert(Converter *self, const uint8_t *page, size_t plen, Prio
     PyMem_Free(o.data);
     if (!events)
         return NULL;
+    self->last_records = records;
     return Py_BuildValue("NllKK", events, count, skipped, (unsigned long long)(have_first ? first : w.ts),
                          (unsigned long long)last);
 }
@@ -828,9 +975,31 @@ out:
     return r;
 }
 
+/* page_records(page) -> int: how many records a page holds (what per_cpu/cpuN/stats' "read
+ * events" counts when the page is read: a replaced consumer's loss is stated from it, see
+ * ust/kernel/source.py). ValueError for an impossible page header. */
+static PyObject *page_records(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Walk w;
+    long n = 0;
+    const uint8_t *rec;
+    uint32_t dlen;
+    int ok = walk_start(&w, view.buf, (size_t)view.len) == 0;
+    if (ok)
+        while (walk_next(&w, &rec, &dlen))
+            n++;
+    PyBuffer_Release(&view);
+    return ok ? PyLong_FromLong(n) : NULL;
+}
+
 static PyMethodDef module_methods[] = {
     {"count_matches", count_matches, METH_VARARGS,
      "count_matches(page, keep) -> (counts, kept, missed): a kernel trigger's page, its records counted per event id"},
+    {"page_records", (PyCFunction)page_records, METH_O, "page_records(page) -> int: the records of a page"},
     {NULL},
 };
 
@@ -845,6 +1014,17 @@ static PyMethodDef Converter_methods[] = {
     {NULL},
 };
 
+static PyObject *Converter_records(Converter *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLong(self->last_records);
+}
+
+static PyGetSetDef Converter_getset[] = {
+    {"records", (getter)Converter_records, NULL, "the records of the last page converted (all types)", NULL},
+    {NULL},
+};
+
 static PyTypeObject ConverterType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ust.kernel._ftrace.Converter",
     .tp_basicsize = sizeof(Converter),
@@ -854,6 +1034,7 @@ static PyTypeObject ConverterType = {
     .tp_init = (initproc)Converter_init,
     .tp_dealloc = (destructor)Converter_dealloc,
     .tp_methods = Converter_methods,
+    .tp_getset = Converter_getset,
 };
 
 static struct PyModuleDef ftrace_module = {

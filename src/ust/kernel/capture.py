@@ -60,6 +60,7 @@ class KernelCapture:
             self.instance.set_record_tgid(True)
         self.instance.set_buffer_percent(BUFFER_PERCENT)
         self.sources: list = []  # one per CPU
+        self.paths_unavailable = ""  # why the open calls' file names cannot be recorded here (ust.kernel.paths)
         self._drainer = None
         self._lock = threading.Lock()  # configuration against start/stop/snapshot
         self.running = False
@@ -93,10 +94,15 @@ class KernelCapture:
     # -- configuration ------------------------------------------------------
     def enable(self, patterns: list[str], *, syscalls: bool = False) -> list[str]:
         """Enable events by name/glob (or system calls); returns their CTF names."""
+        from .paths import probes_for
+
         events = self.instance.resolve(patterns, syscalls=syscalls)
         texts = [(system, self.instance.format_text(system, name)) for system, name in events]
+        probes, self.paths_unavailable = probes_for(self.instance, events)  # open calls' file names
         with self._lock, self._paused():
-            self.trace.learn(texts)  # the metadata describes them before they are recorded
+            # the metadata describes them before they are recorded; the path probes are read, not written
+            self.trace.learn(texts, [(sy, self.instance.format_text(sy, n)) for sy, n in probes])
+            self.instance.set_enabled(probes, True)
             if fmt.records_tgid(self.contexts, texts):  # before they are recorded too
                 self.instance.set_record_tgid(True)
             self.instance.set_enabled(events, True)

@@ -41,6 +41,11 @@ OP_RWBS = 5  # (OP_RWBS, offset, size): block rwbs text (char[size]) -> lttng-mo
 # task tables say the child is in it (a thread), else the child itself (a new process: tgid = tid) — the only
 # two answers a fork can have, so a table entry left by an older thread of the same id is never believed
 OP_CHILD_TGID = 6
+# (OP_PATH, pointer offset, 0): a system call's user-space path argument -> the string the thread passed
+# there, as a path probe read it (ust.kernel.paths), else "" (not known): lttng-modules records the string
+OP_PATH = 7
+PATH_SYSCALLS = ("open", "openat", "openat2", "creat")  # entries whose ``filename`` becomes a string (OP_PATH)
+PROBE_GROUP_PREFIX = "ustp_"  # a session's path probes' ftrace group (ust.kernel.paths): never a user's event
 
 STATEDUMP_FIRST_ID = 65530  # event ids from here up are the statedump's (ust.kernel.statedump), not ftrace's
 MAX_RT_PRIO = 100  # lttng-modules records a task's prio minus this (a normal task is 20, not 120)
@@ -188,6 +193,11 @@ def lttng_layout(ev: EventFormat) -> EventFormat:
                     out.append(Field(f.name, "pid_t", f.offset, 4, True, derive=OP_CHILD_TGID,
                                      derive_arg=ids["parent_pid"].offset, ctf="child_pid"))
         ev.fields = out
+    elif ev.system == "syscalls" and ev.name.startswith("sys_enter_") \
+            and ev.name[len("sys_enter_"):] in PATH_SYSCALLS:
+        for f in ev.fields:
+            if f.name == "filename" and f.size == 8 and f.is_pointer and not f.dynamic and not f.count:
+                f.derive = OP_PATH
     elif ev.system == "block":
         for f in ev.fields:
             if f.name == "rwbs" and f.count and f.is_char:
@@ -236,6 +246,8 @@ def field_lines(ev: EventFormat, f: Field) -> list[str]:
         return [f"{_int_decl(32, True)} {n};"]
     if f.derive == OP_RWBS:
         return [f"{_int_decl(32, False)} {n};"]
+    if f.derive == OP_PATH:
+        return [f"string {{ encoding = UTF8; }} {n};"]
     if f.dynamic:
         if f.is_char:
             return [f"string {{ encoding = UTF8; }} {n};"]
@@ -266,6 +278,19 @@ def plan(ev: EventFormat) -> tuple:
         else:
             ops.append([OP_COPY, f.offset, f.size])
     return tuple(tuple(op) for op in ops)
+
+
+def path_probe(ev: EventFormat) -> tuple[int, int, int] | None:
+    """(id, pointer offset, path data_loc offset) of a path probe's format (ust.kernel.paths: a
+    ``ustp_*`` uprobe event with a u64 ``ptr`` and a ``__data_loc char[] path``), else None."""
+    if not ev.system.startswith(PROBE_GROUP_PREFIX):
+        return None
+    fields = {f.name: f for f in ev.fields}
+    ptr, path = fields.get("ptr"), fields.get("path")
+    if ptr is None or path is None or ptr.size != 8 or ptr.count or ptr.dynamic \
+            or path.dynamic != "data_loc" or not path.is_char:
+        return None
+    return ev.id, ptr.offset, path.offset
 
 
 def uses_task_table(plan_ops: tuple) -> bool:

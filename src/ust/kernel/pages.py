@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import struct
 
-from .formats import MAX_RT_PRIO, OP_CHILD_TGID, OP_INT32_MINUS, OP_RWBS, OP_TGID, rwbs_mask, uses_task_table
+from .formats import MAX_RT_PRIO, OP_CHILD_TGID, OP_INT32_MINUS, OP_PATH, OP_RWBS, OP_TGID, rwbs_mask, uses_task_table
 
 CTF_MAGIC = 0xC1FC1FC1
 RB_MISSED_EVENTS = 1 << 31
@@ -224,14 +224,16 @@ def records(page: bytes):
 
 
 def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: PrioRules | None = None,
-                 state: dict | None = None, tgid_of=None) -> tuple[bytearray, int, int, int, int]:
+                 state: dict | None = None, tgid_of=None, paths=None) -> tuple[bytearray, int, int, int, int]:
     """The CTF events of one page: (event bytes, events written, events of an
     unknown type skipped, first time, last time). Pure Python reference of
     the C converter (``ust.kernel._ftrace.Converter``), which must agree.
     ``task(tid)``: the pid/procname context bytes; ``tgid_of(tid)``: a
     thread's process, for the OP_TGID / OP_CHILD_TGID fields.
     With ``prio``, ``state`` (tid, prio, changes, next, taint, horizon) is
-    followed through the page and each event gets its prio context."""
+    followed through the page and each event gets its prio context.
+    ``paths``: (names, {probe id: (pointer offset, path offset)}): a path probe's record is
+    remembered in names (tid -> (pointer, bytes)), not written; an OP_PATH field takes it."""
     _page_end(page)
     out = bytearray()
     count = skipped = 0
@@ -247,6 +249,9 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
             break
         event_id = rec[0] | rec[1] << 8
         prio_context = prio.step(state, event_id, ts, rec) if prio is not None else PRIO_UNKNOWN
+        if paths is not None and event_id in paths[1]:
+            _remember_path(paths[0], rec, *paths[1][event_id])
+            continue
         ops = plans.get(event_id)
         if ops is None:
             if prio is None or event_id not in prio.track:
@@ -266,6 +271,7 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
         if prio is not None:
             out += _I32.pack(prio_context)
         dlen = len(rec)
+        path = None
         for op, off, arg in ops:
             if op == 0:
                 chunk = rec[off:off + arg]
@@ -287,6 +293,11 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
             if op == OP_RWBS:
                 out += _U32.pack(rwbs_mask(bytes(rec[off:min(off + arg, dlen)])))
                 continue
+            if op == OP_PATH:
+                if path is None:
+                    path = _take_path(paths[0] if paths is not None else None, rec, off)
+                out += path + b"\0"
+                continue
             loc = _U32.unpack_from(rec, off)[0] if off + 4 <= dlen else 0
             start = (loc & 0xFFFF) + (off + 4 if arg else 0)
             n = loc >> 16
@@ -300,14 +311,47 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
     return out, count, skipped, ts if first is None else first, last
 
 
+def _remember_path(names: dict, rec: bytes, ptr_off: int, loc_off: int) -> None:
+    """A path probe's record: names[tid] = (pointer, path up to its NUL); a short record is ignored."""
+    dlen = len(rec)
+    if ptr_off + 8 > dlen or loc_off + 4 > dlen:
+        return
+    loc = _U32.unpack_from(rec, loc_off)[0]
+    start, n = loc & 0xFFFF, loc >> 16
+    if start + n > dlen:
+        return
+    blob = bytes(rec[start:start + n])
+    cut = blob.find(b"\0")
+    names[_I32.unpack_from(rec, 4)[0]] = (_U64.unpack_from(rec, ptr_off)[0], blob if cut < 0 else blob[:cut])
+
+
+def _take_path(names, rec: bytes, off: int) -> bytes:
+    """The path the record's thread passed at the u64 pointer at ``off`` (taken), or b"" (not known)."""
+    if names is None or off + 8 > len(rec):
+        return b""
+    tid = _I32.unpack_from(rec, 4)[0]
+    entry = names.get(tid)
+    if entry is None or entry[0] != _U64.unpack_from(rec, off)[0]:
+        return b""
+    del names[tid]
+    cut = entry[1].find(b"\0")
+    return entry[1] if cut < 0 else entry[1][:cut]
+
+
 class PyConverter:
     """The pure-Python Converter (same interface as ust.kernel._ftrace.Converter):
     ``tasks`` maps a tid to its (tgid, comm); ``task_of(tid)`` answers a tid
     not in it (the pid and procname contexts)."""
 
     def __init__(self, plans: dict, with_tid: bool = True, with_pid: bool = False, with_procname: bool = False,
-                 tasks: dict | None = None, task_of=None, prio=None):
+                 tasks: dict | None = None, task_of=None, prio=None, paths=None):
         self.plans = dict(plans)
+        self.paths = None
+        if paths is not None:
+            names, probes = paths
+            if not isinstance(names, dict):
+                raise TypeError("paths: (names dict, probes)")
+            self.paths = (names, {int(i): (int(p), int(s)) for i, p, s in probes})
         self.with_tid = with_tid
         self.task = self.tgid_of = None
         if isinstance(tasks, dict) and callable(task_of):
@@ -331,18 +375,22 @@ class PyConverter:
             self.task = task
 
         self.prio = PrioRules(prio) if prio is not None else None
+        self.records = 0  # the records of the last page converted (all types)
 
     def page(self, page: bytes):
         if self.prio is not None:
             raise TypeError("a Converter with the prio context converts with page_prio()")
-        return convert_page(page, self.plans, self.with_tid, self.task, tgid_of=self.tgid_of)
+        result = convert_page(page, self.plans, self.with_tid, self.task, tgid_of=self.tgid_of, paths=self.paths)
+        self.records = sum(1 for _, rec in records(page) if rec is not None)
+        return result
 
     def page_prio(self, page: bytes, state: tuple, changes, taint: bool, horizon: int):
         if self.prio is None:
             raise TypeError("this Converter has no prio context")
         st = {"tid": state[0], "prio": state[1], "changes": list(changes), "next": 0, "taint": taint,
               "horizon": horizon}
-        result = convert_page(page, self.plans, self.with_tid, self.task, self.prio, st, self.tgid_of)
+        result = convert_page(page, self.plans, self.with_tid, self.task, self.prio, st, self.tgid_of, self.paths)
+        self.records = sum(1 for _, rec in records(page) if rec is not None)
         return (*result, (st["tid"], st["prio"]))
 
     def scan(self, page: bytes):
@@ -387,6 +435,19 @@ def match_counter():
     except ImportError:
         return count_matches
     return counter
+
+
+def page_records(page: bytes) -> int:
+    """How many records a page holds (what ``stats``' "read events" counts; PageError for an
+    impossible header). The C one (``_ftrace.page_records``) when built."""
+    try:
+        from ust.kernel._ftrace import page_records as c_page_records
+    except ImportError:
+        return sum(1 for _, rec in records(page) if rec is not None)
+    try:
+        return c_page_records(page)
+    except ValueError as exc:
+        raise PageError(str(exc)) from None
 
 
 def converter_class():

@@ -33,7 +33,7 @@ import collections
 
 from . import formats as fmt
 from .pages import PRIO_UNKNOWN, PageError
-from .source import read_ring
+from .source import MARGIN_NS, read_ring
 from .tracefs import read_stats
 
 __all__ = ["PRIO_UNKNOWN", "TRACKED", "SETTERS", "tracked_events", "converter_config", "PrioTracker"]
@@ -43,7 +43,6 @@ TRACKED = [("sched", "sched_switch"), ("sched", "sched_pi_setprio")]
 # The system calls that set priorities: (name, its `which` argument or "", its target argument).
 SETTERS = [("setpriority", "which", "who"), ("sched_setscheduler", "", "pid"), ("sched_setparam", "", "pid"),
            ("sched_setattr", "", "pid"), ("nice", "", "")]
-MARGIN_NS = 20_000_000  # a record written while its CPU was being read lands this late, at most (see above)
 NEVER = (1 << 64) - 1
 
 

@@ -29,11 +29,35 @@ from __future__ import annotations
 import collections
 import errno
 import os
+import struct
 
 from ust._ring._ring import clock_now
 
 from . import pages
 from .tracefs import read_stats
+
+
+# A stream's record log (``.<stream file>.ring`` beside it, written before each packet): slot seq % 2 holds
+# (packet_seq_num, ring records accounted for through that packet, of which lost in a consumer's gap). A
+# replaced consumer finds the slot of the last whole packet in the file: what its predecessor had read from the
+# ring beyond that ("read events" in stats) was read but never written, and is counted as lost.
+_RECORD_SLOT = struct.Struct("<QQQ")
+# a record written while its CPU was being read lands this late, at most (reserved before the read, committed
+# after: ftrace writes with preemption off, microseconds; the margin also covers a virtual CPU paused by its host):
+# what a reader may take as read up to a time (ust.kernel.prio's watermark, KernelTrace.restate)
+MARGIN_NS = 20_000_000
+
+
+def read_record_log(fd: int, seq: int) -> tuple[int, int] | None:
+    """(records accounted through packet ``seq``, of which gap losses) from a record log, or None."""
+    try:
+        raw = os.pread(fd, _RECORD_SLOT.size, (seq % 2) * _RECORD_SLOT.size)
+    except OSError:
+        return None
+    if len(raw) != _RECORD_SLOT.size:
+        return None
+    slot_seq, records, gaps = _RECORD_SLOT.unpack(raw)
+    return (records, gaps) if slot_seq == seq and gaps <= records else None
 
 
 def read_page(fd: int, page_size: int) -> bytes:
@@ -82,6 +106,13 @@ class FtraceSource:
         self.dropped_seen = 0  # "dropped events" + "commit overrun" charged so far
         self.skipped = 0  # records of an event type without a plan
         self.events = 0  # events put in packets
+        # ring records accounted for (in packets made, or stated lost in a replaced consumer's gap), and of those
+        # the gap losses; written to record_log (a descriptor of the stream's record log, -1: none) before each
+        # packet, so that a replaced consumer states exactly what its predecessor read and never wrote (resume)
+        self.records_out = 0
+        self.gap_total = 0
+        self.record_log = -1
+        self.accounting = True  # records_out counts every record read from the ring (false: resumed without a log)
         self._pending_lost = 0  # to charge in the next packet
         self._held: bytes | None = None  # handed out, not yet put or ungot
         self._kept: bytes | None = None  # ungot: handed out again next time
@@ -114,10 +145,27 @@ class FtraceSource:
     def resume(self, seq: int, discarded: int, end: int) -> None:
         """Carry on a stream file a previous consumer wrote, whose last packet had this
         ``packet_seq_num``, ``events_discarded`` and end time: the numbering, the cumulative
-        discarded count and the time line go on from there (a restarted consumer)."""
+        discarded count and the time line go on from there (a restarted consumer).
+
+        What the predecessor read from the ring and did not write (pages being converted, held
+        back for the prio context, handed to a write that never came) is gone with it: the
+        ring's ``read events`` now minus what the record log says the file accounts for
+        (``read_record_log``) is charged as lost in the next packet, dated in the gap. Losses
+        the ring counted that the file does not state yet are squared at the stop (settle), as
+        always; those it states are not counted again."""
         self.seq = seq + 1
-        self.base = self.charged - discarded
+        self.charged, self.base = discarded, 0
         self.last_end = end
+        stats = read_stats(self.stats_fd)
+        self.dropped_seen = stats.get("dropped events", 0) + stats.get("commit overrun", 0)
+        accounted = read_record_log(self.record_log, seq) if self.record_log >= 0 else None
+        self.accounting = accounted is not None and "read events" in stats
+        if self.accounting:
+            records, gaps = accounted
+            gap = max(stats["read events"] - records, 0)
+            self.records_out = records + gap
+            self.gap_total = gaps + gap
+            self._pending_lost += gap
 
     def quiet_until(self, stamp: int) -> int:
         """The time up to which this stream has sent everything, for a live beacon: ``stamp``,
@@ -128,13 +176,26 @@ class FtraceSource:
         self.quiet_told = max(self.quiet_told, quiet)
         return quiet
 
+    def safe_time(self, began: int) -> int:
+        """The latest time, about ``began``, at which a packet can go next in this stream (a
+        statedump: KernelTrace.restate): no earlier than what it already holds (``last_end``,
+        nor a live beacon's promise), and no later than a record still to come — the ring was
+        read by a pass begun after ``began``, so what it still holds is newer than that, but
+        for a record reserved before the read and committed after (MARGIN_NS) and the pages the
+        prio context holds back."""
+        t = began - MARGIN_NS
+        held = self.tracker.held_since(self.cpu) if self.tracker is not None else None
+        if held is not None:
+            t = min(t, held - 1)
+        return max(t, self.last_end, self.quiet_told)
+
     def poll_fd(self) -> int:
         """Readable when the ring has data past the instance's ``buffer_percent`` (the drain
         engine sleeps on it besides its read timer: docs/kernel.md)."""
         return self.fd
 
     def close(self) -> None:
-        for name in ("fd", "stats_fd"):
+        for name in ("fd", "stats_fd", "record_log"):
             fd = getattr(self, name)
             if fd >= 0:
                 os.close(fd)
@@ -173,7 +234,9 @@ class FtraceSource:
                 self._pending_lost += self._new_drops()
                 if self._settle:
                     self._settle = False
-                    self._pending_lost += max(self.ring_lost() - self.charged - self._pending_lost, 0)
+                    self._account_unread()
+                    stated = self.charged + self._pending_lost - self.gap_total  # the ring's losses said
+                    self._pending_lost += max(self.ring_lost() - stated, 0)
                     # every stream closes when recording stopped, as LTTng's do (they open when it
                     # started: recording_starts), with the losses not counted yet: dated from the
                     # last event (or the last live beacon) to the stop
@@ -185,12 +248,16 @@ class FtraceSource:
                 return None
             try:
                 _, missed, _ = pages.page_missed(page)
+                converter = self.converter_of()
                 if held is not None:
-                    events, count, skipped, begin, end = self.tracker.convert(self.cpu, held, self.converter_of())
+                    events, count, skipped, begin, end = self.tracker.convert(self.cpu, held, converter)
                 else:
-                    events, count, skipped, begin, end = self.converter_of().page(page)
+                    events, count, skipped, begin, end = converter.page(page)
+                records = converter.records  # every record of the page ("read events" counts them)
             except (pages.PageError, ValueError):
                 continue  # an impossible page is dropped whole, never written half
+            self.records_out += records  # (in the next packet's record log slot: a page without one is
+            # accounted with the next packet made)
             # a page begun during this pass ends it (the instance stopped, the ring is emptied)
             self._caught_up = not self._settle and pages.page_time(page) >= self._pass_began
             self.skipped += skipped
@@ -297,6 +364,19 @@ class FtraceSource:
         s = read_stats(self.stats_fd)
         return s.get("overrun", 0) + s.get("dropped events", 0) + s.get("commit overrun", 0)
 
+    def _account_unread(self) -> None:
+        """At the stop, every record the ring handed out (``read events``) is in a packet or
+        counted lost; one that is neither — in a page dropped as impossible, or after a record
+        the walk could not follow — is counted lost now (not a ring loss: the ring gave it)."""
+        if self.overwrite or not self.accounting:
+            return
+        read = read_stats(self.stats_fd).get("read events")
+        if read is not None and read > self.records_out:
+            unread = read - self.records_out
+            self.records_out += unread
+            self.gap_total += unread
+            self._pending_lost += unread
+
     def _new_drops(self) -> int:
         s = read_stats(self.stats_fd)
         seen = s.get("dropped events", 0) + s.get("commit overrun", 0)
@@ -324,6 +404,12 @@ class FtraceSource:
 
     def _packet(self, events: bytes, begin: int, end: int) -> bytes:
         p = pages.packet(self.uuid, 0, self.cpu, self.seq, self.charged - self.base, begin, end, events)
+        if self.record_log >= 0:  # before the packet is written (a replaced consumer: resume)
+            try:
+                os.pwrite(self.record_log, _RECORD_SLOT.pack(self.seq, self.records_out, self.gap_total),
+                          (self.seq % 2) * _RECORD_SLOT.size)
+            except OSError:
+                pass  # (a full disk: the packet's own write says so)
         self.seq += 1
         self.last_end = end
         return p

@@ -16,6 +16,10 @@ every ftrace event comes after them):
   type (0 user thread, 1 kernel thread), mode (5: unknown), submode (1:
   unknown), status (6 running, 5 waiting, 4 zombie, 7 dead, 0 other), cpu
   (the CPU it last ran on), file_table_address (0: not known from /proc);
+* ``lttng_statedump_file_descriptor``: pid, fd, flags (the open flags),
+  fmode (read 1, write 2), filename, for every file open in every process
+  (lttng-modules' fields before its 2.13 file table address, which
+  lttng-analyses does not read: it reads the pid);
 * ``lttng_statedump_block_device``: dev (the kernel's dev_t: major << 20 |
   minor) and diskname, for every disk and partition.
 
@@ -33,7 +37,8 @@ import threading
 from . import formats as fmt
 from . import pages
 
-START, END, PROCESS_STATE, BLOCK_DEVICE = range(fmt.STATEDUMP_FIRST_ID, fmt.STATEDUMP_FIRST_ID + 4)
+START, END, PROCESS_STATE, BLOCK_DEVICE, FILE_DESCRIPTOR = range(fmt.STATEDUMP_FIRST_ID,
+                                                                   fmt.STATEDUMP_FIRST_ID + 5)
 KERNEL_THREAD_FLAG = 0x00200000  # PF_KTHREAD, in /proc/PID/stat's flags
 MODE_UNKNOWN, SUBMODE_UNKNOWN = 5, 1
 STATUS = {"R": 6, "S": 5, "D": 5, "I": 5, "Z": 4, "X": 7}  # /proc state letter -> lttng_process_status
@@ -41,6 +46,8 @@ STATUS = {"R": 6, "S": 5, "D": 5, "I": 5, "Z": 4, "X": 7}  # /proc state letter 
 _I32 = "integer { size = 32; align = 8; signed = 1; encoding = none; base = 10; }"
 _U32 = "integer { size = 32; align = 8; signed = 0; encoding = none; base = 10; }"
 _HEX64 = "integer { size = 64; align = 8; signed = 0; encoding = none; base = 16; }"
+_OCT32 = "integer { size = 32; align = 8; signed = 0; encoding = none; base = 8; }"
+_HEX32 = "integer { size = 32; align = 8; signed = 0; encoding = none; base = 16; }"
 _TEXT16 = "integer { size = 8; align = 8; signed = 1; encoding = UTF8; base = 10; }"
 EVENTS = {
     START: ("lttng_statedump_start", []),
@@ -50,6 +57,9 @@ EVENTS = {
         f"{_I32} _mode;", f"{_I32} _submode;", f"{_I32} _status;", f"{_U32} _cpu;",
         f"{_HEX64} _file_table_address;"]),
     BLOCK_DEVICE: ("lttng_statedump_block_device", [f"{_U32} _dev;", "string { encoding = UTF8; } _diskname;"]),
+    FILE_DESCRIPTOR: ("lttng_statedump_file_descriptor", [
+        f"{_I32} _pid;", f"{_I32} _fd;", f"{_OCT32} _flags;", f"{_HEX32} _fmode;",
+        "string { encoding = UTF8; } _filename;"]),
 }
 _PROCESS = struct.Struct("<iii16siiiiIQ")
 
@@ -115,6 +125,47 @@ def processes(proc: str = "/proc") -> list[bytes]:
     return out
 
 
+FMODE_READ, FMODE_WRITE = 0x1, 0x2  # the kernel's f_mode bits lttng-modules records (the rest: not in /proc)
+MAX_PATH = 4096  # the kernel's PATH_MAX: a readlink of /proc/PID/fd/N is no longer
+
+
+def file_descriptors(proc: str = "/proc") -> list[bytes]:
+    """A ``lttng_statedump_file_descriptor`` payload (pid, fd, flags, fmode, filename) per file
+    open now in every process /proc shows (as lttng-modules writes, with its pid: what
+    lttng-analyses reads). ``flags``: the open flags (O_CLOEXEC included) from fdinfo; ``fmode``:
+    read/write from them; the name as the kernel gives it (a deleted file says so; a socket,
+    pipe or anon inode is ``socket:[N]``...). A process or file that goes while read is left out."""
+    out = []
+    for pid_name in os.listdir(proc):
+        if not pid_name.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"{proc}/{pid_name}/fd")
+        except OSError:
+            continue  # gone, or not ours to see
+        for fd_name in fds:
+            if not fd_name.isdigit():
+                continue
+            try:
+                name = os.readlink(f"{proc}/{pid_name}/fd/{fd_name}")
+            except OSError:
+                continue
+            flags = 0
+            for line in _read(f"{proc}/{pid_name}/fdinfo/{fd_name}", 4096).splitlines():
+                if line.startswith("flags:"):
+                    try:
+                        flags = int(line[6:].strip(), 8) & 0xFFFFFFFF
+                    except ValueError:
+                        pass
+                    break
+            access = flags & os.O_ACCMODE
+            fmode = (FMODE_READ if access in (os.O_RDONLY, os.O_RDWR) else 0) | \
+                (FMODE_WRITE if access in (os.O_WRONLY, os.O_RDWR) else 0)
+            text = name.encode("utf-8", "surrogateescape")[:MAX_PATH].replace(b"\0", b"")
+            out.append(struct.pack("<iiII", int(pid_name), int(fd_name), flags, fmode) + text + b"\0")
+    return out
+
+
 def block_devices(sys_block: str = "/sys/class/block") -> list[bytes]:
     """A ``lttng_statedump_block_device`` payload per disk and partition."""
     out = []
@@ -144,6 +195,7 @@ def events(ts: int, contexts: tuple[str, ...]) -> tuple[bytes, int]:
         me += struct.pack("<i", pages.PRIO_UNKNOWN)
     records = [(START, b"")]
     records += [(PROCESS_STATE, p) for p in processes()]
+    records += [(FILE_DESCRIPTOR, f) for f in file_descriptors()]
     records += [(BLOCK_DEVICE, b) for b in block_devices()]
     records.append((END, b""))
     out = bytearray()

@@ -14,6 +14,7 @@ engine like any other.
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import uuid as uuid_mod
@@ -98,8 +99,11 @@ class KernelTrace(Trace):
         self.contexts = tuple(c for c in CONTEXTS if c in contexts)  # the converter's order
         self.formats: dict[int, fmt.EventFormat] = {}
         self.plans: dict[int, tuple] = {}
-        self.tracked: dict[int, fmt.EventFormat] = {}  # recorded for the prio context only (not written)
+        self.tracked: dict[int, fmt.EventFormat] = {}  # recorded for the prio context or paths only (not written)
+        self.path_names: dict = {}  # tid -> (pointer, path) a path probe read, for its system call (ust.kernel.paths)
         self.tasks = tasks
+        if tasks is not None:
+            tasks.names_wanted = "procname" in self.contexts
         self.tracker = None  # the prio context's PrioTracker, once attached
         self._converter_class = pages.converter_class()
         self.converter = self._new_converter()
@@ -132,7 +136,8 @@ class KernelTrace(Trace):
 
     def _new_converter(self):
         c = self.contexts
-        kw = {}
+        probes = tuple(p for ev in self.tracked.values() if (p := fmt.path_probe(ev)) is not None)
+        kw = {"paths": (self.path_names, probes)}
         if "prio" in c:
             from .prio import converter_config
 
@@ -167,11 +172,31 @@ class KernelTrace(Trace):
         spec = ChannelSpec(CHANNEL, 0, page_size, max(2, len(sources)), overwrite=snapshot,
                            read_timer=read_timer, live_timer=live_timer, drain_live=not snapshot)
         try:
-            return self.add_channel(spec, -1, sources=sources)
+            ch = self.add_channel(spec, -1, sources=sources)
         except BaseException:
             for src in sources:
                 src.close()
             raise
+        self._open_record_logs(fresh=False)  # (a restarted consumer reads its predecessor's: resume)
+        return ch
+
+    def _open_record_logs(self, fresh: bool) -> None:
+        """Each local stream file's record log (``.<stream>.ring`` beside it, as the owner, no link
+        followed: ust.kernel.source), for a replaced consumer to state exactly what was lost."""
+        from ust.consumer.output import StreamFile
+
+        for ch in self.channels.values():
+            for src, out in ch.streams():
+                if src.record_log >= 0:
+                    os.close(src.record_log)
+                    src.record_log = -1
+                if isinstance(out, StreamFile):
+                    try:
+                        src.record_log = os.open(os.path.join(out.directory, f".{out.name}.ring"),
+                                                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                                                 | (os.O_TRUNC if fresh else 0), 0o600)
+                    except OSError:
+                        pass  # (then a replaced consumer cannot state that loss: as before)
 
     def recording_starts(self) -> None:
         """Recording is about to start for the first time (call it after ``attach``, before the
@@ -183,11 +208,63 @@ class KernelTrace(Trace):
         and /sys show them to this process, as lttng-modules writes at a session's start)."""
         from ust._ring._ring import clock_now
 
-        sources = [src for ch in self.channels.values() for src in ch.sources]
+        sources = self._sources()
         now = clock_now()  # the instance's clock (mono): nothing it records is older
         events, count = statedump.events(now, self.contexts)
         for src in sources:
             src.prelude = (events, count, now) if src is sources[0] else (b"", 0, now)
+
+    def _sources(self) -> list:
+        return [src for ch in self.channels.values() for src in ch.sources]
+
+    def restate(self, began: int, *, open_streams: bool) -> None:
+        """The statedump again, as lttng-modules writes it at each new chunk, after ``clear``
+        and at ``regenerate statedump``: every chunk of a kernel trace is self-contained (an
+        analysis of it alone knows the processes running before it). Call it with the engine
+        paused, after a drain pass begun after ``began`` (the switch's, or ``regenerate``'s).
+
+        The statedump (read from /proc now) goes next in the stream whose next packet can be
+        the latest (FtraceSource.safe_time: no stream goes back in time, none has a record
+        still to come that is older); ``open_streams`` (a new output): every other stream
+        opens with an empty packet at its own such time, so the chunk's streams all begin
+        about when it does (as at recording_starts). Not for a snapshot session's trace."""
+        if not self.statedump:
+            return
+        sources = self._sources()
+        if not sources:
+            return
+        at = [src.safe_time(began) for src in sources]
+        top = max(range(len(sources)), key=at.__getitem__)
+        events, count = statedump.events(at[top], self.contexts)
+        for i, src in enumerate(sources):
+            if i == top:
+                src.prelude = (events, count, at[i])
+            elif open_streams:
+                src.prelude = (b"", 0, at[i])
+
+    def switch_output(self, output) -> int:
+        """As ``Trace.switch_output`` (a rotation's new chunk, ``clear``'s fresh files); the new
+        output of a trace written as recorded begins with a statedump (``restate``)."""
+        from ust._ring._ring import clock_now
+
+        began = clock_now()
+        n = super().switch_output(output)
+        self._open_record_logs(fresh=True)
+        self.restate(began, open_streams=True)
+        return n
+
+    def regenerate_statedump(self) -> int:
+        """``ust regenerate statedump``: what every stream holds now is written, then the
+        statedump goes next (``restate``). Returns the packets written. Engine paused."""
+        from ust._ring._ring import clock_now
+        from ust.consumer.drain import drain_stream
+
+        if not self.statedump or self.output is None:
+            return 0
+        began = clock_now()
+        n = sum(drain_stream(src, out) for ch in self.channels.values() for src, out in ch.streams())
+        self.restate(began, open_streams=False)
+        return n
 
     def snapshot(self, output) -> int:
         """As ``Trace.snapshot``; with the prio context every CPU's ring is read first, so the

@@ -24,6 +24,8 @@ import re
 
 from ust.errors import UstError
 
+from .formats import PROBE_GROUP_PREFIX
+
 INSTANCE_PREFIX = "ust-"
 DEFAULT_STATE_DIR = "/run/ust/kernel"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,200}$")
@@ -101,7 +103,7 @@ def available_events(tracefs: str) -> list[tuple[str, str]]:
     out = []
     for line in _read(os.path.join(tracefs, "available_events")).splitlines():
         system, _, name = line.partition(":")
-        if name:
+        if name and not system.startswith(PROBE_GROUP_PREFIX):  # (sessions' path probes: ust.kernel.paths)
             out.append((system, name))
     return out
 
@@ -126,6 +128,7 @@ def resolve(patterns: list[str], events: list[tuple[str, str]], syscalls_known: 
     ``*``) and both tracepoints of each match. A pattern that matches nothing
     is an error naming it."""
     out: list[tuple[str, str]] = []
+    events = [(s, e) for s, e in events if not s.startswith(PROBE_GROUP_PREFIX)]  # ust's own (paths.py)
     if syscalls:
         for pat in patterns:
             hits = [n for n in syscalls_known if fnmatch.fnmatchcase(n, pat)]
@@ -205,6 +208,9 @@ def remove_stale_instances(tracefs: str | None = None, state_dir: str = DEFAULT_
                 still_open.append(Instance(tracefs, name, fd, state_dir))
                 continue
         os.close(fd)
+    from . import paths
+
+    paths.remove_orphans(tracefs, INSTANCE_PREFIX)  # path probes of instances gone (a dead owner's)
     return (removed, still_open) if busy else removed
 
 
@@ -424,6 +430,9 @@ class Instance:
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 raise KernelTracingError(f"cannot remove ftrace instance {self.name}: {exc.strerror}") from None
+        from . import paths
+
+        paths.remove_group(self.tracefs, paths.group(self.name))  # its path probes, now enabled nowhere
         try:
             os.unlink(os.path.join(self._state_dir, self.name + ".lock"))
         except OSError:
@@ -543,6 +552,10 @@ class TaskTable:
         self._extra: tuple[dict, dict] = ({}, {})
         self._loaded = False
         self._reloads = 0
+        # whether names are wanted (the procname context): if not, a name missing from saved_cmdlines
+        # (a small table, the oldest forgotten) spends no reload — under a system's fork churn those
+        # misses used up a pass's reloads, and a thread gone since got pid -1 (a fork's child_pid wrong)
+        self.names_wanted = True
 
     def forget(self) -> None:
         """Read the files again at the next lookup (after a drain pass)."""
@@ -604,7 +617,7 @@ class TaskTable:
         tgid, comm = tgids.get(tid), comms.get(tid)
         if tgid is None or comm is None:
             live_tgid, live_comm = _proc_task(tid)
-            if live_tgid < 0 and self._reloads < self.MAX_RELOADS:
+            if live_tgid < 0 and self._reloads < self.MAX_RELOADS and (tgid is None or self.names_wanted):
                 # Gone since the files were read. ftrace saves a task's tgid and
                 # comm when the task is switched out (the sched_switch probe
                 # records both tasks), which a thread's exit does: the files

@@ -136,13 +136,21 @@ def _formats(k: KernelConf, events, known: set) -> list[list[str]]:
     return [[system, k.instance.format_text(system, name)] for system, name in events if (system, name) not in known]
 
 
-def _tracked(k: KernelConf) -> list:
-    """The events the prio context is followed from (enabled whatever the rules say)."""
-    if "prio" not in k.contexts:
-        return []
-    from ust.kernel.prio import tracked_events
+def _tracked(s, k: KernelConf, on: list) -> list:
+    """The events recorded but not written: those the prio context is followed from (enabled
+    whatever the rules say), and the path probes giving the open calls' file names
+    (ust.kernel.paths) when the rules record one."""
+    from ust.kernel.paths import probes_for
 
-    return tracked_events(k.instance.events())
+    out = []
+    if "prio" in k.contexts:
+        from ust.kernel.prio import tracked_events
+
+        out += tracked_events(k.instance.events())
+    probes, why = probes_for(k.instance, on)
+    if why:
+        log(f"kernel: session {s.name}: the open calls' file names will be empty: {why}")
+    return out + probes
 
 
 # A message body is at most protocol.MAX_BODY: formats go in batches of at most this many bytes.
@@ -197,7 +205,7 @@ def _apply(daemon, s, k: KernelConf) -> None:
     """Make the instance's enabled events what the rules say; the consumer learns the
     formats of newly enabled events before they are (its metadata describes them first)."""
     on, off = _wanted(k)
-    tracked = [e for e in _tracked(k) if e not in on]
+    tracked = [e for e in _tracked(s, k, on) if e not in on]
     off = [e for e in off if e not in tracked]
     formats = _formats(k, on, k.learned)
     tracked_formats = _formats(k, tracked, k.tracked)
@@ -317,9 +325,29 @@ def on_start(daemon, s) -> None:
     if not has_rules(s):
         return
     check_allowed(daemon, s)
+    again = bool(k.key)  # started before: the trace goes on, with a statedump (as each lttng start)
     _wrap(_instance, s, k)
     _wrap(_apply, daemon, s, k)
+    if again:
+        try:
+            regenerate_statedump(daemon, s)
+        except UstError as exc:  # the trace goes on without it: said, not fatal to the start
+            log(f"kernel: session {s.name}: no statedump at this start: {exc}")
     _wrap(k.instance.start)  # a snapshot session's: the ring keeps the latest, read at snapshot time
+
+
+def regenerate_statedump(daemon, s) -> bool:
+    """The session's kernel trace writes its statedump again (the consumer reads /proc as the
+    owner: KernelTrace.regenerate_statedump), as lttng-modules does at ``regenerate statedump``
+    and at each start. Whether there was a kernel trace written as recorded to do it."""
+    k = s.kernel
+    if k is None or not k.key or s.snapshot:
+        return False
+    link = consumers.link_if_running(daemon, s)
+    if link is None:
+        return False
+    link.kernel_statedump([k.key])
+    return True
 
 
 def on_stop(daemon, s) -> None:

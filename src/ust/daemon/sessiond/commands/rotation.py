@@ -108,7 +108,8 @@ def clear(daemon, s: Session) -> dict:
 def regenerate(daemon, s: Session, what: str) -> dict:
     """``metadata``: re-sample the clock offset (realtime - monotonic: after the wall clock was
     set) and rewrite every trace's metadata with it. ``statedump``: every application the active
-    session records writes its ``python:function_info`` events again (``statedump`` agent command)."""
+    session records writes its ``python:function_info`` events again (``statedump`` agent command),
+    and its kernel trace the ``lttng_statedump_*`` events (its consumer: kernel.regenerate_statedump)."""
     if what == "statedump":
         return _statedump(daemon, s)
     from ust.ctf.metadata import clock_offset_now
@@ -125,6 +126,7 @@ def _statedump(daemon, s: Session) -> dict:
     with daemon.lock:
         apps = [a for a in daemon.apps.values() if s.name in a.state and sync.app_in_session(s, a)]
     pending = [(app, app.send_many([({"cmd": "statedump"}, [])])) for app in apps]  # all sent, then all waited
+    kernel_dumped = kernel.regenerate_statedump(daemon, s)
     emitted = 0
     answered = 0
     for app, slots in pending:
@@ -134,7 +136,7 @@ def _statedump(daemon, s: Session) -> dict:
             n = ack.get("emitted")
             if isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 32:  # another process's word
                 emitted += n
-    return {"apps": answered, "emitted": emitted}
+    return {"apps": answered, "emitted": emitted, "kernel": kernel_dumped}
 
 
 @group.command("enable_rotation", {"session": is_name, "timer?": uint(1 << 40), "size?": uint(1 << 50)})
