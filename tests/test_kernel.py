@@ -482,7 +482,7 @@ def test_a_kernel_triggers_counting_agrees_with_the_python_reference_on_real_pag
     """_ftrace.count_matches against pages.count_matches (and against the converter's own count)."""
     from ust.kernel._ftrace import count_matches
 
-    got, plans, _ = real_pages
+    got, plans, _, _ = real_pages
     Converter = _c_converter()
     for page in got:
         a = count_matches(page, 5)
