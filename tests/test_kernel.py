@@ -978,6 +978,43 @@ def test_a_streamed_session_sends_the_kernel_trace_to_the_relay(ust_env, tracefs
         assert relay.stop() == 0, relay.stderr
 
 
+@needs_bt2
+def test_rotation_of_a_streamed_session_archives_its_kernel_trace_on_the_relay(ust_env, tracefs_dir, tmp_path):
+    """A streamed session's rotation cuts its kernel trace as a local one's: on the relay each
+    archive holds <chunk>/kernel, read alone by babeltrace2, each system call in the chunk it was
+    made in, once (before: the kernel streams were not switched, and what followed the rotation
+    went on into the files the relay had just archived)."""
+    from relay_util import Relayd
+
+    rundir = tmp_path / "relay-run"
+    rundir.mkdir()
+    relay = Relayd(tmp_path / "relay-out", rundir)
+    name = _name("krotnet")
+    try:
+        ust_env.ust("create", name, "-U", relay.net_url)
+        ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+        ust_env.ust("start")
+        first = _run_getppids(300)
+        ust_env.ust("rotate")
+        second = _run_getppids(200)
+        ust_env.ust("stop")
+        ust_env.ust("destroy", name)
+        host = os.uname().nodename
+        [session] = [d for d in os.listdir(os.path.join(relay.output, host)) if d.startswith(name + "-")]
+        root = os.path.join(relay.output, host, session)
+        archives = sorted(glob.glob(os.path.join(root, "archives", "*")), key=lambda d: int(d.rsplit("-", 1)[1]))
+        assert len(archives) == 2, os.listdir(root)
+        kdirs = [os.path.join(a, "kernel") for a in archives]
+        assert all(os.path.isdir(d) for d in kdirs), [os.listdir(a) for a in archives]
+        assert (_entries(kdirs[0], first), _entries(kdirs[0], second)) == (300, 0)
+        assert (_entries(kdirs[1], first), _entries(kdirs[1], second)) == (0, 200)
+        for d in kdirs:
+            _, err = babeltrace2_text(d)
+            assert "WARNING" not in err and "ERROR" not in err, err
+    finally:
+        assert relay.stop() == 0, relay.stderr
+
+
 def test_a_consumer_with_kernel_and_ring_buffer_streams_keeps_the_c_loop_for_the_rings(capture, tmp_path):
     """The engine drains ftrace CPUs in Python and the ring buffers in the C loop, which wakes
     on the ftrace descriptors too (an epoll set): the Python round, a sleep on the eventfd

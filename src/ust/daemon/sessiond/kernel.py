@@ -374,7 +374,7 @@ def snapshot_targets(s, dest: str) -> dict[str, str]:
 
 def rotate_target(s, new_root: str) -> dict[str, str]:
     """{the kernel trace's key: ``<new chunk>/kernel``} for a rotation."""
-    return {s.kernel.key: os.path.join(new_root, "kernel")} if trace_key(s) and not s.relay else {}
+    return {s.kernel.key: os.path.join(new_root, "kernel")} if trace_key(s) else {}
 
 
 def rotated(s, targets: dict[str, str]) -> None:
