@@ -821,6 +821,64 @@ def test_rotation_archives_the_kernel_trace_chunk_by_chunk(ust_env, tracefs_dir)
     assert not os.path.exists(os.path.join(tracefs_dir, "instances", "ust-" + _name("krot")))
 
 
+
+def _stream_spans(kdir: str) -> dict[str, tuple[int, int]]:
+    """Each stream file's (first packet's beginning, last packet's end)."""
+    from ust.ctf.writer import PacketIndex, packet_spans
+
+    spans = {}
+    for name in sorted(os.listdir(kdir)):
+        path = os.path.join(kdir, name)
+        if name.startswith(".") or name == "metadata" or not os.path.isfile(path):
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            index = [PacketIndex.of(os.pread(fd, length, pos)) for pos, length in packet_spans(fd, os.fstat(fd).st_size)]
+        finally:
+            os.close(fd)
+        assert index, f"{name}: no packet"
+        spans[name] = (index[0].timestamp_begin, index[-1].timestamp_end)
+    return spans
+
+
+def test_every_stream_of_a_chunk_spans_the_chunk(ust_env, tracefs_dir):
+    """As lttng's (whose streams are flushed, empty or not, at a rotation), the streams of a
+    rotated chunk all cover one common time: lttng-analyses keeps only that time and refused
+    a chunk ("Trace has no intersection") whose idle CPU's stream held only its opening
+    packet, dated before another CPU's stream began (each stream of a new chunk begins at its
+    own safe time: KernelTrace.restate). The only process making the recorded calls is pinned
+    to one CPU, so the other records nothing."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    ust_env.ust("create", _name("kspan"), "-o", ust_env.out)
+    ust_env.ust("enable-event", "-k", "--syscall", "getppid")
+    ust_env.ust("start")
+    # a call every millisecond on one CPU, through the rotations: that CPU's stream of a new chunk begins
+    # at its last call before the switch, the idle one's earlier (ust.kernel.source.MARGIN_NS)
+    code = ("import os, sys, time\nos.sched_setaffinity(0, {%d})\nsys.stdin.readline()\n"
+            "while True:\n    os.getppid()\n    time.sleep(0.001)" % cpus[0])
+    caller = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    try:
+        caller.stdin.write(b"go\n")
+        caller.stdin.flush()
+        for _ in range(2):
+            time.sleep(0.2)
+            ust_env.ust("rotate")
+        time.sleep(0.2)
+    finally:
+        caller.kill()
+        caller.wait()
+    ust_env.ust("stop")
+    archives = sorted(glob.glob(os.path.join(ust_env.out, "archives", "*")), key=lambda d: int(d.rsplit("-", 1)[1]))
+    assert len(archives) == 3
+    for a in archives:
+        spans = _stream_spans(os.path.join(a, "kernel"))
+        assert len(spans) == len(cpus), spans
+        latest_begin = max(b for b, _ in spans.values())
+        assert all(e >= latest_begin for _, e in spans.values()), (a, spans)
+    ust_env.ust("destroy", _name("kspan"))
+
 @needs_bt2
 def test_clear_empties_the_kernel_trace(ust_env, tracefs_dir):
     ust_env.ust("create", _name("kclear"), "-o", ust_env.out)

@@ -126,6 +126,10 @@ class FtraceSource:
         # the stream's first packet, made when recording starts (KernelTrace.recording_starts): CPU 0's
         # holds the statedump, the others' are empty: (events, count, time)
         self.prelude: tuple[bytes, int, int] | None = None
+        # the output is being switched (KernelTrace.switch_output: a rotation, clear): (began, floor), the
+        # stream's last packet in it ends at its safe time for ``began`` or at ``floor`` (the latest time a
+        # stream of that output began), whichever is later, as lttng flushes every stream, empty or not
+        self.closing: tuple[int, int] | None = None
         self.quiet_told = 0  # the latest time a live beacon said this stream had sent everything up to
         self._kept_pages: collections.deque = collections.deque()  # [page, events lost just before it]
         self._kept_tail = 0  # events lost after the last kept page
@@ -232,6 +236,16 @@ class FtraceSource:
                 # counted in the next packet, so babeltrace2 dates them between the two events
                 # around them (the end of the packet before, the beginning of the one counting them)
                 self._pending_lost += self._new_drops()
+                closing, self.closing = self.closing, None
+                if closing is not None and not self._settle:
+                    # every stream of an output covers one common time (readers that keep only that
+                    # time, as lttng-analyses, refused a chunk whose idle CPU's stream ended before
+                    # another's began); no later than what may still come (safe_time), unless the
+                    # output is that short
+                    at = max(self.safe_time(closing[0]), closing[1])
+                    if self._pending_lost or at > self.last_end:
+                        return self._hand(b"", 0, max(self.last_end, self.quiet_told), at)
+                    return None
                 if self._settle:
                     self._settle = False
                     self._account_unread()

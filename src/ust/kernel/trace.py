@@ -108,6 +108,7 @@ class KernelTrace(Trace):
         self._converter_class = pages.converter_class()
         self.converter = self._new_converter()
         self.statedump = False  # the lttng_statedump_* events are declared (a trace written as recorded)
+        self.output_began = 0  # the latest time a stream of the current output began (0: not known)
 
     def metadata_text(self) -> str:
         return metadata_text(self.info, list(self.formats.values()), self.contexts, self.statedump)
@@ -211,6 +212,7 @@ class KernelTrace(Trace):
         sources = self._sources()
         now = clock_now()  # the instance's clock (mono): nothing it records is older
         events, count = statedump.events(now, self.contexts)
+        self.output_began = now
         for src in sources:
             src.prelude = (events, count, now) if src is sources[0] else (b"", 0, now)
 
@@ -236,6 +238,8 @@ class KernelTrace(Trace):
         at = [src.safe_time(began) for src in sources]
         top = max(range(len(sources)), key=at.__getitem__)
         events, count = statedump.events(at[top], self.contexts)
+        if open_streams:
+            self.output_began = at[top]
         for i, src in enumerate(sources):
             if i == top:
                 src.prelude = (events, count, at[i])
@@ -248,6 +252,9 @@ class KernelTrace(Trace):
         from ust._ring._ring import clock_now
 
         began = clock_now()
+        if self.statedump:  # the old output's streams end together (KernelSource.closing)
+            for src in self._sources():
+                src.closing = (began, self.output_began)
         n = super().switch_output(output)
         self._open_record_logs(fresh=True)
         self.restate(began, open_streams=True)
