@@ -29,6 +29,7 @@ in python:function_info.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -36,6 +37,7 @@ import threading
 import types
 
 from ust.instrument import fields as F
+from ust.instrument import forksafe
 from ust.instrument import loglevels
 
 MONITORING = sys.version_info >= (3, 12)
@@ -111,7 +113,7 @@ def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, 
     found: dict[types.CodeType, tuple[str, object]] = {}
     seen: set[int] = set()
 
-    def add_code(code: types.CodeType, fn: object) -> None:
+    def add_code(code: types.CodeType, fn: object, qualname: str | None = None) -> None:
         tramp = _TRAMPOLINES.get(id(code))
         if tramp is not None and tramp[0] is code:  # probed already (3.11): the function's own code
             code = tramp[1]
@@ -119,7 +121,7 @@ def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, 
             if found[code][1] is None and fn is not None:
                 found[code] = (found[code][0], fn)
             return
-        found[code] = (code.co_qualname, fn)
+        found[code] = (qualname or code.co_qualname, fn)
         for const in code.co_consts:
             if isinstance(const, types.CodeType):
                 add_code(const, None)
@@ -127,13 +129,17 @@ def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, 
     def visit(ns: dict) -> None:
         for value in list(ns.values()):
             if isinstance(value, property):
-                candidates = [value.fget, value.fset, value.fdel]
+                # The three accessors share the property's qualname; the setter and the deleter are named
+                # as they are defined (``@prop.setter``), so each has its own events and fields.
+                candidates = [(value.fget, ""), (value.fset, ".setter"), (value.fdel, ".deleter")]
+            elif isinstance(value, functools.cached_property):
+                candidates = [(value.func, "")]
             else:
-                candidates = [value]
-            for cand in candidates:
+                candidates = [(value, "")]
+            for cand, accessor in candidates:
                 fn = _as_function(cand)
                 if isinstance(fn, types.FunctionType) and getattr(fn, "__module__", None) == name:
-                    add_code(fn.__code__, fn)
+                    add_code(fn.__code__, fn, fn.__code__.co_qualname + accessor if accessor else None)
                 elif isinstance(fn, type) and fn.__module__ == name and id(fn) not in seen:
                     seen.add(id(fn))
                     visit(dict(vars(fn)))
@@ -152,7 +158,7 @@ def describe_non_python(module: types.ModuleType, qualname: str) -> str | None:
         except (KeyError, AttributeError, TypeError):
             return None
     fn = _as_function(obj)
-    if isinstance(fn, types.FunctionType) or isinstance(fn, property):
+    if isinstance(fn, (types.FunctionType, property, functools.cached_property)):
         return None
     if callable(fn):
         return f"{module.__name__}:{qualname} is not a Python function ({type(fn).__name__}): it cannot be probed"
@@ -815,17 +821,19 @@ class ProbeSet:
             from ust.filter import compile_filter
 
             flt = compile_filter(spec.filter)
+        failed = []
         for code, qn, fn in targets:
             try:
                 self._install_one(inst, code, qn, fn, flt)
             except Exception as exc:  # noqa: BLE001
-                inst.detail = f"{spec.module}:{qn}: {type(exc).__name__}: {exc}"
-        if not inst.probes and all(code in self.owner for code, _, _ in targets):
+                failed.append(f"{spec.module}:{qn}: {exc}")
+        if not inst.probes and not failed and all(code in self.owner for code, _, _ in targets):
             inst.state, inst.detail = "installed", "every function already probed by another spec"
             return
         inst.state = "installed" if inst.probes else "error"
-        if inst.probes:
-            inst.detail = f"{len(inst.probes)} function{'s' if len(inst.probes) != 1 else ''}"
+        inst.detail = f"{len(inst.probes)} function{'s' if len(inst.probes) != 1 else ''}" if inst.probes else ""
+        if failed:  # said, not hidden behind the count of those that were probed
+            inst.detail += ("; not probed: " if inst.probes else "") + "; ".join(failed)
 
     def _install_one(self, inst: _Installed, code, qualname: str, fn, flt) -> None:
         spec = inst.spec
@@ -989,8 +997,21 @@ class WholeProgram:
         self.next = 1
         self.id_objects: list[int] = [0]  # n -> base | n, made once (the C hooks record these objects)
         self.base = (os.getpid() & 0xFFFFFFFF) << 32
-        self.lock = threading.Lock()
+        self.lock = forksafe.Lock()
         self.own = (os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep)
+
+    def _after_fork(self) -> None:
+        """In a forked child: ids of its own (``pid << 32 | n``). The parent's ids, kept, would be given to
+        other functions by both processes from the same counter: one id, two names in one trace."""
+        self.base = (os.getpid() & 0xFFFFFFFF) << 32
+        self.ids = {}
+        self.infos = []
+        self.next = 1
+        self.id_objects = [0]
+        if self._by_eval_hook():
+            self.attach_hooks(_MONITOR.hooks)  # a new generation: every function is new to the child
+        elif MONITORING and _MONITOR.tool is not None:
+            sys.monitoring.restart_events()  # what the parent's ids disabled is seen again
 
     def _new_id(self, code: types.CodeType, module: str) -> int:
         """The function's number in this process (0: not traced: excluded, or ust's own code)."""
@@ -1084,6 +1105,8 @@ class WholeProgram:
         return _MONITOR.hooks is not None and hasattr(_MONITOR.hooks, "eval_hook")
 
     def start(self) -> None:
+        global _RUNNING
+        _RUNNING = self
         # The frame-evaluation function first (every thread at once; on 3.12/3.13 cheaper than global
         # sys.monitoring events: docs/probes.md); sys.monitoring without it (another build, 3.14+).
         if self._by_eval_hook():
@@ -1097,6 +1120,9 @@ class WholeProgram:
             sys.setprofile(self._profile)
 
     def stop(self) -> None:
+        global _RUNNING
+        if _RUNNING is self:
+            _RUNNING = None
         if self._by_eval_hook():
             _MONITOR.hooks.eval_hook(False)
             _MONITOR.hooks.set_whole(0)
@@ -1105,6 +1131,17 @@ class WholeProgram:
         else:
             threading.setprofile(None)
             sys.setprofile(None)
+
+
+_RUNNING: WholeProgram | None = None  # the tracer started last (one runs at a time)
+
+
+def _whole_after_fork() -> None:
+    if _RUNNING is not None:
+        _RUNNING._after_fork()
+
+
+forksafe.after_in_child(_whole_after_fork)
 
 
 # ---------------------------------------------------------------------------

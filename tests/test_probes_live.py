@@ -1,0 +1,110 @@
+"""Dynamic probes put on a running service from the CLI, as an SRE would (issue 11, the live half): what
+tests/test_probes.py does not pin. Real daemons, real application processes, traces read with babeltrace2."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import bt2_dump, events_of
+from daemon_util import HERE, needs_bt, ust_env, wait_until  # noqa: F401
+
+pytestmark = needs_bt
+LIVE = os.path.join(HERE, "apps", "probe_live.py")
+
+
+def _app_entry(env, pid):
+    for a in env.client().list_apps():
+        if a["pid"] == pid:
+            return a
+    return None
+
+
+def _declared(env, pid, name):
+    a = _app_entry(env, pid)
+    return a is not None and any(t["name"] == name for t in a["tracepoints"])
+
+
+def _probe_status(env, pid):
+    a = _app_entry(env, pid)
+    return {} if a is None else {p["target"]: (p["state"], p["detail"]) for p in a.get("probes", [])}
+
+
+def _payloads(dump, name):
+    return [e["payload"] for e in events_of(dump, name)]
+
+
+def _run(app, code: str):
+    return json.loads(app.send("run " + code.replace("\n", "\\n"))[3:])
+
+
+def test_property_setter_deleter_and_cached_property(ust_env):
+    """A property's three accessors share its qualname: the setter and the deleter were silently not
+    probed (their events clashed with the getter's declaration, and the error was hidden behind
+    "installed (1 function)"); a functools.cached_property was refused as "not a function". Now the
+    setter and deleter are K.prop.setter / K.prop.deleter, and a failure is said in `ust list --apps`."""
+    app = ust_env.app(LIVE)
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "--function", "plive:Account.*,plive:two_lambdas.*")
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "plive:Account.balance.deleter_return"), what="probes declared")
+    status = _probe_status(ust_env, app.pid)
+    assert status["plive:Account.*"] == ("installed", "5 functions")
+    # two lambdas of one function, one qualname, other parameters: one probed, the other said
+    state, detail = status["plive:two_lambdas.*"]
+    assert state == "installed" and detail.startswith("1 function; not probed: plive:two_lambdas.<locals>.<lambda>")
+    assert _run(app, "a = plive.Account()\na.balance = 5\nR = [a.balance, a.report]\ndel a.balance") == \
+        [5, "balance 5"]
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    assert [p["value"] for p in _payloads(dump, "plive:Account.balance.setter_entry")] == [5]
+    assert len(_payloads(dump, "plive:Account.balance.setter_return")) == 1
+    assert [p["retval"] for p in _payloads(dump, "plive:Account.balance_return")] == [5]
+    assert len(_payloads(dump, "plive:Account.balance.deleter_entry")) == 1
+    assert _payloads(dump, "plive:Account.report_return") == [{"retval": "balance 5", "exception": "", "unfit": ""}]
+    app.exit()
+
+
+FORKED = """
+import os, sys, ust
+from ust.instrument import probes
+def before(): return 1
+def in_parent(): return 2
+def in_child(): return 3
+with ust.Session(sys.argv[1], events=["python:*"], mode="discard"):
+    w = probes.WholeProgram(include=["__main__:*"], exclude=[]); w.start()
+    before()
+    pid = os.fork()
+    if pid == 0:
+        in_child()
+        w.stop()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    in_parent()
+    w.stop()
+print(pid)
+"""
+
+
+def test_functions_ids_of_a_forked_child_are_its_own(tmp_path):
+    """Whole-program tracing (`ust run --functions` of a program that forks workers): a forked child kept
+    its parent's id base and counter, so the parent and the child gave the same id to different functions
+    (in_child and in_parent: one id, two names in one trace). The child now numbers its functions under
+    its own pid."""
+    out = tmp_path / "trace"
+    r = subprocess.run([sys.executable, "-c", FORKED, str(out)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "UST_AGENT": "0", "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    child = int(r.stdout.split()[-1])
+    dump = bt2_dump(out)
+    infos = [e["payload"] for e in events_of(dump, "python:function_info")]
+    names: dict = {}
+    for p in infos:
+        names.setdefault(p["id"], set()).add(p["qualname"])
+    assert all(len(n) == 1 for n in names.values()), names
+    by_name = {p["qualname"]: p["id"] for p in infos}
+    assert by_name["in_child"] >> 32 == child
+    assert by_name["in_parent"] >> 32 == by_name["before"] >> 32 != child
+    entries = [next(iter(names[e["payload"]["id"]])) for e in events_of(dump, "python:function_entry")]
+    assert entries.count("in_child") == entries.count("in_parent") == 1
