@@ -108,3 +108,50 @@ def test_functions_ids_of_a_forked_child_are_its_own(tmp_path):
     assert by_name["in_parent"] >> 32 == by_name["before"] >> 32 != child
     entries = [next(iter(names[e["payload"]["id"]])) for e in events_of(dump, "python:function_entry")]
     assert entries.count("in_child") == entries.count("in_parent") == 1
+
+
+def test_two_sessions_probe_the_same_function(ust_env):
+    """Two sessions wanting the same function: the first probe installed served both, so session b's
+    events of its own (another event name) were never recorded, and a's filter silently applied to b's
+    calls too. Now b's events are an extra output of the function's probe, with its own filter and its
+    own entry/return pairs (coroutines interleaved); the same events with another filter cannot be told
+    apart in the trace and are refused in one line; stopping a leaves b's probe working, and the
+    original code is back once both are gone."""
+    app = ust_env.app(LIVE)
+    ust_env.wait_registered(app.pid, 0)
+    _run(app, "import asyncio, inspect, sys\nORIG = (plive.hot, plive.hot.__code__, str(inspect.signature(plive.hot)))")
+    out_b = ust_env.out + "-b"
+    ust_env.ust("create", "a", "-o", ust_env.out)
+    ust_env.ust("enable-event", "-s", "a", "--function", "plive:hot", "--filter", "i >= 8")
+    ust_env.ust("enable-event", "-s", "a", "--function", "plive:job")
+    ust_env.ust("start", "a")
+    ust_env.ust("create", "b", "-o", out_b)
+    ust_env.ust("enable-event", "-s", "b", "--function", "plive:hot", "b:hot")
+    ust_env.ust("enable-event", "-s", "b", "--function", "plive:job", "b:job", "--filter", "x >= 2")
+    ust_env.ust("start", "b")
+    rc, _, err = ust_env.ust("enable-event", "-s", "b", "--function", "plive:hot", check=False)
+    assert rc != 0 and len(err.strip().splitlines()) == 1
+    assert "probed already with other options" in err and "give this probe its own event name" in err
+    wait_until(lambda: _declared(ust_env, app.pid, "b:job_return"), what="b's events declared")
+    _run(app, "R = [plive.hot(i) for i in range(10)]\n"
+              "async def main(): return await asyncio.gather(*[plive.job(x) for x in range(4)])\n"
+              "R.append(asyncio.run(main()))")
+    ust_env.ust("stop", "a")
+    _run(app, "R = [plive.hot(i) for i in (10, 11)]")  # b's probe outlives a's
+    ust_env.ust("stop", "b")
+    same = _run(app, "R = [plive.hot is ORIG[0], plive.hot.__code__ is ORIG[1], "
+                     "str(inspect.signature(plive.hot)) == ORIG[2], "
+                     "[sys.monitoring.get_local_events(t, plive.hot.__code__) for t in range(6)] "
+                     "if sys.version_info >= (3, 12) else []]")
+    assert same[:3] == [True, True, True] and not any(same[3])
+    a, b = bt2_dump(ust_env.out), bt2_dump(out_b)
+    assert [p["i"] for p in _payloads(a, "plive:hot_entry")] == [8, 9]
+    assert [p["retval"] for p in _payloads(a, "plive:hot_return")] == [9, 10]
+    assert sorted(p["x"] for p in _payloads(a, "plive:job_entry")) == [0, 1, 2, 3]
+    assert [p["i"] for p in _payloads(b, "b:hot_entry")] == list(range(12))
+    assert [p["retval"] for p in _payloads(b, "b:hot_return")] == list(range(1, 13))
+    # b's filter on the coroutine: the returns of exactly the calls it kept, though they interleave
+    assert sorted(p["x"] for p in _payloads(b, "b:job_entry")) == [2, 3]
+    assert sorted(p["retval"] for p in _payloads(b, "b:job_return")) == [20, 30]
+    assert not events_of(b, "plive:hot_entry") and not events_of(a, "b:hot_entry")
+    app.exit()

@@ -330,6 +330,12 @@ class Probe:
         self.rtype = rtype if with_args else None
         self.with_args = with_args
         self.limit = limit
+        # Other sessions' probes on the same code with events of their own (another event name): recorded
+        # by this probe's slow path, each with its own filter. Which outputs kept a call is remembered
+        # until its return (``_kept``), so each output's pairs stay whole.
+        self.extras: list[Probe] = []
+        self._kept: dict = {}
+        self.flt_text: str | None = None  # the filter as the spec gave it
 
     def record(self, trampoline: bool = False) -> tuple:
         """What the C paths read (ust/_ring/probes.c: the record layout).
@@ -339,8 +345,10 @@ class Probe:
         """
         kinds = bytes(_KIND[t.name if t is not None else None] for t in self.entry.types)
         ret_kind = _KIND[self.rtype.name if self.rtype is not None else None] if self.with_args else ord("n")
-        fast = self.flt is None and len(self.params) <= 64
-        rec = (self.entry.tp, self.ret_tp, tuple(self.params), kinds, self.entry.unfit, ret_kind, self.limit,
+        fast = self.flt is None and len(self.params) <= 64 and not self.extras
+        # With extras, every parameter is read (an extra may record them where this probe does not).
+        names = tuple(_params(self.code)) if self.extras else tuple(self.params)
+        rec = (self.entry.tp, self.ret_tp, names, kinds, self.entry.unfit, ret_kind, self.limit,
                fast, self, None if trampoline else self.skipped)
         return _C.Record(*rec) if _C is not None else rec
 
@@ -349,9 +357,10 @@ class Probe:
     def on_start(self, depth: int = 1) -> None:
         try:
             frame = sys._getframe(depth)
-            if self.params:
+            names = _params(self.code) if self.extras else self.params
+            if names:
                 loc = frame.f_locals
-                values = [loc.get(n) for n in self.params]
+                values = [loc.get(n) for n in names]
             else:
                 values = ()
             if not self.enter(values):
@@ -392,6 +401,8 @@ class Probe:
             return False
         _BUSY.on = True
         try:
+            if self.extras:
+                return self._enter_outputs(values)
             if not self.passes(values):
                 return False
             self.entry.record(values)
@@ -403,6 +414,62 @@ class Probe:
         if getattr(_BUSY, "on", False):
             return
         _BUSY.on = True
+        try:
+            if self.extras:
+                self._leave_outputs(retval, exc)
+            else:
+                self._record_return(retval, exc)
+        finally:
+            _BUSY.on = False
+
+    # -- several outputs (self and its extras) -----------------------------------------------------------
+
+    def _call_key(self) -> object:
+        """What identifies the running call from its entry to its return: its frame (3.12+: the probed
+        frame; 3.11: the trampoline's, a generator's own frame across its resumptions), found a few frames
+        up; else this thread (3.11's frame-evaluation hook calls before the frame runs: calls of one code
+        object on one thread enter and return in LIFO order, a generator's resumptions aside)."""
+        try:
+            f = sys._getframe(2)
+        except ValueError:
+            f = None
+        for _ in range(8):
+            if f is None:
+                break
+            code = f.f_code
+            if MONITORING and code is self.code:
+                return id(f)
+            tramp = _TRAMPOLINES.get(id(code))
+            if tramp is not None and tramp[0] is code and tramp[1] is self.code:
+                return id(f)
+            f = f.f_back
+        return ("thread", threading.get_ident())
+
+    def _enter_outputs(self, values) -> bool:
+        kept = tuple(o for o in [self, *self.extras] if o.passes(values))
+        for o in kept:
+            o.entry.record(values)
+        if not kept:
+            return False
+        key = self._call_key()
+        stack = self._kept.get(key)
+        if stack is None:
+            if len(self._kept) > 65536:  # calls whose return never came (a thread or generator gone)
+                self._kept.clear()
+            stack = self._kept[key] = []
+        stack.append(kept)
+        return True
+
+    def _leave_outputs(self, retval: object, exc: BaseException | None) -> None:
+        key = self._call_key()
+        stack = self._kept.get(key)
+        kept = stack.pop() if stack else (self, *self.extras)  # entered before the outputs changed
+        if stack is not None and not stack:
+            del self._kept[key]
+        for o in kept:
+            o._record_return(retval, exc)
+
+    def _record_return(self, retval: object, exc: BaseException | None) -> None:
         try:
             if exc is not None:
                 args = ["" if self.rtype is None else _convert(self.rtype, None, 0)[0], type(exc).__name__]
@@ -416,8 +483,6 @@ class Probe:
             self.ret_tp(*args)
         except Exception:  # noqa: BLE001
             pass
-        finally:
-            _BUSY.on = False
 
 
 # ---------------------------------------------------------------------------
@@ -715,6 +780,10 @@ def _instances(code: types.CodeType) -> list[types.FunctionType]:
 # the probe set of this process
 
 
+class _Refused(ProbeError):
+    """A function that this spec cannot probe as asked (said in one line, nothing installed)."""
+
+
 class ProbeSpec:
     __slots__ = ("target", "event", "args", "repr_limit", "filter", "module", "qualname")
 
@@ -769,8 +838,10 @@ class ProbeSet:
                 inst = self.installed.get(key)
                 if inst is None:
                     inst = self.installed[key] = _Installed(spec)
-                # After a removal, the functions it probed may be wanted by an overlapping spec.
-                if inst.state == "pending" or (gone and inst.state == "installed" and spec.module != "*"):
+                # After a removal, the functions it probed may be wanted by an overlapping spec (or by a
+                # spec refused while the one that went probed them with other options).
+                if inst.state == "pending" or (gone and inst.state in ("installed", "refused")
+                                               and spec.module != "*"):
                     self._try_install(inst)
             self._hook_imports()
             return self.status()
@@ -825,6 +896,11 @@ class ProbeSet:
         for code, qn, fn in targets:
             try:
                 self._install_one(inst, code, qn, fn, flt)
+            except _Refused as exc:
+                if "*" not in spec.qualname:
+                    inst.state, inst.detail = "refused", str(exc)
+                    return
+                failed.append(str(exc))
             except Exception as exc:  # noqa: BLE001
                 failed.append(f"{spec.module}:{qn}: {exc}")
         if not inst.probes and not failed and all(code in self.owner for code, _, _ in targets):
@@ -837,14 +913,18 @@ class ProbeSet:
 
     def _install_one(self, inst: _Installed, code, qualname: str, fn, flt) -> None:
         spec = inst.spec
-        if code in self.owner:  # another spec probes it already: its events are recorded once
+        if code in inst.probes:
             return
         if fn is None:
             live = _instances(code)
             fn = live[0] if live else None
         else:
             live = [fn]
+        if code in self.owner:  # another spec probes it already
+            self._add_output(inst, code, qualname, fn, flt)
+            return
         probe = Probe(event_base(spec.module, qualname, spec.event), code, fn, spec.args, spec.repr_limit, flt)
+        probe.flt_text = spec.filter or None
         if MONITORING:
             _MONITOR.add(probe)
         elif _MONITOR.hooks is not None and "<locals>" in code.co_qualname:
@@ -855,6 +935,47 @@ class ProbeSet:
         inst.probes[code] = probe
         self.owner[code] = spec.key()
 
+    def _primary(self, code) -> Probe | None:
+        owner = self.installed.get(self.owner.get(code))
+        return None if owner is None else owner.probes.get(code)
+
+    def _add_output(self, inst: _Installed, code, qualname: str, fn, flt) -> None:
+        """Another spec (another session's probe) wants a function probed already: the same events are
+        recorded once for both; events of its own (another event name) become an extra output of the
+        function's probe. The same events with another filter, repr limit or fields cannot be told apart
+        in the trace (one event, several sessions' channels): refused, saying what to do."""
+        spec, primary = inst.spec, self._primary(code)
+        if primary is None:
+            return
+        base = event_base(spec.module, qualname, spec.event)
+        same_events = base == primary.base or any(base == e.base for e in primary.extras)
+        if same_events:
+            other = primary if base == primary.base else next(e for e in primary.extras if e.base == base)
+            if (spec.filter or None, spec.args, spec.repr_limit) != (other.flt_text, other.with_args,
+                                                                     other.limit):
+                raise _Refused(f"{spec.module}:{qualname} is probed already with other options (filter, "
+                               f"--no-args or --repr-limit) as {base}: give this probe its own event name")
+            return  # recorded once, in every session that enables these events
+        extra = Probe(base, code, fn, spec.args, spec.repr_limit, flt)
+        extra.flt_text = spec.filter or None
+        primary.extras.append(extra)
+        self._refresh(code, primary)
+        inst.probes[code] = extra
+
+    def _refresh(self, code, probe: Probe) -> None:
+        """The probe's outputs changed: the record the C paths read is made again (its fast flag)."""
+        if MONITORING:
+            _MONITOR.add(probe)
+        elif code in _MONITOR.probes:  # 3.11, the frame-evaluation hook
+            _MONITOR.records[code] = rec = probe.record()
+            _C.set_record(code, rec)
+        else:  # 3.11 trampolines: the record is a constant of the trampoline code
+            owner = self.installed[self.owner[code]]
+            for i, (fn, orig) in enumerate(owner.swapped):
+                if orig is code:
+                    _restore(fn, orig)
+                    owner.swapped[i] = (fn, _swap_in(fn, probe))
+
     def _remove(self, inst: _Installed) -> None:
         spec = inst.spec
         if spec.module == "*":
@@ -862,16 +983,27 @@ class ProbeSet:
                 self.whole.stop()
                 self.whole = None
             return
+        owned = {code for code in inst.probes if self.owner.get(code) == spec.key()}
+        for code, probe in inst.probes.items():  # this spec's extra outputs on other specs' probes
+            if code not in owned:
+                primary = self._primary(code)
+                if primary is not None and probe in primary.extras:
+                    primary.extras.remove(probe)
+                    self._refresh(code, primary)
+        for code in owned:  # the extras of the probes that go: their specs install them again (apply)
+            for other in self.installed.values():
+                if other is not inst and code in other.probes:
+                    del other.probes[code]
         if MONITORING:
-            for code in inst.probes:
+            for code in owned:
                 _MONITOR.remove(code)
         else:
-            for code in inst.probes:
+            for code in owned:
                 if code in _MONITOR.probes:  # probed through the frame-evaluation hook
                     _MONITOR.remove(code)
             for fn, code in inst.swapped:
                 _restore(fn, code)
-        for code in inst.probes:
+        for code in owned:
             self.owner.pop(code, None)
         inst.probes.clear()
         inst.swapped.clear()

@@ -32,3 +32,10 @@ def two_lambdas() -> int:
 
 def hot(i: int) -> int:
     return i + 1
+
+
+async def job(x: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0)
+    return x * 10
