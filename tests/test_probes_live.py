@@ -155,3 +155,28 @@ def test_two_sessions_probe_the_same_function(ust_env):
     assert sorted(p["retval"] for p in _payloads(b, "b:job_return")) == [20, 30]
     assert not events_of(b, "plive:hot_entry") and not events_of(a, "b:hot_entry")
     app.exit()
+
+
+def test_probe_follows_a_reloaded_module(ust_env):
+    """importlib.reload() makes the module's functions again: the probe stayed on the old ones (equal to
+    the new code objects by value, so the import watcher's look found nothing new) and `ust list --apps`
+    still said "installed" while the service's calls were no longer recorded. Now the probe moves to
+    the new functions."""
+    app = ust_env.app(LIVE)
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "--function", "plive:hot")
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "plive:hot_return"), what="probe declared")
+    assert _run(app, "import importlib\nplive.hot(1)\nimportlib.reload(plive)\nR = [plive.hot(2), plive.hot(3)]") \
+        == [3, 4]
+    assert _probe_status(ust_env, app.pid)["plive:hot"] == ("installed", "1 function")
+    ust_env.ust("stop")
+    _run(app, "R = plive.hot(4)")  # stopped: not recorded, and the new function's code is its own again
+    assert _run(app, "import sys\nR = [sys.monitoring.get_local_events(t, plive.hot.__code__) for t in range(6)] "
+                     "if sys.version_info >= (3, 12) else [int('__ust_on' in plive.hot.__code__.co_varnames)]") \
+        in ([0] * 6, [0])
+    dump = bt2_dump(ust_env.out)
+    assert [p["i"] for p in _payloads(dump, "plive:hot_entry")] == [1, 2, 3]
+    assert [p["retval"] for p in _payloads(dump, "plive:hot_return")] == [2, 3, 4]
+    app.exit()

@@ -1013,8 +1013,14 @@ class ProbeSet:
     def pending_modules(self) -> set[str]:
         return {i.spec.module for i in self.installed.values() if i.state == "pending" and i.spec.module != "*"}
 
+    def watched_modules(self) -> set[str]:
+        """Modules whose (re-)execution is watched: those with pending probes, and those probed already
+        (``importlib.reload`` makes new functions, which the probe must reach too)."""
+        return {i.spec.module for i in self.installed.values()
+                if i.state in ("pending", "installed") and i.spec.module != "*"}
+
     def _hook_imports(self) -> None:
-        if self.pending_modules() and not self._hooked:
+        if self.watched_modules() and not self._hooked:
             sys.meta_path.insert(0, _ImportWatcher(self))
             self._hooked = True
             # A module imported between the first look and the watcher's arrival.
@@ -1037,13 +1043,20 @@ class ProbeSet:
     def imported(self, name: str) -> None:
         """After the module ``name`` executed (in the importing thread, its import not finished yet)."""
         with self.lock:
-            for inst in list(self.installed.values()):
-                if inst.state == "pending" and inst.spec.module == name:
-                    self._try_install(inst, from_hook=True)
+            insts = [i for i in self.installed.values() if i.state in ("pending", "installed") and i.spec.module == name]
+            # A reload (``importlib.reload``): the module's functions are new objects with new code objects,
+            # equal to the old ones by value (the probes' tables compare code objects by value): the probes
+            # go from the old ones and are put on the new ones.
+            for inst in insts:
+                if inst.state == "installed":
+                    self._remove(inst)
+            for inst in insts:
+                self._try_install(inst, from_hook=True)
 
 
 class _ImportWatcher:
-    """A meta path finder that only watches: after a module with pending probes executes, probe it."""
+    """A meta path finder that only watches: after a module with pending probes executes (or one with
+    probes is reloaded), probe it."""
 
     def __init__(self, probes: ProbeSet):
         self.probes = probes
@@ -1054,7 +1067,7 @@ class _ImportWatcher:
             return None
         if self.probes.half_imported:
             self.probes.look_again()
-        if name not in self.probes.pending_modules():
+        if name not in self.probes.watched_modules():
             return None
         self.busy.on = True
         try:
@@ -1072,7 +1085,8 @@ class _ImportWatcher:
             return None
         finally:
             self.busy.on = False
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module") \
+                or isinstance(spec.loader, _WatchedLoader):  # a reload of a module watched before
             return spec
         spec.loader = _WatchedLoader(spec.loader, self.probes)
         return spec
