@@ -180,3 +180,26 @@ def test_probe_follows_a_reloaded_module(ust_env):
     assert [p["i"] for p in _payloads(dump, "plive:hot_entry")] == [1, 2, 3]
     assert [p["retval"] for p in _payloads(dump, "plive:hot_return")] == [2, 3, 4]
     app.exit()
+
+
+def test_filter_on_a_field_the_entry_does_not_have_is_refused(ust_env):
+    """A probe's filter runs at entry, on the parameters: one naming something else (`retval`, a typo,
+    any field under --no-args) was accepted and then dropped every call, silently. Now it is refused in
+    one line naming the field and the fields there are; nothing is left behind."""
+    app = ust_env.app(LIVE)
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "x:y")
+    ust_env.ust("start")
+    for extra in (("--filter", "retval > 3"), ("--filter", "i > 3", "--no-args")):
+        rc, _, err = ust_env.ust("enable-event", "--function", "plive:hot", *extra, check=False)
+        assert rc != 0 and len(err.strip().splitlines()) == 1, err
+        assert "--filter names" in err and "not a field of plive:hot's entry" in err
+    assert ust_env.client().get_session("s")["probes"] == []
+    ust_env.ust("enable-event", "--function", "plive:hot", "--filter", "i > 3 && $ctx.vtid > 0")
+    wait_until(lambda: _declared(ust_env, app.pid, "plive:hot_return"), what="probe declared")
+    _run(app, "R = [plive.hot(i) for i in range(6)]")
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    assert [p["i"] for p in _payloads(dump, "plive:hot_entry")] == [4, 5]
+    app.exit()

@@ -282,6 +282,12 @@ def _field_name(name: str, taken: set) -> str:
     return out
 
 
+def _entry_field_names(params: list[str]) -> tuple[list[str], set]:
+    """The entry event's field names for these parameters (and the set taken, for `unfit`)."""
+    taken: set = set()
+    return [_field_name(n, taken) for n in params], taken
+
+
 _BUSY = threading.local()  # set while a probe converts values in this thread
 
 
@@ -304,8 +310,7 @@ class Probe:
             pass
         names = _params(code) if with_args else []
         self.params = names
-        taken: set = set()
-        fnames = [_field_name(n, taken) for n in names]
+        fnames, taken = _entry_field_names(names)
         ftypes = [None if n in (code.co_varnames[code.co_argcount + code.co_kwonlyargcount:len(names)])
                   else field_type(annotations.get(n)) for n in names]
         unfit = any(t is not None for t in ftypes)
@@ -892,6 +897,15 @@ class ProbeSet:
             from ust.filter import compile_filter
 
             flt = compile_filter(spec.filter)
+            if "*" not in spec.qualname:  # a wildcard's filter may name what only some functions have
+                for code, qn, _ in targets:
+                    names = _entry_field_names(_params(code) if spec.args else [])[0]
+                    unknown = sorted(flt.fields - set(names) - {"unfit"})
+                    if unknown:  # it would drop every call, silently
+                        inst.state, inst.detail = "refused", (
+                            f"--filter names {', '.join(unknown)}: not a field of {spec.module}:{qn}'s entry "
+                            f"(its fields: {', '.join(names) or 'none'}; the filter runs at entry)")
+                        return
         failed = []
         for code, qn, fn in targets:
             try:
