@@ -185,7 +185,8 @@ def test_probe_follows_a_reloaded_module(ust_env):
 def test_filter_on_a_field_the_entry_does_not_have_is_refused(ust_env):
     """A probe's filter runs at entry, on the parameters: one naming something else (`retval`, a typo,
     any field under --no-args) was accepted and then dropped every call, silently. Now it is refused in
-    one line naming the field and the fields there are; nothing is left behind."""
+    one line naming the field and the fields there are; nothing is left behind. Likewise a function
+    the module imported from another one is refused saying where to probe it."""
     app = ust_env.app(LIVE)
     ust_env.wait_registered(app.pid, 0)
     ust_env.ust("create", "s", "-o", ust_env.out)
@@ -196,6 +197,9 @@ def test_filter_on_a_field_the_entry_does_not_have_is_refused(ust_env):
         assert rc != 0 and len(err.strip().splitlines()) == 1, err
         assert "--filter names" in err and "not a field of plive:hot's entry" in err
     assert ust_env.client().get_session("s")["probes"] == []
+    # a function imported from another module: where to probe it (it was "no function to_json in plive")
+    rc, _, err = ust_env.ust("enable-event", "--function", "plive:to_json", check=False)
+    assert rc != 0 and err.strip().endswith("plive:to_json is json:dumps: probe it there"), err
     ust_env.ust("enable-event", "--function", "plive:hot", "--filter", "i > 3 && $ctx.vtid > 0")
     wait_until(lambda: _declared(ust_env, app.pid, "plive:hot_return"), what="probe declared")
     _run(app, "R = [plive.hot(i) for i in range(6)]")

@@ -158,6 +158,9 @@ def describe_non_python(module: types.ModuleType, qualname: str) -> str | None:
         except (KeyError, AttributeError, TypeError):
             return None
     fn = _as_function(obj)
+    if isinstance(fn, types.FunctionType) and fn.__module__ != module.__name__ and isinstance(fn.__module__, str):
+        # imported from another module (``from os.path import join``): probed where it is defined
+        return f"{module.__name__}:{qualname} is {fn.__module__}:{fn.__qualname__}: probe it there"
     if isinstance(fn, (types.FunctionType, property, functools.cached_property)):
         return None
     if callable(fn):

@@ -39,3 +39,6 @@ async def job(x: int) -> int:
 
     await asyncio.sleep(0)
     return x * 10
+
+
+from json import dumps as to_json  # noqa: E402  (a function imported from another module)
