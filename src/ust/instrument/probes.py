@@ -1060,7 +1060,8 @@ class ProbeSet:
     def imported(self, name: str) -> None:
         """After the module ``name`` executed (in the importing thread, its import not finished yet)."""
         with self.lock:
-            insts = [i for i in self.installed.values() if i.state in ("pending", "installed") and i.spec.module == name]
+            insts = [i for i in self.installed.values()
+                     if i.state in ("pending", "installed") and i.spec.module == name]
             # A reload (``importlib.reload``): the module's functions are new objects with new code objects,
             # equal to the old ones by value (the probes' tables compare code objects by value): the probes
             # go from the old ones and are put on the new ones.
