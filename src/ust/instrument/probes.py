@@ -29,6 +29,7 @@ in python:function_info.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -36,6 +37,7 @@ import threading
 import types
 
 from ust.instrument import fields as F
+from ust.instrument import forksafe
 from ust.instrument import loglevels
 
 MONITORING = sys.version_info >= (3, 12)
@@ -111,7 +113,7 @@ def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, 
     found: dict[types.CodeType, tuple[str, object]] = {}
     seen: set[int] = set()
 
-    def add_code(code: types.CodeType, fn: object) -> None:
+    def add_code(code: types.CodeType, fn: object, qualname: str | None = None) -> None:
         tramp = _TRAMPOLINES.get(id(code))
         if tramp is not None and tramp[0] is code:  # probed already (3.11): the function's own code
             code = tramp[1]
@@ -119,7 +121,7 @@ def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, 
             if found[code][1] is None and fn is not None:
                 found[code] = (found[code][0], fn)
             return
-        found[code] = (code.co_qualname, fn)
+        found[code] = (qualname or code.co_qualname, fn)
         for const in code.co_consts:
             if isinstance(const, types.CodeType):
                 add_code(const, None)
@@ -127,13 +129,17 @@ def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, 
     def visit(ns: dict) -> None:
         for value in list(ns.values()):
             if isinstance(value, property):
-                candidates = [value.fget, value.fset, value.fdel]
+                # The three accessors share the property's qualname; the setter and the deleter are named
+                # as they are defined (``@prop.setter``), so each has its own events and fields.
+                candidates = [(value.fget, ""), (value.fset, ".setter"), (value.fdel, ".deleter")]
+            elif isinstance(value, functools.cached_property):
+                candidates = [(value.func, "")]
             else:
-                candidates = [value]
-            for cand in candidates:
+                candidates = [(value, "")]
+            for cand, accessor in candidates:
                 fn = _as_function(cand)
                 if isinstance(fn, types.FunctionType) and getattr(fn, "__module__", None) == name:
-                    add_code(fn.__code__, fn)
+                    add_code(fn.__code__, fn, fn.__code__.co_qualname + accessor if accessor else None)
                 elif isinstance(fn, type) and fn.__module__ == name and id(fn) not in seen:
                     seen.add(id(fn))
                     visit(dict(vars(fn)))
@@ -152,7 +158,10 @@ def describe_non_python(module: types.ModuleType, qualname: str) -> str | None:
         except (KeyError, AttributeError, TypeError):
             return None
     fn = _as_function(obj)
-    if isinstance(fn, types.FunctionType) or isinstance(fn, property):
+    if isinstance(fn, types.FunctionType) and fn.__module__ != module.__name__ and isinstance(fn.__module__, str):
+        # imported from another module (``from os.path import join``): probed where it is defined
+        return f"{module.__name__}:{qualname} is {fn.__module__}:{fn.__qualname__}: probe it there"
+    if isinstance(fn, (types.FunctionType, property, functools.cached_property)):
         return None
     if callable(fn):
         return f"{module.__name__}:{qualname} is not a Python function ({type(fn).__name__}): it cannot be probed"
@@ -276,6 +285,12 @@ def _field_name(name: str, taken: set) -> str:
     return out
 
 
+def _entry_field_names(params: list[str]) -> tuple[list[str], set]:
+    """The entry event's field names for these parameters (and the set taken, for `unfit`)."""
+    taken: set = set()
+    return [_field_name(n, taken) for n in params], taken
+
+
 _BUSY = threading.local()  # set while a probe converts values in this thread
 
 
@@ -298,8 +313,7 @@ class Probe:
             pass
         names = _params(code) if with_args else []
         self.params = names
-        taken: set = set()
-        fnames = [_field_name(n, taken) for n in names]
+        fnames, taken = _entry_field_names(names)
         ftypes = [None if n in (code.co_varnames[code.co_argcount + code.co_kwonlyargcount:len(names)])
                   else field_type(annotations.get(n)) for n in names]
         unfit = any(t is not None for t in ftypes)
@@ -324,6 +338,12 @@ class Probe:
         self.rtype = rtype if with_args else None
         self.with_args = with_args
         self.limit = limit
+        # Other sessions' probes on the same code with events of their own (another event name): recorded
+        # by this probe's slow path, each with its own filter. Which outputs kept a call is remembered
+        # until its return (``_kept``), so each output's pairs stay whole.
+        self.extras: list[Probe] = []
+        self._kept: dict = {}
+        self.flt_text: str | None = None  # the filter as the spec gave it
 
     def record(self, trampoline: bool = False) -> tuple:
         """What the C paths read (ust/_ring/probes.c: the record layout).
@@ -333,8 +353,10 @@ class Probe:
         """
         kinds = bytes(_KIND[t.name if t is not None else None] for t in self.entry.types)
         ret_kind = _KIND[self.rtype.name if self.rtype is not None else None] if self.with_args else ord("n")
-        fast = self.flt is None and len(self.params) <= 64
-        rec = (self.entry.tp, self.ret_tp, tuple(self.params), kinds, self.entry.unfit, ret_kind, self.limit,
+        fast = self.flt is None and len(self.params) <= 64 and not self.extras
+        # With extras, every parameter is read (an extra may record them where this probe does not).
+        names = tuple(_params(self.code)) if self.extras else tuple(self.params)
+        rec = (self.entry.tp, self.ret_tp, names, kinds, self.entry.unfit, ret_kind, self.limit,
                fast, self, None if trampoline else self.skipped)
         return _C.Record(*rec) if _C is not None else rec
 
@@ -343,9 +365,10 @@ class Probe:
     def on_start(self, depth: int = 1) -> None:
         try:
             frame = sys._getframe(depth)
-            if self.params:
+            names = _params(self.code) if self.extras else self.params
+            if names:
                 loc = frame.f_locals
-                values = [loc.get(n) for n in self.params]
+                values = [loc.get(n) for n in names]
             else:
                 values = ()
             if not self.enter(values):
@@ -386,6 +409,8 @@ class Probe:
             return False
         _BUSY.on = True
         try:
+            if self.extras:
+                return self._enter_outputs(values)
             if not self.passes(values):
                 return False
             self.entry.record(values)
@@ -397,6 +422,62 @@ class Probe:
         if getattr(_BUSY, "on", False):
             return
         _BUSY.on = True
+        try:
+            if self.extras:
+                self._leave_outputs(retval, exc)
+            else:
+                self._record_return(retval, exc)
+        finally:
+            _BUSY.on = False
+
+    # -- several outputs (self and its extras) -----------------------------------------------------------
+
+    def _call_key(self) -> object:
+        """What identifies the running call from its entry to its return: its frame (3.12+: the probed
+        frame; 3.11: the trampoline's, a generator's own frame across its resumptions), found a few frames
+        up; else this thread (3.11's frame-evaluation hook calls before the frame runs: calls of one code
+        object on one thread enter and return in LIFO order, a generator's resumptions aside)."""
+        try:
+            f = sys._getframe(2)
+        except ValueError:
+            f = None
+        for _ in range(8):
+            if f is None:
+                break
+            code = f.f_code
+            if MONITORING and code is self.code:
+                return id(f)
+            tramp = _TRAMPOLINES.get(id(code))
+            if tramp is not None and tramp[0] is code and tramp[1] is self.code:
+                return id(f)
+            f = f.f_back
+        return ("thread", threading.get_ident())
+
+    def _enter_outputs(self, values) -> bool:
+        kept = tuple(o for o in [self, *self.extras] if o.passes(values))
+        for o in kept:
+            o.entry.record(values)
+        if not kept:
+            return False
+        key = self._call_key()
+        stack = self._kept.get(key)
+        if stack is None:
+            if len(self._kept) > 65536:  # calls whose return never came (a thread or generator gone)
+                self._kept.clear()
+            stack = self._kept[key] = []
+        stack.append(kept)
+        return True
+
+    def _leave_outputs(self, retval: object, exc: BaseException | None) -> None:
+        key = self._call_key()
+        stack = self._kept.get(key)
+        kept = stack.pop() if stack else (self, *self.extras)  # entered before the outputs changed
+        if stack is not None and not stack:
+            del self._kept[key]
+        for o in kept:
+            o._record_return(retval, exc)
+
+    def _record_return(self, retval: object, exc: BaseException | None) -> None:
         try:
             if exc is not None:
                 args = ["" if self.rtype is None else _convert(self.rtype, None, 0)[0], type(exc).__name__]
@@ -410,8 +491,6 @@ class Probe:
             self.ret_tp(*args)
         except Exception:  # noqa: BLE001
             pass
-        finally:
-            _BUSY.on = False
 
 
 # ---------------------------------------------------------------------------
@@ -709,6 +788,10 @@ def _instances(code: types.CodeType) -> list[types.FunctionType]:
 # the probe set of this process
 
 
+class _Refused(ProbeError):
+    """A function that this spec cannot probe as asked (said in one line, nothing installed)."""
+
+
 class ProbeSpec:
     __slots__ = ("target", "event", "args", "repr_limit", "filter", "module", "qualname")
 
@@ -763,8 +846,10 @@ class ProbeSet:
                 inst = self.installed.get(key)
                 if inst is None:
                     inst = self.installed[key] = _Installed(spec)
-                # After a removal, the functions it probed may be wanted by an overlapping spec.
-                if inst.state == "pending" or (gone and inst.state == "installed" and spec.module != "*"):
+                # After a removal, the functions it probed may be wanted by an overlapping spec (or by a
+                # spec refused while the one that went probed them with other options).
+                if inst.state == "pending" or (gone and inst.state in ("installed", "refused")
+                                               and spec.module != "*"):
                     self._try_install(inst)
             self._hook_imports()
             return self.status()
@@ -815,28 +900,48 @@ class ProbeSet:
             from ust.filter import compile_filter
 
             flt = compile_filter(spec.filter)
+            if "*" not in spec.qualname:  # a wildcard's filter may name what only some functions have
+                for code, qn, _ in targets:
+                    names = _entry_field_names(_params(code) if spec.args else [])[0]
+                    unknown = sorted(flt.fields - set(names) - {"unfit"})
+                    if unknown:  # it would drop every call, silently
+                        inst.state, inst.detail = "refused", (
+                            f"--filter names {', '.join(unknown)}: not a field of {spec.module}:{qn}'s entry "
+                            f"(its fields: {', '.join(names) or 'none'}; the filter runs at entry)")
+                        return
+        failed = []
         for code, qn, fn in targets:
             try:
                 self._install_one(inst, code, qn, fn, flt)
+            except _Refused as exc:
+                if "*" not in spec.qualname:
+                    inst.state, inst.detail = "refused", str(exc)
+                    return
+                failed.append(str(exc))
             except Exception as exc:  # noqa: BLE001
-                inst.detail = f"{spec.module}:{qn}: {type(exc).__name__}: {exc}"
-        if not inst.probes and all(code in self.owner for code, _, _ in targets):
+                failed.append(f"{spec.module}:{qn}: {exc}")
+        if not inst.probes and not failed and all(code in self.owner for code, _, _ in targets):
             inst.state, inst.detail = "installed", "every function already probed by another spec"
             return
         inst.state = "installed" if inst.probes else "error"
-        if inst.probes:
-            inst.detail = f"{len(inst.probes)} function{'s' if len(inst.probes) != 1 else ''}"
+        inst.detail = f"{len(inst.probes)} function{'s' if len(inst.probes) != 1 else ''}" if inst.probes else ""
+        if failed:  # said, not hidden behind the count of those that were probed
+            inst.detail += ("; not probed: " if inst.probes else "") + "; ".join(failed)
 
     def _install_one(self, inst: _Installed, code, qualname: str, fn, flt) -> None:
         spec = inst.spec
-        if code in self.owner:  # another spec probes it already: its events are recorded once
+        if code in inst.probes:
             return
         if fn is None:
             live = _instances(code)
             fn = live[0] if live else None
         else:
             live = [fn]
+        if code in self.owner:  # another spec probes it already
+            self._add_output(inst, code, qualname, fn, flt)
+            return
         probe = Probe(event_base(spec.module, qualname, spec.event), code, fn, spec.args, spec.repr_limit, flt)
+        probe.flt_text = spec.filter or None
         if MONITORING:
             _MONITOR.add(probe)
         elif _MONITOR.hooks is not None and "<locals>" in code.co_qualname:
@@ -847,6 +952,47 @@ class ProbeSet:
         inst.probes[code] = probe
         self.owner[code] = spec.key()
 
+    def _primary(self, code) -> Probe | None:
+        owner = self.installed.get(self.owner.get(code))
+        return None if owner is None else owner.probes.get(code)
+
+    def _add_output(self, inst: _Installed, code, qualname: str, fn, flt) -> None:
+        """Another spec (another session's probe) wants a function probed already: the same events are
+        recorded once for both; events of its own (another event name) become an extra output of the
+        function's probe. The same events with another filter, repr limit or fields cannot be told apart
+        in the trace (one event, several sessions' channels): refused, saying what to do."""
+        spec, primary = inst.spec, self._primary(code)
+        if primary is None:
+            return
+        base = event_base(spec.module, qualname, spec.event)
+        same_events = base == primary.base or any(base == e.base for e in primary.extras)
+        if same_events:
+            other = primary if base == primary.base else next(e for e in primary.extras if e.base == base)
+            if (spec.filter or None, spec.args, spec.repr_limit) != (other.flt_text, other.with_args,
+                                                                     other.limit):
+                raise _Refused(f"{spec.module}:{qualname} is probed already with other options (filter, "
+                               f"--no-args or --repr-limit) as {base}: give this probe its own event name")
+            return  # recorded once, in every session that enables these events
+        extra = Probe(base, code, fn, spec.args, spec.repr_limit, flt)
+        extra.flt_text = spec.filter or None
+        primary.extras.append(extra)
+        self._refresh(code, primary)
+        inst.probes[code] = extra
+
+    def _refresh(self, code, probe: Probe) -> None:
+        """The probe's outputs changed: the record the C paths read is made again (its fast flag)."""
+        if MONITORING:
+            _MONITOR.add(probe)
+        elif code in _MONITOR.probes:  # 3.11, the frame-evaluation hook
+            _MONITOR.records[code] = rec = probe.record()
+            _C.set_record(code, rec)
+        else:  # 3.11 trampolines: the record is a constant of the trampoline code
+            owner = self.installed[self.owner[code]]
+            for i, (fn, orig) in enumerate(owner.swapped):
+                if orig is code:
+                    _restore(fn, orig)
+                    owner.swapped[i] = (fn, _swap_in(fn, probe))
+
     def _remove(self, inst: _Installed) -> None:
         spec = inst.spec
         if spec.module == "*":
@@ -854,16 +1000,27 @@ class ProbeSet:
                 self.whole.stop()
                 self.whole = None
             return
+        owned = {code for code in inst.probes if self.owner.get(code) == spec.key()}
+        for code, probe in inst.probes.items():  # this spec's extra outputs on other specs' probes
+            if code not in owned:
+                primary = self._primary(code)
+                if primary is not None and probe in primary.extras:
+                    primary.extras.remove(probe)
+                    self._refresh(code, primary)
+        for code in owned:  # the extras of the probes that go: their specs install them again (apply)
+            for other in self.installed.values():
+                if other is not inst and code in other.probes:
+                    del other.probes[code]
         if MONITORING:
-            for code in inst.probes:
+            for code in owned:
                 _MONITOR.remove(code)
         else:
-            for code in inst.probes:
+            for code in owned:
                 if code in _MONITOR.probes:  # probed through the frame-evaluation hook
                     _MONITOR.remove(code)
             for fn, code in inst.swapped:
                 _restore(fn, code)
-        for code in inst.probes:
+        for code in owned:
             self.owner.pop(code, None)
         inst.probes.clear()
         inst.swapped.clear()
@@ -873,8 +1030,14 @@ class ProbeSet:
     def pending_modules(self) -> set[str]:
         return {i.spec.module for i in self.installed.values() if i.state == "pending" and i.spec.module != "*"}
 
+    def watched_modules(self) -> set[str]:
+        """Modules whose (re-)execution is watched: those with pending probes, and those probed already
+        (``importlib.reload`` makes new functions, which the probe must reach too)."""
+        return {i.spec.module for i in self.installed.values()
+                if i.state in ("pending", "installed") and i.spec.module != "*"}
+
     def _hook_imports(self) -> None:
-        if self.pending_modules() and not self._hooked:
+        if self.watched_modules() and not self._hooked:
             sys.meta_path.insert(0, _ImportWatcher(self))
             self._hooked = True
             # A module imported between the first look and the watcher's arrival.
@@ -897,13 +1060,21 @@ class ProbeSet:
     def imported(self, name: str) -> None:
         """After the module ``name`` executed (in the importing thread, its import not finished yet)."""
         with self.lock:
-            for inst in list(self.installed.values()):
-                if inst.state == "pending" and inst.spec.module == name:
-                    self._try_install(inst, from_hook=True)
+            insts = [i for i in self.installed.values()
+                     if i.state in ("pending", "installed") and i.spec.module == name]
+            # A reload (``importlib.reload``): the module's functions are new objects with new code objects,
+            # equal to the old ones by value (the probes' tables compare code objects by value): the probes
+            # go from the old ones and are put on the new ones.
+            for inst in insts:
+                if inst.state == "installed":
+                    self._remove(inst)
+            for inst in insts:
+                self._try_install(inst, from_hook=True)
 
 
 class _ImportWatcher:
-    """A meta path finder that only watches: after a module with pending probes executes, probe it."""
+    """A meta path finder that only watches: after a module with pending probes executes (or one with
+    probes is reloaded), probe it."""
 
     def __init__(self, probes: ProbeSet):
         self.probes = probes
@@ -914,7 +1085,7 @@ class _ImportWatcher:
             return None
         if self.probes.half_imported:
             self.probes.look_again()
-        if name not in self.probes.pending_modules():
+        if name not in self.probes.watched_modules():
             return None
         self.busy.on = True
         try:
@@ -932,7 +1103,8 @@ class _ImportWatcher:
             return None
         finally:
             self.busy.on = False
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module") \
+                or isinstance(spec.loader, _WatchedLoader):  # a reload of a module watched before
             return spec
         spec.loader = _WatchedLoader(spec.loader, self.probes)
         return spec
@@ -989,8 +1161,21 @@ class WholeProgram:
         self.next = 1
         self.id_objects: list[int] = [0]  # n -> base | n, made once (the C hooks record these objects)
         self.base = (os.getpid() & 0xFFFFFFFF) << 32
-        self.lock = threading.Lock()
+        self.lock = forksafe.Lock()
         self.own = (os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep)
+
+    def _after_fork(self) -> None:
+        """In a forked child: ids of its own (``pid << 32 | n``). The parent's ids, kept, would be given to
+        other functions by both processes from the same counter: one id, two names in one trace."""
+        self.base = (os.getpid() & 0xFFFFFFFF) << 32
+        self.ids = {}
+        self.infos = []
+        self.next = 1
+        self.id_objects = [0]
+        if self._by_eval_hook():
+            self.attach_hooks(_MONITOR.hooks)  # a new generation: every function is new to the child
+        elif MONITORING and _MONITOR.tool is not None:
+            sys.monitoring.restart_events()  # what the parent's ids disabled is seen again
 
     def _new_id(self, code: types.CodeType, module: str) -> int:
         """The function's number in this process (0: not traced: excluded, or ust's own code)."""
@@ -1084,6 +1269,8 @@ class WholeProgram:
         return _MONITOR.hooks is not None and hasattr(_MONITOR.hooks, "eval_hook")
 
     def start(self) -> None:
+        global _RUNNING
+        _RUNNING = self
         # The frame-evaluation function first (every thread at once; on 3.12/3.13 cheaper than global
         # sys.monitoring events: docs/probes.md); sys.monitoring without it (another build, 3.14+).
         if self._by_eval_hook():
@@ -1097,6 +1284,9 @@ class WholeProgram:
             sys.setprofile(self._profile)
 
     def stop(self) -> None:
+        global _RUNNING
+        if _RUNNING is self:
+            _RUNNING = None
         if self._by_eval_hook():
             _MONITOR.hooks.eval_hook(False)
             _MONITOR.hooks.set_whole(0)
@@ -1105,6 +1295,17 @@ class WholeProgram:
         else:
             threading.setprofile(None)
             sys.setprofile(None)
+
+
+_RUNNING: WholeProgram | None = None  # the tracer started last (one runs at a time)
+
+
+def _whole_after_fork() -> None:
+    if _RUNNING is not None:
+        _RUNNING._after_fork()
+
+
+forksafe.after_in_child(_whole_after_fork)
 
 
 # ---------------------------------------------------------------------------

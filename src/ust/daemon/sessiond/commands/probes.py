@@ -39,6 +39,10 @@ def enable_probe(daemon, s: Session, targets: list[str], event: str | None = Non
     if filter is not None:
         check_filter(filter)
     ch = s.channel(channel)
+    # What a refusal puts back: the probes this command replaces (one per target and channel) and the
+    # rules it adds or enables. Bad input loses nothing.
+    probes_before = list(s.probes)
+    rules_before = [(r, r.enabled) for r in s.rules]
     added = []
     for t in targets:
         patterns = probes.rule_patterns(t, event)
@@ -52,7 +56,12 @@ def enable_probe(daemon, s: Session, targets: list[str], event: str | None = Non
     sync.sync_session(daemon, s)
     refused = probes.sync(daemon, targets=set(targets), held=s)
     if refused:
-        disable_probe(daemon, s, targets, ch.name)
+        s.probes[:] = probes_before
+        s.rules[:] = [r for r, _ in rules_before]
+        for r, enabled in rules_before:
+            r.enabled = enabled
+        probes.sync(daemon, held=s)
+        sync.sync_session(daemon, s)
         raise SessionError(refused[0])
     return {"probes": added}
 
