@@ -568,6 +568,21 @@ class Relay:
         with self.cond:
             traces = [t for p, t in session.traces.items() if of_chunk(p)]
             streams = [st for st in session.streams.values() if st.trace in traces]
+            # A stream of the chunk its sender did not add again when it took the session over
+            # (_take_over) was its previous connection's: that connection is gone (shut down), so
+            # nothing more will come for it; it ends here with what it has, as lttng-relayd ends
+            # the streams of a consumer connection that died, rather than being waited for.
+            orphans = [st for st in streams if st.generation < session.generation and not st.closed]
+            for st in orphans:
+                st.closed = True
+                st.close_at = None
+            if orphans:
+                self.cond.notify_all()
+        if orphans:
+            self._finish(session)
+            _log(f"session {session.hostname}/{session.name} ({session.id}): {len(orphans)} stream(s) of "
+                 f"chunk {chunk or '(first)'} its sender did not resume ended with what they have")
+        with self.cond:
             if not self.cond.wait_for(lambda: all(st.complete for st in streams), timeout=ARCHIVE_WAIT):
                 raise OSError(errno.ETIMEDOUT, f"the packets of chunk {chunk or '(first)'} did not all arrive")
         dest = os.path.join(session.directory, "archives", archive)
