@@ -350,3 +350,50 @@ def test_a_replaced_consumer_resumes_the_same_relay_session(ust_env, relayd):
     assert values(read_events(session_dir(relayd, "s")), "app:alpha") == list(range(200))
     v.close()
     app.exit()
+
+
+@needs_babeltrace2
+def test_a_link_cut_at_a_rotations_switch_resumes_cleanly(ust_env, relayd, tmp_path):
+    """The consumer's link to the relay is cut (both ends see the connections end) at `ust rotate`'s
+    switch, just as the old chunk's first stream closes. The consumer closed the old streams while
+    disconnected and, reconnected, never told the relay: they stayed open there (babeltrace2 following
+    the session waited on them; the archive failed: "its relay did not archive the last one"). Now the
+    rotation completes over the resumed link, the session goes on in its new chunk, babeltrace2
+    follows it to its end, and the archives hold every event exactly once."""
+    from relay_util import CuttingProxy
+
+    env = ust_env
+    proxy = CuttingProxy(relayd)
+    try:
+        app = env.app()
+        env.wait_registered(app.pid)
+        env.ust("create", "cut", "-U", proxy.net_url, "--live")
+        env.ust("enable-event", "app:alpha")
+        env.ust("start")
+        app.send("emit app:alpha 100")
+        host = os.uname().nodename
+        wait_until(lambda: os.path.isdir(os.path.join(relayd.output, host)), what="the session on the relay")
+        bt2 = live_viewer(f"{relayd.live_url}/host/{host}/cut", tmp_path / "bt2.txt")
+        wait_until(lambda: (tmp_path / "bt2.txt").read_text().count("app:alpha") == 100, timeout=120,
+                   what="babeltrace2 printing the first events")
+        proxy.arm()
+        _, out, _ = env.ust("rotate")
+        assert proxy.cuts == 1
+        assert "is now readable on the relay host" in out, out
+        app.send("emit app:alpha 100 100")  # the new chunk, over the resumed link
+        wait_until(lambda: (tmp_path / "bt2.txt").read_text().count("app:alpha") == 200, timeout=120,
+                   what="babeltrace2 printing the events written after the cut rotation")
+        env.ust("stop")
+        env.ust("destroy")
+        err = bt2.communicate(timeout=300)[1]
+        assert bt2.returncode == 0, err
+        copy = session_dir(relayd, "cut")
+        archives = sorted(os.listdir(os.path.join(copy, "archives")), key=lambda a: int(a.rsplit("-", 1)[1]))
+        assert len(archives) == 2  # the cut rotation's, then stop's
+        got = [values(read_events(os.path.join(copy, "archives", a)), "app:alpha") for a in archives]
+        assert got == [list(range(100)), list(range(100, 200))]
+        assert sorted(int(v) for v in re.findall(r"\bv = (\d+)", (tmp_path / "bt2.txt").read_text())) == \
+            list(range(200))
+        app.exit()
+    finally:
+        proxy.close()
