@@ -101,9 +101,13 @@ def live_viewer(url: str, out_path, end_when_gone: bool = True) -> subprocess.Po
     return subprocess.Popen(args, stdout=open(out_path, "w"), stderr=subprocess.PIPE, text=True)
 
 
-def files_of(root) -> dict[str, bytes]:
+def files_of(root, indexes: bool = True) -> dict[str, bytes]:
+    """Every file under ``root`` by its relative path (``indexes=False``: not the packet indexes,
+    ``index/*.idx``, which the relay writes and an embedded session's trace has not)."""
     out = {}
     for directory, _dirs, files in os.walk(root):
+        if not indexes and os.path.basename(directory) == "index":
+            continue
         for f in files:
             p = os.path.join(directory, f)
             with open(p, "rb") as fh:

@@ -397,3 +397,54 @@ def test_a_link_cut_at_a_rotations_switch_resumes_cleanly(ust_env, relayd, tmp_p
         app.exit()
     finally:
         proxy.close()
+
+
+@needs_babeltrace2
+def test_local_and_relay_traces_carry_lttng_packet_indexes(ust_env, relayd, tmp_path):
+    """As lttng-consumerd and lttng-relayd, the consumer daemon (local traces) and the relay write
+    LTTng's packet index beside each stream file (index/<file>.idx), which babeltrace2 reads instead
+    of walking the packets: exactly the file's whole packets, also across a consumer SIGKILLed and
+    replaced mid-session (the new one rebuilds each index from the file it carries on in) and
+    tracefile rotation (one index per file, the oldest removed with its file). The indexes do not
+    change what is read."""
+    import shutil
+    import signal
+
+    from conftest import assert_packet_indexes
+
+    env = ust_env
+    local, rotated = os.path.join(env.out, "local"), os.path.join(env.out, "rotated")
+    env.ust("create", "loc", "-o", local)
+    env.ust("create", "rot", "-o", rotated)
+    env.ust("create", "net", "-U", relayd.net_url, "--live")
+    for s in ("loc", "net"):
+        env.ust("enable-channel", "c", "-s", s, "--subbuf-size", "4k", "--num-subbuf", "16")
+    env.ust("enable-channel", "c", "-s", "rot", "--subbuf-size", "4k", "--num-subbuf", "16",
+            "--tracefile-size", "16k", "--tracefile-count", "3")
+    for s in ("loc", "rot", "net"):
+        env.ust("enable-event", "app:alpha", "-c", "c", "-s", s)
+    app = env.app()
+    env.wait_registered(app.pid)
+    for s in ("loc", "rot", "net"):
+        env.ust("start", s)
+    app.send("emit app:alpha 1500")
+    c = env.client()
+    old = c.ping()["consumer_pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: (c.ping()["consumer_pid"] or 0) not in (0, old), timeout=120, what="a new consumer")
+    app.send("emit app:alpha 1500 1500")
+    for s in ("loc", "rot", "net"):
+        env.ust("stop", s)
+        env.ust("destroy", s)
+    app.exit()
+    relayd.stop()
+    copy = session_dir(relayd, "net")
+    assert assert_packet_indexes(local) >= 1
+    assert assert_packet_indexes(copy) >= 1
+    assert assert_packet_indexes(rotated) >= 3
+    for trace in (local, copy):
+        assert values(read_events(trace), "app:alpha") == list(range(3000))
+        bare = tmp_path / os.path.basename(trace)
+        shutil.copytree(trace, bare, ignore=shutil.ignore_patterns("index"))
+        assert subprocess.run(["babeltrace2", trace], capture_output=True, text=True, check=True).stdout == \
+            subprocess.run(["babeltrace2", str(bare)], capture_output=True, text=True, check=True).stdout

@@ -30,6 +30,7 @@ import threading
 import time
 
 from ust.consumer.output import StreamFile
+from ust.ctf.index import DIRECTORY as INDEX_DIRECTORY
 from ust.ctf.writer import (PACKET_HEADER_SIZE, PacketIndex, TraceDirError, make_trace_dir, new_trace_dir,
                             open_new_file, time_stamp, write_metadata)
 from ust.daemon import paths
@@ -522,8 +523,8 @@ class Relay:
             trace = Trace(next(self.ids), path, directory)
         if kind == wire.KIND_METADATA:
             name = "metadata"
-        elif name == "metadata":
-            raise wire.WireError("a data stream cannot be named metadata")
+        elif name in ("metadata", INDEX_DIRECTORY):  # (index/: the streams' packet indexes)
+            raise wire.WireError(f"a data stream cannot be named {name}")
         if any(s.trace is trace and s.name == name for s in session.streams.values()):
             raise wire.WireError(f"{path}/{name} already exists")
         stream = Stream(next(self.ids), session, trace, handle, kind, stream_class, name)
@@ -932,7 +933,7 @@ class Viewer:
 
 def _open_stream_files(stream: Stream, truncate: bool) -> None:
     """Open a data stream's file (``truncate``: a new one; else carry on after its last whole packet)."""
-    stream.file = StreamFile(stream.trace.directory, stream.name, truncate=truncate)
+    stream.file = StreamFile(stream.trace.directory, stream.name, truncate=truncate, indexed=True)
     stream.committed = stream.file.written
     # splice() refuses an O_APPEND file: a second description of the same
     # file (no path lookup), written at explicit offsets
