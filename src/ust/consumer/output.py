@@ -250,6 +250,11 @@ class StreamFile(StreamOutput):
                 os.fsync(self.fd)
             except OSError as exc:
                 self.write_failed(exc.errno or 0)
+        if self.index_file is not None:
+            try:
+                self.index_file.sync()
+            except OSError as exc:
+                self._index_failed(exc)
 
     def release_fd(self) -> int:
         """Hand the descriptor over (to the C core's drain at exit): this object no longer closes it.

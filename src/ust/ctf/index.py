@@ -24,7 +24,7 @@ import os
 import struct
 from typing import NamedTuple
 
-from ust.ctf.writer import PACKET_HEADER_SIZE, PacketIndex, make_trace_dir, open_new_file, packet_spans
+from ust.ctf.writer import PACKET_HEADER_SIZE, PacketIndex, make_trace_dir, open_new_file
 
 MAGIC = 0xC1F1DCC1
 MAJOR = 1
@@ -88,13 +88,19 @@ class IndexFile:
     def appended(self, start: int, end: int) -> None:
         """Index the whole packets the stream file holds between ``start`` (where a packet
         begins) and ``end`` (what was just appended), read back from it."""
-        if end <= start:
-            return
         out = []
-        for offset, _ in packet_spans(self.stream_fd, end, start):
-            out.append(entry(offset, PacketIndex.of(os.pread(self.stream_fd, PACKET_HEADER_SIZE, offset))))
+        pos = start
+        while pos + PACKET_HEADER_SIZE <= end:  # one read a packet: its header says its size
+            index = PacketIndex.of(os.pread(self.stream_fd, PACKET_HEADER_SIZE, pos))
+            if index.packet_size < PACKET_HEADER_SIZE or pos + index.packet_size > end:
+                break  # (not a whole packet: none is indexed past it)
+            out.append(entry(pos, index))
+            pos += index.packet_size
         if out:
             self._write(b"".join(out))
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)

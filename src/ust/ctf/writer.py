@@ -183,11 +183,10 @@ class PacketIndex(NamedTuple):
         return cls(stream_id, instance, ts_begin, ts_end, content_bits // 8, packet_bits // 8, seq, discarded, cpu)
 
 
-def packet_spans(fd: int, size: int, start: int = 0):
+def packet_spans(fd: int, size: int):
     """(offset, length) of each whole packet at the start of a stream file of
-    ``size`` bytes (from ``start``, where a packet begins), stopping at the
-    first cut or invalid one."""
-    pos = start
+    ``size`` bytes, stopping at the first cut or invalid one."""
+    pos = 0
     while pos + _PACKET_PREFIX.size <= size:
         fields = _PACKET_PREFIX.unpack(os.pread(fd, _PACKET_PREFIX.size, pos))
         length = fields[7] // 8
