@@ -150,12 +150,18 @@ INLINE _Atomic uint64_t *announce_opening(BufferObject *b, struct ust_writer *me
 }
 
 /* A writer without a writers[] entry: a free overflow entry takes its owner
- * word (relaxed: announce_opening's fence orders it), and, when none is free,
- * one whose writer died (it cannot be in its window any more: the reader
- * ignores it already). The reader tells a dead announcer there, as in
- * writers[], so a writer killed in its window does not stop the stream's
- * beacons. Only when all are held by live writers at once does it fall back
- * to the shared count, which such a writer's death leaves raised. */
+ * word, and, when none is free, one whose writer died (it cannot be in its
+ * window any more: the reader ignores it already). The reader tells a dead
+ * announcer there, as in writers[], so a writer killed in its window does not
+ * stop the stream's beacons. Only when all are held by live writers at once
+ * does it fall back to the shared count, which such a writer's death leaves
+ * raised.
+ *
+ * Orderings: the claim needs nothing before the clock but announce_opening's
+ * fence. It is an acquire, because entries are shared: a reader that reads
+ * our withdrawal (release) must also see the CAS on write_offset of the
+ * writer whose withdrawal our claim read, as it would have by reading that
+ * withdrawal itself; the acquire chains that writer's CAS before our release. */
 SLOW _Atomic uint64_t *announce_unregistered(BufferObject *b)
 {
     _Atomic uint64_t *slots = b->h->overflow_openers;
@@ -164,7 +170,7 @@ SLOW _Atomic uint64_t *announce_unregistered(BufferObject *b)
         for (int i = 0; i < UST_MAX_OVERFLOW_OPENERS; i++) {
             uint64_t cur = LOAD_RELAXED(&slots[i]);
             if ((cur == 0 || (pass == 1 && process_dead(cur))) &&
-                atomic_compare_exchange_strong_explicit(&slots[i], &cur, me, memory_order_relaxed,
+                atomic_compare_exchange_strong_explicit(&slots[i], &cur, me, memory_order_acquire,
                                                         memory_order_relaxed))
                 return &slots[i];
         }
