@@ -128,6 +128,10 @@ def test_relay_killed_and_restarted(ust_env, relayd, tmp_path):
     assert 150 <= recorded < 20150  # before the crash, what the buffer kept, after the restart
     assert recorded + discarded == 20150  # every event is there or counted
     app.exit()
+    relayd.stop()
+    from conftest import assert_packet_indexes
+
+    assert assert_packet_indexes(session_dir(relayd, "s")) >= 1  # rebuilt by the restarted relay, then kept
 
 
 def _relay_text(root) -> str:
