@@ -214,7 +214,8 @@ class RelaySession:
                     return
                 except (OSError, wire.WireError) as exc:
                     self._broken(exc)
-            self.unacked_closes.append(handle)  # (its metadata kept: a restarted relay needs it again)
+            if handle not in self.unacked_closes:
+                self.unacked_closes.append(handle)  # (its metadata kept: a restarted relay needs it again)
 
     def destroy(self) -> None:
         with self.lock:
