@@ -43,6 +43,42 @@ def babeltrace2_text(trace: "str | os.PathLike", *args: str) -> tuple[str, str]:
     return r.stdout, r.stderr
 
 
+def assert_packet_indexes(root: "str | os.PathLike") -> int:
+    """Every stream file of every trace under ``root`` has LTTng's packet index
+    (``index/<file>.idx``) listing exactly its whole packets, as their headers say, and
+    babeltrace2 builds each stream's packet index from that file (it would say so and
+    walk the packets instead if it did not describe the whole file). Returns how many
+    stream files were checked."""
+    from ust.ctf.index import IndexEntry, index_path, read_index
+    from ust.ctf.writer import PACKET_HEADER_SIZE, PacketIndex, packet_spans
+
+    checked = nonempty = 0
+    for directory, _dirs, files in os.walk(root):
+        if "metadata" not in files:
+            continue
+        for name in files:
+            if name == "metadata" or name.startswith("."):
+                continue
+            path = os.path.join(directory, name)
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                expected = []
+                for offset, length in packet_spans(f.fileno(), size):
+                    i = PacketIndex.of(os.pread(f.fileno(), PACKET_HEADER_SIZE, offset))
+                    expected.append(IndexEntry(offset, 8 * length, 8 * i.content_size, i.timestamp_begin,
+                                               i.timestamp_end, i.events_discarded, i.stream_id,
+                                               i.stream_instance_id, i.packet_seq_num))
+            assert sum(e.packet_size // 8 for e in expected) == size, f"{path} does not end on a whole packet"
+            assert read_index(index_path(directory, name)) == expected, f"the index of {path} is not its packets'"
+            checked += 1
+            nonempty += size > 0
+    r = subprocess.run(["babeltrace2", "--log-level=I", str(root)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Invalid LTTng trace index" not in r.stderr and "Indexing stream file" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.count("Building index from .idx file of stream file") == nonempty, r.stderr[-2000:]
+    return checked
+
+
 def events_of(dump: list[dict], name: str | None = None) -> list[dict]:
     return [e for e in dump if "name" in e and (name is None or e["name"] == name)]
 

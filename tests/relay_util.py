@@ -101,9 +101,13 @@ def live_viewer(url: str, out_path, end_when_gone: bool = True) -> subprocess.Po
     return subprocess.Popen(args, stdout=open(out_path, "w"), stderr=subprocess.PIPE, text=True)
 
 
-def files_of(root) -> dict[str, bytes]:
+def files_of(root, indexes: bool = True) -> dict[str, bytes]:
+    """Every file under ``root`` by its relative path (``indexes=False``: not the packet indexes,
+    ``index/*.idx``, which the relay writes and an embedded session's trace has not)."""
     out = {}
     for directory, _dirs, files in os.walk(root):
+        if not indexes and os.path.basename(directory) == "index":
+            continue
         for f in files:
             p = os.path.join(directory, f)
             with open(p, "rb") as fh:
@@ -120,3 +124,104 @@ def attached_viewers(relay) -> int:
         return sum(s.clients for s in v.list_sessions())
     finally:
         v.close()
+
+
+class CuttingProxy:
+    """A TCP relay between consumers and a real ust-relayd (its control and data ports), which cuts
+    every connection it carries -- the consumer's and the relay's sides both see them end -- when,
+    armed, it sees a CLOSE_STREAM frame go to the relay, before passing it on: a link that breaks
+    at a rotation's switch. ``cuts`` counts the cuts; it disarms itself after each."""
+
+    def __init__(self, relay: "Relayd"):
+        import socket
+        import threading
+
+        from ust.relay import wire
+
+        self.wire = wire
+        self.relay = relay
+        self.lock = threading.Lock()
+        self.armed = False
+        self.cuts = 0
+        self.conns: list = []  # open now
+        self.every: list = []
+        self.listeners = []
+        self.ports = []
+        for target in (relay.control, relay.data):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.listen(16)
+            self.listeners.append(s)
+            self.ports.append(s.getsockname()[1])
+            threading.Thread(target=self._accept, args=(s, target, target == relay.control), daemon=True).start()
+
+    @property
+    def net_url(self) -> str:
+        return f"net://127.0.0.1:{self.ports[0]}:{self.ports[1]}"
+
+    def arm(self) -> None:
+        with self.lock:
+            self.armed = True
+
+    def _accept(self, listener, target: int, control: bool) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                down, _ = listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", target))
+            with self.lock:
+                self.conns += [down, up]
+                self.every += [down, up]
+            threading.Thread(target=self._pump, args=(down, up, control), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, down, False), daemon=True).start()
+
+    def _pump(self, src, dst, frames: bool) -> None:
+        """Copy src to dst; with ``frames`` (a control connection, consumer to relay), frame by frame."""
+        wire = self.wire
+        try:
+            while True:
+                if not frames:
+                    data = src.recv(1 << 16)
+                    if not data:
+                        break
+                    dst.sendall(data)
+                    continue
+                head = wire._recv_exact(src, wire.HEADER.size)
+                _magic, _version, msg_type, length = wire.HEADER.unpack(head)
+                body = wire._recv_exact(src, length)
+                with self.lock:
+                    cut = self.armed and msg_type == wire.CLOSE_STREAM
+                    if cut:
+                        self.armed = False
+                        self.cuts += 1
+                if cut:
+                    self.cut()
+                    return
+                dst.sendall(bytes(head) + bytes(body))
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(2)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(2)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for s in self.listeners:
+            s.close()
+        self.cut()
+        for s in self.every:
+            s.close()

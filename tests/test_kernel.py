@@ -988,6 +988,9 @@ def test_a_consumer_killed_under_a_flood_loses_nothing_uncounted(ust_env, tracef
     assert discarded > 0, err[:2000]  # the dead consumer's unwritten pages at least
     assert events + discarded == produced, (events, discarded, produced)
     ust_env.ust("destroy", name)
+    from conftest import assert_packet_indexes
+
+    assert assert_packet_indexes(os.path.join(ust_env.out, "kernel")) >= 1  # (rebuilt by the new consumer)
 
 
 @needs_bt2

@@ -792,6 +792,9 @@ def test_clear_empties_buffers_and_trace_files(ust_env, tmp_path):
     app.exit()
     assert values(read_events(out)) == list(range(100000, 100005))
     assert values(read_events(so.strip().removeprefix("Snapshot recorded in "))) == list(range(100000, 100005))
+    from conftest import assert_packet_indexes
+
+    assert assert_packet_indexes(out) >= 1  # the cleared files' indexes went with them; the new files have theirs
 
 
 @needs_bt

@@ -129,7 +129,7 @@ def test_relay_copy_is_byte_identical(relayd, local_trace, tmp_path):
     wait_until(lambda: not [s for s in LiveClient("127.0.0.1", relayd.live).list_sessions()],
                what="the session ended on the relay")
     relayd.stop()  # files synced and closed
-    copy = files_of(session_dir(relayd, "hostA"))
+    copy = files_of(session_dir(relayd, "hostA"), indexes=False)
     local = files_of(local_trace)
     assert copy.keys() == {k for k, v in local.items() if v}  # empty stream files are not streamed
     for name, data in copy.items():
@@ -160,7 +160,7 @@ def test_streams_spread_over_data_connections_arrive_whole(relayd, per_pid_trace
     wait_until(lambda: not [s for s in LiveClient("127.0.0.1", relayd.live).list_sessions()],
                what="the session ended on the relay")
     relayd.stop()
-    copy = files_of(session_dir(relayd, "hostS"))
+    copy = files_of(session_dir(relayd, "hostS"), indexes=False)
     local = files_of(per_pid_trace)
     assert copy.keys() == {k for k, v in local.items() if v}
     for name, data in copy.items():
@@ -506,7 +506,7 @@ def test_resumed_session_is_the_same_session_for_viewers(relayd, local_trace, tm
     local = subprocess.run(["babeltrace2", str(local_trace)], capture_output=True, text=True, check=True).stdout
     assert (tmp_path / "live.txt").read_text() == local
     copy = session_dir(relayd, "hostA")
-    assert {k: v for k, v in files_of(copy).items()} == {k: v for k, v in files_of(local_trace).items() if v}
+    assert {k: v for k, v in files_of(copy, indexes=False).items()} == {k: v for k, v in files_of(local_trace).items() if v}
 
 
 def test_a_sender_that_does_not_come_back_ends_its_session(tmp_path):
@@ -719,3 +719,102 @@ def test_a_rotation_reconnects_at_once_a_link_that_broke_a_moment_ago(relayd):
     assert [s.id for s in v.list_sessions() if s.name == "again"] == sessions  # resumed, not a new one
     v.close()
     trace.close()
+
+
+def _break_link(link):
+    """The link's connections cut from the consumer's side (the relay sees them end, as when a
+    network or a relay drops them): what the consumer sends next fails."""
+    import socket
+
+    for s in (link.client.control, *link.client.data_links):
+        s.shutdown(socket.SHUT_RDWR)
+
+
+def test_a_link_broken_during_a_rotations_switch_ends_the_old_streams_on_the_relay(relayd, tmp_path):
+    """The link breaks inside Trace.switch_output, after the old chunk's last packet, before its
+    close. The consumer closed its old streams while disconnected and, reconnected, told the relay
+    only its open streams: the old chunk's streams stayed open on the relay for good (a viewer got
+    RETRY/INACTIVE forever on them and could not go past their last beacon; the archive waited 25 s
+    for them and failed). Now a reconnected link tells the relay the closes it missed (the stream
+    added again, its kept packets sent again, then closed), and the rotation's archive reconnects at
+    once: the viewer sees the old stream end, the chunk is archived whole."""
+    import ust
+    from ust._ring import Channel
+    from ust.relay.output import RelayStreamOutput, RelayTraceOutput
+
+    trace, ch, buf, v, data = _streamed_trace(relayd, "cut")
+    link = trace.output.link
+
+    class CutBeforeClose(RelayStreamOutput):  # the real output; the link breaks before the close is sent
+        def close(self):
+            _break_link(self.link)
+            super().close()
+
+    old = ch.outputs[0]
+    old.__class__ = CutBeforeClose
+    tp = ust.tracepoint("relay:cut", {"v": ust.uint32})
+    channel = Channel([buf])
+    tp.attach(channel, 0)
+    tp(7)  # the old chunk's last packet: sent by the switch, then the link breaks
+    trace.switch_output(RelayTraceOutput(link, "chunk-1/ust/uid/0/64-bit"))
+    archive = link.archive_chunk("", "first")  # as the consumer's rotate does: at once, not in a second
+    assert link.connections == 2
+    statuses = []
+
+    def old_stream_ended():
+        i = v.next_index(data)
+        statuses.append(i["status"])
+        return i["status"] == va.INDEX_HUP
+
+    wait_until(old_stream_ended, timeout=60, what="the old chunk's stream ending for the viewer")
+    assert va.INDEX_OK in statuses  # (its packet was read first)
+    archived = os.path.join(archive, "ust", "uid", "0", "64-bit", old.name)
+    assert old.packets >= 1 and os.path.getsize(archived) == old.bytes_written  # every packet it sent
+    tp(8)  # the new chunk goes on over the resumed link
+    tp.detach(channel)
+    trace.flush(sync=False)
+    v.close()
+    trace.close()
+
+
+def test_streams_a_resuming_sender_does_not_add_again_end_at_the_archive(relayd, local_trace):
+    """The relay's side of a link lost during a rotation: a sender (a consumer replaced, or one of an
+    earlier version) takes its session over (RESUME) without adding again a stream of the finished
+    chunk that its lost connection had open. Nothing can write that stream any more (the old
+    connections were shut down at the take-over), but the relay kept it open: the archive waited 25 s
+    for it and failed, a viewer got RETRY/INACTIVE on it for good. It now ends at the archive with the
+    packets it has: the archive succeeds at once and the viewer sees the stream end."""
+    from ust.ctf.writer import packet_spans
+
+    [(_, directory, names)] = trace_streams(local_trace)
+    name = next(n for n in names if os.path.getsize(os.path.join(directory, n)))
+
+    with open(os.path.join(directory, name), "rb") as f:
+        offset, length = next(iter(packet_spans(f.fileno(), os.fstat(f.fileno()).st_size)))
+        f.seek(offset)
+        packet = f.read(length)
+    with open(os.path.join(directory, "metadata"), "rb") as f:
+        metadata = f.read()
+    identity = os.urandom(wire.IDENTITY_SIZE)
+    first = relayd.client()
+    sid = first.create_session("orphan", "hostA", live_timer_us=100000, identity=identity)
+    first.add_stream(1, 0, "ust", "metadata", metadata=True)
+    first.send_metadata(1, metadata)
+    first.add_stream(2, wire.packet_index(packet).stream_id, "ust", name)
+    first.send_packet(2, packet)
+    v = LiveClient("127.0.0.1", relayd.live)
+    v.create_session()
+    _, streams = v.attach(sid)
+    [data] = [s.id for s in streams if not s.metadata]
+    wait_until(lambda: v.next_index(data)["status"] == va.INDEX_OK, what="the packet on the relay")
+    first.close()  # the link is lost with the stream open
+    second = relayd.client()
+    assert second.create_session("orphan", "hostA", live_timer_us=100000, identity=identity, resume=True) == sid
+    second.add_stream(3, 0, "chunk-1/ust", "metadata", metadata=True)  # the new chunk only
+    second.send_metadata(3, metadata)
+    archive = second.archive_chunk("", "first", timeout=60)
+    assert wait_until(lambda: v.next_index(data)["status"] == va.INDEX_HUP, what="the stream's end")
+    assert os.path.getsize(os.path.join(archive, "ust", name)) == len(packet)
+    second.destroy()
+    second.close()
+    v.close()

@@ -128,6 +128,10 @@ def test_relay_killed_and_restarted(ust_env, relayd, tmp_path):
     assert 150 <= recorded < 20150  # before the crash, what the buffer kept, after the restart
     assert recorded + discarded == 20150  # every event is there or counted
     app.exit()
+    relayd.stop()
+    from conftest import assert_packet_indexes
+
+    assert assert_packet_indexes(session_dir(relayd, "s")) >= 1  # rebuilt by the restarted relay, then kept
 
 
 def _relay_text(root) -> str:
@@ -350,3 +354,101 @@ def test_a_replaced_consumer_resumes_the_same_relay_session(ust_env, relayd):
     assert values(read_events(session_dir(relayd, "s")), "app:alpha") == list(range(200))
     v.close()
     app.exit()
+
+
+@needs_babeltrace2
+def test_a_link_cut_at_a_rotations_switch_resumes_cleanly(ust_env, relayd, tmp_path):
+    """The consumer's link to the relay is cut (both ends see the connections end) at `ust rotate`'s
+    switch, just as the old chunk's first stream closes. The consumer closed the old streams while
+    disconnected and, reconnected, never told the relay: they stayed open there (babeltrace2 following
+    the session waited on them; the archive failed: "its relay did not archive the last one"). Now the
+    rotation completes over the resumed link, the session goes on in its new chunk, babeltrace2
+    follows it to its end, and the archives hold every event exactly once."""
+    from relay_util import CuttingProxy
+
+    env = ust_env
+    proxy = CuttingProxy(relayd)
+    try:
+        app = env.app()
+        env.wait_registered(app.pid)
+        env.ust("create", "cut", "-U", proxy.net_url, "--live")
+        env.ust("enable-event", "app:alpha")
+        env.ust("start")
+        app.send("emit app:alpha 100")
+        host = os.uname().nodename
+        wait_until(lambda: os.path.isdir(os.path.join(relayd.output, host)), what="the session on the relay")
+        bt2 = live_viewer(f"{relayd.live_url}/host/{host}/cut", tmp_path / "bt2.txt")
+        wait_until(lambda: (tmp_path / "bt2.txt").read_text().count("app:alpha") == 100, timeout=120,
+                   what="babeltrace2 printing the first events")
+        proxy.arm()
+        _, out, _ = env.ust("rotate")
+        assert proxy.cuts == 1
+        assert "is now readable on the relay host" in out, out
+        app.send("emit app:alpha 100 100")  # the new chunk, over the resumed link
+        wait_until(lambda: (tmp_path / "bt2.txt").read_text().count("app:alpha") == 200, timeout=120,
+                   what="babeltrace2 printing the events written after the cut rotation")
+        env.ust("stop")
+        env.ust("destroy")
+        err = bt2.communicate(timeout=300)[1]
+        assert bt2.returncode == 0, err
+        copy = session_dir(relayd, "cut")
+        archives = sorted(os.listdir(os.path.join(copy, "archives")), key=lambda a: int(a.rsplit("-", 1)[1]))
+        assert len(archives) == 2  # the cut rotation's, then stop's
+        got = [values(read_events(os.path.join(copy, "archives", a)), "app:alpha") for a in archives]
+        assert got == [list(range(100)), list(range(100, 200))]
+        assert sorted(int(v) for v in re.findall(r"\bv = (\d+)", (tmp_path / "bt2.txt").read_text())) == \
+            list(range(200))
+        app.exit()
+    finally:
+        proxy.close()
+
+
+@needs_babeltrace2
+def test_local_and_relay_traces_carry_lttng_packet_indexes(ust_env, relayd, tmp_path):
+    """As lttng-consumerd and lttng-relayd, the consumer daemon (local traces) and the relay write
+    LTTng's packet index beside each stream file (index/<file>.idx), which babeltrace2 reads instead
+    of walking the packets: exactly the file's whole packets, also across a consumer SIGKILLed and
+    replaced mid-session (the new one rebuilds each index from the file it carries on in) and
+    tracefile rotation (one index per file, the oldest removed with its file). The indexes do not
+    change what is read."""
+    import shutil
+    import signal
+
+    from conftest import assert_packet_indexes
+
+    env = ust_env
+    local, rotated = os.path.join(env.out, "local"), os.path.join(env.out, "rotated")
+    env.ust("create", "loc", "-o", local)
+    env.ust("create", "rot", "-o", rotated)
+    env.ust("create", "net", "-U", relayd.net_url, "--live")
+    for s in ("loc", "net"):
+        env.ust("enable-channel", "c", "-s", s, "--subbuf-size", "4k", "--num-subbuf", "16")
+    env.ust("enable-channel", "c", "-s", "rot", "--subbuf-size", "4k", "--num-subbuf", "16",
+            "--tracefile-size", "16k", "--tracefile-count", "3")
+    for s in ("loc", "rot", "net"):
+        env.ust("enable-event", "app:alpha", "-c", "c", "-s", s)
+    app = env.app()
+    env.wait_registered(app.pid)
+    for s in ("loc", "rot", "net"):
+        env.ust("start", s)
+    app.send("emit app:alpha 1500")
+    c = env.client()
+    old = c.ping()["consumer_pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: (c.ping()["consumer_pid"] or 0) not in (0, old), timeout=120, what="a new consumer")
+    app.send("emit app:alpha 1500 1500")
+    for s in ("loc", "rot", "net"):
+        env.ust("stop", s)
+        env.ust("destroy", s)
+    app.exit()
+    relayd.stop()
+    copy = session_dir(relayd, "net")
+    assert assert_packet_indexes(local) >= 1
+    assert assert_packet_indexes(copy) >= 1
+    assert assert_packet_indexes(rotated) >= 3
+    for trace in (local, copy):
+        assert values(read_events(trace), "app:alpha") == list(range(3000))
+        bare = tmp_path / os.path.basename(trace)
+        shutil.copytree(trace, bare, ignore=shutil.ignore_patterns("index"))
+        assert subprocess.run(["babeltrace2", trace], capture_output=True, text=True, check=True).stdout == \
+            subprocess.run(["babeltrace2", str(bare)], capture_output=True, text=True, check=True).stdout

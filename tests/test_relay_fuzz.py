@@ -66,7 +66,7 @@ def test_hostile_names_write_nothing_outside(relayd, tmp_path):
             status, text = call(s, wire.create_session(name, host, 1, 1))
             assert status == wire.STATUS_ERROR and text, (name, host)
             s.close()
-    cases = [(p, "c_0") for p in HOSTILE_PATHS] + [("ust", f) for f in ("..", "a/b", ".x", "", "metadata")]
+    cases = [(p, "c_0") for p in HOSTILE_PATHS] + [("ust", f) for f in ("..", "a/b", ".x", "", "metadata", "index")]
     for path, file_name in cases:
         s = socket.create_connection(("127.0.0.1", relayd.control))
         status, sid, _ = call3(s, wire.create_session("ok", "h", 1, 1))

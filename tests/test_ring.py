@@ -541,3 +541,65 @@ def test_quiet_until_gives_a_beacon_time_only_when_no_event_older_can_still_come
     assert values_in(packet) == [0, 1, 2]
     t = buf.quiet_until()
     assert t >= header(packet)["ts_end"]
+
+
+# 64 processes (UST_MAX_WRITERS) that each write one event into the buffer whose descriptor they are
+# given, so that each holds a writer-table entry, then wait, alive, until their stdin closes.
+TABLE_FILLERS = r"""
+import os, sys, ust
+from ust._ring import Buffer, Channel
+tp = ust.tracepoint("ring:u32", {"v": ust.uint32})
+tp.attach(Channel([Buffer.attach(int(sys.argv[1]))]), 0)
+done_r, done_w = os.pipe()
+kids = []
+for k in range(int(sys.argv[2])):
+    pid = os.fork()
+    if pid == 0:
+        os.close(done_r)
+        tp(k)
+        os.write(done_w, b"x")
+        sys.stdin.read()
+        os._exit(0)
+    kids.append(pid)
+os.close(done_w)
+got = 0
+while got < len(kids):
+    got += len(os.read(done_r, 64))
+print("ready", flush=True)
+sys.stdin.read()
+for pid in kids:
+    os.waitpid(pid, 0)
+"""
+
+
+def test_a_writer_without_a_table_entry_killed_while_opening_a_packet_does_not_stop_beacons():
+    """The live barrier for a writer without a writer-table entry (64 other processes hold them all):
+    it announced its opening window in a shared count, which its death inside the window left raised
+    for good, so its stream never had a beacon again (a live viewer waited on it until its next
+    packet, maybe forever). It now announces by its owner word in an overflow entry, and the reader
+    tells it is dead as for a table entry: no beacon while it lives there (stopped), beacons again
+    once it is dead."""
+    import signal
+
+    buf, _ = make(4096, 4)
+    fillers = subprocess.Popen([sys.executable, "-c", TABLE_FILLERS, str(buf.fd), "64"], pass_fds=[buf.fd],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert fillers.stdout.readline().strip() == "ready"
+        buf.flush()
+        assert sorted(v for pk in take_all(buf) for v in values_in(pk)) == list(range(64))
+        assert buf.quiet_until() > 0  # idle, nobody opening
+        p = _paused_writer(buf, 3, "1:0:opening")  # the 65th writer: stopped inside its window
+        _, status = os.waitpid(p.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status)
+        assert buf.quiet_until() == 0  # alive, it may still reserve with the time it read: no beacon
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=120)
+        p.stderr.close()
+        assert buf.quiet_until() > 0, "the stream has no beacon any more"
+        assert buf.quiet_until() > 0  # (and its overflow entry was freed for the next)
+    finally:
+        fillers.stdin.close()
+        fillers.wait(timeout=120)
+        fillers.stdout.close()
+    assert buf.counters()["lost_full"] == 0

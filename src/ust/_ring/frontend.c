@@ -123,28 +123,67 @@ SLOW void register_writer(BufferObject *b, uint64_t generation)
 /* The live barrier, writer side. A writer about to open a packet at a packet
  * boundary (write_offset on a boundary: every packet closed, the stream
  * possibly idle) says so before it reads its clock, in its writers[] entry
- * (or, without one, in a shared count), and keeps saying so until its CAS on
+ * (or, without one, in an overflow_openers[] entry holding its owner word, or
+ * as a last resort in a shared count), and keeps saying so until its CAS on
  * write_offset is done. The seq_cst fence after the store pairs with the one
  * ring_quiet_until() makes between reading its clock and reading these: either
  * the reader sees the announcement (and gives no beacon), or this writer's
  * clock is read after the reader's fence, hence after the beacon's time. The
  * fast path never opens a packet, so it pays nothing; the slow path pays one
- * fence per packet opened at a boundary, i.e. per flush. */
-INLINE void announce_opening(BufferObject *b, struct ust_writer *me)
+ * fence per packet opened at a boundary, i.e. per flush.
+ *
+ * Returns where the announcement is, for opening_done(): the writer's
+ * `opening` word or its overflow entry, or NULL for the shared count. */
+SLOW _Atomic uint64_t *announce_unregistered(BufferObject *b);
+
+INLINE _Atomic uint64_t *announce_opening(BufferObject *b, struct ust_writer *me)
 {
-    if (LIKELY(me != NULL))
-        STORE_RELAXED(&me->opening, 1);
-    else
-        atomic_fetch_add_explicit(&b->h->unregistered_openers, 1, memory_order_relaxed);
+    _Atomic uint64_t *at;
+    if (LIKELY(me != NULL)) {
+        at = &me->opening;
+        STORE_RELAXED(at, 1);
+    } else {
+        at = announce_unregistered(b);
+    }
     atomic_thread_fence(memory_order_seq_cst);
+    return at;
+}
+
+/* A writer without a writers[] entry: a free overflow entry takes its owner
+ * word, and, when none is free, one whose writer died (it cannot be in its
+ * window any more: the reader ignores it already). The reader tells a dead
+ * announcer there, as in writers[], so a writer killed in its window does not
+ * stop the stream's beacons. Only when all are held by live writers at once
+ * does it fall back to the shared count, which such a writer's death leaves
+ * raised.
+ *
+ * Orderings: the claim needs nothing before the clock but announce_opening's
+ * fence. It is an acquire, because entries are shared: a reader that reads
+ * our withdrawal (release) must also see the CAS on write_offset of the
+ * writer whose withdrawal our claim read, as it would have by reading that
+ * withdrawal itself; the acquire chains that writer's CAS before our release. */
+SLOW _Atomic uint64_t *announce_unregistered(BufferObject *b)
+{
+    _Atomic uint64_t *slots = b->h->overflow_openers;
+    uint64_t me = self_owner();
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < UST_MAX_OVERFLOW_OPENERS; i++) {
+            uint64_t cur = LOAD_RELAXED(&slots[i]);
+            if ((cur == 0 || (pass == 1 && process_dead(cur))) &&
+                atomic_compare_exchange_strong_explicit(&slots[i], &cur, me, memory_order_acquire,
+                                                        memory_order_relaxed))
+                return &slots[i];
+        }
+    atomic_fetch_add_explicit(&b->h->unregistered_openers, 1, memory_order_relaxed);
+    return NULL;
 }
 
 /* The end of the window: release, so that a reader that reads this store
  * (acquire) also sees this writer's CAS on write_offset, if it made one. */
-INLINE void opening_done(BufferObject *b, struct ust_writer *me)
+INLINE void opening_done(BufferObject *b, _Atomic uint64_t *at)
 {
-    if (LIKELY(me != NULL))
-        STORE_RELEASE(&me->opening, 0);
+    if (LIKELY(at != NULL))
+        STORE_RELEASE(at, 0);
     else
         atomic_fetch_sub_explicit(&b->h->unregistered_openers, 1, memory_order_release);
 }
@@ -157,6 +196,7 @@ SLOW int ring_reserve_slow(BufferObject *b, uint64_t payload, uint32_t event_id,
     struct ust_shm_header *h = b->h;
     uint64_t old, begin, ts, in_sb, need, hdr, lost = 0;
     int new_packet, close_old, extended, announced = 0;
+    _Atomic uint64_t *announcement = NULL; /* (when announced) */
     uint64_t generation = LOAD_RELAXED(&fork_generation);
     if (UNLIKELY(b->writer_generation != generation))
         register_writer(b, generation);
@@ -166,7 +206,7 @@ SLOW int ring_reserve_slow(BufferObject *b, uint64_t payload, uint32_t event_id,
     for (;;) {
         in_sb = old & b->sbmask;
         if (UNLIKELY(in_sb == 0) && !announced) { /* before the clock: see announce_opening() */
-            announce_opening(b, me);
+            announcement = announce_opening(b, me);
             announced = 1;
         }
         ts = clock_now();
@@ -196,13 +236,13 @@ SLOW int ring_reserve_slow(BufferObject *b, uint64_t payload, uint32_t event_id,
         if (UNLIKELY(need >= b->sbsize)) {
             count_lost(&h->lost_big);
             if (announced)
-                opening_done(b, me);
+                opening_done(b, announcement);
             return -1;
         }
         if (new_packet && UNLIKELY(!packet_start_allowed(b, begin))) {
             count_lost(&h->lost_full);
             if (announced)
-                opening_done(b, me);
+                opening_done(b, announcement);
             return -1;
         }
         if (LIKELY(me != NULL)) { /* what we are about to reserve, should we die before committing it */
@@ -216,7 +256,7 @@ SLOW int ring_reserve_slow(BufferObject *b, uint64_t payload, uint32_t event_id,
     }
     STORE_RELAXED(&h->last_timestamp, ts);
     if (announced)
-        opening_done(b, me);
+        opening_done(b, announcement);
     if (UNLIKELY(test_pause_at))
         test_pause(close_old ? PAUSE_CLOSING : PAUSE_RESERVED);
     if (close_old)

@@ -519,11 +519,14 @@ void ring_put(BufferObject *b)
  * or its withdrawal, which is a release after its CAS, so that the reload of
  * write_offset sees the CAS (the stream is not idle any more: no beacon). A
  * writer that died inside its window does not hold beacons back (its CAS
- * never comes); one without a writers[] entry announces in a shared count,
- * which a death there would leave raised: that stream then gets no beacon
- * (viewers wait for its next packet) -- a writer killed within a few
- * instructions, with more than UST_MAX_WRITERS writers on one stream. Reader
- * side only; no Python API (Buffer.quiet_until is its face). */
+ * never comes), whether it announced in its writers[] entry or, without one,
+ * in an overflow_openers[] entry (its owner word: the same check). Only the
+ * last resort, the shared count of writers that found neither (more than
+ * UST_MAX_WRITERS + UST_MAX_OVERFLOW_OPENERS processes on one stream, the
+ * overflow ones all inside their few-instruction window at once), has no
+ * owner: a death there leaves it raised and that stream without beacons
+ * (viewers wait for its next packet). Reader side only; no Python API
+ * (Buffer.quiet_until is its face). */
 uint64_t ring_quiet_until(BufferObject *b)
 {
     struct ust_shm_header *h = b->h;
@@ -543,6 +546,16 @@ uint64_t ring_quiet_until(BufferObject *b)
         uint64_t owner = LOAD_RELAXED(&wr->owner);
         if (owner != 0 && !b->writers_gone && !process_dead(owner))
             return 0;
+    }
+    for (int i = 0; i < UST_MAX_OVERFLOW_OPENERS; i++) {
+        uint64_t owner = atomic_load_explicit(&h->overflow_openers[i], memory_order_acquire);
+        if (owner == 0 || b->writers_gone)
+            continue;
+        if (!process_dead(owner))
+            return 0;
+        /* freed for the next writer without an entry (it fails if one took it since: then it is theirs) */
+        atomic_compare_exchange_strong_explicit(&h->overflow_openers[i], &owner, 0, memory_order_relaxed,
+                                                memory_order_relaxed);
     }
     /* acquire loads above: this load is not made before them */
     if (LOAD_RELAXED(&h->write_offset) != w)

@@ -26,7 +26,8 @@
 #include "layout.h"
 
 #define UST_SHM_MAGIC 0x3166756252747375ULL /* "ustRbuf1" little-endian */
-#define UST_SHM_VERSION 4 /* 3: writers[].owner holds the start time; first_timestamp. 4: the live barrier (opening) */
+#define UST_SHM_VERSION 5 /* 3: writers[].owner holds the start time; first_timestamp. 4: the live barrier (opening).
+                           5: overflow_openers */
 #define UST_CACHELINE 64
 
 /* Slot table entry: which physical sub-buffer a slot maps to, for which lap,
@@ -70,6 +71,13 @@ struct ust_writer {
     _Atomic uint64_t opening;
 };
 
+/* Writers without a writers[] entry (more than UST_MAX_WRITERS processes on
+ * one stream) announce their "opening" window here instead, by their owner
+ * word, so that the reader can tell a dead one (process_dead) as it does for
+ * writers[].opening; the shared count unregistered_openers is the last resort
+ * when all of these are taken at once. */
+#define UST_MAX_OVERFLOW_OPENERS 64
+
 struct ust_shm_header {
     /* Geometry: written once by the creator, read-only after. */
     uint64_t magic;
@@ -96,7 +104,8 @@ struct ust_shm_header {
     _Atomic uint64_t lost_dead;                       /* events of writers killed between reserve and commit */
     _Atomic uint64_t lost_args;                       /* enabled calls whose arguments did not fit (not recorded) */
     _Atomic uint64_t first_timestamp;                 /* timestamp_begin of the stream's first packet (0: none yet) */
-    _Atomic uint64_t unregistered_openers;            /* writers without a writers[] entry inside their "opening" window */
+    _Atomic uint64_t unregistered_openers;            /* writers with neither a writers[] entry nor an overflow_openers[]
+                                                         one inside their "opening" window */
 
     /* Written by the reader. */
     _Alignas(UST_CACHELINE) _Atomic uint64_t consumed;
@@ -107,6 +116,9 @@ struct ust_shm_header {
 
     /* The processes writing this stream (see struct ust_writer). */
     _Alignas(UST_CACHELINE) struct ust_writer writers[UST_MAX_WRITERS];
+
+    /* Owner words of the writers without an entry inside their opening window (0: free). */
+    _Alignas(UST_CACHELINE) _Atomic uint64_t overflow_openers[UST_MAX_OVERFLOW_OPENERS];
 };
 
 typedef struct {

@@ -25,8 +25,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ust.ctf.writer import (PacketIndex, make_trace_dir, open_new_file, stream_file_name, warn, whole_packets_size,
-                            write_metadata)
+from ust.ctf.index import IndexFile, index_path
+from ust.ctf.writer import (PacketIndex, TraceDirError, make_trace_dir, open_new_file, stream_file_name, warn,
+                            whole_packets_size, write_metadata)
 
 if TYPE_CHECKING:
     from ust.consumer.trace import ChannelSpec
@@ -115,15 +116,20 @@ class StreamFile(StreamOutput):
     ``size`` bytes, keeping the newest ``count`` (LTTng's --tracefile-size and
     --tracefile-count); a consumer restarted on the same trace carries on
     after the newest file its predecessor wrote. ``truncate`` starts over.
+    ``indexed``: each file gets LTTng's packet index, ``index/<file>.idx``
+    (ust.ctf.index), kept ending where the file's whole packets end.
     """
 
     def __init__(self, directory: "str | os.PathLike", name: str, size: int = 0, count: int = 0,
-                 truncate: bool = False):
+                 truncate: bool = False, indexed: bool = False):
         self.directory = os.fspath(directory)
         self.name = name
         self.size = size
         self.count = count
         self.truncate = truncate
+        self.indexed = indexed
+        self.index_file: IndexFile | None = None
+        self.read_fd = -1  # the index reads the packets' headers back through it
         self.index = 0
         self.written = 0  # bytes in the current file (rotation)
         self.bytes_written = 0  # bytes this object wrote, in all files
@@ -154,6 +160,25 @@ class StreamFile(StreamOutput):
         self.written = os.fstat(self.fd).st_size
         if self.written:
             self._cut_torn_tail()
+        if self.indexed:
+            self._open_index()
+
+    def _open_index(self) -> None:
+        # a second descriptor of the same open file (ours is write-only), without a path lookup
+        self.read_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.index_file = IndexFile(self.directory, os.path.basename(self._path(self.index)), self.read_fd,
+                                        fresh=self.truncate)
+        except (OSError, ValueError, TraceDirError) as exc:
+            self._index_failed(exc)
+
+    def _index_failed(self, exc: Exception) -> None:
+        """An index that cannot be kept whole is removed (readers then walk the packets): said once."""
+        if self.index_file is not None:
+            self.index_file.discard()
+            self.index_file = None
+        warn(f"{self._path(self.index)}: no packet index ({getattr(exc, 'strerror', None) or exc}): "
+             "readers walk its packets")
 
     def _cut_torn_tail(self) -> None:
         """Appending to a file whose last packet is cut (its consumer was killed
@@ -180,13 +205,15 @@ class StreamFile(StreamOutput):
     def write_packet(self, packet, index: PacketIndex | None = None) -> None:
         n = len(packet)
         if self.size and self.written and self.written + n > self.size:
-            os.close(self.fd)
+            self.close()
             self.index += 1
             if self.count and self.index >= self.count:
-                try:
-                    os.unlink(self._path(self.index - self.count))
-                except FileNotFoundError:
-                    pass
+                old = self._path(self.index - self.count)
+                for path in (old, index_path(self.directory, os.path.basename(old))):
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
             self._open()
         view = memoryview(packet)
         start = self.written
@@ -205,6 +232,11 @@ class StreamFile(StreamOutput):
         super().drained(packets, nbytes, err)
 
     def _wrote(self, packets: int, nbytes: int) -> None:
+        if self.index_file is not None and nbytes:
+            try:
+                self.index_file.appended(self.written, self.written + nbytes)
+            except (OSError, ValueError) as exc:  # (the packets are written: not failed for their index)
+                self._index_failed(exc)
         self.written += nbytes
         self.bytes_written += nbytes
         self.packets += packets
@@ -218,9 +250,16 @@ class StreamFile(StreamOutput):
                 os.fsync(self.fd)
             except OSError as exc:
                 self.write_failed(exc.errno or 0)
+        if self.index_file is not None:
+            try:
+                self.index_file.sync()
+            except OSError as exc:
+                self._index_failed(exc)
 
     def release_fd(self) -> int:
-        """Hand the descriptor over (to the C core's drain at exit): this object no longer closes it."""
+        """Hand the descriptor over (to the C core's drain at exit): this object no longer closes it.
+        (Not for an indexed file: what the C core writes then would not be indexed.)"""
+        assert self.index_file is None
         fd, self.fd = self.fd, -1
         return fd
 
@@ -228,6 +267,12 @@ class StreamFile(StreamOutput):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.index_file is not None:
+            self.index_file.close()
+            self.index_file = None
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
 
 
 class LocalTraceOutput(TraceOutput):
@@ -242,10 +287,11 @@ class LocalTraceOutput(TraceOutput):
     """
 
     def __init__(self, directory: "str | os.PathLike", root: "str | os.PathLike | None" = None, *,
-                 fresh: bool = False):
+                 fresh: bool = False, indexed: bool = False):
         self.directory = os.fspath(directory)
         self.root = None if root is None else os.fspath(root)
         self.fresh = fresh
+        self.indexed = indexed
         make_trace_dir(self.directory, root)
 
     @property
@@ -254,7 +300,7 @@ class LocalTraceOutput(TraceOutput):
 
     def stream(self, channel: "ChannelSpec", cpu: int) -> StreamFile:
         return StreamFile(self.directory, stream_file_name(channel.name, cpu), channel.tracefile_size,
-                          channel.tracefile_count, truncate=self.fresh)
+                          channel.tracefile_count, truncate=self.fresh, indexed=self.indexed)
 
     def write_metadata(self, text: str) -> None:
         write_metadata(self.metadata_path, text)

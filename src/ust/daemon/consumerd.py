@@ -154,7 +154,7 @@ class Consumer:
             else:
                 # As the session's owner (we run with their credentials), in a tree
                 # nobody else can write: ust.ctf.writer checks it.
-                output = LocalTraceOutput(path, root)
+                output = LocalTraceOutput(path, root, indexed=True)  # as lttng-consumerd: index/*.idx
             info = trace_info(bytes.fromhex(uuid.replace("-", "")), clock_offset, env)
             # A snapshot session writes nothing while it runs: only its snapshots.
             self.traces[key] = Trace(key, output if drain else None, info, shm=shm_dir)
@@ -228,10 +228,15 @@ class Consumer:
             out = t.output
             t.switch_output(DiscardTraceOutput())  # what is committed now goes to the old files...
             streams = tuple(f"{ch.name}_" for ch in t.channels.values())  # <channel>_<cpu>[_<n>]
-            for f in os.listdir(out.directory):  # ...which are removed
-                if f.startswith(streams) and f != "metadata":
-                    os.unlink(os.path.join(out.directory, f))
-            n += t.switch_output(LocalTraceOutput(out.directory, out.root, fresh=True))
+            for directory in (out.directory, os.path.join(out.directory, "index")):  # ...which are removed,
+                try:                                                                   # with their indexes
+                    names = os.listdir(directory)
+                except FileNotFoundError:
+                    continue
+                for f in names:
+                    if f.startswith(streams) and f != "metadata":
+                        os.unlink(os.path.join(directory, f))
+            n += t.switch_output(LocalTraceOutput(out.directory, out.root, fresh=True, indexed=True))
         return {"packets": n}, []
 
     def cmd_chunk_bytes(self, fds, traces: list) -> tuple[dict, list]:
@@ -310,7 +315,7 @@ class Consumer:
                 if link not in links:
                     links.append(link)
             else:
-                n += t.switch_output(LocalTraceOutput(path, root, fresh=True))
+                n += t.switch_output(LocalTraceOutput(path, root, fresh=True, indexed=True))
         if "://" in root:  # a streamed session's output is its relay's net:// URL
             if not archive.startswith("archives/"):
                 raise ProtocolError(f"invalid archive {archive!r}")
@@ -363,7 +368,7 @@ class Consumer:
             if relay is not None:  # streamed: the relay writes <session>/kernel (ust.relay.output)
                 output = RelayTraceOutput(self._relay_session(session, relay), relay["path"])
             else:
-                output = LocalTraceOutput(path, root, fresh=not attach)
+                output = LocalTraceOutput(path, root, fresh=not attach, indexed=True)
         info = new_trace_info(session, int(clock_offset), uuid=bytes.fromhex(uuid.replace("-", "")))
         kept = [os.dup(fd) for fd in fds]  # ``handle`` closes what was received
         for fd in kept[:cpus]:

@@ -72,6 +72,10 @@ class RelaySession:
         self.streams: dict[int, tuple[str, str, int, bool]] = {}
         self.metadata: dict[int, bytes] = {}
         self.closed_streams: set[int] = set()
+        # closed here while the link was down (or its close failed): the relay is told at the
+        # reconnection (the stream added again, its kept packets sent again, then closed), or it
+        # would keep the stream open for good (viewers waiting on it, an archive waiting for it)
+        self.unacked_closes: list[int] = []
         # (handle, offset sent at, packet, index) of the last packets sent, oldest first
         self.sent: collections.deque = collections.deque()
         self.sent_bytes = 0
@@ -98,17 +102,22 @@ class RelaySession:
             client.create_session(self.session, self.hostname, self.live_timer_us, self.created, self.identity,
                                   resume=self.connections > 0 or self.resumes)
             for handle, (path, name, stream_class, is_meta) in self.streams.items():
-                if handle in self.closed_streams:
+                if handle in self.closed_streams and handle not in self.unacked_closes:
                     continue
                 client.add_stream(handle, stream_class, path, name, metadata=is_meta)
                 if is_meta and handle in self.metadata:
                     client.send_metadata(handle, self.metadata[handle])
             self._send_again(client)
+            for handle in self.unacked_closes:  # after their packets: the count includes those sent again
+                client.close_stream(handle)
         except (OSError, wire.WireError) as exc:
             if client is not None:
                 client.close()
             self.error = str(exc)
             raise OSError(errno.ENOTCONN, f"relay {self.address[0]} unreachable: {exc}") from None
+        for handle in self.unacked_closes:
+            self.metadata.pop(handle, None)
+        self.unacked_closes.clear()
         self.client = client
         self.connections += 1
         self.error = ""
@@ -189,18 +198,24 @@ class RelaySession:
         """Have the relay archive a finished chunk (its streams closed first); returns the
         archive's directory on the relay. OSError when the relay cannot be reached."""
         answer = []
-        self.call(lambda c: answer.append(c.archive_chunk(chunk, archive, timeout=ARCHIVE_TIMEOUT)))
+        # (a link that broke during the switch is tried again at once: its reconnection tells the
+        # relay the old streams' closes before the archive request)
+        self.call(lambda c: answer.append(c.archive_chunk(chunk, archive, timeout=ARCHIVE_TIMEOUT)),
+                  now_or_never=True)
         return answer[0]
 
     def close_stream(self, handle: int) -> None:
         with self.lock:
             self.closed_streams.add(handle)
-            self.metadata.pop(handle, None)
             if self.client is not None:
                 try:
                     self.client.close_stream(handle)
+                    self.metadata.pop(handle, None)
+                    return
                 except (OSError, wire.WireError) as exc:
                     self._broken(exc)
+            if handle not in self.unacked_closes:
+                self.unacked_closes.append(handle)  # (its metadata kept: a restarted relay needs it again)
 
     def destroy(self) -> None:
         with self.lock:

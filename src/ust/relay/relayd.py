@@ -30,6 +30,7 @@ import threading
 import time
 
 from ust.consumer.output import StreamFile
+from ust.ctf.index import DIRECTORY as INDEX_DIRECTORY
 from ust.ctf.writer import (PACKET_HEADER_SIZE, PacketIndex, TraceDirError, make_trace_dir, new_trace_dir,
                             open_new_file, time_stamp, write_metadata)
 from ust.daemon import paths
@@ -522,8 +523,8 @@ class Relay:
             trace = Trace(next(self.ids), path, directory)
         if kind == wire.KIND_METADATA:
             name = "metadata"
-        elif name == "metadata":
-            raise wire.WireError("a data stream cannot be named metadata")
+        elif name in ("metadata", INDEX_DIRECTORY):  # (index/: the streams' packet indexes)
+            raise wire.WireError(f"a data stream cannot be named {name}")
         if any(s.trace is trace and s.name == name for s in session.streams.values()):
             raise wire.WireError(f"{path}/{name} already exists")
         stream = Stream(next(self.ids), session, trace, handle, kind, stream_class, name)
@@ -568,6 +569,21 @@ class Relay:
         with self.cond:
             traces = [t for p, t in session.traces.items() if of_chunk(p)]
             streams = [st for st in session.streams.values() if st.trace in traces]
+            # A stream of the chunk its sender did not add again when it took the session over
+            # (_take_over) was its previous connection's: that connection is gone (shut down), so
+            # nothing more will come for it; it ends here with what it has, as lttng-relayd ends
+            # the streams of a consumer connection that died, rather than being waited for.
+            orphans = [st for st in streams if st.generation < session.generation and not st.closed]
+            for st in orphans:
+                st.closed = True
+                st.close_at = None
+            if orphans:
+                self.cond.notify_all()
+        if orphans:
+            self._finish(session)
+            _log(f"session {session.hostname}/{session.name} ({session.id}): {len(orphans)} stream(s) of "
+                 f"chunk {chunk or '(first)'} its sender did not resume ended with what they have")
+        with self.cond:
             if not self.cond.wait_for(lambda: all(st.complete for st in streams), timeout=ARCHIVE_WAIT):
                 raise OSError(errno.ETIMEDOUT, f"the packets of chunk {chunk or '(first)'} did not all arrive")
         dest = os.path.join(session.directory, "archives", archive)
@@ -917,7 +933,7 @@ class Viewer:
 
 def _open_stream_files(stream: Stream, truncate: bool) -> None:
     """Open a data stream's file (``truncate``: a new one; else carry on after its last whole packet)."""
-    stream.file = StreamFile(stream.trace.directory, stream.name, truncate=truncate)
+    stream.file = StreamFile(stream.trace.directory, stream.name, truncate=truncate, indexed=True)
     stream.committed = stream.file.written
     # splice() refuses an O_APPEND file: a second description of the same
     # file (no path lookup), written at explicit offsets
