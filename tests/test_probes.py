@@ -478,3 +478,96 @@ def test_functions_events_across_many_packets_from_threads(tmp_path, mode):
     assert len(entries) == len(returns) == 3 * 3193
     streams = [f for f in out.rglob("*") if f.is_file() and f.name != "metadata" and f.suffix != ".idx"]
     assert sum(f.stat().st_size for f in streams) // 4096 > 20  # packets
+
+
+READING = os.path.join(HERE, "apps", "functions_reading.py")
+SRC_ENV = {"UST_AGENT": "0", "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")}
+
+
+def _function_stats_json(trace):
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "stats", "--functions", "--json", str(trace)],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, **SRC_ENV})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+def _chrome_function_slices(trace, dest):
+    """The function slices of `ust export --format chrome`, checked against the trace-event format's rules:
+    complete events with a duration >= 0, and on each (pid, tid) track slices that nest (Perfetto shows
+    overlapping slices of one track wrongly)."""
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "export", "--format", "chrome", "-o", str(dest), str(trace)],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, **SRC_ENV})
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(dest) as f:
+        events = json.load(f)["traceEvents"]
+    slices = [e for e in events if e.get("cat") == "function" and e["ph"] != "i"]  # "i": calls not finished
+    tracks: dict = {}
+    for e in slices:
+        assert e["ph"] == "X" and e["dur"] >= 0 and isinstance(e["ts"], (int, float)), e
+        tracks.setdefault((e["pid"], e["tid"]), []).append((e["ts"], -e["dur"]))
+    for spans in tracks.values():
+        ends: list = []
+        for ts, neg in sorted(spans):
+            while ends and ends[-1] <= ts:
+                ends.pop()
+            assert not ends or ts - neg <= ends[-1] + 1e-3, "overlapping slices on one track"
+            ends.append(ts - neg)
+    return slices
+
+
+def test_run_functions_pairs_the_calls_of_interleaved_threads_apart(ust_env):
+    """`ust run --functions` with threads: a() returns while b() runs in another thread. The 8-byte id
+    events had no thread context, so the reader paired per CPU stream (or per process): a's return popped
+    b's entry, and b's call was lost (0 calls). `ust run --functions` now adds the vtid context."""
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "--include", "__main__:*", "-o", out, "--", sys.executable, READING,
+                "threads")
+    st = _function_stats_json(out)
+    assert st["__main__:a"]["calls"] == 1 and st["__main__:b"]["calls"] == 1, st
+    slices = _chrome_function_slices(out, os.path.join(ust_env.home, "t.json"))
+    (a,) = [e for e in slices if e["name"] == "__main__:a"]
+    (b,) = [e for e in slices if e["name"] == "__main__:b"]
+    assert a["tid"] != b["tid"] and a["pid"] == b["pid"]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_call_whose_thread_moved_to_another_cpu_is_paired(tmp_path):
+    """No context (per-user buffers, one stream per CPU): outer()'s entry is in CPU 0's stream, its return in
+    CPU 1's. The reader paired per stream, so outer was lost (stats, export); whole-program ids carry the
+    pid, so it now pairs per process."""
+    out = tmp_path / "trace"
+    r = subprocess.run([sys.executable, READING, "migrate", str(out)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, **SRC_ENV})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+    entries = events_of(bt2_dump(out), "python:function_entry")
+    assert len({e["cpu_id"] for e in entries}) == 2  # the trace really is split over CPUs
+    st = _function_stats_json(out)
+    assert st["__main__:outer"]["calls"] == 1 and st["__main__:inner"]["calls"] == 1, st
+    slices = _chrome_function_slices(out, tmp_path / "t.json")
+    assert sorted(e["name"] for e in slices) == ["__main__:inner", "__main__:outer"]
+    assert len({(e["pid"], e["tid"]) for e in slices}) == 1  # the process's track, not a CPU's
+
+
+def test_lost_events_never_pair_an_entry_with_another_calls_return(tmp_path):
+    """Discard mode, buffers too small: events are lost in the middle of recursions of r(n) -> n. The pairer
+    popped to the latest entry of the same function, so after a lost return an outer call's return closed
+    an inner call's entry (r's entry n != its retval: wrong durations in stats, latency and export). A call
+    whose span holds a loss of its trace is now left out (and counted as unpaired)."""
+    from ust.analysis.functions import CallPairer, calls
+    from ust.ctf import read_trace
+
+    out = tmp_path / "trace"
+    r = subprocess.run([sys.executable, READING, "losses", str(out)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, **SRC_ENV})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+    lost = []
+    assert sum(1 for _ in read_trace(str(out), lost.append)) > 0
+    assert sum(d.count for d in lost) > 0  # the scenario did lose events
+    pairer = CallPairer()
+    paired = [(c.entry.fields["n"], c.ret.fields["retval"]) for c in calls(str(out), pairer=pairer)]
+    assert paired and pairer.dropped > 0
+    assert [p for p in paired if p[0] != p[1]] == []
+    _chrome_function_slices(out, tmp_path / "t.json")
+    text = subprocess.run([sys.executable, "-m", "ust.cli", "stats", "--functions", str(out)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **SRC_ENV}).stdout
+    assert "lost events" in text.splitlines()[-1]

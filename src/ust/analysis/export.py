@@ -37,8 +37,11 @@ def export_chrome(path, out, begin=None, end=None, progress=False) -> int:
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(out) + ".", suffix=".tmp",
                                dir=os.path.dirname(os.path.abspath(out)))
     try:
+        from .functions import CallPairer
+
+        pairer = CallPairer()  # function entry/return pairs (probes, --functions) become slices
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            written = _write_chrome(f, read_trace(path), begin, end, prog)
+            written = _write_chrome(f, read_trace(path, pairer.discarded), begin, end, prog, pairer)
         os.replace(tmp, out)
     except BaseException:
         os.unlink(tmp)
@@ -46,7 +49,7 @@ def export_chrome(path, out, begin=None, end=None, progress=False) -> int:
     return written
 
 
-def _write_chrome(f, events, begin, end, prog) -> int:
+def _write_chrome(f, events, begin, end, prog, pairer=None) -> int:
     """The Chrome trace JSON of ``events``, written to ``f``; returns the trace events written."""
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
     names_seen = {}
@@ -55,11 +58,31 @@ def _write_chrome(f, events, begin, end, prog) -> int:
     written = 0
     open_slices = {}
     trace_ids = {}
-    from .functions import CallPairer
+    from .functions import CallPairer, ENTRY, RETURN
 
     from .sched import ThreadSched
 
-    pairer = CallPairer()  # function entry/return pairs (probes, --functions) become slices
+    if pairer is None:
+        pairer = CallPairer()  # function entry/return pairs (probes, --functions) become slices
+
+    def trace_pid(trace):
+        return trace_ids.setdefault(id(trace), 1 + len(trace_ids))
+
+    def track(ev, vpid, vtid):
+        """(pid, tid, thread name to give when the track has no thread id) of an event's track."""
+        if vpid is None:
+            vpid = trace_pid(ev.stream.trace)
+        if vtid is not None:
+            return vpid, vtid, None
+        if ev.name in (ENTRY, RETURN) and isinstance(ev.fields.get("id"), int):
+            # no thread context: a whole-program call goes on its process's track (its id is pid << 32 | n,
+            # and the pairer pairs it per process), not on the track of the CPU it happened to return on
+            pid = ev.fields["id"] >> 32
+            if ev.context.get("vpid", ev.stream.trace.env.get("vpid")) is None:
+                vpid = pid
+            return vpid, pid, f"process {pid} (no thread context)"
+        cpu = ev.cpu_id if ev.cpu_id is not None else 0
+        return vpid, cpu, f"cpu {cpu}"
     sched: dict = {}  # kernel tid -> ThreadSched with its intervals (a kernel trace's sched_switch)
     app_threads: dict = {}  # tid of a user-space event -> its track's pid
     f.write('{"displayTimeUnit":"ns","traceEvents":[\n')
@@ -86,18 +109,15 @@ def _write_chrome(f, events, begin, end, prog) -> int:
             for k in {ev.fields.get("prev_tid"), ev.fields.get("next_tid")} - {None}:
                 st = sched.get(k) or sched.setdefault(k, ThreadSched(k, intervals=[]))
                 st.feed(ev.fields, ev.timestamp)
-        if vpid is None:
-            vpid = trace_ids.setdefault(id(trace), 1 + len(trace_ids))
         if not kernel and vtid is not None:
-            app_threads.setdefault(vtid, vpid)
-        tid = vtid if vtid is not None else (ev.cpu_id if ev.cpu_id is not None else 0)
+            app_threads.setdefault(vtid, vpid if vpid is not None else trace_pid(trace))
+        vpid, tid, label = track(ev, vpid, vtid)
         if (vpid, tid) not in names_seen:
             names_seen[(vpid, tid)] = True
             if proc:
                 put({"name": "process_name", "ph": "M", "pid": vpid, "tid": tid, "args": {"name": proc}})
-            if vtid is None:
-                put({"name": "thread_name", "ph": "M", "pid": vpid, "tid": tid,
-                     "args": {"name": f"cpu {tid}"}})
+            if label is not None:
+                put({"name": "thread_name", "ph": "M", "pid": vpid, "tid": tid, "args": {"name": label}})
         ts = (ev.timestamp - t0) / 1000.0
         if begin is None:
             call = pairer.feed(ev)
@@ -123,11 +143,13 @@ def _write_chrome(f, events, begin, end, prog) -> int:
         put({"name": ev.name, "cat": ev.name.split(":")[0], "ph": "i", "s": "t", "ts": ts, "pid": vpid,
              "tid": tid, "args": _jsonable(ev.fields)})
     for stack in pairer.stacks.values():  # calls still running at the end: their entries, as instants
-        for _key, _begin, _children, bev in stack:
+        for key, _begin, _children, bev in stack:
             bvpid, bvtid, _ = thread_of(bev)
-            put({"name": bev.name, "cat": bev.name.split(":")[0], "ph": "i", "s": "t",
-                 "ts": (bev.timestamp - t0) / 1000.0, "pid": bvpid if bvpid is not None else 1,
-                 "tid": bvtid if bvtid is not None else (bev.cpu_id or 0), "args": _jsonable(bev.fields)})
+            bvpid, btid, _ = track(bev, bvpid, bvtid)
+            name = pairer.names.name(key[1]) if key[0] == "id" else key[1]
+            put({"name": name, "cat": "function", "ph": "i", "s": "t",
+                 "ts": (bev.timestamp - t0) / 1000.0, "pid": bvpid, "tid": btid,
+                 "args": {"entry": _jsonable(bev.fields), "unfinished": True}})
     # each Python thread's states, from the kernel's point of view, on its own track
     for tid, vpid in app_threads.items():
         st = sched.get(tid)

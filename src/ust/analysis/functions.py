@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ._common import Progress, fmt_ns, group_key
+from ._common import Progress, fmt_ns, thread_of
 
 ENTRY, RETURN, INFO = "python:function_entry", "python:function_return", "python:function_info"
 
@@ -40,15 +40,44 @@ class CallPairer:
 
     ``feed(ev)`` returns None for an event that is not a function event, True
     for one it keeps (an entry, a statedump), or a Call for a return.
+    ``discarded(d)`` (``read_trace``'s on_discarded callback) notes events the
+    tracer lost: a call whose time span holds such a loss in its trace is not
+    paired (its return may have gone, and a later return of the same function,
+    recursion, would close it with the wrong entry); ``dropped`` counts the
+    entries and returns left unpaired, for whatever reason.
     """
 
     def __init__(self) -> None:
         self.names = FunctionNames()
         self.stacks: dict[tuple, list] = {}
+        self.losses: dict[int, list] = {}  # id(trace) -> [(begin ns, end ns)] of its lost events
+        self.dropped = 0
 
-    def _group(self, ev) -> tuple:
+    def discarded(self, d) -> None:
+        trace = d.stream.trace
+        b, e = d.begin_cycles, d.end_cycles
+        self.losses.setdefault(id(trace), []).append(
+            (trace.cycles_to_ns(b) if b is not None else 0, trace.cycles_to_ns(e) if e is not None else 1 << 63))
+
+    def _lost_during(self, ev, begin: int) -> bool:
+        end = ev.timestamp
+        return any(b <= end and e >= begin for b, e in self.losses.get(id(ev.stream.trace), ()))
+
+    def _group(self, ev, key) -> tuple:
+        """The stack an event belongs to: its thread (vtid), else its process, else its stream; and its task."""
+        vpid, vtid, _ = thread_of(ev)
+        if vtid is not None:
+            g = ("thread", id(ev.stream.trace) if vpid is None else vpid, vtid)
+        elif vpid is not None:
+            g = ("process", id(ev.stream.trace), vpid)
+        elif key[0] == "id" and isinstance(key[1], int):
+            # Whole-program ids are pid << 32 | n: without a vpid context (per-user buffers, one stream per
+            # CPU shared by every process) the process is known all the same, and a call is not cut in two
+            # when its thread moves to another CPU (another stream) while it runs.
+            g = ("process", id(ev.stream.trace), key[1] >> 32)
+        else:
+            g = ("stream", ev.stream.path)
         task = ev.context.get("asyncio_task")
-        g = group_key(ev)
         return g + (task,) if task not in (None, "", 0) else g
 
     def feed(self, ev):
@@ -65,7 +94,7 @@ class CallPairer:
             key, is_entry = ("probe", name[:-7]), False
         else:
             return None
-        stack = self.stacks.setdefault(self._group(ev), [])
+        stack = self.stacks.setdefault(self._group(ev, key), [])
         if is_entry:
             stack.append([key, ev.timestamp, 0, ev])  # key, begin, children's time, entry event
             return True
@@ -74,14 +103,23 @@ class CallPairer:
             if stack[i][0] == key:
                 break
         else:
+            self.dropped += 1
             return True  # a return without its entry (tracing started inside the call)
         entry = stack[i]
+        self.dropped += len(stack) - i - 1
         del stack[i:]
+        if self.losses and self._lost_during(ev, entry[1]):
+            self.dropped += 1
+            return True
         dur = ev.timestamp - entry[1]
         if stack:
             stack[-1][2] += dur
         fname = self.names.name(key[1]) if key[0] == "id" else key[1]
         return Call(fname, entry[1], ev.timestamp, dur - entry[2], entry[3], ev, len(stack))
+
+    def still_open(self) -> int:
+        """Entries whose return has not been seen (calls running when the trace ended, or lost)."""
+        return sum(len(s) for s in self.stacks.values())
 
 
 @dataclass
@@ -113,14 +151,14 @@ class FunctionStat:
         return d[min(len(d), max(1, math.ceil(q / 100.0 * len(d)))) - 1] if d else 0
 
 
-def calls(path, progress=False):
-    """Every completed call under ``path``, in order of return."""
+def calls(path, progress=False, pairer=None):
+    """Every completed call under ``path``, in order of return (``pairer``: a CallPairer to use)."""
     from ust.ctf import read_trace
 
-    pairer = CallPairer()
+    pairer = pairer if pairer is not None else CallPairer()
     prog = Progress("functions") if progress else None
     n = 0
-    for ev in read_trace(path):
+    for ev in read_trace(path, pairer.discarded):
         n += 1
         if prog is not None and not n & 0xFFFF:
             prog.update(n)
@@ -131,9 +169,18 @@ def calls(path, progress=False):
         prog.done(n)
 
 
-def function_stats(path, progress=False) -> dict[str, FunctionStat]:
-    out: dict[str, FunctionStat] = {}
-    for c in calls(path, progress):
+class FunctionStats(dict):
+    """name -> FunctionStat; ``unpaired``: entries and returns that made no call (see CallPairer),
+    ``lost``: whether the tracer reported lost events."""
+
+    unpaired = 0
+    lost = False
+
+
+def function_stats(path, progress=False) -> FunctionStats:
+    out = FunctionStats()
+    pairer = CallPairer()
+    for c in calls(path, progress, pairer):
         st = out.get(c.name)
         if st is None:
             st = out[c.name] = FunctionStat()
@@ -143,6 +190,8 @@ def function_stats(path, progress=False) -> dict[str, FunctionStat]:
         st.durations.append(c.duration)
     for st in out.values():
         st.durations.sort()
+    out.unpaired = pairer.dropped + pairer.still_open()
+    out.lost = bool(pairer.losses)
     return out
 
 
@@ -157,6 +206,11 @@ def format_function_stats(stats: dict[str, FunctionStat], limit: int = 50) -> st
                      f"{fmt_ns(st.percentile(50)):>10}  {fmt_ns(st.percentile(99)):>10}")
     if len(stats) > limit:
         lines.append(f"... and {len(stats) - limit} more functions")
+    unpaired = getattr(stats, "unpaired", 0)
+    if unpaired:
+        why = "the tracer lost events (calls spanning a loss are left out); " if getattr(stats, "lost", False) else ""
+        lines.append(f"{unpaired} entries or returns made no call: {why}calls still running at the end or begun "
+                     "before tracing; threads or asyncio tasks not told apart (trace with `-t vtid,asyncio_task`)")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,87 @@
+"""Traces whose calls the reader must pair right (tests/test_probes.py, the reading side of --functions).
+
+argv[1] = scenario:
+  threads      (under `ust run --functions`) a() in one thread and b() in another, interleaved on purpose:
+               a's entry, b's entry, a's return, b's return
+  migrate OUT  whole-program tracing into an embedded session without contexts (one stream per CPU): outer()
+               begins on CPU 0 and returns on CPU 1 (its thread moved meanwhile)
+  losses OUT   a probe on the recursive r(n: int) -> int (returns n) into an embedded session in discard mode
+               with tiny buffers: the writer outruns the reader, events are lost in the middle of recursions
+"""
+import os
+import sys
+import threading
+import time
+
+
+def r(n: int) -> int:
+    return n if n == 0 else r(n - 1) + 1
+
+
+def on_cpu(cpu):
+    """Move this thread to ``cpu`` (sched_setaffinity migrates the caller before it returns; checked)."""
+    import ctypes
+
+    os.sched_setaffinity(0, {cpu})
+    getcpu = ctypes.CDLL(None).sched_getcpu
+    while getcpu() != cpu:
+        time.sleep(0.001)
+
+
+def inner():
+    return 1
+
+
+def outer():
+    on_cpu(1)
+    return inner()
+
+
+started, a_waiting = threading.Event(), threading.Event()
+
+
+def a():
+    started.set()
+    a_waiting.wait()  # until b has begun: a returns inside b's call
+
+
+def b():
+    a_waiting.set()
+    time.sleep(0.5)
+
+
+def b_thread():
+    started.wait()
+    b()
+
+
+def main():
+    scenario = sys.argv[1]
+    if scenario == "threads":
+        t = threading.Thread(target=b_thread)
+        t.start()
+        a()
+        t.join()
+        return
+    import ust
+    from ust.instrument import probes
+
+    out = sys.argv[2]
+    if scenario == "migrate":
+        on_cpu(0)
+        with ust.Session(out, events=["python:*"]):
+            whole = probes.WholeProgram(include=["__main__:outer", "__main__:inner"], exclude=[])
+            whole.start()
+            outer()
+            whole.stop()
+    elif scenario == "losses":
+        with ust.Session(out, events=["t:*"], mode="discard", subbuf_size=4096, num_subbuf=2):
+            probes.PROBES.apply([probes.ProbeSpec("__main__:r", event="t:r")])
+            for _ in range(300):
+                r(150)
+            probes.PROBES.apply([])
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
