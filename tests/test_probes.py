@@ -500,7 +500,7 @@ def _chrome_function_slices(trace, dest):
     assert r.returncode == 0, r.stderr[-2000:]
     with open(dest) as f:
         events = json.load(f)["traceEvents"]
-    slices = [e for e in events if e.get("cat") == "function" and e["ph"] != "i"]  # "i": calls not finished
+    slices = [e for e in events if e.get("cat") == "function" and e["ph"] == "X"]  # "i": unfinished; "b"/"e": async
     tracks: dict = {}
     for e in slices:
         assert e["ph"] == "X" and e["dur"] >= 0 and isinstance(e["ts"], (int, float)), e
@@ -571,3 +571,30 @@ def test_lost_events_never_pair_an_entry_with_another_calls_return(tmp_path):
     text = subprocess.run([sys.executable, "-m", "ust.cli", "stats", "--functions", str(out)], capture_output=True,
                           text=True, timeout=300, env={**os.environ, **SRC_ENV}).stdout
     assert "lost events" in text.splitlines()[-1]
+
+
+def test_suspended_generators_and_coroutines_are_calls(ust_env):
+    """A coroutine's or generator's return is recorded at its completion, after the frame that started it
+    returned: asyncio tasks (traced without the asyncio_task context) and a generator finished by another
+    function. The pairer dropped such entries when their starter returned, then their returns found no
+    entry: task, amain and numbers made 0 calls. Their lives are now async slices in the Chrome export
+    (they overlap their callers' slices)."""
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "--include", "__main__:*", "-o", out, "--", sys.executable, READING,
+                "suspended")
+    st = _function_stats_json(out)
+    assert {f: st.get(f, {}).get("calls") for f in ("__main__:task", "__main__:amain", "__main__:numbers",
+                                                      "__main__:start", "__main__:finish", "__main__:inner")} == {
+        "__main__:task": 10, "__main__:amain": 1, "__main__:numbers": 1, "__main__:start": 1,
+        "__main__:finish": 1, "__main__:inner": 10}
+    dest = os.path.join(ust_env.home, "t.json")
+    _chrome_function_slices(out, dest)
+    with open(dest) as f:
+        events = json.load(f)["traceEvents"]
+    begins = [e for e in events if e["ph"] == "b"]
+    ends = {e["id"]: e for e in events if e["ph"] == "e"}
+    # each task once: a complete slice when it completed on its stack, else an async slice
+    assert sum(1 for e in events if e["name"] == "__main__:task" and e["ph"] in "Xb") == 10
+    assert [e["name"] for e in begins].count("__main__:numbers") == 1
+    assert all(ends[b["id"]]["ts"] >= b["ts"] and ends[b["id"]]["name"] == b["name"] for b in begins)
+    assert len(ends) == len(begins)

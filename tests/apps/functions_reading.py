@@ -3,11 +3,14 @@
 argv[1] = scenario:
   threads      (under `ust run --functions`) a() in one thread and b() in another, interleaved on purpose:
                a's entry, b's entry, a's return, b's return
+  suspended    (under `ust run --functions`) 10 asyncio tasks of task(i), and a generator started in one function
+               and finished in another: each body starts in a frame that returns before the body completes
   migrate OUT  whole-program tracing into an embedded session without contexts (one stream per CPU): outer()
                begins on CPU 0 and returns on CPU 1 (its thread moved meanwhile)
   losses OUT   a probe on the recursive r(n: int) -> int (returns n) into an embedded session in discard mode
                with tiny buffers: the writer outruns the reader, events are lost in the middle of recursions
 """
+import asyncio
 import os
 import sys
 import threading
@@ -55,8 +58,36 @@ def b_thread():
     b()
 
 
+async def task(i):
+    await asyncio.sleep(0.001 * (i % 3))
+    return inner()
+
+
+async def amain():
+    return await asyncio.gather(*(task(i) for i in range(10)))
+
+
+def numbers():
+    yield 1
+    yield 2
+
+
+def start():
+    g = numbers()
+    next(g)  # the generator's entry; start() returns while it is suspended
+    return g
+
+
+def finish(g):
+    return list(g)  # its return
+
+
 def main():
     scenario = sys.argv[1]
+    if scenario == "suspended":
+        asyncio.run(amain())
+        finish(start())
+        return
     if scenario == "threads":
         t = threading.Thread(target=b_thread)
         t.start()

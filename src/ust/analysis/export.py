@@ -58,6 +58,7 @@ def _write_chrome(f, events, begin, end, prog, pairer=None) -> int:
     written = 0
     open_slices = {}
     trace_ids = {}
+    async_ids = 0
     from .functions import CallPairer, ENTRY, RETURN
 
     from .sched import ThreadSched
@@ -125,8 +126,17 @@ def _write_chrome(f, events, begin, end, prog, pairer=None) -> int:
                 continue  # an entry (its slice is written at the return), a statedump
             if call is not None:
                 bts = (call.begin - t0) / 1000.0
+                args = {"entry": _jsonable(call.entry.fields), "return": _jsonable(ev.fields)}
+                if call.suspended:
+                    # a generator's or coroutine's life overlaps its callers' slices: an async slice of its
+                    # own (a track beside the thread's), the thread's complete slices must nest
+                    async_ids += 1
+                    common = {"name": call.name, "cat": "function", "pid": vpid, "tid": tid, "id": async_ids}
+                    put({**common, "ph": "b", "ts": bts, "args": args})
+                    put({**common, "ph": "e", "ts": ts})
+                    continue
                 put({"name": call.name, "cat": "function", "ph": "X", "ts": bts, "dur": ts - bts, "pid": vpid,
-                     "tid": tid, "args": {"entry": _jsonable(call.entry.fields), "return": _jsonable(ev.fields)}})
+                     "tid": tid, "args": args})
                 continue
         if begin is not None and ev.name == begin:
             open_slices.setdefault((vpid, tid), []).append((ts, ev))
@@ -142,8 +152,10 @@ def _write_chrome(f, events, begin, end, prog, pairer=None) -> int:
                 continue
         put({"name": ev.name, "cat": ev.name.split(":")[0], "ph": "i", "s": "t", "ts": ts, "pid": vpid,
              "tid": tid, "args": _jsonable(ev.fields)})
-    for stack in pairer.stacks.values():  # calls still running at the end: their entries, as instants
-        for key, _begin, _children, bev in stack:
+    # calls still running at the end (or whose return was lost), generators never finished: instants
+    for stack in (*pairer.stacks.values(), *pairer.suspended.values()):
+        for entry in stack:
+            key, bev = entry[0], entry[3]
             bvpid, bvtid, _ = thread_of(bev)
             bvpid, btid, _ = track(bev, bvpid, bvtid)
             name = pairer.names.name(key[1]) if key[0] == "id" else key[1]

@@ -45,11 +45,23 @@ class CallPairer:
     paired (its return may have gone, and a later return of the same function,
     recursion, would close it with the wrong entry); ``dropped`` counts the
     entries and returns left unpaired, for whatever reason.
+
+    Generators and coroutines record their entry when their body starts and
+    their return when it completes: in between they are suspended, and the
+    frame that started them returns first. Such an entry, left above the
+    entry a return closes, is set aside (``suspended``) rather than dropped,
+    and a later return of the same function that finds no entry on the stack
+    closes it: its call spans the generator's or coroutine's life. Several
+    suspended instances of one function in one stack (asyncio tasks traced
+    without the asyncio_task context) close in the order they started.
     """
+
+    MAX_SUSPENDED = 4096  # per stack: generators never finished are forgotten beyond this
 
     def __init__(self) -> None:
         self.names = FunctionNames()
         self.stacks: dict[tuple, list] = {}
+        self.suspended: dict[tuple, list] = {}
         self.losses: dict[int, list] = {}  # id(trace) -> [(begin ns, end ns)] of its lost events
         self.dropped = 0
 
@@ -94,19 +106,21 @@ class CallPairer:
             key, is_entry = ("probe", name[:-7]), False
         else:
             return None
-        stack = self.stacks.setdefault(self._group(ev, key), [])
+        group = self._group(ev, key)
+        stack = self.stacks.setdefault(group, [])
         if is_entry:
-            stack.append([key, ev.timestamp, 0, ev])  # key, begin, children's time, entry event
+            stack.append([key, ev.timestamp, 0, ev, len(stack)])  # key, begin, children's time, entry, depth
             return True
-        # Pop to the matching entry (a frame whose return was not recorded is dropped).
+        # Pop to the matching entry; the frames above it are suspended generators or coroutines (or calls
+        # whose return was lost): set aside.
         for i in range(len(stack) - 1, -1, -1):
             if stack[i][0] == key:
                 break
         else:
-            self.dropped += 1
-            return True  # a return without its entry (tracing started inside the call)
+            return self._resumed(group, key, ev)
         entry = stack[i]
-        self.dropped += len(stack) - i - 1
+        if i + 1 < len(stack):
+            self._suspend(group, stack[i + 1:])
         del stack[i:]
         if self.losses and self._lost_during(ev, entry[1]):
             self.dropped += 1
@@ -115,11 +129,37 @@ class CallPairer:
         if stack:
             stack[-1][2] += dur
         fname = self.names.name(key[1]) if key[0] == "id" else key[1]
-        return Call(fname, entry[1], ev.timestamp, dur - entry[2], entry[3], ev, len(stack))
+        return Call(fname, entry[1], ev.timestamp, dur - entry[2], entry[3], ev, entry[4])
+
+    def _suspend(self, group, frames) -> None:
+        aside = self.suspended.setdefault(group, [])
+        aside.extend(frames)
+        if len(aside) > self.MAX_SUSPENDED:
+            self.dropped += len(aside) - self.MAX_SUSPENDED
+            del aside[:len(aside) - self.MAX_SUSPENDED]
+
+    def _resumed(self, group, key, ev):
+        """A return with no entry on the stack: a suspended generator's or coroutine's completion, if one of
+        that function was set aside; else the return of a call begun before tracing (dropped)."""
+        aside = self.suspended.get(group)
+        for i, entry in enumerate(aside or ()):
+            if entry[0] == key:
+                break
+        else:
+            self.dropped += 1
+            return True
+        del aside[i]
+        if self.losses and self._lost_during(ev, entry[1]):
+            self.dropped += 1
+            return True
+        dur = ev.timestamp - entry[1]
+        fname = self.names.name(key[1]) if key[0] == "id" else key[1]
+        # its callees while it ran after a resumption were pushed above the frame that resumed it: not known
+        return Call(fname, entry[1], ev.timestamp, dur - entry[2], entry[3], ev, entry[4], suspended=True)
 
     def still_open(self) -> int:
         """Entries whose return has not been seen (calls running when the trace ended, or lost)."""
-        return sum(len(s) for s in self.stacks.values())
+        return sum(len(s) for s in self.stacks.values()) + sum(len(s) for s in self.suspended.values())
 
 
 @dataclass
@@ -131,6 +171,8 @@ class Call:
     entry: object
     ret: object
     depth: int
+    suspended: bool = False  # a generator or coroutine that completed after its caller had returned
+
 
     @property
     def duration(self) -> int:
