@@ -598,3 +598,14 @@ def test_suspended_generators_and_coroutines_are_calls(ust_env):
     assert [e["name"] for e in begins].count("__main__:numbers") == 1
     assert all(ends[b["id"]]["ts"] >= b["ts"] and ends[b["id"]]["name"] == b["name"] for b in begins)
     assert len(ends) == len(begins)
+
+
+@pytest.mark.parametrize("args", [("--include", "app.util"), ("--exclude", "app"), ("--include", ":f")])
+def test_run_functions_refuses_a_pattern_that_is_not_module_colon_qualname(ust_env, args):
+    """--include/--exclude match "module:qualname" whole: `--include app.util` matched nothing, and the run
+    wrote an empty trace without a word. Now a one-line error, before anything runs or is written."""
+    marker = os.path.join(ust_env.home, "ran")
+    rc, _, err = ust_env.ust("run", "--functions", *args, "-o", ust_env.out, "--", sys.executable, "-c",
+                             f"open({marker!r}, 'w')", check=False)
+    assert rc != 0 and "is not MODULE:QUALNAME" in err and len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(marker) and not os.path.exists(ust_env.out)

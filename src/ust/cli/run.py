@@ -128,6 +128,13 @@ def run(args: argparse.Namespace, out) -> int:
         prog = os.path.basename(cmd[1])
     if (args.include or args.exclude) and not args.functions:
         raise SessionError("--include and --exclude go with --functions")
+    for opt, patterns in (("--include", args.include), ("--exclude", args.exclude)):
+        for pattern in patterns or ():
+            module, sep, qualname = pattern.partition(":")
+            if not sep or not module or not qualname or "\n" in pattern:
+                # matched against "module:qualname" whole: without the colon it matches nothing, silently
+                hint = f": '{pattern}:*' for a module's functions, '{pattern}.*:*' for its submodules" if not sep else ""
+                raise SessionError(f"{opt} {pattern!r} is not MODULE:QUALNAME (`*` wildcards){hint}")
     # The default name is predictable: create it here, so it is ours (another
     # user may have made that name first in a shared directory: take the next).
     output = os.path.abspath(args.output) if args.output else new_trace_dir(f"ust-trace-{prog}-{stamp}")
