@@ -609,3 +609,29 @@ def test_run_functions_refuses_a_pattern_that_is_not_module_colon_qualname(ust_e
                              f"open({marker!r}, 'w')", check=False)
     assert rc != 0 and "is not MODULE:QUALNAME" in err and len(err.strip().splitlines()) == 1, err
     assert not os.path.exists(marker) and not os.path.exists(ust_env.out)
+
+
+def test_stats_total_of_a_recursive_function_counts_its_time_once(ust_env):
+    """`ust stats --functions` summed every call's duration: a recursive function's nested calls counted
+    its time again at each level (fib's total was ~8x the whole program's). Total is now the time the
+    function was on the stack, as cProfile's cumulative time: its outermost calls' durations (bt2's)."""
+    code = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nfib(12)\nfib(12)\n"
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "--include", "__main__:*", "-o", out, "--", sys.executable, "-c", code)
+    st = _function_stats_json(out)
+    dump = bt2_dump(out)
+    fib_id = next(e["payload"]["id"] for e in events_of(dump, "python:function_info")
+                  if e["payload"]["qualname"] == "fib")
+    depth, begin, outermost = 0, None, []
+    for e in dump:
+        if e.get("name") in ("python:function_entry", "python:function_return") and e["payload"]["id"] == fib_id:
+            if e["name"].endswith("entry"):
+                depth += 1
+                begin = e["ts"] if depth == 1 else begin
+            else:
+                depth -= 1
+                if depth == 0:
+                    outermost.append(e["ts"] - begin)
+    assert len(outermost) == 2 and st["__main__:fib"]["calls"] == 2 * 465
+    assert st["__main__:fib"]["total_ns"] == sum(outermost)
+    assert st["__main__:fib"]["total_ns"] <= st["__main__:<module>"]["total_ns"]

@@ -62,6 +62,7 @@ class CallPairer:
         self.names = FunctionNames()
         self.stacks: dict[tuple, list] = {}
         self.suspended: dict[tuple, list] = {}
+        self.active: dict[tuple, dict] = {}  # per stack: key -> its entries on it (recursion)
         self.losses: dict[int, list] = {}  # id(trace) -> [(begin ns, end ns)] of its lost events
         self.dropped = 0
 
@@ -108,8 +109,10 @@ class CallPairer:
             return None
         group = self._group(ev, key)
         stack = self.stacks.setdefault(group, [])
+        active = self.active.setdefault(group, {})
         if is_entry:
             stack.append([key, ev.timestamp, 0, ev, len(stack)])  # key, begin, children's time, entry, depth
+            active[key] = active.get(key, 0) + 1
             return True
         # Pop to the matching entry; the frames above it are suspended generators or coroutines (or calls
         # whose return was lost): set aside.
@@ -119,6 +122,8 @@ class CallPairer:
         else:
             return self._resumed(group, key, ev)
         entry = stack[i]
+        for f in stack[i:]:
+            active[f[0]] -= 1
         if i + 1 < len(stack):
             self._suspend(group, stack[i + 1:])
         del stack[i:]
@@ -129,7 +134,8 @@ class CallPairer:
         if stack:
             stack[-1][2] += dur
         fname = self.names.name(key[1]) if key[0] == "id" else key[1]
-        return Call(fname, entry[1], ev.timestamp, dur - entry[2], entry[3], ev, entry[4])
+        return Call(fname, entry[1], ev.timestamp, dur - entry[2], entry[3], ev, entry[4],
+                    outermost=not active[key])
 
     def _suspend(self, group, frames) -> None:
         aside = self.suspended.setdefault(group, [])
@@ -155,7 +161,8 @@ class CallPairer:
         dur = ev.timestamp - entry[1]
         fname = self.names.name(key[1]) if key[0] == "id" else key[1]
         # its callees while it ran after a resumption were pushed above the frame that resumed it: not known
-        return Call(fname, entry[1], ev.timestamp, dur - entry[2], entry[3], ev, entry[4], suspended=True)
+        return Call(fname, entry[1], ev.timestamp, dur - entry[2], entry[3], ev, entry[4], suspended=True,
+                    outermost=not self.active[group].get(key))
 
     def still_open(self) -> int:
         """Entries whose return has not been seen (calls running when the trace ended, or lost)."""
@@ -172,6 +179,7 @@ class Call:
     ret: object
     depth: int
     suspended: bool = False  # a generator or coroutine that completed after its caller had returned
+    outermost: bool = True  # no call of the same function encloses it on its stack (recursion)
 
 
     @property
@@ -227,7 +235,8 @@ def function_stats(path, progress=False) -> FunctionStats:
         if st is None:
             st = out[c.name] = FunctionStat()
         st.count += 1
-        st.total_ns += c.duration
+        if c.outermost:  # a recursive call's time is in its outermost call's already
+            st.total_ns += c.duration
         st.self_ns += c.self_ns
         st.durations.append(c.duration)
     for st in out.values():
