@@ -635,3 +635,15 @@ def test_stats_total_of_a_recursive_function_counts_its_time_once(ust_env):
     assert len(outermost) == 2 and st["__main__:fib"]["calls"] == 2 * 465
     assert st["__main__:fib"]["total_ns"] == sum(outermost)
     assert st["__main__:fib"]["total_ns"] <= st["__main__:<module>"]["total_ns"]
+
+
+def test_latency_of_a_function_not_in_the_trace_is_an_error(ust_env):
+    """`ust latency --function` with a misspelt name printed "0 pairs" and succeeded, as if the function had
+    never been called; it is now a one-line error naming it (a function that was seen is still measured)."""
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "--include", "__main__:*", "-o", out, "--", sys.executable, "-c",
+                "def leaf(): pass\nfor i in range(3): leaf()\n")
+    _, js, _ = ust_env.ust("latency", "--function", "__main__:leaf", "--json", out)
+    assert json.loads(js)["count"] == 3
+    rc, _, err = ust_env.ust("latency", "--function", "__main__:lef", out, check=False)
+    assert rc != 0 and "no function '__main__:lef' in this trace" in err and len(err.strip().splitlines()) == 1

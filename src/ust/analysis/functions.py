@@ -274,10 +274,16 @@ def function_latency(path, function: str, progress=False):
     """The durations of the calls of ``function`` ("module:qualname", or a probe's event name)."""
     from .latency import LatencyResult
 
+    from ust.errors import UstError
+
     res = LatencyResult(function + " (entry)", function + " (return)", None)
-    for c in calls(path, progress):
+    pairer = CallPairer()
+    for c in calls(path, progress, pairer):
         if c.name == function:
             res.pairs.append((c.begin, c.end, None))
+    if not res.pairs and function not in set(pairer.names.names.values()):
+        # a misspelt name would otherwise read as a function that was never called
+        raise UstError(f"no function {function!r} in this trace (`ust stats --functions` lists its functions)")
     res.durations = sorted(t1 - t0 for t0, t1, _ in res.pairs)
     return res
 
