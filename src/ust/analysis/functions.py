@@ -259,9 +259,8 @@ def format_function_stats(stats: dict[str, FunctionStat], limit: int = 50) -> st
         lines.append(f"... and {len(stats) - limit} more functions")
     unpaired = getattr(stats, "unpaired", 0)
     if unpaired:
-        why = "the tracer lost events (calls spanning a loss are left out); " if getattr(stats, "lost", False) else ""
-        lines.append(f"{unpaired} entries or returns made no call: {why}calls still running at the end or begun "
-                     "before tracing; threads or asyncio tasks not told apart (trace with `-t vtid,asyncio_task`)")
+        why = "events were lost (a call spanning a loss is left out), or " if getattr(stats, "lost", False) else ""
+        lines.append(f"{unpaired} entries or returns made no call: {why}calls ran when tracing started or ended")
     return "\n".join(lines) + "\n"
 
 
