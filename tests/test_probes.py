@@ -647,3 +647,18 @@ def test_latency_of_a_function_not_in_the_trace_is_an_error(ust_env):
     assert json.loads(js)["count"] == 3
     rc, _, err = ust_env.ust("latency", "--function", "__main__:lef", out, check=False)
     assert rc != 0 and "no function '__main__:lef' in this trace" in err and len(err.strip().splitlines()) == 1
+
+
+def test_chrome_export_puts_each_process_of_a_run_on_its_own_track(ust_env):
+    """`ust run --functions` records vtid, not vpid, into per-user buffers shared by the program's processes:
+    the Chrome export put every thread of every process under one "process 1". A thread's whole-program
+    ids carry its pid (pid << 32 | n): its events now go under that pid."""
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "--include", "__main__:*", "--include", "__mp_main__:*", "-o", out,
+                "--", sys.executable, READING, "spawn")
+    slices = _chrome_function_slices(out, os.path.join(ust_env.home, "t.json"))
+    workers = {(e["pid"], e["tid"]) for e in slices if e["name"] == "__mp_main__:work"}
+    main = {(e["pid"], e["tid"]) for e in slices if e["name"] == "__main__:main"}
+    assert len(workers) == 2 and len(main) == 1
+    # each process's main thread: tid == pid, three different processes
+    assert all(pid == tid for pid, tid in workers | main) and len({p for p, _ in workers | main}) == 3

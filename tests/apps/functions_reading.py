@@ -5,6 +5,7 @@ argv[1] = scenario:
                a's entry, b's entry, a's return, b's return
   suspended    (under `ust run --functions`) 10 asyncio tasks of task(i), and a generator started in one function
                and finished in another: each body starts in a frame that returns before the body completes
+  spawn        (under `ust run --functions`) work() in two processes started by multiprocessing (spawn)
   migrate OUT  whole-program tracing into an embedded session without contexts (one stream per CPU): outer()
                begins on CPU 0 and returns on CPU 1 (its thread moved meanwhile)
   losses OUT   a probe on the recursive r(n: int) -> int (returns n) into an embedded session in discard mode
@@ -72,6 +73,10 @@ def numbers():
     yield 2
 
 
+def work():
+    return inner()
+
+
 def start():
     g = numbers()
     next(g)  # the generator's entry; start() returns while it is suspended
@@ -84,6 +89,15 @@ def finish(g):
 
 def main():
     scenario = sys.argv[1]
+    if scenario == "spawn":
+        import multiprocessing
+
+        procs = [multiprocessing.get_context("spawn").Process(target=work) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        return
     if scenario == "suspended":
         asyncio.run(amain())
         finish(start())

@@ -69,8 +69,18 @@ def _write_chrome(f, events, begin, end, prog, pairer=None) -> int:
     def trace_pid(trace):
         return trace_ids.setdefault(id(trace), 1 + len(trace_ids))
 
+    pid_of_thread = {}  # (trace, vtid) -> the pid in its whole-program ids, when the trace has no vpid
+
     def track(ev, vpid, vtid):
         """(pid, tid, thread name to give when the track has no thread id) of an event's track."""
+        if vpid is None and vtid is not None:
+            # no vpid context (per-user buffers, several processes): a thread's whole-program ids name its
+            # process (pid << 32 | n); its other events go with it once one was seen
+            thread = (id(ev.stream.trace), vtid)
+            if ev.name in (ENTRY, RETURN) and isinstance(ev.fields.get("id"), int):
+                vpid = pid_of_thread.setdefault(thread, ev.fields["id"] >> 32)
+            else:
+                vpid = pid_of_thread.get(thread)
         if vpid is None:
             vpid = trace_pid(ev.stream.trace)
         if vtid is not None:
@@ -110,9 +120,9 @@ def _write_chrome(f, events, begin, end, prog, pairer=None) -> int:
             for k in {ev.fields.get("prev_tid"), ev.fields.get("next_tid")} - {None}:
                 st = sched.get(k) or sched.setdefault(k, ThreadSched(k, intervals=[]))
                 st.feed(ev.fields, ev.timestamp)
-        if not kernel and vtid is not None:
-            app_threads.setdefault(vtid, vpid if vpid is not None else trace_pid(trace))
         vpid, tid, label = track(ev, vpid, vtid)
+        if not kernel and vtid is not None:
+            app_threads.setdefault(vtid, vpid)
         if (vpid, tid) not in names_seen:
             names_seen[(vpid, tid)] = True
             if proc:
