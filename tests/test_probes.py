@@ -662,3 +662,23 @@ def test_chrome_export_puts_each_process_of_a_run_on_its_own_track(ust_env):
     assert len(workers) == 2 and len(main) == 1
     # each process's main thread: tid == pid, three different processes
     assert all(pid == tid for pid, tid in workers | main) and len({p for p, _ in workers | main}) == 3
+
+
+def test_a_generator_finished_later_is_not_paired_with_an_abandoned_one(ust_env):
+    """3.13 closes a generator suspended at a plain yield without running its frame: no return is recorded
+    for it. A later generator of the same function, finished after its starter returned, closed the oldest
+    set-aside entry (the abandoned one), so its call began at the abandoned generator's start. It now closes
+    the latest: its call begins at its own entry (bt2's)."""
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "--include", "__main__:*", "-o", out, "--", sys.executable, READING,
+                "abandoned")
+    from ust.analysis.functions import calls
+
+    dump = bt2_dump(out)
+    numbers = next(e["payload"]["id"] for e in events_of(dump, "python:function_info")
+                   if e["payload"]["qualname"] == "numbers")
+    entries = [e["ts"] for e in events_of(dump, "python:function_entry") if e["payload"]["id"] == numbers]
+    returns = [e["ts"] for e in events_of(dump, "python:function_return") if e["payload"]["id"] == numbers]
+    assert len(entries) == 2 and len(returns) == (1 if sys.version_info >= (3, 13) else 2)
+    got = sorted((c.begin, c.end) for c in calls(out) if c.name == "__main__:numbers")
+    assert got[-1][1] - got[-1][0] == returns[-1] - entries[1]  # bt2's clock values: ns from the clock's origin

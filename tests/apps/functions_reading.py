@@ -5,6 +5,8 @@ argv[1] = scenario:
                a's entry, b's entry, a's return, b's return
   suspended    (under `ust run --functions`) 10 asyncio tasks of task(i), and a generator started in one function
                and finished in another: each body starts in a frame that returns before the body completes
+  abandoned    (under `ust run --functions`) a generator abandoned while suspended (3.13 records no return for
+               it), then another of the same function started in start() and finished in finish()
   spawn        (under `ust run --functions`) work() in two processes started by multiprocessing (spawn)
   migrate OUT  whole-program tracing into an embedded session without contexts (one stream per CPU): outer()
                begins on CPU 0 and returns on CPU 1 (its thread moved meanwhile)
@@ -89,6 +91,12 @@ def finish(g):
 
 def main():
     scenario = sys.argv[1]
+    if scenario == "abandoned":
+        g = numbers()
+        next(g)
+        del g
+        finish(start())
+        return
     if scenario == "spawn":
         import multiprocessing
 

@@ -51,9 +51,9 @@ class CallPairer:
     frame that started them returns first. Such an entry, left above the
     entry a return closes, is set aside (``suspended``) rather than dropped,
     and a later return of the same function that finds no entry on the stack
-    closes it: its call spans the generator's or coroutine's life. Several
+    closes it: its call spans the generator's or coroutine's life. Of several
     suspended instances of one function in one stack (asyncio tasks traced
-    without the asyncio_task context) close in the order they started.
+    without the asyncio_task context), the latest started closes first.
     """
 
     MAX_SUSPENDED = 4096  # per stack: generators never finished are forgotten beyond this
@@ -121,6 +121,11 @@ class CallPairer:
                 break
         else:
             return self._resumed(group, key, ev)
+        if i < len(stack) - 1 and any(f[0] == key for f in self.suspended.get(group, ())):
+            # the entry found lies under frames still running, so it is itself suspended (a generator
+            # abandoned at a yield on 3.13, see _resumed) or lost its return: this return closes the instance
+            # set aside instead (a generator resumed and finished by those frames)
+            return self._resumed(group, key, ev)
         entry = stack[i]
         for f in stack[i:]:
             active[f[0]] -= 1
@@ -147,14 +152,16 @@ class CallPairer:
     def _resumed(self, group, key, ev):
         """A return with no entry on the stack: a suspended generator's or coroutine's completion, if one of
         that function was set aside; else the return of a call begun before tracing (dropped)."""
-        aside = self.suspended.get(group)
-        for i, entry in enumerate(aside or ()):
-            if entry[0] == key:
+        aside = self.suspended.get(group) or []
+        # the latest first: an older one may never complete (3.13 closes a generator suspended at a plain
+        # yield without running its frame: no return is recorded)
+        for i in range(len(aside) - 1, -1, -1):
+            if aside[i][0] == key:
                 break
         else:
             self.dropped += 1
             return True
-        del aside[i]
+        entry = aside.pop(i)
         if self.losses and self._lost_during(ev, entry[1]):
             self.dropped += 1
             return True
