@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ._common import Progress, fmt_ns, thread_of
+from ._common import Progress, fmt_ns, group_key
 
 ENTRY, RETURN, INFO = "python:function_entry", "python:function_return", "python:function_info"
 
@@ -78,18 +78,12 @@ class CallPairer:
 
     def _group(self, ev, key) -> tuple:
         """The stack an event belongs to: its thread (vtid), else its process, else its stream; and its task."""
-        vpid, vtid, _ = thread_of(ev)
-        if vtid is not None:
-            g = ("thread", id(ev.stream.trace) if vpid is None else vpid, vtid)
-        elif vpid is not None:
-            g = ("process", id(ev.stream.trace), vpid)
-        elif key[0] == "id" and isinstance(key[1], int):
+        g = group_key(ev)
+        if g[0] == "stream" and key[0] == "id" and isinstance(key[1], int):
             # Whole-program ids are pid << 32 | n: without a vpid context (per-user buffers, one stream per
             # CPU shared by every process) the process is known all the same, and a call is not cut in two
             # when its thread moves to another CPU (another stream) while it runs.
             g = ("process", id(ev.stream.trace), key[1] >> 32)
-        else:
-            g = ("stream", ev.stream.path)
         task = ev.context.get("asyncio_task")
         return g + (task,) if task not in (None, "", 0) else g
 
@@ -187,7 +181,6 @@ class Call:
     depth: int
     suspended: bool = False  # a generator or coroutine that completed after its caller had returned
     outermost: bool = True  # no call of the same function encloses it on its stack (recursion)
-
 
     @property
     def duration(self) -> int:
