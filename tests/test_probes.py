@@ -682,3 +682,26 @@ def test_a_generator_finished_later_is_not_paired_with_an_abandoned_one(ust_env)
     assert len(entries) == 2 and len(returns) == (1 if sys.version_info >= (3, 13) else 2)
     got = sorted((c.begin, c.end) for c in calls(out) if c.name == "__main__:numbers")
     assert got[-1][1] - got[-1][0] == returns[-1] - entries[1]  # bt2's clock values: ns from the clock's origin
+
+
+def test_enable_function_star_on_a_busy_program_names_every_function(ust_env):
+    """`enable-event --function '*'` on a program calling functions all the time: it sees them the moment the
+    tracer is installed, before the daemon has attached python:function_info to the session's channel, and
+    their names went nowhere (none in the trace: every call read as <function N>). Attaching
+    python:function_info now writes the names seen so far (the statedump, as at `regenerate statedump`)."""
+    app = ust_env.app(READING, "busy")
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("add-context", "-t", "vtid")
+    ust_env.ust("enable-event", "--function", "*")
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "python:function_entry"), what="whole-program events")
+    app.send("run")  # a round trip: the program has run meanwhile
+    ust_env.ust("stop")
+    app.exit()
+    dump = bt2_dump(ust_env.out)
+    named = {e["payload"]["id"] for e in events_of(dump, "python:function_info")}
+    called = {e["payload"]["id"] for e in events_of(dump, "python:function_entry")}
+    assert called and called <= named, f"{len(called - named)} of {len(called)} functions have no name"
+    st = _function_stats_json(ust_env.out)
+    assert st["__main__:work"]["calls"] > 0 and not any(n.startswith("<function") for n in st)

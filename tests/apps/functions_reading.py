@@ -7,6 +7,8 @@ argv[1] = scenario:
                and finished in another: each body starts in a frame that returns before the body completes
   abandoned    (under `ust run --functions`) a generator abandoned while suspended (3.13 records no return for
                it), then another of the same function started in start() and finished in finish()
+  busy         (a driven app: "ready PID", then "ok" to each line until "exit") a thread calls work() without
+               a pause, so that whole-program tracing sees its functions the moment it is installed
   spawn        (under `ust run --functions`) work() in two processes started by multiprocessing (spawn)
   migrate OUT  whole-program tracing into an embedded session without contexts (one stream per CPU): outer()
                begins on CPU 0 and returns on CPU 1 (its thread moved meanwhile)
@@ -91,6 +93,25 @@ def finish(g):
 
 def main():
     scenario = sys.argv[1]
+    if scenario == "busy":
+        import ust  # noqa: F401  (registers with the daemon)
+
+        stop = threading.Event()
+
+        def spin():
+            while not stop.is_set():
+                work()
+
+        t = threading.Thread(target=spin)
+        t.start()
+        print("ready", os.getpid(), flush=True)
+        for line in sys.stdin:
+            print("ok", flush=True)
+            if line.strip() == "exit":
+                break
+        stop.set()
+        t.join()
+        return
     if scenario == "abandoned":
         g = numbers()
         next(g)

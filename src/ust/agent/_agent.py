@@ -404,6 +404,14 @@ class Connection:
         for h in handles:
             self._attach_one(h, channel, eid, flt)
         self.attached[(key, dk)] = (eid, handles, flt)
+        decl = self.agent.decls.get(dk)
+        if cur is None and handles and isinstance(decl, dict) and decl.get("name") == "python:function_info":
+            # Whole-program tracing numbers each function at first sight, and a busy program sees many
+            # before the daemon attaches its names' event (installed first, attached after): the names
+            # seen so far are written now, as a statedump (a channel that had them gets them again).
+            probes = sys.modules.get("ust.instrument.probes")
+            if probes is not None:
+                probes.statedump()
 
     def _detach(self, akey: tuple) -> None:
         entry = self.attached.pop(akey, None)
