@@ -168,7 +168,7 @@ def _write_chrome(f, events, begin, end, prog, pairer=None) -> int:
             key, bev = entry[0], entry[3]
             bvpid, bvtid, _ = thread_of(bev)
             bvpid, btid, _ = track(bev, bvpid, bvtid)
-            name = pairer.names.name(key[1]) if key[0] == "id" else key[1]
+            name = pairer.key_name(key)
             put({"name": name, "cat": "function", "ph": "i", "s": "t",
                  "ts": (bev.timestamp - t0) / 1000.0, "pid": bvpid, "tid": btid,
                  "args": {"entry": _jsonable(bev.fields), "unfinished": True}})

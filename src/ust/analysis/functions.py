@@ -62,7 +62,8 @@ class CallPairer:
         self.names = FunctionNames()
         self.stacks: dict[tuple, list] = {}
         self.suspended: dict[tuple, list] = {}
-        self.active: dict[tuple, dict] = {}  # per stack: key -> its entries on it (recursion)
+        self.active: dict[tuple, dict] = {}  # per stack: key -> its entries on it, in stack order (recursion)
+        self.uncounted: dict[tuple, int] = {}  # key -> time of recursive calls whose outer call never returned
         self.losses: dict[int, list] = {}  # id(trace) -> [(begin ns, end ns)] of its lost events
         self.dropped = 0
 
@@ -105,8 +106,10 @@ class CallPairer:
         stack = self.stacks.setdefault(group, [])
         active = self.active.setdefault(group, {})
         if is_entry:
-            stack.append([key, ev.timestamp, 0, ev, len(stack)])  # key, begin, children's time, entry, depth
-            active[key] = active.get(key, 0) + 1
+            # key, begin, children's time, entry, depth, time of the recursive calls it encloses
+            entry = [key, ev.timestamp, 0, ev, len(stack), 0]
+            stack.append(entry)
+            active.setdefault(key, []).append(entry)
             return True
         # Pop to the matching entry; the frames above it are suspended generators or coroutines (or calls
         # whose return was lost): set aside.
@@ -121,22 +124,47 @@ class CallPairer:
             # set aside instead (a generator resumed and finished by those frames)
             return self._resumed(group, key, ev)
         entry = stack[i]
-        for f in stack[i:]:
-            active[f[0]] -= 1
+        for f in reversed(stack[i:]):
+            active[f[0]].pop()
         if i + 1 < len(stack):
             self._suspend(group, stack[i + 1:])
         del stack[i:]
         if self.losses and self._lost_during(ev, entry[1]):
             self.dropped += 1
+            self._forget([entry])
             return True
         dur = ev.timestamp - entry[1]
         if stack:
             stack[-1][2] += dur
-        fname = self.names.name(key[1]) if key[0] == "id" else key[1]
+        fname = self.key_name(key)
         return Call(fname, entry[1], ev.timestamp, dur - entry[2], entry[3], ev, entry[4],
-                    outermost=not active[key])
+                    counted_ns=self._counted(active, key, dur), key=key)
+
+    def _counted(self, active, key, dur: int) -> int:
+        """The part of a call's duration its function's total takes: all of it, unless a call of the same
+        function encloses it (recursion), whose duration will hold it; if that one never returns, it is
+        counted then (``flush``)."""
+        enclosing = active.get(key)
+        if enclosing:
+            enclosing[-1][5] += dur
+            return 0
+        return dur
+
+    def _forget(self, frames) -> None:
+        """Frames that leave the stack without their return: what they held for the totals is counted."""
+        for f in frames:
+            if f[5]:
+                self.uncounted[f[0]] = self.uncounted.get(f[0], 0) + f[5]
+                f[5] = 0
+
+    def flush(self) -> dict:
+        """At the end of the trace: the recursive calls' time held by calls that never returned, per key."""
+        for frames in (*self.stacks.values(), *self.suspended.values()):
+            self._forget(frames)
+        return self.uncounted
 
     def _suspend(self, group, frames) -> None:
+        self._forget(frames)
         aside = self.suspended.setdefault(group, [])
         aside.extend(frames)
         if len(aside) > self.MAX_SUSPENDED:
@@ -158,12 +186,17 @@ class CallPairer:
         entry = aside.pop(i)
         if self.losses and self._lost_during(ev, entry[1]):
             self.dropped += 1
+            self._forget([entry])
             return True
         dur = ev.timestamp - entry[1]
-        fname = self.names.name(key[1]) if key[0] == "id" else key[1]
+        fname = self.key_name(key)
         # its callees while it ran after a resumption were pushed above the frame that resumed it: not known
         return Call(fname, entry[1], ev.timestamp, dur - entry[2], entry[3], ev, entry[4], suspended=True,
-                    outermost=not self.active[group].get(key))
+                    counted_ns=self._counted(self.active[group], key, dur), key=key)
+
+    def key_name(self, key: tuple) -> str:
+        """The name of a call's function, as known now."""
+        return self.names.name(key[1]) if key[0] == "id" else key[1]
 
     def still_open(self) -> int:
         """Entries whose return has not been seen (calls running when the trace ended, or lost)."""
@@ -180,7 +213,8 @@ class Call:
     ret: object
     depth: int
     suspended: bool = False  # a generator or coroutine that completed after its caller had returned
-    outermost: bool = True  # no call of the same function encloses it on its stack (recursion)
+    counted_ns: int = 0  # the part of its duration in its function's total (0: a recursive call, see _counted)
+    key: tuple = ()  # ("id", function id) or ("probe", event name)
 
     @property
     def duration(self) -> int:
@@ -228,17 +262,32 @@ class FunctionStats(dict):
 
 
 def function_stats(path, progress=False) -> FunctionStats:
-    out = FunctionStats()
+    by_key: dict[tuple, FunctionStat] = {}
     pairer = CallPairer()
     for c in calls(path, progress, pairer):
-        st = out.get(c.name)
+        st = by_key.get(c.key)
         if st is None:
-            st = out[c.name] = FunctionStat()
+            st = by_key[c.key] = FunctionStat()
         st.count += 1
-        if c.outermost:  # a recursive call's time is in its outermost call's already
-            st.total_ns += c.duration
+        st.total_ns += c.counted_ns  # a recursive call's time is in its outermost call's
         st.self_ns += c.self_ns
         st.durations.append(c.duration)
+    for key, ns in pairer.flush().items():
+        if key in by_key:
+            by_key[key].total_ns += ns
+    # Named at the end: a function's name may come after its calls (the statedump written when the names'
+    # event is attached, after the calls'); functions of one name (exec'd code, several processes) merge.
+    out = FunctionStats()
+    for key, st in by_key.items():
+        name = pairer.key_name(key)
+        have = out.get(name)
+        if have is None:
+            out[name] = st
+        else:
+            have.count += st.count
+            have.total_ns += st.total_ns
+            have.self_ns += st.self_ns
+            have.durations += st.durations
     for st in out.values():
         st.durations.sort()
     out.unpaired = pairer.dropped + pairer.still_open()
@@ -277,9 +326,13 @@ def function_latency(path, function: str, progress=False):
 
     res = LatencyResult(function + " (entry)", function + " (return)", None)
     pairer = CallPairer()
+    by_key: dict[tuple, list] = {}
     for c in calls(path, progress, pairer):
-        if c.name == function:
-            res.pairs.append((c.begin, c.end, None))
+        by_key.setdefault(c.key, []).append((c.begin, c.end, None))
+    for key, pairs in by_key.items():  # named at the end, as in function_stats
+        if pairer.key_name(key) == function:
+            res.pairs += pairs
+    res.pairs.sort()
     if not res.pairs and function not in set(pairer.names.names.values()):
         # a misspelt name would otherwise read as a function that was never called
         raise UstError(f"no function {function!r} in this trace (`ust stats --functions` lists its functions)")
