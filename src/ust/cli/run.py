@@ -133,7 +133,8 @@ def run(args: argparse.Namespace, out) -> int:
             module, sep, qualname = pattern.partition(":")
             if not sep or not module or not qualname or "\n" in pattern:
                 # matched against "module:qualname" whole: without the colon it matches nothing, silently
-                hint = f": '{pattern}:*' for a module's functions, '{pattern}.*:*' for its submodules" if not sep else ""
+                hint = (f": '{pattern}:*' for a module's functions, '{pattern}.*:*' for its submodules"
+                        if not sep else "")
                 raise SessionError(f"{opt} {pattern!r} is not MODULE:QUALNAME (`*` wildcards){hint}")
     # The default name is predictable: create it here, so it is ours (another
     # user may have made that name first in a shared directory: take the next).
