@@ -567,6 +567,10 @@ def test_lost_events_never_pair_an_entry_with_another_calls_return(tmp_path):
     paired = [(c.entry.fields["n"], c.ret.fields["retval"]) for c in calls(str(out), pairer=pairer)]
     assert paired and pairer.dropped > 0
     assert [p for p in paired if p[0] != p[1]] == []
+    # r is a plain recursion: its total (outermost calls) is its calls' self times summed, losses or not
+    # (an entry left without its return, under later calls of r, made them look nested: total < self)
+    st = _function_stats_json(out)["t:r"]
+    assert st["total_ns"] == st["self_ns"], st
     _chrome_function_slices(out, tmp_path / "t.json")
     text = subprocess.run([sys.executable, "-m", "ust.cli", "stats", "--functions", str(out)], capture_output=True,
                           text=True, timeout=300, env={**os.environ, **SRC_ENV}).stdout

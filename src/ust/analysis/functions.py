@@ -131,7 +131,7 @@ class CallPairer:
         del stack[i:]
         if self.losses and self._lost_during(ev, entry[1]):
             self.dropped += 1
-            self._forget([entry])
+            self._forget([entry], active)
             return True
         dur = ev.timestamp - entry[1]
         if stack:
@@ -150,11 +150,17 @@ class CallPairer:
             return 0
         return dur
 
-    def _forget(self, frames) -> None:
-        """Frames that leave the stack without their return: what they held for the totals is counted."""
+    def _forget(self, frames, active=None) -> None:
+        """Frames that leave the stack without their return: what they held for the totals goes to the call of
+        the same function that encloses them (``active``: their stack's, once they are off it), else is
+        counted as it is."""
         for f in frames:
             if f[5]:
-                self.uncounted[f[0]] = self.uncounted.get(f[0], 0) + f[5]
+                enclosing = active.get(f[0]) if active else None
+                if enclosing:
+                    enclosing[-1][5] += f[5]
+                else:
+                    self.uncounted[f[0]] = self.uncounted.get(f[0], 0) + f[5]
                 f[5] = 0
 
     def flush(self) -> dict:
@@ -164,7 +170,7 @@ class CallPairer:
         return self.uncounted
 
     def _suspend(self, group, frames) -> None:
-        self._forget(frames)
+        self._forget(frames, self.active[group])
         aside = self.suspended.setdefault(group, [])
         aside.extend(frames)
         if len(aside) > self.MAX_SUSPENDED:
@@ -186,7 +192,7 @@ class CallPairer:
         entry = aside.pop(i)
         if self.losses and self._lost_during(ev, entry[1]):
             self.dropped += 1
-            self._forget([entry])
+            self._forget([entry], self.active[group])
             return True
         dur = ev.timestamp - entry[1]
         fname = self.key_name(key)
