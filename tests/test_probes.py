@@ -478,3 +478,243 @@ def test_functions_events_across_many_packets_from_threads(tmp_path, mode):
     assert len(entries) == len(returns) == 3 * 3193
     streams = [f for f in out.rglob("*") if f.is_file() and f.name != "metadata" and f.suffix != ".idx"]
     assert sum(f.stat().st_size for f in streams) // 4096 > 20  # packets
+
+
+READING = os.path.join(HERE, "apps", "functions_reading.py")
+SRC_ENV = {"UST_AGENT": "0", "PYTHONPATH": os.path.join(os.path.dirname(HERE), "src")}
+
+
+def _function_stats_json(trace):
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "stats", "--functions", "--json", str(trace)],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, **SRC_ENV})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+def _chrome_function_slices(trace, dest):
+    """The function slices of `ust export --format chrome`, checked against the trace-event format's rules:
+    complete events with a duration >= 0, and on each (pid, tid) track slices that nest (Perfetto shows
+    overlapping slices of one track wrongly)."""
+    r = subprocess.run([sys.executable, "-m", "ust.cli", "export", "--format", "chrome", "-o", str(dest), str(trace)],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, **SRC_ENV})
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(dest) as f:
+        events = json.load(f)["traceEvents"]
+    slices = [e for e in events if e.get("cat") == "function" and e["ph"] == "X"]  # "i": unfinished; "b"/"e": async
+    tracks: dict = {}
+    for e in slices:
+        assert e["ph"] == "X" and e["dur"] >= 0 and isinstance(e["ts"], (int, float)), e
+        tracks.setdefault((e["pid"], e["tid"]), []).append((e["ts"], -e["dur"]))
+    for spans in tracks.values():
+        ends: list = []
+        for ts, neg in sorted(spans):
+            while ends and ends[-1] <= ts:
+                ends.pop()
+            assert not ends or ts - neg <= ends[-1] + 1e-3, "overlapping slices on one track"
+            ends.append(ts - neg)
+    return slices
+
+
+def test_run_functions_pairs_the_calls_of_interleaved_threads_apart(ust_env):
+    """`ust run --functions` with threads: a() returns while b() runs in another thread. The 8-byte id
+    events had no thread context, so the reader paired per CPU stream (or per process): a's return popped
+    b's entry, and b's call was lost (0 calls). `ust run --functions` now adds the vtid context."""
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "--include", "__main__:*", "-o", out, "--", sys.executable, READING,
+                "threads")
+    st = _function_stats_json(out)
+    assert st["__main__:a"]["calls"] == 1 and st["__main__:b"]["calls"] == 1, st
+    slices = _chrome_function_slices(out, os.path.join(ust_env.home, "t.json"))
+    (a,) = [e for e in slices if e["name"] == "__main__:a"]
+    (b,) = [e for e in slices if e["name"] == "__main__:b"]
+    assert a["tid"] != b["tid"] and a["pid"] == b["pid"]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_call_whose_thread_moved_to_another_cpu_is_paired(tmp_path):
+    """No context (per-user buffers, one stream per CPU): outer()'s entry is in CPU 0's stream, its return in
+    CPU 1's. The reader paired per stream, so outer was lost (stats, export); whole-program ids carry the
+    pid, so it now pairs per process."""
+    out = tmp_path / "trace"
+    r = subprocess.run([sys.executable, READING, "migrate", str(out)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, **SRC_ENV})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+    entries = events_of(bt2_dump(out), "python:function_entry")
+    assert len({e["cpu_id"] for e in entries}) == 2  # the trace really is split over CPUs
+    st = _function_stats_json(out)
+    assert st["__main__:outer"]["calls"] == 1 and st["__main__:inner"]["calls"] == 1, st
+    slices = _chrome_function_slices(out, tmp_path / "t.json")
+    assert sorted(e["name"] for e in slices) == ["__main__:inner", "__main__:outer"]
+    assert len({(e["pid"], e["tid"]) for e in slices}) == 1  # the process's track, not a CPU's
+
+
+def test_lost_events_never_pair_an_entry_with_another_calls_return(tmp_path):
+    """Discard mode, buffers too small: events are lost in the middle of recursions of r(n) -> n. The pairer
+    popped to the latest entry of the same function, so after a lost return an outer call's return closed
+    an inner call's entry (r's entry n != its retval: wrong durations in stats, latency and export). A call
+    whose span holds a loss of its trace is now left out (and counted as unpaired)."""
+    from ust.analysis.functions import CallPairer, calls
+    from ust.ctf import read_trace
+
+    out = tmp_path / "trace"
+    r = subprocess.run([sys.executable, READING, "losses", str(out)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, **SRC_ENV})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+    lost = []
+    assert sum(1 for _ in read_trace(str(out), lost.append)) > 0
+    assert sum(d.count for d in lost) > 0  # the scenario did lose events
+    pairer = CallPairer()
+    paired = [(c.entry.fields["n"], c.ret.fields["retval"]) for c in calls(str(out), pairer=pairer)]
+    assert paired and pairer.dropped > 0
+    assert [p for p in paired if p[0] != p[1]] == []
+    # r is a plain recursion: its total (outermost calls) is its calls' self times summed, losses or not
+    # (an entry left without its return, under later calls of r, made them look nested: total < self)
+    st = _function_stats_json(out)["t:r"]
+    assert st["total_ns"] == st["self_ns"], st
+    _chrome_function_slices(out, tmp_path / "t.json")
+    text = subprocess.run([sys.executable, "-m", "ust.cli", "stats", "--functions", str(out)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **SRC_ENV}).stdout
+    assert "events were lost" in text.splitlines()[-1]
+
+
+def test_suspended_generators_and_coroutines_are_calls(ust_env):
+    """A coroutine's or generator's return is recorded at its completion, after the frame that started it
+    returned: asyncio tasks (traced without the asyncio_task context) and a generator finished by another
+    function. The pairer dropped such entries when their starter returned, then their returns found no
+    entry: task, amain and numbers made 0 calls. Their lives are now async slices in the Chrome export
+    (they overlap their callers' slices)."""
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "--include", "__main__:*", "-o", out, "--", sys.executable, READING,
+                "suspended")
+    st = _function_stats_json(out)
+    assert {f: st.get(f, {}).get("calls") for f in ("__main__:task", "__main__:amain", "__main__:numbers",
+                                                      "__main__:start", "__main__:finish", "__main__:inner")} == {
+        "__main__:task": 10, "__main__:amain": 1, "__main__:numbers": 1, "__main__:start": 1,
+        "__main__:finish": 1, "__main__:inner": 10}
+    dest = os.path.join(ust_env.home, "t.json")
+    _chrome_function_slices(out, dest)
+    with open(dest) as f:
+        events = json.load(f)["traceEvents"]
+    begins = [e for e in events if e["ph"] == "b"]
+    ends = {e["id"]: e for e in events if e["ph"] == "e"}
+    # each task once: a complete slice when it completed on its stack, else an async slice
+    assert sum(1 for e in events if e["name"] == "__main__:task" and e["ph"] in "Xb") == 10
+    assert [e["name"] for e in begins].count("__main__:numbers") == 1
+    assert all(ends[b["id"]]["ts"] >= b["ts"] and ends[b["id"]]["name"] == b["name"] for b in begins)
+    assert len(ends) == len(begins)
+
+
+@pytest.mark.parametrize("args", [("--include", "app.util"), ("--exclude", "app"), ("--include", ":f")])
+def test_run_functions_refuses_a_pattern_that_is_not_module_colon_qualname(ust_env, args):
+    """--include/--exclude match "module:qualname" whole: `--include app.util` matched nothing, and the run
+    wrote an empty trace without a word. Now a one-line error, before anything runs or is written."""
+    marker = os.path.join(ust_env.home, "ran")
+    rc, _, err = ust_env.ust("run", "--functions", *args, "-o", ust_env.out, "--", sys.executable, "-c",
+                             f"open({marker!r}, 'w')", check=False)
+    assert rc != 0 and "is not MODULE:QUALNAME" in err and len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(marker) and not os.path.exists(ust_env.out)
+
+
+def test_stats_total_of_a_recursive_function_counts_its_time_once(ust_env):
+    """`ust stats --functions` summed every call's duration: a recursive function's nested calls counted
+    its time again at each level (fib's total was ~8x the whole program's). Total is now the time the
+    function was on the stack, as cProfile's cumulative time: its outermost calls' durations (bt2's)."""
+    code = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nfib(12)\nfib(12)\n"
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "--include", "__main__:*", "-o", out, "--", sys.executable, "-c", code)
+    st = _function_stats_json(out)
+    dump = bt2_dump(out)
+    fib_id = next(e["payload"]["id"] for e in events_of(dump, "python:function_info")
+                  if e["payload"]["qualname"] == "fib")
+    depth, begin, outermost = 0, None, []
+    for e in dump:
+        if e.get("name") in ("python:function_entry", "python:function_return") and e["payload"]["id"] == fib_id:
+            if e["name"].endswith("entry"):
+                depth += 1
+                begin = e["ts"] if depth == 1 else begin
+            else:
+                depth -= 1
+                if depth == 0:
+                    outermost.append(e["ts"] - begin)
+    assert len(outermost) == 2 and st["__main__:fib"]["calls"] == 2 * 465
+    assert st["__main__:fib"]["total_ns"] == sum(outermost)
+    assert st["__main__:fib"]["total_ns"] <= st["__main__:<module>"]["total_ns"]
+
+
+def test_latency_of_a_function_not_in_the_trace_is_an_error(ust_env):
+    """`ust latency --function` with a misspelt name printed "0 pairs" and succeeded, as if the function had
+    never been called; it is now a one-line error naming it (a function that was seen is still measured)."""
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "--include", "__main__:*", "-o", out, "--", sys.executable, "-c",
+                "def leaf(): pass\nfor i in range(3): leaf()\n")
+    _, js, _ = ust_env.ust("latency", "--function", "__main__:leaf", "--json", out)
+    assert json.loads(js)["count"] == 3
+    rc, _, err = ust_env.ust("latency", "--function", "__main__:lef", out, check=False)
+    assert rc != 0 and "no function '__main__:lef' in this trace" in err and len(err.strip().splitlines()) == 1
+
+
+def test_chrome_export_puts_each_process_of_a_run_on_its_own_track(ust_env):
+    """`ust run --functions` records vtid, not vpid, into per-user buffers shared by the program's processes:
+    the Chrome export put every thread of every process under one "process 1". A thread's whole-program
+    ids carry its pid (pid << 32 | n): its events now go under that pid."""
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "--include", "__main__:*", "--include", "__mp_main__:*", "-o", out,
+                "--", sys.executable, READING, "spawn")
+    slices = _chrome_function_slices(out, os.path.join(ust_env.home, "t.json"))
+    workers = {(e["pid"], e["tid"]) for e in slices if e["name"] == "__mp_main__:work"}
+    main = {(e["pid"], e["tid"]) for e in slices if e["name"] == "__main__:main"}
+    assert len(workers) == 2 and len(main) == 1
+    # each process's main thread: tid == pid, three different processes
+    assert all(pid == tid for pid, tid in workers | main) and len({p for p, _ in workers | main}) == 3
+
+
+def test_a_generator_finished_later_is_not_paired_with_an_abandoned_one(ust_env):
+    """3.13 closes a generator suspended at a plain yield without running its frame: no return is recorded
+    for it. A later generator of the same function, finished after its starter returned, closed the oldest
+    set-aside entry (the abandoned one), so its call began at the abandoned generator's start. It now closes
+    the latest: its call begins at its own entry (bt2's)."""
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "--include", "__main__:*", "-o", out, "--", sys.executable, READING,
+                "abandoned")
+    from ust.analysis.functions import calls
+
+    dump = bt2_dump(out)
+    numbers = next(e["payload"]["id"] for e in events_of(dump, "python:function_info")
+                   if e["payload"]["qualname"] == "numbers")
+    entries = [e["ts"] for e in events_of(dump, "python:function_entry") if e["payload"]["id"] == numbers]
+    returns = [e["ts"] for e in events_of(dump, "python:function_return") if e["payload"]["id"] == numbers]
+    assert len(entries) == 2 and len(returns) == (1 if sys.version_info >= (3, 13) else 2)
+    got = sorted((c.begin, c.end) for c in calls(out) if c.name == "__main__:numbers")
+    assert got[-1][1] - got[-1][0] == returns[-1] - entries[1]  # bt2's clock values: ns from the clock's origin
+
+
+def test_enable_function_star_on_a_busy_program_names_every_function(ust_env):
+    """`enable-event --function '*'` on a program calling functions all the time: it sees them the moment the
+    tracer is installed, before the daemon has attached python:function_info to the session's channel, and
+    their names went nowhere (none in the trace: every call read as <function N>). Attaching
+    python:function_info now writes the names seen so far (the statedump, as at `regenerate statedump`)."""
+    app = ust_env.app(READING, "busy")
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("add-context", "-t", "vtid")
+    ust_env.ust("enable-event", "--function", "*")
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "python:function_entry"), what="whole-program events")
+    app.send("run")  # a round trip: the program has run meanwhile
+    ust_env.ust("stop")
+    app.exit()
+    dump = bt2_dump(ust_env.out)
+    named = {e["payload"]["id"] for e in events_of(dump, "python:function_info")}
+    called = {e["payload"]["id"] for e in events_of(dump, "python:function_entry")}
+    assert called and called <= named, f"{len(called - named)} of {len(called)} functions have no name"
+    # the return event is attached before the entry: a call begun while only one of them was attached
+    # leaves a return without its entry (dropped by the reader), never an entry without its return, which
+    # would stay open under the thread's later calls; only the call running at `stop` may have no return
+    from ust.analysis.functions import CallPairer, calls
+
+    pairer = CallPairer()
+    list(calls(ust_env.out, pairer=pairer))
+    stale = [e for stack in pairer.stacks.values() for e in stack[:-1]]
+    assert stale == [], [pairer.names.name(e[0][1]) for e in stale]
+    st = _function_stats_json(ust_env.out)
+    assert st["__main__:work"]["calls"] > 0 and not [n for n in st if n.startswith("<function")], st

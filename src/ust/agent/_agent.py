@@ -404,6 +404,16 @@ class Connection:
         for h in handles:
             self._attach_one(h, channel, eid, flt)
         self.attached[(key, dk)] = (eid, handles, flt)
+        decl = self.agent.decls.get(dk)
+        if cur is None and handles and isinstance(decl, dict) and decl.get("name") == "python:function_info":
+            # Whole-program tracing numbers each function at first sight, and a busy program sees many
+            # before the daemon attaches its names' event (installed first, attached after): the names
+            # seen so far are written now, as a statedump (a channel that had them gets them again).
+            # Not under ProbeSet.lock: the thread starting the tracer holds it while it declares the
+            # event, and with the synchronous agent (`ust run`) it waits for this attachment meanwhile.
+            whole = getattr(getattr(sys.modules.get("ust.instrument.probes"), "PROBES", None), "whole", None)
+            if whole is not None:
+                whole.statedump()
 
     def _detach(self, akey: tuple) -> None:
         entry = self.attached.pop(akey, None)
@@ -430,6 +440,12 @@ class Connection:
         status = apply_for(self.rundir, msg.get("probes"))
         with self.agent.lock:
             new = [d for k, d in self.agent.decls.items() if k not in before]
+        # The daemon attaches them in this order, one message each, while the program runs: returns first,
+        # so that a call begun in between leaves a return without its entry (which a reader drops), not
+        # an entry without its return (which stays open under the thread's later calls); the names last
+        # (their attachment writes the names seen so far: _cmd_attach).
+        new.sort(key=lambda d: 0 if str(d.get("name")).endswith("_return") else
+                 2 if d.get("name") == "python:function_info" else 1)
         # The events the probes declared ride with the answer: the daemon attaches them before
         # `enable-event --function` returns (their "declare" messages follow, and change nothing).
         return {"probes": status, "tracepoints": new}

@@ -37,8 +37,11 @@ def export_chrome(path, out, begin=None, end=None, progress=False) -> int:
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(out) + ".", suffix=".tmp",
                                dir=os.path.dirname(os.path.abspath(out)))
     try:
+        from .functions import CallPairer
+
+        pairer = CallPairer()  # function entry/return pairs (probes, --functions) become slices
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            written = _write_chrome(f, read_trace(path), begin, end, prog)
+            written = _write_chrome(f, read_trace(path, pairer.discarded), begin, end, prog, pairer)
         os.replace(tmp, out)
     except BaseException:
         os.unlink(tmp)
@@ -46,7 +49,7 @@ def export_chrome(path, out, begin=None, end=None, progress=False) -> int:
     return written
 
 
-def _write_chrome(f, events, begin, end, prog) -> int:
+def _write_chrome(f, events, begin, end, prog, pairer=None) -> int:
     """The Chrome trace JSON of ``events``, written to ``f``; returns the trace events written."""
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
     names_seen = {}
@@ -55,11 +58,42 @@ def _write_chrome(f, events, begin, end, prog) -> int:
     written = 0
     open_slices = {}
     trace_ids = {}
-    from .functions import CallPairer
+    async_ids = 0
+    from .functions import CallPairer, ENTRY, RETURN
 
     from .sched import ThreadSched
 
-    pairer = CallPairer()  # function entry/return pairs (probes, --functions) become slices
+    if pairer is None:
+        pairer = CallPairer()  # function entry/return pairs (probes, --functions) become slices
+
+    def trace_pid(trace):
+        return trace_ids.setdefault(id(trace), 1 + len(trace_ids))
+
+    pid_of_thread = {}  # (trace, vtid) -> the pid in its whole-program ids, when the trace has no vpid
+
+    def track(ev, vpid, vtid):
+        """(pid, tid, thread name to give when the track has no thread id) of an event's track."""
+        if vpid is None and vtid is not None:
+            # no vpid context (per-user buffers, several processes): a thread's whole-program ids name its
+            # process (pid << 32 | n); its other events go with it once one was seen
+            thread = (id(ev.stream.trace), vtid)
+            if ev.name in (ENTRY, RETURN) and isinstance(ev.fields.get("id"), int):
+                vpid = pid_of_thread.setdefault(thread, ev.fields["id"] >> 32)
+            else:
+                vpid = pid_of_thread.get(thread)
+        if vpid is None:
+            vpid = trace_pid(ev.stream.trace)
+        if vtid is not None:
+            return vpid, vtid, None
+        if ev.name in (ENTRY, RETURN) and isinstance(ev.fields.get("id"), int):
+            # no thread context: a whole-program call goes on its process's track (its id is pid << 32 | n,
+            # and the pairer pairs it per process), not on the track of the CPU it happened to return on
+            pid = ev.fields["id"] >> 32
+            if ev.context.get("vpid", ev.stream.trace.env.get("vpid")) is None:
+                vpid = pid
+            return vpid, pid, f"process {pid} (no thread context)"
+        cpu = ev.cpu_id if ev.cpu_id is not None else 0
+        return vpid, cpu, f"cpu {cpu}"
     sched: dict = {}  # kernel tid -> ThreadSched with its intervals (a kernel trace's sched_switch)
     app_threads: dict = {}  # tid of a user-space event -> its track's pid
     f.write('{"displayTimeUnit":"ns","traceEvents":[\n')
@@ -86,18 +120,15 @@ def _write_chrome(f, events, begin, end, prog) -> int:
             for k in {ev.fields.get("prev_tid"), ev.fields.get("next_tid")} - {None}:
                 st = sched.get(k) or sched.setdefault(k, ThreadSched(k, intervals=[]))
                 st.feed(ev.fields, ev.timestamp)
-        if vpid is None:
-            vpid = trace_ids.setdefault(id(trace), 1 + len(trace_ids))
+        vpid, tid, label = track(ev, vpid, vtid)
         if not kernel and vtid is not None:
             app_threads.setdefault(vtid, vpid)
-        tid = vtid if vtid is not None else (ev.cpu_id if ev.cpu_id is not None else 0)
         if (vpid, tid) not in names_seen:
             names_seen[(vpid, tid)] = True
             if proc:
                 put({"name": "process_name", "ph": "M", "pid": vpid, "tid": tid, "args": {"name": proc}})
-            if vtid is None:
-                put({"name": "thread_name", "ph": "M", "pid": vpid, "tid": tid,
-                     "args": {"name": f"cpu {tid}"}})
+            if label is not None:
+                put({"name": "thread_name", "ph": "M", "pid": vpid, "tid": tid, "args": {"name": label}})
         ts = (ev.timestamp - t0) / 1000.0
         if begin is None:
             call = pairer.feed(ev)
@@ -105,8 +136,17 @@ def _write_chrome(f, events, begin, end, prog) -> int:
                 continue  # an entry (its slice is written at the return), a statedump
             if call is not None:
                 bts = (call.begin - t0) / 1000.0
+                args = {"entry": _jsonable(call.entry.fields), "return": _jsonable(ev.fields)}
+                if call.suspended:
+                    # a generator's or coroutine's life overlaps its callers' slices: an async slice of its
+                    # own (a track beside the thread's), the thread's complete slices must nest
+                    async_ids += 1
+                    common = {"name": call.name, "cat": "function", "pid": vpid, "tid": tid, "id": async_ids}
+                    put({**common, "ph": "b", "ts": bts, "args": args})
+                    put({**common, "ph": "e", "ts": ts})
+                    continue
                 put({"name": call.name, "cat": "function", "ph": "X", "ts": bts, "dur": ts - bts, "pid": vpid,
-                     "tid": tid, "args": {"entry": _jsonable(call.entry.fields), "return": _jsonable(ev.fields)}})
+                     "tid": tid, "args": args})
                 continue
         if begin is not None and ev.name == begin:
             open_slices.setdefault((vpid, tid), []).append((ts, ev))
@@ -122,12 +162,16 @@ def _write_chrome(f, events, begin, end, prog) -> int:
                 continue
         put({"name": ev.name, "cat": ev.name.split(":")[0], "ph": "i", "s": "t", "ts": ts, "pid": vpid,
              "tid": tid, "args": _jsonable(ev.fields)})
-    for stack in pairer.stacks.values():  # calls still running at the end: their entries, as instants
-        for _key, _begin, _children, bev in stack:
+    # calls still running at the end (or whose return was lost), generators never finished: instants
+    for stack in (*pairer.stacks.values(), *pairer.suspended.values()):
+        for entry in stack:
+            key, bev = entry[0], entry[3]
             bvpid, bvtid, _ = thread_of(bev)
-            put({"name": bev.name, "cat": bev.name.split(":")[0], "ph": "i", "s": "t",
-                 "ts": (bev.timestamp - t0) / 1000.0, "pid": bvpid if bvpid is not None else 1,
-                 "tid": bvtid if bvtid is not None else (bev.cpu_id or 0), "args": _jsonable(bev.fields)})
+            bvpid, btid, _ = track(bev, bvpid, bvtid)
+            name = pairer.key_name(key)
+            put({"name": name, "cat": "function", "ph": "i", "s": "t",
+                 "ts": (bev.timestamp - t0) / 1000.0, "pid": bvpid, "tid": btid,
+                 "args": {"entry": _jsonable(bev.fields), "unfinished": True}})
     # each Python thread's states, from the kernel's point of view, on its own track
     for tid, vpid in app_threads.items():
         st = sched.get(tid)
