@@ -327,6 +327,8 @@ def test_no_args_and_repr_limit(ust_env):
     ("id > 0", "", True),                 # a filter: the general path, which runs it
     ("id == 0", "", False),               # ... and drops what it rejects
     ("", "thread_name", True),            # a Python context: the general path, which adds it
+    ("", "vtid", True),                   # vtid alone (ust run --functions): the direct path, with the thread id
+    ("", "vtid,vpid", True),              # C contexts: the general path, which adds them
 ])
 def test_function_ids_go_through_filters_and_contexts(tmp_path, flt, context, kept):
     out = tmp_path / "trace"
@@ -345,8 +347,12 @@ def test_function_ids_go_through_filters_and_contexts(tmp_path, flt, context, ke
     assert fib_id >> 32 > 0  # pid << 32 | n: a uint64 beyond 32 bits, written whole
     assert [e["payload"]["id"] for e in entries] == [fib_id] * 15
     assert [e["payload"]["id"] for e in returns] == [fib_id] * 15
-    if context:
+    if "thread_name" in context:
         assert {e["context"]["thread_name"] for e in entries + returns} == {"MainThread"}
+    if "vtid" in context:  # the main thread's id is the process's, the ids' high half
+        assert {e["context"]["vtid"] for e in entries + returns} == {fib_id >> 32}
+    if "vpid" in context:
+        assert {e["context"]["vpid"] for e in entries + returns} == {fib_id >> 32}
 
 
 def test_probe_removed_while_its_call_is_recorded(tmp_path):

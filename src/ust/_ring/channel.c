@@ -119,6 +119,7 @@ static int Channel_init(ChannelObject *self, PyObject *args, PyObject *kw)
     self->ctx_needs_ids = needs_ids;
     self->ctx_fixed_size = fixed;
     self->plain = nkinds == 0 && fixed == 0 && PyTuple_GET_SIZE(pyc) == 0;
+    self->vtid_only = nkinds == 1 && kinds[0] == K_VTID && fixed == 4 && PyTuple_GET_SIZE(pyc) == 0;
     return 0;
 }
 

@@ -24,6 +24,8 @@ typedef struct {
     PyObject *py_contexts; /* tuple of callables returning str, appended as strings */
     int plain;             /* no context at all (C or Python): an event is its header and fields (fixed: a
                             * channel is initialized once, and publish() reads it into AttachList.u64_lean) */
+    int vtid_only;         /* its one context is vtid: an event is its header, the thread id and fields
+                            * (`ust run --functions`' channel: AttachList.u64_lean too) */
 } ChannelObject;
 
 extern PyTypeObject Channel_Type;

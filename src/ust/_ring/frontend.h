@@ -202,18 +202,20 @@ INLINE void ring_commit(BufferObject *b, struct reservation *r)
         STORE_RELAXED(&b->self_writer->end, 0); /* nothing in flight */
 }
 
-/* One event of a compact header and an 8-byte payload (whole-program tracing writes two per Python call):
+/* One event of a compact header, with_ctx: a 4-byte context value (`ctx`: the channel's one context, vtid),
+ * and an 8-byte payload (whole-program tracing writes two per Python call):
  * ring_reserve's fast path, the header and the commit in one, without a reservation record kept in memory
  * for a slow path. The same algorithm and the same checks: anything else than an event that fits in the
  * open packet, by a registered writer (a packet to open or close, the timestamp's high bits changing, a
  * drop, a fork, a test pause) takes the general path. The caller guarantees event_id <
  * UST_EVENT_ID_EXTENDED (a compact header: AttachList.u64_lean). The packet's sub-buffer comes from
  * packet_cache when this process found it before (see shm.h), else from slot_acquire(). */
-INLINE void ring_write_u64(BufferObject *b, uint32_t event_id, uint64_t value)
+INLINE void ring_write_u64_ctx(BufferObject *b, uint32_t event_id, int with_ctx, uint32_t ctx, uint64_t value)
 {
     struct ust_shm_header *h = b->h;
     struct ust_writer *me = b->self_writer;
-    const uint64_t need = UST_EVENT_HEADER_COMPACT + 8;
+    const uint64_t ctx_size = with_ctx ? 4 : 0; /* a constant where it is inlined */
+    const uint64_t need = UST_EVENT_HEADER_COMPACT + ctx_size + 8;
     if (LIKELY(me != NULL && b->writer_generation == LOAD_RELAXED(&fork_generation) && !test_pause_at)) {
         uint64_t old = LOAD_RELAXED(&h->write_offset), ts;
         uint64_t room = b->sbsize - need; /* an event never ends on the packet's boundary */
@@ -249,16 +251,20 @@ INLINE void ring_write_u64(BufferObject *b, uint32_t event_id, uint64_t value)
         uint32_t ts32 = (uint32_t)ts;
         memcpy(p, &id, 2); /* the compact header, as write_event_header writes it */
         memcpy(p + 2, &ts32, 4);
-        memcpy(p + UST_EVENT_HEADER_COMPACT, &value, 8);
+        if (with_ctx)
+            memcpy(p + UST_EVENT_HEADER_COMPACT, &ctx, 4);
+        memcpy(p + UST_EVENT_HEADER_COMPACT + ctx_size, &value, 8);
         commit_bytes(b, slot, lap, need);
         STORE_RELAXED(&me->end, 0); /* nothing in flight */
         return;
     }
 general:;
     struct reservation r;
-    if (ring_reserve(b, 8, event_id, &r) == 0) {
+    if (ring_reserve(b, ctx_size + 8, event_id, &r) == 0) {
         char *p = write_event_header(r.dst, &r, event_id);
-        memcpy(p, &value, 8);
+        if (with_ctx)
+            memcpy(p, &ctx, 4);
+        memcpy(p + ctx_size, &value, 8);
         ring_commit(b, &r);
     }
 }

@@ -140,7 +140,7 @@ typedef struct {
     uint64_t held_len;
     uint64_t writer_generation;      /* fork_generation when this process registered as a writer */
     struct ust_writer *self_writer; /* its entry in h->writers, or NULL (table full) */
-    /* writer (ring_write_u64): (packet index << 16) | the physical sub-buffer this process last found for
+    /* writer (ring_write_u64_ctx): (packet index << 16) | the physical sub-buffer this process last found for
      * it with slot_acquire(); UINT64_MAX: none. A packet's sub-buffer cannot change while a reservation in
      * it is uncommitted (the reader only takes complete laps), and the index only grows: a writer holding a
      * reservation in that packet may use it without reading the slot table. Process-local memory; one

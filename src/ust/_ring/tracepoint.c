@@ -777,9 +777,9 @@ static int publish(TracepointObject *tp, AttachList *nl)
     }
     if (nl) {
         FieldSpec *f = &tp->fields[0];
-        nl->u64_lean = nl->n == 1 && !nl->a[0].filter && tp->nfields == 1 && f->size == 8 &&
-                       (f->code == F_UINT || f->code == F_SINT) && nl->a[0].event_id < UST_EVENT_ID_EXTENDED &&
-                       nl->a[0].channel->plain;
+        int lean = nl->n == 1 && !nl->a[0].filter && tp->nfields == 1 && f->size == 8 &&
+                   (f->code == F_UINT || f->code == F_SINT) && nl->a[0].event_id < UST_EVENT_ID_EXTENDED;
+        nl->u64_lean = !lean ? 0 : nl->a[0].channel->plain ? LEAN_PLAIN : nl->a[0].channel->vtid_only ? LEAN_VTID : 0;
         nl->u64_max = f->code == F_SINT ? (uint64_t)INT64_MAX : UINT64_MAX;
     }
     AttachList *old = atomic_exchange_explicit(&tp->attached, nl, memory_order_acq_rel);

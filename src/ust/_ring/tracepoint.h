@@ -46,8 +46,9 @@ typedef struct {
     int readers; /* calls using this list now (GIL-protected) */
     int retired; /* replaced: the last reader frees it */
     /* tracepoint_write_u64's lean path applies: one attachment, no filter, an event id of the compact
-     * header, a channel without contexts (ChannelObject.plain), and the tracepoint has one 8-byte integer
-     * field whose values are 0..u64_max (set by publish()). */
+     * header, a channel without contexts (ChannelObject.plain: LEAN_PLAIN) or with vtid only
+     * (ChannelObject.vtid_only: LEAN_VTID), and the tracepoint has one 8-byte integer field whose values
+     * are 0..u64_max (set by publish()); 0: it does not. */
     int u64_lean;
     uint64_t u64_max;
     Attachment a[MAX_ATTACH];
@@ -74,10 +75,17 @@ extern struct ust_record_api record_api;
 /* The event of one 8-byte integer field into a's channel, which has no context: record_into without its
  * per-field and per-context loops (whole-program tracing writes two such events per Python call). Runs
  * no Python. */
-INLINE void record_u64_bare(Attachment *a, uint64_t value)
+enum { LEAN_PLAIN = 1, LEAN_VTID = 2 };
+
+INLINE void record_u64_bare(Attachment *a, int lean, uint64_t value)
 {
-    /* fields are packed (byte-aligned in the metadata), as write_fields writes */
-    ring_write_u64(buffer_for_cpu(a->channel, current_cpu()), a->event_id, value);
+    /* fields and contexts are packed (byte-aligned in the metadata), as write_fields and the contexts'
+     * writer write them */
+    BufferObject *b = buffer_for_cpu(a->channel, current_cpu());
+    if (lean == LEAN_VTID)
+        ring_write_u64_ctx(b, a->event_id, 1, (uint32_t)current_tid(), value);
+    else
+        ring_write_u64_ctx(b, a->event_id, 0, 0, value);
 }
 
 /* The whole-program tracer's ids, lean path (record_api.h's write_u64, and inline in the frame-evaluation
@@ -95,7 +103,7 @@ INLINE int tracepoint_write_u64_tp(PyObject *self, uint64_t value)
     Attachment *only = &al->a[0];
     if (UNLIKELY(!al->u64_lean || value > al->u64_max))
         return 1;
-    record_u64_bare(only, value);
+    record_u64_bare(only, al->u64_lean, value);
     return 0;
 }
 
