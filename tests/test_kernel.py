@@ -393,15 +393,20 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
         assert out[0] == out[1]
         assert len(asked) == 2 * len(set(asked))
         asked.clear()
-    # the open calls' file names (ust.kernel.paths): the same bytes, names taken from the probes' records
+    # the open calls' file names (ust.kernel.paths): the same scans (probes' records and open calls'
+    # entries), paired into the same names, written the same
+    from ust.kernel.paths import Pairing
+
     assert probes, "no path probe made (uprobe events, the C library)"
-    names = {}, {}
     out = []
-    for make, table in zip((Converter, pages.PyConverter), names):
-        conv = make(plans, True, False, False, *_task_table(), paths=(table, probes))
-        out.append([bytes(conv.page(page)[0]) for page in got])
-    assert out[0] == out[1] and names[0] == names[1]
-    assert any(b"/direct\0" in events for events in out[0])  # _direct_read's open, by name
+    for make in (Converter, pages.PyConverter):
+        conv = make(plans, True, False, False, *_task_table(), paths=probes)
+        pairing = Pairing()
+        names = [pairing.page(conv.scan(page)[4]) for page in got]
+        pairing.pair()
+        out.append(([bytes(conv.page(page, n)[0]) for page, n in zip(got, names)], names, pairing.names_given))
+    assert out[0] == out[1] and out[0][2] > 0
+    assert any(b"/direct\0" in events for events in out[0][0])  # _direct_read's open, by name
     with pytest.raises(TypeError):
         Converter(plans, True, True, False, {}, lambda tid: "not a tuple").page(
             next(page for page in got if pages.PyConverter(plans, True, False, False, *_task_table()).page(page)[1]))
@@ -425,8 +430,8 @@ def test_the_c_prio_context_agrees_with_the_python_reference(real_pages):
              pages.PyConverter(plans, True, False, False, *_task_table(), prio=prio))
     scans = [c.scan(page) for page in got]
     assert scans == [py.scan(page) for page in got]
-    assert any(changes for _, _, _, changes in scans)  # setpriority's records were seen
-    others = sorted({ch for _, _, _, changes in scans for ch in changes})
+    assert any(changes for _, _, _, changes, _ in scans)  # setpriority's records were seen
+    others = sorted({ch for _, _, _, changes, _ in scans for ch in changes})
     for taint, horizon in ((False, (1 << 64) - 1), (True, (1 << 64) - 1), (False, scans[len(scans) // 2][1])):
         sc = sp = (-1, pages.PRIO_UNKNOWN)
         for page in got:
@@ -456,11 +461,12 @@ def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
         return
     b = pages.PyConverter(plans, True, False, False, *_task_table()).page(page)
     assert a[0] == bytes(b[0]) and a[1:] == b[1:]
-    # with the path probes (names remembered and taken the same way)
-    names = ({}, {})
-    a, b = (make(plans, True, False, False, *_task_table(), paths=(table, probes)).page(page)
-            for make, table in zip((Converter, pages.PyConverter), names))
-    assert a[0] == bytes(b[0]) and a[1:] == b[1:] and names[0] == names[1]
+    # with the path probes: the same scans, and names given to the open calls the same way
+    c, py = (make(plans, True, False, False, *_task_table(), paths=probes) for make in (Converter, pages.PyConverter))
+    assert c.scan(page) == py.scan(page)
+    names = data.draw(st.lists(st.one_of(st.none(), st.binary(max_size=40)), max_size=6))
+    a, b = c.page(page, names), py.page(page, names)
+    assert a[0] == bytes(b[0]) and a[1:] == b[1:]
     # the prio context's conversion and scan agree too, on any page
     state = (data.draw(st.integers(-1, 5000)), data.draw(st.sampled_from([20, 27, -40, pages.PRIO_UNKNOWN])))
     changes = sorted(data.draw(st.lists(st.tuples(st.integers(0, 1 << 62), st.integers(-1, 5000),
