@@ -395,18 +395,27 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
         asked.clear()
     # the open calls' file names (ust.kernel.paths): the same scans (probes' records and open calls'
     # entries), paired into the same names, written the same
+    from ust.kernel._ftrace import Pairing as CPairing
     from ust.kernel.paths import Pairing
 
     assert probes, "no path probe made (uprobe events, the C library)"
-    out = []
-    for make in (Converter, pages.PyConverter):
-        conv = make(plans, True, False, False, *_task_table(), paths=probes)
-        pairing = Pairing()
-        names = [pairing.page(conv.scan(page)[4]) for page in got]
-        pairing.pair()
-        out.append(([bytes(conv.page(page, n)[0]) for page, n in zip(got, names)], names, pairing.names_given))
-    assert out[0] == out[1] and out[0][2] > 0
-    assert any(b"/direct\0" in events for events in out[0][0])  # _direct_read's open, by name
+    for gap in (None, (0, max(pages.page_time(p) for p in got) + (1 << 32))):
+        out = []
+        for make, pairing_class in ((Converter, CPairing), (pages.PyConverter, Pairing)):
+            conv = make(plans, True, False, False, *_task_table(), paths=probes)
+            pairing = pairing_class()
+            names = [conv.scan(page, pairing)[4] for page in got]
+            if gap is not None:  # records lost over the whole stretch: no name lent across
+                pairing.gap(*gap)
+            pairing.pair()
+            out.append(([bytes(conv.page(page, n)[0]) for page, n in zip(got, names)], names, pairing.names_given,
+                        pairing.names_unknown, pairing.pending, pairing.done))
+        assert out[0] == out[1] and out[0][3] > 0 and out[0][4] == 0
+        if gap is None:
+            assert out[0][2] > 0
+            assert any(b"/direct\0" in events for events in out[0][0])  # _direct_read's open, by name
+        else:
+            assert out[0][2] == 0
     with pytest.raises(TypeError):
         Converter(plans, True, True, False, {}, lambda tid: "not a tuple").page(
             next(page for page in got if pages.PyConverter(plans, True, False, False, *_task_table()).page(page)[1]))
@@ -464,6 +473,15 @@ def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
     # with the path probes: the same scans, and names given to the open calls the same way
     c, py = (make(plans, True, False, False, *_task_table(), paths=probes) for make in (Converter, pages.PyConverter))
     assert c.scan(page) == py.scan(page)
+    from ust.kernel._ftrace import Pairing as CPairing
+    from ust.kernel.paths import Pairing
+
+    pairings = CPairing(), Pairing()
+    scans = c.scan(page, pairings[0]), py.scan(page, pairings[1])
+    for p in pairings:
+        p.pair()
+    assert scans[0] == scans[1] and [(p.names_given, p.names_unknown) for p in pairings] == [
+        (pairings[1].names_given, pairings[1].names_unknown)] * 2
     names = data.draw(st.lists(st.one_of(st.none(), st.binary(max_size=40)), max_size=6))
     a, b = c.page(page, names), py.page(page, names)
     assert a[0] == bytes(b[0]) and a[1:] == b[1:]

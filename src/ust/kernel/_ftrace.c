@@ -819,6 +819,223 @@ out:
     return r;
 }
 
+/* Pairing: each open call entry's file name, the path of its thread's path probe record just
+ * before it, over every CPU in time order (ust/kernel/paths.py documents it and is its Python
+ * reference, which must agree). Converter.scan(page, pairing) queues a page's probe records and
+ * open calls here and returns the list the calls' names will be in; pair(until) takes the queued
+ * records up to `until` (every CPU read up to then) in time order; gap(start, end) says records
+ * of some CPU were lost in between. */
+#define ITEM_GAP 0 /* sorts before a record of the same time: a loss's stretch is cleared first */
+#define ITEM_PROBE 1
+#define ITEM_CALL 2
+
+typedef struct {
+    uint64_t ts, seq;
+    uint64_t ptr; /* probe, call (PTR_UNREADABLE: a call record too short for it); gap: its end */
+    int32_t tid;
+    uint8_t kind;
+    PyObject *ref;   /* probe: its path (bytes); call: its page's names (list); gap: NULL (owned) */
+    Py_ssize_t index; /* call: its index in ref */
+} PathItem;
+
+#define PTR_UNREADABLE UINT64_MAX /* (an unreadable call pointer: equal to no probe's, see pair) */
+
+typedef struct {
+    PyObject_HEAD
+    PathItem *items;
+    Py_ssize_t n, cap;
+    PyObject *latest;       /* tid -> (pointer, path, tainted) of its last probe */
+    int64_t taint_until;    /* a probe recorded up to this time may have lost records after it (-1: none) */
+    int64_t done;           /* the time up to which records were paired (-1: none) */
+    uint64_t seq;
+    long long names_given, names_unknown;
+} Pairing;
+
+static PyTypeObject PairingType;
+
+static int Pairing_init(Pairing *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist))
+        return -1;
+    if (self->latest)
+        return PyErr_SetString(PyExc_RuntimeError, "Pairing already initialized"), -1;
+    if (!(self->latest = PyDict_New()))
+        return -1;
+    self->taint_until = self->done = -1;
+    return 0;
+}
+
+static void Pairing_dealloc(Pairing *self)
+{
+    for (Py_ssize_t i = 0; i < self->n; i++)
+        Py_XDECREF(self->items[i].ref);
+    PyMem_Free(self->items);
+    Py_CLEAR(self->latest);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Queue one item (its ref is stolen: released on failure too). -1: no memory. */
+static int pairing_push(Pairing *self, uint8_t kind, uint64_t ts, int32_t tid, uint64_t ptr, PyObject *ref,
+                        Py_ssize_t index)
+{
+    if (self->n == self->cap) {
+        Py_ssize_t cap = self->cap ? 2 * self->cap : 1024;
+        PathItem *items = PyMem_Realloc(self->items, (size_t)cap * sizeof(PathItem));
+        if (!items) {
+            Py_XDECREF(ref);
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->items = items, self->cap = cap;
+    }
+    self->items[self->n++] = (PathItem){.ts = ts, .seq = self->seq++, .ptr = ptr, .tid = tid, .kind = kind,
+                                        .ref = ref, .index = index};
+    return 0;
+}
+
+/* Records of some CPU were lost after start and up to end. */
+static int pairing_gap(Pairing *self, uint64_t start, uint64_t end)
+{
+    return pairing_push(self, ITEM_GAP, start, 0, end > start ? end : start, NULL, 0);
+}
+
+static PyObject *Pairing_gap(Pairing *self, PyObject *args)
+{
+    unsigned long long start, end;
+    if (!PyArg_ParseTuple(args, "KK", &start, &end))
+        return NULL;
+    return pairing_gap(self, start, end) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static int item_order(const void *pa, const void *pb)
+{
+    const PathItem *a = pa, *b = pb;
+    if (a->ts != b->ts)
+        return a->ts < b->ts ? -1 : 1;
+    int ra = a->kind != ITEM_GAP, rb = b->kind != ITEM_GAP;
+    if (ra != rb)
+        return ra - rb;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* pair(until=NEVER): pair the queued records up to `until` in time order (Pairing in paths.py). */
+static PyObject *Pairing_pair(Pairing *self, PyObject *args)
+{
+    unsigned long long until = UINT64_MAX;
+    if (!PyArg_ParseTuple(args, "|K", &until))
+        return NULL;
+    if (self->n == 0) {
+        if (until != UINT64_MAX && (int64_t)until > self->done)
+            self->done = (int64_t)until;
+        Py_RETURN_NONE;
+    }
+    qsort(self->items, (size_t)self->n, sizeof(PathItem), item_order);
+    Py_ssize_t cut = 0;
+    int64_t reached = self->done;
+    int failed = 0;
+    for (; cut < self->n; cut++) {
+        PathItem *it = &self->items[cut];
+        if (it->ts > until)
+            break;
+        reached = (int64_t)it->ts;
+        if (failed) {
+            Py_CLEAR(it->ref);
+            continue;
+        }
+        if (it->kind == ITEM_GAP) { /* nothing remembered before it, nor during it, can be trusted */
+            PyDict_Clear(self->latest);
+            if ((int64_t)it->ptr > self->taint_until)
+                self->taint_until = (int64_t)it->ptr;
+            continue;
+        }
+        PyObject *key = PyLong_FromLong(it->tid);
+        if (!key) {
+            failed = 1;
+            Py_CLEAR(it->ref);
+            continue;
+        }
+        if (it->kind == ITEM_PROBE) {
+            PyObject *value = Py_BuildValue("(KOO)", (unsigned long long)it->ptr, it->ref,
+                                            (int64_t)it->ts <= self->taint_until ? Py_True : Py_False);
+            if (!value || PyDict_SetItem(self->latest, key, value) < 0)
+                failed = 1;
+            Py_XDECREF(value);
+        } else {
+            PyObject *probe = PyDict_GetItemWithError(self->latest, key); /* borrowed */
+            int given = 0;
+            if (probe) {
+                Py_INCREF(probe);
+                if (PyDict_DelItem(self->latest, key) < 0)
+                    failed = 1;
+                else if (it->ptr != PTR_UNREADABLE && PyTuple_GET_ITEM(probe, 2) == Py_False
+                         && PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(probe, 0)) == it->ptr) {
+                    if (PyList_SetItem(it->ref, it->index, Py_NewRef(PyTuple_GET_ITEM(probe, 1))) < 0)
+                        failed = 1;
+                    else
+                        given = 1;
+                }
+                Py_DECREF(probe);
+            } else if (PyErr_Occurred()) {
+                failed = 1;
+            }
+            if (given)
+                self->names_given++;
+            else
+                self->names_unknown++;
+        }
+        Py_DECREF(key);
+        Py_CLEAR(it->ref);
+    }
+    memmove(self->items, self->items + cut, (size_t)(self->n - cut) * sizeof(PathItem));
+    self->n -= cut;
+    /* (pairing everything, at a stop, is no promise about what a later start records) */
+    int64_t now_done = until == UINT64_MAX ? reached : (int64_t)until;
+    if (now_done > self->done)
+        self->done = now_done;
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Pairing_get(Pairing *self, void *closure)
+{
+    switch ((intptr_t)closure) {
+    case 0: return PyLong_FromLongLong(self->names_given);
+    case 1: return PyLong_FromLongLong(self->names_unknown);
+    case 2: return PyLong_FromSsize_t(self->n);
+    default: return PyLong_FromLongLong(self->done);
+    }
+}
+
+static PyMethodDef Pairing_methods[] = {
+    {"gap", (PyCFunction)Pairing_gap, METH_VARARGS, "gap(start, end): records of some CPU were lost in between"},
+    {"pair", (PyCFunction)Pairing_pair, METH_VARARGS,
+     "pair(until=NEVER): pair the queued records up to until, in time order"},
+    {NULL},
+};
+
+static PyGetSetDef Pairing_getset[] = {
+    {"names_given", (getter)Pairing_get, NULL, "open calls given a name", (void *)0},
+    {"names_unknown", (getter)Pairing_get, NULL, "open calls given none (\"\": not known)", (void *)1},
+    {"pending", (getter)Pairing_get, NULL, "records queued, not paired yet", (void *)2},
+    {"done", (getter)Pairing_get, NULL, "the time up to which records were paired (-1: none)", (void *)3},
+    {NULL},
+};
+
+static PyTypeObject PairingType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ust.kernel._ftrace.Pairing",
+    .tp_basicsize = sizeof(Pairing),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Pairing(): open calls' file names from the path probes' records, over every CPU in time order "
+              "(see ust/kernel/paths.py)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Pairing_init,
+    .tp_dealloc = (destructor)Pairing_dealloc,
+    .tp_methods = Pairing_methods,
+    .tp_getset = Pairing_getset,
+};
+
 /* An item of scan()'s paths: (time, tid, pointer, path bytes) for a path probe's record,
  * (time, tid, pointer, None) for an open call's entry (pointer -1: the record is too short for it). */
 static int append_path_item(PyObject *list, uint64_t ts, const uint8_t *rec, PyObject *ptr, const uint8_t *path,
@@ -839,21 +1056,34 @@ static int append_path_item(PyObject *list, uint64_t ts, const uint8_t *rec, PyO
     return 0;
 }
 
-/* scan(page) -> (first_ts, last_ts, missed, changes, paths): what a page tells the conversion of
+/* scan(page, pairing=None) -> (first_ts, last_ts, missed, changes, paths): what a page tells the conversion of
  * the other CPUs' pages (it is read before any of them is converted: ust/kernel/sweep.py).
  * changes (the prio context, else empty): ((time, tid, prio), ...) for each sched_pi_setprio (the
  * thread's new prio) and each priority-setting call (its target, -1 for any, with PRIO_UNKNOWN);
  * paths (the path probes, else empty): the path probes' records and the open calls' entries, in
- * the page's order (append_path_item), which ust/kernel/paths.py pairs over every CPU;
- * missed: events were lost before it. */
-static PyObject *Converter_scan(Converter *self, PyObject *arg)
+ * the page's order (append_path_item), which ust/kernel/paths.py pairs over every CPU; with a
+ * Pairing, they are queued in it instead and paths is the list the page's calls' names will be in
+ * (None: no call), which page() takes; missed: events were lost before it. */
+static PyObject *Converter_scan(Converter *self, PyObject *args)
 {
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+    PyObject *pairing_arg = Py_None;
+    if (!PyArg_ParseTuple(args, "y*|O", &view, &pairing_arg))
         return NULL;
+    Pairing *pairing = NULL;
+    if (pairing_arg != Py_None) {
+        if (!PyObject_TypeCheck(pairing_arg, &PairingType) || !((Pairing *)pairing_arg)->latest) {
+            PyBuffer_Release(&view);
+            return PyErr_SetString(PyExc_TypeError, "pairing must be an initialized _ftrace.Pairing"), NULL;
+        }
+        pairing = (Pairing *)pairing_arg;
+    }
     Walk w;
-    PyObject *changes = NULL, *paths = NULL, *r = NULL;
-    if (walk_start(&w, view.buf, (size_t)view.len) < 0 || !(changes = PyList_New(0)) || !(paths = PyList_New(0)))
+    PyObject *changes = NULL, *paths = NULL, *r = NULL, *empty = NULL;
+    uint64_t late = 0;
+    int have_late = 0;
+    if (walk_start(&w, view.buf, (size_t)view.len) < 0 || !(changes = PyList_New(0))
+        || (!pairing && !(paths = PyList_New(0))) || !(empty = PyBytes_FromStringAndSize("", 0)))
         goto out;
     uint64_t first = 0;
     int have_first = 0;
@@ -870,13 +1100,37 @@ static PyObject *Converter_scan(Converter *self, PyObject *arg)
             uint64_t ptr;
             const uint8_t *path;
             uint32_t n;
-            if (self->probe_slot[id]) {
-                if (probe_fields(self, self->probe_slot[id] - 1, rec, dlen, &ptr, &path, &n)
-                    && append_path_item(paths, w.ts, rec, PyLong_FromUnsignedLongLong(ptr), path, n) < 0)
+            int32_t off = self->plans[id].nops >= 0 ? self->plans[id].path_off : -1;
+            int probe = self->probe_slot[id] != 0;
+            if (probe && !probe_fields(self, self->probe_slot[id] - 1, rec, dlen, &ptr, &path, &n))
+                continue; /* a probe record too short for its fields: as if not recorded */
+            if (pairing && (probe || off >= 0)) {
+                int32_t tid;
+                memcpy(&tid, rec + 4, 4);
+                PyObject *ref;
+                Py_ssize_t index = 0;
+                if (probe) {
+                    ref = PyBytes_FromStringAndSize((const char *)path, n);
+                } else {
+                    if (!paths && !(paths = PyList_New(0)))
+                        goto out;
+                    index = PyList_GET_SIZE(paths);
+                    if (PyList_Append(paths, empty) < 0)
+                        goto out;
+                    ref = Py_NewRef(paths);
+                    ptr = (uint64_t)off + 8 <= dlen ? rd64(rec + off) : PTR_UNREADABLE;
+                }
+                if (!ref || pairing_push(pairing, probe ? ITEM_PROBE : ITEM_CALL, w.ts, tid, ptr, ref, index) < 0)
+                    goto out;
+                if (!have_late && pairing->done >= 0 && w.ts <= (uint64_t)pairing->done)
+                    late = w.ts, have_late = 1; /* read after its time was paired */
+                continue;
+            }
+            if (probe) {
+                if (append_path_item(paths, w.ts, rec, PyLong_FromUnsignedLongLong(ptr), path, n) < 0)
                     goto out;
                 continue;
             }
-            int32_t off = self->plans[id].nops >= 0 ? self->plans[id].path_off : -1;
             if (off >= 0) {
                 PyObject *p = (uint64_t)off + 8 <= dlen ? PyLong_FromUnsignedLongLong(rd64(rec + off))
                                                         : PyLong_FromLong(-1);
@@ -905,11 +1159,15 @@ static PyObject *Converter_scan(Converter *self, PyObject *arg)
         }
         Py_DECREF(item);
     }
+    /* whatever a record read after its time was paired would have changed is not known */
+    if (have_late && pairing_gap(pairing, late, (uint64_t)pairing->done) < 0)
+        goto out;
     r = Py_BuildValue("(KKOOO)", (unsigned long long)(have_first ? first : w.ts), (unsigned long long)w.ts,
-                      w.missed ? Py_True : Py_False, changes, paths);
+                      w.missed ? Py_True : Py_False, changes, paths ? paths : Py_None);
 out:
     Py_XDECREF(changes);
     Py_XDECREF(paths);
+    Py_XDECREF(empty);
     PyBuffer_Release(&view);
     return r;
 }
@@ -1030,9 +1288,10 @@ static PyMethodDef Converter_methods[] = {
     {"page_prio", (PyCFunction)Converter_page_prio, METH_VARARGS,
      "page_prio(page, state, changes, taint, horizon, names=None) -> (events, count, skipped, first_ts, last_ts, "
      "state): with the prio context (ust/kernel/prio.py)"},
-    {"scan", (PyCFunction)Converter_scan, METH_O,
-     "scan(page) -> (first_ts, last_ts, missed, changes, paths): what a page tells the other CPUs' "
-     "conversion (priority changes; path probes and open calls to pair)"},
+    {"scan", (PyCFunction)Converter_scan, METH_VARARGS,
+     "scan(page, pairing=None) -> (first_ts, last_ts, missed, changes, paths): what a page tells the other "
+     "CPUs' conversion (priority changes; path probes and open calls to pair, or queued in the Pairing "
+     "and paths the list of the page's names)"},
     {NULL},
 };
 
@@ -1074,6 +1333,10 @@ PyMODINIT_FUNC PyInit__ftrace(void)
     Py_INCREF(&ConverterType);
     if (PyModule_AddObject(m, "Converter", (PyObject *)&ConverterType) < 0) {
         Py_DECREF(&ConverterType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&PairingType) < 0 || PyModule_AddObjectRef(m, "Pairing", (PyObject *)&PairingType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -389,7 +389,7 @@ class PyConverter:
         self.records = sum(1 for _, rec in records(page) if rec is not None)
         return (*result, (st["tid"], st["prio"]))
 
-    def scan(self, page: bytes):
+    def scan(self, page: bytes, pairing=None):
         _page_end(page)
         changes = []
         found = []  # the path probes' records and the open calls' entries (ust.kernel.paths pairs them)
@@ -414,6 +414,8 @@ class PyConverter:
             if change is not None:
                 changes.append((ts, *change))
         missed = bool(_PAGE.unpack_from(page, 0)[1] & RB_MISSED_EVENTS)
+        if pairing is not None:  # queued there: the list of the page's names instead
+            found = pairing.page(found)
         return (ts if first is None else first), ts, missed, changes, found
 
 
@@ -454,6 +456,16 @@ def page_records(page: bytes) -> int:
         return c_page_records(page)
     except ValueError as exc:
         raise PageError(str(exc)) from None
+
+
+def pairing_class():
+    """The open calls' pairing that goes with ``converter_class()``: the C one when the extension
+    is built, else ust.kernel.paths.Pairing (its reference)."""
+    try:
+        from ust.kernel._ftrace import Pairing
+    except ImportError:
+        from .paths import Pairing
+    return Pairing
 
 
 def converter_class():

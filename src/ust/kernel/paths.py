@@ -233,12 +233,17 @@ class Pairing:
 
     def __init__(self):
         # (time, rank: 0 a gap, 1 a record, sequence, tid, pointer, path | None, names | None, index | end)
-        self.pending: list[tuple] = []
+        self.queue: list[tuple] = []
         self.latest: dict[int, tuple[int, bytes, bool]] = {}  # tid -> (pointer, path, tainted) of its last probe
         self.taint_until = -1  # a probe recorded up to this time may have lost records after it
         self.done = -1  # the time up to which records were paired
         self.seq = 0
         self.names_given = self.names_unknown = 0  # open calls' entries paired with a name, or not
+
+    @property
+    def pending(self) -> int:
+        """Records queued, not paired yet."""
+        return len(self.queue)
 
     def page(self, found: list[tuple]) -> list | None:
         """Queue a page's path records (``Converter.scan``'s: (time, tid, pointer, path | None for
@@ -250,10 +255,10 @@ class Pairing:
         late = None
         for ts, tid, ptr, path in found:
             if path is None:
-                self.pending.append((ts, 1, seq, tid, ptr, None, names, k))
+                self.queue.append((ts, 1, seq, tid, ptr, None, names, k))
                 k += 1
             else:
-                self.pending.append((ts, 1, seq, tid, ptr, path, None, 0))
+                self.queue.append((ts, 1, seq, tid, ptr, path, None, 0))
             if ts <= self.done and late is None:
                 late = ts
             seq += 1
@@ -264,20 +269,20 @@ class Pairing:
 
     def gap(self, start: int, end: int) -> None:
         """Records of some CPU were lost after ``start`` and up to ``end``."""
-        self.pending.append((start, 0, self.seq, 0, 0, None, None, max(start, end)))
+        self.queue.append((start, 0, self.seq, 0, 0, None, None, max(start, end)))
         self.seq += 1
 
     def pair(self, until: int = NEVER) -> None:
         """Pair the queued records up to ``until`` (every CPU is read up to then), in time order."""
-        if not self.pending:
+        if not self.queue:
             if until != NEVER:
                 self.done = max(self.done, until)
             return
-        self.pending.sort()
+        self.queue.sort()
         latest = self.latest
         cut = 0
         reached = self.done
-        for item in self.pending:
+        for item in self.queue:
             ts = item[0]
             if ts > until:
                 break
@@ -295,6 +300,6 @@ class Pairing:
                     self.names_given += 1
                 else:
                     self.names_unknown += 1
-        del self.pending[:cut]
+        del self.queue[:cut]
         # (pairing everything, at a stop, is no promise about what a later start records)
         self.done = max(self.done, reached if until == NEVER else until)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 
 from .pages import PRIO_UNKNOWN, PageError
-from .paths import NEVER, Pairing
+from .paths import NEVER
 from .source import MARGIN_NS, read_ring
 from .tracefs import read_stats
 
@@ -37,8 +37,8 @@ class _Page:
 
 class Sweep:
     """The reading of a kernel trace's CPUs in sweeps, with the prio context's state (``prio``)
-    and the open calls' pairing (``pairing``: a ust.kernel.paths.Pairing; set it when path
-    probes are enabled).
+    and the open calls' pairing (``pairing``: ``pages.pairing_class()``'s, which goes with the
+    trace's Converter; set it when path probes are enabled).
 
     ``attach(sources)`` (the trace's FtraceSources); each source then takes its next page from
     ``next_page(cpu)`` and converts it with ``convert(cpu, page)``."""
@@ -98,8 +98,8 @@ class Sweep:
                 if self.pairing is not None:
                     self.pairing.gap(gap_before, empty_at)
             for page in pages:
-                try:
-                    first, last, missed, changes, found = converter.scan(page)
+                try:  # (a gap queued after the page's records is sorted before them all the same)
+                    first, last, missed, changes, names = converter.scan(page, self.pairing)
                 except (PageError, ValueError):
                     continue  # an impossible page is dropped whole (get_subbuf would drop it too)
                 if missed:
@@ -109,7 +109,8 @@ class Sweep:
                         self.pairing.gap(self.last_read[cpu], first)
                 for when, tid, value in changes:
                     self._add(when, tid, value, cpu)
-                names = self.pairing.page(found) if self.pairing is not None else None
+                if self.pairing is None:
+                    names = None
                 self.queues[cpu].append(_Page(page, first, last, dropped > 0, names))
                 self.last_read[cpu] = max(self.last_read[cpu], last)
             if dropped > 0 and not pages:
@@ -195,13 +196,13 @@ class Sweep:
         before it) in order, with the prio context as far as it is known from them alone (after
         the watermark: unknown) and the open calls' names they pair."""
         changes = []
-        pairing = Pairing() if self.pairing is not None else None
+        pairing = type(self.pairing)() if self.pairing is not None else None
         names: dict[int, list | None] = {}  # id(page) -> its names
         for cpu, pages in kept.items():
             last = 0
             for page, lost in pages:
                 try:
-                    first, page_last, missed, found_changes, found = converter.scan(page)
+                    first, page_last, missed, found_changes, page_names = converter.scan(page, pairing)
                 except (PageError, ValueError):
                     continue
                 if missed or lost:
@@ -210,7 +211,7 @@ class Sweep:
                         pairing.gap(last, first)
                 changes += [(when, tid, value, cpu) for when, tid, value in found_changes]
                 if pairing is not None:
-                    names[id(page)] = pairing.page(found)
+                    names[id(page)] = page_names
                 last = max(last, page_last)
         if pairing is not None:
             pairing.pair(NEVER)

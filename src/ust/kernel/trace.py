@@ -147,8 +147,9 @@ class KernelTrace(Trace):
         probes = bool(self._path_probes())
         if not sources or not (prio or probes):
             return
-        from .paths import Pairing
         from .sweep import Sweep
+
+        Pairing = pages.pairing_class()  # (goes with the Converter: both C when built)
 
         if self.tracker is None:
             self.tracker = Sweep(prio=prio, pairing=Pairing() if probes else None)
