@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -1357,3 +1358,60 @@ def test_a_record_shorter_than_its_format_gives_zeros_in_c_and_python():
         rec = payload.ljust(-(-(8 + len(payload)) // 4) * 4 - 8, b"\0")  # the record as padded on the page
         want = (rec[:4].ljust(4, b"\0") + rec[8:16].ljust(8, b"\0"))
         assert bytes(a[0])[-12:] == want and struct.unpack_from("<i", a[0], 6)[0] == 1, payload  # (header, tid, fields)
+
+
+def _record(fields: bytes) -> bytes:
+    """One ftrace ring-buffer record (type_len words, delta 1 ns) around a record's bytes."""
+    fields += bytes(-len(fields) % 4)
+    return struct.pack("<I", (len(fields) // 4) | (1 << 5)) + fields
+
+
+def test_the_pairing_of_thousands_of_threads_agrees_in_c_and_python(real_pages):
+    """Probes of 3,000 threads, then their calls (the C pairing's table grows, and its deleted slots
+    are reused): C and Python give every call its own thread's path; a call whose pointer is
+    another's, or a second call of a thread, gets ""."""
+    from ust.kernel._ftrace import Pairing as CPairing
+    from ust.kernel.formats import OP_PATH
+    from ust.kernel.paths import Pairing
+
+    Converter = _c_converter()
+    _, plans, _, probes = real_pages
+    probe_id, ptr_off, loc_off = probes[0]
+    call_id, call_off = next((i, off) for i, ops in plans.items() for op, off, _ in ops if op == OP_PATH)
+    n = 3000
+
+    def probe(tid):
+        path = b"/p/%d\0" % tid
+        body = bytearray(max(ptr_off + 8, loc_off + 4))
+        struct.pack_into("<HBBi", body, 0, probe_id, 0, 0, tid)
+        struct.pack_into("<Q", body, ptr_off, 0x1000 + tid)
+        struct.pack_into("<I", body, loc_off, len(body) | len(path) << 16)
+        return _record(bytes(body) + path)
+
+    def call(tid, ptr):
+        body = bytearray(call_off + 8)
+        struct.pack_into("<HBBi", body, 0, call_id, 0, 0, tid)
+        struct.pack_into("<Q", body, call_off, ptr)
+        return _record(bytes(body))
+
+    recs = [probe(t) for t in range(1, n + 1)] + [call(t, 0x1000 + t if t % 7 else 1) for t in range(1, n + 1)]
+    recs += [call(t, 0x1000 + t) for t in range(1, 50)]  # (their probes are taken)
+    page_data, pages_out = b"", []
+    for r in recs:
+        if len(page_data) + len(r) > 4000:
+            pages_out.append(page_data)
+            page_data = b""
+        page_data += r
+    pages_out.append(page_data)
+    got = [struct.pack("<QQ", 1000 + 10 * n * i, len(d)) + d for i, d in enumerate(pages_out)]
+    results = []
+    for make, pairing_class in ((Converter, CPairing), (pages.PyConverter, Pairing)):
+        conv = make(plans, True, False, False, *_task_table(), paths=probes)
+        pairing = pairing_class()
+        names = [conv.scan(page, pairing)[4] for page in got]
+        pairing.pair()
+        results.append(([n for ns in names if ns for n in ns], pairing.names_given, pairing.names_unknown))
+    assert results[0] == results[1]
+    flat, given, unknown = results[0]
+    assert given == n - n // 7 and unknown == n // 7 + 49
+    assert flat[:n] == [b"" if t % 7 == 0 else b"/p/%d" % t for t in range(1, n + 1)] and flat[n:] == [b""] * 49

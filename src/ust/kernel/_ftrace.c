@@ -840,11 +840,25 @@ typedef struct {
 
 #define PTR_UNREADABLE UINT64_MAX /* (an unreadable call pointer: equal to no probe's, see pair) */
 
+/* A thread's last probe, in an open-addressing table by tid (linear probing, tombstones): the
+ * pairing's one lookup per record, without Python objects for the keys. */
+#define SLOT_EMPTY 0
+#define SLOT_FULL 1
+#define SLOT_DELETED 2
+
+typedef struct {
+    int32_t tid;
+    uint8_t state, tainted;
+    uint64_t ptr;
+    PyObject *path; /* owned (SLOT_FULL) */
+} LatestSlot;
+
 typedef struct {
     PyObject_HEAD
     PathItem *items;
     Py_ssize_t n, cap;
-    PyObject *latest;       /* tid -> (pointer, path, tainted) of its last probe */
+    LatestSlot *latest;     /* tid -> (pointer, path, tainted) of its last probe */
+    size_t latest_cap, latest_used; /* slots (a power of two), full or deleted ones */
     int64_t taint_until;    /* a probe recorded up to this time may have lost records after it (-1: none) */
     int64_t done;           /* the time up to which records were paired (-1: none) */
     uint64_t seq;
@@ -853,6 +867,8 @@ typedef struct {
 
 static PyTypeObject PairingType;
 
+#define LATEST_INITIAL 256
+
 static int Pairing_init(Pairing *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {NULL};
@@ -860,10 +876,21 @@ static int Pairing_init(Pairing *self, PyObject *args, PyObject *kwds)
         return -1;
     if (self->latest)
         return PyErr_SetString(PyExc_RuntimeError, "Pairing already initialized"), -1;
-    if (!(self->latest = PyDict_New()))
-        return -1;
+    if (!(self->latest = PyMem_Calloc(LATEST_INITIAL, sizeof(LatestSlot))))
+        return PyErr_NoMemory(), -1;
+    self->latest_cap = LATEST_INITIAL;
     self->taint_until = self->done = -1;
     return 0;
+}
+
+/* Forget every thread's probe (a gap). */
+static void latest_clear(Pairing *self)
+{
+    for (size_t i = 0; i < self->latest_cap; i++)
+        if (self->latest[i].state == SLOT_FULL)
+            Py_CLEAR(self->latest[i].path);
+    memset(self->latest, 0, self->latest_cap * sizeof(LatestSlot));
+    self->latest_used = 0;
 }
 
 static void Pairing_dealloc(Pairing *self)
@@ -871,8 +898,72 @@ static void Pairing_dealloc(Pairing *self)
     for (Py_ssize_t i = 0; i < self->n; i++)
         Py_XDECREF(self->items[i].ref);
     PyMem_Free(self->items);
-    Py_CLEAR(self->latest);
+    if (self->latest) {
+        latest_clear(self);
+        PyMem_Free(self->latest);
+    }
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static size_t latest_hash(const Pairing *self, int32_t tid)
+{
+    return ((uint32_t)tid * 2654435761u) & (self->latest_cap - 1);
+}
+
+/* The thread's full slot, or NULL. */
+static LatestSlot *latest_find(Pairing *self, int32_t tid)
+{
+    for (size_t i = latest_hash(self, tid);; i = (i + 1) & (self->latest_cap - 1)) {
+        LatestSlot *slot = &self->latest[i];
+        if (slot->state == SLOT_EMPTY)
+            return NULL;
+        if (slot->state == SLOT_FULL && slot->tid == tid)
+            return slot;
+    }
+}
+
+/* Remember a thread's probe (path: stolen), replacing its previous one. -1: no memory. */
+static int latest_put(Pairing *self, int32_t tid, uint64_t ptr, PyObject *path, int tainted)
+{
+    LatestSlot *slot = latest_find(self, tid);
+    if (slot) {
+        Py_SETREF(slot->path, path);
+        slot->ptr = ptr, slot->tainted = (uint8_t)tainted;
+        return 0;
+    }
+    if (2 * (self->latest_used + 1) > self->latest_cap) { /* rehash the full slots, at most half used after */
+        size_t full = 0;
+        for (size_t i = 0; i < self->latest_cap; i++)
+            full += self->latest[i].state == SLOT_FULL;
+        size_t cap = self->latest_cap;
+        while (4 * (full + 1) > cap)
+            cap *= 2;
+        LatestSlot *old = self->latest, *table = PyMem_Calloc(cap, sizeof(LatestSlot));
+        if (!table) {
+            Py_DECREF(path);
+            PyErr_NoMemory();
+            return -1;
+        }
+        size_t old_cap = self->latest_cap;
+        self->latest = table, self->latest_cap = cap, self->latest_used = 0;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i].state == SLOT_FULL) {
+                size_t j = latest_hash(self, old[i].tid);
+                while (table[j].state != SLOT_EMPTY)
+                    j = (j + 1) & (cap - 1);
+                table[j] = old[i];
+                self->latest_used++;
+            }
+        PyMem_Free(old);
+    }
+    size_t i = latest_hash(self, tid);
+    while (self->latest[i].state == SLOT_FULL)
+        i = (i + 1) & (self->latest_cap - 1);
+    if (self->latest[i].state == SLOT_EMPTY)
+        self->latest_used++;
+    self->latest[i] = (LatestSlot){.tid = tid, .state = SLOT_FULL, .tainted = (uint8_t)tainted, .ptr = ptr,
+                                   .path = path};
+    return 0;
 }
 
 /* Queue one item (its ref is stolen: released on failure too). -1: no memory. */
@@ -944,47 +1035,34 @@ static PyObject *Pairing_pair(Pairing *self, PyObject *args)
             continue;
         }
         if (it->kind == ITEM_GAP) { /* nothing remembered before it, nor during it, can be trusted */
-            PyDict_Clear(self->latest);
+            latest_clear(self);
             if ((int64_t)it->ptr > self->taint_until)
                 self->taint_until = (int64_t)it->ptr;
             continue;
         }
-        PyObject *key = PyLong_FromLong(it->tid);
-        if (!key) {
-            failed = 1;
-            Py_CLEAR(it->ref);
+        if (it->kind == ITEM_PROBE) {
+            if (latest_put(self, it->tid, it->ptr, it->ref, (int64_t)it->ts <= self->taint_until) < 0)
+                failed = 1;
+            it->ref = NULL; /* (stolen) */
             continue;
         }
-        if (it->kind == ITEM_PROBE) {
-            PyObject *value = Py_BuildValue("(KOO)", (unsigned long long)it->ptr, it->ref,
-                                            (int64_t)it->ts <= self->taint_until ? Py_True : Py_False);
-            if (!value || PyDict_SetItem(self->latest, key, value) < 0)
-                failed = 1;
-            Py_XDECREF(value);
-        } else {
-            PyObject *probe = PyDict_GetItemWithError(self->latest, key); /* borrowed */
-            int given = 0;
-            if (probe) {
-                Py_INCREF(probe);
-                if (PyDict_DelItem(self->latest, key) < 0)
+        LatestSlot *probe = latest_find(self, it->tid);
+        int given = 0;
+        if (probe) {
+            if (it->ptr != PTR_UNREADABLE && !probe->tainted && probe->ptr == it->ptr) {
+                if (PyList_SetItem(it->ref, it->index, probe->path) < 0) /* (steals the slot's reference) */
                     failed = 1;
-                else if (it->ptr != PTR_UNREADABLE && PyTuple_GET_ITEM(probe, 2) == Py_False
-                         && PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(probe, 0)) == it->ptr) {
-                    if (PyList_SetItem(it->ref, it->index, Py_NewRef(PyTuple_GET_ITEM(probe, 1))) < 0)
-                        failed = 1;
-                    else
-                        given = 1;
-                }
-                Py_DECREF(probe);
-            } else if (PyErr_Occurred()) {
-                failed = 1;
+                else
+                    given = 1;
+                probe->path = NULL;
             }
-            if (given)
-                self->names_given++;
-            else
-                self->names_unknown++;
+            Py_CLEAR(probe->path);
+            probe->state = SLOT_DELETED;
         }
-        Py_DECREF(key);
+        if (given)
+            self->names_given++;
+        else
+            self->names_unknown++;
         Py_CLEAR(it->ref);
     }
     memmove(self->items, self->items + cut, (size_t)(self->n - cut) * sizeof(PathItem));
