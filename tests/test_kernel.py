@@ -1415,3 +1415,21 @@ def test_the_pairing_of_thousands_of_threads_agrees_in_c_and_python(real_pages):
     flat, given, unknown = results[0]
     assert given == n - n // 7 and unknown == n // 7 + 49
     assert flat[:n] == [b"" if t % 7 == 0 else b"/p/%d" % t for t in range(1, n + 1)] and flat[n:] == [b""] * 49
+
+
+def test_a_corrupt_page_whose_time_goes_back_converts_the_same_in_c_and_python(real_pages):
+    """An absolute time stamp record (type 31) older than the record before it, and time extends
+    past 2^64 (a corrupt page: hypothesis found the first): C's unsigned time arithmetic and the
+    Python reference's give the same events (a time going back gets the extended header)."""
+    Converter = _c_converter()
+    _, plans, _, _ = real_pages
+    event_id = next(iter(plans))
+    body = struct.pack("<HBBi", event_id, 0, 0, 42) + bytes(60)
+    rec = _record(body)
+    back = struct.pack("<II", 31 | (5 << 5), 0)  # absolute time 5: before the page's time
+    extend = struct.pack("<II", 30 | (1 << 5), (1 << 32) - 1)  # a huge delta
+    data = rec + back + rec + extend * 40 + rec
+    page = struct.pack("<QQ", (1 << 63) + 10**12, len(data)) + data
+    a = Converter(plans, True, False, False, *_task_table()).page(page)
+    b = pages.PyConverter(plans, True, False, False, *_task_table()).page(page)
+    assert a[1] == 3 and a[0] == bytes(b[0]) and a[1:] == b[1:]

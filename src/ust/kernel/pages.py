@@ -36,6 +36,7 @@ CTF_MAGIC = 0xC1FC1FC1
 RB_MISSED_EVENTS = 1 << 31
 RB_MISSED_STORED = 1 << 30
 _COMMIT_MASK = (1 << 30) - 1
+_MASK64 = (1 << 64) - 1  # times are u64, wrapping as the C walker's
 PAGE_HEADER = 16  # time_stamp + commit (64-bit kernel)
 TS_MSB_SHIFT = 59
 
@@ -186,7 +187,7 @@ def records(page: bytes):
         if type_len == 30:  # time extend
             if pos + 8 > end:
                 break
-            ts += delta | (_U32.unpack_from(page, pos + 4)[0] << 27)
+            ts = (ts + (delta | (_U32.unpack_from(page, pos + 4)[0] << 27))) & _MASK64  # (C's uint64_t)
             pos += 8
             continue
         if type_len == 31:  # absolute time stamp
@@ -199,7 +200,7 @@ def records(page: bytes):
                 abs_ts |= msb
                 if abs_ts < page_ts:
                     abs_ts += 1 << TS_MSB_SHIFT
-            ts = abs_ts
+            ts = abs_ts & _MASK64
             pos += 8
             continue
         if type_len == 0:
@@ -217,7 +218,7 @@ def records(page: bytes):
             nxt = data + dlen
         if dlen < 8 or nxt > end:
             break  # a cut or corrupt record ends the page's events
-        ts += delta
+        ts = (ts + delta) & _MASK64
         pos = nxt
         yield ts, page[data:data + dlen]
     yield ts, None  # the time the walk ended at
@@ -260,7 +261,7 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
             continue
         if first is None:
             first = ts
-        if ts - prev < 1 << 32:
+        if (ts - prev) & _MASK64 < 1 << 32:  # (unsigned, as C: a time going back is not compact)
             out += _COMPACT.pack(event_id, ts & 0xFFFFFFFF)
         else:
             out += _EXTENDED.pack(65535, event_id, ts)
