@@ -23,7 +23,11 @@
    every call, against untraced, in this run; and a flood kept by a trigger: the
    matches counted + discarded against the calls, the consumer's CPU time.
 
+7. The open calls' file names: the path probes' cost per open, and the sweep's pairing of
+   probes and calls (scan, pair, convert with the names) against the conversion alone.
+
     python bench/bench_kernel.py --only triggers   # just 6
+    python bench/bench_kernel.py --only paths      # just 7
 """
 
 from __future__ import annotations
@@ -336,14 +340,63 @@ def path_probe_cost(out: str, n: int = 20_000) -> None:
           f"path probes (+{probed - plain:.0f} ns a call, {probed / plain:.2f}x the traced call)")
 
 
+def paired_conversion(out: str, n: int = 20_000) -> None:
+    """The open calls' file names (ust.kernel.paths.Pairing, docs/kernel.md "File names"): on the
+    same real pages of an open+close loop with the path probes, the conversion alone (the names
+    left out) against the sweep's whole work (scan every page, pair the probes with the calls in
+    time order, convert with the names), and what the pairing adds per open call."""
+    Pairing = pages.pairing_class()
+
+    c = KernelCapture(f"bench-pair-{os.getpid()}", out, buffer_size_kb=16384, contexts=("tid",))
+    try:
+        c.enable(["openat", "close"], syscalls=True)
+        if c.paths_unavailable:
+            print(f"paired conversion: path probes unavailable here ({c.paths_unavailable})")
+            return
+        c.instance.start()
+        subprocess.run([sys.executable, "-c", OPEN_LOOP, str(n)], capture_output=True, check=True)
+        c.instance.stop()
+        got = c.instance.read_pages()
+        conv = c.trace.converter
+        times = {}
+        opens = 0
+
+        def paired():
+            nonlocal opens
+            pairing = Pairing()
+            names = [conv.scan(p, pairing)[4] for p in got]
+            pairing.pair()
+            opens = pairing.names_given + pairing.names_unknown
+            return sum(conv.page(p, ns)[1] for p, ns in zip(got, names))
+
+        for name, fn in (("names left out", lambda: sum(conv.page(p)[1] for p in got)), ("paired", paired)):
+            best = float("inf")
+            for _ in range(5):
+                t0 = time.perf_counter()
+                events = fn()
+                best = min(best, time.perf_counter() - t0)
+            times[name] = best
+            print(f"paired conversion ({name:14}): {events / best / 1e6:6.2f} M events/s ({len(got)} pages)")
+        extra = times["paired"] - times["names left out"]
+        print(f"paired conversion: {times['paired'] / times['names left out']:.2f}x the conversion's time, "
+              f"+{extra / max(opens, 1) * 1e9:.0f} ns per open call ({opens} calls)")
+    finally:
+        c.destroy()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--buffer-kb", type=int, default=4096)
-    ap.add_argument("--only", choices=("triggers",), help="run only this part")
+    ap.add_argument("--only", choices=("triggers", "paths"), help="run only this part")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_kernel: needs root (tracefs instances); skipped")
+        return 0
+    if args.only == "paths":
+        with tempfile.TemporaryDirectory() as d:
+            path_probe_cost(os.path.join(d, "paths"))
+            paired_conversion(os.path.join(d, "pair"))
         return 0
     if args.only == "triggers":
         with tempfile.TemporaryDirectory() as d:
@@ -356,6 +409,7 @@ def main() -> int:
         daemon_flood(os.path.join(d, "daemons"), args.seconds, args.buffer_kb)
         cost(os.path.join(d, "cost"))
         path_probe_cost(os.path.join(d, "paths"))
+        paired_conversion(os.path.join(d, "pair"))
         prio_conversion(os.path.join(d, "prio-conv"))
         flood(os.path.join(d, "flood-prio"), args.seconds, args.buffer_kb, ("tid", "prio"))
         triggers(os.path.join(d, "triggers"), args.seconds)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -393,15 +394,29 @@ def test_the_c_page_converter_agrees_with_the_python_reference(real_pages):
         assert out[0] == out[1]
         assert len(asked) == 2 * len(set(asked))
         asked.clear()
-    # the open calls' file names (ust.kernel.paths): the same bytes, names taken from the probes' records
+    # the open calls' file names (ust.kernel.paths): the same scans (probes' records and open calls'
+    # entries), paired into the same names, written the same
+    from ust.kernel._ftrace import Pairing as CPairing
+    from ust.kernel.paths import Pairing
+
     assert probes, "no path probe made (uprobe events, the C library)"
-    names = {}, {}
-    out = []
-    for make, table in zip((Converter, pages.PyConverter), names):
-        conv = make(plans, True, False, False, *_task_table(), paths=(table, probes))
-        out.append([bytes(conv.page(page)[0]) for page in got])
-    assert out[0] == out[1] and names[0] == names[1]
-    assert any(b"/direct\0" in events for events in out[0])  # _direct_read's open, by name
+    for gap in (None, (0, max(pages.page_time(p) for p in got) + (1 << 32))):
+        out = []
+        for make, pairing_class in ((Converter, CPairing), (pages.PyConverter, Pairing)):
+            conv = make(plans, True, False, False, *_task_table(), paths=probes)
+            pairing = pairing_class()
+            names = [conv.scan(page, pairing)[4] for page in got]
+            if gap is not None:  # records lost over the whole stretch: no name lent across
+                pairing.gap(*gap)
+            pairing.pair()
+            out.append(([bytes(conv.page(page, n)[0]) for page, n in zip(got, names)], names, pairing.names_given,
+                        pairing.names_unknown, pairing.pending, pairing.done))
+        assert out[0] == out[1] and out[0][3] > 0 and out[0][4] == 0
+        if gap is None:
+            assert out[0][2] > 0
+            assert any(b"/direct\0" in events for events in out[0][0])  # _direct_read's open, by name
+        else:
+            assert out[0][2] == 0
     with pytest.raises(TypeError):
         Converter(plans, True, True, False, {}, lambda tid: "not a tuple").page(
             next(page for page in got if pages.PyConverter(plans, True, False, False, *_task_table()).page(page)[1]))
@@ -425,8 +440,8 @@ def test_the_c_prio_context_agrees_with_the_python_reference(real_pages):
              pages.PyConverter(plans, True, False, False, *_task_table(), prio=prio))
     scans = [c.scan(page) for page in got]
     assert scans == [py.scan(page) for page in got]
-    assert any(changes for _, _, _, changes in scans)  # setpriority's records were seen
-    others = sorted({ch for _, _, _, changes in scans for ch in changes})
+    assert any(changes for _, _, _, changes, _ in scans)  # setpriority's records were seen
+    others = sorted({ch for _, _, _, changes, _ in scans for ch in changes})
     for taint, horizon in ((False, (1 << 64) - 1), (True, (1 << 64) - 1), (False, scans[len(scans) // 2][1])):
         sc = sp = (-1, pages.PRIO_UNKNOWN)
         for page in got:
@@ -456,11 +471,21 @@ def test_corrupt_pages_never_crash_and_both_converters_agree(real_pages, data):
         return
     b = pages.PyConverter(plans, True, False, False, *_task_table()).page(page)
     assert a[0] == bytes(b[0]) and a[1:] == b[1:]
-    # with the path probes (names remembered and taken the same way)
-    names = ({}, {})
-    a, b = (make(plans, True, False, False, *_task_table(), paths=(table, probes)).page(page)
-            for make, table in zip((Converter, pages.PyConverter), names))
-    assert a[0] == bytes(b[0]) and a[1:] == b[1:] and names[0] == names[1]
+    # with the path probes: the same scans, and names given to the open calls the same way
+    c, py = (make(plans, True, False, False, *_task_table(), paths=probes) for make in (Converter, pages.PyConverter))
+    assert c.scan(page) == py.scan(page)
+    from ust.kernel._ftrace import Pairing as CPairing
+    from ust.kernel.paths import Pairing
+
+    pairings = CPairing(), Pairing()
+    scans = c.scan(page, pairings[0]), py.scan(page, pairings[1])
+    for p in pairings:
+        p.pair()
+    assert scans[0] == scans[1] and [(p.names_given, p.names_unknown) for p in pairings] == [
+        (pairings[1].names_given, pairings[1].names_unknown)] * 2
+    names = data.draw(st.lists(st.one_of(st.none(), st.binary(max_size=40)), max_size=6))
+    a, b = c.page(page, names), py.page(page, names)
+    assert a[0] == bytes(b[0]) and a[1:] == b[1:]
     # the prio context's conversion and scan agree too, on any page
     state = (data.draw(st.integers(-1, 5000)), data.draw(st.sampled_from([20, 27, -40, pages.PRIO_UNKNOWN])))
     changes = sorted(data.draw(st.lists(st.tuples(st.integers(0, 1 << 62), st.integers(-1, 5000),
@@ -1394,3 +1419,78 @@ def test_a_record_shorter_than_its_format_gives_zeros_in_c_and_python():
         rec = payload.ljust(-(-(8 + len(payload)) // 4) * 4 - 8, b"\0")  # the record as padded on the page
         want = (rec[:4].ljust(4, b"\0") + rec[8:16].ljust(8, b"\0"))
         assert bytes(a[0])[-12:] == want and struct.unpack_from("<i", a[0], 6)[0] == 1, payload  # (header, tid, fields)
+
+
+def _record(fields: bytes) -> bytes:
+    """One ftrace ring-buffer record (type_len words, delta 1 ns) around a record's bytes."""
+    fields += bytes(-len(fields) % 4)
+    return struct.pack("<I", (len(fields) // 4) | (1 << 5)) + fields
+
+
+def test_the_pairing_of_thousands_of_threads_agrees_in_c_and_python(real_pages):
+    """Probes of 3,000 threads, then their calls (the C pairing's table grows, and its deleted slots
+    are reused): C and Python give every call its own thread's path; a call whose pointer is
+    another's, or a second call of a thread, gets ""."""
+    from ust.kernel._ftrace import Pairing as CPairing
+    from ust.kernel.formats import OP_PATH
+    from ust.kernel.paths import Pairing
+
+    Converter = _c_converter()
+    _, plans, _, probes = real_pages
+    probe_id, ptr_off, loc_off = probes[0]
+    call_id, call_off = next((i, off) for i, ops in plans.items() for op, off, _ in ops if op == OP_PATH)
+    n = 3000
+
+    def probe(tid):
+        path = b"/p/%d\0" % tid
+        body = bytearray(max(ptr_off + 8, loc_off + 4))
+        struct.pack_into("<HBBi", body, 0, probe_id, 0, 0, tid)
+        struct.pack_into("<Q", body, ptr_off, 0x1000 + tid)
+        struct.pack_into("<I", body, loc_off, len(body) | len(path) << 16)
+        return _record(bytes(body) + path)
+
+    def call(tid, ptr):
+        body = bytearray(call_off + 8)
+        struct.pack_into("<HBBi", body, 0, call_id, 0, 0, tid)
+        struct.pack_into("<Q", body, call_off, ptr)
+        return _record(bytes(body))
+
+    recs = [probe(t) for t in range(1, n + 1)] + [call(t, 0x1000 + t if t % 7 else 1) for t in range(1, n + 1)]
+    recs += [call(t, 0x1000 + t) for t in range(1, 50)]  # (their probes are taken)
+    page_data, pages_out = b"", []
+    for r in recs:
+        if len(page_data) + len(r) > 4000:
+            pages_out.append(page_data)
+            page_data = b""
+        page_data += r
+    pages_out.append(page_data)
+    got = [struct.pack("<QQ", 1000 + 10 * n * i, len(d)) + d for i, d in enumerate(pages_out)]
+    results = []
+    for make, pairing_class in ((Converter, CPairing), (pages.PyConverter, Pairing)):
+        conv = make(plans, True, False, False, *_task_table(), paths=probes)
+        pairing = pairing_class()
+        names = [conv.scan(page, pairing)[4] for page in got]
+        pairing.pair()
+        results.append(([n for ns in names if ns for n in ns], pairing.names_given, pairing.names_unknown))
+    assert results[0] == results[1]
+    flat, given, unknown = results[0]
+    assert given == n - n // 7 and unknown == n // 7 + 49
+    assert flat[:n] == [b"" if t % 7 == 0 else b"/p/%d" % t for t in range(1, n + 1)] and flat[n:] == [b""] * 49
+
+
+def test_a_corrupt_page_whose_time_goes_back_converts_the_same_in_c_and_python(real_pages):
+    """An absolute time stamp record (type 31) older than the record before it, and time extends
+    past 2^64 (a corrupt page: hypothesis found the first): C's unsigned time arithmetic and the
+    Python reference's give the same events (a time going back gets the extended header)."""
+    Converter = _c_converter()
+    _, plans, _, _ = real_pages
+    event_id = next(iter(plans))
+    body = struct.pack("<HBBi", event_id, 0, 0, 42) + bytes(60)
+    rec = _record(body)
+    back = struct.pack("<II", 31 | (5 << 5), 0)  # absolute time 5: before the page's time
+    extend = struct.pack("<II", 30 | (1 << 5), (1 << 32) - 1)  # a huge delta
+    data = rec + back + rec + extend * 40 + rec
+    page = struct.pack("<QQ", (1 << 63) + 10**12, len(data)) + data
+    a = Converter(plans, True, False, False, *_task_table()).page(page)
+    b = pages.PyConverter(plans, True, False, False, *_task_table()).page(page)
+    assert a[1] == 3 and a[0] == bytes(b[0]) and a[1:] == b[1:]

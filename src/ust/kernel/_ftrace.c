@@ -26,8 +26,9 @@
 #define OP_INT32_MINUS 4 /* the int32 at offset minus arg (kernel prio -> lttng-modules' prio) */
 #define OP_RWBS 5        /* char[arg] block rwbs text at offset -> lttng-modules' RWBS_FLAG_* mask, uint32 */
 #define OP_CHILD_TGID 6  /* fork's child tid at offset, parent tid at arg -> the child's process (formats.py) */
-/* the u64 user pointer at offset -> the path the thread passed there, a string: a path probe's record
- * (ust/kernel/paths.py) remembered it, else "" (not known) */
+/* the u64 user pointer at offset -> the path the thread passed there, a string: the name ust.kernel.paths
+ * paired it with (its thread's path probe record, on whatever CPU), given to page()/page_prio() in the
+ * page's order, else "" (not known) */
 #define OP_PATH 7
 #define MAX_PATH_PROBES 32
 
@@ -48,6 +49,7 @@ typedef struct {
 typedef struct {
     int nops;
     PlanOp *ops;
+    int32_t path_off; /* the offset of its OP_PATH pointer (an open call's entry), -1: none */
 } Plan;
 
 #define COMM_LEN 16 /* the kernel's TASK_COMM_LEN: the procname context is char[16] */
@@ -85,10 +87,9 @@ typedef struct {
     uint16_t setter_id[MAX_SETTERS];
     int nsetters;
     /* file names (ust/kernel/paths.py): a path probe's record (a uprobe at a libc function taking a
-     * path: the thread, the pointer, the string read there) is remembered in `names`
-     * (tid -> (pointer, bytes)), not written; an OP_PATH field of the same thread's next system
-     * call entry with the same pointer takes it. probe_slot: MAX_EVENT_ID entries, slot + 1. */
-    PyObject *names;
+     * path: the thread, the pointer, the string read there) is never written; scan() hands it out with
+     * the open calls' entries so that Python pairs them over every CPU in time order, and page() takes
+     * the names so found. probe_slot: MAX_EVENT_ID entries, slot + 1. */
     long last_records; /* records the last page converted held (its `records`: stats' "read events" counts them) */
     uint8_t *probe_slot;
     uint32_t probe_ptr[MAX_PATH_PROBES], probe_path[MAX_PATH_PROBES]; /* field offsets (path: its data_loc) */
@@ -129,7 +130,6 @@ static void Converter_dealloc(Converter *self)
     }
     PyMem_Free(self->track);
     PyMem_Free(self->probe_slot);
-    Py_CLEAR(self->names);
     Py_CLEAR(self->tasks);
     Py_CLEAR(self->task_of);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -216,13 +216,10 @@ static int32_t setter_target(const Converter *self, uint16_t id, const uint8_t *
     return -2;
 }
 
-/* The path probes (paths=(names: dict, ((id, pointer offset, path data_loc offset), ...))). */
-static int paths_init(Converter *self, PyObject *paths)
+/* The path probes (paths=((id, pointer offset, path data_loc offset), ...)). */
+static int paths_init(Converter *self, PyObject *probes)
 {
-    PyObject *names, *probes;
-    if (!PyArg_ParseTuple(paths, "O!O", &PyDict_Type, &names, &probes))
-        return -1;
-    PyObject *seq = PySequence_Fast(probes, "probes must be a sequence");
+    PyObject *seq = PySequence_Fast(probes, "paths must be a sequence of (id, pointer offset, path offset)");
     if (!seq)
         return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -248,8 +245,6 @@ static int paths_init(Converter *self, PyObject *paths)
         self->probe_ptr[i] = ptr, self->probe_path[i] = path;
     }
     Py_DECREF(seq);
-    Py_INCREF(names);
-    Py_XSETREF(self->names, names);
     return 0;
 }
 
@@ -273,7 +268,7 @@ static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
     if (!self->plans)
         return PyErr_NoMemory(), -1;
     for (int i = 0; i < MAX_EVENT_ID; i++)
-        self->plans[i].nops = -1;
+        self->plans[i].nops = -1, self->plans[i].path_off = -1;
     self->with_tid = with_tid;
     self->with_pid = with_pid;
     self->with_procname = with_procname;
@@ -322,67 +317,32 @@ static int Converter_init(Converter *self, PyObject *args, PyObject *kwds)
         PyMem_Free(self->plans[id].ops);
         self->plans[id].ops = ops;
         self->plans[id].nops = (int)n;
+        self->plans[id].path_off = -1;
+        for (Py_ssize_t j = 0; j < n; j++)
+            if (ops[j].op == OP_PATH) {
+                self->plans[id].path_off = (int32_t)ops[j].offset; /* (a system call has one path argument here) */
+                break;
+            }
     }
     if (paths != Py_None && paths_init(self, paths) < 0)
         return -1;
     return prio == Py_None ? 0 : prio_init(self, prio);
 }
 
-/* A path probe's record: names[tid] = (pointer, the path's bytes up to its NUL), replacing the
- * thread's previous one (a thread is in one system call at a time: the table is bounded by the
- * threads). A record too short for its fields is ignored. -1 on a Python error. */
-static int remember_path(Converter *self, int slot, const uint8_t *rec, uint32_t dlen)
+/* A path probe's record (slot: its probe's): its pointer and the path's bytes up to their NUL; 0 when the
+ * record is too short for its fields (ignored, as if not recorded). */
+static int probe_fields(const Converter *self, int slot, const uint8_t *rec, uint32_t dlen, uint64_t *ptr,
+                        const uint8_t **path, uint32_t *n)
 {
     uint32_t ptr_off = self->probe_ptr[slot], loc_off = self->probe_path[slot];
-    if (ptr_off + 8 > dlen || loc_off + 4 > dlen)
+    if ((uint64_t)ptr_off + 8 > dlen || (uint64_t)loc_off + 4 > dlen)
         return 0;
-    uint32_t loc = rd32(rec + loc_off), start = loc & 0xFFFF, n = loc >> 16;
-    if ((uint64_t)start + n > dlen)
+    uint32_t loc = rd32(rec + loc_off), start = loc & 0xFFFF, len = loc >> 16;
+    if ((uint64_t)start + len > dlen)
         return 0;
-    const uint8_t *nul = n ? memchr(rec + start, 0, n) : NULL;
-    if (nul)
-        n = (uint32_t)(nul - (rec + start));
-    int32_t tid;
-    memcpy(&tid, rec + 4, 4);
-    PyObject *key = PyLong_FromLong(tid);
-    PyObject *value = key ? Py_BuildValue("(Ky#)", (unsigned long long)rd64(rec + ptr_off),
-                                          (const char *)rec + start, (Py_ssize_t)n) : NULL;
-    int r = value ? PyDict_SetItem(self->names, key, value) : -1;
-    Py_XDECREF(key);
-    Py_XDECREF(value);
-    return r;
-}
-
-/* The path a thread's system call entry passed at the u64 pointer at `off`: the bytes its path
- * probe remembered for that pointer (taken: the next call has its own), else none (*n = 0).
- * The returned object (a new reference, or NULL with *n = 0 and no error) holds the bytes. */
-static PyObject *take_path(Converter *self, const uint8_t *rec, uint32_t dlen, uint32_t off, const char **s,
-                           Py_ssize_t *n)
-{
-    *s = "", *n = 0;
-    if (!self->names || off + 8 > dlen)
-        return NULL;
-    int32_t tid;
-    memcpy(&tid, rec + 4, 4);
-    PyObject *key = PyLong_FromLong(tid);
-    if (!key)
-        return NULL;
-    PyObject *entry = PyDict_GetItemWithError(self->names, key); /* borrowed */
-    PyObject *bytes = NULL;
-    if (entry && PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) == 2 && PyBytes_Check(PyTuple_GET_ITEM(entry, 1))
-        && PyLong_Check(PyTuple_GET_ITEM(entry, 0))
-        && PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(entry, 0)) == rd64(rec + off)) {
-        bytes = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
-        *s = PyBytes_AS_STRING(bytes), *n = PyBytes_GET_SIZE(bytes);
-        if (PyDict_DelItem(self->names, key) < 0)
-            PyErr_Clear();
-    }
-    Py_DECREF(key);
-    if (PyErr_Occurred()) {
-        Py_XDECREF(bytes);
-        return NULL;
-    }
-    return bytes;
+    const uint8_t *nul = len ? memchr(rec + start, 0, len) : NULL;
+    *ptr = rd64(rec + ptr_off), *path = rec + start, *n = nul ? (uint32_t)(nul - (rec + start)) : len;
+    return 1;
 }
 
 /* The (tgid, comm) of a thread: from tasks, else from task_of(tid). On success
@@ -476,7 +436,7 @@ static uint32_t rwbs_mask(const uint8_t *t, uint32_t n)
  * order, payload). rec/dlen: the record (common fields first), already checked
  * to lie inside the page. Returns -1 on error (memory, or task_of's). */
 static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t ts, uint64_t prev,
-                const uint8_t *rec, uint32_t dlen, int32_t prio)
+                const uint8_t *rec, uint32_t dlen, int32_t prio, const char *path_s, Py_ssize_t path_n)
 {
     int32_t tgid = 0;
     char comm[COMM_LEN];
@@ -487,23 +447,13 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
             return -1;
     }
     size_t need = 14 + 4 + 4 + COMM_LEN + 4;
-    PyObject *path = NULL; /* an OP_PATH field's bytes (one a record: a system call has one path here) */
-    const char *path_s = "";
-    Py_ssize_t path_n = 0;
     for (int i = 0; i < plan->nops; i++) {
         const PlanOp *op = &plan->ops[i];
-        if (op->op == OP_PATH && !path) {
-            path = take_path(self, rec, dlen, op->offset, &path_s, &path_n);
-            if (!path && PyErr_Occurred())
-                return -1;
-        }
         need += op->op == OP_COPY ? op->arg : op->op == OP_PATH ? 1 + (size_t)path_n : op->op >= OP_TGID ? 4
                                                                                                      : 5 + dlen;
     }
-    if (ensure(o, need)) {
-        Py_XDECREF(path);
+    if (ensure(o, need))
         return -1;
-    }
     if (ts - prev < (1ULL << 32)) {
         /* compact header: the reader extends the low 32 bits from the previous time */
         uint32_t low = (uint32_t)ts;
@@ -541,18 +491,14 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
             int32_t value = op->offset + 4 <= dlen ? (int32_t)rd32(rec + op->offset) : 0;
             char unused_comm[COMM_LEN];
             if (op->op == OP_TGID) {
-                if (task_context(self, value, &value, unused_comm) < 0) {
-                    Py_XDECREF(path);
+                if (task_context(self, value, &value, unused_comm) < 0)
                     return -1;
-                }
             } else if (op->op == OP_CHILD_TGID) {
                 /* a thread (in its parent's process) or a new process (tgid = its tid): nothing else */
                 int32_t parent = op->arg + 4 <= dlen ? (int32_t)rd32(rec + op->arg) : 0, parent_tgid, child_tgid;
                 if (task_context(self, parent, &parent_tgid, unused_comm) < 0
-                    || task_context(self, value, &child_tgid, unused_comm) < 0) {
-                    Py_XDECREF(path);
+                    || task_context(self, value, &child_tgid, unused_comm) < 0)
                     return -1;
-                }
                 if (child_tgid == parent_tgid)
                     value = parent_tgid;
             } else {
@@ -589,7 +535,6 @@ static int emit(Converter *self, Out *o, const Plan *plan, uint16_t id, uint64_t
             put(o, rec + start, n);
         }
     }
-    Py_XDECREF(path);
     return 0;
 }
 
@@ -724,8 +669,25 @@ static int32_t prio_step(const Converter *self, PrioState *ps, uint16_t id, uint
     return value;
 }
 
-/* The events of a page; ps: the prio state (NULL without the prio context). */
-static PyObject *convert(Converter *self, const uint8_t *page, size_t plen, PrioState *ps)
+/* The k-th name of `names` (a fast sequence of bytes or None, or NULL: none given): an open call's
+ * file name as ust.kernel.paths paired it; "" when not given (not known). -1: not bytes nor None. */
+static int nth_name(PyObject *names, Py_ssize_t k, const char **s, Py_ssize_t *n)
+{
+    *s = "", *n = 0;
+    if (!names || k >= PySequence_Fast_GET_SIZE(names))
+        return 0;
+    PyObject *item = PySequence_Fast_GET_ITEM(names, k);
+    if (item == Py_None)
+        return 0;
+    if (!PyBytes_Check(item))
+        return PyErr_SetString(PyExc_TypeError, "names must hold bytes (or None)"), -1;
+    *s = PyBytes_AS_STRING(item), *n = PyBytes_GET_SIZE(item);
+    return 0;
+}
+
+/* The events of a page; ps: the prio state (NULL without the prio context); names: the file names of
+ * its open calls' entries, in their order (a fast sequence, or NULL). */
+static PyObject *convert(Converter *self, const uint8_t *page, size_t plen, PrioState *ps, PyObject *names)
 {
     Walk w;
     if (walk_start(&w, page, plen) < 0)
@@ -735,6 +697,7 @@ static PyObject *convert(Converter *self, const uint8_t *page, size_t plen, Prio
     Out o = {0};
     self->have_last = 0; /* the tasks dict may have changed since the last page */
     long count = 0, skipped = 0, records = 0;
+    Py_ssize_t calls = 0; /* open calls' entries so far: the index of the next one's name */
     uint64_t first = 0, last = w.page_ts, prev = w.page_ts;
     int have_first = 0;
     const uint8_t *rec;
@@ -745,14 +708,8 @@ static PyObject *convert(Converter *self, const uint8_t *page, size_t plen, Prio
         uint16_t id;
         memcpy(&id, rec, 2);
         int32_t prio = ps ? prio_step(self, ps, id, ts, rec, dlen) : PRIO_UNKNOWN;
-        if (self->probe_slot && id < MAX_EVENT_ID && self->probe_slot[id]) {
-            /* a path probe: remembered for its thread's system call, not written */
-            if (remember_path(self, self->probe_slot[id] - 1, rec, dlen) < 0) {
-                PyMem_Free(o.data);
-                return NULL;
-            }
-            continue;
-        }
+        if (self->probe_slot && id < MAX_EVENT_ID && self->probe_slot[id])
+            continue; /* a path probe: paired with its thread's system call (scan), not written */
         if (id >= MAX_EVENT_ID || self->plans[id].nops < 0) {
             if (!(id < MAX_EVENT_ID && self->track && self->track[id]))
                 skipped++; /* (a record kept for the prio context only is not written) */
@@ -760,7 +717,13 @@ static PyObject *convert(Converter *self, const uint8_t *page, size_t plen, Prio
         }
         if (!have_first)
             first = ts, have_first = 1;
-        if (emit(self, &o, &self->plans[id], id, ts, prev, rec, dlen, prio) < 0) {
+        const char *path = "";
+        Py_ssize_t path_n = 0;
+        if (self->plans[id].path_off >= 0 && nth_name(names, calls++, &path, &path_n) < 0) {
+            PyMem_Free(o.data);
+            return NULL;
+        }
+        if (emit(self, &o, &self->plans[id], id, ts, prev, rec, dlen, prio, path, path_n) < 0) {
             PyMem_Free(o.data);
             return PyErr_Occurred() ? NULL : PyErr_NoMemory();
         }
@@ -779,20 +742,31 @@ static PyObject *convert(Converter *self, const uint8_t *page, size_t plen, Prio
 /* page(page: bytes) -> (events: bytes, count, skipped, first_ts, last_ts)
  * count: events written; skipped: records of an id without a plan. Without the
  * prio context (with it: page_prio). */
-static PyObject *Converter_page(Converter *self, PyObject *arg)
+/* The names argument as a fast sequence (a new reference), NULL for None: an error is set then if
+ * it was neither. */
+static PyObject *names_arg(PyObject *names)
+{
+    return names == Py_None ? NULL : PySequence_Fast(names, "names must be a sequence of bytes");
+}
+
+static PyObject *Converter_page(Converter *self, PyObject *args)
 {
     if (self->with_prio)
         return PyErr_SetString(PyExc_TypeError, "a Converter with the prio context converts with page_prio()"),
                NULL;
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+    PyObject *names = Py_None;
+    if (!PyArg_ParseTuple(args, "y*|O", &view, &names))
         return NULL;
-    PyObject *r = convert(self, view.buf, (size_t)view.len, NULL);
+    PyObject *seq = names_arg(names), *r = NULL;
+    if (seq || names == Py_None)
+        r = convert(self, view.buf, (size_t)view.len, NULL, seq);
+    Py_XDECREF(seq);
     PyBuffer_Release(&view);
     return r;
 }
 
-/* page_prio(page, state, changes, taint, horizon)
+/* page_prio(page, state, changes, taint, horizon, names=None)
  *   -> (events, count, skipped, first_ts, last_ts, state)
  * state: (tid, prio) of the page's CPU before the page (prio PRIO_UNKNOWN: not
  * known); changes: ((time, tid, prio), ...) of other CPUs, by time (tid -1:
@@ -802,15 +776,17 @@ static PyObject *Converter_page_prio(Converter *self, PyObject *args)
 {
     Py_buffer view;
     int32_t tid, prio;
-    PyObject *changes;
+    PyObject *changes, *names = Py_None;
     int taint;
     unsigned long long horizon;
     if (!self->with_prio)
         return PyErr_SetString(PyExc_TypeError, "this Converter has no prio context"), NULL;
-    if (!PyArg_ParseTuple(args, "y*(ii)OpK", &view, &tid, &prio, &changes, &taint, &horizon))
+    if (!PyArg_ParseTuple(args, "y*(ii)OpK|O", &view, &tid, &prio, &changes, &taint, &horizon, &names))
         return NULL;
     PyObject *seq = PySequence_Fast(changes, "changes must be a sequence");
-    if (!seq) {
+    PyObject *names_seq = seq ? names_arg(names) : NULL;
+    if (!seq || (!names_seq && names != Py_None)) {
+        Py_XDECREF(seq);
         PyBuffer_Release(&view);
         return NULL;
     }
@@ -828,7 +804,7 @@ static PyObject *Converter_page_prio(Converter *self, PyObject *args)
             goto out;
         ps.changes[3 * i] = t, ps.changes[3 * i + 1] = who, ps.changes[3 * i + 2] = value;
     }
-    PyObject *conv = convert(self, view.buf, (size_t)view.len, &ps);
+    PyObject *conv = convert(self, view.buf, (size_t)view.len, &ps, names_seq);
     if (conv) {
         r = Py_BuildValue("(OOOOO(ii))", PyTuple_GET_ITEM(conv, 0), PyTuple_GET_ITEM(conv, 1),
                           PyTuple_GET_ITEM(conv, 2), PyTuple_GET_ITEM(conv, 3), PyTuple_GET_ITEM(conv, 4), ps.tid,
@@ -838,24 +814,354 @@ static PyObject *Converter_page_prio(Converter *self, PyObject *args)
 out:
     PyMem_Free(ps.changes);
     Py_DECREF(seq);
+    Py_XDECREF(names_seq);
     PyBuffer_Release(&view);
     return r;
 }
 
-/* scan(page) -> (first_ts, last_ts, missed, changes): what a page says about
- * priorities for the other CPUs' prio contexts: ((time, tid, prio), ...) for
- * each sched_pi_setprio (the thread's new prio) and each priority-setting call
- * (its target, -1 for any, with PRIO_UNKNOWN); missed: events were lost before it. */
-static PyObject *Converter_scan(Converter *self, PyObject *arg)
+/* Pairing: each open call entry's file name, the path of its thread's path probe record just
+ * before it, over every CPU in time order (ust/kernel/paths.py documents it and is its Python
+ * reference, which must agree). Converter.scan(page, pairing) queues a page's probe records and
+ * open calls here and returns the list the calls' names will be in; pair(until) takes the queued
+ * records up to `until` (every CPU read up to then) in time order; gap(start, end) says records
+ * of some CPU were lost in between. */
+#define ITEM_GAP 0 /* sorts before a record of the same time: a loss's stretch is cleared first */
+#define ITEM_PROBE 1
+#define ITEM_CALL 2
+
+typedef struct {
+    uint64_t ts, seq;
+    uint64_t ptr; /* probe, call (PTR_UNREADABLE: a call record too short for it); gap: its end */
+    int32_t tid;
+    uint8_t kind;
+    PyObject *ref;   /* probe: its path (bytes); call: its page's names (list); gap: NULL (owned) */
+    Py_ssize_t index; /* call: its index in ref */
+} PathItem;
+
+#define PTR_UNREADABLE UINT64_MAX /* (an unreadable call pointer: equal to no probe's, see pair) */
+
+/* A thread's last probe, in an open-addressing table by tid (linear probing, tombstones): the
+ * pairing's one lookup per record, without Python objects for the keys. */
+#define SLOT_EMPTY 0
+#define SLOT_FULL 1
+#define SLOT_DELETED 2
+
+typedef struct {
+    int32_t tid;
+    uint8_t state, tainted;
+    uint64_t ptr;
+    PyObject *path; /* owned (SLOT_FULL) */
+} LatestSlot;
+
+typedef struct {
+    PyObject_HEAD
+    PathItem *items;
+    Py_ssize_t n, cap;
+    LatestSlot *latest;     /* tid -> (pointer, path, tainted) of its last probe */
+    size_t latest_cap, latest_used; /* slots (a power of two), full or deleted ones */
+    int64_t taint_until;    /* a probe recorded up to this time may have lost records after it (-1: none) */
+    int64_t done;           /* the time up to which records were paired (-1: none) */
+    uint64_t seq;
+    long long names_given, names_unknown;
+} Pairing;
+
+static PyTypeObject PairingType;
+
+#define LATEST_INITIAL 256
+
+static int Pairing_init(Pairing *self, PyObject *args, PyObject *kwds)
 {
-    if (!self->with_prio)
-        return PyErr_SetString(PyExc_TypeError, "this Converter has no prio context"), NULL;
-    Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist))
+        return -1;
+    if (self->latest)
+        return PyErr_SetString(PyExc_RuntimeError, "Pairing already initialized"), -1;
+    if (!(self->latest = PyMem_Calloc(LATEST_INITIAL, sizeof(LatestSlot))))
+        return PyErr_NoMemory(), -1;
+    self->latest_cap = LATEST_INITIAL;
+    self->taint_until = self->done = -1;
+    return 0;
+}
+
+/* Forget every thread's probe (a gap). */
+static void latest_clear(Pairing *self)
+{
+    for (size_t i = 0; i < self->latest_cap; i++)
+        if (self->latest[i].state == SLOT_FULL)
+            Py_CLEAR(self->latest[i].path);
+    memset(self->latest, 0, self->latest_cap * sizeof(LatestSlot));
+    self->latest_used = 0;
+}
+
+static void Pairing_dealloc(Pairing *self)
+{
+    for (Py_ssize_t i = 0; i < self->n; i++)
+        Py_XDECREF(self->items[i].ref);
+    PyMem_Free(self->items);
+    if (self->latest) {
+        latest_clear(self);
+        PyMem_Free(self->latest);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static size_t latest_hash(const Pairing *self, int32_t tid)
+{
+    return ((uint32_t)tid * 2654435761u) & (self->latest_cap - 1);
+}
+
+/* The thread's full slot, or NULL. */
+static LatestSlot *latest_find(Pairing *self, int32_t tid)
+{
+    for (size_t i = latest_hash(self, tid);; i = (i + 1) & (self->latest_cap - 1)) {
+        LatestSlot *slot = &self->latest[i];
+        if (slot->state == SLOT_EMPTY)
+            return NULL;
+        if (slot->state == SLOT_FULL && slot->tid == tid)
+            return slot;
+    }
+}
+
+/* Remember a thread's probe (path: stolen), replacing its previous one. -1: no memory. */
+static int latest_put(Pairing *self, int32_t tid, uint64_t ptr, PyObject *path, int tainted)
+{
+    LatestSlot *slot = latest_find(self, tid);
+    if (slot) {
+        Py_SETREF(slot->path, path);
+        slot->ptr = ptr, slot->tainted = (uint8_t)tainted;
+        return 0;
+    }
+    if (2 * (self->latest_used + 1) > self->latest_cap) { /* rehash the full slots, at most half used after */
+        size_t full = 0;
+        for (size_t i = 0; i < self->latest_cap; i++)
+            full += self->latest[i].state == SLOT_FULL;
+        size_t cap = self->latest_cap;
+        while (4 * (full + 1) > cap)
+            cap *= 2;
+        LatestSlot *old = self->latest, *table = PyMem_Calloc(cap, sizeof(LatestSlot));
+        if (!table) {
+            Py_DECREF(path);
+            PyErr_NoMemory();
+            return -1;
+        }
+        size_t old_cap = self->latest_cap;
+        self->latest = table, self->latest_cap = cap, self->latest_used = 0;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i].state == SLOT_FULL) {
+                size_t j = latest_hash(self, old[i].tid);
+                while (table[j].state != SLOT_EMPTY)
+                    j = (j + 1) & (cap - 1);
+                table[j] = old[i];
+                self->latest_used++;
+            }
+        PyMem_Free(old);
+    }
+    size_t i = latest_hash(self, tid);
+    while (self->latest[i].state == SLOT_FULL)
+        i = (i + 1) & (self->latest_cap - 1);
+    if (self->latest[i].state == SLOT_EMPTY)
+        self->latest_used++;
+    self->latest[i] = (LatestSlot){.tid = tid, .state = SLOT_FULL, .tainted = (uint8_t)tainted, .ptr = ptr,
+                                   .path = path};
+    return 0;
+}
+
+/* Queue one item (its ref is stolen: released on failure too). -1: no memory. */
+static int pairing_push(Pairing *self, uint8_t kind, uint64_t ts, int32_t tid, uint64_t ptr, PyObject *ref,
+                        Py_ssize_t index)
+{
+    if (self->n == self->cap) {
+        Py_ssize_t cap = self->cap ? 2 * self->cap : 1024;
+        PathItem *items = PyMem_Realloc(self->items, (size_t)cap * sizeof(PathItem));
+        if (!items) {
+            Py_XDECREF(ref);
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->items = items, self->cap = cap;
+    }
+    self->items[self->n++] = (PathItem){.ts = ts, .seq = self->seq++, .ptr = ptr, .tid = tid, .kind = kind,
+                                        .ref = ref, .index = index};
+    return 0;
+}
+
+/* Records of some CPU were lost after start and up to end. */
+static int pairing_gap(Pairing *self, uint64_t start, uint64_t end)
+{
+    return pairing_push(self, ITEM_GAP, start, 0, end > start ? end : start, NULL, 0);
+}
+
+static PyObject *Pairing_gap(Pairing *self, PyObject *args)
+{
+    unsigned long long start, end;
+    if (!PyArg_ParseTuple(args, "KK", &start, &end))
         return NULL;
+    return pairing_gap(self, start, end) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static int item_order(const void *pa, const void *pb)
+{
+    const PathItem *a = pa, *b = pb;
+    if (a->ts != b->ts)
+        return a->ts < b->ts ? -1 : 1;
+    int ra = a->kind != ITEM_GAP, rb = b->kind != ITEM_GAP;
+    if (ra != rb)
+        return ra - rb;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* pair(until=NEVER): pair the queued records up to `until` in time order (Pairing in paths.py). */
+static PyObject *Pairing_pair(Pairing *self, PyObject *args)
+{
+    unsigned long long until = UINT64_MAX;
+    if (!PyArg_ParseTuple(args, "|K", &until))
+        return NULL;
+    if (self->n == 0) {
+        if (until != UINT64_MAX && (int64_t)until > self->done)
+            self->done = (int64_t)until;
+        Py_RETURN_NONE;
+    }
+    qsort(self->items, (size_t)self->n, sizeof(PathItem), item_order);
+    Py_ssize_t cut = 0;
+    int64_t reached = self->done;
+    int failed = 0;
+    for (; cut < self->n; cut++) {
+        PathItem *it = &self->items[cut];
+        if (it->ts > until)
+            break;
+        reached = (int64_t)it->ts;
+        if (failed) {
+            Py_CLEAR(it->ref);
+            continue;
+        }
+        if (it->kind == ITEM_GAP) { /* nothing remembered before it, nor during it, can be trusted */
+            latest_clear(self);
+            if ((int64_t)it->ptr > self->taint_until)
+                self->taint_until = (int64_t)it->ptr;
+            continue;
+        }
+        if (it->kind == ITEM_PROBE) {
+            if (latest_put(self, it->tid, it->ptr, it->ref, (int64_t)it->ts <= self->taint_until) < 0)
+                failed = 1;
+            it->ref = NULL; /* (stolen) */
+            continue;
+        }
+        LatestSlot *probe = latest_find(self, it->tid);
+        int given = 0;
+        if (probe) {
+            if (it->ptr != PTR_UNREADABLE && !probe->tainted && probe->ptr == it->ptr) {
+                if (PyList_SetItem(it->ref, it->index, probe->path) < 0) /* (steals the slot's reference) */
+                    failed = 1;
+                else
+                    given = 1;
+                probe->path = NULL;
+            }
+            Py_CLEAR(probe->path);
+            probe->state = SLOT_DELETED;
+        }
+        if (given)
+            self->names_given++;
+        else
+            self->names_unknown++;
+        Py_CLEAR(it->ref);
+    }
+    memmove(self->items, self->items + cut, (size_t)(self->n - cut) * sizeof(PathItem));
+    self->n -= cut;
+    /* (pairing everything, at a stop, is no promise about what a later start records) */
+    int64_t now_done = until == UINT64_MAX ? reached : (int64_t)until;
+    if (now_done > self->done)
+        self->done = now_done;
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Pairing_get(Pairing *self, void *closure)
+{
+    switch ((intptr_t)closure) {
+    case 0: return PyLong_FromLongLong(self->names_given);
+    case 1: return PyLong_FromLongLong(self->names_unknown);
+    case 2: return PyLong_FromSsize_t(self->n);
+    default: return PyLong_FromLongLong(self->done);
+    }
+}
+
+static PyMethodDef Pairing_methods[] = {
+    {"gap", (PyCFunction)Pairing_gap, METH_VARARGS, "gap(start, end): records of some CPU were lost in between"},
+    {"pair", (PyCFunction)Pairing_pair, METH_VARARGS,
+     "pair(until=NEVER): pair the queued records up to until, in time order"},
+    {NULL},
+};
+
+static PyGetSetDef Pairing_getset[] = {
+    {"names_given", (getter)Pairing_get, NULL, "open calls given a name", (void *)0},
+    {"names_unknown", (getter)Pairing_get, NULL, "open calls given none (\"\": not known)", (void *)1},
+    {"pending", (getter)Pairing_get, NULL, "records queued, not paired yet", (void *)2},
+    {"done", (getter)Pairing_get, NULL, "the time up to which records were paired (-1: none)", (void *)3},
+    {NULL},
+};
+
+static PyTypeObject PairingType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ust.kernel._ftrace.Pairing",
+    .tp_basicsize = sizeof(Pairing),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Pairing(): open calls' file names from the path probes' records, over every CPU in time order "
+              "(see ust/kernel/paths.py)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Pairing_init,
+    .tp_dealloc = (destructor)Pairing_dealloc,
+    .tp_methods = Pairing_methods,
+    .tp_getset = Pairing_getset,
+};
+
+/* An item of scan()'s paths: (time, tid, pointer, path bytes) for a path probe's record,
+ * (time, tid, pointer, None) for an open call's entry (pointer -1: the record is too short for it). */
+static int append_path_item(PyObject *list, uint64_t ts, const uint8_t *rec, PyObject *ptr, const uint8_t *path,
+                            uint32_t n)
+{
+    int32_t tid;
+    memcpy(&tid, rec + 4, 4);
+    PyObject *item = ptr ? (path ? Py_BuildValue("(KiOy#)", (unsigned long long)ts, tid, ptr, (const char *)path,
+                                                 (Py_ssize_t)n)
+                                 : Py_BuildValue("(KiOO)", (unsigned long long)ts, tid, ptr, Py_None))
+                         : NULL;
+    Py_XDECREF(ptr);
+    if (!item || PyList_Append(list, item) < 0) {
+        Py_XDECREF(item);
+        return -1;
+    }
+    Py_DECREF(item);
+    return 0;
+}
+
+/* scan(page, pairing=None) -> (first_ts, last_ts, missed, changes, paths): what a page tells the conversion of
+ * the other CPUs' pages (it is read before any of them is converted: ust/kernel/sweep.py).
+ * changes (the prio context, else empty): ((time, tid, prio), ...) for each sched_pi_setprio (the
+ * thread's new prio) and each priority-setting call (its target, -1 for any, with PRIO_UNKNOWN);
+ * paths (the path probes, else empty): the path probes' records and the open calls' entries, in
+ * the page's order (append_path_item), which ust/kernel/paths.py pairs over every CPU; with a
+ * Pairing, they are queued in it instead and paths is the list the page's calls' names will be in
+ * (None: no call), which page() takes; missed: events were lost before it. */
+static PyObject *Converter_scan(Converter *self, PyObject *args)
+{
+    Py_buffer view;
+    PyObject *pairing_arg = Py_None;
+    if (!PyArg_ParseTuple(args, "y*|O", &view, &pairing_arg))
+        return NULL;
+    Pairing *pairing = NULL;
+    if (pairing_arg != Py_None) {
+        if (!PyObject_TypeCheck(pairing_arg, &PairingType) || !((Pairing *)pairing_arg)->latest) {
+            PyBuffer_Release(&view);
+            return PyErr_SetString(PyExc_TypeError, "pairing must be an initialized _ftrace.Pairing"), NULL;
+        }
+        pairing = (Pairing *)pairing_arg;
+    }
     Walk w;
-    PyObject *changes = NULL, *r = NULL;
-    if (walk_start(&w, view.buf, (size_t)view.len) < 0 || !(changes = PyList_New(0)))
+    PyObject *changes = NULL, *paths = NULL, *r = NULL, *empty = NULL;
+    uint64_t late = 0;
+    int have_late = 0;
+    if (walk_start(&w, view.buf, (size_t)view.len) < 0 || !(changes = PyList_New(0))
+        || (!pairing && !(paths = PyList_New(0))) || !(empty = PyBytes_FromStringAndSize("", 0)))
         goto out;
     uint64_t first = 0;
     int have_first = 0;
@@ -866,7 +1172,52 @@ static PyObject *Converter_scan(Converter *self, PyObject *arg)
         memcpy(&id, rec, 2);
         if (!have_first)
             first = w.ts, have_first = 1;
-        uint8_t track = id < MAX_EVENT_ID ? self->track[id] : 0;
+        if (id >= MAX_EVENT_ID)
+            continue;
+        if (self->probe_slot) {
+            uint64_t ptr;
+            const uint8_t *path;
+            uint32_t n;
+            int32_t off = self->plans[id].nops >= 0 ? self->plans[id].path_off : -1;
+            int probe = self->probe_slot[id] != 0;
+            if (probe && !probe_fields(self, self->probe_slot[id] - 1, rec, dlen, &ptr, &path, &n))
+                continue; /* a probe record too short for its fields: as if not recorded */
+            if (pairing && (probe || off >= 0)) {
+                int32_t tid;
+                memcpy(&tid, rec + 4, 4);
+                PyObject *ref;
+                Py_ssize_t index = 0;
+                if (probe) {
+                    ref = PyBytes_FromStringAndSize((const char *)path, n);
+                } else {
+                    if (!paths && !(paths = PyList_New(0)))
+                        goto out;
+                    index = PyList_GET_SIZE(paths);
+                    if (PyList_Append(paths, empty) < 0)
+                        goto out;
+                    ref = Py_NewRef(paths);
+                    ptr = (uint64_t)off + 8 <= dlen ? rd64(rec + off) : PTR_UNREADABLE;
+                }
+                if (!ref || pairing_push(pairing, probe ? ITEM_PROBE : ITEM_CALL, w.ts, tid, ptr, ref, index) < 0)
+                    goto out;
+                if (!have_late && pairing->done >= 0 && w.ts <= (uint64_t)pairing->done)
+                    late = w.ts, have_late = 1; /* read after its time was paired */
+                continue;
+            }
+            if (probe) {
+                if (append_path_item(paths, w.ts, rec, PyLong_FromUnsignedLongLong(ptr), path, n) < 0)
+                    goto out;
+                continue;
+            }
+            if (off >= 0) {
+                PyObject *p = (uint64_t)off + 8 <= dlen ? PyLong_FromUnsignedLongLong(rd64(rec + off))
+                                                        : PyLong_FromLong(-1);
+                if (append_path_item(paths, w.ts, rec, p, NULL, 0) < 0)
+                    goto out;
+                continue;
+            }
+        }
+        uint8_t track = self->track ? self->track[id] : 0;
         int32_t who, value;
         if (track == TRACK_PI) {
             who = field32(rec, dlen, self->pi_pid, -1);
@@ -886,10 +1237,15 @@ static PyObject *Converter_scan(Converter *self, PyObject *arg)
         }
         Py_DECREF(item);
     }
-    r = Py_BuildValue("(KKiO)", (unsigned long long)(have_first ? first : w.ts), (unsigned long long)w.ts,
-                      w.missed, changes);
+    /* whatever a record read after its time was paired would have changed is not known */
+    if (have_late && pairing_gap(pairing, late, (uint64_t)pairing->done) < 0)
+        goto out;
+    r = Py_BuildValue("(KKOOO)", (unsigned long long)(have_first ? first : w.ts), (unsigned long long)w.ts,
+                      w.missed ? Py_True : Py_False, changes, paths ? paths : Py_None);
 out:
     Py_XDECREF(changes);
+    Py_XDECREF(paths);
+    Py_XDECREF(empty);
     PyBuffer_Release(&view);
     return r;
 }
@@ -1004,13 +1360,16 @@ static PyMethodDef module_methods[] = {
 };
 
 static PyMethodDef Converter_methods[] = {
-    {"page", (PyCFunction)Converter_page, METH_O,
-     "page(page) -> (events, count, skipped, first_ts, last_ts): one ftrace page's CTF events"},
+    {"page", (PyCFunction)Converter_page, METH_VARARGS,
+     "page(page, names=None) -> (events, count, skipped, first_ts, last_ts): one ftrace page's CTF events "
+     "(names: its open calls' file names, in order: ust/kernel/paths.py)"},
     {"page_prio", (PyCFunction)Converter_page_prio, METH_VARARGS,
-     "page_prio(page, state, changes, taint, horizon) -> (events, count, skipped, first_ts, last_ts, state): "
-     "with the prio context (ust/kernel/prio.py)"},
-    {"scan", (PyCFunction)Converter_scan, METH_O,
-     "scan(page) -> (first_ts, last_ts, missed, changes): the priority changes a page records"},
+     "page_prio(page, state, changes, taint, horizon, names=None) -> (events, count, skipped, first_ts, last_ts, "
+     "state): with the prio context (ust/kernel/prio.py)"},
+    {"scan", (PyCFunction)Converter_scan, METH_VARARGS,
+     "scan(page, pairing=None) -> (first_ts, last_ts, missed, changes, paths): what a page tells the other "
+     "CPUs' conversion (priority changes; path probes and open calls to pair, or queued in the Pairing "
+     "and paths the list of the page's names)"},
     {NULL},
 };
 
@@ -1052,6 +1411,10 @@ PyMODINIT_FUNC PyInit__ftrace(void)
     Py_INCREF(&ConverterType);
     if (PyModule_AddObject(m, "Converter", (PyObject *)&ConverterType) < 0) {
         Py_DECREF(&ConverterType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&PairingType) < 0 || PyModule_AddObjectRef(m, "Pairing", (PyObject *)&PairingType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

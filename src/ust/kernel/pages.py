@@ -36,6 +36,7 @@ CTF_MAGIC = 0xC1FC1FC1
 RB_MISSED_EVENTS = 1 << 31
 RB_MISSED_STORED = 1 << 30
 _COMMIT_MASK = (1 << 30) - 1
+_MASK64 = (1 << 64) - 1  # times are u64, wrapping as the C walker's
 PAGE_HEADER = 16  # time_stamp + commit (64-bit kernel)
 TS_MSB_SHIFT = 59
 
@@ -186,7 +187,7 @@ def records(page: bytes):
         if type_len == 30:  # time extend
             if pos + 8 > end:
                 break
-            ts += delta | (_U32.unpack_from(page, pos + 4)[0] << 27)
+            ts = (ts + (delta | (_U32.unpack_from(page, pos + 4)[0] << 27))) & _MASK64  # (C's uint64_t)
             pos += 8
             continue
         if type_len == 31:  # absolute time stamp
@@ -199,7 +200,7 @@ def records(page: bytes):
                 abs_ts |= msb
                 if abs_ts < page_ts:
                     abs_ts += 1 << TS_MSB_SHIFT
-            ts = abs_ts
+            ts = abs_ts & _MASK64
             pos += 8
             continue
         if type_len == 0:
@@ -217,14 +218,14 @@ def records(page: bytes):
             nxt = data + dlen
         if dlen < 8 or nxt > end:
             break  # a cut or corrupt record ends the page's events
-        ts += delta
+        ts = (ts + delta) & _MASK64
         pos = nxt
         yield ts, page[data:data + dlen]
     yield ts, None  # the time the walk ended at
 
 
 def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: PrioRules | None = None,
-                 state: dict | None = None, tgid_of=None, paths=None) -> tuple[bytearray, int, int, int, int]:
+                 state: dict | None = None, tgid_of=None, paths=None, names=None) -> tuple[bytearray, int, int, int, int]:
     """The CTF events of one page: (event bytes, events written, events of an
     unknown type skipped, first time, last time). Pure Python reference of
     the C converter (``ust.kernel._ftrace.Converter``), which must agree.
@@ -232,8 +233,9 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
     thread's process, for the OP_TGID / OP_CHILD_TGID fields.
     With ``prio``, ``state`` (tid, prio, changes, next, taint, horizon) is
     followed through the page and each event gets its prio context.
-    ``paths``: (names, {probe id: (pointer offset, path offset)}): a path probe's record is
-    remembered in names (tid -> (pointer, bytes)), not written; an OP_PATH field takes it."""
+    ``paths``: {probe id: (pointer offset, path offset)}: a path probe's record is not written;
+    ``names``: the file names of the page's open calls' entries (OP_PATH), in order (bytes or None;
+    past its end: ""), as ust.kernel.paths paired them."""
     _page_end(page)
     out = bytearray()
     count = skipped = 0
@@ -244,13 +246,13 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
     if prio is not None and commit & RB_MISSED_EVENTS:
         state["tid"], state["prio"] = -1, PRIO_UNKNOWN  # a sched_switch may be among what was lost
     ts = page_ts
+    calls = 0
     for ts, rec in walk:
         if rec is None:
             break
         event_id = rec[0] | rec[1] << 8
         prio_context = prio.step(state, event_id, ts, rec) if prio is not None else PRIO_UNKNOWN
-        if paths is not None and event_id in paths[1]:
-            _remember_path(paths[0], rec, *paths[1][event_id])
+        if paths is not None and event_id in paths:
             continue
         ops = plans.get(event_id)
         if ops is None:
@@ -259,7 +261,7 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
             continue
         if first is None:
             first = ts
-        if ts - prev < 1 << 32:
+        if (ts - prev) & _MASK64 < 1 << 32:  # (unsigned, as C: a time going back is not compact)
             out += _COMPACT.pack(event_id, ts & 0xFFFFFFFF)
         else:
             out += _EXTENDED.pack(65535, event_id, ts)
@@ -295,7 +297,12 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
                 continue
             if op == OP_PATH:
                 if path is None:
-                    path = _take_path(paths[0] if paths is not None else None, rec, off)
+                    path = (names[calls] if names is not None and calls < len(names) else None) or b""
+                    if not isinstance(path, bytes):
+                        raise TypeError("names must hold bytes (or None)")
+                    calls += 1
+                    cut = path.find(b"\0")
+                    path = path if cut < 0 else path[:cut]
                 out += path + b"\0"
                 continue
             loc = _U32.unpack_from(rec, off)[0] if off + 4 <= dlen else 0
@@ -311,31 +318,19 @@ def convert_page(page: bytes, plans: dict, with_tid: bool, task=None, prio: Prio
     return out, count, skipped, ts if first is None else first, last
 
 
-def _remember_path(names: dict, rec: bytes, ptr_off: int, loc_off: int) -> None:
-    """A path probe's record: names[tid] = (pointer, path up to its NUL); a short record is ignored."""
+def probe_fields(rec: bytes, ptr_off: int, loc_off: int):
+    """A path probe's record: (pointer, path up to its NUL), or None when the record is too short
+    for them (ignored, as if not recorded)."""
     dlen = len(rec)
     if ptr_off + 8 > dlen or loc_off + 4 > dlen:
-        return
+        return None
     loc = _U32.unpack_from(rec, loc_off)[0]
     start, n = loc & 0xFFFF, loc >> 16
     if start + n > dlen:
-        return
+        return None
     blob = bytes(rec[start:start + n])
     cut = blob.find(b"\0")
-    names[_I32.unpack_from(rec, 4)[0]] = (_U64.unpack_from(rec, ptr_off)[0], blob if cut < 0 else blob[:cut])
-
-
-def _take_path(names, rec: bytes, off: int) -> bytes:
-    """The path the record's thread passed at the u64 pointer at ``off`` (taken), or b"" (not known)."""
-    if names is None or off + 8 > len(rec):
-        return b""
-    tid = _I32.unpack_from(rec, 4)[0]
-    entry = names.get(tid)
-    if entry is None or entry[0] != _U64.unpack_from(rec, off)[0]:
-        return b""
-    del names[tid]
-    cut = entry[1].find(b"\0")
-    return entry[1] if cut < 0 else entry[1][:cut]
+    return _U64.unpack_from(rec, ptr_off)[0], (blob if cut < 0 else blob[:cut])
 
 
 class PyConverter:
@@ -348,10 +343,10 @@ class PyConverter:
         self.plans = dict(plans)
         self.paths = None
         if paths is not None:
-            names, probes = paths
-            if not isinstance(names, dict):
-                raise TypeError("paths: (names dict, probes)")
-            self.paths = (names, {int(i): (int(p), int(s)) for i, p, s in probes})
+            self.paths = {int(i): (int(p), int(s)) for i, p, s in paths}
+        # per event id, the offset of an open call's pointer (its OP_PATH), for scan
+        self.path_calls = {i: next(off for op, off, _ in ops if op == OP_PATH)
+                           for i, ops in self.plans.items() if any(op == OP_PATH for op, _, _ in ops)}
         self.with_tid = with_tid
         self.task = self.tgid_of = None
         if isinstance(tasks, dict) and callable(task_of):
@@ -377,38 +372,52 @@ class PyConverter:
         self.prio = PrioRules(prio) if prio is not None else None
         self.records = 0  # the records of the last page converted (all types)
 
-    def page(self, page: bytes):
+    def page(self, page: bytes, names=None):
         if self.prio is not None:
             raise TypeError("a Converter with the prio context converts with page_prio()")
-        result = convert_page(page, self.plans, self.with_tid, self.task, tgid_of=self.tgid_of, paths=self.paths)
+        result = convert_page(page, self.plans, self.with_tid, self.task, tgid_of=self.tgid_of, paths=self.paths,
+                              names=names)
         self.records = sum(1 for _, rec in records(page) if rec is not None)
         return result
 
-    def page_prio(self, page: bytes, state: tuple, changes, taint: bool, horizon: int):
+    def page_prio(self, page: bytes, state: tuple, changes, taint: bool, horizon: int, names=None):
         if self.prio is None:
             raise TypeError("this Converter has no prio context")
         st = {"tid": state[0], "prio": state[1], "changes": list(changes), "next": 0, "taint": taint,
               "horizon": horizon}
-        result = convert_page(page, self.plans, self.with_tid, self.task, self.prio, st, self.tgid_of, self.paths)
+        result = convert_page(page, self.plans, self.with_tid, self.task, self.prio, st, self.tgid_of, self.paths,
+                              names)
         self.records = sum(1 for _, rec in records(page) if rec is not None)
         return (*result, (st["tid"], st["prio"]))
 
-    def scan(self, page: bytes):
-        if self.prio is None:
-            raise TypeError("this Converter has no prio context")
+    def scan(self, page: bytes, pairing=None):
         _page_end(page)
         changes = []
+        found = []  # the path probes' records and the open calls' entries (ust.kernel.paths pairs them)
         first = None
         for ts, rec in records(page):
             if rec is None:
                 break
             if first is None:
                 first = ts
-            change = self.prio.change(rec[0] | rec[1] << 8, rec)
+            event_id = rec[0] | rec[1] << 8
+            tid = _I32.unpack_from(rec, 4)[0]
+            if self.paths is not None and event_id in self.paths:
+                fields = probe_fields(rec, *self.paths[event_id])
+                if fields is not None:
+                    found.append((ts, tid, *fields))
+                continue
+            if self.paths is not None and event_id in self.path_calls:
+                off = self.path_calls[event_id]
+                found.append((ts, tid, _U64.unpack_from(rec, off)[0] if off + 8 <= len(rec) else -1, None))
+                continue
+            change = self.prio.change(event_id, rec) if self.prio is not None else None
             if change is not None:
                 changes.append((ts, *change))
         missed = bool(_PAGE.unpack_from(page, 0)[1] & RB_MISSED_EVENTS)
-        return (ts if first is None else first), ts, missed, changes
+        if pairing is not None:  # queued there: the list of the page's names instead
+            found = pairing.page(found)
+        return (ts if first is None else first), ts, missed, changes, found
 
 
 def count_matches(page: bytes, keep: int) -> tuple[dict, list, bool]:
@@ -448,6 +457,16 @@ def page_records(page: bytes) -> int:
         return c_page_records(page)
     except ValueError as exc:
         raise PageError(str(exc)) from None
+
+
+def pairing_class():
+    """The open calls' pairing that goes with ``converter_class()``: the C one when the extension
+    is built, else ust.kernel.paths.Pairing (its reference)."""
+    try:
+        from ust.kernel._ftrace import Pairing
+    except ImportError:
+        from .paths import Pairing
+    return Pairing
 
 
 def converter_class():

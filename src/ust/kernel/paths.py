@@ -13,13 +13,16 @@ makes one of these calls (``open64``, ``openat64``, ``creat64``, their
 records the calling thread, the pointer and the string read there (``ptr``,
 ``path``) just before the system call.
 
-The converter (``_ftrace.c``, ``pages.py``) does not write these records: it
-remembers, per thread, the last (pointer, path) (``KernelTrace.path_names``),
-and the ``filename`` of that thread's next ``sys_enter_open*`` record gets
-the path when its pointer is the same (formats.OP_PATH), else "" (not known:
-a call that did not go through these functions — a static binary, another C
-library, a raw ``syscall()`` — or a thread that moved to another CPU between
-the probe and the call, whose CPU's page was converted first).
+The converter (``_ftrace.c``, ``pages.py``) does not write these records. A
+thread's probe record and its call's are on different CPUs when it moved in
+between, and each CPU's pages are converted on their own: so the trace reads
+every CPU before converting any (ust.kernel.sweep), ``Converter.scan`` hands
+out each page's probe records and open calls' entries, and ``Pairing`` takes
+them in time order over all CPUs: the ``filename`` of a thread's
+``sys_enter_open*`` record gets the path of the thread's probe record just
+before it when their pointers are the same (formats.OP_PATH), else "" (not
+known: a call that did not go through these functions — a static binary,
+another C library, a raw ``syscall()`` — or records lost in between).
 
 The probes are a session's: ftrace group ``ustp_<hash of the instance
 name>`` (so concurrent sessions do not clash), created in the global
@@ -206,3 +209,97 @@ def probes_for(instance, events: list[tuple[str, str]]) -> tuple[list[tuple[str,
         return ensure(instance.tracefs, instance.name), ""
     except PathProbeError as exc:
         return [], str(exc)
+
+
+NEVER = (1 << 64) - 1
+
+
+class Pairing:
+    """Each open call entry's file name: the path of its thread's path probe record just before it,
+    on whatever CPU either was recorded (docs/kernel.md, "File names").
+
+    A thread's records are on the CPUs it ran on, and each CPU's pages are converted on their own,
+    so the pairing cannot follow the conversion: the sweep (ust.kernel.sweep) reads every CPU's
+    pages before converting any, gives each page's path records here (``page``: scan's, in the
+    page's order) and calls ``pair(until)`` once every CPU has been read up to ``until`` (the
+    watermark); the records up to then are taken in time order over all CPUs, a thread's latest
+    probe record is remembered (pointer, path), and its next open call takes the path when its
+    pointer is the same, else gets "" (not known: a call that did not go through the probed
+    functions). The names go into the lists ``page`` returned (the Converter takes them in order).
+
+    Lost records (``gap``) may hide a thread's call or probe between a probe and a call: a call is
+    never paired with a probe recorded before the end of a stretch where records were lost, nor one
+    read out of time order (later than the time already paired: ``pair``'s assumption broken)."""
+
+    def __init__(self):
+        # (time, rank: 0 a gap, 1 a record, sequence, tid, pointer, path | None, names | None, index | end)
+        self.queue: list[tuple] = []
+        self.latest: dict[int, tuple[int, bytes, bool]] = {}  # tid -> (pointer, path, tainted) of its last probe
+        self.taint_until = -1  # a probe recorded up to this time may have lost records after it
+        self.done = -1  # the time up to which records were paired
+        self.seq = 0
+        self.names_given = self.names_unknown = 0  # open calls' entries paired with a name, or not
+
+    @property
+    def pending(self) -> int:
+        """Records queued, not paired yet."""
+        return len(self.queue)
+
+    def page(self, found: list[tuple]) -> list | None:
+        """Queue a page's path records (``Converter.scan``'s: (time, tid, pointer, path | None for
+        an open call's entry), in order); returns the list its calls' names will be in (None: no call)."""
+        calls = sum(1 for item in found if item[3] is None)
+        names = [b""] * calls if calls else None
+        k = 0
+        seq = self.seq
+        late = None
+        for ts, tid, ptr, path in found:
+            if path is None:
+                self.queue.append((ts, 1, seq, tid, ptr, None, names, k))
+                k += 1
+            else:
+                self.queue.append((ts, 1, seq, tid, ptr, path, None, 0))
+            if ts <= self.done and late is None:
+                late = ts
+            seq += 1
+        self.seq = seq
+        if late is not None:  # read after its time was paired: whatever it would have changed is not known
+            self.gap(late, self.done)
+        return names
+
+    def gap(self, start: int, end: int) -> None:
+        """Records of some CPU were lost after ``start`` and up to ``end``."""
+        self.queue.append((start, 0, self.seq, 0, 0, None, None, max(start, end)))
+        self.seq += 1
+
+    def pair(self, until: int = NEVER) -> None:
+        """Pair the queued records up to ``until`` (every CPU is read up to then), in time order."""
+        if not self.queue:
+            if until != NEVER:
+                self.done = max(self.done, until)
+            return
+        self.queue.sort()
+        latest = self.latest
+        cut = 0
+        reached = self.done
+        for item in self.queue:
+            ts = item[0]
+            if ts > until:
+                break
+            cut += 1
+            reached = ts
+            if item[1] == 0:  # a gap: nothing remembered before it, nor during it, can be trusted
+                latest.clear()
+                self.taint_until = max(self.taint_until, item[7])
+            elif item[6] is None:  # a probe
+                latest[item[3]] = (item[4], item[5], ts <= self.taint_until)
+            else:  # an open call
+                probe = latest.pop(item[3], None)
+                if probe is not None and probe[0] == item[4] and not probe[2]:
+                    item[6][item[7]] = probe[1]
+                    self.names_given += 1
+                else:
+                    self.names_unknown += 1
+        del self.queue[:cut]
+        # (pairing everything, at a stop, is no promise about what a later start records)
+        self.done = max(self.done, reached if until == NEVER else until)

@@ -119,8 +119,8 @@ class FtraceSource:
         self._queued: bytes | None = None  # made with the previous one, handed out next
         self._settle = False  # flush(final=True) asked: square with the ring's counters at the end
         self.on_idle = None  # called when the ring has nothing more (the end of a drain pass)
-        self.tracker = None  # the prio context's PrioTracker (ust.kernel.prio): it reads the rings
-        self.snapshot_conversion = None  # a snapshot's prio conversion of the kept pages (PrioTracker)
+        self.tracker = None  # the trace's Sweep (ust.kernel.sweep: prio context, file names): it reads the rings
+        self.snapshot_conversion = None  # a snapshot's conversion of the kept pages (Sweep.snapshot_plan)
         self.keep_pages = 1  # a snapshot keeps this many pages read (the ring's size)
         self.stopped_ns = 0  # when recording stopped (flush(final=True))
         # the stream's first packet, made when recording starts (KernelTrace.recording_starts): CPU 0's
@@ -152,7 +152,7 @@ class FtraceSource:
         discarded count and the time line go on from there (a restarted consumer).
 
         What the predecessor read from the ring and did not write (pages being converted, held
-        back for the prio context, handed to a write that never came) is gone with it: the
+        back by the sweep, handed to a write that never came) is gone with it: the
         ring's ``read events`` now minus what the record log says the file accounts for
         (``read_record_log``) is charged as lost in the next packet, dated in the gap. Losses
         the ring counted that the file does not state yet are squared at the stop (settle), as
@@ -173,7 +173,7 @@ class FtraceSource:
 
     def quiet_until(self, stamp: int) -> int:
         """The time up to which this stream has sent everything, for a live beacon: ``stamp``,
-        or just before the oldest page the prio context holds back. No later packet of the
+        or just before the oldest page the sweep holds back. No later packet of the
         stream begins before it (a viewer has moved past it)."""
         held = self.tracker.held_since(self.cpu) if self.tracker is not None else None
         quiet = stamp if held is None else max(min(stamp, held - 1), self.last_end)
@@ -186,7 +186,7 @@ class FtraceSource:
         nor a live beacon's promise), and no later than a record still to come — the ring was
         read by a pass begun after ``began``, so what it still holds is newer than that, but
         for a record reserved before the read and committed after (MARGIN_NS) and the pages the
-        prio context holds back."""
+        sweep holds back (ust.kernel.sweep)."""
         t = began - MARGIN_NS
         held = self.tracker.held_since(self.cpu) if self.tracker is not None else None
         if held is not None:
@@ -223,7 +223,7 @@ class FtraceSource:
                 self._pass_began = clock_now()
             if self._caught_up:
                 page = b""  # this pass is over (read_ring: a reader never chases the ring)
-            elif self.tracker is not None:  # every CPU read together, pages held back (ust.kernel.prio)
+            elif self.tracker is not None:  # every CPU read together, pages held back (ust.kernel.sweep)
                 held = self.tracker.next_page(self.cpu)
                 page = held.data if held is not None else b""
             else:
@@ -301,7 +301,7 @@ class FtraceSource:
         written again next time before the newer ones; returns (packets, bytes)."""
         if self.on_idle is not None:
             self.on_idle()  # the task tables as they are now (pid/procname contexts)
-        conversion = self.snapshot_conversion  # the prio context's (KernelTrace.snapshot kept the pages)
+        conversion = self.snapshot_conversion  # the sweep's (KernelTrace.snapshot kept the pages)
         self.snapshot_conversion = None
         if conversion is None:
             self._keep_ring_pages()
@@ -340,7 +340,7 @@ class FtraceSource:
     def _plain(self, page: bytes):
         """A page's conversion when only its counts matter (the prio context's values aside)."""
         converter = self.converter_of()
-        if self.tracker is not None:
+        if self.tracker is not None and self.tracker.prio:
             return converter.page_prio(page, (-1, pages.PRIO_UNKNOWN), (), True, 0)[:5]
         return converter.page(page)
 

@@ -100,11 +100,12 @@ class KernelTrace(Trace):
         self.formats: dict[int, fmt.EventFormat] = {}
         self.plans: dict[int, tuple] = {}
         self.tracked: dict[int, fmt.EventFormat] = {}  # recorded for the prio context or paths only (not written)
-        self.path_names: dict = {}  # tid -> (pointer, path) a path probe read, for its system call (ust.kernel.paths)
         self.tasks = tasks
         if tasks is not None:
             tasks.names_wanted = "procname" in self.contexts
-        self.tracker = None  # the prio context's PrioTracker, once attached
+        # the Sweep reading every CPU before converting any (ust.kernel.sweep), once attached, when the prio
+        # context or the open calls' file names (path probes) need it
+        self.tracker = None
         self._converter_class = pages.converter_class()
         self.converter = self._new_converter()
         self.statedump = False  # the lttng_statedump_* events are declared (a trace written as recorded)
@@ -132,13 +133,36 @@ class KernelTrace(Trace):
             self.tracked[ev.id] = ev
         self.converter = self._new_converter()
         if self.channels:
+            self._ensure_sweep()
             self.write_metadata(force=True)
         return learned
 
+    def _path_probes(self) -> tuple:
+        return tuple(p for ev in self.tracked.values() if (p := fmt.path_probe(ev)) is not None)
+
+    def _ensure_sweep(self) -> None:
+        """Read the CPUs together (ust.kernel.sweep) when the prio context or path probes need it:
+        from the attach, or from when path probes are first learned (the engine paused)."""
+        sources = self._sources()
+        prio = "prio" in self.contexts
+        probes = bool(self._path_probes())
+        if not sources or not (prio or probes):
+            return
+        from .sweep import Sweep
+
+        Pairing = pages.pairing_class()  # (goes with the Converter: both C when built)
+
+        if self.tracker is None:
+            self.tracker = Sweep(prio=prio, pairing=Pairing() if probes else None)
+            self.tracker.attach(sources)
+            for src in sources:
+                src.tracker = self.tracker
+        elif probes and self.tracker.pairing is None:
+            self.tracker.pairing = Pairing()
+
     def _new_converter(self):
         c = self.contexts
-        probes = tuple(p for ev in self.tracked.values() if (p := fmt.path_probe(ev)) is not None)
-        kw = {"paths": (self.path_names, probes)}
+        kw = {"paths": self._path_probes()}
         if "prio" in c:
             from .prio import converter_config
 
@@ -158,16 +182,10 @@ class KernelTrace(Trace):
 
         sources = [FtraceSource(cpu, raw, stats, self.info.uuid, lambda: self.converter, page_size)
                    for cpu, (raw, stats) in enumerate(zip(raw_fds, stats_fds))]
-        if "prio" in self.contexts:
-            from .prio import PrioTracker
-
-            self.tracker = PrioTracker()
-            self.tracker.attach(sources)
         self.statedump = not snapshot  # declared before any packet (a restarted consumer's files have it)
         for src in sources:
             src.overwrite = snapshot
             src.keep_pages = keep_pages  # a snapshot keeps what the ring holds, for the next one
-            src.tracker = self.tracker
             if self.tasks is not None:
                 src.on_idle = self.tasks.forget  # after each drain pass: thread ids get reused
         spec = ChannelSpec(CHANNEL, 0, page_size, max(2, len(sources)), overwrite=snapshot,
@@ -178,6 +196,7 @@ class KernelTrace(Trace):
             for src in sources:
                 src.close()
             raise
+        self._ensure_sweep()
         self._open_record_logs(fresh=False)  # (a restarted consumer reads its predecessor's: resume)
         return ch
 
@@ -274,8 +293,8 @@ class KernelTrace(Trace):
         return n
 
     def snapshot(self, output) -> int:
-        """As ``Trace.snapshot``; with the prio context every CPU's ring is read first, so the
-        changes each CPU records are applied to the others' events (ust.kernel.prio)."""
+        """As ``Trace.snapshot``; with the prio context or path probes every CPU's ring is read
+        first, so what each CPU records is applied to the others' events (ust.kernel.sweep)."""
         if self.tracker is not None:
             from ust._ring._ring import clock_now
 
@@ -284,8 +303,8 @@ class KernelTrace(Trace):
             for src in sources:
                 src._keep_ring_pages()
                 read_at[src.cpu] = clock_now()
-            plans = self.tracker.snapshot_plan({src.cpu: [p for p, _ in src._kept_pages] for src in sources},
-                                               read_at, self.converter)
+            plans = self.tracker.snapshot_plan({src.cpu: [(p, lost) for p, lost in src._kept_pages]
+                                                for src in sources}, read_at, self.converter)
             for src in sources:
                 src.snapshot_conversion = plans[src.cpu]
         return super().snapshot(output)
