@@ -16,6 +16,7 @@ import pytest
 from conftest import bt2_dump, discarded_of, events_of, needs_bt2
 from daemon_util import wait_until
 
+from ust._ring._ring import clock_now
 from ust.kernel import tracefs
 from ust.kernel.capture import KernelCapture
 from ust.kernel.tracefs import KernelTracingError
@@ -182,8 +183,11 @@ def test_after_lost_records_a_name_given_is_the_right_one_and_the_next_opens_hav
         c.start()
         with c._paused():  # the ring overflows: discard mode drops what comes
             opener.phase()
-        # the reader has read every CPU since (the drops are seen): what comes next is after them
-        wait_until(lambda: sum(c.trace.tracker.drops_seen.values()) > 0, 60, "the drops seen by the reader")
+        # every CPU's ring emptied of the first phase (seeing its drops is not enough: the reader has
+        # read one CPU's ring then, maybe not yet another's, still full): the second phase fits
+        done = clock_now()
+        wait_until(lambda: c.read_through() > done, 60, "the reader to read every CPU past the first phase")
+        assert [tracefs.read_stats(src.stats_fd)["entries"] for src in c.sources] == [0] * len(c.sources)
         opener.phase()
         c.stop()
     finally:
@@ -195,7 +199,5 @@ def test_after_lost_records_a_name_given_is_the_right_one_and_the_next_opens_hav
     wrong = [(i, name) for i, name in opens if name not in ("", str(files / f"f{i}"))]
     assert not wrong, (len(wrong), wrong[:5])
     after = [(i, name) for i, name in opens if i >= first]
-    # (the reader may still be draining the first stretch when the second phase begins, so a few of its
-    # opens may be lost too: counted above, exactly; those recorded are in order and named)
-    assert len(after) > second // 2 and [i for i, _ in after] == sorted({i for i, _ in after}), after[:5]
+    assert [i for i, _ in after] == list(range(first, first + second))
     assert all(name == str(files / f"f{i}") for i, name in after), [x for x in after if not x[1]][:5]

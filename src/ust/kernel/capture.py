@@ -205,6 +205,12 @@ class KernelCapture:
         """Per CPU, the events written."""
         return {src.cpu: src.events for src in self.sources}
 
+    def read_through(self) -> int:
+        """A time (ust._ring._ring.clock_now's) before which every record was taken out of the
+        rings (KernelTrace.read_through): a caller that had the rings fill up can wait for it to
+        pass a time taken afterwards before it counts on their room again."""
+        return self.trace.read_through() if self.trace is not None else 0
+
     def lost_by_ring(self) -> dict[int, int]:
         """Per CPU, what the ring's counters say was lost (for checks)."""
         return {src.cpu: src.ring_lost() for src in self.sources}

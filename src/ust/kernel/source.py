@@ -138,6 +138,9 @@ class FtraceSource:
         # (read_ring): when it began, and whether such a page was handed out
         self._pass_began: int | None = None
         self._caught_up = False
+        # every record committed on this CPU before this time (the trace clock) is out of its ring (read,
+        # not necessarily written yet): the beginning of the latest drain pass that ran to its end
+        self.read_through = 0
         self.start_output()
 
     def start_output(self) -> None:
@@ -229,6 +232,10 @@ class FtraceSource:
             else:
                 page = read_page(self.fd, self.page_size)
             if len(page) < pages.PAGE_HEADER:
+                # the pass is over: the ring was read from a time after it began on, to its end or to a page
+                # begun after that time (read_ring; with a sweep, next_page swept every CPU before saying
+                # none), so every record committed before it began has been taken out of the ring
+                self.read_through = max(self.read_through, self._pass_began)
                 self._pass_began, self._caught_up = None, False
                 if self.on_idle is not None:
                     self.on_idle()

@@ -238,6 +238,13 @@ class KernelTrace(Trace):
     def _sources(self) -> list:
         return [src for ch in self.channels.values() for src in ch.sources]
 
+    def read_through(self) -> int:
+        """A time (the trace clock) before which every record of every CPU has been taken out of the
+        rings by the drain (FtraceSource.read_through): what the rings held then no longer takes their
+        room, and in discard mode what comes next is recorded. 0 before each CPU's first drain pass
+        (and always for a snapshot session's trace, whose rings are read at snapshots only)."""
+        return min((src.read_through for src in self._sources()), default=0)
+
     def restate(self, began: int, *, open_streams: bool) -> None:
         """The statedump again, as lttng-modules writes it at each new chunk, after ``clear``
         and at ``regenerate statedump``: every chunk of a kernel trace is self-contained (an
