@@ -148,6 +148,28 @@ def test_module_imported_after_the_probe(ust_env):
     assert _payloads(dump, "ptlate:late_return") == [{"retval": 42, "exception": "", "unfit": ""}] * len(entries)
 
 
+def test_a_module_being_imported_when_the_probe_arrives(ust_env):
+    """The probe arrives while the application is importing its module (in sys.modules, half executed:
+    its functions are not all defined yet, and the agent never waits for an import): it is installed as
+    soon as that import is over, though the application imports nothing after it."""
+    app = ust_env.app(PROBED)
+    ust_env.wait_registered(app.pid, 0)
+    assert app.send("held") == "ok importing"  # the import of ptheld stops half-way
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "--function", "ptheld:held")
+    ust_env.ust("start")
+    wait_until(lambda: _probe_state(ust_env, app.pid).get("ptheld:held") == "pending", what="probe pending")
+    _, out, _ = ust_env.ust("list", "--apps")
+    assert "probe ptheld:held: pending (module ptheld is being imported)" in out
+    assert app.send("go") == "ok"  # the import ends
+    wait_until(lambda: _declared(ust_env, app.pid, "ptheld:held_return"), 60, "probe installed after the import")
+    app.send("run held")
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    assert _payloads(dump, "ptheld:held_entry") == [{"v": 2, "unfit": ""}]
+    assert _payloads(dump, "ptheld:held_return") == [{"retval": 6, "exception": "", "unfit": ""}]
+
+
 @pytest.mark.parametrize("args, message", [
     (("--function", "nocolon"), "invalid function 'nocolon': expected MODULE:QUALNAME"),
     (("--function", "os:getpid"), "os:getpid is not a Python function (builtin_function_or_method)"),

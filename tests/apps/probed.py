@@ -2,6 +2,7 @@
 
   run SCENARIO   call the functions of ptarget (every kind), answer "ok"
   late           import ptlate and call ptlate.late(41)
+  held           import ptheld, which answers "ok importing" and waits for a line before it ends
   check          print whether probed functions kept their identity and signature
   exit
 """
@@ -63,6 +64,8 @@ def scenario(name: str) -> None:
     elif name == "many":
         for i in range(200):
             T.add(i, 1)
+    elif name == "held":
+        sys.modules["ptheld"].held(2)
 
 
 print(f"ready {os.getpid()}", flush=True)
@@ -77,6 +80,10 @@ for line in sys.stdin:
         import ptlate
 
         ptlate.late(41)
+        print("ok", flush=True)
+    elif words[0] == "held":
+        import ptheld  # noqa: F401
+
         print("ok", flush=True)
     elif words[0] == "check":
         same = {"identity": T.add is ORIG["add"] and T.K.__dict__["m"] is ORIG["m"],

@@ -49,6 +49,9 @@ if os.environ.get("UST_PROBES_PURE") == "1":  # the Python paths only (tests, de
     _C = None
 REPR_LIMIT = 256
 MAX_TARGET = 512
+# s: how often the agent's thread looks again at a module its probes found being imported by another thread
+# (the import hook cannot reach an import begun before it was there, and the agent never waits for one)
+LOOK_AGAIN = 0.02
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _QUAL_RE = re.compile(r"^[A-Za-z_*<][A-Za-z0-9_.*<>]*$")
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -1056,6 +1059,12 @@ class ProbeSet:
                     self._try_install(inst)
         finally:
             self.lock.release()
+
+    def look_again_in(self) -> float | None:
+        """For the agent's thread: how soon to call ``look_again`` (None: nothing to look at). A module
+        found half imported is probed when its import is over, which nothing says: another import would
+        look again (the watcher), but an application may import nothing more, so the agent polls."""
+        return LOOK_AGAIN if self.half_imported else None
 
     def imported(self, name: str) -> None:
         """After the module ``name`` executed (in the importing thread, its import not finished yet)."""
