@@ -167,6 +167,65 @@ def test_lost_events_under_a_flood_are_counted_exactly(capture, tmp_path, overwr
     assert all(begin < end for begin, end in windows), err
 
 
+# A flood of getppid() on every CPU in turn, then, at the next line, a burst of getpid() on each (one
+# thread: the instance follows its pid).
+_FLOOD_THEN_BURST = """
+import os, sys
+flood, burst = int(sys.argv[1]), int(sys.argv[2])
+cpus = sorted(os.sched_getaffinity(0))
+def all_cpus(n, call):
+    for cpu in cpus:
+        os.sched_setaffinity(0, {cpu})
+        for _ in range(n):
+            call()
+sys.stdin.readline()
+all_cpus(flood, os.getppid)
+print("done", flush=True)
+sys.stdin.readline()
+all_cpus(burst, os.getpid)
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+@needs_bt2
+def test_once_read_through_passes_a_flood_every_ring_has_room_again(capture, tmp_path):
+    """Discard mode, the drain held off while a flood overflows every CPU's ring: once
+    ``read_through()`` passes a time taken after the flood, no ring holds anything of it (the drain
+    read each CPU out), and a burst after it is recorded whole on every CPU."""
+    from ust._ring._ring import clock_now
+
+    flood, burst = 100_000, 500
+    app = subprocess.Popen([sys.executable, "-c", _FLOOD_THEN_BURST, str(flood), str(burst)], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        c = capture("readthrough", buffer_size_kb=256)
+        c.enable(["getppid", "getpid"], syscalls=True)
+        c.instance.set_pids([app.pid])
+        c.start()
+        with c._paused():
+            app.stdin.write("go\n")
+            app.stdin.flush()
+            assert app.stdout.readline() == "done\n"
+            flooded = clock_now()
+            assert c.read_through() < flooded
+            full = [tracefs.read_stats(src.stats_fd) for src in c.sources]
+        wait_until(lambda: c.read_through() > flooded, 60, "the drain to read every CPU past the flood")
+        assert [tracefs.read_stats(src.stats_fd)["entries"] for src in c.sources] == [0] * len(c.sources)
+        app.stdin.write("go\n")
+        app.stdin.flush()
+        assert app.stdout.readline() == "done\n"
+        c.stop()
+    finally:
+        app.communicate("\n", timeout=60)
+    assert all(s["dropped events"] > 0 and s["entries"] > 0 for s in full), full  # every ring overflowed
+    dump = bt2_dump(tmp_path / "readthrough" / "kernel")
+    assert discarded_of(dump) == sum(c.lost_by_ring().values()) > 0
+    names = [e["name"] for e in _traced(dump)]
+    ncpu = len(c.sources)
+    assert names.count("syscall_entry_getpid") == names.count("syscall_exit_getpid") == burst * ncpu
+
+
 @needs_bt2
 def test_a_sleeping_python_thread_is_switched_out_between_its_events_on_one_time_line(capture, tmp_path):
     import ust
