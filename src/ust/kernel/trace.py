@@ -241,7 +241,8 @@ class KernelTrace(Trace):
     def read_through(self) -> int:
         """A time (the trace clock) before which every record of every CPU has been taken out of the
         rings by the drain (FtraceSource.read_through): what the rings held then no longer takes their
-        room, and in discard mode what comes next is recorded. 0 before each CPU's first drain pass
+        room (in discard mode, what comes next is dropped only if it fills them again). 0 before each
+        CPU's first drain pass
         (and always for a snapshot session's trace, whose rings are read at snapshots only)."""
         return min((src.read_through for src in self._sources()), default=0)
 
