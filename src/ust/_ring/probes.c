@@ -156,6 +156,26 @@ static _Thread_local int busy __attribute__((tls_model("initial-exec"))); /* no 
 static PyObject *empty_str;
 static PyObject *name_key; /* "__name__" */
 
+/* Set for good in a thread of ust's own (ust/instrument/ownthread.py). Thread-local, as busy. */
+static _Thread_local int own_thread;
+
+/* own_thread(): the calling thread is ust's own (the agent's, an embedded session's reader): none of its
+ * calls is recorded, from now until it ends, as a profile function's own code is not profiled. It uses the
+ * interpreter's own flag for a tracer's thread, tstate->tracing, which every per-call path checks already:
+ * sys.monitoring (3.12+) calls no callback for such a thread, nor do profile and trace functions (3.11), and
+ * the frame-evaluation hook passes its frames through; `busy`, set for good too, keeps the 3.11 trampolines
+ * and the probes' C paths out. So no check is added to any per-call path. Idempotent. */
+static PyObject *
+mark_own_thread(PyObject *mod, PyObject *unused)
+{
+    if (!own_thread) {
+        own_thread = 1;
+        busy = 1;
+        PyThreadState_EnterTracing(PyThreadState_Get());
+    }
+    Py_RETURN_NONE;
+}
+
 #if PY_VERSION_HEX >= 0x030C0000
 #define request_extra PyUnstable_Eval_RequestCodeExtraIndex
 #define get_extra PyUnstable_Code_GetExtra
@@ -1306,6 +1326,8 @@ static PyMethodDef module_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))probe_enter, METH_FASTCALL, "enter(record, *values) -> bool"},
     {"leave", (PyCFunction)(void (*)(void))probe_leave, METH_FASTCALL, "leave(record, retval)"},
     {"set_record", (PyCFunction)(void (*)(void))set_record, METH_FASTCALL, "set_record(code, record or None)"},
+    {"own_thread", (PyCFunction)mark_own_thread, METH_NOARGS,
+     "own_thread(): the calling thread is ust's own: none of its calls is recorded from now on"},
     {NULL},
 };
 

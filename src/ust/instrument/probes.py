@@ -39,6 +39,7 @@ import types
 from ust.instrument import fields as F
 from ust.instrument import forksafe
 from ust.instrument import loglevels
+from ust.instrument import ownthread
 
 MONITORING = sys.version_info >= (3, 12)
 try:  # the per-call paths in C, built into the C core (the Python callbacks below do the same, slower)
@@ -291,7 +292,7 @@ def _entry_field_names(params: list[str]) -> tuple[list[str], set]:
     return [_field_name(n, taken) for n in params], taken
 
 
-_BUSY = threading.local()  # set while a probe converts values in this thread
+_BUSY = ownthread.BUSY  # set while a probe converts values in this thread, and for good on a ust thread
 
 
 class Probe:
