@@ -249,3 +249,25 @@ def test_two_event_names_on_one_function_in_one_session(ust_env):
     assert [p["retval"] for p in _payloads(dump, "two:hot_return")] == [3, 4, 5, 6]
     assert [p["i"] for p in _payloads(dump, "plive:hot_entry")] == [0, 1, 2, 3, 4, 5]
     app.exit()
+
+
+def test_nested_function_without_an_instance_has_typed_fields(ust_env):
+    """A nested function probed before its enclosing function ever ran has no instance to read annotations
+    from (they are evaluated each time the enclosing function runs): its fields were repr() text, so a
+    filter `k >= 2` compared text with a number and dropped every call, silently. Its annotations are now
+    read from the enclosing code that makes it, so its events are declared typed before its first call."""
+    app = ust_env.app(LIVE)
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "--function", "plive:nest.<locals>.inner", "--filter", "k >= 2")
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "plive:nest.<locals>.inner_return"), what="probe declared")
+    assert _run(app, "R = [plive.nest(i) for i in range(4)]") == [1, 2, 3, 4]
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    # int, a string annotation ("str"), bool: typed; list[int] and *rest: repr text
+    assert _payloads(dump, "plive:nest.<locals>.inner_entry") == [
+        {"k": 2, "label": "n2", "items": "[2]", "rest": "()", "flag": {"value": 0, "labels": ["false"]}, "unfit": ""},
+        {"k": 3, "label": "n3", "items": "[3]", "rest": "()", "flag": {"value": 1, "labels": ["true"]}, "unfit": ""}]
+    assert [p["retval"] for p in _payloads(dump, "plive:nest.<locals>.inner_return")] == [3, 4]
+    app.exit()

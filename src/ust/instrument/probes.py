@@ -103,12 +103,13 @@ def _as_function(obj: object) -> object:
     return _unwrap(obj)
 
 
-def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, object]]:
+def find_functions(module: types.ModuleType, parents: dict | None = None) -> dict[types.CodeType, tuple[str, object]]:
     """Every Python code object defined by ``module``: code -> (qualname, a function using it or None).
 
     Walks the module's namespace, its classes (recursively), properties,
     class/static methods, decorated functions (via ``__wrapped__``) and the
-    code objects nested in them (nested functions, closures, lambdas).
+    code objects nested in them (nested functions, closures, lambdas), whose
+    enclosing code goes into ``parents`` (code -> the code whose constant it is).
     """
     name = module.__name__
     found: dict[types.CodeType, tuple[str, object]] = {}
@@ -125,6 +126,8 @@ def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, 
         found[code] = (qualname or code.co_qualname, fn)
         for const in code.co_consts:
             if isinstance(const, types.CodeType):
+                if parents is not None:
+                    parents.setdefault(const, code)
                 add_code(const, None)
 
     def visit(ns: dict) -> None:
@@ -147,6 +150,86 @@ def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, 
 
     visit(dict(vars(module)))
     return found
+
+
+_UNKNOWN = object()  # an annotation that is not a plain name or string (recorded as repr text)
+
+
+def nested_annotations(code: types.CodeType, parent: types.CodeType, namespace: dict) -> dict:
+    """The annotations a function made from the nested ``code`` will have, read from the bytecode of the
+    enclosing ``parent`` that makes it, without running it: for a nested function with no instance alive
+    when it is probed (its annotations are evaluated each time the enclosing function runs, so only its
+    instances carry them). What the probe needs: a parameter annotated with a plain name (``int``, looked
+    up in ``namespace``, the module's globals, then the builtins) or a string (``"int"``, ``from
+    __future__ import annotations``); anything else (``list[int]``, a local name) is _UNKNOWN, recorded as
+    text as for any function. {} when the bytecode is not the expected shape (3.11 to 3.13: the
+    annotations tuple, then the closure, pushed before LOAD_CONST code; MAKE_FUNCTION's flags, or 3.13's
+    SET_FUNCTION_ATTRIBUTE after it)."""
+    import builtins
+    import dis
+
+    try:
+        ins = list(dis.get_instructions(parent))
+        at = next(i for i, x in enumerate(ins) if x.opname == "LOAD_CONST" and x.argval is code)
+        if at + 1 >= len(ins) or ins[at + 1].opname != "MAKE_FUNCTION":
+            return {}
+        flags = ins[at + 1].arg or 0
+        for x in ins[at + 2:at + 6]:
+            if x.opname != "SET_FUNCTION_ATTRIBUTE":
+                break
+            flags |= x.arg
+        if not flags & 0x04:  # no annotations
+            return {}
+
+        def item(end: int) -> int:
+            """The first instruction of the straight-line group ending at ``end`` that pushes one value."""
+            need, k = 1, end
+            while k >= 0:
+                x = ins[k]
+                if x.is_jump_target or x.opcode in dis.hasjrel or x.opcode in dis.hasjabs:
+                    raise ValueError("not straight-line code")
+                need -= dis.stack_effect(x.opcode, x.arg if x.opcode >= dis.HAVE_ARGUMENT else None, jump=False)
+                if need == 0:
+                    return k
+                if need < 0:
+                    raise ValueError("no such group")
+                k -= 1
+            raise ValueError("no such group")
+
+        end = at - 1
+        if flags & 0x08:  # the closure's tuple, pushed last
+            end = item(end) - 1
+        start = item(end)
+        last = ins[end]
+        if start == end and last.opname == "LOAD_CONST" and isinstance(last.argval, tuple):
+            values: list = list(last.argval)  # every annotation a constant (strings)
+        elif last.opname == "BUILD_TUPLE" and last.arg and last.arg % 2 == 0:
+            groups, k = [], end - 1
+            for _ in range(last.arg):
+                first = item(k)
+                groups.append(ins[first:k + 1])
+                k = first - 1
+            groups.reverse()
+            values = []
+            for g in groups:
+                x = g[0]
+                if len(g) != 1:
+                    values.append(_UNKNOWN)
+                elif x.opname == "LOAD_CONST" and isinstance(x.argval, str):
+                    values.append(x.argval)
+                elif x.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(x.argval, str):
+                    values.append(namespace[x.argval] if x.argval in namespace
+                                  else getattr(builtins, x.argval, _UNKNOWN))
+                else:
+                    values.append(_UNKNOWN)
+        else:
+            return {}
+        names = values[0::2]
+        if not all(isinstance(n, str) for n in names):
+            return {}
+        return dict(zip(names, values[1::2]))
+    except (ValueError, StopIteration, TypeError, IndexError):
+        return {}
 
 
 def describe_non_python(module: types.ModuleType, qualname: str) -> str | None:
@@ -878,8 +961,9 @@ class ProbeSet:
         if module is None:
             inst.state, inst.detail = "pending", f"module {spec.module} is not imported (yet)"
             return
+        parents: dict = {}
         try:
-            funcs = find_functions(module)
+            funcs = find_functions(module, parents)
         except Exception as exc:  # noqa: BLE001
             inst.state, inst.detail = "error", f"cannot read module {spec.module}: {type(exc).__name__}"
             return
@@ -913,7 +997,7 @@ class ProbeSet:
         failed = []
         for code, qn, fn in targets:
             try:
-                self._install_one(inst, code, qn, fn, flt)
+                self._install_one(inst, code, qn, fn, flt, parents.get(code), vars(module))
             except _Refused as exc:
                 if "*" not in spec.qualname:
                     inst.state, inst.detail = "refused", str(exc)
@@ -929,7 +1013,7 @@ class ProbeSet:
         if failed:  # said, not hidden behind the count of those that were probed
             inst.detail += ("; not probed: " if inst.probes else "") + "; ".join(failed)
 
-    def _install_one(self, inst: _Installed, code, qualname: str, fn, flt) -> None:
+    def _install_one(self, inst: _Installed, code, qualname: str, fn, flt, parent=None, namespace=None) -> None:
         spec = inst.spec
         if code in inst.probes:
             return
@@ -938,6 +1022,11 @@ class ProbeSet:
             fn = live[0] if live else None
         else:
             live = [fn]
+        if fn is None and parent is not None:
+            # A nested function with no instance yet: its fields are typed from the annotations the
+            # enclosing code gives each instance it makes, so that they are declared right before the first
+            # call (docs/probes.md).
+            fn = types.SimpleNamespace(__annotations__=nested_annotations(code, parent, namespace or {}))
         if code in self.owner:  # another spec probes it already
             self._add_output(inst, code, qualname, fn, flt)
             return

@@ -34,6 +34,12 @@ def hot(i: int) -> int:
     return i + 1
 
 
+def nest(n: int) -> int:
+    def inner(k: int, label: "str", items: list[int], *rest, flag: bool = False) -> int:
+        return k + len(items)
+    return inner(n, f"n{n}", [n], flag=n % 2 == 1)
+
+
 async def job(x: int) -> int:
     import asyncio
 
