@@ -271,3 +271,33 @@ def test_nested_function_without_an_instance_has_typed_fields(ust_env):
         {"k": 3, "label": "n3", "items": "[3]", "rest": "()", "flag": {"value": 1, "labels": ["true"]}, "unfit": ""}]
     assert [p["retval"] for p in _payloads(dump, "plive:nest.<locals>.inner_return")] == [3, 4]
     app.exit()
+
+
+def test_a_probed_function_sees_its_real_caller(ust_env):
+    """On 3.11 a probed function ran one frame below a trampoline: sys._getframe(1) saw the trampoline,
+    warnings.warn(stacklevel=2) pointed at the probed function's own file, a traceback had the function
+    twice. The probe is now inside the function's own code (recompiled from its source, checked to compile
+    to exactly the running code): its frame is the only one. (3.12+: sys.monitoring adds none either.)"""
+    app = ust_env.app(LIVE)
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "--function", "plive:caller_name,plive:warns,plive:fails")
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "plive:fails_return"), what="probes declared")
+    seen = _run(app, "import inspect, traceback, warnings\n"
+                     "def from_here(): return plive.caller_name(1)\n"
+                     "with warnings.catch_warnings(record=True) as w:\n"
+                     "    warnings.simplefilter('always')\n"
+                     "    plive.warns(2)\n"
+                     "try:\n"
+                     "    plive.fails(3)\n"
+                     "except ValueError as e:\n"
+                     "    tb = [f.name for f in traceback.extract_tb(e.__traceback__)]\n"
+                     "R = [from_here(), w[0].filename, tb, str(inspect.signature(plive.fails))]")
+    assert seen == ["from_here", "<string>", ["<module>", "fails"], "(x: int) -> int"]
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    assert _payloads(dump, "plive:caller_name_return") == [{"retval": "from_here", "exception": "", "unfit": ""}]
+    assert _payloads(dump, "plive:warns_entry") == [{"x": 2, "unfit": ""}]
+    assert _payloads(dump, "plive:fails_return") == [{"retval": 0, "exception": "ValueError", "unfit": ""}]
+    app.exit()

@@ -509,6 +509,88 @@ probe_leave(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* ---------------------------------------------------------------------------------------------------- */
+/* 3.11 inline probes (probes.py, inline_code): the probed function's own code, recompiled from its source with
+ * the entry as its first statement and each return through leave_value, so that no frame is added:
+ *   entry_here(record, *values)     the entry; a call the filter drops puts its frame in the skipped set
+ *   leave_value(record, value)      the return (unless its frame was skipped): returns value
+ *   unwind_here(record)             the exception being handled leaves the frame (the code re-raises it)
+ * The current frame (the probed one: these are C functions, which push none) is only looked up when the
+ * skipped set is not empty, or when the filter drops a call. */
+
+/* The key of the running Python frame in a record's skipped set; NULL (no error set) if none. */
+static PyObject *
+current_frame_key(void)
+{
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
+    PyObject *key = frame != NULL ? PyLong_FromVoidPtr(frame) : NULL;
+    if (key == NULL)
+        PyErr_Clear();
+    return key;
+}
+
+/* 1 if the running frame was in rec's skipped set (its entry was dropped): taken out of it. */
+static int
+frame_was_skipped(Record *rec)
+{
+    if (!PySet_Check(rec->skipped) || PySet_GET_SIZE(rec->skipped) == 0)
+        return 0;
+    PyObject *key = current_frame_key();
+    int dropped = key != NULL ? PySet_Discard(rec->skipped, key) : 0;
+    Py_XDECREF(key);
+    if (dropped < 0) {
+        PyErr_Clear();
+        dropped = 0;
+    }
+    return dropped;
+}
+
+static PyObject *
+probe_entry_here(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || !IS_RECORD(args[0]) || busy)
+        Py_RETURN_NONE;
+    Record *rec = (Record *)args[0];
+    PyObject *kept = probe_enter(mod, args, nargs);
+    if (kept == NULL) /* never: probe_enter clears its errors */
+        PyErr_Clear();
+    else if (kept != Py_True && PySet_Check(rec->skipped)) {
+        PyObject *key = current_frame_key();
+        if (key != NULL && PySet_Add(rec->skipped, key) < 0)
+            PyErr_Clear();
+        Py_XDECREF(key);
+    }
+    Py_XDECREF(kept);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+probe_leave_value(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        Py_RETURN_NONE; /* never: the code calls it with two */
+    if (IS_RECORD(args[0]) && !frame_was_skipped((Record *)args[0]))
+        Py_XDECREF(probe_leave(mod, args, nargs));
+    return Py_NewRef(args[1]);
+}
+
+static PyObject *
+probe_unwind_here(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !IS_RECORD(args[0]) || frame_was_skipped((Record *)args[0]) || busy)
+        Py_RETURN_NONE;
+    Record *rec = (Record *)args[0];
+    PyObject *exc = PyErr_GetHandledException(); /* the exception the code's handler is handling */
+    if (exc == NULL)
+        Py_RETURN_NONE;
+    Py_INCREF(rec); /* the slow path may remove the probe, which frees its record */
+    PyObject *a[2] = {Py_None, exc};
+    Py_XDECREF(call_slow(rec, "leave", a, 2));
+    Py_DECREF(rec);
+    Py_DECREF(exc);
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
 /* Hooks: the sys.monitoring callbacks (3.12+) and the profile function (3.11) of one process. */
 
 typedef struct {
@@ -1325,6 +1407,9 @@ static PyTypeObject HooksType = {
 static PyMethodDef module_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))probe_enter, METH_FASTCALL, "enter(record, *values) -> bool"},
     {"leave", (PyCFunction)(void (*)(void))probe_leave, METH_FASTCALL, "leave(record, retval)"},
+    {"entry_here", (PyCFunction)(void (*)(void))probe_entry_here, METH_FASTCALL, "entry_here(record, *values)"},
+    {"leave_value", (PyCFunction)(void (*)(void))probe_leave_value, METH_FASTCALL, "leave_value(record, v) -> v"},
+    {"unwind_here", (PyCFunction)(void (*)(void))probe_unwind_here, METH_FASTCALL, "unwind_here(record)"},
     {"set_record", (PyCFunction)(void (*)(void))set_record, METH_FASTCALL, "set_record(code, record or None)"},
     {"own_thread", (PyCFunction)mark_own_thread, METH_NOARGS,
      "own_thread(): the calling thread is ust's own: none of its calls is recorded from now on"},
