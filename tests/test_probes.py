@@ -72,10 +72,10 @@ def test_every_kind_of_callable(ust_env, paths):
     # too, through the frame-evaluation hook; the pure-Python path reaches the instances alive at install)
     closures = [e["k"] for e in P("ptarget:make_closure.<locals>.closure_entry")]
     assert closures == ([1] if paths == "pure" and sys.version_info < (3, 12) else [1, 2])
-    # typed from the annotations of an instance alive at install time, else recorded as text
-    inner = P("ptarget:outer.<locals>.inner_return")
+    # typed from its annotations, though no instance was alive at install time (read from the enclosing code)
     if paths == "C" or sys.version_info >= (3, 12):
-        assert inner[0]["retval"] in (3, "3")
+        assert P("ptarget:outer.<locals>.inner_entry") == [{"k": 1, "unfit": ""}]
+        assert P("ptarget:outer.<locals>.inner_return") == [{"retval": 3, "exception": "", "unfit": ""}]
     # an argument captured by a closure (a cell) is read through its cell
     assert P("ptarget:outer_entry") == [{"n": 2, "unfit": ""}]
     # generator: one entry, one return at completion, with the return value
@@ -752,3 +752,58 @@ def test_enable_function_star_on_a_busy_program_names_every_function(ust_env):
                 assert names[i + 1:] == [] and names[i - 1:i] == ["__main__:work"], names
     st = _function_stats_json(ust_env.out)
     assert st["__main__:work"]["calls"] > 0 and not [n for n in st if n.startswith("<function")], st
+
+
+def _calls_by_thread(dump, names):
+    """{vtid: [function name of each whole-program entry/return]}."""
+    out: dict = {}
+    for e in events_of(dump, "python:function_entry") + events_of(dump, "python:function_return"):
+        out.setdefault(e["context"]["vtid"], []).append(names.get(e["payload"]["id"], "?"))
+    return out
+
+
+def _function_names(dump):
+    return {e["payload"]["id"]: f"{e['payload']['module']}:{e['payload']['qualname']}"
+            for e in events_of(dump, "python:function_info")}
+
+
+def test_run_functions_records_none_of_the_agents_own_calls(ust_env):
+    """The tracer must not trace itself: under `ust run --functions` the agent's thread (receiving the daemon's
+    attach commands, answering them: socket, selectors, json, threading...) was traced like the program, and
+    its calls filled the trace under a thread the program never started. Now a ust thread marks itself as a
+    tracer's (as a profile function's own code is not profiled): none of its calls is recorded."""
+    out = ust_env.out
+    ust_env.ust("run", "-q", "--functions", "-t", "vpid", "-o", out, "--", sys.executable, READING, "alone")
+    dump = bt2_dump(out)
+    by_thread = _calls_by_thread(dump, _function_names(dump))
+    (pid,) = {e["context"]["vpid"] for e in events_of(dump, "python:function_entry")}
+    assert "__main__:inner" in by_thread.get(pid, [])
+    others = {tid: sorted(set(names))[:10] for tid, names in by_thread.items() if tid != pid}
+    assert others == {}, others
+
+
+def test_enable_function_star_and_probes_record_none_of_the_agents_own_calls(ust_env):
+    """`enable-event --function '*'` on a running program, and a probe on a function the agent's thread calls
+    too (json:dumps, its protocol's encoder): the agent's own calls were recorded (its socket and json
+    work applying the daemon's commands, each json.dumps of its messages). Only the program's are now."""
+    app = ust_env.app(PROBED)
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("add-context", "-t", "vtid")
+    ust_env.ust("enable-event", "--function", "*")
+    ust_env.ust("enable-event", "--function", "json:dumps")
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "python:function_entry"), what="whole-program events")
+    wait_until(lambda: _declared(ust_env, app.pid, "json:dumps_return"), what="the probe's events")
+    app.send("run add")
+    app.send("check")  # one json.dumps in the program's thread
+    ust_env.ust("enable-event", "app:x")  # more work for the agent's thread, while traced
+    ust_env.ust("stop")
+    app.exit()
+    dump = bt2_dump(ust_env.out)
+    by_thread = _calls_by_thread(dump, _function_names(dump))
+    assert by_thread.get(app.pid, []).count("ptarget:add") == 2  # its entry and its return
+    others = {tid: sorted(set(names))[:10] for tid, names in by_thread.items() if tid != app.pid}
+    assert others == {}, others
+    dumps = [e["context"]["vtid"] for e in events_of(dump, "json:dumps_entry")]
+    assert dumps == [app.pid], dumps

@@ -207,3 +207,97 @@ def test_filter_on_a_field_the_entry_does_not_have_is_refused(ust_env):
     dump = bt2_dump(ust_env.out)
     assert [p["i"] for p in _payloads(dump, "plive:hot_entry")] == [4, 5]
     app.exit()
+
+
+def test_two_event_names_on_one_function_in_one_session(ust_env):
+    """`enable-event --function plive:hot one:hot` then `... two:hot` in one session: the second replaced the
+    first (one probe per target and channel) while one:hot's rules stayed enabled, so one:hot recorded
+    nothing more with no word said. As in LTTng, where two enable-event with two names are two event rules,
+    both now record every call (each with its own filter); `disable-event --function T NAME` removes that
+    one (its rules too) and leaves the other working; `disable-event --function T` removes every probe on
+    T; then the original code is back."""
+    app = ust_env.app(LIVE)
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "--function", "plive:hot", "one:hot")
+    _, out, _ = ust_env.ust("enable-event", "--function", "plive:hot", "two:hot", "--filter", "i >= 2")
+    assert "two:hot_entry" in out
+    ust_env.ust("enable-event", "--function", "plive:hot")  # a third, under its own name
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "two:hot_return"), what="the second probe's events")
+    _run(app, "R = [plive.hot(i) for i in range(4)]")
+    _, out, _ = ust_env.ust("disable-event", "--function", "plive:hot", "one:hot")
+    assert out.strip() == "1 function probe removed from session s"
+    session = ust_env.client().get_session("s")
+    assert sorted(p["event"] or p["target"] for p in session["probes"]) == ["plive:hot", "two:hot"]
+    patterns = {r["pattern"] for r in session["rules"]}
+    assert not {"one:hot_entry", "one:hot_return"} & patterns and "two:hot_entry" in patterns
+    _run(app, "R = [plive.hot(i) for i in (4, 5)]")
+    rc, _, err = ust_env.ust("disable-event", "--function", "plive:hot", "one:hot", check=False)
+    assert rc != 0 and "no probe on plive:hot named one:hot" in err and len(err.strip().splitlines()) == 1, err
+    _, out, _ = ust_env.ust("disable-event", "--function", "plive:hot")
+    assert out.strip() == "2 function probes removed from session s"
+    _run(app, "R = plive.hot(6)")
+    ust_env.ust("stop")
+    assert _run(app, "import sys\nR = [sys.monitoring.get_local_events(t, plive.hot.__code__) for t in range(6)] "
+                     "if sys.version_info >= (3, 12) else [int('__ust_on' in plive.hot.__code__.co_varnames)]") \
+        in ([0] * 6, [0])
+    dump = bt2_dump(ust_env.out)
+    assert [p["i"] for p in _payloads(dump, "one:hot_entry")] == [0, 1, 2, 3]
+    assert [p["retval"] for p in _payloads(dump, "one:hot_return")] == [1, 2, 3, 4]
+    assert [p["i"] for p in _payloads(dump, "two:hot_entry")] == [2, 3, 4, 5]
+    assert [p["retval"] for p in _payloads(dump, "two:hot_return")] == [3, 4, 5, 6]
+    assert [p["i"] for p in _payloads(dump, "plive:hot_entry")] == [0, 1, 2, 3, 4, 5]
+    app.exit()
+
+
+def test_nested_function_without_an_instance_has_typed_fields(ust_env):
+    """A nested function probed before its enclosing function ever ran has no instance to read annotations
+    from (they are evaluated each time the enclosing function runs): its fields were repr() text, so a
+    filter `k >= 2` compared text with a number and dropped every call, silently. Its annotations are now
+    read from the enclosing code that makes it, so its events are declared typed before its first call."""
+    app = ust_env.app(LIVE)
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "--function", "plive:nest.<locals>.inner", "--filter", "k >= 2")
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "plive:nest.<locals>.inner_return"), what="probe declared")
+    assert _run(app, "R = [plive.nest(i) for i in range(4)]") == [1, 2, 3, 4]
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    # int, a string annotation ("str"), bool: typed; list[int] and *rest: repr text
+    assert _payloads(dump, "plive:nest.<locals>.inner_entry") == [
+        {"k": 2, "label": "n2", "items": "[2]", "rest": "()", "flag": {"value": 0, "labels": ["false"]}, "unfit": ""},
+        {"k": 3, "label": "n3", "items": "[3]", "rest": "()", "flag": {"value": 1, "labels": ["true"]}, "unfit": ""}]
+    assert [p["retval"] for p in _payloads(dump, "plive:nest.<locals>.inner_return")] == [3, 4]
+    app.exit()
+
+
+def test_a_probed_function_sees_its_real_caller(ust_env):
+    """On 3.11 a probed function ran one frame below a trampoline: sys._getframe(1) saw the trampoline,
+    warnings.warn(stacklevel=2) pointed at the probed function's own file, a traceback had the function
+    twice. The probe is now inside the function's own code (recompiled from its source, checked to compile
+    to exactly the running code): its frame is the only one. (3.12+: sys.monitoring adds none either.)"""
+    app = ust_env.app(LIVE)
+    ust_env.wait_registered(app.pid, 0)
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "--function", "plive:caller_name,plive:warns,plive:fails")
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "plive:fails_return"), what="probes declared")
+    seen = _run(app, "import inspect, traceback, warnings\n"
+                     "def from_here(): return plive.caller_name(1)\n"
+                     "with warnings.catch_warnings(record=True) as w:\n"
+                     "    warnings.simplefilter('always')\n"
+                     "    plive.warns(2)\n"
+                     "try:\n"
+                     "    plive.fails(3)\n"
+                     "except ValueError as e:\n"
+                     "    tb = [f.name for f in traceback.extract_tb(e.__traceback__)]\n"
+                     "R = [from_here(), w[0].filename, tb, str(inspect.signature(plive.fails))]")
+    assert seen == ["from_here", "<string>", ["<module>", "fails"], "(x: int) -> int"]
+    ust_env.ust("stop")
+    dump = bt2_dump(ust_env.out)
+    assert _payloads(dump, "plive:caller_name_return") == [{"retval": "from_here", "exception": "", "unfit": ""}]
+    assert _payloads(dump, "plive:warns_entry") == [{"x": 2, "unfit": ""}]
+    assert _payloads(dump, "plive:fails_return") == [{"retval": 0, "exception": "ValueError", "unfit": ""}]
+    app.exit()

@@ -12,6 +12,9 @@ argv[1] = scenario:
   spawn        (under `ust run --functions`) work() in two processes started by multiprocessing (spawn)
   migrate OUT  whole-program tracing into an embedded session without contexts (one stream per CPU): outer()
                begins on CPU 0 and returns on CPU 1 (its thread moved meanwhile)
+  alone        (under `ust run --functions`) one thread calling inner() until the daemon has attached the
+               whole-program events, then declaring a tracepoint (the agent's thread sends it to the daemon and
+               reads its answer, while traced) and calling inner() again
   losses OUT   a probe on the recursive r(n: int) -> int (returns n) into an embedded session in discard mode
                with tiny buffers: the writer outruns the reader, events are lost in the middle of recursions
 """
@@ -130,6 +133,19 @@ def main():
     if scenario == "suspended":
         asyncio.run(amain())
         finish(start())
+        return
+    if scenario == "alone":
+        import ust.agent
+
+        def attached():
+            inner()
+            return sum(c["attached"] for c in ust.agent.status().get("connections", [])) >= 3
+
+        deadline = time.monotonic() + 60
+        while not attached() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ust.tracepoint("app:declared_late", {"v": ust.int64})(1)  # under `ust run`: waits for the agent
+        inner()
         return
     if scenario == "threads":
         t = threading.Thread(target=b_thread)

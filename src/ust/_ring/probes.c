@@ -156,6 +156,26 @@ static _Thread_local int busy __attribute__((tls_model("initial-exec"))); /* no 
 static PyObject *empty_str;
 static PyObject *name_key; /* "__name__" */
 
+/* Set for good in a thread of ust's own (ust/instrument/ownthread.py). Thread-local, as busy. */
+static _Thread_local int own_thread;
+
+/* own_thread(): the calling thread is ust's own (the agent's, an embedded session's reader): none of its
+ * calls is recorded, from now until it ends, as a profile function's own code is not profiled. It uses the
+ * interpreter's own flag for a tracer's thread, tstate->tracing, which every per-call path checks already:
+ * sys.monitoring (3.12+) calls no callback for such a thread, nor do profile and trace functions (3.11), and
+ * the frame-evaluation hook passes its frames through; `busy`, set for good too, keeps the 3.11 trampolines
+ * and the probes' C paths out. So no check is added to any per-call path. Idempotent. */
+static PyObject *
+mark_own_thread(PyObject *mod, PyObject *unused)
+{
+    if (!own_thread) {
+        own_thread = 1;
+        busy = 1;
+        PyThreadState_EnterTracing(PyThreadState_Get());
+    }
+    Py_RETURN_NONE;
+}
+
 #if PY_VERSION_HEX >= 0x030C0000
 #define request_extra PyUnstable_Eval_RequestCodeExtraIndex
 #define get_extra PyUnstable_Code_GetExtra
@@ -485,6 +505,88 @@ probe_leave(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     PyObject *a[2] = {args[1], Py_None};
     Py_XDECREF(call_slow(rec, "leave", a, 2));
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------------------------- */
+/* 3.11 inline probes (probes.py, inline_code): the probed function's own code, recompiled from its source with
+ * the entry as its first statement and each return through leave_value, so that no frame is added:
+ *   entry_here(record, *values)     the entry; a call the filter drops puts its frame in the skipped set
+ *   leave_value(record, value)      the return (unless its frame was skipped): returns value
+ *   unwind_here(record)             the exception being handled leaves the frame (the code re-raises it)
+ * The current frame (the probed one: these are C functions, which push none) is only looked up when the
+ * skipped set is not empty, or when the filter drops a call. */
+
+/* The key of the running Python frame in a record's skipped set; NULL (no error set) if none. */
+static PyObject *
+current_frame_key(void)
+{
+    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
+    PyObject *key = frame != NULL ? PyLong_FromVoidPtr(frame) : NULL;
+    if (key == NULL)
+        PyErr_Clear();
+    return key;
+}
+
+/* 1 if the running frame was in rec's skipped set (its entry was dropped): taken out of it. */
+static int
+frame_was_skipped(Record *rec)
+{
+    if (!PySet_Check(rec->skipped) || PySet_GET_SIZE(rec->skipped) == 0)
+        return 0;
+    PyObject *key = current_frame_key();
+    int dropped = key != NULL ? PySet_Discard(rec->skipped, key) : 0;
+    Py_XDECREF(key);
+    if (dropped < 0) {
+        PyErr_Clear();
+        dropped = 0;
+    }
+    return dropped;
+}
+
+static PyObject *
+probe_entry_here(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || !IS_RECORD(args[0]) || busy)
+        Py_RETURN_NONE;
+    Record *rec = (Record *)args[0];
+    PyObject *kept = probe_enter(mod, args, nargs);
+    if (kept == NULL) /* never: probe_enter clears its errors */
+        PyErr_Clear();
+    else if (kept != Py_True && PySet_Check(rec->skipped)) {
+        PyObject *key = current_frame_key();
+        if (key != NULL && PySet_Add(rec->skipped, key) < 0)
+            PyErr_Clear();
+        Py_XDECREF(key);
+    }
+    Py_XDECREF(kept);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+probe_leave_value(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        Py_RETURN_NONE; /* never: the code calls it with two */
+    if (IS_RECORD(args[0]) && !frame_was_skipped((Record *)args[0]))
+        Py_XDECREF(probe_leave(mod, args, nargs));
+    return Py_NewRef(args[1]);
+}
+
+static PyObject *
+probe_unwind_here(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !IS_RECORD(args[0]) || frame_was_skipped((Record *)args[0]) || busy)
+        Py_RETURN_NONE;
+    Record *rec = (Record *)args[0];
+    PyObject *exc = PyErr_GetHandledException(); /* the exception the code's handler is handling */
+    if (exc == NULL)
+        Py_RETURN_NONE;
+    Py_INCREF(rec); /* the slow path may remove the probe, which frees its record */
+    PyObject *a[2] = {Py_None, exc};
+    Py_XDECREF(call_slow(rec, "leave", a, 2));
+    Py_DECREF(rec);
+    Py_DECREF(exc);
     Py_RETURN_NONE;
 }
 
@@ -1305,7 +1407,12 @@ static PyTypeObject HooksType = {
 static PyMethodDef module_methods[] = {
     {"enter", (PyCFunction)(void (*)(void))probe_enter, METH_FASTCALL, "enter(record, *values) -> bool"},
     {"leave", (PyCFunction)(void (*)(void))probe_leave, METH_FASTCALL, "leave(record, retval)"},
+    {"entry_here", (PyCFunction)(void (*)(void))probe_entry_here, METH_FASTCALL, "entry_here(record, *values)"},
+    {"leave_value", (PyCFunction)(void (*)(void))probe_leave_value, METH_FASTCALL, "leave_value(record, v) -> v"},
+    {"unwind_here", (PyCFunction)(void (*)(void))probe_unwind_here, METH_FASTCALL, "unwind_here(record)"},
     {"set_record", (PyCFunction)(void (*)(void))set_record, METH_FASTCALL, "set_record(code, record or None)"},
+    {"own_thread", (PyCFunction)mark_own_thread, METH_NOARGS,
+     "own_thread(): the calling thread is ust's own: none of its calls is recorded from now on"},
     {NULL},
 };
 

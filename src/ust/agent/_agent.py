@@ -28,7 +28,7 @@ import time
 from ust.agent._tool import is_tool
 from ust.daemon import paths, protocol
 from ust.daemon.protocol import ConnectionClosed
-from ust.instrument import forksafe
+from ust.instrument import forksafe, ownthread
 
 SYNC_TIMEOUT = 5.0
 
@@ -174,7 +174,8 @@ class Connection:
         self.trigger_slot_keys: dict[int, tuple[int, str]] = {}  # slot -> (trigger id, event name)
         self.trigger_sent: dict[int, int] = {}  # slot -> its value the reports said so far
         self.trigger_dirty = False  # matches counted since the last report (the dict's or a slot's)
-        self.thread = threading.Thread(target=self._run, name=f"ust-agent:{rundir}", daemon=True)
+        # ust's own: none of its calls is recorded (instrument/ownthread.py)
+        self.thread = ownthread.Thread(target=self._run, name=f"ust-agent:{rundir}", daemon=True)
 
     # -- called from other threads ----------------------------------------------
 

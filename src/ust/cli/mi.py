@@ -601,7 +601,7 @@ def mi_disable_event(args: argparse.Namespace) -> dict:
             return _disabled_events(channel, patterns)
         if args.function is not None:
             functions = _split([args.function])
-            c.disable_probes(session, functions, channel=args.channel)
+            c.disable_probes(session, functions, channel=args.channel, event=args.patterns)
             return _disabled_events(channel, functions)
         patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])
         if not patterns:

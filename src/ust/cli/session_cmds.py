@@ -491,7 +491,8 @@ def add_disable_event(p: argparse.ArgumentParser) -> None:
     _domain_args(p)
     p.add_argument("-c", "--channel", metavar="NAME", help="channel (default: channel0)")
     p.add_argument("-a", "--all", action="store_true", help="every event rule of the channel")
-    p.add_argument("--function", metavar="MODULE:QUALNAME[,...]", help="remove these function probes")
+    p.add_argument("--function", metavar="MODULE:QUALNAME[,...]",
+                   help="remove these function probes (PATTERN: only the one with that event name)")
     p.add_argument("--syscall", action="store_true", help="with -k: the names are system calls")
 
 
@@ -501,7 +502,7 @@ def run_disable_event(args: argparse.Namespace, out) -> int:
         return _run_kernel_event(args, session, out, enable=False)
     if args.function is not None:
         with _client() as c:
-            n = c.disable_probes(session, _split([args.function]), channel=args.channel)
+            n = c.disable_probes(session, _split([args.function]), channel=args.channel, event=args.patterns)
         print(f"{n} function probe{'s' if n != 1 else ''} removed from session {session}", file=out)
         return 0
     patterns = ["*"] if args.all else _split([args.patterns] if args.patterns else [])

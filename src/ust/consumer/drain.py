@@ -40,6 +40,7 @@ from ust._ring._ring import drain_wait
 from ust.consumer.output import StreamOutput
 from ust.consumer.source import incomplete, is_ring_buffer, lost_events, unwritten_bytes
 from ust.ctf.writer import PacketIndex, packet_spans, warn
+from ust.instrument import ownthread
 
 __all__ = ["drain_stream", "final_drain", "snapshot_stream", "Drainer", "FLUSH_GRACE", "RETURN_PERIOD",
            "READ_PERIOD"]
@@ -196,7 +197,8 @@ class Drainer:
     # -- the host's side -----------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        # ust's own: in an application (an embedded session's reader), none of its calls is recorded
+        self._thread = ownthread.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
     @contextmanager

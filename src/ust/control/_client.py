@@ -413,11 +413,15 @@ class Client:
         return self.call("enable_probe", session=session, targets=list(functions), event=event, channel=channel,
                          filter=filter, args=None if args else False, repr_limit=repr_limit)["probes"]
 
-    def disable_probes(self, session: str, functions: str | Iterable[str], *, channel: str | None = None) -> int:
-        """Remove probes: the functions run their original code again."""
+    def disable_probes(self, session: str, functions: str | Iterable[str], *, channel: str | None = None,
+                       event: str | None = None) -> int:
+        """Remove probes: the functions run their original code again. With ``event``, only the probe
+        recording that event name (``module:qualname`` for one enabled without a name): the function's
+        other probes go on."""
         if isinstance(functions, str):
             functions = [f for f in functions.split(",") if f]
-        return self.call("disable_probe", session=session, targets=list(functions), channel=channel)["disabled"]
+        return self.call("disable_probe", session=session, targets=list(functions), channel=channel,
+                         event=event)["disabled"]
 
     def add_context(self, session: str, types: Iterable[str], *, channel: str | None = None) -> list[str]:
         """Add context fields (vpid, vtid, procname, thread_name, cpu_id) to every event of a channel."""

@@ -39,6 +39,7 @@ import types
 from ust.instrument import fields as F
 from ust.instrument import forksafe
 from ust.instrument import loglevels
+from ust.instrument import ownthread
 
 MONITORING = sys.version_info >= (3, 12)
 try:  # the per-call paths in C, built into the C core (the Python callbacks below do the same, slower)
@@ -105,12 +106,13 @@ def _as_function(obj: object) -> object:
     return _unwrap(obj)
 
 
-def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, object]]:
+def find_functions(module: types.ModuleType, parents: dict | None = None) -> dict[types.CodeType, tuple[str, object]]:
     """Every Python code object defined by ``module``: code -> (qualname, a function using it or None).
 
     Walks the module's namespace, its classes (recursively), properties,
     class/static methods, decorated functions (via ``__wrapped__``) and the
-    code objects nested in them (nested functions, closures, lambdas).
+    code objects nested in them (nested functions, closures, lambdas), whose
+    enclosing code goes into ``parents`` (code -> the code whose constant it is).
     """
     name = module.__name__
     found: dict[types.CodeType, tuple[str, object]] = {}
@@ -127,6 +129,8 @@ def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, 
         found[code] = (qualname or code.co_qualname, fn)
         for const in code.co_consts:
             if isinstance(const, types.CodeType):
+                if parents is not None:
+                    parents.setdefault(const, code)
                 add_code(const, None)
 
     def visit(ns: dict) -> None:
@@ -149,6 +153,86 @@ def find_functions(module: types.ModuleType) -> dict[types.CodeType, tuple[str, 
 
     visit(dict(vars(module)))
     return found
+
+
+_UNKNOWN = object()  # an annotation that is not a plain name or string (recorded as repr text)
+
+
+def nested_annotations(code: types.CodeType, parent: types.CodeType, namespace: dict) -> dict:
+    """The annotations a function made from the nested ``code`` will have, read from the bytecode of the
+    enclosing ``parent`` that makes it, without running it: for a nested function with no instance alive
+    when it is probed (its annotations are evaluated each time the enclosing function runs, so only its
+    instances carry them). What the probe needs: a parameter annotated with a plain name (``int``, looked
+    up in ``namespace``, the module's globals, then the builtins) or a string (``"int"``, ``from
+    __future__ import annotations``); anything else (``list[int]``, a local name) is _UNKNOWN, recorded as
+    text as for any function. {} when the bytecode is not the expected shape (3.11 to 3.13: the
+    annotations tuple, then the closure, pushed before LOAD_CONST code; MAKE_FUNCTION's flags, or 3.13's
+    SET_FUNCTION_ATTRIBUTE after it)."""
+    import builtins
+    import dis
+
+    try:
+        ins = list(dis.get_instructions(parent))
+        at = next(i for i, x in enumerate(ins) if x.opname == "LOAD_CONST" and x.argval is code)
+        if at + 1 >= len(ins) or ins[at + 1].opname != "MAKE_FUNCTION":
+            return {}
+        flags = ins[at + 1].arg or 0
+        for x in ins[at + 2:at + 6]:
+            if x.opname != "SET_FUNCTION_ATTRIBUTE":
+                break
+            flags |= x.arg
+        if not flags & 0x04:  # no annotations
+            return {}
+
+        def item(end: int) -> int:
+            """The first instruction of the straight-line group ending at ``end`` that pushes one value."""
+            need, k = 1, end
+            while k >= 0:
+                x = ins[k]
+                if x.is_jump_target or x.opcode in dis.hasjrel or x.opcode in dis.hasjabs:
+                    raise ValueError("not straight-line code")
+                need -= dis.stack_effect(x.opcode, x.arg if x.opcode >= dis.HAVE_ARGUMENT else None, jump=False)
+                if need == 0:
+                    return k
+                if need < 0:
+                    raise ValueError("no such group")
+                k -= 1
+            raise ValueError("no such group")
+
+        end = at - 1
+        if flags & 0x08:  # the closure's tuple, pushed last
+            end = item(end) - 1
+        start = item(end)
+        last = ins[end]
+        if start == end and last.opname == "LOAD_CONST" and isinstance(last.argval, tuple):
+            values: list = list(last.argval)  # every annotation a constant (strings)
+        elif last.opname == "BUILD_TUPLE" and last.arg and last.arg % 2 == 0:
+            groups, k = [], end - 1
+            for _ in range(last.arg):
+                first = item(k)
+                groups.append(ins[first:k + 1])
+                k = first - 1
+            groups.reverse()
+            values = []
+            for g in groups:
+                x = g[0]
+                if len(g) != 1:
+                    values.append(_UNKNOWN)
+                elif x.opname == "LOAD_CONST" and isinstance(x.argval, str):
+                    values.append(x.argval)
+                elif x.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(x.argval, str):
+                    values.append(namespace[x.argval] if x.argval in namespace
+                                  else getattr(builtins, x.argval, _UNKNOWN))
+                else:
+                    values.append(_UNKNOWN)
+        else:
+            return {}
+        names = values[0::2]
+        if not all(isinstance(n, str) for n in names):
+            return {}
+        return dict(zip(names, values[1::2]))
+    except (ValueError, StopIteration, TypeError, IndexError):
+        return {}
 
 
 def describe_non_python(module: types.ModuleType, qualname: str) -> str | None:
@@ -294,7 +378,7 @@ def _entry_field_names(params: list[str]) -> tuple[list[str], set]:
     return [_field_name(n, taken) for n in params], taken
 
 
-_BUSY = threading.local()  # set while a probe converts values in this thread
+_BUSY = ownthread.BUSY  # set while a probe converts values in this thread, and for good on a ust thread
 
 
 class Probe:
@@ -758,9 +842,250 @@ def _py_leave(record: tuple, retval) -> None:
     record[8].leave(retval, None)
 
 
+# -- 3.11, the function's own code with the probe inside (no frame added) ------------------------------------
+
+_SOURCES: dict[str, tuple] = {}  # file -> (linecache's lines it was parsed from, the tree): a few probed files
+_FUTURE_FLAGS = 0
+for _name in __import__("__future__").all_feature_names:
+    _FUTURE_FLAGS |= getattr(__import__("__future__"), _name).compiler_flag
+
+
+def _source_tree(filename: str):
+    """(the module's tree, its defs: (name, first line) -> [(def, the top-level statement holding it)]) of
+    the file as linecache has it; None without source."""
+    import ast
+    import linecache
+
+    lines = linecache.getlines(filename)
+    if not lines:
+        return None
+    cached = _SOURCES.get(filename)
+    if cached is not None and cached[0] is lines:
+        return cached[1], cached[3]
+    tree = ast.parse("".join(lines), filename)
+    defs: dict = {}
+    for stmt in tree.body:
+        for n in ast.walk(stmt):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = n.decorator_list[0].lineno if n.decorator_list else n.lineno
+                defs.setdefault((n.name, first), []).append((n, stmt))
+    if len(_SOURCES) >= 16:
+        _SOURCES.clear()
+    _SOURCES[filename] = (lines, tree, {}, defs)
+    return tree, defs
+
+
+def _compiled_context(tree, context, code: types.CodeType) -> types.CodeType:
+    """``context`` compiled unchanged, once per file and top-level statement (the functions of a class probed
+    by one wildcard share it)."""
+    import warnings
+
+    entry = _SOURCES.get(code.co_filename)
+    key = (tuple(id(stmt) for stmt in context.body), code.co_flags & _FUTURE_FLAGS)
+    done = entry[2] if entry is not None and entry[1] is tree else {}
+    if key not in done:
+        if len(done) >= 64:
+            done.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            done[key] = compile(context, code.co_filename, "exec", flags=key[1], dont_inherit=True)
+    return done[key]
+
+
+def _find_code(code_obj: types.CodeType, name: str, line: int) -> types.CodeType | None:
+    for c in code_obj.co_consts:
+        if isinstance(c, types.CodeType):
+            if c.co_name == name and c.co_firstlineno == line:
+                return c
+            found = _find_code(c, name, line)
+            if found is not None:
+                return found
+    return None
+
+
+def _context(tree, holder):
+    """A module of what compiling a def needs of ``tree``: ``holder``, the top-level statement holding it (its enclosing
+    classes and functions, whole: which names are free, private name mangling, ``__class__``) and those that
+    may import (3.11 compiles ``mod.f()`` otherwise for a name an import bound at module level). A context
+    that misses something compiles other code, which inline_code's comparison refuses."""
+    import ast
+
+    keep = [stmt for stmt in tree.body
+            if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.If, ast.Try, ast.With)) or stmt is holder]
+    return ast.Module(body=keep, type_ignores=[])
+
+
+def _compile_tree(tree, code: types.CodeType, name: str, line: int) -> types.CodeType | None:
+    """The code of the def ``name`` at ``line`` in the module ``tree`` compiled as ``code``'s module was (its
+    file, its __future__ flags)."""
+    import warnings
+
+    with warnings.catch_warnings():  # '"__ust_leave__"(...)': a constant replaced before it runs
+        warnings.simplefilter("ignore", SyntaxWarning)
+        module = compile(tree, code.co_filename, "exec", flags=code.co_flags & _FUTURE_FLAGS, dont_inherit=True)
+    return _find_code(module, name, line)
+
+
+class _Inliner:
+    """The body of a def with the probe inside: the entry first, each return through ``__ust_leave__``, an
+    exception leaving it through ``__ust_unwind__`` (re-raised). Nested defs, lambdas and classes are not
+    entered (their returns are theirs)."""
+
+    def __init__(self, params: list[str], async_generator: bool):
+        self.params = params
+        self.async_generator = async_generator
+
+    def _leave(self, value, at):
+        import ast
+
+        call = ast.Call(func=ast.Constant("__ust_leave__"),
+                        args=[ast.Constant("__ust_record__"), value or ast.Constant(None)], keywords=[])
+        return ast.copy_location(call, at)
+
+    def returns(self, stmts: list) -> list:
+        import ast
+
+        inliner = self
+
+        class Returns(ast.NodeTransformer):
+            def visit_FunctionDef(self, n):
+                return n
+
+            visit_AsyncFunctionDef = visit_ClassDef = visit_Lambda = visit_FunctionDef
+
+            def visit_Return(self, n):
+                if inliner.async_generator:  # `return` takes no value there
+                    return [ast.copy_location(ast.Expr(inliner._leave(None, n)), n), n]
+                n.value = inliner._leave(n.value, n)
+                return n
+
+        t = Returns()
+        return [t.visit(x) for x in stmts]
+
+    def body(self, node) -> list:
+        import ast
+
+        stmts = list(node.body)
+        head = []
+        if stmts and isinstance(stmts[0], ast.Expr) and isinstance(stmts[0].value, ast.Constant) \
+                and isinstance(stmts[0].value.value, str):
+            head = [stmts.pop(0)]  # the docstring stays first
+        out = []
+        for x in self.returns(stmts):
+            out.extend(x if isinstance(x, list) else [x])
+        at = node
+        end = ast.Return(value=None) if self.async_generator else ast.Return(value=self._leave(None, at))
+        if self.async_generator:
+            out.append(ast.Expr(self._leave(None, at)))
+        out.append(end)
+        entry = ast.Expr(ast.Call(func=ast.Constant("__ust_entry__"),
+                                  args=[ast.Constant("__ust_record__")] + [ast.Name(p, ast.Load()) for p in self.params],
+                                  keywords=[]))
+        handler = ast.ExceptHandler(type=ast.Constant("__ust_BaseException__"), name=None, body=[
+            ast.Expr(ast.Call(func=ast.Constant("__ust_unwind__"), args=[ast.Constant("__ust_record__")],
+                              keywords=[])),
+            ast.Raise(exc=None, cause=None)])
+        wrapped = ast.Try(body=out, handlers=[handler], orelse=[], finalbody=[])
+        for n in (entry, handler, wrapped, *handler.body, *out[-2:]):
+            ast.copy_location(n, at)
+        return head + [entry, wrapped]
+
+
+def inline_code(code: types.CodeType) -> types.CodeType | None:
+    """3.11: ``code`` with the probe inside its own body, so that the probed function's frame is the only one
+    (no trampoline frame: ``sys._getframe(1)``, ``inspect.stack()``, ``warnings.warn(stacklevel=2)`` and
+    tracebacks see the real caller). Recompiled from the function's source, which must first compile to
+    exactly ``code`` (same bytecode, constants, names, lines): else None (the source is missing, was edited
+    since it was imported, or its context cannot be rebuilt) and the trampoline is used. Its constants
+    "__ust_entry__", "__ust_leave__", "__ust_unwind__", "__ust_record__" and "__ust_BaseException__" are
+    replaced when installed (_swap_in)."""
+    import ast
+    import copy
+
+    try:
+        source = _source_tree(code.co_filename)
+        if source is None:
+            return None
+        tree, index = source
+        defs = index.get((code.co_name, code.co_firstlineno), [])
+        if len(defs) != 1:
+            return None
+        node, holder = defs[0]
+        context = _context(tree, holder)
+        same = _find_code(_compiled_context(tree, context, code), code.co_name, code.co_firstlineno)
+        if same is None or same.replace(co_qualname=code.co_qualname) != code:
+            return None  # not the source of the running code
+        body = node.body
+        try:  # the tree is shared (_SOURCES): the def's body is put back at once
+            node.body = _Inliner(_params(code), _kind(code) == "async_generator").body(copy.deepcopy(node))
+            ast.fix_missing_locations(node)
+            new = _compile_tree(context, code, code.co_name, code.co_firstlineno)
+        finally:
+            node.body = body
+        if new is None or new.co_freevars != code.co_freevars or new.co_varnames[:len(_params(code))] != \
+                tuple(_params(code)) or new.co_flags != code.co_flags:
+            return None
+        # Its nested functions' code objects must be the running ones (a probe on one of them is found by
+        # its code object; the recompiled ones are equal to them by value): else a probed enclosing function
+        # would make unprobed closures.
+        nested = [c for c in code.co_consts if isinstance(c, types.CodeType)]
+        consts = []
+        for c in new.co_consts:
+            if isinstance(c, types.CodeType):
+                c = next((o for o in nested if o == c), None)
+                if c is None:
+                    return None
+            consts.append(c)
+        return new.replace(co_qualname=code.co_qualname, co_consts=tuple(consts))
+    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError):
+        return None
+
+
+def _py_entry_here(probe: Probe, *values) -> None:
+    """The inline code's entry when the C hooks are not built."""
+    if getattr(_BUSY, "on", False):
+        return
+    try:
+        if not probe.enter(values):
+            probe.skipped.add(id(sys._getframe(1)))
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _skipped_here(probe: Probe) -> bool:
+    """The probed frame (2 up: this, _py_leave_value or _py_unwind_here) had its entry dropped."""
+    key = id(sys._getframe(2))
+    if key in probe.skipped:
+        probe.skipped.discard(key)
+        return True
+    return False
+
+
+def _py_leave_value(probe: Probe, value):
+    if not (probe.skipped and _skipped_here(probe)):
+        probe.leave(value, None)
+    return value
+
+
+def _py_unwind_here(probe: Probe) -> None:
+    if not (probe.skipped and _skipped_here(probe)):
+        probe.leave(None, sys.exc_info()[1])
+
+
 def _swap_in(fn: types.FunctionType, probe: Probe) -> types.CodeType:
-    """Give ``fn`` a trampoline code; return its original code."""
+    """Give ``fn`` its code with the probe inside (inline_code), else a trampoline code; return its original
+    code."""
     code = fn.__code__
+    inline = inline_code(code) if os.environ.get("UST_PROBES_TRAMPOLINE") != "1" else None
+    if inline is not None:
+        subst = {"__ust_record__": probe.record() if _C is not None else probe, "__ust_BaseException__": BaseException,
+                 "__ust_entry__": _C.entry_here if _C else _py_entry_here,
+                 "__ust_leave__": _C.leave_value if _C else _py_leave_value,
+                 "__ust_unwind__": _C.unwind_here if _C else _py_unwind_here}
+        consts = tuple(subst[c] if isinstance(c, str) and c in subst else c for c in inline.co_consts)
+        fn.__code__ = new = inline.replace(co_consts=consts)
+        _TRAMPOLINES[id(new)] = (new, code, True)
+        return code
     orig = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
     orig.__kwdefaults__ = fn.__kwdefaults__
     orig.__qualname__ = fn.__qualname__
@@ -769,11 +1094,13 @@ def _swap_in(fn: types.FunctionType, probe: Probe) -> types.CodeType:
              "__ust_enter__": _C.enter if _C else _py_enter, "__ust_leave__": _C.leave if _C else _py_leave}
     consts = tuple(subst[c] if isinstance(c, str) and c in subst else c for c in tramp.co_consts)
     fn.__code__ = new = tramp.replace(co_consts=consts)
-    _TRAMPOLINES[id(new)] = (new, code)
+    _TRAMPOLINES[id(new)] = (new, code, False)
     return code
 
 
-_TRAMPOLINES: dict[int, tuple] = {}  # id(trampoline code) -> (it, the original code): 3.11's probed functions
+# id(code given to a probed function) -> (it, the original code, inline: the function's own code with the probe
+# inside rather than a trampoline around it): 3.11's probed functions
+_TRAMPOLINES: dict[int, tuple] = {}
 
 
 def _restore(fn: types.FunctionType, code: types.CodeType) -> None:
@@ -880,8 +1207,9 @@ class ProbeSet:
         if module is None:
             inst.state, inst.detail = "pending", f"module {spec.module} is not imported (yet)"
             return
+        parents: dict = {}
         try:
-            funcs = find_functions(module)
+            funcs = find_functions(module, parents)
         except Exception as exc:  # noqa: BLE001
             inst.state, inst.detail = "error", f"cannot read module {spec.module}: {type(exc).__name__}"
             return
@@ -915,7 +1243,7 @@ class ProbeSet:
         failed = []
         for code, qn, fn in targets:
             try:
-                self._install_one(inst, code, qn, fn, flt)
+                self._install_one(inst, code, qn, fn, flt, parents.get(code), vars(module))
             except _Refused as exc:
                 if "*" not in spec.qualname:
                     inst.state, inst.detail = "refused", str(exc)
@@ -931,7 +1259,7 @@ class ProbeSet:
         if failed:  # said, not hidden behind the count of those that were probed
             inst.detail += ("; not probed: " if inst.probes else "") + "; ".join(failed)
 
-    def _install_one(self, inst: _Installed, code, qualname: str, fn, flt) -> None:
+    def _install_one(self, inst: _Installed, code, qualname: str, fn, flt, parent=None, namespace=None) -> None:
         spec = inst.spec
         if code in inst.probes:
             return
@@ -940,6 +1268,11 @@ class ProbeSet:
             fn = live[0] if live else None
         else:
             live = [fn]
+        if fn is None and parent is not None:
+            # A nested function with no instance yet: its fields are typed from the annotations the
+            # enclosing code gives each instance it makes, so that they are declared right before the first
+            # call (docs/probes.md).
+            fn = types.SimpleNamespace(__annotations__=nested_annotations(code, parent, namespace or {}))
         if code in self.owner:  # another spec probes it already
             self._add_output(inst, code, qualname, fn, flt)
             return
@@ -1190,7 +1523,8 @@ class WholeProgram:
         """The function's number in this process (0: not traced: excluded, or ust's own code)."""
         name = f"{module}:{code.co_qualname}"
         # a 3.11 probe's trampoline is ust's too: the call is recorded once, by the original code it runs
-        if code.co_filename.startswith(self.own) or _TRAMPOLINES.get(id(code), (None,))[0] is code \
+        tramp = _TRAMPOLINES.get(id(code))
+        if code.co_filename.startswith(self.own) or (tramp is not None and tramp[0] is code and not tramp[2]) \
                 or (self.include and not any(r.match(name) for r in self.include)) \
                 or any(r.match(name) for r in self.exclude):
             n = 0

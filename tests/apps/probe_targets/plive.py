@@ -34,6 +34,29 @@ def hot(i: int) -> int:
     return i + 1
 
 
+def nest(n: int) -> int:
+    def inner(k: int, label: "str", items: list[int], *rest, flag: bool = False) -> int:
+        return k + len(items)
+    return inner(n, f"n{n}", [n], flag=n % 2 == 1)
+
+
+def caller_name(x: int) -> str:
+    import sys
+
+    return sys._getframe(1).f_code.co_name
+
+
+def warns(x: int) -> int:
+    import warnings
+
+    warnings.warn("careful", stacklevel=2)
+    return x
+
+
+def fails(x: int) -> int:
+    raise ValueError(x)
+
+
 async def job(x: int) -> int:
     import asyncio
 

@@ -39,8 +39,8 @@ def enable_probe(daemon, s: Session, targets: list[str], event: str | None = Non
     if filter is not None:
         check_filter(filter)
     ch = s.channel(channel)
-    # What a refusal puts back: the probes this command replaces (one per target and channel) and the
-    # rules it adds or enables. Bad input loses nothing.
+    # What a refusal puts back: the probes this command replaces (one per target, event name and channel:
+    # the same events again with other options) and the rules it adds or enables. Bad input loses nothing.
     probes_before = list(s.probes)
     rules_before = [(r, r.enabled) for r in s.rules]
     added = []
@@ -48,7 +48,10 @@ def enable_probe(daemon, s: Session, targets: list[str], event: str | None = Non
         patterns = probes.rule_patterns(t, event)
         spec = {"target": t, "event": event, "args": bool(args), "repr_limit": int(repr_limit), "filter": filter,
                 "channel": ch.name}
-        s.probes[:] = [p for p in s.probes if not (p["target"] == t and p["channel"] == ch.name)]
+        # Another event name on a function probed already is another probe, as two enable-event with two
+        # names are two event rules in LTTng: both record each call (docs/probes.md).
+        s.probes[:] = [p for p in s.probes if not (p["target"] == t and p["channel"] == ch.name
+                                                   and p["event"] == event)]
         s.probes.append(spec)
         for pat in patterns:
             s.enable_rule(EventRule(pattern=pat, channel=ch.name))
@@ -67,12 +70,17 @@ def enable_probe(daemon, s: Session, targets: list[str], event: str | None = Non
 
 
 @group.command("disable_probe", {"session": is_name, "targets": list_of(string(512), 256),
-                                 "channel?": optional(is_name)})
-def disable_probe(daemon, s: Session, targets: list[str], channel: str | None = None) -> dict:
+                                 "channel?": optional(is_name), "event?": optional(string(512))})
+def disable_probe(daemon, s: Session, targets: list[str], channel: str | None = None,
+                  event: str | None = None) -> dict:
+    """The probes on ``targets`` in the channel; only the one recording ``event`` (its event name, or
+    MODULE:QUALNAME for a probe without one) when given: the others on the same function go on."""
     name = channel or DEFAULT_CHANNEL
-    gone = [p for p in s.probes if p["target"] in targets and p["channel"] == name]
+    gone = [p for p in s.probes if p["target"] in targets and p["channel"] == name
+            and (event is None or (p["event"] or p["target"]) == event)]
     if not gone:
-        raise SessionError(f"no probe on {', '.join(targets)} in channel {name!r} of session {s.name!r}")
+        named = f" named {event}" if event is not None else ""
+        raise SessionError(f"no probe on {', '.join(targets)}{named} in channel {name!r} of session {s.name!r}")
     ch = s.channel(name, create=False)
     s.probes[:] = [p for p in s.probes if p not in gone]
     still = {pat for p in s.probes if p["channel"] == ch.name
