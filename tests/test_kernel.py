@@ -285,9 +285,11 @@ def test_a_sleeping_python_thread_is_switched_out_between_its_events_on_one_time
     track = {(e["pid"], e["tid"]) for e in chrome if e["name"] == "kern:tick"}
     states = [e for e in chrome if e.get("cat") == "sched" and (e["pid"], e["tid"]) in track]
     assert len(ticks) == 6 and len(track) == 1 and states
-    for a, b in zip(ticks, ticks[1:]):  # between two ticks, a wait at least as long as most of the sleep
-        assert any(e["name"] == "waiting" and a <= e["ts"] and e["ts"] + e["dur"] <= b and e["dur"] >= 15_000
-                   for e in states), (a, b)
+    for a, b in zip(ticks, ticks[1:]):  # between two ticks, waits that add up to most of the sleep
+        # (in pieces when the thread wakes early or, its sleep over, waits for the GIL another thread holds:
+        # a loaded run showed 6 + 14 + 5 ms)
+        waits = [e for e in states if e["name"] == "waiting" and a <= e["ts"] and e["ts"] + e["dur"] <= b]
+        assert sum(e["dur"] for e in waits) >= 15_000, (a, b, waits)
 
 
 def test_the_instance_is_removed_on_destroy(capture, tracefs_dir):
