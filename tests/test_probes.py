@@ -138,8 +138,13 @@ def test_module_imported_after_the_probe(ust_env):
     _, out, _ = ust_env.ust("list", "--apps")
     assert "probe ptlate:late: pending (module ptlate is not imported (yet))" in out
     app.send("late")  # imports ptlate, calls late(41)
-    # The import installs the probe at once; its events reach the daemon asynchronously (never waited for).
-    wait_until(lambda: _declared(ust_env, app.pid, "ptlate:late_return"), what="probe events declared")
+    # The import installs the probe at once; its events and its new state reach the daemon asynchronously
+    # (never waited for), the state after the events: listed as installed, the probe records. Before, the
+    # listing said "pending" for good (the daemon only heard of states in the answer to its probe set).
+    wait_until(lambda: _probe_state(ust_env, app.pid).get("ptlate:late") == "installed", what="probe installed")
+    assert _declared(ust_env, app.pid, "ptlate:late_return")
+    _, out, _ = ust_env.ust("list", "--apps")
+    assert "probe ptlate:late: installed (1 function)" in out
     app.send("late")
     ust_env.ust("stop")
     dump = bt2_dump(ust_env.out)
@@ -162,7 +167,12 @@ def test_a_module_being_imported_when_the_probe_arrives(ust_env):
     _, out, _ = ust_env.ust("list", "--apps")
     assert "probe ptheld:held: pending (module ptheld is being imported)" in out
     assert app.send("go") == "ok"  # the import ends
-    wait_until(lambda: _declared(ust_env, app.pid, "ptheld:held_return"), 60, "probe installed after the import")
+    # The agent's thread probes it then and tells the daemon (the listing said "pending" for good before).
+    wait_until(lambda: _probe_state(ust_env, app.pid).get("ptheld:held") == "installed", 60,
+               "probe installed after the import")
+    assert _declared(ust_env, app.pid, "ptheld:held_return")
+    _, out, _ = ust_env.ust("list", "--apps")
+    assert "probe ptheld:held: installed (1 function)" in out
     app.send("run held")
     ust_env.ust("stop")
     dump = bt2_dump(ust_env.out)

@@ -87,6 +87,7 @@ class App:
         self.state: dict[str, dict] = {}
         self.probes_sent: list[dict] = []  # the probe set last sent, and the app's answer
         self.probe_status: list[dict] = []
+        self.probe_generation = 0  # of probe_status, as the application counts its changes (probes.keep_status)
         self.triggers_attached: dict[tuple[int, str], str | None] = {}  # (trigger id, decl key) -> filter sent
         self.trigger_counters = None  # the match counters it shares with us (triggers.TriggerCounters)
 
@@ -339,6 +340,9 @@ def _app_request(daemon, app: App, msg: dict) -> None:
     seq = msg.get("seq") if isinstance(msg.get("seq"), int) else 0
     if cmd == "trigger_hits":  # no answer: the agent does not wait (ust.daemon.sessiond.triggers)
         daemon.triggers.on_hits(daemon, app, msg)
+        return
+    if cmd == "probe_status":  # no answer either; after the declarations it follows, applied by now
+        probes.keep_status(daemon, app, msg)
         return
     try:
         if cmd != "declare":
