@@ -383,7 +383,7 @@ def _app_request(daemon, app: App, msg: dict) -> None:
         daemon.triggers.on_hits(daemon, app, msg)
         return
     if cmd == "probe_status":  # no answer either; after the declarations it follows, applied by now
-        probes.keep_status(daemon, app, msg)
+        probes.keep_status(daemon, app, msg, report=True)
         return
     try:
         if cmd != "declare":

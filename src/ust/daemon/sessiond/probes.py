@@ -109,14 +109,18 @@ def declarations_from_reply(reply: dict | None) -> list[dict]:
     return [d for d in reply["tracepoints"][:65536] if check_decl(d) is None]
 
 
-def keep_status(daemon, app, reply: dict | None) -> None:
-    """What ``ust list --apps`` shows of ``app``'s probes: its answer to a probe set, or its report of a
-    change made since (``probe_status``: a module imported later installed a pending probe). The
+def keep_status(daemon, app, reply: dict | None, report: bool = False) -> None:
+    """What ``ust list --apps`` shows of ``app``'s probes: its answer to a probe set, or its ``report`` of
+    a change made since (``probe_status``: a module imported later installed a pending probe). The
     application counts its changes (``generation``), and an answer and a report may cross on their way
-    (the report is queued behind the application's requests): the older one is dropped."""
+    (the report is queued behind the application's requests): the older one is dropped. A report without
+    a generation or a list of states is dropped too; an answer without them (an error, none at all)
+    leaves no state."""
     generation = reply.get("generation") if isinstance(reply, dict) else None
     if not isinstance(generation, int) or isinstance(generation, bool) or not 0 <= generation < 1 << 62:
-        generation = None  # no answer (or none that counts): what it said before is gone
+        generation = None
+    if report and (generation is None or not isinstance(reply.get("probes"), list)):
+        return
     status = status_from_reply(reply)
     with daemon.lock:
         if generation is None:
