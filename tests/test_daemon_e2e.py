@@ -49,6 +49,40 @@ def test_app_started_after_session_and_late_tracepoint(ust_env):
     assert counts(events) == {"app:alpha": 10, "late:one": 5}
 
 
+def test_a_tracepoint_whose_sync_failed_is_listed_only_once_attached(ust_env, monkeypatch):
+    """A tracepoint declared while the session's consumer cannot answer (stopped: the event cannot be
+    described, so it is not attached) is not listed by `ust list --apps` -- what users and tests wait on
+    before relying on a tracepoint recording -- until a later sync attaches it, which the daemon retries.
+    Before, the failed sync cleared its "not yet applied" mark: listed at once, and never recorded."""
+    monkeypatch.setenv("UST_CONSUMER_TIMEOUT", "5")  # the daemon's wait for a consumer's answer
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "app:alpha,late:*")
+    ust_env.ust("start")
+    app = ust_env.app()
+    ust_env.wait_registered(app.pid)
+    wait_until(lambda: '"attached": 1' in app.send("agent"), what="the rule to reach the app")
+    log = os.path.join(ust_env.home, "sessiond.log")
+
+    def listed(name):
+        return any(t["name"] == name for a in ust_env.client().list_apps() if a["pid"] == app.pid
+                   for t in a["tracepoints"])
+
+    consumer = ust_env.client().ping()["consumer_pid"]
+    os.kill(consumer, signal.SIGSTOP)
+    try:
+        app.send("declare late:one INFO")
+        wait_until(lambda: f"app {app.pid}: session s: " in open(log).read(), 120, "the sync to fail")
+        assert not listed("late:one")
+        assert '"attached": 1' in app.send("agent")
+    finally:
+        os.kill(consumer, signal.SIGCONT)
+    wait_until(lambda: listed("late:one"), 120, "the tracepoint listed once its sync is retried")
+    assert '"attached": 2' in app.send("agent")
+    app.send("emit late:one 5")
+    ust_env.ust("stop")
+    assert counts(read_events(ust_env.out)) == {"late:one": 5}
+
+
 def test_runtime_enable_disable(ust_env):
     app = ust_env.app()
     ust_env.wait_registered(app.pid)

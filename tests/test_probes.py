@@ -138,8 +138,13 @@ def test_module_imported_after_the_probe(ust_env):
     _, out, _ = ust_env.ust("list", "--apps")
     assert "probe ptlate:late: pending (module ptlate is not imported (yet))" in out
     app.send("late")  # imports ptlate, calls late(41)
-    # The import installs the probe at once; its events reach the daemon asynchronously (never waited for).
-    wait_until(lambda: _declared(ust_env, app.pid, "ptlate:late_return"), what="probe events declared")
+    # The import installs the probe at once; its events and its new state reach the daemon asynchronously
+    # (never waited for), the state after the events: listed as installed, the probe records. Before, the
+    # listing said "pending" for good (the daemon only heard of states in the answer to its probe set).
+    wait_until(lambda: _probe_state(ust_env, app.pid).get("ptlate:late") == "installed", what="probe installed")
+    assert _declared(ust_env, app.pid, "ptlate:late_return")
+    _, out, _ = ust_env.ust("list", "--apps")
+    assert "probe ptlate:late: installed (1 function)" in out
     app.send("late")
     ust_env.ust("stop")
     dump = bt2_dump(ust_env.out)
@@ -162,7 +167,12 @@ def test_a_module_being_imported_when_the_probe_arrives(ust_env):
     _, out, _ = ust_env.ust("list", "--apps")
     assert "probe ptheld:held: pending (module ptheld is being imported)" in out
     assert app.send("go") == "ok"  # the import ends
-    wait_until(lambda: _declared(ust_env, app.pid, "ptheld:held_return"), 60, "probe installed after the import")
+    # The agent's thread probes it then and tells the daemon (the listing said "pending" for good before).
+    wait_until(lambda: _probe_state(ust_env, app.pid).get("ptheld:held") == "installed", 60,
+               "probe installed after the import")
+    assert _declared(ust_env, app.pid, "ptheld:held_return")
+    _, out, _ = ust_env.ust("list", "--apps")
+    assert "probe ptheld:held: installed (1 function)" in out
     app.send("run held")
     ust_env.ust("stop")
     dump = bt2_dump(ust_env.out)
@@ -291,6 +301,49 @@ def test_hostile_probe_messages_are_refused():
                 [{"target": "no colon"}], [{"target": "m:f"}] * (MAX_SPECS + 1), [["m:f"]]):
         with pytest.raises(ProbeError):
             apply_for("test", bad)
+
+
+def test_the_daemon_checks_the_probe_states_an_application_reports(ust_env):
+    """`probe_status` (an application's report of its probes' states, made when a module is imported
+    later) comes from another process: malformed reports change nothing, the states are bounded (256, 300
+    characters a field), and a report older than the one kept (generations cross) is dropped."""
+    import socket
+
+    from ust.daemon import paths, protocol
+
+    ust_env.ust("create", "s", "-o", ust_env.out)  # starts the daemon
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(paths.socket_path(ust_env.home))
+    protocol.send_msg(s, {"cmd": "register", "pid": os.getpid(), "ppid": os.getppid(), "uid": os.getuid(),
+                          "procname": "fake", "token": None, "tracepoints": [], "cmdline": "", "seq": 1})
+    seq = 1
+
+    def answered(msg):  # the worker runs an application's requests in order: a declare's answer says all ran
+        nonlocal seq
+        seq += 1
+        protocol.send_msg(s, {"cmd": "probe_status", "seq": seq, **msg})
+        seq += 1
+        protocol.send_msg(s, {"cmd": "declare", "seq": seq, "tracepoints": []})
+        while True:
+            reply, fds = protocol.recv_msg(s)
+            protocol.close_fds(fds)
+            if reply.get("re") == seq:
+                return next(a["probes"] for a in ust_env.client().list_apps() if a["pid"] == os.getpid())
+
+    try:
+        good = {"target": "m:f", "event": "", "state": "installed", "detail": "1 function"}
+        assert answered({"generation": 5, "probes": [good]}) == [good]
+        pending = {**good, "state": "pending"}
+        for bad in ({"generation": 6, "probes": "x"}, {"generation": -1, "probes": [pending]},
+                    {"generation": True, "probes": [pending]}, {"probes": [pending]},
+                    {"generation": 4, "probes": [pending]}):  # older than the one kept: the reports crossed
+            assert answered(bad) == [good]
+        assert answered({"generation": 7, "probes": [5, None, ["m:f"], {"state": 3}]}) == [
+            {"target": "", "event": "", "state": "3", "detail": ""}]  # what is not a state is skipped
+        many = answered({"generation": 8, "probes": [{**good, "detail": "d" * 600}] * 1000})
+        assert len(many) == 256 and all(st["detail"] == "d" * 300 for st in many)
+    finally:
+        s.close()
 
 
 def test_bad_requests_to_the_daemon(ust_env):

@@ -147,6 +147,7 @@ class Connection:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.seq = 0
         self.waiters: dict[int, threading.Event] = {}
+        self.probes_told = 0  # the generation of the probe states the daemon was last told (probes.status_for)
         inherited = inherited or {}
         self.channels: dict[str, tuple] = inherited.get("channels", {})
         self.attached: dict[tuple[str, str], tuple[int, list, object]] = inherited.get("attached", {})
@@ -314,6 +315,15 @@ class Connection:
                 self.post(("trigger_hits",))
             if len(item) > 1:
                 item[1].set()  # flush_triggers waits for it
+        elif item[0] == "probe_status":
+            # A probe's state changed since the daemon's last probe set (its module imported later): said
+            # after the declarations of its events, queued before this, so that the daemon has attached them
+            # when it lists the probe as installed.
+            probes = sys.modules.get("ust.instrument.probes")
+            report = probes.status_for(self.rundir) if probes is not None else None
+            if report is not None and report["generation"] > self.probes_told:
+                self.probes_told = report["generation"]
+                self._send({"cmd": "probe_status", **report})
         elif item[0] == "twin":
             h = item[1]
             k = _handle_key(h)
@@ -438,11 +448,14 @@ class Connection:
 
     def _cmd_probes(self, msg: dict, fds: list[int]) -> dict:
         """The daemon's whole set of probes for this process (see ust.instrument.probes)."""
-        from ust.instrument.probes import apply_for
+        from ust.instrument.probes import PROBES, apply_for
+
+        PROBES.on_change = _probes_changed
 
         with self.agent.lock:
             before = set(self.agent.decls)
         status = apply_for(self.rundir, msg.get("probes"))
+        self.probes_told = max(self.probes_told, status["generation"])
         with self.agent.lock:
             new = [d for k, d in self.agent.decls.items() if k not in before]
         # The daemon attaches them in this order, one message each, while the program runs: returns first,
@@ -453,7 +466,7 @@ class Connection:
                  2 if d.get("name") == "python:function_info" else 1)
         # The events the probes declared ride with the answer: the daemon attaches them before
         # `enable-event --function` returns (their "declare" messages follow, and change nothing).
-        return {"probes": status, "tracepoints": new}
+        return {**status, "tracepoints": new}
 
     # -- triggers: counted here, fired by the daemon
 
@@ -654,6 +667,7 @@ class Connection:
         self.confirmed = None
         self.trigger_confirmed = None
         self.wakeup_fd = -1  # the next daemon sends its own
+        self.probes_told = 0  # and is told the probe states anew
         for ev in self.waiters.values():
             ev.set()
         self.waiters.clear()
@@ -665,6 +679,16 @@ class Connection:
 _AGENT: Agent | None = None
 _AGENT_PID = 0
 _FORK_HOOKED = False
+
+
+def _probes_changed() -> None:
+    """``ProbeSet.on_change``, in the application's thread that imported a probed module: every daemon is
+    told, by its connection's thread (never waited for here)."""
+    a = _AGENT
+    if a is None or _AGENT_PID != os.getpid() or a.dead:
+        return
+    for c in a.conns:
+        c.post(("probe_status",))
 
 
 def _plain_wake(fd: int) -> None:

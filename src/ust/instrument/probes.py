@@ -1164,10 +1164,18 @@ class ProbeSet:
         self._hooked = False
         self.owner: dict[types.CodeType, tuple] = {}  # code -> the spec that probes it (one probe per code)
         self.half_imported = False  # a pending module was found half imported: look again
+        # Counts the changes of the states: the daemon keeps the newest report (a report of a change and the
+        # answer to its next probe set may cross). ``on_change`` (the agent's) hears of the changes made
+        # outside ``apply`` -- a module imported later, one whose import ended -- called without the lock,
+        # never raising, never blocking: the daemon's `ust list --apps` must not say "pending" for a probe
+        # that records.
+        self.generation = 0
+        self.on_change = None
 
     def apply(self, specs: list[ProbeSpec]) -> list[dict]:
         """Install what is new, remove what is gone; the state of each spec."""
         with self.lock:
+            self.generation += 1
             wanted = {s.key(): s for s in specs}
             gone = [k for k in self.installed if k not in wanted]
             for key in gone:
@@ -1386,12 +1394,16 @@ class ProbeSet:
         if not self.lock.acquire(blocking=False):
             return
         try:
+            before = self.status()
             self.half_imported = False
             for inst in list(self.installed.values()):
                 if inst.state == "pending" and inst.spec.module in sys.modules:
                     self._try_install(inst)
+            changed = self._count_change(before)
         finally:
             self.lock.release()
+        if changed:
+            self._tell()
 
     def look_again_in(self) -> float | None:
         """For the agent's thread: how soon to call ``look_again`` (None: nothing to look at). A module
@@ -1402,6 +1414,7 @@ class ProbeSet:
     def imported(self, name: str) -> None:
         """After the module ``name`` executed (in the importing thread, its import not finished yet)."""
         with self.lock:
+            before = self.status()
             insts = [i for i in self.installed.values()
                      if i.state in ("pending", "installed") and i.spec.module == name]
             # A reload (``importlib.reload``): the module's functions are new objects with new code objects,
@@ -1412,6 +1425,24 @@ class ProbeSet:
                     self._remove(inst)
             for inst in insts:
                 self._try_install(inst, from_hook=True)
+            changed = self._count_change(before)
+        if changed:
+            self._tell()
+
+    def _count_change(self, before: list[dict]) -> bool:
+        """Under the lock: whether the states differ from ``before`` (then a new generation)."""
+        if self.status() == before:
+            return False
+        self.generation += 1
+        return True
+
+    def _tell(self) -> None:
+        hook = self.on_change
+        if hook is not None:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001  (in the application's importing thread)
+                pass
 
 
 class _ImportWatcher:
@@ -1658,8 +1689,9 @@ _BY_DAEMON: dict[str, list[ProbeSpec]] = {}
 MAX_SPECS = 256
 
 
-def apply_for(source: str, specs: object) -> list[dict]:
-    """Set the probes wanted by one daemon (``source``); install the union of every daemon's.
+def apply_for(source: str, specs: object) -> dict:
+    """Set the probes wanted by one daemon (``source``); install the union of every daemon's; the states of
+    that daemon's (``status_for``).
 
     ``specs`` comes from another process: a list of at most MAX_SPECS dicts
     (``target``, ``event``, ``args``, ``repr_limit``, ``filter``); a bad entry
@@ -1690,7 +1722,17 @@ def apply_for(source: str, specs: object) -> list[dict]:
         for lst in _BY_DAEMON.values():
             for s in lst:
                 union.setdefault(s.key(), s)
-        return PROBES.apply(list(union.values()))
+        PROBES.apply(list(union.values()))
+        return status_for(source)
+
+
+def status_for(source: str) -> dict:
+    """The states of the probes one daemon (``source``) asked for, and their generation: the answer to its
+    probe set, and the report the agent sends it when they change later (``ProbeSet.on_change``)."""
+    with PROBES.lock:
+        mine = {s.key() for s in _BY_DAEMON.get(source, ())}
+        return {"generation": PROBES.generation,
+                "probes": [st for key, st in zip(PROBES.installed, PROBES.status()) if key in mine]}
 
 
 def statedump() -> int:

@@ -72,6 +72,8 @@ class App:
         # tracepoint listed can rely on it recording (the rule of the
         # in-process registry, issue 7 item 1, applied to the daemon).
         self.unsynced: set[str] = set()
+        self.retrying = False  # a failed sync waits to be tried again (under work_lock; _retry_sync)
+        self.sync_retry = 0.0  # the last wait before trying again, doubled at each failure
         self.decl_bytes = 0
         self.queued_bytes = 0  # its requests waiting for its worker (under work_lock)
         self.work: collections.deque = collections.deque()  # (kind, msg), run in order by its worker
@@ -87,6 +89,7 @@ class App:
         self.state: dict[str, dict] = {}
         self.probes_sent: list[dict] = []  # the probe set last sent, and the app's answer
         self.probe_status: list[dict] = []
+        self.probe_generation = 0  # of probe_status, as the application counts its changes (probes.keep_status)
         self.triggers_attached: dict[tuple[int, str], str | None] = {}  # (trigger id, decl key) -> filter sent
         self.trigger_counters = None  # the match counters it shares with us (triggers.TriggerCounters)
 
@@ -296,19 +299,56 @@ def add_decls(daemon, app: App, decls: list[dict]) -> str | None:
 
 
 def sync_active(daemon, app: App) -> None:
-    """Apply every active session's rules to ``app`` (its worker thread)."""
+    """Apply every active session's rules to ``app`` (its worker thread).
+
+    Its declarations are listed once applied to every session. A session
+    whose sync failed (its consumer did not describe the events: stopped,
+    restarting) keeps them unlisted -- they are not attached there -- and the
+    sync is tried again later (SYNC_RETRY), until it succeeds or the session
+    stops."""
     with daemon.lock:
         sessions = [s for s in daemon.sessions.values() if s.active]
         applied = set(app.unsynced)
+    synced = False
     try:
-        _sync_sessions(daemon, app, sessions)
+        synced = _sync_sessions(daemon, app, sessions)
         daemon.triggers.sync_app(daemon, app)
     finally:
-        with daemon.lock:
-            app.unsynced -= applied
+        if synced:
+            with daemon.lock:
+                app.unsynced -= applied
+            app.sync_retry = 0.0
+        else:
+            _retry_sync(daemon, app)
 
 
-def _sync_sessions(daemon, app: App, sessions: list) -> None:
+SYNC_RETRY = (0.5, 10.0)  # seconds before a failed sync is tried again: the first wait, the longest
+
+
+def _retry_sync(daemon, app: App) -> None:
+    """Queue ``sync_active`` again after a wait that doubles with each failure (one retry waiting at a
+    time: a session that keeps failing costs one sync per SYNC_RETRY[1])."""
+    with app.work_lock:
+        if app.retrying or not app.alive:
+            return
+        app.retrying = True
+        app.sync_retry = min(max(app.sync_retry * 2, SYNC_RETRY[0]), SYNC_RETRY[1])
+        delay = app.sync_retry
+
+    def again() -> None:
+        with app.work_lock:
+            app.retrying = False
+        if app.alive:
+            enqueue(daemon, app, "sync", None)
+
+    timer = threading.Timer(delay, again)
+    timer.daemon = True
+    timer.start()
+
+
+def _sync_sessions(daemon, app: App, sessions: list) -> bool:
+    """False if some session's rules could not be applied (said in the log)."""
+    synced = True
     for s in sessions:
         if not sync.app_in_session(s, app):
             continue  # decided without the session's lock: a stalled session does not hold others
@@ -318,6 +358,8 @@ def _sync_sessions(daemon, app: App, sessions: list) -> None:
                     sync.sync_app(daemon, s, app)
                 except UstError as exc:
                     log(f"app {app.pid}: session {s.name}: {exc}")
+                    synced = False
+    return synced
 
 
 def _register(daemon, app: App, msg: dict) -> None:
@@ -339,6 +381,9 @@ def _app_request(daemon, app: App, msg: dict) -> None:
     seq = msg.get("seq") if isinstance(msg.get("seq"), int) else 0
     if cmd == "trigger_hits":  # no answer: the agent does not wait (ust.daemon.sessiond.triggers)
         daemon.triggers.on_hits(daemon, app, msg)
+        return
+    if cmd == "probe_status":  # no answer either; after the declarations it follows, applied by now
+        probes.keep_status(daemon, app, msg, report=True)
         return
     try:
         if cmd != "declare":

@@ -12,7 +12,8 @@ it is not put on the rules.
 
 Every application is told its whole set (``probes`` command), and answers with
 the state of each probe (installed, pending import, refused, error), shown by
-``ust list --apps``.
+``ust list --apps``; a state that changes later (a pending probe installed when
+its module is imported) it reports itself (``probe_status``, ``keep_status``).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def sync(daemon, apps=None, targets: set | None = None, held=None) -> list[str]:
     refused = []
     for app, slots in pending:
         ack = app.wait_many(slots, 1)[0]
-        app.probe_status = status_from_reply(ack)
+        keep_status(daemon, app, ack)
         decls = declarations_from_reply(ack)
         if decls:
             error = app.add_declarations(daemon, decls)
@@ -93,7 +94,7 @@ def sync(daemon, apps=None, targets: set | None = None, held=None) -> list[str]:
                 app.enqueue(daemon, "sync", None)
         if ack is not None and not ack.get("ok"):
             refused.append(f"process {app.pid}: {str(ack.get('error'))[:300]}")
-        for st in app.probe_status:
+        for st in status_from_reply(ack):
             if targets and st["target"] in targets and st["state"] == "refused":
                 refused.append(st["detail"])
     return refused
@@ -106,6 +107,26 @@ def declarations_from_reply(reply: dict | None) -> list[dict]:
     if not reply or not isinstance(reply.get("tracepoints"), list):
         return []
     return [d for d in reply["tracepoints"][:65536] if check_decl(d) is None]
+
+
+def keep_status(daemon, app, reply: dict | None, report: bool = False) -> None:
+    """What ``ust list --apps`` shows of ``app``'s probes: its answer to a probe set, or its ``report`` of
+    a change made since (``probe_status``: a module imported later installed a pending probe). The
+    application counts its changes (``generation``), and an answer and a report may cross on their way
+    (the report is queued behind the application's requests): the older one is dropped. A report without
+    a generation or a list of states is dropped too; an answer without them (an error, none at all)
+    leaves no state."""
+    generation = reply.get("generation") if isinstance(reply, dict) else None
+    if not isinstance(generation, int) or isinstance(generation, bool) or not 0 <= generation < 1 << 62:
+        generation = None
+    if report and (generation is None or not isinstance(reply.get("probes"), list)):
+        return
+    status = status_from_reply(reply)
+    with daemon.lock:
+        if generation is None:
+            app.probe_status = status
+        elif generation >= app.probe_generation:
+            app.probe_status, app.probe_generation = status, generation
 
 
 def status_from_reply(reply: dict | None) -> list[dict]:
