@@ -78,13 +78,16 @@ static inline const char *raised_type_name(void)
 #endif
 
 /* A probe's record: what the per-call paths read, as C fields (no tuple item, no int object to convert at
- * each call). Immutable once made; hashable by identity (a 3.11 trampoline holds it as a constant). */
+ * each call). Its fields are set once when made (only the skipped set and the pending dict change, under the
+ * GIL); hashable by identity (a 3.11 trampoline or inline code holds it as a constant). */
 typedef struct {
     PyObject_HEAD
     PyObject *entry, *ret;  /* the BASE_entry and BASE_return tracepoints */
     PyObject *names;        /* tuple: the parameters' names, in the frame's order */
     PyObject *slow;         /* the Probe (its Python methods record what the C paths cannot) */
     PyObject *skipped;      /* set of frames whose entry the filter dropped, or None (3.11) */
+    PyObject *pending;      /* 3.11 inline code: frame -> the value of a return not final yet (leave_later); a
+                             * dict made at the first such return, else NULL */
     Py_ssize_t limit;       /* repr() cut */
     int nkinds;             /* fields of the entry, before `unfit` */
     int unfit;              /* the entry ends with an `unfit` string field */
@@ -104,6 +107,7 @@ record_dealloc(Record *self)
     Py_XDECREF(self->names);
     Py_XDECREF(self->slow);
     Py_XDECREF(self->skipped);
+    Py_XDECREF(self->pending);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -510,14 +514,25 @@ probe_leave(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* 3.11 inline probes (probes.py, inline_code): the probed function's own code, recompiled from its source with
- * the entry as its first statement and each return through leave_value, so that no frame is added:
+ * the entry as its first statement and each return through leave_value or leave_later, so that no frame is
+ * added:
  *   entry_here(record, *values)     the entry; a call the filter drops puts its frame in the skipped set
- *   leave_value(record, value)      the return (unless its frame was skipped): returns value
+ *   leave_value(record, value)      a return after which the frame runs none of its own code: recorded now
+ *                                   (unless its frame was skipped); returns value
+ *   leave_later(record, value)      a return inside a `try:` with a `finally:` or a `with` block, whose exit may
+ *                                   still raise, return another value or swallow it (`break` in `finally:`):
+ *                                   kept as the frame's pending value; returns value
+ *   settle(record)                  the frame leaves normally (its outermost `finally:`): its pending value, if
+ *                                   any, is the return the caller sees: recorded
  *   unwind_here(record)             the exception being handled leaves the frame (the code re-raises it)
- * The current frame (the probed one: these are C functions, which push none) is only looked up when the
- * skipped set is not empty, or when the filter drops a call. */
+ * Each call records exactly one return: leave_value and unwind_here drop the frame's pending value, which an
+ * exception or a later return replaced. The current frame (the probed one: these are C functions, which
+ * push none) is only looked up when the skipped set or the pending dict is not empty, when the filter drops
+ * a call, and at a leave_later. */
 
-/* The key of the running Python frame in a record's skipped set; NULL (no error set) if none. */
+/* The key of the running Python frame in a record's skipped set or pending dict; NULL (no error set) if none.
+ * The frame object outlives the frame's run, so its key stays its own until the frame leaves, which takes
+ * the key out (settle, unwind_here). */
 static PyObject *
 current_frame_key(void)
 {
@@ -544,6 +559,27 @@ frame_was_skipped(Record *rec)
     return dropped;
 }
 
+/* The running frame's pending value (new reference), taken out of rec's pending dict; NULL if it has none. */
+static PyObject *
+take_pending(Record *rec)
+{
+    if (rec->pending == NULL || PyDict_GET_SIZE(rec->pending) == 0)
+        return NULL;
+    PyObject *key = current_frame_key();
+    if (key == NULL)
+        return NULL;
+    PyObject *value = PyDict_GetItemWithError(rec->pending, key); /* borrowed */
+    if (value != NULL) {
+        Py_INCREF(value);
+        if (PyDict_DelItem(rec->pending, key) < 0)
+            PyErr_Clear();
+    }
+    else
+        PyErr_Clear();
+    Py_DECREF(key);
+    return value;
+}
+
 static PyObject *
 probe_entry_here(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -568,17 +604,64 @@ probe_leave_value(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2)
         Py_RETURN_NONE; /* never: the code calls it with two */
-    if (IS_RECORD(args[0]) && !frame_was_skipped((Record *)args[0]))
-        Py_XDECREF(probe_leave(mod, args, nargs));
+    if (IS_RECORD(args[0])) {
+        Record *rec = (Record *)args[0];
+        Py_XDECREF(take_pending(rec)); /* a return kept earlier that a `finally:` replaced, or an exception swallowed */
+        if (!frame_was_skipped(rec))
+            Py_XDECREF(probe_leave(mod, args, nargs));
+    }
     return Py_NewRef(args[1]);
+}
+
+/* Bound on the pending dict: frames that never left (a generator never finished nor closed) are forgotten. */
+#define MAX_PENDING 65536
+
+static PyObject *
+probe_leave_later(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        Py_RETURN_NONE; /* never: the code calls it with two */
+    if (IS_RECORD(args[0]) && !busy) {
+        Record *rec = (Record *)args[0];
+        if (rec->pending == NULL)
+            rec->pending = PyDict_New();
+        else if (PyDict_GET_SIZE(rec->pending) >= MAX_PENDING)
+            PyDict_Clear(rec->pending);
+        PyObject *key = rec->pending != NULL ? current_frame_key() : NULL;
+        if (key != NULL && PyDict_SetItem(rec->pending, key, args[1]) < 0)
+            PyErr_Clear();
+        Py_XDECREF(key);
+        PyErr_Clear(); /* PyDict_New's */
+    }
+    return Py_NewRef(args[1]);
+}
+
+static PyObject *
+probe_settle(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !IS_RECORD(args[0]))
+        Py_RETURN_NONE;
+    Record *rec = (Record *)args[0];
+    PyObject *value = take_pending(rec);
+    if (value == NULL) /* none: the frame's return was recorded (leave_value) or it raised (unwind_here) */
+        Py_RETURN_NONE;
+    if (!frame_was_skipped(rec)) {
+        PyObject *a[2] = {args[0], value};
+        Py_XDECREF(probe_leave(mod, a, 2));
+    }
+    Py_DECREF(value);
+    Py_RETURN_NONE;
 }
 
 static PyObject *
 probe_unwind_here(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 1 || !IS_RECORD(args[0]) || frame_was_skipped((Record *)args[0]) || busy)
+    if (nargs != 1 || !IS_RECORD(args[0]))
         Py_RETURN_NONE;
     Record *rec = (Record *)args[0];
+    Py_XDECREF(take_pending(rec)); /* a return that a `finally:` or `with` exit turned into this exception */
+    if (frame_was_skipped(rec) || busy)
+        Py_RETURN_NONE;
     PyObject *exc = PyErr_GetHandledException(); /* the exception the code's handler is handling */
     if (exc == NULL)
         Py_RETURN_NONE;
@@ -1410,6 +1493,8 @@ static PyMethodDef module_methods[] = {
     {"entry_here", (PyCFunction)(void (*)(void))probe_entry_here, METH_FASTCALL, "entry_here(record, *values)"},
     {"leave_value", (PyCFunction)(void (*)(void))probe_leave_value, METH_FASTCALL, "leave_value(record, v) -> v"},
     {"unwind_here", (PyCFunction)(void (*)(void))probe_unwind_here, METH_FASTCALL, "unwind_here(record)"},
+    {"leave_later", (PyCFunction)(void (*)(void))probe_leave_later, METH_FASTCALL, "leave_later(record, v) -> v"},
+    {"settle", (PyCFunction)(void (*)(void))probe_settle, METH_FASTCALL, "settle(record)"},
     {"set_record", (PyCFunction)(void (*)(void))set_record, METH_FASTCALL, "set_record(code, record or None)"},
     {"own_thread", (PyCFunction)mark_own_thread, METH_NOARGS,
      "own_thread(): the calling thread is ust's own: none of its calls is recorded from now on"},
