@@ -112,3 +112,46 @@ def test_a_kept_return_of_a_call_the_filter_dropped(ust_env, paths):
     calls = _calls(bt2_dump(ust_env.out), "pshapes")
     assert [(e["x"], r["retval"]) for e, r in calls["recurses_in_finally"]] == [(0, "0"), (2, "2"), (0, "0")]
     app.exit()
+
+
+LINES = """
+import sys, traceback, pshapes
+def lines(f, *a):
+    seen = []
+    def tracer(frame, event, arg):
+        if frame.f_code.co_name == f.__name__:
+            seen.append([event, frame.f_lineno])
+        return tracer
+    sys.settrace(tracer)
+    try:
+        f(*a)
+    except ValueError as e:
+        seen.append(["raised at", traceback.extract_tb(e.__traceback__)[-1].lineno])
+    finally:
+        sys.settrace(None)
+    return seen
+R = [lines(pshapes.raises_last, 1), lines(pshapes.plain, 1), lines(pshapes.plain, -1)]
+"""
+
+
+def test_lines_seen_in_a_probed_function(ust_env):
+    """The inline code gave the body's last statement the def's line: a function ending with `raise` showed
+    the def's line in its traceback. And the probe's entry was on the def's line: a line tracer (pdb, coverage)
+    saw the def line run before the body. Now tracebacks and line events are those of the unprobed function
+    (an exception leaving it still passes the probe's handler, on the def's line: docs/probes.md)."""
+    app = ust_env.app(LIVE)
+    ust_env.wait_registered(app.pid, 0)
+    unprobed = _run(app, LINES)
+    assert unprobed[0][-1] == ["raised at", unprobed[0][-2][1]]  # the `raise` line
+    ust_env.ust("create", "s", "-o", ust_env.out)
+    ust_env.ust("enable-event", "--function", "pshapes:raises_last,pshapes:plain")
+    ust_env.ust("start")
+    wait_until(lambda: _declared(ust_env, app.pid, "pshapes:plain_return"), what="probes declared")
+    probed = _run(app, LINES)
+    assert probed[0][-1] == unprobed[0][-1]
+    assert probed[1:] == unprobed[1:]
+    ust_env.ust("stop")
+    calls = _calls(bt2_dump(ust_env.out), "pshapes")
+    assert [r["exception"] for _, r in calls["raises_last"]] == ["ValueError"]
+    assert len(calls["plain"]) == 2
+    app.exit()

@@ -1036,8 +1036,19 @@ class _Inliner:
         settle = [ast.Expr(ast.Call(func=ast.Constant("__ust_settle__"), args=[ast.Constant("__ust_record__")],
                                     keywords=[]))] if self.guarded else []
         wrapped = ast.Try(body=out, handlers=[handler], orelse=[], finalbody=settle)
-        for n in (entry, handler, wrapped, *handler.body, *settle, *out[-2:]):
+        # Only the nodes made here get locations (the body's last statement keeps its own: a `raise` there
+        # showed the def's line in tracebacks). The entry is on the first statement's line, so a line tracer
+        # (sys.settrace: pdb, coverage) sees no def line before it; the return added at the end has no line
+        # of its own (-1: the compiler gives it its predecessor's, as to the return it adds itself).
+        # (the exception handler and the settling `finally:` are on the def's line: code with no line there would
+        # give the frame no line number (None) when an exception leaves it)
+        for n in (entry, wrapped):  # (`try:` is a NOP on its line)
+            ast.copy_location(n, stmts[0] if stmts else at)
+        for n in (handler, *handler.body, *settle):
             ast.copy_location(n, at)
+        for added in ([out[-2]] if self.async_generator else []) + [end]:
+            for n in ast.walk(added):
+                n.lineno = n.end_lineno = n.col_offset = n.end_col_offset = -1
         return head + [entry, wrapped]
 
 

@@ -80,3 +80,14 @@ async def guarded_coroutine(x):
             return x
         finally:
             raise Boom("async finally")
+
+
+def raises_last(x):
+    y = x + 1
+    raise ValueError(y)
+
+
+def plain(x):
+    y = x + 1
+    if y:
+        z = 2  # noqa: F841
