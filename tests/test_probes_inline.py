@@ -57,6 +57,9 @@ R = {n: outcome(getattr(pshapes, n), 10) for n in
 R["recurses_in_finally"] = outcome(pshapes.recurses_in_finally, 1)
 R["guarded_generator"] = ["ret", repr(list(pshapes.guarded_generator(10)))]
 R["guarded_coroutine"] = outcome(asyncio.run, pshapes.guarded_coroutine(10))
+async def many():  # more frames waiting in their `finally:` at once than the record's slots (probes.c)
+    return await asyncio.gather(*[pshapes.awaits_in_finally(i) for i in range(12)])
+R["awaits_in_finally"] = asyncio.run(many())
 """
 
 
@@ -82,9 +85,12 @@ def test_a_return_that_the_functions_own_finally_or_with_exit_changes(ust_env, p
         "finally_raises": ["exc", "Boom"], "with_exit_raises": ["exc", "Boom"], "finally_returns": ["ret", "11"],
         "finally_swallows": ["ret", "10"], "caught_after": ["ret", "-10"], "break_in_finally": ["ret", "2"],
         "recurses_in_finally": ["ret", "1"], "guarded_generator": ["ret", "[10]"],
-        "guarded_coroutine": ["exc", "Boom"]}
+        "guarded_coroutine": ["exc", "Boom"], "awaits_in_finally": list(range(12))}
     ust_env.ust("stop")
     calls = _calls(bt2_dump(ust_env.out), "pshapes")
+    # interleaved coroutines: one entry and one return each, whatever the order
+    awaited = calls.pop("awaits_in_finally")
+    assert sorted(int(e["x"]) for e, _ in awaited) == sorted(int(r["retval"]) for _, r in awaited) == list(range(12))
     returns = {fn: [(r["retval"], r["exception"]) for _, r in c] for fn, c in calls.items()}
     assert returns == {
         "finally_raises": [("", "Boom")], "with_exit_raises": [("", "Boom")], "finally_returns": [("11", "")],

@@ -1,6 +1,7 @@
 """Targets of tests/test_probes_inline.py: functions whose own code runs after a `return` (a `finally:`, a
 context manager's exit), which 3.11's inline probes must record as the caller sees them."""
 
+import asyncio
 import contextlib
 
 
@@ -91,3 +92,10 @@ def plain(x):
     y = x + 1
     if y:
         z = 2  # noqa: F841
+
+
+async def awaits_in_finally(x):
+    try:
+        return x
+    finally:
+        await asyncio.sleep(0.001 * (x % 3))
