@@ -60,6 +60,7 @@ R["guarded_coroutine"] = outcome(asyncio.run, pshapes.guarded_coroutine(10))
 async def many():  # more frames waiting in their `finally:` at once than the record's slots (probes.c)
     return await asyncio.gather(*[pshapes.awaits_in_finally(i) for i in range(12)])
 R["awaits_in_finally"] = asyncio.run(many())
+R["stops_inside"] = outcome(list, pshapes.stops_inside())
 """
 
 
@@ -72,7 +73,8 @@ def test_a_return_that_the_functions_own_finally_or_with_exit_changes(ust_env, p
     statement ran; the `finally:` or the context manager's exit then raised (a second `_return`, with the
     exception), returned another value (a second `_return`), or dropped the return (`continue` in the
     `finally:`: one `_return` per loop turn). Now such a return is kept until the frame really leaves: one
-    `_entry` and one `_return` per call, with what the caller saw."""
+    `_entry` and one `_return` per call, with what the caller saw. (And a StopIteration raised in a generator
+    was recorded as such, where its caller gets a RuntimeError, PEP 479.)"""
     app = ust_env.app(LIVE, **PATHS[paths])
     ust_env.wait_registered(app.pid, 0)
     _run(app, "import pshapes\nR = 1")
@@ -85,7 +87,8 @@ def test_a_return_that_the_functions_own_finally_or_with_exit_changes(ust_env, p
         "finally_raises": ["exc", "Boom"], "with_exit_raises": ["exc", "Boom"], "finally_returns": ["ret", "11"],
         "finally_swallows": ["ret", "10"], "caught_after": ["ret", "-10"], "break_in_finally": ["ret", "2"],
         "recurses_in_finally": ["ret", "1"], "guarded_generator": ["ret", "[10]"],
-        "guarded_coroutine": ["exc", "Boom"], "awaits_in_finally": list(range(12))}
+        "guarded_coroutine": ["exc", "Boom"], "awaits_in_finally": list(range(12)),
+        "stops_inside": ["exc", "RuntimeError"]}
     ust_env.ust("stop")
     calls = _calls(bt2_dump(ust_env.out), "pshapes")
     # interleaved coroutines: one entry and one return each, whatever the order
@@ -96,7 +99,7 @@ def test_a_return_that_the_functions_own_finally_or_with_exit_changes(ust_env, p
         "finally_raises": [("", "Boom")], "with_exit_raises": [("", "Boom")], "finally_returns": [("11", "")],
         "finally_swallows": [("10", "")], "caught_after": [("-10", "")], "break_in_finally": [("2", "")],
         "recurses_in_finally": [("0", ""), ("1", "")], "guarded_generator": [("20", "")],
-        "guarded_coroutine": [("", "Boom")],
+        "guarded_coroutine": [("", "Boom")], "stops_inside": [("", "RuntimeError")],
         # exploding() is a generator probed too: entered at `with`, completed at its exit's raise
         "exploding": [("", "Boom")] * 2}
     app.exit()

@@ -719,6 +719,36 @@ probe_settle(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* The exception exc (a new reference, consumed) as the running frame's caller gets it: PEP 479, a
+ * StopIteration leaving a generator or a coroutine (also a StopAsyncIteration, an async generator) becomes a
+ * RuntimeError on its way out. A new reference. */
+static PyObject *
+as_caller_sees(PyObject *exc)
+{
+    const int resumable = CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR;
+#if defined(USE_EVAL_HOOK) && PY_VERSION_HEX < 0x030C0000
+    _PyInterpreterFrame *frame = current_frame();
+    int flags = frame != NULL ? frame->f_code->co_flags : 0;
+#else
+    PyFrameObject *frame = current_frame();
+    PyCodeObject *code = frame != NULL ? PyFrame_GetCode(frame) : NULL;
+    int flags = code != NULL ? code->co_flags : 0;
+    Py_XDECREF(code);
+#endif
+    if (!(flags & resumable))
+        return exc;
+    if (!PyErr_GivenExceptionMatches(exc, PyExc_StopIteration)
+        && !((flags & CO_ASYNC_GENERATOR) && PyErr_GivenExceptionMatches(exc, PyExc_StopAsyncIteration)))
+        return exc;
+    PyObject *runtime = PyObject_CallOneArg(PyExc_RuntimeError, Py_None);
+    if (runtime == NULL) {
+        PyErr_Clear();
+        return exc;
+    }
+    Py_DECREF(exc);
+    return runtime;
+}
+
 static PyObject *
 probe_unwind_here(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -731,6 +761,7 @@ probe_unwind_here(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     PyObject *exc = PyErr_GetHandledException(); /* the exception the code's handler is handling */
     if (exc == NULL)
         Py_RETURN_NONE;
+    exc = as_caller_sees(exc);
     Py_INCREF(rec); /* the slow path may remove the probe, which frees its record */
     PyObject *a[2] = {Py_None, exc};
     Py_XDECREF(call_slow(rec, "leave", a, 2));

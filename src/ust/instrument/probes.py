@@ -1158,7 +1158,15 @@ def _py_unwind_here(probe: Probe) -> None:
     if probe.pending:
         _pending_here(probe)
     if not (probe.skipped and _skipped_here(probe)):
-        probe.leave(None, sys.exc_info()[1])
+        exc = sys.exc_info()[1]
+        flags = sys._getframe(1).f_code.co_flags
+        # PEP 479: a StopIteration leaving a generator or coroutine (a StopAsyncIteration, an async generator)
+        # reaches the caller as a RuntimeError (probes.c, as_caller_sees)
+        if flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR) and (
+                isinstance(exc, StopIteration)
+                or (flags & CO_ASYNC_GENERATOR and isinstance(exc, StopAsyncIteration))):
+            exc = RuntimeError()
+        probe.leave(None, exc)
 
 
 def _swap_in(fn: types.FunctionType, probe: Probe) -> types.CodeType:

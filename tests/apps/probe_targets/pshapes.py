@@ -99,3 +99,8 @@ async def awaits_in_finally(x):
         return x
     finally:
         await asyncio.sleep(0.001 * (x % 3))
+
+
+def stops_inside():
+    yield 1
+    raise StopIteration  # the caller gets a RuntimeError (PEP 479)
