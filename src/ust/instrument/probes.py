@@ -14,10 +14,12 @@ Mechanism (docs/probes.md):
     CPython does not offer per code object) while any probe is installed.
     Removing the last probe on a code object turns its events off.
   * 3.11: the function object keeps its identity; its ``__code__`` is swapped
-    for a trampoline with the same parameters (so ``inspect.signature`` and
-    the defaults are unchanged) that records the entry, calls the original
-    code and records the return; removal puts the original code back.
-    Nested functions are probed in the instances alive at install time.
+    for its own code recompiled from its source with the probe inside
+    (inline_code; no frame added), else for a trampoline with the same
+    parameters (so ``inspect.signature`` and the defaults are unchanged) that
+    records the entry, calls the original code and records the return;
+    removal puts the original code back. Nested functions: the
+    frame-evaluation hook, per code object.
 
 Nothing here raises into the application: conversion failures are recorded
 as text, a failing probe records nothing.
