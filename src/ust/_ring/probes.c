@@ -77,14 +77,24 @@ static inline const char *raised_type_name(void)
 }
 #endif
 
+#define PENDING_SLOTS 4
+
 /* A probe's record: what the per-call paths read, as C fields (no tuple item, no int object to convert at
- * each call). Immutable once made; hashable by identity (a 3.11 trampoline holds it as a constant). */
+ * each call). Its fields are set once when made (only the skipped set and the pending dict change, under the
+ * GIL); hashable by identity (a 3.11 trampoline or inline code holds it as a constant). */
 typedef struct {
     PyObject_HEAD
     PyObject *entry, *ret;  /* the BASE_entry and BASE_return tracepoints */
     PyObject *names;        /* tuple: the parameters' names, in the frame's order */
     PyObject *slow;         /* the Probe (its Python methods record what the C paths cannot) */
     PyObject *skipped;      /* set of frames whose entry the filter dropped, or None (3.11) */
+    /* 3.11 inline code: the value of a return not final yet (leave_later) of each frame that has one, in
+     * slots (no allocation, no hashing: ~1,200 instructions less than a dict), then in a dict (frame key ->
+     * value) for more frames at once (coroutines awaiting in a `finally:` after their return). */
+    int npending;
+    void *pending_frame[PENDING_SLOTS];
+    PyObject *pending_value[PENDING_SLOTS];
+    PyObject *pending;      /* the dict, made when the slots are full, else NULL */
     Py_ssize_t limit;       /* repr() cut */
     int nkinds;             /* fields of the entry, before `unfit` */
     int unfit;              /* the entry ends with an `unfit` string field */
@@ -104,6 +114,9 @@ record_dealloc(Record *self)
     Py_XDECREF(self->names);
     Py_XDECREF(self->slow);
     Py_XDECREF(self->skipped);
+    Py_XDECREF(self->pending);
+    for (int i = 0; i < PENDING_SLOTS; i++)
+        Py_XDECREF(self->pending_value[i]);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -510,18 +523,43 @@ probe_leave(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 
 /* ---------------------------------------------------------------------------------------------------- */
 /* 3.11 inline probes (probes.py, inline_code): the probed function's own code, recompiled from its source with
- * the entry as its first statement and each return through leave_value, so that no frame is added:
+ * the entry as its first statement and each return through leave_value or leave_later, so that no frame is
+ * added:
  *   entry_here(record, *values)     the entry; a call the filter drops puts its frame in the skipped set
- *   leave_value(record, value)      the return (unless its frame was skipped): returns value
+ *   leave_value(record, value)      a return after which the frame runs none of its own code: recorded now
+ *                                   (unless its frame was skipped); returns value
+ *   leave_later(record, value)      a return inside a `try:` with a `finally:` or a `with` block, whose exit may
+ *                                   still raise, return another value or swallow it (`break` in `finally:`):
+ *                                   kept as the frame's pending value; returns value
+ *   settle(record)                  the frame leaves normally (its outermost `finally:`): its pending value, if
+ *                                   any, is the return the caller sees: recorded
  *   unwind_here(record)             the exception being handled leaves the frame (the code re-raises it)
- * The current frame (the probed one: these are C functions, which push none) is only looked up when the
- * skipped set is not empty, or when the filter drops a call. */
+ * Each call records exactly one return: leave_value and unwind_here drop the frame's pending value, which an
+ * exception or a later return replaced. The current frame (the probed one: these are C functions, which
+ * push none) is only looked up when the skipped set or the pending dict is not empty, when the filter drops
+ * a call, and at a leave_later. */
 
-/* The key of the running Python frame in a record's skipped set; NULL (no error set) if none. */
+/* The running Python frame, and its key in a record's skipped set or pending dict (NULL, no error set, if none).
+ * 3.11: the interpreter frame's address (PyEval_GetFrame would make a frame object: ~1,800 instructions more
+ * for a return kept until its `finally:`). It is the frame's own while it runs (a generator's lives in the
+ * generator); another call may get it once the frame has left, which every exit path of the inline code
+ * has taken the key out by (leave_value, settle, unwind_here: the handler and the `finally:` enclose the
+ * whole body). */
+static void *
+current_frame(void)
+{
+#if defined(USE_EVAL_HOOK) && PY_VERSION_HEX < 0x030C0000
+    PyThreadState *ts = PyThreadState_Get();
+    return ts->cframe != NULL ? (void *)ts->cframe->current_frame : NULL;
+#else
+    return PyEval_GetFrame(); /* borrowed */
+#endif
+}
+
 static PyObject *
 current_frame_key(void)
 {
-    PyFrameObject *frame = PyEval_GetFrame(); /* borrowed */
+    void *frame = current_frame();
     PyObject *key = frame != NULL ? PyLong_FromVoidPtr(frame) : NULL;
     if (key == NULL)
         PyErr_Clear();
@@ -542,6 +580,83 @@ frame_was_skipped(Record *rec)
         dropped = 0;
     }
     return dropped;
+}
+
+/* The running frame's pending value (new reference), taken out of rec's; NULL if it has none. */
+static PyObject *
+take_pending(Record *rec)
+{
+    int in_dict = rec->pending != NULL && PyDict_GET_SIZE(rec->pending) > 0;
+    if (rec->npending == 0 && !in_dict)
+        return NULL;
+    void *frame = current_frame();
+    if (frame == NULL)
+        return NULL;
+    for (int i = 0; i < PENDING_SLOTS && rec->npending > 0; i++)
+        if (rec->pending_frame[i] == frame) {
+            PyObject *value = rec->pending_value[i]; /* the slot's reference, now the caller's */
+            rec->pending_frame[i] = NULL;
+            rec->pending_value[i] = NULL;
+            rec->npending--;
+            return value;
+        }
+    if (!in_dict)
+        return NULL;
+    PyObject *key = PyLong_FromVoidPtr(frame);
+    PyObject *value = key != NULL ? PyDict_GetItemWithError(rec->pending, key) : NULL; /* borrowed */
+    if (value != NULL) {
+        Py_INCREF(value);
+        if (PyDict_DelItem(rec->pending, key) < 0)
+            PyErr_Clear();
+    }
+    else
+        PyErr_Clear();
+    Py_XDECREF(key);
+    return value;
+}
+
+/* Bound on the pending dict: frames that never left (a generator never finished nor closed) are forgotten. */
+#define MAX_PENDING 65536
+
+/* Keep value as the running frame's pending value (replacing one it had). Errors cleared. */
+static void
+keep_pending(Record *rec, PyObject *value)
+{
+    void *frame = current_frame();
+    if (frame == NULL)
+        return;
+    int free_slot = -1;
+    for (int i = 0; i < PENDING_SLOTS; i++) {
+        if (rec->pending_frame[i] == frame) {
+            Py_SETREF(rec->pending_value[i], Py_NewRef(value));
+            return;
+        }
+        if (rec->pending_frame[i] == NULL && free_slot < 0)
+            free_slot = i;
+    }
+    PyObject *key = NULL;
+    if (rec->pending != NULL && PyDict_GET_SIZE(rec->pending) > 0) { /* it may be there (kept when slots were full) */
+        key = PyLong_FromVoidPtr(frame);
+        if (key != NULL && PyDict_Contains(rec->pending, key) == 1)
+            free_slot = -1;
+    }
+    if (free_slot >= 0) {
+        rec->pending_frame[free_slot] = frame;
+        rec->pending_value[free_slot] = Py_NewRef(value);
+        rec->npending++;
+    }
+    else {
+        if (rec->pending == NULL)
+            rec->pending = PyDict_New();
+        else if (PyDict_GET_SIZE(rec->pending) >= MAX_PENDING)
+            PyDict_Clear(rec->pending);
+        if (key == NULL)
+            key = PyLong_FromVoidPtr(frame);
+        if (rec->pending != NULL && key != NULL)
+            PyDict_SetItem(rec->pending, key, value);
+    }
+    Py_XDECREF(key);
+    PyErr_Clear();
 }
 
 static PyObject *
@@ -568,20 +683,85 @@ probe_leave_value(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2)
         Py_RETURN_NONE; /* never: the code calls it with two */
-    if (IS_RECORD(args[0]) && !frame_was_skipped((Record *)args[0]))
-        Py_XDECREF(probe_leave(mod, args, nargs));
+    if (IS_RECORD(args[0])) {
+        Record *rec = (Record *)args[0];
+        Py_XDECREF(take_pending(rec)); /* a return kept earlier that a `finally:` replaced, or an exception swallowed */
+        if (!frame_was_skipped(rec))
+            Py_XDECREF(probe_leave(mod, args, nargs));
+    }
     return Py_NewRef(args[1]);
+}
+
+static PyObject *
+probe_leave_later(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        Py_RETURN_NONE; /* never: the code calls it with two */
+    if (IS_RECORD(args[0]) && !busy)
+        keep_pending((Record *)args[0], args[1]);
+    return Py_NewRef(args[1]);
+}
+
+static PyObject *
+probe_settle(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !IS_RECORD(args[0]))
+        Py_RETURN_NONE;
+    Record *rec = (Record *)args[0];
+    PyObject *value = take_pending(rec);
+    if (value == NULL) /* none: the frame's return was recorded (leave_value) or it raised (unwind_here) */
+        Py_RETURN_NONE;
+    if (!frame_was_skipped(rec)) {
+        PyObject *a[2] = {args[0], value};
+        Py_XDECREF(probe_leave(mod, a, 2));
+    }
+    Py_DECREF(value);
+    Py_RETURN_NONE;
+}
+
+/* The exception exc (a new reference, consumed) as the running frame's caller gets it: PEP 479, a
+ * StopIteration leaving a generator or a coroutine (also a StopAsyncIteration, an async generator) becomes a
+ * RuntimeError on its way out. A new reference. */
+static PyObject *
+as_caller_sees(PyObject *exc)
+{
+    const int resumable = CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR;
+#if defined(USE_EVAL_HOOK) && PY_VERSION_HEX < 0x030C0000
+    _PyInterpreterFrame *frame = current_frame();
+    int flags = frame != NULL ? frame->f_code->co_flags : 0;
+#else
+    PyFrameObject *frame = current_frame();
+    PyCodeObject *code = frame != NULL ? PyFrame_GetCode(frame) : NULL;
+    int flags = code != NULL ? code->co_flags : 0;
+    Py_XDECREF(code);
+#endif
+    if (!(flags & resumable))
+        return exc;
+    if (!PyErr_GivenExceptionMatches(exc, PyExc_StopIteration)
+        && !((flags & CO_ASYNC_GENERATOR) && PyErr_GivenExceptionMatches(exc, PyExc_StopAsyncIteration)))
+        return exc;
+    PyObject *runtime = PyObject_CallOneArg(PyExc_RuntimeError, Py_None);
+    if (runtime == NULL) {
+        PyErr_Clear();
+        return exc;
+    }
+    Py_DECREF(exc);
+    return runtime;
 }
 
 static PyObject *
 probe_unwind_here(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 1 || !IS_RECORD(args[0]) || frame_was_skipped((Record *)args[0]) || busy)
+    if (nargs != 1 || !IS_RECORD(args[0]))
         Py_RETURN_NONE;
     Record *rec = (Record *)args[0];
+    Py_XDECREF(take_pending(rec)); /* a return that a `finally:` or `with` exit turned into this exception */
+    if (frame_was_skipped(rec) || busy)
+        Py_RETURN_NONE;
     PyObject *exc = PyErr_GetHandledException(); /* the exception the code's handler is handling */
     if (exc == NULL)
         Py_RETURN_NONE;
+    exc = as_caller_sees(exc);
     Py_INCREF(rec); /* the slow path may remove the probe, which frees its record */
     PyObject *a[2] = {Py_None, exc};
     Py_XDECREF(call_slow(rec, "leave", a, 2));
@@ -1410,6 +1590,8 @@ static PyMethodDef module_methods[] = {
     {"entry_here", (PyCFunction)(void (*)(void))probe_entry_here, METH_FASTCALL, "entry_here(record, *values)"},
     {"leave_value", (PyCFunction)(void (*)(void))probe_leave_value, METH_FASTCALL, "leave_value(record, v) -> v"},
     {"unwind_here", (PyCFunction)(void (*)(void))probe_unwind_here, METH_FASTCALL, "unwind_here(record)"},
+    {"leave_later", (PyCFunction)(void (*)(void))probe_leave_later, METH_FASTCALL, "leave_later(record, v) -> v"},
+    {"settle", (PyCFunction)(void (*)(void))probe_settle, METH_FASTCALL, "settle(record)"},
     {"set_record", (PyCFunction)(void (*)(void))set_record, METH_FASTCALL, "set_record(code, record or None)"},
     {"own_thread", (PyCFunction)mark_own_thread, METH_NOARGS,
      "own_thread(): the calling thread is ust's own: none of its calls is recorded from now on"},

@@ -14,10 +14,12 @@ Mechanism (docs/probes.md):
     CPython does not offer per code object) while any probe is installed.
     Removing the last probe on a code object turns its events off.
   * 3.11: the function object keeps its identity; its ``__code__`` is swapped
-    for a trampoline with the same parameters (so ``inspect.signature`` and
-    the defaults are unchanged) that records the entry, calls the original
-    code and records the return; removal puts the original code back.
-    Nested functions are probed in the instances alive at install time.
+    for its own code recompiled from its source with the probe inside
+    (inline_code; no frame added), else for a trampoline with the same
+    parameters (so ``inspect.signature`` and the defaults are unchanged) that
+    records the entry, calls the original code and records the return;
+    removal puts the original code back. Nested functions: the
+    frame-evaluation hook, per code object.
 
 Nothing here raises into the application: conversion failures are recorded
 as text, a failing probe records nothing.
@@ -393,6 +395,7 @@ class Probe:
         self.code = code
         self.flt = flt
         self.skipped: set[int] = set()
+        self.pending: dict[int, object] = {}  # 3.11 inline code without the C paths: frame -> return not final yet
         annotations = {}
         try:
             annotations = dict(getattr(fn, "__annotations__", None) or {})
@@ -929,16 +932,24 @@ def _compile_tree(tree, code: types.CodeType, name: str, line: int) -> types.Cod
 class _Inliner:
     """The body of a def with the probe inside: the entry first, each return through ``__ust_leave__``, an
     exception leaving it through ``__ust_unwind__`` (re-raised). Nested defs, lambdas and classes are not
-    entered (their returns are theirs)."""
+    entered (their returns are theirs).
+
+    A return inside a ``try:`` that has a ``finally:``, or inside a ``with`` block, is not final: the
+    ``finally:`` or the context manager's exit runs after it and may raise, return another value, or drop it
+    (``break``/``continue`` in the ``finally:``). Such a return goes through ``__ust_leave_later__`` (kept as
+    the frame's pending value) and the body gets an outermost ``finally: __ust_settle__(record)``, which
+    records the pending value when the frame really leaves; an exception leaving it, or a later final return,
+    drops it (probes.c). So each call records exactly one return, the one its caller saw."""
 
     def __init__(self, params: list[str], async_generator: bool):
         self.params = params
         self.async_generator = async_generator
+        self.guarded = False  # a return not final was found: the body needs the settling `finally:`
 
-    def _leave(self, value, at):
+    def _leave(self, value, at, later: bool = False):
         import ast
 
-        call = ast.Call(func=ast.Constant("__ust_leave__"),
+        call = ast.Call(func=ast.Constant("__ust_leave_later__" if later else "__ust_leave__"),
                         args=[ast.Constant("__ust_record__"), value or ast.Constant(None)], keywords=[])
         return ast.copy_location(call, at)
 
@@ -948,15 +959,54 @@ class _Inliner:
         inliner = self
 
         class Returns(ast.NodeTransformer):
+            depth = 0  # how many `finally:` and `with` exits will run after a return here
+
             def visit_FunctionDef(self, n):
                 return n
 
             visit_AsyncFunctionDef = visit_ClassDef = visit_Lambda = visit_FunctionDef
 
+            def _guarded(self, n, fields):
+                self.depth += 1
+                try:
+                    for name in fields:
+                        setattr(n, name, self._visit_list(getattr(n, name)))
+                finally:
+                    self.depth -= 1
+
+            def _visit_list(self, items):
+                out = []
+                for x in items:
+                    x = self.visit(x)
+                    out.extend(x if isinstance(x, list) else [x])
+                return out
+
+            def visit_Try(self, n):
+                if not n.finalbody:
+                    return self.generic_visit(n)
+                self._guarded(n, ("body", "handlers", "orelse"))
+                n.finalbody = self._visit_list(n.finalbody)
+                return n
+
+            visit_TryStar = visit_Try
+
+            def visit_With(self, n):
+                n.items = self._visit_list(n.items)
+                self._guarded(n, ("body",))
+                return n
+
+            visit_AsyncWith = visit_With
+
+            def visit_ExceptHandler(self, n):
+                n.body = self._visit_list(n.body)
+                return n
+
             def visit_Return(self, n):
+                later = self.depth > 0
+                inliner.guarded |= later
                 if inliner.async_generator:  # `return` takes no value there
-                    return [ast.copy_location(ast.Expr(inliner._leave(None, n)), n), n]
-                n.value = inliner._leave(n.value, n)
+                    return [ast.copy_location(ast.Expr(inliner._leave(None, n, later)), n), n]
+                n.value = inliner._leave(n.value, n, later)
                 return n
 
         t = Returns()
@@ -985,9 +1035,22 @@ class _Inliner:
             ast.Expr(ast.Call(func=ast.Constant("__ust_unwind__"), args=[ast.Constant("__ust_record__")],
                               keywords=[])),
             ast.Raise(exc=None, cause=None)])
-        wrapped = ast.Try(body=out, handlers=[handler], orelse=[], finalbody=[])
-        for n in (entry, handler, wrapped, *handler.body, *out[-2:]):
+        settle = [ast.Expr(ast.Call(func=ast.Constant("__ust_settle__"), args=[ast.Constant("__ust_record__")],
+                                    keywords=[]))] if self.guarded else []
+        wrapped = ast.Try(body=out, handlers=[handler], orelse=[], finalbody=settle)
+        # Only the nodes made here get locations (the body's last statement keeps its own: a `raise` there
+        # showed the def's line in tracebacks). The entry is on the first statement's line, so a line tracer
+        # (sys.settrace: pdb, coverage) sees no def line before it; the return added at the end has no line
+        # of its own (-1: the compiler gives it its predecessor's, as to the return it adds itself).
+        # (the exception handler and the settling `finally:` are on the def's line: code with no line there would
+        # give the frame no line number (None) when an exception leaves it)
+        for n in (entry, wrapped):  # (`try:` is a NOP on its line)
+            ast.copy_location(n, stmts[0] if stmts else at)
+        for n in (handler, *handler.body, *settle):
             ast.copy_location(n, at)
+        for added in ([out[-2]] if self.async_generator else []) + [end]:
+            for n in ast.walk(added):
+                n.lineno = n.end_lineno = n.col_offset = n.end_col_offset = -1
         return head + [entry, wrapped]
 
 
@@ -997,8 +1060,8 @@ def inline_code(code: types.CodeType) -> types.CodeType | None:
     tracebacks see the real caller). Recompiled from the function's source, which must first compile to
     exactly ``code`` (same bytecode, constants, names, lines): else None (the source is missing, was edited
     since it was imported, or its context cannot be rebuilt) and the trampoline is used. Its constants
-    "__ust_entry__", "__ust_leave__", "__ust_unwind__", "__ust_record__" and "__ust_BaseException__" are
-    replaced when installed (_swap_in)."""
+    "__ust_entry__", "__ust_leave__", "__ust_leave_later__", "__ust_settle__", "__ust_unwind__",
+    "__ust_record__" and "__ust_BaseException__" are replaced when installed (_swap_in)."""
     import ast
     import copy
 
@@ -1061,15 +1124,51 @@ def _skipped_here(probe: Probe) -> bool:
     return False
 
 
+def _pending_here(probe: Probe) -> tuple:
+    """The probed frame's (2 up) pending value taken out of the probe's: (True, value), else (False, None)."""
+    key = id(sys._getframe(2))
+    if key in probe.pending:
+        return True, probe.pending.pop(key)
+    return False, None
+
+
 def _py_leave_value(probe: Probe, value):
+    if probe.pending:
+        _pending_here(probe)
     if not (probe.skipped and _skipped_here(probe)):
         probe.leave(value, None)
     return value
 
 
+def _py_leave_later(probe: Probe, value):
+    """A return not final yet (probes.c, leave_later): kept as the probed frame's (1 up) pending value."""
+    if not getattr(_BUSY, "on", False):
+        if len(probe.pending) >= 65536:  # frames that never left (a generator never finished nor closed)
+            probe.pending.clear()
+        probe.pending[id(sys._getframe(1))] = value
+    return value
+
+
+def _py_settle(probe: Probe) -> None:
+    if probe.pending:
+        found, value = _pending_here(probe)
+        if found and not (probe.skipped and _skipped_here(probe)):
+            probe.leave(value, None)
+
+
 def _py_unwind_here(probe: Probe) -> None:
+    if probe.pending:
+        _pending_here(probe)
     if not (probe.skipped and _skipped_here(probe)):
-        probe.leave(None, sys.exc_info()[1])
+        exc = sys.exc_info()[1]
+        flags = sys._getframe(1).f_code.co_flags
+        # PEP 479: a StopIteration leaving a generator or coroutine (a StopAsyncIteration, an async generator)
+        # reaches the caller as a RuntimeError (probes.c, as_caller_sees)
+        if flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR) and (
+                isinstance(exc, StopIteration)
+                or (flags & CO_ASYNC_GENERATOR and isinstance(exc, StopAsyncIteration))):
+            exc = RuntimeError()
+        probe.leave(None, exc)
 
 
 def _swap_in(fn: types.FunctionType, probe: Probe) -> types.CodeType:
@@ -1081,7 +1180,9 @@ def _swap_in(fn: types.FunctionType, probe: Probe) -> types.CodeType:
         subst = {"__ust_record__": probe.record() if _C is not None else probe, "__ust_BaseException__": BaseException,
                  "__ust_entry__": _C.entry_here if _C else _py_entry_here,
                  "__ust_leave__": _C.leave_value if _C else _py_leave_value,
-                 "__ust_unwind__": _C.unwind_here if _C else _py_unwind_here}
+                 "__ust_unwind__": _C.unwind_here if _C else _py_unwind_here,
+                 "__ust_leave_later__": _C.leave_later if _C else _py_leave_later,
+                 "__ust_settle__": _C.settle if _C else _py_settle}
         consts = tuple(subst[c] if isinstance(c, str) and c in subst else c for c in inline.co_consts)
         fn.__code__ = new = inline.replace(co_consts=consts)
         _TRAMPOLINES[id(new)] = (new, code, True)
