@@ -1555,3 +1555,67 @@ def test_a_corrupt_page_whose_time_goes_back_converts_the_same_in_c_and_python(r
     a = Converter(plans, True, False, False, *_task_table()).page(page)
     b = pages.PyConverter(plans, True, False, False, *_task_table()).page(page)
     assert a[1] == 3 and a[0] == bytes(b[0]) and a[1:] == b[1:]
+
+
+
+def _set_last_pid(pid: int) -> None:
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:  # the next task made gets pid + 1 (root)
+        f.write(str(pid))
+
+
+def test_a_new_thread_gone_before_its_page_is_converted_is_not_given_an_older_threads_process(tracefs_dir):
+    """ftrace's saved_tgids keeps every thread ever saved: read before a thread was made, it holds
+    the entry of an older task of the same id (ids wrap at pid_max), and a fork's child_pid was
+    that task's (the thread's own id, as if a new process). A thread of a page read after the
+    tables is looked up in /proc, and once gone in the tables read again; unknown threads before
+    it (ids above pid_max) spend no read it needs."""
+    from ust.kernel.tracefs import Instance, TaskTable
+
+    inst = Instance.create(_name("tgidread"))
+    table = None
+    try:
+        inst.set_record_tgid(True)
+        inst.set_enabled([("sched", "sched_process_fork")])  # ftrace saves a task at a wakeup after an event
+        inst.start()
+        table = TaskTable(*TaskTable.open_files(tracefs_dir))
+        pid_max = int(open("/proc/sys/kernel/pid_max").read())
+        for _ in range(50):  # other processes of the machine may take the ids wanted: again
+            table.forget()
+            reused = int(open("/proc/sys/kernel/ns_last_pid").read()) + 100
+            if reused + 10 >= pid_max:
+                _set_last_pid(300)
+                continue
+            _set_last_pid(reused - 1)
+            older = subprocess.Popen(["true"])
+            older.wait()
+            if older.pid != reused:
+                continue
+            assert table.task_of(os.getpid())[0] == os.getpid()  # the tables read now: reused -> reused
+            for tid in range(pid_max + 1, pid_max + 21):  # never a thread: unknown to the tables and /proc
+                assert table.task_of(tid)[0] == -1
+            made = []
+
+            def make_another():
+                t = threading.Thread(target=lambda: None)
+                t.start()
+                t.join()
+                made.append(t.native_id)
+
+            _set_last_pid(reused - 2)
+            first = threading.Thread(target=make_another)  # reused - 1
+            first.start()
+            first.join()
+            if made[0] != reused:
+                continue
+            with open(os.path.join(tracefs_dir, "saved_tgids")) as f:
+                assert f"{reused} {os.getpid()}" in f.read().splitlines()  # ftrace saved the new thread
+            assert not os.path.exists(f"/proc/{reused}")  # gone: only the tables know its process
+            table.page_read()  # its fork's record read from the ring after the tables were
+            assert table.task_of(reused)[0] == os.getpid()
+            break
+        else:
+            pytest.fail("the thread ids wanted were always taken by other processes")
+    finally:
+        if table is not None:
+            table.close()
+        inst.remove()

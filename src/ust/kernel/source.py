@@ -119,6 +119,7 @@ class FtraceSource:
         self._queued: bytes | None = None  # made with the previous one, handed out next
         self._settle = False  # flush(final=True) asked: square with the ring's counters at the end
         self.on_idle = None  # called when the ring has nothing more (the end of a drain pass)
+        self.on_page = None  # called when a page was read from the ring, before it is converted
         self.tracker = None  # the trace's Sweep (ust.kernel.sweep: prio context, file names): it reads the rings
         self.snapshot_conversion = None  # a snapshot's conversion of the kept pages (Sweep.snapshot_plan)
         self.keep_pages = 1  # a snapshot keeps this many pages read (the ring's size)
@@ -267,6 +268,8 @@ class FtraceSource:
                     if at > self.last_end:
                         return self._hand(b"", 0, max(self.last_end, self.quiet_told), at)
                 return None
+            if self.on_page is not None:
+                self.on_page()
             try:
                 _, missed, _ = pages.page_missed(page)
                 converter = self.converter_of()

@@ -101,8 +101,6 @@ class KernelTrace(Trace):
         self.plans: dict[int, tuple] = {}
         self.tracked: dict[int, fmt.EventFormat] = {}  # recorded for the prio context or paths only (not written)
         self.tasks = tasks
-        if tasks is not None:
-            tasks.names_wanted = "procname" in self.contexts
         # the Sweep reading every CPU before converting any (ust.kernel.sweep), once attached, when the prio
         # context or the open calls' file names (path probes) need it
         self.tracker = None
@@ -188,6 +186,7 @@ class KernelTrace(Trace):
             src.keep_pages = keep_pages  # a snapshot keeps what the ring holds, for the next one
             if self.tasks is not None:
                 src.on_idle = self.tasks.forget  # after each drain pass: thread ids get reused
+                src.on_page = self.tasks.page_read  # its threads may be newer than the tables read
         spec = ChannelSpec(CHANNEL, 0, page_size, max(2, len(sources)), overwrite=snapshot,
                            read_timer=read_timer, live_timer=live_timer, drain_live=not snapshot)
         try:

@@ -530,17 +530,18 @@ class TaskTable:
     instance had ``options/record-tgid`` on: a table as large as pid_max, no
     misses) and ``saved_cmdlines`` (the name each thread had at its latest
     recorded event; ``saved_cmdlines_size`` entries, the oldest forgotten).
-    Both files are read once per drain pass (``forget`` after each), so a
-    thread id reused by a new thread is not answered with the old one's. A
-    thread they do not know is looked up in ``/proc`` (alive: exact); one gone
-    meanwhile is looked up in the files read again (its switch-out at exit
-    saved it there), else pid -1 and an empty procname (documented in
-    docs/kernel.md). The idle
-    task (tid 0) is pid 0, ``swapper``.
+    Both files are read at the first lookup of a drain pass (``forget`` after
+    each); they keep every thread ever saved, so an entry may be an older
+    thread's of the same id (ids wrap at ``pid_max``). A thread of a page read
+    after them (``page_read``) may be newer than them: it is looked up in
+    ``/proc`` (alive: exact), and once gone in the files read again (ftrace saved
+    it when woken at its fork, or at a switch, before its record could be read;
+    one read per page at most). A thread the files do not know is looked up in
+    ``/proc`` too; else pid -1 and an empty procname (documented in
+    docs/kernel.md). The idle task (tid 0) is pid 0, ``swapper``.
     """
 
     MAX_FILE = 64 << 20  # a bound on what is read from either file
-    MAX_RELOADS = 8  # per drain pass: the files read again for threads gone since (see task_of)
 
     FILES = ("saved_tgids", "saved_cmdlines")
 
@@ -549,13 +550,11 @@ class TaskTable:
         # itself (a tracing-group member's), so it is given them (sessiond/kernel.py).
         self.fds = (tgids_fd, cmdlines_fd)
         self.tasks: dict[int, tuple[int, bytes]] = {0: (0, b"swapper")}
-        self._extra: tuple[dict, dict] = ({}, {})
+        self._files: tuple[dict, dict] = ({}, {})  # the files as last read: tid -> tgid, tid -> comm
         self._loaded = False
-        self._reloads = 0
-        # whether names are wanted (the procname context): if not, a name missing from saved_cmdlines
-        # (a small table, the oldest forgotten) spends no reload — under a system's fork churn those
-        # misses used up a pass's reloads, and a thread gone since got pid -1 (a fork's child_pid wrong)
-        self.names_wanted = True
+        # a page read from the rings since the files were read: its records' threads may have been saved
+        # after that (a read again can answer them); none: a read again would answer nothing new
+        self._page_since_load = True
 
     def forget(self) -> None:
         """Read the files again at the next lookup (after a drain pass)."""
@@ -563,7 +562,11 @@ class TaskTable:
             self.tasks.clear()  # in place: the converters hold this dict
             self.tasks[0] = (0, b"swapper")
         self._loaded = False
-        self._reloads = 0
+
+    def page_read(self) -> None:
+        """A page was read from a ring: a thread of its records unknown to the files read
+        before may be in them now (see task_of)."""
+        self._page_since_load = True
 
     @classmethod
     def open_files(cls, tracefs: str) -> list[int]:
@@ -592,6 +595,7 @@ class TaskTable:
         return data.decode("utf-8", "replace")
 
     def _load(self) -> None:
+        self._page_since_load = False  # before reading: a page read meanwhile asks for another read
         tgids: dict[int, int] = {}
         for line in self._read_top(0).splitlines():
             parts = line.split()
@@ -602,32 +606,34 @@ class TaskTable:
             tid, _, comm = line.partition(" ")
             if tid.isdigit():
                 comms[int(tid)] = comm.encode()[:15]
-        for tid in tgids.keys() | comms.keys():
-            if tid in tgids and tid in comms:
-                self.tasks[tid] = (tgids[tid], comms[tid])
-        self._extra = (tgids, comms)
+        # not copied into self.tasks (which the converter believes without asking): an entry may be an older
+        # thread's of the same id (ids wrap at pid_max, the files keep every thread ever saved), which
+        # task_of checks when the thread may be newer than the files
+        self._files = (tgids, comms)
 
     def task_of(self, tid: int) -> tuple[int, bytes]:
         if not self._loaded:
             self._load()
             self._loaded = True
-            if tid in self.tasks:
-                return self.tasks[tid]
-        tgids, comms = self._extra
+        tgids, comms = self._files
         tgid, comm = tgids.get(tid), comms.get(tid)
-        if tgid is None or comm is None:
+        # The files read after every page read so far know each thread of those pages that ftrace saved
+        # (a task is saved when it is woken — a new one at its fork, right after the fork's record — or
+        # switched), and newer than any older thread of its id. Otherwise the thread may be newer than
+        # the files: /proc answers while it lives; one gone is looked up in the files read again, at most
+        # once per page read (a fixed count of reads per pass, spent by a busy system's short-lived
+        # processes, left a thread made late in the pass to the entry of an older thread of its id, and a
+        # fork's child_pid was its tid).
+        if self._page_since_load or tgid is None or comm is None:
             live_tgid, live_comm = _proc_task(tid)
-            if live_tgid < 0 and self._reloads < self.MAX_RELOADS and (tgid is None or self.names_wanted):
-                # Gone since the files were read. ftrace saves a task's tgid and
-                # comm when the task is switched out (the sched_switch probe
-                # records both tasks), which a thread's exit does: the files
-                # know it now, though its events' pages were read before.
-                # /proc first, the files after, so no thread falls between.
-                self._reloads += 1
+            if live_tgid >= 0:
+                tgid = live_tgid
+            elif self._page_since_load:
+                # gone: its exit's switch-out (or its fork's wakeup) saved it; /proc first, the files
+                # after, so no thread falls between
                 self._load()
-                tgids, comms = self._extra
-                tgid = tgid if tgid is not None else tgids.get(tid)
-                comm = comm if comm is not None else comms.get(tid)
+                tgids, comms = self._files
+                tgid, comm = tgids.get(tid), comms.get(tid)
             tgid = tgid if tgid is not None else live_tgid
             comm = comm if comm is not None else live_comm
         entry = (tgid, comm)
